@@ -1,0 +1,432 @@
+/*
+ * optim.h: deep-learning optimizers in C11, exact to torch.optim.
+ *
+ * Two levels share one set of update rules:
+ *
+ *  1. Stateless kernels (optim_update): one rule applied to one parameter
+ *     array, with state arrays the caller owns. For frameworks that manage
+ *     their own memory.
+ *  2. The optimizer object (optim): owns the state, holds parameter groups
+ *     with their own hyperparameters, counts steps per parameter, and runs
+ *     one step over every parameter in one parallel pass.
+ *
+ * Conventions
+ *  - Every function that can fail returns an int status: OPTIM_OK (0) or a
+ *    negative OPTIM_E* code. The detail ("adam: beta1 = 1.5 is outside
+ *    [0, 1)") is in optim_errmsg(handle) for functions on a handle, and in
+ *    the optional optim_error out-argument for the others (pass NULL if you
+ *    do not want it).
+ *  - On error nothing changes: no parameter, state or hyperparameter is
+ *    touched, and no value is silently replaced by another.
+ *  - The library never prints, never exits and never keeps global mutable
+ *    state except the CPU-dispatch choice, made once.
+ *  - Arrays are float32. Parameter and gradient memory belongs to the caller;
+ *    state memory belongs to the optimizer object (64-byte aligned).
+ *  - Thread safety: distinct handles may be used from distinct threads at
+ *    once. One handle must not be used by two threads at the same time.
+ */
+#ifndef OPTIM_H
+#define OPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Version -------------------------------------------------------------
+ * CMake reads these three lines; keep their form. */
+#define OPTIM_VERSION_MAJOR 0
+#define OPTIM_VERSION_MINOR 1
+#define OPTIM_VERSION_PATCH 0
+#define OPTIM_VERSION_NUMBER \
+    (OPTIM_VERSION_MAJOR * 10000 + OPTIM_VERSION_MINOR * 100 + OPTIM_VERSION_PATCH)
+#define OPTIM__STR2(x) #x
+#define OPTIM__STR(x) OPTIM__STR2(x)
+#define OPTIM_VERSION_STRING \
+    OPTIM__STR(OPTIM_VERSION_MAJOR) "." OPTIM__STR(OPTIM_VERSION_MINOR) "." OPTIM__STR(OPTIM_VERSION_PATCH)
+
+/* ---- Export -------------------------------------------------------------- */
+#if defined(OPTIM_STATIC_DEFINE)
+#  define OPTIM_API
+#elif defined(_WIN32)
+#  ifdef OPTIM_BUILDING
+#    define OPTIM_API __declspec(dllexport)
+#  else
+#    define OPTIM_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define OPTIM_API __attribute__((visibility("default")))
+#else
+#  define OPTIM_API
+#endif
+
+/** The library's version as OPTIM_VERSION_NUMBER; compare with the header's
+ *  to check that header and library match. */
+OPTIM_API unsigned optim_version_number(void);
+/** The library's version as "MAJOR.MINOR.PATCH". */
+OPTIM_API const char *optim_version_string(void);
+
+/* ---- Errors -------------------------------------------------------------- */
+/* One table generates the codes, their names and their messages. */
+#define OPTIM_ERROR_MAP(XX)                                                          \
+    XX(OK, 0, "success")                                                             \
+    XX(EINVAL, -1, "invalid argument")                                               \
+    XX(ENULL, -2, "NULL pointer where a valid one is required")                      \
+    XX(ESIZE, -3, "size mismatch")                                                   \
+    XX(EOVERLAP, -4, "buffers overlap")                                              \
+    XX(ENOMEM, -5, "out of memory")                                                  \
+    XX(ERANGE, -6, "index out of range")                                             \
+    XX(EUNSUPPORTED, -7, "not supported by this rule, build or CPU")                 \
+    XX(ESTATE, -8, "call not valid in the current state")                            \
+    XX(ENONFINITE, -9, "non-finite value")                                           \
+    XX(EOPEN, -20, "cannot open or create file")                                     \
+    XX(EREAD, -21, "read failed")                                                    \
+    XX(EWRITE, -22, "write failed")                                                  \
+    XX(ENOSPC, -23, "no space left on device or file size limit reached")            \
+    XX(ETRUNCATED, -24, "file is truncated")                                         \
+    XX(EMAGIC, -25, "not a checkpoint file (wrong magic number)")                    \
+    XX(EVERSION, -26, "checkpoint format version is newer than this library")        \
+    XX(ECHECKSUM, -27, "checksum mismatch: file is corrupt")                         \
+    XX(EFORMAT, -28, "malformed checkpoint")                                         \
+    XX(EMISMATCH, -29, "checkpoint does not match this optimizer")
+
+typedef enum optim_status {
+#define OPTIM__ERR_ENUM(name, code, msg) OPTIM_##name = code,
+    OPTIM_ERROR_MAP(OPTIM__ERR_ENUM)
+#undef OPTIM__ERR_ENUM
+    OPTIM__STATUS_FORCE_INT = -0x7fffffff
+} optim_status;
+
+#define OPTIM_ERRMSG_MAX 320
+
+/** Detail of a failure, for functions that do not work on a handle.
+ *  code is the status returned; message names the function, the parameter
+ *  and the offending value. */
+typedef struct optim_error {
+    int code;
+    char message[OPTIM_ERRMSG_MAX];
+} optim_error;
+
+/** Fixed message for a status code ("invalid argument"); never NULL. */
+OPTIM_API const char *optim_strerror(int code);
+/** Symbolic name of a status code ("OPTIM_EINVAL"); never NULL. */
+OPTIM_API const char *optim_err_name(int code);
+
+/* ---- Rules and hyperparameters ------------------------------------------- */
+
+typedef enum optim_rule {
+    OPTIM_SGD = 1,      /* SGD with momentum, dampening, Nesterov */
+    OPTIM_ADAGRAD = 2,  /* AdaGrad */
+    OPTIM_RMSPROP = 3,  /* RMSProp, plain or centered, with momentum */
+    OPTIM_ADADELTA = 4, /* AdaDelta (optional heavy-ball momentum) */
+    OPTIM_ADAM = 5,     /* Adam (L2 weight decay, AMSGrad, bias correction on/off) */
+    OPTIM_ADAMW = 6,    /* Adam with decoupled weight decay */
+    OPTIM_RADAM = 7,    /* Rectified Adam */
+    OPTIM_NADAM = 8,    /* Nesterov-accelerated Adam with momentum schedule */
+    OPTIM_ADABOUND = 9  /* AdaBound / AMSBound (Luo et al. 2019) */
+} optim_rule;
+#define OPTIM_RULE_COUNT 9
+
+/** Where eps sits relative to the square root of the second moment. */
+typedef enum optim_eps_placement {
+    OPTIM_EPS_OUTSIDE = 0, /* g / (sqrt(v) + eps): torch.optim's form */
+    OPTIM_EPS_INSIDE = 1   /* g / sqrt(v + eps): the seeds' AdaGrad/RMSProp/AdaDelta form */
+} optim_eps_placement;
+
+/**
+ * Hyperparameters of one rule (one parameter group).
+ *
+ * Always start from optim_hparams_init(), which fills torch.optim's defaults
+ * for the rule, then change fields. Fields a rule does not use must stay 0
+ * (optim_hparams_init leaves them 0); a non-zero unused field is an error, so
+ * that a setting is never silently ignored. Boolean fields take 0 or 1.
+ *
+ * Which rule uses what (defaults in brackets, as torch.optim):
+ *   SGD      lr [1e-3; torch requires it] momentum [0] dampening [0] nesterov [0]
+ *            weight_decay [0] maximize [0]
+ *   ADAGRAD  lr [1e-2] lr_decay [0] weight_decay [0] initial_accumulator_value [0]
+ *            eps [1e-10] eps_placement [OUTSIDE] maximize
+ *   RMSPROP  lr [1e-2] alpha [0.99] eps [1e-8] eps_placement [OUTSIDE]
+ *            weight_decay [0] momentum [0] centered [0] maximize
+ *   ADADELTA lr [1.0] rho [0.9] eps [1e-6] eps_placement [INSIDE]
+ *            weight_decay [0] momentum [0] (heavy-ball on the update; an
+ *            optim extension, 0 = torch's AdaDelta) maximize
+ *   ADAM     lr [1e-3] beta1 [0.9] beta2 [0.999] eps [1e-8] eps_placement [OUTSIDE]
+ *            weight_decay [0] decoupled_weight_decay [0] amsgrad [0]
+ *            bias_correction [1] maximize
+ *   ADAMW    as ADAM, with weight_decay [1e-2] and decoupled_weight_decay [1]
+ *            (must stay 1: use ADAM for coupled L2 decay)
+ *   RADAM    lr [1e-3] beta1 beta2 eps eps_placement weight_decay
+ *            decoupled_weight_decay [0] maximize
+ *   NADAM    lr [2e-3] beta1 beta2 eps eps_placement weight_decay
+ *            decoupled_weight_decay [0] momentum_decay [4e-3] maximize
+ *   ADABOUND lr [1e-3] beta1 beta2 final_lr [0.1] gamma [1e-3] eps [1e-8]
+ *            eps_placement weight_decay amsgrad (= amsbound) bias_correction [1]
+ *            initial_lr [0 = the group's lr when the group is created] maximize
+ */
+typedef struct optim_hparams {
+    optim_rule rule;
+    double lr;                        /* learning rate, >= 0 */
+    double weight_decay;              /* >= 0; L2 (added to the gradient) unless decoupled */
+    int decoupled_weight_decay;       /* 1: p *= 1 - lr*weight_decay before the update */
+    int maximize;                     /* 1: ascend the objective (gradient negated) */
+    double momentum;                  /* >= 0 (SGD, RMSPROP, ADADELTA) */
+    double dampening;                 /* [0, 1] (SGD) */
+    int nesterov;                     /* needs momentum > 0 and dampening 0 (SGD) */
+    double beta1, beta2;              /* [0, 1) (Adam family) */
+    double alpha;                     /* [0, 1] smoothing of the squared gradient (RMSPROP) */
+    double rho;                       /* [0, 1] (ADADELTA) */
+    double eps;                       /* > 0 */
+    int eps_placement;                /* optim_eps_placement */
+    int amsgrad;                      /* 1: use the running maximum of v (ADAM, ADAMW, ADABOUND) */
+    int bias_correction;              /* 1: divide the moments by (1 - beta^t) (ADAM, ADAMW, ADABOUND) */
+    int centered;                     /* 1: normalise by the estimated variance (RMSPROP) */
+    double lr_decay;                  /* >= 0 (ADAGRAD) */
+    double initial_accumulator_value; /* >= 0 (ADAGRAD) */
+    double momentum_decay;            /* >= 0 (NADAM) */
+    double final_lr;                  /* >= 0 (ADABOUND) */
+    double gamma;                     /* [0, 1) (ADABOUND) */
+    double initial_lr;                /* > 0, or 0 for "lr" (ADABOUND: final_lr is scaled by lr/initial_lr) */
+} optim_hparams;
+
+/** Hyperparameter identifiers, for setting one value at a time and for
+ *  bindings that should not depend on the struct layout. Numbers are stable. */
+typedef enum optim_hparam {
+    OPTIM_HP_LR = 1,
+    OPTIM_HP_WEIGHT_DECAY = 2,
+    OPTIM_HP_DECOUPLED_WEIGHT_DECAY = 3,
+    OPTIM_HP_MAXIMIZE = 4,
+    OPTIM_HP_MOMENTUM = 5,
+    OPTIM_HP_DAMPENING = 6,
+    OPTIM_HP_NESTEROV = 7,
+    OPTIM_HP_BETA1 = 8,
+    OPTIM_HP_BETA2 = 9,
+    OPTIM_HP_ALPHA = 10,
+    OPTIM_HP_RHO = 11,
+    OPTIM_HP_EPS = 12,
+    OPTIM_HP_EPS_PLACEMENT = 13,
+    OPTIM_HP_AMSGRAD = 14,
+    OPTIM_HP_BIAS_CORRECTION = 15,
+    OPTIM_HP_CENTERED = 16,
+    OPTIM_HP_LR_DECAY = 17,
+    OPTIM_HP_INITIAL_ACCUMULATOR_VALUE = 18,
+    OPTIM_HP_MOMENTUM_DECAY = 19,
+    OPTIM_HP_FINAL_LR = 20,
+    OPTIM_HP_GAMMA = 21,
+    OPTIM_HP_INITIAL_LR = 22
+} optim_hparam;
+#define OPTIM_HP_COUNT 22
+
+/** Lower-case name of a rule ("adam"), or NULL for an unknown value. */
+OPTIM_API const char *optim_rule_name(optim_rule rule);
+/** The rule with that name (case-insensitive: "adamw", "AdamW"), or 0. */
+OPTIM_API optim_rule optim_rule_from_name(const char *name);
+
+/** Field name of a hyperparameter ("beta1"), or NULL for an unknown id. */
+OPTIM_API const char *optim_hparam_name(optim_hparam id);
+/** The id with that field name, or 0. "amsbound" is accepted for amsgrad. */
+OPTIM_API optim_hparam optim_hparam_from_name(const char *name);
+/** 1 if the rule uses this hyperparameter, else 0. */
+OPTIM_API int optim_rule_uses(optim_rule rule, optim_hparam id);
+
+/** Fill *hp with torch.optim's defaults for the rule (see optim_hparams).
+ *  Returns OPTIM_EINVAL for an unknown rule, OPTIM_ENULL for hp == NULL. */
+OPTIM_API int optim_hparams_init(optim_hparams *hp, optim_rule rule, optim_error *err);
+/** Check every field; OPTIM_OK or OPTIM_EINVAL with a message naming the
+ *  field and its value. */
+OPTIM_API int optim_hparams_check(const optim_hparams *hp, optim_error *err);
+/** Set one field of *hp by id (booleans and eps_placement as 0.0/1.0).
+ *  Fails with OPTIM_EUNSUPPORTED if the rule does not use it. The value alone
+ *  is range-checked here; cross-field rules (nesterov needs momentum) are
+ *  checked by optim_hparams_check and by the object when the set is applied. */
+OPTIM_API int optim_hparams_set(optim_hparams *hp, optim_hparam id, double value, optim_error *err);
+/** Read one field of *hp by id into *value. */
+OPTIM_API int optim_hparams_get(const optim_hparams *hp, optim_hparam id, double *value, optim_error *err);
+
+/* ---- State --------------------------------------------------------------- */
+
+#define OPTIM_MAX_SLOTS 4
+
+/** Number of state arrays a rule can have (its slots), 0..OPTIM_MAX_SLOTS. */
+OPTIM_API int optim_rule_slot_count(optim_rule rule);
+/** torch.optim's name for slot i of a rule ("exp_avg", "momentum_buffer"), or NULL. */
+OPTIM_API const char *optim_rule_slot_name(optim_rule rule, int slot);
+/** Bit i set: slot i is needed under these hyperparameters (e.g. Adam's
+ *  max_exp_avg_sq only with amsgrad). 0 for invalid input. */
+OPTIM_API unsigned optim_hparams_slots(const optim_hparams *hp);
+/** 1 if the rule reports a per-parameter step counter in torch's state_dict
+ *  (every rule but SGD). */
+OPTIM_API int optim_rule_has_step(optim_rule rule);
+
+/**
+ * State of one parameter array for the stateless kernels.
+ * slot[i] points at n floats for every bit i of optim_hparams_slots(), and
+ * is ignored otherwise. `initialized` bit i says slot i holds data; SGD's
+ * momentum buffer starts uninitialized and is set from the first gradient
+ * (as torch does), every other slot is filled by optim_state_init.
+ */
+typedef struct optim_state {
+    int64_t step;      /* updates applied so far */
+    double mu_product; /* NADAM: product of the momentum coefficients so far (1 at start) */
+    unsigned initialized;
+    float *slot[OPTIM_MAX_SLOTS];
+} optim_state;
+
+/** Reset *st for a parameter of n elements: step 0, mu_product 1, every
+ *  needed slot filled with its initial value (0, or AdaGrad's
+ *  initial_accumulator_value). The slot arrays must be allocated by the
+ *  caller, n floats each, not overlapping each other. */
+OPTIM_API int optim_state_init(const optim_hparams *hp, size_t n, optim_state *st, optim_error *err);
+
+/**
+ * Apply one step of hp's rule to p[0..n) with gradient g[0..n) and state *st;
+ * increments st->step. p, g and the needed slots must be non-NULL (unless
+ * n == 0, a no-op that still validates hp) and must not overlap.
+ * Gradients that are NaN or Inf follow IEEE arithmetic exactly as in
+ * torch.optim: that element's parameter and state become non-finite, other
+ * elements are unaffected. (The optimizer object can check and skip instead.)
+ */
+OPTIM_API int optim_update(const optim_hparams *hp, size_t n, float *p, const float *g, optim_state *st,
+                           optim_error *err);
+
+/* ---- CPU paths ----------------------------------------------------------- */
+
+typedef enum optim_isa {
+    OPTIM_ISA_AUTO = 0,   /* best the CPU supports (or OPTIM_ISA in the environment) */
+    OPTIM_ISA_SCALAR = 1, /* plain C, no vectorisation: the reference path */
+    OPTIM_ISA_AVX2 = 2,   /* x86-64 AVX2 + FMA */
+    OPTIM_ISA_AVX512 = 3, /* x86-64 AVX-512F/VL/DQ */
+    OPTIM_ISA_NEON = 4    /* AArch64 Advanced SIMD */
+} optim_isa;
+
+/** Name of a path ("avx2"), or NULL. */
+OPTIM_API const char *optim_isa_name(optim_isa isa);
+/** 1 if this build has the path and this CPU can run it. */
+OPTIM_API int optim_isa_available(optim_isa isa);
+/** The path OPTIM_ISA_AUTO resolves to: the best available one, or the one
+ *  named by the environment variable OPTIM_ISA (scalar, avx2, avx512, neon)
+ *  when that one is available. Read once per process. */
+OPTIM_API optim_isa optim_isa_default(void);
+
+/* ---- The optimizer object ------------------------------------------------ */
+
+typedef struct optim optim;
+
+/** Create an optimizer for one rule, with no groups and no parameters.
+ *  *out is set on success, NULL on failure. */
+OPTIM_API int optim_create(optim **out, optim_rule rule);
+/** Free the optimizer and its state. optim_free(NULL) does nothing. */
+OPTIM_API void optim_free(optim *opt);
+
+/** Last error message on this handle ("" if none yet). Never NULL; valid
+ *  until the next call on the handle. optim_errmsg(NULL) explains itself. */
+OPTIM_API const char *optim_errmsg(const optim *opt);
+/** Last status code on this handle. */
+OPTIM_API int optim_errcode(const optim *opt);
+
+OPTIM_API optim_rule optim_get_rule(const optim *opt);
+
+/** Add a parameter group with hyperparameters *hp (validated, copied; its
+ *  rule must be the optimizer's). *group receives the group's index (may be NULL). */
+OPTIM_API int optim_add_group(optim *opt, const optim_hparams *hp, size_t *group);
+OPTIM_API size_t optim_group_count(const optim *opt);
+/** Copy group g's hyperparameters into *hp. */
+OPTIM_API int optim_group_get(const optim *opt, size_t g, optim_hparams *hp);
+/** Replace group g's hyperparameters (validated as a whole; on error the group
+ *  is unchanged). Takes effect at the next step. Turning on an option that
+ *  needs a state slot (amsgrad, momentum, centered) allocates it for every
+ *  parameter of the group, initialised as torch would at the first step. */
+OPTIM_API int optim_group_set(optim *opt, size_t g, const optim_hparams *hp);
+/** Set one hyperparameter of group g; same checks as optim_group_set. */
+OPTIM_API int optim_group_set_hparam(optim *opt, size_t g, optim_hparam id, double value);
+/** Set several hyperparameters of group g at once, validated together
+ *  (so nesterov and momentum can be switched on in one call). */
+OPTIM_API int optim_group_set_hparams(optim *opt, size_t g, size_t count, const optim_hparam *ids,
+                                      const double *values);
+/** Read one hyperparameter of group g. */
+OPTIM_API int optim_group_get_hparam(const optim *opt, size_t g, optim_hparam id, double *value);
+
+/**
+ * Add a parameter of n floats to group g. The optimizer keeps the pointers
+ * (it does not copy or own param/grad) and allocates the state now, so that
+ * steps never allocate. grad may be NULL (no gradient yet: the parameter is
+ * skipped by steps until one is set). name is copied (NULL: "param<index>");
+ * it names the parameter in error messages and checkpoints. *index receives
+ * the parameter's index in the optimizer (may be NULL). A parameter must not
+ * overlap its gradient or any other parameter or gradient of the optimizer.
+ * n == 0 is allowed (such a parameter is never updated).
+ */
+OPTIM_API int optim_add_param(optim *opt, size_t g, float *param, const float *grad, size_t n, const char *name,
+                              size_t *index);
+OPTIM_API size_t optim_param_count(const optim *opt);
+/** Point parameter i at new memory (param must not be NULL; grad may be, for
+ *  "no gradient"). Same overlap rules as optim_add_param. */
+OPTIM_API int optim_set_param_ptrs(optim *opt, size_t i, float *param, const float *grad);
+/** Point parameter i's gradient at new memory, or NULL for "no gradient". */
+OPTIM_API int optim_set_grad(optim *opt, size_t i, const float *grad);
+
+/** Facts about parameter i. name and pointers stay valid while the parameter exists. */
+typedef struct optim_param_info {
+    const char *name;
+    size_t group;
+    size_t n;
+    float *param;
+    const float *grad;
+    int64_t step; /* updates applied to this parameter */
+} optim_param_info;
+OPTIM_API int optim_param_get_info(const optim *opt, size_t i, optim_param_info *info);
+
+/**
+ * Take one step: every parameter with a gradient is updated by its group's
+ * rule and hyperparameters, in one parallel pass over memory. Parameters whose
+ * gradient is NULL are skipped and their step counters do not advance (as
+ * torch skips parameters whose .grad is None). Fails with OPTIM_ESTATE if the
+ * optimizer has no parameters. Never allocates.
+ */
+OPTIM_API int optim_step(optim *opt);
+/**
+ * Rebind every parameter's memory and take one step, in one call: params[i]
+ * and grads[i] for parameter i (count must equal optim_param_count). grads[i]
+ * may be NULL to skip parameter i this step. This is how bindings step a
+ * whole model with one call.
+ */
+OPTIM_API int optim_step_with(optim *opt, size_t count, float *const *params, const float *const *grads);
+
+/** Number of steps taken by the optimizer (calls of optim_step that ran). */
+OPTIM_API int64_t optim_step_count(const optim *opt);
+
+/**
+ * Access to parameter i's state slot s (see optim_rule_slot_name), for
+ * inspection, for bindings and for loading saved state. *data receives the
+ * array of n floats, or NULL if the slot is not allocated under the current
+ * hyperparameters. *initialized (may be NULL) receives whether it holds data
+ * (SGD's momentum buffer does not until the first step with momentum). The
+ * memory stays valid until optim_free and may be written between steps.
+ */
+OPTIM_API int optim_state_slot(optim *opt, size_t i, int s, float **data, int *initialized);
+/** Mark slot s of parameter i as holding data (or not), e.g. after loading it. */
+OPTIM_API int optim_state_set_initialized(optim *opt, size_t i, int s, int initialized);
+/** Read and write parameter i's step counter and NAdam's mu_product. */
+OPTIM_API int optim_param_get_step(const optim *opt, size_t i, int64_t *step);
+OPTIM_API int optim_param_set_step(optim *opt, size_t i, int64_t step);
+OPTIM_API int optim_param_get_mu_product(const optim *opt, size_t i, double *mu_product);
+OPTIM_API int optim_param_set_mu_product(optim *opt, size_t i, double mu_product);
+/** Reset parameter i's state as if it had never stepped. */
+OPTIM_API int optim_param_reset_state(optim *opt, size_t i);
+
+/** Threads used by a step: 0 = all OpenMP threads (the default), 1 = only the
+ *  caller's thread, k = at most k. Results are bit-identical for any value. */
+OPTIM_API int optim_set_threads(optim *opt, int threads);
+OPTIM_API int optim_get_threads(const optim *opt);
+/** Choose the CPU path for this optimizer (tests use this to run each one).
+ *  OPTIM_EUNSUPPORTED if this build or CPU cannot run it. */
+OPTIM_API int optim_set_isa(optim *opt, optim_isa isa);
+/** The path in use (never OPTIM_ISA_AUTO). */
+OPTIM_API optim_isa optim_get_isa(const optim *opt);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* OPTIM_H */

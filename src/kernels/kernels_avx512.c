@@ -1,0 +1,4 @@
+/* kernels_avx512.c: the kernels compiled for the avx512 path (flags set per file in CMakeLists.txt). */
+#define OPTIM__KERNELS_NAME optim__kernels_avx512
+#define OPTIM__KERNELS_ISA OPTIM_ISA_AVX512
+#include "kernels_impl.h"

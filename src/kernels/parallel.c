@@ -1,0 +1,92 @@
+/* parallel.c: one step over many tensors in one parallel region.
+ *
+ * The tensors of a step are seen as one long concatenation of elements; each
+ * thread takes one contiguous, equal share of it and walks the tensors that
+ * share covers. Share boundaries are moved down to a multiple of 16 elements
+ * within their tensor, so that threads do not write the same cache line of a
+ * 64-byte-aligned array (state always is; torch's tensors are too). There is one fork/join per step, not one per tensor, and
+ * a model of hundreds of small tensors balances as well as one big tensor.
+ * The update is element-wise, so the split cannot change any result. */
+#include "kernels.h"
+
+#ifdef _OPENMP
+#  include <omp.h>
+#endif
+
+/* Below this many elements a step runs on the caller's thread: waking other
+ * threads costs more than it saves. */
+#define OPTIM__PAR_MIN ((size_t)1 << 15)
+/* Share boundaries fall on multiples of this many floats (one cache line). */
+#define OPTIM__SPLIT_ALIGN 16
+
+/* Index of the first task whose elements reach past position x (tasks are
+ * sorted by start); count if none. */
+static size_t optim__find(const optim__task *tasks, size_t count, size_t x)
+{
+    size_t a = 0, b = count;
+    while (a < b) {
+        size_t mid = a + (b - a) / 2;
+        if (tasks[mid].start + tasks[mid].n <= x)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    return a;
+}
+
+/* Move a share boundary down to a multiple of OPTIM__SPLIT_ALIGN within the
+ * tensor it falls in. A pure function of x, so neighbours agree on it. */
+static size_t optim__split_point(const optim__task *tasks, size_t count, size_t x)
+{
+    size_t a = optim__find(tasks, count, x);
+    if (a == count || x <= tasks[a].start) return x;
+    return tasks[a].start + (x - tasks[a].start) / OPTIM__SPLIT_ALIGN * OPTIM__SPLIT_ALIGN;
+}
+
+/* Update elements [lo, hi) of the concatenation. */
+static void optim__run_range(optim__block_fn fn, const optim__task *tasks, size_t count, size_t lo, size_t hi)
+{
+    size_t a;
+    if (lo >= hi) return;
+    a = optim__find(tasks, count, lo);
+    for (; a < count && tasks[a].start < hi; a++) {
+        const optim__task *t = &tasks[a];
+        size_t from, to, j;
+        float *s[OPTIM_MAX_SLOTS];
+        if (t->n == 0) continue;
+        from = lo > t->start ? lo - t->start : 0;
+        to = hi < t->start + t->n ? hi - t->start : t->n;
+        if (from >= to) continue;
+        for (j = 0; j < OPTIM_MAX_SLOTS; j++) s[j] = t->s[j] ? t->s[j] + from : NULL;
+        fn(to - from, t->p + from, t->g + from, s, t->k);
+    }
+}
+
+void optim__run(const optim__kernels *kt, optim_rule rule, const optim__task *tasks, size_t count, size_t total,
+                int threads)
+{
+    optim__block_fn fn = kt->block[rule];
+    int nt = 1;
+#ifdef _OPENMP
+    nt = threads > 0 ? threads : omp_get_max_threads();
+    if (nt > 1 && total / (size_t)nt < OPTIM__PAR_MIN / 2) {
+        size_t fit = total / (OPTIM__PAR_MIN / 2);
+        nt = fit < 2 ? 1 : (int)(fit < (size_t)nt ? fit : (size_t)nt);
+    }
+#else
+    (void)threads;
+#endif
+    if (nt <= 1) {
+        optim__run_range(fn, tasks, count, 0, total);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        size_t t = (size_t)omp_get_thread_num(), k = (size_t)omp_get_num_threads();
+        size_t lo = t == 0 ? 0 : optim__split_point(tasks, count, total / k * t);
+        size_t hi = t + 1 == k ? total : optim__split_point(tasks, count, total / k * (t + 1));
+        optim__run_range(fn, tasks, count, lo, hi);
+    }
+#endif
+}

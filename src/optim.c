@@ -1,0 +1,612 @@
+/* optim.c: the optimizer object: groups, parameters, owned state, one step. */
+#include "optim_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OPTIM__E(o) (&(o)->err)
+
+/* ---- Lifetime -------------------------------------------------------------- */
+
+int optim_create(optim **out, optim_rule rule)
+{
+    optim *o;
+    if (!out) return OPTIM_ENULL;
+    *out = NULL;
+    if (!optim__rule(rule)) return OPTIM_EINVAL;
+    o = (optim *)calloc(1, sizeof *o);
+    if (!o) return OPTIM_ENOMEM;
+    o->rule = rule;
+    o->kt = optim__kernels_get(OPTIM_ISA_AUTO);
+    o->threads = 0;
+    *out = o;
+    return OPTIM_OK;
+}
+
+static void optim__param_free_state(optim__param *pa)
+{
+    int s;
+    for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+        optim__free_floats(pa->st.slot[s]);
+        pa->st.slot[s] = NULL;
+    }
+}
+
+void optim_free(optim *o)
+{
+    size_t i;
+    if (!o) return;
+    for (i = 0; i < o->nparams; i++) {
+        optim__param_free_state(&o->params[i]);
+        free(o->params[i].name);
+    }
+    free(o->params);
+    free(o->groups);
+    free(o->tasks);
+    free(o->ks);
+    free(o->spans);
+    free(o);
+}
+
+const char *optim_errmsg(const optim *o)
+{
+    if (!o) return "optim: the handle is NULL (optim_create failed or was not called)";
+    return o->err.message;
+}
+
+int optim_errcode(const optim *o)
+{
+    return o ? o->err.code : OPTIM_ENULL;
+}
+
+optim_rule optim_get_rule(const optim *o)
+{
+    return o ? o->rule : (optim_rule)0;
+}
+
+/* ---- Groups ---------------------------------------------------------------- */
+
+/* Check hp for use in o (valid, o's rule). */
+static int optim__check_hp(optim *o, const char *fn, const optim_hparams *hp)
+{
+    OPTIM__FAIL_IF(!hp, OPTIM__E(o), OPTIM_ENULL, "%s: hp is NULL", fn);
+    OPTIM__FAIL_IF(hp->rule != o->rule, OPTIM__E(o), OPTIM_EINVAL,
+                   "%s: hp->rule = %d (%s) but this optimizer's rule is %s", fn, (int)hp->rule,
+                   optim_rule_name(hp->rule) ? optim_rule_name(hp->rule) : "not a rule", optim_rule_name(o->rule));
+    return optim__hparams_check(hp, OPTIM__E(o));
+}
+
+int optim_add_group(optim *o, const optim_hparams *hp, size_t *group)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_hp(o, "optim_add_group", hp));
+    if (o->ngroups == o->cap_groups) {
+        size_t cap = o->cap_groups ? o->cap_groups * 2 : 4;
+        optim__group *gs = (optim__group *)realloc(o->groups, cap * sizeof *gs);
+        OPTIM__FAIL_IF(!gs, OPTIM__E(o), OPTIM_ENOMEM, "optim_add_group: out of memory for %zu groups", cap);
+        o->groups = gs;
+        o->cap_groups = cap;
+    }
+    o->groups[o->ngroups].hp = *hp;
+    if (o->rule == OPTIM_ADABOUND && hp->initial_lr == 0) o->groups[o->ngroups].hp.initial_lr = hp->lr;
+    if (group) *group = o->ngroups;
+    o->ngroups++;
+    return optim__ok(OPTIM__E(o));
+}
+
+size_t optim_group_count(const optim *o)
+{
+    return o ? o->ngroups : 0;
+}
+
+static int optim__check_group(optim *o, const char *fn, size_t g)
+{
+    OPTIM__FAIL_IF(g >= o->ngroups, OPTIM__E(o), OPTIM_ERANGE, "%s: group %zu does not exist (%zu groups)", fn, g,
+                   o->ngroups);
+    return OPTIM_OK;
+}
+
+int optim_group_get(const optim *o, size_t g, optim_hparams *hp)
+{
+    if (!o || !hp) return OPTIM_ENULL;
+    if (g >= o->ngroups) return OPTIM_ERANGE;
+    *hp = o->groups[g].hp;
+    return OPTIM_OK;
+}
+
+/* Allocate, for every parameter of group g, the slots `hp` needs that it
+ * does not have yet, and fill them with their initial values. All or nothing:
+ * on failure the slots this call allocated are freed again. */
+static int optim__grow_slots(optim *o, size_t g, const optim_hparams *hp)
+{
+    unsigned need = optim_hparams_slots(hp);
+    size_t i;
+    int s;
+    for (i = 0; i < o->nparams; i++) {
+        optim__param *pa = &o->params[i];
+        pa->fresh = 0;
+        if (pa->group != g) continue;
+        for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+            if (!((need >> s) & 1u) || pa->st.slot[s]) continue;
+            pa->st.slot[s] = optim__alloc_floats(pa->n);
+            if (!pa->st.slot[s]) {
+                size_t j;
+                for (j = 0; j <= i; j++) {
+                    int t;
+                    for (t = 0; t < OPTIM_MAX_SLOTS; t++) {
+                        if (!((o->params[j].fresh >> t) & 1u)) continue;
+                        optim__free_floats(o->params[j].st.slot[t]);
+                        o->params[j].st.slot[t] = NULL;
+                    }
+                    o->params[j].fresh = 0;
+                }
+                return optim__fail(OPTIM__E(o), OPTIM_ENOMEM,
+                                   "optim_group_set: out of memory for %zu floats of state '%s' of param %zu '%s'",
+                                   pa->n, optim_rule_slot_name(o->rule, s), i, pa->name);
+            }
+            pa->fresh |= 1u << s;
+        }
+    }
+    for (i = 0; i < o->nparams; i++) {
+        optim__param *pa = &o->params[i];
+        if (!pa->fresh) continue;
+        pa->st.initialized &= ~pa->fresh;
+        optim__state_fill(hp, pa->n, &pa->st, pa->fresh);
+        pa->fresh = 0;
+    }
+    return OPTIM_OK;
+}
+
+static int optim__group_commit(optim *o, size_t g, const char *fn, optim_hparams *hp)
+{
+    OPTIM__FORWARD(optim__check_hp(o, fn, hp));
+    if (o->rule == OPTIM_ADABOUND && hp->initial_lr == 0) hp->initial_lr = hp->lr;
+    OPTIM__FORWARD(optim__grow_slots(o, g, hp));
+    o->groups[g].hp = *hp;
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_group_set(optim *o, size_t g, const optim_hparams *hp)
+{
+    optim_hparams copy;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_group(o, "optim_group_set", g));
+    OPTIM__FAIL_IF(!hp, OPTIM__E(o), OPTIM_ENULL, "optim_group_set: hp is NULL");
+    copy = *hp;
+    return optim__group_commit(o, g, "optim_group_set", &copy);
+}
+
+int optim_group_set_hparams(optim *o, size_t g, size_t count, const optim_hparam *ids, const double *values)
+{
+    optim_hparams hp;
+    size_t i;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_group(o, "optim_group_set_hparams", g));
+    OPTIM__FAIL_IF(count > 0 && (!ids || !values), OPTIM__E(o), OPTIM_ENULL, "optim_group_set_hparams: %s is NULL",
+                   !ids ? "ids" : "values");
+    hp = o->groups[g].hp;
+    for (i = 0; i < count; i++) OPTIM__FORWARD(optim_hparams_set(&hp, ids[i], values[i], OPTIM__E(o)));
+    return optim__group_commit(o, g, "optim_group_set_hparams", &hp);
+}
+
+int optim_group_set_hparam(optim *o, size_t g, optim_hparam id, double value)
+{
+    return optim_group_set_hparams(o, g, 1, &id, &value);
+}
+
+int optim_group_get_hparam(const optim *o, size_t g, optim_hparam id, double *value)
+{
+    if (!o || !value) return OPTIM_ENULL;
+    if (g >= o->ngroups) return OPTIM_ERANGE;
+    return optim_hparams_get(&o->groups[g].hp, id, value, NULL);
+}
+
+/* ---- Parameters ------------------------------------------------------------- */
+
+/* Does [p, n) or [g, n) collide with the memory of any parameter but `skip`? */
+static int optim__check_disjoint_one(optim *o, const char *fn, size_t skip, const float *p, const float *g, size_t n)
+{
+    size_t j;
+    OPTIM__FAIL_IF(optim__overlap(p, n, g, n), OPTIM__E(o), OPTIM_EOVERLAP, "%s: param and grad overlap", fn);
+    for (j = 0; j < o->nparams; j++) {
+        const optim__param *q = &o->params[j];
+        if (j == skip) continue;
+        OPTIM__FAIL_IF(optim__overlap(p, n, q->p, q->n), OPTIM__E(o), OPTIM_EOVERLAP,
+                       "%s: param overlaps the memory of param %zu '%s'", fn, j, q->name);
+        OPTIM__FAIL_IF(optim__overlap(p, n, q->g, q->n), OPTIM__E(o), OPTIM_EOVERLAP,
+                       "%s: param overlaps the gradient of param %zu '%s'", fn, j, q->name);
+        OPTIM__FAIL_IF(optim__overlap(g, n, q->p, q->n), OPTIM__E(o), OPTIM_EOVERLAP,
+                       "%s: grad overlaps the memory of param %zu '%s'", fn, j, q->name);
+    }
+    return OPTIM_OK;
+}
+
+static int optim__reserve_params(optim *o)
+{
+    size_t cap;
+    optim__param *ps;
+    optim__task *ts;
+    optim__k *ks;
+    optim__span *sp;
+    if (o->nparams < o->cap_params) return OPTIM_OK;
+    cap = o->cap_params ? o->cap_params * 2 : 16;
+    ps = (optim__param *)realloc(o->params, cap * sizeof *ps);
+    if (!ps) return OPTIM_ENOMEM;
+    o->params = ps;
+    ts = (optim__task *)realloc(o->tasks, cap * sizeof *ts);
+    if (!ts) return OPTIM_ENOMEM;
+    o->tasks = ts;
+    ks = (optim__k *)realloc(o->ks, cap * sizeof *ks);
+    if (!ks) return OPTIM_ENOMEM;
+    o->ks = ks;
+    sp = (optim__span *)realloc(o->spans, 2 * cap * sizeof *sp);
+    if (!sp) return OPTIM_ENOMEM;
+    o->spans = sp;
+    o->cap_params = cap;
+    return OPTIM_OK;
+}
+
+int optim_add_param(optim *o, size_t g, float *param, const float *grad, size_t n, const char *name, size_t *index)
+{
+    optim__param pa;
+    const optim_hparams *hp;
+    unsigned need;
+    int s;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_group(o, "optim_add_param", g));
+    OPTIM__FAIL_IF(!param && n > 0, OPTIM__E(o), OPTIM_ENULL, "optim_add_param: param is NULL (n = %zu)", n);
+    OPTIM__FORWARD(optim__check_disjoint_one(o, "optim_add_param", (size_t)-1, param, grad, n));
+    OPTIM__FAIL_IF(optim__reserve_params(o) != OPTIM_OK, OPTIM__E(o), OPTIM_ENOMEM,
+                   "optim_add_param: out of memory for %zu parameters", o->nparams + 1);
+
+    memset(&pa, 0, sizeof pa);
+    pa.p = param;
+    pa.g = grad;
+    pa.n = n;
+    pa.group = g;
+    if (name) {
+        size_t len = strlen(name);
+        pa.name = (char *)malloc(len + 1);
+        if (pa.name) memcpy(pa.name, name, len + 1);
+    } else {
+        char buf[32];
+        snprintf(buf, sizeof buf, "param%zu", o->nparams);
+        pa.name = (char *)malloc(strlen(buf) + 1);
+        if (pa.name) strcpy(pa.name, buf);
+    }
+    OPTIM__FAIL_IF(!pa.name, OPTIM__E(o), OPTIM_ENOMEM, "optim_add_param: out of memory for the name");
+
+    hp = &o->groups[g].hp;
+    need = optim_hparams_slots(hp);
+    for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+        if (!((need >> s) & 1u)) continue;
+        pa.st.slot[s] = optim__alloc_floats(n);
+        if (!pa.st.slot[s]) {
+            optim__param_free_state(&pa);
+            free(pa.name);
+            return optim__fail(OPTIM__E(o), OPTIM_ENOMEM,
+                               "optim_add_param: out of memory for %zu floats of state '%s' of '%s'", n,
+                               optim_rule_slot_name(o->rule, s), name ? name : "param");
+        }
+    }
+    pa.st.step = 0;
+    pa.st.mu_product = 1.0;
+    optim__state_fill(hp, n, &pa.st, need);
+
+    o->params[o->nparams] = pa;
+    if (index) *index = o->nparams;
+    o->nparams++;
+    return optim__ok(OPTIM__E(o));
+}
+
+size_t optim_param_count(const optim *o)
+{
+    return o ? o->nparams : 0;
+}
+
+static int optim__check_param(optim *o, const char *fn, size_t i)
+{
+    OPTIM__FAIL_IF(i >= o->nparams, OPTIM__E(o), OPTIM_ERANGE, "%s: param %zu does not exist (%zu params)", fn, i,
+                   o->nparams);
+    return OPTIM_OK;
+}
+
+int optim_set_param_ptrs(optim *o, size_t i, float *param, const float *grad)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_param(o, "optim_set_param_ptrs", i));
+    OPTIM__FAIL_IF(!param && o->params[i].n > 0, OPTIM__E(o), OPTIM_ENULL,
+                   "optim_set_param_ptrs: param is NULL for param %zu '%s'", i, o->params[i].name);
+    OPTIM__FORWARD(optim__check_disjoint_one(o, "optim_set_param_ptrs", i, param, grad, o->params[i].n));
+    o->params[i].p = param;
+    o->params[i].g = grad;
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_set_grad(optim *o, size_t i, const float *grad)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_param(o, "optim_set_grad", i));
+    return optim_set_param_ptrs(o, i, o->params[i].p, grad);
+}
+
+int optim_param_get_info(const optim *o, size_t i, optim_param_info *info)
+{
+    const optim__param *pa;
+    if (!o || !info) return OPTIM_ENULL;
+    if (i >= o->nparams) return OPTIM_ERANGE;
+    pa = &o->params[i];
+    info->name = pa->name;
+    info->group = pa->group;
+    info->n = pa->n;
+    info->param = pa->p;
+    info->grad = pa->g;
+    info->step = pa->st.step;
+    return OPTIM_OK;
+}
+
+/* ---- Steps ----------------------------------------------------------------- */
+
+/* Sort spans by start (heapsort: in place, no allocation in a step). */
+static int optim__span_less(const optim__span *a, const optim__span *b)
+{
+    return a->lo < b->lo || (a->lo == b->lo && a->hi < b->hi);
+}
+
+static void optim__span_sift(optim__span *v, size_t root, size_t n)
+{
+    for (;;) {
+        size_t child = 2 * root + 1;
+        optim__span tmp;
+        if (child >= n) return;
+        if (child + 1 < n && optim__span_less(&v[child], &v[child + 1])) child++;
+        if (!optim__span_less(&v[root], &v[child])) return;
+        tmp = v[root];
+        v[root] = v[child];
+        v[child] = tmp;
+        root = child;
+    }
+}
+
+static void optim__span_sort(optim__span *v, size_t n)
+{
+    size_t i;
+    if (n < 2) return;
+    for (i = n / 2; i-- > 0;) optim__span_sift(v, i, n);
+    for (i = n - 1; i > 0; i--) {
+        optim__span tmp = v[0];
+        v[0] = v[i];
+        v[i] = tmp;
+        optim__span_sift(v, 0, i);
+    }
+}
+
+/* Check that no parameter shares memory with another parameter or with any
+ * gradient, for the pointers in params/grads (gradients may share memory with
+ * each other: they are only read). O(n log n). */
+static int optim__check_all_disjoint(optim *o, float *const *params, const float *const *grads)
+{
+    size_t i, m = 0;
+    const optim__span *far_p = NULL, *far_g = NULL;
+    for (i = 0; i < o->nparams; i++) {
+        size_t bytes = o->params[i].n * sizeof(float);
+        if (bytes == 0) continue;
+        o->spans[m].lo = (uintptr_t)params[i];
+        o->spans[m].hi = (uintptr_t)params[i] + bytes;
+        o->spans[m].param = i;
+        o->spans[m].is_param = 1;
+        m++;
+        if (grads[i]) {
+            o->spans[m].lo = (uintptr_t)grads[i];
+            o->spans[m].hi = (uintptr_t)grads[i] + bytes;
+            o->spans[m].param = i;
+            o->spans[m].is_param = 0;
+            m++;
+        }
+    }
+    optim__span_sort(o->spans, m);
+    for (i = 0; i < m; i++) {
+        const optim__span *x = &o->spans[i];
+        const optim__span *hit = NULL;
+        if (far_p && far_p->hi > x->lo) hit = far_p;
+        else if (x->is_param && far_g && far_g->hi > x->lo) hit = far_g;
+        if (hit) {
+            return optim__fail(OPTIM__E(o), OPTIM_EOVERLAP,
+                               "optim_step_with: the %s of param %zu '%s' overlaps the %s of param %zu '%s'",
+                               hit->is_param ? "memory" : "gradient", hit->param, o->params[hit->param].name,
+                               x->is_param ? "memory" : "gradient", x->param, o->params[x->param].name);
+        }
+        if (x->is_param) {
+            if (!far_p || x->hi > far_p->hi) far_p = x;
+        } else {
+            if (!far_g || x->hi > far_g->hi) far_g = x;
+        }
+    }
+    return OPTIM_OK;
+}
+
+static int optim__step(optim *o)
+{
+    size_t i, total = 0;
+    optim__step_in in;
+    OPTIM__FAIL_IF(o->nparams == 0, OPTIM__E(o), OPTIM_ESTATE, "optim_step: the optimizer has no parameters");
+    for (i = 0; i < o->nparams; i++)
+        OPTIM__FAIL_IF(o->params[i].g && o->params[i].st.step == INT64_MAX, OPTIM__E(o), OPTIM_ESTATE,
+                       "optim_step: the step counter of param %zu '%s' is at its maximum", i, o->params[i].name);
+    in.gscale = 1.0f;
+    for (i = 0; i < o->nparams; i++) {
+        optim__param *pa = &o->params[i];
+        optim__task *t = &o->tasks[i];
+        const optim_hparams *hp = &o->groups[pa->group].hp;
+        int s;
+        t->start = total;
+        t->n = 0;
+        if (!pa->g) continue;
+        in.lr = hp->lr;
+        optim__prepare(hp, &in, &pa->st, &o->ks[i]);
+        t->p = pa->p;
+        t->g = pa->g;
+        for (s = 0; s < OPTIM_MAX_SLOTS; s++) t->s[s] = pa->st.slot[s];
+        t->n = pa->n;
+        t->k = &o->ks[i];
+        total += pa->n;
+    }
+    optim__run(o->kt, o->rule, o->tasks, o->nparams, total, o->threads);
+    for (i = 0; i < o->nparams; i++) {
+        optim__param *pa = &o->params[i];
+        if (pa->g) optim__finish(&o->groups[pa->group].hp, &pa->st);
+    }
+    o->steps++;
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_step(optim *o)
+{
+    if (!o) return OPTIM_ENULL;
+    return optim__step(o);
+}
+
+int optim_step_with(optim *o, size_t count, float *const *params, const float *const *grads)
+{
+    size_t i;
+    int changed = 0;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(count != o->nparams, OPTIM__E(o), OPTIM_ESIZE,
+                   "optim_step_with: count = %zu but the optimizer has %zu params", count, o->nparams);
+    OPTIM__FAIL_IF(count > 0 && (!params || !grads), OPTIM__E(o), OPTIM_ENULL, "optim_step_with: %s is NULL",
+                   !params ? "params" : "grads");
+    for (i = 0; i < count; i++) {
+        OPTIM__FAIL_IF(!params[i] && o->params[i].n > 0, OPTIM__E(o), OPTIM_ENULL,
+                       "optim_step_with: params[%zu] ('%s') is NULL", i, o->params[i].name);
+        if (params[i] != o->params[i].p || grads[i] != o->params[i].g) changed = 1;
+    }
+    if (changed) {
+        OPTIM__FORWARD(optim__check_all_disjoint(o, params, grads));
+        for (i = 0; i < count; i++) {
+            o->params[i].p = params[i];
+            o->params[i].g = grads[i];
+        }
+    }
+    return optim__step(o);
+}
+
+int64_t optim_step_count(const optim *o)
+{
+    return o ? o->steps : 0;
+}
+
+/* ---- State access ----------------------------------------------------------- */
+
+int optim_state_slot(optim *o, size_t i, int s, float **data, int *initialized)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_param(o, "optim_state_slot", i));
+    OPTIM__FAIL_IF(!data, OPTIM__E(o), OPTIM_ENULL, "optim_state_slot: data is NULL");
+    OPTIM__FAIL_IF(s < 0 || s >= optim_rule_slot_count(o->rule), OPTIM__E(o), OPTIM_ERANGE,
+                   "optim_state_slot: slot %d does not exist (%s has %d)", s, optim_rule_name(o->rule),
+                   optim_rule_slot_count(o->rule));
+    *data = o->params[i].st.slot[s];
+    if (initialized) *initialized = (int)((o->params[i].st.initialized >> s) & 1u);
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_state_set_initialized(optim *o, size_t i, int s, int initialized)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_param(o, "optim_state_set_initialized", i));
+    OPTIM__FAIL_IF(s < 0 || s >= optim_rule_slot_count(o->rule), OPTIM__E(o), OPTIM_ERANGE,
+                   "optim_state_set_initialized: slot %d does not exist (%s has %d)", s, optim_rule_name(o->rule),
+                   optim_rule_slot_count(o->rule));
+    OPTIM__FAIL_IF(!o->params[i].st.slot[s], OPTIM__E(o), OPTIM_ESTATE,
+                   "optim_state_set_initialized: slot %d (%s) of param %zu is not allocated", s,
+                   optim_rule_slot_name(o->rule, s), i);
+    if (initialized)
+        o->params[i].st.initialized |= 1u << s;
+    else
+        o->params[i].st.initialized &= ~(1u << s);
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_param_get_step(const optim *o, size_t i, int64_t *step)
+{
+    if (!o || !step) return OPTIM_ENULL;
+    if (i >= o->nparams) return OPTIM_ERANGE;
+    *step = o->params[i].st.step;
+    return OPTIM_OK;
+}
+
+int optim_param_set_step(optim *o, size_t i, int64_t step)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_param(o, "optim_param_set_step", i));
+    OPTIM__FAIL_IF(step < 0, OPTIM__E(o), OPTIM_EINVAL, "optim_param_set_step: step = %lld is negative",
+                   (long long)step);
+    o->params[i].st.step = step;
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_param_get_mu_product(const optim *o, size_t i, double *mu_product)
+{
+    if (!o || !mu_product) return OPTIM_ENULL;
+    if (i >= o->nparams) return OPTIM_ERANGE;
+    *mu_product = o->params[i].st.mu_product;
+    return OPTIM_OK;
+}
+
+int optim_param_set_mu_product(optim *o, size_t i, double mu_product)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_param(o, "optim_param_set_mu_product", i));
+    OPTIM__FAIL_IF(!(mu_product >= 0 && mu_product <= 1), OPTIM__E(o), OPTIM_EINVAL,
+                   "optim_param_set_mu_product: mu_product = %.10g is outside [0, 1]", mu_product);
+    o->params[i].st.mu_product = mu_product;
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_param_reset_state(optim *o, size_t i)
+{
+    optim__param *pa;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_param(o, "optim_param_reset_state", i));
+    pa = &o->params[i];
+    pa->st.step = 0;
+    pa->st.mu_product = 1.0;
+    pa->st.initialized = 0;
+    optim__state_fill(&o->groups[pa->group].hp, pa->n, &pa->st, optim_hparams_slots(&o->groups[pa->group].hp));
+    return optim__ok(OPTIM__E(o));
+}
+
+/* ---- Execution settings ----------------------------------------------------- */
+
+int optim_set_threads(optim *o, int threads)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(threads < 0, OPTIM__E(o), OPTIM_EINVAL, "optim_set_threads: threads = %d is negative", threads);
+    o->threads = threads;
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_get_threads(const optim *o)
+{
+    return o ? o->threads : 0;
+}
+
+int optim_set_isa(optim *o, optim_isa isa)
+{
+    const optim__kernels *kt;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(!optim_isa_name(isa), OPTIM__E(o), OPTIM_EINVAL, "optim_set_isa: isa = %d is not a path",
+                   (int)isa);
+    kt = optim__kernels_get(isa);
+    OPTIM__FAIL_IF(!kt, OPTIM__E(o), OPTIM_EUNSUPPORTED,
+                   "optim_set_isa: the %s path is not available (not in this build, or not on this CPU)",
+                   optim_isa_name(isa));
+    o->kt = kt;
+    return optim__ok(OPTIM__E(o));
+}
+
+optim_isa optim_get_isa(const optim *o)
+{
+    return o ? o->kt->isa : OPTIM_ISA_AUTO;
+}

@@ -1,0 +1,49 @@
+/* optim_internal.h: the body of the opaque optimizer handle. Private: only
+ * the library's own files include it. */
+#ifndef OPTIM_INTERNAL_H
+#define OPTIM_INTERNAL_H
+
+#include "common.h"
+#include "kernels/kernels.h"
+
+typedef struct optim__param {
+    float *p;        /* caller's memory */
+    const float *g;  /* caller's memory; NULL: no gradient, skipped by steps */
+    size_t n;
+    size_t group;
+    char *name;      /* owned */
+    optim_state st;  /* slots owned, 64-byte aligned */
+    unsigned fresh;  /* slots allocated by the optim_group_set in progress */
+} optim__param;
+
+typedef struct optim__group {
+    optim_hparams hp;
+} optim__group;
+
+/* An interval of memory, for the overlap check of optim_step_with. */
+typedef struct optim__span {
+    uintptr_t lo, hi;
+    size_t param;
+    int is_param; /* 1: a parameter (written), 0: a gradient (read only) */
+} optim__span;
+
+struct optim {
+    optim_rule rule;
+    const optim__kernels *kt;
+    int threads;
+
+    optim__group *groups;
+    size_t ngroups, cap_groups;
+
+    optim__param *params;
+    size_t nparams, cap_params;
+    /* Per-parameter scratch of a step, sized with params so steps never allocate. */
+    optim__task *tasks;
+    optim__k *ks;
+    optim__span *spans; /* 2 per parameter */
+
+    int64_t steps;
+    optim_error err;
+};
+
+#endif

@@ -1,0 +1,93 @@
+/* adadelta.h: AdaDelta, with optional heavy-ball momentum on its update.
+ *
+ * torch.optim.Adadelta (and the seeds' AdaDelta with eps inside, the default), per element:
+ *   g     = -g if maximize;  g = g + weight_decay * p
+ *   sq    = rho * sq + (1 - rho) * g^2                    E[g^2]
+ *   delta = RMS(acc) / RMS(sq) * g,  RMS(x) = sqrt(x + eps)   (eps outside: sqrt(x) + eps)
+ *   acc   = rho * acc + (1 - rho) * delta^2               E[dw^2]
+ *   momentum == 0: p = p - lr * delta                       (torch; lr = 1 is the seeds' rule)
+ *   momentum  > 0: b = momentum * b + delta;  p = p - lr * b
+ * The momentum option is an optim extension (default 0, off): heavy-ball
+ * momentum applied to AdaDelta's unit-consistent update; acc still tracks
+ * the squared delta, not the momentum step.
+ * Slots: 0 square_avg, 1 acc_delta, 2 momentum_buffer (momentum > 0).
+ */
+#ifndef OPTIM_RULE_ADADELTA_MATH
+#define OPTIM_RULE_ADADELTA_MATH
+#include "rule.h"
+
+#define OPTIM__ADADELTA_V_MOM 4u
+#define OPTIM__ADADELTA_VARIANTS 8u
+
+typedef struct optim__adadelta_k {
+    float rho, one_minus_rho;
+    float eps;
+    float momentum;
+    float neg_lr;
+} optim__adadelta_k;
+
+OPTIM_INLINE unsigned optim__adadelta_reads(unsigned V)
+{
+    return 3u | ((V & OPTIM__ADADELTA_V_MOM) ? 4u : 0u);
+}
+OPTIM_INLINE unsigned optim__adadelta_writes(unsigned V)
+{
+    return optim__adadelta_reads(V);
+}
+
+OPTIM_INLINE void optim__adadelta_elem(float *p, float g, float *s, const optim__kcommon *c,
+                                       const optim__adadelta_k *k, unsigned V)
+{
+    const unsigned epsin = V & OPTIM__V_EPSIN;
+    float pi = *p;
+    float d = optim__grad(g, pi, c, V);
+    float sq = s[0] * k->rho + (k->one_minus_rho * d) * d;
+    float delta = optim__rms(s[1], k->eps, epsin) / optim__rms(sq, k->eps, epsin) * d;
+    s[0] = sq;
+    s[1] = s[1] * k->rho + (k->one_minus_rho * delta) * delta;
+    if (V & OPTIM__ADADELTA_V_MOM) {
+        float b = s[2] * k->momentum + delta;
+        s[2] = b;
+        *p = pi + k->neg_lr * b;
+    } else {
+        *p = pi + k->neg_lr * delta;
+    }
+}
+#endif
+
+#if defined(OPTIM__RULE_HOST) && !defined(OPTIM_RULE_ADADELTA_HOST)
+#define OPTIM_RULE_ADADELTA_HOST
+
+static void optim__adadelta_defaults(optim_hparams *hp)
+{
+    hp->lr = 1.0;
+    hp->rho = 0.9;
+    hp->eps = 1e-6;
+    hp->eps_placement = OPTIM_EPS_INSIDE;
+}
+
+static unsigned optim__adadelta_slots(const optim_hparams *hp)
+{
+    return 3u | (hp->momentum > 0 ? 4u : 0u);
+}
+
+static void optim__adadelta_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
+                                    optim__kcommon *c, union optim__ku *u)
+{
+    optim__adadelta_k *k = &u->adadelta;
+    (void)st;
+    k->rho = (float)hp->rho;
+    k->one_minus_rho = (float)(1.0 - hp->rho);
+    k->eps = (float)hp->eps;
+    k->momentum = (float)hp->momentum;
+    k->neg_lr = (float)-in->lr;
+    if (hp->momentum > 0) c->variant |= OPTIM__ADADELTA_V_MOM;
+}
+
+static const optim__rule_def optim__adadelta_def = {
+    OPTIM_ADADELTA, "adadelta", "Adadelta",
+    OPTIM__USES(LR) | OPTIM__USES(RHO) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
+        OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MOMENTUM) | OPTIM__USES(MAXIMIZE),
+    3, {"square_avg", "acc_delta", "momentum_buffer"}, 0u, 1,
+    optim__adadelta_defaults, NULL, optim__adadelta_slots, NULL, optim__adadelta_prepare, NULL};
+#endif

@@ -1,0 +1,81 @@
+/* adagrad.h: AdaGrad.
+ *
+ * torch.optim.Adagrad, per element, at step t:
+ *   g   = -g if maximize;  g = g + weight_decay * p
+ *   clr = lr / (1 + (t - 1) * lr_decay)
+ *   sum = sum + g * g
+ *   p   = p - clr * g / (sqrt(sum) + eps)       eps outside (torch)
+ *   p   = p - clr * g / sqrt(sum + eps)         eps inside (the seeds' form)
+ * Slot 0: sum, starting at initial_accumulator_value.
+ */
+#ifndef OPTIM_RULE_ADAGRAD_MATH
+#define OPTIM_RULE_ADAGRAD_MATH
+#include "rule.h"
+
+#define OPTIM__ADAGRAD_VARIANTS 4u
+
+typedef struct optim__adagrad_k {
+    float neg_clr;
+    float eps;
+} optim__adagrad_k;
+
+OPTIM_INLINE unsigned optim__adagrad_reads(unsigned V)
+{
+    (void)V;
+    return 1u;
+}
+OPTIM_INLINE unsigned optim__adagrad_writes(unsigned V)
+{
+    (void)V;
+    return 1u;
+}
+
+OPTIM_INLINE void optim__adagrad_elem(float *p, float g, float *s, const optim__kcommon *c,
+                                      const optim__adagrad_k *k, unsigned V)
+{
+    float pi = *p;
+    float d = optim__grad(g, pi, c, V);
+    float sum = s[0] + d * d;
+    s[0] = sum;
+    *p = pi + (k->neg_clr * d) / optim__rms(sum, k->eps, V & OPTIM__V_EPSIN);
+}
+#endif
+
+#if defined(OPTIM__RULE_HOST) && !defined(OPTIM_RULE_ADAGRAD_HOST)
+#define OPTIM_RULE_ADAGRAD_HOST
+
+static void optim__adagrad_defaults(optim_hparams *hp)
+{
+    hp->lr = 1e-2;
+    hp->eps = 1e-10;
+}
+
+static unsigned optim__adagrad_slots(const optim_hparams *hp)
+{
+    (void)hp;
+    return 1u;
+}
+
+static float optim__adagrad_initial(const optim_hparams *hp, int slot)
+{
+    (void)slot;
+    return (float)hp->initial_accumulator_value;
+}
+
+static void optim__adagrad_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
+                                   optim__kcommon *c, union optim__ku *u)
+{
+    optim__adagrad_k *k = &u->adagrad;
+    (void)c;
+    k->neg_clr = (float)-(in->lr / (1.0 + (double)(st->step - 1) * hp->lr_decay));
+    k->eps = (float)hp->eps;
+}
+
+static const optim__rule_def optim__adagrad_def = {
+    OPTIM_ADAGRAD, "adagrad", "Adagrad",
+    OPTIM__USES(LR) | OPTIM__USES(LR_DECAY) | OPTIM__USES(WEIGHT_DECAY) |
+        OPTIM__USES(INITIAL_ACCUMULATOR_VALUE) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
+        OPTIM__USES(MAXIMIZE),
+    1, {"sum"}, 0u, 1,
+    optim__adagrad_defaults, NULL, optim__adagrad_slots, optim__adagrad_initial, optim__adagrad_prepare, NULL};
+#endif

@@ -1,0 +1,100 @@
+/* nadam.h: NAdam, Adam with Nesterov momentum and a momentum schedule (Dozat 2016).
+ *
+ * torch.optim.NAdam (the multi-tensor form of torch 1.13, which is the form of
+ * torch >= 2.0; 1.13's single-tensor form multiplies mu in twice, a bug
+ * fixed upstream), per element, at step t:
+ *   g = -g if maximize;  L2: g = g + weight_decay * p;  decoupled: p = p * (1 - lr * weight_decay)
+ *   mu_t = beta1 (1 - 0.5 * 0.96^(t * momentum_decay));  mu_{t+1} likewise
+ *   P_t  = mu_1 * ... * mu_t   (state mu_product)
+ *   m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g^2
+ *   denom = sqrt(v / (1 - beta2^t)) + eps        (eps inside: sqrt(v / (1 - beta2^t) + eps))
+ *   p = p - lr (1 - mu_t) / (1 - P_t) * g / denom - lr mu_{t+1} / (1 - P_t mu_{t+1}) * m / denom
+ * Slots: 0 exp_avg, 1 exp_avg_sq; scalar state mu_product.
+ */
+#ifndef OPTIM_RULE_NADAM_MATH
+#define OPTIM_RULE_NADAM_MATH
+#include "rule.h"
+
+#define OPTIM__NADAM_VARIANTS 4u
+
+typedef struct optim__nadam_k {
+    float beta1, one_minus_beta1;
+    float beta2, one_minus_beta2;
+    float bc2;    /* 1 - beta2^t */
+    float coef_g; /* -lr (1 - mu_t) / (1 - P_t) */
+    float coef_m; /* -lr mu_{t+1} / (1 - P_t mu_{t+1}) */
+    float eps;
+} optim__nadam_k;
+
+OPTIM_INLINE unsigned optim__nadam_reads(unsigned V)
+{
+    (void)V;
+    return 3u;
+}
+OPTIM_INLINE unsigned optim__nadam_writes(unsigned V)
+{
+    (void)V;
+    return 3u;
+}
+
+OPTIM_INLINE void optim__nadam_elem(float *p, float g, float *s, const optim__kcommon *c, const optim__nadam_k *k,
+                                    unsigned V)
+{
+    float pi = *p;
+    float d = optim__grad(g, pi, c, V);
+    float m = s[0] * k->beta1 + k->one_minus_beta1 * d;
+    float v = s[1] * k->beta2 + (k->one_minus_beta2 * d) * d;
+    float denom = optim__rms(v / k->bc2, k->eps, V & OPTIM__V_EPSIN);
+    s[0] = m;
+    s[1] = v;
+    pi = pi * c->decay;
+    pi = pi + (k->coef_g * d) / denom;
+    *p = pi + (k->coef_m * m) / denom;
+}
+#endif
+
+#if defined(OPTIM__RULE_HOST) && !defined(OPTIM_RULE_NADAM_HOST)
+#define OPTIM_RULE_NADAM_HOST
+
+static void optim__nadam_defaults(optim_hparams *hp)
+{
+    hp->lr = 2e-3;
+    hp->beta1 = 0.9;
+    hp->beta2 = 0.999;
+    hp->eps = 1e-8;
+    hp->momentum_decay = 4e-3;
+}
+
+static unsigned optim__nadam_slots(const optim_hparams *hp)
+{
+    (void)hp;
+    return 3u;
+}
+
+static void optim__nadam_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
+                                 optim__kcommon *c, union optim__ku *u)
+{
+    optim__nadam_k *k = &u->nadam;
+    double t = (double)st->step;
+    double mu = hp->beta1 * (1.0 - 0.5 * pow(0.96, t * hp->momentum_decay));
+    double mu_next = hp->beta1 * (1.0 - 0.5 * pow(0.96, (t + 1.0) * hp->momentum_decay));
+    (void)c;
+    st->mu_product *= mu;
+    k->beta1 = (float)hp->beta1;
+    k->one_minus_beta1 = (float)(1.0 - hp->beta1);
+    k->beta2 = (float)hp->beta2;
+    k->one_minus_beta2 = (float)(1.0 - hp->beta2);
+    k->bc2 = (float)(1.0 - pow(hp->beta2, t));
+    k->coef_g = (float)(-in->lr * (1.0 - mu) / (1.0 - st->mu_product));
+    k->coef_m = (float)(-in->lr * mu_next / (1.0 - st->mu_product * mu_next));
+    k->eps = (float)hp->eps;
+}
+
+static const optim__rule_def optim__nadam_def = {
+    OPTIM_NADAM, "nadam", "NAdam",
+    OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
+        OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(DECOUPLED_WEIGHT_DECAY) | OPTIM__USES(MOMENTUM_DECAY) |
+        OPTIM__USES(MAXIMIZE),
+    2, {"exp_avg", "exp_avg_sq"}, 0u, 1,
+    optim__nadam_defaults, NULL, optim__nadam_slots, NULL, optim__nadam_prepare, NULL};
+#endif

@@ -1,0 +1,109 @@
+/* radam.h: Rectified Adam (Liu et al. 2019).
+ *
+ * torch.optim.RAdam (its single-tensor form; decoupled decay as in torch 2.x), per element, at step t:
+ *   g = -g if maximize;  L2: g = g + weight_decay * p;  decoupled: p = p * (1 - lr * weight_decay)
+ *   m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g^2
+ *   rho_inf = 2 / (1 - beta2) - 1;     rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
+ *   rho_t > 5 (variance is tractable):
+ *     r = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+ *     p = p - lr * m / (1 - beta1^t) * sqrt(1 - beta2^t) / (sqrt(v) + eps) * r
+ *         (eps inside: sqrt(1 - beta2^t) / sqrt(v + eps))
+ *   otherwise (the first steps): p = p - lr * m / (1 - beta1^t)
+ * Slots: 0 exp_avg, 1 exp_avg_sq.
+ */
+#ifndef OPTIM_RULE_RADAM_MATH
+#define OPTIM_RULE_RADAM_MATH
+#include "rule.h"
+
+#define OPTIM__RADAM_V_RECT 4u
+#define OPTIM__RADAM_VARIANTS 8u
+
+typedef struct optim__radam_k {
+    float beta1, one_minus_beta1;
+    float beta2, one_minus_beta2;
+    float bc1;      /* 1 - beta1^t */
+    float bc2_sqrt; /* sqrt(1 - beta2^t) */
+    float lr;
+    float rect;
+    float eps;
+} optim__radam_k;
+
+OPTIM_INLINE unsigned optim__radam_reads(unsigned V)
+{
+    (void)V;
+    return 3u;
+}
+OPTIM_INLINE unsigned optim__radam_writes(unsigned V)
+{
+    (void)V;
+    return 3u;
+}
+
+OPTIM_INLINE void optim__radam_elem(float *p, float g, float *s, const optim__kcommon *c, const optim__radam_k *k,
+                                    unsigned V)
+{
+    float pi = *p;
+    float d = optim__grad(g, pi, c, V);
+    float m = s[0] * k->beta1 + k->one_minus_beta1 * d;
+    float v = s[1] * k->beta2 + (k->one_minus_beta2 * d) * d;
+    float mhat = m / k->bc1;
+    s[0] = m;
+    s[1] = v;
+    pi = pi * c->decay;
+    if (V & OPTIM__RADAM_V_RECT) {
+        float adaptive = k->bc2_sqrt / optim__rms(v, k->eps, V & OPTIM__V_EPSIN);
+        *p = pi - mhat * k->lr * adaptive * k->rect;
+    } else {
+        *p = pi - mhat * k->lr;
+    }
+}
+#endif
+
+#if defined(OPTIM__RULE_HOST) && !defined(OPTIM_RULE_RADAM_HOST)
+#define OPTIM_RULE_RADAM_HOST
+
+static void optim__radam_defaults(optim_hparams *hp)
+{
+    hp->lr = 1e-3;
+    hp->beta1 = 0.9;
+    hp->beta2 = 0.999;
+    hp->eps = 1e-8;
+}
+
+static unsigned optim__radam_slots(const optim_hparams *hp)
+{
+    (void)hp;
+    return 3u;
+}
+
+static void optim__radam_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
+                                 optim__kcommon *c, union optim__ku *u)
+{
+    optim__radam_k *k = &u->radam;
+    double t = (double)st->step;
+    double b2t = pow(hp->beta2, t);
+    double bc2 = 1.0 - b2t;
+    double rho_inf = 2.0 / (1.0 - hp->beta2) - 1.0;
+    double rho_t = rho_inf - 2.0 * t * b2t / bc2;
+    k->beta1 = (float)hp->beta1;
+    k->one_minus_beta1 = (float)(1.0 - hp->beta1);
+    k->beta2 = (float)hp->beta2;
+    k->one_minus_beta2 = (float)(1.0 - hp->beta2);
+    k->bc1 = (float)(1.0 - pow(hp->beta1, t));
+    k->bc2_sqrt = (float)sqrt(bc2);
+    k->lr = (float)in->lr;
+    k->eps = (float)hp->eps;
+    k->rect = 0.0f;
+    if (rho_t > 5.0) {
+        k->rect = (float)sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
+        c->variant |= OPTIM__RADAM_V_RECT;
+    }
+}
+
+static const optim__rule_def optim__radam_def = {
+    OPTIM_RADAM, "radam", "RAdam",
+    OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
+        OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(DECOUPLED_WEIGHT_DECAY) | OPTIM__USES(MAXIMIZE),
+    2, {"exp_avg", "exp_avg_sq"}, 0u, 1,
+    optim__radam_defaults, NULL, optim__radam_slots, NULL, optim__radam_prepare, NULL};
+#endif

@@ -1,0 +1,69 @@
+/* rule.h: what every update rule provides, and the helpers their math uses.
+ *
+ * A rule is one header in src/rules/ with two sections:
+ *  - math (always compiled): a struct of per-step constants, the element
+ *    function that updates one element in registers, and which state slots a
+ *    variant reads and writes. Kernels include this part and instantiate it
+ *    per CPU path; it must be plain C arithmetic in torch's operation order,
+ *    no intrinsics, no fused multiply-add (the library is compiled with
+ *    -ffp-contract=off), so every path gives the same bits.
+ *  - host (compiled once, in rules.c, under OPTIM__RULE_HOST): defaults,
+ *    checks across fields, which slots the options need, and `prepare`, which
+ *    turns hyperparameters and the step number into the constants of the
+ *    math section before the parallel pass (everything per step, nothing per
+ *    element).
+ * The table in rules.c lists the rules; adding one is a header and a row.
+ *
+ * Variants: options that change which memory a rule touches or the order of
+ * its arithmetic (AMSGrad, eps placement, L2 decay, momentum...) are bits of
+ * `variant`. The kernels compile one loop per variant with the bits as
+ * constants, so the loops carry no branches.
+ */
+#ifndef OPTIM_RULE_H
+#define OPTIM_RULE_H
+
+#include "../common.h"
+
+#include <math.h>
+
+/* Variant bits shared by every rule. */
+#define OPTIM__V_L2 1u    /* add weight_decay * p to the gradient */
+#define OPTIM__V_EPSIN 2u /* eps inside the square root */
+
+/* Constants every rule's element function sees. */
+typedef struct optim__kcommon {
+    unsigned variant;
+    float gscale; /* multiplies the raw gradient: -1 to maximize, times a clip factor */
+    float wd;     /* L2 coefficient (used when the variant has OPTIM__V_L2) */
+    float decay;  /* decoupled weight decay factor 1 - lr*weight_decay, else 1 */
+} optim__kcommon;
+
+/* torch.maximum: NaN if either input is NaN. */
+OPTIM_INLINE float optim__max_nan(float a, float b)
+{
+    return (a != a || a > b) ? a : b;
+}
+
+/* torch.clamp(x, lo, hi): a NaN x stays NaN. */
+OPTIM_INLINE float optim__clamp(float x, float lo, float hi)
+{
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
+}
+
+/* The two placements of eps relative to a square root. */
+OPTIM_INLINE float optim__rms(float v, float eps, unsigned epsin)
+{
+    return epsin ? sqrtf(v + eps) : sqrtf(v) + eps;
+}
+
+/* The gradient as the rule sees it: scaled (maximize, clipping), then with
+ * L2 weight decay, as torch does (d_p = -g; d_p = d_p + wd * p). */
+OPTIM_INLINE float optim__grad(float g, float p, const optim__kcommon *c, unsigned V)
+{
+    g = g * c->gscale;
+    if (V & OPTIM__V_L2) g = g + c->wd * p;
+    return g;
+}
+
+#endif

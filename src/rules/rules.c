@@ -1,0 +1,314 @@
+/* rules.c: the rule table, hyperparameter defaults, checks and access by id,
+ * and the host side of one step (constants for the kernels). */
+#include "rules.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#define OPTIM__RULE_HOST
+#include "sgd.h"
+#include "adagrad.h"
+#include "rmsprop.h"
+#include "adadelta.h"
+#include "adam.h"
+#include "radam.h"
+#include "nadam.h"
+#include "adabound.h"
+
+/* The rule table: one row per rule, indexed by optim_rule. */
+static const optim__rule_def *const optim__rule_table[OPTIM_RULE_COUNT + 1] = {
+    NULL,
+    &optim__sgd_def,
+    &optim__adagrad_def,
+    &optim__rmsprop_def,
+    &optim__adadelta_def,
+    &optim__adam_def,
+    &optim__adamw_def,
+    &optim__radam_def,
+    &optim__nadam_def,
+    &optim__adabound_def,
+};
+
+const optim__rule_def *optim__rule(optim_rule rule)
+{
+    if ((int)rule < 1 || (int)rule > OPTIM_RULE_COUNT) return NULL;
+    return optim__rule_table[rule];
+}
+
+const char *optim_rule_name(optim_rule rule)
+{
+    const optim__rule_def *r = optim__rule(rule);
+    return r ? r->name : NULL;
+}
+
+static int optim__streq_nocase(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++) {
+        char x = *a, y = *b;
+        if (x >= 'A' && x <= 'Z') x = (char)(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z') y = (char)(y - 'A' + 'a');
+        if (x != y) return 0;
+    }
+    return *a == *b;
+}
+
+optim_rule optim_rule_from_name(const char *name)
+{
+    int i;
+    if (!name) return (optim_rule)0;
+    for (i = 1; i <= OPTIM_RULE_COUNT; i++)
+        if (optim__streq_nocase(name, optim__rule_table[i]->name)) return (optim_rule)i;
+    return (optim_rule)0;
+}
+
+int optim_rule_slot_count(optim_rule rule)
+{
+    const optim__rule_def *r = optim__rule(rule);
+    return r ? r->nslots : 0;
+}
+
+const char *optim_rule_slot_name(optim_rule rule, int slot)
+{
+    const optim__rule_def *r = optim__rule(rule);
+    if (!r || slot < 0 || slot >= r->nslots) return NULL;
+    return r->slot_names[slot];
+}
+
+int optim_rule_has_step(optim_rule rule)
+{
+    const optim__rule_def *r = optim__rule(rule);
+    return r ? r->has_step : 0;
+}
+
+/* ---- Hyperparameter fields ------------------------------------------------ */
+
+typedef enum { OPTIM__F_REAL, OPTIM__F_BOOL } optim__field_kind;
+
+/* A field's name, place, kind and valid range [lo, hi] with open ends where
+ * lo_open/hi_open. Every real must also be finite. */
+typedef struct optim__field {
+    const char *name;
+    size_t offset;
+    optim__field_kind kind;
+    double lo, hi;
+    char lo_open, hi_open;
+} optim__field;
+
+#define OPTIM__REAL(f, lo, hi, lo_open, hi_open) {#f, offsetof(optim_hparams, f), OPTIM__F_REAL, lo, hi, lo_open, hi_open}
+#define OPTIM__BOOL(f) {#f, offsetof(optim_hparams, f), OPTIM__F_BOOL, 0, 1, 0, 0}
+
+static const optim__field optim__fields[OPTIM_HP_COUNT + 1] = {
+    {NULL, 0, OPTIM__F_REAL, 0, 0, 0, 0},
+    [OPTIM_HP_LR] = OPTIM__REAL(lr, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_WEIGHT_DECAY] = OPTIM__REAL(weight_decay, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_DECOUPLED_WEIGHT_DECAY] = OPTIM__BOOL(decoupled_weight_decay),
+    [OPTIM_HP_MAXIMIZE] = OPTIM__BOOL(maximize),
+    [OPTIM_HP_MOMENTUM] = OPTIM__REAL(momentum, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_DAMPENING] = OPTIM__REAL(dampening, 0, 1, 0, 0),
+    [OPTIM_HP_NESTEROV] = OPTIM__BOOL(nesterov),
+    [OPTIM_HP_BETA1] = OPTIM__REAL(beta1, 0, 1, 0, 1),
+    [OPTIM_HP_BETA2] = OPTIM__REAL(beta2, 0, 1, 0, 1),
+    [OPTIM_HP_ALPHA] = OPTIM__REAL(alpha, 0, 1, 0, 0),
+    [OPTIM_HP_RHO] = OPTIM__REAL(rho, 0, 1, 0, 0),
+    [OPTIM_HP_EPS] = OPTIM__REAL(eps, 0, HUGE_VAL, 1, 1),
+    [OPTIM_HP_EPS_PLACEMENT] = OPTIM__BOOL(eps_placement),
+    [OPTIM_HP_AMSGRAD] = OPTIM__BOOL(amsgrad),
+    [OPTIM_HP_BIAS_CORRECTION] = OPTIM__BOOL(bias_correction),
+    [OPTIM_HP_CENTERED] = OPTIM__BOOL(centered),
+    [OPTIM_HP_LR_DECAY] = OPTIM__REAL(lr_decay, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_INITIAL_ACCUMULATOR_VALUE] = OPTIM__REAL(initial_accumulator_value, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_MOMENTUM_DECAY] = OPTIM__REAL(momentum_decay, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_FINAL_LR] = OPTIM__REAL(final_lr, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_GAMMA] = OPTIM__REAL(gamma, 0, 1, 0, 1),
+    [OPTIM_HP_INITIAL_LR] = OPTIM__REAL(initial_lr, 0, HUGE_VAL, 0, 1),
+};
+
+static const optim__field *optim__field_of(optim_hparam id)
+{
+    if ((int)id < 1 || (int)id > OPTIM_HP_COUNT) return NULL;
+    return &optim__fields[id];
+}
+
+static double optim__field_read(const optim_hparams *hp, const optim__field *f)
+{
+    const char *base = (const char *)hp + f->offset;
+    if (f->kind == OPTIM__F_BOOL) {
+        int v;
+        memcpy(&v, base, sizeof v);
+        return (double)v;
+    } else {
+        double v;
+        memcpy(&v, base, sizeof v);
+        return v;
+    }
+}
+
+static void optim__field_write(optim_hparams *hp, const optim__field *f, double value)
+{
+    char *base = (char *)hp + f->offset;
+    if (f->kind == OPTIM__F_BOOL) {
+        int v = value != 0;
+        memcpy(base, &v, sizeof v);
+    } else {
+        memcpy(base, &value, sizeof value);
+    }
+}
+
+const char *optim_hparam_name(optim_hparam id)
+{
+    const optim__field *f = optim__field_of(id);
+    return f ? f->name : NULL;
+}
+
+optim_hparam optim_hparam_from_name(const char *name)
+{
+    int i;
+    if (!name) return (optim_hparam)0;
+    if (strcmp(name, "amsbound") == 0) return OPTIM_HP_AMSGRAD;
+    for (i = 1; i <= OPTIM_HP_COUNT; i++)
+        if (strcmp(name, optim__fields[i].name) == 0) return (optim_hparam)i;
+    return (optim_hparam)0;
+}
+
+int optim_rule_uses(optim_rule rule, optim_hparam id)
+{
+    const optim__rule_def *r = optim__rule(rule);
+    if (!r || !optim__field_of(id)) return 0;
+    return (r->uses >> id) & 1u;
+}
+
+/* Is `value` a valid setting of field f? On failure, explain in *err. */
+static int optim__field_check(const char *rule, const optim__field *f, double value, optim_error *err)
+{
+    if (f->kind == OPTIM__F_BOOL) {
+        OPTIM__FAIL_IF(value != 0 && value != 1, err, OPTIM_EINVAL, "%s: %s = %.10g must be 0 or 1", rule, f->name,
+                       value);
+        return OPTIM_OK;
+    }
+    OPTIM__FAIL_IF(!isfinite(value), err, OPTIM_EINVAL, "%s: %s = %.10g is not a finite number", rule, f->name,
+                   value);
+    if (isinf(f->hi)) {
+        OPTIM__FAIL_IF(f->lo_open ? !(value > f->lo) : !(value >= f->lo), err, OPTIM_EINVAL,
+                       "%s: %s = %.10g must be %s %.10g", rule, f->name, value, f->lo_open ? ">" : ">=", f->lo);
+        return OPTIM_OK;
+    }
+    OPTIM__FAIL_IF((f->lo_open ? !(value > f->lo) : !(value >= f->lo)) ||
+                       (f->hi_open ? !(value < f->hi) : !(value <= f->hi)),
+                   err, OPTIM_EINVAL, "%s: %s = %.10g is outside %c%.10g, %.10g%c", rule, f->name, value,
+                   f->lo_open ? '(' : '[', f->lo, f->hi, f->hi_open ? ')' : ']');
+    return OPTIM_OK;
+}
+
+int optim_hparams_init(optim_hparams *hp, optim_rule rule, optim_error *err)
+{
+    const optim__rule_def *r = optim__rule(rule);
+    OPTIM__FAIL_IF(!hp, err, OPTIM_ENULL, "optim_hparams_init: hp is NULL");
+    OPTIM__FAIL_IF(!r, err, OPTIM_EINVAL, "optim_hparams_init: rule = %d is not a rule (1..%d)", (int)rule,
+                   OPTIM_RULE_COUNT);
+    memset(hp, 0, sizeof *hp);
+    hp->rule = rule;
+    r->defaults(hp);
+    return optim__ok(err);
+}
+
+int optim__hparams_check(const optim_hparams *hp, optim_error *err)
+{
+    const optim__rule_def *r = optim__rule(hp->rule);
+    int i;
+    OPTIM__FAIL_IF(!r, err, OPTIM_EINVAL, "hparams: rule = %d is not a rule (1..%d)", (int)hp->rule,
+                   OPTIM_RULE_COUNT);
+    for (i = 1; i <= OPTIM_HP_COUNT; i++) {
+        const optim__field *f = &optim__fields[i];
+        double v = optim__field_read(hp, f);
+        if ((r->uses >> i) & 1u) {
+            OPTIM__FORWARD(optim__field_check(r->name, f, v, err));
+        } else {
+            OPTIM__FAIL_IF(v != 0, err, OPTIM_EINVAL, "%s: %s = %.10g is not used by this rule (leave it 0)",
+                           r->name, f->name, v);
+        }
+    }
+    if (r->check) OPTIM__FORWARD(r->check(hp, err));
+    return OPTIM_OK;
+}
+
+int optim_hparams_check(const optim_hparams *hp, optim_error *err)
+{
+    OPTIM__FAIL_IF(!hp, err, OPTIM_ENULL, "optim_hparams_check: hp is NULL");
+    OPTIM__FORWARD(optim__hparams_check(hp, err));
+    return optim__ok(err);
+}
+
+int optim_hparams_set(optim_hparams *hp, optim_hparam id, double value, optim_error *err)
+{
+    const optim__field *f = optim__field_of(id);
+    const optim__rule_def *r;
+    OPTIM__FAIL_IF(!hp, err, OPTIM_ENULL, "optim_hparams_set: hp is NULL");
+    r = optim__rule(hp->rule);
+    OPTIM__FAIL_IF(!r, err, OPTIM_EINVAL, "optim_hparams_set: hp->rule = %d is not a rule", (int)hp->rule);
+    OPTIM__FAIL_IF(!f, err, OPTIM_EINVAL, "optim_hparams_set: id = %d is not a hyperparameter (1..%d)", (int)id,
+                   OPTIM_HP_COUNT);
+    OPTIM__FAIL_IF(!((r->uses >> id) & 1u), err, OPTIM_EUNSUPPORTED, "%s: has no hyperparameter %s", r->name,
+                   f->name);
+    OPTIM__FORWARD(optim__field_check(r->name, f, value, err));
+    optim__field_write(hp, f, value);
+    return optim__ok(err);
+}
+
+int optim_hparams_get(const optim_hparams *hp, optim_hparam id, double *value, optim_error *err)
+{
+    const optim__field *f = optim__field_of(id);
+    OPTIM__FAIL_IF(!hp || !value, err, OPTIM_ENULL, "optim_hparams_get: %s is NULL", !hp ? "hp" : "value");
+    OPTIM__FAIL_IF(!f, err, OPTIM_EINVAL, "optim_hparams_get: id = %d is not a hyperparameter (1..%d)", (int)id,
+                   OPTIM_HP_COUNT);
+    *value = optim__field_read(hp, f);
+    return optim__ok(err);
+}
+
+unsigned optim_hparams_slots(const optim_hparams *hp)
+{
+    const optim__rule_def *r;
+    if (!hp || !(r = optim__rule(hp->rule))) return 0;
+    return r->slots(hp);
+}
+
+/* ---- One step, host side -------------------------------------------------- */
+
+void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st, optim__k *k)
+{
+    const optim__rule_def *r = optim__rule(hp->rule);
+    st->step++;
+    k->c.variant = 0;
+    k->c.gscale = hp->maximize ? -in->gscale : in->gscale;
+    k->c.wd = (float)hp->weight_decay;
+    k->c.decay = 1.0f;
+    if (hp->weight_decay != 0) {
+        if (hp->decoupled_weight_decay)
+            k->c.decay = (float)(1.0 - in->lr * hp->weight_decay);
+        else
+            k->c.variant |= OPTIM__V_L2;
+    }
+    if (hp->eps_placement == OPTIM_EPS_INSIDE) k->c.variant |= OPTIM__V_EPSIN;
+    r->prepare(hp, in, st, &k->c, &k->u);
+}
+
+void optim__finish(const optim_hparams *hp, optim_state *st)
+{
+    const optim__rule_def *r = optim__rule(hp->rule);
+    if (r->finish) r->finish(hp, st);
+}
+
+void optim__state_fill(const optim_hparams *hp, size_t n, optim_state *st, unsigned which)
+{
+    const optim__rule_def *r = optim__rule(hp->rule);
+    int s;
+    which &= r->slots(hp) & ~r->lazy_slots;
+    for (s = 0; s < r->nslots; s++) {
+        float v = 0.0f;
+        size_t i;
+        if (!((which >> s) & 1u)) continue;
+        if (r->initial) v = r->initial(hp, s);
+        for (i = 0; i < n; i++) st->slot[s][i] = v;
+        st->initialized |= 1u << s;
+    }
+}

@@ -1,0 +1,99 @@
+/* sgd.h: stochastic gradient descent with momentum, dampening and Nesterov.
+ *
+ * torch.optim.SGD (and the seeds' w <- w - eps * g), per element:
+ *   g  = -g if maximize;  g = g + weight_decay * p
+ *   if momentum != 0:
+ *       b = g                                  first step with momentum
+ *       b = momentum * b + (1 - dampening) * g  later steps
+ *       g = g + momentum * b   if nesterov,  else g = b
+ *   p = p - lr * g
+ * Slot 0: momentum_buffer (only with momentum; filled from the first gradient).
+ */
+#ifndef OPTIM_RULE_SGD_MATH
+#define OPTIM_RULE_SGD_MATH
+#include "rule.h"
+
+#define OPTIM__SGD_V_MOM 4u   /* momentum != 0 */
+#define OPTIM__SGD_V_FIRST 8u /* the buffer is not initialized yet: b = g */
+#define OPTIM__SGD_V_NEST 16u /* Nesterov */
+#define OPTIM__SGD_VARIANTS 32u
+
+typedef struct optim__sgd_k {
+    float momentum;
+    float one_minus_dampening;
+    float neg_lr;
+} optim__sgd_k;
+
+OPTIM_INLINE unsigned optim__sgd_reads(unsigned V)
+{
+    return (V & OPTIM__SGD_V_MOM) && !(V & OPTIM__SGD_V_FIRST) ? 1u : 0u;
+}
+OPTIM_INLINE unsigned optim__sgd_writes(unsigned V)
+{
+    return (V & OPTIM__SGD_V_MOM) ? 1u : 0u;
+}
+
+OPTIM_INLINE void optim__sgd_elem(float *p, float g, float *s, const optim__kcommon *c, const optim__sgd_k *k,
+                                  unsigned V)
+{
+    float pi = *p;
+    float d = optim__grad(g, pi, c, V);
+    if (V & OPTIM__SGD_V_MOM) {
+        float b = (V & OPTIM__SGD_V_FIRST) ? d : s[0] * k->momentum + k->one_minus_dampening * d;
+        s[0] = b;
+        d = (V & OPTIM__SGD_V_NEST) ? d + k->momentum * b : b;
+    }
+    *p = pi + k->neg_lr * d;
+}
+#endif
+
+#if defined(OPTIM__RULE_HOST) && !defined(OPTIM_RULE_SGD_HOST)
+#define OPTIM_RULE_SGD_HOST
+
+static void optim__sgd_defaults(optim_hparams *hp)
+{
+    /* torch requires lr; 1e-3 is a neutral value so that a default group is valid. */
+    hp->lr = 1e-3;
+}
+
+static int optim__sgd_check(const optim_hparams *hp, optim_error *err)
+{
+    OPTIM__FAIL_IF(hp->nesterov && !(hp->momentum > 0), err, OPTIM_EINVAL,
+                   "sgd: nesterov = 1 requires momentum > 0 (momentum = %.10g)", hp->momentum);
+    OPTIM__FAIL_IF(hp->nesterov && hp->dampening != 0, err, OPTIM_EINVAL,
+                   "sgd: nesterov = 1 requires dampening = 0 (dampening = %.10g)", hp->dampening);
+    return OPTIM_OK;
+}
+
+static unsigned optim__sgd_slots(const optim_hparams *hp)
+{
+    return hp->momentum != 0 ? 1u : 0u;
+}
+
+static void optim__sgd_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
+                               optim__kcommon *c, union optim__ku *u)
+{
+    optim__sgd_k *k = &u->sgd;
+    (void)st;
+    k->momentum = (float)hp->momentum;
+    k->one_minus_dampening = (float)(1.0 - hp->dampening);
+    k->neg_lr = (float)-in->lr;
+    if (hp->momentum != 0) {
+        c->variant |= OPTIM__SGD_V_MOM;
+        if (!(st->initialized & 1u)) c->variant |= OPTIM__SGD_V_FIRST;
+        if (hp->nesterov) c->variant |= OPTIM__SGD_V_NEST;
+    }
+}
+
+static void optim__sgd_finish(const optim_hparams *hp, optim_state *st)
+{
+    if (hp->momentum != 0) st->initialized |= 1u;
+}
+
+static const optim__rule_def optim__sgd_def = {
+    OPTIM_SGD, "sgd", "SGD",
+    OPTIM__USES(LR) | OPTIM__USES(MOMENTUM) | OPTIM__USES(DAMPENING) | OPTIM__USES(NESTEROV) |
+        OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MAXIMIZE),
+    1, {"momentum_buffer"}, 1u, 0,
+    optim__sgd_defaults, optim__sgd_check, optim__sgd_slots, NULL, optim__sgd_prepare, optim__sgd_finish};
+#endif

@@ -1,0 +1,383 @@
+/* test_api.c: version, error scheme, hyperparameters, the stateless kernel
+ * API, non-finite gradients, and the seeds' formulas. */
+#include "grid.h"
+#include "test.h"
+
+TEST_IMPL(version)
+{
+    ASSERT_INT(optim_version_number(), ==, OPTIM_VERSION_NUMBER);
+    ASSERT(strcmp(optim_version_string(), OPTIM_VERSION_STRING) == 0);
+    return 0;
+}
+
+TEST_IMPL(error_names)
+{
+    ASSERT(strcmp(optim_err_name(OPTIM_EINVAL), "OPTIM_EINVAL") == 0);
+    ASSERT(strcmp(optim_err_name(OPTIM_ECHECKSUM), "OPTIM_ECHECKSUM") == 0);
+    ASSERT(strcmp(optim_strerror(OPTIM_OK), "success") == 0);
+    ASSERT(strcmp(optim_strerror(12345), "unknown error code") == 0);
+    ASSERT(strcmp(optim_err_name(12345), "OPTIM_UNKNOWN") == 0);
+    return 0;
+}
+
+TEST_IMPL(hparams_defaults)
+{
+    /* torch.optim's defaults, rule by rule. */
+    static const struct {
+        optim_rule rule;
+        const char *name;
+        double lr, eps;
+        int nslots;
+        const char *slot0;
+    } want[] = {
+        {OPTIM_SGD, "sgd", 1e-3, 0, 1, "momentum_buffer"},  {OPTIM_ADAGRAD, "adagrad", 1e-2, 1e-10, 1, "sum"},
+        {OPTIM_RMSPROP, "rmsprop", 1e-2, 1e-8, 3, "square_avg"}, {OPTIM_ADADELTA, "adadelta", 1.0, 1e-6, 3, "square_avg"},
+        {OPTIM_ADAM, "adam", 1e-3, 1e-8, 3, "exp_avg"},      {OPTIM_ADAMW, "adamw", 1e-3, 1e-8, 3, "exp_avg"},
+        {OPTIM_RADAM, "radam", 1e-3, 1e-8, 2, "exp_avg"},    {OPTIM_NADAM, "nadam", 2e-3, 1e-8, 2, "exp_avg"},
+        {OPTIM_ADABOUND, "adabound", 1e-3, 1e-8, 3, "exp_avg"},
+    };
+    size_t i;
+    optim_hparams hp;
+    for (i = 0; i < sizeof want / sizeof want[0]; i++) {
+        optim_error err;
+        ASSERT_OK_MSG(optim_hparams_init(&hp, want[i].rule, &err), err.message);
+        ASSERT_OK_MSG(optim_hparams_check(&hp, &err), err.message);
+        ASSERT(strcmp(optim_rule_name(want[i].rule), want[i].name) == 0);
+        ASSERT_INT(optim_rule_from_name(want[i].name), ==, want[i].rule);
+        ASSERT(hp.lr == want[i].lr);
+        ASSERT(hp.eps == want[i].eps);
+        ASSERT_INT(optim_rule_slot_count(want[i].rule), ==, want[i].nslots);
+        ASSERT(strcmp(optim_rule_slot_name(want[i].rule, 0), want[i].slot0) == 0);
+        ASSERT_INT(optim_rule_has_step(want[i].rule), ==, want[i].rule != OPTIM_SGD);
+    }
+    ASSERT_INT(optim_rule_from_name("AdamW"), ==, OPTIM_ADAMW);
+    ASSERT_INT(optim_rule_from_name("lion"), ==, 0);
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    ASSERT(hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.bias_correction == 1 && hp.weight_decay == 0);
+    ASSERT_INT(optim_hparams_slots(&hp), ==, 3);
+    hp.amsgrad = 1;
+    ASSERT_INT(optim_hparams_slots(&hp), ==, 7);
+    optim_hparams_init(&hp, OPTIM_ADAMW, NULL);
+    ASSERT(hp.weight_decay == 1e-2 && hp.decoupled_weight_decay == 1);
+    optim_hparams_init(&hp, OPTIM_ADADELTA, NULL);
+    ASSERT(hp.rho == 0.9 && hp.eps_placement == OPTIM_EPS_INSIDE);
+    optim_hparams_init(&hp, OPTIM_RMSPROP, NULL);
+    ASSERT(hp.alpha == 0.99);
+    ASSERT_INT(optim_hparams_slots(&hp), ==, 1);
+    hp.momentum = 0.9;
+    hp.centered = 1;
+    ASSERT_INT(optim_hparams_slots(&hp), ==, 7);
+    optim_hparams_init(&hp, OPTIM_NADAM, NULL);
+    ASSERT(hp.momentum_decay == 4e-3);
+    optim_hparams_init(&hp, OPTIM_ADABOUND, NULL);
+    ASSERT(hp.final_lr == 0.1 && hp.gamma == 1e-3);
+    optim_hparams_init(&hp, OPTIM_SGD, NULL);
+    ASSERT_INT(optim_hparams_slots(&hp), ==, 0);
+    return 0;
+}
+
+/* Each invalid setting fails with OPTIM_EINVAL and a message naming the
+ * field and its value. */
+TEST_IMPL(hparams_errors)
+{
+    static const struct {
+        optim_rule rule;
+        size_t offset;
+        int is_int;
+        double value;
+        const char *needle;
+    } bad[] = {
+#define D(r, f, v, msg) {OPTIM_##r, offsetof(optim_hparams, f), 0, v, msg}
+#define I(r, f, v, msg) {OPTIM_##r, offsetof(optim_hparams, f), 1, v, msg}
+        D(SGD, lr, -0.1, "lr = -0.1 must be >= 0"),
+        D(ADAM, lr, NAN, "lr = nan is not a finite number"),
+        D(ADAM, lr, INFINITY, "lr = inf is not a finite number"),
+        D(ADAM, beta1, 1.0, "beta1 = 1 is outside [0, 1)"),
+        D(ADAM, beta1, -0.5, "beta1 = -0.5 is outside [0, 1)"),
+        D(ADAMW, beta2, 1.5, "beta2 = 1.5 is outside [0, 1)"),
+        D(ADAM, eps, 0.0, "eps = 0 must be > 0"),
+        D(RMSPROP, eps, -1e-8, "eps = -1e-08 must be > 0"),
+        D(ADADELTA, rho, 1.01, "rho = 1.01 is outside [0, 1]"),
+        D(ADADELTA, rho, -0.1, "rho = -0.1 is outside [0, 1]"),
+        D(RMSPROP, alpha, 1.5, "alpha = 1.5 is outside [0, 1]"),
+        D(SGD, momentum, -0.9, "momentum = -0.9 must be >= 0"),
+        D(SGD, dampening, 2.0, "dampening = 2 is outside [0, 1]"),
+        D(SGD, weight_decay, -1e-4, "weight_decay = -0.0001 must be >= 0"),
+        D(ADAGRAD, lr_decay, -1.0, "lr_decay = -1 must be >= 0"),
+        D(ADAGRAD, initial_accumulator_value, -0.1, "initial_accumulator_value = -0.1 must be >= 0"),
+        D(NADAM, momentum_decay, -4e-3, "momentum_decay = -0.004 must be >= 0"),
+        D(ADABOUND, gamma, 1.0, "gamma = 1 is outside [0, 1)"),
+        D(ADABOUND, final_lr, -0.1, "final_lr = -0.1 must be >= 0"),
+        I(SGD, nesterov, 1, "nesterov = 1 requires momentum > 0 (momentum = 0)"),
+        I(ADAM, amsgrad, 2, "amsgrad = 2 must be 0 or 1"),
+        I(ADAM, eps_placement, 3, "eps_placement = 3 must be 0 or 1"),
+        I(SGD, amsgrad, 1, "sgd: amsgrad = 1 is not used by this rule"),
+        D(ADAM, momentum, 0.9, "adam: momentum = 0.9 is not used by this rule"),
+        I(ADAMW, decoupled_weight_decay, 0, "decoupled_weight_decay = 0 is not AdamW"),
+#undef D
+#undef I
+    };
+    size_t i;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        optim_hparams hp;
+        optim_error err;
+        optim_hparams_init(&hp, bad[i].rule, NULL);
+        if (bad[i].is_int) {
+            int v = (int)bad[i].value;
+            memcpy((char *)&hp + bad[i].offset, &v, sizeof v);
+        } else {
+            memcpy((char *)&hp + bad[i].offset, &bad[i].value, sizeof(double));
+        }
+        ASSERT_ERR(optim_hparams_check(&hp, &err), OPTIM_EINVAL, err.message, bad[i].needle);
+    }
+    {
+        optim_hparams hp;
+        optim_error err;
+        optim_hparams_init(&hp, OPTIM_SGD, NULL);
+        hp.momentum = 0.9;
+        hp.nesterov = 1;
+        hp.dampening = 0.1;
+        ASSERT_ERR(optim_hparams_check(&hp, &err), OPTIM_EINVAL, err.message, "nesterov = 1 requires dampening = 0");
+        hp.rule = (optim_rule)42;
+        ASSERT_ERR(optim_hparams_check(&hp, &err), OPTIM_EINVAL, err.message, "rule = 42");
+        ASSERT_ERR(optim_hparams_check(NULL, &err), OPTIM_ENULL, err.message, "hp is NULL");
+        ASSERT_ERR(optim_hparams_init(&hp, (optim_rule)0, &err), OPTIM_EINVAL, err.message, "rule = 0");
+        ASSERT_ERR(optim_hparams_init(NULL, OPTIM_ADAM, &err), OPTIM_ENULL, err.message, "hp is NULL");
+        optim_hparams_init(&hp, OPTIM_ADABOUND, NULL);
+        hp.lr = 0;
+        ASSERT_ERR(optim_hparams_check(&hp, &err), OPTIM_EINVAL, err.message, "lr = 0 with initial_lr = 0");
+        hp.initial_lr = 1e-3;
+        ASSERT_OK(optim_hparams_check(&hp, &err));
+    }
+    return 0;
+}
+
+TEST_IMPL(hparams_by_id)
+{
+    optim_hparams hp;
+    optim_error err;
+    double v;
+    int id;
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    for (id = 1; id <= OPTIM_HP_COUNT; id++) {
+        const char *name = optim_hparam_name((optim_hparam)id);
+        ASSERT(name != NULL);
+        ASSERT_INT(optim_hparam_from_name(name), ==, id);
+    }
+    ASSERT_INT(optim_hparam_from_name("amsbound"), ==, OPTIM_HP_AMSGRAD);
+    ASSERT_INT(optim_hparam_from_name("betas"), ==, 0);
+    ASSERT(optim_hparam_name((optim_hparam)0) == NULL);
+    ASSERT_OK_MSG(optim_hparams_set(&hp, OPTIM_HP_BETA1, 0.8, &err), err.message);
+    ASSERT(hp.beta1 == 0.8);
+    ASSERT_OK_MSG(optim_hparams_set(&hp, OPTIM_HP_AMSGRAD, 1, &err), err.message);
+    ASSERT(hp.amsgrad == 1);
+    ASSERT_OK(optim_hparams_get(&hp, OPTIM_HP_AMSGRAD, &v, &err));
+    ASSERT(v == 1);
+    ASSERT_OK(optim_hparams_get(&hp, OPTIM_HP_EPS, &v, &err));
+    ASSERT(v == 1e-8);
+    ASSERT_ERR(optim_hparams_set(&hp, OPTIM_HP_BETA1, 1.0, &err), OPTIM_EINVAL, err.message, "beta1 = 1 is outside");
+    ASSERT(hp.beta1 == 0.8); /* unchanged on error */
+    ASSERT_ERR(optim_hparams_set(&hp, OPTIM_HP_MOMENTUM, 0.9, &err), OPTIM_EUNSUPPORTED, err.message,
+               "adam: has no hyperparameter momentum");
+    ASSERT_ERR(optim_hparams_set(&hp, (optim_hparam)99, 0.9, &err), OPTIM_EINVAL, err.message, "id = 99");
+    ASSERT_ERR(optim_hparams_get(&hp, (optim_hparam)0, &v, &err), OPTIM_EINVAL, err.message, "id = 0");
+    ASSERT(optim_rule_uses(OPTIM_ADAM, OPTIM_HP_BETA1));
+    ASSERT(!optim_rule_uses(OPTIM_ADAM, OPTIM_HP_RHO));
+    ASSERT(optim_rule_uses(OPTIM_ADADELTA, OPTIM_HP_MOMENTUM));
+    return 0;
+}
+
+TEST_IMPL(update_errors)
+{
+    optim_hparams hp;
+    optim_state st;
+    optim_error err;
+    float p[8] = {0}, g[8] = {0}, m[8], v[8], big[32];
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    memset(&st, 0, sizeof st);
+    st.slot[0] = m;
+    st.slot[1] = v;
+    ASSERT_OK_MSG(optim_state_init(&hp, 8, &st, &err), err.message);
+    ASSERT_ERR(optim_update(NULL, 8, p, g, &st, &err), OPTIM_ENULL, err.message, "hp is NULL");
+    ASSERT_ERR(optim_update(&hp, 8, p, g, NULL, &err), OPTIM_ENULL, err.message, "st is NULL");
+    ASSERT_ERR(optim_update(&hp, 8, NULL, g, &st, &err), OPTIM_ENULL, err.message, "p is NULL");
+    ASSERT_ERR(optim_update(&hp, 8, p, NULL, &st, &err), OPTIM_ENULL, err.message, "g is NULL");
+    ASSERT_ERR(optim_update(&hp, 8, big, big + 4, &st, &err), OPTIM_EOVERLAP, err.message, "p and g overlap");
+    st.slot[1] = m + 2;
+    ASSERT_ERR(optim_update(&hp, 6, p, g, &st, &err), OPTIM_EOVERLAP, err.message, "slot 1 (exp_avg_sq) overlaps slot 0");
+    st.slot[1] = p;
+    ASSERT_ERR(optim_update(&hp, 8, p, g, &st, &err), OPTIM_EOVERLAP, err.message, "overlaps p or g");
+    st.slot[1] = v;
+    hp.amsgrad = 1;
+    ASSERT_ERR(optim_update(&hp, 8, p, g, &st, &err), OPTIM_ENULL, err.message, "slot 2 (max_exp_avg_sq)");
+    st.slot[2] = big;
+    ASSERT_ERR(optim_update(&hp, 8, p, g, &st, &err), OPTIM_ESTATE, err.message, "not initialized");
+    hp.amsgrad = 0;
+    hp.beta1 = 2;
+    ASSERT_ERR(optim_update(&hp, 8, p, g, &st, &err), OPTIM_EINVAL, err.message, "beta1 = 2");
+    ASSERT_INT(st.step, ==, 0); /* nothing happened */
+    hp.beta1 = 0.9;
+    /* n == 0: no arrays needed; the step counter still advances, as torch's does for an empty tensor. */
+    ASSERT_OK_MSG(optim_update(&hp, 0, NULL, NULL, &st, &err), err.message);
+    ASSERT_INT(st.step, ==, 1);
+    ASSERT_OK_MSG(optim_update(&hp, 8, p, g, &st, &err), err.message);
+    ASSERT_INT(st.step, ==, 2);
+    ASSERT_ERR(optim_state_init(&hp, 8, NULL, &err), OPTIM_ENULL, err.message, "st is NULL");
+    st.slot[0] = NULL;
+    ASSERT_ERR(optim_state_init(&hp, 8, &st, &err), OPTIM_ENULL, err.message, "slot 0 (exp_avg)");
+    return 0;
+}
+
+/* A NaN or Inf gradient poisons exactly its own element, as in torch. */
+TEST_IMPL(nonfinite_propagates)
+{
+    int r;
+    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
+        optim_hparams hp;
+        optim_state a, b;
+        float pa[16], pb[16], g[16], sa[4][16], sb[4][16];
+        int s, i, t;
+        ASSERT_OK(grid_get(&test_grids[r], 0, &hp));
+        memset(&a, 0, sizeof a);
+        memset(&b, 0, sizeof b);
+        for (s = 0; s < 4; s++) {
+            a.slot[s] = sa[s];
+            b.slot[s] = sb[s];
+        }
+        ASSERT_OK(optim_state_init(&hp, 16, &a, NULL));
+        ASSERT_OK(optim_state_init(&hp, 16, &b, NULL));
+        for (i = 0; i < 16; i++) pa[i] = pb[i] = 0.1f * (float)(i - 8);
+        for (t = 0; t < 5; t++) {
+            for (i = 0; i < 16; i++) g[i] = 0.3f * (float)((i * 7 + t * 3) % 11) - 1.5f;
+            ASSERT_OK(optim_update(&hp, 16, pa, g, &a, NULL));
+            if (t == 2) {
+                g[3] = NAN;
+                g[9] = INFINITY;
+            }
+            ASSERT_OK(optim_update(&hp, 16, pb, g, &b, NULL));
+        }
+        for (i = 0; i < 16; i++) {
+            if (i == 3 || i == 9) {
+                if (isfinite(pb[i])) FAIL("%s: param[%d] = %g stayed finite after a non-finite gradient",
+                                          optim_rule_name(hp.rule), i, pb[i]);
+            } else if (memcmp(&pa[i], &pb[i], sizeof(float)) != 0) {
+                FAIL("%s: param[%d] = %g changed by another element's NaN (clean run: %g)", optim_rule_name(hp.rule),
+                     i, pb[i], pa[i]);
+            }
+        }
+    }
+    return 0;
+}
+
+/* The seeds' formulas, written in their own notation, are what the library
+ * computes with the documented settings. */
+TEST_IMPL(seed_formulas)
+{
+    const double eta = 0.1, delta = 1e-6, beta = 0.9, rho = 0.95;
+    const float grads[6] = {0.5f, -1.0f, 0.25f, 2.0f, -0.75f, 1.5f};
+    optim_hparams hp;
+    optim_state st;
+    float w, slot[3][1];
+    double W, r, s, prev_dw;
+    int t;
+
+    /* AdaGrad: r = r + g^2;  w = w - eta / sqrt(r + delta) * g  (eps inside, r0 = 0). */
+    optim_hparams_init(&hp, OPTIM_ADAGRAD, NULL);
+    hp.lr = eta;
+    hp.eps = delta;
+    hp.eps_placement = OPTIM_EPS_INSIDE;
+    memset(&st, 0, sizeof st);
+    st.slot[0] = slot[0];
+    ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
+    w = 1.0f;
+    W = 1.0;
+    r = 0;
+    for (t = 0; t < 6; t++) {
+        ASSERT_OK(optim_update(&hp, 1, &w, &grads[t], &st, NULL));
+        r = r + (double)grads[t] * grads[t];
+        W = W - eta / sqrt(r + delta) * grads[t];
+        if (fabs(w - W) > 1e-6) FAIL("AdaGrad step %d: %.9g vs seed formula %.9g", t + 1, w, W);
+    }
+
+    /* RMSProp: r = beta r + (1 - beta) g^2;  w = w - eta / sqrt(r + delta) * g. */
+    optim_hparams_init(&hp, OPTIM_RMSPROP, NULL);
+    hp.lr = eta;
+    hp.alpha = beta;
+    hp.eps = delta;
+    hp.eps_placement = OPTIM_EPS_INSIDE;
+    ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
+    w = 1.0f;
+    W = 1.0;
+    r = 0;
+    for (t = 0; t < 6; t++) {
+        ASSERT_OK(optim_update(&hp, 1, &w, &grads[t], &st, NULL));
+        r = beta * r + (1 - beta) * grads[t] * grads[t];
+        W = W - eta / sqrt(r + delta) * grads[t];
+        if (fabs(w - W) > 1e-6) FAIL("RMSProp step %d: %.9g vs seed formula %.9g", t + 1, w, W);
+    }
+
+    /* AdaDelta (no learning rate): r = rho r + (1 - rho) g^2;
+     * dw = -sqrt(s_prev + delta) / sqrt(r + delta) * g;  s = rho s + (1 - rho) dw^2;  w = w + dw. */
+    optim_hparams_init(&hp, OPTIM_ADADELTA, NULL);
+    hp.lr = 1.0;
+    hp.rho = rho;
+    hp.eps = delta;
+    st.slot[1] = slot[1];
+    ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
+    w = 1.0f;
+    W = 1.0;
+    r = s = 0;
+    for (t = 0; t < 6; t++) {
+        double dw;
+        ASSERT_OK(optim_update(&hp, 1, &w, &grads[t], &st, NULL));
+        r = rho * r + (1 - rho) * grads[t] * grads[t];
+        dw = -sqrt(s + delta) / sqrt(r + delta) * grads[t];
+        s = rho * s + (1 - rho) * dw * dw;
+        W = W + dw;
+        if (fabs(w - W) > 1e-6) FAIL("AdaDelta step %d: %.9g vs seed formula %.9g", t + 1, w, W);
+    }
+
+    /* Adam: s, r moments; s^ = s / (1 - b1^t), r^ = r / (1 - b2^t);  w = w - eta s^ / (sqrt(r^) + delta). */
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    hp.lr = eta;
+    hp.eps = delta;
+    st.slot[2] = slot[2];
+    ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
+    w = 1.0f;
+    W = 1.0;
+    r = s = 0;
+    prev_dw = 0;
+    for (t = 1; t <= 6; t++) {
+        double sh, rh;
+        ASSERT_OK(optim_update(&hp, 1, &w, &grads[t - 1], &st, NULL));
+        s = 0.9 * s + 0.1 * grads[t - 1];
+        r = 0.999 * r + 0.001 * grads[t - 1] * grads[t - 1];
+        sh = s / (1 - pow(0.9, t));
+        rh = r / (1 - pow(0.999, t));
+        prev_dw = -eta * sh / (sqrt(rh) + delta);
+        W = W + prev_dw;
+        if (fabs(w - W) > 1e-6) FAIL("Adam step %d: %.9g vs seed formula %.9g", t, w, W);
+    }
+    (void)prev_dw;
+
+    /* AdamW (the slides' form): dw = -eta s^ / (sqrt(r^) + delta) - eta lambda w. */
+    optim_hparams_init(&hp, OPTIM_ADAMW, NULL);
+    hp.lr = eta;
+    hp.eps = delta;
+    hp.weight_decay = 0.3;
+    ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
+    w = 1.0f;
+    W = 1.0;
+    r = s = 0;
+    for (t = 1; t <= 6; t++) {
+        double sh, rh;
+        ASSERT_OK(optim_update(&hp, 1, &w, &grads[t - 1], &st, NULL));
+        s = 0.9 * s + 0.1 * grads[t - 1];
+        r = 0.999 * r + 0.001 * grads[t - 1] * grads[t - 1];
+        sh = s / (1 - pow(0.9, t));
+        rh = r / (1 - pow(0.999, t));
+        W = W - eta * sh / (sqrt(rh) + delta) - eta * 0.3 * W;
+        if (fabs(w - W) > 1e-6) FAIL("AdamW step %d: %.9g vs seed formula %.9g", t, w, W);
+    }
+    return 0;
+}

@@ -1,0 +1,22 @@
+/* test_list.h: every C test. CMake reads the TEST_ENTRY lines to register one
+ * CTest test per entry; `optim_tests NAME` runs one, `optim_tests` runs all. */
+#define TEST_LIST(TEST_ENTRY)                  \
+    TEST_ENTRY(version)                        \
+    TEST_ENTRY(error_names)                    \
+    TEST_ENTRY(hparams_defaults)               \
+    TEST_ENTRY(hparams_errors)                 \
+    TEST_ENTRY(hparams_by_id)                  \
+    TEST_ENTRY(rules_vs_reference)             \
+    TEST_ENTRY(rules_lr_change_vs_reference)   \
+    TEST_ENTRY(paths_bit_identical)            \
+    TEST_ENTRY(update_errors)                  \
+    TEST_ENTRY(object_matches_update)          \
+    TEST_ENTRY(object_groups)                  \
+    TEST_ENTRY(object_skip_null_grad)          \
+    TEST_ENTRY(object_options_switched_on)     \
+    TEST_ENTRY(object_state_access)            \
+    TEST_ENTRY(object_step_with)               \
+    TEST_ENTRY(object_errors)                  \
+    TEST_ENTRY(object_isa_and_threads)         \
+    TEST_ENTRY(nonfinite_propagates)           \
+    TEST_ENTRY(seed_formulas)
