@@ -394,8 +394,41 @@ OPTIM_API int optim_step(optim *opt);
  */
 OPTIM_API int optim_step_with(optim *opt, size_t count, float *const *params, const float *const *grads);
 
-/** Number of steps taken by the optimizer (calls of optim_step that ran). */
+/** Number of steps taken by the optimizer (calls of optim_step that ran,
+ *  not counting steps skipped for non-finite gradients). */
 OPTIM_API int64_t optim_step_count(const optim *opt);
+
+/* ---- Gradient checks fused into the step ---------------------------------- */
+
+/** What a step does when a gradient holds NaN or Inf. */
+typedef enum optim_nonfinite {
+    OPTIM_NONFINITE_PROPAGATE = 0, /* default, as torch.optim: IEEE arithmetic, only those elements go bad */
+    OPTIM_NONFINITE_SKIP = 1,      /* skip the whole step: parameters, state, step counters and
+                                      schedules untouched; optim_step returns OPTIM_OK and
+                                      optim_last_step_skipped() says 1 */
+    OPTIM_NONFINITE_ERROR = 2      /* as SKIP, but optim_step returns OPTIM_ENONFINITE naming the parameter */
+} optim_nonfinite;
+
+/** Choose the non-finite policy. SKIP and ERROR add a read of the gradients
+ *  before the update (shared with clipping's norm when both are on). */
+OPTIM_API int optim_set_nonfinite(optim *opt, optim_nonfinite policy);
+OPTIM_API optim_nonfinite optim_get_nonfinite(const optim *opt);
+/** 1 if the last optim_step skipped its update for a non-finite gradient. */
+OPTIM_API int optim_last_step_skipped(const optim *opt);
+/** Steps skipped for non-finite gradients since creation. */
+OPTIM_API int64_t optim_skipped_steps(const optim *opt);
+
+/**
+ * Clip the gradients of every step to a total norm of max_norm, as
+ * torch.nn.utils.clip_grad_norm_ before optimizer.step(), without writing the
+ * gradients: the factor min(1, max_norm / (norm + 1e-6)) is folded into the
+ * update. norm_type >= 1 or INFINITY. max_norm = 0 turns clipping off. A
+ * non-finite norm under OPTIM_NONFINITE_PROPAGATE gives a NaN factor, as in
+ * torch (use SKIP or ERROR to avoid that).
+ */
+OPTIM_API int optim_set_clip_grad_norm(optim *opt, double max_norm, double norm_type);
+/** The total gradient norm measured by the last step (NaN if it measured none). */
+OPTIM_API double optim_last_grad_norm(const optim *opt);
 
 /**
  * Access to parameter i's state slot s (see optim_rule_slot_name), for

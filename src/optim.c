@@ -88,6 +88,7 @@ int optim_add_group(optim *o, const optim_hparams *hp, size_t *group)
         o->groups = gs;
         o->cap_groups = cap;
     }
+    memset(&o->groups[o->ngroups], 0, sizeof o->groups[o->ngroups]);
     o->groups[o->ngroups].hp = *hp;
     if (o->rule == OPTIM_ADABOUND && hp->initial_lr == 0) o->groups[o->ngroups].hp.initial_lr = hp->lr;
     if (group) *group = o->ngroups;

@@ -18,6 +18,8 @@ typedef struct optim__param {
 
 typedef struct optim__group {
     optim_hparams hp;
+    struct optim_schedule *sched; /* owned copy (src/schedule.c), or NULL */
+    int64_t sched_t;              /* the schedule's step: steps taken since attachment */
 } optim__group;
 
 /* An interval of memory, for the overlap check of optim_step_with. */

@@ -12,7 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "test_list.h"
+/* Each suite (an executable) has its own list; CMake passes its name. */
+#ifndef TEST_LIST_HEADER
+#  define TEST_LIST_HEADER "test_list.h"
+#endif
+#include TEST_LIST_HEADER
 
 #define TEST_DECLARE(name) int test_##name(void);
 TEST_LIST(TEST_DECLARE)

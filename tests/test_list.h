@@ -1,5 +1,7 @@
-/* test_list.h: every C test. CMake reads the TEST_ENTRY lines to register one
- * CTest test per entry; `optim_tests NAME` runs one, `optim_tests` runs all. */
+/* test_list.h: the core suite (optim_tests). CMake reads the TEST_ENTRY lines
+ * to register one CTest test per entry; `optim_tests NAME` runs one,
+ * `optim_tests` runs all, `optim_tests --list` lists them. Other suites have
+ * their own test_list_<suite>.h. */
 #define TEST_LIST(TEST_ENTRY)                  \
     TEST_ENTRY(version)                        \
     TEST_ENTRY(error_names)                    \

@@ -1,0 +1,31 @@
+# The two commands of the README, and a few helpers. Everything is built by
+# CMake in $(BUILD); this file only installs what is missing and calls it.
+BUILD ?= build
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
+
+.PHONY: all build run test deps-build deps-test deps-run clean
+
+all: build
+
+deps-build:
+	@scripts/deps.sh build
+deps-test:
+	@scripts/deps.sh build test
+deps-run:
+	@scripts/deps.sh build run
+
+build: deps-build
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# The main job: the optimizer lab's default report (an example program until it exists).
+run: deps-run build
+	$(BUILD)/examples/train_mlp
+
+# C and Python suites.
+test: deps-test build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,66 @@
+/*
+ * optim_sam.h: Sharpness-Aware Minimization (Foret et al. 2020) and ASAM
+ * (Kwon et al. 2021) around any optimizer of the library.
+ *
+ * SAM minimises  max_{||e||_p <= rho} L(w + e)  by two gradient evaluations per step:
+ *
+ *   optim_sam_first_step:  saves w and moves to w + e_hat, where with
+ *                          h = T_w g (T_w = |w| + eta for ASAM, identity for SAM),
+ *                          1/p + 1/q = 1,
+ *                          e_hat = rho T_w sign(h) |h|^(q-1) / (||h||_q^(q-1) + 1e-12)
+ *                          (p = 2: e_hat = rho T_w^2 g / (||T_w g||_2 + 1e-12);
+ *                           p = inf: e_hat = rho T_w sign(h));
+ *   the caller recomputes the gradients at w + e_hat;
+ *   optim_sam_second_step: restores w and takes the base optimizer's step with
+ *                          the new gradients.
+ *
+ * The norm is taken over all parameters of the base optimizer as one vector,
+ * in a fixed order, so it is bit-identical for any thread count. Parameters
+ * without a gradient are not perturbed (as in the reference PyTorch SAM).
+ */
+#ifndef OPTIM_SAM_H
+#define OPTIM_SAM_H
+
+#include "optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct optim_sam optim_sam;
+
+/** Wrap base (not owned: free it after the SAM object). rho > 0;
+ *  p >= 1 or INFINITY (2 is SAM's default); adaptive 0 or 1; eta >= 0 (ASAM's
+ *  T_w = |w| + eta; 0 as the reference PyTorch SAM). Allocates the copy of w
+ *  for every parameter base has now; parameters added to base later are
+ *  refused by first_step. */
+OPTIM_API int optim_sam_create(optim_sam **out, optim *base, double rho, double p, int adaptive, double eta,
+                               optim_error *err);
+OPTIM_API void optim_sam_free(optim_sam *sam);
+/** Last error message on this handle ("" if none). */
+OPTIM_API const char *optim_sam_errmsg(const optim_sam *sam);
+
+/** Move to w + e_hat using the gradients bound in the base optimizer. */
+OPTIM_API int optim_sam_first_step(optim_sam *sam);
+/** Restore w, then optim_step(base) with the gradients now bound. */
+OPTIM_API int optim_sam_second_step(optim_sam *sam);
+/** Both halves of the step for callers that keep w: restore w without stepping
+ *  (e.g. when the second gradient turned out non-finite). */
+OPTIM_API int optim_sam_restore(optim_sam *sam);
+
+/** ||T_w g||_p measured by the last first_step. */
+OPTIM_API double optim_sam_last_grad_norm(const optim_sam *sam);
+/** 1 between first_step and second_step/restore. */
+OPTIM_API int optim_sam_is_perturbed(const optim_sam *sam);
+
+OPTIM_API int optim_sam_set_rho(optim_sam *sam, double rho);
+OPTIM_API double optim_sam_get_rho(const optim_sam *sam);
+OPTIM_API double optim_sam_get_p(const optim_sam *sam);
+OPTIM_API int optim_sam_get_adaptive(const optim_sam *sam);
+OPTIM_API double optim_sam_get_eta(const optim_sam *sam);
+OPTIM_API optim *optim_sam_base(const optim_sam *sam);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
