@@ -17,6 +17,9 @@
  * The norm is taken over all parameters of the base optimizer as one vector,
  * in a fixed order, so it is bit-identical for any thread count. Parameters
  * without a gradient are not perturbed (as in the reference PyTorch SAM).
+ * A non-finite first gradient follows the base optimizer's optim_nonfinite
+ * policy: PROPAGATE perturbs with NaN (as the reference does), SKIP skips the
+ * whole SAM step, ERROR fails first_step with OPTIM_ENONFINITE.
  */
 #ifndef OPTIM_SAM_H
 #define OPTIM_SAM_H
@@ -29,8 +32,8 @@ extern "C" {
 
 typedef struct optim_sam optim_sam;
 
-/** Wrap base (not owned: free it after the SAM object). rho > 0;
- *  p >= 1 or INFINITY (2 is SAM's default); adaptive 0 or 1; eta >= 0 (ASAM's
+/** Wrap base (not owned: free it after the SAM object). rho >= 0;
+ *  p > 1 or INFINITY (2 is SAM's default); adaptive 0 or 1; eta >= 0 (ASAM's
  *  T_w = |w| + eta; 0 as the reference PyTorch SAM). Allocates the copy of w
  *  for every parameter base has now; parameters added to base later are
  *  refused by first_step. */
@@ -42,13 +45,20 @@ OPTIM_API const char *optim_sam_errmsg(const optim_sam *sam);
 
 /** Move to w + e_hat using the gradients bound in the base optimizer. */
 OPTIM_API int optim_sam_first_step(optim_sam *sam);
-/** Restore w, then optim_step(base) with the gradients now bound. */
+/** Restore w, then optim_step(base) with the gradients now bound. If
+ *  first_step skipped (non-finite gradient under the base's SKIP policy), the
+ *  whole SAM step is skipped: nothing moves and the base counts a skipped step. */
 OPTIM_API int optim_sam_second_step(optim_sam *sam);
-/** Both halves of the step for callers that keep w: restore w without stepping
- *  (e.g. when the second gradient turned out non-finite). */
+/** Rebind every parameter's memory first, as optim_step_with (for bindings
+ *  whose gradient buffers change between the two halves). */
+OPTIM_API int optim_sam_first_step_with(optim_sam *sam, size_t count, float *const *params,
+                                        const float *const *grads);
+OPTIM_API int optim_sam_second_step_with(optim_sam *sam, size_t count, float *const *params,
+                                         const float *const *grads);
+/** Restore w without stepping (to abandon a step after first_step). */
 OPTIM_API int optim_sam_restore(optim_sam *sam);
 
-/** ||T_w g||_p measured by the last first_step. */
+/** The dual norm ||T_w g||_q (1/p + 1/q = 1) measured by the last first_step. */
 OPTIM_API double optim_sam_last_grad_norm(const optim_sam *sam);
 /** 1 between first_step and second_step/restore. */
 OPTIM_API int optim_sam_is_perturbed(const optim_sam *sam);

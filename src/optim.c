@@ -1,6 +1,7 @@
 /* optim.c: the optimizer object: groups, parameters, owned state, one step. */
 #include "optim_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,9 @@ int optim_create(optim **out, optim_rule rule)
     o->rule = rule;
     o->kt = optim__kernels_get(OPTIM_ISA_AUTO);
     o->threads = 0;
+    o->nonfinite = OPTIM_NONFINITE_PROPAGATE;
+    o->clip_norm_type = 2.0;
+    o->last_norm = NAN;
     *out = o;
     return OPTIM_OK;
 }
@@ -46,6 +50,8 @@ void optim_free(optim *o)
     free(o->tasks);
     free(o->ks);
     free(o->spans);
+    free(o->partials);
+    free(o->bad);
     free(o);
 }
 
@@ -248,6 +254,25 @@ static int optim__reserve_params(optim *o)
     return OPTIM_OK;
 }
 
+/* Room for the reduction partials of all parameters plus `more` blocks. */
+static int optim__reserve_blocks(optim *o, size_t more)
+{
+    size_t need = more, i, cap;
+    double *pa;
+    unsigned char *bd;
+    for (i = 0; i < o->nparams; i++) need += OPTIM__NBLOCKS(o->params[i].n);
+    if (need <= o->cap_blocks) return OPTIM_OK;
+    cap = need + need / 2 + 16;
+    pa = (double *)realloc(o->partials, cap * sizeof *pa);
+    if (!pa) return OPTIM_ENOMEM;
+    o->partials = pa;
+    bd = (unsigned char *)realloc(o->bad, cap);
+    if (!bd) return OPTIM_ENOMEM;
+    o->bad = bd;
+    o->cap_blocks = cap;
+    return OPTIM_OK;
+}
+
 int optim_add_param(optim *o, size_t g, float *param, const float *grad, size_t n, const char *name, size_t *index)
 {
     optim__param pa;
@@ -260,6 +285,8 @@ int optim_add_param(optim *o, size_t g, float *param, const float *grad, size_t 
     OPTIM__FORWARD(optim__check_disjoint_one(o, "optim_add_param", (size_t)-1, param, grad, n));
     OPTIM__FAIL_IF(optim__reserve_params(o) != OPTIM_OK, OPTIM__E(o), OPTIM_ENOMEM,
                    "optim_add_param: out of memory for %zu parameters", o->nparams + 1);
+    OPTIM__FAIL_IF(optim__reserve_blocks(o, OPTIM__NBLOCKS(n)) != OPTIM_OK, OPTIM__E(o), OPTIM_ENOMEM,
+                   "optim_add_param: out of memory for the gradient-norm partials");
 
     memset(&pa, 0, sizeof pa);
     pa.p = param;
@@ -386,7 +413,7 @@ static void optim__span_sort(optim__span *v, size_t n)
 /* Check that no parameter shares memory with another parameter or with any
  * gradient, for the pointers in params/grads (gradients may share memory with
  * each other: they are only read). O(n log n). */
-static int optim__check_all_disjoint(optim *o, float *const *params, const float *const *grads)
+static int optim__check_all_disjoint(optim *o, const char *fn, float *const *params, const float *const *grads)
 {
     size_t i, m = 0;
     const optim__span *far_p = NULL, *far_g = NULL;
@@ -414,7 +441,7 @@ static int optim__check_all_disjoint(optim *o, float *const *params, const float
         else if (x->is_param && far_g && far_g->hi > x->lo) hit = far_g;
         if (hit) {
             return optim__fail(OPTIM__E(o), OPTIM_EOVERLAP,
-                               "optim_step_with: the %s of param %zu '%s' overlaps the %s of param %zu '%s'",
+                               "%s: the %s of param %zu '%s' overlaps the %s of param %zu '%s'", fn,
                                hit->is_param ? "memory" : "gradient", hit->param, o->params[hit->param].name,
                                x->is_param ? "memory" : "gradient", x->param, o->params[x->param].name);
         }
@@ -427,31 +454,95 @@ static int optim__check_all_disjoint(optim *o, float *const *params, const float
     return OPTIM_OK;
 }
 
-static int optim__step(optim *o)
+size_t optim__build_tasks(optim *o, size_t *nblocks)
 {
-    size_t i, total = 0;
+    size_t i, total = 0, blocks = 0;
+    for (i = 0; i < o->nparams; i++) {
+        const optim__param *pa = &o->params[i];
+        optim__task *t = &o->tasks[i];
+        int s;
+        t->start = total;
+        t->bstart = blocks;
+        t->n = pa->g ? pa->n : 0;
+        t->p = pa->p;
+        t->g = pa->g;
+        for (s = 0; s < OPTIM_MAX_SLOTS; s++) t->s[s] = pa->st.slot[s];
+        t->k = &o->ks[i];
+        total += t->n;
+        blocks += OPTIM__NBLOCKS(t->n);
+    }
+    *nblocks = blocks;
+    return total;
+}
+
+size_t optim__param_of_block(const optim *o, size_t b)
+{
+    size_t i;
+    for (i = 0; i < o->nparams; i++)
+        if (b < o->tasks[i].bstart + OPTIM__NBLOCKS(o->tasks[i].n)) return i;
+    return o->nparams;
+}
+
+/* The read of the gradients before the update, when clipping or a
+ * non-finite policy asks for it: one pass computing the clip norm and
+ * finding NaN/Inf together. Sets *gscale to the clip factor (1 if none).
+ * Returns OPTIM_OK, or 1 when the step must be skipped (*rc then holds what
+ * optim_step returns). */
+static int optim__prepass(optim *o, size_t nblocks, float *gscale, int *rc)
+{
+    optim__norm kind = optim__norm_kind(o->clip_max_norm > 0 ? o->clip_norm_type : 2.0);
+    double p = o->clip_norm_type, norm;
+    size_t b;
+    *gscale = 1.0f;
+    optim__reduce_run(o->kt, o->tasks, o->nparams, nblocks, kind, p, 0, 0.0f, o->partials, o->bad, o->threads);
+    norm = optim__norm_finish(o->partials, nblocks, kind, p);
+    o->last_norm = norm;
+    if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {
+        for (b = 0; b < nblocks && !o->bad[b]; b++) continue;
+        if (b < nblocks) {
+            size_t i = optim__param_of_block(o, b);
+            o->skipped++;
+            o->last_skipped = 1;
+            if (o->nonfinite == OPTIM_NONFINITE_ERROR)
+                *rc = optim__fail(OPTIM__E(o), OPTIM_ENONFINITE,
+                                  "optim_step: the gradient of param %zu '%s' holds NaN or Inf; step skipped", i,
+                                  o->params[i].name);
+            else
+                *rc = optim__ok(OPTIM__E(o));
+            return 1;
+        }
+    }
+    if (o->clip_max_norm > 0) {
+        /* torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to at most 1. A
+         * NaN norm gives a NaN factor, as in torch. */
+        double coef = o->clip_max_norm / (norm + 1e-6);
+        if (!(coef >= 1.0)) *gscale = (float)coef;
+    }
+    return OPTIM_OK;
+}
+
+int optim__step(optim *o)
+{
+    size_t i, total, nblocks;
     optim__step_in in;
     OPTIM__FAIL_IF(o->nparams == 0, OPTIM__E(o), OPTIM_ESTATE, "optim_step: the optimizer has no parameters");
     for (i = 0; i < o->nparams; i++)
         OPTIM__FAIL_IF(o->params[i].g && o->params[i].st.step == INT64_MAX, OPTIM__E(o), OPTIM_ESTATE,
                        "optim_step: the step counter of param %zu '%s' is at its maximum", i, o->params[i].name);
+    total = optim__build_tasks(o, &nblocks);
     in.gscale = 1.0f;
+    o->last_skipped = 0;
+    o->last_norm = NAN;
+    if (o->clip_max_norm > 0 || o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {
+        int rc = OPTIM_OK;
+        if (optim__prepass(o, nblocks, &in.gscale, &rc)) return rc;
+    }
     for (i = 0; i < o->nparams; i++) {
         optim__param *pa = &o->params[i];
-        optim__task *t = &o->tasks[i];
         const optim_hparams *hp = &o->groups[pa->group].hp;
-        int s;
-        t->start = total;
-        t->n = 0;
         if (!pa->g) continue;
         in.lr = hp->lr;
         optim__prepare(hp, &in, &pa->st, &o->ks[i]);
-        t->p = pa->p;
-        t->g = pa->g;
-        for (s = 0; s < OPTIM_MAX_SLOTS; s++) t->s[s] = pa->st.slot[s];
-        t->n = pa->n;
-        t->k = &o->ks[i];
-        total += pa->n;
     }
     optim__run(o->kt, o->rule, o->tasks, o->nparams, total, o->threads);
     for (i = 0; i < o->nparams; i++) {
@@ -468,27 +559,33 @@ int optim_step(optim *o)
     return optim__step(o);
 }
 
-int optim_step_with(optim *o, size_t count, float *const *params, const float *const *grads)
+int optim__rebind(optim *o, const char *fn, size_t count, float *const *params, const float *const *grads)
 {
     size_t i;
     int changed = 0;
-    if (!o) return OPTIM_ENULL;
-    OPTIM__FAIL_IF(count != o->nparams, OPTIM__E(o), OPTIM_ESIZE,
-                   "optim_step_with: count = %zu but the optimizer has %zu params", count, o->nparams);
-    OPTIM__FAIL_IF(count > 0 && (!params || !grads), OPTIM__E(o), OPTIM_ENULL, "optim_step_with: %s is NULL",
+    OPTIM__FAIL_IF(count != o->nparams, OPTIM__E(o), OPTIM_ESIZE, "%s: count = %zu but the optimizer has %zu params",
+                   fn, count, o->nparams);
+    OPTIM__FAIL_IF(count > 0 && (!params || !grads), OPTIM__E(o), OPTIM_ENULL, "%s: %s is NULL", fn,
                    !params ? "params" : "grads");
     for (i = 0; i < count; i++) {
-        OPTIM__FAIL_IF(!params[i] && o->params[i].n > 0, OPTIM__E(o), OPTIM_ENULL,
-                       "optim_step_with: params[%zu] ('%s') is NULL", i, o->params[i].name);
+        OPTIM__FAIL_IF(!params[i] && o->params[i].n > 0, OPTIM__E(o), OPTIM_ENULL, "%s: params[%zu] ('%s') is NULL",
+                       fn, i, o->params[i].name);
         if (params[i] != o->params[i].p || grads[i] != o->params[i].g) changed = 1;
     }
     if (changed) {
-        OPTIM__FORWARD(optim__check_all_disjoint(o, params, grads));
+        OPTIM__FORWARD(optim__check_all_disjoint(o, fn, params, grads));
         for (i = 0; i < count; i++) {
             o->params[i].p = params[i];
             o->params[i].g = grads[i];
         }
     }
+    return OPTIM_OK;
+}
+
+int optim_step_with(optim *o, size_t count, float *const *params, const float *const *grads)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__rebind(o, "optim_step_with", count, params, grads));
     return optim__step(o);
 }
 
@@ -610,4 +707,50 @@ int optim_set_isa(optim *o, optim_isa isa)
 optim_isa optim_get_isa(const optim *o)
 {
     return o ? o->kt->isa : OPTIM_ISA_AUTO;
+}
+
+/* ---- Gradient checks -------------------------------------------------------------- */
+
+int optim_set_nonfinite(optim *o, optim_nonfinite policy)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(policy != OPTIM_NONFINITE_PROPAGATE && policy != OPTIM_NONFINITE_SKIP &&
+                       policy != OPTIM_NONFINITE_ERROR,
+                   OPTIM__E(o), OPTIM_EINVAL, "optim_set_nonfinite: policy = %d is not a policy (0, 1, 2)",
+                   (int)policy);
+    o->nonfinite = policy;
+    return optim__ok(OPTIM__E(o));
+}
+
+optim_nonfinite optim_get_nonfinite(const optim *o)
+{
+    return o ? o->nonfinite : OPTIM_NONFINITE_PROPAGATE;
+}
+
+int optim_last_step_skipped(const optim *o)
+{
+    return o ? o->last_skipped : 0;
+}
+
+int64_t optim_skipped_steps(const optim *o)
+{
+    return o ? o->skipped : 0;
+}
+
+int optim_set_clip_grad_norm(optim *o, double max_norm, double norm_type)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(!(max_norm >= 0) || isinf(max_norm), OPTIM__E(o), OPTIM_EINVAL,
+                   "optim_set_clip_grad_norm: max_norm = %.10g must be a finite number >= 0 (0 turns clipping off)",
+                   max_norm);
+    OPTIM__FAIL_IF(!(norm_type >= 1), OPTIM__E(o), OPTIM_EINVAL,
+                   "optim_set_clip_grad_norm: norm_type = %.10g must be >= 1 or INFINITY", norm_type);
+    o->clip_max_norm = max_norm;
+    o->clip_norm_type = norm_type;
+    return optim__ok(OPTIM__E(o));
+}
+
+double optim_last_grad_norm(const optim *o)
+{
+    return o ? o->last_norm : NAN;
 }

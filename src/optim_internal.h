@@ -44,8 +44,31 @@ struct optim {
     optim__k *ks;
     optim__span *spans; /* 2 per parameter */
 
+    /* Gradient checks before the update (src/optim.c, optim__prepass). */
+    optim_nonfinite nonfinite;
+    double clip_max_norm; /* 0: no clipping */
+    double clip_norm_type;
+    double last_norm; /* NaN if the last step measured none */
+    int last_skipped;
+    int64_t skipped;
+    double *partials;   /* one per reduction block of all parameters */
+    unsigned char *bad; /* ditto: block holds a NaN/Inf */
+    size_t cap_blocks;
+
     int64_t steps;
     optim_error err;
 };
+
+/* Fill o->tasks for the parameters that have a gradient (others get n = 0):
+ * pointers, slots, element and block offsets. Returns the number of
+ * elements; *nblocks receives the number of reduction blocks. */
+size_t optim__build_tasks(optim *o, size_t *nblocks);
+/* Point every parameter at params[i]/grads[i] after checking them (count,
+ * NULLs, overlaps); errors name `fn`. */
+int optim__rebind(optim *o, const char *fn, size_t count, float *const *params, const float *const *grads);
+/* optim_step without the NULL check. */
+int optim__step(optim *o);
+/* Index of the parameter holding reduction block b of the tasks built last. */
+size_t optim__param_of_block(const optim *o, size_t b);
 
 #endif

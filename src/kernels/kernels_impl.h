@@ -82,6 +82,135 @@ OPTIM__DEFINE_BLOCK(radam, OPTIM__RADAM_VARIANTS, 8)
 OPTIM__DEFINE_BLOCK(nadam, OPTIM__NADAM_VARIANTS, 4)
 OPTIM__DEFINE_BLOCK(adabound, OPTIM__ADABOUND_VARIANTS, 8)
 
+/* ---- Reductions -------------------------------------------------------------
+ * 16 double lanes, element i of a block always in lane i % 16, lanes combined
+ * in a fixed tree: the same bits on every path (the scalar path runs the
+ * same order lane by lane). x*x of a float is exact in double, so a sum of
+ * squares is non-finite only if an element is; `nf` catches NaN/Inf for the
+ * other norms (x - x is NaN exactly for them). */
+#define OPTIM__LANES 16
+
+OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, double p)
+{
+    switch (kind) {
+    case OPTIM__NORM_L1: return acc + d;
+    case OPTIM__NORM_L2: return acc + d * d;
+    case OPTIM__NORM_INF: return (d != d || d > acc) ? d : acc;
+    default: return acc + pow(d, p);
+    }
+}
+
+OPTIM_INLINE double optim__reduce_loop(size_t n, const float *restrict g, const float *restrict w, float eta,
+                                       const optim__norm kind, double p, const int adaptive, int *bad)
+{
+    double acc[OPTIM__LANES];
+    float nf[OPTIM__LANES];
+    size_t i = 0, j;
+    for (j = 0; j < OPTIM__LANES; j++) {
+        acc[j] = 0.0;
+        nf[j] = 0.0f;
+    }
+    for (; i + OPTIM__LANES <= n; i += OPTIM__LANES) {
+        OPTIM__VECTORIZE
+        for (j = 0; j < OPTIM__LANES; j++) {
+            float x = adaptive ? (fabsf(w[i + j]) + eta) * g[i + j] : g[i + j];
+            nf[j] = nf[j] + (x - x);
+            acc[j] = optim__lane(acc[j], fabs((double)x), kind, p);
+        }
+    }
+    for (j = 0; i + j < n; j++) {
+        float x = adaptive ? (fabsf(w[i + j]) + eta) * g[i + j] : g[i + j];
+        nf[j] = nf[j] + (x - x);
+        acc[j] = optim__lane(acc[j], fabs((double)x), kind, p);
+    }
+    for (j = 0; j < OPTIM__LANES; j++)
+        if (nf[j] != 0.0f) *bad = 1;
+    /* Fixed tree: 16 -> 8 -> 4 -> 2 -> 1. */
+    for (j = OPTIM__LANES / 2; j > 0; j /= 2) {
+        size_t l;
+        for (l = 0; l < j; l++)
+            acc[l] = kind == OPTIM__NORM_INF ? optim__lane(acc[l], acc[l + j], kind, p) : acc[l] + acc[l + j];
+    }
+    return acc[0];
+}
+
+static double optim__reduce(size_t n, const float *g, const float *w, float eta, optim__norm kind, double p, int *bad)
+{
+    /* One instance per (kind, adaptive), with both as constants. */
+#define OPTIM__R(K)                                                                    \
+    case K:                                                                            \
+        return w ? optim__reduce_loop(n, g, w, eta, K, p, 1, bad)                      \
+                 : optim__reduce_loop(n, g, NULL, eta, K, p, 0, bad);
+    switch (kind) {
+        OPTIM__R(OPTIM__NORM_L1)
+        OPTIM__R(OPTIM__NORM_L2)
+        OPTIM__R(OPTIM__NORM_INF)
+        OPTIM__R(OPTIM__NORM_LP)
+    }
+#undef OPTIM__R
+    return 0.0;
+}
+
+/* ---- SAM's ascent step and restore ---------------------------------------------- */
+
+OPTIM_INLINE void optim__sam_loop(size_t n, float *restrict w, const float *restrict g, float *restrict saved,
+                                  const optim__k *restrict kp, const unsigned V)
+{
+    const optim__sam_k k = kp->u.sam;
+    OPTIM__VECTORIZE
+    for (size_t i = 0; i < n; i++) {
+        float wi = w[i];
+        saved[i] = wi;
+        w[i] = optim__sam_elem(wi, g[i], &k, V);
+    }
+}
+
+static void optim__sam_perturb(size_t n, float *p, const float *g, float *const *s, const optim__k *k)
+{
+#define OPTIM__S(v) \
+    case (v): optim__sam_loop(n, p, g, s[0], k, (v)); break;
+    switch (k->c.variant) {
+        OPTIM__S(0)
+        OPTIM__S(OPTIM__SAM_V_ADAPTIVE)
+        OPTIM__S(OPTIM__SAM_V_PINF)
+        OPTIM__S(OPTIM__SAM_V_PINF | OPTIM__SAM_V_ADAPTIVE)
+        OPTIM__S(OPTIM__SAM_V_PGEN)
+        OPTIM__S(OPTIM__SAM_V_PGEN | OPTIM__SAM_V_ADAPTIVE)
+    default: break;
+    }
+#undef OPTIM__S
+}
+
+static void optim__copy_back(size_t n, float *p, const float *g, float *const *s, const optim__k *k)
+{
+    const float *restrict src = s[0];
+    float *restrict dst = p;
+    (void)g;
+    (void)k;
+    OPTIM__VECTORIZE
+    for (size_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
+static void optim__scale(size_t n, float *p, const float *g, float *const *s, const optim__k *k)
+{
+    float *restrict x = p;
+    const float a = k->u.util.a;
+    (void)g;
+    (void)s;
+    OPTIM__VECTORIZE
+    for (size_t i = 0; i < n; i++) x[i] = x[i] * a;
+}
+
+static void optim__clamp_fn(size_t n, float *p, const float *g, float *const *s, const optim__k *k)
+{
+    float *restrict x = p;
+    const float lo = k->u.util.a, hi = k->u.util.b;
+    (void)g;
+    (void)s;
+    OPTIM__VECTORIZE
+    for (size_t i = 0; i < n; i++) x[i] = optim__clamp(x[i], lo, hi);
+}
+
 const optim__kernels OPTIM__KERNELS_NAME = {
     OPTIM__KERNELS_ISA,
     {
@@ -96,4 +225,9 @@ const optim__kernels OPTIM__KERNELS_NAME = {
         optim__nadam_block,    /* OPTIM_NADAM */
         optim__adabound_block, /* OPTIM_ADABOUND */
     },
+    optim__reduce,
+    optim__sam_perturb,
+    optim__copy_back,
+    optim__scale,
+    optim__clamp_fn,
 };

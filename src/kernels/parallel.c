@@ -9,6 +9,8 @@
  * The update is element-wise, so the split cannot change any result. */
 #include "kernels.h"
 
+#include <math.h>
+
 #ifdef _OPENMP
 #  include <omp.h>
 #endif
@@ -62,20 +64,32 @@ static void optim__run_range(optim__block_fn fn, const optim__task *tasks, size_
     }
 }
 
-void optim__run(const optim__kernels *kt, optim_rule rule, const optim__task *tasks, size_t count, size_t total,
-                int threads)
+/* Threads worth using for `work` elements (at most `threads`, 0: all). */
+static int optim__threads_for(size_t work, int threads)
 {
-    optim__block_fn fn = kt->block[rule];
     int nt = 1;
 #ifdef _OPENMP
     nt = threads > 0 ? threads : omp_get_max_threads();
-    if (nt > 1 && total / (size_t)nt < OPTIM__PAR_MIN / 2) {
-        size_t fit = total / (OPTIM__PAR_MIN / 2);
+    if (nt > 1 && work / (size_t)nt < OPTIM__PAR_MIN / 2) {
+        size_t fit = work / (OPTIM__PAR_MIN / 2);
         nt = fit < 2 ? 1 : (int)(fit < (size_t)nt ? fit : (size_t)nt);
     }
 #else
+    (void)work;
     (void)threads;
 #endif
+    return nt;
+}
+
+void optim__run(const optim__kernels *kt, optim_rule rule, const optim__task *tasks, size_t count, size_t total,
+                int threads)
+{
+    optim__run_fn(kt->block[rule], tasks, count, total, threads);
+}
+
+void optim__run_fn(optim__block_fn fn, const optim__task *tasks, size_t count, size_t total, int threads)
+{
+    int nt = optim__threads_for(total, threads);
     if (nt <= 1) {
         optim__run_range(fn, tasks, count, 0, total);
         return;
@@ -89,4 +103,78 @@ void optim__run(const optim__kernels *kt, optim_rule rule, const optim__task *ta
         optim__run_range(fn, tasks, count, lo, hi);
     }
 #endif
+}
+
+/* ---- Reductions ------------------------------------------------------------------ */
+
+/* Index of the task holding reduction block b (tasks sorted by bstart). */
+static size_t optim__find_block(const optim__task *tasks, size_t count, size_t b)
+{
+    size_t a = 0, z = count;
+    while (a < z) {
+        size_t mid = a + (z - a) / 2;
+        if (tasks[mid].bstart + OPTIM__NBLOCKS(tasks[mid].n) <= b)
+            a = mid + 1;
+        else
+            z = mid;
+    }
+    return a;
+}
+
+static void optim__reduce_block(const optim__kernels *kt, const optim__task *tasks, size_t count, size_t b,
+                                optim__norm kind, double p, int adaptive, float eta, double *partials,
+                                unsigned char *bad)
+{
+    size_t a = optim__find_block(tasks, count, b);
+    const optim__task *t = &tasks[a];
+    size_t off = (b - t->bstart) * OPTIM__RBLOCK;
+    size_t len = t->n - off < OPTIM__RBLOCK ? t->n - off : OPTIM__RBLOCK;
+    int flag = 0;
+    partials[b] = kt->reduce(len, t->g + off, adaptive ? t->p + off : NULL, eta, kind, p, &flag);
+    bad[b] = (unsigned char)flag;
+}
+
+void optim__reduce_run(const optim__kernels *kt, const optim__task *tasks, size_t count, size_t nblocks,
+                       optim__norm kind, double p, int adaptive, float eta, double *partials, unsigned char *bad,
+                       int threads)
+{
+    int nt = optim__threads_for(nblocks * OPTIM__RBLOCK, threads);
+    if (nt <= 1) {
+        size_t b;
+        for (b = 0; b < nblocks; b++) optim__reduce_block(kt, tasks, count, b, kind, p, adaptive, eta, partials, bad);
+        return;
+    }
+#ifdef _OPENMP
+    {
+        long b, nb = (long)nblocks;
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (b = 0; b < nb; b++)
+            optim__reduce_block(kt, tasks, count, (size_t)b, kind, p, adaptive, eta, partials, bad);
+    }
+#endif
+}
+
+double optim__norm_finish(const double *partials, size_t nblocks, optim__norm kind, double p)
+{
+    double acc = 0.0;
+    size_t b;
+    for (b = 0; b < nblocks; b++) {
+        if (kind == OPTIM__NORM_INF)
+            acc = (partials[b] != partials[b] || partials[b] > acc) ? partials[b] : acc;
+        else
+            acc += partials[b];
+    }
+    switch (kind) {
+    case OPTIM__NORM_L2: return sqrt(acc);
+    case OPTIM__NORM_LP: return pow(acc, 1.0 / p);
+    default: return acc;
+    }
+}
+
+optim__norm optim__norm_kind(double p)
+{
+    if (isinf(p)) return OPTIM__NORM_INF;
+    if (p == 1.0) return OPTIM__NORM_L1;
+    if (p == 2.0) return OPTIM__NORM_L2;
+    return OPTIM__NORM_LP;
 }

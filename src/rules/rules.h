@@ -13,6 +13,7 @@
 #include "radam.h"
 #include "nadam.h"
 #include "adabound.h"
+#include "sam.h"
 
 /* Per-parameter, per-step constants: computed by the host before the
  * parallel pass, read by every block of that parameter. */
@@ -25,6 +26,10 @@ union optim__ku {
     optim__radam_k radam;
     optim__nadam_k nadam;
     optim__adabound_k adabound;
+    optim__sam_k sam; /* SAM's ascent step (not a rule) */
+    struct {
+        float a, b;
+    } util; /* the gradient utilities' constants (kernels: scale, clamp) */
 };
 
 typedef struct optim__k {

@@ -1,0 +1,276 @@
+/* sam.c: SAM and ASAM around an optimizer object (see optim_sam.h). The
+ * perturbation's math is in rules/sam.h, its loops in src/kernels/. */
+#include "optim_internal.h"
+
+#include "optim_sam.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct optim_sam {
+    optim *base;
+    double rho, p, eta;
+    int adaptive;
+    size_t nparams;        /* parameters of base when created */
+    float **saved;         /* saved[i]: w of parameter i before the ascent step */
+    unsigned char *moved;  /* parameter i was perturbed by the pending first_step */
+    int perturbed;         /* between first_step and second_step/restore */
+    int skip_pending;      /* first_step skipped: second_step skips too */
+    double last_norm;
+    optim__k k;
+    optim_error err;
+};
+
+#define OPTIM__SE(s) (&(s)->err)
+
+int optim_sam_create(optim_sam **out, optim *base, double rho, double p, int adaptive, double eta, optim_error *err)
+{
+    optim_sam *s;
+    size_t i;
+    OPTIM__FAIL_IF(!out, err, OPTIM_ENULL, "optim_sam_create: out is NULL");
+    *out = NULL;
+    OPTIM__FAIL_IF(!base, err, OPTIM_ENULL, "optim_sam_create: base is NULL");
+    OPTIM__FAIL_IF(!(rho >= 0) || isinf(rho), err, OPTIM_EINVAL, "optim_sam_create: rho = %.10g must be a finite number >= 0", rho);
+    OPTIM__FAIL_IF(!(p > 1), err, OPTIM_EINVAL, "optim_sam_create: p = %.10g must be > 1 or INFINITY", p);
+    OPTIM__FAIL_IF(adaptive != 0 && adaptive != 1, err, OPTIM_EINVAL, "optim_sam_create: adaptive = %d must be 0 or 1",
+                   adaptive);
+    OPTIM__FAIL_IF(!(eta >= 0) || isinf(eta), err, OPTIM_EINVAL, "optim_sam_create: eta = %.10g must be a finite number >= 0",
+                   eta);
+    OPTIM__FAIL_IF(base->nparams == 0, err, OPTIM_ESTATE, "optim_sam_create: the base optimizer has no parameters yet");
+    s = (optim_sam *)calloc(1, sizeof *s);
+    OPTIM__FAIL_IF(!s, err, OPTIM_ENOMEM, "optim_sam_create: out of memory");
+    s->base = base;
+    s->rho = rho;
+    s->p = p;
+    s->adaptive = adaptive;
+    s->eta = eta;
+    s->last_norm = NAN;
+    s->nparams = base->nparams;
+    s->saved = (float **)calloc(s->nparams, sizeof *s->saved);
+    s->moved = (unsigned char *)calloc(s->nparams, 1);
+    if (!s->saved || !s->moved) goto oom;
+    for (i = 0; i < s->nparams; i++) {
+        s->saved[i] = optim__alloc_floats(base->params[i].n);
+        if (!s->saved[i]) goto oom;
+    }
+    *out = s;
+    return optim__ok(err);
+oom:
+    optim_sam_free(s);
+    return optim__fail(err, OPTIM_ENOMEM, "optim_sam_create: out of memory for a copy of the parameters");
+}
+
+void optim_sam_free(optim_sam *s)
+{
+    size_t i;
+    if (!s) return;
+    if (s->saved)
+        for (i = 0; i < s->nparams; i++) optim__free_floats(s->saved[i]);
+    free(s->saved);
+    free(s->moved);
+    free(s);
+}
+
+const char *optim_sam_errmsg(const optim_sam *s)
+{
+    if (!s) return "optim_sam: the handle is NULL (optim_sam_create failed or was not called)";
+    return s->err.message;
+}
+
+/* Point the base's tasks' slot 0 at the saved copies (only the perturbed
+ * parameters when restoring). */
+static size_t optim__sam_tasks(optim_sam *s, int restoring, size_t *nblocks)
+{
+    optim *o = s->base;
+    size_t i, total = 0, blocks = 0;
+    total = optim__build_tasks(o, &blocks);
+    if (restoring) {
+        total = 0;
+        blocks = 0;
+        for (i = 0; i < o->nparams; i++) {
+            optim__task *t = &o->tasks[i];
+            t->start = total;
+            t->bstart = blocks;
+            t->n = s->moved[i] ? o->params[i].n : 0;
+            total += t->n;
+            blocks += OPTIM__NBLOCKS(t->n);
+        }
+    }
+    for (i = 0; i < o->nparams; i++) {
+        o->tasks[i].s[0] = s->saved[i];
+        o->tasks[i].k = &s->k;
+    }
+    *nblocks = blocks;
+    return total;
+}
+
+static int optim__sam_check(optim_sam *s, const char *fn)
+{
+    OPTIM__FAIL_IF(s->base->nparams != s->nparams, OPTIM__SE(s), OPTIM_ESTATE,
+                   "%s: the base optimizer has %zu params but had %zu when the SAM object was created", fn,
+                   s->base->nparams, s->nparams);
+    return OPTIM_OK;
+}
+
+static int optim__sam_first(optim_sam *s)
+{
+    optim *o = s->base;
+    size_t nblocks, total, b, i;
+    double q, norm;
+    optim__norm kind;
+    OPTIM__FORWARD(optim__sam_check(s, "optim_sam_first_step"));
+    OPTIM__FAIL_IF(s->perturbed || s->skip_pending, OPTIM__SE(s), OPTIM_ESTATE,
+                   "optim_sam_first_step: called twice; call optim_sam_second_step or optim_sam_restore first");
+    total = optim__sam_tasks(s, 0, &nblocks);
+
+    /* The dual norm ||h||_q of h = T g: q = 2 for p = 2, 1 for p = inf. */
+    q = isinf(s->p) ? 1.0 : s->p / (s->p - 1.0);
+    kind = optim__norm_kind(q);
+    optim__reduce_run(o->kt, o->tasks, o->nparams, nblocks, kind, q, s->adaptive, (float)s->eta, o->partials, o->bad,
+                      o->threads);
+    norm = optim__norm_finish(o->partials, nblocks, kind, q);
+    s->last_norm = norm;
+    if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {
+        for (b = 0; b < nblocks && !o->bad[b]; b++) continue;
+        if (b < nblocks) {
+            i = optim__param_of_block(o, b);
+            OPTIM__FAIL_IF(o->nonfinite == OPTIM_NONFINITE_ERROR, OPTIM__SE(s), OPTIM_ENONFINITE,
+                           "optim_sam_first_step: the gradient of param %zu '%s' holds NaN or Inf; nothing moved", i,
+                           o->params[i].name);
+            s->skip_pending = 1;
+            return optim__ok(OPTIM__SE(s));
+        }
+    }
+
+    memset(&s->k, 0, sizeof s->k);
+    if (s->adaptive) s->k.c.variant |= OPTIM__SAM_V_ADAPTIVE;
+    if (isinf(s->p))
+        s->k.c.variant |= OPTIM__SAM_V_PINF;
+    else if (s->p != 2.0)
+        s->k.c.variant |= OPTIM__SAM_V_PGEN;
+    /* As the reference: scale = rho / (grad_norm + 1e-12), in float. */
+    s->k.u.sam.scale = (float)(s->rho / (norm + 1e-12));
+    s->k.u.sam.rho = (float)s->rho;
+    s->k.u.sam.eta = (float)s->eta;
+    s->k.u.sam.inv_norm = norm > 0 ? 1.0 / norm : 0.0;
+    s->k.u.sam.q_minus_1 = q - 1.0;
+    optim__run_fn(o->kt->sam_perturb, o->tasks, o->nparams, total, o->threads);
+    for (i = 0; i < o->nparams; i++) s->moved[i] = o->params[i].g != NULL && o->params[i].n > 0;
+    s->perturbed = 1;
+    return optim__ok(OPTIM__SE(s));
+}
+
+int optim_sam_first_step(optim_sam *s)
+{
+    if (!s) return OPTIM_ENULL;
+    return optim__sam_first(s);
+}
+
+int optim_sam_first_step_with(optim_sam *s, size_t count, float *const *params, const float *const *grads)
+{
+    int rc;
+    if (!s) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(s->perturbed, OPTIM__SE(s), OPTIM_ESTATE,
+                   "optim_sam_first_step_with: called twice; call optim_sam_second_step or optim_sam_restore first");
+    rc = optim__rebind(s->base, "optim_sam_first_step_with", count, params, grads);
+    if (rc != OPTIM_OK) return optim__fail(OPTIM__SE(s), rc, "%s", s->base->err.message);
+    return optim__sam_first(s);
+}
+
+static void optim__sam_undo(optim_sam *s)
+{
+    size_t nblocks, total = optim__sam_tasks(s, 1, &nblocks);
+    optim__run_fn(s->base->kt->copy_back, s->base->tasks, s->base->nparams, total, s->base->threads);
+    memset(s->moved, 0, s->nparams);
+    s->perturbed = 0;
+}
+
+int optim_sam_restore(optim_sam *s)
+{
+    if (!s) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__sam_check(s, "optim_sam_restore"));
+    s->skip_pending = 0;
+    if (s->perturbed) optim__sam_undo(s);
+    return optim__ok(OPTIM__SE(s));
+}
+
+static int optim__sam_second(optim_sam *s, int rebind, size_t count, float *const *params, const float *const *grads)
+{
+    optim *o = s->base;
+    int rc;
+    OPTIM__FORWARD(optim__sam_check(s, "optim_sam_second_step"));
+    if (s->skip_pending) {
+        s->skip_pending = 0;
+        o->skipped++;
+        o->last_skipped = 1;
+        return optim__ok(OPTIM__SE(s));
+    }
+    OPTIM__FAIL_IF(!s->perturbed, OPTIM__SE(s), OPTIM_ESTATE,
+                   "optim_sam_second_step: no first_step to complete; call optim_sam_first_step first");
+    /* Restore w before rebinding: the saved copies belong to the old pointers. */
+    optim__sam_undo(s);
+    if (rebind) {
+        rc = optim__rebind(o, "optim_sam_second_step_with", count, params, grads);
+        if (rc != OPTIM_OK) return optim__fail(OPTIM__SE(s), rc, "%s", o->err.message);
+    }
+    rc = optim__step(o);
+    if (rc != OPTIM_OK) return optim__fail(OPTIM__SE(s), rc, "%s", o->err.message);
+    return optim__ok(OPTIM__SE(s));
+}
+
+int optim_sam_second_step(optim_sam *s)
+{
+    if (!s) return OPTIM_ENULL;
+    return optim__sam_second(s, 0, 0, NULL, NULL);
+}
+
+int optim_sam_second_step_with(optim_sam *s, size_t count, float *const *params, const float *const *grads)
+{
+    if (!s) return OPTIM_ENULL;
+    return optim__sam_second(s, 1, count, params, grads);
+}
+
+double optim_sam_last_grad_norm(const optim_sam *s)
+{
+    return s ? s->last_norm : NAN;
+}
+
+int optim_sam_is_perturbed(const optim_sam *s)
+{
+    return s ? s->perturbed : 0;
+}
+
+int optim_sam_set_rho(optim_sam *s, double rho)
+{
+    if (!s) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(!(rho >= 0) || isinf(rho), OPTIM__SE(s), OPTIM_EINVAL,
+                   "optim_sam_set_rho: rho = %.10g must be a finite number >= 0", rho);
+    s->rho = rho;
+    return optim__ok(OPTIM__SE(s));
+}
+
+double optim_sam_get_rho(const optim_sam *s)
+{
+    return s ? s->rho : NAN;
+}
+
+double optim_sam_get_p(const optim_sam *s)
+{
+    return s ? s->p : NAN;
+}
+
+int optim_sam_get_adaptive(const optim_sam *s)
+{
+    return s ? s->adaptive : 0;
+}
+
+double optim_sam_get_eta(const optim_sam *s)
+{
+    return s ? s->eta : NAN;
+}
+
+optim *optim_sam_base(const optim_sam *s)
+{
+    return s ? s->base : NULL;
+}

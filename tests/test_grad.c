@@ -1,0 +1,770 @@
+/* test_grad.c: gradient norms and clipping against double references and
+ * torch's definitions; the non-finite policies; SAM and ASAM against an
+ * independent double-precision implementation of the formulas. */
+#include "grid.h"
+#include "optim_clip.h"
+#include "optim_sam.h"
+#include "ref.h"
+#include "test.h"
+
+/* A few arrays of odd sizes with N(0, 1) elements. */
+#define NARR 5
+static const size_t arr_n[NARR] = {1, 7, 1000, 65537, 20000};
+
+typedef struct arrays {
+    float *x[NARR];
+} arrays;
+
+static int arrays_init(arrays *a, test_rng *rng, double scale)
+{
+    size_t i, j;
+    for (i = 0; i < NARR; i++) {
+        a->x[i] = (float *)malloc(arr_n[i] * sizeof(float));
+        if (!a->x[i]) return -1;
+        for (j = 0; j < arr_n[i]; j++) a->x[i][j] = (float)(scale * test_rng_normal(rng));
+    }
+    return 0;
+}
+
+static void arrays_free(arrays *a)
+{
+    size_t i;
+    for (i = 0; i < NARR; i++) free(a->x[i]);
+}
+
+static double ref_norm(const arrays *a, double p)
+{
+    double acc = 0;
+    size_t i, j;
+    for (i = 0; i < NARR; i++)
+        for (j = 0; j < arr_n[i]; j++) {
+            double v = fabs((double)a->x[i][j]);
+            if (isinf(p))
+                acc = v > acc ? v : acc;
+            else
+                acc += pow(v, p);
+        }
+    return isinf(p) ? acc : pow(acc, 1.0 / p);
+}
+
+TEST_IMPL(grad_norm_vs_reference)
+{
+    static const double ps[] = {1.0, 2.0, 3.0, 1.5, INFINITY};
+    test_rng rng = {test_seed() ^ 0x9a0};
+    arrays a;
+    size_t k;
+    optim_error err;
+    if (arrays_init(&a, &rng, 1.0)) FAIL("out of memory");
+    for (k = 0; k < sizeof ps / sizeof ps[0]; k++) {
+        double got, want = ref_norm(&a, ps[k]);
+        ASSERT_OK_MSG(optim_grad_norm(NARR, (const float *const *)a.x, arr_n, ps[k], 0, &got, &err), err.message);
+        if (fabs(got - want) > 1e-12 * want) FAIL("p = %g: norm %.17g vs reference %.17g", ps[k], got, want);
+    }
+    {
+        /* NULL arrays are skipped; no arrays at all: norm 0 (torch returns 0 for no gradients). */
+        const float *some[2] = {NULL, a.x[1]};
+        size_t n2[2] = {5, arr_n[1]};
+        double got, want = 0;
+        size_t j;
+        for (j = 0; j < arr_n[1]; j++) want += (double)a.x[1][j] * a.x[1][j];
+        ASSERT_OK(optim_grad_norm(2, some, n2, 2.0, 1, &got, NULL));
+        ASSERT(fabs(got - sqrt(want)) <= 1e-12 * sqrt(want));
+        ASSERT_OK(optim_grad_norm(0, NULL, NULL, 2.0, 1, &got, NULL));
+        ASSERT(got == 0.0);
+    }
+    a.x[3][77] = NAN;
+    {
+        double got;
+        ASSERT_OK(optim_grad_norm(NARR, (const float *const *)a.x, arr_n, 2.0, 0, &got, NULL));
+        ASSERT(isnan(got));
+        a.x[3][77] = INFINITY;
+        ASSERT_OK(optim_grad_norm(NARR, (const float *const *)a.x, arr_n, INFINITY, 0, &got, NULL));
+        ASSERT(isinf(got));
+    }
+    arrays_free(&a);
+    return 0;
+}
+
+/* The norm is bit-identical for any thread count, and across CPU paths (the
+ * object's fused norm under each path). */
+TEST_IMPL(grad_norm_threads_and_paths)
+{
+    static const double ps[] = {1.0, 2.0, 3.0, INFINITY};
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_NEON};
+    test_rng rng = {test_seed() ^ 0x7d1};
+    arrays a;
+    size_t k, t;
+    if (arrays_init(&a, &rng, 3.0)) FAIL("out of memory");
+    for (k = 0; k < sizeof ps / sizeof ps[0]; k++) {
+        double first = 0;
+        for (t = 0; t <= 3; t++) {
+            double got;
+            ASSERT_OK(optim_grad_norm(NARR, (const float *const *)a.x, arr_n, ps[k], (int)t, &got, NULL));
+            if (t == 0) first = got;
+            if (memcmp(&got, &first, sizeof got) != 0)
+                FAIL("p = %g: norm %.17g with %zu threads vs %.17g", ps[k], got, t, first);
+        }
+        for (t = 0; t < sizeof isas / sizeof isas[0]; t++) {
+            optim *o = NULL;
+            optim_hparams hp;
+            float *params[NARR];
+            size_t i;
+            double got;
+            if (!optim_isa_available(isas[t])) continue;
+            optim_hparams_init(&hp, OPTIM_SGD, NULL);
+            hp.lr = 0; /* the parameters must not move: they are also the gradients' neighbours */
+            ASSERT_OK(optim_create(&o, OPTIM_SGD));
+            ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+            ASSERT_OPT_OK(o, optim_set_isa(o, isas[t]));
+            ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 1e30, ps[k]));
+            for (i = 0; i < NARR; i++) {
+                params[i] = (float *)calloc(arr_n[i], sizeof(float));
+                ASSERT_OPT_OK(o, optim_add_param(o, 0, params[i], a.x[i], arr_n[i], NULL, NULL));
+            }
+            ASSERT_OPT_OK(o, optim_step(o));
+            got = optim_last_grad_norm(o);
+            if (memcmp(&got, &first, sizeof got) != 0)
+                FAIL("p = %g: fused norm %.17g on the %s path vs %.17g", ps[k], got, optim_isa_name(isas[t]), first);
+            for (i = 0; i < NARR; i++) free(params[i]);
+            optim_free(o);
+        }
+    }
+    arrays_free(&a);
+    return 0;
+}
+
+TEST_IMPL(clip_grad_norm_inplace)
+{
+    test_rng rng = {test_seed() ^ 0xc11};
+    arrays a, b;
+    size_t i, j;
+    double norm, after;
+    if (arrays_init(&a, &rng, 1.0)) FAIL("out of memory");
+    rng.s = test_seed() ^ 0xc11;
+    if (arrays_init(&b, &rng, 1.0)) FAIL("out of memory");
+    /* Above the limit: scaled by max_norm / (norm + 1e-6), as torch. */
+    ASSERT_OK(optim_clip_grad_norm(NARR, a.x, arr_n, 10.0, 2.0, 0, 0, &norm, NULL));
+    for (i = 0; i < NARR; i++)
+        for (j = 0; j < arr_n[i]; j++) {
+            float want = b.x[i][j] * (float)(10.0 / (norm + 1e-6));
+            if (a.x[i][j] != want) FAIL("array %zu[%zu]: %.9g vs %.9g", i, j, a.x[i][j], want);
+        }
+    ASSERT_OK(optim_grad_norm(NARR, (const float *const *)a.x, arr_n, 2.0, 0, &after, NULL));
+    ASSERT(fabs(after - 10.0) < 1e-4);
+    /* Below the limit: untouched. */
+    ASSERT_OK(optim_clip_grad_norm(NARR, a.x, arr_n, 100.0, 2.0, 0, 0, &norm, NULL));
+    ASSERT(fabs(norm - after) < 1e-12);
+    ASSERT_OK(optim_grad_norm(NARR, (const float *const *)a.x, arr_n, 2.0, 0, &norm, NULL));
+    ASSERT(norm == after);
+    /* Non-finite: error_if_nonfinite refuses and changes nothing; otherwise NaN spreads, as in torch. */
+    a.x[2][5] = INFINITY;
+    {
+        optim_error err;
+        float keep = a.x[4][9];
+        ASSERT_ERR(optim_clip_grad_norm(NARR, a.x, arr_n, 1.0, 2.0, 1, 0, &norm, &err), OPTIM_ENONFINITE, err.message,
+                   "is inf");
+        ASSERT(a.x[4][9] == keep);
+        ASSERT_OK(optim_clip_grad_norm(NARR, a.x, arr_n, 1.0, 2.0, 0, 0, &norm, NULL));
+        ASSERT(isinf(norm));
+        ASSERT(a.x[4][9] == 0.0f); /* factor 1 / inf = 0, as torch */
+    }
+    arrays_free(&a);
+    arrays_free(&b);
+    return 0;
+}
+
+TEST_IMPL(clip_grad_value_inplace)
+{
+    float x[37];
+    float *xs[1] = {x};
+    size_t n[1] = {37};
+    int i;
+    for (i = 0; i < 37; i++) x[i] = (float)(i - 18) * 0.25f;
+    x[3] = NAN;
+    ASSERT_OK(optim_clip_grad_value(1, xs, n, 1.5, 0, NULL));
+    for (i = 0; i < 37; i++) {
+        float v = (float)(i - 18) * 0.25f, want = v < -1.5f ? -1.5f : (v > 1.5f ? 1.5f : v);
+        if (i == 3) {
+            ASSERT(isnan(x[i]));
+            continue;
+        }
+        if (x[i] != want) FAIL("x[%d] = %g, want %g", i, x[i], want);
+    }
+    return 0;
+}
+
+TEST_IMPL(clip_errors)
+{
+    float x[8] = {0}, *xs[2] = {x, x + 4};
+    const float *cx[2] = {x, x + 4};
+    size_t n[2] = {8, 4};
+    double norm;
+    optim_error err;
+    ASSERT_ERR(optim_grad_norm(1, cx, n, 0.5, 0, &norm, &err), OPTIM_EINVAL, err.message, "norm_type = 0.5 must be >= 1");
+    ASSERT_ERR(optim_grad_norm(1, cx, n, NAN, 0, &norm, &err), OPTIM_EINVAL, err.message, "norm_type = nan");
+    ASSERT_ERR(optim_grad_norm(1, cx, n, 2.0, -1, &norm, &err), OPTIM_EINVAL, err.message, "threads = -1");
+    ASSERT_ERR(optim_grad_norm(1, NULL, n, 2.0, 0, &norm, &err), OPTIM_ENULL, err.message, "grads is NULL");
+    ASSERT_ERR(optim_grad_norm(1, cx, n, 2.0, 0, NULL, &err), OPTIM_ENULL, err.message, "total_norm is NULL");
+    ASSERT_ERR(optim_clip_grad_norm(2, xs, n, 1.0, 2.0, 0, 0, &norm, &err), OPTIM_EOVERLAP, err.message,
+               "grads[1] overlaps grads[0]");
+    ASSERT_ERR(optim_clip_grad_norm(1, xs, n, -1.0, 2.0, 0, 0, &norm, &err), OPTIM_EINVAL, err.message,
+               "max_norm = -1");
+    ASSERT_ERR(optim_clip_grad_value(1, xs, n, -0.5, 0, &err), OPTIM_EINVAL, err.message, "clip_value = -0.5");
+    {
+        optim *o = NULL;
+        ASSERT_OK(optim_create(&o, OPTIM_ADAM));
+        ASSERT_ERR(optim_set_clip_grad_norm(o, -2, 2), OPTIM_EINVAL, optim_errmsg(o), "max_norm = -2");
+        ASSERT_ERR(optim_set_clip_grad_norm(o, 1, 0.9), OPTIM_EINVAL, optim_errmsg(o), "norm_type = 0.9");
+        ASSERT_ERR(optim_set_nonfinite(o, (optim_nonfinite)7), OPTIM_EINVAL, optim_errmsg(o), "policy = 7");
+        ASSERT(isnan(optim_last_grad_norm(o)));
+        optim_free(o);
+    }
+    return 0;
+}
+
+/* An optimizer with clipping fused in gives the bits of clip_grad_norm_ on
+ * the gradients followed by a plain step: for every rule, with maximize. */
+TEST_IMPL(fused_clip_matches_separate)
+{
+    static const double types[] = {2.0, 1.0, INFINITY};
+    test_rng rng = {test_seed() ^ 0xf05};
+    int r;
+    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
+        size_t ti;
+        for (ti = 0; ti < 3; ti++) {
+            optim *fused = NULL, *plain = NULL;
+            optim_hparams hp;
+            arrays pf, pp, g, gc;
+            int t;
+            size_t i;
+            long c = grid_size(&test_grids[r]) - 1;
+            while (grid_get(&test_grids[r], c, &hp) != 0) c--;
+            if (arrays_init(&pf, &rng, 1.0) || arrays_init(&g, &rng, 1.0) || arrays_init(&gc, &rng, 1.0))
+                FAIL("out of memory");
+            rng.s ^= 1;
+            if (arrays_init(&pp, &rng, 1.0)) FAIL("out of memory");
+            for (i = 0; i < NARR; i++) memcpy(pp.x[i], pf.x[i], arr_n[i] * sizeof(float));
+            ASSERT_OK(optim_create(&fused, hp.rule));
+            ASSERT_OK(optim_create(&plain, hp.rule));
+            ASSERT_OPT_OK(fused, optim_add_group(fused, &hp, NULL));
+            ASSERT_OPT_OK(plain, optim_add_group(plain, &hp, NULL));
+            ASSERT_OPT_OK(fused, optim_set_clip_grad_norm(fused, 5.0, types[ti]));
+            for (i = 0; i < NARR; i++) {
+                ASSERT_OPT_OK(fused, optim_add_param(fused, 0, pf.x[i], g.x[i], arr_n[i], NULL, NULL));
+                ASSERT_OPT_OK(plain, optim_add_param(plain, 0, pp.x[i], gc.x[i], arr_n[i], NULL, NULL));
+            }
+            for (t = 0; t < 10; t++) {
+                double n1, n2;
+                for (i = 0; i < NARR; i++) {
+                    size_t j;
+                    for (j = 0; j < arr_n[i]; j++) g.x[i][j] = (float)(2.0 * test_rng_normal(&rng));
+                    memcpy(gc.x[i], g.x[i], arr_n[i] * sizeof(float));
+                }
+                ASSERT_OK(optim_clip_grad_norm(NARR, gc.x, arr_n, 5.0, types[ti], 0, 0, &n1, NULL));
+                ASSERT_OPT_OK(fused, optim_step(fused));
+                ASSERT_OPT_OK(plain, optim_step(plain));
+                n2 = optim_last_grad_norm(fused);
+                if (memcmp(&n1, &n2, sizeof n1) != 0) FAIL("norm %.17g vs %.17g", n2, n1);
+            }
+            for (i = 0; i < NARR; i++)
+                if (memcmp(pf.x[i], pp.x[i], arr_n[i] * sizeof(float)) != 0)
+                    FAIL("%s, norm type %g: fused clipping differs from clip_grad_norm_ + step (array %zu)",
+                         optim_rule_name(hp.rule), types[ti], i);
+            optim_free(fused);
+            optim_free(plain);
+            arrays_free(&pf);
+            arrays_free(&pp);
+            arrays_free(&g);
+            arrays_free(&gc);
+        }
+    }
+    return 0;
+}
+
+/* Copy of everything a step can change, to compare byte for byte. */
+typedef struct snapshot {
+    float *p[NARR];
+    float *s[NARR][OPTIM_MAX_SLOTS];
+    int init[NARR][OPTIM_MAX_SLOTS];
+    int64_t step[NARR];
+    double mu[NARR];
+} snapshot;
+
+static int take_snapshot(optim *o, float *const *params, snapshot *sn)
+{
+    size_t i;
+    int s;
+    memset(sn, 0, sizeof *sn);
+    for (i = 0; i < NARR; i++) {
+        sn->p[i] = (float *)malloc(arr_n[i] * sizeof(float));
+        memcpy(sn->p[i], params[i], arr_n[i] * sizeof(float));
+        ASSERT_OK(optim_param_get_step(o, i, &sn->step[i]));
+        ASSERT_OK(optim_param_get_mu_product(o, i, &sn->mu[i]));
+        for (s = 0; s < optim_rule_slot_count(optim_get_rule(o)); s++) {
+            float *d;
+            ASSERT_OPT_OK(o, optim_state_slot(o, i, s, &d, &sn->init[i][s]));
+            if (!d) continue;
+            sn->s[i][s] = (float *)malloc(arr_n[i] * sizeof(float));
+            memcpy(sn->s[i][s], d, arr_n[i] * sizeof(float));
+        }
+    }
+    return 0;
+}
+
+static int same_as_snapshot(optim *o, float *const *params, const snapshot *sn)
+{
+    size_t i;
+    int s;
+    for (i = 0; i < NARR; i++) {
+        int64_t step;
+        double mu;
+        if (memcmp(sn->p[i], params[i], arr_n[i] * sizeof(float)) != 0) FAIL("param %zu changed", i);
+        ASSERT_OK(optim_param_get_step(o, i, &step));
+        ASSERT_OK(optim_param_get_mu_product(o, i, &mu));
+        ASSERT_INT(step, ==, sn->step[i]);
+        ASSERT(memcmp(&mu, &sn->mu[i], sizeof mu) == 0);
+        for (s = 0; s < optim_rule_slot_count(optim_get_rule(o)); s++) {
+            float *d;
+            int init;
+            ASSERT_OPT_OK(o, optim_state_slot(o, i, s, &d, &init));
+            ASSERT_INT(init, ==, sn->init[i][s]);
+            if (d && memcmp(d, sn->s[i][s], arr_n[i] * sizeof(float)) != 0)
+                FAIL("slot %s of param %zu changed", optim_rule_slot_name(optim_get_rule(o), s), i);
+        }
+    }
+    return 0;
+}
+
+static void free_snapshot(snapshot *sn)
+{
+    size_t i;
+    int s;
+    for (i = 0; i < NARR; i++) {
+        free(sn->p[i]);
+        for (s = 0; s < OPTIM_MAX_SLOTS; s++) free(sn->s[i][s]);
+    }
+}
+
+/* Under OPTIM_NONFINITE_SKIP a step with a NaN or Inf anywhere leaves every
+ * byte of parameters and state as it was, for every rule, with and without
+ * clipping; the next clean step continues as if the bad one never happened. */
+TEST_IMPL(nonfinite_skip_leaves_every_byte)
+{
+    test_rng rng = {test_seed() ^ 0x5e1};
+    int r, clip;
+    for (r = 0; r < OPTIM_RULE_COUNT; r++)
+        for (clip = 0; clip < 2; clip++) {
+            optim *o = NULL, *twin = NULL;
+            optim_hparams hp;
+            arrays p, q, g;
+            snapshot sn;
+            size_t i;
+            int t;
+            long c = grid_size(&test_grids[r]) - 1;
+            while (grid_get(&test_grids[r], c, &hp) != 0) c--;
+            if (arrays_init(&p, &rng, 1.0) || arrays_init(&g, &rng, 1.0) || arrays_init(&q, &rng, 1.0))
+                FAIL("out of memory");
+            for (i = 0; i < NARR; i++) memcpy(q.x[i], p.x[i], arr_n[i] * sizeof(float));
+            ASSERT_OK(optim_create(&o, hp.rule));
+            ASSERT_OK(optim_create(&twin, hp.rule));
+            ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+            ASSERT_OPT_OK(twin, optim_add_group(twin, &hp, NULL));
+            ASSERT_OPT_OK(o, optim_set_nonfinite(o, OPTIM_NONFINITE_SKIP));
+            ASSERT_INT(optim_get_nonfinite(o), ==, OPTIM_NONFINITE_SKIP);
+            if (clip) {
+                ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 50.0, 2.0));
+                ASSERT_OPT_OK(twin, optim_set_clip_grad_norm(twin, 50.0, 2.0));
+            }
+            for (i = 0; i < NARR; i++) {
+                ASSERT_OPT_OK(o, optim_add_param(o, 0, p.x[i], g.x[i], arr_n[i], NULL, NULL));
+                ASSERT_OPT_OK(twin, optim_add_param(twin, 0, q.x[i], g.x[i], arr_n[i], NULL, NULL));
+            }
+            for (t = 0; t < 6; t++) {
+                for (i = 0; i < NARR; i++) {
+                    size_t j;
+                    for (j = 0; j < arr_n[i]; j++) g.x[i][j] = (float)test_rng_normal(&rng);
+                }
+                if (t == 3) {
+                    g.x[3][65536] = t % 2 ? NAN : INFINITY;
+                    if (take_snapshot(o, p.x, &sn)) return 1;
+                    ASSERT_OPT_OK(o, optim_step(o));
+                    ASSERT_INT(optim_last_step_skipped(o), ==, 1);
+                    if (same_as_snapshot(o, p.x, &sn)) {
+                        fprintf(stderr, "  rule %s, clip %d\n", optim_rule_name(hp.rule), clip);
+                        return 1;
+                    }
+                    free_snapshot(&sn);
+                    continue; /* the twin never sees the bad step */
+                }
+                ASSERT_OPT_OK(o, optim_step(o));
+                ASSERT_INT(optim_last_step_skipped(o), ==, 0);
+                ASSERT_OPT_OK(twin, optim_step(twin));
+            }
+            ASSERT_INT(optim_skipped_steps(o), ==, 1);
+            ASSERT_INT(optim_step_count(o), ==, 5);
+            for (i = 0; i < NARR; i++)
+                if (memcmp(p.x[i], q.x[i], arr_n[i] * sizeof(float)) != 0)
+                    FAIL("%s: after a skipped step the run differs from one that never saw it", optim_rule_name(hp.rule));
+            optim_free(o);
+            optim_free(twin);
+            arrays_free(&p);
+            arrays_free(&q);
+            arrays_free(&g);
+        }
+    return 0;
+}
+
+TEST_IMPL(nonfinite_error_names_param)
+{
+    optim *o = NULL;
+    optim_hparams hp;
+    float p[3][100], g[3][100];
+    int i, j;
+    for (i = 0; i < 3; i++)
+        for (j = 0; j < 100; j++) {
+            p[i][j] = 1.0f;
+            g[i][j] = 0.5f;
+        }
+    g[2][99] = -INFINITY;
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    ASSERT_OK(optim_create(&o, OPTIM_ADAM));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p[0], g[0], 100, "embed", NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p[1], g[1], 100, "fc.weight", NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p[2], g[2], 100, "fc.bias", NULL));
+    ASSERT_OPT_OK(o, optim_set_nonfinite(o, OPTIM_NONFINITE_ERROR));
+    ASSERT_ERR(optim_step(o), OPTIM_ENONFINITE, optim_errmsg(o), "param 2 'fc.bias' holds NaN or Inf");
+    ASSERT(p[0][0] == 1.0f && p[2][0] == 1.0f);
+    ASSERT_INT(optim_skipped_steps(o), ==, 1);
+    ASSERT_INT(optim_step_count(o), ==, 0);
+    g[2][99] = 0.5f;
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT(p[0][0] != 1.0f);
+    /* PROPAGATE (the default) lets the NaN in, element by element, as torch. */
+    ASSERT_OPT_OK(o, optim_set_nonfinite(o, OPTIM_NONFINITE_PROPAGATE));
+    g[1][3] = NAN;
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT(isnan(p[1][3]) && !isnan(p[1][4]));
+    optim_free(o);
+    return 0;
+}
+
+/* ---- SAM ----------------------------------------------------------------------- */
+
+/* The test's loss: L(w) = sum a_i (w_i - c_i)^2 / 2 - b cos(3 w_i), a smooth
+ * bowl with ripples; its gradient in float, as a framework would compute it. */
+static void loss_grad(size_t n, const float *w, const float *a, const float *c, float *g)
+{
+    size_t i;
+    for (i = 0; i < n; i++) g[i] = a[i] * (w[i] - c[i]) + 0.3f * sinf(3.0f * w[i]);
+}
+
+/* The ascent step in double, straight from the formula (Foret et al. eq. 2,
+ * Kwon et al. for T_w): e = rho T sign(h) |h|^(q-1) / ||h||_q^(q-1), h = T g;
+ * p = 2 as the reference PyTorch SAM: e = rho T^2 g / (||h||_2 + 1e-12). */
+static void ref_perturb(size_t count, const size_t *n, double *const *w, const float *const *g, double rho, double p,
+                        int adaptive, double eta, double *norm_out)
+{
+    double q = isinf(p) ? 1.0 : p / (p - 1.0), acc = 0, norm;
+    size_t k, i;
+    for (k = 0; k < count; k++)
+        for (i = 0; i < n[k]; i++) {
+            double t = adaptive ? fabs(w[k][i]) + eta : 1.0;
+            acc += pow(fabs(t * g[k][i]), q);
+        }
+    norm = pow(acc, 1.0 / q);
+    *norm_out = norm;
+    for (k = 0; k < count; k++)
+        for (i = 0; i < n[k]; i++) {
+            double t = adaptive ? fabs(w[k][i]) + eta : 1.0, h = t * g[k][i];
+            double sign = h > 0 ? 1.0 : (h < 0 ? -1.0 : 0.0);
+            if (p == 2.0)
+                w[k][i] += rho * t * t * g[k][i] / (norm + 1e-12);
+            else
+                w[k][i] += rho * t * sign * pow(fabs(h) / norm, q - 1.0);
+        }
+}
+
+typedef struct sam_case {
+    optim_rule rule;
+    double lr, rho, p, eta;
+    int adaptive;
+} sam_case;
+
+static const sam_case sam_cases[] = {
+    {OPTIM_SGD, 0.05, 0.05, 2.0, 0.0, 0},     {OPTIM_SGD, 0.05, 0.5, 2.0, 0.0, 1},
+    {OPTIM_SGD, 0.05, 0.2, 2.0, 0.01, 1},     {OPTIM_SGD, 0.05, 0.01, INFINITY, 0.0, 0},
+    {OPTIM_SGD, 0.05, 0.05, INFINITY, 0.0, 1}, {OPTIM_ADAM, 0.01, 0.05, 3.0, 0.0, 0},
+    {OPTIM_ADAM, 0.01, 0.1, 1.5, 0.01, 1},    {OPTIM_ADAMW, 0.01, 0.05, 2.0, 0.0, 1},
+};
+
+/* Every step, the reference starts from the library's float state and takes
+ * the same step in double: the ascent point and the updated weights must agree
+ * to float rounding (errors relative to the larger of the value before and
+ * after, with a floor of 1e-3 of the array's scale, as in test_rules.c). */
+static double sam_error(size_t count, const size_t *n, float *const *w, double *const *r, double *const *before)
+{
+    double worst = 0, scale = 0;
+    size_t k, i;
+    for (k = 0; k < count; k++)
+        for (i = 0; i < n[k]; i++) scale = fmax(scale, fmax(fabs(r[k][i]), fabs(before[k][i])));
+    for (k = 0; k < count; k++)
+        for (i = 0; i < n[k]; i++) {
+            double fl = fmax(fmax(fabs(r[k][i]), fabs(before[k][i])), 1e-3 * scale);
+            double e = fabs((double)w[k][i] - r[k][i]) / (fl + 1e-30);
+            if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+        }
+    return worst;
+}
+
+TEST_IMPL(sam_vs_reference)
+{
+    enum { STEPS = 120, COUNT = 3 };
+    static const size_t n[COUNT] = {7, 1000, 33};
+    size_t ci;
+    for (ci = 0; ci < sizeof sam_cases / sizeof sam_cases[0]; ci++) {
+        const sam_case *sc = &sam_cases[ci];
+        test_rng rng = {test_seed() ^ (0x5a0 + ci)};
+        optim *o = NULL;
+        optim_sam *sam = NULL;
+        optim_hparams hp;
+        optim_error err;
+        float *w[COUNT], *g[COUNT], *a[COUNT], *c[COUNT];
+        double *rw[COUNT], *before[COUNT], worst_ascent = 0, worst_step = 0;
+        ref_state rs[COUNT];
+        size_t k, i;
+        int t;
+        optim_hparams_init(&hp, sc->rule, NULL);
+        hp.lr = sc->lr;
+        if (sc->rule == OPTIM_SGD) hp.momentum = 0.9;
+        ASSERT_OK(optim_create(&o, sc->rule));
+        ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+        for (k = 0; k < COUNT; k++) {
+            w[k] = (float *)malloc(n[k] * sizeof(float));
+            g[k] = (float *)malloc(n[k] * sizeof(float));
+            a[k] = (float *)malloc(n[k] * sizeof(float));
+            c[k] = (float *)malloc(n[k] * sizeof(float));
+            rw[k] = (double *)malloc(n[k] * sizeof(double));
+            before[k] = (double *)malloc(n[k] * sizeof(double));
+            for (i = 0; i < n[k]; i++) {
+                w[k][i] = (float)test_rng_normal(&rng);
+                a[k][i] = (float)(0.5 + test_rng_uniform(&rng));
+                c[k][i] = (float)test_rng_normal(&rng);
+            }
+            ASSERT_OPT_OK(o, optim_add_param(o, 0, w[k], g[k], n[k], NULL, NULL));
+            if (ref_init(&rs[k], &hp, n[k])) FAIL("out of memory");
+        }
+        ASSERT_OK_MSG(optim_sam_create(&sam, o, sc->rho, sc->p, sc->adaptive, sc->eta, &err), err.message);
+        for (t = 0; t < STEPS; t++) {
+            double norm;
+            optim_state st;
+            /* Synchronise the reference with the library's state. */
+            for (k = 0; k < COUNT; k++) {
+                int s;
+                memset(&st, 0, sizeof st);
+                ASSERT_OK(optim_param_get_step(o, k, &st.step));
+                ASSERT_OK(optim_param_get_mu_product(o, k, &st.mu_product));
+                for (s = 0; s < optim_rule_slot_count(sc->rule); s++) {
+                    int init;
+                    ASSERT_OPT_OK(o, optim_state_slot(o, k, s, &st.slot[s], &init));
+                    if (init) st.initialized |= 1u << s;
+                }
+                ref_sync(&rs[k], &hp, rw[k], w[k], &st);
+                for (i = 0; i < n[k]; i++) before[k][i] = rw[k][i];
+                loss_grad(n[k], w[k], a[k], c[k], g[k]);
+            }
+            ASSERT_OK_MSG(optim_sam_first_step(sam), optim_sam_errmsg(sam));
+            ASSERT(optim_sam_is_perturbed(sam));
+            ref_perturb(COUNT, n, rw, (const float *const *)g, sc->rho, sc->p, sc->adaptive, sc->eta, &norm);
+            /* Exact sums of float squares agree to summation order; ASAM's h = T g is
+             * formed in float by the library (as torch), in double here. */
+            if (fabs(norm - optim_sam_last_grad_norm(sam)) > (sc->adaptive ? 1e-6 : 1e-12) * norm)
+                FAIL("case %zu step %d: norm %.17g vs reference %.17g", ci, t, optim_sam_last_grad_norm(sam), norm);
+            worst_ascent = fmax(worst_ascent, sam_error(COUNT, n, w, rw, before));
+            /* The gradient at the ascent point, then the base step from w. */
+            for (k = 0; k < COUNT; k++) {
+                loss_grad(n[k], w[k], a[k], c[k], g[k]);
+                for (i = 0; i < n[k]; i++) rw[k][i] = before[k][i];
+                ref_step(&hp, hp.lr, rw[k], g[k], &rs[k]);
+            }
+            ASSERT_OK_MSG(optim_sam_second_step(sam), optim_sam_errmsg(sam));
+            worst_step = fmax(worst_step, sam_error(COUNT, n, w, rw, before));
+            if (worst_ascent > 1e-5 || worst_step > 1e-5)
+                FAIL("case %zu (%s, p %g, adaptive %d, eta %g) step %d: ascent error %.3g, step error %.3g", ci,
+                     optim_rule_name(sc->rule), sc->p, sc->adaptive, sc->eta, t, worst_ascent, worst_step);
+        }
+        printf("  %-5s rho %-4g p %-3g adaptive %d eta %-4g: worst ascent error %.2e, step error %.2e\n",
+               optim_rule_name(sc->rule), sc->rho, sc->p, sc->adaptive, sc->eta, worst_ascent, worst_step);
+        optim_sam_free(sam);
+        optim_free(o);
+        for (k = 0; k < COUNT; k++) {
+            free(w[k]);
+            free(g[k]);
+            free(a[k]);
+            free(c[k]);
+            free(rw[k]);
+            free(before[k]);
+            ref_free(&rs[k]);
+        }
+    }
+    return 0;
+}
+
+/* SAM's norm and steps give the same bits for any thread count and path. */
+TEST_IMPL(sam_threads_bit_identical)
+{
+    static const int threads[] = {1, 2, 3, 0};
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512};
+    size_t ci;
+    for (ci = 0; ci < sizeof sam_cases / sizeof sam_cases[0]; ci++) {
+        float *first = NULL;
+        size_t ti, ii;
+        for (ii = 0; ii < 3; ii++)
+            for (ti = 0; ti < 4; ti++) {
+                const sam_case *sc = &sam_cases[ci];
+                test_rng rng = {test_seed() ^ 0xab};
+                optim *o = NULL;
+                optim_sam *sam = NULL;
+                optim_hparams hp;
+                size_t n = 100003, i;
+                float *w = (float *)malloc(n * sizeof(float)), *g = (float *)malloc(n * sizeof(float));
+                float *a = (float *)malloc(n * sizeof(float)), *c = (float *)malloc(n * sizeof(float));
+                int t;
+                if (!optim_isa_available(isas[ii])) {
+                    free(w), free(g), free(a), free(c);
+                    continue;
+                }
+                for (i = 0; i < n; i++) {
+                    w[i] = (float)test_rng_normal(&rng);
+                    a[i] = (float)(0.5 + test_rng_uniform(&rng));
+                    c[i] = (float)test_rng_normal(&rng);
+                }
+                optim_hparams_init(&hp, sc->rule, NULL);
+                hp.lr = sc->lr;
+                ASSERT_OK(optim_create(&o, sc->rule));
+                ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+                ASSERT_OPT_OK(o, optim_add_param(o, 0, w, g, n, NULL, NULL));
+                ASSERT_OPT_OK(o, optim_set_threads(o, threads[ti]));
+                ASSERT_OPT_OK(o, optim_set_isa(o, isas[ii]));
+                ASSERT_OK(optim_sam_create(&sam, o, sc->rho, sc->p, sc->adaptive, sc->eta, NULL));
+                for (t = 0; t < 5; t++) {
+                    loss_grad(n, w, a, c, g);
+                    ASSERT_OK(optim_sam_first_step(sam));
+                    loss_grad(n, w, a, c, g);
+                    ASSERT_OK(optim_sam_second_step(sam));
+                }
+                if (!first) {
+                    first = w;
+                } else {
+                    if (memcmp(first, w, n * sizeof(float)) != 0)
+                        FAIL("case %zu: %s path with %d threads differs from the first run", ci,
+                             optim_isa_name(isas[ii]), threads[ti]);
+                    free(w);
+                }
+                free(g), free(a), free(c);
+                optim_sam_free(sam);
+                optim_free(o);
+            }
+        free(first);
+    }
+    return 0;
+}
+
+TEST_IMPL(sam_restore_and_errors)
+{
+    optim *o = NULL, *empty = NULL;
+    optim_sam *sam = NULL;
+    optim_hparams hp;
+    optim_error err;
+    float w[10], g[10], w0[10], extra[3], ge[3];
+    int i;
+    for (i = 0; i < 10; i++) {
+        w[i] = w0[i] = (float)i * 0.1f - 0.4f;
+        g[i] = (float)(i % 3) - 1.0f;
+    }
+    optim_hparams_init(&hp, OPTIM_SGD, NULL);
+    ASSERT_OK(optim_create(&o, OPTIM_SGD));
+    ASSERT_OK(optim_create(&empty, OPTIM_SGD));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, w, g, 10, "w", NULL));
+    ASSERT_ERR(optim_sam_create(&sam, NULL, 0.05, 2, 0, 0, &err), OPTIM_ENULL, err.message, "base is NULL");
+    ASSERT_ERR(optim_sam_create(&sam, empty, 0.05, 2, 0, 0, &err), OPTIM_ESTATE, err.message, "no parameters");
+    ASSERT_ERR(optim_sam_create(&sam, o, -0.05, 2, 0, 0, &err), OPTIM_EINVAL, err.message, "rho = -0.05");
+    ASSERT_ERR(optim_sam_create(&sam, o, 0.05, 1.0, 0, 0, &err), OPTIM_EINVAL, err.message, "p = 1 must be > 1");
+    ASSERT_ERR(optim_sam_create(&sam, o, 0.05, 2, 3, 0, &err), OPTIM_EINVAL, err.message, "adaptive = 3");
+    ASSERT_ERR(optim_sam_create(&sam, o, 0.05, 2, 1, -1, &err), OPTIM_EINVAL, err.message, "eta = -1");
+    ASSERT(sam == NULL);
+    ASSERT_OK_MSG(optim_sam_create(&sam, o, 0.05, 2, 0, 0, &err), err.message);
+    ASSERT_ERR(optim_sam_second_step(sam), OPTIM_ESTATE, optim_sam_errmsg(sam), "no first_step");
+    ASSERT_OK(optim_sam_first_step(sam));
+    ASSERT(memcmp(w, w0, sizeof w) != 0);
+    ASSERT_ERR(optim_sam_first_step(sam), OPTIM_ESTATE, optim_sam_errmsg(sam), "called twice");
+    ASSERT_OK(optim_sam_restore(sam));
+    ASSERT(memcmp(w, w0, sizeof w) == 0); /* exactly back */
+    ASSERT(!optim_sam_is_perturbed(sam));
+    ASSERT_INT(optim_step_count(o), ==, 0);
+    ASSERT_ERR(optim_sam_set_rho(sam, NAN), OPTIM_EINVAL, optim_sam_errmsg(sam), "rho = nan");
+    ASSERT_OK(optim_sam_set_rho(sam, 0.1));
+    ASSERT(optim_sam_get_rho(sam) == 0.1 && optim_sam_get_p(sam) == 2.0 && optim_sam_base(sam) == o);
+    /* A parameter without a gradient is neither perturbed nor moved. */
+    ASSERT_OPT_OK(o, optim_set_grad(o, 0, NULL));
+    ASSERT_OK(optim_sam_first_step(sam));
+    ASSERT(memcmp(w, w0, sizeof w) == 0);
+    ASSERT_OK(optim_sam_second_step(sam));
+    ASSERT(memcmp(w, w0, sizeof w) == 0);
+    ASSERT_OPT_OK(o, optim_set_grad(o, 0, g));
+    /* Parameters added after creation are refused. */
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, extra, ge, 3, "late", NULL));
+    ASSERT_ERR(optim_sam_first_step(sam), OPTIM_ESTATE, optim_sam_errmsg(sam), "has 2 params but had 1");
+    ASSERT(strstr(optim_sam_errmsg(NULL), "NULL") != NULL);
+    optim_sam_free(sam);
+    optim_sam_free(NULL);
+    optim_free(o);
+    optim_free(empty);
+    return 0;
+}
+
+TEST_IMPL(sam_nonfinite_policies)
+{
+    optim *o = NULL;
+    optim_sam *sam = NULL;
+    optim_hparams hp;
+    float w[8], g[8], w0[8];
+    int i;
+    for (i = 0; i < 8; i++) {
+        w[i] = w0[i] = (float)i;
+        g[i] = 1.0f;
+    }
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    ASSERT_OK(optim_create(&o, OPTIM_ADAM));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, w, g, 8, "w", NULL));
+    ASSERT_OK(optim_sam_create(&sam, o, 0.05, 2, 0, 0, NULL));
+    /* SKIP: the whole SAM step is skipped. */
+    ASSERT_OPT_OK(o, optim_set_nonfinite(o, OPTIM_NONFINITE_SKIP));
+    g[4] = NAN;
+    ASSERT_OK(optim_sam_first_step(sam));
+    ASSERT(memcmp(w, w0, sizeof w) == 0);
+    g[4] = 1.0f;
+    ASSERT_OK(optim_sam_second_step(sam));
+    ASSERT(memcmp(w, w0, sizeof w) == 0);
+    ASSERT_INT(optim_skipped_steps(o), ==, 1);
+    ASSERT_INT(optim_last_step_skipped(o), ==, 1);
+    /* A non-finite second gradient: the base skips, w is restored. */
+    ASSERT_OK(optim_sam_first_step(sam));
+    g[2] = INFINITY;
+    ASSERT_OK(optim_sam_second_step(sam));
+    ASSERT(memcmp(w, w0, sizeof w) == 0);
+    ASSERT_INT(optim_skipped_steps(o), ==, 2);
+    /* ERROR: first_step fails and nothing moves. */
+    ASSERT_OPT_OK(o, optim_set_nonfinite(o, OPTIM_NONFINITE_ERROR));
+    ASSERT_ERR(optim_sam_first_step(sam), OPTIM_ENONFINITE, optim_sam_errmsg(sam), "param 0 'w' holds NaN or Inf");
+    ASSERT(memcmp(w, w0, sizeof w) == 0);
+    g[2] = 1.0f;
+    ASSERT_OK(optim_sam_first_step(sam));
+    ASSERT_OK(optim_sam_second_step(sam));
+    ASSERT(memcmp(w, w0, sizeof w) != 0);
+    optim_sam_free(sam);
+    optim_free(o);
+    return 0;
+}

@@ -1,0 +1,15 @@
+/* test_list_grad.h: the gradient suite (optim_grad_tests): norms, clipping,
+ * the non-finite policies, SAM and ASAM. */
+#define TEST_LIST(TEST_ENTRY)                   \
+    TEST_ENTRY(grad_norm_vs_reference)          \
+    TEST_ENTRY(grad_norm_threads_and_paths)     \
+    TEST_ENTRY(clip_grad_norm_inplace)          \
+    TEST_ENTRY(clip_grad_value_inplace)         \
+    TEST_ENTRY(clip_errors)                     \
+    TEST_ENTRY(fused_clip_matches_separate)     \
+    TEST_ENTRY(nonfinite_skip_leaves_every_byte) \
+    TEST_ENTRY(nonfinite_error_names_param)     \
+    TEST_ENTRY(sam_vs_reference)                \
+    TEST_ENTRY(sam_threads_bit_identical)       \
+    TEST_ENTRY(sam_restore_and_errors)          \
+    TEST_ENTRY(sam_nonfinite_policies)
