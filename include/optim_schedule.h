@@ -12,6 +12,13 @@
  * Multiplicative schedules scale base_lr (the group's lr); OneCycle and
  * Cyclic set absolute learning rates given at construction, as in torch.
  *
+ * The one deliberate difference from torch: torch's schedulers are
+ * "chainable" (each step rescales whatever lr the group has, so a hand edit
+ * of the lr between steps carries on); these read only (base_lr, t), so the
+ * lr of step t never depends on what happened before it. Changing the
+ * group's lr (optim_group_set_hparam) rescales a multiplicative schedule from
+ * then on. docs/SCHEDULES.md has every formula with a plot.
+ *
  * A schedule is immutable once built. Composite schedules (warm-up,
  * sequential) take ownership of the schedules passed to them, also when they
  * fail. Attached to a group of an optimizer (optim_group_set_schedule), a
@@ -20,8 +27,9 @@
  * step (0 at attachment, +1 per step taken; steps skipped for non-finite
  * gradients do not count).
  *
- * Constructors return OPTIM_OK or OPTIM_EINVAL/ENOMEM with a message in *err
- * (may be NULL) naming the argument and its value.
+ * Constructors return OPTIM_OK, or OPTIM_EINVAL / OPTIM_ENULL / OPTIM_ENOMEM
+ * with a message in *err (may be NULL) naming the argument and its value;
+ * *out is NULL on failure.
  */
 #ifndef OPTIM_SCHEDULE_H
 #define OPTIM_SCHEDULE_H
@@ -56,43 +64,99 @@ typedef enum optim_cyclic_mode {
     OPTIM_CYCLIC_EXP_RANGE = 2
 } optim_cyclic_mode;
 
-/** lr = base * factor for t < total_iters, then base. */
+/*
+ * The schedules. In the formulas, base is the group's lr (base_lr of
+ * optim_schedule_lr) and t >= 0 the step. Real arguments must be finite;
+ * every schedule returns lr >= 0 for base >= 0. "After the end" says what
+ * happens past the schedule's nominal length: each schedule is defined for
+ * every t up to INT64_MAX, in O(1) (O(log t) for restarts with t_mult > 1).
+ */
+
+/** torch ConstantLR: lr = base * factor for t < total_iters, then base (held for ever).
+ *  factor in [0, 1], total_iters >= 1 (torch's recursive form keeps the factor
+ *  for ever with total_iters = 0, its closed form never applies it: rejected). */
 OPTIM_API int optim_schedule_constant(optim_schedule **out, double factor, int64_t total_iters, optim_error *err);
-/** lr = base * gamma^floor(t / step_size). */
+/** torch StepLR: lr = base * gamma^floor(t / step_size). step_size >= 1, gamma >= 0.
+ *  No end: the decay goes on (underflowing to 0 for gamma < 1). */
 OPTIM_API int optim_schedule_step(optim_schedule **out, int64_t step_size, double gamma, optim_error *err);
-/** lr = base * gamma^(number of milestones <= t); milestones need not be sorted (torch counts repeats). */
+/** torch MultiStepLR: lr = base * gamma^(number of milestones <= t). Milestones
+ *  >= 0, in any order; a milestone listed twice counts twice (as torch's
+ *  Counter). count may be 0 (milestones may then be NULL). After the last
+ *  milestone the lr stays. */
 OPTIM_API int optim_schedule_multistep(optim_schedule **out, const int64_t *milestones, size_t count, double gamma,
                                        optim_error *err);
-/** lr = base * gamma^t. */
+/** torch ExponentialLR: lr = base * gamma^t, gamma >= 0. No end. */
 OPTIM_API int optim_schedule_exponential(optim_schedule **out, double gamma, optim_error *err);
-/** Factor moves linearly from start_factor to end_factor over total_iters steps, then stays. */
+/** torch LinearLR: lr = base * (start + (end - start) * t / total_iters) for
+ *  t < total_iters, then base * end (held). start_factor and end_factor in
+ *  [0, 1] (start_factor 0 is allowed: torch's recursive form divides by it),
+ *  total_iters >= 1. */
 OPTIM_API int optim_schedule_linear(optim_schedule **out, double start_factor, double end_factor, int64_t total_iters,
                                     optim_error *err);
-/** lr = base * (1 - min(t, total_iters) / total_iters)^power. */
+/** torch PolynomialLR: lr = base * ((total_iters - min(t, total_iters)) / total_iters)^power:
+ *  0 from total_iters on (base for power 0). total_iters >= 1, power >= 0. */
 OPTIM_API int optim_schedule_polynomial(optim_schedule **out, int64_t total_iters, double power, optim_error *err);
-/** lr = eta_min + (base - eta_min)(1 + cos(pi t / t_max)) / 2 (torch's closed form; periodic after t_max as torch's). */
+/** torch CosineAnnealingLR: lr = eta_min + (base - eta_min)(1 + cos(pi t / t_max)) / 2.
+ *  After t_max it is periodic (period 2 t_max: back up to base at 2 t_max),
+ *  as torch's closed and recursive forms are; use optim_schedule_wsd with
+ *  decay_cosine = 1 for a cosine that stays at eta_min. t_max in [1, 2^62),
+ *  eta_min >= 0 (an absolute lr; it may exceed base). */
 OPTIM_API int optim_schedule_cosine(optim_schedule **out, int64_t t_max, double eta_min, optim_error *err);
-/** Cosine annealing restarted after t_0, t_0 * t_mult, t_0 * t_mult^2, ... steps. */
+/** torch CosineAnnealingWarmRestarts (SGDR): cycles of lengths t_0, t_0 t_mult,
+ *  t_0 t_mult^2, ...; in a cycle of length T_i at position T_cur,
+ *  lr = eta_min + (base - eta_min)(1 + cos(pi T_cur / T_i)) / 2. No end.
+ *  t_0 >= 1, t_mult >= 1 (integers, as torch), eta_min >= 0. */
 OPTIM_API int optim_schedule_cosine_restarts(optim_schedule **out, int64_t t_0, int64_t t_mult, double eta_min,
                                              optim_error *err);
-/** torch OneCycleLR: absolute lrs from max_lr / div_factor up to max_lr and down to
- *  max_lr / (div_factor * final_div_factor); anneal_cos 1 for cosine, 0 for linear. */
+/** torch OneCycleLR (absolute lrs; base is ignored): from initial = max_lr /
+ *  div_factor up to max_lr over the first pct_start * total_steps steps, then
+ *  down to initial / final_div_factor at step total_steps - 1 (three_phase:
+ *  up, back down to initial symmetrically, then down to the minimum), each
+ *  phase annealed by cosine (anneal_cos = 1) or linearly (0), with torch's
+ *  phase boundaries (pct_start * total_steps - 1, ...). After the end
+ *  (t >= total_steps) the lr of step total_steps - 1 is held: torch raises for
+ *  t > total_steps and at t = total_steps extrapolates the last phase (the
+ *  linear one below the minimum, even below 0). When pct_start * total_steps
+ *  = 1 the first phase is empty (torch divides by zero): step 0 has lr
+ *  initial, the descent starts at step 1. max_lr >= 0, total_steps >= 1,
+ *  pct_start in [0, 1], div_factor and final_div_factor > 0. */
 OPTIM_API int optim_schedule_one_cycle(optim_schedule **out, double max_lr, int64_t total_steps, double pct_start,
                                        int anneal_cos, double div_factor, double final_div_factor, int three_phase,
                                        optim_error *err);
-/** torch CyclicLR: absolute lrs between base_lr and max_lr (step_size_down 0: = step_size_up). */
+/** torch CyclicLR (absolute lrs; base is ignored): cycles of step_size_up steps
+ *  from base_lr up to max_lr and step_size_down steps back (0: = step_size_up);
+ *  with h the height in the cycle (0 at its start, 1 at its peak),
+ *  lr = base_lr + (max_lr - base_lr) * h * scale, scale = 1 (TRIANGULAR),
+ *  1 / 2^(cycle - 1) with cycle = 1, 2, ... (TRIANGULAR2) or gamma^t (EXP_RANGE).
+ *  No end. base_lr, max_lr >= 0 (max_lr < base_lr cycles downwards),
+ *  step_size_up >= 1, step_size_down >= 0, gamma > 0 and, since only
+ *  EXP_RANGE reads it, exactly 1 for the other modes. */
 OPTIM_API int optim_schedule_cyclic(optim_schedule **out, double base_lr, double max_lr, int64_t step_size_up,
                                     int64_t step_size_down, optim_cyclic_mode mode, double gamma, optim_error *err);
-/** Linear warm-up: lr = base * (t + 1) / warmup_steps for t < warmup_steps, then
- *  `after` evaluated at t - warmup_steps (after == NULL: constant base). Takes ownership of after. */
+/** Linear warm-up (llm.c's form), then another schedule: with a = after's lr
+ *  at its step 0 (base for after == NULL, so warm-up + cosine ramps to base),
+ *  lr = a * (t + 1) / warmup_steps for t < warmup_steps, then `after`
+ *  evaluated at t - warmup_steps; its end is after's end (after == NULL:
+ *  base for ever). warmup_steps >= 0 (0: after alone). Takes ownership of
+ *  after, also on failure. */
 OPTIM_API int optim_schedule_warmup(optim_schedule **out, int64_t warmup_steps, optim_schedule *after,
                                     optim_error *err);
-/** Warm-up (as optim_schedule_warmup) for warmup_steps, base for stable_steps, then decay to
- *  eta_min over decay_steps (linear, or cosine if decay_cosine), then eta_min. */
+/** Warm-up, stable, decay: base * (t + 1) / warmup_steps for t < warmup_steps,
+ *  base for the next stable_steps steps, then from base down to eta_min over
+ *  decay_steps steps (with k = t - warmup_steps - stable_steps:
+ *  eta_min + (base - eta_min)(decay_steps - k) / decay_steps, or with
+ *  decay_cosine eta_min + (base - eta_min)(1 + cos(pi k / decay_steps)) / 2),
+ *  and eta_min from k = decay_steps on, for ever. Every count >= 0 (their sum
+ *  must fit int64_t), eta_min >= 0 (absolute). warm-up + cosine to eta_min at
+ *  step total is optim_schedule_wsd(out, warmup, 0, total - warmup, eta_min, 1, err). */
 OPTIM_API int optim_schedule_wsd(optim_schedule **out, int64_t warmup_steps, int64_t stable_steps,
                                  int64_t decay_steps, double eta_min, int decay_cosine, optim_error *err);
-/** torch SequentialLR: schedules[i] runs from milestones[i-1] (0 for i = 0), evaluated at
- *  t - milestones[i-1]. count schedules, count - 1 increasing milestones. Takes ownership. */
+/** torch SequentialLR: schedules[0] runs from step 0, schedules[i] from
+ *  milestones[i-1] on, evaluated at t - milestones[i-1] (each starts at its
+ *  own step 0, as torch restarts it with step(0)); the end is the last
+ *  schedule's. count >= 1 schedules, count - 1 milestones, strictly
+ *  increasing from 1 (torch starts schedules[0] at step 0 whatever the
+ *  milestones say). Takes ownership of every schedule, also on failure. */
 OPTIM_API int optim_schedule_sequential(optim_schedule **out, optim_schedule *const *schedules, size_t count,
                                         const int64_t *milestones, optim_error *err);
 
@@ -100,9 +164,11 @@ OPTIM_API int optim_schedule_sequential(optim_schedule **out, optim_schedule *co
 OPTIM_API optim_schedule *optim_schedule_clone(const optim_schedule *s);
 /** Free a schedule and the schedules it owns. NULL is a no-op. */
 OPTIM_API void optim_schedule_free(optim_schedule *s);
+/** The kind of s, or 0 for NULL. */
 OPTIM_API optim_schedule_kind optim_schedule_get_kind(const optim_schedule *s);
 
-/** The learning rate of step t (t >= 0) for a group whose lr is base_lr. */
+/** The learning rate of step t (t >= 0) for a group whose lr is base_lr.
+ *  s == NULL returns base_lr (no schedule); t < 0 returns NaN. */
 OPTIM_API double optim_schedule_lr(const optim_schedule *s, double base_lr, int64_t t);
 
 /** Attach a copy of s to group g (NULL detaches); the group's schedule step restarts at 0. */

@@ -46,6 +46,7 @@ void optim_free(optim *o)
         free(o->params[i].name);
     }
     free(o->params);
+    optim__schedules_free(o);
     free(o->groups);
     free(o->tasks);
     free(o->ks);
@@ -541,7 +542,7 @@ int optim__step(optim *o)
         optim__param *pa = &o->params[i];
         const optim_hparams *hp = &o->groups[pa->group].hp;
         if (!pa->g) continue;
-        in.lr = hp->lr;
+        in.lr = optim__group_lr(&o->groups[pa->group]);
         optim__prepare(hp, &in, &pa->st, &o->ks[i]);
     }
     optim__run(o->kt, o->rule, o->tasks, o->nparams, total, o->threads);
@@ -550,6 +551,7 @@ int optim__step(optim *o)
         if (pa->g) optim__finish(&o->groups[pa->group].hp, &pa->st);
     }
     o->steps++;
+    optim__schedules_advance(o);
     return optim__ok(OPTIM__E(o));
 }
 

@@ -71,4 +71,12 @@ int optim__step(optim *o);
 /* Index of the parameter holding reduction block b of the tasks built last. */
 size_t optim__param_of_block(const optim *o, size_t b);
 
+/* Schedules (src/schedule.c). The lr group g's step uses: its schedule's
+ * value at sched_t, or hp.lr without a schedule. */
+double optim__group_lr(const optim__group *g);
+/* After a step that ran: every group's schedule step + 1. */
+void optim__schedules_advance(optim *o);
+/* Free every group's schedule (optim_free). */
+void optim__schedules_free(optim *o);
+
 #endif
