@@ -1,0 +1,697 @@
+"""The machinery shared by optim.torch's optimizers: a torch.optim.Optimizer
+whose update runs in liboptim's optimizer object, and views of its state.
+
+One C object (optim_create) holds every parameter group and every
+parameter's state. A step collects the tensors' data pointers, pushes the
+hyperparameters of groups that changed since the last step, and makes one
+call, optim_step_with, which updates every parameter in one parallel pass.
+
+`optimizer.state[p]` is a mapping computed from the C object: its tensors are
+views of the C state memory (writes go straight to the optimizer), 'step'
+is read from the C counter when asked for. A view keeps the C object alive.
+"""
+import copy
+import ctypes
+import inspect
+import math
+from collections.abc import Mapping, MutableMapping
+from itertools import chain
+
+import numpy as np
+import torch
+from torch.optim.optimizer import Optimizer, required
+
+from .. import _core
+from .._lib import OptimError
+
+__all__ = []
+
+_F32 = torch.float32
+_STRIDED = torch.strided
+_FLAGS = ("capturable", "differentiable", "fused")
+_FLAG_WHY = {
+    "capturable": "optim.torch steps CPU tensors in C; there is no CUDA graph to capture",
+    "differentiable": "the update runs in C, outside autograd",
+    "fused": "the C library always updates every tensor in one fused pass; leave fused=False",
+}
+_PLACEMENTS = {"outside": 0, "inside": 1}
+_STEP_MAX = 2 ** 63 - 1
+
+
+def _describe(t):
+    """'shape (3, 4), dtype torch.float64, device cpu' for error messages."""
+    text = "shape %s, dtype %s, device %s" % (tuple(t.shape), t.dtype, t.device)
+    if t.layout is not _STRIDED:
+        text += ", layout %s" % (t.layout,)
+    return text
+
+
+def _check_flags(owner, values):
+    """Refuse capturable/differentiable/fused=True and a foreach that is not
+    None/True/False. `values` maps flag names to what the caller gave."""
+    foreach = values.get("foreach")
+    if foreach not in (None, True, False):
+        raise ValueError("%s: foreach = %r must be None, True or False (it does not change anything: "
+                         "the C library always does one fused pass)" % (owner, foreach))
+    for name in _FLAGS:
+        v = values.get(name, False)
+        if v not in (False, None, 0):
+            raise ValueError("%s: %s = %r is not supported: %s" % (owner, name, v, _FLAG_WHY[name]))
+
+
+def _state_number(value, what):
+    """A Python number from an int, a float or a one-element tensor."""
+    if torch.is_tensor(value):
+        if value.numel() != 1:
+            raise ValueError("%s must be a number or a one-element tensor, got a tensor of shape %s"
+                             % (what, tuple(value.shape)))
+        return value.item()
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return value
+    raise ValueError("%s must be a number or a one-element tensor, got %r" % (what, value))
+
+
+class _ParamState(MutableMapping):
+    """optimizer.state[p] for one parameter: torch's keys, values from the C object.
+
+    Empty until the parameter's first step (as torch initialises lazily), except
+    for Adagrad, whose state torch creates in its constructor. Slot tensors are
+    views of the C memory; 'step' and NAdam's 'mu_product' are read from the C
+    object on each access. Assigning a key writes it into the C object (tensors
+    are copied into the state memory and must have the parameter's shape).
+    Keys the rule does not have are kept in Python, as in a dict."""
+
+    __slots__ = ("_opt", "_i", "_views", "_extra")
+
+    def __init__(self, opt, i):
+        self._opt = opt
+        self._i = i
+        self._views = {}
+        self._extra = {}
+
+    def _c_keys(self, force=False):
+        """The keys held by the C object ([] while the parameter has no state,
+        unless force)."""
+        opt = self._opt
+        if not force and not opt._has_state(self._i):
+            return []
+        keys = []
+        if opt._step_kind is not None:
+            keys.append("step")
+        if opt._has_mu_product:
+            keys.append("mu_product")
+        for s, name in enumerate(opt._slot_names):
+            if opt._rule_name == "sgd" or opt._h.state_slot(self._i, s)[0] is not None:
+                keys.append(name)
+        return keys
+
+    def _view(self, s):
+        """The tensor over slot s's C memory (cached: slots never move)."""
+        v = self._views.get(s)
+        if v is None:
+            opt = self._opt
+            addr, _ = opt._h.state_slot(self._i, s)
+            n = opt._numels[self._i]
+            buf = (ctypes.c_float * n).from_address(addr)
+            buf._owner = opt._h  # the C memory lives as long as any view of it
+            v = torch.from_numpy(np.frombuffer(buf, dtype=np.float32)).view(opt._shapes[self._i])
+            self._views[s] = v
+        return v
+
+    def __getitem__(self, key):
+        if key in self._extra:
+            return self._extra[key]
+        if key not in self._c_keys():
+            raise KeyError(key)
+        return self._read(key)
+
+    def _read(self, key):
+        opt, i = self._opt, self._i
+        if key == "step":
+            step = opt._h.get_step(i)
+            return torch.tensor(float(step)) if opt._step_kind == "tensor" else step
+        if key == "mu_product":
+            return torch.tensor(opt._h.get_mu_product(i), dtype=torch.float32)
+        s = opt._slot_names.index(key)
+        addr, initialized = opt._h.state_slot(i, s)
+        if addr is None or not initialized:
+            return None  # SGD's momentum_buffer before a step with momentum, as torch
+        return self._view(s)
+
+    def __setitem__(self, key, value):
+        opt = self._opt
+        if key in opt._c_key_set:
+            # Assigning one key keeps the others (read from the C object, even
+            # before the first step) and replaces the whole state in one check.
+            current = {k: self._read(k) for k in self._c_keys(force=True)}
+            current[key] = value
+            where = "state[parameter %d]" % self._i
+            plan = opt._plan_param_state(self._i, current, opt._group_slot_bits(opt._group_of[self._i]), where)
+            opt._apply_param_state(self._i, plan)
+        else:
+            self._extra[key] = value
+
+    def __delitem__(self, key):
+        if key in self._extra:
+            del self._extra[key]
+        elif key in self._c_keys():
+            raise KeyError("%r is held by the C optimizer and cannot be deleted alone; "
+                           "`del optimizer.state[p]` resets the whole state of p" % (key,))
+        else:
+            raise KeyError(key)
+
+    def __iter__(self):
+        return iter(self._c_keys() + [k for k in self._extra])
+
+    def __len__(self):
+        return len(self._c_keys()) + len(self._extra)
+
+    def __contains__(self, key):
+        return key in self._extra or key in self._c_keys()
+
+    def __repr__(self):
+        return repr(dict(self.items()))
+
+
+class _State(MutableMapping):
+    """optimizer.state: parameter -> its _ParamState, for the parameters that
+    have state; any other key behaves as in torch's defaultdict(dict)."""
+
+    def __init__(self, opt):
+        self._opt = opt
+        self._other = {}
+
+    def _index(self, key):
+        if torch.is_tensor(key):
+            return self._opt._index.get(key)
+        return None
+
+    def __getitem__(self, key):
+        i = self._index(key)
+        if i is not None:
+            return self._opt._pstates[i]
+        try:
+            return self._other[key]
+        except KeyError:
+            value = self._other[key] = {}
+            return value
+
+    def __setitem__(self, key, value):
+        i = self._index(key)
+        if i is None:
+            self._other[key] = value
+            return
+        opt = self._opt
+        where = "state[parameter %d]" % i
+        plan = opt._plan_param_state(i, value, opt._group_slot_bits(opt._group_of[i]), where)
+        opt._apply_param_state(i, plan)
+
+    def __delitem__(self, key):
+        i = self._index(key)
+        if i is None:
+            del self._other[key]
+        else:
+            self._opt._apply_param_state(i, None)
+
+    def __contains__(self, key):
+        i = self._index(key)
+        if i is not None:
+            return self._opt._has_state(i)
+        return key in self._other
+
+    def __iter__(self):
+        opt = self._opt
+        for i, p in enumerate(opt._params):
+            if opt._has_state(i):
+                yield p
+        yield from list(self._other)
+
+    def __len__(self):
+        opt = self._opt
+        return sum(1 for i in range(len(opt._params)) if opt._has_state(i)) + len(self._other)
+
+    def __repr__(self):
+        return repr({k: dict(v) if isinstance(v, _ParamState) else v for k, v in self.items()})
+
+
+class _Optimizer(Optimizer):
+    """Base of optim.torch's classes; see optim.torch for the user's view.
+
+    A subclass sets:
+      _rule_name   liboptim's rule ("adam")
+      _hp_spec     (group key, kind, C field names): the group keys pushed to C;
+                   kind is "real", "bool", "pair" (betas) or "placement"
+      _fixed       {C field name: value} set for every group (AdamW's decoupling)
+      _step_kind   "tensor" (torch's 0-dim float32 'step'), "int", or None (no 'step')
+      _required_slots  slot names torch always creates (missing on load = error)
+      _has_mu_product  NAdam's scalar state
+      _eager_state     state exists before the first step (Adagrad)
+    """
+
+    _fixed = {}
+    _has_mu_product = False
+    _eager_state = False
+
+    def __init__(self, params, defaults):
+        cls = type(self)
+        self._owner = cls.__name__
+        self._rule = _core.rule_id(cls._rule_name)
+        self._slot_names = _core.slot_names(self._rule)
+        self._c_key_set = frozenset(
+            (["step"] if cls._step_kind else []) + (["mu_product"] if cls._has_mu_product else [])
+            + list(self._slot_names))
+        ids = []
+        for _, _, fields in cls._hp_spec:
+            ids.extend(_core.hparam_id(f) for f in fields)
+        ids.extend(_core.hparam_id(f) for f in cls._fixed)
+        ids.extend(_core.hparam_id(f) for f in self._extra_fields())
+        self._hp_ids = (ctypes.c_int * len(ids))(*ids)
+        self._h = _core.Handle(self._rule)
+        self._params = []   # C index -> tensor
+        self._index = {}    # tensor -> C index
+        self._shapes = []
+        self._numels = []
+        self._group_of = []
+        self._touched = []  # state given by load_state_dict or assignment
+        self._pstates = []
+        self._pushed = []   # per group: the values last pushed to C
+        self._ptrs = None
+        super().__init__(params, defaults)
+        self.state = _State(self)
+
+    # ---- hooks for subclasses ------------------------------------------------
+
+    def _extra_fields(self):
+        """C fields whose values come from _extra_values (AdaBound's initial_lr)."""
+        return ()
+
+    def _extra_values(self, gi, group):
+        return ()
+
+    def _group_added(self, group):
+        pass
+
+    # ---- hyperparameters ------------------------------------------------------
+
+    def _group_values(self, group, gi):
+        """The group's hyperparameters as a tuple of floats in _hp_ids order;
+        ValueError naming the group and key for a value of the wrong kind."""
+        owner = self._owner
+        flags = {k: group[k] for k in _FLAGS if k in group}
+        if "foreach" in group:
+            flags["foreach"] = group["foreach"]
+        _check_flags("%s param group %d" % (owner, gi), flags)
+        out = []
+        for key, kind, _ in self._hp_spec:
+            try:
+                v = group[key]
+            except KeyError:
+                raise ValueError("%s: param group %d has no '%s'" % (owner, gi, key)) from None
+            if v is required:
+                raise ValueError("%s: param group %d did not specify a value of the required '%s'"
+                                 % (owner, gi, key))
+            if kind == "real":
+                try:
+                    out.append(float(v))
+                except (TypeError, ValueError, RuntimeError):
+                    raise ValueError("%s: param group %d: %s = %r is not a number" % (owner, gi, key, v)) from None
+            elif kind == "bool":
+                try:
+                    ok = v in (True, False)
+                except (TypeError, ValueError, RuntimeError):
+                    ok = False
+                if not ok:
+                    raise ValueError("%s: param group %d: %s = %r must be True or False" % (owner, gi, key, v))
+                out.append(1.0 if v else 0.0)
+            elif kind == "pair":
+                try:
+                    b1, b2 = v
+                    out.extend((float(b1), float(b2)))
+                except (TypeError, ValueError, RuntimeError):
+                    raise ValueError("%s: param group %d: %s = %r must be a pair of numbers (beta1, beta2)"
+                                     % (owner, gi, key, v)) from None
+            else:  # placement
+                code = _PLACEMENTS.get(v) if isinstance(v, str) else None
+                if code is None:
+                    raise ValueError("%s: param group %d: %s = %r must be 'outside' (torch's g / (sqrt(v) + eps)) "
+                                     "or 'inside' (g / sqrt(v + eps))" % (owner, gi, key, v))
+                out.append(float(code))
+        out.extend(float(v) for v in self._fixed.values())
+        out.extend(float(v) for v in self._extra_values(gi, group))
+        return tuple(out)
+
+    def _hparams(self, values, gi, what):
+        """An HParams holding `values`, checked; ValueError with the library's message."""
+        hp = _core.HParams(self._rule)
+        try:
+            for hid, v in zip(self._hp_ids, values):
+                hp.set(hid, v)
+            hp.check()
+        except OptimError as e:
+            raise ValueError("%s: %s %d: %s" % (self._owner, what, gi, e)) from None
+        return hp
+
+    def _push(self, gi, values):
+        try:
+            self._h.group_set_hparams(gi, self._hp_ids, (ctypes.c_double * len(values))(*values))
+        except OptimError as e:
+            raise ValueError("%s: param group %d: %s" % (self._owner, gi, e)) from None
+        self._pushed[gi] = values
+
+    def _sync_hparams(self):
+        """Push every group whose hyperparameters changed since the last push.
+        Checks all groups before changing any, so a bad value changes nothing."""
+        groups = self.param_groups
+        if len(groups) != len(self._pushed):
+            raise RuntimeError("%s: param_groups has %d groups but the optimizer was given %d: add groups "
+                               "with add_param_group()" % (self._owner, len(groups), len(self._pushed)))
+        changed = []
+        for gi, group in enumerate(groups):
+            values = self._group_values(group, gi)
+            if values != self._pushed[gi]:
+                changed.append((gi, values))
+        if len(changed) > 1:
+            for gi, values in changed:
+                self._hparams(values, gi, "param group")
+        for gi, values in changed:
+            self._push(gi, values)
+
+    def _group_slot_bits(self, gi):
+        """Slots allocated for group gi's parameters (bit s = slot s)."""
+        hp = self._hparams(self._pushed[gi], gi, "param group")
+        return hp.slots()
+
+    # ---- parameters ------------------------------------------------------------
+
+    def _check_param(self, index, p):
+        owner = self._owner
+        if not isinstance(p, torch.Tensor):
+            raise TypeError("optimizer can only optimize Tensors, but one of the params is " + torch.typename(p))
+        what = "%s: parameter %d (%s)" % (owner, index, _describe(p))
+        if p.layout is not _STRIDED:
+            raise TypeError("%s is not dense: optim.torch updates dense CPU float32 tensors" % what)
+        if not p.is_cpu:
+            raise TypeError("%s is not on the CPU: optim.torch updates CPU float32 tensors (use torch.optim "
+                            "for other devices)" % what)
+        if p.dtype is not _F32:
+            raise TypeError("%s is not float32: optim.torch updates float32 tensors" % what)
+        if not p.is_contiguous():
+            raise ValueError("%s is not contiguous: optim.torch updates contiguous memory in place "
+                             "(make the parameter contiguous before creating the optimizer)" % what)
+        if not (p.is_leaf or p.retains_grad):
+            raise ValueError("can't optimize a non-leaf Tensor")
+
+    def add_param_group(self, param_group):
+        """Add a parameter group, as torch.optim.Optimizer.add_param_group. The
+        group's hyperparameters are checked by liboptim (ValueError naming the
+        value) and its tensors must be CPU, contiguous float32 (TypeError or
+        ValueError naming the parameter)."""
+        if not isinstance(param_group, dict):
+            raise TypeError("%s: param group must be a dict, got %s" % (self._owner, type(param_group).__name__))
+        params = param_group["params"]
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but "
+                            "the ordering of tensors in sets will change between runs. Please use a list instead.")
+        else:
+            params = list(params)
+        param_group["params"] = params
+        base = len(self._params)
+        for j, p in enumerate(params):
+            self._check_param(base + j, p)
+        group = dict(param_group)
+        for name, default in self.defaults.items():
+            group.setdefault(name, default)
+        gi = len(self.param_groups)
+        values = self._group_values(group, gi)
+        hp = self._hparams(values, gi, "param group")
+        self._check_disjoint(params, base)
+
+        super().add_param_group(param_group)
+        try:
+            self._h.add_group(hp)
+        except OptimError as e:
+            self.param_groups.pop()
+            raise ValueError("%s: param group %d: %s" % (self._owner, gi, e)) from None
+        self._pushed.append(values)
+        for j, p in enumerate(params):
+            i = base + j
+            self._h.add_param(gi, p.data_ptr(), p.numel(), "param%d" % i)
+            self._params.append(p)
+            self._index[p] = i
+            self._shapes.append(p.shape)
+            self._numels.append(p.numel())
+            self._group_of.append(gi)
+            self._touched.append(False)
+            self._pstates.append(_ParamState(self, i))
+        self._ptrs = None
+        self._group_added(self.param_groups[-1])
+
+    def _check_disjoint(self, new, base):
+        """No two parameters may share memory (liboptim updates each in place
+        once); say which, before anything is added."""
+        spans = []
+        for i, p in chain(enumerate(self._params), ((base + j, p) for j, p in enumerate(new))):
+            n = p.numel()
+            if n:
+                a = p.data_ptr()
+                spans.append((a, a + 4 * n, i))
+        spans.sort()
+        for (a0, a1, i), (b0, b1, j) in zip(spans, spans[1:]):
+            if b0 < a1:
+                i, j = min(i, j), max(i, j)
+                same = (self._params + list(new))[i] is (self._params + list(new))[j]
+                raise ValueError("%s: parameter %d %s parameter %d: each parameter must have its own memory"
+                                 % (self._owner, j, "is the same tensor as" if same else "shares memory with", i))
+
+    # ---- state -------------------------------------------------------------------
+
+    def _has_state(self, i):
+        return self._eager_state or self._touched[i] or self._h.get_step(i) > 0
+
+    def _plan_param_state(self, i, state, slot_bits, where):
+        """Check one parameter's state in torch's format against what the C
+        object holds under slot_bits; return what _apply_param_state writes.
+        Nothing is changed here."""
+        owner = self._owner
+        if not isinstance(state, Mapping):
+            raise ValueError("%s: %s must be a dict, got %s" % (owner, where, type(state).__name__))
+        if len(state) == 0:
+            return None
+        shape = self._shapes[i]
+        plan = {"step": None, "mu_product": None, "slots": {}}
+        for key in state:
+            if key not in self._c_key_set:
+                raise ValueError("%s: %s has the key %r, which %s's state does not have (its keys: %s)"
+                                 % (owner, where, key, owner, ", ".join(sorted(self._c_key_set))))
+        if self._step_kind is not None:
+            if "step" not in state:
+                raise ValueError("%s: %s has no 'step'" % (owner, where))
+            step = _state_number(state["step"], "%s: %s['step']" % (owner, where))
+            if not (isinstance(step, (int, np.integer)) or (math.isfinite(step) and step == int(step))) \
+                    or not 0 <= step <= _STEP_MAX:
+                raise ValueError("%s: %s['step'] = %r must be a whole number >= 0" % (owner, where, step))
+            plan["step"] = int(step)
+        if self._has_mu_product:
+            if "mu_product" not in state:
+                raise ValueError("%s: %s has no 'mu_product'" % (owner, where))
+            mu = float(_state_number(state["mu_product"], "%s: %s['mu_product']" % (owner, where)))
+            if not 0.0 <= mu <= 1.0:
+                raise ValueError("%s: %s['mu_product'] = %r must be in [0, 1]" % (owner, where, mu))
+            plan["mu_product"] = mu
+        for s, name in enumerate(self._slot_names):
+            allocated = bool((slot_bits >> s) & 1) or self._h.state_slot(i, s)[0] is not None
+            if name not in state:
+                if name in self._required_slots and allocated:
+                    raise ValueError("%s: %s has no '%s'" % (owner, where, name))
+                continue  # an option switched on after the state was made: starts as torch would
+            value = state[name]
+            if not allocated:
+                continue  # kept by torch for an option that is off now (e.g. amsgrad): not used
+            if value is None:
+                if self._rule_name != "sgd":
+                    raise ValueError("%s: %s['%s'] is None; a tensor of shape %s is needed"
+                                     % (owner, where, name, tuple(shape)))
+                plan["slots"][s] = None
+                continue
+            if not torch.is_tensor(value):
+                raise ValueError("%s: %s['%s'] must be a tensor, got %s" % (owner, where, name, type(value).__name__))
+            if value.shape != shape:
+                raise ValueError("%s: %s['%s'] has shape %s but parameter %d has shape %s"
+                                 % (owner, where, name, tuple(value.shape), i, tuple(shape)))
+            if not value.is_floating_point() or value.layout is not _STRIDED:
+                raise ValueError("%s: %s['%s'] must be a dense floating-point tensor, got %s"
+                                 % (owner, where, name, _describe(value)))
+            # A copy: the value may be a view of this optimizer's own state, which
+            # _apply_param_state resets before writing.
+            plan["slots"][s] = value.detach().to(dtype=_F32, device="cpu", copy=True)
+        return plan
+
+    def _apply_param_state(self, i, plan):
+        """Write a plan from _plan_param_state into the C object (None: no state)."""
+        h = self._h
+        h.reset_state(i)
+        self._touched[i] = plan is not None
+        if plan is None:
+            return
+        if plan["step"] is not None:
+            h.set_step(i, plan["step"])
+        if plan["mu_product"] is not None:
+            h.set_mu_product(i, plan["mu_product"])
+        pstate = self._pstates[i]
+        for s, value in plan["slots"].items():
+            if value is None:
+                h.set_initialized(i, s, False)
+            else:
+                pstate._view(s).copy_(value)
+                h.set_initialized(i, s, True)
+
+    def state_dict(self):
+        """The optimizer's state in torch.optim's format: {'state': {index: {...}},
+        'param_groups': [...]}. Tensors of the state are views of the C memory
+        (as torch's are the live state tensors); 'step' is a snapshot."""
+        param_mappings = {}
+        start_index = 0
+
+        def pack_group(group):
+            nonlocal start_index
+            packed = {k: v for k, v in group.items() if k != "params"}
+            param_mappings.update({id(p): i for i, p in enumerate(group["params"], start_index)
+                                   if id(p) not in param_mappings})
+            packed["params"] = [param_mappings[id(p)] for p in group["params"]]
+            start_index += len(packed["params"])
+            return packed
+
+        param_groups = [pack_group(g) for g in self.param_groups]
+        packed_state = {}
+        for i, p in enumerate(self._params):
+            if self._has_state(i):
+                packed_state[param_mappings[id(p)]] = dict(self._pstates[i].items())
+        for k, v in self.state._other.items():
+            packed_state[k] = v
+        return {"state": packed_state, "param_groups": param_groups}
+
+    def load_state_dict(self, state_dict):
+        """Load a state in torch.optim's format (from this class, from the
+        matching torch.optim class, or from adabound.AdaBound for AdaBound). The
+        values are copied into the C object's memory. Everything is checked
+        before anything changes; a mismatch (group sizes, tensor shapes, missing
+        or unknown keys, invalid hyperparameters) raises ValueError saying what.
+        Group keys the saved groups lack (this class's extras, such as
+        bias_correction or eps_placement, when loading torch.optim's state)
+        take this class's constructor defaults, as torch does for keys added
+        in later versions."""
+        owner = self._owner
+        if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError("%s: a state dict has the keys 'state' and 'param_groups'" % owner)
+        groups = self.param_groups
+        saved_groups = state_dict["param_groups"]
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
+            raise ValueError("loaded state dict contains a parameter group that doesn't match the size of "
+                             "optimizer's group")
+        id_map = {old: p for old, p in zip(chain.from_iterable(g["params"] for g in saved_groups),
+                                            chain.from_iterable(g["params"] for g in groups))}
+        ctor = self._ctor_defaults()
+        new_groups, new_values, bits = [], [], []
+        for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
+            ng = copy.deepcopy({k: v for k, v in saved.items() if k != "params"})
+            for k, v in self.defaults.items():
+                if k not in ng:
+                    ng[k] = ctor.get(k, v)
+            ng["params"] = group["params"]
+            values = self._group_values(ng, gi)
+            bits.append(self._hparams(values, gi, "loaded param group").slots())
+            new_groups.append(ng)
+            new_values.append(values)
+        plans = {}
+        other = {}
+        for key, value in state_dict["state"].items():
+            if key in id_map:
+                i = self._index[id_map[key]]
+                plans[i] = self._plan_param_state(i, value, bits[self._group_of[i]],
+                                                  "loaded state_dict['state'][%r]" % (key,))
+            else:
+                other[key] = copy.deepcopy(value)
+
+        for gi, values in enumerate(new_values):
+            self._push(gi, values)
+        self.param_groups = new_groups
+        for i in range(len(self._params)):
+            self._apply_param_state(i, plans.get(i))
+        self.state._other = other
+
+    @classmethod
+    def _ctor_defaults(cls):
+        sig = inspect.signature(cls.__init__)
+        return {name: prm.default for name, prm in sig.parameters.items()
+                if prm.default is not inspect.Parameter.empty and prm.default is not required}
+
+    # ---- the step --------------------------------------------------------------------
+
+    def _grad_error(self, i, p, g):
+        what = "%s: the gradient of parameter %d (%s)" % (self._owner, i, _describe(g))
+        if g.layout is not _STRIDED:
+            return TypeError("%s is sparse: optim.torch needs dense gradients" % what)
+        if not g.is_cpu:
+            return TypeError("%s is not on the CPU" % what)
+        if g.dtype is not _F32:
+            return TypeError("%s is not float32" % what)
+        if g.shape != self._shapes[i]:
+            return ValueError("%s does not have the parameter's shape %s" % (what, tuple(self._shapes[i])))
+        return ValueError("%s is not contiguous" % what)
+
+    def _param_error(self, i, p):
+        if p.shape != self._shapes[i]:
+            return ValueError("%s: parameter %d changed shape from %s to %s since it was added"
+                              % (self._owner, i, tuple(self._shapes[i]), tuple(p.shape)))
+        try:
+            self._check_param(i, p)
+        except (TypeError, ValueError) as e:
+            return e
+        return RuntimeError("%s: parameter %d (%s) cannot be stepped" % (self._owner, i, _describe(p)))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One optimization step over every parameter with a gradient, in one
+        call into liboptim. closure: re-evaluates the model and returns the
+        loss (run with gradients enabled, as torch.optim does)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._sync_hparams()
+        params = self._params
+        n = len(params)
+        if n == 0:
+            return loss
+        if self._ptrs is None:
+            self._ptrs = ((ctypes.c_void_p * n)(), (ctypes.c_void_p * n)())
+        pp, gp = self._ptrs
+        shapes = self._shapes
+        f32, strided = _F32, _STRIDED
+        for i in range(n):
+            p = params[i]
+            shape = shapes[i]
+            if p.dtype is not f32 or p.shape != shape or not p.is_contiguous() or not p.is_cpu:
+                raise self._param_error(i, p)
+            pp[i] = p.data_ptr()
+            g = p.grad
+            if g is None:
+                gp[i] = None
+            else:
+                if (g.layout is not strided or g.dtype is not f32 or g.shape != shape or not g.is_contiguous()
+                        or not g.is_cpu):
+                    raise self._grad_error(i, p, g)
+                gp[i] = g.data_ptr()
+        try:
+            self._h.step_with(n, pp, gp)
+        except OptimError as e:
+            raise ValueError("%s: step: %s" % (self._owner, e)) from None
+        return loss
+
+    def __getstate__(self):
+        raise TypeError("%s from optim.torch holds a C optimizer and cannot be pickled or copied; "
+                        "save and load optimizer.state_dict() instead" % self._owner)

@@ -1,0 +1,408 @@
+"""optim.torch's nine optimizers: torch.optim's classes, stepped by liboptim."""
+from torch.optim.optimizer import required
+
+from ._base import _Optimizer, _check_flags
+
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound"]
+
+_BOOLS = {"maximize", "nesterov", "amsgrad", "amsbound", "centered", "bias_correction", "decoupled_weight_decay"}
+
+
+def _spec(*keys):
+    """_hp_spec from group keys: the C field has the key's name except for
+    betas (beta1, beta2) and amsbound (amsgrad)."""
+    out = []
+    for key in keys:
+        if key == "betas":
+            out.append((key, "pair", ("beta1", "beta2")))
+        elif key == "eps_placement":
+            out.append((key, "placement", (key,)))
+        elif key == "amsbound":
+            out.append((key, "bool", ("amsgrad",)))
+        elif key in _BOOLS:
+            out.append((key, "bool", (key,)))
+        else:
+            out.append((key, "real", (key,)))
+    return tuple(out)
+
+
+_COMMON_DOC = """
+    Common to every optim.torch optimizer:
+      - Parameters must be CPU, contiguous, dense float32 tensors, and gradients
+        the same (with the parameter's shape); anything else raises TypeError or
+        ValueError naming the parameter's index, shape, dtype and device
+        (parameters when the optimizer is made, gradients at step()).
+      - Hyperparameters are checked by liboptim: an invalid value raises
+        ValueError with the library's message, which names the field and value
+        (at construction, or at step() if set in a param group between steps;
+        a failed step changes nothing). liboptim refuses eps <= 0 (torch.optim
+        accepts eps = 0). liboptim's field names appear in its messages (beta1
+        and beta2 for betas[0] and betas[1]).
+      - param_group values (lr and every other key) may be changed between steps,
+        by the user or by an lr scheduler; they are pushed to C before the step.
+      - state[p] holds torch.optim's keys; its tensors are views of the C
+        optimizer's memory. state_dict()/load_state_dict() use torch.optim's
+        format, so a run can move between torch.optim and optim.torch mid-training.
+      - foreach is accepted and has no effect (the C library always updates every
+        tensor in one fused pass); capturable, differentiable and fused must stay
+        False (ValueError otherwise).
+"""
+
+
+class SGD(_Optimizer):
+    __doc__ = """Stochastic gradient descent (optionally with momentum), as torch.optim.SGD.
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float): learning rate (required, as in torch).
+        momentum (float, optional): momentum factor (default: 0).
+        dampening (float, optional): dampening for momentum, in [0, 1] (default: 0).
+        weight_decay (float, optional): L2 penalty (default: 0).
+        nesterov (bool, optional): Nesterov momentum; needs momentum > 0 and
+            dampening = 0 (default: False).
+        maximize (bool, optional): maximize the objective (default: False).
+        foreach, differentiable (and capturable, fused): see below.
+
+    state[p] is {'momentum_buffer': tensor or None} after p's first step, as in
+    torch (no 'step').
+    """ + _COMMON_DOC
+
+    _rule_name = "sgd"
+    _hp_spec = _spec("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
+    _step_kind = None
+    _required_slots = ()
+
+    def __init__(self, params, lr=required, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
+                 maximize=False, foreach=None, differentiable=False, capturable=False, fused=False):
+        _check_flags("SGD", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                 fused=fused))
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable)
+        super().__init__(params, defaults)
+
+
+class Adagrad(_Optimizer):
+    __doc__ = """AdaGrad, as torch.optim.Adagrad.
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): learning rate (default: 1e-2).
+        lr_decay (float, optional): learning rate decay (default: 0).
+        weight_decay (float, optional): L2 penalty (default: 0).
+        initial_accumulator_value (float, optional): starting value of the sum
+            of squared gradients (default: 0).
+        eps (float, optional): term added to the denominator; must be > 0
+            (default: 1e-10).
+        foreach (bool, optional): accepted, no effect.
+        maximize (bool, optional): maximize the objective (default: False).
+        eps_placement (str, optional, optim extra): 'outside' for torch's
+            g / (sqrt(sum) + eps) (default), 'inside' for g / sqrt(sum + eps),
+            the seeds' AdaGrad.
+
+    As torch's, the state (step and sum) exists from construction on.
+    """ + _COMMON_DOC
+
+    _rule_name = "adagrad"
+    _hp_spec = _spec("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value", "maximize",
+                     "eps_placement")
+    _step_kind = "tensor"
+    _required_slots = ("sum",)
+    _eager_state = True
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
+                 foreach=None, *, maximize=False, eps_placement="outside", capturable=False, differentiable=False,
+                 fused=False):
+        _check_flags("Adagrad", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                     fused=fused))
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
+                        eps_placement=eps_placement)
+        super().__init__(params, defaults)
+
+
+class RMSprop(_Optimizer):
+    __doc__ = """RMSProp, plain or centered, with optional momentum, as torch.optim.RMSprop.
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): learning rate (default: 1e-2).
+        alpha (float, optional): smoothing constant, in [0, 1] (default: 0.99).
+        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        weight_decay (float, optional): L2 penalty (default: 0).
+        momentum (float, optional): momentum factor (default: 0).
+        centered (bool, optional): normalise by the estimated variance (default: False).
+        foreach (bool, optional): accepted, no effect.
+        maximize (bool, optional): maximize the objective (default: False).
+        differentiable (bool, optional): must be False.
+        eps_placement (str, optional, optim extra): 'outside' for torch's
+            sqrt(v) + eps (default), 'inside' for sqrt(v + eps), the seeds' and
+            TensorFlow's RMSProp.
+
+    state[p]['step'] is a Python int, as in torch 1.13's RMSprop.
+    """ + _COMMON_DOC
+
+    _rule_name = "rmsprop"
+    _hp_spec = _spec("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize", "eps_placement")
+    _step_kind = "int"
+    _required_slots = ("square_avg",)
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
+                 foreach=None, maximize=False, differentiable=False, *, eps_placement="outside", capturable=False,
+                 fused=False):
+        _check_flags("RMSprop", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                     fused=fused))
+        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+                        weight_decay=weight_decay, foreach=foreach, maximize=maximize,
+                        differentiable=differentiable, eps_placement=eps_placement)
+        super().__init__(params, defaults)
+
+
+class Adadelta(_Optimizer):
+    __doc__ = """AdaDelta, as torch.optim.Adadelta, with optional heavy-ball momentum.
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): coefficient of the delta (default: 1.0).
+        rho (float, optional): running-average coefficient, in [0, 1] (default: 0.9).
+        eps (float, optional): term added inside the square roots; must be > 0
+            (default: 1e-6).
+        weight_decay (float, optional): L2 penalty (default: 0).
+        foreach (bool, optional): accepted, no effect.
+        maximize (bool, optional): maximize the objective (default: False).
+        momentum (float, optional, optim extra): heavy-ball momentum on the
+            update, b = momentum * b + delta, p -= lr * b (default: 0, torch's AdaDelta).
+            Adds 'momentum_buffer' to the state.
+        eps_placement (str, optional, optim extra): 'inside' for torch's and the
+            seeds' sqrt(x + eps) (default), 'outside' for sqrt(x) + eps.
+
+    state[p]['step'] is a Python int, as in torch 1.13's Adadelta.
+    """ + _COMMON_DOC
+
+    _rule_name = "adadelta"
+    _hp_spec = _spec("lr", "rho", "eps", "weight_decay", "maximize", "momentum", "eps_placement")
+    _step_kind = "int"
+    _required_slots = ("square_avg", "acc_delta")
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *, maximize=False,
+                 momentum=0, eps_placement="inside", capturable=False, differentiable=False, fused=False):
+        _check_flags("Adadelta", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                      fused=fused))
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach,
+                        momentum=momentum, eps_placement=eps_placement)
+        super().__init__(params, defaults)
+
+
+_ADAM_EXTRAS = """
+        bias_correction (bool, optional, optim extra): divide the moments by
+            (1 - beta^t) (default: True, torch's Adam).
+        eps_placement (str, optional, optim extra): 'outside' for torch's
+            m / (sqrt(v) + eps) (default), 'inside' for m / sqrt(v + eps)."""
+
+
+class Adam(_Optimizer):
+    __doc__ = """Adam, as torch.optim.Adam.
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): learning rate (default: 1e-3).
+        betas (Tuple[float, float], optional): coefficients of the running
+            averages of the gradient and its square, each in [0, 1) (default: (0.9, 0.999)).
+        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        weight_decay (float, optional): L2 penalty added to the gradient (default: 0).
+        amsgrad (bool, optional): use the running maximum of v (default: False).
+        foreach (bool, optional): accepted, no effect.
+        maximize (bool, optional): maximize the objective (default: False).
+        capturable, differentiable, fused (bool, optional): must be False.""" + _ADAM_EXTRAS + """
+        decoupled_weight_decay (bool, optional, optim extra): decay the
+            parameter, p *= 1 - lr * weight_decay, instead of adding an L2 term to
+            the gradient: AdamW (default: False).
+    """ + _COMMON_DOC
+
+    _rule_name = "adam"
+    _hp_spec = _spec("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "bias_correction",
+                     "eps_placement", "decoupled_weight_decay")
+    _step_kind = "tensor"
+    _required_slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
+                 foreach=None, maximize=False, capturable=False, differentiable=False, fused=False,
+                 bias_correction=True, eps_placement="outside", decoupled_weight_decay=False):
+        _check_flags("Adam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                  fused=fused))
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                        maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
+                        fused=fused, bias_correction=bias_correction, eps_placement=eps_placement,
+                        decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, defaults)
+
+
+class AdamW(_Optimizer):
+    __doc__ = """AdamW (Adam with decoupled weight decay), as torch.optim.AdamW.
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): learning rate (default: 1e-3).
+        betas (Tuple[float, float], optional): coefficients of the running
+            averages, each in [0, 1) (default: (0.9, 0.999)).
+        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        weight_decay (float, optional): decoupled decay, p *= 1 - lr * weight_decay
+            (default: 1e-2).
+        amsgrad (bool, optional): use the running maximum of v (default: False).
+        maximize (bool, optional): maximize the objective (default: False).
+        foreach (bool, optional): accepted, no effect.
+        capturable, differentiable, fused (bool, optional): must be False.""" + _ADAM_EXTRAS + """
+
+    The decay is always decoupled (use Adam for an L2 term).
+    """ + _COMMON_DOC
+
+    _rule_name = "adamw"
+    _hp_spec = _spec("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "bias_correction",
+                     "eps_placement")
+    _fixed = {"decoupled_weight_decay": 1}
+    _step_kind = "tensor"
+    _required_slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=False,
+                 bias_correction=True, eps_placement="outside"):
+        _check_flags("AdamW", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                   fused=fused))
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, foreach=foreach,
+                        maximize=maximize, capturable=capturable, bias_correction=bias_correction,
+                        eps_placement=eps_placement)
+        super().__init__(params, defaults)
+
+
+class RAdam(_Optimizer):
+    __doc__ = """Rectified Adam, as torch.optim.RAdam.
+
+    Follows torch 1.13's default (single-tensor) RAdam, which adds eps to sqrt(v)
+    (torch 1.13's foreach=True path drops eps; torch 2.x adds it).
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): learning rate (default: 1e-3).
+        betas (Tuple[float, float], optional): coefficients of the running
+            averages, each in [0, 1) (default: (0.9, 0.999)).
+        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        weight_decay (float, optional): weight decay, an L2 term unless decoupled (default: 0).
+        foreach (bool, optional): accepted, no effect.
+        maximize (bool, optional, optim extra): maximize the objective (default: False).
+        decoupled_weight_decay (bool, optional, optim extra): p *= 1 - lr * weight_decay
+            instead of an L2 term, as torch 2.x's RAdam(decoupled_weight_decay=True)
+            (default: False).
+        eps_placement (str, optional, optim extra): 'outside' (default, torch) or 'inside'.
+    """ + _COMMON_DOC
+
+    _rule_name = "radam"
+    _hp_spec = _spec("lr", "betas", "eps", "weight_decay", "maximize", "decoupled_weight_decay", "eps_placement")
+    _step_kind = "tensor"
+    _required_slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=None, *,
+                 maximize=False, decoupled_weight_decay=False, eps_placement="outside", capturable=False,
+                 differentiable=False, fused=False):
+        _check_flags("RAdam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                   fused=fused))
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
+                        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+                        eps_placement=eps_placement)
+        super().__init__(params, defaults)
+
+
+class NAdam(_Optimizer):
+    __doc__ = """NAdam (Adam with Nesterov momentum and a momentum schedule), as torch.optim.NAdam.
+
+    Follows the formula of torch 1.13's foreach=True path, which is torch 2.x's:
+    torch 1.13's default single-tensor path multiplies mu into the product of
+    the next step twice (a bug fixed in torch 2.0), so its results differ.
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): learning rate (default: 2e-3).
+        betas (Tuple[float, float], optional): coefficients of the running
+            averages, each in [0, 1) (default: (0.9, 0.999)).
+        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        weight_decay (float, optional): weight decay, an L2 term unless decoupled (default: 0).
+        momentum_decay (float, optional): momentum decay psi (default: 4e-3).
+        foreach (bool, optional): accepted, no effect.
+        maximize (bool, optional, optim extra): maximize the objective (default: False).
+        decoupled_weight_decay (bool, optional, optim extra): p *= 1 - lr * weight_decay
+            instead of an L2 term, as torch 2.x's NAdam(decoupled_weight_decay=True)
+            (default: False).
+        eps_placement (str, optional, optim extra): 'outside' (default, torch) or 'inside'.
+
+    state[p] has 'step', 'mu_product' (0-dim float32 tensors, as torch), 'exp_avg'
+    and 'exp_avg_sq'; liboptim keeps mu_product in double precision.
+    """ + _COMMON_DOC
+
+    _rule_name = "nadam"
+    _hp_spec = _spec("lr", "betas", "eps", "weight_decay", "momentum_decay", "maximize", "decoupled_weight_decay",
+                     "eps_placement")
+    _step_kind = "tensor"
+    _required_slots = ("exp_avg", "exp_avg_sq")
+    _has_mu_product = True
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
+                 foreach=None, *, maximize=False, decoupled_weight_decay=False, eps_placement="outside",
+                 capturable=False, differentiable=False, fused=False):
+        _check_flags("NAdam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                   fused=fused))
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
+                        foreach=foreach, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+                        eps_placement=eps_placement)
+        super().__init__(params, defaults)
+
+
+class AdaBound(_Optimizer):
+    __doc__ = """AdaBound / AMSBound (Luo et al. 2019), as the authors' adabound.AdaBound.
+
+    Adam whose per-element step size is clipped to [lower, upper], bounds that
+    converge to final_lr: lower = fl (1 - 1 / (gamma t + 1)), upper =
+    fl (1 + 1 / (gamma t)), with fl = final_lr * lr / base_lr, so that an lr
+    schedule moves the bounds too. base_lrs holds each group's lr when the
+    group was added (as the reference's attribute; it is not in state_dict).
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): Adam learning rate (default: 1e-3).
+        betas (Tuple[float, float], optional): coefficients of the running
+            averages, each in [0, 1) (default: (0.9, 0.999)).
+        final_lr (float, optional): final (SGD) learning rate (default: 0.1).
+        gamma (float, optional): convergence speed of the bounds, in [0, 1) (default: 1e-3).
+        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        weight_decay (float, optional): L2 penalty (default: 0).
+        amsbound (bool, optional): use the running maximum of v: AMSBound (default: False).
+        maximize (bool, optional, optim extra): maximize the objective (default: False).""" + _ADAM_EXTRAS + """
+        foreach (bool, optional): accepted, no effect.
+
+    state[p] has 'step' (a Python int, as the reference), 'exp_avg',
+    'exp_avg_sq' and, with amsbound, 'max_exp_avg_sq'.
+    """ + _COMMON_DOC
+
+    _rule_name = "adabound"
+    _hp_spec = _spec("lr", "betas", "final_lr", "gamma", "eps", "weight_decay", "amsbound", "maximize",
+                     "bias_correction", "eps_placement")
+    _step_kind = "int"
+    _required_slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), final_lr=0.1, gamma=1e-3, eps=1e-8, weight_decay=0,
+                 amsbound=False, *, maximize=False, bias_correction=True, eps_placement="outside", foreach=None,
+                 capturable=False, differentiable=False, fused=False):
+        _check_flags("AdaBound", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                      fused=fused))
+        self.base_lrs = []
+        defaults = dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay,
+                        amsbound=amsbound, maximize=maximize, bias_correction=bias_correction,
+                        eps_placement=eps_placement)
+        super().__init__(params, defaults)
+
+    def _extra_fields(self):
+        return ("initial_lr",)
+
+    def _extra_values(self, gi, group):
+        # The bounds scale final_lr by lr / base_lr; base_lr is fixed when the group is added.
+        return (self.base_lrs[gi] if gi < len(self.base_lrs) else float(group["lr"]),)
+
+    def _group_added(self, group):
+        self.base_lrs.append(float(group["lr"]))
