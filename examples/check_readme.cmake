@@ -1,0 +1,33 @@
+# cmake -DREADME=README.md -DSOURCE=examples/quickstart.c -P check_readme.cmake
+# Fails unless the first ```c block of README.md after the line that names
+# examples/quickstart.c is exactly the contents of SOURCE.
+if(NOT README OR NOT SOURCE)
+  message(FATAL_ERROR "check_readme.cmake: pass -DREADME=<README.md> -DSOURCE=<quickstart.c>")
+endif()
+file(READ "${README}" _readme)
+file(READ "${SOURCE}" _source)
+string(FIND "${_readme}" "examples/quickstart.c, byte for byte" _marker)
+if(_marker EQUAL -1)
+  message(FATAL_ERROR "${README}: no line naming 'examples/quickstart.c, byte for byte' before the C quick start")
+endif()
+string(SUBSTRING "${_readme}" ${_marker} -1 _rest)
+set(_open "```c\n")
+string(FIND "${_rest}" "${_open}" _start)
+if(_start EQUAL -1)
+  message(FATAL_ERROR "${README}: no ```c block after the quick-start marker")
+endif()
+string(LENGTH "${_open}" _open_len)
+math(EXPR _start "${_start} + ${_open_len}")
+string(SUBSTRING "${_rest}" ${_start} -1 _rest)
+string(FIND "${_rest}" "\n```" _end)
+if(_end EQUAL -1)
+  message(FATAL_ERROR "${README}: the quick start's ```c block is not closed")
+endif()
+math(EXPR _end "${_end} + 1") # keep the block's last newline
+string(SUBSTRING "${_rest}" 0 ${_end} _block)
+if(NOT _block STREQUAL _source)
+  file(WRITE "${CMAKE_CURRENT_BINARY_DIR}/readme_quickstart_block.c" "${_block}")
+  message(FATAL_ERROR "The C quick start in ${README} differs from ${SOURCE}; the README's block was written to "
+                      "${CMAKE_CURRENT_BINARY_DIR}/readme_quickstart_block.c (diff them, then make them equal)")
+endif()
+message(STATUS "README.md's C quick start is ${SOURCE}")
