@@ -283,14 +283,14 @@ typedef struct run_result {
 } run_result;
 
 /* Report a failed call and stop the run. */
-#define CHECK(opt, call)                                                               \
-    do {                                                                               \
-        int rc_ = (call);                                                              \
-        if (rc_ != OPTIM_OK) {                                                         \
+#define CHECK(opt, call)                                                                  \
+    do {                                                                                  \
+        int rc_ = (call);                                                                 \
+        if (rc_ != OPTIM_OK) {                                                            \
             fprintf(stderr, "train_mlp: %s failed: %s: %s\n", #call, optim_err_name(rc_), \
-                    optim_errmsg(opt));                                                \
-            goto fail;                                                                 \
-        }                                                                              \
+                    optim_errmsg(opt));                                                   \
+            goto fail;                                                                    \
+        }                                                                                 \
     } while (0)
 
 /* "momentum 0.9, eps inside": the run's settings, from the ids it sets. */
