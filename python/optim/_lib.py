@@ -2,7 +2,8 @@
 
 The library is found, in order, at:
   1. $OPTIM_LIBRARY (a path to liboptim.so);
-  2. the CMake build trees of this checkout: build*/liboptim.so next to python/;
+  2. the CMake build tree of this checkout that `make` uses, build/liboptim.so,
+     then any other build*/liboptim.so next to python/ (newest first);
   3. the system's library path (ctypes.util.find_library("optim")).
 No build step and no installation are needed: `make` builds the library and
 the package finds it.
@@ -44,7 +45,11 @@ def _candidates():
         return
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
-    for path in sorted(glob.glob(os.path.join(root, "build*", "liboptim.so"))):
+    main = os.path.join(root, "build", "liboptim.so")
+    if os.path.exists(main):
+        yield main
+    others = [p for p in glob.glob(os.path.join(root, "build*", "liboptim.so")) if p != main]
+    for path in sorted(others, key=os.path.getmtime, reverse=True):
         yield path
     found = ctypes.util.find_library("optim")
     if found:
