@@ -19,18 +19,21 @@ import numpy as np
 # ---- comparing -------------------------------------------------------------------
 
 
-def rel_err(x, y):
+def rel_err(x, y, floor=0.0):
     """Largest relative difference of x from y, robust near zero:
 
-        max_i |x_i - y_i| / (|y_i| + mean_j |y_j|)
+        max_i |x_i - y_i| / (|y_i| + max(mean_j |y_j|, floor))
 
     Why this form: an element computed in float32 carries a rounding error
     proportional to the size of the terms that produced it, not to the element
     itself. A parameter or moment that is a sum of O(s) terms and happens to
     land near 0 still has an absolute error of O(ulp(s)); the tensor's mean
-    magnitude stands in for s. Elements far from 0 are compared relatively to
-    themselves (the denominator is then at least |y_i|), so this bound is
-    never looser than 2x a plain relative error there."""
+    magnitude stands in for s. For a tensor of one or a few elements that
+    mean is the element itself, so the caller passes `floor`: the largest
+    mean magnitude the same quantity had at earlier steps (torch_harness.Scales).
+    Elements far from 0 are compared relatively to themselves (the denominator
+    is then at least |y_i|), so the bound is never looser than 2x a plain
+    relative error there."""
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.shape != y.shape:
@@ -45,7 +48,7 @@ def rel_err(x, y):
         x, y = x[keep], y[keep]
         if x.size == 0:
             return 0.0
-    scale = np.abs(y) + np.mean(np.abs(y))
+    scale = np.abs(y) + max(float(np.mean(np.abs(y))), floor)
     diff = np.abs(x - y)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(diff == 0, 0.0, diff / scale)
