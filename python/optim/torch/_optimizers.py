@@ -99,7 +99,11 @@ class Adagrad(_Optimizer):
             g / (sqrt(sum) + eps) (default), 'inside' for g / sqrt(sum + eps),
             the seeds' AdaGrad.
 
-    As torch's, the state (step and sum) exists from construction on.
+    As torch's, the state (step and sum) exists from construction on, and the
+    sums of the parameters given to the constructor start at the constructor's
+    initial_accumulator_value even in groups that set their own (torch.optim
+    reads only the constructor's). A group added later with add_param_group
+    starts at its own value (torch 1.13 cannot step such a group).
     """ + _COMMON_DOC
 
     _rule_name = "adagrad"
@@ -118,6 +122,9 @@ class Adagrad(_Optimizer):
                         initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
                         eps_placement=eps_placement)
         super().__init__(params, defaults)
+        for i, group_index in enumerate(self._group_of):
+            if self.param_groups[group_index]["initial_accumulator_value"] != initial_accumulator_value:
+                self._pstates[i]._view(0).fill_(float(initial_accumulator_value))
 
 
 class RMSprop(_Optimizer):
