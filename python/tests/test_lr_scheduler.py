@@ -1,0 +1,269 @@
+"""optim.torch.lr_scheduler against torch.optim.lr_scheduler, step by step.
+
+Each case builds the same scheduler twice, on two identical torch.optim.SGD
+(or Adam) optimizers with two parameter groups of different lrs: torch's, and
+ours (closed forms evaluated by liboptim). After construction and after each
+of 1000+ steps, get_last_lr(), every group's lr and, where a scheduler cycles
+it, the momentum / beta1 must agree.
+
+Tolerance: |ours - torch| <= 1e-12 * |torch| + 1e-12 * max(base lrs).
+Ours are closed forms in double; torch's are recursive (each step rescales
+the previous lr), so torch accumulates rounding: measured up to ~5e-14
+relative for the multiplicative schedules over 1500 steps. The absolute part
+is for torch's CosineAnnealingLR ratio form, whose error is relative to the
+amplitude (base_lr - eta_min) rather than to the lr: near the bottom of a cycle
+with eta_min = 0 it reaches ~7e-13 relative to the lr (2e-14 absolute for
+base_lr 0.1). One-cycle and restarts use the same formulas as torch and agree
+to the bit.
+"""
+import math
+import random
+import warnings
+
+import pytest
+import torch
+import torch.optim.lr_scheduler as T
+
+import optim.torch.lr_scheduler as L
+
+RTOL = 1e-12
+STEPS = 1200
+LRS = (0.1, 0.03)
+
+
+def make_opt(kind="sgd", lrs=LRS):
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in lrs]
+    groups = [{"params": [p], "lr": lr} for p, lr in zip(params, lrs)]
+    if kind == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9)
+    if kind == "adam":
+        return torch.optim.Adam(groups)
+    return torch.optim.SGD(groups)
+
+
+def assert_same(ot, st, oo, so, k, atol, what=""):
+    a, b = st.get_last_lr(), so.get_last_lr()
+    assert len(a) == len(b)
+    for i, (x, y) in enumerate(zip(a, b)):
+        assert abs(x - y) <= RTOL * abs(x) + atol, "%s step %d group %d: torch %r, optim %r" % (what, k, i, x, y)
+    for i, (gt, go) in enumerate(zip(ot.param_groups, oo.param_groups)):
+        assert go["lr"] == b[i], "step %d group %d: group lr %r != get_last_lr %r" % (k, i, go["lr"], b[i])
+        for key in ("momentum", "betas"):
+            if key in gt:
+                x = gt[key][0] if key == "betas" else gt[key]
+                y = go[key][0] if key == "betas" else go[key]
+                assert abs(x - y) <= 1e-12 * abs(x) + 1e-15, "%s step %d group %d %s: torch %r, optim %r" % (
+                    what, k, i, key, x, y)
+        if "betas" in gt:
+            assert gt["betas"][1] == go["betas"][1]
+
+
+def run_pair(make, steps=STEPS, opt="sgd", lrs=LRS):
+    """Build with torch's and our module; step both `steps` times, comparing
+    after construction and after every step. Returns both pairs."""
+    ot, oo = make_opt(opt, lrs), make_opt(opt, lrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation chatter, ours identical
+        st, so = make(T, ot), make(L, oo)
+        atol = 1e-12 * max(max(lrs), max(g["lr"] for g in ot.param_groups))
+        what = type(so).__name__
+        assert_same(ot, st, oo, so, 0, atol, what)
+        for k in range(1, steps + 1):
+            ot.step()
+            st.step()
+            oo.step()
+            so.step()
+            assert_same(ot, st, oo, so, k, atol, what)
+    return (ot, st), (oo, so)
+
+
+# name -> (factory over a module of schedulers, optimizer kind, steps)
+CASES = {
+    "step": (lambda m, o: m.StepLR(o, step_size=7, gamma=0.5), "sgd", STEPS),
+    "step_slow": (lambda m, o: m.StepLR(o, 1, gamma=0.995), "sgd", STEPS),
+    "step_gamma0": (lambda m, o: m.StepLR(o, 100, gamma=0.0), "sgd", 300),
+    "multistep": (lambda m, o: m.MultiStepLR(o, milestones=[10, 100, 100, 500], gamma=0.3), "sgd", STEPS),
+    "multistep_unsorted_0": (lambda m, o: m.MultiStepLR(o, [900, 0, 30]), "sgd", STEPS),
+    "constant": (lambda m, o: m.ConstantLR(o, factor=0.3, total_iters=50), "sgd", STEPS),
+    "constant_default": (lambda m, o: m.ConstantLR(o), "sgd", STEPS),
+    "constant_1": (lambda m, o: m.ConstantLR(o, factor=1.0 / 7, total_iters=1), "sgd", 100),
+    "linear": (lambda m, o: m.LinearLR(o, start_factor=0.1, end_factor=1.0, total_iters=700), "sgd", STEPS),
+    "linear_down": (lambda m, o: m.LinearLR(o, 1.0, 0.05, 1000), "sgd", STEPS),
+    "linear_default": (lambda m, o: m.LinearLR(o), "sgd", 200),
+    "exponential": (lambda m, o: m.ExponentialLR(o, gamma=0.995), "sgd", STEPS),
+    "polynomial": (lambda m, o: m.PolynomialLR(o, total_iters=1000, power=2.0), "sgd", STEPS),
+    "polynomial_sqrt": (lambda m, o: m.PolynomialLR(o, total_iters=700, power=0.5), "sgd", STEPS),
+    "polynomial_default": (lambda m, o: m.PolynomialLR(o), "sgd", 100),
+    "cosine": (lambda m, o: m.CosineAnnealingLR(o, T_max=100), "sgd", STEPS),
+    "cosine_eta": (lambda m, o: m.CosineAnnealingLR(o, T_max=300, eta_min=1e-3), "sgd", STEPS),
+    "cosine_long": (lambda m, o: m.CosineAnnealingLR(o, T_max=1000, eta_min=1e-4), "sgd", STEPS),
+    "cosine_1": (lambda m, o: m.CosineAnnealingLR(o, T_max=1), "sgd", 50),
+    "restarts": (lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=37), "sgd", STEPS),
+    "restarts_mult": (lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=10, T_mult=2, eta_min=1e-4), "sgd", STEPS),
+    "restarts_mult3": (lambda m, o: m.CosineAnnealingWarmRestarts(o, 1, 3, 0.001), "sgd", STEPS),
+    "one_cycle": (lambda m, o: m.OneCycleLR(o, max_lr=[0.1, 0.05], total_steps=STEPS + 1), "sgd", STEPS),
+    "one_cycle_adam": (lambda m, o: m.OneCycleLR(o, 0.01, total_steps=STEPS + 1, anneal_strategy="linear"), "adam",
+                       STEPS),
+    "one_cycle_3": (lambda m, o: m.OneCycleLR(o, 0.1, total_steps=STEPS + 1, pct_start=0.25, three_phase=True,
+                                              div_factor=10., final_div_factor=100., base_momentum=[0.8, 0.7],
+                                              max_momentum=0.99), "sgd", STEPS),
+    "one_cycle_epochs": (lambda m, o: m.OneCycleLR(o, 1.0, epochs=12, steps_per_epoch=100, cycle_momentum=False),
+                         "plain", 1199),
+    "cyclic": (lambda m, o: m.CyclicLR(o, base_lr=0.001, max_lr=0.1, step_size_up=50), "sgd", STEPS),
+    "cyclic_tri2": (lambda m, o: m.CyclicLR(o, 0.001, [0.1, 0.2], 33, 70, mode="triangular2",
+                                            base_momentum=0.85, max_momentum=0.95), "sgd", STEPS),
+    "cyclic_exp": (lambda m, o: m.CyclicLR(o, [0.001, 0.002], 0.1, 20, mode="exp_range", gamma=0.999), "sgd",
+                   STEPS),
+    "cyclic_down": (lambda m, o: m.CyclicLR(o, 0.1, 0.01, 13, cycle_momentum=False), "plain", STEPS),
+    "cyclic_scale_fn": (lambda m, o: m.CyclicLR(o, 0.001, 0.1, 25, scale_fn=lambda x: 1 / (1 + x),
+                                                scale_mode="iterations"), "sgd", STEPS),
+    "cyclic_scale_fn_cycle": (lambda m, o: m.CyclicLR(o, 0.001, 0.1, 25, 10, scale_fn=lambda x: 0.9 ** x),
+                              "sgd", STEPS),
+    "lambda": (lambda m, o: m.LambdaLR(o, lambda t: 1.0 / (1 + 0.01 * t)), "sgd", STEPS),
+    "lambda_per_group": (lambda m, o: m.LambdaLR(o, [lambda t: 0.99 ** t, lambda t: t // 30 + 1]), "sgd", 300),
+    "multiplicative": (lambda m, o: m.MultiplicativeLR(o, lambda t: 0.999 if t % 2 else 1.0), "sgd", STEPS),
+    # SequentialLR: warm-up then cosine (the common case), torch's doc example, three parts.
+    "seq_warmup_cosine": (lambda m, o: m.SequentialLR(
+        o, [m.LinearLR(o, 0.01, 1.0, 100), m.CosineAnnealingLR(o, 1000, 1e-5)], milestones=[100]), "sgd", STEPS),
+    "seq_doc": (lambda m, o: m.SequentialLR(
+        o, [m.ConstantLR(o, factor=0.1, total_iters=2), m.ExponentialLR(o, gamma=0.9)], milestones=[2]), "sgd", 300),
+    "seq_three": (lambda m, o: m.SequentialLR(
+        o, [m.ExponentialLR(o, 0.99), m.StepLR(o, 50, 0.5), m.CosineAnnealingWarmRestarts(o, 40, 2)],
+        milestones=[150, 700]), "sgd", STEPS),
+    "seq_lambda": (lambda m, o: m.SequentialLR(
+        o, [m.LambdaLR(o, lambda t: (t + 1) / 50), m.PolynomialLR(o, 900, 1.5)], milestones=[50]), "sgd", STEPS),
+    # ChainedScheduler: products of chainable schedulers (torch's doc example first).
+    "chain_doc": (lambda m, o: m.ChainedScheduler([m.ConstantLR(o, 0.1, 2), m.ExponentialLR(o, 0.9)]), "sgd", 200),
+    "chain_three": (lambda m, o: m.ChainedScheduler(
+        [m.StepLR(o, 100, 0.5), m.LinearLR(o, 0.2, 1.0, 300), m.MultiStepLR(o, [400, 800], 0.3)]), "sgd", STEPS),
+    "chain_cosine": (lambda m, o: m.ChainedScheduler(
+        [m.ExponentialLR(o, 0.999), m.CosineAnnealingLR(o, 2000)]), "sgd", STEPS),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_torch(name):
+    make, opt, steps = CASES[name]
+    run_pair(make, steps, opt)
+
+
+def test_one_cycle_end():
+    """Past the end: torch raises after total_steps steps, and so do we; at
+    step total_steps itself we hold the last lr and momentum where torch
+    extrapolates."""
+    total = 100
+    (ot, st), (oo, so) = run_pair(lambda m, o: m.OneCycleLR(o, 0.1, total_steps=total, anneal_strategy="linear"),
+                                  total - 1)
+    last_lr, last_m = so.get_last_lr(), [g["momentum"] for g in oo.param_groups]
+    assert last_lr[0] == pytest.approx(0.1 / 25 / 1e4, rel=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        st.step()
+        so.step()
+    assert st.get_last_lr()[0] < 0  # torch's linear extrapolation
+    assert so.get_last_lr() == last_lr
+    assert [g["momentum"] for g in oo.param_groups] == last_m
+    with pytest.raises(ValueError, match="Tried to step 102 times. The specified number of total steps is 100"):
+        st.step()
+    with pytest.raises(ValueError, match="Tried to step 102 times. The specified number of total steps is 100"):
+        so.step()
+
+
+def test_restarts_fractional_epochs():
+    """torch's documented use: scheduler.step(epoch + i / iters) inside the
+    batch loop, then plain step() calls afterwards."""
+    ot, oo = make_opt(), make_opt()
+    st = T.CosineAnnealingWarmRestarts(ot, T_0=3, T_mult=2, eta_min=1e-4)
+    so = L.CosineAnnealingWarmRestarts(oo, T_0=3, T_mult=2, eta_min=1e-4)
+    iters = 7
+    k = 0
+    for epoch in range(12):
+        for i in range(iters):
+            st.step(epoch + i / iters)
+            so.step(epoch + i / iters)
+            k += 1
+            assert_same(ot, st, oo, so, k, 1e-15)
+            assert so.T_cur == pytest.approx(st.T_cur, rel=1e-15, abs=1e-15) and so.T_i == st.T_i
+    for _ in range(20):
+        st.step()
+        so.step()
+        assert_same(ot, st, oo, so, k, 1e-15)
+    # A whole epoch again puts both back on integer positions.
+    for epoch in (5, 9, 21, 22, 45, 46):
+        st.step(epoch)
+        so.step(epoch)
+        assert_same(ot, st, oo, so, epoch, 1e-15)
+        assert so.T_cur == st.T_cur and so.T_i == st.T_i
+
+
+def test_step_with_epoch_uses_closed_form():
+    """The deprecated step(epoch): torch jumps with its closed form, as we always do."""
+    for make in (lambda m, o: m.StepLR(o, 10, 0.5), lambda m, o: m.ExponentialLR(o, 0.97),
+                 lambda m, o: m.CosineAnnealingLR(o, 50, 1e-3), lambda m, o: m.MultiStepLR(o, [3, 30], 0.2),
+                 lambda m, o: m.LinearLR(o, 0.2, 0.9, 40), lambda m, o: m.PolynomialLR(o, 60, 3.0)):
+        ot, oo = make_opt(), make_opt()
+        st, so = make(T, ot), make(L, oo)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            for epoch in (5, 80, 17, 0, 1000, 42):
+                st.step(epoch)
+                so.step(epoch)
+                assert_same(ot, st, oo, so, epoch, 1e-12 * max(LRS))
+        assert any("epoch parameter" in str(w.message) for w in rec)
+
+
+def test_reduce_on_plateau(seed):
+    rng = random.Random(seed)  # a random walk of metrics (conftest prints the seed)
+    settings = [dict(), dict(mode="max", factor=0.5, patience=3, threshold=0.01),
+                dict(threshold_mode="abs", threshold=0.05, cooldown=4, patience=2, min_lr=[1e-3, 0.0]),
+                dict(mode="max", threshold_mode="abs", patience=0, factor=0.9, eps=1e-3, min_lr=0.02)]
+    for kw in settings:
+        ot, oo = make_opt(), make_opt()
+        st, so = T.ReduceLROnPlateau(ot, **kw), L.ReduceLROnPlateau(oo, **kw)
+        metric = 1.0
+        for k in range(1000):
+            metric += rng.gauss(0, 0.05) - 0.001
+            st.step(metric)
+            so.step(metric)
+            assert st._last_lr == so.get_last_lr(), (kw, k)  # torch 1.13 has no get_last_lr here
+            assert [g["lr"] for g in ot.param_groups] == [g["lr"] for g in oo.param_groups]
+            assert (st.num_bad_epochs, st.cooldown_counter, st.best) == (so.num_bad_epochs, so.cooldown_counter,
+                                                                         so.best)
+        sd = so.state_dict()
+        so2 = L.ReduceLROnPlateau(make_opt(), **kw)
+        so2.load_state_dict(sd)
+        assert so2.best == so.best and so2.is_better(so.best - 1, so.best) == so.is_better(so.best - 1, so.best)
+    with pytest.raises(ValueError, match="Factor should be < 1.0"):
+        L.ReduceLROnPlateau(make_opt(), factor=1.0)
+    with pytest.raises(ValueError, match="mode avg is unknown"):
+        L.ReduceLROnPlateau(make_opt(), mode="avg")
+
+
+def test_verbose_prints_as_torch(capsys):
+    ot, oo = make_opt(), make_opt()
+    st = T.StepLR(ot, 2, verbose=True)
+    ot.step()
+    st.step()
+    torch_out = capsys.readouterr().out
+    so = L.StepLR(oo, 2, verbose=True)
+    oo.step()
+    so.step()
+    ours = capsys.readouterr().out
+    assert ours == torch_out and "Adjusting learning rate of group 1 to 3.0000e-02." in ours
+
+
+def test_warns_when_stepped_before_optimizer():
+    for mod in (T, L):
+        o = make_opt()
+        s = mod.StepLR(o, 2)
+        with pytest.warns(UserWarning, match="before `optimizer.step\\(\\)`"):
+            s.step()
+    # Both modules share torch's step counter wrapper on the same optimizer.
+    o = make_opt()
+    s1, s2 = T.StepLR(o, 2), L.ExponentialLR(o, 0.9)
+    assert getattr(o.step, "_with_counter", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        o.step()
+        s1.step()
+        s2.step()
