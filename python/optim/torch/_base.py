@@ -131,7 +131,11 @@ class _ParamState(MutableMapping):
             step = opt._h.get_step(i)
             return torch.tensor(float(step)) if opt._step_kind == "tensor" else step
         if key == "mu_product":
-            return torch.tensor(opt._h.get_mu_product(i), dtype=torch.float32)
+            # float64, not torch's float32: the C object keeps the product in
+            # double, and a saved and reloaded run must continue with the same
+            # bits. torch.optim's load_state_dict casts it to the parameters'
+            # dtype, so torch reads it as its own.
+            return torch.tensor(opt._h.get_mu_product(i), dtype=torch.float64)
         s = opt._slot_names.index(key)
         addr, initialized = opt._h.state_slot(i, s)
         if addr is None or not initialized:
@@ -264,7 +268,6 @@ class _Optimizer(Optimizer):
         for _, _, fields in cls._hp_spec:
             ids.extend(_core.hparam_id(f) for f in fields)
         ids.extend(_core.hparam_id(f) for f in cls._fixed)
-        ids.extend(_core.hparam_id(f) for f in self._extra_fields())
         self._hp_ids = (ctypes.c_int * len(ids))(*ids)
         self._h = _core.Handle(self._rule)
         self._params = []   # C index -> tensor
@@ -279,17 +282,9 @@ class _Optimizer(Optimizer):
         super().__init__(params, defaults)
         self.state = _State(self)
 
-    # ---- hooks for subclasses ------------------------------------------------
-
-    def _extra_fields(self):
-        """C fields whose values come from _extra_values (AdaBound's initial_lr)."""
-        return ()
-
-    def _extra_values(self, gi, group):
-        return ()
-
-    def _group_added(self, group):
-        pass
+    def _fill_loaded_group(self, gi, group):
+        """Complete a group being loaded with what only this optimizer knows
+        (AdaBound's base_lr when loading the reference's state)."""
 
     # ---- hyperparameters ------------------------------------------------------
 
@@ -337,7 +332,6 @@ class _Optimizer(Optimizer):
                                      "or 'inside' (g / sqrt(v + eps))" % (owner, gi, key, v))
                 out.append(float(code))
         out.extend(float(v) for v in self._fixed.values())
-        out.extend(float(v) for v in self._extra_values(gi, group))
         return tuple(out)
 
     def _hparams(self, values, gi, what):
@@ -446,7 +440,6 @@ class _Optimizer(Optimizer):
             self._touched.append(False)
             self._pstates.append(_ParamState(self, i))
         self._ptrs = None
-        self._group_added(self.param_groups[-1])
 
     def _check_disjoint(self, new, base):
         """No two parameters may share memory (liboptim updates each in place
@@ -601,6 +594,7 @@ class _Optimizer(Optimizer):
             for k, v in self.defaults.items():
                 if k not in ng:
                     ng[k] = ctor.get(k, v)
+            self._fill_loaded_group(gi, ng)
             ng["params"] = group["params"]
             values = self._group_values(ng, gi)
             bits.append(self._hparams(values, gi, "loaded param group").slots())

@@ -339,8 +339,11 @@ class NAdam(_Optimizer):
             (default: False).
         eps_placement (str, optional, optim extra): 'outside' (default, torch) or 'inside'.
 
-    state[p] has 'step', 'mu_product' (0-dim float32 tensors, as torch), 'exp_avg'
-    and 'exp_avg_sq'; liboptim keeps mu_product in double precision.
+    state[p] has 'step' (a 0-dim float32 tensor, as torch), 'mu_product', 'exp_avg'
+    and 'exp_avg_sq'. liboptim keeps mu_product in double precision and
+    state[p]['mu_product'] is a 0-dim float64 tensor (torch's is float32), so that
+    a saved and reloaded run continues with the same bits; torch.optim.NAdam's
+    load_state_dict casts it to float32.
     """ + _COMMON_DOC
 
     _rule_name = "nadam"
@@ -367,8 +370,12 @@ class AdaBound(_Optimizer):
     Adam whose per-element step size is clipped to [lower, upper], bounds that
     converge to final_lr: lower = fl (1 - 1 / (gamma t + 1)), upper =
     fl (1 + 1 / (gamma t)), with fl = final_lr * lr / base_lr, so that an lr
-    schedule moves the bounds too. base_lrs holds each group's lr when the
-    group was added (as the reference's attribute; it is not in state_dict).
+    schedule moves the bounds too. base_lr is each group's lr when the group
+    was added. The reference keeps it only in the attribute base_lrs, which
+    state_dict does not save; here each group also holds it under the key
+    'base_lr' (base_lrs reads and writes those), so a saved and reloaded run
+    keeps its bounds. Loading the reference's state_dict (no 'base_lr') keeps
+    the current groups' base_lr, as the reference does.
 
     Args:
         params (iterable): parameters to optimize or dicts defining parameter groups.
@@ -389,7 +396,7 @@ class AdaBound(_Optimizer):
 
     _rule_name = "adabound"
     _hp_spec = _spec("lr", "betas", "final_lr", "gamma", "eps", "weight_decay", "amsbound", "maximize",
-                     "bias_correction", "eps_placement")
+                     "bias_correction", "eps_placement") + (("base_lr", "real", ("initial_lr",)),)
     _step_kind = "int"
     _required_slots = ("exp_avg", "exp_avg_sq")
 
@@ -398,18 +405,29 @@ class AdaBound(_Optimizer):
                  capturable=False, differentiable=False, fused=False):
         _check_flags("AdaBound", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                       fused=fused))
-        self.base_lrs = []
         defaults = dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay,
                         amsbound=amsbound, maximize=maximize, bias_correction=bias_correction,
                         eps_placement=eps_placement)
         super().__init__(params, defaults)
 
-    def _extra_fields(self):
-        return ("initial_lr",)
+    def add_param_group(self, param_group):
+        if isinstance(param_group, dict) and "base_lr" not in param_group:
+            param_group["base_lr"] = param_group.get("lr", self.defaults["lr"])
+        super().add_param_group(param_group)
 
-    def _extra_values(self, gi, group):
-        # The bounds scale final_lr by lr / base_lr; base_lr is fixed when the group is added.
-        return (self.base_lrs[gi] if gi < len(self.base_lrs) else float(group["lr"]),)
+    def _fill_loaded_group(self, gi, group):
+        group.setdefault("base_lr", self.param_groups[gi]["base_lr"])
 
-    def _group_added(self, group):
-        self.base_lrs.append(float(group["lr"]))
+    @property
+    def base_lrs(self):
+        """Each group's base_lr (the reference's attribute)."""
+        return [group["base_lr"] for group in self.param_groups]
+
+    @base_lrs.setter
+    def base_lrs(self, values):
+        values = list(values)
+        if len(values) != len(self.param_groups):
+            raise ValueError("AdaBound: base_lrs needs %d values (one per group), got %d"
+                             % (len(self.param_groups), len(values)))
+        for group, value in zip(self.param_groups, values):
+            group["base_lr"] = value
