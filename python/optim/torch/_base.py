@@ -36,6 +36,11 @@ _FLAG_WHY = {
 }
 _PLACEMENTS = {"outside": 0, "inside": 1}
 _STEP_MAX = 2 ** 63 - 1
+# An empty tensor's data_ptr() is 0, which liboptim reads as "no gradient";
+# an empty gradient points here instead so that its step still counts, as in
+# torch. Nothing is ever read or written through it (n = 0).
+_EMPTY = ctypes.c_float()
+_EMPTY_PTR = ctypes.addressof(_EMPTY)
 
 
 def _describe(t):
@@ -57,6 +62,14 @@ def _check_flags(owner, values):
         v = values.get(name, False)
         if v not in (False, None, 0):
             raise ValueError("%s: %s = %r is not supported: %s" % (owner, name, v, _FLAG_WHY[name]))
+
+
+def _eps_hint(error):
+    """torch.optim accepts eps = 0 and liboptim does not: say so."""
+    text = str(error)
+    if ": eps = " in text and "must be > 0" in text:
+        return " (torch.optim accepts eps = 0; optim needs eps > 0 so that no division by zero can happen)"
+    return ""
 
 
 def _state_number(value, what):
@@ -342,14 +355,14 @@ class _Optimizer(Optimizer):
                 hp.set(hid, v)
             hp.check()
         except OptimError as e:
-            raise ValueError("%s: %s %d: %s" % (self._owner, what, gi, e)) from None
+            raise ValueError("%s: %s %d: %s%s" % (self._owner, what, gi, e, _eps_hint(e))) from None
         return hp
 
     def _push(self, gi, values):
         try:
             self._h.group_set_hparams(gi, self._hp_ids, (ctypes.c_double * len(values))(*values))
         except OptimError as e:
-            raise ValueError("%s: param group %d: %s" % (self._owner, gi, e)) from None
+            raise ValueError("%s: param group %d: %s%s" % (self._owner, gi, e, _eps_hint(e))) from None
         self._pushed[gi] = values
 
     def _sync_hparams(self):
@@ -679,7 +692,7 @@ class _Optimizer(Optimizer):
                 if (g.layout is not strided or g.dtype is not f32 or g.shape != shape or not g.is_contiguous()
                         or not g.is_cpu):
                     raise self._grad_error(i, p, g)
-                gp[i] = g.data_ptr()
+                gp[i] = g.data_ptr() or _EMPTY_PTR
         try:
             self._h.step_with(n, pp, gp)
         except OptimError as e:
