@@ -136,6 +136,8 @@ CASES = {
     "chain_doc": (lambda m, o: m.ChainedScheduler([m.ConstantLR(o, 0.1, 2), m.ExponentialLR(o, 0.9)]), "sgd", 200),
     "chain_three": (lambda m, o: m.ChainedScheduler(
         [m.StepLR(o, 100, 0.5), m.LinearLR(o, 0.2, 1.0, 300), m.MultiStepLR(o, [400, 800], 0.3)]), "sgd", STEPS),
+    "chain_multiplicative": (lambda m, o: m.ChainedScheduler(
+        [m.MultiplicativeLR(o, lambda t: 0.999), m.StepLR(o, 100, 0.5), m.PolynomialLR(o, 1100, 0.7)]), "sgd", STEPS),
     "chain_cosine": (lambda m, o: m.ChainedScheduler(
         [m.ExponentialLR(o, 0.999), m.CosineAnnealingLR(o, 2000)]), "sgd", STEPS),
 }

@@ -891,11 +891,12 @@ class ChainedScheduler(LRScheduler):
     """Steps every scheduler in turn, each taking the lr the previous one
     produced as its base: lr = s_n(... s_1(base_lr, t_1) ..., t_n). For
     torch's chainable multiplicative schedulers (Step, MultiStep, Constant,
-    Linear, Exponential, Polynomial, Lambda, Multiplicative, and Cosine with
-    eta_min = 0) that is the product of their factors, as torch computes.
-    With an eta_min or an absolute scheduler (OneCycle, Cyclic, restarts)
-    torch's chain rescales by ratios of consecutive lrs and gives other values;
-    those are not chainable in torch's sense either."""
+    Linear, Exponential, Polynomial, Multiplicative, and Cosine with
+    eta_min = 0 up to T_max) that is the product of their factors, as torch
+    computes. torch's closed-form schedulers (Lambda, restarts, OneCycle,
+    Cyclic) overwrite the lr in its chain, and a cosine with eta_min adds:
+    with those torch's chain gives other values (they are not chainable in
+    torch's sense)."""
 
     _not_state = ("optimizer", "_c", "_schedulers")
 
