@@ -23,6 +23,7 @@ static int version_main(int argc, char **argv)
 /* One line per subcommand; its implementation lives in tools/<name>/. */
 static const subcommand subcommands[] = {
     {"version", version_main, "print the version and the CPU path in use"},
+    {"lab", optim_lab_main, "run the optimizer lab: experiments, figures and an HTML report"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,308 @@
+/* lab.h: what the files of `optim lab` share.
+ *
+ * The lab is a program, not part of the library: it may print, exit on an
+ * out-of-memory condition, and use OpenBLAS and zlib. It uses the library
+ * only through the public headers. Each experiment is one function that runs
+ * the library on a problem, writes the curves as CSV files into the run's
+ * directory and records its headline numbers and its finding (a sentence
+ * computed from the data, and whether the seed's claim held) in the summary
+ * tree, which becomes summary.json. The renderer (python/optim/lab/render.py)
+ * turns these files into figures and report.html.
+ */
+#ifndef OPTIM_LAB_H
+#define OPTIM_LAB_H
+
+#include "optim.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define LAB_PI 3.14159265358979323846
+
+/* ---- JSON tree (lab_json.c) ---------------------------------------------- */
+
+typedef enum lab_jtype { LAB_JNULL, LAB_JBOOL, LAB_JNUM, LAB_JSTR, LAB_JARR, LAB_JOBJ } lab_jtype;
+
+/** A JSON value. Objects keep their members in insertion order. */
+typedef struct lab_json {
+    lab_jtype type;
+    int boolean;
+    double num;
+    char *str;
+    char *key; /* member name when the value sits in an object */
+    struct lab_json *child, *last, *next;
+} lab_json;
+
+lab_json *lab_json_object(void);
+lab_json *lab_json_array(void);
+/** A number; NaN and infinities become null (JSON has no such numbers). */
+lab_json *lab_json_num(double v);
+lab_json *lab_json_str(const char *s);
+lab_json *lab_json_bool(int b);
+lab_json *lab_json_null(void);
+/** Set member `key` of obj to v (replacing and freeing an old value); returns v. */
+lab_json *lab_json_put(lab_json *obj, const char *key, lab_json *v);
+/** As lab_json_put, with a dotted path ("gd.final_point"): intermediate
+ *  objects are created. Keys with dots need lab_json_put. Returns v. */
+lab_json *lab_json_set(lab_json *obj, const char *path, lab_json *v);
+/** Append v to an array; returns v. */
+lab_json *lab_json_push(lab_json *arr, lab_json *v);
+/** Member by dotted path, or NULL. */
+lab_json *lab_json_get(const lab_json *obj, const char *path);
+/** Shorthands: an array of n numbers; set a number or string by path. */
+lab_json *lab_json_numbers(const double *v, size_t n);
+void lab_json_set_num(lab_json *obj, const char *path, double v);
+void lab_json_set_str(lab_json *obj, const char *path, const char *s);
+/** Write indented JSON; returns 0 or -1 on a write error. */
+int lab_json_write(const lab_json *v, FILE *f);
+void lab_json_free(lab_json *v);
+
+/* ---- Utilities (lab_util.c) ---------------------------------------------- */
+
+/** malloc/calloc/strdup that end the program with a message on failure. */
+void *lab_xmalloc(size_t n);
+void *lab_xcalloc(size_t count, size_t size);
+char *lab_xstrdup(const char *s);
+/** printf into a fresh string. */
+char *lab_sprintf(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/** Seconds on a monotonic clock. */
+double lab_now(void);
+
+/** xoshiro256** seeded through splitmix64: streams derived from (seed, id)
+ *  so that each run's randomness does not depend on what ran before it. */
+typedef struct lab_rng {
+    uint64_t s[4];
+    int have_spare;
+    double spare;
+} lab_rng;
+void lab_rng_init(lab_rng *r, uint64_t seed, uint64_t stream);
+uint64_t lab_rng_u64(lab_rng *r);
+/** Uniform in [0, 1). */
+double lab_rng_uniform(lab_rng *r);
+/** Standard normal (Box-Muller). */
+double lab_rng_normal(lab_rng *r);
+/** Uniform integer in [0, n). */
+size_t lab_rng_below(lab_rng *r, size_t n);
+
+/** Progress of one run on stderr: a redrawn bar on a terminal, one line per
+ *  `line_every` units (and at the end) otherwise. */
+typedef struct lab_progress {
+    char label[96];
+    const char *unit;
+    long total, done;
+    double t0, last_draw;
+    int tty, line_every;
+    long last_line;
+} lab_progress;
+void lab_progress_start(lab_progress *p, const char *label, long total, const char *unit, int line_every);
+/** done units finished; loss is shown when finite. */
+void lab_progress_update(lab_progress *p, long done, double loss);
+/** The final line, with an optional note ("acc 0.871"). */
+void lab_progress_end(lab_progress *p, const char *note);
+
+/* ---- Optimizers as the lab names them (lab_util.c) ------------------------ */
+
+/** A lab optimizer: a rule of the library with a few settings, e.g.
+ *  "momentum" = SGD with momentum 0.9, "sam" = SAM around "momentum". */
+typedef struct lab_optimizer {
+    const char *name;  /* as on the command line */
+    const char *label; /* for legends */
+    optim_rule rule;
+    double momentum;   /* SGD's, or AdaDelta's/RMSProp's heavy ball */
+    int sam;           /* 1: wrapped in optim_sam (rho below) */
+    double rho;
+} lab_optimizer;
+
+/** The optimizers every experiment may use, in report order. */
+extern const lab_optimizer lab_optimizers[];
+extern const size_t lab_optimizer_count;
+const lab_optimizer *lab_optimizer_find(const char *name);
+/** The library's defaults for o's rule with o's settings, and lr. Exits on a
+ *  library error (a bug of the lab, not of the user). */
+optim_hparams lab_optimizer_hparams(const lab_optimizer *o, double lr);
+/** Call that must succeed: exits with the library's message otherwise. */
+void lab_check(int rc, const char *what, const char *detail);
+
+/* ---- Runs: options, context, experiments (lab_main.c) --------------------- */
+
+typedef struct lab_options {
+    const char *out;        /* --out DIR, or NULL for runs/<name>-<timestamp> */
+    const char *optimizers; /* --optimizers a,b: NULL for each experiment's default set */
+    int epochs;             /* --epochs N, 0 for the default */
+    uint64_t seed;          /* --seed S */
+    int tune;               /* --tune */
+    int quick;              /* --quick: tiny configuration for smoke tests */
+    int threads;            /* --threads N, 0 = all cores */
+    int render;             /* 0 with --no-render */
+    const char *data_dir;   /* --data DIR: where the Fashion-MNIST IDX files are */
+    const char *dataset;    /* --dataset fashion-mnist|digits, NULL = Fashion-MNIST, digits if absent */
+} lab_options;
+
+struct lab_dataset;
+
+typedef struct lab_ctx {
+    lab_options opt;
+    int threads;          /* resolved thread count */
+    const char *dir;      /* where the files are written (the temporary name during the run) */
+    lab_json *summary;    /* the whole summary.json */
+    lab_json *exp;        /* the running experiment's object in it */
+    const char *exp_name; /* for messages */
+    struct lab_dataset *data; /* loaded on first use, shared by the experiments */
+    struct lab_mlp_cache *mlp_cache; /* finished MLP runs, reused by later experiments */
+} lab_ctx;
+
+/** Open <dir>/<name> for writing a CSV file and write its header line;
+ *  records the file in the experiment's "files" list. Exits on failure
+ *  (the directory was checked to be writable at the start). */
+FILE *lab_csv_open(lab_ctx *ctx, const char *name, const char *header);
+void lab_csv_close(lab_ctx *ctx, FILE *f, const char *name);
+
+/** Record the experiment's finding: what the figure shows, the computed
+ *  statement, and whether the seed's claim held (1, 0, or -1 for "mixed /
+ *  not applicable"). */
+void lab_finding(lab_ctx *ctx, const char *claim, int held, const char *statement);
+
+/** The optimizers an experiment runs: the --optimizers list when given
+ *  (checked against the experiment's allowed set), else `defaults`, a
+ *  comma-separated list. Returns the count; *out gets the entries. */
+size_t lab_selected_optimizers(lab_ctx *ctx, const char *defaults, const lab_optimizer **out, size_t max);
+
+/** An experiment: runs, writes its files and its part of the summary; returns
+ *  0, or non-zero after printing a message (the run is then marked failed). */
+typedef int (*lab_experiment_fn)(lab_ctx *ctx);
+
+/* Experiments (lab_exp_*.c). */
+int lab_exp_trajectories(lab_ctx *ctx);
+int lab_exp_sam(lab_ctx *ctx);
+int lab_exp_adagrad_stall(lab_ctx *ctx);
+int lab_exp_bias_correction(lab_ctx *ctx);
+int lab_exp_units(lab_ctx *ctx);
+int lab_exp_fashion_mnist(lab_ctx *ctx);
+int lab_exp_bias_ablation(lab_ctx *ctx);
+int lab_exp_adadelta_momentum(lab_ctx *ctx);
+
+/* ---- 2-D surfaces (lab_surface.c) ---------------------------------------- */
+
+typedef struct lab_surface {
+    const char *name;  /* "bowl" */
+    const char *title; /* "x²/20 + y²" */
+    double (*f)(double x, double y);
+    void (*grad)(double x, double y, double g[2]);
+    void (*hess)(double x, double y, double h[3]); /* h = {fxx, fxy, fyy} */
+    double x0, y0;               /* start */
+    int steps;                   /* default number of steps */
+    double box[4];               /* plot window xmin, xmax, ymin, ymax */
+    const double *minima;        /* (x, y) pairs; NULL for none (saddle) */
+    int nminima;
+} lab_surface;
+
+extern const lab_surface lab_surfaces[];
+extern const size_t lab_surface_count;
+const lab_surface *lab_surface_find(const char *name);
+/** Distance from (x, y) to the nearest minimum (NaN if there is none). */
+double lab_surface_distance(const lab_surface *s, double x, double y);
+/** Largest eigenvalue of the Hessian at (x, y). */
+double lab_surface_top_eigenvalue(const lab_surface *s, double x, double y);
+
+/** A path on a surface: points (steps + 1 of them, fewer if it stopped). */
+typedef struct lab_path {
+    int n;
+    double *x, *y, *f;
+    int diverged; /* left the finite numbers or |w| > 1e6 */
+} lab_path;
+/** Run hp's rule from the surface's start for `steps` steps with an
+ *  optimizer object (one parameter of 2 floats), in float as the library
+ *  computes. The optimizer sees the parameters u = w / scale (scale 1: the
+ *  surface's own units) and the gradient in those units; the path is
+ *  recorded in the original units w. Allocated; free with lab_path_free. */
+void lab_surface_run(const lab_surface *s, const optim_hparams *hp, int steps, double scale, lab_path *path);
+/** Write f on an nx x ny grid over the surface's plot window as
+ *  surface_<name>_grid.csv (first row: the x values; then y and f(x, y)). */
+void lab_surface_write_grid(lab_ctx *ctx, const lab_surface *s, int nx, int ny);
+void lab_path_free(lab_path *p);
+
+/* ---- Data sets (lab_data.c) ---------------------------------------------- */
+
+typedef struct lab_dataset {
+    char name[32];       /* "fashion-mnist" or "digits" */
+    char source[512];    /* where it was read from */
+    size_t dim, classes; /* features per example, number of classes */
+    size_t ntrain, ntest;
+    unsigned char *xtrain, *xtest; /* ntrain * dim, ntest * dim raw values */
+    unsigned char *ytrain, *ytest;
+    double scale;        /* raw value -> [0, 1]: x / scale */
+    float mean, std;     /* of the scaled training pixels, for standardisation */
+} lab_dataset;
+
+#define LAB_FASHION_DIR "/usr/share/datasets/fashion-mnist"
+#define LAB_DIGITS_CSV "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz"
+
+/** Load Fashion-MNIST from dir (NULL: LAB_FASHION_DIR) or, with
+ *  want = "digits" or when Fashion-MNIST is absent and want is NULL, the
+ *  digits CSV. Returns NULL after writing a message naming the files and the
+ *  Debian packages into msg. */
+lab_dataset *lab_dataset_load(const char *dir, const char *want, uint64_t seed, char *msg, size_t msgsize);
+void lab_dataset_free(lab_dataset *d);
+/** Parse IDX data (already decompressed): returns 0 and fills dims, or -1
+ *  with a message. Exposed for the tests. */
+int lab_idx_parse(const unsigned char *buf, size_t len, int want_type, int want_ndim, size_t dims[3],
+                  const unsigned char **data, char *msg, size_t msgsize);
+/** Read a whole gzip (or plain) file into memory; NULL with a message. */
+unsigned char *lab_gz_read(const char *path, size_t *len, char *msg, size_t msgsize);
+
+/* ---- The MLP (lab_mlp.c) -------------------------------------------------- */
+
+#define LAB_MLP_MAX_LAYERS 4
+
+/** A ReLU MLP dims[0] -> dims[1] -> ... -> dims[nlayers], softmax
+ *  cross-entropy. Weights W_l are dims[l+1] x dims[l], row-major. */
+typedef struct lab_mlp {
+    int nlayers;
+    size_t dims[LAB_MLP_MAX_LAYERS + 1];
+    float *w[LAB_MLP_MAX_LAYERS], *b[LAB_MLP_MAX_LAYERS];
+    float *gw[LAB_MLP_MAX_LAYERS], *gb[LAB_MLP_MAX_LAYERS];
+    size_t max_batch;
+    float *act[LAB_MLP_MAX_LAYERS + 1]; /* act[0] = input batch, act[l] after layer l */
+    float *delta[2];                    /* backward scratch */
+} lab_mlp;
+
+void lab_mlp_init(lab_mlp *m, int nlayers, const size_t *dims, size_t max_batch);
+void lab_mlp_free(lab_mlp *m);
+/** torch.nn.Linear's default initialisation (uniform in +-1/sqrt(fan_in)). */
+void lab_mlp_reset(lab_mlp *m, lab_rng *rng);
+/** Forward pass on the batch in act[0] (n rows); returns the mean
+ *  cross-entropy and, if correct != NULL, counts correct predictions.
+ *  With grads = 1 also the backward pass into gw/gb. */
+double lab_mlp_batch(lab_mlp *m, size_t n, const unsigned char *labels, int grads, size_t *correct);
+
+/* Pieces of the Fashion-MNIST experiments shared with the tests. */
+typedef struct lab_train_result {
+    int epochs;
+    double *train_loss, *test_loss, *test_acc, *epoch_seconds; /* per epoch */
+    int nsteps_logged;
+    double *step_loss; /* mean loss over each block of logged steps */
+    int log_every;
+    int diverged;
+} lab_train_result;
+
+/** One training run of the MLP on ctx->data: optimizer o with hyperparameters
+ *  *hp (lr included), optional schedule (built per run, may be NULL; takes no
+ *  ownership), data order and initialisation from seed. */
+struct optim_schedule;
+void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, const struct optim_schedule *sched,
+               int epochs, uint64_t seed, const char *label, lab_train_result *res);
+void lab_train_result_free(lab_train_result *r);
+/** Free the runs kept for reuse. */
+void lab_mlp_cache_free(struct lab_mlp_cache *c);
+/** Make sure ctx->data is loaded; returns 0 or -1 after printing the message. */
+int lab_need_data(lab_ctx *ctx);
+/** Default hidden sizes and batch for the data set in use. */
+void lab_mlp_shape(const lab_ctx *ctx, int *nlayers, size_t dims[LAB_MLP_MAX_LAYERS + 1], size_t *batch);
+
+#endif
