@@ -190,7 +190,9 @@ class Schedule(object):
 
     # ---- use ----
     def lr(self, base_lr, t):
-        """The lr of step t (an int >= 0) for a group whose lr is base_lr."""
+        """The lr of step t (an int >= 0; NaN for t < 0) for a group whose lr is base_lr."""
+        if type(t) is not int or not 0 <= t <= _I64_MAX:
+            t = _int64("t", t)  # ctypes would wrap an int beyond 64 bits silently
         return _lr(self._ptr, float(base_lr), t)
 
     @property

@@ -328,6 +328,9 @@ def test_schedule_binding():
     assert info.value.name == "OPTIM_EINVAL" and isinstance(info.value, ValueError)
     with pytest.raises(ValueError, match="does not fit a 64-bit integer"):
         Schedule.step(2 ** 70, 0.5)
+    with pytest.raises(ValueError, match="t = 18446744073709551616 does not fit"):
+        c.lr(1.0, 2 ** 64)
+    assert math.isnan(c.lr(1.0, -1)) and c.lr(1.0, 50.0) == c.lr(1.0, 50)
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(c)
     assert Schedule.one_cycle(0.1, 100).lr(0.0, 10 ** 12) == Schedule.one_cycle(0.1, 100).lr(0.0, 99)
