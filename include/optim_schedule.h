@@ -171,11 +171,15 @@ OPTIM_API optim_schedule_kind optim_schedule_get_kind(const optim_schedule *s);
  *  s == NULL returns base_lr (no schedule); t < 0 returns NaN. */
 OPTIM_API double optim_schedule_lr(const optim_schedule *s, double base_lr, int64_t t);
 
-/** Attach a copy of s to group g (NULL detaches); the group's schedule step restarts at 0. */
+/** Attach a copy of s to group g (NULL detaches); the group's schedule step
+ *  restarts at 0. The group's lr hyperparameter stays the base the schedule
+ *  scales. OPTIM_ERANGE for a group that does not exist, OPTIM_ENOMEM. The
+ *  optimizer frees the copy (optim_free, or when another is attached). */
 OPTIM_API int optim_group_set_schedule(optim *opt, size_t g, const optim_schedule *s);
-/** The group's schedule (owned by the optimizer), or NULL. */
+/** The group's schedule (owned by the optimizer), or NULL (none, or no such group). */
 OPTIM_API const optim_schedule *optim_group_get_schedule(const optim *opt, size_t g);
-/** Read or set the group's schedule step (to resume a run). */
+/** Read or set the group's schedule step, the t of its next step (to resume a
+ *  run); kept also without a schedule. Setting t < 0 is OPTIM_EINVAL. */
 OPTIM_API int optim_group_get_schedule_step(const optim *opt, size_t g, int64_t *t);
 OPTIM_API int optim_group_set_schedule_step(optim *opt, size_t g, int64_t t);
 /** The lr group g's next step will use: the schedule's value, or the group's lr. */
