@@ -16,7 +16,6 @@ with eta_min = 0 it reaches ~7e-13 relative to the lr (2e-14 absolute for
 base_lr 0.1). One-cycle and restarts use the same formulas as torch and agree
 to the bit.
 """
-import math
 import random
 import warnings
 
