@@ -8,6 +8,7 @@
  * to the last bit or two; integer parts (cycle positions, restarts) are
  * computed in integers, which keeps them exact for any t. */
 #include "optim_internal.h"
+#include "schedule_internal.h"
 
 #include "optim_schedule.h"
 
@@ -16,43 +17,6 @@
 #include <string.h>
 
 #define OPTIM__PI 3.14159265358979323846
-
-/*
- * A schedule is a plain tree: a kind, the integer and real arguments of its
- * constructor (exactly those, nothing derived, so that a checkpoint can write
- * the tree as is and rebuild it through the constructors, which validate it
- * again), a list of milestones and a list of child schedules.
- *
- *   kind             ints[]                                       reals[]                                milestones   children
- *   CONSTANT         total_iters                                  factor
- *   STEP             step_size                                    gamma
- *   MULTISTEP                                                     gamma                                  sorted, repeats kept
- *   EXPONENTIAL                                                   gamma
- *   LINEAR           total_iters                                  start_factor, end_factor
- *   POLYNOMIAL       total_iters                                  power
- *   COSINE           t_max                                        eta_min
- *   COSINE_RESTARTS  t_0, t_mult                                  eta_min
- *   ONE_CYCLE        total_steps, anneal_cos, three_phase         max_lr, pct_start, div_factor,
- *                                                                 final_div_factor
- *   CYCLIC           step_size_up, step_size_down (as given,      base_lr, max_lr, gamma
- *                    0 = up), mode
- *   WARMUP           warmup_steps                                                                                     0 or 1 (after)
- *   WSD              warmup_steps, stable_steps, decay_steps,     eta_min
- *                    decay_cosine
- *   SEQUENTIAL                                                                                           count - 1    count
- */
-#define OPTIM__SCHED_NI 4
-#define OPTIM__SCHED_NR 4
-
-struct optim_schedule {
-    optim_schedule_kind kind;
-    int64_t ints[OPTIM__SCHED_NI];
-    double reals[OPTIM__SCHED_NR];
-    size_t nmilestones;
-    int64_t *milestones; /* owned */
-    size_t nchildren;
-    struct optim_schedule **children; /* owned, as are the children */
-};
 
 /* ---- Construction --------------------------------------------------------- */
 
@@ -664,4 +628,58 @@ int optim_group_current_lr(const optim *o, size_t g, double *lr)
     if (g >= o->ngroups) return OPTIM_ERANGE;
     *lr = optim__group_lr(&o->groups[g]);
     return OPTIM_OK;
+}
+
+/* ---- Rebuilding from stored parts (checkpoints) --------------------------- */
+
+int optim__schedule_from_parts(optim_schedule **out, optim_schedule_kind kind, const int64_t *ints,
+                               const double *reals, const int64_t *milestones, size_t nmilestones,
+                               optim_schedule *const *children, size_t nchildren, optim_error *err)
+{
+    static const char fn[] = "optim__schedule_from_parts";
+    size_t need_children = 0, need_milestones = 0;
+    *out = NULL;
+    switch (kind) {
+    case OPTIM_SCHED_WARMUP: need_children = nchildren <= 1 ? nchildren : 1; break;
+    case OPTIM_SCHED_SEQUENTIAL:
+        need_children = nchildren;
+        need_milestones = nchildren ? nchildren - 1 : 0;
+        break;
+    case OPTIM_SCHED_MULTISTEP: need_milestones = nmilestones; break;
+    default: break;
+    }
+    if (nchildren != need_children || nmilestones != need_milestones || (nmilestones && !milestones)) {
+        optim__sched_free_all(children, nchildren);
+        return optim__fail(err, OPTIM_EINVAL, "%s: a schedule of kind %d cannot have %zu children and %zu milestones",
+                           fn, (int)kind, nchildren, nmilestones);
+    }
+    switch (kind) {
+    case OPTIM_SCHED_CONSTANT: return optim_schedule_constant(out, reals[0], ints[0], err);
+    case OPTIM_SCHED_STEP: return optim_schedule_step(out, ints[0], reals[0], err);
+    case OPTIM_SCHED_MULTISTEP: return optim_schedule_multistep(out, milestones, nmilestones, reals[0], err);
+    case OPTIM_SCHED_EXPONENTIAL: return optim_schedule_exponential(out, reals[0], err);
+    case OPTIM_SCHED_LINEAR: return optim_schedule_linear(out, reals[0], reals[1], ints[0], err);
+    case OPTIM_SCHED_POLYNOMIAL: return optim_schedule_polynomial(out, ints[0], reals[0], err);
+    case OPTIM_SCHED_COSINE: return optim_schedule_cosine(out, ints[0], reals[0], err);
+    case OPTIM_SCHED_COSINE_RESTARTS: return optim_schedule_cosine_restarts(out, ints[0], ints[1], reals[0], err);
+    case OPTIM_SCHED_ONE_CYCLE:
+        OPTIM__FAIL_IF(ints[1] != 0 && ints[1] != 1, err, OPTIM_EINVAL, "%s: one-cycle anneal_cos = %lld", fn,
+                       (long long)ints[1]);
+        OPTIM__FAIL_IF(ints[2] != 0 && ints[2] != 1, err, OPTIM_EINVAL, "%s: one-cycle three_phase = %lld", fn,
+                       (long long)ints[2]);
+        return optim_schedule_one_cycle(out, reals[0], ints[0], reals[1], (int)ints[1], reals[2], reals[3],
+                                        (int)ints[2], err);
+    case OPTIM_SCHED_CYCLIC:
+        OPTIM__FAIL_IF(ints[2] < 0 || ints[2] > OPTIM_CYCLIC_EXP_RANGE, err, OPTIM_EINVAL, "%s: cyclic mode = %lld",
+                       fn, (long long)ints[2]);
+        return optim_schedule_cyclic(out, reals[0], reals[1], ints[0], ints[1], (optim_cyclic_mode)ints[2],
+                                     reals[2], err);
+    case OPTIM_SCHED_WARMUP: return optim_schedule_warmup(out, ints[0], nchildren ? children[0] : NULL, err);
+    case OPTIM_SCHED_WSD:
+        OPTIM__FAIL_IF(ints[3] != 0 && ints[3] != 1, err, OPTIM_EINVAL, "%s: wsd decay_cosine = %lld", fn,
+                       (long long)ints[3]);
+        return optim_schedule_wsd(out, ints[0], ints[1], ints[2], reals[0], (int)ints[3], err);
+    case OPTIM_SCHED_SEQUENTIAL: return optim_schedule_sequential(out, children, nchildren, milestones, err);
+    default: return optim__fail(err, OPTIM_EINVAL, "%s: kind = %d is not a schedule kind", fn, (int)kind);
+    }
 }

@@ -14,6 +14,7 @@
     TEST_ENTRY(sched_huge_steps)           \
     TEST_ENTRY(sched_errors)               \
     TEST_ENTRY(sched_clone_free)           \
+    TEST_ENTRY(sched_from_parts)           \
     TEST_ENTRY(sched_attach_sgd)           \
     TEST_ENTRY(sched_attach_every_rule)    \
     TEST_ENTRY(sched_attach_errors_and_skips)
