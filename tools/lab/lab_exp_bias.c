@@ -145,8 +145,10 @@ int lab_exp_bias_correction(lab_ctx *ctx)
         /* Warm-up-like: the multiplier only ever shrinks early steps (never
          * above 1, up to rounding) and comes back to 1. */
         warmup_like[k] = rho_max[k] <= 1 + 1e-4 && rho_min[k] < 0.9 && settle[k] >= 0;
-        snprintf(key, sizeof key, "rho.%g_%g", on.beta1, on.beta2);
-        pj = lab_json_set(ctx->exp, key, lab_json_object());
+        /* The key has dots ("0.9_0.999"): put it literally under "rho". */
+        snprintf(key, sizeof key, "%g_%g", on.beta1, on.beta2);
+        if (!lab_json_get(ctx->exp, "rho")) lab_json_put(ctx->exp, "rho", lab_json_object());
+        pj = lab_json_put(lab_json_get(ctx->exp, "rho"), key, lab_json_object());
         lab_json_put(pj, "betas", lab_json_numbers(pairs[k], 2));
         lab_json_set_num(pj, "rho_1", rho1[k]);
         lab_json_set_num(pj, "rho_min", rho_min[k]);

@@ -127,13 +127,20 @@ static int mkdir_p(const char *path, char *msg, size_t msgsize)
     return 0;
 }
 
-/* 1 if path does not exist, or is an empty directory; 0 otherwise. */
+/* 1 if path does not exist or is an empty directory, 0 if it is anything
+ * else (a file, a directory with files); -1 if that cannot be told (a
+ * parent is not a directory, no permission): creating it will then fail
+ * with the precise reason. */
 static int free_to_use(const char *path)
 {
-    DIR *d = opendir(path);
+    struct stat sb;
+    DIR *d;
     struct dirent *e;
     int empty = 1;
-    if (!d) return errno == ENOENT;
+    if (stat(path, &sb) != 0) return errno == ENOENT ? 1 : -1;
+    if (!S_ISDIR(sb.st_mode)) return 0;
+    d = opendir(path);
+    if (!d) return -1;
     while ((e = readdir(d)) != NULL)
         if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
             empty = 0;
@@ -143,11 +150,29 @@ static int free_to_use(const char *path)
     return empty;
 }
 
+/* Every run directory holds this file while it is written (and after a
+ * failure): only such directories are ever removed by the lab. */
+#define LAB_MARKER ".optim-lab-run"
+
+static int is_lab_dir(const char *path)
+{
+    char *m = lab_sprintf("%s/" LAB_MARKER, path);
+    struct stat sb;
+    int yes = stat(m, &sb) == 0;
+    free(m);
+    return yes;
+}
+
 static int remove_tree(const char *path)
 {
-    DIR *d = opendir(path);
+    struct stat sb;
+    DIR *d;
     struct dirent *e;
-    if (!d) return unlink(path);
+    /* lstat: a symbolic link is removed, never followed. */
+    if (lstat(path, &sb) != 0) return -1;
+    if (!S_ISDIR(sb.st_mode)) return unlink(path);
+    d = opendir(path);
+    if (!d) return -1;
     while ((e = readdir(d)) != NULL) {
         char *child;
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
@@ -436,7 +461,7 @@ static const char *python_exe(void)
  * another non-zero status. */
 static int run_renderer(const char *dir)
 {
-    char pydir[PATH_MAX], exed[PATH_MAX];
+    char pydir[PATH_MAX];
     const char *py = python_exe();
     pid_t pid;
     int status;
@@ -453,16 +478,12 @@ static int run_renderer(const char *dir)
         return 2;
     }
     if (pid == 0) {
-        const char *old = getenv("PYTHONPATH");
-        char *pp = old && *old ? lab_sprintf("%s:%s", pydir, old) : lab_xstrdup(pydir);
-        setenv("PYTHONPATH", pp, 1);
+        /* Run render.py as a script, not as `-m optim.lab.render`: importing
+         * the package would load liboptim.so, which the renderer does not
+         * need and which an installed `optim` may not have next to it. */
+        char *script = lab_sprintf("%s/optim/lab/render.py", pydir);
         setenv("PYTHONDONTWRITEBYTECODE", "1", 0);
-        /* The package's __init__ loads liboptim: point it at this build's. */
-        if (!getenv("OPTIM_LIBRARY") && exe_dir(exed, sizeof exed) == 0) {
-            char *so = lab_sprintf("%s/../liboptim.so", exed);
-            if (is_file(so)) setenv("OPTIM_LIBRARY", so, 1);
-        }
-        execlp(py, py, "-m", "optim.lab.render", dir, (char *)NULL);
+        execlp(py, py, script, "--quiet", dir, (char *)NULL);
         fprintf(stderr, "optim lab: cannot run %s: %s\n", py, strerror(errno));
         _exit(127);
     }
@@ -736,7 +757,7 @@ int optim_lab_main(int argc, char **argv)
             size_t len = strlen(ctx.opt.out);
             while (len > 1 && ctx.opt.out[len - 1] == '/') len--;
             snprintf(final_dir, sizeof final_dir, "%.*s", (int)len, ctx.opt.out);
-            if (!free_to_use(final_dir)) {
+            if (free_to_use(final_dir) == 0) {
                 fprintf(stderr, "optim lab: --out %s exists and is not an empty directory; choose another or "
                                 "remove it\n",
                         final_dir);
@@ -745,25 +766,33 @@ int optim_lab_main(int argc, char **argv)
         } else {
             int k;
             snprintf(final_dir, sizeof final_dir, "runs/%s", run_name);
-            for (k = 2; !free_to_use(final_dir) && k < 100; k++)
+            for (k = 2; free_to_use(final_dir) == 0 && k < 100; k++)
                 snprintf(final_dir, sizeof final_dir, "runs/%s-%d", run_name, k);
         }
         snprintf(work_dir, sizeof work_dir, "%s.partial", final_dir);
-        if (!free_to_use(work_dir)) remove_tree(work_dir); /* a crashed run's leftovers */
+        if (free_to_use(work_dir) == 0) {
+            /* A crashed run's leftovers go; anything else is not ours to delete. */
+            if (!is_lab_dir(work_dir)) {
+                fprintf(stderr, "optim lab: %s exists and is not a directory of an interrupted run; remove it or "
+                                "choose another --out\n",
+                        work_dir);
+                return 2;
+            }
+            remove_tree(work_dir);
+        }
         if (mkdir_p(work_dir, msg, sizeof msg) != 0) {
             fprintf(stderr, "optim lab: output directory: %s\n", msg);
             return 1;
         }
         {
-            char *probe = lab_sprintf("%s/.write-test", work_dir);
-            FILE *f = fopen(probe, "w");
-            if (!f || fclose(f) != 0) {
+            char *marker = lab_sprintf("%s/" LAB_MARKER, work_dir);
+            FILE *f = fopen(marker, "w");
+            if (!f || fprintf(f, "optim lab run in progress or failed\n") < 0 || fclose(f) != 0) {
                 fprintf(stderr, "optim lab: output directory %s is not writable: %s\n", work_dir, strerror(errno));
-                free(probe);
+                free(marker);
                 return 1;
             }
-            unlink(probe);
-            free(probe);
+            free(marker);
         }
     }
     ctx.dir = work_dir;
@@ -799,7 +828,7 @@ int optim_lab_main(int argc, char **argv)
     if (failed) {
         char failed_dir[PATH_MAX + 16];
         snprintf(failed_dir, sizeof failed_dir, "%s.failed", final_dir);
-        remove_tree(failed_dir);
+        if (is_lab_dir(failed_dir)) remove_tree(failed_dir);
         if (rename(work_dir, failed_dir) == 0)
             fprintf(stderr, "\noptim lab: FAILED; what was written is in %s (no report)\n", failed_dir);
         else
@@ -813,6 +842,11 @@ int optim_lab_main(int argc, char **argv)
     if (ctx.opt.render) {
         fprintf(stderr, "rendering figures and report.html ...\n");
         rc = run_renderer(work_dir);
+    }
+    {
+        char *marker = lab_sprintf("%s/" LAB_MARKER, work_dir);
+        unlink(marker);
+        free(marker);
     }
     if (rename(work_dir, final_dir) != 0) {
         fprintf(stderr, "optim lab: cannot rename %s to %s: %s\n", work_dir, final_dir, strerror(errno));

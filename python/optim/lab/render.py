@@ -1,0 +1,726 @@
+"""Render a run of `optim lab`: PNG figures and a self-contained report.html.
+
+    /usr/bin/python3 -m optim.lab.render <run directory>
+
+Reads summary.json and the CSV files the C program wrote; every number in the
+report comes from them. The sentence that says whether a seed's claim held is
+computed by the experiment (summary.json, "finding"); this module only draws.
+
+Exit status: 0 rendered, 2 bad directory or data, 3 matplotlib/numpy missing.
+"""
+import base64
+import csv
+import html
+import json
+import math
+import os
+import sys
+import tempfile
+
+EXIT_BAD_INPUT = 2
+EXIT_NO_MATPLOTLIB = 3
+
+try:
+    import numpy as np
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.ticker
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+    from matplotlib.lines import Line2D
+except ImportError as _exc:  # pragma: no cover - exercised by running without matplotlib
+    np = plt = None
+    _IMPORT_ERROR = _exc
+else:
+    _IMPORT_ERROR = None
+
+DPI = 110
+
+# One colour and marker per optimizer, the same in every figure.
+STYLE = {
+    "sgd": ("#1f77b4", "o"),
+    "momentum": ("#17becf", "s"),
+    "adagrad": ("#d62728", "v"),
+    "rmsprop": ("#2ca02c", "^"),
+    "adadelta": ("#9467bd", "D"),
+    "adam": ("#ff7f0e", "P"),
+    "adamw": ("#8c564b", "X"),
+    "radam": ("#e377c2", "*"),
+    "nadam": ("#7f7f7f", "h"),
+    "adabound": ("#bcbd22", "d"),
+    "sam": ("#000000", "p"),
+    "adadelta-momentum": ("#c5b0d5", ">"),
+    "rmsprop-momentum": ("#98df8a", "<"),
+}
+
+
+def style(name):
+    return STYLE.get(name, ("#333333", "."))
+
+
+class BadRun(Exception):
+    """The directory is not a usable run of optim lab."""
+
+
+# ---- Reading -------------------------------------------------------------------------
+
+
+def read_csv(run_dir, name):
+    """Rows of a CSV file as dicts; numbers stay strings (see num)."""
+    path = os.path.join(run_dir, name)
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except OSError as exc:
+        raise BadRun("cannot read %s: %s" % (path, exc.strerror))
+
+
+def num(s):
+    """A CSV cell as a float ("nan", "inf" and "" become NaN/inf)."""
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def group(rows, key):
+    """Rows grouped by rows[key], in order of first appearance."""
+    out = {}
+    for r in rows:
+        out.setdefault(r[key], []).append(r)
+    return out
+
+
+def read_grid(run_dir, name):
+    """The surface grid written by the C side: x values, y values, f[y, x]."""
+    path = os.path.join(run_dir, name)
+    try:
+        with open(path) as f:
+            header = f.readline().rstrip("\n").split(",")
+            xs = np.array([float(v) for v in header[1:]])
+            data = np.loadtxt(f, delimiter=",", ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise BadRun("cannot read the grid %s: %s" % (path, exc))
+    return xs, data[:, 0], data[:, 1:]
+
+
+def smooth(values, window):
+    """Trailing moving average (NaN-aware enough for plotting)."""
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or len(v) < window:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    out = np.empty_like(v)
+    out[window - 1:] = (c[window:] - c[:-window]) / window
+    for i in range(window - 1):
+        out[i] = v[: i + 1].mean()
+    return out
+
+
+# ---- Drawing helpers -----------------------------------------------------------------
+
+
+def contour(ax, run_dir, grid_name, levels=24, linear=False):
+    """Filled and line contours of a surface grid, log-spaced unless linear."""
+    xs, ys, f = read_grid(run_dir, grid_name)
+    X, Y = np.meshgrid(xs, ys)
+    if linear or np.nanmin(f) <= 0:
+        lv = np.linspace(np.nanmin(f), np.nanmax(f), levels)
+        norm = None
+    else:
+        lo = max(np.nanmin(f), np.nanmax(f) * 1e-9, 1e-12)
+        lv = np.geomspace(lo, np.nanmax(f), levels)
+        norm = LogNorm(vmin=lv[0], vmax=lv[-1])
+    # A pale fill for depth and thin coloured level lines: the paths on top stay readable.
+    ax.contourf(X, Y, f, levels=lv, cmap="Blues_r", alpha=0.22, norm=norm)
+    ax.contour(X, Y, f, levels=lv, cmap="viridis", linewidths=0.6, alpha=0.55, norm=norm)
+    ax.set_xlim(xs[0], xs[-1])
+    ax.set_ylim(ys[0], ys[-1])
+
+
+def save(fig, run_dir, name):
+    fig.savefig(os.path.join(run_dir, name), dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return name
+
+
+def fmt_lr(lr):
+    return "%g" % lr
+
+
+# ---- Figures per experiment ------------------------------------------------------------
+# Each returns a list of (png file name, caption).
+
+
+def fig_trajectories(run_dir, exp):
+    surfaces = exp["surfaces"]
+    names = list(surfaces)
+    ncol = 3
+    nrow = int(math.ceil(len(names) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 4.9 * nrow))
+    axes = np.atleast_1d(axes).ravel()
+    handles = {}
+    for ax, sname in zip(axes, names):
+        s = surfaces[sname]
+        contour(ax, run_dir, s["grid"], linear=(sname == "saddle"))
+        rows = group(read_csv(run_dir, s["csv"]), "optimizer")
+        for oname, pts in rows.items():
+            color, marker = style(oname)
+            x = np.array([num(r["x"]) for r in pts])
+            y = np.array([num(r["y"]) for r in pts])
+            every = max(1, len(x) // 12)
+            (h,) = ax.plot(x, y, "-", color=color, lw=1.4, alpha=0.9, marker=marker, markersize=4,
+                           markevery=every)
+            handles.setdefault(oname, (h, pts[0]["label"]))
+        for m in s.get("minima", []):
+            ax.plot(m[0], m[1], "*", color="gold", markersize=15, markeredgecolor="k", zorder=5)
+        ax.plot(s["start"][0], s["start"][1], "o", color="k", markersize=7, zorder=5)
+        ax.set_title("%s, %d steps" % (s["title"], s["steps"]), fontsize=11)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    extra = [Line2D([], [], marker="o", color="k", ls="", label="start"),
+             Line2D([], [], marker="*", color="gold", markeredgecolor="k", markersize=12, ls="", label="minimum")]
+    fig.legend([h for h, _ in handles.values()] + extra, [lab for _, lab in handles.values()] + ["start", "minimum"],
+               loc="lower center", ncol=min(8, len(handles) + 2), fontsize=10, frameon=False,
+               bbox_to_anchor=(0.5, -0.035))
+    src = "tuned per surface (--tune)" if exp.get("lr_source") == "tuned" else "the lab's defaults"
+    fig.suptitle("Every optimizer's path (learning rates: %s)" % src, fontsize=14)
+    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
+    out = [(save(fig, run_dir, "trajectories.png"),
+            "Paths on the six surfaces (contours log-spaced; gold stars are minima, the black dot the start).")]
+
+    # Distance to the minimum against the step (the saddle: |y|, how far it escaped).
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 3.9 * nrow))
+    axes = np.atleast_1d(axes).ravel()
+    for ax, sname in zip(axes, names):
+        s = surfaces[sname]
+        rows = group(read_csv(run_dir, s["csv"]), "optimizer")
+        mins = s.get("minima", [])
+        for oname, pts in rows.items():
+            color, _ = style(oname)
+            x = np.array([num(r["x"]) for r in pts])
+            y = np.array([num(r["y"]) for r in pts])
+            if mins:
+                d = np.min([np.hypot(x - m[0], y - m[1]) for m in mins], axis=0)
+            else:
+                d = np.abs(y)
+            ax.plot(np.arange(len(d)), np.maximum(d, 1e-12), color=color, lw=1.3, label=pts[0]["label"])
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("distance to nearest minimum" if mins else "|y| (escape from the saddle)")
+        if mins:
+            ax.axhline(exp.get("tolerance", 1e-2), color="k", ls=":", lw=0.8)
+        ax.set_title(s["title"], fontsize=11)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    h, lab = axes[0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="lower center", ncol=min(10, len(h)), fontsize=10, frameon=False,
+               bbox_to_anchor=(0.5, -0.04))
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    out.append((save(fig, run_dir, "trajectories_distance.png"),
+                "Distance to the nearest minimum against the step (log scale; dotted: the 0.01 tolerance). For "
+                "the saddle, |y|: how far each optimizer has escaped."))
+    return out
+
+
+def fig_sam(run_dir, exp):
+    rows = group(read_csv(run_dir, "sam_paths.csv"), "method")
+    colors = {"gd": "#d62728", "sam": "#1f77b4"}
+    labels = {"gd": "GD", "sam": "SAM (rho %g)" % exp["rho"]}
+    fig, ax = plt.subplots(figsize=(8.5, 5.6))
+    contour(ax, run_dir, exp["grid"], levels=30, linear=True)
+    for m, pts in rows.items():
+        x = [num(r["x"]) for r in pts]
+        y = [num(r["y"]) for r in pts]
+        ax.plot(x, y, "-o", color=colors.get(m, "k"), markersize=3, lw=1.5, label=labels.get(m, m))
+        ax.plot(x[-1], y[-1], "s", color=colors.get(m, "k"), markersize=9, markeredgecolor="k")
+    w = exp["wells"]
+    ax.annotate("sharp well", (w[0], w[1]), xytext=(w[0] + 0.35, w[1] - 0.35), fontsize=10,
+                arrowprops=dict(arrowstyle="->", lw=0.8))
+    ax.annotate("flat well", (w[2], w[3]), xytext=(w[2] - 0.9, w[3] + 0.55), fontsize=10,
+                arrowprops=dict(arrowstyle="->", lw=0.8))
+    ax.plot(exp["start"][0], exp["start"][1], "o", color="k", markersize=8, label="start")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title("GD vs SAM, lr %g, %d steps (squares: end points)" % (exp["lr"], exp["steps"]))
+    ax.legend(loc="upper right")
+    out = [(save(fig, run_dir, "sam_trajectories.png"),
+            "The seed slides' landscape: a sharp well near (1.2, -0.8) and a flat one near (-0.6, 0.6).")]
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.4))
+    for m, pts in rows.items():
+        t = [int(r["step"]) for r in pts]
+        a1.plot(t, [num(r["sharpness_proxy"]) for r in pts], color=colors.get(m, "k"), lw=1.6,
+                label=labels.get(m, m))
+        a2.plot(t, [num(r["top_eigenvalue"]) for r in pts], color=colors.get(m, "k"), lw=1.6,
+                label=labels.get(m, m))
+    a1.set_xlabel("step")
+    a1.set_ylabel("L(w + rho g/|g|) - L(w)")
+    a1.set_title("sharpness proxy along the path")
+    a1.legend()
+    a1.grid(alpha=0.3)
+    a2.set_yscale("symlog", linthresh=1.0)
+    a2.axhline(exp.get("sharp_eigenvalue_level", 50), color="k", ls=":", lw=0.8)
+    a2.set_xlabel("step")
+    a2.set_ylabel("top eigenvalue of the Hessian")
+    a2.set_title("curvature along the path (symlog; dotted: 'sharp' level)")
+    a2.legend()
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    out.append((save(fig, run_dir, "sam_sharpness.png"),
+                "Left: the seed's sharpness proxy at every step. Right: the Hessian's top eigenvalue."))
+    return out
+
+
+def fig_adagrad_stall(run_dir, exp):
+    rows = group(read_csv(run_dir, "adagrad_stall.csv"), "optimizer")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13.5, 4.6))
+    for name, pts in rows.items():
+        color, _ = style(name)
+        t = np.array([int(r["step"]) for r in pts])
+        med = np.array([num(r["eff_lr_median"]) for r in pts])
+        q1 = np.array([num(r["eff_lr_q1"]) for r in pts])
+        q3 = np.array([num(r["eff_lr_q3"]) for r in pts])
+        lr = exp[name]["lr"]
+        tuned = "tuned " if exp[name].get("lr_tuned") else ""
+        label = "%s (%slr %s)" % (pts[0]["label"], tuned, fmt_lr(lr))
+        a1.plot(t, med, color=color, lw=1.6, label=label)
+        a1.fill_between(t, q1, q3, color=color, alpha=0.18, lw=0)
+        d = np.array([num(r["distance"]) for r in pts])
+        a2.plot(t, smooth(d, 20), color=color, lw=1.3, label=pts[0]["label"])
+    for a in (a1, a2):
+        a.axvline(exp["jump_at"], color="k", ls="--", lw=0.9)
+        a.set_xlabel("step")
+        a.grid(alpha=0.3, which="both")
+    a1.set_xscale("log")
+    a1.set_yscale("log")
+    a1.set_ylabel("effective learning rate per parameter")
+    a1.set_title("median over %d parameters, band: quartiles" % exp["parameters"])
+    a1.legend(fontsize=9)
+    a2.set_yscale("log")
+    a2.set_ylabel("RMS distance to the minimum")
+    a2.set_title("distance (moving average of 20 logged points); dashed: the minimum jumps")
+    a2.legend(fontsize=9)
+    fig.tight_layout()
+    return [(save(fig, run_dir, "adagrad_stall.png"),
+             "A noisy quadratic whose minimum jumps at step %d: effective learning rates (left) and the distance "
+             "to the minimum (right)." % exp["jump_at"])]
+
+
+def fig_bias_correction(run_dir, exp):
+    table = read_csv(run_dir, "bias_correction_table.csv")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13.5, 4.6), gridspec_kw=dict(width_ratios=[1, 1.5]))
+    t = [int(r["t"]) for r in table]
+    a1.plot(t, [num(r["library"]) for r in table], "o-", color="#1f77b4", lw=1.5, markersize=7,
+            label="library: Adam's exp_avg, gradient 1")
+    a1.plot(t, [num(r["seed"]) for r in table], "x", color="#d62728", markersize=12, mew=2,
+            label="the seed's table")
+    for ti, v in zip(t, [num(r["library"]) for r in table]):
+        a1.annotate("%.4f" % v, (ti, v), textcoords="offset points", xytext=(6, -12), fontsize=9)
+    a1.set_xscale("log")
+    a1.set_xlabel("step t")
+    a1.set_ylabel("1 - beta1^t   (beta1 = 0.9)")
+    a1.set_title("the seed's bias table")
+    a1.set_ylim(0, 1.08)
+    a1.legend(loc="lower right")
+    a1.grid(alpha=0.3, which="both")
+    colors = ["#1f77b4", "#2ca02c", "#d62728", "#ff7f0e"]
+    allrows = read_csv(run_dir, "bias_correction_rho.csv")
+    pairs = []
+    for r in allrows:
+        p = (r["beta1"], r["beta2"])
+        if p not in pairs:
+            pairs.append(p)
+    for c, p in zip(colors, pairs):
+        pts = [r for r in allrows if (r["beta1"], r["beta2"]) == p]
+        tt = [int(r["t"]) for r in pts]
+        a2.plot(tt, [num(r["rho_library"]) for r in pts], color=c, lw=2.2, alpha=0.8,
+                label="(%s, %s) measured" % p)
+        a2.plot(tt, [num(r["rho_formula"]) for r in pts], color="k", lw=0.8, ls=":")
+    a2.plot([], [], color="k", lw=0.8, ls=":", label="sqrt(1-beta2^t)/(1-beta1^t)")
+    a2.axhline(1.0, color="0.4", lw=0.8)
+    a2.set_xscale("log")
+    a2.set_yscale("log")
+    ticks = [0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5]
+    lo, hi = a2.get_ylim()
+    a2.set_yticks([v for v in ticks if lo <= v <= hi])
+    a2.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    a2.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    a2.set_xlabel("step t")
+    a2.set_ylabel("update with / without bias correction")
+    a2.set_title("implicit learning-rate multiplier rho(t)")
+    a2.legend(fontsize=9, title="(beta1, beta2)")
+    a2.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return [(save(fig, run_dir, "bias_correction.png"),
+             "Left: (1 - beta1^t) read from the library against the seed's table. Right: the ratio of Adam's "
+             "update with and without bias correction, measured, with the closed form dotted.")]
+
+
+def fig_units(run_dir, exp):
+    rows = group(read_csv(run_dir, "units_paths.csv"), "run")
+    n = len(rows)
+    fig = plt.figure(figsize=(4.4 * n, 8.2))
+    gs = fig.add_gridspec(2, n, height_ratios=[1, 1.05])
+    colors = ["#1f77b4", "#ff7f0e", "#9467bd", "#2ca02c"]
+    dist_ax = fig.add_subplot(gs[1, :])
+    for i, (key, pts) in enumerate(rows.items()):
+        ax = fig.add_subplot(gs[0, i])
+        contour(ax, run_dir, exp["grid"])
+        by_units = group(pts, "units")
+        for units, ls in (("w", "-"), ("w/1000", "--")):
+            q = by_units.get(units, [])
+            x = [num(r["x"]) for r in q]
+            y = [num(r["y"]) for r in q]
+            ax.plot(x, y, ls, color=colors[i % 4], lw=1.6 if ls == "-" else 1.3,
+                    label="original units" if units == "w" else "units 1000x larger")
+            d = [max(num(r["distance"]), 1e-12) for r in q]
+            dist_ax.plot(range(len(d)), d, ls, color=colors[i % 4], lw=1.5,
+                         label="%s, %s" % (pts[0]["label"], "original" if units == "w" else "rescaled"))
+        info = exp[key]
+        change = "diverged" if info.get("diverged") else "moved %.3g %%" % (100 * info["path_change"])
+        ax.set_title("%s\npath %s" % (pts[0]["label"], change), fontsize=10)
+        ax.set_xlabel("x")
+        if i == 0:
+            ax.set_ylabel("y")
+        ax.legend(fontsize=8, loc="upper right")
+    dist_ax.set_yscale("log")
+    dist_ax.set_xscale("symlog", linthresh=10)
+    dist_ax.set_xlim(0, exp.get("steps", 1000))
+    lo, hi = dist_ax.get_ylim()
+    dist_ax.set_ylim(max(lo, 1e-8), min(hi, 1e7))
+    dist_ax.set_xlabel("step")
+    dist_ax.set_ylabel("distance to the minimum (original units)")
+    dist_ax.set_title("solid: optimizing w; dashed: optimizing u = w/1000 (drawn back in w)")
+    dist_ax.legend(fontsize=8, ncol=4, loc="lower left")
+    dist_ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return [(save(fig, run_dir, "units.png"),
+             "The bowl x\u00b2/20 + y\u00b2 optimized in w and in u = w/1000, both drawn in the original units.")]
+
+
+def _mlp_figure(run_dir, exp, prefix, title, png):
+    epochs = group(read_csv(run_dir, prefix + "_epochs.csv"), "run")
+    steps = group(read_csv(run_dir, prefix + "_steps.csv"), "run")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(14, 5))
+    runs = list(epochs)
+    # The optimizers' own colours when every run is a plain optimizer, else
+    # one tab10 colour per run (variants of one optimizer must differ).
+    own = all(r in STYLE for r in runs)
+    palette = plt.get_cmap("tab10")
+    for i, run in enumerate(runs):
+        color = style(run)[0] if own else palette(i % 10)
+        label = epochs[run][0]["label"]
+        sp = steps.get(run, [])
+        if sp:
+            s = np.array([int(r["step"]) for r in sp])
+            v = np.array([num(r["loss"]) for r in sp])
+            a1.plot(s, smooth(v, 5), color=color, lw=1.3, label=label)
+        e = [int(r["epoch"]) for r in epochs[run]]
+        acc = [num(r["test_accuracy"]) for r in epochs[run]]
+        a2.plot(e, acc, "-o", color=color, lw=1.5, markersize=5, label=label)
+    a1.set_yscale("log")
+    a1.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    a1.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    a1.set_xlabel("step")
+    a1.set_ylabel("training loss (cross-entropy, smoothed)")
+    a1.grid(alpha=0.3, which="both")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("test accuracy")
+    a2.grid(alpha=0.3)
+    accs = [num(r["test_accuracy"]) for rs in epochs.values() for r in rs]
+    finite = [a for a in accs if math.isfinite(a)]
+    if finite:
+        lo = max(0.0, min(finite) - 0.02)
+        a2.set_ylim(lo, min(1.0, max(finite) + 0.01))
+    if max((len(v) for v in epochs.values()), default=0) <= 12:
+        a2.set_xticks(sorted({int(r["epoch"]) for rs in epochs.values() for r in rs}))
+    a2.legend(fontsize=8.5, loc="lower right", ncol=2 if len(runs) > 6 else 1)
+    d = exp.get("data", {})
+    fig.suptitle("%s: %s, %s on %s (%s train / %s test)" % (
+        title, exp.get("model", "MLP"), "batch %d" % exp.get("batch", 0), d.get("name", "?"),
+        d.get("train", "?"), d.get("test", "?")), fontsize=12)
+    fig.tight_layout()
+    return save(fig, run_dir, png)
+
+
+def fig_fashion_mnist(run_dir, exp):
+    return [(_mlp_figure(run_dir, exp, "fashion_mnist", "Every optimizer", "fashion_mnist.png"),
+             "Training loss per step (left, log scale) and test accuracy after each epoch (right).")]
+
+
+def fig_adadelta_momentum(run_dir, exp):
+    return [(_mlp_figure(run_dir, exp, "adadelta_momentum", "AdaDelta with and without momentum",
+                         "adadelta_momentum.png"),
+             "AdaDelta, AdaDelta with heavy-ball momentum at two learning rates, RMSProp with momentum, Adam.")]
+
+
+def fig_bias_ablation(run_dir, exp):
+    cells = exp.get("cells", {})
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(14, 4.8))
+    groups = sorted(cells)
+    keys = [("constant", "bc1", "constant lr, bias correction on"),
+            ("constant", "bc0", "constant lr, bias correction off"),
+            ("warmup_cosine", "bc1", "warm-up + cosine, bias correction on"),
+            ("warmup_cosine", "bc0", "warm-up + cosine, bias correction off")]
+    colors = ["#1f77b4", "#aec7e8", "#d62728", "#ff9896"]
+    width = 0.2
+    for k, (sched, bc, label) in enumerate(keys):
+        xs, acc, sd, loss = [], [], [], []
+        for gi, g in enumerate(groups):
+            c = cells[g].get(sched, {}).get(bc)
+            if not c:
+                continue
+            xs.append(gi + (k - 1.5) * width)
+            acc.append(c["test_accuracy"] if c["test_accuracy"] is not None else float("nan"))
+            sd.append(c["test_accuracy_sd"] if c.get("test_accuracy_sd") is not None else 0.0)
+            loss.append(c["test_loss"] if c["test_loss"] is not None else float("nan"))
+        a1.bar(xs, acc, width, yerr=sd, color=colors[k], label=label, capsize=3)
+        a2.bar(xs, loss, width, color=colors[k], label=label)
+    names = ["(%g, %g)" % tuple(cells[g]["constant"]["bc1"]["betas"]) for g in groups]
+    for a in (a1, a2):
+        a.set_xticks(range(len(groups)))
+        a.set_xticklabels(names)
+        a.set_xlabel("(beta1, beta2)")
+        a.grid(alpha=0.3, axis="y")
+    def values(field):
+        return [c[s][b][field] for c in cells.values() for s in ("constant", "warmup_cosine") if s in c
+                for b in ("bc0", "bc1") if b in c[s] and c[s][b].get(field) is not None]
+
+    acc_all, loss_all = values("test_accuracy"), values("test_loss")
+    if acc_all:
+        a1.set_ylim(max(0, min(acc_all) - 0.02), min(1, max(acc_all) + 0.015))
+    if loss_all:
+        a2.set_ylim(min(loss_all) * 0.9, max(loss_all) * 1.06)
+    a1.set_ylabel("test accuracy at the best lr (mean, +-1 sd over seeds)")
+    a2.set_ylabel("test loss at the best lr (mean over seeds)")
+    h, lab = a1.get_legend_handles_labels()
+    fig.legend(h, lab, loc="lower center", ncol=4, fontsize=9.5, frameon=False, bbox_to_anchor=(0.5, -0.06))
+    fig.suptitle("Adam's bias correction, with and without warm-up + cosine (%d epochs, %d seeds, lrs %s)" % (
+        exp.get("epochs", 0), exp.get("seeds", 0), ", ".join(fmt_lr(v) for v in exp.get("lrs", []))))
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return [(save(fig, run_dir, "bias_ablation.png"),
+             "Each bar: the best learning rate of the sweep for that cell, averaged over seeds.")]
+
+
+FIGURES = {
+    "trajectories": fig_trajectories,
+    "sam": fig_sam,
+    "adagrad-stall": fig_adagrad_stall,
+    "bias-correction": fig_bias_correction,
+    "units": fig_units,
+    "fashion-mnist": fig_fashion_mnist,
+    "adadelta-momentum": fig_adadelta_momentum,
+    "bias-ablation": fig_bias_ablation,
+}
+
+# What each figure shows, and where the claim comes from (fixed text; the
+# verdict and its numbers come from the run).
+ABOUT = {
+    "trajectories": "Each optimizer of the library from the same start on six classic surfaces: the textbook "
+                    "bowl x\u00b2/20 + y\u00b2 from (-7, 2), Rosenbrock from (-2, 2), Beale from (3, 4), Himmelblau "
+                    "(four minima) from near its central maximum, the saddle x\u00b2 - y\u00b2 from (1, 0.001), and "
+                    "an ill-conditioned quadratic (x\u00b2 + 100y\u00b2)/2.",
+    "sam": "The seed slides' figure: plain gradient descent against SAM (the library's optim_sam around the same "
+           "SGD) on a landscape with a sharp and a flat well, and the sharpness proxy L(w + rho g/|g|) - L(w) "
+           "along each path.",
+    "adagrad-stall": "The effective per-parameter learning rate of AdaGrad, RMSProp, Adam and AdaDelta over a "
+                     "long noisy run, read from the library's optimizer state, and how each follows a minimum "
+                     "that moves half-way through.",
+    "bias-correction": "The seed's table of (1 - beta1^t), read from the library's Adam state, and the implicit "
+                       "learning-rate multiplier rho(t) that bias correction applies (Laing & Orvieto 2025).",
+    "units": "The seed's argument that AdaDelta's update has the units of the parameters: the same problem "
+             "optimized in parameters expressed in units 1000 times larger, drawn back in the original units.",
+    "fashion-mnist": "A ReLU MLP trained by every optimizer of the library, and by SAM around SGD+momentum, with "
+                     "the same initialisation and data order.",
+    "adadelta-momentum": "The seed's open question, why AdaDelta with momentum never caught on: AdaDelta with the "
+                         "library's optional heavy-ball momentum, against plain AdaDelta, RMSProp with momentum "
+                         "and Adam.",
+    "bias-ablation": "Adam with and without bias correction, under a constant learning rate and under linear "
+                     "warm-up + cosine decay, for three (beta1, beta2) pairs, a learning-rate sweep and several "
+                     "seeds.",
+}
+
+
+# ---- The report -------------------------------------------------------------------------
+
+CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1180px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2.2em; }
+.sub { color: #666; }
+.claim { border-left: 5px solid #999; background: #f7f7f7; padding: 0.6em 1em; margin: 1em 0; }
+.claim.held { border-color: #2ca02c; background: #f0f8f0; }
+.claim.failed { border-color: #d62728; background: #fbf0f0; }
+.claim.mixed { border-color: #ff7f0e; background: #fdf6ec; }
+.badge { font-weight: bold; font-size: 0.85em; padding: 0.1em 0.5em; border-radius: 3px; color: white; }
+.badge.held { background: #2ca02c; } .badge.failed { background: #d62728; } .badge.mixed { background: #ff7f0e; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.92em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left; }
+th { background: #f2f2f2; }
+.files { color: #666; font-size: 0.85em; }
+.toc a { margin-right: 1em; }
+.meta td:first-child { font-weight: bold; }
+"""
+
+
+def esc(s):
+    return html.escape(str(s), quote=True)
+
+
+def img_tag(run_dir, name):
+    with open(os.path.join(run_dir, name), "rb") as f:
+        data = base64.b64encode(f.read()).decode("ascii")
+    return '<img src="data:image/png;base64,%s" alt="%s">' % (data, esc(name))
+
+
+def table_html(t):
+    out = ["<table><caption>%s</caption><tr>" % esc(t.get("title", ""))]
+    out += ["<th>%s</th>" % esc(c) for c in t.get("columns", [])]
+    out.append("</tr>")
+    for row in t.get("rows", []):
+        out.append("<tr>" + "".join("<td>%s</td>" % esc(c) for c in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def verdict(finding):
+    held = finding.get("held")
+    if held is True:
+        return "held", "the seed's claim held"
+    if held is False:
+        return "failed", "the seed's claim did not hold"
+    return "mixed", "mixed / open question"
+
+
+def section(run_dir, name, exp, figures):
+    key = name
+    parts = ['<h2 id="%s">%s</h2>' % (esc(key), esc(exp.get("title", name)))]
+    parts.append("<p>%s <span class=\"sub\">(experiment <code>%s</code>, %.1f s)</span></p>" % (
+        esc(ABOUT.get(name, "")), esc(name), exp.get("seconds") or 0.0))
+    finding = exp.get("finding")
+    if finding:
+        cls, word = verdict(finding)
+        parts.append('<div class="claim %s"><b>Claim checked:</b> %s <span class="badge %s">%s</span><br>%s</div>' % (
+            cls, esc(finding.get("claim", "")), cls, esc(word), esc(finding.get("statement", ""))))
+    for png, caption in figures:
+        parts.append("<figure>%s<figcaption>%s</figcaption></figure>" % (img_tag(run_dir, png), esc(caption)))
+    for t in (exp.get("tables") or {}).values():
+        parts.append(table_html(t))
+    files = exp.get("files") or []
+    if files:
+        parts.append('<p class="files">Data: %s</p>' % ", ".join(
+            '<a href="%s">%s</a>' % (esc(f), esc(f)) for f in sorted(set(files))))
+    return "\n".join(parts)
+
+
+def meta_html(meta):
+    rows = []
+
+    def add(k, v):
+        rows.append("<tr><td>%s</td><td>%s</td></tr>" % (esc(k), esc(v)))
+
+    add("command", " ".join(meta.get("command", [])))
+    add("started (UTC)", meta.get("started", ""))
+    add("duration", "%.1f s" % (meta.get("seconds") or 0))
+    add("seed", meta.get("seed", ""))
+    add("options", json.dumps(meta.get("options", {}), ensure_ascii=False))
+    add("optim", "%s (header %s), git %s" % (meta.get("optim_version"), meta.get("optim_header_version"),
+                                             meta.get("git_commit")))
+    add("CPU path", meta.get("cpu_path", ""))
+    add("threads", "%s (OpenBLAS %s)" % (meta.get("threads"), meta.get("openblas_threads")))
+    add("OpenBLAS", meta.get("openblas", ""))
+    add("zlib", meta.get("zlib", ""))
+    add("compiler", meta.get("compiler", ""))
+    m = meta.get("machine", {})
+    add("machine", "%s; %s; %s cores; %.1f GB" % (m.get("os", "?"), m.get("cpu", "?"), m.get("cores", "?"),
+                                                 m.get("memory_gb") or 0))
+    add("renderer", "Python %s, matplotlib %s, numpy %s" % (sys.version.split()[0], matplotlib.__version__,
+                                                           np.__version__))
+    return '<table class="meta">%s</table>' % "".join(rows)
+
+
+def render(run_dir):
+    """Render run_dir; returns the path of report.html. Raises BadRun."""
+    path = os.path.join(run_dir, "summary.json")
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except OSError as exc:
+        raise BadRun("%s: %s" % (path, exc.strerror))
+    except ValueError as exc:
+        raise BadRun("%s is not valid JSON: %s" % (path, exc))
+    if summary.get("status") != "complete":
+        raise BadRun("%s: the run's status is %r, not complete: no report for a partial run" % (
+            path, summary.get("status")))
+    names = summary.get("experiments", [])
+    sections, toc = [], []
+    for name in names:
+        key = name.replace("-", "_")
+        exp = summary.get(key)
+        if exp is None:
+            raise BadRun("%s lists experiment %s but has no %r object" % (path, name, key))
+        draw = FIGURES.get(name)
+        if draw is None:
+            raise BadRun("no figure code for experiment %r" % name)
+        figures = draw(run_dir, exp)
+        sections.append(section(run_dir, name, exp, figures))
+        toc.append('<a href="#%s">%s</a>' % (esc(name), esc(name)))
+    meta = summary.get("meta", {})
+    held = [summary[n.replace("-", "_")].get("finding", {}).get("held") for n in names]
+    overview = "%d experiment%s: %d claim%s held, %d did not, %d mixed or open." % (
+        len(names), "" if len(names) == 1 else "s", held.count(True), "" if held.count(True) == 1 else "s",
+        held.count(False), sum(1 for h in held if h is None))
+    doc = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>optim lab: %s</title><style>%s</style></head>
+<body>
+<h1>optim lab</h1>
+<p class="sub">Run <code>%s</code>, optim %s, seed %s, %s. %s</p>
+<p class="toc">%s <a href="#meta">run details</a></p>
+%s
+<h2 id="meta">Run details</h2>
+%s
+</body></html>
+""" % (esc(meta.get("run", "")), CSS, esc(meta.get("run", "")), esc(meta.get("optim_version", "")),
+       esc(meta.get("seed", "")), esc(meta.get("started", "")), esc(overview), " ".join(toc), "\n".join(sections),
+       meta_html(meta))
+    # Written under a temporary name, then renamed: never half a report.
+    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".tmp", dir=run_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(doc)
+    out = os.path.join(run_dir, "report.html")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out)
+    return out
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    quiet = "--quiet" in argv
+    if quiet:
+        argv.remove("--quiet")
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print("usage: python3 -m optim.lab.render [--quiet] <run directory of optim lab>", file=sys.stderr)
+        return EXIT_BAD_INPUT if not argv or argv[0] not in ("-h", "--help") else 0
+    if _IMPORT_ERROR is not None:
+        print("optim.lab.render: %s; install Debian's python3-matplotlib and python3-numpy and use "
+              "/usr/bin/python3" % _IMPORT_ERROR, file=sys.stderr)
+        return EXIT_NO_MATPLOTLIB
+    try:
+        out = render(argv[0])
+    except BadRun as exc:
+        print("optim.lab.render: %s" % exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not quiet:
+        print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

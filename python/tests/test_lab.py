@@ -1,0 +1,357 @@
+"""`optim lab` end to end: every experiment in a tiny configuration, its
+summary.json checked for sanity; the command's errors; reproducibility; the
+renderer.
+
+The executable is $OPTIM_LAB_EXE, else tools/optim next to $OPTIM_LIBRARY
+(how CTest runs this file), else build*/tools/optim of the checkout.
+The MLP experiments run on a small synthetic data set in Fashion-MNIST's file
+format (written here), so they need no installed data set; the real
+Fashion-MNIST and digits are tried too when installed.
+"""
+import glob
+import gzip
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+RENDER = os.path.join(ROOT, "python", "optim", "lab", "render.py")
+FASHION = "/usr/share/datasets/fashion-mnist"
+DIGITS = "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz"
+
+
+def _find_exe():
+    env = os.environ.get("OPTIM_LAB_EXE")
+    if env:
+        return env
+    lib = os.environ.get("OPTIM_LIBRARY")
+    if lib:
+        cand = os.path.join(os.path.dirname(os.path.abspath(lib)), "tools", "optim")
+        if os.path.exists(cand):
+            return cand
+    for cand in sorted(glob.glob(os.path.join(ROOT, "build*", "tools", "optim"))):
+        if os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+@pytest.fixture(scope="module")
+def exe():
+    path = _find_exe()
+    if not path:
+        pytest.fail("the optim executable was not found: build it (make), or set OPTIM_LAB_EXE")
+    return path
+
+
+def run(exe, *args, expect=0, env=None):
+    """Run `optim lab ARGS`; check the exit status; return (stdout, stderr)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run([exe, "lab"] + [str(a) for a in args], capture_output=True, text=True, env=e, timeout=300)
+    if expect is not None and p.returncode != expect:
+        pytest.fail("optim lab %s: exit %d, expected %d\nstdout:\n%s\nstderr:\n%s" % (
+            " ".join(map(str, args)), p.returncode, expect, p.stdout, p.stderr[-4000:]))
+    return p.stdout, p.stderr
+
+
+def summary(out_dir):
+    with open(os.path.join(out_dir, "summary.json")) as f:
+        s = json.load(f)
+    assert s["status"] == "complete"
+    return s
+
+
+def get(s, path):
+    for k in path.split("."):
+        s = s[k]
+    return s
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A small learnable data set in Fashion-MNIST's IDX .gz format: each
+    class is a bright bar at its own place of a 28 x 28 image, plus noise."""
+    d = tmp_path_factory.mktemp("fashion")
+    rng = np.random.default_rng(12345)
+
+    def make(n):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = rng.integers(0, 90, (n, 28, 28)).astype(np.int32)
+        for i, c in enumerate(y):
+            r = 2 + 2 * int(c)
+            x[i, r:r + 3, 4:24] += 150
+        return np.clip(x, 0, 255).astype(np.uint8), y
+
+    for prefix, n in (("train", 1200), ("t10k", 400)):
+        x, y = make(n)
+        with gzip.open(str(d / ("%s-images-idx3-ubyte.gz" % prefix)), "wb") as f:
+            f.write(struct.pack(">IIII", 0x803, n, 28, 28) + x.tobytes())
+        with gzip.open(str(d / ("%s-labels-idx1-ubyte.gz" % prefix)), "wb") as f:
+            f.write(struct.pack(">II", 0x801, n) + y.tobytes())
+    return str(d)
+
+
+# ---- Each experiment, tiny ---------------------------------------------------------------
+
+
+def test_trajectories_reach_the_bowls_minimum(exe, tmp_path):
+    out = tmp_path / "t"
+    run(exe, "trajectories", "--quick", "--no-render", "--out", out)
+    s = summary(out)
+    t = s["trajectories"]
+    assert t["lr_source"] == "defaults"
+    bowl = t["surfaces"]["bowl"]["optimizers"]
+    assert len(bowl) == 10
+    # Every optimizer but AdaDelta reaches the minimum (within 0.01) in 200
+    # steps; AdaDelta at lr 1 starts with steps of about sqrt(eps) = 1e-3 (the
+    # units experiment shows why) and only moves towards it.
+    for name, o in bowl.items():
+        if name == "adadelta":
+            assert 0.5 < o["final_distance"] < math.hypot(7, 2) - 0.5
+        else:
+            assert o["final_distance"] < 1e-2, (name, o)
+            assert o["steps_to_tol"] is not None
+    assert t["bowl_reached"] == 9
+    for sname, surf in t["surfaces"].items():
+        assert os.path.exists(out / surf["csv"]) and os.path.exists(out / surf["grid"])
+        for o in surf["optimizers"].values():
+            assert o["lr"] > 0
+    assert t["finding"]["held"] in (True, False)
+    assert "bowl" in t["finding"]["statement"]
+
+
+def test_trajectories_tuned(exe, tmp_path):
+    out = tmp_path / "t"
+    run(exe, "trajectories", "--tune", "--optimizers", "sgd,adam,adagrad", "--no-render", "--out", out)
+    t = summary(out)["trajectories"]
+    assert t["lr_source"] == "tuned"
+    grid = t["tune_grid"]
+    for sname, surf in t["surfaces"].items():
+        assert list(surf["optimizers"]) == ["sgd", "adam", "adagrad"]
+        for o in surf["optimizers"].values():
+            assert o["lr"] in grid
+    # The search minimises the final distance, so on the bowl all three get there.
+    for o in t["surfaces"]["bowl"]["optimizers"].values():
+        assert o["final_distance"] < 0.05
+
+
+def test_sam_proxy_below_gd(exe, tmp_path):
+    out = tmp_path / "s"
+    run(exe, "sam", "--no-render", "--out", out)
+    s = summary(out)
+    gd, sam = get(s, "sam.gd.max_sharpness"), get(s, "sam.sam.max_sharpness")
+    assert 0 < sam < gd
+    for k in ("sam.gd.final_point", "sam.sam.final_point"):
+        p = get(s, k)
+        assert len(p) == 2 and all(math.isfinite(v) for v in p)
+    # GD crosses the sharp well's curvature; SAM stays out of it.
+    assert get(s, "sam.gd.max_top_eigenvalue") > get(s, "sam.sharp_eigenvalue_level")
+    assert get(s, "sam.sam.steps_in_sharp_region") < get(s, "sam.gd.steps_in_sharp_region")
+    assert s["sam"]["finding"]["held"] is True
+
+
+def test_adagrad_stall(exe, tmp_path, seed):
+    out = tmp_path / "a"
+    run(exe, "adagrad-stall", "--quick", "--seed", seed, "--no-render", "--out", out)
+    a = summary(out)["adagrad_stall"]
+    assert a["adagrad"]["monotone_violations"] == 0
+    assert a["adagrad"]["eff_lr_decay"] > 2
+    # The others do not decay like AdaGrad.
+    for name in ("rmsprop", "adam", "adadelta"):
+        assert a[name]["eff_lr_decay"] < a["adagrad"]["eff_lr_decay"] / 2, name
+
+
+def test_bias_correction_matches_seed_table(exe, tmp_path):
+    out = tmp_path / "b"
+    run(exe, "bias-correction", "--no-render", "--out", out)
+    s = summary(out)
+    table = get(s, "bias_correction.one_minus_beta1_pow")
+    assert sorted(table, key=int) == ["1", "2", "5", "10", "50"]
+    for t, v in table.items():
+        assert abs(v - (1 - 0.9 ** int(t))) < 1e-6
+    assert get(s, "bias_correction.rho_max_relative_error") < 1e-5
+    rho = get(s, "bias_correction.rho")
+    assert abs(rho["0.9_0.999"]["rho_1"] - math.sqrt(0.001) / 0.1) < 1e-5
+    assert rho["0.9_0.999"]["warmup_like"] is True
+    assert rho["0.95_0.95"]["warmup_like"] is False
+
+
+def test_units(exe, tmp_path):
+    out = tmp_path / "u"
+    run(exe, "units", "--no-render", "--out", out)
+    u = summary(out)["units"]
+    assert u["sgd"]["diverged"] is True
+    assert u["adam"]["path_change"] > 1
+    # With eps in the rescaled units AdaDelta's path is the same up to float rounding.
+    assert u["adadelta_eps_scaled"]["path_change"] < 0.01
+    assert u["finding"]["held"] == (u["adadelta"]["path_change"] < 0.01)
+
+
+def test_fashion_mnist_above_chance(exe, tmp_path, synthetic, seed):
+    out = tmp_path / "f"
+    run(exe, "fashion-mnist", "--quick", "--data", synthetic, "--dataset", "fashion-mnist",
+        "--optimizers", "sgd,adam,sam", "--epochs", 2, "--seed", seed, "--no-render", "--out", out)
+    f = summary(out)["fashion_mnist"]
+    assert f["epochs"] == 2
+    assert f["data"]["name"] == "fashion-mnist" and f["data"]["train"] == 1200
+    for name in ("sgd", "adam", "sam"):
+        assert f[name]["test_accuracy"] > 0.3, (name, f[name])  # chance is 0.1
+        assert math.isfinite(f[name]["train_loss"])
+        assert len(f[name]["test_accuracy_per_epoch"]) == 2
+    assert os.path.getsize(out / "fashion_mnist_epochs.csv") > 0
+
+
+def test_adadelta_momentum(exe, tmp_path, synthetic):
+    out = tmp_path / "m"
+    run(exe, "adadelta-momentum", "--quick", "--data", synthetic, "--dataset", "fashion-mnist", "--no-render",
+        "--out", out)
+    a = summary(out)["adadelta_momentum"]
+    for key in ("adadelta", "adadelta-momentum-lr1", "adadelta-momentum-lr0.1", "rmsprop-momentum", "adam"):
+        assert a[key]["test_accuracy"] is None or 0 <= a[key]["test_accuracy"] <= 1
+    assert a["adam"]["test_accuracy"] > 0.3
+    assert a["finding"]["held"] is None
+
+
+def test_bias_ablation(exe, tmp_path, synthetic):
+    out = tmp_path / "b"
+    run(exe, "bias-ablation", "--quick", "--data", synthetic, "--dataset", "fashion-mnist", "--no-render",
+        "--out", out)
+    b = summary(out)["bias_ablation"]
+    assert len(b["cells"]) == 3
+    for cell in b["cells"].values():
+        for sched in ("constant", "warmup_cosine"):
+            for bc in ("bc0", "bc1"):
+                assert cell[sched][bc]["test_accuracy"] > 0.2
+    assert b["finding"]["held"] in (True, False)
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_subset(exe, tmp_path):
+    out = tmp_path / "f"
+    run(exe, "fashion-mnist", "--quick", "--optimizers", "adam", "--no-render", "--out", out)
+    f = summary(out)["fashion_mnist"]
+    assert f["data"]["name"] == "fashion-mnist"
+    assert f["adam"]["test_accuracy"] > 0.5
+
+
+@pytest.mark.skipif(not os.path.exists(DIGITS), reason="python3-sklearn's digits.csv.gz is not installed")
+def test_digits_fallback(exe, tmp_path):
+    out = tmp_path / "d"
+    run(exe, "fashion-mnist", "--dataset", "digits", "--optimizers", "adam,sgd", "--epochs", 3, "--no-render",
+        "--out", out)
+    f = summary(out)["fashion_mnist"]
+    assert f["data"]["name"] == "digits" and f["data"]["train"] + f["data"]["test"] == 1797
+    assert f["adam"]["test_accuracy"] > 0.8
+
+
+# ---- Errors -----------------------------------------------------------------------------
+
+
+def test_errors(exe, tmp_path):
+    _, err = run(exe, "nope", expect=2)
+    assert "unknown experiment 'nope'" in err and "trajectories" in err
+    _, err = run(exe, "fashion-mnist", "--optimizers", "adam,adamx", expect=2)
+    assert "unknown optimizer 'adamx'" in err
+    _, err = run(exe, "sam", "--epochs", 3, expect=2)
+    assert "--epochs does not apply to sam" in err
+    # A non-empty output directory is refused, untouched.
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("x")
+    _, err = run(exe, "sam", "--out", busy, expect=2)
+    assert "not an empty directory" in err
+    assert sorted(os.listdir(busy)) == ["keep.txt"]
+    # An output directory that cannot be created.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _, err = run(exe, "sam", "--out", blocker / "sub", expect=1)
+    assert "output directory" in err and str(blocker) in err
+    # A missing data set: a clear message naming the Debian package, nothing written.
+    out = tmp_path / "nodata"
+    _, err = run(exe, "fashion-mnist", "--dataset", "fashion-mnist", "--data", tmp_path / "empty", "--out", out,
+                 expect=1)
+    assert "dataset-fashion-mnist" in err
+    assert not os.path.exists(out) and not os.path.exists(str(out) + ".partial")
+
+
+def test_list_and_help(exe):
+    out, _ = run(exe, "--list")
+    for name in ("trajectories", "sam", "adagrad-stall", "bias-correction", "units", "fashion-mnist",
+                 "adadelta-momentum", "bias-ablation"):
+        assert name in out
+    out, _ = run(exe, "--help")
+    assert "--optimizers" in out and "render" in out
+
+
+# ---- Reproducibility ----------------------------------------------------------------------
+
+
+def test_same_seed_same_files(exe, tmp_path, synthetic, seed):
+    outs = []
+    for i, s in enumerate((seed, seed, seed + 1)):
+        out = tmp_path / ("r%d" % i)
+        run(exe, "fashion-mnist", "--quick", "--data", synthetic, "--dataset", "fashion-mnist", "--optimizers",
+            "adam", "--epochs", 1, "--seed", s, "--threads", 1, "--no-render", "--out", out)
+        outs.append(out)
+    read = [(o / "fashion_mnist_steps.csv").read_bytes() for o in outs]
+    assert read[0] == read[1]
+    assert read[0] != read[2]
+
+
+# ---- Rendering -----------------------------------------------------------------------------
+
+
+def test_default_report_renders(exe, tmp_path, synthetic):
+    """The default report in its quick form: every section, every figure, and
+    the numbers of summary.json in the page."""
+    out = tmp_path / "run"
+    stdout, _ = run(exe, "--quick", "--data", synthetic, "--dataset", "fashion-mnist", "--out", out)
+    assert "report: %s/report.html" % out in stdout
+    assert not os.path.exists(str(out) + ".partial")
+    s = summary(out)
+    page = (out / "report.html").read_text()
+    for name in s["experiments"]:
+        exp = s[name.replace("-", "_")]
+        assert 'id="%s"' % name in page
+        statement = exp["finding"]["statement"]
+        assert statement[:60].replace("'", "&#x27;").replace('"', "&quot;") in page
+    for png in ("trajectories.png", "trajectories_distance.png", "sam_trajectories.png", "sam_sharpness.png",
+                "adagrad_stall.png", "bias_correction.png", "units.png", "fashion_mnist.png",
+                "adadelta_momentum.png"):
+        assert (out / png).stat().st_size > 10000, png
+    assert page.count("data:image/png;base64,") == 9
+    assert s["meta"]["seed"] == 1 and s["meta"]["cpu_path"]
+
+
+def test_renderer_refuses_partial_runs(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "running", "experiments": []}))
+    p = subprocess.run([sys.executable, RENDER, str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode == 2 and "not complete" in p.stderr
+    assert not (tmp_path / "report.html").exists()
+    p = subprocess.run([sys.executable, RENDER, str(tmp_path / "missing")], capture_output=True, text=True)
+    assert p.returncode == 2
+
+
+def test_without_matplotlib_the_data_stays(exe, tmp_path):
+    """A Python without matplotlib (here: site-packages switched off): the run
+    keeps its data, says how to render later, and writes no report."""
+    wrapper = tmp_path / "python-without-site"
+    wrapper.write_text("#!/bin/sh\nexec %s -S \"$@\"\n" % sys.executable)
+    wrapper.chmod(0o755)
+    out = tmp_path / "run"
+    _, err = run(exe, "sam", "--out", out, env={"OPTIM_PYTHON": str(wrapper)})
+    assert "matplotlib is missing" in err and "optim lab render %s" % out in err
+    assert (out / "summary.json").exists() and not (out / "report.html").exists()
+    # Rendering later, with a complete Python, works.
+    stdout, _ = subprocess.run([exe, "lab", "render", str(out)], capture_output=True, text=True).stdout, None
+    assert (out / "report.html").exists()
+    assert (out / "sam_trajectories.png").exists()

@@ -1,0 +1,361 @@
+#define _POSIX_C_SOURCE 200809L
+/* test_lab.c: the pieces of `optim lab` (tools/lab/): its JSON writer, the
+ * surfaces' closed-form derivatives, running a rule on a surface in rescaled
+ * units, the IDX and gzip readers, the MLP's backward pass, the optimizer
+ * table, and the command's argument errors. */
+#include "cli.h"
+#include "lab.h"
+#include "test.h"
+
+#include <unistd.h>
+#include <zlib.h>
+
+/* ---- JSON ------------------------------------------------------------------ */
+
+static char *json_text(const lab_json *v)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    lab_json_write(v, f);
+    fclose(f);
+    return buf;
+}
+
+TEST_IMPL(lab_json_tree)
+{
+    lab_json *root = lab_json_object(), *arr;
+    char *text;
+    lab_json_set_num(root, "sam.gd.max_sharpness", 1.5);
+    lab_json_set_num(root, "sam.sam.max_sharpness", 0.25);
+    lab_json_set_num(root, "sam.gd.max_sharpness", 2.0); /* replaced in place */
+    lab_json_set_str(root, "name", "quote \" backslash \\ newline \n tab \t");
+    lab_json_set_num(root, "bad", NAN);
+    lab_json_set_num(root, "inf", INFINITY);
+    arr = lab_json_put(root, "points", lab_json_numbers((double[]){1, -0.5, 3e-20}, 3));
+    lab_json_push(arr, lab_json_bool(1));
+    lab_json_put(lab_json_get(root, "sam"), "key.with.dots", lab_json_num(7));
+    ASSERT(lab_json_get(root, "sam.gd.max_sharpness")->num == 2.0);
+    ASSERT(lab_json_get(root, "sam.sam.max_sharpness")->num == 0.25);
+    ASSERT(lab_json_get(root, "sam.nothing") == NULL);
+    ASSERT(lab_json_get(root, "bad")->type == LAB_JNULL);
+    text = json_text(root);
+    ASSERT(text != NULL);
+    if (!strstr(text, "\"sam\": {\n    \"gd\": {\n      \"max_sharpness\": 2\n    },"))
+        FAIL("nested objects or the replaced value are wrong:\n%s", text);
+    if (!strstr(text, "\"quote \\\" backslash \\\\ newline \\n tab \\t\"")) FAIL("string escaping is wrong:\n%s", text);
+    if (!strstr(text, "\"bad\": null") || !strstr(text, "\"inf\": null")) FAIL("non-finite numbers must be null:\n%s", text);
+    {
+        /* Flat arrays on one line; numbers written so that they read back exactly. */
+        const char *p = strstr(text, "\"points\": [1, -0.5, ");
+        char *end;
+        if (!p) FAIL("flat arrays go on one line:\n%s", text);
+        p += strlen("\"points\": [1, -0.5, ");
+        if (strtod(p, &end) != 3e-20 || strncmp(end, ", true]", 7) != 0)
+            FAIL("3e-20 does not read back exactly:\n%s", text);
+    }
+    if (!strstr(text, "\"key.with.dots\": 7")) FAIL("lab_json_put must take the key literally:\n%s", text);
+    free(text);
+    lab_json_free(root);
+    return 0;
+}
+
+/* ---- Surfaces ------------------------------------------------------------------ */
+
+TEST_IMPL(lab_surface_derivatives)
+{
+    test_rng rng = {test_seed() ^ 0x5f4ace};
+    size_t si;
+    int k;
+    for (si = 0; si < lab_surface_count; si++) {
+        const lab_surface *s = &lab_surfaces[si];
+        for (k = 0; k < 50; k++) {
+            /* Random points in the plot window, where the paths are drawn. */
+            double x = s->box[0] + (s->box[1] - s->box[0]) * test_rng_uniform(&rng);
+            double y = s->box[2] + (s->box[3] - s->box[2]) * test_rng_uniform(&rng);
+            double g[2], h[3], gp[2], gm[2], h2 = 1e-5, fd[2], fh[3], scale;
+            int i;
+            s->grad(x, y, g);
+            s->hess(x, y, h);
+            fd[0] = (s->f(x + h2, y) - s->f(x - h2, y)) / (2 * h2);
+            fd[1] = (s->f(x, y + h2) - s->f(x, y - h2)) / (2 * h2);
+            s->grad(x + h2, y, gp);
+            s->grad(x - h2, y, gm);
+            fh[0] = (gp[0] - gm[0]) / (2 * h2);
+            fh[1] = (gp[1] - gm[1]) / (2 * h2);
+            s->grad(x, y + h2, gp);
+            s->grad(x, y - h2, gm);
+            fh[2] = (gp[1] - gm[1]) / (2 * h2);
+            scale = 1 + fabs(s->f(x, y)) + fabs(g[0]) + fabs(g[1]);
+            for (i = 0; i < 2; i++)
+                if (fabs(fd[i] - g[i]) > 1e-4 * scale)
+                    FAIL("%s: gradient[%d] at (%g, %g) is %.10g, finite differences %.10g (seed 0x%" PRIx64 ")",
+                         s->name, i, x, y, g[i], fd[i], test_seed());
+            for (i = 0; i < 3; i++)
+                if (fabs(fh[i] - h[i]) > 1e-4 * (1 + fabs(h[0]) + fabs(h[1]) + fabs(h[2])))
+                    FAIL("%s: Hessian[%d] at (%g, %g) is %.10g, finite differences %.10g (seed 0x%" PRIx64 ")",
+                         s->name, i, x, y, h[i], fh[i], test_seed());
+        }
+    }
+    /* Known points: the minima are minima, the top eigenvalue of a quadratic is its largest curvature. */
+    ASSERT(fabs(lab_surface_top_eigenvalue(lab_surface_find("bowl"), 3, 1) - 2) < 1e-12);
+    ASSERT(fabs(lab_surface_top_eigenvalue(lab_surface_find("ill-conditioned"), 0, 0) - 100) < 1e-12);
+    ASSERT(fabs(lab_surface_find("himmelblau")->f(-2.805118086952745, 3.131312518250573)) < 1e-12);
+    ASSERT(fabs(lab_surface_find("beale")->f(3, 0.5)) < 1e-12);
+    ASSERT(isnan(lab_surface_distance(lab_surface_find("saddle"), 0, 0)));
+    return 0;
+}
+
+/* Rescaling the parameters must not change SGD's path up to rounding when
+ * the learning rate is rescaled by 1/scale^2, and must change it otherwise:
+ * the mechanism behind the units experiment. */
+TEST_IMPL(lab_surface_run_scaled)
+{
+    const lab_surface *bowl = lab_surface_find("bowl");
+    const lab_optimizer *sgd = lab_optimizer_find("sgd");
+    optim_hparams hp = lab_optimizer_hparams(sgd, 0.5), hp_s = lab_optimizer_hparams(sgd, 0.5 / (1000.0 * 1000.0));
+    lab_path a, b, c;
+    int t;
+    lab_surface_run(bowl, &hp, 200, 1.0, &a);
+    lab_surface_run(bowl, &hp_s, 200, 1000.0, &b);
+    lab_surface_run(bowl, &hp, 200, 1000.0, &c);
+    ASSERT_INT(a.n, ==, 201);
+    ASSERT(!a.diverged);
+    if (!(lab_surface_distance(bowl, a.x[200], a.y[200]) < 1e-3))
+        FAIL("SGD lr 0.5 on the bowl ends at (%g, %g), not at the minimum", a.x[200], a.y[200]);
+    for (t = 0; t < a.n; t++)
+        if (fabs(a.x[t] - b.x[t]) > 1e-5 * (1 + fabs(a.x[t])) || fabs(a.y[t] - b.y[t]) > 1e-5 * (1 + fabs(a.y[t])))
+            FAIL("step %d: (%g, %g) in w, (%g, %g) through u = w/1000 with lr/1000^2", t, a.x[t], a.y[t], b.x[t],
+                 b.y[t]);
+    ASSERT(c.diverged);
+    ASSERT(c.n < 201);
+    lab_path_free(&a);
+    lab_path_free(&b);
+    lab_path_free(&c);
+    return 0;
+}
+
+/* ---- Data files ------------------------------------------------------------------ */
+
+TEST_IMPL(lab_idx_parser)
+{
+    unsigned char buf[4 + 12 + 24];
+    const unsigned char *data = NULL;
+    size_t dims[3];
+    char msg[256];
+    size_t i;
+    memset(buf, 0, sizeof buf);
+    buf[2] = 0x08;
+    buf[3] = 3;
+    buf[7] = 2;  /* 2 images */
+    buf[11] = 3; /* of 3 x 4 */
+    buf[15] = 4;
+    for (i = 0; i < 24; i++) buf[16 + i] = (unsigned char)i;
+    ASSERT_INT(lab_idx_parse(buf, sizeof buf, 0x08, 3, dims, &data, msg, sizeof msg), ==, 0);
+    ASSERT_INT(dims[0], ==, 2);
+    ASSERT_INT(dims[1], ==, 3);
+    ASSERT_INT(dims[2], ==, 4);
+    ASSERT(data == buf + 16);
+    if (lab_idx_parse(buf, sizeof buf - 1, 0x08, 3, dims, &data, msg, sizeof msg) != -1 || !strstr(msg, "truncated"))
+        FAIL("a short file must fail naming the truncation: '%s'", msg);
+    if (lab_idx_parse(buf, sizeof buf, 0x08, 1, dims, &data, msg, sizeof msg) != -1 || !strstr(msg, "dimensions"))
+        FAIL("a 3-d file read as labels must fail: '%s'", msg);
+    buf[0] = 1;
+    if (lab_idx_parse(buf, sizeof buf, 0x08, 3, dims, &data, msg, sizeof msg) != -1 || !strstr(msg, "magic"))
+        FAIL("a bad magic number must fail: '%s'", msg);
+    buf[0] = 0;
+    buf[7] = 0; /* zero images */
+    if (lab_idx_parse(buf, sizeof buf, 0x08, 3, dims, &data, msg, sizeof msg) != -1 || !strstr(msg, "dimension 0"))
+        FAIL("a zero dimension must fail: '%s'", msg);
+    if (lab_idx_parse(buf, 3, 0x08, 3, dims, &data, msg, sizeof msg) != -1) FAIL("3 bytes are not an IDX file");
+    return 0;
+}
+
+TEST_IMPL(lab_gz_roundtrip)
+{
+    char path[] = "/tmp/optim_lab_test_XXXXXX";
+    int fd = mkstemp(path);
+    gzFile gz;
+    unsigned char *src, *got;
+    size_t n = 3u << 20, len = 0, i; /* larger than the reader's first buffer */
+    char msg[512];
+    test_rng rng = {test_seed() ^ 0x62};
+    ASSERT(fd >= 0);
+    close(fd);
+    src = (unsigned char *)malloc(n);
+    ASSERT(src != NULL);
+    for (i = 0; i < n; i++) src[i] = (unsigned char)(test_rng_u64(&rng) % 7); /* compressible */
+    gz = gzopen(path, "wb");
+    ASSERT(gz != NULL);
+    ASSERT_INT(gzwrite(gz, src, (unsigned)n), ==, (long long)n);
+    ASSERT_INT(gzclose(gz), ==, Z_OK);
+    got = lab_gz_read(path, &len, msg, sizeof msg);
+    if (!got) FAIL("lab_gz_read: %s", msg);
+    ASSERT_INT(len, ==, n);
+    ASSERT(memcmp(src, got, n) == 0);
+    free(got);
+    unlink(path);
+    got = lab_gz_read(path, &len, msg, sizeof msg);
+    ASSERT(got == NULL);
+    if (!strstr(msg, path)) FAIL("the message must name the missing file: '%s'", msg);
+    free(src);
+    return 0;
+}
+
+/* ---- The MLP -------------------------------------------------------------------- */
+
+/* The backward pass against central differences of the loss, parameter by
+ * parameter, on a small network. Parameters whose perturbation moves a
+ * hidden unit across ReLU's kink are skipped (the derivative is not defined
+ * there), and at most a few may be. */
+TEST_IMPL(lab_mlp_gradients)
+{
+    const size_t dims[3] = {6, 9, 4}, n = 5;
+    const unsigned char labels[5] = {0, 3, 1, 2, 3};
+    lab_mlp m;
+    lab_rng rng;
+    size_t i, j, checked = 0, skipped = 0;
+    int l;
+    const float h = 2e-3f;
+    lab_rng_init(&rng, test_seed(), 0x31);
+    lab_mlp_init(&m, 2, dims, n);
+    lab_mlp_reset(&m, &rng);
+    for (i = 0; i < n * dims[0]; i++) m.act[0][i] = (float)lab_rng_normal(&rng);
+    lab_mlp_batch(&m, n, labels, 1, NULL);
+    for (l = 0; l < 2; l++) {
+        size_t din = dims[l], dout = dims[l + 1];
+        for (j = 0; j < dout * din + dout; j++) {
+            int is_bias = j >= dout * din;
+            float *p = is_bias ? &m.b[l][j - dout * din] : &m.w[l][j];
+            double ana = is_bias ? m.gb[l][j - dout * din] : m.gw[l][j], num, lp, lm;
+            float saved = *p;
+            size_t unit = is_bias ? j - dout * din : j / din, s;
+            if (l == 0) {
+                /* Would the perturbation cross a kink of this hidden unit? */
+                int near = 0;
+                for (s = 0; s < n; s++) {
+                    double z = m.b[0][unit], reach = h * (is_bias ? 1.0 : fabs(m.act[0][s * din + j % din]));
+                    size_t k;
+                    for (k = 0; k < din; k++) z += (double)m.w[0][unit * din + k] * m.act[0][s * din + k];
+                    if (fabs(z) <= 2 * reach) near = 1;
+                }
+                if (near) {
+                    skipped++;
+                    continue;
+                }
+            }
+            *p = saved + h;
+            lp = lab_mlp_batch(&m, n, labels, 0, NULL);
+            *p = saved - h;
+            lm = lab_mlp_batch(&m, n, labels, 0, NULL);
+            *p = saved;
+            num = (lp - lm) / (2.0 * h);
+            checked++;
+            if (fabs(num - ana) > 2e-3 + 2e-2 * fabs(ana))
+                FAIL("layer %d %s %zu: backward %.6g, finite differences %.6g (seed 0x%" PRIx64 ")", l,
+                     is_bias ? "bias" : "weight", is_bias ? j - dout * din : j, ana, num, test_seed());
+        }
+    }
+    if (skipped * 10 > checked) FAIL("%zu parameters skipped at ReLU kinks, %zu checked", skipped, checked);
+    /* The forward pass alone gives the same loss and counts correct answers. */
+    {
+        size_t correct = 99;
+        double a = lab_mlp_batch(&m, n, labels, 0, &correct), b = lab_mlp_batch(&m, n, labels, 1, NULL);
+        ASSERT(a == b);
+        ASSERT(correct <= n);
+        ASSERT(a > 0);
+    }
+    lab_mlp_free(&m);
+    return 0;
+}
+
+/* ---- Tables and streams ------------------------------------------------------------ */
+
+TEST_IMPL(lab_optimizer_table)
+{
+    size_t i, j;
+    for (i = 0; i < lab_optimizer_count; i++) {
+        const lab_optimizer *o = &lab_optimizers[i];
+        optim_hparams hp = lab_optimizer_hparams(o, 0.123);
+        optim_error err;
+        ASSERT(lab_optimizer_find(o->name) == o);
+        for (j = 0; j < i; j++)
+            if (strcmp(lab_optimizers[j].name, o->name) == 0) FAIL("optimizer name %s appears twice", o->name);
+        if (optim_hparams_check(&hp, &err) != OPTIM_OK) FAIL("%s: %s", o->name, err.message);
+        ASSERT(hp.lr == 0.123);
+        ASSERT(hp.rule == o->rule);
+        ASSERT(hp.momentum == o->momentum);
+        if (o->rule == OPTIM_ADABOUND && !(hp.initial_lr == 1e-3))
+            FAIL("adabound: initial_lr %g must stay at the default lr so that final_lr scales with lr", hp.initial_lr);
+    }
+    ASSERT(lab_optimizer_find("nope") == NULL);
+    ASSERT(lab_optimizer_find("sam")->sam == 1);
+    return 0;
+}
+
+TEST_IMPL(lab_rng_streams)
+{
+    lab_rng a, b, c;
+    int i, same = 1, differ = 0;
+    double sum = 0, sq = 0;
+    lab_rng_init(&a, 42, 7);
+    lab_rng_init(&b, 42, 7);
+    lab_rng_init(&c, 42, 8);
+    for (i = 0; i < 1000; i++) {
+        uint64_t x = lab_rng_u64(&a), y = lab_rng_u64(&b), z = lab_rng_u64(&c);
+        same &= x == y;
+        differ += x != z;
+    }
+    ASSERT(same);
+    ASSERT_INT(differ, >, 990);
+    for (i = 0; i < 20000; i++) {
+        double v = lab_rng_normal(&a);
+        sum += v;
+        sq += v * v;
+    }
+    if (fabs(sum / 20000) > 0.05 || fabs(sq / 20000 - 1) > 0.05)
+        FAIL("normal draws: mean %g, variance %g", sum / 20000, sq / 20000);
+    for (i = 0; i < 1000; i++) ASSERT(lab_rng_below(&a, 7) < 7);
+    return 0;
+}
+
+/* ---- The command line ------------------------------------------------------------- */
+
+static int run_lab(int argc, const char **argv)
+{
+    return optim_lab_main(argc, (char **)argv);
+}
+
+TEST_IMPL(lab_command_errors)
+{
+    const char *unknown_exp[] = {"lab", "nope"};
+    const char *unknown_opt[] = {"lab", "trajectories", "--optimizers", "adam,nope"};
+    const char *empty_opt[] = {"lab", "trajectories", "--optimizers", "adam,"};
+    const char *sam_in_traj[] = {"lab", "trajectories", "--optimizers", "sam"};
+    const char *epochs_zero[] = {"lab", "fashion-mnist", "--epochs", "0"};
+    const char *epochs_sam[] = {"lab", "sam", "--epochs", "3"};
+    const char *tune_units[] = {"lab", "units", "--tune"};
+    const char *two[] = {"lab", "sam", "units"};
+    const char *bad_opt[] = {"lab", "--frobnicate"};
+    const char *no_value[] = {"lab", "sam", "--out"};
+    const char *bad_seed[] = {"lab", "sam", "--seed", "-3"};
+    const char *bad_dataset[] = {"lab", "fashion-mnist", "--dataset", "cifar"};
+    const char *missing_data[] = {"lab", "fashion-mnist", "--dataset", "fashion-mnist", "--data", "/nonexistent/optim"};
+    const char *list[] = {"lab", "--list"};
+    ASSERT_INT(run_lab(2, unknown_exp), ==, 2);
+    ASSERT_INT(run_lab(4, unknown_opt), ==, 2);
+    ASSERT_INT(run_lab(4, empty_opt), ==, 2);
+    ASSERT_INT(run_lab(4, sam_in_traj), ==, 2);
+    ASSERT_INT(run_lab(4, epochs_zero), ==, 2);
+    ASSERT_INT(run_lab(4, epochs_sam), ==, 2);
+    ASSERT_INT(run_lab(3, tune_units), ==, 2);
+    ASSERT_INT(run_lab(3, two), ==, 2);
+    ASSERT_INT(run_lab(2, bad_opt), ==, 2);
+    ASSERT_INT(run_lab(3, no_value), ==, 2);
+    ASSERT_INT(run_lab(4, bad_seed), ==, 2);
+    ASSERT_INT(run_lab(4, bad_dataset), ==, 2);
+    ASSERT_INT(run_lab(6, missing_data), ==, 1);
+    ASSERT_INT(run_lab(2, list), ==, 0);
+    return 0;
+}
