@@ -131,7 +131,8 @@ class Handle:
 
     def __del__(self):
         ptr = getattr(self, "ptr", None)
-        if ptr:
+        # At interpreter exit the module's globals may already be gone.
+        if ptr and _free is not None:
             _free(ptr)
             self.ptr = None
 

@@ -79,7 +79,6 @@ def test_adabound_reference_clips_to_its_bounds():
     """One step by hand: with gamma = 0.5 at t = 1 the bounds are
     [final_lr / 3, 3 final_lr], and Adam's per-element rate lies outside them
     for both elements chosen here."""
-    st = {}
     lr, final_lr, g = 1e-3, 0.1, np.array([1.0, 1e-9])
     p = np.zeros(2)
     out = Ref64("AdaBound", [p], [dict(params=[0], lr=lr, final_lr=final_lr, gamma=0.5)])
@@ -90,12 +89,11 @@ def test_adabound_reference_clips_to_its_bounds():
     assert rate[0] < final_lr / 3 and rate[1] > 3 * final_lr
     expected = -np.array([final_lr / 3, 3 * final_lr]) * m
     assert np.allclose(out.params[0], expected, rtol=1e-14, atol=0)
-    del st
 
 
 # ---- optim.torch against the references -------------------------------------------
 
-ADAM_EXTRA = [c for c in _cases(lr=[1e-2], weight_decay=[0.1], bias_correction=[True, False],
+ADAM_EXTRA = [c for c in _cases(lr=[1e-2], weight_decay=[0.125], bias_correction=[True, False],
                                 eps_placement=["outside", "inside"], decoupled_weight_decay=[False, True],
                                 amsgrad=[False, True])
               if not c["bias_correction"] or c["eps_placement"] == "inside" or c["decoupled_weight_decay"]]
@@ -112,13 +110,13 @@ def test_adamw_extras(rng, seed, kw):
     run_vs_ref(rng, seed, ot.AdamW, kw)
 
 
-@_params([dict(lr=1e-2, weight_decay=0.1, amsgrad=False), dict(lr=1e-2, weight_decay=0.1, amsgrad=True,
+@_params([dict(lr=1e-2, weight_decay=0.125, amsgrad=False), dict(lr=1e-2, weight_decay=0.125, amsgrad=True,
                                                                 maximize=True)])
 def test_adam_decoupled_is_torch_adamw(rng, seed, kw):
     run_vs_torch(rng, seed, ot.Adam, torch.optim.AdamW, dict(kw, decoupled_weight_decay=True), kw)
 
 
-RADAM_NADAM_EXTRA = [c for c in _cases(lr=[1e-2], weight_decay=[0.1], decoupled_weight_decay=[False, True],
+RADAM_NADAM_EXTRA = [c for c in _cases(lr=[1e-2], weight_decay=[0.125], decoupled_weight_decay=[False, True],
                                        maximize=[False, True], eps_placement=["outside", "inside"])
                      if c["decoupled_weight_decay"] or c["maximize"] or c["eps_placement"] == "inside"]
 
@@ -134,7 +132,7 @@ def test_nadam_extras(rng, seed, kw):
 
 
 @_params([dict(lr=0.05, eps_placement="inside"), dict(lr=0.05, eps_placement="inside", eps=1e-3,
-                                                       weight_decay=0.01, maximize=True, lr_decay=0.01)])
+                                                       weight_decay=2 ** -7, maximize=True, lr_decay=0.01)])
 def test_adagrad_eps_inside(rng, seed, kw):
     run_vs_ref(rng, seed, ot.Adagrad, kw)
 
@@ -145,12 +143,12 @@ def test_rmsprop_eps_inside(rng, seed, kw):
 
 
 @_params(_cases(momentum=[0, 0.9], eps_placement=["outside", "inside"])[1:]
-         + [dict(lr=0.5, momentum=0.5, weight_decay=0.01, maximize=True)])
+         + [dict(lr=0.5, momentum=0.5, weight_decay=2 ** -7, maximize=True)])
 def test_adadelta_extras(rng, seed, kw):
     run_vs_ref(rng, seed, ot.Adadelta, kw)
 
 
-ADABOUND = (_cases(amsbound=[False, True], weight_decay=[0, 0.1], maximize=[False, True])
+ADABOUND = (_cases(amsbound=[False, True], weight_decay=[0, 0.125], maximize=[False, True])
             + [dict(), dict(bias_correction=False), dict(eps_placement="inside", amsbound=True),
                dict(lr=1e-2, gamma=0.1, final_lr=0.05), dict(lr=1e-2, betas=(0.8, 0.99), gamma=0.5, eps=1e-3)])
 

@@ -9,17 +9,9 @@ import pytest
 import torch
 
 import optim.torch as ot
-from torch_harness import Grads, Scales, assert_close, assert_state_matches, leaves, make_params, set_grads
+from torch_harness import Grads, Pair, assert_close, leaves, make_params
 
 SHAPES = [(), (7,), (10, 100), (65537,)]
-
-
-def _compare(po, pt, oo, otorch, what, scales=None):
-    scales = scales or Scales()
-    for i, (a, b) in enumerate(zip(po, pt)):
-        scales.sample(i, b, otorch.state[b], every_step=False)
-        assert_close(a, b, "%s tensor %d param" % (what, i), floor=scales.floor((i, "param")))
-        assert_state_matches(oo.state[a], otorch.state[b], "%s tensor %d" % (what, i), scales=scales, index=i)
 
 
 def _groups(params, specs):
@@ -28,22 +20,22 @@ def _groups(params, specs):
 
 GROUP_CASES = [
     (ot.SGD, torch.optim.SGD, dict(lr=0.01),
-     [([0, 3], dict(momentum=0.9, nesterov=True)), ([1], dict(lr=0.1, weight_decay=0.1)),
+     [([0, 3], dict(momentum=0.9, nesterov=True)), ([1], dict(lr=0.1, weight_decay=0.125)),
       ([2], dict(momentum=0.5, dampening=0.5, maximize=True))], {}),
     (ot.Adagrad, torch.optim.Adagrad, dict(lr=0.05),
-     [([0, 1], dict(lr_decay=0.01)), ([2, 3], dict(initial_accumulator_value=0.5, weight_decay=0.01))], {}),
+     [([0, 1], dict(lr_decay=0.01)), ([2, 3], dict(initial_accumulator_value=0.5, weight_decay=2 ** -7))], {}),
     (ot.RMSprop, torch.optim.RMSprop, dict(lr=0.01),
      [([3], dict(centered=True, momentum=0.9)), ([0, 1, 2], dict(alpha=0.9))], {}),
     (ot.Adadelta, torch.optim.Adadelta, {},
-     [([0, 2], dict(rho=0.5)), ([1, 3], dict(lr=0.3, weight_decay=0.1))], {}),
+     [([0, 2], dict(rho=0.5)), ([1, 3], dict(lr=0.3, weight_decay=0.125))], {}),
     (ot.Adam, torch.optim.Adam, dict(lr=1e-2),
-     [([0, 3], dict(amsgrad=True)), ([1], dict(betas=(0.8, 0.99), weight_decay=0.1)), ([2], dict(lr=1e-3))], {}),
+     [([0, 3], dict(amsgrad=True)), ([1], dict(betas=(0.8, 0.99), weight_decay=0.125)), ([2], dict(lr=1e-3))], {}),
     (ot.AdamW, torch.optim.AdamW, dict(lr=1e-2),
      [([0, 1], dict(weight_decay=0.5)), ([2, 3], dict(amsgrad=True, maximize=True))], {}),
     (ot.RAdam, torch.optim.RAdam, dict(lr=1e-2),
-     [([0, 1], dict(betas=(0.8, 0.99))), ([2, 3], dict(weight_decay=0.1))], dict(foreach=False)),
+     [([0, 1], dict(betas=(0.8, 0.99))), ([2, 3], dict(weight_decay=0.125))], dict(foreach=False)),
     (ot.NAdam, torch.optim.NAdam, dict(lr=1e-2),
-     [([0, 1], dict(momentum_decay=0.02)), ([2, 3], dict(weight_decay=0.1, lr=3e-3))], dict(foreach=True)),
+     [([0, 1], dict(momentum_decay=0.02)), ([2, 3], dict(weight_decay=0.125, lr=3e-3))], dict(foreach=True)),
 ]
 
 
@@ -52,20 +44,14 @@ GROUP_CASES = [
 def test_param_groups_with_different_hyperparameters(rng, seed, ours, theirs, defaults, specs, torch_extra):
     p0 = make_params(rng, SHAPES)
     po, pt = leaves(p0), leaves(p0)
-    oo = ours(_groups(po, specs), **defaults)
-    otorch = theirs(_groups(pt, specs), **dict(defaults, **torch_extra))
+    pair = Pair(ours(_groups(po, specs), **defaults), po,
+                theirs(_groups(pt, specs), **dict(defaults, **torch_extra)), pt)
     grads = Grads(rng, SHAPES)
-    scales = Scales()
     for t in range(1, 201):
-        g = grads.next()
-        set_grads(po, g)
-        set_grads(pt, g)
-        oo.step()
-        otorch.step()
-        for i, b in enumerate(pt):
-            scales.sample(i, b, otorch.state[b], every_step=True)
+        pair.step(grads.next())
         if t in (1, 100, 200):
-            _compare(po, pt, oo, otorch, "%s groups seed %d step %d" % (ours.__name__, seed, t), scales)
+            pair.check("%s groups seed %d step %d" % (ours.__name__, seed, t))
+    pair.verify()
 
 
 SCHEDULED = [
@@ -90,26 +76,21 @@ def test_lr_changed_between_steps(rng, seed, ours, theirs, kw, torch_extra):
     otorch = theirs(pt, **dict(kw, **torch_extra))
     so = torch.optim.lr_scheduler.CosineAnnealingLR(oo, T_max=50)
     st = torch.optim.lr_scheduler.CosineAnnealingLR(otorch, T_max=50)
+    pair = Pair(oo, po, otorch, pt)
     grads = Grads(rng, SHAPES)
-    scales = Scales()
     lrs = []
     for t in range(1, 201):
         if t <= 30:
             for opt in (oo, otorch):
                 opt.param_groups[0]["lr"] = kw["lr"] * (1 + (t % 3)) / 2
-        g = grads.next()
-        set_grads(po, g)
-        set_grads(pt, g)
-        oo.step()
-        otorch.step()
+        pair.step(grads.next())
         lrs.append(oo.param_groups[0]["lr"])
         if t > 30:
             so.step()
             st.step()
-        for i, b in enumerate(pt):
-            scales.sample(i, b, otorch.state[b], every_step=True)
         if t in (1, 30, 100, 200):
-            _compare(po, pt, oo, otorch, "%s lr changes seed %d step %d" % (ours.__name__, seed, t), scales)
+            pair.check("%s lr changes seed %d step %d" % (ours.__name__, seed, t))
+    pair.verify()
     assert len(set(lrs)) > 100  # the schedule did change the lr at (nearly) every step
 
 
@@ -117,27 +98,24 @@ def test_other_hyperparameters_changed_between_steps(rng, seed):
     """Momentum switched on mid-run (torch then starts the buffer from the
     gradient; so does the C object), betas, eps and weight_decay changed."""
     p0 = make_params(rng, SHAPES)
-    cases = [(ot.SGD, torch.optim.SGD, dict(lr=0.05), [(20, "momentum", 0.9), (40, "weight_decay", 0.1),
+    cases = [(ot.SGD, torch.optim.SGD, dict(lr=0.05), [(20, "momentum", 0.9), (40, "weight_decay", 0.125),
                                                         (60, "nesterov", True), (80, "maximize", True)]),
              (ot.Adam, torch.optim.Adam, dict(lr=0.01), [(20, "betas", (0.5, 0.9)), (40, "eps", 1e-3),
-                                                          (60, "weight_decay", 0.1), (80, "maximize", True)]),
+                                                          (60, "weight_decay", 0.125), (80, "maximize", True)]),
              (ot.RMSprop, torch.optim.RMSprop, dict(lr=0.01), [(20, "alpha", 0.5), (40, "eps", 1e-3)])]
     for ours, theirs, kw, changes in cases:
         po, pt = leaves(p0), leaves(p0)
-        oo, otorch = ours(po, **kw), theirs(pt, **kw)
+        pair = Pair(ours(po, **kw), po, theirs(pt, **kw), pt)
         grads = Grads(rng, SHAPES)
         for t in range(1, 101):
             for when, key, value in changes:
                 if t == when:
-                    oo.param_groups[0][key] = value
-                    otorch.param_groups[0][key] = value
-            g = grads.next()
-            set_grads(po, g)
-            set_grads(pt, g)
-            oo.step()
-            otorch.step()
-            if t % 20 == 1:
-                _compare(po, pt, oo, otorch, "%s changes seed %d step %d" % (ours.__name__, seed, t))
+                    pair.oo.param_groups[0][key] = value
+                    pair.ot.param_groups[0][key] = value
+            pair.step(grads.next())
+            if t % 20 == 1 or t == 100:
+                pair.check("%s changes seed %d step %d" % (ours.__name__, seed, t))
+        pair.verify()
 
 
 @pytest.mark.parametrize("ours,theirs,kw", [(ot.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9)),
@@ -152,19 +130,19 @@ def test_parameters_without_gradient_are_skipped(rng, seed, ours, theirs, kw):
     p0 = make_params(rng, SHAPES)
     po, pt = leaves(p0), leaves(p0)
     oo, otorch = ours(po, **kw), theirs(pt, **kw)
+    pair = Pair(oo, po, otorch, pt)
     grads = Grads(rng, SHAPES)
     for t in range(1, 61):
         g = grads.next()
         g = [None if (i == 1 and t < 10) or (i == 2 and t % 3 == 0) or i == 3 and t > 50 else x
              for i, x in enumerate(g)]
-        set_grads(po, g)
-        set_grads(pt, g)
-        oo.step()
-        otorch.step()
+        pair.step(g)
         if t in (5, 20, 60):
-            assert (po[1] in oo.state) == (pt[1] in otorch.state and len(otorch.state[pt[1]]) > 0)
-            _compare([p for p in po if p in oo.state], [p for p in pt if len(otorch.state[p])], oo, otorch,
-                     "%s sparse steps seed %d step %d" % (ours.__name__, seed, t))
+            with_state = [i for i in range(len(pt)) if len(otorch.state[pt[i]])]
+            assert [i for i in range(len(po)) if po[i] in oo.state] == with_state
+            pair.check("%s sparse steps seed %d step %d" % (ours.__name__, seed, t), with_state)
+    assert 1 not in with_state or float(oo.state[po[1]].get("step", 51)) == 51
+    pair.verify()
 
 
 def test_add_param_group_mid_run(rng, seed):
@@ -172,17 +150,15 @@ def test_add_param_group_mid_run(rng, seed):
     po, pt = leaves(p0), leaves(p0)
     oo = ot.Adam(po[:2], lr=0.01)
     otorch = torch.optim.Adam(pt[:2], lr=0.01)
+    pair = Pair(oo, po, otorch, pt)
     grads = Grads(rng, SHAPES)
     for t in range(1, 101):
         if t == 30:
             oo.add_param_group({"params": po[2:], "lr": 0.003, "amsgrad": True})
             otorch.add_param_group({"params": pt[2:], "lr": 0.003, "amsgrad": True})
-        g = grads.next()
-        set_grads(po, g)
-        set_grads(pt, g)
-        oo.step()
-        otorch.step()
-    _compare(po, pt, oo, otorch, "add_param_group seed %d" % seed)
+        pair.step(grads.next())
+    pair.check("add_param_group seed %d" % seed)
+    pair.verify()
     assert [len(g["params"]) for g in oo.param_groups] == [2, 2]
     assert oo.param_groups[1]["amsgrad"] is True and oo.param_groups[1]["betas"] == (0.9, 0.999)
     assert float(oo.state[po[3]]["step"]) == 71.0

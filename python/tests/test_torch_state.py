@@ -8,11 +8,12 @@ import io
 import pickle
 import weakref
 
+import numpy as np
 import pytest
 import torch
 
 import optim.torch as ot
-from torch_harness import Grads, assert_close, assert_state_matches, leaves, make_params, set_grads
+from torch_harness import WD, WD_SMALL, Grads, Pair, assert_state_matches, leaves, make_params, set_grads
 
 SHAPES = [(), (7,), (10, 100), (65537,)]
 
@@ -21,27 +22,29 @@ PAIRS = [
     (ot.SGD, torch.optim.SGD, dict(lr=0.05), {}),
     (ot.Adagrad, torch.optim.Adagrad, dict(lr=0.05, lr_decay=0.01, initial_accumulator_value=0.1), {}),
     (ot.RMSprop, torch.optim.RMSprop, dict(lr=0.01, momentum=0.9, centered=True), {}),
-    (ot.Adadelta, torch.optim.Adadelta, dict(weight_decay=0.01), {}),
+    (ot.Adadelta, torch.optim.Adadelta, dict(weight_decay=WD_SMALL), {}),
     (ot.Adam, torch.optim.Adam, dict(lr=0.01, amsgrad=True), {}),
     (ot.AdamW, torch.optim.AdamW, dict(lr=0.01), {}),
     (ot.RAdam, torch.optim.RAdam, dict(lr=0.01, foreach=False), {}),
-    (ot.NAdam, torch.optim.NAdam, dict(lr=0.01, weight_decay=0.01, foreach=True), {}),
+    (ot.NAdam, torch.optim.NAdam, dict(lr=0.01, weight_decay=WD_SMALL, foreach=True), {}),
 ]
 PAIR_IDS = ["%s-%d" % (c[0].__name__, i) for i, c in enumerate(PAIRS)]
 
 
-def _run(opts_params, grads, steps, skip=()):
+def _run(opt, params, grads, steps):
     for t in range(steps):
-        g = grads.next()
-        for opt, params in opts_params:
-            set_grads(params, g)
-            opt.step()
+        set_grads(params, grads.next())
+        opt.step()
 
 
-def _compare(po, pt, oo, otorch, what):
-    for i, (a, b) in enumerate(zip(po, pt)):
-        assert_close(a, b, "%s tensor %d param" % (what, i))
-        assert_state_matches(oo.state[a], otorch.state[b], "%s tensor %d" % (what, i))
+def _continue(pair, grads, what):
+    """Compare now, step both 50 times, compare again."""
+    pair.sample()
+    pair.check(what + ", when loaded")
+    for _ in range(50):
+        pair.step(grads.next())
+    pair.check(what + ", 50 steps later")
+    pair.verify()
 
 
 @pytest.mark.parametrize("ours,theirs,kw,_", PAIRS, ids=PAIR_IDS)
@@ -50,14 +53,12 @@ def test_torch_to_optim_mid_training(rng, seed, ours, theirs, kw, _):
     pt = leaves(p0)
     otorch = theirs(pt, **kw)
     grads = Grads(rng, SHAPES)
-    _run([(otorch, pt)], grads, 30)
+    _run(otorch, pt, grads, 30)
     po = [p.detach().clone().requires_grad_() for p in pt]
     oo = ours(po, lr=0.5)  # the loaded groups replace these hyperparameters
     oo.load_state_dict(otorch.state_dict())
     assert oo.param_groups[0]["lr"] == otorch.param_groups[0]["lr"] != 0.5
-    _compare(po, pt, oo, otorch, "%s loaded from torch, seed %d" % (ours.__name__, seed))
-    _run([(otorch, pt), (oo, po)], grads, 50)
-    _compare(po, pt, oo, otorch, "%s 50 steps after loading torch's state, seed %d" % (ours.__name__, seed))
+    _continue(Pair(oo, po, otorch, pt), grads, "%s loaded from torch, seed %d" % (ours.__name__, seed))
 
 
 @pytest.mark.parametrize("ours,theirs,kw,_", PAIRS, ids=PAIR_IDS)
@@ -66,19 +67,17 @@ def test_optim_to_torch_mid_training(rng, seed, ours, theirs, kw, _):
     po = leaves(p0)
     oo = ours(po, **kw)
     grads = Grads(rng, SHAPES)
-    _run([(oo, po)], grads, 30)
+    _run(oo, po, grads, 30)
     pt = [p.detach().clone().requires_grad_() for p in po]
     otorch = theirs(pt, lr=0.5)
     otorch.load_state_dict(oo.state_dict())
-    _compare(po, pt, oo, otorch, "%s state given to torch, seed %d" % (ours.__name__, seed))
-    _run([(otorch, pt), (oo, po)], grads, 50)
-    _compare(po, pt, oo, otorch, "torch %s 50 steps after loading optim's state, seed %d" % (ours.__name__, seed))
+    _continue(Pair(oo, po, otorch, pt), grads, "%s state given to torch, seed %d" % (ours.__name__, seed))
 
 
 ALL = [(ot.SGD, dict(lr=0.05, momentum=0.9, nesterov=True)), (ot.Adagrad, dict(lr_decay=0.01)),
        (ot.RMSprop, dict(momentum=0.5, centered=True)), (ot.Adadelta, dict(momentum=0.5)),
        (ot.Adam, dict(amsgrad=True, bias_correction=False)), (ot.AdamW, dict(eps_placement="inside")),
-       (ot.RAdam, dict(decoupled_weight_decay=True, weight_decay=0.1)), (ot.NAdam, dict(maximize=True)),
+       (ot.RAdam, dict(decoupled_weight_decay=True, weight_decay=WD)), (ot.NAdam, dict(maximize=True)),
        (ot.AdaBound, dict(amsbound=True, lr=0.01))]
 
 
@@ -90,8 +89,8 @@ def test_save_load_continues_with_the_same_bits(rng, seed, cls, kw):
     p0 = make_params(rng, shapes)
     whole, first = leaves(p0), leaves(p0)
     ow, o1 = cls(whole, **kw), cls(first, **kw)
-    g1, g2 = Grads(rng, shapes), None
-    grads = [g1.next() for _ in range(50)]
+    stream = Grads(rng, shapes)
+    grads = [stream.next() for _ in range(50)]
     for t in range(50):
         set_grads(whole, grads[t])
         ow.step()
@@ -115,7 +114,6 @@ def test_save_load_continues_with_the_same_bits(rng, seed, cls, kw):
         for key in sa:
             x, y = sa[key], sb[key]
             assert (torch.equal(x, y) if torch.is_tensor(x) else x == y), "%s state %r" % (cls.__name__, key)
-    del g2
 
 
 def test_adabound_loads_the_reference_format(rng, seed):
@@ -151,8 +149,8 @@ def test_adabound_loads_the_reference_format(rng, seed):
 
 @pytest.mark.parametrize("ours,theirs,kw,_", PAIRS, ids=PAIR_IDS)
 def test_state_before_the_first_step_is_torchs(ours, theirs, kw, _):
-    po, pt = leaves(make_params(torch.Generator and __import__("numpy").random.default_rng(0), [(3,), (4,)])), None
-    pt = [p.detach().clone().requires_grad_() for p in po]
+    p0 = [np.full((3,), 0.5, dtype=np.float32), np.full((4,), -2.0, dtype=np.float32)]
+    po, pt = leaves(p0), leaves(p0)
     oo, otorch = ours(po, **kw), theirs(pt, **kw)
     so, st = oo.state_dict(), otorch.state_dict()
     assert sorted(so["state"]) == sorted(st["state"])
@@ -170,8 +168,10 @@ def test_state_tensors_are_views_of_the_c_memory(rng, seed):
     p0 = make_params(rng, SHAPES)
     po, pt = leaves(p0), leaves(p0)
     oo, otorch = ot.Adam(po, lr=0.01), torch.optim.Adam(pt, lr=0.01)
+    pair = Pair(oo, po, otorch, pt)
     grads = Grads(rng, SHAPES)
-    _run([(oo, po), (otorch, pt)], grads, 5)
+    for _ in range(5):
+        pair.step(grads.next())
     m = oo.state[po[3]]["exp_avg"]
     assert m.dtype == torch.float32 and m.shape == po[3].shape
     m.mul_(-3.0)
@@ -179,8 +179,10 @@ def test_state_tensors_are_views_of_the_c_memory(rng, seed):
     oo.state[po[2]]["exp_avg_sq"] = torch.full((10, 100), 0.25)  # assignment copies into C memory
     otorch.state[pt[2]]["exp_avg_sq"] = torch.full((10, 100), 0.25)
     assert oo.state[po[3]]["exp_avg"] is m  # the same view every time
-    _run([(oo, po), (otorch, pt)], grads, 10)
-    _compare(po, pt, oo, otorch, "after writing the state, seed %d" % seed)
+    for _ in range(10):
+        pair.step(grads.next())
+    pair.check("after writing the state, seed %d" % seed)
+    pair.verify()
     assert float(oo.state[po[0]]["step"]) == 15.0
 
 

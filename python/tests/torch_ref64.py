@@ -58,6 +58,15 @@ def rel_err(x, y, floor=0.0):
 # ---- the rules -------------------------------------------------------------------
 
 
+def _exact(x):
+    return x
+
+
+def f32(x):
+    """x rounded to the nearest float32, as a Python float."""
+    return float(np.float32(x))
+
+
 def _dir(g, p, wd, maximize, decoupled=False):
     """The gradient as the rules see it: negated to maximize, plus an L2 term
     unless the decay is decoupled."""
@@ -71,20 +80,20 @@ def _rms(v, eps, inside):
     return np.sqrt(v + eps) if inside else np.sqrt(v) + eps
 
 
-def sgd(p, g, st, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False):
+def sgd(p, g, st, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False, k=_exact):
     d = _dir(g, p, weight_decay, maximize)
     if momentum != 0:
         if "momentum_buffer" not in st:
             b = d.copy()
         else:
-            b = momentum * st["momentum_buffer"] + (1 - dampening) * d
+            b = k(momentum) * st["momentum_buffer"] + k(1 - dampening) * d
         st["momentum_buffer"] = b
-        d = d + momentum * b if nesterov else b
+        d = d + k(momentum) * b if nesterov else b
     return p - lr * d
 
 
 def adagrad(p, g, st, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
-            maximize=False, eps_inside=False):
+            maximize=False, eps_inside=False, k=_exact):
     if "sum" not in st:
         st["sum"] = np.full_like(p, initial_accumulator_value)
         st["step"] = 0
@@ -97,7 +106,7 @@ def adagrad(p, g, st, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulat
 
 
 def rmsprop(p, g, st, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
-            maximize=False, eps_inside=False):
+            maximize=False, eps_inside=False, k=_exact):
     if "square_avg" not in st:
         st["step"] = 0
         st["square_avg"] = np.zeros_like(p)
@@ -107,20 +116,20 @@ def rmsprop(p, g, st, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=
             st["grad_avg"] = np.zeros_like(p)
     st["step"] += 1
     d = _dir(g, p, weight_decay, maximize)
-    st["square_avg"] = alpha * st["square_avg"] + (1 - alpha) * d * d
+    st["square_avg"] = k(alpha) * st["square_avg"] + k(1 - alpha) * d * d
     v = st["square_avg"]
     if centered:
-        st["grad_avg"] = alpha * st["grad_avg"] + (1 - alpha) * d
+        st["grad_avg"] = k(alpha) * st["grad_avg"] + k(1 - alpha) * d
         v = v - st["grad_avg"] ** 2
     avg = _rms(v, eps, eps_inside)
     if momentum > 0:
-        st["momentum_buffer"] = momentum * st["momentum_buffer"] + d / avg
+        st["momentum_buffer"] = k(momentum) * st["momentum_buffer"] + d / avg
         return p - lr * st["momentum_buffer"]
     return p - lr * d / avg
 
 
 def adadelta(p, g, st, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False, momentum=0.0,
-             eps_inside=True):
+             eps_inside=True, k=_exact):
     if "square_avg" not in st:
         st["step"] = 0
         st["square_avg"] = np.zeros_like(p)
@@ -129,17 +138,17 @@ def adadelta(p, g, st, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=Fal
             st["momentum_buffer"] = np.zeros_like(p)
     st["step"] += 1
     d = _dir(g, p, weight_decay, maximize)
-    st["square_avg"] = rho * st["square_avg"] + (1 - rho) * d * d
+    st["square_avg"] = k(rho) * st["square_avg"] + k(1 - rho) * d * d
     delta = _rms(st["acc_delta"], eps, eps_inside) / _rms(st["square_avg"], eps, eps_inside) * d
-    st["acc_delta"] = rho * st["acc_delta"] + (1 - rho) * delta * delta
+    st["acc_delta"] = k(rho) * st["acc_delta"] + k(1 - rho) * delta * delta
     if momentum > 0:
-        st["momentum_buffer"] = momentum * st["momentum_buffer"] + delta
+        st["momentum_buffer"] = k(momentum) * st["momentum_buffer"] + delta
         return p - lr * st["momentum_buffer"]
     return p - lr * delta
 
 
 def adam(p, g, st, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
-         bias_correction=True, eps_inside=False, decoupled_weight_decay=False):
+         bias_correction=True, eps_inside=False, decoupled_weight_decay=False, k=_exact):
     b1, b2 = betas
     if "exp_avg" not in st:
         st["step"] = 0
@@ -150,10 +159,10 @@ def adam(p, g, st, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsg
     st["step"] += 1
     t = st["step"]
     if decoupled_weight_decay:
-        p = p * (1 - lr * weight_decay)
+        p = p * k(1 - lr * weight_decay)
     d = _dir(g, p, weight_decay, maximize, decoupled_weight_decay)
-    st["exp_avg"] = b1 * st["exp_avg"] + (1 - b1) * d
-    st["exp_avg_sq"] = b2 * st["exp_avg_sq"] + (1 - b2) * d * d
+    st["exp_avg"] = k(b1) * st["exp_avg"] + k(1 - b1) * d
+    st["exp_avg_sq"] = k(b2) * st["exp_avg_sq"] + k(1 - b2) * d * d
     v = st["exp_avg_sq"]
     if amsgrad:
         st["max_exp_avg_sq"] = np.maximum(st["max_exp_avg_sq"], v)
@@ -164,12 +173,12 @@ def adam(p, g, st, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsg
 
 
 def adamw(p, g, st, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False,
-          bias_correction=True, eps_inside=False):
-    return adam(p, g, st, lr, betas, eps, weight_decay, amsgrad, maximize, bias_correction, eps_inside, True)
+          bias_correction=True, eps_inside=False, k=_exact):
+    return adam(p, g, st, lr, betas, eps, weight_decay, amsgrad, maximize, bias_correction, eps_inside, True, k)
 
 
 def radam(p, g, st, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
-          decoupled_weight_decay=False, eps_inside=False):
+          decoupled_weight_decay=False, eps_inside=False, k=_exact):
     b1, b2 = betas
     if "exp_avg" not in st:
         st["step"] = 0
@@ -178,10 +187,10 @@ def radam(p, g, st, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, max
     st["step"] += 1
     t = st["step"]
     if decoupled_weight_decay:
-        p = p * (1 - lr * weight_decay)
+        p = p * k(1 - lr * weight_decay)
     d = _dir(g, p, weight_decay, maximize, decoupled_weight_decay)
-    st["exp_avg"] = b1 * st["exp_avg"] + (1 - b1) * d
-    st["exp_avg_sq"] = b2 * st["exp_avg_sq"] + (1 - b2) * d * d
+    st["exp_avg"] = k(b1) * st["exp_avg"] + k(1 - b1) * d
+    st["exp_avg_sq"] = k(b2) * st["exp_avg_sq"] + k(1 - b2) * d * d
     mhat = st["exp_avg"] / (1 - b1 ** t)
     rho_inf = 2 / (1 - b2) - 1
     rho_t = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
@@ -193,7 +202,7 @@ def radam(p, g, st, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, max
 
 
 def nadam(p, g, st, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-          maximize=False, decoupled_weight_decay=False, eps_inside=False):
+          maximize=False, decoupled_weight_decay=False, eps_inside=False, k=_exact):
     b1, b2 = betas
     if "exp_avg" not in st:
         st["step"] = 0
@@ -203,20 +212,20 @@ def nadam(p, g, st, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, mom
     st["step"] += 1
     t = st["step"]
     if decoupled_weight_decay:
-        p = p * (1 - lr * weight_decay)
+        p = p * k(1 - lr * weight_decay)
     d = _dir(g, p, weight_decay, maximize, decoupled_weight_decay)
     mu = b1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
     mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
     st["mu_product"] *= mu
     prod = st["mu_product"]
-    st["exp_avg"] = b1 * st["exp_avg"] + (1 - b1) * d
-    st["exp_avg_sq"] = b2 * st["exp_avg_sq"] + (1 - b2) * d * d
+    st["exp_avg"] = k(b1) * st["exp_avg"] + k(1 - b1) * d
+    st["exp_avg_sq"] = k(b2) * st["exp_avg_sq"] + k(1 - b2) * d * d
     denom = _rms(st["exp_avg_sq"] / (1 - b2 ** t), eps, eps_inside)
     return p - lr * (1 - mu) / (1 - prod) * d / denom - lr * mu_next / (1 - prod * mu_next) * st["exp_avg"] / denom
 
 
 def adabound(p, g, st, lr=1e-3, betas=(0.9, 0.999), final_lr=0.1, gamma=1e-3, eps=1e-8, weight_decay=0.0,
-             amsbound=False, maximize=False, bias_correction=True, eps_inside=False, base_lr=None):
+             amsbound=False, maximize=False, bias_correction=True, eps_inside=False, base_lr=None, k=_exact):
     """AdaBound (Luo et al. 2019, Algorithm 2 with the bias-corrected step of
     the authors' code): Adam's step size lr * sqrt(1 - b2^t) / (1 - b1^t) /
     denom per element, clipped to [eta_l(t), eta_u(t)], times m. The bounds
@@ -232,8 +241,8 @@ def adabound(p, g, st, lr=1e-3, betas=(0.9, 0.999), final_lr=0.1, gamma=1e-3, ep
     st["step"] += 1
     t = st["step"]
     d = _dir(g, p, weight_decay, maximize)
-    st["exp_avg"] = b1 * st["exp_avg"] + (1 - b1) * d
-    st["exp_avg_sq"] = b2 * st["exp_avg_sq"] + (1 - b2) * d * d
+    st["exp_avg"] = k(b1) * st["exp_avg"] + k(1 - b1) * d
+    st["exp_avg_sq"] = k(b2) * st["exp_avg_sq"] + k(1 - b2) * d * d
     v = st["exp_avg_sq"]
     if amsbound:
         st["max_exp_avg_sq"] = np.maximum(st["max_exp_avg_sq"], v)
@@ -253,9 +262,18 @@ RULES = {"SGD": sgd, "Adagrad": adagrad, "RMSprop": rmsprop, "Adadelta": adadelt
 class Ref64:
     """A float64 optimizer over numpy arrays with torch-like param groups:
     groups = [{'params': [index, ...], **hyperparameters}]. eps_placement is
-    given as in optim.torch ('inside'/'outside') and translated here."""
+    given as in optim.torch ('inside'/'outside') and translated here.
 
-    def __init__(self, cls_name, params, groups):
+    float32_constants=True rounds the multipliers of the recurrences (betas
+    and 1 - betas, alpha, rho, momentum, 1 - dampening, the decoupled decay
+    factor 1 - lr * weight_decay) to float32, as a float32 optimizer (torch's
+    or optim's) necessarily holds them. Their rounding error (up to 3e-8)
+    compounds over the steps (beta2^200 is off by up to 200 x 3e-8 relative)
+    into a systematic drift that is a property of the float32 hyperparameters,
+    not of the arithmetic under test; the rest stays exact."""
+
+    def __init__(self, cls_name, params, groups, float32_constants=False):
+        self.k = f32 if float32_constants else _exact
         self.rule = RULES[cls_name]
         self.params = [np.asarray(p, dtype=np.float64).copy() for p in params]
         self.groups = groups
@@ -270,4 +288,4 @@ class Ref64:
                 if grads[i] is None:
                     continue
                 self.params[i] = self.rule(self.params[i], np.asarray(grads[i], dtype=np.float64),
-                                           self.state[i], **hp)
+                                           self.state[i], k=self.k, **hp)
