@@ -21,7 +21,7 @@ build: deps-build
 
 # The main job: the optimizer lab's default report (an example program until it exists).
 run: deps-run build
-	$(BUILD)/examples/train_mlp
+	$(BUILD)/tools/optim lab
 
 # C and Python suites.
 test: deps-test build

@@ -45,7 +45,8 @@ TEST_IMPL(lab_json_tree)
     if (!strstr(text, "\"sam\": {\n    \"gd\": {\n      \"max_sharpness\": 2\n    },"))
         FAIL("nested objects or the replaced value are wrong:\n%s", text);
     if (!strstr(text, "\"quote \\\" backslash \\\\ newline \\n tab \\t\"")) FAIL("string escaping is wrong:\n%s", text);
-    if (!strstr(text, "\"bad\": null") || !strstr(text, "\"inf\": null")) FAIL("non-finite numbers must be null:\n%s", text);
+    if (!strstr(text, "\"bad\": null") || !strstr(text, "\"inf\": null"))
+        FAIL("non-finite numbers must be null:\n%s", text);
     {
         /* Flat arrays on one line; numbers written so that they read back exactly. */
         const char *p = strstr(text, "\"points\": [1, -0.5, ");

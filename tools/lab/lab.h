@@ -39,6 +39,12 @@ lab_json *lab_json_array(void);
 /** A number; NaN and infinities become null (JSON has no such numbers). */
 lab_json *lab_json_num(double v);
 lab_json *lab_json_str(const char *s);
+/** A string formatted as by printf. */
+lab_json *lab_json_strf(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
 lab_json *lab_json_bool(int b);
 lab_json *lab_json_null(void);
 /** Set member `key` of obj to v (replacing and freeing an old value); returns v. */
@@ -138,7 +144,7 @@ typedef struct lab_options {
     uint64_t seed;          /* --seed S */
     int tune;               /* --tune */
     int quick;              /* --quick: tiny configuration for smoke tests */
-    int threads;            /* --threads N, 0 = all cores */
+    int threads;            /* --threads N for OpenBLAS, 0 = all cores */
     int render;             /* 0 with --no-render */
     const char *data_dir;   /* --data DIR: where the Fashion-MNIST IDX files are */
     const char *dataset;    /* --dataset fashion-mnist|digits, NULL = Fashion-MNIST, digits if absent */
@@ -152,7 +158,7 @@ typedef struct lab_ctx {
     const char *dir;      /* where the files are written (the temporary name during the run) */
     lab_json *summary;    /* the whole summary.json */
     lab_json *exp;        /* the running experiment's object in it */
-    const char *exp_name; /* for messages */
+    const char *allowed;  /* the running experiment's allowed optimizers (comma-separated) */
     struct lab_dataset *data; /* loaded on first use, shared by the experiments */
     struct lab_mlp_cache *mlp_cache; /* finished MLP runs, reused by later experiments */
 } lab_ctx;

@@ -81,9 +81,9 @@ int lab_exp_bias_correction(lab_ctx *ctx)
             snprintf(key, sizeof key, "%d", t);
             lab_json_set_num(obj, key, lib[k]);
             lab_json_push(row, lab_json_str(key));
-            lab_json_push(row, lab_json_str(lab_sprintf("%.6f", lib[k])));
-            lab_json_push(row, lab_json_str(lab_sprintf("%.6f", exact)));
-            lab_json_push(row, lab_json_str(lab_sprintf("%g", seed_value[k])));
+            lab_json_push(row, lab_json_strf("%.6f", lib[k]));
+            lab_json_push(row, lab_json_strf("%.6f", exact));
+            lab_json_push(row, lab_json_strf("%g", seed_value[k]));
             if (fabs(lib[k] - exact) > max_table_err) max_table_err = fabs(lib[k] - exact);
             /* The seed rounds to two digits (three at t = 50). */
             if (fabs(lib[k] - seed_value[k]) > 0.006) held_table = 0;
@@ -162,7 +162,8 @@ int lab_exp_bias_correction(lab_ctx *ctx)
     len += (size_t)snprintf(statement + len, sizeof statement - len,
                             "The library's exp_avg under a constant gradient gives 1 - 0.9^t = %.4f, %.4f, %.4f, %.4f, "
                             "%.4f at t = 1, 2, 5, 10, 50 (largest difference from the closed form %.1e), %s the seed's "
-                            "table. The measured update ratio matches rho(t) = sqrt(1 - beta2^t)/(1 - beta1^t) to %.1e. ",
+                            "table. The measured update ratio matches rho(t) = sqrt(1 - beta2^t)/(1 - beta1^t) "
+                            "to %.1e. ",
                             lib[0], lib[1], lib[2], lib[3], lib[4], max_table_err,
                             held_table ? "matching" : "NOT matching", max_rho_err);
     for (k = 0; k < NP; k++) {
@@ -181,13 +182,15 @@ int lab_exp_bias_correction(lab_ctx *ctx)
     }
     {
         int nw = 0;
-        len += (size_t)snprintf(statement + len, sizeof statement - len, "Bias correction acts as an implicit warm-up for");
+        len += (size_t)snprintf(statement + len, sizeof statement - len,
+                                "Bias correction acts as an implicit warm-up for");
         for (k = 0; k < NP; k++)
             if (warmup_like[k])
                 len += (size_t)snprintf(statement + len, sizeof statement - len, "%s (%g, %g)", nw++ ? "," : "",
                                         pairs[k][0], pairs[k][1]);
         len += (size_t)snprintf(statement + len, sizeof statement - len,
-                                "%s (the multiplier stays at or below 1 and returns to 1)%s", nw ? "" : " none of the pairs",
+                                "%s (the multiplier stays at or below 1 and returns to 1)%s",
+                                nw ? "" : " none of the pairs",
                                 nw < NP ? "; for the others it first enlarges the steps." : ".");
     }
     lab_finding(ctx,

@@ -43,7 +43,8 @@ static void note_data(lab_ctx *ctx)
     char arch[128];
     size_t len = 0;
     lab_mlp_shape(ctx, &nlayers, dims, &batch);
-    for (l = 0; l <= nlayers; l++) len += (size_t)snprintf(arch + len, sizeof arch - len, "%s%zu", l ? "-" : "", dims[l]);
+    for (l = 0; l <= nlayers; l++)
+        len += (size_t)snprintf(arch + len, sizeof arch - len, "%s%zu", l ? "-" : "", dims[l]);
     lab_json_set_str(ctx->exp, "data.name", d->name);
     lab_json_set_str(ctx->exp, "data.source", d->source);
     lab_json_set_num(ctx->exp, "data.train", (double)d->ntrain);
@@ -110,8 +111,10 @@ static void record_run(lab_ctx *ctx, run_files *rf, const char *key, const char 
 
 static lab_json *new_table(lab_ctx *ctx, const char *name, const char *title, const char *const *cols, size_t ncols)
 {
-    lab_json *t = lab_json_set(ctx->exp, lab_sprintf("tables.%s", name), lab_json_object()), *c;
+    lab_json *tables = lab_json_get(ctx->exp, "tables"), *t, *c;
     size_t i;
+    if (!tables) tables = lab_json_put(ctx->exp, "tables", lab_json_object());
+    t = lab_json_put(tables, name, lab_json_object());
     lab_json_set_str(t, "title", title);
     c = lab_json_put(t, "columns", lab_json_array());
     for (i = 0; i < ncols; i++) lab_json_push(c, lab_json_str(cols[i]));
@@ -201,7 +204,8 @@ int lab_exp_fashion_mnist(lab_ctx *ctx)
                                 " SAM around SGD+momentum: test accuracy %.4f vs %.4f without SAM; generalisation gap "
                                 "(test loss - train loss) %.4f vs %.4f.",
                                 sam_acc, mom_acc, sam_gap, mom_gap);
-    lab_finding(ctx, "Adam learns stably without tuning its learning rate (slides: Adam 安定して学習しやすい)",
+    lab_finding(ctx,
+                "Adam learns stably without tuning its learning rate (slides: Adam 安定して学習しやすい)",
                 isfinite(adam_acc) ? res[best].test_acc[epochs - 1] - adam_acc <= 0.01 : -1, statement);
     for (i = 0; i < n; i++) lab_train_result_free(&res[i]);
     free(res);

@@ -156,7 +156,7 @@ int lab_exp_trajectories(lab_ctx *ctx)
         lab_json_set_num(sj, "steps", s->steps);
         mins = lab_json_put(sj, "minima", lab_json_array());
         for (i = 0; i < (size_t)s->nminima; i++) lab_json_push(mins, lab_json_numbers(s->minima + 2 * i, 2));
-        lab_json_set_str(sj, "grid", lab_sprintf("surface_%s_grid.csv", s->name));
+        lab_json_put(sj, "grid", lab_json_strf("surface_%s_grid.csv", s->name));
         lab_json_set_str(sj, "csv", csv_name);
         lab_surface_write_grid(ctx, s, 160, 160);
         opts = lab_json_put(sj, "optimizers", lab_json_object());
@@ -193,7 +193,7 @@ int lab_exp_trajectories(lab_ctx *ctx)
             if (saddle) {
                 int esc = first_escape(&p);
                 lab_json_put(oj, "escape_step", esc >= 0 ? lab_json_num(esc) : lab_json_null());
-                cells[3] = lab_xstrdup(p.diverged ? "diverged" : "(no minimum)");
+                cells[3] = lab_xstrdup("(no minimum)");
                 cells[4] = esc >= 0 ? lab_sprintf("escaped |y|>=1 at %d", esc) : lab_xstrdup("did not escape");
                 if (esc >= 0 && (escape_fast_t < 0 || esc < escape_fast_t)) {
                     escape_fast_t = esc;
@@ -352,18 +352,26 @@ int lab_exp_units(lab_ctx *ctx)
     /* "Nearly unchanged": the largest gap between the two paths is under 1 %
      * of the distance the optimizer had to travel. */
     held = dev[2] < 0.01 && !(dev[0] < 0.01) && !(dev[1] < 0.01);
-#define PCT(i) (diverged[i] ? lab_xstrdup("diverged") : lab_sprintf("moved by up to %.3g %%", 100 * dev[i]))
-    snprintf(statement, sizeof statement,
-             "With the parameters in units 1000 times larger, the path in the original units %s for SGD, %s for "
-             "Adam, and %s for AdaDelta with its default eps = 1e-6 (of the start's distance to the minimum, over %d "
-             "steps). With eps rescaled to the new units (eps / 1000\xc2\xb2) AdaDelta's path %s. %s",
-             PCT(0), PCT(1), PCT(2), steps, PCT(3),
-             held ? "AdaDelta's update carries the parameters' units, as the seed argues."
-                  : dev[3] < 0.01 ? "The ratio RMS[\xce\x94w]/RMS[g] does carry the units, but eps inside "
-                                    "RMS[\xce\x94w] = sqrt(E[\xce\x94w\xc2\xb2] + eps) has units of w\xc2\xb2 and sets "
-                                    "the size of the first steps, so with a fixed eps AdaDelta is not unit-free."
-                                  : "Neither run kept its path.");
-#undef PCT
+    {
+        char pct[NR][64];
+        for (r = 0; r < NR; r++) {
+            if (diverged[r])
+                snprintf(pct[r], sizeof pct[r], "diverged");
+            else
+                snprintf(pct[r], sizeof pct[r], "moved by up to %.3g %%", 100 * dev[r]);
+        }
+        snprintf(statement, sizeof statement,
+                 "With the parameters in units 1000 times larger, the path in the original units %s for SGD, %s "
+                 "for Adam, and %s for AdaDelta with its default eps = 1e-6 (of the start's distance to the "
+                 "minimum, over %d steps). With eps rescaled to the new units (eps / 1000\xc2\xb2) AdaDelta's path "
+                 "%s. %s",
+                 pct[0], pct[1], pct[2], steps, pct[3],
+                 held ? "AdaDelta's update carries the parameters' units, as the seed argues."
+                 : dev[3] < 0.01 ? "The ratio RMS[\xce\x94w]/RMS[g] does carry the units, but eps inside "
+                                   "RMS[\xce\x94w] = sqrt(E[\xce\x94w\xc2\xb2] + eps) has units of w\xc2\xb2 and "
+                                   "sets the size of the first steps, so with a fixed eps AdaDelta is not unit-free."
+                                 : "Neither run kept its path.");
+    }
     lab_finding(ctx, "AdaDelta's update has the units of the parameters, so it needs no learning rate to fix them "
                      "(seed: 単位の一貫性)",
                 held, statement);

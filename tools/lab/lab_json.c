@@ -2,6 +2,7 @@
 #include "lab.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,21 @@ lab_json *lab_json_str(const char *s)
 {
     lab_json *v = jnew(LAB_JSTR);
     v->str = lab_xstrdup(s ? s : "");
+    return v;
+}
+
+lab_json *lab_json_strf(const char *fmt, ...)
+{
+    lab_json *v = jnew(LAB_JSTR);
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    v->str = (char *)lab_xmalloc((size_t)(n > 0 ? n : 0) + 1);
+    va_start(ap, fmt);
+    vsnprintf(v->str, (size_t)(n > 0 ? n : 0) + 1, fmt, ap);
+    va_end(ap);
     return v;
 }
 

@@ -71,7 +71,7 @@ static void usage(FILE *f)
             "  --epochs N         epochs of the Fashion-MNIST experiments\n"
             "  --seed S           seed of every random choice (default 1)\n"
             "  --tune             trajectories: choose each learning rate by a grid search\n"
-            "  --threads N        threads for OpenBLAS and the optimizers (default: all cores)\n"
+            "  --threads N        threads for OpenBLAS's matrix products (default: all cores)\n"
             "  --dataset NAME     fashion-mnist or digits (default fashion-mnist, digits if it is absent)\n"
             "  --data DIR         where Fashion-MNIST's IDX files are (default " LAB_FASHION_DIR ")\n"
             "  --quick            tiny configuration for smoke tests (numbers are not meaningful)\n"
@@ -254,9 +254,7 @@ static int name_in_list(const char *name, size_t len, const char *list)
 size_t lab_selected_optimizers(lab_ctx *ctx, const char *defaults, const lab_optimizer **out, size_t max)
 {
     const char *list = ctx->opt.optimizers ? ctx->opt.optimizers : defaults;
-    const char *allowed = lab_json_get(ctx->exp, "allowed_optimizers")
-                              ? lab_json_get(ctx->exp, "allowed_optimizers")->str
-                              : defaults;
+    const char *allowed = ctx->allowed && *ctx->allowed ? ctx->allowed : defaults;
     const char *p = list;
     size_t n = 0;
     while (*p && n < max) {
@@ -265,8 +263,12 @@ size_t lab_selected_optimizers(lab_ctx *ctx, const char *defaults, const lab_opt
         size_t i;
         for (i = 0; i < lab_optimizer_count; i++)
             if (strlen(lab_optimizers[i].name) == len && strncmp(lab_optimizers[i].name, p, len) == 0 &&
-                name_in_list(p, len, allowed))
-                out[n++] = &lab_optimizers[i];
+                name_in_list(p, len, allowed)) {
+                size_t k;
+                int dup = 0;
+                for (k = 0; k < n; k++) dup |= out[k] == &lab_optimizers[i];
+                if (!dup) out[n++] = &lab_optimizers[i];
+            }
         if (!comma) break;
         p = comma + 1;
     }
@@ -531,7 +533,8 @@ static int check_optimizer_list(const char *list, const experiment *const *sel, 
             if (name_in_list(name, strlen(name), allowed_optimizers(sel[i]))) used = 1;
         if (!used) {
             fprintf(stderr, "optim lab: optimizer '%s' is not used by the selected experiment(s)", name);
-            if (strcmp(name, "sam") == 0) fprintf(stderr, " (sam runs in fashion-mnist; the sam experiment always runs GD and SAM)");
+            if (strcmp(name, "sam") == 0)
+                fprintf(stderr, " (sam runs in fashion-mnist; the sam experiment always runs GD and SAM)");
             fprintf(stderr, "\n");
             return -1;
         }
@@ -580,7 +583,10 @@ static void print_summary(const lab_ctx *ctx, const experiment *const *sel, size
         held = f ? lab_json_get(f, "held") : NULL;
         st = f ? lab_json_get(f, "statement") : NULL;
         printf("\n%s (%.1f s): %s\n", sel[i]->name, lab_json_get(e, "seconds") ? lab_json_get(e, "seconds")->num : 0,
-               !held ? "" : held->type == LAB_JNULL ? "mixed" : held->boolean ? "the seed's claim held" : "the seed's claim did NOT hold");
+               !held                      ? ""
+               : held->type == LAB_JNULL ? "mixed"
+               : held->boolean           ? "the seed's claim held"
+                                         : "the seed's claim did NOT hold");
         if (st) printf("  %s\n", st->str);
         tables = lab_json_get(e, "tables");
         for (t = tables ? tables->child : NULL; t; t = t->next) {
@@ -592,6 +598,16 @@ static void print_summary(const lab_ctx *ctx, const experiment *const *sel, size
 }
 
 /* ---- Main ------------------------------------------------------------------------- */
+
+static void ctx_free(lab_ctx *ctx)
+{
+    lab_json_free(ctx->summary);
+    lab_dataset_free(ctx->data);
+    lab_mlp_cache_free(ctx->mlp_cache);
+    ctx->summary = NULL;
+    ctx->data = NULL;
+    ctx->mlp_cache = NULL;
+}
 
 static int render_main(int argc, char **argv)
 {
@@ -715,7 +731,8 @@ int optim_lab_main(int argc, char **argv)
         unsigned accepts = 0;
         for (i = 0; i < nsel; i++) accepts |= sel[i]->accepts;
         if (ctx.opt.optimizers && !(accepts & ACCEPT_OPTIMIZERS)) {
-            fprintf(stderr, "optim lab: --optimizers does not apply to %s (it applies to trajectories and fashion-mnist)\n",
+            fprintf(stderr,
+                    "optim lab: --optimizers does not apply to %s (it applies to trajectories and fashion-mnist)\n",
                     single ? single->name : "these experiments");
             return 2;
         }
@@ -730,14 +747,38 @@ int optim_lab_main(int argc, char **argv)
             return 2;
         }
         if ((ctx.opt.dataset || ctx.opt.data_dir) && !(accepts & ACCEPT_DATA)) {
-            fprintf(stderr, "optim lab: --dataset/--data do not apply to %s (they apply to the Fashion-MNIST experiments)\n",
+            fprintf(stderr,
+                    "optim lab: --dataset/--data do not apply to %s (they apply to the Fashion-MNIST experiments)\n",
                     single ? single->name : "these experiments");
             return 2;
         }
         if (ctx.opt.optimizers && check_optimizer_list(ctx.opt.optimizers, sel, nsel)) return 2;
+        /* In the default report, an experiment none of whose optimizers was
+         * asked for is left out (and said so), rather than run empty. */
+        if (ctx.opt.optimizers && !single) {
+            size_t kept = 0;
+            for (i = 0; i < nsel; i++) {
+                const char *p = ctx.opt.optimizers;
+                int any = !(sel[i]->accepts & ACCEPT_OPTIMIZERS);
+                while (!any && *p) {
+                    const char *comma = strchr(p, ',');
+                    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+                    any = name_in_list(p, len, allowed_optimizers(sel[i]));
+                    if (!comma) break;
+                    p = comma + 1;
+                }
+                if (any)
+                    sel[kept++] = sel[i];
+                else
+                    fprintf(stderr, "optim lab: leaving out %s: none of --optimizers %s applies to it\n", sel[i]->name,
+                            ctx.opt.optimizers);
+            }
+            nsel = kept;
+        }
         /* A missing data set is reported before anything is written. */
-        if (accepts & ACCEPT_DATA) {
-            if (lab_need_data(&ctx) != 0) return 1;
+        if ((accepts & ACCEPT_DATA) && lab_need_data(&ctx) != 0) {
+            rc = 1;
+            goto done;
         }
     }
 
@@ -761,7 +802,8 @@ int optim_lab_main(int argc, char **argv)
                 fprintf(stderr, "optim lab: --out %s exists and is not an empty directory; choose another or "
                                 "remove it\n",
                         final_dir);
-                return 2;
+                rc = 2;
+                goto done;
             }
         } else {
             int k;
@@ -776,13 +818,15 @@ int optim_lab_main(int argc, char **argv)
                 fprintf(stderr, "optim lab: %s exists and is not a directory of an interrupted run; remove it or "
                                 "choose another --out\n",
                         work_dir);
-                return 2;
+                rc = 2;
+                goto done;
             }
             remove_tree(work_dir);
         }
         if (mkdir_p(work_dir, msg, sizeof msg) != 0) {
             fprintf(stderr, "optim lab: output directory: %s\n", msg);
-            return 1;
+            rc = 1;
+            goto done;
         }
         {
             char *marker = lab_sprintf("%s/" LAB_MARKER, work_dir);
@@ -790,7 +834,8 @@ int optim_lab_main(int argc, char **argv)
             if (!f || fprintf(f, "optim lab run in progress or failed\n") < 0 || fclose(f) != 0) {
                 fprintf(stderr, "optim lab: output directory %s is not writable: %s\n", work_dir, strerror(errno));
                 free(marker);
-                return 1;
+                rc = 1;
+                goto done;
             }
             free(marker);
         }
@@ -803,7 +848,8 @@ int optim_lab_main(int argc, char **argv)
         lab_json *list = lab_json_put(ctx.summary, "experiments", lab_json_array());
         for (i = 0; i < nsel; i++) lab_json_push(list, lab_json_str(sel[i]->name));
     }
-    fprintf(stderr, "optim lab: %s -> %s  (seed %llu, %d threads, CPU path %s%s)\n", single ? single->name : "default report",
+    fprintf(stderr, "optim lab: %s -> %s  (seed %llu, %d threads, CPU path %s%s)\n",
+            single ? single->name : "default report",
             final_dir, (unsigned long long)ctx.opt.seed, ctx.threads, optim_isa_name(optim_isa_default()),
             ctx.opt.quick ? ", quick" : "");
 
@@ -811,10 +857,9 @@ int optim_lab_main(int argc, char **argv)
     for (i = 0; i < nsel && !failed; i++) {
         double t0 = lab_now();
         ctx.exp = lab_json_put(ctx.summary, sel[i]->key, lab_json_object());
-        ctx.exp_name = sel[i]->name;
+        ctx.allowed = allowed_optimizers(sel[i]);
         lab_json_set_str(ctx.exp, "name", sel[i]->name);
         lab_json_set_str(ctx.exp, "title", sel[i]->title);
-        lab_json_set_str(ctx.exp, "allowed_optimizers", allowed_optimizers(sel[i]));
         fprintf(stderr, "\n== %s: %s\n", sel[i]->name, sel[i]->title);
         rc = sel[i]->run(&ctx);
         lab_json_set_num(ctx.exp, "seconds", lab_now() - t0);
@@ -833,8 +878,8 @@ int optim_lab_main(int argc, char **argv)
             fprintf(stderr, "\noptim lab: FAILED; what was written is in %s (no report)\n", failed_dir);
         else
             fprintf(stderr, "\noptim lab: FAILED; what was written is in %s (no report)\n", work_dir);
-        lab_json_free(ctx.summary);
-        return 1;
+        rc = 1;
+        goto done;
     }
 
     print_summary(&ctx, sel, nsel);
@@ -850,25 +895,30 @@ int optim_lab_main(int argc, char **argv)
     }
     if (rename(work_dir, final_dir) != 0) {
         fprintf(stderr, "optim lab: cannot rename %s to %s: %s\n", work_dir, final_dir, strerror(errno));
-        lab_json_free(ctx.summary);
-        return 1;
+        rc = 1;
+        goto done;
     }
-    lab_json_free(ctx.summary);
     if (!ctx.opt.render) {
         printf("data: %s (render with: optim lab render %s)\n", final_dir, final_dir);
-        return 0;
+        rc = 0;
+        goto done;
     }
     if (rc == 0) {
         printf("report: %s/report.html\n", final_dir);
-        return 0;
+        rc = 0;
+        goto done;
     }
     if (rc == 3) {
         fprintf(stderr, "optim lab: the data is in %s, but matplotlib is missing, so there are no figures and no "
                         "report.html.\nInstall Debian's python3-matplotlib, then run: optim lab render %s\n",
                 final_dir, final_dir);
-        return 0;
+        rc = 0;
+        goto done;
     }
     fprintf(stderr, "optim lab: the data is in %s, but rendering failed (see above); retry with: optim lab render %s\n",
             final_dir, final_dir);
-    return 1;
+    rc = 1;
+done:
+    ctx_free(&ctx);
+    return rc;
 }

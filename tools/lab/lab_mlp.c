@@ -204,6 +204,19 @@ static void copy_result(lab_train_result *dst, const lab_train_result *src)
     memcpy(dst->step_loss, src->step_loss, sizeof(double) * s);
 }
 
+void lab_mlp_cache_free(struct lab_mlp_cache *cache)
+{
+    cache_entry *c, *next;
+    if (!cache) return;
+    for (c = cache->head; c; c = next) {
+        next = c->next;
+        free(c->key);
+        lab_train_result_free(&c->res);
+        free(c);
+    }
+    free(cache);
+}
+
 void lab_train_result_free(lab_train_result *r)
 {
     free(r->train_loss);
@@ -266,7 +279,8 @@ void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, co
     res->epoch_seconds = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
     res->log_every = log_every;
     res->step_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)(total_steps / log_every + 1));
-    for (e = 0; e < epochs; e++) res->train_loss[e] = res->test_loss[e] = res->test_acc[e] = res->epoch_seconds[e] = NAN;
+    for (e = 0; e < epochs; e++)
+        res->train_loss[e] = res->test_loss[e] = res->test_acc[e] = res->epoch_seconds[e] = NAN;
 
     lab_check(optim_create(&opt, hp->rule), "optim_create", NULL);
     lab_check(optim_add_group(opt, hp, NULL), "optim_add_group", optim_errmsg(opt));

@@ -280,7 +280,8 @@ void lab_surface_write_grid(lab_ctx *ctx, const lab_surface *s, int nx, int ny)
     int i, j;
     /* Header row: "y\x" and the x values; then one row per y. */
     len = (size_t)sprintf(header, "y\\x");
-    for (i = 0; i < nx; i++) len += (size_t)sprintf(header + len, ",%.9g", s->box[0] + (s->box[1] - s->box[0]) * i / (nx - 1));
+    for (i = 0; i < nx; i++)
+        len += (size_t)sprintf(header + len, ",%.9g", s->box[0] + (s->box[1] - s->box[0]) * i / (nx - 1));
     f = lab_csv_open(ctx, name, header);
     free(header);
     for (j = 0; j < ny; j++) {

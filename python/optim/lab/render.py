@@ -132,17 +132,32 @@ def contour(ax, run_dir, grid_name, levels=24, linear=False):
         lo = max(np.nanmin(f), np.nanmax(f) * 1e-9, 1e-12)
         lv = np.geomspace(lo, np.nanmax(f), levels)
         norm = LogNorm(vmin=lv[0], vmax=lv[-1])
-    # A pale fill for depth and thin coloured level lines: the paths on top stay readable.
-    ax.contourf(X, Y, f, levels=lv, cmap="Blues_r", alpha=0.22, norm=norm)
-    ax.contour(X, Y, f, levels=lv, cmap="viridis", linewidths=0.6, alpha=0.55, norm=norm)
+    # Thin level lines coloured from low (dark) to high (light) on a plain
+    # background: the paths on top stay readable, and the PNG stays small.
+    ax.contour(X, Y, f, levels=lv, cmap="viridis", linewidths=0.6, norm=norm)
+    ax.set_facecolor("#fbfbfb")
     ax.set_xlim(xs[0], xs[-1])
     ax.set_ylim(ys[0], ys[-1])
 
 
 def save(fig, run_dir, name):
-    fig.savefig(os.path.join(run_dir, name), dpi=DPI, bbox_inches="tight")
+    path = os.path.join(run_dir, name)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
+    _shrink(path)
     return name
+
+
+def _shrink(path):
+    """Re-encode a line plot with a 256-colour palette: a quarter of the bytes
+    for the same look (the report embeds every figure). Skipped without PIL."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    with Image.open(path) as im:
+        q = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    q.save(path, optimize=True)
 
 
 def fmt_lr(lr):
@@ -170,8 +185,7 @@ def fig_trajectories(run_dir, exp):
             x = np.array([num(r["x"]) for r in pts])
             y = np.array([num(r["y"]) for r in pts])
             every = max(1, len(x) // 12)
-            (h,) = ax.plot(x, y, "-", color=color, lw=1.4, alpha=0.9, marker=marker, markersize=4,
-                           markevery=every)
+            (h,) = ax.plot(x, y, "-", color=color, lw=1.4, marker=marker, markersize=4, markevery=every)
             handles.setdefault(oname, (h, pts[0]["label"]))
         for m in s.get("minima", []):
             ax.plot(m[0], m[1], "*", color="gold", markersize=15, markeredgecolor="k", zorder=5)
@@ -239,7 +253,7 @@ def fig_sam(run_dir, exp):
         ax.plot(x, y, "-o", color=colors.get(m, "k"), markersize=3, lw=1.5, label=labels.get(m, m))
         ax.plot(x[-1], y[-1], "s", color=colors.get(m, "k"), markersize=9, markeredgecolor="k")
     w = exp["wells"]
-    ax.annotate("sharp well", (w[0], w[1]), xytext=(w[0] + 0.35, w[1] - 0.35), fontsize=10,
+    ax.annotate("sharp well", (w[0], w[1]), xytext=(w[0] - 0.9, w[1] - 0.55), fontsize=10,
                 arrowprops=dict(arrowstyle="->", lw=0.8))
     ax.annotate("flat well", (w[2], w[3]), xytext=(w[2] - 0.9, w[3] + 0.55), fontsize=10,
                 arrowprops=dict(arrowstyle="->", lw=0.8))
@@ -379,8 +393,12 @@ def fig_units(run_dir, exp):
             ax.plot(x, y, ls, color=colors[i % 4], lw=1.6 if ls == "-" else 1.3,
                     label="original units" if units == "w" else "units 1000x larger")
             d = [max(num(r["distance"]), 1e-12) for r in q]
-            dist_ax.plot(range(len(d)), d, ls, color=colors[i % 4], lw=1.5,
-                         label="%s, %s" % (pts[0]["label"], "original" if units == "w" else "rescaled"))
+            # The eps-rescaled run's original-units path is plain AdaDelta's:
+            # draw it wide and pale so that both stay visible.
+            wide = units == "w" and key == "adadelta_eps_scaled"
+            dist_ax.plot(range(len(d)), d, ls, color=colors[i % 4], lw=5 if wide else 1.5, alpha=0.35 if wide else 1,
+                         label="%s, %s" % (pts[0]["label"], "original" if units == "w" else "rescaled"),
+                         zorder=1 if wide else 2)
         info = exp[key]
         change = "diverged" if info.get("diverged") else "moved %.3g %%" % (100 * info["path_change"])
         ax.set_title("%s\npath %s" % (pts[0]["label"], change), fontsize=10)
