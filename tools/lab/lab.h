@@ -105,6 +105,7 @@ typedef struct lab_progress {
     double t0, last_draw;
     int tty, line_every;
     long last_line;
+    char stage[48]; /* shown before the count ("epoch 2/10"); the caller may set it */
 } lab_progress;
 void lab_progress_start(lab_progress *p, const char *label, long total, const char *unit, int line_every);
 /** done units finished; loss is shown when finite. */

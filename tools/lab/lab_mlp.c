@@ -310,6 +310,7 @@ void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, co
         /* The data order depends on (seed, epoch) only: every optimizer sees
          * the same batches. */
         lab_rng_init(&order_rng, seed, 0x0dde0000u + (uint64_t)e);
+        snprintf(prog.stage, sizeof prog.stage, "epoch %d/%d", e + 1, epochs);
         for (i = 0; i < d->ntrain; i++) order[i] = i;
         for (i = d->ntrain - 1; i > 0; i--) {
             size_t j = lab_rng_below(&order_rng, i + 1), t = order[i];

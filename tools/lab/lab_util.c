@@ -144,6 +144,7 @@ void lab_progress_start(lab_progress *p, const char *label, long total, const ch
     p->tty = isatty(STDERR_FILENO);
     p->line_every = line_every;
     p->last_line = 0;
+    p->stage[0] = '\0';
     if (p->tty) lab_progress_update(p, 0, NAN);
 }
 
@@ -154,14 +155,16 @@ static void draw(lab_progress *p, double loss, const char *end)
     int i, fill = (int)(frac * 24 + 0.5);
     for (i = 0; i < 24; i++) bar[i] = i < fill ? '#' : '.';
     bar[24] = '\0';
-    if (p->done > 0 && p->done < p->total)
+    if (p->done == 0)
+        format_eta(-1, eta, sizeof eta); /* nothing to extrapolate from yet */
+    else if (p->done < p->total)
         format_eta(el / frac - el, eta, sizeof eta);
     else
         format_eta(el, eta, sizeof eta);
     if (isfinite(loss)) snprintf(lossbuf, sizeof lossbuf, "loss %-9.4g", loss);
-    fprintf(stderr, "%s  %-30s [%s] %3.0f%%  %s %ld/%ld  %s %s %s%s", p->tty ? "\r" : "", p->label, bar,
-            100 * frac, p->unit, p->done, p->total, lossbuf, p->done < p->total ? "ETA" : "in", eta,
-            end);
+    fprintf(stderr, "%s  %-30s [%s] %3.0f%%  %s%s%s %ld/%ld  %s %s %s%s", p->tty ? "\r" : "", p->label, bar,
+            100 * frac, p->stage, p->stage[0] ? ", " : "", p->unit, p->done, p->total, lossbuf,
+            p->done < p->total ? "ETA" : "in", eta, end);
     fflush(stderr);
 }
 
