@@ -187,14 +187,22 @@ def _mlp(seed):
     return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
 
 
-@pytest.mark.parametrize("ours,theirs,kw", [(ot.Adam, torch.optim.Adam, dict(lr=1e-2)),
-                                            (ot.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9)),
-                                            (ot.RMSprop, torch.optim.RMSprop, dict(lr=1e-3))],
+@pytest.mark.parametrize("ours,theirs,kw,lr_moves", [(ot.Adam, torch.optim.Adam, dict(lr=1e-2), 0),
+                                                     (ot.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9), 0),
+                                                     (ot.RMSprop, torch.optim.RMSprop, dict(lr=1e-3), 2)],
                          ids=["Adam", "SGD", "RMSprop"])
-def test_training_a_model_with_a_closure(rng, seed, ours, theirs, kw):
+def test_training_a_model_with_a_closure(rng, seed, ours, theirs, kw, lr_moves):
     """A drop-in swap in a real loop: step(closure) evaluates the closure with
     gradients enabled and returns its loss; zero_grad is torch's. The
-    gradients depend on the parameters, so any difference would grow."""
+    gradients depend on the parameters, so any difference would grow.
+
+    RMSprop divides each gradient by its running RMS, so an element whose
+    gradient is near zero moves by about lr whatever its size: when torch
+    (which fuses multiply-adds) and optim (which does not) round such a
+    gradient differently, that element can move by up to ~lr differently, and
+    the model then follows. For RMSprop the parameters are therefore allowed
+    to differ by `lr_moves` learning rates in absolute terms (a wrong formula
+    drifts by far more over 100 steps); the losses must still agree to 1e-4."""
     x = torch.tensor(rng.standard_normal((64, 8)), dtype=torch.float32)
     y = torch.tensor(rng.integers(0, 3, 64))
     losses = {}
@@ -219,7 +227,12 @@ def test_training_a_model_with_a_closure(rng, seed, ours, theirs, kw):
     assert losses["ours"][-1] < losses["ours"][0]
     assert_close(np.array(losses["ours"]), np.array(losses["torch"]), "losses seed %d" % seed, tol=1e-4)
     for a, b in zip(models["ours"].parameters(), models["torch"].parameters()):
-        assert_close(a, b, "model parameters seed %d" % seed, tol=1e-4)
+        if lr_moves:
+            diff = float((a.detach() - b.detach()).abs().max())
+            assert diff <= lr_moves * kw["lr"], "model parameters seed %d: differ by %.3g > %g lr" % (
+                seed, diff, lr_moves)
+        else:
+            assert_close(a, b, "model parameters seed %d" % seed, tol=1e-4)
 
 
 def test_zero_grad_is_torchs():
