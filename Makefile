@@ -19,7 +19,7 @@ build: deps-build
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# The main job: the optimizer lab's default report (an example program until it exists).
+# The main job: optim lab's default report (runs/default-<timestamp>/report.html), about a minute or two.
 run: deps-run build
 	$(BUILD)/tools/optim lab
 

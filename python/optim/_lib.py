@@ -16,20 +16,12 @@ import ctypes.util
 import glob
 import os
 
+from ._errors import OptimError
+
 __all__ = ["lib", "declare", "OptimError", "check", "OPTIM_OK"]
 
 OPTIM_OK = 0
 _ERRMSG_MAX = 320
-
-
-class OptimError(RuntimeError):
-    """A call into liboptim failed. `code` is the OPTIM_E* status and `name`
-    its symbolic name ("OPTIM_EINVAL"); the message is the library's."""
-
-    def __init__(self, code, name, message):
-        super().__init__(message or name)
-        self.code = code
-        self.name = name
 
 
 class Error(ctypes.Structure):

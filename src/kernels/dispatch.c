@@ -2,9 +2,10 @@
  *
  * Detection reads cpuid and, for AVX and AVX-512, xgetbv: the CPU having the
  * instructions is not enough, the operating system must also save the wider
- * registers (the same check xxHash's dispatcher makes). The default path is
- * resolved once per process and kept in the library's only piece of global
- * mutable state; everything else is per handle. */
+ * registers (the same check xxHash's dispatcher makes). What the CPU runs and
+ * the default path are resolved once per process and kept in the library's
+ * only global mutable state (two write-once words); everything else is per
+ * handle. */
 #include "kernels.h"
 
 #include <stdatomic.h>
@@ -47,15 +48,34 @@ static int optim__cpu_has(optim_isa isa)
 }
 #endif
 
+/* Bit i set: the CPU runs path i; bit 31: detection done. cpuid traps to
+ * the hypervisor on virtual machines (microseconds), so it runs once per
+ * process, not per call. Racing first calls compute the same value. */
+static atomic_int optim__cpu_mask;
+
+static int optim__cpu_runs(optim_isa isa)
+{
+    int mask = atomic_load_explicit(&optim__cpu_mask, memory_order_relaxed);
+    if (mask == 0) {
+        mask = 1 << 31;
+#if defined(OPTIM__X86)
+        if (optim__cpu_has(OPTIM_ISA_AVX2)) mask |= 1 << OPTIM_ISA_AVX2;
+        if (optim__cpu_has(OPTIM_ISA_AVX512)) mask |= 1 << OPTIM_ISA_AVX512;
+#endif
+        atomic_store_explicit(&optim__cpu_mask, mask, memory_order_relaxed);
+    }
+    return (mask >> isa) & 1;
+}
+
 static const optim__kernels *optim__table(optim_isa isa)
 {
     switch (isa) {
     case OPTIM_ISA_SCALAR: return &optim__kernels_scalar;
 #if defined(OPTIM_HAVE_AVX2)
-    case OPTIM_ISA_AVX2: return optim__cpu_has(OPTIM_ISA_AVX2) ? &optim__kernels_avx2 : NULL;
+    case OPTIM_ISA_AVX2: return optim__cpu_runs(OPTIM_ISA_AVX2) ? &optim__kernels_avx2 : NULL;
 #endif
 #if defined(OPTIM_HAVE_AVX512)
-    case OPTIM_ISA_AVX512: return optim__cpu_has(OPTIM_ISA_AVX512) ? &optim__kernels_avx512 : NULL;
+    case OPTIM_ISA_AVX512: return optim__cpu_runs(OPTIM_ISA_AVX512) ? &optim__kernels_avx512 : NULL;
 #endif
 #if defined(OPTIM_HAVE_NEON)
     case OPTIM_ISA_NEON: return &optim__kernels_neon;
@@ -99,8 +119,7 @@ static optim_isa optim__detect(void)
     return OPTIM_ISA_SCALAR;
 }
 
-/* 0 until resolved; cpuid traps to the hypervisor on virtual machines, so it
- * runs once, not per call. Racing first calls compute the same value. */
+/* 0 until resolved (the environment is read once). */
 static atomic_int optim__default_isa;
 
 optim_isa optim_isa_default(void)
