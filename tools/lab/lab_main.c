@@ -883,6 +883,7 @@ int optim_lab_main(int argc, char **argv)
     }
 
     print_summary(&ctx, sel, nsel);
+    fflush(stdout); /* the summary before any message on stderr, also when piped */
     rc = 0;
     if (ctx.opt.render) {
         fprintf(stderr, "rendering figures and report.html ...\n");
