@@ -24,6 +24,7 @@ static int version_main(int argc, char **argv)
 static const subcommand subcommands[] = {
     {"version", version_main, "print the version and the CPU path in use"},
     {"lab", optim_lab_main, "run the optimizer lab: experiments, figures and an HTML report"},
+    {"bench", optim_bench_main, "time every rule against its memory-bandwidth ceiling (--torch: against torch.optim)"},
 };
 
 static void usage(FILE *f)

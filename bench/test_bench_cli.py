@@ -1,0 +1,190 @@
+"""`optim bench` and `optim bench --torch` in tiny configurations: they run,
+their --json parses and is self-consistent, and bad options fail with a
+message naming the value. Timings are never asserted (benchmarks, not tests).
+
+The executable is $OPTIM_BENCH_EXE (CTest sets it), else build*/tools/optim of
+the checkout. Run: /usr/bin/python3 -m pytest -q bench/test_bench_cli.py
+"""
+import glob
+import json
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GPT2_ELEMENTS = 124439808  # GPT-2 small: 50257*768 + 1024*768 + 12 * 7087872 + 2*768
+GPT2_TENSORS = 148
+
+
+def find_exe():
+    env = os.environ.get("OPTIM_BENCH_EXE")
+    if env:
+        return env
+    for cand in sorted(glob.glob(os.path.join(ROOT, "build*", "tools", "optim"))):
+        if os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+@pytest.fixture(scope="module")
+def exe():
+    path = find_exe()
+    if not path:
+        pytest.fail("the optim executable was not found: build it, or set OPTIM_BENCH_EXE")
+    return path
+
+
+def run(exe, *args, expect=0, timeout=300):
+    p = subprocess.run([exe, "bench"] + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    if expect is not None and p.returncode != expect:
+        pytest.fail("optim bench %s: exit %d, expected %d\nstdout:\n%s\nstderr:\n%s"
+                    % (" ".join(map(str, args)), p.returncode, expect, p.stdout[-3000:], p.stderr[-3000:]))
+    return p
+
+
+def isa_of(exe):
+    out = subprocess.run([exe, "version"], capture_output=True, text=True, check=True).stdout
+    return out.split("default CPU path: ")[1].split(")")[0]
+
+
+# Bytes per element: 8 per read-modify-write stream (the parameter and each
+# state array), 4 for the gradient.
+EXPECTED = {"adam": (2, 28), "sgd:momentum=0.9": (1, 20), "rmsprop:centered": (2, 28), "adam:amsgrad": (3, 36),
+            "sgd": (0, 12)}
+
+
+def check_stats(st):
+    assert 0 < st["min"] <= st["median"] <= st["max"], st
+
+
+def test_tiny_run_json(exe):
+    cases = "adam,sgd:momentum=0.9,rmsprop:centered"  # adam: its presets adam and adam:amsgrad
+    p = run(exe, "--rules", cases, "--sizes", "4K,64K", "--threads", "1,all", "--reps", 2, "--min-time", 0.001,
+            "--json", "--quiet")
+    assert p.stderr == ""  # --quiet: no progress
+    d = json.loads(p.stdout)
+    assert d["tool"] == "optim bench"
+    assert d["isa"] == d["isa_default"] == isa_of(exe)
+    assert d["reps"] == 2 and d["threads_all"] >= 1
+    assert len(d["load_start"]) == 3
+    res = d["results"]
+    assert len(res) == 4 * 2 * 2
+    seen = set()
+    for r in res:
+        seen.add((r["case"], r["size"], r["threads"]))
+        nslots, nbytes = EXPECTED[r["case"]]
+        assert r["state_arrays"] == nslots and r["bytes_per_element"] == nbytes
+        assert r["rule"] == r["case"].split(":")[0]
+        n = {"4K": 4096, "64K": 65536}[r["size"]]
+        assert r["elements"] == n and r["tensors"] == 1
+        check_stats(r["step_s"])
+        check_stats(r["ceiling"]["step_s"])
+        assert r["ratio"] == pytest.approx(r["ceiling"]["step_s"]["median"] / r["step_s"]["median"], rel=1e-4)
+        assert r["ratio_min"] <= r["ratio_max"]
+        assert r["elements_per_s"] == pytest.approx(n / r["step_s"]["median"], rel=1e-4)
+        assert r["gbs"] == pytest.approx(n * nbytes / r["step_s"]["median"] / 1e9, rel=1e-4)
+        assert r["ceiling"]["gbs"] == pytest.approx(n * nbytes / r["ceiling"]["step_s"]["median"] / 1e9, rel=1e-4)
+        assert r["min_bytes"] == (2 + nslots) * n * 4
+        assert r["peak_rss_bytes"] >= r["min_bytes"]
+        assert 1 <= r["threads_used"] <= d["threads_all"]
+    assert {t for _, _, t in seen} == {1, "all"}
+    assert len(d["context"]) == 2 * 2
+    for c in d["context"]:
+        assert c["copy"]["bytes_per_element"] == 8 and c["triad"]["bytes_per_element"] == 12
+        check_stats(c["copy"]["step_s"])
+        check_stats(c["triad"]["step_s"])
+    # No size >= 64M and no GPT-2: the ratio targets are not measured, and say so.
+    assert [t["measured"] for t in d["targets"]] == [False, False, False]
+    mem = d["memory"]
+    assert mem["case"] == "adam:amsgrad" and mem["size"] == "64K"
+    assert mem["min_bytes"] == 5 * 65536 * 4 and mem["peak_rss_bytes"] >= mem["min_bytes"]
+    assert d["skipped"] == []
+
+
+def test_table_and_progress(exe):
+    p = run(exe, "--rules", "sgd:", "--sizes", "4K", "--threads", "1", "--reps", 1, "--min-time", 0, "--no-context")
+    assert "CPU path %s" % isa_of(exe) in p.stdout
+    lines = [l for l in p.stdout.splitlines() if l.strip().startswith("sgd ")]
+    assert len(lines) == 1 and " 12 " in lines[0]
+    assert "targets" in p.stdout and "not measured in this run" in p.stdout
+    assert "[1/1" in p.stderr  # progress on stderr
+
+
+def test_gpt2_list(exe):
+    out = run(exe, "--list").stdout
+    assert "%d tensors" % GPT2_TENSORS in out and "total %d elements" % GPT2_ELEMENTS in out
+    assert "wte.weight               50257 x 768" in out and "h.11.mlp.c_proj.weight" in out
+    # The many-tensor path, with the cheapest rule (parameters and gradients only: ~1 GB).
+    d = json.loads(run(exe, "--rules", "sgd:", "--sizes", "gpt2", "--threads", "all", "--reps", 1, "--min-time", 0,
+                       "--no-context", "--json", "--quiet").stdout)
+    (r,) = d["results"]
+    assert r["size"] == "gpt2" and r["tensors"] == GPT2_TENSORS and r["elements"] == GPT2_ELEMENTS
+    assert r["min_bytes"] == 2 * GPT2_ELEMENTS * 4
+    gpt2 = [t for t in d["targets"] if "GPT-2" in t["name"]][0]
+    assert gpt2["measured"] and gpt2["worst"]["case"] == "sgd"
+
+
+def test_rule_names_select_presets(exe):
+    out = run(exe, "--rules", "adam,adabound:amsbound,rmsprop:", "--sizes", "4K", "--threads", "1", "--reps", 1,
+              "--min-time", 0, "--no-context", "--json", "--quiet").stdout
+    cases = [r["case"] for r in json.loads(out)["results"]]
+    assert cases == ["adam", "adam:amsgrad", "adabound:amsbound", "rmsprop"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--rules", "adamx"], "unknown rule 'adamx'"),
+    (["--rules", "adam:betaX=1"], "unknown hyperparameter 'betaX'"),
+    (["--rules", "adam:beta1=1.5"], "beta1 = 1.5"),
+    (["--rules", "adam:beta1=abc"], "beta1 = 'abc' is not a number"),
+    (["--rules", "sgd:nesterov"], "nesterov = 1 requires momentum > 0"),
+    (["--rules", "sgd:centered"], "centered"),
+    (["--rules", ","], "--rules needs a comma-separated list"),
+    (["--sizes", "0"], "--sizes 0"),
+    (["--sizes", "12Q"], "--sizes 12Q"),
+    (["--sizes", "1.5"], "--sizes 1.5"),
+    (["--threads", "0"], "--threads 0: expected 1..1024 or all"),
+    (["--reps", "0"], "--reps 0"),
+    (["--min-time", "-1"], "--min-time -1"),
+    (["--isa", "sse9"], "--isa sse9"),
+    (["--seed", "-3"], "--seed -3"),
+    (["--frobnicate"], "unknown option '--frobnicate'"),
+    (["--reps"], "--reps needs a value"),
+    (["--json", "--torch"], "--torch must come first"),
+])
+def test_bad_options(exe, args, needle):
+    p = run(exe, *args, expect=2)
+    assert needle in p.stderr, p.stderr
+    assert p.stdout == ""
+
+
+def test_help(exe):
+    out = run(exe, "--help").stdout
+    for opt in ("--rules", "--sizes", "--threads", "--reps", "--min-time", "--isa", "--json", "--torch"):
+        assert opt in out
+
+
+def test_torch_compare_tiny(exe):
+    pytest.importorskip("torch")
+    p = run(exe, "--torch", "--rules", "adam,sgd:momentum=0.9,adabound", "--sizes", "64K", "--reps", 1,
+            "--min-time", 0, "--json", "--quiet")
+    d = json.loads(p.stdout)
+    assert "adabound" in p.stderr  # asked for, but torch has none: said so
+    (runs,) = d["runs"]
+    assert [r["case"] for r in runs["results"]] == ["adam", "adam:amsgrad", "sgd:momentum=0.9"]
+    for r in runs["results"]:
+        assert r["elements"] == 65536 and r["tensors"] == 1
+        assert r["agreement_max_rel_diff"] <= d["agreement_tolerance"]
+        for key in ("optim.torch", "torch foreach", "torch default"):
+            check_stats(r[key]["step_s"])
+        assert r["speedup_vs_foreach"] == pytest.approx(
+            r["torch foreach"]["step_s"]["median"] / r["optim.torch"]["step_s"]["median"], rel=1e-6)
+    assert d["disagreements"] == []
+    assert d["isa"] == isa_of(exe)
+
+
+def test_torch_compare_bad_option(exe):
+    p = run(exe, "--torch", "--sizes", "0", expect=2)
+    assert "size '0'" in p.stderr
+    p = run(exe, "--torch", "--rules", "adamx", expect=2)
+    assert "rule 'adamx'" in p.stderr

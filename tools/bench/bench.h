@@ -1,0 +1,105 @@
+/* bench.h: what the files of `optim bench` share.
+ *
+ * `optim bench` times every rule of the library against a ceiling measured
+ * in the same process just before: a kernel with exactly the rule's memory
+ * streams and trivial arithmetic, compiled for the library's CPU path and
+ * split across threads the way the library splits a step (see
+ * ../shared/BENCHMARKING.md of the project and docs/PERFORMANCE.md). It uses
+ * the library only through the public header. Like every program of the
+ * `optim` command it may print and exit; the library never does.
+ */
+#ifndef OPTIM_BENCH_H
+#define OPTIM_BENCH_H
+
+#include "optim.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Read-modify-write streams of a step: the parameter and up to
+ * OPTIM_MAX_SLOTS state arrays. */
+#define BENCH_MAX_RMW (1 + OPTIM_MAX_SLOTS)
+
+/* ---- Ceiling, copy and triad kernels (bench_kernels.c) --------------------- */
+
+/** One tensor as the ceiling kernel sees it: x[0..k) are updated in place
+ *  (x = x*a + g*b), g is only read. start is the tensor's offset in the
+ *  concatenation of all tensors of the step (running sum of n). */
+typedef struct bench_span {
+    float *x[BENCH_MAX_RMW];
+    const float *g;
+    size_t n;
+    size_t start;
+} bench_span;
+
+/** 1 if the ceiling kernels have an instance for this CPU path (compiled
+ *  with the same instruction set as the library's kernels for it). */
+int bench_kernels_have(optim_isa isa);
+
+/** Threads a pass over `work` elements runs on when at most `threads` are
+ *  asked for (0: all OpenMP threads): the library's rule, so that the
+ *  ceiling and the rule use the same number of threads. */
+int bench_threads_for(size_t work, int threads);
+
+/** The ceiling: for every span, x[j][i] = x[j][i]*a + g[i]*b for j < k,
+ *  over the concatenation split into equal contiguous shares across threads
+ *  in one parallel region (share boundaries at multiples of 16 elements
+ *  within a tensor), as optim_step does. With a = 1 and b = 0 the arrays
+ *  keep their values. 1 <= k <= BENCH_MAX_RMW. */
+void bench_rmw(optim_isa isa, int k, const bench_span *spans, size_t count, size_t total, int threads, float a,
+               float b);
+
+/** dst[i] = src[i] (8 bytes per element counted; the destination's
+ *  write-allocate read is not counted, as STREAM does). */
+void bench_copy(optim_isa isa, size_t n, float *dst, const float *src, int threads);
+
+/** a[i] = b[i] + s*c[i] (12 bytes per element counted, as STREAM does). */
+void bench_triad(optim_isa isa, size_t n, float *a, const float *b, const float *c, float s, int threads);
+
+/** Fill x[0..n) with uniform values in [lo, hi) from a seed; the values do
+ *  not depend on the number of threads that fill them. */
+void bench_fill(float *x, size_t n, uint64_t seed, float lo, float hi);
+
+/* ---- System facts (bench_sys.c) -------------------------------------------- */
+
+/** Seconds on a monotonic clock. */
+double bench_now(void);
+/** Bytes the kernel says are available for new allocations (MemAvailable),
+ *  or 0 if unknown. */
+uint64_t bench_mem_available(void);
+/** The process's resident set now (VmRSS) and its peak (VmHWM), in bytes;
+ *  0 if unknown. */
+uint64_t bench_rss_now(void);
+uint64_t bench_rss_peak(void);
+/** Reset the peak resident set to the current one (Linux >= 4.0: write 5 to
+ *  /proc/self/clear_refs). Returns 1 if it worked, else 0 (the peak is then
+ *  the whole process's). */
+int bench_rss_peak_reset(void);
+/** The 1, 5 and 15 minute load averages; 0 if unknown. */
+int bench_loadavg(double load[3]);
+/** The CPU's model name ("AMD EPYC ..."), or "unknown"; never NULL. */
+const char *bench_cpu_model(void);
+/** Logical CPUs online. */
+int bench_cpu_count(void);
+/** OpenMP threads that "all threads" means (1 without OpenMP). */
+int bench_max_threads(void);
+
+/** 64-byte-aligned floats (exits with a message if the memory is not
+ *  there: the caller checked the available memory first). */
+float *bench_alloc_floats(size_t n, const char *what);
+
+/** "4K", "256M", "1.5G" style label of an element count (binary prefixes,
+ *  exact when it is a multiple). */
+void bench_count_label(char *out, size_t size, size_t n);
+/** "5.00 GiB" style label of a byte count. */
+void bench_bytes_label(char *out, size_t size, double bytes);
+
+/* ---- optim bench --torch (bench_torch.c) ----------------------------------- */
+
+/** Run bench/torch_compare.py of the checkout with Debian's Python and the
+ *  library next to this program, passing argv[1..argc) through; returns its
+ *  exit status. */
+int bench_torch_main(int argc, char **argv);
+
+#endif

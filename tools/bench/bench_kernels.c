@@ -1,0 +1,324 @@
+/* bench_kernels.c: the ceilings of `optim bench`, and copy and triad.
+ *
+ * A rule's ceiling is a kernel with exactly its memory streams (the
+ * parameter and each state array read and written, the gradient read) and
+ * trivial arithmetic: x = x*a + g*b. It must be compiled like the library's
+ * kernels for the path being measured, or the comparison would measure the
+ * compiler: each kernel here is stamped out once per CPU path with that
+ * path's instruction set (target attributes: -mavx2 -mfma, -mavx512f/vl/dq
+ * with 512-bit vectors, no vectorisation for scalar), mirroring the flags
+ * CMakeLists.txt gives src/kernels/kernels_<isa>.c. It must also be split
+ * across threads the way optim_step splits a step (one parallel region over
+ * the concatenation of all tensors, equal contiguous shares, boundaries on
+ * 64-byte lines), or a model of many tensors would be measured against a
+ * differently balanced loop. Threads and ISA are the only things these
+ * kernels share with the library; their code is independent of it.
+ */
+#include "bench.h"
+
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#  include <omp.h>
+#endif
+
+/* ---- Per-path instances -------------------------------------------------------- */
+
+#if defined(__GNUC__) && !defined(__clang__)
+#  define BENCH_GCC 1
+#endif
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#  define BENCH_X86 1
+#endif
+#if defined(__aarch64__)
+#  define BENCH_ARM64 1
+#endif
+
+/* A plain copy loop must stay a loop: compilers turn it into a memcpy call,
+ * and glibc's memcpy switches to non-temporal stores for large sizes, which
+ * would measure another kernel than the one named. */
+#if defined(BENCH_GCC)
+#  define BENCH_LOOP_NOT_MEMCPY __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#elif defined(__clang__)
+#  define BENCH_LOOP_NOT_MEMCPY __attribute__((no_builtin("memcpy")))
+#else
+#  define BENCH_LOOP_NOT_MEMCPY
+#endif
+
+/* The scalar path: no vectorisation, as the library's kernels_scalar.c
+ * (compiled with -fno-tree-vectorize / -fno-vectorize). */
+#if defined(BENCH_GCC)
+#  define BENCH_ATTR_SCALAR __attribute__((optimize("no-tree-vectorize", "no-tree-slp-vectorize")))
+#  define BENCH_PRAGMA_SCALAR
+#elif defined(__clang__)
+#  define BENCH_ATTR_SCALAR
+#  define BENCH_PRAGMA_SCALAR _Pragma("clang loop vectorize(disable) interleave(disable)")
+#else
+#  define BENCH_ATTR_SCALAR
+#  define BENCH_PRAGMA_SCALAR
+#endif
+
+typedef void (*bench_rmw_fn)(size_t n, float *const *x, const float *g, float a, float b);
+typedef void (*bench_copy_fn)(size_t n, float *dst, const float *src);
+typedef void (*bench_triad_fn)(size_t n, float *a, const float *b, const float *c, float s);
+
+typedef struct bench_kset {
+    bench_rmw_fn rmw[BENCH_MAX_RMW]; /* rmw[k-1]: k read-modify-write streams */
+    bench_copy_fn copy;
+    bench_triad_fn triad;
+} bench_kset;
+
+/* One loop body per stream count; K is a constant in each instance, so
+ * unused streams cost nothing. g*b is shared by the streams, as a rule's
+ * gradient is. */
+#define BENCH_RMW_FN(sfx, ATTR, PRAGMA, K)                                                               \
+    ATTR static void bench_rmw##K##_##sfx(size_t n, float *const *x, const float *g_, float a, float b)  \
+    {                                                                                                    \
+        float *restrict x0 = x[0];                                                                       \
+        float *restrict x1 = (K) > 1 ? x[1] : NULL;                                                      \
+        float *restrict x2 = (K) > 2 ? x[2] : NULL;                                                      \
+        float *restrict x3 = (K) > 3 ? x[3] : NULL;                                                      \
+        float *restrict x4 = (K) > 4 ? x[4] : NULL;                                                      \
+        const float *restrict g = g_;                                                                    \
+        PRAGMA                                                                                           \
+        for (size_t i = 0; i < n; i++) {                                                                 \
+            float d = g[i] * b;                                                                          \
+            x0[i] = x0[i] * a + d;                                                                       \
+            if ((K) > 1) x1[i] = x1[i] * a + d;                                                          \
+            if ((K) > 2) x2[i] = x2[i] * a + d;                                                          \
+            if ((K) > 3) x3[i] = x3[i] * a + d;                                                          \
+            if ((K) > 4) x4[i] = x4[i] * a + d;                                                          \
+        }                                                                                                \
+    }
+
+#define BENCH_INSTANCES(sfx, ATTR, PRAGMA)                                                               \
+    BENCH_RMW_FN(sfx, ATTR, PRAGMA, 1)                                                                   \
+    BENCH_RMW_FN(sfx, ATTR, PRAGMA, 2)                                                                   \
+    BENCH_RMW_FN(sfx, ATTR, PRAGMA, 3)                                                                   \
+    BENCH_RMW_FN(sfx, ATTR, PRAGMA, 4)                                                                   \
+    BENCH_RMW_FN(sfx, ATTR, PRAGMA, 5)                                                                   \
+    ATTR BENCH_LOOP_NOT_MEMCPY static void bench_copy_##sfx(size_t n, float *dst_, const float *src_)    \
+    {                                                                                                    \
+        float *restrict dst = dst_;                                                                      \
+        const float *restrict src = src_;                                                                \
+        PRAGMA                                                                                           \
+        for (size_t i = 0; i < n; i++) dst[i] = src[i];                                                  \
+    }                                                                                                    \
+    ATTR static void bench_triad_##sfx(size_t n, float *a_, const float *b_, const float *c_, float s)   \
+    {                                                                                                    \
+        float *restrict a = a_;                                                                          \
+        const float *restrict b = b_;                                                                    \
+        const float *restrict c = c_;                                                                    \
+        PRAGMA                                                                                           \
+        for (size_t i = 0; i < n; i++) a[i] = b[i] + s * c[i];                                           \
+    }                                                                                                    \
+    static const bench_kset bench_kset_##sfx = {                                                         \
+        {bench_rmw1_##sfx, bench_rmw2_##sfx, bench_rmw3_##sfx, bench_rmw4_##sfx, bench_rmw5_##sfx},      \
+        bench_copy_##sfx,                                                                                \
+        bench_triad_##sfx,                                                                               \
+    };
+
+BENCH_INSTANCES(scalar, BENCH_ATTR_SCALAR, BENCH_PRAGMA_SCALAR)
+#if defined(BENCH_X86)
+BENCH_INSTANCES(avx2, __attribute__((target("avx2,fma"))), )
+#  if defined(__clang__)
+/* clang: min_vector_width plays the part of -mprefer-vector-width=512. */
+BENCH_INSTANCES(avx512, __attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq"), min_vector_width(512))), )
+#  else
+BENCH_INSTANCES(avx512, __attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq,prefer-vector-width=512"))), )
+#  endif
+#endif
+#if defined(BENCH_ARM64)
+/* AArch64 compilers vectorise with Advanced SIMD by default, as for the
+ * library's kernels_neon.c. */
+BENCH_INSTANCES(neon, , )
+#endif
+
+static const bench_kset *bench_kset_for(optim_isa isa)
+{
+    switch (isa) {
+    case OPTIM_ISA_SCALAR: return &bench_kset_scalar;
+#if defined(BENCH_X86)
+    case OPTIM_ISA_AVX2: return &bench_kset_avx2;
+    case OPTIM_ISA_AVX512: return &bench_kset_avx512;
+#endif
+#if defined(BENCH_ARM64)
+    case OPTIM_ISA_NEON: return &bench_kset_neon;
+#endif
+    default: return NULL;
+    }
+}
+
+int bench_kernels_have(optim_isa isa)
+{
+    return bench_kset_for(isa) != NULL;
+}
+
+/* ---- Threads: the library's split ---------------------------------------------- */
+
+/* The library runs steps below 2^15 elements per pair of threads on fewer
+ * threads (src/kernels/parallel.c): waking a thread costs more than it
+ * saves. The ceiling follows the same rule so both use the same threads. */
+#define BENCH_PAR_MIN ((size_t)1 << 15)
+/* Share boundaries fall on multiples of 16 floats within a tensor. */
+#define BENCH_SPLIT_ALIGN 16
+
+int bench_threads_for(size_t work, int threads)
+{
+    int nt = 1;
+#ifdef _OPENMP
+    nt = threads > 0 ? threads : omp_get_max_threads();
+    if (nt > 1 && work / (size_t)nt < BENCH_PAR_MIN / 2) {
+        size_t fit = work / (BENCH_PAR_MIN / 2);
+        nt = fit < 2 ? 1 : (int)(fit < (size_t)nt ? fit : (size_t)nt);
+    }
+#else
+    (void)work;
+    (void)threads;
+#endif
+    return nt;
+}
+
+/* Index of the first span reaching past position x of the concatenation. */
+static size_t bench_find(const bench_span *s, size_t count, size_t x)
+{
+    size_t lo = 0, hi = count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s[mid].start + s[mid].n <= x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static size_t bench_split_point(const bench_span *s, size_t count, size_t x)
+{
+    size_t a = bench_find(s, count, x);
+    if (a == count || x <= s[a].start) return x;
+    return s[a].start + (x - s[a].start) / BENCH_SPLIT_ALIGN * BENCH_SPLIT_ALIGN;
+}
+
+static void bench_rmw_range(bench_rmw_fn fn, int k, const bench_span *spans, size_t count, size_t lo, size_t hi,
+                            float a, float b)
+{
+    size_t i;
+    if (lo >= hi) return;
+    for (i = bench_find(spans, count, lo); i < count && spans[i].start < hi; i++) {
+        const bench_span *sp = &spans[i];
+        size_t from = lo > sp->start ? lo - sp->start : 0;
+        size_t to = hi < sp->start + sp->n ? hi - sp->start : sp->n;
+        float *x[BENCH_MAX_RMW] = {NULL, NULL, NULL, NULL, NULL};
+        int j;
+        if (from >= to) continue;
+        for (j = 0; j < k; j++) x[j] = sp->x[j] + from;
+        fn(to - from, x, sp->g + from, a, b);
+    }
+}
+
+void bench_rmw(optim_isa isa, int k, const bench_span *spans, size_t count, size_t total, int threads, float a,
+               float b)
+{
+    const bench_kset *ks = bench_kset_for(isa);
+    bench_rmw_fn fn;
+    int nt;
+    if (!ks || k < 1 || k > BENCH_MAX_RMW) abort(); /* the caller checked both */
+    fn = ks->rmw[k - 1];
+    nt = bench_threads_for(total, threads);
+    if (nt <= 1) {
+        bench_rmw_range(fn, k, spans, count, 0, total, a, b);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        size_t t = (size_t)omp_get_thread_num(), nth = (size_t)omp_get_num_threads();
+        size_t lo = t == 0 ? 0 : bench_split_point(spans, count, total / nth * t);
+        size_t hi = t + 1 == nth ? total : bench_split_point(spans, count, total / nth * (t + 1));
+        bench_rmw_range(fn, k, spans, count, lo, hi, a, b);
+    }
+#endif
+}
+
+/* Share [lo, hi) of thread t of nt over n elements, on 16-float boundaries. */
+static void bench_share(size_t n, size_t t, size_t nt, size_t *lo, size_t *hi)
+{
+    *lo = t == 0 ? 0 : n / nt * t / BENCH_SPLIT_ALIGN * BENCH_SPLIT_ALIGN;
+    *hi = t + 1 == nt ? n : n / nt * (t + 1) / BENCH_SPLIT_ALIGN * BENCH_SPLIT_ALIGN;
+}
+
+void bench_copy(optim_isa isa, size_t n, float *dst, const float *src, int threads)
+{
+    const bench_kset *ks = bench_kset_for(isa);
+    int nt;
+    if (!ks) abort();
+    nt = bench_threads_for(n, threads);
+    if (nt <= 1) {
+        ks->copy(n, dst, src);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        size_t lo, hi;
+        bench_share(n, (size_t)omp_get_thread_num(), (size_t)omp_get_num_threads(), &lo, &hi);
+        if (hi > lo) ks->copy(hi - lo, dst + lo, src + lo);
+    }
+#endif
+}
+
+void bench_triad(optim_isa isa, size_t n, float *a, const float *b, const float *c, float s, int threads)
+{
+    const bench_kset *ks = bench_kset_for(isa);
+    int nt;
+    if (!ks) abort();
+    nt = bench_threads_for(n, threads);
+    if (nt <= 1) {
+        ks->triad(n, a, b, c, s);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        size_t lo, hi;
+        bench_share(n, (size_t)omp_get_thread_num(), (size_t)omp_get_num_threads(), &lo, &hi);
+        if (hi > lo) ks->triad(hi - lo, a + lo, b + lo, c + lo, s);
+    }
+#endif
+}
+
+/* ---- Data ------------------------------------------------------------------------- */
+
+/* Elements per independently seeded chunk of bench_fill. */
+#define BENCH_FILL_CHUNK ((size_t)1 << 16)
+
+static uint64_t bench_splitmix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+void bench_fill(float *x, size_t n, uint64_t seed, float lo, float hi)
+{
+    long c, nchunks = (long)((n + BENCH_FILL_CHUNK - 1) / BENCH_FILL_CHUNK);
+    const float scale = (hi - lo) / 16777216.0f;
+    /* Each chunk has its own stream, so the values do not depend on which
+     * thread fills them; threads also spread the first touch of the pages. */
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (c = 0; c < nchunks; c++) {
+        uint64_t s = bench_splitmix(seed * 0x100000001b3ull + (uint64_t)c);
+        size_t i = (size_t)c * BENCH_FILL_CHUNK, end = i + BENCH_FILL_CHUNK < n ? i + BENCH_FILL_CHUNK : n;
+        for (; i < end; i++) {
+            /* xorshift64*, top 24 bits: a float in [0, 2^24) exactly. */
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            x[i] = lo + (float)((s * 0x2545f4914f6cdd1dull) >> 40) * scale;
+        }
+    }
+}

@@ -1,0 +1,1387 @@
+/* bench_main.c: `optim bench`: the command line, the cases, the timing
+ * protocol, the table and --json.
+ *
+ * For every size, every case (a rule with some options) and every thread
+ * count, a run is a batch of steps lasting at least --min-time; the ceiling
+ * (bench_kernels.c) and the rule alternate run by run over the same arrays,
+ * so each rule run has a ceiling run just before it, under the same load.
+ * The ceiling uses a = 1 and b = 0: it moves the rule's bytes but leaves the
+ * values alone, so the rule keeps stepping its own state.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+#include "bench.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define BENCH_MAX_ITEMS 64
+#define BENCH_SPEC_MAX 96
+
+/* ---- Cases ------------------------------------------------------------------------ */
+
+/* Every rule with its defaults, and the options that change its memory
+ * streams or its arithmetic the most. */
+static const char *const bench_presets[] = {
+    "sgd",      "sgd:momentum=0.9",     "sgd:momentum=0.9:nesterov",
+    "adagrad",  "rmsprop",              "rmsprop:momentum=0.9",
+    "rmsprop:centered",                 "rmsprop:centered:momentum=0.9",
+    "adadelta", "adadelta:momentum=0.9",
+    "adam",     "adam:amsgrad",         "adamw",
+    "adamw:amsgrad",                    "radam",
+    "nadam",    "adabound",             "adabound:amsbound",
+};
+#define BENCH_NPRESETS (sizeof bench_presets / sizeof bench_presets[0])
+
+typedef struct bench_case {
+    char spec[BENCH_SPEC_MAX];
+    optim_hparams hp;
+    int nslots;       /* state arrays under these options */
+    int k;            /* read-modify-write streams: the parameter and the state */
+    double bytes;     /* bytes per element of a step: 8 per RMW stream, 4 for the gradient */
+} bench_case;
+
+/* Parse "rule[:hp[=value]]..." into *c. On error, a message naming the bad part. */
+static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t msgsize)
+{
+    char buf[BENCH_SPEC_MAX], *tok, *save = NULL;
+    optim_rule rule;
+    optim_error err;
+    unsigned slots;
+    int i;
+    if (strlen(spec) >= sizeof buf) {
+        snprintf(msg, msgsize, "'%.40s...' is too long", spec);
+        return -1;
+    }
+    memset(c, 0, sizeof *c);
+    snprintf(c->spec, sizeof c->spec, "%s", spec);
+    snprintf(buf, sizeof buf, "%s", spec);
+    tok = strtok_r(buf, ":", &save);
+    rule = tok ? optim_rule_from_name(tok) : (optim_rule)0;
+    if (!rule) {
+        snprintf(msg, msgsize, "'%s': unknown rule '%s' (rules:", spec, tok ? tok : "");
+        for (i = 1; i <= OPTIM_RULE_COUNT; i++) {
+            size_t len = strlen(msg);
+            snprintf(msg + len, msgsize - len, " %s", optim_rule_name((optim_rule)i));
+        }
+        snprintf(msg + strlen(msg), msgsize - strlen(msg), ")");
+        return -1;
+    }
+    optim_hparams_init(&c->hp, rule, NULL);
+    while ((tok = strtok_r(NULL, ":", &save)) != NULL) {
+        char *eq = strchr(tok, '='), *end;
+        double v = 1.0;
+        optim_hparam id;
+        if (eq) *eq = '\0';
+        id = optim_hparam_from_name(tok);
+        if (!id) {
+            snprintf(msg, msgsize, "'%s': unknown hyperparameter '%s'", spec, tok);
+            return -1;
+        }
+        if (eq) {
+            const char *val = eq + 1;
+            if (id == OPTIM_HP_EPS_PLACEMENT && strcasecmp(val, "inside") == 0) v = OPTIM_EPS_INSIDE;
+            else if (id == OPTIM_HP_EPS_PLACEMENT && strcasecmp(val, "outside") == 0) v = OPTIM_EPS_OUTSIDE;
+            else if (strcasecmp(val, "true") == 0) v = 1.0;
+            else if (strcasecmp(val, "false") == 0) v = 0.0;
+            else {
+                errno = 0;
+                v = strtod(val, &end);
+                if (errno || *val == '\0' || *end != '\0') {
+                    snprintf(msg, msgsize, "'%s': %s = '%s' is not a number", spec, tok, val);
+                    return -1;
+                }
+            }
+        }
+        if (optim_hparams_set(&c->hp, id, v, &err) != OPTIM_OK) {
+            snprintf(msg, msgsize, "'%s': %s", spec, err.message);
+            return -1;
+        }
+    }
+    if (optim_hparams_check(&c->hp, &err) != OPTIM_OK) {
+        snprintf(msg, msgsize, "'%s': %s", spec, err.message);
+        return -1;
+    }
+    slots = optim_hparams_slots(&c->hp);
+    for (i = 0; i < OPTIM_MAX_SLOTS; i++) c->nslots += (slots >> i) & 1u;
+    c->k = 1 + c->nslots;
+    c->bytes = 8.0 * c->k + 4.0;
+    return 0;
+}
+
+/* The rule part of a spec ("adam" of "adam:amsgrad"). */
+static void bench_spec_rule(const char *spec, char *out, size_t size)
+{
+    size_t len = strcspn(spec, ":");
+    snprintf(out, size, "%.*s", (int)(len < size ? len : size - 1), spec);
+}
+
+/* ---- Sizes and the GPT-2 shapes ------------------------------------------------------ */
+
+typedef struct bench_size {
+    char label[24];
+    size_t n;   /* total elements */
+    int gpt2;   /* the GPT-2-small list of tensors instead of one tensor */
+} bench_size;
+
+/* GPT-2 small (124M): token and position embeddings, 12 blocks, final
+ * LayerNorm; Conv1D weights as stored (in x out). */
+#define BENCH_GPT2_LAYERS 12
+#define BENCH_GPT2_PER_LAYER 12
+#define BENCH_GPT2_TENSORS (2 + BENCH_GPT2_LAYERS * BENCH_GPT2_PER_LAYER + 2)
+
+typedef struct bench_shape {
+    char name[40];
+    size_t rows, cols; /* cols = 1 for vectors */
+} bench_shape;
+
+static size_t bench_gpt2_shapes(bench_shape *out)
+{
+    static const struct {
+        const char *name;
+        size_t rows, cols;
+    } layer[BENCH_GPT2_PER_LAYER] = {
+        {"ln_1.weight", 768, 1},         {"ln_1.bias", 768, 1},         {"attn.c_attn.weight", 768, 2304},
+        {"attn.c_attn.bias", 2304, 1},   {"attn.c_proj.weight", 768, 768}, {"attn.c_proj.bias", 768, 1},
+        {"ln_2.weight", 768, 1},         {"ln_2.bias", 768, 1},         {"mlp.c_fc.weight", 768, 3072},
+        {"mlp.c_fc.bias", 3072, 1},      {"mlp.c_proj.weight", 3072, 768}, {"mlp.c_proj.bias", 768, 1},
+    };
+    size_t m = 0;
+    int l, j;
+    snprintf(out[m].name, sizeof out[m].name, "wte.weight");
+    out[m].rows = 50257, out[m].cols = 768, m++;
+    snprintf(out[m].name, sizeof out[m].name, "wpe.weight");
+    out[m].rows = 1024, out[m].cols = 768, m++;
+    for (l = 0; l < BENCH_GPT2_LAYERS; l++)
+        for (j = 0; j < BENCH_GPT2_PER_LAYER; j++) {
+            snprintf(out[m].name, sizeof out[m].name, "h.%d.%s", l, layer[j].name);
+            out[m].rows = layer[j].rows, out[m].cols = layer[j].cols, m++;
+        }
+    snprintf(out[m].name, sizeof out[m].name, "ln_f.weight");
+    out[m].rows = 768, out[m].cols = 1, m++;
+    snprintf(out[m].name, sizeof out[m].name, "ln_f.bias");
+    out[m].rows = 768, out[m].cols = 1, m++;
+    return m;
+}
+
+/* ---- Options ------------------------------------------------------------------------ */
+
+typedef struct bench_opts {
+    bench_case cases[BENCH_MAX_ITEMS];
+    size_t ncases;
+    bench_size sizes[BENCH_MAX_ITEMS];
+    size_t nsizes;
+    int threads[BENCH_MAX_ITEMS]; /* 0 = all */
+    size_t nthreads;
+    int reps;
+    double min_time;
+    optim_isa isa;
+    uint64_t seed;
+    int json, quiet, context;
+} bench_opts;
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: optim bench [options]            time every rule against its memory ceiling\n"
+            "       optim bench --torch [options]    optim.torch against torch.optim (optim bench --torch --help)\n"
+            "\n"
+            "For each size, case and thread count: the step's time, elements/s, the bytes it must move per\n"
+            "element, GB/s, and the ratio to a ceiling measured in the same run just before: a kernel with\n"
+            "the rule's exact read/write streams and trivial arithmetic, on the same arrays, compiled for the\n"
+            "same CPU path. Copy and triad are shown for context. See docs/PERFORMANCE.md.\n"
+            "\n"
+            "options:\n"
+            "  --rules LIST     cases, comma-separated (default all). An item is one of\n"
+            "                     all                 every preset (see --list)\n"
+            "                     RULE                the presets of a rule (adam: adam, adam:amsgrad)\n"
+            "                     RULE:HP[=V]:...     exactly this configuration, e.g. rmsprop:centered,\n"
+            "                                         sgd:momentum=0.9:nesterov, radam:decoupled_weight_decay:\n"
+            "                                         weight_decay=0.01; a bare HP means 1; RULE: alone is the\n"
+            "                                         rule's defaults\n"
+            "  --sizes LIST     elements per case: numbers with K, M, G (2^10, 2^20, 2^30) or gpt2 (the 148\n"
+            "                   tensors of GPT-2 small, 124M elements) (default 4K,64K,1M,16M,64M,256M,gpt2)\n"
+            "                   A case that does not fit in the available memory is skipped and reported.\n"
+            "  --threads LIST   1, N or all (default 1,all)\n"
+            "  --reps N         timed runs per case after a warm-up; the median is reported (default 5;\n"
+            "                   fewer than 5 only for smoke tests)\n"
+            "  --min-time S     a run repeats the step for at least S seconds (default 0.05)\n"
+            "  --isa NAME       CPU path of the library and of the ceilings: scalar, avx2, avx512, neon\n"
+            "                   (default: the library's default, which OPTIM_ISA can set)\n"
+            "  --no-context     skip copy and triad\n"
+            "  --seed S         seed of the parameter and gradient values (default 1)\n"
+            "  --json           results as JSON on stdout instead of the table\n"
+            "  --quiet          no progress on stderr\n"
+            "  --list           the presets and the GPT-2 shapes\n"
+            "  --help           this text\n");
+}
+
+static int bench_fail(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+static int bench_fail(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "optim bench: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    return -1;
+}
+
+/* Split a comma-separated list; calls fn on each non-empty item. */
+static int bench_each_item(const char *opt, const char *list, int (*fn)(bench_opts *, const char *, const char *),
+                           bench_opts *o)
+{
+    char item[BENCH_SPEC_MAX];
+    const char *p = list;
+    int any = 0;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        if (len >= sizeof item) return bench_fail("%s: item '%.*s...' is too long", opt, 40, p);
+        if (len > 0) {
+            snprintf(item, sizeof item, "%.*s", (int)len, p);
+            if (fn(o, opt, item) != 0) return -1;
+            any = 1;
+        }
+        p += len;
+        if (*p == ',') p++;
+    }
+    if (!any) return bench_fail("%s needs a comma-separated list, got '%s'", opt, list);
+    return 0;
+}
+
+/* Add exactly the configuration `spec` (deduplicated by its label). */
+static int bench_add_exact(bench_opts *o, const char *opt, const char *spec)
+{
+    char msg[OPTIM_ERRMSG_MAX + 200];
+    bench_case c;
+    size_t i, len;
+    if (bench_parse_spec(spec, &c, msg, sizeof msg) != 0) return bench_fail("%s %s", opt, msg);
+    /* "adam:" is the rule's defaults: label it "adam". */
+    len = strlen(c.spec);
+    while (len > 0 && c.spec[len - 1] == ':') c.spec[--len] = '\0';
+    for (i = 0; i < o->ncases; i++)
+        if (strcmp(o->cases[i].spec, c.spec) == 0) return 0;
+    if (o->ncases == BENCH_MAX_ITEMS) return bench_fail("%s: more than %d cases", opt, BENCH_MAX_ITEMS);
+    o->cases[o->ncases++] = c;
+    return 0;
+}
+
+/* One item of --rules: "all", a rule name (its presets) or an exact spec. */
+static int bench_add_case(bench_opts *o, const char *opt, const char *item)
+{
+    char msg[OPTIM_ERRMSG_MAX + 200], rule[32];
+    bench_case c;
+    optim_rule r;
+    size_t i;
+    int all = strcmp(item, "all") == 0;
+    if (strchr(item, ':')) return bench_add_exact(o, opt, item);
+    r = all ? (optim_rule)0 : optim_rule_from_name(item);
+    if (!all && !r) {
+        bench_parse_spec(item, &c, msg, sizeof msg); /* its message lists the rules */
+        return bench_fail("%s %s", opt, msg);
+    }
+    for (i = 0; i < BENCH_NPRESETS; i++) {
+        bench_spec_rule(bench_presets[i], rule, sizeof rule);
+        if (!all && optim_rule_from_name(rule) != r) continue;
+        if (bench_add_exact(o, opt, bench_presets[i]) != 0) return -1;
+    }
+    return 0;
+}
+
+static int bench_add_size(bench_opts *o, const char *opt, const char *item)
+{
+    bench_size s;
+    size_t i;
+    memset(&s, 0, sizeof s);
+    if (strcasecmp(item, "gpt2") == 0) {
+        bench_shape shapes[BENCH_GPT2_TENSORS];
+        size_t m = bench_gpt2_shapes(shapes);
+        s.gpt2 = 1;
+        for (i = 0; i < m; i++) s.n += shapes[i].rows * shapes[i].cols;
+        snprintf(s.label, sizeof s.label, "gpt2");
+    } else {
+        char *end;
+        double v, mult = 1.0;
+        errno = 0;
+        v = strtod(item, &end);
+        if (end != item && *end) {
+            switch (*end) {
+            case 'k': case 'K': mult = 1024.0; break;
+            case 'm': case 'M': mult = 1048576.0; break;
+            case 'g': case 'G': mult = 1073741824.0; break;
+            default: mult = 0.0; break;
+            }
+            if (mult != 0.0) end++;
+        }
+        v *= mult;
+        if (errno || end == item || *end != '\0' || !(v >= 1.0) || v > 64.0 * 1073741824.0 || v != floor(v))
+            return bench_fail("%s %s: expected a whole number of elements in [1, 64G] (suffixes K, M, G = "
+                              "2^10, 2^20, 2^30) or gpt2",
+                              opt, item);
+        s.n = (size_t)v;
+        bench_count_label(s.label, sizeof s.label, s.n);
+    }
+    for (i = 0; i < o->nsizes; i++)
+        if (o->sizes[i].n == s.n && o->sizes[i].gpt2 == s.gpt2) return 0;
+    if (o->nsizes == BENCH_MAX_ITEMS) return bench_fail("%s: more than %d sizes", opt, BENCH_MAX_ITEMS);
+    o->sizes[o->nsizes++] = s;
+    return 0;
+}
+
+static int bench_add_threads(bench_opts *o, const char *opt, const char *item)
+{
+    long t;
+    size_t i;
+    if (strcasecmp(item, "all") == 0)
+        t = 0;
+    else {
+        char *end;
+        errno = 0;
+        t = strtol(item, &end, 10);
+        if (errno || end == item || *end != '\0' || t < 1 || t > 1024)
+            return bench_fail("%s %s: expected 1..1024 or all", opt, item);
+    }
+    for (i = 0; i < o->nthreads; i++)
+        if (o->threads[i] == (int)t) return 0;
+    if (o->nthreads == BENCH_MAX_ITEMS) return bench_fail("%s: more than %d thread counts", opt, BENCH_MAX_ITEMS);
+    o->threads[o->nthreads++] = (int)t;
+    return 0;
+}
+
+static void bench_list(void)
+{
+    bench_shape shapes[BENCH_GPT2_TENSORS];
+    size_t i, m = bench_gpt2_shapes(shapes), total = 0;
+    printf("presets (--rules all):\n");
+    for (i = 0; i < BENCH_NPRESETS; i++) {
+        bench_case c;
+        char msg[OPTIM_ERRMSG_MAX + 200];
+        if (bench_parse_spec(bench_presets[i], &c, msg, sizeof msg) != 0) continue;
+        printf("  %-32s %2d state arrays, %2.0f bytes per element\n", c.spec, c.nslots, c.bytes);
+    }
+    printf("\ngpt2 (--sizes gpt2): %zu tensors\n", m);
+    for (i = 0; i < m; i++) {
+        total += shapes[i].rows * shapes[i].cols;
+        if (shapes[i].cols > 1)
+            printf("  %-24s %5zu x %-5zu\n", shapes[i].name, shapes[i].rows, shapes[i].cols);
+        else
+            printf("  %-24s %5zu\n", shapes[i].name, shapes[i].rows);
+    }
+    printf("  total %zu elements\n", total);
+}
+
+/* Returns 0 to run, 1 when done (help, list), 2 on a usage error. */
+static int bench_parse_args(int argc, char **argv, bench_opts *o)
+{
+    int i;
+    const char *rules = "all", *sizes = "4K,64K,1M,16M,64M,256M,gpt2", *threads = "1,all", *isa = NULL;
+    memset(o, 0, sizeof *o);
+    o->reps = 5;
+    o->min_time = 0.05;
+    o->seed = 1;
+    o->context = 1;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = strcmp(a, "--rules") == 0 || strcmp(a, "--sizes") == 0 || strcmp(a, "--threads") == 0 ||
+                    strcmp(a, "--reps") == 0 || strcmp(a, "--min-time") == 0 || strcmp(a, "--isa") == 0 ||
+                    strcmp(a, "--seed") == 0;
+        if (takes && !val) {
+            bench_fail("%s needs a value", a);
+            return 2;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            bench_usage(stdout);
+            return 1;
+        } else if (strcmp(a, "--list") == 0) {
+            bench_list();
+            return 1;
+        } else if (strcmp(a, "--torch") == 0) {
+            bench_fail("--torch must come first: optim bench --torch [options] (see optim bench --torch --help)");
+            return 2;
+        } else if (strcmp(a, "--rules") == 0) {
+            rules = val;
+        } else if (strcmp(a, "--sizes") == 0) {
+            sizes = val;
+        } else if (strcmp(a, "--threads") == 0) {
+            threads = val;
+        } else if (strcmp(a, "--isa") == 0) {
+            isa = val;
+        } else if (strcmp(a, "--reps") == 0) {
+            char *end;
+            long v;
+            errno = 0;
+            v = strtol(val, &end, 10);
+            if (errno || end == val || *end || v < 1 || v > 1000) {
+                bench_fail("--reps %s: expected an integer in [1, 1000]", val);
+                return 2;
+            }
+            o->reps = (int)v;
+        } else if (strcmp(a, "--min-time") == 0) {
+            char *end;
+            double v;
+            errno = 0;
+            v = strtod(val, &end);
+            if (errno || end == val || *end || !(v >= 0.0 && v <= 60.0)) {
+                bench_fail("--min-time %s: expected seconds in [0, 60]", val);
+                return 2;
+            }
+            o->min_time = v;
+        } else if (strcmp(a, "--seed") == 0) {
+            char *end;
+            unsigned long long v;
+            errno = 0;
+            v = strtoull(val, &end, 10);
+            if (errno || end == val || *end || val[0] == '-') {
+                bench_fail("--seed %s: expected a non-negative integer", val);
+                return 2;
+            }
+            o->seed = (uint64_t)v;
+        } else if (strcmp(a, "--json") == 0) {
+            o->json = 1;
+        } else if (strcmp(a, "--quiet") == 0) {
+            o->quiet = 1;
+        } else if (strcmp(a, "--no-context") == 0) {
+            o->context = 0;
+        } else {
+            bench_fail("unknown option '%s' (optim bench --help lists them)", a);
+            return 2;
+        }
+        if (takes) i++;
+    }
+    if (bench_each_item("--rules", rules, bench_add_case, o) != 0) return 2;
+    if (bench_each_item("--sizes", sizes, bench_add_size, o) != 0) return 2;
+    if (bench_each_item("--threads", threads, bench_add_threads, o) != 0) return 2;
+    if (isa) {
+        int j, found = 0;
+        for (j = OPTIM_ISA_SCALAR; j <= OPTIM_ISA_NEON; j++)
+            if (strcasecmp(isa, optim_isa_name((optim_isa)j)) == 0) {
+                o->isa = (optim_isa)j;
+                found = 1;
+            }
+        if (!found) {
+            bench_fail("--isa %s: expected scalar, avx2, avx512 or neon", isa);
+            return 2;
+        }
+        if (!optim_isa_available(o->isa)) {
+            bench_fail("--isa %s: this build or this CPU cannot run that path", isa);
+            return 2;
+        }
+    } else {
+        o->isa = optim_isa_default();
+    }
+    if (!bench_kernels_have(o->isa)) {
+        bench_fail("the ceiling kernels of this build have no %s instance (compiler without target attributes?)",
+                   optim_isa_name(o->isa));
+        return 2;
+    }
+    return 0;
+}
+
+/* ---- Statistics ---------------------------------------------------------------------- */
+
+typedef struct bench_stats {
+    double med, min, max; /* seconds per step */
+} bench_stats;
+
+static int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bench_stats bench_summarize(const double *v, int n)
+{
+    double s[1000];
+    bench_stats st;
+    int i;
+    for (i = 0; i < n; i++) s[i] = v[i];
+    qsort(s, (size_t)n, sizeof s[0], bench_cmp_double);
+    st.min = s[0];
+    st.max = s[n - 1];
+    st.med = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+    return st;
+}
+
+/* ---- Progress ------------------------------------------------------------------------- */
+
+typedef struct bench_progress {
+    int on, tty;
+    double t0;
+    double total, done; /* estimated seconds of all tasks, of the finished ones */
+    int ntasks, ntask;
+    int shown;          /* a line is on the terminal */
+} bench_progress;
+
+static bench_progress bench_prog;
+
+static void bench_progress_clear(void)
+{
+    if (bench_prog.on && bench_prog.tty && bench_prog.shown) {
+        fprintf(stderr, "\r\033[K");
+        fflush(stderr);
+        bench_prog.shown = 0;
+    }
+}
+
+static void bench_progress_show(const char *what)
+{
+    double el;
+    char eta[32] = "";
+    if (!bench_prog.on) return;
+    el = bench_now() - bench_prog.t0;
+    if (bench_prog.done > 0 && bench_prog.total > bench_prog.done) {
+        double left = el * (bench_prog.total - bench_prog.done) / bench_prog.done;
+        snprintf(eta, sizeof eta, ", ~%.0f:%02.0f left", floor(left / 60.0), fmod(floor(left), 60.0));
+    }
+    if (bench_prog.tty) {
+        fprintf(stderr, "\r\033[K[%d/%d %.0f:%02.0f%s] %s", bench_prog.ntask + 1, bench_prog.ntasks,
+                floor(el / 60.0), fmod(floor(el), 60.0), eta, what);
+        bench_prog.shown = 1;
+    } else {
+        fprintf(stderr, "optim bench: [%d/%d %.0fs%s] %s\n", bench_prog.ntask + 1, bench_prog.ntasks, el, eta, what);
+    }
+    fflush(stderr);
+}
+
+/* Estimated seconds of one timed case: warm-up and runs of both kernels. */
+static double bench_estimate(const bench_opts *o, size_t n, double bytes)
+{
+    double step = (double)n * bytes / 10e9;
+    double run = step > o->min_time ? step : o->min_time;
+    return 2.0 * (o->reps + 1) * run + (double)n * bytes / 4e9;
+}
+
+/* ---- One measured pair -------------------------------------------------------------------- */
+
+/* Runtime constants of the ceiling (volatile: never folded into the loop). */
+static volatile float bench_one = 1.0f, bench_zero = 0.0f;
+
+typedef struct bench_pair_ctx {
+    optim *opt;       /* the rule, or NULL for copy/triad */
+    optim_isa isa;
+    int k;
+    const bench_span *spans;
+    size_t count, total;
+    int threads;
+    int which;        /* 0: ceiling (rmw), 1: rule, 2: copy, 3: triad */
+    float *a, *b, *c; /* copy and triad arrays */
+} bench_pair_ctx;
+
+static void bench_do(const bench_pair_ctx *x, int which)
+{
+    switch (which) {
+    case 0: bench_rmw(x->isa, x->k, x->spans, x->count, x->total, x->threads, bench_one, bench_zero); break;
+    case 1: {
+        int rc = optim_step(x->opt);
+        if (rc != OPTIM_OK) {
+            bench_progress_clear();
+            fprintf(stderr, "optim bench: optim_step failed: %s\n", optim_errmsg(x->opt));
+            exit(1);
+        }
+        break;
+    }
+    case 2: bench_copy(x->isa, x->total, x->b, x->a, x->threads); break;
+    default: bench_triad(x->isa, x->total, x->a, x->b, x->c, bench_one, x->threads); break;
+    }
+}
+
+/* Seconds per step of a batch of `iters` steps. */
+static double bench_batch(const bench_pair_ctx *x, int which, size_t iters)
+{
+    double t0 = bench_now();
+    size_t i;
+    for (i = 0; i < iters; i++) bench_do(x, which);
+    return (bench_now() - t0) / (double)iters;
+}
+
+/* Time kernels w0 and w1 alternately: warm-up, calibration of the batch
+ * (the slower of the two sets the count), then reps runs of each, w0 just
+ * before w1 every time. */
+static size_t bench_measure(const bench_opts *o, const bench_pair_ctx *x, int w0, int w1, double *t0, double *t1)
+{
+    size_t iters;
+    double one;
+    int r;
+    bench_do(x, w0); /* first touch; SGD's momentum buffer takes its first gradient */
+    bench_do(x, w1);
+    one = bench_batch(x, w1, 1);
+    one = fmax(one, bench_batch(x, w0, 1));
+    iters = one > 0 ? (size_t)ceil(o->min_time / one) : 1;
+    if (iters < 1) iters = 1;
+    if (iters > 10000000) iters = 10000000;
+    if (iters > 1) {
+        bench_batch(x, w0, iters);
+        bench_batch(x, w1, iters);
+    }
+    for (r = 0; r < o->reps; r++) {
+        t0[r] = bench_batch(x, w0, iters);
+        t1[r] = bench_batch(x, w1, iters);
+    }
+    return iters;
+}
+
+/* ---- Results --------------------------------------------------------------------------- */
+
+typedef struct bench_result {
+    const bench_case *c;
+    const bench_size *s;
+    int threads;      /* asked: 0 = all */
+    int threads_used; /* what a pass of this size runs on */
+    size_t tensors, iters;
+    bench_stats rule, ceil;
+    double ratio, ratio_lo, ratio_hi;
+    uint64_t min_bytes, peak_rss;
+} bench_result;
+
+typedef struct bench_context {
+    const bench_size *s;
+    int threads, threads_used;
+    size_t iters;
+    bench_stats copy, triad;
+} bench_context;
+
+typedef struct bench_skip {
+    const bench_size *s;
+    const bench_case *c; /* NULL: the whole size */
+    char reason[200];
+} bench_skip;
+
+typedef struct bench_run {
+    bench_result *res;
+    size_t nres, capres;
+    bench_context *ctx;
+    size_t nctx, capctx;
+    bench_skip *skips;
+    size_t nskips, capskips;
+    int peak_resettable;
+    uint64_t rss_start, mem_start;
+    double load_start[3], load_end[3];
+    double t_start, t_end;
+} bench_run;
+
+static void *bench_grow(void *p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return p;
+    *cap = *cap ? *cap * 2 : 64;
+    if (*cap < need) *cap = need;
+    p = realloc(p, *cap * elem);
+    if (!p) {
+        fprintf(stderr, "\noptim bench: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static void bench_add_skip(bench_run *run, const bench_size *s, const bench_case *c, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+static void bench_add_skip(bench_run *run, const bench_size *s, const bench_case *c, const char *fmt, ...)
+{
+    va_list ap;
+    bench_skip *k;
+    run->skips = (bench_skip *)bench_grow(run->skips, &run->capskips, run->nskips + 1, sizeof *run->skips);
+    k = &run->skips[run->nskips++];
+    k->s = s;
+    k->c = c;
+    va_start(ap, fmt);
+    vsnprintf(k->reason, sizeof k->reason, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- Table output ------------------------------------------------------------------------ */
+
+static void bench_time_label(char *out, size_t size, double s)
+{
+    if (s < 1e-6)
+        snprintf(out, size, "%.0f ns", s * 1e9);
+    else if (s < 1e-3)
+        snprintf(out, size, "%.2f us", s * 1e6);
+    else if (s < 1.0)
+        snprintf(out, size, "%.2f ms", s * 1e3);
+    else
+        snprintf(out, size, "%.3f s", s);
+}
+
+static double bench_spread(const bench_stats *st)
+{
+    return st->med > 0 ? 100.0 * (st->max - st->min) / st->med : 0.0;
+}
+
+static void bench_threads_label(char *out, size_t size, int threads)
+{
+    if (threads == 0)
+        snprintf(out, size, "all");
+    else
+        snprintf(out, size, "%d", threads);
+}
+
+static void bench_print_size_header(const bench_size *s, size_t tensors)
+{
+    char bytes[32];
+    bench_bytes_label(bytes, sizeof bytes, (double)s->n * 4.0);
+    if (s->gpt2)
+        printf("\n== gpt2: GPT-2 small, %zu tensors, %zu elements (%s per array)\n", tensors, s->n, bytes);
+    else
+        printf("\n== %s: one tensor of %zu elements (%s per array)\n", s->label, s->n, bytes);
+    printf("  %-30s %4s %4s %10s %8s %7s %8s %6s %13s\n", "case", "thr", "B/el", "step", "Gel/s", "GB/s",
+           "ceil GB/s", "ratio", "spread r/c");
+}
+
+static void bench_print_context(const bench_context *x)
+{
+    char thr[16];
+    bench_threads_label(thr, sizeof thr, x->threads);
+    printf("  %-30s %4s %4s %10s %8s %7.1f %8s %6s %12.1f%%\n", "copy (context)", thr, "8", "", "",
+           (double)x->s->n * 8.0 / x->copy.med / 1e9, "", "", bench_spread(&x->copy));
+    printf("  %-30s %4s %4s %10s %8s %7.1f %8s %6s %12.1f%%\n", "triad (context)", thr, "12", "", "",
+           (double)x->s->n * 12.0 / x->triad.med / 1e9, "", "", bench_spread(&x->triad));
+}
+
+static void bench_print_result(const bench_result *r)
+{
+    char thr[16], step[24], spread[32];
+    double n = (double)r->s->n;
+    bench_threads_label(thr, sizeof thr, r->threads);
+    bench_time_label(step, sizeof step, r->rule.med);
+    snprintf(spread, sizeof spread, "%.1f%%/%.1f%%", bench_spread(&r->rule), bench_spread(&r->ceil));
+    printf("  %-30s %4s %4.0f %10s %8.3f %7.1f %8.1f %6.2f %13s\n", r->c->spec, thr, r->c->bytes, step,
+           n / r->rule.med / 1e9, n * r->c->bytes / r->rule.med / 1e9, n * r->c->bytes / r->ceil.med / 1e9,
+           r->ratio, spread);
+}
+
+/* ---- Targets ------------------------------------------------------------------------------ */
+
+#define BENCH_BIG ((size_t)64 << 20) /* "far out of cache" in the issue's targets */
+
+typedef struct bench_target {
+    const char *name;
+    double threshold;
+    int gpt2;    /* 1: the GPT-2 list; 0: single tensors of >= 64M elements */
+    int threads; /* the thread setting it covers (0 = all), -1: any */
+    int measured, met;
+    const bench_result *worst;
+    size_t misses;
+} bench_target;
+
+static int bench_target_covers(const bench_target *t, const bench_result *r)
+{
+    if (t->gpt2 ? !r->s->gpt2 : (r->s->gpt2 || r->s->n < BENCH_BIG)) return 0;
+    return t->threads < 0 || r->threads == t->threads;
+}
+
+/* The issue's ratio targets, evaluated on this run's results. */
+static size_t bench_targets(const bench_run *run, bench_target *t)
+{
+    static const bench_target defs[] = {
+        {">= 0.90 of the ceiling at >= 64M elements, 1 thread", 0.90, 0, 1, 0, 0, NULL, 0},
+        {">= 0.90 of the ceiling at >= 64M elements, all threads", 0.90, 0, 0, 0, 0, NULL, 0},
+        {">= 0.85 of the ceiling on the GPT-2 list", 0.85, 1, -1, 0, 0, NULL, 0},
+    };
+    size_t k, i;
+    for (k = 0; k < sizeof defs / sizeof defs[0]; k++) {
+        t[k] = defs[k];
+        for (i = 0; i < run->nres; i++) {
+            const bench_result *r = &run->res[i];
+            if (!bench_target_covers(&t[k], r)) continue;
+            t[k].measured = 1;
+            if (!t[k].worst || r->ratio < t[k].worst->ratio) t[k].worst = r;
+            if (!(r->ratio >= t[k].threshold)) t[k].misses++;
+        }
+        t[k].met = t[k].measured && t[k].misses == 0;
+    }
+    return k;
+}
+
+/* The case with the most bytes of params + grads + state. */
+static const bench_result *bench_largest(const bench_run *run)
+{
+    const bench_result *best = NULL;
+    size_t i;
+    for (i = 0; i < run->nres; i++)
+        if (run->res[i].peak_rss && (!best || run->res[i].min_bytes > best->min_bytes)) best = &run->res[i];
+    return best;
+}
+
+static double bench_mem_allowed(uint64_t min_bytes)
+{
+    return (double)min_bytes * 1.01 + 1048576.0;
+}
+
+static void bench_print_targets(const bench_run *run)
+{
+    bench_target t[3];
+    size_t nt = bench_targets(run, t), i, j;
+    const bench_result *big = bench_largest(run);
+    printf("\ntargets (issue 4; see docs/PERFORMANCE.md)\n");
+    for (i = 0; i < nt; i++) {
+        char wthr[16];
+        if (!t[i].measured) {
+            printf("  %-56s not measured in this run\n", t[i].name);
+            continue;
+        }
+        bench_threads_label(wthr, sizeof wthr, t[i].worst->threads);
+        printf("  %-56s %s: worst %.2f (%s, %s, %s thread%s)\n", t[i].name, t[i].met ? "met" : "MISSED",
+               t[i].worst->ratio, t[i].worst->c->spec, t[i].worst->s->label, wthr,
+               t[i].worst->threads == 1 ? "" : "s");
+        for (j = 0; j < run->nres && !t[i].met; j++) {
+            const bench_result *r = &run->res[j];
+            char thr[16];
+            if (!bench_target_covers(&t[i], r) || r->ratio >= t[i].threshold) continue;
+            bench_threads_label(thr, sizeof thr, r->threads);
+            printf("      below: %-30s %-6s %3s thread%s  %.2f\n", r->c->spec, r->s->label, thr,
+                   r->threads == 1 ? " " : "s", r->ratio);
+        }
+    }
+    if (big) {
+        char peak[32], min[32], over[32];
+        double allowed = bench_mem_allowed(big->min_bytes);
+        bench_bytes_label(peak, sizeof peak, (double)big->peak_rss);
+        bench_bytes_label(min, sizeof min, (double)big->min_bytes);
+        bench_bytes_label(over, sizeof over, (double)big->peak_rss - (double)big->min_bytes);
+        printf("  %-56s %s: peak RSS %s vs params+grads+state %s (+%s, %.2f%%; %s, %s)\n",
+               "peak memory within 1% + 1 MiB of params + grads + state",
+               (double)big->peak_rss <= allowed ? "met" : "MISSED", peak, min, over,
+               100.0 * ((double)big->peak_rss / (double)big->min_bytes - 1.0), big->c->spec, big->s->label);
+        if (!run->peak_resettable)
+            printf("  (the peak is the whole process's: /proc/self/clear_refs could not reset it per case)\n");
+    }
+}
+
+/* ---- JSON output ------------------------------------------------------------------------- */
+
+static void bench_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+static void bench_json_num(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.6g", v);
+    else
+        fputs("null", f);
+}
+
+static void bench_json_stats(FILE *f, const bench_stats *st)
+{
+    fprintf(f, "{\"median\": ");
+    bench_json_num(f, st->med);
+    fprintf(f, ", \"min\": ");
+    bench_json_num(f, st->min);
+    fprintf(f, ", \"max\": ");
+    bench_json_num(f, st->max);
+    fprintf(f, "}");
+}
+
+static void bench_json_threads(FILE *f, int threads)
+{
+    if (threads == 0)
+        fprintf(f, "\"all\"");
+    else
+        fprintf(f, "%d", threads);
+}
+
+static void bench_write_json(FILE *f, const bench_opts *o, const bench_run *run)
+{
+    size_t i;
+    const bench_result *big = bench_largest(run);
+    bench_target t[3];
+    size_t nt = bench_targets(run, t);
+    fprintf(f, "{\n  \"tool\": \"optim bench\",\n  \"optim_version\": ");
+    bench_json_str(f, optim_version_string());
+    fprintf(f, ",\n  \"isa\": ");
+    bench_json_str(f, optim_isa_name(o->isa));
+    fprintf(f, ",\n  \"isa_default\": ");
+    bench_json_str(f, optim_isa_name(optim_isa_default()));
+    fprintf(f, ",\n  \"cpu\": ");
+    bench_json_str(f, bench_cpu_model());
+    fprintf(f, ",\n  \"cpus\": %d,\n  \"threads_all\": %d,\n  \"reps\": %d,\n  \"min_time_s\": ", bench_cpu_count(),
+            bench_max_threads(), o->reps);
+    bench_json_num(f, o->min_time);
+    fprintf(f, ",\n  \"seed\": %llu,\n  \"load_start\": [%.2f, %.2f, %.2f],\n  \"load_end\": [%.2f, %.2f, %.2f],\n",
+            (unsigned long long)o->seed, run->load_start[0], run->load_start[1], run->load_start[2],
+            run->load_end[0], run->load_end[1], run->load_end[2]);
+    fprintf(f, "  \"duration_s\": %.1f,\n  \"mem_available_bytes\": %llu,\n  \"rss_start_bytes\": %llu,\n",
+            run->t_end - run->t_start, (unsigned long long)run->mem_start, (unsigned long long)run->rss_start);
+    fprintf(f, "  \"peak_rss_per_case\": %s,\n", run->peak_resettable ? "true" : "false");
+
+    fprintf(f, "  \"context\": [");
+    for (i = 0; i < run->nctx; i++) {
+        const bench_context *x = &run->ctx[i];
+        double n = (double)x->s->n;
+        fprintf(f, "%s\n    {\"size\": ", i ? "," : "");
+        bench_json_str(f, x->s->label);
+        fprintf(f, ", \"elements\": %zu, \"threads\": ", x->s->n);
+        bench_json_threads(f, x->threads);
+        fprintf(f, ", \"threads_used\": %d, \"iters\": %zu,\n     \"copy\": {\"bytes_per_element\": 8, \"gbs\": ",
+                x->threads_used, x->iters);
+        bench_json_num(f, n * 8.0 / x->copy.med / 1e9);
+        fprintf(f, ", \"step_s\": ");
+        bench_json_stats(f, &x->copy);
+        fprintf(f, "},\n     \"triad\": {\"bytes_per_element\": 12, \"gbs\": ");
+        bench_json_num(f, n * 12.0 / x->triad.med / 1e9);
+        fprintf(f, ", \"step_s\": ");
+        bench_json_stats(f, &x->triad);
+        fprintf(f, "}}");
+    }
+    fprintf(f, "%s],\n", run->nctx ? "\n  " : "");
+
+    fprintf(f, "  \"results\": [");
+    for (i = 0; i < run->nres; i++) {
+        const bench_result *r = &run->res[i];
+        double n = (double)r->s->n;
+        char rule[32];
+        bench_spec_rule(r->c->spec, rule, sizeof rule);
+        fprintf(f, "%s\n    {\"case\": ", i ? "," : "");
+        bench_json_str(f, r->c->spec);
+        fprintf(f, ", \"rule\": ");
+        bench_json_str(f, rule);
+        fprintf(f, ", \"size\": ");
+        bench_json_str(f, r->s->label);
+        fprintf(f, ", \"elements\": %zu, \"tensors\": %zu, \"threads\": ", r->s->n, r->tensors);
+        bench_json_threads(f, r->threads);
+        fprintf(f, ", \"threads_used\": %d,\n     \"state_arrays\": %d, \"bytes_per_element\": %.0f, \"iters\": %zu,\n",
+                r->threads_used, r->c->nslots, r->c->bytes, r->iters);
+        fprintf(f, "     \"step_s\": ");
+        bench_json_stats(f, &r->rule);
+        fprintf(f, ", \"elements_per_s\": ");
+        bench_json_num(f, n / r->rule.med);
+        fprintf(f, ", \"gbs\": ");
+        bench_json_num(f, n * r->c->bytes / r->rule.med / 1e9);
+        fprintf(f, ",\n     \"ceiling\": {\"step_s\": ");
+        bench_json_stats(f, &r->ceil);
+        fprintf(f, ", \"elements_per_s\": ");
+        bench_json_num(f, n / r->ceil.med);
+        fprintf(f, ", \"gbs\": ");
+        bench_json_num(f, n * r->c->bytes / r->ceil.med / 1e9);
+        fprintf(f, "},\n     \"ratio\": ");
+        bench_json_num(f, r->ratio);
+        fprintf(f, ", \"ratio_min\": ");
+        bench_json_num(f, r->ratio_lo);
+        fprintf(f, ", \"ratio_max\": ");
+        bench_json_num(f, r->ratio_hi);
+        fprintf(f, ", \"min_bytes\": %llu, \"peak_rss_bytes\": %llu}", (unsigned long long)r->min_bytes,
+                (unsigned long long)r->peak_rss);
+    }
+    fprintf(f, "%s],\n", run->nres ? "\n  " : "");
+
+    fprintf(f, "  \"skipped\": [");
+    for (i = 0; i < run->nskips; i++) {
+        const bench_skip *k = &run->skips[i];
+        fprintf(f, "%s\n    {\"size\": ", i ? "," : "");
+        bench_json_str(f, k->s->label);
+        fprintf(f, ", \"case\": ");
+        if (k->c)
+            bench_json_str(f, k->c->spec);
+        else
+            fputs("null", f);
+        fprintf(f, ", \"reason\": ");
+        bench_json_str(f, k->reason);
+        fprintf(f, "}");
+    }
+    fprintf(f, "%s],\n", run->nskips ? "\n  " : "");
+
+    fprintf(f, "  \"memory\": ");
+    if (big) {
+        fprintf(f, "{\"case\": ");
+        bench_json_str(f, big->c->spec);
+        fprintf(f, ", \"size\": ");
+        bench_json_str(f, big->s->label);
+        fprintf(f,
+                ", \"min_bytes\": %llu, \"peak_rss_bytes\": %llu, \"allowed_bytes\": %.0f, \"per_case\": %s, "
+                "\"met\": %s},\n",
+                (unsigned long long)big->min_bytes, (unsigned long long)big->peak_rss,
+                bench_mem_allowed(big->min_bytes), run->peak_resettable ? "true" : "false",
+                (double)big->peak_rss <= bench_mem_allowed(big->min_bytes) ? "true" : "false");
+    } else {
+        fprintf(f, "null,\n");
+    }
+
+    fprintf(f, "  \"targets\": [");
+    for (i = 0; i < nt; i++) {
+        fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
+        bench_json_str(f, t[i].name);
+        fprintf(f, ", \"threshold\": %.2f, \"measured\": %s, \"met\": %s, \"misses\": %zu", t[i].threshold,
+                t[i].measured ? "true" : "false", t[i].met ? "true" : "false", t[i].misses);
+        if (t[i].worst) {
+            fprintf(f, ", \"worst\": {\"case\": ");
+            bench_json_str(f, t[i].worst->c->spec);
+            fprintf(f, ", \"size\": ");
+            bench_json_str(f, t[i].worst->s->label);
+            fprintf(f, ", \"threads\": ");
+            bench_json_threads(f, t[i].worst->threads);
+            fprintf(f, ", \"ratio\": ");
+            bench_json_num(f, t[i].worst->ratio);
+            fprintf(f, "}");
+        }
+        fprintf(f, "}");
+    }
+    fprintf(f, "\n  ]\n}\n");
+}
+
+/* ---- The run ------------------------------------------------------------------------------ */
+
+/* The tensors of one size: p and g per tensor, 64-byte aligned. */
+typedef struct bench_model {
+    size_t count;
+    bench_shape shapes[BENCH_GPT2_TENSORS];
+    size_t n[BENCH_GPT2_TENSORS];
+    float *p[BENCH_GPT2_TENSORS];
+    float *g[BENCH_GPT2_TENSORS];
+} bench_model;
+
+static void bench_model_shapes(const bench_size *s, bench_model *m)
+{
+    size_t i;
+    memset(m, 0, sizeof *m);
+    if (s->gpt2) {
+        m->count = bench_gpt2_shapes(m->shapes);
+        for (i = 0; i < m->count; i++) m->n[i] = m->shapes[i].rows * m->shapes[i].cols;
+    } else {
+        m->count = 1;
+        snprintf(m->shapes[0].name, sizeof m->shapes[0].name, "x");
+        m->shapes[0].rows = s->n;
+        m->shapes[0].cols = 1;
+        m->n[0] = s->n;
+    }
+}
+
+static void bench_model_alloc(bench_model *m, uint64_t seed)
+{
+    size_t i;
+    for (i = 0; i < m->count; i++) {
+        m->p[i] = bench_alloc_floats(m->n[i], "parameters");
+        m->g[i] = bench_alloc_floats(m->n[i], "gradients");
+        bench_fill(m->p[i], m->n[i], seed * 2654435761u + 2 * i, -1.0f, 1.0f);
+        bench_fill(m->g[i], m->n[i], seed * 2654435761u + 2 * i + 1, -1.0f, 1.0f);
+    }
+}
+
+static void bench_model_free(bench_model *m)
+{
+    size_t i;
+    for (i = 0; i < m->count; i++) {
+        free(m->p[i]);
+        free(m->g[i]);
+        m->p[i] = NULL;
+        m->g[i] = NULL;
+    }
+}
+
+/* Keep this much memory free for the rest of the machine (it is shared). */
+static int bench_fits(uint64_t need, uint64_t *avail)
+{
+    uint64_t a = bench_mem_available(), margin;
+    *avail = a;
+    if (a == 0) return 1; /* unknown: try */
+    margin = a / 10 > ((uint64_t)512 << 20) ? a / 10 : ((uint64_t)512 << 20);
+    return need + margin <= a;
+}
+
+static void bench_context_run(const bench_opts *o, bench_run *run, const bench_size *s)
+{
+    size_t n = s->n, ti;
+    uint64_t need = 3u * (uint64_t)n * sizeof(float), avail;
+    float *a, *b, *c;
+    char need_l[32], avail_l[32];
+    if (!bench_fits(need, &avail)) {
+        bench_bytes_label(need_l, sizeof need_l, (double)need);
+        bench_bytes_label(avail_l, sizeof avail_l, (double)avail);
+        bench_add_skip(run, s, NULL, "copy and triad need %s, %s available", need_l, avail_l);
+        for (ti = 0; ti < o->nthreads; ti++) bench_prog.ntask++;
+        return;
+    }
+    a = bench_alloc_floats(n, "triad");
+    b = bench_alloc_floats(n, "triad");
+    c = bench_alloc_floats(n, "triad");
+    bench_fill(a, n, o->seed + 11, -1.0f, 1.0f);
+    bench_fill(b, n, o->seed + 12, -1.0f, 1.0f);
+    bench_fill(c, n, o->seed + 13, -1.0f, 1.0f);
+    for (ti = 0; ti < o->nthreads; ti++) {
+        bench_pair_ctx x;
+        double tc[1000], tt[1000];
+        bench_context *cx;
+        char what[96], thr[16];
+        bench_threads_label(thr, sizeof thr, o->threads[ti]);
+        snprintf(what, sizeof what, "copy and triad, %s, %s thread%s", s->label, thr, o->threads[ti] == 1 ? "" : "s");
+        bench_progress_show(what);
+        memset(&x, 0, sizeof x);
+        x.isa = o->isa;
+        x.total = n;
+        x.threads = o->threads[ti];
+        x.a = a;
+        x.b = b;
+        x.c = c;
+        run->ctx = (bench_context *)bench_grow(run->ctx, &run->capctx, run->nctx + 1, sizeof *run->ctx);
+        cx = &run->ctx[run->nctx++];
+        cx->s = s;
+        cx->threads = o->threads[ti];
+        cx->threads_used = bench_threads_for(n, o->threads[ti]);
+        cx->iters = bench_measure(o, &x, 2, 3, tc, tt);
+        cx->copy = bench_summarize(tc, o->reps);
+        cx->triad = bench_summarize(tt, o->reps);
+        bench_prog.done += bench_estimate(o, n, 10.0);
+        bench_prog.ntask++;
+        if (!o->json) {
+            bench_progress_clear();
+            bench_print_context(cx);
+            fflush(stdout);
+        }
+    }
+    free(a);
+    free(b);
+    free(c);
+}
+
+/* Build the optimizer of case c over model m; NULL (and a message) on failure. */
+static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_isa isa)
+{
+    optim *opt = NULL;
+    size_t i, group;
+    int rc = optim_create(&opt, c->hp.rule);
+    if (rc != OPTIM_OK) {
+        fprintf(stderr, "optim bench: optim_create(%s): %s\n", c->spec, optim_strerror(rc));
+        exit(1);
+    }
+    if (optim_set_isa(opt, isa) != OPTIM_OK || optim_add_group(opt, &c->hp, &group) != OPTIM_OK) goto fail;
+    for (i = 0; i < m->count; i++)
+        if (optim_add_param(opt, group, m->p[i], m->g[i], m->n[i], m->shapes[i].name, NULL) != OPTIM_OK) goto fail;
+    /* Time the steady state: RAdam's first steps skip the adaptive term, and
+     * bias corrections are near 1 late in training. SGD keeps no step. */
+    for (i = 0; i < m->count; i++)
+        if (optim_rule_has_step(c->hp.rule) && optim_param_set_step(opt, i, 1000) != OPTIM_OK) goto fail;
+    return opt;
+fail:
+    bench_progress_clear();
+    fprintf(stderr, "optim bench: %s: %s\n", c->spec, optim_errmsg(opt));
+    exit(1);
+}
+
+static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size *s, const bench_model *m,
+                           const bench_case *c)
+{
+    bench_span spans[BENCH_GPT2_TENSORS];
+    uint64_t state = (uint64_t)c->nslots * s->n * sizeof(float), avail;
+    uint64_t min_bytes = (uint64_t)(2 + c->nslots) * s->n * sizeof(float), peak;
+    optim *opt;
+    size_t i, ti, first = run->nres;
+    if (!bench_fits(state, &avail)) {
+        char need_l[32], avail_l[32];
+        bench_bytes_label(need_l, sizeof need_l, (double)state);
+        bench_bytes_label(avail_l, sizeof avail_l, (double)avail);
+        bench_add_skip(run, s, c, "its state needs %s, %s available", need_l, avail_l);
+        if (!o->json) {
+            bench_progress_clear();
+            printf("  %-30s skipped: its state needs %s, %s available\n", c->spec, need_l, avail_l);
+        }
+        bench_prog.ntask += (int)o->nthreads;
+        return;
+    }
+    /* The peak from here on is this case's: p and g (already resident),
+     * the optimizer's state and whatever else the step needs. */
+    bench_rss_peak_reset();
+    opt = bench_make_opt(c, m, o->isa);
+    for (i = 0; i < m->count; i++) {
+        int sl, j = 1;
+        memset(&spans[i], 0, sizeof spans[i]);
+        spans[i].x[0] = m->p[i];
+        spans[i].g = m->g[i];
+        spans[i].n = m->n[i];
+        spans[i].start = i ? spans[i - 1].start + spans[i - 1].n : 0;
+        for (sl = 0; sl < OPTIM_MAX_SLOTS; sl++) {
+            float *data = NULL;
+            if (optim_state_slot(opt, i, sl, &data, NULL) == OPTIM_OK && data) spans[i].x[j++] = data;
+        }
+        if (j != c->k) {
+            bench_progress_clear();
+            fprintf(stderr, "optim bench: %s: the optimizer has %d state arrays, optim_hparams_slots says %d\n",
+                    c->spec, j - 1, c->nslots);
+            exit(1);
+        }
+    }
+    for (ti = 0; ti < o->nthreads; ti++) {
+        bench_pair_ctx x;
+        double tc[1000], tr[1000], lo = INFINITY, hi = 0.0;
+        bench_result *r;
+        char what[192], thr[16];
+        int k;
+        bench_threads_label(thr, sizeof thr, o->threads[ti]);
+        snprintf(what, sizeof what, "%s, %s, %s thread%s", c->spec, s->label, thr, o->threads[ti] == 1 ? "" : "s");
+        bench_progress_show(what);
+        if (optim_set_threads(opt, o->threads[ti]) != OPTIM_OK) {
+            bench_progress_clear();
+            fprintf(stderr, "optim bench: optim_set_threads(%d): %s\n", o->threads[ti], optim_errmsg(opt));
+            exit(1);
+        }
+        memset(&x, 0, sizeof x);
+        x.opt = opt;
+        x.isa = o->isa;
+        x.k = c->k;
+        x.spans = spans;
+        x.count = m->count;
+        x.total = s->n;
+        x.threads = o->threads[ti];
+        run->res = (bench_result *)bench_grow(run->res, &run->capres, run->nres + 1, sizeof *run->res);
+        r = &run->res[run->nres++];
+        memset(r, 0, sizeof *r);
+        r->c = c;
+        r->s = s;
+        r->threads = o->threads[ti];
+        r->threads_used = bench_threads_for(s->n, o->threads[ti]);
+        r->tensors = m->count;
+        r->min_bytes = min_bytes;
+        r->iters = bench_measure(o, &x, 0, 1, tc, tr);
+        r->ceil = bench_summarize(tc, o->reps);
+        r->rule = bench_summarize(tr, o->reps);
+        r->ratio = r->ceil.med / r->rule.med;
+        for (k = 0; k < o->reps; k++) {
+            lo = fmin(lo, tc[k] / tr[k]);
+            hi = fmax(hi, tc[k] / tr[k]);
+        }
+        r->ratio_lo = lo;
+        r->ratio_hi = hi;
+        bench_prog.done += bench_estimate(o, s->n, c->bytes);
+        bench_prog.ntask++;
+        if (!o->json) {
+            bench_progress_clear();
+            bench_print_result(r);
+            fflush(stdout);
+        }
+    }
+    peak = bench_rss_peak();
+    for (i = first; i < run->nres; i++) run->res[i].peak_rss = peak;
+    optim_free(opt);
+}
+
+int optim_bench_main(int argc, char **argv)
+{
+    bench_opts *o;
+    bench_run run;
+    size_t si, ci;
+    int rc;
+    char mem_l[32];
+    if (argc >= 2 && strcmp(argv[1], "--torch") == 0) return bench_torch_main(argc - 1, argv + 1);
+    o = (bench_opts *)calloc(1, sizeof *o);
+    if (!o) return 1;
+    rc = bench_parse_args(argc, argv, o);
+    if (rc) {
+        free(o);
+        return rc == 1 ? 0 : 2;
+    }
+    memset(&run, 0, sizeof run);
+    run.t_start = bench_now();
+    run.rss_start = bench_rss_now();
+    run.mem_start = bench_mem_available();
+    run.peak_resettable = bench_rss_peak_reset();
+    bench_loadavg(run.load_start);
+
+    memset(&bench_prog, 0, sizeof bench_prog);
+    bench_prog.on = !o->quiet;
+    bench_prog.tty = isatty(2);
+    bench_prog.t0 = run.t_start;
+    for (si = 0; si < o->nsizes; si++) {
+        if (o->context) {
+            bench_prog.ntasks += (int)o->nthreads;
+            bench_prog.total += (double)o->nthreads * bench_estimate(o, o->sizes[si].n, 10.0);
+        }
+        for (ci = 0; ci < o->ncases; ci++) {
+            bench_prog.ntasks += (int)o->nthreads;
+            bench_prog.total += (double)o->nthreads * bench_estimate(o, o->sizes[si].n, o->cases[ci].bytes);
+        }
+    }
+
+    if (!o->json) {
+        bench_bytes_label(mem_l, sizeof mem_l, (double)run.mem_start);
+        printf("optim bench: optim %s, CPU path %s (library default %s; the ceilings are compiled for it)\n",
+               optim_version_string(), optim_isa_name(o->isa), optim_isa_name(optim_isa_default()));
+        printf("cpu: %s, %d logical CPUs, all threads = %d; %s available\n", bench_cpu_model(), bench_cpu_count(),
+               bench_max_threads(), mem_l);
+        printf("load average at start: %.2f %.2f %.2f\n", run.load_start[0], run.load_start[1], run.load_start[2]);
+        printf("each number: median of %d runs after a warm-up, a run repeating the step for >= %g s; spread = "
+               "(max - min) / median of the rule's and the ceiling's runs\n",
+               o->reps, o->min_time);
+        printf("ratio = ceiling time / rule time; the ceiling moves the same bytes with trivial arithmetic, "
+               "measured just before each run\n");
+        fflush(stdout);
+    }
+
+    for (si = 0; si < o->nsizes; si++) {
+        const bench_size *s = &o->sizes[si];
+        bench_model *m = (bench_model *)calloc(1, sizeof *m);
+        uint64_t pg = 2u * (uint64_t)s->n * sizeof(float), avail;
+        if (!m) return 1;
+        bench_model_shapes(s, m);
+        if (!bench_fits(pg, &avail)) {
+            char need_l[32], avail_l[32];
+            bench_bytes_label(need_l, sizeof need_l, (double)pg);
+            bench_bytes_label(avail_l, sizeof avail_l, (double)avail);
+            bench_add_skip(&run, s, NULL, "parameters and gradients need %s, %s available",
+                           need_l, avail_l);
+            if (!o->json) {
+                bench_progress_clear();
+                printf("\n== %s: skipped: parameters and gradients need %s, %s available\n", s->label, need_l,
+                       avail_l);
+            }
+            bench_prog.ntask += (int)(o->nthreads * (o->ncases + (o->context ? 1 : 0)));
+            free(m);
+            continue;
+        }
+        if (!o->json) {
+            bench_progress_clear();
+            bench_print_size_header(s, m->count);
+        }
+        if (o->context) bench_context_run(o, &run, s);
+        bench_model_alloc(m, o->seed + si);
+        for (ci = 0; ci < o->ncases; ci++) bench_case_run(o, &run, s, m, &o->cases[ci]);
+        bench_model_free(m);
+        free(m);
+    }
+    bench_progress_clear();
+    run.t_end = bench_now();
+    bench_loadavg(run.load_end);
+    if (o->json) {
+        bench_write_json(stdout, o, &run);
+    } else {
+        printf("\nload average at end: %.2f %.2f %.2f; %.0f s\n", run.load_end[0], run.load_end[1], run.load_end[2],
+               run.t_end - run.t_start);
+        if (run.nskips) {
+            printf("skipped:\n");
+            for (si = 0; si < run.nskips; si++)
+                printf("  %s%s%s: %s\n", run.skips[si].s->label, run.skips[si].c ? " " : "",
+                       run.skips[si].c ? run.skips[si].c->spec : "", run.skips[si].reason);
+        }
+        bench_print_targets(&run);
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "optim bench: writing the results failed\n");
+        return 1;
+    }
+    free(run.res);
+    free(run.ctx);
+    free(run.skips);
+    free(o);
+    return 0;
+}
