@@ -13,7 +13,8 @@ import ctypes
 
 from ._lib import Error, OptimError, check, lib
 
-__all__ = ["Handle", "HParams", "rule_id", "hparam_id", "rule_uses", "slot_names", "rule_has_step"]
+__all__ = ["Handle", "HParams", "SamHandle", "rule_id", "hparam_id", "rule_uses", "slot_names", "rule_has_step",
+           "grad_norm", "clip_grad_norm", "clip_grad_value", "NONFINITE_POLICIES", "ENONFINITE"]
 
 _vp = ctypes.c_void_p
 _int = ctypes.c_int
@@ -47,6 +48,39 @@ _param_set_step = _fn("optim_param_set_step", _int, _vp, _size, _i64)
 _param_get_mu_product = _fn("optim_param_get_mu_product", _int, _vp, _size, ctypes.POINTER(_dbl))
 _param_set_mu_product = _fn("optim_param_set_mu_product", _int, _vp, _size, _dbl)
 _param_reset_state = _fn("optim_param_reset_state", _int, _vp, _size)
+
+# Gradient checks fused into the step (the end of optim.h).
+_set_nonfinite = _fn("optim_set_nonfinite", _int, _vp, _int)
+_get_nonfinite = _fn("optim_get_nonfinite", _int, _vp)
+_last_step_skipped = _fn("optim_last_step_skipped", _int, _vp)
+_skipped_steps = _fn("optim_skipped_steps", _i64, _vp)
+_set_clip_grad_norm = _fn("optim_set_clip_grad_norm", _int, _vp, _dbl, _dbl)
+_last_grad_norm = _fn("optim_last_grad_norm", _dbl, _vp)
+
+# optim_clip.h: over arrays the caller owns.
+_grad_norm = _fn("optim_grad_norm", _int, _size, ctypes.POINTER(_vp), ctypes.POINTER(_size), _dbl, _int,
+                 ctypes.POINTER(_dbl), ctypes.POINTER(Error))
+_clip_grad_norm = _fn("optim_clip_grad_norm", _int, _size, ctypes.POINTER(_vp), ctypes.POINTER(_size), _dbl, _dbl,
+                      _int, _int, ctypes.POINTER(_dbl), ctypes.POINTER(Error))
+_clip_grad_value = _fn("optim_clip_grad_value", _int, _size, ctypes.POINTER(_vp), ctypes.POINTER(_size), _dbl, _int,
+                       ctypes.POINTER(Error))
+
+# optim_sam.h: SAM/ASAM around an optimizer object.
+_sam_create = _fn("optim_sam_create", _int, ctypes.POINTER(_vp), _vp, _dbl, _dbl, _int, _dbl, ctypes.POINTER(Error))
+_sam_free = _fn("optim_sam_free", None, _vp)
+_sam_errmsg = _fn("optim_sam_errmsg", ctypes.c_char_p, _vp)
+_sam_first_step_with = _fn("optim_sam_first_step_with", _int, _vp, _size, ctypes.POINTER(_vp), ctypes.POINTER(_vp))
+_sam_second_step_with = _fn("optim_sam_second_step_with", _int, _vp, _size, ctypes.POINTER(_vp),
+                            ctypes.POINTER(_vp))
+_sam_restore = _fn("optim_sam_restore", _int, _vp)
+_sam_last_grad_norm = _fn("optim_sam_last_grad_norm", _dbl, _vp)
+_sam_is_perturbed = _fn("optim_sam_is_perturbed", _int, _vp)
+_sam_set_rho = _fn("optim_sam_set_rho", _int, _vp, _dbl)
+
+# enum optim_nonfinite, by the names optim.torch uses.
+NONFINITE_POLICIES = {"propagate": 0, "skip": 1, "error": 2}
+# OPTIM_ENONFINITE: a NaN or Inf where the call cannot accept one.
+ENONFINITE = -9
 
 _rule_from_name = _fn("optim_rule_from_name", _int, ctypes.c_char_p)
 _rule_slot_count = _fn("optim_rule_slot_count", _int, _int)
@@ -197,6 +231,102 @@ class Handle:
 
     def reset_state(self, i):
         self._check(_param_reset_state(self.ptr, i))
+
+    # ---- gradient checks fused into the step --------------------------------
+
+    def set_nonfinite(self, policy):
+        """policy: an optim_nonfinite number (NONFINITE_POLICIES)."""
+        self._check(_set_nonfinite(self.ptr, policy))
+
+    def get_nonfinite(self):
+        return _get_nonfinite(self.ptr)
+
+    def last_step_skipped(self):
+        return bool(_last_step_skipped(self.ptr))
+
+    def skipped_steps(self):
+        return _skipped_steps(self.ptr)
+
+    def set_clip_grad_norm(self, max_norm, norm_type):
+        """max_norm = 0 turns clipping off."""
+        self._check(_set_clip_grad_norm(self.ptr, max_norm, norm_type))
+
+    def last_grad_norm(self):
+        return _last_grad_norm(self.ptr)
+
+
+class SamHandle:
+    """Owns one optim_sam* around a Handle, which it keeps alive: the C SAM
+    object points into the base optimizer and must be freed first."""
+
+    def __init__(self, base, rho, p, adaptive, eta):
+        h = _vp()
+        err = Error()
+        check(_sam_create(ctypes.byref(h), base.ptr, rho, p, 1 if adaptive else 0, eta, ctypes.byref(err)),
+              err.message)
+        self.ptr = h
+        self.base = base
+
+    def __del__(self):
+        ptr = getattr(self, "ptr", None)
+        if ptr and _sam_free is not None:
+            _sam_free(ptr)
+            self.ptr = None
+
+    def _check(self, code):
+        if code != 0:
+            check(code, _sam_errmsg(self.ptr))
+
+    def first_step_with(self, count, params, grads):
+        self._check(_sam_first_step_with(self.ptr, count, params, grads))
+
+    def second_step_with(self, count, params, grads):
+        self._check(_sam_second_step_with(self.ptr, count, params, grads))
+
+    def restore(self):
+        self._check(_sam_restore(self.ptr))
+
+    def set_rho(self, rho):
+        self._check(_sam_set_rho(self.ptr, rho))
+
+    def last_grad_norm(self):
+        return _sam_last_grad_norm(self.ptr)
+
+    def is_perturbed(self):
+        return bool(_sam_is_perturbed(self.ptr))
+
+
+def _arrays(ptrs, sizes):
+    count = len(ptrs)
+    return count, (_vp * max(count, 1))(*ptrs), (_size * max(count, 1))(*sizes)
+
+
+def grad_norm(ptrs, sizes, norm_type, threads=0):
+    """optim_grad_norm over the float32 arrays at ptrs (None: skipped) of sizes[i] elements."""
+    count, p, n = _arrays(ptrs, sizes)
+    out = _dbl()
+    err = Error()
+    check(_grad_norm(count, p, n, norm_type, threads, ctypes.byref(out), ctypes.byref(err)), err.message)
+    return out.value
+
+
+def clip_grad_norm(ptrs, sizes, max_norm, norm_type, error_if_nonfinite, threads=0):
+    """optim_clip_grad_norm in place; returns the total norm before clipping.
+    With error_if_nonfinite and a non-finite norm, raises OptimError (code
+    ENONFINITE) and leaves the arrays unchanged."""
+    count, p, n = _arrays(ptrs, sizes)
+    out = _dbl()
+    err = Error()
+    check(_clip_grad_norm(count, p, n, max_norm, norm_type, 1 if error_if_nonfinite else 0, threads,
+                          ctypes.byref(out), ctypes.byref(err)), err.message)
+    return out.value
+
+
+def clip_grad_value(ptrs, sizes, clip_value, threads=0):
+    """optim_clip_grad_value in place."""
+    count, p, n = _arrays(ptrs, sizes)
+    err = Error()
+    check(_clip_grad_value(count, p, n, clip_value, threads, ctypes.byref(err)), err.message)
 
 
 __all__ += ["OptimError"]

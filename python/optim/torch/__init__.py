@@ -8,10 +8,20 @@
 Each class subclasses torch.optim.Optimizer and takes torch.optim's arguments
 and defaults (AdaBound: the reference adabound.AdaBound's), plus a few extras
 (bias_correction, eps_placement, decoupled_weight_decay, maximize everywhere,
-Adadelta momentum). One step is one call into the C library over every tensor.
-Parameters and gradients must be CPU, contiguous float32 tensors.
+Adadelta momentum, and on every class nonfinite= and clip_grad_norm=, gradient
+checks fused into the step). One step is one call into the C library over
+every tensor. Parameters and gradients must be CPU, contiguous float32 tensors.
 See each class's docstring for what differs from torch.optim.
-"""
-from ._optimizers import SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, RAdam, NAdam, AdaBound
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound"]
+Also here: clip_grad_norm_ and clip_grad_value_ (torch.nn.utils's, computed by
+liboptim in one call), SAM (sharpness-aware minimization and ASAM around any of
+the optimizers, with the interface of the reference PyTorch SAM), and
+NonFiniteGradientError (raised under nonfinite='error').
+"""
+from ._base import NonFiniteGradientError
+from ._clip import clip_grad_norm_, clip_grad_value_
+from ._optimizers import SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, RAdam, NAdam, AdaBound
+from ._sam import SAM
+
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound", "SAM",
+           "clip_grad_norm_", "clip_grad_value_", "NonFiniteGradientError"]

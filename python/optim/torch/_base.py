@@ -24,7 +24,7 @@ from torch.optim.optimizer import Optimizer, required
 from .. import _core
 from .._lib import OptimError
 
-__all__ = []
+__all__ = ["NonFiniteGradientError"]
 
 _F32 = torch.float32
 _STRIDED = torch.strided
@@ -70,6 +70,73 @@ def _eps_hint(error):
     if ": eps = " in text and "must be > 0" in text:
         return " (torch.optim accepts eps = 0; optim needs eps > 0 so that no division by zero can happen)"
     return ""
+
+
+class NonFiniteGradientError(RuntimeError):
+    """A step of an optimizer with nonfinite='error' (or SAM's first_step or
+    second_step over one) met a gradient holding NaN or Inf. Nothing was
+    updated; a step() so refused counts in optimizer.skipped_steps.
+
+    Attributes:
+        index: the parameter's position in the optimizer (counting through
+            param_groups in order), or None if it could not be found again.
+        group: the index of its parameter group (or None).
+        param: the parameter tensor (or None).
+    """
+
+    def __init__(self, message, index=None, group=None, param=None):
+        super().__init__(message)
+        self.index = index
+        self.group = group
+        self.param = param
+
+
+# The optimizer-wide gradient checks, kept under these keys in every param
+# group (so that they travel with state_dict) and pushed to the C object.
+_NONFINITE_KEY = "nonfinite"
+_CLIP_KEY = "clip_grad_norm"
+_CHECK_KEYS = (_NONFINITE_KEY, _CLIP_KEY)
+
+
+def _parse_nonfinite(value, where):
+    """The optim_nonfinite number of 'propagate', 'skip' or 'error'."""
+    code = _core.NONFINITE_POLICIES.get(value) if isinstance(value, str) else None
+    if code is None:
+        raise ValueError("%s: nonfinite = %r must be 'propagate' (IEEE arithmetic, as torch.optim), 'skip' "
+                         "(skip the whole step) or 'error' (skip it and raise)" % (where, value))
+    return code
+
+
+def _parse_clip(value, where):
+    """None (no clipping) or (max_norm, norm_type) as floats, from None, a
+    number (max_norm, norm type 2) or a pair (max_norm, norm_type)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError("%s: clip_grad_norm = %r must be None, max_norm or (max_norm, norm_type)" % (where, value))
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError("%s: clip_grad_norm = %r must be None, max_norm or (max_norm, norm_type)"
+                             % (where, value))
+        max_norm, norm_type = value
+    else:
+        max_norm, norm_type = value, 2.0
+    try:
+        max_norm = float(_state_number(max_norm, "max_norm") if torch.is_tensor(max_norm) else max_norm)
+        norm_type = float(norm_type)
+    except (TypeError, ValueError):
+        raise ValueError("%s: clip_grad_norm = %r must be None, max_norm or (max_norm, norm_type), with numbers"
+                         % (where, value)) from None
+    if not (max_norm > 0 and math.isfinite(max_norm)):
+        raise ValueError("%s: clip_grad_norm: max_norm = %r must be a finite number > 0 (None turns clipping off)"
+                         % (where, max_norm))
+    if not norm_type >= 1:
+        raise ValueError("%s: clip_grad_norm: norm_type = %r must be >= 1 or inf" % (where, norm_type))
+    return (max_norm, norm_type)
+
+
+def _clip_text(clip):
+    return "None" if clip is None else "(%r, %r)" % clip
 
 
 def _state_number(value, what):
@@ -292,7 +359,17 @@ class _Optimizer(Optimizer):
         self._pstates = []
         self._pushed = []   # per group: the values last pushed to C
         self._ptrs = None
+        # The gradient checks as C holds them (its defaults), and the last
+        # parse of the groups' values (so that a step re-parses only on change).
+        self._checks_pushed = (_core.NONFINITE_POLICIES["propagate"], None)
+        self._checks_cache = None
+        defaults = dict(defaults)
+        defaults.setdefault(_NONFINITE_KEY, "propagate")
+        defaults.setdefault(_CLIP_KEY, None)
+        _parse_nonfinite(defaults[_NONFINITE_KEY], self._owner)
+        defaults[_CLIP_KEY] = _parse_clip(defaults[_CLIP_KEY], self._owner)
         super().__init__(params, defaults)
+        self._push_checks(self._read_checks(self.param_groups, "param group"))
         self.state = _State(self)
 
     def _fill_loaded_group(self, gi, group):
@@ -383,6 +460,114 @@ class _Optimizer(Optimizer):
         for gi, values in changed:
             self._push(gi, values)
 
+    def _read_checks(self, groups, what):
+        """(optim_nonfinite number, clip) from the groups' keys, which must agree
+        (the C object has one setting for all its groups); ValueError naming
+        the groups and values otherwise. A group without the key has the
+        current setting. Changes nothing."""
+        current_nf, current_clip = self._checks_pushed
+        # Parsing is a function of the raw values and the current setting:
+        # cached, so that a step costs one comparison when nothing changed.
+        key = (self._checks_pushed,
+               tuple((g.get(_NONFINITE_KEY, _CHECK_KEYS), g.get(_CLIP_KEY, _CHECK_KEYS)) for g in groups))
+        cached = self._checks_cache
+        try:
+            hit = cached is not None and cached[0] == key
+        except RuntimeError:  # a tensor among the values: compare by parsing
+            hit = False
+        if hit:
+            return cached[1]
+        first = None
+        for gi, group in enumerate(groups):
+            where = "%s: %s %d" % (self._owner, what, gi)
+            nf = _parse_nonfinite(group[_NONFINITE_KEY], where) if _NONFINITE_KEY in group else current_nf
+            clip = _parse_clip(group[_CLIP_KEY], where) if _CLIP_KEY in group else current_clip
+            if first is None:
+                first = (nf, clip)
+            elif nf != first[0]:
+                names = {v: k for k, v in _core.NONFINITE_POLICIES.items()}
+                raise ValueError("%s: %s %d has nonfinite = %r but group 0 has %r: the policy applies to the whole "
+                                 "optimizer (set it with set_nonfinite())"
+                                 % (self._owner, what, gi, names[nf], names[first[0]]))
+            elif clip != first[1]:
+                raise ValueError("%s: %s %d has clip_grad_norm = %s but group 0 has %s: clipping applies to the "
+                                 "total norm of every group (set it with set_clip_grad_norm())"
+                                 % (self._owner, what, gi, _clip_text(clip), _clip_text(first[1])))
+        result = first if first is not None else self._checks_pushed
+        self._checks_cache = (key, result)
+        return result
+
+    def _push_checks(self, checks):
+        """Give the C object the checks from _read_checks (already validated)."""
+        nf, clip = checks
+        if checks == self._checks_pushed:
+            return
+        try:
+            self._h.set_nonfinite(nf)
+            self._h.set_clip_grad_norm(*(clip if clip is not None else (0.0, 2.0)))
+        except OptimError as e:
+            raise ValueError("%s: %s" % (self._owner, e)) from None
+        self._checks_pushed = checks
+
+    # ---- gradient checks: the user's view ------------------------------------------
+
+    def set_nonfinite(self, policy):
+        """What a step does when a gradient holds NaN or Inf: 'propagate'
+        (IEEE arithmetic as torch.optim: only those elements go bad; the
+        default), 'skip' (skip the whole step: parameters, state and step
+        counters untouched, counted in skipped_steps) or 'error' (skip it and
+        raise NonFiniteGradientError naming the parameter). Applies to the
+        whole optimizer; kept in every param group under 'nonfinite'."""
+        code = _parse_nonfinite(policy, "%s.set_nonfinite" % self._owner)
+        for group in self.param_groups:
+            group[_NONFINITE_KEY] = policy
+        self.defaults[_NONFINITE_KEY] = policy
+        self._push_checks((code, self._checks_pushed[1]))
+
+    def set_clip_grad_norm(self, max_norm, norm_type=2.0):
+        """Clip the gradients to a total norm of max_norm at every step, as
+        torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type) before
+        step() would, fused into the step (the gradient tensors are not
+        written). max_norm: a finite number > 0, or None to turn clipping off;
+        norm_type >= 1 or inf. Kept in every param group under 'clip_grad_norm'
+        as None or (max_norm, norm_type)."""
+        value = None if max_norm is None else (max_norm, norm_type)
+        clip = _parse_clip(value, "%s.set_clip_grad_norm" % self._owner)
+        for group in self.param_groups:
+            group[_CLIP_KEY] = clip
+        self.defaults[_CLIP_KEY] = clip
+        self._push_checks((self._checks_pushed[0], clip))
+
+    @property
+    def nonfinite(self):
+        """The non-finite policy: 'propagate', 'skip' or 'error' (see set_nonfinite)."""
+        code = self._read_checks(self.param_groups, "param group")[0]
+        return {v: k for k, v in _core.NONFINITE_POLICIES.items()}[code]
+
+    @property
+    def clip_grad_norm(self):
+        """None, or (max_norm, norm_type) of the fused clipping (see set_clip_grad_norm)."""
+        return self._read_checks(self.param_groups, "param group")[1]
+
+    @property
+    def last_step_skipped(self):
+        """True if the last step() skipped its update for a NaN or Inf gradient."""
+        return self._h.last_step_skipped()
+
+    @property
+    def skipped_steps(self):
+        """Steps skipped for NaN or Inf gradients (under 'skip' or 'error') since
+        the optimizer was made. Not saved by state_dict()."""
+        return self._h.skipped_steps()
+
+    @property
+    def last_grad_norm(self):
+        """The total gradient norm measured by the last step(): of the clipping's
+        norm_type when clipping is on, else the 2-norm when nonfinite is 'skip'
+        or 'error'; NaN when the step measured none (neither is on) or a
+        gradient held NaN. A float (before any clipping)."""
+        return self._h.last_grad_norm()
+
     def _group_slot_bits(self, gi):
         """Slots allocated for group gi's parameters (bit s = slot s)."""
         hp = self._hparams(self._pushed[gi], gi, "param group")
@@ -433,6 +618,7 @@ class _Optimizer(Optimizer):
         gi = len(self.param_groups)
         values = self._group_values(group, gi)
         hp = self._hparams(values, gi, "param group")
+        self._read_checks(self.param_groups + [group], "param group")
         self._check_disjoint(params, base)
 
         super().add_param_group(param_group)
@@ -604,6 +790,11 @@ class _Optimizer(Optimizer):
         new_groups, new_values, bits = [], [], []
         for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
             ng = copy.deepcopy({k: v for k, v in saved.items() if k != "params"})
+            for k in _CHECK_KEYS:
+                # Optimizer-wide settings (not torch's keys): a state saved
+                # without them keeps the current ones.
+                if k not in ng:
+                    ng[k] = group.get(k, self.defaults[k])
             for k, v in self.defaults.items():
                 if k not in ng:
                     ng[k] = ctor.get(k, v)
@@ -613,6 +804,7 @@ class _Optimizer(Optimizer):
             bits.append(self._hparams(values, gi, "loaded param group").slots())
             new_groups.append(ng)
             new_values.append(values)
+        checks = self._read_checks(new_groups, "loaded param group")
         plans = {}
         other = {}
         for key, value in state_dict["state"].items():
@@ -625,6 +817,7 @@ class _Optimizer(Optimizer):
 
         for gi, values in enumerate(new_values):
             self._push(gi, values)
+        self._push_checks(checks)
         self.param_groups = new_groups
         for i in range(len(self._params)):
             self._apply_param_state(i, plans.get(i))
@@ -660,20 +853,12 @@ class _Optimizer(Optimizer):
             return e
         return RuntimeError("%s: parameter %d (%s) cannot be stepped" % (self._owner, i, _describe(p)))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One optimization step over every parameter with a gradient, in one
-        call into liboptim. closure: re-evaluates the model and returns the
-        loss (run with gradients enabled, as torch.optim does)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self._sync_hparams()
+    def _bind(self):
+        """The ctypes arrays of parameter and gradient pointers for a call over
+        every parameter (None for a parameter without a gradient), after
+        checking every tensor; TypeError or ValueError naming the first bad one."""
         params = self._params
         n = len(params)
-        if n == 0:
-            return loss
         if self._ptrs is None:
             self._ptrs = ((ctypes.c_void_p * n)(), (ctypes.c_void_p * n)())
         pp, gp = self._ptrs
@@ -693,9 +878,48 @@ class _Optimizer(Optimizer):
                         or not g.is_cpu):
                     raise self._grad_error(i, p, g)
                 gp[i] = g.data_ptr() or _EMPTY_PTR
+        return n, pp, gp
+
+    def _sync(self):
+        """Push what changed in the groups (hyperparameters, gradient checks)
+        to the C object, all checked before any is pushed."""
+        checks = self._read_checks(self.param_groups, "param group")
+        self._sync_hparams()
+        self._push_checks(checks)
+
+    def _nonfinite_error(self, owner, what, e):
+        """The NonFiniteGradientError for liboptim's OPTIM_ENONFINITE `e`: the
+        first parameter (in C order, as liboptim scans) whose gradient holds
+        NaN or Inf, found again here."""
+        for i, p in enumerate(self._params):
+            g = p.grad
+            if g is not None and g.numel() and not bool(torch.isfinite(g).all()):
+                gi = self._group_of[i]
+                return NonFiniteGradientError(
+                    "%s: the gradient of parameter %d (%s, param group %d) holds NaN or Inf; %s "
+                    "(nonfinite='error')" % (owner, i, _describe(g), gi, what), i, gi, p)
+        return NonFiniteGradientError("%s: %s; %s (nonfinite='error')" % (owner, e, what))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One optimization step over every parameter with a gradient, in one
+        call into liboptim. closure: re-evaluates the model and returns the
+        loss (run with gradients enabled, as torch.optim does). With
+        nonfinite='error', a NaN or Inf gradient raises NonFiniteGradientError
+        and nothing is updated."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._sync()
+        if not self._params:
+            return loss
+        n, pp, gp = self._bind()
         try:
             self._h.step_with(n, pp, gp)
         except OptimError as e:
+            if e.code == _core.ENONFINITE:
+                raise self._nonfinite_error("%s: step" % self._owner, "nothing was updated", e) from None
             raise ValueError("%s: step: %s" % (self._owner, e)) from None
         return loss
 

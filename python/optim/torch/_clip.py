@@ -1,0 +1,170 @@
+"""optim.torch.clip_grad_norm_ and clip_grad_value_: torch.nn.utils's
+functions of the same names, computed by liboptim in one call over every
+gradient (include/optim_clip.h).
+
+Gradients must be dense, contiguous CPU float32 tensors. Anything else is
+refused with an error naming the parameter, rather than handed to torch: a
+silent fallback would hide a slow path and give other roundings, and a model
+whose gradients are on another device or in another dtype is better served
+by torch.nn.utils directly.
+"""
+import math
+import re
+
+import torch
+
+from .. import _core
+from .._lib import OptimError
+
+__all__ = ["clip_grad_norm_", "clip_grad_value_"]
+
+_F32 = torch.float32
+_STRIDED = torch.strided
+
+
+def _describe(t):
+    text = "shape %s, dtype %s, device %s" % (tuple(t.shape), t.dtype, t.device)
+    if t.layout is not _STRIDED:
+        text += ", layout %s" % (t.layout,)
+    return text
+
+
+def _grads(fn, parameters):
+    """[(position in parameters, grad)] for the parameters that have one,
+    each checked to be a dense, contiguous CPU float32 tensor."""
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    out = []
+    for i, p in enumerate(parameters):
+        if not isinstance(p, torch.Tensor):
+            raise TypeError("%s: parameters must be tensors, but item %d is a %s" % (fn, i, type(p).__name__))
+        g = p.grad
+        if g is None:
+            continue
+        what = "%s: the gradient of parameter %d (%s)" % (fn, i, _describe(g))
+        if g.layout is not _STRIDED:
+            raise TypeError("%s is sparse: optim's clipping needs dense gradients "
+                            "(torch.nn.utils.%s handles other kinds)" % (what, fn))
+        if not g.is_cpu:
+            raise TypeError("%s is not on the CPU: optim's clipping runs on CPU float32 gradients "
+                            "(torch.nn.utils.%s handles other devices)" % (what, fn))
+        if g.dtype is not _F32:
+            raise TypeError("%s is not float32: optim's clipping runs on float32 gradients "
+                            "(torch.nn.utils.%s handles other dtypes)" % (what, fn))
+        if not g.is_contiguous():
+            raise ValueError("%s is not contiguous: optim's clipping works in place on contiguous memory" % what)
+        out.append((i, g))
+    return out
+
+
+def _number(fn, name, value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError("%s: %s = %r is not a number" % (fn, name, value)) from None
+
+
+def _pointers(grads):
+    # An empty tensor's data_ptr() may be 0: liboptim skips NULL arrays, and
+    # an empty one adds nothing to the norm, so both mean the same.
+    return [g.data_ptr() or None for _, g in grads], [g.numel() for _, g in grads]
+
+
+def _library_error(fn, grads, e):
+    """A ValueError for an OptimError of liboptim's clipping, with the
+    positions of the parameters instead of the indices of the arrays."""
+    text = str(e)
+    if e.name == "OPTIM_EOVERLAP":
+        m = re.search(r"grads\[(\d+)\] overlaps grads\[(\d+)\]", text)
+        if m:
+            a, b = grads[int(m.group(1))][0], grads[int(m.group(2))][0]
+            return ValueError("%s: the gradients of parameters %d and %d share memory (is the same parameter "
+                              "listed twice?): each would be scaled twice" % (fn, min(a, b), max(a, b)))
+    return ValueError("%s: %s" % (fn, text))
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Clip the gradients of `parameters` to a total norm of `max_norm`, in place,
+    as torch.nn.utils.clip_grad_norm_ (torch 1.13): the norm of all gradients
+    together as one vector; every gradient is multiplied by
+    min(1, max_norm / (total_norm + 1e-6)).
+
+    Args:
+        parameters (Iterable[Tensor] or Tensor): tensors whose .grad is clipped;
+            those without a .grad are skipped.
+        max_norm (float): the largest total norm, >= 0 (inf: measure only).
+        norm_type (float): the p of the p-norm, >= 1, or inf (also 'inf').
+        error_if_nonfinite (bool): raise RuntimeError, leaving the gradients
+            unchanged, when the total norm is NaN or Inf (default: False, as torch).
+
+    Returns:
+        The total norm before clipping, a 0-dim float32 tensor (tensor(0.) if
+        no parameter has a gradient).
+
+    Computed by liboptim in one call: the norm in double precision in a fixed
+    order (the same bits for any thread count), so it may differ from torch's
+    float32 norm in the last bits. Gradients must be dense, contiguous CPU
+    float32 tensors (TypeError or ValueError naming the parameter otherwise);
+    norm types below 1 (which torch accepts) raise ValueError.
+    """
+    fn = "clip_grad_norm_"
+    grads = _grads(fn, parameters)
+    max_norm = _number(fn, "max_norm", max_norm)
+    norm_type = _number(fn, "norm_type", norm_type)
+    if not norm_type >= 1:
+        raise ValueError("%s: norm_type = %r is not supported: optim computes p-norms with p >= 1 or inf "
+                         "(torch.nn.utils.clip_grad_norm_ takes others)" % (fn, norm_type))
+    if not max_norm >= 0:
+        raise ValueError("%s: max_norm = %r must be a number >= 0 (torch would scale the gradients by a "
+                         "negative or NaN factor)" % (fn, max_norm))
+    if not grads:
+        return torch.tensor(0.0)
+    ptrs, sizes = _pointers(grads)
+    try:
+        if math.isinf(max_norm):
+            # torch multiplies by min(1, inf) = 1: only the norm is needed.
+            total = _core.grad_norm(ptrs, sizes, norm_type)
+            nonfinite = not math.isfinite(total)
+        else:
+            total = _core.clip_grad_norm(ptrs, sizes, max_norm, norm_type, error_if_nonfinite)
+            nonfinite = False
+    except OptimError as e:
+        if e.code != _core.ENONFINITE:
+            raise _library_error(fn, grads, e) from None
+        nonfinite = True
+    if error_if_nonfinite and nonfinite:
+        raise RuntimeError(
+            "The total norm of order %s for gradients from `parameters` is non-finite, so it cannot be "
+            "clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
+            "`error_if_nonfinite=False`" % (norm_type,))
+    return torch.tensor(total, dtype=_F32)
+
+
+def clip_grad_value_(parameters, clip_value):
+    """Clamp every gradient element of `parameters` to [-clip_value, clip_value],
+    in place, as torch.nn.utils.clip_grad_value_ (NaN stays NaN). Returns None.
+
+    Args:
+        parameters (Iterable[Tensor] or Tensor): tensors whose .grad is clipped;
+            those without a .grad are skipped.
+        clip_value (float): the bound, >= 0 (inf changes nothing).
+
+    Computed by liboptim in one call over every gradient. Gradients must be
+    dense, contiguous CPU float32 tensors (TypeError or ValueError naming the
+    parameter otherwise). A negative or NaN clip_value raises ValueError
+    (torch would set every element to clip_value).
+    """
+    fn = "clip_grad_value_"
+    grads = _grads(fn, parameters)
+    clip_value = _number(fn, "clip_value", clip_value)
+    if not clip_value >= 0:
+        raise ValueError("%s: clip_value = %r must be a number >= 0 (torch would set every element to it)"
+                         % (fn, clip_value))
+    if not grads or math.isinf(clip_value):
+        return None
+    ptrs, sizes = _pointers(grads)
+    try:
+        _core.clip_grad_value(ptrs, sizes, clip_value)
+    except OptimError as e:
+        raise _library_error(fn, grads, e) from None
+    return None

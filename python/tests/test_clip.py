@@ -1,0 +1,310 @@
+"""Gradient clipping: optim.torch.clip_grad_norm_ / clip_grad_value_ against
+torch.nn.utils's and against float64 arithmetic, and the clipping fused into
+every optimizer's step against clip_grad_norm_ followed by step().
+
+What "the same" means here: liboptim sums the norm in double precision (in a
+fixed order) and returns it rounded to float32, so it must equal numpy's
+float64 norm to float32 rounding (6e-8), and the clipped gradients must be the
+float32 products g * float32(max_norm / (norm + 1e-6)). torch sums in float32:
+over 65537 elements its 1-norm and 3-norm are off by up to about 1e-5
+(relative) from float64, so against torch the norm and the gradients are
+compared to TORCH_TOL = 3e-5."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import optim.torch as ot
+from torch_harness import assert_close
+
+# Odd sizes: a 0-dim tensor, tails for every vector width, a 2-D tensor, one
+# large enough to be split into several blocks, and an empty one.
+SHAPES = [(), (7,), (10, 100), (65537,), (0,), (3, 5)]
+NORM_TYPES = [1.0, 2.0, 3.0, math.inf, 1.5]
+TORCH_TOL = 3e-5
+
+
+def _params(rng, shapes=SHAPES, without_grad=(4 + 1,)):
+    """Leaf tensors with N(0, s^2) gradients (a different s per tensor); the
+    indices in without_grad have no .grad."""
+    ps = []
+    for i, shape in enumerate(shapes):
+        p = torch.tensor(rng.standard_normal(shape), dtype=torch.float32, requires_grad=True)
+        if i not in without_grad:
+            p.grad = torch.tensor(rng.standard_normal(shape) * (0.1 + i), dtype=torch.float32)
+        ps.append(p)
+    return ps
+
+
+def _clone(ps):
+    out = []
+    for p in ps:
+        q = p.detach().clone().requires_grad_()
+        if p.grad is not None:
+            q.grad = p.grad.clone()
+        out.append(q)
+    return out
+
+
+def _norm64(ps, norm_type):
+    g = np.concatenate([p.grad.double().numpy().ravel() for p in ps if p.grad is not None])
+    if math.isinf(norm_type):
+        return float(np.max(np.abs(g))) if g.size else 0.0
+    return float(np.sum(np.abs(g) ** norm_type) ** (1.0 / norm_type))
+
+
+def _grads(ps):
+    return [None if p.grad is None else p.grad.clone() for p in ps]
+
+
+@pytest.mark.parametrize("norm_type", NORM_TYPES, ids=["p=%s" % p for p in NORM_TYPES])
+@pytest.mark.parametrize("ratio", [0.3, 3.0], ids=["clipped", "unclipped"])
+def test_clip_grad_norm_matches_torch_and_float64(rng, seed, norm_type, ratio):
+    po = _params(rng)
+    pt = _clone(po)
+    pt[4].grad = None  # torch 1.13's inf-norm fails on an empty gradient; it adds nothing to any norm
+    before = _grads(po)
+    want64 = _norm64(po, norm_type)
+    max_norm = ratio * want64
+    got = ot.clip_grad_norm_(po, max_norm, norm_type)
+    theirs = torch.nn.utils.clip_grad_norm_(pt, max_norm, norm_type)
+    assert torch.is_tensor(got) and got.dtype == torch.float32 and got.shape == ()
+    what = "seed %d, norm_type %s" % (seed, norm_type)
+    assert abs(float(got) - want64) <= 6e-8 * want64, "%s: %r vs float64 %r" % (what, float(got), want64)
+    assert abs(float(got) - float(theirs)) <= TORCH_TOL * want64, "%s: %r vs torch %r" % (
+        what, float(got), float(theirs))
+    coef = np.float32(max_norm / (want64 + 1e-6))
+    for i, (a, b, g0) in enumerate(zip(po, pt, before)):
+        if g0 is None:
+            assert a.grad is None and b.grad is None
+            continue
+        if coef >= 1:
+            assert torch.equal(a.grad, g0), "%s: tensor %d changed although the norm is below max_norm" % (what, i)
+        else:
+            # float32 * float32, rounded once; liboptim's norm and numpy's may
+            # differ in their last double bits, which can move coef by one ulp
+            # in the rarest case: allow one ulp per element.
+            exact = (g0.numpy() * coef).astype(np.float32)
+            assert np.all(np.abs(a.grad.numpy() - exact) <= np.spacing(np.abs(exact))), \
+                "%s: tensor %d is not g * float32(max_norm / (norm + 1e-6))" % (what, i)
+        if b.grad is not None:
+            assert_close(a.grad, b.grad, "%s, tensor %d against torch" % (what, i), tol=TORCH_TOL)
+
+
+def test_clip_grad_value_matches_torch(rng, seed):
+    po = _params(rng)
+    po[3].grad[100] = float("nan")
+    po[3].grad[101] = float("inf")
+    pt = _clone(po)
+    for value in (0.5, 2, 0.0):
+        assert ot.clip_grad_value_(po, value) is None
+        torch.nn.utils.clip_grad_value_(pt, value)
+        for i, (a, b) in enumerate(zip(po, pt)):
+            if b.grad is None:
+                assert a.grad is None
+            else:
+                assert torch.equal(torch.isnan(a.grad), torch.isnan(b.grad))
+                assert torch.equal(torch.nan_to_num(a.grad), torch.nan_to_num(b.grad)), \
+                    "seed %d, clip_value %s, tensor %d" % (seed, value, i)
+    g = [p.grad.clone() for p in po if p.grad is not None]
+    ot.clip_grad_value_(po, math.inf)  # changes nothing, as torch's clamp to +-inf
+    assert all(torch.equal(torch.nan_to_num(a), torch.nan_to_num(p.grad))
+               for a, p in zip(g, [p for p in po if p.grad is not None]))
+
+
+def test_parameters_as_torch_takes_them(rng):
+    """A single tensor, a generator, a list without any gradient, an empty list."""
+    p = torch.tensor(rng.standard_normal(10), dtype=torch.float32, requires_grad=True)
+    p.grad = torch.full((10,), 2.0)
+    assert float(ot.clip_grad_norm_(p, 1.0)) == pytest.approx(math.sqrt(40.0), rel=1e-7)
+    assert float(p.grad.norm()) == pytest.approx(1.0, rel=1e-5)
+    ot.clip_grad_value_((q for q in [p]), 0.1)
+    assert torch.equal(p.grad, torch.full((10,), 0.1))
+    no_grad = [torch.zeros(3, requires_grad=True)]
+    for params in (no_grad, [], (q for q in no_grad)):
+        got = ot.clip_grad_norm_(params, 1.0)
+        assert torch.equal(got, torch.nn.utils.clip_grad_norm_([], 1.0))
+    assert float(ot.clip_grad_norm_(p, 1.0, "inf")) == pytest.approx(float(p.grad.abs().max()), rel=1e-7)
+
+
+def test_nonfinite_gradients_as_torch(rng):
+    """A NaN or Inf: with error_if_nonfinite the same RuntimeError as torch's
+    and the gradients untouched; without, the same NaN/Inf arithmetic."""
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for norm_type in (2.0, math.inf, 1.0):
+            po = _params(rng)
+            po[2].grad[3, 7] = bad
+            pt = _clone(po)
+            pt[4].grad = None  # torch 1.13's inf-norm fails on an empty gradient
+            before = _grads(po)
+            with pytest.raises(RuntimeError) as ours:
+                ot.clip_grad_norm_(po, 1.0, norm_type, error_if_nonfinite=True)
+            with pytest.raises(RuntimeError) as theirs:
+                torch.nn.utils.clip_grad_norm_(pt, 1.0, norm_type, error_if_nonfinite=True)
+            assert str(ours.value) == str(theirs.value)
+            for a, g0 in zip(po, before):
+                assert (a.grad is None and g0 is None) or torch.equal(torch.nan_to_num(a.grad), torch.nan_to_num(g0))
+            got = ot.clip_grad_norm_(po, 1.0, norm_type)
+            want = torch.nn.utils.clip_grad_norm_(pt, 1.0, norm_type)
+            assert torch.equal(torch.isnan(got), torch.isnan(want)) and (torch.isnan(want) or got == want)
+            for a, b in zip(po, pt):
+                if b.grad is not None:
+                    assert torch.equal(torch.isnan(a.grad), torch.isnan(b.grad)), (bad, norm_type)
+                    assert torch.equal(torch.nan_to_num(a.grad), torch.nan_to_num(b.grad)), (bad, norm_type)
+    # max_norm = inf measures only, and still checks.
+    po = _params(rng)
+    before = _grads(po)
+    assert float(ot.clip_grad_norm_(po, math.inf)) == pytest.approx(_norm64(po, 2.0), rel=1e-7)
+    assert all(g0 is None or torch.equal(p.grad, g0) for p, g0 in zip(po, before))
+    po[0].grad.fill_(float("nan"))
+    with pytest.raises(RuntimeError, match="non-finite"):
+        ot.clip_grad_norm_(po, math.inf, error_if_nonfinite=True)
+
+
+def test_errors_name_the_parameter():
+    def with_grad(g, shape=None):
+        p = torch.zeros(g.shape if shape is None else shape, dtype=g.dtype, requires_grad=True)
+        p.grad = g
+        return p
+
+    ok = with_grad(torch.ones(3))
+    cases = [
+        ([ok, with_grad(torch.ones(3, dtype=torch.float64))], TypeError,
+         r"clip_grad_norm_: the gradient of parameter 1 \(shape \(3,\), dtype torch.float64.*is not float32"),
+        ([ok, ok, with_grad(torch.ones(4, 6).t())], ValueError, "parameter 2 .*is not contiguous"),
+        ([with_grad(torch.ones(3).to_sparse())], TypeError, "parameter 0 .*is sparse"),
+        ([ok, [1.0]], TypeError, "item 1 is a list"),
+        ([ok, torch.zeros(2), ok], ValueError, "parameters 0 and 2 share memory"),
+    ]
+    for params, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            ot.clip_grad_norm_(params, 1.0)
+        with pytest.raises(exc, match=msg.replace("clip_grad_norm_", "clip_grad_value_")):
+            ot.clip_grad_value_(params, 1.0)
+    for kw, msg in [(dict(norm_type=0.5), r"norm_type = 0.5 is not supported: optim computes p-norms with p >= 1"),
+                    (dict(norm_type=0), "norm_type = 0.0 is not supported"),
+                    (dict(norm_type=-math.inf), "norm_type = -inf is not supported"),
+                    (dict(max_norm=-1.0), r"max_norm = -1.0 must be a number >= 0"),
+                    (dict(max_norm=math.nan), "max_norm = nan must be"),
+                    (dict(max_norm="one"), "max_norm = 'one' is not a number")]:
+        kw.setdefault("max_norm", 1.0)
+        with pytest.raises((ValueError, TypeError), match=msg):
+            ot.clip_grad_norm_([ok], **kw)
+    for value in (-0.5, math.nan):
+        with pytest.raises(ValueError, match="clip_value = %r must be a number >= 0" % value):
+            ot.clip_grad_value_([ok], value)
+    assert torch.equal(ok.grad, torch.ones(3))
+
+
+# ---- clipping fused into the step ---------------------------------------------------------------
+
+CLASSES = [(ot.SGD, dict(lr=0.1, momentum=0.9)), (ot.Adagrad, dict(lr=0.1)), (ot.RMSprop, dict(lr=0.01)),
+           (ot.Adadelta, dict()), (ot.Adam, dict(lr=0.01, amsgrad=True)), (ot.AdamW, dict(lr=0.01)),
+           (ot.RAdam, dict(lr=0.01)), (ot.NAdam, dict(lr=0.01)), (ot.AdaBound, dict(lr=0.01))]
+FUSED_SHAPES = [(), (7,), (10, 100), (65537,)]
+
+
+def _bytes(opt, ps):
+    out = [p.detach().numpy().tobytes() for p in ps]
+    for p in ps:
+        for k, v in sorted(opt.state[p].items()):
+            out.append((k, v.numpy().tobytes() if torch.is_tensor(v) else v))
+    return out
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf], ids=["p=2", "p=1", "p=inf"])
+@pytest.mark.parametrize("cls,kw", CLASSES, ids=[c.__name__ for c, _ in CLASSES])
+def test_fused_clipping_equals_clip_then_step(rng, seed, cls, kw, norm_type):
+    """clip_grad_norm=(max_norm, norm_type) gives the bits of
+    optim.torch.clip_grad_norm_ then step(), leaves the gradients as they
+    were, and reports the norm. max_norm is chosen so that some steps clip
+    and some do not."""
+    po = _params(rng, FUSED_SHAPES, without_grad=())
+    pf = _clone(po)
+    plain = cls(po, **kw)
+    fused = cls(pf, clip_grad_norm=(1.0, norm_type), **kw)
+    assert fused.clip_grad_norm == (1.0, norm_type) and plain.clip_grad_norm is None
+    for t in range(12):
+        gs = [torch.tensor(rng.standard_normal(a.shape), dtype=torch.float32) for a in po]
+        for a, b, g in zip(po, pf, gs):
+            a.grad, b.grad = g.clone(), g.clone()
+        scale = 0.5 * 1.5 ** t / _norm64(po, norm_type)  # total norms from 0.5 to 43: clipped from step 2 on
+        for a, b, g in zip(po, pf, gs):
+            a.grad, b.grad = g * scale, g * scale
+        raw = [b.grad.clone() for b in pf]
+        norm = ot.clip_grad_norm_(po, 1.0, norm_type)
+        plain.step()
+        fused.step()
+        assert all(torch.equal(b.grad, g) for b, g in zip(pf, raw)), "the fused step wrote a gradient"
+        assert np.float32(fused.last_grad_norm) == float(norm), (fused.last_grad_norm, float(norm))
+        assert _bytes(plain, po) == _bytes(fused, pf), "%s seed %d: step %d differs" % (cls.__name__, seed, t)
+
+
+def test_fused_clipping_against_torch(rng, seed):
+    """Against torch.nn.utils.clip_grad_norm_ + torch.optim.Adam (float32
+    on both sides: relative 1e-5, the other suites' tolerance)."""
+    po = _params(rng, FUSED_SHAPES, without_grad=())
+    pt = _clone(po)
+    ours = ot.Adam(po, lr=0.01, clip_grad_norm=0.5)
+    theirs = torch.optim.Adam(pt, lr=0.01)
+    for t in range(30):
+        for a, b in zip(po, pt):
+            g = torch.tensor(rng.standard_normal(a.shape), dtype=torch.float32)
+            a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        torch.nn.utils.clip_grad_norm_(pt, 0.5)
+        theirs.step()
+    for i, (a, b) in enumerate(zip(po, pt)):
+        assert_close(a, b, "seed %d, tensor %d" % (seed, i), floor=float(b.abs().mean()))
+
+
+def test_set_clip_grad_norm_and_the_group_keys(rng):
+    ps = _params(rng, [(5,), (3,)], without_grad=())
+    opt = ot.SGD(ps, lr=0.1)
+    assert opt.clip_grad_norm is None and all(g["clip_grad_norm"] is None for g in opt.param_groups)
+    assert math.isnan(opt.last_grad_norm)  # nothing measured
+    opt.set_clip_grad_norm(0.25, "inf")
+    assert opt.clip_grad_norm == (0.25, math.inf) and opt.param_groups[0]["clip_grad_norm"] == (0.25, math.inf)
+    g0 = [p.grad.clone() for p in ps]
+    w0 = [p.detach().clone() for p in ps]
+    opt.step()
+    top = max(float(g.abs().max()) for g in g0)
+    assert opt.last_grad_norm == pytest.approx(top, rel=1e-7)
+    coef = np.float32(0.25 / (top + 1e-6))
+    for p, w, g in zip(ps, w0, g0):
+        assert torch.allclose(p, w - 0.1 * g * float(coef), rtol=1e-6, atol=1e-7)
+    opt.set_clip_grad_norm(None)
+    assert opt.clip_grad_norm is None
+    opt.param_groups[0]["clip_grad_norm"] = 2.0  # a number: norm type 2
+    with pytest.raises(ValueError, match=r"param group 1 has clip_grad_norm = None but group 0 has \(2.0, 2.0\)"):
+        opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)]})
+    opt.param_groups[0]["clip_grad_norm"] = None
+    # Saved with the state, restored by load_state_dict; a torch.optim state keeps the current setting.
+    opt.set_clip_grad_norm(3.0, 1)
+    other = ot.SGD(_clone(ps), lr=0.1)
+    other.load_state_dict(opt.state_dict())
+    assert other.clip_grad_norm == (3.0, 1.0)
+    other.load_state_dict(torch.optim.SGD(_clone(ps), lr=0.2).state_dict())
+    assert other.clip_grad_norm == (3.0, 1.0) and other.param_groups[0]["lr"] == 0.2
+    for value, msg in [(0.0, "max_norm = 0.0 must be a finite number > 0 \\(None turns clipping off\\)"),
+                       (-1.0, "max_norm = -1.0"), (math.inf, "max_norm = inf"),
+                       ((1.0, 0.5), "norm_type = 0.5 must be >= 1 or inf"), ((1.0, 2.0, 3.0), "must be None"),
+                       (True, "must be None"), ("big", "must be None, max_norm or \\(max_norm, norm_type\\)")]:
+        with pytest.raises(ValueError, match=msg):
+            ot.Adam(_clone(ps), clip_grad_norm=value)
+    opt.param_groups[0]["clip_grad_norm"] = (1.0, 0.0)
+    w = [p.detach().clone() for p in ps]
+    with pytest.raises(ValueError, match="SGD: param group 0: clip_grad_norm: norm_type = 0.0"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(w, ps))
+
+
+def test_groups_must_agree_on_clipping(rng):
+    a, b = _params(rng, [(5,), (3,)], without_grad=())
+    with pytest.raises(ValueError, match=r"param group 1 has clip_grad_norm = \(1.0, 2.0\) but group 0 has None"):
+        ot.Adam([{"params": [a]}, {"params": [b], "clip_grad_norm": 1.0}])
+    opt = ot.Adam([{"params": [a]}, {"params": [b]}], clip_grad_norm=(1.0, 1.0))
+    opt.param_groups[1]["clip_grad_norm"] = (2.0, 1.0)
+    with pytest.raises(ValueError, match="group 1 has clip_grad_norm = \\(2.0, 1.0\\) but group 0 has \\(1.0, 1.0\\)"):
+        opt.step()
