@@ -1,0 +1,390 @@
+"""optim.torch.SAM: Sharpness-Aware Minimization (Foret et al. 2020) and ASAM
+(Kwon et al. 2021) around an optim.torch optimizer, with the interface of the
+widely used reference PyTorch SAM (github.com/davda54/sam), computed by
+liboptim's optim_sam (include/optim_sam.h) on the base optimizer's C object.
+"""
+import math
+
+import numpy as np
+import torch
+from torch.optim.optimizer import Optimizer
+
+from .. import _core
+from .._lib import OptimError
+from . import _optimizers
+from ._base import _Optimizer
+
+__all__ = ["SAM"]
+
+# SAM's own group keys, as the reference keeps rho and adaptive in its groups.
+_SAM_KEYS = ("rho", "adaptive", "p", "eta")
+# Keys of the reference's per-parameter state (the w saved by first_step;
+# e_w in its first version): meaningless once a step is complete.
+_REFERENCE_STATE_KEYS = ("old_p", "e_w")
+
+
+def _resolve_base(base_optimizer):
+    """The optim.torch class to build the base optimizer from."""
+    names = ", ".join(_optimizers.__all__)
+    if isinstance(base_optimizer, type):
+        if issubclass(base_optimizer, _Optimizer):
+            return base_optimizer
+        name = base_optimizer.__name__
+        if name in _optimizers.__all__ and getattr(torch.optim, name, None) is base_optimizer:
+            return getattr(_optimizers, name)
+        raise TypeError("SAM: base_optimizer %s.%s is not supported: liboptim's SAM wraps an optim.torch "
+                        "optimizer (%s), or the torch.optim class of the same name, which it replaces by "
+                        "optim.torch's" % (base_optimizer.__module__, base_optimizer.__qualname__, names))
+    if isinstance(base_optimizer, Optimizer):
+        raise TypeError("SAM: base_optimizer must be a class, not an instance (%s): SAM builds the base "
+                        "optimizer over its own param_groups, e.g. SAM(model.parameters(), optim.torch.SGD, "
+                        "lr=0.1, momentum=0.9)" % type(base_optimizer).__name__)
+    raise TypeError("SAM: base_optimizer = %r must be an optim.torch optimizer class (%s)" % (base_optimizer, names))
+
+
+def _real(value, name, where):
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError("%s: %s = %r must be a number" % (where, name, value))
+    try:
+        return float(value.item() if torch.is_tensor(value) and value.numel() == 1 else value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError("%s: %s = %r must be a number" % (where, name, value)) from None
+
+
+def _parse(values, where):
+    """(rho, p, adaptive, eta) checked, from a mapping with SAM's four values
+    under its four names."""
+    rho = _real(values["rho"], "rho", where)
+    if not (rho >= 0 and math.isfinite(rho)):
+        raise ValueError("%s: rho = %r must be a finite number >= 0" % (where, rho))
+    p = _real(values["p"], "p", where)
+    if not p > 1:
+        raise ValueError("%s: p = %r must be > 1 or inf (the perturbation's norm; its dual norm q = p/(p-1) "
+                         "measures the gradient)" % (where, p))
+    adaptive = values["adaptive"]
+    try:
+        ok = adaptive in (True, False)
+    except (TypeError, ValueError, RuntimeError):
+        ok = False
+    if not ok:
+        raise ValueError("%s: adaptive = %r must be True or False" % (where, adaptive))
+    adaptive = bool(adaptive)
+    eta = _real(values["eta"], "eta", where)
+    if not (eta >= 0 and math.isfinite(eta)):
+        raise ValueError("%s: eta = %r must be a finite number >= 0" % (where, eta))
+    if eta != 0 and not adaptive:
+        raise ValueError("%s: eta = %r applies only to ASAM (adaptive=True), whose T_w = |w| + eta; "
+                         "plain SAM has T_w = 1" % (where, eta))
+    return rho, p, adaptive, eta
+
+
+class SAM(Optimizer):
+    """Sharpness-Aware Minimization (Foret et al. 2020) and ASAM (Kwon et al.
+    2021) around an optim.torch optimizer, as the reference PyTorch SAM
+    (github.com/davda54/sam), computed by liboptim (include/optim_sam.h).
+
+    SAM minimises max_{||e||_p <= rho} L(w + e) with two gradient evaluations
+    per step:
+
+        loss_fn(model(x), y).backward()   # gradient at w
+        sam.first_step(zero_grad=True)    # save w, move to w + e_hat
+        loss_fn(model(x), y).backward()   # gradient at w + e_hat
+        sam.second_step(zero_grad=True)   # back to w, base step with that gradient
+
+    or sam.step(closure) with a closure that recomputes the loss and calls
+    backward(), after a first backward() at w. With h = T_w g, where T_w = 1
+    (SAM) or |w| + eta (ASAM), and 1/p + 1/q = 1:
+
+        e_hat = rho T_w sign(h) |h|^(q-1) / ||h||_q^(q-1)
+        p = 2:   e_hat = rho T_w^2 g / ||T_w g||_2       (the reference's formula)
+        p = inf: e_hat = rho T_w sign(T_w g)
+
+    the norms taken over all parameters as one vector (1e-12 is added to the
+    denominator, as the reference does).
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        base_optimizer (type): the class of the base optimizer, an optim.torch
+            class (optim.torch.SGD, ...). A torch.optim class of the same name
+            (torch.optim.SGD, ...) is accepted and replaced by optim.torch's,
+            which takes the same arguments; anything else raises TypeError.
+        rho (float, optional): radius of the perturbation, >= 0 (default: 0.05).
+        adaptive (bool, optional): ASAM (default: False).
+        p (float, optional): the norm of the perturbation's ball, > 1 or inf
+            (default: 2, as the reference).
+        eta (float, optional): ASAM's T_w = |w| + eta, >= 0; 0 as the reference's
+            adaptive=True (default: 0); must be 0 without adaptive.
+        **kwargs: the base optimizer's arguments (lr, momentum, ...,
+            nonfinite, clip_grad_norm).
+
+    As in the reference, rho and adaptive (and here p and eta) are keys of
+    every param group, param_groups is the base optimizer's list itself (an lr
+    scheduler may be given either), and base_optimizer is the base optimizer.
+    liboptim perturbs all parameters with one norm, so all groups must hold
+    the same rho, adaptive, p and eta (ValueError at first_step otherwise).
+    Adadelta has its own 'rho' key: around Adadelta SAM's rho is kept under
+    'sam_rho' (and Adadelta's rho is set per group).
+
+    Differences from the reference:
+      - step(closure) returns the closure's loss (at w + e_hat); if the closure
+        raises, the parameters are restored to w before the error propagates.
+      - state_dict() is the base optimizer's (its state, e.g. momentum buffers,
+        which the reference does not save; the groups with SAM's keys);
+        load_state_dict() takes it, a base optimizer's state (SAM's keys then
+        keep their current values) or the reference's (its 'old_p' entries are
+        dropped). state is the base optimizer's state.
+      - A parameter whose gradient is None at first_step is not perturbed; one
+        that was perturbed is restored by second_step even if its gradient is
+        None by then (the reference leaves it at w + e_hat).
+      - restore() abandons a step after first_step (parameters back to w, no
+        update).
+      - NaN or Inf gradients follow the base optimizer's nonfinite policy:
+        'propagate' perturbs with NaN (as the reference), 'skip' skips the whole
+        SAM step (first_step moves nothing, second_step does not update; counted
+        once in skipped_steps), 'error' makes first_step raise
+        NonFiniteGradientError naming the parameter, with nothing moved. The
+        gradient at w + e_hat is checked by the base step as usual (w is then
+        restored, not updated).
+      - Fused clipping (clip_grad_norm) applies to the base step's gradient,
+        the one at w + e_hat.
+    """
+
+    def __init__(self, params, base_optimizer, rho=0.05, adaptive=False, p=2, eta=0.0, **kwargs):
+        base_cls = _resolve_base(base_optimizer)
+        base_keys = {key for key, _, _ in base_cls._hp_spec}
+        self._keys = {k: ("sam_" + k if k in base_keys else k) for k in _SAM_KEYS}
+        _parse(dict(rho=rho, adaptive=adaptive, p=p, eta=eta), "SAM")
+        self._c = None        # the C SAM object, made at the first first_step
+        self._c_shape = None  # (param count, p, adaptive, eta) it was made with
+        self._c_rho = None
+        defaults = {self._keys["rho"]: rho, self._keys["adaptive"]: adaptive, self._keys["p"]: p,
+                    self._keys["eta"]: eta}
+        defaults.update(kwargs)
+        super().__init__(params, defaults)
+        self.base_optimizer = base_cls(self.param_groups, **kwargs)
+        self.defaults.update(self.base_optimizer.defaults)
+        self._base_name = "SAM(%s)" % base_cls.__name__
+
+    # param_groups and state are the base optimizer's, whatever replaces its
+    # lists (its load_state_dict does); before it exists (during torch's
+    # constructor) they are SAM's own.
+
+    @property
+    def param_groups(self):
+        base = self.__dict__.get("base_optimizer")
+        return base.param_groups if base is not None else self.__dict__["_own_groups"]
+
+    @param_groups.setter
+    def param_groups(self, value):
+        base = self.__dict__.get("base_optimizer")
+        if base is not None:
+            base.param_groups = value
+        else:
+            self.__dict__["_own_groups"] = value
+
+    @property
+    def state(self):
+        base = self.__dict__.get("base_optimizer")
+        return base.state if base is not None else self.__dict__["_own_state"]
+
+    @state.setter
+    def state(self, value):
+        base = self.__dict__.get("base_optimizer")
+        if base is not None:
+            base.state = value
+        else:
+            self.__dict__["_own_state"] = value
+
+    def add_param_group(self, param_group):
+        """Add a group to the base optimizer (param_groups is shared), with
+        SAM's keys filled from the constructor's values. Refused between
+        first_step and second_step."""
+        base = self.__dict__.get("base_optimizer")
+        if base is None:  # torch's constructor, before the base exists
+            return super().add_param_group(param_group)
+        if self.perturbed:
+            raise RuntimeError("SAM.add_param_group: the parameters are at w + e_hat (between first_step and "
+                               "second_step); finish or restore() the step first")
+        if isinstance(param_group, dict):
+            for k in _SAM_KEYS:
+                param_group.setdefault(self._keys[k], self.defaults[self._keys[k]])
+            self._group_settings(param_group, "SAM: param group %d" % len(self.param_groups))
+        base.add_param_group(param_group)
+
+    # ---- settings -----------------------------------------------------------------
+
+    def _group_settings(self, group, where):
+        keys = self._keys
+        missing = [keys[k] for k in _SAM_KEYS if keys[k] not in group]
+        if missing:
+            raise ValueError("%s: has no %s" % (where, ", ".join("'%s'" % k for k in missing)))
+        return _parse({k: group[keys[k]] for k in _SAM_KEYS}, where)
+
+    def _settings(self, groups, what="param group"):
+        """(rho, p, adaptive, eta), the same in every group."""
+        first = None
+        for gi, group in enumerate(groups):
+            s = self._group_settings(group, "SAM: %s %d" % (what, gi))
+            if first is None:
+                first = s
+                continue
+            for k, a, b in zip(("rho", "p", "adaptive", "eta"), s, first):
+                if a != b:
+                    raise ValueError("SAM: %s %d has %s = %r but group 0 has %r: liboptim's SAM perturbs all "
+                                     "parameters with one %s (one norm over all of them); give every group the "
+                                     "same" % (what, gi, self._keys[k], a, b, self._keys[k]))
+        return first
+
+    def _handle(self, settings):
+        """The C SAM object for these settings, made again when the base
+        optimizer has other parameters or p, adaptive or eta changed."""
+        rho, p, adaptive, eta = settings
+        base_h = self.base_optimizer._h
+        shape = (base_h.param_count(), p, adaptive, eta)
+        if self._c is None or self._c_shape != shape:
+            self._c = None  # free the old one before allocating its copy of w again
+            try:
+                self._c = _core.SamHandle(base_h, rho, p, adaptive, eta)
+            except OptimError as e:
+                raise ValueError("SAM: %s" % e) from None
+            self._c_shape = shape
+        elif rho != self._c_rho:
+            self._c.set_rho(rho)
+        self._c_rho = rho
+        return self._c
+
+    @property
+    def perturbed(self):
+        """True between first_step() and second_step() (or restore()): the
+        parameters are at w + e_hat."""
+        return self._c is not None and self._c.is_perturbed()
+
+    @property
+    def last_grad_norm(self):
+        """The dual norm ||T_w g||_q the last first_step() measured (NaN before any)."""
+        return self._c.last_grad_norm() if self._c is not None else math.nan
+
+    @property
+    def last_step_skipped(self):
+        """True if the last SAM step was skipped for a NaN or Inf gradient (the base's)."""
+        return self.base_optimizer.last_step_skipped
+
+    @property
+    def skipped_steps(self):
+        """Steps skipped for NaN or Inf gradients (the base optimizer's count)."""
+        return self.base_optimizer.skipped_steps
+
+    # ---- the step -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def first_step(self, zero_grad=False):
+        """Save w and move every parameter with a gradient to w + e_hat
+        (computed from the gradients now in .grad). zero_grad: then zero the
+        gradients (as optimizer.zero_grad())."""
+        if self.perturbed:
+            raise RuntimeError("SAM.first_step: called twice: the parameters are already at w + e_hat; call "
+                               "second_step() (or restore() to abandon the step) first")
+        base = self.base_optimizer
+        settings = self._settings(self.param_groups)
+        base._sync()
+        c = self._handle(settings)
+        n, pp, gp = base._bind()
+        try:
+            c.first_step_with(n, pp, gp)
+        except OptimError as e:
+            if e.code == _core.ENONFINITE:
+                raise base._nonfinite_error("%s: first_step" % self._base_name, "nothing moved", e) from None
+            if e.name == "OPTIM_ESTATE":
+                raise RuntimeError("%s: first_step: %s" % (self._base_name, e)) from None
+            raise ValueError("%s: first_step: %s" % (self._base_name, e)) from None
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad=False):
+        """Restore w and take the base optimizer's step with the gradients now
+        in .grad (those at w + e_hat). zero_grad: then zero the gradients."""
+        c = self._c
+        if c is None:
+            raise RuntimeError("SAM.second_step: no first_step to complete; call first_step() first")
+        base = self.base_optimizer
+        base._sync()
+        n, pp, gp = base._bind()
+        try:
+            c.second_step_with(n, pp, gp)
+        except OptimError as e:
+            if e.code == _core.ENONFINITE:
+                raise base._nonfinite_error("%s: second_step" % self._base_name,
+                                            "w was restored and nothing was updated", e) from None
+            if e.name == "OPTIM_ESTATE":
+                raise RuntimeError("%s: second_step: %s" % (self._base_name, e)) from None
+            raise ValueError("%s: second_step: %s" % (self._base_name, e)) from None
+        if zero_grad:
+            self.zero_grad()
+
+    def restore(self):
+        """Abandon a step after first_step(): every perturbed parameter goes
+        back to w, nothing is updated. Does nothing when not perturbed."""
+        if self._c is not None:
+            self._c.restore()
+
+    def step(self, closure=None):
+        """One SAM step, as the reference's: first_step(zero_grad=True), then
+        closure() (under torch.enable_grad()) to recompute the gradients at
+        w + e_hat, then second_step(). The gradients at w must already be in
+        .grad. Returns what the closure returned. If the closure raises, the
+        parameters are restored to w and the error propagates."""
+        if closure is None:
+            raise ValueError("SAM.step needs a closure that recomputes the loss and calls backward() at the "
+                             "perturbed weights (or call first_step() and second_step() around your own "
+                             "second forward-backward pass)")
+        closure = torch.enable_grad()(closure)
+        self.first_step(zero_grad=True)
+        try:
+            loss = closure()
+        except BaseException:
+            self.restore()
+            raise
+        self.second_step()
+        return loss
+
+    # ---- state -----------------------------------------------------------------------------
+
+    def state_dict(self):
+        """The base optimizer's state_dict(): its state and the shared groups
+        (which hold SAM's keys)."""
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict):
+        """Load a state from SAM.state_dict(), from the base optimizer's class
+        (SAM's keys then keep their current values) or from the reference SAM
+        (its per-parameter 'old_p' is dropped). Everything is checked before
+        anything changes. Refused between first_step and second_step."""
+        if self.perturbed:
+            raise RuntimeError("SAM.load_state_dict: the parameters are at w + e_hat (between first_step and "
+                               "second_step); finish or restore() the step first")
+        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError("SAM: a state dict has the keys 'state' and 'param_groups'")
+        groups = self.param_groups
+        saved_groups = list(state_dict["param_groups"])
+        new_groups = []
+        for gi, saved in enumerate(saved_groups):
+            g = dict(saved)
+            if gi < len(groups):
+                for k in _SAM_KEYS:
+                    g.setdefault(self._keys[k], groups[gi][self._keys[k]])
+            new_groups.append(g)
+        if len(new_groups) == len(groups):
+            self._settings(new_groups, "loaded param group")
+        state = {}
+        for key, value in state_dict["state"].items():
+            if isinstance(value, dict) and any(k in value for k in _REFERENCE_STATE_KEYS):
+                value = {k: v for k, v in value.items() if k not in _REFERENCE_STATE_KEYS}
+                if not value:
+                    continue
+            state[key] = value
+        self.base_optimizer.load_state_dict({"state": state, "param_groups": new_groups})
+
+    def __getstate__(self):
+        raise TypeError("SAM from optim.torch holds a C optimizer and cannot be pickled or copied; "
+                        "save and load state_dict() instead")
