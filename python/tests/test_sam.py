@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import optim.torch as ot
-from torch_ref64 import Ref64, rel_err
+from torch_ref64 import Ref64
 
 STEPS = 120
 TOL64 = 5e-5
@@ -74,16 +74,18 @@ class MLP:
 def e_hat64(ws, gs, rho, p, adaptive, eta):
     """The first-order solution of max_{||e||_p <= rho} L(w + e), in the
     scaled space of ASAM: with T = |w| + eta (ASAM) or 1 (SAM), h = T g and
-    1/p + 1/q = 1, e = rho T sign(h) |h|^(q-1) / ||h||_q^(q-1) (1e-12 added to
-    the denominator as the reference does); p = inf: e = rho T sign(h).
-    ||.||_q over all tensors as one vector."""
+    1/p + 1/q = 1, e = rho T sign(h) |h|^(q-1) / ||h||_q^(q-1), ||.||_q over all
+    tensors as one vector; p = inf: e = rho T sign(h); p = 2 with 1e-12 added
+    to the norm, as the reference does."""
     ts = [np.abs(w) + eta if adaptive else np.ones_like(w) for w in ws]
     hs = [t * g for t, g in zip(ts, gs)]
     if math.isinf(p):
         return [rho * t * np.sign(h) for t, h in zip(ts, hs)]
     q = p / (p - 1.0)
     norm = sum(float(np.sum(np.abs(h) ** q)) for h in hs) ** (1.0 / q)
-    return [rho * t * np.sign(h) * np.abs(h) ** (q - 1.0) / (norm ** (q - 1.0) + 1e-12) for t, h in zip(ts, hs)]
+    if p == 2:
+        return [rho * t * h / (norm + 1e-12) for t, h in zip(ts, hs)]
+    return [rho * t * np.sign(h) * np.abs(h) ** (q - 1.0) / norm ** (q - 1.0) for t, h in zip(ts, hs)]
 
 
 class Runs:

@@ -99,8 +99,8 @@ class SAM(Optimizer):
         p = 2:   e_hat = rho T_w^2 g / ||T_w g||_2       (the reference's formula)
         p = inf: e_hat = rho T_w sign(T_w g)
 
-    the norms taken over all parameters as one vector (1e-12 is added to the
-    denominator, as the reference does).
+    the norms taken over all parameters as one vector (for p = 2, 1e-12 is
+    added to the norm, as the reference does).
 
     Args:
         params (iterable): parameters to optimize or dicts defining parameter groups.
