@@ -523,6 +523,31 @@ def test_around_adadelta_sams_rho_has_its_own_key(rng):
     assert runs.worst()[0] <= TOL64
 
 
+def test_fused_clipping_clips_the_base_steps_gradient(rng):
+    """clip_grad_norm= on the base: the gradient at w + e_hat is clipped (the
+    ascent step normalises its own), the same bits as clip_grad_norm_ before
+    second_step."""
+    mlp = MLP(rng)
+    pa, pb = mlp.params(), mlp.params()
+    a = ot.SAM(pa, ot.SGD, rho=0.05, lr=0.01, momentum=0.9, clip_grad_norm=(0.05, 2.0))
+    b = ot.SAM(pb, ot.SGD, rho=0.05, lr=0.01, momentum=0.9)
+    clipped = 0
+    for _ in range(20):
+        mlp.backward(pa)
+        a.first_step(zero_grad=True)
+        mlp.backward(pa)
+        a.second_step(zero_grad=True)
+        mlp.backward(pb)
+        b.first_step(zero_grad=True)
+        mlp.backward(pb)
+        norm = ot.clip_grad_norm_(pb, 0.05)
+        clipped += float(norm) > 0.05
+        b.second_step(zero_grad=True)
+        assert np.float32(a.base_optimizer.last_grad_norm) == float(norm)
+    assert clipped > 0
+    assert all(torch.equal(x, y) for x, y in zip(pa, pb))
+
+
 # ---- non-finite gradients ------------------------------------------------------------------
 
 
