@@ -7,9 +7,10 @@
  *   optim_sam_first_step:  saves w and moves to w + e_hat, where with
  *                          h = T_w g (T_w = |w| + eta for ASAM, identity for SAM),
  *                          1/p + 1/q = 1,
- *                          e_hat = rho T_w sign(h) |h|^(q-1) / (||h||_q^(q-1) + 1e-12)
- *                          (p = 2: e_hat = rho T_w^2 g / (||T_w g||_2 + 1e-12);
- *                           p = inf: e_hat = rho T_w sign(h));
+ *                          e_hat = rho T_w sign(h) (|h| / ||h||_q)^(q-1)
+ *                          (p = 2: e_hat = rho T_w^2 g / (||T_w g||_2 + 1e-12), with
+ *                           the reference PyTorch SAM's 1e-12;
+ *                           p = inf: e_hat = rho T_w sign(h), no norm needed);
  *   the caller recomputes the gradients at w + e_hat;
  *   optim_sam_second_step: restores w and takes the base optimizer's step with
  *                          the new gradients.
