@@ -64,11 +64,21 @@ OPTIM_API double optim_sam_last_grad_norm(const optim_sam *sam);
 /** 1 between first_step and second_step/restore. */
 OPTIM_API int optim_sam_is_perturbed(const optim_sam *sam);
 
+/** rho, adaptive and eta of one group of the base optimizer, as the reference
+ *  PyTorch SAM keeps rho and adaptive per group: h = T_w g uses each
+ *  parameter's group's T_w, the norm is still taken over all parameters, and
+ *  e_hat uses the group's rho (p is one value: it defines the norm).
+ *  optim_sam_create gives every group its arguments; groups added to base
+ *  later are refused by first_step. */
+OPTIM_API int optim_sam_set_group(optim_sam *sam, size_t g, double rho, int adaptive, double eta);
+OPTIM_API int optim_sam_get_group(const optim_sam *sam, size_t g, double *rho, int *adaptive, double *eta);
+/** Set rho for every group. */
 OPTIM_API int optim_sam_set_rho(optim_sam *sam, double rho);
+/** Group 0's settings (see optim_sam_get_group for the others). */
 OPTIM_API double optim_sam_get_rho(const optim_sam *sam);
-OPTIM_API double optim_sam_get_p(const optim_sam *sam);
 OPTIM_API int optim_sam_get_adaptive(const optim_sam *sam);
 OPTIM_API double optim_sam_get_eta(const optim_sam *sam);
+OPTIM_API double optim_sam_get_p(const optim_sam *sam);
 OPTIM_API optim *optim_sam_base(const optim_sam *sam);
 
 #ifdef __cplusplus

@@ -66,8 +66,8 @@ static int optim__clip_job_init(optim__clip_job *j, const char *fn, size_t count
 static double optim__job_norm(optim__clip_job *j, double norm_type, int threads)
 {
     optim__norm kind = optim__norm_kind(norm_type);
-    optim__reduce_run(optim__kernels_get(OPTIM_ISA_AUTO), j->tasks, j->count, j->nblocks, kind, norm_type, 0, 0.0f,
-                      j->partials, j->bad, threads);
+    optim__reduce_run(optim__kernels_get(OPTIM_ISA_AUTO), j->tasks, j->count, j->nblocks, kind, norm_type, j->partials,
+                      j->bad, threads);
     return optim__norm_finish(j->partials, j->nblocks, kind, norm_type);
 }
 

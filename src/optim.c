@@ -469,6 +469,8 @@ size_t optim__build_tasks(optim *o, size_t *nblocks)
         t->g = pa->g;
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) t->s[s] = pa->st.slot[s];
         t->k = &o->ks[i];
+        t->w = NULL;
+        t->eta = 0.0f;
         total += t->n;
         blocks += OPTIM__NBLOCKS(t->n);
     }
@@ -495,7 +497,7 @@ static int optim__prepass(optim *o, size_t nblocks, float *gscale, int *rc)
     double p = o->clip_norm_type, norm;
     size_t b;
     *gscale = 1.0f;
-    optim__reduce_run(o->kt, o->tasks, o->nparams, nblocks, kind, p, 0, 0.0f, o->partials, o->bad, o->threads);
+    optim__reduce_run(o->kt, o->tasks, o->nparams, nblocks, kind, p, o->partials, o->bad, o->threads);
     norm = optim__norm_finish(o->partials, nblocks, kind, p);
     o->last_norm = norm;
     if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {

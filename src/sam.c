@@ -10,15 +10,17 @@
 
 struct optim_sam {
     optim *base;
-    double rho, p, eta;
-    int adaptive;
+    double p;              /* one norm for all parameters */
+    size_t ngroups;        /* groups of base when created */
+    double *rho, *eta;     /* per group, as the reference keeps rho and adaptive per group */
+    int *adaptive;
+    optim__k *k;           /* per group: the constants of the ascent step */
     size_t nparams;        /* parameters of base when created */
     float **saved;         /* saved[i]: w of parameter i before the ascent step */
     unsigned char *moved;  /* parameter i was perturbed by the pending first_step */
     int perturbed;         /* between first_step and second_step/restore */
     int skip_pending;      /* first_step skipped: second_step skips too */
     double last_norm;
-    optim__k k;
     optim_error err;
 };
 
@@ -41,15 +43,22 @@ int optim_sam_create(optim_sam **out, optim *base, double rho, double p, int ada
     s = (optim_sam *)calloc(1, sizeof *s);
     OPTIM__FAIL_IF(!s, err, OPTIM_ENOMEM, "optim_sam_create: out of memory");
     s->base = base;
-    s->rho = rho;
     s->p = p;
-    s->adaptive = adaptive;
-    s->eta = eta;
     s->last_norm = NAN;
+    s->ngroups = base->ngroups;
+    s->rho = (double *)calloc(s->ngroups, sizeof *s->rho);
+    s->eta = (double *)calloc(s->ngroups, sizeof *s->eta);
+    s->adaptive = (int *)calloc(s->ngroups, sizeof *s->adaptive);
+    s->k = (optim__k *)calloc(s->ngroups, sizeof *s->k);
     s->nparams = base->nparams;
     s->saved = (float **)calloc(s->nparams, sizeof *s->saved);
     s->moved = (unsigned char *)calloc(s->nparams, 1);
-    if (!s->saved || !s->moved) goto oom;
+    if (!s->rho || !s->eta || !s->adaptive || !s->k || !s->saved || !s->moved) goto oom;
+    for (i = 0; i < s->ngroups; i++) {
+        s->rho[i] = rho;
+        s->eta[i] = eta;
+        s->adaptive[i] = adaptive;
+    }
     for (i = 0; i < s->nparams; i++) {
         s->saved[i] = optim__alloc_floats(base->params[i].n);
         if (!s->saved[i]) goto oom;
@@ -69,6 +78,10 @@ void optim_sam_free(optim_sam *s)
         for (i = 0; i < s->nparams; i++) optim__free_floats(s->saved[i]);
     free(s->saved);
     free(s->moved);
+    free(s->rho);
+    free(s->eta);
+    free(s->adaptive);
+    free(s->k);
     free(s);
 }
 
@@ -98,8 +111,11 @@ static size_t optim__sam_tasks(optim_sam *s, int restoring, size_t *nblocks)
         }
     }
     for (i = 0; i < o->nparams; i++) {
+        size_t g = o->params[i].group;
         o->tasks[i].s[0] = s->saved[i];
-        o->tasks[i].k = &s->k;
+        o->tasks[i].k = &s->k[g];
+        o->tasks[i].w = s->adaptive[g] ? o->params[i].p : NULL;
+        o->tasks[i].eta = (float)s->eta[g];
     }
     *nblocks = blocks;
     return total;
@@ -110,6 +126,9 @@ static int optim__sam_check(optim_sam *s, const char *fn)
     OPTIM__FAIL_IF(s->base->nparams != s->nparams, OPTIM__SE(s), OPTIM_ESTATE,
                    "%s: the base optimizer has %zu params but had %zu when the SAM object was created", fn,
                    s->base->nparams, s->nparams);
+    OPTIM__FAIL_IF(s->base->ngroups != s->ngroups, OPTIM__SE(s), OPTIM_ESTATE,
+                   "%s: the base optimizer has %zu groups but had %zu when the SAM object was created", fn,
+                   s->base->ngroups, s->ngroups);
     return OPTIM_OK;
 }
 
@@ -127,8 +146,7 @@ static int optim__sam_first(optim_sam *s)
     /* The dual norm ||h||_q of h = T g: q = 2 for p = 2, 1 for p = inf. */
     q = isinf(s->p) ? 1.0 : s->p / (s->p - 1.0);
     kind = optim__norm_kind(q);
-    optim__reduce_run(o->kt, o->tasks, o->nparams, nblocks, kind, q, s->adaptive, (float)s->eta, o->partials, o->bad,
-                      o->threads);
+    optim__reduce_run(o->kt, o->tasks, o->nparams, nblocks, kind, q, o->partials, o->bad, o->threads);
     norm = optim__norm_finish(o->partials, nblocks, kind, q);
     s->last_norm = norm;
     if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {
@@ -143,18 +161,21 @@ static int optim__sam_first(optim_sam *s)
         }
     }
 
-    memset(&s->k, 0, sizeof s->k);
-    if (s->adaptive) s->k.c.variant |= OPTIM__SAM_V_ADAPTIVE;
-    if (isinf(s->p))
-        s->k.c.variant |= OPTIM__SAM_V_PINF;
-    else if (s->p != 2.0)
-        s->k.c.variant |= OPTIM__SAM_V_PGEN;
-    /* As the reference: scale = rho / (grad_norm + 1e-12), in float. */
-    s->k.u.sam.scale = (float)(s->rho / (norm + 1e-12));
-    s->k.u.sam.rho = (float)s->rho;
-    s->k.u.sam.eta = (float)s->eta;
-    s->k.u.sam.inv_norm = norm > 0 ? 1.0 / norm : 0.0;
-    s->k.u.sam.q_minus_1 = q - 1.0;
+    for (i = 0; i < s->ngroups; i++) {
+        optim__k *k = &s->k[i];
+        memset(k, 0, sizeof *k);
+        if (s->adaptive[i]) k->c.variant |= OPTIM__SAM_V_ADAPTIVE;
+        if (isinf(s->p))
+            k->c.variant |= OPTIM__SAM_V_PINF;
+        else if (s->p != 2.0)
+            k->c.variant |= OPTIM__SAM_V_PGEN;
+        /* As the reference: scale = rho / (grad_norm + 1e-12), in float, per group. */
+        k->u.sam.scale = (float)(s->rho[i] / (norm + 1e-12));
+        k->u.sam.rho = (float)s->rho[i];
+        k->u.sam.eta = (float)s->eta[i];
+        k->u.sam.inv_norm = norm > 0 ? 1.0 / norm : 0.0;
+        k->u.sam.q_minus_1 = q - 1.0;
+    }
     optim__run_fn(o->kt->sam_perturb, o->tasks, o->nparams, total, o->threads);
     for (i = 0; i < o->nparams; i++) s->moved[i] = o->params[i].g != NULL && o->params[i].n > 0;
     s->perturbed = 1;
@@ -241,18 +262,51 @@ int optim_sam_is_perturbed(const optim_sam *s)
     return s ? s->perturbed : 0;
 }
 
+static int optim__sam_check_group(optim_sam *s, const char *fn, double rho, int adaptive, double eta)
+{
+    OPTIM__FAIL_IF(!(rho >= 0) || isinf(rho), OPTIM__SE(s), OPTIM_EINVAL, "%s: rho = %.10g must be a finite number >= 0",
+                   fn, rho);
+    OPTIM__FAIL_IF(adaptive != 0 && adaptive != 1, OPTIM__SE(s), OPTIM_EINVAL, "%s: adaptive = %d must be 0 or 1", fn,
+                   adaptive);
+    OPTIM__FAIL_IF(!(eta >= 0) || isinf(eta), OPTIM__SE(s), OPTIM_EINVAL, "%s: eta = %.10g must be a finite number >= 0",
+                   fn, eta);
+    return OPTIM_OK;
+}
+
 int optim_sam_set_rho(optim_sam *s, double rho)
 {
+    size_t g;
     if (!s) return OPTIM_ENULL;
-    OPTIM__FAIL_IF(!(rho >= 0) || isinf(rho), OPTIM__SE(s), OPTIM_EINVAL,
-                   "optim_sam_set_rho: rho = %.10g must be a finite number >= 0", rho);
-    s->rho = rho;
+    OPTIM__FORWARD(optim__sam_check_group(s, "optim_sam_set_rho", rho, 0, 0.0));
+    for (g = 0; g < s->ngroups; g++) s->rho[g] = rho;
     return optim__ok(OPTIM__SE(s));
+}
+
+int optim_sam_set_group(optim_sam *s, size_t g, double rho, int adaptive, double eta)
+{
+    if (!s) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(g >= s->ngroups, OPTIM__SE(s), OPTIM_ERANGE, "optim_sam_set_group: group %zu does not exist (%zu groups)",
+                   g, s->ngroups);
+    OPTIM__FORWARD(optim__sam_check_group(s, "optim_sam_set_group", rho, adaptive, eta));
+    s->rho[g] = rho;
+    s->adaptive[g] = adaptive;
+    s->eta[g] = eta;
+    return optim__ok(OPTIM__SE(s));
+}
+
+int optim_sam_get_group(const optim_sam *s, size_t g, double *rho, int *adaptive, double *eta)
+{
+    if (!s) return OPTIM_ENULL;
+    if (g >= s->ngroups) return OPTIM_ERANGE;
+    if (rho) *rho = s->rho[g];
+    if (adaptive) *adaptive = s->adaptive[g];
+    if (eta) *eta = s->eta[g];
+    return OPTIM_OK;
 }
 
 double optim_sam_get_rho(const optim_sam *s)
 {
-    return s ? s->rho : NAN;
+    return s ? s->rho[0] : NAN;
 }
 
 double optim_sam_get_p(const optim_sam *s)
@@ -262,12 +316,12 @@ double optim_sam_get_p(const optim_sam *s)
 
 int optim_sam_get_adaptive(const optim_sam *s)
 {
-    return s ? s->adaptive : 0;
+    return s ? s->adaptive[0] : 0;
 }
 
 double optim_sam_get_eta(const optim_sam *s)
 {
-    return s ? s->eta : NAN;
+    return s ? s->eta[0] : NAN;
 }
 
 optim *optim_sam_base(const optim_sam *s)

@@ -610,6 +610,73 @@ TEST_IMPL(sam_vs_reference)
     return 0;
 }
 
+/* Per-group settings, as the reference keeps rho and adaptive per group: the
+ * norm over all parameters uses each parameter's group's T_w, and each group
+ * moves by its own rho. Checked against the formula in double for one step. */
+TEST_IMPL(sam_per_group)
+{
+    enum { N = 300 };
+    static const double p_values[] = {2.0, INFINITY, 3.0};
+    size_t pi;
+    for (pi = 0; pi < 3; pi++) {
+        const double rho[2] = {0.05, 0.3}, eta[2] = {0.0, 0.01};
+        const int adaptive[2] = {0, 1};
+        test_rng rng = {test_seed() ^ 0x9c0};
+        optim *o = NULL;
+        optim_sam *sam = NULL;
+        optim_hparams hp;
+        float w[2][N], g[2][N];
+        double W[2][N], acc = 0, norm, q = isinf(p_values[pi]) ? 1.0 : p_values[pi] / (p_values[pi] - 1.0);
+        size_t k, i;
+        double r;
+        int a;
+        optim_hparams_init(&hp, OPTIM_SGD, NULL);
+        ASSERT_OK(optim_create(&o, OPTIM_SGD));
+        for (k = 0; k < 2; k++) {
+            ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+            for (i = 0; i < N; i++) {
+                w[k][i] = (float)test_rng_normal(&rng);
+                g[k][i] = (float)test_rng_normal(&rng);
+                W[k][i] = w[k][i];
+            }
+            ASSERT_OPT_OK(o, optim_add_param(o, k, w[k], g[k], N, NULL, NULL));
+        }
+        ASSERT_OK(optim_sam_create(&sam, o, 0.1, p_values[pi], 0, 0.0, NULL));
+        for (k = 0; k < 2; k++) ASSERT_OK_MSG(optim_sam_set_group(sam, k, rho[k], adaptive[k], eta[k]), optim_sam_errmsg(sam));
+        ASSERT_OK(optim_sam_get_group(sam, 1, &r, &a, NULL));
+        ASSERT(r == 0.3 && a == 1);
+        ASSERT_ERR(optim_sam_set_group(sam, 2, 0.1, 0, 0), OPTIM_ERANGE, optim_sam_errmsg(sam), "group 2 does not exist");
+        ASSERT_ERR(optim_sam_set_group(sam, 0, 0.1, 2, 0), OPTIM_EINVAL, optim_sam_errmsg(sam), "adaptive = 2");
+        ASSERT_OK(optim_sam_first_step(sam));
+        for (k = 0; k < 2; k++)
+            for (i = 0; i < N; i++) {
+                double t = adaptive[k] ? fabs(W[k][i]) + eta[k] : 1.0;
+                acc += pow(fabs(t * g[k][i]), q);
+            }
+        norm = pow(acc, 1.0 / q);
+        if (fabs(norm - optim_sam_last_grad_norm(sam)) > 1e-6 * norm)
+            FAIL("p %g: norm %.17g vs %.17g", p_values[pi], optim_sam_last_grad_norm(sam), norm);
+        for (k = 0; k < 2; k++)
+            for (i = 0; i < N; i++) {
+                double t = adaptive[k] ? fabs(W[k][i]) + eta[k] : 1.0, h = t * g[k][i], e;
+                double sign = h > 0 ? 1.0 : (h < 0 ? -1.0 : 0.0);
+                if (p_values[pi] == 2.0)
+                    e = rho[k] * t * t * g[k][i] / (norm + 1e-12);
+                else
+                    e = rho[k] * t * sign * pow(fabs(h) / norm, q - 1.0);
+                if (fabs(w[k][i] - (W[k][i] + e)) > 1e-6 * fmax(1.0, fabs(W[k][i])))
+                    FAIL("p %g, group %zu, element %zu: %.9g vs %.9g", p_values[pi], k, i, w[k][i], W[k][i] + e);
+            }
+        ASSERT_OK(optim_sam_restore(sam));
+        /* A group added after creation is refused. */
+        ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+        ASSERT_ERR(optim_sam_first_step(sam), OPTIM_ESTATE, optim_sam_errmsg(sam), "has 3 groups but had 2");
+        optim_sam_free(sam);
+        optim_free(o);
+    }
+    return 0;
+}
+
 /* SAM's norm and steps give the same bits for any thread count and path. */
 TEST_IMPL(sam_threads_bit_identical)
 {

@@ -10,6 +10,7 @@
     TEST_ENTRY(nonfinite_skip_leaves_every_byte) \
     TEST_ENTRY(nonfinite_error_names_param)     \
     TEST_ENTRY(sam_vs_reference)                \
+    TEST_ENTRY(sam_per_group)                   \
     TEST_ENTRY(sam_threads_bit_identical)       \
     TEST_ENTRY(sam_restore_and_errors)          \
     TEST_ENTRY(sam_nonfinite_policies)

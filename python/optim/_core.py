@@ -76,6 +76,7 @@ _sam_restore = _fn("optim_sam_restore", _int, _vp)
 _sam_last_grad_norm = _fn("optim_sam_last_grad_norm", _dbl, _vp)
 _sam_is_perturbed = _fn("optim_sam_is_perturbed", _int, _vp)
 _sam_set_rho = _fn("optim_sam_set_rho", _int, _vp, _dbl)
+_sam_set_group = _fn("optim_sam_set_group", _int, _vp, _size, _dbl, _int, _dbl)
 
 # enum optim_nonfinite, by the names optim.torch uses.
 NONFINITE_POLICIES = {"propagate": 0, "skip": 1, "error": 2}
@@ -288,6 +289,9 @@ class SamHandle:
 
     def set_rho(self, rho):
         self._check(_sam_set_rho(self.ptr, rho))
+
+    def set_group(self, g, rho, adaptive, eta):
+        self._check(_sam_set_group(self.ptr, g, rho, 1 if adaptive else 0, eta))
 
     def last_grad_norm(self):
         return _sam_last_grad_norm(self.ptr)

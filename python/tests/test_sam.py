@@ -294,10 +294,10 @@ class ReferenceSAM(torch.optim.Optimizer):
         self.second_step()
 
 
-def _groups(ps, lr2):
-    """Two groups (the second with its own lr) and a frozen tensor: a model
+def _groups(ps, lr2, **second):
+    """Two groups (the second with its own lr, and `second`'s keys) and a frozen tensor: a model
     whose last parameter never gets a gradient."""
-    return [{"params": ps[:2]}, {"params": ps[2:], "lr": lr2}]
+    return [{"params": ps[:2]}, dict({"params": ps[2:], "lr": lr2}, **second)]
 
 
 @pytest.mark.parametrize("adaptive", [False, True], ids=["SAM", "ASAM"])
@@ -314,12 +314,14 @@ def test_sam_follows_the_reference_algorithm(rng, seed, base, kw, adaptive, driv
     po, pr = mlp.params(), mlp.params()
     fo, fr = [f.detach().clone().requires_grad_() for f in frozen], [f.detach().clone().requires_grad_()
                                                                        for f in frozen]
-    ours = ot.SAM(_groups(po, 0.005) + [{"params": fo}], base, rho=0.05, adaptive=adaptive, **kw)
-    theirs = ReferenceSAM(_groups(pr, 0.005) + [{"params": fr}], base, rho=0.05, adaptive=adaptive, **kw)
+    # The second group has its own rho and the other adaptive setting, as the reference allows.
+    second = dict(rho=0.1, adaptive=not adaptive)
+    ours = ot.SAM(_groups(po, 0.005, **second) + [{"params": fo}], base, rho=0.05, adaptive=adaptive, **kw)
+    theirs = ReferenceSAM(_groups(pr, 0.005, **second) + [{"params": fr}], base, rho=0.05, adaptive=adaptive, **kw)
     assert type(ours.base_optimizer) is getattr(ot, base.__name__)
     assert ours.param_groups is ours.base_optimizer.param_groups
-    assert [g["rho"] for g in ours.param_groups] == [0.05] * 3
-    assert [g["adaptive"] for g in ours.param_groups] == [adaptive] * 3
+    assert [g["rho"] for g in ours.param_groups] == [0.05, 0.1, 0.05]
+    assert [g["adaptive"] for g in ours.param_groups] == [adaptive, not adaptive, adaptive]
     runs = Runs()
     for t in range(1, 101):
         for sam, ps in ((ours, po), (theirs, pr)):
@@ -653,16 +655,16 @@ def test_settings_are_checked():
         ot.SAM([torch.zeros(3, requires_grad=True)], ot.SGD)
 
 
-def test_groups_must_agree_and_steps_must_pair(rng):
+def test_groups_must_agree_on_p_and_steps_must_pair(rng):
     mlp = MLP(rng)
     ps = mlp.params()
-    sam = ot.SAM([{"params": ps[:2]}, {"params": ps[2:], "rho": 0.1}], ot.SGD, lr=0.02)
+    sam = ot.SAM([{"params": ps[:2]}, {"params": ps[2:], "p": 3}], ot.SGD, lr=0.02)
     mlp.backward(ps)
     w0 = [p.detach().clone() for p in ps]
-    with pytest.raises(ValueError, match="param group 1 has rho = 0.1 but group 0 has 0.05"):
+    with pytest.raises(ValueError, match="param group 1 has p = 3.0 but group 0 has 2.0"):
         sam.first_step()
     assert all(torch.equal(a, b) for a, b in zip(w0, ps))
-    sam.param_groups[1]["rho"] = 0.05
+    sam.param_groups[1]["p"] = 2
     sam.param_groups[0]["p"] = 0.5
     with pytest.raises(ValueError, match="param group 0: p = 0.5 must be > 1"):
         sam.first_step()

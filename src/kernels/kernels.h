@@ -51,6 +51,8 @@ typedef struct optim__task {
     size_t start;     /* offset of element 0 in the concatenation of all tasks */
     size_t bstart;    /* index of its first reduction block (blocks of OPTIM__RBLOCK) */
     const optim__k *k;
+    const float *w;   /* reductions: x = (|w| + eta) g when not NULL (ASAM), else x = g */
+    float eta;
 } optim__task;
 
 /* Number of reduction blocks of a tensor of n elements. */
@@ -66,13 +68,12 @@ void optim__run(const optim__kernels *kt, optim_rule rule, const optim__task *ta
 /* The same with any block function (SAM's perturbation, copies). */
 void optim__run_fn(optim__block_fn fn, const optim__task *tasks, size_t count, size_t total, int threads);
 
-/* Partials of a reduction over tasks[0..count) (x = g, or (|p| + eta) g when
- * adaptive): partials[b] for every block b < nblocks (tasks' bstart must be
- * the running sums of their block counts; tasks with n == 0 have none), and
- * bad[b] = 1 where block b holds a NaN or Inf, else 0. */
+/* Partials of a reduction over tasks[0..count) (x = g, or (|w| + eta) g for
+ * tasks with w set): partials[b] for every block b < nblocks (tasks' bstart
+ * must be the running sums of their block counts; tasks with n == 0 have
+ * none), and bad[b] = 1 where block b holds a NaN or Inf, else 0. */
 void optim__reduce_run(const optim__kernels *kt, const optim__task *tasks, size_t count, size_t nblocks,
-                       optim__norm kind, double p, int adaptive, float eta, double *partials, unsigned char *bad,
-                       int threads);
+                       optim__norm kind, double p, double *partials, unsigned char *bad, int threads);
 /* Combine partials in block order into the norm (sum, max; sqrt / p-th root). */
 double optim__norm_finish(const double *partials, size_t nblocks, optim__norm kind, double p);
 /* The norm kind for a p-norm (p >= 1 or INFINITY). */

@@ -122,26 +122,24 @@ static size_t optim__find_block(const optim__task *tasks, size_t count, size_t b
 }
 
 static void optim__reduce_block(const optim__kernels *kt, const optim__task *tasks, size_t count, size_t b,
-                                optim__norm kind, double p, int adaptive, float eta, double *partials,
-                                unsigned char *bad)
+                                optim__norm kind, double p, double *partials, unsigned char *bad)
 {
     size_t a = optim__find_block(tasks, count, b);
     const optim__task *t = &tasks[a];
     size_t off = (b - t->bstart) * OPTIM__RBLOCK;
     size_t len = t->n - off < OPTIM__RBLOCK ? t->n - off : OPTIM__RBLOCK;
     int flag = 0;
-    partials[b] = kt->reduce(len, t->g + off, adaptive ? t->p + off : NULL, eta, kind, p, &flag);
+    partials[b] = kt->reduce(len, t->g + off, t->w ? t->w + off : NULL, t->eta, kind, p, &flag);
     bad[b] = (unsigned char)flag;
 }
 
 void optim__reduce_run(const optim__kernels *kt, const optim__task *tasks, size_t count, size_t nblocks,
-                       optim__norm kind, double p, int adaptive, float eta, double *partials, unsigned char *bad,
-                       int threads)
+                       optim__norm kind, double p, double *partials, unsigned char *bad, int threads)
 {
     int nt = optim__threads_for(nblocks * OPTIM__RBLOCK, threads);
     if (nt <= 1) {
         size_t b;
-        for (b = 0; b < nblocks; b++) optim__reduce_block(kt, tasks, count, b, kind, p, adaptive, eta, partials, bad);
+        for (b = 0; b < nblocks; b++) optim__reduce_block(kt, tasks, count, b, kind, p, partials, bad);
         return;
     }
 #ifdef _OPENMP
@@ -149,7 +147,7 @@ void optim__reduce_run(const optim__kernels *kt, const optim__task *tasks, size_
         long b, nb = (long)nblocks;
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (b = 0; b < nb; b++)
-            optim__reduce_block(kt, tasks, count, (size_t)b, kind, p, adaptive, eta, partials, bad);
+            optim__reduce_block(kt, tasks, count, (size_t)b, kind, p, partials, bad);
     }
 #endif
 }

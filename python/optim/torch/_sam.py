@@ -120,8 +120,9 @@ class SAM(Optimizer):
     As in the reference, rho and adaptive (and here p and eta) are keys of
     every param group, param_groups is the base optimizer's list itself (an lr
     scheduler may be given either), and base_optimizer is the base optimizer.
-    liboptim perturbs all parameters with one norm, so all groups must hold
-    the same rho, adaptive, p and eta (ValueError at first_step otherwise).
+    Each group has its own rho, adaptive and eta, as in the reference; p is
+    one value for all groups, since it defines the one norm taken over all
+    parameters (groups that disagree on p: ValueError at first_step).
     Adadelta has its own 'rho' key: around Adadelta SAM's rho is kept under
     'sam_rho' (and Adadelta's rho is set per group).
 
@@ -155,8 +156,8 @@ class SAM(Optimizer):
         self._keys = {k: ("sam_" + k if k in base_keys else k) for k in _SAM_KEYS}
         _parse(dict(rho=rho, adaptive=adaptive, p=p, eta=eta), "SAM")
         self._c = None        # the C SAM object, made at the first first_step
-        self._c_shape = None  # (param count, p, adaptive, eta) it was made with
-        self._c_rho = None
+        self._c_shape = None  # (param count, group count, p) it was made with
+        self._c_groups = None  # per group: the (rho, adaptive, eta) last pushed to C
         defaults = {self._keys["rho"]: rho, self._keys["adaptive"]: adaptive, self._keys["p"]: p,
                     self._keys["eta"]: eta}
         defaults.update(kwargs)
@@ -221,36 +222,40 @@ class SAM(Optimizer):
         return _parse({k: group[keys[k]] for k in _SAM_KEYS}, where)
 
     def _settings(self, groups, what="param group"):
-        """(rho, p, adaptive, eta), the same in every group."""
-        first = None
+        """Every group's (rho, p, adaptive, eta), checked; p must be one value."""
+        out = []
         for gi, group in enumerate(groups):
             s = self._group_settings(group, "SAM: %s %d" % (what, gi))
-            if first is None:
-                first = s
-                continue
-            for k, a, b in zip(("rho", "p", "adaptive", "eta"), s, first):
-                if a != b:
-                    raise ValueError("SAM: %s %d has %s = %r but group 0 has %r: liboptim's SAM perturbs all "
-                                     "parameters with one %s (one norm over all of them); give every group the "
-                                     "same" % (what, gi, self._keys[k], a, b, self._keys[k]))
-        return first
+            if out and s[1] != out[0][1]:
+                raise ValueError("SAM: %s %d has %s = %r but group 0 has %r: p defines the one norm taken over "
+                                 "all parameters; give every group the same" % (what, gi, self._keys["p"], s[1],
+                                                                                 out[0][1]))
+            out.append(s)
+        return out
 
     def _handle(self, settings):
-        """The C SAM object for these settings, made again when the base
-        optimizer has other parameters or p, adaptive or eta changed."""
-        rho, p, adaptive, eta = settings
+        """The C SAM object, made again when the base optimizer has other
+        parameters or groups or p changed; each group's rho, adaptive and eta
+        pushed when they changed."""
         base_h = self.base_optimizer._h
-        shape = (base_h.param_count(), p, adaptive, eta)
+        p = settings[0][1]
+        shape = (base_h.param_count(), len(settings), p)
         if self._c is None or self._c_shape != shape:
             self._c = None  # free the old one before allocating its copy of w again
+            rho, _, adaptive, eta = settings[0]
             try:
                 self._c = _core.SamHandle(base_h, rho, p, adaptive, eta)
             except OptimError as e:
                 raise ValueError("SAM: %s" % e) from None
             self._c_shape = shape
-        elif rho != self._c_rho:
-            self._c.set_rho(rho)
-        self._c_rho = rho
+            self._c_groups = [None] * len(settings)
+        for gi, (rho, _, adaptive, eta) in enumerate(settings):
+            if self._c_groups[gi] != (rho, adaptive, eta):
+                try:
+                    self._c.set_group(gi, rho, adaptive, eta)
+                except OptimError as e:
+                    raise ValueError("SAM: param group %d: %s" % (gi, e)) from None
+                self._c_groups[gi] = (rho, adaptive, eta)
         return self._c
 
     @property
