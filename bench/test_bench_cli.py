@@ -49,9 +49,9 @@ def isa_of(exe):
 
 
 # Bytes per element: 8 per read-modify-write stream (the parameter and each
-# state array), 4 for the gradient.
+# state array), 4 per read of the gradient (two with the clipping pre-pass).
 EXPECTED = {"adam": (2, 28), "sgd:momentum=0.9": (1, 20), "rmsprop:centered": (2, 28), "adam:amsgrad": (3, 36),
-            "sgd": (0, 12)}
+            "sgd": (0, 12), "adam:clip=1": (2, 32)}
 
 
 def check_stats(st):
@@ -59,7 +59,7 @@ def check_stats(st):
 
 
 def test_tiny_run_json(exe):
-    cases = "adam,sgd:momentum=0.9,rmsprop:centered"  # adam: its presets adam and adam:amsgrad
+    cases = "adam,sgd:momentum=0.9,rmsprop:centered"  # adam: its presets adam, adam:amsgrad, adam:clip=1
     p = run(exe, "--rules", cases, "--sizes", "4K,64K", "--threads", "1,all", "--reps", 2, "--min-time", 0.001,
             "--json", "--quiet")
     assert p.stderr == ""  # --quiet: no progress
@@ -69,7 +69,7 @@ def test_tiny_run_json(exe):
     assert d["reps"] == 2 and d["threads_all"] >= 1
     assert len(d["load_start"]) == 3
     res = d["results"]
-    assert len(res) == 4 * 2 * 2
+    assert len(res) == 5 * 2 * 2
     seen = set()
     for r in res:
         seen.add((r["case"], r["size"], r["threads"]))
@@ -86,7 +86,7 @@ def test_tiny_run_json(exe):
         assert r["gbs"] == pytest.approx(n * nbytes / r["step_s"]["median"] / 1e9, rel=1e-4)
         assert r["ceiling"]["gbs"] == pytest.approx(n * nbytes / r["ceiling"]["step_s"]["median"] / 1e9, rel=1e-4)
         assert r["min_bytes"] == (2 + nslots) * n * 4
-        assert r["peak_rss_bytes"] >= r["min_bytes"]
+        assert r["peak_rss_bytes"] >= r["rss_base_bytes"] > 0
         assert 1 <= r["threads_used"] <= d["threads_all"]
     assert {t for _, _, t in seen} == {1, "all"}
     assert len(d["context"]) == 2 * 2
@@ -98,7 +98,10 @@ def test_tiny_run_json(exe):
     assert [t["measured"] for t in d["targets"]] == [False, False, False]
     mem = d["memory"]
     assert mem["case"] == "adam:amsgrad" and mem["size"] == "64K"
-    assert mem["min_bytes"] == 5 * 65536 * 4 and mem["peak_rss_bytes"] >= mem["min_bytes"]
+    assert mem["min_bytes"] == 5 * 65536 * 4
+    assert mem["growth_bytes"] == mem["peak_rss_bytes"] - mem["rss_base_bytes"]
+    assert mem["met"] == (mem["growth_bytes"] <= mem["allowed_bytes"])
+    assert mem["allowed_bytes"] == pytest.approx(1.01 * mem["min_bytes"] + 2 ** 20)
     assert d["skipped"] == []
 
 
@@ -121,15 +124,19 @@ def test_gpt2_list(exe):
     (r,) = d["results"]
     assert r["size"] == "gpt2" and r["tensors"] == GPT2_TENSORS and r["elements"] == GPT2_ELEMENTS
     assert r["min_bytes"] == 2 * GPT2_ELEMENTS * 4
+    # ~1 GB of fresh pages: the resident set must grow by at least most of it.
+    assert r["peak_rss_bytes"] - r["rss_base_bytes"] >= 0.9 * r["min_bytes"]
     gpt2 = [t for t in d["targets"] if "GPT-2" in t["name"]][0]
     assert gpt2["measured"] and gpt2["worst"]["case"] == "sgd"
 
 
 def test_rule_names_select_presets(exe):
-    out = run(exe, "--rules", "adam,adabound:amsbound,rmsprop:", "--sizes", "4K", "--threads", "1", "--reps", 1,
-              "--min-time", 0, "--no-context", "--json", "--quiet").stdout
-    cases = [r["case"] for r in json.loads(out)["results"]]
-    assert cases == ["adam", "adam:amsgrad", "adabound:amsbound", "rmsprop"]
+    out = run(exe, "--rules", "adam,adabound:amsbound,rmsprop:,sgd:nonfinite=skip", "--sizes", "4K", "--threads", 1,
+              "--reps", 1, "--min-time", 0, "--no-context", "--json", "--quiet").stdout
+    res = json.loads(out)["results"]
+    assert [r["case"] for r in res] == ["adam", "adam:amsgrad", "adam:clip=1", "adabound:amsbound", "rmsprop",
+                                        "sgd:nonfinite=skip"]
+    assert [r["bytes_per_element"] for r in res] == [28, 36, 32, 36, 20, 16]
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -139,6 +146,9 @@ def test_rule_names_select_presets(exe):
     (["--rules", "adam:beta1=abc"], "beta1 = 'abc' is not a number"),
     (["--rules", "sgd:nesterov"], "nesterov = 1 requires momentum > 0"),
     (["--rules", "sgd:centered"], "centered"),
+    (["--rules", "adam:clip"], "clip needs a max_norm > 0"),
+    (["--rules", "adam:clip=-1"], "clip needs a max_norm > 0"),
+    (["--rules", "adam:nonfinite=maybe"], "nonfinite = 'maybe' must be propagate, skip or error"),
     (["--rules", ","], "--rules needs a comma-separated list"),
     (["--sizes", "0"], "--sizes 0"),
     (["--sizes", "12Q"], "--sizes 12Q"),

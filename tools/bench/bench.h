@@ -50,6 +50,11 @@ int bench_threads_for(size_t work, int threads);
 void bench_rmw(optim_isa isa, int k, const bench_span *spans, size_t count, size_t total, int threads, float a,
                float b);
 
+/** The sum of every span's g, split across threads like bench_rmw: the
+ *  read-only pass a step makes before its update when it clips gradients or
+ *  checks them for NaN/Inf (4 bytes per element). */
+float bench_read(optim_isa isa, const bench_span *spans, size_t count, size_t total, int threads);
+
 /** dst[i] = src[i] (8 bytes per element counted; the destination's
  *  write-allocate read is not counted, as STREAM does). */
 void bench_copy(optim_isa isa, size_t n, float *dst, const float *src, int threads);

@@ -59,11 +59,13 @@
 #endif
 
 typedef void (*bench_rmw_fn)(size_t n, float *const *x, const float *g, float a, float b);
+typedef float (*bench_sum_fn)(size_t n, const float *g);
 typedef void (*bench_copy_fn)(size_t n, float *dst, const float *src);
 typedef void (*bench_triad_fn)(size_t n, float *a, const float *b, const float *c, float s);
 
 typedef struct bench_kset {
     bench_rmw_fn rmw[BENCH_MAX_RMW]; /* rmw[k-1]: k read-modify-write streams */
+    bench_sum_fn sum;
     bench_copy_fn copy;
     bench_triad_fn triad;
 } bench_kset;
@@ -97,6 +99,21 @@ typedef struct bench_kset {
     BENCH_RMW_FN(sfx, ATTR, PRAGMA, 3)                                                                   \
     BENCH_RMW_FN(sfx, ATTR, PRAGMA, 4)                                                                   \
     BENCH_RMW_FN(sfx, ATTR, PRAGMA, 5)                                                                   \
+    /* 64 lanes: four vectors of 16 (eight of 8) in flight, so that the adds'         \
+     * latency does not bound a read at memory speed. */                                                 \
+    ATTR static float bench_sum_##sfx(size_t n, const float *g_)                                         \
+    {                                                                                                    \
+        const float *restrict g = g_;                                                                    \
+        float acc[64] = {0.0f}, s = 0.0f;                                                                \
+        size_t i = 0, j;                                                                                 \
+        for (; i + 64 <= n; i += 64) {                                                                   \
+            PRAGMA                                                                                       \
+            for (j = 0; j < 64; j++) acc[j] += g[i + j];                                                 \
+        }                                                                                                \
+        for (; i < n; i++) acc[0] += g[i];                                                               \
+        for (j = 0; j < 64; j++) s += acc[j];                                                            \
+        return s;                                                                                        \
+    }                                                                                                    \
     ATTR BENCH_LOOP_NOT_MEMCPY static void bench_copy_##sfx(size_t n, float *dst_, const float *src_)    \
     {                                                                                                    \
         float *restrict dst = dst_;                                                                      \
@@ -114,6 +131,7 @@ typedef struct bench_kset {
     }                                                                                                    \
     static const bench_kset bench_kset_##sfx = {                                                         \
         {bench_rmw1_##sfx, bench_rmw2_##sfx, bench_rmw3_##sfx, bench_rmw4_##sfx, bench_rmw5_##sfx},      \
+        bench_sum_##sfx,                                                                                 \
         bench_copy_##sfx,                                                                                \
         bench_triad_##sfx,                                                                               \
     };
@@ -239,6 +257,40 @@ void bench_rmw(optim_isa isa, int k, const bench_span *spans, size_t count, size
         bench_rmw_range(fn, k, spans, count, lo, hi, a, b);
     }
 #endif
+}
+
+static float bench_read_range(bench_sum_fn fn, const bench_span *spans, size_t count, size_t lo, size_t hi)
+{
+    float s = 0.0f;
+    size_t i;
+    if (lo >= hi) return s;
+    for (i = bench_find(spans, count, lo); i < count && spans[i].start < hi; i++) {
+        const bench_span *sp = &spans[i];
+        size_t from = lo > sp->start ? lo - sp->start : 0;
+        size_t to = hi < sp->start + sp->n ? hi - sp->start : sp->n;
+        if (from < to) s += fn(to - from, sp->g + from);
+    }
+    return s;
+}
+
+float bench_read(optim_isa isa, const bench_span *spans, size_t count, size_t total, int threads)
+{
+    const bench_kset *ks = bench_kset_for(isa);
+    float s = 0.0f;
+    int nt;
+    if (!ks) abort();
+    nt = bench_threads_for(total, threads);
+    if (nt <= 1) return bench_read_range(ks->sum, spans, count, 0, total);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) reduction(+ : s)
+    {
+        size_t t = (size_t)omp_get_thread_num(), nth = (size_t)omp_get_num_threads();
+        size_t lo = t == 0 ? 0 : bench_split_point(spans, count, total / nth * t);
+        size_t hi = t + 1 == nth ? total : bench_split_point(spans, count, total / nth * (t + 1));
+        s += bench_read_range(ks->sum, spans, count, lo, hi);
+    }
+#endif
+    return s;
 }
 
 /* Share [lo, hi) of thread t of nt over n elements, on 16-float boundaries. */
