@@ -11,7 +11,8 @@ process: optim.torch.X, torch.optim.X(foreach=True) and torch.optim.X with its
 default (foreach=None: the per-tensor loop in torch 1.13). Their runs alternate
 (each a batch of steps lasting at least --min-time), after a warm-up that also
 creates torch's lazy state; the median of --reps runs per optimizer is
-reported, with the spread. Before timing, each case is checked on small
+reported, with the spread, and each speed-up is the median over the rounds of
+torch's time over optim.torch's in that round. Before timing, each case is checked on small
 tensors: three steps of optim.torch and of torch.optim from the same start
 must agree to float32 rounding, so that the two sides time the same math.
 
@@ -280,11 +281,15 @@ def worker(args):
             res = {"case": name, "torch_class": torch_name, "size": label, "elements": nelem, "tensors": len(params),
                    "agreement_max_rel_diff": agree}
             for key, st in stats.items():
-                res[key] = {"step_s": st, "elements_per_s": nelem / st["median"], "iters": iters[key]}
-            o = stats["optim.torch"]["median"]
-            res["speedup_vs_foreach"] = stats["torch foreach"]["median"] / o
-            res["speedup_vs_default"] = stats["torch default"]["median"] / o
-            res["speedup_vs_best_torch"] = min(stats["torch foreach"]["median"], stats["torch default"]["median"]) / o
+                res[key] = {"step_s": st, "runs_s": times[key], "elements_per_s": nelem / st["median"],
+                            "iters": iters[key]}
+            # Speed-ups: the median over rounds of (torch's time / optim.torch's
+            # time), the three runs of a round being adjacent in time.
+            o = times["optim.torch"]
+            fe, de = times["torch foreach"], times["torch default"]
+            res["speedup_vs_foreach"] = median_stats([f / x for f, x in zip(fe, o)])["median"]
+            res["speedup_vs_default"] = median_stats([d / x for d, x in zip(de, o)])["median"]
+            res["speedup_vs_best_torch"] = median_stats([min(f, d) / x for f, d, x in zip(fe, de, o)])["median"]
             out["results"].append(res)
             del opts
             gc.collect()

@@ -674,7 +674,8 @@ typedef struct bench_result {
     int threads_used; /* what a pass of this size runs on */
     size_t tensors, iters;
     bench_stats rule, ceil;
-    double ratio, ratio_lo, ratio_hi;
+    double ratio, ratio_lo, ratio_hi; /* over the pairs (ceiling run, rule run just after) */
+    double *runs_ceil, *runs_rule;     /* seconds per step of each run, in order */
     uint64_t min_bytes; /* params + grads + state */
     uint64_t rss_base;  /* resident set before this size's arrays were allocated */
     uint64_t peak_rss;  /* peak resident set while this case ran (the process's) */
@@ -951,6 +952,17 @@ static void bench_json_stats(FILE *f, const bench_stats *st)
     fprintf(f, "}");
 }
 
+static void bench_json_list(FILE *f, const double *v, int n)
+{
+    int i;
+    fputc('[', f);
+    for (i = 0; i < n; i++) {
+        if (i) fputs(", ", f);
+        bench_json_num(f, v[i]);
+    }
+    fputc(']', f);
+}
+
 static void bench_json_threads(FILE *f, int threads)
 {
     if (threads == 0)
@@ -961,6 +973,7 @@ static void bench_json_threads(FILE *f, int threads)
 
 static void bench_write_json(FILE *f, const bench_opts *o, const bench_run *run)
 {
+    const int reps = o->reps;
     size_t i;
     const bench_result *big = bench_largest(run);
     bench_target t[3];
@@ -1022,12 +1035,16 @@ static void bench_write_json(FILE *f, const bench_opts *o, const bench_run *run)
                 r->threads_used, r->c->nslots, r->c->bytes, r->iters);
         fprintf(f, "     \"step_s\": ");
         bench_json_stats(f, &r->rule);
+        fprintf(f, ", \"runs_s\": ");
+        bench_json_list(f, r->runs_rule, reps);
         fprintf(f, ", \"elements_per_s\": ");
         bench_json_num(f, n / r->rule.med);
         fprintf(f, ", \"gbs\": ");
         bench_json_num(f, n * r->c->bytes / r->rule.med / 1e9);
         fprintf(f, ",\n     \"ceiling\": {\"step_s\": ");
         bench_json_stats(f, &r->ceil);
+        fprintf(f, ", \"runs_s\": ");
+        bench_json_list(f, r->runs_ceil, reps);
         fprintf(f, ", \"elements_per_s\": ");
         bench_json_num(f, n / r->ceil.med);
         fprintf(f, ", \"gbs\": ");
@@ -1282,7 +1299,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
     }
     for (ti = 0; ti < o->nthreads; ti++) {
         bench_pair_ctx x;
-        double tc[1000], tr[1000], lo = INFINITY, hi = 0.0;
+        double tc[1000], tr[1000], pr[1000], lo = INFINITY, hi = 0.0;
         bench_result *r;
         char what[192], thr[16];
         int k;
@@ -1316,13 +1333,26 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         r->iters = bench_measure(o, &x, 0, 1, tc, tr);
         r->ceil = bench_summarize(tc, o->reps);
         r->rule = bench_summarize(tr, o->reps);
-        r->ratio = r->ceil.med / r->rule.med;
+        /* The ratio is the median over pairs of adjacent runs, not the ratio
+         * of the two medians: on a shared machine (or a VM whose memory
+         * bandwidth moves with its vCPUs' placement) conditions change
+         * between runs, and a pair sees the same conditions. */
         for (k = 0; k < o->reps; k++) {
-            lo = fmin(lo, tc[k] / tr[k]);
-            hi = fmax(hi, tc[k] / tr[k]);
+            pr[k] = tc[k] / tr[k];
+            lo = fmin(lo, pr[k]);
+            hi = fmax(hi, pr[k]);
         }
+        r->ratio = bench_summarize(pr, o->reps).med;
         r->ratio_lo = lo;
         r->ratio_hi = hi;
+        r->runs_ceil = (double *)malloc((size_t)o->reps * sizeof(double));
+        r->runs_rule = (double *)malloc((size_t)o->reps * sizeof(double));
+        if (!r->runs_ceil || !r->runs_rule) {
+            fprintf(stderr, "\noptim bench: out of memory\n");
+            exit(1);
+        }
+        memcpy(r->runs_ceil, tc, (size_t)o->reps * sizeof(double));
+        memcpy(r->runs_rule, tr, (size_t)o->reps * sizeof(double));
         bench_prog.done += bench_estimate(o, s->n, c->bytes);
         bench_prog.ntask++;
         if (!o->json) {
@@ -1383,8 +1413,9 @@ int optim_bench_main(int argc, char **argv)
         printf("each number: median of %d runs after a warm-up, a run repeating the step for >= %g s; spread = "
                "(max - min) / median of the rule's and the ceiling's runs\n",
                o->reps, o->min_time);
-        printf("ratio = ceiling time / rule time; the ceiling moves the same bytes with trivial arithmetic, "
-               "measured just before each run\n");
+        printf("ratio: the median over the runs of (ceiling run time / rule run time), each ceiling run just "
+               "before its rule run;\nthe ceiling moves the rule's bytes over the same arrays with trivial "
+               "arithmetic\n");
         fflush(stdout);
     }
 
@@ -1439,6 +1470,10 @@ int optim_bench_main(int argc, char **argv)
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "optim bench: writing the results failed\n");
         return 1;
+    }
+    for (si = 0; si < run.nres; si++) {
+        free(run.res[si].runs_ceil);
+        free(run.res[si].runs_rule);
     }
     free(run.res);
     free(run.ctx);
