@@ -604,10 +604,10 @@ typedef struct bench_pair_ctx {
     size_t count, total;
     int threads;
     int prepass;      /* the ceiling reads the gradients once more first */
-    int which;        /* 0: ceiling (rmw), 1: rule, 2: copy, 3: triad */
     float *a, *b, *c; /* copy and triad arrays */
 } bench_pair_ctx;
 
+/* One step of kernel `which`: 0 the ceiling, 1 the rule, 2 copy, 3 triad. */
 static void bench_do(const bench_pair_ctx *x, int which)
 {
     switch (which) {
