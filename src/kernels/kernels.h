@@ -79,6 +79,10 @@ double optim__norm_finish(const double *partials, size_t nblocks, optim__norm ki
 /* The norm kind for a p-norm (p >= 1 or INFINITY). */
 optim__norm optim__norm_kind(double p);
 
+/* CRC-32C (Castagnoli) of n bytes, continuing from crc (0 to start):
+ * optim__crc32c(0, "123456789", 9) == 0xE3069283. */
+uint32_t optim__crc32c(uint32_t crc, const void *data, size_t n);
+
 /* Per-path tables, defined in kernels_<isa>.c. */
 extern const optim__kernels optim__kernels_scalar;
 #if defined(OPTIM_HAVE_AVX2)

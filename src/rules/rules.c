@@ -302,13 +302,16 @@ void optim__state_fill(const optim_hparams *hp, size_t n, optim_state *st, unsig
 {
     const optim__rule_def *r = optim__rule(hp->rule);
     int s;
-    which &= r->slots(hp) & ~r->lazy_slots;
+    which &= r->slots(hp);
     for (s = 0; s < r->nslots; s++) {
         float v = 0.0f;
         size_t i;
         if (!((which >> s) & 1u)) continue;
-        if (r->initial) v = r->initial(hp, s);
+        /* Lazy slots (SGD's momentum buffer) are zeroed too, so that no byte of
+         * state is ever uninitialised (checkpoints write every byte), but stay
+         * "not initialized": their first step copies the gradient. */
+        if (r->initial && !((r->lazy_slots >> s) & 1u)) v = r->initial(hp, s);
         for (i = 0; i < n; i++) st->slot[s][i] = v;
-        st->initialized |= 1u << s;
+        if (!((r->lazy_slots >> s) & 1u)) st->initialized |= 1u << s;
     }
 }

@@ -1,0 +1,707 @@
+/* test_checkpoint.c: checkpoints (optim_checkpoint.h) and robustness. */
+#define _POSIX_C_SOURCE 200809L
+#include "ckpt_scenario.h"
+#include "grid.h"
+#include "kernels/kernels.h"
+#include "optim_checkpoint.h"
+#include "optim_schedule.h"
+#include "test.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* A scratch directory for this run, removed at exit of each test. */
+static char *scratch(char *buf, size_t size)
+{
+    snprintf(buf, size, "/tmp/optim-ckpt-test-XXXXXX");
+    return mkdtemp(buf);
+}
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[512];
+    if (!d) return;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int read_file(const char *path, unsigned char **data, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    long n;
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *data = (unsigned char *)malloc(n > 0 ? (size_t)n : 1);
+    *size = (size_t)n;
+    if (!*data || fread(*data, 1, *size, f) != *size) {
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    return 0;
+}
+
+static int write_file(const char *path, const void *data, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    if (fwrite(data, 1, size, f) != size) {
+        fclose(f);
+        return -1;
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+TEST_IMPL(ckpt_crc32c)
+{
+    static const char check[] = "123456789";
+    unsigned char big[1000];
+    size_t i;
+    ASSERT_INT(optim__crc32c(0, check, 9), ==, 0xE3069283u); /* the standard check value */
+    ASSERT_INT(optim__crc32c(0, "", 0), ==, 0);
+    for (i = 0; i < sizeof big; i++) big[i] = (unsigned char)(i * 31 + 7);
+    /* In pieces or at once, any split. */
+    for (i = 0; i <= sizeof big; i += 37)
+        ASSERT_INT(optim__crc32c(optim__crc32c(0, big, i), big + i, sizeof big - i), ==, optim__crc32c(0, big, sizeof big));
+    return 0;
+}
+
+/* ---- Exact resume, same process, every option ----------------------------------- */
+
+#define RP 3
+static const size_t rp_n[RP] = {5, 100, 33};
+
+typedef struct small_run {
+    optim *o;
+    float *w[RP], *g[RP];
+} small_run;
+
+static int small_build(small_run *r, const optim_hparams *hp, int with_defaults)
+{
+    optim_hparams h0 = *hp, h1 = *hp;
+    size_t k, i;
+    static const char *names[RP] = {"a", "b", "c"};
+    memset(r, 0, sizeof *r);
+    if (with_defaults) { /* a fresh optimizer whose settings the checkpoint must replace */
+        optim_hparams_init(&h0, hp->rule, NULL);
+        h1 = h0;
+    } else {
+        h1.lr = hp->lr * 0.5;
+    }
+    ASSERT_OK(optim_create(&r->o, hp->rule));
+    ASSERT_OPT_OK(r->o, optim_add_group(r->o, &h0, NULL));
+    ASSERT_OPT_OK(r->o, optim_add_group(r->o, &h1, NULL));
+    for (k = 0; k < RP; k++) {
+        r->w[k] = (float *)malloc(rp_n[k] * sizeof(float));
+        r->g[k] = (float *)malloc(rp_n[k] * sizeof(float));
+        for (i = 0; i < rp_n[k]; i++) r->w[k][i] = (float)sin(1.0 + (double)(k * 131 + i));
+        ASSERT_OPT_OK(r->o, optim_add_param(r->o, k == 1 ? 1 : 0, r->w[k], r->g[k], rp_n[k], names[k], NULL));
+    }
+    return 0;
+}
+
+static void small_free(small_run *r)
+{
+    size_t k;
+    optim_free(r->o);
+    for (k = 0; k < RP; k++) {
+        free(r->w[k]);
+        free(r->g[k]);
+    }
+}
+
+static int small_steps(small_run *r, int from, int to)
+{
+    int t;
+    size_t k, i;
+    for (t = from; t < to; t++) {
+        for (k = 0; k < RP; k++)
+            for (i = 0; i < rp_n[k]; i++) r->g[k][i] = (float)cos(0.7 * t + (double)(k * 17 + i)) + 0.3f * r->w[k][i];
+        ASSERT_OPT_OK(r->o, optim_step(r->o));
+    }
+    return 0;
+}
+
+static int same_run(small_run *a, small_run *b, const optim_hparams *hp)
+{
+    size_t k;
+    int s;
+    char desc[256];
+    for (k = 0; k < RP; k++) {
+        int64_t sa, sb;
+        double ma, mb;
+        if (memcmp(a->w[k], b->w[k], rp_n[k] * sizeof(float)) != 0)
+            FAIL("%s: param %zu differs after resume", grid_describe(hp, desc, sizeof desc), k);
+        optim_param_get_step(a->o, k, &sa);
+        optim_param_get_step(b->o, k, &sb);
+        ASSERT_INT(sa, ==, sb);
+        optim_param_get_mu_product(a->o, k, &ma);
+        optim_param_get_mu_product(b->o, k, &mb);
+        ASSERT(memcmp(&ma, &mb, sizeof ma) == 0);
+        for (s = 0; s < optim_rule_slot_count(hp->rule); s++) {
+            float *da, *db;
+            int ia, ib;
+            optim_state_slot(a->o, k, s, &da, &ia);
+            optim_state_slot(b->o, k, s, &db, &ib);
+            ASSERT_INT(ia, ==, ib);
+            ASSERT((da == NULL) == (db == NULL));
+            if (da && ia && memcmp(da, db, rp_n[k] * sizeof(float)) != 0)
+                FAIL("%s: slot %s of param %zu differs after resume", grid_describe(hp, desc, sizeof desc),
+                     optim_rule_slot_name(hp->rule, s), k);
+        }
+    }
+    ASSERT_INT(optim_step_count(a->o), ==, optim_step_count(b->o));
+    return 0;
+}
+
+TEST_IMPL(ckpt_resume_every_option)
+{
+    int r, combos = 0;
+    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
+        const grid *gr = &test_grids[r];
+        long c;
+        for (c = 0; c < grid_size(gr); c++) {
+            optim_hparams hp, got;
+            small_run straight, first, resumed;
+            void *buf = NULL;
+            size_t size = 0, k;
+            if (grid_get(gr, c, &hp) != 0) continue;
+            combos++;
+            if (small_build(&straight, &hp, 0) || small_build(&first, &hp, 0) || small_build(&resumed, &hp, 1)) return 1;
+            if (small_steps(&straight, 0, 12) || small_steps(&first, 0, 5)) return 1;
+            ASSERT_OPT_OK(first.o, optim_save_buffer(first.o, &buf, &size));
+            ASSERT_OPT_OK(resumed.o, optim_load_buffer(resumed.o, buf, size, OPTIM_MATCH_NAME, "test"));
+            for (k = 0; k < RP; k++) memcpy(resumed.w[k], first.w[k], rp_n[k] * sizeof(float)); /* the user's params */
+            if (small_steps(&resumed, 5, 12)) return 1;
+            if (same_run(&straight, &resumed, &hp)) return 1;
+            ASSERT_OK(optim_group_get(resumed.o, 1, &got));
+            ASSERT(got.lr == hp.lr * 0.5); /* the saved settings replaced the fresh ones */
+            free(buf);
+            small_free(&straight);
+            small_free(&first);
+            small_free(&resumed);
+        }
+    }
+    printf("  %d option combinations resumed bit for bit\n", combos);
+    return 0;
+}
+
+/* ---- Exact resume in a new process --------------------------------------------- */
+
+#ifndef OPTIM_CKPT_CHILD
+#  error "OPTIM_CKPT_CHILD (the path of optim_ckpt_child) must be defined by the build"
+#endif
+
+TEST_IMPL(ckpt_resume_new_process)
+{
+    enum { N = 40, K = 17 };
+    char dir[64], ckpt[128], params[128], out[128], want[128];
+    int id;
+    if (!scratch(dir, sizeof dir)) FAIL("mkdtemp: %s", strerror(errno));
+    snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
+    snprintf(params, sizeof params, "%s/params.bin", dir);
+    snprintf(out, sizeof out, "%s/resumed.bin", dir);
+    snprintf(want, sizeof want, "%s/straight.bin", dir);
+    for (id = 0; id < SCN_COUNT; id++) {
+        scenario_run run;
+        FILE *f;
+        unsigned char *a, *b;
+        size_t na, nb;
+        int t, status;
+        pid_t pid;
+        char ids[8], from[8], to[8];
+        char *argv[8];
+        /* Straight through. */
+        if (scenario_build(id, &run)) return 1;
+        for (t = 0; t < N; t++)
+            if (scenario_step(&run, t)) FAIL("scenario %d step %d", id, t);
+        f = fopen(want, "wb");
+        if (!f || scenario_snapshot(&run, f) || fclose(f)) FAIL("cannot write %s", want);
+        scenario_free(&run);
+        /* Interrupted after K steps, saved, resumed by another process. */
+        if (scenario_build(id, &run)) return 1;
+        for (t = 0; t < K; t++)
+            if (scenario_step(&run, t)) FAIL("scenario %d step %d", id, t);
+        ASSERT_OPT_OK(run.opt, optim_save(run.opt, ckpt));
+        if (scenario_write_params(&run, params)) FAIL("cannot write %s", params);
+        scenario_free(&run);
+        snprintf(ids, sizeof ids, "%d", id);
+        snprintf(from, sizeof from, "%d", K);
+        snprintf(to, sizeof to, "%d", N);
+        argv[0] = (char *)OPTIM_CKPT_CHILD;
+        argv[1] = ids;
+        argv[2] = ckpt;
+        argv[3] = params;
+        argv[4] = from;
+        argv[5] = to;
+        argv[6] = out;
+        argv[7] = NULL;
+        if (posix_spawn(&pid, OPTIM_CKPT_CHILD, NULL, NULL, argv, environ) != 0) FAIL("cannot run %s", OPTIM_CKPT_CHILD);
+        if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            FAIL("scenario %d (%s): the resuming process failed (status %d)", id, scenario_name(id), status);
+        if (read_file(want, &a, &na) || read_file(out, &b, &nb)) FAIL("cannot read the snapshots");
+        if (na != nb || memcmp(a, b, na) != 0)
+            FAIL("scenario %d (%s): resumed in a new process after %d of %d steps, the run differs", id,
+                 scenario_name(id), K, N);
+        printf("  %-45s resumed in a new process: identical\n", scenario_name(id));
+        free(a);
+        free(b);
+    }
+    remove_tree(dir);
+    return 0;
+}
+
+/* ---- Matching ---------------------------------------------------------------------- */
+
+TEST_IMPL(ckpt_match_by_name_and_position)
+{
+    optim_hparams hp;
+    small_run src;
+    optim *dst = NULL;
+    float p[RP][100], g[RP][100];
+    void *buf = NULL;
+    size_t size, k;
+    static const size_t order[RP] = {2, 0, 1};
+    static const char *names[RP] = {"a", "b", "c"};
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    hp.amsgrad = 1;
+    if (small_build(&src, &hp, 0) || small_steps(&src, 0, 4)) return 1;
+    ASSERT_OPT_OK(src.o, optim_save_buffer(src.o, &buf, &size));
+    /* By name: the destination lists the parameters in another order. */
+    ASSERT_OK(optim_create(&dst, OPTIM_ADAM));
+    ASSERT_OPT_OK(dst, optim_add_group(dst, &hp, NULL));
+    ASSERT_OPT_OK(dst, optim_add_group(dst, &hp, NULL));
+    for (k = 0; k < RP; k++)
+        ASSERT_OPT_OK(dst, optim_add_param(dst, order[k] == 1 ? 1 : 0, p[k], g[k], rp_n[order[k]], names[order[k]], NULL));
+    ASSERT_OPT_OK(dst, optim_load_buffer(dst, buf, size, OPTIM_MATCH_NAME, "src"));
+    for (k = 0; k < RP; k++) {
+        float *a, *b;
+        optim_state_slot(src.o, order[k], 2, &a, NULL);
+        optim_state_slot(dst, k, 2, &b, NULL);
+        ASSERT(a && b && memcmp(a, b, rp_n[order[k]] * sizeof(float)) == 0);
+    }
+    /* By position the sizes then disagree. */
+    ASSERT_ERR(optim_load_buffer(dst, buf, size, OPTIM_MATCH_POSITION, "src"), OPTIM_EMISMATCH, optim_errmsg(dst),
+               "param 0 'c' has 33 elements in the optimizer, 5 in the checkpoint");
+    optim_free(dst);
+    /* By position, other names. */
+    ASSERT_OK(optim_create(&dst, OPTIM_ADAM));
+    ASSERT_OPT_OK(dst, optim_add_group(dst, &hp, NULL));
+    ASSERT_OPT_OK(dst, optim_add_group(dst, &hp, NULL));
+    for (k = 0; k < RP; k++) ASSERT_OPT_OK(dst, optim_add_param(dst, k == 1 ? 1 : 0, p[k], g[k], rp_n[k], "renamed", NULL));
+    ASSERT_ERR(optim_load_buffer(dst, buf, size, OPTIM_MATCH_NAME, "src"), OPTIM_EMISMATCH, optim_errmsg(dst),
+               "param 'a' of the checkpoint is not a param of the optimizer");
+    ASSERT_OPT_OK(dst, optim_load_buffer(dst, buf, size, OPTIM_MATCH_POSITION, "src"));
+    ASSERT_ERR(optim_load_buffer(dst, buf, size, (optim_match)5, "src"), OPTIM_EINVAL, optim_errmsg(dst), "match = 5");
+    optim_free(dst);
+    /* Another rule, another number of groups. */
+    ASSERT_OK(optim_create(&dst, OPTIM_ADAMW));
+    ASSERT_ERR(optim_load_buffer(dst, buf, size, OPTIM_MATCH_NAME, "src"), OPTIM_EMISMATCH, optim_errmsg(dst),
+               "saved by a adam optimizer, this one is adamw");
+    optim_free(dst);
+    ASSERT_OK(optim_create(&dst, OPTIM_ADAM));
+    ASSERT_OPT_OK(dst, optim_add_group(dst, &hp, NULL));
+    ASSERT_ERR(optim_load_buffer(dst, buf, size, OPTIM_MATCH_NAME, "src"), OPTIM_EMISMATCH, optim_errmsg(dst),
+               "has 2 groups, the optimizer 1");
+    optim_free(dst);
+    free(buf);
+    small_free(&src);
+    return 0;
+}
+
+TEST_IMPL(ckpt_info)
+{
+    optim_hparams hp;
+    small_run r;
+    optim_checkpoint_info info;
+    optim_error err;
+    char dir[64], path[128];
+    if (!scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/x.ckpt", dir);
+    optim_hparams_init(&hp, OPTIM_RMSPROP, NULL);
+    hp.centered = 1;
+    if (small_build(&r, &hp, 0) || small_steps(&r, 0, 6)) return 1;
+    ASSERT_OPT_OK(r.o, optim_save(r.o, path));
+    ASSERT_OK_MSG(optim_checkpoint_info_read(path, &info, &err), err.message);
+    ASSERT_INT(info.format, ==, OPTIM_CHECKPOINT_FORMAT);
+    ASSERT_INT(info.rule, ==, OPTIM_RMSPROP);
+    ASSERT_INT(info.groups, ==, 2);
+    ASSERT_INT(info.params, ==, RP);
+    ASSERT_INT(info.steps, ==, 6);
+    ASSERT_INT(info.state_floats, ==, 2 * (5 + 100 + 33)); /* square_avg and grad_avg */
+    ASSERT(strcmp(info.library, optim_version_string()) == 0);
+    ASSERT_ERR(optim_checkpoint_info_read("/nonexistent/x.ckpt", &info, &err), OPTIM_EOPEN, err.message,
+               "/nonexistent/x.ckpt: cannot open");
+    small_free(&r);
+    remove_tree(dir);
+    return 0;
+}
+
+/* ---- Errors ----------------------------------------------------------------------- */
+
+/* The bytes of an optimizer's whole state, to compare before and after a failed load. */
+static int state_bytes(optim *o, void **buf, size_t *size)
+{
+    return optim_save_buffer(o, buf, size);
+}
+
+/* Recompute every checksum of a checkpoint in memory (after a deliberate edit
+ * of its content), following docs/CHECKPOINT.md. */
+static void rechecksum(unsigned char *d, size_t size)
+{
+    size_t pos = 32, end = size - 12;
+    uint32_t crc;
+    while (pos + 16 <= end) {
+        uint64_t len = 0;
+        int i;
+        for (i = 0; i < 8; i++) len |= (uint64_t)d[pos + 8 + i] << (8 * i);
+        crc = optim__crc32c(0, d + pos, 16 + (size_t)len);
+        for (i = 0; i < 4; i++) d[pos + 16 + len + i] = (unsigned char)(crc >> (8 * i));
+        pos += 16 + (size_t)len + 4;
+    }
+    crc = optim__crc32c(0, d, 28);
+    for (int i = 0; i < 4; i++) d[28 + i] = (unsigned char)(crc >> (8 * i));
+    crc = optim__crc32c(0, d, end);
+    for (int i = 0; i < 4; i++) d[end + i] = (unsigned char)(crc >> (8 * i));
+}
+
+TEST_IMPL(ckpt_errors_change_nothing)
+{
+    optim_hparams hp;
+    small_run r, other;
+    void *good = NULL, *before = NULL, *after = NULL;
+    size_t gsize, bsize, asize;
+    unsigned char *bad;
+    char dir[64], path[160];
+    if (!scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    if (small_build(&r, &hp, 0) || small_steps(&r, 0, 3)) return 1;
+    if (small_build(&other, &hp, 0) || small_steps(&other, 0, 9)) return 1;
+    ASSERT_OPT_OK(other.o, optim_save_buffer(other.o, &good, &gsize));
+    ASSERT_OPT_OK(r.o, state_bytes(r.o, &before, &bsize));
+    bad = (unsigned char *)malloc(gsize + 16);
+
+#define EXPECT_LOAD_FAILS(data, size, code, needle)                                                       \
+    do {                                                                                                  \
+        ASSERT_ERR(optim_load_buffer(r.o, (data), (size), OPTIM_MATCH_NAME, "ck"), (code), optim_errmsg(r.o), \
+                   (needle));                                                                             \
+        ASSERT_OPT_OK(r.o, state_bytes(r.o, &after, &asize));                                             \
+        if (asize != bsize || memcmp(before, after, bsize) != 0) FAIL("a failed load changed the optimizer"); \
+        free(after);                                                                                      \
+    } while (0)
+
+    memcpy(bad, good, gsize);
+    memcpy(bad, "NOTOPTIM", 8);
+    EXPECT_LOAD_FAILS(bad, gsize, OPTIM_EMAGIC, "not an optim checkpoint");
+    EXPECT_LOAD_FAILS(good, 5, OPTIM_ETRUNCATED, "not even a header");
+    EXPECT_LOAD_FAILS(good, 0, OPTIM_ETRUNCATED, "truncated");
+    EXPECT_LOAD_FAILS(good, gsize - 100, OPTIM_ETRUNCATED, "truncated");
+    memcpy(bad, good, gsize);
+    bad[8] = 2; /* format 2 */
+    rechecksum(bad, gsize);
+    EXPECT_LOAD_FAILS(bad, gsize, OPTIM_EVERSION, "format version 2 is newer");
+    memcpy(bad, good, gsize);
+    bad[gsize / 2] ^= 0x10;
+    EXPECT_LOAD_FAILS(bad, gsize, OPTIM_ECHECKSUM, "corrupt");
+    memcpy(bad, good, gsize);
+    bad[12] ^= 1; /* header */
+    EXPECT_LOAD_FAILS(bad, gsize, OPTIM_ECHECKSUM, "header checksum");
+    memcpy(bad, good, gsize);
+    memset(bad + gsize, 0, 16);
+    EXPECT_LOAD_FAILS(bad, gsize + 16, OPTIM_EFORMAT, "bytes after the end");
+    /* Checksums right, content impossible: META's rule (the first field of the first section). */
+    memcpy(bad, good, gsize);
+    bad[32 + 16] = 99;
+    rechecksum(bad, gsize);
+    EXPECT_LOAD_FAILS(bad, gsize, OPTIM_EFORMAT, "rule = 99 is not a rule");
+    /* A hyperparameter out of range (beta1 = 2.0): the first group's first id is lr, value after it. */
+    {
+        size_t meta_len = 0, g0, off;
+        double two = 2.0;
+        uint64_t bits;
+        int i;
+        memcpy(bad, good, gsize);
+        for (i = 0; i < 8; i++) meta_len |= (size_t)bad[32 + 8 + i] << (8 * i);
+        g0 = 32 + 16 + meta_len + 4; /* the first group section */
+        off = g0 + 16 + 8;           /* its first (id, value) */
+        ASSERT_INT(bad[off], ==, OPTIM_HP_LR);
+        off += 12; /* the second pair: weight_decay? find beta1 by id */
+        for (i = 0; i < 10 && bad[off] != OPTIM_HP_BETA1; i++) off += 12;
+        ASSERT_INT(bad[off], ==, OPTIM_HP_BETA1);
+        memcpy(&bits, &two, 8);
+        for (i = 0; i < 8; i++) bad[off + 4 + i] = (unsigned char)(bits >> (8 * i));
+        rechecksum(bad, gsize);
+        EXPECT_LOAD_FAILS(bad, gsize, OPTIM_EFORMAT, "group 0: adam: beta1 = 2 is outside [0, 1)");
+    }
+    /* Files: missing, a directory, empty, unwritable places. */
+    snprintf(path, sizeof path, "%s/missing.ckpt", dir);
+    ASSERT_ERR(optim_load(r.o, path, OPTIM_MATCH_NAME), OPTIM_EOPEN, optim_errmsg(r.o), "missing.ckpt: cannot open");
+    ASSERT_ERR(optim_load(r.o, dir, OPTIM_MATCH_NAME), OPTIM_EREAD, optim_errmsg(r.o), "is a directory");
+    snprintf(path, sizeof path, "%s/empty.ckpt", dir);
+    ASSERT(write_file(path, "", 0) == 0);
+    ASSERT_ERR(optim_load(r.o, path, OPTIM_MATCH_NAME), OPTIM_ETRUNCATED, optim_errmsg(r.o), "empty.ckpt: truncated");
+    ASSERT_ERR(optim_save(r.o, "/nonexistent-dir/x.ckpt"), OPTIM_EOPEN, optim_errmsg(r.o),
+               "cannot create a temporary file next to /nonexistent-dir/x.ckpt");
+    ASSERT_ERR(optim_save(r.o, dir), OPTIM_EOPEN, optim_errmsg(r.o), "is a directory");
+    ASSERT_ERR(optim_save(r.o, NULL), OPTIM_ENULL, optim_errmsg(r.o), "path is NULL");
+    ASSERT_OPT_OK(r.o, state_bytes(r.o, &after, &asize));
+    ASSERT(asize == bsize && memcmp(before, after, bsize) == 0);
+    free(after);
+    /* And the good one loads. */
+    ASSERT_OPT_OK(r.o, optim_load_buffer(r.o, good, gsize, OPTIM_MATCH_NAME, "good"));
+    ASSERT_INT(optim_step_count(r.o), ==, 9);
+#undef EXPECT_LOAD_FAILS
+    free(bad);
+    free(good);
+    free(before);
+    small_free(&r);
+    small_free(&other);
+    remove_tree(dir);
+    return 0;
+}
+
+/* Every prefix and every single-bit flip of a checkpoint is refused, never
+ * crashes (the sanitizer run checks memory), and changes nothing. */
+TEST_IMPL(ckpt_every_truncation_and_flip)
+{
+    optim *o = NULL;
+    optim_hparams hp;
+    optim_schedule *s = NULL;
+    float w[2][3] = {{1, 2, 3}, {4, 5, 6}}, g[2][3] = {{0.5f, -1, 2}, {1, 1, -1}};
+    void *good, *before, *after;
+    size_t gsize, bsize, asize, len, bit;
+    unsigned char *bad;
+    long flips = 0;
+    optim_hparams_init(&hp, OPTIM_SGD, NULL);
+    hp.momentum = 0.9;
+    ASSERT_OK(optim_create(&o, OPTIM_SGD));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, w[0], g[0], 3, "w0", NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, w[1], g[1], 3, "w1", NULL));
+    ASSERT_OK(optim_schedule_step(&s, 3, 0.5, NULL));
+    ASSERT_OPT_OK(o, optim_group_set_schedule(o, 0, s));
+    optim_schedule_free(s);
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(o, optim_save_buffer(o, &good, &gsize));
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(o, optim_save_buffer(o, &before, &bsize));
+    bad = (unsigned char *)malloc(gsize);
+    for (len = 0; len < gsize; len++) {
+        memcpy(bad, good, len);
+        if (optim_load_buffer(o, bad, len, OPTIM_MATCH_NAME, "prefix") == OPTIM_OK) FAIL("a %zu-byte prefix loaded", len);
+    }
+    for (bit = 0; bit < 8 * gsize; bit++) {
+        memcpy(bad, good, gsize);
+        bad[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+        if (optim_load_buffer(o, bad, gsize, OPTIM_MATCH_NAME, "flip") == OPTIM_OK)
+            FAIL("flipping bit %zu of %zu bytes went unnoticed", bit, gsize);
+        flips++;
+    }
+    ASSERT_OPT_OK(o, optim_save_buffer(o, &after, &asize));
+    ASSERT(asize == bsize && memcmp(before, after, bsize) == 0);
+    printf("  %zu truncations and %ld bit flips of a %zu-byte checkpoint refused\n", gsize, flips, gsize);
+    free(bad);
+    free(good);
+    free(before);
+    free(after);
+    optim_free(o);
+    return 0;
+}
+
+/* ---- Crashes and full disks --------------------------------------------------------- */
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    if (!d) return -1;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
+    closedir(d);
+    return n;
+}
+
+/* A write that fails half-way (file-size limit) returns OPTIM_ENOSPC and
+ * leaves the previous checkpoint as it was, with no temporary file behind. */
+TEST_IMPL(ckpt_disk_full_keeps_old)
+{
+    char dir[64], path[128];
+    optim_hparams hp;
+    small_run r;
+    unsigned char *old, *now;
+    size_t nold, nnow;
+    pid_t pid;
+    int status;
+    if (!scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/run.ckpt", dir);
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    if (small_build(&r, &hp, 0) || small_steps(&r, 0, 2)) return 1;
+    ASSERT_OPT_OK(r.o, optim_save(r.o, path));
+    if (read_file(path, &old, &nold)) FAIL("cannot read %s", path);
+    pid = fork();
+    if (pid == 0) {
+        /* The child: a bigger optimizer, a 1 KiB file-size limit. */
+        struct rlimit lim = {1024, 1024};
+        optim *big = NULL;
+        static float w[100000], g[100000];
+        int rc;
+        signal(SIGXFSZ, SIG_IGN); /* else the kernel kills the writer instead of failing the write */
+        setrlimit(RLIMIT_FSIZE, &lim);
+        optim_create(&big, OPTIM_ADAM);
+        optim_add_group(big, &hp, NULL);
+        optim_add_param(big, 0, w, g, 100000, "w", NULL);
+        rc = optim_save(big, path);
+        if (rc != OPTIM_ENOSPC || !strstr(optim_errmsg(big), "run.ckpt")) {
+            fprintf(stderr, "save under a 1 KiB limit returned %s: %s\n", optim_err_name(rc), optim_errmsg(big));
+            _exit(1);
+        }
+        _exit(0);
+    }
+    ASSERT(pid > 0);
+    ASSERT(waitpid(pid, &status, 0) == pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) FAIL("the writing child failed (status %d)", status);
+    if (read_file(path, &now, &nnow)) FAIL("the old checkpoint is gone");
+    ASSERT(nnow == nold && memcmp(now, old, nold) == 0);
+    ASSERT_INT(count_entries(dir), ==, 1); /* no temporary file left */
+    ASSERT_OPT_OK(r.o, optim_load(r.o, path, OPTIM_MATCH_NAME));
+    free(old);
+    free(now);
+    small_free(&r);
+    remove_tree(dir);
+    return 0;
+}
+
+/* Killing a process at random moments while it saves again and again never
+ * leaves a torn checkpoint: the file at the path always loads, as one of the
+ * versions written. */
+TEST_IMPL(ckpt_crash_during_save)
+{
+    char dir[64], path[128];
+    optim_hparams hp;
+    int round;
+    test_rng rng = {test_seed() ^ 0xc4a5};
+    if (!scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/run.ckpt", dir);
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    {
+        small_run r;
+        if (small_build(&r, &hp, 0) || small_steps(&r, 0, 1)) return 1;
+        ASSERT_OPT_OK(r.o, optim_save(r.o, path));
+        small_free(&r);
+    }
+    for (round = 0; round < 12; round++) {
+        pid_t pid = fork();
+        int status;
+        struct timespec pause = {0, (long)(1e6 + 15e6 * test_rng_uniform(&rng))};
+        if (pid == 0) {
+            /* Big enough that a save takes a while; saves after every step until killed. */
+            optim *o = NULL;
+            static float w[1 << 20], g[1 << 20];
+            int t;
+            optim_create(&o, OPTIM_ADAM);
+            optim_add_group(o, &hp, NULL);
+            optim_add_param(o, 0, w, g, 1 << 20, "w", NULL);
+            for (t = 0;; t++) {
+                g[t % (1 << 20)] = 1.0f;
+                optim_step(o);
+                if (optim_save(o, path) != OPTIM_OK) _exit(3);
+            }
+        }
+        ASSERT(pid > 0);
+        nanosleep(&pause, NULL);
+        kill(pid, SIGKILL);
+        ASSERT(waitpid(pid, &status, 0) == pid);
+        if (WIFEXITED(status)) FAIL("the saving child stopped by itself (status %d)", WEXITSTATUS(status));
+        {
+            optim_checkpoint_info info;
+            optim_error err;
+            ASSERT_OK_MSG(optim_checkpoint_info_read(path, &info, &err), err.message);
+            ASSERT(info.params == 1 || info.params == RP);
+        }
+    }
+    remove_tree(dir); /* the temporary files of killed writers included */
+    return 0;
+}
+
+/* ---- Two optimizers at once ---------------------------------------------------------- */
+
+typedef struct thread_job {
+    optim_rule rule;
+    float *w, *g;
+    size_t n;
+    int rc;
+} thread_job;
+
+static void *thread_run(void *arg)
+{
+    thread_job *j = (thread_job *)arg;
+    optim *o = NULL;
+    optim_hparams hp;
+    int t;
+    size_t i;
+    j->rc = 1;
+    optim_hparams_init(&hp, j->rule, NULL);
+    if (optim_create(&o, j->rule) || optim_add_group(o, &hp, NULL) ||
+        optim_add_param(o, 0, j->w, j->g, j->n, "w", NULL) || optim_set_threads(o, 2))
+        return NULL;
+    for (t = 0; t < 30; t++) {
+        for (i = 0; i < j->n; i++) j->g[i] = (float)sin(0.3 * t + (double)i * 1e-3);
+        if (optim_step(o)) return NULL;
+    }
+    optim_free(o);
+    j->rc = 0;
+    return NULL;
+}
+
+TEST_IMPL(ckpt_concurrent_optimizers)
+{
+    enum { N = 300000 };
+    thread_job alone[2], together[2];
+    pthread_t th[2];
+    int k;
+    size_t i;
+    static const optim_rule rules[2] = {OPTIM_ADAM, OPTIM_RMSPROP};
+    for (k = 0; k < 2; k++) {
+        alone[k].rule = together[k].rule = rules[k];
+        alone[k].n = together[k].n = N;
+        alone[k].w = (float *)malloc(N * sizeof(float));
+        alone[k].g = (float *)malloc(N * sizeof(float));
+        together[k].w = (float *)malloc(N * sizeof(float));
+        together[k].g = (float *)malloc(N * sizeof(float));
+        for (i = 0; i < N; i++) alone[k].w[i] = together[k].w[i] = (float)cos((double)i);
+        thread_run(&alone[k]);
+        ASSERT_INT(alone[k].rc, ==, 0);
+    }
+    for (k = 0; k < 2; k++) ASSERT(pthread_create(&th[k], NULL, thread_run, &together[k]) == 0);
+    for (k = 0; k < 2; k++) ASSERT(pthread_join(th[k], NULL) == 0);
+    for (k = 0; k < 2; k++) {
+        ASSERT_INT(together[k].rc, ==, 0);
+        if (memcmp(alone[k].w, together[k].w, N * sizeof(float)) != 0)
+            FAIL("%s stepping next to another optimizer differs from stepping alone", optim_rule_name(rules[k]));
+        free(alone[k].w);
+        free(alone[k].g);
+        free(together[k].w);
+        free(together[k].g);
+    }
+    return 0;
+}

@@ -1,0 +1,16 @@
+/* test_list_checkpoint.h: the checkpoint suite (optim_checkpoint_tests):
+ * the format's checksum, exact resume in the same process for every option
+ * and in a new process with schedules, clipping, skipped steps and SAM, every
+ * error and corruption, crashes and full disks during a save, and two
+ * optimizers stepping in two threads at once. */
+#define TEST_LIST(TEST_ENTRY)                   \
+    TEST_ENTRY(ckpt_crc32c)                     \
+    TEST_ENTRY(ckpt_resume_every_option)        \
+    TEST_ENTRY(ckpt_resume_new_process)         \
+    TEST_ENTRY(ckpt_match_by_name_and_position) \
+    TEST_ENTRY(ckpt_info)                       \
+    TEST_ENTRY(ckpt_errors_change_nothing)      \
+    TEST_ENTRY(ckpt_every_truncation_and_flip)  \
+    TEST_ENTRY(ckpt_disk_full_keeps_old)        \
+    TEST_ENTRY(ckpt_crash_during_save)          \
+    TEST_ENTRY(ckpt_concurrent_optimizers)
