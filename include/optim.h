@@ -427,6 +427,8 @@ OPTIM_API int64_t optim_skipped_steps(const optim *opt);
  * torch (use SKIP or ERROR to avoid that).
  */
 OPTIM_API int optim_set_clip_grad_norm(optim *opt, double max_norm, double norm_type);
+/** The clipping set with optim_set_clip_grad_norm (max_norm 0: off). */
+OPTIM_API int optim_get_clip_grad_norm(const optim *opt, double *max_norm, double *norm_type);
 /** The total gradient norm measured by the last step (NaN if it measured none). */
 OPTIM_API double optim_last_grad_norm(const optim *opt);
 

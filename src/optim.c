@@ -504,7 +504,7 @@ static int optim__prepass(optim *o, size_t nblocks, float *gscale, int *rc)
         for (b = 0; b < nblocks && !o->bad[b]; b++) continue;
         if (b < nblocks) {
             size_t i = optim__param_of_block(o, b);
-            o->skipped++;
+            if (o->skipped < INT64_MAX) o->skipped++;
             o->last_skipped = 1;
             if (o->nonfinite == OPTIM_NONFINITE_ERROR)
                 *rc = optim__fail(OPTIM__E(o), OPTIM_ENONFINITE,
@@ -552,7 +552,7 @@ int optim__step(optim *o)
         optim__param *pa = &o->params[i];
         if (pa->g) optim__finish(&o->groups[pa->group].hp, &pa->st);
     }
-    o->steps++;
+    if (o->steps < INT64_MAX) o->steps++; /* saturates: a loaded counter may be at the top */
     optim__schedules_advance(o);
     return optim__ok(OPTIM__E(o));
 }
@@ -752,6 +752,14 @@ int optim_set_clip_grad_norm(optim *o, double max_norm, double norm_type)
     o->clip_max_norm = max_norm;
     o->clip_norm_type = norm_type;
     return optim__ok(OPTIM__E(o));
+}
+
+int optim_get_clip_grad_norm(const optim *o, double *max_norm, double *norm_type)
+{
+    if (!o) return OPTIM_ENULL;
+    if (max_norm) *max_norm = o->clip_max_norm;
+    if (norm_type) *norm_type = o->clip_norm_type;
+    return OPTIM_OK;
 }
 
 double optim_last_grad_norm(const optim *o)

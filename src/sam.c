@@ -223,7 +223,7 @@ static int optim__sam_second(optim_sam *s, int rebind, size_t count, float *cons
     OPTIM__FORWARD(optim__sam_check(s, "optim_sam_second_step"));
     if (s->skip_pending) {
         s->skip_pending = 0;
-        o->skipped++;
+        if (o->skipped < INT64_MAX) o->skipped++;
         o->last_skipped = 1;
         return optim__ok(OPTIM__SE(s));
     }

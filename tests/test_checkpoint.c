@@ -479,6 +479,35 @@ TEST_IMPL(ckpt_errors_change_nothing)
     return 0;
 }
 
+/* Counters at their largest values (found by the fuzzer: the step count
+ * overflowed): a loaded optimizer step count saturates; a parameter whose own
+ * step counter is at the top refuses to step. */
+TEST_IMPL(ckpt_extreme_counters)
+{
+    optim_hparams hp;
+    small_run r;
+    void *buf;
+    size_t size;
+    unsigned char *d;
+    int i;
+    optim_hparams_init(&hp, OPTIM_SGD, NULL);
+    if (small_build(&r, &hp, 0) || small_steps(&r, 0, 2)) return 1;
+    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &buf, &size));
+    d = (unsigned char *)buf;
+    /* META payload at 48: rule u32, groups u32, params u64, steps i64 (at 64), skipped i64 (at 72). */
+    for (i = 0; i < 8; i++) d[64 + i] = d[72 + i] = i == 7 ? 0x7f : 0xff;
+    rechecksum(d, size);
+    ASSERT_OPT_OK(r.o, optim_load_buffer(r.o, d, size, OPTIM_MATCH_NAME, "extreme"));
+    ASSERT_INT(optim_step_count(r.o), ==, INT64_MAX);
+    ASSERT_OPT_OK(r.o, optim_step(r.o));
+    ASSERT_INT(optim_step_count(r.o), ==, INT64_MAX);
+    ASSERT_OPT_OK(r.o, optim_param_set_step(r.o, 1, INT64_MAX));
+    ASSERT_ERR(optim_step(r.o), OPTIM_ESTATE, optim_errmsg(r.o), "step counter of param 1 'b' is at its maximum");
+    free(buf);
+    small_free(&r);
+    return 0;
+}
+
 /* Every prefix and every single-bit flip of a checkpoint is refused, never
  * crashes (the sanitizer run checks memory), and changes nothing. */
 TEST_IMPL(ckpt_every_truncation_and_flip)

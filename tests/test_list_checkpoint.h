@@ -10,6 +10,7 @@
     TEST_ENTRY(ckpt_match_by_name_and_position) \
     TEST_ENTRY(ckpt_info)                       \
     TEST_ENTRY(ckpt_errors_change_nothing)      \
+    TEST_ENTRY(ckpt_extreme_counters)           \
     TEST_ENTRY(ckpt_every_truncation_and_flip)  \
     TEST_ENTRY(ckpt_disk_full_keeps_old)        \
     TEST_ENTRY(ckpt_crash_during_save)          \

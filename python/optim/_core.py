@@ -10,6 +10,7 @@ of the API: ``optim_hparams_init`` / ``optim_hparams_set`` by id /
 with ids. Python never reads or writes a field of ``struct optim_hparams``.
 """
 import ctypes
+import os
 
 from ._lib import Error, OptimError, check, lib
 
@@ -55,6 +56,11 @@ _get_nonfinite = _fn("optim_get_nonfinite", _int, _vp)
 _last_step_skipped = _fn("optim_last_step_skipped", _int, _vp)
 _skipped_steps = _fn("optim_skipped_steps", _i64, _vp)
 _set_clip_grad_norm = _fn("optim_set_clip_grad_norm", _int, _vp, _dbl, _dbl)
+_get_clip_grad_norm = _fn("optim_get_clip_grad_norm", _int, _vp, ctypes.POINTER(_dbl), ctypes.POINTER(_dbl))
+# optim_checkpoint.h
+_save = _fn("optim_save", _int, _vp, ctypes.c_char_p)
+_load = _fn("optim_load", _int, _vp, ctypes.c_char_p, _int)
+MATCH = {"name": 0, "position": 1}
 _last_grad_norm = _fn("optim_last_grad_norm", _dbl, _vp)
 
 # optim_clip.h: over arrays the caller owns.
@@ -254,6 +260,20 @@ class Handle:
 
     def last_grad_norm(self):
         return _last_grad_norm(self.ptr)
+
+    def get_clip_grad_norm(self):
+        """(max_norm, norm_type); max_norm 0 when off."""
+        m, t = _dbl(), _dbl()
+        self._check(_get_clip_grad_norm(self.ptr, ctypes.byref(m), ctypes.byref(t)))
+        return m.value, t.value
+
+    # ---- checkpoints (optim_checkpoint.h) ---------------------------------------
+
+    def save(self, path):
+        self._check(_save(self.ptr, os.fsencode(path)))
+
+    def load(self, path, match):
+        self._check(_load(self.ptr, os.fsencode(path), MATCH[match]))
 
 
 class SamHandle:

@@ -51,20 +51,20 @@ static int optim__cpu_has(optim_isa isa)
 /* Bit i set: the CPU runs path i; bit 31: detection done. cpuid traps to
  * the hypervisor on virtual machines (microseconds), so it runs once per
  * process, not per call. Racing first calls compute the same value. */
-static atomic_int optim__cpu_mask;
+static atomic_uint optim__cpu_mask;
 
 static int optim__cpu_runs(optim_isa isa)
 {
-    int mask = atomic_load_explicit(&optim__cpu_mask, memory_order_relaxed);
+    unsigned mask = atomic_load_explicit(&optim__cpu_mask, memory_order_relaxed);
     if (mask == 0) {
-        mask = 1 << 31;
+        mask = 1u << 31;
 #if defined(OPTIM__X86)
-        if (optim__cpu_has(OPTIM_ISA_AVX2)) mask |= 1 << OPTIM_ISA_AVX2;
-        if (optim__cpu_has(OPTIM_ISA_AVX512)) mask |= 1 << OPTIM_ISA_AVX512;
+        if (optim__cpu_has(OPTIM_ISA_AVX2)) mask |= 1u << OPTIM_ISA_AVX2;
+        if (optim__cpu_has(OPTIM_ISA_AVX512)) mask |= 1u << OPTIM_ISA_AVX512;
 #endif
         atomic_store_explicit(&optim__cpu_mask, mask, memory_order_relaxed);
     }
-    return (mask >> isa) & 1;
+    return (int)((mask >> (unsigned)isa) & 1u);
 }
 
 static const optim__kernels *optim__table(optim_isa isa)

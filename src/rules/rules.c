@@ -298,20 +298,28 @@ void optim__finish(const optim_hparams *hp, optim_state *st)
     if (r->finish) r->finish(hp, st);
 }
 
+void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s)
+{
+    const optim__rule_def *r = optim__rule(hp->rule);
+    const int lazy = (int)((r->lazy_slots >> s) & 1u);
+    float v = 0.0f;
+    size_t i;
+    /* Lazy slots (SGD's momentum buffer) are zeroed too, so that no byte of
+     * state is ever uninitialised (checkpoints write every byte), but stay
+     * "not initialized": their first step copies the gradient. */
+    if (r->initial && !lazy) v = r->initial(hp, s);
+    for (i = 0; i < n; i++) st->slot[s][i] = v;
+    if (lazy)
+        st->initialized &= ~(1u << s);
+    else
+        st->initialized |= 1u << s;
+}
+
 void optim__state_fill(const optim_hparams *hp, size_t n, optim_state *st, unsigned which)
 {
     const optim__rule_def *r = optim__rule(hp->rule);
     int s;
     which &= r->slots(hp);
-    for (s = 0; s < r->nslots; s++) {
-        float v = 0.0f;
-        size_t i;
-        if (!((which >> s) & 1u)) continue;
-        /* Lazy slots (SGD's momentum buffer) are zeroed too, so that no byte of
-         * state is ever uninitialised (checkpoints write every byte), but stay
-         * "not initialized": their first step copies the gradient. */
-        if (r->initial && !((r->lazy_slots >> s) & 1u)) v = r->initial(hp, s);
-        for (i = 0; i < n; i++) st->slot[s][i] = v;
-        if (!((r->lazy_slots >> s) & 1u)) st->initialized |= 1u << s;
-    }
+    for (s = 0; s < r->nslots; s++)
+        if ((which >> s) & 1u) optim__slot_reset(hp, n, st, s);
 }

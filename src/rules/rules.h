@@ -84,7 +84,11 @@ void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_sta
 /* After the pass: let the rule record what the step initialized. */
 void optim__finish(const optim_hparams *hp, optim_state *st);
 
-/* Fill slot arrays of st (bits `which`) with their initial values. */
+/* Fill slot s of st with its initial value (as at allocation), whatever the
+ * options need; sets its `initialized` bit (cleared for lazy slots). */
+void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s);
+
+/* Fill slot arrays of st (bits `which`, among those hp needs) with their initial values. */
 void optim__state_fill(const optim_hparams *hp, size_t n, optim_state *st, unsigned which);
 
 #endif

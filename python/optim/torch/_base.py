@@ -823,6 +823,63 @@ class _Optimizer(Optimizer):
             self._apply_param_state(i, plans.get(i))
         self.state._other = other
 
+    # ---- checkpoints --------------------------------------------------------------
+
+    def save_checkpoint(self, path):
+        """Save the optimizer's whole state to `path` in liboptim's checkpoint
+        format (docs/CHECKPOINT.md): every group's hyperparameters, every
+        parameter's step counter and state, the non-finite and clipping
+        settings and counters. Written to a temporary file that is flushed to
+        disk and then renamed over `path`: a crash leaves the old file or the
+        new one, never a torn one. The parameters themselves are the model's:
+        save them too (torch.save(model.state_dict(), ...)). Raises
+        optim.OptimError (with the library's message, naming the file) on
+        failure; nothing is then changed at `path`."""
+        self._sync()
+        self._h.save(path)
+
+    def load_checkpoint(self, path, match="name"):
+        """Load a checkpoint written by save_checkpoint (or by liboptim in C)
+        into this optimizer, which must have the same rule, groups and
+        parameters (match="name": parameters named param0, param1, ... in the
+        order they were given, so the same model in the same order;
+        match="position": by index). Everything is checked before anything
+        changes: on any error (OptimError: a missing, truncated or corrupt
+        file, a newer format, another optimizer) this optimizer is unchanged.
+        The groups' hyperparameters and settings become the saved ones (and
+        param_groups shows them)."""
+        if match not in _core.MATCH:
+            raise ValueError("%s.load_checkpoint: match = %r must be 'name' or 'position'" % (self._owner, match))
+        self._h.load(path, match)
+        self._pull_groups()
+
+    def _pull_groups(self):
+        """After the C object's groups changed under us (a checkpoint load):
+        write its hyperparameters and settings back into param_groups, and
+        mark them pushed."""
+        nf = self._h.get_nonfinite()
+        max_norm, norm_type = self._h.get_clip_grad_norm()
+        clip = (max_norm, norm_type) if max_norm > 0 else None
+        names = {v: k for k, v in _core.NONFINITE_POLICIES.items()}
+        placements = {v: k for k, v in _PLACEMENTS.items()}
+        for gi, group in enumerate(self.param_groups):
+            values = tuple(self._h.group_get_hparam(gi, hid) for hid in self._hp_ids)
+            it = iter(values)
+            for key, kind, fields in self._hp_spec:
+                if kind == "pair":
+                    group[key] = (next(it), next(it))
+                elif kind == "bool":
+                    group[key] = bool(next(it))
+                elif kind == "placement":
+                    group[key] = placements[int(next(it))]
+                else:
+                    group[key] = next(it)
+            self._pushed[gi] = values
+            group[_NONFINITE_KEY] = names[nf]
+            group[_CLIP_KEY] = clip
+        self._checks_pushed = (nf, clip)
+        self._checks_cache = None
+
     @classmethod
     def _ctor_defaults(cls):
         sig = inspect.signature(cls.__init__)

@@ -1,0 +1,41 @@
+/* fuzz_common.h: the optimizers the checkpoint fuzzer loads into, and the
+ * seed corpus built from them: one per rule, two groups, three named
+ * parameters, a schedule and options that allocate every kind of state. */
+#ifndef OPTIM_FUZZ_COMMON_H
+#define OPTIM_FUZZ_COMMON_H
+
+#include "optim.h"
+#include "optim_schedule.h"
+
+static const size_t fuzz_n[3] = {5, 17, 64};
+static float fuzz_w[OPTIM_RULE_COUNT + 1][3][64], fuzz_g[3][64];
+
+/* The optimizer of `rule` for the fuzzer (NULL on failure). */
+static optim *fuzz_optimizer(optim_rule rule, int with_options)
+{
+    static const char *names[3] = {"a", "b", "c"};
+    optim *o = NULL;
+    optim_hparams hp;
+    optim_schedule *s = NULL;
+    size_t k;
+    if (optim_create(&o, rule) != OPTIM_OK) return NULL;
+    optim_hparams_init(&hp, rule, NULL);
+    if (with_options) {
+        if (optim_rule_uses(rule, OPTIM_HP_MOMENTUM)) hp.momentum = 0.9;
+        if (optim_rule_uses(rule, OPTIM_HP_AMSGRAD)) hp.amsgrad = 1;
+        if (optim_rule_uses(rule, OPTIM_HP_CENTERED)) hp.centered = 1;
+    }
+    optim_add_group(o, &hp, NULL);
+    optim_add_group(o, &hp, NULL);
+    for (k = 0; k < 3; k++) optim_add_param(o, k == 2, fuzz_w[rule][k], fuzz_g[k], fuzz_n[k], names[k], NULL);
+    if (with_options && optim_schedule_cosine(&s, 100, 1e-4, NULL) == OPTIM_OK) {
+        optim_schedule *w = NULL;
+        if (optim_schedule_warmup(&w, 5, s, NULL) == OPTIM_OK) {
+            optim_group_set_schedule(o, 0, w);
+            optim_schedule_free(w);
+        }
+    }
+    return o;
+}
+
+#endif
