@@ -4,6 +4,7 @@
     optim bench --json > bench.json
     optim bench --torch --json > torch.json
     /usr/bin/python3 bench/bench_report.py bench.json [--torch torch.json] > tables.md
+    /usr/bin/python3 bench/bench_report.py --summary bench.json        (ratios only)
 
 docs/PERFORMANCE.md's tables are this script's output for the runs it names:
 every number in them comes from those two commands; nothing is edited by hand.
@@ -13,6 +14,7 @@ import json
 import sys
 
 BIG = 64 << 20  # the issue's "far out of cache" threshold
+IN_CACHE = 1 << 20  # at most this many elements: a case that fits in the caches
 
 
 def thr(t):
@@ -133,6 +135,36 @@ def bench_tables(d, out):
                                        for r in below) + ".\n\n")
 
 
+def summary_table(d, out):
+    """One line per case: the ratio to the ceiling at every out-of-cache size
+    (>= 64M elements, and the GPT-2 list) for each thread count, and the
+    in-cache rate at the smallest size: the numbers the targets are about."""
+    w = out.write
+    res = d["results"]
+    by = {(r["case"], r["size"], r["threads"]): r for r in res}
+    threads = ordered(r["threads"] for r in res)
+    big = [s for s in ordered(r["size"] for r in res)
+           if s == "gpt2" or next(r for r in res if r["size"] == s)["elements"] >= BIG]
+    smallest = min(res, key=lambda r: r["elements"])
+    small = smallest["size"] if smallest["elements"] <= IN_CACHE else None
+    cols = [(s, t) for s in big for t in threads]
+    w("| case | B/el | " + " | ".join("%s, %s thr" % (s, thr(t)) for s, t in cols)
+      + (" | %s, 1 thr: G el/s (in cache) |\n" % small if small else " |\n"))
+    w("|---|---:|" + "---:|" * (len(cols) + (1 if small else 0)) + "\n")
+    for c in ordered(r["case"] for r in res):
+        first = next(r for r in res if r["case"] == c)
+        cells = [c, "%d" % first["bytes_per_element"]]
+        for s, t in cols:
+            r = by.get((c, s, t))
+            cells.append("-" if not r else ("**%.2f**" % r["ratio"] if r["ratio"] < (0.85 if s == "gpt2" else 0.90)
+                                            else "%.2f" % r["ratio"]))
+        if small:
+            r = by.get((c, small, 1))
+            cells.append("-" if not r else "%.2f" % (r["elements_per_s"] / 1e9))
+        w("| " + " | ".join(cells) + " |\n")
+    w("\n")
+
+
 def torch_tables(d, out):
     w = out.write
     w("Run: torch %s, optim %s (CPU path **%s**); median of %d runs after a warm-up (runs >= %g s); load average "
@@ -167,12 +199,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("bench_json", nargs="?", help="output of optim bench --json")
     p.add_argument("--torch", help="output of optim bench --torch --json")
+    p.add_argument("--summary", action="store_true",
+                   help="only the ratios to the ceiling at the out-of-cache sizes, one line per case")
     args = p.parse_args(argv)
     if not args.bench_json and not args.torch:
         p.error("give optim bench's JSON, --torch's JSON, or both")
     if args.bench_json:
         with open(args.bench_json) as f:
-            bench_tables(json.load(f), sys.stdout)
+            (summary_table if args.summary else bench_tables)(json.load(f), sys.stdout)
     if args.torch:
         with open(args.torch) as f:
             torch_tables(json.load(f), sys.stdout)

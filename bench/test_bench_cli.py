@@ -206,3 +206,43 @@ def test_torch_compare_bad_option(exe):
     assert "size '0'" in p.stderr
     p = run(exe, "--torch", "--rules", "adamx", expect=2)
     assert "rule 'adamx'" in p.stderr
+
+
+REPORT = os.path.join(ROOT, "bench", "bench_report.py")
+PERF = os.path.join(ROOT, "docs", "perf")
+
+
+def report(*args):
+    p = subprocess.run([os.environ.get("OPTIM_PYTHON", "/usr/bin/python3"), REPORT] + list(args),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_report_of_the_documented_runs():
+    """docs/PERFORMANCE.md's tables come from bench_report.py over docs/perf/*.json: the script still reads
+    them, and the ratios it prints are those of the JSON."""
+    bench = os.path.join(PERF, "bench-avx512.json")
+    full = report(bench, "--torch", os.path.join(PERF, "torch.json"))
+    assert "#### GPT-2 small: 148 tensors" in full and "#### Targets in this run" in full
+    assert "optim.torch.Adam >= 5x torch.optim.Adam" in full
+    summary = report("--summary", bench)
+    d = json.load(open(bench))
+    adam = {(r["size"], r["threads"]): r["ratio"] for r in d["results"] if r["case"] == "adam"}
+    (line,) = [l for l in summary.splitlines() if l.startswith("| adam |")]
+    cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+    assert cells[2:8] == ["%.2f" % adam[k] for k in (("64M", 1), ("64M", "all"), ("256M", 1), ("256M", "all"),
+                                                     ("gpt2", 1), ("gpt2", "all"))]
+    report("--summary", os.path.join(PERF, "bench-avx2.json"))
+
+
+def test_report_of_a_tiny_run(exe, tmp_path):
+    out = run(exe, "--rules", "adam", "--sizes", "4K", "--threads", "1", "--reps", 1, "--min-time", 0, "--json",
+              "--quiet").stdout
+    path = tmp_path / "b.json"
+    path.write_text(out)
+    full = report(str(path))
+    assert "#### 4K: one tensor of 4096 elements" in full and "| adam:amsgrad | 36 |" in full
+    assert "not measured" in full  # no size >= 64M: the targets say so
+    summary = report("--summary", str(path))
+    assert summary.splitlines()[0].startswith("| case | B/el |")
