@@ -7,6 +7,11 @@
 #include <string.h>
 
 #define OPTIM__E(o) (&(o)->err)
+/* The read-only getters take a const handle but still report their errors in
+ * it, as every other call does: the handle's error record is the one part a
+ * getter may write. The object itself is never const (optim_create allocates
+ * it), so writing through the cast is well defined. */
+#define OPTIM__EC(o) (&((optim *)(o))->err)
 
 /* ---- Lifetime -------------------------------------------------------------- */
 
@@ -115,10 +120,21 @@ static int optim__check_group(optim *o, const char *fn, size_t g)
     return OPTIM_OK;
 }
 
+/* The checks of the read-only getters: a NULL out-pointer, an index out of
+ * range; the message goes into the handle like every other error. */
+static int optim__check_get(const optim *o, const char *fn, const void *out, const char *out_name, size_t i,
+                            size_t count, const char *what)
+{
+    OPTIM__FAIL_IF(!out, OPTIM__EC(o), OPTIM_ENULL, "%s: %s is NULL", fn, out_name);
+    OPTIM__FAIL_IF(i >= count, OPTIM__EC(o), OPTIM_ERANGE, "%s: %s %zu does not exist (%zu %ss)", fn, what, i,
+                   count, what);
+    return optim__ok(OPTIM__EC(o));
+}
+
 int optim_group_get(const optim *o, size_t g, optim_hparams *hp)
 {
-    if (!o || !hp) return OPTIM_ENULL;
-    if (g >= o->ngroups) return OPTIM_ERANGE;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_get(o, "optim_group_get", hp, "hp", g, o->ngroups, "group"));
     *hp = o->groups[g].hp;
     return OPTIM_OK;
 }
@@ -205,9 +221,9 @@ int optim_group_set_hparam(optim *o, size_t g, optim_hparam id, double value)
 
 int optim_group_get_hparam(const optim *o, size_t g, optim_hparam id, double *value)
 {
-    if (!o || !value) return OPTIM_ENULL;
-    if (g >= o->ngroups) return OPTIM_ERANGE;
-    return optim_hparams_get(&o->groups[g].hp, id, value, NULL);
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_get(o, "optim_group_get_hparam", value, "value", g, o->ngroups, "group"));
+    return optim_hparams_get(&o->groups[g].hp, id, value, OPTIM__EC(o));
 }
 
 /* ---- Parameters ------------------------------------------------------------- */
@@ -363,8 +379,8 @@ int optim_set_grad(optim *o, size_t i, const float *grad)
 int optim_param_get_info(const optim *o, size_t i, optim_param_info *info)
 {
     const optim__param *pa;
-    if (!o || !info) return OPTIM_ENULL;
-    if (i >= o->nparams) return OPTIM_ERANGE;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_get(o, "optim_param_get_info", info, "info", i, o->nparams, "param"));
     pa = &o->params[i];
     info->name = pa->name;
     info->group = pa->group;
@@ -632,8 +648,8 @@ int optim_state_set_initialized(optim *o, size_t i, int s, int initialized)
 
 int optim_param_get_step(const optim *o, size_t i, int64_t *step)
 {
-    if (!o || !step) return OPTIM_ENULL;
-    if (i >= o->nparams) return OPTIM_ERANGE;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_get(o, "optim_param_get_step", step, "step", i, o->nparams, "param"));
     *step = o->params[i].st.step;
     return OPTIM_OK;
 }
@@ -650,8 +666,9 @@ int optim_param_set_step(optim *o, size_t i, int64_t step)
 
 int optim_param_get_mu_product(const optim *o, size_t i, double *mu_product)
 {
-    if (!o || !mu_product) return OPTIM_ENULL;
-    if (i >= o->nparams) return OPTIM_ERANGE;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_get(o, "optim_param_get_mu_product", mu_product, "mu_product", i, o->nparams,
+                                    "param"));
     *mu_product = o->params[i].st.mu_product;
     return OPTIM_OK;
 }

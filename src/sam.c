@@ -297,7 +297,9 @@ int optim_sam_set_group(optim_sam *s, size_t g, double rho, int adaptive, double
 int optim_sam_get_group(const optim_sam *s, size_t g, double *rho, int *adaptive, double *eta)
 {
     if (!s) return OPTIM_ENULL;
-    if (g >= s->ngroups) return OPTIM_ERANGE;
+    /* A const handle still records its errors (see optim.c's OPTIM__EC). */
+    OPTIM__FAIL_IF(g >= s->ngroups, &((optim_sam *)s)->err, OPTIM_ERANGE,
+                   "optim_sam_get_group: group %zu does not exist (%zu groups)", g, s->ngroups);
     if (rho) *rho = s->rho[g];
     if (adaptive) *adaptive = s->adaptive[g];
     if (eta) *eta = s->eta[g];

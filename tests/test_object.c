@@ -395,3 +395,41 @@ TEST_IMPL(object_isa_and_threads)
     optim_free(o);
     return 0;
 }
+
+/* The read-only getters report their errors in the handle like every other
+ * call: a failed getter never leaves an earlier, unrelated message behind. */
+TEST_IMPL(object_getter_errors)
+{
+    optim *o = NULL;
+    optim_hparams hp;
+    optim_param_info info;
+    float p[2] = {1, 2}, g[2] = {0, 0};
+    double v;
+    int64_t step;
+    optim_hparams_init(&hp, OPTIM_SGD, NULL);
+    hp.lr = 0.1;
+    hp.momentum = 0.9;
+    hp.nesterov = 1;
+    ASSERT_OK(optim_create(&o, OPTIM_SGD));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p, g, 2, "w", NULL));
+    /* An earlier error, then each getter's own. */
+    ASSERT_ERR(optim_group_set_hparam(o, 0, OPTIM_HP_DAMPENING, 0.5), OPTIM_EINVAL, optim_errmsg(o), "dampening");
+    ASSERT_ERR(optim_group_get(o, 9, &hp), OPTIM_ERANGE, optim_errmsg(o), "optim_group_get: group 9 does not exist");
+    ASSERT_ERR(optim_group_get(o, 0, NULL), OPTIM_ENULL, optim_errmsg(o), "optim_group_get: hp is NULL");
+    ASSERT_ERR(optim_group_get_hparam(o, 3, OPTIM_HP_LR, &v), OPTIM_ERANGE, optim_errmsg(o),
+               "optim_group_get_hparam: group 3 does not exist (1 groups)");
+    ASSERT_ERR(optim_group_get_hparam(o, 0, (optim_hparam)99, &v), OPTIM_EINVAL, optim_errmsg(o), "id = 99");
+    ASSERT_ERR(optim_param_get_info(o, 1, &info), OPTIM_ERANGE, optim_errmsg(o),
+               "optim_param_get_info: param 1 does not exist (1 params)");
+    ASSERT_ERR(optim_param_get_step(o, 5, &step), OPTIM_ERANGE, optim_errmsg(o), "optim_param_get_step: param 5");
+    ASSERT_ERR(optim_param_get_mu_product(o, 0, NULL), OPTIM_ENULL, optim_errmsg(o), "mu_product is NULL");
+    /* Success clears the message, as every call does. */
+    ASSERT_OPT_OK(o, optim_group_get_hparam(o, 0, OPTIM_HP_MOMENTUM, &v));
+    ASSERT(v == 0.9);
+    ASSERT(strcmp(optim_errmsg(o), "") == 0);
+    ASSERT_OPT_OK(o, optim_param_get_info(o, 0, &info));
+    ASSERT(info.n == 2 && strcmp(info.name, "w") == 0);
+    optim_free(o);
+    return 0;
+}
