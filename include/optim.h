@@ -164,7 +164,9 @@ typedef enum optim_eps_placement {
  *            decoupled_weight_decay [0] momentum_decay [4e-3] maximize
  *   ADABOUND lr [1e-3] beta1 beta2 final_lr [0.1] gamma [1e-3] eps [1e-8]
  *            eps_placement weight_decay amsgrad (= amsbound) bias_correction [1]
- *            initial_lr [0 = the group's lr when the group is created] maximize
+ *            initial_lr [0 = the group's lr when the group is created; for the
+ *            stateless optim_update, 0 = the lr of that call, so final_lr is
+ *            not scaled: give initial_lr when the lr changes] maximize
  */
 typedef struct optim_hparams {
     optim_rule rule;
@@ -377,6 +379,20 @@ typedef struct optim_param_info {
     int64_t step; /* updates applied to this parameter */
 } optim_param_info;
 OPTIM_API int optim_param_get_info(const optim *opt, size_t i, optim_param_info *info);
+
+/** The most dimensions a parameter's shape may have. */
+#define OPTIM_MAX_NDIM 64
+/** Give parameter i its shape: ndim sizes (each >= 0; ndim 0 is a scalar, of
+ *  1 element) whose product must be its number of elements n. Until one is
+ *  given a parameter's shape is [n]. Checkpoints store the shape, and a load
+ *  refuses a parameter whose given shape differs from the saved one
+ *  (optim_checkpoint.h). OPTIM_EINVAL if the product is not n or ndim >
+ *  OPTIM_MAX_NDIM; OPTIM_ENOMEM. */
+OPTIM_API int optim_param_set_shape(optim *opt, size_t i, size_t ndim, const int64_t *dims);
+/** Parameter i's shape: *ndim, and its sizes into dims (room for
+ *  OPTIM_MAX_NDIM; may be NULL); *given (may be NULL) is 1 if it was set by
+ *  optim_param_set_shape, 0 for the default [n]. */
+OPTIM_API int optim_param_get_shape(const optim *opt, size_t i, size_t *ndim, int64_t *dims, int *given);
 
 /**
  * Take one step: every parameter with a gradient is updated by its group's

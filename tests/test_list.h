@@ -10,6 +10,7 @@
     TEST_ENTRY(hparams_by_id)                  \
     TEST_ENTRY(rules_vs_reference)             \
     TEST_ENTRY(rules_lr_change_vs_reference)   \
+    TEST_ENTRY(rules_betas_vs_reference)       \
     TEST_ENTRY(paths_bit_identical)            \
     TEST_ENTRY(update_errors)                  \
     TEST_ENTRY(object_matches_update)          \

@@ -201,6 +201,46 @@ static double lr_wave(int t, double lr0)
     return lr0 * (1.0 + 0.5 * sin(t / 20));
 }
 
+/* The hyperparameters the grid keeps at their defaults: beta1 of every
+ * Adam-family rule (0 = no first moment, 0.5, 0.99) with beta2 and AMSGrad
+ * varied beside it, and AdaBound's final_lr and initial_lr. */
+TEST_IMPL(rules_betas_vs_reference)
+{
+    static const optim_rule rules[] = {OPTIM_ADAM, OPTIM_ADAMW, OPTIM_RADAM, OPTIM_NADAM, OPTIM_ADABOUND};
+    static const double beta1s[] = {0.0, 0.5, 0.99}, beta2s[] = {0.9, 0.999};
+    test_rng rng = {test_seed() ^ 0xbe7a};
+    size_t r, a, b;
+    int ams;
+    for (r = 0; r < sizeof rules / sizeof rules[0]; r++)
+        for (a = 0; a < 3; a++)
+            for (b = 0; b < 2; b++)
+                for (ams = 0; ams <= 1; ams++) {
+                    optim_hparams hp;
+                    ASSERT_OK(optim_hparams_init(&hp, rules[r], NULL));
+                    hp.lr = 0.01;
+                    hp.beta1 = beta1s[a];
+                    hp.beta2 = beta2s[b];
+                    if (ams && optim_rule_uses(rules[r], OPTIM_HP_AMSGRAD)) hp.amsgrad = 1;
+                    else if (ams) continue;
+                    if (run_against_ref(&hp, 257, &rng, NULL, NULL)) return 1;
+                }
+    {
+        static const double final_lrs[] = {0.0, 0.01, 1.0}, initial_lrs[] = {0.0, 0.001, 0.1};
+        for (a = 0; a < 3; a++)
+            for (b = 0; b < 3; b++) {
+                optim_hparams hp;
+                ASSERT_OK(optim_hparams_init(&hp, OPTIM_ADABOUND, NULL));
+                hp.lr = 0.01;
+                hp.final_lr = final_lrs[a];
+                hp.initial_lr = initial_lrs[b];
+                /* With initial_lr = 0 the stateless kernel scales by the lr of each call (so by 1): the lr
+                 * may change only where initial_lr is given (optim.h). */
+                if (run_against_ref(&hp, 257, &rng, hp.initial_lr > 0 ? lr_wave : NULL, NULL)) return 1;
+            }
+    }
+    return 0;
+}
+
 TEST_IMPL(rules_lr_change_vs_reference)
 {
     test_rng rng = {test_seed() ^ 0x1234};

@@ -52,9 +52,16 @@ def _load():
     tried = []
     for path in _candidates():
         try:
-            return ctypes.CDLL(path), path
+            handle = ctypes.CDLL(path)
         except OSError as exc:
             tried.append("%s (%s)" % (path, exc))
+            continue
+        try:
+            handle.optim_version_string
+        except AttributeError:
+            tried.append("%s (loads, but is not liboptim: it has no optim_version_string)" % path)
+            continue
+        return handle, path
     if os.environ.get("OPTIM_LIBRARY"):
         raise ImportError("OPTIM_LIBRARY=%s cannot be loaded: %s" % (os.environ["OPTIM_LIBRARY"], "; ".join(tried)))
     raise ImportError(

@@ -254,3 +254,17 @@ def test_zero_parameters_and_empty_tensors():
     e.grad, p.grad = torch.zeros(0), torch.ones(3)
     opt.step()
     assert opt.state[e]["exp_avg"].shape == (0,) and float(opt.state[e]["step"]) == 1.0
+
+
+def test_messages_name_the_python_keys():
+    """liboptim's field names are replaced by the class's group keys where they differ (AdaBound keeps C's
+    initial_lr as base_lr), at construction and when set in a group between steps."""
+    with pytest.raises(ValueError, match=r"AdaBound: param group 0: adabound: lr = 0 with base_lr = 0") as e:
+        ot.AdaBound([_ok()], lr=0)
+    assert "initial_lr" not in str(e.value)
+    opt = ot.AdaBound([_ok()], lr=1e-3)
+    opt.param_groups[0]["base_lr"] = -1.0
+    opt.param_groups[0]["params"][0].grad = torch.ones(3)
+    with pytest.raises(ValueError, match=r"base_lr = -1") as e:
+        opt.step()
+    assert "initial_lr" not in str(e.value)

@@ -59,6 +59,12 @@ def test_adagrad(rng, seed, kw):
     run_vs_torch(rng, seed, ot.Adagrad, torch.optim.Adagrad, kw)
 
 
+@_params(_cases(lr=[0.05], eps=[1e-3, 0.1], weight_decay=[0, 2 ** -7]))
+def test_adagrad_eps(rng, seed, kw):
+    """A non-default eps in the default (outside) placement: g / (sqrt(sum) + eps), as torch."""
+    run_vs_torch(rng, seed, ot.Adagrad, torch.optim.Adagrad, kw)
+
+
 @_params(_cases(lr=[0.01], momentum=[0, 0.9], centered=[False, True], weight_decay=[0, 2 ** -7],
                 maximize=[False, True]) + [dict(lr=0.01, alpha=0.9, eps=1e-6)])
 def test_rmsprop(rng, seed, kw):

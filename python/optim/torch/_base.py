@@ -14,6 +14,7 @@ import copy
 import ctypes
 import inspect
 import math
+import re
 from collections.abc import Mapping, MutableMapping
 from itertools import chain
 
@@ -432,14 +433,24 @@ class _Optimizer(Optimizer):
                 hp.set(hid, v)
             hp.check()
         except OptimError as e:
-            raise ValueError("%s: %s %d: %s%s" % (self._owner, what, gi, e, _eps_hint(e))) from None
+            raise ValueError("%s: %s %d: %s%s" % (self._owner, what, gi, self._keys_in(e), _eps_hint(e))) from None
         return hp
+
+    def _keys_in(self, e):
+        """liboptim's message with its C field names replaced by this class's
+        group keys where the two differ (AdaBound's base_lr is C's initial_lr),
+        so that the message names what the user wrote."""
+        msg = str(e)
+        for key, kind, fields in self._hp_spec:
+            if kind != "pair" and len(fields) == 1 and fields[0] != key:
+                msg = re.sub(r"\b%s\b" % re.escape(fields[0]), key, msg)
+        return msg
 
     def _push(self, gi, values):
         try:
             self._h.group_set_hparams(gi, self._hp_ids, (ctypes.c_double * len(values))(*values))
         except OptimError as e:
-            raise ValueError("%s: param group %d: %s%s" % (self._owner, gi, e, _eps_hint(e))) from None
+            raise ValueError("%s: param group %d: %s%s" % (self._owner, gi, self._keys_in(e), _eps_hint(e))) from None
         self._pushed[gi] = values
 
     def _sync_hparams(self):
@@ -626,7 +637,7 @@ class _Optimizer(Optimizer):
             self._h.add_group(hp)
         except OptimError as e:
             self.param_groups.pop()
-            raise ValueError("%s: param group %d: %s" % (self._owner, gi, e)) from None
+            raise ValueError("%s: param group %d: %s" % (self._owner, gi, self._keys_in(e))) from None
         self._pushed.append(values)
         for j, p in enumerate(params):
             i = base + j

@@ -1,0 +1,73 @@
+"""How the package finds liboptim (OPTIM_LIBRARY, a bad path, a library that
+is not liboptim), and the README's Python quick start, run as written."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PYDIR = os.path.join(ROOT, "python")
+
+
+def _python(code, env_extra, cwd=None):
+    env = dict(os.environ, PYTHONPATH=PYDIR, PYTHONDONTWRITEBYTECODE="1")
+    env.pop("OPTIM_LIBRARY", None)
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=300)
+
+
+def _built_library():
+    import optim._lib
+    return optim._lib.path
+
+
+def test_optim_library_is_honoured(tmp_path):
+    copy = tmp_path / "liboptim-copy.so"
+    shutil.copy(_built_library(), copy)
+    p = _python("import optim._lib as l; print(l.path); print(l.version)", {"OPTIM_LIBRARY": str(copy)})
+    assert p.returncode == 0, p.stderr
+    path, version = p.stdout.split()
+    assert path == str(copy)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+
+
+def test_optim_library_missing_is_a_clear_import_error(tmp_path):
+    missing = tmp_path / "nope" / "liboptim.so"
+    p = _python("import optim.torch", {"OPTIM_LIBRARY": str(missing)})
+    assert p.returncode != 0
+    assert "ImportError: OPTIM_LIBRARY=%s cannot be loaded" % missing in p.stderr, p.stderr
+
+
+def test_optim_library_that_is_not_liboptim(tmp_path):
+    import ctypes.util
+    libm = ctypes.util.find_library("m")
+    if not libm:
+        pytest.skip("no libm to load")
+    p = _python("import optim.torch", {"OPTIM_LIBRARY": libm})
+    assert p.returncode != 0
+    assert "is not liboptim" in p.stderr and "ImportError" in p.stderr, p.stderr
+
+
+def test_readme_python_quick_start(tmp_path):
+    """The README's Python block, run as written (200 steps of a tiny model): it must run, and optim.torch.Adam
+    must end where torch.optim.Adam ends from the same start."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    section = readme.split("## Python quick start", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "optim.torch.Adam(" in block
+    probe = ("import torch\ntorch.manual_seed(0)\n" + block
+             + "\nprint('loss', float(loss))\n")
+    ours = _python(probe, {"OPTIM_LIBRARY": _built_library()}, cwd=str(tmp_path))
+    assert ours.returncode == 0, ours.stderr
+    theirs = _python(probe.replace("optim.torch.Adam(", "torch.optim.Adam("), {"OPTIM_LIBRARY": _built_library()},
+                     cwd=str(tmp_path))
+    assert theirs.returncode == 0, theirs.stderr
+    a = float(ours.stdout.split("loss")[1])
+    b = float(theirs.stdout.split("loss")[1])
+    assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), (a, b)
