@@ -349,6 +349,20 @@ static void cpu_model(char *buf, size_t n)
     fclose(f);
 }
 
+/* The compiler with its name: __VERSION__ alone is "12.2.0" for GCC. */
+static const char *compiler_name(void)
+{
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#elif defined(__VERSION__)
+    return __VERSION__;
+#else
+    return "unknown";
+#endif
+}
+
 static void fill_meta(lab_ctx *ctx, int argc, char **argv, const char *run_name)
 {
     lab_json *meta = lab_json_put(ctx->summary, "meta", lab_json_object()), *args, *opts;
@@ -370,9 +384,7 @@ static void fill_meta(lab_ctx *ctx, int argc, char **argv, const char *run_name)
     lab_json_set_num(meta, "openblas_threads", openblas_get_num_threads());
     lab_json_set_str(meta, "openblas", openblas_get_config());
     lab_json_set_str(meta, "zlib", zlibVersion());
-#ifdef __VERSION__
-    lab_json_set_str(meta, "compiler", __VERSION__);
-#endif
+    lab_json_set_str(meta, "compiler", compiler_name());
     if (uname(&un) == 0) {
         snprintf(buf, sizeof buf, "%s %s %s", un.sysname, un.release, un.machine);
         lab_json_set_str(meta, "machine.os", buf);
