@@ -5,6 +5,7 @@
     TEST_ENTRY(lab_json_tree)              \
     TEST_ENTRY(lab_surface_derivatives)    \
     TEST_ENTRY(lab_surface_run_scaled)     \
+    TEST_ENTRY(lab_surface_sam_steps)      \
     TEST_ENTRY(lab_idx_parser)             \
     TEST_ENTRY(lab_gz_roundtrip)           \
     TEST_ENTRY(lab_mlp_gradients)          \

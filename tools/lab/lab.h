@@ -229,6 +229,11 @@ typedef struct lab_path {
  *  surface's own units) and the gradient in those units; the path is
  *  recorded in the original units w. Allocated; free with lab_path_free. */
 void lab_surface_run(const lab_surface *s, const optim_hparams *hp, int steps, double scale, lab_path *path);
+/** As lab_surface_run, with hp's optimizer wrapped in the library's SAM
+ *  (optim_sam, rho, p = 2): each step perturbs the point by rho g/|g|,
+ *  recomputes the gradient there and steps from the restored point. */
+void lab_surface_run_sam(const lab_surface *s, const optim_hparams *hp, double rho, int steps, double scale,
+                         lab_path *path);
 /** Write f on an nx x ny grid over the surface's plot window as
  *  surface_<name>_grid.csv (first row: the x values; then y and f(x, y)). */
 void lab_surface_write_grid(lab_ctx *ctx, const lab_surface *s, int nx, int ny);

@@ -279,7 +279,7 @@ size_t lab_selected_optimizers(lab_ctx *ctx, const char *defaults, const lab_opt
 static const char *allowed_optimizers(const experiment *e)
 {
     if (strcmp(e->name, "trajectories") == 0)
-        return "sgd,momentum,adagrad,rmsprop,adadelta,adam,adamw,radam,nadam,adabound,adadelta-momentum,"
+        return "sgd,momentum,sam,adagrad,rmsprop,adadelta,adam,adamw,radam,nadam,adabound,adadelta-momentum,"
                "rmsprop-momentum";
     if (strcmp(e->name, "fashion-mnist") == 0)
         return "sgd,momentum,adagrad,rmsprop,adadelta,adam,adamw,radam,nadam,adabound,sam,adadelta-momentum,"
@@ -544,10 +544,7 @@ static int check_optimizer_list(const char *list, const experiment *const *sel, 
         for (i = 0; i < nsel; i++)
             if (name_in_list(name, strlen(name), allowed_optimizers(sel[i]))) used = 1;
         if (!used) {
-            fprintf(stderr, "optim lab: optimizer '%s' is not used by the selected experiment(s)", name);
-            if (strcmp(name, "sam") == 0)
-                fprintf(stderr, " (sam runs in fashion-mnist; the sam experiment always runs GD and SAM)");
-            fprintf(stderr, "\n");
+            fprintf(stderr, "optim lab: optimizer '%s' is not used by the selected experiment(s)\n", name);
             return -1;
         }
         if (!comma) break;

@@ -1,6 +1,7 @@
 /* lab_surface.c: the 2-D test surfaces (value, gradient, Hessian in closed
  * form) and running an update rule of the library on them. */
 #include "lab.h"
+#include "optim_sam.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -228,15 +229,29 @@ double lab_surface_top_eigenvalue(const lab_surface *s, double x, double y)
  * here has anything to find that far out. */
 #define LAB_DIVERGED 1e6
 
-void lab_surface_run(const lab_surface *s, const optim_hparams *hp, int steps, double scale, lab_path *path)
+/* Set g to the gradient in the optimizer's units u = w / scale at the
+ * point p holds (dL/du = scale * dL/dw). */
+static void grad_in_units(const lab_surface *s, const float p[2], double scale, float g[2])
+{
+    double gd[2];
+    s->grad((double)p[0] * scale, (double)p[1] * scale, gd);
+    g[0] = (float)(gd[0] * scale);
+    g[1] = (float)(gd[1] * scale);
+}
+
+static void surface_run(const lab_surface *s, const optim_hparams *hp, double sam_rho, int steps, double scale,
+                        lab_path *path)
 {
     float p[2], g[2] = {0, 0};
     optim *opt = NULL;
+    optim_sam *sam = NULL;
+    optim_error err;
     int t;
     lab_check(optim_create(&opt, hp->rule), "optim_create", NULL);
     lab_check(optim_add_group(opt, hp, NULL), "optim_add_group", optim_errmsg(opt));
     lab_check(optim_add_param(opt, 0, p, g, 2, "w", NULL), "optim_add_param", optim_errmsg(opt));
     lab_check(optim_set_threads(opt, 1), "optim_set_threads", optim_errmsg(opt));
+    if (sam_rho > 0) lab_check(optim_sam_create(&sam, opt, sam_rho, 2.0, 0, 0.0, &err), "optim_sam_create", err.message);
     path->x = (double *)lab_xmalloc(sizeof(double) * (size_t)(steps + 1));
     path->y = (double *)lab_xmalloc(sizeof(double) * (size_t)(steps + 1));
     path->f = (double *)lab_xmalloc(sizeof(double) * (size_t)(steps + 1));
@@ -244,7 +259,7 @@ void lab_surface_run(const lab_surface *s, const optim_hparams *hp, int steps, d
     p[0] = (float)(s->x0 / scale);
     p[1] = (float)(s->y0 / scale);
     for (t = 0;; t++) {
-        double gd[2], x = (double)p[0] * scale, y = (double)p[1] * scale;
+        double x = (double)p[0] * scale, y = (double)p[1] * scale;
         path->x[t] = x;
         path->y[t] = y;
         path->f[t] = s->f(x, y);
@@ -254,13 +269,30 @@ void lab_surface_run(const lab_surface *s, const optim_hparams *hp, int steps, d
             break;
         }
         if (t == steps) break;
-        s->grad(x, y, gd);
-        /* dL/du = scale * dL/dw */
-        g[0] = (float)(gd[0] * scale);
-        g[1] = (float)(gd[1] * scale);
-        lab_check(optim_step(opt), "optim_step", optim_errmsg(opt));
+        grad_in_units(s, p, scale, g);
+        if (sam) {
+            /* first_step moves p to p + rho g/|g|; the gradient there drives
+             * the base optimizer's step from the restored p. */
+            lab_check(optim_sam_first_step(sam), "optim_sam_first_step", optim_sam_errmsg(sam));
+            grad_in_units(s, p, scale, g);
+            lab_check(optim_sam_second_step(sam), "optim_sam_second_step", optim_sam_errmsg(sam));
+        } else {
+            lab_check(optim_step(opt), "optim_step", optim_errmsg(opt));
+        }
     }
+    optim_sam_free(sam);
     optim_free(opt);
+}
+
+void lab_surface_run(const lab_surface *s, const optim_hparams *hp, int steps, double scale, lab_path *path)
+{
+    surface_run(s, hp, 0.0, steps, scale, path);
+}
+
+void lab_surface_run_sam(const lab_surface *s, const optim_hparams *hp, double rho, int steps, double scale,
+                         lab_path *path)
+{
+    surface_run(s, hp, rho, steps, scale, path);
 }
 
 void lab_path_free(lab_path *p)
