@@ -109,17 +109,25 @@ def test_trajectories_reach_the_bowls_minimum(exe, tmp_path):
     t = s["trajectories"]
     assert t["lr_source"] == "defaults"
     bowl = t["surfaces"]["bowl"]["optimizers"]
-    assert len(bowl) == 10
+    assert list(bowl) == ["sgd", "momentum", "sam", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "radam",
+                          "nadam", "adabound"]
     # Every optimizer but AdaDelta reaches the minimum (within 0.01) in 200
     # steps; AdaDelta at lr 1 starts with steps of about sqrt(eps) = 1e-3 (the
-    # units experiment shows why) and only moves towards it.
+    # units experiment shows why) and only moves towards it. SAM hovers around
+    # the minimum (its ascent step has length rho = 0.05), inside the tolerance.
     for name, o in bowl.items():
         if name == "adadelta":
             assert 0.5 < o["final_distance"] < math.hypot(7, 2) - 0.5
         else:
             assert o["final_distance"] < 1e-2, (name, o)
             assert o["steps_to_tol"] is not None
-    assert t["bowl_reached"] == 9
+    assert t["bowl_reached"] == 10
+    # The textbook's learning rates on the bowl (ゼロから作るDeep Learning, ch. 6).
+    for name, lr in (("sgd", 0.95), ("momentum", 0.1), ("adagrad", 1.5), ("adam", 0.3)):
+        assert bowl[name]["lr"] == lr, name
+    # SAM takes its base's (SGD+momentum's) rates.
+    for surf in t["surfaces"].values():
+        assert surf["optimizers"]["sam"]["lr"] == surf["optimizers"]["momentum"]["lr"]
     for sname, surf in t["surfaces"].items():
         assert os.path.exists(out / surf["csv"]) and os.path.exists(out / surf["grid"])
         for o in surf["optimizers"].values():
@@ -141,6 +149,29 @@ def test_trajectories_tuned(exe, tmp_path):
     # The search minimises the final distance, so on the bowl all three get there.
     for o in t["surfaces"]["bowl"]["optimizers"].values():
         assert o["final_distance"] < 0.05
+
+
+def test_trajectories_sam(exe, tmp_path):
+    """--optimizers sam runs the library's SAM on the 2-D surfaces: a path of
+    its own, different from its base SGD+momentum's."""
+    out = tmp_path / "t"
+    run(exe, "trajectories", "--optimizers", "sam,momentum", "--no-render", "--out", out)
+    t = summary(out)["trajectories"]
+    for sname, surf in t["surfaces"].items():
+        assert list(surf["optimizers"]) == ["sam", "momentum"]
+        rows = [r.split(",") for r in (out / surf["csv"]).read_text().splitlines()[1:]]
+        sam = [(float(r[4]), float(r[5])) for r in rows if r[0] == "sam"]
+        mom = [(float(r[4]), float(r[5])) for r in rows if r[0] == "momentum"]
+        # On the saddle the paths run away (|y| > 1e6 ends a path early).
+        if sname != "saddle":
+            assert len(sam) == len(mom) == surf["steps"] + 1, sname
+        assert sam[0] == mom[0] and sam[1:] != mom[1:], sname
+    assert "SAM (SGD+momentum)" in {row[1] for row in t["tables"]["final"]["rows"]}
+    # Started 0.023 from Himmelblau's central maximum, SAM's ascent step (rho
+    # 0.05) crosses it, so the gradient it steps with points back: it stays.
+    h = t["surfaces"]["himmelblau"]["optimizers"]
+    assert h["momentum"]["final_distance"] < 0.01
+    assert math.hypot(h["sam"]["final_point"][0] + 0.270845, h["sam"]["final_point"][1] + 0.923039) < 0.05
 
 
 def test_sam_proxy_below_gd(exe, tmp_path):
@@ -167,6 +198,41 @@ def test_adagrad_stall(exe, tmp_path, seed):
     # The others do not decay like AdaGrad.
     for name in ("rmsprop", "adam", "adadelta"):
         assert a[name]["eff_lr_decay"] < a["adagrad"]["eff_lr_decay"] / 2, name
+    _check_stall_verdict(a)
+
+
+def _check_stall_verdict(a):
+    """The verdict follows from the checks it reports, AdaDelta included."""
+    c, held = a["checks"], a["finding"]["held"]
+    assert set(c) == {"adagrad_decays_monotonically", "rmsprop_adadelta_rates_do_not_decay", "adagrad_stalls",
+                      "rmsprop_adadelta_recover"}
+    assert c["rmsprop_adadelta_recover"] == (a["rmsprop"]["recovery_steps"] is not None
+                                             and a["adadelta"]["recovery_steps"] is not None)
+    if held is True:
+        assert all(c.values())
+    if not c["adagrad_decays_monotonically"] or a["adagrad"]["recovery_steps"] is not None:
+        assert held is False
+    if a["adadelta"]["recovery_steps"] is None:
+        assert held is not True
+    statement = a["finding"]["statement"]
+    assert "AdaDelta" in a["finding"]["claim"] and "RMSProp" in a["finding"]["claim"]
+    assert "AdaDelta" in statement and ("Mixed" in statement) == (held is None)
+
+
+def test_adagrad_stall_default_run(exe, tmp_path):
+    """The full configuration (a fraction of a second), seed 1 as in docs/LAB.md:
+    AdaGrad decays and stalls, RMSProp recovers, AdaDelta's rate does not decay
+    but it does not recover either, so the verdict is mixed, not held."""
+    out = tmp_path / "a"
+    run(exe, "adagrad-stall", "--seed", 1, "--no-render", "--out", out)
+    a = summary(out)["adagrad_stall"]
+    assert a["steps"] == 12000
+    _check_stall_verdict(a)
+    assert a["checks"] == {"adagrad_decays_monotonically": True, "rmsprop_adadelta_rates_do_not_decay": True,
+                           "adagrad_stalls": True, "rmsprop_adadelta_recover": False}
+    assert a["finding"]["held"] is None
+    assert a["rmsprop"]["recovery_steps"] is not None and a["adadelta"]["recovery_steps"] is None
+    assert "too slow here to recover" in a["finding"]["statement"]
 
 
 def test_bias_correction_matches_seed_table(exe, tmp_path):
