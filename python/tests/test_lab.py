@@ -319,6 +319,126 @@ def test_digits_fallback(exe, tmp_path):
     assert f["adam"]["test_accuracy"] > 0.8
 
 
+@pytest.fixture(scope="module")
+def digits_file(tmp_path_factory):
+    """A small learnable file in the format of scikit-learn's digits.csv.gz:
+    64 pixel values 0..16 and the label per line."""
+    path = tmp_path_factory.mktemp("digits") / "digits.csv.gz"
+    rng = np.random.default_rng(54321)
+    lines = []
+    for i in range(300):
+        c = i % 10
+        x = rng.integers(0, 4, 64)
+        x[c * 6:c * 6 + 4] += 12
+        lines.append(",".join("%d.0" % v for v in x) + ",%d" % c)
+    with gzip.open(str(path), "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_digits_fallback_without_fashion_mnist(exe, tmp_path, digits_file):
+    """No --dataset and no Fashion-MNIST where it is looked for: the MLP
+    experiments use the digits file instead, and say so."""
+    empty = tmp_path / "no-fashion"
+    empty.mkdir()
+    env = {"OPTIM_LAB_FASHION_DIR": str(empty), "OPTIM_LAB_DIGITS": digits_file}
+    out = tmp_path / "d"
+    _, err = run(exe, "fashion-mnist", "--optimizers", "adam", "--epochs", 2, "--no-render", "--out", out, env=env)
+    assert "Fashion-MNIST not found" in err and str(empty) in err and "using the digits data set instead" in err
+    f = summary(out)["fashion_mnist"]
+    assert f["data"]["name"] == "digits" and f["data"]["source"] == digits_file
+    assert f["data"]["train"] == 240 and f["data"]["test"] == 60 and f["model"] == "64-256-10"
+    assert f["adam"]["test_accuracy"] > 0.3
+    # The same with --data pointing at a directory without the files.
+    out = tmp_path / "d2"
+    _, err = run(exe, "fashion-mnist", "--data", empty, "--optimizers", "adam", "--epochs", 1, "--no-render",
+                 "--out", out, env={"OPTIM_LAB_DIGITS": digits_file})
+    assert "using the digits data set instead" in err
+    assert summary(out)["fashion_mnist"]["data"]["name"] == "digits"
+
+
+def test_no_data_set_at_all(exe, tmp_path):
+    """Neither Fashion-MNIST nor the digits file: a message naming both and
+    both Debian packages, exit status 1, nothing written (also for the
+    default report, which checks before running anything)."""
+    empty = tmp_path / "no-fashion"
+    empty.mkdir()
+    env = {"OPTIM_LAB_FASHION_DIR": str(empty), "OPTIM_LAB_DIGITS": str(tmp_path / "no-digits.csv.gz")}
+    for args in (["fashion-mnist"], ["adadelta-momentum"], ["--quick"]):
+        out = tmp_path / ("out-%s" % args[0].strip("-"))
+        _, err = run(exe, *args, "--out", out, expect=1, env=env)
+        assert "no data set for the MLP experiments" in err, err
+        assert str(empty) in err and "no-digits.csv.gz" in err
+        assert "dataset-fashion-mnist" in err and "python3-sklearn" in err
+        assert not os.path.exists(out) and not os.path.exists(str(out) + ".partial")
+    # Asking for the digits by name when they are missing names their package only.
+    _, err = run(exe, "fashion-mnist", "--dataset", "digits", "--out", tmp_path / "x", expect=1, env=env)
+    assert "digits data set is not available" in err and "python3-sklearn" in err
+
+
+# ---- The terminal ------------------------------------------------------------------------
+
+
+def test_summary_table_and_progress_on_the_terminal(exe, tmp_path, synthetic):
+    """stdout: the final summary (verdict, statement, tables); stderr: the
+    progress, one line per epoch when it is not a terminal."""
+    out = tmp_path / "f"
+    stdout, stderr = run(exe, "fashion-mnist", "--quick", "--data", synthetic, "--dataset", "fashion-mnist",
+                         "--optimizers", "sgd,adam", "--epochs", 3, "--no-render", "--out", out)
+    s = summary(out)["fashion_mnist"]
+    assert "==== optim lab summary ====" in stdout
+    assert "fashion-mnist (" in stdout and s["finding"]["statement"] in stdout
+    verdict = {True: "the seed's claim held", False: "the seed's claim did NOT hold", None: "mixed"}
+    assert verdict[s["finding"]["held"]] in stdout
+    table = s["tables"]["final"]
+    assert table["title"] in stdout
+    header = [line for line in stdout.splitlines() if line.strip().startswith("optimizer")]
+    assert header and all(c in header[0] for c in table["columns"])
+    for row in table["rows"]:
+        assert any(row[0] in line and row[4] in line for line in stdout.splitlines()), row
+    assert "data: %s (render with: optim lab render %s)" % (out, out) in stdout
+    # Progress: the run's header, then per optimizer one line per epoch and a final line.
+    assert "optim lab: fashion-mnist -> %s" % out in stderr and "seed 1" in stderr
+    for label in ("SGD", "Adam"):
+        lines = [line for line in stderr.splitlines() if line.strip().startswith(label + " ")]
+        assert len(lines) == 3, (label, lines)
+        assert "epoch 1/3" in lines[0] and "ETA" in lines[0] and "loss" in lines[0]
+        assert "100%" in lines[-1] and "test acc" in lines[-1]
+    assert "\r" not in stderr and "\033[K" not in stderr
+
+
+def test_progress_bar_on_a_terminal(exe, tmp_path, synthetic):
+    """On a terminal the bar is redrawn in place (carriage return, erase to the
+    end of the line) with the step, the loss and an ETA."""
+    import pty
+    import select
+    master, slave = pty.openpty()
+    out = tmp_path / "f"
+    p = subprocess.Popen([exe, "lab", "fashion-mnist", "--quick", "--data", str(synthetic), "--dataset",
+                          "fashion-mnist", "--optimizers", "adam", "--epochs", "2", "--no-render", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    chunks = []
+    while True:
+        r, _, _ = select.select([master], [], [], 60)
+        if not r:
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed its side
+            break
+        if not data:
+            break
+        chunks.append(data)
+    stdout = p.communicate(timeout=60)[0].decode()
+    os.close(master)
+    assert p.returncode == 0
+    tty = b"".join(chunks).decode(errors="replace")
+    assert "\r  Adam" in tty and "\033[K" in tty
+    assert "epoch 2/2" in tty and "step" in tty and "ETA" in tty and "test acc" in tty
+    assert "==== optim lab summary ====" in stdout
+
+
 # ---- Errors -----------------------------------------------------------------------------
 
 

@@ -255,10 +255,11 @@ typedef struct lab_dataset {
 #define LAB_FASHION_DIR "/usr/share/datasets/fashion-mnist"
 #define LAB_DIGITS_CSV "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz"
 
-/** Load Fashion-MNIST from dir (NULL: LAB_FASHION_DIR) or, with
- *  want = "digits" or when Fashion-MNIST is absent and want is NULL, the
- *  digits CSV. Returns NULL after writing a message naming the files and the
- *  Debian packages into msg. */
+/** Load Fashion-MNIST from dir (NULL: $OPTIM_LAB_FASHION_DIR, else
+ *  LAB_FASHION_DIR) or, with want = "digits" or when Fashion-MNIST is absent
+ *  and want is NULL, the digits CSV ($OPTIM_LAB_DIGITS, else LAB_DIGITS_CSV).
+ *  Returns NULL after writing a message naming the files and the Debian
+ *  packages into msg. */
 lab_dataset *lab_dataset_load(const char *dir, const char *want, uint64_t seed, char *msg, size_t msgsize);
 void lab_dataset_free(lab_dataset *d);
 /** Parse IDX data (already decompressed): returns 0 and fills dims, or -1

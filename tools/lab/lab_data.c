@@ -286,7 +286,10 @@ lab_dataset *lab_dataset_load(const char *dir, const char *want, uint64_t seed, 
 {
     char fmsg[1200] = "", dmsg[1200] = "";
     lab_dataset *d = NULL;
-    if (!dir) dir = LAB_FASHION_DIR;
+    const char *digits = getenv("OPTIM_LAB_DIGITS");
+    if (!dir) dir = getenv("OPTIM_LAB_FASHION_DIR");
+    if (!dir || !*dir) dir = LAB_FASHION_DIR;
+    if (!digits || !*digits) digits = LAB_DIGITS_CSV;
     if (!want || strcmp(want, "fashion-mnist") == 0) {
         d = load_fashion(dir, fmsg, sizeof fmsg);
         if (!d && want) {
@@ -298,7 +301,7 @@ lab_dataset *lab_dataset_load(const char *dir, const char *want, uint64_t seed, 
         }
     }
     if (!d) {
-        d = load_digits(LAB_DIGITS_CSV, seed, dmsg, sizeof dmsg);
+        d = load_digits(digits, seed, dmsg, sizeof dmsg);
         if (!d) {
             if (want)
                 snprintf(msg, msgsize,

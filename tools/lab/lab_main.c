@@ -73,7 +73,9 @@ static void usage(FILE *f)
             "  --tune             trajectories: choose each learning rate by a grid search\n"
             "  --threads N        threads for OpenBLAS's matrix products (default: all cores)\n"
             "  --dataset NAME     fashion-mnist or digits (default fashion-mnist, digits if it is absent)\n"
-            "  --data DIR         where Fashion-MNIST's IDX files are (default " LAB_FASHION_DIR ")\n"
+            "  --data DIR         where Fashion-MNIST's IDX files are (default $OPTIM_LAB_FASHION_DIR, else\n"
+            "                     " LAB_FASHION_DIR "; the digits file: $OPTIM_LAB_DIGITS, else\n"
+            "                     " LAB_DIGITS_CSV ")\n"
             "  --quick            tiny configuration for smoke tests (numbers are not meaningful)\n"
             "  --no-render        write the data only (render later with optim lab render DIR)\n"
             "  --help             this text\n");
