@@ -297,6 +297,13 @@ def test_bias_ablation(exe, tmp_path, synthetic):
             for bc in ("bc0", "bc1"):
                 assert cell[sched][bc]["test_accuracy"] > 0.2
     assert b["finding"]["held"] in (True, False)
+    # Its labels have commas: the CSV files quote them.
+    import csv
+    for name, ncol in (("bias_ablation_epochs.csv", 7), ("bias_ablation_steps.csv", 4)):
+        with open(str(out / name), newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows and all(len(r) == ncol for r in rows), name
+        assert rows[1][1].startswith("(0.9, 0.999) ")
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")),
@@ -481,16 +488,97 @@ def test_list_and_help(exe):
 # ---- Reproducibility ----------------------------------------------------------------------
 
 
+# What may differ between two runs of the same command (docs/LAB.md,
+# "Reproducibility"): the timing, and the run's name (its start time) and
+# command line (its --out). With another --threads, also the thread counts.
+TIMING_KEYS = ("seconds", "seconds_per_epoch")  # wherever they appear
+RUN_META_KEYS = ("started", "run", "command")
+THREAD_META_KEYS = ("threads", "openblas_threads")
+TIMING_TABLE_COLUMNS = ("s/epoch",)
+TIMING_CSV_COLUMN = "seconds"  # of the *_epochs.csv files only
+TWO_D = ("trajectories", "sam", "adagrad_stall", "bias_correction", "units")
+
+
+def _without_timing(s, threads_too=False):
+    """summary.json without its timing fields (and run identity)."""
+    def strip(v):
+        if isinstance(v, dict):
+            out = {k: strip(x) for k, x in v.items() if k not in TIMING_KEYS}
+            if "columns" in out and "rows" in out:
+                drop = [i for i, c in enumerate(out["columns"]) if c in TIMING_TABLE_COLUMNS]
+                out["columns"] = [c for i, c in enumerate(out["columns"]) if i not in drop]
+                out["rows"] = [[c for i, c in enumerate(r) if i not in drop] for r in out["rows"]]
+            return out
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+    s = strip(s)
+    for k in RUN_META_KEYS + (THREAD_META_KEYS if threads_too else ()):
+        s["meta"].pop(k)
+    return s
+
+
+def _csv_without_timing(path):
+    """A CSV file's lines, without the seconds column of *_epochs.csv."""
+    lines = path.read_text().splitlines()
+    if not path.name.endswith("_epochs.csv"):
+        return lines
+    header = lines[0].split(",")
+    assert header[-1] == TIMING_CSV_COLUMN, path.name  # the label column may hold commas; seconds is last
+    return [line.rsplit(",", 1)[0] for line in lines]
+
+
 def test_same_seed_same_files(exe, tmp_path, synthetic, seed):
-    outs = []
-    for i, s in enumerate((seed, seed, seed + 1)):
-        out = tmp_path / ("r%d" % i)
-        run(exe, "fashion-mnist", "--quick", "--data", synthetic, "--dataset", "fashion-mnist", "--optimizers",
-            "adam", "--epochs", 1, "--seed", s, "--threads", 1, "--no-render", "--out", out)
-        outs.append(out)
-    read = [(o / "fashion_mnist_steps.csv").read_bytes() for o in outs]
-    assert read[0] == read[1]
-    assert read[0] != read[2]
+    """The quick default report (every experiment of the default report) run
+    twice with the same seed and one thread: every CSV file identical bit for
+    bit but for the seconds column of *_epochs.csv, summary.json identical but
+    for the timing fields; with two threads the 2-D experiments' files and
+    summaries are identical too; another seed changes the random parts."""
+    def lab_run(name, s, threads):
+        out = tmp_path / name
+        run(exe, "--quick", "--data", synthetic, "--dataset", "fashion-mnist", "--seed", s, "--threads", threads,
+            "--no-render", "--out", out)
+        return out
+
+    a, b = lab_run("a", seed, 1), lab_run("b", seed, 1)
+    files = sorted(os.listdir(a))
+    assert files == sorted(os.listdir(b))
+    csvs = [f for f in files if f.endswith(".csv")]
+    assert len(csvs) > 20 and sorted(set(files) - set(csvs)) == ["summary.json"]
+    epochs_csvs = [f for f in csvs if f.endswith("_epochs.csv")]
+    assert epochs_csvs == ["adadelta_momentum_epochs.csv", "fashion_mnist_epochs.csv"]
+    for f in csvs:
+        if f in epochs_csvs:
+            assert _csv_without_timing(a / f) == _csv_without_timing(b / f), f
+        else:
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    sa, sb = summary(a), summary(b)
+    assert sa["meta"]["threads"] == 1
+    assert _without_timing(sa) == _without_timing(sb)
+    # The stripping removes only what it should: the data is all there.
+    assert _without_timing(sa)["fashion_mnist"]["adam"]["test_accuracy"] == sa["fashion_mnist"]["adam"]["test_accuracy"]
+    assert "seconds_per_epoch" in sa["fashion_mnist"]["adam"] and "s/epoch" in sa["fashion_mnist"]["tables"]["final"][
+        "columns"]
+
+    # Two threads: the 2-D experiments do not use OpenBLAS, so they do not change.
+    c = lab_run("c", seed, 2)
+    sc = summary(c)
+    assert sc["meta"]["threads"] == 2
+    ta, tc = _without_timing(sa, threads_too=True), _without_timing(sc, threads_too=True)
+    for exp in TWO_D:
+        assert ta[exp] == tc[exp], exp
+        for f in sa[exp]["files"]:
+            assert (a / f).read_bytes() == (c / f).read_bytes(), f
+    assert ta["meta"] == tc["meta"]
+    # The MLP runs: the same files with the same rows (their numbers may move in the last digits).
+    for f in ("fashion_mnist_steps.csv", "fashion_mnist_epochs.csv", "adadelta_momentum_steps.csv"):
+        la, lc = (a / f).read_text().splitlines(), (c / f).read_text().splitlines()
+        assert len(la) == len(lc) and [x.split(",")[:3] for x in la] == [x.split(",")[:3] for x in lc], f
+
+    # Another seed: other batches and initial weights, other noise.
+    d = lab_run("d", seed + 1, 1)
+    for f in ("fashion_mnist_steps.csv", "adagrad_stall.csv"):
+        assert (a / f).read_bytes() != (d / f).read_bytes(), f
 
 
 # ---- Rendering -----------------------------------------------------------------------------

@@ -380,10 +380,11 @@ int lab_exp_bias_ablation(lab_ctx *ctx)
                                                        lrs[li]);
                                 int e;
                                 for (e = 0; e < r.epochs; e++)
-                                    fprintf(rf.epochs, "%s,%s,%d,%.9g,%.9g,%.9g,%.6g\n", k2, label, e + 1,
+                                    /* The label has commas: quoted, as CSV wants. */
+                                    fprintf(rf.epochs, "%s,\"%s\",%d,%.9g,%.9g,%.9g,%.6g\n", k2, label, e + 1,
                                             r.train_loss[e], r.test_loss[e], r.test_acc[e], r.epoch_seconds[e]);
                                 for (e = 0; e < r.nsteps_logged; e++)
-                                    fprintf(rf.steps, "%s,%s,%d,%.9g\n", k2, label, (e + 1) * r.log_every,
+                                    fprintf(rf.steps, "%s,\"%s\",%d,%.9g\n", k2, label, (e + 1) * r.log_every,
                                             r.step_loss[e]);
                                 free(k2);
                             }
