@@ -67,7 +67,8 @@ typedef enum optim_cyclic_mode {
 /*
  * The schedules. In the formulas, base is the group's lr (base_lr of
  * optim_schedule_lr) and t >= 0 the step. Real arguments must be finite;
- * every schedule returns lr >= 0 for base >= 0. "After the end" says what
+ * every schedule returns lr >= 0 for base >= 0 (but one-cycle's linear
+ * anneal at t = total_steps, which is torch's value). "After the end" says what
  * happens past the schedule's nominal length: each schedule is defined for
  * every t up to INT64_MAX, in O(1) (O(log t) for restarts with t_mult > 1).
  */
@@ -113,24 +114,39 @@ OPTIM_API int optim_schedule_cosine_restarts(optim_schedule **out, int64_t t_0, 
  *  down to initial / final_div_factor at step total_steps - 1 (three_phase:
  *  up, back down to initial symmetrically, then down to the minimum), each
  *  phase annealed by cosine (anneal_cos = 1) or linearly (0), with torch's
- *  phase boundaries (pct_start * total_steps - 1, ...). After the end
- *  (t >= total_steps) the lr of step total_steps - 1 is held: torch raises for
- *  t > total_steps and at t = total_steps extrapolates the last phase (the
- *  linear one below the minimum, even below 0). When pct_start * total_steps
- *  = 1 the first phase is empty (torch divides by zero): step 0 has lr
- *  initial, the descent starts at step 1. max_lr >= 0, total_steps >= 1,
+ *  phase boundaries (pct_start * total_steps - 1, ...). After the end: at
+ *  t = total_steps the value is torch's, its last phase's formula carried on
+ *  to pct > 1 (linear: below the minimum by one step's decrement, often below
+ *  0; cosine: back above the minimum by a little); for t > total_steps, where
+ *  torch raises, the lr of step total_steps - 1 (the minimum, unless
+ *  three_phase's middle phase runs past the end) is held. Where torch divides
+ *  by zero for a phase of no length: with pct_start * total_steps = 1 the
+ *  first phase is empty, step 0 has lr initial and the descent starts at
+ *  step 1; with an empty last phase (pct_start = 1, say) step total_steps
+ *  holds the lr of step total_steps - 1. max_lr >= 0, total_steps >= 1,
  *  pct_start in [0, 1], div_factor and final_div_factor > 0. */
 OPTIM_API int optim_schedule_one_cycle(optim_schedule **out, double max_lr, int64_t total_steps, double pct_start,
                                        int anneal_cos, double div_factor, double final_div_factor, int three_phase,
                                        optim_error *err);
+/** step_size_down of optim_schedule_cyclic: as many steps down as up (torch's
+ *  step_size_down=None). */
+#define OPTIM_CYCLIC_DOWN_AS_UP (-1)
+
 /** torch CyclicLR (absolute lrs; base is ignored): cycles of step_size_up steps
- *  from base_lr up to max_lr and step_size_down steps back (0: = step_size_up);
- *  with h the height in the cycle (0 at its start, 1 at its peak),
+ *  from base_lr up to max_lr and step_size_down steps back
+ *  (OPTIM_CYCLIC_DOWN_AS_UP: step_size_up steps; 0: none, a sawtooth that
+ *  drops from the top back to base_lr, as torch's step_size_down=0); with h
+ *  the height in the cycle (0 at its start, 1 at its peak; the position in
+ *  the cycle is the integer t mod (up + down)),
  *  lr = base_lr + (max_lr - base_lr) * h * scale, scale = 1 (TRIANGULAR),
  *  1 / 2^(cycle - 1) with cycle = 1, 2, ... (TRIANGULAR2) or gamma^t (EXP_RANGE).
  *  No end. base_lr, max_lr >= 0 (max_lr < base_lr cycles downwards),
- *  step_size_up >= 1, step_size_down >= 0, gamma > 0 and, since only
- *  EXP_RANGE reads it, exactly 1 for the other modes. */
+ *  step_size_up >= 1, step_size_down >= 0 or OPTIM_CYCLIC_DOWN_AS_UP, gamma > 0
+ *  and, since only EXP_RANGE reads it, exactly 1 for the other modes. Step
+ *  sizes are whole steps: torch also takes fractional ones (2.5), which this
+ *  integer form does not represent (optim.torch's CyclicLR refuses them).
+ *  Until step_size_down = 0 meant a sawtooth it meant "as up": checkpoints
+ *  from then still load with that meaning. */
 OPTIM_API int optim_schedule_cyclic(optim_schedule **out, double base_lr, double max_lr, int64_t step_size_up,
                                     int64_t step_size_down, optim_cyclic_mode mode, double gamma, optim_error *err);
 /** Linear warm-up (llm.c's form), then another schedule: with a = after's lr

@@ -199,13 +199,14 @@ int optim_schedule_cyclic(optim_schedule **out, double base_lr, double max_lr, i
                           int64_t step_size_down, optim_cyclic_mode mode, double gamma, optim_error *err)
 {
     static const char fn[] = "optim_schedule_cyclic";
-    int64_t down = step_size_down ? step_size_down : step_size_up;
+    int64_t down = step_size_down == OPTIM_CYCLIC_DOWN_AS_UP ? step_size_up : step_size_down;
     OPTIM__FAIL_IF(!out, err, OPTIM_ENULL, "%s: out is NULL", fn);
     *out = NULL;
     OPTIM__CHECK_REAL(base_lr >= 0, fn, "base_lr", base_lr, "a finite number >= 0");
     OPTIM__CHECK_REAL(max_lr >= 0, fn, "max_lr", max_lr, "a finite number >= 0");
     OPTIM__CHECK_INT(step_size_up >= 1, fn, "step_size_up", step_size_up, ">= 1");
-    OPTIM__CHECK_INT(step_size_down >= 0, fn, "step_size_down", step_size_down, ">= 0 (0: equal to step_size_up)");
+    OPTIM__CHECK_INT(step_size_down >= OPTIM_CYCLIC_DOWN_AS_UP, fn, "step_size_down", step_size_down,
+                     ">= 0 (0: no descent, a sawtooth), or OPTIM_CYCLIC_DOWN_AS_UP (-1) for step_size_up");
     OPTIM__FAIL_IF(step_size_up > INT64_MAX - down, err, OPTIM_EINVAL,
                    "%s: step_size_up + step_size_down = %lld + %lld overflows", fn, (long long)step_size_up,
                    (long long)down);
@@ -219,7 +220,10 @@ int optim_schedule_cyclic(optim_schedule **out, double base_lr, double max_lr, i
                    (int)mode);
     OPTIM__FORWARD(optim__sched_new(out, OPTIM_SCHED_CYCLIC, fn, err));
     (*out)->ints[0] = step_size_up;
-    (*out)->ints[1] = step_size_down;
+    /* Kept in the stored encoding (schedule_internal.h), which checkpoints write as is. */
+    (*out)->ints[1] = step_size_down == OPTIM_CYCLIC_DOWN_AS_UP ? OPTIM__CYCLIC_STORED_AS_UP
+                      : step_size_down == 0                     ? OPTIM__CYCLIC_STORED_ZERO
+                                                                : step_size_down;
     (*out)->ints[2] = (int64_t)mode;
     (*out)->reals[0] = base_lr;
     (*out)->reals[1] = max_lr;
@@ -403,6 +407,14 @@ static size_t optim__count_le(const int64_t *v, size_t n, int64_t t)
     return lo;
 }
 
+/* The descent of a cyclic schedule in steps, from its stored encoding. */
+static int64_t optim__cyclic_down(const optim_schedule *s)
+{
+    if (s->ints[1] == OPTIM__CYCLIC_STORED_AS_UP) return s->ints[0];
+    if (s->ints[1] == OPTIM__CYCLIC_STORED_ZERO) return 0;
+    return s->ints[1];
+}
+
 /* eta_min + (top - eta_min)(1 + cos(pi num / den)) / 2, in torch's order.
  * That is eta_min exactly at num = den (cos(pi) = -1); at num = 0 it can miss
  * top by an ulp, so the start of a cycle returns top itself (as torch's
@@ -413,7 +425,8 @@ static double optim__cosine(double top, double eta_min, double num, double den)
     return eta_min + (top - eta_min) * (1 + cos(OPTIM__PI * num / den)) / 2;
 }
 
-/* torch OneCycleLR.get_lr, phase by phase, for 0 <= t < total_steps. */
+/* torch OneCycleLR.get_lr, phase by phase, for 0 <= t <= total_steps: at
+ * t = total_steps, as in torch, the last phase's formula with pct > 1. */
 static double optim__one_cycle(const optim_schedule *s, int64_t t)
 {
     const double max_lr = s->reals[0], pct_start = s->reals[1];
@@ -441,10 +454,17 @@ static double optim__one_cycle(const optim_schedule *s, int64_t t)
         if (step <= end[i] || i == nphase - 1) break;
         start_step = end[i];
     }
-    /* Only the first phase can be empty for t < total_steps (pct_start *
-     * total_steps = 1: it ends at step 0 where it starts; torch divides by
-     * zero). The schedule starts at max_lr / div_factor, so that is step 0. */
-    pct = end[i] == start_step ? 0.0 : (step - start_step) / (end[i] - start_step);
+    if (end[i] == start_step) {
+        /* A phase of no length, where torch divides by zero. Before total_steps
+         * only the first can be met so (pct_start * total_steps = 1: it ends at
+         * step 0 where it starts): the schedule starts at max_lr / div_factor,
+         * so that is step 0. At total_steps the last can (it ends at
+         * total_steps - 1 where it starts): hold the lr of that step. */
+        if (t == s->ints[0]) return optim__one_cycle(s, t - 1);
+        pct = 0.0;
+    } else {
+        pct = (step - start_step) / (end[i] - start_step);
+    }
     if (s->ints[1]) return hi[i] + (lo[i] - hi[i]) / 2.0 * (cos(OPTIM__PI * pct) + 1);
     return (hi[i] - lo[i]) * pct + lo[i];
 }
@@ -509,14 +529,17 @@ double optim_schedule_lr(const optim_schedule *s, double base_lr, int64_t t)
         return optim__cosine(base_lr, s->reals[0], (double)t_cur, t_i);
     }
     case OPTIM_SCHED_ONE_CYCLE:
-        /* torch raises past total_steps; hold the lr of the last step instead. */
-        return optim__one_cycle(s, t < s->ints[0] ? t : s->ints[0] - 1);
+        /* Up to total_steps as torch (which extrapolates the last phase at
+         * total_steps); torch raises beyond, this holds the minimum, the lr of
+         * step total_steps - 1. */
+        return optim__one_cycle(s, t <= s->ints[0] ? t : s->ints[0] - 1);
     case OPTIM_SCHED_CYCLIC: {
         /* torch: cycle = floor(1 + t / total), x = 1 + t / total - cycle, in floating
          * point; here the position in the cycle is the integer t mod total, exact for any t. */
-        const int64_t up = s->ints[0], down = s->ints[1] ? s->ints[1] : up, total = up + down;
+        const int64_t up = s->ints[0], down = optim__cyclic_down(s), total = up + down;
         const int64_t cycle = t / total + 1, r = t % total;
         const double base = s->reals[0], top = s->reals[1];
+        /* down = 0 (a sawtooth): r < up = total, always on the way up, as torch's step_ratio = 1. */
         double sf = r <= up ? (double)r / (double)up : (double)(total - r) / (double)down, scale;
         switch ((optim_cyclic_mode)s->ints[2]) {
         case OPTIM_CYCLIC_TRIANGULAR2:
@@ -672,8 +695,13 @@ int optim__schedule_from_parts(optim_schedule **out, optim_schedule_kind kind, c
     case OPTIM_SCHED_CYCLIC:
         OPTIM__FAIL_IF(ints[2] < 0 || ints[2] > OPTIM_CYCLIC_EXP_RANGE, err, OPTIM_EINVAL, "%s: cyclic mode = %lld",
                        fn, (long long)ints[2]);
-        return optim_schedule_cyclic(out, reals[0], reals[1], ints[0], ints[1], (optim_cyclic_mode)ints[2],
-                                     reals[2], err);
+        /* ints[1] is in the stored encoding: 0 is "as step_size_up" (what format 1 has
+         * always meant), -1 no descent; other negatives reach the constructor, which refuses them. */
+        return optim_schedule_cyclic(out, reals[0], reals[1], ints[0],
+                                     ints[1] == OPTIM__CYCLIC_STORED_AS_UP  ? OPTIM_CYCLIC_DOWN_AS_UP
+                                     : ints[1] == OPTIM__CYCLIC_STORED_ZERO ? 0
+                                                                            : ints[1],
+                                     (optim_cyclic_mode)ints[2], reals[2], err);
     case OPTIM_SCHED_WARMUP: return optim_schedule_warmup(out, ints[0], nchildren ? children[0] : NULL, err);
     case OPTIM_SCHED_WSD:
         OPTIM__FAIL_IF(ints[3] != 0 && ints[3] != 1, err, OPTIM_EINVAL, "%s: wsd decay_cosine = %lld", fn,

@@ -17,4 +17,5 @@
     TEST_ENTRY(sched_from_parts)           \
     TEST_ENTRY(sched_attach_sgd)           \
     TEST_ENTRY(sched_attach_every_rule)    \
-    TEST_ENTRY(sched_attach_errors_and_skips)
+    TEST_ENTRY(sched_attach_errors_and_skips) \
+    TEST_ENTRY(sched_cyclic_checkpoint)

@@ -4,6 +4,7 @@
  * of SGDR's restarts), and schedules attached to an optimizer are checked
  * through the parameters they move. */
 #include "grid.h"
+#include "optim_checkpoint.h"
 #include "optim_schedule.h"
 #include "test.h"
 #include "schedule_internal.h"
@@ -199,16 +200,19 @@ TEST_IMPL(sched_cosine_restarts)
 
 /* ---- One-cycle ---------------------------------------------------------- */
 
-/* OneCycleLR from its definition: phase boundaries b_0 = pct T - 1 (and
- * 2 pct T - 2 with three phases), b_last = T - 1; in a phase from boundary p
- * to q (the first from 0) the fraction is (t - p) / (q - p). */
+/* OneCycleLR from its definition (torch 1.13's get_lr): phase boundaries
+ * b_0 = pct T - 1 (and 2 pct T - 2 with three phases), b_last = T - 1; in a
+ * phase from boundary p to q (the first from 0) the fraction is
+ * (t - p) / (q - p), for every t <= T (at T torch carries the last phase on,
+ * pct > 1). Where torch divides by zero (a phase with p = q): 0 at step 0, and
+ * at T the value of T - 1. Past T (torch raises) the value of T - 1. */
 static double ref_one_cycle(double max_lr, int64_t total, double pct, int cosine, double div, double fdiv, int three,
                             int64_t t)
 {
     double init = max_lr / div, lo = init / fdiv, tt = (double)t;
     double bounds[3], from[3], to[3], prev = 0, f;
     int n = three ? 3 : 2, i = 0;
-    if (t >= total) tt = (double)(total - 1);
+    if (t > total) return ref_one_cycle(max_lr, total, pct, cosine, div, fdiv, three, total - 1);
     bounds[0] = pct * (double)total - 1;
     from[0] = init, to[0] = max_lr;
     if (three) {
@@ -220,6 +224,7 @@ static double ref_one_cycle(double max_lr, int64_t total, double pct, int cosine
     }
     bounds[n - 1] = (double)(total - 1);
     while (i < n - 1 && tt > bounds[i]) prev = bounds[i++];
+    if (bounds[i] == prev && t == total) return ref_one_cycle(max_lr, total, pct, cosine, div, fdiv, three, total - 1);
     f = bounds[i] == prev ? 0.0 : (tt - prev) / (bounds[i] - prev);
     if (cosine) return to[i] + (from[i] - to[i]) * (1 + cos(PI * f)) / 2;
     return from[i] + (to[i] - from[i]) * f;
@@ -236,7 +241,8 @@ TEST_IMPL(sched_one_cycle)
         int three;
     } cs[] = {{0.1, 1000, 0.3, 1, 25, 1e4, 0}, {0.1, 1000, 0.3, 0, 25, 1e4, 0}, {1.0, 997, 0.25, 1, 10, 100, 1},
               {0.5, 100, 0.45, 0, 4, 1e3, 1},   {0.1, 10, 0.1, 1, 25, 1e4, 0},    {0.1, 50, 0.0, 1, 25, 1e4, 0},
-              {0.1, 50, 1.0, 0, 25, 1e4, 0},    {0.1, 1, 0.3, 1, 25, 1e4, 0}};
+              {0.1, 50, 1.0, 0, 25, 1e4, 0},    {0.1, 1, 0.3, 1, 25, 1e4, 0},     {0.1, 10, 0.55, 1, 25, 1e4, 1},
+              {0.1, 10, 0.55, 0, 25, 1e4, 1},   {0.1, 1200, 0.3, 0, 10, 1e3, 1}};
     size_t k;
     for (k = 0; k < sizeof cs / sizeof cs[0]; k++) {
         optim_schedule *s = NULL;
@@ -256,13 +262,13 @@ TEST_IMPL(sched_one_cycle)
         /* Starts at max_lr / div_factor (unless the warm-up phase is before step 0). */
         if (cs[k].pct * (double)cs[k].total >= 1)
             ASSERT_CLOSE(what, 0, optim_schedule_lr(s, 1.0, 0), init, 1e-15, 0);
-        /* The last step reaches the minimum, and every later step holds it. */
-        if (cs[k].total > 1 && cs[k].pct < 1) {
+        /* The last step reaches the minimum (when the last phase is the descent
+         * to it); every step after total_steps holds the lr of total_steps - 1. */
+        if (cs[k].total > 1 && cs[k].pct < 1 && !(cs[k].three && cs[k].pct > 0.5))
             ASSERT_CLOSE(what, cs[k].total - 1, optim_schedule_lr(s, 1.0, cs[k].total - 1), lo, 1e-12,
                          1e-15 * cs[k].max_lr);
-            ASSERT(optim_schedule_lr(s, 1.0, cs[k].total) == optim_schedule_lr(s, 1.0, cs[k].total - 1));
-            ASSERT(optim_schedule_lr(s, 1.0, INT64_MAX) == optim_schedule_lr(s, 1.0, cs[k].total - 1));
-        }
+        ASSERT(optim_schedule_lr(s, 1.0, cs[k].total + 1) == optim_schedule_lr(s, 1.0, cs[k].total - 1));
+        ASSERT(optim_schedule_lr(s, 1.0, INT64_MAX) == optim_schedule_lr(s, 1.0, cs[k].total - 1));
         optim_schedule_free(s);
     }
     {
@@ -271,6 +277,25 @@ TEST_IMPL(sched_one_cycle)
         BUILD(optim_schedule_one_cycle(&s, 0.1, 1000, 0.3, 1, 25, 1e4, 0, &e_));
         ASSERT(optim_schedule_lr(s, 1.0, 299) == 0.1);
         optim_schedule_free(s);
+    }
+    {
+        /* Step total_steps is torch's, bit for bit: the last phase (steps 299 to 999)
+         * carried on to pct = 701 / 700. Linear: min - (max - min) / 700, below 0;
+         * cosine: back above the minimum. Values of torch 1.13's get_lr. */
+        optim_schedule *lin = NULL, *cosine = NULL, *flat = NULL;
+        const double min_lr = 0.1 / 25 / 1e4, pct = 701.0 / 700.0;
+        double want_lin = (min_lr - 0.1) * pct + 0.1, want_cos = min_lr + (0.1 - min_lr) / 2.0 * (cos(PI * pct) + 1);
+        BUILD(optim_schedule_one_cycle(&lin, 0.1, 1000, 0.3, 0, 25, 1e4, 0, &e_));
+        BUILD(optim_schedule_one_cycle(&cosine, 0.1, 1000, 0.3, 1, 25, 1e4, 0, &e_));
+        ASSERT(optim_schedule_lr(lin, 1.0, 1000) == want_lin && want_lin < 0);
+        ASSERT(optim_schedule_lr(cosine, 1.0, 1000) == want_cos && want_cos > min_lr);
+        ASSERT(optim_schedule_lr(lin, 1.0, 1001) == optim_schedule_lr(lin, 1.0, 999));
+        /* pct_start = 1: the last phase is empty (torch divides by zero at total_steps): held. */
+        BUILD(optim_schedule_one_cycle(&flat, 0.1, 50, 1.0, 0, 25, 1e4, 0, &e_));
+        ASSERT(optim_schedule_lr(flat, 1.0, 49) == 0.1 && optim_schedule_lr(flat, 1.0, 50) == 0.1);
+        optim_schedule_free(lin);
+        optim_schedule_free(cosine);
+        optim_schedule_free(flat);
     }
     return 0;
 }
@@ -293,16 +318,22 @@ TEST_IMPL(sched_cyclic)
 {
     static const struct {
         double base, top;
-        int64_t up, down;
+        int64_t up, down; /* down as passed: OPTIM_CYCLIC_DOWN_AS_UP, 0 (a sawtooth) or a count */
         int mode;
         double gamma;
-    } cs[] = {{0.001, 0.1, 20, 0, OPTIM_CYCLIC_TRIANGULAR, 1.0},  {0.001, 0.1, 13, 30, OPTIM_CYCLIC_TRIANGULAR2, 1.0},
-              {0.01, 0.1, 50, 10, OPTIM_CYCLIC_EXP_RANGE, 0.999}, {0.1, 0.01, 7, 0, OPTIM_CYCLIC_TRIANGULAR, 1.0},
-              {0.001, 0.1, 1, 1, OPTIM_CYCLIC_TRIANGULAR2, 1.0}};
+    } cs[] = {{0.001, 0.1, 20, OPTIM_CYCLIC_DOWN_AS_UP, OPTIM_CYCLIC_TRIANGULAR, 1.0},
+              {0.001, 0.1, 13, 30, OPTIM_CYCLIC_TRIANGULAR2, 1.0},
+              {0.01, 0.1, 50, 10, OPTIM_CYCLIC_EXP_RANGE, 0.999},
+              {0.1, 0.01, 7, OPTIM_CYCLIC_DOWN_AS_UP, OPTIM_CYCLIC_TRIANGULAR, 1.0},
+              {0.001, 0.1, 1, 1, OPTIM_CYCLIC_TRIANGULAR2, 1.0},
+              {0.0, 1.0, 4, 0, OPTIM_CYCLIC_TRIANGULAR, 1.0},
+              {0.001, 0.1, 25, 0, OPTIM_CYCLIC_TRIANGULAR2, 1.0},
+              {0.01, 0.1, 30, 0, OPTIM_CYCLIC_EXP_RANGE, 0.998},
+              {0.001, 0.1, 1, 0, OPTIM_CYCLIC_TRIANGULAR, 1.0}};
     size_t k;
     for (k = 0; k < sizeof cs / sizeof cs[0]; k++) {
         optim_schedule *s = NULL;
-        int64_t t, down = cs[k].down ? cs[k].down : cs[k].up;
+        int64_t t, down = cs[k].down == OPTIM_CYCLIC_DOWN_AS_UP ? cs[k].up : cs[k].down;
         char what[64];
         snprintf(what, sizeof what, "cyclic case %zu", k);
         BUILD(optim_schedule_cyclic(&s, cs[k].base, cs[k].top, cs[k].up, cs[k].down, (optim_cyclic_mode)cs[k].mode,
@@ -315,12 +346,29 @@ TEST_IMPL(sched_cyclic)
         ASSERT(optim_schedule_lr(s, 1.0, 0) == cs[k].base);
         ASSERT(optim_schedule_lr(s, 1.0, cs[k].up + down) == cs[k].base);
         if (cs[k].mode == OPTIM_CYCLIC_TRIANGULAR) {
-            ASSERT_CLOSE(what, cs[k].up, optim_schedule_lr(s, 1.0, cs[k].up), cs[k].top, 1e-15, 0);
+            if (down > 0) ASSERT_CLOSE(what, cs[k].up, optim_schedule_lr(s, 1.0, cs[k].up), cs[k].top, 1e-15, 0);
             /* No end: the same cycle 10^15 steps later (exact integer position). */
             ASSERT(optim_schedule_lr(s, 1.0, (cs[k].up + down) * 1000000000000000LL + 3) ==
                    optim_schedule_lr(s, 1.0, 3));
         }
         optim_schedule_free(s);
+    }
+    {
+        /* torch's CyclicLR(opt, 0.0, 1.0, step_size_up=4, step_size_down=0): a
+         * sawtooth 0, .25, .5, .75, 0, ... (the top is never reached); with the
+         * descent as long as the ascent, a triangle 0, .25, .5, .75, 1, .75, ... */
+        static const double saw[] = {0, 0.25, 0.5, 0.75, 0, 0.25, 0.5, 0.75, 0};
+        static const double tri[] = {0, 0.25, 0.5, 0.75, 1, 0.75, 0.5, 0.25, 0};
+        optim_schedule *a = NULL, *b = NULL;
+        int i;
+        BUILD(optim_schedule_cyclic(&a, 0.0, 1.0, 4, 0, OPTIM_CYCLIC_TRIANGULAR, 1.0, &e_));
+        BUILD(optim_schedule_cyclic(&b, 0.0, 1.0, 4, OPTIM_CYCLIC_DOWN_AS_UP, OPTIM_CYCLIC_TRIANGULAR, 1.0, &e_));
+        for (i = 0; i < 9; i++) {
+            ASSERT_CLOSE("sawtooth", i, optim_schedule_lr(a, 1.0, i), saw[i], 0, 0);
+            ASSERT_CLOSE("triangle", i, optim_schedule_lr(b, 1.0, i), tri[i], 0, 0);
+        }
+        optim_schedule_free(a);
+        optim_schedule_free(b);
     }
     return 0;
 }
@@ -490,7 +538,7 @@ TEST_IMPL(sched_huge_steps)
     BUILD(optim_schedule_cosine(&s[6], 1000, 0.0, &e_));
     BUILD(optim_schedule_cosine_restarts(&s[7], 1000, 1, 0.0, &e_));
     BUILD(optim_schedule_one_cycle(&s[8], 0.1, 1000000, 0.3, 1, 25, 1e4, 1, &e_));
-    BUILD(optim_schedule_cyclic(&s[9], 0.01, 0.1, 2000, 0, OPTIM_CYCLIC_TRIANGULAR2, 1.0, &e_));
+    BUILD(optim_schedule_cyclic(&s[9], 0.01, 0.1, 2000, OPTIM_CYCLIC_DOWN_AS_UP, OPTIM_CYCLIC_TRIANGULAR2, 1.0, &e_));
     BUILD(optim_schedule_wsd(&s[10], 1000, 1000000000LL, 1000, 0.0, 0, &e_));
     BUILD(optim_schedule_cosine_restarts(&s[11], 3, 7, 0.0, &e_));
     for (i = 0; i < n; i++)
@@ -570,6 +618,8 @@ TEST_IMPL(sched_errors)
            "max_lr = nan");
     EXPECT(optim_schedule_cyclic(&s, 0.01, 0.1, 0, 0, OPTIM_CYCLIC_TRIANGULAR, 1.0, &err), OPTIM_EINVAL,
            "step_size_up = 0");
+    EXPECT(optim_schedule_cyclic(&s, 0.01, 0.1, 10, -2, OPTIM_CYCLIC_TRIANGULAR, 1.0, &err), OPTIM_EINVAL,
+           "step_size_down = -2 must be >= 0 (0: no descent, a sawtooth), or OPTIM_CYCLIC_DOWN_AS_UP (-1)");
     EXPECT(optim_schedule_cyclic(&s, 0.01, 0.1, 10, -3, OPTIM_CYCLIC_TRIANGULAR, 1.0, &err), OPTIM_EINVAL,
            "step_size_down = -3");
     EXPECT(optim_schedule_cyclic(&s, 0.01, 0.1, INT64_MAX, 1, OPTIM_CYCLIC_TRIANGULAR, 1.0, &err), OPTIM_EINVAL,
@@ -725,6 +775,36 @@ TEST_IMPL(sched_from_parts)
         ASSERT_ERR(optim__schedule_from_parts(&out, OPTIM_SCHED_CYCLIC, ints, reals, NULL, 0, NULL, 0, &err),
                    OPTIM_EINVAL, err.message, "cyclic mode = 7");
         ASSERT(out == NULL);
+    }
+    {
+        /* CYCLIC's step_size_down in the stored encoding: 0 is "as step_size_up",
+         * what every format-1 checkpoint with the old default (0) meant, -1 no descent. */
+        optim_schedule *as_up = NULL, *saw = NULL, *out = NULL;
+        int64_t ints[OPTIM__SCHED_NI] = {6, 0, OPTIM_CYCLIC_TRIANGULAR, 0};
+        double reals[OPTIM__SCHED_NR] = {0.0, 1.0, 1.0, 0};
+        BUILD(optim_schedule_cyclic(&as_up, 0.0, 1.0, 6, OPTIM_CYCLIC_DOWN_AS_UP, OPTIM_CYCLIC_TRIANGULAR, 1.0, &e_));
+        BUILD(optim_schedule_cyclic(&saw, 0.0, 1.0, 6, 0, OPTIM_CYCLIC_TRIANGULAR, 1.0, &e_));
+        ASSERT_INT(as_up->ints[1], ==, 0);
+        ASSERT_INT(saw->ints[1], ==, -1);
+        BUILD(optim__schedule_from_parts(&out, OPTIM_SCHED_CYCLIC, ints, reals, NULL, 0, NULL, 0, &e_));
+        ASSERT(optim_schedule_lr(out, 1.0, 6) == 1.0 && optim_schedule_lr(out, 1.0, 9) == 0.5); /* a triangle */
+        for (t = 0; t < 100; t++) ASSERT(optim_schedule_lr(out, 1.0, t) == optim_schedule_lr(as_up, 1.0, t));
+        optim_schedule_free(out);
+        ints[1] = -1;
+        BUILD(optim__schedule_from_parts(&out, OPTIM_SCHED_CYCLIC, ints, reals, NULL, 0, NULL, 0, &e_));
+        ASSERT(optim_schedule_lr(out, 1.0, 6) == 0.0 && optim_schedule_lr(out, 1.0, 9) == 0.5); /* a sawtooth */
+        for (t = 0; t < 100; t++) ASSERT(optim_schedule_lr(out, 1.0, t) == optim_schedule_lr(saw, 1.0, t));
+        optim_schedule_free(out);
+        ints[1] = 4;
+        BUILD(optim__schedule_from_parts(&out, OPTIM_SCHED_CYCLIC, ints, reals, NULL, 0, NULL, 0, &e_));
+        ASSERT(optim_schedule_lr(out, 1.0, 8) == 0.5 && optim_schedule_lr(out, 1.0, 10) == 0.0);
+        optim_schedule_free(out);
+        ints[1] = -2;
+        ASSERT_ERR(optim__schedule_from_parts(&out, OPTIM_SCHED_CYCLIC, ints, reals, NULL, 0, NULL, 0, &err),
+                   OPTIM_EINVAL, err.message, "step_size_down = -2");
+        ASSERT(out == NULL);
+        optim_schedule_free(as_up);
+        optim_schedule_free(saw);
     }
     for (k = 0; k < 13; k++) optim_schedule_free(all[k]);
     return 0;
@@ -903,5 +983,81 @@ TEST_IMPL(sched_attach_errors_and_skips)
     ASSERT_INT(t, ==, 0);
     optim_schedule_free(s);
     optim_free(o);
+    return 0;
+}
+
+/* CyclicLR's three kinds of descent through a checkpoint: each group's
+ * schedule comes back with its meaning, and the bytes of the one "as up" are
+ * those format 1 has always written for it (step_size_down stored as 0), so
+ * older checkpoints and older readers agree with this one on it. */
+TEST_IMPL(sched_cyclic_checkpoint)
+{
+    static const int64_t downs[3] = {OPTIM_CYCLIC_DOWN_AS_UP, 0, 5};
+    optim *o = NULL, *back = NULL;
+    optim_hparams hp;
+    float p[3][2] = {{0}}, g[3][2] = {{1, 1}, {1, 1}, {1, 1}}, q[3][2] = {{0}};
+    void *data = NULL;
+    size_t size = 0, gi;
+    int64_t t;
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_SGD, NULL));
+    ASSERT_OK(optim_create(&o, OPTIM_SGD));
+    ASSERT_OK(optim_create(&back, OPTIM_SGD));
+    for (gi = 0; gi < 3; gi++) {
+        optim_schedule *s = NULL;
+        char name[8];
+        snprintf(name, sizeof name, "p%zu", gi);
+        ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+        ASSERT_OPT_OK(back, optim_add_group(back, &hp, NULL));
+        ASSERT_OPT_OK(o, optim_add_param(o, gi, p[gi], g[gi], 2, name, NULL));
+        ASSERT_OPT_OK(back, optim_add_param(back, gi, q[gi], g[gi], 2, name, NULL));
+        BUILD(optim_schedule_cyclic(&s, 0.001, 0.1, 7, downs[gi], OPTIM_CYCLIC_TRIANGULAR2, 1.0, &e_));
+        ASSERT_OPT_OK(o, optim_group_set_schedule(o, gi, s));
+        optim_schedule_free(s);
+    }
+    for (t = 0; t < 9; t++) ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(o, optim_save_buffer(o, &data, &size));
+    ASSERT_OPT_OK(back, optim_load_buffer(back, data, size, OPTIM_MATCH_NAME, "test"));
+    {
+        /* The "as up" node: kind 10 (u32), then step_size_up 7, step_size_down 0
+         * and mode 1 as little-endian i64; the sawtooth's step_size_down is -1. */
+        static const int64_t fields[2][3] = {{7, 0, 1}, {7, -1, 1}};
+        const unsigned char *b = (const unsigned char *)data;
+        unsigned char as_up[4 + 3 * 8], saw[4 + 3 * 8];
+        size_t i, found_up = 0, found_saw = 0;
+        int f, byte;
+        for (f = 0; f < 2; f++) {
+            unsigned char *out = f ? saw : as_up;
+            out[0] = 10, out[1] = out[2] = out[3] = 0;
+            for (i = 0; i < 3; i++)
+                for (byte = 0; byte < 8; byte++)
+                    out[4 + 8 * i + byte] = (unsigned char)((uint64_t)fields[f][i] >> (8 * byte));
+        }
+        for (i = 0; i + sizeof as_up <= size; i++) {
+            found_up += memcmp(b + i, as_up, sizeof as_up) == 0;
+            found_saw += memcmp(b + i, saw, sizeof saw) == 0;
+        }
+        ASSERT_INT(found_up, ==, 1);
+        ASSERT_INT(found_saw, ==, 1);
+    }
+    free(data);
+    for (gi = 0; gi < 3; gi++) {
+        const optim_schedule *a = optim_group_get_schedule(o, gi), *b = optim_group_get_schedule(back, gi);
+        int64_t ta, tb;
+        ASSERT(a && b);
+        ASSERT_OPT_OK(back, optim_group_get_schedule_step(back, gi, &tb));
+        ASSERT_OPT_OK(o, optim_group_get_schedule_step(o, gi, &ta));
+        ASSERT_INT(ta, ==, tb);
+        for (t = 0; t < 200; t++) {
+            double x = optim_schedule_lr(a, 1.0, t), y = optim_schedule_lr(b, 1.0, t);
+            if (memcmp(&x, &y, sizeof x) != 0) FAIL("group %zu, t = %lld: %.17g loaded vs %.17g", gi, (long long)t, y, x);
+        }
+    }
+    /* And they differ from each other as they should: at step 7 the "as up"
+     * cycle is at its top, the sawtooth back at base_lr, the 5-step descent at its top. */
+    ASSERT(optim_schedule_lr(optim_group_get_schedule(back, 0), 1.0, 7) == 0.1);
+    ASSERT(optim_schedule_lr(optim_group_get_schedule(back, 1), 1.0, 7) == 0.001);
+    ASSERT(optim_schedule_lr(optim_group_get_schedule(back, 2), 1.0, 7) == 0.1);
+    optim_free(o);
+    optim_free(back);
     return 0;
 }

@@ -56,6 +56,7 @@ KINDS = {
     8: "cosine_restarts", 9: "one_cycle", 10: "cyclic", 11: "warmup", 12: "wsd", 13: "sequential",
 }
 CYCLIC_MODES = {"triangular": 0, "triangular2": 1, "exp_range": 2}
+CYCLIC_DOWN_AS_UP = -1  # OPTIM_CYCLIC_DOWN_AS_UP
 
 _I64_MIN, _I64_MAX = -(2 ** 63), 2 ** 63 - 1
 _OPTIM_EINVAL = -1
@@ -154,11 +155,19 @@ class Schedule(object):
                     1 if anneal_cos else 0, float(div_factor), float(final_div_factor), 1 if three_phase else 0)
 
     @classmethod
-    def cyclic(cls, base_lr, max_lr, step_size_up, step_size_down=0, mode="triangular", gamma=1.0):
+    def cyclic(cls, base_lr, max_lr, step_size_up, step_size_down=None, mode="triangular", gamma=1.0):
+        """step_size_down: None for as many steps as up (OPTIM_CYCLIC_DOWN_AS_UP),
+        0 for none (a sawtooth), or a number of steps."""
         if mode not in CYCLIC_MODES:
             raise ValueError("mode = %r must be one of %s" % (mode, ", ".join(CYCLIC_MODES)))
-        return _new(_cyclic, float(base_lr), float(max_lr), _int64("step_size_up", step_size_up),
-                    _int64("step_size_down", step_size_down), CYCLIC_MODES[mode], float(gamma))
+        if step_size_down is None:
+            down = CYCLIC_DOWN_AS_UP
+        else:
+            down = _int64("step_size_down", step_size_down)
+            if down < 0:  # -1 would be OPTIM_CYCLIC_DOWN_AS_UP to the library: that is None here
+                raise ValueError("step_size_down = %d must be >= 0 (None: as many steps as step_size_up)" % down)
+        return _new(_cyclic, float(base_lr), float(max_lr), _int64("step_size_up", step_size_up), down,
+                    CYCLIC_MODES[mode], float(gamma))
 
     @classmethod
     def warmup(cls, warmup_steps, after=None):

@@ -90,6 +90,9 @@ CASES = {
     "linear_down": (lambda m, o: m.LinearLR(o, 1.0, 0.05, 1000), "sgd", STEPS),
     "linear_default": (lambda m, o: m.LinearLR(o), "sgd", 200),
     "exponential": (lambda m, o: m.ExponentialLR(o, gamma=0.995), "sgd", STEPS),
+    "exponential_09": (lambda m, o: m.ExponentialLR(o, gamma=0.9), "sgd", STEPS),
+    "exponential_0999": (lambda m, o: m.ExponentialLR(o, gamma=0.999), "sgd", STEPS),
+    "exponential_1": (lambda m, o: m.ExponentialLR(o, gamma=1.0), "sgd", STEPS),
     "polynomial": (lambda m, o: m.PolynomialLR(o, total_iters=1000, power=2.0), "sgd", STEPS),
     "polynomial_sqrt": (lambda m, o: m.PolynomialLR(o, total_iters=700, power=0.5), "sgd", STEPS),
     "polynomial_default": (lambda m, o: m.PolynomialLR(o), "sgd", 100),
@@ -106,6 +109,13 @@ CASES = {
     "one_cycle_3": (lambda m, o: m.OneCycleLR(o, 0.1, total_steps=STEPS + 1, pct_start=0.25, three_phase=True,
                                               div_factor=10., final_div_factor=100., base_momentum=[0.8, 0.7],
                                               max_momentum=0.99), "sgd", STEPS),
+    # total_steps = STEPS: the last comparison is at step total_steps, the last phase carried on past its end.
+    "one_cycle_3_linear": (lambda m, o: m.OneCycleLR(o, [0.1, 0.05], total_steps=STEPS, pct_start=0.3,
+                                                     anneal_strategy="linear", three_phase=True), "sgd", STEPS),
+    "one_cycle_3_linear_adam": (lambda m, o: m.OneCycleLR(o, 0.01, total_steps=STEPS - 7, pct_start=0.2,
+                                                          anneal_strategy="linear", three_phase=True,
+                                                          div_factor=5., final_div_factor=50.), "adam", STEPS - 7),
+    "one_cycle_end_cos": (lambda m, o: m.OneCycleLR(o, 0.1, total_steps=STEPS, pct_start=0.4), "sgd", STEPS),
     "one_cycle_epochs": (lambda m, o: m.OneCycleLR(o, 1.0, epochs=12, steps_per_epoch=100, cycle_momentum=False),
                          "plain", 1199),
     "cyclic": (lambda m, o: m.CyclicLR(o, base_lr=0.001, max_lr=0.1, step_size_up=50), "sgd", STEPS),
@@ -114,6 +124,19 @@ CASES = {
     "cyclic_exp": (lambda m, o: m.CyclicLR(o, [0.001, 0.002], 0.1, 20, mode="exp_range", gamma=0.999), "sgd",
                    STEPS),
     "cyclic_down": (lambda m, o: m.CyclicLR(o, 0.1, 0.01, 13, cycle_momentum=False), "plain", STEPS),
+    # step_size_down=0: torch's sawtooth (up over step_size_up steps, then straight back to base_lr).
+    "cyclic_sawtooth": (lambda m, o: m.CyclicLR(o, 0.0, 1.0, step_size_up=4, step_size_down=0,
+                                                cycle_momentum=False), "plain", STEPS),
+    "cyclic_sawtooth_momentum": (lambda m, o: m.CyclicLR(o, 0.001, 0.1, 37, 0), "sgd", STEPS),
+    "cyclic_tri2_default_down": (lambda m, o: m.CyclicLR(o, 0.001, 0.1, 40, mode="triangular2"), "sgd", STEPS),
+    "cyclic_tri2_sawtooth": (lambda m, o: m.CyclicLR(o, [0.002, 0.001], 0.1, 25, 0, mode="triangular2"), "sgd",
+                             STEPS),
+    "cyclic_tri2_long_down": (lambda m, o: m.CyclicLR(o, 0.001, 0.01, 10, 45, mode="triangular2",
+                                                      base_momentum=0.8, max_momentum=0.95), "sgd", STEPS),
+    "cyclic_exp_long_down": (lambda m, o: m.CyclicLR(o, 0.001, 0.1, 15, 40, mode="exp_range", gamma=0.9995),
+                             "sgd", STEPS),
+    "cyclic_exp_sawtooth": (lambda m, o: m.CyclicLR(o, 0.01, [0.1, 0.3], 30, 0, mode="exp_range", gamma=0.998),
+                            "sgd", STEPS),
     "cyclic_scale_fn": (lambda m, o: m.CyclicLR(o, 0.001, 0.1, 25, scale_fn=lambda x: 1 / (1 + x),
                                                 scale_mode="iterations"), "sgd", STEPS),
     "cyclic_scale_fn_cycle": (lambda m, o: m.CyclicLR(o, 0.001, 0.1, 25, 10, scale_fn=lambda x: 0.9 ** x),
@@ -148,26 +171,68 @@ def test_matches_torch(name):
     run_pair(make, steps, opt)
 
 
-def test_one_cycle_end():
-    """Past the end: torch raises after total_steps steps, and so do we; at
-    step total_steps itself we hold the last lr and momentum where torch
-    extrapolates."""
+@pytest.mark.parametrize("anneal,three,opt", [("linear", False, "sgd"), ("cos", False, "adam"),
+                                              ("linear", True, "adam"), ("cos", True, "sgd")])
+def test_one_cycle_end(anneal, three, opt):
+    """Step total_steps is torch's to the bit, lr and momentum (or beta1): the
+    last phase carried on past its end (the linear anneal below 0, the
+    momentum above max_momentum); one more step raises, as torch's."""
     total = 100
-    (ot, st), (oo, so) = run_pair(lambda m, o: m.OneCycleLR(o, 0.1, total_steps=total, anneal_strategy="linear"),
-                                  total - 1)
-    last_lr, last_m = so.get_last_lr(), [g["momentum"] for g in oo.param_groups]
-    assert last_lr[0] == pytest.approx(0.1 / 25 / 1e4, rel=1e-9)
+    (ot, st), (oo, so) = run_pair(lambda m, o: m.OneCycleLR(o, 0.1, total_steps=total, anneal_strategy=anneal,
+                                                            three_phase=three), total, opt)
+    key = "betas" if opt == "adam" else "momentum"
+    assert so.get_last_lr() == st.get_last_lr()
+    assert [g[key] for g in oo.param_groups] == [g[key] for g in ot.param_groups]
+    if anneal == "linear":
+        assert st.get_last_lr()[0] < 0  # torch's linear extrapolation
+    if not three:  # (three_phase's last phase keeps max_momentum)
+        m = ot.param_groups[0][key]
+        assert (m[0] if opt == "adam" else m) != 0.95  # the momentum carried on too
+    for s in (st, so):
+        with pytest.raises(ValueError, match="Tried to step 102 times. The specified number of total steps is 100"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                s.step()
+
+
+def test_one_cycle_empty_last_phase():
+    """pct_start=1: the last phase has no length, and torch divides by zero at
+    step total_steps; ours keeps the lr and momentum of the step before."""
+    (ot, st), (oo, so) = run_pair(lambda m, o: m.OneCycleLR(o, 0.1, total_steps=50, pct_start=1.0), 49)
+    before = so.get_last_lr(), [g["momentum"] for g in oo.param_groups]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        st.step()
+        with pytest.raises(ZeroDivisionError):
+            st.step()
         so.step()
-    assert st.get_last_lr()[0] < 0  # torch's linear extrapolation
-    assert so.get_last_lr() == last_lr
-    assert [g["momentum"] for g in oo.param_groups] == last_m
-    with pytest.raises(ValueError, match="Tried to step 102 times. The specified number of total steps is 100"):
-        st.step()
-    with pytest.raises(ValueError, match="Tried to step 102 times. The specified number of total steps is 100"):
-        so.step()
+    assert (so.get_last_lr(), [g["momentum"] for g in oo.param_groups]) == before
+
+
+def test_cyclic_sawtooth_values():
+    """The audit's case: step_size_down=0 is torch's sawtooth, not a triangle."""
+    want = [0.0, 0.25, 0.5, 0.75] * 3
+    for mod in (T, L):
+        o = make_opt("plain")
+        s = mod.CyclicLR(o, 0.0, 1.0, step_size_up=4, step_size_down=0, cycle_momentum=False)
+        got = [s.get_last_lr()[0]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(len(want) - 1):
+                o.step()
+                s.step()
+                got.append(s.get_last_lr()[0])
+        assert got == want, mod.__name__
+
+
+def test_cyclic_step_sizes():
+    """Whole float step sizes work as torch's float(step_size); fractional ones
+    (torch takes them) are refused, saying why; a negative step_size_down too."""
+    run_pair(lambda m, o: m.CyclicLR(o, 0.001, 0.1, 20.0, 10.0), 200)
+    for kw, name in ((dict(step_size_up=2.5), "step_size_up = 2.5"), (dict(step_size_down=0.5), "step_size_down = 0.5")):
+        with pytest.raises(ValueError, match=name + " is not a whole number of steps: .*fractional step sizes"):
+            L.CyclicLR(make_opt(), 0.001, 0.1, **kw)
+    with pytest.raises(ValueError, match="step_size_down = -1 must be >= 0"):
+        L.CyclicLR(make_opt(), 0.001, 0.1, 10, -1)
 
 
 def test_restarts_fractional_epochs():

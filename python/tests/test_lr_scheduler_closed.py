@@ -334,6 +334,12 @@ def test_schedule_binding():
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(c)
     assert Schedule.one_cycle(0.1, 100).lr(0.0, 10 ** 12) == Schedule.one_cycle(0.1, 100).lr(0.0, 99)
+    # Cyclic: None is as many steps down as up, 0 none (a sawtooth); -1 is refused (the library's "as up").
+    tri, saw = Schedule.cyclic(0.0, 1.0, 4), Schedule.cyclic(0.0, 1.0, 4, 0)
+    assert [tri.lr(0.0, t) for t in range(9)] == [0, 0.25, 0.5, 0.75, 1, 0.75, 0.5, 0.25, 0]
+    assert [saw.lr(0.0, t) for t in range(9)] == [0, 0.25, 0.5, 0.75, 0, 0.25, 0.5, 0.75, 0]
+    with pytest.raises(ValueError, match="step_size_down = -1 must be >= 0 \\(None: as many steps"):
+        Schedule.cyclic(0.0, 1.0, 4, -1)
 
 
 # ---- With optim.torch's optimizers ----------------------------------------------------
@@ -358,12 +364,21 @@ def _train(opt_cls, sched_mod, make, steps, **opt_kw):
     return p.detach().clone(), q.detach().clone(), lrs
 
 
+TRAIN_STEPS = 1200
+
 WITH_OPTIM = {
-    "warmup_cosine": (lambda m, o: m.SequentialLR(o, [m.LinearLR(o, 0.01, 1.0, 20), m.CosineAnnealingLR(o, 180)],
-                                                  [20]), {"momentum": 0.9}),
-    "one_cycle": (lambda m, o: m.OneCycleLR(o, [0.1, 0.02], total_steps=201), {"momentum": 0.9}),
+    "warmup_cosine": (lambda m, o: m.SequentialLR(o, [m.LinearLR(o, 0.01, 1.0, 100), m.CosineAnnealingLR(o, 1100)],
+                                                  [100]), {"momentum": 0.9}),
+    # total_steps = TRAIN_STEPS: the last sched.step() reaches step total_steps.
+    "one_cycle": (lambda m, o: m.OneCycleLR(o, [0.1, 0.02], total_steps=TRAIN_STEPS), {"momentum": 0.9}),
+    "one_cycle_3_linear": (lambda m, o: m.OneCycleLR(o, 0.05, total_steps=TRAIN_STEPS + 1, three_phase=True,
+                                                     anneal_strategy="linear"), {"momentum": 0.9}),
     "cyclic": (lambda m, o: m.CyclicLR(o, 0.001, 0.05, 15), {"momentum": 0.8}),
-    "step": (lambda m, o: m.StepLR(o, 30, 0.3), {}),
+    "cyclic_tri2_sawtooth": (lambda m, o: m.CyclicLR(o, 0.001, 0.05, 40, 0, mode="triangular2"), {"momentum": 0.8}),
+    "cyclic_exp": (lambda m, o: m.CyclicLR(o, 0.001, 0.05, 30, 70, mode="exp_range", gamma=0.999),
+                   {"momentum": 0.8}),
+    "step": (lambda m, o: m.StepLR(o, 150, 0.5), {}),
+    "exponential": (lambda m, o: m.ExponentialLR(o, 0.998), {"momentum": 0.5}),
 }
 
 
@@ -371,8 +386,8 @@ WITH_OPTIM = {
 def test_drives_torch_sgd(name):
     """Our scheduler on torch.optim.SGD moves the parameters as torch's scheduler does."""
     make, kw = WITH_OPTIM[name]
-    pt, qt, lt = _train(torch.optim.SGD, T, make, 200, **kw)
-    po, qo, lo = _train(torch.optim.SGD, L, make, 200, **kw)
+    pt, qt, lt = _train(torch.optim.SGD, T, make, TRAIN_STEPS, **kw)
+    po, qo, lo = _train(torch.optim.SGD, L, make, TRAIN_STEPS, **kw)
     assert sum(lo, []) == pytest.approx(sum(lt, []), rel=1e-12)
     assert torch.allclose(po, pt, rtol=1e-5, atol=1e-6) and torch.allclose(qo, qt, rtol=1e-5, atol=1e-6)
 
@@ -383,8 +398,8 @@ def test_drives_optim_torch_sgd(name):
     """Our scheduler on optim.torch.SGD (the C optimizer) against torch's
     scheduler on torch.optim.SGD: the same lrs reach the same parameters."""
     make, kw = WITH_OPTIM[name]
-    pt, qt, lt = _train(torch.optim.SGD, T, make, 200, **kw)
-    po, qo, lo = _train(OptimSGD, L, make, 200, **kw)
+    pt, qt, lt = _train(torch.optim.SGD, T, make, TRAIN_STEPS, **kw)
+    po, qo, lo = _train(OptimSGD, L, make, TRAIN_STEPS, **kw)
     assert sum(lo, []) == pytest.approx(sum(lt, []), rel=1e-12)
     assert torch.allclose(po, pt, rtol=1e-5, atol=1e-6) and torch.allclose(qo, qt, rtol=1e-5, atol=1e-6)
 
@@ -392,8 +407,8 @@ def test_drives_optim_torch_sgd(name):
 @pytest.mark.skipif(OptimAdam is None, reason=OPTIM_TORCH or "")
 def test_one_cycle_betas_optim_torch_adam():
     """OneCycleLR cycles beta1 of optim.torch.Adam as of torch.optim.Adam."""
-    make = lambda m, o: m.OneCycleLR(o, 0.01, total_steps=150, three_phase=True)  # noqa: E731
-    pt, qt, lt = _train(torch.optim.Adam, T, make, 150)
-    po, qo, lo = _train(OptimAdam, L, make, 150)
+    make = lambda m, o: m.OneCycleLR(o, 0.01, total_steps=TRAIN_STEPS, three_phase=True)  # noqa: E731
+    pt, qt, lt = _train(torch.optim.Adam, T, make, TRAIN_STEPS)
+    po, qo, lo = _train(OptimAdam, L, make, TRAIN_STEPS)
     assert sum(lo, []) == pytest.approx(sum(lt, []), rel=1e-12)
     assert torch.allclose(po, pt, rtol=1e-4, atol=1e-6) and torch.allclose(qo, qt, rtol=1e-4, atol=1e-6)

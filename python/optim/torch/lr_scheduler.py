@@ -24,11 +24,12 @@ closed forms also do not drift: torch's recursive forms accumulate rounding
 (up to ~1e-13 relative over thousands of steps; more for CosineAnnealingLR near
 its minimum).
 
-Other differences, each documented at its class: OneCycleLR holds its final
-lr at step total_steps where torch extrapolates; CyclicLR also cycles Adam's
-beta1 (as torch >= 2.0 does); ChainedScheduler composes the closed forms (the
-same values as torch for chainable multiplicative schedulers); arguments are
-validated up front by the library (a ValueError naming the argument).
+Other differences, each documented at its class: CyclicLR also cycles Adam's
+beta1 (as torch >= 2.0 does) and takes whole step sizes only; ChainedScheduler
+composes the closed forms (the same values as torch for chainable
+multiplicative schedulers); where torch divides by zero (an empty OneCycleLR
+phase, LinearLR's start_factor=0) these give a value; arguments are validated
+up front by the library (a ValueError naming the argument).
 
 ReduceLROnPlateau is pure Python: its lr depends on the metrics it is fed, not
 on the step, so there is no closed form for the C library to evaluate.
@@ -522,12 +523,13 @@ class OneCycleLR(LRScheduler):
     """The 1cycle policy, with torch's arguments and phases, momentum (or
     Adam's beta1) cycled inversely to the lr.
 
-    Past the end torch raises when stepped beyond total_steps, and so does this
-    class; at step total_steps itself torch extrapolates the last phase (the
-    linear one below its minimum, even below 0) while this class holds the
-    lr and momentum of step total_steps - 1. When pct_start * total_steps is 1
-    (a first phase of no length, where torch divides by zero) step 0 has the
-    initial lr."""
+    After the end, as torch: step total_steps is the last phase's formula
+    carried on to pct > 1 (the linear anneal goes below its minimum, often
+    below 0, and the momentum above max_momentum), and stepping beyond raises.
+    Where torch divides by zero for a phase of no length: with pct_start *
+    total_steps = 1 (an empty first phase) step 0 has the initial lr; with an
+    empty last phase (pct_start = 1) step total_steps keeps the lr and
+    momentum of step total_steps - 1."""
 
     def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
                  anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
@@ -610,13 +612,20 @@ class OneCycleLR(LRScheduler):
         return super()._lrs(t, bases)
 
     def _momentum(self, group, t):
-        t = min(t, self.total_steps - 1)
+        """torch's momentum of step t <= total_steps; as the C schedule's lr, an
+        empty phase is its start (step 0), or the value of the step before (at
+        total_steps), where torch divides by zero."""
         anneal = _anneal_cos if self.anneal_strategy == "cos" else _anneal_linear
         start_step = 0
         for i, phase in enumerate(self._schedule_phases):
             end_step = phase["end_step"]
             if t <= end_step or i == len(self._schedule_phases) - 1:
-                pct = 0.0 if end_step == start_step else (t - start_step) / (end_step - start_step)
+                if end_step == start_step:
+                    if t >= self.total_steps:
+                        return self._momentum(group, self.total_steps - 1)
+                    pct = 0.0
+                else:
+                    pct = (t - start_step) / (end_step - start_step)
                 return anneal(group[phase["start_momentum"]], group[phase["end_momentum"]], pct)
             start_step = phase["end_step"]
 
@@ -631,13 +640,27 @@ class OneCycleLR(LRScheduler):
                 group["momentum"] = m
 
 
+def _whole_steps(name, value):
+    """A CyclicLR step size as an int: ints and integral floats (torch's
+    float(step_size)); a fractional one is refused, naming it."""
+    if isinstance(value, float) and math.isfinite(value) and not value.is_integer():
+        raise ValueError("CyclicLR: {} = {!r} is not a whole number of steps: optim's C schedule places the "
+                         "cycle in integer steps, so fractional step sizes (which torch.optim.lr_scheduler.CyclicLR "
+                         "accepts) are not supported; round it to an integer".format(name, value))
+    return _int64(name, value)
+
+
 class CyclicLR(LRScheduler):
     """Cyclical learning rates (triangular, triangular2, exp_range), momentum
     cycled inversely, with torch's arguments. The lr and momentum come from the
     library, except with a custom scale_fn (a Python callable), evaluated in
-    Python with torch's formula. step_size_up/down must be whole numbers of
-    steps. Unlike torch 1.13 (like torch >= 2.0), cycle_momentum also works
-    with Adam-style optimizers by cycling beta1."""
+    Python with torch's formula. step_size_down=0 is torch's sawtooth (no
+    descent: up over step_size_up steps, then back to base_lr at once).
+    step_size_up/down must be whole numbers of steps (ints, or floats such as
+    2000.0): torch also takes fractional ones (2.5), which the C closed form,
+    exact in integer steps, does not represent, so they raise ValueError.
+    Unlike torch 1.13 (like torch >= 2.0), cycle_momentum also works with
+    Adam-style optimizers by cycling beta1."""
 
     _not_state = ("optimizer", "_c", "_cm", "_scale_fn_custom")
 
@@ -648,8 +671,8 @@ class CyclicLR(LRScheduler):
         self.optimizer = optimizer
         base_lrs = _format_param("base_lr", optimizer, base_lr)
         self.max_lrs = _format_param("max_lr", optimizer, max_lr)
-        self.step_size_up = _int64("step_size_up", step_size_up)
-        self.step_size_down = _int64("step_size_down", step_size_down) if step_size_down is not None else None
+        self.step_size_up = _whole_steps("step_size_up", step_size_up)
+        self.step_size_down = _whole_steps("step_size_down", step_size_down) if step_size_down is not None else None
         up = float(self.step_size_up)
         down = float(self.step_size_down) if self.step_size_down is not None else up
         self.total_size = up + down
@@ -690,7 +713,8 @@ class CyclicLR(LRScheduler):
         self.base_lrs = base_lrs
 
     def _build(self):
-        down = self.step_size_down if self.step_size_down is not None else 0
+        # Always explicit: None is as many steps down as up, 0 none (a sawtooth).
+        down = self.step_size_down if self.step_size_down is not None else self.step_size_up
         custom = self._scale_fn_custom is not None
         # With a custom scale_fn the lr is computed in Python, but the library
         # still checks the arguments (the mode is then not used).
