@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 /** The format version this library writes; it loads this one and every older one. */
-#define OPTIM_CHECKPOINT_FORMAT 1
+#define OPTIM_CHECKPOINT_FORMAT 2
 
 /** How a checkpoint's parameters are matched to the optimizer's. */
 typedef enum optim_match {

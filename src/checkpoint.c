@@ -3,18 +3,22 @@
  *
  * Writing: the whole file is first "written" to a counting writer to learn
  * its size (slot data is only counted, not read), then written for real into
- * a temporary file next to the target, fsync'ed, renamed over the target, and
- * the directory fsync'ed.
+ * a temporary file next to the target (the file a symbolic link finally
+ * points to), fsync'ed, renamed over the target, and the directory fsync'ed.
  *
- * Loading: the file is mapped read-only and parsed with a bounds-checked
- * reader into a plan (every group's hyperparameters and schedule, the match
- * of every parameter, pointers to its slot data in the file, new slot arrays
- * where the optimizer lacks one). Every check happens while building the
- * plan; committing it cannot fail. State memory is never freed by a load (a
- * binding may hold views of it): a slot the checkpoint lacks is reset. */
+ * Loading: the file is mapped read-only. A first pass walks the sections and
+ * checks every section's checksum (so that a damaged byte is reported with
+ * the section, and the parameter or group, it belongs to), then the file's;
+ * a second pass parses them with a bounds-checked reader into a plan (every
+ * group's hyperparameters and schedule, the match of every parameter,
+ * pointers to its slot data in the file, new slot arrays where the optimizer
+ * lacks one). Every check happens while building the plan; committing it
+ * cannot fail. State memory is never freed by a load (a binding may hold
+ * views of it): a slot the checkpoint lacks is reset. */
 #define _POSIX_C_SOURCE 200809L
 #include "optim_internal.h"
 #include "schedule_internal.h"
+#include "checkpoint_internal.h"
 
 #include "optim_checkpoint.h"
 
@@ -39,8 +43,11 @@
 #define CK_PARM CK_TAG('P', 'A', 'R', 'M')
 #define CK_OPTIONAL 1u       /* section flag: a reader that does not know the tag may skip it */
 #define CK_SECTION_HEAD 16   /* tag, flags, length */
+#define CK_SECTION_MIN (CK_SECTION_HEAD + 4)
 #define CK_MAX_SCHED_DEPTH 32 /* nesting of composite schedules a loader accepts */
 #define CK_MAX_NAME 4096
+#define CK_MAX_LINKS 40       /* symbolic links optim_save follows, as the kernel's limit */
+#define CK_FORMAT_SHAPES 2    /* the first format whose PARM holds the shape */
 
 /* Fuzzing builds (OPTIM_FUZZ) accept wrong checksums, as OSS-Fuzz's convention
  * has it, so that the fuzzer's mutations reach the parser behind them instead
@@ -50,6 +57,48 @@
 #else
 #  define CK_CRC_BAD(got, want) ((got) != (want))
 #endif
+
+/* ---- Fault injection (checkpoint_internal.h; tests only) ------------------------ */
+
+static ssize_t ck_real_write(int fd, const void *buf, size_t n)
+{
+    return write(fd, buf, n);
+}
+
+static int ck_real_fsync(int fd)
+{
+    return fsync(fd);
+}
+
+optim__ck_hooks optim__ck_test = {ck_real_write, ck_real_fsync, 0};
+
+static int ck_alloc_fails(void)
+{
+    return optim__ck_test.alloc_fail > 0 && --optim__ck_test.alloc_fail == 0;
+}
+
+static void *ck_malloc(size_t n)
+{
+    return ck_alloc_fails() ? NULL : malloc(n);
+}
+
+static void *ck_calloc(size_t n, size_t size)
+{
+    return ck_alloc_fails() ? NULL : calloc(n, size);
+}
+
+static float *ck_alloc_floats(size_t n)
+{
+    return ck_alloc_fails() ? NULL : optim__alloc_floats(n);
+}
+
+static char *ck_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = (char *)ck_malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
 
 /* ---- Writing ------------------------------------------------------------------ */
 
@@ -79,10 +128,14 @@ static void ck_flush(ck_writer *w)
         return;
     }
     while (off < w->used) {
-        ssize_t k = write(w->fd, w->buf + off, w->used - off);
+        ssize_t k = optim__ck_test.write(w->fd, w->buf + off, w->used - off);
         if (k < 0) {
             if (errno == EINTR) continue;
             w->failed = errno ? errno : EIO;
+            break;
+        }
+        if (k == 0) { /* no progress and no error: do not spin */
+            w->failed = EIO;
             break;
         }
         off += (size_t)k;
@@ -227,13 +280,22 @@ static void ck_param(ck_writer *w, const optim *o, size_t i)
 {
     const optim__param *pa = &o->params[i];
     unsigned mask = ck_slot_mask(pa);
-    size_t len = strlen(pa->name);
+    size_t len = strlen(pa->name), k;
     int s;
     ck_u64(w, (uint64_t)i);
     ck_u32(w, (uint32_t)len);
     ck_put(w, pa->name, len);
     ck_u32(w, (uint32_t)pa->group);
     ck_u64(w, (uint64_t)pa->n);
+    /* The shape (format 2): given or the default [n]. */
+    ck_u8(w, pa->dims != NULL);
+    if (pa->dims) {
+        ck_u32(w, (uint32_t)pa->ndim);
+        for (k = 0; k < pa->ndim; k++) ck_u64(w, (uint64_t)pa->dims[k]);
+    } else {
+        ck_u32(w, 1);
+        ck_u64(w, (uint64_t)pa->n);
+    }
     ck_u64(w, (uint64_t)pa->st.step);
     ck_f64(w, pa->st.mu_product);
     ck_u32(w, pa->st.initialized & mask);
@@ -314,11 +376,10 @@ int optim_save_buffer(optim *o, void **data, size_t *size)
     total = ck_measure(o, &sections);
     OPTIM__FAIL_IF(total > SIZE_MAX, &o->err, OPTIM_ENOMEM, "optim_save_buffer: %llu bytes do not fit in memory",
                    (unsigned long long)total);
-    w = (ck_writer *)calloc(1, sizeof *w);
-    *data = malloc((size_t)total);
+    w = (ck_writer *)ck_calloc(1, sizeof *w);
+    *data = w ? ck_malloc((size_t)total) : NULL;
     if (!w || !*data) {
         free(w);
-        free(*data);
         *data = NULL;
         return optim__fail(&o->err, OPTIM_ENOMEM, "optim_save_buffer: out of memory for %llu bytes",
                            (unsigned long long)total);
@@ -347,7 +408,7 @@ static char *ck_dirname(const char *path)
 {
     const char *slash = strrchr(path, '/');
     size_t len = slash ? (size_t)(slash - path) : 1;
-    char *d = (char *)malloc(len + 2);
+    char *d = (char *)ck_malloc(len + 2);
     if (!d) return NULL;
     if (!slash)
         strcpy(d, ".");
@@ -360,38 +421,137 @@ static char *ck_dirname(const char *path)
     return d;
 }
 
+/* What kind of file st describes, for messages: "a character device", ... */
+static const char *ck_file_kind(mode_t m)
+{
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISFIFO(m)) return "a FIFO (named pipe)";
+    if (S_ISSOCK(m)) return "a socket";
+    if (S_ISLNK(m)) return "a symbolic link";
+    return "not a regular file";
+}
+
+/* The file optim_save replaces: path itself or, if path is a symbolic link,
+ * the file the chain of links ends at (which may not exist yet: it is then
+ * created, as a shell's `>` does). Only a regular file (or nothing) may be
+ * replaced: a directory, device, FIFO or socket is refused. *mode receives
+ * the permission bits of the file replaced (-1 if none). *target is malloc'ed. */
+static int ck_save_target(optim *o, const char *path, char **target, int *mode)
+{
+    char *cur = ck_strdup(path);
+    int hops;
+    struct stat st;
+    *target = NULL;
+    *mode = -1;
+    OPTIM__FAIL_IF(!cur, &o->err, OPTIM_ENOMEM, "optim_save: %s: out of memory", path);
+    for (hops = 0;; hops++) {
+        char *link = NULL, *next;
+        size_t cap = 256;
+        ssize_t len;
+        if (lstat(cur, &st) != 0) {
+            /* Nothing there (or nothing we may look at): a new file, whose
+             * creation reports what is wrong. */
+            *target = cur;
+            return OPTIM_OK;
+        }
+        if (!S_ISLNK(st.st_mode)) break;
+        if (hops == CK_MAX_LINKS) {
+            free(cur);
+            return optim__fail(&o->err, OPTIM_EOPEN, "optim_save: %s: more than %d symbolic links", path, CK_MAX_LINKS);
+        }
+        for (;;) { /* st_size of a link may be 0 (procfs): grow until the target fits */
+            free(link);
+            link = (char *)ck_malloc(cap);
+            if (!link) break;
+            len = readlink(cur, link, cap);
+            if (len < 0 || (size_t)len < cap) break;
+            cap *= 2;
+        }
+        if (!link || len < 0) {
+            int e = errno;
+            free(link);
+            free(cur);
+            if (!link) return optim__fail(&o->err, OPTIM_ENOMEM, "optim_save: %s: out of memory", path);
+            return optim__fail(&o->err, OPTIM_EOPEN, "optim_save: %s: cannot read the symbolic link: %s", path,
+                               strerror(e));
+        }
+        link[len] = '\0';
+        if (link[0] == '/' || !strchr(cur, '/')) {
+            next = link; /* absolute, or relative to "." where cur is */
+            link = NULL;
+        } else {
+            size_t dlen = (size_t)(strrchr(cur, '/') - cur) + 1;
+            next = (char *)ck_malloc(dlen + (size_t)len + 1);
+            if (next) {
+                memcpy(next, cur, dlen);
+                memcpy(next + dlen, link, (size_t)len + 1);
+            }
+        }
+        free(link);
+        free(cur);
+        cur = next;
+        OPTIM__FAIL_IF(!cur, &o->err, OPTIM_ENOMEM, "optim_save: %s: out of memory", path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        int rc = strcmp(cur, path) == 0
+                     ? optim__fail(&o->err, OPTIM_EOPEN, "optim_save: %s is %s: only a regular file is replaced", path,
+                                   ck_file_kind(st.st_mode))
+                     : optim__fail(&o->err, OPTIM_EOPEN,
+                                   "optim_save: %s is a symbolic link to %s, which is %s: only a regular file is "
+                                   "replaced",
+                                   path, cur, ck_file_kind(st.st_mode));
+        free(cur);
+        return rc;
+    }
+    *mode = (int)(st.st_mode & 0777);
+    *target = cur;
+    return OPTIM_OK;
+}
+
 int optim_save(optim *o, const char *path)
 {
     uint32_t sections;
     uint64_t total;
     ck_writer *w = NULL;
-    char *tmp = NULL, *dir = NULL;
-    int fd = -1, rc = OPTIM_OK, e, attempt;
-    struct stat st;
+    char *tmp = NULL, *dir = NULL, *target = NULL;
+    int fd = -1, rc = OPTIM_OK, e, attempt, mode;
+    size_t cap;
     if (!o) return OPTIM_ENULL;
     OPTIM__FAIL_IF(!path || !*path, &o->err, OPTIM_ENULL, "optim_save: path is %s", path ? "empty" : "NULL");
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return optim__fail(&o->err, OPTIM_EOPEN, "optim_save: %s is a directory", path);
+    OPTIM__FORWARD(ck_save_target(o, path, &target, &mode));
     total = ck_measure(o, &sections);
-    tmp = (char *)malloc(strlen(path) + 64);
-    w = (ck_writer *)calloc(1, sizeof *w);
-    if (w) w->buf = (unsigned char *)malloc(CK_BUF);
-    if (!tmp || !w || !w->buf) {
+    cap = strlen(target) + 64;
+    tmp = (char *)ck_malloc(cap);
+    dir = tmp ? ck_dirname(target) : NULL; /* before anything is written: nothing fails after the rename but fsync */
+    w = dir ? (ck_writer *)ck_calloc(1, sizeof *w) : NULL;
+    if (w) w->buf = (unsigned char *)ck_malloc(CK_BUF);
+    if (!tmp || !dir || !w || !w->buf) {
         rc = optim__fail(&o->err, OPTIM_ENOMEM, "optim_save: %s: out of memory", path);
         goto done;
     }
     /* A new file next to the target (rename is atomic only within a file system),
-     * created with O_EXCL under a unique name, with the usual permissions. */
+     * created with O_EXCL under a unique name, with the usual permissions, or
+     * those of the file it replaces. */
     for (attempt = 0; attempt < 100 && fd < 0; attempt++) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        snprintf(tmp, strlen(path) + 64, "%s.tmp-%ld-%ld-%d", path, (long)getpid(), (long)ts.tv_nsec, attempt);
+        snprintf(tmp, cap, "%s.tmp-%ld-%ld-%d", target, (long)getpid(), (long)ts.tv_nsec, attempt);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST) break;
     }
     if (fd < 0) {
         e = errno;
-        rc = optim__fail(&o->err, OPTIM_EOPEN, "optim_save: cannot create a temporary file next to %s: %s", path,
+        rc = optim__fail(&o->err, OPTIM_EOPEN, "optim_save: cannot create a temporary file next to %s: %s", target,
+                         strerror(e));
+        free(tmp);
+        tmp = NULL; /* nothing to remove */
+        goto done;
+    }
+    if (mode >= 0 && fchmod(fd, (mode_t)mode) != 0) {
+        e = errno;
+        rc = optim__fail(&o->err, OPTIM_EWRITE, "optim_save: giving %s the permissions of %s failed: %s", tmp, target,
                          strerror(e));
         goto done;
     }
@@ -404,32 +564,37 @@ int optim_save(optim *o, const char *path)
                          strerror(w->failed));
         goto done;
     }
-    if (fsync(fd) != 0) {
+    if (optim__ck_test.fsync(fd) != 0) {
         e = errno;
-        rc = optim__fail(&o->err, ck_errno_code(e), "optim_save: flushing %s to disk failed: %s", tmp, strerror(e));
+        rc = optim__fail(&o->err, ck_errno_code(e), "optim_save: flushing %s (for %s) to disk failed: %s", tmp, path,
+                         strerror(e));
         goto done;
     }
     e = close(fd) != 0 ? errno : 0;
     fd = -1;
     if (e) {
-        rc = optim__fail(&o->err, ck_errno_code(e), "optim_save: closing %s failed: %s", tmp, strerror(e));
+        rc = optim__fail(&o->err, ck_errno_code(e), "optim_save: closing %s (for %s) failed: %s", tmp, path,
+                         strerror(e));
         goto done;
     }
-    if (rename(tmp, path) != 0) {
+    if (rename(tmp, target) != 0) {
         e = errno;
-        rc = optim__fail(&o->err, OPTIM_EWRITE, "optim_save: renaming %s to %s failed: %s", tmp, path, strerror(e));
+        rc = optim__fail(&o->err, OPTIM_EWRITE, "optim_save: renaming %s to %s failed: %s", tmp, target, strerror(e));
         goto done;
     }
     free(tmp);
     tmp = NULL;
-    /* Make the rename itself durable. File systems that cannot sync a directory say EINVAL. */
-    dir = ck_dirname(path);
-    if (dir) {
+    /* Make the rename itself durable. File systems that cannot sync a
+     * directory say EINVAL; a directory we may not open for reading cannot be
+     * synced (and is not). */
+    {
         int dfd = open(dir, O_RDONLY | O_CLOEXEC);
         if (dfd >= 0) {
-            if (fsync(dfd) != 0 && errno != EINVAL) {
+            if (optim__ck_test.fsync(dfd) != 0 && errno != EINVAL) {
                 e = errno;
-                rc = optim__fail(&o->err, OPTIM_EWRITE, "optim_save: %s was written but syncing its directory %s failed: %s",
+                rc = optim__fail(&o->err, ck_errno_code(e),
+                                 "optim_save: %s was written but syncing its directory %s failed (the new checkpoint "
+                                 "is in place, but may not survive a power loss): %s",
                                  path, dir, strerror(e));
             }
             close(dfd);
@@ -441,6 +606,7 @@ done:
     if (tmp) unlink(tmp); /* on failure: the old checkpoint at path is untouched */
     free(tmp);
     free(dir);
+    free(target);
     if (w) free(w->buf);
     free(w);
     return rc;
@@ -458,17 +624,33 @@ static int ck_has(const ck_reader *r, size_t n)
     return r->len - r->pos >= n;
 }
 
+static uint32_t ck_le32(const unsigned char *b)
+{
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static uint64_t ck_le64(const unsigned char *b)
+{
+    return (uint64_t)ck_le32(b) | (uint64_t)ck_le32(b + 4) << 32;
+}
+
+static unsigned ck_get_u8(ck_reader *r)
+{
+    return r->p[r->pos++];
+}
+
 static uint32_t ck_get_u32(ck_reader *r)
 {
-    const unsigned char *b = r->p + r->pos;
+    uint32_t v = ck_le32(r->p + r->pos);
     r->pos += 4;
-    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return v;
 }
 
 static uint64_t ck_get_u64(ck_reader *r)
 {
-    uint64_t lo = ck_get_u32(r);
-    return lo | (uint64_t)ck_get_u32(r) << 32;
+    uint64_t v = ck_le64(r->p + r->pos);
+    r->pos += 8;
+    return v;
 }
 
 static double ck_get_f64(ck_reader *r)
@@ -496,6 +678,9 @@ typedef struct ck_param_plan {
     const char *name;
     size_t name_len;
     size_t n, group;
+    int shape_given;          /* 0: the default [n] (and every format-1 file) */
+    size_t ndim;
+    const unsigned char *dims; /* ndim little-endian u64 in the file (NULL: [n]) */
 } ck_param_plan;
 
 typedef struct ck_plan {
@@ -545,8 +730,8 @@ static int ck_read_schedule(ck_reader *r, optim_schedule **out, int depth, const
     OPTIM__FAIL_IF(!ck_has(r, (size_t)nm * 8 + 4), err, OPTIM_EFORMAT, "%s: %u schedule milestones run past the section",
                    what, nm);
     if (nm) {
-        miles = (int64_t *)malloc(nm * sizeof *miles);
-        OPTIM__FAIL_IF(!miles, err, OPTIM_ENOMEM, "%s: out of memory", what);
+        miles = (int64_t *)ck_malloc(nm * sizeof *miles);
+        OPTIM__FAIL_IF(!miles, err, OPTIM_ENOMEM, "%s: out of memory for %u schedule milestones", what, nm);
         for (i = 0; i < nm; i++) miles[i] = (int64_t)ck_get_u64(r);
     }
     nc = ck_get_u32(r);
@@ -555,10 +740,10 @@ static int ck_read_schedule(ck_reader *r, optim_schedule **out, int depth, const
         return optim__fail(err, OPTIM_EFORMAT, "%s: %u child schedules cannot fit in the section", what, nc);
     }
     if (nc) {
-        kids = (optim_schedule **)calloc(nc, sizeof *kids);
+        kids = (optim_schedule **)ck_calloc(nc, sizeof *kids);
         if (!kids) {
             free(miles);
-            return optim__fail(err, OPTIM_ENOMEM, "%s: out of memory", what);
+            return optim__fail(err, OPTIM_ENOMEM, "%s: out of memory for %u child schedules", what, nc);
         }
         for (i = 0; i < nc; i++) {
             rc = ck_read_schedule(r, &kids[i], depth + 1, what, err);
@@ -578,7 +763,8 @@ static int ck_read_schedule(ck_reader *r, optim_schedule **out, int depth, const
     if (rc != OPTIM_OK) {
         char msg[OPTIM_ERRMSG_MAX];
         snprintf(msg, sizeof msg, "%s", err ? err->message : "");
-        return optim__fail(err, OPTIM_EFORMAT, "%s: invalid schedule (%s)", what, msg);
+        return optim__fail(err, rc == OPTIM_ENOMEM ? OPTIM_ENOMEM : OPTIM_EFORMAT, "%s: %s (%s)", what,
+                           rc == OPTIM_ENOMEM ? "out of memory for a schedule" : "invalid schedule", msg);
     }
     return OPTIM_OK;
 }
@@ -594,9 +780,34 @@ static const char *ck_tag_name(uint32_t tag, char buf[8])
     return buf;
 }
 
+/* "section 4 (PARM of param 1 'fc.weight')": which part of the file a
+ * section is, from its place among the sections of its tag (the order is
+ * fixed) and, for a PARM, the name it holds if that name looks intact. */
+static void ck_section_name(char *buf, size_t size, uint32_t k, uint32_t tag, size_t ordinal,
+                            const unsigned char *payload, uint64_t len)
+{
+    char tb[8];
+    ck_tag_name(tag, tb);
+    if (tag == CK_GRUP) {
+        snprintf(buf, size, "section %u (GRUP of group %zu)", k, ordinal);
+    } else if (tag == CK_PARM) {
+        uint32_t nlen = len >= 12 ? ck_le32(payload + 8) : 0;
+        int printable = len >= 12 && nlen > 0 && nlen <= 64 && nlen <= len - 12;
+        uint32_t i;
+        for (i = 0; printable && i < nlen; i++) printable = payload[12 + i] >= 32 && payload[12 + i] < 127;
+        if (printable)
+            snprintf(buf, size, "section %u (PARM of param %zu '%.*s')", k, ordinal, (int)nlen,
+                     (const char *)payload + 12);
+        else
+            snprintf(buf, size, "section %u (PARM of param %zu)", k, ordinal);
+    } else {
+        snprintf(buf, size, "section %u (%s)", k, tb);
+    }
+}
+
 static int ck_parse_meta(ck_reader *r, ck_plan *pl, const char *what, optim_error *err)
 {
-    uint32_t len;
+    uint32_t len, reserved;
     OPTIM__FAIL_IF(!ck_has(r, 4 + 4 + 8 + 8 + 8 + 4 + 4 + 8 + 8 + 4), err, OPTIM_EFORMAT,
                    "%s: META section too short", what);
     pl->rule = (optim_rule)ck_get_u32(r);
@@ -605,7 +816,7 @@ static int ck_parse_meta(ck_reader *r, ck_plan *pl, const char *what, optim_erro
     pl->steps = (int64_t)ck_get_u64(r);
     pl->skipped = (int64_t)ck_get_u64(r);
     pl->nonfinite = (optim_nonfinite)ck_get_u32(r);
-    (void)ck_get_u32(r);
+    reserved = ck_get_u32(r);
     pl->clip_max_norm = ck_get_f64(r);
     pl->clip_norm_type = ck_get_f64(r);
     len = ck_get_u32(r);
@@ -616,6 +827,7 @@ static int ck_parse_meta(ck_reader *r, ck_plan *pl, const char *what, optim_erro
     OPTIM__FAIL_IF(pl->steps < 0 || pl->skipped < 0, err, OPTIM_EFORMAT, "%s: negative step counters", what);
     OPTIM__FAIL_IF(pl->nonfinite > OPTIM_NONFINITE_ERROR, err, OPTIM_EFORMAT, "%s: non-finite policy = %u", what,
                    (unsigned)pl->nonfinite);
+    OPTIM__FAIL_IF(reserved != 0, err, OPTIM_EFORMAT, "%s: reserved field = %u (0)", what, reserved);
     OPTIM__FAIL_IF(!(pl->clip_max_norm >= 0) || isinf(pl->clip_max_norm) || !(pl->clip_norm_type >= 1), err,
                    OPTIM_EFORMAT, "%s: clipping max_norm = %.10g, norm_type = %.10g", what, pl->clip_max_norm,
                    pl->clip_norm_type);
@@ -626,6 +838,7 @@ static int ck_parse_group(ck_reader *r, ck_plan *pl, size_t expect, const char *
 {
     ck_group_plan *gp;
     uint32_t index, count, i;
+    unsigned has_sched;
     char where[OPTIM_ERRMSG_MAX];
     OPTIM__FAIL_IF(!ck_has(r, 8), err, OPTIM_EFORMAT, "%s: GRUP section too short", what);
     index = ck_get_u32(r);
@@ -650,8 +863,28 @@ static int ck_parse_group(ck_reader *r, ck_plan *pl, size_t expect, const char *
     }
     gp->sched_t = (int64_t)ck_get_u64(r);
     OPTIM__FAIL_IF(gp->sched_t < 0, err, OPTIM_EFORMAT, "%s: schedule step %lld", where, (long long)gp->sched_t);
-    if (r->p[r->pos++]) OPTIM__FORWARD(ck_read_schedule(r, &gp->sched, 0, where, err));
+    has_sched = ck_get_u8(r);
+    OPTIM__FAIL_IF(has_sched > 1, err, OPTIM_EFORMAT, "%s: schedule byte = %u (0 or 1)", where, has_sched);
+    if (has_sched) OPTIM__FORWARD(ck_read_schedule(r, &gp->sched, 0, where, err));
     return OPTIM_OK;
+}
+
+/* "[4, 2]" into buf, from ndim sizes in memory (dims) or little-endian in a file (raw). */
+static const char *ck_shape_text(char *buf, size_t size, size_t ndim, const int64_t *dims, const unsigned char *raw)
+{
+    size_t k, used = 0;
+    buf[0] = '\0';
+    for (k = 0; k < ndim && used + 24 < size; k++) {
+        long long d = dims ? (long long)dims[k] : (long long)ck_le64(raw + 8 * k);
+        used += (size_t)snprintf(buf + used, size - used, "%s%lld", k ? ", " : "[", d);
+    }
+    if (ndim == 0)
+        snprintf(buf, size, "[] (a scalar)");
+    else if (k < ndim)
+        snprintf(buf + used, size - used, ", ...]");
+    else
+        snprintf(buf + used, size - used, "]");
+    return buf;
 }
 
 static int ck_parse_param(ck_reader *r, ck_plan *pl, size_t expect, const char *what, optim_error *err)
@@ -665,7 +898,7 @@ static int ck_parse_param(ck_reader *r, ck_plan *pl, size_t expect, const char *
     len = ck_get_u32(r);
     OPTIM__FAIL_IF(index != expect, err, OPTIM_EFORMAT, "%s: param section %zu holds param %llu", what, expect,
                    (unsigned long long)index);
-    OPTIM__FAIL_IF(len > CK_MAX_NAME || !ck_has(r, (size_t)len + 4 + 8 + 8 + 8 + 4 + 4), err, OPTIM_EFORMAT,
+    OPTIM__FAIL_IF(len > CK_MAX_NAME || !ck_has(r, (size_t)len + 4 + 8), err, OPTIM_EFORMAT,
                    "%s: param %llu: name of %u bytes", what, (unsigned long long)index, len);
     pp = &pl->params[index];
     pp->name = (const char *)r->p + r->pos;
@@ -675,6 +908,32 @@ static int ck_parse_param(ck_reader *r, ck_plan *pl, size_t expect, const char *
              pp->name);
     pp->group = ck_get_u32(r);
     n = ck_get_u64(r);
+    pp->ndim = 1;
+    if (pl->format >= CK_FORMAT_SHAPES) {
+        uint64_t prod = 1;
+        uint32_t ndim, k;
+        OPTIM__FAIL_IF(!ck_has(r, 5), err, OPTIM_EFORMAT, "%s: the shape runs past the section", where);
+        pp->shape_given = (int)ck_get_u8(r);
+        ndim = ck_get_u32(r);
+        OPTIM__FAIL_IF(pp->shape_given > 1, err, OPTIM_EFORMAT, "%s: shape byte = %d (0 or 1)", where,
+                       pp->shape_given);
+        OPTIM__FAIL_IF(ndim > OPTIM_MAX_NDIM || !ck_has(r, (size_t)ndim * 8), err, OPTIM_EFORMAT,
+                       "%s: a shape of %u dimensions", where, ndim);
+        pp->ndim = ndim;
+        pp->dims = r->p + r->pos;
+        for (k = 0; k < ndim; k++) {
+            uint64_t d = ck_get_u64(r);
+            OPTIM__FAIL_IF(d > (uint64_t)INT64_MAX, err, OPTIM_EFORMAT, "%s: shape size %u out of range", where, k);
+            prod = d != 0 && prod > UINT64_MAX / d ? UINT64_MAX : prod * d;
+        }
+        if (prod != n || (!pp->shape_given && ndim != 1)) {
+            char sh[96];
+            return optim__fail(err, OPTIM_EFORMAT, "%s: %s shape %s for %llu elements", where,
+                               pp->shape_given ? "a" : "a default", ck_shape_text(sh, sizeof sh, ndim, NULL, pp->dims),
+                               (unsigned long long)n);
+        }
+    }
+    OPTIM__FAIL_IF(!ck_has(r, 8 + 8 + 4 + 4), err, OPTIM_EFORMAT, "%s: PARM section too short", where);
     step = ck_get_u64(r);
     pp->mu_product = ck_get_f64(r);
     pp->initialized = ck_get_u32(r);
@@ -703,12 +962,60 @@ static int ck_parse_param(ck_reader *r, ck_plan *pl, size_t expect, const char *
     return OPTIM_OK;
 }
 
+/* The first pass: every section's frame and checksum, then the file's. A
+ * frame that does not fit is a damaged file if the file's checksum says so
+ * (ECHECKSUM), else a file written wrong (EFORMAT). */
+static int ck_walk(const unsigned char *data, size_t size, uint32_t sections, const char *what, optim_error *err)
+{
+    ck_reader r;
+    size_t body_end = size - CK_TRAILER, ngrup = 0, nparm = 0;
+    uint32_t k, stored = ck_le32(data + body_end);
+    int file_ok = !CK_CRC_BAD(stored, optim__crc32c(0, data, body_end));
+    const char *why = file_ok ? "" : " (and the file checksum does not match: the file is corrupt)";
+    int code = file_ok ? OPTIM_EFORMAT : OPTIM_ECHECKSUM;
+    r.p = data;
+    r.len = body_end;
+    r.pos = CK_HEADER;
+    for (k = 0; k < sections; k++) {
+        uint32_t tag, flags;
+        uint64_t len;
+        size_t start = r.pos, ordinal = 0;
+        char name[160];
+        if (!ck_has(&r, CK_SECTION_MIN))
+            return optim__fail(err, code, "%s: section %u of %u at byte %zu runs past the end of the sections%s", what,
+                               k, sections, start, why);
+        tag = ck_get_u32(&r);
+        flags = ck_get_u32(&r);
+        len = ck_get_u64(&r);
+        (void)flags;
+        if (tag == CK_GRUP) ordinal = ngrup++;
+        if (tag == CK_PARM) ordinal = nparm++;
+        if (len > r.len - r.pos - 4) {
+            ck_section_name(name, sizeof name, k, tag, ordinal, NULL, 0);
+            return optim__fail(err, code, "%s: %s at byte %zu: a payload of %llu bytes runs past the end of the "
+                               "sections%s", what, name, start, (unsigned long long)len, why);
+        }
+        ck_section_name(name, sizeof name, k, tag, ordinal, data + r.pos, len);
+        r.pos += (size_t)len;
+        if (CK_CRC_BAD(ck_get_u32(&r), optim__crc32c(0, data + start, CK_SECTION_HEAD + (size_t)len)))
+            return optim__fail(err, OPTIM_ECHECKSUM, "%s: %s: checksum mismatch: the file is corrupt", what, name);
+    }
+    if (r.pos != body_end)
+        return optim__fail(err, code, "%s: %zu bytes between the last of %u sections and the trailer%s", what,
+                           body_end - r.pos, sections, why);
+    OPTIM__FAIL_IF(!file_ok, err, OPTIM_ECHECKSUM,
+                   "%s: file checksum mismatch (every section's own checksum matches: the trailer is damaged): the "
+                   "file is corrupt",
+                   what);
+    return OPTIM_OK;
+}
+
 /* Parse and check a whole checkpoint into *pl (no optimizer involved). */
 static int ck_parse(const unsigned char *data, size_t size, const char *what, ck_plan *pl, optim_error *err)
 {
     ck_reader r;
     uint64_t declared;
-    uint32_t sections, k, crc;
+    uint32_t sections, k, crc, hflags;
     size_t groups_seen = 0, params_seen = 0, body_end;
     int have_meta = 0;
     memset(pl, 0, sizeof *pl);
@@ -723,7 +1030,7 @@ static int ck_parse(const unsigned char *data, size_t size, const char *what, ck
     r.len = size;
     r.pos = 8;
     pl->format = ck_get_u32(&r);
-    (void)ck_get_u32(&r);
+    hflags = ck_get_u32(&r);
     declared = ck_get_u64(&r);
     sections = ck_get_u32(&r);
     crc = ck_get_u32(&r);
@@ -733,6 +1040,8 @@ static int ck_parse(const unsigned char *data, size_t size, const char *what, ck
                    "%s: format version %u is newer than this library's (%d): update optim to load it", what, pl->format,
                    OPTIM_CHECKPOINT_FORMAT);
     OPTIM__FAIL_IF(pl->format == 0, err, OPTIM_EFORMAT, "%s: format version 0", what);
+    OPTIM__FAIL_IF(hflags != 0, err, OPTIM_EFORMAT, "%s: header flags 0x%x (format %u has none)", what, hflags,
+                   pl->format);
     OPTIM__FAIL_IF(declared > size, err, OPTIM_ETRUNCATED, "%s: truncated: %zu of %llu bytes", what, size,
                    (unsigned long long)declared);
     OPTIM__FAIL_IF(declared < size, err, OPTIM_EFORMAT, "%s: %llu bytes after the end of the checkpoint", what,
@@ -740,69 +1049,69 @@ static int ck_parse(const unsigned char *data, size_t size, const char *what, ck
     OPTIM__FAIL_IF(size < CK_HEADER + CK_TRAILER, err, OPTIM_EFORMAT, "%s: no room for the trailer", what);
     body_end = size - CK_TRAILER;
     OPTIM__FAIL_IF(memcmp(data + size - 8, CK_END, 8) != 0, err, OPTIM_ECHECKSUM, "%s: the end marker is damaged", what);
-    r.len = size;
-    r.pos = body_end;
-    crc = ck_get_u32(&r);
-    OPTIM__FAIL_IF(CK_CRC_BAD(crc, optim__crc32c(0, data, body_end)), err, OPTIM_ECHECKSUM,
-                   "%s: file checksum mismatch: the file is corrupt", what);
+    OPTIM__FORWARD(ck_walk(data, size, sections, what, err));
 
+    /* The second pass: the frames are sound, parse the payloads. Sections a
+     * reader may skip (flag bit 0) may stand anywhere; the ones this library
+     * knows come in the order META, GRUP x groups, PARM x params. */
     r.len = body_end;
     r.pos = CK_HEADER;
     for (k = 0; k < sections; k++) {
-        uint32_t tag, flags, sec_crc;
+        uint32_t tag, flags;
         uint64_t len;
-        size_t start = r.pos;
         ck_reader sr;
-        char tb[8], what_sec[OPTIM_ERRMSG_MAX];
-        int rc = OPTIM_OK;
-        OPTIM__FAIL_IF(!ck_has(&r, CK_SECTION_HEAD), err, OPTIM_EFORMAT, "%s: section %u runs past the file", what, k);
+        char name[160], what_sec[OPTIM_ERRMSG_MAX];
+        int rc = OPTIM_OK, known;
         tag = ck_get_u32(&r);
         flags = ck_get_u32(&r);
         len = ck_get_u64(&r);
-        snprintf(what_sec, sizeof what_sec, "%s: section %u (%s)", what, k, ck_tag_name(tag, tb));
-        OPTIM__FAIL_IF(len > r.len - r.pos || r.len - r.pos - len < 4, err, OPTIM_EFORMAT, "%s: %llu bytes run past the file",
-                       what_sec, (unsigned long long)len);
-        sec_crc = optim__crc32c(0, data + start, CK_SECTION_HEAD + (size_t)len);
         sr.p = data + r.pos;
         sr.len = (size_t)len;
         sr.pos = 0;
-        r.pos += (size_t)len;
-        OPTIM__FAIL_IF(CK_CRC_BAD(ck_get_u32(&r), sec_crc), err, OPTIM_ECHECKSUM,
-                       "%s: checksum mismatch: the file is corrupt", what_sec);
+        r.pos += (size_t)len + 4;
+        known = tag == CK_META || tag == CK_GRUP || tag == CK_PARM;
+        ck_section_name(name, sizeof name, k, tag, tag == CK_GRUP ? groups_seen : params_seen, sr.p, len);
+        snprintf(what_sec, sizeof what_sec, "%.150s: %s", what, name);
+        if (!known) {
+            OPTIM__FAIL_IF(!(flags & CK_OPTIONAL), err, OPTIM_EFORMAT,
+                           "%s: unknown section that a reader may not skip (flags 0x%x)", what_sec, flags);
+            continue; /* a later library's addition: skipped, wherever it is */
+        }
+        OPTIM__FAIL_IF(flags != 0, err, OPTIM_EFORMAT, "%s: flags 0x%x (0 for this section)", what_sec, flags);
         if (tag == CK_META) {
-            OPTIM__FAIL_IF(have_meta || k != 0, err, OPTIM_EFORMAT, "%s: META must be the first and only one", what_sec);
+            OPTIM__FAIL_IF(have_meta, err, OPTIM_EFORMAT, "%s: a second META section", what_sec);
             OPTIM__FORWARD(ck_parse_meta(&sr, pl, what_sec, err));
-            OPTIM__FAIL_IF(pl->nparams > size / CK_SECTION_HEAD || pl->ngroups > size / CK_SECTION_HEAD, err,
+            OPTIM__FAIL_IF(pl->nparams > size / CK_SECTION_MIN || pl->ngroups > size / CK_SECTION_MIN, err,
                            OPTIM_EFORMAT, "%s: %zu groups and %zu params cannot fit in %zu bytes", what_sec,
                            pl->ngroups, pl->nparams, size);
-            OPTIM__FAIL_IF(sections != 1 + pl->ngroups + pl->nparams && pl->format == 1, err, OPTIM_EFORMAT,
-                           "%s: %u sections for %zu groups and %zu params", what_sec, sections, pl->ngroups, pl->nparams);
-            pl->groups = (ck_group_plan *)calloc(pl->ngroups ? pl->ngroups : 1, sizeof *pl->groups);
-            pl->params = (ck_param_plan *)calloc(pl->nparams ? pl->nparams : 1, sizeof *pl->params);
-            OPTIM__FAIL_IF(!pl->groups || !pl->params, err, OPTIM_ENOMEM, "%s: out of memory", what);
+            pl->groups = (ck_group_plan *)ck_calloc(pl->ngroups ? pl->ngroups : 1, sizeof *pl->groups);
+            pl->params = pl->groups ? (ck_param_plan *)ck_calloc(pl->nparams ? pl->nparams : 1, sizeof *pl->params)
+                                    : NULL;
+            OPTIM__FAIL_IF(!pl->groups || !pl->params, err, OPTIM_ENOMEM,
+                           "%s: out of memory for the plan of %zu groups and %zu params", what_sec, pl->ngroups,
+                           pl->nparams);
             have_meta = 1;
         } else if (tag == CK_GRUP) {
             OPTIM__FAIL_IF(!have_meta || params_seen || groups_seen >= pl->ngroups, err, OPTIM_EFORMAT,
-                           "%s: unexpected group section", what_sec);
+                           "%s: unexpected group section (%s)", what_sec,
+                           !have_meta ? "before META" : params_seen ? "after a PARM" : "more than META announces");
             rc = ck_parse_group(&sr, pl, groups_seen, what_sec, err);
             groups_seen++;
-        } else if (tag == CK_PARM) {
+        } else {
             OPTIM__FAIL_IF(!have_meta || groups_seen != pl->ngroups || params_seen >= pl->nparams, err, OPTIM_EFORMAT,
-                           "%s: unexpected param section", what_sec);
+                           "%s: unexpected param section (%s)", what_sec,
+                           !have_meta                     ? "before META"
+                           : groups_seen != pl->ngroups ? "before every GRUP"
+                                                        : "more than META announces");
             rc = ck_parse_param(&sr, pl, params_seen, what_sec, err);
             params_seen++;
-        } else if (!(flags & CK_OPTIONAL)) {
-            return optim__fail(err, OPTIM_EFORMAT, "%s: unknown section that a reader may not skip", what_sec);
         }
         if (rc != OPTIM_OK) return rc;
-        OPTIM__FAIL_IF((tag == CK_META || tag == CK_GRUP || tag == CK_PARM) && sr.pos != sr.len, err, OPTIM_EFORMAT,
-                       "%s: %zu bytes left over", what_sec, sr.len - sr.pos);
+        OPTIM__FAIL_IF(sr.pos != sr.len, err, OPTIM_EFORMAT, "%s: %zu bytes left over", what_sec, sr.len - sr.pos);
     }
-    OPTIM__FAIL_IF(r.pos != body_end, err, OPTIM_EFORMAT, "%s: %zu bytes between the last section and the trailer", what,
-                   body_end - r.pos);
     OPTIM__FAIL_IF(!have_meta || groups_seen != pl->ngroups || params_seen != pl->nparams, err, OPTIM_EFORMAT,
-                   "%s: %zu of %zu groups and %zu of %zu params present", what, groups_seen, pl->ngroups, params_seen,
-                   pl->nparams);
+                   "%s: %s%zu of %zu groups and %zu of %zu params present", what, have_meta ? "" : "no META section; ",
+                   groups_seen, pl->ngroups, params_seen, pl->nparams);
     return OPTIM_OK;
 }
 
@@ -811,8 +1120,9 @@ static int ck_match(optim *o, ck_plan *pl, optim_match match, const char *what)
 {
     size_t i, j;
     int s;
-    OPTIM__FAIL_IF(pl->rule != o->rule, &o->err, OPTIM_EMISMATCH, "%s: saved by a %s optimizer, this one is %s", what,
-                   optim_rule_name(pl->rule), optim_rule_name(o->rule));
+    OPTIM__FAIL_IF(pl->rule != o->rule, &o->err, OPTIM_EMISMATCH,
+                   "%s: the checkpoint is of rule %s, this optimizer's rule is %s", what, optim_rule_name(pl->rule),
+                   optim_rule_name(o->rule));
     OPTIM__FAIL_IF(pl->ngroups != o->ngroups, &o->err, OPTIM_EMISMATCH, "%s: has %zu groups, the optimizer %zu", what,
                    pl->ngroups, o->ngroups);
     OPTIM__FAIL_IF(pl->nparams != o->nparams, &o->err, OPTIM_EMISMATCH, "%s: has %zu params, the optimizer %zu", what,
@@ -820,6 +1130,7 @@ static int ck_match(optim *o, ck_plan *pl, optim_match match, const char *what)
     for (i = 0; i < o->nparams; i++) o->params[i].fresh = 0; /* marks: matched */
     for (j = 0; j < pl->nparams; j++) {
         ck_param_plan *pp = &pl->params[j];
+        const optim__param *pa;
         if (match == OPTIM_MATCH_POSITION) {
             i = j;
         } else {
@@ -833,23 +1144,39 @@ static int ck_match(optim *o, ck_plan *pl, optim_match match, const char *what)
             OPTIM__FAIL_IF(o->params[i].fresh, &o->err, OPTIM_EMISMATCH,
                            "%s: two params are named '%s' (match by position instead)", what, o->params[i].name);
         }
+        pa = &o->params[i];
         o->params[i].fresh = 1;
         pp->target = i;
-        OPTIM__FAIL_IF(o->params[i].n != pp->n, &o->err, OPTIM_EMISMATCH,
-                       "%s: param %zu '%s' has %zu elements in the optimizer, %zu in the checkpoint", what, i,
-                       o->params[i].name, o->params[i].n, pp->n);
-        OPTIM__FAIL_IF(o->params[i].group != pp->group, &o->err, OPTIM_EMISMATCH,
-                       "%s: param %zu '%s' is in group %zu in the optimizer, %zu in the checkpoint", what, i,
-                       o->params[i].name, o->params[i].group, pp->group);
+        OPTIM__FAIL_IF(pa->n != pp->n, &o->err, OPTIM_EMISMATCH,
+                       "%s: param %zu '%s' has %zu elements in the optimizer, %zu in the checkpoint", what, i, pa->name,
+                       pa->n, pp->n);
+        /* Shapes: compared when both sides were given one; the default [n]
+         * (never given, or a format-1 file) matches any shape of n elements. */
+        if (pa->dims && pp->shape_given) {
+            size_t k;
+            int same = pa->ndim == pp->ndim;
+            for (k = 0; same && k < pa->ndim; k++) same = (uint64_t)pa->dims[k] == ck_le64(pp->dims + 8 * k);
+            if (!same) {
+                char a[96], b[96];
+                return optim__fail(&o->err, OPTIM_EMISMATCH,
+                                   "%s: param %zu '%s' has shape %s in the optimizer, %s in the checkpoint", what, i,
+                                   pa->name, ck_shape_text(a, sizeof a, pa->ndim, pa->dims, NULL),
+                                   ck_shape_text(b, sizeof b, pp->ndim, NULL, pp->dims));
+            }
+        }
+        OPTIM__FAIL_IF(pa->group != pp->group, &o->err, OPTIM_EMISMATCH,
+                       "%s: param %zu '%s' is in group %zu in the optimizer, %zu in the checkpoint", what, i, pa->name,
+                       pa->group, pp->group);
     }
     for (i = 0; i < o->nparams; i++) o->params[i].fresh = 0;
     for (j = 0; j < pl->nparams; j++) {
         ck_param_plan *pp = &pl->params[j];
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((pp->mask >> s) & 1u) || o->params[pp->target].st.slot[s]) continue;
-            pp->fresh[s] = optim__alloc_floats(pp->n);
-            OPTIM__FAIL_IF(!pp->fresh[s], &o->err, OPTIM_ENOMEM, "%s: out of memory for %zu floats of state", what,
-                           pp->n);
+            pp->fresh[s] = ck_alloc_floats(pp->n);
+            OPTIM__FAIL_IF(!pp->fresh[s], &o->err, OPTIM_ENOMEM,
+                           "%s: param %zu '%s': out of memory for %zu floats of state '%s'", what, pp->target,
+                           o->params[pp->target].name, pp->n, optim_rule_slot_name(o->rule, s));
         }
     }
     return OPTIM_OK;
@@ -862,8 +1189,7 @@ static void ck_read_floats(float *dst, const unsigned char *src, size_t n)
     } else {
         size_t i;
         for (i = 0; i < n; i++) {
-            uint32_t v = (uint32_t)src[4 * i] | (uint32_t)src[4 * i + 1] << 8 | (uint32_t)src[4 * i + 2] << 16 |
-                         (uint32_t)src[4 * i + 3] << 24;
+            uint32_t v = ck_le32(src + 4 * i);
             memcpy(&dst[i], &v, 4);
         }
     }
@@ -931,7 +1257,10 @@ int optim_load_buffer(optim *o, const void *data, size_t size, optim_match match
     return rc;
 }
 
-/* Map path read-only; *data NULL for an empty file. */
+/* Map path read-only; *data NULL for an empty file. Only a regular file is
+ * read: it is opened without blocking (a FIFO would wait for a writer for
+ * ever, a terminal could become the controlling one) and refused unless
+ * fstat says it is a regular file. */
 static int ck_map(const char *path, const unsigned char **data, size_t *size, optim_error *err)
 {
     struct stat st;
@@ -939,20 +1268,30 @@ static int ck_map(const char *path, const unsigned char **data, size_t *size, op
     void *m;
     *data = NULL;
     *size = 0;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) {
         e = errno;
         return optim__fail(err, OPTIM_EOPEN, "%s: cannot open: %s", path, strerror(e));
     }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
         e = errno;
         close(fd);
-        return optim__fail(err, OPTIM_EREAD, "%s: %s", path, S_ISDIR(st.st_mode) ? "is a directory" : strerror(e));
+        return optim__fail(err, OPTIM_EREAD, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return optim__fail(err, OPTIM_EREAD, "%s: is %s, not a checkpoint file (a regular file)", path,
+                           ck_file_kind(st.st_mode));
     }
     if (st.st_size == 0) {
         close(fd);
         return OPTIM_OK;
     }
+    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
+        close(fd);
+        return optim__fail(err, OPTIM_EREAD, "%s: %lld bytes do not fit in memory", path, (long long)st.st_size);
+    }
+    /* O_NONBLOCK does not matter to mmap of a regular file. */
     m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     e = errno;
     close(fd);

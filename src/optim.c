@@ -49,6 +49,7 @@ void optim_free(optim *o)
     for (i = 0; i < o->nparams; i++) {
         optim__param_free_state(&o->params[i]);
         free(o->params[i].name);
+        free(o->params[i].dims);
     }
     free(o->params);
     optim__schedules_free(o);
@@ -388,6 +389,53 @@ int optim_param_get_info(const optim *o, size_t i, optim_param_info *info)
     info->param = pa->p;
     info->grad = pa->g;
     info->step = pa->st.step;
+    return OPTIM_OK;
+}
+
+int optim_param_set_shape(optim *o, size_t i, size_t ndim, const int64_t *dims)
+{
+    static const char fn[] = "optim_param_set_shape";
+    uint64_t prod = 1;
+    int64_t *copy;
+    size_t k;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_param(o, fn, i));
+    OPTIM__FAIL_IF(ndim > OPTIM_MAX_NDIM, OPTIM__E(o), OPTIM_EINVAL, "%s: ndim = %zu for param %zu '%s' (at most %d)",
+                   fn, ndim, i, o->params[i].name, OPTIM_MAX_NDIM);
+    OPTIM__FAIL_IF(ndim > 0 && !dims, OPTIM__E(o), OPTIM_ENULL, "%s: dims is NULL (ndim = %zu)", fn, ndim);
+    for (k = 0; k < ndim; k++) {
+        OPTIM__FAIL_IF(dims[k] < 0, OPTIM__E(o), OPTIM_EINVAL, "%s: dims[%zu] = %lld for param %zu '%s' (must be >= 0)",
+                       fn, k, (long long)dims[k], i, o->params[i].name);
+        /* Saturate: any product past n (which fits in size_t) is wrong anyway. */
+        prod = dims[k] != 0 && prod > UINT64_MAX / (uint64_t)dims[k] ? UINT64_MAX : prod * (uint64_t)dims[k];
+    }
+    OPTIM__FAIL_IF(prod != (uint64_t)o->params[i].n, OPTIM__E(o), OPTIM_EINVAL,
+                   "%s: a shape of %zu dimensions with %llu%s elements for param %zu '%s' of %zu elements", fn, ndim,
+                   (unsigned long long)prod, prod == UINT64_MAX ? " or more" : "", i, o->params[i].name,
+                   o->params[i].n);
+    copy = (int64_t *)malloc((ndim ? ndim : 1) * sizeof *copy);
+    OPTIM__FAIL_IF(!copy, OPTIM__E(o), OPTIM_ENOMEM, "%s: out of memory", fn);
+    if (ndim) memcpy(copy, dims, ndim * sizeof *copy);
+    free(o->params[i].dims);
+    o->params[i].dims = copy;
+    o->params[i].ndim = ndim;
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_param_get_shape(const optim *o, size_t i, size_t *ndim, int64_t *dims, int *given)
+{
+    const optim__param *pa;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_get(o, "optim_param_get_shape", ndim, "ndim", i, o->nparams, "param"));
+    pa = &o->params[i];
+    *ndim = pa->dims ? pa->ndim : 1;
+    if (dims) {
+        if (pa->dims)
+            memcpy(dims, pa->dims, pa->ndim * sizeof *dims);
+        else
+            dims[0] = (int64_t)pa->n;
+    }
+    if (given) *given = pa->dims != NULL;
     return OPTIM_OK;
 }
 

@@ -14,6 +14,8 @@ typedef struct optim__param {
     char *name;      /* owned */
     optim_state st;  /* slots owned, 64-byte aligned */
     unsigned fresh;  /* slots allocated by the optim_group_set in progress */
+    int64_t *dims;   /* owned: the shape given by optim_param_set_shape, or NULL ([n]) */
+    size_t ndim;
 } optim__param;
 
 typedef struct optim__group {

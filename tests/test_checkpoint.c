@@ -1,6 +1,7 @@
 /* test_checkpoint.c: checkpoints (optim_checkpoint.h) and robustness. */
 #define _POSIX_C_SOURCE 200809L
 #include "ckpt_scenario.h"
+#include "ckpt_util.h"
 #include "grid.h"
 #include "kernels/kernels.h"
 #include "optim_checkpoint.h"
@@ -19,57 +20,6 @@
 #include <unistd.h>
 
 extern char **environ;
-
-/* A scratch directory for this run, removed at exit of each test. */
-static char *scratch(char *buf, size_t size)
-{
-    snprintf(buf, size, "/tmp/optim-ckpt-test-XXXXXX");
-    return mkdtemp(buf);
-}
-
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char path[512];
-    if (!d) return;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static int read_file(const char *path, unsigned char **data, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    long n;
-    if (!f) return -1;
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *data = (unsigned char *)malloc(n > 0 ? (size_t)n : 1);
-    *size = (size_t)n;
-    if (!*data || fread(*data, 1, *size, f) != *size) {
-        fclose(f);
-        return -1;
-    }
-    fclose(f);
-    return 0;
-}
-
-static int write_file(const char *path, const void *data, size_t size)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    if (fwrite(data, 1, size, f) != size) {
-        fclose(f);
-        return -1;
-    }
-    return fclose(f) == 0 ? 0 : -1;
-}
 
 TEST_IMPL(ckpt_crc32c)
 {
@@ -216,7 +166,7 @@ TEST_IMPL(ckpt_resume_new_process)
     enum { N = 40, K = 17 };
     char dir[64], ckpt[128], params[128], out[128], want[128];
     int id;
-    if (!scratch(dir, sizeof dir)) FAIL("mkdtemp: %s", strerror(errno));
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp: %s", strerror(errno));
     snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
     snprintf(params, sizeof params, "%s/params.bin", dir);
     snprintf(out, sizeof out, "%s/resumed.bin", dir);
@@ -258,7 +208,7 @@ TEST_IMPL(ckpt_resume_new_process)
         if (posix_spawn(&pid, OPTIM_CKPT_CHILD, NULL, NULL, argv, environ) != 0) FAIL("cannot run %s", OPTIM_CKPT_CHILD);
         if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
             FAIL("scenario %d (%s): the resuming process failed (status %d)", id, scenario_name(id), status);
-        if (read_file(want, &a, &na) || read_file(out, &b, &nb)) FAIL("cannot read the snapshots");
+        if (ckpt_read_file(want, &a, &na) || ckpt_read_file(out, &b, &nb)) FAIL("cannot read the snapshots");
         if (na != nb || memcmp(a, b, na) != 0)
             FAIL("scenario %d (%s): resumed in a new process after %d of %d steps, the run differs", id,
                  scenario_name(id), K, N);
@@ -266,7 +216,7 @@ TEST_IMPL(ckpt_resume_new_process)
         free(a);
         free(b);
     }
-    remove_tree(dir);
+    ckpt_remove_tree(dir);
     return 0;
 }
 
@@ -316,7 +266,7 @@ TEST_IMPL(ckpt_match_by_name_and_position)
     /* Another rule, another number of groups. */
     ASSERT_OK(optim_create(&dst, OPTIM_ADAMW));
     ASSERT_ERR(optim_load_buffer(dst, buf, size, OPTIM_MATCH_NAME, "src"), OPTIM_EMISMATCH, optim_errmsg(dst),
-               "saved by a adam optimizer, this one is adamw");
+               "the checkpoint is of rule adam, this optimizer's rule is adamw");
     optim_free(dst);
     ASSERT_OK(optim_create(&dst, OPTIM_ADAM));
     ASSERT_OPT_OK(dst, optim_add_group(dst, &hp, NULL));
@@ -335,7 +285,7 @@ TEST_IMPL(ckpt_info)
     optim_checkpoint_info info;
     optim_error err;
     char dir[64], path[128];
-    if (!scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
     snprintf(path, sizeof path, "%s/x.ckpt", dir);
     optim_hparams_init(&hp, OPTIM_RMSPROP, NULL);
     hp.centered = 1;
@@ -352,7 +302,7 @@ TEST_IMPL(ckpt_info)
     ASSERT_ERR(optim_checkpoint_info_read("/nonexistent/x.ckpt", &info, &err), OPTIM_EOPEN, err.message,
                "/nonexistent/x.ckpt: cannot open");
     small_free(&r);
-    remove_tree(dir);
+    ckpt_remove_tree(dir);
     return 0;
 }
 
@@ -364,26 +314,6 @@ static int state_bytes(optim *o, void **buf, size_t *size)
     return optim_save_buffer(o, buf, size);
 }
 
-/* Recompute every checksum of a checkpoint in memory (after a deliberate edit
- * of its content), following docs/CHECKPOINT.md. */
-static void rechecksum(unsigned char *d, size_t size)
-{
-    size_t pos = 32, end = size - 12;
-    uint32_t crc;
-    while (pos + 16 <= end) {
-        uint64_t len = 0;
-        int i;
-        for (i = 0; i < 8; i++) len |= (uint64_t)d[pos + 8 + i] << (8 * i);
-        crc = optim__crc32c(0, d + pos, 16 + (size_t)len);
-        for (i = 0; i < 4; i++) d[pos + 16 + len + i] = (unsigned char)(crc >> (8 * i));
-        pos += 16 + (size_t)len + 4;
-    }
-    crc = optim__crc32c(0, d, 28);
-    for (int i = 0; i < 4; i++) d[28 + i] = (unsigned char)(crc >> (8 * i));
-    crc = optim__crc32c(0, d, end);
-    for (int i = 0; i < 4; i++) d[end + i] = (unsigned char)(crc >> (8 * i));
-}
-
 TEST_IMPL(ckpt_errors_change_nothing)
 {
     optim_hparams hp;
@@ -392,7 +322,7 @@ TEST_IMPL(ckpt_errors_change_nothing)
     size_t gsize, bsize, asize;
     unsigned char *bad;
     char dir[64], path[160];
-    if (!scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
     optim_hparams_init(&hp, OPTIM_ADAM, NULL);
     if (small_build(&r, &hp, 0) || small_steps(&r, 0, 3)) return 1;
     if (small_build(&other, &hp, 0) || small_steps(&other, 0, 9)) return 1;
@@ -416,9 +346,9 @@ TEST_IMPL(ckpt_errors_change_nothing)
     EXPECT_LOAD_FAILS(good, 0, OPTIM_ETRUNCATED, "truncated");
     EXPECT_LOAD_FAILS(good, gsize - 100, OPTIM_ETRUNCATED, "truncated");
     memcpy(bad, good, gsize);
-    bad[8] = 2; /* format 2 */
-    rechecksum(bad, gsize);
-    EXPECT_LOAD_FAILS(bad, gsize, OPTIM_EVERSION, "format version 2 is newer");
+    bad[8] = OPTIM_CHECKPOINT_FORMAT + 1; /* a later format */
+    ckpt_rechecksum(bad, gsize);
+    EXPECT_LOAD_FAILS(bad, gsize, OPTIM_EVERSION, "format version 3 is newer");
     memcpy(bad, good, gsize);
     bad[gsize / 2] ^= 0x10;
     EXPECT_LOAD_FAILS(bad, gsize, OPTIM_ECHECKSUM, "corrupt");
@@ -431,7 +361,7 @@ TEST_IMPL(ckpt_errors_change_nothing)
     /* Checksums right, content impossible: META's rule (the first field of the first section). */
     memcpy(bad, good, gsize);
     bad[32 + 16] = 99;
-    rechecksum(bad, gsize);
+    ckpt_rechecksum(bad, gsize);
     EXPECT_LOAD_FAILS(bad, gsize, OPTIM_EFORMAT, "rule = 99 is not a rule");
     /* A hyperparameter out of range (beta1 = 2.0): the first group's first id is lr, value after it. */
     {
@@ -449,7 +379,7 @@ TEST_IMPL(ckpt_errors_change_nothing)
         ASSERT_INT(bad[off], ==, OPTIM_HP_BETA1);
         memcpy(&bits, &two, 8);
         for (i = 0; i < 8; i++) bad[off + 4 + i] = (unsigned char)(bits >> (8 * i));
-        rechecksum(bad, gsize);
+        ckpt_rechecksum(bad, gsize);
         EXPECT_LOAD_FAILS(bad, gsize, OPTIM_EFORMAT, "group 0: adam: beta1 = 2 is outside [0, 1)");
     }
     /* Files: missing, a directory, empty, unwritable places. */
@@ -457,7 +387,7 @@ TEST_IMPL(ckpt_errors_change_nothing)
     ASSERT_ERR(optim_load(r.o, path, OPTIM_MATCH_NAME), OPTIM_EOPEN, optim_errmsg(r.o), "missing.ckpt: cannot open");
     ASSERT_ERR(optim_load(r.o, dir, OPTIM_MATCH_NAME), OPTIM_EREAD, optim_errmsg(r.o), "is a directory");
     snprintf(path, sizeof path, "%s/empty.ckpt", dir);
-    ASSERT(write_file(path, "", 0) == 0);
+    ASSERT(ckpt_write_file(path, "", 0) == 0);
     ASSERT_ERR(optim_load(r.o, path, OPTIM_MATCH_NAME), OPTIM_ETRUNCATED, optim_errmsg(r.o), "empty.ckpt: truncated");
     ASSERT_ERR(optim_save(r.o, "/nonexistent-dir/x.ckpt"), OPTIM_EOPEN, optim_errmsg(r.o),
                "cannot create a temporary file next to /nonexistent-dir/x.ckpt");
@@ -475,7 +405,7 @@ TEST_IMPL(ckpt_errors_change_nothing)
     free(before);
     small_free(&r);
     small_free(&other);
-    remove_tree(dir);
+    ckpt_remove_tree(dir);
     return 0;
 }
 
@@ -496,7 +426,7 @@ TEST_IMPL(ckpt_extreme_counters)
     d = (unsigned char *)buf;
     /* META payload at 48: rule u32, groups u32, params u64, steps i64 (at 64), skipped i64 (at 72). */
     for (i = 0; i < 8; i++) d[64 + i] = d[72 + i] = i == 7 ? 0x7f : 0xff;
-    rechecksum(d, size);
+    ckpt_rechecksum(d, size);
     ASSERT_OPT_OK(r.o, optim_load_buffer(r.o, d, size, OPTIM_MATCH_NAME, "extreme"));
     ASSERT_INT(optim_step_count(r.o), ==, INT64_MAX);
     ASSERT_OPT_OK(r.o, optim_step(r.o));
@@ -581,12 +511,12 @@ TEST_IMPL(ckpt_disk_full_keeps_old)
     size_t nold, nnow;
     pid_t pid;
     int status;
-    if (!scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
     snprintf(path, sizeof path, "%s/run.ckpt", dir);
     optim_hparams_init(&hp, OPTIM_ADAM, NULL);
     if (small_build(&r, &hp, 0) || small_steps(&r, 0, 2)) return 1;
     ASSERT_OPT_OK(r.o, optim_save(r.o, path));
-    if (read_file(path, &old, &nold)) FAIL("cannot read %s", path);
+    if (ckpt_read_file(path, &old, &nold)) FAIL("cannot read %s", path);
     pid = fork();
     if (pid == 0) {
         /* The child: a bigger optimizer, a 1 KiB file-size limit. */
@@ -609,14 +539,14 @@ TEST_IMPL(ckpt_disk_full_keeps_old)
     ASSERT(pid > 0);
     ASSERT(waitpid(pid, &status, 0) == pid);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) FAIL("the writing child failed (status %d)", status);
-    if (read_file(path, &now, &nnow)) FAIL("the old checkpoint is gone");
+    if (ckpt_read_file(path, &now, &nnow)) FAIL("the old checkpoint is gone");
     ASSERT(nnow == nold && memcmp(now, old, nold) == 0);
     ASSERT_INT(count_entries(dir), ==, 1); /* no temporary file left */
     ASSERT_OPT_OK(r.o, optim_load(r.o, path, OPTIM_MATCH_NAME));
     free(old);
     free(now);
     small_free(&r);
-    remove_tree(dir);
+    ckpt_remove_tree(dir);
     return 0;
 }
 
@@ -629,7 +559,7 @@ TEST_IMPL(ckpt_crash_during_save)
     optim_hparams hp;
     int round;
     test_rng rng = {test_seed() ^ 0xc4a5};
-    if (!scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
     snprintf(path, sizeof path, "%s/run.ckpt", dir);
     optim_hparams_init(&hp, OPTIM_ADAM, NULL);
     {
@@ -668,7 +598,7 @@ TEST_IMPL(ckpt_crash_during_save)
             ASSERT(info.params == 1 || info.params == RP);
         }
     }
-    remove_tree(dir); /* the temporary files of killed writers included */
+    ckpt_remove_tree(dir); /* the temporary files of killed writers included */
     return 0;
 }
 

@@ -12,6 +12,16 @@
     TEST_ENTRY(ckpt_errors_change_nothing)      \
     TEST_ENTRY(ckpt_extreme_counters)           \
     TEST_ENTRY(ckpt_every_truncation_and_flip)  \
+    TEST_ENTRY(ckpt_shapes)                     \
+    TEST_ENTRY(ckpt_format1_still_loads)        \
+    TEST_ENTRY(ckpt_corruption_names_the_part)  \
+    TEST_ENTRY(ckpt_strict_fields)              \
+    TEST_ENTRY(ckpt_mismatch_changes_nothing)   \
+    TEST_ENTRY(ckpt_special_files)              \
+    TEST_ENTRY(ckpt_write_failures)             \
+    TEST_ENTRY(ckpt_real_disk_full)             \
+    TEST_ENTRY(ckpt_unwritable_directory)       \
+    TEST_ENTRY(ckpt_out_of_memory)              \
     TEST_ENTRY(ckpt_disk_full_keeps_old)        \
     TEST_ENTRY(ckpt_crash_during_save)          \
     TEST_ENTRY(ckpt_concurrent_optimizers)

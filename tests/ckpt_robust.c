@@ -1,0 +1,811 @@
+/* ckpt_robust.c: checkpoints against everything but a clean run: shapes
+ * that differ, files of format 1 and files with sections a later library may
+ * add, damaged bytes (the message names the part), fields outside their
+ * range, special files and symbolic links, failing writes and fsyncs, a real
+ * full disk, a directory we may not write, and every allocation failing in
+ * turn. Every refused load leaves the optimizer exactly as it was. */
+#define _GNU_SOURCE /* mknod's S_IFCHR, setgroups */
+#include "checkpoint_internal.h"
+#include "ckpt_util.h"
+#include "ckpt_v1_fixture.h"
+#include "optim_checkpoint.h"
+#include "optim_schedule.h"
+#include "test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/sysmacros.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- A small optimizer: Adam with amsgrad, two groups, a schedule, three params --- */
+
+#define RB_PARAMS 3
+static const size_t rb_n[RB_PARAMS] = {8, 3, 5};
+static const char *rb_names[RB_PARAMS] = {"a", "b", "c"};
+
+typedef struct rb_run {
+    optim *o;
+    float w[RB_PARAMS][8], g[RB_PARAMS][8];
+} rb_run;
+
+/* options: 1 = amsgrad, a schedule and `steps` steps; 0 = default settings. */
+static int rb_build(rb_run *r, int options, int steps)
+{
+    optim_hparams hp;
+    size_t k, i;
+    int t;
+    memset(r, 0, sizeof *r);
+    ASSERT_OK(optim_create(&r->o, OPTIM_ADAM));
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    if (options) hp.amsgrad = 1;
+    ASSERT_OPT_OK(r->o, optim_add_group(r->o, &hp, NULL));
+    if (options) hp.lr = 3e-4;
+    ASSERT_OPT_OK(r->o, optim_add_group(r->o, &hp, NULL));
+    for (k = 0; k < RB_PARAMS; k++) {
+        for (i = 0; i < rb_n[k]; i++) r->w[k][i] = (float)(k + 1) * 0.1f - (float)i * 0.01f;
+        ASSERT_OPT_OK(r->o, optim_add_param(r->o, k == 1, r->w[k], r->g[k], rb_n[k], rb_names[k], NULL));
+    }
+    if (options) {
+        optim_schedule *c = NULL, *s = NULL;
+        ASSERT_OK(optim_schedule_cosine(&c, 30, 1e-5, NULL));
+        ASSERT_OK(optim_schedule_warmup(&s, 4, c, NULL));
+        ASSERT_OPT_OK(r->o, optim_group_set_schedule(r->o, 0, s));
+        optim_schedule_free(s);
+    }
+    for (t = 0; t < steps; t++) {
+        for (k = 0; k < RB_PARAMS; k++)
+            for (i = 0; i < rb_n[k]; i++) r->g[k][i] = (float)sin(0.3 * t + (double)(k * 8 + i));
+        ASSERT_OPT_OK(r->o, optim_step(r->o));
+    }
+    return 0;
+}
+
+static void rb_free(rb_run *r)
+{
+    optim_free(r->o);
+    r->o = NULL;
+}
+
+static char last_msg[OPTIM_ERRMSG_MAX]; /* the message of the last refusal */
+
+/* A refused load, with its code and a phrase of its message, that changes nothing. */
+static int expect_refused(optim *o, const void *data, size_t size, optim_match match, int code, const char *needle)
+{
+    void *before = NULL, *after = NULL;
+    size_t nb, na;
+    int rc;
+    ASSERT_OPT_OK(o, optim_save_buffer(o, &before, &nb));
+    rc = optim_load_buffer(o, data, size, match, "ck");
+    if (rc != code)
+        FAIL("load returned %s, expected %s (%s); expected message: %s", optim_err_name(rc), optim_err_name(code),
+             optim_errmsg(o), needle);
+    if (needle && !strstr(optim_errmsg(o), needle))
+        FAIL("message \"%s\" does not mention \"%s\"", optim_errmsg(o), needle);
+    snprintf(last_msg, sizeof last_msg, "%s", optim_errmsg(o));
+    ASSERT_OPT_OK(o, optim_save_buffer(o, &after, &na));
+    if (na != nb || memcmp(before, after, nb) != 0) FAIL("a refused load (%s) changed the optimizer", needle);
+    free(before);
+    free(after);
+    return 0;
+}
+
+/* ---- Shapes ----------------------------------------------------------------------- */
+
+TEST_IMPL(ckpt_shapes)
+{
+    rb_run src, dst;
+    void *buf = NULL;
+    size_t size, ndim;
+    int64_t dims[OPTIM_MAX_NDIM];
+    static const int64_t s42[2] = {4, 2}, s24[2] = {2, 4}, s7[1] = {7}, neg[2] = {-4, -2}, s15[2] = {1, 5};
+    int given;
+    float one[1], gone[1];
+    size_t idx;
+    if (rb_build(&src, 1, 3)) return 1;
+    /* The API: validated, default [n]. */
+    ASSERT_OPT_OK(src.o, optim_param_get_shape(src.o, 0, &ndim, dims, &given));
+    ASSERT(ndim == 1 && dims[0] == 8 && given == 0);
+    ASSERT_ERR(optim_param_set_shape(src.o, 0, 1, s7), OPTIM_EINVAL, optim_errmsg(src.o),
+               "with 7 elements for param 0 'a' of 8 elements");
+    ASSERT_ERR(optim_param_set_shape(src.o, 0, 2, neg), OPTIM_EINVAL, optim_errmsg(src.o), "dims[0] = -4");
+    ASSERT_ERR(optim_param_set_shape(src.o, 0, OPTIM_MAX_NDIM + 1, s42), OPTIM_EINVAL, optim_errmsg(src.o),
+               "ndim = 65");
+    ASSERT_ERR(optim_param_set_shape(src.o, 9, 2, s42), OPTIM_ERANGE, optim_errmsg(src.o), "param 9 does not exist");
+    ASSERT_ERR(optim_param_set_shape(src.o, 0, 2, NULL), OPTIM_ENULL, optim_errmsg(src.o), "dims is NULL");
+    ASSERT_ERR(optim_param_get_shape(src.o, 0, NULL, dims, NULL), OPTIM_ENULL, optim_errmsg(src.o), "ndim is NULL");
+    ASSERT_OPT_OK(src.o, optim_param_set_shape(src.o, 0, 2, s42));
+    ASSERT_OPT_OK(src.o, optim_param_get_shape(src.o, 0, &ndim, dims, &given));
+    ASSERT(ndim == 2 && dims[0] == 4 && dims[1] == 2 && given == 1);
+    ASSERT_OPT_OK(src.o, optim_param_set_shape(src.o, 2, 2, s15));
+    /* A scalar: no dimensions, one element. */
+    ASSERT_OPT_OK(src.o, optim_add_param(src.o, 0, one, gone, 1, "scalar", &idx));
+    ASSERT_OPT_OK(src.o, optim_param_set_shape(src.o, idx, 0, NULL));
+    ASSERT_OPT_OK(src.o, optim_param_get_shape(src.o, idx, &ndim, dims, &given));
+    ASSERT(ndim == 0 && given == 1);
+    optim_free(src.o);
+
+    /* Adam state of a (4, 2) parameter refuses to load into a (2, 4) one, naming both. */
+    if (rb_build(&src, 1, 3)) return 1;
+    ASSERT_OPT_OK(src.o, optim_param_set_shape(src.o, 0, 2, s42));
+    ASSERT_OPT_OK(src.o, optim_save_buffer(src.o, &buf, &size));
+    if (rb_build(&dst, 0, 1)) return 1;
+    ASSERT_OPT_OK(dst.o, optim_param_set_shape(dst.o, 0, 2, s24));
+    if (expect_refused(dst.o, buf, size, OPTIM_MATCH_NAME, OPTIM_EMISMATCH,
+                       "ck: param 0 'a' has shape [2, 4] in the optimizer, [4, 2] in the checkpoint"))
+        return 1;
+    if (expect_refused(dst.o, buf, size, OPTIM_MATCH_POSITION, OPTIM_EMISMATCH, "has shape [2, 4] in the optimizer"))
+        return 1;
+    /* The same shape loads, and keeps the optimizer's shapes. */
+    ASSERT_OPT_OK(dst.o, optim_param_set_shape(dst.o, 0, 2, s42));
+    ASSERT_OPT_OK(dst.o, optim_load_buffer(dst.o, buf, size, OPTIM_MATCH_NAME, "ck"));
+    ASSERT(ckpt_same_state(dst.o, src.o));
+    rb_free(&dst);
+    /* A shape never given ([n], the default) matches any shape of n elements, both ways. */
+    if (rb_build(&dst, 0, 1)) return 1;
+    ASSERT_OPT_OK(dst.o, optim_load_buffer(dst.o, buf, size, OPTIM_MATCH_NAME, "ck"));
+    ASSERT_OPT_OK(dst.o, optim_param_get_shape(dst.o, 0, &ndim, dims, &given));
+    ASSERT(ndim == 1 && dims[0] == 8 && given == 0); /* the load does not give shapes */
+    free(buf);
+    ASSERT_OPT_OK(dst.o, optim_save_buffer(dst.o, &buf, &size)); /* default shapes saved */
+    rb_free(&src);
+    if (rb_build(&src, 0, 0)) return 1;
+    ASSERT_OPT_OK(src.o, optim_param_set_shape(src.o, 0, 2, s24));
+    ASSERT_OPT_OK(src.o, optim_load_buffer(src.o, buf, size, OPTIM_MATCH_NAME, "ck"));
+    free(buf);
+    rb_free(&src);
+    rb_free(&dst);
+    return 0;
+}
+
+/* ---- Format 1, and sections a later library may add -------------------------------------- */
+
+TEST_IMPL(ckpt_format1_still_loads)
+{
+    optim *ref = NULL, *dst = NULL;
+    unsigned char *bigger;
+    size_t size;
+    unsigned k;
+    char dir[64], path[128];
+    optim_checkpoint_info info;
+    optim_error err;
+    if (ckpt_v1_build(&ref, 1)) FAIL("cannot build the fixture's optimizer");
+    if (ckpt_v1_build(&dst, 0)) FAIL("cannot build the optimizer to load into");
+    ASSERT(ckpt_v1_bytes[8] == 1); /* it is format 1 */
+    ASSERT_OPT_OK(dst, optim_load_buffer(dst, ckpt_v1_bytes, ckpt_v1_len, OPTIM_MATCH_NAME, "v1"));
+    if (!ckpt_same_state(dst, ref)) FAIL("the format-1 checkpoint loads into another state than it was saved from");
+    ASSERT_INT(optim_step_count(dst), ==, 3);
+    ASSERT_INT(optim_skipped_steps(dst), ==, 1);
+    /* From a file, with its info. */
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/v1.ckpt", dir);
+    ASSERT(ckpt_write_file(path, ckpt_v1_bytes, ckpt_v1_len) == 0);
+    ASSERT_OK_MSG(optim_checkpoint_info_read(path, &info, &err), err.message);
+    ASSERT_INT(info.format, ==, 1);
+    ASSERT_INT(info.params, ==, 2);
+    optim_free(dst);
+    if (ckpt_v1_build(&dst, 0)) return 1;
+    ASSERT_OPT_OK(dst, optim_load(dst, path, OPTIM_MATCH_POSITION));
+    ASSERT(ckpt_same_state(dst, ref));
+    /* With a section a later library added (may skip) anywhere: before META,
+     * between groups, between params, at the end. Sections are 0 META, 1-2
+     * GRUP, 3-4 PARM. */
+    for (k = 0; k <= 5; k++) {
+        optim_free(dst);
+        if (ckpt_v1_build(&dst, 0)) return 1;
+        bigger = ckpt_insert_section(ckpt_v1_bytes, ckpt_v1_len, k, "XTRA", 1, "hello", 5, &size);
+        ASSERT(bigger);
+        if (optim_load_buffer(dst, bigger, size, OPTIM_MATCH_NAME, "v1+XTRA") != OPTIM_OK)
+            FAIL("a format-1 file with a skippable section before section %u is refused: %s", k, optim_errmsg(dst));
+        if (!ckpt_same_state(dst, ref)) FAIL("skipping a section before section %u changed what loads", k);
+        /* and one a reader must understand is refused */
+        free(bigger);
+        bigger = ckpt_insert_section(ckpt_v1_bytes, ckpt_v1_len, k, "XTRA", 0, "hello", 5, &size);
+        if (expect_refused(dst, bigger, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT,
+                           "(XTRA): unknown section that a reader may not skip"))
+            return 1;
+        free(bigger);
+    }
+    /* Two at once, one of them empty, in a file of this library's format. */
+    {
+        void *cur;
+        size_t n1, n2;
+        unsigned char *one, *two;
+        ASSERT_OPT_OK(ref, optim_save_buffer(ref, &cur, &n1));
+        one = ckpt_insert_section((unsigned char *)cur, n1, 0, "ZZZZ", 1, NULL, 0, &n1);
+        two = ckpt_insert_section(one, n1, 4, "XTRA", 1 | 0x80000000u, "hi", 2, &n2); /* other flag bits: ignored */
+        optim_free(dst);
+        if (ckpt_v1_build(&dst, 0)) return 1;
+        ASSERT_OPT_OK(dst, optim_load_buffer(dst, two, n2, OPTIM_MATCH_NAME, "v2+2"));
+        ASSERT(ckpt_same_state(dst, ref));
+        free(cur);
+        free(one);
+        free(two);
+    }
+    optim_free(dst);
+    optim_free(ref);
+    ckpt_remove_tree(dir);
+    return 0;
+}
+
+/* ---- Damage is reported with the part it hit -------------------------------------------------- */
+
+TEST_IMPL(ckpt_corruption_names_the_part)
+{
+    rb_run r, dst;
+    void *good;
+    size_t size, off;
+    unsigned char *bad;
+    char dir[64], path[128];
+    if (rb_build(&r, 1, 3) || rb_build(&dst, 0, 0)) return 1;
+    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &good, &size));
+    bad = (unsigned char *)malloc(size);
+    /* Sections: 0 META, 1 GRUP 0, 2 GRUP 1, 3 PARM a, 4 PARM b, 5 PARM c. */
+#define FLIP_AT(where)                                                                                    \
+    do {                                                                                                  \
+        memcpy(bad, good, size);                                                                          \
+        bad[(where)] ^= 0x04;                                                                             \
+    } while (0)
+    off = ckpt_section_offset((unsigned char *)good, size, 4);
+    FLIP_AT(off + 16 + ckpt_get_le((unsigned char *)good + off + 8, 8) - 3); /* b's last slot */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM,
+                       "ck: section 4 (PARM of param 1 'b'): checksum mismatch: the file is corrupt"))
+        return 1;
+    FLIP_AT(ckpt_section_offset((unsigned char *)good, size, 2) + 16 + 9); /* a hyperparameter of group 1 */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "section 2 (GRUP of group 1): checksum"))
+        return 1;
+    FLIP_AT(32 + 16 + 20); /* META's step count */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "section 0 (META): checksum")) return 1;
+    FLIP_AT(size - 12); /* the file checksum itself */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "file checksum mismatch")) return 1;
+    /* A section's length damaged: its frame no longer fits, and the file checksum says why. */
+    off = ckpt_section_offset((unsigned char *)good, size, 3);
+    FLIP_AT(off + 8 + 3);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM,
+                       "section 3 (PARM of param 0) at byte"))
+        return 1;
+    if (!strstr(last_msg, "the file checksum does not match: the file is corrupt")) FAIL("%s", last_msg);
+    printf("  %s\n", last_msg);
+    /* The same through a file: the message starts with its path. */
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/flip.ckpt", dir);
+    off = ckpt_section_offset((unsigned char *)good, size, 5);
+    FLIP_AT(off + 16 + 40);
+    ASSERT(ckpt_write_file(path, bad, size) == 0);
+    ASSERT_ERR(optim_load(dst.o, path, OPTIM_MATCH_NAME), OPTIM_ECHECKSUM, optim_errmsg(dst.o),
+               "flip.ckpt: section 5 (PARM of param 2 'c'): checksum mismatch");
+#undef FLIP_AT
+    free(bad);
+    free(good);
+    rb_free(&r);
+    rb_free(&dst);
+    ckpt_remove_tree(dir);
+    return 0;
+}
+
+/* Flags and one-byte booleans take exactly their documented values. */
+TEST_IMPL(ckpt_strict_fields)
+{
+    rb_run r, dst;
+    void *good;
+    size_t size, g0, p0, nlen;
+    unsigned char *bad, *dup;
+    static const int64_t s42[2] = {4, 2};
+    if (rb_build(&r, 1, 2) || rb_build(&dst, 0, 0)) return 1;
+    ASSERT_OPT_OK(r.o, optim_param_set_shape(r.o, 0, 2, s42));
+    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &good, &size));
+    bad = (unsigned char *)malloc(size);
+#define EDIT(off, value, bytes)                                                                           \
+    do {                                                                                                  \
+        memcpy(bad, good, size);                                                                          \
+        ckpt_put_le(bad + (off), (value), (bytes));                                                       \
+        ckpt_rechecksum(bad, size);                                                                       \
+    } while (0)
+    EDIT(12, 1, 4);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "header flags 0x1")) return 1;
+    EDIT(32 + 4, 1, 4); /* META marked "may skip": a known section takes flags 0 */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "section 0 (META): flags 0x1")) return 1;
+    EDIT(32 + 16 + 36, 7, 4); /* META's reserved field */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "reserved field = 7")) return 1;
+    g0 = ckpt_section_offset((unsigned char *)good, size, 2) + 16; /* group 1: no schedule */
+    EDIT(g0 + 8 + 12 * ckpt_get_le((unsigned char *)good + g0 + 4, 4) + 8, 2, 1);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "group 1: schedule byte = 2")) return 1;
+    p0 = ckpt_section_offset((unsigned char *)good, size, 3) + 16; /* param a, shape [4, 2] */
+    nlen = (size_t)ckpt_get_le((unsigned char *)good + p0 + 8, 4);
+    EDIT(p0 + 12 + nlen + 12, 2, 1);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "param 0 'a': shape byte = 2")) return 1;
+    EDIT(p0 + 12 + nlen + 12 + 5, 3, 8);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "a shape [3, 2] for 8 elements")) return 1;
+    EDIT(p0 + 12 + nlen + 12, 0, 1); /* "not given" with two dimensions */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "a default shape [4, 2] for 8 elements"))
+        return 1;
+    /* A second META. */
+    {
+        size_t mlen = 20 + (size_t)ckpt_get_le((unsigned char *)good + 32 + 8, 8), n2;
+        dup = ckpt_insert_section((unsigned char *)good, size, 1, "META", 0, (unsigned char *)good + 32 + 16,
+                                  mlen - 20, &n2);
+        if (expect_refused(dst.o, dup, n2, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "section 1 (META): a second META"))
+            return 1;
+        free(dup);
+    }
+    ASSERT_OPT_OK(dst.o, optim_load_buffer(dst.o, good, size, OPTIM_MATCH_NAME, "good"));
+#undef EDIT
+    free(bad);
+    free(good);
+    rb_free(&r);
+    rb_free(&dst);
+    return 0;
+}
+
+/* Refusals of another optimizer's checkpoint change nothing either. */
+TEST_IMPL(ckpt_mismatch_changes_nothing)
+{
+    rb_run r, dst;
+    optim *other = NULL;
+    optim_hparams hp;
+    void *good;
+    size_t size;
+    static const int64_t s24[2] = {2, 4}, s42[2] = {4, 2};
+    float w[8], g[8];
+    if (rb_build(&r, 1, 2) || rb_build(&dst, 1, 5)) return 1;
+    ASSERT_OPT_OK(r.o, optim_param_set_shape(r.o, 0, 2, s42));
+    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &good, &size));
+    ASSERT_OPT_OK(dst.o, optim_param_set_shape(dst.o, 0, 2, s24));
+    if (expect_refused(dst.o, good, size, OPTIM_MATCH_NAME, OPTIM_EMISMATCH, "has shape [2, 4] in the optimizer"))
+        return 1;
+    /* Another rule. */
+    ASSERT_OK(optim_create(&other, OPTIM_ADAMW));
+    optim_hparams_init(&hp, OPTIM_ADAMW, NULL);
+    ASSERT_OPT_OK(other, optim_add_group(other, &hp, NULL));
+    ASSERT_OPT_OK(other, optim_add_param(other, 0, w, g, 8, "a", NULL));
+    ASSERT_OPT_OK(other, optim_step(other));
+    if (expect_refused(other, good, size, OPTIM_MATCH_NAME, OPTIM_EMISMATCH,
+                       "the checkpoint is of rule adam, this optimizer's rule is adamw"))
+        return 1;
+    optim_free(other);
+    /* Another group for a param, another size. */
+    rb_free(&dst);
+    {
+        optim *o = NULL;
+        float a[8], ga[8], b[3], gb[3], c[5], gc[5];
+        ASSERT_OK(optim_create(&o, OPTIM_ADAM));
+        optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+        ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+        ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+        ASSERT_OPT_OK(o, optim_add_param(o, 0, a, ga, 8, "a", NULL));
+        ASSERT_OPT_OK(o, optim_add_param(o, 0, b, gb, 3, "b", NULL));
+        ASSERT_OPT_OK(o, optim_add_param(o, 0, c, gc, 5, "c", NULL));
+        if (expect_refused(o, good, size, OPTIM_MATCH_NAME, OPTIM_EMISMATCH,
+                           "param 1 'b' is in group 0 in the optimizer, 1 in the checkpoint"))
+            return 1;
+        optim_free(o);
+        o = NULL;
+        ASSERT_OK(optim_create(&o, OPTIM_ADAM));
+        ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+        ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+        ASSERT_OPT_OK(o, optim_add_param(o, 0, a, ga, 8, "a", NULL));
+        ASSERT_OPT_OK(o, optim_add_param(o, 1, b, gb, 2, "b", NULL));
+        ASSERT_OPT_OK(o, optim_add_param(o, 0, c, gc, 5, "c", NULL));
+        if (expect_refused(o, good, size, OPTIM_MATCH_NAME, OPTIM_EMISMATCH,
+                           "param 1 'b' has 2 elements in the optimizer, 3 in the checkpoint"))
+            return 1;
+        optim_free(o);
+    }
+    free(good);
+    rb_free(&r);
+    return 0;
+}
+
+/* ---- Special files and symbolic links ------------------------------------------------------- */
+
+static int is_kind(const char *path, mode_t kind)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == kind;
+}
+
+static int file_is(const char *path, const void *data, size_t size)
+{
+    unsigned char *d;
+    size_t n;
+    int same;
+    if (ckpt_read_file(path, &d, &n)) return 0;
+    same = n == size && memcmp(d, data, n) == 0;
+    free(d);
+    return same;
+}
+
+static int entries(const char *dir)
+{
+    char cmd[160];
+    int n = 0;
+    FILE *p;
+    snprintf(cmd, sizeof cmd, "ls -A %s | wc -l", dir);
+    p = popen(cmd, "r");
+    if (!p || fscanf(p, "%d", &n) != 1) n = -1;
+    if (p) pclose(p);
+    return n;
+}
+
+TEST_IMPL(ckpt_special_files)
+{
+    rb_run r;
+    char dir[64], p[8][160];
+    void *buf;
+    size_t size;
+    pid_t pid;
+    int status, fd;
+    struct stat st;
+    if (rb_build(&r, 1, 2)) return 1;
+    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &buf, &size));
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    /* Loading from a character device: its kind, not a stale errno. */
+    ASSERT_ERR(optim_load(r.o, "/dev/null", OPTIM_MATCH_NAME), OPTIM_EREAD, optim_errmsg(r.o),
+               "/dev/null: is a character device, not a checkpoint file");
+    ASSERT(!strstr(optim_errmsg(r.o), "No such file"));
+    /* Loading from a FIFO with no writer returns at once (a blocking open would wait for ever). */
+    snprintf(p[0], sizeof p[0], "%s/fifo", dir);
+    ASSERT(mkfifo(p[0], 0600) == 0);
+    pid = fork();
+    if (pid == 0) {
+        alarm(10); /* a hang kills the child: the test fails instead of hanging */
+        _exit(optim_load(r.o, p[0], OPTIM_MATCH_NAME) == OPTIM_EREAD && strstr(optim_errmsg(r.o), "is a FIFO") ? 0 : 1);
+    }
+    ASSERT(pid > 0 && waitpid(pid, &status, 0) == pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        FAIL("loading from a FIFO hung or failed otherwise (status %d)", status);
+    /* Saving never replaces a FIFO, a device or a socket: it refuses. */
+    ASSERT_ERR(optim_save(r.o, p[0]), OPTIM_EOPEN, optim_errmsg(r.o),
+               "is a FIFO (named pipe): only a regular file is replaced");
+    ASSERT(is_kind(p[0], S_IFIFO));
+    snprintf(p[1], sizeof p[1], "%s/null", dir); /* a device node of our own, never a real one */
+    if (mknod(p[1], S_IFCHR | 0600, makedev(1, 3)) == 0) {
+        ASSERT_ERR(optim_save(r.o, p[1]), OPTIM_EOPEN, optim_errmsg(r.o), "is a character device");
+        ASSERT(is_kind(p[1], S_IFCHR));
+        unlink(p[1]);
+    } else {
+        printf("  (mknod: %s; the device case is not tested)\n", strerror(errno));
+    }
+    snprintf(p[2], sizeof p[2], "%s/sock", dir);
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    {
+        struct sockaddr_un a;
+        memset(&a, 0, sizeof a);
+        a.sun_family = AF_UNIX;
+        ASSERT(strlen(p[2]) < sizeof a.sun_path);
+        memcpy(a.sun_path, p[2], strlen(p[2]) + 1);
+        ASSERT(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    }
+    ASSERT_ERR(optim_save(r.o, p[2]), OPTIM_EOPEN, optim_errmsg(r.o), "is a socket");
+    ASSERT(is_kind(p[2], S_IFSOCK));
+    close(fd);
+    unlink(p[2]);
+    /* A symbolic link: the file it points to is replaced (the temporary file
+     * next to it), the link stays. Through a chain of two, relative. */
+    snprintf(p[3], sizeof p[3], "%s/real.ckpt", dir);
+    snprintf(p[4], sizeof p[4], "%s/link", dir);
+    snprintf(p[5], sizeof p[5], "%s/link2", dir);
+    ASSERT(ckpt_write_file(p[3], "old", 3) == 0);
+    ASSERT(chmod(p[3], 0640) == 0);
+    ASSERT(symlink("real.ckpt", p[4]) == 0 && symlink("link", p[5]) == 0);
+    ASSERT_OPT_OK(r.o, optim_save(r.o, p[5]));
+    ASSERT(is_kind(p[4], S_IFLNK) && is_kind(p[5], S_IFLNK) && is_kind(p[3], S_IFREG));
+    ASSERT(file_is(p[3], buf, size));
+    ASSERT(stat(p[3], &st) == 0 && (st.st_mode & 0777) == 0640); /* the replaced file's permissions */
+    ASSERT_OPT_OK(r.o, optim_load(r.o, p[4], OPTIM_MATCH_NAME));
+    /* A dangling link: the file it names is created. */
+    snprintf(p[6], sizeof p[6], "%s/dangling", dir);
+    ASSERT(symlink("created.ckpt", p[6]) == 0);
+    ASSERT_OPT_OK(r.o, optim_save(r.o, p[6]));
+    ASSERT(is_kind(p[6], S_IFLNK));
+    snprintf(p[7], sizeof p[7], "%s/created.ckpt", dir);
+    ASSERT(file_is(p[7], buf, size));
+    /* Links to a directory or a FIFO, and a loop, are refused. */
+    unlink(p[6]);
+    ASSERT(symlink(".", p[6]) == 0);
+    ASSERT_ERR(optim_save(r.o, p[6]), OPTIM_EOPEN, optim_errmsg(r.o), "which is a directory");
+    unlink(p[6]);
+    ASSERT(symlink("fifo", p[6]) == 0);
+    ASSERT_ERR(optim_save(r.o, p[6]), OPTIM_EOPEN, optim_errmsg(r.o), "which is a FIFO");
+    ASSERT(is_kind(p[0], S_IFIFO));
+    unlink(p[4]);
+    unlink(p[5]);
+    ASSERT(symlink("link2", p[4]) == 0 && symlink("link", p[5]) == 0);
+    ASSERT_ERR(optim_save(r.o, p[4]), OPTIM_EOPEN, optim_errmsg(r.o), "more than 40 symbolic links");
+    /* A new file gets the usual permissions (0666 less the umask). */
+    unlink(p[7]);
+    {
+        mode_t old = umask(022);
+        ASSERT_OPT_OK(r.o, optim_save(r.o, p[7]));
+        umask(old);
+        ASSERT(stat(p[7], &st) == 0 && (st.st_mode & 0777) == 0644);
+    }
+    /* No temporary file was left behind: fifo, real.ckpt, link, link2, dangling, created.ckpt. */
+    ASSERT_INT(entries(dir), ==, 6);
+    free(buf);
+    rb_free(&r);
+    ckpt_remove_tree(dir);
+    return 0;
+}
+
+/* ---- Failing writes, fsyncs, disks, permissions, memory ---------------------------------- */
+
+static long hk_budget = -1; /* bytes writes may still write (-1: any) */
+static int hk_errno, hk_short, hk_file_fsync_errno, hk_dir_fsync_errno, hk_dir_syncs, hk_dir_sync_saw_new;
+static const char *hk_target;
+static const void *hk_new;
+static size_t hk_new_size;
+
+static ssize_t hk_write(int fd, const void *b, size_t n)
+{
+    ssize_t k;
+    if (hk_short && n > 1000) n = 1000; /* short writes: the writer must loop */
+    if (hk_budget == 0) {
+        errno = hk_errno;
+        return -1;
+    }
+    if (hk_budget > 0 && (long)n > hk_budget) n = (size_t)hk_budget;
+    k = write(fd, b, n);
+    if (k > 0 && hk_budget > 0) hk_budget -= k;
+    return k;
+}
+
+static int hk_fsync(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        hk_dir_syncs++;
+        if (hk_target) hk_dir_sync_saw_new = file_is(hk_target, hk_new, hk_new_size); /* renamed already? */
+        if (hk_dir_fsync_errno) {
+            errno = hk_dir_fsync_errno;
+            return -1;
+        }
+    } else if (hk_file_fsync_errno) {
+        errno = hk_file_fsync_errno;
+        return -1;
+    }
+    return fsync(fd);
+}
+
+static void hk_reset(void)
+{
+    hk_budget = -1;
+    hk_errno = hk_short = hk_file_fsync_errno = hk_dir_fsync_errno = hk_dir_syncs = hk_dir_sync_saw_new = 0;
+    hk_target = NULL;
+    optim__ck_test.write = hk_write;
+    optim__ck_test.fsync = hk_fsync;
+}
+
+TEST_IMPL(ckpt_write_failures)
+{
+    rb_run small, big;
+    char dir[64], path[128];
+    void *old, *fresh;
+    size_t nold, nfresh;
+    const optim__ck_hooks saved = optim__ck_test;
+    if (rb_build(&small, 1, 1) || rb_build(&big, 1, 4)) return 1;
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/run.ckpt", dir);
+    ASSERT_OPT_OK(small.o, optim_save(small.o, path));
+    ASSERT_OPT_OK(small.o, optim_save_buffer(small.o, &old, &nold));
+    ASSERT_OPT_OK(big.o, optim_save_buffer(big.o, &fresh, &nfresh));
+    hk_reset();
+    /* A write that fails half-way: EIO is OPTIM_EWRITE, ENOSPC OPTIM_ENOSPC. */
+    hk_budget = (long)nfresh / 2;
+    hk_errno = EIO;
+    ASSERT_ERR(optim_save(big.o, path), OPTIM_EWRITE, optim_errmsg(big.o), "failed: Input/output error");
+    ASSERT(strstr(optim_errmsg(big.o), "run.ckpt"));
+    ASSERT(file_is(path, old, nold) && entries(dir) == 1);
+    hk_reset();
+    hk_budget = 100;
+    hk_errno = ENOSPC;
+    ASSERT_ERR(optim_save(big.o, path), OPTIM_ENOSPC, optim_errmsg(big.o), "No space left on device");
+    ASSERT(file_is(path, old, nold) && entries(dir) == 1);
+    /* fsync of the file fails: nothing replaced. */
+    hk_reset();
+    hk_file_fsync_errno = EIO;
+    ASSERT_ERR(optim_save(big.o, path), OPTIM_EWRITE, optim_errmsg(big.o), "to disk failed: Input/output error");
+    ASSERT(file_is(path, old, nold) && entries(dir) == 1);
+    hk_reset();
+    hk_file_fsync_errno = ENOSPC; /* a file system that allocates at fsync */
+    ASSERT_ERR(optim_save(big.o, path), OPTIM_ENOSPC, optim_errmsg(big.o), "to disk failed");
+    ASSERT(file_is(path, old, nold) && entries(dir) == 1);
+    /* Short writes are completed; the directory is synced after the rename. */
+    hk_reset();
+    hk_short = 1;
+    hk_target = path;
+    hk_new = fresh;
+    hk_new_size = nfresh;
+    ASSERT_OPT_OK(big.o, optim_save(big.o, path));
+    ASSERT(file_is(path, fresh, nfresh));
+    ASSERT_INT(hk_dir_syncs, ==, 1);
+    ASSERT_INT(hk_dir_sync_saw_new, ==, 1);
+    /* The directory's fsync fails: the new checkpoint is in place, and the error says so. */
+    hk_reset();
+    hk_dir_fsync_errno = EIO;
+    ASSERT_ERR(optim_save(small.o, path), OPTIM_EWRITE, optim_errmsg(small.o),
+               "was written but syncing its directory");
+    ASSERT(file_is(path, old, nold) && entries(dir) == 1);
+    optim__ck_test = saved;
+    free(old);
+    free(fresh);
+    rb_free(&small);
+    rb_free(&big);
+    ckpt_remove_tree(dir);
+    return 0;
+}
+
+/* A real full disk: a 64 KiB tmpfs in a mount namespace of a child (needs
+ * CAP_SYS_ADMIN; skipped without). */
+TEST_IMPL(ckpt_real_disk_full)
+{
+    char dir[64], path[128];
+    pid_t pid;
+    int status;
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/run.ckpt", dir);
+    pid = fork();
+    if (pid == 0) {
+        static float w[100000], g[100000];
+        rb_run r;
+        optim *big = NULL;
+        optim_hparams hp;
+        unsigned char *old = NULL, *now = NULL;
+        size_t nold, nnow;
+        int rc;
+        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", dir, "tmpfs", 0, "size=64k") != 0) {
+            printf("  skipped: no private tmpfs (%s)\n", strerror(errno));
+            fflush(stdout);
+            _exit(77);
+        }
+        if (rb_build(&r, 1, 2) || optim_save(r.o, path) != OPTIM_OK || ckpt_read_file(path, &old, &nold)) _exit(2);
+        optim_create(&big, OPTIM_ADAM);
+        optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+        optim_add_group(big, &hp, NULL);
+        optim_add_param(big, 0, w, g, 100000, "w", NULL);
+        rc = optim_save(big, path);
+        if (rc != OPTIM_ENOSPC || !strstr(optim_errmsg(big), "No space left on device")) {
+            fprintf(stderr, "save on a full tmpfs: %s: %s\n", optim_err_name(rc), optim_errmsg(big));
+            _exit(3);
+        }
+        printf("  %s\n", optim_errmsg(big));
+        fflush(stdout);
+        if (ckpt_read_file(path, &now, &nnow) || nnow != nold || memcmp(now, old, nold) != 0) _exit(4);
+        if (entries(dir) != 1) _exit(5);
+        if (optim_load(r.o, path, OPTIM_MATCH_NAME) != OPTIM_OK) _exit(6);
+        umount(dir);
+        _exit(0);
+    }
+    ASSERT(pid > 0 && waitpid(pid, &status, 0) == pid);
+    ckpt_remove_tree(dir);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) return 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) FAIL("the full-disk child failed (status %d)", status);
+    return 0;
+}
+
+/* A directory we may not write, a file we may not read: as root, in a child
+ * that becomes nobody (65534); else with the directory's write bit off. */
+TEST_IMPL(ckpt_unwritable_directory)
+{
+    char dir[64], sub[128], path[160], secret[160];
+    rb_run r;
+    pid_t pid;
+    int status;
+    if (rb_build(&r, 1, 1)) return 1;
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(sub, sizeof sub, "%s/ro", dir);
+    snprintf(path, sizeof path, "%s/x.ckpt", sub);
+    snprintf(secret, sizeof secret, "%s/secret.ckpt", dir);
+    ASSERT(mkdir(sub, 0755) == 0 && chmod(dir, 0755) == 0);
+    ASSERT_OPT_OK(r.o, optim_save(r.o, secret));
+    ASSERT(chmod(secret, 0600) == 0);
+    pid = fork();
+    if (pid == 0) {
+        if (geteuid() == 0) {
+            if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(70);
+        } else if (chmod(sub, 0555) != 0) {
+            _exit(71);
+        }
+        if (optim_save(r.o, path) != OPTIM_EOPEN || !strstr(optim_errmsg(r.o), "Permission denied") ||
+            !strstr(optim_errmsg(r.o), "ro/x.ckpt")) {
+            fprintf(stderr, "save into an unwritable directory: %s\n", optim_errmsg(r.o));
+            _exit(1);
+        }
+        printf("  %s\n", optim_errmsg(r.o));
+        fflush(stdout);
+        if (geteuid() != 0 && getuid() != 0 && access(secret, R_OK) != 0) {
+            if (optim_load(r.o, secret, OPTIM_MATCH_NAME) != OPTIM_EOPEN ||
+                !strstr(optim_errmsg(r.o), "cannot open: Permission denied")) {
+                fprintf(stderr, "load of an unreadable file: %s\n", optim_errmsg(r.o));
+                _exit(2);
+            }
+            printf("  %s\n", optim_errmsg(r.o));
+        fflush(stdout);
+        }
+        _exit(0);
+    }
+    ASSERT(pid > 0 && waitpid(pid, &status, 0) == pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) FAIL("the unprivileged child failed (status %d)", status);
+    ASSERT_INT(entries(sub), ==, 0);
+    chmod(sub, 0755);
+    rb_free(&r);
+    ckpt_remove_tree(dir);
+    return 0;
+}
+
+/* Every allocation of a load, a save and a save to memory failing in turn:
+ * OPTIM_ENOMEM naming what it was for, nothing changed, no file touched. */
+TEST_IMPL(ckpt_out_of_memory)
+{
+    rb_run src, dst;
+    void *good, *before;
+    size_t size, nbefore;
+    long k;
+    int rc, named_slot = 0;
+    char dir[64], path[128];
+    if (rb_build(&src, 1, 3) || rb_build(&dst, 0, 1)) return 1; /* dst lacks max_exp_avg_sq: allocated by a load */
+    ASSERT_OPT_OK(src.o, optim_save_buffer(src.o, &good, &size));
+    for (k = 1;; k++) {
+        optim__ck_test.alloc_fail = k;
+        rc = optim_load_buffer(dst.o, good, size, OPTIM_MATCH_NAME, "ck");
+        optim__ck_test.alloc_fail = 0;
+        if (rc == OPTIM_OK) break;
+        if (rc != OPTIM_ENOMEM) FAIL("allocation %ld failing: %s (%s)", k, optim_err_name(rc), optim_errmsg(dst.o));
+        if (strstr(optim_errmsg(dst.o), "ck: param 1 'b': out of memory for 3 floats of state 'max_exp_avg_sq'"))
+            named_slot = 1;
+        if (k > 100) FAIL("no end to allocations");
+        /* nothing changed: still the state of one default step */
+        {
+            rb_run ref;
+            if (rb_build(&ref, 0, 1)) return 1;
+            if (!ckpt_same_state(ref.o, dst.o)) FAIL("a load failing at allocation %ld changed the optimizer", k);
+            rb_free(&ref);
+        }
+    }
+    ASSERT(named_slot);
+    ASSERT(ckpt_same_state(dst.o, src.o));
+    printf("  a load makes %ld allocations; each failing is refused cleanly\n", k - 1);
+    /* Saves. */
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/run.ckpt", dir);
+    ASSERT_OPT_OK(dst.o, optim_save(dst.o, path));
+    ASSERT(ckpt_read_file(path, (unsigned char **)&before, &nbefore) == 0);
+    ASSERT_OPT_OK(src.o, optim_step(src.o));
+    for (k = 1;; k++) {
+        optim__ck_test.alloc_fail = k;
+        rc = optim_save(src.o, path);
+        optim__ck_test.alloc_fail = 0;
+        if (rc == OPTIM_OK) break;
+        ASSERT_INT(rc, ==, OPTIM_ENOMEM);
+        ASSERT(strstr(optim_errmsg(src.o), "out of memory"));
+        if (!file_is(path, before, nbefore) || entries(dir) != 1) FAIL("a save failing at allocation %ld touched the file", k);
+        if (k > 100) FAIL("no end to allocations");
+    }
+    for (k = 1;; k++) {
+        void *mem = (void *)1;
+        size_t n = 0;
+        optim__ck_test.alloc_fail = k;
+        rc = optim_save_buffer(src.o, &mem, &n);
+        optim__ck_test.alloc_fail = 0;
+        if (rc == OPTIM_OK) {
+            free(mem);
+            break;
+        }
+        ASSERT_INT(rc, ==, OPTIM_ENOMEM);
+        ASSERT(mem == NULL);
+    }
+    free(before);
+    free(good);
+    rb_free(&src);
+    rb_free(&dst);
+    ckpt_remove_tree(dir);
+    return 0;
+}
