@@ -2,6 +2,7 @@
  * torch.nn.utils.clip_grad_norm_ / clip_grad_value_. The reductions and the
  * in-place updates are kernels (src/kernels/); this file validates and
  * drives them. */
+#include "clip_internal.h"
 #include "common.h"
 #include "kernels/kernels.h"
 #include "optim_clip.h"
@@ -9,6 +10,39 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The smallest double that rounds to +inf as a float: FLT_MAX + half an ulp
+ * (FLT_MAX's last bit is odd, so the tie rounds up). */
+#define OPTIM__F32_OVERFLOW 0x1.ffffffp+127
+
+/* (float)x, with the saturation IEEE gives (C leaves an out-of-range
+ * conversion undefined). NaN stays NaN. */
+static float optim__to_float(double x)
+{
+    if (x >= OPTIM__F32_OVERFLOW) return INFINITY;
+    if (x <= -OPTIM__F32_OVERFLOW) return -INFINITY;
+    return (float)x;
+}
+
+double optim__clip_total_norm(double norm, double p)
+{
+    double sum;
+    if (!(norm < OPTIM__F32_OVERFLOW)) return norm >= OPTIM__F32_OVERFLOW ? INFINITY : norm; /* NaN stays */
+    /* p = 1: the sum is the norm; inf: a max of floats, always in range; p < 1: the sum is below the norm. */
+    if (isinf(p) || p <= 1.0) return norm;
+    sum = p == 2.0 ? norm * norm : pow(norm, p);
+    return sum >= OPTIM__F32_OVERFLOW ? INFINITY : norm;
+}
+
+float optim__clip_factor(double norm, double max_norm)
+{
+    /* torch: clip_coef = max_norm / (total_norm + 1e-6) with total_norm a float32
+     * tensor, which Tensor.__rtruediv__ computes as reciprocal() * max_norm, each in
+     * float32; then clamp(max=1.0). The same operations in the same order, in float. */
+    const float n = optim__to_float(norm), eps = (float)1e-6, m = optim__to_float(max_norm);
+    const float r = 1.0f / (n + eps), c = r * m;
+    return c >= 1.0f ? 1.0f : c; /* NaN stays NaN */
+}
 
 /* Scratch for one call: tasks over the arrays and the reduction partials. */
 typedef struct optim__clip_job {
@@ -73,8 +107,11 @@ static double optim__job_norm(optim__clip_job *j, double norm_type, int threads)
 
 static int optim__check_common(const char *fn, double norm_type, int threads, optim_error *err)
 {
-    OPTIM__FAIL_IF(!(norm_type >= 1), err, OPTIM_EINVAL, "%s: norm_type = %.10g must be >= 1 or INFINITY", fn,
-                   norm_type);
+    /* Any p > 0: the reductions sum |g|^p in double for any p (p in (0, 1) too,
+     * which torch accepts); 0 (torch counts non-zero elements) and negative
+     * orders are not norms. */
+    OPTIM__FAIL_IF(!(norm_type > 0), err, OPTIM_EINVAL,
+                   "%s: norm_type = %.10g must be > 0 or INFINITY (orders 0 and below are not norms)", fn, norm_type);
     OPTIM__FAIL_IF(threads < 0, err, OPTIM_EINVAL, "%s: threads = %d is negative", fn, threads);
     return OPTIM_OK;
 }
@@ -94,25 +131,32 @@ int optim_grad_norm(size_t count, const float *const *grads, const size_t *n, do
 int optim_clip_grad_norm(size_t count, float *const *grads, const size_t *n, double max_norm, double norm_type,
                          int error_if_nonfinite, int threads, double *total_norm, optim_error *err)
 {
+    static const char fn[] = "optim_clip_grad_norm";
     optim__clip_job j;
-    double norm, coef;
-    OPTIM__FAIL_IF(!(max_norm >= 0) || isinf(max_norm), err, OPTIM_EINVAL,
-                   "optim_clip_grad_norm: max_norm = %.10g must be a finite number >= 0", max_norm);
-    OPTIM__FORWARD(optim__check_common("optim_clip_grad_norm", norm_type, threads, err));
-    OPTIM__FORWARD(optim__clip_job_init(&j, "optim_clip_grad_norm", count, (const float *const *)grads, n, err));
-    norm = optim__job_norm(&j, norm_type, threads);
+    double exact, norm;
+    float coef;
+    OPTIM__FAIL_IF(!(max_norm >= 0), err, OPTIM_EINVAL,
+                   "%s: max_norm = %.10g must be a number >= 0 (INFINITY: no clipping, as torch's factor min(1, inf))",
+                   fn, max_norm);
+    OPTIM__FORWARD(optim__check_common(fn, norm_type, threads, err));
+    OPTIM__FORWARD(optim__clip_job_init(&j, fn, count, (const float *const *)grads, n, err));
+    exact = optim__job_norm(&j, norm_type, threads);
+    norm = optim__clip_total_norm(exact, norm_type);
     if (total_norm) *total_norm = norm;
     if (error_if_nonfinite && !isfinite(norm)) {
         optim__clip_job_free(&j);
+        if (isfinite(exact))
+            return optim__fail(err, OPTIM_ENONFINITE,
+                               "%s: the total norm of order %.10g of the gradients is %.10g, beyond float32's range "
+                               "(torch's float32 norm is inf); gradients left unchanged",
+                               fn, norm_type, exact);
         return optim__fail(err, OPTIM_ENONFINITE,
-                           "optim_clip_grad_norm: the total norm of order %.10g of the gradients is %.10g; "
-                           "gradients left unchanged",
+                           "%s: the total norm of order %.10g of the gradients is %.10g; gradients left unchanged", fn,
                            norm_type, norm);
     }
-    /* torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to at most 1 (a NaN norm gives NaN). */
-    coef = max_norm / (norm + 1e-6);
-    if (!(coef >= 1.0)) {
-        j.k.u.util.a = (float)coef;
+    coef = optim__clip_factor(norm, max_norm);
+    if (!(coef >= 1.0f)) {
+        j.k.u.util.a = coef;
         optim__run_fn(optim__kernels_get(OPTIM_ISA_AUTO)->scale, j.tasks, j.count, j.total, threads);
     }
     optim__clip_job_free(&j);

@@ -1,5 +1,6 @@
 /* optim.c: the optimizer object: groups, parameters, owned state, one step. */
 #include "optim_internal.h"
+#include "clip_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -580,10 +581,11 @@ static int optim__prepass(optim *o, size_t nblocks, float *gscale, int *rc)
         }
     }
     if (o->clip_max_norm > 0) {
-        /* torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to at most 1. A
-         * NaN norm gives a NaN factor, as in torch. */
-        double coef = o->clip_max_norm / (norm + 1e-6);
-        if (!(coef >= 1.0)) *gscale = (float)coef;
+        /* torch's float32 norm (inf where its float32 sum overflows) and factor
+         * min(1, max_norm / (norm + 1e-6)) in torch's float32 operations, as
+         * optim_clip_grad_norm (src/clip.c). A NaN norm gives a NaN factor, as in torch. */
+        o->last_norm = optim__clip_total_norm(norm, p);
+        *gscale = optim__clip_factor(o->last_norm, o->clip_max_norm);
     }
     return OPTIM_OK;
 }

@@ -47,9 +47,20 @@ static double ref_norm(const arrays *a, double p)
     return isinf(p) ? acc : pow(acc, 1.0 / p);
 }
 
+/* torch 1.13's clip factor from its float32 total norm n, written out:
+ * clip_coef = max_norm / (n + 1e-6) is n + 1e-6 in float32, reciprocal() in
+ * float32, times max_norm in float32; clamp(max=1.0) keeps NaN. */
+static float torch_clip_factor(float n, double max_norm)
+{
+    float d = n + (float)1e-6;
+    float r = 1.0f / d;
+    float c = r * (float)max_norm;
+    return c > 1.0f ? 1.0f : c;
+}
+
 TEST_IMPL(grad_norm_vs_reference)
 {
-    static const double ps[] = {1.0, 2.0, 3.0, 1.5, INFINITY};
+    static const double ps[] = {1.0, 2.0, 3.0, 1.5, INFINITY, 0.5, 0.25};
     test_rng rng = {test_seed() ^ 0x9a0};
     arrays a;
     size_t k;
@@ -142,11 +153,11 @@ TEST_IMPL(clip_grad_norm_inplace)
     if (arrays_init(&a, &rng, 1.0)) FAIL("out of memory");
     rng.s = test_seed() ^ 0xc11;
     if (arrays_init(&b, &rng, 1.0)) FAIL("out of memory");
-    /* Above the limit: scaled by max_norm / (norm + 1e-6), as torch. */
+    /* Above the limit: scaled by max_norm / (norm + 1e-6), in torch's float32 operations. */
     ASSERT_OK(optim_clip_grad_norm(NARR, a.x, arr_n, 10.0, 2.0, 0, 0, &norm, NULL));
     for (i = 0; i < NARR; i++)
         for (j = 0; j < arr_n[i]; j++) {
-            float want = b.x[i][j] * (float)(10.0 / (norm + 1e-6));
+            float want = b.x[i][j] * torch_clip_factor((float)norm, 10.0);
             if (a.x[i][j] != want) FAIL("array %zu[%zu]: %.9g vs %.9g", i, j, a.x[i][j], want);
         }
     ASSERT_OK(optim_grad_norm(NARR, (const float *const *)a.x, arr_n, 2.0, 0, &after, NULL));
@@ -170,6 +181,92 @@ TEST_IMPL(clip_grad_norm_inplace)
     }
     arrays_free(&a);
     arrays_free(&b);
+    return 0;
+}
+
+/* The factor is torch's, bit for bit, for a given float32 norm: over many
+ * norms and limits, against the operations written out. */
+TEST_IMPL(clip_factor_as_torch)
+{
+    test_rng rng = {test_seed() ^ 0xfac};
+    int k;
+    for (k = 0; k < 20000; k++) {
+        /* Gradients [g, 0] have the norm |g| in every order: norms from 1e-4 to 1e4. */
+        float g = (float)exp(test_rng_normal(&rng) * 3), x[2] = {g, 0.0f}, *xs[1] = {x};
+        size_t n[1] = {2};
+        double max_norm = exp(test_rng_normal(&rng) * 3), norm;
+        float want = g * torch_clip_factor(g, max_norm);
+        ASSERT_OK(optim_clip_grad_norm(1, xs, n, max_norm, k % 2 ? 1.0 : INFINITY, 0, 1, &norm, NULL));
+        ASSERT(norm == (double)g);
+        if (x[0] != want) FAIL("norm %.9g, max_norm %.17g: %.9g vs torch's %.9g", g, max_norm, x[0], want);
+    }
+    return 0;
+}
+
+/* torch computes the total norm in float32, so it is inf as soon as the sum
+ * of |g|^p overflows float32 ([3e38, 3e38] in any order but inf, a single
+ * 2e19 for p = 2), where the double norm is finite: error_if_nonfinite
+ * refuses, changing nothing, and otherwise the factor max_norm / inf = 0
+ * zeroes the gradients, as torch. The fused clipping does the same. */
+TEST_IMPL(clip_norm_overflows_as_torch_float32)
+{
+    static const struct {
+        float g0, g1;
+        double p;
+        int overflows;
+    } cs[] = {{3e38f, 3e38f, 2.0, 1},  {3e38f, 3e38f, 1.0, 1},      {3e38f, 3e38f, 3.5, 1},
+              {3e38f, 3e38f, 0.5, 1},  {3e38f, 3e38f, INFINITY, 0}, {2e19f, 0.0f, 2.0, 1},
+              {2e19f, 0.0f, 1.0, 0},   {1e19f, 1e19f, 2.0, 0},      {1e13f, 1.0f, 3.0, 1},
+              {1e12f, 1.0f, 3.0, 0},   {1e38f, 1e38f, 1.0, 0},      {3e15f, 3e15f, 0.5, 0}};
+    size_t k;
+    for (k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        float x[2] = {cs[k].g0, cs[k].g1}, *xs[1] = {x};
+        const float *cx[1] = {x};
+        size_t n[1] = {2};
+        double exact, norm;
+        optim_error err;
+        ASSERT_OK(optim_grad_norm(1, cx, n, cs[k].p, 0, &exact, NULL));
+        ASSERT(isfinite(exact)); /* in double it is finite */
+        if (cs[k].overflows) {
+            ASSERT_ERR(optim_clip_grad_norm(1, xs, n, 1.0, cs[k].p, 1, 0, &norm, &err), OPTIM_ENONFINITE, err.message,
+                       "beyond float32's range (torch's float32 norm is inf); gradients left unchanged");
+            ASSERT(isinf(norm) && x[0] == cs[k].g0 && x[1] == cs[k].g1);
+            ASSERT_OK(optim_clip_grad_norm(1, xs, n, 1.0, cs[k].p, 0, 0, &norm, NULL));
+            ASSERT(isinf(norm) && norm > 0);
+            if (x[0] != 0.0f || x[1] != 0.0f) FAIL("case %zu: %g, %g (torch: 0, 0)", k, x[0], x[1]);
+        } else {
+            ASSERT_OK(optim_clip_grad_norm(1, xs, n, 1.0, cs[k].p, 1, 0, &norm, NULL));
+            ASSERT(norm == exact);
+            if (x[0] != cs[k].g0 * torch_clip_factor((float)exact, 1.0))
+                FAIL("case %zu: %g vs %g", k, x[0], cs[k].g0 * torch_clip_factor((float)exact, 1.0));
+        }
+    }
+    {
+        /* max_norm = inf: torch's factor min(1, inf / (n + 1e-6)) is 1 for a finite
+         * norm, and 0 * inf = NaN for an infinite one. */
+        float x[2] = {3e38f, 3e38f}, y[2] = {1.5f, -2.0f}, *xs[1] = {x}, *ys[1] = {y};
+        size_t n[1] = {2};
+        double norm;
+        ASSERT_OK(optim_clip_grad_norm(1, ys, n, INFINITY, 2.0, 1, 0, &norm, NULL));
+        ASSERT(norm == 2.5 && y[0] == 1.5f && y[1] == -2.0f);
+        ASSERT_OK(optim_clip_grad_norm(1, xs, n, INFINITY, 2.0, 0, 0, &norm, NULL));
+        ASSERT(isinf(norm) && isnan(x[0]) && isnan(x[1]));
+    }
+    {
+        /* Fused: the same norm and the same zero factor (SGD: the parameters stay). */
+        optim *o = NULL;
+        optim_hparams hp;
+        float w[2] = {0.5f, -0.25f}, g[2] = {3e38f, 3e38f};
+        optim_hparams_init(&hp, OPTIM_SGD, NULL);
+        ASSERT_OK(optim_create(&o, OPTIM_SGD));
+        ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+        ASSERT_OPT_OK(o, optim_add_param(o, 0, w, g, 2, NULL, NULL));
+        ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 1.0, 2.0));
+        ASSERT_OPT_OK(o, optim_step(o));
+        ASSERT(isinf(optim_last_grad_norm(o)));
+        ASSERT(w[0] == 0.5f && w[1] == -0.25f && g[0] == 3e38f);
+        optim_free(o);
+    }
     return 0;
 }
 
@@ -200,7 +297,12 @@ TEST_IMPL(clip_errors)
     size_t n[2] = {8, 4};
     double norm;
     optim_error err;
-    ASSERT_ERR(optim_grad_norm(1, cx, n, 0.5, 0, &norm, &err), OPTIM_EINVAL, err.message, "norm_type = 0.5 must be >= 1");
+    ASSERT_ERR(optim_grad_norm(1, cx, n, 0.0, 0, &norm, &err), OPTIM_EINVAL, err.message,
+               "norm_type = 0 must be > 0 or INFINITY (orders 0 and below are not norms)");
+    ASSERT_ERR(optim_grad_norm(1, cx, n, -1.0, 0, &norm, &err), OPTIM_EINVAL, err.message, "norm_type = -1 must be > 0");
+    ASSERT_ERR(optim_grad_norm(1, cx, n, -INFINITY, 0, &norm, &err), OPTIM_EINVAL, err.message, "norm_type = -inf");
+    ASSERT_ERR(optim_clip_grad_norm(1, xs, n, 1.0, 0.0, 0, 0, &norm, &err), OPTIM_EINVAL, err.message,
+               "norm_type = 0 must be > 0");
     ASSERT_ERR(optim_grad_norm(1, cx, n, NAN, 0, &norm, &err), OPTIM_EINVAL, err.message, "norm_type = nan");
     ASSERT_ERR(optim_grad_norm(1, cx, n, 2.0, -1, &norm, &err), OPTIM_EINVAL, err.message, "threads = -1");
     ASSERT_ERR(optim_grad_norm(1, NULL, n, 2.0, 0, &norm, &err), OPTIM_ENULL, err.message, "grads is NULL");
@@ -209,6 +311,8 @@ TEST_IMPL(clip_errors)
                "grads[1] overlaps grads[0]");
     ASSERT_ERR(optim_clip_grad_norm(1, xs, n, -1.0, 2.0, 0, 0, &norm, &err), OPTIM_EINVAL, err.message,
                "max_norm = -1");
+    ASSERT_ERR(optim_clip_grad_norm(1, xs, n, NAN, 2.0, 0, 0, &norm, &err), OPTIM_EINVAL, err.message,
+               "max_norm = nan must be a number >= 0");
     ASSERT_ERR(optim_clip_grad_value(1, xs, n, -0.5, 0, &err), OPTIM_EINVAL, err.message, "clip_value = -0.5");
     {
         optim *o = NULL;

@@ -6,6 +6,8 @@
     TEST_ENTRY(clip_grad_norm_inplace)          \
     TEST_ENTRY(clip_grad_value_inplace)         \
     TEST_ENTRY(clip_errors)                     \
+    TEST_ENTRY(clip_factor_as_torch)            \
+    TEST_ENTRY(clip_norm_overflows_as_torch_float32) \
     TEST_ENTRY(fused_clip_matches_separate)     \
     TEST_ENTRY(nonfinite_skip_leaves_every_byte) \
     TEST_ENTRY(nonfinite_error_names_param)     \

@@ -5,10 +5,13 @@ every optimizer's step against clip_grad_norm_ followed by step().
 What "the same" means here: liboptim sums the norm in double precision (in a
 fixed order) and returns it rounded to float32, so it must equal numpy's
 float64 norm to float32 rounding (6e-8), and the clipped gradients must be the
-float32 products g * float32(max_norm / (norm + 1e-6)). torch sums in float32:
-over 65537 elements its 1-norm and 3-norm are off by up to about 1e-5
-(relative) from float64, so against torch the norm and the gradients are
-compared to TORCH_TOL = 3e-5."""
+float32 products g * c with torch's factor c = (1 / (n + 1e-6)) * max_norm
+computed in float32 from the float32 norm n. torch sums in float32: over 65537
+elements its 1-norm and 3-norm are off by up to about 1e-5 (relative) from
+float64, so against torch the norm and the gradients are compared to
+TORCH_TOL = 3e-5; where torch's float32 norm is exact (the inf-norm), the
+gradients are compared bit for bit. Where torch's float32 norm overflows
+(|g|^p summing past float32's range) both give inf."""
 import math
 
 import numpy as np
@@ -21,7 +24,7 @@ from torch_harness import assert_close
 # Odd sizes: a 0-dim tensor, tails for every vector width, a 2-D tensor, one
 # large enough to be split into several blocks, and an empty one.
 SHAPES = [(), (7,), (10, 100), (65537,), (0,), (3, 5)]
-NORM_TYPES = [1.0, 2.0, 3.0, math.inf, 1.5]
+NORM_TYPES = [1.0, 2.0, 3.0, math.inf, 1.5, 0.5]
 TORCH_TOL = 3e-5
 
 
@@ -54,6 +57,15 @@ def _norm64(ps, norm_type):
     return float(np.sum(np.abs(g) ** norm_type) ** (1.0 / norm_type))
 
 
+def _torch_coef(norm, max_norm):
+    """torch's clamped clip factor for a float32 total norm: max_norm / (norm + 1e-6)
+    on a float32 tensor is reciprocal() then * max_norm, each in float32."""
+    n = np.float32(norm)
+    with np.errstate(over="ignore", invalid="ignore"):
+        c = (np.float32(1) / (n + np.float32(1e-6))) * np.float32(max_norm)
+    return c if not c > 1 else np.float32(1)
+
+
 def _grads(ps):
     return [None if p.grad is None else p.grad.clone() for p in ps]
 
@@ -74,7 +86,7 @@ def test_clip_grad_norm_matches_torch_and_float64(rng, seed, norm_type, ratio):
     assert abs(float(got) - want64) <= 6e-8 * want64, "%s: %r vs float64 %r" % (what, float(got), want64)
     assert abs(float(got) - float(theirs)) <= TORCH_TOL * want64, "%s: %r vs torch %r" % (
         what, float(got), float(theirs))
-    coef = np.float32(max_norm / (want64 + 1e-6))
+    coef = _torch_coef(want64, max_norm)
     for i, (a, b, g0) in enumerate(zip(po, pt, before)):
         if g0 is None:
             assert a.grad is None and b.grad is None
@@ -87,7 +99,7 @@ def test_clip_grad_norm_matches_torch_and_float64(rng, seed, norm_type, ratio):
             # in the rarest case: allow one ulp per element.
             exact = (g0.numpy() * coef).astype(np.float32)
             assert np.all(np.abs(a.grad.numpy() - exact) <= np.spacing(np.abs(exact))), \
-                "%s: tensor %d is not g * float32(max_norm / (norm + 1e-6))" % (what, i)
+                "%s: tensor %d is not g * torch's float32 factor" % (what, i)
         if b.grad is not None:
             assert_close(a.grad, b.grad, "%s, tensor %d against torch" % (what, i), tol=TORCH_TOL)
 
@@ -162,6 +174,72 @@ def test_nonfinite_gradients_as_torch(rng):
         ot.clip_grad_norm_(po, math.inf, error_if_nonfinite=True)
 
 
+def test_factor_bit_for_bit_with_torch(rng):
+    """The inf-norm is exact in float32 on both sides, so the clipped gradients
+    must be torch's to the bit: the factor is formed as torch forms it."""
+    for _ in range(300):
+        po = _params(rng, [(7,), (33,)], without_grad=())
+        for p in po:
+            p.grad.mul_(float(np.exp(rng.normal() * 4)))
+        pt = _clone(po)
+        max_norm = float(np.exp(rng.normal() * 4))
+        got = ot.clip_grad_norm_(po, max_norm, math.inf)
+        want = torch.nn.utils.clip_grad_norm_(pt, max_norm, math.inf)
+        assert torch.equal(got, want)
+        for a, b in zip(po, pt):
+            assert torch.equal(a.grad, b.grad), (max_norm, float(want))
+
+
+@pytest.mark.parametrize("grads,norm_type", [
+    ([3e38, 3e38], 2.0), ([3e38, 3e38], 1.0), ([3e38, 3e38], 3.0), ([3e38, 3e38], 0.5), ([2e19], 2.0),
+    ([1e13, 1.0], 3.0), ([2e19, 2e19, 1.0], 1.0), ([1e19, 1e19], 2.0), ([3e38, 3e38], math.inf)],
+    ids=lambda v: repr(v))
+def test_float32_overflow_as_torch(grads, norm_type):
+    """torch's float32 norm overflows when sum |g|^p leaves float32's range,
+    where the exact norm is finite: the same inf, the same RuntimeError with
+    error_if_nonfinite (gradients untouched), and without it the same
+    gradients (max_norm / inf = 0 zeroes them); where it does not overflow,
+    the same clipping."""
+    def make():
+        p = torch.zeros(len(grads), requires_grad=True)
+        p.grad = torch.tensor(grads, dtype=torch.float32)
+        return p
+    a, b = make(), make()
+    theirs = None
+    try:
+        torch.nn.utils.clip_grad_norm_([b], 1.0, norm_type, error_if_nonfinite=True)
+    except RuntimeError as e:
+        theirs = str(e)
+    if theirs is not None:
+        with pytest.raises(RuntimeError) as ours:
+            ot.clip_grad_norm_([a], 1.0, norm_type, error_if_nonfinite=True)
+        assert str(ours.value) == theirs
+        assert torch.equal(a.grad, make().grad) and torch.equal(b.grad, make().grad)
+    a, b = make(), make()
+    got = ot.clip_grad_norm_([a], 1.0, norm_type)
+    want = torch.nn.utils.clip_grad_norm_([b], 1.0, norm_type)
+    assert math.isinf(float(got)) == math.isinf(float(want)) == (theirs is not None)
+    if theirs is not None:
+        assert float(got) == float(want) == math.inf
+        assert torch.equal(a.grad, b.grad) and torch.equal(a.grad, torch.zeros(len(grads)))
+    else:
+        assert float(got) == pytest.approx(float(want), rel=1e-6)
+        assert_close(a.grad, b.grad, "%r, p = %s" % (grads, norm_type), tol=1e-6)
+
+
+def test_max_norm_inf_as_torch():
+    """max_norm = inf: torch's factor min(1, inf / (n + 1e-6)) leaves finite
+    norms alone and is NaN (0 * inf) for an infinite one."""
+    for grads in ([1.5, -2.0], [3e38, 3e38], [float("inf"), 1.0], [float("nan"), 1.0]):
+        pa, pb = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+        pa.grad, pb.grad = torch.tensor(grads), torch.tensor(grads)
+        got = ot.clip_grad_norm_([pa], math.inf)
+        want = torch.nn.utils.clip_grad_norm_([pb], math.inf)
+        assert torch.equal(torch.isnan(got), torch.isnan(want)) and (torch.isnan(want) or got == want)
+        assert torch.equal(torch.isnan(pa.grad), torch.isnan(pb.grad)), grads
+        assert torch.equal(torch.nan_to_num(pa.grad), torch.nan_to_num(pb.grad)), grads
+
+
 def test_errors_name_the_parameter():
     def with_grad(g, shape=None):
         p = torch.zeros(g.shape if shape is None else shape, dtype=g.dtype, requires_grad=True)
@@ -182,8 +260,10 @@ def test_errors_name_the_parameter():
             ot.clip_grad_norm_(params, 1.0)
         with pytest.raises(exc, match=msg.replace("clip_grad_norm_", "clip_grad_value_")):
             ot.clip_grad_value_(params, 1.0)
-    for kw, msg in [(dict(norm_type=0.5), r"norm_type = 0.5 is not supported: optim computes p-norms with p >= 1"),
-                    (dict(norm_type=0), "norm_type = 0.0 is not supported"),
+    for kw, msg in [(dict(norm_type=0), r"norm_type = 0.0 is not supported: optim computes p-norms with p > 0 or "
+                                        r"inf \(torch.nn.utils.clip_grad_norm_ also takes 0, a count of non-zero"),
+                    (dict(norm_type=-1.0), "norm_type = -1.0 is not supported"),
+                    (dict(norm_type=math.nan), "norm_type = nan is not supported"),
                     (dict(norm_type=-math.inf), "norm_type = -inf is not supported"),
                     (dict(max_norm=-1.0), r"max_norm = -1.0 must be a number >= 0"),
                     (dict(max_norm=math.nan), "max_norm = nan must be"),

@@ -92,8 +92,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     Args:
         parameters (Iterable[Tensor] or Tensor): tensors whose .grad is clipped;
             those without a .grad are skipped.
-        max_norm (float): the largest total norm, >= 0 (inf: measure only).
-        norm_type (float): the p of the p-norm, >= 1, or inf (also 'inf').
+        max_norm (float): the largest total norm, >= 0 (inf: no clipping).
+        norm_type (float): the p of the p-norm, any p > 0 (p in (0, 1) too, as
+            torch), or inf (also 'inf').
         error_if_nonfinite (bool): raise RuntimeError, leaving the gradients
             unchanged, when the total norm is NaN or Inf (default: False, as torch).
 
@@ -103,17 +104,25 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 
     Computed by liboptim in one call: the norm in double precision in a fixed
     order (the same bits for any thread count), so it may differ from torch's
-    float32 norm in the last bits. Gradients must be dense, contiguous CPU
-    float32 tensors (TypeError or ValueError naming the parameter otherwise);
-    norm types below 1 (which torch accepts) raise ValueError.
+    float32 norm in the last bits. It is inf where torch's float32 norm
+    overflows although the exact one would not (the sum of |g|^p beyond
+    float32's range: for p = 2 any |g| > 1.8e19), so that error_if_nonfinite
+    raises and the factor max_norm / inf = 0 zeroes the gradients, as torch.
+    The factor is formed from the float32 norm with torch's float32 operations:
+    for the same float32 norm the gradients are torch's bit for bit. With
+    max_norm = inf torch's factor is 1 (NaN for an infinite norm), as here.
+    Gradients must be dense, contiguous CPU float32 tensors (TypeError or
+    ValueError naming the parameter otherwise); norm_type 0 (which torch
+    takes: a count of non-zero entries) and negative ones raise ValueError.
     """
     fn = "clip_grad_norm_"
     grads = _grads(fn, parameters)
     max_norm = _number(fn, "max_norm", max_norm)
     norm_type = _number(fn, "norm_type", norm_type)
-    if not norm_type >= 1:
-        raise ValueError("%s: norm_type = %r is not supported: optim computes p-norms with p >= 1 or inf "
-                         "(torch.nn.utils.clip_grad_norm_ takes others)" % (fn, norm_type))
+    if not norm_type > 0:
+        raise ValueError("%s: norm_type = %r is not supported: optim computes p-norms with p > 0 or inf "
+                         "(torch.nn.utils.clip_grad_norm_ also takes 0, a count of non-zero entries, and negative "
+                         "orders, which are not norms)" % (fn, norm_type))
     if not max_norm >= 0:
         raise ValueError("%s: max_norm = %r must be a number >= 0 (torch would scale the gradients by a "
                          "negative or NaN factor)" % (fn, max_norm))
@@ -121,22 +130,14 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         return torch.tensor(0.0)
     ptrs, sizes = _pointers(grads)
     try:
-        if math.isinf(max_norm):
-            # torch multiplies by min(1, inf) = 1: only the norm is needed.
-            total = _core.grad_norm(ptrs, sizes, norm_type)
-            nonfinite = not math.isfinite(total)
-        else:
-            total = _core.clip_grad_norm(ptrs, sizes, max_norm, norm_type, error_if_nonfinite)
-            nonfinite = False
+        total = _core.clip_grad_norm(ptrs, sizes, max_norm, norm_type, error_if_nonfinite)
     except OptimError as e:
         if e.code != _core.ENONFINITE:
             raise _library_error(fn, grads, e) from None
-        nonfinite = True
-    if error_if_nonfinite and nonfinite:
         raise RuntimeError(
             "The total norm of order %s for gradients from `parameters` is non-finite, so it cannot be "
             "clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
-            "`error_if_nonfinite=False`" % (norm_type,))
+            "`error_if_nonfinite=False`" % (norm_type,)) from None
     return torch.tensor(total, dtype=_F32)
 
 
