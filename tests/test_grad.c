@@ -385,6 +385,98 @@ TEST_IMPL(fused_clip_matches_separate)
     return 0;
 }
 
+/* The fused clipping inside optim_step gives the same bits for 1, 2, 3 and 8
+ * threads, for p = 1, 2, 3.5 and inf: the norm it reports, and every byte of
+ * the parameters and of Adam's state after steps that clip. The arrays are
+ * large enough (240k floats) for 8 threads to each take a share of the
+ * reduction and of the update. */
+TEST_IMPL(fused_clip_threads_bit_identical)
+{
+    enum { NA = 4, STEPS = 4, NT = 4 };
+    static const size_t na[NA] = {3, 150001, 4097, 86016};
+    static const double ps[] = {1.0, 2.0, 3.5, INFINITY};
+    static const int threads[NT] = {1, 2, 3, 8};
+    test_rng rng = {test_seed() ^ 0x7c1b};
+    float *g0[STEPS][NA], *w0[NA];
+    size_t i, pi, step;
+    int ti, s;
+    for (i = 0; i < NA; i++) {
+        size_t j;
+        w0[i] = (float *)malloc(na[i] * sizeof(float));
+        if (!w0[i]) FAIL("out of memory");
+        for (j = 0; j < na[i]; j++) w0[i][j] = (float)test_rng_normal(&rng);
+        for (step = 0; step < STEPS; step++) {
+            g0[step][i] = (float *)malloc(na[i] * sizeof(float));
+            if (!g0[step][i]) FAIL("out of memory");
+            for (j = 0; j < na[i]; j++) g0[step][i][j] = (float)((0.5 + (double)step) * test_rng_normal(&rng));
+        }
+    }
+    for (pi = 0; pi < sizeof ps / sizeof ps[0]; pi++) {
+        float *first[NA][1 + OPTIM_MAX_SLOTS];
+        double first_norm[STEPS];
+        memset(first, 0, sizeof first);
+        for (ti = 0; ti < NT; ti++) {
+            optim *o = NULL;
+            optim_hparams hp;
+            float *w[NA], *g[NA];
+            optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+            hp.weight_decay = 0.01;
+            ASSERT_OK(optim_create(&o, OPTIM_ADAM));
+            ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+            ASSERT_OPT_OK(o, optim_set_threads(o, threads[ti]));
+            for (i = 0; i < NA; i++) {
+                w[i] = (float *)malloc(na[i] * sizeof(float));
+                g[i] = (float *)malloc(na[i] * sizeof(float));
+                if (!w[i] || !g[i]) FAIL("out of memory");
+                memcpy(w[i], w0[i], na[i] * sizeof(float));
+                ASSERT_OPT_OK(o, optim_add_param(o, 0, w[i], g[i], na[i], NULL, NULL));
+            }
+            for (step = 0; step < STEPS; step++) {
+                double norm;
+                for (i = 0; i < NA; i++) memcpy(g[i], g0[step][i], na[i] * sizeof(float));
+                if (step == 0) {
+                    /* max_norm half the first step's norm: every step clips (the
+                     * gradients only grow), and the factor is not 1. */
+                    ASSERT_OK(optim_grad_norm(NA, (const float *const *)g, na, ps[pi], 1, &norm, NULL));
+                    ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 0.5 * norm, ps[pi]));
+                }
+                ASSERT_OPT_OK(o, optim_step(o));
+                norm = optim_last_grad_norm(o);
+                if (ti == 0)
+                    first_norm[step] = norm;
+                else if (memcmp(&norm, &first_norm[step], sizeof norm) != 0)
+                    FAIL("p = %g, step %zu: fused norm %.17g with %d threads vs %.17g with 1", ps[pi], step, norm,
+                         threads[ti], first_norm[step]);
+            }
+            for (i = 0; i < NA; i++) {
+                for (s = -1; s < optim_rule_slot_count(OPTIM_ADAM); s++) {
+                    float *d = w[i];
+                    if (s >= 0) ASSERT_OPT_OK(o, optim_state_slot(o, i, s, &d, NULL));
+                    if (!d) continue;
+                    if (ti == 0) {
+                        first[i][s + 1] = (float *)malloc(na[i] * sizeof(float));
+                        if (!first[i][s + 1]) FAIL("out of memory");
+                        memcpy(first[i][s + 1], d, na[i] * sizeof(float));
+                    } else if (memcmp(first[i][s + 1], d, na[i] * sizeof(float)) != 0) {
+                        FAIL("p = %g: %s of param %zu differs with %d threads from 1 thread", ps[pi],
+                             s < 0 ? "the values" : optim_rule_slot_name(OPTIM_ADAM, s), i, threads[ti]);
+                    }
+                }
+                free(w[i]);
+                free(g[i]);
+            }
+            optim_free(o);
+        }
+        for (i = 0; i < NA; i++)
+            for (s = 0; s <= OPTIM_MAX_SLOTS; s++) free(first[i][s]);
+    }
+    for (i = 0; i < NA; i++) {
+        free(w0[i]);
+        for (step = 0; step < STEPS; step++) free(g0[step][i]);
+    }
+    return 0;
+}
+
 /* Copy of everything a step can change, to compare byte for byte. */
 typedef struct snapshot {
     float *p[NARR];

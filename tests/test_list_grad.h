@@ -9,6 +9,7 @@
     TEST_ENTRY(clip_factor_as_torch)            \
     TEST_ENTRY(clip_norm_overflows_as_torch_float32) \
     TEST_ENTRY(fused_clip_matches_separate)     \
+    TEST_ENTRY(fused_clip_threads_bit_identical) \
     TEST_ENTRY(nonfinite_skip_leaves_every_byte) \
     TEST_ENTRY(nonfinite_error_names_param)     \
     TEST_ENTRY(sam_vs_reference)                \
