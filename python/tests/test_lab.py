@@ -604,6 +604,9 @@ def test_default_report_renders(exe, tmp_path, synthetic):
         assert (out / png).stat().st_size > 10000, png
     assert page.count("data:image/png;base64,") == 9
     assert s["meta"]["seed"] == 1 and s["meta"]["cpu_path"]
+    # The compiler with its name: "gcc 12.2.0", not "12.2.0".
+    assert s["meta"]["compiler"].split()[0] in ("gcc", "clang"), s["meta"]["compiler"]
+    assert "compiler" in page and s["meta"]["compiler"] in page
 
 
 def test_renderer_refuses_partial_runs(tmp_path):

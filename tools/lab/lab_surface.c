@@ -186,7 +186,7 @@ const lab_surface lab_surfaces[] = {
     {"bowl", "x\xc2\xb2/20 + y\xc2\xb2", bowl_f, bowl_g, bowl_h, -7, 2, 200, {-8, 8, -3, 3}, bowl_min, 1},
     {"rosenbrock", "Rosenbrock (1-x)\xc2\xb2 + 100(y-x\xc2\xb2)\xc2\xb2", rosen_f, rosen_g, rosen_h, -2, 2, 2000,
      {-2.5, 2, -1, 4}, rosen_min, 1},
-    {"beale", "Beale", beale_f, beale_g, beale_h, 3, 4, 2000, {-1, 4.5, -1.5, 4.5}, beale_min, 1},
+    {"beale", "Beale", beale_f, beale_g, beale_h, 3, 4, 2000, {-2.5, 4.5, -3, 4.5}, beale_min, 1},
     {"himmelblau", "Himmelblau", himmel_f, himmel_g, himmel_h, -0.27, -0.9, 200, {-5, 5, -5, 5}, himmel_min, 4},
     {"saddle", "saddle x\xc2\xb2 - y\xc2\xb2", saddle_f, saddle_g, saddle_h, 1, 1e-3, 100, {-1.5, 1.5, -1.5, 1.5},
      NULL, 0},

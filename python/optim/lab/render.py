@@ -148,6 +148,17 @@ def save(fig, run_dir, name):
     return name
 
 
+def _hex_rgb(h):
+    return tuple(int(h[i:i + 2], 16) for i in (1, 3, 5))
+
+
+# Colours the palette must hold exactly: the optimizers', black, white, gold
+# (median cut alone gives thin coloured lines the nearest contour colour).
+KEEP_COLORS = sorted({_hex_rgb(c) for c, _ in STYLE.values()} | {
+    (0, 0, 0), (255, 255, 255), (255, 215, 0), _hex_rgb("#2ca02c"), _hex_rgb("#d62728"), _hex_rgb("#1f77b4"),
+    _hex_rgb("#ff7f0e"), _hex_rgb("#9467bd")})
+
+
 def _shrink(path):
     """Re-encode a line plot with a 256-colour palette: a quarter of the bytes
     for the same look (the report embeds every figure). Skipped without PIL."""
@@ -156,8 +167,16 @@ def _shrink(path):
     except ImportError:
         return
     with Image.open(path) as im:
-        q = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    q.save(path, optimize=True)
+        rgb = im.convert("RGB")
+    n = 256 - len(KEEP_COLORS)
+    q = rgb.quantize(colors=n, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    pal = (q.getpalette() or [])[:3 * n]
+    pal += [0] * (3 * n - len(pal))
+    for c in KEEP_COLORS:
+        pal += list(c)
+    target = Image.new("P", (1, 1))
+    target.putpalette(pal)
+    rgb.quantize(palette=target, dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 def fmt_lr(lr):
@@ -168,45 +187,97 @@ def fmt_lr(lr):
 # Each returns a list of (png file name, caption).
 
 
+# The trajectories figure groups the optimizers by family, one column each,
+# so that no panel holds more than five paths.
+FAMILIES = (
+    ("SGD, momentum and SAM", ("sgd", "momentum", "sam")),
+    ("AdaGrad, RMSProp, AdaDelta", ("adagrad", "rmsprop", "adadelta", "rmsprop-momentum", "adadelta-momentum")),
+    ("Adam and its variants", ("adam", "adamw", "radam", "nadam", "adabound")),
+)
+
+
+def families(names):
+    """(title, [optimizer names]) for the families that have any of names, in
+    the families' order; names in no family make a last column of their own."""
+    out = [(title, [n for n in members if n in names]) for title, members in FAMILIES]
+    known = {n for _, members in FAMILIES for n in members}
+    other = [n for n in names if n not in known]
+    if other:
+        out.append(("others", other))
+    return [(t, m) for t, m in out if m]
+
+
+def _exit_point(x, y, box):
+    """Index of the first point outside the plot window, or None."""
+    inside = (x >= box[0]) & (x <= box[1]) & (y >= box[2]) & (y <= box[3])
+    outside = np.flatnonzero(~inside)
+    return int(outside[0]) if len(outside) else None
+
+
 def fig_trajectories(run_dir, exp):
     surfaces = exp["surfaces"]
     names = list(surfaces)
-    ncol = 3
-    nrow = int(math.ceil(len(names) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 4.9 * nrow))
-    axes = np.atleast_1d(axes).ravel()
-    handles = {}
-    for ax, sname in zip(axes, names):
+    paths = {sname: group(read_csv(run_dir, surfaces[sname]["csv"]), "optimizer") for sname in names}
+    opt_names = []
+    for rows in paths.values():
+        for o in rows:
+            if o not in opt_names:
+                opt_names.append(o)
+    fams = families(opt_names)
+    ncol, nrow = len(fams), len(names)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.7 * ncol + 0.6, 3.55 * nrow + 0.9), squeeze=False)
+    labels = {}
+    for r, sname in enumerate(names):
         s = surfaces[sname]
-        contour(ax, run_dir, s["grid"], linear=(sname == "saddle"))
-        rows = group(read_csv(run_dir, s["csv"]), "optimizer")
-        for oname, pts in rows.items():
-            color, marker = style(oname)
-            x = np.array([num(r["x"]) for r in pts])
-            y = np.array([num(r["y"]) for r in pts])
-            every = max(1, len(x) // 12)
-            (h,) = ax.plot(x, y, "-", color=color, lw=1.4, marker=marker, markersize=4, markevery=every)
-            handles.setdefault(oname, (h, pts[0]["label"]))
-        for m in s.get("minima", []):
-            ax.plot(m[0], m[1], "*", color="gold", markersize=15, markeredgecolor="k", zorder=5)
-        ax.plot(s["start"][0], s["start"][1], "o", color="k", markersize=7, zorder=5)
-        ax.set_title("%s, %d steps" % (s["title"], s["steps"]), fontsize=11)
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
-    for ax in axes[len(names):]:
-        ax.axis("off")
-    extra = [Line2D([], [], marker="o", color="k", ls="", label="start"),
-             Line2D([], [], marker="*", color="gold", markeredgecolor="k", markersize=12, ls="", label="minimum")]
-    fig.legend([h for h, _ in handles.values()] + extra, [lab for _, lab in handles.values()] + ["start", "minimum"],
-               loc="lower center", ncol=min(8, len(handles) + 2), fontsize=10, frameon=False,
-               bbox_to_anchor=(0.5, -0.035))
+        box = s["box"]
+        every = max(1, s["steps"] // 10)
+        for c, (ftitle, members) in enumerate(fams):
+            ax = axes[r][c]
+            contour(ax, run_dir, s["grid"], levels=18, linear=(sname == "saddle"))
+            for oname in members:
+                pts = paths[sname].get(oname)
+                if not pts:
+                    continue
+                color, marker = style(oname)
+                x = np.array([num(p["x"]) for p in pts])
+                y = np.array([num(p["y"]) for p in pts])
+                ax.plot(x, y, "-", color=color, lw=1.15, alpha=0.95, marker=marker, markersize=3.6,
+                        markevery=every, markeredgewidth=0.4, markeredgecolor="k", zorder=3)
+                labels[oname] = pts[0]["label"]
+                k = _exit_point(x, y, box)
+                if k is not None and k > 0 and sname != "saddle":
+                    # Where a path leaves the window: an arrow along its last visible step.
+                    ax.annotate("", xy=(x[k], y[k]), xytext=(x[k - 1], y[k - 1]), zorder=4,
+                                arrowprops=dict(arrowstyle="-|>", color=color, lw=1.2, mutation_scale=12))
+            for m in s.get("minima", []):
+                ax.plot(m[0], m[1], "*", color="gold", markersize=11, markeredgecolor="k", zorder=5)
+            ax.plot(s["start"][0], s["start"][1], "o", color="k", markersize=5.5, zorder=5)
+            ax.set_xlim(box[0], box[1])
+            ax.set_ylim(box[2], box[3])
+            ax.tick_params(labelsize=8)
+            ax.set_title("%s, %d steps" % (s["title"], s["steps"]), fontsize=9.5)
+    for c, (ftitle, members) in enumerate(fams):
+        handles = [Line2D([], [], color=style(o)[0], marker=style(o)[1], markersize=5, markeredgewidth=0.4,
+                          markeredgecolor="k", lw=1.4, label=labels.get(o, o)) for o in members if o in labels]
+        leg = axes[0][c].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1.31), ncol=3,
+                                fontsize=8.5, frameon=False, title=ftitle, title_fontsize=10.5,
+                                handlelength=2.2, columnspacing=1.2)
+        leg.set_in_layout(True)
+    extra = [Line2D([], [], marker="o", color="k", markersize=5.5, ls="", label="start"),
+             Line2D([], [], marker="*", color="gold", markeredgecolor="k", markersize=11, ls="", label="minimum")]
+    fig.legend(handles=extra, loc="lower center", ncol=2, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.0))
     src = "tuned per surface (--tune)" if exp.get("lr_source") == "tuned" else "the lab's defaults"
-    fig.suptitle("Every optimizer's path (learning rates: %s)" % src, fontsize=14)
-    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
+    fig.suptitle("Every optimizer's path, by family (learning rates: %s; markers every tenth of the steps)" % src,
+                 fontsize=12.5)
+    fig.tight_layout(rect=(0, 0.015, 1, 0.985), h_pad=0.9, w_pad=0.6)
     out = [(save(fig, run_dir, "trajectories.png"),
-            "Paths on the six surfaces (contours log-spaced; gold stars are minima, the black dot the start).")]
+            "Paths on the six surfaces, one row per surface and one column per family of optimizers (contours "
+            "log-spaced, linear for the saddle; gold stars: minima; black dot: the start; a marker every tenth of "
+            "the steps, so crowded markers mean slow progress; an arrow where a path leaves the window).")]
 
     # Distance to the minimum against the step (the saddle: |y|, how far it escaped).
+    ncol = 3
+    nrow = int(math.ceil(len(names) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 3.9 * nrow))
     axes = np.atleast_1d(axes).ravel()
     for ax, sname in zip(axes, names):
@@ -232,7 +303,7 @@ def fig_trajectories(run_dir, exp):
     for ax in axes[len(names):]:
         ax.axis("off")
     h, lab = axes[0].get_legend_handles_labels()
-    fig.legend(h, lab, loc="lower center", ncol=min(10, len(h)), fontsize=10, frameon=False,
+    fig.legend(h, lab, loc="lower center", ncol=min(13, len(h)), fontsize=10, frameon=False,
                bbox_to_anchor=(0.5, -0.04))
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     out.append((save(fig, run_dir, "trajectories_distance.png"),
@@ -277,16 +348,25 @@ def fig_sam(run_dir, exp):
     a1.set_title("sharpness proxy along the path")
     a1.legend()
     a1.grid(alpha=0.3)
-    a2.set_yscale("symlog", linthresh=1.0)
-    a2.axhline(exp.get("sharp_eigenvalue_level", 50), color="k", ls=":", lw=0.8)
+    eig = [num(r["top_eigenvalue"]) for pts in rows.values() for r in pts]
+    level = exp.get("sharp_eigenvalue_level", 50)
+    if min(eig) > 0:
+        a2.set_yscale("log")
+        scale = "log scale"
+    else:  # a negative top eigenvalue (a concave region): log needs positive values
+        a2.set_yscale("symlog", linthresh=1.0)
+        scale = "symmetric log scale, linear within +-1"
+    a2.axhline(level, color="k", ls=":", lw=1.0, label="sharp-region level (top eigenvalue %g)" % level)
+    a2.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: "%g" % v))
     a2.set_xlabel("step")
-    a2.set_ylabel("top eigenvalue of the Hessian")
-    a2.set_title("curvature along the path (symlog; dotted: 'sharp' level)")
+    a2.set_ylabel("top eigenvalue of the Hessian (%s)" % scale.split(",")[0])
+    a2.set_title("curvature along the path (%s)" % scale)
     a2.legend()
     a2.grid(alpha=0.3)
     fig.tight_layout()
     out.append((save(fig, run_dir, "sam_sharpness.png"),
-                "Left: the seed's sharpness proxy at every step. Right: the Hessian's top eigenvalue."))
+                "Left: the seed's sharpness proxy at every step. Right: the Hessian's top eigenvalue (%s; dotted: "
+                "the level above which a step counts as in the sharp region)." % scale))
     return out
 
 
@@ -336,7 +416,11 @@ def fig_bias_correction(run_dir, exp):
     for ti, v in zip(t, [num(r["library"]) for r in table]):
         a1.annotate("%.4f" % v, (ti, v), textcoords="offset points", xytext=(6, -12), fontsize=9)
     a1.set_xscale("log")
-    a1.set_xlabel("step t")
+    a1.set_xticks(t)
+    a1.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    a1.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    a1.set_xlim(min(t) / 1.3, max(t) * 1.3)
+    a1.set_xlabel("step t (log scale)")
     a1.set_ylabel("1 - beta1^t   (beta1 = 0.9)")
     a1.set_title("the seed's bias table")
     a1.set_ylim(0, 1.08)
@@ -364,7 +448,8 @@ def fig_bias_correction(run_dir, exp):
     a2.set_yticks([v for v in ticks if lo <= v <= hi])
     a2.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     a2.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    a2.set_xlabel("step t")
+    a2.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: "%g" % v))
+    a2.set_xlabel("step t (log scale)")
     a2.set_ylabel("update with / without bias correction")
     a2.set_title("implicit learning-rate multiplier rho(t)")
     a2.legend(fontsize=9, title="(beta1, beta2)")
@@ -378,34 +463,48 @@ def fig_bias_correction(run_dir, exp):
 def fig_units(run_dir, exp):
     rows = group(read_csv(run_dir, "units_paths.csv"), "run")
     n = len(rows)
-    fig = plt.figure(figsize=(4.4 * n, 8.2))
+    box = exp["box"]
+    fig = plt.figure(figsize=(4.4 * n, 8.6))
     gs = fig.add_gridspec(2, n, height_ratios=[1, 1.05])
     colors = ["#1f77b4", "#ff7f0e", "#9467bd", "#2ca02c"]
     dist_ax = fig.add_subplot(gs[1, :])
+    color_handles = []
     for i, (key, pts) in enumerate(rows.items()):
+        color = colors[i % 4]
         ax = fig.add_subplot(gs[0, i])
-        contour(ax, run_dir, exp["grid"])
+        contour(ax, run_dir, exp["grid"], levels=18)
         by_units = group(pts, "units")
-        for units, ls in (("w", "-"), ("w/1000", "--")):
-            q = by_units.get(units, [])
-            x = [num(r["x"]) for r in q]
-            y = [num(r["y"]) for r in q]
-            ax.plot(x, y, ls, color=colors[i % 4], lw=1.6 if ls == "-" else 1.3,
-                    label="original units" if units == "w" else "units 1000x larger")
-            d = [max(num(r["distance"]), 1e-12) for r in q]
-            # The eps-rescaled run's original-units path is plain AdaDelta's:
-            # draw it wide and pale so that both stay visible.
-            wide = units == "w" and key == "adadelta_eps_scaled"
-            dist_ax.plot(range(len(d)), d, ls, color=colors[i % 4], lw=5 if wide else 1.5, alpha=0.35 if wide else 1,
-                         label="%s, %s" % (pts[0]["label"], "original" if units == "w" else "rescaled"),
-                         zorder=1 if wide else 2)
+        w = by_units.get("w", [])
+        u = by_units.get("w/1000", [])
+        # The rescaled run as points only: its jumps, joined by lines, would
+        # fill the panel; points outside the window are simply not drawn.
+        ux = np.array([num(r["x"]) for r in u])
+        uy = np.array([num(r["y"]) for r in u])
+        inside = (ux >= box[0]) & (ux <= box[1]) & (uy >= box[2]) & (uy <= box[3])
+        ax.plot(ux, uy, ".", color=color, markersize=3.2, alpha=0.55, zorder=3)
+        ax.plot([num(r["x"]) for r in w], [num(r["y"]) for r in w], "-", color="k", lw=2.6, zorder=4)
+        ax.plot([num(r["x"]) for r in w], [num(r["y"]) for r in w], "-", color=color, lw=1.6, zorder=4)
+        ax.plot(num(w[0]["x"]), num(w[0]["y"]), "o", color="k", markersize=5, zorder=5)
         info = exp[key]
-        change = "diverged" if info.get("diverged") else "moved %.3g %%" % (100 * info["path_change"])
-        ax.set_title("%s\npath %s" % (pts[0]["label"], change), fontsize=10)
+        change = "diverges" if info.get("diverged") else "moves by up to %.3g %%" % (100 * info["path_change"])
+        ax.set_title("%s\nwith u = w/1000 the path %s\n(%d of its %d points in view)" % (
+            pts[0]["label"], change, int(inside.sum()), len(ux)), fontsize=9.5)
         ax.set_xlabel("x")
         if i == 0:
             ax.set_ylabel("y")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.tick_params(labelsize=8)
+        # The distances: solid optimizing w, dashed optimizing u. The
+        # eps-rescaled run optimizes w exactly as plain AdaDelta does (the
+        # same eps in w's units), so only its rescaled run is drawn.
+        if key != "adadelta_eps_scaled":
+            d = [max(num(r["distance"]), 1e-12) for r in w]
+            dist_ax.plot(range(len(d)), d, "-", color=color, lw=1.5, zorder=2)
+        d = [max(num(r["distance"]), 1e-12) for r in u]
+        dist_ax.plot(range(len(d)), d, ls=(0, (5, 3)), color=color, lw=2.0 if key == "adadelta_eps_scaled" else 1.4,
+                     zorder=3)
+        color_handles.append(Line2D([], [], color=color, lw=2.5, label=pts[0]["label"]))
+    style_handles = [Line2D([], [], color="k", lw=1.6, label="optimizing w"),
+                     Line2D([], [], color="k", lw=1.4, ls=(0, (5, 3)), label="optimizing u = w/1000, drawn in w")]
     dist_ax.set_yscale("log")
     dist_ax.set_xscale("symlog", linthresh=10)
     dist_ax.set_xlim(0, exp.get("steps", 1000))
@@ -413,62 +512,95 @@ def fig_units(run_dir, exp):
     dist_ax.set_ylim(max(lo, 1e-8), min(hi, 1e7))
     dist_ax.set_xlabel("step")
     dist_ax.set_ylabel("distance to the minimum (original units)")
-    dist_ax.set_title("solid: optimizing w; dashed: optimizing u = w/1000 (drawn back in w)")
-    dist_ax.legend(fontsize=8, ncol=4, loc="lower left")
+    dist_ax.set_title("distance to the minimum; the eps-rescaled AdaDelta optimizing w is plain AdaDelta's "
+                      "(purple, solid)", fontsize=10.5)
+    dist_ax.legend(handles=color_handles + style_handles, fontsize=9, ncol=3, loc="lower left")
     dist_ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
+    fig.legend(handles=[Line2D([], [], color="0.3", lw=1.8, label="path optimizing w"),
+                        Line2D([], [], color="0.3", ls="", marker=".", markersize=7,
+                               label="points optimizing u = w/1000, drawn in w")],
+               loc="upper center", ncol=2, fontsize=10, frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.965))
     return [(save(fig, run_dir, "units.png"),
-             "The bowl x\u00b2/20 + y\u00b2 optimized in w and in u = w/1000, both drawn in the original units.")]
+             "The bowl x\u00b2/20 + y\u00b2 optimized in w and in u = w/1000, both drawn in the original units: "
+             "top, each optimizer's path in w (line) and the points of the rescaled run (dots); bottom, the "
+             "distance to the minimum of both runs.")]
 
 
 def _mlp_figure(run_dir, exp, prefix, title, png):
     epochs = group(read_csv(run_dir, prefix + "_epochs.csv"), "run")
     steps = group(read_csv(run_dir, prefix + "_steps.csv"), "run")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(14, 5))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(14, 5.2))
     runs = list(epochs)
     # The optimizers' own colours when every run is a plain optimizer, else
     # one tab10 colour per run (variants of one optimizer must differ).
     own = all(r in STYLE for r in runs)
     palette = plt.get_cmap("tab10")
+    late, early = [], []  # the smoothed losses after / before the first tenth of the steps, for the zoom
+    handles = []
+    window, block = 10, 1
     for i, run in enumerate(runs):
-        color = style(run)[0] if own else palette(i % 10)
+        color, marker = style(run) if own else (palette(i % 10), "o")
         label = epochs[run][0]["label"]
         sp = steps.get(run, [])
         if sp:
             s = np.array([int(r["step"]) for r in sp])
-            v = np.array([num(r["loss"]) for r in sp])
-            a1.plot(s, smooth(v, 5), color=color, lw=1.3, label=label)
+            v = smooth(np.array([num(r["loss"]) for r in sp]), window)
+            a1.plot(s, v, color=color, lw=1.2)
+            late.extend(x for x in v[s >= 0.1 * s[-1]] if math.isfinite(x))
+            early.extend(x for x in v[s < 0.1 * s[-1]] if math.isfinite(x))
+            if len(s) > 1:
+                block = int(s[1] - s[0])  # steps per logged point
+            if len(s) < window:
+                window = 1
         e = [int(r["epoch"]) for r in epochs[run]]
         acc = [num(r["test_accuracy"]) for r in epochs[run]]
-        a2.plot(e, acc, "-o", color=color, lw=1.5, markersize=5, label=label)
+        (h,) = a2.plot(e, acc, "-", color=color, lw=1.4, marker=marker, markersize=5, markeredgewidth=0.5,
+                       markeredgecolor="k", label=label)
+        handles.append(h)
     a1.set_yscale("log")
+    clipped = ""
+    if late:
+        # Zoom on where the runs differ: the first tenth of the steps (the
+        # common initial drop) runs off the top.
+        top = max(late) * 1.08
+        a1.set_ylim(min(late) * 0.93, top)
+        if any(x > top for x in early):
+            clipped = "; the first tenth runs off the top"
     a1.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     a1.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    a1.tick_params(axis="y", which="both", labelsize=9.5)
     a1.set_xlabel("step")
-    a1.set_ylabel("training loss (cross-entropy, smoothed)")
+    a1.set_ylabel("training loss (cross-entropy, log scale)")
+    a1.set_title("training loss (mean over %d step%s%s)" % (block * window, "s" if block * window > 1 else "",
+                                                              clipped), fontsize=10)
     a1.grid(alpha=0.3, which="both")
     a2.set_xlabel("epoch")
     a2.set_ylabel("test accuracy")
+    a2.set_title("test accuracy after each epoch", fontsize=10)
     a2.grid(alpha=0.3)
     accs = [num(r["test_accuracy"]) for rs in epochs.values() for r in rs]
     finite = [a for a in accs if math.isfinite(a)]
     if finite:
-        lo = max(0.0, min(finite) - 0.02)
-        a2.set_ylim(lo, min(1.0, max(finite) + 0.01))
+        lo = max(0.0, min(finite) - 0.01)
+        a2.set_ylim(lo, min(1.0, max(finite) + 0.005))
     if max((len(v) for v in epochs.values()), default=0) <= 12:
         a2.set_xticks(sorted({int(r["epoch"]) for rs in epochs.values() for r in rs}))
-    a2.legend(fontsize=8.5, loc="lower right", ncol=2 if len(runs) > 6 else 1)
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=9.5, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
     d = exp.get("data", {})
     fig.suptitle("%s: %s, %s on %s (%s train / %s test)" % (
         title, exp.get("model", "MLP"), "batch %d" % exp.get("batch", 0), d.get("name", "?"),
         d.get("train", "?"), d.get("test", "?")), fontsize=12)
-    fig.tight_layout()
+    nrows_legend = int(math.ceil(len(handles) / 6.0))
+    fig.tight_layout(rect=(0, 0.05 * nrows_legend, 1, 1))
     return save(fig, run_dir, png)
 
 
 def fig_fashion_mnist(run_dir, exp):
     return [(_mlp_figure(run_dir, exp, "fashion_mnist", "Every optimizer", "fashion_mnist.png"),
-             "Training loss per step (left, log scale) and test accuracy after each epoch (right).")]
+             "Training loss, smoothed (left, log scale, zoomed on where the runs differ), and test accuracy after "
+             "each epoch (right); one legend for both.")]
 
 
 def fig_adadelta_momentum(run_dir, exp):
