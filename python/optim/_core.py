@@ -41,6 +41,7 @@ _group_set_hparams = _fn("optim_group_set_hparams", _int, _vp, _size, _size, cty
 _group_get_hparam = _fn("optim_group_get_hparam", _int, _vp, _size, _int, ctypes.POINTER(_dbl))
 _add_param = _fn("optim_add_param", _int, _vp, _size, _vp, _vp, _size, ctypes.c_char_p, ctypes.POINTER(_size))
 _param_count = _fn("optim_param_count", _size, _vp)
+_param_set_shape = _fn("optim_param_set_shape", _int, _vp, _size, _size, ctypes.POINTER(_i64))
 _step_with = _fn("optim_step_with", _int, _vp, _size, ctypes.POINTER(_vp), ctypes.POINTER(_vp))
 _state_slot = _fn("optim_state_slot", _int, _vp, _size, _int, ctypes.POINTER(_vp), ctypes.POINTER(_int))
 _state_set_initialized = _fn("optim_state_set_initialized", _int, _vp, _size, _int, _int)
@@ -205,6 +206,11 @@ class Handle:
 
     def param_count(self):
         return _param_count(self.ptr)
+
+    def set_param_shape(self, i, shape):
+        """Parameter i's shape (a sequence of sizes), stored by checkpoints."""
+        dims = (_i64 * max(len(shape), 1))(*shape)
+        self._check(_param_set_shape(self.ptr, i, len(shape), dims))
 
     def step_with(self, count, params, grads):
         """params, grads: ctypes c_void_p arrays of length count (None = no grad)."""

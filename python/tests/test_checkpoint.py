@@ -1,14 +1,23 @@
-"""save_checkpoint / load_checkpoint on optim.torch optimizers: a run saved,
-loaded into a new optimizer and continued is bit for bit the run that was
-never interrupted; bad files and other optimizers are refused without
-changing anything."""
+"""save_checkpoint / load_checkpoint on optim.torch optimizers and SAM: a run
+saved, loaded into a new optimizer (in this process or a new one, with an lr
+scheduler resumed from its state_dict) and continued is bit for bit the run
+that was never interrupted; bad files, other optimizers and parameters of
+other shapes are refused without changing anything.
+
+Run as a script (`test_checkpoint.py resume DIR NAME...`), this file is the
+new process that resumes the runs test_resume_in_a_new_process saved."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import optim
 import optim.torch as ot
+
+# SAM's first_step/second_step are not the step() the scheduler counts: its warning does not apply.
+pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 
 CLASSES = [
     (ot.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
@@ -124,7 +133,7 @@ def test_bad_files_and_other_optimizers_change_nothing(tmp_path):
 
     other = ot.SGD(_model(0).parameters(), lr=0.1, momentum=0.9)
     other.save_checkpoint(str(tmp_path / "sgd.ckpt"))
-    with pytest.raises(optim.OptimError, match="saved by a sgd optimizer, this one is adam") as info:
+    with pytest.raises(optim.OptimError, match="the checkpoint is of rule sgd, this optimizer's rule is adam") as info:
         opt.load_checkpoint(str(tmp_path / "sgd.ckpt"))
     assert info.value.name == "OPTIM_EMISMATCH" and unchanged()
     smaller = ot.Adam(torch.nn.Linear(8, 2).parameters())
@@ -137,3 +146,178 @@ def test_bad_files_and_other_optimizers_change_nothing(tmp_path):
     opt.load_checkpoint(str(good), match="position")
     assert opt.state[next(model.parameters())]["step"] == 3
     assert not os.path.exists(str(tmp_path / "no-such-dir"))
+
+
+def test_shapes_are_checked(tmp_path):
+    """Adam state of a (4, 2) parameter does not load into a (2, 4) one."""
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(4, 2))
+    opt = ot.Adam([a], lr=1e-2)
+    a.grad = torch.randn(4, 2)
+    opt.step()
+    opt.save_checkpoint(str(tmp_path / "a.ckpt"))
+    b = torch.nn.Parameter(torch.randn(2, 4))
+    other = ot.Adam([b], lr=1e-2)
+    b.grad = torch.randn(2, 4)
+    other.step()
+    before = {k: v.clone() for k, v in other.state[b].items()}
+    with pytest.raises(optim.OptimError, match=r"param 0 'param0' has shape \[2, 4\] in the optimizer, "
+                                               r"\[4, 2\] in the checkpoint") as info:
+        other.load_checkpoint(str(tmp_path / "a.ckpt"))
+    assert info.value.name == "OPTIM_EMISMATCH"
+    assert all(torch.equal(before[k], other.state[b][k]) for k in before)
+    c = torch.nn.Parameter(torch.zeros(4, 2))
+    same = ot.Adam([c])
+    same.load_checkpoint(str(tmp_path / "a.ckpt"))
+    assert torch.equal(same.state[c]["exp_avg"], opt.state[a]["exp_avg"])
+
+
+def test_damage_names_the_parameter(tmp_path):
+    model = _model(0)
+    opt = ot.Adam(model.parameters(), lr=1e-2)
+    _train(model, opt, 0, 2, 0)
+    path = tmp_path / "run.ckpt"
+    opt.save_checkpoint(str(path))
+    data = bytearray(path.read_bytes())
+    data[-12 - 4 - 8] ^= 0x10  # the last float of the last section: param3's exp_avg_sq
+    path.write_bytes(bytes(data))
+    with pytest.raises(optim.OptimError, match=r"section 5 \(PARM of param 3 'param3'\): checksum mismatch") as info:
+        opt.load_checkpoint(str(path))
+    assert info.value.name == "OPTIM_ECHECKSUM"
+
+
+# ---- SAM, lr schedulers, a new process ------------------------------------------------
+
+def _build(name, seed):
+    """(model, optimizer, scheduler or None, is_sam) of a named configuration."""
+    from optim.torch import lr_scheduler as ls
+    model = _model(seed)
+    if name == "adam+onecycle":
+        opt = ot.Adam(model.parameters(), lr=1e-2, amsgrad=True)
+        return model, opt, ls.OneCycleLR(opt, max_lr=0.05, total_steps=40), False
+    if name == "rmsprop+steplr+clip":
+        opt = ot.RMSprop(model.parameters(), lr=1e-2, centered=True, momentum=0.5, nonfinite="skip",
+                         clip_grad_norm=(0.5, 1.0))
+        return model, opt, ls.StepLR(opt, step_size=4, gamma=0.7), False
+    if name == "sgd+sam":
+        opt = ot.SAM(model.parameters(), ot.SGD, rho=0.05, lr=0.1, momentum=0.9, nesterov=True)
+        return model, opt, None, True
+    if name == "adamw+asam+cosine":
+        opt = ot.SAM(model.parameters(), ot.AdamW, rho=0.5, adaptive=True, eta=0.01, lr=1e-2)
+        return model, opt, ls.CosineAnnealingLR(opt, T_max=15, eta_min=1e-4), True
+    raise ValueError(name)
+
+
+def _run(model, opt, sched, sam, start, stop, seed):
+    for t in range(start, stop):
+        g = torch.Generator().manual_seed(seed * 1000 + t)
+        x, y = torch.randn(32, 8, generator=g), torch.randn(32, 2, generator=g)
+        loss = lambda: torch.nn.functional.mse_loss(model(x), y)  # noqa: E731
+        opt.zero_grad()
+        loss().backward()
+        if t == 7 and opt.param_groups[0].get("nonfinite") == "skip":
+            next(model.parameters()).grad[0].fill_(float("nan"))
+        if sam:
+            opt.first_step(zero_grad=True)
+            loss().backward()
+            opt.second_step(zero_grad=True)
+        else:
+            opt.step()
+        if sched is not None:
+            sched.step()
+
+
+def _outcome(model, opt):
+    """What must be identical: the parameters, every state tensor, the lrs."""
+    sd = opt.state_dict()
+    return {"params": [p.detach().clone() for p in model.parameters()],
+            "state": {i: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()}
+                      for i, st in sd["state"].items()},
+            "groups": [{k: v for k, v in g.items() if k != "params"} for g in sd["param_groups"]]}
+
+
+def _same(a, b):
+    assert len(a["params"]) == len(b["params"])
+    for x, y in zip(a["params"], b["params"]):
+        assert torch.equal(x, y)
+    assert a["state"].keys() == b["state"].keys()
+    for i in a["state"]:
+        for k, v in a["state"][i].items():
+            assert (torch.equal(v, b["state"][i][k]) if torch.is_tensor(v) else v == b["state"][i][k]), k
+    assert a["groups"] == b["groups"]
+
+
+N, K = 20, 9
+CONFIGS = ["adam+onecycle", "rmsprop+steplr+clip", "sgd+sam", "adamw+asam+cosine"]
+
+
+def _save_interrupted(name, seed, d):
+    model, opt, sched, sam = _build(name, seed)
+    _run(model, opt, sched, sam, 0, K, seed)
+    opt.save_checkpoint(os.path.join(d, name + ".ckpt"))
+    torch.save(model.state_dict(), os.path.join(d, name + ".model.pt"))
+    if sched is not None:
+        torch.save(sched.state_dict(), os.path.join(d, name + ".sched.pt"))
+
+
+def _resume(name, seed, d):
+    """The documented order: optimizer, scheduler, load_checkpoint, scheduler state."""
+    model, opt, sched, sam = _build(name, seed + 1)  # other initial weights: the files bring theirs
+    model.load_state_dict(torch.load(os.path.join(d, name + ".model.pt")))
+    opt.load_checkpoint(os.path.join(d, name + ".ckpt"))
+    if sched is not None:
+        sched.load_state_dict(torch.load(os.path.join(d, name + ".sched.pt")))
+    _run(model, opt, sched, sam, K, N, seed)
+    return _outcome(model, opt)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_resume_with_schedulers_and_sam(tmp_path, seed, name):
+    model, opt, sched, sam = _build(name, seed)
+    _run(model, opt, sched, sam, 0, N, seed)
+    straight = _outcome(model, opt)
+    _save_interrupted(name, seed, str(tmp_path))
+    _same(straight, _resume(name, seed, str(tmp_path)))
+
+
+def test_resume_in_a_new_process(tmp_path, seed):
+    """k steps here, saved; N - k steps in another Python process; compared bit for bit."""
+    d = str(tmp_path)
+    straight = {}
+    for name in CONFIGS:
+        model, opt, sched, sam = _build(name, seed)
+        _run(model, opt, sched, sam, 0, N, seed)
+        straight[name] = _outcome(model, opt)
+        _save_interrupted(name, seed, d)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "resume", d, str(seed)] + CONFIGS,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for name in CONFIGS:
+        _same(straight[name], torch.load(os.path.join(d, name + ".out.pt")))
+
+
+def test_sam_checkpoints_refused_mid_step(tmp_path):
+    model, opt, _, _ = _build("sgd+sam", 0)
+    x = torch.randn(4, 8)
+    model(x).sum().backward()
+    opt.first_step()
+    for call in (lambda: opt.save_checkpoint(str(tmp_path / "x")), lambda: opt.load_checkpoint(str(tmp_path / "x"))):
+        with pytest.raises(RuntimeError, match="between first_step and second_step"):
+            call()
+    opt.restore()
+    opt.save_checkpoint(str(tmp_path / "x"))
+    assert opt.base_optimizer.param_groups is opt.param_groups
+    opt.load_checkpoint(str(tmp_path / "x"))
+
+
+def _child(argv):
+    d, seed, names = argv[0], int(argv[1]), argv[2:]
+    for name in names:
+        torch.save(_resume(name, seed, d), os.path.join(d, name + ".out.pt"))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "resume":
+        _child(sys.argv[2:])
+    else:
+        sys.exit("usage: test_checkpoint.py resume DIR SEED NAME...")

@@ -642,6 +642,7 @@ class _Optimizer(Optimizer):
         for j, p in enumerate(params):
             i = base + j
             self._h.add_param(gi, p.data_ptr(), p.numel(), "param%d" % i)
+            self._h.set_param_shape(i, tuple(p.shape))  # checked by load_checkpoint
             self._params.append(p)
             self._index[p] = i
             self._shapes.append(p.shape)
@@ -840,10 +841,13 @@ class _Optimizer(Optimizer):
         """Save the optimizer's whole state to `path` in liboptim's checkpoint
         format (docs/CHECKPOINT.md): every group's hyperparameters, every
         parameter's step counter and state, the non-finite and clipping
-        settings and counters. Written to a temporary file that is flushed to
-        disk and then renamed over `path`: a crash leaves the old file or the
-        new one, never a torn one. The parameters themselves are the model's:
-        save them too (torch.save(model.state_dict(), ...)). Raises
+        settings and counters, and every parameter's shape. Written to a
+        temporary file that is flushed to disk and then renamed over `path`
+        (through a symbolic link, the file it points to): a crash leaves the
+        old file or the new one, never a torn one. The parameters themselves
+        are the model's: save them too (torch.save(model.state_dict(), ...)).
+        An lr scheduler's state is not in the file either: save
+        scheduler.state_dict() with it (see load_checkpoint). Raises
         optim.OptimError (with the library's message, naming the file) on
         failure; nothing is then changed at `path`."""
         self._sync()
@@ -854,11 +858,18 @@ class _Optimizer(Optimizer):
         into this optimizer, which must have the same rule, groups and
         parameters (match="name": parameters named param0, param1, ... in the
         order they were given, so the same model in the same order;
-        match="position": by index). Everything is checked before anything
-        changes: on any error (OptimError: a missing, truncated or corrupt
-        file, a newer format, another optimizer) this optimizer is unchanged.
-        The groups' hyperparameters and settings become the saved ones (and
-        param_groups shows them)."""
+        match="position": by index), of the same shapes. Everything is checked
+        before anything changes: on any error (OptimError: a missing,
+        truncated or corrupt file, a newer format, another optimizer, a
+        parameter of another shape) this optimizer is unchanged. The groups'
+        hyperparameters and settings become the saved ones (and param_groups
+        shows them), the lr an lr scheduler last set included.
+
+        With an lr scheduler, resume in this order: build the optimizer, build
+        the scheduler as before (it writes its first lr), load_checkpoint (the
+        saved lr replaces it), then scheduler.load_state_dict(saved state).
+        Building the scheduler after load_checkpoint would overwrite the
+        loaded lr until the scheduler's next step."""
         if match not in _core.MATCH:
             raise ValueError("%s.load_checkpoint: match = %r must be 'name' or 'position'" % (self._owner, match))
         self._h.load(path, match)

@@ -390,6 +390,30 @@ class SAM(Optimizer):
             state[key] = value
         self.base_optimizer.load_state_dict({"state": state, "param_groups": new_groups})
 
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def save_checkpoint(self, path):
+        """The base optimizer's save_checkpoint (docs/CHECKPOINT.md): its
+        groups, state, counters and settings, written atomically. SAM itself
+        carries nothing from one step to the next; its group keys (rho,
+        adaptive, p, eta) are not in the file: build the SAM that loads it
+        with the same ones. Refused between first_step and second_step (the
+        parameters are then at w + e_hat, not at w)."""
+        if self.perturbed:
+            raise RuntimeError("SAM.save_checkpoint: the parameters are at w + e_hat (between first_step and "
+                               "second_step); finish or restore() the step first")
+        self.base_optimizer.save_checkpoint(path)
+
+    def load_checkpoint(self, path, match="name"):
+        """The base optimizer's load_checkpoint: its groups' hyperparameters
+        and settings become the saved ones; SAM's keys keep their values.
+        Everything is checked before anything changes. Refused between
+        first_step and second_step."""
+        if self.perturbed:
+            raise RuntimeError("SAM.load_checkpoint: the parameters are at w + e_hat (between first_step and "
+                               "second_step); finish or restore() the step first")
+        self.base_optimizer.load_checkpoint(path, match)
+
     def __getstate__(self):
         raise TypeError("SAM from optim.torch holds a C optimizer and cannot be pickled or copied; "
                         "save and load state_dict() instead")
