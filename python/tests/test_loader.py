@@ -23,7 +23,7 @@ def _python(code, env_extra, cwd=None):
 
 def _built_library():
     import optim._lib
-    return optim._lib.path
+    return os.path.abspath(optim._lib.path)
 
 
 def test_optim_library_is_honoured(tmp_path):
