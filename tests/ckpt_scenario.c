@@ -16,7 +16,12 @@ const char *scenario_name(int id)
         "rmsprop centered momentum + multistep",     "adadelta momentum + warm-up/cosine",
         "adam amsgrad + clip + skip NaN + warm-up",  "adamw + ASAM p=inf + WSD",
         "radam decoupled + cyclic",                   "nadam decoupled + ASAM p=3 + exponential",
-        "adabound amsbound + one-cycle"};
+        "adabound amsbound + one-cycle",
+        "sgd momentum + constant + clip norm 1",      "adam + linear + nonfinite=error",
+        "adamw amsgrad + polynomial + clip norm inf", "rmsprop + cosine restarts + skip NaN",
+        "adagrad + cyclic sawtooth (down 0)",         "nadam + cyclic exp_range + clip norm 1",
+        "radam + sequential(linear, cosine, step)",   "adabound + one-cycle three-phase linear",
+        "sgd nesterov + SAM + clip inf + skip NaN"};
     return id >= 0 && id < SCN_COUNT ? names[id] : "?";
 }
 
@@ -48,15 +53,18 @@ static void scn_grads(scenario_run *run, int t)
         }                                                                                                 \
     } while (0)
 
+static int scenario_extra(int id, scenario_run *run);
+static int scn_params(scenario_run *run);
+
 int scenario_build(int id, scenario_run *run)
 {
     optim_rule rule = (optim_rule)(id + 1);
     optim_hparams hp[2];
     optim_schedule *s = NULL, *c = NULL;
-    size_t k, i;
     memset(run, 0, sizeof *run);
     run->id = id;
     run->nan_step = -1;
+    if (id >= OPTIM_RULE_COUNT) return scenario_extra(id, run);
     CHECK(optim_create(&run->opt, rule));
     optim_hparams_init(&hp[0], rule, NULL);
     switch (rule) {
@@ -75,21 +83,7 @@ int scenario_build(int id, scenario_run *run)
     hp[1].weight_decay = 0.02; /* group 1: another decay (coupled or decoupled as the rule's) */
     CHECK(optim_add_group(run->opt, &hp[0], NULL));
     CHECK(optim_add_group(run->opt, &hp[1], NULL));
-    for (k = 0; k < SCN_PARAMS; k++) {
-        static const char *names[SCN_PARAMS] = {"embed", "fc.weight", "fc.bias"};
-        run->n[k] = scn_sizes[k];
-        run->w[k] = (float *)malloc(run->n[k] * sizeof(float));
-        run->g[k] = (float *)malloc(run->n[k] * sizeof(float));
-        run->a[k] = (float *)malloc(run->n[k] * sizeof(float));
-        run->c[k] = (float *)malloc(run->n[k] * sizeof(float));
-        if (!run->w[k] || !run->g[k] || !run->a[k] || !run->c[k]) return -1;
-        for (i = 0; i < run->n[k]; i++) {
-            run->w[k][i] = scn_noise(-1, k, i);
-            run->a[k][i] = 0.5f + 0.5f * (scn_noise(-2, k, i) + 1.0f);
-            run->c[k][i] = scn_noise(-3, k, i);
-        }
-        CHECK(optim_add_param(run->opt, k == 2 ? 1 : 0, run->w[k], run->g[k], run->n[k], names[k], NULL));
-    }
+    if (scn_params(run)) return -1;
     /* A schedule on group 0 (group 1 keeps its lr). */
     switch (rule) {
     case OPTIM_SGD: CHECK(optim_schedule_step(&s, 7, 0.7, NULL)); break;
@@ -120,6 +114,92 @@ int scenario_build(int id, scenario_run *run)
     return 0;
 }
 
+/* The parameters of every scenario: embed and fc.weight in group 0, fc.bias in group 1. */
+static int scn_params(scenario_run *run)
+{
+    static const char *names[SCN_PARAMS] = {"embed", "fc.weight", "fc.bias"};
+    static const int64_t shape[2] = {40, 25};
+    size_t k, i;
+    for (k = 0; k < SCN_PARAMS; k++) {
+        run->n[k] = scn_sizes[k];
+        run->w[k] = (float *)malloc(run->n[k] * sizeof(float));
+        run->g[k] = (float *)malloc(run->n[k] * sizeof(float));
+        run->a[k] = (float *)malloc(run->n[k] * sizeof(float));
+        run->c[k] = (float *)malloc(run->n[k] * sizeof(float));
+        if (!run->w[k] || !run->g[k] || !run->a[k] || !run->c[k]) return -1;
+        for (i = 0; i < run->n[k]; i++) {
+            run->w[k][i] = scn_noise(-1, k, i);
+            run->a[k][i] = 0.5f + 0.5f * (scn_noise(-2, k, i) + 1.0f);
+            run->c[k][i] = scn_noise(-3, k, i);
+        }
+        CHECK(optim_add_param(run->opt, k == 2 ? 1 : 0, run->w[k], run->g[k], run->n[k], names[k], NULL));
+    }
+    CHECK(optim_param_set_shape(run->opt, 1, 2, shape)); /* fc.weight is 40 x 25 */
+    return 0;
+}
+
+/* Scenarios 9..17: schedules, clipping norms and policies the first nine lack. */
+static int scenario_extra(int id, scenario_run *run)
+{
+    static const optim_rule rules[9] = {OPTIM_SGD,  OPTIM_ADAM,  OPTIM_ADAMW, OPTIM_RMSPROP, OPTIM_ADAGRAD,
+                                        OPTIM_NADAM, OPTIM_RADAM, OPTIM_ADABOUND, OPTIM_SGD};
+    int x = id - OPTIM_RULE_COUNT;
+    optim_rule rule;
+    optim_hparams hp[2];
+    optim_schedule *s = NULL, *kids[3] = {NULL, NULL, NULL};
+    if (x < 0 || x >= 9) {
+        fprintf(stderr, "no scenario %d\n", id);
+        return -1;
+    }
+    rule = rules[x];
+    CHECK(optim_create(&run->opt, rule));
+    optim_hparams_init(&hp[0], rule, NULL);
+    if (rule == OPTIM_SGD) {
+        hp[0].lr = 0.02;
+        hp[0].momentum = 0.9;
+        hp[0].nesterov = x == 8;
+    }
+    if (rule == OPTIM_ADAMW) hp[0].amsgrad = 1;
+    if (rule == OPTIM_ADAM || rule == OPTIM_ADAMW || rule == OPTIM_ADABOUND) hp[0].lr = 0.01;
+    hp[1] = hp[0];
+    hp[1].lr *= 0.5;
+    CHECK(optim_add_group(run->opt, &hp[0], NULL));
+    CHECK(optim_add_group(run->opt, &hp[1], NULL));
+    if (scn_params(run)) return -1;
+    switch (x) {
+    case 0: CHECK(optim_schedule_constant(&s, 0.3, 5, NULL)); break;
+    case 1: CHECK(optim_schedule_linear(&s, 0.1, 1.0, 7, NULL)); break;
+    case 2: CHECK(optim_schedule_polynomial(&s, 30, 2.0, NULL)); break;
+    case 3: CHECK(optim_schedule_cosine_restarts(&s, 3, 2, 1e-5, NULL)); break;
+    case 4: CHECK(optim_schedule_cyclic(&s, 1e-3, 5e-2, 5, 0, OPTIM_CYCLIC_TRIANGULAR, 1.0, NULL)); break;
+    case 5: CHECK(optim_schedule_cyclic(&s, 1e-4, 1e-2, 3, 5, OPTIM_CYCLIC_EXP_RANGE, 0.9, NULL)); break;
+    case 6: {
+        static const int64_t miles[2] = {4, 14};
+        CHECK(optim_schedule_linear(&kids[0], 0.1, 1.0, 4, NULL));
+        CHECK(optim_schedule_cosine(&kids[1], 10, 0.0, NULL));
+        CHECK(optim_schedule_step(&kids[2], 2, 0.5, NULL));
+        CHECK(optim_schedule_sequential(&s, kids, 3, miles, NULL));
+        break;
+    }
+    case 7: CHECK(optim_schedule_one_cycle(&s, 0.02, 45, 0.25, 0, 25, 1e4, 1, NULL)); break;
+    default: CHECK(optim_schedule_step(&s, 5, 0.8, NULL)); break;
+    }
+    CHECK(optim_group_set_schedule(run->opt, 0, s));
+    optim_schedule_free(s);
+    if (x == 0 || x == 5) CHECK(optim_set_clip_grad_norm(run->opt, 2.0, 1.0));
+    if (x == 2 || x == 8) CHECK(optim_set_clip_grad_norm(run->opt, 0.5, INFINITY));
+    if (x == 1) {
+        CHECK(optim_set_nonfinite(run->opt, OPTIM_NONFINITE_ERROR));
+        run->nan_step = 25; /* after the resume */
+    }
+    if (x == 3 || x == 8) {
+        CHECK(optim_set_nonfinite(run->opt, OPTIM_NONFINITE_SKIP));
+        run->nan_step = x == 3 ? 23 : 11;
+    }
+    if (x == 8) CHECK(optim_sam_create(&run->sam, run->opt, 0.05, 2.0, 0, 0.0, NULL));
+    return 0;
+}
+
 void scenario_free(scenario_run *run)
 {
     size_t k;
@@ -136,9 +216,15 @@ void scenario_free(scenario_run *run)
 
 int scenario_step(scenario_run *run, int t)
 {
+    int rc;
     scn_grads(run, t);
     if (run->sam) {
-        if (optim_sam_first_step(run->sam) != OPTIM_OK) {
+        rc = optim_sam_first_step(run->sam);
+        if (rc == OPTIM_ENONFINITE && optim_get_nonfinite(run->opt) == OPTIM_NONFINITE_ERROR) {
+            run->refused++; /* nothing moved: the loop drops the batch */
+            return 0;
+        }
+        if (rc != OPTIM_OK) {
             fprintf(stderr, "first_step: %s\n", optim_sam_errmsg(run->sam));
             return -1;
         }
@@ -149,7 +235,12 @@ int scenario_step(scenario_run *run, int t)
         }
         return 0;
     }
-    CHECK(optim_step(run->opt));
+    rc = optim_step(run->opt);
+    if (rc == OPTIM_ENONFINITE && optim_get_nonfinite(run->opt) == OPTIM_NONFINITE_ERROR) {
+        run->refused++; /* nothing was updated: the loop drops the batch */
+        return 0;
+    }
+    CHECK(rc);
     return 0;
 }
 

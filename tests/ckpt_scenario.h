@@ -1,8 +1,8 @@
 /* ckpt_scenario.h: training runs that a checkpoint test interrupts and
  * resumes, in this process or another one (ckpt_child.c). A scenario is a
  * rule with options, two groups, three parameters, a schedule, and per
- * scenario clipping, a non-finite policy with a NaN gradient at one step, or
- * SAM. Gradients are a deterministic function of the weights and the step, so
+ * scenario clipping (norm 2, 1 or inf), a non-finite policy (skip, or error,
+ * whose refused step the loop drops) with a NaN gradient at one step, or SAM. Gradients are a deterministic function of the weights and the step, so
  * a resumed run must reproduce the uninterrupted one bit for bit. */
 #ifndef OPTIM_TEST_CKPT_SCENARIO_H
 #define OPTIM_TEST_CKPT_SCENARIO_H
@@ -13,7 +13,9 @@
 #include <stdio.h>
 
 #define SCN_PARAMS 3
-#define SCN_COUNT OPTIM_RULE_COUNT /* one per rule */
+/* One per rule (0..8), then nine more for the schedules, clipping norms and
+ * non-finite policies those do not cover (9..17). */
+#define SCN_COUNT (OPTIM_RULE_COUNT + 9)
 
 typedef struct scenario_run {
     int id;
@@ -22,6 +24,7 @@ typedef struct scenario_run {
     size_t n[SCN_PARAMS];
     float *w[SCN_PARAMS], *g[SCN_PARAMS], *a[SCN_PARAMS], *c[SCN_PARAMS];
     int nan_step; /* a gradient holds NaN at this step (-1: never) */
+    int refused;  /* steps refused by nonfinite=error (the training loop drops the batch) */
 } scenario_run;
 
 /* Build scenario id (0 <= id < SCN_COUNT): optimizer, parameters at their

@@ -5,6 +5,7 @@
 #include "grid.h"
 #include "kernels/kernels.h"
 #include "optim_checkpoint.h"
+#include "optim_sam.h"
 #include "optim_schedule.h"
 #include "test.h"
 
@@ -184,6 +185,10 @@ TEST_IMPL(ckpt_resume_new_process)
         if (scenario_build(id, &run)) return 1;
         for (t = 0; t < N; t++)
             if (scenario_step(&run, t)) FAIL("scenario %d step %d", id, t);
+        if (run.nan_step >= 0) { /* the NaN step was skipped (and with nonfinite=error, refused: dropped) */
+            ASSERT_INT(optim_skipped_steps(run.opt), ==, 1);
+            ASSERT_INT(run.refused, ==, optim_get_nonfinite(run.opt) == OPTIM_NONFINITE_ERROR);
+        }
         f = fopen(want, "wb");
         if (!f || scenario_snapshot(&run, f) || fclose(f)) FAIL("cannot write %s", want);
         scenario_free(&run);
@@ -551,116 +556,310 @@ TEST_IMPL(ckpt_disk_full_keeps_old)
 }
 
 /* Killing a process at random moments while it saves again and again never
- * leaves a torn checkpoint: the file at the path always loads, as one of the
- * versions written. */
+ * leaves a torn checkpoint. The child alternates two optimizers' states A
+ * and B; the kills are spread over four saves' time (so that they land
+ * before, during and after renames), and after each the file at the path is
+ * byte for byte the initial checkpoint, A or B, and loads. Both A and B must
+ * have been found there (the kills reach completed saves, not only the
+ * first one's start). */
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static optim *crash_optimizer(float *w, float *g, size_t n, int steps)
+{
+    optim *o = NULL;
+    optim_hparams hp;
+    size_t i;
+    int t;
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    if (optim_create(&o, OPTIM_ADAM) || optim_add_group(o, &hp, NULL) || optim_add_param(o, 0, w, g, n, "w", NULL))
+        return NULL;
+    for (t = 0; t < steps; t++) {
+        for (i = 0; i < n; i++) g[i] = (float)((i * 7 + (size_t)t * 3) % 11) * 0.1f - 0.5f;
+        if (optim_step(o)) return NULL;
+    }
+    return o;
+}
+
 TEST_IMPL(ckpt_crash_during_save)
 {
+    enum { N = 1 << 18, MIN_ROUNDS = 40, MAX_ROUNDS = 160 };
+    static float wa[N], ga[N], wb[N], gb[N], w0[8], g0[8];
     char dir[64], path[128];
-    optim_hparams hp;
-    int round;
+    optim *a, *b, *init, *probe;
+    void *bytes[3];
+    size_t sizes[3];
+    int seen[3] = {0, 0, 0}, round, k;
+    double t_save, t0;
     test_rng rng = {test_seed() ^ 0xc4a5};
     if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
     snprintf(path, sizeof path, "%s/run.ckpt", dir);
-    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
-    {
-        small_run r;
-        if (small_build(&r, &hp, 0) || small_steps(&r, 0, 1)) return 1;
-        ASSERT_OPT_OK(r.o, optim_save(r.o, path));
-        small_free(&r);
-    }
-    for (round = 0; round < 12; round++) {
-        pid_t pid = fork();
-        int status;
-        struct timespec pause = {0, (long)(1e6 + 15e6 * test_rng_uniform(&rng))};
+    init = crash_optimizer(w0, g0, 8, 1);
+    a = crash_optimizer(wa, ga, N, 1);
+    b = crash_optimizer(wb, gb, N, 2);
+    probe = crash_optimizer(wb, gb, N, 0);
+    ASSERT(init && a && b && probe);
+    ASSERT_OPT_OK(init, optim_save_buffer(init, &bytes[0], &sizes[0]));
+    ASSERT_OPT_OK(a, optim_save_buffer(a, &bytes[1], &sizes[1]));
+    ASSERT_OPT_OK(b, optim_save_buffer(b, &bytes[2], &sizes[2]));
+    /* How long one save takes here. */
+    t0 = now_seconds();
+    for (k = 0; k < 4; k++) ASSERT_OPT_OK(a, optim_save(a, path));
+    t_save = (now_seconds() - t0) / 4;
+    for (round = 0; round < MAX_ROUNDS && (round < MIN_ROUNDS || !seen[1] || !seen[2]); round++) {
+        int status, fds[2], which;
+        char c;
+        pid_t pid;
+        double delay = 4.0 * t_save * test_rng_uniform(&rng);
+        struct timespec pause;
+        unsigned char *got;
+        size_t n;
+        ASSERT_OPT_OK(init, optim_save(init, path));
+        ASSERT(pipe(fds) == 0);
+        pid = fork();
         if (pid == 0) {
-            /* Big enough that a save takes a while; saves after every step until killed. */
-            optim *o = NULL;
-            static float w[1 << 20], g[1 << 20];
-            int t;
-            optim_create(&o, OPTIM_ADAM);
-            optim_add_group(o, &hp, NULL);
-            optim_add_param(o, 0, w, g, 1 << 20, "w", NULL);
-            for (t = 0;; t++) {
-                g[t % (1 << 20)] = 1.0f;
-                optim_step(o);
-                if (optim_save(o, path) != OPTIM_OK) _exit(3);
-            }
+            close(fds[0]);
+            if (write(fds[1], "r", 1) != 1) _exit(4);
+            for (k = 0;; k++)
+                if (optim_save(k % 2 ? b : a, path) != OPTIM_OK) _exit(3);
         }
         ASSERT(pid > 0);
+        close(fds[1]);
+        ASSERT(read(fds[0], &c, 1) == 1); /* it is saving now */
+        close(fds[0]);
+        pause.tv_sec = (time_t)delay;
+        pause.tv_nsec = (long)((delay - (double)pause.tv_sec) * 1e9);
         nanosleep(&pause, NULL);
         kill(pid, SIGKILL);
         ASSERT(waitpid(pid, &status, 0) == pid);
         if (WIFEXITED(status)) FAIL("the saving child stopped by itself (status %d)", WEXITSTATUS(status));
+        if (ckpt_read_file(path, &got, &n)) FAIL("round %d: no file at %s after the kill", round, path);
+        for (which = 0; which < 3; which++)
+            if (n == sizes[which] && memcmp(got, bytes[which], n) == 0) break;
+        if (which == 3) FAIL("round %d: killed %.2f ms into the saves, %s is none of the checkpoints written", round,
+                             delay * 1e3, path);
+        seen[which]++;
+        if (which > 0) ASSERT_OPT_OK(probe, optim_load(probe, path, OPTIM_MATCH_NAME));
+        free(got);
+        /* The temporary files of killed writers: left behind, never read; removed here. */
         {
-            optim_checkpoint_info info;
-            optim_error err;
-            ASSERT_OK_MSG(optim_checkpoint_info_read(path, &info, &err), err.message);
-            ASSERT(info.params == 1 || info.params == RP);
+            DIR *d = opendir(dir);
+            struct dirent *e;
+            char p[400];
+            while (d && (e = readdir(d)) != NULL)
+                if (strstr(e->d_name, ".tmp-")) {
+                    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                    unlink(p);
+                }
+            if (d) closedir(d);
         }
     }
-    ckpt_remove_tree(dir); /* the temporary files of killed writers included */
+    printf("  a save takes %.1f ms; %d kills over 4 saves' time left the initial checkpoint %d times, A %d, B %d, "
+           "never a torn file\n",
+           t_save * 1e3, round, seen[0], seen[1], seen[2]);
+    if (!seen[1] || !seen[2]) FAIL("the kills never found both new checkpoints (A %d, B %d)", seen[1], seen[2]);
+    for (k = 0; k < 3; k++) free(bytes[k]);
+    optim_free(init);
+    optim_free(a);
+    optim_free(b);
+    optim_free(probe);
+    ckpt_remove_tree(dir);
     return 0;
 }
 
-/* ---- Two optimizers at once ---------------------------------------------------------- */
+/* A training process killed (SIGKILL) at a random moment resumes from its
+ * last checkpoint, in a new process, to the same bits as a run never
+ * interrupted. The trainer (optim_ckpt_child train) checkpoints every 5
+ * steps as a user would: its parameters, then the optimizer. */
+TEST_IMPL(ckpt_kill_training_resume)
+{
+    enum { STEPS = 120, EVERY = 5 };
+    static const int ids[2] = {4, SCN_COUNT - 1}; /* adam + clip + skip NaN + warm-up; sgd + SAM + clip inf + skip */
+    char dir[64], want[128], out[128], tpath[160];
+    int s, round, resumed_mid = 0;
+    test_rng rng = {test_seed() ^ 0x6b11};
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(want, sizeof want, "%s/straight.bin", dir);
+    for (s = 0; s < 2; s++) {
+        scenario_run run;
+        FILE *f;
+        int t;
+        if (scenario_build(ids[s], &run)) return 1;
+        for (t = 0; t < STEPS; t++)
+            if (scenario_step(&run, t)) FAIL("scenario %d step %d", ids[s], t);
+        f = fopen(want, "wb");
+        if (!f || scenario_snapshot(&run, f) || fclose(f)) FAIL("cannot write %s", want);
+        scenario_free(&run);
+        for (round = 0; round < 3; round++) {
+            char run_dir[96], ids_s[8], steps_s[8], every_s[8], to_s[8];
+            char *argv[8];
+            pid_t pid;
+            int status, attempt;
+            long t_resumed = -1;
+            unsigned char *x, *y;
+            size_t nx, ny;
+            snprintf(run_dir, sizeof run_dir, "%s/run%d-%d", dir, s, round);
+            snprintf(ids_s, sizeof ids_s, "%d", ids[s]);
+            snprintf(steps_s, sizeof steps_s, "%d", STEPS);
+            snprintf(every_s, sizeof every_s, "%d", EVERY);
+            snprintf(to_s, sizeof to_s, "%d", STEPS);
+            for (attempt = 0;; attempt++) { /* until the kill lands before the end of the run */
+                double delay = (2 + 40 * test_rng_uniform(&rng)) * 1e-3 / (1 << attempt);
+                struct timespec pause = {0, (long)(delay * 1e9)};
+                ckpt_remove_tree(run_dir);
+                ASSERT(mkdir(run_dir, 0700) == 0);
+                argv[0] = (char *)OPTIM_CKPT_CHILD;
+                argv[1] = (char *)"train";
+                argv[2] = ids_s;
+                argv[3] = run_dir;
+                argv[4] = steps_s;
+                argv[5] = every_s;
+                argv[6] = NULL;
+                if (posix_spawn(&pid, OPTIM_CKPT_CHILD, NULL, NULL, argv, environ) != 0) FAIL("cannot run the trainer");
+                nanosleep(&pause, NULL);
+                kill(pid, SIGKILL);
+                ASSERT(waitpid(pid, &status, 0) == pid);
+                if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) break;
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) FAIL("the trainer failed (status %d)", status);
+                if (attempt == 6) FAIL("the trainer always finished before the kill");
+            }
+            /* Resume from whatever the kill left, in a new process. */
+            snprintf(out, sizeof out, "%s/resumed.bin", run_dir);
+            argv[1] = (char *)"resume";
+            argv[2] = ids_s;
+            argv[3] = run_dir;
+            argv[4] = to_s;
+            argv[5] = out;
+            argv[6] = NULL;
+            if (posix_spawn(&pid, OPTIM_CKPT_CHILD, NULL, NULL, argv, environ) != 0) FAIL("cannot run the resumer");
+            if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                FAIL("%s: resuming after the kill failed (status %d)", scenario_name(ids[s]), status);
+            snprintf(tpath, sizeof tpath, "%s.t", out);
+            {
+                FILE *f2 = fopen(tpath, "r");
+                if (!f2 || fscanf(f2, "%ld", &t_resumed) != 1) FAIL("no %s", tpath);
+                fclose(f2);
+            }
+            if (ckpt_read_file(want, &x, &nx) || ckpt_read_file(out, &y, &ny)) FAIL("cannot read the snapshots");
+            if (nx != ny || memcmp(x, y, nx) != 0)
+                FAIL("%s: killed, resumed from step %ld in a new process: the run differs", scenario_name(ids[s]),
+                     t_resumed);
+            printf("  %-45s killed, resumed from step %3ld of %d: identical\n", scenario_name(ids[s]), t_resumed,
+                   STEPS);
+            resumed_mid += t_resumed > 0 && t_resumed < STEPS;
+            free(x);
+            free(y);
+        }
+    }
+    if (!resumed_mid) FAIL("no kill landed after the first checkpoint");
+    ckpt_remove_tree(dir);
+    return 0;
+}
 
+/* ---- Optimizers in threads at once ------------------------------------------------- */
+
+/* Each job: its own optimizer (two worker threads of its own), a warm-up +
+ * cosine schedule, SAM on every third step, and every 10 steps a save to its
+ * own file and a load back from it. */
 typedef struct thread_job {
     optim_rule rule;
     float *w, *g;
     size_t n;
+    char path[160];
+    void *final; /* the last checkpoint's bytes */
+    size_t final_size;
     int rc;
+    char msg[OPTIM_ERRMSG_MAX];
 } thread_job;
 
 static void *thread_run(void *arg)
 {
     thread_job *j = (thread_job *)arg;
     optim *o = NULL;
+    optim_sam *sam = NULL;
+    optim_schedule *c = NULL, *s = NULL;
     optim_hparams hp;
     int t;
     size_t i;
     j->rc = 1;
     optim_hparams_init(&hp, j->rule, NULL);
     if (optim_create(&o, j->rule) || optim_add_group(o, &hp, NULL) ||
-        optim_add_param(o, 0, j->w, j->g, j->n, "w", NULL) || optim_set_threads(o, 2))
-        return NULL;
+        optim_add_param(o, 0, j->w, j->g, j->n, "w", NULL) || optim_set_threads(o, 2) ||
+        optim_schedule_cosine(&c, 40, 1e-5, NULL) || optim_schedule_warmup(&s, 5, c, NULL) ||
+        optim_group_set_schedule(o, 0, s) || optim_sam_create(&sam, o, 0.05, 2.0, 0, 0.0, NULL))
+        goto out;
     for (t = 0; t < 30; t++) {
-        for (i = 0; i < j->n; i++) j->g[i] = (float)sin(0.3 * t + (double)i * 1e-3);
-        if (optim_step(o)) return NULL;
+        for (i = 0; i < j->n; i++) j->g[i] = (float)sin(0.3 * t + (double)i * 1e-3) + 0.1f * j->w[i];
+        if (t % 3 == 0) {
+            if (optim_sam_first_step(sam)) goto out;
+            for (i = 0; i < j->n; i++) j->g[i] = (float)sin(0.3 * t + (double)i * 1e-3) + 0.1f * j->w[i];
+            if (optim_sam_second_step(sam)) goto out;
+        } else if (optim_step(o)) {
+            goto out;
+        }
+        if (t % 10 == 9 && (optim_save(o, j->path) || optim_load(o, j->path, OPTIM_MATCH_NAME))) goto out;
     }
-    optim_free(o);
+    if (optim_save_buffer(o, &j->final, &j->final_size)) goto out;
     j->rc = 0;
+out:
+    if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", o ? optim_errmsg(o) : "create");
+    optim_schedule_free(s);
+    optim_sam_free(sam);
+    optim_free(o);
     return NULL;
 }
 
 TEST_IMPL(ckpt_concurrent_optimizers)
 {
-    enum { N = 300000 };
-    thread_job alone[2], together[2];
-    pthread_t th[2];
+    enum { N = 200000, J = 3 };
+    thread_job alone[J], together[J];
+    pthread_t th[J];
     int k;
     size_t i;
-    static const optim_rule rules[2] = {OPTIM_ADAM, OPTIM_RMSPROP};
-    for (k = 0; k < 2; k++) {
+    char dir[64];
+    static const optim_rule rules[J] = {OPTIM_ADAM, OPTIM_RMSPROP, OPTIM_SGD};
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    memset(alone, 0, sizeof alone);
+    memset(together, 0, sizeof together);
+    for (k = 0; k < J; k++) {
         alone[k].rule = together[k].rule = rules[k];
         alone[k].n = together[k].n = N;
         alone[k].w = (float *)malloc(N * sizeof(float));
         alone[k].g = (float *)malloc(N * sizeof(float));
         together[k].w = (float *)malloc(N * sizeof(float));
         together[k].g = (float *)malloc(N * sizeof(float));
+        snprintf(alone[k].path, sizeof alone[k].path, "%s/alone%d.ckpt", dir, k);
+        snprintf(together[k].path, sizeof together[k].path, "%s/together%d.ckpt", dir, k);
         for (i = 0; i < N; i++) alone[k].w[i] = together[k].w[i] = (float)cos((double)i);
         thread_run(&alone[k]);
-        ASSERT_INT(alone[k].rc, ==, 0);
+        if (alone[k].rc) FAIL("%s alone: %s", optim_rule_name(rules[k]), alone[k].msg);
     }
-    for (k = 0; k < 2; k++) ASSERT(pthread_create(&th[k], NULL, thread_run, &together[k]) == 0);
-    for (k = 0; k < 2; k++) ASSERT(pthread_join(th[k], NULL) == 0);
-    for (k = 0; k < 2; k++) {
-        ASSERT_INT(together[k].rc, ==, 0);
+    for (k = 0; k < J; k++) ASSERT(pthread_create(&th[k], NULL, thread_run, &together[k]) == 0);
+    for (k = 0; k < J; k++) ASSERT(pthread_join(th[k], NULL) == 0);
+    for (k = 0; k < J; k++) {
+        unsigned char *fa, *fb;
+        size_t na, nb;
+        if (together[k].rc) FAIL("%s in a thread: %s", optim_rule_name(rules[k]), together[k].msg);
         if (memcmp(alone[k].w, together[k].w, N * sizeof(float)) != 0)
-            FAIL("%s stepping next to another optimizer differs from stepping alone", optim_rule_name(rules[k]));
+            FAIL("%s stepping next to other optimizers differs from stepping alone", optim_rule_name(rules[k]));
+        if (alone[k].final_size != together[k].final_size ||
+            memcmp(alone[k].final, together[k].final, alone[k].final_size) != 0)
+            FAIL("%s: the state after concurrent saves and loads differs", optim_rule_name(rules[k]));
+        ASSERT(ckpt_read_file(alone[k].path, &fa, &na) == 0 && ckpt_read_file(together[k].path, &fb, &nb) == 0);
+        if (na != nb || memcmp(fa, fb, na) != 0) FAIL("%s: the files saved concurrently differ", optim_rule_name(rules[k]));
+        free(fa);
+        free(fb);
         free(alone[k].w);
         free(alone[k].g);
         free(together[k].w);
         free(together[k].g);
+        free(alone[k].final);
+        free(together[k].final);
     }
+    ckpt_remove_tree(dir);
     return 0;
 }

@@ -24,4 +24,5 @@
     TEST_ENTRY(ckpt_out_of_memory)              \
     TEST_ENTRY(ckpt_disk_full_keeps_old)        \
     TEST_ENTRY(ckpt_crash_during_save)          \
+    TEST_ENTRY(ckpt_kill_training_resume)       \
     TEST_ENTRY(ckpt_concurrent_optimizers)
