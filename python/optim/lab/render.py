@@ -244,6 +244,12 @@ def fig_trajectories(run_dir, exp):
                 ax.plot(x, y, "-", color=color, lw=1.15, alpha=0.95, marker=marker, markersize=3.6,
                         markevery=every, markeredgewidth=0.4, markeredgecolor="k", zorder=3)
                 labels[oname] = pts[0]["label"]
+                diag = math.hypot(box[1] - box[0], box[3] - box[2])
+                if np.nanmax(np.hypot(x - x[0], y - y[0])) < 0.02 * diag:
+                    # A path that barely moves would hide under the start's dot.
+                    ax.plot(x[-1], y[-1], marker, color=color, markersize=8, markeredgecolor="k", zorder=6)
+                    ax.annotate("%s stays here" % pts[0]["label"].split(" (")[0], (x[-1], y[-1]), xytext=(-8, -14),
+                                textcoords="offset points", fontsize=8.5, color=color, ha="right", zorder=6)
                 k = _exit_point(x, y, box)
                 if k is not None and k > 0 and sname != "saddle":
                     # Where a path leaves the window: an arrow along its last visible step.
