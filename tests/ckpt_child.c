@@ -42,11 +42,15 @@ static int train(int id, const char *dir, long steps, long every)
     long t;
     struct timespec pause = {0, 200000};
     snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
-    if (scenario_build(id, &run) != 0) return 1;
+    if (scenario_build(id, &run) != 0) {
+        scenario_free(&run);
+        return 1;
+    }
     for (t = 0;; t++) {
         if (t % every == 0) {
             if (write_params_atomically(&run, dir, t) != 0 || optim_save(run.opt, ckpt) != OPTIM_OK) {
                 fprintf(stderr, "checkpoint at %ld: %s\n", t, optim_errmsg(run.opt));
+                scenario_free(&run);
                 return 1;
             }
             if (t > 0) {
@@ -55,7 +59,10 @@ static int train(int id, const char *dir, long steps, long every)
             }
         }
         if (t == steps) break;
-        if (scenario_step(&run, (int)t) != 0) return 1;
+        if (scenario_step(&run, (int)t) != 0) {
+            scenario_free(&run);
+            return 1;
+        }
         nanosleep(&pause, NULL);
     }
     scenario_free(&run);
@@ -69,27 +76,30 @@ static int resume(int id, const char *dir, int to, const char *out_path)
     FILE *out;
     long t;
     int k;
+    int rc = 1;
     snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
-    if (scenario_build(id, &run) != 0) return 1;
+    if (scenario_build(id, &run) != 0) goto done;
     if (optim_load(run.opt, ckpt, OPTIM_MATCH_NAME) != OPTIM_OK) {
         fprintf(stderr, "load: %s\n", optim_errmsg(run.opt));
-        return 1;
+        goto done;
     }
     t = (long)(optim_step_count(run.opt) + optim_skipped_steps(run.opt));
     snprintf(params, sizeof params, "%s/params-%ld.bin", dir, t);
     if (scenario_read_params(&run, params) != 0) {
         fprintf(stderr, "cannot read %s\n", params);
-        return 1;
+        goto done;
     }
     for (k = (int)t; k < to; k++)
-        if (scenario_step(&run, k) != 0) return 1;
+        if (scenario_step(&run, k) != 0) goto done;
     out = fopen(out_path, "wb");
-    if (!out || scenario_snapshot(&run, out) != 0 || fclose(out) != 0) return 1;
+    if (!out || scenario_snapshot(&run, out) != 0 || fclose(out) != 0) goto done;
     snprintf(tpath, sizeof tpath, "%s.t", out_path);
     out = fopen(tpath, "w");
-    if (!out || fprintf(out, "%ld\n", t) < 0 || fclose(out) != 0) return 1;
+    if (!out || fprintf(out, "%ld\n", t) < 0 || fclose(out) != 0) goto done;
+    rc = 0;
+done:
     scenario_free(&run);
-    return 0;
+    return rc;
 }
 
 int main(int argc, char **argv)

@@ -720,6 +720,14 @@ TEST_IMPL(ckpt_kill_training_resume)
                 argv[5] = every_s;
                 argv[6] = NULL;
                 if (posix_spawn(&pid, OPTIM_CKPT_CHILD, NULL, NULL, argv, environ) != 0) FAIL("cannot run the trainer");
+                { /* the clock starts at its first checkpoint (step 0): before it, there is nothing to resume */
+                    char first[160];
+                    struct stat st;
+                    struct timespec tick = {0, 200000};
+                    int waited;
+                    snprintf(first, sizeof first, "%s/run.ckpt", run_dir);
+                    for (waited = 0; stat(first, &st) != 0 && waited < 50000; waited++) nanosleep(&tick, NULL);
+                }
                 nanosleep(&pause, NULL);
                 kill(pid, SIGKILL);
                 ASSERT(waitpid(pid, &status, 0) == pid);
