@@ -1,6 +1,7 @@
 /* fuzz_common.h: the optimizers the checkpoint fuzzer loads into, and the
  * seed corpus built from them: one per rule, two groups, three named
- * parameters, a schedule and options that allocate every kind of state. */
+ * parameters (one of them 8 x 8), a schedule and options that allocate every
+ * kind of state. */
 #ifndef OPTIM_FUZZ_COMMON_H
 #define OPTIM_FUZZ_COMMON_H
 
@@ -28,6 +29,11 @@ static optim *fuzz_optimizer(optim_rule rule, int with_options)
     optim_add_group(o, &hp, NULL);
     optim_add_group(o, &hp, NULL);
     for (k = 0; k < 3; k++) optim_add_param(o, k == 2, fuzz_w[rule][k], fuzz_g[k], fuzz_n[k], names[k], NULL);
+    { /* shapes: c is 8 x 8 in every fuzz optimizer, b is given [17] with the options */
+        static const int64_t c_shape[2] = {8, 8}, b_shape[1] = {17};
+        optim_param_set_shape(o, 2, 2, c_shape);
+        if (with_options) optim_param_set_shape(o, 1, 1, b_shape);
+    }
     if (with_options && optim_schedule_cosine(&s, 100, 1e-4, NULL) == OPTIM_OK) {
         optim_schedule *w = NULL;
         if (optim_schedule_warmup(&w, 5, s, NULL) == OPTIM_OK) {

@@ -1,10 +1,14 @@
 /* make_corpus.c: write the fuzzer's seed corpus into DIR: for every rule a
  * checkpoint of the fuzz optimizer (with and without options) after a few
- * steps. */
+ * steps; the format-1 checkpoint of the tests (tests/ckpt_v1_fixture.h); and
+ * one with a section a reader may skip, before META. */
 #include "fuzz_common.h"
+#include "ckpt_util.h"
+#include "ckpt_v1_fixture.h"
 #include "optim_checkpoint.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 int main(int argc, char **argv)
 {
@@ -29,7 +33,23 @@ int main(int argc, char **argv)
                 fprintf(stderr, "%s\n", optim_errmsg(o));
                 return 1;
             }
+            if (r == OPTIM_ADAM && opt) { /* the same with a section to skip, before META */
+                void *buf;
+                size_t n, m;
+                unsigned char *more;
+                if (optim_save_buffer(o, &buf, &n) != OPTIM_OK) return 1;
+                more = ckpt_insert_section((unsigned char *)buf, n, 0, "XTRA", 1, "later", 5, &m);
+                snprintf(path, sizeof path, "%s/adam-options-skippable.ckpt", argv[1]);
+                if (!more || ckpt_write_file(path, more, m) != 0) return 1;
+                free(more);
+                free(buf);
+            }
             optim_free(o);
         }
+    {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/format1-adam.ckpt", argv[1]);
+        if (ckpt_write_file(path, ckpt_v1_bytes, ckpt_v1_len) != 0) return 1;
+    }
     return 0;
 }
