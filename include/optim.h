@@ -440,9 +440,25 @@ OPTIM_API int64_t optim_skipped_steps(const optim *opt);
  * gradients: the factor min(1, max_norm / (norm + 1e-6)) is folded into the
  * update. norm_type >= 1 or INFINITY. max_norm = 0 turns clipping off. A
  * non-finite norm under OPTIM_NONFINITE_PROPAGATE gives a NaN factor, as in
- * torch (use SKIP or ERROR to avoid that).
+ * torch (use SKIP or ERROR to avoid that). Refused (OPTIM_EINVAL) while
+ * optim_set_clip_grad_value is on: the two are not fused together.
  */
 OPTIM_API int optim_set_clip_grad_norm(optim *opt, double max_norm, double norm_type);
+/**
+ * Clamp every gradient element to [-clip_value, clip_value] in every step, as
+ * torch.nn.utils.clip_grad_value_ before optimizer.step(), without writing
+ * the gradients: the clamp is fused into the update (a NaN element stays
+ * NaN, as with torch.clamp; clip_value is rounded to float32, as torch
+ * compares a float32 gradient with it). clip_value = 0 turns it off; it must
+ * be finite and >= 0. It cannot be on together with optim_set_clip_grad_norm
+ * (which of the two comes first is the caller's choice: clip one way with the
+ * functions of optim_clip.h before the step). A non-finite policy (SKIP,
+ * ERROR) checks the gradients as given, before the clamp. SAM's first_step
+ * perturbs with the gradients as given; the clamp applies to the base step.
+ */
+OPTIM_API int optim_set_clip_grad_value(optim *opt, double clip_value);
+/** The value set with optim_set_clip_grad_value (0: off; 0 for NULL). */
+OPTIM_API double optim_get_clip_grad_value(const optim *opt);
 /** The clipping set with optim_set_clip_grad_norm (max_norm 0: off). */
 OPTIM_API int optim_get_clip_grad_norm(const optim *opt, double *max_norm, double *norm_type);
 /** The total gradient norm measured by the last step (NaN if it measured none). */

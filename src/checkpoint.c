@@ -48,6 +48,7 @@
 #define CK_MAX_NAME 4096
 #define CK_MAX_LINKS 40       /* symbolic links optim_save follows, as the kernel's limit */
 #define CK_FORMAT_SHAPES 2    /* the first format whose PARM holds the shape */
+#define CK_FORMAT_CLIP_VALUE 2 /* the first format whose META ends with the fused clip_value */
 
 /* Fuzzing builds (OPTIM_FUZZ) accept wrong checksums, as OSS-Fuzz's convention
  * has it, so that the fuzzer's mutations reach the parser behind them instead
@@ -245,6 +246,7 @@ static void ck_meta(ck_writer *w, const optim *o, size_t i)
     ck_f64(w, o->clip_norm_type);
     ck_u32(w, (uint32_t)strlen(v));
     ck_put(w, v, strlen(v));
+    ck_f64(w, o->clip_value);
 }
 
 static void ck_group(ck_writer *w, const optim *o, size_t g)
@@ -689,7 +691,7 @@ typedef struct ck_plan {
     size_t ngroups, nparams;
     int64_t steps, skipped;
     optim_nonfinite nonfinite;
-    double clip_max_norm, clip_norm_type;
+    double clip_max_norm, clip_norm_type, clip_value;
     char library[32];
     ck_group_plan *groups;
     ck_param_plan *params;
@@ -823,6 +825,14 @@ static int ck_parse_meta(ck_reader *r, ck_plan *pl, const char *what, optim_erro
     OPTIM__FAIL_IF(!ck_has(r, len), err, OPTIM_EFORMAT, "%s: META's library version runs past the section", what);
     snprintf(pl->library, sizeof pl->library, "%.*s", (int)(len < 31 ? len : 31), (const char *)r->p + r->pos);
     r->pos += len;
+    pl->clip_value = 0;
+    if (pl->format >= CK_FORMAT_CLIP_VALUE) {
+        OPTIM__FAIL_IF(!ck_has(r, 8), err, OPTIM_EFORMAT, "%s: META's clip_value runs past the section", what);
+        pl->clip_value = ck_get_f64(r);
+        OPTIM__FAIL_IF(!(pl->clip_value >= 0) || isinf(pl->clip_value) || (pl->clip_value > 0 && pl->clip_max_norm > 0),
+                       err, OPTIM_EFORMAT, "%s: clip_value = %.10g (with max_norm = %.10g)", what, pl->clip_value,
+                       pl->clip_max_norm);
+    }
     OPTIM__FAIL_IF(!optim_rule_name(pl->rule), err, OPTIM_EFORMAT, "%s: rule = %d is not a rule", what, (int)pl->rule);
     OPTIM__FAIL_IF(pl->steps < 0 || pl->skipped < 0, err, OPTIM_EFORMAT, "%s: negative step counters", what);
     OPTIM__FAIL_IF(pl->nonfinite > OPTIM_NONFINITE_ERROR, err, OPTIM_EFORMAT, "%s: non-finite policy = %u", what,
@@ -1234,6 +1244,7 @@ static void ck_commit(optim *o, ck_plan *pl)
     o->nonfinite = pl->nonfinite;
     o->clip_max_norm = pl->clip_max_norm;
     o->clip_norm_type = pl->clip_norm_type;
+    o->clip_value = pl->clip_value;
     o->last_skipped = 0;
     o->last_norm = NAN;
 }

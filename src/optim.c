@@ -600,6 +600,9 @@ int optim__step(optim *o)
                        "optim_step: the step counter of param %zu '%s' is at its maximum", i, o->params[i].name);
     total = optim__build_tasks(o, &nblocks);
     in.gscale = 1.0f;
+    /* The float bound that clamps exactly as torch.clamp(g, -v, v) with v a Python float: torch compares a
+     * float32 gradient with v rounded to float32. */
+    in.gclip = o->clip_value > 0 ? (float)o->clip_value : INFINITY;
     o->last_skipped = 0;
     o->last_norm = NAN;
     if (o->clip_max_norm > 0 || o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {
@@ -816,9 +819,34 @@ int optim_set_clip_grad_norm(optim *o, double max_norm, double norm_type)
                    max_norm);
     OPTIM__FAIL_IF(!(norm_type >= 1), OPTIM__E(o), OPTIM_EINVAL,
                    "optim_set_clip_grad_norm: norm_type = %.10g must be >= 1 or INFINITY", norm_type);
+    OPTIM__FAIL_IF(max_norm > 0 && o->clip_value > 0, OPTIM__E(o), OPTIM_EINVAL,
+                   "optim_set_clip_grad_norm: max_norm = %.10g with value clipping on (clip_value = %.10g): the two "
+                   "cannot be fused together (which comes first is the caller's choice); turn one off, or clip "
+                   "with optim_clip_grad_norm before the step",
+                   max_norm, o->clip_value);
     o->clip_max_norm = max_norm;
     o->clip_norm_type = norm_type;
     return optim__ok(OPTIM__E(o));
+}
+
+int optim_set_clip_grad_value(optim *o, double clip_value)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(!(clip_value >= 0) || isinf(clip_value), OPTIM__E(o), OPTIM_EINVAL,
+                   "optim_set_clip_grad_value: clip_value = %.10g must be a finite number >= 0 (0 turns it off)",
+                   clip_value);
+    OPTIM__FAIL_IF(clip_value > 0 && o->clip_max_norm > 0, OPTIM__E(o), OPTIM_EINVAL,
+                   "optim_set_clip_grad_value: clip_value = %.10g with gradient-norm clipping on (max_norm = %.10g): "
+                   "the two cannot be fused together (which comes first is the caller's choice); turn one off, or "
+                   "clip values with optim_clip_grad_value before the step",
+                   clip_value, o->clip_max_norm);
+    o->clip_value = clip_value;
+    return optim__ok(OPTIM__E(o));
+}
+
+double optim_get_clip_grad_value(const optim *o)
+{
+    return o ? o->clip_value : 0.0;
 }
 
 int optim_get_clip_grad_norm(const optim *o, double *max_norm, double *norm_type)

@@ -50,6 +50,7 @@ struct optim {
     optim_nonfinite nonfinite;
     double clip_max_norm; /* 0: no clipping */
     double clip_norm_type;
+    double clip_value; /* 0: no value clipping; else the fused clamp to [-clip_value, clip_value] */
     double last_norm; /* NaN if the last step measured none */
     int last_skipped;
     int64_t skipped;

@@ -3,6 +3,8 @@
 #include "common.h"
 #include "kernels/kernels.h"
 
+#include <math.h>
+
 int optim_state_init(const optim_hparams *hp, size_t n, optim_state *st, optim_error *err)
 {
     unsigned need;
@@ -69,6 +71,7 @@ int optim_update(const optim_hparams *hp, size_t n, float *p, const float *g, op
 
     in.lr = hp->lr;
     in.gscale = 1.0f;
+    in.gclip = INFINITY;
     optim__prepare(hp, &in, st, &k);
     if (n > 0) {
         task.p = p;

@@ -20,7 +20,7 @@ const char *scenario_name(int id)
         "sgd momentum + constant + clip norm 1",      "adam + linear + nonfinite=error",
         "adamw amsgrad + polynomial + clip norm inf", "rmsprop + cosine restarts + skip NaN",
         "adagrad + cyclic sawtooth (down 0)",         "nadam + cyclic exp_range + clip norm 1",
-        "radam + sequential(linear, cosine, step)",   "adabound + one-cycle three-phase linear",
+        "radam + sequential + clip value 0.3",        "adabound + one-cycle three-phase + clip value",
         "sgd nesterov + SAM + clip inf + skip NaN"};
     return id >= 0 && id < SCN_COUNT ? names[id] : "?";
 }
@@ -188,6 +188,7 @@ static int scenario_extra(int id, scenario_run *run)
     optim_schedule_free(s);
     if (x == 0 || x == 5) CHECK(optim_set_clip_grad_norm(run->opt, 2.0, 1.0));
     if (x == 2 || x == 8) CHECK(optim_set_clip_grad_norm(run->opt, 0.5, INFINITY));
+    if (x == 6 || x == 7) CHECK(optim_set_clip_grad_value(run->opt, x == 6 ? 0.3 : 0.05));
     if (x == 1) {
         CHECK(optim_set_nonfinite(run->opt, OPTIM_NONFINITE_ERROR));
         run->nan_step = 25; /* after the resume */

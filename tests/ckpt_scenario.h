@@ -1,7 +1,7 @@
 /* ckpt_scenario.h: training runs that a checkpoint test interrupts and
  * resumes, in this process or another one (ckpt_child.c). A scenario is a
  * rule with options, two groups, three parameters, a schedule, and per
- * scenario clipping (norm 2, 1 or inf), a non-finite policy (skip, or error,
+ * scenario clipping (norm 2, 1 or inf, or fused value clipping), a non-finite policy (skip, or error,
  * whose refused step the loop drops) with a NaN gradient at one step, or SAM. Gradients are a deterministic function of the weights and the step, so
  * a resumed run must reproduce the uninterrupted one bit for bit. */
 #ifndef OPTIM_TEST_CKPT_SCENARIO_H

@@ -385,6 +385,115 @@ TEST_IMPL(fused_clip_matches_separate)
     return 0;
 }
 
+/* Value clipping fused into the step gives the bits of clip_grad_value_ on
+ * the gradients followed by a plain step: every rule (the grid's last
+ * combination, with maximize among its options), every CPU path, 1 and 2
+ * threads, gradients with NaN and +-Inf elements (a NaN stays NaN, an Inf is
+ * clamped to the bound, as torch.clamp does). */
+TEST_IMPL(fused_clip_value_matches_separate)
+{
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_NEON};
+    const double v = 0.7;
+    test_rng rng = {test_seed() ^ 0xc1a9};
+    int r;
+    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
+        size_t k;
+        for (k = 0; k < 2 * sizeof isas / sizeof isas[0]; k++) {
+            optim_isa isa = isas[k / 2];
+            int threads = 1 + (int)(k % 2);
+            optim *fused = NULL, *plain = NULL;
+            optim_hparams hp;
+            arrays pf, pp, g, gc;
+            int t, s;
+            size_t i;
+            long c = grid_size(&test_grids[r]) - 1;
+            if (!optim_isa_available(isa)) continue;
+            while (grid_get(&test_grids[r], c, &hp) != 0) c--;
+            if (arrays_init(&pf, &rng, 1.0) || arrays_init(&g, &rng, 1.0) || arrays_init(&gc, &rng, 1.0) ||
+                arrays_init(&pp, &rng, 1.0))
+                FAIL("out of memory");
+            for (i = 0; i < NARR; i++) memcpy(pp.x[i], pf.x[i], arr_n[i] * sizeof(float));
+            ASSERT_OK(optim_create(&fused, hp.rule));
+            ASSERT_OK(optim_create(&plain, hp.rule));
+            ASSERT_OPT_OK(fused, optim_add_group(fused, &hp, NULL));
+            ASSERT_OPT_OK(plain, optim_add_group(plain, &hp, NULL));
+            ASSERT_OPT_OK(fused, optim_set_clip_grad_value(fused, v));
+            ASSERT(optim_get_clip_grad_value(fused) == v);
+            ASSERT_OPT_OK(fused, optim_set_isa(fused, isa));
+            ASSERT_OPT_OK(plain, optim_set_isa(plain, isa));
+            ASSERT_OPT_OK(fused, optim_set_threads(fused, threads));
+            ASSERT_OPT_OK(plain, optim_set_threads(plain, threads));
+            for (i = 0; i < NARR; i++) {
+                ASSERT_OPT_OK(fused, optim_add_param(fused, 0, pf.x[i], g.x[i], arr_n[i], NULL, NULL));
+                ASSERT_OPT_OK(plain, optim_add_param(plain, 0, pp.x[i], gc.x[i], arr_n[i], NULL, NULL));
+            }
+            for (t = 0; t < 8; t++) {
+                for (i = 0; i < NARR; i++) {
+                    size_t j;
+                    for (j = 0; j < arr_n[i]; j++) g.x[i][j] = (float)(1.5 * test_rng_normal(&rng));
+                    if (t == 5 && i == 2) {
+                        g.x[i][3] = NAN;
+                        g.x[i][4] = INFINITY;
+                        g.x[i][5] = -INFINITY;
+                    }
+                    memcpy(gc.x[i], g.x[i], arr_n[i] * sizeof(float));
+                }
+                ASSERT_OK(optim_clip_grad_value(NARR, gc.x, arr_n, v, 0, NULL));
+                ASSERT_OPT_OK(fused, optim_step(fused));
+                ASSERT_OPT_OK(plain, optim_step(plain));
+                /* The gradients themselves are not written. */
+                if (t == 5) ASSERT(isinf(g.x[2][4]) && isnan(g.x[2][3]) && gc.x[2][4] == (float)v);
+            }
+            for (i = 0; i < NARR; i++) {
+                if (memcmp(pf.x[i], pp.x[i], arr_n[i] * sizeof(float)) != 0)
+                    FAIL("%s on %s, %d threads: fused value clipping differs from clip_grad_value_ + step "
+                         "(param %zu; seed 0x%" PRIx64 ")",
+                         optim_rule_name(hp.rule), optim_isa_name(isa), threads, i, test_seed());
+                for (s = 0; s < optim_rule_slot_count(hp.rule); s++) {
+                    float *a, *b;
+                    ASSERT_OPT_OK(fused, optim_state_slot(fused, i, s, &a, NULL));
+                    ASSERT_OPT_OK(plain, optim_state_slot(plain, i, s, &b, NULL));
+                    if ((a == NULL) != (b == NULL) || (a && memcmp(a, b, arr_n[i] * sizeof(float)) != 0))
+                        FAIL("%s on %s: slot %d of param %zu differs", optim_rule_name(hp.rule), optim_isa_name(isa),
+                             s, i);
+                }
+            }
+            optim_free(fused);
+            optim_free(plain);
+            arrays_free(&pf);
+            arrays_free(&pp);
+            arrays_free(&g);
+            arrays_free(&gc);
+        }
+    }
+    return 0;
+}
+
+/* Fused value clipping's settings: ranges, off, and not together with norm
+ * clipping (either order), each refused with the values named. */
+TEST_IMPL(fused_clip_value_errors)
+{
+    optim *o = NULL;
+    ASSERT_OK(optim_create(&o, OPTIM_SGD));
+    ASSERT(optim_get_clip_grad_value(o) == 0 && optim_get_clip_grad_value(NULL) == 0);
+    ASSERT_ERR(optim_set_clip_grad_value(o, -1), OPTIM_EINVAL, optim_errmsg(o), "clip_value = -1 must be a finite");
+    ASSERT_ERR(optim_set_clip_grad_value(o, INFINITY), OPTIM_EINVAL, optim_errmsg(o), "clip_value = inf");
+    ASSERT_ERR(optim_set_clip_grad_value(o, NAN), OPTIM_EINVAL, optim_errmsg(o), "clip_value = nan");
+    ASSERT(optim_get_clip_grad_value(o) == 0);
+    ASSERT_OPT_OK(o, optim_set_clip_grad_value(o, 2.5));
+    ASSERT_ERR(optim_set_clip_grad_norm(o, 1.0, 2.0), OPTIM_EINVAL, optim_errmsg(o),
+               "max_norm = 1 with value clipping on (clip_value = 2.5)");
+    ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 0.0, 2.0)); /* off is always allowed */
+    ASSERT_OPT_OK(o, optim_set_clip_grad_value(o, 0));
+    ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 1.0, 2.0));
+    ASSERT_ERR(optim_set_clip_grad_value(o, 3), OPTIM_EINVAL, optim_errmsg(o),
+               "clip_value = 3 with gradient-norm clipping on (max_norm = 1)");
+    ASSERT(optim_get_clip_grad_value(o) == 0);
+    ASSERT(optim_set_clip_grad_value(NULL, 1) == OPTIM_ENULL);
+    optim_free(o);
+    return 0;
+}
+
 /* The fused clipping inside optim_step gives the same bits for 1, 2, 3 and 8
  * threads, for p = 1, 2, 3.5 and inf: the norm it reports, and every byte of
  * the parameters and of Adam's state after steps that clip. The arrays are

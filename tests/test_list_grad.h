@@ -10,6 +10,8 @@
     TEST_ENTRY(clip_norm_overflows_as_torch_float32) \
     TEST_ENTRY(fused_clip_matches_separate)     \
     TEST_ENTRY(fused_clip_threads_bit_identical) \
+    TEST_ENTRY(fused_clip_value_matches_separate) \
+    TEST_ENTRY(fused_clip_value_errors)         \
     TEST_ENTRY(nonfinite_skip_leaves_every_byte) \
     TEST_ENTRY(nonfinite_error_names_param)     \
     TEST_ENTRY(sam_vs_reference)                \

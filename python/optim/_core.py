@@ -58,6 +58,8 @@ _last_step_skipped = _fn("optim_last_step_skipped", _int, _vp)
 _skipped_steps = _fn("optim_skipped_steps", _i64, _vp)
 _set_clip_grad_norm = _fn("optim_set_clip_grad_norm", _int, _vp, _dbl, _dbl)
 _get_clip_grad_norm = _fn("optim_get_clip_grad_norm", _int, _vp, ctypes.POINTER(_dbl), ctypes.POINTER(_dbl))
+_set_clip_grad_value = _fn("optim_set_clip_grad_value", _int, _vp, _dbl)
+_get_clip_grad_value = _fn("optim_get_clip_grad_value", _dbl, _vp)
 # optim_checkpoint.h
 _save = _fn("optim_save", _int, _vp, ctypes.c_char_p)
 _load = _fn("optim_load", _int, _vp, ctypes.c_char_p, _int)
@@ -275,6 +277,14 @@ class Handle:
 
     # ---- checkpoints (optim_checkpoint.h) ---------------------------------------
 
+
+    def set_clip_grad_value(self, clip_value):
+        """clip_value = 0 turns fused value clipping off."""
+        self._check(_set_clip_grad_value(self.ptr, clip_value))
+
+    def get_clip_grad_value(self):
+        """The fused clip_value (0: off)."""
+        return _get_clip_grad_value(self.ptr)
     def save(self, path):
         self._check(_save(self.ptr, os.fsencode(path)))
 

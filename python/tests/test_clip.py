@@ -388,3 +388,93 @@ def test_groups_must_agree_on_clipping(rng):
     opt.param_groups[1]["clip_grad_norm"] = (2.0, 1.0)
     with pytest.raises(ValueError, match="group 1 has clip_grad_norm = \\(2.0, 1.0\\) but group 0 has \\(1.0, 1.0\\)"):
         opt.step()
+
+
+# ---- value clipping fused into the step -------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls,kw", CLASSES, ids=[c.__name__ for c, _ in CLASSES])
+def test_fused_value_clipping_equals_clip_then_step(rng, seed, cls, kw):
+    """clip_grad_value=v gives the bits of clip_grad_value_ then step(),
+    with NaN and +-inf elements among the gradients, and leaves the gradients
+    as they were."""
+    po = _params(rng, FUSED_SHAPES, without_grad=())
+    pf = _clone(po)
+    plain = cls(po, **kw)
+    fused = cls(pf, clip_grad_value=0.6, **kw)
+    assert fused.clip_grad_value == 0.6 and plain.clip_grad_value is None
+    assert all(g["clip_grad_value"] == 0.6 for g in fused.param_groups)
+    for t in range(12):
+        gs = [torch.tensor(1.5 * rng.standard_normal(a.shape), dtype=torch.float32) for a in po]
+        if t == 9:
+            gs[3][10], gs[3][11], gs[3][12] = math.nan, math.inf, -math.inf
+        for a, b, g in zip(po, pf, gs):
+            a.grad, b.grad = g.clone(), g.clone()
+        raw = [b.grad.clone() for b in pf]
+        ot.clip_grad_value_(po, 0.6)
+        plain.step()
+        fused.step()
+        assert all(torch.equal(b.grad, g) or (b.grad.isnan() == g.isnan()).all() for b, g in zip(pf, raw))
+        assert _bytes(plain, po) == _bytes(fused, pf), "%s seed %d: step %d differs" % (cls.__name__, seed, t)
+
+
+def test_fused_value_clipping_against_torch(rng, seed):
+    """Against torch.nn.utils.clip_grad_value_ + torch.optim.RMSprop, float32 on both sides."""
+    po = _params(rng, FUSED_SHAPES, without_grad=())
+    pt = _clone(po)
+    ours = ot.RMSprop(po, lr=0.01, momentum=0.9, clip_grad_value=0.3)
+    theirs = torch.optim.RMSprop(pt, lr=0.01, momentum=0.9)
+    for t in range(200):
+        for a, b in zip(po, pt):
+            g = torch.tensor(rng.standard_normal(a.shape), dtype=torch.float32)
+            a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        torch.nn.utils.clip_grad_value_(pt, 0.3)
+        theirs.step()
+    for i, (a, b) in enumerate(zip(po, pt)):
+        assert_close(a, b, "seed %d, tensor %d" % (seed, i), floor=float(b.abs().mean()))
+
+
+def test_set_clip_grad_value_keys_and_errors(rng):
+    ps = _params(rng, [(5,), (3,)], without_grad=())
+
+    def groups(tensors):
+        return [{"params": [tensors[0]]}, {"params": [tensors[1]]}]
+
+    opt = ot.Adam(groups(ps), lr=0.1)
+    opt.set_clip_grad_value(0.25)
+    assert opt.clip_grad_value == 0.25 and opt.param_groups[1]["clip_grad_value"] == 0.25
+    # Saved with the state, restored by load_state_dict and by a checkpoint; a torch.optim state keeps it.
+    other = ot.Adam(groups(_clone(ps)), lr=0.1)
+    other.load_state_dict(opt.state_dict())
+    assert other.clip_grad_value == 0.25
+    other.load_state_dict(torch.optim.Adam(groups(_clone(ps)), lr=0.2).state_dict())
+    assert other.clip_grad_value == 0.25
+    # Not together with norm clipping, whichever is set second; nothing changes on refusal.
+    with pytest.raises(ValueError, match=r"clip_grad_value = 0.25 is on: norm and value clipping cannot both be on"):
+        opt.set_clip_grad_norm(1.0)
+    assert opt.clip_grad_norm is None and opt.clip_grad_value == 0.25
+    with pytest.raises(ValueError, match=r"clip_grad_norm = \(1.0, 2.0\) and clip_grad_value = 0.5 cannot both be on"):
+        ot.SGD(_clone(ps), lr=0.1, clip_grad_norm=1.0, clip_grad_value=0.5)
+    opt.set_clip_grad_value(None)
+    opt.set_clip_grad_norm(1.0)
+    with pytest.raises(ValueError, match=r"clip_grad_norm = \(1.0, 2.0\) is on"):
+        opt.set_clip_grad_value(0.5)
+    opt.set_clip_grad_norm(None)
+    opt.param_groups[0]["clip_grad_value"] = 0.5
+    with pytest.raises(ValueError, match=r"group 1 has clip_grad_value = None but group 0 has 0.5"):
+        opt.step()
+    for value, msg in [(0.0, "clip_grad_value = 0.0 must be None or a finite number > 0"), (-1.0, "= -1.0"),
+                       (math.inf, "= inf"), (math.nan, "= nan"), (True, "= True"), ("big", "= 'big'")]:
+        with pytest.raises(ValueError, match=msg):
+            ot.Adam(_clone(ps), clip_grad_value=value)
+
+
+def test_fused_value_clipping_in_a_checkpoint(rng, tmp_path):
+    ps = _params(rng, [(5,), (3,)], without_grad=())
+    opt = ot.SGD(ps, lr=0.1, clip_grad_value=0.125)
+    opt.step()
+    opt.save_checkpoint(str(tmp_path / "c.ckpt"))
+    other = ot.SGD(_clone(ps), lr=0.1)
+    other.load_checkpoint(str(tmp_path / "c.ckpt"))
+    assert other.clip_grad_value == 0.125 and other.param_groups[0]["clip_grad_value"] == 0.125

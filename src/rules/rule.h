@@ -33,6 +33,7 @@
 /* Constants every rule's element function sees. */
 typedef struct optim__kcommon {
     unsigned variant;
+    float gclip;  /* the raw gradient is first clamped to [-gclip, gclip] (fused value clipping); +inf if none */
     float gscale; /* multiplies the raw gradient: -1 to maximize, times a clip factor */
     float wd;     /* L2 coefficient (used when the variant has OPTIM__V_L2) */
     float decay;  /* decoupled weight decay factor 1 - lr*weight_decay, else 1 */
@@ -57,10 +58,13 @@ OPTIM_INLINE float optim__rms(float v, float eps, unsigned epsin)
     return epsin ? sqrtf(v + eps) : sqrtf(v) + eps;
 }
 
-/* The gradient as the rule sees it: scaled (maximize, clipping), then with
- * L2 weight decay, as torch does (d_p = -g; d_p = d_p + wd * p). */
+/* The gradient as the rule sees it: clamped (clip_grad_value_, a NaN stays
+ * NaN; with gclip = +inf the clamp returns g itself, so it is exact when
+ * off), scaled (maximize, norm clipping), then with L2 weight decay, as torch
+ * does (d_p = -g; d_p = d_p + wd * p). */
 OPTIM_INLINE float optim__grad(float g, float p, const optim__kcommon *c, unsigned V)
 {
+    g = optim__clamp(g, -c->gclip, c->gclip);
     g = g * c->gscale;
     if (V & OPTIM__V_L2) g = g + c->wd * p;
     return g;

@@ -280,6 +280,7 @@ void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_sta
     st->step++;
     k->c.variant = 0;
     k->c.gscale = hp->maximize ? -in->gscale : in->gscale;
+    k->c.gclip = in->gclip;
     k->c.wd = (float)hp->weight_decay;
     k->c.decay = 1.0f;
     if (hp->weight_decay != 0) {

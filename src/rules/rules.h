@@ -41,6 +41,7 @@ typedef struct optim__k {
 typedef struct optim__step_in {
     double lr;    /* the learning rate in effect (a schedule may replace hp->lr) */
     float gscale; /* factor on the raw gradient before maximize (clipping); 1 if none */
+    float gclip;  /* clamp of the raw gradient to [-gclip, gclip] (value clipping); +inf if none */
 } optim__step_in;
 
 #define OPTIM__USES(name) (1u << OPTIM_HP_##name)

@@ -96,7 +96,8 @@ class NonFiniteGradientError(RuntimeError):
 # group (so that they travel with state_dict) and pushed to the C object.
 _NONFINITE_KEY = "nonfinite"
 _CLIP_KEY = "clip_grad_norm"
-_CHECK_KEYS = (_NONFINITE_KEY, _CLIP_KEY)
+_CLIPV_KEY = "clip_grad_value"
+_CHECK_KEYS = (_NONFINITE_KEY, _CLIP_KEY, _CLIPV_KEY)
 
 
 def _parse_nonfinite(value, where):
@@ -134,6 +135,22 @@ def _parse_clip(value, where):
     if not norm_type >= 1:
         raise ValueError("%s: clip_grad_norm: norm_type = %r must be >= 1 or inf" % (where, norm_type))
     return (max_norm, norm_type)
+
+
+def _parse_clip_value(value, where):
+    """None (no value clipping) or clip_value as a float > 0."""
+    if value is None:
+        return None
+    bad = "%s: clip_grad_value = %r must be None or a finite number > 0 (None turns value clipping off)"
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(bad % (where, value))
+    try:
+        v = float(_state_number(value, "clip_grad_value") if torch.is_tensor(value) else value)
+    except (TypeError, ValueError):
+        raise ValueError(bad % (where, value)) from None
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(bad % (where, value))
+    return v
 
 
 def _clip_text(clip):
@@ -362,13 +379,15 @@ class _Optimizer(Optimizer):
         self._ptrs = None
         # The gradient checks as C holds them (its defaults), and the last
         # parse of the groups' values (so that a step re-parses only on change).
-        self._checks_pushed = (_core.NONFINITE_POLICIES["propagate"], None)
+        self._checks_pushed = (_core.NONFINITE_POLICIES["propagate"], None, None)
         self._checks_cache = None
         defaults = dict(defaults)
         defaults.setdefault(_NONFINITE_KEY, "propagate")
         defaults.setdefault(_CLIP_KEY, None)
+        defaults.setdefault(_CLIPV_KEY, None)
         _parse_nonfinite(defaults[_NONFINITE_KEY], self._owner)
         defaults[_CLIP_KEY] = _parse_clip(defaults[_CLIP_KEY], self._owner)
+        defaults[_CLIPV_KEY] = _parse_clip_value(defaults[_CLIPV_KEY], self._owner)
         super().__init__(params, defaults)
         self._push_checks(self._read_checks(self.param_groups, "param group"))
         self.state = _State(self)
@@ -472,15 +491,16 @@ class _Optimizer(Optimizer):
             self._push(gi, values)
 
     def _read_checks(self, groups, what):
-        """(optim_nonfinite number, clip) from the groups' keys, which must agree
+        """(optim_nonfinite number, clip, clip_value) from the groups' keys, which must agree
         (the C object has one setting for all its groups); ValueError naming
         the groups and values otherwise. A group without the key has the
         current setting. Changes nothing."""
-        current_nf, current_clip = self._checks_pushed
+        current_nf, current_clip, current_cv = self._checks_pushed
         # Parsing is a function of the raw values and the current setting:
         # cached, so that a step costs one comparison when nothing changed.
         key = (self._checks_pushed,
-               tuple((g.get(_NONFINITE_KEY, _CHECK_KEYS), g.get(_CLIP_KEY, _CHECK_KEYS)) for g in groups))
+               tuple((g.get(_NONFINITE_KEY, _CHECK_KEYS), g.get(_CLIP_KEY, _CHECK_KEYS), g.get(_CLIPV_KEY, _CHECK_KEYS))
+                     for g in groups))
         cached = self._checks_cache
         try:
             hit = cached is not None and cached[0] == key
@@ -493,8 +513,14 @@ class _Optimizer(Optimizer):
             where = "%s: %s %d" % (self._owner, what, gi)
             nf = _parse_nonfinite(group[_NONFINITE_KEY], where) if _NONFINITE_KEY in group else current_nf
             clip = _parse_clip(group[_CLIP_KEY], where) if _CLIP_KEY in group else current_clip
+            cv = _parse_clip_value(group[_CLIPV_KEY], where) if _CLIPV_KEY in group else current_cv
+            if clip is not None and cv is not None:
+                raise ValueError("%s: clip_grad_norm = %s and clip_grad_value = %r cannot both be on: the two are not "
+                                 "fused together (which comes first is the caller's choice); turn one off, or clip "
+                                 "with optim.torch.clip_grad_norm_/clip_grad_value_ before step()"
+                                 % (where, _clip_text(clip), cv))
             if first is None:
-                first = (nf, clip)
+                first = (nf, clip, cv)
             elif nf != first[0]:
                 names = {v: k for k, v in _core.NONFINITE_POLICIES.items()}
                 raise ValueError("%s: %s %d has nonfinite = %r but group 0 has %r: the policy applies to the whole "
@@ -504,18 +530,25 @@ class _Optimizer(Optimizer):
                 raise ValueError("%s: %s %d has clip_grad_norm = %s but group 0 has %s: clipping applies to the "
                                  "total norm of every group (set it with set_clip_grad_norm())"
                                  % (self._owner, what, gi, _clip_text(clip), _clip_text(first[1])))
+            elif cv != first[2]:
+                raise ValueError("%s: %s %d has clip_grad_value = %r but group 0 has %r: value clipping applies to "
+                                 "the whole optimizer (set it with set_clip_grad_value())"
+                                 % (self._owner, what, gi, cv, first[2]))
         result = first if first is not None else self._checks_pushed
         self._checks_cache = (key, result)
         return result
 
     def _push_checks(self, checks):
         """Give the C object the checks from _read_checks (already validated)."""
-        nf, clip = checks
+        nf, clip, cv = checks
         if checks == self._checks_pushed:
             return
         try:
             self._h.set_nonfinite(nf)
+            # Off first: C refuses norm and value clipping on together, even for a moment.
+            self._h.set_clip_grad_value(0.0)
             self._h.set_clip_grad_norm(*(clip if clip is not None else (0.0, 2.0)))
+            self._h.set_clip_grad_value(cv if cv is not None else 0.0)
         except OptimError as e:
             raise ValueError("%s: %s" % (self._owner, e)) from None
         self._checks_pushed = checks
@@ -533,7 +566,7 @@ class _Optimizer(Optimizer):
         for group in self.param_groups:
             group[_NONFINITE_KEY] = policy
         self.defaults[_NONFINITE_KEY] = policy
-        self._push_checks((code, self._checks_pushed[1]))
+        self._push_checks((code,) + self._checks_pushed[1:])
 
     def set_clip_grad_norm(self, max_norm, norm_type=2.0):
         """Clip the gradients to a total norm of max_norm at every step, as
@@ -543,11 +576,32 @@ class _Optimizer(Optimizer):
         norm_type >= 1 or inf. Kept in every param group under 'clip_grad_norm'
         as None or (max_norm, norm_type)."""
         value = None if max_norm is None else (max_norm, norm_type)
-        clip = _parse_clip(value, "%s.set_clip_grad_norm" % self._owner)
+        where = "%s.set_clip_grad_norm" % self._owner
+        clip = _parse_clip(value, where)
+        if clip is not None and self._checks_pushed[2] is not None:
+            raise ValueError("%s: clip_grad_value = %r is on: norm and value clipping cannot both be on (turn it off "
+                             "with set_clip_grad_value(None) first)" % (where, self._checks_pushed[2]))
         for group in self.param_groups:
             group[_CLIP_KEY] = clip
         self.defaults[_CLIP_KEY] = clip
-        self._push_checks((self._checks_pushed[0], clip))
+        self._push_checks((self._checks_pushed[0], clip, self._checks_pushed[2]))
+
+    def set_clip_grad_value(self, clip_value):
+        """Clamp every gradient element to [-clip_value, clip_value] at every
+        step, as torch.nn.utils.clip_grad_value_(params, clip_value) before
+        step() would, fused into the step (the gradient tensors are not
+        written; a NaN stays NaN). clip_value: a finite number > 0, or None to
+        turn it off. Cannot be on together with clip_grad_norm. Kept in every
+        param group under 'clip_grad_value'."""
+        where = "%s.set_clip_grad_value" % self._owner
+        cv = _parse_clip_value(clip_value, where)
+        if cv is not None and self._checks_pushed[1] is not None:
+            raise ValueError("%s: clip_grad_norm = %s is on: norm and value clipping cannot both be on (turn it off "
+                             "with set_clip_grad_norm(None) first)" % (where, _clip_text(self._checks_pushed[1])))
+        for group in self.param_groups:
+            group[_CLIPV_KEY] = cv
+        self.defaults[_CLIPV_KEY] = cv
+        self._push_checks(self._checks_pushed[:2] + (cv,))
 
     @property
     def nonfinite(self):
@@ -559,6 +613,11 @@ class _Optimizer(Optimizer):
     def clip_grad_norm(self):
         """None, or (max_norm, norm_type) of the fused clipping (see set_clip_grad_norm)."""
         return self._read_checks(self.param_groups, "param group")[1]
+
+    @property
+    def clip_grad_value(self):
+        """None, or the clip_value of the fused value clipping (see set_clip_grad_value)."""
+        return self._read_checks(self.param_groups, "param group")[2]
 
     @property
     def last_step_skipped(self):
@@ -882,6 +941,7 @@ class _Optimizer(Optimizer):
         nf = self._h.get_nonfinite()
         max_norm, norm_type = self._h.get_clip_grad_norm()
         clip = (max_norm, norm_type) if max_norm > 0 else None
+        cv = self._h.get_clip_grad_value() or None
         names = {v: k for k, v in _core.NONFINITE_POLICIES.items()}
         placements = {v: k for k, v in _PLACEMENTS.items()}
         for gi, group in enumerate(self.param_groups):
@@ -899,7 +959,8 @@ class _Optimizer(Optimizer):
             self._pushed[gi] = values
             group[_NONFINITE_KEY] = names[nf]
             group[_CLIP_KEY] = clip
-        self._checks_pushed = (nf, clip)
+            group[_CLIPV_KEY] = cv
+        self._checks_pushed = (nf, clip, cv)
         self._checks_cache = None
 
     @classmethod

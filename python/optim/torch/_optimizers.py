@@ -62,11 +62,18 @@ _COMMON_DOC = """
             the gradient tensors. The norm is taken over the gradients of every
             group. Under 'propagate' a NaN norm makes every update NaN, as torch
             does; 'skip' and 'error' check first.
-      Change them later with set_nonfinite(policy) and set_clip_grad_norm(max_norm,
-      norm_type=2.0) (None turns clipping off); read them as the properties
-      nonfinite and clip_grad_norm. They apply to the whole optimizer (one C
-      object) and are kept in every param group under the keys 'nonfinite' and
-      'clip_grad_norm' (None or (max_norm, norm_type)), so state_dict() saves
+        clip_grad_value (optional): None (default) or a number > 0: clamp every
+            gradient element to [-clip_grad_value, clip_grad_value] before each
+            update, as torch.nn.utils.clip_grad_value_(params, clip_grad_value)
+            before step() would, in the same pass and without writing the
+            gradient tensors (a NaN stays NaN; 'skip' and 'error' look at the
+            gradients before the clamp). Not together with clip_grad_norm.
+      Change them later with set_nonfinite(policy), set_clip_grad_norm(max_norm,
+      norm_type=2.0) and set_clip_grad_value(clip_value) (None turns clipping
+      off); read them as the properties nonfinite, clip_grad_norm and
+      clip_grad_value. They apply to the whole optimizer (one C object) and are
+      kept in every param group under the keys 'nonfinite', 'clip_grad_norm'
+      (None or (max_norm, norm_type)) and 'clip_grad_value', so state_dict() saves
       them and load_state_dict() restores them; groups that disagree raise
       ValueError at the next step. A state saved without them (by torch.optim)
       keeps the current settings.
@@ -105,12 +112,13 @@ class SGD(_Optimizer):
 
     def __init__(self, params, lr=required, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, capturable=False, fused=False,
-                 nonfinite="propagate", clip_grad_norm=None):
+                 nonfinite="propagate", clip_grad_norm=None,
+                 clip_grad_value=None):
         _check_flags("SGD", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                  fused=fused))
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable)
-        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         super().__init__(params, defaults)
 
 
@@ -148,13 +156,14 @@ class Adagrad(_Optimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
                  foreach=None, *, maximize=False, eps_placement="outside", capturable=False, differentiable=False,
-                 fused=False, nonfinite="propagate", clip_grad_norm=None):
+                 fused=False, nonfinite="propagate", clip_grad_norm=None,
+                 clip_grad_value=None):
         _check_flags("Adagrad", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                      fused=fused))
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
                         eps_placement=eps_placement)
-        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         super().__init__(params, defaults)
         for i, group_index in enumerate(self._group_of):
             if self.param_groups[group_index]["initial_accumulator_value"] != initial_accumulator_value:
@@ -189,13 +198,14 @@ class RMSprop(_Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                  foreach=None, maximize=False, differentiable=False, *, eps_placement="outside", capturable=False,
-                 fused=False, nonfinite="propagate", clip_grad_norm=None):
+                 fused=False, nonfinite="propagate", clip_grad_norm=None,
+                 clip_grad_value=None):
         _check_flags("RMSprop", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                      fused=fused))
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, foreach=foreach, maximize=maximize,
                         differentiable=differentiable, eps_placement=eps_placement)
-        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         super().__init__(params, defaults)
 
 
@@ -227,12 +237,13 @@ class Adadelta(_Optimizer):
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *, maximize=False,
                  momentum=0, eps_placement="inside", capturable=False, differentiable=False, fused=False,
-                 nonfinite="propagate", clip_grad_norm=None):
+                 nonfinite="propagate", clip_grad_norm=None,
+                 clip_grad_value=None):
         _check_flags("Adadelta", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                       fused=fused))
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach,
                         momentum=momentum, eps_placement=eps_placement)
-        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         super().__init__(params, defaults)
 
 
@@ -271,14 +282,15 @@ class Adam(_Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=False,
                  bias_correction=True, eps_placement="outside", decoupled_weight_decay=False,
-                 nonfinite="propagate", clip_grad_norm=None):
+                 nonfinite="propagate", clip_grad_norm=None,
+                 clip_grad_value=None):
         _check_flags("Adam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                   fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
                         fused=fused, bias_correction=bias_correction, eps_placement=eps_placement,
                         decoupled_weight_decay=decoupled_weight_decay)
-        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         super().__init__(params, defaults)
 
 
@@ -310,13 +322,14 @@ class AdamW(_Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=False,
-                 bias_correction=True, eps_placement="outside", nonfinite="propagate", clip_grad_norm=None):
+                 bias_correction=True, eps_placement="outside", nonfinite="propagate", clip_grad_norm=None,
+                 clip_grad_value=None):
         _check_flags("AdamW", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, foreach=foreach,
                         maximize=maximize, capturable=capturable, bias_correction=bias_correction,
                         eps_placement=eps_placement)
-        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         super().__init__(params, defaults)
 
 
@@ -348,13 +361,14 @@ class RAdam(_Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=None, *,
                  maximize=False, decoupled_weight_decay=False, eps_placement="outside", capturable=False,
-                 differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None):
+                 differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
+                 clip_grad_value=None):
         _check_flags("RAdam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
                         eps_placement=eps_placement)
-        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         super().__init__(params, defaults)
 
 
@@ -396,13 +410,14 @@ class NAdam(_Optimizer):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
                  foreach=None, *, maximize=False, decoupled_weight_decay=False, eps_placement="outside",
-                 capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None):
+                 capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
+                 clip_grad_value=None):
         _check_flags("NAdam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
                         foreach=foreach, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
                         eps_placement=eps_placement)
-        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         super().__init__(params, defaults)
 
 
@@ -444,13 +459,14 @@ class AdaBound(_Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), final_lr=0.1, gamma=1e-3, eps=1e-8, weight_decay=0,
                  amsbound=False, *, maximize=False, bias_correction=True, eps_placement="outside", foreach=None,
-                 capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None):
+                 capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
+                 clip_grad_value=None):
         _check_flags("AdaBound", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                       fused=fused))
         defaults = dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay,
                         amsbound=amsbound, maximize=maximize, bias_correction=bias_correction,
                         eps_placement=eps_placement)
-        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group):
