@@ -3,29 +3,37 @@
  *
  * A checkpoint holds everything an optimizer needs to continue bit for bit:
  * the rule; every group's hyperparameters, schedule and schedule step; every
- * parameter's name, size, group, step counter, NAdam's mu_product and state
- * arrays; the optimizer's step and skipped-step counters, its non-finite
- * policy and its fused clipping. It does not hold the parameters' values:
- * those are the caller's memory (save them next to the checkpoint). SAM
- * carries no state between steps; its settings are the arguments of
- * optim_sam_create.
+ * parameter's name, size, shape (optim_param_set_shape), group, step
+ * counter, NAdam's mu_product and state arrays; the optimizer's step and
+ * skipped-step counters, its non-finite policy and its fused clipping. It
+ * does not hold the parameters' values: those are the caller's memory (save
+ * them next to the checkpoint). SAM carries no state between steps; its
+ * settings are the arguments of optim_sam_create.
  *
  * The format (docs/CHECKPOINT.md) is versioned, little-endian on every
  * machine, made of sections with their own lengths and CRC-32C checksums, and
- * a checksum of the whole file. Writing goes to a temporary file in the same
- * directory, which is flushed to disk (fsync) and then renamed over `path`,
- * and the directory is synced: a crash at any moment leaves either the old
- * checkpoint or the new one, never a torn one. Loading reads and checks
- * everything before changing anything: on any error the optimizer is exactly
- * as it was.
+ * a checksum of the whole file. Writing goes to a temporary file next to the
+ * target (the file a symbolic link at path finally names), which is flushed
+ * to disk (fsync) and then renamed over it, and the directory is synced: a
+ * crash at any moment leaves either the old checkpoint or the new one, never
+ * a torn one. Only a regular file (or nothing) is replaced: a directory,
+ * device, FIFO or socket at path is refused. Loading reads only a regular
+ * file (opened without blocking), checks every section's checksum first (a
+ * damaged byte is reported with its section and parameter), then reads and
+ * checks everything before changing anything: on any error the optimizer is
+ * exactly as it was. A parameter whose shape was given must have the saved
+ * shape, if that was given too; the default shape [n] matches any shape of n
+ * elements.
  *
  * Errors (on the handle: optim_errmsg names the file and the part that
- * failed): OPTIM_EOPEN (cannot open or create), OPTIM_EREAD, OPTIM_EWRITE,
- * OPTIM_ENOSPC (disk full or file-size limit), OPTIM_ETRUNCATED, OPTIM_EMAGIC
- * (not a checkpoint), OPTIM_EVERSION (written by a newer format),
- * OPTIM_ECHECKSUM (corrupt), OPTIM_EFORMAT (checksums fine but the content
- * is impossible), OPTIM_EMISMATCH (another rule, other groups, parameters of
- * other names or sizes), OPTIM_ENOMEM, OPTIM_ESTATE.
+ * failed): OPTIM_EOPEN (cannot open or create, or not a file optim_save
+ * replaces), OPTIM_EREAD (cannot read, or not a regular file),
+ * OPTIM_EWRITE, OPTIM_ENOSPC (disk full or file-size limit),
+ * OPTIM_ETRUNCATED, OPTIM_EMAGIC (not a checkpoint), OPTIM_EVERSION (written
+ * by a newer format), OPTIM_ECHECKSUM (corrupt), OPTIM_EFORMAT (checksums
+ * fine but the content is impossible), OPTIM_EMISMATCH (another rule, other
+ * groups, parameters of other names, sizes or shapes), OPTIM_ENOMEM,
+ * OPTIM_ESTATE.
  */
 #ifndef OPTIM_CHECKPOINT_H
 #define OPTIM_CHECKPOINT_H
@@ -36,7 +44,7 @@
 extern "C" {
 #endif
 
-/** The format version this library writes; it loads this one and every older one. */
+/** The format version this library writes (2: with shapes); it loads this one and every older one. */
 #define OPTIM_CHECKPOINT_FORMAT 2
 
 /** How a checkpoint's parameters are matched to the optimizer's. */
