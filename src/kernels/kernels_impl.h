@@ -61,8 +61,9 @@
 #define OPTIM__CASES32(rule, b) OPTIM__CASES16(rule, b) OPTIM__CASES16(rule, (b) + 16)
 
 /* The block function of a rule: pick the loop instance for the variant.
- * CASES##ncases instantiates variants 0..ncases-1; the assertion keeps that in
- * step with the rule's variant count. */
+ * CASES##ncases instantiates variants 0..ncases-1, each also with the clamp
+ * of fused value clipping (OPTIM__V_CLAMP); the assertion keeps that in step
+ * with the rule's variant count. */
 #define OPTIM__DEFINE_BLOCK(rule, nvariants, ncases)                                                          \
     OPTIM__DEFINE_LOOP(rule)                                                                                  \
     _Static_assert((nvariants) == (ncases), #rule ": loop instances must cover every variant");               \
@@ -70,6 +71,7 @@
     {                                                                                                         \
         switch (k->c.variant) {                                                                               \
             OPTIM__CASES##ncases(rule, 0)                                                                     \
+            OPTIM__CASES##ncases(rule, OPTIM__V_CLAMP)                                                        \
         default: break;                                                                                       \
         }                                                                                                     \
     }

@@ -29,11 +29,15 @@
 /* Variant bits shared by every rule. */
 #define OPTIM__V_L2 1u    /* add weight_decay * p to the gradient */
 #define OPTIM__V_EPSIN 2u /* eps inside the square root */
+/* Fused value clipping: clamp the raw gradient. Above every rule's own bits
+ * (the kernels instantiate each variant with and without it), so the clamp
+ * costs nothing when off. */
+#define OPTIM__V_CLAMP 0x80000000u
 
 /* Constants every rule's element function sees. */
 typedef struct optim__kcommon {
     unsigned variant;
-    float gclip;  /* the raw gradient is first clamped to [-gclip, gclip] (fused value clipping); +inf if none */
+    float gclip;  /* with OPTIM__V_CLAMP, the raw gradient is first clamped to [-gclip, gclip] (value clipping) */
     float gscale; /* multiplies the raw gradient: -1 to maximize, times a clip factor */
     float wd;     /* L2 coefficient (used when the variant has OPTIM__V_L2) */
     float decay;  /* decoupled weight decay factor 1 - lr*weight_decay, else 1 */
@@ -59,12 +63,11 @@ OPTIM_INLINE float optim__rms(float v, float eps, unsigned epsin)
 }
 
 /* The gradient as the rule sees it: clamped (clip_grad_value_, a NaN stays
- * NaN; with gclip = +inf the clamp returns g itself, so it is exact when
- * off), scaled (maximize, norm clipping), then with L2 weight decay, as torch
+ * NaN), scaled (maximize, norm clipping), then with L2 weight decay, as torch
  * does (d_p = -g; d_p = d_p + wd * p). */
 OPTIM_INLINE float optim__grad(float g, float p, const optim__kcommon *c, unsigned V)
 {
-    g = optim__clamp(g, -c->gclip, c->gclip);
+    if (V & OPTIM__V_CLAMP) g = optim__clamp(g, -c->gclip, c->gclip);
     g = g * c->gscale;
     if (V & OPTIM__V_L2) g = g + c->wd * p;
     return g;

@@ -290,6 +290,7 @@ void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_sta
             k->c.variant |= OPTIM__V_L2;
     }
     if (hp->eps_placement == OPTIM_EPS_INSIDE) k->c.variant |= OPTIM__V_EPSIN;
+    if (in->gclip < INFINITY) k->c.variant |= OPTIM__V_CLAMP;
     r->prepare(hp, in, st, &k->c, &k->u);
 }
 
