@@ -54,6 +54,8 @@ _param_reset_state = _fn("optim_param_reset_state", _int, _vp, _size)
 # Gradient checks fused into the step (the end of optim.h).
 _set_nonfinite = _fn("optim_set_nonfinite", _int, _vp, _int)
 _get_nonfinite = _fn("optim_get_nonfinite", _int, _vp)
+_set_threads = _fn("optim_set_threads", _int, _vp, _int)
+_get_threads = _fn("optim_get_threads", _int, _vp)
 _last_step_skipped = _fn("optim_last_step_skipped", _int, _vp)
 _skipped_steps = _fn("optim_skipped_steps", _i64, _vp)
 _set_clip_grad_norm = _fn("optim_set_clip_grad_norm", _int, _vp, _dbl, _dbl)
@@ -252,6 +254,13 @@ class Handle:
     def set_nonfinite(self, policy):
         """policy: an optim_nonfinite number (NONFINITE_POLICIES)."""
         self._check(_set_nonfinite(self.ptr, policy))
+
+    def set_threads(self, threads):
+        """0: every OpenMP thread of the calling thread (omp_get_max_threads at each step); k: at most k."""
+        self._check(_set_threads(self.ptr, threads))
+
+    def get_threads(self):
+        return _get_threads(self.ptr)
 
     def get_nonfinite(self):
         return _get_nonfinite(self.ptr)

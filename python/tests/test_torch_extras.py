@@ -196,3 +196,29 @@ def test_maximize_is_descent_on_the_negated_gradient(rng, seed):
         for x, y in zip(a, b):
             assert torch.equal(x, y), "%s maximize, seed %d" % (cls.__name__, seed)
         assert_close(a[0], b[0], cls.__name__)
+
+
+def test_threads_setting_changes_speed_not_bits():
+    """set_threads: 0 (default) follows OpenMP / torch.set_num_threads; any value gives the same bits."""
+    import optim.torch as ot
+    g = torch.Generator().manual_seed(5)
+    shapes = [(300, 700), (65537,), (3,)]
+    start = [torch.randn(s, generator=g) for s in shapes]
+    grads = [[torch.randn(s, generator=g) for s in shapes] for _ in range(5)]
+    results = []
+    for threads in (1, 2, 3, 0):
+        ps = [t.clone().requires_grad_() for t in start]
+        opt = ot.Adam(ps, lr=0.01, amsgrad=True)
+        assert opt.threads == 0
+        opt.set_threads(threads)
+        assert opt.threads == threads
+        for step in grads:
+            for p, gr in zip(ps, step):
+                p.grad = gr.clone()
+            opt.step()
+        results.append([p.detach().numpy().tobytes() for p in ps]
+                       + [v.numpy().tobytes() for p in ps for v in opt.state[p].values() if torch.is_tensor(v)])
+    assert all(r == results[0] for r in results[1:])
+    for bad in (-1, 1.5, True, "2", 2 ** 31):
+        with pytest.raises(ValueError, match=r"Adam.set_threads: threads = .* must be an int >= 0"):
+            opt.set_threads(bad)

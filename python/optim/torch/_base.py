@@ -619,6 +619,25 @@ class _Optimizer(Optimizer):
         """None, or the clip_value of the fused value clipping (see set_clip_grad_value)."""
         return self._read_checks(self.param_groups, "param group")[2]
 
+    def set_threads(self, threads):
+        """Threads a step may use: 0 (the default) follows OpenMP's setting at
+        each step, which torch.set_num_threads() also sets (so by default a
+        step uses as many threads as torch's own operators); k > 0: at most k;
+        1: the calling thread only. Results are bit-identical for any value.
+        Not saved by state_dict (a property of the process, not of the run)."""
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads < 2 ** 31:
+            raise ValueError("%s.set_threads: threads = %r must be an int >= 0 (0: follow torch.set_num_threads / "
+                             "OpenMP)" % (self._owner, threads))
+        try:
+            self._h.set_threads(threads)
+        except OptimError as e:
+            raise ValueError("%s.set_threads: %s" % (self._owner, e)) from None
+
+    @property
+    def threads(self):
+        """The thread setting of set_threads (0: follow OpenMP / torch.set_num_threads)."""
+        return self._h.get_threads()
+
     @property
     def last_step_skipped(self):
         """True if the last step() skipped its update for a NaN or Inf gradient."""

@@ -77,6 +77,10 @@ _COMMON_DOC = """
       them and load_state_dict() restores them; groups that disagree raise
       ValueError at the next step. A state saved without them (by torch.optim)
       keeps the current settings.
+      Threads: a step uses as many threads as torch's own operators
+      (torch.set_num_threads, which sets OpenMP's count) unless set_threads(k)
+      limits it (1: the calling thread only); the property threads reads it.
+      Results are the same bits for any thread count.
       Read-only properties about the last step:
         last_step_skipped (bool): the last step() skipped its update for a NaN or Inf.
         skipped_steps (int): steps skipped so far ('skip' and 'error'); not saved
