@@ -438,7 +438,8 @@ OPTIM_API int64_t optim_skipped_steps(const optim *opt);
  * Clip the gradients of every step to a total norm of max_norm, as
  * torch.nn.utils.clip_grad_norm_ before optimizer.step(), without writing the
  * gradients: the factor min(1, max_norm / (norm + 1e-6)) is folded into the
- * update. norm_type >= 1 or INFINITY. max_norm = 0 turns clipping off. A
+ * update. norm_type > 0 or INFINITY (orders below 1 as torch computes them:
+ * (sum |g|^p)^(1/p)). max_norm = 0 turns clipping off. A
  * non-finite norm under OPTIM_NONFINITE_PROPAGATE gives a NaN factor, as in
  * torch (use SKIP or ERROR to avoid that). Refused (OPTIM_EINVAL) while
  * optim_set_clip_grad_value is on: the two are not fused together.

@@ -12,7 +12,7 @@
  * p in (0, 1), (sum |g|^p)^(1/p), and so does this (the reductions sum
  * |g|^p in double for any p). p = 0 (torch counts the non-zero elements) and
  * p < 0 are not norms and are refused with OPTIM_EINVAL naming the value.
- * The fused form (optim_set_clip_grad_norm) takes p >= 1 or INFINITY.
+ * The fused form (optim_set_clip_grad_norm) takes the same orders.
  */
 #ifndef OPTIM_CLIP_H
 #define OPTIM_CLIP_H

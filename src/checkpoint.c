@@ -838,7 +838,7 @@ static int ck_parse_meta(ck_reader *r, ck_plan *pl, const char *what, optim_erro
     OPTIM__FAIL_IF(pl->nonfinite > OPTIM_NONFINITE_ERROR, err, OPTIM_EFORMAT, "%s: non-finite policy = %u", what,
                    (unsigned)pl->nonfinite);
     OPTIM__FAIL_IF(reserved != 0, err, OPTIM_EFORMAT, "%s: reserved field = %u (0)", what, reserved);
-    OPTIM__FAIL_IF(!(pl->clip_max_norm >= 0) || isinf(pl->clip_max_norm) || !(pl->clip_norm_type >= 1), err,
+    OPTIM__FAIL_IF(!(pl->clip_max_norm >= 0) || isinf(pl->clip_max_norm) || !(pl->clip_norm_type > 0), err,
                    OPTIM_EFORMAT, "%s: clipping max_norm = %.10g, norm_type = %.10g", what, pl->clip_max_norm,
                    pl->clip_norm_type);
     return OPTIM_OK;

@@ -817,8 +817,9 @@ int optim_set_clip_grad_norm(optim *o, double max_norm, double norm_type)
     OPTIM__FAIL_IF(!(max_norm >= 0) || isinf(max_norm), OPTIM__E(o), OPTIM_EINVAL,
                    "optim_set_clip_grad_norm: max_norm = %.10g must be a finite number >= 0 (0 turns clipping off)",
                    max_norm);
-    OPTIM__FAIL_IF(!(norm_type >= 1), OPTIM__E(o), OPTIM_EINVAL,
-                   "optim_set_clip_grad_norm: norm_type = %.10g must be >= 1 or INFINITY", norm_type);
+    OPTIM__FAIL_IF(!(norm_type > 0), OPTIM__E(o), OPTIM_EINVAL,
+                   "optim_set_clip_grad_norm: norm_type = %.10g must be > 0 or INFINITY (as optim_clip_grad_norm)",
+                   norm_type);
     OPTIM__FAIL_IF(max_norm > 0 && o->clip_value > 0, OPTIM__E(o), OPTIM_EINVAL,
                    "optim_set_clip_grad_norm: max_norm = %.10g with value clipping on (clip_value = %.10g): the two "
                    "cannot be fused together (which comes first is the caller's choice); turn one off, or clip "

@@ -318,7 +318,8 @@ TEST_IMPL(clip_errors)
         optim *o = NULL;
         ASSERT_OK(optim_create(&o, OPTIM_ADAM));
         ASSERT_ERR(optim_set_clip_grad_norm(o, -2, 2), OPTIM_EINVAL, optim_errmsg(o), "max_norm = -2");
-        ASSERT_ERR(optim_set_clip_grad_norm(o, 1, 0.9), OPTIM_EINVAL, optim_errmsg(o), "norm_type = 0.9");
+        ASSERT_ERR(optim_set_clip_grad_norm(o, 1, 0.0), OPTIM_EINVAL, optim_errmsg(o), "norm_type = 0 must be > 0");
+        ASSERT_ERR(optim_set_clip_grad_norm(o, 1, -INFINITY), OPTIM_EINVAL, optim_errmsg(o), "norm_type = -inf");
         ASSERT_ERR(optim_set_nonfinite(o, (optim_nonfinite)7), OPTIM_EINVAL, optim_errmsg(o), "policy = 7");
         ASSERT(isnan(optim_last_grad_norm(o)));
         optim_free(o);
@@ -330,12 +331,12 @@ TEST_IMPL(clip_errors)
  * the gradients followed by a plain step: for every rule, with maximize. */
 TEST_IMPL(fused_clip_matches_separate)
 {
-    static const double types[] = {2.0, 1.0, INFINITY};
+    static const double types[] = {2.0, 1.0, INFINITY, 0.5};
     test_rng rng = {test_seed() ^ 0xf05};
     int r;
     for (r = 0; r < OPTIM_RULE_COUNT; r++) {
         size_t ti;
-        for (ti = 0; ti < 3; ti++) {
+        for (ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
             optim *fused = NULL, *plain = NULL;
             optim_hparams hp;
             arrays pf, pp, g, gc;

@@ -293,7 +293,7 @@ def _bytes(opt, ps):
     return out
 
 
-@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf], ids=["p=2", "p=1", "p=inf"])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, 0.5], ids=["p=2", "p=1", "p=inf", "p=0.5"])
 @pytest.mark.parametrize("cls,kw", CLASSES, ids=[c.__name__ for c, _ in CLASSES])
 def test_fused_clipping_equals_clip_then_step(rng, seed, cls, kw, norm_type):
     """clip_grad_norm=(max_norm, norm_type) gives the bits of
@@ -369,7 +369,7 @@ def test_set_clip_grad_norm_and_the_group_keys(rng):
     assert other.clip_grad_norm == (3.0, 1.0) and other.param_groups[0]["lr"] == 0.2
     for value, msg in [(0.0, "max_norm = 0.0 must be a finite number > 0 \\(None turns clipping off\\)"),
                        (-1.0, "max_norm = -1.0"), (math.inf, "max_norm = inf"),
-                       ((1.0, 0.5), "norm_type = 0.5 must be >= 1 or inf"), ((1.0, 2.0, 3.0), "must be None"),
+                       ((1.0, 0.0), "norm_type = 0.0 must be > 0 or inf"), ((1.0, 2.0, 3.0), "must be None"),
                        (True, "must be None"), ("big", "must be None, max_norm or \\(max_norm, norm_type\\)")]:
         with pytest.raises(ValueError, match=msg):
             ot.Adam(_clone(ps), clip_grad_norm=value)

@@ -132,8 +132,8 @@ def _parse_clip(value, where):
     if not (max_norm > 0 and math.isfinite(max_norm)):
         raise ValueError("%s: clip_grad_norm: max_norm = %r must be a finite number > 0 (None turns clipping off)"
                          % (where, max_norm))
-    if not norm_type >= 1:
-        raise ValueError("%s: clip_grad_norm: norm_type = %r must be >= 1 or inf" % (where, norm_type))
+    if not norm_type > 0:
+        raise ValueError("%s: clip_grad_norm: norm_type = %r must be > 0 or inf" % (where, norm_type))
     return (max_norm, norm_type)
 
 
@@ -573,7 +573,7 @@ class _Optimizer(Optimizer):
         torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type) before
         step() would, fused into the step (the gradient tensors are not
         written). max_norm: a finite number > 0, or None to turn clipping off;
-        norm_type >= 1 or inf. Kept in every param group under 'clip_grad_norm'
+        norm_type > 0 or inf. Kept in every param group under 'clip_grad_norm'
         as None or (max_norm, norm_type)."""
         value = None if max_norm is None else (max_norm, norm_type)
         where = "%s.set_clip_grad_norm" % self._owner

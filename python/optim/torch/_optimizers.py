@@ -55,7 +55,7 @@ _COMMON_DOC = """
             count it. 'error': the same, then raise NonFiniteGradientError (a
             RuntimeError) naming the parameter's index, shape and group.
         clip_grad_norm (optional): None (default), max_norm, or (max_norm,
-            norm_type): clip the gradients to that total norm (norm_type >= 1 or
+            norm_type): clip the gradients to that total norm (norm_type > 0 or
             inf; 2 if not given) before each update, as calling
             torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type) before
             step() would, but in the same pass over memory and without writing
