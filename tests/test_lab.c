@@ -2,11 +2,16 @@
 /* test_lab.c: the pieces of `optim lab` (tools/lab/): its JSON writer, the
  * surfaces' closed-form derivatives, running a rule on a surface in rescaled
  * units, the IDX and gzip readers, the MLP's backward pass, the optimizer
- * table, and the command's argument errors. */
+ * table, the run directory's exclusive claim, and the command's argument
+ * errors. */
 #include "cli.h"
 #include "lab.h"
 #include "test.h"
 
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -396,5 +401,117 @@ TEST_IMPL(lab_command_errors)
     ASSERT_INT(run_lab(4, bad_dataset), ==, 2);
     ASSERT_INT(run_lab(6, missing_data), ==, 1);
     ASSERT_INT(run_lab(2, list), ==, 0);
+    return 0;
+}
+
+/* ---- The run directory ------------------------------------------------------------ */
+
+static int is_dir(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static int touch(const char *dir, const char *name)
+{
+    char path[8300];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    f = fopen(path, "w");
+    if (!f) return -1;
+    fputs("x\n", f);
+    return fclose(f);
+}
+
+/* Two claims held at once (two runs started in the same second) never get
+ * one directory: the default name moves on to -2, -3, an explicit --out is
+ * refused while its run is live; a live run's .partial is never removed, a
+ * crashed one's (marker no longer locked) is, for --out only; the final
+ * rename never lands on an existing directory. */
+TEST_IMPL(lab_run_dir_exclusive)
+{
+    static lab_run_dir a, b, c, d;
+    char tmpl[] = "/tmp/optim-lab-rundir-XXXXXX", cwd[4096], msg[2048], path[8300];
+    char *dir = mkdtemp(tmpl);
+    int rc;
+    ASSERT(dir != NULL);
+    ASSERT(getcwd(cwd, sizeof cwd) != NULL);
+    ASSERT_INT(chdir(dir), ==, 0);
+
+    /* Default names: the same stamp twice. */
+    ASSERT_INT(lab_run_dir_claim(&a, NULL, "x-20260101-000000", msg, sizeof msg), ==, 0);
+    ASSERT(strcmp(a.final_dir, "runs/x-20260101-000000") == 0);
+    ASSERT(strcmp(a.work_dir, "runs/x-20260101-000000.partial") == 0 && is_dir(a.work_dir));
+    ASSERT_INT(lab_run_dir_claim(&b, NULL, "x-20260101-000000", msg, sizeof msg), ==, 0);
+    ASSERT(strcmp(b.final_dir, "runs/x-20260101-000000-2") == 0 && is_dir(b.work_dir));
+    ASSERT_INT(touch(a.work_dir, "summary.json"), ==, 0);
+    ASSERT_INT(touch(b.work_dir, "summary.json"), ==, 0);
+    /* a finishes: a third run with that stamp gets -3 (not a's name, not b's). */
+    ASSERT_INT(lab_run_dir_finish(&a, 0), ==, 0);
+    lab_run_dir_release(&a);
+    ASSERT(is_dir("runs/x-20260101-000000") && !is_dir("runs/x-20260101-000000.partial"));
+    snprintf(path, sizeof path, "runs/x-20260101-000000/.optim-lab-run");
+    ASSERT(access(path, F_OK) != 0); /* the marker goes with completion */
+    ASSERT_INT(lab_run_dir_claim(&c, NULL, "x-20260101-000000", msg, sizeof msg), ==, 0);
+    ASSERT(strcmp(c.final_dir, "runs/x-20260101-000000-3") == 0);
+    /* c fails: .failed; a later claim does not take -3 again. */
+    ASSERT_INT(lab_run_dir_finish(&c, 1), ==, 0);
+    lab_run_dir_release(&c);
+    ASSERT(is_dir("runs/x-20260101-000000-3.failed"));
+    ASSERT_INT(lab_run_dir_claim(&c, NULL, "x-20260101-000000", msg, sizeof msg), ==, 0);
+    ASSERT(strcmp(c.final_dir, "runs/x-20260101-000000-4") == 0);
+    /* Someone creates c's final name meanwhile: the rename refuses to land on it. */
+    ASSERT_INT(mkdir(c.final_dir, 0777), ==, 0);
+    ASSERT_INT(touch(c.final_dir, "theirs"), ==, 0);
+    ASSERT_INT(touch(c.work_dir, "summary.json"), ==, 0);
+    ASSERT_INT(lab_run_dir_finish(&c, 0), !=, 0);
+    snprintf(path, sizeof path, "%s/theirs", c.final_dir);
+    ASSERT(access(path, F_OK) == 0);
+    snprintf(path, sizeof path, "%s/summary.json", c.work_dir);
+    ASSERT(access(path, F_OK) == 0);
+    lab_run_dir_release(&c);
+    ASSERT_INT(lab_run_dir_finish(&b, 0), ==, 0);
+    lab_run_dir_release(&b);
+    ASSERT(is_dir("runs/x-20260101-000000-2"));
+
+    /* --out: a live run's directory is refused, and left alone. */
+    ASSERT_INT(lab_run_dir_claim(&a, "out/", "x", msg, sizeof msg), ==, 0);
+    ASSERT(strcmp(a.final_dir, "out") == 0 && strcmp(a.work_dir, "out.partial") == 0);
+    ASSERT_INT(touch(a.work_dir, "data.csv"), ==, 0);
+    rc = lab_run_dir_claim(&d, "out", "x", msg, sizeof msg);
+    ASSERT_INT(rc, ==, 2);
+    if (!strstr(msg, "another optim lab run") || !strstr(msg, "out.partial")) FAIL("message: %s", msg);
+    ASSERT(access("out.partial/data.csv", F_OK) == 0);
+    /* a crashes (its lock goes with it): the next run with that --out removes the leftovers. */
+    lab_run_dir_release(&a);
+    ASSERT_INT(lab_run_dir_claim(&d, "out", "x", msg, sizeof msg), ==, 0);
+    ASSERT(is_dir("out.partial") && access("out.partial/data.csv", F_OK) != 0);
+    ASSERT_INT(touch(d.work_dir, "summary.json"), ==, 0);
+    ASSERT_INT(lab_run_dir_finish(&d, 0), ==, 0);
+    lab_run_dir_release(&d);
+    /* A complete run's directory is never reused. */
+    rc = lab_run_dir_claim(&d, "out", "x", msg, sizeof msg);
+    ASSERT_INT(rc, ==, 2);
+    if (!strstr(msg, "--out out exists and is not an empty directory")) FAIL("message: %s", msg);
+    /* An empty directory is accepted; the run is renamed onto it. */
+    ASSERT_INT(mkdir("empty", 0777), ==, 0);
+    ASSERT_INT(lab_run_dir_claim(&d, "empty", "x", msg, sizeof msg), ==, 0);
+    ASSERT_INT(touch(d.work_dir, "summary.json"), ==, 0);
+    ASSERT_INT(lab_run_dir_finish(&d, 0), ==, 0);
+    lab_run_dir_release(&d);
+    ASSERT(access("empty/summary.json", F_OK) == 0);
+    /* A .partial that is not the lab's is never removed. */
+    ASSERT_INT(mkdir("other.partial", 0777), ==, 0);
+    ASSERT_INT(touch("other.partial", "keep"), ==, 0);
+    ASSERT_INT(lab_run_dir_claim(&d, "other", "x", msg, sizeof msg), ==, 2);
+    ASSERT(access("other.partial/keep", F_OK) == 0);
+    /* A parent that is a file. */
+    ASSERT_INT(touch(".", "file"), ==, 0);
+    ASSERT_INT(lab_run_dir_claim(&d, "file/sub", "x", msg, sizeof msg), ==, 1);
+    if (!strstr(msg, "file")) FAIL("message: %s", msg);
+
+    ASSERT_INT(chdir(cwd), ==, 0);
+    snprintf(path, sizeof path, "rm -rf '%s'", dir);
+    ASSERT_INT(system(path), ==, 0);
     return 0;
 }

@@ -11,4 +11,5 @@
     TEST_ENTRY(lab_mlp_gradients)          \
     TEST_ENTRY(lab_optimizer_table)        \
     TEST_ENTRY(lab_rng_streams)            \
+    TEST_ENTRY(lab_run_dir_exclusive)      \
     TEST_ENTRY(lab_command_errors)

@@ -476,6 +476,67 @@ def test_errors(exe, tmp_path):
     assert not os.path.exists(out) and not os.path.exists(str(out) + ".partial")
 
 
+def test_concurrent_runs_never_share_a_directory(exe, tmp_path, synthetic):
+    """Runs started in the same second in one directory, without --out: each
+    claims its own runs/<name>-<stamp>[-k] (mkdir must create it), each ends
+    complete with its own data, identical to the same run alone. Two runs
+    given the same --out at once: one writes it, the other is refused with a
+    message naming it and writes nothing."""
+    import re
+    import time
+
+    args = ["fashion-mnist", "--quick", "--data", synthetic, "--dataset", "fashion-mnist", "--optimizers", "sgd,adam",
+            "--threads", "1", "--no-render"]
+    ref = {}
+    for s in (1, 2, 3):
+        ref[s] = tmp_path / ("ref%d" % s)
+        run(exe, *args, "--seed", s, "--out", ref[s])
+    work = tmp_path / "work"
+    work.mkdir()
+    time.sleep(1.02 - time.time() % 1)  # start at the beginning of a second: one stamp for all
+    procs = []
+    for s in (1, 2, 3):
+        procs.append(subprocess.Popen([exe, "lab"] + args + ["--seed", str(s)], cwd=str(work),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        if s == 2:
+            time.sleep(0.3)
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    names = sorted(os.listdir(work / "runs"))
+    assert len(names) == 3, names
+    assert all(re.fullmatch(r"fashion-mnist-\d{8}-\d{6}(-[23])?", n) for n in names), names
+    seeds = set()
+    for n in names:
+        d = work / "runs" / n
+        s = summary(d)
+        assert s["meta"]["run"] == n
+        seed = s["meta"]["seed"]
+        seeds.add(seed)
+        assert sorted(os.listdir(d)) == sorted(os.listdir(ref[seed]))
+        for f in os.listdir(d):
+            if f.endswith("_steps.csv"):
+                assert (d / f).read_bytes() == (ref[seed] / f).read_bytes(), (n, f)
+            elif f.endswith("_epochs.csv"):
+                assert _csv_without_timing(d / f) == _csv_without_timing(ref[seed] / f), (n, f)
+        assert _without_timing(s) == _without_timing(summary(ref[seed])), n
+    assert seeds == {1, 2, 3}
+
+    # The same --out twice at once: one run writes it, the other is refused.
+    out = tmp_path / "same"
+    procs = [subprocess.Popen([exe, "lab"] + args + ["--seed", str(s), "--out", str(out)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for s in (1, 2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes == [0, 2], results
+    loser = [err for rc, err in results if rc == 2][0]
+    assert "--out %s" % out in loser, loser
+    winner = [s for (rc, _), s in zip(results, (1, 2)) if rc == 0][0]
+    assert summary(out)["meta"]["seed"] == winner
+    assert sorted(os.listdir(tmp_path)).count("same") == 1
+    assert not os.path.exists(str(out) + ".partial") and not os.path.exists(str(out) + ".failed")
+
+
 def test_list_and_help(exe):
     out, _ = run(exe, "--list")
     for name in ("trajectories", "sam", "adagrad-stall", "bias-correction", "units", "fashion-mnist",

@@ -175,6 +175,28 @@ void lab_csv_close(lab_ctx *ctx, FILE *f, const char *name);
  *  not applicable"). */
 void lab_finding(lab_ctx *ctx, const char *claim, int held, const char *statement);
 
+/* ---- The run directory (lab_rundir.c) -------------------------------------- */
+
+typedef struct lab_run_dir {
+    char final_dir[4096];   /* where the complete run ends up */
+    char work_dir[4112];    /* final_dir.partial: written during the run */
+    char failed_dir[4112];  /* final_dir.failed: where a failed run ends up */
+    int final_was_empty_dir; /* --out named an existing empty directory */
+    int lock_fd;            /* the locked marker file, -1 when none */
+} lab_run_dir;
+
+/** Claim a run directory: --out (out != NULL) or runs/<name>, then -2, -3,
+ *  ... for a name that is taken. Creates <dir>.partial exclusively with a
+ *  locked marker file. Returns 0; 2 when --out is refused (exists and is not
+ *  an empty directory, another run is writing it, its .partial is not the
+ *  lab's); 1 when a directory cannot be created; msg says why. */
+int lab_run_dir_claim(lab_run_dir *rd, const char *out, const char *name, char *msg, size_t msgsize);
+/** Rename <dir>.partial to <dir> (failed = 0) or <dir>.failed, never onto
+ *  anything but an empty directory. Returns 0 or -1 (errno). */
+int lab_run_dir_finish(lab_run_dir *rd, int failed);
+/** Give up the marker's lock (at exit). */
+void lab_run_dir_release(lab_run_dir *rd);
+
 /** The optimizers an experiment runs: the --optimizers list when given
  *  (checked against the experiment's allowed set), else `defaults`, a
  *  comma-separated list. Returns the count; *out gets the entries. */

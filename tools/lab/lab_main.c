@@ -66,7 +66,8 @@ static void usage(FILE *f)
             "\n"
             "options:\n"
             "  --out DIR          write the run here (default runs/<experiment-or-default>-<timestamp>);\n"
-            "                     DIR must not exist or be empty\n"
+            "                     DIR must not exist or be an empty directory; runs started in the\n"
+            "                     same second get runs/<name>-<timestamp>-2, -3, ...\n"
             "  --optimizers a,b   optimizers for trajectories and fashion-mnist (see --list)\n"
             "  --epochs N         epochs of the Fashion-MNIST experiments\n"
             "  --seed S           seed of every random choice (default 1)\n"
@@ -101,90 +102,6 @@ static const experiment *find_experiment(const char *name)
 }
 
 /* ---- Files and directories ------------------------------------------------------ */
-
-static int mkdir_p(const char *path, char *msg, size_t msgsize)
-{
-    char *tmp = lab_xstrdup(path), *p;
-    struct stat sb;
-    for (p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
-            snprintf(msg, msgsize, "cannot create directory %.900s: %s", tmp, strerror(errno));
-            free(tmp);
-            return -1;
-        }
-        *p = '/';
-    }
-    if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
-        snprintf(msg, msgsize, "cannot create directory %.900s: %s", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        snprintf(msg, msgsize, "%.900s exists and is not a directory", path);
-        return -1;
-    }
-    return 0;
-}
-
-/* 1 if path does not exist or is an empty directory, 0 if it is anything
- * else (a file, a directory with files); -1 if that cannot be told (a
- * parent is not a directory, no permission): creating it will then fail
- * with the precise reason. */
-static int free_to_use(const char *path)
-{
-    struct stat sb;
-    DIR *d;
-    struct dirent *e;
-    int empty = 1;
-    if (stat(path, &sb) != 0) return errno == ENOENT ? 1 : -1;
-    if (!S_ISDIR(sb.st_mode)) return 0;
-    d = opendir(path);
-    if (!d) return -1;
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            empty = 0;
-            break;
-        }
-    closedir(d);
-    return empty;
-}
-
-/* Every run directory holds this file while it is written (and after a
- * failure): only such directories are ever removed by the lab. */
-#define LAB_MARKER ".optim-lab-run"
-
-static int is_lab_dir(const char *path)
-{
-    char *m = lab_sprintf("%s/" LAB_MARKER, path);
-    struct stat sb;
-    int yes = stat(m, &sb) == 0;
-    free(m);
-    return yes;
-}
-
-static int remove_tree(const char *path)
-{
-    struct stat sb;
-    DIR *d;
-    struct dirent *e;
-    /* lstat: a symbolic link is removed, never followed. */
-    if (lstat(path, &sb) != 0) return -1;
-    if (!S_ISDIR(sb.st_mode)) return unlink(path);
-    d = opendir(path);
-    if (!d) return -1;
-    while ((e = readdir(d)) != NULL) {
-        char *child;
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        child = lab_sprintf("%s/%s", path, e->d_name);
-        remove_tree(child);
-        free(child);
-    }
-    closedir(d);
-    return rmdir(path);
-}
 
 FILE *lab_csv_open(lab_ctx *ctx, const char *name, const char *header)
 {
@@ -643,11 +560,13 @@ static int render_main(int argc, char **argv)
 
 int optim_lab_main(int argc, char **argv)
 {
+    static lab_run_dir rd; /* large: not on the stack */
     lab_ctx ctx;
     const experiment *single = NULL, *sel[NEXP];
     size_t nsel = 0, i;
-    char final_dir[PATH_MAX], work_dir[PATH_MAX + 16], msg[1024], run_name[64];
-    int argi, failed = 0, rc;
+    char msg[2048], run_name[256];
+    const char *final_dir = rd.final_dir, *work_dir = rd.work_dir;
+    int argi, failed = 0, rc, claimed = 0;
     double t_start;
     long v;
 
@@ -797,61 +716,28 @@ int optim_lab_main(int argc, char **argv)
     if (ctx.threads < 1) ctx.threads = 1;
     openblas_set_num_threads(ctx.threads);
 
-    /* The run directory: written under a temporary name, renamed when complete. */
+    /* The run directory: claimed exclusively, written under a temporary
+     * name, renamed when complete (lab_rundir.c). */
     {
         time_t now = time(NULL);
         struct tm tm;
         char stamp[32];
+        const char *slash;
         localtime_r(&now, &tm);
         strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
         snprintf(run_name, sizeof run_name, "%s-%s", single ? single->name : "default", stamp);
-        if (ctx.opt.out) {
-            size_t len = strlen(ctx.opt.out);
-            while (len > 1 && ctx.opt.out[len - 1] == '/') len--;
-            snprintf(final_dir, sizeof final_dir, "%.*s", (int)len, ctx.opt.out);
-            if (free_to_use(final_dir) == 0) {
-                fprintf(stderr, "optim lab: --out %s exists and is not an empty directory; choose another or "
-                                "remove it\n",
-                        final_dir);
-                rc = 2;
-                goto done;
-            }
-        } else {
-            int k;
-            snprintf(final_dir, sizeof final_dir, "runs/%s", run_name);
-            for (k = 2; free_to_use(final_dir) == 0 && k < 100; k++)
-                snprintf(final_dir, sizeof final_dir, "runs/%s-%d", run_name, k);
-        }
-        snprintf(work_dir, sizeof work_dir, "%s.partial", final_dir);
-        if (free_to_use(work_dir) == 0) {
-            /* A crashed run's leftovers go; anything else is not ours to delete. */
-            if (!is_lab_dir(work_dir)) {
-                fprintf(stderr, "optim lab: %s exists and is not a directory of an interrupted run; remove it or "
-                                "choose another --out\n",
-                        work_dir);
-                rc = 2;
-                goto done;
-            }
-            remove_tree(work_dir);
-        }
-        if (mkdir_p(work_dir, msg, sizeof msg) != 0) {
-            fprintf(stderr, "optim lab: output directory: %s\n", msg);
-            rc = 1;
+        rc = lab_run_dir_claim(&rd, ctx.opt.out, run_name, msg, sizeof msg);
+        if (rc != 0) {
+            if (rc == 1) fprintf(stderr, "optim lab: output directory: %s\n", msg);
+            else fprintf(stderr, "optim lab: %s\n", msg);
             goto done;
         }
-        {
-            char *marker = lab_sprintf("%s/" LAB_MARKER, work_dir);
-            FILE *f = fopen(marker, "w");
-            if (!f || fprintf(f, "optim lab run in progress or failed\n") < 0 || fclose(f) != 0) {
-                fprintf(stderr, "optim lab: output directory %s is not writable: %s\n", work_dir, strerror(errno));
-                free(marker);
-                rc = 1;
-                goto done;
-            }
-            free(marker);
-        }
+        claimed = 1;
+        /* A default run's name is its directory's (with -2, -3 when taken). */
+        slash = strrchr(rd.final_dir, '/');
+        if (!ctx.opt.out) snprintf(run_name, sizeof run_name, "%.200s", slash ? slash + 1 : rd.final_dir);
     }
-    ctx.dir = work_dir;
+    ctx.dir = rd.work_dir;
     ctx.summary = lab_json_object();
     lab_json_set_str(ctx.summary, "status", "running");
     fill_meta(&ctx, argc, argv, run_name);
@@ -882,11 +768,8 @@ int optim_lab_main(int argc, char **argv)
     if (write_summary(&ctx) != 0) failed = 1;
 
     if (failed) {
-        char failed_dir[PATH_MAX + 16];
-        snprintf(failed_dir, sizeof failed_dir, "%s.failed", final_dir);
-        if (is_lab_dir(failed_dir)) remove_tree(failed_dir);
-        if (rename(work_dir, failed_dir) == 0)
-            fprintf(stderr, "\noptim lab: FAILED; what was written is in %s (no report)\n", failed_dir);
+        if (lab_run_dir_finish(&rd, 1) == 0)
+            fprintf(stderr, "\noptim lab: FAILED; what was written is in %s (no report)\n", rd.failed_dir);
         else
             fprintf(stderr, "\noptim lab: FAILED; what was written is in %s (no report)\n", work_dir);
         rc = 1;
@@ -900,13 +783,9 @@ int optim_lab_main(int argc, char **argv)
         fprintf(stderr, "rendering figures and report.html ...\n");
         rc = run_renderer(work_dir);
     }
-    {
-        char *marker = lab_sprintf("%s/" LAB_MARKER, work_dir);
-        unlink(marker);
-        free(marker);
-    }
-    if (rename(work_dir, final_dir) != 0) {
-        fprintf(stderr, "optim lab: cannot rename %s to %s: %s\n", work_dir, final_dir, strerror(errno));
+    if (lab_run_dir_finish(&rd, 0) != 0) {
+        fprintf(stderr, "optim lab: cannot rename %s to %s: %s; the run is in %s\n", work_dir, final_dir,
+                strerror(errno), work_dir);
         rc = 1;
         goto done;
     }
@@ -931,6 +810,7 @@ int optim_lab_main(int argc, char **argv)
             final_dir, final_dir);
     rc = 1;
 done:
+    if (claimed) lab_run_dir_release(&rd);
     ctx_free(&ctx);
     return rc;
 }
