@@ -386,6 +386,9 @@ TEST_IMPL(lab_command_errors)
     const char *bad_seed[] = {"lab", "sam", "--seed", "-3"};
     const char *bad_dataset[] = {"lab", "fashion-mnist", "--dataset", "cifar"};
     const char *missing_data[] = {"lab", "fashion-mnist", "--dataset", "fashion-mnist", "--data", "/nonexistent/optim"};
+    /* An explicit --data is the data set: missing, an error, never the digits fallback. */
+    const char *missing_data_auto[] = {"lab", "fashion-mnist", "--data", "/nonexistent/optim"};
+    const char *data_digits[] = {"lab", "fashion-mnist", "--dataset", "digits", "--data", "/tmp"};
     const char *list[] = {"lab", "--list"};
     ASSERT_INT(run_lab(2, unknown_exp), ==, 2);
     ASSERT_INT(run_lab(4, unknown_opt), ==, 2);
@@ -400,6 +403,8 @@ TEST_IMPL(lab_command_errors)
     ASSERT_INT(run_lab(4, bad_seed), ==, 2);
     ASSERT_INT(run_lab(4, bad_dataset), ==, 2);
     ASSERT_INT(run_lab(6, missing_data), ==, 1);
+    ASSERT_INT(run_lab(4, missing_data_auto), ==, 1);
+    ASSERT_INT(run_lab(6, data_digits), ==, 2);
     ASSERT_INT(run_lab(2, list), ==, 0);
     return 0;
 }

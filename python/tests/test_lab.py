@@ -343,9 +343,10 @@ def digits_file(tmp_path_factory):
     return str(path)
 
 
-def test_digits_fallback_without_fashion_mnist(exe, tmp_path, digits_file):
-    """No --dataset and no Fashion-MNIST where it is looked for: the MLP
-    experiments use the digits file instead, and say so."""
+def test_digits_fallback_without_fashion_mnist(exe, tmp_path, digits_file, synthetic):
+    """No --data, no --dataset and no Fashion-MNIST where it is looked for
+    ($OPTIM_LAB_FASHION_DIR here): the MLP experiments use the digits file
+    instead, and say so on the terminal, in summary.json and in the report."""
     empty = tmp_path / "no-fashion"
     empty.mkdir()
     env = {"OPTIM_LAB_FASHION_DIR": str(empty), "OPTIM_LAB_DIGITS": digits_file}
@@ -356,12 +357,51 @@ def test_digits_fallback_without_fashion_mnist(exe, tmp_path, digits_file):
     assert f["data"]["name"] == "digits" and f["data"]["source"] == digits_file
     assert f["data"]["train"] == 240 and f["data"]["test"] == 60 and f["model"] == "64-256-10"
     assert f["adam"]["test_accuracy"] > 0.3
-    # The same with --data pointing at a directory without the files.
+    # The summary.json says so, and so do the final summary and the report.
+    assert "using the digits data set instead" in f["data"]["fallback"] and str(empty) in f["data"]["fallback"]
     out = tmp_path / "d2"
-    _, err = run(exe, "fashion-mnist", "--data", empty, "--optimizers", "adam", "--epochs", 1, "--no-render",
-                 "--out", out, env={"OPTIM_LAB_DIGITS": digits_file})
-    assert "using the digits data set instead" in err
-    assert summary(out)["fashion_mnist"]["data"]["name"] == "digits"
+    stdout, _ = run(exe, "fashion-mnist", "--optimizers", "adam", "--epochs", 1, "--out", out, env=env)
+    assert "  data: Fashion-MNIST not found" in stdout
+    page = (out / "report.html").read_text()
+    assert 'class="note"' in page and "using the digits data set instead" in page
+    # With Fashion-MNIST where it is looked for, no fallback is recorded.
+    out = tmp_path / "d3"
+    stdout, err = run(exe, "fashion-mnist", "--optimizers", "adam", "--quick", "--no-render", "--out", out,
+                      env={"OPTIM_LAB_FASHION_DIR": synthetic, "OPTIM_LAB_DIGITS": digits_file})
+    f = summary(out)["fashion_mnist"]
+    assert f["data"]["name"] == "fashion-mnist" and "fallback" not in f["data"]
+    assert "using the digits" not in err and "  data:" not in stdout
+
+
+def test_explicit_data_that_is_missing_is_an_error(exe, tmp_path, synthetic, digits_file):
+    """--data names the data set: missing or unreadable, it is an error that
+    names it (exit 1, nothing written), never the digits fallback, for one
+    experiment and for the default report; --data with --dataset digits is
+    refused (it names Fashion-MNIST's directory)."""
+    env = {"OPTIM_LAB_DIGITS": digits_file}  # the fallback would be there
+    broken = tmp_path / "broken"
+    shutil.copytree(synthetic, str(broken))
+    with gzip.open(str(broken / "t10k-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write(b"not an IDX file")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for data, why in ((tmp_path / "nonexistent", "No such file or directory"), (afile, "not a directory"),
+                      (tmp_path, "train-images-idx3-ubyte.gz"),
+                      (broken, "t10k-labels-idx1-ubyte.gz: not an IDX file")):
+        for args in (["fashion-mnist"], ["adadelta-momentum"], ["--quick"]):
+            out = tmp_path / "out"
+            stdout, err = run(exe, *args, "--data", data, "--out", out, expect=1, env=env)
+            assert "--data %s: Fashion-MNIST cannot be read there" % data in err, err
+            assert why in err, err
+            assert "using the digits" not in err and "report" not in stdout
+            assert not os.path.exists(out) and not os.path.exists(str(out) + ".partial")
+    # Without --out nothing is created in the current directory either.
+    p = subprocess.run([exe, "lab", "fashion-mnist", "--data", "/nonexistent"], cwd=str(tmp_path / "broken"),
+                       capture_output=True, text=True, env=dict(os.environ, **env))
+    assert p.returncode == 1 and "--data /nonexistent" in p.stderr
+    assert not os.path.exists(str(broken / "runs"))
+    _, err = run(exe, "fashion-mnist", "--dataset", "digits", "--data", synthetic, expect=2, env=env)
+    assert "--data names Fashion-MNIST's directory" in err and "OPTIM_LAB_DIGITS" in err
 
 
 def test_no_data_set_at_all(exe, tmp_path):

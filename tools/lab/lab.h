@@ -272,16 +272,19 @@ typedef struct lab_dataset {
     unsigned char *ytrain, *ytest;
     double scale;        /* raw value -> [0, 1]: x / scale */
     float mean, std;     /* of the scaled training pixels, for standardisation */
+    char fallback[1400]; /* why the digits replace Fashion-MNIST ("" when they do not) */
 } lab_dataset;
 
 #define LAB_FASHION_DIR "/usr/share/datasets/fashion-mnist"
 #define LAB_DIGITS_CSV "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz"
 
-/** Load Fashion-MNIST from dir (NULL: $OPTIM_LAB_FASHION_DIR, else
- *  LAB_FASHION_DIR) or, with want = "digits" or when Fashion-MNIST is absent
- *  and want is NULL, the digits CSV ($OPTIM_LAB_DIGITS, else LAB_DIGITS_CSV).
- *  Returns NULL after writing a message naming the files and the Debian
- *  packages into msg. */
+/** Load Fashion-MNIST from dir (--data; NULL: $OPTIM_LAB_FASHION_DIR, else
+ *  LAB_FASHION_DIR) or, with want = "digits", the digits CSV
+ *  ($OPTIM_LAB_DIGITS, else LAB_DIGITS_CSV). Only when dir is NULL and want
+ *  is NULL does a missing Fashion-MNIST fall back to the digits, with the
+ *  reason in msg and in the data set's fallback; a dir given explicitly must
+ *  hold a readable Fashion-MNIST. Returns NULL after writing a message naming
+ *  the files and the Debian packages into msg. */
 lab_dataset *lab_dataset_load(const char *dir, const char *want, uint64_t seed, char *msg, size_t msgsize);
 void lab_dataset_free(lab_dataset *d);
 /** Parse IDX data (already decompressed): returns 0 and fills dims, or -1

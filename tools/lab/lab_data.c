@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 unsigned char *lab_gz_read(const char *path, size_t *len, char *msg, size_t msgsize)
@@ -287,11 +288,30 @@ lab_dataset *lab_dataset_load(const char *dir, const char *want, uint64_t seed, 
     char fmsg[1200] = "", dmsg[1200] = "";
     lab_dataset *d = NULL;
     const char *digits = getenv("OPTIM_LAB_DIGITS");
+    int explicit_dir = dir != NULL;
+    msg[0] = '\0';
     if (!dir) dir = getenv("OPTIM_LAB_FASHION_DIR");
     if (!dir || !*dir) dir = LAB_FASHION_DIR;
     if (!digits || !*digits) digits = LAB_DIGITS_CSV;
     if (!want || strcmp(want, "fashion-mnist") == 0) {
-        d = load_fashion(dir, fmsg, sizeof fmsg);
+        struct stat sb;
+        if (explicit_dir && stat(dir, &sb) != 0)
+            snprintf(fmsg, sizeof fmsg, "%s", strerror(errno));
+        else if (explicit_dir && !S_ISDIR(sb.st_mode))
+            snprintf(fmsg, sizeof fmsg, "not a directory");
+        else
+            d = load_fashion(dir, fmsg, sizeof fmsg);
+        if (!d && explicit_dir) {
+            /* Asked for by name: an error, never the fallback. */
+            snprintf(msg, msgsize,
+                     "--data %s: Fashion-MNIST cannot be read there: %s.\n--data names a directory with "
+                     "Fashion-MNIST's four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                     "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz), as Debian's dataset-fashion-mnist "
+                     "installs them in " LAB_FASHION_DIR ";\nwithout --data the lab looks there (or in "
+                     "$OPTIM_LAB_FASHION_DIR) and uses the digits data set if they are absent",
+                     dir, fmsg);
+            return NULL;
+        }
         if (!d && want) {
             snprintf(msg, msgsize,
                      "Fashion-MNIST is not available: %s.\nInstall it with: sudo apt-get install dataset-fashion-mnist "
@@ -316,7 +336,11 @@ lab_dataset *lab_dataset_load(const char *dir, const char *want, uint64_t seed, 
                          fmsg, dmsg);
             return NULL;
         }
-        if (!want) snprintf(msg, msgsize, "Fashion-MNIST not found (%s); using the digits data set instead", fmsg);
+        if (!want) {
+            snprintf(d->fallback, sizeof d->fallback,
+                     "Fashion-MNIST not found (%.1000s); using the digits data set instead", fmsg);
+            snprintf(msg, msgsize, "%s", d->fallback);
+        }
     }
     standardise(d);
     return d;

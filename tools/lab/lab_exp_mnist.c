@@ -47,6 +47,8 @@ static void note_data(lab_ctx *ctx)
         len += (size_t)snprintf(arch + len, sizeof arch - len, "%s%zu", l ? "-" : "", dims[l]);
     lab_json_set_str(ctx->exp, "data.name", d->name);
     lab_json_set_str(ctx->exp, "data.source", d->source);
+    /* The automatic fallback (no --data, no --dataset) says so in the report too. */
+    if (d->fallback[0]) lab_json_set_str(ctx->exp, "data.fallback", d->fallback);
     lab_json_set_num(ctx->exp, "data.train", (double)d->ntrain);
     lab_json_set_num(ctx->exp, "data.test", (double)d->ntest);
     lab_json_set_str(ctx->exp, "model", arch);

@@ -73,10 +73,12 @@ static void usage(FILE *f)
             "  --seed S           seed of every random choice (default 1)\n"
             "  --tune             trajectories: choose each learning rate by a grid search\n"
             "  --threads N        threads for OpenBLAS's matrix products (default: all cores)\n"
-            "  --dataset NAME     fashion-mnist or digits (default fashion-mnist, digits if it is absent)\n"
+            "  --dataset NAME     fashion-mnist or digits (default fashion-mnist; digits if it is absent and\n"
+            "                     no --data is given, said on the terminal and in the report)\n"
             "  --data DIR         where Fashion-MNIST's IDX files are (default $OPTIM_LAB_FASHION_DIR, else\n"
-            "                     " LAB_FASHION_DIR "; the digits file: $OPTIM_LAB_DIGITS, else\n"
-            "                     " LAB_DIGITS_CSV ")\n"
+            "                     " LAB_FASHION_DIR "); a DIR without them is an error;\n"
+            "                     the digits file: $OPTIM_LAB_DIGITS, else\n"
+            "                     " LAB_DIGITS_CSV "\n"
             "  --quick            tiny configuration for smoke tests (numbers are not meaningful)\n"
             "  --no-render        write the data only (render later with optim lab render DIR)\n"
             "  --help             this text\n");
@@ -516,6 +518,8 @@ static void print_summary(const lab_ctx *ctx, const experiment *const *sel, size
                : held->boolean           ? "the seed's claim held"
                                          : "the seed's claim did NOT hold");
         if (st) printf("  %s\n", st->str);
+        f = lab_json_get(e, "data.fallback");
+        if (f && f->type == LAB_JSTR) printf("  data: %s\n", f->str);
         tables = lab_json_get(e, "tables");
         for (t = tables ? tables->child : NULL; t; t = t->next) {
             printf("\n  %s\n", lab_json_get(t, "title") ? lab_json_get(t, "title")->str : t->key);
@@ -680,6 +684,11 @@ int optim_lab_main(int argc, char **argv)
             fprintf(stderr,
                     "optim lab: --dataset/--data do not apply to %s (they apply to the Fashion-MNIST experiments)\n",
                     single ? single->name : "these experiments");
+            return 2;
+        }
+        if (ctx.opt.data_dir && ctx.opt.dataset && strcmp(ctx.opt.dataset, "digits") == 0) {
+            fprintf(stderr, "optim lab: --data names Fashion-MNIST's directory; it does not apply to --dataset "
+                            "digits (the digits file is $OPTIM_LAB_DIGITS, else " LAB_DIGITS_CSV ")\n");
             return 2;
         }
         if (ctx.opt.optimizers && check_optimizer_list(ctx.opt.optimizers, sel, nsel)) return 2;

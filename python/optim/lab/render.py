@@ -721,6 +721,7 @@ table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left; }
 th { background: #f2f2f2; }
 .files { color: #666; font-size: 0.85em; }
+.note { border-left: 5px solid #ff7f0e; background: #fdf6ec; padding: 0.4em 1em; }
 .toc a { margin-right: 1em; }
 .meta td:first-child { font-weight: bold; }
 """
@@ -760,6 +761,10 @@ def section(run_dir, name, exp, figures):
     parts = ['<h2 id="%s">%s</h2>' % (esc(key), esc(exp.get("title", name)))]
     parts.append("<p>%s <span class=\"sub\">(experiment <code>%s</code>, %.1f s)</span></p>" % (
         esc(ABOUT.get(name, "")), esc(name), exp.get("seconds") or 0.0))
+    fallback = (exp.get("data") or {}).get("fallback")
+    if fallback:
+        # The automatic fallback (no --data, no --dataset): said where the numbers are.
+        parts.append('<p class="note"><b>Data set:</b> %s.</p>' % esc(fallback))
     finding = exp.get("finding")
     if finding:
         cls, word = verdict(finding)
