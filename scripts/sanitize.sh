@@ -6,7 +6,11 @@
 # C tests, whose IDX and gzip parsers need OpenBLAS and zlib, as the normal
 # build does) and the long training loop (LONG_LOOP_STEPS steps, default
 # 20000: its checkpoint round trips through memory and files, its flat-memory
-# check). Any report fails.
+# check), the examples (label examples: the quick start and the C training
+# loop), and the optim command end to end: the lab's quick default report
+# (every default experiment, small: the data set's readers, the MLP with
+# OpenBLAS, SAM, the run directory and summary.json)
+# and a tiny `optim bench`. Any report fails.
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 out=$1
@@ -21,6 +25,19 @@ if ! ctest -N -L '^c$' | grep -q 'c\.lab_'; then
   echo "sanitize.sh: optim lab's C tests are not in the sanitizer build (OpenBLAS or zlib missing?)" >&2
   exit 1
 fi
-ctest -L '^c$' --output-on-failure -j 2
+ctest -L '^c$|^examples$' --output-on-failure -j 2
 echo "sanitize.sh: the long loop, $steps steps, under ASan + UBSan"
 "$out/tests/optim_long_loop" "$steps"
+echo "sanitize.sh: optim lab --quick and optim bench, under ASan + UBSan"
+runs=$(mktemp -d)
+trap 'rm -rf "$runs"' EXIT
+"$out/tools/optim" lab --quick --no-render --threads 2 --out "$runs/lab" >"$runs/lab.log" 2>&1 || {
+  tail -40 "$runs/lab.log" >&2
+  exit 1
+}
+test -s "$runs/lab/summary.json"
+"$out/tools/optim" bench --rules adam,sgd:momentum=0.9,adam:clip=1 --sizes 4K,64K --threads 1,all --reps 1 \
+  --min-time 0 --quiet >"$runs/bench.log" 2>&1 || {
+  cat "$runs/bench.log" >&2
+  exit 1
+}

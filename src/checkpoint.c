@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -536,17 +535,34 @@ int optim_save(optim *o, const char *path)
     /* A new file next to the target (rename is atomic only within a file system),
      * created with O_EXCL under a unique name, with the usual permissions, or
      * those of the file it replaces. */
-    for (attempt = 0; attempt < 100 && fd < 0; attempt++) {
+    for (attempt = 0, e = 0; attempt < 100 && fd < 0; attempt++) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        snprintf(tmp, cap, "%s.tmp-%ld-%ld-%d", target, (long)getpid(), (long)ts.tv_nsec, attempt);
+        /* target.tmp-..., or, when that name is too long for the file system (a
+         * target name near NAME_MAX), a short hidden name in the same directory. */
+        if (e == ENAMETOOLONG)
+            snprintf(tmp, cap, "%s/.optim-%ld-%ld-%d.tmp", dir, (long)getpid(), (long)ts.tv_nsec, attempt);
+        else
+            snprintf(tmp, cap, "%s.tmp-%ld-%ld-%d", target, (long)getpid(), (long)ts.tv_nsec, attempt);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno == ENAMETOOLONG && e != ENAMETOOLONG) {
+            const char *base = strrchr(target, '/');
+            long name_max = pathconf(dir, _PC_NAME_MAX);
+            base = base ? base + 1 : target;
+            if (name_max > 0 && strlen(base) > (size_t)name_max) {
+                errno = ENAMETOOLONG; /* the target itself cannot exist: say so before writing anything */
+                break;
+            }
+            e = ENAMETOOLONG;
+            continue;
+        }
         if (fd < 0 && errno != EEXIST) break;
     }
     if (fd < 0) {
         e = errno;
-        rc = optim__fail(&o->err, OPTIM_EOPEN, "optim_save: cannot create a temporary file next to %s: %s", target,
-                         strerror(e));
+        /* The reason first: a long path would push it past the message's size. */
+        rc = optim__fail(&o->err, OPTIM_EOPEN, "optim_save: cannot create a temporary file (%s) next to %s",
+                         strerror(e), target);
         free(tmp);
         tmp = NULL; /* nothing to remove */
         goto done;
@@ -1272,11 +1288,12 @@ int optim_load_buffer(optim *o, const void *data, size_t size, optim_match match
  * read: it is opened without blocking (a FIFO would wait for a writer for
  * ever, a terminal could become the controlling one) and refused unless
  * fstat says it is a regular file. */
-static int ck_map(const char *path, const unsigned char **data, size_t *size, optim_error *err)
+static int ck_read_file(const char *path, const unsigned char **data, size_t *size, optim_error *err)
 {
     struct stat st;
     int fd, e;
-    void *m;
+    unsigned char *buf;
+    size_t got = 0;
     *data = NULL;
     *size = 0;
     fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
@@ -1302,13 +1319,32 @@ static int ck_map(const char *path, const unsigned char **data, size_t *size, op
         close(fd);
         return optim__fail(err, OPTIM_EREAD, "%s: %lld bytes do not fit in memory", path, (long long)st.st_size);
     }
-    /* O_NONBLOCK does not matter to mmap of a regular file. */
-    m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    e = errno;
+    /* Read, not mmap: a mapped file that another process truncates while it is
+     * parsed (cp or rsync --inplace over it) kills the reader with SIGBUS,
+     * which a library cannot catch. A read copy can only come out short or
+     * inconsistent, which the parser reports as a truncated or corrupt file.
+     * O_NONBLOCK does not change reads of a regular file. */
+    buf = (unsigned char *)ck_malloc((size_t)st.st_size);
+    if (!buf) {
+        close(fd);
+        return optim__fail(err, OPTIM_ENOMEM, "%s: out of memory for its %lld bytes", path, (long long)st.st_size);
+    }
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            e = errno;
+            close(fd);
+            free(buf);
+            return optim__fail(err, OPTIM_EREAD, "%s: read failed after %zu of %lld bytes: %s", path, got,
+                               (long long)st.st_size, strerror(e));
+        }
+        if (r == 0) break; /* shrunk since fstat: the parser says what is missing */
+        got += (size_t)r;
+    }
     close(fd);
-    if (m == MAP_FAILED) return optim__fail(err, OPTIM_EREAD, "%s: cannot read: %s", path, strerror(e));
-    *data = (const unsigned char *)m;
-    *size = (size_t)st.st_size;
+    *data = buf;
+    *size = got;
     return OPTIM_OK;
 }
 
@@ -1319,9 +1355,9 @@ int optim_load(optim *o, const char *path, optim_match match)
     int rc;
     if (!o) return OPTIM_ENULL;
     OPTIM__FAIL_IF(!path || !*path, &o->err, OPTIM_ENULL, "optim_load: path is %s", path ? "empty" : "NULL");
-    OPTIM__FORWARD(ck_map(path, &data, &size, &o->err));
+    OPTIM__FORWARD(ck_read_file(path, &data, &size, &o->err));
     rc = optim_load_buffer(o, data, size, match, path);
-    if (data) munmap((void *)(uintptr_t)data, size);
+    free((void *)(uintptr_t)data);
     return rc;
 }
 
@@ -1332,7 +1368,7 @@ int optim_checkpoint_info_read(const char *path, optim_checkpoint_info *info, op
     ck_plan pl;
     int rc;
     OPTIM__FAIL_IF(!path || !info, err, OPTIM_ENULL, "optim_checkpoint_info_read: %s is NULL", !path ? "path" : "info");
-    OPTIM__FORWARD(ck_map(path, &data, &size, err));
+    OPTIM__FORWARD(ck_read_file(path, &data, &size, err));
     rc = ck_parse(data ? data : (const unsigned char *)"", size, path, &pl, err);
     if (rc == OPTIM_OK) {
         memset(info, 0, sizeof *info);
@@ -1346,6 +1382,6 @@ int optim_checkpoint_info_read(const char *path, optim_checkpoint_info *info, op
         optim__ok(err);
     }
     ck_plan_free(&pl);
-    if (data) munmap((void *)(uintptr_t)data, size);
+    free((void *)(uintptr_t)data);
     return rc;
 }

@@ -12,6 +12,7 @@
 #include "optim_schedule.h"
 #include "test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -807,5 +808,112 @@ TEST_IMPL(ckpt_out_of_memory)
     rb_free(&src);
     rb_free(&dst);
     ckpt_remove_tree(dir);
+    return 0;
+}
+
+/* A target name of NAME_MAX characters: the temporary file next to it would
+ * be longer than the file system allows, so the save uses a short hidden name
+ * in the same directory; the file loads back. An over-long name fails with
+ * the reason at the start of the message, where a long path cannot cut it. */
+TEST_IMPL(ckpt_long_file_names)
+{
+    rb_run r, back;
+    char dir[64], path[600];
+    size_t base, len;
+    if (rb_build(&r, 1, 3) || rb_build(&back, 0, 0)) return 1;
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    for (len = 230; len <= 255; len += 5) {
+        snprintf(path, sizeof path, "%s/", dir);
+        base = strlen(path);
+        memset(path + base, 'c', len);
+        path[base + len] = '\0';
+        ASSERT_OPT_OK(r.o, optim_save(r.o, path));
+        ASSERT_OPT_OK(back.o, optim_load(back.o, path, OPTIM_MATCH_NAME));
+        ASSERT(ckpt_same_state(r.o, back.o));
+        ASSERT(unlink(path) == 0);
+    }
+    memset(path + base, 'c', 300);
+    path[base + 300] = '\0';
+    ASSERT_ERR(optim_save(r.o, path), OPTIM_EOPEN, optim_errmsg(r.o),
+               "optim_save: cannot create a temporary file (File name too long) next to");
+    {
+        /* Nothing is left in the directory: no temporary file of any name. */
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        int others = 0;
+        ASSERT(d);
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) others++;
+        closedir(d);
+        ASSERT_INT(others, ==, 0);
+    }
+    ckpt_remove_tree(dir);
+    optim_free(r.o);
+    optim_free(back.o);
+    return 0;
+}
+
+/* A checkpoint rewritten in place while it is loaded (cp or rsync --inplace
+ * over it: truncate, then write) is read, not mapped: every load returns OK
+ * with the full state or an error that changes nothing, and the process never
+ * dies of SIGBUS. */
+TEST_IMPL(ckpt_load_while_rewritten)
+{
+    enum { N = 1 << 16, LOADS = 300 };
+    static float w[N], g[N], w2[N], g2[N];
+    optim *o, *l;
+    optim_hparams hp;
+    void *buf;
+    size_t size;
+    char dir[64], path[128];
+    pid_t pid;
+    int k, ok = 0, refused = 0, status;
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    ASSERT_OK(optim_create(&o, OPTIM_ADAM));
+    ASSERT_OK(optim_create(&l, OPTIM_ADAM));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(l, optim_add_group(l, &hp, NULL));
+    for (k = 0; k < N; k++) g[k] = (float)(k % 17) - 8.0f;
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, w, g, N, "w", NULL));
+    ASSERT_OPT_OK(l, optim_add_param(l, 0, w2, g2, N, "w", NULL));
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(o, optim_save_buffer(o, &buf, &size));
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/inplace.ckpt", dir);
+    ASSERT(ckpt_write_file(path, buf, size) == 0);
+    pid = fork();
+    if (pid == 0) {
+        alarm(60);
+        for (;;) { /* truncate, then write back in pieces */
+            int fd = open(path, O_WRONLY | O_TRUNC);
+            size_t off = 0;
+            if (fd < 0) _exit(2);
+            while (off < size) {
+                ssize_t n = write(fd, (char *)buf + off, size - off > 4096 ? 4096 : size - off);
+                if (n <= 0) _exit(3);
+                off += (size_t)n;
+            }
+            close(fd);
+        }
+    }
+    ASSERT(pid > 0);
+    for (k = 0; k < LOADS; k++) {
+        int rc = optim_load(l, path, OPTIM_MATCH_NAME);
+        if (rc == OPTIM_OK) {
+            ok++;
+            ASSERT(ckpt_same_state(o, l));
+        } else {
+            refused++;
+            if (rc != OPTIM_ETRUNCATED && rc != OPTIM_ECHECKSUM && rc != OPTIM_EFORMAT && rc != OPTIM_EMAGIC)
+                FAIL("load %d: %s: %s", k, optim_err_name(rc), optim_errmsg(l));
+        }
+    }
+    kill(pid, SIGKILL);
+    ASSERT(waitpid(pid, &status, 0) == pid);
+    printf("  %d loads complete, %d refused as incomplete\n", ok, refused);
+    ckpt_remove_tree(dir);
+    free(buf);
+    optim_free(o);
+    optim_free(l);
     return 0;
 }

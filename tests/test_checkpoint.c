@@ -395,7 +395,7 @@ TEST_IMPL(ckpt_errors_change_nothing)
     ASSERT(ckpt_write_file(path, "", 0) == 0);
     ASSERT_ERR(optim_load(r.o, path, OPTIM_MATCH_NAME), OPTIM_ETRUNCATED, optim_errmsg(r.o), "empty.ckpt: truncated");
     ASSERT_ERR(optim_save(r.o, "/nonexistent-dir/x.ckpt"), OPTIM_EOPEN, optim_errmsg(r.o),
-               "cannot create a temporary file next to /nonexistent-dir/x.ckpt");
+               "cannot create a temporary file (No such file or directory) next to /nonexistent-dir/x.ckpt");
     ASSERT_ERR(optim_save(r.o, dir), OPTIM_EOPEN, optim_errmsg(r.o), "is a directory");
     ASSERT_ERR(optim_save(r.o, NULL), OPTIM_ENULL, optim_errmsg(r.o), "path is NULL");
     ASSERT_OPT_OK(r.o, state_bytes(r.o, &after, &asize));

@@ -6,6 +6,7 @@ other shapes are refused without changing anything.
 
 Run as a script (`test_checkpoint.py resume DIR NAME...`), this file is the
 new process that resumes the runs test_resume_in_a_new_process saved."""
+import copy
 import os
 import subprocess
 import sys
@@ -321,3 +322,42 @@ if __name__ == "__main__":
         _child(sys.argv[2:])
     else:
         sys.exit("usage: test_checkpoint.py resume DIR SEED NAME...")
+
+
+def test_named_parameters_match_by_name(tmp_path):
+    """Parameters given as (name, tensor) pairs (model.named_parameters()) carry their names into liboptim: a
+    checkpoint then finds each parameter's state by name, in whatever order the new optimizer lists them; by
+    position it would not."""
+    import optim.torch as ot
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 6))
+    opt = ot.Adam(model.named_parameters(), lr=0.01)
+    assert opt.param_groups[0]["param_names"] == [n for n, _ in model.named_parameters()]
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(8, 4)).pow(2).sum().backward()
+        opt.step()
+    path = str(tmp_path / "named.ckpt")
+    opt.save_checkpoint(path)
+    assert "param_names" in opt.state_dict()["param_groups"][0]
+    # Another model with the same weights, its parameters listed in reverse order.
+    twin = copy.deepcopy(model)
+    reverse = list(reversed(list(twin.named_parameters())))
+    other = ot.Adam(reverse, lr=0.01)
+    other.load_checkpoint(path, match="name")
+    for name, p in twin.named_parameters():
+        q = dict(model.named_parameters())[name]
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(other.state[p][key], opt.state[q][key]), (name, key)
+    # By position the sizes do not line up: refused.
+    third = ot.Adam(list(reversed(list(copy.deepcopy(model).named_parameters()))), lr=0.01)
+    with pytest.raises(optim.OptimError, match="param 0 '2.bias' has 6 elements in the optimizer, 24 in the checkpoint"):
+        third.load_checkpoint(path, match="position")
+    # Bad names are refused before anything is added.
+    w = torch.zeros(2, requires_grad=True)
+    with pytest.raises(ValueError, match="parameter name 'a' is given twice"):
+        ot.SGD([("a", w), ("a", torch.zeros(3, requires_grad=True))], lr=0.1)
+    with pytest.raises(TypeError, match="mixes \\(name, tensor\\) pairs"):
+        ot.SGD([("a", w), torch.zeros(3, requires_grad=True)], lr=0.1)
+    with pytest.raises(TypeError, match="must be a non-empty str"):
+        ot.SGD([{"params": [w], "param_names": [""]}], lr=0.1)

@@ -697,6 +697,10 @@ class _Optimizer(Optimizer):
                             "the ordering of tensors in sets will change between runs. Please use a list instead.")
         else:
             params = list(params)
+        names = self._param_names(param_group, params)
+        if names is not None:
+            params = [t for _, t in params] if params and isinstance(params[0], tuple) else params
+            param_group["param_names"] = names
         param_group["params"] = params
         base = len(self._params)
         for j, p in enumerate(params):
@@ -719,7 +723,7 @@ class _Optimizer(Optimizer):
         self._pushed.append(values)
         for j, p in enumerate(params):
             i = base + j
-            self._h.add_param(gi, p.data_ptr(), p.numel(), "param%d" % i)
+            self._h.add_param(gi, p.data_ptr(), p.numel(), names[j] if names is not None else "param%d" % i)
             self._h.set_param_shape(i, tuple(p.shape))  # checked by load_checkpoint
             self._params.append(p)
             self._index[p] = i
@@ -729,6 +733,42 @@ class _Optimizer(Optimizer):
             self._touched.append(False)
             self._pstates.append(_ParamState(self, i))
         self._ptrs = None
+
+    def _param_names(self, param_group, params):
+        """The names of a group's parameters, or None: from (name, tensor)
+        pairs, as model.named_parameters() gives them (torch 2.6's named
+        parameters), or from the group's 'param_names'. They name the
+        parameters in liboptim (its messages, and checkpoints matched by name,
+        whatever the order); without them parameter i is 'param<i>'. Names must
+        be non-empty strings, unique in the optimizer."""
+        pairs = [isinstance(p, tuple) for p in params]
+        if any(pairs):
+            if not all(pairs) or not all(len(p) == 2 and isinstance(p[0], str) for p in params):
+                raise TypeError("%s: a param group mixes (name, tensor) pairs with other items: give every "
+                                "parameter as a (name, tensor) pair (model.named_parameters()) or none"
+                                % self._owner)
+            names = [n for n, _ in params]
+            if "param_names" in param_group and list(param_group["param_names"]) != names:
+                raise ValueError("%s: the group's param_names %r differ from the names of its (name, tensor) pairs"
+                                 % (self._owner, list(param_group["param_names"])))
+        elif "param_names" in param_group:
+            names = list(param_group["param_names"])
+            if len(names) != len(params):
+                raise ValueError("%s: param_names has %d names for %d parameters" % (self._owner, len(names),
+                                                                                     len(params)))
+        else:
+            return None
+        taken = set()
+        for g in self.param_groups:
+            taken.update(g.get("param_names", ()))
+        for n in names:
+            if not isinstance(n, str) or not n:
+                raise TypeError("%s: parameter name %r must be a non-empty str" % (self._owner, n))
+            if n in taken:
+                raise ValueError("%s: parameter name %r is given twice: names must be unique (they match "
+                                 "checkpoints to parameters)" % (self._owner, n))
+            taken.add(n)
+        return names
 
     def _check_disjoint(self, new, base):
         """No two parameters may share memory (liboptim updates each in place
@@ -889,6 +929,9 @@ class _Optimizer(Optimizer):
                 if k not in ng:
                     ng[k] = ctor.get(k, v)
             self._fill_loaded_group(gi, ng)
+            ng.pop("param_names", None)
+            if "param_names" in group:  # the names liboptim holds, whatever the saved state says
+                ng["param_names"] = group["param_names"]
             ng["params"] = group["params"]
             values = self._group_values(ng, gi)
             bits.append(self._hparams(values, gi, "loaded param group").slots())

@@ -77,6 +77,10 @@ _COMMON_DOC = """
       them and load_state_dict() restores them; groups that disagree raise
       ValueError at the next step. A state saved without them (by torch.optim)
       keeps the current settings.
+      Named parameters: params may be (name, tensor) pairs, as
+      model.named_parameters() gives them (torch 2.6's named parameters); each
+      group then holds their names under 'param_names', liboptim's messages
+      name them, and load_checkpoint(match="name") finds each one by name.
       Threads: a step uses as many threads as torch's own operators
       (torch.set_num_threads, which sets OpenMP's count) unless set_threads(k)
       limits it (1: the calling thread only); the property threads reads it.
