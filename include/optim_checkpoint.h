@@ -8,7 +8,8 @@
  * skipped-step counters, its non-finite policy and its fused clipping. It
  * does not hold the parameters' values: those are the caller's memory (save
  * them next to the checkpoint). SAM carries no state between steps; its
- * settings are the arguments of optim_sam_create.
+ * settings are the arguments of optim_sam_create. Between an optim_sam_first_step
+ * and its second_step (or restore), saves and loads fail with OPTIM_ESTATE.
  *
  * The format (docs/CHECKPOINT.md) is versioned, little-endian on every
  * machine, made of sections with their own lengths and CRC-32C checksums, and

@@ -53,6 +53,7 @@ struct optim {
     double clip_value; /* 0: no value clipping; else the fused clamp to [-clip_value, clip_value] */
     double last_norm; /* NaN if the last step measured none */
     int last_skipped;
+    int sam_perturbed; /* an optim_sam over this optimizer is between first_step and second_step/restore */
     int64_t skipped;
     double *partials;   /* one per reduction block of all parameters */
     unsigned char *bad; /* ditto: block holds a NaN/Inf */

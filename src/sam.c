@@ -74,6 +74,7 @@ void optim_sam_free(optim_sam *s)
 {
     size_t i;
     if (!s) return;
+    if (s->perturbed && s->base) s->base->sam_perturbed = 0;
     if (s->saved)
         for (i = 0; i < s->nparams; i++) optim__free_floats(s->saved[i]);
     free(s->saved);
@@ -179,6 +180,7 @@ static int optim__sam_first(optim_sam *s)
     optim__run_fn(o->kt->sam_perturb, o->tasks, o->nparams, total, o->threads);
     for (i = 0; i < o->nparams; i++) s->moved[i] = o->params[i].g != NULL && o->params[i].n > 0;
     s->perturbed = 1;
+    o->sam_perturbed = 1;
     return optim__ok(OPTIM__SE(s));
 }
 
@@ -205,6 +207,7 @@ static void optim__sam_undo(optim_sam *s)
     optim__run_fn(s->base->kt->copy_back, s->base->tasks, s->base->nparams, total, s->base->threads);
     memset(s->moved, 0, s->nparams);
     s->perturbed = 0;
+    s->base->sam_perturbed = 0;
 }
 
 int optim_sam_restore(optim_sam *s)

@@ -9,6 +9,7 @@
 #include "ckpt_util.h"
 #include "ckpt_v1_fixture.h"
 #include "optim_checkpoint.h"
+#include "optim_sam.h"
 #include "optim_schedule.h"
 #include "test.h"
 
@@ -915,5 +916,45 @@ TEST_IMPL(ckpt_load_while_rewritten)
     free(buf);
     optim_free(o);
     optim_free(l);
+    return 0;
+}
+
+/* Between SAM's first_step and second_step the parameters sit at w + e and
+ * the step is half done: saves and loads are refused (OPTIM_ESTATE, nothing
+ * written or changed), and work again after second_step or restore. */
+TEST_IMPL(ckpt_refused_mid_sam)
+{
+    rb_run r, other;
+    optim_sam *sam = NULL;
+    void *buf = NULL, *before;
+    size_t size, before_size;
+    char dir[64], path[128];
+    struct stat st;
+    if (rb_build(&r, 1, 2) || rb_build(&other, 1, 2)) return 1;
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/mid.ckpt", dir);
+    ASSERT_OK(optim_sam_create(&sam, r.o, 0.05, 2.0, 0, 0.0, NULL));
+    ASSERT_OPT_OK(other.o, optim_save_buffer(other.o, &before, &before_size));
+    ASSERT_OK(optim_sam_first_step(sam));
+    ASSERT_ERR(optim_save(r.o, path), OPTIM_ESTATE, optim_errmsg(r.o),
+               "optim_save: SAM is between first_step and second_step");
+    ASSERT(stat(path, &st) != 0); /* nothing written */
+    ASSERT_ERR(optim_save_buffer(r.o, &buf, &size), OPTIM_ESTATE, optim_errmsg(r.o), "optim_save_buffer: SAM");
+    ASSERT_ERR(optim_load_buffer(r.o, before, before_size, OPTIM_MATCH_NAME, "x"), OPTIM_ESTATE, optim_errmsg(r.o),
+               "optim_load_buffer: SAM");
+    ASSERT_OK(optim_sam_second_step(sam));
+    ASSERT_OPT_OK(r.o, optim_save(r.o, path));
+    ASSERT_OK(optim_sam_first_step(sam));
+    ASSERT_ERR(optim_load(r.o, path, OPTIM_MATCH_NAME), OPTIM_ESTATE, optim_errmsg(r.o), "optim_load: SAM");
+    ASSERT_OK(optim_sam_restore(sam));
+    ASSERT_OPT_OK(r.o, optim_load(r.o, path, OPTIM_MATCH_NAME));
+    ASSERT_OK(optim_sam_first_step(sam));
+    optim_sam_free(sam); /* freed mid-step: the optimizer is no longer held */
+    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &buf, &size));
+    free(buf);
+    free(before);
+    ckpt_remove_tree(dir);
+    optim_free(r.o);
+    optim_free(other.o);
     return 0;
 }

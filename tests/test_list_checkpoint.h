@@ -20,6 +20,7 @@
     TEST_ENTRY(ckpt_special_files)              \
     TEST_ENTRY(ckpt_long_file_names)            \
     TEST_ENTRY(ckpt_load_while_rewritten)       \
+    TEST_ENTRY(ckpt_refused_mid_sam)            \
     TEST_ENTRY(ckpt_write_failures)             \
     TEST_ENTRY(ckpt_real_disk_full)             \
     TEST_ENTRY(ckpt_unwritable_directory)       \
