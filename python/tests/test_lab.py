@@ -710,6 +710,88 @@ def test_default_report_renders(exe, tmp_path, synthetic):
     assert "compiler" in page and s["meta"]["compiler"] in page
 
 
+def _renderer():
+    """render.py as a module, without importing the optim package (and liboptim)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("optim_lab_render_under_test", RENDER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if mod.plt is None:
+        pytest.skip("matplotlib is not installed")
+    return mod
+
+
+def test_exit_arrows_stay_inside_the_window():
+    r = _renderer()
+    box = (0.0, 10.0, 0.0, 5.0)
+    # Leaves through the bottom, comes back, leaves through the right, comes back.
+    x = [5, 5, 5, 6, 9, 12, 8]
+    y = [4, 2, -3, 2, 2, 2, 2]
+    arrows = r.exit_arrows(x, y, box)
+    assert len(arrows) == 2
+    for (tx, ty), (hx, hy) in arrows:
+        assert 0 < tx < 10 and 0 < hx < 10 and 0 < ty < 5 and 0 < hy < 5
+    (t1, h1), (t2, h2) = arrows
+    assert abs(h1[0] - 5) < 1e-9 and h1[1] < 0.1 and t1[1] > h1[1]  # down, at the bottom edge
+    assert h2[0] > 9.9 and abs(h2[1] - 2) < 1e-9 and t2[0] < h2[0]  # right, at the right edge
+    # The first point outside, or a step to a non-finite point, gets no arrow.
+    assert r.exit_arrows([20, 5], [2, 2], box) == []
+    assert r.exit_arrows([5, float("nan")], [2, 2], box) == []
+
+
+def test_trajectory_figure_arrows_and_sam(exe, tmp_path, monkeypatch):
+    """In the default trajectories run: every path that leaves the window gets
+    an arrow per exit, anchored inside the axes (matplotlib does not draw an
+    annotation anchored outside) - on Beale SGD+momentum, SAM and AdaBound;
+    SAM's path is dashed, thinner and on top of its base's, and the caption
+    says where the two nearly coincide (the bowl)."""
+    import matplotlib.colors
+    out = tmp_path / "t"
+    run(exe, "trajectories", "--no-render", "--out", out)
+    exp = summary(out)["trajectories"]
+    r = _renderer()
+    figs = {}
+
+    def keep(fig, run_dir, name):
+        figs[name] = fig
+        return name
+
+    monkeypatch.setattr(r, "save", keep)
+    (png, caption), _ = r.fig_trajectories(str(out), exp)
+    fig = figs["trajectories.png"]
+    fig.canvas.draw()
+    names = list(exp["surfaces"])
+    ncol = len(r.families(list(exp["surfaces"]["bowl"]["optimizers"])))
+    colour = {r.style(o)[0]: o for o in r.STYLE}
+    arrows = {}
+    for i, ax in enumerate(fig.axes[:len(names) * ncol]):
+        x0, x1 = ax.get_xlim()
+        y0, y1 = ax.get_ylim()
+        for a in ax.texts:
+            if getattr(a, "arrow_patch", None) is None or a.get_text():
+                continue
+            hx, hy = a.xy
+            assert x0 < hx < x1 and y0 < hy < y1, (names[i // ncol], a.xy)
+            who = colour[matplotlib.colors.to_hex(a.arrow_patch.get_facecolor())]
+            arrows.setdefault(names[i // ncol], []).append(who)
+    assert sorted(arrows["beale"]) == ["adabound", "adabound", "momentum", "sam"], arrows.get("beale")
+    # The same paths leave the window in the data: one arrow per exit.
+    s = exp["surfaces"]["beale"]
+    rows = r.group(r.read_csv(str(out), s["csv"]), "optimizer")
+    for o, pts in rows.items():
+        x = [float(p["x"]) for p in pts]
+        y = [float(p["y"]) for p in pts]
+        assert len(r.exit_arrows(x, y, s["box"])) == arrows["beale"].count(o), o
+    # SAM over its base on the bowl: dashed, thinner, on top.
+    bowl = fig.axes[0]
+    lines = {matplotlib.colors.to_hex(l.get_color()): l for l in bowl.get_lines() if len(l.get_xdata()) > 2}
+    sam, mom = lines[r.style("sam")[0]], lines[r.style("momentum")[0]]
+    assert sam.get_linestyle() == "--" and mom.get_linestyle() == "-"
+    assert sam.get_linewidth() < mom.get_linewidth() and sam.get_zorder() > mom.get_zorder()
+    where = caption.split("; on ")[1].split(" the two nearly coincide")[0]
+    assert "the bowl" in where and not any(n in where for n in ("Rosenbrock", "Beale", "Himmelblau", "saddle"))
+
+
 def test_renderer_refuses_partial_runs(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps({"status": "running", "experiments": []}))
     p = subprocess.run([sys.executable, RENDER, str(tmp_path)], capture_output=True, text=True)

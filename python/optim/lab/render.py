@@ -207,11 +207,73 @@ def families(names):
     return [(t, m) for t, m in out if m]
 
 
-def _exit_point(x, y, box):
-    """Index of the first point outside the plot window, or None."""
-    inside = (x >= box[0]) & (x <= box[1]) & (y >= box[2]) & (y <= box[3])
-    outside = np.flatnonzero(~inside)
-    return int(outside[0]) if len(outside) else None
+def exit_arrows(x, y, box, max_arrows=3, min_len=0.07, inset=0.006):
+    """Arrows for where a path leaves the plot window: for each step from a
+    point inside to one outside (at most max_arrows per path), (tail, head)
+    in data coordinates, both inside the window, so that matplotlib draws
+    them (it skips an annotation anchored outside the axes). The head is
+    where the step crosses the window's edge, pulled in by `inset`; the tail
+    is back along the step, at least `min_len` before the head; both in
+    fractions of the window (the arrows' length on the page does not depend
+    on the window's aspect). Steps to a non-finite point have no direction and
+    get no arrow."""
+    x0, x1, y0, y1 = box
+    u = (np.asarray(x, dtype=float) - x0) / (x1 - x0)
+    v = (np.asarray(y, dtype=float) - y0) / (y1 - y0)
+    inside = (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
+    out = []
+    for k in np.flatnonzero(inside[:-1] & ~inside[1:]) + 1:
+        pu, pv, qu, qv = u[k - 1], v[k - 1], u[k], v[k]
+        if not (math.isfinite(qu) and math.isfinite(qv)):
+            continue
+        du, dv = qu - pu, qv - pv
+        # The first edge the step crosses: the smallest t in (0, 1].
+        t = 1.0
+        for d, p0 in ((du, pu), (dv, pv)):
+            if d > 0:
+                t = min(t, (1 - p0) / d)
+            elif d < 0:
+                t = min(t, -p0 / d)
+        n = math.hypot(du, dv)
+        eu, ev = du / n, dv / n
+        hu = min(max(pu + t * du - inset * eu, inset), 1 - inset)
+        hv = min(max(pv + t * dv - inset * ev, inset), 1 - inset)
+        length = max(math.hypot(hu - pu, hv - pv), min_len)
+        tu = min(max(hu - length * eu, 0.0), 1.0)
+        tv = min(max(hv - length * ev, 0.0), 1.0)
+        out.append(((x0 + tu * (x1 - x0), y0 + tv * (y1 - y0)), (x0 + hu * (x1 - x0), y0 + hv * (y1 - y0))))
+        if len(out) == max_arrows:
+            break
+    return out
+
+
+def path_gap(a, b):
+    """Largest distance between two paths at the same step (over the steps
+    both have), or inf when they share no finite step."""
+    n = min(len(a[0]), len(b[0]))
+    if n == 0:
+        return float("inf")
+    d = np.hypot(np.asarray(a[0][:n]) - np.asarray(b[0][:n]), np.asarray(a[1][:n]) - np.asarray(b[1][:n]))
+    d = d[np.isfinite(d)]
+    return float(np.max(d)) if len(d) else float("inf")
+
+
+# SAM's path is drawn dashed and thin on top of the others, its base's
+# (SGD+momentum's) wide below it: where the two nearly coincide (the bowl),
+# both stay visible. "Nearly coincide": at every step the two are closer
+# than this fraction of the window's diagonal.
+SAM_LINE = dict(ls=(0, (3.2, 1.8)), lw=1.0, zorder=3.6)
+SAM_BASE_LW = 2.3
+COINCIDE = 0.02
+
+
+SURFACE_NAMES = {"bowl": "the bowl", "rosenbrock": "Rosenbrock", "beale": "Beale", "himmelblau": "Himmelblau",
+                 "ill-conditioned": "the ill-conditioned quadratic"}
+
+
+def _and(items):
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def fig_trajectories(run_dir, exp):
@@ -227,10 +289,17 @@ def fig_trajectories(run_dir, exp):
     ncol, nrow = len(fams), len(names)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.7 * ncol + 0.6, 3.55 * nrow + 0.9), squeeze=False)
     labels = {}
+    coincide = []  # surfaces where SAM's path nearly coincides with its base's
     for r, sname in enumerate(names):
         s = surfaces[sname]
         box = s["box"]
+        diag = math.hypot(box[1] - box[0], box[3] - box[2])
         every = max(1, s["steps"] // 10)
+        xy = {o: (np.array([num(p["x"]) for p in pts]), np.array([num(p["y"]) for p in pts]))
+              for o, pts in paths[sname].items()}
+        if "sam" in xy and "momentum" in xy and sname != "saddle" and \
+                path_gap(xy["sam"], xy["momentum"]) < COINCIDE * diag:
+            coincide.append(SURFACE_NAMES.get(sname, s["title"]))
         for c, (ftitle, members) in enumerate(fams):
             ax = axes[r][c]
             contour(ax, run_dir, s["grid"], levels=18, linear=(sname == "saddle"))
@@ -239,22 +308,27 @@ def fig_trajectories(run_dir, exp):
                 if not pts:
                     continue
                 color, marker = style(oname)
-                x = np.array([num(p["x"]) for p in pts])
-                y = np.array([num(p["y"]) for p in pts])
-                ax.plot(x, y, "-", color=color, lw=1.15, alpha=0.95, marker=marker, markersize=3.6,
-                        markevery=every, markeredgewidth=0.4, markeredgecolor="k", zorder=3)
+                x, y = xy[oname]
+                line = dict(ls="-", lw=1.15, zorder=3)
+                if oname == "sam":
+                    line = dict(SAM_LINE)
+                elif oname == "momentum" and "sam" in members and "sam" in xy:
+                    line["lw"] = SAM_BASE_LW
+                ax.plot(x, y, color=color, alpha=0.95, marker=marker, markersize=3.6, markevery=every,
+                        markeredgewidth=0.4, markeredgecolor="k", **line)
                 labels[oname] = pts[0]["label"]
-                diag = math.hypot(box[1] - box[0], box[3] - box[2])
                 if np.nanmax(np.hypot(x - x[0], y - y[0])) < 0.02 * diag:
                     # A path that barely moves would hide under the start's dot.
                     ax.plot(x[-1], y[-1], marker, color=color, markersize=8, markeredgecolor="k", zorder=6)
                     ax.annotate("%s stays here" % pts[0]["label"].split(" (")[0], (x[-1], y[-1]), xytext=(-8, -14),
                                 textcoords="offset points", fontsize=8.5, color=color, ha="right", zorder=6)
-                k = _exit_point(x, y, box)
-                if k is not None and k > 0 and sname != "saddle":
-                    # Where a path leaves the window: an arrow along its last visible step.
-                    ax.annotate("", xy=(x[k], y[k]), xytext=(x[k - 1], y[k - 1]), zorder=4,
-                                arrowprops=dict(arrowstyle="-|>", color=color, lw=1.2, mutation_scale=12))
+                # Where a path leaves the window: an arrow along the step, inside the window.
+                # SAM's arrows small on top, its base's large below: both show where they exit together.
+                scale, z = (9, 4.7) if oname == "sam" else (20 if line["lw"] == SAM_BASE_LW else 13, 4.5)
+                for tail, head in exit_arrows(x, y, box):
+                    ax.annotate("", xy=head, xytext=tail, zorder=z, annotation_clip=False,
+                                arrowprops=dict(arrowstyle="-|>", color=color, lw=1.3, mutation_scale=scale,
+                                                shrinkA=0, shrinkB=0))
             for m in s.get("minima", []):
                 ax.plot(m[0], m[1], "*", color="gold", markersize=11, markeredgecolor="k", zorder=5)
             ax.plot(s["start"][0], s["start"][1], "o", color="k", markersize=5.5, zorder=5)
@@ -264,7 +338,9 @@ def fig_trajectories(run_dir, exp):
             ax.set_title("%s, %d steps" % (s["title"], s["steps"]), fontsize=9.5)
     for c, (ftitle, members) in enumerate(fams):
         handles = [Line2D([], [], color=style(o)[0], marker=style(o)[1], markersize=5, markeredgewidth=0.4,
-                          markeredgecolor="k", lw=1.4, label=labels.get(o, o)) for o in members if o in labels]
+                          markeredgecolor="k", lw=SAM_LINE["lw"] if o == "sam" else 1.4,
+                          ls=SAM_LINE["ls"] if o == "sam" else "-", label=labels.get(o, o))
+                   for o in members if o in labels]
         leg = axes[0][c].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1.31), ncol=3,
                                 fontsize=8.5, frameon=False, title=ftitle, title_fontsize=10.5,
                                 handlelength=2.2, columnspacing=1.2)
@@ -276,10 +352,17 @@ def fig_trajectories(run_dir, exp):
     fig.suptitle("Every optimizer's path, by family (learning rates: %s; markers every tenth of the steps)" % src,
                  fontsize=12.5)
     fig.tight_layout(rect=(0, 0.015, 1, 0.985), h_pad=0.9, w_pad=0.6)
-    out = [(save(fig, run_dir, "trajectories.png"),
-            "Paths on the six surfaces, one row per surface and one column per family of optimizers (contours "
-            "log-spaced, linear for the saddle; gold stars: minima; black dot: the start; a marker every tenth of "
-            "the steps, so crowded markers mean slow progress; an arrow where a path leaves the window).")]
+    caption = ("Paths on the six surfaces, one row per surface and one column per family of optimizers (contours "
+               "log-spaced, linear for the saddle; gold stars: minima; black dot: the start; a marker every tenth "
+               "of the steps, so crowded markers mean slow progress; an arrow where a path leaves the window, "
+               "along its step).")
+    if "sam" in labels:
+        caption += " SAM's path is dashed and drawn on top, its base SGD+momentum's wider below it"
+        if coincide:
+            caption += ("; on %s the two nearly coincide (at every step closer than %d %% of the window's "
+                        "diagonal)" % (_and(coincide), round(100 * COINCIDE)))
+        caption += "."
+    out = [(save(fig, run_dir, "trajectories.png"), caption)]
 
     # Distance to the minimum against the step (the saddle: |y|, how far it escaped).
     ncol = 3
