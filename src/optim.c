@@ -811,6 +811,18 @@ int64_t optim_skipped_steps(const optim *o)
     return o ? o->skipped : 0;
 }
 
+/* Fused norm and value clipping are not combined (the order would be the
+ * caller's choice): the one check both setters make, naming both values. */
+static int optim__check_one_clip(optim *o, const char *fn, double max_norm, double clip_value)
+{
+    OPTIM__FAIL_IF(max_norm > 0 && clip_value > 0, OPTIM__E(o), OPTIM_EINVAL,
+                   "%s: max_norm = %.10g and clip_value = %.10g: norm and value clipping cannot be fused together "
+                   "(which comes first is the caller's choice); turn one off, or clip with the functions of "
+                   "optim_clip.h before the step",
+                   fn, max_norm, clip_value);
+    return OPTIM_OK;
+}
+
 int optim_set_clip_grad_norm(optim *o, double max_norm, double norm_type)
 {
     if (!o) return OPTIM_ENULL;
@@ -820,11 +832,7 @@ int optim_set_clip_grad_norm(optim *o, double max_norm, double norm_type)
     OPTIM__FAIL_IF(!(norm_type > 0), OPTIM__E(o), OPTIM_EINVAL,
                    "optim_set_clip_grad_norm: norm_type = %.10g must be > 0 or INFINITY (as optim_clip_grad_norm)",
                    norm_type);
-    OPTIM__FAIL_IF(max_norm > 0 && o->clip_value > 0, OPTIM__E(o), OPTIM_EINVAL,
-                   "optim_set_clip_grad_norm: max_norm = %.10g with value clipping on (clip_value = %.10g): the two "
-                   "cannot be fused together (which comes first is the caller's choice); turn one off, or clip "
-                   "with optim_clip_grad_norm before the step",
-                   max_norm, o->clip_value);
+    OPTIM__FORWARD(optim__check_one_clip(o, "optim_set_clip_grad_norm", max_norm, o->clip_value));
     o->clip_max_norm = max_norm;
     o->clip_norm_type = norm_type;
     return optim__ok(OPTIM__E(o));
@@ -836,11 +844,7 @@ int optim_set_clip_grad_value(optim *o, double clip_value)
     OPTIM__FAIL_IF(!(clip_value >= 0) || isinf(clip_value), OPTIM__E(o), OPTIM_EINVAL,
                    "optim_set_clip_grad_value: clip_value = %.10g must be a finite number >= 0 (0 turns it off)",
                    clip_value);
-    OPTIM__FAIL_IF(clip_value > 0 && o->clip_max_norm > 0, OPTIM__E(o), OPTIM_EINVAL,
-                   "optim_set_clip_grad_value: clip_value = %.10g with gradient-norm clipping on (max_norm = %.10g): "
-                   "the two cannot be fused together (which comes first is the caller's choice); turn one off, or "
-                   "clip values with optim_clip_grad_value before the step",
-                   clip_value, o->clip_max_norm);
+    OPTIM__FORWARD(optim__check_one_clip(o, "optim_set_clip_grad_value", o->clip_max_norm, clip_value));
     o->clip_value = clip_value;
     return optim__ok(OPTIM__E(o));
 }

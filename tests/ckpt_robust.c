@@ -861,8 +861,8 @@ TEST_IMPL(ckpt_long_file_names)
 TEST_IMPL(ckpt_load_while_rewritten)
 {
     enum { N = 1 << 16, LOADS = 300 };
-    static float w[N], g[N], w2[N], g2[N];
-    optim *o, *l;
+    static float w[N], g[N], w2[N], g2[N], w3[N], g3[N];
+    optim *o, *l, *fresh; /* fresh: l as it was built, what a refused first load must leave */
     optim_hparams hp;
     void *buf;
     size_t size;
@@ -872,11 +872,14 @@ TEST_IMPL(ckpt_load_while_rewritten)
     optim_hparams_init(&hp, OPTIM_ADAM, NULL);
     ASSERT_OK(optim_create(&o, OPTIM_ADAM));
     ASSERT_OK(optim_create(&l, OPTIM_ADAM));
+    ASSERT_OK(optim_create(&fresh, OPTIM_ADAM));
     ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
     ASSERT_OPT_OK(l, optim_add_group(l, &hp, NULL));
+    ASSERT_OPT_OK(fresh, optim_add_group(fresh, &hp, NULL));
     for (k = 0; k < N; k++) g[k] = (float)(k % 17) - 8.0f;
     ASSERT_OPT_OK(o, optim_add_param(o, 0, w, g, N, "w", NULL));
     ASSERT_OPT_OK(l, optim_add_param(l, 0, w2, g2, N, "w", NULL));
+    ASSERT_OPT_OK(fresh, optim_add_param(fresh, 0, w3, g3, N, "w", NULL));
     ASSERT_OPT_OK(o, optim_step(o));
     ASSERT_OPT_OK(o, optim_save_buffer(o, &buf, &size));
     if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
@@ -907,6 +910,7 @@ TEST_IMPL(ckpt_load_while_rewritten)
             refused++;
             if (rc != OPTIM_ETRUNCATED && rc != OPTIM_ECHECKSUM && rc != OPTIM_EFORMAT && rc != OPTIM_EMAGIC)
                 FAIL("load %d: %s: %s", k, optim_err_name(rc), optim_errmsg(l));
+            if (!ckpt_same_state(ok ? o : fresh, l)) FAIL("load %d: a refused load changed the optimizer", k);
         }
     }
     kill(pid, SIGKILL);
@@ -916,6 +920,7 @@ TEST_IMPL(ckpt_load_while_rewritten)
     free(buf);
     optim_free(o);
     optim_free(l);
+    optim_free(fresh);
     return 0;
 }
 

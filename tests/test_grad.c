@@ -483,12 +483,12 @@ TEST_IMPL(fused_clip_value_errors)
     ASSERT(optim_get_clip_grad_value(o) == 0);
     ASSERT_OPT_OK(o, optim_set_clip_grad_value(o, 2.5));
     ASSERT_ERR(optim_set_clip_grad_norm(o, 1.0, 2.0), OPTIM_EINVAL, optim_errmsg(o),
-               "max_norm = 1 with value clipping on (clip_value = 2.5)");
+               "optim_set_clip_grad_norm: max_norm = 1 and clip_value = 2.5: norm and value clipping cannot be fused");
     ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 0.0, 2.0)); /* off is always allowed */
     ASSERT_OPT_OK(o, optim_set_clip_grad_value(o, 0));
     ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 1.0, 2.0));
     ASSERT_ERR(optim_set_clip_grad_value(o, 3), OPTIM_EINVAL, optim_errmsg(o),
-               "clip_value = 3 with gradient-norm clipping on (max_norm = 1)");
+               "optim_set_clip_grad_value: max_norm = 1 and clip_value = 3: norm and value clipping cannot be fused");
     ASSERT(optim_get_clip_grad_value(o) == 0);
     ASSERT(optim_set_clip_grad_value(NULL, 1) == OPTIM_ENULL);
     optim_free(o);
