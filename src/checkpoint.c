@@ -6,7 +6,8 @@
  * a temporary file next to the target (the file a symbolic link finally
  * points to), fsync'ed, renamed over the target, and the directory fsync'ed.
  *
- * Loading: the file is mapped read-only. A first pass walks the sections and
+ * Loading: the file is read into memory (not mapped; see ck_read_file). A first
+ * pass walks the sections and
  * checks every section's checksum (so that a damaged byte is reported with
  * the section, and the parameter or group, it belongs to), then the file's;
  * a second pass parses them with a bounds-checked reader into a plan (every
