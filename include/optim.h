@@ -319,7 +319,8 @@ typedef struct optim optim;
 /** Create an optimizer for one rule, with no groups and no parameters.
  *  *out is set on success, NULL on failure. */
 OPTIM_API int optim_create(optim **out, optim_rule rule);
-/** Free the optimizer and its state. optim_free(NULL) does nothing. */
+/** Free the optimizer and its state. optim_free(NULL) does nothing. SAM
+ *  objects over it are detached, not freed (optim_sam.h). */
 OPTIM_API void optim_free(optim *opt);
 
 /** Last error message on this handle ("" if none yet). Never NULL; valid
@@ -399,7 +400,8 @@ OPTIM_API int optim_param_get_shape(const optim *opt, size_t i, size_t *ndim, in
  * rule and hyperparameters, in one parallel pass over memory. Parameters whose
  * gradient is NULL are skipped and their step counters do not advance (as
  * torch skips parameters whose .grad is None). Fails with OPTIM_ESTATE if the
- * optimizer has no parameters. Never allocates.
+ * optimizer has no parameters, or while an optim_sam has it between
+ * first_step and second_step (optim_sam.h). Never allocates.
  */
 OPTIM_API int optim_step(optim *opt);
 /**

@@ -374,9 +374,7 @@ int optim_save_buffer(optim *o, void **data, size_t *size)
     uint64_t total;
     ck_writer *w;
     if (!o) return OPTIM_ENULL;
-    OPTIM__FAIL_IF(o->sam_perturbed, &o->err, OPTIM_ESTATE,
-                   "%s: SAM is between first_step and second_step (the parameters are at w + e): call it after "
-                   "optim_sam_second_step or optim_sam_restore", "optim_save_buffer");
+    OPTIM__FORWARD(optim__sam_guard(o, "optim_save_buffer"));
     OPTIM__FAIL_IF(!data || !size, &o->err, OPTIM_ENULL, "optim_save_buffer: %s is NULL", !data ? "data" : "size");
     total = ck_measure(o, &sections);
     OPTIM__FAIL_IF(total > SIZE_MAX, &o->err, OPTIM_ENOMEM, "optim_save_buffer: %llu bytes do not fit in memory",
@@ -524,9 +522,7 @@ int optim_save(optim *o, const char *path)
     int fd = -1, rc = OPTIM_OK, e, attempt, mode;
     size_t cap;
     if (!o) return OPTIM_ENULL;
-    OPTIM__FAIL_IF(o->sam_perturbed, &o->err, OPTIM_ESTATE,
-                   "%s: SAM is between first_step and second_step (the parameters are at w + e): call it after "
-                   "optim_sam_second_step or optim_sam_restore", "optim_save");
+    OPTIM__FORWARD(optim__sam_guard(o, "optim_save"));
     OPTIM__FAIL_IF(!path || !*path, &o->err, OPTIM_ENULL, "optim_save: path is %s", path ? "empty" : "NULL");
     OPTIM__FORWARD(ck_save_target(o, path, &target, &mode));
     total = ck_measure(o, &sections);
@@ -1277,9 +1273,7 @@ int optim_load_buffer(optim *o, const void *data, size_t size, optim_match match
     ck_plan pl;
     int rc;
     if (!o) return OPTIM_ENULL;
-    OPTIM__FAIL_IF(o->sam_perturbed, &o->err, OPTIM_ESTATE,
-                   "%s: SAM is between first_step and second_step (the parameters are at w + e): call it after "
-                   "optim_sam_second_step or optim_sam_restore", "optim_load_buffer");
+    OPTIM__FORWARD(optim__sam_guard(o, "optim_load_buffer"));
     if (!what) what = "buffer";
     OPTIM__FAIL_IF(!data && size > 0, &o->err, OPTIM_ENULL, "optim_load_buffer: data is NULL");
     OPTIM__FAIL_IF(match != OPTIM_MATCH_NAME && match != OPTIM_MATCH_POSITION, &o->err, OPTIM_EINVAL,
@@ -1364,9 +1358,7 @@ int optim_load(optim *o, const char *path, optim_match match)
     size_t size;
     int rc;
     if (!o) return OPTIM_ENULL;
-    OPTIM__FAIL_IF(o->sam_perturbed, &o->err, OPTIM_ESTATE,
-                   "%s: SAM is between first_step and second_step (the parameters are at w + e): call it after "
-                   "optim_sam_second_step or optim_sam_restore", "optim_load");
+    OPTIM__FORWARD(optim__sam_guard(o, "optim_load"));
     OPTIM__FAIL_IF(!path || !*path, &o->err, OPTIM_ENULL, "optim_load: path is %s", path ? "empty" : "NULL");
     OPTIM__FORWARD(ck_read_file(path, &data, &size, &o->err));
     rc = optim_load_buffer(o, data, size, match, path);

@@ -47,6 +47,7 @@ void optim_free(optim *o)
 {
     size_t i;
     if (!o) return;
+    optim__sam_detach_all(o); /* SAM objects over o outlive it safely */
     for (i = 0; i < o->nparams; i++) {
         optim__param_free_state(&o->params[i]);
         free(o->params[i].name);
@@ -94,6 +95,7 @@ static int optim__check_hp(optim *o, const char *fn, const optim_hparams *hp)
 int optim_add_group(optim *o, const optim_hparams *hp, size_t *group)
 {
     if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__sam_guard(o, "optim_add_group"));
     OPTIM__FORWARD(optim__check_hp(o, "optim_add_group", hp));
     if (o->ngroups == o->cap_groups) {
         size_t cap = o->cap_groups ? o->cap_groups * 2 : 4;
@@ -299,6 +301,7 @@ int optim_add_param(optim *o, size_t g, float *param, const float *grad, size_t 
     unsigned need;
     int s;
     if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__sam_guard(o, "optim_add_param"));
     OPTIM__FORWARD(optim__check_group(o, "optim_add_param", g));
     OPTIM__FAIL_IF(!param && n > 0, OPTIM__E(o), OPTIM_ENULL, "optim_add_param: param is NULL (n = %zu)", n);
     OPTIM__FORWARD(optim__check_disjoint_one(o, "optim_add_param", (size_t)-1, param, grad, n));
@@ -629,6 +632,7 @@ int optim__step(optim *o)
 int optim_step(optim *o)
 {
     if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__sam_guard(o, "optim_step"));
     return optim__step(o);
 }
 
@@ -658,6 +662,7 @@ int optim__rebind(optim *o, const char *fn, size_t count, float *const *params, 
 int optim_step_with(optim *o, size_t count, float *const *params, const float *const *grads)
 {
     if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__sam_guard(o, "optim_step_with"));
     OPTIM__FORWARD(optim__rebind(o, "optim_step_with", count, params, grads));
     return optim__step(o);
 }

@@ -53,7 +53,10 @@ struct optim {
     double clip_value; /* 0: no value clipping; else the fused clamp to [-clip_value, clip_value] */
     double last_norm; /* NaN if the last step measured none */
     int last_skipped;
-    int sam_perturbed; /* an optim_sam over this optimizer is between first_step and second_step/restore */
+    /* The SAM objects over this optimizer (src/sam.c): optim_free detaches them;
+     * sam_active is the one that has the parameters at w + e (between its
+     * first_step and second_step/restore), or NULL. */
+    struct optim_sam *sams, *sam_active;
     int64_t skipped;
     double *partials;   /* one per reduction block of all parameters */
     unsigned char *bad; /* ditto: block holds a NaN/Inf */
@@ -74,6 +77,14 @@ int optim__rebind(optim *o, const char *fn, size_t count, float *const *params, 
 int optim__step(optim *o);
 /* Index of the parameter holding reduction block b of the tasks built last. */
 size_t optim__param_of_block(const optim *o, size_t b);
+
+/* SAM (src/sam.c). Detach every SAM object over o (optim_free): each then
+ * refuses its calls and frees safely; the parameters are not touched. */
+void optim__sam_detach_all(optim *o);
+/* The one check of every call that must not run while an optim_sam has o's
+ * parameters at w + e (steps of the base itself, adding parameters or groups,
+ * checkpoints): OPTIM_ESTATE naming fn, recorded in o. */
+int optim__sam_guard(optim *o, const char *fn);
 
 /* Schedules (src/schedule.c). The lr group g's step uses: its schedule's
  * value at sched_t, or hp.lr without a schedule. */

@@ -942,15 +942,15 @@ TEST_IMPL(ckpt_refused_mid_sam)
     ASSERT_OPT_OK(other.o, optim_save_buffer(other.o, &before, &before_size));
     ASSERT_OK(optim_sam_first_step(sam));
     ASSERT_ERR(optim_save(r.o, path), OPTIM_ESTATE, optim_errmsg(r.o),
-               "optim_save: SAM is between first_step and second_step");
+               "optim_save: an optim_sam over this optimizer is between first_step and second_step");
     ASSERT(stat(path, &st) != 0); /* nothing written */
-    ASSERT_ERR(optim_save_buffer(r.o, &buf, &size), OPTIM_ESTATE, optim_errmsg(r.o), "optim_save_buffer: SAM");
+    ASSERT_ERR(optim_save_buffer(r.o, &buf, &size), OPTIM_ESTATE, optim_errmsg(r.o), "optim_save_buffer: an optim_sam");
     ASSERT_ERR(optim_load_buffer(r.o, before, before_size, OPTIM_MATCH_NAME, "x"), OPTIM_ESTATE, optim_errmsg(r.o),
-               "optim_load_buffer: SAM");
+               "optim_load_buffer: an optim_sam");
     ASSERT_OK(optim_sam_second_step(sam));
     ASSERT_OPT_OK(r.o, optim_save(r.o, path));
     ASSERT_OK(optim_sam_first_step(sam));
-    ASSERT_ERR(optim_load(r.o, path, OPTIM_MATCH_NAME), OPTIM_ESTATE, optim_errmsg(r.o), "optim_load: SAM");
+    ASSERT_ERR(optim_load(r.o, path, OPTIM_MATCH_NAME), OPTIM_ESTATE, optim_errmsg(r.o), "optim_load: an optim_sam");
     ASSERT_OK(optim_sam_restore(sam));
     ASSERT_OPT_OK(r.o, optim_load(r.o, path, OPTIM_MATCH_NAME));
     ASSERT_OK(optim_sam_first_step(sam));
