@@ -351,12 +351,17 @@ OPTIM_API int optim_group_set_hparams(optim *opt, size_t g, size_t count, const 
 /** Read one hyperparameter of group g. */
 OPTIM_API int optim_group_get_hparam(const optim *opt, size_t g, optim_hparam id, double *value);
 
+/** The longest parameter name in bytes (without the terminator): what a
+ *  checkpoint stores (optim_checkpoint.h). */
+#define OPTIM_MAX_NAME 4096
+
 /**
  * Add a parameter of n floats to group g. The optimizer keeps the pointers
  * (it does not copy or own param/grad) and allocates the state now, so that
  * steps never allocate. grad may be NULL (no gradient yet: the parameter is
- * skipped by steps until one is set). name is copied (NULL: "param<index>");
- * it names the parameter in error messages and checkpoints. *index receives
+ * skipped by steps until one is set). name is copied (NULL: "param<index>"),
+ * at most OPTIM_MAX_NAME bytes (OPTIM_EINVAL); it names the parameter in error
+ * messages and checkpoints. *index receives
  * the parameter's index in the optimizer (may be NULL). A parameter must not
  * overlap its gradient or any other parameter or gradient of the optimizer.
  * n == 0 is allowed (such a parameter is never updated).

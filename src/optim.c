@@ -96,6 +96,7 @@ int optim_add_group(optim *o, const optim_hparams *hp, size_t *group)
 {
     if (!o) return OPTIM_ENULL;
     OPTIM__FORWARD(optim__sam_guard(o, "optim_add_group"));
+    OPTIM__FORWARD(optim__ck_fits_group(o, "optim_add_group"));
     OPTIM__FORWARD(optim__check_hp(o, "optim_add_group", hp));
     if (o->ngroups == o->cap_groups) {
         size_t cap = o->cap_groups ? o->cap_groups * 2 : 4;
@@ -303,6 +304,7 @@ int optim_add_param(optim *o, size_t g, float *param, const float *grad, size_t 
     if (!o) return OPTIM_ENULL;
     OPTIM__FORWARD(optim__sam_guard(o, "optim_add_param"));
     OPTIM__FORWARD(optim__check_group(o, "optim_add_param", g));
+    OPTIM__FORWARD(optim__ck_fits_param(o, "optim_add_param", name, n));
     OPTIM__FAIL_IF(!param && n > 0, OPTIM__E(o), OPTIM_ENULL, "optim_add_param: param is NULL (n = %zu)", n);
     OPTIM__FORWARD(optim__check_disjoint_one(o, "optim_add_param", (size_t)-1, param, grad, n));
     OPTIM__FAIL_IF(optim__reserve_params(o) != OPTIM_OK, OPTIM__E(o), OPTIM_ENOMEM,

@@ -86,6 +86,13 @@ void optim__sam_detach_all(optim *o);
  * checkpoints): OPTIM_ESTATE naming fn, recorded in o. */
 int optim__sam_guard(optim *o, const char *fn);
 
+/* Checkpoint limits (src/ckpt_format.c): does a parameter named `name` of n
+ * elements, or one more group, fit what a checkpoint stores? OPTIM_EINVAL
+ * naming fn, the limit and the value, recorded in o. Checked when they are
+ * added, so that every save that succeeds loads. */
+int optim__ck_fits_param(optim *o, const char *fn, const char *name, size_t n);
+int optim__ck_fits_group(optim *o, const char *fn);
+
 /* Schedules (src/schedule.c). The lr group g's step uses: its schedule's
  * value at sched_t, or hp.lr without a schedule. */
 double optim__group_lr(const optim__group *g);

@@ -539,50 +539,82 @@ TEST_IMPL(ckpt_special_files)
 
 /* ---- Failing writes, fsyncs, disks, permissions, memory ---------------------------------- */
 
-static long hk_budget = -1; /* bytes writes may still write (-1: any) */
-static int hk_errno, hk_short, hk_file_fsync_errno, hk_dir_fsync_errno, hk_dir_syncs, hk_dir_sync_saw_new;
-static const char *hk_target;
-static const void *hk_new;
-static size_t hk_new_size;
+/* Injected failures: the checkpoint code's system operations
+ * (checkpoint_internal.h), through the *_ops entry points, with one of these
+ * as their context. Nothing global: each test makes its own. */
+typedef struct hk_ctx {
+    long budget;      /* bytes writes may still write (-1: any) */
+    int write_errno;  /* what a write past the budget fails with */
+    int short_writes; /* writes take at most 1000 bytes: the writer must loop */
+    int open_errno;   /* creating the temporary file fails with this (0: it does not) */
+    int file_fsync_errno, dir_fsync_errno, dir_syncs, dir_sync_saw_new;
+    long alloc_fail;  /* > 0: the alloc_fail-th allocation from now on fails */
+    const char *target; /* the file whose new bytes the directory's fsync should see */
+    const void *fresh;
+    size_t fresh_size;
+} hk_ctx;
 
-static ssize_t hk_write(int fd, const void *b, size_t n)
+static int hk_open(void *ctx, const char *path, int flags, mode_t mode)
 {
-    ssize_t k;
-    if (hk_short && n > 1000) n = 1000; /* short writes: the writer must loop */
-    if (hk_budget == 0) {
-        errno = hk_errno;
+    hk_ctx *c = (hk_ctx *)ctx;
+    if (c->open_errno) {
+        errno = c->open_errno;
         return -1;
     }
-    if (hk_budget > 0 && (long)n > hk_budget) n = (size_t)hk_budget;
+    return open(path, flags, mode);
+}
+
+static ssize_t hk_write(void *ctx, int fd, const void *b, size_t n)
+{
+    hk_ctx *c = (hk_ctx *)ctx;
+    ssize_t k;
+    if (c->short_writes && n > 1000) n = 1000;
+    if (c->budget == 0) {
+        errno = c->write_errno;
+        return -1;
+    }
+    if (c->budget > 0 && (long)n > c->budget) n = (size_t)c->budget;
     k = write(fd, b, n);
-    if (k > 0 && hk_budget > 0) hk_budget -= k;
+    if (k > 0 && c->budget > 0) c->budget -= k;
     return k;
 }
 
-static int hk_fsync(int fd)
+static int hk_fsync(void *ctx, int fd)
 {
+    hk_ctx *c = (hk_ctx *)ctx;
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-        hk_dir_syncs++;
-        if (hk_target) hk_dir_sync_saw_new = file_is(hk_target, hk_new, hk_new_size); /* renamed already? */
-        if (hk_dir_fsync_errno) {
-            errno = hk_dir_fsync_errno;
+        c->dir_syncs++;
+        if (c->target) c->dir_sync_saw_new = file_is(c->target, c->fresh, c->fresh_size); /* renamed already? */
+        if (c->dir_fsync_errno) {
+            errno = c->dir_fsync_errno;
             return -1;
         }
-    } else if (hk_file_fsync_errno) {
-        errno = hk_file_fsync_errno;
+    } else if (c->file_fsync_errno) {
+        errno = c->file_fsync_errno;
         return -1;
     }
     return fsync(fd);
 }
 
-static void hk_reset(void)
+static int hk_alloc_fails(void *ctx)
 {
-    hk_budget = -1;
-    hk_errno = hk_short = hk_file_fsync_errno = hk_dir_fsync_errno = hk_dir_syncs = hk_dir_sync_saw_new = 0;
-    hk_target = NULL;
-    optim__ck_test.write = hk_write;
-    optim__ck_test.fsync = hk_fsync;
+    hk_ctx *c = (hk_ctx *)ctx;
+    return c->alloc_fail > 0 && --c->alloc_fail == 0;
+}
+
+/* A fresh context (nothing fails) and the operations that use it. */
+static optim__ck_ops hk_reset(hk_ctx *c)
+{
+    optim__ck_ops ops;
+    memset(c, 0, sizeof *c);
+    c->budget = -1;
+    ops.open = hk_open;
+    ops.write = hk_write;
+    ops.fsync = hk_fsync;
+    ops.alloc_fails = hk_alloc_fails;
+    ops.ctx = c;
+    return ops;
 }
 
 TEST_IMPL(ckpt_write_failures)
@@ -591,51 +623,51 @@ TEST_IMPL(ckpt_write_failures)
     char dir[64], path[128];
     void *old, *fresh;
     size_t nold, nfresh;
-    const optim__ck_hooks saved = optim__ck_test;
+    hk_ctx hk;
+    optim__ck_ops ops;
     if (rb_build(&small, 1, 1) || rb_build(&big, 1, 4)) return 1;
     if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
     snprintf(path, sizeof path, "%s/run.ckpt", dir);
     ASSERT_OPT_OK(small.o, optim_save(small.o, path));
     ASSERT_OPT_OK(small.o, optim_save_buffer(small.o, &old, &nold));
     ASSERT_OPT_OK(big.o, optim_save_buffer(big.o, &fresh, &nfresh));
-    hk_reset();
+    ops = hk_reset(&hk);
     /* A write that fails half-way: EIO is OPTIM_EWRITE, ENOSPC OPTIM_ENOSPC. */
-    hk_budget = (long)nfresh / 2;
-    hk_errno = EIO;
-    ASSERT_ERR(optim_save(big.o, path), OPTIM_EWRITE, optim_errmsg(big.o), "failed: Input/output error");
+    hk.budget = (long)nfresh / 2;
+    hk.write_errno = EIO;
+    ASSERT_ERR(optim__save_ops(big.o, path, &ops), OPTIM_EWRITE, optim_errmsg(big.o), "failed: Input/output error");
     ASSERT(strstr(optim_errmsg(big.o), "run.ckpt"));
     ASSERT(file_is(path, old, nold) && entries(dir) == 1);
-    hk_reset();
-    hk_budget = 100;
-    hk_errno = ENOSPC;
-    ASSERT_ERR(optim_save(big.o, path), OPTIM_ENOSPC, optim_errmsg(big.o), "No space left on device");
+    ops = hk_reset(&hk);
+    hk.budget = 100;
+    hk.write_errno = ENOSPC;
+    ASSERT_ERR(optim__save_ops(big.o, path, &ops), OPTIM_ENOSPC, optim_errmsg(big.o), "No space left on device");
     ASSERT(file_is(path, old, nold) && entries(dir) == 1);
     /* fsync of the file fails: nothing replaced. */
-    hk_reset();
-    hk_file_fsync_errno = EIO;
-    ASSERT_ERR(optim_save(big.o, path), OPTIM_EWRITE, optim_errmsg(big.o), "to disk failed: Input/output error");
+    ops = hk_reset(&hk);
+    hk.file_fsync_errno = EIO;
+    ASSERT_ERR(optim__save_ops(big.o, path, &ops), OPTIM_EWRITE, optim_errmsg(big.o), "to disk failed: Input/output error");
     ASSERT(file_is(path, old, nold) && entries(dir) == 1);
-    hk_reset();
-    hk_file_fsync_errno = ENOSPC; /* a file system that allocates at fsync */
-    ASSERT_ERR(optim_save(big.o, path), OPTIM_ENOSPC, optim_errmsg(big.o), "to disk failed");
+    ops = hk_reset(&hk);
+    hk.file_fsync_errno = ENOSPC; /* a file system that allocates at fsync */
+    ASSERT_ERR(optim__save_ops(big.o, path, &ops), OPTIM_ENOSPC, optim_errmsg(big.o), "to disk failed");
     ASSERT(file_is(path, old, nold) && entries(dir) == 1);
     /* Short writes are completed; the directory is synced after the rename. */
-    hk_reset();
-    hk_short = 1;
-    hk_target = path;
-    hk_new = fresh;
-    hk_new_size = nfresh;
-    ASSERT_OPT_OK(big.o, optim_save(big.o, path));
+    ops = hk_reset(&hk);
+    hk.short_writes = 1;
+    hk.target = path;
+    hk.fresh = fresh;
+    hk.fresh_size = nfresh;
+    ASSERT_OPT_OK(big.o, optim__save_ops(big.o, path, &ops));
     ASSERT(file_is(path, fresh, nfresh));
-    ASSERT_INT(hk_dir_syncs, ==, 1);
-    ASSERT_INT(hk_dir_sync_saw_new, ==, 1);
+    ASSERT_INT(hk.dir_syncs, ==, 1);
+    ASSERT_INT(hk.dir_sync_saw_new, ==, 1);
     /* The directory's fsync fails: the new checkpoint is in place, and the error says so. */
-    hk_reset();
-    hk_dir_fsync_errno = EIO;
-    ASSERT_ERR(optim_save(small.o, path), OPTIM_EWRITE, optim_errmsg(small.o),
+    ops = hk_reset(&hk);
+    hk.dir_fsync_errno = EIO;
+    ASSERT_ERR(optim__save_ops(small.o, path, &ops), OPTIM_EWRITE, optim_errmsg(small.o),
                "was written but syncing its directory");
     ASSERT(file_is(path, old, nold) && entries(dir) == 1);
-    optim__ck_test = saved;
     free(old);
     free(fresh);
     rb_free(&small);
@@ -753,12 +785,13 @@ TEST_IMPL(ckpt_out_of_memory)
     long k;
     int rc, named_slot = 0;
     char dir[64], path[128];
+    hk_ctx hk;
+    optim__ck_ops ops = hk_reset(&hk);
     if (rb_build(&src, 1, 3) || rb_build(&dst, 0, 1)) return 1; /* dst lacks max_exp_avg_sq: allocated by a load */
     ASSERT_OPT_OK(src.o, optim_save_buffer(src.o, &good, &size));
     for (k = 1;; k++) {
-        optim__ck_test.alloc_fail = k;
-        rc = optim_load_buffer(dst.o, good, size, OPTIM_MATCH_NAME, "ck");
-        optim__ck_test.alloc_fail = 0;
+        hk.alloc_fail = k;
+        rc = optim__load_buffer_ops(dst.o, good, size, OPTIM_MATCH_NAME, "ck", &ops);
         if (rc == OPTIM_OK) break;
         if (rc != OPTIM_ENOMEM) FAIL("allocation %ld failing: %s (%s)", k, optim_err_name(rc), optim_errmsg(dst.o));
         if (strstr(optim_errmsg(dst.o), "ck: param 1 'b': out of memory for 3 floats of state 'max_exp_avg_sq'"))
@@ -782,9 +815,8 @@ TEST_IMPL(ckpt_out_of_memory)
     ASSERT(ckpt_read_file(path, (unsigned char **)&before, &nbefore) == 0);
     ASSERT_OPT_OK(src.o, optim_step(src.o));
     for (k = 1;; k++) {
-        optim__ck_test.alloc_fail = k;
-        rc = optim_save(src.o, path);
-        optim__ck_test.alloc_fail = 0;
+        hk.alloc_fail = k;
+        rc = optim__save_ops(src.o, path, &ops);
         if (rc == OPTIM_OK) break;
         ASSERT_INT(rc, ==, OPTIM_ENOMEM);
         ASSERT(strstr(optim_errmsg(src.o), "out of memory"));
@@ -794,9 +826,8 @@ TEST_IMPL(ckpt_out_of_memory)
     for (k = 1;; k++) {
         void *mem = (void *)1;
         size_t n = 0;
-        optim__ck_test.alloc_fail = k;
-        rc = optim_save_buffer(src.o, &mem, &n);
-        optim__ck_test.alloc_fail = 0;
+        hk.alloc_fail = k;
+        rc = optim__save_buffer_ops(src.o, &mem, &n, &ops);
         if (rc == OPTIM_OK) {
             free(mem);
             break;

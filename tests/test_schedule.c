@@ -654,7 +654,7 @@ TEST_IMPL(sched_errors)
         BUILD(optim_schedule_exponential(&three[1], 0.9, &e_));
         BUILD(optim_schedule_exponential(&three[2], 0.9, &e_));
         EXPECT(optim_schedule_sequential(&s, three, 3, (const int64_t[]){10, 10}, &err), OPTIM_EINVAL,
-               "milestones[1] = 10 must be >= 11");
+               "milestones[1] = 10 must be > milestones[0] = 10");
         BUILD(optim_schedule_exponential(&three[0], 0.9, &e_));
         three[1] = NULL;
         BUILD(optim_schedule_exponential(&three[2], 0.9, &e_));
