@@ -43,19 +43,21 @@ int optim__ck_fits_param(optim *o, const char *fn, const char *name, size_t n)
                    "%s: n = %zu floats is more than memory can hold (at most SIZE_MAX / 4 = %zu)", fn, n,
                    (size_t)OPTIM__CK_MAX_NUMEL);
     OPTIM__FAIL_IF((uint64_t)o->nparams + o->ngroups + 2 > OPTIM__CK_MAX_SECTIONS, &o->err, OPTIM_EINVAL,
-                   "%s: a param %zu would make %llu checkpoint sections, more than %llu", fn, o->nparams,
-                   (unsigned long long)o->nparams + o->ngroups + 2, (unsigned long long)OPTIM__CK_MAX_SECTIONS);
+                   "%s: param %zu would make %llu checkpoint sections, more than a checkpoint holds (%llu)", fn,
+                   o->nparams, (unsigned long long)o->nparams + o->ngroups + 2,
+                   (unsigned long long)OPTIM__CK_MAX_SECTIONS);
     return OPTIM_OK;
 }
 
 int optim__ck_fits_group(optim *o, const char *fn)
 {
     OPTIM__FAIL_IF((uint64_t)o->ngroups + 1 > OPTIM__CK_MAX_GROUPS, &o->err, OPTIM_EINVAL,
-                   "%s: a group %zu would pass the limit of %llu groups (a checkpoint stores a u32)", fn, o->ngroups,
+                   "%s: group %zu would be one more than a checkpoint holds (%llu groups)", fn, o->ngroups,
                    (unsigned long long)OPTIM__CK_MAX_GROUPS);
     OPTIM__FAIL_IF((uint64_t)o->nparams + o->ngroups + 2 > OPTIM__CK_MAX_SECTIONS, &o->err, OPTIM_EINVAL,
-                   "%s: a group %zu would make %llu checkpoint sections, more than %llu", fn, o->ngroups,
-                   (unsigned long long)o->nparams + o->ngroups + 2, (unsigned long long)OPTIM__CK_MAX_SECTIONS);
+                   "%s: group %zu would make %llu checkpoint sections, more than a checkpoint holds (%llu)", fn,
+                   o->ngroups, (unsigned long long)o->nparams + o->ngroups + 2,
+                   (unsigned long long)OPTIM__CK_MAX_SECTIONS);
     return OPTIM_OK;
 }
 

@@ -576,13 +576,14 @@ double optim_schedule_lr(const optim_schedule *s, double base_lr, int64_t t)
         /* torch: cycle = floor(1 + t / total), x = 1 + t / total - cycle, in floating
          * point; here the position in the cycle is the integer t mod total, exact for any t. */
         const int64_t up = s->ints[0], down = optim__cyclic_down(s), total = up + down;
-        const int64_t cycle = t / total + 1, r = t % total;
+        /* The cycles completed (torch's cycle - 1; cycle itself overflows at t = INT64_MAX, total = 1). */
+        const int64_t done = t / total, r = t % total;
         const double base = s->reals[0], top = s->reals[1];
         /* down = 0 (a sawtooth): r < up = total, always on the way up, as torch's step_ratio = 1. */
         double sf = r <= up ? (double)r / (double)up : (double)(total - r) / (double)down, scale;
         switch ((optim_cyclic_mode)s->ints[2]) {
         case OPTIM_CYCLIC_TRIANGULAR2:
-            scale = cycle - 1 > 2000 ? 0.0 : ldexp(1.0, -(int)(cycle - 1));
+            scale = done > 2000 ? 0.0 : ldexp(1.0, -(int)done);
             break;
         case OPTIM_CYCLIC_EXP_RANGE:
             scale = pow(s->reals[2], (double)t);
