@@ -332,7 +332,9 @@ OPTIM_API int optim_errcode(const optim *opt);
 OPTIM_API optim_rule optim_get_rule(const optim *opt);
 
 /** Add a parameter group with hyperparameters *hp (validated, copied; its
- *  rule must be the optimizer's). *group receives the group's index (may be NULL). */
+ *  rule must be the optimizer's). *group receives the group's index (may be NULL).
+ *  At most 2^32 - 1 groups, and 2^32 - 2 groups and params together (what a
+ *  checkpoint stores): OPTIM_EINVAL beyond. */
 OPTIM_API int optim_add_group(optim *opt, const optim_hparams *hp, size_t *group);
 OPTIM_API size_t optim_group_count(const optim *opt);
 /** Copy group g's hyperparameters into *hp. */
@@ -364,7 +366,7 @@ OPTIM_API int optim_group_get_hparam(const optim *opt, size_t g, optim_hparam id
  * messages and checkpoints. *index receives
  * the parameter's index in the optimizer (may be NULL). A parameter must not
  * overlap its gradient or any other parameter or gradient of the optimizer.
- * n == 0 is allowed (such a parameter is never updated).
+ * n == 0 is allowed (such a parameter is never updated); n <= SIZE_MAX / 4.
  */
 OPTIM_API int optim_add_param(optim *opt, size_t g, float *param, const float *grad, size_t n, const char *name,
                               size_t *index);
