@@ -324,7 +324,9 @@ static int optim__sam_second(optim_sam *s, const char *fn, int rebind, size_t co
     o = s->base;
     OPTIM__FAIL_IF(!s->perturbed && !s->skip_pending, OPTIM__SE(s), OPTIM_ESTATE,
                    "%s: no first_step to complete; call optim_sam_first_step first", fn);
-    OPTIM__FORWARD(optim__sam_check(s, fn));
+    /* While perturbed the base cannot gain parameters or groups (optim__sam_guard); a
+     * skipped first_step moved nothing, so there is nothing to restore whatever it has. */
+    if (s->perturbed) OPTIM__FORWARD(optim__sam_check(s, fn));
     /* Rebind before restoring: the saved w belongs to each parameter, and goes
      * into the memory bound to it now (a binding replaces a tensor's storage:
      * the old memory may already be freed). */

@@ -697,6 +697,21 @@ TEST_IMPL(sam_base_changes_while_perturbed)
     ASSERT_OK(optim_sam_restore(r.sam));
     for (i = 0; i < LT_N; i++) ASSERT(r.w[0][i] == ref.w[0][i]);
     ASSERT_OPT_OK(r.o, optim_add_group(r.o, &hp, NULL));
+    /* A first_step skipped for a NaN gradient moved nothing and holds nothing: the base may change, and
+     * second_step still completes the (skipped) step, counted once. */
+    optim_sam_free(r.sam);
+    r.sam = NULL;
+    ASSERT_OK(optim_sam_create(&r.sam, r.o, 0.1, 2.0, 0, 0.0, NULL));
+    ASSERT_OPT_OK(r.o, optim_set_nonfinite(r.o, OPTIM_NONFINITE_SKIP));
+    r.g[0][3] = NAN;
+    memcpy(ref.w[0], r.w[0], LT_N * sizeof(float));
+    ASSERT_OK(optim_sam_first_step(r.sam));
+    ASSERT(!optim_sam_is_perturbed(r.sam));
+    ASSERT_OPT_OK(r.o, optim_add_param(r.o, 0, ref.w[1], NULL, LT_N, "later", NULL));
+    ASSERT_OK_MSG(optim_sam_second_step(r.sam), optim_sam_errmsg(r.sam));
+    ASSERT_INT(optim_skipped_steps(r.o), ==, 1);
+    ASSERT(memcmp(ref.w[0], r.w[0], LT_N * sizeof(float)) == 0);
+    ASSERT_ERR(optim_sam_first_step(r.sam), OPTIM_ESTATE, optim_sam_errmsg(r.sam), "has 4 params but had 3");
     optim_sam_free(other);
     lt_free(&r);
     lt_free(&ref);
