@@ -328,6 +328,43 @@ def test_resume_with_last_epoch():
         L.StepLR(make_opt(), 3, last_epoch=5)
 
 
+# ---- liboptim's closed forms (what C users attach) against torch's recursion ----------------
+
+C_VS_TORCH = {
+    "step": (lambda o: T.StepLR(o, 7, 0.5), Schedule.step(7, 0.5)),
+    "step_slow": (lambda o: T.StepLR(o, 1, 0.995), Schedule.step(1, 0.995)),
+    "multistep": (lambda o: T.MultiStepLR(o, [10, 100, 100, 500], 0.3), Schedule.multistep([10, 100, 100, 500], 0.3)),
+    "constant": (lambda o: T.ConstantLR(o, 0.3, 50), Schedule.constant(0.3, 50)),
+    "linear": (lambda o: T.LinearLR(o, 0.1, 1.0, 700), Schedule.linear(0.1, 1.0, 700)),
+    "linear_down": (lambda o: T.LinearLR(o, 1.0, 0.05, 1000), Schedule.linear(1.0, 0.05, 1000)),
+    "exponential": (lambda o: T.ExponentialLR(o, 0.995), Schedule.exponential(0.995)),
+    "exponential_09": (lambda o: T.ExponentialLR(o, 0.9), Schedule.exponential(0.9)),
+    "polynomial": (lambda o: T.PolynomialLR(o, 1000, 2.0), Schedule.polynomial(1000, 2.0)),
+    "polynomial_sqrt": (lambda o: T.PolynomialLR(o, 700, 0.5), Schedule.polynomial(700, 0.5)),
+    "cosine": (lambda o: T.CosineAnnealingLR(o, 100), Schedule.cosine(100)),
+    "cosine_eta": (lambda o: T.CosineAnnealingLR(o, 300, 1e-3), Schedule.cosine(300, 1e-3)),
+    "cosine_long": (lambda o: T.CosineAnnealingLR(o, 1000, 1e-4), Schedule.cosine(1000, 1e-4)),
+    "restarts": (lambda o: T.CosineAnnealingWarmRestarts(o, 37), Schedule.cosine_restarts(37)),
+    "restarts_mult": (lambda o: T.CosineAnnealingWarmRestarts(o, 10, 2, 1e-4), Schedule.cosine_restarts(10, 2, 1e-4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(C_VS_TORCH))
+def test_c_closed_forms_against_torch_recursion(name):
+    """docs/SCHEDULES.md's bound: a C schedule, which a C user attaches with
+    optim_group_set_schedule, is torch's lr to within 1e-12 of the lr plus
+    1e-12 of the base over 1500 steps (torch's recursion rounds at every
+    step; its cosine ratio form errs relative to base - eta_min)."""
+    make, c = C_VS_TORCH[name]
+    o = make_opt()
+    s = make(o)
+    for t in range(1501):
+        for base, lr in zip((0.1, 0.03), s.get_last_lr()):
+            assert abs(c.lr(base, t) - lr) <= 1e-12 * abs(lr) + 1e-12 * base, (t, base, c.lr(base, t), lr)
+        o.step()
+        s.step()
+
+
 # ---- Hand edits ---------------------------------------------------------------------------
 
 

@@ -158,19 +158,28 @@ def test_extras_copy(name):
         assert c.get_last_lr() == ref.get_last_lr()
 
 
-@pytest.mark.parametrize("name", sorted(CLASSES))
+WITH_EXTRAS = dict(CLASSES, **{
+    "cyclic_scale_fn": lambda m, o: m.CyclicLR(o, 0.01, 0.1, 4, scale_fn=lambda x: 0.8 ** x),
+    "warmup_cosine": lambda m, o: m.WarmupCosine(o, 3, 40),
+    "sequential_extras": lambda m, o: m.SequentialLR(o, [m.WarmupStableDecay(o, 2, 3, 10), m.WarmupCosine(o, 0, 30)],
+                                                      [8]),
+})
+
+
+@pytest.mark.parametrize("name", sorted(WITH_EXTRAS))
 def test_state_dict_saves_without_the_optimizer(name):
     """torch.save(scheduler.state_dict()) works on an optim.torch optimizer,
     whatever the optimizer can do: the state holds no optimizer (torch 1.13's
     OneCycleLR holds a bound method of itself there, ours a name; a lambda is
-    saved as None, as torch)."""
+    saved as None, as torch; CyclicLR's custom scale_fn as torch >= 2.0 saves
+    it; the extras' C schedules are rebuilt)."""
     o = make_opt(module=optim_torch)
-    s = CLASSES[name](L, o)
+    s = WITH_EXTRAS[name](L, o)
     for k in range(5):
         _step(s, k)
     sd = _torch_save_load(s.state_dict())
     o2 = make_opt(module=optim_torch)
-    s2 = CLASSES[name](L, o2)
+    s2 = WITH_EXTRAS[name](L, o2)
     o2.load_state_dict(o.state_dict())
     s2.load_state_dict(sd)
     for k in range(5, 30):
