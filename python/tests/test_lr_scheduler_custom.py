@@ -11,7 +11,6 @@ import math
 import warnings
 
 import pytest
-import torch
 import torch.optim.lr_scheduler as T
 
 import optim.torch.lr_scheduler as L
@@ -203,7 +202,6 @@ def test_custom_step_with_epoch():
 def _save_and_resume(m, make, k, n):
     """n steps straight, and k steps, state_dicts, a fresh optimizer and
     scheduler loaded, n - k more: the lrs of both runs."""
-    runs = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         o1 = make_opt()

@@ -22,7 +22,7 @@ import torch
 
 import optim.torch as optim_torch
 import optim.torch.lr_scheduler as L
-from lr_harness import Mismatch, check, groups_state, make_opt, negative_lr, run_side_by_side, sched_state, step_opt
+from lr_harness import Mismatch, check, groups_state, make_opt, negative_lr, run_side_by_side, step_opt
 
 STEPS = 160
 
@@ -211,7 +211,7 @@ def _resume(recipe, k, steps, kind="sgd", module=torch.optim, label=""):
         warnings.simplefilter("ignore")
         try:
             st = recipe(torch.optim.lr_scheduler, ot)
-        except Exception as exc:  # noqa: BLE001 -- torch cannot build it: covered by the side-by-side tests
+        except Exception:  # noqa: BLE001 -- torch cannot build it: covered by the side-by-side tests
             return
         so = recipe(L, oo)
         for j in range(1, k + 1):
@@ -387,11 +387,14 @@ def test_mixed_modules_share_an_optimizer():
 
 
 def test_mismatch_is_detected():
-    """The harness itself: a scheduler that is not torch's is caught."""
-    class Off(torch.optim.lr_scheduler.StepLR):
-        pass
-
+    """The harness itself: a scheduler that is not torch's is caught, and a
+    failure on one side only."""
     def recipe(m, o):
         return [m.StepLR(o, 3, 0.5)] if m is torch.optim.lr_scheduler else [m.StepLR(o, 3, 0.5000001)]
     with pytest.raises(Mismatch, match="step 3"):
         run_side_by_side(recipe, 5)
+
+    def fails(m, o):
+        return [m.LambdaLR(o, lambda t: 1.0 / (4 - t) if m is L else 1.0 / (4 - min(t, 3)))]
+    with pytest.raises(Mismatch, match="step 4: torch None, ours ZeroDivisionError"):
+        run_side_by_side(fails, 5)

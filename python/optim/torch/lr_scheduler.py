@@ -35,227 +35,30 @@ torch fails on later (ReduceLROnPlateau, a ChainedScheduler or SequentialLR
 that SequentialLR would have to restart).
 
 WarmupCosine and WarmupStableDecay are closed forms evaluated by liboptim
-(include/optim_schedule.h) and chain multiplicatively (see their base class,
-_ClosedFormChain). docs/SCHEDULES.md has every formula and a plot of each
-schedule, and says how stacking works.
+(include/optim_schedule.h) and chain multiplicatively (_lr_closed.py). The
+base class is in _lr_base.py. docs/SCHEDULES.md has every formula and a plot
+of each schedule, and says how stacking works.
 """
 import math
 import types
 import warnings
-import weakref
 from bisect import bisect_right
 from collections import Counter
-from functools import wraps
 from numbers import Real
 
 import torch.optim.lr_scheduler as _torch_lr_scheduler
 
-from .._schedule import Schedule, _int64
+from ._lr_base import (EPOCH_DEPRECATION_WARNING, LRScheduler, _check_optimizer, _enable_get_lr_call, _format_param,
+                       _real, _warn_get_lr, _whole)
+from ._lr_closed import WarmupCosine, WarmupStableDecay
+
+_LRScheduler = LRScheduler  # torch 1.13's name of the base class
 
 __all__ = [
     "LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR",
     "ExponentialLR", "SequentialLR", "CosineAnnealingLR", "ChainedScheduler", "ReduceLROnPlateau", "CyclicLR",
     "CosineAnnealingWarmRestarts", "OneCycleLR", "PolynomialLR", "WarmupCosine", "WarmupStableDecay",
 ]
-
-EPOCH_DEPRECATION_WARNING = (
-    "The epoch parameter in `scheduler.step()` was not necessary and is being "
-    "deprecated where possible. Please use `scheduler.step()` to step the "
-    "scheduler. During the deprecation, if epoch is different from None, the "
-    "closed form is used instead of the new chainable form, where available. "
-    "Please open an issue if you are unable to replicate your use case: "
-    "https://github.com/pytorch/pytorch/issues/new/choose."
-)
-
-
-# ---- Argument checks (beyond torch's own, which every class keeps) -----------------------
-
-
-def _check_optimizer(optimizer):
-    groups = getattr(optimizer, "param_groups", None)
-    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) and "lr" in g for g in groups):
-        raise TypeError("{} is not an Optimizer (no param_groups with an 'lr')".format(type(optimizer).__name__))
-
-
-def _real(who, name, value, low=None, strict=False, high=None):
-    """value must be a finite real number, >= low (> low if strict), <= high."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        want = "a finite number"
-        if low is not None:
-            want += " %s %s" % (">" if strict else ">=", low)
-        if high is not None:
-            want += " and <= %s" % high
-        raise ValueError("{}: {} = {!r} must be {}".format(who, name, value, want))
-
-
-def _whole(who, name, value, low):
-    """value must be a whole number (an int, or a float such as 30.0) >= low."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and float(value).is_integer() and value >= low
-    if not ok:
-        raise ValueError("{}: {} = {!r} must be a whole number >= {}".format(who, name, value, low))
-
-
-def _format_param(name, optimizer, param):
-    """One value per param group (torch's _format_param)."""
-    if isinstance(param, (list, tuple)):
-        if len(param) != len(optimizer.param_groups):
-            raise ValueError("expected {} values for {}, got {}".format(len(optimizer.param_groups), name, len(param)))
-        return param
-    return [param] * len(optimizer.param_groups)
-
-
-def _with_counter(method):
-    """torch's wrapper of optimizer.step that counts its calls (so that step()
-    can warn when the scheduler is stepped first); the same attribute, so
-    torch's schedulers and these share it. A step that is not a bound method
-    is left as it is (torch fails there)."""
-    if getattr(method, "_with_counter", False):
-        return method
-    if not hasattr(method, "__func__") or not hasattr(method, "__self__"):
-        return method
-    instance_ref = weakref.ref(method.__self__)  # no cycle through the optimizer
-    func = method.__func__
-    cls = instance_ref().__class__
-    del method
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        instance = instance_ref()
-        instance._step_count += 1
-        wrapped = func.__get__(instance, cls)
-        return wrapped(*args, **kwargs)
-
-    wrapper._with_counter = True
-    return wrapper
-
-
-class _enable_get_lr_call(object):
-    def __init__(self, o):
-        self.o = o
-
-    def __enter__(self):
-        self.o._get_lr_called_within_step = True
-        return self
-
-    def __exit__(self, type, value, traceback):
-        self.o._get_lr_called_within_step = False
-
-
-def _warn_get_lr(scheduler):
-    if not scheduler._get_lr_called_within_step:
-        warnings.warn("To get the last learning rate computed by the scheduler, "
-                      "please use `get_last_lr()`.", UserWarning)
-
-
-# ---- The base class -----------------------------------------------------------------------
-
-
-class LRScheduler(_torch_lr_scheduler._LRScheduler):
-    """torch's _LRScheduler: subclass it and override get_lr() (the chainable
-    form: the lrs of step self.last_epoch, usually from the groups' current
-    'lr' or from self.base_lrs) and, optionally, _get_closed_form_lr() (used by
-    the deprecated step(epoch)). Everything else behaves as torch's base
-    class: initial_lr in the groups, base_lrs, last_epoch, _step_count, the
-    warnings, verbose, get_last_lr, state_dict (every attribute but the
-    optimizer). A subclass of torch's own class, so that code checking
-    isinstance(s, torch.optim.lr_scheduler._LRScheduler) accepts these."""
-
-    def __init__(self, optimizer, last_epoch=-1, verbose=False):
-        _check_optimizer(optimizer)
-        self.optimizer = optimizer
-        if last_epoch == -1:
-            for group in optimizer.param_groups:
-                group.setdefault("initial_lr", group["lr"])
-        else:
-            for i, group in enumerate(optimizer.param_groups):
-                if "initial_lr" not in group:
-                    raise KeyError("param 'initial_lr' is not specified "
-                                   "in param_groups[{}] when resuming an optimizer".format(i))
-        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
-        self.last_epoch = last_epoch
-        method = optimizer.step
-        wrapped = _with_counter(method)
-        if wrapped is not method:
-            self.optimizer.step = wrapped
-        del method, wrapped
-        self.verbose = verbose
-        self._initial_step()
-
-    def _initial_step(self):
-        """Initialize step counts and performs a step"""
-        self.optimizer._step_count = 0
-        self._step_count = 0
-        self.step()
-
-    def state_dict(self):
-        """The state of the scheduler as a dict: every attribute but the
-        optimizer."""
-        return {key: value for key, value in self.__dict__.items() if key != "optimizer"}
-
-    def load_state_dict(self, state_dict):
-        """Load the scheduler's state (from state_dict())."""
-        self.__dict__.update(state_dict)
-
-    def get_last_lr(self):
-        """Return last computed learning rate by current scheduler."""
-        return self._last_lr
-
-    def get_lr(self):
-        """The lrs of step self.last_epoch, in the chainable form: override it."""
-        raise NotImplementedError("{} must override get_lr(): the learning rate of each param group at step "
-                                  "self.last_epoch".format(type(self).__name__))
-
-    def print_lr(self, is_verbose, group, lr, epoch=None):
-        """Display the current learning rate."""
-        if is_verbose:
-            if epoch is None:
-                print("Adjusting learning rate of group {} to {:.4e}.".format(group, lr))
-            else:
-                epoch_str = ("%.2f" if isinstance(epoch, float) else "%.5d") % epoch
-                print("Epoch {}: adjusting learning rate of group {} to {:.4e}.".format(epoch_str, group, lr))
-
-    def step(self, epoch=None):
-        """Advance one step with the chainable form; or (deprecated, as in
-        torch) go to step `epoch` with the closed form where there is one."""
-        if self._step_count == 1:
-            if not hasattr(self.optimizer.step, "_with_counter"):
-                warnings.warn("Seems like `optimizer.step()` has been overridden after learning rate scheduler "
-                              "initialization. Please, make sure to call `optimizer.step()` before "
-                              "`lr_scheduler.step()`. See more details at "
-                              "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate", UserWarning)
-            elif self.optimizer._step_count < 1:
-                warnings.warn("Detected call of `lr_scheduler.step()` before `optimizer.step()`. "
-                              "In PyTorch 1.1.0 and later, you should call them in the opposite order: "
-                              "`optimizer.step()` before `lr_scheduler.step()`.  Failure to do this "
-                              "will result in PyTorch skipping the first value of the learning rate schedule. "
-                              "See more details at "
-                              "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate", UserWarning)
-        self._step_count += 1
-        with _enable_get_lr_call(self):
-            if epoch is None:
-                self.last_epoch += 1
-                values = self.get_lr()
-            else:
-                warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning)
-                self.last_epoch = epoch
-                if hasattr(self, "_get_closed_form_lr"):
-                    values = self._get_closed_form_lr()
-                else:
-                    values = self.get_lr()
-        for i, data in enumerate(zip(self.optimizer.param_groups, values)):
-            param_group, lr = data
-            param_group["lr"] = lr
-            self.print_lr(self.verbose, i, lr, epoch)
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-
-_LRScheduler = LRScheduler
 
 
 # ---- Factors given by Python callables ------------------------------------------------------
@@ -495,7 +298,8 @@ class CosineAnnealingLR(LRScheduler):
         if self.last_epoch == 0:
             return [group["lr"] for group in self.optimizer.param_groups]
         elif self._step_count == 1 and self.last_epoch > 0:
-            return [self.eta_min + (base_lr - self.eta_min) * (1 + math.cos((self.last_epoch) * math.pi / self.T_max)) / 2
+            return [self.eta_min + (base_lr - self.eta_min) *
+                    (1 + math.cos((self.last_epoch) * math.pi / self.T_max)) / 2
                     for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups)]
         elif (self.last_epoch - 1 - self.T_max) % (2 * self.T_max) == 0:
             return [group["lr"] + (base_lr - self.eta_min) * (1 - math.cos(math.pi / self.T_max)) / 2
@@ -954,106 +758,6 @@ class ChainedScheduler(LRScheduler):
 
     state_dict = SequentialLR.state_dict
     load_state_dict = SequentialLR.load_state_dict
-
-
-# ---- Warm-up + cosine, warm-up-stable-decay (optim's, closed forms in C) ------------------------
-
-
-class _ClosedFormChain(LRScheduler):
-    """A schedule given in closed form by liboptim, c(base, t), made chainable
-    by ratios: step t multiplies the group's lr by c(t) / c(t - 1), with
-    c(-1) = the initial lr. When the group holds exactly c(t - 1) (the
-    scheduler runs alone, or the others left the lr as it wrote it), the
-    result is c(t) itself, exact, with no rounding carried from step to step;
-    when another scheduler or a hand edit changed the lr, the change carries
-    on multiplicatively, as with torch's chainable schedulers. Where
-    c(t - 1) = 0 (the end of a decay to eta_min = 0) the group's lr is kept
-    while c stays 0. step(epoch) and SequentialLR's restarts use c(t)
-    directly. Subclasses set their arguments and build self._c in _build()."""
-
-    def _build(self):
-        raise NotImplementedError
-
-    def _c_lr(self, base, t):
-        return base if t < 0 else self._c.lr(base, _int64("last_epoch", t))
-
-    def get_lr(self):
-        _warn_get_lr(self)
-        t = self.last_epoch
-        lrs = []
-        for base, group in zip(self.base_lrs, self.optimizer.param_groups):
-            prev, cur = self._c_lr(base, t - 1), self._c_lr(base, t)
-            lr = group["lr"]
-            if lr == prev:
-                lrs.append(cur)
-            elif prev == 0:
-                lrs.append(lr if cur == 0 else cur)
-            else:
-                lrs.append(lr * (cur / prev))
-        return lrs
-
-    def _get_closed_form_lr(self):
-        return [self._c_lr(base, self.last_epoch) for base in self.base_lrs]
-
-    # The C schedule is not state: rebuilt from the arguments.
-    def state_dict(self):
-        return {key: value for key, value in self.__dict__.items() if key not in ("optimizer", "_c")}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update({k: v for k, v in state_dict.items() if k != "_c"})
-        self._build()
-
-    def __getstate__(self):
-        return {key: value for key, value in self.__dict__.items() if key != "_c"}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._build()
-
-
-class WarmupCosine(_ClosedFormChain):
-    """Linear warm-up to the group's lr, then cosine decay to eta_min at step
-    total_steps, then eta_min (llm.c's schedule), with W = warmup_steps,
-    T = total_steps:
-        c(t) = base * (t + 1) / W                                        t < W
-        c(t) = eta_min + (base - eta_min) * (1 + cos(pi (t - W) / (T - W))) / 2     W <= t < T
-        c(t) = eta_min                                                   t >= T
-    Alone, the lr of step t is c(t) exactly; stacked, it chains by ratios
-    (see _ClosedFormChain)."""
-
-    def __init__(self, optimizer, warmup_steps, total_steps, eta_min=0.0, last_epoch=-1, verbose=False):
-        self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
-        self.eta_min = eta_min
-        self._build()  # validates before the groups change
-        super().__init__(optimizer, last_epoch, verbose)
-
-    def _build(self):
-        w, total = _int64("warmup_steps", self.warmup_steps), _int64("total_steps", self.total_steps)
-        if total < w:
-            raise ValueError("WarmupCosine: total_steps = {} must be >= warmup_steps = {}".format(total, w))
-        self._c = Schedule.wsd(w, 0, total - w, self.eta_min, "cosine")
-
-
-class WarmupStableDecay(_ClosedFormChain):
-    """Warm-up, stable, decay (WSD): linear warm-up to the group's lr over
-    warmup_steps, the lr for stable_steps, then down to eta_min over
-    decay_steps (decay="linear" or "cosine"), then eta_min for ever. Alone,
-    the lr of step t is the closed form exactly; stacked, it chains by ratios
-    (see _ClosedFormChain)."""
-
-    def __init__(self, optimizer, warmup_steps, stable_steps, decay_steps, eta_min=0.0, decay="linear",
-                 last_epoch=-1, verbose=False):
-        self.warmup_steps = warmup_steps
-        self.stable_steps = stable_steps
-        self.decay_steps = decay_steps
-        self.eta_min = eta_min
-        self.decay = decay
-        self._build()
-        super().__init__(optimizer, last_epoch, verbose)
-
-    def _build(self):
-        self._c = Schedule.wsd(self.warmup_steps, self.stable_steps, self.decay_steps, self.eta_min, self.decay)
 
 
 # ---- Metric-driven ----------------------------------------------------------------------
