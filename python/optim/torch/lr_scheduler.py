@@ -23,7 +23,8 @@ operations in the same order, so the lrs are the same Python floats:
 - ``step(epoch)`` (deprecated, as in torch) jumps with the closed form
   (``_get_closed_form_lr()``) where torch has one.
 
-Where torch 1.13 raises or cannot go on, these differ, each said at its class:
+Where torch 1.13 raises, fails later or lands in the wrong cycle, these
+differ, each said at its class:
 arguments that would make torch divide by zero at a later step (or that are
 not finite, or would give negative learning rates) raise ValueError at
 construction, naming the argument; OneCycleLR gives a value for a phase of no
