@@ -368,6 +368,13 @@ OPTIM_API size_t optim_param_count(const optim *opt);
 OPTIM_API int optim_set_param_ptrs(optim *opt, size_t i, float *param, const float *grad);
 /** Point parameter i's gradient at new memory, or NULL for "no gradient". */
 OPTIM_API int optim_set_grad(optim *opt, size_t i, const float *grad);
+/** Point every parameter at new memory in one call, as optim_step_with does,
+ *  without stepping: params[i] and grads[i] (NULL: no gradient) for parameter
+ *  i, count = optim_param_count. Only the new pointers are checked against
+ *  each other (the old ones may point to memory the caller has freed since).
+ *  Bindings use it before a call that compares or writes bound memory
+ *  (optim_add_param, optim_sam_restore). */
+OPTIM_API int optim_rebind(optim *opt, size_t count, float *const *params, const float *const *grads);
 
 /** Facts about parameter i. name and pointers stay valid while the parameter exists. */
 typedef struct optim_param_info {
