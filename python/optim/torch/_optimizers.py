@@ -173,9 +173,10 @@ class Adagrad(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         super().__init__(params, defaults)
-        for i, group_index in enumerate(self._group_of):
+        c = self._c
+        for i, group_index in enumerate(c.group_of):
             if self.param_groups[group_index]["initial_accumulator_value"] != initial_accumulator_value:
-                self._pstates[i]._view(0).fill_(float(initial_accumulator_value))
+                c.slot_tensor(i, 0).fill_(float(initial_accumulator_value))
 
 
 class RMSprop(_Optimizer):
