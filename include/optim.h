@@ -23,7 +23,16 @@
  *  - Arrays are float32. Parameter and gradient memory belongs to the caller;
  *    state memory belongs to the optimizer object (64-byte aligned).
  *  - Thread safety: distinct handles may be used from distinct threads at
- *    once. One handle must not be used by two threads at the same time.
+ *    once. One handle must not be used by two threads at the same time (an
+ *    optim_sam counts as part of its base). The stateless functions
+ *    (optim_update, optim_clip.h) may run at once on arrays no other call
+ *    writes.
+ *  - Caller memory: a call reads and writes the parameter and gradient memory
+ *    bound when it runs (by optim_add_param, the _with calls, optim_rebind,
+ *    optim_set_param_ptrs); the caller keeps it alive until the call returns.
+ *    Between calls it may be freed or replaced: the library dereferences no
+ *    pointer outside a call, and the next _with call or optim_rebind binds the
+ *    new memory (bindings rebind before every call that uses bound memory).
  */
 #ifndef OPTIM_H
 #define OPTIM_H
