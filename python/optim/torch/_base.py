@@ -62,11 +62,13 @@ class _Optimizer(Optimizer):
     Threads: calls on one optimizer are serialized by its lock (two threads
     stepping it take turns); calls on different optimizers run in parallel.
     A step uses the tensors' memory as it is when the step checks them: if
-    another thread replaces a parameter's data (p.data = ...) or gradient
-    (p.grad = ...) meanwhile, the step updates the memory it checked, which
-    it keeps alive until it returns, and the next step follows the new
+    another thread replaces a parameter's or a gradient's data (p.data = ...,
+    p.grad.data = ...) meanwhile, the step updates the memory it checked,
+    which it keeps alive until it returns, and the next step follows the new
     tensor. Freeing memory in place (storage().resize_()) while a step runs
-    is the caller's to avoid, as with torch's own operations.
+    is the caller's to avoid, as with torch's own operations. (Replacing
+    p.grad itself from another thread, p.grad = None, can crash torch 1.13
+    in its own deallocation, with torch.optim too.)
     """
 
     _fixed = {}

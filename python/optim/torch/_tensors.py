@@ -72,7 +72,7 @@ def storage_problem(t):
     need = (last + 1) * t.element_size()
     if offset < 0 or need > nbytes or not st.data_ptr():
         return ("reaches %d bytes of its storage (offset %d, strides %s) but the storage holds %d: its memory was "
-                "freed or shrunk (storage().resize_()?)" % (need, offset, tuple(t.stride()), nbytes))
+                "freed or shrunk (storage().resize_()) or is too small (set_())" % (need, offset, tuple(t.stride()), nbytes))
     return None
 
 
