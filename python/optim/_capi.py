@@ -133,7 +133,8 @@ PROTOTYPES = {
 
 
 def _declare():
-    missing = []
+    """{name: the library's function with its prototype set}, for every entry."""
+    out, missing = {}, []
     for name, (restype, *argtypes) in PROTOTYPES.items():
         try:
             fn = getattr(lib, name)
@@ -142,13 +143,17 @@ def _declare():
             continue
         fn.restype = restype
         fn.argtypes = argtypes
-        globals()[name] = fn
+        out[name] = fn
     if missing:
         raise ImportError("%s does not export %s: it is older than this Python package; rebuild it (make)"
                           % (path, ", ".join(missing)))
+    return out
 
 
-_declare()
+_functions = _declare()
+globals().update(_functions)  # each one an attribute of this module under its C name
+_err_name = _functions["optim_err_name"]
+_strerror = _functions["optim_strerror"]
 
 
 def check(code, message=None):
@@ -156,11 +161,11 @@ def check(code, message=None):
     or else the library's fixed message for the code."""
     if code == C.OPTIM_OK:
         return
-    name = optim_err_name(code).decode()  # noqa: F821 (declared above)
+    name = _err_name(code).decode()
     if isinstance(message, bytes):
         message = message.decode(errors="replace")
     if not message:
-        message = optim_strerror(code).decode()  # noqa: F821
+        message = _strerror(code).decode()
     raise OptimError(code, name, message)
 
 
@@ -171,8 +176,8 @@ def enum_names(enum, prefix):
 
 
 def _version():
-    number = optim_version_number()  # noqa: F821
-    text = optim_version_string().decode()  # noqa: F821
+    number = _functions["optim_version_number"]()
+    text = _functions["optim_version_string"]().decode()
     # The constants were generated from the headers of one version: a library
     # of another major or minor version may number its enums differently.
     if number // 100 != C.OPTIM_VERSION_NUMBER // 100:

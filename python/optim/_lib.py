@@ -16,7 +16,7 @@ import ctypes.util
 import glob
 import os
 
-__all__ = ["lib", "path", "version"]
+__all__ = ["lib", "path"]  # and version, read through optim._capi (below)
 
 
 def _candidates():
