@@ -62,6 +62,7 @@ PROTOTYPES = {
     "optim_hparams_slots": (_uint, _ptr),
     "optim_rule_has_step": (_int, _int),
     "optim_isa_name": (_str, _int),
+    "optim_isa_default": (_int,),
     # optim.h: the optimizer object
     "optim_create": (_int, _ptrs, _int),
     "optim_free": (None, _ptr),

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from itertools import chain
 
 import pytest
 
@@ -134,16 +135,19 @@ def test_every_declaration_is_the_headers_prototype():
 
 def test_one_declaration_layer():
     """Only optim/_capi.py sets argtypes or restype, and only it (and the
-    loader) touches the library object."""
+    loader) touches the library object: in the package and in the Python
+    code around it (bench/, tools/)."""
     offenders = []
-    for dirpath, _, files in os.walk(PACKAGE):
+    for dirpath, _, files in chain.from_iterable(os.walk(os.path.join(ROOT, d))
+                                                  for d in (PACKAGE, "bench", "tools", "examples")):
         for f in files:
             if not f.endswith(".py") or f in ("_capi.py",):
                 continue
             path = os.path.join(dirpath, f)
             with open(path) as fh:
                 text = fh.read()
-            if re.search(r"\.(argtypes|restype)\b", text) or (f != "_lib.py" and re.search(r"\blib\[|\blib\.", text)):
+            if re.search(r"\.(argtypes|restype)\b|\b_lib\.declare\b", text) or \
+                    (f != "_lib.py" and re.search(r"\blib\[|\blib\.", text)):
                 offenders.append(os.path.relpath(path, ROOT))
     assert not offenders, "C functions declared outside optim/_capi.py: %s" % offenders
 
