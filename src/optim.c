@@ -383,6 +383,13 @@ int optim_set_grad(optim *o, size_t i, const float *grad)
     return optim_set_param_ptrs(o, i, o->params[i].p, grad);
 }
 
+int optim_rebind(optim *o, size_t count, float *const *params, const float *const *grads)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__rebind(o, "optim_rebind", count, params, grads));
+    return optim__ok(OPTIM__E(o));
+}
+
 int optim_param_get_info(const optim *o, size_t i, optim_param_info *info)
 {
     const optim__param *pa;
