@@ -136,9 +136,10 @@ static int optim__sam_check(optim_sam *s, const char *fn)
 static int optim__sam_first(optim_sam *s)
 {
     optim *o = s->base;
-    size_t nblocks, total, b, i;
+    size_t nblocks, total, i;
     double q, norm;
     optim__norm kind;
+    const char *bad_name;
     OPTIM__FORWARD(optim__sam_check(s, "optim_sam_first_step"));
     OPTIM__FAIL_IF(s->perturbed || s->skip_pending, OPTIM__SE(s), OPTIM_ESTATE,
                    "optim_sam_first_step: called twice; call optim_sam_second_step or optim_sam_restore first");
@@ -148,18 +149,14 @@ static int optim__sam_first(optim_sam *s)
     q = isinf(s->p) ? 1.0 : s->p / (s->p - 1.0);
     kind = optim__norm_kind(q);
     optim__reduce_run(o->kt, o->tasks, o->nparams, nblocks, kind, q, o->partials, o->bad, o->threads);
-    norm = optim__norm_finish(o->partials, nblocks, kind, q);
+    OPTIM__FORWARD(optim__norm_all(o, nblocks, kind, q, &norm, &i, &bad_name, OPTIM__SE(s)));
     s->last_norm = norm;
-    if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {
-        for (b = 0; b < nblocks && !o->bad[b]; b++) continue;
-        if (b < nblocks) {
-            i = optim__param_of_block(o, b);
-            OPTIM__FAIL_IF(o->nonfinite == OPTIM_NONFINITE_ERROR, OPTIM__SE(s), OPTIM_ENONFINITE,
-                           "optim_sam_first_step: the gradient of param %zu '%s' holds NaN or Inf; nothing moved", i,
-                           o->params[i].name);
-            s->skip_pending = 1;
-            return optim__ok(OPTIM__SE(s));
-        }
+    if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE && bad_name) {
+        OPTIM__FAIL_IF(o->nonfinite == OPTIM_NONFINITE_ERROR, OPTIM__SE(s), OPTIM_ENONFINITE,
+                       "optim_sam_first_step: the gradient of param %zu '%s' holds NaN or Inf; nothing moved", i,
+                       bad_name);
+        s->skip_pending = 1;
+        return optim__ok(OPTIM__SE(s));
     }
 
     for (i = 0; i < s->ngroups; i++) {
