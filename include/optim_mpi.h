@@ -171,6 +171,8 @@ OPTIM_MPI_API int optim_mpi_sam_first_step(optim_mpi *d);
 OPTIM_MPI_API int optim_mpi_sam_second_step(optim_mpi *d);
 /** Abandon a step after first_step: restore w on every rank (collective). */
 OPTIM_MPI_API int optim_mpi_sam_restore(optim_mpi *d);
+/** SAM's global dual norm measured by the last first_step (NaN without SAM). */
+OPTIM_MPI_API double optim_mpi_sam_last_grad_norm(const optim_mpi *d);
 
 /**
  * Save the optimizer's state into directory dir (collective; created if

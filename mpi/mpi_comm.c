@@ -4,6 +4,7 @@
 #include "mpi_internal.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -37,6 +38,70 @@ int dm_mpi_fail(optim_mpi *d, int mpi_rc, const char *what)
                    d->rank, d->K, what, s);
 }
 
+/* After a timeout: which ranks are alive and waiting too? Every rank that
+ * times out sends a token to every other on the control communicator (a tag
+ * of its own, beside the stuck collective) and listens for theirs for a
+ * while; the ranks not heard from are the ones that stopped, died or are
+ * busy elsewhere. Writes "rank 2 did not answer ..." into out. */
+#define DM_PROBE_TAG 0x6f70
+static void dm_probe(optim_mpi *d, char *out, size_t n)
+{
+    static const int token = 1; /* never freed: a send may outlive the handle */
+    int K = d->K, r, heard = 0, missing = 0;
+    MPI_Request *rq = (MPI_Request *)malloc(2 * (size_t)K * sizeof *rq);
+    int *got = (int *)calloc((size_t)K, sizeof *got), *buf = (int *)calloc((size_t)K, sizeof *buf);
+    double window = d->timeout < 2 ? 2 : (d->timeout > 30 ? 30 : d->timeout), t0 = MPI_Wtime();
+    size_t len = 0;
+    out[0] = '\0';
+    if (!rq || !got || !buf) {
+        free(rq);
+        free(got);
+        free(buf);
+        return;
+    }
+    for (r = 0; r < K; r++) {
+        rq[r] = rq[K + r] = MPI_REQUEST_NULL;
+        if (r == d->rank) continue;
+        MPI_Irecv(&buf[r], 1, MPI_INT, r, DM_PROBE_TAG, d->ctl, &rq[r]);
+        MPI_Isend(&token, 1, MPI_INT, r, DM_PROBE_TAG, d->ctl, &rq[K + r]);
+    }
+    while (heard < K - 1 && MPI_Wtime() - t0 < window) {
+        struct timespec ts = {0, 1000000};
+        for (r = 0; r < K; r++) {
+            int flag = 0;
+            if (r == d->rank || got[r]) continue;
+            if (MPI_Test(&rq[r], &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag) {
+                got[r] = 1;
+                heard++;
+            }
+        }
+        nanosleep(&ts, NULL);
+    }
+    for (r = 0; r < K && len < n; r++) {
+        if (r == d->rank || got[r]) continue;
+        len += (size_t)snprintf(out + len, n - len, "%s%d", missing++ ? ", " : "", r);
+        MPI_Cancel(&rq[r]);
+        MPI_Request_free(&rq[r]);
+    }
+    for (r = 0; r < K; r++)
+        if (rq[K + r] != MPI_REQUEST_NULL) MPI_Request_free(&rq[K + r]);
+    if (len < n) {
+        if (missing)
+            snprintf(out + len, n - len, " did not answer within %g s more (stopped, died, or busy elsewhere)", window);
+        else
+            snprintf(out + len, n - len, "every rank answered: they are waiting in calls that do not match");
+    }
+    if (missing) {
+        /* "rank 2 did not answer", or "ranks 1, 2 did not answer". */
+        char tmp[256];
+        snprintf(tmp, sizeof tmp, "%s%.240s", missing > 1 ? "ranks " : "rank ", out);
+        snprintf(out, n, "%.*s", (int)(n - 1), tmp);
+    }
+    free(rq);
+    free(got);
+    free(buf);
+}
+
 int dm_wait(optim_mpi *d, MPI_Request *req, const char *what)
 {
     double t0 = MPI_Wtime(), now = t0;
@@ -47,11 +112,13 @@ int dm_wait(optim_mpi *d, MPI_Request *req, const char *what)
         if (flag) break;
         now = MPI_Wtime();
         if (d->timeout > 0 && now - t0 > d->timeout) {
+            char who[200];
             d->broken = 1;
+            dm_probe(d, who, sizeof who);
             return dm_fail(d, OPTIM_ECOMM,
-                           "rank %d of %d: %s did not complete within %g s: another rank has stopped, died or is not "
-                           "making the same call (this communicator is no longer usable: call MPI_Abort)",
-                           d->rank, d->K, what, d->timeout);
+                           "rank %d of %d: %s did not complete within %g s: %s (this communicator is no longer "
+                           "usable: call MPI_Abort)",
+                           d->rank, d->K, what, d->timeout, who);
         }
         /* Poll hard for 50 us, then sleep between polls, 10 us doubling up to
          * 0.5 ms: a rank that waits long (for a slower rank, or on a machine

@@ -1151,6 +1151,11 @@ double optim_mpi_last_grad_norm(const optim_mpi *d)
     return d ? optim_last_grad_norm(d->local) : NAN;
 }
 
+double optim_mpi_sam_last_grad_norm(const optim_mpi *d)
+{
+    return d && d->sam ? optim_sam_last_grad_norm(d->sam) : NAN;
+}
+
 int optim_mpi_set_timeout(optim_mpi *d, double seconds)
 {
     if (!d) return OPTIM_ENULL;

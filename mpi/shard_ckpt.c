@@ -511,18 +511,17 @@ int osc_manifest_read_text(const char *dir, char **text, size_t *len, optim_erro
             return osc_fail(err, OPTIM_EOPEN, "%s has no manifest and no shard files: no sharded checkpoint there",
                             dir);
         ml += (size_t)snprintf(msg + ml, sizeof msg - ml,
-                               "%s has no manifest: no complete checkpoint there; it holds the shards of a save that "
-                               "did not finish:",
-                               dir);
+                               "%s has no manifest: no complete checkpoint there; it holds the shards of %s that did "
+                               "not finish:",
+                               dir, nid == 1 ? "a save" : "saves");
         for (i = 0; i < nid && ml < sizeof msg; i++) {
             int r, missing = 0;
-            ml += (size_t)snprintf(msg + ml, sizeof msg - ml, " save %s, %d of %d shard%s", ids[i], count[i], ranks[i],
-                                   ranks[i] == 1 ? "" : "s");
+            ml += (size_t)snprintf(msg + ml, sizeof msg - ml, "%s save %s, %d of %d shard%s", i ? ";" : "", ids[i],
+                                   count[i], ranks[i], ranks[i] == 1 ? "" : "s");
             for (r = 0; r < ranks[i] && r < 64 && ml < sizeof msg; r++)
                 if (!seen[i][r])
                     ml += (size_t)snprintf(msg + ml, sizeof msg - ml, "%s%d", missing++ ? ", " : " (missing: rank ", r);
             if (missing && ml < sizeof msg) ml += (size_t)snprintf(msg + ml, sizeof msg - ml, ")");
-            if (ml < sizeof msg) ml += (size_t)snprintf(msg + ml, sizeof msg - ml, ";");
         }
         return osc_fail(err, OPTIM_EOPEN, "%s", msg);
     }
@@ -764,19 +763,18 @@ int osc_fill(const osc_manifest *m, const char *dir, optim *target, const osc_pi
                 if (q->param != tp[i].param || q->param == OSC_NO_PARAM) continue;
                 lo = q->a > tp[i].a ? q->a : tp[i].a;
                 hi = q->b < tp[i].b ? q->b : tp[i].b;
-                if (lo < hi) {
+                /* Overlapping pieces, or the zero-size parameter's only piece. */
+                if (lo < hi || (q->a == q->b && tp[i].a == tp[i].b)) {
                     for (s = 0; s < nslots; s++) {
                         float *src = NULL, *dst = NULL;
                         int init = 0;
                         optim_state_slot(t, k, s, &src, &init);
                         optim_state_slot(target, i, s, &dst, NULL);
                         if (!dst) continue;
-                        if (src) memcpy(dst + (lo - tp[i].a), src + (lo - q->a), (hi - lo) * sizeof(float));
+                        if (src && lo < hi) memcpy(dst + (lo - tp[i].a), src + (lo - q->a), (hi - lo) * sizeof(float));
                         optim_state_set_initialized(target, i, s, src ? init : 0);
                     }
-                    covered[i] += hi - lo;
-                }
-                if (lo < hi || (q->a == q->b && tp[i].a == tp[i].b)) {
+                    if (lo < hi) covered[i] += hi - lo;
                     int64_t step;
                     double mu;
                     optim_param_get_step(t, k, &step);
