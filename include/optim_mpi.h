@@ -66,10 +66,13 @@ extern "C" {
 typedef struct optim_mpi optim_mpi;
 
 /** Bucket size used when optim_mpi_options.bucket_bytes is 0: 16 MiB of
- *  float32 (docs/DISTRIBUTED.md, "Bucket size"). Each bucket also holds at
- *  least 8192 elements per rank, so that every rank's slice is at least one
- *  reduction block. */
+ *  float32, or OPTIM_MPI_SLICE_BYTES_MIN per rank when that is more (128 MiB
+ *  on 1,000 ranks): each rank's slice of a bucket is one message, and must be
+ *  long enough for the network's bandwidth, not its latency, to set its time
+ *  (docs/DISTRIBUTED.md, "Bucket size"). Any bucket holds at least 8192
+ *  elements per rank (one reduction block each). */
 #define OPTIM_MPI_BUCKET_BYTES_DEFAULT ((size_t)16 << 20)
+#define OPTIM_MPI_SLICE_BYTES_MIN ((size_t)128 << 10)
 /** Seconds a rank waits for the others in one operation before failing with
  *  OPTIM_ECOMM, when optim_mpi_options.timeout is not set: 30 minutes, as
  *  torch.distributed's default. */

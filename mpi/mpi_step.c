@@ -408,7 +408,16 @@ int optim_mpi_create_with(optim_mpi **out, optim *opt, MPI_Comm comm, int stage,
     MPI_Comm_rank(d->comm, &d->rank);
     MPI_Comm_size(d->comm, &d->K);
 
-    bucket_elems = (opts.bucket_bytes ? opts.bucket_bytes : OPTIM_MPI_BUCKET_BYTES_DEFAULT) / sizeof(float);
+    if (opts.bucket_bytes) {
+        bucket_elems = opts.bucket_bytes / sizeof(float);
+    } else {
+        /* 16 MiB, or 128 KiB per rank when that is more: each rank's slice of
+         * a bucket is one message, which must be long enough for bandwidth,
+         * not latency, to set its time (docs/DISTRIBUTED.md, "Bucket size"). */
+        bucket_elems = OPTIM_MPI_BUCKET_BYTES_DEFAULT / sizeof(float);
+        if ((size_t)d->K * (OPTIM_MPI_SLICE_BYTES_MIN / sizeof(float)) > bucket_elems)
+            bucket_elems = (size_t)d->K * (OPTIM_MPI_SLICE_BYTES_MIN / sizeof(float));
+    }
     if (bucket_elems < DM_RBLOCK * (size_t)d->K) bucket_elems = DM_RBLOCK * (size_t)d->K;
     if (bucket_elems > DM_MAX_BUCKET_ELEMS) bucket_elems = DM_MAX_BUCKET_ELEMS;
     d->bucket_elems = bucket_elems;
