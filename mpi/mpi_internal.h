@@ -168,7 +168,9 @@ int dm_config_check_sam(optim_mpi *d, double rho, double p, int adaptive, double
 /* Hash of the settings every rank must keep equal between steps. */
 uint64_t dm_config_hash(const optim *o);
 
-/* ---- mpi_step.c -------------------------------------------------------------------- */
+/* ---- mpi_create.c ------------------------------------------------------------------ */
+/* Grow the pool of staging slots to `want`. */
+int dm_slots_grow(optim_mpi *d, size_t want);
 /* Build a local optimizer over this rank's pieces, its groups and settings
  * from `like` (hyperparameters, schedules, settings); state fresh. */
 int dm_local_build(optim_mpi *d, const optim *like, optim **out);
@@ -177,6 +179,5 @@ int dm_local_build(optim_mpi *d, const optim *like, optim **out);
 int dm_local_prepare(optim_mpi *d, optim *local, optim_sam **sam);
 void dm_local_commit(optim_mpi *d, optim *local, optim_sam *sam);
 
-/* ---- mpi_ckpt.c uses these from mpi_layout.c / shard_ckpt.c. ------------------------ */
 
 #endif

@@ -83,6 +83,13 @@ int osc_fill(const osc_manifest *m, const char *dir, optim *target, const osc_pi
 /* Merge dir's checkpoint into one optim_save file. */
 int osc_merge(const char *dir, const char *out, optim_error *err);
 
+/* Record a failure in *err (may be NULL) and return code. */
+int osc_fail(optim_error *err, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
 /* CRC-32C of n bytes (bitwise; for the manifest's own check). */
 uint32_t osc_crc32c(uint32_t crc, const void *data, size_t n);
 

@@ -22,10 +22,7 @@
  *   mpi_test timeout                    the last rank stops answering: the others fail with ECOMM
  */
 #define _POSIX_C_SOURCE 200809L
-#include "optim_mpi.h"
-#include "optim_checkpoint.h"
-#include "optim_sam.h"
-#include "optim_schedule.h"
+#include "mpi_test.h"
 
 #include <math.h>
 #include <signal.h>
@@ -36,35 +33,17 @@
 #include <time.h>
 #include <unistd.h>
 
-static int g_rank = 0, g_size = 1;
-static long g_failures = 0;
+int g_rank = 0, g_size = 1;
+long g_failures = 0;
 
-#define FAILF(...)                                                   \
-    do {                                                             \
-        fprintf(stderr, "rank %d: FAIL %s:%d: ", g_rank, __FILE__, __LINE__); \
-        fprintf(stderr, __VA_ARGS__);                                \
-        fprintf(stderr, "\n");                                       \
-        g_failures++;                                                \
-    } while (0)
-#define CHECK(cond, ...)                \
-    do {                                \
-        if (!(cond)) FAILF(__VA_ARGS__); \
-    } while (0)
 
 /* ---- The model ---------------------------------------------------------------------- */
 
 /* Sizes across blocks and buckets: one empty, tiny ones, one spanning several buckets. */
-static const size_t sizes_big[] = {20000, 1, 0, 8193, 300, 12345, 7, 40000};
-static const size_t sizes_tiny[] = {5, 3, 0, 2};
-#define NP_MAX 8
+const size_t sizes_big[] = {20000, 1, 0, 8193, 300, 12345, 7, 40000};
+const size_t sizes_tiny[] = {5, 3, 0, 2};
 
-typedef struct model {
-    size_t np;
-    const size_t *n;
-    float *w[NP_MAX], *g[NP_MAX];
-} model;
-
-static void model_init(model *m, const size_t *n, size_t np, uint64_t seed, float offset)
+void model_init(model *m, const size_t *n, size_t np, uint64_t seed, float offset)
 {
     size_t i, j;
     m->np = np;
@@ -82,7 +61,7 @@ static void model_init(model *m, const size_t *n, size_t np, uint64_t seed, floa
     }
 }
 
-static void model_free(model *m)
+void model_free(model *m)
 {
     size_t i;
     for (i = 0; i < m->np; i++) {
@@ -105,14 +84,14 @@ static float gen(uint64_t seed, int t, int r, size_t i, size_t j)
 }
 
 /* Rank r's gradient of parameter i at w (NaN injected where asked). */
-static float grad_of(uint64_t seed, int t, int r, size_t i, size_t j, float w, int nan_step, int K)
+float grad_of(uint64_t seed, int t, int r, size_t i, size_t j, float w, int nan_step, int K)
 {
     float g = gen(seed, t, r, i, j) + 0.05f * w;
     if (t == nan_step && r == K - 1 && i == 3 && j == 100) g = NAN;
     return g;
 }
 
-static void local_grads(const model *m, uint64_t seed, int t, int nan_step)
+void local_grads(const model *m, uint64_t seed, int t, int nan_step)
 {
     size_t i, j;
     for (i = 0; i < m->np; i++)
@@ -120,7 +99,7 @@ static void local_grads(const model *m, uint64_t seed, int t, int nan_step)
 }
 
 /* The average over K ranks, as liboptim_mpi defines it. */
-static void ref_grads(const model *m, uint64_t seed, int t, int K, int nan_step)
+void ref_grads(const model *m, uint64_t seed, int t, int K, int nan_step)
 {
     size_t i, j;
     int r;
@@ -134,19 +113,8 @@ static void ref_grads(const model *m, uint64_t seed, int t, int K, int nan_step)
 
 /* ---- Configurations ------------------------------------------------------------------ */
 
-typedef struct cfg {
-    const char *name;
-    optim_rule rule;
-    double clip_norm, norm_type, clip_value;
-    optim_nonfinite nonfinite;
-    int sched;      /* warm-up + cosine on group 0, step decay on group 1 */
-    double sam_p;   /* 0: no SAM */
-    int sam_adaptive;
-    int nan_step;   /* -1: none */
-    int handover;   /* stage 2: 0 all at the step, 1 reverse order, 2 scattered, some left to the step */
-} cfg;
 
-static const cfg cfgs[] = {
+const cfg cfgs[] = {
     {"sgd-nesterov-clip2", OPTIM_SGD, 1.0, 2.0, 0, OPTIM_NONFINITE_SKIP, 1, 0, 0, 7, 1},
     {"adagrad-clipvalue", OPTIM_ADAGRAD, 0, 2, 0.3, OPTIM_NONFINITE_PROPAGATE, 0, 0, 0, -1, 2},
     {"rmsprop-centered-clip1", OPTIM_RMSPROP, 5.0, 1.0, 0, OPTIM_NONFINITE_SKIP, 1, 0, 0, 5, 0},
@@ -161,7 +129,7 @@ static const cfg cfgs[] = {
     {"sam-rmsprop-p3", OPTIM_RMSPROP, 0, 2, 0.5, OPTIM_NONFINITE_ERROR, 1, 3.0, 0, 8, 0},
 };
 
-static const cfg *cfg_find(const char *name)
+const cfg *cfg_find(const char *name)
 {
     size_t i;
     for (i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)
@@ -169,7 +137,7 @@ static const cfg *cfg_find(const char *name)
     return NULL;
 }
 
-static void hparams_for(optim_hparams *hp, optim_rule rule, size_t group)
+void hparams_for(optim_hparams *hp, optim_rule rule, size_t group)
 {
     optim_hparams_init(hp, rule, NULL);
     switch (rule) {
@@ -206,7 +174,7 @@ static void hparams_for(optim_hparams *hp, optim_rule rule, size_t group)
     }
 }
 
-static int must(int rc, const char *what, const char *msg)
+int must(int rc, const char *what, const char *msg)
 {
     if (rc != OPTIM_OK) {
         fprintf(stderr, "rank %d: %s failed: %s: %s\n", g_rank, what, optim_err_name(rc), msg);
@@ -216,7 +184,7 @@ static int must(int rc, const char *what, const char *msg)
 }
 
 /* One process's optimizer over m, as cfg says. */
-static optim *build(const cfg *c, model *m, int steps_total)
+optim *build(const cfg *c, model *m, int steps_total)
 {
     optim *o = NULL;
     size_t i;
@@ -253,18 +221,18 @@ static optim *build(const cfg *c, model *m, int steps_total)
     return o;
 }
 
-static int same_bits(float a, float b)
+int same_bits(float a, float b)
 {
     return memcmp(&a, &b, sizeof a) == 0;
 }
 
-static int same_bits_d(double a, double b)
+int same_bits_d(double a, double b)
 {
     return memcmp(&a, &b, sizeof a) == 0 || (a != a && b != b);
 }
 
 /* Everything the distributed run holds against the reference. */
-static void compare(const char *what, int t, optim_mpi *d, const model *m, optim *ref, const model *rm)
+void compare(const char *what, int t, optim_mpi *d, const model *m, optim *ref, const model *rm)
 {
     size_t i, j, k;
     optim *local = optim_mpi_local(d);
@@ -318,7 +286,7 @@ static void compare(const char *what, int t, optim_mpi *d, const model *m, optim
 }
 
 /* Stage 2's hand-over: reverse order, or scattered with some left for the step. */
-static void hand_over(optim_mpi *d, const cfg *c, const model *m, int t)
+void hand_over(optim_mpi *d, const cfg *c, const model *m, int t)
 {
     size_t i;
     if (optim_mpi_stage(d) != 2 || c->handover == 0) return;
@@ -332,18 +300,8 @@ static void hand_over(optim_mpi *d, const cfg *c, const model *m, int t)
     }
 }
 
-typedef struct run {
-    const cfg *c;
-    int stage;
-    model m, rm;
-    optim *ref;
-    optim_sam *rsam;
-    optim_mpi *d;
-    uint64_t seed;
-    int steps_total;
-} run;
 
-static optim_mpi_options small_buckets(void)
+optim_mpi_options small_buckets(void)
 {
     optim_mpi_options o;
     optim_mpi_options_init(&o);
@@ -352,7 +310,7 @@ static optim_mpi_options small_buckets(void)
     return o;
 }
 
-static void run_open(run *R, const cfg *c, int stage, const size_t *sizes, size_t np, int steps_total,
+void run_open(run *R, const cfg *c, int stage, const size_t *sizes, size_t np, int steps_total,
                      const optim_mpi_options *opts)
 {
     optim *opt;
@@ -376,7 +334,7 @@ static void run_open(run *R, const cfg *c, int stage, const size_t *sizes, size_
     }
 }
 
-static void run_close(run *R)
+void run_close(run *R)
 {
     optim_mpi_free(R->d);
     optim_sam_free(R->rsam);
@@ -386,7 +344,7 @@ static void run_close(run *R)
 }
 
 /* One step (or SAM step) of both, at step t of the gradient sequence with K ranks' average. */
-static void run_step(run *R, int t, int K_ref)
+void run_step(run *R, int t, int K_ref)
 {
     const cfg *c = R->c;
     int rc, rrc;
@@ -429,6 +387,15 @@ static void run_step(run *R, int t, int K_ref)
     compare(what, t, R->d, &R->m, R->ref, &R->rm);
 }
 
+/* Has any rank failed since `before`? (Collective: the ranks stop together,
+ * rather than one going on into collectives the others left.) */
+static int any_failure(long before)
+{
+    long mine = g_failures - before, all = 0;
+    MPI_Allreduce(&mine, &all, 1, MPI_LONG, MPI_MAX, MPI_COMM_WORLD);
+    return all != 0;
+}
+
 static int cmd_steps(int steps)
 {
     size_t c;
@@ -443,7 +410,7 @@ static int cmd_steps(int steps)
             if (stage > 0 && c == 0 && g_rank == 0)
                 printf("layout: %zu buckets, %zu of %zu elements on rank 0\n", optim_mpi_bucket_count(R.d),
                        optim_mpi_shard_elements(R.d), (size_t)81146);
-            for (t = 0; t < steps && g_failures == before; t++) run_step(&R, t, g_size);
+            for (t = 0; t < steps && !any_failure(before); t++) run_step(&R, t, g_size);
             if (g_rank == 0)
                 printf("%-28s stage %d: %d steps %s (state %zu bytes on rank 0)\n", cfgs[c].name, stage, steps,
                        g_failures == before ? "bit-identical" : "DIFFER", optim_mpi_state_bytes(R.d));
@@ -457,490 +424,12 @@ static int cmd_steps(int steps)
         optim_mpi_options_init(&o);
         run_open(&R, cfg_find("sam-adam-clip"), stage, sizes_tiny, sizeof sizes_tiny / sizeof sizes_tiny[0], steps,
                  &o);
-        for (t = 0; t < steps && g_failures == before; t++) run_step(&R, t, g_size);
+        for (t = 0; t < steps && !any_failure(before); t++) run_step(&R, t, g_size);
         if (g_rank == 0)
             printf("tiny model (%zu elements on rank 0) stage %d: %s\n", optim_mpi_shard_elements(R.d), stage,
                    g_failures == before ? "bit-identical" : "DIFFER");
         run_close(&R);
     }
-    return 0;
-}
-
-/* ---- Checkpoints ----------------------------------------------------------------------- */
-
-static void params_path(char *buf, size_t n, const char *dir, int t)
-{
-    snprintf(buf, n, "%s.params-%d.bin", dir, t);
-}
-
-static void write_params(const model *m, const char *dir, int t)
-{
-    char path[4096];
-    FILE *f;
-    size_t i;
-    params_path(path, sizeof path, dir, t);
-    f = fopen(path, "wb");
-    if (!f) {
-        fprintf(stderr, "cannot write %s\n", path);
-        exit(2);
-    }
-    for (i = 0; i < m->np; i++) fwrite(m->w[i], sizeof(float), m->n[i], f);
-    if (fclose(f) != 0) exit(2);
-}
-
-static void read_params(model *m, const char *dir, int t)
-{
-    char path[4096];
-    FILE *f;
-    size_t i;
-    params_path(path, sizeof path, dir, t);
-    f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "cannot read %s\n", path);
-        exit(2);
-    }
-    for (i = 0; i < m->np; i++)
-        if (fread(m->w[i], sizeof(float), m->n[i], f) != m->n[i]) exit(2);
-    fclose(f);
-}
-
-static void crash_now(void)
-{
-    fprintf(stderr, "rank 0: crashing before the manifest, as asked\n");
-    fflush(stderr);
-    raise(SIGKILL);
-}
-
-typedef struct ckopts {
-    const char *dir, *out, *ckpt, *expect, *rule;
-    int steps, from, old_ranks, stage, crash;
-    size_t bucket;
-} ckopts;
-
-static const cfg *ck_cfg(const ckopts *o)
-{
-    const cfg *c = cfg_find(o->rule ? o->rule : "adam-amsgrad-clip3");
-    if (!c) {
-        fprintf(stderr, "unknown configuration %s\n", o->rule);
-        exit(2);
-    }
-    return c;
-}
-
-extern void (*optim_mpi__before_manifest)(void);
-
-static int cmd_save(const ckopts *o)
-{
-    run R;
-    int t;
-    optim_mpi_options opts = small_buckets();
-    if (o->bucket) opts.bucket_bytes = o->bucket;
-    run_open(&R, ck_cfg(o), o->stage, sizes_big, 8, 40, &opts);
-    for (t = 0; t < o->steps; t++) run_step(&R, t, g_size);
-    if (o->crash && g_rank == 0) optim_mpi__before_manifest = crash_now;
-    if (g_rank == 0) write_params(&R.m, o->dir, o->steps);
-    must(optim_mpi_save(R.d, o->dir), "optim_mpi_save", optim_mpi_errmsg(R.d));
-    if (g_rank == 0) printf("saved %d steps of %d ranks (stage %d) in %s\n", o->steps, g_size, o->stage, o->dir);
-    run_close(&R);
-    return 0;
-}
-
-/* The reference replays the whole history: `from` steps averaged over old_ranks, then ours. */
-static void replay(run *R, int from, int old_ranks)
-{
-    int t;
-    for (t = 0; t < from; t++) {
-        ref_grads(&R->rm, R->seed, t, old_ranks, R->c->nan_step);
-        if (R->rsam) {
-            if (optim_sam_first_step(R->rsam) == OPTIM_OK) {
-                ref_grads(&R->rm, R->seed, t + 1000, old_ranks, -1);
-                optim_sam_second_step(R->rsam);
-            }
-        } else {
-            optim_step(R->ref);
-        }
-    }
-}
-
-static int cmd_resume(const ckopts *o)
-{
-    run R;
-    int t;
-    optim_mpi_options opts = small_buckets();
-    if (o->bucket) opts.bucket_bytes = o->bucket;
-    run_open(&R, ck_cfg(o), o->stage, sizes_big, 8, 40, &opts);
-    replay(&R, o->from, o->old_ranks);
-    read_params(&R.m, o->dir, o->from); /* every rank reads rank 0's parameters of that step */
-    must(optim_mpi_load(R.d, o->dir), "optim_mpi_load", optim_mpi_errmsg(R.d));
-    CHECK(optim_mpi_step_count(R.d) == optim_step_count(R.ref), "loaded %lld steps, expected %lld (of %d)",
-          (long long)optim_mpi_step_count(R.d), (long long)optim_step_count(R.ref), o->from);
-    compare("after load", o->from, R.d, &R.m, R.ref, &R.rm);
-    for (t = o->from; t < o->from + o->steps; t++) run_step(&R, t, g_size);
-    if (g_rank == 0)
-        printf("resumed a %d-rank checkpoint on %d ranks (stage %d): %d steps %s\n", o->old_ranks, g_size, o->stage,
-               o->steps, g_failures ? "DIFFER" : "bit-identical");
-    run_close(&R);
-    return 0;
-}
-
-/* One process: optim_load of a merged checkpoint into the model's own optimizer. */
-static int cmd_plain(const ckopts *o)
-{
-    const cfg *c = ck_cfg(o);
-    model m, rm;
-    optim *opt, *ref;
-    optim_sam *sam = NULL, *rsam = NULL;
-    optim_error err;
-    uint64_t seed = 0x5eed0000u + (uint64_t)(c - cfgs) * 17u;
-    int t;
-    size_t i, j;
-    model_init(&m, sizes_big, 8, seed, 0.0f);
-    model_init(&rm, sizes_big, 8, seed, 0.0f);
-    opt = build(c, &m, 40);
-    ref = build(c, &rm, 40);
-    if (c->sam_p > 0) {
-        must(optim_sam_create(&sam, opt, 0.05, c->sam_p, c->sam_adaptive, 0.01, &err), "sam", err.message);
-        must(optim_sam_create(&rsam, ref, 0.05, c->sam_p, c->sam_adaptive, 0.01, &err), "sam", err.message);
-    }
-    {
-        run R;
-        memset(&R, 0, sizeof R);
-        R.c = c;
-        R.rm = rm;
-        R.ref = ref;
-        R.rsam = rsam;
-        R.seed = seed;
-        replay(&R, o->from, o->old_ranks);
-    }
-    read_params(&m, o->dir, o->from);
-    must(optim_load(opt, o->ckpt, OPTIM_MATCH_NAME), "optim_load", optim_errmsg(opt));
-    CHECK(optim_step_count(opt) == optim_step_count(ref) && optim_skipped_steps(opt) == optim_skipped_steps(ref),
-          "merged checkpoint has %lld steps and %lld skipped, expected %lld and %lld", (long long)optim_step_count(opt),
-          (long long)optim_skipped_steps(opt), (long long)optim_step_count(ref), (long long)optim_skipped_steps(ref));
-    for (t = o->from; t < o->from + o->steps; t++) {
-        /* One process: K = 1. */
-        for (i = 0; i < 8; i++)
-            for (j = 0; j < m.n[i]; j++) m.g[i][j] = grad_of(seed, t, 0, i, j, m.w[i][j], c->nan_step, 1);
-        ref_grads(&rm, seed, t, 1, c->nan_step);
-        if (sam) {
-            if (optim_sam_first_step(sam) == OPTIM_OK && optim_sam_first_step(rsam) == OPTIM_OK) {
-                for (i = 0; i < 8; i++)
-                    for (j = 0; j < m.n[i]; j++) m.g[i][j] = grad_of(seed, t + 1000, 0, i, j, m.w[i][j], -1, 1);
-                ref_grads(&rm, seed, t + 1000, 1, -1);
-                optim_sam_second_step(sam);
-                optim_sam_second_step(rsam);
-            }
-        } else {
-            optim_step(opt);
-            optim_step(ref);
-        }
-        for (i = 0; i < 8; i++)
-            for (j = 0; j < m.n[i]; j++)
-                if (!same_bits(m.w[i][j], rm.w[i][j])) {
-                    FAILF("one process after the merge, step %d: param %zu element %zu: %a vs %a", t, i, j,
-                          m.w[i][j], rm.w[i][j]);
-                    i = 8;
-                    break;
-                }
-    }
-    printf("merged checkpoint of %d ranks continued in one process: %d steps %s\n", o->old_ranks, o->steps,
-           g_failures ? "DIFFER" : "bit-identical");
-    optim_sam_free(sam);
-    optim_sam_free(rsam);
-    optim_free(opt);
-    optim_free(ref);
-    model_free(&m);
-    model_free(&rm);
-    return 0;
-}
-
-static int cmd_merge(const ckopts *o)
-{
-    optim_error err;
-    int rc = optim_mpi_merge(o->dir, o->out, &err);
-    if (rc != OPTIM_OK) FAILF("optim_mpi_merge: %s", err.message);
-    return 0;
-}
-
-static int cmd_load_fails(const ckopts *o)
-{
-    run R;
-    int rc;
-    optim_mpi_options opts = small_buckets();
-    run_open(&R, ck_cfg(o), 1, sizes_big, 8, 40, &opts);
-    rc = optim_mpi_load(R.d, o->dir);
-    CHECK(rc != OPTIM_OK, "loading %s succeeded", o->dir);
-    CHECK(strstr(optim_mpi_errmsg(R.d), o->expect) != NULL, "the message '%s' lacks '%s'", optim_mpi_errmsg(R.d),
-          o->expect);
-    if (g_rank == 0) printf("refused as expected: %s\n", optim_mpi_errmsg(R.d));
-    /* Nothing changed: the run goes on as if the load had not been tried. */
-    run_step(&R, 0, g_size);
-    run_close(&R);
-    return 0;
-}
-
-/* ---- Failures --------------------------------------------------------------------------- */
-
-/* The last rank describes something else; every rank must refuse with a message naming it. */
-static int cmd_mismatch(const char *what_arg)
-{
-    static const struct {
-        const char *what, *expect;
-    } cases[] = {
-        {"lr", "group 0 hyperparameter lr: 0.002 on rank"},
-        {"rule", "rule: adam on rank"},
-        {"size", "number of parameters"},
-        {"psize", "param 4 'p4' size: 300 on rank"},
-        {"name", "param 5 name"},
-        {"stage", "stage: 1 on rank"},
-        {"bucket", "bucket size (elements)"},
-        {"schedule", "group 1 schedule:"},
-        {"clip", "clip_grad_norm"},
-        {"state", "state exp_avg"},
-        {"shape", "shape"},
-        {"sam", "SAM's rho: 0.050000000000000003 on rank"},
-    };
-    const cfg *c = cfg_find("adam-amsgrad-clip3");
-    size_t k;
-    for (k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        model m;
-        optim *opt, *other = NULL;
-        optim_mpi *d = NULL;
-        optim_error err;
-        optim_mpi_options opts = small_buckets();
-        int stage = 1, rc, last = g_rank == g_size - 1;
-        size_t np = 8;
-        if (what_arg && strcmp(what_arg, "all") != 0 && strcmp(what_arg, cases[k].what) != 0) continue;
-        model_init(&m, sizes_big, 8, 42, 0.0f);
-        if (last && strcmp(cases[k].what, "size") == 0) np = 7;
-        m.np = np;
-        opt = build(c, &m, 40);
-        if (last) {
-            const char *w = cases[k].what;
-            if (strcmp(w, "lr") == 0) optim_group_set_hparam(opt, 0, OPTIM_HP_LR, 0.003);
-            if (strcmp(w, "rule") == 0) {
-                optim_hparams hp;
-                optim_create(&other, OPTIM_ADAMW);
-                optim_hparams_init(&hp, OPTIM_ADAMW, NULL);
-                optim_add_group(other, &hp, NULL);
-                optim_add_group(other, &hp, NULL);
-                {
-                    size_t i;
-                    for (i = 0; i < 8; i++) {
-                        char name[16];
-                        snprintf(name, sizeof name, "p%zu", i);
-                        optim_add_param(other, i % 2, m.w[i], m.g[i], m.n[i], name, NULL);
-                    }
-                }
-            }
-            if (strcmp(w, "psize") == 0) {
-                optim_free(opt);
-                static const size_t other_sizes[] = {20000, 1, 0, 8193, 299, 12345, 7, 40000};
-                m.n = other_sizes;
-                opt = build(c, &m, 40);
-            }
-            if (strcmp(w, "name") == 0) {
-                optim_free(opt);
-                optim_create(&opt, c->rule);
-                {
-                    optim_hparams hp;
-                    int g;
-                    size_t i;
-                    for (g = 0; g < 2; g++) {
-                        hparams_for(&hp, c->rule, (size_t)g);
-                        optim_add_group(opt, &hp, NULL);
-                    }
-                    for (i = 0; i < 8; i++) {
-                        char name[16];
-                        snprintf(name, sizeof name, i == 5 ? "q%zu" : "p%zu", i);
-                        optim_add_param(opt, i % 2, m.w[i], m.g[i], m.n[i], name, NULL);
-                    }
-                    optim_set_clip_grad_norm(opt, c->clip_norm, c->norm_type);
-                    optim_set_nonfinite(opt, c->nonfinite);
-                    {
-                        optim_schedule *cos = NULL, *wu = NULL, *st = NULL;
-                        optim_schedule_cosine(&cos, 35, 1e-5, NULL);
-                        optim_schedule_warmup(&wu, 5, cos, NULL);
-                        optim_schedule_step(&st, 4, 0.7, NULL);
-                        optim_group_set_schedule(opt, 0, wu);
-                        optim_group_set_schedule(opt, 1, st);
-                        optim_schedule_free(wu);
-                        optim_schedule_free(st);
-                    }
-                    {
-                        int64_t dims[2] = {100, 400};
-                        optim_param_set_shape(opt, 7, 2, dims);
-                    }
-                }
-            }
-            if (strcmp(w, "stage") == 0) stage = 2;
-            if (strcmp(w, "bucket") == 0) opts.bucket_bytes = 128 << 10;
-            if (strcmp(w, "schedule") == 0) {
-                optim_schedule *st = NULL;
-                optim_schedule_step(&st, 4, 0.8, NULL);
-                optim_group_set_schedule(opt, 1, st);
-                optim_schedule_free(st);
-            }
-            if (strcmp(w, "clip") == 0) optim_set_clip_grad_norm(opt, 1.5, 2.0);
-            if (strcmp(w, "state") == 0) {
-                float *s = NULL;
-                optim_state_slot(opt, 3, 0, &s, NULL);
-                s[17] = 1.0f;
-            }
-            if (strcmp(w, "shape") == 0) {
-                int64_t dims[2] = {400, 100};
-                optim_param_set_shape(opt, 7, 2, dims);
-            }
-        }
-        if (strcmp(cases[k].what, "lr") == 0 && !last) optim_group_set_hparam(opt, 0, OPTIM_HP_LR, 0.002);
-        rc = optim_mpi_create_with(&d, other ? other : opt, MPI_COMM_WORLD, stage, &opts, &err);
-        if (strcmp(cases[k].what, "sam") == 0) {
-            CHECK(rc == OPTIM_OK, "create: %s", err.message);
-            rc = optim_mpi_set_sam(d, last ? 0.06 : 0.05, 2.0, 0, 0.0);
-            snprintf(err.message, sizeof err.message, "%s", optim_mpi_errmsg(d));
-        }
-        CHECK(rc == OPTIM_EMISMATCH, "%s: returned %s (%s)", cases[k].what, optim_err_name(rc), err.message);
-        CHECK(strstr(err.message, cases[k].expect) != NULL, "%s: the message '%s' lacks '%s'", cases[k].what,
-              err.message, cases[k].expect);
-        {
-            /* The last rank against the others, named. */
-            char others[32], odd[32];
-            snprintf(others, sizeof others, g_size > 2 ? "ranks 0, 1" : "rank 0");
-            snprintf(odd, sizeof odd, "rank %d", g_size - 1);
-            CHECK(strstr(err.message, others) && strstr(err.message, odd), "%s: the message names the ranks: %s",
-                  cases[k].what, err.message);
-        }
-        if (g_rank == 0) printf("mismatch %-8s refused: %s\n", cases[k].what, err.message);
-        optim_mpi_free(d);
-        optim_free(opt);
-        optim_free(other);
-        m.np = 8;
-        m.n = sizes_big;
-        model_free(&m);
-    }
-    return 0;
-}
-
-static int cmd_errors(void)
-{
-    run R;
-    int rc, t = 0;
-    const float *keep;
-    optim_mpi_options opts = small_buckets();
-    int stage;
-    for (stage = 1; stage <= 2; stage++) {
-        run_open(&R, cfg_find("adamw-clip2"), stage, sizes_big, 8, 40, &opts);
-        run_step(&R, t++, g_size);
-        /* 1. A missing gradient on the last rank fails the step on every rank, naming it. */
-        local_grads(&R.m, R.seed, t, -1);
-        if (stage == 2) optim_mpi_grad_ready(R.d, 7); /* buckets on the wire on some ranks */
-        keep = R.m.g[4];
-        if (g_rank == g_size - 1) optim_mpi_set_grad(R.d, 4, NULL);
-        rc = optim_mpi_step(R.d);
-        CHECK(rc == OPTIM_ENULL, "stage %d: a missing gradient: %s", stage, optim_err_name(rc));
-        {
-            char expect[128];
-            snprintf(expect, sizeof expect, "rank %d of %d: optim_mpi_step: param 4 'p4' has no gradient",
-                     g_size - 1, g_size);
-            CHECK(strstr(optim_mpi_errmsg(R.d), expect) != NULL, "the message '%s' lacks '%s'",
-                  optim_mpi_errmsg(R.d), expect);
-            if (g_rank == 0 && stage == 1) printf("one rank's error, every rank's: %s\n", optim_mpi_errmsg(R.d));
-        }
-        optim_mpi_set_grad(R.d, 4, keep);
-        compare("after a failed step", t, R.d, &R.m, R.ref, &R.rm);
-        run_step(&R, t++, g_size); /* and the run goes on, bit for bit */
-        /* 2. A hyperparameter changed on one rank only is found at the next step. */
-        if (g_rank == 0) optim_group_set_hparam(optim_mpi_local(R.d), 1, OPTIM_HP_WEIGHT_DECAY, 0.5);
-        local_grads(&R.m, R.seed, t, -1);
-        rc = optim_mpi_step(R.d);
-        CHECK(rc == OPTIM_EMISMATCH && strstr(optim_mpi_errmsg(R.d), "group 1 hyperparameter weight_decay"),
-              "stage %d: drift: %s: %s", stage, optim_err_name(rc), optim_mpi_errmsg(R.d));
-        if (g_rank == 0 && stage == 1) printf("drift found: %s\n", optim_mpi_errmsg(R.d));
-        if (g_rank == 0) optim_group_set_hparam(optim_mpi_local(R.d), 1, OPTIM_HP_WEIGHT_DECAY, 1e-2);
-        run_step(&R, t++, g_size);
-        /* 3. Local misuse is refused locally. */
-        rc = optim_mpi_grad_ready(R.d, 99);
-        CHECK(rc == OPTIM_ERANGE, "grad_ready(99): %s", optim_err_name(rc));
-        if (stage == 1) {
-            rc = optim_mpi_grad_ready(R.d, 0);
-            CHECK(rc == OPTIM_ESTATE && strstr(optim_mpi_errmsg(R.d), "stage 2"), "stage 1 grad_ready: %s",
-                  optim_mpi_errmsg(R.d));
-        } else {
-            local_grads(&R.m, R.seed, t, -1);
-            must(optim_mpi_grad_ready(R.d, 0), "grad_ready", optim_mpi_errmsg(R.d));
-            rc = optim_mpi_grad_ready(R.d, 0);
-            CHECK(rc == OPTIM_ESTATE, "handed over twice: %s", optim_err_name(rc));
-            ref_grads(&R.rm, R.seed, t, g_size, -1);
-            rc = optim_mpi_step(R.d);
-            CHECK(rc == OPTIM_OK && optim_step(R.ref) == OPTIM_OK, "step: %s", optim_mpi_errmsg(R.d));
-            compare("after a partial hand-over", t++, R.d, &R.m, R.ref, &R.rm);
-        }
-        rc = optim_mpi_sam_first_step(R.d);
-        CHECK(rc == OPTIM_ESTATE, "SAM without SAM: %s", optim_err_name(rc));
-        /* 4. A save into a path that is a file fails on every rank. */
-        {
-            char path[256];
-            FILE *f;
-            snprintf(path, sizeof path, "/tmp/optim_mpi_test_file_%ld", (long)getppid());
-            if (g_rank == 0) {
-                f = fopen(path, "w");
-                if (f) fclose(f);
-            }
-            MPI_Barrier(MPI_COMM_WORLD);
-            rc = optim_mpi_save(R.d, path);
-            CHECK(rc == OPTIM_EOPEN && strstr(optim_mpi_errmsg(R.d), "rank 0 of"), "save onto a file: %s: %s",
-                  optim_err_name(rc), optim_mpi_errmsg(R.d));
-            MPI_Barrier(MPI_COMM_WORLD);
-            if (g_rank == 0) unlink(path);
-        }
-        run_step(&R, t++, g_size);
-        run_close(&R);
-    }
-    if (g_rank == 0) printf("errors: %s\n", g_failures ? "FAILED" : "every rank failed together, nothing changed");
-    return 0;
-}
-
-static int cmd_kill(int kill_rank, int at)
-{
-    run R;
-    int t;
-    optim_mpi_options opts = small_buckets();
-    run_open(&R, cfg_find("adam-amsgrad-clip3"), 2, sizes_big, 8, 1000000, &opts);
-    for (t = 0; t < 1000000; t++) {
-        if (t == at && g_rank == kill_rank) {
-            fprintf(stderr, "rank %d: killing myself (SIGKILL) at step %d\n", g_rank, t);
-            fflush(stderr);
-            raise(SIGKILL);
-        }
-        local_grads(&R.m, R.seed, t, -1);
-        hand_over(R.d, R.c, &R.m, t);
-        if (optim_mpi_step(R.d) != OPTIM_OK) {
-            fprintf(stderr, "rank %d: %s\n", g_rank, optim_mpi_errmsg(R.d));
-            MPI_Abort(MPI_COMM_WORLD, 3);
-        }
-    }
-    run_close(&R);
-    return 0;
-}
-
-static int cmd_timeout(void)
-{
-    run R;
-    optim_mpi_options opts = small_buckets();
-    opts.timeout = 2;
-    run_open(&R, cfg_find("adamw-clip2"), 1, sizes_big, 8, 40, &opts);
-    run_step(&R, 0, g_size);
-    if (g_rank == g_size - 1) {
-        /* Stop answering (as a stuck or stopped process would). */
-        sleep(30);
-    }
-    local_grads(&R.m, R.seed, 1, -1);
-    if (optim_mpi_step(R.d) != OPTIM_OK) {
-        fprintf(stderr, "rank %d: %s: %s\n", g_rank, optim_err_name(optim_mpi_errcode(R.d)), optim_mpi_errmsg(R.d));
-        fflush(stderr);
-        MPI_Abort(MPI_COMM_WORLD, 4);
-    }
-    run_close(&R);
     return 0;
 }
 
