@@ -357,8 +357,9 @@ int lab_dist_available(void);
 /** Initialise MPI (under mpirun: every rank runs the lab); fills ctx->rank and
  *  ctx->ranks. Returns 0, or -1 with a message (built without MPI). */
 int lab_dist_init(int *argc, char ***argv, lab_ctx *ctx, char *msg, size_t msgsize);
-/** Rank 0's status to every rank (0 or not), e.g. after claiming the run directory. */
-int lab_dist_share_status(lab_ctx *ctx, int status);
+/** The largest of every rank's status (0 or not), on every rank: one rank's
+ *  failure (data it cannot read, rank 0's run directory) stops them all. */
+int lab_dist_agree(lab_ctx *ctx, int status);
 /** Wait, without spinning, until every rank gets here; then MPI_Finalize. */
 void lab_dist_finish(lab_ctx *ctx);
 /** Ranks but 0: wait without spinning while rank 0 works alone (matched by rank 0's call after its work). */

@@ -78,7 +78,7 @@ int lab_dist_init(int *argc, char ***argv, lab_ctx *ctx, char *msg, size_t msgsi
     return -1;
 }
 
-int lab_dist_share_status(lab_ctx *ctx, int status)
+int lab_dist_agree(lab_ctx *ctx, int status)
 {
     (void)ctx;
     return status;
@@ -118,10 +118,10 @@ int lab_dist_init(int *argc, char ***argv, lab_ctx *ctx, char *msg, size_t msgsi
     return 0;
 }
 
-int lab_dist_share_status(lab_ctx *ctx, int status)
+int lab_dist_agree(lab_ctx *ctx, int status)
 {
     (void)ctx;
-    MPI_Bcast(&status, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, &status, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     return status;
 }
 

@@ -758,8 +758,11 @@ int optim_lab_main(int argc, char **argv)
             }
             nsel = kept;
         }
-        /* A missing data set is reported before anything is written. */
-        if ((accepts & ACCEPT_DATA) && lab_need_data(&ctx) != 0) {
+        /* A missing data set is reported before anything is written (by every rank that misses it;
+         * with --distributed, one rank's failure stops them all). */
+        rc = (accepts & ACCEPT_DATA) && lab_need_data(&ctx) != 0;
+        if (dist_init) rc = lab_dist_agree(&ctx, rc);
+        if (rc != 0) {
             rc = 1;
             goto done;
         }
@@ -781,7 +784,7 @@ int optim_lab_main(int argc, char **argv)
         strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
         snprintf(run_name, sizeof run_name, "%s-%s", single ? single->name : "default", stamp);
         rc = ctx.rank == 0 ? lab_run_dir_claim(&rd, ctx.opt.out, run_name, msg, sizeof msg) : 0;
-        if (dist_init) rc = lab_dist_share_status(&ctx, rc);
+        if (dist_init) rc = lab_dist_agree(&ctx, rc);
         if (rc != 0) {
             if (ctx.rank != 0) goto done;
             if (rc == 1) fprintf(stderr, "optim lab: output directory: %s\n", msg);
