@@ -280,6 +280,11 @@ int osc_manifest_parse(const char *text, size_t len, const char *what, osc_manif
         return osc_fail(err, OPTIM_ETRUNCATED, "%s: no checksum line at the end (truncated or not a manifest)", what);
     {
         unsigned want;
+        int c;
+        /* Exactly what the writer writes: 8 lower-case hex digits. */
+        for (c = 7; c < 15; c++)
+            if (!((crc_line[c] >= '0' && crc_line[c] <= '9') || (crc_line[c] >= 'a' && crc_line[c] <= 'f')))
+                return osc_fail(err, OPTIM_EFORMAT, "%s: malformed checksum line", what);
         if (sscanf(crc_line + 7, "%8x", &want) != 1)
             return osc_fail(err, OPTIM_EFORMAT, "%s: malformed checksum line", what);
         if (want != osc_crc32c(0, text, (size_t)(crc_line - text)))
