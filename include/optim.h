@@ -99,7 +99,8 @@ OPTIM_API const char *optim_version_string(void);
     XX(EVERSION, -26, "checkpoint format version is newer than this library")        \
     XX(ECHECKSUM, -27, "checksum mismatch: file is corrupt")                         \
     XX(EFORMAT, -28, "malformed checkpoint")                                         \
-    XX(EMISMATCH, -29, "checkpoint does not match this optimizer")
+    XX(EMISMATCH, -29, "checkpoint does not match this optimizer")                   \
+    XX(ECOMM, -40, "communication between processes failed or timed out (optim_mpi.h)")
 
 typedef enum optim_status {
 #define OPTIM__ERR_ENUM(name, code, msg) OPTIM_##name = code,

@@ -32,6 +32,7 @@ ENUMS = {
         'OPTIM_ECHECKSUM': -27,
         'OPTIM_EFORMAT': -28,
         'OPTIM_EMISMATCH': -29,
+        'OPTIM_ECOMM': -40,
     },
     'optim_rule': {  # optim.h
         'OPTIM_SGD': 1,
