@@ -127,8 +127,8 @@ static int same_run(small_run *a, small_run *b, const optim_hparams *hp)
 TEST_IMPL(ckpt_resume_every_option)
 {
     int r, combos = 0;
-    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
-        const grid *gr = &test_grids[r];
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+        const grid *gr = grid_for(r);
         long c;
         for (c = 0; c < grid_size(gr); c++) {
             optim_hparams hp, got;

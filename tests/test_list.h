@@ -12,6 +12,7 @@
     TEST_ENTRY(rules_lr_change_vs_reference)   \
     TEST_ENTRY(rules_betas_vs_reference)       \
     TEST_ENTRY(paths_bit_identical)            \
+    TEST_ENTRY(float32_golden)                 \
     TEST_ENTRY(update_errors)                  \
     TEST_ENTRY(object_matches_update)          \
     TEST_ENTRY(object_groups)                  \

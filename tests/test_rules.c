@@ -176,8 +176,8 @@ TEST_IMPL(rules_vs_reference)
     static const size_t sizes[] = {1000};
     test_rng rng = {test_seed()};
     int r;
-    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
-        const grid *gr = &test_grids[r];
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+        const grid *gr = grid_for(r);
         long c, valid = 0;
         double worst = 0;
         for (c = 0; c < grid_size(gr); c++) {
@@ -245,9 +245,9 @@ TEST_IMPL(rules_lr_change_vs_reference)
 {
     test_rng rng = {test_seed() ^ 0x1234};
     int r;
-    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
         optim_hparams hp;
-        ASSERT_OK(grid_get(&test_grids[r], 0, &hp));
+        ASSERT_OK(grid_get(grid_for(r), 0, &hp));
         if (hp.rule == OPTIM_ADABOUND) hp.initial_lr = hp.lr;
         if (run_against_ref(&hp, 257, &rng, lr_wave, NULL)) return 1;
     }
@@ -362,8 +362,8 @@ TEST_IMPL(paths_bit_identical)
     if (model_init(&init_small, small, 5, &rng) || model_init(&init_big, big, 5, &rng) ||
         model_init(&ref, big, 5, &rng) || model_init(&got, big, 5, &rng))
         FAIL("out of memory");
-    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
-        const grid *gr = &test_grids[r];
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+        const grid *gr = grid_for(r);
         long c;
         for (c = 0; c < grid_size(gr); c++) {
             optim_hparams hp;
