@@ -49,6 +49,7 @@
 #define CK_MAX_LINKS 40       /* symbolic links optim_save follows, as the kernel's limit */
 #define CK_FORMAT_SHAPES 2    /* the first format whose PARM holds the shape */
 #define CK_FORMAT_CLIP_VALUE 2 /* the first format whose META ends with the fused clip_value */
+#define CK_FORMAT_DTYPES 3    /* the first format whose PARM gives each slot's element type */
 
 /* Fuzzing builds (OPTIM_FUZZ) accept wrong checksums, as OSS-Fuzz's convention
  * has it, so that the fuzzer's mutations reach the parser behind them instead
@@ -88,9 +89,9 @@ static void *ck_calloc(size_t n, size_t size)
     return ck_alloc_fails() ? NULL : calloc(n, size);
 }
 
-static float *ck_alloc_floats(size_t n)
+static float *ck_alloc_elems(size_t n, optim_dtype dtype)
 {
-    return ck_alloc_fails() ? NULL : optim__alloc_floats(n);
+    return ck_alloc_fails() ? NULL : (float *)optim__alloc_elems(n, optim_dtype_size(dtype));
 }
 
 static char *ck_strdup(const char *s)
@@ -198,21 +199,29 @@ static int ck_host_little_endian(void)
     return b == 1;
 }
 
-/* n floats as little-endian IEEE binary32. */
-static void ck_floats(ck_writer *w, const float *x, size_t n)
+/* n elements of a state type (float32 or float64) as little-endian IEEE
+ * binary32 or binary64. */
+static void ck_elems(ck_writer *w, const void *x, size_t n, optim_dtype dtype)
 {
+    const size_t size = optim_dtype_size(dtype);
     if (ck_counting(w)) {
-        w->total += 4 * (uint64_t)n;
+        w->total += size * (uint64_t)n;
         return;
     }
     if (ck_host_little_endian()) {
-        ck_put(w, x, n * sizeof(float));
+        ck_put(w, x, n * size);
     } else {
         size_t i;
         for (i = 0; i < n; i++) {
-            uint32_t v;
-            memcpy(&v, &x[i], 4);
-            ck_u32(w, v);
+            if (size == 8) {
+                uint64_t v;
+                memcpy(&v, (const char *)x + 8 * i, 8);
+                ck_u64(w, v);
+            } else {
+                uint32_t v;
+                memcpy(&v, (const char *)x + 4 * i, 4);
+                ck_u32(w, v);
+            }
         }
     }
 }
@@ -302,8 +311,11 @@ static void ck_param(ck_writer *w, const optim *o, size_t i)
     ck_f64(w, pa->st.mu_product);
     ck_u32(w, pa->st.initialized & mask);
     ck_u32(w, mask);
-    for (s = 0; s < OPTIM_MAX_SLOTS; s++)
-        if ((mask >> s) & 1u) ck_floats(w, pa->st.slot[s], pa->n);
+    for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+        if (!((mask >> s) & 1u)) continue;
+        ck_u32(w, (uint32_t)pa->sdt); /* format 3: the slot's element type */
+        ck_elems(w, pa->st.slot[s], pa->n, pa->sdt);
+    }
 }
 
 /* One section: its head, its payload (length measured by a counting pass),
@@ -698,7 +710,8 @@ typedef struct ck_param_plan {
     int64_t step;
     double mu_product;
     unsigned initialized, mask;
-    const unsigned char *data[OPTIM_MAX_SLOTS]; /* slot data in the file (little-endian floats) */
+    const unsigned char *data[OPTIM_MAX_SLOTS]; /* slot data in the file (little-endian, of type dtype) */
+    optim_dtype dtype;                          /* the slots' element type (float32 before format 3) */
     float *fresh[OPTIM_MAX_SLOTS];              /* arrays allocated for slots the optimizer lacks */
     const char *name;
     size_t name_len;
@@ -984,12 +997,28 @@ static int ck_parse_param(ck_reader *r, ck_plan *pl, size_t expect, const char *
     pp->n = (size_t)n;
     OPTIM__FAIL_IF(n != pp->n || n > ((uint64_t)SIZE_MAX) / 4, err, OPTIM_EFORMAT, "%s: n = %llu", where,
                    (unsigned long long)n);
+    pp->dtype = OPTIM_FLOAT32;
     for (s = 0; s < nslots; s++) {
+        size_t size;
         if (!((pp->mask >> s) & 1u)) continue;
-        OPTIM__FAIL_IF(!ck_has(r, pp->n * 4), err, OPTIM_EFORMAT, "%s: slot %s runs past the section", where,
-                       optim_rule_slot_name(pl->rule, (int)s));
+        if (pl->format >= CK_FORMAT_DTYPES) {
+            uint32_t dt;
+            OPTIM__FAIL_IF(!ck_has(r, 4), err, OPTIM_EFORMAT, "%s: slot %s runs past the section", where,
+                           optim_rule_slot_name(pl->rule, (int)s));
+            dt = ck_get_u32(r);
+            /* State is float32, or float64 (of float64 parameters); one type per parameter. */
+            OPTIM__FAIL_IF(dt != OPTIM_FLOAT32 && dt != OPTIM_FLOAT64, err, OPTIM_EFORMAT,
+                           "%s: slot %s has element type %u (0 float32, 1 float64)", where,
+                           optim_rule_slot_name(pl->rule, (int)s), dt);
+            OPTIM__FAIL_IF(s > 0 && (pp->mask & ((1u << s) - 1)) && (optim_dtype)dt != pp->dtype, err, OPTIM_EFORMAT,
+                           "%s: slots of different element types", where);
+            pp->dtype = (optim_dtype)dt;
+        }
+        size = optim_dtype_size(pp->dtype);
+        OPTIM__FAIL_IF(pp->n > SIZE_MAX / size || !ck_has(r, pp->n * size), err, OPTIM_EFORMAT,
+                       "%s: slot %s runs past the section", where, optim_rule_slot_name(pl->rule, (int)s));
         pp->data[s] = r->p + r->pos;
-        r->pos += pp->n * 4;
+        r->pos += pp->n * size;
         pl->state_floats += pp->n;
     }
     return OPTIM_OK;
@@ -1200,30 +1229,40 @@ static int ck_match(optim *o, ck_plan *pl, optim_match match, const char *what)
         OPTIM__FAIL_IF(pa->group != pp->group, &o->err, OPTIM_EMISMATCH,
                        "%s: param %zu '%s' is in group %zu in the optimizer, %zu in the checkpoint", what, i, pa->name,
                        pa->group, pp->group);
+        OPTIM__FAIL_IF(pp->mask && pa->sdt != pp->dtype, &o->err, OPTIM_EMISMATCH,
+                       "%s: param %zu '%s' has %s state in the optimizer, %s in the checkpoint", what, i, pa->name,
+                       optim_dtype_name(pa->sdt), optim_dtype_name(pp->dtype));
     }
     for (i = 0; i < o->nparams; i++) o->params[i].fresh = 0;
     for (j = 0; j < pl->nparams; j++) {
         ck_param_plan *pp = &pl->params[j];
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((pp->mask >> s) & 1u) || o->params[pp->target].st.slot[s]) continue;
-            pp->fresh[s] = ck_alloc_floats(pp->n);
+            pp->fresh[s] = ck_alloc_elems(pp->n, pp->dtype);
             OPTIM__FAIL_IF(!pp->fresh[s], &o->err, OPTIM_ENOMEM,
-                           "%s: param %zu '%s': out of memory for %zu floats of state '%s'", what, pp->target,
-                           o->params[pp->target].name, pp->n, optim_rule_slot_name(o->rule, s));
+                           "%s: param %zu '%s': out of memory for %zu %s of state '%s'", what, pp->target,
+                           o->params[pp->target].name, pp->n, pp->dtype == OPTIM_FLOAT64 ? "doubles" : "floats",
+                           optim_rule_slot_name(o->rule, s));
         }
     }
     return OPTIM_OK;
 }
 
-static void ck_read_floats(float *dst, const unsigned char *src, size_t n)
+static void ck_read_elems(void *dst, const unsigned char *src, size_t n, optim_dtype dtype)
 {
+    const size_t size = optim_dtype_size(dtype);
     if (ck_host_little_endian()) {
-        memcpy(dst, src, n * sizeof(float));
+        memcpy(dst, src, n * size);
     } else {
         size_t i;
         for (i = 0; i < n; i++) {
-            uint32_t v = ck_le32(src + 4 * i);
-            memcpy(&dst[i], &v, 4);
+            if (size == 8) {
+                uint64_t v = ck_le64(src + 8 * i);
+                memcpy((char *)dst + 8 * i, &v, 8);
+            } else {
+                uint32_t v = ck_le32(src + 4 * i);
+                memcpy((char *)dst + 4 * i, &v, 4);
+            }
         }
     }
 }
@@ -1250,12 +1289,12 @@ static void ck_commit(optim *o, ck_plan *pl)
                     pa->st.slot[s] = pp->fresh[s];
                     pp->fresh[s] = NULL;
                 }
-                ck_read_floats(pa->st.slot[s], pp->data[s], pp->n);
+                ck_read_elems(pa->st.slot[s], pp->data[s], pp->n, pp->dtype);
             } else if (pa->st.slot[s]) {
                 /* Not allocated when saved (the saved options do not need it): reset
                  * it as a fresh allocation would be, but keep the memory, which
                  * bindings may be viewing. */
-                optim__slot_reset(&o->groups[pa->group].hp, pa->n, &pa->st, s);
+                optim__slot_reset(&o->groups[pa->group].hp, pa->n, &pa->st, s, pa->sdt);
             }
         }
         pa->st.step = pp->step;
