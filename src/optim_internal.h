@@ -99,6 +99,16 @@ static inline int optim__ptrs_given(const optim__ptrs *x, int which)
  * NULLs, float32 types when the arrays are float pointers, alignment,
  * overlaps); errors name `fn`. */
 int optim__rebind(optim *o, const char *fn, size_t count, const optim__ptrs *x);
+/* Bytes of n elements of a type (n is at most SIZE_MAX / 8: optim_add_param checks it). */
+#define OPTIM__BYTES(n, dtype) ((n) * optim_dtype_size(dtype))
+/* Parameter i is float32 with float32 gradients, as the float * entry points
+ * need; else an error naming its types and the function to use `instead`. */
+int optim__check_float32(optim *o, const char *fn, size_t i, const char *instead);
+/* A pointer of an element type must be aligned to its size (float32 memory,
+ * which the library always accepted as given, is not checked); `what` and
+ * (i, name) name it in the error. */
+int optim__check_align(optim *o, const char *fn, const char *what, const void *x, optim_dtype dtype, size_t i,
+                       const char *name);
 /* optim_step without the NULL check. */
 int optim__step(optim *o);
 /* Index of the parameter holding reduction block b of the tasks built last. */

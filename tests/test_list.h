@@ -19,7 +19,9 @@
     TEST_ENTRY(conversions_exact)              \
     TEST_ENTRY(dtype_api)                      \
     TEST_ENTRY(dtype_checkpoint_exact)         \
+    TEST_ENTRY(checkpoint_format2_loads)       \
     TEST_ENTRY(threads_bounded)                \
+    TEST_ENTRY(unsupported_variant_refused)    \
     TEST_ENTRY(float32_golden)                 \
     TEST_ENTRY(update_errors)                  \
     TEST_ENTRY(object_matches_update)          \

@@ -5,7 +5,8 @@
 #include "typed.h"
 
 #include "kernels/convert.h" /* white box: the library's conversions */
-#include "kernels/kernels.h" /* white box: optim__threads_for */
+#include "kernels/kernels.h" /* white box: optim__threads_for, the loop tables */
+#include "optim_internal.h"  /* white box: an optimizer on a table without some loops */
 #include "optim_checkpoint.h"
 #include "optim_sam.h"
 
@@ -327,5 +328,183 @@ TEST_IMPL(threads_bounded)
     ASSERT_INT(optim__threads_for(1000, 8), ==, 1);       /* small work: the caller's thread */
     ASSERT_INT(optim__threads_for(40000, 8), <=, 2);      /* one thread per 16K elements at most */
     ASSERT_INT(optim__threads_for((size_t)1 << 30, 1), ==, 1);
+    return 0;
+}
+
+/* Every variant a rule declares has its instance in every compute type, and
+ * none beyond; an optimizer whose path lacks the loop a step needs refuses
+ * the step (and the options change, and the parameter) with
+ * OPTIM_EUNSUPPORTED naming it, changing nothing: never a skipped update. */
+TEST_IMPL(unsupported_variant_refused)
+{
+    const optim__kernels *kt = optim__kernels_get(OPTIM_ISA_SCALAR);
+    static optim__kernels lacking; /* the scalar table without Adam's AMSGrad instances in float */
+    static optim__loop_fn fns[64];
+    optim *o = NULL;
+    optim_hparams hp;
+    float p[40], g[40], before[40], *m = NULL;
+    int64_t step = -1;
+    int r, ct, i;
+    unsigned v;
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++)
+        for (ct = 0; ct < OPTIM__NCTYPES; ct++) {
+            const optim__loops *l = &kt->loops[r][ct];
+            ASSERT(l->fns != NULL && l->nvariants > 0 && l->nvariants <= 32);
+            for (v = 0; v < l->nvariants; v++) {
+                ASSERT(optim__loop_get(kt, (optim_rule)r, (optim__ctype)ct, v, NULL, NULL) != NULL);
+                ASSERT(optim__loop_get(kt, (optim_rule)r, (optim__ctype)ct, v | OPTIM__V_CLAMP, NULL, NULL) != NULL);
+            }
+            ASSERT(optim__loop_get(kt, (optim_rule)r, (optim__ctype)ct, l->nvariants, NULL, NULL) == NULL);
+        }
+    ASSERT(optim__loop_get(kt, (optim_rule)0, OPTIM__CT_F32, 0, NULL, NULL) == NULL);
+
+    lacking = *kt;
+    memcpy(fns, kt->loops[OPTIM_ADAM][OPTIM__CT_F32].fns, 2 * kt->loops[OPTIM_ADAM][OPTIM__CT_F32].nvariants * sizeof fns[0]);
+    lacking.loops[OPTIM_ADAM][OPTIM__CT_F32].nvariants = 4; /* variants 4..7 (AMSGrad) missing */
+    for (v = 0; v < 4; v++) fns[4 + v] = fns[8 + v];      /* clamp instances after the first four */
+    lacking.loops[OPTIM_ADAM][OPTIM__CT_F32].fns = fns;
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_ADAM, NULL));
+    ASSERT_OK(optim_create(&o, OPTIM_ADAM));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    for (i = 0; i < 40; i++) {
+        p[i] = before[i] = 0.1f * (float)i;
+        g[i] = 0.5f;
+    }
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p, g, 40, "w", NULL));
+    o->kt = &lacking;
+    ASSERT_OPT_OK(o, optim_step(o)); /* AMSGrad off: variant 0 exists */
+    memcpy(before, p, sizeof p);
+    ASSERT_ERR(optim_group_set_hparam(o, 0, OPTIM_HP_AMSGRAD, 1), OPTIM_EUNSUPPORTED, optim_errmsg(o),
+               "has no adam loop for variant 0x4 (float32 parameters, float32 gradients) of param 'w'");
+    /* A step that reaches the missing variant anyway (the group changed behind the check) is refused
+     * before anything changes. */
+    o->groups[0].hp.amsgrad = 1;
+    ASSERT_ERR(optim_step(o), OPTIM_EUNSUPPORTED, optim_errmsg(o),
+               "optim_step: the scalar path has no adam loop for variant 0x4 (float32 parameters, float32 gradients) of "
+               "param 0 'w'; nothing changed");
+    ASSERT(memcmp(before, p, sizeof p) == 0);
+    ASSERT_OPT_OK(o, optim_param_get_step(o, 0, &step));
+    ASSERT_INT(step, ==, 1);
+    ASSERT_INT(optim_step_count(o), ==, 1);
+    ASSERT_ERR(optim_add_param(o, 0, g + 0, NULL, 0, "v", NULL), OPTIM_EUNSUPPORTED, optim_errmsg(o), "variant 0x4");
+    o->groups[0].hp.amsgrad = 0;
+    ASSERT_OPT_OK(o, optim_state_slot(o, 0, 0, &m, NULL));
+    ASSERT_OPT_OK(o, optim_step(o));
+    o->kt = kt;
+    optim_free(o);
+    return 0;
+}
+
+/* ---- Format 2 files still load -------------------------------------------------- */
+
+static uint64_t le(const unsigned char *d, int bytes)
+{
+    uint64_t v = 0;
+    int i;
+    for (i = bytes - 1; i >= 0; i--) v = v << 8 | d[i];
+    return v;
+}
+
+static void put_le(unsigned char *d, uint64_t v, int bytes)
+{
+    int i;
+    for (i = 0; i < bytes; i++) d[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* The format-2 file of a format-3 checkpoint of float32 state: the same
+ * sections without the slot types of PARM (docs/CHECKPOINT.md), every
+ * length and checksum recomputed. *out is malloc'ed. */
+static int to_format2(const unsigned char *d, size_t size, unsigned char **out, size_t *out_size)
+{
+    unsigned char *o = (unsigned char *)malloc(size);
+    size_t pos = 32, w = 32, sections = (size_t)le(d + 24, 4), k;
+    if (!o) return -1;
+    memcpy(o, d, 32);
+    for (k = 0; k < sections; k++) {
+        uint32_t tag = (uint32_t)le(d + pos, 4);
+        size_t len = (size_t)le(d + pos + 8, 8), head = w, q, r;
+        const unsigned char *pl = d + pos + 16;
+        memcpy(o + w, d + pos, 16);
+        w += 16;
+        if (tag == ((uint32_t)'P' | (uint32_t)'A' << 8 | (uint32_t)'R' << 16 | (uint32_t)'M' << 24)) {
+            uint64_t n;
+            uint32_t ndim, mask, s;
+            q = 8;
+            q += 4 + (size_t)le(pl + q, 4); /* name */
+            q += 4;                         /* group */
+            n = le(pl + q, 8);
+            q += 8;
+            ndim = (uint32_t)le(pl + q + 1, 4);
+            q += 5 + 8 * (size_t)ndim;
+            q += 8 + 8 + 4;
+            mask = (uint32_t)le(pl + q, 4);
+            q += 4;
+            memcpy(o + w, pl, q);
+            w += q;
+            for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+                if (!((mask >> s) & 1u)) continue;
+                if (le(pl + q, 4) != OPTIM_FLOAT32) return -1;
+                q += 4;
+                memcpy(o + w, pl + q, 4 * (size_t)n);
+                w += 4 * (size_t)n;
+                q += 4 * (size_t)n;
+            }
+            if (q != len) return -1;
+        } else {
+            memcpy(o + w, pl, len);
+            w += len;
+        }
+        r = w - head - 16;
+        put_le(o + head + 8, r, 8);
+        put_le(o + w, optim__crc32c(0, o + head, 16 + r), 4);
+        w += 4;
+        pos += 16 + len + 4;
+    }
+    put_le(o + 8, 2, 4);
+    put_le(o + 16, w + 12, 8);
+    put_le(o + 28, optim__crc32c(0, o, 28), 4);
+    put_le(o + w, optim__crc32c(0, o, w), 4);
+    memcpy(o + w + 4, "OPTIMEND", 8);
+    *out = o;
+    *out_size = w + 12;
+    return 0;
+}
+
+TEST_IMPL(checkpoint_format2_loads)
+{
+    float p[3][50], g[3][50];
+    optim *a = NULL, *b = NULL;
+    optim_hparams hp;
+    unsigned char *f3 = NULL, *f2 = NULL, *again = NULL;
+    size_t n3 = 0, n2 = 0, nagain = 0, i;
+    int t;
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_ADAM, NULL));
+    hp.amsgrad = 1;
+    ASSERT_OK(optim_create(&a, OPTIM_ADAM));
+    ASSERT_OK(optim_create(&b, OPTIM_ADAM));
+    ASSERT_OPT_OK(a, optim_add_group(a, &hp, NULL));
+    ASSERT_OPT_OK(b, optim_add_group(b, &hp, NULL));
+    for (i = 0; i < 3; i++) {
+        memset(p[i], 0, sizeof p[i]);
+        ASSERT_OPT_OK(a, optim_add_param(a, 0, p[i], g[i], 17 * i + 3, NULL, NULL));
+        ASSERT_OPT_OK(b, optim_add_param(b, 0, p[i] + 0, NULL, 17 * i + 3, NULL, NULL));
+    }
+    for (t = 0; t < 5; t++) {
+        for (i = 0; i < 150; i++) g[i / 50][i % 50] = (float)sin((double)(i + 7 * t));
+        ASSERT_OPT_OK(a, optim_step(a));
+    }
+    ASSERT_OPT_OK(a, optim_save_buffer(a, (void **)&f3, &n3));
+    ASSERT_INT(le(f3 + 8, 4), ==, 3);
+    if (to_format2(f3, n3, &f2, &n2)) FAIL("the format-3 file is not as docs/CHECKPOINT.md says");
+    ASSERT_INT(n2, ==, n3 - 4 * 3 * 3); /* three slots of three parameters lose their type */
+    ASSERT_OPT_OK(b, optim_load_buffer(b, f2, n2, OPTIM_MATCH_NAME, "v2"));
+    ASSERT_OPT_OK(b, optim_save_buffer(b, (void **)&again, &nagain));
+    if (nagain != n3 || memcmp(again, f3, n3) != 0) FAIL("a format-2 file does not load to the state it holds");
+    free(f3);
+    free(f2);
+    free(again);
+    optim_free(a);
+    optim_free(b);
+    printf("  a format-2 file (no slot types) loads to the state it was written from\n");
     return 0;
 }
