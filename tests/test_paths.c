@@ -36,6 +36,7 @@ static size_t collect(int r, optim_hparams *hps, long stride)
     const grid *gr = grid_for(r);
     size_t k = 0;
     long c;
+    stride *= T_SAMPLE;
     for (c = 0; c < grid_size(gr); c++)
         if ((c % stride == 0 || c == grid_size(gr) - 1) && grid_get(gr, c, &hps[k]) == 0) k++;
     return k;
@@ -112,6 +113,7 @@ TEST_IMPL(paths_bit_identical)
                 if (t_run(hps, clip, &f.init, &f.grads, OPTIM_ISA_SCALAR, 1, 0, &f.ref)) return 1;
                 if (every_path(&f, hps, clip, NULL, &runs)) return 1;
             }
+            if (T_SAMPLE > 1 && r == 1) printf("  (sanitizer build: every %dth option combination)\n", T_SAMPLE);
             printf("  %-8s %-9s %4zu option combinations x %d clipping modes x %d steps: %ld runs (paths, 1 and 2 "
                    "threads) bit for bit against scalar\n",
                    optim_dtype_name(types[ty][0]), optim_rule_name((optim_rule)r), ng, T_CLIP_MODES, STEPS, runs);
@@ -160,9 +162,9 @@ TEST_IMPL(nan_bits_every_path)
         int r;
         long nans = 0, runs = 0;
         for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
-            /* Every option combination in float32 and float64; every third for the half types (whose
-             * loops are float32's). */
-            size_t ng = collect(r, hps, ty < 2 ? 1 : 3), i, j;
+            /* Every other option combination in float32 and float64 (paths_bit_identical runs each without
+             * non-finite values), every fifth for the half types (whose loops are float32's). */
+            size_t ng = collect(r, hps, ty < 2 ? 2 : 5), i, j;
             path_fixture f;
             int clip;
             if (fixture_init(&f, types[ty][0], types[ty][1], ng, test_seed() ^ 0x4a4e ^ ty ^ ((uint64_t)r << 8), 1))
@@ -176,10 +178,11 @@ TEST_IMPL(nan_bits_every_path)
             }
             fixture_free(&f);
         }
+        if (T_SAMPLE > 1) printf("  (sanitizer build: every %dth of those)\n", T_SAMPLE);
         printf("  %-8s params, %-8s grads: %s option combination of every rule, with and without value "
                "clipping, NaN and Inf in gradients, parameters and state: %ld NaN parameters, %ld runs bit for bit "
                "against scalar\n",
-               optim_dtype_name(types[ty][0]), optim_dtype_name(types[ty][1]), ty < 2 ? "every" : "every third",
+               optim_dtype_name(types[ty][0]), optim_dtype_name(types[ty][1]), ty < 2 ? "every other" : "every fifth",
                nans, runs);
         ASSERT(nans > 0);
     }
@@ -260,9 +263,9 @@ TEST_IMPL(half_types_vs_rounding_reference)
         int r;
         long runs = 0, moved = 0;
         for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
-            /* Every third option combination (the loops are float32's, every variant of which
+            /* Every fifth option combination (the loops are float32's, every variant of which
              * paths_bit_identical runs), each clipping mode, every path, one and two threads. */
-            size_t ng = collect(r, hps, 3), i, j;
+            size_t ng = collect(r, hps, 5), i, j;
             path_fixture f;
             int clip;
             if (fixture_init(&f, types[ty][0], types[ty][1], ng, test_seed() ^ 0x4a1f ^ ty ^ ((uint64_t)r << 8), 0))
@@ -277,6 +280,7 @@ TEST_IMPL(half_types_vs_rounding_reference)
             }
             fixture_free(&f);
         }
+        if (T_SAMPLE > 1) printf("  (sanitizer build: every %dth of the combinations below)\n", T_SAMPLE);
         printf("  %-8s params, %-8s grads: %ld runs (every rule, paths, 1 and 2 threads) bit for bit against the "
                "rounding reference; %ld parameters moved\n",
                optim_dtype_name(types[ty][0]), optim_dtype_name(types[ty][1]), runs, moved);

@@ -335,6 +335,9 @@ TEST_IMPL(rules_f64_vs_reference)
         double worst = 0;
         for (c = 0; c < grid_size(gr); c++) {
             optim_hparams hp;
+#if defined(__SANITIZE_ADDRESS__)
+            if (c % 4 != 0) continue; /* the sanitizer build looks for memory errors: every fourth combination */
+#endif
             if (grid_get(gr, c, &hp) != 0) continue;
             valid++;
             if (run_against_ref64(&hp, 257, &rng, &worst)) return 1;

@@ -8,6 +8,20 @@
 #include "optim.h"
 #include "test.h"
 
+/* The sampling stride of the exhaustive type and path tests: 1 natively; 4
+ * under AddressSanitizer (scripts/sanitize.sh), where they look for memory
+ * errors in the same code, and every combination would cost minutes. */
+#if defined(__SANITIZE_ADDRESS__)
+#  define T_SAMPLE 4
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+#    define T_SAMPLE 4
+#  endif
+#endif
+#ifndef T_SAMPLE
+#  define T_SAMPLE 1
+#endif
+
 /* ---- Conversions (the tests' own) ----------------------------------------- */
 
 uint32_t tbits(float x);
