@@ -22,6 +22,7 @@
     TEST_ENTRY(checkpoint_format2_loads)       \
     TEST_ENTRY(threads_bounded)                \
     TEST_ENTRY(unsupported_variant_refused)    \
+    TEST_ENTRY(f64_norm_clipping)              \
     TEST_ENTRY(float32_golden)                 \
     TEST_ENTRY(update_errors)                  \
     TEST_ENTRY(object_matches_update)          \

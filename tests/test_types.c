@@ -508,3 +508,61 @@ TEST_IMPL(checkpoint_format2_loads)
     printf("  a format-2 file (no slot types) loads to the state it was written from\n");
     return 0;
 }
+
+/* Fused norm clipping of float64 gradients is torch's float64 clip_grad_norm_:
+ * the norm in double (no float32 overflow), the factor (1 / (norm + 1e-6)) *
+ * max_norm in double. Against an optimizer without clipping fed the
+ * gradients scaled by that factor, computed here. */
+TEST_IMPL(f64_norm_clipping)
+{
+    enum { T = 3, N = 300 };
+    static const size_t n[T] = {7, N, 101};
+    double pa[T][N], pb[T][N], g[T][N], gs[T][N];
+    optim *a = NULL, *b = NULL;
+    optim_hparams hp;
+    test_rng rng = {test_seed() ^ 0xc11f};
+    size_t i, j;
+    int t, maximize;
+    for (maximize = 0; maximize <= 1; maximize++) {
+        ASSERT_OK(optim_hparams_init(&hp, OPTIM_ADAM, NULL));
+        hp.maximize = maximize;
+        hp.weight_decay = 0.1;
+        ASSERT_OK(optim_create(&a, OPTIM_ADAM));
+        ASSERT_OK(optim_create(&b, OPTIM_ADAM));
+        ASSERT_OPT_OK(a, optim_add_group(a, &hp, NULL));
+        ASSERT_OPT_OK(b, optim_add_group(b, &hp, NULL));
+        ASSERT_OPT_OK(a, optim_set_clip_grad_norm(a, 1.5, 2.0));
+        for (i = 0; i < T; i++) {
+            for (j = 0; j < n[i]; j++) pa[i][j] = pb[i][j] = test_rng_normal(&rng);
+            ASSERT_OPT_OK(a, optim_add_param_typed(a, 0, pa[i], OPTIM_FLOAT64, g[i], OPTIM_FLOAT64, n[i], NULL, NULL));
+            ASSERT_OPT_OK(b, optim_add_param_typed(b, 0, pb[i], OPTIM_FLOAT64, gs[i], OPTIM_FLOAT64, n[i], NULL, NULL));
+        }
+        for (t = 0; t < 30; t++) {
+            double sum = 0, norm, factor, worst = 0;
+            for (i = 0; i < T; i++)
+                for (j = 0; j < n[i]; j++) {
+                    g[i][j] = test_rng_normal(&rng) * (t % 3 == 0 ? 1e-3 : 1.0); /* clipped, and not */
+                    sum += g[i][j] * g[i][j];
+                }
+            norm = sqrt(sum);
+            factor = (1.0 / (norm + 1e-6)) * 1.5;
+            if (factor > 1.0) factor = 1.0;
+            for (i = 0; i < T; i++)
+                for (j = 0; j < n[i]; j++) gs[i][j] = g[i][j] * factor;
+            ASSERT_OPT_OK(a, optim_step(a));
+            ASSERT_OPT_OK(b, optim_step(b));
+            if (fabs(optim_last_grad_norm(a) - norm) > 1e-13 * norm)
+                FAIL("step %d: norm %.17g vs %.17g", t, optim_last_grad_norm(a), norm);
+            for (i = 0; i < T; i++)
+                for (j = 0; j < n[i]; j++) {
+                    double e = fabs(pa[i][j] - pb[i][j]) / (fabs(pb[i][j]) + 1e-3);
+                    if (e > worst) worst = e;
+                }
+            if (worst > 1e-13) FAIL("maximize %d, step %d: fused float64 clipping off by %.3g", maximize, t, worst);
+        }
+        optim_free(a);
+        optim_free(b);
+    }
+    printf("  float64 gradients: fused norm clipping is the float64 clip_grad_norm_ (norm and factor in double)\n");
+    return 0;
+}
