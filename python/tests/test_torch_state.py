@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import optim.torch as ot
-from torch_harness import WD, WD_SMALL, Grads, Pair, assert_state_matches, leaves, make_params, set_grads
+from torch_harness import WD, WD_SMALL, Grads, Pair, assert_close, assert_state_matches, leaves, make_params, set_grads
 
 SHAPES = [(), (7,), (10, 100), (65537,)]
 
@@ -264,7 +264,9 @@ def test_sgd_momentum_buffer_none_and_switched_on():
 
 def test_loading_amsgrad_state_into_a_group_without_amsgrad(rng):
     """torch keeps max_exp_avg_sq after amsgrad is switched off; loading such
-    a state works (the unused tensor is not kept)."""
+    a state works and keeps it, as torch does, so that switching amsgrad back
+    on uses it (test_distributed.py checks the same through the order in which
+    ZeroRedundancyOptimizer loads: the state first, then the groups)."""
     p = torch.zeros(3, requires_grad=True)
     q = torch.zeros(3, requires_grad=True)
     src = torch.optim.Adam([q], amsgrad=True)
@@ -273,7 +275,18 @@ def test_loading_amsgrad_state_into_a_group_without_amsgrad(rng):
     src.param_groups[0]["amsgrad"] = False
     opt = ot.Adam([p])
     opt.load_state_dict(src.state_dict())
-    assert sorted(opt.state[p]) == ["exp_avg", "exp_avg_sq", "step"]
+    assert sorted(opt.state[p]) == sorted(src.state[q]) == ["exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step"]
+    assert torch.equal(opt.state[p]["max_exp_avg_sq"], src.state[q]["max_exp_avg_sq"])
+    with torch.no_grad():
+        p.copy_(q)
+    for o in (opt, src):
+        o.param_groups[0]["amsgrad"] = True
+    p.grad = q.grad = torch.full((3,), 0.01)
+    opt.step()
+    src.step()
+    assert torch.equal(opt.state[p]["max_exp_avg_sq"], src.state[q]["max_exp_avg_sq"])
+    assert (src.state[q]["max_exp_avg_sq"] > src.state[q]["exp_avg_sq"]).all()  # the kept maximum was used
+    assert_close(p, q, "parameter after amsgrad came back on")
 
 
 def _snapshot(opt):

@@ -24,6 +24,7 @@ from torch.optim.optimizer import Optimizer, required
 
 from .. import _core
 from .._lib import OptimError
+from . import _distributed
 
 __all__ = ["NonFiniteGradientError"]
 
@@ -177,15 +178,20 @@ class _ParamState(MutableMapping):
     views of the C memory; 'step' and NAdam's 'mu_product' are read from the C
     object on each access. Assigning a key writes it into the C object (tensors
     are copied into the state memory and must have the parameter's shape).
-    Keys the rule does not have are kept in Python, as in a dict."""
+    Keys the rule does not have are kept in Python, as in a dict. A slot given
+    while the option that uses it is off (max_exp_avg_sq without amsgrad,
+    SGD's momentum_buffer at momentum 0) has no C memory yet: its value waits
+    in _pending (a copy) and goes into the slot when the option is switched
+    on, as torch keeps it in the state and uses it then."""
 
-    __slots__ = ("_opt", "_i", "_views", "_extra")
+    __slots__ = ("_opt", "_i", "_views", "_extra", "_pending")
 
     def __init__(self, opt, i):
         self._opt = opt
         self._i = i
         self._views = {}
         self._extra = {}
+        self._pending = {}  # slot index -> float32 tensor waiting for its C slot
 
     def _c_keys(self, force=False):
         """The keys held by the C object ([] while the parameter has no state,
@@ -199,7 +205,7 @@ class _ParamState(MutableMapping):
         if opt._has_mu_product:
             keys.append("mu_product")
         for s, name in enumerate(opt._slot_names):
-            if opt._rule_name == "sgd" or opt._h.state_slot(self._i, s)[0] is not None:
+            if opt._rule_name == "sgd" or s in self._pending or opt._h.state_slot(self._i, s)[0] is not None:
                 keys.append(name)
         return keys
 
@@ -236,6 +242,8 @@ class _ParamState(MutableMapping):
             return torch.tensor(opt._h.get_mu_product(i), dtype=torch.float64)
         s = opt._slot_names.index(key)
         addr, initialized = opt._h.state_slot(i, s)
+        if addr is None and s in self._pending:
+            return self._pending[s]
         if addr is None or not initialized:
             return None  # SGD's momentum_buffer before a step with momentum, as torch
         return self._view(s)
@@ -357,6 +365,9 @@ class _Optimizer(Optimizer):
     def __init__(self, params, defaults):
         cls = type(self)
         self._owner = cls.__name__
+        # The rank whose ZeroRedundancyOptimizer builds this optimizer over its
+        # shard (None otherwise): fused checks over all gradients are refused there.
+        self._zero_rank = _distributed.zero_local_rank()
         self._rule = _core.rule_id(cls._rule_name)
         self._slot_names = _core.slot_names(self._rule)
         self._c_key_set = frozenset(
@@ -375,6 +386,7 @@ class _Optimizer(Optimizer):
         self._group_of = []
         self._touched = []  # state given by load_state_dict or assignment
         self._pstates = []
+        self._pending_params = set()  # indices whose _ParamState has _pending values
         self._pushed = []   # per group: the values last pushed to C
         self._ptrs = None
         # The gradient checks as C holds them (its defaults), and the last
@@ -471,6 +483,22 @@ class _Optimizer(Optimizer):
         except OptimError as e:
             raise ValueError("%s: param group %d: %s%s" % (self._owner, gi, self._keys_in(e), _eps_hint(e))) from None
         self._pushed[gi] = values
+        if self._pending_params:
+            self._fill_pending(gi)
+
+    def _fill_pending(self, gi):
+        """Write the pending slot values of group gi's parameters into the
+        slots the last push allocated (see _ParamState)."""
+        for i in sorted(self._pending_params):
+            if self._group_of[i] != gi:
+                continue
+            pstate = self._pstates[i]
+            for s in sorted(pstate._pending):
+                if self._h.state_slot(i, s)[0] is not None:
+                    pstate._view(s).copy_(pstate._pending.pop(s))
+                    self._h.set_initialized(i, s, True)
+            if not pstate._pending:
+                self._pending_params.discard(i)
 
     def _sync_hparams(self):
         """Push every group whose hyperparameters changed since the last push.
@@ -538,11 +566,22 @@ class _Optimizer(Optimizer):
         self._checks_cache = (key, result)
         return result
 
+    def _refuse_sharded(self, checks):
+        """ValueError if checks holds a setting that needs every gradient of the
+        model (fused norm clipping, nonfinite='skip') and this optimizer is a
+        ZeroRedundancyOptimizer's local optimizer, which sees one shard."""
+        if self._zero_rank is not None:
+            msg = _distributed.refusal(self._owner, self._zero_rank,
+                                       checks[0] == _core.NONFINITE_POLICIES["skip"], checks[1])
+            if msg is not None:
+                raise ValueError(msg)
+
     def _push_checks(self, checks):
         """Give the C object the checks from _read_checks (already validated)."""
         nf, clip, cv = checks
         if checks == self._checks_pushed:
             return
+        self._refuse_sharded(checks)
         try:
             self._h.set_nonfinite(nf)
             # Off first: C refuses norm and value clipping on together, even for a moment.
@@ -563,6 +602,7 @@ class _Optimizer(Optimizer):
         raise NonFiniteGradientError naming the parameter). Applies to the
         whole optimizer; kept in every param group under 'nonfinite'."""
         code = _parse_nonfinite(policy, "%s.set_nonfinite" % self._owner)
+        self._refuse_sharded((code,) + self._checks_pushed[1:])
         for group in self.param_groups:
             group[_NONFINITE_KEY] = policy
         self.defaults[_NONFINITE_KEY] = policy
@@ -581,6 +621,7 @@ class _Optimizer(Optimizer):
         if clip is not None and self._checks_pushed[2] is not None:
             raise ValueError("%s: clip_grad_value = %r is on: norm and value clipping cannot both be on (turn it off "
                              "with set_clip_grad_value(None) first)" % (where, self._checks_pushed[2]))
+        self._refuse_sharded((self._checks_pushed[0], clip, self._checks_pushed[2]))
         for group in self.param_groups:
             group[_CLIP_KEY] = clip
         self.defaults[_CLIP_KEY] = clip
@@ -802,7 +843,7 @@ class _Optimizer(Optimizer):
         if len(state) == 0:
             return None
         shape = self._shapes[i]
-        plan = {"step": None, "mu_product": None, "slots": {}}
+        plan = {"step": None, "mu_product": None, "slots": {}, "pending": {}}
         for key in state:
             if key not in self._c_key_set:
                 raise ValueError("%s: %s has the key %r, which %s's state does not have (its keys: %s)"
@@ -829,9 +870,9 @@ class _Optimizer(Optimizer):
                     raise ValueError("%s: %s has no '%s'" % (owner, where, name))
                 continue  # an option switched on after the state was made: starts as torch would
             value = state[name]
-            if not allocated:
-                continue  # kept by torch for an option that is off now (e.g. amsgrad): not used
             if value is None:
+                if not allocated:
+                    continue
                 if self._rule_name != "sgd":
                     raise ValueError("%s: %s['%s'] is None; a tensor of shape %s is needed"
                                      % (owner, where, name, tuple(shape)))
@@ -846,8 +887,13 @@ class _Optimizer(Optimizer):
                 raise ValueError("%s: %s['%s'] must be a dense floating-point tensor, got %s"
                                  % (owner, where, name, _describe(value)))
             # A copy: the value may be a view of this optimizer's own state, which
-            # _apply_param_state resets before writing.
-            plan["slots"][s] = value.detach().to(dtype=_F32, device="cpu", copy=True)
+            # _apply_param_state resets before writing. A slot the options do not
+            # use now (amsgrad off) waits for them, as torch keeps it: _ParamState.
+            copied = value.detach().to(dtype=_F32, device="cpu", copy=True)
+            if allocated:
+                plan["slots"][s] = copied
+            else:
+                plan["pending"][s] = copied
         return plan
 
     def _apply_param_state(self, i, plan):
@@ -855,13 +901,18 @@ class _Optimizer(Optimizer):
         h = self._h
         h.reset_state(i)
         self._touched[i] = plan is not None
+        pstate = self._pstates[i]
+        pstate._pending = dict(plan["pending"]) if plan is not None else {}
+        if pstate._pending:
+            self._pending_params.add(i)
+        else:
+            self._pending_params.discard(i)
         if plan is None:
             return
         if plan["step"] is not None:
             h.set_step(i, plan["step"])
         if plan["mu_product"] is not None:
             h.set_mu_product(i, plan["mu_product"])
-        pstate = self._pstates[i]
         for s, value in plan["slots"].items():
             if value is None:
                 h.set_initialized(i, s, False)
@@ -938,6 +989,7 @@ class _Optimizer(Optimizer):
             new_groups.append(ng)
             new_values.append(values)
         checks = self._read_checks(new_groups, "loaded param group")
+        self._refuse_sharded(checks)
         plans = {}
         other = {}
         for key, value in state_dict["state"].items():
@@ -994,6 +1046,9 @@ class _Optimizer(Optimizer):
         if match not in _core.MATCH:
             raise ValueError("%s.load_checkpoint: match = %r must be 'name' or 'position'" % (self._owner, match))
         self._h.load(path, match)
+        for i in self._pending_params:  # the checkpoint replaced every state
+            self._pstates[i]._pending = {}
+        self._pending_params.clear()
         self._pull_groups()
 
     def _pull_groups(self):
@@ -1093,13 +1148,15 @@ class _Optimizer(Optimizer):
         """The NonFiniteGradientError for liboptim's OPTIM_ENONFINITE `e`: the
         first parameter (in C order, as liboptim scans) whose gradient holds
         NaN or Inf, found again here."""
+        # In a ZeroRedundancyOptimizer the index counts the rank's shard: say so.
+        shard = "" if self._zero_rank is None else " of rank %d's shard" % self._zero_rank
         for i, p in enumerate(self._params):
             g = p.grad
             if g is not None and g.numel() and not bool(torch.isfinite(g).all()):
                 gi = self._group_of[i]
                 return NonFiniteGradientError(
-                    "%s: the gradient of parameter %d (%s, param group %d) holds NaN or Inf; %s "
-                    "(nonfinite='error')" % (owner, i, _describe(g), gi, what), i, gi, p)
+                    "%s: the gradient of parameter %d%s (%s, param group %d) holds NaN or Inf; %s "
+                    "(nonfinite='error')" % (owner, i, shard, _describe(g), gi, what), i, gi, p)
         return NonFiniteGradientError("%s: %s; %s (nonfinite='error')" % (owner, e, what))
 
     @torch.no_grad()
