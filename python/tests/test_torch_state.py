@@ -289,6 +289,29 @@ def test_loading_amsgrad_state_into_a_group_without_amsgrad(rng):
     assert_close(p, q, "parameter after amsgrad came back on")
 
 
+def test_momentum_buffer_given_at_momentum_zero_is_used_when_momentum_comes_on():
+    """A state assigned before the groups that use it (ZeroRedundancyOptimizer.load_state_dict's
+    order): SGD's momentum_buffer given while momentum is 0 is kept, shown by state and
+    state_dict, and used as the buffer once momentum is on, as torch does."""
+    buf = torch.tensor([0.5, -1.0, 2.0])
+    p = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    q = p.detach().clone().requires_grad_()
+    ours, theirs = ot.SGD([p], lr=0.1), torch.optim.SGD([q], lr=0.1)
+    ours.state[p] = {"momentum_buffer": buf}
+    theirs.state[q] = {"momentum_buffer": buf.clone()}
+    assert torch.equal(ours.state[p]["momentum_buffer"], buf)
+    assert torch.equal(ours.state_dict()["state"][0]["momentum_buffer"], buf)
+    for o in (ours, theirs):
+        o.param_groups[0]["momentum"] = 0.9
+    p.grad = torch.ones(3)
+    q.grad = torch.ones(3)
+    ours.step()
+    theirs.step()
+    assert torch.equal(ours.state[p]["momentum_buffer"], theirs.state[q]["momentum_buffer"])
+    assert_close(p, q, "parameter after momentum came on")
+    assert not torch.allclose(q, torch.tensor([0.9, 1.9, 2.9]))  # the buffer mattered
+
+
 def _snapshot(opt):
     sd = opt.state_dict()
     return copy.deepcopy(sd)
