@@ -248,6 +248,8 @@ def rank_main(rank, args, init):
 
 def main(argv=None):
     args = parse_args(argv)
+    # One machine: gloo's TCP pairs on the loopback interface, whatever the host name resolves to.
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     with tempfile.TemporaryDirectory() as tmp:
         init = "file://" + os.path.join(tmp, "rendezvous")
         try:

@@ -4,7 +4,7 @@ processes (docs/DISTRIBUTED.md, "Python: torch.distributed").
 
 Each job is N processes of this file run as a script
 (`python3 test_distributed.py <job> <rank> <world> <dir>`), joined by gloo over a
-file:// rendezvous with a 60-second process-group timeout, one thread each; every
+file:// rendezvous with a 120-second process-group timeout, one thread each; every
 rank writes what it saw to <dir>/rank<r>.pt and the tests compare. The launcher
 stops the job at the first rank that fails and names it. Two jobs carry most
 checks, one on 2 ranks and one on 3 (which resumes the 2-rank job's checkpoints);
@@ -70,6 +70,7 @@ BATCH = 12        # rows per step, split across the ranks (2 and 3 divide it)
 TOL = 1e-5
 RESUME_AT, RESUME_MORE = 6, 6
 JOB_TIMEOUT = 300  # seconds before a job is declared hung (a loaded 2-core machine is slow to start ranks)
+RANK_TIMEOUT = 120  # the process groups' timeout: a rank waits this long for the others in a collective
 
 # ---- the configurations ------------------------------------------------------------------------
 # Each: the rule, its arguments (torch's where it has them), optim.torch-only arguments, torch-only
@@ -479,12 +480,15 @@ def _fail_worker(rank, world, init, mode):
     import optim.torch as ot
 
     torch.set_num_threads(1)
-    timeout = 60 if mode == "raise" else 3
+    # Joining may take long on a loaded machine; the steps' collectives then run in a group whose
+    # timeout is short in mode 'stuck'.
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=timeout))
+                            timeout=datetime.timedelta(seconds=RANK_TIMEOUT))
+    group = dist.new_group(list(range(world)), timeout=datetime.timedelta(seconds=3 if mode == "stuck" else 60))
     try:
         params = list(_model(0).parameters())
-        zero = ZeroRedundancyOptimizer(params, optimizer_class=ot.Adam, lr=0.01, nonfinite="error")
+        zero = ZeroRedundancyOptimizer(params, optimizer_class=ot.Adam, process_group=group, lr=0.01,
+                                       nonfinite="error")
         victim = zero._partition_parameters()[1][0]["params"][0]  # a parameter rank 1 steps
         for t in range(3):
             for p in params:
@@ -510,7 +514,7 @@ def _rank_entry(job, rank, world, directory):
         return
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method="file://" + os.path.join(directory, "rendezvous"), rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=60))
+                            world_size=world, timeout=datetime.timedelta(seconds=RANK_TIMEOUT))
     out = _job_main(rank, world, directory, seed)
     torch.save(out, os.path.join(directory, "rank%d.pt" % rank))
     dist.destroy_process_group()
@@ -547,7 +551,9 @@ from torch_ref64 import rel_err  # noqa: E402
 
 
 def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPTIM_DIST_SEED=str(_seed()), PYTHONDONTWRITEBYTECODE="1")
+    # GLOO_SOCKET_IFNAME: gloo's TCP pairs on the loopback interface, whatever the host name resolves to.
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPTIM_DIST_SEED=str(_seed()), PYTHONDONTWRITEBYTECODE="1",
+               GLOO_SOCKET_IFNAME="lo")
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python"), HERE] +
                                         ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env
