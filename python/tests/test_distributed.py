@@ -73,9 +73,12 @@ JOB_TIMEOUT = 300  # seconds before a job is declared hung (a loaded 2-core mach
 RANK_TIMEOUT = 120  # the process groups' timeout: a rank waits this long for the others in a collective
 
 # ---- the configurations ------------------------------------------------------------------------
-# Each: the rule, its arguments (torch's where it has them), optim.torch-only arguments, torch-only
-# arguments, gradient clipping before step ('norm', 'value' or None), the scheduler, and the
-# ZeroRedundancyOptimizer / DDP options exercised.
+# Each: the rule, its arguments (torch's), torch-only arguments (torch_kw), the first group's weight
+# decay (wd), gradient clipping ('norm': torch's clip_grad_norm_ before step in every role; 'value':
+# optim.torch's fused clip_grad_value, torch's clip_grad_value_ for torch.optim), the scheduler
+# (torch's StepLR unless sched), ZeroRedundancyOptimizer's parameters_as_bucket_view (pbv), DDP's
+# gradient_as_bucket_view (gbv), step(closure) (closure), the bias group added after LATE steps
+# (late), and torch=False for a rule torch lacks.
 
 CONFIGS = [
     dict(name="sgd", rule="SGD", kw=dict(lr=0.05, momentum=0.9, nesterov=True), wd=0.125, clip="norm",
@@ -146,7 +149,6 @@ def _groups(params, cfg, late):
 def _kwargs(cfg, lib):
     kw = dict(cfg["kw"])
     if lib == "optim":
-        kw.update(cfg.get("optim_kw", {}))
         if cfg["clip"] == "value":
             kw["clip_grad_value"] = CLIP_VALUE   # fused: element-wise, so the shard is enough
     else:
