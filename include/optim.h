@@ -23,7 +23,16 @@
  *  - Arrays are float32. Parameter and gradient memory belongs to the caller;
  *    state memory belongs to the optimizer object (64-byte aligned).
  *  - Thread safety: distinct handles may be used from distinct threads at
- *    once. One handle must not be used by two threads at the same time.
+ *    once. One handle must not be used by two threads at the same time (an
+ *    optim_sam counts as part of its base). The stateless functions
+ *    (optim_update, optim_clip.h) may run at once on arrays no other call
+ *    writes.
+ *  - Caller memory: a call reads and writes the parameter and gradient memory
+ *    bound when it runs (by optim_add_param, the _with calls, optim_rebind,
+ *    optim_set_param_ptrs); the caller keeps it alive until the call returns.
+ *    Between calls it may be freed or replaced: the library dereferences no
+ *    pointer outside a call, and the next _with call or optim_rebind binds the
+ *    new memory (bindings rebind before every call that uses bound memory).
  */
 #ifndef OPTIM_H
 #define OPTIM_H
@@ -90,7 +99,8 @@ OPTIM_API const char *optim_version_string(void);
     XX(EVERSION, -26, "checkpoint format version is newer than this library")        \
     XX(ECHECKSUM, -27, "checksum mismatch: file is corrupt")                         \
     XX(EFORMAT, -28, "malformed checkpoint")                                         \
-    XX(EMISMATCH, -29, "checkpoint does not match this optimizer")
+    XX(EMISMATCH, -29, "checkpoint does not match this optimizer")                   \
+    XX(ECOMM, -40, "communication between processes failed or timed out (optim_mpi.h)")
 
 typedef enum optim_status {
 #define OPTIM__ERR_ENUM(name, code, msg) OPTIM_##name = code,
@@ -376,6 +386,13 @@ OPTIM_API size_t optim_param_count(const optim *opt);
 OPTIM_API int optim_set_param_ptrs(optim *opt, size_t i, float *param, const float *grad);
 /** Point parameter i's gradient at new memory, or NULL for "no gradient". */
 OPTIM_API int optim_set_grad(optim *opt, size_t i, const float *grad);
+/** Point every parameter at new memory in one call, as optim_step_with does,
+ *  without stepping: params[i] and grads[i] (NULL: no gradient) for parameter
+ *  i, count = optim_param_count. Only the new pointers are checked against
+ *  each other (the old ones may point to memory the caller has freed since).
+ *  Bindings use it before a call that compares or writes bound memory
+ *  (optim_add_param, optim_sam_restore). */
+OPTIM_API int optim_rebind(optim *opt, size_t count, float *const *params, const float *const *grads);
 
 /** Facts about parameter i. name and pointers stay valid while the parameter exists. */
 typedef struct optim_param_info {

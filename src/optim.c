@@ -383,6 +383,13 @@ int optim_set_grad(optim *o, size_t i, const float *grad)
     return optim_set_param_ptrs(o, i, o->params[i].p, grad);
 }
 
+int optim_rebind(optim *o, size_t count, float *const *params, const float *const *grads)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__rebind(o, "optim_rebind", count, params, grads));
+    return optim__ok(OPTIM__E(o));
+}
+
 int optim_param_get_info(const optim *o, size_t i, optim_param_info *info)
 {
     const optim__param *pa;
@@ -556,6 +563,58 @@ size_t optim__param_of_block(const optim *o, size_t b)
     return o->nparams;
 }
 
+int optim__norm_all(optim *o, size_t nblocks, optim__norm kind, double p, double *norm, size_t *bad_param,
+                    const char **bad_name, optim_error *err)
+{
+    const double *partials = o->partials;
+    const unsigned char *bad = o->bad;
+    size_t b;
+    *bad_param = 0;
+    *bad_name = NULL;
+    if (o->ext.combine) {
+        optim_error e;
+        int rc;
+        e.code = OPTIM_OK;
+        e.message[0] = '\0';
+        rc = o->ext.combine(o->ext.ctx, o->partials, o->bad, nblocks, &partials, &bad, &nblocks, &e);
+        if (rc != OPTIM_OK) return optim__fail(err, rc, "%s", e.message);
+    }
+    *norm = optim__norm_finish(partials, nblocks, kind, p);
+    for (b = 0; b < nblocks && !bad[b]; b++) continue;
+    if (b == nblocks) return OPTIM_OK;
+    if (o->ext.combine) {
+        o->ext.name_block(o->ext.ctx, b, bad_param, bad_name);
+        if (!*bad_name) *bad_name = "?";
+    } else {
+        *bad_param = optim__param_of_block(o, b);
+        *bad_name = o->params[*bad_param].name;
+    }
+    return OPTIM_OK;
+}
+
+int optim__ext_set_hooks(optim *o, const optim_ext_hooks *hooks)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(hooks && hooks->combine && !hooks->name_block, OPTIM__E(o), OPTIM_ENULL,
+                   "optim__ext_set_hooks: combine without name_block");
+    if (hooks && hooks->combine)
+        o->ext = *hooks;
+    else
+        memset(&o->ext, 0, sizeof o->ext);
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim__ext_set_counters(optim *o, int64_t steps, int64_t skipped)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(steps < 0 || skipped < 0, OPTIM__E(o), OPTIM_EINVAL,
+                   "optim__ext_set_counters: steps = %lld and skipped = %lld must be >= 0", (long long)steps,
+                   (long long)skipped);
+    o->steps = steps;
+    o->skipped = skipped;
+    return optim__ok(OPTIM__E(o));
+}
+
 /* The read of the gradients before the update, when clipping or a
  * non-finite policy asks for it: one pass computing the clip norm and
  * finding NaN/Inf together. Sets *gscale to the clip factor (1 if none).
@@ -565,25 +624,23 @@ static int optim__prepass(optim *o, size_t nblocks, float *gscale, int *rc)
 {
     optim__norm kind = optim__norm_kind(o->clip_max_norm > 0 ? o->clip_norm_type : 2.0);
     double p = o->clip_norm_type, norm;
-    size_t b;
+    size_t bad_i;
+    const char *bad_name;
     *gscale = 1.0f;
     optim__reduce_run(o->kt, o->tasks, o->nparams, nblocks, kind, p, o->partials, o->bad, o->threads);
-    norm = optim__norm_finish(o->partials, nblocks, kind, p);
+    *rc = optim__norm_all(o, nblocks, kind, p, &norm, &bad_i, &bad_name, OPTIM__E(o));
+    if (*rc != OPTIM_OK) return 1;
     o->last_norm = norm;
-    if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {
-        for (b = 0; b < nblocks && !o->bad[b]; b++) continue;
-        if (b < nblocks) {
-            size_t i = optim__param_of_block(o, b);
-            if (o->skipped < INT64_MAX) o->skipped++;
-            o->last_skipped = 1;
-            if (o->nonfinite == OPTIM_NONFINITE_ERROR)
-                *rc = optim__fail(OPTIM__E(o), OPTIM_ENONFINITE,
-                                  "optim_step: the gradient of param %zu '%s' holds NaN or Inf; step skipped", i,
-                                  o->params[i].name);
-            else
-                *rc = optim__ok(OPTIM__E(o));
-            return 1;
-        }
+    if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE && bad_name) {
+        if (o->skipped < INT64_MAX) o->skipped++;
+        o->last_skipped = 1;
+        if (o->nonfinite == OPTIM_NONFINITE_ERROR)
+            *rc = optim__fail(OPTIM__E(o), OPTIM_ENONFINITE,
+                              "optim_step: the gradient of param %zu '%s' holds NaN or Inf; step skipped", bad_i,
+                              bad_name);
+        else
+            *rc = optim__ok(OPTIM__E(o));
+        return 1;
     }
     if (o->clip_max_norm > 0) {
         /* torch's float32 norm (inf where its float32 sum overflows) and factor

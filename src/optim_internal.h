@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "kernels/kernels.h"
+#include "optim_ext.h"
 
 typedef struct optim__param {
     float *p;        /* caller's memory */
@@ -63,6 +64,7 @@ struct optim {
     size_t cap_blocks;
 
     int64_t steps;
+    optim_ext_hooks ext; /* optim_ext.h: combine is NULL unless a layered library set it */
     optim_error err;
 };
 
@@ -77,6 +79,13 @@ int optim__rebind(optim *o, const char *fn, size_t count, float *const *params, 
 int optim__step(optim *o);
 /* Index of the parameter holding reduction block b of the tasks built last. */
 size_t optim__param_of_block(const optim *o, size_t b);
+/* Finish the reduction whose partials optim__reduce_run left in o->partials
+ * and o->bad (nblocks of them), across every process when a combine hook is
+ * set (optim_ext.h): *norm, and the parameter holding the first non-finite
+ * block (*bad_name NULL when none). A hook's failure is returned with its
+ * message in *err. */
+int optim__norm_all(optim *o, size_t nblocks, optim__norm kind, double p, double *norm, size_t *bad_param,
+                    const char **bad_name, optim_error *err);
 
 /* SAM (src/sam.c). Detach every SAM object over o (optim_free): each then
  * refuses its calls and frees safely; the parameters are not touched. */

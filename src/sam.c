@@ -211,9 +211,10 @@ static int optim__sam_first(optim_sam *s, const char *fn, int rebind, size_t cou
                             const float *const *grads)
 {
     optim *o;
-    size_t nblocks, total, b, i;
+    size_t nblocks, total, i;
     double q, norm;
     optim__norm kind;
+    const char *bad_name;
     /* Every check before the rebinding, so that a refusal changes nothing. */
     OPTIM__FORWARD(optim__sam_check(s, fn));
     o = s->base;
@@ -230,18 +231,13 @@ static int optim__sam_first(optim_sam *s, const char *fn, int rebind, size_t cou
     q = isinf(s->p) ? 1.0 : s->p / (s->p - 1.0);
     kind = optim__norm_kind(q);
     optim__reduce_run(o->kt, o->tasks, o->nparams, nblocks, kind, q, o->partials, o->bad, o->threads);
-    norm = optim__norm_finish(o->partials, nblocks, kind, q);
+    OPTIM__FORWARD(optim__norm_all(o, nblocks, kind, q, &norm, &i, &bad_name, OPTIM__SE(s)));
     s->last_norm = norm;
-    if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {
-        for (b = 0; b < nblocks && !o->bad[b]; b++) continue;
-        if (b < nblocks) {
-            i = optim__param_of_block(o, b);
-            OPTIM__FAIL_IF(o->nonfinite == OPTIM_NONFINITE_ERROR, OPTIM__SE(s), OPTIM_ENONFINITE,
-                           "%s: the gradient of param %zu '%s' holds NaN or Inf; nothing moved", fn, i,
-                           o->params[i].name);
-            s->skip_pending = 1;
-            return optim__ok(OPTIM__SE(s));
-        }
+    if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE && bad_name) {
+        OPTIM__FAIL_IF(o->nonfinite == OPTIM_NONFINITE_ERROR, OPTIM__SE(s), OPTIM_ENONFINITE,
+                       "%s: the gradient of param %zu '%s' holds NaN or Inf; nothing moved", fn, i, bad_name);
+        s->skip_pending = 1;
+        return optim__ok(OPTIM__SE(s));
     }
 
     for (i = 0; i < s->ngroups; i++) {

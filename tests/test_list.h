@@ -19,6 +19,7 @@
     TEST_ENTRY(object_options_switched_on)     \
     TEST_ENTRY(object_state_access)            \
     TEST_ENTRY(object_step_with)               \
+    TEST_ENTRY(object_rebind)                  \
     TEST_ENTRY(object_errors)                  \
     TEST_ENTRY(object_getter_errors)           \
     TEST_ENTRY(object_isa_and_threads)         \
