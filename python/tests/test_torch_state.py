@@ -311,6 +311,37 @@ def test_momentum_buffer_given_at_momentum_zero_is_used_when_momentum_comes_on()
     assert not torch.allclose(q, torch.tensor([0.9, 1.9, 2.9]))  # the buffer mattered
 
 
+
+def test_a_waiting_slot_is_dropped_by_load_checkpoint_and_kept_by_deepcopy(tmp_path):
+    """The kept momentum_buffer (momentum 0) belongs to the state it was given with: a
+    load_checkpoint replaces every state, so the buffer goes with it (momentum switched on
+    afterwards starts from the checkpoint, as an optimizer that only loaded it); a deep copy
+    keeps it, as it keeps the rest of the state."""
+    buf = torch.tensor([0.5, -1.0, 2.0])
+    p = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    fresh_p = p.detach().clone().requires_grad_()
+    saved = ot.SGD([torch.zeros(3, requires_grad=True)], lr=0.1)
+    saved.save_checkpoint(tmp_path / "sgd.ckpt")
+    ours, fresh = ot.SGD([p], lr=0.1), ot.SGD([fresh_p], lr=0.1)
+    ours.state[p] = {"momentum_buffer": buf}
+    copied = copy.deepcopy(ours)
+    assert torch.equal(copied.state[copied.param_groups[0]["params"][0]]["momentum_buffer"], buf)
+    ours.load_checkpoint(tmp_path / "sgd.ckpt")
+    fresh.load_checkpoint(tmp_path / "sgd.ckpt")
+    assert "momentum_buffer" not in ours.state[p] or ours.state[p]["momentum_buffer"] is None
+    for o in (ours, fresh, copied):
+        o.param_groups[0]["momentum"] = 0.9
+    p.grad = torch.ones(3)
+    fresh_p.grad = torch.ones(3)
+    cp = copied.param_groups[0]["params"][0]
+    cp.grad = torch.ones(3)
+    for o in (ours, fresh, copied):
+        o.step()
+    assert torch.equal(p, fresh_p)
+    assert torch.equal(ours.state[p]["momentum_buffer"], fresh.state[fresh_p]["momentum_buffer"])
+    assert torch.equal(copied.state[cp]["momentum_buffer"], 0.9 * buf + 1.0)  # the kept buffer was used
+
+
 def _snapshot(opt):
     sd = opt.state_dict()
     return copy.deepcopy(sd)
