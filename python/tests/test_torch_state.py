@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import optim.torch as ot
-from torch_harness import WD, WD_SMALL, Grads, Pair, assert_state_matches, leaves, make_params, set_grads
+from torch_harness import WD, WD_SMALL, Grads, Pair, assert_close, assert_state_matches, leaves, make_params, set_grads
 
 SHAPES = [(), (7,), (10, 100), (65537,)]
 
@@ -263,7 +263,9 @@ def test_sgd_momentum_buffer_none_and_switched_on():
 
 def test_loading_amsgrad_state_into_a_group_without_amsgrad(rng):
     """torch keeps max_exp_avg_sq after amsgrad is switched off; loading such
-    a state works (the unused tensor is not kept)."""
+    a state works and keeps it, as torch does, so that switching amsgrad back
+    on uses it (test_distributed.py checks the same through the order in which
+    ZeroRedundancyOptimizer loads: the state first, then the groups)."""
     p = torch.zeros(3, requires_grad=True)
     q = torch.zeros(3, requires_grad=True)
     src = torch.optim.Adam([q], amsgrad=True)
@@ -272,7 +274,72 @@ def test_loading_amsgrad_state_into_a_group_without_amsgrad(rng):
     src.param_groups[0]["amsgrad"] = False
     opt = ot.Adam([p])
     opt.load_state_dict(src.state_dict())
-    assert sorted(opt.state[p]) == ["exp_avg", "exp_avg_sq", "step"]
+    assert sorted(opt.state[p]) == sorted(src.state[q]) == ["exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step"]
+    assert torch.equal(opt.state[p]["max_exp_avg_sq"], src.state[q]["max_exp_avg_sq"])
+    with torch.no_grad():
+        p.copy_(q)
+    for o in (opt, src):
+        o.param_groups[0]["amsgrad"] = True
+    p.grad = q.grad = torch.full((3,), 0.01)
+    opt.step()
+    src.step()
+    assert torch.equal(opt.state[p]["max_exp_avg_sq"], src.state[q]["max_exp_avg_sq"])
+    assert (src.state[q]["max_exp_avg_sq"] > src.state[q]["exp_avg_sq"]).all()  # the kept maximum was used
+    assert_close(p, q, "parameter after amsgrad came back on")
+
+
+def test_momentum_buffer_given_at_momentum_zero_is_used_when_momentum_comes_on():
+    """A state assigned before the groups that use it (ZeroRedundancyOptimizer.load_state_dict's
+    order): SGD's momentum_buffer given while momentum is 0 is kept, shown by state and
+    state_dict, and used as the buffer once momentum is on, as torch does."""
+    buf = torch.tensor([0.5, -1.0, 2.0])
+    p = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    q = p.detach().clone().requires_grad_()
+    ours, theirs = ot.SGD([p], lr=0.1), torch.optim.SGD([q], lr=0.1)
+    ours.state[p] = {"momentum_buffer": buf}
+    theirs.state[q] = {"momentum_buffer": buf.clone()}
+    assert torch.equal(ours.state[p]["momentum_buffer"], buf)
+    assert torch.equal(ours.state_dict()["state"][0]["momentum_buffer"], buf)
+    for o in (ours, theirs):
+        o.param_groups[0]["momentum"] = 0.9
+    p.grad = torch.ones(3)
+    q.grad = torch.ones(3)
+    ours.step()
+    theirs.step()
+    assert torch.equal(ours.state[p]["momentum_buffer"], theirs.state[q]["momentum_buffer"])
+    assert_close(p, q, "parameter after momentum came on")
+    assert not torch.allclose(q, torch.tensor([0.9, 1.9, 2.9]))  # the buffer mattered
+
+
+
+def test_a_waiting_slot_is_dropped_by_load_checkpoint_and_kept_by_deepcopy(tmp_path):
+    """The kept momentum_buffer (momentum 0) belongs to the state it was given with: a
+    load_checkpoint replaces every state, so the buffer goes with it (momentum switched on
+    afterwards starts from the checkpoint, as an optimizer that only loaded it); a deep copy
+    keeps it, as it keeps the rest of the state."""
+    buf = torch.tensor([0.5, -1.0, 2.0])
+    p = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    fresh_p = p.detach().clone().requires_grad_()
+    saved = ot.SGD([torch.zeros(3, requires_grad=True)], lr=0.1)
+    saved.save_checkpoint(tmp_path / "sgd.ckpt")
+    ours, fresh = ot.SGD([p], lr=0.1), ot.SGD([fresh_p], lr=0.1)
+    ours.state[p] = {"momentum_buffer": buf}
+    copied = copy.deepcopy(ours)
+    assert torch.equal(copied.state[copied.param_groups[0]["params"][0]]["momentum_buffer"], buf)
+    ours.load_checkpoint(tmp_path / "sgd.ckpt")
+    fresh.load_checkpoint(tmp_path / "sgd.ckpt")
+    assert "momentum_buffer" not in ours.state[p] or ours.state[p]["momentum_buffer"] is None
+    for o in (ours, fresh, copied):
+        o.param_groups[0]["momentum"] = 0.9
+    p.grad = torch.ones(3)
+    fresh_p.grad = torch.ones(3)
+    cp = copied.param_groups[0]["params"][0]
+    cp.grad = torch.ones(3)
+    for o in (ours, fresh, copied):
+        o.step()
+    assert torch.equal(p, fresh_p)
+    assert torch.equal(ours.state[p]["momentum_buffer"], fresh.state[fresh_p]["momentum_buffer"])
+    assert torch.equal(copied.state[cp]["momentum_buffer"], 0.9 * buf + 1.0)  # the kept buffer was used
 
 
 def _snapshot(opt):

@@ -18,6 +18,12 @@ is with torch.optim) has torch's schedulers. Also here: clip_grad_norm_ and clip
 liboptim in one call), SAM (sharpness-aware minimization and ASAM around any of
 the optimizers, with the interface of the reference PyTorch SAM), and
 NonFiniteGradientError (raised under nonfinite='error').
+
+Under torch.distributed the classes work with DistributedDataParallel and as
+the optimizer_class of torch's ZeroRedundancyOptimizer; inside the latter,
+whose local optimizer sees one rank's shard, fused clip_grad_norm,
+nonfinite='skip' and SAM are refused (docs/DISTRIBUTED.md says what to do
+instead; examples/ddp_zero.py is a complete program).
 """
 from . import lr_scheduler
 from ._clip import clip_grad_norm_, clip_grad_value_

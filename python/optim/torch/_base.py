@@ -35,7 +35,7 @@ from torch.optim.optimizer import Optimizer, required
 
 from .. import _core
 from .._capi import OptimError
-from . import _checkpoint, _groups, _state_dict
+from . import _checkpoint, _distributed, _groups, _state_dict
 from ._cobject import CObject, Rule
 from ._groups import CLIP_KEY, CLIPV_KEY, NONFINITE_KEY, check_flags
 from ._state import State
@@ -77,6 +77,9 @@ class _Optimizer(Optimizer):
 
     def __init__(self, params, defaults):
         self._init_c(defaults)
+        # Built by a ZeroRedundancyOptimizer over one rank's shard? Then fused
+        # checks over all gradients are refused (_distributed).
+        self._c.zero_rank = _distributed.zero_local_rank()
         defaults = dict(defaults)
         defaults.setdefault(NONFINITE_KEY, "propagate")
         defaults.setdefault(CLIP_KEY, None)
@@ -128,6 +131,7 @@ class _Optimizer(Optimizer):
         c = self._c
         code = _groups.parse_nonfinite(policy, "%s.set_nonfinite" % c.owner)
         with c.lock:
+            _groups.refuse_sharded(c, (code,) + c.checks_pushed[1:])
             for group in self.param_groups:
                 group[NONFINITE_KEY] = policy
             self.defaults[NONFINITE_KEY] = policy
@@ -148,6 +152,7 @@ class _Optimizer(Optimizer):
             if clip is not None and c.checks_pushed[2] is not None:
                 raise ValueError("%s: clip_grad_value = %r is on: norm and value clipping cannot both be on (turn it "
                                  "off with set_clip_grad_value(None) first)" % (where, c.checks_pushed[2]))
+            _groups.refuse_sharded(c, (c.checks_pushed[0], clip, c.checks_pushed[2]))
             for group in self.param_groups:
                 group[CLIP_KEY] = clip
             self.defaults[CLIP_KEY] = clip

@@ -27,4 +27,5 @@ def load(opt, path, match):
     with c.lock:
         sam_guard(c, "load_checkpoint")
         c.h.load(raw, match)
+        c.pending.clear()  # the checkpoint replaced every state
         _groups.pull_groups(c, opt.param_groups)

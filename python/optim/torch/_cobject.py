@@ -81,6 +81,14 @@ class CObject:
         self.checks_cache = None
         self.ptrs = None     # the pointer arrays of a call over every parameter (reused; filled under the lock)
         self._views = {}     # (i, s) -> the tensor over slot s of parameter i given to the user
+        # State slots given while the option that uses them is off (max_exp_avg_sq
+        # with amsgrad off, SGD's momentum_buffer at momentum 0): i -> {s: float32
+        # copy}, written into the slot when a push allocates it (_groups.push), as
+        # torch keeps such a value in the state and uses it when the option comes on.
+        self.pending = {}
+        # The rank whose ZeroRedundancyOptimizer built this optimizer as its local
+        # optimizer, over that rank's shard (None otherwise; _distributed).
+        self.zero_rank = None
 
     # ---- parameters ---------------------------------------------------------------
 

@@ -16,11 +16,11 @@ from torch.optim.optimizer import required
 
 from .. import _core
 from .._capi import OptimError
-from . import _tensors
+from . import _distributed, _tensors
 
 __all__ = ["FLAGS", "check_flags", "NONFINITE_KEY", "CLIP_KEY", "CLIPV_KEY", "CHECK_KEYS", "parse_nonfinite",
            "parse_clip", "parse_clip_value", "clip_text", "number", "group_values", "hparams", "push", "sync",
-           "read_checks", "push_checks", "pull_groups", "slot_bits", "nonfinite_name"]
+           "read_checks", "refuse_sharded", "push_checks", "pull_groups", "slot_bits", "nonfinite_name"]
 
 FLAGS = ("capturable", "differentiable", "fused")
 _FLAG_WHY = {
@@ -218,6 +218,23 @@ def push(c, gi, values):
     except OptimError as e:
         raise ValueError("%s: param group %d: %s%s" % (c.owner, gi, keys_in(c, e), _eps_hint(e))) from None
     c.pushed[gi] = values
+    if c.pending:
+        fill_pending(c, gi)
+
+
+def fill_pending(c, gi):
+    """Write the pending slot values of group gi's parameters into the slots
+    the last push allocated (CObject.pending)."""
+    for i in sorted(c.pending):
+        if c.group_of[i] != gi:
+            continue
+        slots = c.pending[i]
+        for s in sorted(slots):
+            if c.h.state_slot(i, s)[0] is not None:
+                c.slot_tensor(i, s).copy_(slots.pop(s))
+                c.h.set_initialized(i, s, True)
+        if not slots:
+            del c.pending[i]
 
 
 def _sync_hparams(c, groups):
@@ -298,11 +315,22 @@ def read_checks(c, groups, what):
     return result
 
 
+def refuse_sharded(c, checks):
+    """ValueError if checks hold a setting that needs every gradient of the
+    model (fused norm clipping, nonfinite='skip') and the optimizer is a
+    ZeroRedundancyOptimizer's local optimizer, which sees one shard."""
+    if c.zero_rank is not None:
+        msg = _distributed.refusal(c.owner, c.zero_rank, checks[0] == _core.NONFINITE_POLICIES["skip"], checks[1])
+        if msg is not None:
+            raise ValueError(msg)
+
+
 def push_checks(c, checks):
     """Give the C object the checks from read_checks (already validated)."""
     nf, clip, cv = checks
     if checks == c.checks_pushed:
         return
+    refuse_sharded(c, checks)
     h = c.h
     try:
         h.set_nonfinite(nf)

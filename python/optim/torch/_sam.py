@@ -11,7 +11,7 @@ from torch.optim.optimizer import Optimizer
 
 from .. import _core
 from .._capi import OptimError
-from . import _groups, _optimizers
+from . import _distributed, _groups, _optimizers
 from ._base import _Optimizer
 from ._step import bind, nonfinite_error
 
@@ -174,6 +174,9 @@ class SAM(Optimizer):
     """
 
     def __init__(self, params, base_optimizer, rho=0.05, adaptive=False, p=2, eta=0.0, **kwargs):
+        rank = _distributed.zero_local_rank()
+        if rank is not None:
+            raise ValueError(_distributed.sam_refusal(rank))
         base_cls = _resolve_base(base_optimizer)
         base_keys = {key for key, _, _ in base_cls._hp_spec}
         self._keys = {k: ("sam_" + k if k in base_keys else k) for k in _SAM_KEYS}

@@ -31,7 +31,11 @@ class ParamState(MutableMapping):
     views of the C memory; 'step' and NAdam's 'mu_product' are read from the C
     object on each access. Assigning a key writes it into the C object (tensors
     are copied into the state memory and must have the parameter's shape).
-    Keys the rule does not have are kept in Python, as in a dict."""
+    Keys the rule does not have are kept in Python, as in a dict. A slot given
+    while the option that uses it is off (max_exp_avg_sq without amsgrad,
+    SGD's momentum_buffer at momentum 0) has no C memory yet: its value waits
+    in CObject.pending (a copy) and goes into the slot when the option is
+    switched on, as torch keeps it in the state and uses it then."""
 
     __slots__ = ("_c", "_i", "_extra")
 
@@ -52,8 +56,9 @@ class ParamState(MutableMapping):
             keys.append("step")
         if rule.has_mu_product:
             keys.append("mu_product")
+        pending = c.pending.get(self._i, ())
         for s, name in enumerate(rule.slot_names):
-            if rule.rule_name == "sgd" or c.h.state_slot(self._i, s)[0] is not None:
+            if rule.rule_name == "sgd" or s in pending or c.h.state_slot(self._i, s)[0] is not None:
                 keys.append(name)
         return keys
 
@@ -113,6 +118,8 @@ def read(c, i, key):
         return torch.tensor(c.h.get_mu_product(i), dtype=torch.float64)
     s = c.rule.slot_names.index(key)
     addr, initialized = c.h.state_slot(i, s)
+    if addr is None and s in c.pending.get(i, ()):
+        return c.pending[i][s]
     if addr is None or not initialized:
         return None  # SGD's momentum_buffer before a step with momentum, as torch
     return c.view(i, s)
@@ -198,7 +205,7 @@ def plan_param_state(c, i, state, bits, where):
     if len(state) == 0:
         return None
     shape = c.shapes[i]
-    plan = {"step": None, "mu_product": None, "slots": {}}
+    plan = {"step": None, "mu_product": None, "slots": {}, "pending": {}}
     for key in state:
         if key not in rule.c_keys:
             raise ValueError("%s: %s has the key %r, which %s's state does not have (its keys: %s)"
@@ -225,9 +232,9 @@ def plan_param_state(c, i, state, bits, where):
                 raise ValueError("%s: %s has no '%s'" % (owner, where, name))
             continue  # an option switched on after the state was made: starts as torch would
         value = state[name]
-        if not allocated:
-            continue  # kept by torch for an option that is off now (e.g. amsgrad): not used
         if value is None:
+            if not allocated:
+                continue
             if rule.rule_name != "sgd":
                 raise ValueError("%s: %s['%s'] is None; a tensor of shape %s is needed"
                                  % (owner, where, name, tuple(shape)))
@@ -245,8 +252,13 @@ def plan_param_state(c, i, state, bits, where):
         if problem:
             raise ValueError("%s: %s['%s'] (%s) %s" % (owner, where, name, describe(value), problem))
         # A copy: the value may be a view of this optimizer's own state, which
-        # apply_param_state resets before writing.
-        plan["slots"][s] = value.detach().to(dtype=F32, device="cpu", copy=True)
+        # apply_param_state resets before writing. A slot the options do not
+        # use now (amsgrad off) waits for them, as torch keeps it: CObject.pending.
+        copied = value.detach().to(dtype=F32, device="cpu", copy=True)
+        if allocated:
+            plan["slots"][s] = copied
+        else:
+            plan["pending"][s] = copied
     return plan
 
 
@@ -255,6 +267,10 @@ def apply_param_state(c, i, plan):
     h = c.h
     h.reset_state(i)
     c.touched[i] = plan is not None
+    if plan is not None and plan["pending"]:
+        c.pending[i] = dict(plan["pending"])
+    else:
+        c.pending.pop(i, None)
     if plan is None:
         return
     if plan["step"] is not None:

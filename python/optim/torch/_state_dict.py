@@ -78,6 +78,7 @@ def load_state_dict(opt, state_dict):
             new_groups.append(ng)
             new_values.append(values)
         checks = _groups.read_checks(c, new_groups, "loaded param group")
+        _groups.refuse_sharded(c, checks)
         plans = {}
         other = {}
         for key, value in state_dict["state"].items():

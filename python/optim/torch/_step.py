@@ -133,13 +133,15 @@ def nonfinite_error(c, owner, what, e):
     first parameter (in C order, as liboptim scans) whose gradient holds NaN
     or Inf, found again here. owner: "Adam: step"; what: what happened
     ("nothing was updated")."""
+    # In a ZeroRedundancyOptimizer the index counts the rank's shard: say so.
+    shard = "" if c.zero_rank is None else " of rank %d's shard" % c.zero_rank
     for i, p in enumerate(c.params):
         g = p.grad
         if g is not None and g.numel() and not _tensors.storage_problem(g) and not bool(torch.isfinite(g).all()):
             gi = c.group_of[i]
             return NonFiniteGradientError(
-                "%s: the gradient of parameter %d (%s, param group %d) holds NaN or Inf; %s "
-                "(nonfinite='error')" % (owner, i, describe(g), gi, what), i, gi, p)
+                "%s: the gradient of parameter %d%s (%s, param group %d) holds NaN or Inf; %s "
+                "(nonfinite='error')" % (owner, i, shard, describe(g), gi, what), i, gi, p)
     return NonFiniteGradientError("%s: %s; %s (nonfinite='error')" % (owner, e, what))
 
 
