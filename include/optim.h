@@ -273,6 +273,8 @@ OPTIM_API int optim_hparams_get(const optim_hparams *hp, optim_hparam id, double
  *   bfloat16  bfloat16             float32   float: loaded exactly, the new parameter
  *   float16   float16              float32     rounded to its type, to nearest even
  *   float32   bfloat16 or float16  float32   float (low-precision gradients, float32 parameters)
+ * The state of a parameter whose math runs in float may instead be kept in
+ * bfloat16 or float16 (optim_add_param_ex), rounded to nearest even when stored.
  * Every other pair is refused with OPTIM_EUNSUPPORTED, naming both types.
  */
 typedef enum optim_dtype {
@@ -449,6 +451,23 @@ OPTIM_API int optim_add_param(optim *opt, size_t g, float *param, const float *g
  */
 OPTIM_API int optim_add_param_typed(optim *opt, size_t g, void *param, optim_dtype param_dtype, const void *grad,
                                     optim_dtype grad_dtype, size_t n, const char *name, size_t *index);
+/**
+ * optim_add_param_typed with the state's element type chosen: state_dtype is
+ * the pair's default state type (optim_dtypes_check), or, for parameters
+ * whose math runs in float (every type but float64), OPTIM_BFLOAT16 or
+ * OPTIM_FLOAT16: the state is then loaded exactly into float for the math and
+ * stored back rounded to nearest even, in the same pass (torch.optim keeps
+ * the state of a bfloat16/float16 parameter in its type). Others are refused
+ * with OPTIM_EUNSUPPORTED naming the types (optim_state_dtype_check). flags
+ * must be 0 (reserved for storage options).
+ */
+OPTIM_API int optim_add_param_ex(optim *opt, size_t g, void *param, optim_dtype param_dtype, const void *grad,
+                                 optim_dtype grad_dtype, size_t n, optim_dtype state_dtype, unsigned flags,
+                                 const char *name, size_t *index);
+/** Can parameters of param_dtype keep their state in state_dtype
+ *  (optim_add_param_ex)? OPTIM_OK, or OPTIM_EUNSUPPORTED / OPTIM_EINVAL naming
+ *  both types. */
+OPTIM_API int optim_state_dtype_check(optim_dtype param_dtype, optim_dtype state_dtype, optim_error *err);
 /** The element types of parameter i: of its memory, its gradient and its
  *  state (each pointer may be NULL). */
 OPTIM_API int optim_param_get_dtypes(const optim *opt, size_t i, optim_dtype *param_dtype, optim_dtype *grad_dtype,

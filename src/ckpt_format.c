@@ -15,6 +15,7 @@
  * against an optimizer (ckpt_match.c) only compares. */
 #include "ckpt_format.h"
 #include "schedule_internal.h"
+#include "kernels/convert.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -115,8 +116,8 @@ static int ck_host_little_endian(void)
     return b == 1;
 }
 
-/* n elements of a state type (float32 or float64) as little-endian IEEE
- * binary32 or binary64. */
+/* n elements of a state type (float32, float64, bfloat16 or float16) as
+ * little-endian IEEE binary32, binary64, bfloat16 or binary16. */
 static void ck_elems(ck_writer *w, const void *x, size_t n, optim_dtype dtype)
 {
     const size_t size = optim_dtype_size(dtype);
@@ -133,10 +134,17 @@ static void ck_elems(ck_writer *w, const void *x, size_t n, optim_dtype dtype)
                 uint64_t v;
                 memcpy(&v, (const char *)x + 8 * i, 8);
                 ck_u64(w, v);
-            } else {
+            } else if (size == 4) {
                 uint32_t v;
                 memcpy(&v, (const char *)x + 4 * i, 4);
                 ck_u32(w, v);
+            } else {
+                uint16_t v;
+                unsigned char b[2];
+                memcpy(&v, (const char *)x + 2 * i, 2);
+                b[0] = (unsigned char)(v & 0xffu);
+                b[1] = (unsigned char)(v >> 8);
+                ck_put(w, b, 2);
             }
         }
     }
@@ -374,11 +382,43 @@ void optim__ck_read_elems(void *dst, const unsigned char *src, size_t n, optim_d
             if (size == 8) {
                 uint64_t v = ck_le64(src + 8 * i);
                 memcpy((char *)dst + 8 * i, &v, 8);
-            } else {
+            } else if (size == 4) {
                 uint32_t v = ck_le32(src + 4 * i);
                 memcpy((char *)dst + 4 * i, &v, 4);
+            } else {
+                uint16_t v = (uint16_t)(src[2 * i] | (unsigned)src[2 * i + 1] << 8);
+                memcpy((char *)dst + 2 * i, &v, 2);
             }
         }
+    }
+}
+
+/* Element i of n little-endian elements of a float-family type, as float. */
+static float ck_elem_f32(const unsigned char *src, size_t i, optim_dtype dtype)
+{
+    if (dtype == OPTIM_FLOAT32) return optim__f32_from_bits(ck_le32(src + 4 * i));
+    {
+        const uint16_t h = (uint16_t)(src[2 * i] | (unsigned)src[2 * i + 1] << 8);
+        return dtype == OPTIM_BFLOAT16 ? optim__bf16_to_f32(h) : optim__f16_to_f32(h);
+    }
+}
+
+void optim__ck_read_elems_as(void *dst, optim_dtype dst_dtype, const unsigned char *src, size_t n,
+                             optim_dtype src_dtype)
+{
+    size_t i;
+    if (dst_dtype == src_dtype) {
+        optim__ck_read_elems(dst, src, n, src_dtype);
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        const float x = ck_elem_f32(src, i, src_dtype);
+        if (dst_dtype == OPTIM_FLOAT32)
+            ((float *)dst)[i] = x;
+        else if (dst_dtype == OPTIM_BFLOAT16)
+            ((uint16_t *)dst)[i] = optim__f32_to_bf16(x);
+        else
+            ((uint16_t *)dst)[i] = optim__f32_to_f16(x);
     }
 }
 
@@ -685,9 +725,9 @@ static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const
             OPTIM__FAIL_IF(!ck_has(r, 4), err, OPTIM_EFORMAT, "%s: slot %s runs past the section", where,
                            optim_rule_slot_name(pl->rule, (int)s));
             dt = ck_get_u32(r);
-            /* State is float32, or float64 (of float64 parameters); one type per parameter. */
-            OPTIM__FAIL_IF(dt != OPTIM_FLOAT32 && dt != OPTIM_FLOAT64, err, OPTIM_EFORMAT,
-                           "%s: slot %s has element type %u (0 float32, 1 float64)", where,
+            /* State is float32, float64 (of float64 parameters), bfloat16 or float16; one type per parameter. */
+            OPTIM__FAIL_IF(dt >= OPTIM_DTYPE_COUNT, err, OPTIM_EFORMAT,
+                           "%s: slot %s has element type %u (0 float32, 1 float64, 2 bfloat16, 3 float16)", where,
                            optim_rule_slot_name(pl->rule, (int)s), dt);
             OPTIM__FAIL_IF((pp->mask & ((1u << s) - 1)) && (optim_dtype)dt != pp->dtype, err, OPTIM_EFORMAT,
                            "%s: slots of different element types", where);

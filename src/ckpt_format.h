@@ -112,8 +112,13 @@ int optim__ck_decode_schedule(const unsigned char *data, size_t size, size_t *us
 
 /* Size k of a parameter plan's shape. */
 uint64_t optim__ck_dim(const optim__ck_param_plan *pp, size_t k);
-/* n little-endian binary32 or binary64 (dtype) from src into dst. */
+/* n little-endian elements of dtype from src into dst. */
 void optim__ck_read_elems(void *dst, const unsigned char *src, size_t n, optim_dtype dtype);
+/* The same into elements of dst_dtype: converted when the types differ (both
+ * of float32, bfloat16 and float16: widened exactly, or rounded to nearest
+ * even). */
+void optim__ck_read_elems_as(void *dst, optim_dtype dst_dtype, const unsigned char *src, size_t n,
+                             optim_dtype src_dtype);
 /* "[4, 2]" into buf, from ndim sizes in memory (dims) or a plan's (pp). */
 const char *optim__ck_shape_text(char *buf, size_t size, size_t ndim, const int64_t *dims,
                                  const optim__ck_param_plan *pp);

@@ -174,7 +174,7 @@ static int optim__grow_slots(optim *o, size_t g, const optim_hparams *hp)
                 }
                 return optim__fail(OPTIM__E(o), OPTIM_ENOMEM,
                                    "optim_group_set: out of memory for %zu %s of state '%s' of param %zu '%s'",
-                                   pa->n, pa->sdt == OPTIM_FLOAT64 ? "doubles" : "floats",
+                                   pa->n, "elements",
                                    optim_rule_slot_name(o->rule, s), i, pa->name);
             }
             pa->fresh |= 1u << s;
@@ -341,7 +341,7 @@ static int optim__reserve_blocks(optim *o, size_t more)
 }
 
 static int optim__add_param(optim *o, const char *fn, size_t g, void *param, optim_dtype pdt, const void *grad,
-                            optim_dtype gdt, size_t n, const char *name, size_t *index)
+                            optim_dtype gdt, size_t n, int sdt, unsigned flags, const char *name, size_t *index)
 {
     optim__param pa;
     optim__task probe;
@@ -353,6 +353,12 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     OPTIM__FORWARD(optim__ck_fits_param(o, fn, name, n));
     memset(&pa, 0, sizeof pa);
     OPTIM__FORWARD(optim__dtypes(fn, pdt, gdt, &pa.ct, &pa.sdt, OPTIM__E(o)));
+    if (sdt >= 0) {
+        OPTIM__FORWARD(optim__state_dtype_ok(fn, pdt, (optim_dtype)sdt, OPTIM__E(o)));
+        pa.sdt = (optim_dtype)sdt;
+    }
+    OPTIM__FAIL_IF(flags != 0, OPTIM__E(o), OPTIM_EINVAL, "%s: flags = 0x%x has bits that are no storage option", fn,
+                   flags);
     OPTIM__FAIL_IF(optim__task_storage(o->kt, &probe, pdt, gdt, pa.sdt) != 0, OPTIM__E(o), OPTIM_EUNSUPPORTED,
                    "%s: the %s path has no storage for %s parameters with %s gradients", fn,
                    optim_isa_name(o->kt->isa), optim_dtype_name(pdt), optim_dtype_name(gdt));
@@ -400,7 +406,7 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
             optim__param_free_state(&pa);
             free(pa.name);
             return optim__fail(OPTIM__E(o), OPTIM_ENOMEM, "%s: out of memory for %zu %s of state '%s' of '%s'", fn,
-                               n, pa.sdt == OPTIM_FLOAT64 ? "doubles" : "floats", optim_rule_slot_name(o->rule, s),
+                               n, "elements", optim_rule_slot_name(o->rule, s),
                                name ? name : "param");
         }
     }
@@ -415,14 +421,25 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
 int optim_add_param(optim *o, size_t g, float *param, const float *grad, size_t n, const char *name, size_t *index)
 {
     if (!o) return OPTIM_ENULL;
-    return optim__add_param(o, "optim_add_param", g, param, OPTIM_FLOAT32, grad, OPTIM_FLOAT32, n, name, index);
+    return optim__add_param(o, "optim_add_param", g, param, OPTIM_FLOAT32, grad, OPTIM_FLOAT32, n, -1, 0, name,
+                            index);
 }
 
 int optim_add_param_typed(optim *o, size_t g, void *param, optim_dtype param_dtype, const void *grad,
                           optim_dtype grad_dtype, size_t n, const char *name, size_t *index)
 {
     if (!o) return OPTIM_ENULL;
-    return optim__add_param(o, "optim_add_param_typed", g, param, param_dtype, grad, grad_dtype, n, name, index);
+    return optim__add_param(o, "optim_add_param_typed", g, param, param_dtype, grad, grad_dtype, n, -1, 0, name,
+                            index);
+}
+
+int optim_add_param_ex(optim *o, size_t g, void *param, optim_dtype param_dtype, const void *grad,
+                       optim_dtype grad_dtype, size_t n, optim_dtype state_dtype, unsigned flags, const char *name,
+                       size_t *index)
+{
+    if (!o) return OPTIM_ENULL;
+    return optim__add_param(o, "optim_add_param_ex", g, param, param_dtype, grad, grad_dtype, n, (int)state_dtype,
+                            flags, name, index);
 }
 
 int optim_param_get_dtypes(const optim *o, size_t i, optim_dtype *param_dtype, optim_dtype *grad_dtype,

@@ -47,8 +47,17 @@ typedef struct path_fixture {
     tgrads grads;
 } path_fixture;
 
+static int fixture_init_ex(path_fixture *f, optim_dtype pdt, optim_dtype gdt, int sdt, size_t ngroups,
+                           uint64_t seed, int nonfinite);
+
 static int fixture_init(path_fixture *f, optim_dtype pdt, optim_dtype gdt, size_t ngroups, uint64_t seed,
                         int nonfinite)
+{
+    return fixture_init_ex(f, pdt, gdt, -1, ngroups, seed, nonfinite);
+}
+
+static int fixture_init_ex(path_fixture *f, optim_dtype pdt, optim_dtype gdt, int sdt, size_t ngroups,
+                           uint64_t seed, int nonfinite)
 {
     test_rng rng = {seed};
     size_t sizes[NSIZES + 1], k, per = 0;
@@ -57,9 +66,9 @@ static int fixture_init(path_fixture *f, optim_dtype pdt, optim_dtype gdt, size_
      * the step is large enough for two threads (32K elements) with room. */
     for (k = 0; k < NSIZES; k++) per += sizes[k] = group_sizes[k];
     sizes[NSIZES] = ngroups * per < 40000 ? (40000 - ngroups * per) / ngroups + 1 : 0;
-    if (tmodel_init(&f->init, pdt, gdt, sizes, NSIZES + 1, ngroups, &rng) ||
-        tmodel_init(&f->ref, pdt, gdt, sizes, NSIZES + 1, ngroups, &rng) ||
-        tmodel_init(&f->got, pdt, gdt, sizes, NSIZES + 1, ngroups, &rng) ||
+    if (tmodel_init_ex(&f->init, pdt, gdt, sdt, sizes, NSIZES + 1, ngroups, &rng) ||
+        tmodel_init_ex(&f->ref, pdt, gdt, sdt, sizes, NSIZES + 1, ngroups, &rng) ||
+        tmodel_init_ex(&f->got, pdt, gdt, sdt, sizes, NSIZES + 1, ngroups, &rng) ||
         tgrads_init(&f->grads, &f->init, STEPS, seed ^ 0x9, nonfinite))
         return -1;
     return 0;
@@ -191,6 +200,25 @@ TEST_IMPL(nan_bits_every_path)
 
 /* ---- bfloat16 and float16 against a reference of the same roundings ------------------ */
 
+/* State kept in a half type (init->sdt): each value of the reference's
+ * float32 state rounded to it by the tests' own conversion, and widened for
+ * the next step. */
+static int half_round_state(optim *o, const optim_hparams *hp, const tmodel *init, tmodel *out)
+{
+    size_t i, j;
+    int s;
+    for (i = 0; init->sdt != OPTIM_FLOAT32 && i < init->count; i++)
+        for (s = 0; s < optim_rule_slot_count(hp->rule); s++) {
+            float *data = NULL;
+            ASSERT_OPT_OK(o, optim_state_slot(o, i, s, &data, NULL));
+            for (j = 0; data && j < init->n[i]; j++) {
+                t_set(init->sdt, out->s[i][s], j, data[j]);
+                data[j] = (float)t_get(init->sdt, out->s[i][s], j);
+            }
+        }
+    return 0;
+}
+
 /* The reference of a run over half types: a float32 optimizer (scalar path,
  * the same options) steps float copies of the parameters and the widened
  * gradients; after each step a half parameter is rounded to its type with
@@ -220,28 +248,28 @@ static int half_reference(const optim_hparams *hps, int clip, const tmodel *init
         for (j = 0; j < init->n[i]; j++) p32[i][j] = (float)t_get(init->pdt, out->p[i], j);
         ASSERT_OPT_OK(o, optim_add_param(o, init->group[i], p32[i], g32[i], init->n[i], NULL, NULL));
     }
+    if (half_round_state(o, hp, init, out)) return 1; /* the initial values, as the library stores them */
     for (t = 0; t < G->steps; t++) {
         for (i = 0; i < init->count; i++) {
             const char *gt = (const char *)G->g[i] + (size_t)t * init->n[i] * gsize;
             for (j = 0; j < init->n[i]; j++) g32[i][j] = (float)t_get(init->gdt, gt, j);
         }
         ASSERT_OPT_OK(o, optim_step(o));
-        for (i = 0; i < init->count; i++)
+        for (i = 0; i < init->count; i++) {
             for (j = 0; j < init->n[i]; j++) {
                 if (init->pdt == OPTIM_FLOAT32) continue; /* a float32 parameter is not rounded */
                 t_set(init->pdt, out->p[i], j, p32[i][j]);
                 p32[i][j] = (float)t_get(init->pdt, out->p[i], j);
             }
+        }
+        if (half_round_state(o, hp, init, out)) return 1;
     }
     for (i = 0; i < init->count; i++) {
         if (init->pdt == OPTIM_FLOAT32) memcpy(out->p[i], p32[i], init->n[i] * sizeof(float));
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             float *data = NULL;
             if (s < optim_rule_slot_count(hp->rule)) ASSERT_OPT_OK(o, optim_state_slot(o, i, s, &data, NULL));
-            if (data)
-                memcpy(out->s[i][s], data, init->n[i] * sizeof(float));
-            else
-                memset(out->s[i][s], 0, init->n[i] * sizeof(float));
+            for (j = 0; j < init->n[i]; j++) t_set(init->sdt, out->s[i][s], j, data ? data[j] : 0.0f);
         }
         free(p32[i]);
         free(g32[i]);
@@ -254,8 +282,14 @@ static int half_reference(const optim_hparams *hps, int clip, const tmodel *init
 
 TEST_IMPL(half_types_vs_rounding_reference)
 {
-    static const optim_dtype types[][2] = {{OPTIM_BFLOAT16, OPTIM_BFLOAT16}, {OPTIM_FLOAT16, OPTIM_FLOAT16},
-                                           {OPTIM_FLOAT32, OPTIM_BFLOAT16}, {OPTIM_FLOAT32, OPTIM_FLOAT16}};
+    /* param, grad, state (-1: the pair's float32 state). */
+    static const int types[][3] = {{OPTIM_BFLOAT16, OPTIM_BFLOAT16, -1},
+                                   {OPTIM_FLOAT16, OPTIM_FLOAT16, -1},
+                                   {OPTIM_FLOAT32, OPTIM_BFLOAT16, -1},
+                                   {OPTIM_FLOAT32, OPTIM_FLOAT16, -1},
+                                   {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_BFLOAT16},
+                                   {OPTIM_FLOAT16, OPTIM_FLOAT16, OPTIM_FLOAT16},
+                                   {OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_BFLOAT16}};
     static optim_hparams hps[1024];
     size_t ty;
     print_paths("half_types_vs_rounding_reference");
@@ -268,7 +302,8 @@ TEST_IMPL(half_types_vs_rounding_reference)
             size_t ng = collect(r, hps, 5), i, j;
             path_fixture f;
             int clip;
-            if (fixture_init(&f, types[ty][0], types[ty][1], ng, test_seed() ^ 0x4a1f ^ ty ^ ((uint64_t)r << 8), 0))
+            if (fixture_init_ex(&f, (optim_dtype)types[ty][0], (optim_dtype)types[ty][1], types[ty][2], ng,
+                                test_seed() ^ 0x4a1f ^ ty ^ ((uint64_t)r << 8), 0))
                 FAIL("out of memory");
             for (clip = 0; clip < T_CLIP_MODES; clip++) {
                 if (half_reference(hps, clip, &f.init, &f.grads, &f.ref)) return 1;
@@ -281,9 +316,10 @@ TEST_IMPL(half_types_vs_rounding_reference)
             fixture_free(&f);
         }
         if (T_SAMPLE > 1) printf("  (sanitizer build: every %dth of the combinations below)\n", T_SAMPLE);
-        printf("  %-8s params, %-8s grads: %ld runs (every rule, paths, 1 and 2 threads) bit for bit against the "
-               "rounding reference; %ld parameters moved\n",
-               optim_dtype_name(types[ty][0]), optim_dtype_name(types[ty][1]), runs, moved);
+        printf("  %-8s params, %-8s grads, %-8s state: %ld runs (every rule, paths, 1 and 2 threads) bit for bit "
+               "against the rounding reference; %ld parameters moved\n",
+               optim_dtype_name((optim_dtype)types[ty][0]), optim_dtype_name((optim_dtype)types[ty][1]),
+               types[ty][2] < 0 ? "float32" : optim_dtype_name((optim_dtype)types[ty][2]), runs, moved);
         ASSERT(runs > 0 && moved > 0);
     }
     return 0;

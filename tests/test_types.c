@@ -127,6 +127,25 @@ TEST_IMPL(dtype_api)
                OPTIM_EINVAL, optim_errmsg(o), "not aligned to 8 bytes (float64)");
     ASSERT_ERR(optim_add_param_typed(o, 0, p64, OPTIM_FLOAT64, p64 + 4, OPTIM_FLOAT64, 8, "w", NULL), OPTIM_EOVERLAP,
                optim_errmsg(o), "overlap");
+    /* The state's type (optim_add_param_ex): float64's own, or float32/bfloat16/float16 for the others. */
+    for (a = OPTIM_FLOAT32; (int)a < OPTIM_DTYPE_COUNT; a++)
+        for (b = OPTIM_FLOAT32; (int)b < OPTIM_DTYPE_COUNT; b++) {
+            int want = a == OPTIM_FLOAT64 ? b == OPTIM_FLOAT64 : b != OPTIM_FLOAT64;
+            int rc = optim_state_dtype_check(a, b, &err);
+            if (want) {
+                ASSERT_OK_MSG(rc, err.message);
+            } else {
+                ASSERT_INT(rc, ==, OPTIM_EUNSUPPORTED);
+                if (!strstr(err.message, optim_dtype_name(a)) || !strstr(err.message, optim_dtype_name(b)))
+                    FAIL("message does not name both types: %s", err.message);
+            }
+        }
+    ASSERT_ERR(optim_state_dtype_check(OPTIM_FLOAT32, (optim_dtype)7, &err), OPTIM_EINVAL, err.message,
+               "state_dtype = 7");
+    ASSERT_ERR(optim_add_param_ex(o, 0, p64, OPTIM_FLOAT64, g64, OPTIM_FLOAT64, 8, OPTIM_FLOAT32, 0, "w", NULL),
+               OPTIM_EUNSUPPORTED, optim_errmsg(o), "float32 state for float64 parameters");
+    ASSERT_ERR(optim_add_param_ex(o, 0, pb, OPTIM_BFLOAT16, gb, OPTIM_BFLOAT16, 8, OPTIM_BFLOAT16, 4, "w", NULL),
+               OPTIM_EINVAL, optim_errmsg(o), "flags = 0x4");
     ASSERT_INT(optim_param_count(o), ==, 0);
     ASSERT_OPT_OK(o, optim_add_param_typed(o, 0, p64, OPTIM_FLOAT64, g64, OPTIM_FLOAT64, 8, "w64", &idx));
     ASSERT_INT(idx, ==, 0);
@@ -216,27 +235,40 @@ TEST_IMPL(dtype_api)
 
 /* Checkpoints of float64 and bfloat16 parameters: a resumed run gives the
  * bits of the uninterrupted one; state types that do not match are refused. */
-static int build(optim **o, optim_dtype pdt, optim_dtype gdt, void *p, void *g, size_t n, optim_rule rule)
+static int build_ex(optim **o, optim_dtype pdt, optim_dtype gdt, int sdt, void *p, void *g, size_t n,
+                    optim_rule rule)
 {
     optim_hparams hp;
+    optim_dtype def;
     ASSERT_OK(optim_hparams_init(&hp, rule, NULL));
     if (rule == OPTIM_ADAM) hp.amsgrad = 1;
+    if (rule == OPTIM_SGD) hp.momentum = 0.9;
     ASSERT_OK(optim_create(o, rule));
     ASSERT_OPT_OK(*o, optim_add_group(*o, &hp, NULL));
-    ASSERT_OPT_OK(*o, optim_add_param_typed(*o, 0, p, pdt, g, gdt, n, "w", NULL));
+    ASSERT_OK(optim_dtypes_check(pdt, gdt, &def, NULL));
+    ASSERT_OPT_OK(*o, optim_add_param_ex(*o, 0, p, pdt, g, gdt, n, sdt < 0 ? def : (optim_dtype)sdt, 0, "w", NULL));
     return 0;
+}
+
+static int build(optim **o, optim_dtype pdt, optim_dtype gdt, void *p, void *g, size_t n, optim_rule rule)
+{
+    return build_ex(o, pdt, gdt, -1, p, g, n, rule);
 }
 
 TEST_IMPL(dtype_checkpoint_exact)
 {
-    static const optim_dtype types[][2] = {{OPTIM_FLOAT64, OPTIM_FLOAT64}, {OPTIM_BFLOAT16, OPTIM_BFLOAT16},
-                                           {OPTIM_FLOAT16, OPTIM_FLOAT16}, {OPTIM_FLOAT32, OPTIM_BFLOAT16}};
+    /* param, grad, state (-1: the pair's default) */
+    static const int types[][3] = {{OPTIM_FLOAT64, OPTIM_FLOAT64, -1},      {OPTIM_BFLOAT16, OPTIM_BFLOAT16, -1},
+                                   {OPTIM_FLOAT16, OPTIM_FLOAT16, -1},      {OPTIM_FLOAT32, OPTIM_BFLOAT16, -1},
+                                   {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_BFLOAT16},
+                                   {OPTIM_FLOAT16, OPTIM_FLOAT16, OPTIM_FLOAT16}};
     static const optim_rule rules[] = {OPTIM_ADAM, OPTIM_NADAM, OPTIM_SGD};
     const size_t n = 1031;
     size_t ty, ru;
     for (ty = 0; ty < sizeof types / sizeof types[0]; ty++)
         for (ru = 0; ru < sizeof rules / sizeof rules[0]; ru++) {
-            optim_dtype pdt = types[ty][0], gdt = types[ty][1];
+            optim_dtype pdt = (optim_dtype)types[ty][0], gdt = (optim_dtype)types[ty][1];
+            const int sdt = types[ty][2];
             void *pa = t_alloc(pdt, n), *pb = t_alloc(pdt, n), *g = t_alloc(gdt, n);
             optim *a = NULL, *b = NULL;
             test_rng rng = {test_seed() ^ 0xcc};
@@ -247,7 +279,7 @@ TEST_IMPL(dtype_checkpoint_exact)
             optim_error err;
             if (!pa || !pb || !g) FAIL("out of memory");
             for (i = 0; i < n; i++) t_set(pdt, pa, i, test_rng_normal(&rng));
-            if (build(&a, pdt, gdt, pa, g, n, rules[ru])) return 1;
+            if (build_ex(&a, pdt, gdt, sdt, pa, g, n, rules[ru])) return 1;
             for (t = 0; t < 20; t++) {
                 for (i = 0; i < n; i++) t_set(gdt, g, i, test_rng_normal(&rng));
                 ASSERT_OPT_OK(a, optim_step(a));
@@ -258,7 +290,7 @@ TEST_IMPL(dtype_checkpoint_exact)
             }
             /* Resume from step 10 in a new optimizer. */
             memset(&info, 0, sizeof info);
-            if (build(&b, pdt, gdt, pb, g, n, rules[ru])) return 1;
+            if (build_ex(&b, pdt, gdt, sdt, pb, g, n, rules[ru])) return 1;
             ASSERT_OPT_OK(b, optim_load_buffer(b, buf, size, OPTIM_MATCH_NAME, "ck"));
             {
                 test_rng again = {test_seed() ^ 0xcc};
@@ -280,6 +312,46 @@ TEST_IMPL(dtype_checkpoint_exact)
                     FAIL("%s: resumed %s state %s differs at %zu", optim_rule_name(rules[ru]), optim_dtype_name(dt),
                          optim_rule_slot_name(rules[ru], s), i);
             }
+            /* Half state loads into float32 state widened exactly, and back rounded
+             * to nearest even (the tests' own conversions). */
+            if (sdt >= 0) {
+                void *pc = t_alloc(pdt, n), *buf2 = NULL;
+                size_t size2 = 0;
+                optim *c = NULL, *d = NULL;
+                if (!pc) FAIL("out of memory");
+                if (build_ex(&c, pdt, gdt, OPTIM_FLOAT32, pc, g, n, rules[ru])) return 1;
+                ASSERT_OPT_OK(c, optim_load_buffer(c, buf, size, OPTIM_MATCH_NAME, "ck"));
+                for (s = 0; s < optim_rule_slot_count(rules[ru]); s++) {
+                    void *dc = NULL;
+                    optim_dtype dt;
+                    ASSERT_OPT_OK(c, optim_state_slot_data(c, 0, s, &dc, &dt, NULL));
+                    if (!dc) continue;
+                    ASSERT_INT(dt, ==, OPTIM_FLOAT32);
+                    /* make the float32 state need rounding on the way back */
+                    for (i = 0; i < n; i++) ((float *)dc)[i] = tfloat(tbits(((float *)dc)[i]) ^ (uint32_t)(i & 0x1fff));
+                }
+                ASSERT_OPT_OK(c, optim_save_buffer(c, &buf2, &size2));
+                if (build_ex(&d, pdt, gdt, sdt, pc, g, n, rules[ru])) return 1;
+                ASSERT_OPT_OK(d, optim_load_buffer(d, buf2, size2, OPTIM_MATCH_NAME, "ck"));
+                for (s = 0; s < optim_rule_slot_count(rules[ru]); s++) {
+                    void *dc = NULL, *dd = NULL;
+                    ASSERT_OPT_OK(c, optim_state_slot_data(c, 0, s, &dc, NULL, NULL));
+                    ASSERT_OPT_OK(d, optim_state_slot_data(d, 0, s, &dd, NULL, NULL));
+                    if (!dc) continue;
+                    for (i = 0; i < n; i++) {
+                        const float x = ((float *)dc)[i];
+                        const uint16_t want = sdt == OPTIM_BFLOAT16 ? t_bf16_from_float(x) : t_f16_from_float(x);
+                        if (((uint16_t *)dd)[i] != want)
+                            FAIL("%s: float32 state %s[%zu] = %a loaded as %s 0x%04x, not 0x%04x",
+                                 optim_rule_name(rules[ru]), optim_rule_slot_name(rules[ru], s), i, (double)x,
+                                 optim_dtype_name((optim_dtype)sdt), ((uint16_t *)dd)[i], want);
+                    }
+                }
+                optim_free(c);
+                optim_free(d);
+                free(buf2);
+                free(pc);
+            }
             /* State of another type is refused, naming both. */
             if (pdt == OPTIM_FLOAT64 && rules[ru] != OPTIM_SGD) { /* plain SGD has no state */
                 float *p32 = (float *)t_alloc(OPTIM_FLOAT32, n), *g32 = (float *)t_alloc(OPTIM_FLOAT32, n);
@@ -299,7 +371,8 @@ TEST_IMPL(dtype_checkpoint_exact)
             free(pb);
             free(g);
         }
-    printf("  float64, bfloat16, float16 parameters and bfloat16 gradients: resumed runs bit for bit\n");
+    printf("  float64, bfloat16, float16 parameters, bfloat16 gradients, bfloat16/float16 state: resumed runs bit "
+           "for bit; half state loaded into float32 state and back\n");
     return 0;
 }
 

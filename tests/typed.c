@@ -119,9 +119,19 @@ int t_same(optim_dtype dtype, const void *a, const void *b, size_t n, size_t *wh
 int tmodel_init(tmodel *m, optim_dtype pdt, optim_dtype gdt, const size_t *sizes, size_t count, size_t ngroups,
                 test_rng *rng)
 {
+    return tmodel_init_ex(m, pdt, gdt, -1, sizes, count, ngroups, rng);
+}
+
+int tmodel_init_ex(tmodel *m, optim_dtype pdt, optim_dtype gdt, int sdt, const size_t *sizes, size_t count,
+                   size_t ngroups, test_rng *rng)
+{
     size_t i, j, total = count * ngroups;
     memset(m, 0, sizeof *m);
     if (optim_dtypes_check(pdt, gdt, &m->sdt, NULL) != OPTIM_OK) return -1;
+    if (sdt >= 0) {
+        if (optim_state_dtype_check(pdt, (optim_dtype)sdt, NULL) != OPTIM_OK) return -1;
+        m->sdt = (optim_dtype)sdt;
+    }
     m->pdt = pdt;
     m->gdt = gdt;
     m->count = total;
@@ -244,8 +254,8 @@ int t_run(const optim_hparams *hps, int clip, const tmodel *init, const tgrads *
     if (clip == T_CLIP_NORM) ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 1.0, 2.0));
     for (i = 0; i < init->count; i++) {
         memcpy(out->p[i], init->p[i], init->n[i] * optim_dtype_size(init->pdt));
-        ASSERT_OPT_OK(o, optim_add_param_typed(o, init->group[i], out->p[i], init->pdt, out->g[i], init->gdt,
-                                               init->n[i], NULL, NULL));
+        ASSERT_OPT_OK(o, optim_add_param_ex(o, init->group[i], out->p[i], init->pdt, out->g[i], init->gdt,
+                                            init->n[i], init->sdt, 0, NULL, NULL));
         if (start_step) ASSERT_OPT_OK(o, optim_param_set_step(o, i, start_step));
         if (G->nonfinite) {
             /* Non-finite parameters and state elements too (slots that hold data). */

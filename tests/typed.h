@@ -62,6 +62,9 @@ typedef struct tmodel {
  * ~ N(0, 1) from rng. */
 int tmodel_init(tmodel *m, optim_dtype pdt, optim_dtype gdt, const size_t *sizes, size_t count, size_t ngroups,
                 test_rng *rng);
+/* The same with the state's type chosen (optim_add_param_ex); -1: the pair's default. */
+int tmodel_init_ex(tmodel *m, optim_dtype pdt, optim_dtype gdt, int sdt, const size_t *sizes, size_t count,
+                   size_t ngroups, test_rng *rng);
 void tmodel_free(tmodel *m);
 
 /* Fused clipping of a run. */

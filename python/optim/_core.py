@@ -190,11 +190,19 @@ class Handle:
         self._call(capi.optim_group_get_hparam, group, hid, ctypes.byref(v))
         return v.value
 
-    def add_param(self, group, data_ptr, n, name):
-        """Add a parameter of n floats at data_ptr (which the caller keeps
-        alive during the call; C keeps the address, not the memory)."""
+    def add_param(self, group, data_ptr, n, name, dtype=C.OPTIM_FLOAT32, state_dtype=None):
+        """Add a parameter of n elements of `dtype` (an optim_dtype value) at
+        data_ptr (which the caller keeps alive during the call; C keeps the
+        address, not the memory), with gradients of its type and state of
+        state_dtype (None: the pair's default)."""
         index = _size()
-        self._call(capi.optim_add_param, group, data_ptr, None, n, name.encode(), ctypes.byref(index))
+        if dtype == C.OPTIM_FLOAT32 and state_dtype is None:
+            self._call(capi.optim_add_param, group, data_ptr, None, n, name.encode(), ctypes.byref(index))
+        else:
+            if state_dtype is None:
+                state_dtype = C.OPTIM_FLOAT64 if dtype == C.OPTIM_FLOAT64 else C.OPTIM_FLOAT32
+            self._call(capi.optim_add_param_ex, group, data_ptr, dtype, None, dtype, n, state_dtype, 0,
+                       name.encode(), ctypes.byref(index))
         return index.value
 
     def param_count(self):
@@ -212,14 +220,20 @@ class Handle:
 
     def step_with(self, count, params, grads):
         """params, grads: ctypes c_void_p arrays of length count (None = no grad)."""
-        self._call(capi.optim_step_with, count, params, grads)
+        self._call(capi.optim_step_with_data, count, params, grads)
 
     def state_slot(self, i, s):
-        """(address or None, initialized) of parameter i's slot s."""
+        """(address or None, initialized) of parameter i's slot s (of any type)."""
+        addr, _, init = self.state_slot_data(i, s)
+        return addr, init
+
+    def state_slot_data(self, i, s):
+        """(address or None, optim_dtype value, initialized) of parameter i's slot s."""
         data = _vp()
+        dtype = _int()
         init = _int()
-        self._call(capi.optim_state_slot, i, s, ctypes.byref(data), ctypes.byref(init))
-        return data.value, bool(init.value)
+        self._call(capi.optim_state_slot_data, i, s, ctypes.byref(data), ctypes.byref(dtype), ctypes.byref(init))
+        return data.value, dtype.value, bool(init.value)
 
     def set_initialized(self, i, s, initialized):
         self._call(capi.optim_state_set_initialized, i, s, 1 if initialized else 0)

@@ -26,10 +26,11 @@ def _ok(n=3):
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)
-def test_float64_parameter(cls):
-    bad = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
-    with pytest.raises(TypeError, match=r"parameter 1 \(shape \(2, 3\), dtype torch.float64, device cpu\) "
-                                        r"is not float32"):
+def test_integer_parameter(cls):
+    bad = torch.zeros(2, 3, dtype=torch.int32)
+    with pytest.raises(TypeError, match=r"parameter 1 \(shape \(2, 3\), dtype torch.int32, device cpu\) "
+                                        r"is not of a type optim.torch updates \(float32, float64, bfloat16, "
+                                        r"float16\)"):
         _make(cls, [_ok(), bad])
 
 
@@ -40,7 +41,7 @@ def test_other_parameter_kinds():
         (base[:, ::2].clone().requires_grad_(), None, None),  # a contiguous copy is fine
         (torch.zeros(4, 6).to_sparse().requires_grad_(), TypeError, "is not dense"),
         (torch.zeros(3, device="meta", requires_grad=True), TypeError, "device meta.* is not on the CPU"),
-        (torch.zeros(3, dtype=torch.float16, requires_grad=True), TypeError, "dtype torch.float16"),
+        (torch.zeros(3, dtype=torch.complex64, requires_grad=True), TypeError, "dtype torch.complex64"),
         (torch.zeros(3, requires_grad=True) * 2, ValueError, "non-leaf"),
         ([1.0, 2.0], TypeError, "can only optimize Tensors"),
     ]
@@ -81,7 +82,7 @@ def test_parameter_reassigned_between_steps():
     with pytest.raises(ValueError, match=r"parameter 0 changed shape from \(4,\) to \(5,\)"):
         opt.step()
     p.data = torch.zeros(4, dtype=torch.float64)
-    with pytest.raises(TypeError, match="parameter 0 .*is not float32"):
+    with pytest.raises(TypeError, match="parameter 0 changed dtype from torch.float32 to torch.float64"):
         opt.step()
     p.data = torch.zeros(8)[::2]
     with pytest.raises(ValueError, match="parameter 0 .*is not contiguous"):
@@ -117,7 +118,8 @@ def _grad_cases():
             (sparse, TypeError, "gradient of parameter 1 .*layout torch.sparse_coo.* is sparse"),
             (shape, ValueError, r"gradient of parameter 1 \(shape \(12,\).*does not have the parameter's "
                                 r"shape \(4, 3\)"),
-            (float64, TypeError, "gradient of parameter 1 .*dtype torch.float64.* is not float32"),
+            (float64, TypeError, "gradient of parameter 1 .*dtype torch.float64.* is not of the parameter's dtype "
+                                 "torch.float32"),
             (same_memory, ValueError, "overlaps")]
 
 

@@ -198,6 +198,11 @@ optim__norm optim__norm_kind(double p);
 int optim__dtypes(const char *fn, optim_dtype param, optim_dtype grad, optim__ctype *ctype, optim_dtype *state,
                   optim_error *err);
 
+/* May parameters of `param` keep their state in `state`? The pair's default
+ * state type, or bfloat16/float16 when the math runs in float; else
+ * OPTIM_EUNSUPPORTED / OPTIM_EINVAL naming both, prefixed by fn. */
+int optim__state_dtype_ok(const char *fn, optim_dtype param, optim_dtype state, optim_error *err);
+
 /* Fill the storage fields of task t (sto, chunked, align, gtype) for
  * streams of these types under kt; 0 on success, -1 if kt has no descriptor
  * for one of them. */

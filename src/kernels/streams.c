@@ -50,6 +50,26 @@ int optim__dtypes(const char *fn, optim_dtype param, optim_dtype grad, optim__ct
     return OPTIM_OK;
 }
 
+int optim__state_dtype_ok(const char *fn, optim_dtype param, optim_dtype state, optim_error *err)
+{
+    optim_dtype def = OPTIM_FLOAT32;
+    OPTIM__FORWARD(optim__dtypes(fn, param, param == OPTIM_FLOAT32 ? OPTIM_FLOAT32 : param, NULL, &def, err));
+    OPTIM__FAIL_IF(!optim_dtype_name(state), err, OPTIM_EINVAL, "%s: state_dtype = %d is not an element type (0..%d)",
+                   fn, (int)state, OPTIM_DTYPE_COUNT - 1);
+    OPTIM__FAIL_IF(state != def && (def != OPTIM_FLOAT32 || (state != OPTIM_BFLOAT16 && state != OPTIM_FLOAT16)), err,
+                   OPTIM_EUNSUPPORTED,
+                   "%s: %s state for %s parameters is not supported (float64 parameters keep float64 state; the "
+                   "others float32, bfloat16 or float16)",
+                   fn, optim_dtype_name(state), optim_dtype_name(param));
+    return OPTIM_OK;
+}
+
+int optim_state_dtype_check(optim_dtype param_dtype, optim_dtype state_dtype, optim_error *err)
+{
+    OPTIM__FORWARD(optim__state_dtype_ok("optim_state_dtype_check", param_dtype, state_dtype, err));
+    return optim__ok(err);
+}
+
 int optim_dtypes_check(optim_dtype param_dtype, optim_dtype grad_dtype, optim_dtype *state_dtype, optim_error *err)
 {
     OPTIM__FORWARD(optim__dtypes("optim_dtypes_check", param_dtype, grad_dtype, NULL, state_dtype, err));

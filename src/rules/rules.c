@@ -2,6 +2,7 @@
  * defaults, checks and access by id, and the host side of one step
  * (constants for the kernels). */
 #include "rules.h"
+#include "../kernels/convert.h" /* the initial value of a bfloat16/float16 slot, rounded as torch rounds it */
 
 #include <math.h>
 #include <stddef.h>
@@ -323,6 +324,10 @@ void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s
     if (dtype == OPTIM_FLOAT64) {
         double *x = (double *)(void *)st->slot[s];
         for (i = 0; i < n; i++) x[i] = v;
+    } else if (dtype == OPTIM_BFLOAT16 || dtype == OPTIM_FLOAT16) {
+        uint16_t *x = (uint16_t *)(void *)st->slot[s];
+        const uint16_t h = dtype == OPTIM_BFLOAT16 ? optim__f32_to_bf16((float)v) : optim__f32_to_f16((float)v);
+        for (i = 0; i < n; i++) x[i] = h;
     } else {
         float *x = st->slot[s], vf = (float)v;
         for (i = 0; i < n; i++) x[i] = vf;

@@ -10,7 +10,8 @@ and defaults (AdaBound: the reference adabound.AdaBound's), plus a few extras
 (bias_correction, eps_placement, decoupled_weight_decay, maximize everywhere,
 Adadelta momentum, and on every class nonfinite= and clip_grad_norm=, gradient
 checks fused into the step). One step is one call into the C library over
-every tensor. Parameters and gradients must be CPU, contiguous float32 tensors.
+every tensor. Parameters and gradients must be CPU, contiguous float32, float64,
+bfloat16 or float16 tensors (state in the parameter's dtype, docs/PRECISION.md).
 See each class's docstring for what differs from torch.optim.
 
 optim.torch.lr_scheduler (imported with optim.torch, as torch.optim.lr_scheduler

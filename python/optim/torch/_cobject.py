@@ -23,7 +23,9 @@ import torch
 
 from .. import _core
 from . import _tensors
-from ._tensors import F32, describe
+from ._tensors import describe
+
+_ITEMSIZE = {torch.float32: 4, torch.float64: 8, torch.bfloat16: 2, torch.float16: 2}
 
 __all__ = ["Rule", "CObject"]
 
@@ -72,6 +74,7 @@ class CObject:
         self.index = {}      # tensor -> C index
         self.shapes = []
         self.numels = []
+        self.dtypes = []     # C index -> the torch dtype it was added with (fixed: C's types are)
         self.group_of = []
         self.touched = []    # state given by load_state_dict or assignment
         self.pushed = []     # per group: the hyperparameter values last pushed to C
@@ -82,13 +85,19 @@ class CObject:
         self.ptrs = None     # the pointer arrays of a call over every parameter (reused; filled under the lock)
         self._views = {}     # (i, s) -> the tensor over slot s of parameter i given to the user
         # State slots given while the option that uses them is off (max_exp_avg_sq
-        # with amsgrad off, SGD's momentum_buffer at momentum 0): i -> {s: float32
-        # copy}, written into the slot when a push allocates it (_groups.push), as
+        # with amsgrad off, SGD's momentum_buffer at momentum 0): i -> {s: a
+        # copy in its own dtype}, written into the slot when a push allocates it (_groups.push), as
         # torch keeps such a value in the state and uses it when the option comes on.
         self.pending = {}
         # The rank whose ZeroRedundancyOptimizer built this optimizer as its local
         # optimizer, over that rank's shard (None otherwise; _distributed).
         self.zero_rank = None
+        self.state_dtype = None  # the state's torch dtype for every parameter; None: the parameter's (as torch)
+
+    def state_type(self, dtype):
+        """The optim_dtype value of the state of a parameter of torch dtype
+        `dtype`: the parameter's own dtype by default, as torch.optim keeps it."""
+        return _tensors.ELEMENT_TYPES[self.state_dtype if self.state_dtype is not None else dtype]
 
     # ---- parameters ---------------------------------------------------------------
 
@@ -100,13 +109,15 @@ class CObject:
             i = base + j
             n = p.numel()
             pin = _tensors.storage_of(p) if n else None  # the address C records stays valid during the call
-            h.add_param(gi, p.data_ptr() if n else None, n, names[j] if names is not None else "param%d" % i)
+            h.add_param(gi, p.data_ptr() if n else None, n, names[j] if names is not None else "param%d" % i,
+                        _tensors.ELEMENT_TYPES[p.dtype], self.state_type(p.dtype))
             del pin
             h.set_param_shape(i, tuple(p.shape))  # checked by load_checkpoint
             self.params.append(p)
             self.index[p] = i
             self.shapes.append(p.shape)
             self.numels.append(n)
+            self.dtypes.append(p.dtype)
             self.group_of.append(gi)
             self.touched.append(False)
         self.ptrs = None
@@ -136,12 +147,12 @@ class CObject:
             raise TypeError("optimizer can only optimize Tensors, but one of the params is " + torch.typename(p))
         what = "%s: parameter %d (%s)" % (owner, index, describe(p))
         if p.layout is not _tensors.STRIDED:
-            raise TypeError("%s is not dense: optim.torch updates dense CPU float32 tensors" % what)
+            raise TypeError("%s is not dense: optim.torch updates dense CPU tensors" % what)
         if not p.is_cpu:
-            raise TypeError("%s is not on the CPU: optim.torch updates CPU float32 tensors (use torch.optim "
+            raise TypeError("%s is not on the CPU: optim.torch updates CPU tensors (use torch.optim "
                             "for other devices)" % what)
         if p.dtype not in _tensors.ELEMENT_TYPES:
-            raise TypeError("%s is not float32: optim.torch updates float32 tensors" % what)
+            raise TypeError("%s is not of a type optim.torch updates (float32, float64, bfloat16, float16)" % what)
         if not p.is_contiguous():
             raise ValueError("%s is not contiguous: optim.torch updates contiguous memory in place "
                              "(make the parameter contiguous before creating the optimizer)" % what)
@@ -161,21 +172,24 @@ class CObject:
     def slot_tensor(self, i, s):
         """A new tensor over slot s of parameter i (None if not allocated). It
         keeps the C object alive (the memory is freed with it, never before)."""
-        addr, _ = self.h.state_slot(i, s)
+        addr, dtype, _ = self.h.state_slot_data(i, s)
         if addr is None:
             return None
+        tdtype = _tensors.TORCH_TYPES[dtype]
         n = self.numels[i]
-        buf = (ctypes.c_float * n).from_address(addr)
+        buf = (ctypes.c_uint8 * (n * _ITEMSIZE[tdtype])).from_address(addr)
         buf._owner = self.h  # the C memory lives as long as any view of it
-        return torch.from_numpy(np.frombuffer(buf, dtype=np.float32)).view(self.shapes[i])
+        # Through bytes: numpy has no bfloat16; torch reinterprets the bytes.
+        return torch.from_numpy(np.frombuffer(buf, dtype=np.uint8)).view(tdtype).view(self.shapes[i])
 
     def view(self, i, s):
         """The user's view of slot s of parameter i: the same tensor every time
         (slots never move), made again if the user pointed it elsewhere
         (view.data = ..., view.set_(...))."""
         v = self._views.get((i, s))
-        addr, _ = self.h.state_slot(i, s)
-        if v is None or addr is None or v.data_ptr() != addr or v.shape != self.shapes[i] or v.dtype is not F32:
+        addr, dtype, _ = self.h.state_slot_data(i, s)
+        if (v is None or addr is None or v.data_ptr() != addr or v.shape != self.shapes[i]
+                or v.dtype is not _tensors.TORCH_TYPES[dtype]):
             v = self.slot_tensor(i, s)
             self._views[(i, s)] = v
         return v

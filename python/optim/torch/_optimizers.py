@@ -28,8 +28,10 @@ def _spec(*keys):
 
 _COMMON_DOC = """
     Common to every optim.torch optimizer:
-      - Parameters must be CPU, contiguous, dense float32 tensors over memory
-        that holds them, and gradients the same (with the parameter's shape);
+      - Parameters must be CPU, contiguous, dense float32, float64, bfloat16 or
+        float16 tensors over memory that holds them, and gradients the same
+        (with the parameter's shape and dtype); the state is kept in the
+        parameter's dtype, as torch.optim keeps it (docs/PRECISION.md);
         anything else (a storage freed or shrunk by storage().resize_(), too)
         raises TypeError or ValueError naming the parameter's index, shape, dtype
         and device (parameters when the optimizer is made and at every step,

@@ -16,7 +16,7 @@ import torch
 
 from . import _tensors
 from ._groups import number, slot_bits
-from ._tensors import F32, STRIDED, describe
+from ._tensors import STRIDED, describe
 
 __all__ = ["State", "ParamState", "plan_param_state", "apply_param_state"]
 
@@ -252,9 +252,12 @@ def plan_param_state(c, i, state, bits, where):
         if problem:
             raise ValueError("%s: %s['%s'] (%s) %s" % (owner, where, name, describe(value), problem))
         # A copy: the value may be a view of this optimizer's own state, which
-        # apply_param_state resets before writing. A slot the options do not
-        # use now (amsgrad off) waits for them, as torch keeps it: CObject.pending.
-        copied = value.detach().to(dtype=F32, device="cpu", copy=True)
+        # apply_param_state resets before writing. Its own dtype: the copy into
+        # the slot converts once (a float64 value into float64 state exactly, a
+        # float32 one into bfloat16 state rounded to nearest even, as
+        # Tensor.copy_). A slot the options do not use now (amsgrad off) waits
+        # for them, as torch keeps it: CObject.pending.
+        copied = value.detach().to(device="cpu", copy=True)
         if allocated:
             plan["slots"][s] = copied
         else:

@@ -14,11 +14,11 @@ import ctypes
 import torch
 
 from . import _tensors
-from ._tensors import EMPTY_PTR, F32, STRIDED, describe
+from ._tensors import EMPTY_PTR, STRIDED, describe
 
 __all__ = ["bind", "param_error", "grad_error", "NonFiniteGradientError", "nonfinite_error", "sam_guard"]
 
-_ITEMSIZE = 4  # float32, the only element type today (_tensors.ELEMENT_TYPES)
+_ITEMSIZE = {torch.float32: 4, torch.float64: 8, torch.bfloat16: 2, torch.float16: 2}  # _tensors.ELEMENT_TYPES
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -45,6 +45,9 @@ def param_error(c, i, p):
     if p.shape != c.shapes[i]:
         return ValueError("%s: parameter %d changed shape from %s to %s since it was added"
                           % (c.owner, i, tuple(c.shapes[i]), tuple(p.shape)))
+    if p.dtype is not c.dtypes[i] and p.dtype in _tensors.ELEMENT_TYPES:
+        return TypeError("%s: parameter %d changed dtype from %s to %s since it was added (its state and "
+                         "storage are of the first)" % (c.owner, i, c.dtypes[i], p.dtype))
     try:
         c.check_new_param(i, p)
     except (TypeError, ValueError) as e:
@@ -58,8 +61,8 @@ def grad_error(c, i, g):
         return TypeError("%s is sparse: optim.torch needs dense gradients" % what)
     if not g.is_cpu:
         return TypeError("%s is not on the CPU" % what)
-    if g.dtype is not F32:
-        return TypeError("%s is not float32" % what)
+    if g.dtype is not c.dtypes[i]:
+        return TypeError("%s is not of the parameter's dtype %s" % (what, c.dtypes[i]))
     if g.shape != c.shapes[i]:
         return ValueError("%s does not have the parameter's shape %s" % (what, tuple(c.shapes[i])))
     if not g.is_contiguous():
@@ -73,7 +76,7 @@ def bind(c, grads=True):
     """(count, params, grads, pins) for a C call over every parameter of
     CObject c: ctypes arrays of addresses (a gradient's None when it has none,
     or when grads is False) and the storages to hold until the call returns.
-    Every parameter and gradient is checked first: CPU, float32, dense,
+    Every parameter and gradient is checked first: CPU, of its registered dtype, dense,
     contiguous, of the parameter's registered shape, and over a storage that
     holds it; TypeError or ValueError naming the first bad one, and nothing is
     passed to C.
@@ -89,13 +92,16 @@ def bind(c, grads=True):
         c.ptrs = ((ctypes.c_void_p * max(n, 1))(), (ctypes.c_void_p * max(n, 1))())
     pp, gp = c.ptrs
     shapes, numels = c.shapes, c.numels
-    f32, strided, storage_of, size = F32, STRIDED, _tensors.storage_of, _ITEMSIZE
+    dtypes = c.dtypes
+    strided, storage_of, itemsize = STRIDED, _tensors.storage_of, _ITEMSIZE
     pins = []
     pin = pins.append
     for i in range(n):
         p = params[i]
         shape = shapes[i]
-        if p.dtype is not f32 or p.shape != shape or not p.is_contiguous() or not p.is_cpu or p.is_neg():
+        dt = dtypes[i]
+        size = itemsize[dt]
+        if p.dtype is not dt or p.shape != shape or not p.is_contiguous() or not p.is_cpu or p.is_neg():
             raise param_error(c, i, p)
         k = numels[i]
         if k:
@@ -112,7 +118,7 @@ def bind(c, grads=True):
         if g is None:
             gp[i] = None
             continue
-        if (g.layout is not strided or g.dtype is not f32 or g.shape != shape or not g.is_contiguous()
+        if (g.layout is not strided or g.dtype is not dt or g.shape != shape or not g.is_contiguous()
                 or not g.is_cpu or g.is_neg()):
             raise grad_error(c, i, g)
         if k:

@@ -19,16 +19,22 @@ call, and never one to memory that cannot hold what C will read or write:
   runs cannot be prevented from Python, as for torch's own operations: that
   is the caller's to avoid (README, "Threads").
 
-Room for more element types: ELEMENT_TYPES maps each torch dtype liboptim
-can step to the name C knows it by; today only float32.
+Element types: ELEMENT_TYPES maps each torch dtype liboptim steps to its
+optim_dtype value (float32, float64, bfloat16, float16); a parameter's
+gradient is of its dtype (as torch requires).
 """
 import ctypes
 
 import torch
 
-__all__ = ["ELEMENT_TYPES", "describe", "storage_of", "storage_problem", "check_readable", "EMPTY_PTR"]
+from .. import _constants as C
 
-ELEMENT_TYPES = {torch.float32: "float32"}
+__all__ = ["ELEMENT_TYPES", "TORCH_TYPES", "describe", "storage_of", "storage_problem", "check_readable", "EMPTY_PTR"]
+
+ELEMENT_TYPES = {torch.float32: C.OPTIM_FLOAT32, torch.float64: C.OPTIM_FLOAT64, torch.bfloat16: C.OPTIM_BFLOAT16,
+                 torch.float16: C.OPTIM_FLOAT16}
+# optim_dtype value -> torch dtype (of state slots as C reports them)
+TORCH_TYPES = {v: k for k, v in ELEMENT_TYPES.items()}
 F32 = torch.float32
 STRIDED = torch.strided
 
