@@ -144,7 +144,8 @@ static int scn_params(scenario_run *run)
     return 0;
 }
 
-/* Scenarios 9..17: schedules, clipping norms and policies the first nine lack. */
+/* Scenarios OPTIM_RULE_COUNT .. OPTIM_RULE_COUNT + 8: schedules, clipping norms and policies the
+ * first ones (one per rule) lack. */
 static int scenario_extra(int id, scenario_run *run)
 {
     static const optim_rule rules[9] = {OPTIM_SGD,  OPTIM_ADAM,  OPTIM_ADAMW, OPTIM_RMSPROP, OPTIM_ADAGRAD,
