@@ -137,9 +137,10 @@ typedef enum optim_rule {
     OPTIM_ADAMW = 6,    /* Adam with decoupled weight decay */
     OPTIM_RADAM = 7,    /* Rectified Adam */
     OPTIM_NADAM = 8,    /* Nesterov-accelerated Adam with momentum schedule */
-    OPTIM_ADABOUND = 9  /* AdaBound / AMSBound (Luo et al. 2019) */
+    OPTIM_ADABOUND = 9, /* AdaBound / AMSBound (Luo et al. 2019) */
+    OPTIM_LION = 10     /* Lion, sign of interpolated momentum (Chen et al. 2023) */
 } optim_rule;
-#define OPTIM_RULE_COUNT 9
+#define OPTIM_RULE_COUNT 10
 
 /** Where eps sits relative to the square root of the second moment. */
 typedef enum optim_eps_placement {
@@ -179,6 +180,9 @@ typedef enum optim_eps_placement {
  *            initial_lr [0 = the group's lr when the group is created; for the
  *            stateless optim_update, 0 = the lr of that call, so final_lr is
  *            not scaled: give initial_lr when the lr changes] maximize
+ *   LION     lr [1e-4] beta1 [0.9] beta2 [0.99] weight_decay [0]
+ *            decoupled_weight_decay [1; 0 = L2 in the gradient, an optim extra]
+ *            maximize (defaults of the authors' lion_pytorch.py)
  */
 typedef struct optim_hparams {
     optim_rule rule;

@@ -77,6 +77,8 @@ int scenario_build(int id, scenario_run *run)
     case OPTIM_RADAM: hp[0].decoupled_weight_decay = 1; hp[0].weight_decay = 0.1; hp[0].beta2 = 0.99; break;
     case OPTIM_NADAM: hp[0].decoupled_weight_decay = 1; hp[0].weight_decay = 0.05; break;
     case OPTIM_ADABOUND: hp[0].amsgrad = 1; hp[0].lr = 0.01; hp[0].gamma = 0.01; break;
+    case OPTIM_LION: hp[0].lr = 1e-3; hp[0].weight_decay = 0.5; break;
+    default: break;
     }
     hp[1] = hp[0];
     hp[1].lr *= 0.5;
@@ -97,6 +99,10 @@ int scenario_build(int id, scenario_run *run)
     case OPTIM_RADAM: CHECK(optim_schedule_cyclic(&s, 1e-4, 1e-2, 6, 4, OPTIM_CYCLIC_TRIANGULAR2, 1.0, NULL)); break;
     case OPTIM_NADAM: CHECK(optim_schedule_exponential(&s, 0.97, NULL)); break;
     case OPTIM_ADABOUND: CHECK(optim_schedule_one_cycle(&s, 0.02, 60, 0.3, 1, 25, 1e4, 0, NULL)); break;
+    case OPTIM_LION:
+        CHECK(optim_schedule_cosine(&c, 50, 1e-5, NULL));
+        CHECK(optim_schedule_warmup(&s, 5, c, NULL));
+        break;
     default: break;
     }
     if (s) {
@@ -138,7 +144,8 @@ static int scn_params(scenario_run *run)
     return 0;
 }
 
-/* Scenarios 9..17: schedules, clipping norms and policies the first nine lack. */
+/* Scenarios OPTIM_RULE_COUNT .. OPTIM_RULE_COUNT + 8: schedules, clipping norms and policies the
+ * first ones (one per rule) lack. */
 static int scenario_extra(int id, scenario_run *run)
 {
     static const optim_rule rules[9] = {OPTIM_SGD,  OPTIM_ADAM,  OPTIM_ADAMW, OPTIM_RMSPROP, OPTIM_ADAGRAD,

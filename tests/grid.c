@@ -32,6 +32,8 @@ const grid test_grids[OPTIM_RULE_COUNT + 1] = {
          AX(MAXIMIZE, 0, 1), AX(MOMENTUM_DECAY, 4e-3, 0), AX(EPS, 1e-8, 0.01)),
     GRID(OPTIM_ADABOUND, 0.01, AX(AMSGRAD, 0, 1), AX(BIAS_CORRECTION, 1, 0), AX(EPS_PLACEMENT, 0, 1),
          AX(WEIGHT_DECAY, 0, 0.1), AX(MAXIMIZE, 0, 1), AX(GAMMA, 1e-3, 0.1), AX(EPS, 1e-8, 0.01)),
+    GRID(OPTIM_LION, 0.01, AX(WEIGHT_DECAY, 0, 0.5), AX(DECOUPLED_WEIGHT_DECAY, 1, 0), AX(MAXIMIZE, 0, 1),
+         AX(BETA1, 0.9, 0.5), AX(BETA2, 0.99, 0.9)),
 };
 
 /* Checks a grid's own declaration; NULL if sound, else why not. */

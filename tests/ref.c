@@ -14,6 +14,7 @@ typedef struct ref_ctx {
     double b1t, b2t;   /* beta1^t, beta2^t */
     double mu, mu_next; /* NAdam */
     int in;            /* eps inside the square root */
+    int f32;           /* the tensors are float32 (ties of a sign are decided in float) */
 } ref_ctx;
 
 /* One rule: update p[i] with the gradient d (as the rule sees it). */
@@ -141,6 +142,31 @@ static void ref_adabound(const ref_ctx *c, ref_state *st, size_t i, double *p, d
     *p -= x * st->m[i];
 }
 
+/* Lion (the authors' lion_pytorch.py): the sign of c = beta1 m + (1 - beta1) g,
+ * then m moves with beta2. sign is discontinuous at 0: where |c| is within
+ * float rounding of 0 (below 1e-6 of its terms), the reference takes the sign
+ * of c formed as the library forms it in the tensor's type (an exact tie is
+ * the only place the two can differ by more than rounding). */
+static double ref_sign(double x)
+{
+    return x > 0 ? 1.0 : (x < 0 ? -1.0 : x);
+}
+
+static void ref_lion(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    const optim_hparams *hp = c->hp;
+    double a = hp->beta1 * st->m[i], b = (1 - hp->beta1) * d;
+    double cc = a + b, sg = ref_sign(cc);
+    if (fabs(cc) <= 1e-6 * (fabs(a) + fabs(b))) {
+        if (c->f32)
+            sg = ref_sign((double)((float)st->m[i] * (float)hp->beta1 + (float)d * (float)(1 - hp->beta1)));
+        else
+            sg = ref_sign(st->m[i] * hp->beta1 + d * (1 - hp->beta1));
+    }
+    st->m[i] = hp->beta2 * st->m[i] + (1 - hp->beta2) * d;
+    *p -= c->lr * sg;
+}
+
 /* A rule: its step and where its slots live (offsets into ref_state; 0: none). */
 typedef struct ref_rule {
     ref_elem_fn elem;
@@ -159,6 +185,7 @@ static const ref_rule ref_rules[OPTIM_RULE_COUNT + 1] = {
     [OPTIM_RADAM] = {ref_radam, {SLOT(m), SLOT(v)}},
     [OPTIM_NADAM] = {ref_nadam, {SLOT(m), SLOT(v)}},
     [OPTIM_ADABOUND] = {ref_adabound, {SLOT(m), SLOT(v), SLOT(vmax)}},
+    [OPTIM_LION] = {ref_lion, {SLOT(m)}},
 };
 #undef SLOT
 
@@ -224,6 +251,7 @@ static void ref_step_any(const optim_hparams *hp, double lr, double *p, const fl
     c.b1t = pow(hp->beta1, c.t);
     c.b2t = pow(hp->beta2, c.t);
     c.in = hp->eps_placement == OPTIM_EPS_INSIDE;
+    c.f32 = gf != NULL;
     c.mu = c.mu_next = 0;
     if (hp->rule == OPTIM_NADAM) {
         c.mu = hp->beta1 * (1 - 0.5 * pow(0.96, c.t * hp->momentum_decay));

@@ -35,6 +35,7 @@ TEST_IMPL(hparams_defaults)
         {OPTIM_ADAM, "adam", 1e-3, 1e-8, 3, "exp_avg"},      {OPTIM_ADAMW, "adamw", 1e-3, 1e-8, 3, "exp_avg"},
         {OPTIM_RADAM, "radam", 1e-3, 1e-8, 2, "exp_avg"},    {OPTIM_NADAM, "nadam", 2e-3, 1e-8, 2, "exp_avg"},
         {OPTIM_ADABOUND, "adabound", 1e-3, 1e-8, 3, "exp_avg"},
+        {OPTIM_LION, "lion", 1e-4, 0, 1, "exp_avg"},
     };
     size_t i;
     optim_hparams hp;
@@ -48,10 +49,10 @@ TEST_IMPL(hparams_defaults)
         ASSERT(hp.eps == want[i].eps);
         ASSERT_INT(optim_rule_slot_count(want[i].rule), ==, want[i].nslots);
         ASSERT(strcmp(optim_rule_slot_name(want[i].rule, 0), want[i].slot0) == 0);
-        ASSERT_INT(optim_rule_has_step(want[i].rule), ==, want[i].rule != OPTIM_SGD);
+        ASSERT_INT(optim_rule_has_step(want[i].rule), ==, want[i].rule != OPTIM_SGD && want[i].rule != OPTIM_LION);
     }
     ASSERT_INT(optim_rule_from_name("AdamW"), ==, OPTIM_ADAMW);
-    ASSERT_INT(optim_rule_from_name("lion"), ==, 0);
+    ASSERT_INT(optim_rule_from_name("sophia"), ==, 0);
     optim_hparams_init(&hp, OPTIM_ADAM, NULL);
     ASSERT(hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.bias_correction == 1 && hp.weight_decay == 0);
     ASSERT_INT(optim_hparams_slots(&hp), ==, 3);
@@ -257,7 +258,12 @@ TEST_IMPL(nonfinite_propagates)
             ASSERT_OK(optim_update(&hp, 16, pb, g, &b, NULL));
         }
         for (i = 0; i < 16; i++) {
-            if (i == 3 || i == 9) {
+            if (hp.rule == OPTIM_LION && i == 9) {
+                /* Lion's step is lr * sign(...): an Inf gradient makes the
+                 * momentum Inf and the step a finite lr (torch's sign(Inf) = 1). */
+                if (isfinite(b.slot[0][i])) FAIL("lion: exp_avg[9] = %g stayed finite after an Inf gradient",
+                                                 b.slot[0][i]);
+            } else if (i == 3 || i == 9) {
                 if (isfinite(pb[i])) FAIL("%s: param[%d] = %g stayed finite after a non-finite gradient",
                                           optim_rule_name(hp.rule), i, pb[i]);
             } else if (memcmp(&pa[i], &pb[i], sizeof(float)) != 0) {

@@ -87,6 +87,7 @@ static const uint64_t golden[OPTIM_RULE_COUNT + 1] = {
     [OPTIM_RADAM] = 0xa8e6b5b921d85eaaull,
     [OPTIM_NADAM] = 0x3b961bb43216e3bcull,
     [OPTIM_ADABOUND] = 0x4a56f817f326b43eull,
+    [OPTIM_LION] = 0x514c724272acc9b8ull, /* recorded when Lion was added */
 };
 
 TEST_IMPL(float32_golden)

@@ -44,6 +44,7 @@ ENUMS = {
         'OPTIM_RADAM': 7,
         'OPTIM_NADAM': 8,
         'OPTIM_ADABOUND': 9,
+        'OPTIM_LION': 10,
     },
     'optim_eps_placement': {  # optim.h
         'OPTIM_EPS_OUTSIDE': 0,
@@ -123,7 +124,7 @@ DEFINES = {
     'OPTIM_VERSION_PATCH': 0,
     'OPTIM_VERSION_NUMBER': 100,
     'OPTIM_ERRMSG_MAX': 320,
-    'OPTIM_RULE_COUNT': 9,
+    'OPTIM_RULE_COUNT': 10,
     'OPTIM_HP_COUNT': 22,
     'OPTIM_DTYPE_COUNT': 4,
     'OPTIM_MAX_SLOTS': 4,

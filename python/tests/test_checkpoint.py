@@ -30,6 +30,7 @@ CLASSES = [
     (ot.RAdam, dict(decoupled_weight_decay=True, weight_decay=0.1)),
     (ot.NAdam, dict(momentum_decay=0.01)),
     (ot.AdaBound, dict(lr=1e-2, amsbound=True)),
+    (ot.Lion, dict(lr=1e-3, weight_decay=0.5)),
 ]
 
 

@@ -28,7 +28,8 @@
     ALIAS(ADAMW, 6, adamw, adam)          \
     RULE(RADAM, 7, radam)                 \
     RULE(NADAM, 8, nadam)                 \
-    RULE(ADABOUND, 9, adabound)
+    RULE(ADABOUND, 9, adabound)           \
+    RULE(LION, 10, lion)
 
 /* For generators that handle both kinds alike. */
 #define OPTIM__LIST_NOTHING(...)

@@ -35,6 +35,7 @@ static const char *const bench_presets[] = {
     "adam",     "adam:amsgrad",         "adamw",
     "adamw:amsgrad",                    "radam",
     "nadam",    "adabound",             "adabound:amsbound",
+    "lion",     "lion:weight_decay=0.1",
     /* The gradient pre-pass (optim_set_clip_grad_norm): one more read of g. */
     "adam:clip=1",
 };
