@@ -405,7 +405,7 @@ def test_sam_step_whose_closure_replaces_memory_and_raises():
         p1[0].data = torch.zeros(1000, dtype=torch.float64)
         raise KeyError("again")
 
-    with pytest.raises(RuntimeError, match="closure raised KeyError, and w could not be restored: .*not float32"):
+    with pytest.raises(RuntimeError, match="closure raised KeyError, and w could not be restored: .*changed dtype from torch.float32 to torch.float64"):
         s1.step(breaking)
     assert s1.perturbed
     p1[0].data = torch.zeros(1000)
@@ -417,7 +417,7 @@ def test_sam_refuses_an_invalid_replacement_and_keeps_the_way_back():
     (sam, ps), _ = _sam_pair()
     w = ps[0].detach().clone()
     sam.first_step()
-    for bad, exc, msg in ((torch.zeros(1000, dtype=torch.float64), TypeError, "not float32"),
+    for bad, exc, msg in ((torch.zeros(1000, dtype=torch.float64), TypeError, "changed dtype from torch.float32 to torch.float64"),
                           (torch.zeros(10), ValueError, "changed shape"),
                           (torch.zeros(2000)[::2], ValueError, "not contiguous")):
         ps[0].data = bad
@@ -604,7 +604,7 @@ def test_add_param_group_refuses_while_an_old_parameter_is_broken():
     p = _leaf(10)
     opt = ot.SGD([p], lr=0.1)
     p.data = torch.zeros(10, dtype=torch.float64)
-    with pytest.raises(TypeError, match="parameter 0 .*not float32"):
+    with pytest.raises(TypeError, match="parameter 0 changed dtype from torch.float32 to torch.float64"):
         opt.add_param_group({"params": [_leaf(3)]})
     assert len(opt.param_groups) == 1
     p.data = torch.zeros(10)
