@@ -15,6 +15,7 @@ typedef struct optim__param {
     char *name;      /* owned */
     optim_state st;  /* slots owned, 64-byte aligned */
     unsigned fresh;  /* slots allocated by the optim_group_set in progress */
+    int deferred;    /* its state is allocated at the first need (optim_set_defer_state), not yet */
     int64_t *dims;   /* owned: the shape given by optim_param_set_shape, or NULL ([n]) */
     size_t ndim;
 } optim__param;
@@ -64,6 +65,7 @@ struct optim {
     size_t cap_blocks;
 
     int64_t steps;
+    int defer_state; /* parameters added now get their state at the first need (optim_set_defer_state) */
     optim_ext_hooks ext; /* optim_ext.h: combine is NULL unless a layered library set it */
     optim_error err;
 };
@@ -75,6 +77,11 @@ size_t optim__build_tasks(optim *o, size_t *nblocks);
 /* Point every parameter at params[i]/grads[i] after checking them (count,
  * NULLs, overlaps); errors name `fn`. */
 int optim__rebind(optim *o, const char *fn, size_t count, float *const *params, const float *const *grads);
+/* Allocate the deferred state (optim_set_defer_state) of parameters
+ * [first, last): every slot their group's hyperparameters need, filled as
+ * optim_add_param fills it. All or nothing; OPTIM_ENOMEM naming fn and the
+ * parameter. Parameters with state already are left alone. */
+int optim__state_ensure(optim *o, const char *fn, size_t first, size_t last);
 /* optim_step without the NULL check. */
 int optim__step(optim *o);
 /* Index of the parameter holding reduction block b of the tasks built last. */

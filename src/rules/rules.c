@@ -300,18 +300,24 @@ void optim__finish(const optim_hparams *hp, optim_state *st)
     if (r->finish) r->finish(hp, st);
 }
 
-void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s)
+float optim__slot_initial(const optim_hparams *hp, int s, int *initialized)
 {
     const optim__rule_def *r = optim__rule(hp->rule);
     const int lazy = (int)((r->lazy_slots >> s) & 1u);
-    float v = 0.0f;
-    size_t i;
     /* Lazy slots (SGD's momentum buffer) are zeroed too, so that no byte of
      * state is ever uninitialised (checkpoints write every byte), but stay
      * "not initialized": their first step copies the gradient. */
-    if (r->initial && !lazy) v = r->initial(hp, s);
+    *initialized = !lazy;
+    return r->initial && !lazy ? r->initial(hp, s) : 0.0f;
+}
+
+void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s)
+{
+    int init;
+    const float v = optim__slot_initial(hp, s, &init);
+    size_t i;
     for (i = 0; i < n; i++) st->slot[s][i] = v;
-    if (lazy)
+    if (!init)
         st->initialized &= ~(1u << s);
     else
         st->initialized |= 1u << s;

@@ -85,6 +85,11 @@ void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_sta
 /* After the pass: let the rule record what the step initialized. */
 void optim__finish(const optim_hparams *hp, optim_state *st);
 
+/* The value every element of slot s starts from under hp, and (in
+ * *initialized) whether the slot then counts as initialized (not for lazy
+ * slots). */
+float optim__slot_initial(const optim_hparams *hp, int s, int *initialized);
+
 /* Fill slot s of st with its initial value (as at allocation), whatever the
  * options need; sets its `initialized` bit (cleared for lazy slots). */
 void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s);
