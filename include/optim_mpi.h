@@ -227,8 +227,21 @@ OPTIM_MPI_API optim *optim_mpi_local(const optim_mpi *d);
 /** Bytes of optimizer state this rank holds (state arrays of its local
  *  optimizer; SAM's copy of w, when set, is optim_mpi_shard_elements * 4 more). */
 OPTIM_MPI_API size_t optim_mpi_state_bytes(const optim_mpi *d);
-/** Elements this rank steps (stage 0: all of them). */
+/** Elements this rank steps (stage 0: all of them): optim_mpi_shard's count. */
 OPTIM_MPI_API size_t optim_mpi_shard_elements(const optim_mpi *d);
+/**
+ * This rank's shard: the elements [*first, *first + *count) of the flattened
+ * parameters (parameter 0's elements, then parameter 1's, ..., in index
+ * order), whose state it holds and which it steps. Stages 1 and 2: one
+ * contiguous range per rank, rank 0's first, then rank 1's, ..., covering
+ * the whole vector; each starts at a reduction block (a multiple of 8192
+ * elements into a parameter), so that its slices of the caller's arrays are
+ * as aligned as those arrays, and holds within 8192 elements of total / K
+ * (a rank may own nothing when the model has fewer blocks than ranks).
+ * Stage 0: every rank steps everything: first 0, count the total.
+ * OPTIM_ENULL when an argument is NULL. Not collective.
+ */
+OPTIM_MPI_API int optim_mpi_shard(const optim_mpi *d, size_t *first, size_t *count);
 /** Number of gradient buckets (collectives per reduction). */
 OPTIM_MPI_API size_t optim_mpi_bucket_count(const optim_mpi *d);
 OPTIM_MPI_API int64_t optim_mpi_step_count(const optim_mpi *d);

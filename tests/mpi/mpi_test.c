@@ -396,6 +396,64 @@ static int any_failure(long before)
     return all != 0;
 }
 
+/* Stages 1 and 2: this rank's shard is one contiguous range of the
+ * flattened parameters starting at a reduction block, the ranks' ranges
+ * follow one another in rank order over the whole vector, each within one
+ * block (8192 elements) of total / K; the local optimizer's parameters are
+ * that range, in order, each pointing into the caller's parameter at its
+ * place, with its averaged gradient on 64 bytes. (Collective.) */
+static void check_shard(const char *what, optim_mpi *d, const model *m)
+{
+    optim *local = optim_mpi_local(d);
+    size_t first = 0, count = 0, total = 0, i, k, cursor, off[NP_MAX + 1];
+    unsigned long long mine[2], *all = (unsigned long long *)calloc(2 * (size_t)g_size, sizeof *all);
+    int r, block_start = 0;
+    CHECK(optim_mpi_shard(d, &first, &count) == OPTIM_OK, "%s: optim_mpi_shard failed", what);
+    CHECK(optim_mpi_shard(d, NULL, &count) == OPTIM_ENULL && optim_mpi_shard(NULL, &first, &count) == OPTIM_ENULL,
+          "%s: optim_mpi_shard accepts NULL", what);
+    CHECK(optim_mpi_shard_elements(d) == count, "%s: optim_mpi_shard_elements %zu, optim_mpi_shard's count %zu", what,
+          optim_mpi_shard_elements(d), count);
+    for (i = 0; i < m->np; i++) {
+        off[i] = total;
+        total += m->n[i];
+    }
+    off[m->np] = total;
+    mine[0] = first;
+    mine[1] = count;
+    MPI_Allgather(mine, 2, MPI_UNSIGNED_LONG_LONG, all, 2, MPI_UNSIGNED_LONG_LONG, MPI_COMM_WORLD);
+    for (r = 0, cursor = 0; r < g_size; r++) {
+        CHECK(all[2 * r] == cursor, "%s: rank %d's shard starts at %llu, rank %d's ended at %zu", what, r, all[2 * r],
+              r - 1, cursor);
+        CHECK(all[2 * r + 1] + 8192 >= total / (size_t)g_size && all[2 * r + 1] <= total / (size_t)g_size + 8192,
+              "%s: rank %d's shard holds %llu of %zu elements (%d ranks): not within one block", what, r,
+              all[2 * r + 1], total, g_size);
+        cursor = (size_t)(all[2 * r] + all[2 * r + 1]);
+    }
+    CHECK(cursor == total, "%s: the shards end at %zu of %zu elements", what, cursor, total);
+    free(all);
+    for (i = 0; i < m->np; i++)
+        if (first >= off[i] && first < off[i] + m->n[i]) block_start = (first - off[i]) % 8192 == 0;
+    CHECK(block_start || count == 0 || first == total, "%s: the shard starts at element %zu, not at a reduction block",
+          what, first);
+    for (k = 0, cursor = first; k < optim_param_count(local); k++) {
+        optim_param_info info;
+        size_t pi, a = 0, b = 0;
+        optim_param_get_info(local, k, &info);
+        if (strcmp(info.name, "[empty]") == 0 || info.n == 0) continue;
+        if (sscanf(info.name, "p%zu[%zu:%zu]", &pi, &a, &b) != 3 || pi >= m->np) {
+            FAILF("%s: local parameter %zu is named '%s'", what, k, info.name);
+            continue;
+        }
+        CHECK(off[pi] + a == cursor, "%s: local parameter %zu (%s) starts at flattened element %zu, the shard's next is %zu",
+              what, k, info.name, off[pi] + a, cursor);
+        CHECK(info.param == m->w[pi] + a, "%s: local parameter %s does not point at its place", what, info.name);
+        CHECK((uintptr_t)info.grad % 64 == 0, "%s: the averaged gradient of %s is not on 64 bytes (%p)", what,
+              info.name, (const void *)info.grad);
+        cursor = off[pi] + b;
+    }
+    CHECK(cursor == first + count, "%s: the local parameters end at %zu, the shard at %zu", what, cursor, first + count);
+}
+
 static int cmd_steps(int steps)
 {
     size_t c;
@@ -407,9 +465,10 @@ static int cmd_steps(int steps)
             long before = g_failures;
             run_open(&R, &cfgs[c], stage, sizes_big, sizeof sizes_big / sizeof sizes_big[0], steps, &opts);
             compare("after create", -1, R.d, &R.m, R.ref, &R.rm);
+            if (stage > 0) check_shard(cfgs[c].name, R.d, &R.m);
             if (stage > 0 && c == 0 && g_rank == 0)
                 printf("layout: %zu buckets, %zu of %zu elements on rank 0\n", optim_mpi_bucket_count(R.d),
-                       optim_mpi_shard_elements(R.d), (size_t)81146);
+                       optim_mpi_shard_elements(R.d), (size_t)80846);
             for (t = 0; t < steps && !any_failure(before); t++) run_step(&R, t, g_size);
             if (g_rank == 0)
                 printf("%-28s stage %d: %d steps %s (state %zu bytes on rank 0)\n", cfgs[c].name, stage, steps,
@@ -424,6 +483,7 @@ static int cmd_steps(int steps)
         optim_mpi_options_init(&o);
         run_open(&R, cfg_find("sam-adam-clip"), stage, sizes_tiny, sizeof sizes_tiny / sizeof sizes_tiny[0], steps,
                  &o);
+        check_shard("tiny model", R.d, &R.m);
         for (t = 0; t < steps && !any_failure(before); t++) run_step(&R, t, g_size);
         if (g_rank == 0)
             printf("tiny model (%zu elements on rank 0) stage %d: %s\n", optim_mpi_shard_elements(R.d), stage,
