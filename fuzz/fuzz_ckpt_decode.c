@@ -27,13 +27,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (k = 0; k < sizeof ts / sizeof ts[0]; k++) sink += optim_schedule_lr(pl.groups[i].sched, 0.1, ts[k]);
         for (i = 0; i < pl.nparams; i++) {
             const optim__ck_param_plan *pp = &pl.params[i];
-            float tail[4];
+            double tail[4]; /* room for four elements of either state type */
             for (k = 0; pp->shape_given && k < pp->ndim; k++) dims += optim__ck_dim(pp, k);
             for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
                 size_t n = pp->n < 4 ? pp->n : 4;
                 if (!pp->data[s] || n == 0) continue;
-                optim__ck_read_floats(tail, pp->data[s] + 4 * (pp->n - n), n); /* the last floats of the slot */
-                sink += tail[0];
+                const size_t size = optim_dtype_size(pp->dtype);
+                optim__ck_read_elems(tail, pp->data[s] + size * (pp->n - n), n, pp->dtype); /* the slot's last elements */
+                sink += size == 8 ? tail[0] : (double)*(const float *)(const void *)tail;
             }
         }
     }

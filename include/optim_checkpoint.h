@@ -55,8 +55,10 @@
 extern "C" {
 #endif
 
-/** The format version this library writes (2: with shapes); it loads this one and every older one. */
-#define OPTIM_CHECKPOINT_FORMAT 2
+/** The format version this library writes (3: with the element type of each
+ *  state slot, so float64 state saves and loads exactly); it loads this one
+ *  and every older one. */
+#define OPTIM_CHECKPOINT_FORMAT 3
 
 /** How a checkpoint's parameters are matched to the optimizer's. */
 typedef enum optim_match {

@@ -61,9 +61,10 @@ static inline void *optim__ck_calloc(const optim__ck_ops *ops, size_t n, size_t 
     return optim__ck_alloc_fails(ops) ? NULL : calloc(n ? n : 1, size);
 }
 
-static inline float *optim__ck_alloc_floats(const optim__ck_ops *ops, size_t n)
+/* n elements of a state type (float32 or float64). */
+static inline float *optim__ck_alloc_elems(const optim__ck_ops *ops, size_t n, optim_dtype dtype)
 {
-    return optim__ck_alloc_fails(ops) ? NULL : optim__alloc_floats(n);
+    return optim__ck_alloc_fails(ops) ? NULL : (float *)optim__alloc_elems(n, optim_dtype_size(dtype));
 }
 
 static inline char *optim__ck_strdup(const optim__ck_ops *ops, const char *s)

@@ -21,6 +21,7 @@
 
 #define CK_FORMAT_SHAPES 2     /* the first format whose PARM holds the shape */
 #define CK_FORMAT_CLIP_VALUE 2 /* the first format whose META ends with the fused clip_value */
+#define CK_FORMAT_DTYPES 3     /* the first format whose PARM gives each slot's element type */
 
 /* Fuzzing builds (OPTIM_FUZZ) accept wrong checksums, as OSS-Fuzz's convention
  * has it, so that the fuzzer's mutations reach the parser behind them instead
@@ -114,34 +115,47 @@ static int ck_host_little_endian(void)
     return b == 1;
 }
 
-/* n floats as little-endian IEEE binary32. */
-static void ck_floats(ck_writer *w, const float *x, size_t n)
+/* n elements of a state type (float32 or float64) as little-endian IEEE
+ * binary32 or binary64. */
+static void ck_elems(ck_writer *w, const void *x, size_t n, optim_dtype dtype)
 {
+    const size_t size = optim_dtype_size(dtype);
     if (!w->emit) {
-        w->total += 4 * (uint64_t)n;
+        w->total += size * (uint64_t)n;
         return;
     }
     if (ck_host_little_endian()) {
-        ck_put(w, x, n * sizeof(float));
+        ck_put(w, x, n * size);
     } else {
         size_t i;
         for (i = 0; i < n; i++) {
-            uint32_t v;
-            memcpy(&v, &x[i], 4);
-            ck_u32(w, v);
+            if (size == 8) {
+                uint64_t v;
+                memcpy(&v, (const char *)x + 8 * i, 8);
+                ck_u64(w, v);
+            } else {
+                uint32_t v;
+                memcpy(&v, (const char *)x + 4 * i, 4);
+                ck_u32(w, v);
+            }
         }
     }
 }
 
-/* n copies of v, as ck_floats writes them (deferred state: fresh, never allocated). */
-static void ck_fill(ck_writer *w, float v, size_t n)
+/* n copies of v rounded to dtype, as ck_elems writes them (deferred state:
+ * fresh, never allocated). */
+static void ck_fill(ck_writer *w, double v, size_t n, optim_dtype dtype)
 {
-    float chunk[256];
+    double chunk[256];
+    float chunkf[256];
     size_t i, k;
-    for (i = 0; i < 256; i++) chunk[i] = v;
+    for (i = 0; i < 256; i++) {
+        chunk[i] = v;
+        chunkf[i] = (float)v;
+    }
     for (i = 0; i < n; i += k) {
         k = n - i < 256 ? n - i : 256;
-        ck_floats(w, chunk, k);
+        ck_elems(w, dtype == OPTIM_FLOAT64 ? (const void *)chunk : (const void *)chunkf, k, dtype);
     }
 }
 
@@ -242,10 +256,11 @@ static void ck_param(ck_writer *w, const optim *o, size_t i)
     for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
         int init;
         if (!((mask >> s) & 1u)) continue;
+        ck_u32(w, (uint32_t)pa->sdt); /* format 3: the slot's element type */
         if (pa->st.slot[s])
-            ck_floats(w, pa->st.slot[s], pa->n);
+            ck_elems(w, pa->st.slot[s], pa->n, pa->sdt);
         else
-            ck_fill(w, optim__slot_initial(hp, s, &init), pa->n);
+            ck_fill(w, optim__slot_initial(hp, s, &init), pa->n, pa->sdt);
     }
 }
 
@@ -378,15 +393,21 @@ uint64_t optim__ck_dim(const optim__ck_param_plan *pp, size_t k)
     return ck_le64(pp->dims + 8 * k);
 }
 
-void optim__ck_read_floats(float *dst, const unsigned char *src, size_t n)
+void optim__ck_read_elems(void *dst, const unsigned char *src, size_t n, optim_dtype dtype)
 {
+    const size_t size = optim_dtype_size(dtype);
     if (ck_host_little_endian()) {
-        memcpy(dst, src, n * sizeof(float));
+        memcpy(dst, src, n * size);
     } else {
         size_t i;
         for (i = 0; i < n; i++) {
-            uint32_t v = ck_le32(src + 4 * i);
-            memcpy(&dst[i], &v, 4);
+            if (size == 8) {
+                uint64_t v = ck_le64(src + 8 * i);
+                memcpy((char *)dst + 8 * i, &v, 8);
+            } else {
+                uint32_t v = ck_le32(src + 4 * i);
+                memcpy((char *)dst + 4 * i, &v, 4);
+            }
         }
     }
 }
@@ -685,12 +706,28 @@ static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const
     pp->n = (size_t)n;
     OPTIM__FAIL_IF(n != pp->n || n > OPTIM__CK_MAX_NUMEL, err, OPTIM_EFORMAT, "%s: n = %llu", where,
                    (unsigned long long)n);
+    pp->dtype = OPTIM_FLOAT32;
     for (s = 0; s < nslots; s++) {
+        size_t size;
         if (!((pp->mask >> s) & 1u)) continue;
-        OPTIM__FAIL_IF(!ck_has(r, pp->n * 4), err, OPTIM_EFORMAT, "%s: slot %s runs past the section", where,
+        if (pl->format >= CK_FORMAT_DTYPES) {
+            uint32_t dt;
+            OPTIM__FAIL_IF(!ck_has(r, 4), err, OPTIM_EFORMAT, "%s: slot %s runs past the section", where,
+                           optim_rule_slot_name(pl->rule, (int)s));
+            dt = ck_get_u32(r);
+            /* State is float32, or float64 (of float64 parameters); one type per parameter. */
+            OPTIM__FAIL_IF(dt != OPTIM_FLOAT32 && dt != OPTIM_FLOAT64, err, OPTIM_EFORMAT,
+                           "%s: slot %s has element type %u (0 float32, 1 float64)", where,
+                           optim_rule_slot_name(pl->rule, (int)s), dt);
+            OPTIM__FAIL_IF((pp->mask & ((1u << s) - 1)) && (optim_dtype)dt != pp->dtype, err, OPTIM_EFORMAT,
+                           "%s: slots of different element types", where);
+            pp->dtype = (optim_dtype)dt;
+        }
+        size = optim_dtype_size(pp->dtype);
+        OPTIM__FAIL_IF(pp->n > SIZE_MAX / size || !ck_has(r, pp->n * size), err, OPTIM_EFORMAT, "%s: slot %s runs past the section", where,
                        optim_rule_slot_name(pl->rule, (int)s));
         pp->data[s] = r->p + r->pos;
-        r->pos += pp->n * 4;
+        r->pos += pp->n * size;
         pl->state_floats += pp->n;
     }
     return OPTIM_OK;

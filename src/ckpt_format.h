@@ -78,7 +78,8 @@ typedef struct optim__ck_param_plan {
     int64_t step;
     double mu_product;
     unsigned initialized, mask;
-    const unsigned char *data[OPTIM_MAX_SLOTS]; /* slot data: n little-endian floats (optim__ck_read_floats) */
+    const unsigned char *data[OPTIM_MAX_SLOTS]; /* slot data: n little-endian elements of dtype (optim__ck_read_elems) */
+    optim_dtype dtype;                          /* the slots' element type (float32 before format 3) */
 } optim__ck_param_plan;
 
 /* A whole decoded, checked checkpoint: everything but its match with an optimizer. */
@@ -111,8 +112,8 @@ int optim__ck_decode_schedule(const unsigned char *data, size_t size, size_t *us
 
 /* Size k of a parameter plan's shape. */
 uint64_t optim__ck_dim(const optim__ck_param_plan *pp, size_t k);
-/* n little-endian binary32 from src into dst. */
-void optim__ck_read_floats(float *dst, const unsigned char *src, size_t n);
+/* n little-endian binary32 or binary64 (dtype) from src into dst. */
+void optim__ck_read_elems(void *dst, const unsigned char *src, size_t n, optim_dtype dtype);
 /* "[4, 2]" into buf, from ndim sizes in memory (dims) or a plan's (pp). */
 const char *optim__ck_shape_text(char *buf, size_t size, size_t ndim, const int64_t *dims,
                                  const optim__ck_param_plan *pp);

@@ -148,15 +148,19 @@ static int ck_match(optim *o, const optim__ck_plan *pl, optim_match match, const
         OPTIM__FAIL_IF(pa->group != pp->group, &o->err, OPTIM_EMISMATCH,
                        "%s: param %zu '%s' is in group %zu in the optimizer, %zu in the checkpoint", what, i, pa->name,
                        pa->group, pp->group);
+        OPTIM__FAIL_IF(pp->mask && pa->sdt != pp->dtype, &o->err, OPTIM_EMISMATCH,
+                       "%s: param %zu '%s' has %s state in the optimizer, %s in the checkpoint", what, i, pa->name,
+                       optim_dtype_name(pa->sdt), optim_dtype_name(pp->dtype));
     }
     for (j = 0; j < pl->nparams; j++) {
         const optim__ck_param_plan *pp = &pl->params[j];
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((pp->mask >> s) & 1u) || o->params[m->target[j]].st.slot[s]) continue;
-            m->fresh[j][s] = optim__ck_alloc_floats(ops, pp->n);
+            m->fresh[j][s] = optim__ck_alloc_elems(ops, pp->n, pp->dtype);
             OPTIM__FAIL_IF(!m->fresh[j][s], &o->err, OPTIM_ENOMEM,
-                           "%s: param %zu '%s': out of memory for %zu floats of state '%s'", what, m->target[j],
-                           o->params[m->target[j]].name, pp->n, optim_rule_slot_name(o->rule, s));
+                           "%s: param %zu '%s': out of memory for %zu %s of state '%s'", what, m->target[j],
+                           o->params[m->target[j]].name, pp->n, pp->dtype == OPTIM_FLOAT64 ? "doubles" : "floats",
+                           optim_rule_slot_name(o->rule, s));
         }
     }
     return OPTIM_OK;
@@ -184,12 +188,12 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
                     pa->st.slot[s] = m->fresh[j][s];
                     m->fresh[j][s] = NULL;
                 }
-                optim__ck_read_floats(pa->st.slot[s], pp->data[s], pp->n);
+                optim__ck_read_elems(pa->st.slot[s], pp->data[s], pp->n, pp->dtype);
             } else if (pa->st.slot[s]) {
                 /* Not allocated when saved (the saved options do not need it): reset
                  * it as a fresh allocation would be, but keep the memory, which
                  * bindings may be viewing. */
-                optim__slot_reset(&o->groups[pa->group].hp, pa->n, &pa->st, s);
+                optim__slot_reset(&o->groups[pa->group].hp, pa->n, &pa->st, s, pa->sdt);
             }
         }
         pa->st.step = pp->step;

@@ -8,12 +8,14 @@
 #include "optim_ext.h"
 
 typedef struct optim__param {
-    float *p;        /* caller's memory */
-    const float *g;  /* caller's memory; NULL: no gradient, skipped by steps */
+    void *p;         /* caller's memory, n elements of pdt */
+    const void *g;   /* caller's memory, n elements of gdt; NULL: no gradient, skipped by steps */
     size_t n;
     size_t group;
     char *name;      /* owned */
-    optim_state st;  /* slots owned, 64-byte aligned */
+    optim_dtype pdt, gdt, sdt; /* element types of p, g and the state slots (fixed when added) */
+    optim__ctype ct; /* the type the rule's math runs in */
+    optim_state st;  /* slots owned, 64-byte aligned, n elements of sdt each (float * for any type) */
     unsigned fresh;  /* slots allocated by the optim_group_set in progress */
     int deferred;    /* its state is allocated at the first need (optim_set_defer_state), not yet */
     int64_t *dims;   /* owned: the shape given by optim_param_set_shape, or NULL ([n]) */
@@ -46,6 +48,7 @@ struct optim {
     /* Per-parameter scratch of a step, sized with params so steps never allocate. */
     optim__task *tasks;
     optim__k *ks;
+    optim_state *next; /* the state each parameter's step will leave (committed once every loop resolved) */
     optim__span *spans; /* 2 per parameter */
 
     /* Gradient checks before the update (src/optim.c, optim__prepass). */
@@ -74,9 +77,45 @@ struct optim {
  * pointers, slots, element and block offsets. Returns the number of
  * elements; *nblocks receives the number of reduction blocks. */
 size_t optim__build_tasks(optim *o, size_t *nblocks);
+/* The pointer arrays of a rebind: void pointers (pv, gv), or float pointers
+ * (fp, gf) from the float32 entry points; one pair is set. (A float * and a
+ * void * need not share a representation, so the arrays are read as given.) */
+typedef struct optim__ptrs {
+    void *const *pv;
+    const void *const *gv;
+    float *const *fp;
+    const float *const *gf;
+    int floats; /* 1: fp and gf */
+} optim__ptrs;
+
+static inline void *optim__ptrs_p(const optim__ptrs *x, size_t i)
+{
+    return x->floats ? (void *)x->fp[i] : x->pv[i];
+}
+static inline const void *optim__ptrs_g(const optim__ptrs *x, size_t i)
+{
+    return x->floats ? (const void *)x->gf[i] : x->gv[i];
+}
+/* Is the params (which = 1) or grads (0) array given? */
+static inline int optim__ptrs_given(const optim__ptrs *x, int which)
+{
+    return x->floats ? (which ? x->fp != NULL : x->gf != NULL) : (which ? x->pv != NULL : x->gv != NULL);
+}
+
 /* Point every parameter at params[i]/grads[i] after checking them (count,
- * NULLs, overlaps); errors name `fn`. */
-int optim__rebind(optim *o, const char *fn, size_t count, float *const *params, const float *const *grads);
+ * NULLs, float32 types when the arrays are float pointers, alignment,
+ * overlaps); errors name `fn`. */
+int optim__rebind(optim *o, const char *fn, size_t count, const optim__ptrs *x);
+/* Bytes of n elements of a type (n is at most SIZE_MAX / 8: optim_add_param checks it). */
+#define OPTIM__BYTES(n, dtype) ((n) * optim_dtype_size(dtype))
+/* Parameter i is float32 with float32 gradients, as the float * entry points
+ * need; else an error naming its types and the function to use `instead`. */
+int optim__check_float32(optim *o, const char *fn, size_t i, const char *instead);
+/* A pointer of an element type must be aligned to its size (float32 memory,
+ * which the library always accepted as given, is not checked); `what` and
+ * (i, name) name it in the error. */
+int optim__check_align(optim *o, const char *fn, const char *what, const void *x, optim_dtype dtype, size_t i,
+                       const char *name);
 /* Allocate the deferred state (optim_set_defer_state) of parameters
  * [first, last): every slot their group's hyperparameters need, filled as
  * optim_add_param fills it. All or nothing; OPTIM_ENOMEM naming fn and the

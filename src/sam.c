@@ -25,7 +25,7 @@ struct optim_sam {
     size_t ngroups;        /* groups of base when created */
     double *rho, *eta;     /* per group, as the reference keeps rho and adaptive per group */
     int *adaptive;
-    optim__k *k;           /* per group: the constants of the ascent step */
+    optim__sam_k *k;       /* per group: the constants of the ascent step */
     size_t nparams;        /* parameters of base when created */
     float **saved;         /* saved[i]: w of parameter i before the ascent step */
     unsigned char *moved;  /* parameter i was perturbed by the pending first_step */
@@ -52,6 +52,12 @@ int optim_sam_create(optim_sam **out, optim *base, double rho, double p, int ada
     OPTIM__FAIL_IF(!(eta >= 0) || isinf(eta), err, OPTIM_EINVAL, "optim_sam_create: eta = %.10g must be a finite number >= 0",
                    eta);
     OPTIM__FAIL_IF(base->nparams == 0, err, OPTIM_ESTATE, "optim_sam_create: the base optimizer has no parameters yet");
+    for (i = 0; i < base->nparams; i++)
+        OPTIM__FAIL_IF(base->params[i].pdt != OPTIM_FLOAT32 || base->params[i].gdt != OPTIM_FLOAT32, err,
+                       OPTIM_EUNSUPPORTED,
+                       "optim_sam_create: param %zu '%s' has %s memory and %s gradients; SAM takes float32 ones only",
+                       i, base->params[i].name, optim_dtype_name(base->params[i].pdt),
+                       optim_dtype_name(base->params[i].gdt));
     s = (optim_sam *)calloc(1, sizeof *s);
     OPTIM__FAIL_IF(!s, err, OPTIM_ENOMEM, "optim_sam_create: out of memory");
     s->base = base;
@@ -61,7 +67,7 @@ int optim_sam_create(optim_sam **out, optim *base, double rho, double p, int ada
     s->rho = (double *)calloc(s->ngroups, sizeof *s->rho);
     s->eta = (double *)calloc(s->ngroups, sizeof *s->eta);
     s->adaptive = (int *)calloc(s->ngroups, sizeof *s->adaptive);
-    s->k = (optim__k *)calloc(s->ngroups, sizeof *s->k);
+    s->k = (optim__sam_k *)calloc(s->ngroups, sizeof *s->k);
     s->nparams = base->nparams;
     s->saved = (float **)calloc(s->nparams, sizeof *s->saved);
     s->moved = (unsigned char *)calloc(s->nparams, 1);
@@ -169,8 +175,9 @@ static size_t optim__sam_tasks(optim_sam *s, int restoring, size_t *nblocks)
         size_t g = o->params[i].group;
         o->tasks[i].s[0] = s->saved[i];
         o->tasks[i].k = &s->k[g];
-        o->tasks[i].w = s->adaptive[g] ? o->params[i].p : NULL;
+        o->tasks[i].w = s->adaptive[g] ? (const float *)o->params[i].p : NULL;
         o->tasks[i].eta = (float)s->eta[g];
+        o->tasks[i].align = 16;
     }
     *nblocks = blocks;
     return total;
@@ -202,7 +209,8 @@ static int optim__sam_check(optim_sam *s, const char *fn)
 static int optim__sam_rebind(optim_sam *s, const char *fn, size_t count, float *const *params,
                              const float *const *grads)
 {
-    int rc = optim__rebind(s->base, fn, count, params, grads);
+    optim__ptrs x = {NULL, NULL, params, grads, 1};
+    int rc = optim__rebind(s->base, fn, count, &x);
     if (rc != OPTIM_OK) return optim__fail(OPTIM__SE(s), rc, "%s", s->base->err.message);
     return OPTIM_OK;
 }
@@ -241,21 +249,24 @@ static int optim__sam_first(optim_sam *s, const char *fn, int rebind, size_t cou
     }
 
     for (i = 0; i < s->ngroups; i++) {
-        optim__k *k = &s->k[i];
+        optim__sam_k *k = &s->k[i];
         memset(k, 0, sizeof *k);
-        if (s->adaptive[i]) k->c.variant |= OPTIM__SAM_V_ADAPTIVE;
+        if (s->adaptive[i]) k->variant |= OPTIM__SAM_V_ADAPTIVE;
         if (isinf(s->p))
-            k->c.variant |= OPTIM__SAM_V_PINF;
+            k->variant |= OPTIM__SAM_V_PINF;
         else if (s->p != 2.0)
-            k->c.variant |= OPTIM__SAM_V_PGEN;
+            k->variant |= OPTIM__SAM_V_PGEN;
         /* As the reference: scale = rho / (grad_norm + 1e-12), in float, per group. */
-        k->u.sam.scale = (float)(s->rho[i] / (norm + 1e-12));
-        k->u.sam.rho = (float)s->rho[i];
-        k->u.sam.eta = (float)s->eta[i];
-        k->u.sam.inv_norm = norm > 0 ? 1.0 / norm : 0.0;
-        k->u.sam.q_minus_1 = q - 1.0;
+        k->scale = (float)(s->rho[i] / (norm + 1e-12));
+        k->rho = (float)s->rho[i];
+        k->eta = (float)s->eta[i];
+        k->inv_norm = norm > 0 ? 1.0 / norm : 0.0;
+        k->q_minus_1 = q - 1.0;
+        /* Every variant below OPTIM__SAM_NVARIANTS has its loop (kernels_math.h). */
+        OPTIM__FAIL_IF(k->variant >= OPTIM__SAM_NVARIANTS, OPTIM__SE(s), OPTIM_EUNSUPPORTED,
+                       "optim_sam_first_step: no loop for SAM variant 0x%x; nothing moved", k->variant);
     }
-    optim__run_fn(o->kt->sam_perturb, o->tasks, o->nparams, total, o->threads);
+    optim__run(o->kt, optim__range_sam_perturb, o->tasks, o->nparams, total, o->threads);
     for (i = 0; i < o->nparams; i++) s->moved[i] = o->params[i].g != NULL && o->params[i].n > 0;
     s->perturbed = 1;
     o->sam_active = s;
@@ -279,7 +290,7 @@ int optim_sam_first_step_with(optim_sam *s, size_t count, float *const *params, 
 static void optim__sam_undo(optim_sam *s)
 {
     size_t nblocks, total = optim__sam_tasks(s, 1, &nblocks);
-    optim__run_fn(s->base->kt->copy_back, s->base->tasks, s->base->nparams, total, s->base->threads);
+    optim__run(s->base->kt, optim__range_copy_back, s->base->tasks, s->base->nparams, total, s->base->threads);
     memset(s->moved, 0, s->nparams);
     s->perturbed = 0;
     s->base->sam_active = NULL;

@@ -333,7 +333,7 @@ TEST_IMPL(fused_clip_matches_separate)
     static const double types[] = {2.0, 1.0, INFINITY, 0.5};
     test_rng rng = {test_seed() ^ 0xf05};
     int r;
-    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
         size_t ti;
         for (ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
             optim *fused = NULL, *plain = NULL;
@@ -341,8 +341,8 @@ TEST_IMPL(fused_clip_matches_separate)
             arrays pf, pp, g, gc;
             int t;
             size_t i;
-            long c = grid_size(&test_grids[r]) - 1;
-            while (grid_get(&test_grids[r], c, &hp) != 0) c--;
+            long c = grid_size(grid_for(r)) - 1;
+            while (grid_get(grid_for(r), c, &hp) != 0) c--;
             if (arrays_init(&pf, &rng, 1.0) || arrays_init(&g, &rng, 1.0) || arrays_init(&gc, &rng, 1.0))
                 FAIL("out of memory");
             rng.s ^= 1;
@@ -396,7 +396,7 @@ TEST_IMPL(fused_clip_value_matches_separate)
     const double v = 0.7;
     test_rng rng = {test_seed() ^ 0xc1a9};
     int r;
-    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
         size_t k;
         for (k = 0; k < 2 * sizeof isas / sizeof isas[0]; k++) {
             optim_isa isa = isas[k / 2];
@@ -406,9 +406,9 @@ TEST_IMPL(fused_clip_value_matches_separate)
             arrays pf, pp, g, gc;
             int t, s;
             size_t i;
-            long c = grid_size(&test_grids[r]) - 1;
+            long c = grid_size(grid_for(r)) - 1;
             if (!optim_isa_available(isa)) continue;
-            while (grid_get(&test_grids[r], c, &hp) != 0) c--;
+            while (grid_get(grid_for(r), c, &hp) != 0) c--;
             if (arrays_init(&pf, &rng, 1.0) || arrays_init(&g, &rng, 1.0) || arrays_init(&gc, &rng, 1.0) ||
                 arrays_init(&pp, &rng, 1.0))
                 FAIL("out of memory");
@@ -657,7 +657,7 @@ TEST_IMPL(nonfinite_skip_leaves_every_byte)
 {
     test_rng rng = {test_seed() ^ 0x5e1};
     int r, clip;
-    for (r = 0; r < OPTIM_RULE_COUNT; r++)
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++)
         for (clip = 0; clip < 2; clip++) {
             optim *o = NULL, *twin = NULL;
             optim_hparams hp;
@@ -665,8 +665,8 @@ TEST_IMPL(nonfinite_skip_leaves_every_byte)
             snapshot sn;
             size_t i;
             int t;
-            long c = grid_size(&test_grids[r]) - 1;
-            while (grid_get(&test_grids[r], c, &hp) != 0) c--;
+            long c = grid_size(grid_for(r)) - 1;
+            while (grid_get(grid_for(r), c, &hp) != 0) c--;
             if (arrays_init(&p, &rng, 1.0) || arrays_init(&g, &rng, 1.0) || arrays_init(&q, &rng, 1.0))
                 FAIL("out of memory");
             for (i = 0; i < NARR; i++) memcpy(q.x[i], p.x[i], arr_n[i] * sizeof(float));

@@ -16,15 +16,15 @@ TEST_IMPL(object_matches_update)
     enum { N0 = 5, N1 = 1001, N2 = 64 };
     test_rng rng = {test_seed() ^ 0x0b1};
     int r;
-    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
         optim_hparams hp;
         optim *o = NULL;
         static float p[3][N1], q[3][N1], g[3][N1], st_mem[3][OPTIM_MAX_SLOTS][N1];
         const size_t n[3] = {N0, N1, N2};
         optim_state st[3];
         int i, t, s;
-        long c = grid_size(&test_grids[r]) - 1;
-        while (grid_get(&test_grids[r], c, &hp) != 0) c--; /* the last valid combination: most options on */
+        long c = grid_size(grid_for(r)) - 1;
+        while (grid_get(grid_for(r), c, &hp) != 0) c--; /* the last valid combination: most options on */
         ASSERT_OK(optim_create(&o, hp.rule));
         ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
         for (i = 0; i < 3; i++) {
@@ -324,8 +324,8 @@ TEST_IMPL(object_rebind)
     optim_hparams hp;
     static float mem[64];
     float *a = mem, *b = mem + 8, *ga = mem + 16, *gb = mem + 24, *c = mem + 32, *gc = mem + 40;
-    float *ps[2];
-    const float *gs[2];
+    void *ps[2];
+    const void *gs[2];
     int i;
     for (i = 0; i < 64; i++) mem[i] = 1.0f;
     optim_hparams_init(&hp, OPTIM_SGD, NULL);
@@ -347,8 +347,8 @@ TEST_IMPL(object_rebind)
     ASSERT_OPT_OK(o, optim_add_param(o, 0, gb, NULL, 8, "c", NULL));
     /* Errors change nothing: count, NULL, overlap among the new pointers. */
     {
-        float *ps3[3] = {a, ga, gb};
-        const float *gs3[3] = {c, gc, NULL};
+        void *ps3[3] = {a, ga, gb};
+        const void *gs3[3] = {c, gc, NULL};
         ASSERT_ERR(optim_rebind(o, 2, ps3, gs3), OPTIM_ESIZE, optim_errmsg(o), "count = 2");
         ps3[2] = NULL;
         ASSERT_ERR(optim_rebind(o, 3, ps3, gs3), OPTIM_ENULL, optim_errmsg(o), "params[2] ('c') is NULL");
@@ -520,13 +520,13 @@ TEST_IMPL(object_deferred_state)
     test_rng rng = {test_seed() ^ 0xdef};
     static float pe[4][N1], pd[4][N1], g[4][N1];
     int r;
-    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
         optim_hparams hp;
         optim *e = NULL, *d = NULL;
         size_t i, bytes = 1, want = 0;
         int t;
-        long c = grid_size(&test_grids[r]) - 1;
-        while (grid_get(&test_grids[r], c, &hp) != 0) c--;
+        long c = grid_size(grid_for(r)) - 1;
+        while (grid_get(grid_for(r), c, &hp) != 0) c--;
         ASSERT_OK(optim_create(&e, hp.rule));
         ASSERT_OK(optim_create(&d, hp.rule));
         ASSERT_INT(optim_get_defer_state(d), ==, 0);
