@@ -9,9 +9,10 @@
  *
  *   stage 0  plain data parallel: every rank holds the whole state and
  *            steps every parameter with the averaged gradient;
- *   stage 1  ZeRO-1: each rank owns the state of one slice of every
- *            gradient bucket and steps only that; the parameters are then
- *            all-gathered;
+ *   stage 1  ZeRO-1: each rank owns the state of one contiguous shard of
+ *            the flattened parameters (optim_mpi_shard) and steps only
+ *            that; gradients are reduce-scattered bucket by bucket to the
+ *            shards' owners, and the parameters then all-gathered;
  *   stage 2  ZeRO-2: stage 1, and gradients are handed over as backward
  *            produces them (optim_mpi_grad_ready): they are reduced bucket
  *            by bucket while the rest is computed, and the caller may reuse
@@ -102,9 +103,13 @@ OPTIM_MPI_API void optim_mpi_options_init(optim_mpi_options *o);
  * so every rank starts from rank 0's. stage is 0, 1 or 2 (see above).
  *
  * Ownership: d copies what it needs from opt and never uses opt again:
- * freeing opt at once is allowed, and in stages 1 and 2 it is what releases
- * opt's whole-model state (allocated by optim_add_param), which d replaces by
- * the state of its slices. Changing opt later has no effect on d. d keeps the
+ * freeing opt at once is allowed. Peak memory: call
+ * optim_set_defer_state(opt, 1) before adding the parameters, and opt never
+ * allocates state (d does not ask it to): no rank ever holds the whole
+ * model's state, only its shard's (optim_mpi_state_bytes), which is ZeRO's
+ * point. Without it, opt's whole-model state (allocated by optim_add_param)
+ * is copied from, and freeing opt releases it. Every rank should build opt
+ * the same way (deferred state compares as "not allocated"). Changing opt later has no effect on d. d keeps the
  * parameter and gradient pointers opt had (the caller's memory, which must
  * stay valid while d uses it; change them with optim_mpi_set_param_ptrs /
  * optim_mpi_set_grad). d writes the parameters (each rank's whole copy) and

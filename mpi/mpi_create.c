@@ -85,8 +85,14 @@ static int dm_local_copy_state(optim_mpi *d, optim *opt, optim *local)
         const osc_piece *q = &d->pieces[i];
         int64_t step;
         double mu;
+        size_t held = 0;
         if (q->param == OSC_NO_PARAM) continue;
-        for (s = 0; s < nslots; s++) {
+        /* State opt never allocated (optim_set_defer_state, or none needed)
+         * is fresh state, as the local pieces' is: nothing to copy, and
+         * asking opt for it would allocate the whole parameter's. */
+        if (optim_param_state_bytes(opt, q->param, &held) != OPTIM_OK)
+            return dm_fail(d, optim_errcode(opt), "%s", optim_errmsg(opt));
+        for (s = 0; s < nslots && held > 0; s++) {
             float *src = NULL, *dst = NULL;
             int init = 0;
             optim_state_slot(opt, q->param, s, &src, &init);
