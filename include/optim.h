@@ -433,7 +433,8 @@ OPTIM_API int optim_group_get_hparam(const optim *opt, size_t g, optim_hparam id
 /**
  * Add a parameter of n floats to group g. The optimizer keeps the pointers
  * (it does not copy or own param/grad) and allocates the state now, so that
- * steps never allocate. grad may be NULL (no gradient yet: the parameter is
+ * steps never allocate (unless optim_set_defer_state asked for it later).
+ * grad may be NULL (no gradient yet: the parameter is
  * skipped by steps until one is set). name is copied (NULL: "param<index>"),
  * at most OPTIM_MAX_NAME bytes (OPTIM_EINVAL); it names the parameter in error
  * messages and checkpoints. *index receives
@@ -608,7 +609,7 @@ OPTIM_API double optim_last_grad_norm(const optim *opt);
  * Access to parameter i's state slot s (see optim_rule_slot_name), for
  * inspection, for bindings and for loading saved state. *data receives the
  * array of n floats, or NULL if the slot is not allocated under the current
- * hyperparameters. *initialized (may be NULL) receives whether it holds data
+ * hyperparameters (deferred state is allocated first: optim_set_defer_state). *initialized (may be NULL) receives whether it holds data
  * (SGD's momentum buffer does not until the first step with momentum). The
  * memory stays valid until optim_free and may be written between steps.
  * Only for float32 state: a slot of another type is refused
@@ -628,6 +629,33 @@ OPTIM_API int optim_param_get_mu_product(const optim *opt, size_t i, double *mu_
 OPTIM_API int optim_param_set_mu_product(optim *opt, size_t i, double mu_product);
 /** Reset parameter i's state as if it had never stepped. */
 OPTIM_API int optim_param_reset_state(optim *opt, size_t i);
+
+/**
+ * Deferred state. With defer = 1, the parameters added from then on get no
+ * state arrays until one is needed: a step (optim_step, optim_step_with,
+ * SAM's second step) allocates the state of every parameter still without
+ * it; optim_state_slot and optim_state_set_initialized allocate parameter
+ * i's; optim_load allocates the slots it reads. The state then starts as
+ * optim_add_param would have started it, filled from the group's
+ * hyperparameters at that moment (as torch.optim allocates its state at the
+ * first step). A failed allocation there returns OPTIM_ENOMEM and changes
+ * nothing (the step is not taken). optim_save writes a parameter whose state
+ * was never allocated as fresh state, without allocating it.
+ * This is for optimizers that describe a model whose state lives elsewhere:
+ * liboptim_mpi (optim_mpi.h) builds the state of each rank's shard only, and
+ * never allocates the wrapped optimizer's, so no rank ever holds the whole
+ * model's state. defer = 0 (the default) allocates at optim_add_param again;
+ * either value applies to the parameters added afterwards. OPTIM_EINVAL for
+ * other values.
+ */
+OPTIM_API int optim_set_defer_state(optim *opt, int defer);
+OPTIM_API int optim_get_defer_state(const optim *opt);
+/** Bytes of state arrays parameter i holds now into *bytes (0 while its state
+ *  is deferred, or when its rule and options need none). Never allocates. */
+OPTIM_API int optim_param_state_bytes(const optim *opt, size_t i, size_t *bytes);
+/** Bytes of state arrays the optimizer holds now, over every parameter (0 for
+ *  NULL). Never allocates. */
+OPTIM_API size_t optim_state_bytes(const optim *opt);
 
 /** The largest thread count optim_set_threads accepts. */
 #define OPTIM_MAX_THREADS 1024

@@ -9,9 +9,10 @@
  *
  *   stage 0  plain data parallel: every rank holds the whole state and
  *            steps every parameter with the averaged gradient;
- *   stage 1  ZeRO-1: each rank owns the state of one slice of every
- *            gradient bucket and steps only that; the parameters are then
- *            all-gathered;
+ *   stage 1  ZeRO-1: each rank owns the state of one contiguous shard of
+ *            the flattened parameters (optim_mpi_shard) and steps only
+ *            that; gradients are reduce-scattered bucket by bucket to the
+ *            shards' owners, and the parameters then all-gathered;
  *   stage 2  ZeRO-2: stage 1, and gradients are handed over as backward
  *            produces them (optim_mpi_grad_ready): they are reduced bucket
  *            by bucket while the rest is computed, and the caller may reuse
@@ -102,9 +103,13 @@ OPTIM_MPI_API void optim_mpi_options_init(optim_mpi_options *o);
  * so every rank starts from rank 0's. stage is 0, 1 or 2 (see above).
  *
  * Ownership: d copies what it needs from opt and never uses opt again:
- * freeing opt at once is allowed, and in stages 1 and 2 it is what releases
- * opt's whole-model state (allocated by optim_add_param), which d replaces by
- * the state of its slices. Changing opt later has no effect on d. d keeps the
+ * freeing opt at once is allowed. Peak memory: call
+ * optim_set_defer_state(opt, 1) before adding the parameters, and opt never
+ * allocates state (d does not ask it to): no rank ever holds the whole
+ * model's state, only its shard's (optim_mpi_state_bytes), which is ZeRO's
+ * point. Without it, opt's whole-model state (allocated by optim_add_param)
+ * is copied from, and freeing opt releases it. Every rank should build opt
+ * the same way (deferred state compares as "not allocated"). Changing opt later has no effect on d. d keeps the
  * parameter and gradient pointers opt had (the caller's memory, which must
  * stay valid while d uses it; change them with optim_mpi_set_param_ptrs /
  * optim_mpi_set_grad). d writes the parameters (each rank's whole copy) and
@@ -227,8 +232,21 @@ OPTIM_MPI_API optim *optim_mpi_local(const optim_mpi *d);
 /** Bytes of optimizer state this rank holds (state arrays of its local
  *  optimizer; SAM's copy of w, when set, is optim_mpi_shard_elements * 4 more). */
 OPTIM_MPI_API size_t optim_mpi_state_bytes(const optim_mpi *d);
-/** Elements this rank steps (stage 0: all of them). */
+/** Elements this rank steps (stage 0: all of them): optim_mpi_shard's count. */
 OPTIM_MPI_API size_t optim_mpi_shard_elements(const optim_mpi *d);
+/**
+ * This rank's shard: the elements [*first, *first + *count) of the flattened
+ * parameters (parameter 0's elements, then parameter 1's, ..., in index
+ * order), whose state it holds and which it steps. Stages 1 and 2: one
+ * contiguous range per rank, rank 0's first, then rank 1's, ..., covering
+ * the whole vector; each starts at a reduction block (a multiple of 8192
+ * elements into a parameter), so that its slices of the caller's arrays are
+ * as aligned as those arrays, and holds within 8192 elements of total / K
+ * (a rank may own nothing when the model has fewer blocks than ranks).
+ * Stage 0: every rank steps everything: first 0, count the total.
+ * OPTIM_ENULL when an argument is NULL. Not collective.
+ */
+OPTIM_MPI_API int optim_mpi_shard(const optim_mpi *d, size_t *first, size_t *count);
 /** Number of gradient buckets (collectives per reduction). */
 OPTIM_MPI_API size_t optim_mpi_bucket_count(const optim_mpi *d);
 OPTIM_MPI_API int64_t optim_mpi_step_count(const optim_mpi *d);

@@ -18,9 +18,8 @@
 
 #define DM_PATH 4200
 
-/* Hook for the tests: called on rank 0 after the shards are written and
- * before the manifest (a crash there must leave the previous checkpoint). */
-void (*optim_mpi__before_manifest)(void) = NULL;
+/* The library's save: nothing between the shards and the manifest. */
+const dm_save_ops dm_default_save_ops = {NULL, NULL};
 
 static void dm_shard_file(char *buf, size_t n, int r, int ranks, const char *id)
 {
@@ -38,6 +37,7 @@ static int dm_manifest_build(optim_mpi *d, const char *id, osc_manifest *m)
     snprintf(m->save_id, sizeof m->save_id, "%s", id);
     m->ranks = writers;
     m->stage = d->stage;
+    snprintf(m->layout, sizeof m->layout, "%s", d->stage == 0 ? "whole" : "contiguous");
     m->rule = d->rule;
     m->ngroups = d->ngroups;
     m->steps = optim_step_count(d->local);
@@ -68,7 +68,7 @@ static int dm_manifest_build(optim_mpi *d, const char *id, osc_manifest *m)
         if (!m->pieces[r] || !m->files[r]) goto oom;
         strcpy(m->files[r], name);
         m->npieces[r] = d->stage == 0 ? dm_layout_whole(&d->L, m->pieces[r], NULL)
-                                      : dm_layout_pieces(&d->L, r, m->pieces[r], NULL);
+                                      : dm_layout_pieces(&d->L, r, m->pieces[r], NULL, NULL);
     }
     return OPTIM_OK;
 oom:
@@ -87,6 +87,11 @@ static int dm_mkdir(optim_mpi *d, const char *dir, const char *fn)
 }
 
 int optim_mpi_save(optim_mpi *d, const char *dir)
+{
+    return dm_save_with(d, dir, &dm_default_save_ops);
+}
+
+int dm_save_with(optim_mpi *d, const char *dir, const dm_save_ops *ops)
 {
     static const char fn[] = "optim_mpi_save";
     char id[64], path[DM_PATH], name[256];
@@ -149,7 +154,7 @@ int optim_mpi_save(optim_mpi *d, const char *dir)
                 size_t len = 0;
                 char *text = osc_manifest_render(&m, &len);
                 optim_error e;
-                if (optim_mpi__before_manifest) optim_mpi__before_manifest();
+                if (ops->before_manifest) ops->before_manifest(ops->ctx);
                 if (!text)
                     rc = dm_fail(d, OPTIM_ENOMEM, "%s: out of memory for the manifest", fn);
                 else if ((rc = osc_manifest_write_text(dir, text, len, &e)) != OPTIM_OK)

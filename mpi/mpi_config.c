@@ -169,10 +169,14 @@ static void dm_items_model(dm_items *it, optim *o)
         dm_item(it, key, "%lld", (long long)step);
         snprintf(key, sizeof key, "param %zu '%.100s' mu_product", i, info.name);
         dm_item(it, key, "%.17g", mu);
+        size_t held = 0;
+        optim_param_state_bytes(o, i, &held);
         for (s = 0; s < nslots; s++) {
             float *data = NULL;
             int init = 0;
-            optim_state_slot(o, i, s, &data, &init);
+            /* State never allocated (optim_set_defer_state): not asked for,
+             * which would allocate it. */
+            if (held > 0) optim_state_slot(o, i, s, &data, &init);
             snprintf(key, sizeof key, "param %zu '%.100s' state %s", i, info.name,
                      optim_rule_slot_name(optim_get_rule(o), s));
             if (!data)

@@ -85,8 +85,14 @@ static int dm_local_copy_state(optim_mpi *d, optim *opt, optim *local)
         const osc_piece *q = &d->pieces[i];
         int64_t step;
         double mu;
+        size_t held = 0;
         if (q->param == OSC_NO_PARAM) continue;
-        for (s = 0; s < nslots; s++) {
+        /* State opt never allocated (optim_set_defer_state, or none needed)
+         * is fresh state, as the local pieces' is: nothing to copy, and
+         * asking opt for it would allocate the whole parameter's. */
+        if (optim_param_state_bytes(opt, q->param, &held) != OPTIM_OK)
+            return dm_fail(d, optim_errcode(opt), "%s", optim_errmsg(opt));
+        for (s = 0; s < nslots && held > 0; s++) {
             float *src = NULL, *dst = NULL;
             int init = 0;
             optim_state_slot(opt, q->param, s, &src, &init);
@@ -243,14 +249,13 @@ static int dm_alloc_layout(optim_mpi *d)
     int r, K = d->K;
     d->pieces = (osc_piece *)calloc(cap, sizeof *d->pieces);
     d->goff = (size_t *)calloc(cap, sizeof *d->goff);
-    d->mine_off = (size_t *)calloc(nb + 1, sizeof *d->mine_off);
     d->remaining = (size_t *)calloc(nb + 1, sizeof *d->remaining);
     d->bucket_slot = (long *)calloc(nb + 1, sizeof *d->bucket_slot);
     d->started = (unsigned char *)calloc(nb + 1, 1);
     d->ag_req = (MPI_Request *)calloc(nb + 1, sizeof *d->ag_req);
     d->rs_cnt = (int *)calloc(nb * (size_t)K + 1, sizeof *d->rs_cnt);
     d->rs_dsp = (int *)calloc(nb * (size_t)K + 1, sizeof *d->rs_dsp);
-    if (!d->pieces || !d->goff || !d->mine_off || !d->remaining || !d->bucket_slot || !d->started || !d->ag_req ||
+    if (!d->pieces || !d->goff || !d->remaining || !d->bucket_slot || !d->started || !d->ag_req ||
         !d->rs_cnt || !d->rs_dsp)
         return dm_fail(d, OPTIM_ENOMEM, "out of memory for the layout");
     for (k = 0; k <= nb; k++) d->ag_req[k] = MPI_REQUEST_NULL;
@@ -258,13 +263,14 @@ static int dm_alloc_layout(optim_mpi *d)
         d->npieces = dm_layout_whole(L, d->pieces, d->goff);
         d->gbuf_len = L->total;
     } else {
-        d->npieces = dm_layout_pieces(L, d->rank, d->pieces, d->goff);
-        for (k = 0, d->gbuf_len = 0; k < nb; k++) {
-            d->mine_off[k] = d->gbuf_len;
-            d->gbuf_len += DM_SLICE(L, k, d->rank);
-        }
+        d->npieces = dm_layout_pieces(L, d->rank, d->pieces, d->goff, &d->gbuf_len);
     }
-    d->gbuf = (float *)calloc(d->gbuf_len ? d->gbuf_len : 1, sizeof *d->gbuf);
+    {
+        /* 64-byte aligned, zeroed (the gaps between pieces stay zero). */
+        size_t bytes = ((d->gbuf_len ? d->gbuf_len : 1) * sizeof(float) + 63) / 64 * 64;
+        d->gbuf = (float *)aligned_alloc(64, bytes);
+        if (d->gbuf) memset(d->gbuf, 0, bytes);
+    }
     if (!d->gbuf) return dm_fail(d, OPTIM_ENOMEM, "out of memory for %zu floats of averaged gradients", d->gbuf_len);
     d->send_cap = d->recv_cap = 1;
     for (k = 0; k < nb; k++) {
@@ -510,7 +516,6 @@ void optim_mpi_free(optim_mpi *d)
     dm_layout_free(&d->L);
     free(d->pieces);
     free(d->goff);
-    free(d->mine_off);
     free(d->gbuf);
     for (i = 0; i < d->nslots; i++) {
         free(d->slots[i].send);
@@ -622,7 +627,22 @@ size_t optim_mpi_state_bytes(const optim_mpi *d)
 
 size_t optim_mpi_shard_elements(const optim_mpi *d)
 {
-    return d ? d->gbuf_len : 0;
+    size_t first = 0, count = 0;
+    optim_mpi_shard(d, &first, &count);
+    return count;
+}
+
+int optim_mpi_shard(const optim_mpi *d, size_t *first, size_t *count)
+{
+    if (!d || !first || !count) return OPTIM_ENULL;
+    if (d->stage == 0) {
+        *first = 0;
+        *count = d->L.total;
+    } else {
+        *first = d->L.shard[d->rank];
+        *count = d->L.shard[d->rank + 1] - d->L.shard[d->rank];
+    }
+    return OPTIM_OK;
 }
 
 size_t optim_mpi_bucket_count(const optim_mpi *d)

@@ -3,22 +3,27 @@
  *
  * Layout (mpi_layout.c). The model's parameters, in index order, form one
  * flattened vector of `total` elements, cut into reduction blocks: 8192
- * elements from each parameter's start, as the core's norms cut them. The
- * blocks are grouped into buckets of about bucket_elems elements (one
- * collective each), and every bucket is cut, at block boundaries, into K
- * slices of nearly equal size: slice r of every bucket belongs to rank r.
- * Slices made of whole blocks are what lets the global gradient norm be the
- * unsharded run's bits: every block's partial is computed by its owner over
- * exactly the unsharded block, and the partials are combined in block order.
- * One slice per rank in every bucket keeps every bucket's reduce-scatter
- * balanced (each rank receives K-1 copies of its slice and sends K-1 slices),
- * where DeepSpeed-style contiguous shards would send each bucket to one or
- * two owners. (llm.c's zero.cuh cuts every tensor into K slices; we cut every
- * bucket.)
+ * elements from each parameter's start, as the core's norms cut them.
+ * Shards: rank r owns one contiguous run of whole blocks, elements
+ * [shard[r], shard[r+1]), cut at the block boundary nearest to r/K of the
+ * elements, so that every shard is within one block of total/K (ZeRO-1 as
+ * issue 14 states it; DeepSpeed's flat partitions). Whole blocks are what
+ * lets the global gradient norm be the unsharded run's bits: every block's
+ * partial is computed by its owner over exactly the unsharded block, and
+ * the ranks' partials, concatenated in rank order, are the partials in
+ * global block order. A shard starts a multiple of 8192 elements into its
+ * first parameter, so its slices of the caller's arrays are as aligned as
+ * those arrays; in the rank's gradient buffer every piece starts on 64
+ * bytes (mpi_create.c allocates it so).
+ * Buckets: runs of whole blocks of about bucket_elems elements (one
+ * collective each). Slice r of bucket k is the bucket's intersection with
+ * shard r: empty for every rank but the one owning the bucket, or the few
+ * whose shards it straddles. DM_CUT(k, r) clamps shard[r] to bucket k.
  *
  * Reduction (mpi_step.c). The reduce-scatter of bucket k is an
- * MPI_Ialltoallv of the K slices of the local gradient; the owner sums the K
- * copies it receives in rank order, in double, and divides by K:
+ * MPI_Ialltoallv of the K slices of the local gradient (uneven counts: zero
+ * for the ranks that own none of it); each owner sums the K copies of its
+ * slice it receives in rank order, in double, and divides by K:
  * deterministic, the same for every stage and every MPI. Buckets go through
  * a small pool of staging slots, so that packing bucket k+1 and summing
  * bucket k overlap the transfer of the others. */
@@ -54,17 +59,20 @@ typedef struct dm_layout {
     int *cnt, *dsp;      /* nbuckets * K: slice sizes, and their offsets in the bucket (MPI counts) */
     size_t *bcut;        /* nbuckets * (K + 1): the block index of each cut */
     size_t *single;      /* nbuckets: the one parameter a bucket lies in, or (size_t)-1 */
+    size_t *shard;       /* K + 1: rank r's shard is elements [shard[r], shard[r+1]) */
+    size_t *sblock;      /* K + 1: ... and blocks [sblock[r], sblock[r+1]) */
 } dm_layout;
 
 int dm_layout_build(dm_layout *L, int K, size_t nparams, const size_t *n, size_t bucket_elems);
 void dm_layout_free(dm_layout *L);
-/* Rank r's pieces, in order (slices of every bucket split by parameter,
- * adjacent ones merged; rank 0 adds the zero-size parameters; a rank owning
- * nothing gets one placeholder) into out, which has room for
- * dm_layout_pieces_cap(L); goff (may be NULL) receives each piece's offset in
- * the rank's gradient buffer. Returns the count. */
+/* Rank r's pieces, in order (its shard split by parameter; rank 0 adds the
+ * zero-size parameters; a rank owning nothing gets one placeholder) into
+ * out, which has room for dm_layout_pieces_cap(L); goff (may be NULL)
+ * receives each piece's offset in the rank's gradient buffer (multiples of
+ * 64 bytes), buf_len (may be NULL) that buffer's length in floats. Returns
+ * the count. */
 size_t dm_layout_pieces_cap(const dm_layout *L);
-size_t dm_layout_pieces(const dm_layout *L, int r, osc_piece *out, size_t *goff);
+size_t dm_layout_pieces(const dm_layout *L, int r, osc_piece *out, size_t *goff, size_t *buf_len);
 /* Stage 0: every parameter whole, goff its offset. */
 size_t dm_layout_whole(const dm_layout *L, osc_piece *out, size_t *goff);
 #define DM_CUT(L, k, r) ((L)->cut[(size_t)(k) * ((size_t)(L)->K + 1) + (size_t)(r)])
@@ -103,8 +111,7 @@ struct optim_mpi {
     osc_piece *pieces;
     size_t npieces;
     size_t *goff;       /* per piece: offset of its gradient in gbuf */
-    size_t *mine_off;   /* per bucket: offset of this rank's slice in gbuf (stages 1, 2) */
-    float *gbuf;        /* averaged gradients: this rank's slices (1, 2), every element (0) */
+    float *gbuf;        /* averaged gradients: this rank's pieces (1, 2; 64-byte aligned), every element (0) */
     size_t gbuf_len;
     optim *local;
     optim_sam *sam;
@@ -179,5 +186,17 @@ int dm_local_build(optim_mpi *d, const optim *like, optim **out);
 int dm_local_prepare(optim_mpi *d, optim *local, optim_sam **sam);
 void dm_local_commit(optim_mpi *d, optim *local, optim_sam *sam);
 
+/* ---- mpi_ckpt.c -------------------------------------------------------------------- */
+/* What a save does between writing the shards and writing the manifest, for
+ * the tests (a crash there must leave the previous checkpoint whole): the
+ * library passes dm_default_save_ops (const: nothing); tests call
+ * dm_save_with with their own table. No state is global. */
+typedef struct dm_save_ops {
+    void (*before_manifest)(void *ctx); /* on rank 0, after every shard is written; NULL: nothing */
+    void *ctx;
+} dm_save_ops;
+extern const dm_save_ops dm_default_save_ops;
+/* optim_mpi_save through ops. */
+int dm_save_with(optim_mpi *d, const char *dir, const dm_save_ops *ops);
 
 #endif

@@ -1,5 +1,5 @@
-/* mpi_layout.c: buckets, slices and pieces of the flattened parameters (see
- * mpi_internal.h). A pure function of the parameters' sizes, the number of
+/* mpi_layout.c: shards, buckets, slices and pieces of the flattened
+ * parameters (see mpi_internal.h). A pure function of the parameters' sizes, the number of
  * ranks and the bucket size: every rank computes the same layout, and a
  * checkpoint's manifest records the pieces it produced. */
 #include "mpi_internal.h"
@@ -18,6 +18,8 @@ void dm_layout_free(dm_layout *L)
     free(L->dsp);
     free(L->bcut);
     free(L->single);
+    free(L->shard);
+    free(L->sblock);
     memset(L, 0, sizeof *L);
 }
 
@@ -88,32 +90,44 @@ int dm_layout_build(dm_layout *L, int K, size_t nparams, const size_t *n, size_t
     }
     bounds[nb] = L->nblocks;
     L->nbuckets = nb;
+    L->shard = (size_t *)malloc(((size_t)K + 1) * sizeof *L->shard);
+    L->sblock = (size_t *)malloc(((size_t)K + 1) * sizeof *L->sblock);
     L->cut = (size_t *)malloc((nb * ((size_t)K + 1) + 1) * sizeof *L->cut);
     L->bcut = (size_t *)malloc((nb * ((size_t)K + 1) + 1) * sizeof *L->bcut);
     L->cnt = (int *)malloc((nb * (size_t)K + 1) * sizeof *L->cnt);
     L->dsp = (int *)malloc((nb * (size_t)K + 1) * sizeof *L->dsp);
     L->single = (size_t *)malloc((nb + 1) * sizeof *L->single);
-    if (!L->cut || !L->bcut || !L->cnt || !L->dsp || !L->single) goto oom;
+    if (!L->shard || !L->sblock || !L->cut || !L->bcut || !L->cnt || !L->dsp || !L->single) goto oom;
 
-    /* Slices: K runs of whole blocks per bucket, cut at the block boundary
-     * nearest to an equal share (never before the previous cut). */
+    /* Shards: rank r owns blocks [sblock[r], sblock[r+1]), one contiguous run,
+     * cut at the block boundary nearest to r/K of the elements (never before
+     * the previous cut): each cut is within half a block of its ideal place,
+     * so every shard is within one block of total/K. */
+    L->shard[0] = 0;
+    L->sblock[0] = 0;
+    for (r = 1, b = 0; r < (size_t)K; r++) {
+        size_t target = L->total / (size_t)K * r + L->total % (size_t)K * r / (size_t)K;
+        size_t j = dm_block_at(L, b, L->nblocks, target);
+        if (j > b && (j == L->nblocks || L->bstart[j] - target > target - L->bstart[j - 1])) j--;
+        L->shard[r] = L->bstart[j];
+        L->sblock[r] = j;
+        b = j;
+    }
+    L->shard[K] = L->total;
+    L->sblock[K] = L->nblocks;
+
+    /* Slices: slice r of a bucket is its intersection with shard r (empty
+     * for the ranks whose shard it misses: a bucket goes to one owner, or to
+     * the few whose shards it straddles). */
     for (k = 0; k < nb; k++) {
         size_t b0 = bounds[k], b1 = bounds[k + 1];
-        size_t x0 = L->bstart[b0], x1 = L->bstart[b1], T = x1 - x0, q = T / (size_t)K, rem = T % (size_t)K;
-        size_t prev = b0;
-        DM_CUT(L, k, 0) = x0;
-        DM_BCUT(L, k, 0) = b0;
-        for (r = 1; r < (size_t)K; r++) {
-            size_t target = x0 + q * r + rem * r / (size_t)K;
-            size_t j = dm_block_at(L, prev, b1, target);
-            if (j > prev && (j == b1 || L->bstart[j] - target > target - L->bstart[j - 1])) j--;
-            if (j < prev) j = prev;
-            DM_CUT(L, k, r) = L->bstart[j];
+        size_t x0 = L->bstart[b0], x1 = L->bstart[b1];
+        for (r = 0; r <= (size_t)K; r++) {
+            size_t x = L->shard[r] < x0 ? x0 : (L->shard[r] > x1 ? x1 : L->shard[r]);
+            size_t j = L->sblock[r] < b0 ? b0 : (L->sblock[r] > b1 ? b1 : L->sblock[r]);
+            DM_CUT(L, k, r) = x;
             DM_BCUT(L, k, r) = j;
-            prev = j;
         }
-        DM_CUT(L, k, K) = x1;
-        DM_BCUT(L, k, K) = b1;
         for (r = 0; r < (size_t)K; r++) {
             L->cnt[k * (size_t)K + r] = (int)DM_SLICE(L, k, r);
             L->dsp[k * (size_t)K + r] = (int)(DM_CUT(L, k, r) - x0);
@@ -144,33 +158,30 @@ static size_t dm_param_at(const dm_layout *L, size_t x)
     return lo;
 }
 
+/* Offsets in a rank's gradient buffer start on 64 bytes. */
+#define DM_ALIGN_ELEMS ((size_t)64 / sizeof(float))
+
 size_t dm_layout_pieces_cap(const dm_layout *L)
 {
     return L->nbuckets + 2 * L->nparams + 1;
 }
 
-size_t dm_layout_pieces(const dm_layout *L, int r, osc_piece *out, size_t *goff)
+size_t dm_layout_pieces(const dm_layout *L, int r, osc_piece *out, size_t *goff, size_t *buf_len)
 {
-    size_t k, count = 0, pos = 0, i;
-    for (k = 0; k < L->nbuckets; k++) {
-        size_t x = DM_CUT(L, k, r), end = DM_CUT(L, k, r + 1);
-        while (x < end) {
-            size_t pi = dm_param_at(L, x), pend = L->off[pi] + L->n[pi], stop = pend < end ? pend : end;
-            size_t a = x - L->off[pi], b = stop - L->off[pi];
-            /* Adjacent in the parameter and in the gradient buffer (the ranks between own nothing): one piece. */
-            if (count > 0 && out[count - 1].param == pi && out[count - 1].b == a) {
-                out[count - 1].b = b;
-            } else {
-                out[count].param = pi;
-                out[count].a = a;
-                out[count].b = b;
-                if (goff) goff[count] = pos;
-                count++;
-            }
-            pos += stop - x;
-            x = stop;
-        }
+    size_t count = 0, pos = 0, i, x = L->shard[r], end = L->shard[r + 1];
+    /* One piece per parameter the shard meets, each at a 64-byte offset. */
+    while (x < end) {
+        size_t pi = dm_param_at(L, x), pend = L->off[pi] + L->n[pi], stop = pend < end ? pend : end;
+        pos = (pos + DM_ALIGN_ELEMS - 1) / DM_ALIGN_ELEMS * DM_ALIGN_ELEMS;
+        out[count].param = pi;
+        out[count].a = x - L->off[pi];
+        out[count].b = stop - L->off[pi];
+        if (goff) goff[count] = pos;
+        count++;
+        pos += stop - x;
+        x = stop;
     }
+    if (buf_len) *buf_len = pos;
     if (r == 0)
         for (i = 0; i < L->nparams; i++)
             if (L->n[i] == 0) {

@@ -71,22 +71,49 @@ static void dm_pack_grad(const optim_mpi *d, size_t i, size_t k, float *dst)
         memset(dst + (lo - x0), 0, (hi - lo) * sizeof(float)); /* a failed hand-over: the step fails anyway */
 }
 
-/* Sum the K copies of this rank's slice of bucket k, in rank order, in double. */
-static void dm_sum_slices(const optim_mpi *d, const float *recv, size_t len, float *dst)
+/* Sum elements [j0, j0 + m) of the K copies of a slice of len elements
+ * (recv holds them one after another, in rank order), in double, in rank
+ * order, and divide by K into dst. */
+static void dm_sum_slices(const optim_mpi *d, const float *recv, size_t len, size_t j0, size_t m, float *dst)
 {
     enum { CH = 512 };
     double acc[CH];
     const double inv = (double)d->K;
-    size_t j0, j;
+    size_t c0, j;
     int q;
-    for (j0 = 0; j0 < len; j0 += CH) {
-        size_t m = len - j0 < CH ? len - j0 : CH;
-        for (j = 0; j < m; j++) acc[j] = (double)recv[j0 + j];
+    for (c0 = 0; c0 < m; c0 += CH) {
+        size_t c = m - c0 < CH ? m - c0 : CH;
+        const float *src = recv + j0 + c0;
+        for (j = 0; j < c; j++) acc[j] = (double)src[j];
         for (q = 1; q < d->K; q++) {
-            const float *src = recv + (size_t)q * len + j0;
-            for (j = 0; j < m; j++) acc[j] += (double)src[j];
+            src = recv + (size_t)q * len + j0 + c0;
+            for (j = 0; j < c; j++) acc[j] += (double)src[j];
         }
-        for (j = 0; j < m; j++) dst[j0 + j] = (float)(acc[j] / inv);
+        for (j = 0; j < c; j++) dst[c0 + j] = (float)(acc[j] / inv);
+    }
+}
+
+/* Stages 1 and 2: the averaged slice of bucket k (elements [me0, me1) of
+ * the flattened vector, in recv K times) into this rank's pieces. */
+static void dm_sum_into_pieces(const optim_mpi *d, const float *recv, size_t me0, size_t me1)
+{
+    size_t lo = 0, hi = d->npieces, j;
+    const osc_piece *q = d->pieces;
+    /* The first piece ending after me0 (pieces are in flattened order; the
+     * zero-length ones at the end are never met). */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (q[mid].param == OSC_NO_PARAM || q[mid].b == q[mid].a ||
+            d->L.off[q[mid].param] + q[mid].b > me0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    for (j = lo; j < d->npieces && q[j].param != OSC_NO_PARAM && q[j].b > q[j].a; j++) {
+        size_t f0 = d->L.off[q[j].param] + q[j].a, f1 = d->L.off[q[j].param] + q[j].b;
+        size_t a = f0 > me0 ? f0 : me0, b = f1 < me1 ? f1 : me1;
+        if (f0 >= me1) break;
+        if (a < b) dm_sum_slices(d, recv, me1 - me0, a - me0, b - a, d->gbuf + d->goff[j] + (a - f0));
     }
 }
 
@@ -122,9 +149,11 @@ static int dm_finish_slot(optim_mpi *d, dm_slot *s)
     rc = dm_wait(d, &s->req, what);
     if (rc != OPTIM_OK) return rc;
     if (s->state == DM_SLOT_REDUCE) {
-        size_t mine = DM_SLICE(&d->L, k, d->rank);
-        float *dst = d->stage == 0 ? d->gbuf + DM_CUT(&d->L, k, d->rank) : d->gbuf + d->mine_off[k];
-        dm_sum_slices(d, s->recv, mine, dst);
+        size_t mine = DM_SLICE(&d->L, k, d->rank), me0 = DM_CUT(&d->L, k, d->rank);
+        if (d->stage == 0)
+            dm_sum_slices(d, s->recv, mine, 0, mine, d->gbuf + me0);
+        else
+            dm_sum_into_pieces(d, s->recv, me0, me0 + mine);
         if (d->stage == 0) {
             /* Every rank needs every averaged gradient: all-gather the bucket in place. */
             int mrc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, d->gbuf + dm_bucket_x0(d, k),

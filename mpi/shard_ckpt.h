@@ -17,7 +17,10 @@
 #include <stdint.h>
 
 #define OSC_MANIFEST "manifest"
-#define OSC_FORMAT 1
+/* Format 2 (contiguous shards) adds the `layout` line; format 1 (one slice
+ * of every bucket per rank) is read as layout "buckets": its pieces are
+ * explicit, so it loads, reshards and merges as any other layout. */
+#define OSC_FORMAT 2
 
 /* Elements [a, b) of the model's parameter `param`: one parameter of a
  * rank's local optimizer. A piece with param == OSC_NO_PARAM is the
@@ -41,6 +44,7 @@ typedef struct osc_manifest {
     char save_id[64];
     int ranks;             /* ranks that wrote a shard */
     int stage;             /* of the run that wrote it (informative) */
+    char layout[16];       /* "whole" (stage 0), "contiguous" (stages 1, 2), "buckets" (format 1) (informative) */
     optim_rule rule;
     size_t ngroups;
     int64_t steps, skipped;

@@ -134,6 +134,7 @@ char *osc_manifest_render(const osc_manifest *m, size_t *len)
     int r;
     osc_put(&b, "optim sharded checkpoint\nformat %u\nlibrary %s\nsave %s\nranks %d\nstage %d\nrule %s\n", m->format,
             m->library, m->save_id, m->ranks, m->stage, optim_rule_name(m->rule));
+    if (m->format >= 2) osc_put(&b, "layout %s\n", m->layout);
     osc_put(&b, "groups %zu\nsteps %lld\nskipped %lld\nparams %zu\n", m->ngroups, (long long)m->steps,
             (long long)m->skipped, m->nparams);
     for (i = 0; i < m->nparams; i++) {
@@ -320,6 +321,16 @@ int osc_manifest_parse(const char *text, size_t len, const char *what, osc_manif
     if (!m->rule) {
         osc_fail(err, OPTIM_EFORMAT, "%s: unknown rule '%s'", what, r.tok[1]);
         goto fail;
+    }
+    if (m->format >= 2) {
+        OSC_TRY(osc_expect(&r, "layout", 2, err));
+        if (strcmp(r.tok[1], "whole") != 0 && strcmp(r.tok[1], "contiguous") != 0) {
+            osc_fail(err, OPTIM_EFORMAT, "%s: line %d: layout '%.40s' (whole or contiguous)", what, r.line, r.tok[1]);
+            goto fail;
+        }
+        snprintf(m->layout, sizeof m->layout, "%.15s", r.tok[1]);
+    } else {
+        snprintf(m->layout, sizeof m->layout, "buckets");
     }
     OSC_TRY(osc_expect(&r, "groups", 2, err));
     OSC_TRY(osc_num(&r, r.tok[1], 1u << 30, &v, err));

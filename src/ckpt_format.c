@@ -150,6 +150,23 @@ static void ck_elems(ck_writer *w, const void *x, size_t n, optim_dtype dtype)
     }
 }
 
+/* n copies of v rounded to dtype, as ck_elems writes them (deferred state:
+ * fresh, never allocated). */
+static void ck_fill(ck_writer *w, double v, size_t n, optim_dtype dtype)
+{
+    double chunk[256];
+    float chunkf[256];
+    size_t i, k;
+    for (i = 0; i < 256; i++) {
+        chunk[i] = v;
+        chunkf[i] = (float)v;
+    }
+    for (i = 0; i < n; i += k) {
+        k = n - i < 256 ? n - i : 256;
+        ck_elems(w, dtype == OPTIM_FLOAT64 ? (const void *)chunk : (const void *)chunkf, k, dtype);
+    }
+}
+
 static void ck_schedule(ck_writer *w, const optim_schedule *s)
 {
     size_t i;
@@ -202,9 +219,11 @@ static void ck_group(ck_writer *w, const optim *o, size_t g)
     if (gr->sched) ck_schedule(w, gr->sched);
 }
 
-static unsigned ck_slot_mask(const optim__param *pa)
+/* The slots written for pa: those it holds, and for state deferred
+ * (optim_set_defer_state) those its group needs, written as fresh state. */
+static unsigned ck_slot_mask(const optim *o, const optim__param *pa)
 {
-    unsigned mask = 0;
+    unsigned mask = pa->deferred ? optim_hparams_slots(&o->groups[pa->group].hp) : 0u;
     int s;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++)
         if (pa->st.slot[s]) mask |= 1u << s;
@@ -214,7 +233,8 @@ static unsigned ck_slot_mask(const optim__param *pa)
 static void ck_param(ck_writer *w, const optim *o, size_t i)
 {
     const optim__param *pa = &o->params[i];
-    unsigned mask = ck_slot_mask(pa);
+    const optim_hparams *hp = &o->groups[pa->group].hp;
+    unsigned mask = ck_slot_mask(o, pa), initialized = pa->st.initialized;
     size_t len = strlen(pa->name), k; /* <= OPTIM_MAX_NAME */
     int s;
     ck_u64(w, (uint64_t)i);
@@ -233,12 +253,22 @@ static void ck_param(ck_writer *w, const optim *o, size_t i)
     }
     ck_u64(w, (uint64_t)pa->st.step);
     ck_f64(w, pa->st.mu_product);
-    ck_u32(w, pa->st.initialized & mask);
+    for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+        int init;
+        if (!((mask >> s) & 1u) || pa->st.slot[s]) continue;
+        (void)optim__slot_initial(hp, s, &init);
+        initialized = init ? initialized | 1u << s : initialized & ~(1u << s);
+    }
+    ck_u32(w, initialized & mask);
     ck_u32(w, mask);
     for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+        int init;
         if (!((mask >> s) & 1u)) continue;
         ck_u32(w, (uint32_t)pa->sdt); /* format 3: the slot's element type */
-        ck_elems(w, pa->st.slot[s], pa->n, pa->sdt);
+        if (pa->st.slot[s])
+            ck_elems(w, pa->st.slot[s], pa->n, pa->sdt);
+        else
+            ck_fill(w, optim__slot_initial(hp, s, &init), pa->n, pa->sdt);
     }
 }
 

@@ -204,6 +204,10 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
         pa->st.step = pp->step;
         pa->st.mu_product = pp->mu_product;
         pa->st.initialized = (pa->st.initialized & ~pp->mask) | pp->initialized;
+        /* The file holds every slot its options need (the reader checks it;
+         * deferred state is written as fresh state), so state deferred by
+         * optim_set_defer_state is allocated now. */
+        pa->deferred = 0;
     }
     o->steps = pl->steps;
     o->skipped = pl->skipped;

@@ -157,7 +157,7 @@ static int optim__grow_slots(optim *o, size_t g, const optim_hparams *hp)
     for (i = 0; i < o->nparams; i++) {
         optim__param *pa = &o->params[i];
         pa->fresh = 0;
-        if (pa->group != g) continue;
+        if (pa->group != g || pa->deferred) continue; /* deferred state gets the slots it needs when allocated */
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((need >> s) & 1u) || pa->st.slot[s]) continue;
             pa->st.slot[s] = (float *)optim__alloc_elems(pa->n, optim_dtype_size(pa->sdt));
@@ -398,7 +398,8 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
         free(pa.name);
         return o->err.code;
     }
-    need = optim_hparams_slots(hp);
+    need = o->defer_state ? 0u : optim_hparams_slots(hp);
+    pa.deferred = o->defer_state;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
         if (!((need >> s) & 1u)) continue;
         pa.st.slot[s] = (float *)optim__alloc_elems(n, optim_dtype_size(pa.sdt));
@@ -599,6 +600,7 @@ static int optim__state_slot(optim *o, const char *fn, size_t i, int s, void **d
     OPTIM__FAIL_IF(s < 0 || s >= optim_rule_slot_count(o->rule), OPTIM__E(o), OPTIM_ERANGE,
                    "%s: slot %d does not exist (%s has %d)", fn, s, optim_rule_name(o->rule),
                    optim_rule_slot_count(o->rule));
+    OPTIM__FORWARD(optim__state_ensure(o, fn, i, i + 1));
     *data = o->params[i].st.slot[s];
     if (dtype) *dtype = o->params[i].sdt;
     if (initialized) *initialized = (int)((o->params[i].st.initialized >> s) & 1u);
@@ -631,6 +633,7 @@ int optim_state_set_initialized(optim *o, size_t i, int s, int initialized)
     OPTIM__FAIL_IF(s < 0 || s >= optim_rule_slot_count(o->rule), OPTIM__E(o), OPTIM_ERANGE,
                    "optim_state_set_initialized: slot %d does not exist (%s has %d)", s, optim_rule_name(o->rule),
                    optim_rule_slot_count(o->rule));
+    OPTIM__FORWARD(optim__state_ensure(o, "optim_state_set_initialized", i, i + 1));
     OPTIM__FAIL_IF(!o->params[i].st.slot[s], OPTIM__E(o), OPTIM_ESTATE,
                    "optim_state_set_initialized: slot %d (%s) of param %zu is not allocated", s,
                    optim_rule_slot_name(o->rule, s), i);
@@ -681,15 +684,98 @@ int optim_param_set_mu_product(optim *o, size_t i, double mu_product)
 int optim_param_reset_state(optim *o, size_t i)
 {
     optim__param *pa;
+    unsigned held = 0;
+    int s;
     if (!o) return OPTIM_ENULL;
     OPTIM__FORWARD(optim__check_param(o, "optim_param_reset_state", i));
     pa = &o->params[i];
     pa->st.step = 0;
     pa->st.mu_product = 1.0;
     pa->st.initialized = 0;
-    optim__state_fill(&o->groups[pa->group].hp, pa->n, &pa->st, optim_hparams_slots(&o->groups[pa->group].hp),
-                      pa->sdt);
+    /* The slots it holds (state deferred by optim_set_defer_state holds none:
+     * it is fresh state not allocated yet). */
+    for (s = 0; s < OPTIM_MAX_SLOTS; s++)
+        if (pa->st.slot[s]) held |= 1u << s;
+    optim__state_fill(&o->groups[pa->group].hp, pa->n, &pa->st, held, pa->sdt);
     return optim__ok(OPTIM__E(o));
+}
+
+/* ---- Deferred state ---------------------------------------------------------- */
+
+int optim_set_defer_state(optim *o, int defer)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(defer != 0 && defer != 1, OPTIM__E(o), OPTIM_EINVAL, "optim_set_defer_state: defer = %d (0 or 1)",
+                   defer);
+    o->defer_state = defer;
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_get_defer_state(const optim *o)
+{
+    return o ? o->defer_state : 0;
+}
+
+int optim__state_ensure(optim *o, const char *fn, size_t first, size_t last)
+{
+    size_t i, j;
+    int s;
+    for (i = first; i < last; i++) {
+        optim__param *pa = &o->params[i];
+        unsigned need;
+        if (!pa->deferred) continue;
+        need = optim_hparams_slots(&o->groups[pa->group].hp);
+        pa->fresh = 0;
+        for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+            if (!((need >> s) & 1u) || pa->st.slot[s]) continue; /* optim_load may have filled some */
+            pa->st.slot[s] = (float *)optim__alloc_elems(pa->n, optim_dtype_size(pa->sdt));
+            if (!pa->st.slot[s]) {
+                for (j = first; j <= i; j++) {
+                    int t;
+                    for (t = 0; t < OPTIM_MAX_SLOTS; t++)
+                        if ((o->params[j].fresh >> t) & 1u) {
+                            optim__free_floats(o->params[j].st.slot[t]);
+                            o->params[j].st.slot[t] = NULL;
+                        }
+                    o->params[j].fresh = 0;
+                }
+                return optim__fail(OPTIM__E(o), OPTIM_ENOMEM,
+                                   "%s: out of memory for %zu %s of state '%s' of param %zu '%s' (its state was "
+                                   "deferred by optim_set_defer_state; nothing was changed)",
+                                   fn, pa->n, pa->sdt == OPTIM_FLOAT64 ? "doubles" : "floats",
+                                   optim_rule_slot_name(o->rule, s), i, pa->name);
+            }
+            pa->fresh |= 1u << s;
+        }
+    }
+    for (i = first; i < last; i++) {
+        optim__param *pa = &o->params[i];
+        if (!pa->deferred) continue;
+        optim__state_fill(&o->groups[pa->group].hp, pa->n, &pa->st, pa->fresh, pa->sdt);
+        pa->fresh = 0;
+        pa->deferred = 0;
+    }
+    return OPTIM_OK;
+}
+
+int optim_param_state_bytes(const optim *o, size_t i, size_t *bytes)
+{
+    int s;
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_get(o, "optim_param_state_bytes", bytes, "bytes", i, o->nparams, "param"));
+    *bytes = 0;
+    for (s = 0; s < OPTIM_MAX_SLOTS; s++)
+        if (o->params[i].st.slot[s]) *bytes += OPTIM__BYTES(o->params[i].n, o->params[i].sdt);
+    return OPTIM_OK;
+}
+
+size_t optim_state_bytes(const optim *o)
+{
+    size_t i, total = 0, b;
+    if (!o) return 0;
+    for (i = 0; i < o->nparams; i++)
+        if (optim_param_state_bytes(o, i, &b) == OPTIM_OK) total += b;
+    return total;
 }
 
 /* ---- Execution settings ----------------------------------------------------- */

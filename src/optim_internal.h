@@ -17,6 +17,7 @@ typedef struct optim__param {
     optim__ctype ct; /* the type the rule's math runs in */
     optim_state st;  /* slots owned, 64-byte aligned, n elements of sdt each (float * for any type) */
     unsigned fresh;  /* slots allocated by the optim_group_set in progress */
+    int deferred;    /* its state is allocated at the first need (optim_set_defer_state), not yet */
     int64_t *dims;   /* owned: the shape given by optim_param_set_shape, or NULL ([n]) */
     size_t ndim;
 } optim__param;
@@ -67,6 +68,7 @@ struct optim {
     size_t cap_blocks;
 
     int64_t steps;
+    int defer_state; /* parameters added now get their state at the first need (optim_set_defer_state) */
     optim_ext_hooks ext; /* optim_ext.h: combine is NULL unless a layered library set it */
     optim_error err;
 };
@@ -114,6 +116,11 @@ int optim__check_float32(optim *o, const char *fn, size_t i, const char *instead
  * (i, name) name it in the error. */
 int optim__check_align(optim *o, const char *fn, const char *what, const void *x, optim_dtype dtype, size_t i,
                        const char *name);
+/* Allocate the deferred state (optim_set_defer_state) of parameters
+ * [first, last): every slot their group's hyperparameters need, filled as
+ * optim_add_param fills it. All or nothing; OPTIM_ENOMEM naming fn and the
+ * parameter. Parameters with state already are left alone. */
+int optim__state_ensure(optim *o, const char *fn, size_t first, size_t last);
 /* optim_step without the NULL check. */
 int optim__step(optim *o);
 /* Index of the parameter holding reduction block b of the tasks built last. */

@@ -226,6 +226,7 @@ int optim__step(optim *o)
     size_t i, total, nblocks;
     optim__step_in in;
     OPTIM__FAIL_IF(o->nparams == 0, OPTIM__E(o), OPTIM_ESTATE, "optim_step: the optimizer has no parameters");
+    OPTIM__FORWARD(optim__state_ensure(o, "optim_step", 0, o->nparams)); /* optim_set_defer_state */
     for (i = 0; i < o->nparams; i++)
         OPTIM__FAIL_IF(o->params[i].g && o->params[i].st.step == INT64_MAX, OPTIM__E(o), OPTIM_ESTATE,
                        "optim_step: the step counter of param %zu '%s' is at its maximum", i, o->params[i].name);

@@ -30,6 +30,8 @@
     TEST_ENTRY(object_skip_null_grad)          \
     TEST_ENTRY(object_options_switched_on)     \
     TEST_ENTRY(object_state_access)            \
+    TEST_ENTRY(object_deferred_state)          \
+    TEST_ENTRY(object_deferred_state_access)   \
     TEST_ENTRY(object_step_with)               \
     TEST_ENTRY(object_rebind)                  \
     TEST_ENTRY(object_errors)                  \

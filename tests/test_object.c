@@ -1,6 +1,7 @@
 /* test_object.c: the optimizer object: groups, parameters, skipping, state
  * access, rebinding, options switched on mid-run, and its errors. */
 #include "grid.h"
+#include "optim_checkpoint.h"
 #include "test.h"
 
 static void fill(float *x, size_t n, test_rng *rng, double scale)
@@ -485,5 +486,232 @@ TEST_IMPL(object_getter_errors)
     ASSERT_OPT_OK(o, optim_param_get_info(o, 0, &info));
     ASSERT(info.n == 2 && strcmp(info.name, "w") == 0);
     optim_free(o);
+    return 0;
+}
+
+/* ---- Deferred state (optim_set_defer_state) ----------------------------------- */
+
+/* Every slot of every parameter of a and b holds the same bits (both allocated). */
+static int same_state(optim *a, optim *b, const char *what)
+{
+    size_t i;
+    int s;
+    for (i = 0; i < optim_param_count(a); i++)
+        for (s = 0; s < optim_rule_slot_count(optim_get_rule(a)); s++) {
+            float *x = NULL, *y = NULL;
+            int ix = 0, iy = 0;
+            optim_param_info info;
+            optim_param_get_info(a, i, &info);
+            if (optim_state_slot(a, i, s, &x, &ix) != OPTIM_OK || optim_state_slot(b, i, s, &y, &iy) != OPTIM_OK)
+                FAIL("%s: state access failed: %s / %s", what, optim_errmsg(a), optim_errmsg(b));
+            if (!x != !y || ix != iy || (x && memcmp(x, y, info.n * sizeof(float)) != 0))
+                FAIL("%s: param %zu slot %s differs (allocated %d/%d, initialized %d/%d)", what, i,
+                     optim_rule_slot_name(optim_get_rule(a), s), !!x, !!y, ix, iy);
+        }
+    return 0;
+}
+
+/* A deferred optimizer holds no state until its first step, then steps as the
+ * eager one does, bit for bit, for every rule with most options on. */
+TEST_IMPL(object_deferred_state)
+{
+    enum { N0 = 7, N1 = 9000, N2 = 0, N3 = 33 };
+    const size_t n[4] = {N0, N1, N2, N3};
+    test_rng rng = {test_seed() ^ 0xdef};
+    static float pe[4][N1], pd[4][N1], g[4][N1];
+    int r;
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+        optim_hparams hp;
+        optim *e = NULL, *d = NULL;
+        size_t i, bytes = 1, want = 0;
+        int t;
+        long c = grid_size(grid_for(r)) - 1;
+        while (grid_get(grid_for(r), c, &hp) != 0) c--;
+        ASSERT_OK(optim_create(&e, hp.rule));
+        ASSERT_OK(optim_create(&d, hp.rule));
+        ASSERT_INT(optim_get_defer_state(d), ==, 0);
+        ASSERT_OPT_OK(d, optim_set_defer_state(d, 1));
+        ASSERT_INT(optim_get_defer_state(d), ==, 1);
+        ASSERT_OPT_OK(e, optim_add_group(e, &hp, NULL));
+        ASSERT_OPT_OK(d, optim_add_group(d, &hp, NULL));
+        for (i = 0; i < 4; i++) {
+            fill(pe[i], n[i], &rng, 1.0);
+            memcpy(pd[i], pe[i], n[i] * sizeof(float));
+            ASSERT_OPT_OK(e, optim_add_param(e, 0, pe[i], g[i], n[i], NULL, NULL));
+            ASSERT_OPT_OK(d, optim_add_param(d, 0, pd[i], g[i], n[i], NULL, NULL));
+            ASSERT_OPT_OK(d, optim_param_state_bytes(d, i, &bytes));
+            ASSERT_INT(bytes, ==, 0);
+            want += n[i] * sizeof(float) * (size_t)__builtin_popcount(optim_hparams_slots(&hp));
+        }
+        ASSERT_INT(optim_state_bytes(d), ==, 0);
+        ASSERT_INT(optim_state_bytes(e), ==, want);
+        /* Settings and counters are no state: none of them allocates. */
+        ASSERT_OPT_OK(d, optim_param_reset_state(d, 1));
+        ASSERT_OPT_OK(d, optim_group_set(d, 0, &hp));
+        ASSERT_INT(optim_state_bytes(d), ==, 0);
+        for (t = 0; t < 12; t++) {
+            for (i = 0; i < 4; i++) fill(g[i], n[i], &rng, 1.0);
+            ASSERT_OPT_OK(e, optim_step(e));
+            ASSERT_OPT_OK(d, optim_step(d));
+            ASSERT_INT(optim_state_bytes(d), ==, want);
+        }
+        for (i = 0; i < 4; i++)
+            if (memcmp(pe[i], pd[i], n[i] * sizeof(float)) != 0)
+                FAIL("%s: parameter %zu differs between eager and deferred state", optim_rule_name(hp.rule), i);
+        if (same_state(e, d, optim_rule_name(hp.rule))) return 1;
+        optim_free(e);
+        optim_free(d);
+    }
+    return 0;
+}
+
+/* State access allocates that parameter's state only; the state starts from
+ * the group's hyperparameters at that moment; saving does not allocate, and a
+ * deferred parameter loads as fresh state. */
+TEST_IMPL(object_deferred_state_access)
+{
+    optim *o = NULL, *e = NULL;
+    optim_hparams hp;
+    float p[2][5] = {{1, 2, 3, 4, 5}, {5, 4, 3, 2, 1}}, q[2][5], g[2][5] = {{1, 1, 1, 1, 1}, {2, 2, 2, 2, 2}};
+    float *sum;
+    size_t bytes = 0;
+    void *buf = NULL;
+    size_t size = 0;
+    int init;
+    memcpy(q, p, sizeof p);
+    optim_hparams_init(&hp, OPTIM_ADAGRAD, NULL);
+    hp.initial_accumulator_value = 0.5;
+    ASSERT_OK(optim_create(&o, OPTIM_ADAGRAD));
+    ASSERT_ERR(optim_set_defer_state(o, 2), OPTIM_EINVAL, optim_errmsg(o), "defer = 2");
+    ASSERT_INT(optim_set_defer_state(NULL, 1), ==, OPTIM_ENULL);
+    ASSERT_OPT_OK(o, optim_set_defer_state(o, 1));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p[0], g[0], 5, "a", NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p[1], g[1], 5, "b", NULL));
+    ASSERT_ERR(optim_param_state_bytes(o, 2, &bytes), OPTIM_ERANGE, optim_errmsg(o), "param 2 does not exist");
+    ASSERT_ERR(optim_param_state_bytes(o, 0, NULL), OPTIM_ENULL, optim_errmsg(o), "bytes is NULL");
+    /* A checkpoint of deferred state: fresh state, nothing allocated to write it. */
+    ASSERT_OPT_OK(o, optim_save_buffer(o, &buf, &size));
+    ASSERT_INT(optim_state_bytes(o), ==, 0);
+    /* The accumulator's start follows the group as it is when the state is made. */
+    ASSERT_OPT_OK(o, optim_group_set_hparam(o, 0, OPTIM_HP_INITIAL_ACCUMULATOR_VALUE, 0.25));
+    ASSERT_OPT_OK(o, optim_state_slot(o, 1, 0, &sum, &init));
+    ASSERT(sum && init == 1 && sum[0] == 0.25f && sum[4] == 0.25f);
+    ASSERT((uintptr_t)sum % 64 == 0);
+    /* Allocated state resets as eager state does. */
+    sum[2] = 9.0f;
+    ASSERT_OPT_OK(o, optim_param_reset_state(o, 1));
+    ASSERT(sum[2] == 0.25f);
+    /* Allocated state resets as eager state does. */
+    sum[2] = 9.0f;
+    ASSERT_OPT_OK(o, optim_param_reset_state(o, 1));
+    ASSERT(sum[2] == 0.25f);
+    ASSERT_OPT_OK(o, optim_param_state_bytes(o, 1, &bytes));
+    ASSERT_INT(bytes, ==, 5 * sizeof(float));
+    ASSERT_OPT_OK(o, optim_param_state_bytes(o, 0, &bytes));
+    ASSERT_INT(bytes, ==, 0);
+    ASSERT_INT(optim_state_bytes(o), ==, 5 * sizeof(float));
+    /* optim_state_set_initialized allocates too; then the step allocates the rest. */
+    ASSERT_OPT_OK(o, optim_state_set_initialized(o, 0, 0, 1));
+    ASSERT_INT(optim_state_bytes(o), ==, 10 * sizeof(float));
+    ASSERT_OPT_OK(o, optim_step(o));
+    optim_free(o);
+
+    /* The deferred checkpoint loads into an eager optimizer as fresh state (the saved 0.5 start). */
+    ASSERT_OK(optim_create(&e, OPTIM_ADAGRAD));
+    hp.initial_accumulator_value = 3.0;
+    ASSERT_OPT_OK(e, optim_add_group(e, &hp, NULL));
+    ASSERT_OPT_OK(e, optim_add_param(e, 0, q[0], g[0], 5, "a", NULL));
+    ASSERT_OPT_OK(e, optim_add_param(e, 0, q[1], g[1], 5, "b", NULL));
+    ASSERT_OPT_OK(e, optim_step(e));
+    ASSERT_OPT_OK(e, optim_load_buffer(e, buf, size, OPTIM_MATCH_NAME, "deferred"));
+    ASSERT_OPT_OK(e, optim_state_slot(e, 0, 0, &sum, &init));
+    ASSERT(sum[0] == 0.5f && sum[4] == 0.5f);
+    optim_free(e);
+
+    /* A deferred optimizer loading a checkpoint with state: allocated and read; the same next step. */
+    {
+        optim *a = NULL, *b = NULL;
+        void *full = NULL;
+        size_t fsize = 0;
+        float pa[5] = {1, 2, 3, 4, 5}, pb[5] = {1, 2, 3, 4, 5}, ga[5] = {0.5f, -1, 2, 0, 1};
+        optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+        hp.amsgrad = 1;
+        ASSERT_OK(optim_create(&a, OPTIM_ADAM));
+        ASSERT_OPT_OK(a, optim_add_group(a, &hp, NULL));
+        ASSERT_OPT_OK(a, optim_add_param(a, 0, pa, ga, 5, "w", NULL));
+        ASSERT_OPT_OK(a, optim_step(a));
+        ASSERT_OPT_OK(a, optim_save_buffer(a, &full, &fsize));
+        ASSERT_OK(optim_create(&b, OPTIM_ADAM));
+        ASSERT_OPT_OK(b, optim_set_defer_state(b, 1));
+        hp.amsgrad = 0;
+        ASSERT_OPT_OK(b, optim_add_group(b, &hp, NULL));
+        memcpy(pb, pa, sizeof pb);
+        ASSERT_OPT_OK(b, optim_add_param(b, 0, pb, ga, 5, "w", NULL));
+        ASSERT_OPT_OK(b, optim_load_buffer(b, full, fsize, OPTIM_MATCH_NAME, "full"));
+        ASSERT_INT(optim_state_bytes(b), ==, 3 * 5 * sizeof(float));
+        ASSERT_OPT_OK(a, optim_step(a));
+        ASSERT_OPT_OK(b, optim_step(b));
+        ASSERT(memcmp(pa, pb, sizeof pa) == 0);
+        if (same_state(a, b, "loaded into deferred state")) return 1;
+        free(full);
+        optim_free(a);
+        optim_free(b);
+    }
+    /* A file whose deferred parameter's options need a slot the optimizer
+     * loading it never allocated (AMSGrad there, not here): allocated, fresh,
+     * at the next step, which then equals a fresh optimizer's. */
+    {
+        optim *a = NULL, *b = NULL, *c = NULL;
+        void *dfile = NULL;
+        size_t dsize = 0;
+        float pa[3] = {1, 2, 3}, pb[3] = {1, 2, 3}, pc[3] = {1, 2, 3}, ga[3] = {0.5f, -1, 2};
+        optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+        hp.amsgrad = 1;
+        ASSERT_OK(optim_create(&a, OPTIM_ADAM));
+        ASSERT_OPT_OK(a, optim_set_defer_state(a, 1));
+        ASSERT_OPT_OK(a, optim_add_group(a, &hp, NULL));
+        ASSERT_OPT_OK(a, optim_add_param(a, 0, pa, ga, 3, "w", NULL));
+        ASSERT_OPT_OK(a, optim_save_buffer(a, &dfile, &dsize));
+        ASSERT_OK(optim_create(&c, OPTIM_ADAM));
+        ASSERT_OPT_OK(c, optim_add_group(c, &hp, NULL));
+        ASSERT_OPT_OK(c, optim_add_param(c, 0, pc, ga, 3, "w", NULL));
+        hp.amsgrad = 0;
+        ASSERT_OK(optim_create(&b, OPTIM_ADAM));
+        ASSERT_OPT_OK(b, optim_add_group(b, &hp, NULL));
+        ASSERT_OPT_OK(b, optim_add_param(b, 0, pb, ga, 3, "w", NULL));
+        ASSERT_OPT_OK(b, optim_load_buffer(b, dfile, dsize, OPTIM_MATCH_NAME, "deferred amsgrad"));
+        ASSERT_OPT_OK(b, optim_step(b));
+        ASSERT_OPT_OK(c, optim_step(c));
+        ASSERT(memcmp(pb, pc, sizeof pb) == 0);
+        if (same_state(b, c, "a deferred AMSGrad file")) return 1;
+        free(dfile);
+        optim_free(a);
+        optim_free(b);
+        optim_free(c);
+    }
+#if !defined(__SANITIZE_ADDRESS__)
+    /* State that cannot be allocated: OPTIM_ENOMEM naming the parameter, and
+     * nothing allocated stays (the first parameter's state is released again).
+     * The parameter is never touched, so its memory need not exist. (Not
+     * under AddressSanitizer, which aborts on a request of this size.) */
+    {
+        optim *h = NULL;
+        float small[4] = {0}, *huge = (float *)(uintptr_t)0x10000;
+        optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+        ASSERT_OK(optim_create(&h, OPTIM_ADAM));
+        ASSERT_OPT_OK(h, optim_set_defer_state(h, 1));
+        ASSERT_OPT_OK(h, optim_add_group(h, &hp, NULL));
+        ASSERT_OPT_OK(h, optim_add_param(h, 0, small, NULL, 4, "small", NULL));
+        ASSERT_OPT_OK(h, optim_add_param(h, 0, huge, NULL, (size_t)1 << 38, "huge", NULL));
+        ASSERT_ERR(optim_step(h), OPTIM_ENOMEM, optim_errmsg(h), "param 1 'huge'");
+        ASSERT_INT(optim_state_bytes(h), ==, 0);
+        ASSERT_ERR(optim_state_slot(h, 1, 0, &sum, NULL), OPTIM_ENOMEM, optim_errmsg(h), "deferred");
+        ASSERT_OPT_OK(h, optim_state_slot(h, 0, 0, &sum, NULL));
+        ASSERT_INT(optim_state_bytes(h), ==, 2 * 4 * sizeof(float));
+        optim_free(h);
+    }
+#endif
+    free(buf);
     return 0;
 }

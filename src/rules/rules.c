@@ -309,18 +309,24 @@ void optim__finish(const optim_hparams *hp, optim_state *st)
     if (r->finish) r->finish(hp, st);
 }
 
-void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s, optim_dtype dtype)
+double optim__slot_initial(const optim_hparams *hp, int s, int *initialized)
 {
     const optim__rule_def *r = optim__rule(hp->rule);
     const int lazy = (int)((r->lazy_slots >> s) & 1u);
-    double v = 0.0;
-    size_t i;
     /* Lazy slots (SGD's momentum buffer) are zeroed too, so that no byte of
      * state is ever uninitialised (checkpoints write every byte), but stay
-     * "not initialized": their first step copies the gradient. As torch
-     * fills a state tensor of the parameter's dtype, the value is rounded
-     * once to the slot's type. */
-    if (r->initial && !lazy) v = r->initial(hp, s);
+     * "not initialized": their first step copies the gradient. */
+    *initialized = !lazy;
+    return r->initial && !lazy ? r->initial(hp, s) : 0.0;
+}
+
+void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s, optim_dtype dtype)
+{
+    int init;
+    const double v = optim__slot_initial(hp, s, &init);
+    size_t i;
+    /* As torch fills a state tensor of the parameter's dtype, the value is
+     * rounded once to the slot's type. */
     if (dtype == OPTIM_FLOAT64) {
         double *x = (double *)(void *)st->slot[s];
         for (i = 0; i < n; i++) x[i] = v;
@@ -332,7 +338,7 @@ void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s
         float *x = st->slot[s], vf = (float)v;
         for (i = 0; i < n; i++) x[i] = vf;
     }
-    if (lazy)
+    if (!init)
         st->initialized &= ~(1u << s);
     else
         st->initialized |= 1u << s;

@@ -83,6 +83,11 @@ void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_sta
 /* After the pass: let the rule record what the step initialized. */
 void optim__finish(const optim_hparams *hp, optim_state *st);
 
+/* The value every element of slot s starts from under hp (before its
+ * rounding to the slot's type), and (in *initialized) whether the slot then
+ * counts as initialized (not for lazy slots). */
+double optim__slot_initial(const optim_hparams *hp, int s, int *initialized);
+
 /* Fill slot s of st (n elements of type dtype: OPTIM_FLOAT32 or OPTIM_FLOAT64)
  * with its initial value (as at allocation), whatever the options need; sets
  * its `initialized` bit (cleared for lazy slots). */

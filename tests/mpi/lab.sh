@@ -38,6 +38,9 @@ for o in ("adam", "sam"):
     one = d["state_bytes_one_process"][o]
     assert len(per_rank) == 2 and sum(per_rank) == one, (o, per_rank, one)  # ZeRO-1: the ranks share the state
     assert max(per_rank) < one, (o, per_rank, one)
+    # Each rank's state is its contiguous shard's, and the template optimizer
+    # (deferred state) never held the whole model's: no rank's peak does.
+    assert d["runs"][o]["template_state_bytes_rank0"] == 0, d["runs"][o]
     acc = s["fashion_mnist"][o]["test_accuracy"]
     ref = d["one_process"][o]["test_accuracy"]
     assert abs(acc - ref) <= 0.01, (o, acc, ref)

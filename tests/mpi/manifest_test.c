@@ -41,6 +41,7 @@ static void sample(osc_manifest *m)
     strcpy(m->save_id, "s42-abc");
     m->ranks = 2;
     m->stage = 2;
+    strcpy(m->layout, "contiguous");
     m->rule = OPTIM_ADAMW;
     m->ngroups = 2;
     m->steps = 42;
@@ -104,7 +105,8 @@ int main(void)
     CHECK(rc == OPTIM_OK, "parse: %s", err.message);
     if (rc == OPTIM_OK) {
         CHECK(p.ranks == 2 && p.stage == 2 && p.rule == OPTIM_ADAMW && p.ngroups == 2 && p.steps == 42 &&
-                  p.skipped == 3 && p.nparams == 5 && strcmp(p.save_id, "s42-abc") == 0,
+                  p.skipped == 3 && p.nparams == 5 && strcmp(p.save_id, "s42-abc") == 0 &&
+                  p.format == OSC_FORMAT && strcmp(p.layout, "contiguous") == 0,
               "header fields");
         for (i = 0; i < 5; i++) {
             CHECK(strcmp(p.params[i].name, m.params[i].name) == 0, "name %zu: '%s'", i, p.params[i].name);
@@ -122,6 +124,51 @@ int main(void)
         CHECK(again && len2 == len && memcmp(again, text, len) == 0, "render(parse(x)) == x");
         free(again);
         osc_manifest_free(&p);
+    }
+
+    /* Format 1 (per-bucket slices, before contiguous shards): no layout
+     * line; read as layout "buckets", its pieces as written; renders back
+     * the same. An unknown layout, and a format from the future, are refused
+     * by name. */
+    {
+        char *t1, *t3, *at;
+        size_t l1, l3;
+        m.format = 1;
+        t1 = osc_manifest_render(&m, &l1);
+        CHECK(t1 && strstr(t1, "layout") == NULL && strstr(t1, "format 1\n") != NULL, "format 1 rendering");
+        rc = osc_manifest_parse(t1, l1, "format 1", &p, &err);
+        CHECK(rc == OPTIM_OK, "a format-1 manifest: %s", err.message);
+        if (rc == OPTIM_OK) {
+            CHECK(p.format == 1 && strcmp(p.layout, "buckets") == 0 && p.npieces[1] == 3 &&
+                      memcmp(&p.pieces[1][0], &m.pieces[1][0], sizeof(osc_piece)) == 0,
+                  "format 1 read as layout 'buckets' (%s), its pieces kept", p.layout);
+            again = osc_manifest_render(&p, &len2);
+            CHECK(again && len2 == l1 && memcmp(again, t1, l1) == 0, "format 1: render(parse(x)) == x");
+            free(again);
+            osc_manifest_free(&p);
+        }
+        m.format = OSC_FORMAT;
+        strcpy(m.layout, "strips");
+        t3 = osc_manifest_render(&m, &l3);
+        rc = osc_manifest_parse(t3, l3, "bad layout", &p, &err);
+        CHECK(rc == OPTIM_EFORMAT && strstr(err.message, "layout 'strips'") != NULL, "an unknown layout: %s",
+              err.message);
+        if (rc == OPTIM_OK) osc_manifest_free(&p);
+        strcpy(m.layout, "contiguous");
+        free(t3);
+        t3 = osc_manifest_render(&m, &l3);
+        at = strstr(t3, "format 2\n");
+        CHECK(at != NULL, "format 2 rendering");
+        if (at) {
+            at[7] = '3';
+            reseal(t3, l3);
+            rc = osc_manifest_parse(t3, l3, "future", &p, &err);
+            CHECK(rc == OPTIM_EVERSION && strstr(err.message, "format 3 is newer") != NULL, "format 3: %s",
+                  err.message);
+            if (rc == OPTIM_OK) osc_manifest_free(&p);
+        }
+        free(t1);
+        free(t3);
     }
 
     /* Every prefix is refused. */

@@ -186,11 +186,17 @@ int must(int rc, const char *what, const char *msg)
 /* One process's optimizer over m, as cfg says. */
 optim *build(const cfg *c, model *m, int steps_total)
 {
+    return build_opt(c, m, steps_total, 0);
+}
+
+optim *build_opt(const cfg *c, model *m, int steps_total, int defer)
+{
     optim *o = NULL;
     size_t i;
     int g;
     optim_error err;
     must(optim_create(&o, c->rule), "optim_create", "");
+    must(optim_set_defer_state(o, defer), "optim_set_defer_state", optim_errmsg(o));
     for (g = 0; g < 2; g++) {
         optim_hparams hp;
         hparams_for(&hp, c->rule, (size_t)g);
@@ -324,8 +330,14 @@ void run_open(run *R, const cfg *c, int stage, const size_t *sizes, size_t np, i
     model_init(&R->m, sizes, np, R->seed, g_rank * 0.25f);
     model_init(&R->rm, sizes, np, R->seed, 0.0f);
     R->ref = build(c, &R->rm, steps_total);
-    opt = build(c, &R->m, steps_total);
+    /* Half the configurations describe the model with deferred state (the
+     * way to keep every rank's peak memory to its shard's), half eagerly. */
+    R->deferred = (c - cfgs) % 2 == 0;
+    opt = build_opt(c, &R->m, steps_total, R->deferred);
     must(optim_mpi_create_with(&R->d, opt, MPI_COMM_WORLD, stage, opts, &err), "optim_mpi_create", err.message);
+    /* Deferred: nothing, not even optim_mpi_create, allocated opt's state. */
+    CHECK(!R->deferred || optim_state_bytes(opt) == 0, "%s stage %d: opt holds %zu bytes of state after create",
+          c->name, stage, optim_state_bytes(opt));
     optim_free(opt); /* d needs nothing of it */
     if (c->sam_p > 0) {
         must(optim_sam_create(&R->rsam, R->ref, 0.05, c->sam_p, c->sam_adaptive, 0.01, &err), "sam", err.message);
@@ -396,6 +408,90 @@ static int any_failure(long before)
     return all != 0;
 }
 
+/* Stages 1 and 2: this rank's shard is one contiguous range of the
+ * flattened parameters starting at a reduction block, the ranks' ranges
+ * follow one another in rank order over the whole vector, each within one
+ * block (8192 elements) of total / K; the local optimizer's parameters are
+ * that range, in order, each pointing into the caller's parameter at its
+ * place, with its averaged gradient on 64 bytes. (Collective.) */
+static void check_shard(const char *what, optim_mpi *d, const model *m)
+{
+    optim *local = optim_mpi_local(d);
+    size_t first = 0, count = 0, total = 0, i, k, cursor, off[NP_MAX + 1];
+    unsigned long long mine[2], *all = (unsigned long long *)calloc(2 * (size_t)g_size, sizeof *all);
+    int r, block_start = 0;
+    CHECK(optim_mpi_shard(d, &first, &count) == OPTIM_OK, "%s: optim_mpi_shard failed", what);
+    CHECK(optim_mpi_shard(d, NULL, &count) == OPTIM_ENULL && optim_mpi_shard(NULL, &first, &count) == OPTIM_ENULL,
+          "%s: optim_mpi_shard accepts NULL", what);
+    CHECK(optim_mpi_shard_elements(d) == count, "%s: optim_mpi_shard_elements %zu, optim_mpi_shard's count %zu", what,
+          optim_mpi_shard_elements(d), count);
+    for (i = 0; i < m->np; i++) {
+        off[i] = total;
+        total += m->n[i];
+    }
+    off[m->np] = total;
+    mine[0] = first;
+    mine[1] = count;
+    MPI_Allgather(mine, 2, MPI_UNSIGNED_LONG_LONG, all, 2, MPI_UNSIGNED_LONG_LONG, MPI_COMM_WORLD);
+    for (r = 0, cursor = 0; r < g_size; r++) {
+        CHECK(all[2 * r] == cursor, "%s: rank %d's shard starts at %llu, rank %d's ended at %zu", what, r, all[2 * r],
+              r - 1, cursor);
+        CHECK(all[2 * r + 1] + 8192 >= total / (size_t)g_size && all[2 * r + 1] <= total / (size_t)g_size + 8192,
+              "%s: rank %d's shard holds %llu of %zu elements (%d ranks): not within one block", what, r,
+              all[2 * r + 1], total, g_size);
+        cursor = (size_t)(all[2 * r] + all[2 * r + 1]);
+    }
+    CHECK(cursor == total, "%s: the shards end at %zu of %zu elements", what, cursor, total);
+    free(all);
+    for (i = 0; i < m->np; i++)
+        if (first >= off[i] && first < off[i] + m->n[i]) block_start = (first - off[i]) % 8192 == 0;
+    CHECK(block_start || count == 0 || first == total, "%s: the shard starts at element %zu, not at a reduction block",
+          what, first);
+    for (k = 0, cursor = first; k < optim_param_count(local); k++) {
+        optim_param_info info;
+        size_t pi, a = 0, b = 0;
+        optim_param_get_info(local, k, &info);
+        if (strcmp(info.name, "[empty]") == 0 || info.n == 0) continue;
+        if (sscanf(info.name, "p%zu[%zu:%zu]", &pi, &a, &b) != 3 || pi >= m->np) {
+            FAILF("%s: local parameter %zu is named '%s'", what, k, info.name);
+            continue;
+        }
+        CHECK(off[pi] + a == cursor, "%s: local parameter %zu (%s) starts at flattened element %zu, the shard's next is %zu",
+              what, k, info.name, off[pi] + a, cursor);
+        CHECK(info.param == m->w[pi] + a, "%s: local parameter %s does not point at its place", what, info.name);
+        CHECK((uintptr_t)info.grad % 64 == 0, "%s: the averaged gradient of %s is not on 64 bytes (%p)", what,
+              info.name, (const void *)info.grad);
+        cursor = off[pi] + b;
+    }
+    CHECK(cursor == first + count, "%s: the local parameters end at %zu, the shard at %zu", what, cursor, first + count);
+}
+
+/* The state a rank holds is its shard's: through the public API, each local
+ * piece holds its share of what one process holds for the parameter, and
+ * (stages 1 and 2) the ranks' bytes add up to one process's. (Collective.) */
+static void check_state_bytes(const char *what, optim_mpi *d, optim *ref, int stage)
+{
+    optim *local = optim_mpi_local(d);
+    size_t k, want = 0, got = optim_mpi_state_bytes(d);
+    unsigned long long mine = got, all = 0;
+    for (k = 0; k < optim_param_count(local); k++) {
+        optim_param_info info;
+        size_t pi, a = 0, b = 0, rb = 0;
+        optim_param_get_info(local, k, &info);
+        if (sscanf(info.name, "p%zu[%zu:%zu]", &pi, &a, &b) != 3 || info.n == 0) continue;
+        optim_param_state_bytes(ref, pi, &rb);
+        optim_param_get_info(ref, pi, &info);
+        want += rb / info.n * (b - a);
+    }
+    CHECK(got == want && got == optim_state_bytes(local),
+          "%s stage %d: rank %d holds %zu bytes of state (its local optimizer %zu), its shard's share is %zu", what,
+          stage, g_rank, got, optim_state_bytes(local), want);
+    MPI_Allreduce(&mine, &all, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+    CHECK(all == (unsigned long long)optim_state_bytes(ref) * (stage == 0 ? (unsigned long long)g_size : 1ull),
+          "%s stage %d: the ranks hold %llu bytes of state, one process %zu", what, stage, all,
+          optim_state_bytes(ref));
+}
+
 static int cmd_steps(int steps)
 {
     size_t c;
@@ -407,9 +503,11 @@ static int cmd_steps(int steps)
             long before = g_failures;
             run_open(&R, &cfgs[c], stage, sizes_big, sizeof sizes_big / sizeof sizes_big[0], steps, &opts);
             compare("after create", -1, R.d, &R.m, R.ref, &R.rm);
+            if (stage > 0) check_shard(cfgs[c].name, R.d, &R.m);
+            check_state_bytes(cfgs[c].name, R.d, R.ref, stage);
             if (stage > 0 && c == 0 && g_rank == 0)
                 printf("layout: %zu buckets, %zu of %zu elements on rank 0\n", optim_mpi_bucket_count(R.d),
-                       optim_mpi_shard_elements(R.d), (size_t)81146);
+                       optim_mpi_shard_elements(R.d), (size_t)80846);
             for (t = 0; t < steps && !any_failure(before); t++) run_step(&R, t, g_size);
             if (g_rank == 0)
                 printf("%-28s stage %d: %d steps %s (state %zu bytes on rank 0)\n", cfgs[c].name, stage, steps,
@@ -424,6 +522,7 @@ static int cmd_steps(int steps)
         optim_mpi_options_init(&o);
         run_open(&R, cfg_find("sam-adam-clip"), stage, sizes_tiny, sizeof sizes_tiny / sizeof sizes_tiny[0], steps,
                  &o);
+        check_shard("tiny model", R.d, &R.m);
         for (t = 0; t < steps && !any_failure(before); t++) run_step(&R, t, g_size);
         if (g_rank == 0)
             printf("tiny model (%zu elements on rank 0) stage %d: %s\n", optim_mpi_shard_elements(R.d), stage,

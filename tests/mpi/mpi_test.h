@@ -63,6 +63,8 @@ void hparams_for(optim_hparams *hp, optim_rule rule, size_t group);
 int must(int rc, const char *what, const char *msg);
 /* One process's optimizer over m, as the configuration says. */
 optim *build(const cfg *c, model *m, int steps_total);
+/* build, with optim_set_defer_state(o, defer) before the parameters. */
+optim *build_opt(const cfg *c, model *m, int steps_total, int defer);
 int same_bits(float a, float b);
 int same_bits_d(double a, double b);
 /* Everything the distributed run holds against the reference. */
@@ -79,6 +81,7 @@ typedef struct run {
     optim_mpi *d;
     uint64_t seed;
     int steps_total;
+    int deferred; /* opt was built with optim_set_defer_state(opt, 1) */
 } run;
 
 optim_mpi_options small_buckets(void);

@@ -271,6 +271,10 @@ int cmd_timeout(void)
     if (optim_mpi_step(R.d) != OPTIM_OK) {
         fprintf(stderr, "rank %d: %s: %s\n", g_rank, optim_err_name(optim_mpi_errcode(R.d)), optim_mpi_errmsg(R.d));
         fflush(stderr);
+        /* Rank 0's report is the one checked: the others leave it time to
+         * finish its probe (on a loaded machine their timeouts may end
+         * first, and an abort ends every rank). */
+        if (g_rank != 0) sleep(10);
         MPI_Abort(MPI_COMM_WORLD, 4);
     }
     run_close(&R);

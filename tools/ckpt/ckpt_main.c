@@ -41,9 +41,9 @@ static int info_dir(const char *dir)
         return 1;
     }
     printf("sharded checkpoint %s (format %u, written by optim %s, save %s)\n", dir, m.format, m.library, m.save_id);
-    printf("  %s, %zu group%s, %lld steps (%lld skipped), written by %d rank%s in stage %d\n", optim_rule_name(m.rule),
-           m.ngroups, m.ngroups == 1 ? "" : "s", (long long)m.steps, (long long)m.skipped, m.ranks,
-           m.ranks == 1 ? "" : "s", m.stage);
+    printf("  %s, %zu group%s, %lld steps (%lld skipped), written by %d rank%s in stage %d (%s shards)\n",
+           optim_rule_name(m.rule), m.ngroups, m.ngroups == 1 ? "" : "s", (long long)m.steps, (long long)m.skipped,
+           m.ranks, m.ranks == 1 ? "" : "s", m.stage, m.layout);
     printf("  %zu parameters:\n", m.nparams);
     for (i = 0; i < m.nparams; i++) {
         printf("    %-4zu %-32s %12zu elements, group %zu", i, m.params[i].name, m.params[i].n, m.params[i].group);

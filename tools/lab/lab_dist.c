@@ -17,11 +17,14 @@
 #include "optim_mpi.h"
 #endif
 
-static optim *build_optim(const lab_mlp *m, const optim_hparams *hp)
+/* defer: optim_set_defer_state (the distributed run's template never
+ * allocates the whole model's state). */
+static optim *build_optim(const lab_mlp *m, const optim_hparams *hp, int defer)
 {
     optim *opt = NULL;
     int l;
     lab_check(optim_create(&opt, hp->rule), "optim_create", NULL);
+    lab_check(optim_set_defer_state(opt, defer), "optim_set_defer_state", optim_errmsg(opt));
     lab_check(optim_add_group(opt, hp, NULL), "optim_add_group", optim_errmsg(opt));
     for (l = 0; l < m->nlayers; l++) {
         char name[32];
@@ -46,7 +49,7 @@ double lab_state_bytes_one_process(lab_ctx *ctx, const lab_optimizer *o, const o
     (void)o;
     lab_mlp_shape(ctx, &nlayers, dims, &batch);
     lab_mlp_init(&m, nlayers, dims, 1);
-    opt = build_optim(&m, hp);
+    opt = build_optim(&m, hp, 0);
     for (i = 0; i < optim_param_count(opt); i++)
         for (s = 0; s < optim_rule_slot_count(hp->rule); s++) {
             float *data = NULL;
@@ -226,6 +229,7 @@ void lab_train_dist(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *h
     lab_rng rng;
     optim *opt;
     optim_mpi *dp = NULL;
+    double template_bytes = 0;
     optim_error err;
     size_t dims[LAB_MLP_MAX_LAYERS + 1], batch, steps_per_epoch, *order, *idx, i, nparams;
     int nlayers, e, log_every;
@@ -254,13 +258,16 @@ void lab_train_dist(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *h
         res->train_loss[e] = res->test_loss[e] = res->test_acc[e] = res->epoch_seconds[e] = NAN;
 
     /* The optimizer as one process builds it; liboptim_mpi takes what it needs. */
-    opt = build_optim(&m, hp);
+    opt = build_optim(&m, hp, 1);
     nparams = optim_param_count(opt);
     if (optim_mpi_create(&dp, opt, MPI_COMM_WORLD, ctx->opt.zero_stage, &err) != OPTIM_OK) {
         fprintf(stderr, "\noptim lab: optim_mpi_create failed: %s\n", err.message);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    optim_free(opt); /* in stages 1 and 2 this frees the whole-model state */
+    /* Deferred state: the template never held any (0 bytes), so no rank's
+     * peak holds the whole model's state. */
+    template_bytes = (double)optim_state_bytes(opt);
+    optim_free(opt);
     if (o->sam) check_mpi(dp, optim_mpi_set_sam(dp, o->rho, 2.0, 0, 0.0), "optim_mpi_set_sam");
 
     order = (size_t *)lab_xmalloc(d->ntrain * sizeof *order);
@@ -331,6 +338,7 @@ void lab_train_dist(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *h
         if (ctx->rank == 0 && facts) {
             double red = st.reductions ? (double)st.reductions : 1;
             lab_json_put(facts, "state_bytes_per_rank", lab_json_numbers(all, (size_t)ctx->ranks));
+            lab_json_set_num(facts, "template_state_bytes_rank0", template_bytes);
             lab_json_set_num(facts, "buckets", (double)optim_mpi_bucket_count(dp));
             lab_json_set_num(facts, "shard_elements_rank0", (double)optim_mpi_shard_elements(dp));
             lab_json_set_num(facts, "reductions", (double)st.reductions);
