@@ -270,15 +270,43 @@ TEST_IMPL(nonfinite_propagates)
 }
 
 /* The seeds' formulas, written in their own notation, are what the library
- * computes with the documented settings. */
+ * computes with the documented settings.
+ *
+ * Each formula runs next to its twin with eps on the other side of the square
+ * root. delta = 0.1 and gradients of order 1 make the two forms differ by
+ * about 1e-3 after six steps, hundreds of times the tolerance: the test
+ * asserts that the twin would fail it, so a library that put eps on the wrong
+ * side could not pass (with delta = 1e-6 both forms agreed to 1e-6). */
+#define SEED_TOL 2e-6
+/* The wrong placement must miss by at least this much. */
+#define SEED_WRONG_MIN (100 * SEED_TOL)
+
+static double seed_rms(double x, double delta, int inside)
+{
+    return inside ? sqrt(x + delta) : sqrt(x) + delta;
+}
+
+/* w against the seed's W; at the last step, the twin W_wrong must be far off. */
+static int seed_check(const char *rule, int t, int last, float w, double W, double W_wrong)
+{
+    if (fabs(w - W) > SEED_TOL) FAIL("%s step %d: %.9g vs seed formula %.9g", rule, t, w, W);
+    if (t == last && !(fabs(W_wrong - W) > SEED_WRONG_MIN))
+        FAIL("%s: the other eps placement gives %.9g vs %.9g: too close for this test to tell them apart", rule,
+             W_wrong, W);
+    if (t == last)
+        printf("  %-8s |w - W| = %.2e, eps on the other side of the root misses by %.2e\n", rule, fabs(w - W),
+               fabs(W_wrong - W));
+    return 0;
+}
+
 TEST_IMPL(seed_formulas)
 {
-    const double eta = 0.1, delta = 1e-6, beta = 0.9, rho = 0.95;
+    const double eta = 0.1, delta = 0.1, beta = 0.9, rho = 0.95;
     const float grads[6] = {0.5f, -1.0f, 0.25f, 2.0f, -0.75f, 1.5f};
     optim_hparams hp;
     optim_state st;
     float w, slot[3][1];
-    double W, r, s, prev_dw;
+    double W, X, r, s, sx;
     int t;
 
     /* AdaGrad: r = r + g^2;  w = w - eta / sqrt(r + delta) * g  (eps inside, r0 = 0). */
@@ -290,13 +318,14 @@ TEST_IMPL(seed_formulas)
     st.slot[0] = slot[0];
     ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
     w = 1.0f;
-    W = 1.0;
+    W = X = 1.0;
     r = 0;
     for (t = 0; t < 6; t++) {
         ASSERT_OK(optim_update(&hp, 1, &w, &grads[t], &st, NULL));
         r = r + (double)grads[t] * grads[t];
-        W = W - eta / sqrt(r + delta) * grads[t];
-        if (fabs(w - W) > 1e-6) FAIL("AdaGrad step %d: %.9g vs seed formula %.9g", t + 1, w, W);
+        W = W - eta / seed_rms(r, delta, 1) * grads[t];
+        X = X - eta / seed_rms(r, delta, 0) * grads[t];
+        if (seed_check("AdaGrad", t + 1, 6, w, W, X)) return 1;
     }
 
     /* RMSProp: r = beta r + (1 - beta) g^2;  w = w - eta / sqrt(r + delta) * g. */
@@ -307,13 +336,14 @@ TEST_IMPL(seed_formulas)
     hp.eps_placement = OPTIM_EPS_INSIDE;
     ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
     w = 1.0f;
-    W = 1.0;
+    W = X = 1.0;
     r = 0;
     for (t = 0; t < 6; t++) {
         ASSERT_OK(optim_update(&hp, 1, &w, &grads[t], &st, NULL));
         r = beta * r + (1 - beta) * grads[t] * grads[t];
-        W = W - eta / sqrt(r + delta) * grads[t];
-        if (fabs(w - W) > 1e-6) FAIL("RMSProp step %d: %.9g vs seed formula %.9g", t + 1, w, W);
+        W = W - eta / seed_rms(r, delta, 1) * grads[t];
+        X = X - eta / seed_rms(r, delta, 0) * grads[t];
+        if (seed_check("RMSProp", t + 1, 6, w, W, X)) return 1;
     }
 
     /* AdaDelta (no learning rate): r = rho r + (1 - rho) g^2;
@@ -325,16 +355,19 @@ TEST_IMPL(seed_formulas)
     st.slot[1] = slot[1];
     ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
     w = 1.0f;
-    W = 1.0;
-    r = s = 0;
+    W = X = 1.0;
+    r = s = sx = 0;
     for (t = 0; t < 6; t++) {
-        double dw;
+        double dw, dx;
         ASSERT_OK(optim_update(&hp, 1, &w, &grads[t], &st, NULL));
         r = rho * r + (1 - rho) * grads[t] * grads[t];
-        dw = -sqrt(s + delta) / sqrt(r + delta) * grads[t];
+        dw = -seed_rms(s, delta, 1) / seed_rms(r, delta, 1) * grads[t];
+        dx = -seed_rms(sx, delta, 0) / seed_rms(r, delta, 0) * grads[t];
         s = rho * s + (1 - rho) * dw * dw;
+        sx = rho * sx + (1 - rho) * dx * dx;
         W = W + dw;
-        if (fabs(w - W) > 1e-6) FAIL("AdaDelta step %d: %.9g vs seed formula %.9g", t + 1, w, W);
+        X = X + dx;
+        if (seed_check("AdaDelta", t + 1, 6, w, W, X)) return 1;
     }
 
     /* Adam: s, r moments; s^ = s / (1 - b1^t), r^ = r / (1 - b2^t);  w = w - eta s^ / (sqrt(r^) + delta). */
@@ -344,9 +377,8 @@ TEST_IMPL(seed_formulas)
     st.slot[2] = slot[2];
     ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
     w = 1.0f;
-    W = 1.0;
+    W = X = 1.0;
     r = s = 0;
-    prev_dw = 0;
     for (t = 1; t <= 6; t++) {
         double sh, rh;
         ASSERT_OK(optim_update(&hp, 1, &w, &grads[t - 1], &st, NULL));
@@ -354,11 +386,10 @@ TEST_IMPL(seed_formulas)
         r = 0.999 * r + 0.001 * grads[t - 1] * grads[t - 1];
         sh = s / (1 - pow(0.9, t));
         rh = r / (1 - pow(0.999, t));
-        prev_dw = -eta * sh / (sqrt(rh) + delta);
-        W = W + prev_dw;
-        if (fabs(w - W) > 1e-6) FAIL("Adam step %d: %.9g vs seed formula %.9g", t, w, W);
+        W = W - eta * sh / seed_rms(rh, delta, 0);
+        X = X - eta * sh / seed_rms(rh, delta, 1);
+        if (seed_check("Adam", t, 6, w, W, X)) return 1;
     }
-    (void)prev_dw;
 
     /* AdamW (the slides' form): dw = -eta s^ / (sqrt(r^) + delta) - eta lambda w. */
     optim_hparams_init(&hp, OPTIM_ADAMW, NULL);
@@ -367,7 +398,7 @@ TEST_IMPL(seed_formulas)
     hp.weight_decay = 0.3;
     ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
     w = 1.0f;
-    W = 1.0;
+    W = X = 1.0;
     r = s = 0;
     for (t = 1; t <= 6; t++) {
         double sh, rh;
@@ -376,8 +407,9 @@ TEST_IMPL(seed_formulas)
         r = 0.999 * r + 0.001 * grads[t - 1] * grads[t - 1];
         sh = s / (1 - pow(0.9, t));
         rh = r / (1 - pow(0.999, t));
-        W = W - eta * sh / (sqrt(rh) + delta) - eta * 0.3 * W;
-        if (fabs(w - W) > 1e-6) FAIL("AdamW step %d: %.9g vs seed formula %.9g", t, w, W);
+        W = W - eta * sh / seed_rms(rh, delta, 0) - eta * 0.3 * W;
+        X = X - eta * sh / seed_rms(rh, delta, 1) - eta * 0.3 * X;
+        if (seed_check("AdamW", t, 6, w, W, X)) return 1;
     }
     return 0;
 }
