@@ -269,6 +269,104 @@ TEST_IMPL(nonfinite_propagates)
     return 0;
 }
 
+/* ---- CPU paths --------------------------------------------------------------------- */
+
+/* 1 if the "flags" line of /proc/cpuinfo lists every flag of `want` (space
+ * separated), 0 if not, -1 if it cannot be read (not Linux). */
+static int cpuinfo_has(const char *want)
+{
+    char line[8192], flag[64];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    int found = -1;
+    const char *w;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "flags", 5) != 0) continue;
+        found = 1;
+        for (w = want; *w; w += strcspn(w, " "), w += strspn(w, " ")) {
+            size_t len = strcspn(w, " ");
+            snprintf(flag, sizeof flag, " %.*s", (int)len, w);
+            /* " flag " or " flag\n" */
+            {
+                const char *at = line;
+                int ok = 0;
+                while ((at = strstr(at, flag)) != NULL) {
+                    char next = at[strlen(flag)];
+                    if (next == ' ' || next == '\n' || next == '\0') {
+                        ok = 1;
+                        break;
+                    }
+                    at++;
+                }
+                if (!ok) found = 0;
+            }
+        }
+        break;
+    }
+    fclose(f);
+    return found;
+}
+
+/* The CPU paths the suites exercise on this machine, on one line (`make test`
+ * prints it first), and checked against the CPU: a dispatch that lost a path
+ * would otherwise let every per-path test pass by running none. A path this
+ * build has but the CPU lacks, or this build lacks, is named "not exercised". */
+TEST_IMPL(cpu_paths)
+{
+    static const struct {
+        optim_isa isa;
+        int built;
+        const char *flags; /* /proc/cpuinfo flags the path needs (x86-64), or NULL */
+    } paths[] = {
+        {OPTIM_ISA_SCALAR, 1, NULL},
+#if defined(OPTIM_HAVE_AVX2)
+        {OPTIM_ISA_AVX2, 1, "avx2 fma"},
+#else
+        {OPTIM_ISA_AVX2, 0, "avx2 fma"},
+#endif
+#if defined(OPTIM_HAVE_AVX512)
+        {OPTIM_ISA_AVX512, 1, "avx2 fma avx512f avx512dq avx512vl"},
+#else
+        {OPTIM_ISA_AVX512, 0, "avx2 fma avx512f avx512dq avx512vl"},
+#endif
+#if defined(OPTIM_HAVE_NEON)
+        {OPTIM_ISA_NEON, 1, NULL},
+#else
+        {OPTIM_ISA_NEON, 0, NULL},
+#endif
+    };
+    char line[512];
+    size_t i, used = 0;
+    const char *env = getenv("OPTIM_ISA");
+    used += (size_t)snprintf(line + used, sizeof line - used, "CPU paths of this build on this machine:");
+    for (i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        int avail = optim_isa_available(paths[i].isa);
+        const char *name = optim_isa_name(paths[i].isa);
+        if (avail && !paths[i].built) FAIL("%s is available but this build has no %s path", name, name);
+        if (paths[i].built && paths[i].flags) {
+            int cpu = cpuinfo_has(paths[i].flags);
+#if defined(__x86_64__)
+            if (cpu == 1 && !avail) FAIL("the CPU has %s, but the %s path is not available", paths[i].flags, name);
+            if (cpu == 0 && avail) FAIL("the %s path is available, but the CPU lacks one of %s", name, paths[i].flags);
+#else
+            (void)cpu;
+#endif
+        }
+        used += (size_t)snprintf(line + used, sizeof line - used, "%s %s %s", i ? "," : "", name,
+                                 avail ? "exercised"
+                                       : paths[i].built ? "not exercised (this CPU cannot run it)"
+                                                        : "not exercised (not in this build)");
+        if (used >= sizeof line) FAIL("line too long");
+    }
+    printf("  %s; default %s\n", line, optim_isa_name(optim_isa_default()));
+    ASSERT(optim_isa_available(OPTIM_ISA_SCALAR));
+    /* OPTIM_ISA picks the default when that path is available. */
+    for (i = 0; env && *env && i < sizeof paths / sizeof paths[0]; i++)
+        if (strcmp(env, optim_isa_name(paths[i].isa)) == 0 && optim_isa_available(paths[i].isa))
+            ASSERT_INT(optim_isa_default(), ==, paths[i].isa);
+    return 0;
+}
+
 /* The seeds' formulas, written in their own notation, are what the library
  * computes with the documented settings.
  *

@@ -32,6 +32,14 @@ static void arrays_free(arrays *a)
     for (i = 0; i < NARR; i++) free(a->x[i]);
 }
 
+/* A path this machine cannot run is said so, never passed over in silence. */
+static int path_exercised(optim_isa isa, const char *test)
+{
+    if (optim_isa_available(isa)) return 1;
+    printf("  %s: CPU path %s not exercised (not in this build, or this CPU lacks it)\n", test, optim_isa_name(isa));
+    return 0;
+}
+
 static double ref_norm(const arrays *a, double p)
 {
     double acc = 0;
@@ -121,7 +129,8 @@ TEST_IMPL(grad_norm_threads_and_paths)
             float *params[NARR];
             size_t i;
             double got;
-            if (!optim_isa_available(isas[t])) continue;
+            if (!(k == 0 ? path_exercised(isas[t], "grad_norm_threads_and_paths") : optim_isa_available(isas[t])))
+                continue;
             optim_hparams_init(&hp, OPTIM_SGD, NULL);
             hp.lr = 0; /* the parameters must not move: they are also the gradients' neighbours */
             ASSERT_OK(optim_create(&o, OPTIM_SGD));
@@ -408,7 +417,9 @@ TEST_IMPL(fused_clip_value_matches_separate)
             int t, s;
             size_t i;
             long c = grid_size(&test_grids[r]) - 1;
-            if (!optim_isa_available(isa)) continue;
+            if (!(r == 0 && k % 2 == 0 ? path_exercised(isa, "fused_clip_value_matches_separate")
+                                       : optim_isa_available(isa)))
+                continue;
             while (grid_get(&test_grids[r], c, &hp) != 0) c--;
             if (arrays_init(&pf, &rng, 1.0) || arrays_init(&g, &rng, 1.0) || arrays_init(&gc, &rng, 1.0) ||
                 arrays_init(&pp, &rng, 1.0))
@@ -1003,7 +1014,8 @@ TEST_IMPL(sam_threads_bit_identical)
                 float *w = (float *)malloc(n * sizeof(float)), *g = (float *)malloc(n * sizeof(float));
                 float *a = (float *)malloc(n * sizeof(float)), *c = (float *)malloc(n * sizeof(float));
                 int t;
-                if (!optim_isa_available(isas[ii])) {
+                if (!(ci == 0 && ti == 0 ? path_exercised(isas[ii], "sam_threads_bit_identical")
+                                         : optim_isa_available(isas[ii]))) {
                     free(w), free(g), free(a), free(c);
                     continue;
                 }
@@ -1143,14 +1155,6 @@ TEST_IMPL(sam_nonfinite_policies)
 }
 
 /* ---- Non-finite gradients under PROPAGATE, as torch ------------------------------ */
-
-/* A path this machine cannot run is said so, never passed over in silence. */
-static int path_exercised(optim_isa isa, const char *test)
-{
-    if (optim_isa_available(isa)) return 1;
-    printf("  %s: CPU path %s not exercised (not in this build, or this CPU lacks it)\n", test, optim_isa_name(isa));
-    return 0;
-}
 
 /* NaN or +-Inf anywhere: every norm is NaN if one element is NaN (torch's sum
  * and max both propagate it), else inf if one is +-Inf; for p = 1, 2, 3, 0.5

@@ -8,6 +8,16 @@ test's id, so that tests are independent of order and selection) is printed
 in its captured output, shown when it fails. To replay a failure:
 
     OPTIM_TEST_SEED=<base seed> /usr/bin/python3 -m pytest python/tests -k <test>
+
+The header also names the CPU path liboptim runs (OPTIM_ISA selects one; a
+name the library cannot run is refused here rather than silently replaced
+by its fallback) and every path, exercised or not (cpu_paths.py).
+
+Under CI (CI=true in the environment, as .ci/run sets it) a skipped test is a
+failure: every dependency of the suite is installed by `make test`
+(scripts/deps.sh test), so a skip there means a missing dependency or a
+broken import. The one justified skip is a CPU path the machine lacks, whose
+reason starts with "not exercised:".
 """
 import os
 import random
@@ -35,8 +45,51 @@ def _base_seed():
 BASE_SEED = _base_seed()
 
 
+CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
+NOT_EXERCISED = "not exercised:"
+
+
+def _cpu_report():
+    try:
+        import cpu_paths
+        return cpu_paths.report()
+    except Exception as exc:  # the tests that need the library fail on their own
+        return "liboptim could not be loaded (%s: %s)" % (type(exc).__name__, exc)
+
+
 def pytest_report_header(config):
-    return "optim: random seed %d (replay with OPTIM_TEST_SEED=%d)" % (BASE_SEED, BASE_SEED)
+    return ["optim: random seed %d (replay with OPTIM_TEST_SEED=%d)" % (BASE_SEED, BASE_SEED),
+            "optim: %s" % _cpu_report(),
+            "optim: CI=%s: %s" % (os.environ.get("CI", ""), "a skip is a failure" if CI else "skips allowed")]
+
+
+def pytest_configure(config):
+    asked = os.environ.get("OPTIM_ISA")
+    if asked:
+        try:
+            import cpu_paths
+            used = cpu_paths.in_use()
+        except Exception:
+            return  # no library: the tests say so
+        if used != asked:
+            raise pytest.UsageError("OPTIM_ISA=%s, but liboptim runs the %s path (this build or CPU lacks %s): "
+                                    "these tests would not exercise the path asked for" % (asked, used, asked))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI, a skip (pytest.skip, skipif, importorskip) fails the test,
+    unless its reason says a CPU path is not exercised."""
+    outcome = yield
+    rep = outcome.get_result()
+    if CI and rep.skipped and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        reason = reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+        if not reason.startswith(NOT_EXERCISED):
+            rep.outcome = "failed"
+            rep.longrepr = ("skipped under CI (CI=%s), which counts as a failure: every dependency of the suite "
+                            "is installed by `make test` (scripts/deps.sh test). Reason given: %s"
+                            % (os.environ.get("CI"), reason))
 
 
 @pytest.fixture

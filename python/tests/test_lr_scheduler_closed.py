@@ -18,12 +18,7 @@ from optim._schedule import Schedule, ScheduleArgumentError
 # Jumping with step(epoch) and stepping without an optimizer step are on purpose here.
 pytestmark = pytest.mark.filterwarnings("ignore:The epoch parameter", "ignore:Detected call of")
 
-try:
-    from optim.torch import SGD as OptimSGD, Adam as OptimAdam
-    OPTIM_TORCH = None
-except Exception as exc:  # the optimizer classes are another part of the package
-    OptimSGD = OptimAdam = None
-    OPTIM_TORCH = "optim.torch's optimizers are not importable yet (%s: %s)" % (type(exc).__name__, exc)
+from optim.torch import SGD as OptimSGD, Adam as OptimAdam  # an import error fails this file, never skips it
 
 
 def make_opt(lrs=(0.1, 0.03), momentum=0.9):
@@ -392,7 +387,6 @@ def test_drives_torch_sgd(name):
     assert torch.allclose(po, pt, rtol=1e-5, atol=1e-6) and torch.allclose(qo, qt, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(OptimSGD is None, reason=OPTIM_TORCH or "")
 @pytest.mark.parametrize("name", sorted(WITH_OPTIM))
 def test_drives_optim_torch_sgd(name):
     """Our scheduler on optim.torch.SGD (the C optimizer) against torch's
@@ -404,7 +398,6 @@ def test_drives_optim_torch_sgd(name):
     assert torch.allclose(po, pt, rtol=1e-5, atol=1e-6) and torch.allclose(qo, qt, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(OptimAdam is None, reason=OPTIM_TORCH or "")
 def test_one_cycle_betas_optim_torch_adam():
     """OneCycleLR cycles beta1 of optim.torch.Adam as of torch.optim.Adam."""
     make = lambda m, o: m.OneCycleLR(o, 0.01, total_steps=TRAIN_STEPS, three_phase=True)  # noqa: E731
