@@ -20,11 +20,11 @@ Statuses (the last column of the table):
   BROKEN        the mutated tree does not build (fix the mutant).
 The exit status is 0 only when every mutant is killed.
 
---full runs, for each mutant, every test of the labels its tests belong to (the C
-suites' label c, the whole Python suite for Python tests, each per-path run of
-python/tests/run_path.py) and lists every test that failed: a check that the
-per-mutant lists are honest (the listed killer is among them) and not missing a
-cheaper killer. It is slow (minutes per mutant).
+--full runs, for each mutant, the whole C label (every C suite) when a C test is
+listed, every listed Python file in full (on the listed CPU path), and any other
+listed CTest test, and lists every test that failed: a check that the per-mutant
+lists are honest (the listed killer is among them, and no other test of the C
+suites kills a mutant said to survive them). It is slow (minutes per mutant).
 
 Test names in the list:
   c.NAME            a CTest test (any CTest name: examples.quickstart, python.path.avx2, ...)
@@ -59,7 +59,9 @@ class Mutant:
 def parse(path):
     """The mutants of `path`: blocks that start with '=== ID', then 'file:',
     'what:', 'tests:' (one or more lines), then '--- old' and '+++ new' blocks
-    taken verbatim up to the next marker (trailing blank lines dropped)."""
+    taken verbatim up to the next marker ('--- old', '+++ new', '=== ID', or a
+    '### ' section heading; trailing blank lines dropped). Lines starting
+    with '#' are comments outside the old and new blocks only."""
     mutants, cur, block = [], None, None
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
@@ -69,9 +71,12 @@ def parse(path):
             mutants.append(cur)
             block = None
             continue
+        if line.startswith("### "):  # a section heading ends the mutant before it
+            cur, block = None, None
+            continue
         if cur is None:
             if line.strip() and not line.startswith("#"):
-                raise SystemExit("%s:%d: text before the first '=== ID' line" % (path, n))
+                raise SystemExit("%s:%d: text outside a mutant (a mutant starts with '=== ID')" % (path, n))
             continue
         if line == "--- old":
             cur.old, block = [], "old"
@@ -190,10 +195,13 @@ def full_run(tests, src, bld, log):
     """Every test of the labels of `tests`; returns the names that failed."""
     failed = []
     labels = set()
+    files = {}
     for t in tests:
-        m = re.match(r"^py(?:@(\w+))?:", t)
+        m = re.match(r"^py(?:@(\w+))?:([^:]+)", t)
         if m:
-            labels.add("py@" + m.group(1) if m.group(1) else "py")
+            lab = "py@" + m.group(1) if m.group(1) else "py"
+            labels.add(lab)
+            files.setdefault(lab, set()).add(m.group(2))
         elif t.startswith("c."):
             labels.add("c")
         else:
@@ -207,9 +215,9 @@ def full_run(tests, src, bld, log):
             failed += re.findall(r"^\s*\d+ - (\S+) \(", tail, re.M)
         elif lab.startswith("py"):
             isa = lab[3:] if lab.startswith("py@") else None
-            r = subprocess.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf",
-                                os.path.join(src, "python", "tests")], cwd=src, env=env_for(src, bld, isa),
-                               capture_output=True, text=True)
+            r = subprocess.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf"]
+                               + [os.path.join(src, f) for f in sorted(files[lab])], cwd=src,
+                               env=env_for(src, bld, isa), capture_output=True, text=True)
             log.write(r.stdout + r.stderr)
             failed += ["%s:%s" % (lab, x) for x in re.findall(r"^FAILED (\S+)", r.stdout, re.M)]
             if r.returncode not in (0, 1):
@@ -324,8 +332,7 @@ def main():
                     res = "BROKEN (does not build)"
                 elif args.full:
                     killers = full_run(m.tests, src, bld, log)
-                    listed = [t for t in m.tests if t in killers or any(x.endswith(t.split(":", 1)[-1])
-                                                                        for x in killers)]
+                    listed = [t for t in m.tests if t in killers or any(t.split(":", 1)[-1] in x for x in killers)]
                     res = ("killed by %s" % ", ".join(killers)) if killers else "SURVIVED"
                     if killers and not listed:
                         res += " (none of the listed tests: %s)" % " ".join(m.tests)
