@@ -220,8 +220,8 @@ def full_run(tests, src, bld, log):
                                env=env_for(src, bld, isa), capture_output=True, text=True)
             log.write(r.stdout + r.stderr)
             failed += ["%s:%s" % (lab, x) for x in re.findall(r"^FAILED (\S+)", r.stdout, re.M)]
-            if r.returncode not in (0, 1):
-                failed.append("%s:(pytest exit %d)" % (lab, r.returncode))
+            if r.returncode not in (0, 1):  # not a test failure: the whole run of these files failed
+                failed += ["%s:%s (pytest exit %d)" % (lab, f, r.returncode) for f in sorted(files[lab])]
         else:
             name = lab[len("ctest:"):]
             if not run_test(name, src, bld, log):
@@ -332,7 +332,9 @@ def main():
                     res = "BROKEN (does not build)"
                 elif args.full:
                     killers = full_run(m.tests, src, bld, log)
-                    listed = [t for t in m.tests if t in killers or any(t.split(":", 1)[-1] in x for x in killers)]
+                    listed = [t for t in m.tests if t in killers or any(
+                        t.split(":", 1)[-1] in x or (t.split(":", 1)[-1].split("::")[0] in x and "pytest exit" in x)
+                        for x in killers)]
                     res = ("killed by %s" % ", ".join(killers)) if killers else "SURVIVED"
                     if killers and not listed:
                         res += " (none of the listed tests: %s)" % " ".join(m.tests)
