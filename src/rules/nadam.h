@@ -11,20 +11,19 @@
  *   p = p - lr (1 - mu_t) / (1 - P_t) * g / denom - lr mu_{t+1} / (1 - P_t mu_{t+1}) * m / denom
  * Slots: 0 exp_avg, 1 exp_avg_sq; scalar state mu_product.
  */
-#ifndef OPTIM_RULE_NADAM_MATH
-#define OPTIM_RULE_NADAM_MATH
+#ifndef OPTIM_RULE_NADAM_H
+#define OPTIM_RULE_NADAM_H
 #include "rule.h"
 
-#define OPTIM__NADAM_VARIANTS 4u
+#define OPTIM__NADAM_NVARIANTS 4
 
-typedef struct optim__nadam_k {
-    float beta1, one_minus_beta1;
-    float beta2, one_minus_beta2;
-    float bc2;    /* 1 - beta2^t */
-    float coef_g; /* -lr (1 - mu_t) / (1 - P_t) */
-    float coef_m; /* -lr mu_{t+1} / (1 - P_t mu_{t+1}) */
-    float eps;
-} optim__nadam_k;
+#define OPTIM__NADAM_K(X) \
+    X(beta1) X(one_minus_beta1) \
+    X(beta2) X(one_minus_beta2) \
+    X(bc2) /* 1 - beta2^t */ \
+    X(coef_g) /* -lr (1 - mu_t) / (1 - P_t) */ \
+    X(coef_m) /* -lr mu_{t+1} / (1 - P_t mu_{t+1}) */ \
+    X(eps)
 
 OPTIM_INLINE unsigned optim__nadam_reads(unsigned V)
 {
@@ -37,14 +36,17 @@ OPTIM_INLINE unsigned optim__nadam_writes(unsigned V)
     return 3u;
 }
 
-OPTIM_INLINE void optim__nadam_elem(float *p, float g, float *s, const optim__kcommon *c, const optim__nadam_k *k,
+#endif
+
+#ifdef OPTIM__MATH
+OPTIM_INLINE void OPTIM__T(optim__nadam_elem)(R *p, R g, R *s, const optim__kc *c, const OPTIM__KR(nadam) *k,
                                     unsigned V)
 {
-    float pi = *p;
-    float d = optim__grad(g, pi, c, V);
-    float m = s[0] * k->beta1 + k->one_minus_beta1 * d;
-    float v = s[1] * k->beta2 + (k->one_minus_beta2 * d) * d;
-    float denom = optim__rms(v / k->bc2, k->eps, V & OPTIM__V_EPSIN);
+    R pi = *p;
+    R d = optim__grad(g, pi, c, V);
+    R m = s[0] * k->beta1 + k->one_minus_beta1 * d;
+    R v = s[1] * k->beta2 + (k->one_minus_beta2 * d) * d;
+    R denom = optim__rms(v / k->bc2, k->eps, V & OPTIM__V_EPSIN);
     s[0] = m;
     s[1] = v;
     pi = pi * c->decay;
@@ -80,21 +82,21 @@ static void optim__nadam_prepare(const optim_hparams *hp, const optim__step_in *
     double mu_next = hp->beta1 * (1.0 - 0.5 * pow(0.96, (t + 1.0) * hp->momentum_decay));
     (void)c;
     st->mu_product *= mu;
-    k->beta1 = (float)hp->beta1;
-    k->one_minus_beta1 = (float)(1.0 - hp->beta1);
-    k->beta2 = (float)hp->beta2;
-    k->one_minus_beta2 = (float)(1.0 - hp->beta2);
-    k->bc2 = (float)(1.0 - pow(hp->beta2, t));
-    k->coef_g = (float)(-in->lr * (1.0 - mu) / (1.0 - st->mu_product));
-    k->coef_m = (float)(-in->lr * mu_next / (1.0 - st->mu_product * mu_next));
-    k->eps = (float)hp->eps;
+    k->beta1 = hp->beta1;
+    k->one_minus_beta1 = 1.0 - hp->beta1;
+    k->beta2 = hp->beta2;
+    k->one_minus_beta2 = 1.0 - hp->beta2;
+    k->bc2 = 1.0 - pow(hp->beta2, t);
+    k->coef_g = -in->lr * (1.0 - mu) / (1.0 - st->mu_product);
+    k->coef_m = -in->lr * mu_next / (1.0 - st->mu_product * mu_next);
+    k->eps = hp->eps;
 }
 
 static const optim__rule_def optim__nadam_def = {
-    OPTIM_NADAM, "nadam", "NAdam",
-    OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
-        OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(DECOUPLED_WEIGHT_DECAY) | OPTIM__USES(MOMENTUM_DECAY) |
-        OPTIM__USES(MAXIMIZE),
-    2, {"exp_avg", "exp_avg_sq"}, 0u, 1,
-    optim__nadam_defaults, NULL, optim__nadam_slots, NULL, optim__nadam_prepare, NULL};
+    .id = OPTIM_NADAM, .name = "nadam", .torch_name = "NAdam",
+    .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) |
+            OPTIM__USES(EPS_PLACEMENT) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(DECOUPLED_WEIGHT_DECAY) |
+            OPTIM__USES(MOMENTUM_DECAY) | OPTIM__USES(MAXIMIZE),
+    .nslots = 2, .slot_names = {"exp_avg", "exp_avg_sq"}, .has_step = 1,
+    .defaults = optim__nadam_defaults, .slots = optim__nadam_slots, .prepare = optim__nadam_prepare};
 #endif
