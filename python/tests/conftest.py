@@ -18,6 +18,11 @@ failure: every dependency of the suite is installed by `make test`
 (scripts/deps.sh test), so a skip there means a missing dependency or a
 broken import. The one justified skip is a CPU path the machine lacks, whose
 reason starts with "not exercised:".
+
+OPTIM_TEST_SAMPLE=k keeps the first, the last and every k-th case of each
+parametrized test (run_path.py sets it for the per-CPU-path runs, whose every
+variant the C suite already checks bit for bit against the scalar path); the
+header says so, and the deselected cases are counted in pytest's summary.
 """
 import os
 import random
@@ -57,8 +62,42 @@ def _cpu_report():
         return "liboptim could not be loaded (%s: %s)" % (type(exc).__name__, exc)
 
 
+def _sample():
+    env = os.environ.get("OPTIM_TEST_SAMPLE", "")
+    if not env:
+        return 1
+    try:
+        k = int(env)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise pytest.UsageError("OPTIM_TEST_SAMPLE=%r is not a positive integer" % env)
+    return k
+
+
+def pytest_collection_modifyitems(config, items):
+    k = _sample()
+    if k == 1:
+        return
+    by_fn = {}
+    for it in items:
+        by_fn.setdefault((it.fspath, getattr(it, "originalname", it.name)), []).append(it)
+    keep = set()
+    for cases in by_fn.values():
+        for i, it in enumerate(cases):
+            if i % k == 0 or i == len(cases) - 1:
+                keep.add(id(it))
+    dropped = [it for it in items if id(it) not in keep]
+    items[:] = [it for it in items if id(it) in keep]
+    config.hook.pytest_deselected(items=dropped)
+
+
 def pytest_report_header(config):
-    return ["optim: random seed %d (replay with OPTIM_TEST_SEED=%d)" % (BASE_SEED, BASE_SEED),
+    k = _sample()
+    return ["optim: %s" % ("every case of every parametrized test" if k == 1 else
+                           "OPTIM_TEST_SAMPLE=%d: the first, the last and every %dth case of each "
+                           "parametrized test" % (k, k)),
+            "optim: random seed %d (replay with OPTIM_TEST_SEED=%d)" % (BASE_SEED, BASE_SEED),
             "optim: %s" % _cpu_report(),
             "optim: CI=%s: %s" % (os.environ.get("CI", ""), "a skip is a failure" if CI else "skips allowed")]
 
