@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: all build run test deps-build deps-test deps-run clean
+.PHONY: all build run test mutate deps-build deps-test deps-run clean
 
 all: build
 
@@ -23,9 +23,19 @@ build: deps-build
 run: deps-run build
 	$(BUILD)/tools/optim lab
 
-# C and Python suites.
+# C and Python suites. CI=true (set by .ci/run, or `make test CI=true`) turns a test skipped for a
+# missing dependency into a failure; it reaches CMake and the tests through the environment. The first
+# line printed lists the CPU paths the suites exercise on this machine.
 test: deps-test build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@$(BUILD)/tests/optim_tests cpu_paths | sed -n 's/^  //p'
+	cd $(BUILD) && CI=$(CI) ctest --output-on-failure -j $(JOBS)
+
+# Standing mutation testing, not part of test (tens of minutes): every mutant of
+# scripts/mutants/mutants.txt applied to a copy of the tree in build-mutate/, rebuilt, and
+# checked by its tests; a table of what killed each, non-zero exit if one survived or went
+# stale. MUTATE_ARGS: --only ID,..., --full, --check (docs/TESTING.md).
+mutate: deps-test
+	@/usr/bin/python3 scripts/mutants/run.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -13,10 +13,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 out=$1
 secs=${2:-60}
 if ! command -v clang >/dev/null 2>&1; then
-  echo "fuzz.sh: clang is not installed (Debian: clang libclang-rt-14-dev)"
-  if [ "${CI:-}" = true ]; then exit 1; fi
-  echo "fuzz.sh: skipping"
-  exit 77
+  exec "$src/scripts/missing.sh" fuzz.sh "clang is not installed (Debian: clang libclang-rt-14-dev)"
 fi
 cmake -S "$src" -B "$out" -DCMAKE_C_COMPILER=clang -DOPTIM_FUZZ=ON -DOPTIM_BUILD_TESTS=OFF -DOPTIM_BUILD_TOOLS=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

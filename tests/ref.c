@@ -85,7 +85,8 @@ static void ref_adam(const ref_ctx *c, ref_state *st, size_t i, double *p, doubl
     st->v[i] = hp->beta2 * st->v[i] + (1 - hp->beta2) * d * d;
     vv = st->v[i];
     if (hp->amsgrad) {
-        if (st->v[i] > st->vmax[i]) st->vmax[i] = st->v[i];
+        /* torch.maximum (and the authors' torch.max): NaN if either side is NaN. */
+        if (isnan(st->v[i]) || st->v[i] > st->vmax[i]) st->vmax[i] = st->v[i];
         vv = st->vmax[i];
     }
     mhat = hp->bias_correction ? st->m[i] / (1 - c->b1t) : st->m[i];
@@ -129,7 +130,8 @@ static void ref_adabound(const ref_ctx *c, ref_state *st, size_t i, double *p, d
     st->v[i] = hp->beta2 * st->v[i] + (1 - hp->beta2) * d * d;
     vv = st->v[i];
     if (hp->amsgrad) {
-        if (st->v[i] > st->vmax[i]) st->vmax[i] = st->v[i];
+        /* torch.maximum (and the authors' torch.max): NaN if either side is NaN. */
+        if (isnan(st->v[i]) || st->v[i] > st->vmax[i]) st->vmax[i] = st->v[i];
         vv = st->vmax[i];
     }
     step = hp->bias_correction ? c->lr * sqrt(1 - c->b2t) / (1 - c->b1t) : c->lr;

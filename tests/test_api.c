@@ -275,16 +275,142 @@ TEST_IMPL(nonfinite_propagates)
     return 0;
 }
 
+/* ---- CPU paths --------------------------------------------------------------------- */
+
+/* 1 if the "flags" line of /proc/cpuinfo lists every flag of `want` (space
+ * separated), 0 if not, -1 if it cannot be read (not Linux). */
+static int cpuinfo_has(const char *want)
+{
+    char line[8192], flag[64];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    int found = -1;
+    const char *w;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "flags", 5) != 0) continue;
+        found = 1;
+        for (w = want; *w; w += strcspn(w, " "), w += strspn(w, " ")) {
+            size_t len = strcspn(w, " ");
+            snprintf(flag, sizeof flag, " %.*s", (int)len, w);
+            /* " flag " or " flag\n" */
+            {
+                const char *at = line;
+                int ok = 0;
+                while ((at = strstr(at, flag)) != NULL) {
+                    char next = at[strlen(flag)];
+                    if (next == ' ' || next == '\n' || next == '\0') {
+                        ok = 1;
+                        break;
+                    }
+                    at++;
+                }
+                if (!ok) found = 0;
+            }
+        }
+        break;
+    }
+    fclose(f);
+    return found;
+}
+
+/* The CPU paths the suites exercise on this machine, on one line (`make test`
+ * prints it first), and checked against the CPU: a dispatch that lost a path
+ * would otherwise let every per-path test pass by running none. A path this
+ * build has but the CPU lacks, or this build lacks, is named "not exercised". */
+TEST_IMPL(cpu_paths)
+{
+    static const struct {
+        optim_isa isa;
+        int built;
+        const char *flags; /* /proc/cpuinfo flags the path needs (x86-64), or NULL */
+    } paths[] = {
+        {OPTIM_ISA_SCALAR, 1, NULL},
+#if defined(OPTIM_HAVE_AVX2)
+        {OPTIM_ISA_AVX2, 1, "avx2 fma"},
+#else
+        {OPTIM_ISA_AVX2, 0, "avx2 fma"},
+#endif
+#if defined(OPTIM_HAVE_AVX512)
+        {OPTIM_ISA_AVX512, 1, "avx2 fma avx512f avx512dq avx512vl"},
+#else
+        {OPTIM_ISA_AVX512, 0, "avx2 fma avx512f avx512dq avx512vl"},
+#endif
+#if defined(OPTIM_HAVE_NEON)
+        {OPTIM_ISA_NEON, 1, NULL},
+#else
+        {OPTIM_ISA_NEON, 0, NULL},
+#endif
+    };
+    char line[512];
+    size_t i, used = 0;
+    const char *env = getenv("OPTIM_ISA");
+    used += (size_t)snprintf(line + used, sizeof line - used, "CPU paths of this build on this machine:");
+    for (i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        int avail = optim_isa_available(paths[i].isa);
+        const char *name = optim_isa_name(paths[i].isa);
+        if (avail && !paths[i].built) FAIL("%s is available but this build has no %s path", name, name);
+        if (paths[i].built && paths[i].flags) {
+            int cpu = cpuinfo_has(paths[i].flags);
+#if defined(__x86_64__)
+            if (cpu == 1 && !avail) FAIL("the CPU has %s, but the %s path is not available", paths[i].flags, name);
+            if (cpu == 0 && avail) FAIL("the %s path is available, but the CPU lacks one of %s", name, paths[i].flags);
+#else
+            (void)cpu;
+#endif
+        }
+        used += (size_t)snprintf(line + used, sizeof line - used, "%s %s %s", i ? "," : "", name,
+                                 avail ? "exercised"
+                                       : paths[i].built ? "not exercised (this CPU cannot run it)"
+                                                        : "not exercised (not in this build)");
+        if (used >= sizeof line) FAIL("line too long");
+    }
+    printf("  %s; default %s\n", line, optim_isa_name(optim_isa_default()));
+    ASSERT(optim_isa_available(OPTIM_ISA_SCALAR));
+    /* OPTIM_ISA picks the default when that path is available. */
+    for (i = 0; env && *env && i < sizeof paths / sizeof paths[0]; i++)
+        if (strcmp(env, optim_isa_name(paths[i].isa)) == 0 && optim_isa_available(paths[i].isa))
+            ASSERT_INT(optim_isa_default(), ==, paths[i].isa);
+    return 0;
+}
+
 /* The seeds' formulas, written in their own notation, are what the library
- * computes with the documented settings. */
+ * computes with the documented settings.
+ *
+ * Each formula runs next to its twin with eps on the other side of the square
+ * root. delta = 0.1 and gradients of order 1 make the two forms differ by
+ * about 1e-3 after six steps, hundreds of times the tolerance: the test
+ * asserts that the twin would fail it, so a library that put eps on the wrong
+ * side could not pass (with delta = 1e-6 both forms agreed to 1e-6). */
+#define SEED_TOL 2e-6
+/* The wrong placement must miss by at least this much. */
+#define SEED_WRONG_MIN (100 * SEED_TOL)
+
+static double seed_rms(double x, double delta, int inside)
+{
+    return inside ? sqrt(x + delta) : sqrt(x) + delta;
+}
+
+/* w against the seed's W; at the last step, the twin W_wrong must be far off. */
+static int seed_check(const char *rule, int t, int last, float w, double W, double W_wrong)
+{
+    if (fabs(w - W) > SEED_TOL) FAIL("%s step %d: %.9g vs seed formula %.9g", rule, t, w, W);
+    if (t == last && !(fabs(W_wrong - W) > SEED_WRONG_MIN))
+        FAIL("%s: the other eps placement gives %.9g vs %.9g: too close for this test to tell them apart", rule,
+             W_wrong, W);
+    if (t == last)
+        printf("  %-8s |w - W| = %.2e, eps on the other side of the root misses by %.2e\n", rule, fabs(w - W),
+               fabs(W_wrong - W));
+    return 0;
+}
+
 TEST_IMPL(seed_formulas)
 {
-    const double eta = 0.1, delta = 1e-6, beta = 0.9, rho = 0.95;
+    const double eta = 0.1, delta = 0.1, beta = 0.9, rho = 0.95;
     const float grads[6] = {0.5f, -1.0f, 0.25f, 2.0f, -0.75f, 1.5f};
     optim_hparams hp;
     optim_state st;
     float w, slot[3][1];
-    double W, r, s, prev_dw;
+    double W, X, r, s, sx;
     int t;
 
     /* AdaGrad: r = r + g^2;  w = w - eta / sqrt(r + delta) * g  (eps inside, r0 = 0). */
@@ -296,13 +422,14 @@ TEST_IMPL(seed_formulas)
     st.slot[0] = slot[0];
     ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
     w = 1.0f;
-    W = 1.0;
+    W = X = 1.0;
     r = 0;
     for (t = 0; t < 6; t++) {
         ASSERT_OK(optim_update(&hp, 1, &w, &grads[t], &st, NULL));
         r = r + (double)grads[t] * grads[t];
-        W = W - eta / sqrt(r + delta) * grads[t];
-        if (fabs(w - W) > 1e-6) FAIL("AdaGrad step %d: %.9g vs seed formula %.9g", t + 1, w, W);
+        W = W - eta / seed_rms(r, delta, 1) * grads[t];
+        X = X - eta / seed_rms(r, delta, 0) * grads[t];
+        if (seed_check("AdaGrad", t + 1, 6, w, W, X)) return 1;
     }
 
     /* RMSProp: r = beta r + (1 - beta) g^2;  w = w - eta / sqrt(r + delta) * g. */
@@ -313,13 +440,14 @@ TEST_IMPL(seed_formulas)
     hp.eps_placement = OPTIM_EPS_INSIDE;
     ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
     w = 1.0f;
-    W = 1.0;
+    W = X = 1.0;
     r = 0;
     for (t = 0; t < 6; t++) {
         ASSERT_OK(optim_update(&hp, 1, &w, &grads[t], &st, NULL));
         r = beta * r + (1 - beta) * grads[t] * grads[t];
-        W = W - eta / sqrt(r + delta) * grads[t];
-        if (fabs(w - W) > 1e-6) FAIL("RMSProp step %d: %.9g vs seed formula %.9g", t + 1, w, W);
+        W = W - eta / seed_rms(r, delta, 1) * grads[t];
+        X = X - eta / seed_rms(r, delta, 0) * grads[t];
+        if (seed_check("RMSProp", t + 1, 6, w, W, X)) return 1;
     }
 
     /* AdaDelta (no learning rate): r = rho r + (1 - rho) g^2;
@@ -331,16 +459,19 @@ TEST_IMPL(seed_formulas)
     st.slot[1] = slot[1];
     ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
     w = 1.0f;
-    W = 1.0;
-    r = s = 0;
+    W = X = 1.0;
+    r = s = sx = 0;
     for (t = 0; t < 6; t++) {
-        double dw;
+        double dw, dx;
         ASSERT_OK(optim_update(&hp, 1, &w, &grads[t], &st, NULL));
         r = rho * r + (1 - rho) * grads[t] * grads[t];
-        dw = -sqrt(s + delta) / sqrt(r + delta) * grads[t];
+        dw = -seed_rms(s, delta, 1) / seed_rms(r, delta, 1) * grads[t];
+        dx = -seed_rms(sx, delta, 0) / seed_rms(r, delta, 0) * grads[t];
         s = rho * s + (1 - rho) * dw * dw;
+        sx = rho * sx + (1 - rho) * dx * dx;
         W = W + dw;
-        if (fabs(w - W) > 1e-6) FAIL("AdaDelta step %d: %.9g vs seed formula %.9g", t + 1, w, W);
+        X = X + dx;
+        if (seed_check("AdaDelta", t + 1, 6, w, W, X)) return 1;
     }
 
     /* Adam: s, r moments; s^ = s / (1 - b1^t), r^ = r / (1 - b2^t);  w = w - eta s^ / (sqrt(r^) + delta). */
@@ -350,9 +481,8 @@ TEST_IMPL(seed_formulas)
     st.slot[2] = slot[2];
     ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
     w = 1.0f;
-    W = 1.0;
+    W = X = 1.0;
     r = s = 0;
-    prev_dw = 0;
     for (t = 1; t <= 6; t++) {
         double sh, rh;
         ASSERT_OK(optim_update(&hp, 1, &w, &grads[t - 1], &st, NULL));
@@ -360,11 +490,10 @@ TEST_IMPL(seed_formulas)
         r = 0.999 * r + 0.001 * grads[t - 1] * grads[t - 1];
         sh = s / (1 - pow(0.9, t));
         rh = r / (1 - pow(0.999, t));
-        prev_dw = -eta * sh / (sqrt(rh) + delta);
-        W = W + prev_dw;
-        if (fabs(w - W) > 1e-6) FAIL("Adam step %d: %.9g vs seed formula %.9g", t, w, W);
+        W = W - eta * sh / seed_rms(rh, delta, 0);
+        X = X - eta * sh / seed_rms(rh, delta, 1);
+        if (seed_check("Adam", t, 6, w, W, X)) return 1;
     }
-    (void)prev_dw;
 
     /* AdamW (the slides' form): dw = -eta s^ / (sqrt(r^) + delta) - eta lambda w. */
     optim_hparams_init(&hp, OPTIM_ADAMW, NULL);
@@ -373,7 +502,7 @@ TEST_IMPL(seed_formulas)
     hp.weight_decay = 0.3;
     ASSERT_OK(optim_state_init(&hp, 1, &st, NULL));
     w = 1.0f;
-    W = 1.0;
+    W = X = 1.0;
     r = s = 0;
     for (t = 1; t <= 6; t++) {
         double sh, rh;
@@ -382,8 +511,9 @@ TEST_IMPL(seed_formulas)
         r = 0.999 * r + 0.001 * grads[t - 1] * grads[t - 1];
         sh = s / (1 - pow(0.9, t));
         rh = r / (1 - pow(0.999, t));
-        W = W - eta * sh / (sqrt(rh) + delta) - eta * 0.3 * W;
-        if (fabs(w - W) > 1e-6) FAIL("AdamW step %d: %.9g vs seed formula %.9g", t, w, W);
+        W = W - eta * sh / seed_rms(rh, delta, 0) - eta * 0.3 * W;
+        X = X - eta * sh / seed_rms(rh, delta, 1) - eta * 0.3 * X;
+        if (seed_check("AdamW", t, 6, w, W, X)) return 1;
     }
     return 0;
 }

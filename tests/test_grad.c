@@ -31,6 +31,14 @@ static void arrays_free(arrays *a)
     for (i = 0; i < NARR; i++) free(a->x[i]);
 }
 
+/* A path this machine cannot run is said so, never passed over in silence. */
+static int path_exercised(optim_isa isa, const char *test)
+{
+    if (optim_isa_available(isa)) return 1;
+    printf("  %s: CPU path %s not exercised (not in this build, or this CPU lacks it)\n", test, optim_isa_name(isa));
+    return 0;
+}
+
 static double ref_norm(const arrays *a, double p)
 {
     double acc = 0;
@@ -120,7 +128,8 @@ TEST_IMPL(grad_norm_threads_and_paths)
             float *params[NARR];
             size_t i;
             double got;
-            if (!optim_isa_available(isas[t])) continue;
+            if (!(k == 0 ? path_exercised(isas[t], "grad_norm_threads_and_paths") : optim_isa_available(isas[t])))
+                continue;
             optim_hparams_init(&hp, OPTIM_SGD, NULL);
             hp.lr = 0; /* the parameters must not move: they are also the gradients' neighbours */
             ASSERT_OK(optim_create(&o, OPTIM_SGD));
@@ -407,7 +416,9 @@ TEST_IMPL(fused_clip_value_matches_separate)
             int t, s;
             size_t i;
             long c = grid_size(grid_for(r)) - 1;
-            if (!optim_isa_available(isa)) continue;
+            if (!(r == 1 && k % 2 == 0 ? path_exercised(isa, "fused_clip_value_matches_separate")
+                                       : optim_isa_available(isa)))
+                continue;
             while (grid_get(grid_for(r), c, &hp) != 0) c--;
             if (arrays_init(&pf, &rng, 1.0) || arrays_init(&g, &rng, 1.0) || arrays_init(&gc, &rng, 1.0) ||
                 arrays_init(&pp, &rng, 1.0))
@@ -751,5 +762,302 @@ TEST_IMPL(nonfinite_error_names_param)
     ASSERT_OPT_OK(o, optim_step(o));
     ASSERT(isnan(p[1][3]) && !isnan(p[1][4]));
     optim_free(o);
+    return 0;
+}
+
+/* ---- Non-finite gradients under PROPAGATE, as torch ------------------------------ */
+
+/* NaN or +-Inf anywhere: every norm is NaN if one element is NaN (torch's sum
+ * and max both propagate it), else inf if one is +-Inf; for p = 1, 2, 3, 0.5
+ * and inf, the element alone in its array, in a vector body, in a tail, in a
+ * later reduction block; with 1 and 3 threads, and fused on every path. */
+TEST_IMPL(grad_norm_nonfinite_as_torch)
+{
+    static const double ps[] = {1.0, 2.0, 3.0, 0.5, INFINITY};
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_NEON};
+    /* (array, element): a 1-element array, lane 3 of the body, the tail of 1000, block 3 of 65537, the
+     * last element of 65537 (a block of one), the tail of 20000. */
+    static const size_t where[][2] = {{0, 0}, {2, 3}, {2, 999}, {3, 3 * 8192 + 17}, {3, 65536}, {4, 19999}};
+    static const float bads[] = {NAN, INFINITY, -INFINITY};
+    test_rng rng = {test_seed() ^ 0x4af};
+    arrays a;
+    size_t pi, wi, bi, t, ii;
+    if (arrays_init(&a, &rng, 1.0)) FAIL("out of memory");
+    for (ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) path_exercised(isas[ii], "grad_norm_nonfinite_as_torch");
+    for (pi = 0; pi < sizeof ps / sizeof ps[0]; pi++)
+        for (wi = 0; wi < sizeof where / sizeof where[0]; wi++)
+            for (bi = 0; bi < 3; bi++) {
+                float *x = &a.x[where[wi][0]][where[wi][1]], keep = *x;
+                int want_nan = isnan(bads[bi]);
+                *x = bads[bi];
+                for (t = 0; t <= 3; t += 3) {
+                    double got;
+                    ASSERT_OK(optim_grad_norm(NARR, (const float *const *)a.x, arr_n, ps[pi], (int)t, &got, NULL));
+                    if (want_nan ? !isnan(got) : !(isinf(got) && got > 0))
+                        FAIL("p = %g, %g at array %zu element %zu, %zu threads: norm %g (torch: %s)", ps[pi],
+                             bads[bi], where[wi][0], where[wi][1], t, got, want_nan ? "nan" : "inf");
+                }
+                for (ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+                    optim *o = NULL;
+                    optim_hparams hp;
+                    float *params[NARR];
+                    size_t i;
+                    double got;
+                    if (!optim_isa_available(isas[ii])) continue; /* reported above */
+                    optim_hparams_init(&hp, OPTIM_SGD, NULL);
+                    hp.lr = 0;
+                    ASSERT_OK(optim_create(&o, OPTIM_SGD));
+                    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+                    ASSERT_OPT_OK(o, optim_set_isa(o, isas[ii]));
+                    ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 1e30, ps[pi]));
+                    for (i = 0; i < NARR; i++) {
+                        params[i] = (float *)calloc(arr_n[i], sizeof(float));
+                        ASSERT_OPT_OK(o, optim_add_param(o, 0, params[i], a.x[i], arr_n[i], NULL, NULL));
+                    }
+                    ASSERT_OPT_OK(o, optim_step(o));
+                    got = optim_last_grad_norm(o);
+                    if (want_nan ? !isnan(got) : !(isinf(got) && got > 0))
+                        FAIL("p = %g, %g at array %zu element %zu, fused on %s: norm %g (torch: %s)", ps[pi],
+                             bads[bi], where[wi][0], where[wi][1], optim_isa_name(isas[ii]), got,
+                             want_nan ? "nan" : "inf");
+                    for (i = 0; i < NARR; i++) free(params[i]);
+                    optim_free(o);
+                }
+                *x = keep;
+            }
+    arrays_free(&a);
+    return 0;
+}
+
+/* The class of a float for the masks: NaN, +inf, -inf or finite. */
+static int fclass(double x)
+{
+    return isnan(x) ? 'n' : isinf(x) ? (x > 0 ? '+' : '-') : 'f';
+}
+
+/* The clipping a run applies, as torch applies it before the step. */
+typedef struct nf_clip {
+    const char *name;
+    double value; /* clip_grad_value_ when > 0 */
+    double norm;  /* clip_grad_norm_'s norm type when > 0 (max_norm 2) */
+} nf_clip;
+
+enum { NF_PARAMS = 2, NF_STEPS = 6 };
+static const size_t nf_n[NF_PARAMS] = {45, 19};
+
+/* torch.nn.utils.clip_grad_norm_(max_norm 2, p) on float gradients: the
+ * norm's class (NaN if any element is NaN, for every p, since torch's sum and
+ * max both propagate it; inf if one is +-inf), the factor formed in float32
+ * (factor NaN or 0 then), every element multiplied in float. */
+static void nf_clip_norm(float *const *g, double p)
+{
+    double acc = 0;
+    int nan_seen = 0, inf_seen = 0;
+    size_t k, i;
+    float f;
+    for (k = 0; k < NF_PARAMS; k++)
+        for (i = 0; i < nf_n[k]; i++) {
+            double v = fabs((double)g[k][i]);
+            if (isnan(v)) nan_seen = 1;
+            else if (isinf(v)) inf_seen = 1;
+            else if (isinf(p)) acc = v > acc ? v : acc;
+            else acc += pow(v, p);
+        }
+    if (!isinf(p)) acc = pow(acc, 1.0 / p);
+    f = torch_clip_factor(nan_seen ? NAN : inf_seen ? INFINITY : (float)acc, 2.0);
+    for (k = 0; k < NF_PARAMS; k++)
+        for (i = 0; i < nf_n[k]; i++) g[k][i] = g[k][i] * f;
+}
+
+/* One run of hp on one path: the library (propagate) and the double reference
+ * stepped side by side over NF_STEPS steps, NaN and +-Inf gradients at chosen
+ * elements on steps 2 and 3, NaN and +-inf in the parameters and in every
+ * state array before step 4. After every step, the parameter and every state
+ * array of the variant have torch's non-finite mask (ref.c's arithmetic is
+ * torch's IEEE arithmetic element by element), finite elements agree to 1e-4
+ * (relative), and (without norm clipping, which couples elements)
+ * every element never poisoned has exactly the bits of a run that never saw a
+ * bad gradient. The reference is not re-synchronised: over six steps float
+ * rounding stays near 1e-5 of the array's scale (1e-2 of it is the floor near
+ * zero: a momentum buffer sums terms of that size). Returns 0, or 1 after
+ * printing what differed. */
+static int nf_run(const optim_hparams *hp, optim_isa isa, const nf_clip *clip, double *worst)
+{
+    optim *o = NULL, *clean = NULL;
+    float *p[NF_PARAMS], *q[NF_PARAMS], *g[NF_PARAMS], *gq[NF_PARAMS], *gr[NF_PARAMS];
+    double *rp[NF_PARAMS];
+    unsigned char *hit[NF_PARAMS]; /* elements that have had a bad gradient */
+    ref_state rs[NF_PARAMS];
+    unsigned slots = optim_hparams_slots(hp);
+    char desc[256];
+    size_t k, i;
+    int t, s, rc = 1;
+    grid_describe(hp, desc, sizeof desc);
+    ASSERT_OK(optim_create(&o, hp->rule));
+    ASSERT_OK(optim_create(&clean, hp->rule));
+    ASSERT_OPT_OK(o, optim_add_group(o, hp, NULL));
+    ASSERT_OPT_OK(clean, optim_add_group(clean, hp, NULL));
+    ASSERT_OPT_OK(o, optim_set_isa(o, isa));
+    ASSERT_OPT_OK(clean, optim_set_isa(clean, isa));
+    if (clip->value > 0) {
+        ASSERT_OPT_OK(o, optim_set_clip_grad_value(o, clip->value));
+        ASSERT_OPT_OK(clean, optim_set_clip_grad_value(clean, clip->value));
+    }
+    if (clip->norm > 0) {
+        ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 2.0, clip->norm));
+        ASSERT_OPT_OK(clean, optim_set_clip_grad_norm(clean, 2.0, clip->norm));
+    }
+    for (k = 0; k < NF_PARAMS; k++) {
+        p[k] = (float *)malloc(nf_n[k] * sizeof(float));
+        q[k] = (float *)malloc(nf_n[k] * sizeof(float));
+        g[k] = (float *)malloc(nf_n[k] * sizeof(float));
+        gq[k] = (float *)malloc(nf_n[k] * sizeof(float));
+        gr[k] = (float *)malloc(nf_n[k] * sizeof(float));
+        rp[k] = (double *)malloc(nf_n[k] * sizeof(double));
+        hit[k] = (unsigned char *)calloc(nf_n[k], 1);
+        if (!p[k] || !q[k] || !g[k] || !gq[k] || !gr[k] || !rp[k] || !hit[k] || ref_init(&rs[k], hp, nf_n[k]))
+            FAIL("out of memory");
+        for (i = 0; i < nf_n[k]; i++) {
+            p[k][i] = q[k][i] = (float)(0.5 * sin(1.0 + (double)(i * 7 + k)));
+            rp[k][i] = p[k][i];
+        }
+        ASSERT_OPT_OK(o, optim_add_param(o, 0, p[k], g[k], nf_n[k], NULL, NULL));
+        ASSERT_OPT_OK(clean, optim_add_param(clean, 0, q[k], gq[k], nf_n[k], NULL, NULL));
+    }
+    for (t = 1; t <= NF_STEPS; t++) {
+        for (k = 0; k < NF_PARAMS; k++)
+            for (i = 0; i < nf_n[k]; i++) g[k][i] = gq[k][i] = (float)(1.5 * cos((double)(t * 13 + i * 5 + k * 3)));
+        if (t == 2) {
+            g[0][3] = NAN;       /* a vector body on every path */
+            g[0][21] = INFINITY; /* another lane */
+            g[1][18] = -INFINITY; /* a tail */
+        }
+        if (t == 3) {
+            g[0][44] = NAN; /* the tail of 45 on every path */
+            g[1][0] = INFINITY;
+            g[0][21] = -INFINITY; /* the same element again, the other sign */
+        }
+        for (k = 0; k < NF_PARAMS; k++) {
+            for (i = 0; i < nf_n[k]; i++)
+                if (!isfinite(g[k][i])) hit[k][i] = 1;
+            memcpy(gr[k], g[k], nf_n[k] * sizeof(float));
+            if (clip->value > 0)
+                for (i = 0; i < nf_n[k]; i++) {
+                    float v = (float)clip->value, x = gr[k][i];
+                    x = x < -v ? -v : x; /* torch.clamp: NaN stays NaN */
+                    gr[k][i] = x > v ? v : x;
+                }
+        }
+        if (clip->norm > 0) nf_clip_norm(gr, clip->norm);
+        if (t == 4) {
+            /* Non-finite state, as a loaded state_dict or checkpoint may hold: NaN and +inf in
+             * every state array of the variant, NaN and -inf in the parameters; the same in the
+             * reference. AMSGrad's maximum must stay NaN where it is NaN and v is not. */
+            for (s = -1; s < optim_rule_slot_count(hp->rule); s++) {
+                float *d0 = p[0], *d1 = p[1];
+                double *r0 = rp[0], *r1 = rp[1];
+                if (s >= 0) {
+                    if (!((slots >> s) & 1u)) continue;
+                    ASSERT_OPT_OK(o, optim_state_slot(o, 0, s, &d0, NULL));
+                    ASSERT_OPT_OK(o, optim_state_slot(o, 1, s, &d1, NULL));
+                    r0 = ref_slot(&rs[0], s);
+                    r1 = ref_slot(&rs[1], s);
+                    if (!d0 || !d1 || !r0 || !r1) FAIL("%s: slot %d has no array", desc, s);
+                }
+                /* A NaN in v alone (gradients make v NaN only with m, and so p, NaN) shows
+                 * whether AMSGrad's maximum keeps NaN as torch.maximum does. */
+                d0[30 + s] = NAN;
+                r0[30 + s] = d0[30 + s];
+                d1[10 + s] = s < 0 ? -INFINITY : INFINITY;
+                r1[10 + s] = d1[10 + s];
+                hit[0][30 + s] = hit[1][10 + s] = 1;
+            }
+        }
+        ASSERT_OPT_OK(o, optim_step(o));
+        ASSERT_OPT_OK(clean, optim_step(clean));
+        for (k = 0; k < NF_PARAMS; k++) {
+            ref_step(hp, hp->lr, rp[k], gr[k], &rs[k]);
+        }
+        for (k = 0; k < NF_PARAMS; k++)
+            for (s = -1; s < optim_rule_slot_count(hp->rule); s++) {
+                float *d = p[k], *dq = q[k];
+                const double *r = rp[k];
+                double scale = 0;
+                const char *what = "param";
+                if (s >= 0) {
+                    if (!((slots >> s) & 1u)) continue;
+                    ASSERT_OPT_OK(o, optim_state_slot(o, k, s, &d, NULL));
+                    ASSERT_OPT_OK(clean, optim_state_slot(clean, k, s, &dq, NULL));
+                    r = ref_slot(&rs[k], s);
+                    what = optim_rule_slot_name(hp->rule, s);
+                    if (!d || !r) FAIL("%s: slot %s has no array", desc, what);
+                }
+                for (i = 0; i < nf_n[k]; i++)
+                    if (isfinite(r[i])) scale = fmax(scale, fabs(r[i]));
+                for (i = 0; i < nf_n[k]; i++) {
+                    if (fclass(d[i]) != fclass(r[i])) {
+                        fprintf(stderr, "%s on %s, clipping %s, step %d: %s[%zu] of param %zu is %g, torch's is %g\n",
+                                desc, optim_isa_name(isa), clip->name, t, what, i, k, d[i], r[i]);
+                        goto out;
+                    }
+                    if (isfinite(r[i])) {
+                        double e = fabs(d[i] - r[i]) / (fabs(r[i]) + 1e-2 * scale + 1e-30);
+                        if (e > *worst) *worst = e;
+                        if (e > 1e-4) {
+                            fprintf(stderr, "%s on %s, clipping %s, step %d: %s[%zu] of param %zu is %.9g vs %.9g\n",
+                                    desc, optim_isa_name(isa), clip->name, t, what, i, k, d[i], r[i]);
+                            goto out;
+                        }
+                    }
+                    if (clip->norm == 0 && !hit[k][i] && memcmp(&d[i], &dq[i], sizeof(float)) != 0) {
+                        fprintf(stderr, "%s on %s, clipping %s, step %d: %s[%zu] of param %zu is %.9g, %.9g in a run "
+                                "without bad gradients\n", desc, optim_isa_name(isa), clip->name, t, what, i, k,
+                                d[i], dq[i]);
+                        goto out;
+                    }
+                }
+            }
+    }
+    rc = 0;
+out:
+    for (k = 0; k < NF_PARAMS; k++) {
+        free(p[k]), free(q[k]), free(g[k]), free(gq[k]), free(gr[k]), free(rp[k]), free(hit[k]);
+        ref_free(&rs[k]);
+    }
+    optim_free(o);
+    optim_free(clean);
+    return rc;
+}
+
+/* Non-finite gradients under the default policy, as torch: for every rule and
+ * every option combination of the grid, every CPU path, without clipping, with
+ * value clipping and with norm clipping for p = 1, 2, 3 and inf, the parameter
+ * and EVERY state array (AMSGrad's maximum included) are NaN, +inf or -inf
+ * exactly where torch's are, after each step (see nf_run). */
+TEST_IMPL(nonfinite_as_torch)
+{
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_NEON};
+    static const nf_clip clips[] = {{"none", 0, 0},      {"value 0.7", 0.7, 0},   {"norm p=1", 0, 1.0},
+                                    {"norm p=2", 0, 2.0}, {"norm p=3", 0, 3.0},    {"norm p=inf", 0, INFINITY}};
+    size_t ii, ci;
+    int r;
+    for (ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        long runs = 0;
+        double worst = 0;
+        if (!path_exercised(isas[ii], "nonfinite_as_torch")) continue;
+        for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+            long c, size = grid_size(grid_for(r));
+            for (c = 0; c < size; c++) {
+                optim_hparams hp;
+                if (grid_get(grid_for(r), c, &hp) != 0) continue;
+                for (ci = 0; ci < sizeof clips / sizeof clips[0]; ci++) {
+                    if (nf_run(&hp, isas[ii], &clips[ci], &worst)) return 1;
+                    runs++;
+                }
+            }
+        }
+        printf("  %s: %ld runs (rule x options x clipping), worst finite-element error %.2e\n",
+               optim_isa_name(isas[ii]), runs, worst);
+    }
     return 0;
 }

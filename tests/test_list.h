@@ -4,6 +4,7 @@
  * their own test_list_<suite>.h. */
 #define TEST_LIST(TEST_ENTRY)                  \
     TEST_ENTRY(version)                        \
+    TEST_ENTRY(cpu_paths)                      \
     TEST_ENTRY(error_names)                    \
     TEST_ENTRY(hparams_defaults)               \
     TEST_ENTRY(hparams_errors)                 \

@@ -15,6 +15,8 @@
     TEST_ENTRY(fused_clip_value_errors)         \
     TEST_ENTRY(nonfinite_skip_leaves_every_byte) \
     TEST_ENTRY(nonfinite_error_names_param)     \
+    TEST_ENTRY(nonfinite_as_torch)              \
+    TEST_ENTRY(grad_norm_nonfinite_as_torch)    \
     TEST_ENTRY(sam_vs_reference)                \
     TEST_ENTRY(sam_per_group)                   \
     TEST_ENTRY(sam_threads_bit_identical)       \

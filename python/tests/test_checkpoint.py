@@ -188,6 +188,80 @@ def test_damage_names_the_parameter(tmp_path):
     assert info.value.name == "OPTIM_ECHECKSUM"
 
 
+def _crc32c(data):
+    """CRC-32C (Castagnoli, reflected 0x82F63B78), written here from its definition."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def _sections(data):
+    """(offset, tag, payload length) of every section of a checkpoint's bytes (docs/CHECKPOINT.md)."""
+    count = int.from_bytes(data[24:28], "little")
+    out, off = [], 32
+    for _ in range(count):
+        length = int.from_bytes(data[off + 8:off + 16], "little")
+        out.append((off, bytes(data[off:off + 4]).decode(), length))
+        off += 16 + length + 4
+    assert off == len(data) - 12
+    return out
+
+
+def _fix_file_crc(data):
+    data[-12:-8] = _crc32c(bytes(data[:-12])).to_bytes(4, "little")
+
+
+def test_crc32c_check_value():
+    assert _crc32c(b"123456789") == 0xE3069283
+
+
+def test_damage_names_every_section_kind(tmp_path):
+    """A byte flipped in every section kind (META, each GRUP, each PARM, a section a reader may skip),
+    the file checksum made right again: the section's own checksum refuses it, naming that section
+    (never the file checksum, which would name the wrong part), and nothing is loaded."""
+    model = _model(0)
+    params = list(model.parameters())
+    opt = ot.Adam([{"params": params[:2]}, {"params": params[2:], "lr": 1e-3}], lr=1e-2)
+    _train(model, opt, 0, 2, 0)
+    path = tmp_path / "run.ckpt"
+    opt.save_checkpoint(str(path))
+    good = bytearray(path.read_bytes())
+    # A section a reader may skip (flag bit 0), inserted after the GRUPs: header count, size and CRC fixed.
+    payload = b"later"
+    body = b"XTRA" + (1).to_bytes(4, "little") + len(payload).to_bytes(8, "little") + payload
+    extra = body + _crc32c(body).to_bytes(4, "little")
+    at = _sections(good)[3][0]
+    good[at:at] = extra
+    good[24:28] = (int.from_bytes(good[24:28], "little") + 1).to_bytes(4, "little")
+    good[16:24] = len(good).to_bytes(8, "little")
+    good[28:32] = _crc32c(bytes(good[:28])).to_bytes(4, "little")
+    _fix_file_crc(good)
+    path.write_bytes(bytes(good))
+    opt.load_checkpoint(str(path))  # intact, with the skippable section: loads
+    secs = _sections(good)
+    assert [t for _, t, _ in secs] == ["META", "GRUP", "GRUP", "XTRA", "PARM", "PARM", "PARM", "PARM"]
+    names = ["section 0 (META)", "section 1 (GRUP of group 0)", "section 2 (GRUP of group 1)",
+             "section 3 (XTRA)"] + ["section %d (PARM of param %d 'param%d')" % (4 + i, i, i) for i in range(4)]
+    state = {p: {k: v.clone() for k, v in opt.state[p].items()} for p in params}
+    for k, (off, tag, length) in enumerate(secs):
+        for where in (16, 16 + length // 2, 16 + length - 1, 16 + length):  # payload's first, middle, last; the CRC
+            bad = bytearray(good)
+            bad[off + where] ^= 0x20
+            _fix_file_crc(bad)
+            path.write_bytes(bytes(bad))
+            with pytest.raises(optim.OptimError) as info:
+                opt.load_checkpoint(str(path))
+            msg = str(info.value)
+            assert info.value.name == "OPTIM_ECHECKSUM", msg
+            assert names[k] + ": checksum mismatch" in msg, (tag, where, msg)
+            assert "file checksum" not in msg, msg
+    for p in params:
+        assert all(torch.equal(state[p][key], opt.state[p][key]) for key in state[p])
+
+
 # ---- SAM, lr schedulers, a new process ------------------------------------------------
 
 def _build(name, seed):

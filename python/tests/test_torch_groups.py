@@ -141,7 +141,14 @@ def test_parameters_without_gradient_are_skipped(rng, seed, ours, theirs, kw):
             with_state = [i for i in range(len(pt)) if len(otorch.state[pt[i]])]
             assert [i for i in range(len(po)) if po[i] in oo.state] == with_state
             pair.check("%s sparse steps seed %d step %d" % (ours.__name__, seed, t), with_state)
-    assert 1 not in with_state or float(oo.state[po[1]].get("step", 51)) == 51
+    # Steps taken over the 60: tensor 0 every step, 1 from step 10 on, 2 all but every third, 3 up to step 50.
+    # (torch.optim.SGD keeps no step count; the others do, and ours must equal it.)
+    for i, steps in enumerate((60, 51, 40, 50)):
+        assert i in with_state
+        assert ("step" in otorch.state[pt[i]]) == (ours is not ot.SGD)
+        if ours is not ot.SGD:
+            assert float(otorch.state[pt[i]]["step"]) == steps, (i, otorch.state[pt[i]]["step"])
+            assert float(oo.state[po[i]]["step"]) == steps, (i, oo.state[po[i]]["step"])
     pair.verify()
 
 
@@ -236,11 +243,23 @@ def test_training_a_model_with_a_closure(rng, seed, ours, theirs, kw, lr_moves):
 
 
 def test_zero_grad_is_torchs():
+    """zero_grad() and zero_grad(set_to_none=...) leave .grad as torch.optim's
+    do: the same None or the same zeros (1.13's default zeroes in place and
+    keeps the tensor)."""
+    for kwargs in ({}, dict(set_to_none=False), dict(set_to_none=True)):
+        grads = []
+        for cls in (ot.SGD, torch.optim.SGD):
+            p = torch.ones(3, requires_grad=True)
+            opt = cls([p], lr=0.1)
+            p.grad = g = torch.ones(3)
+            opt.zero_grad(**kwargs)
+            grads.append((p.grad, p.grad is g))
+        (ours, ours_same), (theirs, theirs_same) = grads
+        assert (ours is None) == (theirs is None), (kwargs, ours, theirs)
+        if theirs is not None:
+            assert torch.equal(ours, theirs) and ours_same == theirs_same, (kwargs, ours, theirs)
     p = torch.ones(3, requires_grad=True)
     opt = ot.SGD([p], lr=0.1)
-    p.grad = torch.ones(3)
-    opt.zero_grad()
-    assert p.grad is None or torch.equal(p.grad, torch.zeros(3))
     p.grad = torch.ones(3)
     opt.zero_grad(set_to_none=True)
     assert p.grad is None

@@ -105,6 +105,7 @@ class Scales:
         if y is None:
             return
         y = _np(y)  # tensors, arrays, and numpy scalars (a 0-dim array's arithmetic gives those)
+        y = y[np.isfinite(y)]  # an inf would make every difference look small, a NaN every mean NaN
         m = float(np.mean(np.abs(y))) if y.size else 0.0
         if m > self.s.get(name, 0.0):
             self.s[name] = m

@@ -41,7 +41,9 @@ def rel_err(x, y, floor=0.0):
     if x.size == 0:
         return 0.0
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        same = np.array_equal(np.isnan(x), np.isnan(y)) and np.array_equal(x[~np.isfinite(x)], y[~np.isfinite(y)])
+        # The same NaN, +inf and -inf elements, or nothing else matters. (Comparing the
+        # non-finite values with array_equal would call any two NaNs different.)
+        same = all(np.array_equal(f(x), f(y)) for f in (np.isnan, np.isposinf, np.isneginf))
         if not same:
             return math.inf
         keep = np.isfinite(x)
