@@ -35,7 +35,7 @@ from torch.optim.optimizer import Optimizer, required
 
 from .. import _core
 from .._capi import OptimError
-from . import _checkpoint, _groups, _state_dict
+from . import _checkpoint, _groups, _members, _state_dict
 from ._cobject import CObject, Rule
 from ._groups import CLIP_KEY, CLIPV_KEY, NONFINITE_KEY, check_flags
 from ._state import State
@@ -217,7 +217,7 @@ class _Optimizer(Optimizer):
     def skipped_steps(self):
         """Steps skipped for NaN or Inf gradients (under 'skip' or 'error') since
         the optimizer was made. Not saved by state_dict()."""
-        return self._c.h.skipped_steps()
+        return self._c.h.skipped_steps() + self._c.skipped_base
 
     @property
     def last_grad_norm(self):
@@ -241,6 +241,7 @@ class _Optimizer(Optimizer):
             raise TypeError("%s: param group must be a dict, got %s" % (owner, type(param_group).__name__))
         with c.lock:
             sam_guard(c, "add_param_group")
+            c = _members.sync(self)
             params = param_group["params"]
             if isinstance(params, torch.Tensor):
                 params = [params]
@@ -327,8 +328,17 @@ class _Optimizer(Optimizer):
 
     def state_dict(self):
         """The optimizer's state in torch.optim's format: {'state': {index: {...}},
-        'param_groups': [...]}. Tensors of the state are views of the C memory
-        (as torch's are the live state tensors); 'step' is a snapshot."""
+        'param_groups': [...]}, as torch.optim's: the state of each parameter is
+        its live state (the ParamState of optimizer.state[p]), whose tensors
+        are views of the C memory and whose 'step' (and NAdam's 'mu_product')
+        tensor every step rewrites in place, as torch's are its state dicts
+        and tensors, which its steps mutate in place. So a state_dict kept in
+        memory follows the training, as torch's does (load_state_dict of it
+        later changes nothing); copy.deepcopy it (or torch.save it) to keep
+        the state of now. Each parameter's state pickles and deep-copies as a
+        plain dict. Keys the rule does not have (a wrapper's 'slow_param')
+        are included, as in torch. KeyError, as in torch, if a tensor taken
+        out of param_groups by hand still has state."""
         return _state_dict.state_dict(self)
 
     def load_state_dict(self, state_dict):
@@ -340,7 +350,14 @@ class _Optimizer(Optimizer):
         raises ValueError saying what. Group keys the saved groups lack (this
         class's extras, such as bias_correction or eps_placement, when loading
         torch.optim's state) take this class's constructor defaults, as torch
-        does for keys added in later versions."""
+        does for keys added in later versions. State keys the rule does not
+        have (a wrapper's 'slow_param') are kept in Python, deep-copied and
+        cast as torch 1.13 casts them (tensors to the parameter's dtype and
+        device, except 'step'; dicts and other containers item by item); a
+        str is kept as it is (torch 1.13 turns it into the text of a
+        generator object). As in torch, the state objects held before (a
+        kept state_dict, optimizer.state[p]) keep their values and no longer
+        follow the optimizer."""
         _state_dict.load_state_dict(self, state_dict)
 
     def __getstate__(self):
@@ -407,6 +424,7 @@ class _Optimizer(Optimizer):
         c = self._c
         with c.lock:
             sam_guard(c, "step")
+            c = _members.sync(self)
             _groups.sync(c, self.param_groups)
             if not c.params:
                 return loss
@@ -418,4 +436,6 @@ class _Optimizer(Optimizer):
                     raise nonfinite_error(c, "%s: step" % c.owner, "nothing was updated", e) from None
                 raise ValueError("%s: step: %s" % (c.owner, e)) from None
             del pins  # held until the call returned
+            if c.scalars:
+                c.refresh_scalars()
         return loss
