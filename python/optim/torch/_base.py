@@ -11,6 +11,8 @@ The class puts together rooms of one concern each:
                parameters registered in it
   _groups      param groups and their sync to C (hyperparameters, the
                gradient checks kept in every group)
+  _members     the tensors of the groups' 'params' lists, edited by hand:
+               seen at each step, the C object rebuilt around them
   _state       optimizer.state: views of the C state memory
   _state_dict  state_dict / load_state_dict, and pickling
   _checkpoint  save_checkpoint / load_checkpoint
