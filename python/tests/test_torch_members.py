@@ -4,7 +4,6 @@ later, a tensor moved to another group, a group's list replaced by a new
 list object; every step compared with torch (parameters and every state
 tensor), and the state the user holds (ParamState, state tensors, a kept
 state_dict) compared with torch's objects held the same way."""
-import numpy as np
 import pytest
 import torch
 
