@@ -11,6 +11,8 @@ The class puts together rooms of one concern each:
                parameters registered in it
   _groups      param groups and their sync to C (hyperparameters, the
                gradient checks kept in every group)
+  _members     the tensors of the groups' 'params' lists, edited by hand:
+               seen at each step, the C object rebuilt around them
   _state       optimizer.state: views of the C state memory
   _state_dict  state_dict / load_state_dict, and pickling
   _checkpoint  save_checkpoint / load_checkpoint
@@ -35,7 +37,7 @@ from torch.optim.optimizer import Optimizer, required
 
 from .. import _core
 from .._capi import OptimError
-from . import _checkpoint, _distributed, _groups, _state_dict
+from . import _checkpoint, _distributed, _groups, _members, _state_dict
 from ._cobject import CObject, Rule
 from ._groups import CLIP_KEY, CLIPV_KEY, NONFINITE_KEY, check_flags
 from ._state import State
@@ -222,7 +224,7 @@ class _Optimizer(Optimizer):
     def skipped_steps(self):
         """Steps skipped for NaN or Inf gradients (under 'skip' or 'error') since
         the optimizer was made. Not saved by state_dict()."""
-        return self._c.h.skipped_steps()
+        return self._c.h.skipped_steps() + self._c.skipped_base
 
     @property
     def last_grad_norm(self):
@@ -246,6 +248,7 @@ class _Optimizer(Optimizer):
             raise TypeError("%s: param group must be a dict, got %s" % (owner, type(param_group).__name__))
         with c.lock:
             sam_guard(c, "add_param_group")
+            c = _members.sync(self)
             params = param_group["params"]
             if isinstance(params, torch.Tensor):
                 params = [params]
@@ -332,8 +335,17 @@ class _Optimizer(Optimizer):
 
     def state_dict(self):
         """The optimizer's state in torch.optim's format: {'state': {index: {...}},
-        'param_groups': [...]}. Tensors of the state are views of the C memory
-        (as torch's are the live state tensors); 'step' is a snapshot."""
+        'param_groups': [...]}, as torch.optim's: the state of each parameter is
+        its live state (the ParamState of optimizer.state[p]), whose tensors
+        are views of the C memory and whose 'step' (and NAdam's 'mu_product')
+        tensor every step rewrites in place, as torch's are its state dicts
+        and tensors, which its steps mutate in place. So a state_dict kept in
+        memory follows the training, as torch's does (load_state_dict of it
+        later changes nothing); copy.deepcopy it (or torch.save it) to keep
+        the state of now. Each parameter's state pickles and deep-copies as a
+        plain dict. Keys the rule does not have (a wrapper's 'slow_param')
+        are included, as in torch. KeyError, as in torch, if a tensor taken
+        out of param_groups by hand still has state."""
         return _state_dict.state_dict(self)
 
     def load_state_dict(self, state_dict):
@@ -345,7 +357,14 @@ class _Optimizer(Optimizer):
         raises ValueError saying what. Group keys the saved groups lack (this
         class's extras, such as bias_correction or eps_placement, when loading
         torch.optim's state) take this class's constructor defaults, as torch
-        does for keys added in later versions."""
+        does for keys added in later versions. State keys the rule does not
+        have (a wrapper's 'slow_param') are kept in Python, deep-copied and
+        cast as torch 1.13 casts them (tensors to the parameter's dtype and
+        device, except 'step'; dicts and other containers item by item); a
+        str is kept as it is (torch 1.13 turns it into the text of a
+        generator object). As in torch, the state objects held before (a
+        kept state_dict, optimizer.state[p]) keep their values and no longer
+        follow the optimizer."""
         _state_dict.load_state_dict(self, state_dict)
 
     def __getstate__(self):
@@ -412,6 +431,7 @@ class _Optimizer(Optimizer):
         c = self._c
         with c.lock:
             sam_guard(c, "step")
+            c = _members.sync(self)
             _groups.sync(c, self.param_groups)
             if not c.params:
                 return loss
@@ -423,4 +443,6 @@ class _Optimizer(Optimizer):
                     raise nonfinite_error(c, "%s: step" % c.owner, "nothing was updated", e) from None
                 raise ValueError("%s: step: %s" % (c.owner, e)) from None
             del pins  # held until the call returned
+            if c.scalars:
+                c.refresh_scalars()
         return loss

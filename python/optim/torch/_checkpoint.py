@@ -3,7 +3,7 @@ read from a file in liboptim's format (include/optim_checkpoint.h,
 docs/CHECKPOINT.md). A path is str, bytes or os.PathLike; one holding a NUL
 byte is refused (optim._core.c_path)."""
 from .. import _core
-from . import _groups
+from . import _groups, _members
 from ._step import sam_guard
 
 __all__ = ["save", "load"]
@@ -14,6 +14,7 @@ def save(opt, path):
     raw = _core.c_path(path, "%s.save_checkpoint" % c.owner)
     with c.lock:
         sam_guard(c, "save_checkpoint")
+        c = _members.sync(opt)
         _groups.sync(c, opt.param_groups)
         c.h.save(raw)
 
@@ -26,6 +27,8 @@ def load(opt, path, match):
     raw = _core.c_path(path, where)
     with c.lock:
         sam_guard(c, "load_checkpoint")
+        c = _members.sync(opt)
         c.h.load(raw, match)
         c.pending.clear()  # the checkpoint replaced every state
         _groups.pull_groups(c, opt.param_groups)
+        c.refresh_scalars()

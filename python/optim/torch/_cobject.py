@@ -92,6 +92,19 @@ class CObject:
         # The rank whose ZeroRedundancyOptimizer built this optimizer as its local
         # optimizer, over that rank's shard (None otherwise; _distributed).
         self.zero_rank = None
+        self.names = []      # C index -> the name the user gave, or None ("param<i>")
+        # Per group: the ids of the tensors of its 'params' list when they
+        # were last registered here (the tensors are held in self.params, so
+        # their ids are not reused): a step compares them with the groups'
+        # lists to see a hand edit (_members).
+        self.members = []
+        # The 0-dim tensors given to the user for 'step' and 'mu_product'
+        # ((i, key) -> tensor): torch's are state tensors that its step
+        # mutates in place, so a tensor (or a state_dict) kept by the user
+        # follows the training; refresh_scalars() rewrites them after every C
+        # call that changes the counters.
+        self.scalars = {}
+        self.skipped_base = 0  # skipped steps counted by the C objects this one replaced (_members)
         self.state_dtype = None  # the state's torch dtype for every parameter; None: the parameter's (as torch)
 
     def state_type(self, dtype):
@@ -109,7 +122,8 @@ class CObject:
             i = base + j
             n = p.numel()
             pin = _tensors.storage_of(p) if n else None  # the address C records stays valid during the call
-            h.add_param(gi, p.data_ptr() if n else None, n, names[j] if names is not None else "param%d" % i,
+            name = names[j] if names is not None else None
+            h.add_param(gi, p.data_ptr() if n else None, n, name if name is not None else "param%d" % i,
                         _tensors.ELEMENT_TYPES[p.dtype], self.state_type(p.dtype))
             del pin
             h.set_param_shape(i, tuple(p.shape))  # checked by load_checkpoint
@@ -120,6 +134,10 @@ class CObject:
             self.dtypes.append(p.dtype)
             self.group_of.append(gi)
             self.touched.append(False)
+            self.names.append(name)
+        while len(self.members) <= gi:
+            self.members.append([])
+        self.members[gi].extend(id(p) for p in params)
         self.ptrs = None
 
     def check_disjoint(self, new, base):
@@ -168,6 +186,48 @@ class CObject:
 
     def has_state(self, i):
         return self.rule.eager_state or self.touched[i] or self.h.get_step(i) > 0
+
+    def scalar(self, i, key):
+        """The user's tensor for 'step' (float32, as torch 1.13's) or
+        'mu_product' (float64: the C object keeps it in double) of parameter
+        i, holding the C object's value now: the same tensor at every read,
+        rewritten by refresh_scalars() after each step (torch's step += 1 in
+        place)."""
+        t = self.scalars.get((i, key))
+        value = float(self.h.get_step(i)) if key == "step" else self.h.get_mu_product(i)
+        if t is None or t.shape != () or t.dtype is not (F32 if key == "step" else torch.float64):
+            t = torch.tensor(value, dtype=F32 if key == "step" else torch.float64)
+            self.scalars[(i, key)] = t
+        else:
+            t.fill_(value)
+        return t
+
+    def refresh_scalars(self, only=None):
+        """Rewrite every 'step' and 'mu_product' tensor given out (of
+        parameter `only`, if given) with the C object's values (after a step
+        or a load)."""
+        h = self.h
+        for (i, key), t in self.scalars.items():
+            if only is None or i == only:
+                t.fill_(float(h.get_step(i)) if key == "step" else h.get_mu_product(i))
+
+    def release(self, i):
+        """Cut the user's tensors of parameter i (slot views, 'step',
+        'mu_product') from the C object: each keeps the values it has now in
+        memory of its own (Tensor.set_ onto a copy), as torch's old state
+        tensors do once the optimizer has made new ones (load_state_dict,
+        state[p] = ...). Returns {key: tensor} of those tensors."""
+        out = {}
+        for s, name in enumerate(self.rule.slot_names):
+            v = self._views.pop((i, s), None)
+            if v is not None:
+                v.set_(v.clone())
+                out[name] = v
+        for key in ("step", "mu_product"):
+            t = self.scalars.pop((i, key), None)
+            if t is not None:
+                out[key] = t
+        return out
 
     def slot_tensor(self, i, s):
         """A new tensor over slot s of parameter i (None if not allocated). It

@@ -11,7 +11,7 @@ from torch.optim.optimizer import Optimizer
 
 from .. import _core
 from .._capi import OptimError
-from . import _distributed, _groups, _optimizers
+from . import _distributed, _groups, _members, _optimizers
 from ._base import _Optimizer
 from ._step import bind, nonfinite_error
 
@@ -265,7 +265,7 @@ class SAM(Optimizer):
         pushed when they changed."""
         base_h = self.base_optimizer._h
         p = settings[0][1]
-        shape = (base_h.param_count(), len(settings), p)
+        shape = (base_h, base_h.param_count(), len(settings), p)  # a new C object after a param_groups edit
         if self._c is None or self._c_shape != shape:
             self._c = None  # free the old one before allocating its copy of w again
             rho, _, adaptive, eta = settings[0]
@@ -319,6 +319,7 @@ class SAM(Optimizer):
                 raise RuntimeError("SAM.first_step: called twice: the parameters are already at w + e_hat; call "
                                    "second_step() (or restore() to abandon the step) first")
             settings = self._settings(self.param_groups)
+            c = _members.sync(base)
             _groups.sync(c, base.param_groups)
             sam = self._handle(settings)
             n, pp, gp, pins = bind(c)
@@ -362,6 +363,7 @@ class SAM(Optimizer):
         base = self.base_optimizer
         c = base._c
         with c.lock:
+            c = _members.sync(base)  # an edit of param_groups between the halves is refused
             _groups.sync(c, base.param_groups)
             n, pp, gp, pins = bind(c)
             if sam.is_perturbed():
@@ -371,6 +373,8 @@ class SAM(Optimizer):
             except OptimError as e:
                 raise self._error("second_step", "w was restored and nothing was updated", e) from None
             del pins  # held until the calls returned
+            if c.scalars:
+                c.refresh_scalars()
         if zero_grad:
             self.zero_grad()
 

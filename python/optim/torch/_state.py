@@ -8,8 +8,9 @@ user is a view of the C memory and keeps the C object alive (not the
 optimizer): it stays valid, and keeps its memory, after the optimizer is
 gone.
 """
+import copy
 import math
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 
 import numpy as np
 import torch
@@ -28,27 +29,38 @@ class ParamState(MutableMapping):
 
     Empty until the parameter's first step (as torch initialises lazily), except
     for Adagrad, whose state torch creates in its constructor. Slot tensors are
-    views of the C memory; 'step' and NAdam's 'mu_product' are read from the C
-    object on each access. Assigning a key writes it into the C object (tensors
-    are copied into the state memory and must have the parameter's shape).
-    Keys the rule does not have are kept in Python, as in a dict. A slot given
-    while the option that uses it is off (max_exp_avg_sq without amsgrad,
-    SGD's momentum_buffer at momentum 0) has no C memory yet: its value waits
-    in CObject.pending (a copy) and goes into the slot when the option is
-    switched on, as torch keeps it in the state and uses it then."""
+    views of the C memory; 'step' and NAdam's 'mu_product' are 0-dim tensors
+    that every step rewrites in place, as torch's step += 1 does (RMSprop's,
+    Adadelta's and AdaBound's 'step' is an int, as torch's, read at each
+    access). Assigning a key writes it into the C object (tensors are copied
+    into the state memory and must have the parameter's shape). Keys the rule
+    does not have (a wrapper's 'slow_param') are kept in Python, as in a dict.
+    A slot given while the option that uses it is off (max_exp_avg_sq without
+    amsgrad, SGD's momentum_buffer at momentum 0) has no C memory yet: its
+    value waits in CObject.pending (a copy) and goes into the slot when the
+    option is switched on, as torch keeps it in the state and uses it then.
 
-    __slots__ = ("_c", "_i", "_extra")
+    It is the live state, as torch's per-parameter dict is: state_dict()
+    hands out these objects, so a state_dict kept in memory follows the
+    training as torch's does. When the optimizer replaces a parameter's state
+    (load_state_dict, state[p] = ..., del state[p]) or the parameter leaves
+    param_groups, the old object is released: it keeps the values it had then,
+    as a plain mapping (torch's old dict is no longer the optimizer's).
+    Pickled and deep-copied as a plain dict."""
+
+    __slots__ = ("_c", "_i", "_extra", "_frozen")
 
     def __init__(self, c, i):
         self._c = c
         self._i = i
         self._extra = {}
+        self._frozen = None  # a dict once released from the C object
 
     def _c_keys(self, force=False):
         """The keys held by the C object ([] while the parameter has no state,
         unless force)."""
         c = self._c
-        if not force and not c.has_state(self._i):
+        if self._frozen is not None or (not force and not c.has_state(self._i)):
             return []
         rule = c.rule
         keys = []
@@ -62,7 +74,26 @@ class ParamState(MutableMapping):
                 keys.append(name)
         return keys
 
+    def release(self):
+        """Become a plain mapping holding the values now (see the class)."""
+        if self._frozen is not None:
+            return
+        c, i = self._c, self._i
+        # read() gives the cached views and scalar tensors (the ones the user
+        # may hold), which c.release() then gives memory of their own.
+        frozen = {k: read(c, i, k) for k in self._c_keys()}
+        c.release(i)
+        frozen.update(self._extra)
+        self._frozen = frozen
+        self._extra = {}
+        self._c = None
+
+    def __reduce__(self):
+        return (dict, (dict(self.items()),))
+
     def __getitem__(self, key):
+        if self._frozen is not None:
+            return self._frozen[key]
         if key in self._extra:
             return self._extra[key]
         if key not in self._c_keys():
@@ -70,6 +101,9 @@ class ParamState(MutableMapping):
         return read(self._c, self._i, key)
 
     def __setitem__(self, key, value):
+        if self._frozen is not None:
+            self._frozen[key] = value
+            return
         c = self._c
         if key in c.rule.c_keys:
             # Assigning one key keeps the others (read from the C object, even
@@ -78,13 +112,16 @@ class ParamState(MutableMapping):
                 current = {k: read(c, self._i, k) for k in self._c_keys(force=True)}
                 current[key] = value
                 where = "state[parameter %d]" % self._i
-                plan = plan_param_state(c, self._i, current, slot_bits(c, c.group_of[self._i]), where)
+                plan = plan_param_state(c, self._i, current, slot_bits(c, c.group_of[self._i]), where,
+                                        cast_extras=False)
                 apply_param_state(c, self._i, plan)
         else:
             self._extra[key] = value
 
     def __delitem__(self, key):
-        if key in self._extra:
+        if self._frozen is not None:
+            del self._frozen[key]
+        elif key in self._extra:
             del self._extra[key]
         elif key in self._c_keys():
             raise KeyError("%r is held by the C optimizer and cannot be deleted alone; "
@@ -93,12 +130,18 @@ class ParamState(MutableMapping):
             raise KeyError(key)
 
     def __iter__(self):
+        if self._frozen is not None:
+            return iter(list(self._frozen))
         return iter(self._c_keys() + [k for k in self._extra])
 
     def __len__(self):
+        if self._frozen is not None:
+            return len(self._frozen)
         return len(self._c_keys()) + len(self._extra)
 
     def __contains__(self, key):
+        if self._frozen is not None:
+            return key in self._frozen
         return key in self._extra or key in self._c_keys()
 
     def __repr__(self):
@@ -108,14 +151,13 @@ class ParamState(MutableMapping):
 def read(c, i, key):
     """The value of one of the C object's keys for parameter i."""
     if key == "step":
-        step = c.h.get_step(i)
-        return torch.tensor(float(step)) if c.rule.step_kind == "tensor" else step
+        return c.scalar(i, "step") if c.rule.step_kind == "tensor" else c.h.get_step(i)
     if key == "mu_product":
         # float64, not torch's float32: the C object keeps the product in
         # double, and a saved and reloaded run must continue with the same
         # bits. torch.optim's load_state_dict casts it to the parameters'
         # dtype, so torch reads it as its own.
-        return torch.tensor(c.h.get_mu_product(i), dtype=torch.float64)
+        return c.scalar(i, "mu_product")
     s = c.rule.slot_names.index(key)
     addr, initialized = c.h.state_slot(i, s)
     if addr is None and s in c.pending.get(i, ()):
@@ -127,7 +169,10 @@ def read(c, i, key):
 
 class State(MutableMapping):
     """optimizer.state: parameter -> its ParamState, for the parameters that
-    have state; any other key behaves as in torch's defaultdict(dict)."""
+    have state; any other key behaves as in torch's defaultdict(dict). A
+    tensor taken out of param_groups by hand keeps its state here (released
+    from the C object, see ParamState) under the tensor, as in torch, and
+    gets it back if it returns to a group."""
 
     def __init__(self, c):
         self._c = c
@@ -139,6 +184,22 @@ class State(MutableMapping):
         while len(ps) <= i:
             ps.append(ParamState(self._c, len(ps)))
         return ps[i]
+
+    def has(self, i):
+        """Whether parameter i has state (in C, or keys kept in Python)."""
+        ps = self._pstates
+        return self._c.has_state(i) or (i < len(ps) and bool(ps[i]._extra))
+
+    def replace(self, i, plan):
+        """Give parameter i the state of `plan` (plan_param_state; None: no
+        state) in a new ParamState, releasing the old one (torch's
+        state[p] = new dict)."""
+        ps = self.pstate(i)
+        ps.release()
+        fresh = self._pstates[i] = ParamState(self._c, i)
+        apply_param_state(self._c, i, plan)
+        if plan is not None:
+            fresh._extra.update(plan["extra"])
 
     def _index(self, key):
         if torch.is_tensor(key):
@@ -162,8 +223,9 @@ class State(MutableMapping):
             return
         c = self._c
         with c.lock:
-            plan = plan_param_state(c, i, value, slot_bits(c, c.group_of[i]), "state[parameter %d]" % i)
-            apply_param_state(c, i, plan)
+            plan = plan_param_state(c, i, value, slot_bits(c, c.group_of[i]), "state[parameter %d]" % i,
+                                    cast_extras=False)
+            self.replace(i, plan)
 
     def __delitem__(self, key):
         i = self._index(key)
@@ -171,33 +233,61 @@ class State(MutableMapping):
             del self._other[key]
         else:
             with self._c.lock:
-                apply_param_state(self._c, i, None)
+                self.replace(i, None)
 
     def __contains__(self, key):
         i = self._index(key)
         if i is not None:
-            return self._c.has_state(i)
+            return self.has(i)
         return key in self._other
 
     def __iter__(self):
         c = self._c
         for i, p in enumerate(list(c.params)):
-            if c.has_state(i):
+            if self.has(i):
                 yield p
         yield from list(self._other)
 
     def __len__(self):
         c = self._c
-        return sum(1 for i in range(len(c.params)) if c.has_state(i)) + len(self._other)
+        return sum(1 for i in range(len(c.params)) if self.has(i)) + len(self._other)
 
     def __repr__(self):
         return repr({k: dict(v) if isinstance(v, ParamState) else v for k, v in self.items()})
 
 
-def plan_param_state(c, i, state, bits, where):
+def cast_like_torch(param, value, key=None):
+    """torch 1.13's load_state_dict cast of a state value (Optimizer.
+    load_state_dict's `cast`): a tensor goes to the parameter's dtype (if the
+    parameter is floating-point; 'step' keeps its own) and device; a dict is
+    cast key by key; another iterable is rebuilt as its type from its cast
+    items; anything else is kept. One difference: a str is kept (torch 1.13
+    turns it into the text of a generator object)."""
+    if isinstance(value, torch.Tensor):
+        if key != "step":
+            if param.is_floating_point():
+                value = value.to(param.dtype)
+            value = value.to(param.device)
+        return value
+    if isinstance(value, dict):
+        return {k: cast_like_torch(param, v, key=k) for k, v in value.items()}
+    if isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, Iterable):
+        return type(value)(cast_like_torch(param, v) for v in value)
+    return value
+
+
+def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
     """Check one parameter's state in torch's format against what the C
     object holds under slot bits `bits`; return what apply_param_state
-    writes. Nothing is changed here."""
+    writes (and, under "extra", the keys the rule does not have, which the
+    caller keeps in Python). Nothing is changed here.
+
+    cast_extras: those keys' values are deep-copied and cast as torch's
+    load_state_dict casts them (cast_like_torch, to the dtype and device of
+    `param`, default the registered parameter); else kept as given (torch's
+    state[p] = dict keeps the caller's objects)."""
     owner = c.owner
     rule = c.rule
     if not isinstance(state, Mapping):
@@ -205,11 +295,14 @@ def plan_param_state(c, i, state, bits, where):
     if len(state) == 0:
         return None
     shape = c.shapes[i]
-    plan = {"step": None, "mu_product": None, "slots": {}, "pending": {}}
-    for key in state:
-        if key not in rule.c_keys:
-            raise ValueError("%s: %s has the key %r, which %s's state does not have (its keys: %s)"
-                             % (owner, where, key, owner, ", ".join(sorted(rule.c_keys))))
+    extra = {k: v for k, v in state.items() if k not in rule.c_keys}
+    if cast_extras:
+        target = c.params[i] if param is None else param
+        extra = {k: cast_like_torch(target, copy.deepcopy(v), key=k) for k, v in extra.items()}
+    plan = {"c": len(extra) < len(state), "step": None, "mu_product": None, "slots": {}, "pending": {},
+            "extra": extra}
+    if not plan["c"]:
+        return plan  # only keys kept in Python: the C state starts as at a first step
     if rule.step_kind is not None:
         if "step" not in state:
             raise ValueError("%s: %s has no 'step'" % (owner, where))
@@ -266,15 +359,17 @@ def plan_param_state(c, i, state, bits, where):
 
 
 def apply_param_state(c, i, plan):
-    """Write a plan from plan_param_state into the C object (None: no state)."""
+    """Write a plan from plan_param_state into the C object (None: no state).
+    The plan's "extra" keys are the caller's to keep (State.replace)."""
     h = c.h
     h.reset_state(i)
-    c.touched[i] = plan is not None
-    if plan is not None and plan["pending"]:
+    c.touched[i] = plan is not None and plan["c"]
+    if c.touched[i] and plan["pending"]:
         c.pending[i] = dict(plan["pending"])
     else:
         c.pending.pop(i, None)
-    if plan is None:
+    if not c.touched[i]:
+        c.refresh_scalars(i)
         return
     if plan["step"] is not None:
         h.set_step(i, plan["step"])
@@ -286,3 +381,4 @@ def apply_param_state(c, i, plan):
         else:
             c.slot_tensor(i, s).copy_(value)
             h.set_initialized(i, s, True)
+    c.refresh_scalars(i)

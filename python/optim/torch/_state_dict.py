@@ -6,9 +6,12 @@ import copy
 from collections.abc import Mapping
 from itertools import chain
 
-from . import _groups, _state
+import torch
+
+from . import _groups, _members, _state
 from ._groups import CHECK_KEYS
 from ._state import ParamState
+from ._tensors import describe
 
 __all__ = ["state_dict", "load_state_dict", "getstate", "setstate"]
 
@@ -29,12 +32,23 @@ def state_dict(opt):
         return packed
 
     with c.lock:
+        c = _members.sync(opt)
         param_groups = [pack_group(g) for g in opt.param_groups]
         packed_state = {}
+        state = opt.state
         for i, p in enumerate(c.params):
-            if c.has_state(i):
-                packed_state[param_mappings[id(p)]] = dict(opt.state.pstate(i).items())
-        for k, v in opt.state._other.items():
+            if state.has(i):
+                # The live state, as torch's state_dict holds its state dicts
+                # themselves: kept in memory, it follows the training.
+                packed_state[param_mappings[id(p)]] = state.pstate(i)
+        for k, v in state._other.items():
+            if torch.is_tensor(k):
+                if len(v) == 0:
+                    continue  # an empty entry made by reading state[t]: nothing to lose
+                raise KeyError("%s.state_dict: a tensor (%s) that is in no param group has state in "
+                               "optimizer.state (it was taken out of param_groups by hand); torch.optim raises "
+                               "KeyError here too. `del optimizer.state[tensor]` to drop its state, or put it "
+                               "back in a group" % (c.owner, describe(k)))
             packed_state[k] = v
     return {"state": packed_state, "param_groups": param_groups}
 
@@ -47,6 +61,7 @@ def load_state_dict(opt, state_dict):
     if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
         raise ValueError("%s: a state dict has the keys 'state' and 'param_groups'" % owner)
     with c.lock:
+        c = _members.sync(opt)
         groups = opt.param_groups
         saved_groups = state_dict["param_groups"]
         if len(groups) != len(saved_groups):
@@ -85,7 +100,7 @@ def load_state_dict(opt, state_dict):
             if key in id_map:
                 i = c.index[id_map[key]]
                 plans[i] = _state.plan_param_state(c, i, value, bits[c.group_of[i]],
-                                                   "loaded state_dict['state'][%r]" % (key,))
+                                                   "loaded state_dict['state'][%r]" % (key,), cast_extras=True)
             else:
                 other[key] = copy.deepcopy(value)
 
@@ -93,8 +108,11 @@ def load_state_dict(opt, state_dict):
             _groups.push(c, gi, values)
         _groups.push_checks(c, checks)
         opt.param_groups = new_groups
+        c.members = [list(map(id, g["params"])) for g in new_groups]
+        # torch makes every state dict anew: the old ones (in a state_dict
+        # kept by the user) keep the values they have now.
         for i in range(len(c.params)):
-            _state.apply_param_state(c, i, plans.get(i))
+            opt.state.replace(i, plans.get(i))
         opt.state._other = other
 
 
@@ -103,6 +121,7 @@ def getstate(opt):
     defaults, state (parameter -> its state, as a dict) and param_groups. The
     state tensors are the views of the C memory: pickle and deepcopy copy
     their values at that moment."""
+    _members.sync(opt)
     state = {}
     for key, value in opt.state.items():
         state[key] = dict(value) if isinstance(value, ParamState) else value
