@@ -65,15 +65,16 @@ void ref_step(const optim_hparams *hp, double lr, double *p, const float *g, ref
     }
     for (i = 0; i < st->n; i++) {
         /* The gradient the rule sees is formed in float, as torch forms it
-         * (d_p = -g; d_p = d_p + wd * p on float tensors): when g and wd * p
-         * nearly cancel, only a float sum reproduces the float result. All
-         * the rule's own math below is in double. */
+         * (d_p = -g; d_p = d_p.add(p, alpha=wd) on float tensors, one fused
+         * multiply-add on torch's CPU path): when g and wd * p nearly cancel,
+         * only the same float rounding reproduces the float result. All the
+         * rule's own math below is in double. */
         float df = hp->maximize ? -g[i] : g[i];
         double d;
         if (hp->decoupled_weight_decay)
             p[i] *= 1 - lr * wd;
         else if (wd != 0)
-            df = df + (float)wd * (float)p[i];
+            df = fmaf((float)wd, (float)p[i], df);
         d = df;
 
         switch (hp->rule) {

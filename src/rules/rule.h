@@ -5,8 +5,12 @@
  *    function that updates one element in registers, and which state slots a
  *    variant reads and writes. Kernels include this part and instantiate it
  *    per CPU path; it must be plain C arithmetic in torch's operation order,
- *    no intrinsics, no fused multiply-add (the library is compiled with
- *    -ffp-contract=off), so every path gives the same bits.
+ *    no intrinsics. The library is compiled with -ffp-contract=off, so the
+ *    compiler never fuses a multiply and an add by itself; where torch's CPU
+ *    kernels round a*b+c once (add with alpha, addcmul: see docs/FIDELITY.md)
+ *    the rule writes fmaf(a, b, c), which every path computes with one
+ *    rounding (a vfmadd instruction on AVX2/AVX-512, libm's correctly
+ *    rounded fmaf on the scalar path), so every path gives the same bits.
  *  - host (compiled once, in rules.c, under OPTIM__RULE_HOST): defaults,
  *    checks across fields, which slots the options need, and `prepare`, which
  *    turns hyperparameters and the step number into the constants of the
@@ -64,12 +68,12 @@ OPTIM_INLINE float optim__rms(float v, float eps, unsigned epsin)
 
 /* The gradient as the rule sees it: clamped (clip_grad_value_, a NaN stays
  * NaN), scaled (maximize, norm clipping), then with L2 weight decay, as torch
- * does (d_p = -g; d_p = d_p + wd * p). */
+ * does (d_p = -g; d_p = d_p.add(p, alpha=wd): one rounding of d_p + wd * p). */
 OPTIM_INLINE float optim__grad(float g, float p, const optim__kcommon *c, unsigned V)
 {
     if (V & OPTIM__V_CLAMP) g = optim__clamp(g, -c->gclip, c->gclip);
     g = g * c->gscale;
-    if (V & OPTIM__V_L2) g = g + c->wd * p;
+    if (V & OPTIM__V_L2) g = fmaf(c->wd, p, g);
     return g;
 }
 
