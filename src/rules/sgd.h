@@ -7,6 +7,10 @@
  *       b = momentum * b + (1 - dampening) * g  later steps
  *       g = g + momentum * b   if nesterov,  else g = b
  *   p = p - lr * g
+ * Rounded as torch 1.13's CPU kernels round (docs/FIDELITY.md): each
+ * add(x, alpha=a) is one fused multiply-add, so
+ *   b = fma(g, 1 - dampening, round(b * momentum));  g = fma(b, momentum, g);
+ *   p = fma(g, -lr, p).
  * Slot 0: momentum_buffer (only with momentum; filled from the first gradient).
  */
 #ifndef OPTIM_RULE_SGD_MATH
@@ -39,11 +43,11 @@ OPTIM_INLINE void optim__sgd_elem(float *p, float g, float *s, const optim__kcom
     float pi = *p;
     float d = optim__grad(g, pi, c, V);
     if (V & OPTIM__SGD_V_MOM) {
-        float b = (V & OPTIM__SGD_V_FIRST) ? d : s[0] * k->momentum + k->one_minus_dampening * d;
+        float b = (V & OPTIM__SGD_V_FIRST) ? d : fmaf(d, k->one_minus_dampening, s[0] * k->momentum);
         s[0] = b;
-        d = (V & OPTIM__SGD_V_NEST) ? d + k->momentum * b : b;
+        d = (V & OPTIM__SGD_V_NEST) ? fmaf(b, k->momentum, d) : b;
     }
-    *p = pi + k->neg_lr * d;
+    *p = fmaf(d, k->neg_lr, pi);
 }
 #endif
 
