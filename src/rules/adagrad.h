@@ -6,6 +6,9 @@
  *   sum = sum + g * g
  *   p   = p - clr * g / (sqrt(sum) + eps)       eps outside (torch)
  *   p   = p - clr * g / sqrt(sum + eps)         eps inside (the seeds' form)
+ * Rounded as torch 1.13's CPU kernels round (docs/FIDELITY.md): state_sum.addcmul_(g, g)
+ * is one fused multiply-add, sum = fma(g, g, sum); param.addcdiv_ rounds
+ * -clr * g, the quotient and the sum separately.
  * Slot 0: sum, starting at initial_accumulator_value.
  */
 #ifndef OPTIM_RULE_ADAGRAD_MATH
@@ -35,7 +38,7 @@ OPTIM_INLINE void optim__adagrad_elem(float *p, float g, float *s, const optim__
 {
     float pi = *p;
     float d = optim__grad(g, pi, c, V);
-    float sum = s[0] + d * d;
+    float sum = fmaf(d, d, s[0]);
     s[0] = sum;
     *p = pi + (k->neg_clr * d) / optim__rms(sum, k->eps, V & OPTIM__V_EPSIN);
 }
