@@ -174,17 +174,14 @@ def _differ(what, ours, theirs):
         what, int(bad.sum()), bad.numel(), i, x, y, ulps)
 
 
-def run_rule(rule, seed, dtype=torch.float32, steps=STEPS, threads=1, big_only=False):
+def run_rule(rule, seed, dtype=torch.float32, steps=STEPS, threads=1):
     """Step optim.torch and torch side by side; raise AssertionError at the
     first difference in bits. Each side's parameters are views into one
     buffer (and each side's gradients into another), so that a step's
-    comparison is one torch.equal. big_only: only the two groups that hold
-    a (100003,) tensor (the first and last combinations)."""
+    comparison is one torch.equal."""
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(seed)
     groups, torch_cls, extra = _groups(rule)
-    if big_only:
-        groups = [groups[0], groups[-1]]
     shapes = []
     for gi in range(len(groups)):
         shapes.append(SHAPES + ([BIG] if gi in (0, len(groups) - 1) else []))
@@ -248,7 +245,7 @@ def run_rule(rule, seed, dtype=torch.float32, steps=STEPS, threads=1, big_only=F
                 for key, b in st_t.items():
                     a = st_o[key]
                     if key in ("step", "mu_product"):  # scalars (optim's mu_product: float64 of the float32)
-                        d = None if float(a) == float(b) else "%r vs torch's %r" % (a, b)
+                        d = None if float(a) == float(b) else ": %r vs torch's %r" % (a, b)
                     else:
                         d = _differ("", a, b)
                     assert d is None, "%s: step %d, %s, state[%r]%s" % (where, t, name(k), key, d)

@@ -3,8 +3,9 @@
  * (the table's name) and OPTIM__KERNELS_ISA before including this file. The
  * compiler vectorises each loop for the flags of that file (-mavx2,
  * -mavx512f, ...; the scalar file forbids vectorisation). Because the math is
- * plain IEEE arithmetic without contraction, every path computes the same
- * bits as the scalar one.
+ * plain IEEE arithmetic without contraction (fused multiply-adds only where a
+ * rule writes fmaf, one rounding on every path), every path computes the
+ * same bits as the scalar one.
  *
  * Each rule's loop is instantiated once per variant (see rules/rule.h): the
  * variant is a compile-time constant in each instance, so options cost no
