@@ -395,7 +395,8 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="steps per run (default 300, --quick 100)")
     ap.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
     ap.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated (default 1,2)")
-    ap.add_argument("--rule", default=None, help="only optimizers whose name starts with this")
+    ap.add_argument("--rule", default=None,
+                    help="only optimizers whose name starts with one of these comma-separated prefixes")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     steps = args.steps or (100 if args.quick else 300)
@@ -417,7 +418,7 @@ def main():
             for ln in lines:
                 print(ln)
             for name, emu, cls, kw, extra in configs(args.quick):
-                if args.rule and not name.startswith(args.rule):
+                if args.rule and not name.startswith(tuple(args.rule.split(","))):
                     continue
                 t0 = time.time()
                 err = run_config(name, emu, cls, kw, extra, dt, steps, rng)
