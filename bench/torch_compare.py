@@ -212,7 +212,7 @@ def worker(args):
 
     import torch
     import optim.torch as optim_torch
-    from optim import _lib
+    from optim import _capi
 
     setting = args.worker
     # torch picks its own default thread count at import (1 on the 2-CPU
@@ -229,16 +229,13 @@ def worker(args):
     if omp_threads != threads:
         print("torch_compare: warning: liboptim will use %d OpenMP threads, torch %d" % (omp_threads, threads),
               file=sys.stderr)
-    isa_default = _lib.declare("optim_isa_default", ctypes.c_int)
-    isa_name = _lib.declare("optim_isa_name", ctypes.c_char_p, ctypes.c_int)
-    version = _lib.declare("optim_version_string", ctypes.c_char_p)
-    isa = isa_name(isa_default()).decode()
+    isa = _capi.optim_isa_name(_capi.optim_isa_default()).decode()
     cases = parse_cases(args.rules)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     progress = not args.quiet
     out = {"threads": setting, "threads_used": threads, "omp_max_threads": omp_threads,
            "torch_default_threads": torch_default_threads, "isa": isa,
-           "torch_version": torch.__version__, "optim_version": version().decode(), "library": _lib.path,
+           "torch_version": torch.__version__, "optim_version": _capi.version, "library": _capi.path,
            "results": []}
     total = len(cases) * len(sizes)
     done = 0

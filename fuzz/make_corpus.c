@@ -1,23 +1,83 @@
-/* make_corpus.c: write the fuzzer's seed corpus into DIR: for every rule a
- * checkpoint of the fuzz optimizer (with and without options) after a few
- * steps; the format-1 checkpoint of the tests (tests/ckpt_v1_fixture.h); and
- * one with a section a reader may skip, before META. */
+/* make_corpus.c: write the fuzzers' seed corpora. Into DIR (the whole-load
+ * and decoder harnesses): for every rule a checkpoint of the fuzz optimizer
+ * (with and without options) after a few steps; the format-1 checkpoint of
+ * the tests (tests/ckpt_v1_fixture.h); and one with a section a reader may
+ * skip, before META. Into SCHED_DIR (the schedule decoder's harness), if
+ * given: every kind of schedule and the composites, as a checkpoint stores
+ * them (cut out of a GRUP section). */
 #include "fuzz_common.h"
 #include "ckpt_util.h"
 #include "ckpt_v1_fixture.h"
 #include "optim_checkpoint.h"
+#include "optim_schedule.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+
+/* The stored bytes of schedule s: a checkpoint of an optimizer holding it on
+ * group 0, its GRUP 0 cut after the hyperparameters, schedule step and flag. */
+static int write_schedule(const char *dir, int k, optim_schedule *s)
+{
+    static float w[2], g[2];
+    optim *o = NULL;
+    optim_hparams hp;
+    void *buf = NULL;
+    size_t n, off, len, at;
+    char path[4096];
+    int rc = 1;
+    optim_hparams_init(&hp, OPTIM_SGD, NULL);
+    if (!s || optim_create(&o, OPTIM_SGD) || optim_add_group(o, &hp, NULL) || optim_add_param(o, 0, w, g, 2, "w", NULL) ||
+        optim_group_set_schedule(o, 0, s) || optim_save_buffer(o, &buf, &n))
+        goto out;
+    off = ckpt_section_offset((unsigned char *)buf, n, 1);
+    len = (size_t)ckpt_get_le((unsigned char *)buf + off + 8, 8);
+    at = off + 16 + 8 + 12 * (size_t)ckpt_get_le((unsigned char *)buf + off + 16 + 4, 4) + 8 + 1;
+    snprintf(path, sizeof path, "%s/schedule-%02d.bin", dir, k);
+    rc = ckpt_write_file(path, (unsigned char *)buf + at, off + 16 + len - at) != 0;
+out:
+    free(buf);
+    optim_free(o);
+    optim_schedule_free(s);
+    return rc;
+}
+
+static int write_schedules(const char *dir)
+{
+    static const int64_t miles[] = {30, 10, 30};
+    optim_schedule *s[16] = {NULL}, *t[4] = {NULL}, *wc = NULL;
+    int k = 0, bad = 0;
+    optim_schedule_constant(&s[k++], 0.3, 40, NULL);
+    optim_schedule_step(&s[k++], 25, 0.7, NULL);
+    optim_schedule_multistep(&s[k++], miles, 3, 0.5, NULL);
+    optim_schedule_exponential(&s[k++], 0.995, NULL);
+    optim_schedule_linear(&s[k++], 0.1, 1.0, 300, NULL);
+    optim_schedule_polynomial(&s[k++], 500, 2.0, NULL);
+    optim_schedule_cosine(&s[k++], 250, 1e-4, NULL);
+    optim_schedule_cosine_restarts(&s[k++], 50, 2, 1e-5, NULL);
+    optim_schedule_one_cycle(&s[k++], 0.1, 1000, 0.3, 1, 25, 1e4, 1, NULL);
+    optim_schedule_cyclic(&s[k++], 1e-3, 1e-2, 100, 40, OPTIM_CYCLIC_TRIANGULAR2, 1.0, NULL);
+    optim_schedule_cyclic(&s[k++], 1e-3, 1e-2, 100, 0, OPTIM_CYCLIC_EXP_RANGE, 0.999, NULL);
+    optim_schedule_wsd(&s[k++], 50, 400, 300, 1e-5, 1, NULL);
+    optim_schedule_cosine(&t[0], 900, 0.0, NULL);
+    optim_schedule_warmup(&s[k++], 100, t[0], NULL);
+    optim_schedule_exponential(&t[1], 0.99, NULL);
+    optim_schedule_step(&t[2], 10, 0.5, NULL);
+    optim_schedule_cosine(&t[3], 100, 0.0, NULL);
+    optim_schedule_warmup(&wc, 5, t[3], NULL);
+    optim_schedule_sequential(&s[k++], (optim_schedule *const[]){t[1], t[2], wc}, 3, (const int64_t[]){77, 200}, NULL);
+    while (k-- > 0) bad |= write_schedule(dir, k, s[k]);
+    return bad;
+}
 
 int main(int argc, char **argv)
 {
     int r, opt, t;
     size_t k, i;
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s DIR [SCHED_DIR]\n", argv[0]);
         return 2;
     }
+    if (argc == 3 && write_schedules(argv[2])) return 1;
     for (r = 1; r <= OPTIM_RULE_COUNT; r++)
         for (opt = 0; opt < 2; opt++) {
             char path[4096];

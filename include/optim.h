@@ -20,10 +20,21 @@
  *    touched, and no value is silently replaced by another.
  *  - The library never prints, never exits and never keeps global mutable
  *    state except the CPU-dispatch choice, made once.
- *  - Arrays are float32. Parameter and gradient memory belongs to the caller;
- *    state memory belongs to the optimizer object (64-byte aligned).
+ *  - Arrays are float32 unless given another element type (optim_dtype:
+ *    float64, bfloat16, float16) through the *_typed / *_data functions.
+ *    Parameter and gradient memory belongs to the caller; state memory
+ *    belongs to the optimizer object (64-byte aligned).
  *  - Thread safety: distinct handles may be used from distinct threads at
- *    once. One handle must not be used by two threads at the same time.
+ *    once. One handle must not be used by two threads at the same time (an
+ *    optim_sam counts as part of its base). The stateless functions
+ *    (optim_update, optim_clip.h) may run at once on arrays no other call
+ *    writes.
+ *  - Caller memory: a call reads and writes the parameter and gradient memory
+ *    bound when it runs (by optim_add_param, the _with calls, optim_rebind,
+ *    optim_set_param_ptrs); the caller keeps it alive until the call returns.
+ *    Between calls it may be freed or replaced: the library dereferences no
+ *    pointer outside a call, and the next _with call or optim_rebind binds the
+ *    new memory (bindings rebind before every call that uses bound memory).
  */
 #ifndef OPTIM_H
 #define OPTIM_H
@@ -90,7 +101,8 @@ OPTIM_API const char *optim_version_string(void);
     XX(EVERSION, -26, "checkpoint format version is newer than this library")        \
     XX(ECHECKSUM, -27, "checksum mismatch: file is corrupt")                         \
     XX(EFORMAT, -28, "malformed checkpoint")                                         \
-    XX(EMISMATCH, -29, "checkpoint does not match this optimizer")
+    XX(EMISMATCH, -29, "checkpoint does not match this optimizer")                   \
+    XX(ECOMM, -40, "communication between processes failed or timed out (optim_mpi.h)")
 
 typedef enum optim_status {
 #define OPTIM__ERR_ENUM(name, code, msg) OPTIM_##name = code,
@@ -247,6 +259,41 @@ OPTIM_API int optim_hparams_set(optim_hparams *hp, optim_hparam id, double value
 /** Read one field of *hp by id into *value. */
 OPTIM_API int optim_hparams_get(const optim_hparams *hp, optim_hparam id, double *value, optim_error *err);
 
+/* ---- Element types ------------------------------------------------------- */
+
+/**
+ * Element types of parameters, gradients and state. The numbers are stable
+ * (checkpoints store them); new types (an 8-bit block-quantized state type is
+ * planned) are added after the last one.
+ *
+ * The combinations a parameter may have (optim_add_param_typed):
+ *   param     grad                 state     the rule's math runs in
+ *   float32   float32              float32   float (optim_add_param)
+ *   float64   float64              float64   double (exact to torch.optim on float64 tensors)
+ *   bfloat16  bfloat16             float32   float: loaded exactly, the new parameter
+ *   float16   float16              float32     rounded to its type, to nearest even
+ *   float32   bfloat16 or float16  float32   float (low-precision gradients, float32 parameters)
+ * Every other pair is refused with OPTIM_EUNSUPPORTED, naming both types.
+ */
+typedef enum optim_dtype {
+    OPTIM_FLOAT32 = 0,  /* IEEE binary32 */
+    OPTIM_FLOAT64 = 1,  /* IEEE binary64 */
+    OPTIM_BFLOAT16 = 2, /* bfloat16: the upper half of a binary32 */
+    OPTIM_FLOAT16 = 3   /* IEEE binary16 */
+} optim_dtype;
+#define OPTIM_DTYPE_COUNT 4
+
+/** Name of a type ("float32", "float64", "bfloat16", "float16"), or NULL. */
+OPTIM_API const char *optim_dtype_name(optim_dtype dtype);
+/** Bytes per element of a type (4, 8, 2, 2), or 0 for an unknown value. */
+OPTIM_API size_t optim_dtype_size(optim_dtype dtype);
+/** Is (param_dtype, grad_dtype) a supported combination (see optim_dtype)?
+ *  OPTIM_OK and *state_dtype (may be NULL) set to the type of the state it
+ *  gets, or OPTIM_EUNSUPPORTED (OPTIM_EINVAL for a value that is no type)
+ *  with a message naming both types. */
+OPTIM_API int optim_dtypes_check(optim_dtype param_dtype, optim_dtype grad_dtype, optim_dtype *state_dtype,
+                                 optim_error *err);
+
 /* ---- State --------------------------------------------------------------- */
 
 #define OPTIM_MAX_SLOTS 4
@@ -293,6 +340,26 @@ OPTIM_API int optim_state_init(const optim_hparams *hp, size_t n, optim_state *s
 OPTIM_API int optim_update(const optim_hparams *hp, size_t n, float *p, const float *g, optim_state *st,
                            optim_error *err);
 
+/**
+ * optim_state_init for state of type state_dtype (OPTIM_FLOAT32, or
+ * OPTIM_FLOAT64 for float64 parameters; see optim_dtypes_check): the slot
+ * arrays st->slot[i] point at n elements of that type (cast to float *).
+ * optim_state_init(hp, n, st, err) is optim_state_init_typed(hp, n,
+ * OPTIM_FLOAT32, st, err).
+ */
+OPTIM_API int optim_state_init_typed(const optim_hparams *hp, size_t n, optim_dtype state_dtype, optim_state *st,
+                                     optim_error *err);
+/**
+ * optim_update over other element types: p holds n elements of p_dtype, g n
+ * elements of g_dtype (a supported pair, see optim_dtype), and st's slot
+ * arrays hold elements of the pair's state type, initialised by
+ * optim_state_init_typed with that type. A bfloat16 or float16 p is loaded
+ * exactly, updated in float and rounded back to nearest even. With
+ * OPTIM_FLOAT32 for both it is optim_update.
+ */
+OPTIM_API int optim_update_typed(const optim_hparams *hp, size_t n, void *p, optim_dtype p_dtype, const void *g,
+                                 optim_dtype g_dtype, optim_state *st, optim_error *err);
+
 /* ---- CPU paths ----------------------------------------------------------- */
 
 typedef enum optim_isa {
@@ -319,7 +386,8 @@ typedef struct optim optim;
 /** Create an optimizer for one rule, with no groups and no parameters.
  *  *out is set on success, NULL on failure. */
 OPTIM_API int optim_create(optim **out, optim_rule rule);
-/** Free the optimizer and its state. optim_free(NULL) does nothing. */
+/** Free the optimizer and its state. optim_free(NULL) does nothing. SAM
+ *  objects over it are detached, not freed (optim_sam.h). */
 OPTIM_API void optim_free(optim *opt);
 
 /** Last error message on this handle ("" if none yet). Never NULL; valid
@@ -331,7 +399,9 @@ OPTIM_API int optim_errcode(const optim *opt);
 OPTIM_API optim_rule optim_get_rule(const optim *opt);
 
 /** Add a parameter group with hyperparameters *hp (validated, copied; its
- *  rule must be the optimizer's). *group receives the group's index (may be NULL). */
+ *  rule must be the optimizer's). *group receives the group's index (may be NULL).
+ *  At most 2^32 - 1 groups, and 2^32 - 2 groups and params together (what a
+ *  checkpoint stores): OPTIM_EINVAL beyond. */
 OPTIM_API int optim_add_group(optim *opt, const optim_hparams *hp, size_t *group);
 OPTIM_API size_t optim_group_count(const optim *opt);
 /** Copy group g's hyperparameters into *hp. */
@@ -350,26 +420,66 @@ OPTIM_API int optim_group_set_hparams(optim *opt, size_t g, size_t count, const 
 /** Read one hyperparameter of group g. */
 OPTIM_API int optim_group_get_hparam(const optim *opt, size_t g, optim_hparam id, double *value);
 
+/** The longest parameter name in bytes (without the terminator): what a
+ *  checkpoint stores (optim_checkpoint.h). */
+#define OPTIM_MAX_NAME 4096
+
 /**
  * Add a parameter of n floats to group g. The optimizer keeps the pointers
  * (it does not copy or own param/grad) and allocates the state now, so that
  * steps never allocate. grad may be NULL (no gradient yet: the parameter is
- * skipped by steps until one is set). name is copied (NULL: "param<index>");
- * it names the parameter in error messages and checkpoints. *index receives
+ * skipped by steps until one is set). name is copied (NULL: "param<index>"),
+ * at most OPTIM_MAX_NAME bytes (OPTIM_EINVAL); it names the parameter in error
+ * messages and checkpoints. *index receives
  * the parameter's index in the optimizer (may be NULL). A parameter must not
  * overlap its gradient or any other parameter or gradient of the optimizer.
- * n == 0 is allowed (such a parameter is never updated).
+ * n == 0 is allowed (such a parameter is never updated); n <= SIZE_MAX / 4.
  */
 OPTIM_API int optim_add_param(optim *opt, size_t g, float *param, const float *grad, size_t n, const char *name,
                               size_t *index);
+/**
+ * optim_add_param for parameters and gradients of other element types: param
+ * points at n elements of param_dtype, grad (may be NULL) at n elements of
+ * grad_dtype, a supported pair (see optim_dtype; others are refused with
+ * OPTIM_EUNSUPPORTED naming both). Both pointers must be aligned to their
+ * element size. The state is allocated in the pair's state type (float64 for
+ * float64 parameters, else float32). The parameter's types are fixed: later
+ * rebinds (optim_set_param_data, optim_step_with_data) give memory of the
+ * same types. With OPTIM_FLOAT32 for both it is optim_add_param.
+ */
+OPTIM_API int optim_add_param_typed(optim *opt, size_t g, void *param, optim_dtype param_dtype, const void *grad,
+                                    optim_dtype grad_dtype, size_t n, const char *name, size_t *index);
+/** The element types of parameter i: of its memory, its gradient and its
+ *  state (each pointer may be NULL). */
+OPTIM_API int optim_param_get_dtypes(const optim *opt, size_t i, optim_dtype *param_dtype, optim_dtype *grad_dtype,
+                                     optim_dtype *state_dtype);
 OPTIM_API size_t optim_param_count(const optim *opt);
 /** Point parameter i at new memory (param must not be NULL; grad may be, for
- *  "no gradient"). Same overlap rules as optim_add_param. */
+ *  "no gradient"). Same overlap rules as optim_add_param. For a float32
+ *  parameter with float32 gradients; others are refused (OPTIM_EINVAL, naming
+ *  the types): use optim_set_param_data. */
 OPTIM_API int optim_set_param_ptrs(optim *opt, size_t i, float *param, const float *grad);
-/** Point parameter i's gradient at new memory, or NULL for "no gradient". */
+/** Point parameter i's gradient at new memory, or NULL for "no gradient".
+ *  float32 gradients only, as optim_set_param_ptrs; else optim_set_grad_data. */
 OPTIM_API int optim_set_grad(optim *opt, size_t i, const float *grad);
+/** optim_set_param_ptrs for any element types: param and grad point at memory
+ *  of the types parameter i was added with (optim_param_get_dtypes). */
+OPTIM_API int optim_set_param_data(optim *opt, size_t i, void *param, const void *grad);
+/** optim_set_grad for any element type: grad points at memory of parameter
+ *  i's gradient type, or is NULL for "no gradient". */
+OPTIM_API int optim_set_grad_data(optim *opt, size_t i, const void *grad);
+/** Point every parameter at new memory in one call, as optim_step_with does,
+ *  without stepping: params[i] and grads[i] (NULL: no gradient) for parameter
+ *  i, count = optim_param_count, each of the element types parameter i was
+ *  added with (optim_param_get_dtypes). Only the new pointers are checked against
+ *  each other (the old ones may point to memory the caller has freed since).
+ *  Bindings use it before a call that compares or writes bound memory
+ *  (optim_add_param, optim_sam_restore). */
+OPTIM_API int optim_rebind(optim *opt, size_t count, void *const *params, const void *const *grads);
 
-/** Facts about parameter i. name and pointers stay valid while the parameter exists. */
+/** Facts about parameter i. name and pointers stay valid while the parameter
+ *  exists. param and grad point at memory of the parameter's element types
+ *  (optim_param_get_dtypes), whatever the pointer type says. */
 typedef struct optim_param_info {
     const char *name;
     size_t group;
@@ -399,16 +509,22 @@ OPTIM_API int optim_param_get_shape(const optim *opt, size_t i, size_t *ndim, in
  * rule and hyperparameters, in one parallel pass over memory. Parameters whose
  * gradient is NULL are skipped and their step counters do not advance (as
  * torch skips parameters whose .grad is None). Fails with OPTIM_ESTATE if the
- * optimizer has no parameters. Never allocates.
+ * optimizer has no parameters, or while an optim_sam has it between
+ * first_step and second_step (optim_sam.h). Never allocates.
  */
 OPTIM_API int optim_step(optim *opt);
 /**
  * Rebind every parameter's memory and take one step, in one call: params[i]
  * and grads[i] for parameter i (count must equal optim_param_count). grads[i]
  * may be NULL to skip parameter i this step. This is how bindings step a
- * whole model with one call.
+ * whole model with one call. Every parameter must be float32 with float32
+ * gradients (else OPTIM_EINVAL naming the first other one): optim_step_with_data
+ * takes any types.
  */
 OPTIM_API int optim_step_with(optim *opt, size_t count, float *const *params, const float *const *grads);
+/** optim_step_with for parameters of any element types: params[i] and
+ *  grads[i] point at memory of parameter i's types (optim_param_get_dtypes). */
+OPTIM_API int optim_step_with_data(optim *opt, size_t count, void *const *params, const void *const *grads);
 
 /** Number of steps taken by the optimizer (calls of optim_step that ran,
  *  not counting steps skipped for non-finite gradients). */
@@ -472,8 +588,14 @@ OPTIM_API double optim_last_grad_norm(const optim *opt);
  * hyperparameters. *initialized (may be NULL) receives whether it holds data
  * (SGD's momentum buffer does not until the first step with momentum). The
  * memory stays valid until optim_free and may be written between steps.
+ * Only for float32 state: a slot of another type is refused
+ * (OPTIM_EUNSUPPORTED, naming its type); use optim_state_slot_data.
  */
 OPTIM_API int optim_state_slot(optim *opt, size_t i, int s, float **data, int *initialized);
+/** optim_state_slot for state of any type: *data receives the array of n
+ *  elements (or NULL if not allocated), *dtype (may be NULL) its element type
+ *  (parameter i's state type, optim_param_get_dtypes). */
+OPTIM_API int optim_state_slot_data(optim *opt, size_t i, int s, void **data, optim_dtype *dtype, int *initialized);
 /** Mark slot s of parameter i as holding data (or not), e.g. after loading it. */
 OPTIM_API int optim_state_set_initialized(optim *opt, size_t i, int s, int initialized);
 /** Read and write parameter i's step counter and NAdam's mu_product. */
@@ -484,8 +606,15 @@ OPTIM_API int optim_param_set_mu_product(optim *opt, size_t i, double mu_product
 /** Reset parameter i's state as if it had never stepped. */
 OPTIM_API int optim_param_reset_state(optim *opt, size_t i);
 
-/** Threads used by a step: 0 = all OpenMP threads (the default), 1 = only the
- *  caller's thread, k = at most k. Results are bit-identical for any value. */
+/** The largest thread count optim_set_threads accepts. */
+#define OPTIM_MAX_THREADS 1024
+/** Threads used by a step: 0 = all OpenMP threads (the default, OpenMP's
+ *  omp_get_max_threads()), 1 = only the caller's thread, k = at most k
+ *  (OPTIM_EINVAL, naming the value, above OPTIM_MAX_THREADS or below 0). A
+ *  step never asks OpenMP for more threads than its thread limit
+ *  (OMP_THREAD_LIMIT), the CPUs it sees, or the step's work can use (steps
+ *  under 32K elements run on the caller's thread). Results are bit-identical
+ *  for any value. */
 OPTIM_API int optim_set_threads(optim *opt, int threads);
 OPTIM_API int optim_get_threads(const optim *opt);
 /** Choose the CPU path for this optimizer (tests use this to run each one).

@@ -11,6 +11,15 @@
  * settings are the arguments of optim_sam_create. Between an optim_sam_first_step
  * and its second_step (or restore), saves and loads fail with OPTIM_ESTATE.
  *
+ * Every save that succeeds loads: what the format stores in a fixed width is
+ * bounded when the optimizer is built, with the values the loader accepts
+ * (OPTIM_MAX_NAME, OPTIM_MAX_NDIM, at most 2^32 - 1 groups and 1 + groups +
+ * params sections, and the schedules' OPTIM_SCHEDULE_MAX_* limits). A loaded
+ * record listed twice or contradicting the format is refused as damaged.
+ *
+ * Threads: no global state; different optimizers may be saved and loaded in
+ * different threads at once. One optimizer is used by one thread at a time.
+ *
  * The format (docs/CHECKPOINT.md) is versioned, little-endian on every
  * machine, made of sections with their own lengths and CRC-32C checksums, and
  * a checksum of the whole file. Writing goes to a temporary file next to the
@@ -29,7 +38,8 @@
  * Errors (on the handle: optim_errmsg names the file and the part that
  * failed): OPTIM_EOPEN (cannot open or create, or not a file optim_save
  * replaces), OPTIM_EREAD (cannot read, or not a regular file),
- * OPTIM_EWRITE, OPTIM_ENOSPC (disk full or file-size limit),
+ * OPTIM_EWRITE, OPTIM_ENOSPC (no space or inode left, quota or file-size
+ * limit, whichever call of the save met it),
  * OPTIM_ETRUNCATED, OPTIM_EMAGIC (not a checkpoint), OPTIM_EVERSION (written
  * by a newer format), OPTIM_ECHECKSUM (corrupt), OPTIM_EFORMAT (checksums
  * fine but the content is impossible), OPTIM_EMISMATCH (another rule, other
@@ -45,8 +55,10 @@
 extern "C" {
 #endif
 
-/** The format version this library writes (2: with shapes); it loads this one and every older one. */
-#define OPTIM_CHECKPOINT_FORMAT 2
+/** The format version this library writes (3: with the element type of each
+ *  state slot, so float64 state saves and loads exactly); it loads this one
+ *  and every older one. */
+#define OPTIM_CHECKPOINT_FORMAT 3
 
 /** How a checkpoint's parameters are matched to the optimizer's. */
 typedef enum optim_match {

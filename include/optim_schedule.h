@@ -58,6 +58,17 @@ typedef enum optim_schedule_kind {
     OPTIM_SCHED_SEQUENTIAL = 13      /* torch SequentialLR */
 } optim_schedule_kind;
 
+/* Limits, checked by the constructors (OPTIM_EINVAL naming the limit and the
+ * value) so that every schedule can be saved in a checkpoint and loaded back
+ * (optim_checkpoint.h). */
+/** Composite schedules nest at most this deep: a schedule that is not a
+ *  composite has depth 0, a warm-up or sequential 1 + its children's largest. */
+#define OPTIM_SCHEDULE_MAX_DEPTH 32
+/** A sequential schedule has at most this many schedules. */
+#define OPTIM_SCHEDULE_MAX_CHILDREN 1024
+/** A multistep schedule has at most this many milestones (repeats counted). */
+#define OPTIM_SCHEDULE_MAX_MILESTONES (1 << 20)
+
 typedef enum optim_cyclic_mode {
     OPTIM_CYCLIC_TRIANGULAR = 0,
     OPTIM_CYCLIC_TRIANGULAR2 = 1,
@@ -82,8 +93,8 @@ OPTIM_API int optim_schedule_constant(optim_schedule **out, double factor, int64
 OPTIM_API int optim_schedule_step(optim_schedule **out, int64_t step_size, double gamma, optim_error *err);
 /** torch MultiStepLR: lr = base * gamma^(number of milestones <= t). Milestones
  *  >= 0, in any order; a milestone listed twice counts twice (as torch's
- *  Counter). count may be 0 (milestones may then be NULL). After the last
- *  milestone the lr stays. */
+ *  Counter). count may be 0 (milestones may then be NULL), at most
+ *  OPTIM_SCHEDULE_MAX_MILESTONES. After the last milestone the lr stays. */
 OPTIM_API int optim_schedule_multistep(optim_schedule **out, const int64_t *milestones, size_t count, double gamma,
                                        optim_error *err);
 /** torch ExponentialLR: lr = base * gamma^t, gamma >= 0. No end. */
@@ -153,8 +164,9 @@ OPTIM_API int optim_schedule_cyclic(optim_schedule **out, double base_lr, double
  *  at its step 0 (base for after == NULL, so warm-up + cosine ramps to base),
  *  lr = a * (t + 1) / warmup_steps for t < warmup_steps, then `after`
  *  evaluated at t - warmup_steps; its end is after's end (after == NULL:
- *  base for ever). warmup_steps >= 0 (0: after alone). Takes ownership of
- *  after, also on failure. */
+ *  base for ever). warmup_steps >= 0 (0: after alone); after nests at most
+ *  OPTIM_SCHEDULE_MAX_DEPTH - 1 deep. Takes ownership of after, also on
+ *  failure. */
 OPTIM_API int optim_schedule_warmup(optim_schedule **out, int64_t warmup_steps, optim_schedule *after,
                                     optim_error *err);
 /** Warm-up, stable, decay: base * (t + 1) / warmup_steps for t < warmup_steps,
@@ -170,9 +182,10 @@ OPTIM_API int optim_schedule_wsd(optim_schedule **out, int64_t warmup_steps, int
 /** torch SequentialLR: schedules[0] runs from step 0, schedules[i] from
  *  milestones[i-1] on, evaluated at t - milestones[i-1] (each starts at its
  *  own step 0, as torch restarts it with step(0)); the end is the last
- *  schedule's. count >= 1 schedules, count - 1 milestones, strictly
- *  increasing from 1 (torch starts schedules[0] at step 0 whatever the
- *  milestones say). Takes ownership of every schedule, also on failure. */
+ *  schedule's. count in [1, OPTIM_SCHEDULE_MAX_CHILDREN] schedules, each
+ *  nesting at most OPTIM_SCHEDULE_MAX_DEPTH - 1 deep; count - 1 milestones,
+ *  strictly increasing from 1 (torch starts schedules[0] at step 0 whatever
+ *  the milestones say). Takes ownership of every schedule, also on failure. */
 OPTIM_API int optim_schedule_sequential(optim_schedule **out, optim_schedule *const *schedules, size_t count,
                                         const int64_t *milestones, optim_error *err);
 

@@ -2,15 +2,17 @@
 # deps.sh GROUP...: make sure the Debian packages a make target needs are
 # installed; installs the missing ones with apt-get when run as root, or says
 # which to install otherwise.
-#   build: compiler, CMake, OpenMP (in gcc), OpenBLAS and zlib for the optim command
-#   test:  Debian's Python with torch, numpy, pytest; clang for the fuzzer and sanitizers; valgrind
+#   build: compiler, CMake, OpenMP (in gcc), OpenBLAS and zlib for the optim command, Open MPI for
+#          liboptim_mpi and `optim lab --distributed` (built when CMake finds MPI)
+#   test:  Debian's Python with torch, numpy, pytest; clang for the fuzzer and sanitizers; valgrind;
+#          Open MPI's mpirun for the tests of liboptim_mpi (label mpi)
 #   run:   matplotlib for the report's figures, Fashion-MNIST and the sklearn data sets
 set -eu
 pkgs=""
 for group in "$@"; do
   case "$group" in
-    build) pkgs="$pkgs build-essential cmake pkg-config libopenblas-dev zlib1g-dev" ;;
-    test)  pkgs="$pkgs python3 python3-torch python3-numpy python3-pytest clang libclang-rt-14-dev valgrind" ;;
+    build) pkgs="$pkgs build-essential cmake pkg-config libopenblas-dev zlib1g-dev openmpi-bin libopenmpi-dev" ;;
+    test)  pkgs="$pkgs python3 python3-torch python3-numpy python3-pytest clang libclang-rt-14-dev valgrind openmpi-bin libopenmpi-dev" ;;
     run)   pkgs="$pkgs python3 python3-numpy python3-matplotlib dataset-fashion-mnist python3-sklearn" ;;
     *) echo "deps.sh: unknown group '$group' (build, test, run)" >&2; exit 2 ;;
   esac

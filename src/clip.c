@@ -44,6 +44,12 @@ float optim__clip_factor(double norm, double max_norm)
     return c >= 1.0f ? 1.0f : c; /* NaN stays NaN */
 }
 
+double optim__clip_factor64(double norm, double max_norm)
+{
+    const double r = 1.0 / (norm + 1e-6), c = r * max_norm;
+    return c >= 1.0 ? 1.0 : c; /* NaN stays NaN */
+}
+
 /* Scratch for one call: tasks over the arrays and the reduction partials. */
 typedef struct optim__clip_job {
     size_t count;
@@ -51,7 +57,7 @@ typedef struct optim__clip_job {
     double *partials;
     unsigned char *bad;
     size_t total, nblocks;
-    optim__k k;
+    optim__util_k k;
 } optim__clip_job;
 
 static void optim__clip_job_free(optim__clip_job *j)
@@ -81,9 +87,11 @@ static int optim__clip_job_init(optim__clip_job *j, const char *fn, size_t count
         optim__task *t = &j->tasks[i];
         t->p = (float *)(uintptr_t)grads[i]; /* the in-place kernels write through p */
         t->g = grads[i];
+        t->gtype = OPTIM_FLOAT32;
         t->n = grads[i] ? n[i] : 0;
         t->start = j->total;
         t->bstart = j->nblocks;
+        t->align = 16;
         t->k = &j->k;
         j->total += t->n;
         j->nblocks += OPTIM__NBLOCKS(t->n);
@@ -112,7 +120,8 @@ static int optim__check_common(const char *fn, double norm_type, int threads, op
      * orders are not norms. */
     OPTIM__FAIL_IF(!(norm_type > 0), err, OPTIM_EINVAL,
                    "%s: norm_type = %.10g must be > 0 or INFINITY (orders 0 and below are not norms)", fn, norm_type);
-    OPTIM__FAIL_IF(threads < 0, err, OPTIM_EINVAL, "%s: threads = %d is negative", fn, threads);
+    OPTIM__FAIL_IF(threads < 0 || threads > OPTIM_MAX_THREADS, err, OPTIM_EINVAL,
+                   "%s: threads = %d is outside 0..OPTIM_MAX_THREADS (%d)", fn, threads, OPTIM_MAX_THREADS);
     return OPTIM_OK;
 }
 
@@ -156,8 +165,8 @@ int optim_clip_grad_norm(size_t count, float *const *grads, const size_t *n, dou
     }
     coef = optim__clip_factor(norm, max_norm);
     if (!(coef >= 1.0f)) {
-        j.k.u.util.a = coef;
-        optim__run_fn(optim__kernels_get(OPTIM_ISA_AUTO)->scale, j.tasks, j.count, j.total, threads);
+        j.k.a = coef;
+        optim__run(optim__kernels_get(OPTIM_ISA_AUTO), optim__range_scale, j.tasks, j.count, j.total, threads);
     }
     optim__clip_job_free(&j);
     return optim__ok(err);
@@ -169,11 +178,13 @@ int optim_clip_grad_value(size_t count, float *const *grads, const size_t *n, do
     optim__clip_job j;
     OPTIM__FAIL_IF(!(clip_value >= 0) || isinf(clip_value), err, OPTIM_EINVAL,
                    "optim_clip_grad_value: clip_value = %.10g must be a finite number >= 0", clip_value);
-    OPTIM__FAIL_IF(threads < 0, err, OPTIM_EINVAL, "optim_clip_grad_value: threads = %d is negative", threads);
+    OPTIM__FAIL_IF(threads < 0 || threads > OPTIM_MAX_THREADS, err, OPTIM_EINVAL,
+                   "optim_clip_grad_value: threads = %d is outside 0..OPTIM_MAX_THREADS (%d)", threads,
+                   OPTIM_MAX_THREADS);
     OPTIM__FORWARD(optim__clip_job_init(&j, "optim_clip_grad_value", count, (const float *const *)grads, n, err));
-    j.k.u.util.a = (float)-clip_value;
-    j.k.u.util.b = (float)clip_value;
-    optim__run_fn(optim__kernels_get(OPTIM_ISA_AUTO)->clamp, j.tasks, j.count, j.total, threads);
+    j.k.a = (float)-clip_value;
+    j.k.b = (float)clip_value;
+    optim__run(optim__kernels_get(OPTIM_ISA_AUTO), optim__range_clamp, j.tasks, j.count, j.total, threads);
     optim__clip_job_free(&j);
     return optim__ok(err);
 }

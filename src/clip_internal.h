@@ -22,4 +22,8 @@ double optim__clip_total_norm(double norm, double p);
  * with max_norm = inf, where torch multiplies 0 by inf). 1 means unchanged. */
 float optim__clip_factor(double norm, double max_norm);
 
+/* The same for float64 gradients, as torch computes it on a float64 norm:
+ * (1 / (norm + 1e-6)) * max_norm in double, then min(c, 1); NaN stays NaN. */
+double optim__clip_factor64(double norm, double max_norm);
+
 #endif

@@ -44,8 +44,13 @@ int optim__ok(optim_error *err);
 /* Aligned allocation of n floats; NULL on failure or overflow. */
 float *optim__alloc_floats(size_t n);
 void optim__free_floats(float *p);
+/* Aligned allocation of n elements of `size` bytes (rounded up to whole cache
+ * lines); NULL on failure or overflow. Free with optim__free_floats. */
+void *optim__alloc_elems(size_t n, size_t size);
 
 /* 1 if [a, a+na) and [b, b+nb) share a byte (floats counted). */
 int optim__overlap(const void *a, size_t na, const void *b, size_t nb);
+/* The same with sizes in bytes. */
+int optim__overlap_bytes(const void *a, size_t na, const void *b, size_t nb);
 
 #endif

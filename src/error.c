@@ -51,16 +51,21 @@ int optim__ok(optim_error *err)
     return OPTIM_OK;
 }
 
-float *optim__alloc_floats(size_t n)
+void *optim__alloc_elems(size_t n, size_t size)
 {
     void *p = NULL;
     size_t bytes;
-    if (n > (SIZE_MAX - OPTIM__ALIGN) / sizeof(float)) return NULL;
+    if (size == 0 || n > (SIZE_MAX - OPTIM__ALIGN) / size) return NULL;
     /* Round up so that vector code may touch a whole last cache line. */
-    bytes = (n * sizeof(float) + OPTIM__ALIGN - 1) / OPTIM__ALIGN * OPTIM__ALIGN;
+    bytes = (n * size + OPTIM__ALIGN - 1) / OPTIM__ALIGN * OPTIM__ALIGN;
     if (bytes == 0) bytes = OPTIM__ALIGN;
     if (posix_memalign(&p, OPTIM__ALIGN, bytes) != 0) return NULL;
-    return (float *)p;
+    return p;
+}
+
+float *optim__alloc_floats(size_t n)
+{
+    return (float *)optim__alloc_elems(n, sizeof(float));
 }
 
 void optim__free_floats(float *p)
@@ -68,11 +73,16 @@ void optim__free_floats(float *p)
     free(p);
 }
 
-int optim__overlap(const void *a, size_t na, const void *b, size_t nb)
+int optim__overlap_bytes(const void *a, size_t na, const void *b, size_t nb)
 {
     uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
     if (na == 0 || nb == 0 || !a || !b) return 0;
-    return a0 < b0 + nb * sizeof(float) && b0 < a0 + na * sizeof(float);
+    return a0 < b0 + nb && b0 < a0 + na;
+}
+
+int optim__overlap(const void *a, size_t na, const void *b, size_t nb)
+{
+    return optim__overlap_bytes(a, na * sizeof(float), b, nb * sizeof(float));
 }
 
 unsigned optim_version_number(void)

@@ -1,4 +1,5 @@
-/* optim.c: the optimizer object: groups, parameters, owned state, one step. */
+/* optim.c: the optimizer object: groups, parameters, owned state, settings.
+ * One step is in step.c. */
 #include "optim_internal.h"
 #include "clip_internal.h"
 
@@ -47,6 +48,7 @@ void optim_free(optim *o)
 {
     size_t i;
     if (!o) return;
+    optim__sam_detach_all(o); /* SAM objects over o outlive it safely */
     for (i = 0; i < o->nparams; i++) {
         optim__param_free_state(&o->params[i]);
         free(o->params[i].name);
@@ -57,6 +59,7 @@ void optim_free(optim *o)
     free(o->groups);
     free(o->tasks);
     free(o->ks);
+    free(o->next);
     free(o->spans);
     free(o->partials);
     free(o->bad);
@@ -94,6 +97,8 @@ static int optim__check_hp(optim *o, const char *fn, const optim_hparams *hp)
 int optim_add_group(optim *o, const optim_hparams *hp, size_t *group)
 {
     if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__sam_guard(o, "optim_add_group"));
+    OPTIM__FORWARD(optim__ck_fits_group(o, "optim_add_group"));
     OPTIM__FORWARD(optim__check_hp(o, "optim_add_group", hp));
     if (o->ngroups == o->cap_groups) {
         size_t cap = o->cap_groups ? o->cap_groups * 2 : 4;
@@ -104,7 +109,7 @@ int optim_add_group(optim *o, const optim_hparams *hp, size_t *group)
     }
     memset(&o->groups[o->ngroups], 0, sizeof o->groups[o->ngroups]);
     o->groups[o->ngroups].hp = *hp;
-    if (o->rule == OPTIM_ADABOUND && hp->initial_lr == 0) o->groups[o->ngroups].hp.initial_lr = hp->lr;
+    optim__group_complete(&o->groups[o->ngroups].hp);
     if (group) *group = o->ngroups;
     o->ngroups++;
     return optim__ok(OPTIM__E(o));
@@ -155,7 +160,7 @@ static int optim__grow_slots(optim *o, size_t g, const optim_hparams *hp)
         if (pa->group != g) continue;
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((need >> s) & 1u) || pa->st.slot[s]) continue;
-            pa->st.slot[s] = optim__alloc_floats(pa->n);
+            pa->st.slot[s] = (float *)optim__alloc_elems(pa->n, optim_dtype_size(pa->sdt));
             if (!pa->st.slot[s]) {
                 size_t j;
                 for (j = 0; j <= i; j++) {
@@ -168,8 +173,9 @@ static int optim__grow_slots(optim *o, size_t g, const optim_hparams *hp)
                     o->params[j].fresh = 0;
                 }
                 return optim__fail(OPTIM__E(o), OPTIM_ENOMEM,
-                                   "optim_group_set: out of memory for %zu floats of state '%s' of param %zu '%s'",
-                                   pa->n, optim_rule_slot_name(o->rule, s), i, pa->name);
+                                   "optim_group_set: out of memory for %zu %s of state '%s' of param %zu '%s'",
+                                   pa->n, pa->sdt == OPTIM_FLOAT64 ? "doubles" : "floats",
+                                   optim_rule_slot_name(o->rule, s), i, pa->name);
             }
             pa->fresh |= 1u << s;
         }
@@ -178,16 +184,41 @@ static int optim__grow_slots(optim *o, size_t g, const optim_hparams *hp)
         optim__param *pa = &o->params[i];
         if (!pa->fresh) continue;
         pa->st.initialized &= ~pa->fresh;
-        optim__state_fill(hp, pa->n, &pa->st, pa->fresh);
+        optim__state_fill(hp, pa->n, &pa->st, pa->fresh, pa->sdt);
         pa->fresh = 0;
     }
     return OPTIM_OK;
 }
 
+/* The loop instance parameter `pa` would run at its next step under hp (its
+ * state as it is now, the clipping as set): an error naming the variant and
+ * types if the kernels have none, so that an options change nobody generated
+ * a loop for is refused when it is made, not found by a step. */
+static int optim__check_next_loop(optim *o, const char *fn, const optim__param *pa, const optim_hparams *hp)
+{
+    optim_state st = pa->st;
+    optim__step_in in;
+    optim__k k;
+    if (st.step == INT64_MAX) return OPTIM_OK; /* the step refuses it anyway */
+    in.lr = hp->lr;
+    in.gscale = 1.0;
+    in.gclip = o->clip_value > 0 ? o->clip_value : INFINITY;
+    optim__prepare(hp, &in, &st, &k);
+    OPTIM__FAIL_IF(!optim__loop_get(o->kt, o->rule, pa->ct, k.c.variant, NULL, NULL), OPTIM__E(o),
+                   OPTIM_EUNSUPPORTED,
+                   "%s: the %s path has no %s loop for variant 0x%x (%s parameters, %s gradients) of param '%s'", fn,
+                   optim_isa_name(o->kt->isa), optim_rule_name(o->rule), k.c.variant, optim_dtype_name(pa->pdt),
+                   optim_dtype_name(pa->gdt), pa->name);
+    return OPTIM_OK;
+}
+
 static int optim__group_commit(optim *o, size_t g, const char *fn, optim_hparams *hp)
 {
+    size_t i;
     OPTIM__FORWARD(optim__check_hp(o, fn, hp));
-    if (o->rule == OPTIM_ADABOUND && hp->initial_lr == 0) hp->initial_lr = hp->lr;
+    optim__group_complete(hp);
+    for (i = 0; i < o->nparams; i++)
+        if (o->params[i].group == g) OPTIM__FORWARD(optim__check_next_loop(o, fn, &o->params[i], hp));
     OPTIM__FORWARD(optim__grow_slots(o, g, hp));
     o->groups[g].hp = *hp;
     return optim__ok(OPTIM__E(o));
@@ -230,21 +261,34 @@ int optim_group_get_hparam(const optim *o, size_t g, optim_hparam id, double *va
 
 /* ---- Parameters ------------------------------------------------------------- */
 
-/* Does [p, n) or [g, n) collide with the memory of any parameter but `skip`? */
-static int optim__check_disjoint_one(optim *o, const char *fn, size_t skip, const float *p, const float *g, size_t n)
+
+/* Does p (pb bytes) or g (gb bytes) collide with the memory of any parameter but `skip`? */
+static int optim__check_disjoint_one(optim *o, const char *fn, size_t skip, const void *p, size_t pb, const void *g,
+                                     size_t gb)
 {
     size_t j;
-    OPTIM__FAIL_IF(optim__overlap(p, n, g, n), OPTIM__E(o), OPTIM_EOVERLAP, "%s: param and grad overlap", fn);
+    OPTIM__FAIL_IF(optim__overlap_bytes(p, pb, g, gb), OPTIM__E(o), OPTIM_EOVERLAP, "%s: param and grad overlap", fn);
     for (j = 0; j < o->nparams; j++) {
         const optim__param *q = &o->params[j];
+        size_t qp = OPTIM__BYTES(q->n, q->pdt), qg = OPTIM__BYTES(q->n, q->gdt);
         if (j == skip) continue;
-        OPTIM__FAIL_IF(optim__overlap(p, n, q->p, q->n), OPTIM__E(o), OPTIM_EOVERLAP,
+        OPTIM__FAIL_IF(optim__overlap_bytes(p, pb, q->p, qp), OPTIM__E(o), OPTIM_EOVERLAP,
                        "%s: param overlaps the memory of param %zu '%s'", fn, j, q->name);
-        OPTIM__FAIL_IF(optim__overlap(p, n, q->g, q->n), OPTIM__E(o), OPTIM_EOVERLAP,
+        OPTIM__FAIL_IF(optim__overlap_bytes(p, pb, q->g, qg), OPTIM__E(o), OPTIM_EOVERLAP,
                        "%s: param overlaps the gradient of param %zu '%s'", fn, j, q->name);
-        OPTIM__FAIL_IF(optim__overlap(g, n, q->p, q->n), OPTIM__E(o), OPTIM_EOVERLAP,
+        OPTIM__FAIL_IF(optim__overlap_bytes(g, gb, q->p, qp), OPTIM__E(o), OPTIM_EOVERLAP,
                        "%s: grad overlaps the memory of param %zu '%s'", fn, j, q->name);
     }
+    return OPTIM_OK;
+}
+
+int optim__check_align(optim *o, const char *fn, const char *what, const void *x, optim_dtype dtype,
+                              size_t i, const char *name)
+{
+    size_t size = optim_dtype_size(dtype);
+    OPTIM__FAIL_IF(dtype != OPTIM_FLOAT32 && x && (uintptr_t)x % size != 0, OPTIM__E(o), OPTIM_EINVAL,
+                   "%s: the %s of param %zu '%s' at %p is not aligned to %zu bytes (%s)", fn, what, i,
+                   name ? name : "", x, size, optim_dtype_name(dtype));
     return OPTIM_OK;
 }
 
@@ -254,6 +298,7 @@ static int optim__reserve_params(optim *o)
     optim__param *ps;
     optim__task *ts;
     optim__k *ks;
+    optim_state *nx;
     optim__span *sp;
     if (o->nparams < o->cap_params) return OPTIM_OK;
     cap = o->cap_params ? o->cap_params * 2 : 16;
@@ -266,6 +311,9 @@ static int optim__reserve_params(optim *o)
     ks = (optim__k *)realloc(o->ks, cap * sizeof *ks);
     if (!ks) return OPTIM_ENOMEM;
     o->ks = ks;
+    nx = (optim_state *)realloc(o->next, cap * sizeof *nx);
+    if (!nx) return OPTIM_ENOMEM;
+    o->next = nx;
     sp = (optim__span *)realloc(o->spans, 2 * cap * sizeof *sp);
     if (!sp) return OPTIM_ENOMEM;
     o->spans = sp;
@@ -292,24 +340,37 @@ static int optim__reserve_blocks(optim *o, size_t more)
     return OPTIM_OK;
 }
 
-int optim_add_param(optim *o, size_t g, float *param, const float *grad, size_t n, const char *name, size_t *index)
+static int optim__add_param(optim *o, const char *fn, size_t g, void *param, optim_dtype pdt, const void *grad,
+                            optim_dtype gdt, size_t n, const char *name, size_t *index)
 {
     optim__param pa;
+    optim__task probe;
     const optim_hparams *hp;
     unsigned need;
     int s;
-    if (!o) return OPTIM_ENULL;
-    OPTIM__FORWARD(optim__check_group(o, "optim_add_param", g));
-    OPTIM__FAIL_IF(!param && n > 0, OPTIM__E(o), OPTIM_ENULL, "optim_add_param: param is NULL (n = %zu)", n);
-    OPTIM__FORWARD(optim__check_disjoint_one(o, "optim_add_param", (size_t)-1, param, grad, n));
-    OPTIM__FAIL_IF(optim__reserve_params(o) != OPTIM_OK, OPTIM__E(o), OPTIM_ENOMEM,
-                   "optim_add_param: out of memory for %zu parameters", o->nparams + 1);
-    OPTIM__FAIL_IF(optim__reserve_blocks(o, OPTIM__NBLOCKS(n)) != OPTIM_OK, OPTIM__E(o), OPTIM_ENOMEM,
-                   "optim_add_param: out of memory for the gradient-norm partials");
-
+    OPTIM__FORWARD(optim__sam_guard(o, fn));
+    OPTIM__FORWARD(optim__check_group(o, fn, g));
+    OPTIM__FORWARD(optim__ck_fits_param(o, fn, name, n));
     memset(&pa, 0, sizeof pa);
+    OPTIM__FORWARD(optim__dtypes(fn, pdt, gdt, &pa.ct, &pa.sdt, OPTIM__E(o)));
+    OPTIM__FAIL_IF(optim__task_storage(o->kt, &probe, pdt, gdt, pa.sdt) != 0, OPTIM__E(o), OPTIM_EUNSUPPORTED,
+                   "%s: the %s path has no storage for %s parameters with %s gradients", fn,
+                   optim_isa_name(o->kt->isa), optim_dtype_name(pdt), optim_dtype_name(gdt));
+    OPTIM__FAIL_IF(!param && n > 0, OPTIM__E(o), OPTIM_ENULL, "%s: param is NULL (n = %zu)", fn, n);
+    OPTIM__FAIL_IF(n > SIZE_MAX / 8, OPTIM__E(o), OPTIM_EINVAL, "%s: n = %zu elements is too many", fn, n);
+    OPTIM__FORWARD(optim__check_align(o, fn, "memory", param, pdt, o->nparams, name));
+    OPTIM__FORWARD(optim__check_align(o, fn, "gradient", grad, gdt, o->nparams, name));
+    OPTIM__FORWARD(optim__check_disjoint_one(o, fn, (size_t)-1, param, OPTIM__BYTES(n, pdt), grad,
+                                             OPTIM__BYTES(n, gdt)));
+    OPTIM__FAIL_IF(optim__reserve_params(o) != OPTIM_OK, OPTIM__E(o), OPTIM_ENOMEM,
+                   "%s: out of memory for %zu parameters", fn, o->nparams + 1);
+    OPTIM__FAIL_IF(optim__reserve_blocks(o, OPTIM__NBLOCKS(n)) != OPTIM_OK, OPTIM__E(o), OPTIM_ENOMEM,
+                   "%s: out of memory for the gradient-norm partials", fn);
+
     pa.p = param;
     pa.g = grad;
+    pa.pdt = pdt;
+    pa.gdt = gdt;
     pa.n = n;
     pa.group = g;
     if (name) {
@@ -322,29 +383,58 @@ int optim_add_param(optim *o, size_t g, float *param, const float *grad, size_t 
         pa.name = (char *)malloc(strlen(buf) + 1);
         if (pa.name) strcpy(pa.name, buf);
     }
-    OPTIM__FAIL_IF(!pa.name, OPTIM__E(o), OPTIM_ENOMEM, "optim_add_param: out of memory for the name");
+    OPTIM__FAIL_IF(!pa.name, OPTIM__E(o), OPTIM_ENOMEM, "%s: out of memory for the name", fn);
 
     hp = &o->groups[g].hp;
+    pa.st.step = 0;
+    pa.st.mu_product = 1.0;
+    if (optim__check_next_loop(o, fn, &pa, hp) != OPTIM_OK) {
+        free(pa.name);
+        return o->err.code;
+    }
     need = optim_hparams_slots(hp);
     for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
         if (!((need >> s) & 1u)) continue;
-        pa.st.slot[s] = optim__alloc_floats(n);
+        pa.st.slot[s] = (float *)optim__alloc_elems(n, optim_dtype_size(pa.sdt));
         if (!pa.st.slot[s]) {
             optim__param_free_state(&pa);
             free(pa.name);
-            return optim__fail(OPTIM__E(o), OPTIM_ENOMEM,
-                               "optim_add_param: out of memory for %zu floats of state '%s' of '%s'", n,
-                               optim_rule_slot_name(o->rule, s), name ? name : "param");
+            return optim__fail(OPTIM__E(o), OPTIM_ENOMEM, "%s: out of memory for %zu %s of state '%s' of '%s'", fn,
+                               n, pa.sdt == OPTIM_FLOAT64 ? "doubles" : "floats", optim_rule_slot_name(o->rule, s),
+                               name ? name : "param");
         }
     }
-    pa.st.step = 0;
-    pa.st.mu_product = 1.0;
-    optim__state_fill(hp, n, &pa.st, need);
+    optim__state_fill(hp, n, &pa.st, need, pa.sdt);
 
     o->params[o->nparams] = pa;
     if (index) *index = o->nparams;
     o->nparams++;
     return optim__ok(OPTIM__E(o));
+}
+
+int optim_add_param(optim *o, size_t g, float *param, const float *grad, size_t n, const char *name, size_t *index)
+{
+    if (!o) return OPTIM_ENULL;
+    return optim__add_param(o, "optim_add_param", g, param, OPTIM_FLOAT32, grad, OPTIM_FLOAT32, n, name, index);
+}
+
+int optim_add_param_typed(optim *o, size_t g, void *param, optim_dtype param_dtype, const void *grad,
+                          optim_dtype grad_dtype, size_t n, const char *name, size_t *index)
+{
+    if (!o) return OPTIM_ENULL;
+    return optim__add_param(o, "optim_add_param_typed", g, param, param_dtype, grad, grad_dtype, n, name, index);
+}
+
+int optim_param_get_dtypes(const optim *o, size_t i, optim_dtype *param_dtype, optim_dtype *grad_dtype,
+                           optim_dtype *state_dtype)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(i >= o->nparams, OPTIM__EC(o), OPTIM_ERANGE,
+                   "optim_param_get_dtypes: param %zu does not exist (%zu params)", i, o->nparams);
+    if (param_dtype) *param_dtype = o->params[i].pdt;
+    if (grad_dtype) *grad_dtype = o->params[i].gdt;
+    if (state_dtype) *state_dtype = o->params[i].sdt;
+    return optim__ok(OPTIM__EC(o));
 }
 
 size_t optim_param_count(const optim *o)
@@ -359,23 +449,65 @@ static int optim__check_param(optim *o, const char *fn, size_t i)
     return OPTIM_OK;
 }
 
+int optim__check_float32(optim *o, const char *fn, size_t i, const char *instead)
+{
+    const optim__param *pa = &o->params[i];
+    OPTIM__FAIL_IF(pa->pdt != OPTIM_FLOAT32 || pa->gdt != OPTIM_FLOAT32, OPTIM__E(o), OPTIM_EINVAL,
+                   "%s: param %zu '%s' has %s memory and %s gradients, not float32: use %s", fn, i, pa->name,
+                   optim_dtype_name(pa->pdt), optim_dtype_name(pa->gdt), instead);
+    return OPTIM_OK;
+}
+
+static int optim__set_data(optim *o, const char *fn, size_t i, void *param, const void *grad)
+{
+    const optim__param *pa = &o->params[i];
+    OPTIM__FAIL_IF(!param && pa->n > 0, OPTIM__E(o), OPTIM_ENULL, "%s: param is NULL for param %zu '%s'", fn, i,
+                   pa->name);
+    OPTIM__FORWARD(optim__check_align(o, fn, "memory", param, pa->pdt, i, pa->name));
+    OPTIM__FORWARD(optim__check_align(o, fn, "gradient", grad, pa->gdt, i, pa->name));
+    OPTIM__FORWARD(optim__check_disjoint_one(o, fn, i, param, OPTIM__BYTES(pa->n, pa->pdt), grad,
+                                             OPTIM__BYTES(pa->n, pa->gdt)));
+    o->params[i].p = param;
+    o->params[i].g = grad;
+    return optim__ok(OPTIM__E(o));
+}
+
 int optim_set_param_ptrs(optim *o, size_t i, float *param, const float *grad)
 {
     if (!o) return OPTIM_ENULL;
     OPTIM__FORWARD(optim__check_param(o, "optim_set_param_ptrs", i));
-    OPTIM__FAIL_IF(!param && o->params[i].n > 0, OPTIM__E(o), OPTIM_ENULL,
-                   "optim_set_param_ptrs: param is NULL for param %zu '%s'", i, o->params[i].name);
-    OPTIM__FORWARD(optim__check_disjoint_one(o, "optim_set_param_ptrs", i, param, grad, o->params[i].n));
-    o->params[i].p = param;
-    o->params[i].g = grad;
-    return optim__ok(OPTIM__E(o));
+    OPTIM__FORWARD(optim__check_float32(o, "optim_set_param_ptrs", i, "optim_set_param_data"));
+    return optim__set_data(o, "optim_set_param_ptrs", i, param, grad);
 }
 
 int optim_set_grad(optim *o, size_t i, const float *grad)
 {
     if (!o) return OPTIM_ENULL;
     OPTIM__FORWARD(optim__check_param(o, "optim_set_grad", i));
-    return optim_set_param_ptrs(o, i, o->params[i].p, grad);
+    OPTIM__FORWARD(optim__check_float32(o, "optim_set_grad", i, "optim_set_grad_data"));
+    return optim__set_data(o, "optim_set_param_ptrs", i, o->params[i].p, grad);
+}
+
+int optim_set_param_data(optim *o, size_t i, void *param, const void *grad)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_param(o, "optim_set_param_data", i));
+    return optim__set_data(o, "optim_set_param_data", i, param, grad);
+}
+
+int optim_set_grad_data(optim *o, size_t i, const void *grad)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_param(o, "optim_set_grad_data", i));
+    return optim__set_data(o, "optim_set_grad_data", i, o->params[i].p, grad);
+}
+
+int optim_rebind(optim *o, size_t count, void *const *params, const void *const *grads)
+{
+    optim__ptrs x = {params, grads, NULL, NULL, 0};
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__rebind(o, "optim_rebind", count, &x));
+    return optim__ok(OPTIM__E(o));
 }
 
 int optim_param_get_info(const optim *o, size_t i, optim_param_info *info)
@@ -387,8 +519,8 @@ int optim_param_get_info(const optim *o, size_t i, optim_param_info *info)
     info->name = pa->name;
     info->group = pa->group;
     info->n = pa->n;
-    info->param = pa->p;
-    info->grad = pa->g;
+    info->param = (float *)pa->p; /* of the parameter's types (optim.h) */
+    info->grad = (const float *)pa->g;
     info->step = pa->st.step;
     return OPTIM_OK;
 }
@@ -440,246 +572,39 @@ int optim_param_get_shape(const optim *o, size_t i, size_t *ndim, int64_t *dims,
     return OPTIM_OK;
 }
 
-/* ---- Steps ----------------------------------------------------------------- */
+/* ---- State access ----------------------------------------------------------- */
 
-/* Sort spans by start (heapsort: in place, no allocation in a step). */
-static int optim__span_less(const optim__span *a, const optim__span *b)
+static int optim__state_slot(optim *o, const char *fn, size_t i, int s, void **data, optim_dtype *dtype,
+                             int *initialized)
 {
-    return a->lo < b->lo || (a->lo == b->lo && a->hi < b->hi);
-}
-
-static void optim__span_sift(optim__span *v, size_t root, size_t n)
-{
-    for (;;) {
-        size_t child = 2 * root + 1;
-        optim__span tmp;
-        if (child >= n) return;
-        if (child + 1 < n && optim__span_less(&v[child], &v[child + 1])) child++;
-        if (!optim__span_less(&v[root], &v[child])) return;
-        tmp = v[root];
-        v[root] = v[child];
-        v[child] = tmp;
-        root = child;
-    }
-}
-
-static void optim__span_sort(optim__span *v, size_t n)
-{
-    size_t i;
-    if (n < 2) return;
-    for (i = n / 2; i-- > 0;) optim__span_sift(v, i, n);
-    for (i = n - 1; i > 0; i--) {
-        optim__span tmp = v[0];
-        v[0] = v[i];
-        v[i] = tmp;
-        optim__span_sift(v, 0, i);
-    }
-}
-
-/* Check that no parameter shares memory with another parameter or with any
- * gradient, for the pointers in params/grads (gradients may share memory with
- * each other: they are only read). O(n log n). */
-static int optim__check_all_disjoint(optim *o, const char *fn, float *const *params, const float *const *grads)
-{
-    size_t i, m = 0;
-    const optim__span *far_p = NULL, *far_g = NULL;
-    for (i = 0; i < o->nparams; i++) {
-        size_t bytes = o->params[i].n * sizeof(float);
-        if (bytes == 0) continue;
-        o->spans[m].lo = (uintptr_t)params[i];
-        o->spans[m].hi = (uintptr_t)params[i] + bytes;
-        o->spans[m].param = i;
-        o->spans[m].is_param = 1;
-        m++;
-        if (grads[i]) {
-            o->spans[m].lo = (uintptr_t)grads[i];
-            o->spans[m].hi = (uintptr_t)grads[i] + bytes;
-            o->spans[m].param = i;
-            o->spans[m].is_param = 0;
-            m++;
-        }
-    }
-    optim__span_sort(o->spans, m);
-    for (i = 0; i < m; i++) {
-        const optim__span *x = &o->spans[i];
-        const optim__span *hit = NULL;
-        if (far_p && far_p->hi > x->lo) hit = far_p;
-        else if (x->is_param && far_g && far_g->hi > x->lo) hit = far_g;
-        if (hit) {
-            return optim__fail(OPTIM__E(o), OPTIM_EOVERLAP,
-                               "%s: the %s of param %zu '%s' overlaps the %s of param %zu '%s'", fn,
-                               hit->is_param ? "memory" : "gradient", hit->param, o->params[hit->param].name,
-                               x->is_param ? "memory" : "gradient", x->param, o->params[x->param].name);
-        }
-        if (x->is_param) {
-            if (!far_p || x->hi > far_p->hi) far_p = x;
-        } else {
-            if (!far_g || x->hi > far_g->hi) far_g = x;
-        }
-    }
-    return OPTIM_OK;
-}
-
-size_t optim__build_tasks(optim *o, size_t *nblocks)
-{
-    size_t i, total = 0, blocks = 0;
-    for (i = 0; i < o->nparams; i++) {
-        const optim__param *pa = &o->params[i];
-        optim__task *t = &o->tasks[i];
-        int s;
-        t->start = total;
-        t->bstart = blocks;
-        t->n = pa->g ? pa->n : 0;
-        t->p = pa->p;
-        t->g = pa->g;
-        for (s = 0; s < OPTIM_MAX_SLOTS; s++) t->s[s] = pa->st.slot[s];
-        t->k = &o->ks[i];
-        t->w = NULL;
-        t->eta = 0.0f;
-        total += t->n;
-        blocks += OPTIM__NBLOCKS(t->n);
-    }
-    *nblocks = blocks;
-    return total;
-}
-
-size_t optim__param_of_block(const optim *o, size_t b)
-{
-    size_t i;
-    for (i = 0; i < o->nparams; i++)
-        if (b < o->tasks[i].bstart + OPTIM__NBLOCKS(o->tasks[i].n)) return i;
-    return o->nparams;
-}
-
-/* The read of the gradients before the update, when clipping or a
- * non-finite policy asks for it: one pass computing the clip norm and
- * finding NaN/Inf together. Sets *gscale to the clip factor (1 if none).
- * Returns OPTIM_OK, or 1 when the step must be skipped (*rc then holds what
- * optim_step returns). */
-static int optim__prepass(optim *o, size_t nblocks, float *gscale, int *rc)
-{
-    optim__norm kind = optim__norm_kind(o->clip_max_norm > 0 ? o->clip_norm_type : 2.0);
-    double p = o->clip_norm_type, norm;
-    size_t b;
-    *gscale = 1.0f;
-    optim__reduce_run(o->kt, o->tasks, o->nparams, nblocks, kind, p, o->partials, o->bad, o->threads);
-    norm = optim__norm_finish(o->partials, nblocks, kind, p);
-    o->last_norm = norm;
-    if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {
-        for (b = 0; b < nblocks && !o->bad[b]; b++) continue;
-        if (b < nblocks) {
-            size_t i = optim__param_of_block(o, b);
-            if (o->skipped < INT64_MAX) o->skipped++;
-            o->last_skipped = 1;
-            if (o->nonfinite == OPTIM_NONFINITE_ERROR)
-                *rc = optim__fail(OPTIM__E(o), OPTIM_ENONFINITE,
-                                  "optim_step: the gradient of param %zu '%s' holds NaN or Inf; step skipped", i,
-                                  o->params[i].name);
-            else
-                *rc = optim__ok(OPTIM__E(o));
-            return 1;
-        }
-    }
-    if (o->clip_max_norm > 0) {
-        /* torch's float32 norm (inf where its float32 sum overflows) and factor
-         * min(1, max_norm / (norm + 1e-6)) in torch's float32 operations, as
-         * optim_clip_grad_norm (src/clip.c). A NaN norm gives a NaN factor, as in torch. */
-        o->last_norm = optim__clip_total_norm(norm, p);
-        *gscale = optim__clip_factor(o->last_norm, o->clip_max_norm);
-    }
-    return OPTIM_OK;
-}
-
-int optim__step(optim *o)
-{
-    size_t i, total, nblocks;
-    optim__step_in in;
-    OPTIM__FAIL_IF(o->nparams == 0, OPTIM__E(o), OPTIM_ESTATE, "optim_step: the optimizer has no parameters");
-    for (i = 0; i < o->nparams; i++)
-        OPTIM__FAIL_IF(o->params[i].g && o->params[i].st.step == INT64_MAX, OPTIM__E(o), OPTIM_ESTATE,
-                       "optim_step: the step counter of param %zu '%s' is at its maximum", i, o->params[i].name);
-    total = optim__build_tasks(o, &nblocks);
-    in.gscale = 1.0f;
-    /* The float bound that clamps exactly as torch.clamp(g, -v, v) with v a Python float: torch compares a
-     * float32 gradient with v rounded to float32. */
-    in.gclip = o->clip_value > 0 ? (float)o->clip_value : INFINITY;
-    o->last_skipped = 0;
-    o->last_norm = NAN;
-    if (o->clip_max_norm > 0 || o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {
-        int rc = OPTIM_OK;
-        if (optim__prepass(o, nblocks, &in.gscale, &rc)) return rc;
-    }
-    for (i = 0; i < o->nparams; i++) {
-        optim__param *pa = &o->params[i];
-        const optim_hparams *hp = &o->groups[pa->group].hp;
-        if (!pa->g) continue;
-        in.lr = optim__group_lr(&o->groups[pa->group]);
-        optim__prepare(hp, &in, &pa->st, &o->ks[i]);
-    }
-    optim__run(o->kt, o->rule, o->tasks, o->nparams, total, o->threads);
-    for (i = 0; i < o->nparams; i++) {
-        optim__param *pa = &o->params[i];
-        if (pa->g) optim__finish(&o->groups[pa->group].hp, &pa->st);
-    }
-    if (o->steps < INT64_MAX) o->steps++; /* saturates: a loaded counter may be at the top */
-    optim__schedules_advance(o);
+    OPTIM__FORWARD(optim__check_param(o, fn, i));
+    OPTIM__FAIL_IF(!data, OPTIM__E(o), OPTIM_ENULL, "%s: data is NULL", fn);
+    OPTIM__FAIL_IF(s < 0 || s >= optim_rule_slot_count(o->rule), OPTIM__E(o), OPTIM_ERANGE,
+                   "%s: slot %d does not exist (%s has %d)", fn, s, optim_rule_name(o->rule),
+                   optim_rule_slot_count(o->rule));
+    *data = o->params[i].st.slot[s];
+    if (dtype) *dtype = o->params[i].sdt;
+    if (initialized) *initialized = (int)((o->params[i].st.initialized >> s) & 1u);
     return optim__ok(OPTIM__E(o));
 }
-
-int optim_step(optim *o)
-{
-    if (!o) return OPTIM_ENULL;
-    return optim__step(o);
-}
-
-int optim__rebind(optim *o, const char *fn, size_t count, float *const *params, const float *const *grads)
-{
-    size_t i;
-    int changed = 0;
-    OPTIM__FAIL_IF(count != o->nparams, OPTIM__E(o), OPTIM_ESIZE, "%s: count = %zu but the optimizer has %zu params",
-                   fn, count, o->nparams);
-    OPTIM__FAIL_IF(count > 0 && (!params || !grads), OPTIM__E(o), OPTIM_ENULL, "%s: %s is NULL", fn,
-                   !params ? "params" : "grads");
-    for (i = 0; i < count; i++) {
-        OPTIM__FAIL_IF(!params[i] && o->params[i].n > 0, OPTIM__E(o), OPTIM_ENULL, "%s: params[%zu] ('%s') is NULL",
-                       fn, i, o->params[i].name);
-        if (params[i] != o->params[i].p || grads[i] != o->params[i].g) changed = 1;
-    }
-    if (changed) {
-        OPTIM__FORWARD(optim__check_all_disjoint(o, fn, params, grads));
-        for (i = 0; i < count; i++) {
-            o->params[i].p = params[i];
-            o->params[i].g = grads[i];
-        }
-    }
-    return OPTIM_OK;
-}
-
-int optim_step_with(optim *o, size_t count, float *const *params, const float *const *grads)
-{
-    if (!o) return OPTIM_ENULL;
-    OPTIM__FORWARD(optim__rebind(o, "optim_step_with", count, params, grads));
-    return optim__step(o);
-}
-
-int64_t optim_step_count(const optim *o)
-{
-    return o ? o->steps : 0;
-}
-
-/* ---- State access ----------------------------------------------------------- */
 
 int optim_state_slot(optim *o, size_t i, int s, float **data, int *initialized)
 {
+    void *d = NULL;
     if (!o) return OPTIM_ENULL;
     OPTIM__FORWARD(optim__check_param(o, "optim_state_slot", i));
-    OPTIM__FAIL_IF(!data, OPTIM__E(o), OPTIM_ENULL, "optim_state_slot: data is NULL");
-    OPTIM__FAIL_IF(s < 0 || s >= optim_rule_slot_count(o->rule), OPTIM__E(o), OPTIM_ERANGE,
-                   "optim_state_slot: slot %d does not exist (%s has %d)", s, optim_rule_name(o->rule),
-                   optim_rule_slot_count(o->rule));
-    *data = o->params[i].st.slot[s];
-    if (initialized) *initialized = (int)((o->params[i].st.initialized >> s) & 1u);
-    return optim__ok(OPTIM__E(o));
+    OPTIM__FAIL_IF(o->params[i].sdt != OPTIM_FLOAT32, OPTIM__E(o), OPTIM_EUNSUPPORTED,
+                   "optim_state_slot: the state of param %zu '%s' is %s, not float32: use optim_state_slot_data", i,
+                   o->params[i].name, optim_dtype_name(o->params[i].sdt));
+    OPTIM__FORWARD(optim__state_slot(o, "optim_state_slot", i, s, data ? &d : NULL, NULL, initialized));
+    *data = (float *)d;
+    return OPTIM_OK;
+}
+
+int optim_state_slot_data(optim *o, size_t i, int s, void **data, optim_dtype *dtype, int *initialized)
+{
+    if (!o) return OPTIM_ENULL;
+    return optim__state_slot(o, "optim_state_slot_data", i, s, data, dtype, initialized);
 }
 
 int optim_state_set_initialized(optim *o, size_t i, int s, int initialized)
@@ -745,7 +670,8 @@ int optim_param_reset_state(optim *o, size_t i)
     pa->st.step = 0;
     pa->st.mu_product = 1.0;
     pa->st.initialized = 0;
-    optim__state_fill(&o->groups[pa->group].hp, pa->n, &pa->st, optim_hparams_slots(&o->groups[pa->group].hp));
+    optim__state_fill(&o->groups[pa->group].hp, pa->n, &pa->st, optim_hparams_slots(&o->groups[pa->group].hp),
+                      pa->sdt);
     return optim__ok(OPTIM__E(o));
 }
 
@@ -755,6 +681,8 @@ int optim_set_threads(optim *o, int threads)
 {
     if (!o) return OPTIM_ENULL;
     OPTIM__FAIL_IF(threads < 0, OPTIM__E(o), OPTIM_EINVAL, "optim_set_threads: threads = %d is negative", threads);
+    OPTIM__FAIL_IF(threads > OPTIM_MAX_THREADS, OPTIM__E(o), OPTIM_EINVAL,
+                   "optim_set_threads: threads = %d is above OPTIM_MAX_THREADS (%d)", threads, OPTIM_MAX_THREADS);
     o->threads = threads;
     return optim__ok(OPTIM__E(o));
 }
@@ -767,6 +695,7 @@ int optim_get_threads(const optim *o)
 int optim_set_isa(optim *o, optim_isa isa)
 {
     const optim__kernels *kt;
+    size_t i;
     if (!o) return OPTIM_ENULL;
     OPTIM__FAIL_IF(!optim_isa_name(isa), OPTIM__E(o), OPTIM_EINVAL, "optim_set_isa: isa = %d is not a path",
                    (int)isa);
@@ -774,6 +703,14 @@ int optim_set_isa(optim *o, optim_isa isa)
     OPTIM__FAIL_IF(!kt, OPTIM__E(o), OPTIM_EUNSUPPORTED,
                    "optim_set_isa: the %s path is not available (not in this build, or not on this CPU)",
                    optim_isa_name(isa));
+    for (i = 0; i < o->nparams; i++) {
+        const optim__param *pa = &o->params[i];
+        optim__task probe;
+        OPTIM__FAIL_IF(optim__task_storage(kt, &probe, pa->pdt, pa->gdt, pa->sdt) != 0, OPTIM__E(o),
+                       OPTIM_EUNSUPPORTED, "optim_set_isa: the %s path has no storage for %s parameters with %s "
+                       "gradients (param %zu '%s')",
+                       optim_isa_name(isa), optim_dtype_name(pa->pdt), optim_dtype_name(pa->gdt), i, pa->name);
+    }
     o->kt = kt;
     return optim__ok(OPTIM__E(o));
 }
@@ -845,7 +782,20 @@ int optim_set_clip_grad_value(optim *o, double clip_value)
                    "optim_set_clip_grad_value: clip_value = %.10g must be a finite number >= 0 (0 turns it off)",
                    clip_value);
     OPTIM__FORWARD(optim__check_one_clip(o, "optim_set_clip_grad_value", o->clip_max_norm, clip_value));
-    o->clip_value = clip_value;
+    {
+        /* The clamp is a variant bit: every parameter's next loop must exist with it. */
+        double old = o->clip_value;
+        size_t i;
+        o->clip_value = clip_value;
+        for (i = 0; i < o->nparams; i++) {
+            int rc = optim__check_next_loop(o, "optim_set_clip_grad_value", &o->params[i],
+                                            &o->groups[o->params[i].group].hp);
+            if (rc != OPTIM_OK) {
+                o->clip_value = old;
+                return rc;
+            }
+        }
+    }
     return optim__ok(OPTIM__E(o));
 }
 

@@ -5,14 +5,17 @@
 
 #include "common.h"
 #include "kernels/kernels.h"
+#include "optim_ext.h"
 
 typedef struct optim__param {
-    float *p;        /* caller's memory */
-    const float *g;  /* caller's memory; NULL: no gradient, skipped by steps */
+    void *p;         /* caller's memory, n elements of pdt */
+    const void *g;   /* caller's memory, n elements of gdt; NULL: no gradient, skipped by steps */
     size_t n;
     size_t group;
     char *name;      /* owned */
-    optim_state st;  /* slots owned, 64-byte aligned */
+    optim_dtype pdt, gdt, sdt; /* element types of p, g and the state slots (fixed when added) */
+    optim__ctype ct; /* the type the rule's math runs in */
+    optim_state st;  /* slots owned, 64-byte aligned, n elements of sdt each (float * for any type) */
     unsigned fresh;  /* slots allocated by the optim_group_set in progress */
     int64_t *dims;   /* owned: the shape given by optim_param_set_shape, or NULL ([n]) */
     size_t ndim;
@@ -44,6 +47,7 @@ struct optim {
     /* Per-parameter scratch of a step, sized with params so steps never allocate. */
     optim__task *tasks;
     optim__k *ks;
+    optim_state *next; /* the state each parameter's step will leave (committed once every loop resolved) */
     optim__span *spans; /* 2 per parameter */
 
     /* Gradient checks before the update (src/optim.c, optim__prepass). */
@@ -53,13 +57,17 @@ struct optim {
     double clip_value; /* 0: no value clipping; else the fused clamp to [-clip_value, clip_value] */
     double last_norm; /* NaN if the last step measured none */
     int last_skipped;
-    int sam_perturbed; /* an optim_sam over this optimizer is between first_step and second_step/restore */
+    /* The SAM objects over this optimizer (src/sam.c): optim_free detaches them;
+     * sam_active is the one that has the parameters at w + e (between its
+     * first_step and second_step/restore), or NULL. */
+    struct optim_sam *sams, *sam_active;
     int64_t skipped;
     double *partials;   /* one per reduction block of all parameters */
     unsigned char *bad; /* ditto: block holds a NaN/Inf */
     size_t cap_blocks;
 
     int64_t steps;
+    optim_ext_hooks ext; /* optim_ext.h: combine is NULL unless a layered library set it */
     optim_error err;
 };
 
@@ -67,13 +75,71 @@ struct optim {
  * pointers, slots, element and block offsets. Returns the number of
  * elements; *nblocks receives the number of reduction blocks. */
 size_t optim__build_tasks(optim *o, size_t *nblocks);
+/* The pointer arrays of a rebind: void pointers (pv, gv), or float pointers
+ * (fp, gf) from the float32 entry points; one pair is set. (A float * and a
+ * void * need not share a representation, so the arrays are read as given.) */
+typedef struct optim__ptrs {
+    void *const *pv;
+    const void *const *gv;
+    float *const *fp;
+    const float *const *gf;
+    int floats; /* 1: fp and gf */
+} optim__ptrs;
+
+static inline void *optim__ptrs_p(const optim__ptrs *x, size_t i)
+{
+    return x->floats ? (void *)x->fp[i] : x->pv[i];
+}
+static inline const void *optim__ptrs_g(const optim__ptrs *x, size_t i)
+{
+    return x->floats ? (const void *)x->gf[i] : x->gv[i];
+}
+/* Is the params (which = 1) or grads (0) array given? */
+static inline int optim__ptrs_given(const optim__ptrs *x, int which)
+{
+    return x->floats ? (which ? x->fp != NULL : x->gf != NULL) : (which ? x->pv != NULL : x->gv != NULL);
+}
+
 /* Point every parameter at params[i]/grads[i] after checking them (count,
- * NULLs, overlaps); errors name `fn`. */
-int optim__rebind(optim *o, const char *fn, size_t count, float *const *params, const float *const *grads);
+ * NULLs, float32 types when the arrays are float pointers, alignment,
+ * overlaps); errors name `fn`. */
+int optim__rebind(optim *o, const char *fn, size_t count, const optim__ptrs *x);
+/* Bytes of n elements of a type (n is at most SIZE_MAX / 8: optim_add_param checks it). */
+#define OPTIM__BYTES(n, dtype) ((n) * optim_dtype_size(dtype))
+/* Parameter i is float32 with float32 gradients, as the float * entry points
+ * need; else an error naming its types and the function to use `instead`. */
+int optim__check_float32(optim *o, const char *fn, size_t i, const char *instead);
+/* A pointer of an element type must be aligned to its size (float32 memory,
+ * which the library always accepted as given, is not checked); `what` and
+ * (i, name) name it in the error. */
+int optim__check_align(optim *o, const char *fn, const char *what, const void *x, optim_dtype dtype, size_t i,
+                       const char *name);
 /* optim_step without the NULL check. */
 int optim__step(optim *o);
 /* Index of the parameter holding reduction block b of the tasks built last. */
 size_t optim__param_of_block(const optim *o, size_t b);
+/* Finish the reduction whose partials optim__reduce_run left in o->partials
+ * and o->bad (nblocks of them), across every process when a combine hook is
+ * set (optim_ext.h): *norm, and the parameter holding the first non-finite
+ * block (*bad_name NULL when none). A hook's failure is returned with its
+ * message in *err. */
+int optim__norm_all(optim *o, size_t nblocks, optim__norm kind, double p, double *norm, size_t *bad_param,
+                    const char **bad_name, optim_error *err);
+
+/* SAM (src/sam.c). Detach every SAM object over o (optim_free): each then
+ * refuses its calls and frees safely; the parameters are not touched. */
+void optim__sam_detach_all(optim *o);
+/* The one check of every call that must not run while an optim_sam has o's
+ * parameters at w + e (steps of the base itself, adding parameters or groups,
+ * checkpoints): OPTIM_ESTATE naming fn, recorded in o. */
+int optim__sam_guard(optim *o, const char *fn);
+
+/* Checkpoint limits (src/ckpt_format.c): does a parameter named `name` of n
+ * elements, or one more group, fit what a checkpoint stores? OPTIM_EINVAL
+ * naming fn, the limit and the value, recorded in o. Checked when they are
+ * added, so that every save that succeeds loads. */
+int optim__ck_fits_param(optim *o, const char *fn, const char *name, size_t n);
+int optim__ck_fits_group(optim *o, const char *fn);
 
 /* Schedules (src/schedule.c). The lr group g's step uses: its schedule's
  * value at sched_t, or hp.lr without a schedule. */

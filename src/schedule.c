@@ -30,6 +30,19 @@ static int optim__sched_new(optim_schedule **out, optim_schedule_kind kind, cons
     return OPTIM_OK;
 }
 
+/* The nesting depth of s (0 for a schedule that is not a composite), at most
+ * OPTIM_SCHEDULE_MAX_DEPTH by construction. */
+static int optim__sched_depth(const optim_schedule *s)
+{
+    int d = 0;
+    size_t i;
+    for (i = 0; i < s->nchildren; i++) {
+        int c = optim__sched_depth(s->children[i]) + 1;
+        if (c > d) d = c;
+    }
+    return d;
+}
+
 /* One-line argument checks; each names the function, the argument and its value. */
 #define OPTIM__CHECK_INT(cond, fn, name, value, rule)                                                      \
     OPTIM__FAIL_IF(!(cond), err, OPTIM_EINVAL, "%s: %s = %lld must be %s", fn, name, (long long)(value), rule)
@@ -78,12 +91,14 @@ int optim_schedule_multistep(optim_schedule **out, const int64_t *milestones, si
     OPTIM__FAIL_IF(!out, err, OPTIM_ENULL, "%s: out is NULL", fn);
     *out = NULL;
     OPTIM__FAIL_IF(count > 0 && !milestones, err, OPTIM_ENULL, "%s: milestones is NULL (count = %zu)", fn, count);
+    OPTIM__FAIL_IF(count > OPTIM_SCHEDULE_MAX_MILESTONES, err, OPTIM_EINVAL,
+                   "%s: count = %zu milestones is more than OPTIM_SCHEDULE_MAX_MILESTONES = %d", fn, count,
+                   OPTIM_SCHEDULE_MAX_MILESTONES);
     for (i = 0; i < count; i++)
         OPTIM__FAIL_IF(milestones[i] < 0, err, OPTIM_EINVAL, "%s: milestones[%zu] = %lld must be >= 0", fn, i,
                        (long long)milestones[i]);
     OPTIM__CHECK_REAL(gamma >= 0, fn, "gamma", gamma, "a finite number >= 0");
     if (count > 0) {
-        OPTIM__FAIL_IF(count > SIZE_MAX / sizeof *copy, err, OPTIM_ENOMEM, "%s: count = %zu is too large", fn, count);
         copy = (int64_t *)malloc(count * sizeof *copy);
         OPTIM__FAIL_IF(!copy, err, OPTIM_ENOMEM, "%s: out of memory for %zu milestones", fn, count);
         memcpy(copy, milestones, count * sizeof *copy);
@@ -244,6 +259,14 @@ int optim_schedule_warmup(optim_schedule **out, int64_t warmup_steps, optim_sche
         optim_schedule_free(after);
         return optim__fail(err, OPTIM_EINVAL, "%s: warmup_steps = %lld must be >= 0", fn, (long long)warmup_steps);
     }
+    if (after && optim__sched_depth(after) + 1 > OPTIM_SCHEDULE_MAX_DEPTH) {
+        int d = optim__sched_depth(after);
+        optim_schedule_free(after);
+        return optim__fail(err, OPTIM_EINVAL,
+                           "%s: after nests %d deep, so the warm-up would nest %d deep: more than "
+                           "OPTIM_SCHEDULE_MAX_DEPTH = %d",
+                           fn, d, d + 1, OPTIM_SCHEDULE_MAX_DEPTH);
+    }
     rc = optim__sched_new(out, OPTIM_SCHED_WARMUP, fn, err);
     if (rc == OPTIM_OK && after) {
         (*out)->children = (optim_schedule **)malloc(sizeof *(*out)->children);
@@ -309,17 +332,33 @@ int optim_schedule_sequential(optim_schedule **out, optim_schedule *const *sched
     if (!out) rc = optim__fail(err, OPTIM_ENULL, "%s: out is NULL", fn);
     else if (!schedules) rc = optim__fail(err, OPTIM_ENULL, "%s: schedules is NULL", fn);
     else if (count == 0) rc = optim__fail(err, OPTIM_EINVAL, "%s: count = 0 must be >= 1", fn);
+    else if (count > OPTIM_SCHEDULE_MAX_CHILDREN)
+        rc = optim__fail(err, OPTIM_EINVAL, "%s: count = %zu schedules is more than OPTIM_SCHEDULE_MAX_CHILDREN = %d",
+                         fn, count, OPTIM_SCHEDULE_MAX_CHILDREN);
     else if (count > 1 && !milestones)
         rc = optim__fail(err, OPTIM_ENULL, "%s: milestones is NULL (count = %zu needs %zu)", fn, count, count - 1);
-    for (i = 0; rc == OPTIM_OK && i < count; i++)
+    /* (count above the limit: its schedules are still freed below, up to count) */
+    for (i = 0; rc == OPTIM_OK && i < count; i++) {
         if (!schedules[i]) rc = optim__fail(err, OPTIM_ENULL, "%s: schedules[%zu] is NULL", fn, i);
+        else if (optim__sched_depth(schedules[i]) + 1 > OPTIM_SCHEDULE_MAX_DEPTH)
+            rc = optim__fail(err, OPTIM_EINVAL,
+                             "%s: schedules[%zu] nests %d deep, so the sequential would nest %d deep: more than "
+                             "OPTIM_SCHEDULE_MAX_DEPTH = %d",
+                             fn, i, optim__sched_depth(schedules[i]), optim__sched_depth(schedules[i]) + 1,
+                             OPTIM_SCHEDULE_MAX_DEPTH);
+    }
     for (i = 0; rc == OPTIM_OK && i + 1 < count; i++) {
         /* torch starts schedules[0] at step 0 whatever the milestones say, so a
-         * milestone must be >= 1; equal milestones would give a schedule no steps. */
-        int64_t lo = i ? milestones[i - 1] + 1 : 1;
-        if (milestones[i] < lo)
-            rc = optim__fail(err, OPTIM_EINVAL, "%s: milestones[%zu] = %lld must be >= %lld (milestones increase from 1)",
-                             fn, i, (long long)milestones[i], (long long)lo);
+         * milestone must be >= 1; equal milestones would give a schedule no
+         * steps. Compared, never incremented: milestones[i - 1] may be INT64_MAX. */
+        if (i == 0 && milestones[0] < 1)
+            rc = optim__fail(err, OPTIM_EINVAL, "%s: milestones[0] = %lld must be >= 1 (milestones increase from 1)",
+                             fn, (long long)milestones[0]);
+        else if (i > 0 && milestones[i] <= milestones[i - 1])
+            rc = optim__fail(err, OPTIM_EINVAL,
+                             "%s: milestones[%zu] = %lld must be > milestones[%zu] = %lld (milestones increase "
+                             "strictly)",
+                             fn, i, (long long)milestones[i], i - 1, (long long)milestones[i - 1]);
     }
     if (rc == OPTIM_OK) rc = optim__sched_new(&s, OPTIM_SCHED_SEQUENTIAL, fn, err);
     if (rc == OPTIM_OK) {
@@ -537,13 +576,14 @@ double optim_schedule_lr(const optim_schedule *s, double base_lr, int64_t t)
         /* torch: cycle = floor(1 + t / total), x = 1 + t / total - cycle, in floating
          * point; here the position in the cycle is the integer t mod total, exact for any t. */
         const int64_t up = s->ints[0], down = optim__cyclic_down(s), total = up + down;
-        const int64_t cycle = t / total + 1, r = t % total;
+        /* The cycles completed (torch's cycle - 1; cycle itself overflows at t = INT64_MAX, total = 1). */
+        const int64_t done = t / total, r = t % total;
         const double base = s->reals[0], top = s->reals[1];
         /* down = 0 (a sawtooth): r < up = total, always on the way up, as torch's step_ratio = 1. */
         double sf = r <= up ? (double)r / (double)up : (double)(total - r) / (double)down, scale;
         switch ((optim_cyclic_mode)s->ints[2]) {
         case OPTIM_CYCLIC_TRIANGULAR2:
-            scale = cycle - 1 > 2000 ? 0.0 : ldexp(1.0, -(int)(cycle - 1));
+            scale = done > 2000 ? 0.0 : ldexp(1.0, -(int)done);
             break;
         case OPTIM_CYCLIC_EXP_RANGE:
             scale = pow(s->reals[2], (double)t);
@@ -675,6 +715,26 @@ int optim__schedule_from_parts(optim_schedule **out, optim_schedule_kind kind, c
         optim__sched_free_all(children, nchildren);
         return optim__fail(err, OPTIM_EINVAL, "%s: a schedule of kind %d cannot have %zu children and %zu milestones",
                            fn, (int)kind, nchildren, nmilestones);
+    }
+    if (kind >= OPTIM_SCHED_CONSTANT && kind <= OPTIM_SCHED_SEQUENTIAL) {
+        /* The arguments a kind does not use are stored as 0 (the table in
+         * schedule_internal.h): anything else is a contradictory record. */
+        static const unsigned char nints[14] = {0, 1, 1, 0, 0, 1, 1, 1, 2, 3, 3, 1, 4, 0};
+        static const unsigned char nreals[14] = {0, 1, 1, 1, 1, 2, 1, 1, 1, 4, 3, 0, 1, 0};
+        static const double zero = 0.0;
+        int k;
+        for (k = nints[kind]; k < OPTIM__SCHED_NI; k++)
+            if (ints[k] != 0) {
+                optim__sched_free_all(children, nchildren);
+                return optim__fail(err, OPTIM_EINVAL, "%s: a schedule of kind %d has ints[%d] = %lld, which it does "
+                                   "not use (0)", fn, (int)kind, k, (long long)ints[k]);
+            }
+        for (k = nreals[kind]; k < OPTIM__SCHED_NR; k++)
+            if (memcmp(&reals[k], &zero, sizeof zero) != 0) {
+                optim__sched_free_all(children, nchildren);
+                return optim__fail(err, OPTIM_EINVAL, "%s: a schedule of kind %d has reals[%d] = %.17g, which it "
+                                   "does not use (0)", fn, (int)kind, k, reals[k]);
+            }
     }
     switch (kind) {
     case OPTIM_SCHED_CONSTANT: return optim_schedule_constant(out, reals[0], ints[0], err);

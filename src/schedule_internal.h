@@ -1,5 +1,5 @@
 /* schedule_internal.h: the body of a schedule, for the code that stores
- * schedules (src/checkpoint.c). Private. */
+ * schedules (src/ckpt_format.c). Private. */
 #ifndef OPTIM_SCHEDULE_INTERNAL_H
 #define OPTIM_SCHEDULE_INTERNAL_H
 

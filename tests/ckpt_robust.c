@@ -1,11 +1,13 @@
 /* ckpt_robust.c: checkpoints against everything but a clean run: shapes
  * that differ, files of format 1 and files with sections a later library may
- * add, damaged bytes (the message names the part), fields outside their
- * range, special files and symbolic links, failing writes and fsyncs, a real
- * full disk, a directory we may not write, and every allocation failing in
- * turn. Every refused load leaves the optimizer exactly as it was. */
+ * add, another optimizer's files, special files and symbolic links, failing
+ * writes and fsyncs, a real full disk and inode table, a directory we may not
+ * write, and every allocation failing in turn. Every refused load leaves the
+ * optimizer exactly as it was. Damaged and contradictory bytes are in
+ * ckpt_damage.c, the limits in ckpt_limits.c. */
 #define _GNU_SOURCE /* mknod's S_IFCHR, setgroups */
 #include "checkpoint_internal.h"
+#include "ckpt_small.h"
 #include "ckpt_util.h"
 #include "ckpt_v1_fixture.h"
 #include "optim_checkpoint.h"
@@ -26,78 +28,6 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* ---- A small optimizer: Adam with amsgrad, two groups, a schedule, three params --- */
-
-#define RB_PARAMS 3
-static const size_t rb_n[RB_PARAMS] = {8, 3, 5};
-static const char *rb_names[RB_PARAMS] = {"a", "b", "c"};
-
-typedef struct rb_run {
-    optim *o;
-    float w[RB_PARAMS][8], g[RB_PARAMS][8];
-} rb_run;
-
-/* options: 1 = amsgrad, a schedule and `steps` steps; 0 = default settings. */
-static int rb_build(rb_run *r, int options, int steps)
-{
-    optim_hparams hp;
-    size_t k, i;
-    int t;
-    memset(r, 0, sizeof *r);
-    ASSERT_OK(optim_create(&r->o, OPTIM_ADAM));
-    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
-    if (options) hp.amsgrad = 1;
-    ASSERT_OPT_OK(r->o, optim_add_group(r->o, &hp, NULL));
-    if (options) hp.lr = 3e-4;
-    ASSERT_OPT_OK(r->o, optim_add_group(r->o, &hp, NULL));
-    for (k = 0; k < RB_PARAMS; k++) {
-        for (i = 0; i < rb_n[k]; i++) r->w[k][i] = (float)(k + 1) * 0.1f - (float)i * 0.01f;
-        ASSERT_OPT_OK(r->o, optim_add_param(r->o, k == 1, r->w[k], r->g[k], rb_n[k], rb_names[k], NULL));
-    }
-    if (options) {
-        optim_schedule *c = NULL, *s = NULL;
-        ASSERT_OK(optim_schedule_cosine(&c, 30, 1e-5, NULL));
-        ASSERT_OK(optim_schedule_warmup(&s, 4, c, NULL));
-        ASSERT_OPT_OK(r->o, optim_group_set_schedule(r->o, 0, s));
-        optim_schedule_free(s);
-    }
-    for (t = 0; t < steps; t++) {
-        for (k = 0; k < RB_PARAMS; k++)
-            for (i = 0; i < rb_n[k]; i++) r->g[k][i] = (float)sin(0.3 * t + (double)(k * 8 + i));
-        ASSERT_OPT_OK(r->o, optim_step(r->o));
-    }
-    return 0;
-}
-
-static void rb_free(rb_run *r)
-{
-    optim_free(r->o);
-    r->o = NULL;
-}
-
-static char last_msg[OPTIM_ERRMSG_MAX]; /* the message of the last refusal */
-
-/* A refused load, with its code and a phrase of its message, that changes nothing. */
-static int expect_refused(optim *o, const void *data, size_t size, optim_match match, int code, const char *needle)
-{
-    void *before = NULL, *after = NULL;
-    size_t nb, na;
-    int rc;
-    ASSERT_OPT_OK(o, optim_save_buffer(o, &before, &nb));
-    rc = optim_load_buffer(o, data, size, match, "ck");
-    if (rc != code)
-        FAIL("load returned %s, expected %s (%s); expected message: %s", optim_err_name(rc), optim_err_name(code),
-             optim_errmsg(o), needle);
-    if (needle && !strstr(optim_errmsg(o), needle))
-        FAIL("message \"%s\" does not mention \"%s\"", optim_errmsg(o), needle);
-    snprintf(last_msg, sizeof last_msg, "%s", optim_errmsg(o));
-    ASSERT_OPT_OK(o, optim_save_buffer(o, &after, &na));
-    if (na != nb || memcmp(before, after, nb) != 0) FAIL("a refused load (%s) changed the optimizer", needle);
-    free(before);
-    free(after);
-    return 0;
-}
 
 /* ---- Shapes ----------------------------------------------------------------------- */
 
@@ -234,115 +164,6 @@ TEST_IMPL(ckpt_format1_still_loads)
     optim_free(dst);
     optim_free(ref);
     ckpt_remove_tree(dir);
-    return 0;
-}
-
-/* ---- Damage is reported with the part it hit -------------------------------------------------- */
-
-TEST_IMPL(ckpt_corruption_names_the_part)
-{
-    rb_run r, dst;
-    void *good;
-    size_t size, off;
-    unsigned char *bad;
-    char dir[64], path[128];
-    if (rb_build(&r, 1, 3) || rb_build(&dst, 0, 0)) return 1;
-    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &good, &size));
-    bad = (unsigned char *)malloc(size);
-    /* Sections: 0 META, 1 GRUP 0, 2 GRUP 1, 3 PARM a, 4 PARM b, 5 PARM c. */
-#define FLIP_AT(where)                                                                                    \
-    do {                                                                                                  \
-        memcpy(bad, good, size);                                                                          \
-        bad[(where)] ^= 0x04;                                                                             \
-    } while (0)
-    off = ckpt_section_offset((unsigned char *)good, size, 4);
-    FLIP_AT(off + 16 + ckpt_get_le((unsigned char *)good + off + 8, 8) - 3); /* b's last slot */
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM,
-                       "ck: section 4 (PARM of param 1 'b'): checksum mismatch: the file is corrupt"))
-        return 1;
-    FLIP_AT(ckpt_section_offset((unsigned char *)good, size, 2) + 16 + 9); /* a hyperparameter of group 1 */
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "section 2 (GRUP of group 1): checksum"))
-        return 1;
-    FLIP_AT(32 + 16 + 20); /* META's step count */
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "section 0 (META): checksum")) return 1;
-    FLIP_AT(size - 12); /* the file checksum itself */
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "file checksum mismatch")) return 1;
-    /* A section's length damaged: its frame no longer fits, and the file checksum says why. */
-    off = ckpt_section_offset((unsigned char *)good, size, 3);
-    FLIP_AT(off + 8 + 3);
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM,
-                       "section 3 (PARM of param 0) at byte"))
-        return 1;
-    if (!strstr(last_msg, "the file checksum does not match: the file is corrupt")) FAIL("%s", last_msg);
-    printf("  %s\n", last_msg);
-    /* The same through a file: the message starts with its path. */
-    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
-    snprintf(path, sizeof path, "%s/flip.ckpt", dir);
-    off = ckpt_section_offset((unsigned char *)good, size, 5);
-    FLIP_AT(off + 16 + 40);
-    ASSERT(ckpt_write_file(path, bad, size) == 0);
-    ASSERT_ERR(optim_load(dst.o, path, OPTIM_MATCH_NAME), OPTIM_ECHECKSUM, optim_errmsg(dst.o),
-               "flip.ckpt: section 5 (PARM of param 2 'c'): checksum mismatch");
-#undef FLIP_AT
-    free(bad);
-    free(good);
-    rb_free(&r);
-    rb_free(&dst);
-    ckpt_remove_tree(dir);
-    return 0;
-}
-
-/* Flags and one-byte booleans take exactly their documented values. */
-TEST_IMPL(ckpt_strict_fields)
-{
-    rb_run r, dst;
-    void *good;
-    size_t size, g0, p0, nlen;
-    unsigned char *bad, *dup;
-    static const int64_t s42[2] = {4, 2};
-    if (rb_build(&r, 1, 2) || rb_build(&dst, 0, 0)) return 1;
-    ASSERT_OPT_OK(r.o, optim_param_set_shape(r.o, 0, 2, s42));
-    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &good, &size));
-    bad = (unsigned char *)malloc(size);
-#define EDIT(off, value, bytes)                                                                           \
-    do {                                                                                                  \
-        memcpy(bad, good, size);                                                                          \
-        ckpt_put_le(bad + (off), (value), (bytes));                                                       \
-        ckpt_rechecksum(bad, size);                                                                       \
-    } while (0)
-    EDIT(12, 1, 4);
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "header flags 0x1")) return 1;
-    EDIT(32 + 4, 1, 4); /* META marked "may skip": a known section takes flags 0 */
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "section 0 (META): flags 0x1")) return 1;
-    EDIT(32 + 16 + 36, 7, 4); /* META's reserved field */
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "reserved field = 7")) return 1;
-    g0 = ckpt_section_offset((unsigned char *)good, size, 2) + 16; /* group 1: no schedule */
-    EDIT(g0 + 8 + 12 * ckpt_get_le((unsigned char *)good + g0 + 4, 4) + 8, 2, 1);
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "group 1: schedule byte = 2")) return 1;
-    p0 = ckpt_section_offset((unsigned char *)good, size, 3) + 16; /* param a, shape [4, 2] */
-    nlen = (size_t)ckpt_get_le((unsigned char *)good + p0 + 8, 4);
-    EDIT(p0 + 12 + nlen + 12, 2, 1);
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "param 0 'a': shape byte = 2")) return 1;
-    EDIT(p0 + 12 + nlen + 12 + 5, 3, 8);
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "a shape [3, 2] for 8 elements")) return 1;
-    EDIT(p0 + 12 + nlen + 12, 0, 1); /* "not given" with two dimensions */
-    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "a default shape [4, 2] for 8 elements"))
-        return 1;
-    /* A second META. */
-    {
-        size_t mlen = 20 + (size_t)ckpt_get_le((unsigned char *)good + 32 + 8, 8), n2;
-        dup = ckpt_insert_section((unsigned char *)good, size, 1, "META", 0, (unsigned char *)good + 32 + 16,
-                                  mlen - 20, &n2);
-        if (expect_refused(dst.o, dup, n2, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "section 1 (META): a second META"))
-            return 1;
-        free(dup);
-    }
-    ASSERT_OPT_OK(dst.o, optim_load_buffer(dst.o, good, size, OPTIM_MATCH_NAME, "good"));
-#undef EDIT
-    free(bad);
-    free(good);
-    rb_free(&r);
-    rb_free(&dst);
     return 0;
 }
 
@@ -539,50 +360,82 @@ TEST_IMPL(ckpt_special_files)
 
 /* ---- Failing writes, fsyncs, disks, permissions, memory ---------------------------------- */
 
-static long hk_budget = -1; /* bytes writes may still write (-1: any) */
-static int hk_errno, hk_short, hk_file_fsync_errno, hk_dir_fsync_errno, hk_dir_syncs, hk_dir_sync_saw_new;
-static const char *hk_target;
-static const void *hk_new;
-static size_t hk_new_size;
+/* Injected failures: the checkpoint code's system operations
+ * (checkpoint_internal.h), through the *_ops entry points, with one of these
+ * as their context. Nothing global: each test makes its own. */
+typedef struct hk_ctx {
+    long budget;      /* bytes writes may still write (-1: any) */
+    int write_errno;  /* what a write past the budget fails with */
+    int short_writes; /* writes take at most 1000 bytes: the writer must loop */
+    int open_errno;   /* creating the temporary file fails with this (0: it does not) */
+    int file_fsync_errno, dir_fsync_errno, dir_syncs, dir_sync_saw_new;
+    long alloc_fail;  /* > 0: the alloc_fail-th allocation from now on fails */
+    const char *target; /* the file whose new bytes the directory's fsync should see */
+    const void *fresh;
+    size_t fresh_size;
+} hk_ctx;
 
-static ssize_t hk_write(int fd, const void *b, size_t n)
+static int hk_open(void *ctx, const char *path, int flags, mode_t mode)
 {
-    ssize_t k;
-    if (hk_short && n > 1000) n = 1000; /* short writes: the writer must loop */
-    if (hk_budget == 0) {
-        errno = hk_errno;
+    hk_ctx *c = (hk_ctx *)ctx;
+    if (c->open_errno) {
+        errno = c->open_errno;
         return -1;
     }
-    if (hk_budget > 0 && (long)n > hk_budget) n = (size_t)hk_budget;
+    return open(path, flags, mode);
+}
+
+static ssize_t hk_write(void *ctx, int fd, const void *b, size_t n)
+{
+    hk_ctx *c = (hk_ctx *)ctx;
+    ssize_t k;
+    if (c->short_writes && n > 1000) n = 1000;
+    if (c->budget == 0) {
+        errno = c->write_errno;
+        return -1;
+    }
+    if (c->budget > 0 && (long)n > c->budget) n = (size_t)c->budget;
     k = write(fd, b, n);
-    if (k > 0 && hk_budget > 0) hk_budget -= k;
+    if (k > 0 && c->budget > 0) c->budget -= k;
     return k;
 }
 
-static int hk_fsync(int fd)
+static int hk_fsync(void *ctx, int fd)
 {
+    hk_ctx *c = (hk_ctx *)ctx;
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-        hk_dir_syncs++;
-        if (hk_target) hk_dir_sync_saw_new = file_is(hk_target, hk_new, hk_new_size); /* renamed already? */
-        if (hk_dir_fsync_errno) {
-            errno = hk_dir_fsync_errno;
+        c->dir_syncs++;
+        if (c->target) c->dir_sync_saw_new = file_is(c->target, c->fresh, c->fresh_size); /* renamed already? */
+        if (c->dir_fsync_errno) {
+            errno = c->dir_fsync_errno;
             return -1;
         }
-    } else if (hk_file_fsync_errno) {
-        errno = hk_file_fsync_errno;
+    } else if (c->file_fsync_errno) {
+        errno = c->file_fsync_errno;
         return -1;
     }
     return fsync(fd);
 }
 
-static void hk_reset(void)
+static int hk_alloc_fails(void *ctx)
 {
-    hk_budget = -1;
-    hk_errno = hk_short = hk_file_fsync_errno = hk_dir_fsync_errno = hk_dir_syncs = hk_dir_sync_saw_new = 0;
-    hk_target = NULL;
-    optim__ck_test.write = hk_write;
-    optim__ck_test.fsync = hk_fsync;
+    hk_ctx *c = (hk_ctx *)ctx;
+    return c->alloc_fail > 0 && --c->alloc_fail == 0;
+}
+
+/* A fresh context (nothing fails) and the operations that use it. */
+static optim__ck_ops hk_reset(hk_ctx *c)
+{
+    optim__ck_ops ops;
+    memset(c, 0, sizeof *c);
+    c->budget = -1;
+    ops.open = hk_open;
+    ops.write = hk_write;
+    ops.fsync = hk_fsync;
+    ops.alloc_fails = hk_alloc_fails;
+    ops.ctx = c;
+    return ops;
 }
 
 TEST_IMPL(ckpt_write_failures)
@@ -591,51 +444,51 @@ TEST_IMPL(ckpt_write_failures)
     char dir[64], path[128];
     void *old, *fresh;
     size_t nold, nfresh;
-    const optim__ck_hooks saved = optim__ck_test;
+    hk_ctx hk;
+    optim__ck_ops ops;
     if (rb_build(&small, 1, 1) || rb_build(&big, 1, 4)) return 1;
     if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
     snprintf(path, sizeof path, "%s/run.ckpt", dir);
     ASSERT_OPT_OK(small.o, optim_save(small.o, path));
     ASSERT_OPT_OK(small.o, optim_save_buffer(small.o, &old, &nold));
     ASSERT_OPT_OK(big.o, optim_save_buffer(big.o, &fresh, &nfresh));
-    hk_reset();
+    ops = hk_reset(&hk);
     /* A write that fails half-way: EIO is OPTIM_EWRITE, ENOSPC OPTIM_ENOSPC. */
-    hk_budget = (long)nfresh / 2;
-    hk_errno = EIO;
-    ASSERT_ERR(optim_save(big.o, path), OPTIM_EWRITE, optim_errmsg(big.o), "failed: Input/output error");
+    hk.budget = (long)nfresh / 2;
+    hk.write_errno = EIO;
+    ASSERT_ERR(optim__save_ops(big.o, path, &ops), OPTIM_EWRITE, optim_errmsg(big.o), "failed: Input/output error");
     ASSERT(strstr(optim_errmsg(big.o), "run.ckpt"));
     ASSERT(file_is(path, old, nold) && entries(dir) == 1);
-    hk_reset();
-    hk_budget = 100;
-    hk_errno = ENOSPC;
-    ASSERT_ERR(optim_save(big.o, path), OPTIM_ENOSPC, optim_errmsg(big.o), "No space left on device");
+    ops = hk_reset(&hk);
+    hk.budget = 100;
+    hk.write_errno = ENOSPC;
+    ASSERT_ERR(optim__save_ops(big.o, path, &ops), OPTIM_ENOSPC, optim_errmsg(big.o), "No space left on device");
     ASSERT(file_is(path, old, nold) && entries(dir) == 1);
     /* fsync of the file fails: nothing replaced. */
-    hk_reset();
-    hk_file_fsync_errno = EIO;
-    ASSERT_ERR(optim_save(big.o, path), OPTIM_EWRITE, optim_errmsg(big.o), "to disk failed: Input/output error");
+    ops = hk_reset(&hk);
+    hk.file_fsync_errno = EIO;
+    ASSERT_ERR(optim__save_ops(big.o, path, &ops), OPTIM_EWRITE, optim_errmsg(big.o), "to disk failed: Input/output error");
     ASSERT(file_is(path, old, nold) && entries(dir) == 1);
-    hk_reset();
-    hk_file_fsync_errno = ENOSPC; /* a file system that allocates at fsync */
-    ASSERT_ERR(optim_save(big.o, path), OPTIM_ENOSPC, optim_errmsg(big.o), "to disk failed");
+    ops = hk_reset(&hk);
+    hk.file_fsync_errno = ENOSPC; /* a file system that allocates at fsync */
+    ASSERT_ERR(optim__save_ops(big.o, path, &ops), OPTIM_ENOSPC, optim_errmsg(big.o), "to disk failed");
     ASSERT(file_is(path, old, nold) && entries(dir) == 1);
     /* Short writes are completed; the directory is synced after the rename. */
-    hk_reset();
-    hk_short = 1;
-    hk_target = path;
-    hk_new = fresh;
-    hk_new_size = nfresh;
-    ASSERT_OPT_OK(big.o, optim_save(big.o, path));
+    ops = hk_reset(&hk);
+    hk.short_writes = 1;
+    hk.target = path;
+    hk.fresh = fresh;
+    hk.fresh_size = nfresh;
+    ASSERT_OPT_OK(big.o, optim__save_ops(big.o, path, &ops));
     ASSERT(file_is(path, fresh, nfresh));
-    ASSERT_INT(hk_dir_syncs, ==, 1);
-    ASSERT_INT(hk_dir_sync_saw_new, ==, 1);
+    ASSERT_INT(hk.dir_syncs, ==, 1);
+    ASSERT_INT(hk.dir_sync_saw_new, ==, 1);
     /* The directory's fsync fails: the new checkpoint is in place, and the error says so. */
-    hk_reset();
-    hk_dir_fsync_errno = EIO;
-    ASSERT_ERR(optim_save(small.o, path), OPTIM_EWRITE, optim_errmsg(small.o),
+    ops = hk_reset(&hk);
+    hk.dir_fsync_errno = EIO;
+    ASSERT_ERR(optim__save_ops(small.o, path, &ops), OPTIM_EWRITE, optim_errmsg(small.o),
                "was written but syncing its directory");
     ASSERT(file_is(path, old, nold) && entries(dir) == 1);
-    optim__ck_test = saved;
     free(old);
     free(fresh);
     rb_free(&small);
@@ -690,6 +543,76 @@ TEST_IMPL(ckpt_real_disk_full)
     ckpt_remove_tree(dir);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 77) return 0;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) FAIL("the full-disk child failed (status %d)", status);
+    return 0;
+}
+
+/* No inode left for the temporary file (a file system full of small files,
+ * or a quota on files): OPTIM_ENOSPC, as a full disk, not OPTIM_EOPEN. For
+ * real on a tmpfs of 4 inodes in a private mount namespace (needs
+ * CAP_SYS_ADMIN; skipped without), and with the error injected into the
+ * creation of the temporary file (ENOSPC, EDQUOT; EACCES stays OPTIM_EOPEN). */
+TEST_IMPL(ckpt_no_inode_left)
+{
+    char dir[64], path[128];
+    pid_t pid;
+    int status;
+    rb_run r;
+    hk_ctx hk;
+    optim__ck_ops ops;
+    void *old;
+    size_t nold;
+    static const int errs[3] = {ENOSPC, EDQUOT, EACCES};
+    static const int codes[3] = {OPTIM_ENOSPC, OPTIM_ENOSPC, OPTIM_EOPEN};
+    int k;
+    if (rb_build(&r, 1, 2)) return 1;
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/run.ckpt", dir);
+    ASSERT_OPT_OK(r.o, optim_save(r.o, path));
+    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &old, &nold));
+    ASSERT_OPT_OK(r.o, optim_step(r.o));
+    for (k = 0; k < 3; k++) {
+        ops = hk_reset(&hk);
+        hk.open_errno = errs[k];
+        ASSERT_ERR(optim__save_ops(r.o, path, &ops), codes[k], optim_errmsg(r.o), "cannot create a temporary file (");
+        ASSERT(strstr(optim_errmsg(r.o), strerror(errs[k])));
+        ASSERT(file_is(path, old, nold) && entries(dir) == 1);
+    }
+    free(old);
+    pid = fork();
+    if (pid == 0) {
+        char f[160];
+        int i, rc;
+        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", dir, "tmpfs", 0, "size=1m,nr_inodes=4") != 0) {
+            printf("  skipped: no private tmpfs (%s)\n", strerror(errno));
+            fflush(stdout);
+            _exit(77);
+        }
+        if (optim_save(r.o, path) != OPTIM_OK) _exit(2); /* room for the checkpoint */
+        for (i = 0; i < 16; i++) { /* then use up the inodes */
+            int fd;
+            snprintf(f, sizeof f, "%s/filler%d", dir, i);
+            fd = open(f, O_WRONLY | O_CREAT | O_EXCL, 0600);
+            if (fd < 0) break;
+            close(fd);
+        }
+        if (i == 16 || errno != ENOSPC) _exit(3);
+        rc = optim_save(r.o, path);
+        if (rc != OPTIM_ENOSPC || !strstr(optim_errmsg(r.o), "cannot create a temporary file (No space left on device)")) {
+            fprintf(stderr, "save with no inode left: %s: %s\n", optim_err_name(rc), optim_errmsg(r.o));
+            _exit(4);
+        }
+        printf("  %s\n", optim_errmsg(r.o));
+        fflush(stdout);
+        if (optim_load(r.o, path, OPTIM_MATCH_NAME) != OPTIM_OK) _exit(5); /* the old one is intact */
+        umount(dir);
+        _exit(0);
+    }
+    ASSERT(pid > 0 && waitpid(pid, &status, 0) == pid);
+    ckpt_remove_tree(dir);
+    rb_free(&r);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) return 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) FAIL("the no-inode child failed (status %d)", status);
     return 0;
 }
 
@@ -753,12 +676,13 @@ TEST_IMPL(ckpt_out_of_memory)
     long k;
     int rc, named_slot = 0;
     char dir[64], path[128];
+    hk_ctx hk;
+    optim__ck_ops ops = hk_reset(&hk);
     if (rb_build(&src, 1, 3) || rb_build(&dst, 0, 1)) return 1; /* dst lacks max_exp_avg_sq: allocated by a load */
     ASSERT_OPT_OK(src.o, optim_save_buffer(src.o, &good, &size));
     for (k = 1;; k++) {
-        optim__ck_test.alloc_fail = k;
-        rc = optim_load_buffer(dst.o, good, size, OPTIM_MATCH_NAME, "ck");
-        optim__ck_test.alloc_fail = 0;
+        hk.alloc_fail = k;
+        rc = optim__load_buffer_ops(dst.o, good, size, OPTIM_MATCH_NAME, "ck", &ops);
         if (rc == OPTIM_OK) break;
         if (rc != OPTIM_ENOMEM) FAIL("allocation %ld failing: %s (%s)", k, optim_err_name(rc), optim_errmsg(dst.o));
         if (strstr(optim_errmsg(dst.o), "ck: param 1 'b': out of memory for 3 floats of state 'max_exp_avg_sq'"))
@@ -782,9 +706,8 @@ TEST_IMPL(ckpt_out_of_memory)
     ASSERT(ckpt_read_file(path, (unsigned char **)&before, &nbefore) == 0);
     ASSERT_OPT_OK(src.o, optim_step(src.o));
     for (k = 1;; k++) {
-        optim__ck_test.alloc_fail = k;
-        rc = optim_save(src.o, path);
-        optim__ck_test.alloc_fail = 0;
+        hk.alloc_fail = k;
+        rc = optim__save_ops(src.o, path, &ops);
         if (rc == OPTIM_OK) break;
         ASSERT_INT(rc, ==, OPTIM_ENOMEM);
         ASSERT(strstr(optim_errmsg(src.o), "out of memory"));
@@ -794,9 +717,8 @@ TEST_IMPL(ckpt_out_of_memory)
     for (k = 1;; k++) {
         void *mem = (void *)1;
         size_t n = 0;
-        optim__ck_test.alloc_fail = k;
-        rc = optim_save_buffer(src.o, &mem, &n);
-        optim__ck_test.alloc_fail = 0;
+        hk.alloc_fail = k;
+        rc = optim__save_buffer_ops(src.o, &mem, &n, &ops);
         if (rc == OPTIM_OK) {
             free(mem);
             break;
@@ -942,15 +864,15 @@ TEST_IMPL(ckpt_refused_mid_sam)
     ASSERT_OPT_OK(other.o, optim_save_buffer(other.o, &before, &before_size));
     ASSERT_OK(optim_sam_first_step(sam));
     ASSERT_ERR(optim_save(r.o, path), OPTIM_ESTATE, optim_errmsg(r.o),
-               "optim_save: SAM is between first_step and second_step");
+               "optim_save: an optim_sam over this optimizer is between first_step and second_step");
     ASSERT(stat(path, &st) != 0); /* nothing written */
-    ASSERT_ERR(optim_save_buffer(r.o, &buf, &size), OPTIM_ESTATE, optim_errmsg(r.o), "optim_save_buffer: SAM");
+    ASSERT_ERR(optim_save_buffer(r.o, &buf, &size), OPTIM_ESTATE, optim_errmsg(r.o), "optim_save_buffer: an optim_sam");
     ASSERT_ERR(optim_load_buffer(r.o, before, before_size, OPTIM_MATCH_NAME, "x"), OPTIM_ESTATE, optim_errmsg(r.o),
-               "optim_load_buffer: SAM");
+               "optim_load_buffer: an optim_sam");
     ASSERT_OK(optim_sam_second_step(sam));
     ASSERT_OPT_OK(r.o, optim_save(r.o, path));
     ASSERT_OK(optim_sam_first_step(sam));
-    ASSERT_ERR(optim_load(r.o, path, OPTIM_MATCH_NAME), OPTIM_ESTATE, optim_errmsg(r.o), "optim_load: SAM");
+    ASSERT_ERR(optim_load(r.o, path, OPTIM_MATCH_NAME), OPTIM_ESTATE, optim_errmsg(r.o), "optim_load: an optim_sam");
     ASSERT_OK(optim_sam_restore(sam));
     ASSERT_OPT_OK(r.o, optim_load(r.o, path, OPTIM_MATCH_NAME));
     ASSERT_OK(optim_sam_first_step(sam));

@@ -2,39 +2,61 @@
 #include "grid.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define AX(id, ...) {OPTIM_HP_##id, sizeof((double[]){__VA_ARGS__}) / sizeof(double), {__VA_ARGS__}}
+/* Every count is derived from the values written: an axis counts its values,
+ * a grid counts its axes (a typed count once dropped Adagrad's eps axis). */
+#define AX(id, ...) {OPTIM_HP_##id, (int)(sizeof((double[]){__VA_ARGS__}) / sizeof(double)), {__VA_ARGS__}}
+#define GRID(rule_, lr_, ...) \
+    [rule_] = {rule_, lr_, (int)(sizeof((grid_axis[]){__VA_ARGS__}) / sizeof(grid_axis)), {__VA_ARGS__}}
 
-const grid test_grids[OPTIM_RULE_COUNT] = {
-    {OPTIM_SGD, 0.01, 5,
-     {AX(MOMENTUM, 0, 0.9), AX(DAMPENING, 0, 0.3), AX(NESTEROV, 0, 1), AX(WEIGHT_DECAY, 0, 0.05),
-      AX(MAXIMIZE, 0, 1)}},
-    {OPTIM_ADAGRAD, 0.05, 5,
-     {AX(LR_DECAY, 0, 0.01), AX(WEIGHT_DECAY, 0, 0.1), AX(INITIAL_ACCUMULATOR_VALUE, 0, 0.1),
-      AX(EPS_PLACEMENT, 0, 1), AX(MAXIMIZE, 0, 1), AX(EPS, 1e-10, 0.01)}},
-    {OPTIM_RMSPROP, 0.01, 7,
-     {AX(ALPHA, 0.99, 0.9), AX(CENTERED, 0, 1), AX(MOMENTUM, 0, 0.9), AX(EPS_PLACEMENT, 0, 1),
-      AX(WEIGHT_DECAY, 0, 0.1), AX(MAXIMIZE, 0, 1), AX(EPS, 1e-8, 0.01)}},
-    {OPTIM_ADADELTA, 1.0, 6,
-     {AX(RHO, 0.9, 0.95), AX(EPS_PLACEMENT, 1, 0), AX(WEIGHT_DECAY, 0, 0.1), AX(MOMENTUM, 0, 0.9),
-      AX(MAXIMIZE, 0, 1), AX(EPS, 1e-6, 0.01)}},
-    {OPTIM_ADAM, 0.01, 8,
-     {AX(AMSGRAD, 0, 1), AX(BIAS_CORRECTION, 1, 0), AX(EPS_PLACEMENT, 0, 1), AX(WEIGHT_DECAY, 0, 0.1),
-      AX(DECOUPLED_WEIGHT_DECAY, 0, 1), AX(MAXIMIZE, 0, 1), AX(BETA2, 0.999, 0.95), AX(EPS, 1e-8, 0.01)}},
-    {OPTIM_ADAMW, 0.01, 6,
-     {AX(AMSGRAD, 0, 1), AX(BIAS_CORRECTION, 1, 0), AX(EPS_PLACEMENT, 0, 1), AX(WEIGHT_DECAY, 0, 0.1),
-      AX(MAXIMIZE, 0, 1), AX(EPS, 1e-8, 0.01)}},
-    {OPTIM_RADAM, 0.01, 6,
-     {AX(EPS_PLACEMENT, 0, 1), AX(WEIGHT_DECAY, 0, 0.1), AX(DECOUPLED_WEIGHT_DECAY, 0, 1), AX(MAXIMIZE, 0, 1),
-      AX(BETA2, 0.999, 0.99), AX(EPS, 1e-8, 0.01)}},
-    {OPTIM_NADAM, 0.01, 6,
-     {AX(EPS_PLACEMENT, 0, 1), AX(WEIGHT_DECAY, 0, 0.1), AX(DECOUPLED_WEIGHT_DECAY, 0, 1), AX(MAXIMIZE, 0, 1),
-      AX(MOMENTUM_DECAY, 4e-3, 0), AX(EPS, 1e-8, 0.01)}},
-    {OPTIM_ADABOUND, 0.01, 7,
-     {AX(AMSGRAD, 0, 1), AX(BIAS_CORRECTION, 1, 0), AX(EPS_PLACEMENT, 0, 1), AX(WEIGHT_DECAY, 0, 0.1),
-      AX(MAXIMIZE, 0, 1), AX(GAMMA, 1e-3, 0.1), AX(EPS, 1e-8, 0.01)}},
+/* Keyed by rule: a rule without an entry has rule 0 here, and grid_for fails on it. */
+const grid test_grids[OPTIM_RULE_COUNT + 1] = {
+    GRID(OPTIM_SGD, 0.01, AX(MOMENTUM, 0, 0.9), AX(DAMPENING, 0, 0.3), AX(NESTEROV, 0, 1), AX(WEIGHT_DECAY, 0, 0.05),
+         AX(MAXIMIZE, 0, 1)),
+    GRID(OPTIM_ADAGRAD, 0.05, AX(LR_DECAY, 0, 0.01), AX(WEIGHT_DECAY, 0, 0.1), AX(INITIAL_ACCUMULATOR_VALUE, 0, 0.1),
+         AX(EPS_PLACEMENT, 0, 1), AX(MAXIMIZE, 0, 1), AX(EPS, 1e-10, 0.01)),
+    GRID(OPTIM_RMSPROP, 0.01, AX(ALPHA, 0.99, 0.9), AX(CENTERED, 0, 1), AX(MOMENTUM, 0, 0.9), AX(EPS_PLACEMENT, 0, 1),
+         AX(WEIGHT_DECAY, 0, 0.1), AX(MAXIMIZE, 0, 1), AX(EPS, 1e-8, 0.01)),
+    GRID(OPTIM_ADADELTA, 1.0, AX(RHO, 0.9, 0.95), AX(EPS_PLACEMENT, 1, 0), AX(WEIGHT_DECAY, 0, 0.1),
+         AX(MOMENTUM, 0, 0.9), AX(MAXIMIZE, 0, 1), AX(EPS, 1e-6, 0.01)),
+    GRID(OPTIM_ADAM, 0.01, AX(AMSGRAD, 0, 1), AX(BIAS_CORRECTION, 1, 0), AX(EPS_PLACEMENT, 0, 1),
+         AX(WEIGHT_DECAY, 0, 0.1), AX(DECOUPLED_WEIGHT_DECAY, 0, 1), AX(MAXIMIZE, 0, 1), AX(BETA2, 0.999, 0.95),
+         AX(EPS, 1e-8, 0.01)),
+    GRID(OPTIM_ADAMW, 0.01, AX(AMSGRAD, 0, 1), AX(BIAS_CORRECTION, 1, 0), AX(EPS_PLACEMENT, 0, 1),
+         AX(WEIGHT_DECAY, 0, 0.1), AX(MAXIMIZE, 0, 1), AX(EPS, 1e-8, 0.01)),
+    GRID(OPTIM_RADAM, 0.01, AX(EPS_PLACEMENT, 0, 1), AX(WEIGHT_DECAY, 0, 0.1), AX(DECOUPLED_WEIGHT_DECAY, 0, 1),
+         AX(MAXIMIZE, 0, 1), AX(BETA2, 0.999, 0.99), AX(EPS, 1e-8, 0.01)),
+    GRID(OPTIM_NADAM, 0.01, AX(EPS_PLACEMENT, 0, 1), AX(WEIGHT_DECAY, 0, 0.1), AX(DECOUPLED_WEIGHT_DECAY, 0, 1),
+         AX(MAXIMIZE, 0, 1), AX(MOMENTUM_DECAY, 4e-3, 0), AX(EPS, 1e-8, 0.01)),
+    GRID(OPTIM_ADABOUND, 0.01, AX(AMSGRAD, 0, 1), AX(BIAS_CORRECTION, 1, 0), AX(EPS_PLACEMENT, 0, 1),
+         AX(WEIGHT_DECAY, 0, 0.1), AX(MAXIMIZE, 0, 1), AX(GAMMA, 1e-3, 0.1), AX(EPS, 1e-8, 0.01)),
 };
+
+/* Checks a grid's own declaration; NULL if sound, else why not. */
+static const char *grid_unsound(const grid *g, int rule)
+{
+    int a;
+    if (g->rule != (optim_rule)rule) return "no grid for this rule in tests/grid.c";
+    if (g->naxes < 1 || g->naxes > GRID_MAX_AXES) return "axis count outside 1..GRID_MAX_AXES";
+    for (a = 0; a < g->naxes; a++) {
+        if (g->axes[a].count < 1 || g->axes[a].count > GRID_MAX_VALUES) return "an axis with 0 or too many values";
+        if (!optim_rule_uses(g->rule, g->axes[a].id)) return "an axis the rule does not use";
+    }
+    return NULL;
+}
+
+const grid *grid_for(int rule)
+{
+    const char *why = rule >= 1 && rule <= OPTIM_RULE_COUNT ? grid_unsound(&test_grids[rule], rule) : "not a rule";
+    if (why) {
+        fprintf(stderr, "tests/grid.c: rule %d (%s): %s\n", rule, optim_rule_name((optim_rule)rule) ?
+                optim_rule_name((optim_rule)rule) : "?", why);
+        exit(1);
+    }
+    return &test_grids[rule];
+}
 
 long grid_size(const grid *g)
 {
@@ -55,6 +77,13 @@ int grid_get(const grid *g, long index, optim_hparams *hp)
         index /= ax->count;
     }
     return optim_hparams_check(hp, NULL) == OPTIM_OK ? 0 : -1;
+}
+
+long grid_last_valid(const grid *g, optim_hparams *hp)
+{
+    long c = grid_size(g) - 1;
+    while (c >= 0 && grid_get(g, c, hp) != 0) c--;
+    return c;
 }
 
 const char *grid_describe(const optim_hparams *hp, char *buf, size_t size)

@@ -1,9 +1,171 @@
-/* ref.c: see ref.h. Deliberately plain: one formula per line, in double. */
+/* ref.c: see ref.h. Deliberately plain: one formula per line, in double.
+ * One function per rule, in a table keyed by rule. */
 #include "ref.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* What a rule's step sees besides its state: the per-step scalars. */
+typedef struct ref_ctx {
+    const optim_hparams *hp;
+    double lr, t;
+    double b1t, b2t;   /* beta1^t, beta2^t */
+    double mu, mu_next; /* NAdam */
+    int in;            /* eps inside the square root */
+} ref_ctx;
+
+/* One rule: update p[i] with the gradient d (as the rule sees it). */
+typedef void (*ref_elem_fn)(const ref_ctx *c, ref_state *st, size_t i, double *p, double d);
+
+/* sqrt(x) + eps, or sqrt(x + eps) with eps inside. */
+static double rms(double x, double eps, int inside)
+{
+    return inside ? sqrt(x + eps) : sqrt(x) + eps;
+}
+
+static void ref_sgd(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    const optim_hparams *hp = c->hp;
+    if (hp->momentum != 0) {
+        st->buf[i] = st->buf_init ? hp->momentum * st->buf[i] + (1 - hp->dampening) * d : d;
+        d = hp->nesterov ? d + hp->momentum * st->buf[i] : st->buf[i];
+    }
+    *p -= c->lr * d;
+}
+
+static void ref_adagrad(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    double clr = c->lr / (1 + (c->t - 1) * c->hp->lr_decay);
+    st->sum[i] += d * d;
+    *p -= clr * d / rms(st->sum[i], c->hp->eps, c->in);
+}
+
+static void ref_rmsprop(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    const optim_hparams *hp = c->hp;
+    double a = hp->alpha, v, avg;
+    st->sq[i] = a * st->sq[i] + (1 - a) * d * d;
+    v = st->sq[i];
+    if (hp->centered) {
+        st->ga[i] = a * st->ga[i] + (1 - a) * d;
+        v -= st->ga[i] * st->ga[i];
+    }
+    avg = rms(v, hp->eps, c->in);
+    if (hp->momentum > 0) {
+        st->buf[i] = hp->momentum * st->buf[i] + d / avg;
+        *p -= c->lr * st->buf[i];
+    } else {
+        *p -= c->lr * d / avg;
+    }
+}
+
+static void ref_adadelta(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    const optim_hparams *hp = c->hp;
+    double r = hp->rho, delta;
+    st->sq[i] = r * st->sq[i] + (1 - r) * d * d;
+    delta = rms(st->acc[i], hp->eps, c->in) / rms(st->sq[i], hp->eps, c->in) * d;
+    st->acc[i] = r * st->acc[i] + (1 - r) * delta * delta;
+    if (hp->momentum > 0) {
+        st->buf[i] = hp->momentum * st->buf[i] + delta;
+        *p -= c->lr * st->buf[i];
+    } else {
+        *p -= c->lr * delta;
+    }
+}
+
+static void ref_adam(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    const optim_hparams *hp = c->hp;
+    double mhat, vhat, vv;
+    st->m[i] = hp->beta1 * st->m[i] + (1 - hp->beta1) * d;
+    st->v[i] = hp->beta2 * st->v[i] + (1 - hp->beta2) * d * d;
+    vv = st->v[i];
+    if (hp->amsgrad) {
+        if (st->v[i] > st->vmax[i]) st->vmax[i] = st->v[i];
+        vv = st->vmax[i];
+    }
+    mhat = hp->bias_correction ? st->m[i] / (1 - c->b1t) : st->m[i];
+    vhat = hp->bias_correction ? vv / (1 - c->b2t) : vv;
+    *p -= c->lr * mhat / rms(vhat, hp->eps, c->in);
+}
+
+static void ref_radam(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    const optim_hparams *hp = c->hp;
+    double rho_inf = 2 / (1 - hp->beta2) - 1;
+    double rho_t = rho_inf - 2 * c->t * c->b2t / (1 - c->b2t);
+    double mhat;
+    st->m[i] = hp->beta1 * st->m[i] + (1 - hp->beta1) * d;
+    st->v[i] = hp->beta2 * st->v[i] + (1 - hp->beta2) * d * d;
+    mhat = st->m[i] / (1 - c->b1t);
+    if (rho_t > 5) {
+        double r = sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t));
+        *p -= c->lr * mhat * r * sqrt(1 - c->b2t) / rms(st->v[i], hp->eps, c->in);
+    } else {
+        *p -= c->lr * mhat;
+    }
+}
+
+static void ref_nadam(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    const optim_hparams *hp = c->hp;
+    double denom;
+    st->m[i] = hp->beta1 * st->m[i] + (1 - hp->beta1) * d;
+    st->v[i] = hp->beta2 * st->v[i] + (1 - hp->beta2) * d * d;
+    denom = rms(st->v[i] / (1 - c->b2t), hp->eps, c->in);
+    *p -= c->lr * (1 - c->mu) / (1 - st->mu_product) * d / denom;
+    *p -= c->lr * c->mu_next / (1 - st->mu_product * c->mu_next) * st->m[i] / denom;
+}
+
+static void ref_adabound(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    const optim_hparams *hp = c->hp;
+    double vv, step, fl, lower, upper, x;
+    st->m[i] = hp->beta1 * st->m[i] + (1 - hp->beta1) * d;
+    st->v[i] = hp->beta2 * st->v[i] + (1 - hp->beta2) * d * d;
+    vv = st->v[i];
+    if (hp->amsgrad) {
+        if (st->v[i] > st->vmax[i]) st->vmax[i] = st->v[i];
+        vv = st->vmax[i];
+    }
+    step = hp->bias_correction ? c->lr * sqrt(1 - c->b2t) / (1 - c->b1t) : c->lr;
+    fl = hp->final_lr * c->lr / st->base_lr;
+    lower = fl * (1 - 1 / (hp->gamma * c->t + 1));
+    upper = fl * (1 + 1 / (hp->gamma * c->t));
+    x = step / rms(vv, hp->eps, c->in);
+    if (x < lower) x = lower;
+    if (x > upper) x = upper;
+    *p -= x * st->m[i];
+}
+
+/* A rule: its step and where its slots live (offsets into ref_state; 0: none). */
+typedef struct ref_rule {
+    ref_elem_fn elem;
+    size_t slots[OPTIM_MAX_SLOTS];
+} ref_rule;
+
+#define SLOT(f) offsetof(ref_state, f)
+/* Keyed by rule: a rule without an entry has no elem, and ref_init refuses it. */
+static const ref_rule ref_rules[OPTIM_RULE_COUNT + 1] = {
+    [OPTIM_SGD] = {ref_sgd, {SLOT(buf)}},
+    [OPTIM_ADAGRAD] = {ref_adagrad, {SLOT(sum)}},
+    [OPTIM_RMSPROP] = {ref_rmsprop, {SLOT(sq), SLOT(buf), SLOT(ga)}},
+    [OPTIM_ADADELTA] = {ref_adadelta, {SLOT(sq), SLOT(acc), SLOT(buf)}},
+    [OPTIM_ADAM] = {ref_adam, {SLOT(m), SLOT(v), SLOT(vmax)}},
+    [OPTIM_ADAMW] = {ref_adam, {SLOT(m), SLOT(v), SLOT(vmax)}},
+    [OPTIM_RADAM] = {ref_radam, {SLOT(m), SLOT(v)}},
+    [OPTIM_NADAM] = {ref_nadam, {SLOT(m), SLOT(v)}},
+    [OPTIM_ADABOUND] = {ref_adabound, {SLOT(m), SLOT(v), SLOT(vmax)}},
+};
+#undef SLOT
+
+int ref_has(optim_rule rule)
+{
+    return (int)rule >= 1 && (int)rule <= OPTIM_RULE_COUNT && ref_rules[rule].elem != NULL;
+}
 
 static double *zeros(size_t n)
 {
@@ -14,6 +176,12 @@ int ref_init(ref_state *st, const optim_hparams *hp, size_t n)
 {
     size_t i;
     memset(st, 0, sizeof *st);
+    if (!ref_has(hp->rule)) {
+        fprintf(stderr, "tests/ref.c: no reference for rule %d (%s)\n", (int)hp->rule,
+                optim_rule_name(hp->rule) ? optim_rule_name(hp->rule) : "?");
+        return -1;
+    }
+    st->rule = hp->rule;
     st->n = n;
     st->mu_product = 1.0;
     st->base_lr = hp->initial_lr > 0 ? hp->initial_lr : hp->lr;
@@ -43,163 +211,66 @@ void ref_free(ref_state *st)
     memset(st, 0, sizeof *st);
 }
 
-/* sqrt(x) + eps, or sqrt(x + eps) with eps inside. */
-static double rms(double x, double eps, int inside)
+/* One step; the gradient from gf (float32 semantics) or gd (float64). */
+static void ref_step_any(const optim_hparams *hp, double lr, double *p, const float *gf, const double *gd,
+                         ref_state *st)
 {
-    return inside ? sqrt(x + eps) : sqrt(x) + eps;
-}
-
-void ref_step(const optim_hparams *hp, double lr, double *p, const float *g, ref_state *st)
-{
-    const int in = hp->eps_placement == OPTIM_EPS_INSIDE;
-    const double t = (double)(++st->step);
-    const double b1 = hp->beta1, b2 = hp->beta2, eps = hp->eps, wd = hp->weight_decay;
-    const double b1t = pow(b1, t), b2t = pow(b2, t); /* beta^t, once per step */
-    double mu = 0, mu_next = 0;
+    const ref_rule *r = &ref_rules[st->rule];
+    ref_ctx c;
     size_t i;
-
+    c.hp = hp;
+    c.lr = lr;
+    c.t = (double)(++st->step);
+    c.b1t = pow(hp->beta1, c.t);
+    c.b2t = pow(hp->beta2, c.t);
+    c.in = hp->eps_placement == OPTIM_EPS_INSIDE;
+    c.mu = c.mu_next = 0;
     if (hp->rule == OPTIM_NADAM) {
-        mu = b1 * (1 - 0.5 * pow(0.96, t * hp->momentum_decay));
-        mu_next = b1 * (1 - 0.5 * pow(0.96, (t + 1) * hp->momentum_decay));
-        st->mu_product *= mu;
+        c.mu = hp->beta1 * (1 - 0.5 * pow(0.96, c.t * hp->momentum_decay));
+        c.mu_next = hp->beta1 * (1 - 0.5 * pow(0.96, (c.t + 1) * hp->momentum_decay));
+        /* torch 1.13 keeps mu_product in a float32 tensor whatever the
+         * parameters' type: mu_product.mul_(mu) rounds mu and the product. */
+        st->mu_product = (double)((float)st->mu_product * (float)c.mu);
     }
     for (i = 0; i < st->n; i++) {
-        /* The gradient the rule sees is formed in float, as torch forms it
-         * (d_p = -g; d_p = d_p.add(p, alpha=wd) on float tensors, one fused
-         * multiply-add on torch's CPU path): when g and wd * p nearly cancel,
-         * only the same float rounding reproduces the float result. All the
-         * rule's own math below is in double. */
-        float df = hp->maximize ? -g[i] : g[i];
         double d;
-        if (hp->decoupled_weight_decay)
-            p[i] *= 1 - lr * wd;
-        else if (wd != 0)
-            df = fmaf((float)wd, (float)p[i], df);
-        d = df;
-
-        switch (hp->rule) {
-        case OPTIM_SGD:
-            if (hp->momentum != 0) {
-                st->buf[i] = st->buf_init ? hp->momentum * st->buf[i] + (1 - hp->dampening) * d : d;
-                d = hp->nesterov ? d + hp->momentum * st->buf[i] : st->buf[i];
-            }
-            p[i] -= lr * d;
-            break;
-        case OPTIM_ADAGRAD: {
-            double clr = lr / (1 + (t - 1) * hp->lr_decay);
-            st->sum[i] += d * d;
-            p[i] -= clr * d / rms(st->sum[i], eps, in);
-            break;
+        if (hp->decoupled_weight_decay) p[i] *= 1 - lr * hp->weight_decay;
+        if (gf) {
+            /* The gradient the rule sees is formed in float, as torch forms it
+             * (d_p = -g; d_p = d_p.add(p, alpha=wd) on float tensors, one fused
+             * multiply-add on torch's CPU path): when g and wd * p nearly
+             * cancel, only the same float rounding reproduces the float result.
+             * All the rule's own math is in double. */
+            float df = hp->maximize ? -gf[i] : gf[i];
+            if (!hp->decoupled_weight_decay && hp->weight_decay != 0)
+                df = fmaf((float)hp->weight_decay, (float)p[i], df);
+            d = df;
+        } else {
+            d = hp->maximize ? -gd[i] : gd[i];
+            if (!hp->decoupled_weight_decay && hp->weight_decay != 0) d = fma(hp->weight_decay, p[i], d);
         }
-        case OPTIM_RMSPROP: {
-            double a = hp->alpha, v, avg;
-            st->sq[i] = a * st->sq[i] + (1 - a) * d * d;
-            v = st->sq[i];
-            if (hp->centered) {
-                st->ga[i] = a * st->ga[i] + (1 - a) * d;
-                v -= st->ga[i] * st->ga[i];
-            }
-            avg = rms(v, eps, in);
-            if (hp->momentum > 0) {
-                st->buf[i] = hp->momentum * st->buf[i] + d / avg;
-                p[i] -= lr * st->buf[i];
-            } else {
-                p[i] -= lr * d / avg;
-            }
-            break;
-        }
-        case OPTIM_ADADELTA: {
-            double r = hp->rho, delta;
-            st->sq[i] = r * st->sq[i] + (1 - r) * d * d;
-            delta = rms(st->acc[i], eps, in) / rms(st->sq[i], eps, in) * d;
-            st->acc[i] = r * st->acc[i] + (1 - r) * delta * delta;
-            if (hp->momentum > 0) {
-                st->buf[i] = hp->momentum * st->buf[i] + delta;
-                p[i] -= lr * st->buf[i];
-            } else {
-                p[i] -= lr * delta;
-            }
-            break;
-        }
-        case OPTIM_ADAM:
-        case OPTIM_ADAMW: {
-            double mhat, vhat, vv;
-            st->m[i] = b1 * st->m[i] + (1 - b1) * d;
-            st->v[i] = b2 * st->v[i] + (1 - b2) * d * d;
-            vv = st->v[i];
-            if (hp->amsgrad) {
-                if (st->v[i] > st->vmax[i]) st->vmax[i] = st->v[i];
-                vv = st->vmax[i];
-            }
-            mhat = hp->bias_correction ? st->m[i] / (1 - b1t) : st->m[i];
-            vhat = hp->bias_correction ? vv / (1 - b2t) : vv;
-            p[i] -= lr * mhat / rms(vhat, eps, in);
-            break;
-        }
-        case OPTIM_RADAM: {
-            double rho_inf = 2 / (1 - b2) - 1;
-            double rho_t = rho_inf - 2 * t * b2t / (1 - b2t);
-            double mhat;
-            st->m[i] = b1 * st->m[i] + (1 - b1) * d;
-            st->v[i] = b2 * st->v[i] + (1 - b2) * d * d;
-            mhat = st->m[i] / (1 - b1t);
-            if (rho_t > 5) {
-                double r = sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t));
-                p[i] -= lr * mhat * r * sqrt(1 - b2t) / rms(st->v[i], eps, in);
-            } else {
-                p[i] -= lr * mhat;
-            }
-            break;
-        }
-        case OPTIM_NADAM: {
-            double denom;
-            st->m[i] = b1 * st->m[i] + (1 - b1) * d;
-            st->v[i] = b2 * st->v[i] + (1 - b2) * d * d;
-            denom = rms(st->v[i] / (1 - b2t), eps, in);
-            p[i] -= lr * (1 - mu) / (1 - st->mu_product) * d / denom;
-            p[i] -= lr * mu_next / (1 - st->mu_product * mu_next) * st->m[i] / denom;
-            break;
-        }
-        case OPTIM_ADABOUND: {
-            double vv, step, fl, lower, upper, x;
-            st->m[i] = b1 * st->m[i] + (1 - b1) * d;
-            st->v[i] = b2 * st->v[i] + (1 - b2) * d * d;
-            vv = st->v[i];
-            if (hp->amsgrad) {
-                if (st->v[i] > st->vmax[i]) st->vmax[i] = st->v[i];
-                vv = st->vmax[i];
-            }
-            step = hp->bias_correction ? lr * sqrt(1 - b2t) / (1 - b1t) : lr;
-            fl = hp->final_lr * lr / st->base_lr;
-            lower = fl * (1 - 1 / (hp->gamma * t + 1));
-            upper = fl * (1 + 1 / (hp->gamma * t));
-            x = step / rms(vv, eps, in);
-            if (x < lower) x = lower;
-            if (x > upper) x = upper;
-            p[i] -= x * st->m[i];
-            break;
-        }
-        default:
-            break;
-        }
+        r->elem(&c, st, i, &p[i], d);
     }
     if (hp->rule == OPTIM_SGD && hp->momentum != 0) st->buf_init = 1;
 }
 
-double *ref_slot(const ref_state *st, optim_rule rule, int s)
+void ref_step(const optim_hparams *hp, double lr, double *p, const float *g, ref_state *st)
 {
-    switch (rule) {
-    case OPTIM_SGD: return s == 0 ? st->buf : NULL;
-    case OPTIM_ADAGRAD: return s == 0 ? st->sum : NULL;
-    case OPTIM_RMSPROP: return s == 0 ? st->sq : s == 1 ? st->buf : s == 2 ? st->ga : NULL;
-    case OPTIM_ADADELTA: return s == 0 ? st->sq : s == 1 ? st->acc : s == 2 ? st->buf : NULL;
-    case OPTIM_ADAM:
-    case OPTIM_ADAMW:
-    case OPTIM_ADABOUND: return s == 0 ? st->m : s == 1 ? st->v : s == 2 ? st->vmax : NULL;
-    case OPTIM_RADAM:
-    case OPTIM_NADAM: return s == 0 ? st->m : s == 1 ? st->v : NULL;
-    default: return NULL;
-    }
+    ref_step_any(hp, lr, p, g, NULL, st);
+}
+
+void ref_step64(const optim_hparams *hp, double lr, double *p, const double *g, ref_state *st)
+{
+    ref_step_any(hp, lr, p, NULL, g, st);
+}
+
+double *ref_slot(const ref_state *st, int s)
+{
+    size_t off;
+    if (!ref_has(st->rule) || s < 0 || s >= OPTIM_MAX_SLOTS) return NULL;
+    off = ref_rules[st->rule].slots[s];
+    if (off == 0) return NULL; /* offset 0 is `rule`, never a slot */
+    return *(double *const *)(const void *)((const char *)st + off);
 }
 
 void ref_sync(ref_state *rs, const optim_hparams *hp, double *p, const float *pf, const optim_state *st)
@@ -207,13 +278,31 @@ void ref_sync(ref_state *rs, const optim_hparams *hp, double *p, const float *pf
     unsigned slots = optim_hparams_slots(hp);
     size_t i;
     int s;
+    /* Only the float arrays: the parameters and the state slots. One step of
+     * float arithmetic is then compared with the same step in double; without
+     * it float rounding accumulates over hundreds of steps and chaotic runs
+     * (maximize with decay) drift apart. The scalar state (step counter,
+     * mu_product, whether a buffer holds data) involves no float rounding and
+     * is the reference's own: an error that builds up in it shows. */
     for (i = 0; i < rs->n; i++) p[i] = pf[i];
     for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
-        double *r = ref_slot(rs, hp->rule, s);
-        if (!((slots >> s) & 1u) || !((st->initialized >> s) & 1u) || !r) continue;
+        double *r = ref_slot(rs, s);
+        if (!((slots >> s) & 1u) || !r) continue;
         for (i = 0; i < rs->n; i++) r[i] = st->slot[s][i];
     }
-    rs->step = (long)st->step;
-    rs->mu_product = st->mu_product;
-    rs->buf_init = (int)(st->initialized & 1u);
+}
+
+void ref_sync64(ref_state *rs, const optim_hparams *hp, double *p, const double *pd, const optim_state *st)
+{
+    unsigned slots = optim_hparams_slots(hp);
+    size_t i;
+    int s;
+    /* As ref_sync: the float64 arrays only (rounding in another operation
+     * order, small as it is, grows without bound in chaotic runs). */
+    for (i = 0; i < rs->n; i++) p[i] = pd[i];
+    for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+        double *r = ref_slot(rs, s);
+        if (!((slots >> s) & 1u) || !r) continue;
+        memcpy(r, (const void *)st->slot[s], rs->n * sizeof(double));
+    }
 }

@@ -1,7 +1,9 @@
 /* ref.h: an independent reference for every rule, in double precision,
  * written straight from the formulas (torch.optim's semantics and the
  * AdaBound reference), one element at a time, sharing no code with the
- * library. Tests compare the library's float results with it. */
+ * library. Tests compare the library's results with it. The reference keeps
+ * its own state: step counter, NAdam's mu_product, whether SGD's momentum
+ * buffer holds data, and every state array. */
 #ifndef OPTIM_TEST_REF_H
 #define OPTIM_TEST_REF_H
 
@@ -10,6 +12,7 @@
 #include <stddef.h>
 
 typedef struct ref_state {
+    optim_rule rule;
     size_t n;
     long step;
     double mu_product;
@@ -18,15 +21,24 @@ typedef struct ref_state {
     double *m, *v, *vmax, *buf, *sq, *acc, *ga, *sum;
 } ref_state;
 
-/* Allocate and reset (AdaGrad's sum starts at initial_accumulator_value). */
+/* 1 if the reference has rule `rule` (tests fail loudly on a rule without one). */
+int ref_has(optim_rule rule);
+/* Allocate and reset (AdaGrad's sum starts at initial_accumulator_value);
+ * -1 if out of memory or if the reference has no such rule (message printed). */
 int ref_init(ref_state *st, const optim_hparams *hp, size_t n);
 void ref_free(ref_state *st);
-/* One step of hp's rule with learning rate lr (hp->lr is ignored). */
+/* One step of hp's rule with learning rate lr (hp->lr is ignored), for
+ * float32 tensors: the gradient the rule sees is formed in float, as torch
+ * forms it on float tensors; the rule's own math runs in double. */
 void ref_step(const optim_hparams *hp, double lr, double *p, const float *g, ref_state *st);
-/* The reference array matching the library's slot s of hp->rule, or NULL. */
-double *ref_slot(const ref_state *st, optim_rule rule, int s);
-/* Make the reference continue from the library's float state: parameters
- * into p, every slot, the step counter and NAdam's mu_product. */
+/* The same for float64 tensors: everything in double. */
+void ref_step64(const optim_hparams *hp, double lr, double *p, const double *g, ref_state *st);
+/* The reference array matching the library's slot s of the state's rule, or NULL. */
+double *ref_slot(const ref_state *st, int s);
+/* Continue from the library's float values: parameters into p and every
+ * slot the options need. Only float arrays: see the comment in ref.c. */
 void ref_sync(ref_state *rs, const optim_hparams *hp, double *p, const float *pf, const optim_state *st);
+/* The same from float64 values (st's slots point at doubles). */
+void ref_sync64(ref_state *rs, const optim_hparams *hp, double *p, const double *pd, const optim_state *st);
 
 #endif

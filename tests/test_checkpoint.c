@@ -127,8 +127,8 @@ static int same_run(small_run *a, small_run *b, const optim_hparams *hp)
 TEST_IMPL(ckpt_resume_every_option)
 {
     int r, combos = 0;
-    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
-        const grid *gr = &test_grids[r];
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+        const grid *gr = grid_for(r);
         long c;
         for (c = 0; c < grid_size(gr); c++) {
             optim_hparams hp, got;
@@ -353,7 +353,12 @@ TEST_IMPL(ckpt_errors_change_nothing)
     memcpy(bad, good, gsize);
     bad[8] = OPTIM_CHECKPOINT_FORMAT + 1; /* a later format */
     ckpt_rechecksum(bad, gsize);
-    EXPECT_LOAD_FAILS(bad, gsize, OPTIM_EVERSION, "format version 3 is newer");
+    {
+        char text[64];
+        const char *newer = text;
+        snprintf(text, sizeof text, "format version %d is newer", OPTIM_CHECKPOINT_FORMAT + 1);
+        EXPECT_LOAD_FAILS(bad, gsize, OPTIM_EVERSION, newer);
+    }
     memcpy(bad, good, gsize);
     bad[gsize / 2] ^= 0x10;
     EXPECT_LOAD_FAILS(bad, gsize, OPTIM_ECHECKSUM, "corrupt");

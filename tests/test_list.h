@@ -11,7 +11,19 @@
     TEST_ENTRY(rules_vs_reference)             \
     TEST_ENTRY(rules_lr_change_vs_reference)   \
     TEST_ENTRY(rules_betas_vs_reference)       \
+    TEST_ENTRY(rules_listed)                   \
+    TEST_ENTRY(rules_f64_vs_reference)         \
     TEST_ENTRY(paths_bit_identical)            \
+    TEST_ENTRY(nan_bits_every_path)            \
+    TEST_ENTRY(half_types_vs_rounding_reference) \
+    TEST_ENTRY(conversions_exact)              \
+    TEST_ENTRY(dtype_api)                      \
+    TEST_ENTRY(dtype_checkpoint_exact)         \
+    TEST_ENTRY(checkpoint_format2_loads)       \
+    TEST_ENTRY(threads_bounded)                \
+    TEST_ENTRY(unsupported_variant_refused)    \
+    TEST_ENTRY(f64_norm_clipping)              \
+    TEST_ENTRY(float32_golden)                 \
     TEST_ENTRY(update_errors)                  \
     TEST_ENTRY(object_matches_update)          \
     TEST_ENTRY(object_groups)                  \
@@ -19,6 +31,7 @@
     TEST_ENTRY(object_options_switched_on)     \
     TEST_ENTRY(object_state_access)            \
     TEST_ENTRY(object_step_with)               \
+    TEST_ENTRY(object_rebind)                  \
     TEST_ENTRY(object_errors)                  \
     TEST_ENTRY(object_getter_errors)           \
     TEST_ENTRY(object_isa_and_threads)         \

@@ -16,6 +16,8 @@
     TEST_ENTRY(ckpt_format1_still_loads)        \
     TEST_ENTRY(ckpt_corruption_names_the_part)  \
     TEST_ENTRY(ckpt_strict_fields)              \
+    TEST_ENTRY(ckpt_damage_every_section)       \
+    TEST_ENTRY(ckpt_contradictory_records)      \
     TEST_ENTRY(ckpt_mismatch_changes_nothing)   \
     TEST_ENTRY(ckpt_special_files)              \
     TEST_ENTRY(ckpt_long_file_names)            \
@@ -23,9 +25,17 @@
     TEST_ENTRY(ckpt_refused_mid_sam)            \
     TEST_ENTRY(ckpt_write_failures)             \
     TEST_ENTRY(ckpt_real_disk_full)             \
+    TEST_ENTRY(ckpt_no_inode_left)              \
     TEST_ENTRY(ckpt_unwritable_directory)       \
     TEST_ENTRY(ckpt_out_of_memory)              \
     TEST_ENTRY(ckpt_disk_full_keeps_old)        \
     TEST_ENTRY(ckpt_crash_during_save)          \
     TEST_ENTRY(ckpt_kill_training_resume)       \
-    TEST_ENTRY(ckpt_concurrent_optimizers)
+    TEST_ENTRY(ckpt_concurrent_optimizers)      \
+    TEST_ENTRY(ckpt_limit_name)                 \
+    TEST_ENTRY(ckpt_limit_numel)                \
+    TEST_ENTRY(ckpt_limit_groups_sections)      \
+    TEST_ENTRY(ckpt_limit_schedule_depth)       \
+    TEST_ENTRY(ckpt_limit_sequential_children)  \
+    TEST_ENTRY(ckpt_limit_milestones)           \
+    TEST_ENTRY(ckpt_limit_ndim)

@@ -1,5 +1,6 @@
 /* test_list_grad.h: the gradient suite (optim_grad_tests): norms, clipping,
- * the non-finite policies, SAM and ASAM. */
+ * the non-finite policies (test_grad.c); SAM and ASAM, and the lifetimes of a
+ * SAM object and its base (test_sam.c). */
 #define TEST_LIST(TEST_ENTRY)                   \
     TEST_ENTRY(grad_norm_vs_reference)          \
     TEST_ENTRY(grad_norm_threads_and_paths)     \
@@ -18,4 +19,7 @@
     TEST_ENTRY(sam_per_group)                   \
     TEST_ENTRY(sam_threads_bit_identical)       \
     TEST_ENTRY(sam_restore_and_errors)          \
-    TEST_ENTRY(sam_nonfinite_policies)
+    TEST_ENTRY(sam_nonfinite_policies)          \
+    TEST_ENTRY(sam_memory_replaced)             \
+    TEST_ENTRY(sam_lifetimes)                   \
+    TEST_ENTRY(sam_base_changes_while_perturbed)

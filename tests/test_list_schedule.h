@@ -18,4 +18,5 @@
     TEST_ENTRY(sched_attach_sgd)           \
     TEST_ENTRY(sched_attach_every_rule)    \
     TEST_ENTRY(sched_attach_errors_and_skips) \
-    TEST_ENTRY(sched_cyclic_checkpoint)
+    TEST_ENTRY(sched_cyclic_checkpoint)    \
+    TEST_ENTRY(sched_edge_values)

@@ -15,15 +15,15 @@ TEST_IMPL(object_matches_update)
     enum { N0 = 5, N1 = 1001, N2 = 64 };
     test_rng rng = {test_seed() ^ 0x0b1};
     int r;
-    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
         optim_hparams hp;
         optim *o = NULL;
         static float p[3][N1], q[3][N1], g[3][N1], st_mem[3][OPTIM_MAX_SLOTS][N1];
         const size_t n[3] = {N0, N1, N2};
         optim_state st[3];
         int i, t, s;
-        long c = grid_size(&test_grids[r]) - 1;
-        while (grid_get(&test_grids[r], c, &hp) != 0) c--; /* the last valid combination: most options on */
+        long c = grid_size(grid_for(r)) - 1;
+        while (grid_get(grid_for(r), c, &hp) != 0) c--; /* the last valid combination: most options on */
         ASSERT_OK(optim_create(&o, hp.rule));
         ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
         for (i = 0; i < 3; i++) {
@@ -308,6 +308,60 @@ TEST_IMPL(object_step_with)
     ps[0] = a;
     ASSERT_OPT_OK(o, optim_step_with(o, 2, ps, gs));
     ASSERT(p2[0] == 0.95f);
+    optim_free(o);
+    return 0;
+}
+
+/* optim_rebind points every parameter at new memory without stepping, and
+ * checks only the new pointers: memory the old ones pointed to may have been
+ * freed and reused (here: the new memory of b is where a's gradient was), which
+ * optim_add_param and optim_set_param_ptrs, comparing with the bound pointers,
+ * would refuse as an overlap. */
+TEST_IMPL(object_rebind)
+{
+    optim *o = NULL;
+    optim_hparams hp;
+    static float mem[64];
+    float *a = mem, *b = mem + 8, *ga = mem + 16, *gb = mem + 24, *c = mem + 32, *gc = mem + 40;
+    void *ps[2];
+    const void *gs[2];
+    int i;
+    for (i = 0; i < 64; i++) mem[i] = 1.0f;
+    optim_hparams_init(&hp, OPTIM_SGD, NULL);
+    hp.lr = 0.5;
+    ASSERT_OK(optim_create(&o, OPTIM_SGD));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, a, ga, 8, "a", NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, b, gb, 8, "b", NULL));
+    /* b's memory moved to where a's gradient was: a "reused" address. */
+    ps[0] = a;
+    ps[1] = ga;
+    gs[0] = NULL;
+    gs[1] = NULL;
+    ASSERT_ERR(optim_set_param_ptrs(o, 1, ga, NULL), OPTIM_EOVERLAP, optim_errmsg(o), "overlaps");
+    ASSERT_OPT_OK(o, optim_rebind(o, 2, ps, gs));
+    ASSERT_INT(optim_step_count(o), ==, 0); /* no step */
+    ASSERT(a[0] == 1.0f && ga[0] == 1.0f && b[0] == 1.0f);
+    /* Old gb, no longer bound: a new parameter there is accepted. */
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, gb, NULL, 8, "c", NULL));
+    /* Errors change nothing: count, NULL, overlap among the new pointers. */
+    {
+        void *ps3[3] = {a, ga, gb};
+        const void *gs3[3] = {c, gc, NULL};
+        ASSERT_ERR(optim_rebind(o, 2, ps3, gs3), OPTIM_ESIZE, optim_errmsg(o), "count = 2");
+        ps3[2] = NULL;
+        ASSERT_ERR(optim_rebind(o, 3, ps3, gs3), OPTIM_ENULL, optim_errmsg(o), "params[2] ('c') is NULL");
+        ps3[2] = a + 4;
+        ASSERT_ERR(optim_rebind(o, 3, ps3, gs3), OPTIM_EOVERLAP, optim_errmsg(o), "overlaps");
+        ASSERT_INT(optim_rebind(NULL, 3, ps3, gs3), ==, OPTIM_ENULL);
+        /* The binding is still a, ga, gb with no gradients: a step moves nothing. */
+        ASSERT_OPT_OK(o, optim_step(o));
+        ASSERT(a[0] == 1.0f && ga[0] == 1.0f && gb[0] == 1.0f);
+        ps3[2] = gb;
+        ASSERT_OPT_OK(o, optim_rebind(o, 3, ps3, gs3));
+        ASSERT_OPT_OK(o, optim_step(o)); /* a -= 0.5 * c, ga -= 0.5 * gc; gb has no gradient */
+        ASSERT(a[0] == 0.5f && ga[0] == 0.5f && gb[0] == 1.0f);
+    }
     optim_free(o);
     return 0;
 }

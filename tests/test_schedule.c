@@ -654,7 +654,7 @@ TEST_IMPL(sched_errors)
         BUILD(optim_schedule_exponential(&three[1], 0.9, &e_));
         BUILD(optim_schedule_exponential(&three[2], 0.9, &e_));
         EXPECT(optim_schedule_sequential(&s, three, 3, (const int64_t[]){10, 10}, &err), OPTIM_EINVAL,
-               "milestones[1] = 10 must be >= 11");
+               "milestones[1] = 10 must be > milestones[0] = 10");
         BUILD(optim_schedule_exponential(&three[0], 0.9, &e_));
         three[1] = NULL;
         BUILD(optim_schedule_exponential(&three[2], 0.9, &e_));
@@ -891,15 +891,15 @@ TEST_IMPL(sched_attach_every_rule)
     enum { N = 257, STEPS = 40 };
     test_rng rng = {test_seed() ^ 0x5c4ed};
     int r;
-    for (r = 0; r < OPTIM_RULE_COUNT; r++) {
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
         optim_hparams hp;
         optim *a = NULL, *b = NULL;
         optim_schedule *s = NULL;
         static float pa[N], pb[N], g[N];
-        long c = grid_size(&test_grids[r]) - 1;
+        long c = grid_size(grid_for(r)) - 1;
         int t, i, slot;
         char buf[256];
-        while (grid_get(&test_grids[r], c, &hp) != 0) c--;
+        while (grid_get(grid_for(r), c, &hp) != 0) c--;
         if (hp.rule == OPTIM_ADABOUND) hp.initial_lr = hp.lr;
         BUILD(optim_schedule_one_cycle(&s, 3 * hp.lr, STEPS, 0.25, 1, 10, 100, 1, &e_));
         ASSERT_OK(optim_create(&a, hp.rule));
@@ -1059,5 +1059,148 @@ TEST_IMPL(sched_cyclic_checkpoint)
     ASSERT(optim_schedule_lr(optim_group_get_schedule(back, 2), 1.0, 7) == 0.1);
     optim_free(o);
     optim_free(back);
+    return 0;
+}
+
+/* ---- Edge values: no overflow anywhere, from the API or the loader ---------------- */
+
+/* Integer arguments at and next to the ends of their ranges, and every
+ * schedule evaluated at steps next to its own boundaries and at the ends of
+ * int64_t; then each attached to an optimizer at a schedule step near
+ * INT64_MAX, stepped past it (the step saturates) and saved and loaded
+ * (the loader rebuilds it through the constructors). Under
+ * UndefinedBehaviorSanitizer (scripts/sanitize.sh) any signed overflow
+ * aborts; here every lr must be a number (no NaN: every gamma is <= 1). */
+static int edge_check(optim_schedule *s, const char *what, const int64_t *ts, size_t nts)
+{
+    static float w[4], g[4] = {0.1f, -0.2f, 0.3f, -0.4f};
+    optim *a = NULL, *b = NULL;
+    optim_hparams hp;
+    void *buf = NULL;
+    size_t size, k;
+    double la, lb;
+    for (k = 0; k < nts; k++) {
+        double lr = optim_schedule_lr(s, 0.5, ts[k]);
+        if (isnan(lr)) FAIL("%s: lr(t = %lld) is NaN", what, (long long)ts[k]);
+    }
+    optim_hparams_init(&hp, OPTIM_SGD, NULL);
+    ASSERT_OK(optim_create(&a, OPTIM_SGD));
+    ASSERT_OK(optim_create(&b, OPTIM_SGD));
+    ASSERT_OPT_OK(a, optim_add_group(a, &hp, NULL));
+    ASSERT_OPT_OK(b, optim_add_group(b, &hp, NULL));
+    ASSERT_OPT_OK(a, optim_add_param(a, 0, w, g, 4, "w", NULL));
+    ASSERT_OPT_OK(b, optim_add_param(b, 0, w, g, 4, "w", NULL));
+    ASSERT_OPT_OK(a, optim_group_set_schedule(a, 0, s));
+    ASSERT_OPT_OK(a, optim_group_set_schedule_step(a, 0, INT64_MAX - 1));
+    ASSERT_OPT_OK(a, optim_step(a));
+    ASSERT_OPT_OK(a, optim_step(a)); /* at INT64_MAX: stays there */
+    ASSERT_OPT_OK(a, optim_save_buffer(a, &buf, &size));
+    if (optim_load_buffer(b, buf, size, OPTIM_MATCH_NAME, what) != OPTIM_OK) FAIL("%s", optim_errmsg(b));
+    ASSERT_OK(optim_group_current_lr(a, 0, &la));
+    ASSERT_OK(optim_group_current_lr(b, 0, &lb));
+    ASSERT(memcmp(&la, &lb, sizeof la) == 0 && la == optim_schedule_lr(s, hp.lr, INT64_MAX));
+    free(buf);
+    optim_free(a);
+    optim_free(b);
+    optim_schedule_free(s);
+    return 0;
+}
+
+TEST_IMPL(sched_edge_values)
+{
+    static const int64_t big[] = {1, 2, 3, INT64_MAX / 2 - 1, INT64_MAX / 2, INT64_MAX / 2 + 1, INT64_MAX - 2,
+                                  INT64_MAX - 1, INT64_MAX};
+    enum { NB = sizeof big / sizeof big[0] };
+    size_t i, j, k, checked = 0;
+    for (i = 0; i < NB; i++) {
+        const int64_t n = big[i];
+        /* the steps next to n, next to 2n and n / 2, and the ends of int64_t */
+        int64_t ts[12];
+        size_t nts = 0, m;
+        const int64_t around[] = {0, 1, n - 1, n, n / 2, INT64_MAX - 1, INT64_MAX};
+        for (m = 0; m < sizeof around / sizeof around[0]; m++)
+            if (around[m] >= 0) ts[nts++] = around[m];
+        if (n < INT64_MAX) ts[nts++] = n + 1;
+        if (n <= INT64_MAX / 2) ts[nts++] = 2 * n, ts[nts++] = 2 * n - 1;
+        for (j = 0; j < 16; j++) {
+            optim_schedule *s = NULL, *c = NULL;
+            char what[96];
+            int rc = OPTIM_OK;
+            optim_error err;
+            switch (j) {
+            case 0: rc = optim_schedule_constant(&s, 0.5, n, &err); break;
+            case 1: rc = optim_schedule_step(&s, n, 0.5, &err); break;
+            case 2: rc = optim_schedule_linear(&s, 0.1, 1.0, n, &err); break;
+            case 3: rc = optim_schedule_polynomial(&s, n, 2.0, &err); break;
+            case 4: rc = optim_schedule_cosine(&s, n, 0.01, &err); break;
+            case 5: rc = optim_schedule_cosine_restarts(&s, n, 2, 0.01, &err); break;
+            case 6: rc = optim_schedule_cosine_restarts(&s, 1, n, 0.01, &err); break;
+            case 7: rc = optim_schedule_one_cycle(&s, 0.1, n, 0.3, 1, 25, 1e4, 1, &err); break;
+            case 8: rc = optim_schedule_cyclic(&s, 0.01, 0.1, n, OPTIM_CYCLIC_DOWN_AS_UP, OPTIM_CYCLIC_TRIANGULAR2, 1.0,
+                                               &err); break;
+            case 9: rc = optim_schedule_cyclic(&s, 0.01, 0.1, n, 0, OPTIM_CYCLIC_TRIANGULAR2, 1.0, &err); break;
+            case 10: rc = optim_schedule_cyclic(&s, 0.01, 0.1, 1, n == INT64_MAX ? n - 1 : n, OPTIM_CYCLIC_EXP_RANGE,
+                                                0.999, &err); break;
+            case 11:
+                rc = optim_schedule_cosine(&c, 10, 0.0, &err);
+                if (rc == OPTIM_OK) rc = optim_schedule_warmup(&s, n, c, &err);
+                break;
+            case 12: rc = optim_schedule_wsd(&s, n, INT64_MAX - n, 0, 0.01, 1, &err); break;
+            case 13: rc = optim_schedule_wsd(&s, 0, n / 2, n - n / 2, 0.01, 0, &err); break;
+            case 14: case 15: { /* sequential: milestones at n (and INT64_MAX) */
+                optim_schedule *kids[3] = {NULL, NULL, NULL};
+                int64_t miles[2] = {n, INT64_MAX};
+                size_t count = j == 14 ? 2 : 3;
+                if (j == 15 && n == INT64_MAX) miles[0] = INT64_MAX - 1;
+                for (k = 0; k < count; k++) ASSERT_OK(optim_schedule_exponential(&kids[k], 0.9, NULL));
+                rc = optim_schedule_sequential(&s, kids, count, miles, &err);
+                break;
+            }
+            }
+            snprintf(what, sizeof what, "schedule %zu with %lld", j, (long long)n);
+            if (rc != OPTIM_OK) {
+                /* only where the arguments are out of range, and said so */
+                if (rc != OPTIM_EINVAL || (!strstr(err.message, "overflows") && !strstr(err.message, "in [1, 2^62)")))
+                    FAIL("%s: %s", what, err.message);
+                continue;
+            }
+            if (edge_check(s, what, ts, nts)) return 1;
+            checked++;
+        }
+    }
+    printf("  %zu schedules at edge values checked and round-tripped\n", checked);
+    /* Milestones that would overflow an increment: refused as not increasing, from the API... */
+    {
+        optim_schedule *kids[3] = {NULL, NULL, NULL}, *s = NULL;
+        const int64_t miles[2] = {INT64_MAX, INT64_MAX};
+        optim_error err;
+        for (k = 0; k < 3; k++) ASSERT_OK(optim_schedule_exponential(&kids[k], 0.9, NULL));
+        ASSERT_ERR(optim_schedule_sequential(&s, kids, 3, miles, &err), OPTIM_EINVAL, err.message,
+                   "milestones[1] = 9223372036854775807 must be > milestones[0] = 9223372036854775807");
+    }
+    /* ... and from the loader (a file holding such a schedule: the writer handed a tree the constructor refuses). */
+    {
+        optim_schedule *kids[3] = {NULL, NULL, NULL}, *s = NULL;
+        const int64_t miles[2] = {INT64_MAX - 1, INT64_MAX};
+        static float w[2], g[2];
+        optim *a = NULL;
+        optim_hparams hp;
+        void *buf;
+        size_t size;
+        for (k = 0; k < 3; k++) ASSERT_OK(optim_schedule_exponential(&kids[k], 0.9, NULL));
+        ASSERT_OK(optim_schedule_sequential(&s, kids, 3, miles, NULL));
+        s->milestones[0] = INT64_MAX;
+        optim_hparams_init(&hp, OPTIM_SGD, NULL);
+        ASSERT_OK(optim_create(&a, OPTIM_SGD));
+        ASSERT_OPT_OK(a, optim_add_group(a, &hp, NULL));
+        ASSERT_OPT_OK(a, optim_add_param(a, 0, w, g, 2, "w", NULL));
+        ASSERT_OPT_OK(a, optim_group_set_schedule(a, 0, s));
+        ASSERT_OPT_OK(a, optim_save_buffer(a, &buf, &size));
+        ASSERT_ERR(optim_load_buffer(a, buf, size, OPTIM_MATCH_NAME, "seq"), OPTIM_EFORMAT, optim_errmsg(a),
+                   "must be > milestones[0] = 9223372036854775807");
+        free(buf);
+        optim_free(a);
+        optim_schedule_free(s);
+    }
     return 0;
 }

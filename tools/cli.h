@@ -7,5 +7,6 @@
 /* Entry points: argv[0] is the subcommand's name; return the exit status. */
 int optim_lab_main(int argc, char **argv);
 int optim_bench_main(int argc, char **argv);
+int optim_ckpt_main(int argc, char **argv);
 
 #endif

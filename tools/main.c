@@ -25,6 +25,7 @@ static const subcommand subcommands[] = {
     {"version", version_main, "print the version and the CPU path in use"},
     {"lab", optim_lab_main, "run the optimizer lab: experiments, figures and an HTML report"},
     {"bench", optim_bench_main, "time every rule against its memory-bandwidth ceiling (--torch: against torch.optim)"},
+    {"ckpt", optim_ckpt_main, "what a checkpoint holds; merge a sharded one (optim_mpi_save) into one file"},
 };
 
 static void usage(FILE *f)

@@ -13,6 +13,6 @@ __all__ = ["OptimError", "__version__", "library_path"]
 def __getattr__(name):
     # PEP 562: load liboptim only when its version or path is asked for.
     if name in ("__version__", "library_path"):
-        from . import _lib
-        return _lib.version if name == "__version__" else _lib.path
+        from . import _capi
+        return _capi.version if name == "__version__" else _capi.path
     raise AttributeError("module 'optim' has no attribute %r" % (name,))

@@ -1,4 +1,4 @@
-"""Loading liboptim with ctypes, and the pieces of its C API every module uses.
+"""Loading liboptim with ctypes.
 
 The library is found, in order, at:
   1. $OPTIM_LIBRARY (a path to liboptim.so);
@@ -8,26 +8,15 @@ The library is found, in order, at:
 No build step and no installation are needed: `make` builds the library and
 the package finds it.
 
-Modules that wrap a part of the C API declare the prototypes they use with
-`declare(name, restype, *argtypes)` on first use.
+Only the loading is here: optim._capi declares the C functions (every one, in
+one table) and reads the library's version.
 """
 import ctypes
 import ctypes.util
 import glob
 import os
 
-from ._errors import OptimError
-
-__all__ = ["lib", "declare", "OptimError", "check", "OPTIM_OK"]
-
-OPTIM_OK = 0
-_ERRMSG_MAX = 320
-
-
-class Error(ctypes.Structure):
-    """struct optim_error: the detail of a failure of a handle-less call."""
-
-    _fields_ = [("code", ctypes.c_int), ("message", ctypes.c_char * _ERRMSG_MAX)]
+__all__ = ["lib", "path"]  # and version, read through optim._capi (below)
 
 
 def _candidates():
@@ -74,30 +63,9 @@ def _load():
 lib, path = _load()
 
 
-def declare(name, restype, *argtypes):
-    """Set and return the prototype of C function `name`."""
-    fn = getattr(lib, name)
-    fn.restype = restype
-    fn.argtypes = list(argtypes)
-    return fn
-
-
-declare("optim_version_string", ctypes.c_char_p)
-declare("optim_strerror", ctypes.c_char_p, ctypes.c_int)
-declare("optim_err_name", ctypes.c_char_p, ctypes.c_int)
-
-
-def check(code, message=None):
-    """Raise OptimError for a non-zero status, with `message` (bytes or str)
-    or else the library's fixed message for the code."""
-    if code == OPTIM_OK:
-        return
-    name = lib.optim_err_name(code).decode()
-    if isinstance(message, bytes):
-        message = message.decode(errors="replace")
-    if not message:
-        message = lib.optim_strerror(code).decode()
-    raise OptimError(code, name, message)
-
-
-version = lib.optim_version_string().decode()
+def __getattr__(name):
+    # PEP 562: the version is read through optim._capi's declarations.
+    if name == "version":
+        from . import _capi
+        return _capi.version
+    raise AttributeError("module 'optim._lib' has no attribute %r" % (name,))

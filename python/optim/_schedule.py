@@ -5,61 +5,45 @@ functions of the step, evaluated by the C library.
 (``Schedule.cosine(t_max=1000)``), evaluate it with ``lr(base_lr, t)``. The
 classes of ``optim.torch.lr_scheduler`` are built on these.
 
-Like optim._core, this module binds its own function objects (``lib[name]``),
-so its argument types never clash with another module's.
+Its C functions are declared in optim._capi, with every other one.
 """
 import ctypes
 import operator
 
-from ._lib import Error, OptimError, lib
+from . import _capi
+from ._capi import Error, OptimError, enum_names
 
 __all__ = ["Schedule", "ScheduleArgumentError", "KINDS", "CYCLIC_MODES"]
 
 _vp = ctypes.c_void_p
-_int = ctypes.c_int
-_size = ctypes.c_size_t
 _i64 = ctypes.c_int64
-_dbl = ctypes.c_double
-_perr = ctypes.POINTER(Error)
-_pout = ctypes.POINTER(_vp)
 
+_constant = _capi.optim_schedule_constant
+_step = _capi.optim_schedule_step
+_multistep = _capi.optim_schedule_multistep
+_exponential = _capi.optim_schedule_exponential
+_linear = _capi.optim_schedule_linear
+_polynomial = _capi.optim_schedule_polynomial
+_cosine = _capi.optim_schedule_cosine
+_cosine_restarts = _capi.optim_schedule_cosine_restarts
+_one_cycle = _capi.optim_schedule_one_cycle
+_cyclic = _capi.optim_schedule_cyclic
+_warmup = _capi.optim_schedule_warmup
+_wsd = _capi.optim_schedule_wsd
+_sequential = _capi.optim_schedule_sequential
+_clone = _capi.optim_schedule_clone
+_free = _capi.optim_schedule_free
+_get_kind = _capi.optim_schedule_get_kind
+_lr = _capi.optim_schedule_lr
+_err_name = _capi.optim_err_name
 
-def _fn(name, restype, *argtypes):
-    fn = lib[name]
-    fn.restype = restype
-    fn.argtypes = list(argtypes)
-    return fn
-
-
-_constant = _fn("optim_schedule_constant", _int, _pout, _dbl, _i64, _perr)
-_step = _fn("optim_schedule_step", _int, _pout, _i64, _dbl, _perr)
-_multistep = _fn("optim_schedule_multistep", _int, _pout, ctypes.POINTER(_i64), _size, _dbl, _perr)
-_exponential = _fn("optim_schedule_exponential", _int, _pout, _dbl, _perr)
-_linear = _fn("optim_schedule_linear", _int, _pout, _dbl, _dbl, _i64, _perr)
-_polynomial = _fn("optim_schedule_polynomial", _int, _pout, _i64, _dbl, _perr)
-_cosine = _fn("optim_schedule_cosine", _int, _pout, _i64, _dbl, _perr)
-_cosine_restarts = _fn("optim_schedule_cosine_restarts", _int, _pout, _i64, _i64, _dbl, _perr)
-_one_cycle = _fn("optim_schedule_one_cycle", _int, _pout, _dbl, _i64, _dbl, _int, _dbl, _dbl, _int, _perr)
-_cyclic = _fn("optim_schedule_cyclic", _int, _pout, _dbl, _dbl, _i64, _i64, _int, _dbl, _perr)
-_warmup = _fn("optim_schedule_warmup", _int, _pout, _i64, _vp, _perr)
-_wsd = _fn("optim_schedule_wsd", _int, _pout, _i64, _i64, _i64, _dbl, _int, _perr)
-_sequential = _fn("optim_schedule_sequential", _int, _pout, ctypes.POINTER(_vp), _size, ctypes.POINTER(_i64), _perr)
-_clone = _fn("optim_schedule_clone", _vp, _vp)
-_free = _fn("optim_schedule_free", None, _vp)
-_get_kind = _fn("optim_schedule_get_kind", _int, _vp)
-_lr = _fn("optim_schedule_lr", _dbl, _vp, _dbl, _i64)
-_err_name = _fn("optim_err_name", ctypes.c_char_p, _int)
-
-# optim_schedule_kind and optim_cyclic_mode, by name.
-KINDS = {
-    1: "constant", 2: "step", 3: "multistep", 4: "exponential", 5: "linear", 6: "polynomial", 7: "cosine",
-    8: "cosine_restarts", 9: "one_cycle", 10: "cyclic", 11: "warmup", 12: "wsd", 13: "sequential",
-}
-CYCLIC_MODES = {"triangular": 0, "triangular2": 1, "exp_range": 2}
-CYCLIC_DOWN_AS_UP = -1  # OPTIM_CYCLIC_DOWN_AS_UP
+# optim_schedule_kind and optim_cyclic_mode, by name (from the header, optim._constants).
+KINDS = {v: k for k, v in enum_names("optim_schedule_kind", "OPTIM_SCHED_").items()}
+CYCLIC_MODES = enum_names("optim_cyclic_mode", "OPTIM_CYCLIC_")
+CYCLIC_DOWN_AS_UP = _capi.C.OPTIM_CYCLIC_DOWN_AS_UP
 
 _I64_MIN, _I64_MAX = -(2 ** 63), 2 ** 63 - 1
-_OPTIM_EINVAL = -1
+_OPTIM_EINVAL = _capi.C.OPTIM_EINVAL
 
 
 class ScheduleArgumentError(OptimError, ValueError):

@@ -1,79 +1,40 @@
-"""optim.torch.lr_scheduler against torch.optim.lr_scheduler, step by step.
+"""optim.torch.lr_scheduler against torch.optim.lr_scheduler, one scheduler at
+a time, step by step, bit for bit.
 
 Each case builds the same scheduler twice, on two identical torch.optim.SGD
 (or Adam) optimizers with two parameter groups of different lrs: torch's, and
-ours (closed forms evaluated by liboptim). After construction and after each
-of 1000+ steps, get_last_lr(), every group's lr and, where a scheduler cycles
-it, the momentum / beta1 must agree.
-
-Tolerance: |ours - torch| <= 1e-12 * |torch| + 1e-12 * max(base lrs).
-Ours are closed forms in double; torch's are recursive (each step rescales
-the previous lr), so torch accumulates rounding: measured up to ~5e-14
-relative for the multiplicative schedules over 1500 steps. The absolute part
-is for torch's CosineAnnealingLR ratio form, whose error is relative to the
-amplitude (base_lr - eta_min) rather than to the lr: near the bottom of a cycle
-with eta_min = 0 it reaches ~7e-13 relative to the lr (2e-14 absolute for
-base_lr 0.1). One-cycle and restarts use the same formulas as torch and agree
-to the bit.
+ours. After construction and after each of up to 1200 steps, get_last_lr(),
+last_epoch, every group's lr and, where a scheduler cycles it, the momentum /
+beta1 must be the same Python floats (==): ours compute torch's expressions in
+torch's order (lr_harness.run_side_by_side). Stacked schedulers are in
+test_lr_scheduler_stack.py, custom subclasses in test_lr_scheduler_custom.py.
 """
+import math
 import random
 import warnings
 
 import pytest
-import torch
 import torch.optim.lr_scheduler as T
 
 import optim.torch.lr_scheduler as L
+from lr_harness import LRS, make_opt, run_side_by_side
 
-RTOL = 1e-12
 STEPS = 1200
-LRS = (0.1, 0.03)
-
-
-def make_opt(kind="sgd", lrs=LRS):
-    params = [torch.nn.Parameter(torch.zeros(1)) for _ in lrs]
-    groups = [{"params": [p], "lr": lr} for p, lr in zip(params, lrs)]
-    if kind == "sgd":
-        return torch.optim.SGD(groups, momentum=0.9)
-    if kind == "adam":
-        return torch.optim.Adam(groups)
-    return torch.optim.SGD(groups)
-
-
-def assert_same(ot, st, oo, so, k, atol, what=""):
-    a, b = st.get_last_lr(), so.get_last_lr()
-    assert len(a) == len(b)
-    for i, (x, y) in enumerate(zip(a, b)):
-        assert abs(x - y) <= RTOL * abs(x) + atol, "%s step %d group %d: torch %r, optim %r" % (what, k, i, x, y)
-    for i, (gt, go) in enumerate(zip(ot.param_groups, oo.param_groups)):
-        assert go["lr"] == b[i], "step %d group %d: group lr %r != get_last_lr %r" % (k, i, go["lr"], b[i])
-        for key in ("momentum", "betas"):
-            if key in gt:
-                x = gt[key][0] if key == "betas" else gt[key]
-                y = go[key][0] if key == "betas" else go[key]
-                assert abs(x - y) <= 1e-12 * abs(x) + 1e-15, "%s step %d group %d %s: torch %r, optim %r" % (
-                    what, k, i, key, x, y)
-        if "betas" in gt:
-            assert gt["betas"][1] == go["betas"][1]
 
 
 def run_pair(make, steps=STEPS, opt="sgd", lrs=LRS):
     """Build with torch's and our module; step both `steps` times, comparing
-    after construction and after every step. Returns both pairs."""
-    ot, oo = make_opt(opt, lrs), make_opt(opt, lrs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's deprecation chatter, ours identical
-        st, so = make(T, ot), make(L, oo)
-        atol = 1e-12 * max(max(lrs), max(g["lr"] for g in ot.param_groups))
-        what = type(so).__name__
-        assert_same(ot, st, oo, so, 0, atol, what)
-        for k in range(1, steps + 1):
-            ot.step()
-            st.step()
-            oo.step()
-            so.step()
-            assert_same(ot, st, oo, so, k, atol, what)
+    after construction and after every step. Returns both (optimizer,
+    scheduler) pairs."""
+    (ot, (st,)), (oo, (so,)) = run_side_by_side(lambda m, o: [make(m, o)], steps, opt, lrs=lrs,
+                                                label=type(make(L, make_opt(opt, lrs))).__name__)
     return (ot, st), (oo, so)
+
+
+def assert_same(ot, st, oo, so, k):
+    assert st.get_last_lr() == so.get_last_lr(), k
+    for gt, go in zip(ot.param_groups, oo.param_groups):
+        assert (gt["lr"], gt.get("momentum"), gt.get("betas")) == (go["lr"], go.get("momentum"), go.get("betas")), k
 
 
 # name -> (factory over a module of schedulers, optimizer kind, steps)
@@ -137,6 +98,7 @@ CASES = {
                              "sgd", STEPS),
     "cyclic_exp_sawtooth": (lambda m, o: m.CyclicLR(o, 0.01, [0.1, 0.3], 30, 0, mode="exp_range", gamma=0.998),
                             "sgd", STEPS),
+    "cyclic_fractional": (lambda m, o: m.CyclicLR(o, 0.001, 0.1, 2.5, 7.25), "sgd", STEPS),
     "cyclic_scale_fn": (lambda m, o: m.CyclicLR(o, 0.001, 0.1, 25, scale_fn=lambda x: 1 / (1 + x),
                                                 scale_mode="iterations"), "sgd", STEPS),
     "cyclic_scale_fn_cycle": (lambda m, o: m.CyclicLR(o, 0.001, 0.1, 25, 10, scale_fn=lambda x: 0.9 ** x),
@@ -225,19 +187,21 @@ def test_cyclic_sawtooth_values():
 
 
 def test_cyclic_step_sizes():
-    """Whole float step sizes work as torch's float(step_size); fractional ones
-    (torch takes them) are refused, saying why; a negative step_size_down too."""
+    """Step sizes as torch's float(step_size): whole floats, fractional ones
+    (the peak between two steps) and a sawtooth; arguments torch would divide
+    by zero with (or that are negative) are refused, naming them."""
     run_pair(lambda m, o: m.CyclicLR(o, 0.001, 0.1, 20.0, 10.0), 200)
-    for kw, name in ((dict(step_size_up=2.5), "step_size_up = 2.5"), (dict(step_size_down=0.5), "step_size_down = 0.5")):
-        with pytest.raises(ValueError, match=name + " is not a whole number of steps: .*fractional step sizes"):
+    run_pair(lambda m, o: m.CyclicLR(o, 0.001, 0.1, 0.5, 0, cycle_momentum=False), 50)
+    for kw, match in ((dict(step_size_up=0), "CyclicLR: step_size_up = 0 must be a finite number > 0"),
+                      (dict(step_size_down=-1), "CyclicLR: step_size_down = -1 must be a finite number >= 0"),
+                      (dict(step_size_up=math.inf), "step_size_up = inf must be a finite number")):
+        with pytest.raises(ValueError, match=match):
             L.CyclicLR(make_opt(), 0.001, 0.1, **kw)
-    with pytest.raises(ValueError, match="step_size_down = -1 must be >= 0"):
-        L.CyclicLR(make_opt(), 0.001, 0.1, 10, -1)
 
 
 def test_restarts_fractional_epochs():
     """torch's documented use: scheduler.step(epoch + i / iters) inside the
-    batch loop, then plain step() calls afterwards."""
+    batch loop, then plain step() calls afterwards; then whole epochs."""
     ot, oo = make_opt(), make_opt()
     st = T.CosineAnnealingWarmRestarts(ot, T_0=3, T_mult=2, eta_min=1e-4)
     so = L.CosineAnnealingWarmRestarts(oo, T_0=3, T_mult=2, eta_min=1e-4)
@@ -248,34 +212,71 @@ def test_restarts_fractional_epochs():
             st.step(epoch + i / iters)
             so.step(epoch + i / iters)
             k += 1
-            assert_same(ot, st, oo, so, k, 1e-15)
-            assert so.T_cur == pytest.approx(st.T_cur, rel=1e-15, abs=1e-15) and so.T_i == st.T_i
+            assert_same(ot, st, oo, so, k)
+            assert (so.T_cur, so.T_i, so.last_epoch) == (st.T_cur, st.T_i, st.last_epoch)
     for _ in range(20):
         st.step()
         so.step()
-        assert_same(ot, st, oo, so, k, 1e-15)
-    # A whole epoch again puts both back on integer positions.
-    for epoch in (5, 9, 21, 22, 45, 46):
+        assert_same(ot, st, oo, so, k)
+    for epoch in (5, 9, 21, 22, 45, 46, 93, 94, 400):
         st.step(epoch)
         so.step(epoch)
-        assert_same(ot, st, oo, so, epoch, 1e-15)
-        assert so.T_cur == st.T_cur and so.T_i == st.T_i
+        assert_same(ot, st, oo, so, epoch)
+        assert (so.T_cur, so.T_i) == (st.T_cur, st.T_i)
 
 
-def test_step_with_epoch_uses_closed_form():
-    """The deprecated step(epoch): torch jumps with its closed form, as we always do."""
-    for make in (lambda m, o: m.StepLR(o, 10, 0.5), lambda m, o: m.ExponentialLR(o, 0.97),
-                 lambda m, o: m.CosineAnnealingLR(o, 50, 1e-3), lambda m, o: m.MultiStepLR(o, [3, 30], 0.2),
-                 lambda m, o: m.LinearLR(o, 0.2, 0.9, 40), lambda m, o: m.PolynomialLR(o, 60, 3.0)):
-        ot, oo = make_opt(), make_opt()
+def test_restarts_exact_restart():
+    """step(epoch) with T_mult > 1: torch's math.log puts some exact restarts
+    in the cycle before (T_0 = 1, T_mult = 3: epoch 121 = 1 + 3 + 9 + 27 + 81
+    gets T_cur = T_i = 81, so eta_min); ours finds the cycle exactly (T_cur =
+    0: the initial lr). Every other epoch, whole or fractional, is torch's to
+    the bit."""
+    ot, oo = make_opt(), make_opt()
+    st = T.CosineAnnealingWarmRestarts(ot, T_0=1, T_mult=3, eta_min=1e-4)
+    so = L.CosineAnnealingWarmRestarts(oo, T_0=1, T_mult=3, eta_min=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        st.step(121)
+        so.step(121)
+        assert (st.T_cur, st.T_i) == (81.0, 81) and st.get_last_lr() == [1e-4, 1e-4]
+        assert (so.T_cur, so.T_i) == (0.0, 243) and so.get_last_lr() == list(LRS)
+        for epoch in [e for e in range(400) if e != 121] + [e + 0.37 for e in range(400)]:
+            st.step(epoch)
+            so.step(epoch)
+            assert_same(ot, st, oo, so, epoch)
+            assert (so.T_cur, so.T_i) == (st.T_cur, st.T_i), epoch
+
+
+JUMPERS = [
+    lambda m, o: m.StepLR(o, 10, 0.5), lambda m, o: m.ExponentialLR(o, 0.97),
+    lambda m, o: m.CosineAnnealingLR(o, 50, 1e-3), lambda m, o: m.MultiStepLR(o, [3, 30, 30], 0.2),
+    lambda m, o: m.LinearLR(o, 0.2, 0.9, 40), lambda m, o: m.PolynomialLR(o, 60, 3.0),
+    lambda m, o: m.ConstantLR(o, 0.25, 33), lambda m, o: m.LambdaLR(o, lambda t: 0.9 ** t),
+    lambda m, o: m.MultiplicativeLR(o, lambda t: 0.9), lambda m, o: m.CyclicLR(o, 0.01, 0.1, 7),
+    lambda m, o: m.OneCycleLR(o, 0.1, total_steps=2000),
+]
+
+
+@pytest.mark.parametrize("make", JUMPERS)
+def test_step_with_epoch(make):
+    """The deprecated step(epoch): torch's closed form where the class has one
+    (get_lr otherwise), with torch's warning, then step() goes on chainably
+    from there; the same floats as torch."""
+    ot, oo = make_opt(), make_opt()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         st, so = make(T, ot), make(L, oo)
-        with warnings.catch_warnings(record=True) as rec:
-            warnings.simplefilter("always")
-            for epoch in (5, 80, 17, 0, 1000, 42):
-                st.step(epoch)
-                so.step(epoch)
-                assert_same(ot, st, oo, so, epoch, 1e-12 * max(LRS))
-        assert any("epoch parameter" in str(w.message) for w in rec)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for epoch in (5, 80, 17, 0, 1000, 42, 33, 34):
+            st.step(epoch)
+            so.step(epoch)
+            assert_same(ot, st, oo, so, epoch)
+            for _ in range(3):
+                st.step()
+                so.step()
+                assert_same(ot, st, oo, so, epoch)
+    assert any("epoch parameter in `scheduler.step()` was not necessary" in str(w.message) for w in rec)
 
 
 def test_reduce_on_plateau(seed):

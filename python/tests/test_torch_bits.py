@@ -29,13 +29,12 @@ import math
 import os
 import subprocess
 import sys
-import ctypes
 
 import pytest
 import torch
 
 import optim.torch as ot
-from optim._lib import declare
+from optim import _capi, _constants
 
 SHAPES = [(), (7,), (17,), (33,), (10, 100)]
 BIG = (100003,)
@@ -253,12 +252,12 @@ def run_rule(rule, seed, dtype=torch.float32, steps=STEPS, threads=1):
 
 # ---- which CPU path optim runs --------------------------------------------------------
 
-_ISA = {"scalar": 1, "avx2": 2, "avx512": 3}
+_ISA = {"scalar": _constants.OPTIM_ISA_SCALAR, "avx2": _constants.OPTIM_ISA_AVX2,
+        "avx512": _constants.OPTIM_ISA_AVX512}
 
 
 def _isa_fns():
-    return (declare("optim_isa_default", ctypes.c_int), declare("optim_isa_name", ctypes.c_char_p, ctypes.c_int),
-            declare("optim_isa_available", ctypes.c_int, ctypes.c_int))
+    return _capi.optim_isa_default, _capi.optim_isa_name, _capi.optim_isa_available
 
 
 def optim_path():

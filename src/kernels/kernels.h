@@ -1,13 +1,81 @@
-/* kernels.h: the update kernels per CPU path, CPU dispatch, and the parallel
- * pass over many tensors. Hot loops live under src/kernels/ and nowhere else. */
+/* kernels.h: the update kernels per CPU path, CPU dispatch, element storage,
+ * and the parallel pass over many tensors. Hot loops live under src/kernels/
+ * and nowhere else.
+ *
+ * A kernel has two axes. The rule (src/rules/, listed in rule_list.h) says
+ * the math once, over a compute type R (float, or double for float64
+ * tensors); kernels_math.h instantiates it per compute type and variant into
+ * loops over arrays of R. The storage of each stream (parameter, gradient,
+ * each state slot) is a descriptor (optim__storage) that loads elements into
+ * R and stores them back: streams.c runs the same loop either directly on
+ * memory (every stream already holds R: float32 or float64 tensors, no extra
+ * cost) or chunk by chunk through small scratch arrays (bfloat16/float16
+ * parameters or gradients), in the same single pass over memory. */
 #ifndef OPTIM_KERNELS_H
 #define OPTIM_KERNELS_H
 
 #include "../rules/rules.h"
+#include "../rules/sam.h"
 
-/* Update n elements of one parameter: p, g and the slot arrays s[0..3]
- * already point at the first element (unused slots may be NULL). */
-typedef void (*optim__block_fn)(size_t n, float *p, const float *g, float *const *s, const optim__k *k);
+/* ---- Compute types and streams ---------------------------------------------- */
+
+/* The types the rules' math runs in. */
+typedef enum optim__ctype {
+    OPTIM__CT_F32 = 0, /* float */
+    OPTIM__CT_F64 = 1  /* double */
+} optim__ctype;
+#define OPTIM__NCTYPES 2
+
+/* The streams of an update: parameter, gradient, state slots. Later: an
+ * fp32 master copy (the parameter stream then is the master, the user's
+ * low-precision copy one more store), an EMA of the parameters. */
+#define OPTIM__SP 0                        /* parameter (read and written) */
+#define OPTIM__SG 1                        /* gradient (read) */
+#define OPTIM__SS(j) (2 + (j))             /* state slot j */
+#define OPTIM__NSTREAMS (2 + OPTIM_MAX_SLOTS)
+
+/* Elements per chunk of the chunked path: the scratch of every stream stays
+ * in L1 (6 x 512 x 8 bytes at most), and it is a multiple of 256, the block
+ * of a future block-quantized state type, so that a chunk never splits a
+ * block. Thread split points inside a chunked tensor fall on chunk
+ * boundaries. */
+#define OPTIM__CHUNK ((size_t)512)
+
+/*
+ * A storage descriptor: how one stream's elements are kept in memory, for
+ * one compute type. load converts elements [off, off + n) of the stream
+ * whose element 0 is at `base` into the compute-type array dst; store
+ * converts src back into elements [off, off + n). `off` is the element's
+ * index in the tensor and `ctx` the stream's per-step context (the task's
+ * ctx[]; NULL for the types of today), so that a type that needs more than
+ * the element (a block's scale, a stochastic rounding keyed by the element's
+ * index and the step) is one more descriptor, not another loop. Every
+ * conversion gives the same bits on every CPU path.
+ */
+typedef struct optim__storage {
+    optim_dtype dtype;
+    optim__ctype ctype;
+    unsigned size; /* bytes per element in memory */
+    int direct;    /* the memory holds the compute type itself: loops run on it in place */
+    void (*load)(void *restrict dst, const void *restrict base, size_t off, size_t n, const void *ctx);
+    void (*store)(void *restrict base, size_t off, size_t n, const void *restrict src, const void *ctx);
+} optim__storage;
+
+/* One loop instance: a rule's math for one compute type and one variant over
+ * n elements; p, g and s[j] point at element 0 of the range, in the compute
+ * type (slots the variant does not touch may be NULL). */
+typedef void (*optim__loop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k);
+
+/* The instances of one rule's math for one compute type. fns[v] runs
+ * variant v, fns[nvariants + v] variant v with OPTIM__V_CLAMP. */
+typedef struct optim__loops {
+    unsigned nvariants;
+    const optim__loop_fn *fns;
+    unsigned (*reads)(unsigned variant);  /* slots a variant reads */
+    unsigned (*writes)(unsigned variant); /* slots a variant writes */
+} optim__loops;
+
+/* ---- Reductions -------------------------------------------------------------- */
 
 /* Norm kinds of the reductions. */
 typedef enum optim__norm {
@@ -18,66 +86,129 @@ typedef enum optim__norm {
 } optim__norm;
 
 /* Elements per partial of a reduction. Fixed: the partials, and so the
- * norms, do not depend on the number of threads. */
+ * norms, do not depend on the number of threads. A multiple of OPTIM__CHUNK. */
 #define OPTIM__RBLOCK ((size_t)8192)
 
-/* The partial of one block for norm `kind` of x = g, or of x = (|w| + eta) g
- * when w != NULL (ASAM). Sums run in double over 16 lanes in a fixed order,
- * so every CPU path gives the same bits. *bad is set to 1 if an element of x
- * is NaN or Inf (left alone otherwise). */
-typedef double (*optim__reduce_fn)(size_t n, const float *g, const float *w, float eta, optim__norm kind, double p,
-                                   int *bad);
+/* The partial of elements [off, off + n) of the stream at g (of the
+ * function's element type) for norm `kind` of x = g, or of x = (|w| + eta) g
+ * when w != NULL (ASAM; float32 only; w points at element off). Sums run in
+ * double over 16 lanes in a fixed order, so every CPU path gives the same
+ * bits. *bad is set to 1 if an element of x is NaN or Inf (left alone
+ * otherwise). */
+typedef double (*optim__reduce_fn)(size_t n, const void *g, size_t off, const float *w, float eta, optim__norm kind,
+                                   double p, int *bad);
+
+/* ---- Utilities (float32 arrays) ---------------------------------------------- */
+
+/* Constants of the gradient utilities: scale x * a; clamp to [a, b]. */
+typedef struct optim__util_k {
+    float a, b;
+} optim__util_k;
+
+typedef void (*optim__sam_fn)(size_t n, float *w, const float *g, float *saved, const optim__sam_k *k);
+typedef void (*optim__util_fn)(size_t n, float *x, const optim__util_k *k);
+
+/* ---- A CPU path's table -------------------------------------------------------- */
 
 typedef struct optim__kernels {
     optim_isa isa;
-    optim__block_fn block[OPTIM_RULE_COUNT + 1]; /* indexed by optim_rule */
-    optim__reduce_fn reduce;
-    optim__block_fn sam_perturb; /* s[0] = p; p = p + e (see rules/sam.h) */
-    optim__block_fn copy_back;   /* p = s[0] (SAM's restore) */
-    optim__block_fn scale;       /* p = p * k->u.util.a (clip_grad_norm_ on the gradients) */
-    optim__block_fn clamp;       /* p = clamp(p, k->u.util.a, k->u.util.b), NaN kept (clip_grad_value_) */
+    /* Indexed by optim_rule and compute type; a rule that runs another's
+     * math (rule_list.h ALIAS) has that math's instances. */
+    optim__loops loops[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
+    /* Indexed by element type and compute type; NULL: no such storage. */
+    const optim__storage *storage[OPTIM_DTYPE_COUNT][OPTIM__NCTYPES];
+    /* Indexed by the gradient's element type. */
+    optim__reduce_fn reduce[OPTIM_DTYPE_COUNT];
+    optim__sam_fn sam_perturb[OPTIM__SAM_NVARIANTS]; /* saved = w; w = w + e (see rules/sam.h), by variant */
+    void (*copy)(size_t n, float *dst, const float *src); /* SAM's restore */
+    optim__util_fn scale;                                 /* x = x * a (clip_grad_norm_ on the gradients) */
+    optim__util_fn clamp;                                 /* x = clamp(x, a, b), NaN kept (clip_grad_value_) */
 } optim__kernels;
 
 /* The table of a path, or NULL if this build or CPU cannot run it.
  * OPTIM_ISA_AUTO gives optim_isa_default()'s table. */
 const optim__kernels *optim__kernels_get(optim_isa isa);
 
-/* One tensor's share of a step. */
+/* ---- Tasks and passes -------------------------------------------------------------- */
+
+/* One tensor's share of a pass. */
 typedef struct optim__task {
-    float *p;
-    const float *g;
-    float *s[OPTIM_MAX_SLOTS];
-    size_t n;         /* elements to update (0: skip this tensor) */
+    void *p;          /* element 0 of each stream, in its storage type */
+    const void *g;
+    void *s[OPTIM_MAX_SLOTS];
+    size_t n;         /* elements to process (0: skip this tensor) */
     size_t start;     /* offset of element 0 in the concatenation of all tasks */
     size_t bstart;    /* index of its first reduction block (blocks of OPTIM__RBLOCK) */
-    const optim__k *k;
-    const float *w;   /* reductions: x = (|w| + eta) g when not NULL (ASAM), else x = g */
+    size_t align;     /* thread split points inside it fall on multiples of this many elements */
+    const void *k;    /* the pass's constants: optim__k (updates), optim__sam_k, optim__util_k */
+    /* Updates: */
+    optim__loop_fn loop;      /* the instance for the rule, compute type and variant of this step */
+    unsigned reads, writes;   /* slots it reads and writes */
+    int chunked;              /* 0: every stream holds the compute type: the loop runs on memory */
+    const optim__storage *sto[OPTIM__NSTREAMS]; /* storage of p, g, s0..s3 (NULL for unused slots) */
+    const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (NULL today) */
+    /* Reductions: */
+    optim_dtype gtype; /* the gradient's element type */
+    const float *w;    /* x = (|w| + eta) g when not NULL (ASAM), else x = g */
     float eta;
 } optim__task;
 
 /* Number of reduction blocks of a tensor of n elements. */
 #define OPTIM__NBLOCKS(n) (((n) + OPTIM__RBLOCK - 1) / OPTIM__RBLOCK)
 
-/* Run tasks[0..count) (their `start` fields must be the running sums of n)
- * with kernels kt for `rule`, splitting the concatenated elements evenly
- * across at most `threads` threads (0: all) in one parallel region. Small
- * steps run on the caller's thread. Results do not depend on the split:
- * every element is updated on its own. */
-void optim__run(const optim__kernels *kt, optim_rule rule, const optim__task *tasks, size_t count, size_t total,
-                int threads);
-/* The same with any block function (SAM's perturbation, copies). */
-void optim__run_fn(optim__block_fn fn, const optim__task *tasks, size_t count, size_t total, int threads);
+/* Process elements [from, to) of task t. */
+typedef void (*optim__range_fn)(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
 
-/* Partials of a reduction over tasks[0..count) (x = g, or (|w| + eta) g for
- * tasks with w set): partials[b] for every block b < nblocks (tasks' bstart
- * must be the running sums of their block counts; tasks with n == 0 have
- * none), and bad[b] = 1 where block b holds a NaN or Inf, else 0. */
+/* Run fn over tasks[0..count) (their `start` fields must be the running sums
+ * of n), splitting the concatenated elements evenly across at most
+ * optim__threads_for(total, threads) threads in one parallel region; small
+ * passes run on the caller's thread. Each element is processed on its own,
+ * so results do not depend on the split. */
+void optim__run(const optim__kernels *kt, optim__range_fn fn, const optim__task *tasks, size_t count, size_t total,
+                int threads);
+
+/* The threads a pass of `work` elements asks OpenMP for, with `threads` as
+ * optim_set_threads (0: OpenMP's default): at most OpenMP's thread limit,
+ * the CPUs, and one per OPTIM__PAR_MIN / 2 elements of work; 1 without OpenMP. */
+int optim__threads_for(size_t work, int threads);
+
+/* The passes (range functions). */
+void optim__range_update(const optim__kernels *kt, const optim__task *t, size_t from, size_t to); /* streams.c */
+void optim__range_sam_perturb(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
+void optim__range_copy_back(const optim__kernels *kt, const optim__task *t, size_t from, size_t to); /* p = s[0] */
+void optim__range_scale(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);     /* p *= a */
+void optim__range_clamp(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
+
+/* Partials of a reduction over the gradients of tasks[0..count) (x = g, or
+ * (|w| + eta) g for tasks with w set): partials[b] for every block b <
+ * nblocks (tasks' bstart must be the running sums of their block counts;
+ * tasks with n == 0 have none), and bad[b] = 1 where block b holds a NaN or
+ * Inf, else 0. */
 void optim__reduce_run(const optim__kernels *kt, const optim__task *tasks, size_t count, size_t nblocks,
                        optim__norm kind, double p, double *partials, unsigned char *bad, int threads);
 /* Combine partials in block order into the norm (sum, max; sqrt / p-th root). */
 double optim__norm_finish(const double *partials, size_t nblocks, optim__norm kind, double p);
 /* The norm kind for a p-norm (p >= 1 or INFINITY). */
 optim__norm optim__norm_kind(double p);
+
+/* ---- Element types (streams.c) ---------------------------------------------------------- */
+
+/* The supported (param, grad) pairs: their compute type and state type, or
+ * OPTIM_EUNSUPPORTED / OPTIM_EINVAL with a message naming both, prefixed by fn. */
+int optim__dtypes(const char *fn, optim_dtype param, optim_dtype grad, optim__ctype *ctype, optim_dtype *state,
+                  optim_error *err);
+
+/* Fill the storage fields of task t (sto, chunked, align, gtype) for
+ * streams of these types under kt; 0 on success, -1 if kt has no descriptor
+ * for one of them. */
+int optim__task_storage(const optim__kernels *kt, optim__task *t, optim_dtype param, optim_dtype grad,
+                        optim_dtype state);
+
+/* The loop instance of (rule, compute type, variant) in kt, with the slots it
+ * reads and writes; NULL if none was generated (a variant bit the rule does
+ * not declare). */
+optim__loop_fn optim__loop_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant,
+                               unsigned *reads, unsigned *writes);
 
 /* CRC-32C (Castagnoli) of n bytes, continuing from crc (0 to start):
  * optim__crc32c(0, "123456789", 9) == 0xE3069283. */

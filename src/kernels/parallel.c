@@ -2,11 +2,14 @@
  *
  * The tensors of a step are seen as one long concatenation of elements; each
  * thread takes one contiguous, equal share of it and walks the tensors that
- * share covers. Share boundaries are moved down to a multiple of 16 elements
- * within their tensor, so that threads do not write the same cache line of a
- * 64-byte-aligned array (state always is; torch's tensors are too). There is one fork/join per step, not one per tensor, and
- * a model of hundreds of small tensors balances as well as one big tensor.
- * The update is element-wise, so the split cannot change any result. */
+ * share covers. Share boundaries are moved down to a multiple of the
+ * tensor's split alignment (task.align): 16 elements for tensors updated in
+ * place, so that threads do not write the same cache line of a
+ * 64-byte-aligned array (state always is; torch's tensors are too), a whole
+ * chunk for tensors the chunked path converts (streams.c). There is one
+ * fork/join per step, not one per tensor, and a model of hundreds of small
+ * tensors balances as well as one big tensor. The update is element-wise, so
+ * the split cannot change any result. */
 #include "kernels.h"
 
 #include <math.h>
@@ -18,8 +21,6 @@
 /* Below this many elements a step runs on the caller's thread: waking other
  * threads costs more than it saves. */
 #define OPTIM__PAR_MIN ((size_t)1 << 15)
-/* Share boundaries fall on multiples of this many floats (one cache line). */
-#define OPTIM__SPLIT_ALIGN 16
 
 /* Index of the first task whose elements reach past position x (tasks are
  * sorted by start); count if none. */
@@ -36,44 +37,50 @@ static size_t optim__find(const optim__task *tasks, size_t count, size_t x)
     return a;
 }
 
-/* Move a share boundary down to a multiple of OPTIM__SPLIT_ALIGN within the
+/* Move a share boundary down to a multiple of the split alignment of the
  * tensor it falls in. A pure function of x, so neighbours agree on it. */
 static size_t optim__split_point(const optim__task *tasks, size_t count, size_t x)
 {
-    size_t a = optim__find(tasks, count, x);
+    size_t a = optim__find(tasks, count, x), align;
     if (a == count || x <= tasks[a].start) return x;
-    return tasks[a].start + (x - tasks[a].start) / OPTIM__SPLIT_ALIGN * OPTIM__SPLIT_ALIGN;
+    align = tasks[a].align ? tasks[a].align : 1;
+    return tasks[a].start + (x - tasks[a].start) / align * align;
 }
 
-/* Update elements [lo, hi) of the concatenation. */
-static void optim__run_range(optim__block_fn fn, const optim__task *tasks, size_t count, size_t lo, size_t hi)
+/* Process elements [lo, hi) of the concatenation. */
+static void optim__run_range(const optim__kernels *kt, optim__range_fn fn, const optim__task *tasks, size_t count,
+                             size_t lo, size_t hi)
 {
     size_t a;
     if (lo >= hi) return;
     a = optim__find(tasks, count, lo);
     for (; a < count && tasks[a].start < hi; a++) {
         const optim__task *t = &tasks[a];
-        size_t from, to, j;
-        float *s[OPTIM_MAX_SLOTS];
+        size_t from, to;
         if (t->n == 0) continue;
         from = lo > t->start ? lo - t->start : 0;
         to = hi < t->start + t->n ? hi - t->start : t->n;
         if (from >= to) continue;
-        for (j = 0; j < OPTIM_MAX_SLOTS; j++) s[j] = t->s[j] ? t->s[j] + from : NULL;
-        fn(to - from, t->p + from, t->g + from, s, t->k);
+        fn(kt, t, from, to);
     }
 }
 
-/* Threads worth using for `work` elements (at most `threads`, 0: all). */
-static int optim__threads_for(size_t work, int threads)
+int optim__threads_for(size_t work, int threads)
 {
     int nt = 1;
 #ifdef _OPENMP
+    int limit = omp_get_thread_limit(), procs = omp_get_num_procs();
     nt = threads > 0 ? threads : omp_get_max_threads();
+    /* Never more than OpenMP may create, nor more than the CPUs it sees: a
+     * request past what the system can create makes libgomp end the process. */
+    if (limit > 0 && nt > limit) nt = limit;
+    if (procs > 0 && nt > procs) nt = procs;
+    if (nt > OPTIM_MAX_THREADS) nt = OPTIM_MAX_THREADS;
     if (nt > 1 && work / (size_t)nt < OPTIM__PAR_MIN / 2) {
         size_t fit = work / (OPTIM__PAR_MIN / 2);
         nt = fit < 2 ? 1 : (int)(fit < (size_t)nt ? fit : (size_t)nt);
     }
+    if (nt < 1) nt = 1;
 #else
     (void)work;
     (void)threads;
@@ -81,17 +88,12 @@ static int optim__threads_for(size_t work, int threads)
     return nt;
 }
 
-void optim__run(const optim__kernels *kt, optim_rule rule, const optim__task *tasks, size_t count, size_t total,
+void optim__run(const optim__kernels *kt, optim__range_fn fn, const optim__task *tasks, size_t count, size_t total,
                 int threads)
-{
-    optim__run_fn(kt->block[rule], tasks, count, total, threads);
-}
-
-void optim__run_fn(optim__block_fn fn, const optim__task *tasks, size_t count, size_t total, int threads)
 {
     int nt = optim__threads_for(total, threads);
     if (nt <= 1) {
-        optim__run_range(fn, tasks, count, 0, total);
+        optim__run_range(kt, fn, tasks, count, 0, total);
         return;
     }
 #ifdef _OPENMP
@@ -100,9 +102,34 @@ void optim__run_fn(optim__block_fn fn, const optim__task *tasks, size_t count, s
         size_t t = (size_t)omp_get_thread_num(), k = (size_t)omp_get_num_threads();
         size_t lo = t == 0 ? 0 : optim__split_point(tasks, count, total / k * t);
         size_t hi = t + 1 == k ? total : optim__split_point(tasks, count, total / k * (t + 1));
-        optim__run_range(fn, tasks, count, lo, hi);
+        optim__run_range(kt, fn, tasks, count, lo, hi);
     }
 #endif
+}
+
+/* ---- SAM's and clipping's passes (float32 arrays) ----------------------------------------- */
+
+void optim__range_sam_perturb(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
+{
+    const optim__sam_k *k = (const optim__sam_k *)t->k;
+    /* sam.c chose the variant among the generated ones. */
+    kt->sam_perturb[k->variant](to - from, (float *)t->p + from, (const float *)t->g + from, (float *)t->s[0] + from,
+                                k);
+}
+
+void optim__range_copy_back(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
+{
+    kt->copy(to - from, (float *)t->p + from, (const float *)t->s[0] + from);
+}
+
+void optim__range_scale(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
+{
+    kt->scale(to - from, (float *)t->p + from, (const optim__util_k *)t->k);
+}
+
+void optim__range_clamp(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
+{
+    kt->clamp(to - from, (float *)t->p + from, (const optim__util_k *)t->k);
 }
 
 /* ---- Reductions ------------------------------------------------------------------ */
@@ -129,7 +156,7 @@ static void optim__reduce_block(const optim__kernels *kt, const optim__task *tas
     size_t off = (b - t->bstart) * OPTIM__RBLOCK;
     size_t len = t->n - off < OPTIM__RBLOCK ? t->n - off : OPTIM__RBLOCK;
     int flag = 0;
-    partials[b] = kt->reduce(len, t->g + off, t->w ? t->w + off : NULL, t->eta, kind, p, &flag);
+    partials[b] = kt->reduce[t->gtype](len, t->g, off, t->w ? t->w + off : NULL, t->eta, kind, p, &flag);
     bad[b] = (unsigned char)flag;
 }
 

@@ -18,20 +18,19 @@
  * operation by operation.
  * Slots: 0 exp_avg, 1 exp_avg_sq, 2 max_exp_avg_sq (amsbound).
  */
-#ifndef OPTIM_RULE_ADABOUND_MATH
-#define OPTIM_RULE_ADABOUND_MATH
+#ifndef OPTIM_RULE_ADABOUND_H
+#define OPTIM_RULE_ADABOUND_H
 #include "rule.h"
 
 #define OPTIM__ADABOUND_V_AMS 4u
-#define OPTIM__ADABOUND_VARIANTS 8u
+#define OPTIM__ADABOUND_NVARIANTS 8
 
-typedef struct optim__adabound_k {
-    float beta1, one_minus_beta1;
-    float beta2, one_minus_beta2;
-    float step_size;
-    float lower, upper;
-    float eps;
-} optim__adabound_k;
+#define OPTIM__ADABOUND_K(X) \
+    X(beta1) X(one_minus_beta1) \
+    X(beta2) X(one_minus_beta2) \
+    X(step_size) \
+    X(lower) X(upper) \
+    X(eps)
 
 OPTIM_INLINE unsigned optim__adabound_reads(unsigned V)
 {
@@ -42,14 +41,17 @@ OPTIM_INLINE unsigned optim__adabound_writes(unsigned V)
     return optim__adabound_reads(V);
 }
 
-OPTIM_INLINE void optim__adabound_elem(float *p, float g, float *s, const optim__kcommon *c,
-                                       const optim__adabound_k *k, unsigned V)
+#endif
+
+#ifdef OPTIM__MATH
+OPTIM_INLINE void OPTIM__T(optim__adabound_elem)(R *p, R g, R *s, const optim__kc *c,
+                                       const OPTIM__KR(adabound) *k, unsigned V)
 {
-    float pi = *p;
-    float d = optim__grad(g, pi, c, V);
-    float m = fmaf(d, k->one_minus_beta1, s[0] * k->beta1);
-    float v = fmaf(k->one_minus_beta2 * d, d, s[1] * k->beta2);
-    float denom, step;
+    R pi = *p;
+    R d = optim__grad(g, pi, c, V);
+    R m = optim__fma(d, k->one_minus_beta1, s[0] * k->beta1);
+    R v = optim__fma(k->one_minus_beta2 * d, d, s[1] * k->beta2);
+    R denom, step;
     s[0] = m;
     s[1] = v;
     if (V & OPTIM__ADABOUND_V_AMS) {
@@ -98,22 +100,31 @@ static void optim__adabound_prepare(const optim_hparams *hp, const optim__step_i
     double bc2 = hp->bias_correction ? 1.0 - pow(hp->beta2, t) : 1.0;
     double base = hp->initial_lr > 0 ? hp->initial_lr : hp->lr;
     double fl = hp->final_lr * in->lr / base;
-    k->beta1 = (float)hp->beta1;
-    k->one_minus_beta1 = (float)(1.0 - hp->beta1);
-    k->beta2 = (float)hp->beta2;
-    k->one_minus_beta2 = (float)(1.0 - hp->beta2);
-    k->step_size = (float)(in->lr * sqrt(bc2) / bc1);
-    k->lower = (float)(fl * (1.0 - 1.0 / (hp->gamma * t + 1.0)));
-    k->upper = (float)(fl * (1.0 + 1.0 / (hp->gamma * t)));
-    k->eps = (float)hp->eps;
+    k->beta1 = hp->beta1;
+    k->one_minus_beta1 = 1.0 - hp->beta1;
+    k->beta2 = hp->beta2;
+    k->one_minus_beta2 = 1.0 - hp->beta2;
+    k->step_size = in->lr * sqrt(bc2) / bc1;
+    k->lower = fl * (1.0 - 1.0 / (hp->gamma * t + 1.0));
+    k->upper = fl * (1.0 + 1.0 / (hp->gamma * t));
+    k->eps = hp->eps;
     if (hp->amsgrad) c->variant |= OPTIM__ADABOUND_V_AMS;
 }
 
+/* A group's bounds are relative to the lr it was created with (the
+ * reference's base_lr): an unset initial_lr takes the group's lr when the
+ * group is created or its hyperparameters are replaced. */
+static void optim__adabound_group(optim_hparams *hp)
+{
+    if (hp->initial_lr == 0) hp->initial_lr = hp->lr;
+}
+
 static const optim__rule_def optim__adabound_def = {
-    OPTIM_ADABOUND, "adabound", "AdaBound",
-    OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(FINAL_LR) | OPTIM__USES(GAMMA) |
-        OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(AMSGRAD) |
-        OPTIM__USES(BIAS_CORRECTION) | OPTIM__USES(INITIAL_LR) | OPTIM__USES(MAXIMIZE),
-    3, {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, 0u, 1,
-    optim__adabound_defaults, optim__adabound_check, optim__adabound_slots, NULL, optim__adabound_prepare, NULL};
+    .id = OPTIM_ADABOUND, .name = "adabound", .torch_name = "AdaBound",
+    .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(FINAL_LR) | OPTIM__USES(GAMMA) |
+            OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(AMSGRAD) |
+            OPTIM__USES(BIAS_CORRECTION) | OPTIM__USES(INITIAL_LR) | OPTIM__USES(MAXIMIZE),
+    .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, .has_step = 1,
+    .defaults = optim__adabound_defaults, .check = optim__adabound_check, .slots = optim__adabound_slots,
+    .prepare = optim__adabound_prepare, .group = optim__adabound_group};
 #endif

@@ -18,19 +18,18 @@
  * would: b = round(momentum * b) + delta, p = fma(b, -lr, p).
  * Slots: 0 square_avg, 1 acc_delta, 2 momentum_buffer (momentum > 0).
  */
-#ifndef OPTIM_RULE_ADADELTA_MATH
-#define OPTIM_RULE_ADADELTA_MATH
+#ifndef OPTIM_RULE_ADADELTA_H
+#define OPTIM_RULE_ADADELTA_H
 #include "rule.h"
 
 #define OPTIM__ADADELTA_V_MOM 4u
-#define OPTIM__ADADELTA_VARIANTS 8u
+#define OPTIM__ADADELTA_NVARIANTS 8
 
-typedef struct optim__adadelta_k {
-    float rho, one_minus_rho;
-    float eps;
-    float momentum;
-    float neg_lr;
-} optim__adadelta_k;
+#define OPTIM__ADADELTA_K(X) \
+    X(rho) X(one_minus_rho) \
+    X(eps) \
+    X(momentum) \
+    X(neg_lr)
 
 OPTIM_INLINE unsigned optim__adadelta_reads(unsigned V)
 {
@@ -41,22 +40,25 @@ OPTIM_INLINE unsigned optim__adadelta_writes(unsigned V)
     return optim__adadelta_reads(V);
 }
 
-OPTIM_INLINE void optim__adadelta_elem(float *p, float g, float *s, const optim__kcommon *c,
-                                       const optim__adadelta_k *k, unsigned V)
+#endif
+
+#ifdef OPTIM__MATH
+OPTIM_INLINE void OPTIM__T(optim__adadelta_elem)(R *p, R g, R *s, const optim__kc *c,
+                                       const OPTIM__KR(adadelta) *k, unsigned V)
 {
     const unsigned epsin = V & OPTIM__V_EPSIN;
-    float pi = *p;
-    float d = optim__grad(g, pi, c, V);
-    float sq = fmaf(k->one_minus_rho * d, d, s[0] * k->rho);
-    float delta = optim__rms(s[1], k->eps, epsin) / optim__rms(sq, k->eps, epsin) * d;
+    R pi = *p;
+    R d = optim__grad(g, pi, c, V);
+    R sq = optim__fma(k->one_minus_rho * d, d, s[0] * k->rho);
+    R delta = optim__rms(s[1], k->eps, epsin) / optim__rms(sq, k->eps, epsin) * d;
     s[0] = sq;
-    s[1] = fmaf(k->one_minus_rho * delta, delta, s[1] * k->rho);
+    s[1] = optim__fma(k->one_minus_rho * delta, delta, s[1] * k->rho);
     if (V & OPTIM__ADADELTA_V_MOM) {
-        float b = s[2] * k->momentum + delta;
+        R b = s[2] * k->momentum + delta;
         s[2] = b;
-        *p = fmaf(b, k->neg_lr, pi);
+        *p = optim__fma(b, k->neg_lr, pi);
     } else {
-        *p = fmaf(delta, k->neg_lr, pi);
+        *p = optim__fma(delta, k->neg_lr, pi);
     }
 }
 #endif
@@ -82,18 +84,18 @@ static void optim__adadelta_prepare(const optim_hparams *hp, const optim__step_i
 {
     optim__adadelta_k *k = &u->adadelta;
     (void)st;
-    k->rho = (float)hp->rho;
-    k->one_minus_rho = (float)(1.0 - hp->rho);
-    k->eps = (float)hp->eps;
-    k->momentum = (float)hp->momentum;
-    k->neg_lr = (float)-in->lr;
+    k->rho = hp->rho;
+    k->one_minus_rho = 1.0 - hp->rho;
+    k->eps = hp->eps;
+    k->momentum = hp->momentum;
+    k->neg_lr = -in->lr;
     if (hp->momentum > 0) c->variant |= OPTIM__ADADELTA_V_MOM;
 }
 
 static const optim__rule_def optim__adadelta_def = {
-    OPTIM_ADADELTA, "adadelta", "Adadelta",
-    OPTIM__USES(LR) | OPTIM__USES(RHO) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
-        OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MOMENTUM) | OPTIM__USES(MAXIMIZE),
-    3, {"square_avg", "acc_delta", "momentum_buffer"}, 0u, 1,
-    optim__adadelta_defaults, NULL, optim__adadelta_slots, NULL, optim__adadelta_prepare, NULL};
+    .id = OPTIM_ADADELTA, .name = "adadelta", .torch_name = "Adadelta",
+    .uses = OPTIM__USES(LR) | OPTIM__USES(RHO) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
+            OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MOMENTUM) | OPTIM__USES(MAXIMIZE),
+    .nslots = 3, .slot_names = {"square_avg", "acc_delta", "momentum_buffer"}, .has_step = 1,
+    .defaults = optim__adadelta_defaults, .slots = optim__adadelta_slots, .prepare = optim__adadelta_prepare};
 #endif

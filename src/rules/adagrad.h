@@ -11,16 +11,15 @@
  * -clr * g, the quotient and the sum separately.
  * Slot 0: sum, starting at initial_accumulator_value.
  */
-#ifndef OPTIM_RULE_ADAGRAD_MATH
-#define OPTIM_RULE_ADAGRAD_MATH
+#ifndef OPTIM_RULE_ADAGRAD_H
+#define OPTIM_RULE_ADAGRAD_H
 #include "rule.h"
 
-#define OPTIM__ADAGRAD_VARIANTS 4u
+#define OPTIM__ADAGRAD_NVARIANTS 4
 
-typedef struct optim__adagrad_k {
-    float neg_clr;
-    float eps;
-} optim__adagrad_k;
+#define OPTIM__ADAGRAD_K(X) \
+    X(neg_clr) \
+    X(eps)
 
 OPTIM_INLINE unsigned optim__adagrad_reads(unsigned V)
 {
@@ -33,12 +32,15 @@ OPTIM_INLINE unsigned optim__adagrad_writes(unsigned V)
     return 1u;
 }
 
-OPTIM_INLINE void optim__adagrad_elem(float *p, float g, float *s, const optim__kcommon *c,
-                                      const optim__adagrad_k *k, unsigned V)
+#endif
+
+#ifdef OPTIM__MATH
+OPTIM_INLINE void OPTIM__T(optim__adagrad_elem)(R *p, R g, R *s, const optim__kc *c,
+                                      const OPTIM__KR(adagrad) *k, unsigned V)
 {
-    float pi = *p;
-    float d = optim__grad(g, pi, c, V);
-    float sum = fmaf(d, d, s[0]);
+    R pi = *p;
+    R d = optim__grad(g, pi, c, V);
+    R sum = optim__fma(d, d, s[0]);
     s[0] = sum;
     *p = pi + (k->neg_clr * d) / optim__rms(sum, k->eps, V & OPTIM__V_EPSIN);
 }
@@ -59,10 +61,10 @@ static unsigned optim__adagrad_slots(const optim_hparams *hp)
     return 1u;
 }
 
-static float optim__adagrad_initial(const optim_hparams *hp, int slot)
+static double optim__adagrad_initial(const optim_hparams *hp, int slot)
 {
     (void)slot;
-    return (float)hp->initial_accumulator_value;
+    return hp->initial_accumulator_value;
 }
 
 static void optim__adagrad_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
@@ -70,15 +72,16 @@ static void optim__adagrad_prepare(const optim_hparams *hp, const optim__step_in
 {
     optim__adagrad_k *k = &u->adagrad;
     (void)c;
-    k->neg_clr = (float)-(in->lr / (1.0 + (double)(st->step - 1) * hp->lr_decay));
-    k->eps = (float)hp->eps;
+    k->neg_clr = -(in->lr / (1.0 + (double)(st->step - 1) * hp->lr_decay));
+    k->eps = hp->eps;
 }
 
 static const optim__rule_def optim__adagrad_def = {
-    OPTIM_ADAGRAD, "adagrad", "Adagrad",
-    OPTIM__USES(LR) | OPTIM__USES(LR_DECAY) | OPTIM__USES(WEIGHT_DECAY) |
-        OPTIM__USES(INITIAL_ACCUMULATOR_VALUE) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
-        OPTIM__USES(MAXIMIZE),
-    1, {"sum"}, 0u, 1,
-    optim__adagrad_defaults, NULL, optim__adagrad_slots, optim__adagrad_initial, optim__adagrad_prepare, NULL};
+    .id = OPTIM_ADAGRAD, .name = "adagrad", .torch_name = "Adagrad",
+    .uses = OPTIM__USES(LR) | OPTIM__USES(LR_DECAY) | OPTIM__USES(WEIGHT_DECAY) |
+            OPTIM__USES(INITIAL_ACCUMULATOR_VALUE) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
+            OPTIM__USES(MAXIMIZE),
+    .nslots = 1, .slot_names = {"sum"}, .has_step = 1,
+    .defaults = optim__adagrad_defaults, .slots = optim__adagrad_slots, .initial = optim__adagrad_initial,
+    .prepare = optim__adagrad_prepare};
 #endif

@@ -20,21 +20,20 @@
  * is rounded before the addcdiv_ adds to it).
  * Slots: 0 exp_avg, 1 exp_avg_sq, 2 max_exp_avg_sq (amsgrad).
  */
-#ifndef OPTIM_RULE_ADAM_MATH
-#define OPTIM_RULE_ADAM_MATH
+#ifndef OPTIM_RULE_ADAM_H
+#define OPTIM_RULE_ADAM_H
 #include "rule.h"
 
 #define OPTIM__ADAM_V_AMS 4u
-#define OPTIM__ADAM_VARIANTS 8u
+#define OPTIM__ADAM_NVARIANTS 8
 
-typedef struct optim__adam_k {
-    float beta1, one_minus_beta1;
-    float beta2, one_minus_beta2;
-    float bc2;      /* 1 - beta2^t (1 without bias correction) */
-    float bc2_sqrt; /* sqrt(1 - beta2^t) */
-    float neg_step; /* -lr / (1 - beta1^t) */
-    float eps;
-} optim__adam_k;
+#define OPTIM__ADAM_K(X)                            \
+    X(beta1) X(one_minus_beta1)                     \
+    X(beta2) X(one_minus_beta2)                     \
+    X(bc2)      /* 1 - beta2^t (1 without bias correction) */ \
+    X(bc2_sqrt) /* sqrt(1 - beta2^t) */             \
+    X(neg_step) /* -lr / (1 - beta1^t) */           \
+    X(eps)
 
 OPTIM_INLINE unsigned optim__adam_reads(unsigned V)
 {
@@ -44,15 +43,17 @@ OPTIM_INLINE unsigned optim__adam_writes(unsigned V)
 {
     return optim__adam_reads(V);
 }
+#endif
 
-OPTIM_INLINE void optim__adam_elem(float *p, float g, float *s, const optim__kcommon *c, const optim__adam_k *k,
-                                   unsigned V)
+#ifdef OPTIM__MATH
+OPTIM_INLINE void OPTIM__T(optim__adam_elem)(R *p, R g, R *s, const optim__kc *c, const OPTIM__KR(adam) *k,
+                                             unsigned V)
 {
-    float pi = *p;
-    float d = optim__grad(g, pi, c, V);
-    float m = fmaf(d, k->one_minus_beta1, s[0] * k->beta1);
-    float v = fmaf(k->one_minus_beta2 * d, d, s[1] * k->beta2);
-    float denom;
+    R pi = *p;
+    R d = optim__grad(g, pi, c, V);
+    R m = optim__fma(d, k->one_minus_beta1, s[0] * k->beta1);
+    R v = optim__fma(k->one_minus_beta2 * d, d, s[1] * k->beta2);
+    R denom;
     s[0] = m;
     s[1] = v;
     if (V & OPTIM__ADAM_V_AMS) {
@@ -60,9 +61,9 @@ OPTIM_INLINE void optim__adam_elem(float *p, float g, float *s, const optim__kco
         s[2] = v;
     }
     if (V & OPTIM__V_EPSIN)
-        denom = sqrtf(v / k->bc2 + k->eps);
+        denom = optim__sqrt(v / k->bc2 + k->eps);
     else
-        denom = sqrtf(v) / k->bc2_sqrt + k->eps;
+        denom = optim__sqrt(v) / k->bc2_sqrt + k->eps;
     *p = pi * c->decay + (k->neg_step * m) / denom;
 }
 #endif
@@ -105,14 +106,14 @@ static void optim__adam_prepare(const optim_hparams *hp, const optim__step_in *i
     double t = (double)st->step;
     double bc1 = hp->bias_correction ? 1.0 - pow(hp->beta1, t) : 1.0;
     double bc2 = hp->bias_correction ? 1.0 - pow(hp->beta2, t) : 1.0;
-    k->beta1 = (float)hp->beta1;
-    k->one_minus_beta1 = (float)(1.0 - hp->beta1);
-    k->beta2 = (float)hp->beta2;
-    k->one_minus_beta2 = (float)(1.0 - hp->beta2);
-    k->bc2 = (float)bc2;
-    k->bc2_sqrt = (float)sqrt(bc2);
-    k->neg_step = (float)-(in->lr / bc1);
-    k->eps = (float)hp->eps;
+    k->beta1 = hp->beta1;
+    k->one_minus_beta1 = 1.0 - hp->beta1;
+    k->beta2 = hp->beta2;
+    k->one_minus_beta2 = 1.0 - hp->beta2;
+    k->bc2 = bc2;
+    k->bc2_sqrt = sqrt(bc2);
+    k->neg_step = -(in->lr / bc1);
+    k->eps = hp->eps;
     if (hp->amsgrad) c->variant |= OPTIM__ADAM_V_AMS;
 }
 
@@ -122,12 +123,13 @@ static void optim__adam_prepare(const optim_hparams *hp, const optim__step_in *i
      OPTIM__USES(AMSGRAD) | OPTIM__USES(BIAS_CORRECTION) | OPTIM__USES(MAXIMIZE))
 
 static const optim__rule_def optim__adam_def = {
-    OPTIM_ADAM, "adam", "Adam", OPTIM__ADAM_USES,
-    3, {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, 0u, 1,
-    optim__adam_defaults, NULL, optim__adam_slots, NULL, optim__adam_prepare, NULL};
+    .id = OPTIM_ADAM, .name = "adam", .torch_name = "Adam", .uses = OPTIM__ADAM_USES,
+    .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, .has_step = 1,
+    .defaults = optim__adam_defaults, .slots = optim__adam_slots, .prepare = optim__adam_prepare};
 
 static const optim__rule_def optim__adamw_def = {
-    OPTIM_ADAMW, "adamw", "AdamW", OPTIM__ADAM_USES,
-    3, {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, 0u, 1,
-    optim__adamw_defaults, optim__adamw_check, optim__adam_slots, NULL, optim__adam_prepare, NULL};
+    .id = OPTIM_ADAMW, .name = "adamw", .torch_name = "AdamW", .uses = OPTIM__ADAM_USES,
+    .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, .has_step = 1,
+    .defaults = optim__adamw_defaults, .check = optim__adamw_check, .slots = optim__adam_slots,
+    .prepare = optim__adam_prepare};
 #endif

@@ -12,25 +12,25 @@
  * Rounded as torch 1.13's multi-tensor path rounds (docs/FIDELITY.md): m and
  * v are fused multiply-adds (m = fma(g, 1 - beta1, round(beta1 * m)),
  * v = fma(round((1 - beta2) * g), g, round(beta2 * v))); P_t is kept rounded
- * to float32 as torch's float32 tensor keeps it (P_t = round32(P_{t-1} * round32(mu_t)));
- * the two step sizes are computed in double from it and rounded to float.
+ * to float32 as torch's float32 tensor keeps it, whatever the parameters'
+ * type (P_t = round32(P_{t-1} * round32(mu_t))); the two step sizes are
+ * computed in double from it, as torch's Python computes them.
  * Slots: 0 exp_avg, 1 exp_avg_sq; scalar state mu_product.
  */
-#ifndef OPTIM_RULE_NADAM_MATH
-#define OPTIM_RULE_NADAM_MATH
+#ifndef OPTIM_RULE_NADAM_H
+#define OPTIM_RULE_NADAM_H
 #include "rule.h"
 
-#define OPTIM__NADAM_VARIANTS 4u
+#define OPTIM__NADAM_NVARIANTS 4
 
-typedef struct optim__nadam_k {
-    float beta1, one_minus_beta1;
-    float beta2, one_minus_beta2;
-    float bc2;      /* 1 - beta2^t (eps inside) */
-    float bc2_sqrt; /* sqrt(1 - beta2^t) */
-    float coef_g; /* -lr (1 - mu_t) / (1 - P_t) */
-    float coef_m; /* -lr mu_{t+1} / (1 - P_t mu_{t+1}) */
-    float eps;
-} optim__nadam_k;
+#define OPTIM__NADAM_K(X) \
+    X(beta1) X(one_minus_beta1) \
+    X(beta2) X(one_minus_beta2) \
+    X(bc2) /* 1 - beta2^t (eps inside) */ \
+    X(bc2_sqrt) /* sqrt(1 - beta2^t) */ \
+    X(coef_g) /* -lr (1 - mu_t) / (1 - P_t) */ \
+    X(coef_m) /* -lr mu_{t+1} / (1 - P_t mu_{t+1}) */ \
+    X(eps)
 
 OPTIM_INLINE unsigned optim__nadam_reads(unsigned V)
 {
@@ -43,14 +43,17 @@ OPTIM_INLINE unsigned optim__nadam_writes(unsigned V)
     return 3u;
 }
 
-OPTIM_INLINE void optim__nadam_elem(float *p, float g, float *s, const optim__kcommon *c, const optim__nadam_k *k,
+#endif
+
+#ifdef OPTIM__MATH
+OPTIM_INLINE void OPTIM__T(optim__nadam_elem)(R *p, R g, R *s, const optim__kc *c, const OPTIM__KR(nadam) *k,
                                     unsigned V)
 {
-    float pi = *p;
-    float d = optim__grad(g, pi, c, V);
-    float m = fmaf(d, k->one_minus_beta1, s[0] * k->beta1);
-    float v = fmaf(k->one_minus_beta2 * d, d, s[1] * k->beta2);
-    float denom = (V & OPTIM__V_EPSIN) ? sqrtf(v / k->bc2 + k->eps) : sqrtf(v) / k->bc2_sqrt + k->eps;
+    R pi = *p;
+    R d = optim__grad(g, pi, c, V);
+    R m = optim__fma(d, k->one_minus_beta1, s[0] * k->beta1);
+    R v = optim__fma(k->one_minus_beta2 * d, d, s[1] * k->beta2);
+    R denom = (V & OPTIM__V_EPSIN) ? optim__sqrt(v / k->bc2 + k->eps) : optim__sqrt(v) / k->bc2_sqrt + k->eps;
     s[0] = m;
     s[1] = v;
     pi = pi * c->decay;
@@ -87,26 +90,25 @@ static void optim__nadam_prepare(const optim_hparams *hp, const optim__step_in *
     double bc2 = 1.0 - pow(hp->beta2, t);
     /* torch's mu_product is a float32 tensor (whatever the parameters'
      * dtype): mu_product.mul_(mu) rounds mu and the product to float. */
-    const float mup32 = (float)st->mu_product * (float)mu;
-    const double mup = (double)mup32;
+    const double mup = (double)((float)st->mu_product * (float)mu);
     (void)c;
     st->mu_product = mup;
-    k->beta1 = (float)hp->beta1;
-    k->one_minus_beta1 = (float)(1.0 - hp->beta1);
-    k->beta2 = (float)hp->beta2;
-    k->one_minus_beta2 = (float)(1.0 - hp->beta2);
-    k->bc2 = (float)bc2;
-    k->bc2_sqrt = (float)sqrt(bc2);
-    k->coef_g = (float)((in->lr * (1.0 - mu) / (1.0 - mup)) * -1.0);
-    k->coef_m = (float)((in->lr * mu_next / (1.0 - mup * mu_next)) * -1.0);
-    k->eps = (float)hp->eps;
+    k->beta1 = hp->beta1;
+    k->one_minus_beta1 = 1.0 - hp->beta1;
+    k->beta2 = hp->beta2;
+    k->one_minus_beta2 = 1.0 - hp->beta2;
+    k->bc2 = bc2;
+    k->bc2_sqrt = sqrt(bc2);
+    k->coef_g = (in->lr * (1.0 - mu) / (1.0 - mup)) * -1.0;
+    k->coef_m = (in->lr * mu_next / (1.0 - mup * mu_next)) * -1.0;
+    k->eps = hp->eps;
 }
 
 static const optim__rule_def optim__nadam_def = {
-    OPTIM_NADAM, "nadam", "NAdam",
-    OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
-        OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(DECOUPLED_WEIGHT_DECAY) | OPTIM__USES(MOMENTUM_DECAY) |
-        OPTIM__USES(MAXIMIZE),
-    2, {"exp_avg", "exp_avg_sq"}, 0u, 1,
-    optim__nadam_defaults, NULL, optim__nadam_slots, NULL, optim__nadam_prepare, NULL};
+    .id = OPTIM_NADAM, .name = "nadam", .torch_name = "NAdam",
+    .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) |
+            OPTIM__USES(EPS_PLACEMENT) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(DECOUPLED_WEIGHT_DECAY) |
+            OPTIM__USES(MOMENTUM_DECAY) | OPTIM__USES(MAXIMIZE),
+    .nslots = 2, .slot_names = {"exp_avg", "exp_avg_sq"}, .has_step = 1,
+    .defaults = optim__nadam_defaults, .slots = optim__nadam_slots, .prepare = optim__nadam_prepare};
 #endif

@@ -16,22 +16,21 @@
  * p - ((m^ * lr) * adaptive) * r with each product rounded.
  * Slots: 0 exp_avg, 1 exp_avg_sq.
  */
-#ifndef OPTIM_RULE_RADAM_MATH
-#define OPTIM_RULE_RADAM_MATH
+#ifndef OPTIM_RULE_RADAM_H
+#define OPTIM_RULE_RADAM_H
 #include "rule.h"
 
 #define OPTIM__RADAM_V_RECT 4u
-#define OPTIM__RADAM_VARIANTS 8u
+#define OPTIM__RADAM_NVARIANTS 8
 
-typedef struct optim__radam_k {
-    float beta1, one_minus_beta1;
-    float beta2, one_minus_beta2;
-    float bc1;      /* 1 - beta1^t */
-    float bc2_sqrt; /* sqrt(1 - beta2^t) */
-    float lr;
-    float rect;
-    float eps;
-} optim__radam_k;
+#define OPTIM__RADAM_K(X) \
+    X(beta1) X(one_minus_beta1) \
+    X(beta2) X(one_minus_beta2) \
+    X(bc1) /* 1 - beta1^t */ \
+    X(bc2_sqrt) /* sqrt(1 - beta2^t) */ \
+    X(lr) \
+    X(rect) \
+    X(eps)
 
 OPTIM_INLINE unsigned optim__radam_reads(unsigned V)
 {
@@ -44,19 +43,22 @@ OPTIM_INLINE unsigned optim__radam_writes(unsigned V)
     return 3u;
 }
 
-OPTIM_INLINE void optim__radam_elem(float *p, float g, float *s, const optim__kcommon *c, const optim__radam_k *k,
+#endif
+
+#ifdef OPTIM__MATH
+OPTIM_INLINE void OPTIM__T(optim__radam_elem)(R *p, R g, R *s, const optim__kc *c, const OPTIM__KR(radam) *k,
                                     unsigned V)
 {
-    float pi = *p;
-    float d = optim__grad(g, pi, c, V);
-    float m = fmaf(d, k->one_minus_beta1, s[0] * k->beta1);
-    float v = fmaf(k->one_minus_beta2 * d, d, s[1] * k->beta2);
-    float mhat = m / k->bc1;
+    R pi = *p;
+    R d = optim__grad(g, pi, c, V);
+    R m = optim__fma(d, k->one_minus_beta1, s[0] * k->beta1);
+    R v = optim__fma(k->one_minus_beta2 * d, d, s[1] * k->beta2);
+    R mhat = m / k->bc1;
     s[0] = m;
     s[1] = v;
     pi = pi * c->decay;
     if (V & OPTIM__RADAM_V_RECT) {
-        float adaptive = (1.0f / optim__rms(v, k->eps, V & OPTIM__V_EPSIN)) * k->bc2_sqrt;
+        R adaptive = ((R)1 / optim__rms(v, k->eps, V & OPTIM__V_EPSIN)) * k->bc2_sqrt;
         *p = pi - mhat * k->lr * adaptive * k->rect;
     } else {
         *p = pi - mhat * k->lr;
@@ -90,25 +92,26 @@ static void optim__radam_prepare(const optim_hparams *hp, const optim__step_in *
     double bc2 = 1.0 - b2t;
     double rho_inf = 2.0 / (1.0 - hp->beta2) - 1.0;
     double rho_t = rho_inf - 2.0 * t * b2t / bc2;
-    k->beta1 = (float)hp->beta1;
-    k->one_minus_beta1 = (float)(1.0 - hp->beta1);
-    k->beta2 = (float)hp->beta2;
-    k->one_minus_beta2 = (float)(1.0 - hp->beta2);
-    k->bc1 = (float)(1.0 - pow(hp->beta1, t));
-    k->bc2_sqrt = (float)sqrt(bc2);
-    k->lr = (float)in->lr;
-    k->eps = (float)hp->eps;
-    k->rect = 0.0f;
+    k->beta1 = hp->beta1;
+    k->one_minus_beta1 = 1.0 - hp->beta1;
+    k->beta2 = hp->beta2;
+    k->one_minus_beta2 = 1.0 - hp->beta2;
+    k->bc1 = 1.0 - pow(hp->beta1, t);
+    k->bc2_sqrt = sqrt(bc2);
+    k->lr = in->lr;
+    k->eps = hp->eps;
+    k->rect = 0.0;
     if (rho_t > 5.0) {
-        k->rect = (float)sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
+        k->rect = sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
         c->variant |= OPTIM__RADAM_V_RECT;
     }
 }
 
 static const optim__rule_def optim__radam_def = {
-    OPTIM_RADAM, "radam", "RAdam",
-    OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
-        OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(DECOUPLED_WEIGHT_DECAY) | OPTIM__USES(MAXIMIZE),
-    2, {"exp_avg", "exp_avg_sq"}, 0u, 1,
-    optim__radam_defaults, NULL, optim__radam_slots, NULL, optim__radam_prepare, NULL};
+    .id = OPTIM_RADAM, .name = "radam", .torch_name = "RAdam",
+    .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) |
+            OPTIM__USES(EPS_PLACEMENT) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(DECOUPLED_WEIGHT_DECAY) |
+            OPTIM__USES(MAXIMIZE),
+    .nslots = 2, .slot_names = {"exp_avg", "exp_avg_sq"}, .has_step = 1,
+    .defaults = optim__radam_defaults, .slots = optim__radam_slots, .prepare = optim__radam_prepare};
 #endif

@@ -15,20 +15,19 @@
  * addcdiv_ (no momentum) rounds -lr * g, the quotient and the sum separately.
  * Slots: 0 square_avg, 1 momentum_buffer (momentum > 0), 2 grad_avg (centered).
  */
-#ifndef OPTIM_RULE_RMSPROP_MATH
-#define OPTIM_RULE_RMSPROP_MATH
+#ifndef OPTIM_RULE_RMSPROP_H
+#define OPTIM_RULE_RMSPROP_H
 #include "rule.h"
 
 #define OPTIM__RMSPROP_V_CENTERED 4u
 #define OPTIM__RMSPROP_V_MOM 8u
-#define OPTIM__RMSPROP_VARIANTS 16u
+#define OPTIM__RMSPROP_NVARIANTS 16
 
-typedef struct optim__rmsprop_k {
-    float alpha, one_minus_alpha;
-    float eps;
-    float momentum;
-    float neg_lr;
-} optim__rmsprop_k;
+#define OPTIM__RMSPROP_K(X) \
+    X(alpha) X(one_minus_alpha) \
+    X(eps) \
+    X(momentum) \
+    X(neg_lr)
 
 OPTIM_INLINE unsigned optim__rmsprop_reads(unsigned V)
 {
@@ -39,24 +38,27 @@ OPTIM_INLINE unsigned optim__rmsprop_writes(unsigned V)
     return optim__rmsprop_reads(V);
 }
 
-OPTIM_INLINE void optim__rmsprop_elem(float *p, float g, float *s, const optim__kcommon *c,
-                                      const optim__rmsprop_k *k, unsigned V)
+#endif
+
+#ifdef OPTIM__MATH
+OPTIM_INLINE void OPTIM__T(optim__rmsprop_elem)(R *p, R g, R *s, const optim__kc *c,
+                                      const OPTIM__KR(rmsprop) *k, unsigned V)
 {
-    float pi = *p;
-    float d = optim__grad(g, pi, c, V);
-    float sq = fmaf(k->one_minus_alpha * d, d, s[0] * k->alpha);
-    float v = sq, avg;
+    R pi = *p;
+    R d = optim__grad(g, pi, c, V);
+    R sq = optim__fma(k->one_minus_alpha * d, d, s[0] * k->alpha);
+    R v = sq, avg;
     s[0] = sq;
     if (V & OPTIM__RMSPROP_V_CENTERED) {
-        float ga = fmaf(d, k->one_minus_alpha, s[2] * k->alpha);
+        R ga = optim__fma(d, k->one_minus_alpha, s[2] * k->alpha);
         s[2] = ga;
-        v = fmaf(-ga, ga, sq);
+        v = optim__fma(-ga, ga, sq);
     }
     avg = optim__rms(v, k->eps, V & OPTIM__V_EPSIN);
     if (V & OPTIM__RMSPROP_V_MOM) {
-        float b = s[1] * k->momentum + d / avg;
+        R b = s[1] * k->momentum + d / avg;
         s[1] = b;
-        *p = fmaf(b, k->neg_lr, pi);
+        *p = optim__fma(b, k->neg_lr, pi);
     } else {
         *p = pi + (k->neg_lr * d) / avg;
     }
@@ -83,19 +85,19 @@ static void optim__rmsprop_prepare(const optim_hparams *hp, const optim__step_in
 {
     optim__rmsprop_k *k = &u->rmsprop;
     (void)st;
-    k->alpha = (float)hp->alpha;
-    k->one_minus_alpha = (float)(1.0 - hp->alpha);
-    k->eps = (float)hp->eps;
-    k->momentum = (float)hp->momentum;
-    k->neg_lr = (float)-in->lr;
+    k->alpha = hp->alpha;
+    k->one_minus_alpha = 1.0 - hp->alpha;
+    k->eps = hp->eps;
+    k->momentum = hp->momentum;
+    k->neg_lr = -in->lr;
     if (hp->centered) c->variant |= OPTIM__RMSPROP_V_CENTERED;
     if (hp->momentum > 0) c->variant |= OPTIM__RMSPROP_V_MOM;
 }
 
 static const optim__rule_def optim__rmsprop_def = {
-    OPTIM_RMSPROP, "rmsprop", "RMSprop",
-    OPTIM__USES(LR) | OPTIM__USES(ALPHA) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
-        OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MOMENTUM) | OPTIM__USES(CENTERED) | OPTIM__USES(MAXIMIZE),
-    3, {"square_avg", "momentum_buffer", "grad_avg"}, 0u, 1,
-    optim__rmsprop_defaults, NULL, optim__rmsprop_slots, NULL, optim__rmsprop_prepare, NULL};
+    .id = OPTIM_RMSPROP, .name = "rmsprop", .torch_name = "RMSprop",
+    .uses = OPTIM__USES(LR) | OPTIM__USES(ALPHA) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
+            OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MOMENTUM) | OPTIM__USES(CENTERED) | OPTIM__USES(MAXIMIZE),
+    .nslots = 3, .slot_names = {"square_avg", "momentum_buffer", "grad_avg"}, .has_step = 1,
+    .defaults = optim__rmsprop_defaults, .slots = optim__rmsprop_slots, .prepare = optim__rmsprop_prepare};
 #endif

@@ -1,32 +1,42 @@
-/* rule.h: what every update rule provides, and the helpers their math uses.
+/* rule.h: what every update rule provides, and what is shared by all.
  *
- * A rule is one header in src/rules/ with two sections:
- *  - math (always compiled): a struct of per-step constants, the element
- *    function that updates one element in registers, and which state slots a
- *    variant reads and writes. Kernels include this part and instantiate it
- *    per CPU path; it must be plain C arithmetic in torch's operation order,
- *    no intrinsics. The library is compiled with -ffp-contract=off, so the
- *    compiler never fuses a multiply and an add by itself; where torch's CPU
- *    kernels round a*b+c once (add with alpha, addcmul: see docs/FIDELITY.md)
- *    the rule writes fmaf(a, b, c), which every path computes with one
- *    rounding (a vfmadd instruction on AVX2/AVX-512, libm's correctly
- *    rounded fmaf on the scalar path), so every path gives the same bits.
- *  - host (compiled once, in rules.c, under OPTIM__RULE_HOST): defaults,
- *    checks across fields, which slots the options need, and `prepare`, which
- *    turns hyperparameters and the step number into the constants of the
- *    math section before the parallel pass (everything per step, nothing per
- *    element).
- * The table in rules.c lists the rules; adding one is a header and a row.
+ * A rule is one header src/rules/<name>.h, listed once in rule_list.h, with
+ * three sections:
+ *  - shared (guarded, compiled everywhere): its variant bits and their count
+ *    OPTIM__<ID>_NVARIANTS (a bare number), the list of its per-step
+ *    constants OPTIM__<ID>_K(X), and which state slots a variant reads and
+ *    writes (optim__<name>_reads/_writes).
+ *  - math (under OPTIM__MATH, compiled by the kernels once per compute type
+ *    R, float or double): the element function OPTIM__T(optim__<name>_elem),
+ *    which updates one element in registers. It is written once, in R, as
+ *    plain C arithmetic in torch's operation order, with the helpers of
+ *    rule_math.h (optim__sqrt, optim__fma, optim__max_nan, ...), no
+ *    intrinsics and no literals of a fixed type (write (R)1). The library is
+ *    compiled with -ffp-contract=off: a fused multiply-add happens only where
+ *    optim__fma says so (where torch's CPU kernels round a*b+c once:
+ *    docs/FIDELITY.md), and then on every path.
+ *  - host (under OPTIM__RULE_HOST, compiled once, in rules.c): defaults,
+ *    checks across fields, which slots the options need, initial slot
+ *    values, the group hook, and `prepare`, which turns hyperparameters and
+ *    the step number into the constants of the math section before the
+ *    parallel pass (everything per step, nothing per element), in double.
+ *    The kernels round the constants to the compute type as a loop starts.
  *
  * Variants: options that change which memory a rule touches or the order of
  * its arithmetic (AMSGrad, eps placement, L2 decay, momentum...) are bits of
  * `variant`. The kernels compile one loop per variant with the bits as
- * constants, so the loops carry no branches.
+ * constants, so the loops carry no branches; a step whose variant has no
+ * loop is refused before anything changes (never skipped).
+ *
+ * Element types are not the rules' concern: the kernels load each stream
+ * (parameter, gradient, state slots) into R and store it back through its
+ * storage descriptor (src/kernels/streams.c).
  */
 #ifndef OPTIM_RULE_H
 #define OPTIM_RULE_H
 
 #include "../common.h"
+#include "rule_list.h"
 
 #include <math.h>
 
@@ -38,43 +48,19 @@
  * costs nothing when off. */
 #define OPTIM__V_CLAMP 0x80000000u
 
-/* Constants every rule's element function sees. */
+/* Constants every rule's element function sees (beside `variant`). */
+#define OPTIM__KCOMMON(X)                                                                                 \
+    X(gclip)  /* with OPTIM__V_CLAMP, the raw gradient is first clamped to [-gclip, gclip] (value clipping) */ \
+    X(gscale) /* multiplies the raw gradient: -1 to maximize, times a clip factor */                          \
+    X(wd)     /* L2 coefficient (used when the variant has OPTIM__V_L2) */                                    \
+    X(decay)  /* decoupled weight decay factor 1 - lr*weight_decay, else 1 */
+
+/* A struct of doubles from a constants list: what the host computes. */
+#define OPTIM__FIELD_HOST(f) double f;
+
 typedef struct optim__kcommon {
     unsigned variant;
-    float gclip;  /* with OPTIM__V_CLAMP, the raw gradient is first clamped to [-gclip, gclip] (value clipping) */
-    float gscale; /* multiplies the raw gradient: -1 to maximize, times a clip factor */
-    float wd;     /* L2 coefficient (used when the variant has OPTIM__V_L2) */
-    float decay;  /* decoupled weight decay factor 1 - lr*weight_decay, else 1 */
+    OPTIM__KCOMMON(OPTIM__FIELD_HOST)
 } optim__kcommon;
-
-/* torch.maximum: NaN if either input is NaN. */
-OPTIM_INLINE float optim__max_nan(float a, float b)
-{
-    return (a != a || a > b) ? a : b;
-}
-
-/* torch.clamp(x, lo, hi): a NaN x stays NaN. */
-OPTIM_INLINE float optim__clamp(float x, float lo, float hi)
-{
-    x = x < lo ? lo : x;
-    return x > hi ? hi : x;
-}
-
-/* The two placements of eps relative to a square root. */
-OPTIM_INLINE float optim__rms(float v, float eps, unsigned epsin)
-{
-    return epsin ? sqrtf(v + eps) : sqrtf(v) + eps;
-}
-
-/* The gradient as the rule sees it: clamped (clip_grad_value_, a NaN stays
- * NaN), scaled (maximize, norm clipping), then with L2 weight decay, as torch
- * does (d_p = -g; d_p = d_p.add(p, alpha=wd): one rounding of d_p + wd * p). */
-OPTIM_INLINE float optim__grad(float g, float p, const optim__kcommon *c, unsigned V)
-{
-    if (V & OPTIM__V_CLAMP) g = optim__clamp(g, -c->gclip, c->gclip);
-    g = g * c->gscale;
-    if (V & OPTIM__V_L2) g = fmaf(c->wd, p, g);
-    return g;
-}
 
 #endif

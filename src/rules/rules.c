@@ -1,5 +1,6 @@
-/* rules.c: the rule table, hyperparameter defaults, checks and access by id,
- * and the host side of one step (constants for the kernels). */
+/* rules.c: the rule table (generated from rule_list.h), hyperparameter
+ * defaults, checks and access by id, and the host side of one step
+ * (constants for the kernels). */
 #include "rules.h"
 
 #include <math.h>
@@ -7,28 +8,29 @@
 #include <string.h>
 
 #define OPTIM__RULE_HOST
-#include "sgd.h"
-#include "adagrad.h"
-#include "rmsprop.h"
-#include "adadelta.h"
-#include "adam.h"
-#include "radam.h"
-#include "nadam.h"
-#include "adabound.h"
+#include "optim_rule_headers.h" /* generated from rule_list.h: now their host sections */
 
-/* The rule table: one row per rule, indexed by optim_rule. */
+/* The list and the public enum agree: each value, the count, and the values
+ * are exactly 1..OPTIM_RULE_COUNT (their bits fill the mask below). */
+#define OPTIM__ASSERT_RULE(ID, value, ...) \
+    _Static_assert(OPTIM_##ID == (value), "rule_list.h: OPTIM_" #ID " is not " #value " in optim.h");
+OPTIM__RULE_LIST(OPTIM__ASSERT_RULE, OPTIM__ASSERT_RULE)
+#undef OPTIM__ASSERT_RULE
+#define OPTIM__ONE(...) +1
+_Static_assert(0 OPTIM__RULE_LIST(OPTIM__ONE, OPTIM__ONE) == OPTIM_RULE_COUNT,
+               "rule_list.h lists a different number of rules than OPTIM_RULE_COUNT");
+#undef OPTIM__ONE
+#define OPTIM__BIT(ID, value, ...) | (1ull << (value))
+_Static_assert((0 OPTIM__RULE_LIST(OPTIM__BIT, OPTIM__BIT)) == (1ull << (OPTIM_RULE_COUNT + 1)) - 2,
+               "rule_list.h: the values are not 1..OPTIM_RULE_COUNT, each once");
+#undef OPTIM__BIT
+
+/* The rule table, indexed by optim_rule, generated from the list. */
+#define OPTIM__ROW(ID, value, name, ...) [value] = &optim__##name##_def,
 static const optim__rule_def *const optim__rule_table[OPTIM_RULE_COUNT + 1] = {
-    NULL,
-    &optim__sgd_def,
-    &optim__adagrad_def,
-    &optim__rmsprop_def,
-    &optim__adadelta_def,
-    &optim__adam_def,
-    &optim__adamw_def,
-    &optim__radam_def,
-    &optim__nadam_def,
-    &optim__adabound_def,
+    OPTIM__RULE_LIST(OPTIM__ROW, OPTIM__ROW)
 };
+#undef OPTIM__ROW
 
 const optim__rule_def *optim__rule(optim_rule rule)
 {
@@ -274,6 +276,12 @@ unsigned optim_hparams_slots(const optim_hparams *hp)
 
 /* ---- One step, host side -------------------------------------------------- */
 
+void optim__group_complete(optim_hparams *hp)
+{
+    const optim__rule_def *r = optim__rule(hp->rule);
+    if (r && r->group) r->group(hp);
+}
+
 void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st, optim__k *k)
 {
     const optim__rule_def *r = optim__rule(hp->rule);
@@ -281,11 +289,11 @@ void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_sta
     k->c.variant = 0;
     k->c.gscale = hp->maximize ? -in->gscale : in->gscale;
     k->c.gclip = in->gclip;
-    k->c.wd = (float)hp->weight_decay;
-    k->c.decay = 1.0f;
+    k->c.wd = hp->weight_decay;
+    k->c.decay = 1.0;
     if (hp->weight_decay != 0) {
         if (hp->decoupled_weight_decay)
-            k->c.decay = (float)(1.0 - in->lr * hp->weight_decay);
+            k->c.decay = 1.0 - in->lr * hp->weight_decay;
         else
             k->c.variant |= OPTIM__V_L2;
     }
@@ -300,28 +308,36 @@ void optim__finish(const optim_hparams *hp, optim_state *st)
     if (r->finish) r->finish(hp, st);
 }
 
-void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s)
+void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s, optim_dtype dtype)
 {
     const optim__rule_def *r = optim__rule(hp->rule);
     const int lazy = (int)((r->lazy_slots >> s) & 1u);
-    float v = 0.0f;
+    double v = 0.0;
     size_t i;
     /* Lazy slots (SGD's momentum buffer) are zeroed too, so that no byte of
      * state is ever uninitialised (checkpoints write every byte), but stay
-     * "not initialized": their first step copies the gradient. */
+     * "not initialized": their first step copies the gradient. As torch
+     * fills a state tensor of the parameter's dtype, the value is rounded
+     * once to the slot's type. */
     if (r->initial && !lazy) v = r->initial(hp, s);
-    for (i = 0; i < n; i++) st->slot[s][i] = v;
+    if (dtype == OPTIM_FLOAT64) {
+        double *x = (double *)(void *)st->slot[s];
+        for (i = 0; i < n; i++) x[i] = v;
+    } else {
+        float *x = st->slot[s], vf = (float)v;
+        for (i = 0; i < n; i++) x[i] = vf;
+    }
     if (lazy)
         st->initialized &= ~(1u << s);
     else
         st->initialized |= 1u << s;
 }
 
-void optim__state_fill(const optim_hparams *hp, size_t n, optim_state *st, unsigned which)
+void optim__state_fill(const optim_hparams *hp, size_t n, optim_state *st, unsigned which, optim_dtype dtype)
 {
     const optim__rule_def *r = optim__rule(hp->rule);
     int s;
     which &= r->slots(hp);
     for (s = 0; s < r->nslots; s++)
-        if ((which >> s) & 1u) optim__slot_reset(hp, n, st, s);
+        if ((which >> s) & 1u) optim__slot_reset(hp, n, st, s, dtype);
 }

@@ -1,36 +1,27 @@
-/* rules.h: every rule's math, the union of their per-step constants, and the
- * rule table's row type. Included by the kernels and by the host code. */
+/* rules.h: every rule's shared section (variants, constants, slots), the
+ * union of their per-step constants, and the rule table's row type, all
+ * generated from rule_list.h. Included by the kernels and by the host code. */
 #ifndef OPTIM_RULES_H
 #define OPTIM_RULES_H
 
 #include "rule.h"
 
-#include "sgd.h"
-#include "adagrad.h"
-#include "rmsprop.h"
-#include "adadelta.h"
-#include "adam.h"
-#include "radam.h"
-#include "nadam.h"
-#include "adabound.h"
-#include "sam.h"
+#include "optim_rule_headers.h" /* generated from rule_list.h: every rule header */
 
-/* Per-parameter, per-step constants: computed by the host before the
- * parallel pass, read by every block of that parameter. */
+/* Each rule's per-step constants as the host computes them (in double):
+ * optim__<name>_k, with the fields of OPTIM__<ID>_K. */
+#define OPTIM__HOST_K(ID, value, name) typedef struct optim__##name##_k { OPTIM__##ID##_K(OPTIM__FIELD_HOST) } optim__##name##_k;
+OPTIM__RULE_LIST(OPTIM__HOST_K, OPTIM__LIST_NOTHING)
+#undef OPTIM__HOST_K
+
+/* Per-parameter, per-step constants of the rule with its own math (an alias
+ * uses its math's member): computed by the host before the parallel pass,
+ * read by every block of that parameter. */
+#define OPTIM__KU_MEMBER(ID, value, name) optim__##name##_k name;
 union optim__ku {
-    optim__sgd_k sgd;
-    optim__adagrad_k adagrad;
-    optim__rmsprop_k rmsprop;
-    optim__adadelta_k adadelta;
-    optim__adam_k adam; /* also AdamW */
-    optim__radam_k radam;
-    optim__nadam_k nadam;
-    optim__adabound_k adabound;
-    optim__sam_k sam; /* SAM's ascent step (not a rule) */
-    struct {
-        float a, b;
-    } util; /* the gradient utilities' constants (kernels: scale, clamp) */
+    OPTIM__RULE_LIST(OPTIM__KU_MEMBER, OPTIM__LIST_NOTHING)
 };
+#undef OPTIM__KU_MEMBER
 
 typedef struct optim__k {
     optim__kcommon c;
@@ -39,14 +30,14 @@ typedef struct optim__k {
 
 /* What the host passes to a rule's prepare for one step. */
 typedef struct optim__step_in {
-    double lr;    /* the learning rate in effect (a schedule may replace hp->lr) */
-    float gscale; /* factor on the raw gradient before maximize (clipping); 1 if none */
-    float gclip;  /* clamp of the raw gradient to [-gclip, gclip] (value clipping); +inf if none */
+    double lr;     /* the learning rate in effect (a schedule may replace hp->lr) */
+    double gscale; /* factor on the raw gradient before maximize (clipping); 1 if none */
+    double gclip;  /* clamp of the raw gradient to [-gclip, gclip] (value clipping); +inf if none */
 } optim__step_in;
 
 #define OPTIM__USES(name) (1u << OPTIM_HP_##name)
 
-/* One row of the rule table. */
+/* One row of the rule table (each rule header defines optim__<name>_def). */
 typedef struct optim__rule_def {
     optim_rule id;
     const char *name;       /* "adam" */
@@ -62,14 +53,18 @@ typedef struct optim__rule_def {
     int (*check)(const optim_hparams *hp, optim_error *err);
     /* Slots needed under hp. */
     unsigned (*slots)(const optim_hparams *hp);
-    /* Initial value of a slot's elements; NULL: every slot starts at 0. */
-    float (*initial)(const optim_hparams *hp, int slot);
+    /* Initial value of a slot's elements (rounded to the slot's type); NULL: every slot starts at 0. */
+    double (*initial)(const optim_hparams *hp, int slot);
     /* st->step has already been incremented; fill the rule's constants and
      * variant bits (c already holds the shared ones), update scalar state. */
     void (*prepare)(const optim_hparams *hp, const optim__step_in *in, optim_state *st, optim__kcommon *c,
                     union optim__ku *u);
     /* After the pass: update `initialized` bits; NULL if nothing to do. */
     void (*finish)(const optim_hparams *hp, optim_state *st);
+    /* The group hook: complete a group's hyperparameters (valid ones) when the
+     * optimizer creates the group or replaces them (AdaBound: an unset
+     * initial_lr becomes lr); NULL if nothing to do. */
+    void (*group)(optim_hparams *hp);
 } optim__rule_def;
 
 /* The row for a rule, or NULL for an unknown value. */
@@ -78,6 +73,9 @@ const optim__rule_def *optim__rule(optim_rule rule);
 /* Validate hp; message prefixed with the rule's name. */
 int optim__hparams_check(const optim_hparams *hp, optim_error *err);
 
+/* Let the rule complete a group's valid hyperparameters (the group hook). */
+void optim__group_complete(optim_hparams *hp);
+
 /* Compute the constants of one step for one parameter: increments st->step,
  * updates scalar state, fills *k. hp must be valid. */
 void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st, optim__k *k);
@@ -85,11 +83,12 @@ void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_sta
 /* After the pass: let the rule record what the step initialized. */
 void optim__finish(const optim_hparams *hp, optim_state *st);
 
-/* Fill slot s of st with its initial value (as at allocation), whatever the
- * options need; sets its `initialized` bit (cleared for lazy slots). */
-void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s);
+/* Fill slot s of st (n elements of type dtype: OPTIM_FLOAT32 or OPTIM_FLOAT64)
+ * with its initial value (as at allocation), whatever the options need; sets
+ * its `initialized` bit (cleared for lazy slots). */
+void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s, optim_dtype dtype);
 
 /* Fill slot arrays of st (bits `which`, among those hp needs) with their initial values. */
-void optim__state_fill(const optim_hparams *hp, size_t n, optim_state *st, unsigned which);
+void optim__state_fill(const optim_hparams *hp, size_t n, optim_state *st, unsigned which, optim_dtype dtype);
 
 #endif

@@ -13,20 +13,19 @@
  *   p = fma(g, -lr, p).
  * Slot 0: momentum_buffer (only with momentum; filled from the first gradient).
  */
-#ifndef OPTIM_RULE_SGD_MATH
-#define OPTIM_RULE_SGD_MATH
+#ifndef OPTIM_RULE_SGD_H
+#define OPTIM_RULE_SGD_H
 #include "rule.h"
 
 #define OPTIM__SGD_V_MOM 4u   /* momentum != 0 */
 #define OPTIM__SGD_V_FIRST 8u /* the buffer is not initialized yet: b = g */
 #define OPTIM__SGD_V_NEST 16u /* Nesterov */
-#define OPTIM__SGD_VARIANTS 32u
+#define OPTIM__SGD_NVARIANTS 32
 
-typedef struct optim__sgd_k {
-    float momentum;
-    float one_minus_dampening;
-    float neg_lr;
-} optim__sgd_k;
+#define OPTIM__SGD_K(X) \
+    X(momentum) \
+    X(one_minus_dampening) \
+    X(neg_lr)
 
 OPTIM_INLINE unsigned optim__sgd_reads(unsigned V)
 {
@@ -37,17 +36,21 @@ OPTIM_INLINE unsigned optim__sgd_writes(unsigned V)
     return (V & OPTIM__SGD_V_MOM) ? 1u : 0u;
 }
 
-OPTIM_INLINE void optim__sgd_elem(float *p, float g, float *s, const optim__kcommon *c, const optim__sgd_k *k,
+#endif
+
+#ifdef OPTIM__MATH
+OPTIM_INLINE void OPTIM__T(optim__sgd_elem)(R *p, R g, R *s, const optim__kc *c, const OPTIM__KR(sgd) *k,
                                   unsigned V)
 {
-    float pi = *p;
-    float d = optim__grad(g, pi, c, V);
+    R pi = *p;
+    R d = optim__grad(g, pi, c, V);
     if (V & OPTIM__SGD_V_MOM) {
-        float b = (V & OPTIM__SGD_V_FIRST) ? d : fmaf(d, k->one_minus_dampening, s[0] * k->momentum);
+        R b = (V & OPTIM__SGD_V_FIRST) ? d
+                                          : optim__fma(d, k->one_minus_dampening, s[0] * k->momentum);
         s[0] = b;
-        d = (V & OPTIM__SGD_V_NEST) ? fmaf(b, k->momentum, d) : b;
+        d = (V & OPTIM__SGD_V_NEST) ? optim__fma(b, k->momentum, d) : b;
     }
-    *p = fmaf(d, k->neg_lr, pi);
+    *p = optim__fma(d, k->neg_lr, pi);
 }
 #endif
 
@@ -79,9 +82,9 @@ static void optim__sgd_prepare(const optim_hparams *hp, const optim__step_in *in
 {
     optim__sgd_k *k = &u->sgd;
     (void)st;
-    k->momentum = (float)hp->momentum;
-    k->one_minus_dampening = (float)(1.0 - hp->dampening);
-    k->neg_lr = (float)-in->lr;
+    k->momentum = hp->momentum;
+    k->one_minus_dampening = 1.0 - hp->dampening;
+    k->neg_lr = -in->lr;
     if (hp->momentum != 0) {
         c->variant |= OPTIM__SGD_V_MOM;
         if (!(st->initialized & 1u)) c->variant |= OPTIM__SGD_V_FIRST;
@@ -95,9 +98,10 @@ static void optim__sgd_finish(const optim_hparams *hp, optim_state *st)
 }
 
 static const optim__rule_def optim__sgd_def = {
-    OPTIM_SGD, "sgd", "SGD",
-    OPTIM__USES(LR) | OPTIM__USES(MOMENTUM) | OPTIM__USES(DAMPENING) | OPTIM__USES(NESTEROV) |
-        OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MAXIMIZE),
-    1, {"momentum_buffer"}, 1u, 0,
-    optim__sgd_defaults, optim__sgd_check, optim__sgd_slots, NULL, optim__sgd_prepare, optim__sgd_finish};
+    .id = OPTIM_SGD, .name = "sgd", .torch_name = "SGD",
+    .uses = OPTIM__USES(LR) | OPTIM__USES(MOMENTUM) | OPTIM__USES(DAMPENING) | OPTIM__USES(NESTEROV) |
+            OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MAXIMIZE),
+    .nslots = 1, .slot_names = {"momentum_buffer"}, .lazy_slots = 1u, .has_step = 0,
+    .defaults = optim__sgd_defaults, .check = optim__sgd_check, .slots = optim__sgd_slots,
+    .prepare = optim__sgd_prepare, .finish = optim__sgd_finish};
 #endif

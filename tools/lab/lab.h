@@ -112,6 +112,8 @@ void lab_progress_start(lab_progress *p, const char *label, long total, const ch
 void lab_progress_update(lab_progress *p, long done, double loss);
 /** The final line, with an optional note ("acc 0.871"). */
 void lab_progress_end(lab_progress *p, const char *note);
+/** 1: progress draws nothing (the ranks but 0 of a distributed run). */
+void lab_set_quiet(int quiet);
 
 /* ---- Optimizers as the lab names them (lab_util.c) ------------------------ */
 
@@ -149,6 +151,8 @@ typedef struct lab_options {
     int render;             /* 0 with --no-render */
     const char *data_dir;   /* --data DIR: where the Fashion-MNIST IDX files are */
     const char *dataset;    /* --dataset fashion-mnist|digits, NULL = Fashion-MNIST, digits if absent */
+    int distributed;        /* --distributed: data parallel over MPI ranks (lab_dist.c) */
+    int zero_stage;         /* --zero S: 0 plain data parallel, 1 ZeRO-1, 2 ZeRO-2 (default) */
 } lab_options;
 
 struct lab_dataset;
@@ -162,6 +166,7 @@ typedef struct lab_ctx {
     const char *allowed;  /* the running experiment's allowed optimizers (comma-separated) */
     struct lab_dataset *data; /* loaded on first use, shared by the experiments */
     struct lab_mlp_cache *mlp_cache; /* finished MLP runs, reused by later experiments */
+    int rank, ranks;      /* --distributed: this process's MPI rank and their number (else 0 and 1) */
 } lab_ctx;
 
 /** Open <dir>/<name> for writing a CSV file and write its header line;
@@ -342,5 +347,31 @@ void lab_mlp_cache_free(struct lab_mlp_cache *c);
 int lab_need_data(lab_ctx *ctx);
 /** Default hidden sizes and batch for the data set in use. */
 void lab_mlp_shape(const lab_ctx *ctx, int *nlayers, size_t dims[LAB_MLP_MAX_LAYERS + 1], size_t *batch);
+/** Standardised rows idx[0..n) of x into out. */
+void lab_load_batch(const lab_dataset *d, const unsigned char *x, const size_t *idx, size_t n, float *out);
+
+/* ---- Data parallel over MPI (lab_dist.c; optim lab fashion-mnist --distributed) ---- */
+
+/** 1 if this optim was built with liboptim_mpi. */
+int lab_dist_available(void);
+/** Initialise MPI (under mpirun: every rank runs the lab); fills ctx->rank and
+ *  ctx->ranks. Returns 0, or -1 with a message (built without MPI). */
+int lab_dist_init(int *argc, char ***argv, lab_ctx *ctx, char *msg, size_t msgsize);
+/** The largest of every rank's status (0 or not), on every rank: one rank's
+ *  failure (data it cannot read, rank 0's run directory) stops them all. */
+int lab_dist_agree(lab_ctx *ctx, int status);
+/** Wait, without spinning, until every rank gets here; then MPI_Finalize. */
+void lab_dist_finish(lab_ctx *ctx);
+/** Ranks but 0: wait without spinning while rank 0 works alone (matched by rank 0's call after its work). */
+void lab_dist_idle_barrier(lab_ctx *ctx);
+/** One training run as lab_train, data parallel: each rank computes the
+ *  gradient of its slice of every batch, liboptim_mpi averages them and steps
+ *  (--zero stage). Every rank gets the same results. Records the run's
+ *  distributed facts (state bytes per rank, bytes per step) in *facts (an
+ *  object, rank 0). */
+void lab_train_dist(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, int epochs, uint64_t seed,
+                    const char *label, lab_train_result *res, lab_json *facts);
+/** Bytes of optimizer state one process holds for o on the lab's MLP. */
+double lab_state_bytes_one_process(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp);
 
 #endif

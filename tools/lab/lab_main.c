@@ -80,6 +80,10 @@ static void usage(FILE *f)
             "                     the digits file: $OPTIM_LAB_DIGITS, else\n"
             "                     " LAB_DIGITS_CSV "\n"
             "  --quick            tiny configuration for smoke tests (numbers are not meaningful)\n"
+            "  --distributed      fashion-mnist only, under mpirun -np K: train data parallel over the K ranks\n"
+            "                     with liboptim_mpi (each rank a slice of every batch), then the same runs in one\n"
+            "                     process for comparison; summary.json gets a \"distributed\" object\n"
+            "  --zero S           with --distributed: 0 plain data parallel, 1 ZeRO-1, 2 ZeRO-2 (default 2)\n"
             "  --no-render        write the data only (render later with optim lab render DIR)\n"
             "  --help             this text\n");
 }
@@ -108,8 +112,14 @@ static const experiment *find_experiment(const char *name)
 FILE *lab_csv_open(lab_ctx *ctx, const char *name, const char *header)
 {
     char *path = lab_sprintf("%s/%s", ctx->dir, name);
-    FILE *f = fopen(path, "w");
+    FILE *f;
     lab_json *files;
+    if (ctx->rank != 0) {
+        /* --distributed: rank 0 writes the run; the others compute the same. */
+        free(path);
+        path = lab_xstrdup("/dev/null");
+    }
+    f = fopen(path, "w");
     if (!f) {
         fprintf(stderr, "\noptim lab: cannot write %s: %s\n", path, strerror(errno));
         exit(1);
@@ -526,6 +536,13 @@ static void print_summary(const lab_ctx *ctx, const experiment *const *sel, size
             print_table(t);
         }
     }
+    {
+        const lab_json *st = lab_json_get(ctx->summary, "distributed.finding.statement");
+        const lab_json *held = lab_json_get(ctx->summary, "distributed.finding.held");
+        if (st && held)
+            printf("\ndistributed: %s\n  %s\n", held->boolean ? "the claim held" : "the claim did NOT hold",
+                   st->str);
+    }
     printf("\n");
 }
 
@@ -570,13 +587,15 @@ int optim_lab_main(int argc, char **argv)
     size_t nsel = 0, i;
     char msg[2048], run_name[256];
     const char *final_dir = rd.final_dir, *work_dir = rd.work_dir;
-    int argi, failed = 0, rc, claimed = 0;
+    int argi, failed = 0, rc, claimed = 0, zero_given = 0, dist_init = 0;
     double t_start;
     long v;
 
     memset(&ctx, 0, sizeof ctx);
     ctx.opt.seed = 1;
     ctx.opt.render = 1;
+    ctx.opt.zero_stage = 2;
+    ctx.ranks = 1;
     if (argc >= 2 && strcmp(argv[1], "render") == 0) return render_main(argc - 1, argv + 1);
     for (argi = 1; argi < argc; argi++) {
         const char *a = argv[argi];
@@ -634,6 +653,13 @@ int optim_lab_main(int argc, char **argv)
             ctx.opt.quick = 1;
         } else if (strcmp(a, "--no-render") == 0) {
             ctx.opt.render = 0;
+        } else if (strcmp(a, "--distributed") == 0) {
+            ctx.opt.distributed = 1;
+        } else if (strcmp(a, "--zero") == 0) {
+            NEED_VALUE;
+            if (parse_int(a, val, 0, 2, &v)) return 2;
+            ctx.opt.zero_stage = (int)v;
+            zero_given = 1;
         } else if (a[0] == '-') {
             fprintf(stderr, "optim lab: unknown option '%s' (see optim lab --help)\n", a);
             return 2;
@@ -692,6 +718,24 @@ int optim_lab_main(int argc, char **argv)
             return 2;
         }
         if (ctx.opt.optimizers && check_optimizer_list(ctx.opt.optimizers, sel, nsel)) return 2;
+        if (zero_given && !ctx.opt.distributed) {
+            fprintf(stderr, "optim lab: --zero applies to --distributed runs only\n");
+            return 2;
+        }
+        if (ctx.opt.distributed && (!single || strcmp(single->name, "fashion-mnist") != 0)) {
+            fprintf(stderr, "optim lab: --distributed applies to the fashion-mnist experiment only "
+                            "(mpirun -np K optim lab fashion-mnist --distributed)\n");
+            return 2;
+        }
+        if (ctx.opt.distributed) {
+            /* Every rank runs from here on; rank 0 writes the run. */
+            if (lab_dist_init(&argc, &argv, &ctx, msg, sizeof msg) != 0) {
+                fprintf(stderr, "optim lab: %s\n", msg);
+                return 2;
+            }
+            dist_init = 1;
+            if (ctx.rank != 0) lab_set_quiet(1);
+        }
         /* In the default report, an experiment none of whose optimizers was
          * asked for is left out (and said so), rather than run empty. */
         if (ctx.opt.optimizers && !single) {
@@ -714,14 +758,18 @@ int optim_lab_main(int argc, char **argv)
             }
             nsel = kept;
         }
-        /* A missing data set is reported before anything is written. */
-        if ((accepts & ACCEPT_DATA) && lab_need_data(&ctx) != 0) {
+        /* A missing data set is reported before anything is written (by every rank that misses it;
+         * with --distributed, one rank's failure stops them all). */
+        rc = (accepts & ACCEPT_DATA) && lab_need_data(&ctx) != 0;
+        if (dist_init) rc = lab_dist_agree(&ctx, rc);
+        if (rc != 0) {
             rc = 1;
             goto done;
         }
     }
 
-    ctx.threads = ctx.opt.threads ? ctx.opt.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    /* With K ranks on this machine, each takes its share of the cores. */
+    ctx.threads = ctx.opt.threads ? ctx.opt.threads : (int)sysconf(_SC_NPROCESSORS_ONLN) / ctx.ranks;
     if (ctx.threads < 1) ctx.threads = 1;
     openblas_set_num_threads(ctx.threads);
 
@@ -735,13 +783,15 @@ int optim_lab_main(int argc, char **argv)
         localtime_r(&now, &tm);
         strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
         snprintf(run_name, sizeof run_name, "%s-%s", single ? single->name : "default", stamp);
-        rc = lab_run_dir_claim(&rd, ctx.opt.out, run_name, msg, sizeof msg);
+        rc = ctx.rank == 0 ? lab_run_dir_claim(&rd, ctx.opt.out, run_name, msg, sizeof msg) : 0;
+        if (dist_init) rc = lab_dist_agree(&ctx, rc);
         if (rc != 0) {
+            if (ctx.rank != 0) goto done;
             if (rc == 1) fprintf(stderr, "optim lab: output directory: %s\n", msg);
             else fprintf(stderr, "optim lab: %s\n", msg);
             goto done;
         }
-        claimed = 1;
+        claimed = ctx.rank == 0;
         /* A default run's name is its directory's (with -2, -3 when taken). */
         slash = strrchr(rd.final_dir, '/');
         if (!ctx.opt.out) snprintf(run_name, sizeof run_name, "%.200s", slash ? slash + 1 : rd.final_dir);
@@ -754,10 +804,14 @@ int optim_lab_main(int argc, char **argv)
         lab_json *list = lab_json_put(ctx.summary, "experiments", lab_json_array());
         for (i = 0; i < nsel; i++) lab_json_push(list, lab_json_str(sel[i]->name));
     }
-    fprintf(stderr, "optim lab: %s -> %s  (seed %llu, %d threads, CPU path %s%s)\n",
-            single ? single->name : "default report",
-            final_dir, (unsigned long long)ctx.opt.seed, ctx.threads, optim_isa_name(optim_isa_default()),
-            ctx.opt.quick ? ", quick" : "");
+    if (ctx.rank == 0) {
+        char ranks[96] = "";
+        if (ctx.opt.distributed)
+            snprintf(ranks, sizeof ranks, " per rank, %d ranks, ZeRO stage %d", ctx.ranks, ctx.opt.zero_stage);
+        fprintf(stderr, "optim lab: %s -> %s  (seed %llu, %d threads%s, CPU path %s%s)\n",
+                single ? single->name : "default report", final_dir, (unsigned long long)ctx.opt.seed, ctx.threads,
+                ranks, optim_isa_name(optim_isa_default()), ctx.opt.quick ? ", quick" : "");
+    }
 
     t_start = lab_now();
     for (i = 0; i < nsel && !failed; i++) {
@@ -766,7 +820,7 @@ int optim_lab_main(int argc, char **argv)
         ctx.allowed = allowed_optimizers(sel[i]);
         lab_json_set_str(ctx.exp, "name", sel[i]->name);
         lab_json_set_str(ctx.exp, "title", sel[i]->title);
-        fprintf(stderr, "\n== %s: %s\n", sel[i]->name, sel[i]->title);
+        if (ctx.rank == 0) fprintf(stderr, "\n== %s: %s\n", sel[i]->name, sel[i]->title);
         rc = sel[i]->run(&ctx);
         lab_json_set_num(ctx.exp, "seconds", lab_now() - t0);
         lab_json_set_str(ctx.exp, "status", rc == 0 ? "ok" : "failed");
@@ -774,6 +828,10 @@ int optim_lab_main(int argc, char **argv)
     }
     lab_json_set_num(ctx.summary, "meta.seconds", lab_now() - t_start);
     lab_json_set_str(ctx.summary, "status", failed ? "failed" : "complete");
+    if (ctx.rank != 0) {
+        rc = failed;
+        goto done;
+    }
     if (write_summary(&ctx) != 0) failed = 1;
 
     if (failed) {
@@ -821,5 +879,6 @@ int optim_lab_main(int argc, char **argv)
 done:
     if (claimed) lab_run_dir_release(&rd);
     ctx_free(&ctx);
+    if (dist_init) lab_dist_finish(&ctx);
     return rc;
 }

@@ -124,7 +124,7 @@ double lab_mlp_batch(lab_mlp *m, size_t n, const unsigned char *labels, int grad
 
 /* ---- Data into the input buffer -------------------------------------------------- */
 
-static void load_batch(const lab_dataset *d, const unsigned char *x, const size_t *idx, size_t n, float *out)
+void lab_load_batch(const lab_dataset *d, const unsigned char *x, const size_t *idx, size_t n, float *out)
 {
     size_t i, j, dim = d->dim;
     float scale = (float)(1.0 / d->scale), mean = d->mean, inv = 1.0f / d->std;
@@ -152,7 +152,7 @@ static void evaluate(lab_mlp *m, const lab_dataset *d, size_t *idx, double *loss
     for (start = 0; start < d->ntest; start += m->max_batch) {
         size_t n = d->ntest - start < m->max_batch ? d->ntest - start : m->max_batch, ok;
         for (i = 0; i < n; i++) idx[i] = start + i;
-        load_batch(d, d->xtest, idx, n, m->act[0]);
+        lab_load_batch(d, d->xtest, idx, n, m->act[0]);
         total += lab_mlp_batch(m, n, d->ytest + start, 0, &ok) * (double)n;
         total_ok += ok;
     }
@@ -322,7 +322,7 @@ void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, co
             unsigned char labels[1024];
             double loss;
             for (i = 0; i < n; i++) labels[i] = d->ytrain[order[start + i]];
-            load_batch(d, d->xtrain, order + start, n, m.act[0]);
+            lab_load_batch(d, d->xtrain, order + start, n, m.act[0]);
             loss = lab_mlp_batch(&m, n, labels, 1, NULL);
             if (!isfinite(loss)) {
                 res->diverged = 1;

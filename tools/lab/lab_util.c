@@ -133,6 +133,14 @@ static void format_eta(double s, char *buf, size_t n)
         snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
 }
 
+/* Ranks other than 0 of a distributed run stay silent (lab_set_quiet). */
+static int lab_quiet;
+
+void lab_set_quiet(int quiet)
+{
+    lab_quiet = quiet;
+}
+
 void lab_progress_start(lab_progress *p, const char *label, long total, const char *unit, int line_every)
 {
     snprintf(p->label, sizeof p->label, "%s", label);
@@ -151,6 +159,7 @@ void lab_progress_start(lab_progress *p, const char *label, long total, const ch
 static void draw(lab_progress *p, double loss, const char *end)
 {
     char bar[25], eta[32], lossbuf[32] = "";
+    if (lab_quiet) return;
     double frac = (double)p->done / (double)p->total, el = lab_now() - p->t0;
     int i, fill = (int)(frac * 24 + 0.5);
     for (i = 0; i < 24; i++) bar[i] = i < fill ? '#' : '.';

@@ -13,15 +13,17 @@ checks fused into the step). One step is one call into the C library over
 every tensor. Parameters and gradients must be CPU, contiguous float32 tensors.
 See each class's docstring for what differs from torch.optim.
 
-Also here: clip_grad_norm_ and clip_grad_value_ (torch.nn.utils's, computed by
+optim.torch.lr_scheduler (imported with optim.torch, as torch.optim.lr_scheduler
+is with torch.optim) has torch's schedulers. Also here: clip_grad_norm_ and clip_grad_value_ (torch.nn.utils's, computed by
 liboptim in one call), SAM (sharpness-aware minimization and ASAM around any of
 the optimizers, with the interface of the reference PyTorch SAM), and
 NonFiniteGradientError (raised under nonfinite='error').
 """
-from ._base import NonFiniteGradientError
+from . import lr_scheduler
 from ._clip import clip_grad_norm_, clip_grad_value_
 from ._optimizers import SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, RAdam, NAdam, AdaBound
 from ._sam import SAM
+from ._step import NonFiniteGradientError
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound", "SAM",
-           "clip_grad_norm_", "clip_grad_value_", "NonFiniteGradientError"]
+           "clip_grad_norm_", "clip_grad_value_", "NonFiniteGradientError", "lr_scheduler"]

@@ -14,47 +14,55 @@ import re
 import torch
 
 from .. import _core
-from .._lib import OptimError
+from .._capi import OptimError
+from . import _tensors
+from ._tensors import F32, STRIDED, describe
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
-_F32 = torch.float32
-_STRIDED = torch.strided
-
-
-def _describe(t):
-    text = "shape %s, dtype %s, device %s" % (tuple(t.shape), t.dtype, t.device)
-    if t.layout is not _STRIDED:
-        text += ", layout %s" % (t.layout,)
-    return text
-
 
 def _grads(fn, parameters):
-    """[(position in parameters, grad)] for the parameters that have one,
-    each checked to be a dense, contiguous CPU float32 tensor."""
+    """([(position in parameters, grad)], [address], [size], pins) for the
+    parameters that have a gradient, each checked to be a dense, contiguous
+    CPU float32 tensor over memory that holds it. The addresses come from the
+    storages in pins: hold pins until the C call returns (another thread may
+    replace a .grad meanwhile)."""
     if isinstance(parameters, torch.Tensor):
         parameters = [parameters]
-    out = []
+    out, ptrs, sizes, pins = [], [], [], []
     for i, p in enumerate(parameters):
         if not isinstance(p, torch.Tensor):
             raise TypeError("%s: parameters must be tensors, but item %d is a %s" % (fn, i, type(p).__name__))
         g = p.grad
         if g is None:
             continue
-        what = "%s: the gradient of parameter %d (%s)" % (fn, i, _describe(g))
-        if g.layout is not _STRIDED:
+        what = "%s: the gradient of parameter %d (%s)" % (fn, i, describe(g))
+        if g.layout is not STRIDED:
             raise TypeError("%s is sparse: optim's clipping needs dense gradients "
                             "(torch.nn.utils.%s handles other kinds)" % (what, fn))
         if not g.is_cpu:
             raise TypeError("%s is not on the CPU: optim's clipping runs on CPU float32 gradients "
                             "(torch.nn.utils.%s handles other devices)" % (what, fn))
-        if g.dtype is not _F32:
+        if g.dtype is not F32:
             raise TypeError("%s is not float32: optim's clipping runs on float32 gradients "
                             "(torch.nn.utils.%s handles other dtypes)" % (what, fn))
         if not g.is_contiguous():
             raise ValueError("%s is not contiguous: optim's clipping works in place on contiguous memory" % what)
+        if g.is_neg():
+            raise ValueError("%s %s" % (what, _tensors.NEG_VIEW))
+        n = g.numel()
+        addr = None  # 0 elements: C skips a NULL array, and an empty one adds nothing to the norm
+        if n:
+            st = _tensors.storage_of(g)
+            offset = g.storage_offset()
+            if not st.data_ptr() or (offset + n) * 4 > st.nbytes():
+                raise ValueError("%s %s" % (what, _tensors.storage_problem(g)))
+            pins.append(st)
+            addr = st.data_ptr() + 4 * offset
         out.append((i, g))
-    return out
+        ptrs.append(addr)
+        sizes.append(n)
+    return out, ptrs, sizes, pins
 
 
 def _number(fn, name, value):
@@ -64,17 +72,11 @@ def _number(fn, name, value):
         raise TypeError("%s: %s = %r is not a number" % (fn, name, value)) from None
 
 
-def _pointers(grads):
-    # An empty tensor's data_ptr() may be 0: liboptim skips NULL arrays, and
-    # an empty one adds nothing to the norm, so both mean the same.
-    return [g.data_ptr() or None for _, g in grads], [g.numel() for _, g in grads]
-
-
 def _library_error(fn, grads, e):
     """A ValueError for an OptimError of liboptim's clipping, with the
     positions of the parameters instead of the indices of the arrays."""
     text = str(e)
-    if e.name == "OPTIM_EOVERLAP":
+    if e.code == _core.EOVERLAP:
         m = re.search(r"grads\[(\d+)\] overlaps grads\[(\d+)\]", text)
         if m:
             a, b = grads[int(m.group(1))][0], grads[int(m.group(2))][0]
@@ -116,7 +118,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     takes: a count of non-zero entries) and negative ones raise ValueError.
     """
     fn = "clip_grad_norm_"
-    grads = _grads(fn, parameters)
+    grads, ptrs, sizes, pins = _grads(fn, parameters)
     max_norm = _number(fn, "max_norm", max_norm)
     norm_type = _number(fn, "norm_type", norm_type)
     if not norm_type > 0:
@@ -128,7 +130,6 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                          "negative or NaN factor)" % (fn, max_norm))
     if not grads:
         return torch.tensor(0.0)
-    ptrs, sizes = _pointers(grads)
     try:
         total = _core.clip_grad_norm(ptrs, sizes, max_norm, norm_type, error_if_nonfinite)
     except OptimError as e:
@@ -138,7 +139,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
             "The total norm of order %s for gradients from `parameters` is non-finite, so it cannot be "
             "clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
             "`error_if_nonfinite=False`" % (norm_type,)) from None
-    return torch.tensor(total, dtype=_F32)
+    del pins  # held until the call returned
+    return torch.tensor(total, dtype=F32)
 
 
 def clip_grad_value_(parameters, clip_value):
@@ -156,16 +158,16 @@ def clip_grad_value_(parameters, clip_value):
     (torch would set every element to clip_value).
     """
     fn = "clip_grad_value_"
-    grads = _grads(fn, parameters)
+    grads, ptrs, sizes, pins = _grads(fn, parameters)
     clip_value = _number(fn, "clip_value", clip_value)
     if not clip_value >= 0:
         raise ValueError("%s: clip_value = %r must be a number >= 0 (torch would set every element to it)"
                          % (fn, clip_value))
     if not grads or math.isinf(clip_value):
         return None
-    ptrs, sizes = _pointers(grads)
     try:
         _core.clip_grad_value(ptrs, sizes, clip_value)
     except OptimError as e:
         raise _library_error(fn, grads, e) from None
+    del pins  # held until the call returned
     return None

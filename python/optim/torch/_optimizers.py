@@ -28,10 +28,12 @@ def _spec(*keys):
 
 _COMMON_DOC = """
     Common to every optim.torch optimizer:
-      - Parameters must be CPU, contiguous, dense float32 tensors, and gradients
-        the same (with the parameter's shape); anything else raises TypeError or
-        ValueError naming the parameter's index, shape, dtype and device
-        (parameters when the optimizer is made, gradients at step()).
+      - Parameters must be CPU, contiguous, dense float32 tensors over memory
+        that holds them, and gradients the same (with the parameter's shape);
+        anything else (a storage freed or shrunk by storage().resize_(), too)
+        raises TypeError or ValueError naming the parameter's index, shape, dtype
+        and device (parameters when the optimizer is made and at every step,
+        gradients at step()), with nothing changed.
       - Hyperparameters are checked by liboptim: an invalid value raises
         ValueError with the library's message, which names the field and value
         (at construction, or at step() if set in a param group between steps;
@@ -46,6 +48,13 @@ _COMMON_DOC = """
       - foreach is accepted and has no effect (the C library always updates every
         tensor in one fused pass); capturable, differentiable and fused must stay
         False (ValueError otherwise).
+      - Threads: calls on one optimizer take turns (it holds a lock); different
+        optimizers step in parallel. A step updates the memory it checked when it
+        began, kept alive until it returns, even if another thread replaces
+        p.data or p.grad.data meanwhile (docs/BINDING.md).
+      - Lifetime: the C state is freed when the last reference to the optimizer
+        goes (a state view keeps only the C memory alive); copy.deepcopy, pickle
+        and torch.save work as in torch, and the copy steps as the original.
 
     Gradient checks fused into the step (optim extras, keyword-only, on every class):
         nonfinite (str, optional): what a step does when a gradient holds NaN
@@ -173,9 +182,10 @@ class Adagrad(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         super().__init__(params, defaults)
-        for i, group_index in enumerate(self._group_of):
+        c = self._c
+        for i, group_index in enumerate(c.group_of):
             if self.param_groups[group_index]["initial_accumulator_value"] != initial_accumulator_value:
-                self._pstates[i]._view(0).fill_(float(initial_accumulator_value))
+                c.slot_tensor(i, 0).fill_(float(initial_accumulator_value))
 
 
 class RMSprop(_Optimizer):

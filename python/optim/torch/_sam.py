@@ -10,9 +10,10 @@ import torch
 from torch.optim.optimizer import Optimizer
 
 from .. import _core
-from .._lib import OptimError
-from . import _optimizers
+from .._capi import OptimError
+from . import _groups, _optimizers
 from ._base import _Optimizer
+from ._step import bind, nonfinite_error
 
 __all__ = ["SAM"]
 
@@ -148,6 +149,28 @@ class SAM(Optimizer):
         restored, not updated).
       - Fused clipping (clip_grad_norm) applies to the base step's gradient,
         the one at w + e_hat.
+
+    Between the halves (docs/SAM.md):
+      - w belongs to each parameter, not to its memory: if p.data is replaced
+        after first_step (also by a closure that then raises), second_step and
+        restore write w into the new memory, as an in-place write between the
+        halves is overwritten; the old memory is never written. They check every
+        parameter first: one no longer valid (dtype, shape, layout, storage
+        freed or shrunk, memory shared with another) raises TypeError or
+        ValueError naming it, nothing changed; give it valid memory and call
+        restore() (or second_step()) again.
+      - The base optimizer refuses its own step(), add_param_group() and
+        checkpoints (RuntimeError), as add_param_group() here does: second_step()
+        or restore() can always bring the parameters back to w.
+      - copy.deepcopy, pickle and torch.save work between steps (the base
+        optimizer is copied with its state, as torch's is), not between the
+        halves (w lives in the C SAM object).
+
+    Threads: the SAM and its base optimizer are one optimizer: their calls
+    hold the base's lock, so they never run at once (two threads driving one
+    SAM take turns call by call, which does not make their halves pair up:
+    drive one SAM from one thread). Different SAMs run in parallel.
+    Lifetime: the SAM keeps its base alive; no reference cycle is made.
     """
 
     def __init__(self, params, base_optimizer, rho=0.05, adaptive=False, p=2, eta=0.0, **kwargs):
@@ -286,59 +309,96 @@ class SAM(Optimizer):
         """Save w and move every parameter with a gradient to w + e_hat
         (computed from the gradients now in .grad). zero_grad: then zero the
         gradients (as optimizer.zero_grad())."""
-        if self.perturbed:
-            raise RuntimeError("SAM.first_step: called twice: the parameters are already at w + e_hat; call "
-                               "second_step() (or restore() to abandon the step) first")
         base = self.base_optimizer
-        settings = self._settings(self.param_groups)
-        base._sync()
-        c = self._handle(settings)
-        n, pp, gp = base._bind()
-        try:
-            c.first_step_with(n, pp, gp)
-        except OptimError as e:
-            if e.code == _core.ENONFINITE:
-                raise base._nonfinite_error("%s: first_step" % self._base_name, "nothing moved", e) from None
-            if e.name == "OPTIM_ESTATE":
-                raise RuntimeError("%s: first_step: %s" % (self._base_name, e)) from None
-            raise ValueError("%s: first_step: %s" % (self._base_name, e)) from None
+        c = base._c
+        with c.lock:
+            if self.perturbed:
+                raise RuntimeError("SAM.first_step: called twice: the parameters are already at w + e_hat; call "
+                                   "second_step() (or restore() to abandon the step) first")
+            settings = self._settings(self.param_groups)
+            _groups.sync(c, base.param_groups)
+            sam = self._handle(settings)
+            n, pp, gp, pins = bind(c)
+            try:
+                sam.first_step_with(n, pp, gp)
+            except OptimError as e:
+                raise self._error("first_step", "nothing moved", e) from None
+            del pins  # held until the call returned
         if zero_grad:
             self.zero_grad()
+
+    def _error(self, call, what, e):
+        """The Python error for OptimError e of a SAM call."""
+        base = self.base_optimizer
+        if e.code == _core.ENONFINITE:
+            return nonfinite_error(base._c, "%s: %s" % (self._base_name, call), what, e)
+        if e.code == _core.ESTATE:
+            return RuntimeError("%s: %s: %s" % (self._base_name, call, e))
+        return ValueError("%s: %s: %s" % (self._base_name, call, e))
+
+    def _rebind(self, c, n, pp, gp):
+        """Point the C object at the parameters' memory now, before w is
+        written back: a parameter whose data was replaced since first_step
+        gets w in its new memory; the old memory (perhaps freed) is never
+        written. Only the new addresses are compared (optim_rebind)."""
+        try:
+            c.h.rebind(n, pp, gp)
+        except OptimError as e:
+            raise self._error("restoring w", "nothing changed: the parameters are still at w + e_hat", e) from None
 
     @torch.no_grad()
     def second_step(self, zero_grad=False):
         """Restore w and take the base optimizer's step with the gradients now
-        in .grad (those at w + e_hat). zero_grad: then zero the gradients."""
-        c = self._c
-        if c is None:
+        in .grad (those at w + e_hat). zero_grad: then zero the gradients.
+        w goes into each parameter's memory as it is now (see the class's
+        docstring); every parameter and gradient is checked first, and a bad
+        one is refused with nothing changed (still at w + e_hat)."""
+        sam = self._c
+        if sam is None:
             raise RuntimeError("SAM.second_step: no first_step to complete; call first_step() first")
         base = self.base_optimizer
-        base._sync()
-        n, pp, gp = base._bind()
-        try:
-            c.second_step_with(n, pp, gp)
-        except OptimError as e:
-            if e.code == _core.ENONFINITE:
-                raise base._nonfinite_error("%s: second_step" % self._base_name,
-                                            "w was restored and nothing was updated", e) from None
-            if e.name == "OPTIM_ESTATE":
-                raise RuntimeError("%s: second_step: %s" % (self._base_name, e)) from None
-            raise ValueError("%s: second_step: %s" % (self._base_name, e)) from None
+        c = base._c
+        with c.lock:
+            _groups.sync(c, base.param_groups)
+            n, pp, gp, pins = bind(c)
+            if sam.is_perturbed():
+                self._rebind(c, n, pp, gp)
+            try:
+                sam.second_step_with(n, pp, gp)
+            except OptimError as e:
+                raise self._error("second_step", "w was restored and nothing was updated", e) from None
+            del pins  # held until the calls returned
         if zero_grad:
             self.zero_grad()
 
+    @torch.no_grad()
     def restore(self):
         """Abandon a step after first_step(): every perturbed parameter goes
-        back to w, nothing is updated. Does nothing when not perturbed."""
-        if self._c is not None:
-            self._c.restore()
+        back to w, nothing is updated. Does nothing when not perturbed. w goes
+        into each parameter's memory as it is now; every parameter is checked
+        first (ValueError or TypeError naming a bad one, nothing changed: make
+        it valid again and call restore() again)."""
+        sam = self._c
+        if sam is None:
+            return
+        c = self.base_optimizer._c
+        with c.lock:
+            if sam.is_perturbed():
+                n, pp, gp, pins = bind(c, grads=False)
+                self._rebind(c, n, pp, gp)
+                sam.restore()
+                del pins  # held until the calls returned
+            else:
+                sam.restore()  # a step skipped at first_step: nothing to undo
 
     def step(self, closure=None):
         """One SAM step, as the reference's: first_step(zero_grad=True), then
         closure() (under torch.enable_grad()) to recompute the gradients at
         w + e_hat, then second_step(). The gradients at w must already be in
         .grad. Returns what the closure returned. If the closure raises, the
-        parameters are restored to w and the error propagates."""
+        parameters are restored to w and the error propagates (if they cannot
+        be, because the closure left a parameter without valid memory, a
+        RuntimeError says so, from the closure's error)."""
         if closure is None:
             raise ValueError("SAM.step needs a closure that recomputes the loss and calls backward() at the "
                              "perturbed weights (or call first_step() and second_step() around your own "
@@ -347,8 +407,13 @@ class SAM(Optimizer):
         self.first_step(zero_grad=True)
         try:
             loss = closure()
-        except BaseException:
-            self.restore()
+        except BaseException as exc:
+            try:
+                self.restore()
+            except Exception as err:
+                raise RuntimeError("SAM.step: the closure raised %s, and w could not be restored: %s. The "
+                                   "parameters stay at w + e_hat: give them valid memory and call restore()"
+                                   % (type(exc).__name__, err)) from exc
             raise
         self.second_step()
         return loss
@@ -415,5 +480,18 @@ class SAM(Optimizer):
         self.base_optimizer.load_checkpoint(path, match)
 
     def __getstate__(self):
-        raise TypeError("SAM from optim.torch holds a C optimizer and cannot be pickled or copied; "
-                        "save and load state_dict() instead")
+        """As a torch optimizer, with the base optimizer (whose own state is
+        pickled as torch's is) and SAM's settings. Refused between first_step
+        and second_step: the saved w lives in the C SAM object."""
+        if self.perturbed:
+            raise RuntimeError("SAM: cannot be copied or pickled between first_step and second_step (the saved w "
+                               "is in the C SAM object); finish or restore() the step first")
+        return {"defaults": self.defaults, "base_optimizer": self.base_optimizer, "_keys": self._keys,
+                "_base_name": self._base_name}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._c = None  # made again at the next first_step
+        self._c_shape = None
+        self._c_groups = None
+        self._hook_for_profile()

@@ -1,0 +1,96 @@
+/* shard_ckpt.h: sharded checkpoints on disk, without MPI: the manifest of a
+ * checkpoint directory, rebuilding any optimizer's state from the shards it
+ * overlaps (resharding, merging). Private to liboptim_mpi and the optim
+ * command (`optim ckpt`), which builds it without MPI.
+ *
+ * A checkpoint directory holds one optim_save file per writing rank,
+ * shard-RRRRR-of-KKKKK.<save id>.ckpt, each the local optimizer of that rank
+ * (parameters named "<name>[a:b]", elements a..b of the model's parameter),
+ * and `manifest`, written last, which names them (docs/DISTRIBUTED.md has the
+ * format). */
+#ifndef OPTIM_SHARD_CKPT_H
+#define OPTIM_SHARD_CKPT_H
+
+#include "optim.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define OSC_MANIFEST "manifest"
+#define OSC_FORMAT 1
+
+/* Elements [a, b) of the model's parameter `param`: one parameter of a
+ * rank's local optimizer. A piece with param == OSC_NO_PARAM is the
+ * zero-length placeholder of a rank that owns nothing. */
+typedef struct osc_piece {
+    size_t param, a, b;
+} osc_piece;
+#define OSC_NO_PARAM ((size_t)-1)
+
+typedef struct osc_param {
+    char *name;
+    size_t n, group;
+    int shape_given;
+    size_t ndim;
+    int64_t *dims; /* ndim of them when shape_given */
+} osc_param;
+
+typedef struct osc_manifest {
+    unsigned format;
+    char library[32];
+    char save_id[64];
+    int ranks;             /* ranks that wrote a shard */
+    int stage;             /* of the run that wrote it (informative) */
+    optim_rule rule;
+    size_t ngroups;
+    int64_t steps, skipped;
+    size_t nparams;
+    osc_param *params;
+    size_t *npieces;       /* per rank */
+    osc_piece **pieces;    /* per rank, in the order of its local optimizer's parameters */
+    char **files;          /* per rank, file name inside the directory */
+} osc_manifest;
+
+void osc_manifest_free(osc_manifest *m);
+/* Render m as text (malloc'ed, NUL-terminated; *len without the NUL). NULL when out of memory. */
+char *osc_manifest_render(const osc_manifest *m, size_t *len);
+/* Parse the text of a manifest (len bytes; `what` names it in messages). */
+int osc_manifest_parse(const char *text, size_t len, const char *what, osc_manifest *m, optim_error *err);
+/* Read dir/manifest: the text (malloc'ed) into *text and *len. A missing
+ * manifest is OPTIM_EOPEN with a message saying what dir holds instead (the
+ * shards of an interrupted save, or nothing). */
+int osc_manifest_read_text(const char *dir, char **text, size_t *len, optim_error *err);
+/* Write text as dir/manifest atomically (temporary file, fsync, rename, fsync of dir). */
+int osc_manifest_write_text(const char *dir, const char *text, size_t len, optim_error *err);
+/* Remove dir's shard files that m does not name, and temporary manifests (best effort). */
+void osc_remove_stale(const char *dir, const osc_manifest *m);
+
+/* The name of a piece in a local optimizer: "<name>[a:b]", or "[empty]". */
+char *osc_piece_name(const osc_manifest *m, const osc_piece *p);
+
+/* Rebuild target's state from the shards of dir that its pieces overlap.
+ * target has m->ngroups groups and one parameter per piece of tp[0..ntp)
+ * (in that order; zero-length pieces included); param_mem[i] is the memory
+ * of the model's parameter i (used as the temporary optimizers' parameter
+ * pointers, never written). Groups' hyperparameters, schedules and schedule
+ * steps, the non-finite policy, clipping and the counters are replaced by
+ * the saved ones; state arrays, initialised flags, step counters and NAdam's
+ * mu_product are copied element range by element range. On error target may
+ * be partly filled: build a fresh one. */
+int osc_fill(const osc_manifest *m, const char *dir, optim *target, const osc_piece *tp, size_t ntp,
+             float *const *param_mem, optim_error *err);
+
+/* Merge dir's checkpoint into one optim_save file. */
+int osc_merge(const char *dir, const char *out, optim_error *err);
+
+/* Record a failure in *err (may be NULL) and return code. */
+int osc_fail(optim_error *err, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* CRC-32C of n bytes (bitwise; for the manifest's own check). */
+uint32_t osc_crc32c(uint32_t crc, const void *data, size_t n);
+
+#endif

@@ -1,0 +1,173 @@
+"""The C optimizer object as optim.torch sees it: its handle, the rule it
+runs, and the parameters registered in it.
+
+CObject holds what the other rooms share: the Handle (optim._core: the C
+object and its lifetime), the class's Rule (the rule's id, slots, keys and
+hyperparameter ids), the parameters in C order with their shapes and
+groups, the hyperparameter values last pushed per group, which parameters
+hold state given by Python, and the views of the state memory. It refers to
+no Python optimizer and no mapping given to the user, so an optimizer, its
+`state` mapping and its state views never form a reference cycle: the C
+object is freed when the last of them goes (a view of the state memory
+keeps the Handle alive, not the optimizer).
+
+Every operation of an optimizer holds `lock` (the Handle's re-entrant lock)
+from its first check to its last C call, so that one optimizer's operations
+never interleave (two threads stepping it are serialized) and the pointers a
+call passes are the ones it checked and pinned.
+"""
+import ctypes
+
+import numpy as np
+import torch
+
+from .. import _core
+from . import _tensors
+from ._tensors import F32, describe
+
+__all__ = ["Rule", "CObject"]
+
+
+class Rule:
+    """What an optim.torch class says about its rule, resolved once per class
+    (the C ids of its rule, slots and hyperparameters)."""
+
+    def __init__(self, cls):
+        self.owner = cls.__name__
+        self.rule_name = cls._rule_name
+        self.rule = _core.rule_id(cls._rule_name)
+        self.slot_names = _core.slot_names(self.rule)
+        self.hp_spec = cls._hp_spec
+        self.fixed = dict(cls._fixed)
+        self.step_kind = cls._step_kind
+        self.required_slots = cls._required_slots
+        self.has_mu_product = cls._has_mu_product
+        self.eager_state = cls._eager_state
+        self.c_keys = frozenset((["step"] if cls._step_kind else []) + (["mu_product"] if cls._has_mu_product else [])
+                                + list(self.slot_names))
+        ids = []
+        for _, _, fields in cls._hp_spec:
+            ids.extend(_core.hparam_id(f) for f in fields)
+        ids.extend(_core.hparam_id(f) for f in self.fixed)
+        self.hp_ids = (ctypes.c_int * len(ids))(*ids)
+
+    @classmethod
+    def of(cls, opt_cls):
+        rule = opt_cls.__dict__.get("_rule_cache")
+        if rule is None:
+            rule = cls(opt_cls)
+            opt_cls._rule_cache = rule
+        return rule
+
+
+class CObject:
+    """One C optimizer object and the parameters registered in it."""
+
+    def __init__(self, rule):
+        self.rule = rule
+        self.owner = rule.owner
+        self.h = _core.Handle(rule.rule)
+        self.lock = self.h.lock
+        self.params = []     # C index -> tensor
+        self.index = {}      # tensor -> C index
+        self.shapes = []
+        self.numels = []
+        self.group_of = []
+        self.touched = []    # state given by load_state_dict or assignment
+        self.pushed = []     # per group: the hyperparameter values last pushed to C
+        # The gradient checks as C holds them (its defaults), and the last
+        # parse of the groups' values (so that a step re-parses only on change).
+        self.checks_pushed = (_core.NONFINITE_POLICIES["propagate"], None, None)
+        self.checks_cache = None
+        self.ptrs = None     # the pointer arrays of a call over every parameter (reused; filled under the lock)
+        self._views = {}     # (i, s) -> the tensor over slot s of parameter i given to the user
+
+    # ---- parameters ---------------------------------------------------------------
+
+    def add_params(self, gi, params, names):
+        """Register tensors (checked by the caller, disjoint) in group gi."""
+        h = self.h
+        base = len(self.params)
+        for j, p in enumerate(params):
+            i = base + j
+            n = p.numel()
+            pin = _tensors.storage_of(p) if n else None  # the address C records stays valid during the call
+            h.add_param(gi, p.data_ptr() if n else None, n, names[j] if names is not None else "param%d" % i)
+            del pin
+            h.set_param_shape(i, tuple(p.shape))  # checked by load_checkpoint
+            self.params.append(p)
+            self.index[p] = i
+            self.shapes.append(p.shape)
+            self.numels.append(n)
+            self.group_of.append(gi)
+            self.touched.append(False)
+        self.ptrs = None
+
+    def check_disjoint(self, new, base):
+        """No two parameters may share memory (liboptim updates each in place
+        once); say which, before anything is added."""
+        spans = []
+        both = self.params + list(new)
+        for i, p in enumerate(both):
+            n = p.numel()
+            if n:
+                a = p.data_ptr()
+                spans.append((a, a + p.element_size() * n, i))
+        spans.sort()
+        for (a0, a1, i), (b0, b1, j) in zip(spans, spans[1:]):
+            if b0 < a1:
+                i, j = min(i, j), max(i, j)
+                raise ValueError("%s: parameter %d %s parameter %d: each parameter must have its own memory"
+                                 % (self.owner, j, "is the same tensor as" if both[i] is both[j] else
+                                    "shares memory with", i))
+
+    def check_new_param(self, index, p):
+        """TypeError or ValueError naming a tensor that cannot be a parameter."""
+        owner = self.owner
+        if not isinstance(p, torch.Tensor):
+            raise TypeError("optimizer can only optimize Tensors, but one of the params is " + torch.typename(p))
+        what = "%s: parameter %d (%s)" % (owner, index, describe(p))
+        if p.layout is not _tensors.STRIDED:
+            raise TypeError("%s is not dense: optim.torch updates dense CPU float32 tensors" % what)
+        if not p.is_cpu:
+            raise TypeError("%s is not on the CPU: optim.torch updates CPU float32 tensors (use torch.optim "
+                            "for other devices)" % what)
+        if p.dtype not in _tensors.ELEMENT_TYPES:
+            raise TypeError("%s is not float32: optim.torch updates float32 tensors" % what)
+        if not p.is_contiguous():
+            raise ValueError("%s is not contiguous: optim.torch updates contiguous memory in place "
+                             "(make the parameter contiguous before creating the optimizer)" % what)
+        if p.is_neg():
+            raise ValueError("%s %s" % (what, _tensors.NEG_VIEW))
+        problem = _tensors.storage_problem(p)
+        if problem:
+            raise ValueError("%s %s" % (what, problem))
+        if not (p.is_leaf or p.retains_grad):
+            raise ValueError("can't optimize a non-leaf Tensor")
+
+    # ---- state ----------------------------------------------------------------------
+
+    def has_state(self, i):
+        return self.rule.eager_state or self.touched[i] or self.h.get_step(i) > 0
+
+    def slot_tensor(self, i, s):
+        """A new tensor over slot s of parameter i (None if not allocated). It
+        keeps the C object alive (the memory is freed with it, never before)."""
+        addr, _ = self.h.state_slot(i, s)
+        if addr is None:
+            return None
+        n = self.numels[i]
+        buf = (ctypes.c_float * n).from_address(addr)
+        buf._owner = self.h  # the C memory lives as long as any view of it
+        return torch.from_numpy(np.frombuffer(buf, dtype=np.float32)).view(self.shapes[i])
+
+    def view(self, i, s):
+        """The user's view of slot s of parameter i: the same tensor every time
+        (slots never move), made again if the user pointed it elsewhere
+        (view.data = ..., view.set_(...))."""
+        v = self._views.get((i, s))
+        addr, _ = self.h.state_slot(i, s)
+        if v is None or addr is None or v.data_ptr() != addr or v.shape != self.shapes[i] or v.dtype is not F32:
+            v = self.slot_tensor(i, s)
+            self._views[(i, s)] = v
+        return v

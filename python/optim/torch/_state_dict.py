@@ -1,0 +1,129 @@
+"""state_dict() and load_state_dict() in torch.optim's format, and pickling
+(copy.deepcopy, pickle, torch.save) of an optimizer, as torch pickles one:
+its defaults, state and param_groups, from which the C object is made again.
+"""
+import copy
+from collections.abc import Mapping
+from itertools import chain
+
+from . import _groups, _state
+from ._groups import CHECK_KEYS
+from ._state import ParamState
+
+__all__ = ["state_dict", "load_state_dict", "getstate", "setstate"]
+
+
+def state_dict(opt):
+    """The optimizer's state in torch.optim's format (see _Optimizer.state_dict)."""
+    c = opt._c
+    param_mappings = {}
+    start_index = 0
+
+    def pack_group(group):
+        nonlocal start_index
+        packed = {k: v for k, v in group.items() if k != "params"}
+        param_mappings.update({id(p): i for i, p in enumerate(group["params"], start_index)
+                               if id(p) not in param_mappings})
+        packed["params"] = [param_mappings[id(p)] for p in group["params"]]
+        start_index += len(packed["params"])
+        return packed
+
+    with c.lock:
+        param_groups = [pack_group(g) for g in opt.param_groups]
+        packed_state = {}
+        for i, p in enumerate(c.params):
+            if c.has_state(i):
+                packed_state[param_mappings[id(p)]] = dict(opt.state.pstate(i).items())
+        for k, v in opt.state._other.items():
+            packed_state[k] = v
+    return {"state": packed_state, "param_groups": param_groups}
+
+
+def load_state_dict(opt, state_dict):
+    """Load a state in torch.optim's format; everything is checked before
+    anything changes (see _Optimizer.load_state_dict)."""
+    c = opt._c
+    owner = c.owner
+    if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
+        raise ValueError("%s: a state dict has the keys 'state' and 'param_groups'" % owner)
+    with c.lock:
+        groups = opt.param_groups
+        saved_groups = state_dict["param_groups"]
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups)):
+            raise ValueError("loaded state dict contains a parameter group that doesn't match the size of "
+                             "optimizer's group")
+        id_map = {old: p for old, p in zip(chain.from_iterable(g["params"] for g in saved_groups),
+                                            chain.from_iterable(g["params"] for g in groups))}
+        ctor = opt._ctor_defaults()
+        new_groups, new_values, bits = [], [], []
+        for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
+            ng = copy.deepcopy({k: v for k, v in saved.items() if k != "params"})
+            for k in CHECK_KEYS:
+                # Optimizer-wide settings (not torch's keys): a state saved
+                # without them keeps the current ones.
+                if k not in ng:
+                    ng[k] = group.get(k, opt.defaults[k])
+            for k, v in opt.defaults.items():
+                if k not in ng:
+                    ng[k] = ctor.get(k, v)
+            opt._fill_loaded_group(gi, ng)
+            ng.pop("param_names", None)
+            if "param_names" in group:  # the names liboptim holds, whatever the saved state says
+                ng["param_names"] = group["param_names"]
+            ng["params"] = group["params"]
+            values = _groups.group_values(c, ng, gi)
+            bits.append(_groups.hparams(c, values, gi, "loaded param group").slots())
+            new_groups.append(ng)
+            new_values.append(values)
+        checks = _groups.read_checks(c, new_groups, "loaded param group")
+        plans = {}
+        other = {}
+        for key, value in state_dict["state"].items():
+            if key in id_map:
+                i = c.index[id_map[key]]
+                plans[i] = _state.plan_param_state(c, i, value, bits[c.group_of[i]],
+                                                   "loaded state_dict['state'][%r]" % (key,))
+            else:
+                other[key] = copy.deepcopy(value)
+
+        for gi, values in enumerate(new_values):
+            _groups.push(c, gi, values)
+        _groups.push_checks(c, checks)
+        opt.param_groups = new_groups
+        for i in range(len(c.params)):
+            _state.apply_param_state(c, i, plans.get(i))
+        opt.state._other = other
+
+
+def getstate(opt):
+    """What pickle keeps of an optimizer, as torch.optim.Optimizer.__getstate__:
+    defaults, state (parameter -> its state, as a dict) and param_groups. The
+    state tensors are the views of the C memory: pickle and deepcopy copy
+    their values at that moment."""
+    state = {}
+    for key, value in opt.state.items():
+        state[key] = dict(value) if isinstance(value, ParamState) else value
+    return {"defaults": opt.defaults, "state": state, "param_groups": opt.param_groups}
+
+
+def setstate(opt, saved):
+    """Make the optimizer again from getstate()'s dict (unpickled or deep
+    copied): a new C object over the groups' tensors, with the saved
+    hyperparameters, settings and state. It steps as the original would."""
+    opt._init_c(dict(saved["defaults"]))
+    for group in saved["param_groups"]:
+        opt.add_param_group(group)
+    c = opt._c
+    _groups.push_checks(c, _groups.read_checks(c, opt.param_groups, "param group"))
+    for key, value in saved["state"].items():
+        i = c.index.get(key)
+        if i is None:
+            opt.state._other[key] = value
+            continue
+        held = {k: v for k, v in value.items() if k in c.rule.c_keys}
+        if held:
+            opt.state[key] = held
+        opt.state.pstate(i)._extra.update((k, v) for k, v in value.items() if k not in c.rule.c_keys)
+    opt._hook_for_profile()

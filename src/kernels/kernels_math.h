@@ -1,0 +1,298 @@
+/* kernels_math.h: every loop of one compute type. kernels_impl.h includes it
+ * once per compute type, with R, OPTIM__RS and OPTIM__R_F64 defined (see
+ * rules/rule_math.h); no include guard. From the rule list it generates, for
+ * each rule with its own math:
+ *   - its constants in R and their rounding from the host's doubles,
+ *   - one loop over arrays of R (load the slots the variant reads, the
+ *     element math, store what it writes),
+ *   - one instance per variant, with and without the value-clipping clamp,
+ *     the variant a compile-time constant in each (no branches, no traffic
+ *     for untouched slots),
+ *   - the table of those instances, indexed by variant;
+ * and the storage descriptors, reductions and utilities of this type. */
+#include "../rules/rule_math.h"
+
+/* ---- Constants in R --------------------------------------------------------------- */
+
+#define OPTIM__KR_DEF(ID, value, name)                                                                  \
+    typedef struct {                                                                                    \
+        OPTIM__##ID##_K(OPTIM__FIELD_R)                                                                 \
+    } OPTIM__KR(name);                                                                                  \
+    OPTIM_INLINE OPTIM__KR(name) OPTIM__T(optim__##name##_kr_from)(const optim__##name##_k *h)          \
+    {                                                                                                   \
+        OPTIM__KR(name) k;                                                                              \
+        OPTIM__##ID##_K(OPTIM__FIELD_TO_R)                                                              \
+        return k;                                                                                       \
+    }
+OPTIM__RULE_LIST(OPTIM__KR_DEF, OPTIM__LIST_NOTHING)
+#undef OPTIM__KR_DEF
+
+/* ---- The element math of every rule, in R ----------------------------------------- */
+
+#define OPTIM__MATH
+#include "optim_rule_headers.h" /* generated from rule_list.h */
+#include "../rules/sam.h"
+#undef OPTIM__MATH
+
+/* ---- One loop per rule ---------------------------------------------------------------
+ * Every stored value goes through optim__canon: a NaN result has the same
+ * bits on every path (see rule_math.h). */
+#define OPTIM__LOOP_DEF(ID, value, name)                                                                \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_loop)(size_t n, R *restrict p, const R *restrict g,      \
+                                                     R *restrict s0, R *restrict s1, R *restrict s2,    \
+                                                     R *restrict s3, const optim__k *restrict kp,       \
+                                                     const unsigned V)                                  \
+    {                                                                                                   \
+        const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
+        const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
+        const unsigned rd = optim__##name##_reads(V), wr = optim__##name##_writes(V);                   \
+        OPTIM__VECTORIZE                                                                                \
+        for (size_t i = 0; i < n; i++) {                                                                \
+            R s[OPTIM_MAX_SLOTS] = {0, 0, 0, 0};                                                        \
+            R pi = p[i];                                                                                \
+            if (rd & 1u) s[0] = s0[i];                                                                  \
+            if (rd & 2u) s[1] = s1[i];                                                                  \
+            if (rd & 4u) s[2] = s2[i];                                                                  \
+            if (rd & 8u) s[3] = s3[i];                                                                  \
+            OPTIM__T(optim__##name##_elem)(&pi, g[i], s, &c, &k, V);                                    \
+            p[i] = optim__canon(pi);                                                                    \
+            if (wr & 1u) s0[i] = optim__canon(s[0]);                                                    \
+            if (wr & 2u) s1[i] = optim__canon(s[1]);                                                    \
+            if (wr & 4u) s2[i] = optim__canon(s[2]);                                                    \
+            if (wr & 8u) s3[i] = optim__canon(s[3]);                                                    \
+        }                                                                                               \
+    }
+OPTIM__RULE_LIST(OPTIM__LOOP_DEF, OPTIM__LIST_NOTHING)
+#undef OPTIM__LOOP_DEF
+
+/* ---- One instance per variant, and their table -------------------------------------- */
+
+#define OPTIM__INST(name, v)                                                                            \
+    static void OPTIM__T(optim__##name##_v##v)(size_t n, void *p, const void *g, void *const *s,          \
+                                               const optim__k *k)                                       \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_loop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],        \
+                                       (R *)s[3], k, v##u);                                             \
+    }                                                                                                   \
+    static void OPTIM__T(optim__##name##_c##v)(size_t n, void *p, const void *g, void *const *s,          \
+                                               const optim__k *k)                                       \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_loop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],        \
+                                       (R *)s[3], k, OPTIM__V_CLAMP | v##u);                            \
+    }
+#define OPTIM__INST_FN_V(name, v) OPTIM__T(optim__##name##_v##v),
+#define OPTIM__INST_FN_C(name, v) OPTIM__T(optim__##name##_c##v),
+/* OPTIM__REP_<N> stamps M(x, 0) .. M(x, N-1): N is the rule's
+ * OPTIM__<ID>_NVARIANTS, so every variant it declares has an instance. */
+#define OPTIM__INSTANCES(ID, value, name)                                                               \
+    OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__INST, name)                                  \
+    static const optim__loop_fn OPTIM__T(optim__##name##_fns)[2 * OPTIM__##ID##_NVARIANTS] = {          \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__INST_FN_V, name)                         \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__INST_FN_C, name)};
+OPTIM__RULE_LIST(OPTIM__INSTANCES, OPTIM__LIST_NOTHING)
+#undef OPTIM__INSTANCES
+#undef OPTIM__INST
+#undef OPTIM__INST_FN_V
+#undef OPTIM__INST_FN_C
+
+/* ---- Storage of this compute type held as itself (float32 in float, float64 in double) --- */
+
+static void OPTIM__T(optim__load_same)(void *restrict dst, const void *restrict base, size_t off, size_t n,
+                                       const void *ctx)
+{
+    (void)ctx;
+    memcpy(dst, (const R *)base + off, n * sizeof(R));
+}
+
+static void OPTIM__T(optim__store_same)(void *restrict base, size_t off, size_t n, const void *restrict src,
+                                        const void *ctx)
+{
+    (void)ctx;
+    memcpy((R *)base + off, src, n * sizeof(R));
+}
+
+static const optim__storage OPTIM__T(optim__storage_same) = {
+    OPTIM__R_F64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32, OPTIM__R_F64 ? OPTIM__CT_F64 : OPTIM__CT_F32, sizeof(R), 1,
+    OPTIM__T(optim__load_same), OPTIM__T(optim__store_same)};
+
+/* ---- Reductions over gradients of this type -------------------------------------------
+ * 16 double lanes, element i of a block always in lane i % 16, lanes combined
+ * in a fixed tree: the same bits on every path (the scalar path runs the
+ * same order lane by lane). x*x of a float is exact in double, so a sum of
+ * squares of floats is non-finite only if an element is; `nf` catches
+ * NaN/Inf for the other norms (x - x is NaN exactly for them). */
+
+/* Accumulate x[0..n) = g, or (|w| + eta) g, into the lanes: element i into
+ * lane i % 16 (callers keep n a multiple of 16 but at the end of a block). */
+OPTIM_INLINE void OPTIM__T(optim__reduce_acc)(double *restrict acc, R *restrict nf, size_t n, const R *restrict g,
+                                              const R *restrict w, R eta, const optim__norm kind, double p,
+                                              const int adaptive)
+{
+    size_t i = 0, j;
+    for (; i + OPTIM__LANES <= n; i += OPTIM__LANES) {
+        OPTIM__VECTORIZE
+        for (j = 0; j < OPTIM__LANES; j++) {
+            R x = adaptive ? (optim__fabs(w[i + j]) + eta) * g[i + j] : g[i + j];
+            nf[j] = nf[j] + (x - x);
+            acc[j] = optim__lane(acc[j], fabs((double)x), kind, p);
+        }
+    }
+    for (j = 0; i + j < n; j++) {
+        R x = adaptive ? (optim__fabs(w[i + j]) + eta) * g[i + j] : g[i + j];
+        nf[j] = nf[j] + (x - x);
+        acc[j] = optim__lane(acc[j], fabs((double)x), kind, p);
+    }
+}
+
+/* The partial of the lanes (fixed tree: 16 -> 8 -> 4 -> 2 -> 1); *bad = 1 if
+ * a lane saw a NaN or Inf. */
+OPTIM_INLINE double OPTIM__T(optim__reduce_end)(double *acc, const R *nf, const optim__norm kind, double p, int *bad)
+{
+    size_t j;
+    for (j = 0; j < OPTIM__LANES; j++)
+        if (nf[j] != 0) *bad = 1;
+    for (j = OPTIM__LANES / 2; j > 0; j /= 2) {
+        size_t l;
+        for (l = 0; l < j; l++)
+            acc[l] = kind == OPTIM__NORM_INF ? optim__lane(acc[l], acc[l + j], kind, p) : acc[l] + acc[l + j];
+    }
+    return acc[0];
+}
+
+OPTIM_INLINE double OPTIM__T(optim__reduce_loop)(size_t n, const R *restrict g, const R *restrict w, R eta,
+                                                 const optim__norm kind, double p, const int adaptive, int *bad)
+{
+    double acc[OPTIM__LANES];
+    R nf[OPTIM__LANES];
+    size_t j;
+    for (j = 0; j < OPTIM__LANES; j++) {
+        acc[j] = 0.0;
+        nf[j] = 0;
+    }
+    OPTIM__T(optim__reduce_acc)(acc, nf, n, g, w, eta, kind, p, adaptive);
+    return OPTIM__T(optim__reduce_end)(acc, nf, kind, p, bad);
+}
+
+/* Gradients held as R. ASAM's weights exist for float32 only (SAM refuses
+ * other parameters). */
+static double OPTIM__T(optim__reduce_same)(size_t n, const void *gv, size_t off, const float *w, float eta,
+                                           optim__norm kind, double p, int *bad)
+{
+    const R *g = (const R *)gv + off;
+    /* One instance per (kind, adaptive), with both as constants. */
+#if OPTIM__R_F64
+#  define OPTIM__R_ADAPTIVE(K) (void)w, (void)eta, OPTIM__T(optim__reduce_loop)(n, g, NULL, 0, K, p, 0, bad)
+#else
+#  define OPTIM__R_ADAPTIVE(K) \
+    w ? OPTIM__T(optim__reduce_loop)(n, g, w, eta, K, p, 1, bad) : OPTIM__T(optim__reduce_loop)(n, g, NULL, 0, K, p, 0, bad)
+#endif
+    switch (kind) {
+    case OPTIM__NORM_L1: return OPTIM__R_ADAPTIVE(OPTIM__NORM_L1);
+    case OPTIM__NORM_L2: return OPTIM__R_ADAPTIVE(OPTIM__NORM_L2);
+    case OPTIM__NORM_INF: return OPTIM__R_ADAPTIVE(OPTIM__NORM_INF);
+    case OPTIM__NORM_LP: return OPTIM__R_ADAPTIVE(OPTIM__NORM_LP);
+    }
+#undef OPTIM__R_ADAPTIVE
+    return 0.0;
+}
+
+#if !OPTIM__R_F64
+/* ---- bfloat16 and float16, converted to float ---------------------------------------- */
+
+#  define OPTIM__HALF_STORAGE(type, dtype)                                                               \
+    static void optim__load_##type(void *restrict dst, const void *restrict base, size_t off, size_t n,   \
+                                   const void *ctx)                                                      \
+    {                                                                                                     \
+        float *restrict d = (float *)dst;                                                                 \
+        const uint16_t *restrict s = (const uint16_t *)base + off;                                        \
+        (void)ctx;                                                                                        \
+        OPTIM__VECTORIZE                                                                                  \
+        for (size_t i = 0; i < n; i++) d[i] = optim__##type##_to_f32(s[i]);                               \
+    }                                                                                                     \
+    static void optim__store_##type(void *restrict base, size_t off, size_t n, const void *restrict src,  \
+                                    const void *ctx)                                                     \
+    {                                                                                                     \
+        uint16_t *restrict d = (uint16_t *)base + off;                                                    \
+        const float *restrict s = (const float *)src;                                                     \
+        (void)ctx;                                                                                        \
+        OPTIM__VECTORIZE                                                                                  \
+        for (size_t i = 0; i < n; i++) d[i] = optim__f32_to_##type(s[i]);                                 \
+    }                                                                                                     \
+    static const optim__storage optim__storage_##type = {dtype, OPTIM__CT_F32, 2, 0, optim__load_##type,  \
+                                                         optim__store_##type};                            \
+    /* Gradients of this type: each chunk converted, then the float lanes; the                            \
+     * chunks are multiples of 16, so element i stays in lane i % 16. */                                  \
+    static double optim__reduce_##type(size_t n, const void *g, size_t off, const float *w, float eta,    \
+                                       optim__norm kind, double p, int *bad)                              \
+    {                                                                                                     \
+        double acc[OPTIM__LANES];                                                                         \
+        float nf[OPTIM__LANES], buf[OPTIM__CHUNK];                                                        \
+        size_t j, c;                                                                                      \
+        (void)w;                                                                                          \
+        (void)eta;                                                                                        \
+        for (j = 0; j < OPTIM__LANES; j++) {                                                              \
+            acc[j] = 0.0;                                                                                 \
+            nf[j] = 0;                                                                                    \
+        }                                                                                                 \
+        for (c = 0; c < n; c += OPTIM__CHUNK) {                                                           \
+            size_t len = n - c < OPTIM__CHUNK ? n - c : OPTIM__CHUNK;                                     \
+            optim__load_##type(buf, g, off + c, len, NULL);                                               \
+            switch (kind) {                                                                               \
+            case OPTIM__NORM_L1: optim__reduce_acc_f32(acc, nf, len, buf, NULL, 0, OPTIM__NORM_L1, p, 0); break; \
+            case OPTIM__NORM_L2: optim__reduce_acc_f32(acc, nf, len, buf, NULL, 0, OPTIM__NORM_L2, p, 0); break; \
+            case OPTIM__NORM_INF: optim__reduce_acc_f32(acc, nf, len, buf, NULL, 0, OPTIM__NORM_INF, p, 0); break; \
+            case OPTIM__NORM_LP: optim__reduce_acc_f32(acc, nf, len, buf, NULL, 0, OPTIM__NORM_LP, p, 0); break; \
+            }                                                                                             \
+        }                                                                                                 \
+        return optim__reduce_end_f32(acc, nf, kind, p, bad);                                              \
+    }
+OPTIM__HALF_STORAGE(bf16, OPTIM_BFLOAT16)
+OPTIM__HALF_STORAGE(f16, OPTIM_FLOAT16)
+#  undef OPTIM__HALF_STORAGE
+
+/* ---- SAM's ascent step and the gradient utilities (float32) ------------------------------ */
+
+OPTIM_INLINE void optim__sam_loop(size_t n, float *restrict w, const float *restrict g, float *restrict saved,
+                                  const optim__sam_k *restrict kp, const unsigned V)
+{
+    const optim__sam_k k = *kp;
+    OPTIM__VECTORIZE
+    for (size_t i = 0; i < n; i++) {
+        float wi = w[i];
+        saved[i] = wi;
+        w[i] = optim__canon(optim__sam_elem_f32(wi, g[i], &k, V));
+    }
+}
+
+#  define OPTIM__SAM_INST(x, v)                                                                          \
+    static void optim__sam_v##v(size_t n, float *w, const float *g, float *saved, const optim__sam_k *k) \
+    {                                                                                                     \
+        optim__sam_loop(n, w, g, saved, k, v##u);                                                         \
+    }
+#  define OPTIM__SAM_FN(x, v) optim__sam_v##v,
+OPTIM__CAT(OPTIM__REP, OPTIM__SAM_NVARIANTS)(OPTIM__SAM_INST, x)
+
+static void optim__copy(size_t n, float *dst, const float *src)
+{
+    float *restrict d = dst;
+    const float *restrict s = src;
+    OPTIM__VECTORIZE
+    for (size_t i = 0; i < n; i++) d[i] = s[i];
+}
+
+static void optim__scale(size_t n, float *x, const optim__util_k *k)
+{
+    float *restrict v = x;
+    const float a = k->a;
+    OPTIM__VECTORIZE
+    for (size_t i = 0; i < n; i++) v[i] = optim__canon(v[i] * a);
+}
+
+static void optim__clamp_fn(size_t n, float *x, const optim__util_k *k)
+{
+    float *restrict v = x;
+    const float lo = k->a, hi = k->b;
+    OPTIM__VECTORIZE
+    for (size_t i = 0; i < n; i++) v[i] = optim__clamp(v[i], lo, hi);
+}
+#endif

@@ -1,0 +1,159 @@
+/* streams.c: element types as storage descriptors, the supported
+ * combinations, and the update pass over a task's range: directly on memory
+ * when every stream holds the compute type, else chunk by chunk through
+ * scratch arrays (the chunked path). */
+#include "kernels.h"
+
+#include <string.h>
+
+const char *optim_dtype_name(optim_dtype dtype)
+{
+    switch (dtype) {
+    case OPTIM_FLOAT32: return "float32";
+    case OPTIM_FLOAT64: return "float64";
+    case OPTIM_BFLOAT16: return "bfloat16";
+    case OPTIM_FLOAT16: return "float16";
+    default: return NULL;
+    }
+}
+
+size_t optim_dtype_size(optim_dtype dtype)
+{
+    switch (dtype) {
+    case OPTIM_FLOAT32: return 4;
+    case OPTIM_FLOAT64: return 8;
+    case OPTIM_BFLOAT16:
+    case OPTIM_FLOAT16: return 2;
+    default: return 0;
+    }
+}
+
+/* The supported pairs: the parameter's type decides the compute type (double
+ * for float64, else float) and the state's (float64 for float64, else
+ * float32); gradients are of the parameter's type, or bfloat16/float16 for
+ * float32 parameters. */
+int optim__dtypes(const char *fn, optim_dtype param, optim_dtype grad, optim__ctype *ctype, optim_dtype *state,
+                  optim_error *err)
+{
+    int ok;
+    OPTIM__FAIL_IF(!optim_dtype_name(param), err, OPTIM_EINVAL, "%s: param_dtype = %d is not an element type (0..%d)",
+                   fn, (int)param, OPTIM_DTYPE_COUNT - 1);
+    OPTIM__FAIL_IF(!optim_dtype_name(grad), err, OPTIM_EINVAL, "%s: grad_dtype = %d is not an element type (0..%d)", fn,
+                   (int)grad, OPTIM_DTYPE_COUNT - 1);
+    ok = grad == param || (param == OPTIM_FLOAT32 && (grad == OPTIM_BFLOAT16 || grad == OPTIM_FLOAT16));
+    OPTIM__FAIL_IF(!ok, err, OPTIM_EUNSUPPORTED,
+                   "%s: %s gradients for %s parameters are not supported (gradients are of the parameter's type, "
+                   "or bfloat16/float16 for float32 parameters)",
+                   fn, optim_dtype_name(grad), optim_dtype_name(param));
+    if (ctype) *ctype = param == OPTIM_FLOAT64 ? OPTIM__CT_F64 : OPTIM__CT_F32;
+    if (state) *state = param == OPTIM_FLOAT64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32;
+    return OPTIM_OK;
+}
+
+int optim_dtypes_check(optim_dtype param_dtype, optim_dtype grad_dtype, optim_dtype *state_dtype, optim_error *err)
+{
+    OPTIM__FORWARD(optim__dtypes("optim_dtypes_check", param_dtype, grad_dtype, NULL, state_dtype, err));
+    return optim__ok(err);
+}
+
+int optim__task_storage(const optim__kernels *kt, optim__task *t, optim_dtype param, optim_dtype grad,
+                        optim_dtype state)
+{
+    optim__ctype ct;
+    int j;
+    if (optim__dtypes("", param, grad, &ct, NULL, NULL) != OPTIM_OK) return -1;
+    t->sto[OPTIM__SP] = kt->storage[param][ct];
+    t->sto[OPTIM__SG] = kt->storage[grad][ct];
+    if (!t->sto[OPTIM__SP] || !t->sto[OPTIM__SG] || !kt->storage[state][ct]) return -1;
+    for (j = 0; j < OPTIM_MAX_SLOTS; j++) t->sto[OPTIM__SS(j)] = kt->storage[state][ct];
+    t->chunked = 0;
+    for (j = 0; j < OPTIM__NSTREAMS; j++) {
+        t->ctx[j] = NULL;
+        if (!t->sto[j]->direct) t->chunked = 1;
+    }
+    /* Split points: a cache line of 4-byte elements (as before types), or a
+     * whole chunk, so that no two threads convert (and later: quantize) the
+     * same chunk. */
+    t->align = t->chunked ? OPTIM__CHUNK : 16;
+    t->gtype = grad;
+    return 0;
+}
+
+optim__loop_fn optim__loop_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant,
+                               unsigned *reads, unsigned *writes)
+{
+    const optim__loops *l;
+    unsigned v = variant & ~OPTIM__V_CLAMP;
+    if ((int)rule < 1 || (int)rule > OPTIM_RULE_COUNT || (int)ct < 0 || ct >= OPTIM__NCTYPES) return NULL;
+    l = &kt->loops[rule][ct];
+    if (!l->fns || v >= l->nvariants) return NULL;
+    if (reads) *reads = l->reads(v);
+    if (writes) *writes = l->writes(v);
+    return l->fns[(variant & OPTIM__V_CLAMP) ? l->nvariants + v : v];
+}
+
+/* ---- The update pass -------------------------------------------------------------------- */
+
+/* Element e of stream j of t, in memory. */
+static void *optim__at(const optim__task *t, int j, void *base, size_t e)
+{
+    return base ? (char *)base + e * t->sto[j]->size : NULL;
+}
+
+/* The chunked path: elements [from, to) in chunks of OPTIM__CHUNK. Each
+ * stream that does not hold the compute type is loaded into a scratch array
+ * (when the variant reads it) and stored back (when it writes it) by its
+ * descriptor; the others are used in place. The loop is the same instance
+ * the direct path runs. `from` is a multiple of OPTIM__CHUNK (the task's
+ * split alignment), so chunks start where the tensor's chunks start. */
+static void optim__update_chunked(const optim__task *t, size_t from, size_t to)
+{
+    /* One scratch array per stream, in L1: 6 x 4 KiB for double, half for float. */
+    _Alignas(64) double scratch[OPTIM__NSTREAMS][OPTIM__CHUNK];
+    void *base[OPTIM__NSTREAMS];
+    unsigned use[OPTIM__NSTREAMS], rd[OPTIM__NSTREAMS], wr[OPTIM__NSTREAMS];
+    size_t c;
+    int j;
+    base[OPTIM__SP] = t->p;
+    base[OPTIM__SG] = (void *)(uintptr_t)t->g;
+    rd[OPTIM__SP] = wr[OPTIM__SP] = rd[OPTIM__SG] = 1;
+    wr[OPTIM__SG] = 0;
+    for (j = 0; j < OPTIM_MAX_SLOTS; j++) {
+        base[OPTIM__SS(j)] = t->s[j];
+        rd[OPTIM__SS(j)] = (t->reads >> j) & 1u;
+        wr[OPTIM__SS(j)] = (t->writes >> j) & 1u;
+    }
+    for (j = 0; j < OPTIM__NSTREAMS; j++) use[j] = base[j] && (rd[j] || wr[j]);
+    for (c = from; c < to; c += OPTIM__CHUNK) {
+        const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
+        void *x[OPTIM__NSTREAMS];
+        for (j = 0; j < OPTIM__NSTREAMS; j++) {
+            const optim__storage *st = t->sto[j];
+            x[j] = NULL;
+            if (!use[j]) continue;
+            if (st->direct) {
+                x[j] = optim__at(t, j, base[j], c);
+            } else {
+                x[j] = scratch[j];
+                if (rd[j]) st->load(scratch[j], base[j], c, len, t->ctx[j]);
+            }
+        }
+        t->loop(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k);
+        for (j = 0; j < OPTIM__NSTREAMS; j++)
+            if (use[j] && wr[j] && !t->sto[j]->direct) t->sto[j]->store(base[j], c, len, scratch[j], t->ctx[j]);
+    }
+}
+
+void optim__range_update(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
+{
+    void *s[OPTIM_MAX_SLOTS];
+    int j;
+    (void)kt;
+    if (t->chunked) {
+        optim__update_chunked(t, from, to);
+        return;
+    }
+    for (j = 0; j < OPTIM_MAX_SLOTS; j++) s[j] = optim__at(t, OPTIM__SS(j), t->s[j], from);
+    t->loop(to - from, optim__at(t, OPTIM__SP, t->p, from), optim__at(t, OPTIM__SG, (void *)(uintptr_t)t->g, from),
+            s, (const optim__k *)t->k);
+}

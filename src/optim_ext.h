@@ -1,0 +1,50 @@
+/* optim_ext.h: hooks for libraries layered on liboptim in this tree
+ * (liboptim_mpi, mpi/), and for nothing else. Not installed, not part of the
+ * public API: the two functions are exported from liboptim only so that
+ * liboptim_mpi, a separate library, can reach them.
+ *
+ * A sharded optimizer steps, on each process, an optimizer over that
+ * process's slices of the parameters. Clipping by the global norm, the
+ * non-finite checks and SAM's norm must then see every process's gradients:
+ * the combine hook is called by every reduction of a step (the pre-pass of
+ * clipping / non-finite checks, SAM's first_step) between the local block
+ * partials and their use, and answers with the partials of the whole job in
+ * its block order. The core then finishes the norm with the same code and
+ * the same order as an unsharded run, so a sharded run whose blocks are the
+ * unsharded run's blocks gets the same bits. */
+#ifndef OPTIM_EXT_H
+#define OPTIM_EXT_H
+
+#include "optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct optim_ext_hooks {
+    void *ctx;
+    /* partials[0..nblocks) and bad[0..nblocks) are this optimizer's, in its
+     * block order (8192-element blocks of each parameter with a gradient, in
+     * parameter order). Point *all_partials, *all_bad (memory owned by the
+     * hook, valid until the next call) and *all_nblocks at the whole job's.
+     * Called on every process in the same order; a failure (a status and a
+     * message in *err) fails the step or first_step with it. */
+    int (*combine)(void *ctx, const double *partials, const unsigned char *bad, size_t nblocks,
+                   const double **all_partials, const unsigned char **all_bad, size_t *all_nblocks,
+                   optim_error *err);
+    /* The index and name of the parameter holding block `block` of the
+     * combined arrays, for the message of a non-finite gradient. */
+    void (*name_block)(void *ctx, size_t block, size_t *param, const char **name);
+} optim_ext_hooks;
+
+/** Install hooks (copied) on o, or remove them (hooks NULL or hooks->combine NULL). */
+OPTIM_API int optim__ext_set_hooks(optim *o, const optim_ext_hooks *hooks);
+/** Set the counters a checkpoint records and optim_step_count /
+ *  optim_skipped_steps report (both >= 0), when a state is rebuilt from
+ *  pieces rather than loaded whole (resharding, merging). */
+OPTIM_API int optim__ext_set_counters(optim *o, int64_t steps, int64_t skipped);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,36 @@
+/* rule_list.h: the one list of update rules.
+ *
+ *   RULE(ID, value, name)          a rule with its own math in src/rules/<name>.h
+ *   ALIAS(ID, value, name, math)   a rule that runs the math of another (AdamW: Adam's
+ *                                  math with decoupled decay; its host part, optim__<name>_def,
+ *                                  lives in <math>.h)
+ *
+ * ID is the public enum's suffix (OPTIM_<ID> in include/optim.h) and value its
+ * number. Everything else is generated from this list: the #includes of the
+ * rule headers (CMake writes them into optim_rule_headers.h at configure
+ * time), the rule table (rules.c), the union of per-step constants
+ * (rules.h), every loop instance and the dispatch tables (src/kernels/), and
+ * static assertions that the list and the public enum agree (rules.c).
+ *
+ * Adding a rule: write src/rules/<name>.h (see rule.h for what it provides),
+ * add its line here, add OPTIM_<ID> = value to optim_rule and raise
+ * OPTIM_RULE_COUNT in optim.h. Keep one list line per line of this macro:
+ * CMake reads them. */
+#ifndef OPTIM_RULE_LIST_H
+#define OPTIM_RULE_LIST_H
+
+#define OPTIM__RULE_LIST(RULE, ALIAS)     \
+    RULE(SGD, 1, sgd)                     \
+    RULE(ADAGRAD, 2, adagrad)             \
+    RULE(RMSPROP, 3, rmsprop)             \
+    RULE(ADADELTA, 4, adadelta)           \
+    RULE(ADAM, 5, adam)                   \
+    ALIAS(ADAMW, 6, adamw, adam)          \
+    RULE(RADAM, 7, radam)                 \
+    RULE(NADAM, 8, nadam)                 \
+    RULE(ADABOUND, 9, adabound)
+
+/* For generators that handle both kinds alike. */
+#define OPTIM__LIST_NOTHING(...)
+
+#endif

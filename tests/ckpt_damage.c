@@ -1,0 +1,304 @@
+/* ckpt_damage.c: damaged and contradictory bytes. Every section kind
+ * damaged (the first and last of repeated kinds, and a section a reader may
+ * skip), with the file's checksum recomputed so that the section's own
+ * checksum must catch it, is reported naming that section (and parameter);
+ * flags, booleans and unused fields take exactly their documented values;
+ * a record listed twice or contradicting another is refused. Every refusal
+ * changes nothing. */
+#include "ckpt_small.h"
+#include "ckpt_util.h"
+#include "kernels/kernels.h"
+#include "optim_checkpoint.h"
+#include "optim_schedule.h"
+#include "test.h"
+
+/* ---- Damage is reported with the part it hit -------------------------------------------------- */
+
+TEST_IMPL(ckpt_corruption_names_the_part)
+{
+    rb_run r, dst;
+    void *good;
+    size_t size, off;
+    unsigned char *bad;
+    char dir[64], path[128];
+    if (rb_build(&r, 1, 3) || rb_build(&dst, 0, 0)) return 1;
+    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &good, &size));
+    bad = (unsigned char *)malloc(size);
+    /* Sections: 0 META, 1 GRUP 0, 2 GRUP 1, 3 PARM a, 4 PARM b, 5 PARM c. */
+#define FLIP_AT(where)                                                                                    \
+    do {                                                                                                  \
+        memcpy(bad, good, size);                                                                          \
+        bad[(where)] ^= 0x04;                                                                             \
+    } while (0)
+    off = ckpt_section_offset((unsigned char *)good, size, 4);
+    FLIP_AT(off + 16 + ckpt_get_le((unsigned char *)good + off + 8, 8) - 3); /* b's last slot */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM,
+                       "ck: section 4 (PARM of param 1 'b'): checksum mismatch: the file is corrupt"))
+        return 1;
+    FLIP_AT(ckpt_section_offset((unsigned char *)good, size, 2) + 16 + 9); /* a hyperparameter of group 1 */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "section 2 (GRUP of group 1): checksum"))
+        return 1;
+    FLIP_AT(32 + 16 + 20); /* META's step count */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "section 0 (META): checksum")) return 1;
+    FLIP_AT(size - 12); /* the file checksum itself */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "file checksum mismatch")) return 1;
+    /* A section's length damaged: its frame no longer fits, and the file checksum says why. */
+    off = ckpt_section_offset((unsigned char *)good, size, 3);
+    FLIP_AT(off + 8 + 3);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM,
+                       "section 3 (PARM of param 0) at byte"))
+        return 1;
+    if (!strstr(rb_last_msg, "the file checksum does not match: the file is corrupt")) FAIL("%s", rb_last_msg);
+    printf("  %s\n", rb_last_msg);
+    /* The same through a file: the message starts with its path. */
+    if (!ckpt_scratch(dir, sizeof dir)) FAIL("mkdtemp");
+    snprintf(path, sizeof path, "%s/flip.ckpt", dir);
+    off = ckpt_section_offset((unsigned char *)good, size, 5);
+    FLIP_AT(off + 16 + 40);
+    ASSERT(ckpt_write_file(path, bad, size) == 0);
+    ASSERT_ERR(optim_load(dst.o, path, OPTIM_MATCH_NAME), OPTIM_ECHECKSUM, optim_errmsg(dst.o),
+               "flip.ckpt: section 5 (PARM of param 2 'c'): checksum mismatch");
+#undef FLIP_AT
+    free(bad);
+    free(good);
+    rb_free(&r);
+    rb_free(&dst);
+    ckpt_remove_tree(dir);
+    return 0;
+}
+
+/* Flags and one-byte booleans take exactly their documented values. */
+TEST_IMPL(ckpt_strict_fields)
+{
+    rb_run r, dst;
+    void *good;
+    size_t size, g0, p0, nlen;
+    unsigned char *bad, *dup;
+    static const int64_t s42[2] = {4, 2};
+    if (rb_build(&r, 1, 2) || rb_build(&dst, 0, 0)) return 1;
+    ASSERT_OPT_OK(r.o, optim_param_set_shape(r.o, 0, 2, s42));
+    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &good, &size));
+    bad = (unsigned char *)malloc(size);
+#define EDIT(off, value, bytes)                                                                           \
+    do {                                                                                                  \
+        memcpy(bad, good, size);                                                                          \
+        ckpt_put_le(bad + (off), (value), (bytes));                                                       \
+        ckpt_rechecksum(bad, size);                                                                       \
+    } while (0)
+    EDIT(12, 1, 4);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "header flags 0x1")) return 1;
+    EDIT(32 + 4, 1, 4); /* META marked "may skip": a known section takes flags 0 */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "section 0 (META): flags 0x1")) return 1;
+    EDIT(32 + 16 + 36, 7, 4); /* META's reserved field */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "reserved field = 7")) return 1;
+    g0 = ckpt_section_offset((unsigned char *)good, size, 2) + 16; /* group 1: no schedule */
+    EDIT(g0 + 8 + 12 * ckpt_get_le((unsigned char *)good + g0 + 4, 4) + 8, 2, 1);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "group 1: schedule byte = 2")) return 1;
+    p0 = ckpt_section_offset((unsigned char *)good, size, 3) + 16; /* param a, shape [4, 2] */
+    nlen = (size_t)ckpt_get_le((unsigned char *)good + p0 + 8, 4);
+    EDIT(p0 + 12 + nlen + 12, 2, 1);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "param 0 'a': shape byte = 2")) return 1;
+    EDIT(p0 + 12 + nlen + 12 + 5, 3, 8);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "a shape [3, 2] for 8 elements")) return 1;
+    EDIT(p0 + 12 + nlen + 12, 0, 1); /* "not given" with two dimensions */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "a default shape [4, 2] for 8 elements"))
+        return 1;
+    /* A second META. */
+    {
+        size_t mlen = 20 + (size_t)ckpt_get_le((unsigned char *)good + 32 + 8, 8), n2;
+        dup = ckpt_insert_section((unsigned char *)good, size, 1, "META", 0, (unsigned char *)good + 32 + 16,
+                                  mlen - 20, &n2);
+        if (expect_refused(dst.o, dup, n2, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "section 1 (META): a second META"))
+            return 1;
+        free(dup);
+    }
+    ASSERT_OPT_OK(dst.o, optim_load_buffer(dst.o, good, size, OPTIM_MATCH_NAME, "good"));
+#undef EDIT
+    free(bad);
+    free(good);
+    rb_free(&r);
+    rb_free(&dst);
+    return 0;
+}
+
+
+/* Only the file's trailer checksum recomputed (header and sections as they are). */
+static void dmg_file_crc(unsigned char *d, size_t size)
+{
+    ckpt_put_le(d + size - 12, optim__crc32c(0, d, size - 12), 4);
+}
+
+/* Every byte of every section, flipped, with the file's checksum made right
+ * again: the section's own checksum must catch it, and the message names that
+ * section (and, for a PARM, the parameter; its name as read when the flip is
+ * not in it). Every section kind: META, the first and last GRUP, the first,
+ * middle and last PARM, and a section a reader may skip. The length field is
+ * left alone (a wrong length moves the frame: ckpt_corruption_names_the_part).
+ * Kills the mutant "skip the section CRC check of the first PARM section",
+ * which the file checksum alone would catch, naming the wrong part. */
+TEST_IMPL(ckpt_damage_every_section)
+{
+    /* After the insertion: 0 META, 1 GRUP 0, 2 GRUP 1, 3 XTRA, 4 PARM a, 5 PARM b, 6 PARM c. */
+    static const char *const names[7] = {
+        "section 0 (META)",          "section 1 (GRUP of group 0)", "section 2 (GRUP of group 1)",
+        "section 3 (XTRA)",          "section 4 (PARM of param 0 'a')", "section 5 (PARM of param 1 'b')",
+        "section 6 (PARM of param 2 'c')"};
+    static const char *const prefixes[7] = {NULL, NULL, NULL, NULL, "section 4 (PARM of param 0",
+                                            "section 5 (PARM of param 1", "section 6 (PARM of param 2"};
+    rb_run r, dst;
+    void *saved;
+    unsigned char *good, *bad;
+    size_t size, saved_size;
+    unsigned k, flips = 0;
+    if (rb_build(&r, 1, 3) || rb_build(&dst, 0, 0)) return 1;
+    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &saved, &saved_size));
+    good = ckpt_insert_section((unsigned char *)saved, saved_size, 3, "XTRA", 1, "later", 5, &size);
+    ASSERT(good && ckpt_get_le(good + 24, 4) == 7);
+    ASSERT_OPT_OK(dst.o, optim_load_buffer(dst.o, good, size, OPTIM_MATCH_NAME, "good")); /* intact: loads */
+    rb_free(&dst);
+    if (rb_build(&dst, 0, 0)) return 1;
+    bad = (unsigned char *)malloc(size);
+    ASSERT(bad);
+    for (k = 0; k < 7; k++) {
+        size_t off = ckpt_section_offset(good, size, k), len = (size_t)ckpt_get_le(good + off + 8, 8), at;
+        /* A PARM's name length and its one byte: damaged, the name cannot be read back */
+        size_t name_lo = off + 16 + 8, name_hi = k >= 4 ? name_lo + 4 + 1 : name_lo;
+        ASSERT(off != 0);
+        for (at = off; at < off + 16 + len + 4; at++) {
+            int in_tag = at < off + 4, in_name = at >= name_lo && at < name_hi;
+            if (at >= off + 8 && at < off + 16) continue; /* the length: see above */
+            memcpy(bad, good, size);
+            bad[at] ^= (unsigned char)(at % 2 ? 0x04 : 0x80);
+            dmg_file_crc(bad, size);
+            char where[32];
+            snprintf(where, sizeof where, "section %u (", k); /* a damaged tag: the section by its place */
+            if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM,
+                               in_tag ? where : in_name ? prefixes[k] : names[k]))
+                FAIL("section %u, byte %zu of it (at %zu): %s", k, at - off, at, rb_last_msg);
+            if (!strstr(rb_last_msg, "): checksum mismatch: the file is corrupt") || strstr(rb_last_msg, "file checksum"))
+                FAIL("section %u, byte %zu: %s", k, at - off, rb_last_msg);
+            flips++;
+        }
+    }
+    printf("  %u bytes of 7 sections flipped, each named by its section: e.g. %s\n", flips, rb_last_msg);
+    /* The header and the trailer, for completeness: each names its part. */
+    memcpy(bad, good, size);
+    bad[20] ^= 1;
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "header checksum mismatch")) return 1;
+    memcpy(bad, good, size);
+    bad[size - 10] ^= 1;
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "file checksum mismatch (every section's"))
+        return 1;
+    memcpy(bad, good, size);
+    bad[size - 3] ^= 1;
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_ECHECKSUM, "the end marker is damaged")) return 1;
+    free(bad);
+    free(good);
+    free(saved);
+    rb_free(&r);
+    rb_free(&dst);
+    return 0;
+}
+
+/* Records listed twice or contradicting what the format says, with every
+ * checksum right: refused as damaged (OPTIM_EFORMAT), never "the last one
+ * wins". */
+TEST_IMPL(ckpt_contradictory_records)
+{
+    rb_run r, dst;
+    void *saved;
+    unsigned char *good, *bad;
+    size_t size, g0, g1, p0, off;
+    if (rb_build(&r, 1, 3) || rb_build(&dst, 0, 0)) return 1;
+    ASSERT_OPT_OK(r.o, optim_save_buffer(r.o, &saved, &size));
+    good = (unsigned char *)saved;
+    bad = (unsigned char *)malloc(size);
+    ASSERT(bad);
+#define EDIT(off, value, bytes)                                                                           \
+    do {                                                                                                  \
+        memcpy(bad, good, size);                                                                          \
+        ckpt_put_le(bad + (off), (value), (bytes));                                                       \
+        ckpt_rechecksum(bad, size);                                                                       \
+    } while (0)
+    /* GRUP 1 (no schedule): index, count, then (id, value) pairs. */
+    g1 = ckpt_section_offset(good, size, 2) + 16;
+    ASSERT(ckpt_get_le(good + g1 + 8, 4) == OPTIM_HP_LR);
+    /* the second pair given the first one's id: the same hyperparameter twice */
+    EDIT(g1 + 8 + 12, OPTIM_HP_LR, 4);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT,
+                       "ck: section 2 (GRUP of group 1): group 1: hyperparameter lr (id 1) is listed twice"))
+        return 1;
+    /* the last pair given the id of a pair before it */
+    {
+        uint64_t count = ckpt_get_le(good + g1 + 4, 4), id = ckpt_get_le(good + g1 + 8 + 12 * 2, 4);
+        EDIT(g1 + 8 + 12 * (count - 1), id, 4);
+        if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "is listed twice")) return 1;
+    }
+    /* an id the rule does not use (Adam has no momentum), even at its default 0 */
+    EDIT(g1 + 8 + 12, OPTIM_HP_MOMENTUM, 4);
+    ckpt_put_le(bad + g1 + 8 + 12 + 4, 0, 8);
+    ckpt_rechecksum(bad, size);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "group 1: adam: has no hyperparameter momentum"))
+        return 1;
+    /* A schedule argument its kind does not use, nonzero: group 0 holds warm-up(4) then cosine(30, 1e-5). */
+    g0 = ckpt_section_offset(good, size, 1) + 16;
+    off = g0 + 8 + 12 * (size_t)ckpt_get_le(good + g0 + 4, 4) + 8 + 1; /* the warm-up node */
+    ASSERT(ckpt_get_le(good + off, 4) == OPTIM_SCHED_WARMUP && ckpt_get_le(good + off + 4, 8) == 4);
+    EDIT(off + 4 + 8, 5, 8); /* ints[1] */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT,
+                       "a schedule of kind 11 has ints[1] = 5, which it does not use (0)"))
+        return 1;
+    EDIT(off + 4 + 32 + 8 * 3, 0x3ff0000000000000ull, 8); /* the warm-up's reals[3] = 1.0 */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "has reals[3] = 1, which it does not use"))
+        return 1;
+    {
+        size_t child = off + 4 + 32 + 32 + 4 + 4; /* the cosine node: no milestones, one child before it */
+        ASSERT(ckpt_get_le(good + child, 4) == OPTIM_SCHED_COSINE);
+        EDIT(child + 4 + 32 + 8, 0x8000000000000000ull, 8); /* reals[1] = -0.0: not the stored 0 */
+        if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT,
+                           "a schedule of kind 7 has reals[1] = -0, which it does not use (0)"))
+            return 1;
+    }
+    /* A NUL inside a stored name. */
+    p0 = ckpt_section_offset(good, size, 3) + 16;
+    EDIT(p0 + 12, 0, 1);
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "param 0: a NUL byte inside its name"))
+        return 1;
+    /* initialized bits for a slot the file does not hold */
+    {
+        size_t nlen = (size_t)ckpt_get_le(good + p0 + 8, 4), fields = p0 + 12 + nlen + 4 + 8 + 1 + 4 + 8 + 8 + 8;
+        uint64_t mask = ckpt_get_le(good + fields + 4, 4);
+        EDIT(fields, mask | 0x8, 4);
+        if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "initialized 0xf")) return 1;
+    }
+    /* A group or a parameter section twice (its copy in place of the next one). */
+    {
+        size_t a = ckpt_section_offset(good, size, 1), b = ckpt_section_offset(good, size, 2), n2;
+        unsigned char *two = ckpt_insert_section(good, size, 2, "GRUP", 0, good + a + 16, b - a - 20, &n2);
+        ASSERT(two);
+        if (expect_refused(dst.o, two, n2, OPTIM_MATCH_NAME, OPTIM_EFORMAT,
+                           "section 2 (GRUP of group 1): group section 1 holds group 0"))
+            return 1;
+        free(two);
+        a = ckpt_section_offset(good, size, 3);
+        b = ckpt_section_offset(good, size, 4);
+        two = ckpt_insert_section(good, size, 4, "PARM", 0, good + a + 16, b - a - 20, &n2);
+        ASSERT(two);
+        if (expect_refused(dst.o, two, n2, OPTIM_MATCH_NAME, OPTIM_EFORMAT, "param section 1 holds param 0"))
+            return 1;
+        free(two);
+    }
+    /* Two parameters of the same name (the writer keeps what the optimizer was given): a load by
+     * position takes it, a load by name cannot tell them apart and says so. */
+    EDIT(ckpt_section_offset(good, size, 5) + 16 + 12, 'a', 1); /* c renamed a */
+    if (expect_refused(dst.o, bad, size, OPTIM_MATCH_NAME, OPTIM_EMISMATCH,
+                       "two params are named 'a' (in the checkpoint or the optimizer): match by position instead"))
+        return 1;
+    ASSERT_OPT_OK(dst.o, optim_load_buffer(dst.o, bad, size, OPTIM_MATCH_POSITION, "dup"));
+#undef EDIT
+    free(bad);
+    free(saved);
+    rb_free(&r);
+    rb_free(&dst);
+    return 0;
+}

@@ -1,0 +1,290 @@
+/* test_paths.c: every CPU path and thread count gives the scalar path's bits,
+ * for every variant of every rule (each option combination of its grid, with
+ * and without fused value clipping, with fused norm clipping), float32 and
+ * float64, and NaN/Inf included; bfloat16 and float16 parameters and
+ * gradients give the bits of a reference that applies the same roundings. */
+#include "grid.h"
+#include "typed.h"
+
+static const optim_isa test_isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_NEON};
+#define NISAS (sizeof test_isas / sizeof test_isas[0])
+
+/* Say which paths a test exercises: a path this build or CPU lacks is named
+ * as not exercised, never skipped in silence. */
+static void print_paths(const char *test)
+{
+    size_t k;
+    printf("  %s: paths", test);
+    for (k = 0; k < NISAS; k++)
+        printf(" %s %s%s", optim_isa_name(test_isas[k]),
+               optim_isa_available(test_isas[k]) ? "exercised" : "NOT EXERCISED (not in this build or on this CPU)",
+               k + 1 < NISAS ? "," : "\n");
+}
+
+/* Every valid option combination of a rule's grid becomes one group of one
+ * optimizer, with tensors of these sizes (vector tails, and one past a chunk
+ * of the chunked path), so that one step runs every variant in one parallel
+ * region, and two threads split the concatenation somewhere inside it. */
+static const size_t group_sizes[] = {1, 7, 100, 517, 33};
+#define NSIZES (sizeof group_sizes / sizeof group_sizes[0])
+#define STEPS 12 /* SGD's first momentum step, and RAdam's rectification from step 6 on */
+
+/* The valid combinations of rule r's grid into hps (every `stride`-th, the
+ * first and the last); their number. */
+static size_t collect(int r, optim_hparams *hps, long stride)
+{
+    const grid *gr = grid_for(r);
+    size_t k = 0;
+    long c;
+    stride *= T_SAMPLE;
+    for (c = 0; c < grid_size(gr); c++)
+        if ((c % stride == 0 || c == grid_size(gr) - 1) && grid_get(gr, c, &hps[k]) == 0) k++;
+    return k;
+}
+
+typedef struct path_fixture {
+    tmodel init, ref, got;
+    tgrads grads;
+} path_fixture;
+
+static int fixture_init(path_fixture *f, optim_dtype pdt, optim_dtype gdt, size_t ngroups, uint64_t seed,
+                        int nonfinite)
+{
+    test_rng rng = {seed};
+    size_t sizes[NSIZES + 1], k, per = 0;
+    memset(f, 0, sizeof *f);
+    /* One more tensor per group (empty when there are many groups), so that
+     * the step is large enough for two threads (32K elements) with room. */
+    for (k = 0; k < NSIZES; k++) per += sizes[k] = group_sizes[k];
+    sizes[NSIZES] = ngroups * per < 40000 ? (40000 - ngroups * per) / ngroups + 1 : 0;
+    if (tmodel_init(&f->init, pdt, gdt, sizes, NSIZES + 1, ngroups, &rng) ||
+        tmodel_init(&f->ref, pdt, gdt, sizes, NSIZES + 1, ngroups, &rng) ||
+        tmodel_init(&f->got, pdt, gdt, sizes, NSIZES + 1, ngroups, &rng) ||
+        tgrads_init(&f->grads, &f->init, STEPS, seed ^ 0x9, nonfinite))
+        return -1;
+    return 0;
+}
+
+static void fixture_free(path_fixture *f)
+{
+    tmodel_free(&f->init);
+    tmodel_free(&f->ref);
+    tmodel_free(&f->got);
+    tgrads_free(&f->grads);
+}
+
+/* The groups on every path with one and two threads, against f->ref (the
+ * scalar path on one thread, or a reference the caller computed). */
+static int every_path(path_fixture *f, const optim_hparams *hps, int clip, const char *against, long *runs)
+{
+    size_t k;
+    int threads;
+    for (k = 0; k < NISAS; k++) {
+        if (!optim_isa_available(test_isas[k])) continue; /* named by print_paths */
+        for (threads = 1; threads <= 2; threads++) {
+            char what[96];
+            if (!against && test_isas[k] == OPTIM_ISA_SCALAR && threads == 1) continue; /* the reference itself */
+            snprintf(what, sizeof what, "%s, %d thread%s, against %s", optim_isa_name(test_isas[k]), threads,
+                     threads > 1 ? "s" : "", against ? against : "scalar");
+            if (t_run(hps, clip, &f->init, &f->grads, test_isas[k], threads, 0, &f->got)) return 1;
+            if (t_compare(&f->got, &f->ref, what, hps, clip)) return 1;
+            (*runs)++;
+        }
+    }
+    return 0;
+}
+
+TEST_IMPL(paths_bit_identical)
+{
+    static const optim_dtype types[][2] = {{OPTIM_FLOAT32, OPTIM_FLOAT32}, {OPTIM_FLOAT64, OPTIM_FLOAT64}};
+    static optim_hparams hps[1024];
+    size_t ty;
+    print_paths("paths_bit_identical");
+    for (ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
+        int r;
+        for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+            size_t ng = collect(r, hps, 1);
+            path_fixture f;
+            long runs = 0;
+            int clip;
+            if (fixture_init(&f, types[ty][0], types[ty][1], ng, test_seed() ^ 0xb175 ^ ty ^ ((uint64_t)r << 8), 0))
+                FAIL("out of memory");
+            for (clip = 0; clip < T_CLIP_MODES; clip++) {
+                if (t_run(hps, clip, &f.init, &f.grads, OPTIM_ISA_SCALAR, 1, 0, &f.ref)) return 1;
+                if (every_path(&f, hps, clip, NULL, &runs)) return 1;
+            }
+            if (T_SAMPLE > 1 && r == 1) printf("  (sanitizer build: every %dth option combination)\n", T_SAMPLE);
+            printf("  %-8s %-9s %4zu option combinations x %d clipping modes x %d steps: %ld runs (paths, 1 and 2 "
+                   "threads) bit for bit against scalar\n",
+                   optim_dtype_name(types[ty][0]), optim_rule_name((optim_rule)r), ng, T_CLIP_MODES, STEPS, runs);
+            fixture_free(&f);
+        }
+    }
+    return 0;
+}
+
+/* Non-finite gradients, parameters and state: every path gives the scalar
+ * path's bits, NaN results included (one quiet NaN of positive sign). */
+static int nan_canonical(const tmodel *m, const optim_hparams *hps)
+{
+    const optim_hparams *hp = &hps[0];
+    size_t i, j;
+    int sl;
+    for (i = 0; i < m->count; i++)
+        for (sl = -1; sl < OPTIM_MAX_SLOTS; sl++) {
+            optim_dtype dt = sl < 0 ? m->pdt : m->sdt;
+            const void *x = sl < 0 ? m->p[i] : m->s[i][sl];
+            for (j = 0; j < m->n[i]; j++) {
+                uint64_t bits = 0, want;
+                if (!isnan(t_get(dt, x, j))) continue;
+                memcpy(&bits, (const char *)x + j * optim_dtype_size(dt), optim_dtype_size(dt));
+                want = dt == OPTIM_FLOAT64 ? 0x7ff8000000000000ull
+                       : dt == OPTIM_FLOAT32 ? 0x7fc00000u
+                       : dt == OPTIM_BFLOAT16 ? 0x7fc0u : 0x7e00u;
+                if (bits != want)
+                    FAIL("%s: %s %s[%zu] of tensor %zu is NaN 0x%llx, not the canonical 0x%llx",
+                         optim_rule_name(hp->rule), optim_dtype_name(dt), sl < 0 ? "param" : "slot", j, i,
+                         (unsigned long long)bits, (unsigned long long)want);
+            }
+        }
+    return 0;
+}
+
+TEST_IMPL(nan_bits_every_path)
+{
+    static const optim_dtype types[][2] = {{OPTIM_FLOAT32, OPTIM_FLOAT32}, {OPTIM_FLOAT64, OPTIM_FLOAT64},
+                                           {OPTIM_BFLOAT16, OPTIM_BFLOAT16}, {OPTIM_FLOAT16, OPTIM_FLOAT16},
+                                           {OPTIM_FLOAT32, OPTIM_BFLOAT16}};
+    static optim_hparams hps[1024];
+    size_t ty;
+    print_paths("nan_bits_every_path");
+    for (ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
+        int r;
+        long nans = 0, runs = 0;
+        for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+            /* Every other option combination in float32 and float64 (paths_bit_identical runs each without
+             * non-finite values), every fifth for the half types (whose loops are float32's). */
+            size_t ng = collect(r, hps, ty < 2 ? 2 : 5), i, j;
+            path_fixture f;
+            int clip;
+            if (fixture_init(&f, types[ty][0], types[ty][1], ng, test_seed() ^ 0x4a4e ^ ty ^ ((uint64_t)r << 8), 1))
+                FAIL("out of memory");
+            for (clip = 0; clip < 2; clip++) {
+                if (t_run(hps, clip, &f.init, &f.grads, OPTIM_ISA_SCALAR, 1, 0, &f.ref)) return 1;
+                if (every_path(&f, hps, clip, NULL, &runs)) return 1;
+                if (nan_canonical(&f.ref, hps)) return 1;
+                for (i = 0; i < f.ref.count; i++)
+                    for (j = 0; j < f.ref.n[i]; j++) nans += isnan(t_get(f.ref.pdt, f.ref.p[i], j));
+            }
+            fixture_free(&f);
+        }
+        if (T_SAMPLE > 1) printf("  (sanitizer build: every %dth of those)\n", T_SAMPLE);
+        printf("  %-8s params, %-8s grads: %s option combination of every rule, with and without value "
+               "clipping, NaN and Inf in gradients, parameters and state: %ld NaN parameters, %ld runs bit for bit "
+               "against scalar\n",
+               optim_dtype_name(types[ty][0]), optim_dtype_name(types[ty][1]), ty < 2 ? "every other" : "every fifth",
+               nans, runs);
+        ASSERT(nans > 0);
+    }
+    return 0;
+}
+
+/* ---- bfloat16 and float16 against a reference of the same roundings ------------------ */
+
+/* The reference of a run over half types: a float32 optimizer (scalar path,
+ * the same options) steps float copies of the parameters and the widened
+ * gradients; after each step a half parameter is rounded to its type with
+ * the tests' own conversion (typed.c) and widened again for the next one. So
+ * it applies the library's promise, load exactly, float math, round to
+ * nearest even, element by element, with everything but the float math
+ * written independently. */
+static int half_reference(const optim_hparams *hps, int clip, const tmodel *init, const tgrads *G, tmodel *out)
+{
+    const optim_hparams *hp = &hps[0];
+    optim *o = NULL;
+    float **p32 = (float **)calloc(init->count, sizeof *p32), **g32 = (float **)calloc(init->count, sizeof *g32);
+    size_t i, j, gsize = optim_dtype_size(init->gdt), ngroups = init->group[init->count - 1] + 1;
+    int t, s;
+    if (!p32 || !g32) FAIL("out of memory");
+    ASSERT_OK(optim_create(&o, hp->rule));
+    for (i = 0; i < ngroups; i++) ASSERT_OPT_OK(o, optim_add_group(o, &hps[i], NULL));
+    ASSERT_OPT_OK(o, optim_set_isa(o, OPTIM_ISA_SCALAR));
+    ASSERT_OPT_OK(o, optim_set_threads(o, 1));
+    if (clip == T_CLIP_VALUE) ASSERT_OPT_OK(o, optim_set_clip_grad_value(o, 0.3));
+    if (clip == T_CLIP_NORM) ASSERT_OPT_OK(o, optim_set_clip_grad_norm(o, 1.0, 2.0));
+    for (i = 0; i < init->count; i++) {
+        p32[i] = (float *)t_alloc(OPTIM_FLOAT32, init->n[i]);
+        g32[i] = (float *)t_alloc(OPTIM_FLOAT32, init->n[i]);
+        if (!p32[i] || !g32[i]) FAIL("out of memory");
+        memcpy(out->p[i], init->p[i], init->n[i] * optim_dtype_size(init->pdt));
+        for (j = 0; j < init->n[i]; j++) p32[i][j] = (float)t_get(init->pdt, out->p[i], j);
+        ASSERT_OPT_OK(o, optim_add_param(o, init->group[i], p32[i], g32[i], init->n[i], NULL, NULL));
+    }
+    for (t = 0; t < G->steps; t++) {
+        for (i = 0; i < init->count; i++) {
+            const char *gt = (const char *)G->g[i] + (size_t)t * init->n[i] * gsize;
+            for (j = 0; j < init->n[i]; j++) g32[i][j] = (float)t_get(init->gdt, gt, j);
+        }
+        ASSERT_OPT_OK(o, optim_step(o));
+        for (i = 0; i < init->count; i++)
+            for (j = 0; j < init->n[i]; j++) {
+                if (init->pdt == OPTIM_FLOAT32) continue; /* a float32 parameter is not rounded */
+                t_set(init->pdt, out->p[i], j, p32[i][j]);
+                p32[i][j] = (float)t_get(init->pdt, out->p[i], j);
+            }
+    }
+    for (i = 0; i < init->count; i++) {
+        if (init->pdt == OPTIM_FLOAT32) memcpy(out->p[i], p32[i], init->n[i] * sizeof(float));
+        for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+            float *data = NULL;
+            if (s < optim_rule_slot_count(hp->rule)) ASSERT_OPT_OK(o, optim_state_slot(o, i, s, &data, NULL));
+            if (data)
+                memcpy(out->s[i][s], data, init->n[i] * sizeof(float));
+            else
+                memset(out->s[i][s], 0, init->n[i] * sizeof(float));
+        }
+        free(p32[i]);
+        free(g32[i]);
+    }
+    free(p32);
+    free(g32);
+    optim_free(o);
+    return 0;
+}
+
+TEST_IMPL(half_types_vs_rounding_reference)
+{
+    static const optim_dtype types[][2] = {{OPTIM_BFLOAT16, OPTIM_BFLOAT16}, {OPTIM_FLOAT16, OPTIM_FLOAT16},
+                                           {OPTIM_FLOAT32, OPTIM_BFLOAT16}, {OPTIM_FLOAT32, OPTIM_FLOAT16}};
+    static optim_hparams hps[1024];
+    size_t ty;
+    print_paths("half_types_vs_rounding_reference");
+    for (ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
+        int r;
+        long runs = 0, moved = 0;
+        for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+            /* Every fifth option combination (the loops are float32's, every variant of which
+             * paths_bit_identical runs), each clipping mode, every path, one and two threads. */
+            size_t ng = collect(r, hps, 5), i, j;
+            path_fixture f;
+            int clip;
+            if (fixture_init(&f, types[ty][0], types[ty][1], ng, test_seed() ^ 0x4a1f ^ ty ^ ((uint64_t)r << 8), 0))
+                FAIL("out of memory");
+            for (clip = 0; clip < T_CLIP_MODES; clip++) {
+                if (half_reference(hps, clip, &f.init, &f.grads, &f.ref)) return 1;
+                if (every_path(&f, hps, clip, "the rounding reference", &runs)) return 1;
+                /* The parameters moved, so the roundings were exercised. */
+                for (i = 0; i < f.init.count; i++)
+                    for (j = 0; j < f.init.n[i]; j++)
+                        moved += t_get(f.init.pdt, f.init.p[i], j) != t_get(f.ref.pdt, f.ref.p[i], j);
+            }
+            fixture_free(&f);
+        }
+        if (T_SAMPLE > 1) printf("  (sanitizer build: every %dth of the combinations below)\n", T_SAMPLE);
+        printf("  %-8s params, %-8s grads: %ld runs (every rule, paths, 1 and 2 threads) bit for bit against the "
+               "rounding reference; %ld parameters moved\n",
+               optim_dtype_name(types[ty][0]), optim_dtype_name(types[ty][1]), runs, moved);
+        ASSERT(runs > 0 && moved > 0);
+    }
+    return 0;
+}
