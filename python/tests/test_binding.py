@@ -98,7 +98,7 @@ def _ctype(c_type):
     """The ctypes type the binding must use for a C type of the headers."""
     t = " ".join(c_type.replace("const ", "").split())
     if t in ("int", "optim_rule", "optim_hparam", "optim_nonfinite", "optim_match", "optim_isa", "optim_status",
-             "optim_cyclic_mode", "optim_schedule_kind"):
+             "optim_cyclic_mode", "optim_schedule_kind", "optim_dtype"):
         return ctypes.c_int
     scalars = {"void": None, "unsigned": ctypes.c_uint, "size_t": ctypes.c_size_t, "int64_t": ctypes.c_int64,
                "double": ctypes.c_double}
@@ -111,7 +111,7 @@ def _ctype(c_type):
     if t.endswith("**") or t.endswith("* *"):  # optim **, float **, float *const *, optim_schedule *const *
         return ctypes.POINTER(ctypes.c_void_p)
     base = t[:-1].strip()
-    if base in ("int", "optim_hparam"):
+    if base in ("int", "optim_hparam", "optim_dtype"):
         return ctypes.POINTER(ctypes.c_int)
     if base in ("size_t", "int64_t", "double"):
         return ctypes.POINTER(scalars[base])

@@ -30,11 +30,15 @@ import os
 import subprocess
 import sys
 
+import ctypes
+
+import numpy as np
 import pytest
 import torch
 
 import optim.torch as ot
-from optim import _capi, _constants
+from optim import _capi, _constants, _core
+from optim.torch import _groups as _ot_groups
 
 SHAPES = [(), (7,), (17,), (33,), (10, 100)]
 BIG = (100003,)
@@ -213,7 +217,7 @@ def run_rule(rule, seed, dtype=torch.float32, steps=STEPS, threads=1):
         p.grad = v
     for p, v in zip(pt, views(grad_t)):
         p.grad = v
-    ours = getattr(ot, rule)(go)
+    ours = getattr(ot, rule)(go) if dtype == torch.float32 else _CFloat64(rule, go)
     theirs = torch_cls(gt, **extra)
     where = "%s seed %d, %s, %d thread(s), optim path %s" % (rule, seed, str(dtype).replace("torch.", ""), threads,
                                                              optim_path())
@@ -250,6 +254,92 @@ def run_rule(rule, seed, dtype=torch.float32, steps=STEPS, threads=1):
                     assert d is None, "%s: step %d, %s, state[%r]%s" % (where, t, name(k), key, d)
 
 
+class _CFloat64:
+    """optim's float64 kernels driven through the C API (optim.torch takes
+    float32 tensors only), with what run_rule uses of an optimizer: the
+    groups' lr, step() and state[p]. Each group's hyperparameters are the ones
+    optim.torch computes for the same options (a float32 twin with one
+    placeholder parameter per group builds them); the parameters and
+    gradients are the float64 tensors of the groups, kept alive here for as
+    long as the C object holds their addresses."""
+
+    def __init__(self, rule, groups):
+        twin = getattr(ot, rule)([dict({k: v for k, v in g.items() if k != "params"},
+                                       params=[torch.zeros(1, requires_grad=True)]) for g in groups])
+        c = twin._c
+        self._rule = c.rule
+        self._h = _core.Handle(c.rule.rule)
+        self._lr_id = (ctypes.c_int * 1)(_core.hparam_id("lr"))
+        self.param_groups = [{"lr": g["lr"]} for g in groups]
+        self._pushed_lr = [g["lr"] for g in groups]
+        self._keep = []
+        self._index = {}
+        self._slots = []
+        for gi, g in enumerate(groups):
+            hp = _ot_groups.hparams(c, c.pushed[gi], gi, "param group")
+            assert self._h.add_group(hp) == gi
+            for p in g["params"]:
+                assert p.dtype == torch.float64 and p.is_contiguous() and p.grad.is_contiguous()
+                index = ctypes.c_size_t()
+                _capi.check(_capi.optim_add_param_typed(self._h.ptr, gi, p.data_ptr(), _constants.OPTIM_FLOAT64,
+                                                        p.grad.data_ptr(), _constants.OPTIM_FLOAT64, p.numel(),
+                                                        None, ctypes.byref(index)), _capi.optim_errmsg(self._h.ptr))
+                self._index[id(p)] = index.value
+                self._slots.append(hp.slots())
+                self._keep.append((p, p.grad))
+                if c.rule.rule_name == "adagrad":
+                    # torch's Adagrad starts every sum at the constructor's
+                    # initial_accumulator_value whatever the group says, and
+                    # optim.torch writes it into the state: the twin's parameter
+                    # of this group holds the value.
+                    self._slot_array(index.value, 0, p.numel())[:] = float(c.slot_tensor(gi, 0).reshape(-1)[0])
+
+    def _slot_array(self, i, s, n):
+        """Slot s of parameter i as a numpy array over the C memory, None if
+        not allocated or not initialized."""
+        data, dtype, init = ctypes.c_void_p(), ctypes.c_int(), ctypes.c_int()
+        _capi.check(_capi.optim_state_slot_data(self._h.ptr, i, s, ctypes.byref(data), ctypes.byref(dtype),
+                                                ctypes.byref(init)), _capi.optim_errmsg(self._h.ptr))
+        if not data.value or not init.value:
+            return None
+        assert dtype.value == _constants.OPTIM_FLOAT64, "%s: state slot %d is not float64" % (self._rule.owner, s)
+        return np.ctypeslib.as_array(ctypes.cast(data.value, ctypes.POINTER(ctypes.c_double)), shape=(n,))
+
+    def step(self):
+        for gi, g in enumerate(self.param_groups):
+            if g["lr"] != self._pushed_lr[gi]:
+                self._h.group_set_hparams(gi, self._lr_id, (ctypes.c_double * 1)(g["lr"]))
+                self._pushed_lr[gi] = g["lr"]
+        _capi.check(_capi.optim_step(self._h.ptr), _capi.optim_errmsg(self._h.ptr))
+
+    @property
+    def state(self):
+        return _CFloat64State(self)
+
+
+class _CFloat64State:
+    def __init__(self, o):
+        self._o = o
+
+    def __getitem__(self, p):
+        o, rule = self._o, self._o._rule
+        i = o._index[id(p)]
+        out = {}
+        if rule.step_kind:
+            step = o._h.get_step(i)
+            out["step"] = torch.tensor(float(step)) if rule.step_kind == "tensor" else step
+        if rule.has_mu_product:
+            out["mu_product"] = torch.tensor(o._h.get_mu_product(i), dtype=torch.float64)
+        for s, name in enumerate(rule.slot_names):
+            # torch's SGD stores momentum_buffer = None without momentum;
+            # other rules have the keys their options use.
+            if not (o._slots[i] >> s) & 1 and not (rule.rule_name == "sgd" and name == "momentum_buffer"):
+                continue
+            arr = o._slot_array(i, s, p.numel())
+            out[name] = None if arr is None else torch.from_numpy(arr.copy()).view(p.shape)
+        return out
+
+
 # ---- which CPU path optim runs --------------------------------------------------------
 
 _ISA = {"scalar": _constants.OPTIM_ISA_SCALAR, "avx2": _constants.OPTIM_ISA_AVX2,
@@ -278,25 +368,13 @@ def test_bits_float32(rule, seed):
     run_rule(rule, seed)
 
 
-def _float64_supported():
-    p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    try:
-        ot.SGD([p], lr=0.1)
-    except TypeError as e:
-        if "float32" in str(e):
-            return False
-        raise
-    return True
-
-
-def test_bits_float64(seed):
-    """torch computes the same operations in double (docs/FIDELITY.md); NAdam's
-    mu_product stays a float32 tensor. Live as soon as optim.torch takes
-    float64 parameters."""
-    if not _float64_supported():
-        pytest.skip("optim.torch does not take float64 tensors in this build")
-    for rule in RULES:
-        run_rule(rule, seed, dtype=torch.float64)
+@pytest.mark.parametrize("rule", RULES)
+def test_bits_float64(rule, seed):
+    """torch computes the same operations in double, fused where it fuses on
+    float32 (docs/FIDELITY.md); NAdam's mu_product stays a float32 tensor.
+    optim.torch takes float32 tensors only: optim's float64 kernels are
+    stepped through the C API (_CFloat64) with the same groups."""
+    run_rule(rule, seed, dtype=torch.float64)
 
 
 _CHILD = """
@@ -308,6 +386,7 @@ if path != sys.argv[2]:
     sys.exit("OPTIM_ISA=%s runs path %s" % (sys.argv[2], path))
 for rule in tb.RULES:
     tb.run_rule(rule, int(sys.argv[3]), threads=2)
+    tb.run_rule(rule, int(sys.argv[3]), dtype=tb.torch.float64, threads=2)
 print("ok", path)
 """
 
