@@ -258,23 +258,26 @@ static void ref_step_any(const optim_hparams *hp, double lr, double *p, const fl
     if (hp->rule == OPTIM_NADAM) {
         c.mu = hp->beta1 * (1 - 0.5 * pow(0.96, c.t * hp->momentum_decay));
         c.mu_next = hp->beta1 * (1 - 0.5 * pow(0.96, (c.t + 1) * hp->momentum_decay));
-        st->mu_product *= c.mu;
+        /* torch 1.13 keeps mu_product in a float32 tensor whatever the
+         * parameters' type: mu_product.mul_(mu) rounds mu and the product. */
+        st->mu_product = (double)((float)st->mu_product * (float)c.mu);
     }
     for (i = 0; i < st->n; i++) {
         double d;
         if (hp->decoupled_weight_decay) p[i] *= 1 - lr * hp->weight_decay;
         if (gf) {
             /* The gradient the rule sees is formed in float, as torch forms it
-             * (d_p = -g; d_p = d_p + wd * p on float tensors): when g and wd * p
-             * nearly cancel, only a float sum reproduces the float result. All
-             * the rule's own math is in double. */
+             * (d_p = -g; d_p = d_p.add(p, alpha=wd) on float tensors, one fused
+             * multiply-add on torch's CPU path): when g and wd * p nearly
+             * cancel, only the same float rounding reproduces the float result.
+             * All the rule's own math is in double. */
             float df = hp->maximize ? -gf[i] : gf[i];
             if (!hp->decoupled_weight_decay && hp->weight_decay != 0)
-                df = df + (float)hp->weight_decay * (float)p[i];
+                df = fmaf((float)hp->weight_decay, (float)p[i], df);
             d = df;
         } else {
             d = hp->maximize ? -gd[i] : gd[i];
-            if (!hp->decoupled_weight_decay && hp->weight_decay != 0) d = d + hp->weight_decay * p[i];
+            if (!hp->decoupled_weight_decay && hp->weight_decay != 0) d = fma(hp->weight_decay, p[i], d);
         }
         r->elem(&c, st, i, &p[i], d);
     }

@@ -7,9 +7,10 @@ steps 1, 2, 3, 7, 50 and 200 with torch_ref64.rel_err <= 1e-5: the relative
 error, robust near zero (each element's difference is divided by its own
 magnitude plus the mean magnitude of that quantity; torch_ref64.rel_err says
 why). 'step' must be equal and of torch's type. Weight decays are powers of
-two, so that torch's fused multiply-add and liboptim's separate multiply and
-add round g + wd * p identically (torch_harness explains the ill-conditioned
-elements other values create).
+two, as everywhere the harness is used (torch_harness says why). These
+comparisons check the binding's behaviour to a tolerance (state keys and
+types, defaults, options); test_torch_bits.py compares the same updates bit
+for bit.
 
 Known differences of torch 1.13 that the comparisons avoid on purpose:
  - NAdam is compared with foreach=True: 1.13's default single-tensor path

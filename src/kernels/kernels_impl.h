@@ -3,8 +3,9 @@
  * table's name) and OPTIM__KERNELS_ISA before including this file. The
  * compiler vectorises each loop for the flags of that file (-mavx2,
  * -mavx512f, ...; the scalar file forbids vectorisation). Because the math is
- * plain IEEE arithmetic without contraction, every path computes the same
- * bits as the scalar one.
+ * plain IEEE arithmetic without contraction (fused multiply-adds only where a
+ * rule writes optim__fma, one rounding on every path), every path computes the
+ * same bits as the scalar one.
  *
  * kernels_math.h holds the loops of one compute type; it is included here
  * once for float and once for double, and the path's table is assembled from

@@ -10,6 +10,12 @@
  *   fl    = final_lr * lr / initial_lr         (so lr schedules move the bounds too)
  *   lower = fl * (1 - 1 / (gamma t + 1));  upper = fl * (1 + 1 / (gamma t))
  *   p = p - clamp(step / denom, lower, upper) * m
+ * Rounded as the reference implementation rounds on torch 1.13's CPU path
+ * (docs/FIDELITY.md): its weight decay grad.add(wd, p), exp_avg's
+ * add_(1 - beta1, g) and exp_avg_sq's addcmul_ are each one fused
+ * multiply-add (m = fma(g, 1 - beta1, round(beta1 * m)),
+ * v = fma(round((1 - beta2) * g), g, round(beta2 * v))); the rest rounds
+ * operation by operation.
  * Slots: 0 exp_avg, 1 exp_avg_sq, 2 max_exp_avg_sq (amsbound).
  */
 #ifndef OPTIM_RULE_ADABOUND_H
@@ -43,8 +49,8 @@ OPTIM_INLINE void OPTIM__T(optim__adabound_elem)(R *p, R g, R *s, const optim__k
 {
     R pi = *p;
     R d = optim__grad(g, pi, c, V);
-    R m = s[0] * k->beta1 + k->one_minus_beta1 * d;
-    R v = s[1] * k->beta2 + (k->one_minus_beta2 * d) * d;
+    R m = optim__fma(d, k->one_minus_beta1, s[0] * k->beta1);
+    R v = optim__fma(k->one_minus_beta2 * d, d, s[1] * k->beta2);
     R denom, step;
     s[0] = m;
     s[1] = v;

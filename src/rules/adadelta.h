@@ -10,6 +10,12 @@
  * The momentum option is an optim extension (default 0, off): heavy-ball
  * momentum applied to AdaDelta's unit-consistent update; acc still tracks
  * the squared delta, not the momentum step.
+ * Rounded as torch 1.13's CPU kernels round (docs/FIDELITY.md): addcmul_ and
+ * add_(x, alpha=a) are each one fused multiply-add, so
+ *   sq = fma((1 - rho) * g, g, round(rho * sq));  acc = fma((1 - rho) * delta, delta, round(rho * acc));
+ *   p = fma(delta, -lr, p);  delta = round(round(RMS(acc) / RMS(sq)) * g).
+ * With momentum (no torch counterpart), as buf.mul_(momentum).add_(delta)
+ * would: b = round(momentum * b) + delta, p = fma(b, -lr, p).
  * Slots: 0 square_avg, 1 acc_delta, 2 momentum_buffer (momentum > 0).
  */
 #ifndef OPTIM_RULE_ADADELTA_H
@@ -43,16 +49,16 @@ OPTIM_INLINE void OPTIM__T(optim__adadelta_elem)(R *p, R g, R *s, const optim__k
     const unsigned epsin = V & OPTIM__V_EPSIN;
     R pi = *p;
     R d = optim__grad(g, pi, c, V);
-    R sq = s[0] * k->rho + (k->one_minus_rho * d) * d;
+    R sq = optim__fma(k->one_minus_rho * d, d, s[0] * k->rho);
     R delta = optim__rms(s[1], k->eps, epsin) / optim__rms(sq, k->eps, epsin) * d;
     s[0] = sq;
-    s[1] = s[1] * k->rho + (k->one_minus_rho * delta) * delta;
+    s[1] = optim__fma(k->one_minus_rho * delta, delta, s[1] * k->rho);
     if (V & OPTIM__ADADELTA_V_MOM) {
         R b = s[2] * k->momentum + delta;
         s[2] = b;
-        *p = pi + k->neg_lr * b;
+        *p = optim__fma(b, k->neg_lr, pi);
     } else {
-        *p = pi + k->neg_lr * delta;
+        *p = optim__fma(delta, k->neg_lr, pi);
     }
 }
 #endif

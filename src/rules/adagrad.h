@@ -6,6 +6,9 @@
  *   sum = sum + g * g
  *   p   = p - clr * g / (sqrt(sum) + eps)       eps outside (torch)
  *   p   = p - clr * g / sqrt(sum + eps)         eps inside (the seeds' form)
+ * Rounded as torch 1.13's CPU kernels round (docs/FIDELITY.md): state_sum.addcmul_(g, g)
+ * is one fused multiply-add, sum = fma(g, g, sum); param.addcdiv_ rounds
+ * -clr * g, the quotient and the sum separately.
  * Slot 0: sum, starting at initial_accumulator_value.
  */
 #ifndef OPTIM_RULE_ADAGRAD_H
@@ -37,7 +40,7 @@ OPTIM_INLINE void OPTIM__T(optim__adagrad_elem)(R *p, R g, R *s, const optim__kc
 {
     R pi = *p;
     R d = optim__grad(g, pi, c, V);
-    R sum = s[0] + d * d;
+    R sum = optim__fma(d, d, s[0]);
     s[0] = sum;
     *p = pi + (k->neg_clr * d) / optim__rms(sum, k->eps, V & OPTIM__V_EPSIN);
 }

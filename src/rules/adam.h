@@ -13,6 +13,11 @@
  *   p = p - lr * m^ / sqrt(v^ + eps)                       eps inside
  * Computed as torch does: denom = sqrt(v') / sqrt(1 - beta2^t) + eps and
  * p = p + (-lr / (1 - beta1^t)) * m / denom.
+ * Rounded as torch 1.13's CPU kernels round (docs/FIDELITY.md): add_(g, alpha)
+ * and addcmul_ are each one fused multiply-add,
+ *   m = fma(g, 1 - beta1, round(beta1 * m));  v = fma(round((1 - beta2) * g), g, round(beta2 * v));
+ * everything else rounds operation by operation (AdamW's p * (1 - lr * wd)
+ * is rounded before the addcdiv_ adds to it).
  * Slots: 0 exp_avg, 1 exp_avg_sq, 2 max_exp_avg_sq (amsgrad).
  */
 #ifndef OPTIM_RULE_ADAM_H
@@ -46,8 +51,8 @@ OPTIM_INLINE void OPTIM__T(optim__adam_elem)(R *p, R g, R *s, const optim__kc *c
 {
     R pi = *p;
     R d = optim__grad(g, pi, c, V);
-    R m = s[0] * k->beta1 + k->one_minus_beta1 * d;
-    R v = s[1] * k->beta2 + (k->one_minus_beta2 * d) * d;
+    R m = optim__fma(d, k->one_minus_beta1, s[0] * k->beta1);
+    R v = optim__fma(k->one_minus_beta2 * d, d, s[1] * k->beta2);
     R denom;
     s[0] = m;
     s[1] = v;

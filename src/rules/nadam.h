@@ -7,8 +7,14 @@
  *   mu_t = beta1 (1 - 0.5 * 0.96^(t * momentum_decay));  mu_{t+1} likewise
  *   P_t  = mu_1 * ... * mu_t   (state mu_product)
  *   m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g^2
- *   denom = sqrt(v / (1 - beta2^t)) + eps        (eps inside: sqrt(v / (1 - beta2^t) + eps))
+ *   denom = sqrt(v) / sqrt(1 - beta2^t) + eps      (eps inside: sqrt(v / (1 - beta2^t) + eps))
  *   p = p - lr (1 - mu_t) / (1 - P_t) * g / denom - lr mu_{t+1} / (1 - P_t mu_{t+1}) * m / denom
+ * Rounded as torch 1.13's multi-tensor path rounds (docs/FIDELITY.md): m and
+ * v are fused multiply-adds (m = fma(g, 1 - beta1, round(beta1 * m)),
+ * v = fma(round((1 - beta2) * g), g, round(beta2 * v))); P_t is kept rounded
+ * to float32 as torch's float32 tensor keeps it, whatever the parameters'
+ * type (P_t = round32(P_{t-1} * round32(mu_t))); the two step sizes are
+ * computed in double from it, as torch's Python computes them.
  * Slots: 0 exp_avg, 1 exp_avg_sq; scalar state mu_product.
  */
 #ifndef OPTIM_RULE_NADAM_H
@@ -20,7 +26,8 @@
 #define OPTIM__NADAM_K(X) \
     X(beta1) X(one_minus_beta1) \
     X(beta2) X(one_minus_beta2) \
-    X(bc2) /* 1 - beta2^t */ \
+    X(bc2) /* 1 - beta2^t (eps inside) */ \
+    X(bc2_sqrt) /* sqrt(1 - beta2^t) */ \
     X(coef_g) /* -lr (1 - mu_t) / (1 - P_t) */ \
     X(coef_m) /* -lr mu_{t+1} / (1 - P_t mu_{t+1}) */ \
     X(eps)
@@ -44,9 +51,9 @@ OPTIM_INLINE void OPTIM__T(optim__nadam_elem)(R *p, R g, R *s, const optim__kc *
 {
     R pi = *p;
     R d = optim__grad(g, pi, c, V);
-    R m = s[0] * k->beta1 + k->one_minus_beta1 * d;
-    R v = s[1] * k->beta2 + (k->one_minus_beta2 * d) * d;
-    R denom = optim__rms(v / k->bc2, k->eps, V & OPTIM__V_EPSIN);
+    R m = optim__fma(d, k->one_minus_beta1, s[0] * k->beta1);
+    R v = optim__fma(k->one_minus_beta2 * d, d, s[1] * k->beta2);
+    R denom = (V & OPTIM__V_EPSIN) ? optim__sqrt(v / k->bc2 + k->eps) : optim__sqrt(v) / k->bc2_sqrt + k->eps;
     s[0] = m;
     s[1] = v;
     pi = pi * c->decay;
@@ -80,15 +87,20 @@ static void optim__nadam_prepare(const optim_hparams *hp, const optim__step_in *
     double t = (double)st->step;
     double mu = hp->beta1 * (1.0 - 0.5 * pow(0.96, t * hp->momentum_decay));
     double mu_next = hp->beta1 * (1.0 - 0.5 * pow(0.96, (t + 1.0) * hp->momentum_decay));
+    double bc2 = 1.0 - pow(hp->beta2, t);
+    /* torch's mu_product is a float32 tensor (whatever the parameters'
+     * dtype): mu_product.mul_(mu) rounds mu and the product to float. */
+    const double mup = (double)((float)st->mu_product * (float)mu);
     (void)c;
-    st->mu_product *= mu;
+    st->mu_product = mup;
     k->beta1 = hp->beta1;
     k->one_minus_beta1 = 1.0 - hp->beta1;
     k->beta2 = hp->beta2;
     k->one_minus_beta2 = 1.0 - hp->beta2;
-    k->bc2 = 1.0 - pow(hp->beta2, t);
-    k->coef_g = -in->lr * (1.0 - mu) / (1.0 - st->mu_product);
-    k->coef_m = -in->lr * mu_next / (1.0 - st->mu_product * mu_next);
+    k->bc2 = bc2;
+    k->bc2_sqrt = sqrt(bc2);
+    k->coef_g = (in->lr * (1.0 - mu) / (1.0 - mup)) * -1.0;
+    k->coef_m = (in->lr * mu_next / (1.0 - mup * mu_next)) * -1.0;
     k->eps = hp->eps;
 }
 

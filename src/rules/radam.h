@@ -9,6 +9,11 @@
  *     p = p - lr * m / (1 - beta1^t) * sqrt(1 - beta2^t) / (sqrt(v) + eps) * r
  *         (eps inside: sqrt(1 - beta2^t) / sqrt(v + eps))
  *   otherwise (the first steps): p = p - lr * m / (1 - beta1^t)
+ * Rounded as torch 1.13's CPU kernels round (docs/FIDELITY.md): m and v are
+ * fused multiply-adds (m = fma(g, 1 - beta1, round(beta1 * m)),
+ * v = fma(round((1 - beta2) * g), g, round(beta2 * v))); torch computes
+ * sqrt(1 - beta2^t) / denom as denom.reciprocal() * sqrt(1 - beta2^t), and
+ * p - ((m^ * lr) * adaptive) * r with each product rounded.
  * Slots: 0 exp_avg, 1 exp_avg_sq.
  */
 #ifndef OPTIM_RULE_RADAM_H
@@ -46,14 +51,14 @@ OPTIM_INLINE void OPTIM__T(optim__radam_elem)(R *p, R g, R *s, const optim__kc *
 {
     R pi = *p;
     R d = optim__grad(g, pi, c, V);
-    R m = s[0] * k->beta1 + k->one_minus_beta1 * d;
-    R v = s[1] * k->beta2 + (k->one_minus_beta2 * d) * d;
+    R m = optim__fma(d, k->one_minus_beta1, s[0] * k->beta1);
+    R v = optim__fma(k->one_minus_beta2 * d, d, s[1] * k->beta2);
     R mhat = m / k->bc1;
     s[0] = m;
     s[1] = v;
     pi = pi * c->decay;
     if (V & OPTIM__RADAM_V_RECT) {
-        R adaptive = k->bc2_sqrt / optim__rms(v, k->eps, V & OPTIM__V_EPSIN);
+        R adaptive = ((R)1 / optim__rms(v, k->eps, V & OPTIM__V_EPSIN)) * k->bc2_sqrt;
         *p = pi - mhat * k->lr * adaptive * k->rect;
     } else {
         *p = pi - mhat * k->lr;

@@ -8,6 +8,11 @@
  *   avg = sqrt(v) + eps  (torch)   or   sqrt(v + eps)  (eps inside: the seeds' and TensorFlow's form)
  *   momentum > 0: b = momentum * b + g / avg;  p = p - lr * b
  *   otherwise:    p = p - lr * g / avg
+ * Rounded as torch 1.13's CPU kernels round (docs/FIDELITY.md): addcmul_ and
+ * add_(x, alpha=a) are each one fused multiply-add, so
+ *   sq = fma((1 - alpha) * g, g, round(alpha * sq));  ga = fma(g, 1 - alpha, round(alpha * ga));
+ *   v = fma(-ga, ga, sq);  b = round(momentum * b) + round(g / avg);  p = fma(b, -lr, p);
+ * addcdiv_ (no momentum) rounds -lr * g, the quotient and the sum separately.
  * Slots: 0 square_avg, 1 momentum_buffer (momentum > 0), 2 grad_avg (centered).
  */
 #ifndef OPTIM_RULE_RMSPROP_H
@@ -41,19 +46,19 @@ OPTIM_INLINE void OPTIM__T(optim__rmsprop_elem)(R *p, R g, R *s, const optim__kc
 {
     R pi = *p;
     R d = optim__grad(g, pi, c, V);
-    R sq = s[0] * k->alpha + (k->one_minus_alpha * d) * d;
+    R sq = optim__fma(k->one_minus_alpha * d, d, s[0] * k->alpha);
     R v = sq, avg;
     s[0] = sq;
     if (V & OPTIM__RMSPROP_V_CENTERED) {
-        R ga = s[2] * k->alpha + k->one_minus_alpha * d;
+        R ga = optim__fma(d, k->one_minus_alpha, s[2] * k->alpha);
         s[2] = ga;
-        v = sq + (-ga) * ga;
+        v = optim__fma(-ga, ga, sq);
     }
     avg = optim__rms(v, k->eps, V & OPTIM__V_EPSIN);
     if (V & OPTIM__RMSPROP_V_MOM) {
         R b = s[1] * k->momentum + d / avg;
         s[1] = b;
-        *p = pi + k->neg_lr * b;
+        *p = optim__fma(b, k->neg_lr, pi);
     } else {
         *p = pi + (k->neg_lr * d) / avg;
     }

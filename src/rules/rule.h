@@ -13,7 +13,8 @@
  *    rule_math.h (optim__sqrt, optim__fma, optim__max_nan, ...), no
  *    intrinsics and no literals of a fixed type (write (R)1). The library is
  *    compiled with -ffp-contract=off: a fused multiply-add happens only where
- *    optim__fma says so, and then on every path.
+ *    optim__fma says so (where torch's CPU kernels round a*b+c once:
+ *    docs/FIDELITY.md), and then on every path.
  *  - host (under OPTIM__RULE_HOST, compiled once, in rules.c): defaults,
  *    checks across fields, which slots the options need, initial slot
  *    values, the group hook, and `prepare`, which turns hyperparameters and

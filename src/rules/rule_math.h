@@ -30,8 +30,8 @@
  * Each is correctly rounded in IEEE arithmetic, so every CPU path gives the
  * same bits. optim__fma(a, b, c) is a * b + c with one rounding (fmaf/fma:
  * an instruction on the AVX2 and AVX-512 paths, the C library's exact
- * function on the scalar path), for rules that must match an implementation
- * which fuses; plain `a * b + c` is never fused (-ffp-contract=off). */
+ * function on the scalar path), where torch's CPU kernels round a * b + c
+ * once (add with alpha, addcmul: docs/FIDELITY.md); plain `a * b + c` is never fused (-ffp-contract=off). */
 #undef optim__sqrt
 #undef optim__fabs
 #undef optim__fma
@@ -110,13 +110,14 @@ OPTIM_INLINE OPTIM__T(optim__kcr) OPTIM__T(optim__kc_from)(const optim__kcommon 
 
 /* The gradient as the rule sees it: clamped (clip_grad_value_, a NaN stays
  * NaN), scaled (maximize, norm clipping), then with L2 weight decay, as torch
- * does (d_p = -g; d_p = d_p + wd * p). */
+ * does (d_p = -g; d_p = d_p.add(p, alpha=wd): one rounding of d_p + wd * p,
+ * a fused multiply-add on torch's AVX2 path, docs/FIDELITY.md). */
 #undef optim__grad
 #define optim__grad OPTIM__T(optim__h_grad)
 OPTIM_INLINE R OPTIM__T(optim__h_grad)(R g, R p, const optim__kc *c, unsigned V)
 {
     if (V & OPTIM__V_CLAMP) g = optim__clamp(g, -c->gclip, c->gclip);
     g = g * c->gscale;
-    if (V & OPTIM__V_L2) g = g + c->wd * p;
+    if (V & OPTIM__V_L2) g = optim__fma(c->wd, p, g);
     return g;
 }

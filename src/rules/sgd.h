@@ -7,6 +7,10 @@
  *       b = momentum * b + (1 - dampening) * g  later steps
  *       g = g + momentum * b   if nesterov,  else g = b
  *   p = p - lr * g
+ * Rounded as torch 1.13's CPU kernels round (docs/FIDELITY.md): each
+ * add(x, alpha=a) is one fused multiply-add, so
+ *   b = fma(g, 1 - dampening, round(b * momentum));  g = fma(b, momentum, g);
+ *   p = fma(g, -lr, p).
  * Slot 0: momentum_buffer (only with momentum; filled from the first gradient).
  */
 #ifndef OPTIM_RULE_SGD_H
@@ -41,11 +45,12 @@ OPTIM_INLINE void OPTIM__T(optim__sgd_elem)(R *p, R g, R *s, const optim__kc *c,
     R pi = *p;
     R d = optim__grad(g, pi, c, V);
     if (V & OPTIM__SGD_V_MOM) {
-        R b = (V & OPTIM__SGD_V_FIRST) ? d : s[0] * k->momentum + k->one_minus_dampening * d;
+        R b = (V & OPTIM__SGD_V_FIRST) ? d
+                                          : optim__fma(d, k->one_minus_dampening, s[0] * k->momentum);
         s[0] = b;
-        d = (V & OPTIM__SGD_V_NEST) ? d + k->momentum * b : b;
+        d = (V & OPTIM__SGD_V_NEST) ? optim__fma(b, k->momentum, d) : b;
     }
-    *p = pi + k->neg_lr * d;
+    *p = optim__fma(d, k->neg_lr, pi);
 }
 #endif
 

@@ -23,7 +23,7 @@ import torch
 
 from .. import _core
 from . import _tensors
-from ._tensors import describe
+from ._tensors import F32, describe
 
 _ITEMSIZE = {torch.float32: 4, torch.float64: 8, torch.bfloat16: 2, torch.float16: 2}
 

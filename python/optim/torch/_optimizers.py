@@ -415,10 +415,13 @@ class NAdam(_Optimizer):
         eps_placement (str, optional, optim extra): 'outside' (default, torch) or 'inside'.
 
     state[p] has 'step' (a 0-dim float32 tensor, as torch), 'mu_product', 'exp_avg'
-    and 'exp_avg_sq'. liboptim keeps mu_product in double precision and
-    state[p]['mu_product'] is a 0-dim float64 tensor (torch's is float32), so that
-    a saved and reloaded run continues with the same bits; torch.optim.NAdam's
-    load_state_dict casts it to float32.
+    and 'exp_avg_sq'. liboptim rounds mu_product to float32 at every step, as
+    torch's float32 tensor does, and state[p]['mu_product'] is a 0-dim float64
+    tensor holding that float32 value exactly (torch's is float32);
+    torch.optim.NAdam's load_state_dict casts it to the parameters' dtype.
+    The steps are torch 1.13's multi-tensor (foreach=True) formula, bit for
+    bit on float32 (docs/FIDELITY.md): 1.13's default single-tensor path
+    multiplies mu into the next product twice, a bug fixed in torch 2.0.
     """ + _COMMON_DOC
 
     _rule_name = "nadam"

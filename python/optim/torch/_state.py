@@ -153,10 +153,11 @@ def read(c, i, key):
     if key == "step":
         return c.scalar(i, "step") if c.rule.step_kind == "tensor" else c.h.get_step(i)
     if key == "mu_product":
-        # float64, not torch's float32: the C object keeps the product in
-        # double, and a saved and reloaded run must continue with the same
-        # bits. torch.optim's load_state_dict casts it to the parameters'
-        # dtype, so torch reads it as its own.
+        # float64, not torch's float32: the C object keeps the product in a
+        # double (rounded to float32 at every step, as torch's tensor is), and
+        # a saved and reloaded run must continue with the same bits.
+        # torch.optim's load_state_dict casts it to the parameters' dtype, so
+        # torch reads it as its own.
         return c.scalar(i, "mu_product")
     s = c.rule.slot_names.index(key)
     addr, initialized = c.h.state_slot(i, s)
