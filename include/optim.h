@@ -23,7 +23,10 @@
  *  - Arrays are float32 unless given another element type (optim_dtype:
  *    float64, bfloat16, float16) through the *_typed / *_data functions.
  *    Parameter and gradient memory belongs to the caller; state memory
- *    belongs to the optimizer object (64-byte aligned).
+ *    belongs to the optimizer object (64-byte aligned). Every array the
+ *    caller gives is aligned to its element size (4 bytes for float32, 8
+ *    for float64, 2 for the half types): a misaligned one is refused with
+ *    OPTIM_EINVAL by every call that takes it, whatever its pointer type.
  *  - Thread safety: distinct handles may be used from distinct threads at
  *    once. One handle must not be used by two threads at the same time (an
  *    optim_sam counts as part of its base). The stateless functions
