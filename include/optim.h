@@ -617,7 +617,10 @@ OPTIM_API int optim_param_reset_state(optim *opt, size_t i);
  *  step never asks OpenMP for more threads than its thread limit
  *  (OMP_THREAD_LIMIT), the CPUs it sees, or the step's work can use (steps
  *  under 32K elements run on the caller's thread). Results are bit-identical
- *  for any value. */
+ *  for any value. Steps of different optimizers run from several threads at
+ *  once each open an OpenMP team of their own, which this bound cannot see:
+ *  under a process thread limit (ulimit -u) libgomp ends the process when it
+ *  cannot create a thread, so give such optimizers 1 (docs/ROBUSTNESS.md). */
 OPTIM_API int optim_set_threads(optim *opt, int threads);
 OPTIM_API int optim_get_threads(const optim *opt);
 /** Choose the CPU path for this optimizer (tests use this to run each one).
