@@ -23,7 +23,10 @@
  *  - Arrays are float32 unless given another element type (optim_dtype:
  *    float64, bfloat16, float16) through the *_typed / *_data functions.
  *    Parameter and gradient memory belongs to the caller; state memory
- *    belongs to the optimizer object (64-byte aligned).
+ *    belongs to the optimizer object (64-byte aligned). Every array the
+ *    caller gives is aligned to its element size (4 bytes for float32, 8
+ *    for float64, 2 for the half types): a misaligned one is refused with
+ *    OPTIM_EINVAL by every call that takes it, whatever its pointer type.
  *  - Thread safety: distinct handles may be used from distinct threads at
  *    once. One handle must not be used by two threads at the same time (an
  *    optim_sam counts as part of its base). The stateless functions
@@ -665,7 +668,10 @@ OPTIM_API size_t optim_state_bytes(const optim *opt);
  *  step never asks OpenMP for more threads than its thread limit
  *  (OMP_THREAD_LIMIT), the CPUs it sees, or the step's work can use (steps
  *  under 32K elements run on the caller's thread). Results are bit-identical
- *  for any value. */
+ *  for any value. Steps of different optimizers run from several threads at
+ *  once each open an OpenMP team of their own, which this bound cannot see:
+ *  under a process thread limit (ulimit -u) libgomp ends the process when it
+ *  cannot create a thread, so give such optimizers 1 (docs/ROBUSTNESS.md). */
 OPTIM_API int optim_set_threads(optim *opt, int threads);
 OPTIM_API int optim_get_threads(const optim *opt);
 /** Choose the CPU path for this optimizer (tests use this to run each one).

@@ -26,7 +26,9 @@ extern "C" {
 /** The norm_type-norm of all count arrays together (grads[i] has n[i]
  *  floats; NULL arrays are skipped), exact in double: norm_type > 0 or
  *  INFINITY. A NaN or Inf element gives a non-finite norm. threads as
- *  optim_set_threads. */
+ *  optim_set_threads. In all three functions every array must be aligned to
+ *  4 bytes (OPTIM_EINVAL otherwise, nothing read or written) and the arrays
+ *  must not overlap (OPTIM_EOVERLAP). */
 OPTIM_API int optim_grad_norm(size_t count, const float *const *grads, const size_t *n, double norm_type, int threads,
                               double *total_norm, optim_error *err);
 

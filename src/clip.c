@@ -73,6 +73,12 @@ static int optim__clip_job_init(optim__clip_job *j, const char *fn, size_t count
     size_t i, k;
     memset(j, 0, sizeof *j);
     OPTIM__FAIL_IF(count > 0 && (!grads || !n), err, OPTIM_ENULL, "%s: %s is NULL", fn, !grads ? "grads" : "n");
+    /* A binding passes addresses as integers: a float array at an odd address
+     * would be loaded as floats it cannot hold (UB; UBSan stops there). */
+    for (i = 0; i < count; i++)
+        OPTIM__FAIL_IF(grads[i] && (uintptr_t)grads[i] % sizeof(float) != 0, err, OPTIM_EINVAL,
+                       "%s: grads[%zu] at %p is not aligned to %zu bytes (float32)", fn, i, (const void *)grads[i],
+                       sizeof(float));
     for (i = 1; i < count; i++) {
         /* Scaling an array in place twice would be wrong: refuse overlaps. */
         if (!grads[i]) continue;

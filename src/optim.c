@@ -286,7 +286,10 @@ int optim__check_align(optim *o, const char *fn, const char *what, const void *x
                               size_t i, const char *name)
 {
     size_t size = optim_dtype_size(dtype);
-    OPTIM__FAIL_IF(dtype != OPTIM_FLOAT32 && x && (uintptr_t)x % size != 0, OPTIM__E(o), OPTIM_EINVAL,
+    /* Every type, float32 too: the typed calls take void pointers, and a binding
+     * passes addresses as integers (torch.frombuffer makes a float32 tensor at
+     * any byte offset); the kernels load elements of their type. */
+    OPTIM__FAIL_IF(x && (uintptr_t)x % size != 0, OPTIM__E(o), OPTIM_EINVAL,
                    "%s: the %s of param %zu '%s' at %p is not aligned to %zu bytes (%s)", fn, what, i,
                    name ? name : "", x, size, optim_dtype_name(dtype));
     return OPTIM_OK;

@@ -24,6 +24,9 @@ int optim_state_init_typed(const optim_hparams *hp, size_t n, optim_dtype state_
         if (!((need >> s) & 1u) || n == 0) continue;
         OPTIM__FAIL_IF(!st->slot[s], err, OPTIM_ENULL, "optim_state_init: %s needs slot %d (%s) but st->slot[%d] is NULL",
                        optim_rule_name(hp->rule), s, optim_rule_slot_name(hp->rule, s), s);
+        OPTIM__FAIL_IF((uintptr_t)st->slot[s] % size, err, OPTIM_EINVAL,
+                       "optim_state_init: slot %d (%s) is not aligned to %zu bytes (%s)", s,
+                       optim_rule_slot_name(hp->rule, s), size, optim_dtype_name(state_dtype));
         for (t = 0; t < s; t++)
             OPTIM__FAIL_IF(((need >> t) & 1u) && optim__overlap_bytes(st->slot[s], n * size, st->slot[t], n * size),
                            err, OPTIM_EOVERLAP, "optim_state_init: slot %d (%s) overlaps slot %d (%s)", s,
@@ -71,16 +74,15 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
     ssize = optim_dtype_size(sdt);
     if (n > 0) {
         OPTIM__FAIL_IF(!p || !g, err, OPTIM_ENULL, "%s: %s is NULL", fn, !p ? "p" : "g");
-        /* float32 memory, which the library always took as given, is not checked. */
-        OPTIM__FAIL_IF((pdt != OPTIM_FLOAT32 && (uintptr_t)p % psize) || (gdt != OPTIM_FLOAT32 && (uintptr_t)g % gsize),
-                       err, OPTIM_EINVAL, "%s: %s is not aligned to its element size",
-                       fn, (pdt != OPTIM_FLOAT32 && (uintptr_t)p % psize) ? "p" : "g");
+        /* Every type, float32 too (the typed call takes void pointers). */
+        OPTIM__FAIL_IF((uintptr_t)p % psize || (uintptr_t)g % gsize, err, OPTIM_EINVAL,
+                       "%s: %s is not aligned to its element size", fn, (uintptr_t)p % psize ? "p" : "g");
         OPTIM__FAIL_IF(optim__overlap_bytes(p, n * psize, g, n * gsize), err, OPTIM_EOVERLAP, "%s: p and g overlap", fn);
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((need >> s) & 1u)) continue;
             OPTIM__FAIL_IF(!st->slot[s], err, OPTIM_ENULL, "%s: %s needs slot %d (%s) but st->slot[%d] is NULL", fn,
                            rule, s, optim_rule_slot_name(hp->rule, s), s);
-            OPTIM__FAIL_IF(sdt != OPTIM_FLOAT32 && (uintptr_t)st->slot[s] % ssize, err, OPTIM_EINVAL,
+            OPTIM__FAIL_IF((uintptr_t)st->slot[s] % ssize, err, OPTIM_EINVAL,
                            "%s: slot %d (%s) is not aligned to %zu bytes (%s)", fn, s,
                            optim_rule_slot_name(hp->rule, s), ssize, optim_dtype_name(sdt));
             OPTIM__FAIL_IF(!((lazy >> s) & 1u) && !((st->initialized >> s) & 1u), err, OPTIM_ESTATE,

@@ -19,6 +19,7 @@
     TEST_ENTRY(half_types_vs_rounding_reference) \
     TEST_ENTRY(conversions_exact)              \
     TEST_ENTRY(dtype_api)                      \
+    TEST_ENTRY(misaligned_memory_refused)      \
     TEST_ENTRY(dtype_checkpoint_exact)         \
     TEST_ENTRY(checkpoint_format2_loads)       \
     TEST_ENTRY(threads_bounded)                \

@@ -9,6 +9,7 @@
 #include "optim_internal.h"  /* white box: an optimizer on a table without some loops */
 #include "optim_checkpoint.h"
 #include "optim_sam.h"
+#include "optim_clip.h"
 
 #ifdef _OPENMP
 #  include <omp.h>
@@ -229,6 +230,120 @@ TEST_IMPL(dtype_api)
         ASSERT_ERR(optim_state_init_typed(&hp, 8, OPTIM_BFLOAT16, &s64, &err), OPTIM_EUNSUPPORTED, err.message,
                    "state of type bfloat16");
         ASSERT_INT(s64.step, ==, 1);
+    }
+    return 0;
+}
+
+/* Memory at an address that is no multiple of its element size, float32
+ * included, through every call that takes caller memory as a pointer (the
+ * typed calls take void pointers, and a binding passes integers: torch's
+ * frombuffer makes a float32 tensor at any byte offset). Each is refused
+ * with OPTIM_EINVAL naming the array, and nothing changes. Before, float32
+ * memory was not checked: the kernels loaded floats from odd addresses
+ * (UBSan: "load of misaligned address", undefined behaviour). */
+TEST_IMPL(misaligned_memory_refused)
+{
+    static const optim_dtype pdts[3] = {OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_FLOAT64};
+    static const optim_dtype gdts[3] = {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_FLOAT64};
+    enum { N = 40 };
+    optim_error err;
+    optim_hparams hp;
+    size_t c, off;
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_ADAM, NULL));
+    for (c = 0; c < 3; c++) {
+        size_t ps = optim_dtype_size(pdts[c]), gs = optim_dtype_size(gdts[c]);
+        for (off = 1; off < ps || off < gs; off++) {
+            unsigned char pbuf[N * 8 + 16], gbuf[N * 8 + 16], pbuf2[N * 8 + 16];
+            unsigned char *p = pbuf + (16 - (uintptr_t)pbuf % 16) % 16, *g = gbuf + (16 - (uintptr_t)gbuf % 16) % 16;
+            unsigned char *p2 = pbuf2 + (16 - (uintptr_t)pbuf2 % 16) % 16;
+            void *before = NULL, *after = NULL;
+            size_t bsize = 0, asize = 0;
+            optim *o = NULL;
+            int bad_p = off % ps != 0, bad_g = off % gs != 0;
+            memset(pbuf, 0, sizeof pbuf);
+            memset(gbuf, 0, sizeof gbuf);
+            ASSERT_OK(optim_create(&o, OPTIM_ADAM));
+            ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+            if (bad_p)
+                ASSERT_ERR(optim_add_param_typed(o, 0, p + off, pdts[c], g, gdts[c], N, "w", NULL), OPTIM_EINVAL,
+                           optim_errmsg(o), "memory of param 0 'w'");
+            if (bad_g)
+                ASSERT_ERR(optim_add_param_typed(o, 0, p, pdts[c], g + off, gdts[c], N, "w", NULL), OPTIM_EINVAL,
+                           optim_errmsg(o), "gradient of param 0 'w'");
+            ASSERT_INT(optim_param_count(o), ==, 0);
+            ASSERT_OPT_OK(o, optim_add_param_typed(o, 0, p, pdts[c], g, gdts[c], N, "w", NULL));
+            ASSERT_OPT_OK(o, optim_step(o));
+            ASSERT_OPT_OK(o, optim_save_buffer(o, &before, &bsize));
+            {
+                void *pp[1];
+                const void *gg[1];
+                pp[0] = bad_p ? (void *)(p2 + off) : (void *)p2;
+                gg[0] = bad_g ? (const void *)(g + off) : (const void *)g;
+                ASSERT_INT(optim_step_with_data(o, 1, pp, gg), ==, OPTIM_EINVAL);
+                ASSERT_INT(optim_rebind(o, 1, pp, gg), ==, OPTIM_EINVAL);
+                ASSERT_INT(optim_set_param_data(o, 0, pp[0], gg[0]), ==, OPTIM_EINVAL);
+                if (bad_g) ASSERT_INT(optim_set_grad_data(o, 0, gg[0]), ==, OPTIM_EINVAL);
+                if (pdts[c] == OPTIM_FLOAT32 && gdts[c] == OPTIM_FLOAT32) {
+                    float *fp[1];
+                    const float *fg[1];
+                    memcpy(&fp[0], &pp[0], sizeof fp[0]); /* the address as a binding passes it */
+                    memcpy(&fg[0], &gg[0], sizeof fg[0]);
+                    ASSERT_INT(optim_step_with(o, 1, fp, fg), ==, OPTIM_EINVAL);
+                    ASSERT_INT(optim_set_param_ptrs(o, 0, fp[0], fg[0]), ==, OPTIM_EINVAL);
+                }
+                if (!strstr(optim_errmsg(o), "not aligned")) FAIL("message: %s", optim_errmsg(o));
+            }
+            ASSERT_OPT_OK(o, optim_save_buffer(o, &after, &asize));
+            if (asize != bsize || memcmp(before, after, bsize) != 0) FAIL("a refused call changed the optimizer");
+            ASSERT_OPT_OK(o, optim_step(o)); /* still bound to the memory it had */
+            free(before);
+            free(after);
+            optim_free(o);
+
+            /* The stateless level: p, g and the state slots. */
+            {
+                optim_state st;
+                optim_dtype sdt = pdts[c] == OPTIM_FLOAT64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32;
+                size_t ss = optim_dtype_size(sdt);
+                unsigned char sbuf[2][N * 8 + 16];
+                int s;
+                memset(&st, 0, sizeof st);
+                for (s = 0; s < 2; s++) st.slot[s] = (float *)(void *)(sbuf[s] + (16 - (uintptr_t)sbuf[s] % 16) % 16);
+                ASSERT_OK_MSG(optim_state_init_typed(&hp, N, sdt, &st, &err), err.message);
+                ASSERT_ERR(optim_update_typed(&hp, N, bad_p ? p + off : p, pdts[c], bad_g ? g + off : g, gdts[c], &st,
+                                              &err),
+                           OPTIM_EINVAL, err.message, "not aligned");
+                ASSERT_INT(st.step, ==, 0);
+                if (off % ss) {
+                    float *keep = st.slot[1];
+                    st.slot[1] = (float *)(void *)((unsigned char *)keep + off);
+                    ASSERT_ERR(optim_update_typed(&hp, N, p, pdts[c], g, gdts[c], &st, &err), OPTIM_EINVAL,
+                               err.message, "slot 1");
+                    ASSERT_ERR(optim_state_init_typed(&hp, N, sdt, &st, &err), OPTIM_EINVAL, err.message, "slot 1");
+                    st.slot[1] = keep;
+                }
+                ASSERT_OK_MSG(optim_update_typed(&hp, N, p, pdts[c], g, gdts[c], &st, &err), err.message);
+            }
+        }
+    }
+    /* The clipping functions (float32 arrays). */
+    {
+        float a[N + 1], b[N];
+        float *gr[2];
+        size_t n[2] = {N, N};
+        double norm = 0;
+        int i;
+        for (i = 0; i <= N; i++) a[i] = 1.0f;
+        for (i = 0; i < N; i++) b[i] = 1.0f;
+        gr[0] = b;
+        gr[1] = (float *)(void *)((unsigned char *)a + 2);
+        ASSERT_ERR(optim_grad_norm(2, (const float *const *)gr, n, 2.0, 0, &norm, &err), OPTIM_EINVAL, err.message,
+                   "grads[1]");
+        ASSERT_ERR(optim_clip_grad_norm(2, gr, n, 0.5, 2.0, 0, 0, &norm, &err), OPTIM_EINVAL, err.message,
+                   "not aligned to 4 bytes");
+        ASSERT_ERR(optim_clip_grad_value(2, gr, n, 0.5, 0, &err), OPTIM_EINVAL, err.message, "grads[1]");
+        for (i = 0; i < N; i++)
+            if (b[i] != 1.0f) FAIL("a refused clipping wrote grads[0][%d]", i);
     }
     return 0;
 }

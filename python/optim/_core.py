@@ -33,7 +33,7 @@ from ._capi import Error, check, enum_names
 
 __all__ = ["Handle", "HParams", "SamHandle", "rule_id", "hparam_id", "rule_uses", "slot_names", "rule_has_step",
            "grad_norm", "clip_grad_norm", "clip_grad_value", "c_path", "enum_names", "NONFINITE_POLICIES",
-           "MATCH", "PLACEMENTS", "ENONFINITE", "ESTATE", "EOVERLAP"]
+           "MATCH", "PLACEMENTS", "ENONFINITE", "ESTATE", "EOVERLAP", "MAX_NAME", "MAX_NDIM"]
 
 _vp = ctypes.c_void_p
 _int = ctypes.c_int
@@ -42,6 +42,8 @@ _i64 = ctypes.c_int64
 _dbl = ctypes.c_double
 
 ENONFINITE = C.OPTIM_ENONFINITE  # a NaN or Inf where the call cannot accept one
+MAX_NAME = C.OPTIM_MAX_NAME  # bytes of a parameter's name (optim_add_param)
+MAX_NDIM = C.OPTIM_MAX_NDIM  # dimensions of a parameter's shape (optim_param_set_shape)
 ESTATE = C.OPTIM_ESTATE
 EOVERLAP = C.OPTIM_EOVERLAP
 

@@ -177,6 +177,14 @@ class Schedule(object):
         """schedules[i] from milestones[i-1] on (the schedules are copied)."""
         schedules = list(schedules)
         ms = [_int64("milestone", m) for m in milestones]
+        # C reads count - 1 milestones from the array: a shorter list would be
+        # read past its end. Checked, with the items, before any copy is made.
+        if schedules and len(ms) != len(schedules) - 1:
+            raise ValueError("sequential: %d schedules need %d milestones, got %d"
+                             % (len(schedules), len(schedules) - 1, len(ms)))
+        for i, s in enumerate(schedules):
+            if not isinstance(s, Schedule) or not s._ptr:
+                raise TypeError("sequential: schedules[%d] = %r is not a live Schedule" % (i, s))
         ptrs = (_vp * max(len(schedules), 1))(*[_clone(s._ptr) for s in schedules])
         arr = (_i64 * max(len(ms), 1))(*ms)
         return _new(_sequential, ptrs, len(schedules), arr if ms else None)

@@ -643,3 +643,107 @@ def test_a_view_pointed_elsewhere_is_made_again():
     opt.state[p]["exp_avg"] = torch.full((10,), 5.0)  # written into the C memory, not into v
     assert torch.equal(v, torch.zeros(10)) and torch.equal(opt.state[p]["exp_avg"], torch.full((10,), 5.0))
 
+
+
+# ---- the second adversarial round (issue 10) -------------------------------------------------
+
+
+def _odd_float32(n, offset=1):
+    """A float32 tensor of n elements at an address that is no multiple of 4
+    (torch.frombuffer takes any byte offset)."""
+    t = torch.frombuffer(bytearray(4 * n + 8), dtype=torch.float32, offset=offset, count=n)
+    assert t.data_ptr() % 4 != 0
+    return t
+
+
+@pytest.mark.parametrize("cls,kw", ALL, ids=IDS)
+def test_misaligned_memory_is_refused_in_every_entry_point(cls, kw):
+    # Before, C loaded floats from the odd address (UBSan: misaligned load, under python.asan).
+    p, q = _leaf(64, seed=1), _leaf(64, seed=2)
+    opt = cls([p, q], **kw)
+    p.grad, q.grad = torch.ones(64), torch.ones(64)
+    opt.step()
+    want_p, want_q = p.detach().clone(), q.detach().clone()
+    p.grad = _odd_float32(64)
+    with pytest.raises(ValueError, match="not aligned to 4 bytes"):
+        opt.step()
+    with pytest.raises(ValueError, match="not aligned to 4 bytes"):
+        ot.clip_grad_norm_([q, p], 1.0)
+    with pytest.raises(ValueError, match="not aligned to 4 bytes"):
+        ot.clip_grad_value_([q, p], 0.5)
+    assert torch.equal(q.grad, torch.ones(64))
+    p.grad = torch.ones(64)
+    keep = p.data
+    p.data = _odd_float32(64)
+    with pytest.raises(ValueError, match="not aligned to 4 bytes"):
+        opt.step()
+    p.data = keep
+    assert torch.equal(p.detach(), want_p) and torch.equal(q.detach(), want_q)
+    opt.step()  # still usable
+    with pytest.raises(ValueError, match="not aligned to its element size"):
+        cls([_odd_float32(8, 2).requires_grad_()], **kw)
+    with pytest.raises(ValueError, match="not aligned to its element size"):
+        opt.add_param_group({"params": [_leaf(8), _odd_float32(8, 3).requires_grad_()]})
+    assert len(opt.param_groups) == 1 and opt._h.param_count() == 2
+
+
+def test_sam_refuses_misaligned_memory_and_keeps_the_way_back():
+    p, q = _leaf(32, seed=3), _leaf(32, seed=4)
+    w = p.detach().clone()
+    sam = ot.SAM([p, q], ot.SGD, lr=0.1)
+    p.grad, q.grad = _odd_float32(32), torch.ones(32)
+    with pytest.raises(ValueError, match="not aligned"):
+        sam.first_step()
+    assert not sam.perturbed and torch.equal(p.detach(), w)
+    p.grad = torch.ones(32)
+    sam.first_step()
+    keep = p.data
+    p.data = _odd_float32(32)
+    with pytest.raises(ValueError, match="not aligned"):
+        sam.second_step()
+    with pytest.raises(ValueError, match="not aligned"):
+        sam.restore()
+    assert sam.perturbed
+    p.data = keep
+    sam.restore()
+    assert torch.equal(p.detach(), w)
+
+
+@pytest.mark.parametrize("bad", ["long", "nul", "surrogate", "ndim"])
+def test_add_param_group_refuses_what_liboptim_would_before_changing_anything(bad):
+    # Before, the group was added and its first tensors registered in C before
+    # liboptim refused a later one: param_groups and C disagreed, and every
+    # later step failed (IndexError, or a count mismatch).
+    first = _leaf(4, seed=5)
+    second = torch.zeros([1] * 65, requires_grad=True) if bad == "ndim" else _leaf(4, seed=6)
+    name = {"long": "x" * 5000, "nul": "a\0b", "surrogate": "\udc80", "ndim": "deep"}[bad]
+    p0 = _leaf(4, seed=7)
+    opt = ot.Adam([("p0", p0)], lr=0.1)
+    with pytest.raises(ValueError, match="parameter name|dimensions"):
+        opt.add_param_group({"params": [("first", first), (name, second)]})
+    assert len(opt.param_groups) == 1 and opt._h.param_count() == 1 and opt._h.group_count() == 1
+    opt.add_param_group({"params": [("first", first)]})
+    for t in (p0, first):
+        t.grad = torch.ones_like(t)
+    opt.step()
+    with pytest.raises(ValueError, match="parameter name|dimensions"):
+        ot.Adam([("first", _leaf(4)), (name, second)], lr=0.1)
+
+
+def test_a_name_with_a_nul_byte_would_have_matched_another():
+    # C cut "a\0x" and "a\0y" to "a": both parameters had one name in checkpoints.
+    with pytest.raises(ValueError, match="NUL byte"):
+        ot.SGD([("a\0x", _leaf(3)), ("a\0y", _leaf(3))], lr=0.1)
+
+
+def test_schedule_sequential_checks_its_milestones_before_c_reads_them():
+    # Before, C read len(schedules) - 1 milestones from a shorter array
+    # (heap-buffer-overflow read under python.asan).
+    from optim._schedule import Schedule
+    parts = [Schedule.constant(0.5, 3) for _ in range(40)]
+    with pytest.raises(ValueError, match="40 schedules need 39 milestones, got 3"):
+        Schedule.sequential(parts, [1, 2, 3])
+    with pytest.raises(TypeError, match=r"schedules\[1\]"):
+        Schedule.sequential([parts[0], 5], [2])
+    seq = Schedule.sequential(parts[:3], [2, 4])
+    assert seq.lr(1.0, 0) == 0.5 and seq.lr(1.0, 5) == 0.5 and seq.lr(1.0, 7) == 1.0

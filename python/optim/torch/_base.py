@@ -325,6 +325,19 @@ class _Optimizer(Optimizer):
         for n in names:
             if not isinstance(n, str) or not n:
                 raise TypeError("%s: parameter name %r must be a non-empty str" % (owner, n))
+            # What liboptim takes (checked here, before anything changes: a name it
+            # refused after the group was added would leave the optimizer half-changed).
+            if "\0" in n:
+                raise ValueError("%s: parameter name %r holds a NUL byte: liboptim would cut it there (names "
+                                 "match checkpoints to parameters)" % (owner, n))
+            try:
+                size = len(n.encode())
+            except UnicodeEncodeError as e:
+                raise ValueError("%s: parameter name %r cannot be encoded as UTF-8 (%s)" % (owner, n, e.reason)) \
+                    from None
+            if size > _core.MAX_NAME:
+                raise ValueError("%s: parameter name of %d bytes (%r...) is longer than %d bytes, the longest "
+                                 "liboptim's checkpoints store" % (owner, size, n[:40], _core.MAX_NAME))
             if n in taken:
                 raise ValueError("%s: parameter name %r is given twice: names must be unique (they match "
                                  "checkpoints to parameters)" % (owner, n))

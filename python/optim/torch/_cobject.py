@@ -179,6 +179,16 @@ class CObject:
         problem = _tensors.storage_problem(p)
         if problem:
             raise ValueError("%s %s" % (what, problem))
+        # What liboptim refuses, checked before anything changes (add_param_group
+        # registers the group's tensors one by one: a refusal half-way would leave
+        # the optimizer half-changed).
+        if p.dim() > _core.MAX_NDIM:
+            raise ValueError("%s has %d dimensions: liboptim's checkpoints store shapes of at most %d"
+                             % (what, p.dim(), _core.MAX_NDIM))
+        if p.numel() and p.data_ptr() % p.element_size():
+            raise ValueError("%s is at address 0x%x, not aligned to its element size (%d bytes): C would load "
+                             "%s elements from where none starts (a tensor made by torch.frombuffer at an odd "
+                             "offset?)" % (what, p.data_ptr(), p.element_size(), p.dtype))
         if not (p.is_leaf or p.retains_grad):
             raise ValueError("can't optimize a non-leaf Tensor")
 
