@@ -37,7 +37,8 @@
  * calls, and the program should print optim_mpi_errmsg and call MPI_Abort.
  * (A rank that dies is reported by mpirun, which ends the job.)
  *
- * Element types: float32 parameters and gradients, as the core library.
+ * Element types: float32 parameters and gradients; optim_mpi_create refuses a parameter of
+ * another type (OPTIM_EUNSUPPORTED, naming it) — see docs/DISTRIBUTED.md.
  */
 #ifndef OPTIM_MPI_H
 #define OPTIM_MPI_H

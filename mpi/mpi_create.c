@@ -226,7 +226,15 @@ static int dm_copy_model(optim_mpi *d, optim *opt)
     for (i = 0; i < d->nparams; i++) {
         optim_param_info info;
         int64_t dims[OPTIM_MAX_NDIM];
+        optim_dtype pdt, gdt;
         optim_param_get_info(opt, i, &info);
+        optim_param_get_dtypes(opt, i, &pdt, &gdt, NULL);
+        /* The buckets, shards and gathers move float32 (optim_mpi.h): a parameter of
+         * another type is refused by name, never read as floats. */
+        if (pdt != OPTIM_FLOAT32 || gdt != OPTIM_FLOAT32)
+            return dm_fail(d, OPTIM_EUNSUPPORTED,
+                           "param %zu '%s' has %s memory and %s gradients; liboptim_mpi takes float32 ones only", i,
+                           info.name, optim_dtype_name(pdt), optim_dtype_name(gdt));
         d->names[i] = (char *)malloc(strlen(info.name) + 1);
         if (!d->names[i]) return dm_fail(d, OPTIM_ENOMEM, "out of memory");
         strcpy(d->names[i], info.name);

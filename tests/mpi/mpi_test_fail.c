@@ -229,6 +229,28 @@ int cmd_errors(void)
         run_step(&R, t++, g_size);
         run_close(&R);
     }
+    /* 5. A parameter of another element type than float32 is refused by name on every rank (the
+     * buckets and shards move float32; it is never read as floats). */
+    {
+        static double w64[64], g64[64];
+        static float w32[64], g32[64];
+        optim *opt = NULL;
+        optim_mpi *d = NULL;
+        optim_hparams hp;
+        optim_error err;
+        must(optim_create(&opt, OPTIM_ADAM), "create", "");
+        optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+        must(optim_add_group(opt, &hp, NULL), "add_group", optim_errmsg(opt));
+        must(optim_add_param(opt, 0, w32, g32, 64, "a", NULL), "add_param", optim_errmsg(opt));
+        must(optim_add_param_typed(opt, 0, w64, OPTIM_FLOAT64, g64, OPTIM_FLOAT64, 64, "b", NULL), "add_param_typed",
+             optim_errmsg(opt));
+        rc = optim_mpi_create(&d, opt, MPI_COMM_WORLD, 1, &err);
+        CHECK(rc == OPTIM_EUNSUPPORTED && d == NULL &&
+                  strstr(err.message, "param 1 'b' has float64 memory and float64 gradients") != NULL,
+              "a float64 parameter: %s: %s", optim_err_name(rc), err.message);
+        if (g_rank == 0) printf("a float64 parameter refused: %s\n", err.message);
+        optim_free(opt);
+    }
     if (g_rank == 0) printf("errors: %s\n", g_failures ? "FAILED" : "every rank failed together, nothing changed");
     return 0;
 }
