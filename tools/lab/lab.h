@@ -340,6 +340,9 @@ typedef struct lab_train_result {
 struct optim_schedule;
 void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, const struct optim_schedule *sched,
                int epochs, uint64_t seed, const char *label, lab_train_result *res);
+/* An empty result for a run of `epochs` epochs logging every log_every of total_steps steps
+ * (per-epoch values NaN until recorded); lab_train_result_free releases it. */
+void lab_train_result_init(lab_train_result *res, int epochs, long total_steps, int log_every);
 void lab_train_result_free(lab_train_result *r);
 /** Free the runs kept for reuse. */
 void lab_mlp_cache_free(struct lab_mlp_cache *c);

@@ -246,16 +246,7 @@ void lab_train_dist(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *h
     total_steps = (long)steps_per_epoch * epochs;
     log_every = steps_per_epoch >= 100 ? 20 : 1;
 
-    memset(res, 0, sizeof *res);
-    res->epochs = epochs;
-    res->train_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
-    res->test_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
-    res->test_acc = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
-    res->epoch_seconds = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
-    res->log_every = log_every;
-    res->step_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)(total_steps / log_every + 1));
-    for (e = 0; e < epochs; e++)
-        res->train_loss[e] = res->test_loss[e] = res->test_acc[e] = res->epoch_seconds[e] = NAN;
+    lab_train_result_init(res, epochs, total_steps, log_every);
 
     /* The optimizer as one process builds it; liboptim_mpi takes what it needs. */
     opt = build_optim(&m, hp, 1);

@@ -217,6 +217,21 @@ void lab_mlp_cache_free(struct lab_mlp_cache *cache)
     free(cache);
 }
 
+void lab_train_result_init(lab_train_result *res, int epochs, long total_steps, int log_every)
+{
+    int e;
+    memset(res, 0, sizeof *res);
+    res->epochs = epochs;
+    res->train_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
+    res->test_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
+    res->test_acc = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
+    res->epoch_seconds = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
+    res->log_every = log_every;
+    res->step_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)(total_steps / log_every + 1));
+    for (e = 0; e < epochs; e++)
+        res->train_loss[e] = res->test_loss[e] = res->test_acc[e] = res->epoch_seconds[e] = NAN;
+}
+
 void lab_train_result_free(lab_train_result *r)
 {
     free(r->train_loss);
@@ -271,16 +286,7 @@ void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, co
     total_steps = (long)steps_per_epoch * epochs;
     log_every = steps_per_epoch >= 100 ? 20 : 1;
 
-    memset(res, 0, sizeof *res);
-    res->epochs = epochs;
-    res->train_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
-    res->test_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
-    res->test_acc = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
-    res->epoch_seconds = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
-    res->log_every = log_every;
-    res->step_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)(total_steps / log_every + 1));
-    for (e = 0; e < epochs; e++)
-        res->train_loss[e] = res->test_loss[e] = res->test_acc[e] = res->epoch_seconds[e] = NAN;
+    lab_train_result_init(res, epochs, total_steps, log_every);
 
     lab_check(optim_create(&opt, hp->rule), "optim_create", NULL);
     lab_check(optim_add_group(opt, hp, NULL), "optim_add_group", optim_errmsg(opt));
