@@ -86,6 +86,7 @@ ENUMS = {
         'OPTIM_ISA_AVX2': 2,
         'OPTIM_ISA_AVX512': 3,
         'OPTIM_ISA_NEON': 4,
+        'OPTIM_ISA_AVX512BF16': 5,
     },
     'optim_nonfinite': {  # optim.h
         'OPTIM_NONFINITE_PROPAGATE': 0,
@@ -95,6 +96,11 @@ ENUMS = {
     'optim_match': {  # optim_checkpoint.h
         'OPTIM_MATCH_NAME': 0,
         'OPTIM_MATCH_POSITION': 1,
+    },
+    'optim_loss_scale_mode': {  # optim_precision.h
+        'OPTIM_LOSS_SCALE_OFF': 0,
+        'OPTIM_LOSS_SCALE_STATIC': 1,
+        'OPTIM_LOSS_SCALE_DYNAMIC': 2,
     },
     'optim_schedule_kind': {  # optim_schedule.h
         'OPTIM_SCHED_CONSTANT': 1,

@@ -158,7 +158,8 @@ static const bench_kset *bench_kset_for(optim_isa isa)
     case OPTIM_ISA_SCALAR: return &bench_kset_scalar;
 #if defined(BENCH_X86)
     case OPTIM_ISA_AVX2: return &bench_kset_avx2;
-    case OPTIM_ISA_AVX512: return &bench_kset_avx512;
+    case OPTIM_ISA_AVX512:
+    case OPTIM_ISA_AVX512BF16: return &bench_kset_avx512; /* the same loops: only conversions differ */
 #endif
 #if defined(BENCH_ARM64)
     case OPTIM_ISA_NEON: return &bench_kset_neon;

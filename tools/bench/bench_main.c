@@ -239,7 +239,7 @@ static void bench_usage(FILE *f)
             "  --reps N         timed runs per case after a warm-up; the median is reported (default 5;\n"
             "                   fewer than 5 only for smoke tests)\n"
             "  --min-time S     a run repeats the step for at least S seconds (default 0.05)\n"
-            "  --isa NAME       CPU path of the library and of the ceilings: scalar, avx2, avx512, neon\n"
+            "  --isa NAME       CPU path of the library and of the ceilings: scalar, avx2, avx512, avx512bf16, neon\n"
             "                   (default: the library's default, which OPTIM_ISA can set)\n"
             "  --no-context     skip copy and triad\n"
             "  --seed S         seed of the parameter and gradient values (default 1)\n"
@@ -492,13 +492,13 @@ static int bench_parse_args(int argc, char **argv, bench_opts *o)
     if (bench_each_item("--threads", threads, bench_add_threads, o) != 0) return 2;
     if (isa) {
         int j, found = 0;
-        for (j = OPTIM_ISA_SCALAR; j <= OPTIM_ISA_NEON; j++)
+        for (j = OPTIM_ISA_SCALAR; j <= OPTIM_ISA_AVX512BF16; j++)
             if (strcasecmp(isa, optim_isa_name((optim_isa)j)) == 0) {
                 o->isa = (optim_isa)j;
                 found = 1;
             }
         if (!found) {
-            bench_fail("--isa %s: expected scalar, avx2, avx512 or neon", isa);
+            bench_fail("--isa %s: expected scalar, avx2, avx512, avx512bf16 or neon", isa);
             return 2;
         }
         if (!optim_isa_available(o->isa)) {
