@@ -669,7 +669,8 @@ OPTIM_API int optim_param_reset_state(optim *opt, size_t i);
 OPTIM_API int optim_set_defer_state(optim *opt, int defer);
 OPTIM_API int optim_get_defer_state(const optim *opt);
 /** Bytes of state arrays parameter i holds now into *bytes (0 while its state
- *  is deferred, or when its rule and options need none). Never allocates. */
+ *  is deferred, or when its rule and options need none), its fp32 master copy
+ *  included (OPTIM_PARAM_MASTER). Never allocates. */
 OPTIM_API int optim_param_state_bytes(const optim *opt, size_t i, size_t *bytes);
 /** Bytes of state arrays the optimizer holds now, over every parameter (0 for
  *  NULL). Never allocates. */

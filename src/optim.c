@@ -802,6 +802,7 @@ int optim_param_state_bytes(const optim *o, size_t i, size_t *bytes)
     *bytes = 0;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++)
         if (o->params[i].st.slot[s]) *bytes += OPTIM__BYTES(o->params[i].n, o->params[i].sdt);
+    if (o->params[i].master) *bytes += OPTIM__BYTES(o->params[i].n, OPTIM_FLOAT32); /* the fp32 master copy */
     return OPTIM_OK;
 }
 

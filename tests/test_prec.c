@@ -934,6 +934,11 @@ TEST_IMPL(prec_api)
     ASSERT_OPT_OK(o, optim_add_param(o, 0, p32, g32, 64, "plain", NULL));
     ASSERT_OPT_OK(o, optim_param_get_flags(o, 0, &flags));
     ASSERT_INT(flags, ==, OPTIM_PARAM_MASTER);
+    {
+        size_t bytes;
+        ASSERT_OPT_OK(o, optim_param_state_bytes(o, 0, &bytes));
+        ASSERT_INT(bytes, ==, 64 * sizeof(float)); /* SGD without momentum keeps no slot: the master alone */
+    }
     ASSERT_OPT_OK(o, optim_param_master_data(o, 0, &m));
     for (i = 0; i < 64; i++) ASSERT(tbits(m[i]) == tbits(t_bf16_to_float(pb[i])));
     ASSERT_ERR(optim_param_master_data(o, 1, &m), OPTIM_EINVAL, optim_errmsg(o), "'plain' (float32) has no master");

@@ -87,6 +87,11 @@ class _Optimizer(Optimizer):
         # Built by a ZeroRedundancyOptimizer over one rank's shard? Then fused
         # checks over all gradients are refused (_distributed).
         self._c.zero_rank = _distributed.zero_local_rank()
+        if self._c.zero_rank is not None and prec["loss_scale"] is not None and prec["loss_scale"][0] == "dynamic":
+            # Each rank would see overflows in its own shard only, and the ranks' skips and scales would part.
+            raise ValueError("%s: loss_scale='dynamic' needs every gradient of the model; a ZeroRedundancyOptimizer's "
+                             "local optimizer (rank %d) sees one shard: use a static loss_scale, or DDP without ZeRO"
+                             % (type(self).__name__, self._c.zero_rank))
         defaults = dict(defaults)
         defaults.setdefault(NONFINITE_KEY, "propagate")
         defaults.setdefault(CLIP_KEY, None)
