@@ -146,7 +146,24 @@ def test_rule_names_select_presets(exe):
     assert [r["bytes_per_element"] for r in res] == [28, 36, 32, 36, 20, 16]
 
 
+def test_precision_cases(exe):
+    """--rules precision: master weights and stochastic rounding, each with the
+    bytes of its streams in their widths (docs/PRECISION.md): the offload step
+    reads bfloat16 gradients (2), updates the fp32 master and two fp32 state
+    arrays (24) and writes the bfloat16 parameter (2)."""
+    out = run(exe, "--rules", "precision", "--sizes", "4K", "--threads", 1, "--reps", 1, "--min-time", 0,
+              "--no-context", "--json", "--quiet").stdout
+    res = json.loads(out)["results"]
+    assert [(r["case"], r["bytes_per_element"]) for r in res] == [
+        ("adam:offload", 28), ("adam:param=f16:grad=f16:master", 28), ("adam:param=bf16:grad=bf16:sr", 22),
+        ("adam:param=bf16:grad=bf16:state=bf16:sr", 14), ("sgd:momentum=0.9:param=bf16:grad=bf16:sr", 14)]
+    p = run(exe, "--rules", "adam:param=f32:sr", "--sizes", "1K", "--no-context", "--quiet", expect=1)
+    assert "nothing to round stochastically" in p.stderr
+
+
 @pytest.mark.parametrize("args, needle", [
+    (["--rules", "adam:param=f64"], "param = 'f64' must be bf16, f16 or f32"),
+    (["--rules", "adam:master=1"], "master takes no value"),
     (["--rules", "adamx"], "unknown rule 'adamx'"),
     (["--rules", "adam:betaX=1"], "unknown hyperparameter 'betaX'"),
     (["--rules", "adam:beta1=1.5"], "beta1 = 1.5"),

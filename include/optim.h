@@ -376,7 +376,8 @@ typedef enum optim_isa {
     OPTIM_ISA_SCALAR = 1, /* plain C, no vectorisation: the reference path */
     OPTIM_ISA_AVX2 = 2,   /* x86-64 AVX2 + FMA */
     OPTIM_ISA_AVX512 = 3, /* x86-64 AVX-512F/VL/DQ */
-    OPTIM_ISA_NEON = 4    /* AArch64 Advanced SIMD */
+    OPTIM_ISA_NEON = 4,   /* AArch64 Advanced SIMD */
+    OPTIM_ISA_AVX512BF16 = 5 /* avx512 with AVX-512 BF16 conversions (vcvtne2ps2bf16); the same bits */
 } optim_isa;
 
 /** Name of a path ("avx2"), or NULL. */
@@ -467,8 +468,22 @@ OPTIM_API int optim_add_param_typed(optim *opt, size_t g, void *param, optim_dty
  * stored back rounded to nearest even, in the same pass (torch.optim keeps
  * the state of a bfloat16/float16 parameter in its type). Others are refused
  * with OPTIM_EUNSUPPORTED naming the types (optim_state_dtype_check). flags
- * must be 0 (reserved for storage options).
+ * are storage options (0 for none; optim_precision.h has their functions):
+ *  - OPTIM_PARAM_MASTER: for bfloat16/float16 parameters, an fp32 master
+ *    copy owned by the optimizer, initialised from param now. Each step
+ *    updates the master and writes param = the master rounded to nearest
+ *    even, in the same pass. Gradients float32, bfloat16 or float16; state
+ *    as for a float32 parameter with those gradients.
+ *  - OPTIM_PARAM_STOCHASTIC_ROUNDING: a bfloat16 parameter without a master,
+ *    and bfloat16 state, are stored with stochastic rounding, keyed by
+ *    (optim_set_seed's seed, the parameter's index, its step, the element):
+ *    unbiased, the same bits on every path and thread count, and after a
+ *    checkpoint's resume. Refused (OPTIM_EINVAL) when nothing of the
+ *    parameter is bfloat16 to round.
+ * Other bits: OPTIM_EINVAL.
  */
+#define OPTIM_PARAM_MASTER (1u << 0)
+#define OPTIM_PARAM_STOCHASTIC_ROUNDING (1u << 1)
 OPTIM_API int optim_add_param_ex(optim *opt, size_t g, void *param, optim_dtype param_dtype, const void *grad,
                                  optim_dtype grad_dtype, size_t n, optim_dtype state_dtype, unsigned flags,
                                  const char *name, size_t *index);
@@ -654,7 +669,8 @@ OPTIM_API int optim_param_reset_state(optim *opt, size_t i);
 OPTIM_API int optim_set_defer_state(optim *opt, int defer);
 OPTIM_API int optim_get_defer_state(const optim *opt);
 /** Bytes of state arrays parameter i holds now into *bytes (0 while its state
- *  is deferred, or when its rule and options need none). Never allocates. */
+ *  is deferred, or when its rule and options need none), its fp32 master copy
+ *  included (OPTIM_PARAM_MASTER). Never allocates. */
 OPTIM_API int optim_param_state_bytes(const optim *opt, size_t i, size_t *bytes);
 /** Bytes of state arrays the optimizer holds now, over every parameter (0 for
  *  NULL). Never allocates. */

@@ -32,10 +32,10 @@ def _strip_comments(text):
 
 
 def _int(expr, known):
-    """The value of a constant expression of integers, parentheses, + - * and
-    names already known; None if it is anything else."""
-    expr = expr.strip()
-    if not re.fullmatch(r"[0-9A-Za-z_()+\-* \t]+", expr):
+    """The value of a constant expression of integers (u suffixes allowed),
+    parentheses, + - * << and names already known; None if it is anything else."""
+    expr = re.sub(r"\b(0x[0-9a-fA-F]+|[0-9]+)[uU]\b", r"\1", expr.strip())  # 1u: an unsigned literal
+    if not re.fullmatch(r"[0-9A-Za-z_()+\-*< \t]+", expr) or "<" in expr.replace("<<", ""):  # << only
         return None
     names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr))
     if any(n not in known for n in names):

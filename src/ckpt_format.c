@@ -272,6 +272,41 @@ static void ck_param(ck_writer *w, const optim *o, size_t i)
     }
 }
 
+/* Does o have anything for a PREC section (a seed, loss scaling, a master)? */
+static int ck_has_prec(const optim *o)
+{
+    size_t i;
+    if (o->seed != 0 || o->ls.mode != OPTIM_LOSS_SCALE_OFF) return 1;
+    for (i = 0; i < o->nparams; i++)
+        if (o->params[i].master) return 1;
+    return 0;
+}
+
+static void ck_prec(ck_writer *w, const optim *o, size_t unused)
+{
+    uint64_t count = 0;
+    size_t i;
+    (void)unused;
+    ck_u64(w, o->seed);
+    ck_u32(w, (uint32_t)o->ls.mode);
+    ck_u32(w, 0);
+    ck_f64(w, o->ls.init_scale);
+    ck_f64(w, o->ls.growth_factor);
+    ck_f64(w, o->ls.backoff_factor);
+    ck_u64(w, (uint64_t)o->ls.growth_interval);
+    ck_f64(w, o->ls_scale);
+    ck_u64(w, (uint64_t)o->ls_tracker);
+    for (i = 0; i < o->nparams; i++) count += o->params[i].master != NULL;
+    ck_u64(w, count);
+    for (i = 0; i < o->nparams; i++) {
+        const optim__param *pa = &o->params[i];
+        if (!pa->master) continue;
+        ck_u64(w, (uint64_t)i);
+        ck_u64(w, (uint64_t)pa->n);
+        ck_elems(w, pa->master, pa->n, OPTIM_FLOAT32);
+    }
+}
+
 /* One section: its head, its payload (length measured by a counting pass),
  * its checksum. */
 static void ck_section(ck_writer *w, uint32_t tag, ck_section_fn fn, const optim *o, size_t i)
@@ -294,7 +329,9 @@ static uint32_t ck_body(ck_writer *w, const optim *o)
     ck_section(w, OPTIM__CK_META, ck_meta, o, 0);
     for (i = 0; i < o->ngroups; i++) ck_section(w, OPTIM__CK_GRUP, ck_group, o, i);
     for (i = 0; i < o->nparams; i++) ck_section(w, OPTIM__CK_PARM, ck_param, o, i);
-    return (uint32_t)(1 + o->ngroups + o->nparams); /* <= OPTIM__CK_MAX_SECTIONS */
+    if (ck_has_prec(o)) ck_section(w, OPTIM__CK_PREC, ck_prec, o, 0);
+    /* <= OPTIM__CK_MAX_SECTIONS (a PREC section is counted in the limit's margin of 2) */
+    return (uint32_t)(1 + o->ngroups + o->nparams + (uint32_t)ck_has_prec(o));
 }
 
 uint64_t optim__ck_size(const optim *o)
@@ -328,7 +365,7 @@ int optim__ck_encode(const optim *o, uint64_t size, optim__ck_emit emit, void *c
     ck_u32(&hw, OPTIM_CHECKPOINT_FORMAT);
     ck_u32(&hw, 0);
     ck_u64(&hw, size);
-    ck_u32(&hw, (uint32_t)(1 + o->ngroups + o->nparams));
+    ck_u32(&hw, (uint32_t)(1 + o->ngroups + o->nparams + (uint32_t)ck_has_prec(o))); /* as ck_body writes */
     ck_u32(&hw, optim__crc32c(0, head, 28));
     memset(&w, 0, sizeof w);
     w.emit = emit;
@@ -459,6 +496,7 @@ void optim__ck_plan_free(optim__ck_plan *pl)
         for (i = 0; i < pl->ngroups; i++) optim_schedule_free(pl->groups[i].sched);
     free(pl->groups);
     free(pl->params);
+    free((void *)pl->masters);
     memset(pl, 0, sizeof *pl);
 }
 
@@ -773,6 +811,72 @@ static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const
     return OPTIM_OK;
 }
 
+/* The PREC section: seed, loss scaler (its settings checked as
+ * optim_set_loss_scale checks them), masters (each param once, in order, of
+ * its size). */
+static int ck_parse_prec(ck_reader *r, optim__ck_plan *pl, const char *what, const optim__ck_ops *ops,
+                         optim_error *err)
+{
+    uint32_t mode, reserved;
+    uint64_t count, k, last = 0;
+    const optim_loss_scale *ls = &pl->ls;
+    OPTIM__FAIL_IF(!ck_has(r, 8 + 4 + 4 + 8 * 6 + 8), err, OPTIM_EFORMAT, "%s: PREC section too short", what);
+    pl->seed = ck_get_u64(r);
+    mode = ck_get_u32(r);
+    reserved = ck_get_u32(r);
+    pl->ls.mode = (optim_loss_scale_mode)mode;
+    pl->ls.init_scale = ck_get_f64(r);
+    pl->ls.growth_factor = ck_get_f64(r);
+    pl->ls.backoff_factor = ck_get_f64(r);
+    pl->ls.growth_interval = (int64_t)ck_get_u64(r);
+    pl->ls_scale = ck_get_f64(r);
+    pl->ls_tracker = (int64_t)ck_get_u64(r);
+    count = ck_get_u64(r);
+    OPTIM__FAIL_IF(mode > OPTIM_LOSS_SCALE_DYNAMIC || reserved != 0, err, OPTIM_EFORMAT,
+                   "%s: loss scale mode %u, reserved %u", what, mode, reserved);
+    if (mode == OPTIM_LOSS_SCALE_OFF) {
+        OPTIM__FAIL_IF(pl->ls_scale != 1.0 || pl->ls_tracker != 0, err, OPTIM_EFORMAT,
+                       "%s: loss scaling off with scale %.10g, tracker %lld", what, pl->ls_scale,
+                       (long long)pl->ls_tracker);
+    } else {
+        const int dyn = mode == OPTIM_LOSS_SCALE_DYNAMIC;
+        OPTIM__FAIL_IF(!(ls->init_scale > 0) || !isfinite((float)ls->init_scale) || (float)ls->init_scale == 0 ||
+                           !(pl->ls_scale > 0) || !isfinite(pl->ls_scale) || (double)(float)pl->ls_scale != pl->ls_scale,
+                       err, OPTIM_EFORMAT, "%s: loss scale %.10g (initial %.10g)", what, pl->ls_scale, ls->init_scale);
+        OPTIM__FAIL_IF(dyn && (!(ls->growth_factor > 1) || isinf(ls->growth_factor) || !(ls->backoff_factor > 0) ||
+                               !(ls->backoff_factor < 1) || ls->growth_interval < 1 ||
+                               ls->growth_interval > INT32_MAX),
+                       err, OPTIM_EFORMAT, "%s: loss scale growth %.10g, backoff %.10g, interval %lld", what,
+                       ls->growth_factor, ls->backoff_factor, (long long)ls->growth_interval);
+        OPTIM__FAIL_IF(pl->ls_tracker < 0 || pl->ls_tracker >= (dyn ? ls->growth_interval : 1), err, OPTIM_EFORMAT,
+                       "%s: loss scale growth tracker %lld", what, (long long)pl->ls_tracker);
+    }
+    OPTIM__FAIL_IF(count > pl->nparams, err, OPTIM_EFORMAT, "%s: %llu masters for %zu params", what,
+                   (unsigned long long)count, pl->nparams);
+    pl->masters = (const unsigned char **)optim__ck_calloc(ops, pl->nparams ? pl->nparams : 1, sizeof *pl->masters);
+    OPTIM__FAIL_IF(!pl->masters, err, OPTIM_ENOMEM, "%s: out of memory for %zu master pointers", what, pl->nparams);
+    for (k = 0; k < count; k++) {
+        uint64_t index, n;
+        OPTIM__FAIL_IF(!ck_has(r, 16), err, OPTIM_EFORMAT, "%s: master %llu runs past the section", what,
+                       (unsigned long long)k);
+        index = ck_get_u64(r);
+        n = ck_get_u64(r);
+        OPTIM__FAIL_IF(index >= pl->nparams || (k > 0 && index <= last), err, OPTIM_EFORMAT,
+                       "%s: master %llu of param %llu (params in increasing order, below %zu)", what,
+                       (unsigned long long)k, (unsigned long long)index, pl->nparams);
+        OPTIM__FAIL_IF(n != pl->params[index].n, err, OPTIM_EFORMAT,
+                       "%s: the master of param %llu has %llu elements, the param %zu", what,
+                       (unsigned long long)index, (unsigned long long)n, pl->params[index].n);
+        OPTIM__FAIL_IF(!ck_has(r, (size_t)n * 4), err, OPTIM_EFORMAT, "%s: the master of param %llu runs past the section",
+                       what, (unsigned long long)index);
+        pl->masters[index] = r->p + r->pos;
+        r->pos += (size_t)n * 4;
+        last = index;
+    }
+    pl->has_prec = 1;
+    return OPTIM_OK;
+}
+
 /* The first pass: every section's frame and checksum, then the file's. A
  * frame that does not fit is a damaged file if the file's checksum says so
  * (ECHECKSUM), else a file written wrong (EFORMAT). */
@@ -881,7 +985,7 @@ static int ck_parse(const unsigned char *data, size_t size, const char *what, co
         sr.pos = 0;
         sr.ops = ops;
         r.pos += (size_t)len + 4;
-        known = tag == OPTIM__CK_META || tag == OPTIM__CK_GRUP || tag == OPTIM__CK_PARM;
+        known = tag == OPTIM__CK_META || tag == OPTIM__CK_GRUP || tag == OPTIM__CK_PARM || tag == OPTIM__CK_PREC;
         ck_section_name(name, sizeof name, k, tag, tag == OPTIM__CK_GRUP ? groups_seen : params_seen, sr.p, len);
         snprintf(what_sec, sizeof what_sec, "%.150s: %s", what, name);
         if (!known) {
@@ -909,11 +1013,18 @@ static int ck_parse(const unsigned char *data, size_t size, const char *what, co
                            !have_meta ? "before META" : params_seen ? "after a PARM" : "more than META announces");
             rc = ck_parse_group(&sr, pl, groups_seen, what_sec, err);
             groups_seen++;
+        } else if (tag == OPTIM__CK_PREC) {
+            OPTIM__FAIL_IF(!have_meta || params_seen != pl->nparams || pl->has_prec, err, OPTIM_EFORMAT,
+                           "%s: unexpected PREC section (%s)", what_sec,
+                           !have_meta ? "before META" : pl->has_prec ? "a second one" : "before every PARM");
+            rc = ck_parse_prec(&sr, pl, what_sec, ops, err);
         } else {
-            OPTIM__FAIL_IF(!have_meta || groups_seen != pl->ngroups || params_seen >= pl->nparams, err, OPTIM_EFORMAT,
+            OPTIM__FAIL_IF(!have_meta || groups_seen != pl->ngroups || params_seen >= pl->nparams || pl->has_prec,
+                           err, OPTIM_EFORMAT,
                            "%s: unexpected param section (%s)", what_sec,
                            !have_meta                     ? "before META"
                            : groups_seen != pl->ngroups ? "before every GRUP"
+                           : pl->has_prec               ? "after PREC"
                                                         : "more than META announces");
             rc = ck_parse_param(&sr, pl, params_seen, what_sec, err);
             params_seen++;

@@ -7,6 +7,7 @@
 #define OPTIM_CKPT_FORMAT_H
 
 #include "checkpoint_internal.h"
+#include "optim_precision.h"
 #include "optim_schedule.h"
 
 #include <stdint.h>
@@ -41,6 +42,12 @@
 #define OPTIM__CK_META OPTIM__CK_TAG('M', 'E', 'T', 'A')
 #define OPTIM__CK_GRUP OPTIM__CK_TAG('G', 'R', 'U', 'P')
 #define OPTIM__CK_PARM OPTIM__CK_TAG('P', 'A', 'R', 'M')
+/* Reduced precision (optim_precision.h): the seed, the loss scaler, the fp32
+ * masters. After every PARM, written only when one of them is not the
+ * default (so other files are byte for byte what they were); required
+ * (flags 0): a reader that does not know it refuses the file rather than
+ * drop a master. */
+#define OPTIM__CK_PREC OPTIM__CK_TAG('P', 'R', 'E', 'C')
 #define OPTIM__CK_OPTIONAL 1u     /* section flag: a reader that does not know the tag may skip it */
 #define OPTIM__CK_SECTION_HEAD 16 /* tag, flags, length */
 #define OPTIM__CK_SECTION_MIN (OPTIM__CK_SECTION_HEAD + 4)
@@ -94,6 +101,13 @@ typedef struct optim__ck_plan {
     uint64_t state_floats;
     optim__ck_group_plan *groups;
     optim__ck_param_plan *params;
+    /* The PREC section (reduced precision); all defaults without one. */
+    int has_prec;
+    uint64_t seed;
+    optim_loss_scale ls;               /* mode OFF: none */
+    double ls_scale;                   /* 1 when off */
+    int64_t ls_tracker;
+    const unsigned char **masters;     /* per param: n little-endian float32 of its master, or NULL */
 } optim__ck_plan;
 
 /* Decode and check the size bytes at data (named `what` in messages) into

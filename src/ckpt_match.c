@@ -155,6 +155,13 @@ static int ck_match(optim *o, const optim__ck_plan *pl, optim_match match, const
                        "%s: param %zu '%s' has %s state in the optimizer, %s in the checkpoint", what, i, pa->name,
                        optim_dtype_name(pa->sdt), optim_dtype_name(pp->dtype));
     }
+    /* A master in the file needs one in the optimizer (dropping it would lose the parameter's precision);
+     * an optimizer's master the file lacks is re-initialised from the parameter's memory. */
+    for (j = 0; j < pl->nparams; j++)
+        OPTIM__FAIL_IF(pl->masters && pl->masters[j] && !o->params[m->target[j]].master, &o->err, OPTIM_EMISMATCH,
+                       "%s: the checkpoint holds an fp32 master of param %zu '%s', which has none in the optimizer "
+                       "(add it with OPTIM_PARAM_MASTER)",
+                       what, m->target[j], o->params[m->target[j]].name);
     for (j = 0; j < pl->nparams; j++) {
         const optim__ck_param_plan *pp = &pl->params[j];
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
@@ -208,6 +215,24 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
          * deferred state is written as fresh state), so state deferred by
          * optim_set_defer_state is allocated now. */
         pa->deferred = 0;
+        if (pa->master) {
+            if (pl->masters && pl->masters[j])
+                optim__ck_read_elems(pa->master, pl->masters[j], pa->n, OPTIM_FLOAT32);
+            else
+                optim__master_sync(o, pa);
+        }
+    }
+    /* Reduced precision: the file's, or the defaults without a PREC section. */
+    o->seed = pl->seed;
+    if (pl->has_prec && pl->ls.mode != OPTIM_LOSS_SCALE_OFF) {
+        o->ls = pl->ls;
+        o->ls_scale = pl->ls_scale;
+        o->ls_tracker = pl->ls_tracker;
+    } else {
+        memset(&o->ls, 0, sizeof o->ls);
+        o->ls.mode = OPTIM_LOSS_SCALE_OFF;
+        o->ls_scale = 1.0;
+        o->ls_tracker = 0;
     }
     o->steps = pl->steps;
     o->skipped = pl->skipped;

@@ -31,6 +31,8 @@ int optim_create(optim **out, optim_rule rule)
     o->nonfinite = OPTIM_NONFINITE_PROPAGATE;
     o->clip_norm_type = 2.0;
     o->last_norm = NAN;
+    o->ls.mode = OPTIM_LOSS_SCALE_OFF;
+    o->ls_scale = 1.0;
     *out = o;
     return OPTIM_OK;
 }
@@ -42,6 +44,8 @@ static void optim__param_free_state(optim__param *pa)
         optim__free_floats(pa->st.slot[s]);
         pa->st.slot[s] = NULL;
     }
+    optim__free_floats(pa->master);
+    pa->master = NULL;
 }
 
 void optim_free(optim *o)
@@ -349,22 +353,38 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     optim__param pa;
     optim__task probe;
     const optim_hparams *hp;
+    optim_dtype ppdt;
     unsigned need;
     int s;
     OPTIM__FORWARD(optim__sam_guard(o, fn));
     OPTIM__FORWARD(optim__check_group(o, fn, g));
     OPTIM__FORWARD(optim__ck_fits_param(o, fn, name, n));
     memset(&pa, 0, sizeof pa);
-    OPTIM__FORWARD(optim__dtypes(fn, pdt, gdt, &pa.ct, &pa.sdt, OPTIM__E(o)));
+    OPTIM__FAIL_IF(flags & ~(OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING), OPTIM__E(o), OPTIM_EINVAL,
+                   "%s: flags = 0x%x has bits that are no storage option (OPTIM_PARAM_MASTER 0x1, "
+                   "OPTIM_PARAM_STOCHASTIC_ROUNDING 0x2)",
+                   fn, flags);
+    /* With a master the math runs on a float32 parameter: its gradient and state types are a float32's. */
+    OPTIM__FAIL_IF((flags & OPTIM_PARAM_MASTER) && pdt != OPTIM_BFLOAT16 && pdt != OPTIM_FLOAT16, OPTIM__E(o),
+                   OPTIM_EINVAL, "%s: OPTIM_PARAM_MASTER is for bfloat16 and float16 parameters, not %s", fn,
+                   optim_dtype_name(pdt) ? optim_dtype_name(pdt) : "an unknown type");
+    ppdt = (flags & OPTIM_PARAM_MASTER) ? OPTIM_FLOAT32 : pdt;
+    OPTIM__FORWARD(optim__dtypes(fn, ppdt, gdt, &pa.ct, &pa.sdt, OPTIM__E(o)));
     if (sdt >= 0) {
-        OPTIM__FORWARD(optim__state_dtype_ok(fn, pdt, (optim_dtype)sdt, OPTIM__E(o)));
+        OPTIM__FORWARD(optim__state_dtype_ok(fn, ppdt, (optim_dtype)sdt, OPTIM__E(o)));
         pa.sdt = (optim_dtype)sdt;
     }
-    OPTIM__FAIL_IF(flags != 0, OPTIM__E(o), OPTIM_EINVAL, "%s: flags = 0x%x has bits that are no storage option", fn,
-                   flags);
-    OPTIM__FAIL_IF(optim__task_storage(o->kt, &probe, pdt, gdt, pa.sdt) != 0, OPTIM__E(o), OPTIM_EUNSUPPORTED,
-                   "%s: the %s path has no storage for %s parameters with %s gradients", fn,
-                   optim_isa_name(o->kt->isa), optim_dtype_name(pdt), optim_dtype_name(gdt));
+    OPTIM__FAIL_IF((flags & OPTIM_PARAM_STOCHASTIC_ROUNDING) &&
+                       !((pdt == OPTIM_BFLOAT16 && !(flags & OPTIM_PARAM_MASTER)) || pa.sdt == OPTIM_BFLOAT16),
+                   OPTIM__E(o), OPTIM_EINVAL,
+                   "%s: OPTIM_PARAM_STOCHASTIC_ROUNDING rounds a bfloat16 parameter without a master and bfloat16 "
+                   "state; this one has %s memory%s and %s state: nothing to round stochastically",
+                   fn, optim_dtype_name(pdt), (flags & OPTIM_PARAM_MASTER) ? " with a master" : "",
+                   optim_dtype_name(pa.sdt));
+    OPTIM__FAIL_IF(optim__task_storage(o->kt, &probe, ppdt, gdt, pa.sdt) != 0 ||
+                       optim__task_prec(o->kt, &probe, pdt, pa.sdt, flags, param) != 0,
+                   OPTIM__E(o), OPTIM_EUNSUPPORTED, "%s: the %s path has no storage for %s parameters with %s gradients",
+                   fn, optim_isa_name(o->kt->isa), optim_dtype_name(pdt), optim_dtype_name(gdt));
     OPTIM__FAIL_IF(!param && n > 0, OPTIM__E(o), OPTIM_ENULL, "%s: param is NULL (n = %zu)", fn, n);
     OPTIM__FAIL_IF(n > SIZE_MAX / 8, OPTIM__E(o), OPTIM_EINVAL, "%s: n = %zu elements is too many", fn, n);
     OPTIM__FORWARD(optim__check_align(o, fn, "memory", param, pdt, o->nparams, name));
@@ -382,6 +402,7 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     pa.gdt = gdt;
     pa.n = n;
     pa.group = g;
+    pa.flags = flags;
     if (name) {
         size_t len = strlen(name);
         pa.name = (char *)malloc(len + 1);
@@ -415,6 +436,17 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
         }
     }
     optim__state_fill(hp, n, &pa.st, need, pa.sdt);
+    if (flags & OPTIM_PARAM_MASTER) {
+        /* The master is state (allocated now even when the slots are deferred): the parameter's value, widened. */
+        pa.master = optim__alloc_floats(n);
+        if (!pa.master) {
+            optim__param_free_state(&pa);
+            free(pa.name);
+            return optim__fail(OPTIM__E(o), OPTIM_ENOMEM, "%s: out of memory for the %zu-float master of '%s'", fn,
+                               n, name ? name : "param");
+        }
+        optim__master_sync(o, &pa);
+    }
 
     o->params[o->nparams] = pa;
     if (index) *index = o->nparams;
@@ -700,6 +732,7 @@ int optim_param_reset_state(optim *o, size_t i)
     for (s = 0; s < OPTIM_MAX_SLOTS; s++)
         if (pa->st.slot[s]) held |= 1u << s;
     optim__state_fill(&o->groups[pa->group].hp, pa->n, &pa->st, held, pa->sdt);
+    if (pa->master) optim__master_sync(o, pa); /* fresh, as when added: from the parameter's memory */
     return optim__ok(OPTIM__E(o));
 }
 
@@ -769,6 +802,7 @@ int optim_param_state_bytes(const optim *o, size_t i, size_t *bytes)
     *bytes = 0;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++)
         if (o->params[i].st.slot[s]) *bytes += OPTIM__BYTES(o->params[i].n, o->params[i].sdt);
+    if (o->params[i].master) *bytes += OPTIM__BYTES(o->params[i].n, OPTIM_FLOAT32); /* the fp32 master copy */
     return OPTIM_OK;
 }
 
@@ -812,7 +846,9 @@ int optim_set_isa(optim *o, optim_isa isa)
     for (i = 0; i < o->nparams; i++) {
         const optim__param *pa = &o->params[i];
         optim__task probe;
-        OPTIM__FAIL_IF(optim__task_storage(kt, &probe, pa->pdt, pa->gdt, pa->sdt) != 0, OPTIM__E(o),
+        OPTIM__FAIL_IF(optim__task_storage(kt, &probe, pa->master ? OPTIM_FLOAT32 : pa->pdt, pa->gdt, pa->sdt) != 0 ||
+                           optim__task_prec(kt, &probe, pa->pdt, pa->sdt, pa->flags, pa->p) != 0,
+                       OPTIM__E(o),
                        OPTIM_EUNSUPPORTED, "optim_set_isa: the %s path has no storage for %s parameters with %s "
                        "gradients (param %zu '%s')",
                        optim_isa_name(isa), optim_dtype_name(pa->pdt), optim_dtype_name(pa->gdt), i, pa->name);

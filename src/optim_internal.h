@@ -6,6 +6,7 @@
 #include "common.h"
 #include "kernels/kernels.h"
 #include "optim_ext.h"
+#include "optim_precision.h"
 
 typedef struct optim__param {
     void *p;         /* caller's memory, n elements of pdt */
@@ -20,6 +21,8 @@ typedef struct optim__param {
     int deferred;    /* its state is allocated at the first need (optim_set_defer_state), not yet */
     int64_t *dims;   /* owned: the shape given by optim_param_set_shape, or NULL ([n]) */
     size_t ndim;
+    unsigned flags;  /* OPTIM_PARAM_* storage options (fixed when added) */
+    float *master;   /* owned: the fp32 master of OPTIM_PARAM_MASTER (n floats), else NULL */
 } optim__param;
 
 typedef struct optim__group {
@@ -68,6 +71,11 @@ struct optim {
     size_t cap_blocks;
 
     int64_t steps;
+    /* Reduced precision (src/precision.c): stochastic rounding's seed, loss scaling's settings and state. */
+    uint64_t seed;
+    optim_loss_scale ls; /* mode OFF: none */
+    double ls_scale;     /* the current scale (a float32 value); 1 when off */
+    int64_t ls_tracker;  /* consecutive steps without overflow since the last change */
     int defer_state; /* parameters added now get their state at the first need (optim_set_defer_state) */
     optim_ext_hooks ext; /* optim_ext.h: combine is NULL unless a layered library set it */
     optim_error err;
@@ -132,6 +140,18 @@ size_t optim__param_of_block(const optim *o, size_t b);
  * message in *err. */
 int optim__norm_all(optim *o, size_t nblocks, optim__norm kind, double p, double *norm, size_t *bad_param,
                     const char **bad_name, optim_error *err);
+
+/* Reduced precision (src/precision.c). The factor 1 / scale the step folds
+ * into the gradient (1 without loss scaling). */
+double optim__ls_inv(const optim *o);
+/* After a step's pre-pass: overflow (1: a non-finite gradient was found)
+ * or a step that ran (0) updates a dynamic scale as GradScaler.update. */
+void optim__ls_update(optim *o, int overflow);
+/* The task fields of parameter i's storage options (master, stochastic
+ * rounding) and keys for the step it is about to take. */
+void optim__param_task(const optim *o, size_t i, optim__task *t);
+/* master = widen(param memory), through the path's storage descriptor. */
+void optim__master_sync(const optim *o, optim__param *pa);
 
 /* SAM (src/sam.c). Detach every SAM object over o (optim_free): each then
  * refuses its calls and frees safely; the parameters are not touched. */

@@ -103,7 +103,8 @@ size_t optim__build_tasks(optim *o, size_t *nblocks)
         t->g = pa->g;
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) t->s[s] = pa->st.slot[s];
         /* Cannot fail: optim_add_param and optim_set_isa checked the types against the path. */
-        (void)optim__task_storage(o->kt, t, pa->pdt, pa->gdt, pa->sdt);
+        (void)optim__task_storage(o->kt, t, pa->master ? OPTIM_FLOAT32 : pa->pdt, pa->gdt, pa->sdt);
+        optim__param_task(o, i, t); /* a master (then p is the master), stochastic rounding */
         t->loop = NULL;
         t->k = &o->ks[i];
         t->w = NULL;
@@ -192,7 +193,16 @@ static int optim__prepass(optim *o, size_t nblocks, double *gscale, int *rc)
     optim__reduce_run(o->kt, o->tasks, o->nparams, nblocks, kind, p, o->partials, o->bad, o->threads);
     *rc = optim__norm_all(o, nblocks, kind, p, &norm, &bad_i, &bad_name, OPTIM__E(o));
     if (*rc != OPTIM_OK) return 1;
+    norm *= optim__ls_inv(o); /* the norm of the unscaled gradients (exact for a power-of-two scale) */
     o->last_norm = norm;
+    if (o->ls.mode == OPTIM_LOSS_SCALE_DYNAMIC && bad_name) {
+        /* An overflow under dynamic loss scaling: skipped, whatever the non-finite policy; the scale backs off. */
+        if (o->skipped < INT64_MAX) o->skipped++;
+        o->last_skipped = 1;
+        optim__ls_update(o, 1);
+        *rc = optim__ok(OPTIM__E(o));
+        return 1;
+    }
     if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE && bad_name) {
         if (o->skipped < INT64_MAX) o->skipped++;
         o->last_skipped = 1;
@@ -237,10 +247,11 @@ int optim__step(optim *o)
     in.gclip = o->clip_value > 0 ? o->clip_value : INFINITY;
     o->last_skipped = 0;
     o->last_norm = NAN;
-    if (o->clip_max_norm > 0 || o->nonfinite != OPTIM_NONFINITE_PROPAGATE) {
+    if (o->clip_max_norm > 0 || o->nonfinite != OPTIM_NONFINITE_PROPAGATE || o->ls.mode == OPTIM_LOSS_SCALE_DYNAMIC) {
         int rc = OPTIM_OK;
         if (optim__prepass(o, nblocks, &in.gscale, &rc)) return rc;
     }
+    in.gscale *= optim__ls_inv(o); /* loss scaling's unscale, with the clip factor (1 without) */
     /* Each parameter's constants and loop, on a copy of its state: a variant
      * without a loop instance is refused here, before anything changed. */
     for (i = 0; i < o->nparams; i++) {
@@ -263,6 +274,9 @@ int optim__step(optim *o)
         if (!pa->g) continue;
         pa->st.step = o->next[i].step;
         pa->st.mu_product = o->next[i].mu_product;
+        /* Stochastic rounding's keys: (seed, parameter, the step it now takes, stream). */
+        if (pa->flags & OPTIM_PARAM_STOCHASTIC_ROUNDING)
+            optim__task_sr_keys(&o->tasks[i], o->seed, (uint64_t)i, pa->st.step);
     }
     optim__run(o->kt, optim__range_update, o->tasks, o->nparams, total, o->threads);
     for (i = 0; i < o->nparams; i++) {
@@ -270,6 +284,7 @@ int optim__step(optim *o)
         if (pa->g) optim__finish(&o->groups[pa->group].hp, &pa->st);
     }
     if (o->steps < INT64_MAX) o->steps++; /* saturates: a loaded counter may be at the top */
+    optim__ls_update(o, 0);
     optim__schedules_advance(o);
     return optim__ok(OPTIM__E(o));
 }

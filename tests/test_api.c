@@ -326,14 +326,19 @@ TEST_IMPL(cpu_paths)
     } paths[] = {
         {OPTIM_ISA_SCALAR, 1, NULL},
 #if defined(OPTIM_HAVE_AVX2)
-        {OPTIM_ISA_AVX2, 1, "avx2 fma"},
+        {OPTIM_ISA_AVX2, 1, "avx2 fma f16c"},
 #else
-        {OPTIM_ISA_AVX2, 0, "avx2 fma"},
+        {OPTIM_ISA_AVX2, 0, "avx2 fma f16c"},
 #endif
 #if defined(OPTIM_HAVE_AVX512)
-        {OPTIM_ISA_AVX512, 1, "avx2 fma avx512f avx512dq avx512vl"},
+        {OPTIM_ISA_AVX512, 1, "avx2 fma f16c avx512f avx512dq avx512vl"},
 #else
-        {OPTIM_ISA_AVX512, 0, "avx2 fma avx512f avx512dq avx512vl"},
+        {OPTIM_ISA_AVX512, 0, "avx2 fma f16c avx512f avx512dq avx512vl"},
+#endif
+#if defined(OPTIM_HAVE_AVX512BF16)
+        {OPTIM_ISA_AVX512BF16, 1, "avx2 fma f16c avx512f avx512dq avx512vl avx512bw avx512_bf16"},
+#else
+        {OPTIM_ISA_AVX512BF16, 0, "avx2 fma f16c avx512f avx512dq avx512vl avx512bw avx512_bf16"},
 #endif
 #if defined(OPTIM_HAVE_NEON)
         {OPTIM_ISA_NEON, 1, NULL},

@@ -108,7 +108,8 @@ TEST_IMPL(grad_norm_vs_reference)
 TEST_IMPL(grad_norm_threads_and_paths)
 {
     static const double ps[] = {1.0, 2.0, 3.0, INFINITY};
-    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_NEON};
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_AVX512BF16,
+                                     OPTIM_ISA_NEON};
     test_rng rng = {test_seed() ^ 0x7d1};
     arrays a;
     size_t k, t;
@@ -401,7 +402,8 @@ TEST_IMPL(fused_clip_matches_separate)
  * clamped to the bound, as torch.clamp does). */
 TEST_IMPL(fused_clip_value_matches_separate)
 {
-    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_NEON};
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_AVX512BF16,
+                                     OPTIM_ISA_NEON};
     const double v = 0.7;
     test_rng rng = {test_seed() ^ 0xc1a9};
     int r;
@@ -774,7 +776,8 @@ TEST_IMPL(nonfinite_error_names_param)
 TEST_IMPL(grad_norm_nonfinite_as_torch)
 {
     static const double ps[] = {1.0, 2.0, 3.0, 0.5, INFINITY};
-    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_NEON};
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_AVX512BF16,
+                                     OPTIM_ISA_NEON};
     /* (array, element): a 1-element array, lane 3 of the body, the tail of 1000, block 3 of 65537, the
      * last element of 65537 (a block of one), the tail of 20000. */
     static const size_t where[][2] = {{0, 0}, {2, 3}, {2, 999}, {3, 3 * 8192 + 17}, {3, 65536}, {4, 19999}};
@@ -1036,7 +1039,8 @@ out:
  * exactly where torch's are, after each step (see nf_run). */
 TEST_IMPL(nonfinite_as_torch)
 {
-    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_NEON};
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_AVX512BF16,
+                                     OPTIM_ISA_NEON};
     static const nf_clip clips[] = {{"none", 0, 0},      {"value 0.7", 0.7, 0},   {"norm p=1", 0, 1.0},
                                     {"norm p=2", 0, 2.0}, {"norm p=3", 0, 3.0},    {"norm p=inf", 0, INFINITY}};
     size_t ii, ci;

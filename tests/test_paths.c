@@ -6,7 +6,8 @@
 #include "grid.h"
 #include "typed.h"
 
-static const optim_isa test_isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_NEON};
+static const optim_isa test_isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_AVX512BF16,
+                                       OPTIM_ISA_NEON};
 #define NISAS (sizeof test_isas / sizeof test_isas[0])
 
 /* Say which paths a test exercises: a path this build or CPU lacks is named

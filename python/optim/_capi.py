@@ -24,6 +24,7 @@ _int = ctypes.c_int
 _uint = ctypes.c_uint
 _size = ctypes.c_size_t
 _i64 = ctypes.c_int64
+_u64 = ctypes.c_uint64
 _dbl = ctypes.c_double
 _str = ctypes.c_char_p           # const char *: a NUL-terminated string
 _ptr = ctypes.c_void_p           # any pointer to one object or to a caller-owned array
@@ -100,6 +101,16 @@ PROTOTYPES = {
     "optim_param_reset_state": (_int, _ptr, _size),
     "optim_set_threads": (_int, _ptr, _int),
     "optim_get_threads": (_int, _ptr),
+    # optim_precision.h
+    "optim_param_get_flags": (_int, _ptr, _size, _ptr),
+    "optim_param_master_data": (_int, _ptr, _size, _ptrs),
+    "optim_param_master_sync": (_int, _ptr, _size),
+    "optim_set_seed": (_int, _ptr, _u64),
+    "optim_get_seed": (_u64, _ptr),
+    "optim_set_loss_scale": (_int, _ptr, _ptr),
+    "optim_get_loss_scale": (_int, _ptr, _ptr, _pdbl, _pi64),
+    "optim_loss_scale_value": (_dbl, _ptr),
+    "optim_set_loss_scale_state": (_int, _ptr, _dbl, _i64),
     # optim_checkpoint.h
     "optim_save": (_int, _ptr, _str),
     "optim_load": (_int, _ptr, _str, _int),

@@ -86,6 +86,7 @@ ENUMS = {
         'OPTIM_ISA_AVX2': 2,
         'OPTIM_ISA_AVX512': 3,
         'OPTIM_ISA_NEON': 4,
+        'OPTIM_ISA_AVX512BF16': 5,
     },
     'optim_nonfinite': {  # optim.h
         'OPTIM_NONFINITE_PROPAGATE': 0,
@@ -95,6 +96,11 @@ ENUMS = {
     'optim_match': {  # optim_checkpoint.h
         'OPTIM_MATCH_NAME': 0,
         'OPTIM_MATCH_POSITION': 1,
+    },
+    'optim_loss_scale_mode': {  # optim_precision.h
+        'OPTIM_LOSS_SCALE_OFF': 0,
+        'OPTIM_LOSS_SCALE_STATIC': 1,
+        'OPTIM_LOSS_SCALE_DYNAMIC': 2,
     },
     'optim_schedule_kind': {  # optim_schedule.h
         'OPTIM_SCHED_CONSTANT': 1,
@@ -129,11 +135,14 @@ DEFINES = {
     'OPTIM_DTYPE_COUNT': 4,
     'OPTIM_MAX_SLOTS': 4,
     'OPTIM_MAX_NAME': 4096,
+    'OPTIM_PARAM_MASTER': 1,
+    'OPTIM_PARAM_STOCHASTIC_ROUNDING': 2,
     'OPTIM_MAX_NDIM': 64,
     'OPTIM_MAX_THREADS': 1024,
     'OPTIM_CHECKPOINT_FORMAT': 3,
     'OPTIM_SCHEDULE_MAX_DEPTH': 32,
     'OPTIM_SCHEDULE_MAX_CHILDREN': 1024,
+    'OPTIM_SCHEDULE_MAX_MILESTONES': 1048576,
     'OPTIM_CYCLIC_DOWN_AS_UP': -1,
 }
 

@@ -32,7 +32,7 @@ from . import _constants as C
 from ._capi import Error, check, enum_names
 
 __all__ = ["Handle", "HParams", "SamHandle", "rule_id", "hparam_id", "rule_uses", "slot_names", "rule_has_step",
-           "grad_norm", "clip_grad_norm", "clip_grad_value", "c_path", "enum_names", "NONFINITE_POLICIES",
+           "grad_norm", "clip_grad_norm", "clip_grad_value", "c_path", "enum_names", "NONFINITE_POLICIES", "LossScale",
            "MATCH", "PLACEMENTS", "ENONFINITE", "ESTATE", "EOVERLAP", "MAX_NAME", "MAX_NDIM"]
 
 _vp = ctypes.c_void_p
@@ -40,6 +40,7 @@ _int = ctypes.c_int
 _size = ctypes.c_size_t
 _i64 = ctypes.c_int64
 _dbl = ctypes.c_double
+_uint = ctypes.c_uint
 
 ENONFINITE = C.OPTIM_ENONFINITE  # a NaN or Inf where the call cannot accept one
 MAX_NAME = C.OPTIM_MAX_NAME  # bytes of a parameter's name (optim_add_param)
@@ -127,6 +128,13 @@ class HParams:
         return int(capi.optim_hparams_slots(self.ptr))
 
 
+class LossScale(ctypes.Structure):
+    """struct optim_loss_scale (optim_precision.h)."""
+
+    _fields_ = [("mode", ctypes.c_int), ("init_scale", _dbl), ("growth_factor", _dbl), ("backoff_factor", _dbl),
+                ("growth_interval", ctypes.c_int64)]
+
+
 class Handle:
     """Owns one optim*: freed when the last reference goes (the optimizer, a
     view of its state memory, or a SamHandle over it; see the module's
@@ -192,13 +200,19 @@ class Handle:
         self._call(capi.optim_group_get_hparam, group, hid, ctypes.byref(v))
         return v.value
 
-    def add_param(self, group, data_ptr, n, name, dtype=C.OPTIM_FLOAT32, state_dtype=None):
+    def add_param(self, group, data_ptr, n, name, dtype=C.OPTIM_FLOAT32, state_dtype=None, flags=0):
         """Add a parameter of n elements of `dtype` (an optim_dtype value) at
         data_ptr (which the caller keeps alive during the call; C keeps the
-        address, not the memory), with gradients of its type and state of
-        state_dtype (None: the pair's default)."""
+        address, not the memory), with gradients of its type, state of
+        state_dtype (None: the pair's default) and storage flags
+        (OPTIM_PARAM_*: master weights, stochastic rounding)."""
         index = _size()
-        if dtype == C.OPTIM_FLOAT32 and state_dtype is None:
+        if flags:
+            if state_dtype is None:
+                state_dtype = C.OPTIM_FLOAT32
+            self._call(capi.optim_add_param_ex, group, data_ptr, dtype, None, dtype, n, state_dtype, flags,
+                       name.encode(), ctypes.byref(index))
+        elif dtype == C.OPTIM_FLOAT32 and state_dtype is None:
             self._call(capi.optim_add_param, group, data_ptr, None, n, name.encode(), ctypes.byref(index))
         else:
             if state_dtype is None:
@@ -209,6 +223,46 @@ class Handle:
 
     def param_count(self):
         return self._get(capi.optim_param_count)
+
+    # ---- reduced precision (optim_precision.h) ----------------------------------
+
+    def master_data(self, i):
+        """The address of parameter i's fp32 master (n floats), or None if it has none."""
+        flags = _uint()
+        self._call(capi.optim_param_get_flags, i, ctypes.byref(flags))
+        if not flags.value & C.OPTIM_PARAM_MASTER:
+            return None
+        data = _vp()
+        self._call(capi.optim_param_master_data, i, ctypes.byref(data))
+        return data.value
+
+    def master_sync(self, i):
+        self._call(capi.optim_param_master_sync, i)
+
+    def set_seed(self, seed):
+        self._call(capi.optim_set_seed, seed)
+
+    def get_seed(self):
+        return self._get(capi.optim_get_seed)
+
+    def set_loss_scale(self, mode, init_scale=1.0, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
+        ls = LossScale(mode, init_scale, growth_factor, backoff_factor, growth_interval)
+        self._call(capi.optim_set_loss_scale, ctypes.byref(ls))
+
+    def get_loss_scale(self):
+        """(mode, init_scale, growth_factor, backoff_factor, growth_interval, scale, growth_tracker)."""
+        ls = LossScale()
+        scale = _dbl()
+        tracker = ctypes.c_int64()
+        self._call(capi.optim_get_loss_scale, ctypes.byref(ls), ctypes.byref(scale), ctypes.byref(tracker))
+        return (ls.mode, ls.init_scale, ls.growth_factor, ls.backoff_factor, ls.growth_interval, scale.value,
+                tracker.value)
+
+    def loss_scale_value(self):
+        return self._get(capi.optim_loss_scale_value)
+
+    def set_loss_scale_state(self, scale, growth_tracker):
+        self._call(capi.optim_set_loss_scale_state, scale, growth_tracker)
 
     def rebind(self, count, params, grads):
         """Point every parameter at other memory without stepping (ctypes

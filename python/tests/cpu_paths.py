@@ -2,13 +2,13 @@
 library itself through its public C API (optim_isa_name, optim_isa_available,
 optim_isa_default), so that a test run can say what it exercised.
 
-OPTIM_ISA=scalar|avx2|avx512|neon in the environment selects the path of a
+OPTIM_ISA=scalar|avx2|avx512|avx512bf16|neon in the environment selects the path of a
 process; the library falls back to the best path for a name it cannot run,
 so conftest.py checks that the path asked for is the path in use."""
 import ctypes
 
 # enum optim_isa of include/optim.h.
-PATHS = {"scalar": 1, "avx2": 2, "avx512": 3, "neon": 4}
+PATHS = {"scalar": 1, "avx2": 2, "avx512": 3, "neon": 4, "avx512bf16": 5}
 
 
 def _lib():

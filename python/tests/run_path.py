@@ -2,7 +2,7 @@
 
     /usr/bin/python3 python/tests/run_path.py PATH FILE_OR_NODE...
 
-with OPTIM_ISA=PATH (scalar, avx2, avx512, neon). CTest runs the key
+with OPTIM_ISA=PATH (scalar, avx2, avx512, avx512bf16, neon). CTest runs the key
 comparisons with torch this way once per path the build has (tests
 python.path.<path>); the process's default path is left to the whole suite
 (CTest's python), which runs on it. A path the CPU or the build lacks is not exercised:

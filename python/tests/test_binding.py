@@ -101,6 +101,7 @@ def _ctype(c_type):
              "optim_cyclic_mode", "optim_schedule_kind", "optim_dtype"):
         return ctypes.c_int
     scalars = {"void": None, "unsigned": ctypes.c_uint, "size_t": ctypes.c_size_t, "int64_t": ctypes.c_int64,
+               "uint64_t": ctypes.c_uint64,
                "double": ctypes.c_double}
     if t in scalars:
         return scalars[t]

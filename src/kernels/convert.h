@@ -4,8 +4,10 @@
  * rounding ones are torch's (c10/util/BFloat16.h, c10/util/Half.h), so a
  * stored bfloat16 or float16 is the one torch's .to() gives.
  *
- * A future path with hardware conversions (AVX-512 BF16's vcvtne2ps2bf16,
- * F16C's vcvtps2ph) must give these bits, NaN included. */
+ * The paths with hardware conversions (AVX-512 BF16's vcvtne2ps2bf16 on the
+ * avx512bf16 path, F16C's vcvtps2ph/vcvtph2ps on avx2 and avx512:
+ * kernels_math.h) give these bits, NaN included: the instructions' own NaN
+ * and denormal conventions differ and are fixed up there. */
 #ifndef OPTIM_CONVERT_H
 #define OPTIM_CONVERT_H
 
@@ -79,6 +81,68 @@ OPTIM_INLINE uint16_t optim__f32_to_f16(float x)
     nonsign = ((bits >> 13) & 0x00007c00u) + (bits & 0x00000fffu);
     nan = OPTIM__MASK(shl1_w > 0xff000000u);
     return (uint16_t)((sign >> 16) | (0x7e00u & nan) | (nonsign & ~nan));
+}
+
+/* ---- Stochastic rounding ---------------------------------------------------------------
+ * A counter-based random stream: the bits that round element i of a stream
+ * are a hash of (seed, parameter, step, stream, i), so they are the same on
+ * every CPU path and thread split, and a resumed run draws what the
+ * uninterrupted one drew. No state is carried between steps. */
+
+/* A 32-bit integer hash (Chris Wellons' lowbias32: two multiply-xorshift
+ * rounds, full avalanche, a bijection). 32-bit multiplies vectorise on
+ * AVX2 (vpmulld) and AVX-512. */
+OPTIM_INLINE uint32_t optim__hash32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* splitmix64's finalizer: the host-side mixing of the key's 64-bit parts. */
+OPTIM_INLINE uint64_t optim__mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15u;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+/* The key of one stream of one parameter at one step (computed once per
+ * step on the host): every part of the tuple goes through the mixer. */
+OPTIM_INLINE uint64_t optim__sr_key(uint64_t seed, uint64_t param, uint64_t step, uint64_t stream)
+{
+    return optim__mix64(optim__mix64(optim__mix64(optim__mix64(seed) ^ param) ^ step) ^ stream);
+}
+
+/* The 32-bit key of the elements whose index has upper half `hi` (constant
+ * inside a chunk: chunks are 512 elements at multiples of 512). */
+OPTIM_INLINE uint32_t optim__sr_chunk_key(uint64_t key, uint64_t hi)
+{
+    return (uint32_t)(optim__mix64(key ^ hi) >> 32);
+}
+
+/* The 16 random bits of element index lo (its lower 32 bits) under a chunk key. */
+OPTIM_INLINE uint32_t optim__sr_bits(uint32_t lo, uint32_t ckey)
+{
+    return optim__hash32(lo ^ ckey) >> 16;
+}
+
+/* float -> bfloat16, stochastically: add 16 random bits r (0..65535) below
+ * the kept bits and truncate, so x rounds away from zero with probability
+ * (its dropped bits) / 2^16 and the expected result is x (torchao's
+ * _fp32_to_bf16_sr, llm.c's stochastic_rounding). Exact values stay; inf
+ * stays; a finite value above the largest bfloat16 may round to inf (with
+ * that probability); NaN -> 0x7fc0 as in optim__f32_to_bf16. */
+OPTIM_INLINE uint16_t optim__f32_to_bf16_sr(float x, uint32_t r)
+{
+    const uint32_t u = optim__f32_bits(x);
+    const uint32_t t = (u + (r & 0xffffu)) >> 16;
+    const uint32_t nan = OPTIM__MASK((u & 0x7fffffffu) > 0x7f800000u);
+    return (uint16_t)((0x7fc0u & nan) | (t & ~nan));
 }
 
 #endif

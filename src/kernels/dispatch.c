@@ -29,11 +29,12 @@ static int optim__cpu_has(optim_isa isa)
 {
     unsigned a, b, c, d;
     uint64_t xcr0;
-    int osxsave, avx, fma, avx2, f, dq, vl;
+    int osxsave, avx, fma, f16c, avx2, f, dq, vl, bw, bf16;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
     osxsave = (c >> 27) & 1;
     avx = (c >> 28) & 1;
     fma = (c >> 12) & 1;
+    f16c = (c >> 29) & 1; /* the avx2 and avx512 paths convert float16 with vcvtps2ph/vcvtph2ps */
     if (!osxsave || !avx) return 0;
     xcr0 = optim__xgetbv0();
     if ((xcr0 & 0x6) != 0x6) return 0; /* SSE and AVX state saved by the OS */
@@ -42,8 +43,15 @@ static int optim__cpu_has(optim_isa isa)
     f = (b >> 16) & 1;
     dq = (b >> 17) & 1;
     vl = (b >> 31) & 1;
-    if (isa == OPTIM_ISA_AVX2) return avx2 && fma;
-    if (isa == OPTIM_ISA_AVX512) return avx2 && fma && f && dq && vl && (xcr0 & 0xe6) == 0xe6;
+    bw = (b >> 30) & 1;
+    if (isa == OPTIM_ISA_AVX2) return avx2 && fma && f16c;
+    if (isa == OPTIM_ISA_AVX512) return avx2 && fma && f16c && f && dq && vl && (xcr0 & 0xe6) == 0xe6;
+    if (isa == OPTIM_ISA_AVX512BF16) {
+        if (!(avx2 && fma && f16c && f && dq && vl && bw && (xcr0 & 0xe6) == 0xe6)) return 0;
+        if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+        bf16 = (a >> 5) & 1; /* AVX512_BF16 */
+        return bf16;
+    }
     return 0;
 }
 #endif
@@ -61,6 +69,7 @@ static int optim__cpu_runs(optim_isa isa)
 #if defined(OPTIM__X86)
         if (optim__cpu_has(OPTIM_ISA_AVX2)) mask |= 1u << OPTIM_ISA_AVX2;
         if (optim__cpu_has(OPTIM_ISA_AVX512)) mask |= 1u << OPTIM_ISA_AVX512;
+        if (optim__cpu_has(OPTIM_ISA_AVX512BF16)) mask |= 1u << OPTIM_ISA_AVX512BF16;
 #endif
         atomic_store_explicit(&optim__cpu_mask, mask, memory_order_relaxed);
     }
@@ -77,6 +86,9 @@ static const optim__kernels *optim__table(optim_isa isa)
 #if defined(OPTIM_HAVE_AVX512)
     case OPTIM_ISA_AVX512: return optim__cpu_runs(OPTIM_ISA_AVX512) ? &optim__kernels_avx512 : NULL;
 #endif
+#if defined(OPTIM_HAVE_AVX512BF16)
+    case OPTIM_ISA_AVX512BF16: return optim__cpu_runs(OPTIM_ISA_AVX512BF16) ? &optim__kernels_avx512bf16 : NULL;
+#endif
 #if defined(OPTIM_HAVE_NEON)
     case OPTIM_ISA_NEON: return &optim__kernels_neon;
 #endif
@@ -92,6 +104,7 @@ const char *optim_isa_name(optim_isa isa)
     case OPTIM_ISA_AVX2: return "avx2";
     case OPTIM_ISA_AVX512: return "avx512";
     case OPTIM_ISA_NEON: return "neon";
+    case OPTIM_ISA_AVX512BF16: return "avx512bf16";
     default: return NULL;
     }
 }
@@ -103,7 +116,8 @@ int optim_isa_available(optim_isa isa)
 
 static optim_isa optim__detect(void)
 {
-    static const optim_isa best_first[] = {OPTIM_ISA_AVX512, OPTIM_ISA_AVX2, OPTIM_ISA_NEON, OPTIM_ISA_SCALAR};
+    static const optim_isa best_first[] = {OPTIM_ISA_AVX512BF16, OPTIM_ISA_AVX512, OPTIM_ISA_AVX2, OPTIM_ISA_NEON,
+                                           OPTIM_ISA_SCALAR};
     const char *env = getenv("OPTIM_ISA");
     size_t i;
     if (env && *env) {

@@ -26,13 +26,16 @@ typedef enum optim__ctype {
 } optim__ctype;
 #define OPTIM__NCTYPES 2
 
-/* The streams of an update: parameter, gradient, state slots. Later: an
- * fp32 master copy (the parameter stream then is the master, the user's
- * low-precision copy one more store), an EMA of the parameters. */
+/* The streams of an update: parameter, gradient, state slots, and the
+ * user's low-precision copy of a parameter with an fp32 master (the
+ * parameter stream then is the master, owned by the optimizer; the copy is
+ * only stored, rounded to nearest even, in the same pass). Later: an EMA of
+ * the parameters. */
 #define OPTIM__SP 0                        /* parameter (read and written) */
 #define OPTIM__SG 1                        /* gradient (read) */
 #define OPTIM__SS(j) (2 + (j))             /* state slot j */
-#define OPTIM__NSTREAMS (2 + OPTIM_MAX_SLOTS)
+#define OPTIM__SC (2 + OPTIM_MAX_SLOTS)    /* the low-precision copy of a master (stored only) */
+#define OPTIM__NSTREAMS (3 + OPTIM_MAX_SLOTS)
 
 /* Elements per chunk of the chunked path: the scratch of every stream stays
  * in L1 (6 x 512 x 8 bytes at most), and it is a multiple of 256, the block
@@ -117,6 +120,9 @@ typedef struct optim__kernels {
     optim__loops loops[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
     /* Indexed by element type and compute type; NULL: no such storage. */
     const optim__storage *storage[OPTIM_DTYPE_COUNT][OPTIM__NCTYPES];
+    /* bfloat16 stored with stochastic rounding (float compute; its ctx
+     * points at the stream's uint64_t key, optim__sr_key). */
+    const optim__storage *bf16_sr;
     /* Indexed by the gradient's element type. */
     optim__reduce_fn reduce[OPTIM_DTYPE_COUNT];
     optim__sam_fn sam_perturb[OPTIM__SAM_NVARIANTS]; /* saved = w; w = w + e (see rules/sam.h), by variant */
@@ -145,8 +151,10 @@ typedef struct optim__task {
     optim__loop_fn loop;      /* the instance for the rule, compute type and variant of this step */
     unsigned reads, writes;   /* slots it reads and writes */
     int chunked;              /* 0: every stream holds the compute type: the loop runs on memory */
-    const optim__storage *sto[OPTIM__NSTREAMS]; /* storage of p, g, s0..s3 (NULL for unused slots) */
-    const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (NULL today) */
+    const optim__storage *sto[OPTIM__NSTREAMS]; /* storage of p, g, s0..s3, copy (NULL: unused) */
+    const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (or NULL) */
+    void *copy;                                 /* the user's low-precision parameter of a master, or NULL */
+    uint64_t sr_key[OPTIM__NSTREAMS];           /* stochastic rounding: each stream's key this step (ctx) */
     /* Reductions: */
     optim_dtype gtype; /* the gradient's element type */
     const float *w;    /* x = (|w| + eta) g when not NULL (ASAM), else x = g */
@@ -209,6 +217,19 @@ int optim__state_dtype_ok(const char *fn, optim_dtype param, optim_dtype state, 
 int optim__task_storage(const optim__kernels *kt, optim__task *t, optim_dtype param, optim_dtype grad,
                         optim_dtype state);
 
+/* Storage options of a parameter (optim_add_param_ex flags) applied to a
+ * task filled by optim__task_storage(kt, t, master ? OPTIM_FLOAT32 : param,
+ * grad, state): with a master, p is the float32 master and `copy` (the
+ * user's memory of type `param`) one more stored stream; with stochastic
+ * rounding, the bfloat16 parameter (without a master) and bfloat16 state
+ * are stored by kt->bf16_sr, keyed per step by optim__task_sr_keys.
+ * 0, or -1 if kt lacks a descriptor. */
+int optim__task_prec(const optim__kernels *kt, optim__task *t, optim_dtype param, optim_dtype state, unsigned flags,
+                     void *copy);
+/* The stochastic rounding keys of task t for the step `step` of parameter
+ * `index` under `seed` (one per stream, the stream's number mixed in). */
+void optim__task_sr_keys(optim__task *t, uint64_t seed, uint64_t index, int64_t step);
+
 /* The loop instance of (rule, compute type, variant) in kt, with the slots it
  * reads and writes; NULL if none was generated (a variant bit the rule does
  * not declare). */
@@ -226,6 +247,9 @@ extern const optim__kernels optim__kernels_avx2;
 #endif
 #if defined(OPTIM_HAVE_AVX512)
 extern const optim__kernels optim__kernels_avx512;
+#endif
+#if defined(OPTIM_HAVE_AVX512BF16)
+extern const optim__kernels optim__kernels_avx512bf16; /* avx512's loops, AVX-512 BF16 conversions */
 #endif
 #if defined(OPTIM_HAVE_NEON)
 extern const optim__kernels optim__kernels_neon;

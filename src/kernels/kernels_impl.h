@@ -17,6 +17,14 @@
 #include "kernels.h"
 
 #include <string.h>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#  include <immintrin.h>
+#endif
+/* The avx512 file also builds the avx512bf16 table: the same loops, with
+ * bfloat16 stores through AVX-512 BF16 (functions of that target only). */
+#if defined(OPTIM__KERNELS_NAME_BF16)
+#  define OPTIM__HW_BF16_TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512bf16")))
+#endif
 
 #if !defined(OPTIM__KERNELS_NAME) || !defined(OPTIM__KERNELS_ISA)
 #  error "define OPTIM__KERNELS_NAME and OPTIM__KERNELS_ISA before including kernels_impl.h"
@@ -89,25 +97,38 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__LOOPS_RULE(ID, value, name) OPTIM__LOOPS(value, name)
 #define OPTIM__LOOPS_ALIAS(ID, value, name, math) OPTIM__LOOPS(value, math)
 
-const optim__kernels OPTIM__KERNELS_NAME = {
-    .isa = OPTIM__KERNELS_ISA,
-    .loops = {OPTIM__RULE_LIST(OPTIM__LOOPS_RULE, OPTIM__LOOPS_ALIAS)},
-    .storage =
-        {
-            [OPTIM_FLOAT32] = {[OPTIM__CT_F32] = &optim__storage_same_f32},
-            [OPTIM_FLOAT64] = {[OPTIM__CT_F64] = &optim__storage_same_f64},
-            [OPTIM_BFLOAT16] = {[OPTIM__CT_F32] = &optim__storage_bf16},
-            [OPTIM_FLOAT16] = {[OPTIM__CT_F32] = &optim__storage_f16},
-        },
-    .reduce =
-        {
-            [OPTIM_FLOAT32] = optim__reduce_same_f32,
-            [OPTIM_FLOAT64] = optim__reduce_same_f64,
-            [OPTIM_BFLOAT16] = optim__reduce_bf16,
-            [OPTIM_FLOAT16] = optim__reduce_f16,
-        },
-    .sam_perturb = {OPTIM__CAT(OPTIM__REP, OPTIM__SAM_NVARIANTS)(OPTIM__SAM_FN, x)},
-    .copy = optim__copy,
-    .scale = optim__scale,
-    .clamp = optim__clamp_fn,
-};
+#if defined(OPTIM__HW_F16)
+#  define OPTIM__STORAGE_F16 optim__storage_f16_hw
+#else
+#  define OPTIM__STORAGE_F16 optim__storage_f16
+#endif
+
+#define OPTIM__TABLE(table_isa, bf16_storage)                                                               \
+    {                                                                                                       \
+        .isa = table_isa,                                                                                   \
+        .loops = {OPTIM__RULE_LIST(OPTIM__LOOPS_RULE, OPTIM__LOOPS_ALIAS)},                                 \
+        .storage =                                                                                          \
+            {                                                                                               \
+                [OPTIM_FLOAT32] = {[OPTIM__CT_F32] = &optim__storage_same_f32},                             \
+                [OPTIM_FLOAT64] = {[OPTIM__CT_F64] = &optim__storage_same_f64},                             \
+                [OPTIM_BFLOAT16] = {[OPTIM__CT_F32] = &bf16_storage},                                       \
+                [OPTIM_FLOAT16] = {[OPTIM__CT_F32] = &OPTIM__STORAGE_F16},                                  \
+            },                                                                                              \
+        .bf16_sr = &optim__storage_bf16_sr,                                                                 \
+        .reduce =                                                                                           \
+            {                                                                                               \
+                [OPTIM_FLOAT32] = optim__reduce_same_f32,                                                   \
+                [OPTIM_FLOAT64] = optim__reduce_same_f64,                                                   \
+                [OPTIM_BFLOAT16] = optim__reduce_bf16,                                                      \
+                [OPTIM_FLOAT16] = optim__reduce_f16,                                                        \
+            },                                                                                              \
+        .sam_perturb = {OPTIM__CAT(OPTIM__REP, OPTIM__SAM_NVARIANTS)(OPTIM__SAM_FN, x)},                    \
+        .copy = optim__copy,                                                                                \
+        .scale = optim__scale,                                                                              \
+        .clamp = optim__clamp_fn,                                                                           \
+    }
+
+const optim__kernels OPTIM__KERNELS_NAME = OPTIM__TABLE(OPTIM__KERNELS_ISA, optim__storage_bf16);
+#if defined(OPTIM__KERNELS_NAME_BF16)
+const optim__kernels OPTIM__KERNELS_NAME_BF16 = OPTIM__TABLE(OPTIM_ISA_AVX512BF16, optim__storage_bf16_hw);
+#endif

@@ -250,6 +250,120 @@ OPTIM__HALF_STORAGE(bf16, OPTIM_BFLOAT16)
 OPTIM__HALF_STORAGE(f16, OPTIM_FLOAT16)
 #  undef OPTIM__HALF_STORAGE
 
+/* ---- float16 through the hardware's conversions (F16C on avx2, AVX-512F on avx512) -------------
+ * vcvtph2ps widens exactly, as optim__f16_to_f32 (a signaling NaN comes out
+ * quiet with its payload, as the formula's multiplication makes it).
+ * vcvtps2ph rounds to nearest even and keeps subnormals, as
+ * optim__f32_to_f16, but a NaN keeps its payload: fixed up to torch's
+ * sign | 0x7e00. conversions_hw_edges holds every path to the formulas'
+ * bits (every float16, and float32 edge values). */
+#  if defined(__AVX512F__) || defined(__F16C__)
+#    define OPTIM__HW_F16 1
+static void optim__load_f16_hw(void *restrict dst, const void *restrict base, size_t off, size_t n, const void *ctx)
+{
+    float *restrict d = (float *)dst;
+    const uint16_t *restrict s = (const uint16_t *)base + off;
+    size_t i = 0;
+    (void)ctx;
+#    if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + i))));
+#    else
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+#    endif
+    for (; i < n; i++) d[i] = optim__f16_to_f32(s[i]);
+}
+
+static void optim__store_f16_hw(void *restrict base, size_t off, size_t n, const void *restrict src, const void *ctx)
+{
+    uint16_t *restrict d = (uint16_t *)base + off;
+    const float *restrict s = (const float *)src;
+    size_t i = 0;
+    (void)ctx;
+#    if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(s + i);
+        const __m512i u = _mm512_castps_si512(x);
+        const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+        const __m512i hw = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m512i fix = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x8000)),
+                                            _mm512_set1_epi32(0x7e00));
+        _mm256_storeu_si256((__m256i *)(d + i), _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(hw, nan, fix)));
+    }
+#    else
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(s + i);
+        const __m256i u = _mm256_castps_si256(x);
+        const __m256i nan32 = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+        const __m128i hw = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m256i fix32 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000)),
+                                              _mm256_set1_epi32(0x7e00));
+        const __m128i fix = _mm_packus_epi32(_mm256_castsi256_si128(fix32), _mm256_extracti128_si256(fix32, 1));
+        const __m128i nan = _mm_packs_epi32(_mm256_castsi256_si128(nan32), _mm256_extracti128_si256(nan32, 1));
+        _mm_storeu_si128((__m128i *)(d + i), _mm_blendv_epi8(hw, fix, nan));
+    }
+#    endif
+    for (; i < n; i++) d[i] = optim__f32_to_f16(s[i]);
+}
+
+static const optim__storage optim__storage_f16_hw = {OPTIM_FLOAT16, OPTIM__CT_F32, 2, 0, optim__load_f16_hw,
+                                                     optim__store_f16_hw};
+#  endif
+
+/* ---- bfloat16 through AVX-512 BF16 (the avx512bf16 table only) ---------------------------------
+ * vcvtne2ps2bf16 rounds to nearest even, as optim__f32_to_bf16, but flushes
+ * float32 subnormal inputs to a signed zero and keeps a NaN's sign and
+ * payload (quieted): NaN lanes are set to torch's 0x7fc0, and a vector
+ * holding a nonzero subnormal is converted by the formula instead (rare:
+ * below 2^-126). */
+#  if defined(OPTIM__HW_BF16_TARGET)
+OPTIM__HW_BF16_TARGET static void optim__store_bf16_hw(void *restrict base, size_t off, size_t n,
+                                                       const void *restrict src, const void *ctx)
+{
+    uint16_t *restrict d = (uint16_t *)base + off;
+    const float *restrict s = (const float *)src;
+    const __m512i expo = _mm512_set1_epi32(0x7f800000), mant = _mm512_set1_epi32(0x007fffff);
+    size_t i = 0, j;
+    (void)ctx;
+    for (; i + 32 <= n; i += 32) {
+        const __m512 a = _mm512_loadu_ps(s + i), b = _mm512_loadu_ps(s + i + 16);
+        const __m512i ua = _mm512_castps_si512(a), ub = _mm512_castps_si512(b);
+        const __mmask16 suba = _mm512_testn_epi32_mask(ua, expo) & _mm512_test_epi32_mask(ua, mant);
+        const __mmask16 subb = _mm512_testn_epi32_mask(ub, expo) & _mm512_test_epi32_mask(ub, mant);
+        const __mmask32 nan = (__mmask32)_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) |
+                              ((__mmask32)_mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q) << 16);
+        __m512i r;
+        if (suba | subb) {
+            for (j = 0; j < 32; j++) d[i + j] = optim__f32_to_bf16(s[i + j]);
+            continue;
+        }
+        r = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* elements 0..15 from a (the second operand), 16..31 from b */
+        _mm512_storeu_si512((void *)(d + i), _mm512_mask_mov_epi16(r, nan, _mm512_set1_epi16(0x7fc0)));
+    }
+    for (; i < n; i++) d[i] = optim__f32_to_bf16(s[i]);
+}
+
+static const optim__storage optim__storage_bf16_hw = {OPTIM_BFLOAT16, OPTIM__CT_F32, 2, 0, optim__load_bf16,
+                                                      optim__store_bf16_hw};
+#  endif
+
+/* ---- bfloat16 with stochastic rounding ------------------------------------------------------------
+ * Loaded exactly; stored by optim__f32_to_bf16_sr with the random bits of
+ * each element's index under the stream's key for this step (ctx: the
+ * uint64_t key, optim__sr_key). Plain integer arithmetic: vectorised on
+ * every path, the same bits on all of them. */
+static void optim__store_bf16_sr(void *restrict base, size_t off, size_t n, const void *restrict src, const void *ctx)
+{
+    uint16_t *restrict d = (uint16_t *)base + off;
+    const float *restrict s = (const float *)src;
+    const uint32_t ck = optim__sr_chunk_key(*(const uint64_t *)ctx, (uint64_t)off >> 32);
+    const uint32_t lo = (uint32_t)off;
+    OPTIM__VECTORIZE
+    for (size_t i = 0; i < n; i++) d[i] = optim__f32_to_bf16_sr(s[i], optim__sr_bits(lo + (uint32_t)i, ck));
+}
+
+static const optim__storage optim__storage_bf16_sr = {OPTIM_BFLOAT16, OPTIM__CT_F32, 2, 0, optim__load_bf16,
+                                                      optim__store_bf16_sr};
+
 /* ---- SAM's ascent step and the gradient utilities (float32) ------------------------------ */
 
 OPTIM_INLINE void optim__sam_loop(size_t n, float *restrict w, const float *restrict g, float *restrict saved,

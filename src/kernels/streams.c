@@ -2,6 +2,7 @@
  * combinations, and the update pass over a task's range: directly on memory
  * when every stream holds the compute type, else chunk by chunk through
  * scratch arrays (the chunked path). */
+#include "convert.h"
 #include "kernels.h"
 
 #include <string.h>
@@ -87,9 +88,11 @@ int optim__task_storage(const optim__kernels *kt, optim__task *t, optim_dtype pa
     if (!t->sto[OPTIM__SP] || !t->sto[OPTIM__SG] || !kt->storage[state][ct]) return -1;
     for (j = 0; j < OPTIM_MAX_SLOTS; j++) t->sto[OPTIM__SS(j)] = kt->storage[state][ct];
     t->chunked = 0;
+    t->sto[OPTIM__SC] = NULL; /* a master's copy: optim__task_prec */
+    t->copy = NULL;
     for (j = 0; j < OPTIM__NSTREAMS; j++) {
         t->ctx[j] = NULL;
-        if (!t->sto[j]->direct) t->chunked = 1;
+        if (t->sto[j] && !t->sto[j]->direct) t->chunked = 1;
     }
     /* Split points: a cache line of 4-byte elements (as before types), or a
      * whole chunk, so that no two threads convert (and later: quantize) the
@@ -97,6 +100,37 @@ int optim__task_storage(const optim__kernels *kt, optim__task *t, optim_dtype pa
     t->align = t->chunked ? OPTIM__CHUNK : 16;
     t->gtype = grad;
     return 0;
+}
+
+int optim__task_prec(const optim__kernels *kt, optim__task *t, optim_dtype param, optim_dtype state, unsigned flags,
+                     void *copy)
+{
+    int j;
+    t->copy = NULL;
+    t->sto[OPTIM__SC] = NULL;
+    if (flags & OPTIM_PARAM_MASTER) {
+        /* p is the float32 master (direct); the user's memory is only stored. */
+        t->sto[OPTIM__SC] = kt->storage[param][OPTIM__CT_F32];
+        if (!t->sto[OPTIM__SC]) return -1;
+        t->copy = copy;
+        t->chunked = 1;
+        t->align = OPTIM__CHUNK;
+    }
+    if (flags & OPTIM_PARAM_STOCHASTIC_ROUNDING) {
+        if (!kt->bf16_sr) return -1;
+        if (!(flags & OPTIM_PARAM_MASTER) && param == OPTIM_BFLOAT16) t->sto[OPTIM__SP] = kt->bf16_sr;
+        if (state == OPTIM_BFLOAT16)
+            for (j = 0; j < OPTIM_MAX_SLOTS; j++) t->sto[OPTIM__SS(j)] = kt->bf16_sr;
+        for (j = 0; j < OPTIM__NSTREAMS; j++)
+            if (t->sto[j] == kt->bf16_sr) t->ctx[j] = &t->sr_key[j];
+    }
+    return 0;
+}
+
+void optim__task_sr_keys(optim__task *t, uint64_t seed, uint64_t index, int64_t step)
+{
+    int j;
+    for (j = 0; j < OPTIM__NSTREAMS; j++) t->sr_key[j] = optim__sr_key(seed, index, (uint64_t)step, (uint64_t)j);
 }
 
 optim__loop_fn optim__loop_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant,
@@ -143,6 +177,9 @@ static void optim__update_chunked(const optim__task *t, size_t from, size_t to)
         rd[OPTIM__SS(j)] = (t->reads >> j) & 1u;
         wr[OPTIM__SS(j)] = (t->writes >> j) & 1u;
     }
+    /* A master's low-precision copy: stored from the master's chunk after the loop. */
+    base[OPTIM__SC] = NULL;
+    rd[OPTIM__SC] = wr[OPTIM__SC] = 0;
     for (j = 0; j < OPTIM__NSTREAMS; j++) use[j] = base[j] && (rd[j] || wr[j]);
     for (c = from; c < to; c += OPTIM__CHUNK) {
         const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
@@ -161,6 +198,7 @@ static void optim__update_chunked(const optim__task *t, size_t from, size_t to)
         t->loop(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k);
         for (j = 0; j < OPTIM__NSTREAMS; j++)
             if (use[j] && wr[j] && !t->sto[j]->direct) t->sto[j]->store(base[j], c, len, scratch[j], t->ctx[j]);
+        if (t->copy) t->sto[OPTIM__SC]->store(t->copy, c, len, x[OPTIM__SP], t->ctx[OPTIM__SC]);
     }
 }
 

@@ -31,6 +31,7 @@ typedef struct bench_span {
     const float *g;
     size_t n;
     size_t start;
+    uint16_t *w16; /* bench_rmw_typed: the 16-bit stream only written (a master's copy), or NULL */
 } bench_span;
 
 /** 1 if the ceiling kernels have an instance for this CPU path (compiled
@@ -49,6 +50,16 @@ int bench_threads_for(size_t work, int threads);
  *  keep their values. 1 <= k <= BENCH_MAX_RMW. */
 void bench_rmw(optim_isa isa, int k, const bench_span *spans, size_t count, size_t total, int threads, float a,
                float b);
+
+/** The ceiling of a step over 16-bit streams too (reduced precision): per
+ *  span, x[0..k32) are float arrays and x[k32..k32+k16) 16-bit arrays (cast
+ *  to float *), read and written; g holds 16-bit values when g16 (else
+ *  floats); w16, when not NULL, is written from x[0] (needs k32 >= 1). The
+ *  arithmetic is trivial (a 16-bit value is the upper half of a float,
+ *  truncated back): the bytes of the rule's streams, in their widths.
+ *  1 <= k32 + k16 <= BENCH_MAX_RMW. */
+void bench_rmw_typed(optim_isa isa, int k32, int k16, int g16, const bench_span *spans, size_t count, size_t total,
+                     int threads, float a, float b);
 
 /** The sum of every span's g, split across threads like bench_rmw: the
  *  read-only pass a step makes before its update when it clips gradients or

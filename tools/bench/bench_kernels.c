@@ -63,8 +63,11 @@ typedef float (*bench_sum_fn)(size_t n, const float *g);
 typedef void (*bench_copy_fn)(size_t n, float *dst, const float *src);
 typedef void (*bench_triad_fn)(size_t n, float *a, const float *b, const float *c, float s);
 
+typedef void (*bench_trmw_fn)(size_t n, float *const *x, const void *g, uint16_t *w, int g16, float a, float b);
+
 typedef struct bench_kset {
     bench_rmw_fn rmw[BENCH_MAX_RMW]; /* rmw[k-1]: k read-modify-write streams */
+    bench_trmw_fn trmw[BENCH_MAX_RMW + 1][BENCH_MAX_RMW + 1]; /* [k32][k16]: with 16-bit streams */
     bench_sum_fn sum;
     bench_copy_fn copy;
     bench_triad_fn triad;
@@ -93,7 +96,91 @@ typedef struct bench_kset {
         }                                                                                                \
     }
 
+/* 16-bit streams: the upper half of a float (bfloat16's layout; float16
+ * streams move the same bytes), widened by a shift and truncated back. */
+static inline float bench_h2f(uint16_t h)
+{
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+static inline uint16_t bench_f2h(float f)
+{
+    union { uint32_t u; float f; } v;
+    v.f = f;
+    return (uint16_t)(v.u >> 16);
+}
+
+/* One loop per (K32, K16), G16 and W16 constants in each of its four loops. */
+#define BENCH_TRMW_LOOP(PRAGMA, K32, K16, G16, W16)                                                      \
+    PRAGMA                                                                                               \
+    for (size_t i = 0; i < n; i++) {                                                                     \
+        float d = ((G16) ? bench_h2f(gh[i]) : gf[i]) * b;                                                \
+        if ((K32) > 0) f0[i] = f0[i] * a + d;                                                            \
+        if ((K32) > 1) f1[i] = f1[i] * a + d;                                                            \
+        if ((K32) > 2) f2[i] = f2[i] * a + d;                                                            \
+        if ((K32) > 3) f3[i] = f3[i] * a + d;                                                            \
+        if ((K32) > 4) f4[i] = f4[i] * a + d;                                                            \
+        if ((K16) > 0) h0[i] = bench_f2h(bench_h2f(h0[i]) * a + d);                                      \
+        if ((K16) > 1) h1[i] = bench_f2h(bench_h2f(h1[i]) * a + d);                                      \
+        if ((K16) > 2) h2[i] = bench_f2h(bench_h2f(h2[i]) * a + d);                                      \
+        if ((K16) > 3) h3[i] = bench_f2h(bench_h2f(h3[i]) * a + d);                                      \
+        if ((K16) > 4) h4[i] = bench_f2h(bench_h2f(h4[i]) * a + d);                                      \
+        if ((W16) && (K32) > 0) w[i] = bench_f2h(f0[i]);                                                 \
+    }
+#define BENCH_TRMW_FN(sfx, ATTR, PRAGMA, K32, K16)                                                       \
+    ATTR static void bench_trmw##K32##_##K16##_##sfx(size_t n, float *const *x, const void *g_, uint16_t *w_, \
+                                                      int g16, float a, float b)                        \
+    {                                                                                                    \
+        float *restrict f0 = (K32) > 0 ? x[0] : NULL;                                                    \
+        float *restrict f1 = (K32) > 1 ? x[1] : NULL;                                                    \
+        float *restrict f2 = (K32) > 2 ? x[2] : NULL;                                                    \
+        float *restrict f3 = (K32) > 3 ? x[3] : NULL;                                                    \
+        float *restrict f4 = (K32) > 4 ? x[4] : NULL;                                                    \
+        uint16_t *restrict h0 = (K16) > 0 ? (uint16_t *)(void *)x[(K32)] : NULL;                          \
+        uint16_t *restrict h1 = (K16) > 1 ? (uint16_t *)(void *)x[(K32) + 1] : NULL;                      \
+        uint16_t *restrict h2 = (K16) > 2 ? (uint16_t *)(void *)x[(K32) + 2] : NULL;                      \
+        uint16_t *restrict h3 = (K16) > 3 ? (uint16_t *)(void *)x[(K32) + 3] : NULL;                      \
+        uint16_t *restrict h4 = (K16) > 4 ? (uint16_t *)(void *)x[(K32) + 4] : NULL;                      \
+        uint16_t *restrict w = w_;                                                                       \
+        const float *restrict gf = (const float *)g_;                                                    \
+        const uint16_t *restrict gh = (const uint16_t *)g_;                                              \
+        (void)f1; (void)f2; (void)f3; (void)f4; (void)h0; (void)h1; (void)h2; (void)h3; (void)h4;        \
+        if (g16 && w) {                                                                                  \
+            BENCH_TRMW_LOOP(PRAGMA, K32, K16, 1, 1)                                                      \
+        } else if (g16) {                                                                                \
+            BENCH_TRMW_LOOP(PRAGMA, K32, K16, 1, 0)                                                      \
+        } else if (w) {                                                                                  \
+            BENCH_TRMW_LOOP(PRAGMA, K32, K16, 0, 1)                                                      \
+        } else {                                                                                         \
+            BENCH_TRMW_LOOP(PRAGMA, K32, K16, 0, 0)                                                      \
+        }                                                                                                \
+    }
+#define BENCH_TRMW_ALL(sfx, ATTR, PRAGMA)                                                                \
+    BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 0, 1) BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 0, 2)                        \
+    BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 0, 3) BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 0, 4)                        \
+    BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 0, 5) BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 1, 0)                        \
+    BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 1, 1) BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 1, 2)                        \
+    BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 1, 3) BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 1, 4)                        \
+    BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 2, 0) BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 2, 1)                        \
+    BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 2, 2) BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 2, 3)                        \
+    BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 3, 0) BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 3, 1)                        \
+    BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 3, 2) BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 4, 0)                        \
+    BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 4, 1) BENCH_TRMW_FN(sfx, ATTR, PRAGMA, 5, 0)
+#define BENCH_TRMW_TABLE(sfx)                                                                            \
+    {                                                                                                    \
+        {NULL, bench_trmw0_1_##sfx, bench_trmw0_2_##sfx, bench_trmw0_3_##sfx, bench_trmw0_4_##sfx,        \
+         bench_trmw0_5_##sfx},                                                                           \
+        {bench_trmw1_0_##sfx, bench_trmw1_1_##sfx, bench_trmw1_2_##sfx, bench_trmw1_3_##sfx,              \
+         bench_trmw1_4_##sfx, NULL},                                                                     \
+        {bench_trmw2_0_##sfx, bench_trmw2_1_##sfx, bench_trmw2_2_##sfx, bench_trmw2_3_##sfx, NULL, NULL}, \
+        {bench_trmw3_0_##sfx, bench_trmw3_1_##sfx, bench_trmw3_2_##sfx, NULL, NULL, NULL},                \
+        {bench_trmw4_0_##sfx, bench_trmw4_1_##sfx, NULL, NULL, NULL, NULL},                               \
+        {bench_trmw5_0_##sfx, NULL, NULL, NULL, NULL, NULL},                                              \
+    }
+
 #define BENCH_INSTANCES(sfx, ATTR, PRAGMA)                                                               \
+    BENCH_TRMW_ALL(sfx, ATTR, PRAGMA)                                                                    \
     BENCH_RMW_FN(sfx, ATTR, PRAGMA, 1)                                                                   \
     BENCH_RMW_FN(sfx, ATTR, PRAGMA, 2)                                                                   \
     BENCH_RMW_FN(sfx, ATTR, PRAGMA, 3)                                                                   \
@@ -131,6 +218,7 @@ typedef struct bench_kset {
     }                                                                                                    \
     static const bench_kset bench_kset_##sfx = {                                                         \
         {bench_rmw1_##sfx, bench_rmw2_##sfx, bench_rmw3_##sfx, bench_rmw4_##sfx, bench_rmw5_##sfx},      \
+        BENCH_TRMW_TABLE(sfx),                                                                           \
         bench_sum_##sfx,                                                                                 \
         bench_copy_##sfx,                                                                                \
         bench_triad_##sfx,                                                                               \
@@ -158,7 +246,8 @@ static const bench_kset *bench_kset_for(optim_isa isa)
     case OPTIM_ISA_SCALAR: return &bench_kset_scalar;
 #if defined(BENCH_X86)
     case OPTIM_ISA_AVX2: return &bench_kset_avx2;
-    case OPTIM_ISA_AVX512: return &bench_kset_avx512;
+    case OPTIM_ISA_AVX512:
+    case OPTIM_ISA_AVX512BF16: return &bench_kset_avx512; /* the same loops: only conversions differ */
 #endif
 #if defined(BENCH_ARM64)
     case OPTIM_ISA_NEON: return &bench_kset_neon;
@@ -255,6 +344,49 @@ void bench_rmw(optim_isa isa, int k, const bench_span *spans, size_t count, size
         size_t lo = t == 0 ? 0 : bench_split_point(spans, count, total / nth * t);
         size_t hi = t + 1 == nth ? total : bench_split_point(spans, count, total / nth * (t + 1));
         bench_rmw_range(fn, k, spans, count, lo, hi, a, b);
+    }
+#endif
+}
+
+static void bench_trmw_range(bench_trmw_fn fn, int k32, int k16, int g16, const bench_span *spans, size_t count,
+                             size_t lo, size_t hi, float a, float b)
+{
+    size_t i;
+    if (lo >= hi) return;
+    for (i = bench_find(spans, count, lo); i < count && spans[i].start < hi; i++) {
+        const bench_span *sp = &spans[i];
+        size_t from = lo > sp->start ? lo - sp->start : 0;
+        size_t to = hi < sp->start + sp->n ? hi - sp->start : sp->n;
+        float *x[BENCH_MAX_RMW] = {NULL, NULL, NULL, NULL, NULL};
+        int j;
+        if (from >= to) continue;
+        for (j = 0; j < k32; j++) x[j] = sp->x[j] + from;
+        for (j = k32; j < k32 + k16; j++) x[j] = (float *)(void *)((uint16_t *)(void *)sp->x[j] + from);
+        fn(to - from, x, g16 ? (const void *)((const uint16_t *)(const void *)sp->g + from) : (const void *)(sp->g + from),
+           sp->w16 ? sp->w16 + from : NULL, g16, a, b);
+    }
+}
+
+void bench_rmw_typed(optim_isa isa, int k32, int k16, int g16, const bench_span *spans, size_t count, size_t total,
+                     int threads, float a, float b)
+{
+    const bench_kset *ks = bench_kset_for(isa);
+    bench_trmw_fn fn;
+    int nt;
+    if (!ks || k32 < 0 || k16 < 0 || k32 + k16 < 1 || k32 + k16 > BENCH_MAX_RMW) abort(); /* the caller checked */
+    fn = ks->trmw[k32][k16];
+    nt = bench_threads_for(total, threads);
+    if (nt <= 1) {
+        bench_trmw_range(fn, k32, k16, g16, spans, count, 0, total, a, b);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        size_t t = (size_t)omp_get_thread_num(), nth = (size_t)omp_get_num_threads();
+        size_t lo = t == 0 ? 0 : bench_split_point(spans, count, total / nth * t);
+        size_t hi = t + 1 == nth ? total : bench_split_point(spans, count, total / nth * (t + 1));
+        bench_trmw_range(fn, k32, k16, g16, spans, count, lo, hi, a, b);
     }
 #endif
 }

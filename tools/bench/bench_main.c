@@ -11,6 +11,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 #include "bench.h"
+#include "optim_precision.h"
 
 #include <errno.h>
 #include <math.h>
@@ -41,6 +42,19 @@ static const char *const bench_presets[] = {
 };
 #define BENCH_NPRESETS (sizeof bench_presets / sizeof bench_presets[0])
 
+/* --rules precision: master weights and stochastic rounding (docs/PRECISION.md),
+ * each against a ceiling with its own streams in their widths. "offload" is
+ * DeepSpeed's CPU-offload step: bfloat16 gradients in, fp32 master and state,
+ * bfloat16 parameters out. */
+static const char *const bench_precision[] = {
+    "adam:offload",
+    "adam:param=f16:grad=f16:master",
+    "adam:param=bf16:grad=bf16:sr",
+    "adam:param=bf16:grad=bf16:state=bf16:sr",
+    "sgd:momentum=0.9:param=bf16:grad=bf16:sr",
+};
+#define BENCH_NPRECISION (sizeof bench_precision / sizeof bench_precision[0])
+
 typedef struct bench_case {
     char spec[BENCH_SPEC_MAX];
     optim_hparams hp;
@@ -50,7 +64,79 @@ typedef struct bench_case {
     int nslots;           /* state arrays under these options */
     int k;                /* read-modify-write streams: the parameter and the state */
     double bytes;         /* bytes per element of a step: 8 per RMW stream, 4 per read of the gradient */
+    /* Reduced precision (param=, grad=, state=, master, sr, offload): element types and storage flags; the
+     * ceiling then has k32 float and k16 16-bit read-modify-write streams, a 16-bit gradient (g16) and a
+     * 16-bit stream only written (w16: a master's copy). */
+    int typed;
+    optim_dtype pdt, gdt, sdt;
+    unsigned flags;
+    int k32, k16, g16, w16;
 } bench_case;
+
+/* "bf16", "f16", "f32" as an element type; -1 if none. */
+static int bench_dtype(const char *s)
+{
+    if (strcmp(s, "bf16") == 0 || strcmp(s, "bfloat16") == 0) return OPTIM_BFLOAT16;
+    if (strcmp(s, "f16") == 0 || strcmp(s, "float16") == 0) return OPTIM_FLOAT16;
+    if (strcmp(s, "f32") == 0 || strcmp(s, "float32") == 0) return OPTIM_FLOAT32;
+    return -1;
+}
+
+/* A precision token of a spec into c (1), not one (0), or a bad value (-1, message). */
+static int bench_parse_precision(const char *spec, const char *tok, const char *val, bench_case *c, char *msg,
+                                 size_t msgsize)
+{
+    int dt;
+    if (strcmp(tok, "master") == 0 || strcmp(tok, "sr") == 0 || strcmp(tok, "offload") == 0) {
+        if (val) {
+            snprintf(msg, msgsize, "'%s': %s takes no value", spec, tok);
+            return -1;
+        }
+        if (strcmp(tok, "offload") == 0) {
+            c->pdt = c->gdt = OPTIM_BFLOAT16;
+            c->flags |= OPTIM_PARAM_MASTER;
+        } else {
+            c->flags |= strcmp(tok, "master") == 0 ? OPTIM_PARAM_MASTER : OPTIM_PARAM_STOCHASTIC_ROUNDING;
+        }
+        c->typed = 1;
+        return 1;
+    }
+    if (strcmp(tok, "param") != 0 && strcmp(tok, "grad") != 0 && strcmp(tok, "state") != 0) return 0;
+    dt = val ? bench_dtype(val) : -1;
+    if (dt < 0) {
+        snprintf(msg, msgsize, "'%s': %s = '%s' must be bf16, f16 or f32", spec, tok, val ? val : "");
+        return -1;
+    }
+    if (tok[0] == 'p') c->pdt = (optim_dtype)dt;
+    else if (tok[0] == 'g') c->gdt = (optim_dtype)dt;
+    else c->sdt = (optim_dtype)dt;
+    c->typed = 1;
+    return 1;
+}
+
+/* The streams and bytes of a typed case; -1 (message) if the library refuses the combination. */
+static int bench_typed_layout(const char *spec, bench_case *c, char *msg, size_t msgsize)
+{
+    const int master = (c->flags & OPTIM_PARAM_MASTER) != 0;
+    optim_dtype def;
+    optim_error err;
+    if ((int)c->sdt < 0 && optim_dtypes_check(master ? OPTIM_FLOAT32 : c->pdt, c->gdt, &def, &err) == OPTIM_OK)
+        c->sdt = def;
+    if ((int)c->sdt < 0) {
+        snprintf(msg, msgsize, "'%s': %s", spec, err.message);
+        return -1;
+    }
+    if (c->prepass) {
+        snprintf(msg, msgsize, "'%s': clip and nonfinite are not measured with element types yet", spec);
+        return -1;
+    }
+    c->g16 = c->gdt != OPTIM_FLOAT32;
+    c->w16 = master;
+    c->k32 = (master || c->pdt == OPTIM_FLOAT32 ? 1 : 0) + (c->sdt == OPTIM_FLOAT32 ? c->nslots : 0);
+    c->k16 = (!master && c->pdt != OPTIM_FLOAT32 ? 1 : 0) + (c->sdt != OPTIM_FLOAT32 ? c->nslots : 0);
+    c->bytes = 8.0 * c->k32 + 4.0 * c->k16 + (c->g16 ? 2.0 : 4.0) + (c->w16 ? 2.0 : 0.0);
+    return 0;
+}
 
 /* Parse "rule[:hp[=value]]..." into *c. On error, a message naming the bad part. */
 static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t msgsize)
@@ -65,6 +151,8 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
         return -1;
     }
     memset(c, 0, sizeof *c);
+    c->pdt = c->gdt = OPTIM_FLOAT32;
+    c->sdt = (optim_dtype)-1;
     snprintf(c->spec, sizeof c->spec, "%s", spec);
     snprintf(buf, sizeof buf, "%s", spec);
     tok = strtok_r(buf, ":", &save);
@@ -104,6 +192,11 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
             }
             continue;
         }
+        {
+            int pr = bench_parse_precision(spec, tok, eq ? eq + 1 : NULL, c, msg, msgsize);
+            if (pr < 0) return -1;
+            if (pr > 0) continue;
+        }
         id = optim_hparam_from_name(tok);
         if (!id) {
             snprintf(msg, msgsize, "'%s': unknown hyperparameter '%s'", spec, tok);
@@ -138,6 +231,7 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
     c->k = 1 + c->nslots;
     c->prepass = c->clip > 0.0 || c->nonfinite != OPTIM_NONFINITE_PROPAGATE;
     c->bytes = 8.0 * c->k + (c->prepass ? 8.0 : 4.0);
+    if (c->typed) return bench_typed_layout(spec, c, msg, msgsize);
     return 0;
 }
 
@@ -239,7 +333,7 @@ static void bench_usage(FILE *f)
             "  --reps N         timed runs per case after a warm-up; the median is reported (default 5;\n"
             "                   fewer than 5 only for smoke tests)\n"
             "  --min-time S     a run repeats the step for at least S seconds (default 0.05)\n"
-            "  --isa NAME       CPU path of the library and of the ceilings: scalar, avx2, avx512, neon\n"
+            "  --isa NAME       CPU path of the library and of the ceilings: scalar, avx2, avx512, avx512bf16, neon\n"
             "                   (default: the library's default, which OPTIM_ISA can set)\n"
             "  --no-context     skip copy and triad\n"
             "  --seed S         seed of the parameter and gradient values (default 1)\n"
@@ -313,6 +407,11 @@ static int bench_add_case(bench_opts *o, const char *opt, const char *item)
     size_t i;
     int all = strcmp(item, "all") == 0;
     if (strchr(item, ':')) return bench_add_exact(o, opt, item);
+    if (strcmp(item, "precision") == 0) {
+        for (i = 0; i < BENCH_NPRECISION; i++)
+            if (bench_add_exact(o, opt, bench_precision[i]) != 0) return -1;
+        return 0;
+    }
     r = all ? (optim_rule)0 : optim_rule_from_name(item);
     if (!all && !r) {
         bench_parse_spec(item, &c, msg, sizeof msg); /* its message lists the rules */
@@ -492,13 +591,13 @@ static int bench_parse_args(int argc, char **argv, bench_opts *o)
     if (bench_each_item("--threads", threads, bench_add_threads, o) != 0) return 2;
     if (isa) {
         int j, found = 0;
-        for (j = OPTIM_ISA_SCALAR; j <= OPTIM_ISA_NEON; j++)
+        for (j = OPTIM_ISA_SCALAR; j <= OPTIM_ISA_AVX512BF16; j++)
             if (strcasecmp(isa, optim_isa_name((optim_isa)j)) == 0) {
                 o->isa = (optim_isa)j;
                 found = 1;
             }
         if (!found) {
-            bench_fail("--isa %s: expected scalar, avx2, avx512 or neon", isa);
+            bench_fail("--isa %s: expected scalar, avx2, avx512, avx512bf16 or neon", isa);
             return 2;
         }
         if (!optim_isa_available(o->isa)) {
@@ -606,6 +705,7 @@ typedef struct bench_pair_ctx {
     int threads;
     int prepass;      /* the ceiling reads the gradients once more first */
     float *a, *b, *c; /* copy and triad arrays */
+    const bench_case *tc; /* a typed case: bench_rmw_typed with its layout, else NULL */
 } bench_pair_ctx;
 
 /* One step of kernel `which`: 0 the ceiling, 1 the rule, 2 copy, 3 triad. */
@@ -615,7 +715,11 @@ static void bench_do(const bench_pair_ctx *x, int which)
     case 0:
         /* The pre-pass's read of the gradients, then the update's streams. */
         if (x->prepass) bench_sink = bench_read(x->isa, x->spans, x->count, x->total, x->threads);
-        bench_rmw(x->isa, x->k, x->spans, x->count, x->total, x->threads, bench_one, bench_zero);
+        if (x->tc)
+            bench_rmw_typed(x->isa, x->tc->k32, x->tc->k16, x->tc->g16, x->spans, x->count, x->total, x->threads,
+                            bench_one, bench_zero);
+        else
+            bench_rmw(x->isa, x->k, x->spans, x->count, x->total, x->threads, bench_one, bench_zero);
         break;
     case 1: {
         int rc = optim_step(x->opt);
@@ -1231,7 +1335,26 @@ static void bench_context_run(const bench_opts *o, bench_run *run, const bench_s
 }
 
 /* Build the optimizer of case c over model m; NULL (and a message) on failure. */
-static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_isa isa)
+/* The typed arrays of a typed case (the model's floats converted by truncation: values do not matter). */
+typedef struct bench_typed {
+    void *p[BENCH_GPT2_TENSORS], *g[BENCH_GPT2_TENSORS];
+} bench_typed;
+
+static void *bench_typed_copy(const float *x, size_t n, optim_dtype dt)
+{
+    size_t i;
+    uint16_t *h;
+    if (dt == OPTIM_FLOAT32) return NULL; /* the model's own array */
+    h = (uint16_t *)(void *)bench_alloc_floats((n + 1) / 2, "16-bit arrays");
+    for (i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        h[i] = dt == OPTIM_BFLOAT16 ? (uint16_t)(u >> 16) : (uint16_t)(0x3c00u | ((u >> 13) & 0x3ffu));
+    }
+    return h;
+}
+
+static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_isa isa, const bench_typed *t)
 {
     optim *opt = NULL;
     size_t i, group;
@@ -1243,8 +1366,15 @@ static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_is
     if (optim_set_isa(opt, isa) != OPTIM_OK || optim_add_group(opt, &c->hp, &group) != OPTIM_OK) goto fail;
     if (c->clip > 0.0 && optim_set_clip_grad_norm(opt, c->clip, 2.0) != OPTIM_OK) goto fail;
     if (optim_set_nonfinite(opt, c->nonfinite) != OPTIM_OK) goto fail;
-    for (i = 0; i < m->count; i++)
-        if (optim_add_param(opt, group, m->p[i], m->g[i], m->n[i], m->shapes[i].name, NULL) != OPTIM_OK) goto fail;
+    for (i = 0; i < m->count; i++) {
+        if (c->typed) {
+            if (optim_add_param_ex(opt, group, t->p[i] ? t->p[i] : m->p[i], c->pdt, t->g[i] ? t->g[i] : m->g[i],
+                                   c->gdt, m->n[i], c->sdt, c->flags, m->shapes[i].name, NULL) != OPTIM_OK)
+                goto fail;
+        } else if (optim_add_param(opt, group, m->p[i], m->g[i], m->n[i], m->shapes[i].name, NULL) != OPTIM_OK) {
+            goto fail;
+        }
+    }
     /* Time the steady state: RAdam's first steps skip the adaptive term, and
      * bias corrections are near 1 late in training. SGD keeps no step. */
     for (i = 0; i < m->count; i++)
@@ -1260,10 +1390,15 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
                            const bench_case *c, uint64_t rss_base)
 {
     bench_span spans[BENCH_GPT2_TENSORS];
-    uint64_t state = (uint64_t)c->nslots * s->n * sizeof(float), avail;
+    bench_typed typed;
+    uint64_t state = (uint64_t)c->nslots * s->n * (c->typed ? optim_dtype_size(c->sdt) : sizeof(float)), avail;
     uint64_t min_bytes = (uint64_t)(2 + c->nslots) * s->n * sizeof(float), peak;
     optim *opt;
     size_t i, ti, first = run->nres;
+    if (c->typed) /* the master (with the user's copy), the state, the gradient, in their widths */
+        min_bytes = (uint64_t)s->n * ((c->flags & OPTIM_PARAM_MASTER) ? 4 + optim_dtype_size(c->pdt)
+                                                                         : optim_dtype_size(c->pdt)) +
+                    state + (uint64_t)s->n * optim_dtype_size(c->gdt);
     if (!bench_fits(state, &avail)) {
         char need_l[32], avail_l[32];
         bench_bytes_label(need_l, sizeof need_l, (double)state);
@@ -1279,8 +1414,50 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
     /* The peak from here on is this case's: p and g (already resident),
      * the optimizer's state and whatever else the step needs. */
     bench_rss_peak_reset();
-    opt = bench_make_opt(c, m, o->isa);
-    for (i = 0; i < m->count; i++) {
+    memset(&typed, 0, sizeof typed);
+    for (i = 0; c->typed && i < m->count; i++) {
+        typed.p[i] = bench_typed_copy(m->p[i], m->n[i], c->pdt);
+        typed.g[i] = bench_typed_copy(m->g[i], m->n[i], c->gdt);
+    }
+    opt = bench_make_opt(c, m, o->isa, &typed);
+    for (i = 0; c->typed && i < m->count; i++) {
+        /* The ceiling's streams: x[0..k32) float (the master or a float32 parameter, then float32 state),
+         * x[k32..) 16-bit (the parameter without a master, then 16-bit state); the copy written from x[0]. */
+        int sl, j32 = 0, j16 = 0;
+        float *master = NULL;
+        memset(&spans[i], 0, sizeof spans[i]);
+        spans[i].n = m->n[i];
+        spans[i].start = i ? spans[i - 1].start + spans[i - 1].n : 0;
+        spans[i].g = typed.g[i] ? (const float *)typed.g[i] : m->g[i];
+        if (c->flags & OPTIM_PARAM_MASTER) {
+            if (optim_param_master_data(opt, i, &master) != OPTIM_OK) {
+                bench_progress_clear();
+                fprintf(stderr, "optim bench: %s: %s\n", c->spec, optim_errmsg(opt));
+                exit(1);
+            }
+            spans[i].x[j32++] = master;
+            spans[i].w16 = (uint16_t *)typed.p[i];
+        } else if (c->pdt == OPTIM_FLOAT32) {
+            spans[i].x[j32++] = m->p[i];
+        } else {
+            spans[i].x[c->k32 + j16++] = (float *)typed.p[i];
+        }
+        for (sl = 0; sl < OPTIM_MAX_SLOTS; sl++) {
+            void *data = NULL;
+            if (optim_state_slot_data(opt, i, sl, &data, NULL, NULL) != OPTIM_OK || !data) continue;
+            if (c->sdt == OPTIM_FLOAT32)
+                spans[i].x[j32++] = (float *)data;
+            else
+                spans[i].x[c->k32 + j16++] = (float *)data;
+        }
+        if (j32 != c->k32 || j16 != c->k16) {
+            bench_progress_clear();
+            fprintf(stderr, "optim bench: %s: the optimizer's streams (%d float, %d 16-bit) are not the %d and %d "
+                            "counted\n", c->spec, j32, j16, c->k32, c->k16);
+            exit(1);
+        }
+    }
+    for (i = 0; !c->typed && i < m->count; i++) {
         int sl, j = 1;
         memset(&spans[i], 0, sizeof spans[i]);
         spans[i].x[0] = m->p[i];
@@ -1321,6 +1498,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         x.count = m->count;
         x.total = s->n;
         x.threads = o->threads[ti];
+        x.tc = c->typed ? c : NULL;
         run->res = (bench_result *)bench_grow(run->res, &run->capres, run->nres + 1, sizeof *run->res);
         r = &run->res[run->nres++];
         memset(r, 0, sizeof *r);
@@ -1365,6 +1543,10 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
     peak = bench_rss_peak();
     for (i = first; i < run->nres; i++) run->res[i].peak_rss = peak;
     optim_free(opt);
+    for (i = 0; i < m->count; i++) {
+        free(typed.p[i]);
+        free(typed.g[i]);
+    }
 }
 
 int optim_bench_main(int argc, char **argv)

@@ -37,7 +37,7 @@ from torch.optim.optimizer import Optimizer, required
 
 from .. import _core
 from .._capi import OptimError
-from . import _checkpoint, _distributed, _groups, _members, _state_dict
+from . import _checkpoint, _distributed, _groups, _members, _precision, _state_dict
 from ._cobject import CObject, Rule
 from ._groups import CLIP_KEY, CLIPV_KEY, NONFINITE_KEY, check_flags
 from ._state import State
@@ -78,10 +78,20 @@ class _Optimizer(Optimizer):
     _eager_state = False
 
     def __init__(self, params, defaults):
+        defaults = dict(defaults)
+        prec = _precision.parse(defaults, type(self).__name__)  # optimizer-wide, not param group keys
         self._init_c(defaults)
+        self._c.master_weights = prec["master_weights"]
+        self._c.stochastic_rounding = prec["stochastic_rounding"]
+        _precision.apply_loss_scale(self._c.h, prec["loss_scale"], type(self).__name__)
         # Built by a ZeroRedundancyOptimizer over one rank's shard? Then fused
         # checks over all gradients are refused (_distributed).
         self._c.zero_rank = _distributed.zero_local_rank()
+        if self._c.zero_rank is not None and prec["loss_scale"] is not None and prec["loss_scale"][0] == "dynamic":
+            # Each rank would see overflows in its own shard only, and the ranks' skips and scales would part.
+            raise ValueError("%s: loss_scale='dynamic' needs every gradient of the model; a ZeroRedundancyOptimizer's "
+                             "local optimizer (rank %d) sees one shard: use a static loss_scale, or DDP without ZeRO"
+                             % (type(self).__name__, self._c.zero_rank))
         defaults = dict(defaults)
         defaults.setdefault(NONFINITE_KEY, "propagate")
         defaults.setdefault(CLIP_KEY, None)
@@ -179,6 +189,41 @@ class _Optimizer(Optimizer):
                 group[CLIPV_KEY] = cv
             self.defaults[CLIPV_KEY] = cv
             _groups.push_checks(c, c.checks_pushed[:2] + (cv,))
+
+    # ---- reduced precision: the user's view (_precision) -----------------------------
+
+    @property
+    def loss_scale(self):
+        """The current loss scale: multiply the loss by it before backward()
+        (1.0 without loss_scale=). With loss_scale='dynamic' it follows
+        torch.cuda.amp.GradScaler's update at every step()."""
+        return self._c.h.loss_scale_value()
+
+    @property
+    def seed(self):
+        """The seed of stochastic rounding (0 unless set_seed was called)."""
+        return self._c.h.get_seed()
+
+    def set_seed(self, seed):
+        """Seed stochastic rounding's random stream (an int in [0, 2^64))."""
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64:
+            raise ValueError("%s.set_seed: seed = %r must be an int in [0, 2^64)" % (self._c.owner, seed))
+        with self._c.lock:
+            self._c.h.set_seed(seed)
+
+    def master_sync(self, p):
+        """Re-initialise parameter p's fp32 master from p's values (after
+        writing new weights into a bfloat16/float16 parameter yourself: the
+        master is otherwise the truth, and the next step would overwrite p
+        from it). ValueError if p has no master."""
+        c = self._c
+        with c.lock:
+            c = _members.sync(self)
+            i = c.index.get(p)
+            if i is None or not c.masters[i]:
+                raise ValueError("%s.master_sync: the tensor is not a parameter with an fp32 master "
+                                 "(master_weights=True, bfloat16/float16 parameters)" % c.owner)
+            c.h.master_sync(i)
 
     @property
     def nonfinite(self):

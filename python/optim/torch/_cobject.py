@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import _core
-from . import _tensors
+from . import _precision, _tensors
 from ._tensors import F32, describe
 
 _ITEMSIZE = {torch.float32: 4, torch.float64: 8, torch.bfloat16: 2, torch.float16: 2}
@@ -46,7 +46,7 @@ class Rule:
         self.has_mu_product = cls._has_mu_product
         self.eager_state = cls._eager_state
         self.c_keys = frozenset((["step"] if cls._step_kind else []) + (["mu_product"] if cls._has_mu_product else [])
-                                + list(self.slot_names))
+                                + list(self.slot_names) + [_precision.MASTER_KEY])
         ids = []
         for _, _, fields in cls._hp_spec:
             ids.extend(_core.hparam_id(f) for f in fields)
@@ -106,11 +106,15 @@ class CObject:
         self.scalars = {}
         self.skipped_base = 0  # skipped steps counted by the C objects this one replaced (_members)
         self.state_dtype = None  # the state's torch dtype for every parameter; None: the parameter's (as torch)
+        # Reduced precision (_precision): set before parameters are added (their C flags depend on them).
+        self.master_weights = False
+        self.stochastic_rounding = False
+        self.masters = []    # C index -> whether it has an fp32 master
 
     def state_type(self, dtype):
         """The optim_dtype value of the state of a parameter of torch dtype
         `dtype`: the parameter's own dtype by default, as torch.optim keeps it."""
-        return _tensors.ELEMENT_TYPES[self.state_dtype if self.state_dtype is not None else dtype]
+        return _tensors.ELEMENT_TYPES[_precision.state_dtype_for(self, dtype)]
 
     # ---- parameters ---------------------------------------------------------------
 
@@ -123,8 +127,10 @@ class CObject:
             n = p.numel()
             pin = _tensors.storage_of(p) if n else None  # the address C records stays valid during the call
             name = names[j] if names is not None else None
+            flags = _precision.flags_for(self, p.dtype)
             h.add_param(gi, p.data_ptr() if n else None, n, name if name is not None else "param%d" % i,
-                        _tensors.ELEMENT_TYPES[p.dtype], self.state_type(p.dtype))
+                        _tensors.ELEMENT_TYPES[p.dtype], self.state_type(p.dtype), flags)
+            self.masters.append(bool(flags & _precision.C.OPTIM_PARAM_MASTER))
             del pin
             h.set_param_shape(i, tuple(p.shape))  # checked by load_checkpoint
             self.params.append(p)
@@ -237,7 +243,31 @@ class CObject:
             t = self.scalars.pop((i, key), None)
             if t is not None:
                 out[key] = t
+        v = self._views.pop((i, _precision.MASTER_KEY), None)
+        if v is not None:
+            v.set_(v.clone())
+            out[_precision.MASTER_KEY] = v
         return out
+
+    def master_tensor(self, i):
+        """A new float32 tensor over parameter i's fp32 master (None without
+        one); it keeps the C object alive, as slot_tensor's."""
+        addr = self.h.master_data(i) if self.masters[i] else None
+        if addr is None:
+            return None
+        buf = (ctypes.c_uint8 * (self.numels[i] * 4)).from_address(addr)
+        buf._owner = self.h
+        return torch.from_numpy(np.frombuffer(buf, dtype=np.uint8)).view(torch.float32).view(self.shapes[i])
+
+    def master_view(self, i):
+        """state[p]['master']: the same tensor every time, as view()."""
+        key = (i, _precision.MASTER_KEY)
+        v = self._views.get(key)
+        addr = self.h.master_data(i)
+        if v is None or v.data_ptr() != addr or v.shape != self.shapes[i] or v.dtype is not torch.float32:
+            v = self.master_tensor(i)
+            self._views[key] = v
+        return v
 
     def slot_tensor(self, i, s):
         """A new tensor over slot s of parameter i (None if not allocated). It

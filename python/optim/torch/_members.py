@@ -34,7 +34,7 @@ optimizer is between its halves.
 """
 import torch
 
-from . import _groups
+from . import _groups, _precision
 from ._cobject import CObject
 from ._state import ParamState, apply_param_state, plan_param_state
 from ._step import sam_guard
@@ -94,6 +94,8 @@ def _carry_c(old, i, new, j):
         if oaddr is not None and naddr is not None and initialized:
             new.slot_tensor(j, s).copy_(old.slot_tensor(i, s))
             nh.set_initialized(j, s, True)
+    if old.masters[i] and new.masters[j]:
+        new.master_tensor(j).copy_(old.master_tensor(i))
     new.touched[j] = old.touched[i]
 
 
@@ -106,6 +108,13 @@ def _repoint(new, j, tensors):
             continue
         if key in ("step", "mu_product"):
             new.scalars[(j, key)] = t
+        elif key == _precision.MASTER_KEY:
+            view = new.master_tensor(j)
+            if view is None:
+                t.set_(t.clone())
+            else:
+                t.set_(view)
+                new._views[(j, key)] = t
         elif key in slots:
             s = slots.index(key)
             view = new.slot_tensor(j, s)
@@ -129,6 +138,7 @@ def _rebuild(opt):
     new = CObject(old.rule)
     new.lock = old.lock  # callers hold it: the same lock guards the optimizer before and after
     new.state_dtype = old.state_dtype  # the state's dtype setting and the ZeroRedundancyOptimizer role stay
+    _precision.copy_settings(old, new)  # master weights, stochastic rounding, seed, loss scaler
     new.zero_rank = old.zero_rank
     flat = [p for params in layout for p in params]
     for j, p in enumerate(flat):
@@ -180,6 +190,8 @@ def _rebuild(opt):
                               if (i, s) in old._views})
             _repoint(new, j, {key: old.scalars[(i, key)] for key in ("step", "mu_product")
                               if (i, key) in old.scalars})
+            if (i, _precision.MASTER_KEY) in old._views:
+                _repoint(new, j, {_precision.MASTER_KEY: old._views[(i, _precision.MASTER_KEY)]})
             if i < len(state._pstates):
                 ps = state._pstates[i]
                 ps._c, ps._i = new, j

@@ -88,6 +88,25 @@ _COMMON_DOC = """
       them and load_state_dict() restores them; groups that disagree raise
       ValueError at the next step. A state saved without them (by torch.optim)
       keeps the current settings.
+    Reduced precision (optim extras, keyword-only, on every class; docs/PRECISION.md):
+        master_weights (bool, optional): give every bfloat16/float16 parameter
+            an fp32 master copy, updated by the step, which writes the
+            parameter as the master rounded to nearest even in the same pass;
+            its state is then float32. state[p]['master'] is the master (a
+            float32 tensor); master_sync(p) re-makes it from p after you write
+            p yourself (default: False).
+        stochastic_rounding (bool, optional): store bfloat16 parameters without a
+            master, and bfloat16 state, with unbiased stochastic rounding keyed by
+            (seed, parameter, step, element): the same bits on every CPU path and
+            thread count, and after a resume; set_seed(s) / seed (default: False).
+        loss_scale (optional): None (default), a number (a static scale), 'dynamic'
+            (torch.cuda.amp.GradScaler's defaults) or a dict of init_scale,
+            growth_factor, backoff_factor, growth_interval: multiply the loss by
+            optimizer.loss_scale; the step unscales the gradients and, when
+            dynamic, skips a step with Inf/NaN gradients (everything untouched)
+            and updates the scale as GradScaler.update.
+      The master, the seed and the scaler are in state_dict() (state[p]['master'],
+      state_dict()['optim_precision']), pickles and checkpoints.
       Named parameters: params may be (name, tensor) pairs, as
       model.named_parameters() gives them (torch 2.6's named parameters); each
       group then holds their names under 'param_names', liboptim's messages
@@ -132,12 +151,15 @@ class SGD(_Optimizer):
     def __init__(self, params, lr=required, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, capturable=False, fused=False,
                  nonfinite="propagate", clip_grad_norm=None,
-                 clip_grad_value=None):
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False,
+                 loss_scale=None):
         _check_flags("SGD", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                  fused=fused))
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -176,13 +198,16 @@ class Adagrad(_Optimizer):
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
                  foreach=None, *, maximize=False, eps_placement="outside", capturable=False, differentiable=False,
                  fused=False, nonfinite="propagate", clip_grad_norm=None,
-                 clip_grad_value=None):
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False,
+                 loss_scale=None):
         _check_flags("Adagrad", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                      fused=fused))
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
         c = self._c
         for i, group_index in enumerate(c.group_of):
@@ -219,13 +244,16 @@ class RMSprop(_Optimizer):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
                  foreach=None, maximize=False, differentiable=False, *, eps_placement="outside", capturable=False,
                  fused=False, nonfinite="propagate", clip_grad_norm=None,
-                 clip_grad_value=None):
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False,
+                 loss_scale=None):
         _check_flags("RMSprop", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                      fused=fused))
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, foreach=foreach, maximize=maximize,
                         differentiable=differentiable, eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -258,12 +286,15 @@ class Adadelta(_Optimizer):
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *, maximize=False,
                  momentum=0, eps_placement="inside", capturable=False, differentiable=False, fused=False,
                  nonfinite="propagate", clip_grad_norm=None,
-                 clip_grad_value=None):
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False,
+                 loss_scale=None):
         _check_flags("Adadelta", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                       fused=fused))
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach,
                         momentum=momentum, eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -303,7 +334,8 @@ class Adam(_Optimizer):
                  foreach=None, maximize=False, capturable=False, differentiable=False, fused=False,
                  bias_correction=True, eps_placement="outside", decoupled_weight_decay=False,
                  nonfinite="propagate", clip_grad_norm=None,
-                 clip_grad_value=None):
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False,
+                 loss_scale=None):
         _check_flags("Adam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                   fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
@@ -311,6 +343,8 @@ class Adam(_Optimizer):
                         fused=fused, bias_correction=bias_correction, eps_placement=eps_placement,
                         decoupled_weight_decay=decoupled_weight_decay)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -343,13 +377,16 @@ class AdamW(_Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=False,
                  bias_correction=True, eps_placement="outside", nonfinite="propagate", clip_grad_norm=None,
-                 clip_grad_value=None):
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False,
+                 loss_scale=None):
         _check_flags("AdamW", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, foreach=foreach,
                         maximize=maximize, capturable=capturable, bias_correction=bias_correction,
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -382,13 +419,16 @@ class RAdam(_Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=None, *,
                  maximize=False, decoupled_weight_decay=False, eps_placement="outside", capturable=False,
                  differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
-                 clip_grad_value=None):
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False,
+                 loss_scale=None):
         _check_flags("RAdam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -434,13 +474,16 @@ class NAdam(_Optimizer):
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
                  foreach=None, *, maximize=False, decoupled_weight_decay=False, eps_placement="outside",
                  capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
-                 clip_grad_value=None):
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False,
+                 loss_scale=None):
         _check_flags("NAdam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
                         foreach=foreach, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -483,13 +526,16 @@ class AdaBound(_Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), final_lr=0.1, gamma=1e-3, eps=1e-8, weight_decay=0,
                  amsbound=False, *, maximize=False, bias_correction=True, eps_placement="outside", foreach=None,
                  capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
-                 clip_grad_value=None):
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False,
+                 loss_scale=None):
         _check_flags("AdaBound", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                       fused=fused))
         defaults = dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay,
                         amsbound=amsbound, maximize=maximize, bias_correction=bias_correction,
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group):

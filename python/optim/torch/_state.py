@@ -17,6 +17,7 @@ import torch
 
 from . import _tensors
 from ._groups import number, slot_bits
+from ._precision import MASTER_KEY
 from ._tensors import STRIDED, describe
 
 __all__ = ["State", "ParamState", "plan_param_state", "apply_param_state"]
@@ -72,6 +73,8 @@ class ParamState(MutableMapping):
         for s, name in enumerate(rule.slot_names):
             if rule.rule_name == "sgd" or s in pending or c.h.state_slot(self._i, s)[0] is not None:
                 keys.append(name)
+        if c.masters[self._i]:
+            keys.append(MASTER_KEY)  # the fp32 master (master_weights=True, _precision)
         return keys
 
     def release(self):
@@ -152,6 +155,8 @@ def read(c, i, key):
     """The value of one of the C object's keys for parameter i."""
     if key == "step":
         return c.scalar(i, "step") if c.rule.step_kind == "tensor" else c.h.get_step(i)
+    if key == MASTER_KEY:
+        return c.master_view(i)
     if key == "mu_product":
         # float64, not torch's float32: the C object keeps the product in a
         # double (rounded to float32 at every step, as torch's tensor is), and
@@ -319,6 +324,8 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
         if not 0.0 <= mu <= 1.0:
             raise ValueError("%s: %s['mu_product'] = %r must be in [0, 1]" % (owner, where, mu))
         plan["mu_product"] = mu
+    if MASTER_KEY in state:
+        plan["master"] = _plan_master(c, i, state[MASTER_KEY], owner, where)
     for s, name in enumerate(rule.slot_names):
         allocated = bool((bits >> s) & 1) or c.h.state_slot(i, s)[0] is not None
         if name not in state:
@@ -359,6 +366,22 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
     return plan
 
 
+def _plan_master(c, i, value, owner, where):
+    """A copy of a saved fp32 master for parameter i (checked)."""
+    if not c.masters[i]:
+        raise ValueError("%s: %s has a '%s' (an fp32 master copy) but parameter %d has none: make the optimizer "
+                         "with master_weights=True (for bfloat16/float16 parameters)" % (owner, where, MASTER_KEY, i))
+    if not torch.is_tensor(value) or value.shape != c.shapes[i] or value.dtype is not torch.float32 \
+            or value.layout is not STRIDED:
+        raise ValueError("%s: %s['%s'] must be a float32 tensor of shape %s, got %s"
+                         % (owner, where, MASTER_KEY, tuple(c.shapes[i]),
+                            describe(value) if torch.is_tensor(value) else type(value).__name__))
+    problem = _tensors.storage_problem(value)
+    if problem:
+        raise ValueError("%s: %s['%s'] (%s) %s" % (owner, where, MASTER_KEY, describe(value), problem))
+    return value.detach().to(device="cpu", copy=True)
+
+
 def apply_param_state(c, i, plan):
     """Write a plan from plan_param_state into the C object (None: no state).
     The plan's "extra" keys are the caller's to keep (State.replace)."""
@@ -382,4 +405,6 @@ def apply_param_state(c, i, plan):
         else:
             c.slot_tensor(i, s).copy_(value)
             h.set_initialized(i, s, True)
+    if plan.get("master") is not None:  # else reset_state re-made it from the parameter, as when added
+        c.master_tensor(i).copy_(plan["master"])
     c.refresh_scalars(i)

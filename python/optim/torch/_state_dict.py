@@ -8,7 +8,7 @@ from itertools import chain
 
 import torch
 
-from . import _groups, _members, _state
+from . import _groups, _members, _precision, _state
 from ._groups import CHECK_KEYS
 from ._state import ParamState
 from ._tensors import describe
@@ -50,7 +50,8 @@ def state_dict(opt):
                                "KeyError here too. `del optimizer.state[tensor]` to drop its state, or put it "
                                "back in a group" % (c.owner, describe(k)))
             packed_state[k] = v
-    return {"state": packed_state, "param_groups": param_groups}
+        precision = _precision.export(c)
+    return {"state": packed_state, "param_groups": param_groups, _precision.STATE_KEY: precision}
 
 
 def load_state_dict(opt, state_dict):
@@ -94,6 +95,7 @@ def load_state_dict(opt, state_dict):
             new_values.append(values)
         checks = _groups.read_checks(c, new_groups, "loaded param group")
         _groups.refuse_sharded(c, checks)
+        precision = _precision.check(state_dict.get(_precision.STATE_KEY), "%s.load_state_dict" % owner)
         plans = {}
         other = {}
         for key, value in state_dict["state"].items():
@@ -114,6 +116,7 @@ def load_state_dict(opt, state_dict):
         for i in range(len(c.params)):
             opt.state.replace(i, plans.get(i))
         opt.state._other = other
+        _precision.restore(c, precision, "%s.load_state_dict" % owner)
 
 
 def getstate(opt):
@@ -125,14 +128,22 @@ def getstate(opt):
     state = {}
     for key, value in opt.state.items():
         state[key] = dict(value) if isinstance(value, ParamState) else value
-    return {"defaults": opt.defaults, "state": state, "param_groups": opt.param_groups}
+    # torch's three keys; the reduced-precision settings, seed and loss scaler ride in the defaults' copy.
+    defaults = dict(opt.defaults)
+    defaults[_precision.STATE_KEY] = _precision.export(opt._c)
+    return {"defaults": defaults, "state": state, "param_groups": opt.param_groups}
 
 
 def setstate(opt, saved):
     """Make the optimizer again from getstate()'s dict (unpickled or deep
     copied): a new C object over the groups' tensors, with the saved
     hyperparameters, settings and state. It steps as the original would."""
-    opt._init_c(dict(saved["defaults"]))
+    defaults = dict(saved["defaults"])
+    precision = defaults.pop(_precision.STATE_KEY, None)
+    opt._init_c(defaults)
+    if precision is not None:  # before the parameters: their storage depends on it
+        opt._c.master_weights = bool(precision["master_weights"])
+        opt._c.stochastic_rounding = bool(precision["stochastic_rounding"])
     for group in saved["param_groups"]:
         opt.add_param_group(group)
     c = opt._c
@@ -146,4 +157,5 @@ def setstate(opt, saved):
         if held:
             opt.state[key] = held
         opt.state.pstate(i)._extra.update((k, v) for k, v in value.items() if k not in c.rule.c_keys)
+    _precision.restore(c, precision, "unpickling")
     opt._hook_for_profile()
