@@ -30,6 +30,7 @@ int cmd_mismatch(const char *what_arg)
         {"state", "state exp_avg"},
         {"shape", "shape"},
         {"sam", "SAM's rho: 0.050000000000000003 on rank"},
+        {"dtype", "param 5 'p5' element types: float32 memory, float32 gradients, float32 state on rank"},
     };
     const cfg *c = cfg_find("adam-amsgrad-clip3");
     size_t k;
@@ -62,6 +63,23 @@ int cmd_mismatch(const char *what_arg)
                         snprintf(name, sizeof name, "p%zu", i);
                         optim_add_param(other, i % 2, m.w[i], m.g[i], m.n[i], name, NULL);
                     }
+                }
+            }
+            if (strcmp(w, "dtype") == 0) {
+                /* The same model, but param 5 keeps bfloat16 state. */
+                optim_hparams hp;
+                int g;
+                size_t i;
+                optim_create(&other, c->rule);
+                for (g = 0; g < 2; g++) {
+                    hparams_for(&hp, c->rule, (size_t)g);
+                    optim_add_group(other, &hp, NULL);
+                }
+                for (i = 0; i < 8; i++) {
+                    char name[16];
+                    snprintf(name, sizeof name, "p%zu", i);
+                    optim_add_param_ex(other, i % 2, m.w[i], OPTIM_FLOAT32, m.g[i], OPTIM_FLOAT32, m.n[i],
+                                       i == 5 ? OPTIM_BFLOAT16 : OPTIM_FLOAT32, 0, name, NULL);
                 }
             }
             if (strcmp(w, "psize") == 0) {
