@@ -37,8 +37,16 @@
  * calls, and the program should print optim_mpi_errmsg and call MPI_Abort.
  * (A rank that dies is reported by mpirun, which ends the job.)
  *
- * Element types: float32 parameters and gradients; optim_mpi_create refuses a parameter of
- * another type (OPTIM_EUNSUPPORTED, naming it) — see docs/DISTRIBUTED.md.
+ * Element types: every combination the core takes (optim_add_param_ex:
+ * float32, float64, bfloat16 and float16 parameters, float32 parameters with
+ * bfloat16 or float16 gradients, bfloat16 or float16 state), mixed freely in
+ * one model. Each parameter keeps its types everywhere: gradients travel in
+ * their type and are averaged as above in double, rounded once to the
+ * gradient's type (a float64 gradient keeps the double; a bfloat16 or
+ * float16 one is rounded once to nearest even, not through float), the
+ * parameters are all-gathered in their type, the state is sharded and
+ * checkpointed in its type. SAM takes float32 parameters only (the core's
+ * optim_sam_create refuses others, naming them). See docs/DISTRIBUTED.md.
  */
 #ifndef OPTIM_MPI_H
 #define OPTIM_MPI_H
@@ -159,11 +167,18 @@ OPTIM_MPI_API int optim_mpi_step(optim_mpi *d);
  */
 OPTIM_MPI_API int optim_mpi_grad_ready(optim_mpi *d, size_t i);
 /** Point parameter i's gradient at other memory (the caller's). Not
- *  collective. Between steps, or before parameter i is handed over. */
+ *  collective. Between steps, or before parameter i is handed over. For a
+ *  float32 parameter with float32 gradients (else OPTIM_EINVAL naming the
+ *  types): optim_mpi_set_grad_data takes any. */
 OPTIM_MPI_API int optim_mpi_set_grad(optim_mpi *d, size_t i, const float *grad);
 /** Point parameter i at other memory (holding the same values on every
- *  rank), and its gradient. Not collective; between steps. */
+ *  rank), and its gradient. Not collective; between steps. float32 only, as
+ *  optim_mpi_set_grad: optim_mpi_set_param_data takes any. */
 OPTIM_MPI_API int optim_mpi_set_param_ptrs(optim_mpi *d, size_t i, float *param, const float *grad);
+/** optim_mpi_set_grad and optim_mpi_set_param_ptrs for any element types:
+ *  memory of the types parameter i was added with (optim_param_get_dtypes). */
+OPTIM_MPI_API int optim_mpi_set_grad_data(optim_mpi *d, size_t i, const void *grad);
+OPTIM_MPI_API int optim_mpi_set_param_data(optim_mpi *d, size_t i, void *param, const void *grad);
 
 /**
  * SAM / ASAM (optim_sam.h) around the sharded optimizer (collective): rho,
@@ -231,7 +246,8 @@ OPTIM_MPI_API int optim_mpi_stage(const optim_mpi *d);
  */
 OPTIM_MPI_API optim *optim_mpi_local(const optim_mpi *d);
 /** Bytes of optimizer state this rank holds (state arrays of its local
- *  optimizer; SAM's copy of w, when set, is optim_mpi_shard_elements * 4 more). */
+ *  optimizer, each in its element type; SAM's copy of w, when set, is
+ *  optim_mpi_shard_elements * 4 more). */
 OPTIM_MPI_API size_t optim_mpi_state_bytes(const optim_mpi *d);
 /** Elements this rank steps (stage 0: all of them): optim_mpi_shard's count. */
 OPTIM_MPI_API size_t optim_mpi_shard_elements(const optim_mpi *d);

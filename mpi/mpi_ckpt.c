@@ -32,7 +32,7 @@ static int dm_manifest_build(optim_mpi *d, const char *id, osc_manifest *m)
     int writers = d->stage == 0 ? 1 : d->K, r;
     size_t i;
     memset(m, 0, sizeof *m);
-    m->format = OSC_FORMAT;
+    m->format = 2;
     snprintf(m->library, sizeof m->library, "%s", optim_version_string());
     snprintf(m->save_id, sizeof m->save_id, "%s", id);
     m->ranks = writers;
@@ -59,6 +59,12 @@ static int dm_manifest_build(optim_mpi *d, const char *id, osc_manifest *m)
         p->shape_given = d->shape_given[i];
         p->ndim = d->ndim[i];
         memcpy(p->dims, d->dims[i], d->ndim[i] * sizeof *p->dims);
+        p->pdt = d->pdt[i];
+        p->gdt = d->gdt[i];
+        p->sdt = d->sdt[i];
+        /* Format 3 records the types; a model of float32 throughout writes
+         * format 2, which libraries before format 3 read too. */
+        if (p->pdt != OPTIM_FLOAT32 || p->gdt != OPTIM_FLOAT32 || p->sdt != OPTIM_FLOAT32) m->format = 3;
     }
     for (r = 0; r < writers; r++) {
         char name[256];
@@ -200,6 +206,12 @@ static int dm_manifest_matches(optim_mpi *d, const osc_manifest *m, const char *
             return dm_fail(d, OPTIM_EMISMATCH,
                            "%s: %s: param %zu '%s' has %zu elements in group %zu, here %zu in group %zu", fn, dir, i,
                            p->name, p->n, p->group, d->L.n[i], d->group[i]);
+        if (p->pdt != d->pdt[i] || p->sdt != d->sdt[i])
+            return dm_fail(d, OPTIM_EMISMATCH,
+                           "%s: %s: param %zu '%s' has %s memory and %s state there, %s and %s here (the state is "
+                           "loaded in the type it was saved in)",
+                           fn, dir, i, p->name, optim_dtype_name(p->pdt), optim_dtype_name(p->sdt),
+                           optim_dtype_name(d->pdt[i]), optim_dtype_name(d->sdt[i]));
         if (p->shape_given && d->shape_given[i]) {
             int same = p->ndim == d->ndim[i];
             for (k = 0; same && k < p->ndim; k++) same = p->dims[k] == d->dims[i][k];
@@ -269,7 +281,7 @@ int optim_mpi_load(optim_mpi *d, const char *dir)
         /* A fresh local optimizer, filled from the shards; the current one stays until every rank succeeded. */
         rc = dm_local_build(d, d->local, &nl);
         if (rc == OPTIM_OK) {
-            rc = osc_fill(&m, dir, nl, d->pieces, d->npieces, d->p, &e);
+            rc = osc_fill(&m, dir, nl, d->pieces, d->npieces, (void *const *)d->p, &e);
             if (rc != OPTIM_OK) dm_fail(d, rc, "%s: %s", fn, e.message);
         }
         if (rc == OPTIM_OK) rc = dm_local_prepare(d, nl, &nsam);

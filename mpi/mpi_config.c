@@ -33,16 +33,19 @@ static uint64_t dm_fnv(uint64_t h, const void *data, size_t n)
     return h;
 }
 
-/* A hash of float arrays, a word at a time (state can be large). */
-static uint64_t dm_hash_floats(uint64_t h, const float *x, size_t n)
+/* A hash of an array of any element type, 32 bits at a time (state can be
+ * large; float32 arrays hash as they always did), then the odd bytes. */
+static uint64_t dm_hash_bytes(uint64_t h, const void *data, size_t bytes)
 {
+    const unsigned char *x = (const unsigned char *)data;
     size_t i;
     uint32_t w;
-    for (i = 0; i < n; i++) {
-        memcpy(&w, &x[i], sizeof w);
+    for (i = 0; i + 4 <= bytes; i += 4) {
+        memcpy(&w, x + i, sizeof w);
         h = (h ^ w) * 1099511628211ull;
         h ^= h >> 29;
     }
+    for (; i < bytes; i++) h = (h ^ x[i]) * 1099511628211ull;
     return h;
 }
 
@@ -155,6 +158,16 @@ static void dm_items_model(dm_items *it, optim *o)
             len += (size_t)snprintf(shape + len, sizeof shape - len, "%s%lld", k ? ", " : "", (long long)dims[k]);
         snprintf(key, sizeof key, "param %zu '%.100s' shape", i, info.name);
         dm_item(it, key, "%s[%s]", given ? "" : "not given: ", shape);
+        {
+            optim_dtype pdt = OPTIM_FLOAT32, gdt = OPTIM_FLOAT32, sdt = OPTIM_FLOAT32;
+            const char *pn, *gn, *sn;
+            optim_param_get_dtypes(o, i, &pdt, &gdt, &sdt);
+            pn = optim_dtype_name(pdt);
+            gn = optim_dtype_name(gdt);
+            sn = optim_dtype_name(sdt);
+            snprintf(key, sizeof key, "param %zu '%.100s' element types", i, info.name);
+            dm_item(it, key, "%s memory, %s gradients, %s state", pn ? pn : "?", gn ? gn : "?", sn ? sn : "?");
+        }
     }
     dm_item(it, "step count", "%lld", (long long)optim_step_count(o));
     dm_item(it, "skipped steps", "%lld", (long long)optim_skipped_steps(o));
@@ -172,11 +185,12 @@ static void dm_items_model(dm_items *it, optim *o)
         size_t held = 0;
         optim_param_state_bytes(o, i, &held);
         for (s = 0; s < nslots; s++) {
-            float *data = NULL;
+            void *data = NULL;
+            optim_dtype sdt = OPTIM_FLOAT32;
             int init = 0;
             /* State never allocated (optim_set_defer_state): not asked for,
              * which would allocate it. */
-            if (held > 0) optim_state_slot(o, i, s, &data, &init);
+            if (held > 0) optim_state_slot_data(o, i, s, &data, &sdt, &init);
             snprintf(key, sizeof key, "param %zu '%.100s' state %s", i, info.name,
                      optim_rule_slot_name(optim_get_rule(o), s));
             if (!data)
@@ -184,7 +198,8 @@ static void dm_items_model(dm_items *it, optim *o)
             else
                 dm_item(it, key, "%s, contents hash %016llx (a different checkpoint or history?)",
                         init ? "initialized" : "not initialized",
-                        (unsigned long long)dm_hash_floats(14695981039346656037ull, data, info.n));
+                        (unsigned long long)dm_hash_bytes(14695981039346656037ull, data,
+                                                          info.n * optim_dtype_size(sdt)));
         }
     }
 }
@@ -300,14 +315,17 @@ int dm_config_check(optim_mpi *d, const optim *o, int whole, const char *fn)
         dm_item(&it, "rule", "%s", optim_rule_name(optim_get_rule(o)));
         dm_item(&it, "number of groups", "%zu", optim_group_count(o));
         dm_item(&it, "number of parameters", "%zu", optim_param_count(o));
-        dm_item(&it, "bucket size (elements)", "%zu", d->bucket_elems);
         if (it.oom) return dm_fail(d, OPTIM_ENOMEM, "%s: out of memory", fn);
         rc = dm_first_difference(d, &it, &first, fn);
         if (rc == OPTIM_OK && first < it.n) rc = dm_name_difference(d, &it, first, fn);
         dm_items_free(&it);
         if (rc != OPTIM_OK) return rc;
     }
-    if (whole) dm_items_model(&it, (optim *)o);
+    if (whole) {
+        dm_items_model(&it, (optim *)o);
+        /* After the parameters' types, which decide it with the option. */
+        dm_item(&it, "bucket size (elements)", "%zu", d->bucket_elems);
+    }
     dm_items_settings(&it, o);
     /* An allocation failure must still take part in the collectives: compare
      * what there is and report the failure after. */

@@ -52,11 +52,14 @@ int dm_local_build(optim_mpi *d, const optim *like, optim **out)
             optim_free(o);
             return dm_fail(d, OPTIM_ENOMEM, "out of memory for the local optimizer");
         }
-        if (q->param == OSC_NO_PARAM)
-            rc = optim_add_param(o, 0, NULL, d->gbuf, 0, name, NULL);
-        else
-            rc = optim_add_param(o, d->group[q->param], d->p[q->param] ? d->p[q->param] + q->a : NULL,
-                                 d->gbuf + d->goff[i], q->b - q->a, name, NULL);
+        if (q->param == OSC_NO_PARAM) {
+            rc = optim_add_param(o, 0, NULL, (const float *)(const void *)d->gbuf, 0, name, NULL);
+        } else {
+            size_t j = q->param;
+            /* The parameter's own types: the slice of its memory, its averaged gradient in gbuf, its state. */
+            rc = optim_add_param_ex(o, d->group[j], d->p[j] ? d->p[j] + q->a * d->L.psz[j] : NULL, d->pdt[j],
+                                    d->gbuf + d->goff[i], d->gdt[j], q->b - q->a, d->sdt[j], 0, name, NULL);
+        }
         free(name);
         if (rc != OPTIM_OK) goto fail;
     }
@@ -76,7 +79,8 @@ fail:
     return rc;
 }
 
-/* Copy the state of opt's parameters into the local optimizer's pieces. */
+/* Copy the state of opt's parameters into the local optimizer's pieces
+ * (each in the parameter's state type). */
 static int dm_local_copy_state(optim_mpi *d, optim *opt, optim *local)
 {
     size_t i;
@@ -85,20 +89,21 @@ static int dm_local_copy_state(optim_mpi *d, optim *opt, optim *local)
         const osc_piece *q = &d->pieces[i];
         int64_t step;
         double mu;
-        size_t held = 0;
+        size_t held = 0, sz;
         if (q->param == OSC_NO_PARAM) continue;
+        sz = optim_dtype_size(d->sdt[q->param]);
         /* State opt never allocated (optim_set_defer_state, or none needed)
          * is fresh state, as the local pieces' is: nothing to copy, and
          * asking opt for it would allocate the whole parameter's. */
         if (optim_param_state_bytes(opt, q->param, &held) != OPTIM_OK)
             return dm_fail(d, optim_errcode(opt), "%s", optim_errmsg(opt));
         for (s = 0; s < nslots && held > 0; s++) {
-            float *src = NULL, *dst = NULL;
+            void *src = NULL, *dst = NULL;
             int init = 0;
-            optim_state_slot(opt, q->param, s, &src, &init);
-            optim_state_slot(local, i, s, &dst, NULL);
+            optim_state_slot_data(opt, q->param, s, &src, NULL, &init);
+            optim_state_slot_data(local, i, s, &dst, NULL, NULL);
             if (!dst) continue;
-            if (src) memcpy(dst, src + q->a, (q->b - q->a) * sizeof(float));
+            if (src) memcpy(dst, (const unsigned char *)src + q->a * sz, (q->b - q->a) * sz);
             optim_state_set_initialized(local, i, s, src ? init : 0);
         }
         optim_param_get_step(opt, q->param, &step);
@@ -205,6 +210,18 @@ void optim_mpi_options_init(optim_mpi_options *o)
     o->timeout = OPTIM_MPI_TIMEOUT_DEFAULT;
 }
 
+/* The element types this file knows the size and meaning of. */
+static int dm_dtype_known(optim_dtype t)
+{
+    return t == OPTIM_FLOAT32 || t == OPTIM_FLOAT64 || t == OPTIM_BFLOAT16 || t == OPTIM_FLOAT16;
+}
+
+static const char *dm_dtype_str(optim_dtype t)
+{
+    const char *s = optim_dtype_name(t);
+    return s ? s : "an unknown type";
+}
+
 /* Copy the model's description out of opt. */
 static int dm_copy_model(optim_mpi *d, optim *opt)
 {
@@ -215,32 +232,43 @@ static int dm_copy_model(optim_mpi *d, optim *opt)
     if (d->nparams == 0) return dm_fail(d, OPTIM_ESTATE, "opt has no parameters");
     d->names = (char **)calloc(d->nparams, sizeof *d->names);
     d->group = (size_t *)calloc(d->nparams, sizeof *d->group);
-    d->p = (float **)calloc(d->nparams, sizeof *d->p);
-    d->g = (const float **)calloc(d->nparams, sizeof *d->g);
+    d->p = (unsigned char **)calloc(d->nparams, sizeof *d->p);
+    d->g = (const unsigned char **)calloc(d->nparams, sizeof *d->g);
+    d->pdt = (optim_dtype *)calloc(d->nparams, sizeof *d->pdt);
+    d->gdt = (optim_dtype *)calloc(d->nparams, sizeof *d->gdt);
+    d->sdt = (optim_dtype *)calloc(d->nparams, sizeof *d->sdt);
+    d->piece_of = (size_t *)calloc(d->nparams, sizeof *d->piece_of);
     d->shape_given = (int *)calloc(d->nparams, sizeof *d->shape_given);
     d->ndim = (size_t *)calloc(d->nparams, sizeof *d->ndim);
     d->dims = (int64_t **)calloc(d->nparams, sizeof *d->dims);
     d->ready = (unsigned char *)calloc(d->nparams, 1);
-    if (!d->names || !d->group || !d->p || !d->g || !d->shape_given || !d->ndim || !d->dims || !d->ready)
+    if (!d->names || !d->group || !d->p || !d->g || !d->shape_given || !d->ndim || !d->dims || !d->ready || !d->pdt ||
+        !d->gdt || !d->sdt || !d->piece_of)
         return dm_fail(d, OPTIM_ENOMEM, "out of memory");
     for (i = 0; i < d->nparams; i++) {
         optim_param_info info;
         int64_t dims[OPTIM_MAX_NDIM];
-        optim_dtype pdt, gdt;
+        optim_dtype pdt, gdt, sdt;
         optim_param_get_info(opt, i, &info);
-        optim_param_get_dtypes(opt, i, &pdt, &gdt, NULL);
-        /* The buckets, shards and gathers move float32 (optim_mpi.h): a parameter of
-         * another type is refused by name, never read as floats. */
-        if (pdt != OPTIM_FLOAT32 || gdt != OPTIM_FLOAT32)
+        optim_param_get_dtypes(opt, i, &pdt, &gdt, &sdt);
+        /* The buckets, shards, gathers and checkpoints move the four types
+         * the core had when this was written (their element sizes, their
+         * exact loads into double); a later type is refused by name, never
+         * moved as bytes whose meaning is not known here. */
+        if (!dm_dtype_known(pdt) || !dm_dtype_known(gdt) || !dm_dtype_known(sdt))
             return dm_fail(d, OPTIM_EUNSUPPORTED,
-                           "param %zu '%s' has %s memory and %s gradients; liboptim_mpi takes float32 ones only", i,
-                           info.name, optim_dtype_name(pdt), optim_dtype_name(gdt));
+                           "param %zu '%s' has %s memory, %s gradients and %s state; liboptim_mpi moves float32, "
+                           "float64, bfloat16 and float16 ones",
+                           i, info.name, dm_dtype_str(pdt), dm_dtype_str(gdt), dm_dtype_str(sdt));
+        d->pdt[i] = pdt;
+        d->gdt[i] = gdt;
+        d->sdt[i] = sdt;
         d->names[i] = (char *)malloc(strlen(info.name) + 1);
         if (!d->names[i]) return dm_fail(d, OPTIM_ENOMEM, "out of memory");
         strcpy(d->names[i], info.name);
         d->group[i] = info.group;
-        d->p[i] = info.param;
-        d->g[i] = info.grad;
+        d->p[i] = (unsigned char *)(void *)info.param;
+        d->g[i] = (const unsigned char *)(const void *)info.grad;
         optim_param_get_shape(opt, i, &d->ndim[i], dims, &d->shape_given[i]);
         d->dims[i] = (int64_t *)malloc((d->ndim[i] ? d->ndim[i] : 1) * sizeof **d->dims);
         if (!d->dims[i]) return dm_fail(d, OPTIM_ENOMEM, "out of memory");
@@ -269,22 +297,28 @@ static int dm_alloc_layout(optim_mpi *d)
     for (k = 0; k <= nb; k++) d->ag_req[k] = MPI_REQUEST_NULL;
     if (d->stage == 0) {
         d->npieces = dm_layout_whole(L, d->pieces, d->goff);
-        d->gbuf_len = L->total;
+        d->gbuf_len = L->gtotal;
     } else {
         d->npieces = dm_layout_pieces(L, d->rank, d->pieces, d->goff, &d->gbuf_len);
     }
+    for (j = 0; j < d->nparams; j++) d->piece_of[j] = (size_t)-1;
+    for (j = 0; j < d->npieces; j++)
+        if (d->pieces[j].param != OSC_NO_PARAM) d->piece_of[d->pieces[j].param] = j;
     {
         /* 64-byte aligned, zeroed (the gaps between pieces stay zero). */
-        size_t bytes = ((d->gbuf_len ? d->gbuf_len : 1) * sizeof(float) + 63) / 64 * 64;
-        d->gbuf = (float *)aligned_alloc(64, bytes);
+        size_t bytes = ((d->gbuf_len ? d->gbuf_len : 1) + 63) / 64 * 64;
+        d->gbuf = (unsigned char *)aligned_alloc(64, bytes);
         if (d->gbuf) memset(d->gbuf, 0, bytes);
     }
-    if (!d->gbuf) return dm_fail(d, OPTIM_ENOMEM, "out of memory for %zu floats of averaged gradients", d->gbuf_len);
+    if (!d->gbuf) return dm_fail(d, OPTIM_ENOMEM, "out of memory for %zu bytes of averaged gradients", d->gbuf_len);
     d->send_cap = d->recv_cap = 1;
     for (k = 0; k < nb; k++) {
-        size_t T = DM_CUT(L, k, K) - DM_CUT(L, k, 0), mine = DM_SLICE(L, k, d->rank);
+        size_t g0 = dm_gpos(L, DM_BCUT(L, k, 0)), T = dm_gpos(L, DM_BCUT(L, k, K)) - g0;
+        size_t P = dm_ppos(L, DM_BCUT(L, k, K)) - dm_ppos(L, DM_BCUT(L, k, 0));
+        size_t mine = dm_gpos(L, DM_BCUT(L, k, d->rank + 1)) - dm_gpos(L, DM_BCUT(L, k, d->rank));
         if (T > d->send_cap) d->send_cap = T;
         if (T > d->recv_cap) d->recv_cap = T;
+        if (P > d->recv_cap) d->recv_cap = P;
         if (mine * (size_t)K > d->recv_cap) d->recv_cap = mine * (size_t)K;
         for (r = 0; r < K; r++) {
             d->rs_cnt[k * (size_t)K + (size_t)r] = (int)mine;
@@ -323,12 +357,13 @@ int dm_slots_grow(optim_mpi *d, size_t want)
         s = &d->slots[d->nslots];
         memset(s, 0, sizeof *s);
         s->req = MPI_REQUEST_NULL;
-        s->send = (float *)malloc(d->send_cap * sizeof(float));
-        s->recv = (float *)malloc(d->recv_cap * sizeof(float));
+        /* Zeroed: the alignment gaps of a mixed-type bucket go on the wire as they are. */
+        s->send = (unsigned char *)calloc(d->send_cap, 1);
+        s->recv = (unsigned char *)calloc(d->recv_cap, 1);
         if (!s->send || !s->recv) {
             free(s->send);
             free(s->recv);
-            return dm_fail(d, OPTIM_ENOMEM, "out of memory for a staging slot of %zu + %zu floats", d->send_cap,
+            return dm_fail(d, OPTIM_ENOMEM, "out of memory for a staging slot of %zu + %zu bytes", d->send_cap,
                            d->recv_cap);
         }
         d->nslots++;
@@ -340,15 +375,15 @@ static int dm_bcast_params(optim_mpi *d)
 {
     size_t i;
     for (i = 0; i < d->nparams; i++) {
-        size_t n = d->L.n[i], off;
+        size_t n = d->L.n[i] * d->L.psz[i], off; /* bytes, in the parameter's own type */
         for (off = 0; off < n;) {
-            size_t len = n - off < DM_MAX_BUCKET_ELEMS ? n - off : DM_MAX_BUCKET_ELEMS;
+            size_t len = n - off < DM_MAX_BUCKET_BYTES ? n - off : DM_MAX_BUCKET_BYTES;
             MPI_Request req;
-            int rc = MPI_Ibcast(d->p[i] + off, (int)len, MPI_FLOAT, 0, d->comm, &req);
+            int rc = MPI_Ibcast(d->p[i] + off, (int)len, MPI_BYTE, 0, d->comm, &req);
             if (rc != MPI_SUCCESS) return dm_mpi_fail(d, rc, "optim_mpi_create: the broadcast of the parameters");
             rc = dm_wait(d, &req, "optim_mpi_create: the broadcast of the parameters");
             if (rc != OPTIM_OK) return rc;
-            if (d->rank != 0) d->stats.control_bytes += len * sizeof(float);
+            if (d->rank != 0) d->stats.control_bytes += len;
             off += len;
         }
     }
@@ -421,20 +456,6 @@ int optim_mpi_create_with(optim_mpi **out, optim *opt, MPI_Comm comm, int stage,
     MPI_Comm_rank(d->comm, &d->rank);
     MPI_Comm_size(d->comm, &d->K);
 
-    if (opts.bucket_bytes) {
-        bucket_elems = opts.bucket_bytes / sizeof(float);
-    } else {
-        /* 16 MiB, or 128 KiB per rank when that is more: each rank's slice of
-         * a bucket is one message, which must be long enough for bandwidth,
-         * not latency, to set its time (docs/DISTRIBUTED.md, "Bucket size"). */
-        bucket_elems = OPTIM_MPI_BUCKET_BYTES_DEFAULT / sizeof(float);
-        if ((size_t)d->K * (OPTIM_MPI_SLICE_BYTES_MIN / sizeof(float)) > bucket_elems)
-            bucket_elems = (size_t)d->K * (OPTIM_MPI_SLICE_BYTES_MIN / sizeof(float));
-    }
-    if (bucket_elems < DM_RBLOCK * (size_t)d->K) bucket_elems = DM_RBLOCK * (size_t)d->K;
-    if (bucket_elems > DM_MAX_BUCKET_ELEMS) bucket_elems = DM_MAX_BUCKET_ELEMS;
-    d->bucket_elems = bucket_elems;
-
     rc = OPTIM_OK;
     if (!out)
         rc = dm_fail(d, OPTIM_ENULL, "%s: out is NULL", fn);
@@ -446,10 +467,36 @@ int optim_mpi_create_with(optim_mpi **out, optim *opt, MPI_Comm comm, int stage,
         rc = dm_fail(d, OPTIM_EINVAL, "%s: timeout = %g must be a finite number of seconds >= 0", fn, opts.timeout);
     else if (opts.bucket_bytes > 0 && opts.bucket_bytes < sizeof(float))
         rc = dm_fail(d, OPTIM_EINVAL, "%s: bucket_bytes = %zu holds no float", fn, opts.bucket_bytes);
-    else if ((size_t)d->K * DM_RBLOCK > DM_MAX_BUCKET_ELEMS)
-        rc = dm_fail(d, OPTIM_EUNSUPPORTED, "%s: %d ranks: a bucket of one block per rank passes MPI's counts", fn, d->K);
     else
         rc = dm_copy_model(d, opt);
+    if (rc == OPTIM_OK) {
+        /* Buckets hold bucket_bytes of gradients of the widest gradient type
+         * of the model (float32: bucket_bytes / 4 elements, as always). */
+        size_t gmax = 1, amax = 1, i;
+        for (i = 0; i < d->nparams; i++) {
+            size_t gs = optim_dtype_size(d->gdt[i]), ps = optim_dtype_size(d->pdt[i]);
+            if (gs > gmax) gmax = gs;
+            if (gs > amax) amax = gs;
+            if (ps > amax) amax = ps;
+        }
+        if (opts.bucket_bytes) {
+            bucket_elems = opts.bucket_bytes / gmax;
+        } else {
+            /* 16 MiB, or 128 KiB per rank when that is more: each rank's slice of
+             * a bucket is one message, which must be long enough for bandwidth,
+             * not latency, to set its time (docs/DISTRIBUTED.md, "Bucket size"). */
+            bucket_elems = OPTIM_MPI_BUCKET_BYTES_DEFAULT / gmax;
+            if ((size_t)d->K * (OPTIM_MPI_SLICE_BYTES_MIN / gmax) > bucket_elems)
+                bucket_elems = (size_t)d->K * (OPTIM_MPI_SLICE_BYTES_MIN / gmax);
+        }
+        if (bucket_elems < DM_RBLOCK * (size_t)d->K) bucket_elems = DM_RBLOCK * (size_t)d->K;
+        if (bucket_elems > DM_MAX_BUCKET_BYTES / amax) bucket_elems = DM_MAX_BUCKET_BYTES / amax;
+        d->bucket_elems = bucket_elems;
+        if ((size_t)d->K * DM_RBLOCK > DM_MAX_BUCKET_BYTES / amax)
+            rc = dm_fail(d, OPTIM_EUNSUPPORTED,
+                         "%s: %d ranks: a bucket of one block per rank of %zu-byte elements passes MPI's counts", fn,
+                         d->K, amax);
+    }
     if (rc != OPTIM_OK && strncmp(d->err.message, fn, strlen(fn)) != 0) {
         char tmp[OPTIM_ERRMSG_MAX];
         snprintf(tmp, sizeof tmp, "%s", d->err.message);
@@ -467,12 +514,18 @@ int optim_mpi_create_with(optim_mpi **out, optim *opt, MPI_Comm comm, int stage,
         if (!n) {
             rc = dm_fail(d, OPTIM_ENOMEM, "%s: out of memory", fn);
         } else {
+            size_t *gsz = (size_t *)malloc(2 * d->nparams * sizeof *gsz), *psz = gsz ? gsz + d->nparams : NULL;
             for (i = 0; i < d->nparams; i++) {
                 optim_param_info info;
                 optim_param_get_info(opt, i, &info);
                 n[i] = info.n;
+                if (gsz) {
+                    gsz[i] = optim_dtype_size(d->gdt[i]);
+                    psz[i] = optim_dtype_size(d->pdt[i]);
+                }
             }
-            rc = dm_layout_build(&d->L, d->K, d->nparams, n, d->bucket_elems);
+            rc = gsz ? dm_layout_build(&d->L, d->K, d->nparams, n, gsz, psz, d->bucket_elems) : OPTIM_ENOMEM;
+            free(gsz);
             if (rc != OPTIM_OK) dm_fail(d, rc, "%s: out of memory for the layout", fn);
             free(n);
         }
@@ -517,6 +570,10 @@ void optim_mpi_free(optim_mpi *d)
     free(d->group);
     free(d->p);
     free(d->g);
+    free(d->pdt);
+    free(d->gdt);
+    free(d->sdt);
+    free(d->piece_of);
     free(d->shape_given);
     free(d->ndim);
     free(d->dims);
@@ -565,38 +622,66 @@ int optim_mpi_errcode(const optim_mpi *d)
 
 /* ---- Pointers, facts ------------------------------------------------------------------- */
 
-int optim_mpi_set_grad(optim_mpi *d, size_t i, const float *grad)
+/* The float32 setters take float32 parameters with float32 gradients only, as the core's do. */
+static int dm_check_f32(optim_mpi *d, size_t i, const char *fn, const char *alt)
+{
+    if (d->pdt[i] != OPTIM_FLOAT32 || d->gdt[i] != OPTIM_FLOAT32)
+        return dm_fail(d, OPTIM_EINVAL, "%s: param %zu '%s' has %s memory and %s gradients, not float32: use %s", fn,
+                       i, d->names[i], optim_dtype_name(d->pdt[i]), optim_dtype_name(d->gdt[i]), alt);
+    return OPTIM_OK;
+}
+
+static int dm_set_grad(optim_mpi *d, size_t i, const void *grad, int f32, const char *fn)
 {
     if (!d) return OPTIM_ENULL;
-    if (i >= d->nparams)
-        return dm_fail(d, OPTIM_ERANGE, "optim_mpi_set_grad: param %zu does not exist (%zu params)", i, d->nparams);
+    if (i >= d->nparams) return dm_fail(d, OPTIM_ERANGE, "%s: param %zu does not exist (%zu params)", fn, i, d->nparams);
+    if (f32 && dm_check_f32(d, i, fn, "optim_mpi_set_grad_data") != OPTIM_OK) return d->err.code;
     if (d->in_reduction && d->ready[i])
-        return dm_fail(d, OPTIM_ESTATE, "optim_mpi_set_grad: param %zu '%s' was handed over for this step", i,
-                       d->names[i]);
-    d->g[i] = grad;
+        return dm_fail(d, OPTIM_ESTATE, "%s: param %zu '%s' was handed over for this step", fn, i, d->names[i]);
+    d->g[i] = (const unsigned char *)grad;
+    return dm_ok(d);
+}
+
+int optim_mpi_set_grad(optim_mpi *d, size_t i, const float *grad)
+{
+    return dm_set_grad(d, i, grad, 1, "optim_mpi_set_grad");
+}
+
+int optim_mpi_set_grad_data(optim_mpi *d, size_t i, const void *grad)
+{
+    return dm_set_grad(d, i, grad, 0, "optim_mpi_set_grad_data");
+}
+
+static int dm_set_param(optim_mpi *d, size_t i, void *param, const void *grad, int f32, const char *fn)
+{
+    size_t j;
+    unsigned char *pm = (unsigned char *)param;
+    if (!d) return OPTIM_ENULL;
+    if (i >= d->nparams) return dm_fail(d, OPTIM_ERANGE, "%s: param %zu does not exist (%zu params)", fn, i, d->nparams);
+    if (f32 && dm_check_f32(d, i, fn, "optim_mpi_set_param_data") != OPTIM_OK) return d->err.code;
+    if (d->in_reduction || (d->sam && optim_sam_is_perturbed(d->sam)))
+        return dm_fail(d, OPTIM_ESTATE, "%s: only between steps", fn);
+    if (!param && d->L.n[i] > 0)
+        return dm_fail(d, OPTIM_ENULL, "%s: param is NULL for param %zu '%s'", fn, i, d->names[i]);
+    for (j = 0; j < d->npieces; j++) {
+        const osc_piece *q = &d->pieces[j];
+        if (q->param != i) continue;
+        if (optim_set_param_data(d->local, j, pm ? pm + q->a * d->L.psz[i] : NULL, d->gbuf + d->goff[j]) != OPTIM_OK)
+            return dm_fail(d, optim_errcode(d->local), "%s: %s", fn, optim_errmsg(d->local));
+    }
+    d->p[i] = pm;
+    d->g[i] = (const unsigned char *)grad;
     return dm_ok(d);
 }
 
 int optim_mpi_set_param_ptrs(optim_mpi *d, size_t i, float *param, const float *grad)
 {
-    size_t j;
-    if (!d) return OPTIM_ENULL;
-    if (i >= d->nparams)
-        return dm_fail(d, OPTIM_ERANGE, "optim_mpi_set_param_ptrs: param %zu does not exist (%zu params)", i,
-                       d->nparams);
-    if (d->in_reduction || (d->sam && optim_sam_is_perturbed(d->sam)))
-        return dm_fail(d, OPTIM_ESTATE, "optim_mpi_set_param_ptrs: only between steps");
-    if (!param && d->L.n[i] > 0)
-        return dm_fail(d, OPTIM_ENULL, "optim_mpi_set_param_ptrs: param is NULL for param %zu '%s'", i, d->names[i]);
-    for (j = 0; j < d->npieces; j++) {
-        const osc_piece *q = &d->pieces[j];
-        if (q->param != i) continue;
-        if (optim_set_param_ptrs(d->local, j, param ? param + q->a : NULL, d->gbuf + d->goff[j]) != OPTIM_OK)
-            return dm_fail(d, optim_errcode(d->local), "optim_mpi_set_param_ptrs: %s", optim_errmsg(d->local));
-    }
-    d->p[i] = param;
-    d->g[i] = grad;
-    return dm_ok(d);
+    return dm_set_param(d, i, param, grad, 1, "optim_mpi_set_param_ptrs");
+}
+
+int optim_mpi_set_param_data(optim_mpi *d, size_t i, void *param, const void *grad)
+{
+    return dm_set_param(d, i, param, grad, 0, "optim_mpi_set_param_data");
 }
 
 int optim_mpi_rank(const optim_mpi *d)
@@ -626,9 +711,10 @@ size_t optim_mpi_state_bytes(const optim_mpi *d)
     if (!d) return 0;
     for (i = 0; i < d->npieces; i++)
         for (s = 0; s < optim_rule_slot_count(d->rule); s++) {
-            float *data = NULL;
-            if (optim_state_slot(d->local, i, s, &data, NULL) == OPTIM_OK && data)
-                bytes += (d->pieces[i].b - d->pieces[i].a) * sizeof(float);
+            void *data = NULL;
+            optim_dtype dt = OPTIM_FLOAT32;
+            if (optim_state_slot_data(d->local, i, s, &data, &dt, NULL) == OPTIM_OK && data)
+                bytes += (d->pieces[i].b - d->pieces[i].a) * optim_dtype_size(dt);
         }
     return bytes;
 }

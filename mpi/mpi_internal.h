@@ -15,6 +15,16 @@
  * first parameter, so its slices of the caller's arrays are as aligned as
  * those arrays; in the rank's gradient buffer every piece starts on 64
  * bytes (mpi_create.c allocates it so).
+ * Element types: every parameter keeps its own types (its memory, its
+ * gradient, its state: optim_param_get_dtypes). The layout is in elements
+ * (blocks, shards, cuts); what goes on the wire is bytes: gradient element
+ * x of the flattened vector sits at byte gpos(x) of a flattened gradient
+ * byte vector, in which parameter i starts at gb[i] (the previous one's
+ * end, rounded up to a multiple of i's gradient element size, so that a
+ * mixed model's elements stay aligned), and likewise pb[i] for the
+ * parameters' memory. A bucket's slices are the byte ranges of its element
+ * cuts (gcnt/gdsp for gradients, pcnt/pdsp for parameters). A model of one
+ * type has no padding: float32 moves exactly the bytes it moved before.
  * Buckets: runs of whole blocks of about bucket_elems elements (one
  * collective each). Slice r of bucket k is the bucket's intersection with
  * shard r: empty for every rank but the one owning the bucket, or the few
@@ -43,37 +53,49 @@
 /* Staging slots of a reduction in stages 0 and 1: one bucket on the wire
  * while the next is packed and the previous summed. */
 #define DM_SLOTS 2
-/* Largest bucket: MPI counts are int. */
-#define DM_MAX_BUCKET_ELEMS ((size_t)1 << 30)
+/* Largest bucket, in bytes of gradients or parameters: MPI counts are int. */
+#define DM_MAX_BUCKET_BYTES ((size_t)1 << 30)
+/* The largest element size (float64). */
+#define DM_MAX_ESIZE ((size_t)8)
 
 typedef struct dm_layout {
     int K;
     size_t nparams;
     size_t *n, *off;     /* per parameter: size, offset in the flattened vector */
     size_t total;
+    size_t *gsz, *psz;   /* per parameter: bytes per element of its gradient, of its memory */
+    size_t *gb, *pb;     /* per parameter: its first byte in the flattened gradient / parameter bytes */
+    size_t gtotal, ptotal; /* bytes of those vectors */
     size_t nblocks;      /* reduction blocks of the whole vector */
     size_t *bstart;      /* nblocks + 1: the blocks' first elements, then total */
     size_t *bparam;      /* nblocks: the parameter of each block */
     size_t nbuckets;
     size_t *cut;         /* nbuckets * (K + 1): slice r of bucket k is [cut[k(K+1)+r], cut[k(K+1)+r+1]) */
-    int *cnt, *dsp;      /* nbuckets * K: slice sizes, and their offsets in the bucket (MPI counts) */
+    int *gcnt, *gdsp;    /* nbuckets * K: slices' gradient bytes, and their byte offsets in the bucket (MPI counts) */
+    int *pcnt, *pdsp;    /* nbuckets * K: the same for the parameters' bytes */
     size_t *bcut;        /* nbuckets * (K + 1): the block index of each cut */
     size_t *single;      /* nbuckets: the one parameter a bucket lies in, or (size_t)-1 */
     size_t *shard;       /* K + 1: rank r's shard is elements [shard[r], shard[r+1]) */
     size_t *sblock;      /* K + 1: ... and blocks [sblock[r], sblock[r+1]) */
 } dm_layout;
 
-int dm_layout_build(dm_layout *L, int K, size_t nparams, const size_t *n, size_t bucket_elems);
+/* gsz, psz: per parameter, bytes per gradient / parameter element (NULL: 4). */
+int dm_layout_build(dm_layout *L, int K, size_t nparams, const size_t *n, const size_t *gsz, const size_t *psz,
+                    size_t bucket_elems);
+/* Byte position of the element at block index b (b == nblocks: the end) in
+ * the flattened gradient (dm_gpos) or parameter (dm_ppos) bytes. */
+size_t dm_gpos(const dm_layout *L, size_t b);
+size_t dm_ppos(const dm_layout *L, size_t b);
 void dm_layout_free(dm_layout *L);
 /* Rank r's pieces, in order (its shard split by parameter; rank 0 adds the
  * zero-size parameters; a rank owning nothing gets one placeholder) into
  * out, which has room for dm_layout_pieces_cap(L); goff (may be NULL)
- * receives each piece's offset in the rank's gradient buffer (multiples of
- * 64 bytes), buf_len (may be NULL) that buffer's length in floats. Returns
- * the count. */
+ * receives each piece's byte offset in the rank's gradient buffer (multiples
+ * of 64), buf_len (may be NULL) that buffer's length in bytes. Returns the
+ * count. */
 size_t dm_layout_pieces_cap(const dm_layout *L);
 size_t dm_layout_pieces(const dm_layout *L, int r, osc_piece *out, size_t *goff, size_t *buf_len);
-/* Stage 0: every parameter whole, goff its offset. */
+/* Stage 0: every parameter whole, goff its byte offset gb[i]. */
 size_t dm_layout_whole(const dm_layout *L, osc_piece *out, size_t *goff);
 #define DM_CUT(L, k, r) ((L)->cut[(size_t)(k) * ((size_t)(L)->K + 1) + (size_t)(r)])
 #define DM_BCUT(L, k, r) ((L)->bcut[(size_t)(k) * ((size_t)(L)->K + 1) + (size_t)(r)])
@@ -82,7 +104,7 @@ size_t dm_layout_whole(const dm_layout *L, osc_piece *out, size_t *goff);
 /* A staging slot: one bucket's buffers while it is packed, on the wire and summed. */
 enum { DM_SLOT_FREE = 0, DM_SLOT_FILLING, DM_SLOT_REDUCE, DM_SLOT_GATHER };
 typedef struct dm_slot {
-    float *send, *recv;
+    unsigned char *send, *recv;
     int state;
     size_t bucket;
     uint64_t seq;       /* start order, to finish the oldest first */
@@ -100,8 +122,10 @@ struct optim_mpi {
     size_t ngroups, nparams;
     char **names;
     size_t *group;
-    float **p;          /* the caller's memory */
-    const float **g;
+    unsigned char **p;  /* the caller's memory, of each parameter's types */
+    const unsigned char **g;
+    optim_dtype *pdt, *gdt, *sdt; /* per parameter: its memory's, gradient's and state's element types */
+    size_t *piece_of;   /* per parameter: its piece in the local optimizer, or (size_t)-1 */
     int *shape_given;
     size_t *ndim;
     int64_t **dims;
@@ -110,9 +134,10 @@ struct optim_mpi {
     /* This rank's local optimizer: one parameter per piece. */
     osc_piece *pieces;
     size_t npieces;
-    size_t *goff;       /* per piece: offset of its gradient in gbuf */
-    float *gbuf;        /* averaged gradients: this rank's pieces (1, 2; 64-byte aligned), every element (0) */
-    size_t gbuf_len;
+    size_t *goff;       /* per piece: byte offset of its gradient in gbuf */
+    unsigned char *gbuf; /* averaged gradients, each piece in its gradient type: this rank's pieces (stages 1, 2;
+                            each on 64 bytes), every parameter at gb[i] (stage 0) */
+    size_t gbuf_len;    /* bytes */
     optim *local;
     optim_sam *sam;
     double sam_rho, sam_p, sam_eta;
@@ -121,7 +146,7 @@ struct optim_mpi {
     /* The reduction of a step (or of a SAM half). */
     dm_slot *slots;
     size_t nslots;
-    size_t send_cap, recv_cap;
+    size_t send_cap, recv_cap; /* bytes */
     size_t *remaining;      /* per bucket: elements not packed yet */
     long *bucket_slot;      /* per bucket: its slot, or -1 */
     unsigned char *started; /* per bucket */
@@ -131,7 +156,7 @@ struct optim_mpi {
     int poisoned;           /* a hand-over failed locally: this reduction's data is garbage */
     MPI_Request *ag_req;    /* per bucket: in-place all-gathers */
     uint64_t seq;
-    int *rs_cnt, *rs_dsp;   /* nbuckets * K: receive counts and offsets of the reduce-scatters */
+    int *rs_cnt, *rs_dsp;   /* nbuckets * K: receive byte counts and offsets of the reduce-scatters */
 
     /* The combine hook (global norms). */
     size_t nblocks_me;

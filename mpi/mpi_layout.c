@@ -14,8 +14,14 @@ void dm_layout_free(dm_layout *L)
     free(L->bstart);
     free(L->bparam);
     free(L->cut);
-    free(L->cnt);
-    free(L->dsp);
+    free(L->gsz);
+    free(L->psz);
+    free(L->gb);
+    free(L->pb);
+    free(L->gcnt);
+    free(L->gdsp);
+    free(L->pcnt);
+    free(L->pdsp);
     free(L->bcut);
     free(L->single);
     free(L->shard);
@@ -36,7 +42,30 @@ static size_t dm_block_at(const dm_layout *L, size_t lo, size_t hi, size_t x)
     return lo;
 }
 
-int dm_layout_build(dm_layout *L, int K, size_t nparams, const size_t *n, size_t bucket_elems)
+/* x rounded up to a multiple of a. */
+static size_t dm_round_up(size_t x, size_t a)
+{
+    return (x + a - 1) / a * a;
+}
+
+size_t dm_gpos(const dm_layout *L, size_t b)
+{
+    size_t i;
+    if (b >= L->nblocks) return L->gtotal;
+    i = L->bparam[b];
+    return L->gb[i] + (L->bstart[b] - L->off[i]) * L->gsz[i];
+}
+
+size_t dm_ppos(const dm_layout *L, size_t b)
+{
+    size_t i;
+    if (b >= L->nblocks) return L->ptotal;
+    i = L->bparam[b];
+    return L->pb[i] + (L->bstart[b] - L->off[i]) * L->psz[i];
+}
+
+int dm_layout_build(dm_layout *L, int K, size_t nparams, const size_t *n, const size_t *gsz, const size_t *psz,
+                    size_t bucket_elems)
 {
     size_t i, b, k, r, nb = 0, kb0, cap = 16;
     size_t *bounds = NULL; /* block index where each bucket starts, then nblocks */
@@ -45,10 +74,21 @@ int dm_layout_build(dm_layout *L, int K, size_t nparams, const size_t *n, size_t
     L->nparams = nparams;
     L->n = (size_t *)malloc((nparams ? nparams : 1) * sizeof *L->n);
     L->off = (size_t *)malloc((nparams ? nparams : 1) * sizeof *L->off);
-    if (!L->n || !L->off) goto oom;
+    L->gsz = (size_t *)malloc((nparams ? nparams : 1) * sizeof *L->gsz);
+    L->psz = (size_t *)malloc((nparams ? nparams : 1) * sizeof *L->psz);
+    L->gb = (size_t *)malloc((nparams ? nparams : 1) * sizeof *L->gb);
+    L->pb = (size_t *)malloc((nparams ? nparams : 1) * sizeof *L->pb);
+    if (!L->n || !L->off || !L->gsz || !L->psz || !L->gb || !L->pb) goto oom;
     for (i = 0; i < nparams; i++) {
         L->n[i] = n[i];
         L->off[i] = L->total;
+        L->gsz[i] = gsz ? gsz[i] : sizeof(float);
+        L->psz[i] = psz ? psz[i] : sizeof(float);
+        /* Each parameter's bytes start on a multiple of its element size. */
+        L->gb[i] = dm_round_up(L->gtotal, L->gsz[i]);
+        L->pb[i] = dm_round_up(L->ptotal, L->psz[i]);
+        L->gtotal = L->gb[i] + n[i] * L->gsz[i];
+        L->ptotal = L->pb[i] + n[i] * L->psz[i];
         L->total += n[i];
         L->nblocks += (n[i] + DM_RBLOCK - 1) / DM_RBLOCK;
     }
@@ -94,10 +134,13 @@ int dm_layout_build(dm_layout *L, int K, size_t nparams, const size_t *n, size_t
     L->sblock = (size_t *)malloc(((size_t)K + 1) * sizeof *L->sblock);
     L->cut = (size_t *)malloc((nb * ((size_t)K + 1) + 1) * sizeof *L->cut);
     L->bcut = (size_t *)malloc((nb * ((size_t)K + 1) + 1) * sizeof *L->bcut);
-    L->cnt = (int *)malloc((nb * (size_t)K + 1) * sizeof *L->cnt);
-    L->dsp = (int *)malloc((nb * (size_t)K + 1) * sizeof *L->dsp);
+    L->gcnt = (int *)malloc((nb * (size_t)K + 1) * sizeof *L->gcnt);
+    L->gdsp = (int *)malloc((nb * (size_t)K + 1) * sizeof *L->gdsp);
+    L->pcnt = (int *)malloc((nb * (size_t)K + 1) * sizeof *L->pcnt);
+    L->pdsp = (int *)malloc((nb * (size_t)K + 1) * sizeof *L->pdsp);
     L->single = (size_t *)malloc((nb + 1) * sizeof *L->single);
-    if (!L->shard || !L->sblock || !L->cut || !L->bcut || !L->cnt || !L->dsp || !L->single) goto oom;
+    if (!L->shard || !L->sblock || !L->cut || !L->bcut || !L->gcnt || !L->gdsp || !L->pcnt || !L->pdsp || !L->single)
+        goto oom;
 
     /* Shards: rank r owns blocks [sblock[r], sblock[r+1]), one contiguous run,
      * cut at the block boundary nearest to r/K of the elements (never before
@@ -129,8 +172,14 @@ int dm_layout_build(dm_layout *L, int K, size_t nparams, const size_t *n, size_t
             DM_BCUT(L, k, r) = j;
         }
         for (r = 0; r < (size_t)K; r++) {
-            L->cnt[k * (size_t)K + r] = (int)DM_SLICE(L, k, r);
-            L->dsp[k * (size_t)K + r] = (int)(DM_CUT(L, k, r) - x0);
+            /* Byte ranges of the element cuts (cuts lie on blocks). */
+            size_t g0 = dm_gpos(L, DM_BCUT(L, k, 0)), p0 = dm_ppos(L, DM_BCUT(L, k, 0));
+            size_t ga = dm_gpos(L, DM_BCUT(L, k, r)), gz = dm_gpos(L, DM_BCUT(L, k, r + 1));
+            size_t pa = dm_ppos(L, DM_BCUT(L, k, r)), pz = dm_ppos(L, DM_BCUT(L, k, r + 1));
+            L->gcnt[k * (size_t)K + r] = (int)(gz - ga);
+            L->gdsp[k * (size_t)K + r] = (int)(ga - g0);
+            L->pcnt[k * (size_t)K + r] = (int)(pz - pa);
+            L->pdsp[k * (size_t)K + r] = (int)(pa - p0);
         }
         L->single[k] = L->bparam[b0] == L->bparam[b1 - 1] ? L->bparam[b0] : (size_t)-1;
     }
@@ -159,7 +208,7 @@ static size_t dm_param_at(const dm_layout *L, size_t x)
 }
 
 /* Offsets in a rank's gradient buffer start on 64 bytes. */
-#define DM_ALIGN_ELEMS ((size_t)64 / sizeof(float))
+#define DM_ALIGN_BYTES ((size_t)64)
 
 size_t dm_layout_pieces_cap(const dm_layout *L)
 {
@@ -172,13 +221,13 @@ size_t dm_layout_pieces(const dm_layout *L, int r, osc_piece *out, size_t *goff,
     /* One piece per parameter the shard meets, each at a 64-byte offset. */
     while (x < end) {
         size_t pi = dm_param_at(L, x), pend = L->off[pi] + L->n[pi], stop = pend < end ? pend : end;
-        pos = (pos + DM_ALIGN_ELEMS - 1) / DM_ALIGN_ELEMS * DM_ALIGN_ELEMS;
+        pos = dm_round_up(pos, DM_ALIGN_BYTES);
         out[count].param = pi;
         out[count].a = x - L->off[pi];
         out[count].b = stop - L->off[pi];
         if (goff) goff[count] = pos;
         count++;
-        pos += stop - x;
+        pos += (stop - x) * L->gsz[pi];
         x = stop;
     }
     if (buf_len) *buf_len = pos;
@@ -207,7 +256,7 @@ size_t dm_layout_whole(const dm_layout *L, osc_piece *out, size_t *goff)
             out[i].param = i;
             out[i].a = 0;
             out[i].b = L->n[i];
-            if (goff) goff[i] = L->off[i];
+            if (goff) goff[i] = L->gb[i];
         }
     if (L->nparams == 0) {
         if (out) {

@@ -3,6 +3,7 @@
  * the local optimizer, the all-gather of the parameters, stage 2's hand-over,
  * SAM. Layout and reduction: see mpi_internal.h. */
 #include "mpi_internal.h"
+#include "kernels/convert.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 
 /* ---- The reduction ------------------------------------------------------------------ */
 
+/* Bucket k's first element, and its length in elements. */
 static size_t dm_bucket_x0(const optim_mpi *d, size_t k)
 {
     return DM_CUT(&d->L, k, 0);
@@ -19,6 +21,18 @@ static size_t dm_bucket_x0(const optim_mpi *d, size_t k)
 static size_t dm_bucket_len(const optim_mpi *d, size_t k)
 {
     return DM_CUT(&d->L, k, d->K) - DM_CUT(&d->L, k, 0);
+}
+
+/* Byte position in the flattened gradient (parameter) bytes of bucket k's
+ * cut r: the start of rank r's slice. */
+static size_t dm_gcut(const optim_mpi *d, size_t k, int r)
+{
+    return dm_gpos(&d->L, DM_BCUT(&d->L, k, r));
+}
+
+static size_t dm_pcut(const optim_mpi *d, size_t k, int r)
+{
+    return dm_ppos(&d->L, DM_BCUT(&d->L, k, r));
 }
 
 /* First and last bucket holding elements of parameter i (n > 0). */
@@ -59,83 +73,163 @@ static void dm_red_begin(optim_mpi *d)
     d->poisoned = 0;
 }
 
-/* Copy parameter i's gradient elements that fall in bucket k into dst (the bucket's staging). */
-static void dm_pack_grad(const optim_mpi *d, size_t i, size_t k, float *dst)
+/* Copy parameter i's gradient elements that fall in bucket k into dst (the
+ * bucket's staging, whose byte 0 is the bucket's first gradient byte). */
+static void dm_pack_grad(const optim_mpi *d, size_t i, size_t k, unsigned char *dst)
 {
-    size_t x0 = dm_bucket_x0(d, k), x1 = x0 + dm_bucket_len(d, k);
-    size_t lo = d->L.off[i] > x0 ? d->L.off[i] : x0, hi = d->L.off[i] + d->L.n[i] < x1 ? d->L.off[i] + d->L.n[i] : x1;
+    const dm_layout *L = &d->L;
+    size_t x0 = dm_bucket_x0(d, k), x1 = x0 + dm_bucket_len(d, k), g0 = dm_gcut(d, k, 0), sz = L->gsz[i];
+    size_t lo = L->off[i] > x0 ? L->off[i] : x0, hi = L->off[i] + L->n[i] < x1 ? L->off[i] + L->n[i] : x1;
     if (lo >= hi) return;
     if (d->g[i])
-        memcpy(dst + (lo - x0), d->g[i] + (lo - d->L.off[i]), (hi - lo) * sizeof(float));
-    else
-        memset(dst + (lo - x0), 0, (hi - lo) * sizeof(float)); /* a failed hand-over: the step fails anyway */
+        memcpy(dst + (L->gb[i] + (lo - L->off[i]) * sz - g0), d->g[i] + (lo - L->off[i]) * sz, (hi - lo) * sz);
+    else /* a failed hand-over: the step fails anyway */
+        memset(dst + (L->gb[i] + (lo - L->off[i]) * sz - g0), 0, (hi - lo) * sz);
 }
 
-/* Sum elements [j0, j0 + m) of the K copies of a slice of len elements
- * (recv holds them one after another, in rank order), in double, in rank
- * order, and divide by K into dst. */
-static void dm_sum_slices(const optim_mpi *d, const float *recv, size_t len, size_t j0, size_t m, float *dst)
+/* Round a double once to bfloat16 / float16, to nearest even: round to
+ * float by rounding to odd (truncate, then set the last bit if inexact),
+ * which float's 24 bits make exact for the final rounding to 8 or 11 bits,
+ * then the core's float -> half conversion (round to nearest even). NaN
+ * becomes the type's quiet NaN, as the core's conversions make it. */
+static float dm_round_odd_f32(double x)
+{
+    float t = (float)x;
+    uint32_t u;
+    if (x != x || (double)t == x) return t;
+    if (fabs((double)t) > fabs(x)) t = nextafterf(t, 0.0f);
+    memcpy(&u, &t, sizeof u);
+    u |= 1u;
+    memcpy(&t, &u, sizeof t);
+    return t;
+}
+
+/* Element j of an array of type dt, as a double (exact for every type). */
+static double dm_load(const unsigned char *src, size_t j, optim_dtype dt)
+{
+    switch (dt) {
+    case OPTIM_FLOAT64: {
+        double v;
+        memcpy(&v, src + 8 * j, sizeof v);
+        return v;
+    }
+    case OPTIM_BFLOAT16: {
+        uint16_t h;
+        memcpy(&h, src + 2 * j, sizeof h);
+        return (double)optim__bf16_to_f32(h);
+    }
+    case OPTIM_FLOAT16: {
+        uint16_t h;
+        memcpy(&h, src + 2 * j, sizeof h);
+        return (double)optim__f16_to_f32(h);
+    }
+    default: {
+        float v;
+        memcpy(&v, src + 4 * j, sizeof v);
+        return (double)v;
+    }
+    }
+}
+
+/* Store v into element j of an array of type dt, rounded once to nearest even. */
+static void dm_store(unsigned char *dst, size_t j, optim_dtype dt, double v)
+{
+    switch (dt) {
+    case OPTIM_FLOAT64:
+        memcpy(dst + 8 * j, &v, sizeof v);
+        break;
+    case OPTIM_BFLOAT16: {
+        uint16_t h = optim__f32_to_bf16(dm_round_odd_f32(v));
+        memcpy(dst + 2 * j, &h, sizeof h);
+        break;
+    }
+    case OPTIM_FLOAT16: {
+        uint16_t h = optim__f32_to_f16(dm_round_odd_f32(v));
+        memcpy(dst + 2 * j, &h, sizeof h);
+        break;
+    }
+    default: {
+        float f = (float)v;
+        memcpy(dst + 4 * j, &f, sizeof f);
+        break;
+    }
+    }
+}
+
+/* Sum m elements of type dt of the K copies of a slice (the copy of rank q
+ * starts at recv + q * stride bytes; the elements at byte j0 of each), in
+ * double, in rank order, divide by K and round once into dst:
+ * avg = (T)((g_0 + g_1 + ... + g_{K-1}) / K), T the gradient's type. */
+static void dm_sum_slices(const optim_mpi *d, const unsigned char *recv, size_t stride, size_t j0, size_t m,
+                          optim_dtype dt, unsigned char *dst)
 {
     enum { CH = 512 };
     double acc[CH];
     const double inv = (double)d->K;
     size_t c0, j;
     int q;
+    if (dt == OPTIM_FLOAT32) { /* the common case, without the per-element switch */
+        for (c0 = 0; c0 < m; c0 += CH) {
+            size_t c = m - c0 < CH ? m - c0 : CH;
+            const float *src = (const float *)(const void *)(recv + j0) + c0;
+            float *out = (float *)(void *)dst + c0;
+            for (j = 0; j < c; j++) acc[j] = (double)src[j];
+            for (q = 1; q < d->K; q++) {
+                src = (const float *)(const void *)(recv + (size_t)q * stride + j0) + c0;
+                for (j = 0; j < c; j++) acc[j] += (double)src[j];
+            }
+            for (j = 0; j < c; j++) out[j] = (float)(acc[j] / inv);
+        }
+        return;
+    }
     for (c0 = 0; c0 < m; c0 += CH) {
         size_t c = m - c0 < CH ? m - c0 : CH;
-        const float *src = recv + j0 + c0;
-        for (j = 0; j < c; j++) acc[j] = (double)src[j];
-        for (q = 1; q < d->K; q++) {
-            src = recv + (size_t)q * len + j0 + c0;
-            for (j = 0; j < c; j++) acc[j] += (double)src[j];
-        }
-        for (j = 0; j < c; j++) dst[c0 + j] = (float)(acc[j] / inv);
+        for (j = 0; j < c; j++) acc[j] = dm_load(recv + j0, c0 + j, dt);
+        for (q = 1; q < d->K; q++)
+            for (j = 0; j < c; j++) acc[j] += dm_load(recv + (size_t)q * stride + j0, c0 + j, dt);
+        for (j = 0; j < c; j++) dm_store(dst, c0 + j, dt, acc[j] / inv);
     }
 }
 
-/* Stages 1 and 2: the averaged slice of bucket k (elements [me0, me1) of
- * the flattened vector, in recv K times) into this rank's pieces. */
-static void dm_sum_into_pieces(const optim_mpi *d, const float *recv, size_t me0, size_t me1)
+/* The averaged slice of bucket k (this rank's elements [me0, me1) of the
+ * flattened vector, in recv K times) into this rank's pieces, parameter by
+ * parameter, each in its gradient type. */
+static void dm_sum_into_pieces(const optim_mpi *d, size_t k, const unsigned char *recv)
 {
-    size_t lo = 0, hi = d->npieces, j;
-    const osc_piece *q = d->pieces;
-    /* The first piece ending after me0 (pieces are in flattened order; the
-     * zero-length ones at the end are never met). */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (q[mid].param == OSC_NO_PARAM || q[mid].b == q[mid].a ||
-            d->L.off[q[mid].param] + q[mid].b > me0)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    for (j = lo; j < d->npieces && q[j].param != OSC_NO_PARAM && q[j].b > q[j].a; j++) {
-        size_t f0 = d->L.off[q[j].param] + q[j].a, f1 = d->L.off[q[j].param] + q[j].b;
-        size_t a = f0 > me0 ? f0 : me0, b = f1 < me1 ? f1 : me1;
-        if (f0 >= me1) break;
-        if (a < b) dm_sum_slices(d, recv, me1 - me0, a - me0, b - a, d->gbuf + d->goff[j] + (a - f0));
+    const dm_layout *L = &d->L;
+    size_t me0 = DM_CUT(L, k, d->rank), me1 = DM_CUT(L, k, d->rank + 1), i;
+    size_t b0 = DM_BCUT(L, k, d->rank), gm0 = dm_gcut(d, k, d->rank), stride = dm_gcut(d, k, d->rank + 1) - gm0;
+    if (me0 >= me1) return;
+    for (i = L->bparam[b0]; i < d->nparams && L->off[i] < me1; i++) {
+        size_t a = L->off[i] > me0 ? L->off[i] : me0, b = L->off[i] + L->n[i] < me1 ? L->off[i] + L->n[i] : me1;
+        size_t j = d->piece_of[i], sz = L->gsz[i];
+        if (a >= b || j == (size_t)-1) continue;
+        dm_sum_slices(d, recv, stride, L->gb[i] + (a - L->off[i]) * sz - gm0, b - a, d->gdt[i],
+                      d->gbuf + d->goff[j] + (a - L->off[i] - d->pieces[j].a) * sz);
     }
 }
 
-/* Unpack a gathered bucket of parameters into the parameters (but this rank's slice, already there). */
-static void dm_unpack_params(optim_mpi *d, size_t k, const float *src)
+/* Unpack a gathered bucket of parameters (recv: the bucket's parameter
+ * bytes) into the parameters (but this rank's slice, already there). */
+static void dm_unpack_params(optim_mpi *d, size_t k, const unsigned char *src)
 {
-    size_t x0 = dm_bucket_x0(d, k), x1 = x0 + dm_bucket_len(d, k);
-    size_t me0 = DM_CUT(&d->L, k, d->rank), me1 = DM_CUT(&d->L, k, d->rank + 1);
-    size_t i, k0, k1;
-    (void)k0;
-    (void)k1;
-    for (i = d->L.bparam[DM_BCUT(&d->L, k, 0)]; i < d->nparams && d->L.off[i] < x1; i++) {
-        size_t lo = d->L.off[i] > x0 ? d->L.off[i] : x0, hi = d->L.off[i] + d->L.n[i] < x1 ? d->L.off[i] + d->L.n[i] : x1;
-        size_t a, b;
+    const dm_layout *L = &d->L;
+    size_t x0 = dm_bucket_x0(d, k), x1 = x0 + dm_bucket_len(d, k), p0 = dm_pcut(d, k, 0);
+    size_t me0 = DM_CUT(L, k, d->rank), me1 = DM_CUT(L, k, d->rank + 1);
+    size_t i;
+    for (i = L->bparam[DM_BCUT(L, k, 0)]; i < d->nparams && L->off[i] < x1; i++) {
+        size_t lo = L->off[i] > x0 ? L->off[i] : x0, hi = L->off[i] + L->n[i] < x1 ? L->off[i] + L->n[i] : x1;
+        size_t a, b, sz = L->psz[i];
         if (lo >= hi) continue;
         /* [lo, hi) minus [me0, me1). */
         a = lo;
         b = hi < me0 ? hi : me0;
-        if (a < b) memcpy(d->p[i] + (a - d->L.off[i]), src + (a - x0), (b - a) * sizeof(float));
+        if (a < b)
+            memcpy(d->p[i] + (a - L->off[i]) * sz, src + (L->pb[i] + (a - L->off[i]) * sz - p0), (b - a) * sz);
         a = lo > me1 ? lo : me1;
         b = hi;
-        if (a < b) memcpy(d->p[i] + (a - d->L.off[i]), src + (a - x0), (b - a) * sizeof(float));
+        if (a < b)
+            memcpy(d->p[i] + (a - L->off[i]) * sz, src + (L->pb[i] + (a - L->off[i]) * sz - p0), (b - a) * sz);
     }
 }
 
@@ -149,18 +243,15 @@ static int dm_finish_slot(optim_mpi *d, dm_slot *s)
     rc = dm_wait(d, &s->req, what);
     if (rc != OPTIM_OK) return rc;
     if (s->state == DM_SLOT_REDUCE) {
-        size_t mine = DM_SLICE(&d->L, k, d->rank), me0 = DM_CUT(&d->L, k, d->rank);
-        if (d->stage == 0)
-            dm_sum_slices(d, s->recv, mine, 0, mine, d->gbuf + me0);
-        else
-            dm_sum_into_pieces(d, s->recv, me0, me0 + mine);
+        dm_sum_into_pieces(d, k, s->recv);
         if (d->stage == 0) {
-            /* Every rank needs every averaged gradient: all-gather the bucket in place. */
-            int mrc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, d->gbuf + dm_bucket_x0(d, k),
-                                      d->L.cnt + k * (size_t)d->K, d->L.dsp + k * (size_t)d->K, MPI_FLOAT, d->comm,
-                                      &d->ag_req[k]);
+            /* Every rank needs every averaged gradient: all-gather the bucket in place
+             * (stage 0's buffer holds the flattened gradient bytes). */
+            size_t g0 = dm_gcut(d, k, 0);
+            int mrc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_BYTE, d->gbuf + g0, d->L.gcnt + k * (size_t)d->K,
+                                      d->L.gdsp + k * (size_t)d->K, MPI_BYTE, d->comm, &d->ag_req[k]);
             if (mrc != MPI_SUCCESS) return dm_mpi_fail(d, mrc, "the all-gather of averaged gradients");
-            d->stats.gather_bytes += (dm_bucket_len(d, k) - mine) * sizeof(float);
+            d->stats.gather_bytes += (dm_gcut(d, k, d->K) - g0) - (dm_gcut(d, k, d->rank + 1) - dm_gcut(d, k, d->rank));
         }
     } else {
         dm_unpack_params(d, k, s->recv);
@@ -204,7 +295,7 @@ static int dm_slot_for(optim_mpi *d, size_t k, dm_slot **out)
 static int dm_start_reduce(optim_mpi *d, size_t k)
 {
     dm_slot *s;
-    const float *send;
+    const unsigned char *send;
     size_t x0 = dm_bucket_x0(d, k), x1 = x0 + dm_bucket_len(d, k), i;
     size_t one = d->L.single[k];
     int rc;
@@ -216,20 +307,20 @@ static int dm_start_reduce(optim_mpi *d, size_t k)
     }
     if (one != (size_t)-1 && !d->ready[one] && d->g[one]) {
         /* The bucket lies in one gradient that was not handed over: send from it directly. */
-        send = d->g[one] + (x0 - d->L.off[one]);
+        send = d->g[one] + (x0 - d->L.off[one]) * d->L.gsz[one];
     } else {
         for (i = d->L.bparam[DM_BCUT(&d->L, k, 0)]; i < d->nparams && d->L.off[i] < x1; i++)
             if (!d->ready[i]) dm_pack_grad(d, i, k, s->send);
         send = s->send;
     }
     d->remaining[k] = 0;
-    rc = MPI_Ialltoallv(send, d->L.cnt + k * (size_t)d->K, d->L.dsp + k * (size_t)d->K, MPI_FLOAT, s->recv,
-                        d->rs_cnt + k * (size_t)d->K, d->rs_dsp + k * (size_t)d->K, MPI_FLOAT, d->comm, &s->req);
+    rc = MPI_Ialltoallv(send, d->L.gcnt + k * (size_t)d->K, d->L.gdsp + k * (size_t)d->K, MPI_BYTE, s->recv,
+                        d->rs_cnt + k * (size_t)d->K, d->rs_dsp + k * (size_t)d->K, MPI_BYTE, d->comm, &s->req);
     if (rc != MPI_SUCCESS) return dm_mpi_fail(d, rc, "the reduce-scatter of a gradient bucket");
     s->state = DM_SLOT_REDUCE;
     s->seq = ++d->seq;
     d->started[k] = 1;
-    d->stats.reduce_bytes += (uint64_t)(d->K - 1) * DM_SLICE(&d->L, k, d->rank) * sizeof(float);
+    d->stats.reduce_bytes += (uint64_t)(d->K - 1) * (dm_gcut(d, k, d->rank + 1) - dm_gcut(d, k, d->rank));
     return OPTIM_OK;
 }
 
@@ -375,32 +466,36 @@ static int dm_reduce(optim_mpi *d, const char *fn)
     return dm_agree(d, rc, dm_config_hash(d->local), fn);
 }
 
-/* Stages 1 and 2: every rank's slices of the parameters to every rank. */
+/* Stages 1 and 2: every rank's slices of the parameters to every rank, in
+ * the parameters' own types. */
 static int dm_gather_params(optim_mpi *d)
 {
+    const dm_layout *L = &d->L;
     size_t k, i;
     int rc;
-    for (k = 0; k < d->L.nbuckets; k++) {
-        size_t one = d->L.single[k], x0 = dm_bucket_x0(d, k), mine = DM_SLICE(&d->L, k, d->rank);
-        size_t me0 = DM_CUT(&d->L, k, d->rank);
-        const int *cnt = d->L.cnt + k * (size_t)d->K, *dsp = d->L.dsp + k * (size_t)d->K;
-        d->stats.gather_bytes += (dm_bucket_len(d, k) - mine) * sizeof(float);
+    for (k = 0; k < L->nbuckets; k++) {
+        size_t one = L->single[k], x0 = dm_bucket_x0(d, k), p0 = dm_pcut(d, k, 0);
+        size_t me0 = DM_CUT(L, k, d->rank), me1 = DM_CUT(L, k, d->rank + 1);
+        const int *cnt = L->pcnt + k * (size_t)d->K, *dsp = L->pdsp + k * (size_t)d->K;
+        d->stats.gather_bytes += (dm_pcut(d, k, d->K) - p0) - (dm_pcut(d, k, d->rank + 1) - dm_pcut(d, k, d->rank));
         if (one != (size_t)-1) {
-            rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, d->p[one] + (x0 - d->L.off[one]), cnt, dsp, MPI_FLOAT,
-                                 d->comm, &d->ag_req[k]);
+            rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_BYTE, d->p[one] + (x0 - L->off[one]) * L->psz[one], cnt, dsp,
+                                 MPI_BYTE, d->comm, &d->ag_req[k]);
             if (rc != MPI_SUCCESS) return dm_mpi_fail(d, rc, "the all-gather of the parameters");
         } else {
             dm_slot *s;
-            size_t x1 = x0 + dm_bucket_len(d, k), me1 = me0 + mine;
+            size_t x1 = x0 + dm_bucket_len(d, k);
             rc = dm_slot_for(d, k, &s);
             if (rc != OPTIM_OK) return rc;
             /* This rank's slice into its place in the receive buffer; gathered in place. */
-            for (i = d->L.bparam[DM_BCUT(&d->L, k, 0)]; i < d->nparams && d->L.off[i] < x1; i++) {
-                size_t lo = d->L.off[i] > me0 ? d->L.off[i] : me0;
-                size_t hi = d->L.off[i] + d->L.n[i] < me1 ? d->L.off[i] + d->L.n[i] : me1;
-                if (lo < hi) memcpy(s->recv + (lo - x0), d->p[i] + (lo - d->L.off[i]), (hi - lo) * sizeof(float));
+            for (i = L->bparam[DM_BCUT(L, k, 0)]; i < d->nparams && L->off[i] < x1; i++) {
+                size_t lo = L->off[i] > me0 ? L->off[i] : me0, sz = L->psz[i];
+                size_t hi = L->off[i] + L->n[i] < me1 ? L->off[i] + L->n[i] : me1;
+                if (lo < hi)
+                    memcpy(s->recv + (L->pb[i] + (lo - L->off[i]) * sz - p0), d->p[i] + (lo - L->off[i]) * sz,
+                           (hi - lo) * sz);
             }
-            rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, s->recv, cnt, dsp, MPI_FLOAT, d->comm, &s->req);
+            rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_BYTE, s->recv, cnt, dsp, MPI_BYTE, d->comm, &s->req);
             if (rc != MPI_SUCCESS) return dm_mpi_fail(d, rc, "the all-gather of the parameters");
             s->state = DM_SLOT_GATHER;
             s->seq = ++d->seq;

@@ -40,7 +40,7 @@ char *osc_piece_name(const osc_manifest *m, const osc_piece *p)
 /* ---- State from shards ---------------------------------------------------------------- */
 
 /* A temporary optimizer over rank r's pieces, loaded from its file. */
-static int osc_load_shard(const osc_manifest *m, const char *dir, int r, const optim *like, float *const *param_mem,
+static int osc_load_shard(const osc_manifest *m, const char *dir, int r, const optim *like, void *const *param_mem,
                           optim **out, optim_error *err)
 {
     optim *t = NULL;
@@ -64,11 +64,15 @@ static int osc_load_shard(const osc_manifest *m, const char *dir, int r, const o
             rc = osc_fail(err, OPTIM_ENOMEM, "%s: out of memory", path);
             goto fail;
         }
-        if (q->param == OSC_NO_PARAM)
+        if (q->param == OSC_NO_PARAM) {
             rc = optim_add_param(t, 0, NULL, NULL, 0, name, NULL);
-        else
-            rc = optim_add_param(t, m->params[q->param].group, param_mem[q->param] ? param_mem[q->param] + q->a : NULL,
-                                 NULL, q->b - q->a, name, NULL);
+        } else {
+            /* The parameter's own types: its state is read back in its type, bit for bit. */
+            const osc_param *pp = &m->params[q->param];
+            unsigned char *mem = (unsigned char *)param_mem[q->param];
+            rc = optim_add_param_ex(t, pp->group, mem ? mem + q->a * optim_dtype_size(pp->pdt) : NULL, pp->pdt, NULL,
+                                    pp->gdt, q->b - q->a, pp->sdt, 0, name, NULL);
+        }
         free(name);
         if (rc != OPTIM_OK) {
             rc = osc_fail(err, rc, "%s: %s", path, optim_errmsg(t));
@@ -112,7 +116,7 @@ static int osc_copy_settings(optim *t, optim *target, optim_error *err)
 }
 
 int osc_fill(const osc_manifest *m, const char *dir, optim *target, const osc_piece *tp, size_t ntp,
-             float *const *param_mem, optim_error *err)
+             void *const *param_mem, optim_error *err)
 {
     size_t *covered = (size_t *)calloc(ntp ? ntp : 1, sizeof *covered);
     unsigned char *stepped = (unsigned char *)calloc(ntp ? ntp : 1, 1);
@@ -127,6 +131,17 @@ int osc_fill(const osc_manifest *m, const char *dir, optim *target, const osc_pi
                       optim_rule_name(m->rule), m->ngroups, optim_rule_name(optim_get_rule(target)),
                       optim_group_count(target));
         goto done;
+    }
+    for (i = 0; i < ntp; i++) {
+        optim_dtype sdt = OPTIM_FLOAT32;
+        if (tp[i].param == OSC_NO_PARAM) continue;
+        optim_param_get_dtypes(target, i, NULL, NULL, &sdt);
+        if (sdt != m->params[tp[i].param].sdt) {
+            rc = osc_fail(err, OPTIM_EMISMATCH, "param %zu '%s' keeps %s state in the checkpoint, %s here",
+                          tp[i].param, m->params[tp[i].param].name, optim_dtype_name(m->params[tp[i].param].sdt),
+                          optim_dtype_name(sdt));
+            goto done;
+        }
     }
     for (r = 0; r < m->ranks; r++) {
         optim *t = NULL;
@@ -159,13 +174,16 @@ int osc_fill(const osc_manifest *m, const char *dir, optim *target, const osc_pi
                 hi = q->b < tp[i].b ? q->b : tp[i].b;
                 /* Overlapping pieces, or the zero-size parameter's only piece. */
                 if (lo < hi || (q->a == q->b && tp[i].a == tp[i].b)) {
+                    const size_t sz = optim_dtype_size(m->params[q->param].sdt);
                     for (s = 0; s < nslots; s++) {
-                        float *src = NULL, *dst = NULL;
+                        void *src = NULL, *dst = NULL;
                         int init = 0;
-                        optim_state_slot(t, k, s, &src, &init);
-                        optim_state_slot(target, i, s, &dst, NULL);
+                        optim_state_slot_data(t, k, s, &src, NULL, &init);
+                        optim_state_slot_data(target, i, s, &dst, NULL, NULL);
                         if (!dst) continue;
-                        if (src && lo < hi) memcpy(dst + (lo - tp[i].a), src + (lo - q->a), (hi - lo) * sizeof(float));
+                        if (src && lo < hi)
+                            memcpy((unsigned char *)dst + (lo - tp[i].a) * sz,
+                                   (const unsigned char *)src + (lo - q->a) * sz, (hi - lo) * sz);
                         optim_state_set_initialized(target, i, s, src ? init : 0);
                     }
                     if (lo < hi) covered[i] += hi - lo;
@@ -203,7 +221,8 @@ int osc_merge(const char *dir, const char *out, optim_error *err)
     char *text = NULL;
     size_t len, i, total = 0;
     optim *full = NULL;
-    float *mem = NULL, **param_mem = NULL;
+    unsigned char *mem = NULL;
+    void **param_mem = NULL;
     osc_piece *tp = NULL;
     char what[4096 + 32];
     int rc;
@@ -213,12 +232,13 @@ int osc_merge(const char *dir, const char *out, optim_error *err)
     rc = osc_manifest_parse(text, len, what, &m, err);
     free(text);
     if (rc != OPTIM_OK) return rc;
-    for (i = 0; i < m.nparams; i++) total += m.params[i].n;
-    mem = (float *)calloc(total ? total : 1, sizeof *mem);
-    param_mem = (float **)calloc(m.nparams ? m.nparams : 1, sizeof *param_mem);
+    /* The parameters' memory (zeros; never stepped), each in its type, on 8 bytes. */
+    for (i = 0; i < m.nparams; i++) total += (m.params[i].n * optim_dtype_size(m.params[i].pdt) + 7) / 8 * 8;
+    mem = (unsigned char *)calloc(total ? total : 1, 1);
+    param_mem = (void **)calloc(m.nparams ? m.nparams : 1, sizeof *param_mem);
     tp = (osc_piece *)calloc(m.nparams ? m.nparams : 1, sizeof *tp);
     if (!mem || !param_mem || !tp || optim_create(&full, m.rule) != OPTIM_OK) {
-        rc = osc_fail(err, OPTIM_ENOMEM, "optim_mpi_merge: out of memory for %zu parameters", total);
+        rc = osc_fail(err, OPTIM_ENOMEM, "optim_mpi_merge: out of memory for %zu bytes of parameters", total);
         goto done;
     }
     for (i = 0; i < m.ngroups; i++) {
@@ -229,8 +249,8 @@ int osc_merge(const char *dir, const char *out, optim_error *err)
     total = 0;
     for (i = 0; i < m.nparams; i++) {
         param_mem[i] = mem + total;
-        if ((rc = optim_add_param(full, m.params[i].group, param_mem[i], NULL, m.params[i].n, m.params[i].name,
-                                  NULL)) != OPTIM_OK)
+        if ((rc = optim_add_param_ex(full, m.params[i].group, param_mem[i], m.params[i].pdt, NULL, m.params[i].gdt,
+                                     m.params[i].n, m.params[i].sdt, 0, m.params[i].name, NULL)) != OPTIM_OK)
             goto lib_fail;
         if (m.params[i].shape_given &&
             (rc = optim_param_set_shape(full, i, m.params[i].ndim, m.params[i].dims)) != OPTIM_OK)
@@ -238,7 +258,7 @@ int osc_merge(const char *dir, const char *out, optim_error *err)
         tp[i].param = i;
         tp[i].a = 0;
         tp[i].b = m.params[i].n;
-        total += m.params[i].n;
+        total += (m.params[i].n * optim_dtype_size(m.params[i].pdt) + 7) / 8 * 8;
     }
     rc = osc_fill(&m, dir, full, tp, m.nparams, param_mem, err);
     if (rc != OPTIM_OK) goto done;

@@ -17,10 +17,13 @@
 #include <stdint.h>
 
 #define OSC_MANIFEST "manifest"
-/* Format 2 (contiguous shards) adds the `layout` line; format 1 (one slice
- * of every bucket per rank) is read as layout "buckets": its pieces are
- * explicit, so it loads, reshards and merges as any other layout. */
-#define OSC_FORMAT 2
+/* Format 3 adds each parameter's element types (memory, gradient, state)
+ * to its line; a format-2 parameter is float32 throughout. Savers write
+ * format 2 when every parameter is float32 throughout (what older libraries
+ * read), else 3. Format 2 (contiguous shards) adds the `layout` line; format
+ * 1 (one slice of every bucket per rank) is read as layout "buckets": its
+ * pieces are explicit, so it loads, reshards and merges as any other layout. */
+#define OSC_FORMAT 3
 
 /* Elements [a, b) of the model's parameter `param`: one parameter of a
  * rank's local optimizer. A piece with param == OSC_NO_PARAM is the
@@ -36,6 +39,7 @@ typedef struct osc_param {
     int shape_given;
     size_t ndim;
     int64_t *dims; /* ndim of them when shape_given */
+    optim_dtype pdt, gdt, sdt; /* element types of its memory, gradient, state (format 3; else float32) */
 } osc_param;
 
 typedef struct osc_manifest {
@@ -75,14 +79,16 @@ char *osc_piece_name(const osc_manifest *m, const osc_piece *p);
 /* Rebuild target's state from the shards of dir that its pieces overlap.
  * target has m->ngroups groups and one parameter per piece of tp[0..ntp)
  * (in that order; zero-length pieces included); param_mem[i] is the memory
- * of the model's parameter i (used as the temporary optimizers' parameter
- * pointers, never written). Groups' hyperparameters, schedules and schedule
+ * of the model's parameter i, of its type m->params[i].pdt (used as the
+ * temporary optimizers' parameter pointers, never written). Each state
+ * array is copied in its type, which must be the manifest's (the caller
+ * checks; OPTIM_EMISMATCH here otherwise). Groups' hyperparameters, schedules and schedule
  * steps, the non-finite policy, clipping and the counters are replaced by
  * the saved ones; state arrays, initialised flags, step counters and NAdam's
  * mu_product are copied element range by element range. On error target may
  * be partly filled: build a fresh one. */
 int osc_fill(const osc_manifest *m, const char *dir, optim *target, const osc_piece *tp, size_t ntp,
-             float *const *param_mem, optim_error *err);
+             void *const *param_mem, optim_error *err);
 
 /* Merge dir's checkpoint into one optim_save file. */
 int osc_merge(const char *dir, const char *out, optim_error *err);

@@ -146,6 +146,10 @@ char *osc_manifest_render(const osc_manifest *m, size_t *len)
             osc_put(&b, "%zu:", p->ndim);
             for (k = 0; k < p->ndim; k++) osc_put(&b, "%s%lld", k ? "," : "", (long long)p->dims[k]);
         }
+        if (m->format >= 3) {
+            const char *pn = optim_dtype_name(p->pdt), *gn = optim_dtype_name(p->gdt), *sn = optim_dtype_name(p->sdt);
+            osc_put(&b, " %s,%s,%s", pn ? pn : "?", gn ? gn : "?", sn ? sn : "?");
+        }
         osc_put(&b, " ");
         osc_put_escaped(&b, p->name);
         osc_put(&b, "\n");
@@ -263,6 +267,43 @@ bad:
     return osc_fail(err, OPTIM_EFORMAT, "%s: line %d: bad escape in name '%s'", r->what, r->line, s);
 }
 
+/* "float32,bfloat16,float32": a parameter's memory, gradient and state
+ * types, a combination the core takes. */
+static int osc_dtypes(osc_rd *r, const char *s, osc_param *p, optim_error *err)
+{
+    optim_dtype t[3];
+    const char *at = s;
+    int k;
+    for (k = 0; k < 3; k++) {
+        const char *end = k < 2 ? strchr(at, ',') : at + strlen(at);
+        int d, found = 0;
+        if (!end) break;
+        for (d = 0; d < OPTIM_DTYPE_COUNT && !found; d++) {
+            const char *name = optim_dtype_name((optim_dtype)d);
+            if (name && strlen(name) == (size_t)(end - at) && strncmp(name, at, (size_t)(end - at)) == 0) {
+                t[k] = (optim_dtype)d;
+                found = 1;
+            }
+        }
+        if (!found) break;
+        at = end + (k < 2);
+    }
+    if (k < 3)
+        return osc_fail(err, OPTIM_EFORMAT, "%s: line %d: element types '%.60s' (memory,gradient,state: float32, "
+                        "float64, bfloat16 or float16)", r->what, r->line, s);
+    {
+        optim_dtype dflt;
+        if (optim_dtypes_check(t[0], t[1], &dflt, NULL) != OPTIM_OK ||
+            (t[2] != dflt && optim_state_dtype_check(t[0], t[2], NULL) != OPTIM_OK))
+            return osc_fail(err, OPTIM_EFORMAT, "%s: line %d: element types '%.60s' are no combination the library "
+                            "takes", r->what, r->line, s);
+    }
+    p->pdt = t[0];
+    p->gdt = t[1];
+    p->sdt = t[2];
+    return OPTIM_OK;
+}
+
 int osc_manifest_parse(const char *text, size_t len, const char *what, osc_manifest *m, optim_error *err)
 {
     osc_rd r;
@@ -354,7 +395,7 @@ int osc_manifest_parse(const char *text, size_t len, const char *what, osc_manif
     m->nparams = (size_t)v;
     for (i = 0; i < m->nparams; i++) {
         osc_param *p = &m->params[i];
-        OSC_TRY(osc_expect(&r, "param", 6, err));
+        OSC_TRY(osc_expect(&r, "param", m->format >= 3 ? 7 : 6, err));
         OSC_TRY(osc_num(&r, r.tok[1], SIZE_MAX, &v, err));
         if (v != i) {
             osc_fail(err, OPTIM_EFORMAT, "%s: line %d: param %llu where %zu was expected", what, r.line, v, i);
@@ -408,7 +449,9 @@ int osc_manifest_parse(const char *text, size_t len, const char *what, osc_manif
             }
             p->shape_given = 1;
         }
-        OSC_TRY(osc_unescape(&r, r.tok[5], &p->name, err));
+        p->pdt = p->gdt = p->sdt = OPTIM_FLOAT32;
+        if (m->format >= 3) OSC_TRY(osc_dtypes(&r, r.tok[5], p, err));
+        OSC_TRY(osc_unescape(&r, r.tok[m->format >= 3 ? 6 : 5], &p->name, err));
     }
     for (rank = 0; rank < m->ranks; rank++) {
         OSC_TRY(osc_expect(&r, "shard", 4, err));

@@ -6,7 +6,8 @@
 #          liboptim_mpi and `optim lab --distributed` (built when CMake finds MPI)
 #   test:  Debian's Python with torch, numpy, pytest; clang for the fuzzer and sanitizers; valgrind;
 #          Open MPI's mpirun for the tests of liboptim_mpi (label mpi); and what the lab's tests run on
-#          (matplotlib, Fashion-MNIST, sklearn's digits): under CI (CI=true) a test skipped for a
+#          (matplotlib, Fashion-MNIST, sklearn's digits); pip, setuptools, venv and dpkg-dev for the
+#          install tests (label install: pip install ., cpack -G DEB): under CI (CI=true) a test skipped for a
 #          missing dependency fails, so the test target installs them all
 #   run:   matplotlib for the report's figures, Fashion-MNIST and the sklearn data sets
 set -eu
@@ -15,6 +16,7 @@ for group in "$@"; do
   case "$group" in
     build) pkgs="$pkgs build-essential cmake pkg-config libopenblas-dev zlib1g-dev openmpi-bin libopenmpi-dev" ;;
     test)  pkgs="$pkgs python3 python3-torch python3-numpy python3-pytest clang libclang-rt-14-dev valgrind openmpi-bin libopenmpi-dev"
+           pkgs="$pkgs git python3-pip python3-setuptools python3-wheel python3-venv dpkg-dev" # tests/install: pip install ., cpack -G DEB
            pkgs="$pkgs python3-matplotlib dataset-fashion-mnist python3-sklearn" ;;
     run)   pkgs="$pkgs python3 python3-numpy python3-matplotlib dataset-fashion-mnist python3-sklearn" ;;
     *) echo "deps.sh: unknown group '$group' (build, test, run)" >&2; exit 2 ;;

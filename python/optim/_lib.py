@@ -2,11 +2,15 @@
 
 The library is found, in order, at:
   1. $OPTIM_LIBRARY (a path to liboptim.so);
-  2. the CMake build tree of this checkout that `make` uses, build/liboptim.so,
+  2. the library installed inside this package (optim/_native/liboptim.so,
+     which `pip install .` puts there): an installed package uses its own
+     library, never an older one lying in a build tree or on the system;
+  3. the CMake build tree of this checkout that `make` uses, build/liboptim.so,
      then any other build*/liboptim.so next to python/ (newest first);
-  3. the system's library path (ctypes.util.find_library("optim")).
-No build step and no installation are needed: `make` builds the library and
-the package finds it.
+  4. the system's library path (ctypes.util.find_library("optim"), e.g. the
+     Debian package CPack builds).
+From a checkout no build step and no installation are needed: `make` builds
+the library and the package finds it.
 
 Only the loading is here: optim._capi declares the C functions (every one, in
 one table) and reads the library's version.
@@ -25,6 +29,9 @@ def _candidates():
         yield env
         return
     here = os.path.dirname(os.path.abspath(__file__))
+    packaged = os.path.join(here, "_native", "liboptim.so")
+    if os.path.exists(packaged):
+        yield packaged
     root = os.path.dirname(os.path.dirname(here))
     main = os.path.join(root, "build", "liboptim.so")
     if os.path.exists(main):
@@ -54,8 +61,8 @@ def _load():
     if os.environ.get("OPTIM_LIBRARY"):
         raise ImportError("OPTIM_LIBRARY=%s cannot be loaded: %s" % (os.environ["OPTIM_LIBRARY"], "; ".join(tried)))
     raise ImportError(
-        "liboptim.so not found: build it with `make` at the root of the optim checkout "
-        "(it lands in build/), or point OPTIM_LIBRARY at a liboptim.so"
+        "liboptim.so not found: install the package with `pip install .` from the optim checkout, or build "
+        "it with `make` at the root of the checkout (it lands in build/), or point OPTIM_LIBRARY at a liboptim.so"
         + ("; tried: " + "; ".join(tried) if tried else "")
     )
 

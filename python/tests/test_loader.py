@@ -71,3 +71,55 @@ def test_readme_python_quick_start(tmp_path):
     a = float(ours.stdout.split("loss")[1])
     b = float(theirs.stdout.split("loss")[1])
     assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), (a, b)
+
+
+def _fake_install(tmp_path):
+    """A copy of the package as `pip install .` lays it out (optim/_native/liboptim.so and optim), inside a
+    directory that also holds a build tree with other copies: the installed package must use its own."""
+    import optim.__main__
+    site = tmp_path / "python"
+    shutil.copytree(os.path.join(PYDIR, "optim"), site / "optim",
+                    ignore=shutil.ignore_patterns("__pycache__", "_native"))
+    native = site / "optim" / "_native"
+    native.mkdir()
+    shutil.copy(_built_library(), native / "liboptim.so")
+    stale = tmp_path / "build"
+    (stale / "tools").mkdir(parents=True)
+    shutil.copy(_built_library(), stale / "liboptim.so")
+    exe = os.environ.get("OPTIM_LAB_EXE") or optim.__main__.command()
+    if exe:
+        shutil.copy(exe, native / "optim")
+        shutil.copy(exe, stale / "tools" / "optim")
+    return site, native, exe
+
+
+def test_installed_package_loads_its_own_library_first(tmp_path):
+    """pip installs liboptim.so inside the package (optim/_native); a build tree or a system library next to it
+    (an older liboptim) must not win over it."""
+    site, native, _ = _fake_install(tmp_path)
+    env = {"PYTHONPATH": str(site)}
+    p = _python("import optim._lib as l; print(l.path)", env, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str(native / "liboptim.so"), p.stdout
+    # OPTIM_LIBRARY still comes first.
+    other = tmp_path / "other.so"
+    shutil.copy(_built_library(), other)
+    p = _python("import optim._lib as l; print(l.path)", dict(env, OPTIM_LIBRARY=str(other)), cwd=str(tmp_path))
+    assert p.returncode == 0 and p.stdout.strip() == str(other), (p.stdout, p.stderr)
+
+
+def test_python_m_optim_runs_the_packaged_command(tmp_path):
+    """`python3 -m optim ...` runs the optim command installed inside the package before a build tree's; from a
+    checkout it finds the build tree's (or OPTIM_COMMAND)."""
+    site, native, exe = _fake_install(tmp_path)
+    if not exe:
+        pytest.skip("the optim command is not built (OPTIM_BUILD_TOOLS=OFF)")
+    p = _python("import optim.__main__ as m; print(m.command())", {"PYTHONPATH": str(site)}, cwd=str(tmp_path))
+    assert p.returncode == 0 and p.stdout.strip() == str(native / "optim"), (p.stdout, p.stderr)
+    p = subprocess.run([sys.executable, "-m", "optim", "version"], capture_output=True, text=True, timeout=120,
+                       cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=str(site)))
+    import optim
+    assert p.returncode == 0 and ("optim %s" % optim.__version__) in p.stdout, (p.stdout, p.stderr)
+    p = subprocess.run([sys.executable, "-m", "optim", "no-such-command"], capture_output=True, text=True,
+                       timeout=120, cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=str(site)))
+    assert p.returncode != 0 and "no-such-command" in p.stderr, (p.stdout, p.stderr)

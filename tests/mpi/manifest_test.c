@@ -54,6 +54,11 @@ static void sample(osc_manifest *m)
         m->params[i].group = i % 2;
         m->params[i].dims = (int64_t *)calloc(2, sizeof(int64_t));
     }
+    /* Element types (format 3): a mixed model. */
+    m->params[2].pdt = m->params[2].gdt = OPTIM_BFLOAT16;
+    m->params[3].gdt = OPTIM_FLOAT16;
+    m->params[3].sdt = OPTIM_BFLOAT16;
+    m->params[4].pdt = m->params[4].gdt = m->params[4].sdt = OPTIM_FLOAT64;
     m->params[0].shape_given = 1;
     m->params[0].ndim = 2;
     m->params[0].dims[0] = 3;
@@ -111,8 +116,11 @@ int main(void)
         for (i = 0; i < 5; i++) {
             CHECK(strcmp(p.params[i].name, m.params[i].name) == 0, "name %zu: '%s'", i, p.params[i].name);
             CHECK(p.params[i].n == m.params[i].n && p.params[i].group == m.params[i].group &&
-                      p.params[i].shape_given == m.params[i].shape_given && p.params[i].ndim == m.params[i].ndim,
-                  "param %zu", i);
+                      p.params[i].shape_given == m.params[i].shape_given && p.params[i].ndim == m.params[i].ndim &&
+                      p.params[i].pdt == m.params[i].pdt && p.params[i].gdt == m.params[i].gdt &&
+                      p.params[i].sdt == m.params[i].sdt,
+                  "param %zu (element types %d %d %d)", i, (int)p.params[i].pdt, (int)p.params[i].gdt,
+                  (int)p.params[i].sdt);
         }
         CHECK(p.params[0].dims[0] == 3 && p.params[0].dims[1] == 4, "shape");
         for (i = 0; i < 2; i++) {
@@ -147,7 +155,43 @@ int main(void)
             free(again);
             osc_manifest_free(&p);
         }
+        m.format = 2;
+        {
+            /* Format 2 has no element types: read as float32 throughout. */
+            char *t2 = osc_manifest_render(&m, &l1);
+            rc = osc_manifest_parse(t2, l1, "format 2", &p, &err);
+            CHECK(rc == OPTIM_OK, "a format-2 manifest: %s", err.message);
+            if (rc == OPTIM_OK) {
+                CHECK(p.params[4].pdt == OPTIM_FLOAT32 && p.params[4].sdt == OPTIM_FLOAT32 &&
+                          p.params[2].gdt == OPTIM_FLOAT32,
+                      "format 2: float32 throughout");
+                osc_manifest_free(&p);
+            }
+            free(t2);
+        }
         m.format = OSC_FORMAT;
+        {
+            /* Element types that are no type, or no combination the core takes, are refused by name. */
+            static const char *bad[] = {"float32,float32,int8", "float64,bfloat16,float64", "float32,float32",
+                                        "float64,float64,bfloat16"};
+            size_t b;
+            char *tt = osc_manifest_render(&m, &l1), *want = strstr(tt, "float64,float64,float64");
+            for (b = 0; b < sizeof bad / sizeof *bad && want; b++) {
+                size_t pre = (size_t)(want - tt), wl = strlen("float64,float64,float64"), bl = strlen(bad[b]);
+                char *u = (char *)malloc(l1 + bl + 1);
+                memcpy(u, tt, pre);
+                memcpy(u + pre, bad[b], bl);
+                memcpy(u + pre + bl, want + wl, l1 - pre - wl);
+                reseal(u, l1 - wl + bl);
+                rc = osc_manifest_parse(u, l1 - wl + bl, "types", &p, &err);
+                CHECK(rc == OPTIM_EFORMAT && strstr(err.message, bad[b]) != NULL, "element types '%s': %s", bad[b],
+                      err.message);
+                if (rc == OPTIM_OK) osc_manifest_free(&p);
+                free(u);
+            }
+            CHECK(want != NULL, "format 3 renders the element types");
+            free(tt);
+        }
         strcpy(m.layout, "strips");
         t3 = osc_manifest_render(&m, &l3);
         rc = osc_manifest_parse(t3, l3, "bad layout", &p, &err);
@@ -157,13 +201,13 @@ int main(void)
         strcpy(m.layout, "contiguous");
         free(t3);
         t3 = osc_manifest_render(&m, &l3);
-        at = strstr(t3, "format 2\n");
-        CHECK(at != NULL, "format 2 rendering");
+        at = strstr(t3, "format 3\n");
+        CHECK(at != NULL, "format 3 rendering");
         if (at) {
-            at[7] = '3';
+            at[7] = '4';
             reseal(t3, l3);
             rc = osc_manifest_parse(t3, l3, "future", &p, &err);
-            CHECK(rc == OPTIM_EVERSION && strstr(err.message, "format 3 is newer") != NULL, "format 3: %s",
+            CHECK(rc == OPTIM_EVERSION && strstr(err.message, "format 4 is newer") != NULL, "format 4: %s",
                   err.message);
             if (rc == OPTIM_OK) osc_manifest_free(&p);
         }

@@ -20,6 +20,7 @@
  *   mpi_test errors                     failures on one rank fail every rank; nothing changes
  *   mpi_test kill --rank R --at T       rank R kills itself at step T (mpirun must end the job)
  *   mpi_test timeout                    the last rank stops answering: the others fail with ECOMM
+ *   mpi_test types [--steps N --dir D]  every element type, mixed (mpi_test_types.c), typed checkpoints
  */
 #define _POSIX_C_SOURCE 200809L
 #include "mpi_test.h"
@@ -574,6 +575,7 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "errors") == 0) cmd_errors();
     else if (strcmp(cmd, "kill") == 0) cmd_kill(kill_rank, at);
     else if (strcmp(cmd, "timeout") == 0) cmd_timeout();
+    else if (strcmp(cmd, "types") == 0) cmd_types(steps, o.dir ? o.dir : "types_ckpt");
     else {
         fprintf(stderr, "mpi_test: unknown command %s\n", cmd);
         MPI_Abort(MPI_COMM_WORLD, 2);

@@ -106,5 +106,7 @@ int cmd_mismatch(const char *what_arg);
 int cmd_errors(void);
 int cmd_kill(int kill_rank, int at);
 int cmd_timeout(void);
+/* mpi_test_types.c: every element type, mixed in one model; typed checkpoints under dir. */
+int cmd_types(int steps, const char *dir);
 
 #endif

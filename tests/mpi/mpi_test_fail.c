@@ -30,6 +30,7 @@ int cmd_mismatch(const char *what_arg)
         {"state", "state exp_avg"},
         {"shape", "shape"},
         {"sam", "SAM's rho: 0.050000000000000003 on rank"},
+        {"dtype", "param 5 'p5' element types: float32 memory, float32 gradients, float32 state on rank"},
     };
     const cfg *c = cfg_find("adam-amsgrad-clip3");
     size_t k;
@@ -62,6 +63,23 @@ int cmd_mismatch(const char *what_arg)
                         snprintf(name, sizeof name, "p%zu", i);
                         optim_add_param(other, i % 2, m.w[i], m.g[i], m.n[i], name, NULL);
                     }
+                }
+            }
+            if (strcmp(w, "dtype") == 0) {
+                /* The same model, but param 5 keeps bfloat16 state. */
+                optim_hparams hp;
+                int g;
+                size_t i;
+                optim_create(&other, c->rule);
+                for (g = 0; g < 2; g++) {
+                    hparams_for(&hp, c->rule, (size_t)g);
+                    optim_add_group(other, &hp, NULL);
+                }
+                for (i = 0; i < 8; i++) {
+                    char name[16];
+                    snprintf(name, sizeof name, "p%zu", i);
+                    optim_add_param_ex(other, i % 2, m.w[i], OPTIM_FLOAT32, m.g[i], OPTIM_FLOAT32, m.n[i],
+                                       i == 5 ? OPTIM_BFLOAT16 : OPTIM_FLOAT32, 0, name, NULL);
                 }
             }
             if (strcmp(w, "psize") == 0) {
@@ -229,15 +247,24 @@ int cmd_errors(void)
         run_step(&R, t++, g_size);
         run_close(&R);
     }
-    /* 5. A parameter of another element type than float32 is refused by name on every rank (the
-     * buckets and shards move float32; it is never read as floats). */
+    /* 5. Element types: a float64 parameter beside a float32 one is taken (mpi_test_types.c steps every
+     * type); what stays refused is refused by name on every rank, and nothing changes: SAM over a
+     * parameter that is not float32 (the core's optim_sam_create takes float32 only), and the float32
+     * setters on a float64 parameter (optim_mpi_set_grad_data / _param_data take it). */
     {
-        static double w64[64], g64[64];
+        static double w64[64], g64[64], g64b[64];
         static float w32[64], g32[64];
         optim *opt = NULL;
         optim_mpi *d = NULL;
         optim_hparams hp;
         optim_error err;
+        size_t j;
+        for (j = 0; j < 64; j++) {
+            w64[j] = 0.5 + 0.01 * (double)j;
+            g64[j] = g64b[j] = 0.1;
+            w32[j] = 0.25f;
+            g32[j] = 0.1f;
+        }
         must(optim_create(&opt, OPTIM_ADAM), "create", "");
         optim_hparams_init(&hp, OPTIM_ADAM, NULL);
         must(optim_add_group(opt, &hp, NULL), "add_group", optim_errmsg(opt));
@@ -245,11 +272,29 @@ int cmd_errors(void)
         must(optim_add_param_typed(opt, 0, w64, OPTIM_FLOAT64, g64, OPTIM_FLOAT64, 64, "b", NULL), "add_param_typed",
              optim_errmsg(opt));
         rc = optim_mpi_create(&d, opt, MPI_COMM_WORLD, 1, &err);
-        CHECK(rc == OPTIM_EUNSUPPORTED && d == NULL &&
-                  strstr(err.message, "param 1 'b' has float64 memory and float64 gradients") != NULL,
-              "a float64 parameter: %s: %s", optim_err_name(rc), err.message);
-        if (g_rank == 0) printf("a float64 parameter refused: %s\n", err.message);
+        CHECK(rc == OPTIM_OK && d != NULL, "a float64 parameter beside a float32 one: %s: %s", optim_err_name(rc),
+              err.message);
         optim_free(opt);
+        if (d) {
+            rc = optim_mpi_set_sam(d, 0.05, 2.0, 0, 0.0);
+            CHECK(rc == OPTIM_EUNSUPPORTED && strstr(optim_mpi_errmsg(d), "'b[0:64]'") != NULL &&
+                      strstr(optim_mpi_errmsg(d), "float64") != NULL,
+                  "SAM over a float64 parameter: %s: %s", optim_err_name(rc), optim_mpi_errmsg(d));
+            if (g_rank == 0) printf("SAM over a float64 parameter refused: %s\n", optim_mpi_errmsg(d));
+            rc = optim_mpi_set_grad(d, 1, g32);
+            CHECK(rc == OPTIM_EINVAL && strstr(optim_mpi_errmsg(d), "param 1 'b' has float64 memory and float64 "
+                                                                     "gradients") != NULL,
+                  "optim_mpi_set_grad on a float64 parameter: %s: %s", optim_err_name(rc), optim_mpi_errmsg(d));
+            rc = optim_mpi_set_param_ptrs(d, 1, w32, g32);
+            CHECK(rc == OPTIM_EINVAL && strstr(optim_mpi_errmsg(d), "optim_mpi_set_param_data") != NULL,
+                  "optim_mpi_set_param_ptrs on a float64 parameter: %s: %s", optim_err_name(rc), optim_mpi_errmsg(d));
+            /* Nothing changed: the step reads g64 (0.1 everywhere), as the typed setter then points it at g64b. */
+            must(optim_mpi_set_grad_data(d, 1, g64b), "optim_mpi_set_grad_data", optim_mpi_errmsg(d));
+            must(optim_mpi_step(d), "optim_mpi_step", optim_mpi_errmsg(d));
+            CHECK(w64[0] < 0.5 && w64[0] > 0.49 && w32[0] < 0.25f, "the step moved both parameters: %.17g %.9g",
+                  w64[0], (double)w32[0]);
+            optim_mpi_free(d);
+        }
     }
     if (g_rank == 0) printf("errors: %s\n", g_failures ? "FAILED" : "every rank failed together, nothing changed");
     return 0;

@@ -359,9 +359,12 @@ static int exe_dir(char *buf, size_t n)
     return 0;
 }
 
-/* python/ of the checkout: $OPTIM_LAB_PYTHONPATH, else walking up from the
- * executable (build dirs live inside the checkout), else the source tree
- * this program was built from. */
+/* The directory holding the optim Python package (its lab/render.py):
+ * $OPTIM_LAB_PYTHONPATH, else walking up from the executable: python/ of a
+ * checkout (build dirs live inside it), the package itself (pip installs
+ * this program as optim/_native/optim), or share/optim/python of an install
+ * prefix (the Debian package: /usr/bin/optim, /usr/share/optim/python);
+ * else the source tree this program was built from. */
 static int find_python_dir(char *out, size_t n)
 {
     char dir[PATH_MAX - 16], probe[PATH_MAX + 64];
@@ -374,10 +377,14 @@ static int find_python_dir(char *out, size_t n)
     if (exe_dir(dir, sizeof dir) == 0) {
         for (up = 0; up < 5; up++) {
             char *slash;
-            snprintf(probe, sizeof probe, "%s/python/optim/lab/render.py", dir);
-            if (is_file(probe)) {
-                snprintf(out, n, "%s/python", dir);
-                return 0;
+            static const char *const where[] = {"/python", "", "/share/optim/python"};
+            size_t w;
+            for (w = 0; w < sizeof where / sizeof *where; w++) {
+                snprintf(probe, sizeof probe, "%s%s/optim/lab/render.py", dir, where[w]);
+                if (is_file(probe)) {
+                    snprintf(out, n, "%s%s", dir, where[w]);
+                    return 0;
+                }
             }
             slash = strrchr(dir, '/');
             if (!slash || slash == dir) break;
@@ -411,8 +418,9 @@ static int run_renderer(const char *dir)
     pid_t pid;
     int status;
     if (find_python_dir(pydir, sizeof pydir) != 0) {
-        fprintf(stderr, "optim lab: cannot find the renderer (python/optim/lab/render.py of the optim checkout); "
-                        "set OPTIM_LAB_PYTHONPATH to the checkout's python/ directory\n");
+        fprintf(stderr, "optim lab: cannot find the renderer (optim/lab/render.py: in python/ of the optim checkout, "
+                        "beside this program when pip-installed, or in share/optim/python of its prefix); set "
+                        "OPTIM_LAB_PYTHONPATH to the directory holding the optim package\n");
         return 2;
     }
     fflush(stdout);
