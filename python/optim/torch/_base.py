@@ -76,6 +76,11 @@ class _Optimizer(Optimizer):
     _fixed = {}
     _has_mu_product = False
     _eager_state = False
+    # Complex parameters (_cobject.Rule): None refuses them (with _complex_reason), "real" steps
+    # their real view as torch 1.13 does, "rounding" too where torch computes the same arithmetic
+    # on the complex tensors with other roundings.
+    _complex = None
+    _complex_reason = None
 
     def __init__(self, params, defaults):
         self._init_c(defaults)
@@ -455,6 +460,7 @@ class _Optimizer(Optimizer):
                 if e.code == _core.ENONFINITE:
                     raise nonfinite_error(c, "%s: step" % c.owner, "nothing was updated", e) from None
                 raise ValueError("%s: step: %s" % (c.owner, e)) from None
+            pins.write_back()  # parameters stepped through a working copy (_step.bind)
             del pins  # held until the call returned
             if c.scalars:
                 c.refresh_scalars()
