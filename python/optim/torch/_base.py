@@ -81,6 +81,7 @@ class _Optimizer(Optimizer):
     # on the complex tensors with other roundings.
     _complex = None
     _complex_reason = None
+    _complex_refuse = {}  # C field -> why a complex parameter cannot step while it is set (_step.bind)
 
     def __init__(self, params, defaults):
         self._init_c(defaults)

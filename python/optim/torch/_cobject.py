@@ -72,6 +72,7 @@ class Rule:
         self.hp_fields = [f for _, _, fields in cls._hp_spec for f in fields]  # the order of CObject.pushed
         self.complex = getattr(cls, "_complex", None)
         self.complex_reason = getattr(cls, "_complex_reason", None)
+        self.complex_refuse = dict(getattr(cls, "_complex_refuse", {}))
         self.c_keys = frozenset((["step"] if cls._step_kind else []) + (["mu_product"] if cls._has_mu_product else [])
                                 + list(self.slot_names))
         ids = []
@@ -151,6 +152,10 @@ class CObject:
         layouts: their state layouts (default: each tensor's, _tensors.layout_of)."""
         h = self.h
         base = len(self.params)
+        # Memory standing in for parameters stepped through a working copy: held
+        # until every parameter is added, as C compares each new address with the
+        # ones it recorded (a freed stand-in's address could come back).
+        stand_ins = []
         for j, p in enumerate(params):
             i = base + j
             n = p.numel()
@@ -168,6 +173,7 @@ class CObject:
             else:
                 pin = torch.empty(n, dtype=p.dtype)
                 addr = pin.data_ptr()
+                stand_ins.append(pin)
             name = names[j] if names is not None else None
             h.add_param(gi, addr, n * width, name if name is not None else "param%d" % i,
                         _tensors.ELEMENT_TYPES[real], self.state_type(p.dtype))

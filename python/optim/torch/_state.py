@@ -339,9 +339,12 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
         if value.shape != shape:
             raise ValueError("%s: %s['%s'] has shape %s but parameter %d has shape %s"
                              % (owner, where, name, tuple(value.shape), i, tuple(shape)))
-        if not value.is_floating_point() or value.layout is not STRIDED:
+        if not (value.is_floating_point() or value.is_complex()) or value.layout is not STRIDED:
             raise ValueError("%s: %s['%s'] must be a dense floating-point tensor, got %s"
                              % (owner, where, name, describe(value)))
+        if value.is_complex() and c.dtypes[i] not in _tensors.COMPLEX_TYPES:
+            raise ValueError("%s: %s['%s'] is complex (%s) but parameter %d is real"
+                             % (owner, where, name, describe(value), i))
         problem = _tensors.storage_problem(value)
         if problem:
             raise ValueError("%s: %s['%s'] (%s) %s" % (owner, where, name, describe(value), problem))
@@ -357,6 +360,19 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
         else:
             plan["pending"][s] = copied
     return plan
+
+
+def _loaded_layout(c, i, plan):
+    """The strides of the state tensors a plan loads, if they share one dense
+    layout (else None: the state keeps the layout it has). torch's
+    load_state_dict and state[p] = {...} keep the given tensors, and so their
+    strides: the C state takes them, stepped in that order (a parameter of
+    another layout then goes through a working copy, _step.bind)."""
+    layouts = {tuple(v.stride()) for v in plan["slots"].values() if v is not None}
+    if len(layouts) != 1 or not c.numels[i]:
+        return None
+    layout = layouts.pop()
+    return layout if _tensors.is_dense(c.shapes[i], layout) else None
 
 
 def apply_param_state(c, i, plan):
@@ -376,6 +392,9 @@ def apply_param_state(c, i, plan):
         h.set_step(i, plan["step"])
     if plan["mu_product"] is not None:
         h.set_mu_product(i, plan["mu_product"])
+    layout = _loaded_layout(c, i, plan)
+    if layout is not None:
+        c.layouts[i] = layout
     for s, value in plan["slots"].items():
         if value is None:
             h.set_initialized(i, s, False)

@@ -133,6 +133,17 @@ def state_layout(c, i, p, g):
     return _tensors.layout_of(p)
 
 
+def _complex_refusal(c, i, p):
+    """RuntimeError if complex parameter i's group has an option with which
+    torch 1.13 fails to step complex parameters (Adam's amsgrad)."""
+    gi = c.group_of[i]
+    values = dict(zip(c.rule.hp_fields, c.pushed[gi]))
+    for field, why in c.rule.complex_refuse.items():
+        if values.get(field):
+            raise RuntimeError("%s: parameter %d (%s) is complex and param group %d has %s=True: %s; nothing "
+                               "was changed" % (c.owner, i, describe(p), gi, field, why))
+
+
 def bind(c, grads=True):
     """(count, params, grads, pins) for a C call over every parameter of
     CObject c: ctypes arrays of addresses (a gradient's None when it has none,
@@ -178,6 +189,8 @@ def bind(c, grads=True):
             raise param_error(c, i, p)
         k = numels[i]
         layout = layouts[i]
+        if c.rule.complex_refuse and dt in _tensors.COMPLEX_TYPES:
+            _complex_refusal(c, i, p)
         if k:
             strides = p.stride()
             if not c.has_state(i) and (not same_layout(shape, strides, layout) or c.rule.state_from_grad):
