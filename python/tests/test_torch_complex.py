@@ -123,6 +123,19 @@ def test_amsgrad_with_complex_fails_as_in_torch(rule):
     assert not torch.equal(p, torch.ones(3, dtype=torch.complex64))
 
 
+def test_adagrad_initial_accumulator_of_a_complex_parameter():
+    """torch's Adagrad fills a complex parameter's sum with complex(v, v), v the constructor's value (in every
+    group: torch 1.13 reads the constructor's argument there)."""
+    pt, po = (torch.zeros(4, dtype=torch.complex64, requires_grad=True) for _ in range(2))
+    theirs = torch.optim.Adagrad([{"params": [pt], "initial_accumulator_value": 0.5}], initial_accumulator_value=0.25)
+    ours = ot.Adagrad([{"params": [po], "initial_accumulator_value": 0.5}], initial_accumulator_value=0.25)
+    _compare("sum", ours.state[po]["sum"], theirs.state[pt]["sum"], True, torch.complex64)
+    po.grad, pt.grad = torch.ones(4, dtype=torch.complex64), torch.ones(4, dtype=torch.complex64)
+    ours.step()
+    theirs.step()
+    _compare("param", po, pt, True, torch.complex64)
+
+
 def test_conjugate_views_are_refused_as_torch_refuses_them():
     """torch.view_as_real refuses an unresolved conjugate view: a parameter or gradient with the lazy
     conjugation bit is refused (ValueError), nothing changed."""

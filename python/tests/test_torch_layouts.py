@@ -9,7 +9,7 @@ every rule; that holds on every layout), and the state tensors have the strides 
 (zeros_like(p, memory_format=torch.preserve_format); SGD's momentum buffer is a clone of the first d_p).
 
  - every rule with every option combination of test_torch_bits (each a parameter group), each group holding
-   one parameter of every layout, gradients cycling through four layouts, 300 steps, float32 and float64;
+   one parameter of every layout, gradients cycling through four layouts, 200 steps, float32 and float64;
    half-way two parameters per group change layout (`p.data = p.data.contiguous()`, and the other way), as
    torch allows: its state keeps its strides, the math is by logical index;
  - a layout changed before the first step (the state is made in the new layout, as torch makes it then);
@@ -27,8 +27,8 @@ import torch
 import optim.torch as ot
 from test_torch_bits import RULES, STATE_AT, _differ, _groups, _int_view
 
-STEPS = 300
-CHANGE_AT = 150  # two parameters of each group change layout before this step
+STEPS = 200
+CHANGE_AT = 100  # two parameters of each group change layout before this step
 
 # (name, logical shape, how a tensor of that layout holding `values` is made). Each returns (parameter,
 # base): base is the tensor whose memory the parameter views (itself, or the larger tensor it slices).
@@ -102,19 +102,24 @@ def _for_torch(p, g):
 
 
 class Side:
-    """One optimizer's parameters: per group, one tensor of every kind, from one generator's values."""
+    """One optimizer's parameters: per group, one tensor of every kind (the big one in the first and last
+    group only), from one generator's values; kinds[k] and groups_of[k] name parameter k."""
 
     def __init__(self, groups, dtype, seed):
         gen = torch.Generator().manual_seed(seed)
-        self.params, self.bases, self.group_dicts = [], [], []
-        for opts in groups:
+        self.params, self.bases, self.group_dicts, self.kinds, self.groups_of = [], [], [], [], []
+        for gi, opts in enumerate(groups):
             ps = []
-            for _, shape, make in KINDS:
+            for kind, shape, make in KINDS:
+                if kind == "channels_last_big" and gi not in (0, len(groups) - 1):
+                    continue
                 p, base = make(torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype))
                 p.requires_grad_()
                 ps.append(p)
                 self.params.append(p)
                 self.bases.append(base)
+                self.kinds.append(kind)
+                self.groups_of.append(gi)
             self.group_dicts.append(dict(opts, params=ps))
 
 
@@ -142,16 +147,15 @@ def _run_against_torch(rule, seed, dtype, steps=STEPS):
     ours = getattr(ot, rule)(ours_side.group_dicts)
     theirs = torch_cls(torch_side.group_dicts, **extra)
     gen = torch.Generator().manual_seed(seed + 1)
-    nk = len(KINDS)
     where = "%s seed %d %s" % (rule, seed, str(dtype).replace("torch.", ""))
     for t in range(1, steps + 1):
         if t == CHANGE_AT:  # as torch allows: the data replaced by a tensor of another layout
             for side in (ours_side, torch_side):
-                for gi in range(len(groups)):
-                    tr = side.params[gi * nk + 3]  # transposed -> contiguous
-                    tr.data = tr.data.contiguous()
-                    pl = side.params[gi * nk]  # contiguous -> transposed
-                    pl.data = pl.data.t().contiguous().t()
+                for p, kind in zip(side.params, side.kinds):
+                    if kind == "transposed":
+                        p.data = p.data.contiguous()
+                    elif kind == "contiguous":
+                        p.data = p.data.t().contiguous().t()
         for k, (po, pt) in enumerate(zip(ours_side.params, torch_side.params)):
             values = torch.randn(po.shape, generator=gen, dtype=torch.float64).to(dtype)
             g = _grad_of((t + k) % 4, values)
@@ -162,7 +166,7 @@ def _run_against_torch(rule, seed, dtype, steps=STEPS):
         ours.step()
         theirs.step()
         for k, (po, pt) in enumerate(zip(ours_side.params, torch_side.params)):
-            name = "%s: step %d, group %d, %s" % (where, t, k // nk, KINDS[k % nk][0])
+            name = "%s: step %d, group %d, %s" % (where, t, ours_side.groups_of[k], ours_side.kinds[k])
             if not torch.equal(_int_view(po), _int_view(pt)):
                 _same_bits(name, po, pt)
             bo, bt = ours_side.bases[k], torch_side.bases[k]
@@ -356,6 +360,43 @@ def test_param_groups_edited_by_hand_keep_the_state_layout(seed):
     for k, (x, y) in enumerate(zip(pa, pb)):
         _same_bits("param %d" % k, x, y)
         _check_state("param %d" % k, a.state[x], b.state[y])
+
+
+def test_clipping_gradients_of_any_layout(seed):
+    """optim.torch.clip_grad_norm_ / clip_grad_value_ on gradients in other layouts (read in place in storage
+    order, or through a copy written back for a slice with a step) give what they give on contiguous copies
+    of the same gradients: the clamp bit for bit, the norm as torch's to rounding (the sum runs in storage
+    order)."""
+    gen = torch.Generator().manual_seed(seed)
+    params = _cnn_like(seed)
+    twins = _contiguous_twin(params)
+    bases = []
+    for k, (p, q) in enumerate(zip(params, twins)):
+        values = 3 * torch.randn(p.shape, generator=gen)
+        if k == 2:  # a gradient with gaps
+            base = torch.zeros(p.shape[0], 2 * p.shape[1]) if p.dim() == 2 else torch.zeros(0)
+            base[:, ::2] = values
+            p.grad = base[:, ::2]
+            bases.append(base)
+        else:
+            p.grad = _grad_of(1 if k % 2 else 3, values)
+        q.grad = p.grad.contiguous()
+    ot.clip_grad_value_(params, 1.5)
+    ot.clip_grad_value_(twins, 1.5)
+    for k, (p, q) in enumerate(zip(params, twins)):
+        _same_bits("clip_grad_value_ param %d" % k, p.grad, q.grad)
+    assert torch.equal(bases[0][:, 1::2], torch.zeros_like(bases[0][:, 1::2]))  # the gaps untouched
+    ref = [x.detach().clone().requires_grad_() for x in twins]
+    for r, q in zip(ref, twins):
+        r.grad = q.grad.clone()
+    n_ours = ot.clip_grad_norm_(params, 2.0)
+    n_torch = torch.nn.utils.clip_grad_norm_(ref, 2.0)
+    assert abs(float(n_ours) - float(n_torch)) <= 1e-5 * float(n_torch)
+    for k, (p, r) in enumerate(zip(params, ref)):
+        assert torch.allclose(p.grad, r.grad, rtol=1e-5, atol=1e-7), k
+    with pytest.raises(ValueError, match="parameter 0 .*overlaps itself"):
+        params[0].grad = torch.ones(1, *params[0].shape[1:]).expand(params[0].shape)
+        ot.clip_grad_value_(params, 1.0)
 
 
 def test_what_is_refused_and_what_is_not():

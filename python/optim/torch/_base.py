@@ -245,7 +245,7 @@ class _Optimizer(Optimizer):
     def add_param_group(self, param_group):
         """Add a parameter group, as torch.optim.Optimizer.add_param_group. The
         group's hyperparameters are checked by liboptim (ValueError naming the
-        value) and its tensors must be CPU, contiguous float32 (TypeError or
+        value) and its tensors must be CPU, dense, of a dtype it steps (TypeError or
         ValueError naming the parameter). Refused (RuntimeError) while a SAM
         over this optimizer is between first_step and second_step."""
         c = self._c

@@ -29,9 +29,16 @@ def _spec(*keys):
 
 _COMMON_DOC = """
     Common to every optim.torch optimizer:
-      - Parameters must be CPU, contiguous, dense float32, float64, bfloat16 or
-        float16 tensors over memory that holds them, and gradients the same
-        (with the parameter's shape and dtype); the state is kept in the
+      - Parameters must be CPU, dense (strided) float32, float64, bfloat16 or
+        float16 tensors (complex64, complex128 where torch.optim steps them)
+        over memory that holds them, and gradients the same (with the
+        parameter's shape and dtype), in any layout: channels_last, transposed
+        and other dense layouts are stepped in place in storage order, with
+        the state in the same layout (torch's zeros_like(p, memory_format=
+        torch.preserve_format)); slices with a step through a working copy;
+        gradients of other strides are matched by logical index (docs/TORCH.md,
+        "Layouts"). Expanded or overlapping parameters are refused, as torch's
+        in-place operations refuse them. The state is kept in the
         parameter's dtype, as torch.optim keeps it (docs/PRECISION.md);
         anything else (a storage freed or shrunk by storage().resize_(), too)
         raises TypeError or ValueError naming the parameter's index, shape, dtype
