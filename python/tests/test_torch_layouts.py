@@ -282,6 +282,32 @@ def test_sgd_momentum_buffer_takes_the_layout_of_the_first_gradient(wd, maximize
             assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_loaded_state_keeps_its_strides(seed):
+    """torch's load_state_dict keeps the state tensors it is given, with their strides: a state_dict whose
+    SGD buffer is contiguous (made from a contiguous first gradient) for a channels_last parameter loads so
+    into optim.torch too, and both continue with the same bits (the parameter through a working copy)."""
+    pt, po, pr = _one("channels_last", seed), _one("channels_last", seed), _one("channels_last", seed)
+    src = torch.optim.SGD([pt], lr=0.1, momentum=0.9)
+    ref = torch.optim.SGD([pr], lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(seed)
+    grads = [torch.randn(pt.shape, generator=gen) for _ in range(12)]
+    for t in range(4):
+        pt.grad, pr.grad = grads[t].clone(), grads[t].clone()  # contiguous: the buffer is made contiguous
+        src.step()
+        ref.step()
+    assert src.state[pt]["momentum_buffer"].is_contiguous()
+    po.data.copy_(pt.data)
+    ours = ot.SGD([po], lr=0.1, momentum=0.9)
+    ours.load_state_dict(src.state_dict())
+    for t in range(4, 12):
+        po.grad = _for_torch(po, grads[t])
+        pr.grad = _for_torch(pr, grads[t])
+        ours.step()
+        ref.step()
+        _same_bits("step %d" % t, po, pr)
+    _check_state("loaded", ours.state[po], ref.state[pr])
+
+
 def test_checkpoint_round_trip_with_layouts(tmp_path, seed):
     """save_checkpoint / load_checkpoint with non-contiguous parameters: the resumed run has the bits of
     the uninterrupted one."""

@@ -193,7 +193,7 @@ def bind(c, grads=True):
             _complex_refusal(c, i, p)
         if k:
             strides = p.stride()
-            if not c.has_state(i) and (not same_layout(shape, strides, layout) or c.rule.state_from_grad):
+            if (c.rule.state_from_grad or not same_layout(shape, strides, layout)) and not c.has_state(i):
                 # No state yet: its layout is the one torch gives it at this step, which makes it.
                 layout = layouts[i] = state_layout(c, i, p, p.grad if grads else None)
             if same_layout(shape, strides, layout):
