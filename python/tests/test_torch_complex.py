@@ -11,7 +11,7 @@ arithmetic in torch (the complex square of the gradient): refused, as are AdaBou
 counterpart for complex numbers).
 
 Every option combination of test_torch_bits, each a parameter group of tensors of several shapes and
-layouts, 150 steps, both complex types; state_dict between torch and optim.torch; checkpoints.
+layouts, 120 steps, both complex types; state_dict between torch and optim.torch; checkpoints.
 """
 import io
 
@@ -21,7 +21,7 @@ import torch
 import optim.torch as ot
 from test_torch_bits import _groups
 
-STEPS = 150
+STEPS = 120
 CLASSES = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
 REFUSED = ["RAdam", "NAdam", "AdaBound", "Lion"]
 TOL = {torch.complex64: 2e-5, torch.complex128: 1e-13}
