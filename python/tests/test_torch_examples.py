@@ -12,7 +12,6 @@ bit-identical to torch's)."""
 import importlib.util
 import os
 
-import pytest
 import torch
 
 from torch_ref64 import rel_err
@@ -58,11 +57,6 @@ def test_cnn_contiguous():
     _run_cnn("contiguous")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="channels_last parameters: optim.torch refuses non-contiguous parameters until "
-                          "layout support (issue 11 item 8: dense permuted strides stepped in storage order) "
-                          "lands; this test must then pass, and strict=True turns an unexpected pass into a "
-                          "failure so that this mark is removed")
 def test_cnn_channels_last():
     _run_cnn("channels_last")
 

@@ -261,3 +261,44 @@ def test_param_group_edit_keeps_masters_and_scaler():
     assert after["seed"] == 11 and after["loss_scale"]["growth_tracker"] == before["loss_scale"]["growth_tracker"] + 1
     assert "master" in opt.state[extra]
     assert not torch.equal(opt.state[params[0]]["master"], master0)  # stepped from the carried master
+
+
+@pytest.mark.parametrize("shape_of", ["sliced", "channels_last", "transposed"])
+def test_master_of_a_parameter_in_any_layout(shape_of):
+    """A bfloat16 parameter stepped through a working copy (a slice with a
+    step) or in place in another layout: its master starts as its values
+    (by logical index) and is re-made from live memory by master_sync and by
+    load_state_dict without a master, also after p.data was replaced and the
+    old memory freed. Reference: the same float32 values, torch's widening."""
+    torch.manual_seed(3)
+    base = torch.randn(6, 5, 4, 3).to(torch.bfloat16)
+    if shape_of == "sliced":
+        w = base[:, ::2]
+    elif shape_of == "channels_last":
+        w = base.contiguous(memory_format=torch.channels_last)
+    else:
+        w = base[0, 0].t()
+    p = torch.nn.Parameter(w)
+    want = p.detach().float().clone()
+    opt = ot.Adam([p], lr=0.0, master_weights=True)
+    sd = copy.deepcopy(opt.state_dict())
+    p.grad = torch.randn_like(p)
+    opt.step()  # lr 0: the master is still the values it was made from (state[p] is empty before a step)
+    assert torch.equal(opt.state[p]["master"], want)
+    opt.param_groups[0]["lr"] = 1e-2
+    p.grad = torch.randn_like(p)
+    opt.step()
+    stepped = opt.state[p]["master"].clone()
+    assert torch.equal(p.detach(), stepped.to(torch.bfloat16))
+    # New memory of other values, the old freed (torch.empty reuses it, filled with garbage).
+    p.data = (w.float() * 3).to(torch.bfloat16)
+    junk = [torch.full((4096,), 1e30) for _ in range(8)]
+    opt.master_sync(p)
+    assert torch.equal(opt.state[p]["master"], p.detach().float())
+    del junk
+    p.data = (w.float() * -2).to(torch.bfloat16)
+    sd["state"].clear()
+    opt.load_state_dict(sd)  # no state: reset, and the master re-made from p as when added
+    assert opt.param_groups[0]["lr"] == 0.0
+    opt.step()
+    assert torch.equal(opt.state[p]["master"], p.detach().float())

@@ -10,8 +10,9 @@ and defaults (AdaBound, Lion: the authors' reference implementations'), plus a f
 (bias_correction, eps_placement, decoupled_weight_decay, maximize everywhere,
 Adadelta momentum, and on every class nonfinite= and clip_grad_norm=, gradient
 checks fused into the step). One step is one call into the C library over
-every tensor. Parameters and gradients must be CPU, contiguous float32, float64,
-bfloat16 or float16 tensors (state in the parameter's dtype, docs/PRECISION.md).
+every tensor. Parameters and gradients must be CPU float32, float64, bfloat16 or float16
+tensors (state in the parameter's dtype, docs/PRECISION.md), or complex64 and
+complex128 where torch.optim steps them, in any layout (docs/TORCH.md).
 See each class's docstring for what differs from torch.optim.
 
 optim.torch.lr_scheduler (imported with optim.torch, as torch.optim.lr_scheduler

@@ -37,7 +37,7 @@ from torch.optim.optimizer import Optimizer, required
 
 from .. import _core
 from .._capi import OptimError
-from . import _checkpoint, _distributed, _groups, _members, _precision, _state_dict
+from . import _checkpoint, _distributed, _groups, _members, _precision, _state_dict, _step
 from ._cobject import CObject, Rule
 from ._groups import CLIP_KEY, CLIPV_KEY, NONFINITE_KEY, check_flags
 from ._state import State
@@ -76,6 +76,12 @@ class _Optimizer(Optimizer):
     _fixed = {}
     _has_mu_product = False
     _eager_state = False
+    # Complex parameters (_cobject.Rule): None refuses them (with _complex_reason), "real" steps
+    # their real view as torch 1.13 does, "rounding" too where torch computes the same arithmetic
+    # on the complex tensors with other roundings.
+    _complex = None
+    _complex_reason = None
+    _complex_refuse = {}  # C field -> why a complex parameter cannot step while it is set (_step.bind)
 
     def __init__(self, params, defaults):
         defaults = dict(defaults)
@@ -223,7 +229,7 @@ class _Optimizer(Optimizer):
             if i is None or not c.masters[i]:
                 raise ValueError("%s.master_sync: the tensor is not a parameter with an fp32 master "
                                  "(master_weights=True, bfloat16/float16 parameters)" % c.owner)
-            c.h.master_sync(i)
+            _step.with_live_params(c, lambda: c.h.master_sync(i))  # C reads p's memory: live, held
 
     @property
     def nonfinite(self):
@@ -284,7 +290,7 @@ class _Optimizer(Optimizer):
     def add_param_group(self, param_group):
         """Add a parameter group, as torch.optim.Optimizer.add_param_group. The
         group's hyperparameters are checked by liboptim (ValueError naming the
-        value) and its tensors must be CPU, contiguous float32 (TypeError or
+        value) and its tensors must be CPU, dense, of a dtype it steps (TypeError or
         ValueError naming the parameter). Refused (RuntimeError) while a SAM
         over this optimizer is between first_step and second_step."""
         c = self._c
@@ -500,6 +506,7 @@ class _Optimizer(Optimizer):
                 if e.code == _core.ENONFINITE:
                     raise nonfinite_error(c, "%s: step" % c.owner, "nothing was updated", e) from None
                 raise ValueError("%s: step: %s" % (c.owner, e)) from None
+            pins.write_back()  # parameters stepped through a working copy (_step.bind)
             del pins  # held until the call returned
             if c.scalars:
                 c.refresh_scalars()

@@ -2,8 +2,12 @@
 functions of the same names, computed by liboptim in one call over every
 gradient (include/optim_clip.h).
 
-Gradients must be dense, contiguous CPU float32 tensors. Anything else is
-refused with an error naming the parameter, rather than handed to torch: a
+Gradients must be dense (strided) CPU float32 tensors: any order of
+dimensions is read in place in storage order (so a norm sums in that
+order), a gradient with gaps (a slice with a step) goes through a
+contiguous copy written back; an expanded one is refused (torch's in-place
+scaling refuses it too). Anything else is refused with an error naming the
+parameter, rather than handed to torch: a
 silent fallback would hide a slow path and give other roundings, and a model
 whose gradients are on another device or in another dtype is better served
 by torch.nn.utils directly.
@@ -16,6 +20,7 @@ import torch
 from .. import _core
 from .._capi import OptimError
 from . import _tensors
+from ._step import Pins
 from ._tensors import F32, STRIDED, describe
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
@@ -23,13 +28,14 @@ __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
 def _grads(fn, parameters):
     """([(position in parameters, grad)], [address], [size], pins) for the
-    parameters that have a gradient, each checked to be a dense, contiguous
-    CPU float32 tensor over memory that holds it. The addresses come from the
+    parameters that have a gradient, each checked to be a dense (strided)
+    CPU float32 tensor over memory that holds it (pins.write_back() after
+    a call that changed them: gradients with gaps are passed as copies). The addresses come from the
     storages in pins: hold pins until the C call returns (another thread may
     replace a .grad meanwhile)."""
     if isinstance(parameters, torch.Tensor):
         parameters = [parameters]
-    out, ptrs, sizes, pins = [], [], [], []
+    out, ptrs, sizes, pins = [], [], [], Pins()
     for i, p in enumerate(parameters):
         if not isinstance(p, torch.Tensor):
             raise TypeError("%s: parameters must be tensors, but item %d is a %s" % (fn, i, type(p).__name__))
@@ -46,19 +52,28 @@ def _grads(fn, parameters):
         if g.dtype is not F32:
             raise TypeError("%s is not float32: optim's clipping runs on float32 gradients "
                             "(torch.nn.utils.%s handles other dtypes)" % (what, fn))
-        if not g.is_contiguous():
-            raise ValueError("%s is not contiguous: optim's clipping works in place on contiguous memory" % what)
         if g.is_neg():
             raise ValueError("%s %s" % (what, _tensors.NEG_VIEW))
         n = g.numel()
         addr = None  # 0 elements: C skips a NULL array, and an empty one adds nothing to the norm
-        if n:
+        if n and _tensors.is_dense(g.shape, g.stride()):
+            # Any order of dimensions: C reads the run of memory in storage order.
             st = _tensors.storage_of(g)
             offset = g.storage_offset()
             if not st.data_ptr() or (offset + n) * 4 > st.nbytes():
                 raise ValueError("%s %s" % (what, _tensors.storage_problem(g)))
             pins.append(st)
             addr = st.data_ptr() + 4 * offset
+        elif n:
+            if _tensors.overlaps_itself(g.shape, g.stride()):
+                raise ValueError("%s, strides %s, %s" % (what, tuple(g.stride()), _tensors.OVERLAPS))
+            problem = _tensors.storage_problem(g)
+            if problem:
+                raise ValueError("%s %s" % (what, problem))
+            w = g.contiguous()  # with gaps (a slice with a step): a copy, written back after the call
+            pins.append(w)
+            pins.back.append((g, w))
+            addr = w.data_ptr()
         out.append((i, g))
         ptrs.append(addr)
         sizes.append(n)
@@ -113,8 +128,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     The factor is formed from the float32 norm with torch's float32 operations:
     for the same float32 norm the gradients are torch's bit for bit. With
     max_norm = inf torch's factor is 1 (NaN for an infinite norm), as here.
-    Gradients must be dense, contiguous CPU float32 tensors (TypeError or
-    ValueError naming the parameter otherwise); norm_type 0 (which torch
+    Gradients must be dense (strided), non-overlapping CPU float32 tensors
+    (TypeError or ValueError naming the parameter otherwise); norm_type 0 (which torch
     takes: a count of non-zero entries) and negative ones raise ValueError.
     """
     fn = "clip_grad_norm_"
@@ -139,6 +154,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
             "The total norm of order %s for gradients from `parameters` is non-finite, so it cannot be "
             "clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
             "`error_if_nonfinite=False`" % (norm_type,)) from None
+    pins.write_back()  # gradients with gaps were scaled in a copy
     del pins  # held until the call returned
     return torch.tensor(total, dtype=F32)
 
@@ -153,8 +169,8 @@ def clip_grad_value_(parameters, clip_value):
         clip_value (float): the bound, >= 0 (inf changes nothing).
 
     Computed by liboptim in one call over every gradient. Gradients must be
-    dense, contiguous CPU float32 tensors (TypeError or ValueError naming the
-    parameter otherwise). A negative or NaN clip_value raises ValueError
+    dense (strided), non-overlapping CPU float32 tensors (TypeError or
+    ValueError naming the parameter otherwise). A negative or NaN clip_value raises ValueError
     (torch would set every element to clip_value).
     """
     fn = "clip_grad_value_"
@@ -169,5 +185,6 @@ def clip_grad_value_(parameters, clip_value):
         _core.clip_grad_value(ptrs, sizes, clip_value)
     except OptimError as e:
         raise _library_error(fn, grads, e) from None
+    pins.write_back()  # gradients with gaps were clipped in a copy
     del pins  # held until the call returned
     return None

@@ -25,9 +25,25 @@ from .. import _core
 from . import _precision, _tensors
 from ._tensors import F32, describe
 
-_ITEMSIZE = {torch.float32: 4, torch.float64: 8, torch.bfloat16: 2, torch.float16: 2}
+_ITEMSIZE = _tensors.ITEMSIZE
 
 __all__ = ["Rule", "CObject"]
+
+
+def _share_memory(a, b):
+    """True if tensors a and b, whose extents overlap, have a byte in common
+    (exact; run only for such pairs, when parameters are added)."""
+    if a is b or _tensors.is_dense(a.shape, a.stride()) and _tensors.is_dense(b.shape, b.stride()):
+        return True  # two runs without gaps whose extents overlap share memory
+
+    def addresses(t):  # every byte of every element of t
+        off = torch.zeros(t.shape, dtype=torch.int64)
+        for d, (sz, st) in enumerate(zip(t.shape, t.stride())):
+            off = off + (torch.arange(sz, dtype=torch.int64) * st).view([sz if k == d else 1 for k in range(t.dim())])
+        starts = t.data_ptr() + off.reshape(-1) * t.element_size()
+        return (starts.view(-1, 1) + torch.arange(t.element_size(), dtype=torch.int64)).reshape(-1)
+
+    return bool(torch.isin(addresses(a), addresses(b)).any())
 
 
 class Rule:
@@ -45,6 +61,18 @@ class Rule:
         self.required_slots = cls._required_slots
         self.has_mu_product = cls._has_mu_product
         self.eager_state = cls._eager_state
+        # Complex parameters: None (refused: complex_reason says why), "real" (torch 1.13 steps
+        # torch.view_as_real of the parameter, gradient and state: so does liboptim, the same
+        # bits) or "rounding" (torch computes the same real-linear arithmetic on the complex
+        # tensors, rounding some multiply-adds in two steps: liboptim steps the real view with
+        # its fused ones; docs/FIDELITY.md).
+        # SGD: torch makes the momentum buffer as a clone of the gradient at its first step, in
+        # the gradient's layout (torch.clone keeps it), not the parameter's (_step.state_layout).
+        self.state_from_grad = getattr(cls, "_state_from_grad", False)
+        self.hp_fields = [f for _, _, fields in cls._hp_spec for f in fields]  # the order of CObject.pushed
+        self.complex = getattr(cls, "_complex", None)
+        self.complex_reason = getattr(cls, "_complex_reason", None)
+        self.complex_refuse = dict(getattr(cls, "_complex_refuse", {}))
         self.c_keys = frozenset((["step"] if cls._step_kind else []) + (["mu_product"] if cls._has_mu_product else [])
                                 + list(self.slot_names) + [_precision.MASTER_KEY])
         ids = []
@@ -75,6 +103,9 @@ class CObject:
         self.shapes = []
         self.numels = []
         self.dtypes = []     # C index -> the torch dtype it was added with (fixed: C's types are)
+        # C index -> the strides of its state tensors (torch's zeros_like(p, memory_format=
+        # torch.preserve_format) at its first step): the order in which C steps its elements
+        self.layouts = []
         self.group_of = []
         self.touched = []    # state given by load_state_dict or assignment
         self.pushed = []     # per group: the hyperparameter values last pushed to C
@@ -113,26 +144,50 @@ class CObject:
 
     def state_type(self, dtype):
         """The optim_dtype value of the state of a parameter of torch dtype
-        `dtype`: the parameter's own dtype by default, as torch.optim keeps it."""
+        `dtype`: the parameter's own dtype by default, as torch.optim keeps it
+        (a complex parameter's: the type of its real view)."""
+        dtype = _tensors.COMPLEX_TYPES.get(dtype, dtype)
         return _tensors.ELEMENT_TYPES[_precision.state_dtype_for(self, dtype)]
 
     # ---- parameters ---------------------------------------------------------------
 
-    def add_params(self, gi, params, names):
-        """Register tensors (checked by the caller, disjoint) in group gi."""
+    def add_params(self, gi, params, names, layouts=None):
+        """Register tensors (checked by the caller, disjoint) in group gi.
+        layouts: their state layouts (default: each tensor's, _tensors.layout_of)."""
         h = self.h
         base = len(self.params)
+        # Memory standing in for parameters stepped through a working copy: held
+        # until every parameter is added, as C compares each new address with the
+        # ones it recorded (a freed stand-in's address could come back).
+        stand_ins = []
         for j, p in enumerate(params):
             i = base + j
             n = p.numel()
-            pin = _tensors.storage_of(p) if n else None  # the address C records stays valid during the call
+            layout = layouts[j] if layouts is not None else _tensors.layout_of(p)
+            real = _tensors.COMPLEX_TYPES.get(p.dtype, p.dtype)
+            width = 2 if real is not p.dtype else 1  # a complex parameter: C steps its real view
+            # The address C records must stay valid during the call: the
+            # parameter's first element in memory when it is stepped in place,
+            # else memory of the size C will step (bind passes the working copy).
+            if not n:
+                pin, addr = None, None
+            elif _tensors.same_layout(p.shape, p.stride(), layout):
+                pin = _tensors.storage_of(p)
+                addr = pin.data_ptr() + p.storage_offset() * p.element_size()
+            else:
+                # p's values in the layout C steps: an fp32 master is made from them.
+                pin = torch.empty_strided(p.shape, layout, dtype=p.dtype)
+                pin.copy_(p.detach())
+                addr = pin.data_ptr()
+                stand_ins.append(pin)
             name = names[j] if names is not None else None
-            flags = _precision.flags_for(self, p.dtype)
-            h.add_param(gi, p.data_ptr() if n else None, n, name if name is not None else "param%d" % i,
-                        _tensors.ELEMENT_TYPES[p.dtype], self.state_type(p.dtype), flags)
+            flags = _precision.flags_for(self, real)
+            h.add_param(gi, addr, n * width, name if name is not None else "param%d" % i,
+                        _tensors.ELEMENT_TYPES[real], self.state_type(p.dtype), flags)
             self.masters.append(bool(flags & _precision.C.OPTIM_PARAM_MASTER))
             del pin
-            h.set_param_shape(i, tuple(p.shape))  # checked by load_checkpoint
+            h.set_param_shape(i, tuple(p.shape) + ((2,) if width == 2 else ()))  # checked by load_checkpoint
+            self.layouts.append(layout)
             self.params.append(p)
             self.index[p] = i
             self.shapes.append(p.shape)
@@ -154,11 +209,16 @@ class CObject:
         for i, p in enumerate(both):
             n = p.numel()
             if n:
-                a = p.data_ptr()
-                spans.append((a, a + p.element_size() * n, i))
+                a = p.data_ptr()  # the first element in memory: strides are never negative
+                reach = 1 + sum((sz - 1) * st for sz, st in zip(p.shape, p.stride()))
+                spans.append((a, a + p.element_size() * reach, i))
         spans.sort()
-        for (a0, a1, i), (b0, b1, j) in zip(spans, spans[1:]):
-            if b0 < a1:
+        for k, (a0, a1, i) in enumerate(spans):
+            for b0, b1, j in spans[k + 1:]:
+                if b0 >= a1:
+                    break
+                if not _share_memory(both[i], both[j]):
+                    continue  # interleaved (slices with a step of one base), no element shared
                 i, j = min(i, j), max(i, j)
                 raise ValueError("%s: parameter %d %s parameter %d: each parameter must have its own memory"
                                  % (self.owner, j, "is the same tensor as" if both[i] is both[j] else
@@ -175,13 +235,22 @@ class CObject:
         if not p.is_cpu:
             raise TypeError("%s is not on the CPU: optim.torch updates CPU tensors (use torch.optim "
                             "for other devices)" % what)
-        if p.dtype not in _tensors.ELEMENT_TYPES:
-            raise TypeError("%s is not of a type optim.torch updates (float32, float64, bfloat16, float16)" % what)
-        if not p.is_contiguous():
-            raise ValueError("%s is not contiguous: optim.torch updates contiguous memory in place "
-                             "(make the parameter contiguous before creating the optimizer)" % what)
+        if p.dtype in _tensors.COMPLEX_TYPES:
+            if self.rule.complex is None:
+                raise TypeError("%s is complex: %s" % (what, self.rule.complex_reason or
+                                                       "optim.torch.%s does not step complex parameters" % owner))
+            if self.state_dtype is not None:
+                raise TypeError("%s is complex: its state is kept in the type of its real view (a state dtype "
+                                "setting does not apply)" % what)
+        elif p.dtype not in _tensors.ELEMENT_TYPES:
+            raise TypeError("%s is not of a type optim.torch updates (float32, float64, bfloat16, float16), nor "
+                            "complex64 or complex128" % what)
+        if p.numel() and _tensors.overlaps_itself(p.shape, p.stride()):
+            raise ValueError("%s, strides %s, %s" % (what, tuple(p.stride()), _tensors.OVERLAPS))
         if p.is_neg():
             raise ValueError("%s %s" % (what, _tensors.NEG_VIEW))
+        if p.is_conj():
+            raise ValueError("%s %s" % (what, _tensors.CONJ_VIEW))
         problem = _tensors.storage_problem(p)
         if problem:
             raise ValueError("%s %s" % (what, problem))
@@ -255,32 +324,45 @@ class CObject:
         addr = self.h.master_data(i) if self.masters[i] else None
         if addr is None:
             return None
-        buf = (ctypes.c_uint8 * (self.numels[i] * 4)).from_address(addr)
-        buf._owner = self.h
-        return torch.from_numpy(np.frombuffer(buf, dtype=np.uint8)).view(torch.float32).view(self.shapes[i])
+        return self._tensor_over(i, addr, torch.float32)
 
     def master_view(self, i):
         """state[p]['master']: the same tensor every time, as view()."""
         key = (i, _precision.MASTER_KEY)
         v = self._views.get(key)
         addr = self.h.master_data(i)
-        if v is None or v.data_ptr() != addr or v.shape != self.shapes[i] or v.dtype is not torch.float32:
+        if (v is None or v.data_ptr() != addr or v.shape != self.shapes[i] or v.dtype is not torch.float32
+                or not _tensors.same_layout(v.shape, v.stride(), self.layouts[i])):
             v = self.master_tensor(i)
             self._views[key] = v
         return v
 
+    def slot_dtype(self, i, dtype):
+        """The torch dtype of parameter i's state slots that C keeps as optim_dtype
+        `dtype` (a complex parameter's state is complex, as torch's)."""
+        t = _tensors.TORCH_TYPES[dtype]
+        return _tensors.COMPLEX_OF[t] if self.dtypes[i] in _tensors.COMPLEX_TYPES else t
+
     def slot_tensor(self, i, s):
-        """A new tensor over slot s of parameter i (None if not allocated). It
-        keeps the C object alive (the memory is freed with it, never before)."""
+        """A new tensor over slot s of parameter i (None if not allocated), with
+        the parameter's state layout (c.layouts[i]: the strides torch gives its
+        state). It keeps the C object alive (the memory is freed with it, never
+        before)."""
         addr, dtype, _ = self.h.state_slot_data(i, s)
         if addr is None:
             return None
-        tdtype = _tensors.TORCH_TYPES[dtype]
+        return self._tensor_over(i, addr, self.slot_dtype(i, dtype))
+
+    def _tensor_over(self, i, addr, tdtype):
+        """A tensor of dtype tdtype over parameter i's numel elements of C
+        memory at addr, in the parameter's state layout (c.layouts[i]: the
+        strides torch gives its state)."""
         n = self.numels[i]
         buf = (ctypes.c_uint8 * (n * _ITEMSIZE[tdtype])).from_address(addr)
         buf._owner = self.h  # the C memory lives as long as any view of it
         # Through bytes: numpy has no bfloat16; torch reinterprets the bytes.
-        return torch.from_numpy(np.frombuffer(buf, dtype=np.uint8)).view(tdtype).view(self.shapes[i])
+        flat = torch.from_numpy(np.frombuffer(buf, dtype=np.uint8)).view(tdtype)
+        return flat.as_strided(self.shapes[i], self.layouts[i]) if n else flat.view(self.shapes[i])
 
     def view(self, i, s):
         """The user's view of slot s of parameter i: the same tensor every time
@@ -289,7 +371,8 @@ class CObject:
         v = self._views.get((i, s))
         addr, dtype, _ = self.h.state_slot_data(i, s)
         if (v is None or addr is None or v.data_ptr() != addr or v.shape != self.shapes[i]
-                or v.dtype is not _tensors.TORCH_TYPES[dtype]):
+                or v.dtype is not self.slot_dtype(i, dtype)
+                or not _tensors.same_layout(v.shape, v.stride(), self.layouts[i])):
             v = self.slot_tensor(i, s)
             self._views[(i, s)] = v
         return v

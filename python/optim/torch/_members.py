@@ -38,6 +38,7 @@ from . import _groups, _precision
 from ._cobject import CObject
 from ._state import ParamState, apply_param_state, plan_param_state
 from ._step import sam_guard
+from . import _tensors
 from ._tensors import describe
 
 __all__ = ["sync"]
@@ -153,7 +154,9 @@ def _rebuild(opt):
     new.skipped_base = old.skipped_base + old.h.skipped_steps()
     for gi, params in enumerate(layout):
         names = [old.names[old.index[p]] if p in old.index else None for p in params]
-        new.add_params(gi, params, names)
+        # A tensor that stays keeps the layout of its state (torch's state keeps its strides).
+        layouts = [old.layouts[old.index[p]] if p in old.index else _tensors.layout_of(p) for p in params]
+        new.add_params(gi, params, names, layouts)
         if "param_names" in groups[gi]:
             base = len(new.params) - len(params)
             groups[gi]["param_names"] = [n if n is not None else "param%d" % (base + k) for k, n in enumerate(names)]

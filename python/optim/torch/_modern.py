@@ -34,6 +34,7 @@ class Lion(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "lion"
+    _complex_reason = "Lion is defined for real parameters (torch.optim 1.13 has no Lion to follow)"
     _hp_spec = _spec("lr", "betas", "weight_decay", "maximize", "decoupled_weight_decay")
     _step_kind = None
     _required_slots = ("exp_avg",)

@@ -1,4 +1,5 @@
 """optim.torch's nine optimizers: torch.optim's classes, stepped by liboptim."""
+import torch
 from torch.optim.optimizer import required
 
 from ._base import _Optimizer, _check_flags
@@ -28,9 +29,16 @@ def _spec(*keys):
 
 _COMMON_DOC = """
     Common to every optim.torch optimizer:
-      - Parameters must be CPU, contiguous, dense float32, float64, bfloat16 or
-        float16 tensors over memory that holds them, and gradients the same
-        (with the parameter's shape and dtype); the state is kept in the
+      - Parameters must be CPU, dense (strided) float32, float64, bfloat16 or
+        float16 tensors (complex64, complex128 where torch.optim steps them)
+        over memory that holds them, and gradients the same (with the
+        parameter's shape and dtype), in any layout: channels_last, transposed
+        and other dense layouts are stepped in place in storage order, with
+        the state in the same layout (torch's zeros_like(p, memory_format=
+        torch.preserve_format)); slices with a step through a working copy;
+        gradients of other strides are matched by logical index (docs/TORCH.md,
+        "Layouts"). Expanded or overlapping parameters are refused, as torch's
+        in-place operations refuse them. The state is kept in the
         parameter's dtype, as torch.optim keeps it (docs/PRECISION.md);
         anything else (a storage freed or shrunk by storage().resize_(), too)
         raises TypeError or ValueError naming the parameter's index, shape, dtype
@@ -144,6 +152,8 @@ class SGD(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "sgd"
+    _state_from_grad = True  # the momentum buffer is torch.clone(d_p) of its first step: d_p's layout
+    _complex = "rounding"  # torch 1.13 computes on the complex tensors: the same arithmetic, rounded apart
     _hp_spec = _spec("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
     _step_kind = None
     _required_slots = ()
@@ -189,6 +199,7 @@ class Adagrad(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "adagrad"
+    _complex = "real"  # torch 1.13 steps torch.view_as_real of parameter, gradient and state (weight decay aside)
     _hp_spec = _spec("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value", "maximize",
                      "eps_placement")
     _step_kind = "tensor"
@@ -212,7 +223,8 @@ class Adagrad(_Optimizer):
         c = self._c
         for i, group_index in enumerate(c.group_of):
             if self.param_groups[group_index]["initial_accumulator_value"] != initial_accumulator_value:
-                c.slot_tensor(i, 0).fill_(float(initial_accumulator_value))
+                t = c.slot_tensor(i, 0)  # a complex parameter's: complex(value, value), as torch's
+                (torch.view_as_real(t) if t.is_complex() else t).fill_(float(initial_accumulator_value))
 
 
 class RMSprop(_Optimizer):
@@ -237,6 +249,7 @@ class RMSprop(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "rmsprop"
+    _complex = "real"  # torch 1.13 steps torch.view_as_real of parameter, gradient and state (weight decay aside)
     _hp_spec = _spec("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize", "eps_placement")
     _step_kind = "int"
     _required_slots = ("square_avg",)
@@ -279,6 +292,7 @@ class Adadelta(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "adadelta"
+    _complex = "rounding"  # real view, but weight decay and the update of p in complex arithmetic
     _hp_spec = _spec("lr", "rho", "eps", "weight_decay", "maximize", "momentum", "eps_placement")
     _step_kind = "int"
     _required_slots = ("square_avg", "acc_delta")
@@ -325,6 +339,11 @@ class Adam(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "adam"
+    # torch 1.13 fails there (torch.maximum of the complex max_exp_avg_sq and the real view): the same error,
+    # before anything changes
+    _complex_refuse = {"amsgrad": "torch.optim.Adam 1.13 fails there too (RuntimeError: maximum not "
+                                  "implemented for complex tensors)"}
+    _complex = "real"  # torch 1.13 steps torch.view_as_real of parameter, gradient and state (weight decay aside)
     _hp_spec = _spec("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "bias_correction",
                      "eps_placement", "decoupled_weight_decay")
     _step_kind = "tensor"
@@ -368,6 +387,11 @@ class AdamW(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "adamw"
+    # torch 1.13 fails there (torch.maximum of the complex max_exp_avg_sq and the real view): the same error,
+    # before anything changes
+    _complex_refuse = {"amsgrad": "torch.optim.AdamW 1.13 fails there too (RuntimeError: maximum not "
+                                  "implemented for complex tensors)"}
+    _complex = "real"  # torch 1.13 steps torch.view_as_real of parameter, gradient and state (weight decay aside)
     _hp_spec = _spec("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "bias_correction",
                      "eps_placement")
     _fixed = {"decoupled_weight_decay": 1}
@@ -412,6 +436,9 @@ class RAdam(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "radam"
+    _complex_reason = ("torch.optim.RAdam (1.13) computes on the complex values themselves (grad * grad is the complex "
+                       "square, its square root and the division complex), not on their real view; optim.torch "
+                       "does not implement that arithmetic: use torch.optim.RAdam for complex parameters")
     _hp_spec = _spec("lr", "betas", "eps", "weight_decay", "maximize", "decoupled_weight_decay", "eps_placement")
     _step_kind = "tensor"
     _required_slots = ("exp_avg", "exp_avg_sq")
@@ -465,6 +492,9 @@ class NAdam(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "nadam"
+    _complex_reason = ("torch.optim.NAdam (1.13) computes on the complex values themselves (grad * grad is the complex "
+                       "square, its square root and the division complex), not on their real view; optim.torch "
+                       "does not implement that arithmetic: use torch.optim.NAdam for complex parameters")
     _hp_spec = _spec("lr", "betas", "eps", "weight_decay", "momentum_decay", "maximize", "decoupled_weight_decay",
                      "eps_placement")
     _step_kind = "tensor"
@@ -518,6 +548,7 @@ class AdaBound(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "adabound"
+    _complex_reason = "AdaBound is defined for real parameters (torch.optim has no AdaBound to follow)"
     _hp_spec = _spec("lr", "betas", "final_lr", "gamma", "eps", "weight_decay", "amsbound", "maximize",
                      "bias_correction", "eps_placement") + (("base_lr", "real", ("initial_lr",)),)
     _step_kind = "int"

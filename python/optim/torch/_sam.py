@@ -327,6 +327,7 @@ class SAM(Optimizer):
                 sam.first_step_with(n, pp, gp)
             except OptimError as e:
                 raise self._error("first_step", "nothing moved", e) from None
+            pins.write_back()  # parameters stepped through a working copy (_step.bind)
             del pins  # held until the call returned
         if zero_grad:
             self.zero_grad()
@@ -371,7 +372,9 @@ class SAM(Optimizer):
             try:
                 sam.second_step_with(n, pp, gp)
             except OptimError as e:
+                pins.write_back()  # w was restored (into the working copies of parameters stepped through one)
                 raise self._error("second_step", "w was restored and nothing was updated", e) from None
+            pins.write_back()
             del pins  # held until the calls returned
             if c.scalars:
                 c.refresh_scalars()
@@ -394,6 +397,7 @@ class SAM(Optimizer):
                 n, pp, gp, pins = bind(c, grads=False)
                 self._rebind(c, n, pp, gp)
                 sam.restore()
+                pins.write_back()
                 del pins  # held until the calls returned
             else:
                 sam.restore()  # a step skipped at first_step: nothing to undo

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 import numpy as np
 import torch
 
-from . import _tensors
+from . import _step, _tensors
 from ._groups import number, slot_bits
 from ._precision import MASTER_KEY
 from ._tensors import STRIDED, describe
@@ -346,9 +346,12 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
         if value.shape != shape:
             raise ValueError("%s: %s['%s'] has shape %s but parameter %d has shape %s"
                              % (owner, where, name, tuple(value.shape), i, tuple(shape)))
-        if not value.is_floating_point() or value.layout is not STRIDED:
+        if not (value.is_floating_point() or value.is_complex()) or value.layout is not STRIDED:
             raise ValueError("%s: %s['%s'] must be a dense floating-point tensor, got %s"
                              % (owner, where, name, describe(value)))
+        if value.is_complex() and c.dtypes[i] not in _tensors.COMPLEX_TYPES:
+            raise ValueError("%s: %s['%s'] is complex (%s) but parameter %d is real"
+                             % (owner, where, name, describe(value), i))
         problem = _tensors.storage_problem(value)
         if problem:
             raise ValueError("%s: %s['%s'] (%s) %s" % (owner, where, name, describe(value), problem))
@@ -382,11 +385,27 @@ def _plan_master(c, i, value, owner, where):
     return value.detach().to(device="cpu", copy=True)
 
 
+def _loaded_layout(c, i, plan):
+    """The strides of the state tensors a plan loads, if they share one dense
+    layout (else None: the state keeps the layout it has). torch's
+    load_state_dict and state[p] = {...} keep the given tensors, and so their
+    strides: the C state takes them, stepped in that order (a parameter of
+    another layout then goes through a working copy, _step.bind)."""
+    layouts = {tuple(v.stride()) for v in plan["slots"].values() if v is not None}
+    if len(layouts) != 1 or not c.numels[i]:
+        return None
+    layout = layouts.pop()
+    return layout if _tensors.is_dense(c.shapes[i], layout) else None
+
+
 def apply_param_state(c, i, plan):
     """Write a plan from plan_param_state into the C object (None: no state).
     The plan's "extra" keys are the caller's to keep (State.replace)."""
     h = c.h
-    h.reset_state(i)
+    if c.masters[i]:  # reset re-makes the master from the parameter's memory: C must see live memory
+        _step.with_live_params(c, lambda: h.reset_state(i))
+    else:
+        h.reset_state(i)
     c.touched[i] = plan is not None and plan["c"]
     if c.touched[i] and plan["pending"]:
         c.pending[i] = dict(plan["pending"])
@@ -399,6 +418,9 @@ def apply_param_state(c, i, plan):
         h.set_step(i, plan["step"])
     if plan["mu_product"] is not None:
         h.set_mu_product(i, plan["mu_product"])
+    layout = _loaded_layout(c, i, plan)
+    if layout is not None:
+        c.layouts[i] = layout
     for s, value in plan["slots"].items():
         if value is None:
             h.set_initialized(i, s, False)

@@ -16,9 +16,9 @@ import torch
 from . import _tensors
 from ._tensors import EMPTY_PTR, STRIDED, describe
 
-__all__ = ["bind", "param_error", "grad_error", "NonFiniteGradientError", "nonfinite_error", "sam_guard"]
+__all__ = ["Pins", "bind", "param_error", "grad_error", "NonFiniteGradientError", "nonfinite_error", "sam_guard"]
 
-_ITEMSIZE = {torch.float32: 4, torch.float64: 8, torch.bfloat16: 2, torch.float16: 2}  # _tensors.ELEMENT_TYPES
+_ITEMSIZE = _tensors.ITEMSIZE
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -45,7 +45,7 @@ def param_error(c, i, p):
     if p.shape != c.shapes[i]:
         return ValueError("%s: parameter %d changed shape from %s to %s since it was added"
                           % (c.owner, i, tuple(c.shapes[i]), tuple(p.shape)))
-    if p.dtype is not c.dtypes[i] and p.dtype in _tensors.ELEMENT_TYPES:
+    if p.dtype is not c.dtypes[i] and (p.dtype in _tensors.ELEMENT_TYPES or p.dtype in _tensors.COMPLEX_TYPES):
         return TypeError("%s: parameter %d changed dtype from %s to %s since it was added (its state and "
                          "storage are of the first)" % (c.owner, i, c.dtypes[i], p.dtype))
     try:
@@ -65,21 +65,104 @@ def grad_error(c, i, g):
         return TypeError("%s is not of the parameter's dtype %s" % (what, c.dtypes[i]))
     if g.shape != c.shapes[i]:
         return ValueError("%s does not have the parameter's shape %s" % (what, tuple(c.shapes[i])))
-    if not g.is_contiguous():
-        return ValueError("%s is not contiguous" % what)
     if g.is_neg():
         return ValueError("%s %s" % (what, _tensors.NEG_VIEW))
+    if g.is_conj():
+        return ValueError("%s %s" % (what, _tensors.CONJ_VIEW))
     return ValueError("%s %s" % (what, _tensors.storage_problem(g) or "cannot be read"))
+
+
+class Pins(list):
+    """The storages (and working copies) a C call uses, to hold until it
+    returns, and the working copies to write back into their parameters
+    after a call that changed them (write_back)."""
+
+    __slots__ = ("back",)
+
+    def __init__(self):
+        super().__init__()
+        self.back = []  # (the parameter's memory as checked, its working copy)
+
+    def write_back(self):
+        """Copy each working copy into the parameter memory it was made from
+        (by logical index), after a C call that wrote the parameters."""
+        for p, w in self.back:
+            p.copy_(w)
+
+
+def _copy_in(c, i, t, layout):
+    """A new tensor of t's values in the parameter's state layout (its strides
+    `layout`): the working copy C steps for a parameter, or a gradient in
+    the parameter's storage order. t was checked: readable, not a negation
+    or conjugate view (a parameter also not overlapping itself)."""
+    w = torch.empty_strided(c.shapes[i], layout, dtype=c.dtypes[i])
+    w.copy_(t)
+    return w
+
+
+def _param_copy_error(c, i, p):
+    """The error for a parameter that cannot be stepped through a working copy."""
+    what = "%s: parameter %d (%s, strides %s)" % (c.owner, i, describe(p), tuple(p.stride()))
+    if _tensors.overlaps_itself(p.shape, p.stride()):
+        return ValueError("%s %s" % (what, _tensors.OVERLAPS))
+    problem = _tensors.storage_problem(p)
+    return ValueError("%s %s" % (what, problem)) if problem else None
+
+
+def _meta(t):
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+
+
+def state_layout(c, i, p, g):
+    """The strides torch 1.13 gives parameter i's state if it makes it now,
+    with parameter p and gradient g (or None): zeros_like(p, memory_format=
+    torch.preserve_format), p's layout; but SGD's momentum buffer is
+    torch.clone(d_p) of its first step, d_p = -g if maximize, + weight_decay
+    * p: the layout torch's operations give d_p (computed on meta tensors,
+    which run torch's own layout rules without memory)."""
+    rule = c.rule
+    if rule.state_from_grad and g is not None:
+        values = dict(zip(rule.hp_fields, c.pushed[c.group_of[i]]))
+        if values.get("momentum"):
+            d = _meta(g)
+            if values.get("maximize"):
+                d = -d
+            if values.get("weight_decay"):
+                d = d.add(_meta(p))
+            return _tensors.layout_of(d)
+    return _tensors.layout_of(p)
+
+
+def _complex_refusal(c, i, p):
+    """RuntimeError if complex parameter i's group has an option with which
+    torch 1.13 fails to step complex parameters (Adam's amsgrad)."""
+    gi = c.group_of[i]
+    values = dict(zip(c.rule.hp_fields, c.pushed[gi]))
+    for field, why in c.rule.complex_refuse.items():
+        if values.get(field):
+            raise RuntimeError("%s: parameter %d (%s) is complex and param group %d has %s=True: %s; nothing "
+                               "was changed" % (c.owner, i, describe(p), gi, field, why))
 
 
 def bind(c, grads=True):
     """(count, params, grads, pins) for a C call over every parameter of
     CObject c: ctypes arrays of addresses (a gradient's None when it has none,
-    or when grads is False) and the storages to hold until the call returns.
-    Every parameter and gradient is checked first: CPU, of its registered dtype, dense,
-    contiguous, of the parameter's registered shape, and over a storage that
-    holds it; TypeError or ValueError naming the first bad one, and nothing is
-    passed to C.
+    or when grads is False) and a Pins of the storages and working copies to
+    hold until the call returns. Every parameter and gradient is checked
+    first: CPU, of its registered dtype, of the parameter's registered shape,
+    and over a storage that holds it; TypeError or ValueError naming the
+    first bad one, and nothing is passed to C.
+
+    Layouts: a parameter whose strides are its state's layout (c.layouts[i];
+    dense: contiguous, channels_last, transposed, any permutation) is passed
+    in place, from its first element in memory; any other (a slice with a
+    step, a dense tensor whose layout changed since its state was made) as a
+    working copy in the state's layout, which the caller writes back into the
+    parameter after a call that changed it (pins.write_back()). A gradient in
+    the state's layout is passed in place, any other (other strides,
+    expanded) as a copy in that layout: the state, the parameter and the
+    gradient are matched element by element by logical index, as torch's
+    elementwise operations match them.
 
     Each address is the pinned storage's address plus the tensor's offset,
     checked against that storage's size with the same offset (read once), so
@@ -91,47 +174,87 @@ def bind(c, grads=True):
     if c.ptrs is None:
         c.ptrs = ((ctypes.c_void_p * max(n, 1))(), (ctypes.c_void_p * max(n, 1))())
     pp, gp = c.ptrs
-    shapes, numels = c.shapes, c.numels
+    shapes, numels, layouts = c.shapes, c.numels, c.layouts
     dtypes = c.dtypes
     strided, storage_of, itemsize = STRIDED, _tensors.storage_of, _ITEMSIZE
-    pins = []
+    same_layout = _tensors.same_layout
+    pins = Pins()
     pin = pins.append
     for i in range(n):
         p = params[i]
         shape = shapes[i]
         dt = dtypes[i]
         size = itemsize[dt]
-        if p.dtype is not dt or p.shape != shape or not p.is_contiguous() or not p.is_cpu or p.is_neg():
+        if p.dtype is not dt or p.shape != shape or not p.is_cpu or p.is_neg() or p.is_conj():
             raise param_error(c, i, p)
         k = numels[i]
+        layout = layouts[i]
+        if c.rule.complex_refuse and dt in _tensors.COMPLEX_TYPES:
+            _complex_refusal(c, i, p)
         if k:
-            st = storage_of(p)
-            base = st.data_ptr()
-            offset = p.storage_offset()
-            if not base or (offset + k) * size > st.nbytes():
-                raise param_error(c, i, p)
-            pin(st)
-            pp[i] = base + offset * size
+            strides = p.stride()
+            if (c.rule.state_from_grad or not same_layout(shape, strides, layout)) and not c.has_state(i):
+                # No state yet: its layout is the one torch gives it at this step, which makes it.
+                layout = layouts[i] = state_layout(c, i, p, p.grad if grads else None)
+            if same_layout(shape, strides, layout):
+                st = storage_of(p)
+                base = st.data_ptr()
+                offset = p.storage_offset()
+                if not base or (offset + k) * size > st.nbytes():
+                    raise param_error(c, i, p)
+                pin(st)
+                pp[i] = base + offset * size
+            else:
+                e = _param_copy_error(c, i, p)
+                if e is not None:
+                    raise e
+                w = _copy_in(c, i, p, layout)
+                pin(w)
+                pins.back.append((p.detach(), w))
+                pp[i] = w.data_ptr()
         else:
             pp[i] = None  # 0 elements: C reads nothing
         g = p.grad if grads else None
         if g is None:
             gp[i] = None
             continue
-        if (g.layout is not strided or g.dtype is not dt or g.shape != shape or not g.is_contiguous()
-                or not g.is_cpu or g.is_neg()):
+        if (g.layout is not strided or g.dtype is not dt or g.shape != shape or not g.is_cpu or g.is_neg()
+                or g.is_conj()):
             raise grad_error(c, i, g)
         if k:
-            st = storage_of(g)
-            base = st.data_ptr()
-            offset = g.storage_offset()
-            if not base or (offset + k) * size > st.nbytes():
-                raise grad_error(c, i, g)
-            pin(st)
-            gp[i] = base + offset * size
+            if same_layout(shape, g.stride(), layout):
+                st = storage_of(g)
+                base = st.data_ptr()
+                offset = g.storage_offset()
+                if not base or (offset + k) * size > st.nbytes():
+                    raise grad_error(c, i, g)
+                pin(st)
+                gp[i] = base + offset * size
+            else:
+                if _tensors.storage_problem(g):
+                    raise grad_error(c, i, g)
+                w = _copy_in(c, i, g, layout)
+                pin(w)
+                gp[i] = w.data_ptr()
         else:
             gp[i] = EMPTY_PTR  # not NULL, which would mean "no gradient": the step still counts, as in torch
     return n, pp, gp, pins
+
+
+def with_live_params(c, call):
+    """call() with C's parameter addresses pointing at the parameters' memory
+    now, held until call() returns. For the C calls that read a parameter
+    outside a step (re-making an fp32 master from it: optim_param_reset_state,
+    optim_param_master_sync): the addresses C recorded at the last step may
+    be gone since (p.data replaced, or the working copy of a parameter with
+    gaps, freed when its step returned)."""
+    n, pp, gp, pins = bind(c, grads=False)
+    if n:
+        c.h.rebind(n, pp, gp)
+    try:
+        return call()
+    finally:
+        del pins
 
 
 def nonfinite_error(c, owner, what, e):
