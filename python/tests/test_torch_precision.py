@@ -264,7 +264,7 @@ def test_param_group_edit_keeps_masters_and_scaler():
 
 
 @pytest.mark.parametrize("shape_of", ["sliced", "channels_last", "transposed"])
-def test_master_of_a_parameter_in_any_layout(shape_of):
+def test_master_of_a_parameter_in_any_layout(shape_of, tmp_path):
     """A bfloat16 parameter stepped through a working copy (a slice with a
     step) or in place in another layout: its master starts as its values
     (by logical index) and is re-made from live memory by master_sync and by
@@ -301,4 +301,15 @@ def test_master_of_a_parameter_in_any_layout(shape_of):
     opt.load_state_dict(sd)  # no state: reset, and the master re-made from p as when added
     assert opt.param_groups[0]["lr"] == 0.0
     opt.step()
+    assert torch.equal(opt.state[p]["master"], p.detach().float())
+    # A checkpoint without masters (written by an optimizer without them): each master re-made from p.
+    other = ot.Adam([torch.nn.Parameter(w.clone())], lr=0.0)
+    other.param_groups[0]["params"][0].grad = torch.randn_like(p)
+    other.step()
+    path = str(tmp_path / "no_master.ckpt")
+    other.save_checkpoint(path)
+    p.data = (w.float() * 5).to(torch.bfloat16)
+    junk = [torch.full((4096,), 1e30) for _ in range(8)]
+    opt.load_checkpoint(path)
+    del junk
     assert torch.equal(opt.state[p]["master"], p.detach().float())

@@ -4,7 +4,7 @@ docs/CHECKPOINT.md). A path is str, bytes or os.PathLike; one holding a NUL
 byte is refused (optim._core.c_path)."""
 from .. import _core
 from . import _groups, _members
-from ._step import sam_guard
+from ._step import sam_guard, with_live_params
 
 __all__ = ["save", "load"]
 
@@ -28,7 +28,10 @@ def load(opt, path, match):
     with c.lock:
         sam_guard(c, "load_checkpoint")
         c = _members.sync(opt)
-        c.h.load(raw, match)
+        if any(c.masters):  # a master the file lacks is re-made from its parameter's memory: live, held
+            with_live_params(c, lambda: c.h.load(raw, match))
+        else:
+            c.h.load(raw, match)
         c.pending.clear()  # the checkpoint replaced every state
         _groups.pull_groups(c, opt.param_groups)
         c.refresh_scalars()
