@@ -144,7 +144,7 @@ def group_values(c, group, gi):
         flags["foreach"] = group["foreach"]
     check_flags("%s param group %d" % (owner, gi), flags)
     out = []
-    for key, kind, _ in c.rule.hp_spec:
+    for key, kind, fields in c.rule.hp_spec:
         try:
             v = group[key]
         except KeyError:
@@ -171,8 +171,8 @@ def group_values(c, group, gi):
                 b1, b2 = v
                 out.extend((float(b1), float(b2)))
             except (TypeError, ValueError, RuntimeError):
-                raise ValueError("%s: param group %d: %s = %r must be a pair of numbers (beta1, beta2)"
-                                 % (owner, gi, key, v)) from None
+                raise ValueError("%s: param group %d: %s = %r must be a pair of numbers (%s, %s)"
+                                 % (owner, gi, key, v, fields[0], fields[1])) from None
         else:  # placement
             code = _core.PLACEMENTS.get(v) if isinstance(v, str) else None
             if code is None:
