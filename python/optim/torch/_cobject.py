@@ -23,6 +23,7 @@ import torch
 
 from .. import _core
 from . import _tensors
+from ._groups import FUSED_CLASSES as _FUSED_CLASSES
 from ._tensors import F32, describe
 
 _ITEMSIZE = {torch.float32: 4, torch.float64: 8, torch.bfloat16: 2, torch.float16: 2}
@@ -49,6 +50,10 @@ class Rule:
         self.scalar_keys = tuple(cls._scalar_keys)
         self.has_mu_product = bool(self.scalar_keys)
         self.eager_state = cls._eager_state
+        # fused=True is accepted where torch 2.x has it (_groups.FUSED_CLASSES),
+        # also by a user's subclass of such a class.
+        self.fused_ok = any(k.__name__ in _FUSED_CLASSES and k.__module__.startswith("optim.torch")
+                            for k in cls.__mro__)
         self.c_keys = frozenset((["step"] if cls._step_kind else []) + list(self.scalar_keys)
                                 + list(self.slot_names))
         ids = []
