@@ -645,7 +645,8 @@ OPTIM_API int optim_state_slot(optim *opt, size_t i, int s, float **data, int *i
 OPTIM_API int optim_state_slot_data(optim *opt, size_t i, int s, void **data, optim_dtype *dtype, int *initialized);
 /** Mark slot s of parameter i as holding data (or not), e.g. after loading it. */
 OPTIM_API int optim_state_set_initialized(optim *opt, size_t i, int s, int initialized);
-/** Read and write parameter i's step counter and NAdam's mu_product. */
+/** Read and write parameter i's step counter and NAdam's mu_product (ASGD: its eta, the step size
+ *  of the next step, any finite value >= 0; NAdam's is in [0, 1]). */
 OPTIM_API int optim_param_get_step(const optim *opt, size_t i, int64_t *step);
 OPTIM_API int optim_param_set_step(optim *opt, size_t i, int64_t step);
 OPTIM_API int optim_param_get_mu_product(const optim *opt, size_t i, double *mu_product);
