@@ -108,13 +108,15 @@ def test_asgd_state_types_are_torchs():
 
 def test_rprop_nan_gradient_as_torch():
     """torch 1.13's sign(NaN) is 0: a NaN gradient element leaves p and its
-    step size unchanged, and 'prev' holds the NaN until the next step."""
+    step size unchanged, and 'prev' holds the NaN until the next step; an
+    infinite one moves it by its (finite) step size."""
     p, q = torch.linspace(-1, 1, 40).requires_grad_(), torch.linspace(-1, 1, 40).requires_grad_()
     a, b = ot.Rprop([p]), torch.optim.Rprop([q])
     for t in range(6):
         g = torch.sin(torch.arange(40.0) * (t + 1))
         if t in (2, 3):
             g[::7] = float("nan")
+            g[1::9] = float("inf") if t == 2 else -float("inf")
         p.grad, q.grad = g.clone(), g.clone()
         a.step()
         b.step()
