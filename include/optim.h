@@ -141,9 +141,12 @@ typedef enum optim_rule {
     OPTIM_RADAM = 7,    /* Rectified Adam */
     OPTIM_NADAM = 8,    /* Nesterov-accelerated Adam with momentum schedule */
     OPTIM_ADABOUND = 9, /* AdaBound / AMSBound (Luo et al. 2019) */
-    OPTIM_LION = 10     /* Lion, sign of interpolated momentum (Chen et al. 2023) */
+    OPTIM_LION = 10,    /* Lion, sign of interpolated momentum (Chen et al. 2023) */
+    OPTIM_ADAMAX = 11,  /* AdaMax, Adam with an infinity norm (Kingma & Ba 2015) */
+    OPTIM_ASGD = 12,    /* averaged SGD (Polyak & Juditsky 1992), torch.optim.ASGD */
+    OPTIM_RPROP = 13    /* resilient backpropagation (Riedmiller & Braun 1993) */
 } optim_rule;
-#define OPTIM_RULE_COUNT 10
+#define OPTIM_RULE_COUNT 13
 
 /** Where eps sits relative to the square root of the second moment. */
 typedef enum optim_eps_placement {
@@ -186,6 +189,11 @@ typedef enum optim_eps_placement {
  *   LION     lr [1e-4] beta1 [0.9] beta2 [0.99] weight_decay [0]
  *            decoupled_weight_decay [1; 0 = L2 in the gradient, an optim extra]
  *            maximize (defaults of the authors' lion_pytorch.py)
+ *   ADAMAX   lr [2e-3] beta1 [0.9] beta2 [0.999] eps [1e-8] weight_decay [0] maximize
+ *   ASGD     lr [1e-2] lambd [1e-4] alpha [0.75; optim keeps it in [0, 1]]
+ *            t0 [1e6] weight_decay [0] maximize
+ *   RPROP    lr [1e-2; the initial step size] etaminus [0.5] etaplus [1.2]
+ *            step_size_min [1e-6] step_size_max [50] maximize
  */
 typedef struct optim_hparams {
     optim_rule rule;
@@ -210,6 +218,11 @@ typedef struct optim_hparams {
     double final_lr;                  /* >= 0 (ADABOUND) */
     double gamma;                     /* [0, 1) (ADABOUND) */
     double initial_lr;                /* > 0, or 0 for "lr" (ADABOUND: final_lr is scaled by lr/initial_lr) */
+    double lambd;                     /* >= 0 decay term (ASGD) */
+    double t0;                        /* step after which averaging starts (ASGD) */
+    double etaminus, etaplus;         /* (0, 1) and (1, inf): step size factors (RPROP) */
+    double step_size_min;             /* bounds of the step sizes (RPROP) */
+    double step_size_max;
 } optim_hparams;
 
 /** Hyperparameter identifiers, for setting one value at a time and for
@@ -236,9 +249,15 @@ typedef enum optim_hparam {
     OPTIM_HP_MOMENTUM_DECAY = 19,
     OPTIM_HP_FINAL_LR = 20,
     OPTIM_HP_GAMMA = 21,
-    OPTIM_HP_INITIAL_LR = 22
+    OPTIM_HP_INITIAL_LR = 22,
+    OPTIM_HP_LAMBD = 23,
+    OPTIM_HP_T0 = 24,
+    OPTIM_HP_ETAMINUS = 25,
+    OPTIM_HP_ETAPLUS = 26,
+    OPTIM_HP_STEP_SIZE_MIN = 27,
+    OPTIM_HP_STEP_SIZE_MAX = 28
 } optim_hparam;
-#define OPTIM_HP_COUNT 22
+#define OPTIM_HP_COUNT 28
 
 /** Lower-case name of a rule ("adam"), or NULL for an unknown value. */
 OPTIM_API const char *optim_rule_name(optim_rule rule);
@@ -327,7 +346,8 @@ OPTIM_API int optim_rule_has_step(optim_rule rule);
  */
 typedef struct optim_state {
     int64_t step;      /* updates applied so far */
-    double mu_product; /* NADAM: product of the momentum coefficients so far (1 at start) */
+    double mu_product; /* NADAM: product of the momentum coefficients so far (1 at start);
+                        * ASGD: eta, the step size of the next step (a float32 value) */
     unsigned initialized;
     float *slot[OPTIM_MAX_SLOTS];
 } optim_state;
@@ -640,7 +660,8 @@ OPTIM_API int optim_state_slot(optim *opt, size_t i, int s, float **data, int *i
 OPTIM_API int optim_state_slot_data(optim *opt, size_t i, int s, void **data, optim_dtype *dtype, int *initialized);
 /** Mark slot s of parameter i as holding data (or not), e.g. after loading it. */
 OPTIM_API int optim_state_set_initialized(optim *opt, size_t i, int s, int initialized);
-/** Read and write parameter i's step counter and NAdam's mu_product. */
+/** Read and write parameter i's step counter and NAdam's mu_product (ASGD: its eta, the step size
+ *  of the next step, any finite value >= 0; NAdam's is in [0, 1]). */
 OPTIM_API int optim_param_get_step(const optim *opt, size_t i, int64_t *step);
 OPTIM_API int optim_param_set_step(optim *opt, size_t i, int64_t step);
 OPTIM_API int optim_param_get_mu_product(const optim *opt, size_t i, double *mu_product);

@@ -17,6 +17,7 @@
 #include "schedule_internal.h"
 #include "kernels/convert.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -773,7 +774,9 @@ static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const
     pp->mask = ck_get_u32(r);
     OPTIM__FAIL_IF(pp->group >= pl->ngroups, err, OPTIM_EFORMAT, "%s: group %zu of %zu", where, pp->group, pl->ngroups);
     OPTIM__FAIL_IF(step > (uint64_t)INT64_MAX, err, OPTIM_EFORMAT, "%s: step out of range", where);
-    OPTIM__FAIL_IF(!(pp->mu_product >= 0 && pp->mu_product <= 1), err, OPTIM_EFORMAT, "%s: mu_product = %.10g", where,
+    /* ASGD keeps its eta there (a finite step size >= 0), NAdam its product in [0, 1]. */
+    OPTIM__FAIL_IF(!(pp->mu_product >= 0 && pp->mu_product <= (pl->rule == OPTIM_ASGD ? DBL_MAX : 1.0)), err,
+                   OPTIM_EFORMAT, "%s: %s = %.10g", where, pl->rule == OPTIM_ASGD ? "eta" : "mu_product",
                    pp->mu_product);
     OPTIM__FAIL_IF(pp->mask >> nslots || (pp->initialized & ~pp->mask), err, OPTIM_EFORMAT,
                    "%s: slot mask 0x%x, initialized 0x%x (the rule has %u slots)", where, pp->mask, pp->initialized,

@@ -3,6 +3,7 @@
 #include "optim_internal.h"
 #include "clip_internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -710,8 +711,13 @@ int optim_param_set_mu_product(optim *o, size_t i, double mu_product)
 {
     if (!o) return OPTIM_ENULL;
     OPTIM__FORWARD(optim__check_param(o, "optim_param_set_mu_product", i));
-    OPTIM__FAIL_IF(!(mu_product >= 0 && mu_product <= 1), OPTIM__E(o), OPTIM_EINVAL,
-                   "optim_param_set_mu_product: mu_product = %.10g is outside [0, 1]", mu_product);
+    /* ASGD keeps its eta (a step size, any finite value >= 0) here; NAdam a product of factors in [0, 1]. */
+    if (o->rule == OPTIM_ASGD)
+        OPTIM__FAIL_IF(!(mu_product >= 0 && mu_product <= DBL_MAX), OPTIM__E(o), OPTIM_EINVAL,
+                       "optim_param_set_mu_product: ASGD's eta = %.10g is not a finite number >= 0", mu_product);
+    else
+        OPTIM__FAIL_IF(!(mu_product >= 0 && mu_product <= 1), OPTIM__E(o), OPTIM_EINVAL,
+                       "optim_param_set_mu_product: mu_product = %.10g is outside [0, 1]", mu_product);
     o->params[i].st.mu_product = mu_product;
     return optim__ok(OPTIM__E(o));
 }

@@ -78,11 +78,15 @@ int scenario_build(int id, scenario_run *run)
     case OPTIM_NADAM: hp[0].decoupled_weight_decay = 1; hp[0].weight_decay = 0.05; break;
     case OPTIM_ADABOUND: hp[0].amsgrad = 1; hp[0].lr = 0.01; hp[0].gamma = 0.01; break;
     case OPTIM_LION: hp[0].lr = 1e-3; hp[0].weight_decay = 0.5; break;
+    case OPTIM_ADAMAX: hp[0].weight_decay = 0.01; hp[0].maximize = 1; break;
+    case OPTIM_ASGD: hp[0].t0 = 7; hp[0].lambd = 0.01; break; /* the average starts at step 8 */
+    case OPTIM_RPROP: hp[0].etaminus = 0.4; hp[0].step_size_max = 0.5; break;
     default: break;
     }
     hp[1] = hp[0];
     hp[1].lr *= 0.5;
-    hp[1].weight_decay = 0.02; /* group 1: another decay (coupled or decoupled as the rule's) */
+    if (optim_rule_uses(rule, OPTIM_HP_WEIGHT_DECAY))
+        hp[1].weight_decay = 0.02; /* group 1: another decay (coupled or decoupled as the rule's) */
     CHECK(optim_add_group(run->opt, &hp[0], NULL));
     CHECK(optim_add_group(run->opt, &hp[1], NULL));
     if (scn_params(run)) return -1;
@@ -99,6 +103,7 @@ int scenario_build(int id, scenario_run *run)
     case OPTIM_RADAM: CHECK(optim_schedule_cyclic(&s, 1e-4, 1e-2, 6, 4, OPTIM_CYCLIC_TRIANGULAR2, 1.0, NULL)); break;
     case OPTIM_NADAM: CHECK(optim_schedule_exponential(&s, 0.97, NULL)); break;
     case OPTIM_ADABOUND: CHECK(optim_schedule_one_cycle(&s, 0.02, 60, 0.3, 1, 25, 1e4, 0, NULL)); break;
+    case OPTIM_ASGD: CHECK(optim_schedule_step(&s, 9, 0.5, NULL)); break; /* eta follows the lr of each step */
     case OPTIM_LION:
         CHECK(optim_schedule_cosine(&c, 50, 1e-5, NULL));
         CHECK(optim_schedule_warmup(&s, 5, c, NULL));

@@ -34,6 +34,12 @@ const grid test_grids[OPTIM_RULE_COUNT + 1] = {
          AX(WEIGHT_DECAY, 0, 0.1), AX(MAXIMIZE, 0, 1), AX(GAMMA, 1e-3, 0.1), AX(EPS, 1e-8, 0.01)),
     GRID(OPTIM_LION, 0.01, AX(WEIGHT_DECAY, 0, 0.5), AX(DECOUPLED_WEIGHT_DECAY, 1, 0), AX(MAXIMIZE, 0, 1),
          AX(BETA1, 0.9, 0.5), AX(BETA2, 0.99, 0.9)),
+    GRID(OPTIM_ADAMAX, 0.01, AX(WEIGHT_DECAY, 0, 0.1), AX(MAXIMIZE, 0, 1), AX(BETA1, 0.9, 0.5),
+         AX(BETA2, 0.999, 0.9), AX(EPS, 1e-8, 0.01)),
+    GRID(OPTIM_ASGD, 0.01, AX(LAMBD, 1e-4, 0.05), AX(ALPHA, 0.75, 1), AX(T0, 1e6, 5), AX(WEIGHT_DECAY, 0, 0.1),
+         AX(MAXIMIZE, 0, 1)),
+    GRID(OPTIM_RPROP, 0.01, AX(ETAMINUS, 0.5, 0.3), AX(ETAPLUS, 1.2, 1.5), AX(STEP_SIZE_MIN, 1e-6, 1e-3),
+         AX(STEP_SIZE_MAX, 50, 0.02), AX(MAXIMIZE, 0, 1)),
 };
 
 /* Checks a grid's own declaration; NULL if sound, else why not. */

@@ -12,7 +12,8 @@ typedef struct ref_ctx {
     const optim_hparams *hp;
     double lr, t;
     double b1t, b2t;   /* beta1^t, beta2^t */
-    double mu, mu_next; /* NAdam */
+    double mu, mu_next; /* NAdam; ASGD's mu */
+    double eta;         /* ASGD */
     int in;            /* eps inside the square root */
     int f32;           /* the tensors are float32 (ties of a sign are decided in float) */
 } ref_ctx;
@@ -169,6 +170,40 @@ static void ref_lion(const ref_ctx *c, ref_state *st, size_t i, double *p, doubl
     *p -= c->lr * sg;
 }
 
+static void ref_adamax(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    const optim_hparams *hp = c->hp;
+    double a = hp->beta2 * st->inf[i], b = fabs(d) + hp->eps;
+    st->m[i] = hp->beta1 * st->m[i] + (1 - hp->beta1) * d;
+    st->inf[i] = (isnan(a) || isnan(b)) ? NAN : (a > b ? a : b); /* torch.amax: NaN wins */
+    *p -= c->lr / (1 - c->b1t) * st->m[i] / st->inf[i];
+}
+
+/* ASGD: decay, SGD step with the previous step's eta, then the average. */
+static void ref_asgd(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    *p = *p * (1 - c->hp->lambd * c->eta) - c->eta * d;
+    st->ax[i] = c->mu != 1 ? st->ax[i] + (*p - st->ax[i]) * c->mu : *p;
+}
+
+/* Rprop: the step size grows while the gradient keeps its sign, shrinks (and
+ * the step is skipped, the gradient forgotten) when it flips. The sign of
+ * g * prev is taken from the product formed in the tensors' type (a product
+ * that underflows there is 0 for torch too); torch's sign(NaN) is 0. */
+static void ref_rprop(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    const optim_hparams *hp = c->hp;
+    double x = c->f32 ? (double)((float)d * (float)st->prev[i]) : d * st->prev[i];
+    double f = x > 0 ? hp->etaplus : (x < 0 ? hp->etaminus : 1.0);
+    double ss = st->ss[i] * f;
+    if (ss < hp->step_size_min) ss = hp->step_size_min;
+    if (ss > hp->step_size_max) ss = hp->step_size_max;
+    if (x < 0) d = 0;
+    st->ss[i] = ss;
+    st->prev[i] = d;
+    *p -= (d > 0 ? 1.0 : (d < 0 ? -1.0 : 0.0)) * ss;
+}
+
 /* A rule: its step and where its slots live (offsets into ref_state; 0: none). */
 typedef struct ref_rule {
     ref_elem_fn elem;
@@ -188,6 +223,9 @@ static const ref_rule ref_rules[OPTIM_RULE_COUNT + 1] = {
     [OPTIM_NADAM] = {ref_nadam, {SLOT(m), SLOT(v)}},
     [OPTIM_ADABOUND] = {ref_adabound, {SLOT(m), SLOT(v), SLOT(vmax)}},
     [OPTIM_LION] = {ref_lion, {SLOT(m)}},
+    [OPTIM_ADAMAX] = {ref_adamax, {SLOT(m), SLOT(inf)}},
+    [OPTIM_ASGD] = {ref_asgd, {SLOT(ax)}},
+    [OPTIM_RPROP] = {ref_rprop, {SLOT(prev), SLOT(ss)}},
 };
 #undef SLOT
 
@@ -222,8 +260,17 @@ int ref_init(ref_state *st, const optim_hparams *hp, size_t n)
     st->acc = zeros(n);
     st->ga = zeros(n);
     st->sum = zeros(n);
-    if (!st->m || !st->v || !st->vmax || !st->buf || !st->sq || !st->acc || !st->ga || !st->sum) return -1;
+    st->inf = zeros(n);
+    st->ax = zeros(n);
+    st->prev = zeros(n);
+    st->ss = zeros(n);
+    if (!st->m || !st->v || !st->vmax || !st->buf || !st->sq || !st->acc || !st->ga || !st->sum || !st->inf ||
+        !st->ax || !st->prev || !st->ss)
+        return -1;
     for (i = 0; i < n; i++) st->sum[i] = hp->initial_accumulator_value;
+    /* Rprop's step sizes start at lr, in the tensors' type (fill_(lr)); the float32 value, which is both types'
+     * start when lr is a float32 number (the tests' lr are) */
+    for (i = 0; i < n; i++) st->ss[i] = hp->lr;
     return 0;
 }
 
@@ -237,6 +284,10 @@ void ref_free(ref_state *st)
     free(st->acc);
     free(st->ga);
     free(st->sum);
+    free(st->inf);
+    free(st->ax);
+    free(st->prev);
+    free(st->ss);
     memset(st, 0, sizeof *st);
 }
 
@@ -261,6 +312,14 @@ static void ref_step_any(const optim_hparams *hp, double lr, double *p, const fl
         /* torch 1.13 keeps mu_product in a float32 tensor whatever the
          * parameters' type: mu_product.mul_(mu) rounds mu and the product. */
         st->mu_product = (double)((float)st->mu_product * (float)c.mu);
+    }
+    c.eta = 0;
+    if (hp->rule == OPTIM_ASGD) {
+        /* torch keeps eta and mu in float32 tensors: eta starts at the first
+         * step's lr, mu at 1; each step ends by computing the next ones. */
+        c.eta = st->step == 1 ? (double)(float)lr : st->eta;
+        c.mu = st->step == 1 ? 1.0 : (double)(float)(1 / fmax(1, (c.t - 1) - hp->t0));
+        st->eta = (double)(float)(lr / pow(1 + hp->lambd * lr * c.t, hp->alpha));
     }
     for (i = 0; i < st->n; i++) {
         double d;

@@ -18,7 +18,9 @@ typedef struct ref_state {
     double mu_product;
     int buf_init;   /* SGD: momentum buffer holds data */
     double base_lr; /* AdaBound: lr the bounds are relative to */
+    double eta;     /* ASGD: the step size of the next step (a float32 value, as torch keeps it) */
     double *m, *v, *vmax, *buf, *sq, *acc, *ga, *sum;
+    double *inf, *ax, *prev, *ss; /* Adamax's exp_inf, ASGD's average, Rprop's prev and step sizes */
 } ref_state;
 
 /* 1 if the reference has rule `rule` (tests fail loudly on a rule without one). */

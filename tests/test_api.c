@@ -36,6 +36,8 @@ TEST_IMPL(hparams_defaults)
         {OPTIM_RADAM, "radam", 1e-3, 1e-8, 2, "exp_avg"},    {OPTIM_NADAM, "nadam", 2e-3, 1e-8, 2, "exp_avg"},
         {OPTIM_ADABOUND, "adabound", 1e-3, 1e-8, 3, "exp_avg"},
         {OPTIM_LION, "lion", 1e-4, 0, 1, "exp_avg"},
+        {OPTIM_ADAMAX, "adamax", 2e-3, 1e-8, 2, "exp_avg"},   {OPTIM_ASGD, "asgd", 1e-2, 0, 1, "ax"},
+        {OPTIM_RPROP, "rprop", 1e-2, 0, 2, "prev"},
     };
     size_t i;
     optim_hparams hp;
@@ -51,6 +53,18 @@ TEST_IMPL(hparams_defaults)
         ASSERT(strcmp(optim_rule_slot_name(want[i].rule, 0), want[i].slot0) == 0);
         ASSERT_INT(optim_rule_has_step(want[i].rule), ==, want[i].rule != OPTIM_SGD && want[i].rule != OPTIM_LION);
     }
+    /* torch 1.13's other defaults of the rules added with Adamax */
+    optim_hparams_init(&hp, OPTIM_ADAMAX, NULL);
+    ASSERT(hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.weight_decay == 0);
+    optim_hparams_init(&hp, OPTIM_ASGD, NULL);
+    ASSERT(hp.lambd == 1e-4 && hp.alpha == 0.75 && hp.t0 == 1e6 && hp.weight_decay == 0);
+    optim_hparams_init(&hp, OPTIM_RPROP, NULL);
+    ASSERT(hp.etaminus == 0.5 && hp.etaplus == 1.2 && hp.step_size_min == 1e-6 && hp.step_size_max == 50);
+    ASSERT_INT(optim_hparams_slots(&hp), ==, 3);
+    ASSERT_INT(optim_hparam_from_name("etaplus"), ==, OPTIM_HP_ETAPLUS);
+    ASSERT(optim_hparams_set(&hp, OPTIM_HP_ETAPLUS, 1.0, NULL) == OPTIM_EINVAL);  /* torch: 1 < etaplus */
+    ASSERT(optim_hparams_set(&hp, OPTIM_HP_ETAMINUS, 1.0, NULL) == OPTIM_EINVAL); /* torch: etaminus < 1 */
+    ASSERT(optim_hparams_set(&hp, OPTIM_HP_WEIGHT_DECAY, 0.1, NULL) == OPTIM_EUNSUPPORTED); /* torch's Rprop has none */
     ASSERT_INT(optim_rule_from_name("AdamW"), ==, OPTIM_ADAMW);
     ASSERT_INT(optim_rule_from_name("sophia"), ==, 0);
     optim_hparams_init(&hp, OPTIM_ADAM, NULL);
@@ -263,6 +277,11 @@ TEST_IMPL(nonfinite_propagates)
                  * momentum Inf and the step a finite lr (torch's sign(Inf) = 1). */
                 if (isfinite(b.slot[0][i])) FAIL("lion: exp_avg[9] = %g stayed finite after an Inf gradient",
                                                  b.slot[0][i]);
+            } else if (hp.rule == OPTIM_RPROP && (i == 3 || i == 9)) {
+                /* torch 1.13's Rprop uses only signs, and its sign(NaN) is 0: a NaN gradient does not move the
+                 * element, an Inf one moves it by its finite step size (python/tests/test_torch_classic.py
+                 * compares this with torch) */
+                if (!isfinite(pb[i])) FAIL("rprop: param[%d] = %g became non-finite (torch's stays finite)", i, pb[i]);
             } else if (i == 3 || i == 9) {
                 if (isfinite(pb[i])) FAIL("%s: param[%d] = %g stayed finite after a non-finite gradient",
                                           optim_rule_name(hp.rule), i, pb[i]);

@@ -92,6 +92,9 @@ static const uint64_t golden[OPTIM_RULE_COUNT + 1] = {
     [OPTIM_NADAM] = 0x9d1b121a0f655c24ull,
     [OPTIM_ADABOUND] = 0x22b5927ac531491dull,
     [OPTIM_LION] = 0x514c724272acc9b8ull, /* recorded when Lion was added */
+    [OPTIM_ADAMAX] = 0xbe5e22f3d418d6b1ull, /* recorded when Adamax, ASGD and Rprop were added */
+    [OPTIM_ASGD] = 0xc824cdac5da7f03bull,
+    [OPTIM_RPROP] = 0xce292f8b0c0341a3ull,
 };
 
 TEST_IMPL(float32_golden)

@@ -32,6 +32,7 @@
     TEST_ENTRY(object_skip_null_grad)          \
     TEST_ENTRY(object_options_switched_on)     \
     TEST_ENTRY(object_state_access)            \
+    TEST_ENTRY(object_asgd_eta)                \
     TEST_ENTRY(object_deferred_state)          \
     TEST_ENTRY(object_deferred_state_access)   \
     TEST_ENTRY(object_step_with)               \

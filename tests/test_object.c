@@ -266,6 +266,34 @@ TEST_IMPL(object_state_access)
     return 0;
 }
 
+/* ASGD keeps its eta in the scalar state field (NAdam's mu_product): any
+ * finite value >= 0 (a step size), read and written like mu_product; the
+ * next step uses the eta written, and ends by computing the next one. */
+TEST_IMPL(object_asgd_eta)
+{
+    optim *o = NULL;
+    optim_hparams hp;
+    float p[2] = {1, 2}, g[2] = {1, -1};
+    double eta;
+    optim_hparams_init(&hp, OPTIM_ASGD, NULL);
+    hp.lr = 2.0;
+    hp.lambd = 0;
+    ASSERT_OK(optim_create(&o, OPTIM_ASGD));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p, g, 2, NULL, NULL));
+    ASSERT_OPT_OK(o, optim_step(o)); /* step 1: eta = lr = 2 */
+    ASSERT(p[0] == -1.0f && p[1] == 4.0f);
+    ASSERT_OK(optim_param_get_mu_product(o, 0, &eta));
+    ASSERT(eta == (double)(float)(2.0 / pow(1.0, 0.75))); /* lambd = 0: eta stays lr */
+    ASSERT_OPT_OK(o, optim_param_set_mu_product(o, 0, 3.0));
+    ASSERT_OPT_OK(o, optim_step(o)); /* step 2 with the eta written */
+    ASSERT(p[0] == -4.0f && p[1] == 7.0f);
+    ASSERT_ERR(optim_param_set_mu_product(o, 0, -0.5), OPTIM_EINVAL, optim_errmsg(o), "eta = -0.5");
+    ASSERT_ERR(optim_param_set_mu_product(o, 0, INFINITY), OPTIM_EINVAL, optim_errmsg(o), "eta = inf");
+    optim_free(o);
+    return 0;
+}
+
 TEST_IMPL(object_step_with)
 {
     optim *o = NULL;

@@ -31,6 +31,9 @@ CLASSES = [
     (ot.NAdam, dict(momentum_decay=0.01)),
     (ot.AdaBound, dict(lr=1e-2, amsbound=True)),
     (ot.Lion, dict(lr=1e-3, weight_decay=0.5)),
+    (ot.Adamax, dict(lr=1e-2, weight_decay=0.01)),
+    (ot.ASGD, dict(t0=5, lambd=0.01)),
+    (ot.Rprop, dict(etas=(0.4, 1.3))),
 ]
 
 

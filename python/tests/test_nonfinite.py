@@ -20,7 +20,8 @@ SHAPES = [(), (7,), (10, 100), (65537,)]
 CLASSES = [(ot.SGD, dict(lr=0.1, momentum=0.9)), (ot.Adagrad, dict(lr=0.1)),
            (ot.RMSprop, dict(lr=0.01, centered=True, momentum=0.5)), (ot.Adadelta, dict()),
            (ot.Adam, dict(lr=0.01, amsgrad=True)), (ot.AdamW, dict(lr=0.01)), (ot.RAdam, dict(lr=0.01)),
-           (ot.NAdam, dict(lr=0.01)), (ot.AdaBound, dict(lr=0.01))]
+           (ot.NAdam, dict(lr=0.01)), (ot.AdaBound, dict(lr=0.01)), (ot.Adamax, dict(lr=0.01)),
+           (ot.ASGD, dict(t0=2)), (ot.Rprop, {})]
 IDS = [c.__name__ for c, _ in CLASSES]
 
 

@@ -18,6 +18,8 @@ account against torch itself. Here the library is checked against torch:
  - NAdam against foreach=True: torch 1.13's default single-tensor NAdam
    multiplies mu into the next product twice (fixed in torch 2.0); optim
    computes the correct formula, which 1.13's multi-tensor path computes.
+ - Adamax, ASGD (with an average that starts within the run) and Rprop
+   against torch 1.13's default single-tensor path.
  - AdaBound (not in torch) against its authors' algorithm restated with the
    torch operations of their reference implementation, in its order.
  - float64 tensors, the same comparisons on the default path with 1 thread:
@@ -151,10 +153,27 @@ def _groups(rule):
             b = c.pop("bounds")
             g.append(dict(c, lr=_cycle([1e-2, 1e-3], i), betas=_cycle([(0.9, 0.999), (0.8, 0.99)], i // 4), **b))
         return g, AdaBoundRef, {}
+    if rule == "Adamax":
+        for i, c in enumerate(_product(weight_decay=[0, 1e-2], maximize=[False, True])):
+            g.append(dict(c, lr=_cycle([2e-3, 1e-2], i // 2), betas=_cycle([(0.9, 0.999), (0.8, 0.99), (0.5, 0.9)], i),
+                          eps=_cycle([1e-8, 1e-3, 0.1], i)))
+        return g, torch.optim.Adamax, {}
+    if rule == "ASGD":
+        # t0 = 20: the average starts within the run (the default 1e6 keeps ax = p).
+        for i, c in enumerate(_product(t0=[1e6, 20], weight_decay=[0, 1e-2], maximize=[False, True])):
+            g.append(dict(c, lr=_cycle([1e-2, 0.05, 3e-3], i), lambd=_cycle([1e-4, 0.05, 0.3], i),
+                          alpha=_cycle([0.75, 1.0, 0.5], i // 2)))
+        return g, torch.optim.ASGD, {}
+    if rule == "Rprop":
+        for i, c in enumerate(_product(etas=[(0.5, 1.2), (0.3, 1.5)], step_sizes=[(1e-6, 50), (1e-3, 0.02)],
+                                       maximize=[False, True])):
+            g.append(dict(c, lr=_cycle([1e-2, 0.05, 1e-3], i)))
+        return g, torch.optim.Rprop, {}
     raise ValueError(rule)
 
 
-RULES = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound"]
+RULES = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound", "Adamax", "ASGD",
+         "Rprop"]
 
 
 def _int_view(t):
@@ -250,7 +269,7 @@ def run_rule(rule, seed, dtype=torch.float32, steps=STEPS, threads=1):
                     where, t, name(k), sorted(st_o), sorted(st_t))
                 for key, b in st_t.items():
                     a = st_o[key]
-                    if key in ("step", "mu_product"):  # scalars (optim's mu_product: float64 of the float32)
+                    if key in ("step", "mu_product", "eta", "mu"):  # scalars (optim's mu_product: float64 of the float32)
                         d = None if float(a) == float(b) else ": %r vs torch's %r" % (a, b)
                     else:
                         d = _differ("", a, b)
@@ -278,6 +297,7 @@ class _CFloat64:
         self._keep = []
         self._index = {}
         self._slots = []
+        self._group_of = []
         for gi, g in enumerate(groups):
             hp = _ot_groups.hparams(c, c.pushed[gi], gi, "param group")
             assert self._h.add_group(hp) == gi
@@ -289,6 +309,7 @@ class _CFloat64:
                                                         None, ctypes.byref(index)), _capi.optim_errmsg(self._h.ptr))
                 self._index[id(p)] = index.value
                 self._slots.append(hp.slots())
+                self._group_of.append(gi)
                 self._keep.append((p, p.grad))
                 if c.rule.rule_name == "adagrad":
                     # torch's Adagrad starts every sum at the constructor's
@@ -331,8 +352,13 @@ class _CFloat64State:
         if rule.step_kind:
             step = o._h.get_step(i)
             out["step"] = torch.tensor(float(step)) if rule.step_kind == "tensor" else step
-        if rule.has_mu_product:
+        if "mu_product" in rule.scalar_keys:
             out["mu_product"] = torch.tensor(o._h.get_mu_product(i), dtype=torch.float64)
+        if "eta" in rule.scalar_keys:  # ASGD: eta is held in C's mu_product field; mu follows from step and t0
+            out["eta"] = torch.tensor(o._h.get_mu_product(i), dtype=torch.float32)
+            t0 = o._h.group_get_hparam(o._group_of[i], _core.hparam_id("t0"))
+            step = o._h.get_step(i)
+            out["mu"] = torch.tensor(1.0 if step == 0 else 1.0 / max(1.0, step - t0), dtype=torch.float32)
         for s, name in enumerate(rule.slot_names):
             # torch's SGD stores momentum_buffer = None without momentum;
             # other rules have the keys their options use.

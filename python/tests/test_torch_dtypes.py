@@ -38,6 +38,11 @@ CLASSES = [
     (ot.AdamW, torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.125), {}),
     (ot.RAdam, torch.optim.RAdam, dict(lr=1e-2), dict(foreach=False)),
     (ot.NAdam, torch.optim.NAdam, dict(lr=1e-2, weight_decay=0.125), dict(foreach=True)),
+    (ot.Adamax, torch.optim.Adamax, dict(lr=1e-2, weight_decay=0.125), {}),
+    (ot.ASGD, torch.optim.ASGD, dict(lr=1e-2, t0=3, lambd=0.01), {}),
+    # lr = 2**-7: Rprop's step sizes start at lr in the state's dtype, which the
+    # float reference of the half test must start from too (exact in every type).
+    (ot.Rprop, torch.optim.Rprop, dict(lr=2 ** -7, etas=(0.4, 1.3)), {}),
 ]
 SHAPES = [(), (7,), (10, 100), (4099,)]
 
@@ -64,7 +69,7 @@ def _bits(t):
 
 
 def _tensors(st):
-    return {k: v for k, v in st.items() if torch.is_tensor(v) and k not in ("step", "mu_product")}
+    return {k: v for k, v in st.items() if torch.is_tensor(v) and k not in ("step", "mu_product", "eta", "mu")}
 
 
 @pytest.mark.parametrize("case", CLASSES, ids=[_id(c) for c in CLASSES])

@@ -8,7 +8,8 @@ from torch.optim.optimizer import required
 
 import optim.torch as ot
 
-CLASSES = [ot.SGD, ot.Adagrad, ot.RMSprop, ot.Adadelta, ot.Adam, ot.AdamW, ot.RAdam, ot.NAdam, ot.AdaBound, ot.Lion]
+CLASSES = [ot.SGD, ot.Adagrad, ot.RMSprop, ot.Adadelta, ot.Adam, ot.AdamW, ot.RAdam, ot.NAdam, ot.AdaBound, ot.Lion,
+           ot.Adamax, ot.ASGD, ot.Rprop]
 IDS = [c.__name__ for c in CLASSES]
 
 
@@ -118,7 +119,7 @@ def _grad_cases():
         p.grad = p.detach()
 
     return [(negview, ValueError, r"gradient of parameter 1 \(shape \(4, 3\).*is a lazy negation view"),
-            (sparse, TypeError, "gradient of parameter 1 .*layout torch.sparse_coo.* is sparse"),
+            (sparse, RuntimeError, "gradient of parameter 1 .*layout torch.sparse_coo.* is sparse"),
             (shape, ValueError, r"gradient of parameter 1 \(shape \(12,\).*does not have the parameter's "
                                 r"shape \(4, 3\)"),
             (float64, TypeError, "gradient of parameter 1 .*dtype torch.float64.* is not of the parameter's dtype "
@@ -187,10 +188,18 @@ def test_lr_is_required_for_sgd_as_in_torch():
         ot.SGD([{"params": [_ok()]}], lr=required)
 
 
+FUSED = (ot.SGD, ot.Adagrad, ot.Adam, ot.AdamW)  # the classes whose torch 2.x counterpart has fused=True
+
+
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)
 def test_torch_flags(cls):
+    alternative = {"capturable": "use torch.optim \\(capturable=True\\)",
+                   "differentiable": "use torch.optim \\(differentiable=True\\)",
+                   "fused": "torch 2.x has fused=True for SGD, Adagrad, Adam and AdamW"}
     for flag in ("capturable", "differentiable", "fused"):
-        with pytest.raises(ValueError, match="%s = True is not supported" % flag):
+        if flag == "fused" and cls in FUSED:
+            continue
+        with pytest.raises(ValueError, match="%s = True is not supported: .*%s" % (flag, alternative[flag])):
             _make(cls, [_ok()], **{flag: True})
         _make(cls, [_ok()], **{flag: False})
     for foreach in (None, True, False):
@@ -210,7 +219,7 @@ BAD_BETWEEN = [
     (ot.Adadelta, {}, "rho", 2.0, "param group 1: adadelta: rho = 2"),
     (ot.NAdam, {}, "momentum_decay", float("inf"), "momentum_decay = inf is not a finite number"),
     (ot.AdaBound, {}, "final_lr", -1.0, "final_lr = -1 must be >= 0"),
-    (ot.Adam, {}, "fused", True, "param group 1: fused = True is not supported"),
+    (ot.Adam, {}, "fused", "yes", "param group 1: fused = 'yes' must be None, True or False"),
     (ot.Adam, {}, "eps_placement", "In", "eps_placement = 'In' must be 'outside'"),
 ]
 
@@ -273,3 +282,60 @@ def test_messages_name_the_python_keys():
     with pytest.raises(ValueError, match=r"base_lr = -1") as e:
         opt.step()
     assert "initial_lr" not in str(e.value)
+
+
+@pytest.mark.parametrize("cls", FUSED, ids=[c.__name__ for c in FUSED])
+def test_fused_true_is_accepted_where_torch_2_has_it(cls):
+    """fused=True (torch 2.x's fused kernels) is accepted and steps exactly as
+    fused=False and fused=None: every optim.torch step is one fused pass. torch
+    1.13 refuses it on the CPU (its fused Adam is CUDA-only); optim.torch
+    follows 2.x. A subclass keeps the acceptance, and a group may set it."""
+    kw = dict(lr=0.1) if cls is ot.SGD else {}
+    out = []
+    for fused in (True, False, None):
+        p = torch.linspace(-1, 1, 17).requires_grad_()
+        opt = cls([p], fused=fused, **kw)
+        assert opt.param_groups[0].get("fused", fused) == fused or cls in (ot.SGD, ot.Adagrad, ot.AdamW)
+        for t in range(5):
+            p.grad = torch.sin(p.detach() * (t + 1))
+            opt.step()
+        out.append(p.detach().clone())
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
+    sub = type("My" + cls.__name__, (cls,), {})
+    q = torch.zeros(3, requires_grad=True)
+    opt = sub([{"params": [q], "fused": True}], **kw)
+    q.grad = torch.ones(3)
+    opt.step()
+    assert not torch.equal(q.detach(), torch.zeros(3))
+
+
+def test_fused_true_in_a_group_of_a_class_without_it():
+    a = torch.ones(3, requires_grad=True)
+    opt = ot.RAdam([{"params": [a]}])
+    opt.param_groups[0]["fused"] = True
+    a.grad = torch.ones(3)
+    with pytest.raises(ValueError, match="RAdam param group 0: fused = True is not supported: this class has no "
+                                         "fused implementation in torch"):
+        opt.step()
+    assert torch.equal(a.detach(), torch.ones(3))
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_sparse_gradient_raises_what_torch_raises(cls):
+    """torch 1.13 raises RuntimeError ("<class> does not support sparse
+    gradients") for every class but SGD and Adagrad, which accept them;
+    optim.torch raises RuntimeError for all, naming torch's acceptance there."""
+    a = torch.ones(4, 3, requires_grad=True)
+    opt = _make(cls, [a])
+    a.grad = torch.ones(4, 3).to_sparse()
+    ref = getattr(torch.optim, cls.__name__, None)
+    if ref is not None and cls not in (ot.SGD, ot.Adagrad):
+        b = torch.ones(4, 3, requires_grad=True)
+        theirs = ref([b], **({"lr": 0.1} if cls is ot.SGD else {}))
+        b.grad = torch.ones(4, 3).to_sparse()
+        with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+            theirs.step()
+    with pytest.raises(RuntimeError, match="accepts sparse gradients" if cls in (ot.SGD, ot.Adagrad)
+                       else "%s does not support sparse gradients" % cls.__name__):
+        opt.step()
+    assert torch.equal(a.detach(), torch.ones(4, 3))

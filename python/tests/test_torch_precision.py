@@ -16,7 +16,8 @@ import torch
 
 import optim.torch as ot
 
-CLASSES = [ot.SGD, ot.Adagrad, ot.RMSprop, ot.Adadelta, ot.Adam, ot.AdamW, ot.RAdam, ot.NAdam, ot.AdaBound, ot.Lion]
+CLASSES = [ot.SGD, ot.Adagrad, ot.RMSprop, ot.Adadelta, ot.Adam, ot.AdamW, ot.RAdam, ot.NAdam, ot.AdaBound, ot.Lion,
+           ot.Adamax, ot.ASGD, ot.Rprop]
 
 
 def _kw(cls):

@@ -29,7 +29,10 @@
     RULE(RADAM, 7, radam)                 \
     RULE(NADAM, 8, nadam)                 \
     RULE(ADABOUND, 9, adabound)           \
-    RULE(LION, 10, lion)
+    RULE(LION, 10, lion)                  \
+    RULE(ADAMAX, 11, adamax)              \
+    RULE(ASGD, 12, asgd)                  \
+    RULE(RPROP, 13, rprop)
 
 /* For generators that handle both kinds alike. */
 #define OPTIM__LIST_NOTHING(...)

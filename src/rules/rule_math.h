@@ -78,6 +78,14 @@ OPTIM_INLINE R OPTIM__T(optim__h_sign)(R x)
     return x > 0 ? (R)1 : (x < 0 ? (R)-1 : x);
 }
 
+/* torch 1.13's sign: 0 stays 0, NaN gives 0 (Rprop's grad.sign()). */
+#undef optim__sign0
+#define optim__sign0 OPTIM__T(optim__h_sign0)
+OPTIM_INLINE R OPTIM__T(optim__h_sign0)(R x)
+{
+    return x > 0 ? (R)1 : (x < 0 ? (R)-1 : (R)0);
+}
+
 /* Every stored result goes through this: a NaN is stored as the one quiet
  * NaN of positive sign (0x7fc00000, 0x7ff8000000000000). x86 keeps the first
  * operand's NaN when two meet and the compiler orders commutative operands

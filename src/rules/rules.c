@@ -125,6 +125,12 @@ static const optim__field optim__fields[OPTIM_HP_COUNT + 1] = {
     [OPTIM_HP_FINAL_LR] = OPTIM__REAL(final_lr, 0, HUGE_VAL, 0, 1),
     [OPTIM_HP_GAMMA] = OPTIM__REAL(gamma, 0, 1, 0, 1),
     [OPTIM_HP_INITIAL_LR] = OPTIM__REAL(initial_lr, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_LAMBD] = OPTIM__REAL(lambd, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_T0] = OPTIM__REAL(t0, -HUGE_VAL, HUGE_VAL, 1, 1),
+    [OPTIM_HP_ETAMINUS] = OPTIM__REAL(etaminus, 0, 1, 1, 1),
+    [OPTIM_HP_ETAPLUS] = OPTIM__REAL(etaplus, 1, HUGE_VAL, 1, 1),
+    [OPTIM_HP_STEP_SIZE_MIN] = OPTIM__REAL(step_size_min, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_STEP_SIZE_MAX] = OPTIM__REAL(step_size_max, 0, HUGE_VAL, 0, 1),
 };
 
 static const optim__field *optim__field_of(optim_hparam id)

@@ -37,6 +37,8 @@ static const char *const bench_presets[] = {
     "adamw:amsgrad",                    "radam",
     "nadam",    "adabound",             "adabound:amsbound",
     "lion",     "lion:weight_decay=0.1",
+    "adamax",   "asgd",                 "asgd:t0=0", /* t0 = 0: the average is updated from step 2 on */
+    "rprop",
     /* The gradient pre-pass (optim_set_clip_grad_norm): one more read of g. */
     "adam:clip=1",
 };

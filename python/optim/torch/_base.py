@@ -58,7 +58,7 @@ class _Optimizer(Optimizer):
       _fixed       {C field name: value} set for every group (AdamW's decoupling)
       _step_kind   "tensor" (torch's 0-dim float32 'step'), "int", or None (no 'step')
       _required_slots  slot names torch always creates (missing on load = error)
-      _has_mu_product  NAdam's scalar state
+      _scalar_keys     scalar state beside 'step' (NAdam's 'mu_product'; ASGD's 'eta', 'mu')
       _eager_state     state exists before the first step (Adagrad)
 
     Threads: calls on one optimizer are serialized by its lock (two threads
@@ -74,7 +74,7 @@ class _Optimizer(Optimizer):
     """
 
     _fixed = {}
-    _has_mu_product = False
+    _scalar_keys = ()
     _eager_state = False
     # Complex parameters (_cobject.Rule): None refuses them (with _complex_reason), "real" steps
     # their real view as torch 1.13 does, "rounding" too where torch computes the same arithmetic

@@ -23,6 +23,7 @@ import torch
 
 from .. import _core
 from . import _precision, _tensors
+from ._groups import FUSED_CLASSES as _FUSED_CLASSES
 from ._tensors import F32, describe
 
 _ITEMSIZE = _tensors.ITEMSIZE
@@ -59,7 +60,11 @@ class Rule:
         self.fixed = dict(cls._fixed)
         self.step_kind = cls._step_kind
         self.required_slots = cls._required_slots
-        self.has_mu_product = cls._has_mu_product
+        # Scalar state keys beside 'step': NAdam's 'mu_product', ASGD's 'eta' and
+        # 'mu'. The first is held in C's mu_product field (NAdam's product, ASGD's
+        # eta); ASGD's 'mu' is a function of the step and the group's t0.
+        self.scalar_keys = tuple(cls._scalar_keys)
+        self.has_mu_product = bool(self.scalar_keys)
         self.eager_state = cls._eager_state
         # Complex parameters: None (refused: complex_reason says why), "real" (torch 1.13 steps
         # torch.view_as_real of the parameter, gradient and state: so does liboptim, the same
@@ -73,7 +78,11 @@ class Rule:
         self.complex = getattr(cls, "_complex", None)
         self.complex_reason = getattr(cls, "_complex_reason", None)
         self.complex_refuse = dict(getattr(cls, "_complex_refuse", {}))
-        self.c_keys = frozenset((["step"] if cls._step_kind else []) + (["mu_product"] if cls._has_mu_product else [])
+        # fused=True is accepted where torch 2.x has it (_groups.FUSED_CLASSES),
+        # also by a user's subclass of such a class.
+        self.fused_ok = any(k.__name__ in _FUSED_CLASSES and k.__module__.startswith("optim.torch")
+                            for k in cls.__mro__)
+        self.c_keys = frozenset((["step"] if cls._step_kind else []) + list(self.scalar_keys)
                                 + list(self.slot_names) + [_precision.MASTER_KEY])
         ids = []
         for _, _, fields in cls._hp_spec:
@@ -272,29 +281,48 @@ class CObject:
     def has_state(self, i):
         return self.rule.eager_state or self.touched[i] or self.h.get_step(i) > 0
 
+    def scalar_value(self, i, key):
+        """The C object's value of scalar state `key` of parameter i, and the
+        dtype of its tensor: 'step' (float32, as torch 1.13's), NAdam's
+        'mu_product' (float64: the C object keeps it in double), ASGD's 'eta'
+        (float32, as torch's; C holds that float32 value) and 'mu' (float32,
+        torch's 1 / max(1, step - t0), from the group's t0)."""
+        h = self.h
+        if key == "step":
+            return float(h.get_step(i)), F32
+        if key == "mu_product":
+            return h.get_mu_product(i), torch.float64
+        if key == "eta":
+            return h.get_mu_product(i), F32
+        if key == "mu":
+            step = h.get_step(i)
+            if step == 0:
+                return 1.0, F32
+            t0 = h.group_get_hparam(self.group_of[i], _core.hparam_id("t0"))
+            return float(np.float32(1.0 / max(1.0, step - t0))), F32
+        raise KeyError(key)
+
     def scalar(self, i, key):
-        """The user's tensor for 'step' (float32, as torch 1.13's) or
-        'mu_product' (float64: the C object keeps it in double) of parameter
-        i, holding the C object's value now: the same tensor at every read,
-        rewritten by refresh_scalars() after each step (torch's step += 1 in
-        place)."""
+        """The user's tensor for scalar state `key` of parameter i (see
+        scalar_value), holding the C object's value now: the same tensor at
+        every read, rewritten by refresh_scalars() after each step (torch's
+        step += 1 in place)."""
         t = self.scalars.get((i, key))
-        value = float(self.h.get_step(i)) if key == "step" else self.h.get_mu_product(i)
-        if t is None or t.shape != () or t.dtype is not (F32 if key == "step" else torch.float64):
-            t = torch.tensor(value, dtype=F32 if key == "step" else torch.float64)
+        value, dtype = self.scalar_value(i, key)
+        if t is None or t.shape != () or t.dtype is not dtype:
+            t = torch.tensor(value, dtype=dtype)
             self.scalars[(i, key)] = t
         else:
             t.fill_(value)
         return t
 
     def refresh_scalars(self, only=None):
-        """Rewrite every 'step' and 'mu_product' tensor given out (of
+        """Rewrite every 'step', 'mu_product', 'eta' and 'mu' tensor given out (of
         parameter `only`, if given) with the C object's values (after a step
         or a load)."""
-        h = self.h
         for (i, key), t in self.scalars.items():
             if only is None or i == only:
-                t.fill_(float(h.get_step(i)) if key == "step" else h.get_mu_product(i))
+                t.fill_(self.scalar_value(i, key)[0])
 
     def release(self, i):
         """Cut the user's tensors of parameter i (slot views, 'step',
@@ -308,7 +336,7 @@ class CObject:
             if v is not None:
                 v.set_(v.clone())
                 out[name] = v
-        for key in ("step", "mu_product"):
+        for key in ("step",) + self.rule.scalar_keys:
             t = self.scalars.pop((i, key), None)
             if t is not None:
                 out[key] = t

@@ -24,10 +24,18 @@ __all__ = ["FLAGS", "check_flags", "NONFINITE_KEY", "CLIP_KEY", "CLIPV_KEY", "CH
 
 FLAGS = ("capturable", "differentiable", "fused")
 _FLAG_WHY = {
-    "capturable": "optim.torch steps CPU tensors in C; there is no CUDA graph to capture",
-    "differentiable": "the update runs in C, outside autograd",
-    "fused": "the C library always updates every tensor in one fused pass; leave fused=False",
+    "capturable": "optim.torch steps CPU tensors in C, so there is no CUDA graph to capture; use torch.optim "
+                  "(capturable=True) to step CUDA tensors inside a CUDA graph",
+    "differentiable": "the update runs in C, outside autograd; use torch.optim (differentiable=True) to "
+                      "differentiate through the optimizer step",
+    "fused": "this class has no fused implementation in torch (torch 2.x has fused=True for SGD, Adagrad, Adam "
+             "and AdamW); every optim.torch step already is one fused pass in C, so leave fused unset",
 }
+# Classes whose torch 2.x counterpart takes fused=True: they accept it (every
+# optim.torch step is one fused pass over all tensors, in C). torch 1.13's Adam
+# and AdamW refuse it on the CPU (their fused kernel is CUDA-only); that
+# refusal says nothing about optim.torch, so it is not copied (docs/TORCH.md).
+FUSED_CLASSES = ("SGD", "Adagrad", "Adam", "AdamW")
 
 # The optimizer-wide gradient checks, kept under these keys in every param
 # group (so that they travel with state_dict) and pushed to the C object.
@@ -37,15 +45,24 @@ CLIPV_KEY = "clip_grad_value"
 CHECK_KEYS = (NONFINITE_KEY, CLIP_KEY, CLIPV_KEY)
 
 
-def check_flags(owner, values):
-    """Refuse capturable/differentiable/fused=True and a foreach that is not
-    None/True/False. `values` maps flag names to what the caller gave."""
+def check_flags(owner, values, fused_ok=None):
+    """Refuse capturable/differentiable=True, fused=True where torch has no
+    fused implementation, and a foreach or fused that is not None/True/False.
+    `values` maps flag names to what the caller gave; fused_ok (default: from
+    the class name that `owner` starts with) accepts fused=True."""
     foreach = values.get("foreach")
     if foreach not in (None, True, False):
         raise ValueError("%s: foreach = %r must be None, True or False (it does not change anything: "
                          "the C library always does one fused pass)" % (owner, foreach))
+    if fused_ok is None:
+        fused_ok = owner.split(" ")[0] in FUSED_CLASSES
     for name in FLAGS:
         v = values.get(name, False)
+        if name == "fused" and fused_ok:
+            if v not in (None, True, False):
+                raise ValueError("%s: fused = %r must be None, True or False (every optim.torch step is one "
+                                 "fused pass in C either way)" % (owner, v))
+            continue
         if v not in (False, None, 0):
             raise ValueError("%s: %s = %r is not supported: %s" % (owner, name, v, _FLAG_WHY[name]))
 
@@ -142,9 +159,9 @@ def group_values(c, group, gi):
     flags = {k: group[k] for k in FLAGS if k in group}
     if "foreach" in group:
         flags["foreach"] = group["foreach"]
-    check_flags("%s param group %d" % (owner, gi), flags)
+    check_flags("%s param group %d" % (owner, gi), flags, c.rule.fused_ok)
     out = []
-    for key, kind, _ in c.rule.hp_spec:
+    for key, kind, fields in c.rule.hp_spec:
         try:
             v = group[key]
         except KeyError:
@@ -171,8 +188,8 @@ def group_values(c, group, gi):
                 b1, b2 = v
                 out.extend((float(b1), float(b2)))
             except (TypeError, ValueError, RuntimeError):
-                raise ValueError("%s: param group %d: %s = %r must be a pair of numbers (beta1, beta2)"
-                                 % (owner, gi, key, v)) from None
+                raise ValueError("%s: param group %d: %s = %r must be a pair of numbers (%s, %s)"
+                                 % (owner, gi, key, v, fields[0], fields[1])) from None
         else:  # placement
             code = _core.PLACEMENTS.get(v) if isinstance(v, str) else None
             if code is None:

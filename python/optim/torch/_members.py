@@ -107,7 +107,7 @@ def _repoint(new, j, tensors):
     for key, t in tensors.items():
         if not torch.is_tensor(t):
             continue
-        if key in ("step", "mu_product"):
+        if key == "step" or key in new.rule.scalar_keys:
             new.scalars[(j, key)] = t
         elif key == _precision.MASTER_KEY:
             view = new.master_tensor(j)
@@ -191,7 +191,7 @@ def _rebuild(opt):
         if i is not None:
             _repoint(new, j, {name: old._views[(i, s)] for s, name in enumerate(old.rule.slot_names)
                               if (i, s) in old._views})
-            _repoint(new, j, {key: old.scalars[(i, key)] for key in ("step", "mu_product")
+            _repoint(new, j, {key: old.scalars[(i, key)] for key in ("step",) + old.rule.scalar_keys
                               if (i, key) in old.scalars})
             if (i, _precision.MASTER_KEY) in old._views:
                 _repoint(new, j, {_precision.MASTER_KEY: old._views[(i, _precision.MASTER_KEY)]})

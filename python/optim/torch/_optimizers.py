@@ -20,6 +20,10 @@ def _spec(*keys):
             out.append((key, "placement", (key,)))
         elif key == "amsbound":
             out.append((key, "bool", ("amsgrad",)))
+        elif key == "etas":
+            out.append((key, "pair", ("etaminus", "etaplus")))
+        elif key == "step_sizes":
+            out.append((key, "pair", ("step_size_min", "step_size_max")))
         elif key in _BOOLS:
             out.append((key, "bool", (key,)))
         else:
@@ -499,7 +503,7 @@ class NAdam(_Optimizer):
                      "eps_placement")
     _step_kind = "tensor"
     _required_slots = ("exp_avg", "exp_avg_sq")
-    _has_mu_product = True
+    _scalar_keys = ("mu_product",)
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
                  foreach=None, *, maximize=False, decoupled_weight_decay=False, eps_placement="outside",

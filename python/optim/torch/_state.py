@@ -67,8 +67,7 @@ class ParamState(MutableMapping):
         keys = []
         if rule.step_kind is not None:
             keys.append("step")
-        if rule.has_mu_product:
-            keys.append("mu_product")
+        keys.extend(rule.scalar_keys)
         pending = c.pending.get(self._i, ())
         for s, name in enumerate(rule.slot_names):
             if rule.rule_name == "sgd" or s in pending or c.h.state_slot(self._i, s)[0] is not None:
@@ -157,13 +156,13 @@ def read(c, i, key):
         return c.scalar(i, "step") if c.rule.step_kind == "tensor" else c.h.get_step(i)
     if key == MASTER_KEY:
         return c.master_view(i)
-    if key == "mu_product":
-        # float64, not torch's float32: the C object keeps the product in a
+    if key in c.rule.scalar_keys:
+        # NAdam's mu_product is float64, not torch's float32: the C object keeps the product in a
         # double (rounded to float32 at every step, as torch's tensor is), and
         # a saved and reloaded run must continue with the same bits.
         # torch.optim's load_state_dict casts it to the parameters' dtype, so
         # torch reads it as its own.
-        return c.scalar(i, "mu_product")
+        return c.scalar(i, key)
     s = c.rule.slot_names.index(key)
     addr, initialized = c.h.state_slot(i, s)
     if addr is None and s in c.pending.get(i, ()):
@@ -317,7 +316,7 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
                 or not 0 <= step <= _STEP_MAX:
             raise ValueError("%s: %s['step'] = %r must be a whole number >= 0" % (owner, where, step))
         plan["step"] = int(step)
-    if rule.has_mu_product:
+    if "mu_product" in rule.scalar_keys:
         if "mu_product" not in state:
             raise ValueError("%s: %s has no 'mu_product'" % (owner, where))
         mu = float(number(state["mu_product"], "%s: %s['mu_product']" % (owner, where)))
@@ -326,6 +325,18 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
         plan["mu_product"] = mu
     if MASTER_KEY in state:
         plan["master"] = _plan_master(c, i, state[MASTER_KEY], owner, where)
+    if "eta" in rule.scalar_keys:
+        # ASGD: eta goes into C (where the next step reads it); mu is torch's
+        # 1 / max(1, step - t0), which C computes from the step and the
+        # group's t0, so a loaded 'mu' is checked to be a number and not kept.
+        for key in ("eta", "mu"):
+            if key not in state:
+                raise ValueError("%s: %s has no '%s'" % (owner, where, key))
+            value = float(number(state[key], "%s: %s['%s']" % (owner, where, key)))
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError("%s: %s['%s'] = %r must be a finite number >= 0" % (owner, where, key, value))
+            if key == "eta":
+                plan["mu_product"] = value
     for s, name in enumerate(rule.slot_names):
         allocated = bool((bits >> s) & 1) or c.h.state_slot(i, s)[0] is not None
         if name not in state:

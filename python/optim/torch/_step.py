@@ -58,7 +58,14 @@ def param_error(c, i, p):
 def grad_error(c, i, g):
     what = "%s: the gradient of parameter %d (%s)" % (c.owner, i, describe(g))
     if g.layout is not STRIDED:
-        return TypeError("%s is sparse: optim.torch needs dense gradients" % what)
+        # RuntimeError, as torch.optim's "<class> does not support sparse gradients".
+        torch_name = c.rule.rule_name
+        if torch_name in ("sgd", "adagrad"):
+            return RuntimeError("%s is sparse: torch.optim's %s accepts sparse gradients, optim.torch's does not "
+                                "yet (use torch.optim, or step with p.grad = p.grad.to_dense())"
+                                % (what, c.owner))
+        hint = ", please consider SparseAdam instead" if torch_name == "adam" else ""
+        return RuntimeError("%s does not support sparse gradients%s: %s is sparse" % (c.owner, hint, what))
     if not g.is_cpu:
         return TypeError("%s is not on the CPU" % what)
     if g.dtype is not c.dtypes[i]:
