@@ -103,7 +103,7 @@ size_t optim__build_tasks(optim *o, size_t *nblocks)
         t->g = pa->g;
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) t->s[s] = pa->st.slot[s];
         /* Cannot fail: optim_add_param and optim_set_isa checked the types against the path. */
-        (void)optim__task_storage(o->kt, t, pa->pdt, pa->gdt, pa->sdt);
+        (void)optim__task_storage(o->kt, t, pa->pdt, pa->gdt, pa->sdt, optim__rule(o->rule)->slot_kinds);
         t->loop = NULL;
         t->k = &o->ks[i];
         t->w = NULL;

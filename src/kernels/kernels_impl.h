@@ -14,6 +14,7 @@
  * type, and SAM's and clipping's float32 utilities.
  */
 #include "convert.h"
+#include "quant8.h"
 #include "kernels.h"
 
 #include <string.h>
@@ -98,7 +99,10 @@ const optim__kernels OPTIM__KERNELS_NAME = {
             [OPTIM_FLOAT64] = {[OPTIM__CT_F64] = &optim__storage_same_f64},
             [OPTIM_BFLOAT16] = {[OPTIM__CT_F32] = &optim__storage_bf16},
             [OPTIM_FLOAT16] = {[OPTIM__CT_F32] = &optim__storage_f16},
+            [OPTIM_INT8_BLOCK] = {[OPTIM__CT_F32] = &optim__storage_q8s},
         },
+    .q8 = {[OPTIM__SLOT_SIGNED] = &optim__storage_q8s, [OPTIM__SLOT_NONNEG] = &optim__storage_q8n,
+           [OPTIM__SLOT_POSITIVE] = &optim__storage_q8p},
     .reduce =
         {
             [OPTIM_FLOAT32] = optim__reduce_same_f32,
