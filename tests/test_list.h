@@ -22,6 +22,7 @@
     TEST_ENTRY(int8_codes_exact)               \
     TEST_ENTRY(int8_state_api)                 \
     TEST_ENTRY(int8_checkpoint_exact)          \
+    TEST_ENTRY(int8_checkpoint_damage)         \
     TEST_ENTRY(int8_adam_accuracy)             \
     TEST_ENTRY(dtype_api)                      \
     TEST_ENTRY(misaligned_memory_refused)      \

@@ -289,3 +289,65 @@ TEST_IMPL(int8_adam_accuracy)
     optim_free(b);
     return 0;
 }
+
+/* Damage to a checkpoint of int8_block state: a flipped byte anywhere (the
+ * codes and the scales included) and every truncation are refused, naming
+ * the damage, and change nothing in the optimizer loading it. */
+TEST_IMPL(int8_checkpoint_damage)
+{
+    enum { N = 300 };
+    static float p[N], g[N], p2[N];
+    static unsigned char before[3][OPTIM_INT8_BLOCK_BYTES(N)];
+    test_rng rng = {test_seed() ^ 0x8e};
+    optim *a, *b;
+    unsigned char *good, *bad;
+    void *buf, *db;
+    size_t size, off, flips = 0, cuts = 0;
+    int s, t;
+    for (off = 0; off < N; off++) p[off] = p2[off] = (float)test_rng_normal(&rng);
+    a = adam_with(OPTIM_INT8_BLOCK, p, g, N, 1);
+    b = adam_with(OPTIM_INT8_BLOCK, p2, g, N, 1);
+    ASSERT(a && b);
+    for (t = 0; t < 3; t++) {
+        for (off = 0; off < N; off++) g[off] = (float)test_rng_normal(&rng);
+        ASSERT_OPT_OK(a, optim_step(a));
+    }
+    ASSERT_OPT_OK(b, optim_step(b));
+    for (s = 0; s < 3; s++) {
+        ASSERT_OPT_OK(b, optim_state_slot_data(b, 0, s, &db, NULL, NULL));
+        memcpy(before[s], db, sizeof before[s]);
+    }
+    ASSERT_OPT_OK(a, optim_save_buffer(a, &buf, &size));
+    good = (unsigned char *)buf;
+    bad = (unsigned char *)malloc(size);
+    ASSERT(bad != NULL);
+    /* The slots are the file's last bytes before its trailer (12 bytes): codes and scales of all three. */
+    for (off = 0; off + 12 < size; off += off + 12 + 3 * OPTIM_INT8_BLOCK_BYTES(N) < size ? 97 : 1) {
+        int rc;
+        memcpy(bad, good, size);
+        bad[off] ^= 0x10;
+        rc = optim_load_buffer(b, bad, size, OPTIM_MATCH_POSITION, "damaged");
+        if (rc == OPTIM_OK) FAIL("a flipped byte at %zu of %zu loaded", off, size);
+        if (off + 12 + 3 * OPTIM_INT8_BLOCK_BYTES(N) >= size && rc != OPTIM_ECHECKSUM)
+            FAIL("a flipped byte of the state at %zu of %zu: %s (%s), not a checksum mismatch", off, size,
+                 optim_err_name(rc), optim_errmsg(b));
+        flips++;
+    }
+    for (off = 0; off < size; off += 1 + off / 8) {
+        const int rc = optim_load_buffer(b, good, off, OPTIM_MATCH_POSITION, "truncated");
+        if (rc == OPTIM_OK) FAIL("the first %zu of %zu bytes loaded", off, size);
+        cuts++;
+    }
+    for (s = 0; s < 3; s++) {
+        ASSERT_OPT_OK(b, optim_state_slot_data(b, 0, s, &db, NULL, NULL));
+        if (memcmp(before[s], db, sizeof before[s]) != 0) FAIL("a refused load changed slot %d", s);
+    }
+    printf("  %zu flipped bytes (every byte of the slots' codes and scales) and %zu truncations refused; "
+           "nothing changed\n", flips, cuts);
+    ASSERT_OPT_OK(b, optim_load_buffer(b, good, size, OPTIM_MATCH_POSITION, "good"));
+    free(bad);
+    free(buf);
+    optim_free(a);
+    optim_free(b);
+    return 0;
+}
