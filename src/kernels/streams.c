@@ -61,6 +61,9 @@ int optim__dtypes(const char *fn, optim_dtype param, optim_dtype grad, optim__ct
 int optim__state_dtype_ok(const char *fn, optim_dtype param, optim_dtype state, optim_error *err)
 {
     optim_dtype def = OPTIM_FLOAT32;
+    OPTIM__FAIL_IF(param == OPTIM_INT8_BLOCK, err, OPTIM_EUNSUPPORTED,
+                   "%s: int8_block is a state type only (param_dtype int8_block, state_dtype %s)", fn,
+                   optim_dtype_name(state) ? optim_dtype_name(state) : "?");
     OPTIM__FORWARD(optim__dtypes(fn, param, param == OPTIM_FLOAT32 ? OPTIM_FLOAT32 : param, NULL, &def, err));
     OPTIM__FAIL_IF(!optim_dtype_name(state), err, OPTIM_EINVAL, "%s: state_dtype = %d is not an element type (0..%d)",
                    fn, (int)state, OPTIM_DTYPE_COUNT - 1);
