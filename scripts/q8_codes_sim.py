@@ -12,7 +12,6 @@ B = 256
 def dyn_map(signed):
     data=[]; mex=7; total=8
     nsb = total-1
-    add = 2**(nsb-mex)-1
     for i in range(mex):
         fi = int(2**(i+nsb-mex)+1 if signed else 2**(i+nsb-mex+1)+1)
         b = np.linspace(0.1,1,fi); means=(b[:-1]+b[1:])/2
