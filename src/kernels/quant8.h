@@ -49,12 +49,14 @@ OPTIM_INLINE uint32_t optim__q8_mag(float a, const uint32_t B)
      * the smallest normal code, so the two ranges meet without a seam. */
     const float lim = optim__f32_from_bits((128u - B) << 23); /* 2^(1-B) */
     const float units = optim__f32_from_bits((129u + B) << 23); /* 2^(B+2) */
-    const float t = a < lim ? a * units : 0.0f;
-    const uint32_t sub = (uint32_t)(int32_t)((t + 0x1.0p23f) - 0x1.0p23f);
     const uint32_t is_sub = OPTIM__MASK(a < lim);
+    /* Selections as masks on the bits (a ?: here made compilers emit branches, not vectors). */
+    const float t = optim__f32_from_bits(optim__f32_bits(a * units) & is_sub);
+    const uint32_t sub = (uint32_t)(int32_t)((t + 0x1.0p23f) - 0x1.0p23f);
     const uint32_t c = (sub & is_sub) | (norm & ~is_sub);
     const uint32_t top = B << 3;
-    return c < top ? c : top;
+    const uint32_t over = OPTIM__MASK(c > top);
+    return (top & over) | (c & ~over);
 }
 
 /* The value of magnitude code c (<= B << 3) for exponent bias B. */
@@ -88,7 +90,8 @@ OPTIM_INLINE uint8_t optim__q8_enc_u(float x, float r, const int positive)
 {
     const float y = x * r;
     const uint32_t pos = OPTIM__MASK(x > 0.0f);
-    uint32_t code = optim__q8_mag(y > 0.0f ? y : 0.0f, OPTIM__Q8_BIAS_U) & pos;
+    /* |y|: a negative (or NaN) x's code is masked to 0 (or 0xff) below. */
+    uint32_t code = optim__q8_mag(optim__f32_from_bits(optim__f32_bits(y) & 0x7fffffffu), OPTIM__Q8_BIAS_U) & pos;
     const uint32_t nan = optim__q8_nonfinite(x);
     if (positive) code |= pos & OPTIM__MASK(code == 0u) & 1u;
     return (uint8_t)((OPTIM__Q8_NAN & nan) | (code & ~nan));

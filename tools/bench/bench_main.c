@@ -38,6 +38,8 @@ static const char *const bench_presets[] = {
     "lion",     "lion:weight_decay=0.1",
     /* The gradient pre-pass (optim_set_clip_grad_norm): one more read of g. */
     "adam:clip=1",
+    /* Fewer bytes: 8-bit block-quantized state, bfloat16 gradients (docs/PRECISION.md). */
+    "adam:state=int8",  "adam:grad=bf16:state=int8",
 };
 #define BENCH_NPRESETS (sizeof bench_presets / sizeof bench_presets[0])
 
@@ -49,7 +51,10 @@ typedef struct bench_case {
     int prepass;          /* the step reads the gradients once before the update */
     int nslots;           /* state arrays under these options */
     int k;                /* read-modify-write streams: the parameter and the state */
-    double bytes;         /* bytes per element of a step: 8 per RMW stream, 4 per read of the gradient */
+    int q8;               /* state=int8: the state is OPTIM_INT8_BLOCK (codes and a scale per 256 elements) */
+    int gbf16;            /* grad=bf16: bfloat16 gradients */
+    double bytes;         /* bytes per element of a step: 8 per float RMW stream, 2 (+ 8/256 of scales) per int8
+                           * state stream, 4 (2 for bfloat16) per read of the gradient */
 } bench_case;
 
 /* Parse "rule[:hp[=value]]..." into *c. On error, a message naming the bad part. */
@@ -89,6 +94,17 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
             c->clip = eq ? strtod(eq + 1, &end) : 0.0;
             if (!eq || *end != '\0' || !(c->clip > 0.0 && isfinite(c->clip))) {
                 snprintf(msg, msgsize, "'%s': clip needs a max_norm > 0 (clip=1)", spec);
+                return -1;
+            }
+            continue;
+        }
+        /* Element types of the state and the gradient (the parameter stays float32). */
+        if (strcmp(tok, "state") == 0 || strcmp(tok, "grad") == 0) {
+            const char *val = eq ? eq + 1 : "";
+            if (strcmp(tok, "state") == 0 && strcmp(val, "int8") == 0) c->q8 = 1;
+            else if (strcmp(tok, "grad") == 0 && strcmp(val, "bf16") == 0) c->gbf16 = 1;
+            else {
+                snprintf(msg, msgsize, "'%s': %s = '%s' (state=int8 or grad=bf16)", spec, tok, val);
                 return -1;
             }
             continue;
@@ -137,7 +153,16 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
     for (i = 0; i < OPTIM_MAX_SLOTS; i++) c->nslots += (slots >> i) & 1u;
     c->k = 1 + c->nslots;
     c->prepass = c->clip > 0.0 || c->nonfinite != OPTIM_NONFINITE_PROPAGATE;
-    c->bytes = 8.0 * c->k + (c->prepass ? 8.0 : 4.0);
+    c->bytes = 8.0 + c->nslots * (c->q8 ? 2.0 + 8.0 / OPTIM_INT8_BLOCK_SIZE : 8.0) +
+               (c->gbf16 ? 2.0 : 4.0) * (c->prepass ? 2.0 : 1.0);
+    if (c->gbf16 && !c->q8) {
+        snprintf(msg, msgsize, "'%s': grad=bf16 is benchmarked with state=int8 (add :state=int8)", spec);
+        return -1;
+    }
+    if ((c->q8 || c->gbf16) && c->prepass) {
+        snprintf(msg, msgsize, "'%s': clip and nonfinite are not benchmarked with state=int8 or grad=bf16", spec);
+        return -1;
+    }
     return 0;
 }
 
@@ -231,7 +256,9 @@ static void bench_usage(FILE *f)
             "                                         sgd:momentum=0.9:nesterov, radam:decoupled_weight_decay:\n"
             "                                         weight_decay=0.01; a bare HP means 1; RULE: alone is the\n"
             "                                         rule's defaults; clip=MAX (optim_set_clip_grad_norm) and\n"
-            "                                         nonfinite=skip|error add the gradient pre-pass\n"
+            "                                         nonfinite=skip|error add the gradient pre-pass;\n"
+            "                                         state=int8 (8-bit block-quantized state) and\n"
+            "                                         grad=bf16 (with state=int8) change the streams' types\n"
             "  --sizes LIST     elements per case: numbers with K, M, G (2^10, 2^20, 2^30) or gpt2 (the 148\n"
             "                   tensors of GPT-2 small, 124M elements) (default 4K,64K,1M,16M,64M,256M,gpt2)\n"
             "                   A case that does not fit in the available memory is skipped and reported.\n"
@@ -594,6 +621,7 @@ static double bench_estimate(const bench_opts *o, size_t n, double bytes)
 
 /* Runtime constants of the ceiling (volatile: never folded into the loop). */
 static volatile float bench_one = 1.0f, bench_zero = 0.0f;
+static volatile uint8_t bench_zero_byte = 0;
 /* Where the ceiling's read pass stores its sum, so that it is not dropped. */
 static volatile float bench_sink;
 
@@ -601,6 +629,7 @@ typedef struct bench_pair_ctx {
     optim *opt;       /* the rule, or NULL for copy/triad */
     optim_isa isa;
     int k;
+    int typed;        /* the ceiling is bench_rmw_typed (state=int8 or grad=bf16) */
     const bench_span *spans;
     size_t count, total;
     int threads;
@@ -615,7 +644,11 @@ static void bench_do(const bench_pair_ctx *x, int which)
     case 0:
         /* The pre-pass's read of the gradients, then the update's streams. */
         if (x->prepass) bench_sink = bench_read(x->isa, x->spans, x->count, x->total, x->threads);
-        bench_rmw(x->isa, x->k, x->spans, x->count, x->total, x->threads, bench_one, bench_zero);
+        if (x->typed)
+            bench_rmw_typed(x->isa, x->k, x->spans, x->count, x->total, x->threads, bench_one, bench_zero,
+                            bench_zero_byte);
+        else
+            bench_rmw(x->isa, x->k, x->spans, x->count, x->total, x->threads, bench_one, bench_zero);
         break;
     case 1: {
         int rc = optim_step(x->opt);
@@ -1231,7 +1264,7 @@ static void bench_context_run(const bench_opts *o, bench_run *run, const bench_s
 }
 
 /* Build the optimizer of case c over model m; NULL (and a message) on failure. */
-static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_isa isa)
+static optim *bench_make_opt(const bench_case *c, const bench_model *m, uint16_t *const *g16, optim_isa isa)
 {
     optim *opt = NULL;
     size_t i, group;
@@ -1244,7 +1277,10 @@ static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_is
     if (c->clip > 0.0 && optim_set_clip_grad_norm(opt, c->clip, 2.0) != OPTIM_OK) goto fail;
     if (optim_set_nonfinite(opt, c->nonfinite) != OPTIM_OK) goto fail;
     for (i = 0; i < m->count; i++)
-        if (optim_add_param(opt, group, m->p[i], m->g[i], m->n[i], m->shapes[i].name, NULL) != OPTIM_OK) goto fail;
+        if (optim_add_param_ex(opt, group, m->p[i], OPTIM_FLOAT32, g16 ? (const void *)g16[i] : (const void *)m->g[i],
+                               g16 ? OPTIM_BFLOAT16 : OPTIM_FLOAT32, m->n[i], c->q8 ? OPTIM_INT8_BLOCK : OPTIM_FLOAT32,
+                               0, m->shapes[i].name, NULL) != OPTIM_OK)
+            goto fail;
     /* Time the steady state: RAdam's first steps skip the adaptive term, and
      * bias corrections are near 1 late in training. SGD keeps no step. */
     for (i = 0; i < m->count; i++)
@@ -1260,8 +1296,12 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
                            const bench_case *c, uint64_t rss_base)
 {
     bench_span spans[BENCH_GPT2_TENSORS];
-    uint64_t state = (uint64_t)c->nslots * s->n * sizeof(float), avail;
-    uint64_t min_bytes = (uint64_t)(2 + c->nslots) * s->n * sizeof(float), peak;
+    /* State bytes: 4 per element and slot, or an int8_block code and its share of a scale; a bfloat16
+     * gradient copy (the model's gradients are float32) counts as state here. */
+    uint64_t state = (uint64_t)c->nslots * (c->q8 ? OPTIM_INT8_BLOCK_BYTES(s->n) : s->n * sizeof(float)) +
+                     (c->gbf16 ? (uint64_t)s->n * 2 : 0), avail;
+    uint64_t min_bytes = (uint64_t)2 * s->n * sizeof(float) + state, peak;
+    uint16_t *g16[BENCH_GPT2_TENSORS];
     optim *opt;
     size_t i, ti, first = run->nres;
     if (!bench_fits(state, &avail)) {
@@ -1279,17 +1319,33 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
     /* The peak from here on is this case's: p and g (already resident),
      * the optimizer's state and whatever else the step needs. */
     bench_rss_peak_reset();
-    opt = bench_make_opt(c, m, o->isa);
+    for (i = 0; c->gbf16 && i < m->count; i++) {
+        /* The model's gradients as bfloat16 (truncated: the values do not matter). */
+        size_t e;
+        g16[i] = (uint16_t *)bench_alloc_floats((m->n[i] + 1) / 2, "bfloat16 gradients");
+        for (e = 0; e < m->n[i]; e++) {
+            uint32_t u;
+            memcpy(&u, &m->g[i][e], 4);
+            g16[i][e] = (uint16_t)(u >> 16);
+        }
+    }
+    opt = bench_make_opt(c, m, c->gbf16 ? g16 : NULL, o->isa);
     for (i = 0; i < m->count; i++) {
         int sl, j = 1;
         memset(&spans[i], 0, sizeof spans[i]);
         spans[i].x[0] = m->p[i];
-        spans[i].g = m->g[i];
+        spans[i].g = c->gbf16 ? NULL : m->g[i];
+        spans[i].g16 = c->gbf16 ? g16[i] : NULL;
         spans[i].n = m->n[i];
         spans[i].start = i ? spans[i - 1].start + spans[i - 1].n : 0;
         for (sl = 0; sl < OPTIM_MAX_SLOTS; sl++) {
-            float *data = NULL;
-            if (optim_state_slot(opt, i, sl, &data, NULL) == OPTIM_OK && data) spans[i].x[j++] = data;
+            void *data = NULL;
+            optim_dtype dt;
+            if (optim_state_slot_data(opt, i, sl, &data, &dt, NULL) != OPTIM_OK || !data) continue;
+            if (c->q8 || c->gbf16)
+                spans[i].q[j++ - 1] = (uint8_t *)data; /* the ceiling moves one byte per element of each slot */
+            else
+                spans[i].x[j++] = (float *)data;
         }
         if (j != c->k) {
             bench_progress_clear();
@@ -1316,6 +1372,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         x.opt = opt;
         x.isa = o->isa;
         x.k = c->k;
+        x.typed = c->q8 || c->gbf16;
         x.prepass = c->prepass;
         x.spans = spans;
         x.count = m->count;
@@ -1365,6 +1422,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
     peak = bench_rss_peak();
     for (i = first; i < run->nres; i++) run->res[i].peak_rss = peak;
     optim_free(opt);
+    for (i = 0; c->gbf16 && i < m->count; i++) free(g16[i]);
 }
 
 int optim_bench_main(int argc, char **argv)
