@@ -1065,7 +1065,7 @@ static void bench_write_json(FILE *f, const bench_opts *o, const bench_run *run)
         bench_json_str(f, r->s->label);
         fprintf(f, ", \"elements\": %zu, \"tensors\": %zu, \"threads\": ", r->s->n, r->tensors);
         bench_json_threads(f, r->threads);
-        fprintf(f, ", \"threads_used\": %d,\n     \"state_arrays\": %d, \"bytes_per_element\": %.0f, \"iters\": %zu,\n",
+        fprintf(f, ", \"threads_used\": %d,\n     \"state_arrays\": %d, \"bytes_per_element\": %.6g, \"iters\": %zu,\n",
                 r->threads_used, r->c->nslots, r->c->bytes, r->iters);
         fprintf(f, "     \"step_s\": ");
         bench_json_stats(f, &r->rule);
