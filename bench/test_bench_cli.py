@@ -51,7 +51,17 @@ def isa_of(exe):
 # Bytes per element: 8 per read-modify-write stream (the parameter and each
 # state array), 4 per read of the gradient (two with the clipping pre-pass).
 EXPECTED = {"adam": (2, 28), "sgd:momentum=0.9": (1, 20), "rmsprop:centered": (2, 28), "adam:amsgrad": (3, 36),
-            "sgd": (0, 12), "adam:clip=1": (2, 32)}
+            "sgd": (0, 12), "adam:clip=1": (2, 32),
+            # 8-bit state: 2 bytes per slot and element (+ a float32 scale per 256), bfloat16 gradients 2 bytes.
+            "adam:state=int8": (2, 16.0625), "adam:grad=bf16:state=int8": (2, 14.0625)}
+
+
+def min_bytes(case, nslots, n):
+    """Parameters, gradients and state: float32, or int8_block codes and scales (and a bfloat16 gradient copy)."""
+    if "state=int8" not in case:
+        return (2 + nslots) * n * 4
+    q8 = (n + 63) // 64 * 64 + 4 * ((n + 255) // 256)
+    return 2 * n * 4 + nslots * q8 + (2 * n if "grad=bf16" in case else 0)
 
 
 def check_stats(st):
@@ -59,7 +69,8 @@ def check_stats(st):
 
 
 def test_tiny_run_json(exe):
-    cases = "adam,sgd:momentum=0.9,rmsprop:centered"  # adam: its presets adam, adam:amsgrad, adam:clip=1
+    # adam: its presets adam, adam:amsgrad, adam:clip=1, adam:state=int8, adam:grad=bf16:state=int8
+    cases = "adam,sgd:momentum=0.9,rmsprop:centered"
     p = run(exe, "--rules", cases, "--sizes", "4K,64K", "--threads", "1,all", "--reps", 2, "--min-time", 0.001,
             "--json", "--quiet")
     assert p.stderr == ""  # --quiet: no progress
@@ -69,7 +80,7 @@ def test_tiny_run_json(exe):
     assert d["reps"] == 2 and d["threads_all"] >= 1
     assert len(d["load_start"]) == 3
     res = d["results"]
-    assert len(res) == 5 * 2 * 2
+    assert len(res) == 7 * 2 * 2
     seen = set()
     for r in res:
         seen.add((r["case"], r["size"], r["threads"]))
@@ -92,7 +103,7 @@ def test_tiny_run_json(exe):
         assert r["elements_per_s"] == pytest.approx(n / r["step_s"]["median"], rel=1e-4)
         assert r["gbs"] == pytest.approx(n * nbytes / r["step_s"]["median"] / 1e9, rel=1e-4)
         assert r["ceiling"]["gbs"] == pytest.approx(n * nbytes / r["ceiling"]["step_s"]["median"] / 1e9, rel=1e-4)
-        assert r["min_bytes"] == (2 + nslots) * n * 4
+        assert r["min_bytes"] == min_bytes(r["case"], nslots, n)
         assert r["peak_rss_bytes"] >= r["rss_base_bytes"] > 0
         assert 1 <= r["threads_used"] <= d["threads_all"]
     assert {t for _, _, t in seen} == {1, "all"}
@@ -141,9 +152,10 @@ def test_rule_names_select_presets(exe):
     out = run(exe, "--rules", "adam,adabound:amsbound,rmsprop:,sgd:nonfinite=skip", "--sizes", "4K", "--threads", 1,
               "--reps", 1, "--min-time", 0, "--no-context", "--json", "--quiet").stdout
     res = json.loads(out)["results"]
-    assert [r["case"] for r in res] == ["adam", "adam:amsgrad", "adam:clip=1", "adabound:amsbound", "rmsprop",
+    assert [r["case"] for r in res] == ["adam", "adam:amsgrad", "adam:clip=1", "adam:state=int8",
+                                        "adam:grad=bf16:state=int8", "adabound:amsbound", "rmsprop",
                                         "sgd:nonfinite=skip"]
-    assert [r["bytes_per_element"] for r in res] == [28, 36, 32, 36, 20, 16]
+    assert [r["bytes_per_element"] for r in res] == [28, 36, 32, 16.0625, 14.0625, 36, 20, 16]
 
 
 def test_precision_cases(exe):
@@ -154,11 +166,18 @@ def test_precision_cases(exe):
     out = run(exe, "--rules", "precision", "--sizes", "4K", "--threads", 1, "--reps", 1, "--min-time", 0,
               "--no-context", "--json", "--quiet").stdout
     res = json.loads(out)["results"]
+    # The offload step with 8-bit state: the master (8), two int8_block slots (2 x 2.03125), the bfloat16
+    # gradient (2) and parameter (2).
     assert [(r["case"], r["bytes_per_element"]) for r in res] == [
-        ("adam:offload", 28), ("adam:param=f16:grad=f16:master", 28), ("adam:param=bf16:grad=bf16:sr", 22),
+        ("adam:offload", 28), ("adam:offload:state=int8", 16.0625), ("adam:param=f16:grad=f16:master", 28),
+        ("adam:param=bf16:grad=bf16:sr", 22),
         ("adam:param=bf16:grad=bf16:state=bf16:sr", 14), ("sgd:momentum=0.9:param=bf16:grad=bf16:sr", 14)]
     p = run(exe, "--rules", "adam:param=f32:sr", "--sizes", "1K", "--no-context", "--quiet", expect=1)
     assert "nothing to round stochastically" in p.stderr
+    p = run(exe, "--rules", "adam:offload:state=int8:sr", "--sizes", "1K", "--no-context", "--quiet", expect=2)
+    assert "sr is not benchmarked with state=int8" in p.stderr
+    p = run(exe, "--rules", "adam:param=bf16:state=int8", "--sizes", "1K", "--no-context", "--quiet", expect=2)
+    assert "state=int8 is benchmarked with float32 parameters" in p.stderr
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -107,6 +107,23 @@ int main(int argc, char **argv)
             optim_free(o);
         }
     {
+        /* int8_block state (codes, then block scales), 300 elements: a whole block and a short one. */
+        static float w[300], g[300];
+        char path[4096];
+        optim *o = NULL;
+        optim_hparams hp;
+        optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+        hp.amsgrad = 1;
+        for (i = 0; i < 300; i++) g[i] = (float)i * 0.01f - 1.0f;
+        if (optim_create(&o, OPTIM_ADAM) || optim_add_group(o, &hp, NULL) ||
+            optim_add_param_ex(o, 0, w, OPTIM_FLOAT32, g, OPTIM_FLOAT32, 300, OPTIM_INT8_BLOCK, 0, "w", NULL) ||
+            optim_step(o))
+            return 1;
+        snprintf(path, sizeof path, "%s/adam-int8-state.ckpt", argv[1]);
+        if (optim_save(o, path) != OPTIM_OK) return 1;
+        optim_free(o);
+    }
+    {
         char path[4096];
         snprintf(path, sizeof path, "%s/format1-adam.ckpt", argv[1]);
         if (ckpt_write_file(path, ckpt_v1_bytes, ckpt_v1_len) != 0) return 1;

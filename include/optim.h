@@ -300,20 +300,44 @@ OPTIM_API int optim_hparams_get(const optim_hparams *hp, optim_hparam id, double
  *   float16   float16              float32     rounded to its type, to nearest even
  *   float32   bfloat16 or float16  float32   float (low-precision gradients, float32 parameters)
  * The state of a parameter whose math runs in float may instead be kept in
- * bfloat16 or float16 (optim_add_param_ex), rounded to nearest even when stored.
+ * bfloat16 or float16 (optim_add_param_ex), rounded to nearest even when stored,
+ * or in OPTIM_INT8_BLOCK (below).
  * Every other pair is refused with OPTIM_EUNSUPPORTED, naming both types.
  */
 typedef enum optim_dtype {
     OPTIM_FLOAT32 = 0,  /* IEEE binary32 */
     OPTIM_FLOAT64 = 1,  /* IEEE binary64 */
     OPTIM_BFLOAT16 = 2, /* bfloat16: the upper half of a binary32 */
-    OPTIM_FLOAT16 = 3   /* IEEE binary16 */
+    OPTIM_FLOAT16 = 3,  /* IEEE binary16 */
+    OPTIM_INT8_BLOCK = 4 /* state only: 8-bit codes with a float32 scale per block (below) */
 } optim_dtype;
-#define OPTIM_DTYPE_COUNT 4
+#define OPTIM_DTYPE_COUNT 5
 
-/** Name of a type ("float32", "float64", "bfloat16", "float16"), or NULL. */
+/*
+ * OPTIM_INT8_BLOCK, 8-bit block-quantized state (docs/PRECISION.md): a state
+ * type for parameters whose math runs in float (optim_add_param_ex). A slot
+ * of n elements is one allocation: n one-byte codes, then, from byte
+ * OPTIM_INT8_BLOCK_SCALES_OFFSET(n) on, one float32 scale per block of
+ * OPTIM_INT8_BLOCK_SIZE elements (the last block may be shorter): the block's
+ * largest finite |value| (at least FLT_MIN). A code holds value / scale
+ * rounded to nearest (ties to even) in a small float format: 1 sign, 4
+ * exponent, 3 mantissa bits for signed slots (exp_avg, momentum), 5
+ * exponent and 3 mantissa bits without sign for non-negative ones
+ * (exp_avg_sq, sum, ...), where a positive value never rounds to 0; the
+ * code 0xff is NaN (Inf and NaN state values are stored as NaN). Each
+ * element is dequantized as code value * scale for the rule's float math and
+ * quantized again once per step, in the same pass. optim_dtype_size gives 1
+ * (the code); optim_state_bytes counts the scales too.
+ */
+#define OPTIM_INT8_BLOCK_SIZE 256
+#define OPTIM_INT8_BLOCK_SCALES_OFFSET(n) ((((size_t)(n) + 63) / 64) * 64)
+#define OPTIM_INT8_BLOCK_BYTES(n) \
+    (OPTIM_INT8_BLOCK_SCALES_OFFSET(n) + 4 * (((size_t)(n) + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE))
+
+/** Name of a type ("float32", "float64", "bfloat16", "float16", "int8_block"), or NULL. */
 OPTIM_API const char *optim_dtype_name(optim_dtype dtype);
-/** Bytes per element of a type (4, 8, 2, 2), or 0 for an unknown value. */
+/** Bytes per element of a type (4, 8, 2, 2, 1: an int8_block code, its block scales apart), or 0 for an
+ *  unknown value. */
 OPTIM_API size_t optim_dtype_size(optim_dtype dtype);
 /** Is (param_dtype, grad_dtype) a supported combination (see optim_dtype)?
  *  OPTIM_OK and *state_dtype (may be NULL) set to the type of the state it
@@ -486,7 +510,8 @@ OPTIM_API int optim_add_param_typed(optim *opt, size_t g, void *param, optim_dty
  * whose math runs in float (every type but float64), OPTIM_BFLOAT16 or
  * OPTIM_FLOAT16: the state is then loaded exactly into float for the math and
  * stored back rounded to nearest even, in the same pass (torch.optim keeps
- * the state of a bfloat16/float16 parameter in its type). Others are refused
+ * the state of a bfloat16/float16 parameter in its type), or OPTIM_INT8_BLOCK
+ * (8-bit block-quantized state, see OPTIM_INT8_BLOCK_SIZE). Others are refused
  * with OPTIM_EUNSUPPORTED naming the types (optim_state_dtype_check). flags
  * are storage options (0 for none; optim_precision.h has their functions):
  *  - OPTIM_PARAM_MASTER: for bfloat16/float16 parameters, an fp32 master
@@ -658,6 +683,16 @@ OPTIM_API int optim_state_slot(optim *opt, size_t i, int s, float **data, int *i
  *  elements (or NULL if not allocated), *dtype (may be NULL) its element type
  *  (parameter i's state type, optim_param_get_dtypes). */
 OPTIM_API int optim_state_slot_data(optim *opt, size_t i, int s, void **data, optim_dtype *dtype, int *initialized);
+/** Slot s of parameter i as n float32 values, whatever its type (a copy into
+ *  dst: half types widened exactly, OPTIM_INT8_BLOCK dequantized as a step
+ *  dequantizes it; float64 state is refused, OPTIM_EUNSUPPORTED). An
+ *  unallocated slot is allocated first as optim_state_slot does. */
+OPTIM_API int optim_state_slot_read_f32(optim *opt, size_t i, int s, float *dst);
+/** Set slot s of parameter i from n float32 values (src), converted to its
+ *  type: half types rounded to nearest even, OPTIM_INT8_BLOCK quantized block
+ *  by block as a step stores it (float64 state: OPTIM_EUNSUPPORTED). The
+ *  slot's initialized mark is left alone. */
+OPTIM_API int optim_state_slot_write_f32(optim *opt, size_t i, int s, const float *src);
 /** Mark slot s of parameter i as holding data (or not), e.g. after loading it. */
 OPTIM_API int optim_state_set_initialized(optim *opt, size_t i, int s, int initialized);
 /** Read and write parameter i's step counter and NAdam's mu_product (ASGD: its eta, the step size

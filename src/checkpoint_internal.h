@@ -64,7 +64,7 @@ static inline void *optim__ck_calloc(const optim__ck_ops *ops, size_t n, size_t 
 /* n elements of a state type (float32 or float64). */
 static inline float *optim__ck_alloc_elems(const optim__ck_ops *ops, size_t n, optim_dtype dtype)
 {
-    return optim__ck_alloc_fails(ops) ? NULL : (float *)optim__alloc_elems(n, optim_dtype_size(dtype));
+    return optim__ck_alloc_fails(ops) ? NULL : (float *)optim__alloc_elems(optim__slot_bytes(n, dtype), 1);
 }
 
 static inline char *optim__ck_strdup(const optim__ck_ops *ops, const char *s)

@@ -16,6 +16,7 @@
 #include "ckpt_format.h"
 #include "schedule_internal.h"
 #include "kernels/convert.h"
+#include "kernels/quant8.h"
 
 #include <float.h>
 #include <math.h>
@@ -168,6 +169,36 @@ static void ck_fill(ck_writer *w, double v, size_t n, optim_dtype dtype)
     }
 }
 
+/* An int8_block slot of n elements as the file holds it: the n codes, then
+ * its block scales as little-endian binary32 (no padding between them). */
+static void ck_q8(ck_writer *w, const void *slot, size_t n)
+{
+    ck_put(w, slot, n);
+    ck_elems(w, (const char *)slot + OPTIM_INT8_BLOCK_SCALES_OFFSET(n), (n + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE,
+             OPTIM_FLOAT32);
+}
+
+/* A fresh int8_block slot holding v everywhere (deferred state), as
+ * optim__slot_reset fills one. */
+static void ck_q8_fill(ck_writer *w, double v, size_t n, int kind)
+{
+    unsigned char codes[256];
+    float one = (float)v, scale, scales[64];
+    uint8_t code;
+    size_t i, k, nb = (n + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE;
+    optim__q8_quantize(&code, &scale, &one, 1, kind);
+    memset(codes, code, sizeof codes);
+    for (i = 0; i < 64; i++) scales[i] = scale;
+    for (i = 0; i < n; i += k) {
+        k = n - i < sizeof codes ? n - i : sizeof codes;
+        ck_put(w, codes, k);
+    }
+    for (i = 0; i < nb; i += k) {
+        k = nb - i < 64 ? nb - i : 64;
+        ck_elems(w, scales, k, OPTIM_FLOAT32);
+    }
+}
+
 static void ck_schedule(ck_writer *w, const optim_schedule *s)
 {
     size_t i;
@@ -266,7 +297,11 @@ static void ck_param(ck_writer *w, const optim *o, size_t i)
         int init;
         if (!((mask >> s) & 1u)) continue;
         ck_u32(w, (uint32_t)pa->sdt); /* format 3: the slot's element type */
-        if (pa->st.slot[s])
+        if (pa->sdt == OPTIM_INT8_BLOCK && pa->st.slot[s])
+            ck_q8(w, pa->st.slot[s], pa->n);
+        else if (pa->sdt == OPTIM_INT8_BLOCK)
+            ck_q8_fill(w, optim__slot_initial(hp, s, &init), pa->n, optim__rule(o->rule)->slot_kinds[s]);
+        else if (pa->st.slot[s])
             ck_elems(w, pa->st.slot[s], pa->n, pa->sdt);
         else
             ck_fill(w, optim__slot_initial(hp, s, &init), pa->n, pa->sdt);
@@ -439,9 +474,22 @@ uint64_t optim__ck_dim(const optim__ck_param_plan *pp, size_t k)
     return ck_le64(pp->dims + 8 * k);
 }
 
+size_t optim__ck_slot_bytes(size_t n, optim_dtype dtype)
+{
+    return dtype == OPTIM_INT8_BLOCK ? n + 4 * ((n + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE)
+                                     : n * optim_dtype_size(dtype);
+}
+
 void optim__ck_read_elems(void *dst, const unsigned char *src, size_t n, optim_dtype dtype)
 {
     const size_t size = optim_dtype_size(dtype);
+    if (dtype == OPTIM_INT8_BLOCK) {
+        /* The codes, then the scales after the codes' padding (the slot's layout). */
+        memcpy(dst, src, n);
+        optim__ck_read_elems((char *)dst + OPTIM_INT8_BLOCK_SCALES_OFFSET(n), src + n,
+                             (n + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE, OPTIM_FLOAT32);
+        return;
+    }
     if (ck_host_little_endian()) {
         memcpy(dst, src, n * size);
     } else {
@@ -472,11 +520,38 @@ static float ck_elem_f32(const unsigned char *src, size_t i, optim_dtype dtype)
 }
 
 void optim__ck_read_elems_as(void *dst, optim_dtype dst_dtype, const unsigned char *src, size_t n,
-                             optim_dtype src_dtype)
+                             optim_dtype src_dtype, int kind)
 {
     size_t i;
     if (dst_dtype == src_dtype) {
         optim__ck_read_elems(dst, src, n, src_dtype);
+        return;
+    }
+    if (src_dtype == OPTIM_INT8_BLOCK || dst_dtype == OPTIM_INT8_BLOCK) {
+        /* Block by block through float: dequantized as a step loads the
+         * codes, quantized as a step stores them (no allocation: the commit
+         * cannot fail). */
+        const unsigned char *scales = src + n;
+        size_t b;
+        for (b = 0; b < n; b += OPTIM_INT8_BLOCK_SIZE) {
+            float x[OPTIM_INT8_BLOCK_SIZE];
+            const size_t len = n - b < OPTIM_INT8_BLOCK_SIZE ? n - b : OPTIM_INT8_BLOCK_SIZE;
+            for (i = 0; i < len; i++) {
+                if (src_dtype != OPTIM_INT8_BLOCK) {
+                    x[i] = ck_elem_f32(src, b + i, src_dtype);
+                } else {
+                    const float A = optim__f32_from_bits(ck_le32(scales + 4 * (b / OPTIM_INT8_BLOCK_SIZE)));
+                    x[i] = OPTIM__Q8_UNSIGNED(kind) ? optim__q8_dec_u(src[b + i], A) : optim__q8_dec_s(src[b + i], A);
+                }
+            }
+            if (dst_dtype == OPTIM_INT8_BLOCK)
+                optim__q8_quantize((uint8_t *)dst + b,
+                                   (float *)(void *)((char *)dst + OPTIM_INT8_BLOCK_SCALES_OFFSET(n)) +
+                                       b / OPTIM_INT8_BLOCK_SIZE,
+                                   x, len, kind);
+            else
+                optim__slot_from_f32((char *)dst + b * optim_dtype_size(dst_dtype), x, len, dst_dtype, kind);
+        }
         return;
     }
     for (i = 0; i < n; i++) {
@@ -796,19 +871,22 @@ static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const
             OPTIM__FAIL_IF(!ck_has(r, 4), err, OPTIM_EFORMAT, "%s: slot %s runs past the section", where,
                            optim_rule_slot_name(pl->rule, (int)s));
             dt = ck_get_u32(r);
-            /* State is float32, float64 (of float64 parameters), bfloat16 or float16; one type per parameter. */
+            /* State is float32, float64 (of float64 parameters), bfloat16, float16 or int8_block; one type per
+             * parameter. */
             OPTIM__FAIL_IF(dt >= OPTIM_DTYPE_COUNT, err, OPTIM_EFORMAT,
-                           "%s: slot %s has element type %u (0 float32, 1 float64, 2 bfloat16, 3 float16)", where,
+                           "%s: slot %s has element type %u (0 float32, 1 float64, 2 bfloat16, 3 float16, "
+                           "4 int8_block)", where,
                            optim_rule_slot_name(pl->rule, (int)s), dt);
             OPTIM__FAIL_IF((pp->mask & ((1u << s) - 1)) && (optim_dtype)dt != pp->dtype, err, OPTIM_EFORMAT,
                            "%s: slots of different element types", where);
             pp->dtype = (optim_dtype)dt;
         }
         size = optim_dtype_size(pp->dtype);
-        OPTIM__FAIL_IF(pp->n > SIZE_MAX / size || !ck_has(r, pp->n * size), err, OPTIM_EFORMAT, "%s: slot %s runs past the section", where,
-                       optim_rule_slot_name(pl->rule, (int)s));
+        OPTIM__FAIL_IF(pp->n > SIZE_MAX / 8 || !ck_has(r, optim__ck_slot_bytes(pp->n, pp->dtype)), err, OPTIM_EFORMAT,
+                       "%s: slot %s runs past the section", where, optim_rule_slot_name(pl->rule, (int)s));
+        (void)size;
         pp->data[s] = r->p + r->pos;
-        r->pos += pp->n * size;
+        r->pos += optim__ck_slot_bytes(pp->n, pp->dtype);
         pl->state_floats += pp->n;
     }
     return OPTIM_OK;

@@ -85,7 +85,7 @@ typedef struct optim__ck_param_plan {
     int64_t step;
     double mu_product;
     unsigned initialized, mask;
-    const unsigned char *data[OPTIM_MAX_SLOTS]; /* slot data: n little-endian elements of dtype (optim__ck_read_elems) */
+    const unsigned char *data[OPTIM_MAX_SLOTS]; /* slot data: optim__ck_slot_bytes of dtype (optim__ck_read_elems) */
     optim_dtype dtype;                          /* the slots' element type (float32 before format 3) */
 } optim__ck_param_plan;
 
@@ -126,13 +126,18 @@ int optim__ck_decode_schedule(const unsigned char *data, size_t size, size_t *us
 
 /* Size k of a parameter plan's shape. */
 uint64_t optim__ck_dim(const optim__ck_param_plan *pp, size_t k);
-/* n little-endian elements of dtype from src into dst. */
+/* Bytes of a slot of n elements of dtype in the file (int8_block: n codes,
+ * then a little-endian binary32 scale per block). */
+size_t optim__ck_slot_bytes(size_t n, optim_dtype dtype);
+/* n little-endian elements of dtype from src into dst (int8_block: into a
+ * slot's layout, codes then scales at OPTIM_INT8_BLOCK_SCALES_OFFSET(n)). */
 void optim__ck_read_elems(void *dst, const unsigned char *src, size_t n, optim_dtype dtype);
 /* The same into elements of dst_dtype: converted when the types differ (both
- * of float32, bfloat16 and float16: widened exactly, or rounded to nearest
- * even). */
+ * of float32, bfloat16, float16 and int8_block: widened exactly, rounded to
+ * nearest even, dequantized or quantized block by block with the code of
+ * slot kind `kind`, as a step would). */
 void optim__ck_read_elems_as(void *dst, optim_dtype dst_dtype, const unsigned char *src, size_t n,
-                             optim_dtype src_dtype);
+                             optim_dtype src_dtype, int kind);
 /* "[4, 2]" into buf, from ndim sizes in memory (dims) or a plan's (pp). */
 const char *optim__ck_shape_text(char *buf, size_t size, size_t ndim, const int64_t *dims,
                                  const optim__ck_param_plan *pp);

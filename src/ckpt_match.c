@@ -148,8 +148,9 @@ static int ck_match(optim *o, const optim__ck_plan *pl, optim_match match, const
         OPTIM__FAIL_IF(pa->group != pp->group, &o->err, OPTIM_EMISMATCH,
                        "%s: param %zu '%s' is in group %zu in the optimizer, %zu in the checkpoint", what, i, pa->name,
                        pa->group, pp->group);
-        /* float32, bfloat16 and float16 state convert into each other (widened
-         * exactly, or rounded to nearest even); float64 state is float64's. */
+        /* float32, bfloat16, float16 and int8_block state convert into each
+         * other (widened exactly, rounded to nearest even, dequantized or
+         * quantized); float64 state is float64's. */
         OPTIM__FAIL_IF(pp->mask && pa->sdt != pp->dtype && (pa->sdt == OPTIM_FLOAT64 || pp->dtype == OPTIM_FLOAT64),
                        &o->err, OPTIM_EMISMATCH,
                        "%s: param %zu '%s' has %s state in the optimizer, %s in the checkpoint", what, i, pa->name,
@@ -171,7 +172,7 @@ static int ck_match(optim *o, const optim__ck_plan *pl, optim_match match, const
             OPTIM__FAIL_IF(!m->fresh[j][s], &o->err, OPTIM_ENOMEM,
                            "%s: param %zu '%s': out of memory for %zu %s of state '%s'", what, m->target[j],
                            o->params[m->target[j]].name, pp->n,
-                           sdt == OPTIM_FLOAT64 ? "doubles" : sdt == OPTIM_FLOAT32 ? "floats" : "halves",
+                           sdt == OPTIM_FLOAT64 ? "doubles" : sdt == OPTIM_FLOAT32 ? "floats" : sdt == OPTIM_INT8_BLOCK ? "codes" : "halves",
                            optim_rule_slot_name(o->rule, s));
         }
     }
@@ -200,7 +201,8 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
                     pa->st.slot[s] = m->fresh[j][s];
                     m->fresh[j][s] = NULL;
                 }
-                optim__ck_read_elems_as(pa->st.slot[s], pa->sdt, pp->data[s], pp->n, pp->dtype);
+                optim__ck_read_elems_as(pa->st.slot[s], pa->sdt, pp->data[s], pp->n, pp->dtype,
+                                        optim__rule(o->rule)->slot_kinds[s]);
             } else if (pa->st.slot[s]) {
                 /* Not allocated when saved (the saved options do not need it): reset
                  * it as a fresh allocation would be, but keep the memory, which

@@ -165,7 +165,7 @@ static int optim__grow_slots(optim *o, size_t g, const optim_hparams *hp)
         if (pa->group != g || pa->deferred) continue; /* deferred state gets the slots it needs when allocated */
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((need >> s) & 1u) || pa->st.slot[s]) continue;
-            pa->st.slot[s] = (float *)optim__alloc_elems(pa->n, optim_dtype_size(pa->sdt));
+            pa->st.slot[s] = (float *)optim__alloc_elems(optim__slot_bytes(pa->n, pa->sdt), 1);
             if (!pa->st.slot[s]) {
                 size_t j;
                 for (j = 0; j <= i; j++) {
@@ -382,7 +382,8 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
                    "state; this one has %s memory%s and %s state: nothing to round stochastically",
                    fn, optim_dtype_name(pdt), (flags & OPTIM_PARAM_MASTER) ? " with a master" : "",
                    optim_dtype_name(pa.sdt));
-    OPTIM__FAIL_IF(optim__task_storage(o->kt, &probe, ppdt, gdt, pa.sdt) != 0 ||
+    memset(&probe, 0, sizeof probe);
+    OPTIM__FAIL_IF(optim__task_storage(o->kt, &probe, ppdt, gdt, pa.sdt, optim__rule(o->rule)->slot_kinds) != 0 ||
                        optim__task_prec(o->kt, &probe, pdt, pa.sdt, flags, param) != 0,
                    OPTIM__E(o), OPTIM_EUNSUPPORTED, "%s: the %s path has no storage for %s parameters with %s gradients",
                    fn, optim_isa_name(o->kt->isa), optim_dtype_name(pdt), optim_dtype_name(gdt));
@@ -427,7 +428,7 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     pa.deferred = o->defer_state;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
         if (!((need >> s) & 1u)) continue;
-        pa.st.slot[s] = (float *)optim__alloc_elems(n, optim_dtype_size(pa.sdt));
+        pa.st.slot[s] = (float *)optim__alloc_elems(optim__slot_bytes(n, pa.sdt), 1);
         if (!pa.st.slot[s]) {
             optim__param_free_state(&pa);
             free(pa.name);
@@ -662,6 +663,39 @@ int optim_state_slot_data(optim *o, size_t i, int s, void **data, optim_dtype *d
     return optim__state_slot(o, "optim_state_slot_data", i, s, data, dtype, initialized);
 }
 
+/* optim_state_slot_read_f32 (write = 0) and optim_state_slot_write_f32. */
+static int optim__state_slot_f32(optim *o, const char *fn, size_t i, int s, float *dst, const float *src)
+{
+    void *d = NULL;
+    const optim__param *pa;
+    OPTIM__FORWARD(optim__check_param(o, fn, i));
+    OPTIM__FAIL_IF(!dst && !src, OPTIM__E(o), OPTIM_ENULL, "%s: dst is NULL", fn);
+    pa = &o->params[i];
+    OPTIM__FAIL_IF(pa->sdt == OPTIM_FLOAT64, OPTIM__E(o), OPTIM_EUNSUPPORTED,
+                   "%s: the state of param %zu '%s' is float64: use optim_state_slot_data", fn, i, pa->name);
+    OPTIM__FORWARD(optim__state_slot(o, fn, i, s, &d, NULL, NULL));
+    OPTIM__FAIL_IF(!d, OPTIM__E(o), OPTIM_ESTATE, "%s: slot %d (%s) of param %zu '%s' is not allocated", fn, s,
+                   optim_rule_slot_name(o->rule, s), i, pa->name);
+    if (src)
+        optim__slot_from_f32(d, src, pa->n, pa->sdt, optim__rule(o->rule)->slot_kinds[s]);
+    else
+        optim__slot_to_f32(dst, d, pa->n, pa->sdt, optim__rule(o->rule)->slot_kinds[s]);
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_state_slot_read_f32(optim *o, size_t i, int s, float *dst)
+{
+    if (!o) return OPTIM_ENULL;
+    return optim__state_slot_f32(o, "optim_state_slot_read_f32", i, s, dst, NULL);
+}
+
+int optim_state_slot_write_f32(optim *o, size_t i, int s, const float *src)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(!src, OPTIM__E(o), OPTIM_ENULL, "optim_state_slot_write_f32: src is NULL");
+    return optim__state_slot_f32(o, "optim_state_slot_write_f32", i, s, NULL, src);
+}
+
 int optim_state_set_initialized(optim *o, size_t i, int s, int initialized)
 {
     if (!o) return OPTIM_ENULL;
@@ -770,7 +804,7 @@ int optim__state_ensure(optim *o, const char *fn, size_t first, size_t last)
         pa->fresh = 0;
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((need >> s) & 1u) || pa->st.slot[s]) continue; /* optim_load may have filled some */
-            pa->st.slot[s] = (float *)optim__alloc_elems(pa->n, optim_dtype_size(pa->sdt));
+            pa->st.slot[s] = (float *)optim__alloc_elems(optim__slot_bytes(pa->n, pa->sdt), 1);
             if (!pa->st.slot[s]) {
                 for (j = first; j <= i; j++) {
                     int t;
@@ -807,7 +841,7 @@ int optim_param_state_bytes(const optim *o, size_t i, size_t *bytes)
     OPTIM__FORWARD(optim__check_get(o, "optim_param_state_bytes", bytes, "bytes", i, o->nparams, "param"));
     *bytes = 0;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++)
-        if (o->params[i].st.slot[s]) *bytes += OPTIM__BYTES(o->params[i].n, o->params[i].sdt);
+        if (o->params[i].st.slot[s]) *bytes += optim__slot_bytes(o->params[i].n, o->params[i].sdt);
     if (o->params[i].master) *bytes += OPTIM__BYTES(o->params[i].n, OPTIM_FLOAT32); /* the fp32 master copy */
     return OPTIM_OK;
 }
@@ -852,7 +886,9 @@ int optim_set_isa(optim *o, optim_isa isa)
     for (i = 0; i < o->nparams; i++) {
         const optim__param *pa = &o->params[i];
         optim__task probe;
-        OPTIM__FAIL_IF(optim__task_storage(kt, &probe, pa->master ? OPTIM_FLOAT32 : pa->pdt, pa->gdt, pa->sdt) != 0 ||
+        memset(&probe, 0, sizeof probe);
+        OPTIM__FAIL_IF(optim__task_storage(kt, &probe, pa->master ? OPTIM_FLOAT32 : pa->pdt, pa->gdt, pa->sdt,
+                                           optim__rule(o->rule)->slot_kinds) != 0 ||
                            optim__task_prec(kt, &probe, pa->pdt, pa->sdt, pa->flags, pa->p) != 0,
                        OPTIM__E(o),
                        OPTIM_EUNSUPPORTED, "optim_set_isa: the %s path has no storage for %s parameters with %s "

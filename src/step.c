@@ -103,7 +103,8 @@ size_t optim__build_tasks(optim *o, size_t *nblocks)
         t->g = pa->g;
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) t->s[s] = pa->st.slot[s];
         /* Cannot fail: optim_add_param and optim_set_isa checked the types against the path. */
-        (void)optim__task_storage(o->kt, t, pa->master ? OPTIM_FLOAT32 : pa->pdt, pa->gdt, pa->sdt);
+        (void)optim__task_storage(o->kt, t, pa->master ? OPTIM_FLOAT32 : pa->pdt, pa->gdt, pa->sdt,
+                                  optim__rule(o->rule)->slot_kinds);
         optim__param_task(o, i, t); /* a master (then p is the master), stochastic rounding */
         t->loop = NULL;
         t->k = &o->ks[i];

@@ -109,7 +109,7 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
     task.loop = optim__loop_get(kt, hp->rule, ct, k.c.variant, &task.reads, &task.writes);
     OPTIM__FAIL_IF(!task.loop, err, OPTIM_EUNSUPPORTED, "%s: the %s path has no %s loop for variant 0x%x (%s, %s)", fn,
                    optim_isa_name(kt->isa), rule, k.c.variant, optim_dtype_name(pdt), optim_dtype_name(gdt));
-    OPTIM__FAIL_IF(optim__task_storage(kt, &task, pdt, gdt, sdt) != 0, err, OPTIM_EUNSUPPORTED,
+    OPTIM__FAIL_IF(optim__task_storage(kt, &task, pdt, gdt, sdt, NULL) != 0, err, OPTIM_EUNSUPPORTED,
                    "%s: the %s path has no storage for %s parameters with %s gradients", fn, optim_isa_name(kt->isa),
                    optim_dtype_name(pdt), optim_dtype_name(gdt));
     *st = next;

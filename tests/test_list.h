@@ -17,7 +17,13 @@
     TEST_ENTRY(paths_bit_identical)            \
     TEST_ENTRY(nan_bits_every_path)            \
     TEST_ENTRY(half_types_vs_rounding_reference) \
+    TEST_ENTRY(int8_state_vs_quantizing_reference) \
     TEST_ENTRY(conversions_exact)              \
+    TEST_ENTRY(int8_codes_exact)               \
+    TEST_ENTRY(int8_state_api)                 \
+    TEST_ENTRY(int8_checkpoint_exact)          \
+    TEST_ENTRY(int8_checkpoint_damage)         \
+    TEST_ENTRY(int8_adam_accuracy)             \
     TEST_ENTRY(dtype_api)                      \
     TEST_ENTRY(misaligned_memory_refused)      \
     TEST_ENTRY(dtype_checkpoint_exact)         \

@@ -212,6 +212,12 @@ static int half_round_state(optim *o, const optim_hparams *hp, const tmodel *ini
         for (s = 0; s < optim_rule_slot_count(hp->rule); s++) {
             float *data = NULL;
             ASSERT_OPT_OK(o, optim_state_slot(o, i, s, &data, NULL));
+            if (data && init->sdt == OPTIM_INT8_BLOCK) {
+                /* Quantized block by block with the tests' own code, dequantized for the next step. */
+                t_q8_quantize(out->s[i][s], data, init->n[i], t_q8_kind(hp->rule, s));
+                t_q8_dequantize(data, out->s[i][s], init->n[i], t_q8_kind(hp->rule, s));
+                continue;
+            }
             for (j = 0; data && j < init->n[i]; j++) {
                 t_set(init->sdt, out->s[i][s], j, data[j]);
                 data[j] = (float)t_get(init->sdt, out->s[i][s], j);
@@ -270,6 +276,11 @@ static int half_reference(const optim_hparams *hps, int clip, const tmodel *init
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             float *data = NULL;
             if (s < optim_rule_slot_count(hp->rule)) ASSERT_OPT_OK(o, optim_state_slot(o, i, s, &data, NULL));
+            if (init->sdt == OPTIM_INT8_BLOCK) {
+                /* Quantized after the last step already; an unallocated slot reads as zeros. */
+                if (!data) memset(out->s[i][s], 0, OPTIM_INT8_BLOCK_BYTES(init->n[i]));
+                continue;
+            }
             for (j = 0; j < init->n[i]; j++) t_set(init->sdt, out->s[i][s], j, data ? data[j] : 0.0f);
         }
         free(p32[i]);
@@ -281,6 +292,8 @@ static int half_reference(const optim_hparams *hps, int clip, const tmodel *init
     return 0;
 }
 
+static int types_vs_reference(const int (*types)[3], size_t ntypes, long stride);
+
 TEST_IMPL(half_types_vs_rounding_reference)
 {
     /* param, grad, state (-1: the pair's float32 state). */
@@ -291,16 +304,36 @@ TEST_IMPL(half_types_vs_rounding_reference)
                                    {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_BFLOAT16},
                                    {OPTIM_FLOAT16, OPTIM_FLOAT16, OPTIM_FLOAT16},
                                    {OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_BFLOAT16}};
+    print_paths("half_types_vs_rounding_reference");
+    return types_vs_reference(types, sizeof types / sizeof types[0], 5);
+}
+
+TEST_IMPL(int8_state_vs_quantizing_reference)
+{
+    /* 8-bit block-quantized state: the reference quantizes and dequantizes its float32 state with the tests'
+     * own code (typed.c) after every step. */
+    static const int types[][3] = {{OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_INT8_BLOCK},
+                                   {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK},
+                                   {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK}};
+    print_paths("int8_state_vs_quantizing_reference");
+    /* Every 15th option combination: the loops are those of the rows above (paths_bit_identical runs every
+     * variant); the chunks' quantization is what is new. */
+    return types_vs_reference(types, sizeof types / sizeof types[0], 15);
+}
+
+/* Every rule against half_reference for each (param, grad, state) of types,
+ * every stride-th option combination. */
+static int types_vs_reference(const int (*types)[3], size_t ntypes, long stride)
+{
     static optim_hparams hps[1024];
     size_t ty;
-    print_paths("half_types_vs_rounding_reference");
-    for (ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
+    for (ty = 0; ty < ntypes; ty++) {
         int r;
         long runs = 0, moved = 0;
         for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
-            /* Every fifth option combination (the loops are float32's, every variant of which
+            /* Every stride-th option combination (the loops are float32's, every variant of which
              * paths_bit_identical runs), each clipping mode, every path, one and two threads. */
-            size_t ng = collect(r, hps, 5), i, j;
+            size_t ng = collect(r, hps, stride), i, j;
             path_fixture f;
             int clip;
             if (fixture_init_ex(&f, (optim_dtype)types[ty][0], (optim_dtype)types[ty][1], types[ty][2], ng,
@@ -317,10 +350,10 @@ TEST_IMPL(half_types_vs_rounding_reference)
             fixture_free(&f);
         }
         if (T_SAMPLE > 1) printf("  (sanitizer build: every %dth of the combinations below)\n", T_SAMPLE);
-        printf("  %-8s params, %-8s grads, %-8s state: %ld runs (every rule, paths, 1 and 2 threads) bit for bit "
-               "against the rounding reference; %ld parameters moved\n",
+        printf("  %-8s params, %-8s grads, %-10s state: %ld runs (every rule, every %ldth option combination, "
+               "paths, 1 and 2 threads) bit for bit against the rounding reference; %ld parameters moved\n",
                optim_dtype_name((optim_dtype)types[ty][0]), optim_dtype_name((optim_dtype)types[ty][1]),
-               types[ty][2] < 0 ? "float32" : optim_dtype_name((optim_dtype)types[ty][2]), runs, moved);
+               types[ty][2] < 0 ? "float32" : optim_dtype_name((optim_dtype)types[ty][2]), runs, stride, moved);
         ASSERT(runs > 0 && moved > 0);
     }
     return 0;

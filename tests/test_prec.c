@@ -168,9 +168,14 @@ static int p_collect(optim *o, const pcfg *c, void *const *p, pout *out)
             ASSERT_OPT_OK(o, optim_state_slot_data(o, i, s, &data, &dt, NULL));
             out->sdt = dt;
             if (!data) continue;
-            out->s[i][s] = malloc(p_sizes[i] * optim_dtype_size(dt));
-            if (!out->s[i][s]) FAIL("out of memory");
-            memcpy(out->s[i][s], data, p_sizes[i] * optim_dtype_size(dt));
+            {
+                /* OPTIM_INT8_BLOCK: the codes and the block scales after them. */
+                const size_t sb = dt == OPTIM_INT8_BLOCK ? OPTIM_INT8_BLOCK_BYTES(p_sizes[i])
+                                                         : p_sizes[i] * optim_dtype_size(dt);
+                out->s[i][s] = malloc(sb);
+                if (!out->s[i][s]) FAIL("out of memory");
+                memcpy(out->s[i][s], data, sb);
+            }
         }
     }
     return 0;
@@ -223,6 +228,23 @@ static float p_round(optim_dtype dt, int sr, float x, uint64_t seed, size_t para
     return t_bf16_to_float(t_bf16_from_float(x));
 }
 
+/* State slot s of parameter i (n values st) rounded as sdt stores it: an
+ * OPTIM_INT8_BLOCK slot is quantized into q (the slot's bytes) with the
+ * tests' own code (typed.c) and dequantized for the next step; codes round
+ * to nearest (no stochastic rounding of int8 state). */
+static void p_round_state(optim_rule rule, optim_dtype sdt, int sr, float *st, void *q, size_t n, uint64_t seed,
+                          size_t i, int64_t step, int s)
+{
+    size_t e;
+    if (sdt == OPTIM_INT8_BLOCK) {
+        t_q8_quantize(q, st, n, t_q8_kind(rule, s));
+        t_q8_dequantize(st, q, n, t_q8_kind(rule, s));
+        return;
+    }
+    if (sdt == OPTIM_FLOAT32) return;
+    for (e = 0; e < n; e++) st[e] = p_round(sdt, sr && sdt == OPTIM_BFLOAT16, st[e], seed, i, step, 2 + s, e);
+}
+
 /* The reference: a float32 optimizer (scalar path, one thread) on the
  * widened parameters and gradients; after every step its parameters (unless
  * there is a master: the float32 parameters then are the master) and state
@@ -236,7 +258,9 @@ static int p_reference(optim_rule rule, const pcfg *c, const pdata *d, uint64_t 
     optim_dtype sdt;
     size_t i, e;
     int t, s, nslots = optim_rule_slot_count(rule);
+    void *q[P_NT][OPTIM_MAX_SLOTS]; /* int8_block state: the quantized slots */
     memset(out, 0, sizeof *out);
+    memset(q, 0, sizeof q);
     if (c->sdt >= 0)
         sdt = (optim_dtype)c->sdt;
     else
@@ -256,8 +280,9 @@ static int p_reference(optim_rule rule, const pcfg *c, const pdata *d, uint64_t 
         for (s = 0; s < nslots; s++) {
             float *st;
             ASSERT_OPT_OK(o, optim_state_slot(o, i, s, &st, NULL));
-            if (st && sdt != OPTIM_FLOAT32)
-                for (e = 0; e < p_sizes[i]; e++) st[e] = p_round(sdt, 0, st[e], 0, 0, 0, 0, 0);
+            if (sdt == OPTIM_INT8_BLOCK && !(q[i][s] = t_alloc(OPTIM_INT8_BLOCK, p_sizes[i])))
+                FAIL("out of memory");
+            if (st) p_round_state(rule, sdt, 0, st, q[i][s], p_sizes[i], 0, i, 0, s);
         }
     }
     for (t = 0; t < d->steps; t++) {
@@ -271,9 +296,7 @@ static int p_reference(optim_rule rule, const pcfg *c, const pdata *d, uint64_t 
             for (s = 0; s < nslots; s++) {
                 float *st;
                 ASSERT_OPT_OK(o, optim_state_slot(o, i, s, &st, NULL));
-                if (st)
-                    for (e = 0; e < p_sizes[i]; e++)
-                        st[e] = p_round(sdt, sr && sdt == OPTIM_BFLOAT16, st[e], seed, i, t + 1, 2 + s, e);
+                if (st) p_round_state(rule, sdt, sr, st, q[i][s], p_sizes[i], seed, i, t + 1, s);
             }
         }
     }
@@ -298,7 +321,14 @@ static int p_reference(optim_rule rule, const pcfg *c, const pdata *d, uint64_t 
         for (s = 0; s < nslots; s++) {
             float *st;
             ASSERT_OPT_OK(o, optim_state_slot(o, i, s, &st, NULL));
-            if (!st) continue;
+            if (!st) {
+                free(q[i][s]);
+                continue;
+            }
+            if (sdt == OPTIM_INT8_BLOCK) { /* quantized after the last step already */
+                out->s[i][s] = q[i][s];
+                continue;
+            }
             out->s[i][s] = t_alloc(sdt, p_sizes[i]);
             if (!out->s[i][s]) FAIL("out of memory");
             for (e = 0; e < p_sizes[i]; e++) t_set(sdt, out->s[i][s], e, st[e]);
@@ -379,6 +409,9 @@ TEST_IMPL(prec_master_vs_reference)
         {OPTIM_FLOAT16, OPTIM_BFLOAT16, -1, OPTIM_PARAM_MASTER},
         {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_PARAM_MASTER},
         {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING},
+        /* The offload step with 8-bit state: bf16 gradients, fp32 master, int8_block state, bf16 params out. */
+        {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK, OPTIM_PARAM_MASTER},
+        {OPTIM_FLOAT16, OPTIM_FLOAT32, OPTIM_INT8_BLOCK, OPTIM_PARAM_MASTER},
     };
     return p_check_configs(cfgs, sizeof cfgs / sizeof cfgs[0], 12 / T_SAMPLE + 3, "master weights");
 }
@@ -391,6 +424,8 @@ TEST_IMPL(prec_sr_vs_reference)
         {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_PARAM_STOCHASTIC_ROUNDING},
         {OPTIM_FLOAT16, OPTIM_FLOAT16, OPTIM_BFLOAT16, OPTIM_PARAM_STOCHASTIC_ROUNDING},
         {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_FLOAT16, OPTIM_PARAM_STOCHASTIC_ROUNDING},
+        /* The parameter rounded stochastically, int8_block state's codes to nearest. */
+        {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK, OPTIM_PARAM_STOCHASTIC_ROUNDING},
     };
     return p_check_configs(cfgs, sizeof cfgs / sizeof cfgs[0], 12 / T_SAMPLE + 3, "stochastic rounding");
 }
@@ -636,6 +671,7 @@ TEST_IMPL(prec_resume_exact)
         {OPTIM_BFLOAT16, OPTIM_BFLOAT16, -1, OPTIM_PARAM_MASTER},
         {OPTIM_FLOAT16, OPTIM_FLOAT16, -1, OPTIM_PARAM_MASTER},
         {OPTIM_BFLOAT16, OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING},
+        {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK, OPTIM_PARAM_MASTER}, /* the offload step, 8-bit state */
     };
     static const optim_rule rules[] = {OPTIM_ADAM, OPTIM_SGD, OPTIM_NADAM};
     size_t k, r, i;
@@ -930,6 +966,10 @@ TEST_IMPL(prec_api)
     ASSERT_ERR(optim_add_param_ex(o, 0, pb, OPTIM_BFLOAT16, gb, OPTIM_BFLOAT16, 64, OPTIM_FLOAT32,
                                   OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING, "w", NULL),
                OPTIM_EINVAL, optim_errmsg(o), "with a master");
+    /* int8_block state's codes round to nearest: with a master nothing is left to round stochastically. */
+    ASSERT_ERR(optim_add_param_ex(o, 0, pb, OPTIM_BFLOAT16, gb, OPTIM_BFLOAT16, 64, OPTIM_INT8_BLOCK,
+                                  OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING, "w", NULL),
+               OPTIM_EINVAL, optim_errmsg(o), "int8_block state");
     ASSERT_INT(optim_param_count(o), ==, 0);
     /* A master: initialised from the parameter. */
     ASSERT_OPT_OK(o, optim_add_param_ex(o, 0, pb, OPTIM_BFLOAT16, gb, OPTIM_BFLOAT16, 64, OPTIM_FLOAT32,

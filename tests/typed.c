@@ -4,6 +4,8 @@
 
 #include "grid.h"
 
+#include <float.h>
+
 uint32_t tbits(float x)
 {
     uint32_t u;
@@ -76,9 +78,102 @@ uint16_t t_f16_from_float(float x)
     return (uint16_t)(sign | (uint16_t)((e + 15) << 10) | (uint16_t)(q - 1024.0));
 }
 
+double t_q8_value(uint8_t code, int kind)
+{
+    const int bias = kind == T_Q8_SIGNED ? 15 : 31;
+    const unsigned mag = kind == T_Q8_SIGNED ? code & 0x7fu : code;
+    const int e = (int)(mag >> 3), f = (int)(mag & 7u);
+    double v;
+    if (code == 0xff) return NAN;
+    v = e == 0 ? ldexp(f / 8.0, 1 - bias) : ldexp(1.0 + f / 8.0, e - bias);
+    return kind == T_Q8_SIGNED && (code & 0x80u) ? -v : v;
+}
+
+uint8_t t_q8_code(float x, float y, int kind)
+{
+    /* The magnitudes of codes 0..top ascend: find the first at or above |y| by bisection, then the nearer of it
+     * and the one below, ties to the even code. */
+    static double mags[2][249];
+    static int ready;
+    const int table = kind == T_Q8_SIGNED ? 0 : 1;
+    const unsigned top = kind == T_Q8_SIGNED ? 120u : 248u; /* the code of 1.0 */
+    const double a = fabs((double)y);
+    unsigned lo = 0, hi = top, best;
+    if (!ready) {
+        unsigned c;
+        for (c = 0; c <= 248; c++) {
+            mags[0][c] = c <= 120 ? t_q8_value((uint8_t)c, T_Q8_SIGNED) : INFINITY;
+            mags[1][c] = t_q8_value((uint8_t)c, T_Q8_NONNEG);
+        }
+        ready = 1;
+    }
+    if (isnan(x) || isinf(x)) return 0xff;
+    if (kind != T_Q8_SIGNED && !(x > 0)) return 0;
+    while (lo < hi) {
+        const unsigned mid = (lo + hi) / 2;
+        if (mags[table][mid] < a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    best = lo; /* the first magnitude >= a, or top */
+    if (lo > 0) {
+        const double below = a - mags[table][lo - 1], above = fabs(mags[table][lo] - a);
+        if (below < above || (below == above && (lo - 1) % 2 == 0)) best = lo - 1;
+    }
+    if (kind == T_Q8_POSITIVE && best == 0) best = 1;
+    if (kind == T_Q8_SIGNED && best != 0 && signbit(y)) best |= 0x80u;
+    return (uint8_t)best;
+}
+
+void t_q8_quantize(void *slot, const float *x, size_t n, int kind)
+{
+    uint8_t *codes = (uint8_t *)slot;
+    float *scales = (float *)(void *)((char *)slot + OPTIM_INT8_BLOCK_SCALES_OFFSET(n));
+    size_t b, i;
+    for (b = 0; b < n; b += OPTIM_INT8_BLOCK_SIZE) {
+        const size_t len = n - b < OPTIM_INT8_BLOCK_SIZE ? n - b : OPTIM_INT8_BLOCK_SIZE;
+        float A = FLT_MIN, r;
+        for (i = 0; i < len; i++)
+            if (isfinite(x[b + i]) && fabsf(x[b + i]) > A) A = fabsf(x[b + i]);
+        r = 1.0f / A;
+        scales[b / OPTIM_INT8_BLOCK_SIZE] = A;
+        for (i = 0; i < len; i++) codes[b + i] = t_q8_code(x[b + i], x[b + i] * r, kind);
+    }
+}
+
+void t_q8_dequantize(float *x, const void *slot, size_t n, int kind)
+{
+    const uint8_t *codes = (const uint8_t *)slot;
+    const float *scales = (const float *)(const void *)((const char *)slot + OPTIM_INT8_BLOCK_SCALES_OFFSET(n));
+    size_t i;
+    for (i = 0; i < n; i++) {
+        const double v = t_q8_value(codes[i], kind);
+        /* The product of a 4-bit and a 24-bit significand is exact in double: one rounding, as in float. */
+        x[i] = isnan(v) ? NAN : (float)(v * (double)scales[i / OPTIM_INT8_BLOCK_SIZE]);
+    }
+}
+
+int t_q8_kind(optim_rule rule, int slot)
+{
+    static const char *const positive[] = {"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg"};
+    const char *name = optim_rule_slot_name(rule, slot);
+    size_t k;
+    if (!name) return T_Q8_SIGNED;
+    if (strcmp(name, "acc_delta") == 0) return T_Q8_NONNEG;
+    for (k = 0; k < sizeof positive / sizeof positive[0]; k++)
+        if (strcmp(name, positive[k]) == 0) return T_Q8_POSITIVE;
+    return T_Q8_SIGNED;
+}
+
+static size_t t_bytes(optim_dtype dtype, size_t n)
+{
+    return dtype == OPTIM_INT8_BLOCK ? OPTIM_INT8_BLOCK_BYTES(n) : n * optim_dtype_size(dtype);
+}
+
 void *t_alloc(optim_dtype dtype, size_t n)
 {
-    size_t bytes = (n ? n : 1) * optim_dtype_size(dtype);
+    size_t bytes = t_bytes(dtype, n ? n : 1);
     void *p = NULL;
     if (posix_memalign(&p, 64, (bytes + 63) / 64 * 64) != 0) return NULL;
     memset(p, 0, bytes);
@@ -110,6 +205,19 @@ void t_set(optim_dtype dtype, void *a, size_t i, double x)
 int t_same(optim_dtype dtype, const void *a, const void *b, size_t n, size_t *where)
 {
     size_t size = optim_dtype_size(dtype), i;
+    if (dtype == OPTIM_INT8_BLOCK) {
+        const size_t off = OPTIM_INT8_BLOCK_SCALES_OFFSET(n), nb = (n + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE;
+        if (memcmp(a, b, n) == 0 && memcmp((const char *)a + off, (const char *)b + off, 4 * nb) == 0) return 1;
+        for (i = 0; i < n && ((const uint8_t *)a)[i] == ((const uint8_t *)b)[i]; i++) continue;
+        if (i == n) {
+            size_t k;
+            for (k = 0; k < nb && memcmp((const char *)a + off + 4 * k, (const char *)b + off + 4 * k, 4) == 0; k++)
+                continue;
+            i = n + k;
+        }
+        if (where) *where = i;
+        return 0;
+    }
     if (memcmp(a, b, n * size) == 0) return 1;
     for (i = 0; i < n && memcmp((const char *)a + i * size, (const char *)b + i * size, size) == 0; i++) continue;
     if (where) *where = i;
@@ -287,9 +395,9 @@ int t_run(const optim_hparams *hps, int clip, const tmodel *init, const tgrads *
             if (s < optim_rule_slot_count(hp->rule)) ASSERT_OPT_OK(o, optim_state_slot_data(o, i, s, &data, &dt, NULL));
             if (dt != out->sdt) FAIL("state of type %s, expected %s", optim_dtype_name(dt), optim_dtype_name(out->sdt));
             if (data)
-                memcpy(out->s[i][s], data, init->n[i] * optim_dtype_size(out->sdt));
+                memcpy(out->s[i][s], data, t_bytes(out->sdt, init->n[i]));
             else
-                memset(out->s[i][s], 0, init->n[i] * optim_dtype_size(out->sdt));
+                memset(out->s[i][s], 0, t_bytes(out->sdt, init->n[i]));
         }
     }
     optim_free(o);

@@ -35,15 +35,32 @@ uint16_t t_bf16_from_float(float x);
 double t_f16_to_double(uint16_t h);
 uint16_t t_f16_from_float(float x);
 
+/* OPTIM_INT8_BLOCK, from its definition in optim.h (not the library's bit
+ * arithmetic): the value of a code, judged in double; the code of x, with
+ * y = x * r its block-scaled value, found by searching every code for the
+ * nearest (ties to the even code); a slot (codes, then scales at
+ * OPTIM_INT8_BLOCK_SCALES_OFFSET) quantized from n floats block by block,
+ * and dequantized. kind: T_Q8_SIGNED, T_Q8_NONNEG (negative values store
+ * 0) or T_Q8_POSITIVE (and a positive value never stores 0); t_q8_kind
+ * gives a rule's slot's kind from the slot's name. */
+enum { T_Q8_SIGNED = 0, T_Q8_NONNEG = 1, T_Q8_POSITIVE = 2 };
+double t_q8_value(uint8_t code, int kind);
+uint8_t t_q8_code(float x, float y, int kind);
+void t_q8_quantize(void *slot, const float *x, size_t n, int kind);
+void t_q8_dequantize(float *x, const void *slot, size_t n, int kind);
+int t_q8_kind(optim_rule rule, int slot);
+
 /* ---- Typed arrays ------------------------------------------------------------- */
 
-/* n elements of dtype, 64-byte aligned (free with free()). */
+/* n elements of dtype, 64-byte aligned (free with free()); an int8_block
+ * slot's whole layout (codes and scales). */
 void *t_alloc(optim_dtype dtype, size_t n);
 /* Element i as a double / set from a double (rounded as the type stores:
  * float32 by C's conversion, bfloat16 and float16 to nearest even). */
 double t_get(optim_dtype dtype, const void *a, size_t i);
 void t_set(optim_dtype dtype, void *a, size_t i, double x);
-/* 1 if the first n elements of a and b have the same bytes. */
+/* 1 if the first n elements of a and b have the same bytes (int8_block: the
+ * codes and the scales; *where is n + the block of a differing scale). */
 int t_same(optim_dtype dtype, const void *a, const void *b, size_t n, size_t *where);
 
 /* ---- Runs ------------------------------------------------------------------------ */

@@ -88,6 +88,7 @@ ENUMS = {
         'OPTIM_FLOAT64': 1,
         'OPTIM_BFLOAT16': 2,
         'OPTIM_FLOAT16': 3,
+        'OPTIM_INT8_BLOCK': 4,
     },
     'optim_isa': {  # optim.h
         'OPTIM_ISA_AUTO': 0,
@@ -141,7 +142,8 @@ DEFINES = {
     'OPTIM_ERRMSG_MAX': 320,
     'OPTIM_RULE_COUNT': 13,
     'OPTIM_HP_COUNT': 28,
-    'OPTIM_DTYPE_COUNT': 4,
+    'OPTIM_DTYPE_COUNT': 5,
+    'OPTIM_INT8_BLOCK_SIZE': 256,
     'OPTIM_MAX_SLOTS': 4,
     'OPTIM_MAX_NAME': 4096,
     'OPTIM_PARAM_MASTER': 1,

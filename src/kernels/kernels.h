@@ -123,6 +123,8 @@ typedef struct optim__kernels {
     /* bfloat16 stored with stochastic rounding (float compute; its ctx
      * points at the stream's uint64_t key, optim__sr_key). */
     const optim__storage *bf16_sr;
+    /* OPTIM_INT8_BLOCK state in float, by slot kind (rule.h's OPTIM__SLOT_*). */
+    const optim__storage *q8[3];
     /* Indexed by the gradient's element type. */
     optim__reduce_fn reduce[OPTIM_DTYPE_COUNT];
     optim__sam_fn sam_perturb[OPTIM__SAM_NVARIANTS]; /* saved = w; w = w + e (see rules/sam.h), by variant */
@@ -211,18 +213,32 @@ int optim__dtypes(const char *fn, optim_dtype param, optim_dtype grad, optim__ct
  * OPTIM_EUNSUPPORTED / OPTIM_EINVAL naming both, prefixed by fn. */
 int optim__state_dtype_ok(const char *fn, optim_dtype param, optim_dtype state, optim_error *err);
 
-/* Fill the storage fields of task t (sto, chunked, align, gtype) for
- * streams of these types under kt; 0 on success, -1 if kt has no descriptor
- * for one of them. */
+/* Fill the storage fields of task t (sto, ctx, chunked, align, gtype) for
+ * streams of these types under kt, the state slots of the kinds given
+ * (OPTIM__SLOT_*, one per slot; NULL: all signed); t->s and t->n must be set
+ * (an OPTIM_INT8_BLOCK slot's context is its scales, after its n codes).
+ * 0 on success, -1 if kt has no descriptor for one of them. */
 int optim__task_storage(const optim__kernels *kt, optim__task *t, optim_dtype param, optim_dtype grad,
-                        optim_dtype state);
+                        optim_dtype state, const unsigned char *kinds);
+
+/* A state slot of n elements of dtype (float32, bfloat16, float16 or
+ * int8_block of slot kind `kind`) into n floats (exact, or dequantized as a
+ * step loads it), and n floats into a slot (rounded to nearest even, or
+ * quantized block by block as a step stores it). Not for float64. */
+void optim__slot_to_f32(float *dst, const void *slot, size_t n, optim_dtype dtype, int kind);
+void optim__slot_from_f32(void *slot, const float *src, size_t n, optim_dtype dtype, int kind);
+
+/* Bytes of one state slot of n elements of type dtype (OPTIM_INT8_BLOCK:
+ * codes and block scales); n <= SIZE_MAX / 8. */
+size_t optim__slot_bytes(size_t n, optim_dtype dtype);
 
 /* Storage options of a parameter (optim_add_param_ex flags) applied to a
  * task filled by optim__task_storage(kt, t, master ? OPTIM_FLOAT32 : param,
- * grad, state): with a master, p is the float32 master and `copy` (the
+ * grad, state, kinds): with a master, p is the float32 master and `copy` (the
  * user's memory of type `param`) one more stored stream; with stochastic
  * rounding, the bfloat16 parameter (without a master) and bfloat16 state
- * are stored by kt->bf16_sr, keyed per step by optim__task_sr_keys.
+ * are stored by kt->bf16_sr, keyed per step by optim__task_sr_keys
+ * (OPTIM_INT8_BLOCK state keeps its codes rounded to nearest).
  * 0, or -1 if kt lacks a descriptor. */
 int optim__task_prec(const optim__kernels *kt, optim__task *t, optim_dtype param, optim_dtype state, unsigned flags,
                      void *copy);

@@ -14,6 +14,7 @@
  * type, and SAM's and clipping's float32 utilities.
  */
 #include "convert.h"
+#include "quant8.h"
 #include "kernels.h"
 
 #include <string.h>
@@ -113,8 +114,11 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
                 [OPTIM_FLOAT64] = {[OPTIM__CT_F64] = &optim__storage_same_f64},                             \
                 [OPTIM_BFLOAT16] = {[OPTIM__CT_F32] = &bf16_storage},                                       \
                 [OPTIM_FLOAT16] = {[OPTIM__CT_F32] = &OPTIM__STORAGE_F16},                                  \
+                [OPTIM_INT8_BLOCK] = {[OPTIM__CT_F32] = &optim__storage_q8s},                               \
             },                                                                                              \
         .bf16_sr = &optim__storage_bf16_sr,                                                                 \
+        .q8 = {[OPTIM__SLOT_SIGNED] = &optim__storage_q8s, [OPTIM__SLOT_NONNEG] = &optim__storage_q8n,      \
+               [OPTIM__SLOT_POSITIVE] = &optim__storage_q8p},                                               \
         .reduce =                                                                                           \
             {                                                                                               \
                 [OPTIM_FLOAT32] = optim__reduce_same_f32,                                                   \

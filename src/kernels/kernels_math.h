@@ -363,6 +363,52 @@ static void optim__store_bf16_sr(void *restrict base, size_t off, size_t n, cons
 
 static const optim__storage optim__storage_bf16_sr = {OPTIM_BFLOAT16, OPTIM__CT_F32, 2, 0, optim__load_bf16,
                                                       optim__store_bf16_sr};
+/* ---- OPTIM_INT8_BLOCK: 8-bit block-quantized state (quant8.h), in float ------------------
+ * ctx is the slot's block scales; off and n are multiples of the block but at
+ * a tensor's end (chunks and thread split points are multiples of
+ * OPTIM__CHUNK), so a block is loaded and stored whole, by one thread. One
+ * descriptor per slot kind: the signed code, the unsigned one, the unsigned
+ * one that never stores a positive value as 0. */
+#  define OPTIM__Q8_STORAGE(kind, ENC, DEC)                                                                \
+    static void optim__load_q8##kind(void *restrict dst, const void *restrict base, size_t off, size_t n,   \
+                                     const void *ctx)                                                      \
+    {                                                                                                       \
+        float *restrict d = (float *)dst;                                                                   \
+        const uint8_t *restrict c = (const uint8_t *)base + off;                                            \
+        const float *restrict sc = (const float *)ctx + off / OPTIM__Q8_BLOCK;                              \
+        for (size_t b = 0; b < n; b += OPTIM__Q8_BLOCK) {                                                   \
+            const size_t len = n - b < OPTIM__Q8_BLOCK ? n - b : OPTIM__Q8_BLOCK;                           \
+            const float A = sc[b / OPTIM__Q8_BLOCK];                                                        \
+            OPTIM__VECTORIZE                                                                                \
+            for (size_t i = 0; i < len; i++) d[b + i] = DEC(c[b + i], A);                                   \
+        }                                                                                                   \
+    }                                                                                                       \
+    static void optim__store_q8##kind(void *restrict base, size_t off, size_t n, const void *restrict src,  \
+                                      const void *ctx)                                                     \
+    {                                                                                                       \
+        uint8_t *restrict c = (uint8_t *)base + off;                                                        \
+        float *restrict sc = (float *)(uintptr_t)ctx + off / OPTIM__Q8_BLOCK;                               \
+        const float *restrict s = (const float *)src;                                                       \
+        for (size_t b = 0; b < n; b += OPTIM__Q8_BLOCK) {                                                   \
+            const size_t len = n - b < OPTIM__Q8_BLOCK ? n - b : OPTIM__Q8_BLOCK;                           \
+            const float A = optim__q8_absmax(s + b, len), r = 1.0f / A;                                     \
+            sc[b / OPTIM__Q8_BLOCK] = A;                                                                    \
+            OPTIM__VECTORIZE                                                                                \
+            for (size_t i = 0; i < len; i++) c[b + i] = ENC(s[b + i], r);                                   \
+        }                                                                                                   \
+    }                                                                                                       \
+    static const optim__storage optim__storage_q8##kind = {OPTIM_INT8_BLOCK, OPTIM__CT_F32, 1, 0,           \
+                                                           optim__load_q8##kind, optim__store_q8##kind};
+#  define OPTIM__Q8_ENC_S(x, r) optim__q8_enc_s(x, r)
+#  define OPTIM__Q8_ENC_N(x, r) optim__q8_enc_u(x, r, 0)
+#  define OPTIM__Q8_ENC_P(x, r) optim__q8_enc_u(x, r, 1)
+OPTIM__Q8_STORAGE(s, OPTIM__Q8_ENC_S, optim__q8_dec_s)
+OPTIM__Q8_STORAGE(n, OPTIM__Q8_ENC_N, optim__q8_dec_u)
+OPTIM__Q8_STORAGE(p, OPTIM__Q8_ENC_P, optim__q8_dec_u)
+#  undef OPTIM__Q8_STORAGE
+#  undef OPTIM__Q8_ENC_S
+#  undef OPTIM__Q8_ENC_N
+#  undef OPTIM__Q8_ENC_P
 
 /* ---- SAM's ascent step and the gradient utilities (float32) ------------------------------ */
 

@@ -4,8 +4,11 @@
  * scratch arrays (the chunked path). */
 #include "convert.h"
 #include "kernels.h"
+#include "quant8.h"
 
 #include <string.h>
+
+_Static_assert(OPTIM__CHUNK % OPTIM_INT8_BLOCK_SIZE == 0, "a chunk must hold whole blocks of int8_block state");
 
 const char *optim_dtype_name(optim_dtype dtype)
 {
@@ -14,6 +17,7 @@ const char *optim_dtype_name(optim_dtype dtype)
     case OPTIM_FLOAT64: return "float64";
     case OPTIM_BFLOAT16: return "bfloat16";
     case OPTIM_FLOAT16: return "float16";
+    case OPTIM_INT8_BLOCK: return "int8_block";
     default: return NULL;
     }
 }
@@ -25,6 +29,7 @@ size_t optim_dtype_size(optim_dtype dtype)
     case OPTIM_FLOAT64: return 8;
     case OPTIM_BFLOAT16:
     case OPTIM_FLOAT16: return 2;
+    case OPTIM_INT8_BLOCK: return 1;
     default: return 0;
     }
 }
@@ -41,6 +46,9 @@ int optim__dtypes(const char *fn, optim_dtype param, optim_dtype grad, optim__ct
                    fn, (int)param, OPTIM_DTYPE_COUNT - 1);
     OPTIM__FAIL_IF(!optim_dtype_name(grad), err, OPTIM_EINVAL, "%s: grad_dtype = %d is not an element type (0..%d)", fn,
                    (int)grad, OPTIM_DTYPE_COUNT - 1);
+    OPTIM__FAIL_IF(param == OPTIM_INT8_BLOCK || grad == OPTIM_INT8_BLOCK, err, OPTIM_EUNSUPPORTED,
+                   "%s: int8_block is a state type only (param_dtype %s, grad_dtype %s)", fn, optim_dtype_name(param),
+                   optim_dtype_name(grad));
     ok = grad == param || (param == OPTIM_FLOAT32 && (grad == OPTIM_BFLOAT16 || grad == OPTIM_FLOAT16));
     OPTIM__FAIL_IF(!ok, err, OPTIM_EUNSUPPORTED,
                    "%s: %s gradients for %s parameters are not supported (gradients are of the parameter's type, "
@@ -54,13 +62,17 @@ int optim__dtypes(const char *fn, optim_dtype param, optim_dtype grad, optim__ct
 int optim__state_dtype_ok(const char *fn, optim_dtype param, optim_dtype state, optim_error *err)
 {
     optim_dtype def = OPTIM_FLOAT32;
+    OPTIM__FAIL_IF(param == OPTIM_INT8_BLOCK, err, OPTIM_EUNSUPPORTED,
+                   "%s: int8_block is a state type only (param_dtype int8_block, state_dtype %s)", fn,
+                   optim_dtype_name(state) ? optim_dtype_name(state) : "?");
     OPTIM__FORWARD(optim__dtypes(fn, param, param == OPTIM_FLOAT32 ? OPTIM_FLOAT32 : param, NULL, &def, err));
     OPTIM__FAIL_IF(!optim_dtype_name(state), err, OPTIM_EINVAL, "%s: state_dtype = %d is not an element type (0..%d)",
                    fn, (int)state, OPTIM_DTYPE_COUNT - 1);
-    OPTIM__FAIL_IF(state != def && (def != OPTIM_FLOAT32 || (state != OPTIM_BFLOAT16 && state != OPTIM_FLOAT16)), err,
-                   OPTIM_EUNSUPPORTED,
+    OPTIM__FAIL_IF(state != def && (def != OPTIM_FLOAT32 || (state != OPTIM_BFLOAT16 && state != OPTIM_FLOAT16 &&
+                                                              state != OPTIM_INT8_BLOCK)),
+                   err, OPTIM_EUNSUPPORTED,
                    "%s: %s state for %s parameters is not supported (float64 parameters keep float64 state; the "
-                   "others float32, bfloat16 or float16)",
+                   "others float32, bfloat16, float16 or int8_block)",
                    fn, optim_dtype_name(state), optim_dtype_name(param));
     return OPTIM_OK;
 }
@@ -77,26 +89,79 @@ int optim_dtypes_check(optim_dtype param_dtype, optim_dtype grad_dtype, optim_dt
     return optim__ok(err);
 }
 
+size_t optim__slot_bytes(size_t n, optim_dtype dtype)
+{
+    return dtype == OPTIM_INT8_BLOCK ? OPTIM_INT8_BLOCK_BYTES(n) : n * optim_dtype_size(dtype);
+}
+
+void optim__slot_to_f32(float *dst, const void *slot, size_t n, optim_dtype dtype, int kind)
+{
+    size_t i;
+    switch (dtype) {
+    case OPTIM_FLOAT32: memcpy(dst, slot, n * sizeof(float)); break;
+    case OPTIM_BFLOAT16:
+        for (i = 0; i < n; i++) dst[i] = optim__bf16_to_f32(((const uint16_t *)slot)[i]);
+        break;
+    case OPTIM_FLOAT16:
+        for (i = 0; i < n; i++) dst[i] = optim__f16_to_f32(((const uint16_t *)slot)[i]);
+        break;
+    case OPTIM_INT8_BLOCK:
+        optim__q8_dequantize(dst, (const uint8_t *)slot,
+                             (const float *)(const void *)((const char *)slot + OPTIM_INT8_BLOCK_SCALES_OFFSET(n)), n,
+                             kind);
+        break;
+    default: break; /* float64: not converted (callers refuse it) */
+    }
+}
+
+void optim__slot_from_f32(void *slot, const float *src, size_t n, optim_dtype dtype, int kind)
+{
+    size_t i;
+    switch (dtype) {
+    case OPTIM_FLOAT32: memcpy(slot, src, n * sizeof(float)); break;
+    case OPTIM_BFLOAT16:
+        for (i = 0; i < n; i++) ((uint16_t *)slot)[i] = optim__f32_to_bf16(src[i]);
+        break;
+    case OPTIM_FLOAT16:
+        for (i = 0; i < n; i++) ((uint16_t *)slot)[i] = optim__f32_to_f16(src[i]);
+        break;
+    case OPTIM_INT8_BLOCK:
+        optim__q8_quantize((uint8_t *)slot, (float *)(void *)((char *)slot + OPTIM_INT8_BLOCK_SCALES_OFFSET(n)), src, n,
+                           kind);
+        break;
+    default: break;
+    }
+}
+
 int optim__task_storage(const optim__kernels *kt, optim__task *t, optim_dtype param, optim_dtype grad,
-                        optim_dtype state)
+                        optim_dtype state, const unsigned char *kinds)
 {
     optim__ctype ct;
     int j;
     if (optim__dtypes("", param, grad, &ct, NULL, NULL) != OPTIM_OK) return -1;
+    if ((int)state < 0 || (int)state >= OPTIM_DTYPE_COUNT) return -1;
     t->sto[OPTIM__SP] = kt->storage[param][ct];
     t->sto[OPTIM__SG] = kt->storage[grad][ct];
     if (!t->sto[OPTIM__SP] || !t->sto[OPTIM__SG] || !kt->storage[state][ct]) return -1;
-    for (j = 0; j < OPTIM_MAX_SLOTS; j++) t->sto[OPTIM__SS(j)] = kt->storage[state][ct];
-    t->chunked = 0;
+    for (j = 0; j < OPTIM__NSTREAMS; j++) t->ctx[j] = NULL;
+    for (j = 0; j < OPTIM_MAX_SLOTS; j++) {
+        t->sto[OPTIM__SS(j)] = kt->storage[state][ct];
+        if (state == OPTIM_INT8_BLOCK) {
+            /* The code of the slot's kind; its context the block scales after the codes. */
+            const unsigned kind = kinds ? kinds[j] : OPTIM__SLOT_SIGNED;
+            t->sto[OPTIM__SS(j)] = kt->q8[kind < 3 ? kind : OPTIM__SLOT_SIGNED];
+            if (!t->sto[OPTIM__SS(j)]) return -1;
+            t->ctx[OPTIM__SS(j)] = t->s[j] ? (const char *)t->s[j] + OPTIM_INT8_BLOCK_SCALES_OFFSET(t->n) : NULL;
+        }
+    }
     t->sto[OPTIM__SC] = NULL; /* a master's copy: optim__task_prec */
     t->copy = NULL;
-    for (j = 0; j < OPTIM__NSTREAMS; j++) {
-        t->ctx[j] = NULL;
+    t->chunked = 0;
+    for (j = 0; j < OPTIM__NSTREAMS; j++)
         if (t->sto[j] && !t->sto[j]->direct) t->chunked = 1;
-    }
     /* Split points: a cache line of 4-byte elements (as before types), or a
-     * whole chunk, so that no two threads convert (and later: quantize) the
-     * same chunk. */
+     * whole chunk, so that no two threads convert or quantize the same chunk
+     * (a chunk holds whole blocks of OPTIM_INT8_BLOCK state). */
     t->align = t->chunked ? OPTIM__CHUNK : 16;
     t->gtype = grad;
     return 0;

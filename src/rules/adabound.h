@@ -124,7 +124,8 @@ static const optim__rule_def optim__adabound_def = {
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(FINAL_LR) | OPTIM__USES(GAMMA) |
             OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(AMSGRAD) |
             OPTIM__USES(BIAS_CORRECTION) | OPTIM__USES(INITIAL_LR) | OPTIM__USES(MAXIMIZE),
-    .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, .has_step = 1,
+    .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE, OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adabound_defaults, .check = optim__adabound_check, .slots = optim__adabound_slots,
     .prepare = optim__adabound_prepare, .group = optim__adabound_group};
 #endif

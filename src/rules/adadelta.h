@@ -96,6 +96,7 @@ static const optim__rule_def optim__adadelta_def = {
     .id = OPTIM_ADADELTA, .name = "adadelta", .torch_name = "Adadelta",
     .uses = OPTIM__USES(LR) | OPTIM__USES(RHO) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
             OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MOMENTUM) | OPTIM__USES(MAXIMIZE),
-    .nslots = 3, .slot_names = {"square_avg", "acc_delta", "momentum_buffer"}, .has_step = 1,
+    .nslots = 3, .slot_names = {"square_avg", "acc_delta", "momentum_buffer"},
+    .slot_kinds = {OPTIM__SLOT_POSITIVE, OPTIM__SLOT_NONNEG, OPTIM__SLOT_SIGNED}, .has_step = 1,
     .defaults = optim__adadelta_defaults, .slots = optim__adadelta_slots, .prepare = optim__adadelta_prepare};
 #endif

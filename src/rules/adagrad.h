@@ -81,7 +81,8 @@ static const optim__rule_def optim__adagrad_def = {
     .uses = OPTIM__USES(LR) | OPTIM__USES(LR_DECAY) | OPTIM__USES(WEIGHT_DECAY) |
             OPTIM__USES(INITIAL_ACCUMULATOR_VALUE) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
             OPTIM__USES(MAXIMIZE),
-    .nslots = 1, .slot_names = {"sum"}, .has_step = 1,
+    .nslots = 1, .slot_names = {"sum"},
+    .slot_kinds = {OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adagrad_defaults, .slots = optim__adagrad_slots, .initial = optim__adagrad_initial,
     .prepare = optim__adagrad_prepare};
 #endif

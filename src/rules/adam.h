@@ -124,12 +124,14 @@ static void optim__adam_prepare(const optim_hparams *hp, const optim__step_in *i
 
 static const optim__rule_def optim__adam_def = {
     .id = OPTIM_ADAM, .name = "adam", .torch_name = "Adam", .uses = OPTIM__ADAM_USES,
-    .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, .has_step = 1,
+    .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE, OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adam_defaults, .slots = optim__adam_slots, .prepare = optim__adam_prepare};
 
 static const optim__rule_def optim__adamw_def = {
     .id = OPTIM_ADAMW, .name = "adamw", .torch_name = "AdamW", .uses = OPTIM__ADAM_USES,
-    .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}, .has_step = 1,
+    .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE, OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adamw_defaults, .check = optim__adamw_check, .slots = optim__adam_slots,
     .prepare = optim__adam_prepare};
 #endif

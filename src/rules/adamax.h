@@ -84,6 +84,7 @@ static const optim__rule_def optim__adamax_def = {
     .id = OPTIM_ADAMAX, .name = "adamax", .torch_name = "Adamax",
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) |
             OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MAXIMIZE),
-    .nslots = 2, .slot_names = {"exp_avg", "exp_inf"}, .has_step = 1,
+    .nslots = 2, .slot_names = {"exp_avg", "exp_inf"},
+    .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adamax_defaults, .slots = optim__adamax_slots, .prepare = optim__adamax_prepare};
 #endif

@@ -109,6 +109,7 @@ static const optim__rule_def optim__nadam_def = {
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) |
             OPTIM__USES(EPS_PLACEMENT) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(DECOUPLED_WEIGHT_DECAY) |
             OPTIM__USES(MOMENTUM_DECAY) | OPTIM__USES(MAXIMIZE),
-    .nslots = 2, .slot_names = {"exp_avg", "exp_avg_sq"}, .has_step = 1,
+    .nslots = 2, .slot_names = {"exp_avg", "exp_avg_sq"},
+    .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__nadam_defaults, .slots = optim__nadam_slots, .prepare = optim__nadam_prepare};
 #endif

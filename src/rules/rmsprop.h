@@ -98,6 +98,7 @@ static const optim__rule_def optim__rmsprop_def = {
     .id = OPTIM_RMSPROP, .name = "rmsprop", .torch_name = "RMSprop",
     .uses = OPTIM__USES(LR) | OPTIM__USES(ALPHA) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
             OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MOMENTUM) | OPTIM__USES(CENTERED) | OPTIM__USES(MAXIMIZE),
-    .nslots = 3, .slot_names = {"square_avg", "momentum_buffer", "grad_avg"}, .has_step = 1,
+    .nslots = 3, .slot_names = {"square_avg", "momentum_buffer", "grad_avg"},
+    .slot_kinds = {OPTIM__SLOT_POSITIVE, OPTIM__SLOT_SIGNED, OPTIM__SLOT_SIGNED}, .has_step = 1,
     .defaults = optim__rmsprop_defaults, .slots = optim__rmsprop_slots, .prepare = optim__rmsprop_prepare};
 #endif

@@ -95,7 +95,8 @@ static const optim__rule_def optim__rprop_def = {
     .id = OPTIM_RPROP, .name = "rprop", .torch_name = "Rprop",
     .uses = OPTIM__USES(LR) | OPTIM__USES(ETAMINUS) | OPTIM__USES(ETAPLUS) | OPTIM__USES(STEP_SIZE_MIN) |
             OPTIM__USES(STEP_SIZE_MAX) | OPTIM__USES(MAXIMIZE),
-    .nslots = 2, .slot_names = {"prev", "step_size"}, .has_step = 1,
+    .nslots = 2, .slot_names = {"prev", "step_size"},
+    .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE}, .has_step = 1, /* a step size stored as 0 would never grow */
     .defaults = optim__rprop_defaults, .slots = optim__rprop_slots, .initial = optim__rprop_initial,
     .prepare = optim__rprop_prepare};
 #endif

@@ -55,6 +55,16 @@
     X(wd)     /* L2 coefficient (used when the variant has OPTIM__V_L2) */                                    \
     X(decay)  /* decoupled weight decay factor 1 - lr*weight_decay, else 1 */
 
+/* What a state slot holds, for storage types that care (OPTIM_INT8_BLOCK
+ * codes: a signed code, or an unsigned one with twice the range): declared
+ * per slot in each rule's optim__<name>_def.slot_kinds (0, SIGNED, is the
+ * default). POSITIVE: non-negative, and a positive value must never be
+ * stored as 0 (a second moment under a square root in a denominator: a
+ * stored 0 would turn a tiny v into an update of m / eps). */
+#define OPTIM__SLOT_SIGNED 0
+#define OPTIM__SLOT_NONNEG 1
+#define OPTIM__SLOT_POSITIVE 2
+
 /* A struct of doubles from a constants list: what the host computes. */
 #define OPTIM__FIELD_HOST(f) double f;
 

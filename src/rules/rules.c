@@ -3,6 +3,7 @@
  * (constants for the kernels). */
 #include "rules.h"
 #include "../kernels/convert.h" /* the initial value of a bfloat16/float16 slot, rounded as torch rounds it */
+#include "../kernels/quant8.h"  /* ... and of an int8_block slot, quantized as a step stores it */
 
 #include <math.h>
 #include <stddef.h>
@@ -336,6 +337,16 @@ void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s
     if (dtype == OPTIM_FLOAT64) {
         double *x = (double *)(void *)st->slot[s];
         for (i = 0; i < n; i++) x[i] = v;
+    } else if (dtype == OPTIM_INT8_BLOCK) {
+        /* Every block holds v alone: the codes and scales a step would store. */
+        const int kind = optim__rule(hp->rule)->slot_kinds[s];
+        float one[1];
+        uint8_t code;
+        float scale, *scales = (float *)(void *)((char *)st->slot[s] + OPTIM_INT8_BLOCK_SCALES_OFFSET(n));
+        one[0] = (float)v;
+        optim__q8_quantize(&code, &scale, one, 1, kind);
+        memset(st->slot[s], code, n);
+        for (i = 0; i < (n + OPTIM__Q8_BLOCK - 1) / OPTIM__Q8_BLOCK; i++) scales[i] = scale;
     } else if (dtype == OPTIM_BFLOAT16 || dtype == OPTIM_FLOAT16) {
         uint16_t *x = (uint16_t *)(void *)st->slot[s];
         const uint16_t h = dtype == OPTIM_BFLOAT16 ? optim__f32_to_bf16((float)v) : optim__f32_to_f16((float)v);

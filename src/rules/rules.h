@@ -45,6 +45,7 @@ typedef struct optim__rule_def {
     uint32_t uses;          /* OPTIM__USES bits of the hyperparameters it reads */
     int nslots;
     const char *slot_names[OPTIM_MAX_SLOTS]; /* torch.optim's state keys */
+    unsigned char slot_kinds[OPTIM_MAX_SLOTS]; /* OPTIM__SLOT_SIGNED (default), _NONNEG, _POSITIVE (rule.h) */
     unsigned lazy_slots;                     /* slots filled from the first gradient, not at init */
     int has_step;                            /* torch's state has a 'step' */
     /* Set the rule's defaults into a zeroed struct (rule already set). */

@@ -31,7 +31,12 @@ typedef struct bench_span {
     const float *g;
     size_t n;
     size_t start;
-    uint16_t *w16; /* bench_rmw_typed: the 16-bit stream only written (a master's copy), or NULL */
+    uint16_t *w16; /* bench_rmw_typed, bench_rmw_q8: the 16-bit stream only written (a master's copy), or NULL */
+    /* Cases with 8-bit state (state=int8) or bfloat16 gradients (grad=bf16):
+     * g16 replaces g when set, and the k - 1 state streams are the byte
+     * arrays q[0..k-2] (q[0] set), read and written, instead of x[1..]. */
+    const uint16_t *g16;
+    uint8_t *q[OPTIM_MAX_SLOTS];
 } bench_span;
 
 /** 1 if the ceiling kernels have an instance for this CPU path (compiled
@@ -60,6 +65,14 @@ void bench_rmw(optim_isa isa, int k, const bench_span *spans, size_t count, size
  *  1 <= k32 + k16 <= BENCH_MAX_RMW. */
 void bench_rmw_typed(optim_isa isa, int k32, int k16, int g16, const bench_span *spans, size_t count, size_t total,
                      int threads, float a, float b);
+/** The ceiling of a case with 8-bit state (bench_span's g16 and q): for
+ *  every element p = p*a + widen(g)*b for the parameter x[0], and q[j] =
+ *  q[j] ^ m for its k - 1 byte arrays (m = 0 keeps them), split across
+ *  threads as bench_rmw. The gradient is bfloat16 where g16 is set; with
+ *  g16, w16 (when set) is written from p (the offload step's bfloat16
+ *  parameter copy of an fp32 master). */
+void bench_rmw_q8(optim_isa isa, int k, const bench_span *spans, size_t count, size_t total, int threads, float a,
+                  float b, uint8_t m);
 
 /** The sum of every span's g, split across threads like bench_rmw: the
  *  read-only pass a step makes before its update when it clips gradients or

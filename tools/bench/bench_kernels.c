@@ -17,6 +17,7 @@
 #include "bench.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #  include <omp.h>
@@ -64,10 +65,13 @@ typedef void (*bench_copy_fn)(size_t n, float *dst, const float *src);
 typedef void (*bench_triad_fn)(size_t n, float *a, const float *b, const float *c, float s);
 
 typedef void (*bench_trmw_fn)(size_t n, float *const *x, const void *g, uint16_t *w, int g16, float a, float b);
+typedef void (*bench_rmwq_fn)(size_t n, float *p, const float *g, const uint16_t *g16, uint8_t *const *q,
+                              uint16_t *w16, float a, float b, uint8_t m);
 
 typedef struct bench_kset {
     bench_rmw_fn rmw[BENCH_MAX_RMW]; /* rmw[k-1]: k read-modify-write streams */
     bench_trmw_fn trmw[BENCH_MAX_RMW + 1][BENCH_MAX_RMW + 1]; /* [k32][k16]: with 16-bit streams */
+    bench_rmwq_fn rmwq[BENCH_MAX_RMW]; /* rmwq[k-1]: the parameter and k - 1 byte arrays (int8 state) */
     bench_sum_fn sum;
     bench_copy_fn copy;
     bench_triad_fn triad;
@@ -179,8 +183,66 @@ static inline uint16_t bench_f2h(float f)
         {bench_trmw5_0_##sfx, NULL, NULL, NULL, NULL, NULL},                                              \
     }
 
+/* The int8 state cases' ceiling: a float parameter, a float or bfloat16
+ * gradient (widened exactly: a shift), and K - 1 byte arrays. */
+#define BENCH_RMWQ_FN(sfx, ATTR, PRAGMA, K)                                                              \
+    ATTR static void bench_rmwq##K##_##sfx(size_t n, float *p_, const float *g_, const uint16_t *g16_,    \
+                                          uint8_t *const *q, uint16_t *w16, float a, float b, uint8_t m)  \
+    {                                                                                                    \
+        float *restrict p = p_;                                                                          \
+        uint16_t *restrict w = w16;                                                                      \
+        uint8_t *restrict q0 = (K) > 1 ? q[0] : NULL;                                                    \
+        uint8_t *restrict q1 = (K) > 2 ? q[1] : NULL;                                                    \
+        uint8_t *restrict q2 = (K) > 3 ? q[2] : NULL;                                                    \
+        uint8_t *restrict q3 = (K) > 4 ? q[3] : NULL;                                                    \
+        if (g16_ && w) { /* the offload step: also the 16-bit parameter copy, written */                \
+            const uint16_t *restrict g = g16_;                                                           \
+            PRAGMA                                                                                       \
+            for (size_t i = 0; i < n; i++) {                                                             \
+                uint32_t u = (uint32_t)g[i] << 16;                                                       \
+                float gf;                                                                                \
+                memcpy(&gf, &u, 4);                                                                      \
+                p[i] = p[i] * a + gf * b;                                                                \
+                memcpy(&u, &p[i], 4);                                                                    \
+                w[i] = (uint16_t)(u >> 16);                                                              \
+                if ((K) > 1) q0[i] = (uint8_t)(q0[i] ^ m);                                               \
+                if ((K) > 2) q1[i] = (uint8_t)(q1[i] ^ m);                                               \
+                if ((K) > 3) q2[i] = (uint8_t)(q2[i] ^ m);                                               \
+                if ((K) > 4) q3[i] = (uint8_t)(q3[i] ^ m);                                               \
+            }                                                                                            \
+        } else if (g16_) {                                                                               \
+            const uint16_t *restrict g = g16_;                                                           \
+            PRAGMA                                                                                       \
+            for (size_t i = 0; i < n; i++) {                                                             \
+                uint32_t u = (uint32_t)g[i] << 16;                                                       \
+                float gf;                                                                                \
+                memcpy(&gf, &u, 4);                                                                      \
+                p[i] = p[i] * a + gf * b;                                                                \
+                if ((K) > 1) q0[i] = (uint8_t)(q0[i] ^ m);                                               \
+                if ((K) > 2) q1[i] = (uint8_t)(q1[i] ^ m);                                               \
+                if ((K) > 3) q2[i] = (uint8_t)(q2[i] ^ m);                                               \
+                if ((K) > 4) q3[i] = (uint8_t)(q3[i] ^ m);                                               \
+            }                                                                                            \
+        } else {                                                                                         \
+            const float *restrict g = g_;                                                                \
+            PRAGMA                                                                                       \
+            for (size_t i = 0; i < n; i++) {                                                             \
+                p[i] = p[i] * a + g[i] * b;                                                              \
+                if ((K) > 1) q0[i] = (uint8_t)(q0[i] ^ m);                                               \
+                if ((K) > 2) q1[i] = (uint8_t)(q1[i] ^ m);                                               \
+                if ((K) > 3) q2[i] = (uint8_t)(q2[i] ^ m);                                               \
+                if ((K) > 4) q3[i] = (uint8_t)(q3[i] ^ m);                                               \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
 #define BENCH_INSTANCES(sfx, ATTR, PRAGMA)                                                               \
     BENCH_TRMW_ALL(sfx, ATTR, PRAGMA)                                                                    \
+    BENCH_RMWQ_FN(sfx, ATTR, PRAGMA, 1)                                                                  \
+    BENCH_RMWQ_FN(sfx, ATTR, PRAGMA, 2)                                                                  \
+    BENCH_RMWQ_FN(sfx, ATTR, PRAGMA, 3)                                                                  \
+    BENCH_RMWQ_FN(sfx, ATTR, PRAGMA, 4)                                                                  \
+    BENCH_RMWQ_FN(sfx, ATTR, PRAGMA, 5)                                                                  \
     BENCH_RMW_FN(sfx, ATTR, PRAGMA, 1)                                                                   \
     BENCH_RMW_FN(sfx, ATTR, PRAGMA, 2)                                                                   \
     BENCH_RMW_FN(sfx, ATTR, PRAGMA, 3)                                                                   \
@@ -219,6 +281,7 @@ static inline uint16_t bench_f2h(float f)
     static const bench_kset bench_kset_##sfx = {                                                         \
         {bench_rmw1_##sfx, bench_rmw2_##sfx, bench_rmw3_##sfx, bench_rmw4_##sfx, bench_rmw5_##sfx},      \
         BENCH_TRMW_TABLE(sfx),                                                                           \
+        {bench_rmwq1_##sfx, bench_rmwq2_##sfx, bench_rmwq3_##sfx, bench_rmwq4_##sfx, bench_rmwq5_##sfx}, \
         bench_sum_##sfx,                                                                                 \
         bench_copy_##sfx,                                                                                \
         bench_triad_##sfx,                                                                               \
@@ -387,6 +450,48 @@ void bench_rmw_typed(optim_isa isa, int k32, int k16, int g16, const bench_span 
         size_t lo = t == 0 ? 0 : bench_split_point(spans, count, total / nth * t);
         size_t hi = t + 1 == nth ? total : bench_split_point(spans, count, total / nth * (t + 1));
         bench_trmw_range(fn, k32, k16, g16, spans, count, lo, hi, a, b);
+    }
+#endif
+}
+
+static void bench_rmwq_range(bench_rmwq_fn fn, int k, const bench_span *spans, size_t count, size_t lo, size_t hi,
+                             float a, float b, uint8_t m)
+{
+    size_t i;
+    if (lo >= hi) return;
+    for (i = bench_find(spans, count, lo); i < count && spans[i].start < hi; i++) {
+        const bench_span *sp = &spans[i];
+        size_t from = lo > sp->start ? lo - sp->start : 0;
+        size_t to = hi < sp->start + sp->n ? hi - sp->start : sp->n;
+        uint8_t *q[OPTIM_MAX_SLOTS] = {NULL, NULL, NULL, NULL};
+        int j;
+        if (from >= to) continue;
+        for (j = 0; j + 1 < k; j++) q[j] = sp->q[j] ? sp->q[j] + from : NULL;
+        fn(to - from, sp->x[0] + from, sp->g ? sp->g + from : NULL, sp->g16 ? sp->g16 + from : NULL, q,
+           sp->w16 && sp->g16 ? sp->w16 + from : NULL, a, b, m);
+    }
+}
+
+void bench_rmw_q8(optim_isa isa, int k, const bench_span *spans, size_t count, size_t total, int threads, float a,
+                  float b, uint8_t m)
+{
+    const bench_kset *ks = bench_kset_for(isa);
+    bench_rmwq_fn fn;
+    int nt;
+    if (!ks || k < 1 || k > BENCH_MAX_RMW) abort(); /* the caller checked both */
+    fn = ks->rmwq[k - 1];
+    nt = bench_threads_for(total, threads);
+    if (nt <= 1) {
+        bench_rmwq_range(fn, k, spans, count, 0, total, a, b, m);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        size_t t = (size_t)omp_get_thread_num(), nth = (size_t)omp_get_num_threads();
+        size_t lo = t == 0 ? 0 : bench_split_point(spans, count, total / nth * t);
+        size_t hi = t + 1 == nth ? total : bench_split_point(spans, count, total / nth * (t + 1));
+        bench_rmwq_range(fn, k, spans, count, lo, hi, a, b, m);
     }
 #endif
 }

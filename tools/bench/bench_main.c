@@ -41,15 +41,19 @@ static const char *const bench_presets[] = {
     "rprop",
     /* The gradient pre-pass (optim_set_clip_grad_norm): one more read of g. */
     "adam:clip=1",
+    /* Fewer bytes: 8-bit block-quantized state, bfloat16 gradients (docs/PRECISION.md). */
+    "adam:state=int8",  "adam:grad=bf16:state=int8",
 };
 #define BENCH_NPRESETS (sizeof bench_presets / sizeof bench_presets[0])
 
 /* --rules precision: master weights and stochastic rounding (docs/PRECISION.md),
  * each against a ceiling with its own streams in their widths. "offload" is
  * DeepSpeed's CPU-offload step: bfloat16 gradients in, fp32 master and state,
- * bfloat16 parameters out. */
+ * bfloat16 parameters out; with state=int8 the state is 8-bit (the offload
+ * case of docs/PRECISION.md: bf16 gradients, fp32 master, 8-bit state). */
 static const char *const bench_precision[] = {
     "adam:offload",
+    "adam:offload:state=int8",
     "adam:param=f16:grad=f16:master",
     "adam:param=bf16:grad=bf16:sr",
     "adam:param=bf16:grad=bf16:state=bf16:sr",
@@ -65,7 +69,8 @@ typedef struct bench_case {
     int prepass;          /* the step reads the gradients once before the update */
     int nslots;           /* state arrays under these options */
     int k;                /* read-modify-write streams: the parameter and the state */
-    double bytes;         /* bytes per element of a step: 8 per RMW stream, 4 per read of the gradient */
+    double bytes;         /* bytes per element of a step: 8 per float RMW stream, 2 (+ 8/256 of scales) per int8
+                           * state stream, 4 (2 for 16-bit) per read of the gradient, 2 per 16-bit copy written */
     /* Reduced precision (param=, grad=, state=, master, sr, offload): element types and storage flags; the
      * ceiling then has k32 float and k16 16-bit read-modify-write streams, a 16-bit gradient (g16) and a
      * 16-bit stream only written (w16: a master's copy). */
@@ -73,6 +78,9 @@ typedef struct bench_case {
     optim_dtype pdt, gdt, sdt;
     unsigned flags;
     int k32, k16, g16, w16;
+    int q8;               /* state=int8: the state is OPTIM_INT8_BLOCK (codes and a scale per 256 elements); its
+                           * ceiling is bench_rmw_q8 (not typed): float32 parameters or an fp32 master */
+    int gbf16;            /* with q8: bfloat16 gradients */
 } bench_case;
 
 /* "bf16", "f16", "f32" as an element type; -1 if none. */
@@ -106,7 +114,8 @@ static int bench_parse_precision(const char *spec, const char *tok, const char *
     if (strcmp(tok, "param") != 0 && strcmp(tok, "grad") != 0 && strcmp(tok, "state") != 0) return 0;
     dt = val ? bench_dtype(val) : -1;
     if (dt < 0) {
-        snprintf(msg, msgsize, "'%s': %s = '%s' must be bf16, f16 or f32", spec, tok, val ? val : "");
+        snprintf(msg, msgsize, "'%s': %s = '%s' must be bf16, f16 or f32%s", spec, tok, val ? val : "",
+                 tok[0] == 's' ? " (or int8)" : "");
         return -1;
     }
     if (tok[0] == 'p') c->pdt = (optim_dtype)dt;
@@ -183,6 +192,11 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
             }
             continue;
         }
+        /* 8-bit block-quantized state (the other element types: bench_parse_precision). */
+        if (strcmp(tok, "state") == 0 && eq && strcmp(eq + 1, "int8") == 0) {
+            c->q8 = 1;
+            continue;
+        }
         if (strcmp(tok, "nonfinite") == 0) {
             const char *val = eq ? eq + 1 : "";
             if (strcmp(val, "skip") == 0) c->nonfinite = OPTIM_NONFINITE_SKIP;
@@ -232,6 +246,34 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
     for (i = 0; i < OPTIM_MAX_SLOTS; i++) c->nslots += (slots >> i) & 1u;
     c->k = 1 + c->nslots;
     c->prepass = c->clip > 0.0 || c->nonfinite != OPTIM_NONFINITE_PROPAGATE;
+    if (c->q8) {
+        /* 8-bit state: float32 parameters (grad=f32 or bf16), or the offload step with an fp32 master
+         * (offload, or param=bf16:grad=bf16:master); its ceiling is bench_rmw_q8. */
+        const int master = (c->flags & OPTIM_PARAM_MASTER) != 0;
+        if (c->flags & OPTIM_PARAM_STOCHASTIC_ROUNDING) {
+            snprintf(msg, msgsize, "'%s': sr is not benchmarked with state=int8 (its codes round to nearest)", spec);
+            return -1;
+        }
+        if (master ? (c->pdt != OPTIM_BFLOAT16 || c->gdt != OPTIM_BFLOAT16) : c->pdt != OPTIM_FLOAT32 ||
+                                                                               c->gdt == OPTIM_FLOAT16) {
+            snprintf(msg, msgsize,
+                     "'%s': state=int8 is benchmarked with float32 parameters (grad=f32 or bf16) or as the offload "
+                     "step (param=bf16:grad=bf16:master)",
+                     spec);
+            return -1;
+        }
+        if (c->prepass) {
+            snprintf(msg, msgsize, "'%s': clip and nonfinite are not benchmarked with state=int8", spec);
+            return -1;
+        }
+        c->typed = 0;
+        c->sdt = OPTIM_INT8_BLOCK;
+        c->gbf16 = c->gdt == OPTIM_BFLOAT16;
+        c->w16 = master;
+        c->bytes = 8.0 + c->nslots * (2.0 + 8.0 / OPTIM_INT8_BLOCK_SIZE) + (c->gbf16 ? 2.0 : 4.0) +
+                   (master ? 2.0 : 0.0);
+        return 0;
+    }
     c->bytes = 8.0 * c->k + (c->prepass ? 8.0 : 4.0);
     if (c->typed) return bench_typed_layout(spec, c, msg, msgsize);
     return 0;
@@ -327,7 +369,9 @@ static void bench_usage(FILE *f)
             "                                         sgd:momentum=0.9:nesterov, radam:decoupled_weight_decay:\n"
             "                                         weight_decay=0.01; a bare HP means 1; RULE: alone is the\n"
             "                                         rule's defaults; clip=MAX (optim_set_clip_grad_norm) and\n"
-            "                                         nonfinite=skip|error add the gradient pre-pass\n"
+            "                                         nonfinite=skip|error add the gradient pre-pass;\n"
+            "                                         state=int8 (8-bit block-quantized state; with float32\n"
+            "                                         parameters, grad=bf16, or offload) changes the state's type\n"
             "  --sizes LIST     elements per case: numbers with K, M, G (2^10, 2^20, 2^30) or gpt2 (the 148\n"
             "                   tensors of GPT-2 small, 124M elements) (default 4K,64K,1M,16M,64M,256M,gpt2)\n"
             "                   A case that does not fit in the available memory is skipped and reported.\n"
@@ -695,6 +739,7 @@ static double bench_estimate(const bench_opts *o, size_t n, double bytes)
 
 /* Runtime constants of the ceiling (volatile: never folded into the loop). */
 static volatile float bench_one = 1.0f, bench_zero = 0.0f;
+static volatile uint8_t bench_zero_byte = 0;
 /* Where the ceiling's read pass stores its sum, so that it is not dropped. */
 static volatile float bench_sink;
 
@@ -702,6 +747,7 @@ typedef struct bench_pair_ctx {
     optim *opt;       /* the rule, or NULL for copy/triad */
     optim_isa isa;
     int k;
+    int q8;           /* the ceiling is bench_rmw_q8 (state=int8) */
     const bench_span *spans;
     size_t count, total;
     int threads;
@@ -720,6 +766,9 @@ static void bench_do(const bench_pair_ctx *x, int which)
         if (x->tc)
             bench_rmw_typed(x->isa, x->tc->k32, x->tc->k16, x->tc->g16, x->spans, x->count, x->total, x->threads,
                             bench_one, bench_zero);
+        else if (x->q8)
+            bench_rmw_q8(x->isa, x->k, x->spans, x->count, x->total, x->threads, bench_one, bench_zero,
+                         bench_zero_byte);
         else
             bench_rmw(x->isa, x->k, x->spans, x->count, x->total, x->threads, bench_one, bench_zero);
         break;
@@ -1138,7 +1187,7 @@ static void bench_write_json(FILE *f, const bench_opts *o, const bench_run *run)
         bench_json_str(f, r->s->label);
         fprintf(f, ", \"elements\": %zu, \"tensors\": %zu, \"threads\": ", r->s->n, r->tensors);
         bench_json_threads(f, r->threads);
-        fprintf(f, ", \"threads_used\": %d,\n     \"state_arrays\": %d, \"bytes_per_element\": %.0f, \"iters\": %zu,\n",
+        fprintf(f, ", \"threads_used\": %d,\n     \"state_arrays\": %d, \"bytes_per_element\": %.6g, \"iters\": %zu,\n",
                 r->threads_used, r->c->nslots, r->c->bytes, r->iters);
         fprintf(f, "     \"step_s\": ");
         bench_json_stats(f, &r->rule);
@@ -1369,7 +1418,7 @@ static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_is
     if (c->clip > 0.0 && optim_set_clip_grad_norm(opt, c->clip, 2.0) != OPTIM_OK) goto fail;
     if (optim_set_nonfinite(opt, c->nonfinite) != OPTIM_OK) goto fail;
     for (i = 0; i < m->count; i++) {
-        if (c->typed) {
+        if (c->typed || c->q8) {
             if (optim_add_param_ex(opt, group, t->p[i] ? t->p[i] : m->p[i], c->pdt, t->g[i] ? t->g[i] : m->g[i],
                                    c->gdt, m->n[i], c->sdt, c->flags, m->shapes[i].name, NULL) != OPTIM_OK)
                 goto fail;
@@ -1393,10 +1442,18 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
 {
     bench_span spans[BENCH_GPT2_TENSORS];
     bench_typed typed;
-    uint64_t state = (uint64_t)c->nslots * s->n * (c->typed ? optim_dtype_size(c->sdt) : sizeof(float)), avail;
+    /* State bytes: 4 per element and slot (or the state type's width), or an int8_block code and its share of a
+     * scale; with int8 state a bfloat16 gradient copy (the model's gradients are float32) counts as state here. */
+    uint64_t state = c->q8 ? (uint64_t)c->nslots * OPTIM_INT8_BLOCK_BYTES(s->n) + (c->gbf16 ? (uint64_t)s->n * 2 : 0)
+                           : (uint64_t)c->nslots * s->n * (c->typed ? optim_dtype_size(c->sdt) : sizeof(float)),
+             avail;
     uint64_t min_bytes = (uint64_t)(2 + c->nslots) * s->n * sizeof(float), peak;
     optim *opt;
     size_t i, ti, first = run->nres;
+    if (c->q8 && (c->flags & OPTIM_PARAM_MASTER)) /* the master and its bfloat16 copy, g (float32), the state */
+        min_bytes = (uint64_t)s->n * (4 + 2 + sizeof(float)) + state;
+    else if (c->q8) /* p and g (float32), the state */
+        min_bytes = (uint64_t)2 * s->n * sizeof(float) + state;
     if (c->typed) /* the master (with the user's copy), the state, the gradient, in their widths */
         min_bytes = (uint64_t)s->n * ((c->flags & OPTIM_PARAM_MASTER) ? 4 + optim_dtype_size(c->pdt)
                                                                          : optim_dtype_size(c->pdt)) +
@@ -1417,7 +1474,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
      * the optimizer's state and whatever else the step needs. */
     bench_rss_peak_reset();
     memset(&typed, 0, sizeof typed);
-    for (i = 0; c->typed && i < m->count; i++) {
+    for (i = 0; (c->typed || c->q8) && i < m->count; i++) {
         typed.p[i] = bench_typed_copy(m->p[i], m->n[i], c->pdt);
         typed.g[i] = bench_typed_copy(m->g[i], m->n[i], c->gdt);
     }
@@ -1460,15 +1517,31 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         }
     }
     for (i = 0; !c->typed && i < m->count; i++) {
+        /* Float32 or int8 state (q8: the ceiling moves one byte per element of each slot); the parameter is
+         * the model's float32 array or, in the offload step, the fp32 master with the bfloat16 copy w16. */
         int sl, j = 1;
         memset(&spans[i], 0, sizeof spans[i]);
         spans[i].x[0] = m->p[i];
-        spans[i].g = m->g[i];
+        if (c->q8 && (c->flags & OPTIM_PARAM_MASTER)) {
+            if (optim_param_master_data(opt, i, &spans[i].x[0]) != OPTIM_OK) {
+                bench_progress_clear();
+                fprintf(stderr, "optim bench: %s: %s\n", c->spec, optim_errmsg(opt));
+                exit(1);
+            }
+            spans[i].w16 = (uint16_t *)typed.p[i];
+        }
+        spans[i].g = c->gbf16 ? NULL : m->g[i];
+        spans[i].g16 = c->gbf16 ? (const uint16_t *)typed.g[i] : NULL;
         spans[i].n = m->n[i];
         spans[i].start = i ? spans[i - 1].start + spans[i - 1].n : 0;
         for (sl = 0; sl < OPTIM_MAX_SLOTS; sl++) {
-            float *data = NULL;
-            if (optim_state_slot(opt, i, sl, &data, NULL) == OPTIM_OK && data) spans[i].x[j++] = data;
+            void *data = NULL;
+            optim_dtype dt;
+            if (optim_state_slot_data(opt, i, sl, &data, &dt, NULL) != OPTIM_OK || !data) continue;
+            if (c->q8)
+                spans[i].q[j++ - 1] = (uint8_t *)data; /* the ceiling moves one byte per element of each slot */
+            else
+                spans[i].x[j++] = (float *)data;
         }
         if (j != c->k) {
             bench_progress_clear();
@@ -1495,6 +1568,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         x.opt = opt;
         x.isa = o->isa;
         x.k = c->k;
+        x.q8 = c->q8;
         x.prepass = c->prepass;
         x.spans = spans;
         x.count = m->count;
