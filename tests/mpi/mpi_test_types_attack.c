@@ -421,6 +421,44 @@ int cmd_types_attack(int steps, const char *dir)
         tvariant(ev ? atoi(ev) : 0);
         if (g_rank == 0) printf("types-attack: variant %d\n", ev ? atoi(ev) : 0);
     }
+    {
+        /* OPTIM_NONFINITE_ERROR with a non-finite half gradient on the last rank only: every rank fails with
+         * OPTIM_ENONFINITE, and no rank's parameters change (stages 0, 1, 2). */
+        static const tcfg ce = {"adam-error", OPTIM_ADAM, 1.0, 2.0, 0, OPTIM_NONFINITE_ERROR, 1};
+        int st;
+        for (st = 0; st <= 2; st++) {
+            tmodel mm, before;
+            optim_mpi *dd;
+            size_t i;
+            int rc, t;
+            tmodel_init(&mm, 5, 0);
+            tmodel_init(&before, 5, 0);
+            dd = tcreate(&ce, &mm, MPI_COMM_WORLD, st);
+            for (t = 0; t < 2; t++) {
+                tlocal_grads(&mm, 5, t, g_rank, g_size, ce.nan_step);
+                tmodel_copy_params(&before, &mm);
+                if (st == 2)
+                    for (i = TNP; i-- > 0;) must(optim_mpi_grad_ready(dd, i), "grad_ready", optim_mpi_errmsg(dd));
+                rc = optim_mpi_step(dd);
+                if (t == ce.nan_step) {
+                    char nm[16];
+                    snprintf(nm, sizeof nm, "'t%zu'", NAN_I);
+                    CHECK(rc == OPTIM_ENONFINITE && strstr(optim_mpi_errmsg(dd), nm) != NULL,
+                          "stage %d: a non-finite half gradient under ERROR: %s: %s", st, optim_err_name(rc),
+                          optim_mpi_errmsg(dd));
+                    for (i = 0; i < TNP; i++)
+                        CHECK(memcmp(mm.w[i], before.w[i], mm.n[i] * optim_dtype_size(mm.pdt[i])) == 0,
+                              "stage %d: t%zu changed by a failed step", st, i);
+                    if (g_rank == 0) printf("types-attack: stage %d, ERROR policy: %s\n", st, optim_mpi_errmsg(dd));
+                } else {
+                    CHECK(rc == OPTIM_OK, "stage %d step %d: %s", st, t, optim_mpi_errmsg(dd));
+                }
+            }
+            optim_mpi_free(dd);
+            tmodel_free(&mm);
+            tmodel_free(&before);
+        }
+    }
     if (g_size > 1) {
         /* Ranks that differ only in one parameter's state type (parameter 6; empty in variant 0): refused on
          * every rank, naming it. */
