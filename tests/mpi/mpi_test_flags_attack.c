@@ -23,10 +23,10 @@ static void bf_fill(uint16_t *p, size_t n, int salt)
 }
 
 /* case: 0 INT8_BLOCK state (float32 param), 1 MASTER (bf16 param), 2 STOCHASTIC_ROUNDING (bf16 param),
- * 3 loss scaling (float32); 4 and 5 controls without any of them (must pass: the harness is sound). */
+ * 3 loss scaling (float32); 6 the master flag on rank 0 only (must be refused, OPTIM_EMISMATCH); 4 and 5 controls without any of them (must pass: the harness is sound). */
 static void one_case(int cs, int stage)
 {
-    static const char *names[] = {"int8-block state", "fp32 master", "stochastic rounding", "loss scaling", "control (float32, no flags)", "control (bfloat16, bf16 state, no flags)"};
+    static const char *names[] = {"int8-block state", "fp32 master", "stochastic rounding", "loss scaling", "control (float32, no flags)", "control (bfloat16, bf16 state, no flags)", "fp32 master on rank 0 only"};
     optim *opt = NULL, *ref = NULL;
     optim_mpi *d = NULL;
     optim_error err;
@@ -40,9 +40,9 @@ static void one_case(int cs, int stage)
     for (o = 0; o < 2; o++) {
         optim **pp = o ? &ref : &opt;
         unsigned char *pw = o ? rw : w, *pg = o ? rg : g;
-        optim_dtype pdt = cs == 1 || cs == 2 || cs == 5 ? OPTIM_BFLOAT16 : OPTIM_FLOAT32;
+        optim_dtype pdt = cs == 1 || cs == 2 || cs == 5 || cs == 6 ? OPTIM_BFLOAT16 : OPTIM_FLOAT32;
         optim_dtype sdt = cs == 0 ? OPTIM_INT8_BLOCK : cs == 2 || cs == 5 ? OPTIM_BFLOAT16 : OPTIM_FLOAT32;
-        unsigned flags = cs == 1 ? OPTIM_PARAM_MASTER : cs == 2 ? OPTIM_PARAM_STOCHASTIC_ROUNDING : 0;
+        unsigned flags = cs == 1 || (cs == 6 && g_rank == 0 && o == 0) ? OPTIM_PARAM_MASTER : cs == 2 ? OPTIM_PARAM_STOCHASTIC_ROUNDING : 0;
         must(optim_create(pp, OPTIM_ADAM), "optim_create", "");
         optim_hparams_init(&hp, OPTIM_ADAM, NULL);
         hp.lr = 1e-2;
@@ -62,12 +62,15 @@ static void one_case(int cs, int stage)
         }
     }
     rc = optim_mpi_create_with(&d, opt, MPI_COMM_WORLD, stage, &mo, &err);
+    if (cs == 6)
+        CHECK(rc == OPTIM_EMISMATCH, "%s, stage %d: ranks that differ in a parameter's flags: %s (%s)", names[cs], stage,
+              optim_err_name(rc), rc ? err.message : "accepted");
     if (rc != OPTIM_OK) {
         if (g_rank == 0) printf("flags-attack: %s, stage %d: refused: %s: %s\n", names[cs], stage, optim_err_name(rc),
                                 err.message);
     } else {
         long diff = 0;
-        size_t sz = cs == 1 || cs == 2 || cs == 5 ? 2 : 4, j;
+        size_t sz = cs == 1 || cs == 2 || cs == 5 || cs == 6 ? 2 : 4, j;
         for (t = 0; t < 4; t++) {
             /* every rank the same gradient: the average is that gradient */
             if (sz == 2) {
@@ -100,7 +103,7 @@ static void one_case(int cs, int stage)
 int cmd_flags_attack(void)
 {
     int cs, st;
-    for (cs = 0; cs < 6; cs++)
+    for (cs = 0; cs < 7; cs++)
         for (st = 0; st <= 2; st++) one_case(cs, st);
     return 0;
 }
