@@ -576,6 +576,8 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "kill") == 0) cmd_kill(kill_rank, at);
     else if (strcmp(cmd, "timeout") == 0) cmd_timeout();
     else if (strcmp(cmd, "types") == 0) cmd_types(steps, o.dir ? o.dir : "types_ckpt");
+    else if (strcmp(cmd, "types-attack") == 0) cmd_types_attack(steps, o.dir ? o.dir : "types_attack_ckpt");
+    else if (strcmp(cmd, "flags-attack") == 0) cmd_flags_attack();
     else {
         fprintf(stderr, "mpi_test: unknown command %s\n", cmd);
         MPI_Abort(MPI_COMM_WORLD, 2);

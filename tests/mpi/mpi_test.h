@@ -108,5 +108,7 @@ int cmd_kill(int kill_rank, int at);
 int cmd_timeout(void);
 /* mpi_test_types.c: every element type, mixed in one model; typed checkpoints under dir. */
 int cmd_types(int steps, const char *dir);
+int cmd_types_attack(int steps, const char *dir);
+int cmd_flags_attack(void);
 
 #endif
