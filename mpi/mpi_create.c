@@ -3,6 +3,7 @@
  * hook that combines its norms with the other ranks'), freeing, pointers and
  * facts. The reduction and the steps are mpi_step.c's. */
 #include "mpi_internal.h"
+#include "optim_precision.h"
 #include "optim_schedule.h"
 
 #include <math.h>
@@ -245,10 +246,19 @@ static int dm_copy_model(optim_mpi *d, optim *opt)
     if (!d->names || !d->group || !d->p || !d->g || !d->shape_given || !d->ndim || !d->dims || !d->ready || !d->pdt ||
         !d->gdt || !d->sdt || !d->piece_of)
         return dm_fail(d, OPTIM_ENOMEM, "out of memory");
+    {
+        optim_loss_scale ls;
+        if (optim_get_loss_scale(opt, &ls, NULL, NULL) != OPTIM_OK || ls.mode != OPTIM_LOSS_SCALE_OFF)
+            return dm_fail(d, OPTIM_EUNSUPPORTED,
+                           "the optimizer has loss scaling on (optim_set_loss_scale, mode %d); liboptim_mpi does not "
+                           "carry it yet (turn it off, or scale and unscale the gradients yourself)",
+                           (int)ls.mode);
+    }
     for (i = 0; i < d->nparams; i++) {
         optim_param_info info;
         int64_t dims[OPTIM_MAX_NDIM];
         optim_dtype pdt, gdt, sdt;
+        unsigned flags = 0;
         optim_param_get_info(opt, i, &info);
         optim_param_get_dtypes(opt, i, &pdt, &gdt, &sdt);
         /* The buckets, shards, gathers and checkpoints move the four types
@@ -260,6 +270,16 @@ static int dm_copy_model(optim_mpi *d, optim *opt)
                            "param %zu '%s' has %s memory, %s gradients and %s state; liboptim_mpi moves float32, "
                            "float64, bfloat16 and float16 ones",
                            i, info.name, dm_dtype_str(pdt), dm_dtype_str(gdt), dm_dtype_str(sdt));
+        /* Master weights and stochastic rounding (include/optim_precision.h) are
+         * not carried by the local optimizers, the gathers or the checkpoints
+         * yet: refused by name, never dropped. */
+        if (optim_param_get_flags(opt, i, &flags) != OPTIM_OK || flags != 0)
+            return dm_fail(d, OPTIM_EUNSUPPORTED,
+                           "param %zu '%s' has flags 0x%x (%s%s); liboptim_mpi does not carry fp32 master weights "
+                           "or stochastic rounding yet",
+                           i, info.name, flags, (flags & OPTIM_PARAM_MASTER) ? "OPTIM_PARAM_MASTER" : "",
+                           (flags & OPTIM_PARAM_MASTER) && (flags & ~OPTIM_PARAM_MASTER) ? " and others" :
+                           (flags & OPTIM_PARAM_STOCHASTIC_ROUNDING) ? "OPTIM_PARAM_STOCHASTIC_ROUNDING" : "");
         d->pdt[i] = pdt;
         d->gdt[i] = gdt;
         d->sdt[i] = sdt;
