@@ -135,7 +135,10 @@ def _check_state(where, st_o, st_t):
             assert float(a) == float(b), "%s, state[%r]: %r vs torch's %r" % (where, key, a, b)
             continue
         _same_bits("%s, state[%r]" % (where, key), a, b)
-        if b is not None:
+        # Rprop's step_size: torch makes it with grad.new().resize_as_(grad) (contiguous whatever p's
+        # layout), optim.torch in p's layout, as every other slot (the kernel steps every slot in p's
+        # storage order): a documented difference (docs/TORCH.md); its values are compared above.
+        if b is not None and not (key == "step_size" and where.startswith("Rprop")):
             assert a.stride() == b.stride(), "%s, state[%r]: strides %s, torch's %s" % (
                 where, key, a.stride(), b.stride())
 
