@@ -167,15 +167,16 @@ def test_precision_cases(exe):
               "--no-context", "--json", "--quiet").stdout
     res = json.loads(out)["results"]
     # The offload step with 8-bit state: the master (8), two int8_block slots (2 x 2.03125), the bfloat16
-    # gradient (2) and parameter (2).
+    # gradient (2) and parameter (2). bfloat16 parameters (4) and gradients (2) with 8-bit state: 10.0625.
     assert [(r["case"], r["bytes_per_element"]) for r in res] == [
         ("adam:offload", 28), ("adam:offload:state=int8", 16.0625), ("adam:param=f16:grad=f16:master", 28),
         ("adam:param=bf16:grad=bf16:sr", 22),
-        ("adam:param=bf16:grad=bf16:state=bf16:sr", 14), ("sgd:momentum=0.9:param=bf16:grad=bf16:sr", 14)]
+        ("adam:param=bf16:grad=bf16:state=bf16:sr", 14), ("adam:param=bf16:grad=bf16:state=int8:sr", 10.0625),
+        ("sgd:momentum=0.9:param=bf16:grad=bf16:sr", 14)]
     p = run(exe, "--rules", "adam:param=f32:sr", "--sizes", "1K", "--no-context", "--quiet", expect=1)
     assert "nothing to round stochastically" in p.stderr
     p = run(exe, "--rules", "adam:offload:state=int8:sr", "--sizes", "1K", "--no-context", "--quiet", expect=2)
-    assert "sr is not benchmarked with state=int8" in p.stderr
+    assert "sr with state=int8 is benchmarked for bfloat16 parameters without a master" in p.stderr
     p = run(exe, "--rules", "adam:param=bf16:state=int8", "--sizes", "1K", "--no-context", "--quiet", expect=2)
     assert "state=int8 is benchmarked with float32 parameters" in p.stderr
 

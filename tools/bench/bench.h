@@ -37,6 +37,7 @@ typedef struct bench_span {
      * arrays q[0..k-2] (q[0] set), read and written, instead of x[1..]. */
     const uint16_t *g16;
     uint8_t *q[OPTIM_MAX_SLOTS];
+    uint16_t *p16; /* bench_rmw_q8: a bfloat16 parameter (x[0] NULL; needs g16) */
 } bench_span;
 
 /** 1 if the ceiling kernels have an instance for this CPU path (compiled
@@ -66,7 +67,8 @@ void bench_rmw(optim_isa isa, int k, const bench_span *spans, size_t count, size
 void bench_rmw_typed(optim_isa isa, int k32, int k16, int g16, const bench_span *spans, size_t count, size_t total,
                      int threads, float a, float b);
 /** The ceiling of a case with 8-bit state (bench_span's g16 and q): for
- *  every element p = p*a + widen(g)*b for the parameter x[0], and q[j] =
+ *  every element p = p*a + widen(g)*b for the parameter x[0] (or the
+ *  bfloat16 parameter p16, widened and truncated back), and q[j] =
  *  q[j] ^ m for its k - 1 byte arrays (m = 0 keeps them), split across
  *  threads as bench_rmw. The gradient is bfloat16 where g16 is set; with
  *  g16, w16 (when set) is written from p (the offload step's bfloat16

@@ -65,8 +65,8 @@ typedef void (*bench_copy_fn)(size_t n, float *dst, const float *src);
 typedef void (*bench_triad_fn)(size_t n, float *a, const float *b, const float *c, float s);
 
 typedef void (*bench_trmw_fn)(size_t n, float *const *x, const void *g, uint16_t *w, int g16, float a, float b);
-typedef void (*bench_rmwq_fn)(size_t n, float *p, const float *g, const uint16_t *g16, uint8_t *const *q,
-                              uint16_t *w16, float a, float b, uint8_t m);
+typedef void (*bench_rmwq_fn)(size_t n, float *p, uint16_t *p16, const float *g, const uint16_t *g16,
+                              uint8_t *const *q, uint16_t *w16, float a, float b, uint8_t m);
 
 typedef struct bench_kset {
     bench_rmw_fn rmw[BENCH_MAX_RMW]; /* rmw[k-1]: k read-modify-write streams */
@@ -183,11 +183,13 @@ static inline uint16_t bench_f2h(float f)
         {bench_trmw5_0_##sfx, NULL, NULL, NULL, NULL, NULL},                                              \
     }
 
-/* The int8 state cases' ceiling: a float parameter, a float or bfloat16
- * gradient (widened exactly: a shift), and K - 1 byte arrays. */
+/* The int8 state cases' ceiling: a float parameter (or a bfloat16 one, p16,
+ * with a bfloat16 gradient), a float or bfloat16 gradient (widened exactly: a
+ * shift), and K - 1 byte arrays. */
 #define BENCH_RMWQ_FN(sfx, ATTR, PRAGMA, K)                                                              \
-    ATTR static void bench_rmwq##K##_##sfx(size_t n, float *p_, const float *g_, const uint16_t *g16_,    \
-                                          uint8_t *const *q, uint16_t *w16, float a, float b, uint8_t m)  \
+    ATTR static void bench_rmwq##K##_##sfx(size_t n, float *p_, uint16_t *p16_, const float *g_,         \
+                                          const uint16_t *g16_, uint8_t *const *q, uint16_t *w16, float a, \
+                                          float b, uint8_t m)                                            \
     {                                                                                                    \
         float *restrict p = p_;                                                                          \
         uint16_t *restrict w = w16;                                                                      \
@@ -195,7 +197,24 @@ static inline uint16_t bench_f2h(float f)
         uint8_t *restrict q1 = (K) > 2 ? q[1] : NULL;                                                    \
         uint8_t *restrict q2 = (K) > 3 ? q[2] : NULL;                                                    \
         uint8_t *restrict q3 = (K) > 4 ? q[3] : NULL;                                                    \
-        if (g16_ && w) { /* the offload step: also the 16-bit parameter copy, written */                \
+        if (g16_ && p16_) { /* bfloat16 parameter and gradient (truncated back: the bytes, not RNE) */ \
+            const uint16_t *restrict g = g16_;                                                           \
+            uint16_t *restrict ph = p16_;                                                                \
+            PRAGMA                                                                                       \
+            for (size_t i = 0; i < n; i++) {                                                             \
+                uint32_t u = (uint32_t)g[i] << 16, v = (uint32_t)ph[i] << 16;                            \
+                float gf, pf;                                                                            \
+                memcpy(&gf, &u, 4);                                                                      \
+                memcpy(&pf, &v, 4);                                                                      \
+                pf = pf * a + gf * b;                                                                    \
+                memcpy(&v, &pf, 4);                                                                      \
+                ph[i] = (uint16_t)(v >> 16);                                                             \
+                if ((K) > 1) q0[i] = (uint8_t)(q0[i] ^ m);                                               \
+                if ((K) > 2) q1[i] = (uint8_t)(q1[i] ^ m);                                               \
+                if ((K) > 3) q2[i] = (uint8_t)(q2[i] ^ m);                                               \
+                if ((K) > 4) q3[i] = (uint8_t)(q3[i] ^ m);                                               \
+            }                                                                                            \
+        } else if (g16_ && w) { /* the offload step: also the 16-bit parameter copy, written */         \
             const uint16_t *restrict g = g16_;                                                           \
             PRAGMA                                                                                       \
             for (size_t i = 0; i < n; i++) {                                                             \
@@ -467,7 +486,8 @@ static void bench_rmwq_range(bench_rmwq_fn fn, int k, const bench_span *spans, s
         int j;
         if (from >= to) continue;
         for (j = 0; j + 1 < k; j++) q[j] = sp->q[j] ? sp->q[j] + from : NULL;
-        fn(to - from, sp->x[0] + from, sp->g ? sp->g + from : NULL, sp->g16 ? sp->g16 + from : NULL, q,
+        fn(to - from, sp->x[0] ? sp->x[0] + from : NULL, sp->p16 ? sp->p16 + from : NULL, sp->g ? sp->g + from : NULL,
+           sp->g16 ? sp->g16 + from : NULL, q,
            sp->w16 && sp->g16 ? sp->w16 + from : NULL, a, b, m);
     }
 }

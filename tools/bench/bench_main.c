@@ -57,6 +57,7 @@ static const char *const bench_precision[] = {
     "adam:param=f16:grad=f16:master",
     "adam:param=bf16:grad=bf16:sr",
     "adam:param=bf16:grad=bf16:state=bf16:sr",
+    "adam:param=bf16:grad=bf16:state=int8:sr",
     "sgd:momentum=0.9:param=bf16:grad=bf16:sr",
 };
 #define BENCH_NPRECISION (sizeof bench_precision / sizeof bench_precision[0])
@@ -81,6 +82,7 @@ typedef struct bench_case {
     int q8;               /* state=int8: the state is OPTIM_INT8_BLOCK (codes and a scale per 256 elements); its
                            * ceiling is bench_rmw_q8 (not typed): float32 parameters or an fp32 master */
     int gbf16;            /* with q8: bfloat16 gradients */
+    int pbf16;            /* with q8: bfloat16 parameters without a master (stochastic rounding or not) */
 } bench_case;
 
 /* "bf16", "f16", "f32" as an element type; -1 if none. */
@@ -247,18 +249,21 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
     c->k = 1 + c->nslots;
     c->prepass = c->clip > 0.0 || c->nonfinite != OPTIM_NONFINITE_PROPAGATE;
     if (c->q8) {
-        /* 8-bit state: float32 parameters (grad=f32 or bf16), or the offload step with an fp32 master
-         * (offload, or param=bf16:grad=bf16:master); its ceiling is bench_rmw_q8. */
+        /* 8-bit state: float32 parameters (grad=f32 or bf16), the offload step with an fp32 master
+         * (offload, or param=bf16:grad=bf16:master), or bfloat16 parameters and gradients without a master
+         * (param=bf16:grad=bf16, sr rounding the parameter stochastically); its ceiling is bench_rmw_q8. */
         const int master = (c->flags & OPTIM_PARAM_MASTER) != 0;
-        if (c->flags & OPTIM_PARAM_STOCHASTIC_ROUNDING) {
-            snprintf(msg, msgsize, "'%s': sr is not benchmarked with state=int8 (its codes round to nearest)", spec);
+        const int bf16 = c->pdt == OPTIM_BFLOAT16 && c->gdt == OPTIM_BFLOAT16;
+        if ((c->flags & OPTIM_PARAM_STOCHASTIC_ROUNDING) && (master || !bf16)) {
+            snprintf(msg, msgsize, "'%s': sr with state=int8 is benchmarked for bfloat16 parameters without a master "
+                     "(param=bf16:grad=bf16:state=int8:sr; int8 codes round to nearest)", spec);
             return -1;
         }
-        if (master ? (c->pdt != OPTIM_BFLOAT16 || c->gdt != OPTIM_BFLOAT16) : c->pdt != OPTIM_FLOAT32 ||
-                                                                               c->gdt == OPTIM_FLOAT16) {
+        if (master || c->pdt != OPTIM_FLOAT32 ? !bf16 : c->gdt == OPTIM_FLOAT16) {
             snprintf(msg, msgsize,
-                     "'%s': state=int8 is benchmarked with float32 parameters (grad=f32 or bf16) or as the offload "
-                     "step (param=bf16:grad=bf16:master)",
+                     "'%s': state=int8 is benchmarked with float32 parameters (grad=f32 or bf16), as the offload "
+                     "step (param=bf16:grad=bf16:master) or with bfloat16 parameters and gradients "
+                     "(param=bf16:grad=bf16[:sr])",
                      spec);
             return -1;
         }
@@ -269,8 +274,9 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
         c->typed = 0;
         c->sdt = OPTIM_INT8_BLOCK;
         c->gbf16 = c->gdt == OPTIM_BFLOAT16;
+        c->pbf16 = !master && c->pdt == OPTIM_BFLOAT16;
         c->w16 = master;
-        c->bytes = 8.0 + c->nslots * (2.0 + 8.0 / OPTIM_INT8_BLOCK_SIZE) + (c->gbf16 ? 2.0 : 4.0) +
+        c->bytes = (c->pbf16 ? 4.0 : 8.0) + c->nslots * (2.0 + 8.0 / OPTIM_INT8_BLOCK_SIZE) + (c->gbf16 ? 2.0 : 4.0) +
                    (master ? 2.0 : 0.0);
         return 0;
     }
@@ -1452,6 +1458,8 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
     size_t i, ti, first = run->nres;
     if (c->q8 && (c->flags & OPTIM_PARAM_MASTER)) /* the master and its bfloat16 copy, g (float32), the state */
         min_bytes = (uint64_t)s->n * (4 + 2 + sizeof(float)) + state;
+    else if (c->q8 && c->pbf16) /* p (bfloat16), g (float32), the state (with the bfloat16 g) */
+        min_bytes = (uint64_t)s->n * (2 + sizeof(float)) + state;
     else if (c->q8) /* p and g (float32), the state */
         min_bytes = (uint64_t)2 * s->n * sizeof(float) + state;
     if (c->typed) /* the master (with the user's copy), the state, the gradient, in their widths */
@@ -1529,6 +1537,9 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
                 exit(1);
             }
             spans[i].w16 = (uint16_t *)typed.p[i];
+        } else if (c->pbf16) {
+            spans[i].x[0] = NULL;
+            spans[i].p16 = (uint16_t *)typed.p[i];
         }
         spans[i].g = c->gbf16 ? NULL : m->g[i];
         spans[i].g16 = c->gbf16 ? (const uint16_t *)typed.g[i] : NULL;
