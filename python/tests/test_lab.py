@@ -896,6 +896,7 @@ def test_without_matplotlib_the_data_stays(exe, tmp_path):
     assert "matplotlib is missing" in err and "optim lab render %s" % out in err
     assert (out / "summary.json").exists() and not (out / "report.html").exists()
     # Rendering later, with a complete Python, works.
-    stdout, _ = subprocess.run([exe, "lab", "render", str(out)], capture_output=True, text=True).stdout, None
+    p = subprocess.run([exe, "lab", "render", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
     assert (out / "report.html").exists()
     assert (out / "sam_trajectories.png").exists()
