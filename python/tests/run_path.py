@@ -12,7 +12,7 @@ this holds under CI too). The suite's conftest.py checks that the path in
 use is the one asked for (the library falls back silently otherwise).
 
 The runs on a path sample each parametrized test (OPTIM_TEST_SAMPLE, default
-3 here: the first, the last and every third case): the C suite checks every
+5 here: the first, the last and every fifth case): the C suite checks every
 variant of every rule, clipped or not, NaN included, on every path bit for bit
 against the scalar path (tests/test_paths.c), so the per-path Python runs
 are there to show the binding drives each path, against torch, in a few
@@ -45,7 +45,7 @@ def main(argv):
     print("CPU path %s: running %s" % (path, " ".join(os.path.relpath(a, HERE) for a in argv[2:])))
     sys.stdout.flush()
     env = dict(os.environ, OPTIM_ISA=path)
-    env.setdefault("OPTIM_TEST_SAMPLE", "3")
+    env.setdefault("OPTIM_TEST_SAMPLE", "5")
     return subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] + argv[2:], env=env)
 
 
