@@ -124,7 +124,8 @@ static void mnist_part(lab_ctx *ctx, int epochs, mode_result *mr)
             snprintf(label, sizeof label, "%s, seed %llu [%d/%d]", m->label, (unsigned long long)seed, ++done, total);
             lab_train_ex(ctx, adam, &hp, NULL, m, epochs, seed, label, &res);
             for (e = 0; e < epochs; e++) {
-                fprintf(csv, "%s,%s,%llu,%d,%.9g,%.9g,%.9g,%.6g\n", m->name, m->label, (unsigned long long)seed, e + 1,
+                /* Labels may hold commas: quoted, as CSV wants. */
+                fprintf(csv, "%s,\"%s\",%llu,%d,%.9g,%.9g,%.9g,%.6g\n", m->name, m->label, (unsigned long long)seed, e + 1,
                         res.train_loss[e], res.test_loss[e], res.test_acc[e], res.epoch_seconds[e]);
                 r->acc_epoch[e] += res.test_acc[e] / NSEEDS;
                 r->test_loss_epoch[e] += res.test_loss[e] / NSEEDS;
