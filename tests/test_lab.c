@@ -539,6 +539,23 @@ TEST_IMPL(lab_prec_storage)
     return 0;
 }
 
+/* The verdict of issue 12's target: within 0.3 points of fp32, either way. */
+TEST_IMPL(lab_prec_verdict)
+{
+    const double within[5] = {0.8800, 0.8780, 0.8825, 0.8800, 0.8771};
+    const double below[5] = {0.8800, 0.8780, 0.8825, 0.8760, 0.8790};
+    const double above[5] = {0.8800, 0.8805, 0.8840, 0.8800, 0.8790};
+    double nan_mode[5] = {0.8800, 0.8800, 0.8800, 0.8800, 0.8800};
+    nan_mode[2] = NAN;
+    ASSERT_INT(lab_prec_verdict(within, 5, 0.3), ==, 1);
+    ASSERT_INT(lab_prec_verdict(below, 5, 0.3), ==, 0);
+    ASSERT_INT(lab_prec_verdict(above, 5, 0.3), ==, 0);
+    ASSERT_INT(lab_prec_verdict(nan_mode, 5, 0.3), ==, 0);
+    ASSERT_INT(lab_prec_verdict(below, 5, 0.5), ==, 1);
+    ASSERT_INT(lab_prec_verdict(below, 3, 0.3), ==, 1); /* only the modes given count */
+    return 0;
+}
+
 /* ---- Tables and streams ------------------------------------------------------------ */
 
 TEST_IMPL(lab_optimizer_table)

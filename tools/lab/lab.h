@@ -358,6 +358,10 @@ extern const size_t lab_prec_mode_count;
 /** bfloat16 parameters and gradients rounded to nearest, no master, no
  *  stochastic rounding (float32 state): the synthetic run's stalling case. */
 extern const lab_prec_mode lab_prec_bf16_plain;
+/** Issue 12's accuracy target: 1 when every mode's mean test accuracy
+ *  mean_acc[1..nmodes) is within target_points (percentage points) of
+ *  mean_acc[0], fp32's, in either direction; a NaN is not within. */
+int lab_prec_verdict(const double *mean_acc, size_t nmodes, double target_points);
 /** What a run's optimizer really holds, read back from the library. */
 typedef struct lab_storage_facts {
     optim_dtype param, grad, state; /* optim_param_get_dtypes of every parameter (-1 if they differ) */
