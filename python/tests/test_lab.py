@@ -496,6 +496,27 @@ def test_real_fashion_mnist_subset(exe, tmp_path):
     assert f["adam"]["test_accuracy"] > 0.5
 
 
+@pytest.mark.skipif(not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_precision(exe, tmp_path):
+    """optim lab precision --quick on the real data (3000 images, 1 epoch):
+    every mode learns, and the verdict is the target applied to the run's own
+    means (on the synthetic set every mode reaches 100 %)."""
+    out = tmp_path / "p"
+    run(exe, "precision", "--quick", "--threads", 1, "--no-render", "--out", out)
+    p = summary(out)["precision"]
+    assert p["data"]["name"] == "fashion-mnist" and p["data"]["train"] == 3000
+    fp32 = sum(p["fp32"]["test_accuracy_per_seed"]) / 3
+    within = []
+    for m in PREC_MODES:
+        assert p[m]["test_accuracy"] > 0.6, (m, p[m]["test_accuracy"])
+        d = 100 * (sum(p[m]["test_accuracy_per_seed"]) / 3 - fp32)
+        assert p[m]["difference_vs_fp32_points"] == pytest.approx(d, abs=1e-9)
+        if m != "fp32":
+            within.append(abs(p[m]["difference_vs_fp32_points"]) <= 0.3)
+    assert p["finding"]["held"] is all(within)
+
+
 @pytest.mark.skipif(not os.path.exists(DIGITS), reason="python3-sklearn's digits.csv.gz is not installed")
 def test_digits_fallback(exe, tmp_path):
     out = tmp_path / "d"
