@@ -314,6 +314,248 @@ TEST_IMPL(lab_mlp_gradients)
     return 0;
 }
 
+/* ---- Reduced precision: the bfloat16 model and the storage modes ---------------------- */
+
+/* Nearest bfloat16, ties to even, found by comparing the two neighbours in
+ * double (the one above the largest finite bfloat16 counts as 2^128, where
+ * rounding goes to infinity). */
+static uint16_t ref_to_bf16(float x)
+{
+    uint32_t u;
+    uint16_t lo, hi;
+    double a = fabs((double)x), dl, dh, mh;
+    memcpy(&u, &x, sizeof u);
+    if (isnan(x)) return (uint16_t)((u >> 16) | 0x40u);
+    lo = (uint16_t)(u >> 16);
+    if (a == fabs((double)lab_bf16_to_float(lo))) return lo;
+    hi = (uint16_t)(lo + 1);
+    mh = (hi & 0x7fffu) == 0x7f80u ? ldexp(1.0, 128) : fabs((double)lab_bf16_to_float(hi));
+    dl = a - fabs((double)lab_bf16_to_float(lo));
+    dh = mh - a;
+    if (dl < dh) return lo;
+    if (dh < dl) return hi;
+    return (lo & 1u) ? hi : lo;
+}
+
+TEST_IMPL(lab_bf16_conversions)
+{
+    test_rng rng = {test_seed() ^ 0xbf16};
+    long k;
+    for (k = 0; k < 1500000; k++) {
+        uint32_t u;
+        float x, back;
+        uint16_t got, want;
+        if (k < 65536 * 8) {
+            /* Every bfloat16 pattern, and just below, at, just above and past its midpoint to the next. */
+            static const uint32_t low[8] = {0, 1, 0x7fff, 0x8000, 0x8001, 0xffff, 0x4000, 0xc000};
+            u = ((uint32_t)(k >> 3) << 16) | low[k & 7];
+        } else {
+            u = (uint32_t)test_rng_u64(&rng);
+        }
+        memcpy(&x, &u, sizeof x);
+        got = lab_float_to_bf16(x);
+        want = ref_to_bf16(x);
+        if (got != want)
+            FAIL("float 0x%08x: lab_float_to_bf16 gives 0x%04x, nearest-even is 0x%04x (seed 0x%" PRIx64 ")", u,
+                 (unsigned)got, (unsigned)want, test_seed());
+        /* Widening is exact: a bfloat16 value comes back as itself. */
+        back = lab_bf16_to_float((uint16_t)(u >> 16));
+        if (!isnan(back) && lab_float_to_bf16(back) != (uint16_t)(u >> 16))
+            FAIL("bfloat16 0x%04x does not survive widening and rounding", (unsigned)(u >> 16));
+    }
+    return 0;
+}
+
+/* A bfloat16 model computes with the weights it stores: lab_mlp_batch reads
+ * w16/b16 (whatever the optimizer wrote there), and hands out its gradients
+ * rounded to bfloat16; a float model given the same (widened) weights
+ * computes the same loss and float gradients, bit for bit. */
+TEST_IMPL(lab_mlp_bf16_model)
+{
+    const size_t dims[3] = {7, 11, 5}, n = 6;
+    const unsigned char labels[6] = {0, 4, 1, 2, 3, 4};
+    lab_mlp m, f;
+    lab_rng rng;
+    size_t i;
+    int l;
+    float w0[7 * 11];
+    double lm, lf;
+    lab_rng_init(&rng, test_seed(), 0xbf);
+    lab_mlp_init(&m, 2, dims, n);
+    lab_mlp_init(&f, 2, dims, n);
+    lab_mlp_reset(&m, &rng);
+    memcpy(w0, m.w[0], sizeof w0);
+    lab_mlp_use_bf16(&m);
+    for (i = 0; i < 7 * 11; i++) {
+        ASSERT(m.w16[0][i] == lab_float_to_bf16(w0[i]));
+        ASSERT(m.w[0][i] == lab_bf16_to_float(m.w16[0][i]));
+    }
+    /* The optimizer writes new bfloat16 weights; the next batch must use them. */
+    for (l = 0; l < 2; l++) {
+        for (i = 0; i < dims[l + 1] * dims[l]; i++)
+            m.w16[l][i] = lab_float_to_bf16((float)(lab_rng_normal(&rng) / sqrt((double)dims[l])));
+        for (i = 0; i < dims[l + 1]; i++) m.b16[l][i] = lab_float_to_bf16((float)(0.1 * lab_rng_normal(&rng)));
+    }
+    for (i = 0; i < n * dims[0]; i++) m.act[0][i] = f.act[0][i] = (float)lab_rng_normal(&rng);
+    lm = lab_mlp_batch(&m, n, labels, 1, NULL);
+    for (l = 0; l < 2; l++) {
+        size_t nonzero = 0;
+        for (i = 0; i < dims[l + 1] * dims[l]; i++) {
+            if (m.w[l][i] != lab_bf16_to_float(m.w16[l][i]))
+                FAIL("layer %d weight %zu: the forward pass read %.9g, the model stores %.9g", l, i, (double)m.w[l][i],
+                     (double)lab_bf16_to_float(m.w16[l][i]));
+            if (m.gw16[l][i] != lab_float_to_bf16(m.gw[l][i]))
+                FAIL("layer %d weight %zu: gradient %.9g handed out as bfloat16 0x%04x", l, i, (double)m.gw[l][i],
+                     (unsigned)m.gw16[l][i]);
+            nonzero += m.gw16[l][i] != 0;
+            f.w[l][i] = lab_bf16_to_float(m.w16[l][i]);
+        }
+        for (i = 0; i < dims[l + 1]; i++) {
+            ASSERT(m.b[l][i] == lab_bf16_to_float(m.b16[l][i]));
+            ASSERT(m.gb16[l][i] == lab_float_to_bf16(m.gb[l][i]));
+            f.b[l][i] = lab_bf16_to_float(m.b16[l][i]);
+        }
+        ASSERT_INT(nonzero, >, 0);
+    }
+    lf = lab_mlp_batch(&f, n, labels, 1, NULL);
+    ASSERT(lm == lf);
+    for (l = 0; l < 2; l++)
+        for (i = 0; i < dims[l + 1] * dims[l]; i++) ASSERT(m.gw[l][i] == f.gw[l][i]);
+    lab_mlp_free(&m);
+    lab_mlp_free(&f);
+    return 0;
+}
+
+/* A tiny data set in memory: class c lights up features 3c .. 3c+2. */
+static lab_dataset *tiny_dataset(void)
+{
+    lab_dataset *d = (lab_dataset *)lab_xcalloc(1, sizeof *d);
+    lab_rng rng;
+    size_t i, j;
+    lab_rng_init(&rng, 77, 1);
+    snprintf(d->name, sizeof d->name, "tiny");
+    d->dim = 16;
+    d->classes = 4;
+    d->ntrain = 512;
+    d->ntest = 128;
+    d->xtrain = (unsigned char *)lab_xmalloc(d->ntrain * d->dim);
+    d->xtest = (unsigned char *)lab_xmalloc(d->ntest * d->dim);
+    d->ytrain = (unsigned char *)lab_xmalloc(d->ntrain);
+    d->ytest = (unsigned char *)lab_xmalloc(d->ntest);
+    for (i = 0; i < d->ntrain + d->ntest; i++) {
+        int train = i < d->ntrain;
+        size_t r = train ? i : i - d->ntrain;
+        unsigned char *x = (train ? d->xtrain : d->xtest) + r * d->dim;
+        unsigned char y = (unsigned char)lab_rng_below(&rng, 4);
+        (train ? d->ytrain : d->ytest)[r] = y;
+        for (j = 0; j < d->dim; j++) x[j] = (unsigned char)lab_rng_below(&rng, 120);
+        for (j = 3 * (size_t)y; j < 3 * (size_t)y + 3; j++) x[j] = (unsigned char)(x[j] + 130);
+    }
+    d->scale = 255;
+    d->mean = 0.35f;
+    d->std = 0.3f;
+    return d;
+}
+
+/* Every storage mode of `optim lab precision` trains with what it says,
+ * read back from the library: the element types and flags of every
+ * parameter, the optimizer's bytes per parameter (fp32 state 8, a master 4
+ * more, int8_block codes and scales exactly), bfloat16 weights in the
+ * forward pass. Each mode gives other numbers than fp32, and the same numbers
+ * when run again. */
+TEST_IMPL(lab_prec_storage)
+{
+    const lab_optimizer *adam = lab_optimizer_find("adam");
+    optim_hparams hp = lab_optimizer_hparams(adam, 1e-2);
+    lab_ctx ctx;
+    lab_train_result fp32 = {0};
+    size_t mi, i;
+    const size_t sizes[4] = {16 * 256, 256, 256 * 4, 4};
+    double int8_bytes = 0;
+    const int epochs = 3;
+    for (i = 0; i < 4; i++) int8_bytes += 2.0 * (double)OPTIM_INT8_BLOCK_BYTES(sizes[i]);
+    int8_bytes /= (double)(sizes[0] + sizes[1] + sizes[2] + sizes[3]);
+    ASSERT_INT(lab_prec_mode_count, ==, 5);
+    lab_set_quiet(1);
+    memset(&ctx, 0, sizeof ctx);
+    ctx.data = tiny_dataset();
+    for (mi = 0; mi < lab_prec_mode_count; mi++) {
+        const lab_prec_mode *m = &lab_prec_modes[mi];
+        const int bf16 = strcmp(m->name, "bf16_master") == 0 || strcmp(m->name, "bf16_sr") == 0 ||
+                         strcmp(m->name, "int8_state_bf16_sr") == 0;
+        const int int8 = strncmp(m->name, "int8_state", 10) == 0;
+        const unsigned flags = strcmp(m->name, "bf16_master") == 0 ? OPTIM_PARAM_MASTER
+                               : strstr(m->name, "_sr")            ? OPTIM_PARAM_STOCHASTIC_ROUNDING
+                                                                   : 0u;
+        lab_train_result a, b;
+        lab_ctx again;
+        const lab_storage_facts *f = &a.storage;
+        int e, differs = 0;
+        static const char *names[5] = {"fp32", "bf16_master", "bf16_sr", "int8_state", "int8_state_bf16_sr"};
+        if (strcmp(m->name, names[mi]) != 0) FAIL("mode %zu is %s, expected %s (issue 12's names)", mi, m->name, names[mi]);
+        lab_train_ex(&ctx, adam, &hp, NULL, m, epochs, 5, m->name, &a);
+        /* The same run in a fresh context (no reuse of finished runs): the same numbers. */
+        memset(&again, 0, sizeof again);
+        again.data = ctx.data;
+        lab_train_ex(&again, adam, &hp, NULL, m, epochs, 5, m->name, &b);
+        lab_mlp_cache_free(again.mlp_cache);
+        ASSERT(!a.diverged);
+        for (e = 0; e < epochs; e++) {
+            if (memcmp(&a.train_loss[e], &b.train_loss[e], sizeof(double)) != 0 || a.test_acc[e] != b.test_acc[e])
+                FAIL("%s: epoch %d differs between two runs with the same seed: loss %.17g vs %.17g", m->name, e + 1,
+                     a.train_loss[e], b.train_loss[e]);
+        }
+        ASSERT(a.test_acc[epochs - 1] > 0.5); /* chance is 0.25 */
+        if (f->param != (bf16 ? OPTIM_BFLOAT16 : OPTIM_FLOAT32) || f->grad != f->param)
+            FAIL("%s: parameters %d and gradients %d, expected %s", m->name, (int)f->param, (int)f->grad,
+                 bf16 ? "bfloat16" : "float32");
+        if (f->state != (int8 ? OPTIM_INT8_BLOCK : OPTIM_FLOAT32))
+            FAIL("%s: state type %d, expected %s", m->name, (int)f->state, int8 ? "int8_block" : "float32");
+        if (f->flags != flags) FAIL("%s: flags 0x%x, expected 0x%x", m->name, f->flags, flags);
+        ASSERT_INT(f->params, ==, sizes[0] + sizes[1] + sizes[2] + sizes[3]);
+        {
+            double want = (int8 ? int8_bytes : 8.0) + (flags & OPTIM_PARAM_MASTER ? 4.0 : 0.0);
+            if (fabs(f->state_bytes_per_param - want) > 1e-12)
+                FAIL("%s: %.6f bytes of state per parameter, expected %.6f", m->name, f->state_bytes_per_param, want);
+        }
+        ASSERT(f->param_bytes_per_param == (bf16 ? 2.0 : 4.0));
+        ASSERT(f->master_bytes_per_param == (flags & OPTIM_PARAM_MASTER ? 4.0 : 0.0));
+        if (bf16 ? f->weights_not_bf16 != 0 : f->weights_not_bf16 < f->params / 2)
+            FAIL("%s: %zu of %zu weights of the last forward pass are not bfloat16 values", m->name,
+                 f->weights_not_bf16, f->params);
+        if (mi == 0) {
+            fp32 = a;
+        } else {
+            for (e = 0; e < epochs; e++) differs |= a.train_loss[e] != fp32.train_loss[e];
+            if (!differs) FAIL("%s trains exactly as fp32 does", m->name);
+            lab_train_result_free(&a);
+        }
+        lab_train_result_free(&b);
+    }
+    lab_train_result_free(&fp32);
+    lab_mlp_cache_free(ctx.mlp_cache);
+    lab_dataset_free(ctx.data);
+    lab_set_quiet(0);
+    return 0;
+}
+
+/* The verdict of issue 12's target: within 0.3 points of fp32, either way. */
+TEST_IMPL(lab_prec_verdict)
+{
+    const double within[5] = {0.8800, 0.8780, 0.8825, 0.8800, 0.8771};
+    const double below[5] = {0.8800, 0.8780, 0.8825, 0.8760, 0.8790};
+    const double above[5] = {0.8800, 0.8805, 0.8840, 0.8800, 0.8790};
+    double nan_mode[5] = {0.8800, 0.8800, 0.8800, 0.8800, 0.8800};
+    nan_mode[2] = NAN;
+    ASSERT_INT(lab_prec_verdict(within, 5, 0.3), ==, 1);
+    ASSERT_INT(lab_prec_verdict(below, 5, 0.3), ==, 0);
+    ASSERT_INT(lab_prec_verdict(above, 5, 0.3), ==, 0);
+    ASSERT_INT(lab_prec_verdict(nan_mode, 5, 0.3), ==, 0);
+    ASSERT_INT(lab_prec_verdict(below, 5, 0.5), ==, 1);
+    ASSERT_INT(lab_prec_verdict(below, 3, 0.3), ==, 1); /* only the modes given count */
+    return 0;
+}
+
 /* ---- Tables and streams ------------------------------------------------------------ */
 
 TEST_IMPL(lab_optimizer_table)

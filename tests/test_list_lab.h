@@ -9,6 +9,10 @@
     TEST_ENTRY(lab_idx_parser)             \
     TEST_ENTRY(lab_gz_roundtrip)           \
     TEST_ENTRY(lab_mlp_gradients)          \
+    TEST_ENTRY(lab_bf16_conversions)       \
+    TEST_ENTRY(lab_mlp_bf16_model)         \
+    TEST_ENTRY(lab_prec_storage)           \
+    TEST_ENTRY(lab_prec_verdict)           \
     TEST_ENTRY(lab_optimizer_table)        \
     TEST_ENTRY(lab_rng_streams)            \
     TEST_ENTRY(lab_run_dir_exclusive)      \

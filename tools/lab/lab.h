@@ -220,6 +220,7 @@ int lab_exp_units(lab_ctx *ctx);
 int lab_exp_fashion_mnist(lab_ctx *ctx);
 int lab_exp_bias_ablation(lab_ctx *ctx);
 int lab_exp_adadelta_momentum(lab_ctx *ctx);
+int lab_exp_precision(lab_ctx *ctx);
 
 /* ---- 2-D surfaces (lab_surface.c) ---------------------------------------- */
 
@@ -313,6 +314,12 @@ typedef struct lab_mlp {
     size_t max_batch;
     float *act[LAB_MLP_MAX_LAYERS + 1]; /* act[0] = input batch, act[l] after layer l */
     float *delta[2];                    /* backward scratch */
+    /* bfloat16 storage (lab_mlp_use_bf16): the model's weights and the
+     * gradients handed to the optimizer; w/b then hold their exact widening
+     * for the matrix products, gw/gb the float gradients before rounding. */
+    int bf16;
+    uint16_t *w16[LAB_MLP_MAX_LAYERS], *b16[LAB_MLP_MAX_LAYERS];
+    uint16_t *gw16[LAB_MLP_MAX_LAYERS], *gb16[LAB_MLP_MAX_LAYERS];
 } lab_mlp;
 
 void lab_mlp_init(lab_mlp *m, int nlayers, const size_t *dims, size_t max_batch);
@@ -321,8 +328,50 @@ void lab_mlp_free(lab_mlp *m);
 void lab_mlp_reset(lab_mlp *m, lab_rng *rng);
 /** Forward pass on the batch in act[0] (n rows); returns the mean
  *  cross-entropy and, if correct != NULL, counts correct predictions.
- *  With grads = 1 also the backward pass into gw/gb. */
+ *  With grads = 1 also the backward pass into gw/gb. A bfloat16 model
+ *  (lab_mlp_use_bf16) first widens its bfloat16 weights into w/b, so the
+ *  products compute with exactly the weights it stores, and with grads = 1
+ *  also rounds the gradients to bfloat16 into gw16/gb16. */
 double lab_mlp_batch(lab_mlp *m, size_t n, const unsigned char *labels, int grads, size_t *correct);
+/** Make m a bfloat16 model: its weights are from now on w16/b16, the
+ *  current float weights rounded to nearest even (as torch's
+ *  model.bfloat16()); w/b are overwritten with their widening. */
+void lab_mlp_use_bf16(lab_mlp *m);
+/** bfloat16 <-> float for the lab (the library's conversions are private):
+ *  widening is exact; narrowing rounds to nearest even, NaN to a quiet NaN. */
+float lab_bf16_to_float(uint16_t h);
+uint16_t lab_float_to_bf16(float f);
+
+/* ---- Reduced precision (lab_exp_prec.c; optim lab precision) ----------------- */
+
+/** How a training run stores its parameters, gradients and optimizer state
+ *  (the arguments of optim_add_param_ex). */
+typedef struct lab_prec_mode {
+    const char *name;  /* summary.json's key: "fp32", "bf16_master", ... */
+    const char *label; /* for legends */
+    optim_dtype param, grad, state;
+    unsigned flags;    /* OPTIM_PARAM_MASTER, OPTIM_PARAM_STOCHASTIC_ROUNDING */
+} lab_prec_mode;
+/** The five modes of the Fashion-MNIST comparison (issue 12), fp32 first. */
+extern const lab_prec_mode lab_prec_modes[];
+extern const size_t lab_prec_mode_count;
+/** bfloat16 parameters and gradients rounded to nearest, no master, no
+ *  stochastic rounding (float32 state): the synthetic run's stalling case. */
+extern const lab_prec_mode lab_prec_bf16_plain;
+/** Issue 12's accuracy target: 1 when every mode's mean test accuracy
+ *  mean_acc[1..nmodes) is within target_points (percentage points) of
+ *  mean_acc[0], fp32's, in either direction; a NaN is not within. */
+int lab_prec_verdict(const double *mean_acc, size_t nmodes, double target_points);
+/** What a run's optimizer really holds, read back from the library. */
+typedef struct lab_storage_facts {
+    optim_dtype param, grad, state; /* optim_param_get_dtypes of every parameter (-1 if they differ) */
+    unsigned flags;                 /* optim_param_get_flags, likewise */
+    double state_bytes_per_param;   /* optim_state_bytes / parameters (masters included) */
+    double master_bytes_per_param;  /* of that, the fp32 master copies */
+    double param_bytes_per_param, grad_bytes_per_param;
+    size_t params;                  /* parameter elements */
+    size_t weights_not_bf16;        /* weights the last forward pass read that are not bfloat16 values */
+} lab_storage_facts;
 
 /* Pieces of the Fashion-MNIST experiments shared with the tests. */
 typedef struct lab_train_result {
@@ -332,6 +381,7 @@ typedef struct lab_train_result {
     double *step_loss; /* mean loss over each block of logged steps */
     int log_every;
     int diverged;
+    lab_storage_facts storage; /* how the run stored its weights, gradients and state */
 } lab_train_result;
 
 /** One training run of the MLP on ctx->data: optimizer o with hyperparameters
@@ -340,6 +390,12 @@ typedef struct lab_train_result {
 struct optim_schedule;
 void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, const struct optim_schedule *sched,
                int epochs, uint64_t seed, const char *label, lab_train_result *res);
+/** lab_train with the weights, gradients and state stored as `mode` says
+ *  (NULL: float32 everything, lab_train's). A bfloat16 mode trains a
+ *  bfloat16 model (lab_mlp_use_bf16); stochastic rounding is seeded with
+ *  `seed`. Not with SAM. */
+void lab_train_ex(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, const struct optim_schedule *sched,
+                  const lab_prec_mode *mode, int epochs, uint64_t seed, const char *label, lab_train_result *res);
 /* An empty result for a run of `epochs` epochs logging every log_every of total_steps steps
  * (per-epoch values NaN until recorded); lab_train_result_free releases it. */
 void lab_train_result_init(lab_train_result *res, int epochs, long total_steps, int log_every);

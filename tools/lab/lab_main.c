@@ -54,6 +54,8 @@ static const experiment experiments[] = {
      lab_exp_adadelta_momentum, "the seed's question: why did AdaDelta + momentum never catch on?"},
     {"bias-ablation", "bias_ablation", "Bias correction vs warm-up + cosine", 0, ACCEPT_EPOCHS | ACCEPT_DATA,
      lab_exp_bias_ablation, "Adam with/without bias correction x schedule x betas x lr x seeds (long)"},
+    {"precision", "precision", "Reduced precision: what it costs in accuracy", 1, ACCEPT_EPOCHS | ACCEPT_DATA,
+     lab_exp_precision, "Adam in fp32, bf16 (master / stochastic rounding), int8 state: MNIST and a long run"},
 };
 #define NEXP (sizeof experiments / sizeof experiments[0])
 

@@ -1,7 +1,9 @@
 /* lab_mlp.c: a ReLU MLP with softmax cross-entropy (matrix products through
- * OpenBLAS), and one training run of it with an optimizer of the library,
- * optionally wrapped in SAM and driven by a learning-rate schedule. */
+ * OpenBLAS), stored in float32 or bfloat16, and one training run of it with
+ * an optimizer of the library, optionally wrapped in SAM, driven by a
+ * learning-rate schedule, or with reduced-precision storage (lab_prec_mode). */
 #include "lab.h"
+#include "optim_precision.h"
 #include "optim_sam.h"
 #include "optim_schedule.h"
 
@@ -46,7 +48,65 @@ void lab_mlp_free(lab_mlp *m)
     }
     free(m->delta[0]);
     free(m->delta[1]);
+    for (l = 0; l < LAB_MLP_MAX_LAYERS; l++) {
+        free(m->w16[l]);
+        free(m->b16[l]);
+        free(m->gw16[l]);
+        free(m->gb16[l]);
+    }
     memset(m, 0, sizeof *m);
+}
+
+/* ---- bfloat16 storage ------------------------------------------------------------ */
+
+float lab_bf16_to_float(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+uint16_t lab_float_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* NaN: quiet, sign kept */
+    /* Round to nearest, ties to even: add 0x7fff plus the lowest kept bit. */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static uint16_t *halloc(size_t n) { return (uint16_t *)lab_xcalloc(n ? n : 1, sizeof(uint16_t)); }
+
+/* The bfloat16 weights, widened exactly, into the float arrays the matrix
+ * products read. */
+static void widen_weights(lab_mlp *m)
+{
+    int l;
+    size_t i;
+    for (l = 0; l < m->nlayers; l++) {
+        size_t nw = m->dims[l + 1] * m->dims[l], nb = m->dims[l + 1];
+        for (i = 0; i < nw; i++) m->w[l][i] = lab_bf16_to_float(m->w16[l][i]);
+        for (i = 0; i < nb; i++) m->b[l][i] = lab_bf16_to_float(m->b16[l][i]);
+    }
+}
+
+void lab_mlp_use_bf16(lab_mlp *m)
+{
+    int l;
+    size_t i;
+    if (m->bf16) return;
+    for (l = 0; l < m->nlayers; l++) {
+        size_t nw = m->dims[l + 1] * m->dims[l], nb = m->dims[l + 1];
+        m->w16[l] = halloc(nw);
+        m->b16[l] = halloc(nb);
+        m->gw16[l] = halloc(nw);
+        m->gb16[l] = halloc(nb);
+        for (i = 0; i < nw; i++) m->w16[l][i] = lab_float_to_bf16(m->w[l][i]);
+        for (i = 0; i < nb; i++) m->b16[l][i] = lab_float_to_bf16(m->b[l][i]);
+    }
+    m->bf16 = 1;
+    widen_weights(m);
 }
 
 void lab_mlp_reset(lab_mlp *m, lab_rng *rng)
@@ -68,6 +128,9 @@ double lab_mlp_batch(lab_mlp *m, size_t n, const unsigned char *labels, int grad
     size_t i, j, classes = m->dims[L], ok = 0;
     double loss = 0;
     float *dz, *da;
+    /* A bfloat16 model computes with the weights it stores (the optimizer
+     * wrote them since the last batch). */
+    if (m->bf16) widen_weights(m);
     /* Forward: act[l+1] = relu(act[l] W_l^T + b_l), no relu on the logits. */
     for (l = 0; l < L; l++) {
         size_t din = m->dims[l], dout = m->dims[l + 1];
@@ -110,6 +173,11 @@ double lab_mlp_batch(lab_mlp *m, size_t n, const unsigned char *labels, int grad
         for (j = 0; j < dout; j++) m->gb[l][j] = 0;
         for (i = 0; i < n; i++)
             for (j = 0; j < dout; j++) m->gb[l][j] += dz[i * dout + j];
+        if (m->bf16) {
+            /* The gradients the optimizer reads: bfloat16, rounded to nearest. */
+            for (i = 0; i < dout * din; i++) m->gw16[l][i] = lab_float_to_bf16(m->gw[l][i]);
+            for (j = 0; j < dout; j++) m->gb16[l][j] = lab_float_to_bf16(m->gb[l][j]);
+        }
         if (l == 0) break;
         /* da = dz W, then through the ReLU of layer l-1's output. */
         da = dz == m->delta[0] ? m->delta[1] : m->delta[0];
@@ -172,14 +240,26 @@ struct lab_mlp_cache {
     cache_entry *head;
 };
 
+/* A mode that stores everything in float32, as lab_train does. */
+static int all_fp32(const lab_prec_mode *mode)
+{
+    return !mode || (mode->param == OPTIM_FLOAT32 && mode->grad == OPTIM_FLOAT32 && mode->state == OPTIM_FLOAT32 &&
+                     mode->flags == 0);
+}
+
 /* Everything that determines a run, as text. */
-static char *run_key(const lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, int epochs, uint64_t seed)
+static char *run_key(const lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, const lab_prec_mode *mode,
+                     int epochs, uint64_t seed)
 {
     char buf[2048];
     size_t len = 0;
     int id;
     len += (size_t)snprintf(buf + len, sizeof buf - len, "%s|%s|%zu|%d|%llu|sam%d:%g", ctx->data->name, o->name,
                             ctx->data->ntrain, epochs, (unsigned long long)seed, o->sam, o->rho);
+    /* The float32 mode is lab_train's run (fashion-mnist's Adam is precision's fp32 run with the first seed). */
+    if (!all_fp32(mode))
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "|storage:%d,%d,%d,%u", (int)mode->param,
+                                (int)mode->grad, (int)mode->state, mode->flags);
     for (id = 1; id <= OPTIM_HP_COUNT && len < sizeof buf - 40; id++) {
         double v;
         if (optim_hparams_get(hp, (optim_hparam)id, &v, NULL) == OPTIM_OK)
@@ -247,6 +327,62 @@ void lab_train_result_free(lab_train_result *r)
 void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, const struct optim_schedule *sched,
                int epochs, uint64_t seed, const char *label, lab_train_result *res)
 {
+    lab_train_ex(ctx, o, hp, sched, NULL, epochs, seed, label, res);
+}
+
+/* What the optimizer holds, read back from the library (not from the mode
+ * asked for), and whether the weights the last forward pass read are all
+ * bfloat16 values. */
+static void storage_facts(optim *opt, const lab_mlp *m, lab_storage_facts *f)
+{
+    size_t i, np = optim_param_count(opt), elems = 0, master = 0;
+    int l;
+    memset(f, 0, sizeof *f);
+    for (i = 0; i < np; i++) {
+        optim_dtype pd, gd, sd;
+        unsigned flags;
+        optim_param_info info;
+        size_t n;
+        lab_check(optim_param_get_dtypes(opt, i, &pd, &gd, &sd), "optim_param_get_dtypes", optim_errmsg(opt));
+        lab_check(optim_param_get_flags(opt, i, &flags), "optim_param_get_flags", optim_errmsg(opt));
+        lab_check(optim_param_get_info(opt, i, &info), "optim_param_get_info", optim_errmsg(opt));
+        n = info.n;
+        if (i == 0) {
+            f->param = pd;
+            f->grad = gd;
+            f->state = sd;
+            f->flags = flags;
+        } else {
+            if (f->param != pd) f->param = (optim_dtype)-1;
+            if (f->grad != gd) f->grad = (optim_dtype)-1;
+            if (f->state != sd) f->state = (optim_dtype)-1;
+            if (f->flags != flags) f->flags = ~0u;
+        }
+        elems += n;
+        if (flags & OPTIM_PARAM_MASTER) master += n * sizeof(float);
+        f->param_bytes_per_param += (double)(n * optim_dtype_size(pd));
+        f->grad_bytes_per_param += (double)(n * optim_dtype_size(gd));
+    }
+    f->params = elems;
+    if (elems) {
+        f->state_bytes_per_param = (double)optim_state_bytes(opt) / (double)elems;
+        f->master_bytes_per_param = (double)master / (double)elems;
+        f->param_bytes_per_param /= (double)elems;
+        f->grad_bytes_per_param /= (double)elems;
+    }
+    for (l = 0; l < m->nlayers; l++) {
+        size_t nw = m->dims[l + 1] * m->dims[l], nb = m->dims[l + 1], k;
+        uint32_t u;
+        for (k = 0; k < nw + nb; k++) {
+            memcpy(&u, k < nw ? &m->w[l][k] : &m->b[l][k - nw], sizeof u);
+            f->weights_not_bf16 += (u & 0xffffu) != 0;
+        }
+    }
+}
+
+void lab_train_ex(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, const struct optim_schedule *sched,
+                  const lab_prec_mode *mode, int epochs, uint64_t seed, const char *label, lab_train_result *res)
+{
     const lab_dataset *d = ctx->data;
     lab_mlp m;
     lab_rng rng;
@@ -266,8 +402,18 @@ void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, co
      * and seed) is taken from the cache: the adadelta-momentum experiment
      * shares its AdaDelta and Adam runs with fashion-mnist. */
     if (!ctx->mlp_cache) ctx->mlp_cache = (struct lab_mlp_cache *)lab_xcalloc(1, sizeof *ctx->mlp_cache);
+    if (mode && !((mode->param == OPTIM_FLOAT32 && mode->grad == OPTIM_FLOAT32) ||
+                  (mode->param == OPTIM_BFLOAT16 && mode->grad == OPTIM_BFLOAT16))) {
+        fprintf(stderr, "optim lab: storage mode %s: the lab's MLP stores weights and gradients as both float32 or "
+                        "both bfloat16\n", mode->name);
+        exit(1);
+    }
+    if (o->sam && !all_fp32(mode)) {
+        fprintf(stderr, "optim lab: SAM runs in float32 only (storage mode %s)\n", mode->name);
+        exit(1);
+    }
     if (!sched) {
-        key = run_key(ctx, o, hp, epochs, seed);
+        key = run_key(ctx, o, hp, mode, epochs, seed);
         for (c = ctx->mlp_cache->head; c; c = c->next)
             if (strcmp(c->key, key) == 0) {
                 copy_result(res, &c->res);
@@ -282,6 +428,7 @@ void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, co
     lab_mlp_init(&m, nlayers, dims, batch);
     lab_rng_init(&rng, seed, 0x1417);
     lab_mlp_reset(&m, &rng);
+    if (mode && mode->param == OPTIM_BFLOAT16) lab_mlp_use_bf16(&m);
     steps_per_epoch = (d->ntrain + batch - 1) / batch;
     total_steps = (long)steps_per_epoch * epochs;
     log_every = steps_per_epoch >= 100 ? 20 : 1;
@@ -293,12 +440,33 @@ void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, co
     for (l = 0; l < nlayers; l++) {
         char name[32];
         snprintf(name, sizeof name, "layer%d.weight", l);
-        lab_check(optim_add_param(opt, 0, m.w[l], m.gw[l], dims[l + 1] * dims[l], name, NULL), "optim_add_param",
-                  optim_errmsg(opt));
-        snprintf(name, sizeof name, "layer%d.bias", l);
-        lab_check(optim_add_param(opt, 0, m.b[l], m.gb[l], dims[l + 1], name, NULL), "optim_add_param",
-                  optim_errmsg(opt));
+        if (mode && m.bf16) {
+            /* A bfloat16 model: the optimizer updates the weights the forward pass reads. */
+            lab_check(optim_add_param_ex(opt, 0, m.w16[l], mode->param, m.gw16[l], mode->grad, dims[l + 1] * dims[l],
+                                         mode->state, mode->flags, name, NULL),
+                      "optim_add_param_ex", optim_errmsg(opt));
+            snprintf(name, sizeof name, "layer%d.bias", l);
+            lab_check(optim_add_param_ex(opt, 0, m.b16[l], mode->param, m.gb16[l], mode->grad, dims[l + 1],
+                                         mode->state, mode->flags, name, NULL),
+                      "optim_add_param_ex", optim_errmsg(opt));
+        } else if (mode) {
+            lab_check(optim_add_param_ex(opt, 0, m.w[l], mode->param, m.gw[l], mode->grad, dims[l + 1] * dims[l],
+                                         mode->state, mode->flags, name, NULL),
+                      "optim_add_param_ex", optim_errmsg(opt));
+            snprintf(name, sizeof name, "layer%d.bias", l);
+            lab_check(optim_add_param_ex(opt, 0, m.b[l], mode->param, m.gb[l], mode->grad, dims[l + 1], mode->state,
+                                         mode->flags, name, NULL),
+                      "optim_add_param_ex", optim_errmsg(opt));
+        } else {
+            lab_check(optim_add_param(opt, 0, m.w[l], m.gw[l], dims[l + 1] * dims[l], name, NULL), "optim_add_param",
+                      optim_errmsg(opt));
+            snprintf(name, sizeof name, "layer%d.bias", l);
+            lab_check(optim_add_param(opt, 0, m.b[l], m.gb[l], dims[l + 1], name, NULL), "optim_add_param",
+                      optim_errmsg(opt));
+        }
     }
+    /* Stochastic rounding's stream: one per seed, so the seeds differ in it too. */
+    lab_check(optim_set_seed(opt, seed), "optim_set_seed", optim_errmsg(opt));
     /* OpenBLAS uses the cores for the matrix products; the optimizer step
      * (a few hundred thousand floats) runs on the calling thread, so the two
      * thread pools never compete for the 2 cores. */
@@ -366,6 +534,7 @@ void lab_train(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp, co
                      res->test_acc[epochs - 1]);
         lab_progress_end(&prog, note);
     }
+    storage_facts(opt, &m, &res->storage);
     free(order);
     free(idx);
     optim_sam_free(sam);
