@@ -75,6 +75,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__RS f32
 #define OPTIM__R_F64 0
 #include "kernels_math.h"
+#include "kernels_vec.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -83,6 +84,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__RS f64
 #define OPTIM__R_F64 1
 #include "kernels_math.h"
+#include "kernels_vec.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -130,6 +132,8 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
         .copy = optim__copy,                                                                                \
         .scale = optim__scale,                                                                              \
         .clamp = optim__clamp_fn,                                                                           \
+        .vec = {[OPTIM__CT_F32] = {optim__vdot_f32, optim__vaxpy_f32, optim__vscale_f32},                   \
+                [OPTIM__CT_F64] = {optim__vdot_f64, optim__vaxpy_f64, optim__vscale_f64}},                  \
     }
 
 const optim__kernels OPTIM__KERNELS_NAME = OPTIM__TABLE(OPTIM__KERNELS_ISA, optim__storage_bf16);
