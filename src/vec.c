@@ -6,6 +6,7 @@
 #include "common.h"
 #include "kernels/kernels.h"
 #include "optim_vec.h"
+#include "vec_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -113,38 +114,42 @@ static int optim__vjob_init(optim__vjob *j, const char *fn, optim_dtype dtype, s
     return OPTIM_OK;
 }
 
-static double optim__vjob_dot(optim__vjob *j, int threads)
+static double optim__vjob_dot(const optim__kernels *kt, optim__vjob *j, int threads)
 {
     double s = 0.0;
     size_t b;
-    optim__vdot_run(optim__kernels_get(OPTIM_ISA_AUTO), j->ct, j->tasks, j->count, j->nblocks, j->partials, threads);
+    optim__vdot_run(kt, j->ct, j->tasks, j->count, j->nblocks, j->partials, threads);
     for (b = 0; b < j->nblocks; b++) s += j->partials[b];
     return s;
 }
 
-int optim_vec_dot(optim_dtype dtype, size_t count, const void *const *x, const void *const *y, const size_t *n,
-                  int threads, double *out, optim_error *err)
+int optim__vec_dot_isa(optim_isa isa, optim_dtype dtype, size_t count, const void *const *x, const void *const *y,
+                       const size_t *n, int threads, double *out, optim_error *err)
 {
+    const optim__kernels *kt = optim__kernels_get(isa);
     static const char fn[] = "optim_vec_dot";
     optim__vjob j;
     size_t es = dtype == OPTIM_FLOAT64 ? 8 : 4;
+    OPTIM__FAIL_IF(!kt, err, OPTIM_EUNSUPPORTED, "%s: the CPU path %d is not available", fn, (int)isa);
     OPTIM__FAIL_IF(!out, err, OPTIM_ENULL, "%s: out is NULL", fn);
     OPTIM__FORWARD(optim__vcheck_dtype(fn, dtype, threads, err));
     OPTIM__FAIL_IF(count > 0 && !n, err, OPTIM_ENULL, "%s: n is NULL", fn);
     OPTIM__FORWARD(optim__vcheck_arrays(fn, "x", count, x, n, es, err));
     OPTIM__FORWARD(optim__vcheck_arrays(fn, "y", count, y, n, es, err));
     OPTIM__FORWARD(optim__vjob_init(&j, fn, dtype, count, x, y, n, 1, err));
-    *out = optim__vjob_dot(&j, threads);
+    *out = optim__vjob_dot(kt, &j, threads);
     optim__vjob_free(&j);
     return optim__ok(err);
 }
 
-static int optim__vec_elementwise(const char *fn, optim__range_fn pass, int same_ok, optim_dtype dtype, size_t count,
-                                  double a, const void *const *x, void *const *y, const size_t *n, int threads,
+static int optim__vec_elementwise(optim_isa isa, const char *fn, optim__range_fn pass, int same_ok,
+                                  optim_dtype dtype, size_t count, double a, const void *const *x, void *const *y, const size_t *n, int threads,
                                   optim_error *err)
 {
+    const optim__kernels *kt = optim__kernels_get(isa);
     optim__vjob j;
     size_t es = dtype == OPTIM_FLOAT64 ? 8 : 4;
+    OPTIM__FAIL_IF(!kt, err, OPTIM_EUNSUPPORTED, "%s: the CPU path %d is not available", fn, (int)isa);
     OPTIM__FORWARD(optim__vcheck_dtype(fn, dtype, threads, err));
     OPTIM__FAIL_IF(count > 0 && !n, err, OPTIM_ENULL, "%s: n is NULL", fn);
     OPTIM__FORWARD(optim__vcheck_arrays(fn, "x", count, x, n, es, err));
@@ -153,30 +158,34 @@ static int optim__vec_elementwise(const char *fn, optim__range_fn pass, int same
     OPTIM__FORWARD(optim__vjob_init(&j, fn, dtype, count, x, (const void *const *)y, n, 0, err));
     j.k.a = a;
     j.k.ct = j.ct;
-    optim__run(optim__kernels_get(OPTIM_ISA_AUTO), pass, j.tasks, j.count, j.total, threads);
+    optim__run(kt, pass, j.tasks, j.count, j.total, threads);
     optim__vjob_free(&j);
     return optim__ok(err);
 }
 
-int optim_vec_axpy(optim_dtype dtype, size_t count, double a, const void *const *x, void *const *y, const size_t *n,
-                   int threads, optim_error *err)
+int optim__vec_axpy_isa(optim_isa isa, optim_dtype dtype, size_t count, double a, const void *const *x,
+                        void *const *y, const size_t *n, int threads, optim_error *err)
 {
-    return optim__vec_elementwise("optim_vec_axpy", optim__range_vaxpy, 0, dtype, count, a, x, y, n, threads, err);
+    return optim__vec_elementwise(isa, "optim_vec_axpy", optim__range_vaxpy, 0, dtype, count, a, x, y, n, threads,
+                                  err);
 }
 
-int optim_vec_scale(optim_dtype dtype, size_t count, double a, const void *const *x, void *const *y, const size_t *n,
-                    int threads, optim_error *err)
+int optim__vec_scale_isa(optim_isa isa, optim_dtype dtype, size_t count, double a, const void *const *x,
+                         void *const *y, const size_t *n, int threads, optim_error *err)
 {
-    return optim__vec_elementwise("optim_vec_scale", optim__range_vscale, 1, dtype, count, a, x, y, n, threads, err);
+    return optim__vec_elementwise(isa, "optim_vec_scale", optim__range_vscale, 1, dtype, count, a, x, y, n, threads,
+                                  err);
 }
 
-int optim_vec_norm(optim_dtype dtype, size_t count, const void *const *x, const size_t *n, double norm_type,
-                   int threads, double *out, optim_error *err)
+int optim__vec_norm_isa(optim_isa isa, optim_dtype dtype, size_t count, const void *const *x, const size_t *n,
+                        double norm_type, int threads, double *out, optim_error *err)
 {
     static const char fn[] = "optim_vec_norm";
+    const optim__kernels *kt = optim__kernels_get(isa);
     optim__vjob j;
     optim__norm kind;
     size_t es = dtype == OPTIM_FLOAT64 ? 8 : 4;
+    OPTIM__FAIL_IF(!kt, err, OPTIM_EUNSUPPORTED, "%s: the CPU path %d is not available", fn, (int)isa);
     OPTIM__FAIL_IF(!out, err, OPTIM_ENULL, "%s: out is NULL", fn);
     OPTIM__FORWARD(optim__vcheck_dtype(fn, dtype, threads, err));
     OPTIM__FAIL_IF(!(norm_type > 0), err, OPTIM_EINVAL,
@@ -185,7 +194,7 @@ int optim_vec_norm(optim_dtype dtype, size_t count, const void *const *x, const 
     OPTIM__FORWARD(optim__vcheck_arrays(fn, "x", count, x, n, es, err));
     OPTIM__FORWARD(optim__vjob_init(&j, fn, dtype, count, x, NULL, n, 1, err));
     kind = optim__norm_kind(norm_type);
-    optim__reduce_run(optim__kernels_get(OPTIM_ISA_AUTO), j.tasks, j.count, j.nblocks, kind, norm_type, j.partials,
+    optim__reduce_run(kt, j.tasks, j.count, j.nblocks, kind, norm_type, j.partials,
                       j.bad, threads);
     *out = optim__norm_finish(j.partials, j.nblocks, kind, norm_type);
     optim__vjob_free(&j);
@@ -212,15 +221,16 @@ static double optim__vsub(optim__ctype ct, double a, double b)
     return ct == OPTIM__CT_F64 ? a - b : (double)((float)a - (float)b);
 }
 
-int optim_lbfgs_direction(optim_dtype dtype, size_t n, size_t m, const void *const *dirs, const void *const *stps,
-                          const double *ro, double h_diag, const void *g, void *d, double *al, int threads,
-                          optim_error *err)
+int optim__lbfgs_direction_isa(optim_isa isa, optim_dtype dtype, size_t n, size_t m, const void *const *dirs,
+                               const void *const *stps, const double *ro, double h_diag, const void *g, void *d,
+                               double *al, int threads, optim_error *err)
 {
     static const char fn[] = "optim_lbfgs_direction";
-    const optim__kernels *kt = optim__kernels_get(OPTIM_ISA_AUTO);
+    const optim__kernels *kt = optim__kernels_get(isa);
     size_t es = dtype == OPTIM_FLOAT64 ? 8 : 4, j;
     const void *one[1];
     optim__vjob job;
+    OPTIM__FAIL_IF(!kt, err, OPTIM_EUNSUPPORTED, "%s: the CPU path %d is not available", fn, (int)isa);
     OPTIM__FORWARD(optim__vcheck_dtype(fn, dtype, threads, err));
     OPTIM__FAIL_IF(m > 0 && (!dirs || !stps || !ro || !al), err, OPTIM_ENULL, "%s: %s is NULL (m = %zu)", fn,
                    !dirs ? "dirs" : !stps ? "stps" : !ro ? "ro" : "al", m);
@@ -254,7 +264,7 @@ int optim_lbfgs_direction(optim_dtype dtype, size_t n, size_t m, const void *con
     optim__run(kt, optim__range_vscale, job.tasks, 1, job.total, threads);
     for (j = m; j-- > 0;) {
         job.tasks[0].g = stps[j]; /* s_j . q */
-        al[j] = optim__vmul(job.ct, optim__vround(job.ct, optim__vjob_dot(&job, threads)), ro[j]);
+        al[j] = optim__vmul(job.ct, optim__vround(job.ct, optim__vjob_dot(kt, &job, threads)), ro[j]);
         job.tasks[0].g = dirs[j]; /* q += -al[j] y_j */
         job.k.a = -al[j];
         optim__run(kt, optim__range_vaxpy, job.tasks, 1, job.total, threads);
@@ -266,11 +276,44 @@ int optim_lbfgs_direction(optim_dtype dtype, size_t n, size_t m, const void *con
     for (j = 0; j < m; j++) {
         double be;
         job.tasks[0].g = dirs[j]; /* y_j . d */
-        be = optim__vmul(job.ct, optim__vround(job.ct, optim__vjob_dot(&job, threads)), ro[j]);
+        be = optim__vmul(job.ct, optim__vround(job.ct, optim__vjob_dot(kt, &job, threads)), ro[j]);
         job.tasks[0].g = stps[j]; /* d += (al[j] - be) s_j */
         job.k.a = optim__vsub(job.ct, al[j], be);
         optim__run(kt, optim__range_vaxpy, job.tasks, 1, job.total, threads);
     }
     optim__vjob_free(&job);
     return optim__ok(err);
+}
+
+/* ---- The public functions: the default path ------------------------------------- */
+
+int optim_vec_dot(optim_dtype dtype, size_t count, const void *const *x, const void *const *y, const size_t *n,
+                  int threads, double *out, optim_error *err)
+{
+    return optim__vec_dot_isa(OPTIM_ISA_AUTO, dtype, count, x, y, n, threads, out, err);
+}
+
+int optim_vec_axpy(optim_dtype dtype, size_t count, double a, const void *const *x, void *const *y, const size_t *n,
+                   int threads, optim_error *err)
+{
+    return optim__vec_axpy_isa(OPTIM_ISA_AUTO, dtype, count, a, x, y, n, threads, err);
+}
+
+int optim_vec_scale(optim_dtype dtype, size_t count, double a, const void *const *x, void *const *y, const size_t *n,
+                    int threads, optim_error *err)
+{
+    return optim__vec_scale_isa(OPTIM_ISA_AUTO, dtype, count, a, x, y, n, threads, err);
+}
+
+int optim_vec_norm(optim_dtype dtype, size_t count, const void *const *x, const size_t *n, double norm_type,
+                   int threads, double *out, optim_error *err)
+{
+    return optim__vec_norm_isa(OPTIM_ISA_AUTO, dtype, count, x, n, norm_type, threads, out, err);
+}
+
+int optim_lbfgs_direction(optim_dtype dtype, size_t n, size_t m, const void *const *dirs, const void *const *stps,
+                          const double *ro, double h_diag, const void *g, void *d, double *al, int threads,
+                          optim_error *err)
+{
+    return optim__lbfgs_direction_isa(OPTIM_ISA_AUTO, dtype, n, m, dirs, stps, ro, h_diag, g, d, al, threads, err);
 }

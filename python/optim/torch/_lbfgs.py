@@ -203,8 +203,9 @@ class LBFGS(torch.optim.Optimizer):
 
     Parameters must be dense CPU float32 or float64 tensors of one dtype
     (TypeError naming the parameter otherwise; torch.optim.LBFGS also steps
-    half types). Complex parameters raise RuntimeError, as torch 1.13 does (its
-    step compares the complex directional derivative with a real tolerance).
+    half types). Complex parameters raise RuntimeError where torch 1.13 does (at
+    the first iteration, after the first evaluation and its convergence test:
+    torch compares the complex directional derivative with a real tolerance).
     Dot products and sums of |g| are computed in double in a fixed order and
     rounded to the dtype, which may differ from torch's float32 sums in the
     last bits (docs/rules/lbfgs.md): results agree with torch to float32
@@ -228,15 +229,13 @@ class LBFGS(torch.optim.Optimizer):
         return self.param_groups[0]["params"]
 
     def _check(self, params):
-        """The dtype of every parameter, or an error naming the first that liboptim cannot step."""
+        """The dtype of every parameter (None if one is complex), or an error naming the first that liboptim
+        cannot step."""
         dtype = None
         for i, p in enumerate(params):
             what = "LBFGS: parameter %d (%s)" % (i, describe(p))
             if p.is_complex():
-                raise RuntimeError("%s is complex: torch.optim.LBFGS 1.13 cannot step complex parameters either "
-                                   "(its step compares the complex directional derivative g.d with a real "
-                                   "tolerance: \"gt_cpu\" not implemented for 'ComplexFloat'); optimize "
-                                   "torch.view_as_real of it instead" % what)
+                return None  # torch fails at its first iteration: step() does the same (_complex_step)
             if p.layout is not STRIDED or not p.is_cpu:
                 raise TypeError("%s: optim.torch.LBFGS steps dense CPU tensors (torch.optim.LBFGS handles others)"
                                 % what)
@@ -250,7 +249,7 @@ class LBFGS(torch.optim.Optimizer):
             problem = storage_problem(p)
             if problem:
                 raise ValueError("%s %s" % (what, problem))
-        if dtype is None:
+        if dtype is None and not params:
             raise ValueError("LBFGS: no parameters")
         return dtype
 
@@ -292,6 +291,22 @@ class LBFGS(torch.optim.Optimizer):
             p.copy_(c)
         del pins
 
+    def _complex_step(self, params, closure, tol_grad):
+        """torch 1.13 with a complex parameter: the first evaluation, its convergence test (max |g| of the
+        complex gradient), then a RuntimeError where torch compares the complex g.d with a real tolerance."""
+        state = self.state[params[0]]
+        state.setdefault("func_evals", 0)
+        state.setdefault("n_iter", 0)
+        first_loss = closure()
+        state["func_evals"] += 1
+        if self._flat_grad(params).abs().max() <= tol_grad:
+            return first_loss
+        state["n_iter"] += 1
+        raise RuntimeError("LBFGS: complex parameters cannot be stepped: torch.optim.LBFGS 1.13 fails here too "
+                           "(\"gt_cpu\" not implemented for 'ComplexFloat': its step compares the complex directional "
+                           "derivative g.d with a real tolerance); optimize torch.view_as_real of the parameter "
+                           "instead")
+
     # ---- step ------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -309,7 +324,10 @@ class LBFGS(torch.optim.Optimizer):
         closure = torch.enable_grad()(closure)
         group = self.param_groups[0]
         params = self._params()
-        flat = _Flat(self._check(params))
+        dtype = self._check(params)
+        if dtype is None:
+            return self._complex_step(params, closure, group["tolerance_grad"])
+        flat = _Flat(dtype)
         lr, max_iter, max_eval = group["lr"], group["max_iter"], group["max_eval"]
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
         line_search, history = group["line_search_fn"], group["history_size"]
