@@ -127,6 +127,17 @@ TEST_IMPL(vec_dot_every_path)
                 if (!same_double(got, want))
                     FAIL("f64=%d, %s path, %d threads: dot %.17g, the reference %.17g (seed %" PRIu64 ")", f64,
                          optim_isa_name(isas[k]), thread_counts[t], got, want, test_seed());
+                /* each segment alone: its tail's lanes are not drowned in the total's rounding */
+                for (i = 0; i < NSEG; i++) {
+                    double one = -1, ref1 = ref_dot_seg(x.p[i], y.p[i], seg_n[i], f64);
+                    ASSERT_OK(optim__vec_dot_isa(isas[k], f64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32, 1,
+                                                 (const void *const *)&x.p[i], (const void *const *)&y.p[i],
+                                                 &seg_n[i], thread_counts[t], &one, NULL));
+                    if (!same_double(one, ref1))
+                        FAIL("f64=%d, %s path, %d threads: segment %zu (%zu elements) alone: dot %.17g, the "
+                             "reference %.17g (seed %" PRIu64 ")",
+                             f64, optim_isa_name(isas[k]), thread_counts[t], i, seg_n[i], one, ref1, test_seed());
+                }
             }
         }
         segs_free(&x);
