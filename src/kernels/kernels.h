@@ -135,6 +135,9 @@ typedef struct optim__kernels {
     /* Indexed by optim_rule and compute type; a rule that runs another's
      * math (rule_list.h ALIAS) has that math's instances. */
     optim__loops loops[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
+    /* The complex instances (OPTIM__V_COMPLEX) of the rules of
+     * src/rules/complex_list.h, likewise; fns NULL for the other rules. */
+    optim__loops cloops[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
     /* Indexed by element type and compute type; NULL: no such storage. */
     const optim__storage *storage[OPTIM_DTYPE_COUNT][OPTIM__NCTYPES];
     /* bfloat16 stored with stochastic rounding (float compute; its ctx

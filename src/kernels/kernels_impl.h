@@ -97,6 +97,12 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
         [OPTIM__CT_F32] = {OPTIM__NV(math), optim__##math##_fns_f32, optim__##math##_reads, optim__##math##_writes}, \
         [OPTIM__CT_F64] = {OPTIM__NV(math), optim__##math##_fns_f64, optim__##math##_reads, optim__##math##_writes}, \
     },
+#define OPTIM__CNV(math) ((unsigned)(sizeof optim__##math##_cfns_f32 / sizeof optim__##math##_cfns_f32[0] / 2))
+#define OPTIM__CLOOPS(ID, name)                                                                              \
+    [OPTIM_##ID] = {                                                                                         \
+        [OPTIM__CT_F32] = {OPTIM__CNV(name), optim__##name##_cfns_f32, optim__##name##_reads, optim__##name##_writes}, \
+        [OPTIM__CT_F64] = {OPTIM__CNV(name), optim__##name##_cfns_f64, optim__##name##_reads, optim__##name##_writes}, \
+    },
 #define OPTIM__LOOPS_RULE(ID, value, name) OPTIM__LOOPS(value, name)
 #define OPTIM__LOOPS_ALIAS(ID, value, name, math) OPTIM__LOOPS(value, math)
 
@@ -110,6 +116,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
     {                                                                                                       \
         .isa = table_isa,                                                                                   \
         .loops = {OPTIM__RULE_LIST(OPTIM__LOOPS_RULE, OPTIM__LOOPS_ALIAS)},                                 \
+        .cloops = {OPTIM__COMPLEX_RULE_LIST(OPTIM__CLOOPS)},                                                \
         .storage =                                                                                          \
             {                                                                                               \
                 [OPTIM_FLOAT32] = {[OPTIM__CT_F32] = &optim__storage_same_f32},                             \
