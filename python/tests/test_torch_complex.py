@@ -37,9 +37,16 @@ def _bits_claimed(rule, opts):
                                           and not opts.get("weight_decay"))
 
 
+def _complex_randn(shape, gen, dtype):
+    """Complex values with random real and imaginary parts (a float64 randn .to(complex) has none:
+    its imaginary parts are 0, on which complex and real-view arithmetic agree)."""
+    real = torch.randn(tuple(shape) + (2,), generator=gen, dtype=torch.float64)
+    return torch.view_as_complex(real).to(dtype)
+
+
 def _params(dtype, gen):
     def value(shape):
-        return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+        return _complex_randn(shape, gen, dtype)
 
     return [value(()), value((7,)), value((17,)), value((7, 5)).t(), value((2, 3, 4, 5)).contiguous(
         memory_format=torch.channels_last), value((33,))]
@@ -72,7 +79,7 @@ def test_complex_parameters_follow_torch(rule, dtype, seed):
     gen = torch.Generator().manual_seed(seed + 1)
     for t in range(1, STEPS + 1):
         for a, b in zip((p for g in go for p in g["params"]), (p for g in gt for p in g["params"])):
-            g = torch.randn(a.shape, generator=gen, dtype=torch.float64).to(dtype)
+            g = _complex_randn(a.shape, gen, dtype)
             a.grad, b.grad = g, g.clone()
         ours.step()
         theirs.step()
