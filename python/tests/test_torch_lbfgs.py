@@ -316,6 +316,10 @@ def test_errors():
     a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
     with pytest.raises(ValueError, match="parameter groups"):
         ot.LBFGS([{"params": [a]}, {"params": [b]}])
+    two = ot.LBFGS([a])
+    two.add_param_group({"params": [b]})  # torch allows it, and its step then fails (an assert)
+    with pytest.raises(ValueError, match="2 groups"):
+        two.step(lambda: a.sum() + b.sum())
     with pytest.raises(RuntimeError, match="strong_wolfe"):
         ot.LBFGS([a], line_search_fn="backtracking")
     h = torch.nn.Parameter(torch.zeros(2, dtype=torch.bfloat16))

@@ -321,6 +321,10 @@ class LBFGS(torch.optim.Optimizer):
         """
         if closure is None:
             raise RuntimeError("LBFGS.step needs a closure that reevaluates the model and returns the loss")
+        if len(self.param_groups) != 1:
+            # torch asserts this at every step too (add_param_group is inherited)
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups): %d groups"
+                             % len(self.param_groups))
         closure = torch.enable_grad()(closure)
         group = self.param_groups[0]
         params = self._params()
