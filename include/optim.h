@@ -525,10 +525,20 @@ OPTIM_API int optim_add_param_typed(optim *opt, size_t g, void *param, optim_dty
  *    unbiased, the same bits on every path and thread count, and after a
  *    checkpoint's resume. Refused (OPTIM_EINVAL) when nothing of the
  *    parameter is bfloat16 to round.
+ *  - OPTIM_PARAM_COMPLEX: param and grad hold n / 2 complex numbers as
+ *    (re, im) pairs of float32 or float64 (n even), and the rule computes in
+ *    complex arithmetic where torch.optim 1.13 does: RAdam and NAdam (the
+ *    second moment is the complex square of the gradient, its square root and
+ *    the divisions complex; state in the same pairs). Other rules step a
+ *    complex parameter as its real view, without this flag (torch's
+ *    view_as_real): OPTIM_EUNSUPPORTED naming the rule. Not with
+ *    OPTIM_PARAM_MASTER, stochastic rounding or a state type other than the
+ *    parameter's (OPTIM_EINVAL).
  * Other bits: OPTIM_EINVAL.
  */
 #define OPTIM_PARAM_MASTER (1u << 0)
 #define OPTIM_PARAM_STOCHASTIC_ROUNDING (1u << 1)
+#define OPTIM_PARAM_COMPLEX (1u << 2)
 OPTIM_API int optim_add_param_ex(optim *opt, size_t g, void *param, optim_dtype param_dtype, const void *grad,
                                  optim_dtype grad_dtype, size_t n, optim_dtype state_dtype, unsigned flags,
                                  const char *name, size_t *index);

@@ -209,6 +209,7 @@ static int optim__check_next_loop(optim *o, const char *fn, const optim__param *
     in.gscale = 1.0;
     in.gclip = o->clip_value > 0 ? o->clip_value : INFINITY;
     optim__prepare(hp, &in, &st, &k);
+    if (pa->flags & OPTIM_PARAM_COMPLEX) k.c.variant |= OPTIM__V_COMPLEX;
     OPTIM__FAIL_IF(!optim__loop_get(o->kt, o->rule, pa->ct, k.c.variant, NULL, NULL), OPTIM__E(o),
                    OPTIM_EUNSUPPORTED,
                    "%s: the %s path has no %s loop for variant 0x%x (%s parameters, %s gradients) of param '%s'", fn,
@@ -361,10 +362,29 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     OPTIM__FORWARD(optim__check_group(o, fn, g));
     OPTIM__FORWARD(optim__ck_fits_param(o, fn, name, n));
     memset(&pa, 0, sizeof pa);
-    OPTIM__FAIL_IF(flags & ~(OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING), OPTIM__E(o), OPTIM_EINVAL,
+    OPTIM__FAIL_IF(flags & ~(OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING | OPTIM_PARAM_COMPLEX), OPTIM__E(o),
+                   OPTIM_EINVAL,
                    "%s: flags = 0x%x has bits that are no storage option (OPTIM_PARAM_MASTER 0x1, "
-                   "OPTIM_PARAM_STOCHASTIC_ROUNDING 0x2)",
+                   "OPTIM_PARAM_STOCHASTIC_ROUNDING 0x2, OPTIM_PARAM_COMPLEX 0x4)",
                    fn, flags);
+    if (flags & OPTIM_PARAM_COMPLEX) {
+        OPTIM__FAIL_IF(!optim__loop_get(o->kt, o->rule, OPTIM__CT_F32, OPTIM__V_COMPLEX, NULL, NULL), OPTIM__E(o),
+                       OPTIM_EUNSUPPORTED,
+                       "%s: OPTIM_PARAM_COMPLEX: %s has no complex arithmetic (torch.optim steps its complex "
+                       "parameters as their real view: add it without the flag)",
+                       fn, optim_rule_name(o->rule));
+        OPTIM__FAIL_IF(flags & (OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING), OPTIM__E(o), OPTIM_EINVAL,
+                       "%s: OPTIM_PARAM_COMPLEX does not go with a master or stochastic rounding (flags = 0x%x)", fn,
+                       flags);
+        OPTIM__FAIL_IF((pdt != OPTIM_FLOAT32 && pdt != OPTIM_FLOAT64) || gdt != pdt || (sdt >= 0 && sdt != (int)pdt),
+                       OPTIM__E(o), OPTIM_EINVAL,
+                       "%s: OPTIM_PARAM_COMPLEX needs float32 or float64 pairs with gradient and state of the same "
+                       "type (%s parameter, %s gradient)",
+                       fn, optim_dtype_name(pdt) ? optim_dtype_name(pdt) : "unknown",
+                       optim_dtype_name(gdt) ? optim_dtype_name(gdt) : "unknown");
+        OPTIM__FAIL_IF(n % 2 != 0, OPTIM__E(o), OPTIM_EINVAL,
+                       "%s: OPTIM_PARAM_COMPLEX: n = %zu is odd (n counts the real and imaginary parts)", fn, n);
+    }
     /* With a master the math runs on a float32 parameter: its gradient and state types are a float32's. */
     OPTIM__FAIL_IF((flags & OPTIM_PARAM_MASTER) && pdt != OPTIM_BFLOAT16 && pdt != OPTIM_FLOAT16, OPTIM__E(o),
                    OPTIM_EINVAL, "%s: OPTIM_PARAM_MASTER is for bfloat16 and float16 parameters, not %s", fn,

@@ -263,6 +263,7 @@ int optim__step(optim *o)
         in.lr = optim__group_lr(&o->groups[pa->group]);
         o->next[i] = pa->st;
         optim__prepare(hp, &in, &o->next[i], &o->ks[i]);
+        if (pa->flags & OPTIM_PARAM_COMPLEX) o->ks[i].c.variant |= OPTIM__V_COMPLEX;
         t->loop = optim__loop_get(o->kt, o->rule, pa->ct, o->ks[i].c.variant, &t->reads, &t->writes);
         OPTIM__FAIL_IF(!t->loop, OPTIM__E(o), OPTIM_EUNSUPPORTED,
                        "optim_step: the %s path has no %s loop for variant 0x%x (%s parameters, %s gradients) of "

@@ -118,6 +118,12 @@ PROTOTYPES = {
     "optim_grad_norm": (_int, _size, _ptrs, _psize, _dbl, _int, _pdbl, _perr),
     "optim_clip_grad_norm": (_int, _size, _ptrs, _psize, _dbl, _dbl, _int, _int, _pdbl, _perr),
     "optim_clip_grad_value": (_int, _size, _ptrs, _psize, _dbl, _int, _perr),
+    # optim_vec.h: vector operations over arrays the caller owns, L-BFGS's two-loop recursion
+    "optim_vec_dot": (_int, _int, _size, _ptrs, _ptrs, _psize, _int, _pdbl, _perr),
+    "optim_vec_axpy": (_int, _int, _size, _dbl, _ptrs, _ptrs, _psize, _int, _perr),
+    "optim_vec_scale": (_int, _int, _size, _dbl, _ptrs, _ptrs, _psize, _int, _perr),
+    "optim_vec_norm": (_int, _int, _size, _ptrs, _psize, _dbl, _int, _pdbl, _perr),
+    "optim_lbfgs_direction": (_int, _int, _size, _size, _ptrs, _ptrs, _pdbl, _dbl, _ptr, _ptr, _pdbl, _int, _perr),
     # optim_sam.h
     "optim_sam_create": (_int, _ptrs, _ptr, _dbl, _dbl, _int, _dbl, _perr),
     "optim_sam_free": (None, _ptr),

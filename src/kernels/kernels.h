@@ -111,6 +111,23 @@ typedef struct optim__util_k {
 typedef void (*optim__sam_fn)(size_t n, float *w, const float *g, float *saved, const optim__sam_k *k);
 typedef void (*optim__util_fn)(size_t n, float *x, const optim__util_k *k);
 
+/* ---- Vector operations (include/optim_vec.h) --------------------------------- */
+
+/* Over arrays of the compute type: the dot product of n elements (one
+ * reduction block at most: 16 double lanes, fixed tree), y = fma(a, x, y),
+ * y = a * x (a rounded to the compute type). */
+typedef struct optim__vec_fns {
+    double (*dot)(size_t n, const void *x, const void *y);
+    void (*axpy)(size_t n, double a, const void *x, void *y);
+    void (*scale)(size_t n, double a, const void *x, void *y);
+} optim__vec_fns;
+
+/* The constants of an element-wise vector pass. */
+typedef struct optim__vec_k {
+    double a;
+    optim__ctype ct;
+} optim__vec_k;
+
 /* ---- A CPU path's table -------------------------------------------------------- */
 
 typedef struct optim__kernels {
@@ -118,6 +135,9 @@ typedef struct optim__kernels {
     /* Indexed by optim_rule and compute type; a rule that runs another's
      * math (rule_list.h ALIAS) has that math's instances. */
     optim__loops loops[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
+    /* The complex instances (OPTIM__V_COMPLEX) of the rules of
+     * src/rules/complex_list.h, likewise; fns NULL for the other rules. */
+    optim__loops cloops[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
     /* Indexed by element type and compute type; NULL: no such storage. */
     const optim__storage *storage[OPTIM_DTYPE_COUNT][OPTIM__NCTYPES];
     /* bfloat16 stored with stochastic rounding (float compute; its ctx
@@ -131,6 +151,7 @@ typedef struct optim__kernels {
     void (*copy)(size_t n, float *dst, const float *src); /* SAM's restore */
     optim__util_fn scale;                                 /* x = x * a (clip_grad_norm_ on the gradients) */
     optim__util_fn clamp;                                 /* x = clamp(x, a, b), NaN kept (clip_grad_value_) */
+    optim__vec_fns vec[OPTIM__NCTYPES];                   /* optim_vec.h, by compute type */
 } optim__kernels;
 
 /* The table of a path, or NULL if this build or CPU cannot run it.
@@ -196,6 +217,15 @@ void optim__range_clamp(const optim__kernels *kt, const optim__task *t, size_t f
  * Inf, else 0. */
 void optim__reduce_run(const optim__kernels *kt, const optim__task *tasks, size_t count, size_t nblocks,
                        optim__norm kind, double p, double *partials, unsigned char *bad, int threads);
+/* Vector passes (src/kernels/vec_run.c). A task's p is y, g is x, s[0] is
+ * y of a dot product; k an optim__vec_k. */
+void optim__range_vaxpy(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);  /* y = fma(a, x, y) */
+void optim__range_vscale(const optim__kernels *kt, const optim__task *t, size_t from, size_t to); /* y = a * x */
+/* partials[b] = the dot product of block b (tasks' bstart the running sums
+ * of their block counts), blocks spread over threads; each block's partial
+ * is the same whatever thread computes it. */
+void optim__vdot_run(const optim__kernels *kt, optim__ctype ct, const optim__task *tasks, size_t count,
+                     size_t nblocks, double *partials, int threads);
 /* Combine partials in block order into the norm (sum, max; sqrt / p-th root). */
 double optim__norm_finish(const double *partials, size_t nblocks, optim__norm kind, double p);
 /* The norm kind for a p-norm (p >= 1 or INFINITY). */

@@ -75,6 +75,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__RS f32
 #define OPTIM__R_F64 0
 #include "kernels_math.h"
+#include "kernels_vec.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -83,6 +84,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__RS f64
 #define OPTIM__R_F64 1
 #include "kernels_math.h"
+#include "kernels_vec.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -94,6 +96,12 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
     [value] = {                                                                                              \
         [OPTIM__CT_F32] = {OPTIM__NV(math), optim__##math##_fns_f32, optim__##math##_reads, optim__##math##_writes}, \
         [OPTIM__CT_F64] = {OPTIM__NV(math), optim__##math##_fns_f64, optim__##math##_reads, optim__##math##_writes}, \
+    },
+#define OPTIM__CNV(math) ((unsigned)(sizeof optim__##math##_cfns_f32 / sizeof optim__##math##_cfns_f32[0] / 2))
+#define OPTIM__CLOOPS(ID, name)                                                                              \
+    [OPTIM_##ID] = {                                                                                         \
+        [OPTIM__CT_F32] = {OPTIM__CNV(name), optim__##name##_cfns_f32, optim__##name##_reads, optim__##name##_writes}, \
+        [OPTIM__CT_F64] = {OPTIM__CNV(name), optim__##name##_cfns_f64, optim__##name##_reads, optim__##name##_writes}, \
     },
 #define OPTIM__LOOPS_RULE(ID, value, name) OPTIM__LOOPS(value, name)
 #define OPTIM__LOOPS_ALIAS(ID, value, name, math) OPTIM__LOOPS(value, math)
@@ -108,6 +116,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
     {                                                                                                       \
         .isa = table_isa,                                                                                   \
         .loops = {OPTIM__RULE_LIST(OPTIM__LOOPS_RULE, OPTIM__LOOPS_ALIAS)},                                 \
+        .cloops = {OPTIM__COMPLEX_RULE_LIST(OPTIM__CLOOPS)},                                                \
         .storage =                                                                                          \
             {                                                                                               \
                 [OPTIM_FLOAT32] = {[OPTIM__CT_F32] = &optim__storage_same_f32},                             \
@@ -130,6 +139,8 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
         .copy = optim__copy,                                                                                \
         .scale = optim__scale,                                                                              \
         .clamp = optim__clamp_fn,                                                                           \
+        .vec = {[OPTIM__CT_F32] = {optim__vdot_f32, optim__vaxpy_f32, optim__vscale_f32},                   \
+                [OPTIM__CT_F64] = {optim__vdot_f64, optim__vaxpy_f64, optim__vscale_f64}},                  \
     }
 
 const optim__kernels OPTIM__KERNELS_NAME = OPTIM__TABLE(OPTIM__KERNELS_ISA, optim__storage_bf16);

@@ -11,6 +11,8 @@
  *   - the table of those instances, indexed by variant;
  * and the storage descriptors, reductions and utilities of this type. */
 #include "../rules/rule_math.h"
+#include "../rules/complex_math.h"
+#include "../rules/complex_list.h"
 
 /* ---- Constants in R --------------------------------------------------------------- */
 
@@ -94,6 +96,77 @@ OPTIM__RULE_LIST(OPTIM__INSTANCES, OPTIM__LIST_NOTHING)
 #undef OPTIM__INST
 #undef OPTIM__INST_FN_V
 #undef OPTIM__INST_FN_C
+
+/* ---- Complex parameters: one loop over (re, im) pairs per rule of complex_list.h -------
+ * n is even and p, g, s point at a pair's real part: a complex parameter has
+ * an even number of elements and its thread split points fall on multiples of
+ * 16 (parallel.c). GCC's vectorisers turn a complex product's
+ * (ac - bd, ad + bc) into a fused vfmaddsub even under -ffp-contract=off,
+ * which rounds once where the scalar path rounds twice: these loops are built
+ * without vectorisation (one pair at a time on every path), so every path
+ * computes the same bits (tests/test_complex.c: complex_rules_every_path). */
+#if defined(__GNUC__) && !defined(__clang__)
+#  pragma GCC push_options
+#  pragma GCC optimize("no-tree-vectorize", "no-tree-slp-vectorize")
+#endif
+#define OPTIM__CLOOP_DEF(ID, name)                                                                      \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_cloop)(size_t n, R *restrict p, const R *restrict g,     \
+                                                      R *restrict s0, R *restrict s1,                   \
+                                                      const optim__k *restrict kp, const unsigned V)    \
+    {                                                                                                   \
+        const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
+        const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
+        for (size_t i = 0; i + 1 < n; i += 2) {                                                         \
+            R pz[2], gz[2], s[2][2];                                                                    \
+            pz[0] = p[i];                                                                               \
+            pz[1] = p[i + 1];                                                                           \
+            gz[0] = g[i];                                                                               \
+            gz[1] = g[i + 1];                                                                           \
+            s[0][0] = s0[i];                                                                            \
+            s[0][1] = s0[i + 1];                                                                        \
+            s[1][0] = s1[i];                                                                            \
+            s[1][1] = s1[i + 1];                                                                        \
+            OPTIM__T(optim__##name##_celem)(pz, gz, s, &c, &k, V);                                      \
+            p[i] = optim__canon(pz[0]);                                                                 \
+            p[i + 1] = optim__canon(pz[1]);                                                             \
+            s0[i] = optim__canon(s[0][0]);                                                              \
+            s0[i + 1] = optim__canon(s[0][1]);                                                          \
+            s1[i] = optim__canon(s[1][0]);                                                              \
+            s1[i + 1] = optim__canon(s[1][1]);                                                          \
+        }                                                                                               \
+    }
+OPTIM__COMPLEX_RULE_LIST(OPTIM__CLOOP_DEF)
+#undef OPTIM__CLOOP_DEF
+
+/* The complex rules read and write slots 0 and 1 in every variant (both are
+ * moments): each instance passes those two. */
+#define OPTIM__CINST(name, v)                                                                           \
+    static void OPTIM__T(optim__##name##_cv##v)(size_t n, void *p, const void *g, void *const *s,         \
+                                                const optim__k *k)                                      \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_cloop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], k, v##u);        \
+    }                                                                                                   \
+    static void OPTIM__T(optim__##name##_cc##v)(size_t n, void *p, const void *g, void *const *s,         \
+                                                const optim__k *k)                                      \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_cloop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], k,               \
+                                        OPTIM__V_CLAMP | v##u);                                         \
+    }
+#define OPTIM__CINST_FN_V(name, v) OPTIM__T(optim__##name##_cv##v),
+#define OPTIM__CINST_FN_C(name, v) OPTIM__T(optim__##name##_cc##v),
+#define OPTIM__CINSTANCES(ID, name)                                                                     \
+    OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__CINST, name)                                 \
+    static const optim__loop_fn OPTIM__T(optim__##name##_cfns)[2 * OPTIM__##ID##_NVARIANTS] = {         \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__CINST_FN_V, name)                        \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__CINST_FN_C, name)};
+OPTIM__COMPLEX_RULE_LIST(OPTIM__CINSTANCES)
+#undef OPTIM__CINSTANCES
+#undef OPTIM__CINST
+#undef OPTIM__CINST_FN_V
+#undef OPTIM__CINST_FN_C
+#if defined(__GNUC__) && !defined(__clang__)
+#  pragma GCC pop_options
+#endif
 
 /* ---- Storage of this compute type held as itself (float32 in float, float64 in double) --- */
 

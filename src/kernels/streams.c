@@ -202,9 +202,9 @@ optim__loop_fn optim__loop_get(const optim__kernels *kt, optim_rule rule, optim_
                                unsigned *reads, unsigned *writes)
 {
     const optim__loops *l;
-    unsigned v = variant & ~OPTIM__V_CLAMP;
+    unsigned v = variant & ~(OPTIM__V_CLAMP | OPTIM__V_COMPLEX);
     if ((int)rule < 1 || (int)rule > OPTIM_RULE_COUNT || (int)ct < 0 || ct >= OPTIM__NCTYPES) return NULL;
-    l = &kt->loops[rule][ct];
+    l = (variant & OPTIM__V_COMPLEX) ? &kt->cloops[rule][ct] : &kt->loops[rule][ct];
     if (!l->fns || v >= l->nvariants) return NULL;
     if (reads) *reads = l->reads(v);
     if (writes) *writes = l->writes(v);

@@ -60,6 +60,39 @@ OPTIM_INLINE void OPTIM__T(optim__nadam_elem)(R *p, R g, R *s, const optim__kc *
     pi = pi + (k->coef_g * d) / denom;
     *p = pi + (k->coef_m * m) / denom;
 }
+
+/* One complex element (complex_list.h), as torch 1.13's multi-tensor NAdam
+ * computes on complex tensors: the complex square into v, its principal
+ * complex root (divided by sqrt(1 - beta2^t), eps added to the real part),
+ * and the two complex divisions. Real scalings act on both parts. */
+OPTIM_INLINE void OPTIM__T(optim__nadam_celem)(R *p, const R *g, R (*s)[2], const optim__kc *c,
+                                               const OPTIM__KR(nadam) *k, unsigned V)
+{
+    R dr = optim__grad(g[0], p[0], c, V), di = optim__grad(g[1], p[1], c, V);
+    R mr = optim__fma(dr, k->one_minus_beta1, s[0][0] * k->beta1);
+    R mi = optim__fma(di, k->one_minus_beta1, s[0][1] * k->beta1);
+    R qr, qi, vr, vi, er, ei, xr, xi, pr = p[0] * c->decay, pim = p[1] * c->decay;
+    OPTIM__T(optim__cmul)(&qr, &qi, k->one_minus_beta2 * dr, k->one_minus_beta2 * di, dr, di);
+    vr = s[1][0] * k->beta2 + qr;
+    vi = s[1][1] * k->beta2 + qi;
+    if (V & OPTIM__V_EPSIN) {
+        OPTIM__T(optim__csqrt)(&er, &ei, vr / k->bc2 + k->eps, vi / k->bc2);
+    } else {
+        OPTIM__T(optim__csqrt)(&er, &ei, vr, vi);
+        er = er / k->bc2_sqrt + k->eps;
+        ei = ei / k->bc2_sqrt;
+    }
+    s[0][0] = mr;
+    s[0][1] = mi;
+    s[1][0] = vr;
+    s[1][1] = vi;
+    OPTIM__T(optim__cdiv)(&xr, &xi, k->coef_g * dr, k->coef_g * di, er, ei);
+    pr = pr + xr;
+    pim = pim + xi;
+    OPTIM__T(optim__cdiv)(&xr, &xi, k->coef_m * mr, k->coef_m * mi, er, ei);
+    p[0] = pr + xr;
+    p[1] = pim + xi;
+}
 #endif
 
 #if defined(OPTIM__RULE_HOST) && !defined(OPTIM_RULE_NADAM_HOST)

@@ -64,6 +64,43 @@ OPTIM_INLINE void OPTIM__T(optim__radam_elem)(R *p, R g, R *s, const optim__kc *
         *p = pi - mhat * k->lr;
     }
 }
+
+/* One complex element (complex_list.h), as torch 1.13 computes RAdam on complex
+ * tensors: v += (1 - beta2) g * g is the complex square; sqrt(v) the principal
+ * complex root, eps added to its real part; sqrt(1 - beta2^t) / denom and the
+ * product with m^ complex. Real scalings act on both parts. */
+OPTIM_INLINE void OPTIM__T(optim__radam_celem)(R *p, const R *g, R (*s)[2], const optim__kc *c,
+                                               const OPTIM__KR(radam) *k, unsigned V)
+{
+    R dr = optim__grad(g[0], p[0], c, V), di = optim__grad(g[1], p[1], c, V);
+    R mr = optim__fma(dr, k->one_minus_beta1, s[0][0] * k->beta1);
+    R mi = optim__fma(di, k->one_minus_beta1, s[0][1] * k->beta1);
+    R qr, qi, vr, vi, pr = p[0] * c->decay, pim = p[1] * c->decay;
+    OPTIM__T(optim__cmul)(&qr, &qi, k->one_minus_beta2 * dr, k->one_minus_beta2 * di, dr, di);
+    vr = s[1][0] * k->beta2 + qr;
+    vi = s[1][1] * k->beta2 + qi;
+    s[0][0] = mr;
+    s[0][1] = mi;
+    s[1][0] = vr;
+    s[1][1] = vi;
+    if (V & OPTIM__RADAM_V_RECT) {
+        R er, ei, ar, ai, ur, ui;
+        if (V & OPTIM__V_EPSIN) {
+            OPTIM__T(optim__csqrt)(&er, &ei, vr + k->eps, vi);
+        } else {
+            OPTIM__T(optim__csqrt)(&er, &ei, vr, vi);
+            er = er + k->eps;
+        }
+        OPTIM__T(optim__cdiv)(&ar, &ai, (R)1, (R)0, er, ei);
+        OPTIM__T(optim__cmul)(&ur, &ui, mr / k->bc1 * k->lr, mi / k->bc1 * k->lr, ar * k->bc2_sqrt,
+                              ai * k->bc2_sqrt);
+        p[0] = pr - ur * k->rect;
+        p[1] = pim - ui * k->rect;
+    } else {
+        p[0] = pr - mr / k->bc1 * k->lr;
+        p[1] = pim - mi / k->bc1 * k->lr;
+    }
+}
 #endif
 
 #if defined(OPTIM__RULE_HOST) && !defined(OPTIM_RULE_RADAM_HOST)

@@ -47,6 +47,11 @@
  * (the kernels instantiate each variant with and without it), so the clamp
  * costs nothing when off. */
 #define OPTIM__V_CLAMP 0x80000000u
+/* A complex parameter (OPTIM_PARAM_COMPLEX): the arrays hold (re, im) pairs
+ * and the rule's complex math (src/rules/complex_list.h) runs on them. Set by
+ * the step for the parameter, not by prepare; the kernels take it out of the
+ * rule's variant and pick the complex instances. */
+#define OPTIM__V_COMPLEX 0x40000000u
 
 /* Constants every rule's element function sees (beside `variant`). */
 #define OPTIM__KCOMMON(X)                                                                                 \

@@ -70,7 +70,8 @@ class Rule:
         # torch.view_as_real of the parameter, gradient and state: so does liboptim, the same
         # bits) or "rounding" (torch computes the same real-linear arithmetic on the complex
         # tensors, rounding some multiply-adds in two steps: liboptim steps the real view with
-        # its fused ones; docs/FIDELITY.md).
+        # its fused ones; docs/FIDELITY.md) or "complex" (torch computes genuinely complex arithmetic:
+        # the parameter is added with OPTIM_PARAM_COMPLEX and liboptim computes the same, to rounding).
         # SGD: torch makes the momentum buffer as a clone of the gradient at its first step, in
         # the gradient's layout (torch.clone keeps it), not the parameter's (_step.state_layout).
         self.state_from_grad = getattr(cls, "_state_from_grad", False)
@@ -191,6 +192,8 @@ class CObject:
                 stand_ins.append(pin)
             name = names[j] if names is not None else None
             flags = _precision.flags_for(self, real)
+            if width == 2 and self.rule.complex == "complex":
+                flags |= _precision.C.OPTIM_PARAM_COMPLEX  # liboptim computes in complex numbers, as torch
             h.add_param(gi, addr, n * width, name if name is not None else "param%d" % i,
                         _tensors.ELEMENT_TYPES[real], self.state_type(p.dtype), flags)
             self.masters.append(bool(flags & _precision.C.OPTIM_PARAM_MASTER))

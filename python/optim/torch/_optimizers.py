@@ -440,9 +440,9 @@ class RAdam(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "radam"
-    _complex_reason = ("torch.optim.RAdam (1.13) computes on the complex values themselves (grad * grad is the complex "
-                       "square, its square root and the division complex), not on their real view; optim.torch "
-                       "does not implement that arithmetic: use torch.optim.RAdam for complex parameters")
+    # torch 1.13 computes on the complex values themselves (grad * grad the complex square, its square
+    # root and the division complex): so does liboptim (OPTIM_PARAM_COMPLEX), to rounding.
+    _complex = "complex"
     _hp_spec = _spec("lr", "betas", "eps", "weight_decay", "maximize", "decoupled_weight_decay", "eps_placement")
     _step_kind = "tensor"
     _required_slots = ("exp_avg", "exp_avg_sq")
@@ -496,9 +496,10 @@ class NAdam(_Optimizer):
     """ + _COMMON_DOC
 
     _rule_name = "nadam"
-    _complex_reason = ("torch.optim.NAdam (1.13) computes on the complex values themselves (grad * grad is the complex "
-                       "square, its square root and the division complex), not on their real view; optim.torch "
-                       "does not implement that arithmetic: use torch.optim.NAdam for complex parameters")
+    # torch 1.13 computes on the complex values themselves (grad * grad the complex square, its square
+    # root and the divisions complex): so does liboptim (OPTIM_PARAM_COMPLEX), to rounding, following
+    # torch's multi-tensor form as for real parameters.
+    _complex = "complex"
     _hp_spec = _spec("lr", "betas", "eps", "weight_decay", "momentum_decay", "maximize", "decoupled_weight_decay",
                      "eps_placement")
     _step_kind = "tensor"
