@@ -170,6 +170,13 @@ TEST_IMPL(int8_state_api)
                 FAIL("%s slot %s: kind %d, expected %d", optim_rule_name((optim_rule)r),
                      optim_rule_slot_name((optim_rule)r, s), optim__rule((optim_rule)r)->slot_kinds[s],
                      t_q8_kind((optim_rule)r, s));
+    /* ... and the public optim_rule_slot_kind says the same (the binding reads it). */
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+        for (s = 0; s < optim_rule_slot_count((optim_rule)r); s++)
+            ASSERT_INT(optim_rule_slot_kind((optim_rule)r, s), ==, t_q8_kind((optim_rule)r, s));
+        ASSERT_INT(optim_rule_slot_kind((optim_rule)r, optim_rule_slot_count((optim_rule)r)), ==, -1);
+    }
+    ASSERT_INT(optim_rule_slot_kind((optim_rule)0, 0), ==, -1);
     /* Adagrad's initial value, quantized as a step stores it. */
     {
         optim_hparams hp;

@@ -3,6 +3,7 @@ import torch
 from torch.optim.optimizer import required
 
 from ._base import _Optimizer, _check_flags
+from ._quantized import QuantizedState
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound"]
 
@@ -166,14 +167,14 @@ class SGD(_Optimizer):
                  maximize=False, foreach=None, differentiable=False, capturable=False, fused=False,
                  nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("SGD", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                  fused=fused))
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -214,7 +215,7 @@ class Adagrad(_Optimizer):
                  foreach=None, *, maximize=False, eps_placement="outside", capturable=False, differentiable=False,
                  fused=False, nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("Adagrad", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                      fused=fused))
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
@@ -222,13 +223,16 @@ class Adagrad(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
         c = self._c
         for i, group_index in enumerate(c.group_of):
             if self.param_groups[group_index]["initial_accumulator_value"] != initial_accumulator_value:
                 t = c.slot_tensor(i, 0)  # a complex parameter's: complex(value, value), as torch's
-                (torch.view_as_real(t) if t.is_complex() else t).fill_(float(initial_accumulator_value))
+                if isinstance(t, QuantizedState):  # int8 state: quantized as a step stores it
+                    c.slot_write(i, 0, torch.full(c.shapes[i], float(initial_accumulator_value)))
+                else:
+                    (torch.view_as_real(t) if t.is_complex() else t).fill_(float(initial_accumulator_value))
 
 
 class RMSprop(_Optimizer):
@@ -262,7 +266,7 @@ class RMSprop(_Optimizer):
                  foreach=None, maximize=False, differentiable=False, *, eps_placement="outside", capturable=False,
                  fused=False, nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("RMSprop", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                      fused=fused))
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
@@ -270,7 +274,7 @@ class RMSprop(_Optimizer):
                         differentiable=differentiable, eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -305,14 +309,14 @@ class Adadelta(_Optimizer):
                  momentum=0, eps_placement="inside", capturable=False, differentiable=False, fused=False,
                  nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("Adadelta", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                       fused=fused))
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach,
                         momentum=momentum, eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -358,7 +362,7 @@ class Adam(_Optimizer):
                  bias_correction=True, eps_placement="outside", decoupled_weight_decay=False,
                  nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("Adam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                   fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
@@ -367,7 +371,7 @@ class Adam(_Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -406,7 +410,7 @@ class AdamW(_Optimizer):
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=False,
                  bias_correction=True, eps_placement="outside", nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("AdamW", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, foreach=foreach,
@@ -414,7 +418,7 @@ class AdamW(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -451,7 +455,7 @@ class RAdam(_Optimizer):
                  maximize=False, decoupled_weight_decay=False, eps_placement="outside", capturable=False,
                  differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("RAdam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
@@ -459,7 +463,7 @@ class RAdam(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -509,7 +513,7 @@ class NAdam(_Optimizer):
                  foreach=None, *, maximize=False, decoupled_weight_decay=False, eps_placement="outside",
                  capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("NAdam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
@@ -517,7 +521,7 @@ class NAdam(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -562,7 +566,7 @@ class AdaBound(_Optimizer):
                  amsbound=False, *, maximize=False, bias_correction=True, eps_placement="outside", foreach=None,
                  capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("AdaBound", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                       fused=fused))
         defaults = dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay,
@@ -570,7 +574,7 @@ class AdaBound(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group):
