@@ -261,6 +261,7 @@ int optim__step(optim *o)
         optim__task *t = &o->tasks[i];
         if (!pa->g) continue;
         in.lr = optim__group_lr(&o->groups[pa->group]);
+        in.quantized = pa->sdt == OPTIM_INT8_BLOCK;
         o->next[i] = pa->st;
         optim__prepare(hp, &in, &o->next[i], &o->ks[i]);
         t->loop = optim__loop_get(o->kt, o->rule, pa->ct, o->ks[i].c.variant, &t->reads, &t->writes);

@@ -14,6 +14,12 @@
  *   v = fma(-ga, ga, sq);  b = round(momentum * b) + round(g / avg);  p = fma(b, -lr, p);
  * addcdiv_ (no momentum) rounds -lr * g, the quotient and the sum separately.
  * Slots: 0 square_avg, 1 momentum_buffer (momentum > 0), 2 grad_avg (centered).
+ *
+ * Centered with OPTIM_INT8_BLOCK state (variant OPTIM__RMSPROP_V_FLOOR): sq and
+ * ga are quantized apart, so sq - ga^2 of an element whose gradient barely
+ * varies can come out below 0 (a variance of rounding errors) and sqrt of it
+ * NaN; v = max(v, 0) there (a NaN v stays NaN). float32, float64 and half
+ * state keep torch's loop above, without the max (docs/PRECISION.md).
  */
 #ifndef OPTIM_RULE_RMSPROP_H
 #define OPTIM_RULE_RMSPROP_H
@@ -21,7 +27,8 @@
 
 #define OPTIM__RMSPROP_V_CENTERED 4u
 #define OPTIM__RMSPROP_V_MOM 8u
-#define OPTIM__RMSPROP_NVARIANTS 16
+#define OPTIM__RMSPROP_V_FLOOR 16u /* centered, int8_block state: v = max(v, 0) */
+#define OPTIM__RMSPROP_NVARIANTS 32
 
 #define OPTIM__RMSPROP_K(X) \
     X(alpha) X(one_minus_alpha) \
@@ -53,6 +60,7 @@ OPTIM_INLINE void OPTIM__T(optim__rmsprop_elem)(R *p, R g, R *s, const optim__kc
         R ga = optim__fma(d, k->one_minus_alpha, s[2] * k->alpha);
         s[2] = ga;
         v = optim__fma(-ga, ga, sq);
+        if (V & OPTIM__RMSPROP_V_FLOOR) v = optim__max_nan(v, (R)0);
     }
     avg = optim__rms(v, k->eps, V & OPTIM__V_EPSIN);
     if (V & OPTIM__RMSPROP_V_MOM) {
@@ -91,6 +99,7 @@ static void optim__rmsprop_prepare(const optim_hparams *hp, const optim__step_in
     k->momentum = hp->momentum;
     k->neg_lr = -in->lr;
     if (hp->centered) c->variant |= OPTIM__RMSPROP_V_CENTERED;
+    if (hp->centered && in->quantized) c->variant |= OPTIM__RMSPROP_V_FLOOR;
     if (hp->momentum > 0) c->variant |= OPTIM__RMSPROP_V_MOM;
 }
 
