@@ -16,10 +16,13 @@
  * Slots: 0 square_avg, 1 momentum_buffer (momentum > 0), 2 grad_avg (centered).
  *
  * Centered with OPTIM_INT8_BLOCK state (variant OPTIM__RMSPROP_V_FLOOR): sq and
- * ga are quantized apart, so sq - ga^2 of an element whose gradient barely
- * varies can come out below 0 (a variance of rounding errors) and sqrt of it
- * NaN; v = max(v, 0) there (a NaN v stays NaN). float32, float64 and half
- * state keep torch's loop above, without the max (docs/PRECISION.md).
+ * ga are quantized apart, each to a relative step of 2^-3, so sq - ga^2 is
+ * not resolved below about sq / 16: for an element whose gradient varies
+ * less it is a difference of rounding errors, often below 0 (sqrt: NaN) or
+ * near 0 (an update of g / eps). There v = max(v, sq / 16), the codes'
+ * resolution (a NaN v stays NaN): the step is then at most about 4 lr.
+ * float32, float64 and half state keep torch's loop above, without the max
+ * (docs/PRECISION.md).
  */
 #ifndef OPTIM_RULE_RMSPROP_H
 #define OPTIM_RULE_RMSPROP_H
@@ -27,7 +30,7 @@
 
 #define OPTIM__RMSPROP_V_CENTERED 4u
 #define OPTIM__RMSPROP_V_MOM 8u
-#define OPTIM__RMSPROP_V_FLOOR 16u /* centered, int8_block state: v = max(v, 0) */
+#define OPTIM__RMSPROP_V_FLOOR 16u /* centered, int8_block state: v = max(v, sq / 16) */
 #define OPTIM__RMSPROP_NVARIANTS 32
 
 #define OPTIM__RMSPROP_K(X) \
@@ -60,7 +63,7 @@ OPTIM_INLINE void OPTIM__T(optim__rmsprop_elem)(R *p, R g, R *s, const optim__kc
         R ga = optim__fma(d, k->one_minus_alpha, s[2] * k->alpha);
         s[2] = ga;
         v = optim__fma(-ga, ga, sq);
-        if (V & OPTIM__RMSPROP_V_FLOOR) v = optim__max_nan(v, (R)0);
+        if (V & OPTIM__RMSPROP_V_FLOOR) v = optim__max_nan(v, sq * (R)0.0625);
     }
     avg = optim__rms(v, k->eps, V & OPTIM__V_EPSIN);
     if (V & OPTIM__RMSPROP_V_MOM) {
