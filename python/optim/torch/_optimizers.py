@@ -44,7 +44,8 @@ _COMMON_DOC = """
         gradients of other strides are matched by logical index (docs/TORCH.md,
         "Layouts"). Expanded or overlapping parameters are refused, as torch's
         in-place operations refuse them. The state is kept in the
-        parameter's dtype, as torch.optim keeps it (docs/PRECISION.md);
+        parameter's dtype, as torch.optim keeps it, unless state_dtype says
+        otherwise (docs/PRECISION.md);
         anything else (a storage freed or shrunk by storage().resize_(), too)
         raises TypeError or ValueError naming the parameter's index, shape, dtype
         and device (parameters when the optimizer is made and at every step,
@@ -118,6 +119,15 @@ _COMMON_DOC = """
             optimizer.loss_scale; the step unscales the gradients and, when
             dynamic, skips a step with Inf/NaN gradients (everything untouched)
             and updates the scale as GradScaler.update.
+        state_dtype (optional): the state's type. None (default): the
+            parameter's dtype, as torch.optim (float32 with master_weights);
+            torch.float32, torch.bfloat16 (stochastically rounded with
+            stochastic_rounding=True), torch.float16, or "int8": 8-bit
+            block-quantized state, where state[p][key] is an
+            optim.torch.QuantizedState (codes, scales, dequantize()).
+            float64 parameters keep float64 state (another value is refused).
+            torch.optim cannot load an int8 state_dict:
+            optim.torch.dequantize_state_dict converts it.
       The master, the seed and the scaler are in state_dict() (state[p]['master'],
       state_dict()['optim_precision']), pickles and checkpoints.
       Named parameters: params may be (name, tensor) pairs, as
