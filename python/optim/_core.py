@@ -32,7 +32,8 @@ from . import _constants as C
 from ._capi import Error, check, enum_names
 
 __all__ = ["Handle", "HParams", "SamHandle", "rule_id", "hparam_id", "rule_uses", "slot_names", "rule_has_step",
-           "slot_kind", "state_dtype_check", "grad_norm", "clip_grad_norm", "clip_grad_value", "c_path", "enum_names", "NONFINITE_POLICIES", "LossScale",
+           "slot_kind", "state_dtype_check", "grad_norm", "clip_grad_norm", "clip_grad_value", "c_path", "enum_names",
+           "NONFINITE_POLICIES", "LossScale",
            "MATCH", "PLACEMENTS", "ENONFINITE", "ESTATE", "EOVERLAP", "MAX_NAME", "MAX_NDIM"]
 
 _vp = ctypes.c_void_p

@@ -126,7 +126,8 @@ class Rprop(_Optimizer):
 
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), foreach=None, maximize=False, *,
                  capturable=False, differentiable=False, fused=None, nonfinite="propagate", clip_grad_norm=None,
-                 clip_grad_value=None, master_weights=False, stochastic_rounding=False, loss_scale=None, state_dtype=None):
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False, loss_scale=None,
+                 state_dtype=None):
         _check_flags("Rprop", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, etas=etas, step_sizes=step_sizes, foreach=foreach, maximize=maximize)
