@@ -354,6 +354,16 @@ OPTIM_API int optim_dtypes_check(optim_dtype param_dtype, optim_dtype grad_dtype
 OPTIM_API int optim_rule_slot_count(optim_rule rule);
 /** torch.optim's name for slot i of a rule ("exp_avg", "momentum_buffer"), or NULL. */
 OPTIM_API const char *optim_rule_slot_name(optim_rule rule, int slot);
+/** What values slot i of a rule holds, which chooses its 8-bit code under
+ *  OPTIM_INT8_BLOCK (docs/PRECISION.md): signed (exp_avg, momentum: E4M3),
+ *  non-negative or positive (never stored as 0: second moments), both E5M3. */
+typedef enum optim_slot_kind {
+    OPTIM_SLOT_SIGNED = 0,
+    OPTIM_SLOT_NONNEG = 1,
+    OPTIM_SLOT_POSITIVE = 2
+} optim_slot_kind;
+/** The kind (optim_slot_kind) of slot i of a rule, or -1 if there is no such slot. */
+OPTIM_API int optim_rule_slot_kind(optim_rule rule, int slot);
 /** Bit i set: slot i is needed under these hyperparameters (e.g. Adam's
  *  max_exp_avg_sq only with amsgrad). 0 for invalid input. */
 OPTIM_API unsigned optim_hparams_slots(const optim_hparams *hp);

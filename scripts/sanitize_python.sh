@@ -39,5 +39,7 @@ tests="$src/python/tests"
 cd "$src"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_memory.py" "$tests/test_binding.py" \
   "$tests/test_sam.py" "$tests/test_checkpoint.py" "$tests/test_torch_errors.py"
+"$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_torch_state_dtype.py" \
+  -k "lifetime or in_memory or round_trips or dequantize or loads_across"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_torch_state.py" \
   -k "views or bad_loads or reset or step_counts or copies or before_the_first or momentum_buffer or amsgrad"

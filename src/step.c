@@ -261,6 +261,7 @@ int optim__step(optim *o)
         optim__task *t = &o->tasks[i];
         if (!pa->g) continue;
         in.lr = optim__group_lr(&o->groups[pa->group]);
+        in.quantized = pa->sdt == OPTIM_INT8_BLOCK;
         o->next[i] = pa->st;
         optim__prepare(hp, &in, &o->next[i], &o->ks[i]);
         if (pa->flags & OPTIM_PARAM_COMPLEX) o->ks[i].c.variant |= OPTIM__V_COMPLEX;

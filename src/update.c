@@ -104,6 +104,7 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
     in.lr = hp->lr;
     in.gscale = 1.0;
     in.gclip = INFINITY;
+    in.quantized = 0; /* float32 or float64 state only here */
     next = *st;
     optim__prepare(hp, &in, &next, &k);
     task.loop = optim__loop_get(kt, hp->rule, ct, k.c.variant, &task.reads, &task.writes);

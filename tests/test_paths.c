@@ -336,6 +336,14 @@ static int types_vs_reference(const int (*types)[3], size_t ntypes, long stride)
             size_t ng = collect(r, hps, stride), i, j;
             path_fixture f;
             int clip;
+            if (types[ty][2] == OPTIM_INT8_BLOCK && r == OPTIM_RMSPROP) {
+                /* Centered RMSprop floors sq - ga^2 with int8_block state, which a float32 optimizer (this
+                 * reference) does not: int8_rmsprop_centered_finite holds it with its own reference. */
+                size_t k = 0;
+                for (i = 0; i < ng; i++)
+                    if (!hps[i].centered) hps[k++] = hps[i];
+                ng = k;
+            }
             if (fixture_init_ex(&f, (optim_dtype)types[ty][0], (optim_dtype)types[ty][1], types[ty][2], ng,
                                 test_seed() ^ 0x4a1f ^ ty ^ ((uint64_t)r << 8), 0))
                 FAIL("out of memory");

@@ -90,6 +90,11 @@ ENUMS = {
         'OPTIM_FLOAT16': 3,
         'OPTIM_INT8_BLOCK': 4,
     },
+    'optim_slot_kind': {  # optim.h
+        'OPTIM_SLOT_SIGNED': 0,
+        'OPTIM_SLOT_NONNEG': 1,
+        'OPTIM_SLOT_POSITIVE': 2,
+    },
     'optim_isa': {  # optim.h
         'OPTIM_ISA_AUTO': 0,
         'OPTIM_ISA_SCALAR': 1,

@@ -32,7 +32,8 @@ from . import _constants as C
 from ._capi import Error, check, enum_names
 
 __all__ = ["Handle", "HParams", "SamHandle", "rule_id", "hparam_id", "rule_uses", "slot_names", "rule_has_step",
-           "grad_norm", "clip_grad_norm", "clip_grad_value", "c_path", "enum_names", "NONFINITE_POLICIES", "LossScale",
+           "slot_kind", "state_dtype_check", "grad_norm", "clip_grad_norm", "clip_grad_value", "c_path", "enum_names",
+           "NONFINITE_POLICIES", "LossScale",
            "MATCH", "PLACEMENTS", "ENONFINITE", "ESTATE", "EOVERLAP", "MAX_NAME", "MAX_NDIM"]
 
 _vp = ctypes.c_void_p
@@ -77,6 +78,18 @@ def rule_uses(rule, hid):
 def slot_names(rule):
     """torch.optim's names of the rule's state slots, in slot order."""
     return tuple(capi.optim_rule_slot_name(rule, s).decode() for s in range(capi.optim_rule_slot_count(rule)))
+
+
+def slot_kind(rule, slot):
+    """optim_slot_kind of slot `slot` of a rule (OPTIM_SLOT_SIGNED, _NONNEG, _POSITIVE)."""
+    return capi.optim_rule_slot_kind(rule, slot)
+
+
+def state_dtype_check(param_dtype, state_dtype):
+    """OptimError with liboptim's message unless parameters of param_dtype may
+    keep their state in state_dtype (optim_dtype values)."""
+    err = Error()
+    check(capi.optim_state_dtype_check(param_dtype, state_dtype, ctypes.byref(err)), err.message)
 
 
 def rule_has_step(rule):
@@ -290,6 +303,14 @@ class Handle:
         init = _int()
         self._call(capi.optim_state_slot_data, i, s, ctypes.byref(data), ctypes.byref(dtype), ctypes.byref(init))
         return data.value, dtype.value, bool(init.value)
+
+    def state_slot_read_f32(self, i, s, dst):
+        """Slot s of parameter i as float32 values at address dst (n floats, the caller's)."""
+        self._call(capi.optim_state_slot_read_f32, i, s, dst)
+
+    def state_slot_write_f32(self, i, s, src):
+        """Set slot s of parameter i from n float32 values at src, converted as a step stores them."""
+        self._call(capi.optim_state_slot_write_f32, i, s, src)
 
     def set_initialized(self, i, s, initialized):
         self._call(capi.optim_state_set_initialized, i, s, 1 if initialized else 0)

@@ -14,6 +14,15 @@
  *   v = fma(-ga, ga, sq);  b = round(momentum * b) + round(g / avg);  p = fma(b, -lr, p);
  * addcdiv_ (no momentum) rounds -lr * g, the quotient and the sum separately.
  * Slots: 0 square_avg, 1 momentum_buffer (momentum > 0), 2 grad_avg (centered).
+ *
+ * Centered with OPTIM_INT8_BLOCK state (variant OPTIM__RMSPROP_V_FLOOR): sq and
+ * ga are quantized apart, each to a relative step of 2^-3, so sq - ga^2 is
+ * not resolved below about sq / 16: for an element whose gradient varies
+ * less it is a difference of rounding errors, often below 0 (sqrt: NaN) or
+ * near 0 (an update of g / eps). There v = max(v, sq / 16), the codes'
+ * resolution (a NaN v stays NaN): the step is then at most about 4 lr.
+ * float32, float64 and half state keep torch's loop above, without the max
+ * (docs/PRECISION.md).
  */
 #ifndef OPTIM_RULE_RMSPROP_H
 #define OPTIM_RULE_RMSPROP_H
@@ -21,7 +30,8 @@
 
 #define OPTIM__RMSPROP_V_CENTERED 4u
 #define OPTIM__RMSPROP_V_MOM 8u
-#define OPTIM__RMSPROP_NVARIANTS 16
+#define OPTIM__RMSPROP_V_FLOOR 16u /* centered, int8_block state: v = max(v, sq / 16) */
+#define OPTIM__RMSPROP_NVARIANTS 32
 
 #define OPTIM__RMSPROP_K(X) \
     X(alpha) X(one_minus_alpha) \
@@ -53,6 +63,7 @@ OPTIM_INLINE void OPTIM__T(optim__rmsprop_elem)(R *p, R g, R *s, const optim__kc
         R ga = optim__fma(d, k->one_minus_alpha, s[2] * k->alpha);
         s[2] = ga;
         v = optim__fma(-ga, ga, sq);
+        if (V & OPTIM__RMSPROP_V_FLOOR) v = optim__max_nan(v, sq * (R)0.0625);
     }
     avg = optim__rms(v, k->eps, V & OPTIM__V_EPSIN);
     if (V & OPTIM__RMSPROP_V_MOM) {
@@ -91,6 +102,7 @@ static void optim__rmsprop_prepare(const optim_hparams *hp, const optim__step_in
     k->momentum = hp->momentum;
     k->neg_lr = -in->lr;
     if (hp->centered) c->variant |= OPTIM__RMSPROP_V_CENTERED;
+    if (hp->centered && in->quantized) c->variant |= OPTIM__RMSPROP_V_FLOOR;
     if (hp->momentum > 0) c->variant |= OPTIM__RMSPROP_V_MOM;
 }
 

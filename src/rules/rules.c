@@ -79,6 +79,17 @@ const char *optim_rule_slot_name(optim_rule rule, int slot)
     return r->slot_names[slot];
 }
 
+_Static_assert(OPTIM__SLOT_SIGNED == OPTIM_SLOT_SIGNED && OPTIM__SLOT_NONNEG == OPTIM_SLOT_NONNEG &&
+                   OPTIM__SLOT_POSITIVE == OPTIM_SLOT_POSITIVE,
+               "rule.h's slot kinds differ from optim.h's optim_slot_kind");
+
+int optim_rule_slot_kind(optim_rule rule, int slot)
+{
+    const optim__rule_def *r = optim__rule(rule);
+    if (!r || slot < 0 || slot >= r->nslots) return -1;
+    return (int)r->slot_kinds[slot];
+}
+
 int optim_rule_has_step(optim_rule rule)
 {
     const optim__rule_def *r = optim__rule(rule);

@@ -33,6 +33,7 @@ typedef struct optim__step_in {
     double lr;     /* the learning rate in effect (a schedule may replace hp->lr) */
     double gscale; /* factor on the raw gradient before maximize (clipping); 1 if none */
     double gclip;  /* clamp of the raw gradient to [-gclip, gclip] (value clipping); +inf if none */
+    int quantized; /* the state is OPTIM_INT8_BLOCK: its slots are quantized apart (a rule may need a guard) */
 } optim__step_in;
 
 #define OPTIM__USES(name) (1u << OPTIM_HP_##name)

@@ -35,8 +35,10 @@ from ._classic import Adamax, ASGD, Rprop
 from ._lbfgs import LBFGS
 from ._sam import SAM
 from ._step import NonFiniteGradientError
+from ._quantized import QuantizedState, dequantize_state_dict
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound", "Lion", "SAM",
            "Adamax", "ASGD", "Rprop",
            "LBFGS",
-           "clip_grad_norm_", "clip_grad_value_", "NonFiniteGradientError", "lr_scheduler"]
+           "clip_grad_norm_", "clip_grad_value_", "NonFiniteGradientError", "lr_scheduler",
+           "QuantizedState", "dequantize_state_dict"]

@@ -89,6 +89,7 @@ class _Optimizer(Optimizer):
         self._init_c(defaults)
         self._c.master_weights = prec["master_weights"]
         self._c.stochastic_rounding = prec["stochastic_rounding"]
+        self._c.state_dtype = prec["state_dtype"]
         _precision.apply_loss_scale(self._c.h, prec["loss_scale"], type(self).__name__)
         # Built by a ZeroRedundancyOptimizer over one rank's shard? Then fused
         # checks over all gradients are refused (_distributed).

@@ -21,8 +21,11 @@ import ctypes
 import numpy as np
 import torch
 
+from .. import _constants as C
 from .. import _core
+from .._capi import OptimError
 from . import _precision, _tensors
+from ._quantized import KIND_NAMES, QuantizedState, nblocks, scales_offset
 from ._groups import FUSED_CLASSES as _FUSED_CLASSES
 from ._tensors import F32, describe
 
@@ -83,6 +86,8 @@ class Rule:
         # also by a user's subclass of such a class.
         self.fused_ok = any(k.__name__ in _FUSED_CLASSES and k.__module__.startswith("optim.torch")
                             for k in cls.__mro__)
+        # The code of each slot under state_dtype="int8" (QuantizedState.kind)
+        self.slot_kinds = tuple(KIND_NAMES[_core.slot_kind(self.rule, s)] for s in range(len(self.slot_names)))
         self.c_keys = frozenset((["step"] if cls._step_kind else []) + list(self.scalar_keys)
                                 + list(self.slot_names) + [_precision.MASTER_KEY])
         ids = []
@@ -146,7 +151,9 @@ class CObject:
         # call that changes the counters.
         self.scalars = {}
         self.skipped_base = 0  # skipped steps counted by the C objects this one replaced (_members)
-        self.state_dtype = None  # the state's torch dtype for every parameter; None: the parameter's (as torch)
+        # The state's dtype for every parameter (state_dtype=): None (the parameter's, as torch), a torch
+        # dtype, or "int8" (OPTIM_INT8_BLOCK: slots are QuantizedState objects).
+        self.state_dtype = None
         # Reduced precision (_precision): set before parameters are added (their C flags depend on them).
         self.master_weights = False
         self.stochastic_rounding = False
@@ -157,7 +164,8 @@ class CObject:
         `dtype`: the parameter's own dtype by default, as torch.optim keeps it
         (a complex parameter's: the type of its real view)."""
         dtype = _tensors.COMPLEX_TYPES.get(dtype, dtype)
-        return _tensors.ELEMENT_TYPES[_precision.state_dtype_for(self, dtype)]
+        sdt = _precision.state_dtype_for(self, dtype)
+        return C.OPTIM_INT8_BLOCK if sdt == "int8" else _tensors.ELEMENT_TYPES[sdt]
 
     # ---- parameters ---------------------------------------------------------------
 
@@ -257,6 +265,15 @@ class CObject:
         elif p.dtype not in _tensors.ELEMENT_TYPES:
             raise TypeError("%s is not of a type optim.torch updates (float32, float64, bfloat16, float16), nor "
                             "complex64 or complex128" % what)
+        elif self.state_dtype is not None:
+            # What liboptim refuses (float64 parameters keep float64 state), before anything changes.
+            master = self.master_weights and p.dtype in (torch.bfloat16, torch.float16)
+            try:
+                _core.state_dtype_check(C.OPTIM_FLOAT32 if master else _tensors.ELEMENT_TYPES[p.dtype],
+                                        self.state_type(p.dtype))
+            except OptimError as e:
+                raise ValueError("%s: state_dtype=%s: %s" % (what, _precision.state_dtype_text(self.state_dtype), e)) \
+                    from None
         if p.numel() and _tensors.overlaps_itself(p.shape, p.stride()):
             raise ValueError("%s, strides %s, %s" % (what, tuple(p.stride()), _tensors.OVERLAPS))
         if p.is_neg():
@@ -336,7 +353,10 @@ class CObject:
         out = {}
         for s, name in enumerate(self.rule.slot_names):
             v = self._views.pop((i, s), None)
-            if v is not None:
+            if isinstance(v, QuantizedState):
+                v._own_memory()
+                out[name] = v
+            elif v is not None:
                 v.set_(v.clone())
                 out[name] = v
         for key in ("step",) + self.rule.scalar_keys:
@@ -377,12 +397,47 @@ class CObject:
     def slot_tensor(self, i, s):
         """A new tensor over slot s of parameter i (None if not allocated), with
         the parameter's state layout (c.layouts[i]: the strides torch gives its
-        state). It keeps the C object alive (the memory is freed with it, never
+        state); for int8_block state a QuantizedState over its codes and
+        scales. It keeps the C object alive (the memory is freed with it, never
         before)."""
         addr, dtype, _ = self.h.state_slot_data(i, s)
         if addr is None:
             return None
+        if dtype == C.OPTIM_INT8_BLOCK:
+            n = self.numels[i]
+            codes = self._tensor_over(i, addr, torch.uint8)
+            scales = self._flat_over(addr + scales_offset(n), nblocks(n), torch.float32)
+            return QuantizedState(codes, scales, self.rule.slot_kinds[s])
         return self._tensor_over(i, addr, self.slot_dtype(i, dtype))
+
+    def slot_write(self, i, s, value):
+        """Set allocated slot s of parameter i from `value` (a tensor of the
+        parameter's shape, or a QuantizedState), converting once: into float
+        state as Tensor.copy_ converts (a QuantizedState dequantized first);
+        into int8_block state a QuantizedState of the slot's kind and layout
+        bit for bit (codes and scales), anything else quantized by liboptim
+        as a step stores it."""
+        dst = self.slot_tensor(i, s)
+        if not isinstance(dst, QuantizedState):
+            dst.copy_(value.dequantize() if isinstance(value, QuantizedState) else value)
+            return
+        if isinstance(value, QuantizedState) and value.kind == dst.kind and value.shape == dst.shape \
+                and _tensors.same_layout(dst.shape, value.stride(), dst.stride()):
+            dst.codes.copy_(value.codes)
+            dst.scales.copy_(value.scales)
+            return
+        if not self.numels[i]:
+            return
+        f32 = torch.empty_strided(dst.shape, dst.stride(), dtype=torch.float32)  # in C's element order
+        f32.copy_(value.dequantize() if isinstance(value, QuantizedState) else value)
+        self.h.state_slot_write_f32(i, s, f32.data_ptr())
+        del f32  # held until the call returned
+
+    def _flat_over(self, addr, count, tdtype):
+        """A 1-D tensor of `count` elements of tdtype over C memory at addr (kept alive by it)."""
+        buf = (ctypes.c_uint8 * (count * _ITEMSIZE[tdtype])).from_address(addr)
+        buf._owner = self.h  # the C memory lives as long as any view of it
+        return torch.from_numpy(np.frombuffer(buf, dtype=np.uint8)).view(tdtype)
 
     def _tensor_over(self, i, addr, tdtype):
         """A tensor of dtype tdtype over parameter i's numel elements of C
@@ -401,6 +456,14 @@ class CObject:
         (view.data = ..., view.set_(...))."""
         v = self._views.get((i, s))
         addr, dtype, _ = self.h.state_slot_data(i, s)
+        if dtype == C.OPTIM_INT8_BLOCK:
+            if (v is None or addr is None or not isinstance(v, QuantizedState) or v.codes.data_ptr() != addr
+                    or v.shape != self.shapes[i] or v.codes.dtype is not torch.uint8
+                    or v.scales.data_ptr() != addr + scales_offset(self.numels[i])
+                    or not _tensors.same_layout(v.shape, v.stride(), self.layouts[i])):
+                v = self.slot_tensor(i, s)
+                self._views[(i, s)] = v
+            return v
         if (v is None or addr is None or v.data_ptr() != addr or v.shape != self.shapes[i]
                 or v.dtype is not self.slot_dtype(i, dtype)
                 or not _tensors.same_layout(v.shape, v.stride(), self.layouts[i])):

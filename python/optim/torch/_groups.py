@@ -248,7 +248,7 @@ def fill_pending(c, gi):
         slots = c.pending[i]
         for s in sorted(slots):
             if c.h.state_slot(i, s)[0] is not None:
-                c.slot_tensor(i, s).copy_(slots.pop(s))
+                c.slot_write(i, s, slots.pop(s))
                 c.h.set_initialized(i, s, True)
         if not slots:
             del c.pending[i]

@@ -36,6 +36,7 @@ import torch
 
 from . import _groups, _precision
 from ._cobject import CObject
+from ._quantized import QuantizedState
 from ._state import ParamState, apply_param_state, plan_param_state
 from ._step import sam_guard
 from . import _tensors
@@ -93,7 +94,7 @@ def _carry_c(old, i, new, j):
         oaddr, initialized = oh.state_slot(i, s)
         naddr, _ = nh.state_slot(j, s)
         if oaddr is not None and naddr is not None and initialized:
-            new.slot_tensor(j, s).copy_(old.slot_tensor(i, s))
+            new.slot_write(j, s, old.slot_tensor(i, s))
             nh.set_initialized(j, s, True)
     if old.masters[i] and new.masters[j]:
         new.master_tensor(j).copy_(old.master_tensor(i))
@@ -105,7 +106,7 @@ def _repoint(new, j, tensors):
     scalars) over parameter j of `new`: the same objects, new memory."""
     slots = new.rule.slot_names
     for key, t in tensors.items():
-        if not torch.is_tensor(t):
+        if not (torch.is_tensor(t) or isinstance(t, QuantizedState)):
             continue
         if key == "step" or key in new.rule.scalar_keys:
             new.scalars[(j, key)] = t
@@ -116,6 +117,15 @@ def _repoint(new, j, tensors):
             else:
                 t.set_(view)
                 new._views[(j, key)] = t
+        elif key in slots and isinstance(t, QuantizedState):
+            s = slots.index(key)
+            view = new.slot_tensor(j, s)
+            if not isinstance(view, QuantizedState) or t.shape != view.shape:
+                t._own_memory()  # the slot is gone: keeps its values
+            else:
+                t.codes.set_(view.codes)
+                t.scales.set_(view.scales)
+                new._views[(j, s)] = t
         elif key in slots:
             s = slots.index(key)
             view = new.slot_tensor(j, s)

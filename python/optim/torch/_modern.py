@@ -42,12 +42,12 @@ class Lion(_Optimizer):
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False,
                  decoupled_weight_decay=True, foreach=None, capturable=False, differentiable=False, fused=False,
                  nonfinite="propagate", clip_grad_norm=None, clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("Lion", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                   fused=fused))
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize,
                         decoupled_weight_decay=decoupled_weight_decay, foreach=foreach)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)

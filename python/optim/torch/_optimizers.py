@@ -3,6 +3,7 @@ import torch
 from torch.optim.optimizer import required
 
 from ._base import _Optimizer, _check_flags
+from ._quantized import QuantizedState
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound"]
 
@@ -43,7 +44,8 @@ _COMMON_DOC = """
         gradients of other strides are matched by logical index (docs/TORCH.md,
         "Layouts"). Expanded or overlapping parameters are refused, as torch's
         in-place operations refuse them. The state is kept in the
-        parameter's dtype, as torch.optim keeps it (docs/PRECISION.md);
+        parameter's dtype, as torch.optim keeps it, unless state_dtype says
+        otherwise (docs/PRECISION.md);
         anything else (a storage freed or shrunk by storage().resize_(), too)
         raises TypeError or ValueError naming the parameter's index, shape, dtype
         and device (parameters when the optimizer is made and at every step,
@@ -117,6 +119,15 @@ _COMMON_DOC = """
             optimizer.loss_scale; the step unscales the gradients and, when
             dynamic, skips a step with Inf/NaN gradients (everything untouched)
             and updates the scale as GradScaler.update.
+        state_dtype (optional): the state's type. None (default): the
+            parameter's dtype, as torch.optim (float32 with master_weights);
+            torch.float32, torch.bfloat16 (stochastically rounded with
+            stochastic_rounding=True), torch.float16, or "int8": 8-bit
+            block-quantized state, where state[p][key] is an
+            optim.torch.QuantizedState (codes, scales, dequantize()).
+            float64 parameters keep float64 state (another value is refused).
+            torch.optim cannot load an int8 state_dict:
+            optim.torch.dequantize_state_dict converts it.
       The master, the seed and the scaler are in state_dict() (state[p]['master'],
       state_dict()['optim_precision']), pickles and checkpoints.
       Named parameters: params may be (name, tensor) pairs, as
@@ -166,14 +177,14 @@ class SGD(_Optimizer):
                  maximize=False, foreach=None, differentiable=False, capturable=False, fused=False,
                  nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("SGD", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                  fused=fused))
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -214,7 +225,7 @@ class Adagrad(_Optimizer):
                  foreach=None, *, maximize=False, eps_placement="outside", capturable=False, differentiable=False,
                  fused=False, nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("Adagrad", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                      fused=fused))
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
@@ -222,13 +233,16 @@ class Adagrad(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
         c = self._c
         for i, group_index in enumerate(c.group_of):
             if self.param_groups[group_index]["initial_accumulator_value"] != initial_accumulator_value:
                 t = c.slot_tensor(i, 0)  # a complex parameter's: complex(value, value), as torch's
-                (torch.view_as_real(t) if t.is_complex() else t).fill_(float(initial_accumulator_value))
+                if isinstance(t, QuantizedState):  # int8 state: quantized as a step stores it
+                    c.slot_write(i, 0, torch.full(c.shapes[i], float(initial_accumulator_value)))
+                else:
+                    (torch.view_as_real(t) if t.is_complex() else t).fill_(float(initial_accumulator_value))
 
 
 class RMSprop(_Optimizer):
@@ -262,7 +276,7 @@ class RMSprop(_Optimizer):
                  foreach=None, maximize=False, differentiable=False, *, eps_placement="outside", capturable=False,
                  fused=False, nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("RMSprop", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                      fused=fused))
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
@@ -270,7 +284,7 @@ class RMSprop(_Optimizer):
                         differentiable=differentiable, eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -305,14 +319,14 @@ class Adadelta(_Optimizer):
                  momentum=0, eps_placement="inside", capturable=False, differentiable=False, fused=False,
                  nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("Adadelta", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                       fused=fused))
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach,
                         momentum=momentum, eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -358,7 +372,7 @@ class Adam(_Optimizer):
                  bias_correction=True, eps_placement="outside", decoupled_weight_decay=False,
                  nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("Adam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                   fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
@@ -367,7 +381,7 @@ class Adam(_Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -406,7 +420,7 @@ class AdamW(_Optimizer):
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=False,
                  bias_correction=True, eps_placement="outside", nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("AdamW", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, foreach=foreach,
@@ -414,7 +428,7 @@ class AdamW(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -451,7 +465,7 @@ class RAdam(_Optimizer):
                  maximize=False, decoupled_weight_decay=False, eps_placement="outside", capturable=False,
                  differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("RAdam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
@@ -459,7 +473,7 @@ class RAdam(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -510,7 +524,7 @@ class NAdam(_Optimizer):
                  foreach=None, *, maximize=False, decoupled_weight_decay=False, eps_placement="outside",
                  capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("NAdam", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                    fused=fused))
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
@@ -518,7 +532,7 @@ class NAdam(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -563,7 +577,7 @@ class AdaBound(_Optimizer):
                  amsbound=False, *, maximize=False, bias_correction=True, eps_placement="outside", foreach=None,
                  capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("AdaBound", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                       fused=fused))
         defaults = dict(lr=lr, betas=betas, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=weight_decay,
@@ -571,7 +585,7 @@ class AdaBound(_Optimizer):
                         eps_placement=eps_placement)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group):

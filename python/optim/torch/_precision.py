@@ -21,9 +21,10 @@ from .. import _constants as C
 from .._capi import OptimError
 
 __all__ = ["KEYS", "STATE_KEY", "MASTER_KEY", "parse", "flags_for", "state_dtype_for", "export", "check", "restore",
-           "copy_settings", "apply_loss_scale", "parse_loss_scale"]
+           "copy_settings", "apply_loss_scale", "parse_loss_scale", "parse_state_dtype", "state_dtype_text",
+           "settings_from"]
 
-KEYS = ("master_weights", "stochastic_rounding", "loss_scale")
+KEYS = ("master_weights", "stochastic_rounding", "loss_scale", "state_dtype")
 STATE_KEY = "optim_precision"  # the top-level key of state_dict()
 MASTER_KEY = "master"          # state[p]'s key of the fp32 master
 
@@ -63,16 +64,41 @@ def parse_loss_scale(value, where):
                     % (where, type(value).__name__))
 
 
+# state_dtype=: the values accepted, and their names in state_dict()['optim_precision'] and pickles.
+STATE_DTYPES = {None: None, torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16",
+                "int8": "int8"}
+_STATE_DTYPE_OF = {name: dt for dt, name in STATE_DTYPES.items()}
+STATE_DTYPE_CHOICES = "None (the parameter's dtype), torch.float32, torch.bfloat16, torch.float16 or 'int8'"
+
+
+def parse_state_dtype(value, where):
+    """The state_dtype keyword's value checked: None, torch.float32,
+    torch.bfloat16, torch.float16 or "int8" (8-bit block-quantized state)."""
+    try:
+        ok = value in STATE_DTYPES and (value is None or isinstance(value, (torch.dtype, str)))
+    except TypeError:  # unhashable
+        ok = False
+    if not ok:
+        raise ValueError("%s: state_dtype = %r is not a state type: %s" % (where, value, STATE_DTYPE_CHOICES))
+    return value
+
+
+def state_dtype_text(value):
+    """How error messages write a state_dtype value."""
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def parse(defaults, where):
     """Take the precision keywords out of a class's defaults (they are not
     param group keys): {"master_weights", "stochastic_rounding", "loss_scale"}."""
     out = {}
     for key in KEYS:
-        out[key] = defaults.pop(key, None if key == "loss_scale" else False)
+        out[key] = defaults.pop(key, None if key in ("loss_scale", "state_dtype") else False)
     for key in ("master_weights", "stochastic_rounding"):
         if not isinstance(out[key], bool):
             raise TypeError("%s: %s must be True or False, got %r" % (where, key, out[key]))
     out["loss_scale"] = parse_loss_scale(out["loss_scale"], where)
+    out["state_dtype"] = parse_state_dtype(out["state_dtype"], where)
     return out
 
 
@@ -128,7 +154,7 @@ def export(c):
         if mode == C.OPTIM_LOSS_SCALE_DYNAMIC:
             ls.update(growth_factor=growth, backoff_factor=backoff, growth_interval=interval)
     return {"master_weights": c.master_weights, "stochastic_rounding": c.stochastic_rounding,
-            "seed": c.h.get_seed(), "loss_scale": ls}
+            "state_dtype": STATE_DTYPES[c.state_dtype], "seed": c.h.get_seed(), "loss_scale": ls}
 
 
 def check(saved, where):
@@ -173,8 +199,21 @@ def restore(c, saved, where):
     c.h.set_seed(int(saved.get("seed", 0)))
 
 
+def settings_from(c, saved):
+    """Set CObject c's storage settings (before its parameters are added) from
+    export()'s dict (unpickling)."""
+    c.master_weights = bool(saved.get("master_weights", False))
+    c.stochastic_rounding = bool(saved.get("stochastic_rounding", False))
+    name = saved.get("state_dtype")
+    if name not in _STATE_DTYPE_OF:
+        raise ValueError("unpickling: %s['state_dtype'] = %r: one of %s" % (STATE_KEY, name,
+                                                                          sorted(n for n in _STATE_DTYPE_OF if n)))
+    c.state_dtype = _STATE_DTYPE_OF[name]
+
+
 def copy_settings(old, new):
     """Carry the settings, seed and loss scaler of CObject old into new (a rebuild)."""
+    new.state_dtype = old.state_dtype
     new.master_weights = old.master_weights
     new.stochastic_rounding = old.stochastic_rounding
     restore(new, export(old), "rebuild")

@@ -18,6 +18,7 @@ import torch
 from . import _step, _tensors
 from ._groups import number, slot_bits
 from ._precision import MASTER_KEY
+from ._quantized import QuantizedState
 from ._tensors import STRIDED, describe
 
 __all__ = ["State", "ParamState", "plan_param_state", "apply_param_state"]
@@ -352,8 +353,27 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
                                  % (owner, where, name, tuple(shape)))
             plan["slots"][s] = None
             continue
+        if isinstance(value, QuantizedState):
+            # int8 block-quantized state (state_dtype="int8"): into int8 state of its kind and
+            # layout bit for bit, else quantized or dequantized once (CObject.slot_write).
+            if value.shape != shape:
+                raise ValueError("%s: %s['%s'] has shape %s but parameter %d has shape %s"
+                                 % (owner, where, name, tuple(value.shape), i, tuple(shape)))
+            if c.dtypes[i] in _tensors.COMPLEX_TYPES:
+                raise ValueError("%s: %s['%s'] is int8 block-quantized state but parameter %d is complex"
+                                 % (owner, where, name, i))
+            for part in ("codes", "scales"):
+                problem = _tensors.storage_problem(getattr(value, part))
+                if problem:
+                    raise ValueError("%s: %s['%s'].%s %s" % (owner, where, name, part, problem))
+            if allocated:
+                plan["slots"][s] = value.clone()
+            else:
+                plan["pending"][s] = value.clone()
+            continue
         if not torch.is_tensor(value):
-            raise ValueError("%s: %s['%s'] must be a tensor, got %s" % (owner, where, name, type(value).__name__))
+            raise ValueError("%s: %s['%s'] must be a tensor or a QuantizedState, got %s"
+                             % (owner, where, name, type(value).__name__))
         if value.shape != shape:
             raise ValueError("%s: %s['%s'] has shape %s but parameter %d has shape %s"
                              % (owner, where, name, tuple(value.shape), i, tuple(shape)))
@@ -402,7 +422,7 @@ def _loaded_layout(c, i, plan):
     load_state_dict and state[p] = {...} keep the given tensors, and so their
     strides: the C state takes them, stepped in that order (a parameter of
     another layout then goes through a working copy, _step.bind)."""
-    layouts = {tuple(v.stride()) for v in plan["slots"].values() if v is not None}
+    layouts = {tuple(v.stride()) for v in plan["slots"].values() if v is not None}  # QuantizedState: its codes'
     if len(layouts) != 1 or not c.numels[i]:
         return None
     layout = layouts.pop()
@@ -436,7 +456,7 @@ def apply_param_state(c, i, plan):
         if value is None:
             h.set_initialized(i, s, False)
         else:
-            c.slot_tensor(i, s).copy_(value)
+            c.slot_write(i, s, value)
             h.set_initialized(i, s, True)
     if plan.get("master") is not None:  # else reset_state re-made it from the parameter, as when added
         c.master_tensor(i).copy_(plan["master"])

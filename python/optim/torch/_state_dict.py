@@ -142,8 +142,7 @@ def setstate(opt, saved):
     precision = defaults.pop(_precision.STATE_KEY, None)
     opt._init_c(defaults)
     if precision is not None:  # before the parameters: their storage depends on it
-        opt._c.master_weights = bool(precision["master_weights"])
-        opt._c.stochastic_rounding = bool(precision["stochastic_rounding"])
+        _precision.settings_from(opt._c, precision)
     for group in saved["param_groups"]:
         opt.add_param_group(group)
     c = opt._c

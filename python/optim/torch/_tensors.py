@@ -50,7 +50,7 @@ TORCH_TYPES = {v: k for k, v in ELEMENT_TYPES.items()}
 COMPLEX_TYPES = {torch.complex64: torch.float32, torch.complex128: torch.float64}
 # real dtype -> its complex dtype (of a complex parameter's state views)
 COMPLEX_OF = {v: k for k, v in COMPLEX_TYPES.items()}
-ITEMSIZE = {torch.float32: 4, torch.float64: 8, torch.bfloat16: 2, torch.float16: 2, torch.complex64: 8,
+ITEMSIZE = {torch.uint8: 1, torch.float32: 4, torch.float64: 8, torch.bfloat16: 2, torch.float16: 2, torch.complex64: 8,
             torch.complex128: 16}
 F32 = torch.float32
 STRIDED = torch.strided
