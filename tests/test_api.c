@@ -38,6 +38,7 @@ TEST_IMPL(hparams_defaults)
         {OPTIM_LION, "lion", 1e-4, 0, 1, "exp_avg"},
         {OPTIM_ADAMAX, "adamax", 2e-3, 1e-8, 2, "exp_avg"},   {OPTIM_ASGD, "asgd", 1e-2, 0, 1, "ax"},
         {OPTIM_RPROP, "rprop", 1e-2, 0, 2, "prev"},
+        {OPTIM_LAMB, "lamb", 1e-3, 1e-6, 2, "exp_avg"},      {OPTIM_LARS, "lars", 1.0, 1e-8, 1, "momentum_buffer"},
     };
     size_t i;
     optim_hparams hp;
@@ -51,8 +52,22 @@ TEST_IMPL(hparams_defaults)
         ASSERT(hp.eps == want[i].eps);
         ASSERT_INT(optim_rule_slot_count(want[i].rule), ==, want[i].nslots);
         ASSERT(strcmp(optim_rule_slot_name(want[i].rule, 0), want[i].slot0) == 0);
-        ASSERT_INT(optim_rule_has_step(want[i].rule), ==, want[i].rule != OPTIM_SGD && want[i].rule != OPTIM_LION);
+        ASSERT_INT(optim_rule_has_step(want[i].rule), ==,
+                   want[i].rule != OPTIM_SGD && want[i].rule != OPTIM_LION && want[i].rule != OPTIM_LARS);
     }
+    /* timm's Lamb and Lars (the references optim follows for them, docs/rules/lamb.md, lars.md) */
+    optim_hparams_init(&hp, OPTIM_LAMB, NULL);
+    ASSERT(hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.weight_decay == 0.01 && hp.bias_correction == 1 &&
+           hp.trust_clip == 0 && hp.always_adapt == 0 && hp.maximize == 0);
+    ASSERT_INT(optim_hparams_slots(&hp), ==, 3);
+    optim_hparams_init(&hp, OPTIM_LARS, NULL);
+    ASSERT(hp.momentum == 0 && hp.dampening == 0 && hp.weight_decay == 0 && hp.nesterov == 0 &&
+           hp.trust_coeff == 1e-3 && hp.trust_clip == 0 && hp.always_adapt == 0);
+    ASSERT_INT(optim_hparams_slots(&hp), ==, 0);
+    ASSERT_INT(optim_hparam_from_name("trust_coeff"), ==, OPTIM_HP_TRUST_COEFF);
+    ASSERT(optim_hparams_set(&hp, OPTIM_HP_NESTEROV, 1, NULL) == OPTIM_OK);
+    ASSERT(optim_hparams_check(&hp, NULL) == OPTIM_EINVAL); /* nesterov needs momentum, as timm's Lars */
+    ASSERT(optim_hparams_set(&hp, OPTIM_HP_BETA1, 0.9, NULL) == OPTIM_EUNSUPPORTED);
     /* torch 1.13's other defaults of the rules added with Adamax */
     optim_hparams_init(&hp, OPTIM_ADAMAX, NULL);
     ASSERT(hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.weight_decay == 0);

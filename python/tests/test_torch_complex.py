@@ -7,7 +7,7 @@ real coefficients is the same arithmetic with each multiply-add rounded in two s
 real view in liboptim, with the state exposed as complex tensors of torch's strides. Where torch's whole step
 runs on the real view (Adam, Adagrad, RMSprop without weight decay; AdamW), the bits are torch's; elsewhere
 the numbers agree to rounding (docs/FIDELITY.md says why). RAdam and NAdam compute genuinely complex
-arithmetic in torch (the complex square of the gradient): refused, as are AdaBound and Lion (no torch
+arithmetic in torch (the complex square of the gradient): refused, as are AdaBound, Lion, LAMB and LARS (no torch
 counterpart for complex numbers).
 
 Every option combination of test_torch_bits, each a parameter group of tensors of several shapes and
@@ -23,7 +23,7 @@ from test_torch_bits import _groups
 
 STEPS = 120
 CLASSES = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "Adamax", "ASGD", "Rprop"]
-REFUSED = ["RAdam", "NAdam", "AdaBound", "Lion"]
+REFUSED = ["RAdam", "NAdam", "AdaBound", "Lion", "LAMB", "LARS"]
 TOL = {torch.complex64: 2e-5, torch.complex128: 1e-13}
 
 

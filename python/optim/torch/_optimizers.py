@@ -6,7 +6,8 @@ from ._base import _Optimizer, _check_flags
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound"]
 
-_BOOLS = {"maximize", "nesterov", "amsgrad", "amsbound", "centered", "bias_correction", "decoupled_weight_decay"}
+_BOOLS = {"maximize", "nesterov", "amsgrad", "amsbound", "centered", "bias_correction", "decoupled_weight_decay",
+          "trust_clip", "always_adapt"}
 
 
 def _spec(*keys):
