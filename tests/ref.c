@@ -220,7 +220,8 @@ static void ref_lamb(const ref_ctx *c, ref_state *st, double *p, const double *d
     for (i = 0; i < st->n; i++) {
         st->m[i] = hp->beta1 * st->m[i] + (1 - hp->beta1) * d[i];
         st->v[i] = hp->beta2 * st->v[i] + (1 - hp->beta2) * d[i] * d[i];
-        st->tmp[i] = (st->m[i] / bc1) / (sqrt(st->v[i] / bc2) + hp->eps) + hp->weight_decay * p[i];
+        st->tmp[i] = (st->m[i] / bc1) / (sqrt(st->v[i] / bc2) + hp->eps);
+        if (hp->weight_decay != 0) st->tmp[i] += hp->weight_decay * p[i]; /* timm adds it only then (0 * inf) */
         wn += p[i] * p[i];
         un += st->tmp[i] * st->tmp[i];
     }

@@ -7,7 +7,7 @@
  *       r = trust_coeff * ||p|| / (||g|| + ||p|| * weight_decay + eps),
  *           1 where ||p|| or ||g|| is 0 (or NaN: torch.where's false branch)
  *       r = min(r / lr, 1) with trust_clip (LARC)
- *       g = (g + weight_decay * p) * r
+ *       g = (g + weight_decay * p) * r           (with weight_decay = 0 too, as timm)
  *   if momentum != 0:
  *       b = g                                   first step
  *       b = momentum * b + (1 - dampening) * g  later steps
@@ -130,7 +130,11 @@ static void optim__lars_prepare(const optim_hparams *hp, const optim__step_in *i
         if (!(st->initialized & 1u)) c->variant |= OPTIM__LARS_V_FIRST;
         if (hp->nesterov) c->variant |= OPTIM__LARS_V_NEST;
     }
-    if (hp->weight_decay != 0 || hp->always_adapt) c->reduce = OPTIM__RED_NORMS;
+    if (hp->weight_decay != 0 || hp->always_adapt) {
+        /* timm adds weight_decay * p whenever it adapts, 0 * p too (an infinite p then gives NaN, as there). */
+        c->variant |= OPTIM__V_L2;
+        c->reduce = OPTIM__RED_NORMS;
+    }
 }
 
 static void optim__lars_trust(const optim_hparams *hp, const optim__step_in *in, const double sq[2],
