@@ -144,9 +144,11 @@ typedef enum optim_rule {
     OPTIM_LION = 10,    /* Lion, sign of interpolated momentum (Chen et al. 2023) */
     OPTIM_ADAMAX = 11,  /* AdaMax, Adam with an infinity norm (Kingma & Ba 2015) */
     OPTIM_ASGD = 12,    /* averaged SGD (Polyak & Juditsky 1992), torch.optim.ASGD */
-    OPTIM_RPROP = 13    /* resilient backpropagation (Riedmiller & Braun 1993) */
+    OPTIM_RPROP = 13,   /* resilient backpropagation (Riedmiller & Braun 1993) */
+    OPTIM_LAMB = 14,    /* LAMB, Adam with a per-tensor trust ratio (You et al. 2019), as timm's Lamb */
+    OPTIM_LARS = 15     /* LARS, SGD with a per-tensor trust ratio (You et al. 2017), as timm's Lars */
 } optim_rule;
-#define OPTIM_RULE_COUNT 13
+#define OPTIM_RULE_COUNT 15
 
 /** Where eps sits relative to the square root of the second moment. */
 typedef enum optim_eps_placement {
@@ -194,6 +196,13 @@ typedef enum optim_eps_placement {
  *            t0 [1e6] weight_decay [0] maximize
  *   RPROP    lr [1e-2; the initial step size] etaminus [0.5] etaplus [1.2]
  *            step_size_min [1e-6] step_size_max [50] maximize
+ *   LAMB     lr [1e-3] beta1 [0.9] beta2 [0.999] eps [1e-6] weight_decay [1e-2]
+ *            bias_correction [1] trust_clip [0] always_adapt [0] maximize
+ *            (timm's Lamb; the trust ratio ||p|| / ||update|| applies where
+ *            weight_decay != 0 or always_adapt: docs/rules/lamb.md)
+ *   LARS     lr [1.0] momentum [0] dampening [0] nesterov [0] weight_decay [0]
+ *            trust_coeff [1e-3] eps [1e-8] trust_clip [0] always_adapt [0]
+ *            maximize (timm's Lars: docs/rules/lars.md)
  */
 typedef struct optim_hparams {
     optim_rule rule;
@@ -223,6 +232,9 @@ typedef struct optim_hparams {
     double etaminus, etaplus;         /* (0, 1) and (1, inf): step size factors (RPROP) */
     double step_size_min;             /* bounds of the step sizes (RPROP) */
     double step_size_max;
+    double trust_coeff;               /* >= 0: the trust ratio's coefficient (LARS) */
+    int trust_clip;                   /* 1: clip the trust ratio at 1 (LAMB), its ratio to lr at 1 (LARS) */
+    int always_adapt;                 /* 1: the trust ratio also where weight_decay = 0 (LAMB, LARS) */
 } optim_hparams;
 
 /** Hyperparameter identifiers, for setting one value at a time and for
@@ -255,9 +267,12 @@ typedef enum optim_hparam {
     OPTIM_HP_ETAMINUS = 25,
     OPTIM_HP_ETAPLUS = 26,
     OPTIM_HP_STEP_SIZE_MIN = 27,
-    OPTIM_HP_STEP_SIZE_MAX = 28
+    OPTIM_HP_STEP_SIZE_MAX = 28,
+    OPTIM_HP_TRUST_COEFF = 29,
+    OPTIM_HP_TRUST_CLIP = 30,
+    OPTIM_HP_ALWAYS_ADAPT = 31
 } optim_hparam;
-#define OPTIM_HP_COUNT 28
+#define OPTIM_HP_COUNT 31
 
 /** Lower-case name of a rule ("adam"), or NULL for an unknown value. */
 OPTIM_API const char *optim_rule_name(optim_rule rule);

@@ -67,6 +67,7 @@ void optim_free(optim *o)
     free(o->next);
     free(o->spans);
     free(o->partials);
+    free(o->rpartials);
     free(o->bad);
     free(o);
 }
@@ -346,6 +347,9 @@ static int optim__reserve_blocks(optim *o, size_t more)
     bd = (unsigned char *)realloc(o->bad, cap);
     if (!bd) return OPTIM_ENOMEM;
     o->bad = bd;
+    pa = (double *)realloc(o->rpartials, 2 * cap * sizeof *pa);
+    if (!pa) return OPTIM_ENOMEM;
+    o->rpartials = pa;
     o->cap_blocks = cap;
     return OPTIM_OK;
 }

@@ -67,6 +67,7 @@ struct optim {
     struct optim_sam *sams, *sam_active;
     int64_t skipped;
     double *partials;   /* one per reduction block of all parameters */
+    double *rpartials;  /* two per block: pass 1 of a rule with a per-tensor reduction (LAMB, LARS) */
     unsigned char *bad; /* ditto: block holds a NaN/Inf */
     size_t cap_blocks;
 

@@ -110,6 +110,9 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
     task.loop = optim__loop_get(kt, hp->rule, ct, k.c.variant, &task.reads, &task.writes);
     OPTIM__FAIL_IF(!task.loop, err, OPTIM_EUNSUPPORTED, "%s: the %s path has no %s loop for variant 0x%x (%s, %s)", fn,
                    optim_isa_name(kt->isa), rule, k.c.variant, optim_dtype_name(pdt), optim_dtype_name(gdt));
+    OPTIM__FAIL_IF(optim__rloops_get(kt, hp->rule, ct, k.c.variant, k.c.reduce, &task) != 0, err, OPTIM_EUNSUPPORTED,
+                   "%s: the %s path has no %s reduction pass for variant 0x%x", fn, optim_isa_name(kt->isa), rule,
+                   k.c.variant);
     OPTIM__FAIL_IF(optim__task_storage(kt, &task, pdt, gdt, sdt, NULL) != 0, err, OPTIM_EUNSUPPORTED,
                    "%s: the %s path has no storage for %s parameters with %s gradients", fn, optim_isa_name(kt->isa),
                    optim_dtype_name(pdt), optim_dtype_name(gdt));
@@ -122,6 +125,17 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
         task.start = 0;
         task.bstart = 0;
         task.k = &k;
+        if (task.pre || task.red) {
+            /* Pass 1 of a rule with a per-tensor reduction (LAMB, LARS), block by block in order. */
+            double sq[2] = {0.0, 0.0}, part[2];
+            size_t off;
+            for (off = 0; off < n; off += OPTIM__RBLOCK) {
+                optim__reduce_rule_block(&task, off, n - off < OPTIM__RBLOCK ? n - off : OPTIM__RBLOCK, part);
+                sq[0] += part[0];
+                sq[1] += part[1];
+            }
+            optim__trust(hp, &in, sq, &k);
+        }
         optim__run(kt, optim__range_update, &task, 1, n, 0);
     }
     optim__finish(hp, st);

@@ -81,6 +81,8 @@ int scenario_build(int id, scenario_run *run)
     case OPTIM_ADAMAX: hp[0].weight_decay = 0.01; hp[0].maximize = 1; break;
     case OPTIM_ASGD: hp[0].t0 = 7; hp[0].lambd = 0.01; break; /* the average starts at step 8 */
     case OPTIM_RPROP: hp[0].etaminus = 0.4; hp[0].step_size_max = 0.5; break;
+    case OPTIM_LAMB: hp[0].lr = 0.01; hp[0].trust_clip = 1; break;
+    case OPTIM_LARS: hp[0].lr = 0.5; hp[0].momentum = 0.9; hp[0].weight_decay = 1e-4; hp[0].nesterov = 1; break;
     default: break;
     }
     hp[1] = hp[0];
@@ -104,6 +106,7 @@ int scenario_build(int id, scenario_run *run)
     case OPTIM_NADAM: CHECK(optim_schedule_exponential(&s, 0.97, NULL)); break;
     case OPTIM_ADABOUND: CHECK(optim_schedule_one_cycle(&s, 0.02, 60, 0.3, 1, 25, 1e4, 0, NULL)); break;
     case OPTIM_ASGD: CHECK(optim_schedule_step(&s, 9, 0.5, NULL)); break; /* eta follows the lr of each step */
+    case OPTIM_LARS: CHECK(optim_schedule_step(&s, 6, 0.5, NULL)); break;
     case OPTIM_LION:
         CHECK(optim_schedule_cosine(&c, 50, 1e-5, NULL));
         CHECK(optim_schedule_warmup(&s, 5, c, NULL));
@@ -114,6 +117,7 @@ int scenario_build(int id, scenario_run *run)
         CHECK(optim_group_set_schedule(run->opt, 0, s));
         optim_schedule_free(s);
     }
+    if (rule == OPTIM_LAMB) CHECK(optim_set_clip_grad_norm(run->opt, 1.0, 2.0)); /* timm's max_grad_norm */
     if (rule == OPTIM_ADAGRAD || rule == OPTIM_ADAM) {
         CHECK(optim_set_clip_grad_norm(run->opt, 5.0, 2.0));
         CHECK(optim_set_nonfinite(run->opt, OPTIM_NONFINITE_SKIP));

@@ -40,6 +40,11 @@ const grid test_grids[OPTIM_RULE_COUNT + 1] = {
          AX(MAXIMIZE, 0, 1)),
     GRID(OPTIM_RPROP, 0.01, AX(ETAMINUS, 0.5, 0.3), AX(ETAPLUS, 1.2, 1.5), AX(STEP_SIZE_MIN, 1e-6, 1e-3),
          AX(STEP_SIZE_MAX, 50, 0.02), AX(MAXIMIZE, 0, 1)),
+    GRID(OPTIM_LAMB, 0.01, AX(WEIGHT_DECAY, 0.01, 0), AX(ALWAYS_ADAPT, 0, 1), AX(TRUST_CLIP, 0, 1),
+         AX(BIAS_CORRECTION, 1, 0), AX(MAXIMIZE, 0, 1), AX(EPS, 1e-6, 0.01)),
+    GRID(OPTIM_LARS, 0.1, AX(WEIGHT_DECAY, 0, 0.05), AX(ALWAYS_ADAPT, 0, 1), AX(TRUST_CLIP, 0, 1),
+         AX(MOMENTUM, 0, 0.9), AX(DAMPENING, 0, 0.3), AX(NESTEROV, 0, 1), AX(MAXIMIZE, 0, 1),
+         AX(TRUST_COEFF, 1e-3, 0.02)),
 };
 
 /* Checks a grid's own declaration; NULL if sound, else why not. */

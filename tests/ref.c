@@ -204,10 +204,80 @@ static void ref_rprop(const ref_ctx *c, ref_state *st, size_t i, double *p, doub
     *p -= (d > 0 ? 1.0 : (d < 0 ? -1.0 : 0.0)) * ss;
 }
 
-/* A rule: its step and where its slots live (offsets into ref_state; 0: none). */
+/* Rules with per-tensor norms take the whole tensor: d[i] is the gradient
+ * element i as the rule sees it before any decay (maximize applied). */
+typedef void (*ref_tensor_fn)(const ref_ctx *c, ref_state *st, double *p, const double *d);
+
+/* LAMB (timm's Lamb, You et al. 2019): Adam's moments, the update
+ * u = m^ / (sqrt(v^) + eps) + wd p, scaled by ||p|| / ||u|| (1 where a norm
+ * is 0; clipped at 1 with trust_clip) where wd != 0 or always_adapt. */
+static void ref_lamb(const ref_ctx *c, ref_state *st, double *p, const double *d)
+{
+    const optim_hparams *hp = c->hp;
+    double bc1 = hp->bias_correction ? 1 - c->b1t : 1, bc2 = hp->bias_correction ? 1 - c->b2t : 1;
+    double wn = 0, un = 0, r = 1;
+    size_t i;
+    for (i = 0; i < st->n; i++) {
+        st->m[i] = hp->beta1 * st->m[i] + (1 - hp->beta1) * d[i];
+        st->v[i] = hp->beta2 * st->v[i] + (1 - hp->beta2) * d[i] * d[i];
+        st->tmp[i] = (st->m[i] / bc1) / (sqrt(st->v[i] / bc2) + hp->eps);
+        if (hp->weight_decay != 0) st->tmp[i] += hp->weight_decay * p[i]; /* timm adds it only then (0 * inf) */
+        wn += p[i] * p[i];
+        un += st->tmp[i] * st->tmp[i];
+    }
+    if (hp->weight_decay != 0 || hp->always_adapt) {
+        wn = sqrt(wn);
+        un = sqrt(un);
+        r = wn > 0 && un > 0 ? wn / un : 1;
+        if (hp->trust_clip && r > 1) r = 1;
+    }
+    for (i = 0; i < st->n; i++) p[i] -= c->lr * r * st->tmp[i];
+}
+
+/* LARS (timm's Lars, You et al. 2017): where wd != 0 or always_adapt,
+ * g = (g + wd p) * trust_coeff ||p|| / (||g|| + wd ||p|| + eps) (1 for the
+ * ratio where a norm is 0; with trust_clip min(ratio / lr, 1)); then SGD
+ * with momentum. For float32 tensors g + wd p is formed in float, as the
+ * tensors' arithmetic forms it (an fma), as ref_step_any does for L2. */
+static void ref_lars(const ref_ctx *c, ref_state *st, double *p, const double *d)
+{
+    const optim_hparams *hp = c->hp;
+    double wn = 0, gn = 0, r = 1;
+    size_t i;
+    int adapt = hp->weight_decay != 0 || hp->always_adapt;
+    for (i = 0; i < st->n; i++) {
+        wn += p[i] * p[i];
+        gn += d[i] * d[i];
+    }
+    if (adapt) {
+        wn = sqrt(wn);
+        gn = sqrt(gn);
+        r = wn > 0 && gn > 0 ? hp->trust_coeff * wn / (gn + wn * hp->weight_decay + hp->eps) : 1;
+        if (hp->trust_clip) r = r / c->lr > 1 ? 1 : r / c->lr;
+    }
+    for (i = 0; i < st->n; i++) {
+        double x = d[i];
+        if (adapt) {
+            if (c->f32)
+                x = fmaf((float)hp->weight_decay, (float)p[i], (float)d[i]);
+            else
+                x = fma(hp->weight_decay, p[i], d[i]);
+            x *= r;
+        }
+        if (hp->momentum != 0) {
+            st->buf[i] = st->buf_init ? hp->momentum * st->buf[i] + (1 - hp->dampening) * x : x;
+            x = hp->nesterov ? x + hp->momentum * st->buf[i] : st->buf[i];
+        }
+        p[i] -= c->lr * x;
+    }
+}
+
+/* A rule: its step (per element, or per tensor) and where its slots live
+ * (offsets into ref_state; 0: none). */
 typedef struct ref_rule {
     ref_elem_fn elem;
     size_t slots[OPTIM_MAX_SLOTS];
+    ref_tensor_fn tensor;
 } ref_rule;
 
 #define SLOT(f) offsetof(ref_state, f)
@@ -226,12 +296,14 @@ static const ref_rule ref_rules[OPTIM_RULE_COUNT + 1] = {
     [OPTIM_ADAMAX] = {ref_adamax, {SLOT(m), SLOT(inf)}},
     [OPTIM_ASGD] = {ref_asgd, {SLOT(ax)}},
     [OPTIM_RPROP] = {ref_rprop, {SLOT(prev), SLOT(ss)}},
+    [OPTIM_LAMB] = {NULL, {SLOT(m), SLOT(v)}, ref_lamb},
+    [OPTIM_LARS] = {NULL, {SLOT(buf)}, ref_lars},
 };
 #undef SLOT
 
 int ref_has(optim_rule rule)
 {
-    return (int)rule >= 1 && (int)rule <= OPTIM_RULE_COUNT && ref_rules[rule].elem != NULL;
+    return (int)rule >= 1 && (int)rule <= OPTIM_RULE_COUNT && (ref_rules[rule].elem || ref_rules[rule].tensor);
 }
 
 static double *zeros(size_t n)
@@ -264,7 +336,9 @@ int ref_init(ref_state *st, const optim_hparams *hp, size_t n)
     st->ax = zeros(n);
     st->prev = zeros(n);
     st->ss = zeros(n);
-    if (!st->m || !st->v || !st->vmax || !st->buf || !st->sq || !st->acc || !st->ga || !st->sum || !st->inf ||
+    st->tmp = zeros(n);
+    st->tmp2 = zeros(n);
+    if (!st->tmp || !st->tmp2 || !st->m || !st->v || !st->vmax || !st->buf || !st->sq || !st->acc || !st->ga || !st->sum || !st->inf ||
         !st->ax || !st->prev || !st->ss)
         return -1;
     for (i = 0; i < n; i++) st->sum[i] = hp->initial_accumulator_value;
@@ -288,6 +362,8 @@ void ref_free(ref_state *st)
     free(st->ax);
     free(st->prev);
     free(st->ss);
+    free(st->tmp);
+    free(st->tmp2);
     memset(st, 0, sizeof *st);
 }
 
@@ -320,6 +396,13 @@ static void ref_step_any(const optim_hparams *hp, double lr, double *p, const fl
         c.eta = st->step == 1 ? (double)(float)lr : st->eta;
         c.mu = st->step == 1 ? 1.0 : (double)(float)(1 / fmax(1, (c.t - 1) - hp->t0));
         st->eta = (double)(float)(lr / pow(1 + hp->lambd * lr * c.t, hp->alpha));
+    }
+    if (r->tensor) {
+        /* The gradient as the rule sees it, maximize applied (exact in either type). */
+        for (i = 0; i < st->n; i++) st->tmp2[i] = gf ? (double)(hp->maximize ? -gf[i] : gf[i]) : (hp->maximize ? -gd[i] : gd[i]);
+        r->tensor(&c, st, p, st->tmp2);
+        if (hp->momentum != 0) st->buf_init = 1;
+        return;
     }
     for (i = 0; i < st->n; i++) {
         double d;

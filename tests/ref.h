@@ -21,6 +21,7 @@ typedef struct ref_state {
     double eta;     /* ASGD: the step size of the next step (a float32 value, as torch keeps it) */
     double *m, *v, *vmax, *buf, *sq, *acc, *ga, *sum;
     double *inf, *ax, *prev, *ss; /* Adamax's exp_inf, ASGD's average, Rprop's prev and step sizes */
+    double *tmp, *tmp2;           /* LAMB's update, the per-tensor rules' gradient */
 } ref_state;
 
 /* 1 if the reference has rule `rule` (tests fail loudly on a rule without one). */

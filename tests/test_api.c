@@ -38,6 +38,7 @@ TEST_IMPL(hparams_defaults)
         {OPTIM_LION, "lion", 1e-4, 0, 1, "exp_avg"},
         {OPTIM_ADAMAX, "adamax", 2e-3, 1e-8, 2, "exp_avg"},   {OPTIM_ASGD, "asgd", 1e-2, 0, 1, "ax"},
         {OPTIM_RPROP, "rprop", 1e-2, 0, 2, "prev"},
+        {OPTIM_LAMB, "lamb", 1e-3, 1e-6, 2, "exp_avg"},      {OPTIM_LARS, "lars", 1.0, 1e-8, 1, "momentum_buffer"},
     };
     size_t i;
     optim_hparams hp;
@@ -51,8 +52,22 @@ TEST_IMPL(hparams_defaults)
         ASSERT(hp.eps == want[i].eps);
         ASSERT_INT(optim_rule_slot_count(want[i].rule), ==, want[i].nslots);
         ASSERT(strcmp(optim_rule_slot_name(want[i].rule, 0), want[i].slot0) == 0);
-        ASSERT_INT(optim_rule_has_step(want[i].rule), ==, want[i].rule != OPTIM_SGD && want[i].rule != OPTIM_LION);
+        ASSERT_INT(optim_rule_has_step(want[i].rule), ==,
+                   want[i].rule != OPTIM_SGD && want[i].rule != OPTIM_LION && want[i].rule != OPTIM_LARS);
     }
+    /* timm's Lamb and Lars (the references optim follows for them, docs/rules/lamb.md, lars.md) */
+    optim_hparams_init(&hp, OPTIM_LAMB, NULL);
+    ASSERT(hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.weight_decay == 0.01 && hp.bias_correction == 1 &&
+           hp.trust_clip == 0 && hp.always_adapt == 0 && hp.maximize == 0);
+    ASSERT_INT(optim_hparams_slots(&hp), ==, 3);
+    optim_hparams_init(&hp, OPTIM_LARS, NULL);
+    ASSERT(hp.momentum == 0 && hp.dampening == 0 && hp.weight_decay == 0 && hp.nesterov == 0 &&
+           hp.trust_coeff == 1e-3 && hp.trust_clip == 0 && hp.always_adapt == 0);
+    ASSERT_INT(optim_hparams_slots(&hp), ==, 0);
+    ASSERT_INT(optim_hparam_from_name("trust_coeff"), ==, OPTIM_HP_TRUST_COEFF);
+    ASSERT(optim_hparams_set(&hp, OPTIM_HP_NESTEROV, 1, NULL) == OPTIM_OK);
+    ASSERT(optim_hparams_check(&hp, NULL) == OPTIM_EINVAL); /* nesterov needs momentum, as timm's Lars */
+    ASSERT(optim_hparams_set(&hp, OPTIM_HP_BETA1, 0.9, NULL) == OPTIM_EUNSUPPORTED);
     /* torch 1.13's other defaults of the rules added with Adamax */
     optim_hparams_init(&hp, OPTIM_ADAMAX, NULL);
     ASSERT(hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.weight_decay == 0);
@@ -282,6 +297,12 @@ TEST_IMPL(nonfinite_propagates)
                  * element, an Inf one moves it by its finite step size (python/tests/test_torch_classic.py
                  * compares this with torch) */
                 if (!isfinite(pb[i])) FAIL("rprop: param[%d] = %g became non-finite (torch's stays finite)", i, pb[i]);
+            } else if (hp.rule == OPTIM_LAMB && i != 3 && i != 9) {
+                /* A per-tensor rule: the NaN element's update makes ||u|| NaN, so this step's trust ratio of the
+                 * tensor is 1 (timm's torch.where): the other elements take the unscaled step, and stay finite. */
+                if (!isfinite(pb[i]) || memcmp(&pa[i], &pb[i], sizeof(float)) == 0)
+                    FAIL("lamb: param[%d] = %g (clean run %g): expected finite, moved without the ratio", i, pb[i],
+                         pa[i]);
             } else if (i == 3 || i == 9) {
                 if (isfinite(pb[i])) FAIL("%s: param[%d] = %g stayed finite after a non-finite gradient",
                                           optim_rule_name(hp.rule), i, pb[i]);

@@ -95,6 +95,8 @@ static const uint64_t golden[OPTIM_RULE_COUNT + 1] = {
     [OPTIM_ADAMAX] = 0xbe5e22f3d418d6b1ull, /* recorded when Adamax, ASGD and Rprop were added */
     [OPTIM_ASGD] = 0xc824cdac5da7f03bull,
     [OPTIM_RPROP] = 0xce292f8b0c0341a3ull,
+    [OPTIM_LAMB] = 0xedb7ff6eee0b16f3ull, /* recorded when LAMB and LARS were added */
+    [OPTIM_LARS] = 0x5b34bdfe237bcae1ull,
 };
 
 TEST_IMPL(float32_golden)

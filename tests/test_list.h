@@ -14,6 +14,7 @@
     TEST_ENTRY(rules_betas_vs_reference)       \
     TEST_ENTRY(rules_listed)                   \
     TEST_ENTRY(rules_f64_vs_reference)         \
+    TEST_ENTRY(lamb_ratio_of_stored_state)     \
     TEST_ENTRY(paths_bit_identical)            \
     TEST_ENTRY(nan_bits_every_path)            \
     TEST_ENTRY(half_types_vs_rounding_reference) \

@@ -383,3 +383,79 @@ TEST_IMPL(rules_listed)
     ASSERT(!ref_has((optim_rule)0) && !ref_has((optim_rule)(OPTIM_RULE_COUNT + 1)));
     return 0;
 }
+
+/* LAMB's trust ratio is ||p|| / ||u|| of the update it applies, u computed from
+ * the moments as stored: with bfloat16 state, pass 1 stores the moments and
+ * reads them back before summing (rule.h). Checked from the outside: after a
+ * step, the new parameters must be p - lr r u with u recomputed in double from
+ * the stored bfloat16 moments and the old p, r = ||p|| / ||u||, over a tensor
+ * of three reduction blocks, with one and two threads. A ratio from the
+ * unrounded moments is off by ~1e-3 of the step. */
+TEST_IMPL(lamb_ratio_of_stored_state)
+{
+    enum { N = 20000 };
+    static float p[N], g[N], p0[N];
+    test_rng rng = {test_seed()};
+    int threads;
+    for (threads = 1; threads <= 2; threads++) {
+        optim *o = NULL;
+        optim_hparams hp;
+        const uint16_t *m, *v;
+        void *dm, *dv;
+        double wn = 0, un = 0, r, bc1 = 1 - 0.9, bc2 = 1 - 0.999, worst = 0, fit;
+        size_t i;
+        optim_hparams_init(&hp, OPTIM_LAMB, NULL);
+        hp.lr = 0.01;
+        hp.always_adapt = 1;
+        for (i = 0; i < N; i++) {
+            p[i] = p0[i] = (float)test_rng_normal(&rng);
+            g[i] = (float)(0.3 + test_rng_normal(&rng));
+        }
+        ASSERT_OK(optim_create(&o, OPTIM_LAMB));
+        ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+        ASSERT_OPT_OK(o, optim_set_threads(o, threads));
+        ASSERT_OPT_OK(o, optim_add_param_ex(o, 0, p, OPTIM_FLOAT32, g, OPTIM_FLOAT32, N, OPTIM_BFLOAT16, 0, NULL, NULL));
+        ASSERT_OPT_OK(o, optim_step(o));
+        ASSERT_OPT_OK(o, optim_state_slot_data(o, 0, 0, &dm, NULL, NULL));
+        ASSERT_OPT_OK(o, optim_state_slot_data(o, 0, 1, &dv, NULL, NULL));
+        m = (const uint16_t *)dm;
+        v = (const uint16_t *)dv;
+        for (i = 0; i < N; i++) {
+            uint32_t bm = (uint32_t)m[i] << 16, bv = (uint32_t)v[i] << 16;
+            float fm, fv;
+            double u;
+            memcpy(&fm, &bm, 4);
+            memcpy(&fv, &bv, 4);
+            u = (fm / bc1) / (sqrt(fv) / sqrt(bc2) + hp.eps) + hp.weight_decay * p0[i];
+            wn += (double)p0[i] * p0[i];
+            un += u * u;
+        }
+        r = sqrt(wn) / sqrt(un);
+        {
+            /* The ratio the step applied, fitted over every element (least squares of p0 - p = lr r u):
+             * each element's float rounding averages out, the ratio's own error does not. Then each element. */
+            double num = 0, den = 0;
+            for (i = 0; i < N; i++) {
+                uint32_t bm = (uint32_t)m[i] << 16, bv = (uint32_t)v[i] << 16;
+                float fm, fv;
+                double u, want, e;
+                memcpy(&fm, &bm, 4);
+                memcpy(&fv, &bv, 4);
+                u = (fm / bc1) / (sqrt(fv) / sqrt(bc2) + hp.eps) + hp.weight_decay * p0[i];
+                num += ((double)p0[i] - p[i]) * u;
+                den += hp.lr * u * u;
+                want = p0[i] - hp.lr * r * u;
+                /* relative to the step: one float rounding of p (6e-8 |p|) over a step of ~0.01 */
+                e = fabs(p[i] - want) / (hp.lr * r * fabs(u) + 1e-7 * fabs(p0[i]) + 1e-30);
+                if (e > worst) worst = e;
+            }
+            fit = fabs(num / den / r - 1);
+        }
+        optim_free(o);
+        printf("  lamb, bfloat16 state, %d thread(s), %d elements: the ratio applied is %.3g from that of the stored "
+               "moments; worst element %.3g of the step\n", threads, N, fit, worst);
+        ASSERT(worst < 1e-4);
+        ASSERT(fit < 1e-6);
+    }
+    return 0;
+}

@@ -34,6 +34,8 @@ CLASSES = [
     (ot.Adamax, dict(lr=1e-2, weight_decay=0.01)),
     (ot.ASGD, dict(t0=5, lambd=0.01)),
     (ot.Rprop, dict(etas=(0.4, 1.3))),
+    (ot.LAMB, dict(lr=1e-2, trust_clip=True)),
+    (ot.LARS, dict(lr=0.5, momentum=0.9, weight_decay=1e-3)),
 ]
 
 

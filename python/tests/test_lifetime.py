@@ -20,7 +20,8 @@ ALL = [(ot.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)), (ot.SGD, dict(lr=0.1
        (ot.Adadelta, dict(momentum=0.3)), (ot.Adam, dict(amsgrad=True, weight_decay=0.125)),
        (ot.AdamW, dict(clip_grad_norm=1.0)), (ot.RAdam, dict(nonfinite="skip")), (ot.NAdam, dict(clip_grad_value=0.5)),
        (ot.AdaBound, dict(amsbound=True)), (ot.Lion, dict(weight_decay=0.1)),
-       (ot.Adamax, {}), (ot.ASGD, dict(t0=2)), (ot.Rprop, {})]
+       (ot.Adamax, {}), (ot.ASGD, dict(t0=2)), (ot.Rprop, {}), (ot.LAMB, {}),
+       (ot.LARS, dict(momentum=0.9, weight_decay=1e-3))]
 IDS = ["%s-%d" % (c.__name__, i) for i, (c, _) in enumerate(ALL)]
 
 

@@ -28,7 +28,8 @@ import optim.torch as ot
 
 ALL = [(ot.SGD, dict(lr=0.1, momentum=0.9)), (ot.Adagrad, {}), (ot.RMSprop, dict(centered=True)), (ot.Adadelta, {}),
        (ot.Adam, dict(amsgrad=True)), (ot.AdamW, {}), (ot.RAdam, {}), (ot.NAdam, {}), (ot.AdaBound, {}),
-       (ot.Lion, {}), (ot.Adamax, {}), (ot.ASGD, {}), (ot.Rprop, {})]
+       (ot.Lion, {}), (ot.Adamax, {}), (ot.ASGD, {}), (ot.Rprop, {}), (ot.LAMB, {}),
+       (ot.LARS, dict(momentum=0.9, weight_decay=1e-3))]
 IDS = [c.__name__ for c, _ in ALL]
 FREED = "freed or shrunk"
 

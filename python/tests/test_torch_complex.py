@@ -9,7 +9,7 @@ runs on the real view (Adam, Adagrad, RMSprop without weight decay; AdamW), the 
 the numbers agree to rounding (docs/FIDELITY.md says why). RAdam and NAdam compute genuinely complex
 arithmetic in torch (the complex square of the gradient, its complex square root, complex divisions): so does
 liboptim (OPTIM_PARAM_COMPLEX), the same numbers to rounding (RAdam against torch's default single-tensor form,
-NAdam against its multi-tensor form, as for real parameters). AdaBound and Lion are refused (no torch
+NAdam against its multi-tensor form, as for real parameters). AdaBound, Lion, LAMB and LARS are refused (no torch
 counterpart for complex numbers).
 
 Every option combination of test_torch_bits, each a parameter group of tensors of several shapes and
@@ -25,7 +25,7 @@ from test_torch_bits import _groups
 
 STEPS = 120
 CLASSES = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "Adamax", "ASGD", "Rprop", "RAdam", "NAdam"]
-REFUSED = ["AdaBound", "Lion"]
+REFUSED = ["AdaBound", "Lion", "LAMB", "LARS"]
 TOL = {torch.complex64: 2e-5, torch.complex128: 1e-13}
 
 

@@ -17,7 +17,7 @@ import torch
 import optim.torch as ot
 
 CLASSES = [ot.SGD, ot.Adagrad, ot.RMSprop, ot.Adadelta, ot.Adam, ot.AdamW, ot.RAdam, ot.NAdam, ot.AdaBound, ot.Lion,
-           ot.Adamax, ot.ASGD, ot.Rprop]
+           ot.Adamax, ot.ASGD, ot.Rprop, ot.LAMB, ot.LARS]
 
 
 def _kw(cls):

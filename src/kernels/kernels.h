@@ -78,6 +78,26 @@ typedef struct optim__loops {
     unsigned (*writes)(unsigned variant); /* slots a variant writes */
 } optim__loops;
 
+/* Pass 1 of a rule with a per-tensor reduction (rule.h): the sums of the
+ * squares of its two red values over n elements, element i added to lane
+ * i % 16 of acc[0..16) (first value) and acc[16..32) (second); callers keep
+ * n a multiple of 16 but at the end of a block. */
+typedef void (*optim__red_fn)(size_t n, const void *p, const void *g, void *const *s, const optim__k *k,
+                              double *acc);
+
+/* The pass-1 instances of one such rule for one compute type, indexed as
+ * optim__loops' (fns[v], fns[nvariants + v] with OPTIM__V_CLAMP). pre has
+ * the signature of an update loop and writes only the slots pre_writes
+ * names (never p). */
+typedef struct optim__rloops {
+    unsigned nvariants;
+    const optim__loop_fn *pre;
+    const optim__red_fn *red;
+    unsigned (*pre_reads)(unsigned variant);
+    unsigned (*pre_writes)(unsigned variant);
+    unsigned (*red_reads)(unsigned variant);
+} optim__rloops;
+
 /* ---- Reductions -------------------------------------------------------------- */
 
 /* Norm kinds of the reductions. */
@@ -138,6 +158,9 @@ typedef struct optim__kernels {
     /* The complex instances (OPTIM__V_COMPLEX) of the rules of
      * src/rules/complex_list.h, likewise; fns NULL for the other rules. */
     optim__loops cloops[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
+    /* Pass 1 of the rules with a per-tensor reduction (rule_list.h's
+     * OPTIM__REDUCE_LIST); zero for the others. */
+    optim__rloops rloops[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
     /* Indexed by element type and compute type; NULL: no such storage. */
     const optim__storage *storage[OPTIM_DTYPE_COUNT][OPTIM__NCTYPES];
     /* bfloat16 stored with stochastic rounding (float compute; its ctx
@@ -173,6 +196,10 @@ typedef struct optim__task {
     /* Updates: */
     optim__loop_fn loop;      /* the instance for the rule, compute type and variant of this step */
     unsigned reads, writes;   /* slots it reads and writes */
+    /* Pass 1 of a rule with a per-tensor reduction (NULL: not this step). */
+    optim__loop_fn pre;       /* state update before the norms; writes slots pre_writes */
+    optim__red_fn red;        /* the sums of squares */
+    unsigned pre_reads, pre_writes, red_reads;
     int chunked;              /* 0: every stream holds the compute type: the loop runs on memory */
     const optim__storage *sto[OPTIM__NSTREAMS]; /* storage of p, g, s0..s3, copy (NULL: unused) */
     const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (or NULL) */
@@ -226,6 +253,17 @@ void optim__range_vscale(const optim__kernels *kt, const optim__task *t, size_t 
  * is the same whatever thread computes it. */
 void optim__vdot_run(const optim__kernels *kt, optim__ctype ct, const optim__task *tasks, size_t count,
                      size_t nblocks, double *partials, int threads);
+/* Pass 1 of a rule with a per-tensor reduction over tasks[0..count)
+ * (their bstart the running sums of their block counts), one block of
+ * OPTIM__RBLOCK elements per thread at a time: each task's pre (if set) then
+ * red (if set) over the block, chunk by chunk through the storage
+ * descriptors where the task is chunked (red then sees the state as stored);
+ * partials[2 b], partials[2 b + 1] receive block b's two sums (0 without
+ * red). The same bits for any thread count and CPU path. */
+void optim__reduce_rule_run(const optim__task *tasks, size_t count, size_t nblocks, double *partials, int threads);
+/* The same for one block of one task, serially: its two sums into out[0..2). */
+void optim__reduce_rule_block(const optim__task *t, size_t off, size_t len, double *out);
+
 /* Combine partials in block order into the norm (sum, max; sqrt / p-th root). */
 double optim__norm_finish(const double *partials, size_t nblocks, optim__norm kind, double p);
 /* The norm kind for a p-norm (p >= 1 or INFINITY). */
@@ -275,6 +313,13 @@ int optim__task_prec(const optim__kernels *kt, optim__task *t, optim_dtype param
 /* The stochastic rounding keys of task t for the step `step` of parameter
  * `index` under `seed` (one per stream, the stream's number mixed in). */
 void optim__task_sr_keys(optim__task *t, uint64_t seed, uint64_t index, int64_t step);
+
+/* The pass-1 instances of (rule, compute type, variant) in kt for the
+ * OPTIM__RED_* bits `reduce` into t (pre, red and their slots; NULL where
+ * reduce does not ask). -1 if the rule has no pass 1 but reduce asks for
+ * one, or the variant has no instance. */
+int optim__rloops_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant, unsigned reduce,
+                      optim__task *t);
 
 /* The loop instance of (rule, compute type, variant) in kt, with the slots it
  * reads and writes; NULL if none was generated (a variant bit the rule does

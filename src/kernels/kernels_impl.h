@@ -106,6 +106,14 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__LOOPS_RULE(ID, value, name) OPTIM__LOOPS(value, name)
 #define OPTIM__LOOPS_ALIAS(ID, value, name, math) OPTIM__LOOPS(value, math)
 
+#define OPTIM__RLOOPS(ID, name)                                                                              \
+    [OPTIM_##ID] = {                                                                                         \
+        [OPTIM__CT_F32] = {OPTIM__NV(name), optim__##name##_pre_fns_f32, optim__##name##_red_fns_f32,          \
+                           optim__##name##_pre_reads, optim__##name##_pre_writes, optim__##name##_red_reads},  \
+        [OPTIM__CT_F64] = {OPTIM__NV(name), optim__##name##_pre_fns_f64, optim__##name##_red_fns_f64,          \
+                           optim__##name##_pre_reads, optim__##name##_pre_writes, optim__##name##_red_reads},  \
+    },
+
 #if defined(OPTIM__HW_F16)
 #  define OPTIM__STORAGE_F16 optim__storage_f16_hw
 #else
@@ -117,6 +125,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
         .isa = table_isa,                                                                                   \
         .loops = {OPTIM__RULE_LIST(OPTIM__LOOPS_RULE, OPTIM__LOOPS_ALIAS)},                                 \
         .cloops = {OPTIM__COMPLEX_RULE_LIST(OPTIM__CLOOPS)},                                                \
+        .rloops = {OPTIM__REDUCE_LIST(OPTIM__RLOOPS)},                                                      \
         .storage =                                                                                          \
             {                                                                                               \
                 [OPTIM_FLOAT32] = {[OPTIM__CT_F32] = &optim__storage_same_f32},                             \

@@ -167,6 +167,110 @@ OPTIM__COMPLEX_RULE_LIST(OPTIM__CINSTANCES)
 #if defined(__GNUC__) && !defined(__clang__)
 #  pragma GCC pop_options
 #endif
+/* ---- Pass 1 of the rules with a per-tensor reduction (rule.h) -----------------------------
+ * pre: the rule's state update before its norms, as an update loop that
+ * writes only slots. red: the squares of its two values per element into
+ * 16 double lanes each, element i in lane i % 16 (n is a multiple of 16 but
+ * at a block's end; blocks and chunks start at multiples of 16), so the sums
+ * do not depend on the CPU path. */
+#define OPTIM__RLOOP_DEF(ID, name)                                                                      \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_preloop)(size_t n, const R *restrict p, const R *restrict g, \
+                                                        R *restrict s0, R *restrict s1, R *restrict s2, \
+                                                        R *restrict s3, const optim__k *restrict kp,    \
+                                                        const unsigned V)                               \
+    {                                                                                                   \
+        const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
+        const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
+        const unsigned rd = optim__##name##_pre_reads(V), wr = optim__##name##_pre_writes(V);           \
+        OPTIM__VECTORIZE                                                                                \
+        for (size_t i = 0; i < n; i++) {                                                                \
+            R s[OPTIM_MAX_SLOTS] = {0, 0, 0, 0};                                                        \
+            if (rd & 1u) s[0] = s0[i];                                                                  \
+            if (rd & 2u) s[1] = s1[i];                                                                  \
+            if (rd & 4u) s[2] = s2[i];                                                                  \
+            if (rd & 8u) s[3] = s3[i];                                                                  \
+            OPTIM__T(optim__##name##_pre)(p[i], g[i], s, &c, &k, V);                                    \
+            if (wr & 1u) s0[i] = optim__canon(s[0]);                                                    \
+            if (wr & 2u) s1[i] = optim__canon(s[1]);                                                    \
+            if (wr & 4u) s2[i] = optim__canon(s[2]);                                                    \
+            if (wr & 8u) s3[i] = optim__canon(s[3]);                                                    \
+        }                                                                                               \
+    }                                                                                                   \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_redone)(const R *restrict p, const R *restrict g,         \
+                                                       R *const *restrict sl, size_t i,                 \
+                                                       const optim__kc *c, const OPTIM__KR(name) *k,    \
+                                                       const unsigned V, double *restrict a0,           \
+                                                       double *restrict a1)                             \
+    {                                                                                                   \
+        const unsigned rd = optim__##name##_red_reads(V);                                               \
+        R s[OPTIM_MAX_SLOTS] = {0, 0, 0, 0}, x[2];                                                      \
+        if (rd & 1u) s[0] = sl[0][i];                                                                   \
+        if (rd & 2u) s[1] = sl[1][i];                                                                   \
+        if (rd & 4u) s[2] = sl[2][i];                                                                   \
+        if (rd & 8u) s[3] = sl[3][i];                                                                   \
+        OPTIM__T(optim__##name##_red)(p[i], g ? g[i] : (R)0, s, c, k, V, x);                            \
+        *a0 += (double)x[0] * (double)x[0];                                                             \
+        *a1 += (double)x[1] * (double)x[1];                                                             \
+    }                                                                                                   \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_redloop)(size_t n, const R *restrict p, const R *restrict g, \
+                                                        R *const *sl, const optim__k *restrict kp,      \
+                                                        const unsigned V, double *restrict acc)         \
+    {                                                                                                   \
+        const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
+        const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
+        size_t i = 0, j;                                                                                \
+        for (; i + OPTIM__LANES <= n; i += OPTIM__LANES)                                                \
+            for (j = 0; j < OPTIM__LANES; j++)                                                          \
+                OPTIM__T(optim__##name##_redone)(p, g, sl, i + j, &c, &k, V, &acc[j], &acc[OPTIM__LANES + j]); \
+        for (j = 0; i + j < n; j++)                                                                     \
+            OPTIM__T(optim__##name##_redone)(p, g, sl, i + j, &c, &k, V, &acc[j], &acc[OPTIM__LANES + j]); \
+    }
+OPTIM__REDUCE_LIST(OPTIM__RLOOP_DEF)
+#undef OPTIM__RLOOP_DEF
+
+#define OPTIM__RINST(name, v)                                                                           \
+    static void OPTIM__T(optim__##name##_pv##v)(size_t n, void *p, const void *g, void *const *s,         \
+                                                const optim__k *k)                                      \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_preloop)(n, (const R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2], \
+                                          (R *)s[3], k, v##u);                                          \
+    }                                                                                                   \
+    static void OPTIM__T(optim__##name##_pc##v)(size_t n, void *p, const void *g, void *const *s,         \
+                                                const optim__k *k)                                      \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_preloop)(n, (const R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2], \
+                                          (R *)s[3], k, OPTIM__V_CLAMP | v##u);                         \
+    }                                                                                                   \
+    static void OPTIM__T(optim__##name##_rv##v)(size_t n, const void *p, const void *g, void *const *s,   \
+                                                const optim__k *k, double *acc)                         \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_redloop)(n, (const R *)p, (const R *)g, (R *const *)s, k, v##u, acc);  \
+    }                                                                                                   \
+    static void OPTIM__T(optim__##name##_rc##v)(size_t n, const void *p, const void *g, void *const *s,   \
+                                                const optim__k *k, double *acc)                         \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_redloop)(n, (const R *)p, (const R *)g, (R *const *)s, k,              \
+                                          OPTIM__V_CLAMP | v##u, acc);                                  \
+    }
+#define OPTIM__RINST_PV(name, v) OPTIM__T(optim__##name##_pv##v),
+#define OPTIM__RINST_PC(name, v) OPTIM__T(optim__##name##_pc##v),
+#define OPTIM__RINST_RV(name, v) OPTIM__T(optim__##name##_rv##v),
+#define OPTIM__RINST_RC(name, v) OPTIM__T(optim__##name##_rc##v),
+#define OPTIM__RINSTANCES(ID, name)                                                                     \
+    OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST, name)                                 \
+    static const optim__loop_fn OPTIM__T(optim__##name##_pre_fns)[2 * OPTIM__##ID##_NVARIANTS] = {      \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST_PV, name)                          \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST_PC, name)};                        \
+    static const optim__red_fn OPTIM__T(optim__##name##_red_fns)[2 * OPTIM__##ID##_NVARIANTS] = {       \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST_RV, name)                          \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST_RC, name)};
+OPTIM__REDUCE_LIST(OPTIM__RINSTANCES)
+#undef OPTIM__RINSTANCES
+#undef OPTIM__RINST
+#undef OPTIM__RINST_PV
+#undef OPTIM__RINST_PC
+#undef OPTIM__RINST_RV
+#undef OPTIM__RINST_RC
 
 /* ---- Storage of this compute type held as itself (float32 in float, float64 in double) --- */
 

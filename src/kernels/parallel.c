@@ -179,6 +179,33 @@ void optim__reduce_run(const optim__kernels *kt, const optim__task *tasks, size_
 #endif
 }
 
+/* Pass 1 of a rule with a per-tensor reduction: block b of the tasks. */
+static void optim__reduce_rule_one(const optim__task *tasks, size_t count, size_t b, double *partials)
+{
+    const optim__task *t = &tasks[optim__find_block(tasks, count, b)];
+    const size_t off = (b - t->bstart) * OPTIM__RBLOCK;
+    const size_t len = t->n - off < OPTIM__RBLOCK ? t->n - off : OPTIM__RBLOCK;
+    partials[2 * b] = partials[2 * b + 1] = 0.0;
+    if (t->pre || t->red) optim__reduce_rule_block(t, off, len, &partials[2 * b]);
+}
+
+void optim__reduce_rule_run(const optim__task *tasks, size_t count, size_t nblocks, double *partials, int threads)
+{
+    int nt = optim__threads_for(nblocks * OPTIM__RBLOCK, threads);
+    if (nt <= 1) {
+        size_t b;
+        for (b = 0; b < nblocks; b++) optim__reduce_rule_one(tasks, count, b, partials);
+        return;
+    }
+#ifdef _OPENMP
+    {
+        long b, nb = (long)nblocks;
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (b = 0; b < nb; b++) optim__reduce_rule_one(tasks, count, (size_t)b, partials);
+    }
+#endif
+}
+
 double optim__norm_finish(const double *partials, size_t nblocks, optim__norm kind, double p)
 {
     double acc = 0.0;

@@ -280,3 +280,98 @@ void optim__range_update(const optim__kernels *kt, const optim__task *t, size_t 
     t->loop(to - from, optim__at(t, OPTIM__SP, t->p, from), optim__at(t, OPTIM__SG, (void *)(uintptr_t)t->g, from),
             s, (const optim__k *)t->k);
 }
+
+/* ---- Pass 1 of the rules with a per-tensor reduction ------------------------------------- */
+
+int optim__rloops_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant, unsigned reduce,
+                      optim__task *t)
+{
+    const optim__rloops *l;
+    unsigned v = variant & ~OPTIM__V_CLAMP, at;
+    t->pre = NULL;
+    t->red = NULL;
+    t->pre_reads = t->pre_writes = t->red_reads = 0;
+    if (!reduce) return 0;
+    if ((int)rule < 1 || (int)rule > OPTIM_RULE_COUNT || (int)ct < 0 || ct >= OPTIM__NCTYPES) return -1;
+    l = &kt->rloops[rule][ct];
+    if (!l->pre || !l->red || v >= l->nvariants) return -1;
+    at = (variant & OPTIM__V_CLAMP) ? l->nvariants + v : v;
+    if (reduce & OPTIM__RED_PRE) {
+        t->pre = l->pre[at];
+        t->pre_reads = l->pre_reads(v);
+        t->pre_writes = l->pre_writes(v);
+    }
+    if (reduce & OPTIM__RED_NORMS) {
+        t->red = l->red[at];
+        t->red_reads = l->red_reads(v);
+    }
+    return 0;
+}
+
+/* Elements [off, off + len) of t (a block or part of one, off a multiple of
+ * OPTIM__CHUNK) through pass 1, sums into the 32 lanes of acc. Chunked
+ * tasks go chunk by chunk: the streams pre or red read are loaded, pre runs,
+ * the slots it writes are stored by their descriptors and, for red, loaded
+ * back, so that the norms are of the state as stored (rounded to bfloat16,
+ * quantized...), the state pass 2 will read. p is never stored here. */
+static void optim__reduce_rule_range(const optim__task *t, size_t off, size_t len, double *acc)
+{
+    _Alignas(64) double scratch[2 + OPTIM_MAX_SLOTS][OPTIM__CHUNK];
+    void *base[2 + OPTIM_MAX_SLOTS], *x[2 + OPTIM_MAX_SLOTS];
+    const unsigned rd = t->pre_reads | t->red_reads;
+    size_t c;
+    int j;
+    if (!t->chunked) {
+        for (j = 0; j < OPTIM_MAX_SLOTS; j++) x[OPTIM__SS(j)] = optim__at(t, OPTIM__SS(j), t->s[j], off);
+        x[OPTIM__SP] = optim__at(t, OPTIM__SP, t->p, off);
+        x[OPTIM__SG] = optim__at(t, OPTIM__SG, (void *)(uintptr_t)t->g, off);
+        if (t->pre) t->pre(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k);
+        if (t->red) t->red(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, acc);
+        return;
+    }
+    base[OPTIM__SP] = t->p;
+    base[OPTIM__SG] = (void *)(uintptr_t)t->g;
+    for (j = 0; j < OPTIM_MAX_SLOTS; j++) base[OPTIM__SS(j)] = t->s[j];
+    for (c = off; c < off + len; c += OPTIM__CHUNK) {
+        const size_t n = off + len - c < OPTIM__CHUNK ? off + len - c : OPTIM__CHUNK;
+        for (j = 0; j < 2 + OPTIM_MAX_SLOTS; j++) {
+            const optim__storage *st = t->sto[j];
+            const int need = j < 2 || ((rd >> (j - 2)) & 1u);
+            x[j] = NULL;
+            if (!need || !base[j]) continue;
+            if (st->direct) {
+                x[j] = optim__at(t, j, base[j], c);
+            } else {
+                x[j] = scratch[j];
+                st->load(scratch[j], base[j], c, n, t->ctx[j]);
+            }
+        }
+        if (t->pre) {
+            t->pre(n, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k);
+            for (j = 0; j < OPTIM_MAX_SLOTS; j++) {
+                const optim__storage *st = t->sto[OPTIM__SS(j)];
+                if (!((t->pre_writes >> j) & 1u) || !base[OPTIM__SS(j)] || st->direct) continue;
+                st->store(base[OPTIM__SS(j)], c, n, scratch[OPTIM__SS(j)], t->ctx[OPTIM__SS(j)]);
+                if ((t->red_reads >> j) & 1u)
+                    st->load(scratch[OPTIM__SS(j)], base[OPTIM__SS(j)], c, n, t->ctx[OPTIM__SS(j)]);
+            }
+        }
+        if (t->red) t->red(n, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, acc);
+    }
+}
+
+void optim__reduce_rule_block(const optim__task *t, size_t off, size_t len, double *out)
+{
+    double acc[2 * 16];
+    size_t j, l;
+    int h;
+    for (j = 0; j < 2 * 16; j++) acc[j] = 0.0;
+    optim__reduce_rule_range(t, off, len, acc);
+    /* Each value's 16 lanes in a fixed tree: 16 -> 8 -> 4 -> 2 -> 1. */
+    for (h = 0; h < 2; h++) {
+        double *a = acc + 16 * h;
+        for (j = 8; j > 0; j /= 2)
+            for (l = 0; l < j; l++) a[l] = a[l] + a[l + j];
+        out[h] = a[0];
+    }
+}

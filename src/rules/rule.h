@@ -28,6 +28,23 @@
  * constants, so the loops carry no branches; a step whose variant has no
  * loop is refused before anything changes (never skipped).
  *
+ * Rules with a per-tensor reduction (LAMB and LARS's trust ratios; listed
+ * in rule_list.h's OPTIM__REDUCE_LIST): the step runs them in two passes
+ * over each tensor. Pass 1, block by block (OPTIM__RBLOCK elements, one
+ * thread per block), runs the rule's `pre` element function (a state
+ * update that must precede the reduction: LAMB's moments) where the
+ * constants ask for it (optim__kcommon.reduce & OPTIM__RED_PRE), then its
+ * `red` element function, which yields two values per element whose
+ * squares are summed in 16 double lanes per block, combined in a fixed
+ * tree and then in block order (the same bits for any thread count and
+ * CPU path), where they ask for it (OPTIM__RED_NORMS). The rule's host
+ * `trust` hook turns the two sums of a tensor into its constants (the
+ * trust ratio); pass 2 is the ordinary update loop. The header provides,
+ * beside the usual sections: optim__<name>_pre_reads/_pre_writes/_red_reads
+ * (slots), OPTIM__T(optim__<name>_pre)(R p, R g, R *s, c, k, V) and
+ * OPTIM__T(optim__<name>_red)(R p, R g, const R *s, c, k, V, R *x) (x[0],
+ * x[1]: the two values), and .trust in its optim__<name>_def.
+ *
  * Element types are not the rules' concern: the kernels load each stream
  * (parameter, gradient, state slots) into R and store it back through its
  * storage descriptor (src/kernels/streams.c).
@@ -73,8 +90,14 @@
 /* A struct of doubles from a constants list: what the host computes. */
 #define OPTIM__FIELD_HOST(f) double f;
 
+/* What pass 1 of a rule with a per-tensor reduction does for a tensor this
+ * step (optim__kcommon.reduce; 0: no pass 1, the rules without one). */
+#define OPTIM__RED_PRE 1u   /* run the rule's pre (state update) */
+#define OPTIM__RED_NORMS 2u /* sum the squares of its red values, then call its trust hook */
+
 typedef struct optim__kcommon {
     unsigned variant;
+    unsigned reduce; /* OPTIM__RED_* bits (host only; not seen by the element math) */
     OPTIM__KCOMMON(OPTIM__FIELD_HOST)
 } optim__kcommon;
 

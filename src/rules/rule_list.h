@@ -32,7 +32,17 @@
     RULE(LION, 10, lion)                  \
     RULE(ADAMAX, 11, adamax)              \
     RULE(ASGD, 12, asgd)                  \
-    RULE(RPROP, 13, rprop)
+    RULE(RPROP, 13, rprop)                \
+    RULE(LAMB, 14, lamb)                  \
+    RULE(LARS, 15, lars)
+
+/* The rules that reduce over each tensor in the step before updating it (a
+ * per-tensor trust ratio): REDUCE(ID, name) for rules listed above whose
+ * header also provides the reduction's parts (rule.h, "Rules with a
+ * per-tensor reduction"). */
+#define OPTIM__REDUCE_LIST(REDUCE) \
+    REDUCE(LAMB, lamb)             \
+    REDUCE(LARS, lars)
 
 /* For generators that handle both kinds alike. */
 #define OPTIM__LIST_NOTHING(...)

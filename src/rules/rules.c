@@ -143,6 +143,9 @@ static const optim__field optim__fields[OPTIM_HP_COUNT + 1] = {
     [OPTIM_HP_ETAPLUS] = OPTIM__REAL(etaplus, 1, HUGE_VAL, 1, 1),
     [OPTIM_HP_STEP_SIZE_MIN] = OPTIM__REAL(step_size_min, 0, HUGE_VAL, 0, 1),
     [OPTIM_HP_STEP_SIZE_MAX] = OPTIM__REAL(step_size_max, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_TRUST_COEFF] = OPTIM__REAL(trust_coeff, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_TRUST_CLIP] = OPTIM__BOOL(trust_clip),
+    [OPTIM_HP_ALWAYS_ADAPT] = OPTIM__BOOL(always_adapt),
 };
 
 static const optim__field *optim__field_of(optim_hparam id)
@@ -306,6 +309,7 @@ void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_sta
     const optim__rule_def *r = optim__rule(hp->rule);
     st->step++;
     k->c.variant = 0;
+    k->c.reduce = 0;
     k->c.gscale = hp->maximize ? -in->gscale : in->gscale;
     k->c.gclip = in->gclip;
     k->c.wd = hp->weight_decay;
@@ -319,6 +323,12 @@ void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_sta
     if (hp->eps_placement == OPTIM_EPS_INSIDE) k->c.variant |= OPTIM__V_EPSIN;
     if (in->gclip < INFINITY) k->c.variant |= OPTIM__V_CLAMP;
     r->prepare(hp, in, st, &k->c, &k->u);
+}
+
+void optim__trust(const optim_hparams *hp, const optim__step_in *in, const double sq[2], optim__k *k)
+{
+    const optim__rule_def *r = optim__rule(hp->rule);
+    if (r->trust && (k->c.reduce & OPTIM__RED_NORMS)) r->trust(hp, in, sq, &k->c, &k->u);
 }
 
 void optim__finish(const optim_hparams *hp, optim_state *st)

@@ -61,6 +61,12 @@ typedef struct optim__rule_def {
      * variant bits (c already holds the shared ones), update scalar state. */
     void (*prepare)(const optim_hparams *hp, const optim__step_in *in, optim_state *st, optim__kcommon *c,
                     union optim__ku *u);
+    /* Rules with a per-tensor reduction (rule_list.h's OPTIM__REDUCE_LIST):
+     * after pass 1, fold the tensor's two sums of squares sq[0], sq[1] (its
+     * red values', rule.h) into the constants (a trust ratio); called only
+     * when prepare asked for the sums (OPTIM__RED_NORMS). NULL otherwise. */
+    void (*trust)(const optim_hparams *hp, const optim__step_in *in, const double sq[2], optim__kcommon *c,
+                  union optim__ku *u);
     /* After the pass: update `initialized` bits; NULL if nothing to do. */
     void (*finish)(const optim_hparams *hp, optim_state *st);
     /* The group hook: complete a group's hyperparameters (valid ones) when the
@@ -81,6 +87,9 @@ void optim__group_complete(optim_hparams *hp);
 /* Compute the constants of one step for one parameter: increments st->step,
  * updates scalar state, fills *k. hp must be valid. */
 void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st, optim__k *k);
+
+/* After a rule's pass 1: its trust hook on the tensor's sums (rules.h). */
+void optim__trust(const optim_hparams *hp, const optim__step_in *in, const double sq[2], optim__k *k);
 
 /* After the pass: let the rule record what the step initialized. */
 void optim__finish(const optim_hparams *hp, optim_state *st);

@@ -6,7 +6,8 @@
     loss.backward(); opt.step(); opt.zero_grad()
 
 Each class subclasses torch.optim.Optimizer and takes torch.optim's arguments
-and defaults (AdaBound, Lion: the authors' reference implementations'), plus a few extras
+and defaults (AdaBound, Lion: the authors' reference implementations'; LAMB,
+LARS: timm's), plus a few extras
 (bias_correction, eps_placement, decoupled_weight_decay, maximize everywhere,
 Adadelta momentum, and on every class nonfinite= and clip_grad_norm=, gradient
 checks fused into the step). One step is one call into the C library over
@@ -30,14 +31,14 @@ instead; examples/ddp_zero.py is a complete program).
 from . import lr_scheduler
 from ._clip import clip_grad_norm_, clip_grad_value_
 from ._optimizers import SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, RAdam, NAdam, AdaBound
-from ._modern import Lion
+from ._modern import Lion, LAMB, LARS
 from ._classic import Adamax, ASGD, Rprop
 from ._lbfgs import LBFGS
 from ._sam import SAM
 from ._step import NonFiniteGradientError
 from ._quantized import QuantizedState, dequantize_state_dict
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound", "Lion", "SAM",
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound", "Lion", "LAMB", "LARS", "SAM",
            "Adamax", "ASGD", "Rprop",
            "LBFGS",
            "clip_grad_norm_", "clip_grad_value_", "NonFiniteGradientError", "lr_scheduler",

@@ -3,7 +3,7 @@ implementations' arguments and defaults, stepped by liboptim."""
 from ._base import _Optimizer, _check_flags
 from ._optimizers import _COMMON_DOC, _spec
 
-__all__ = ["Lion"]
+__all__ = ["Lion", "LAMB", "LARS"]
 
 
 class Lion(_Optimizer):
@@ -50,4 +50,135 @@ class Lion(_Optimizer):
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
                         loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
+        super().__init__(params, defaults)
+
+
+class LAMB(_Optimizer):
+    __doc__ = """LAMB, Layer-wise Adaptive Moments for Batch training (You et al. 2019,
+    "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes"),
+    with the arguments and defaults of timm's Lamb (timm.optim.Lamb, the
+    NVLAMB form of apex's FusedLAMB), stepped by liboptim.
+
+    Per tensor: m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
+    u = (m / bc1) / (sqrt(v / bc2) + eps) + weight_decay * p (bc = 1 - beta^t,
+    or 1 without bias_correction); where weight_decay != 0 or always_adapt,
+    u = u * ||p|| / ||u|| (1 where either norm is 0; at most 1 with
+    trust_clip); p = p - lr * u. The norms are reductions inside the same
+    step (liboptim's pass 1: fixed blocks, fixed order, the same bits on any
+    thread count and CPU path). A group with weight_decay=0 (biases, norms:
+    the usual exclusion) gets neither decay nor trust ratio, as in timm.
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): learning rate (default: 1e-3).
+        bias_correction (bool, optional): divide the moments by 1 - beta^t (default: True).
+        betas (Tuple[float, float], optional): coefficients of the moments, each
+            in [0, 1) (default: (0.9, 0.999)).
+        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-6).
+        weight_decay (float, optional): decay added to the update (default: 0.01).
+        grad_averaging (bool, optional): must be True (timm's default; False,
+            m = beta1 m + g, is not supported: ValueError).
+        max_grad_norm (float or None, optional): clip the gradients to this
+            total norm over every parameter before the step (default: 1.0, as
+            timm). liboptim's fused clip_grad_norm does it (the two cannot both be
+            given), with torch.nn.utils.clip_grad_norm_'s factor
+            min(1, max_norm / (norm + 1e-6)) where timm divides by
+            max(1, norm / max_norm): a relative difference of at most 1e-6 / norm.
+        trust_clip (bool, optional): clip the trust ratio at 1 (LAMBC; default: False).
+        always_adapt (bool, optional): apply the trust ratio where weight_decay
+            is 0 too (default: False).
+        maximize (bool, optional, optim extra): maximize the objective (default: False).
+        foreach (bool, optional): accepted, no effect.
+
+    state[p] is {'step', 'exp_avg', 'exp_avg_sq'} after p's first step: the
+    step counter is kept per parameter (timm keeps one per group, in the
+    param group); it counts the same steps. timm's newer options caution,
+    decoupled_decay and corrected_weight_decay are not offered.
+    """ + _COMMON_DOC
+
+    _rule_name = "lamb"
+    _complex_reason = "timm's Lamb defines no complex step (its norms would be of the complex tensors)"
+    _hp_spec = _spec("lr", "bias_correction", "betas", "eps", "weight_decay", "trust_clip", "always_adapt",
+                     "maximize")
+    _step_kind = "tensor"
+    _required_slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
+                 grad_averaging=True, max_grad_norm=1.0, trust_clip=False, always_adapt=False, *, maximize=False,
+                 foreach=None, capturable=False, differentiable=False, fused=False, nonfinite="propagate",
+                 clip_grad_norm=None, clip_grad_value=None, master_weights=False, stochastic_rounding=False,
+                 loss_scale=None):
+        _check_flags("LAMB", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                  fused=fused))
+        if grad_averaging is not True:
+            raise ValueError("LAMB: grad_averaging = %r is not supported (m = beta1 m + (1 - beta1) g, timm's "
+                             "default, is the only form)" % (grad_averaging,))
+        if max_grad_norm is not None:
+            if clip_grad_norm is not None:
+                raise ValueError("LAMB: max_grad_norm = %r and clip_grad_norm = %r are the same clipping: give one "
+                                 "(max_grad_norm=None to use clip_grad_norm)" % (max_grad_norm, clip_grad_norm))
+            clip_grad_norm = max_grad_norm
+        defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps, weight_decay=weight_decay,
+                        trust_clip=trust_clip, always_adapt=always_adapt, maximize=maximize, foreach=foreach)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+        super().__init__(params, defaults)
+
+
+class LARS(_Optimizer):
+    __doc__ = """LARS, Layer-wise Adaptive Rate Scaling (You et al. 2017, "Large Batch
+    Training of Convolutional Networks"), with the arguments and defaults of
+    timm's Lars (timm.optim.Lars: SGD with apex's LARC scaling), stepped by
+    liboptim.
+
+    Per tensor, where weight_decay != 0 or always_adapt:
+    r = trust_coeff * ||p|| / (||g|| + weight_decay * ||p|| + eps) (1 where
+    either norm is 0; min(r / lr, 1) with trust_clip, LARC) and
+    g = (g + weight_decay * p) * r; then SGD: with momentum,
+    b = g (first step) or momentum * b + (1 - dampening) * g, and
+    g = g + momentum * b (nesterov) or b; p = p - lr * g. The norms are
+    reductions inside the same step (fixed blocks, fixed order). A group with
+    weight_decay=0 (biases, norms) is plain SGD unless always_adapt.
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): learning rate (default: 1.0, as timm).
+        momentum (float, optional): momentum factor (default: 0).
+        dampening (float, optional): dampening for momentum, in [0, 1] (default: 0).
+        weight_decay (float, optional): weight decay, inside the trust ratio (default: 0).
+        nesterov (bool, optional): Nesterov momentum; needs momentum > 0 and
+            dampening = 0 (default: False).
+        trust_coeff (float, optional): the trust coefficient (default: 0.001).
+        eps (float, optional): added to the ratio's denominator; must be > 0 (default: 1e-8).
+        trust_clip (bool, optional): LARC clipping, min(ratio / lr, 1) (default: False).
+        always_adapt (bool, optional): the ratio where weight_decay is 0 too (default: False).
+        maximize (bool, optional, optim extra): maximize the objective (default: False).
+        foreach (bool, optional): accepted, no effect.
+
+    state[p] is {'momentum_buffer': tensor} after p's first step with momentum,
+    as timm (no 'step'). ||g|| is the norm of the gradient the step sees:
+    after maximize and the fused clipping, if any.
+    """ + _COMMON_DOC
+
+    _rule_name = "lars"
+    _state_from_grad = True  # the momentum buffer is a clone of its first step's gradient: its layout
+    _complex_reason = "timm's Lars defines no complex step (its norms would be of the complex tensors)"
+    _hp_spec = _spec("lr", "momentum", "dampening", "weight_decay", "nesterov", "trust_coeff", "eps", "trust_clip",
+                     "always_adapt", "maximize")
+    _step_kind = None
+    _required_slots = ()
+
+    def __init__(self, params, lr=1.0, momentum=0, dampening=0, weight_decay=0, nesterov=False, trust_coeff=0.001,
+                 eps=1e-8, trust_clip=False, always_adapt=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None, clip_grad_value=None,
+                 master_weights=False, stochastic_rounding=False, loss_scale=None):
+        _check_flags("LARS", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                  fused=fused))
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, trust_coeff=trust_coeff, eps=eps, trust_clip=trust_clip,
+                        always_adapt=always_adapt, maximize=maximize, foreach=foreach)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)

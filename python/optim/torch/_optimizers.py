@@ -7,7 +7,8 @@ from ._quantized import QuantizedState
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound"]
 
-_BOOLS = {"maximize", "nesterov", "amsgrad", "amsbound", "centered", "bias_correction", "decoupled_weight_decay"}
+_BOOLS = {"maximize", "nesterov", "amsgrad", "amsbound", "centered", "bias_correction", "decoupled_weight_decay",
+          "trust_clip", "always_adapt"}
 
 
 def _spec(*keys):
