@@ -369,7 +369,8 @@ static const optim__storage optim__storage_bf16_sr = {OPTIM_BFLOAT16, OPTIM__CT_
  * OPTIM__CHUNK), so a block is loaded and stored whole, by one thread. One
  * descriptor per slot kind: the signed code, the unsigned one, the unsigned
  * one that never stores a positive value as 0. */
-#  define OPTIM__Q8_STORAGE(kind, ENC, DEC)                                                                \
+#  include "quant8_simd.h"
+#  define OPTIM__Q8_STORAGE(kind, K)                                                                       \
     static void optim__load_q8##kind(void *restrict dst, const void *restrict base, size_t off, size_t n,   \
                                      const void *ctx)                                                      \
     {                                                                                                       \
@@ -378,9 +379,7 @@ static const optim__storage optim__storage_bf16_sr = {OPTIM_BFLOAT16, OPTIM__CT_
         const float *restrict sc = (const float *)ctx + off / OPTIM__Q8_BLOCK;                              \
         for (size_t b = 0; b < n; b += OPTIM__Q8_BLOCK) {                                                   \
             const size_t len = n - b < OPTIM__Q8_BLOCK ? n - b : OPTIM__Q8_BLOCK;                           \
-            const float A = sc[b / OPTIM__Q8_BLOCK];                                                        \
-            OPTIM__VECTORIZE                                                                                \
-            for (size_t i = 0; i < len; i++) d[b + i] = DEC(c[b + i], A);                                   \
+            optim__q8_dec_block(d + b, c + b, len, sc[b / OPTIM__Q8_BLOCK], K);                             \
         }                                                                                                   \
     }                                                                                                       \
     static void optim__store_q8##kind(void *restrict base, size_t off, size_t n, const void *restrict src,  \
@@ -391,24 +390,17 @@ static const optim__storage optim__storage_bf16_sr = {OPTIM_BFLOAT16, OPTIM__CT_
         const float *restrict s = (const float *)src;                                                       \
         for (size_t b = 0; b < n; b += OPTIM__Q8_BLOCK) {                                                   \
             const size_t len = n - b < OPTIM__Q8_BLOCK ? n - b : OPTIM__Q8_BLOCK;                           \
-            const float A = optim__q8_absmax(s + b, len), r = 1.0f / A;                                     \
+            const float A = optim__q8_absmax_block(s + b, len), r = 1.0f / A;                               \
             sc[b / OPTIM__Q8_BLOCK] = A;                                                                    \
-            OPTIM__VECTORIZE                                                                                \
-            for (size_t i = 0; i < len; i++) c[b + i] = ENC(s[b + i], r);                                   \
+            optim__q8_enc_block(c + b, s + b, len, r, K);                                                   \
         }                                                                                                   \
     }                                                                                                       \
     static const optim__storage optim__storage_q8##kind = {OPTIM_INT8_BLOCK, OPTIM__CT_F32, 1, 0,           \
                                                            optim__load_q8##kind, optim__store_q8##kind};
-#  define OPTIM__Q8_ENC_S(x, r) optim__q8_enc_s(x, r)
-#  define OPTIM__Q8_ENC_N(x, r) optim__q8_enc_u(x, r, 0)
-#  define OPTIM__Q8_ENC_P(x, r) optim__q8_enc_u(x, r, 1)
-OPTIM__Q8_STORAGE(s, OPTIM__Q8_ENC_S, optim__q8_dec_s)
-OPTIM__Q8_STORAGE(n, OPTIM__Q8_ENC_N, optim__q8_dec_u)
-OPTIM__Q8_STORAGE(p, OPTIM__Q8_ENC_P, optim__q8_dec_u)
+OPTIM__Q8_STORAGE(s, OPTIM__SLOT_SIGNED)
+OPTIM__Q8_STORAGE(n, OPTIM__SLOT_NONNEG)
+OPTIM__Q8_STORAGE(p, OPTIM__SLOT_POSITIVE)
 #  undef OPTIM__Q8_STORAGE
-#  undef OPTIM__Q8_ENC_S
-#  undef OPTIM__Q8_ENC_N
-#  undef OPTIM__Q8_ENC_P
 
 /* ---- SAM's ascent step and the gradient utilities (float32) ------------------------------ */
 
