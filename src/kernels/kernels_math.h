@@ -198,6 +198,7 @@ static double OPTIM__T(optim__reduce_same)(size_t n, const void *gv, size_t off,
 
 #if !OPTIM__R_F64
 /* ---- bfloat16 and float16, converted to float ---------------------------------------- */
+#  include "convert_simd.h" /* the vector paths' bfloat16 loops */
 
 #  define OPTIM__HALF_STORAGE(type, dtype)                                                               \
     static void optim__load_##type(void *restrict dst, const void *restrict base, size_t off, size_t n,   \
@@ -205,18 +206,20 @@ static double OPTIM__T(optim__reduce_same)(size_t n, const void *gv, size_t off,
     {                                                                                                     \
         float *restrict d = (float *)dst;                                                                 \
         const uint16_t *restrict s = (const uint16_t *)base + off;                                        \
+        size_t i = optim__##type##_load_vec(d, s, n);                                                     \
         (void)ctx;                                                                                        \
         OPTIM__VECTORIZE                                                                                  \
-        for (size_t i = 0; i < n; i++) d[i] = optim__##type##_to_f32(s[i]);                               \
+        for (; i < n; i++) d[i] = optim__##type##_to_f32(s[i]);                                           \
     }                                                                                                     \
     static void optim__store_##type(void *restrict base, size_t off, size_t n, const void *restrict src,  \
                                     const void *ctx)                                                     \
     {                                                                                                     \
         uint16_t *restrict d = (uint16_t *)base + off;                                                    \
         const float *restrict s = (const float *)src;                                                     \
+        size_t i = optim__##type##_store_vec(d, s, n);                                                    \
         (void)ctx;                                                                                        \
         OPTIM__VECTORIZE                                                                                  \
-        for (size_t i = 0; i < n; i++) d[i] = optim__f32_to_##type(s[i]);                                 \
+        for (; i < n; i++) d[i] = optim__f32_to_##type(s[i]);                                             \
     }                                                                                                     \
     static const optim__storage optim__storage_##type = {dtype, OPTIM__CT_F32, 2, 0, optim__load_##type,  \
                                                          optim__store_##type};                            \
@@ -349,16 +352,18 @@ static const optim__storage optim__storage_bf16_hw = {OPTIM_BFLOAT16, OPTIM__CT_
 /* ---- bfloat16 with stochastic rounding ------------------------------------------------------------
  * Loaded exactly; stored by optim__f32_to_bf16_sr with the random bits of
  * each element's index under the stream's key for this step (ctx: the
- * uint64_t key, optim__sr_key). Plain integer arithmetic: vectorised on
- * every path, the same bits on all of them. */
+ * uint64_t key, optim__sr_key). Plain integer arithmetic, the same bits on
+ * every path: intrinsics on avx2 and avx512 (convert_simd.h), vectorised by
+ * the compiler elsewhere. */
 static void optim__store_bf16_sr(void *restrict base, size_t off, size_t n, const void *restrict src, const void *ctx)
 {
     uint16_t *restrict d = (uint16_t *)base + off;
     const float *restrict s = (const float *)src;
     const uint32_t ck = optim__sr_chunk_key(*(const uint64_t *)ctx, (uint64_t)off >> 32);
     const uint32_t lo = (uint32_t)off;
+    size_t i = optim__bf16_sr_store_vec(d, s, n, lo, ck);
     OPTIM__VECTORIZE
-    for (size_t i = 0; i < n; i++) d[i] = optim__f32_to_bf16_sr(s[i], optim__sr_bits(lo + (uint32_t)i, ck));
+    for (; i < n; i++) d[i] = optim__f32_to_bf16_sr(s[i], optim__sr_bits(lo + (uint32_t)i, ck));
 }
 
 static const optim__storage optim__storage_bf16_sr = {OPTIM_BFLOAT16, OPTIM__CT_F32, 2, 0, optim__load_bf16,
