@@ -395,9 +395,10 @@ static const optim__storage optim__storage_bf16_sr = {OPTIM_BFLOAT16, OPTIM__CT_
         const float *restrict s = (const float *)src;                                                       \
         for (size_t b = 0; b < n; b += OPTIM__Q8_BLOCK) {                                                   \
             const size_t len = n - b < OPTIM__Q8_BLOCK ? n - b : OPTIM__Q8_BLOCK;                           \
-            const float A = optim__q8_absmax_block(s + b, len), r = 1.0f / A;                               \
+            int nonfinite;                                                                                  \
+            const float A = optim__q8_absmax_block(s + b, len, &nonfinite), r = 1.0f / A;                   \
             sc[b / OPTIM__Q8_BLOCK] = A;                                                                    \
-            optim__q8_enc_block(c + b, s + b, len, r, K);                                                   \
+            optim__q8_enc_block(c + b, s + b, len, r, K, nonfinite);                                        \
         }                                                                                                   \
     }                                                                                                       \
     static const optim__storage optim__storage_q8##kind = {OPTIM_INT8_BLOCK, OPTIM__CT_F32, 1, 0,           \

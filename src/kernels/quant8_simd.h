@@ -11,8 +11,10 @@
  * edges of both codes and random blocks). Selections that quant8.h writes as
  * masks on bits are mask moves or blends here; an unsigned minimum is
  * quant8.h's "c > top ? top : c". A block's last len % lanes elements go
- * through quant8.h's functions. Included by kernels_math.h in its float part
- * (no include guard: each kernels_<isa>.c includes it once). */
+ * through quant8.h's functions. A block whose elements are all finite (the
+ * absmax pass checks) is encoded without the NaN selection, which would
+ * select nothing. Included by kernels_math.h in its float part (no include
+ * guard: each kernels_<isa>.c includes it once). */
 
 /* kind: rule.h's OPTIM__SLOT_SIGNED (0), _NONNEG (1) or _POSITIVE (2); its code is unsigned but for 0. */
 #define OPTIM__Q8K_UNSIGNED(kind) ((kind) != 0)
@@ -45,8 +47,9 @@ OPTIM_INLINE __mmask16 optim__q8_nonfinite_v(__m512 x)
     return _mm512_cmp_epu32_mask(a, _mm512_set1_epi32(0x7f800000), _MM_CMPINT_NLT);
 }
 
-/* optim__q8_enc_s / optim__q8_enc_u, 16 lanes: the codes as 32-bit lanes. */
-OPTIM_INLINE __m512i optim__q8_enc_v(__m512 x, __m512 r, const int kind)
+/* optim__q8_enc_s / optim__q8_enc_u, 16 lanes: the codes as 32-bit lanes. finite = 1: no lane of x is NaN
+ * or infinite (the block's absmax pass saw none), so quant8.h's NaN selection selects nothing. */
+OPTIM_INLINE __m512i optim__q8_enc_v(__m512 x, __m512 r, const int kind, const int finite)
 {
     const __m512 y = _mm512_mul_ps(x, r);
     const __m512i uy = _mm512_castps_si512(y);
@@ -62,6 +65,7 @@ OPTIM_INLINE __m512i optim__q8_enc_v(__m512 x, __m512 r, const int kind)
         code = _mm512_maskz_mov_epi32(pos, optim__q8_mag_v(a, OPTIM__Q8_BIAS_U));
         if (kind == 2) code = _mm512_mask_mov_epi32(code, pos & _mm512_testn_epi32_mask(code, code), _mm512_set1_epi32(1));
     }
+    if (finite) return code;
     return _mm512_mask_mov_epi32(code, optim__q8_nonfinite_v(x), _mm512_set1_epi32((int)OPTIM__Q8_NAN));
 }
 
@@ -92,26 +96,36 @@ OPTIM_INLINE size_t optim__q8_dec_vec(float *restrict d, const uint8_t *restrict
     return i;
 }
 
-OPTIM_INLINE size_t optim__q8_enc_vec(uint8_t *restrict c, const float *restrict s, size_t n, float r, const int kind)
+OPTIM_INLINE size_t optim__q8_enc_vec(uint8_t *restrict c, const float *restrict s, size_t n, float r, const int kind,
+                                      int nonfinite)
 {
     const __m512 rv = _mm512_set1_ps(r);
     size_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm_storeu_si128((__m128i *)(void *)(c + i), _mm512_cvtepi32_epi8(optim__q8_enc_v(_mm512_loadu_ps(s + i), rv, kind)));
+    if (nonfinite)
+        for (; i + 16 <= n; i += 16)
+            _mm_storeu_si128((__m128i *)(void *)(c + i), _mm512_cvtepi32_epi8(optim__q8_enc_v(_mm512_loadu_ps(s + i), rv, kind, 0)));
+    else
+        for (; i + 16 <= n; i += 16)
+            _mm_storeu_si128((__m128i *)(void *)(c + i), _mm512_cvtepi32_epi8(optim__q8_enc_v(_mm512_loadu_ps(s + i), rv, kind, 1)));
     return i;
 }
 
-/* optim__q8_absmax's integer maximum over the lanes (the maximum does not depend on the order). */
-OPTIM_INLINE size_t optim__q8_absmax_vec(const float *restrict x, size_t n, uint32_t *m)
+/* optim__q8_absmax's integer maximum over the lanes (the maximum does not depend on the order);
+ * *nonfinite = 1 if one of the elements it read is NaN or infinite. */
+OPTIM_INLINE size_t optim__q8_absmax_vec(const float *restrict x, size_t n, uint32_t *m, int *nonfinite)
 {
     const __m512i abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
     __m512i acc = _mm512_set1_epi32((int)*m);
+    __mmask16 finite = 0xffff;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m512i a = _mm512_and_si512(_mm512_loadu_si512((const void *)(x + i)), abs);
-        acc = _mm512_mask_max_epu32(acc, _mm512_cmp_epu32_mask(a, inf, _MM_CMPINT_LT), acc, a);
+        const __mmask16 f = _mm512_cmp_epu32_mask(a, inf, _MM_CMPINT_LT);
+        acc = _mm512_mask_max_epu32(acc, f, acc, a);
+        finite &= f;
     }
     *m = (uint32_t)_mm512_reduce_max_epu32(acc);
+    *nonfinite = finite != 0xffff;
     return i;
 }
 
@@ -142,8 +156,8 @@ OPTIM_INLINE __m256i optim__q8_nonfinite_v(__m256 x)
     return _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f7fffff)); /* a >= 0x7f800000 (a is non-negative) */
 }
 
-/* optim__q8_enc_s / optim__q8_enc_u, 8 lanes: the codes as 32-bit lanes. */
-OPTIM_INLINE __m256i optim__q8_enc_v(__m256 x, __m256 r, const int kind)
+/* optim__q8_enc_s / optim__q8_enc_u, 8 lanes: the codes as 32-bit lanes (finite: as the AVX-512 one's). */
+OPTIM_INLINE __m256i optim__q8_enc_v(__m256 x, __m256 r, const int kind, const int finite)
 {
     const __m256 y = _mm256_mul_ps(x, r);
     const __m256i uy = _mm256_castps_si256(y);
@@ -162,6 +176,7 @@ OPTIM_INLINE __m256i optim__q8_enc_v(__m256 x, __m256 r, const int kind)
             code = _mm256_or_si256(code, _mm256_and_si256(_mm256_and_si256(pos, _mm256_cmpeq_epi32(code, zero)),
                                                           _mm256_set1_epi32(1)));
     }
+    if (finite) return code;
     return _mm256_or_si256(code, _mm256_and_si256(optim__q8_nonfinite_v(x), _mm256_set1_epi32((int)OPTIM__Q8_NAN)));
 }
 
@@ -192,29 +207,39 @@ OPTIM_INLINE size_t optim__q8_dec_vec(float *restrict d, const uint8_t *restrict
     return i;
 }
 
-OPTIM_INLINE size_t optim__q8_enc_vec(uint8_t *restrict c, const float *restrict s, size_t n, float r, const int kind)
+/* 8 codes (0 .. 255 per lane) stored as bytes. */
+OPTIM_INLINE void optim__q8_put_v(uint8_t *c, __m256i k)
+{
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
+    _mm_storel_epi64((__m128i *)(void *)c, _mm_packus_epi16(w, w));
+}
+
+OPTIM_INLINE size_t optim__q8_enc_vec(uint8_t *restrict c, const float *restrict s, size_t n, float r, const int kind,
+                                      int nonfinite)
 {
     const __m256 rv = _mm256_set1_ps(r);
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256i k = optim__q8_enc_v(_mm256_loadu_ps(s + i), rv, kind); /* 0 .. 255 per lane */
-        const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(k), _mm256_extracti128_si256(k, 1));
-        _mm_storel_epi64((__m128i *)(void *)(c + i), _mm_packus_epi16(w, w));
-    }
+    if (nonfinite)
+        for (; i + 8 <= n; i += 8) optim__q8_put_v(c + i, optim__q8_enc_v(_mm256_loadu_ps(s + i), rv, kind, 0));
+    else
+        for (; i + 8 <= n; i += 8) optim__q8_put_v(c + i, optim__q8_enc_v(_mm256_loadu_ps(s + i), rv, kind, 1));
     return i;
 }
 
-OPTIM_INLINE size_t optim__q8_absmax_vec(const float *restrict x, size_t n, uint32_t *m)
+OPTIM_INLINE size_t optim__q8_absmax_vec(const float *restrict x, size_t n, uint32_t *m, int *nonfinite)
 {
     const __m256i abs = _mm256_set1_epi32(0x7fffffff), big = _mm256_set1_epi32(0x7f7fffff);
-    __m256i acc = _mm256_set1_epi32((int)*m);
+    __m256i acc = _mm256_set1_epi32((int)*m), nf = _mm256_setzero_si256();
     __m128i h;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256i a = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + i)), abs);
         /* a non-finite lane counts as 0 (a is non-negative: a signed compare) */
-        acc = _mm256_max_epu32(acc, _mm256_andnot_si256(_mm256_cmpgt_epi32(a, big), a));
+        const __m256i bad = _mm256_cmpgt_epi32(a, big);
+        acc = _mm256_max_epu32(acc, _mm256_andnot_si256(bad, a));
+        nf = _mm256_or_si256(nf, bad);
     }
+    *nonfinite = !_mm256_testz_si256(nf, nf);
     h = _mm_max_epu32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
     h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0x4e));
     h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0xb1));
@@ -230,14 +255,16 @@ OPTIM_INLINE size_t optim__q8_dec_vec(float *restrict d, const uint8_t *restrict
     (void)d, (void)c, (void)n, (void)A, (void)kind;
     return 0;
 }
-OPTIM_INLINE size_t optim__q8_enc_vec(uint8_t *restrict c, const float *restrict s, size_t n, float r, const int kind)
+OPTIM_INLINE size_t optim__q8_enc_vec(uint8_t *restrict c, const float *restrict s, size_t n, float r, const int kind,
+                                      int nonfinite)
 {
-    (void)c, (void)s, (void)n, (void)r, (void)kind;
+    (void)c, (void)s, (void)n, (void)r, (void)kind, (void)nonfinite;
     return 0;
 }
-OPTIM_INLINE size_t optim__q8_absmax_vec(const float *restrict x, size_t n, uint32_t *m)
+OPTIM_INLINE size_t optim__q8_absmax_vec(const float *restrict x, size_t n, uint32_t *m, int *nonfinite)
 {
     (void)x, (void)n, (void)m;
+    *nonfinite = 1;
     return 0;
 }
 #endif
@@ -252,19 +279,21 @@ OPTIM_INLINE void optim__q8_dec_block(float *restrict d, const uint8_t *restrict
     for (; i < len; i++) d[i] = OPTIM__Q8K_UNSIGNED(kind) ? optim__q8_dec_u(c[i], A) : optim__q8_dec_s(c[i], A);
 }
 
-/* The block's scale (optim__q8_absmax). */
-OPTIM_INLINE float optim__q8_absmax_block(const float *restrict x, size_t len)
+/* The block's scale (optim__q8_absmax); *nonfinite = 0 if the elements the vector routines read (those
+ * optim__q8_enc_block's vector routine encodes) are all finite. */
+OPTIM_INLINE float optim__q8_absmax_block(const float *restrict x, size_t len, int *nonfinite)
 {
     uint32_t m = 0x00800000u; /* FLT_MIN, as optim__q8_absmax */
-    const size_t i = optim__q8_absmax_vec(x, len, &m);
+    const size_t i = optim__q8_absmax_vec(x, len, &m, nonfinite);
     const uint32_t t = optim__f32_bits(optim__q8_absmax(x + i, len - i));
     return optim__f32_from_bits(t > m ? t : m);
 }
 
-/* c[0..len) = the codes of s[0..len) with r = 1 / the block's scale. */
-OPTIM_INLINE void optim__q8_enc_block(uint8_t *restrict c, const float *restrict s, size_t len, float r, const int kind)
+/* c[0..len) = the codes of s[0..len) with r = 1 / the block's scale; nonfinite from optim__q8_absmax_block. */
+OPTIM_INLINE void optim__q8_enc_block(uint8_t *restrict c, const float *restrict s, size_t len, float r, const int kind,
+                                      int nonfinite)
 {
-    size_t i = optim__q8_enc_vec(c, s, len, r, kind);
+    size_t i = optim__q8_enc_vec(c, s, len, r, kind, nonfinite);
     OPTIM__VECTORIZE
     for (; i < len; i++)
         c[i] = OPTIM__Q8K_UNSIGNED(kind) ? optim__q8_enc_u(s[i], r, kind == 2) : optim__q8_enc_s(s[i], r);
