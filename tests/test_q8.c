@@ -4,7 +4,10 @@
  * slot declarations), checkpoints (bit for bit, and quantizing or
  * dequantizing across types), and the accuracy of Adam with it against float32
  * state. Every CPU path and thread count against a reference that quantizes
- * with the tests' code: half_types_vs_rounding_reference (test_paths.c). */
+ * with the tests' code: int8_state_vs_quantizing_reference (test_paths.c);
+ * here, every path's descriptors against quant8.h's functions
+ * (int8_descriptors_every_path) and long runs of every path against the
+ * scalar one (int8_steps_every_path). */
 #include "typed.h"
 
 #include "kernels/quant8.h" /* white box: the library's element codes */
