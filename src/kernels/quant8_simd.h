@@ -31,12 +31,10 @@ OPTIM_INLINE __m512i optim__q8_mag_v(__m512 a, const uint32_t B)
     const __m512i norm = _mm512_sub_epi32(_mm512_srli_epi32(ur, 20), _mm512_set1_epi32((int)((127u - B) << 3)));
     const __m512 lim = _mm512_castsi512_ps(_mm512_set1_epi32((int)((128u - B) << 23)));
     const __m512 units = _mm512_castsi512_ps(_mm512_set1_epi32((int)((129u + B) << 23)));
-    const __m512 magic = _mm512_set1_ps(0x1.0p23f);
     const __mmask16 is_sub = _mm512_cmp_ps_mask(a, lim, _CMP_LT_OQ);
-    /* The subnormal lanes' a * units is quant8.h's t (the other lanes' value is not used). */
-    const __m512 t = _mm512_maskz_mul_ps(is_sub, a, units);
-    const __m512i sub = _mm512_cvttps_epi32(_mm512_sub_ps(_mm512_add_ps(t, magic), magic));
-    const __m512i c = _mm512_mask_blend_epi32(is_sub, norm, sub);
+    /* The subnormal lanes: t = a * units in [0, 8), rounded to an integer. quant8.h's (t + 2^23) - 2^23 is
+     * vcvtps2dq's rounding, in the current rounding mode both (nearest even by default): exact below 2^22. */
+    const __m512i c = _mm512_mask_cvtps_epi32(norm, is_sub, _mm512_mul_ps(a, units));
     return _mm512_min_epu32(c, _mm512_set1_epi32((int)(B << 3)));
 }
 
@@ -141,10 +139,9 @@ OPTIM_INLINE __m256i optim__q8_mag_v(__m256 a, const uint32_t B)
     const __m256i norm = _mm256_sub_epi32(_mm256_srli_epi32(ur, 20), _mm256_set1_epi32((int)((127u - B) << 3)));
     const __m256 lim = _mm256_castsi256_ps(_mm256_set1_epi32((int)((128u - B) << 23)));
     const __m256 units = _mm256_castsi256_ps(_mm256_set1_epi32((int)((129u + B) << 23)));
-    const __m256 magic = _mm256_set1_ps(0x1.0p23f);
     const __m256 is_sub = _mm256_cmp_ps(a, lim, _CMP_LT_OQ);
-    const __m256 t = _mm256_and_ps(_mm256_mul_ps(a, units), is_sub);
-    const __m256i sub = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(t, magic), magic));
+    /* (t + 2^23) - 2^23 as vcvtps2dq's rounding (see the AVX-512 one); other lanes keep norm */
+    const __m256i sub = _mm256_cvtps_epi32(_mm256_mul_ps(a, units));
     const __m256i c = _mm256_blendv_epi8(norm, sub, _mm256_castps_si256(is_sub));
     return _mm256_min_epu32(c, _mm256_set1_epi32((int)(B << 3)));
 }
