@@ -26,6 +26,8 @@
     TEST_ENTRY(int8_checkpoint_damage)         \
     TEST_ENTRY(int8_adam_accuracy)             \
     TEST_ENTRY(int8_rmsprop_centered_finite)   \
+    TEST_ENTRY(int8_descriptors_every_path)    \
+    TEST_ENTRY(int8_steps_every_path)          \
     TEST_ENTRY(dtype_api)                      \
     TEST_ENTRY(misaligned_memory_refused)      \
     TEST_ENTRY(dtype_checkpoint_exact)         \

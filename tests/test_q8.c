@@ -4,7 +4,10 @@
  * slot declarations), checkpoints (bit for bit, and quantizing or
  * dequantizing across types), and the accuracy of Adam with it against float32
  * state. Every CPU path and thread count against a reference that quantizes
- * with the tests' code: half_types_vs_rounding_reference (test_paths.c). */
+ * with the tests' code: int8_state_vs_quantizing_reference (test_paths.c);
+ * here, every path's descriptors against quant8.h's functions
+ * (int8_descriptors_every_path) and long runs of every path against the
+ * scalar one (int8_steps_every_path). */
 #include "typed.h"
 
 #include "kernels/quant8.h" /* white box: the library's element codes */
@@ -497,5 +500,333 @@ TEST_IMPL(int8_checkpoint_damage)
     free(buf);
     optim_free(a);
     optim_free(b);
+    return 0;
+}
+
+/* ---- Every CPU path's int8_block descriptors against quant8.h ---------------------------------------
+ * The descriptors (kernels_math.h, with quant8_simd.h's vector routines on the avx2 and avx512 paths)
+ * must give exactly the codes, scales and values of quant8.h's functions applied one element at a time
+ * (optim__q8_quantize / optim__q8_dequantize, compiled here). */
+
+#include "kernels/kernels.h" /* white box: the paths' storage descriptors */
+
+static const optim_isa q_isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_AVX512BF16,
+                                   OPTIM_ISA_NEON};
+#define Q_NISAS (sizeof q_isas / sizeof q_isas[0])
+
+/* A value of code c of `kind` (the tests' own reading), as a float; 1.0 past the top. */
+static float q_code_value(unsigned c, int kind)
+{
+    const unsigned top = kind == T_Q8_SIGNED ? 120u : 248u;
+    return c > top ? 1.0f : (float)t_q8_value((uint8_t)c, kind);
+}
+
+/* Fill x[0..n) with blocks of inputs for the encoders: each block a scale and a pattern. */
+static void q_encoder_inputs(float *x, size_t n, test_rng *rng)
+{
+    static const uint32_t special[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xffa00000u, 0x7f800000u,
+                                       0xff800000u, 0x00000000u, 0x80000000u, 0x00000001u, 0x80000001u,
+                                       0x007fffffu, 0x00800000u, 0x7f7fffffu, 0xff7fffffu, 0x3f800000u,
+                                       0x3f800001u, 0x3f7fffffu, 0xbf800000u};
+    const size_t B = OPTIM_INT8_BLOCK_SIZE;
+    size_t b, i;
+    for (b = 0; b * B < n; b++) {
+        float *blk = x + b * B;
+        const size_t len = n - b * B < B ? n - b * B : B;
+        const unsigned pattern = (unsigned)(b % 8);
+        /* A power of two (exact y = x / A: ties stay ties) or any float, over the whole exponent range. */
+        const int e = (int)(test_rng_u64(rng) % 250) - 124;
+        const float A = (b % 3) ? ldexpf(1.0f, e) : (float)ldexp(1.0 + test_rng_uniform(rng), e);
+        for (i = 0; i < len; i++) {
+            const size_t k = (i + b * 7) % 1024; /* which code and point: every lane position sees each */
+            const int kind = pattern < 2 ? T_Q8_SIGNED : T_Q8_POSITIVE;
+            const unsigned c = (unsigned)(k / 4) % (kind == T_Q8_SIGNED ? 121u : 249u);
+            const float v = q_code_value(c, kind), next = q_code_value(c + 1, kind);
+            const float mid = (float)(((double)v + next) / 2);
+            const float pts[4] = {v, mid, nextafterf(mid, 0), nextafterf(mid, 2)};
+            const float sgn = (test_rng_u64(rng) & 1) ? -1.0f : 1.0f;
+            float y;
+            switch (pattern) {
+            case 0: case 2: /* every code, the ties between neighbours and the floats beside them, times A */
+                y = sgn * pts[k % 4] * A;
+                break;
+            case 1: case 3: /* the same at the codes' subnormal boundaries: values far below the block's top */
+                y = sgn * pts[k % 4] * A * (float)ldexp(1.0, -(int)(test_rng_u64(rng) % 6));
+                break;
+            case 4: /* every exponent, subnormal floats included */
+                y = sgn * tfloat(((uint32_t)((b * 256 + i) % 254) << 23) | ((uint32_t)test_rng_u64(rng) & 0x7fffffu));
+                break;
+            case 5: /* specials (NaN, infinities, zeros of both signs, the extreme floats) among random values */
+                y = (i % 5 == 0) ? tfloat(special[(i / 5 + b) % (sizeof special / sizeof special[0])])
+                                 : (float)(test_rng_normal(rng) * A);
+                break;
+            case 6: /* random values over 40 binades below the block's top */
+                y = (float)(test_rng_normal(rng) * ldexp(A, -(int)(test_rng_u64(rng) % 40)));
+                break;
+            default: /* a block of zeros, of NaN, of tiny values, or whose top rounds past 1.0 */
+                y = (b / 8) % 4 == 0 ? ((i & 1) ? -0.0f : 0.0f)
+                    : (b / 8) % 4 == 1 ? NAN
+                    : (b / 8) % 4 == 2 ? tfloat((uint32_t)(test_rng_u64(rng) % 0x00800000u))
+                                       : (float)(A * 3.0 * (i % 2 ? 1.0 : 1.0 - ldexp((double)(i % 7), -24)));
+                break;
+            }
+            blk[i] = y;
+        }
+        if (pattern <= 3 && len > 0) blk[(b * 31) % len] = A; /* the block's top, somewhere */
+    }
+}
+
+TEST_IMPL(int8_descriptors_every_path)
+{
+    enum { NBLK = 2400, TAIL = 37 };
+    const size_t n = (size_t)NBLK * OPTIM_INT8_BLOCK_SIZE + TAIL, nb = NBLK + 1;
+    test_rng rng = {test_seed() ^ 0x8f};
+    float *x = (float *)malloc(n * 4), *v = (float *)malloc(n * 4), *vref = (float *)malloc(n * 4);
+    float *sc = (float *)malloc(nb * 4), *scref = (float *)malloc(nb * 4);
+    uint8_t *c = (uint8_t *)malloc(n), *cref = (uint8_t *)malloc(n);
+    size_t ip, i, checked = 0;
+    int exercised = 0, kind;
+    if (!x || !v || !vref || !sc || !scref || !c || !cref) FAIL("out of memory");
+    q_encoder_inputs(x, n, &rng);
+    for (kind = T_Q8_SIGNED; kind <= T_Q8_POSITIVE; kind++) {
+        /* The statement: quant8.h's functions, one element at a time. */
+        optim__q8_quantize(cref, scref, x, n, kind);
+        for (ip = 0; ip < Q_NISAS; ip++) {
+            const optim__kernels *kt = optim__kernels_get(q_isas[ip]);
+            const char *name = optim_isa_name(q_isas[ip]);
+            const optim__storage *st;
+            size_t from;
+            if (!optim_isa_available(q_isas[ip]) || !kt) {
+                if (kind == T_Q8_SIGNED) printf("  path %s: NOT EXERCISED (not in this build or on this CPU)\n", name);
+                continue;
+            }
+            exercised += kind == T_Q8_SIGNED;
+            st = kt->q8[kind];
+            ASSERT(st != NULL && st->dtype == OPTIM_INT8_BLOCK);
+            /* Stores: from the start in one call, and from chunk offsets in chunks as a step stores them. */
+            for (from = 0; from <= OPTIM__CHUNK; from += OPTIM__CHUNK) {
+                size_t at;
+                memset(c, 0xa5, n);
+                for (i = 0; i < nb; i++) sc[i] = -1.0f;
+                if (from == 0) st->store(c, 0, n, x, sc);
+                for (at = from; from && at < n; at += OPTIM__CHUNK)
+                    st->store(c, at, n - at < OPTIM__CHUNK ? n - at : OPTIM__CHUNK, x + at, sc);
+                for (i = from; i < n; i++)
+                    if (c[i] != cref[i])
+                        FAIL("%s, kind %d: code of element %zu (%a, block scale %a): 0x%02x, quant8.h 0x%02x", name,
+                             kind, i, (double)x[i], (double)scref[i / OPTIM_INT8_BLOCK_SIZE], c[i], cref[i]);
+                for (i = from / OPTIM_INT8_BLOCK_SIZE; i < nb; i++)
+                    if (tbits(sc[i]) != tbits(scref[i]))
+                        FAIL("%s, kind %d: scale of block %zu: %a, quant8.h %a", name, kind, i, (double)sc[i],
+                             (double)scref[i]);
+                for (i = 0; i < from; i++)
+                    if (c[i] != 0xa5) FAIL("%s, kind %d: a store from %zu wrote element %zu", name, kind, from, i);
+                checked += n - from;
+            }
+        }
+    }
+    /* Loads: every code at every lane position (block b holds codes b*37 + i), scales over the whole range. */
+    for (i = 0; i < n; i++) c[i] = (uint8_t)(i + (i / OPTIM_INT8_BLOCK_SIZE) * 37);
+    for (i = 0; i < nb; i++)
+        sc[i] = i == 0 ? FLT_MIN : i == 1 ? FLT_MAX : i == 2 ? 1.0f
+                : (float)ldexp(0.5 + test_rng_uniform(&rng), (int)(test_rng_u64(&rng) % 252) - 125);
+    for (kind = T_Q8_SIGNED; kind <= T_Q8_POSITIVE; kind++) {
+        optim__q8_dequantize(vref, c, sc, n, kind);
+        for (ip = 0; ip < Q_NISAS; ip++) {
+            const optim__kernels *kt = optim__kernels_get(q_isas[ip]);
+            size_t at;
+            if (!optim_isa_available(q_isas[ip]) || !kt) continue;
+            memset(v, 0, n * 4);
+            for (at = 0; at < n; at += OPTIM__CHUNK)
+                kt->q8[kind]->load(v + at, c, at, n - at < OPTIM__CHUNK ? n - at : OPTIM__CHUNK, sc);
+            for (i = 0; i < n; i++)
+                if (tbits(v[i]) != tbits(vref[i]))
+                    FAIL("%s, kind %d: value of code 0x%02x (element %zu, scale %a): 0x%08x, quant8.h 0x%08x",
+                         optim_isa_name(q_isas[ip]), kind, c[i], i, (double)sc[i / OPTIM_INT8_BLOCK_SIZE], tbits(v[i]),
+                         tbits(vref[i]));
+            checked += n;
+        }
+    }
+    printf("  %d paths x 3 slot kinds: %zu codes and values of the descriptors bit for bit as quant8.h's functions "
+           "(every code at every lane, ties, both codes' subnormal boundaries, every exponent, NaN, infinities, -0, "
+           "tops past 1.0, short last blocks)\n", exercised, checked);
+    ASSERT(exercised >= 1);
+    free(x);
+    free(v);
+    free(vref);
+    free(sc);
+    free(scref);
+    free(c);
+    free(cref);
+    return 0;
+}
+
+/* ---- Whole steps: every path and thread count gives the scalar path's bits over hundreds of steps ----
+ * The configurations of issue 12's speed targets (8-bit state with float32 or bfloat16 gradients, bfloat16
+ * parameters rounded stochastically or kept by a float32 master) and bfloat16 state, for rules whose slots
+ * use each code (Adam with AMSGrad: signed and positive; Adadelta: positive and non-negative; centered
+ * RMSprop with momentum: positive and signed). */
+typedef struct q_cfg {
+    optim_dtype pdt, gdt, sdt;
+    unsigned flags;
+} q_cfg;
+
+enum { Q_NT = 3, Q_STEPS = 300, Q_POOL = 4099 * 2 + 33037 + 131 * 300 };
+static const size_t q_sizes[Q_NT] = {7, 1000, 33000 + 37}; /* a vector tail, a short block, two threads' worth */
+static void *q_pool[OPTIM_DTYPE_COUNT];                       /* the gradients of each type (q_run) */
+
+/* One run: parameters and state after Q_STEPS steps on path isa with `threads` threads, in p and s. */
+static int q_run(optim_rule rule, const q_cfg *cfg, optim_isa isa, int threads, void *p[Q_NT],
+                 void *s[Q_NT][OPTIM_MAX_SLOTS], long *moved)
+{
+    const size_t ps = optim_dtype_size(cfg->pdt), gs = optim_dtype_size(cfg->gdt);
+    void *g[Q_NT];
+    optim *o = NULL;
+    optim_hparams hp;
+    test_rng rng = {test_seed() ^ 0x51 ^ ((uint64_t)rule << 8)};
+    size_t i, j;
+    int t, k;
+    /* The gradients: normal values over 30 binades, one in 97 zero, drawn once per type; step t of
+     * tensor i reads them from offset t * 131 + i * 4099 on. */
+    void **pool = q_pool;
+    if (!pool[cfg->gdt]) {
+        test_rng prng = {test_seed() ^ 0x52};
+        pool[cfg->gdt] = t_alloc(cfg->gdt, Q_POOL);
+        if (!pool[cfg->gdt]) FAIL("out of memory");
+        for (j = 0; j < Q_POOL; j++)
+            t_set(cfg->gdt, pool[cfg->gdt], j, j % 97 == 0 ? 0.0 : test_rng_normal(&prng) * ldexp(1.0, -(int)(j % 30)));
+    }
+    ASSERT_OK(optim_create(&o, rule));
+    optim_hparams_init(&hp, rule, NULL);
+    hp.lr = 0.01;
+    if (rule == OPTIM_ADAM) hp.amsgrad = 1;
+    if (rule == OPTIM_RMSPROP) {
+        hp.centered = 1;
+        hp.momentum = 0.9;
+    }
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_set_isa(o, isa));
+    ASSERT_OPT_OK(o, optim_set_threads(o, threads));
+    ASSERT_OPT_OK(o, optim_set_seed(o, 1234));
+    for (i = 0; i < Q_NT; i++) {
+        p[i] = t_alloc(cfg->pdt, q_sizes[i]);
+        g[i] = t_alloc(cfg->gdt, q_sizes[i]);
+        if (!p[i] || !g[i]) FAIL("out of memory");
+        for (j = 0; j < q_sizes[i]; j++) t_set(cfg->pdt, p[i], j, test_rng_normal(&rng));
+        ASSERT_OPT_OK(o, optim_add_param_ex(o, 0, p[i], cfg->pdt, g[i], cfg->gdt, q_sizes[i], cfg->sdt, cfg->flags,
+                                            "w", NULL));
+    }
+    for (t = 0; t < Q_STEPS; t++) {
+        for (i = 0; i < Q_NT; i++) {
+            memcpy(g[i], (const char *)pool[cfg->gdt] + ((size_t)t * 131 + i * 4099) * gs, q_sizes[i] * gs);
+            if (i == 0 && t == Q_STEPS / 2) t_set(cfg->gdt, g[i], 3, NAN); /* a non-finite gradient once */
+        }
+        ASSERT_OPT_OK(o, optim_step(o));
+    }
+    for (i = 0; i < Q_NT; i++) {
+        test_rng again = {test_seed() ^ 0x51 ^ ((uint64_t)rule << 8)};
+        size_t before = 0;
+        for (j = 0; j < i; j++) before += q_sizes[j];
+        for (j = 0; j < before; j++) (void)test_rng_normal(&again);
+        /* The parameters moved from their initial values (the same draws as above). */
+        for (j = 0; j < q_sizes[i]; j++) {
+            const double init = test_rng_normal(&again);
+            void *one = t_alloc(cfg->pdt, 1);
+            if (!one) FAIL("out of memory");
+            t_set(cfg->pdt, one, 0, init);
+            *moved += memcmp(one, (const char *)p[i] + j * ps, ps) != 0;
+            free(one);
+        }
+        for (k = 0; k < OPTIM_MAX_SLOTS; k++) {
+            void *data = NULL;
+            const size_t bytes = cfg->sdt == OPTIM_INT8_BLOCK ? OPTIM_INT8_BLOCK_BYTES(q_sizes[i])
+                                                              : q_sizes[i] * optim_dtype_size(cfg->sdt);
+            s[i][k] = NULL;
+            if (k >= optim_rule_slot_count(rule)) continue;
+            ASSERT_OPT_OK(o, optim_state_slot_data(o, i, k, &data, NULL, NULL));
+            if (!data) continue;
+            s[i][k] = malloc(bytes);
+            if (!s[i][k]) FAIL("out of memory");
+            memcpy(s[i][k], data, bytes);
+        }
+        free(g[i]);
+    }
+    optim_free(o);
+    return 0;
+}
+
+static void q_free(void *p[Q_NT], void *s[Q_NT][OPTIM_MAX_SLOTS])
+{
+    size_t i;
+    int k;
+    for (i = 0; i < Q_NT; i++) {
+        free(p[i]);
+        for (k = 0; k < OPTIM_MAX_SLOTS; k++) free(s[i][k]);
+    }
+}
+
+TEST_IMPL(int8_steps_every_path)
+{
+    static const q_cfg cfgs[] = {
+        {OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_INT8_BLOCK, 0},
+        {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK, 0},
+        {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK, OPTIM_PARAM_STOCHASTIC_ROUNDING},
+        {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK, OPTIM_PARAM_MASTER},
+        {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_PARAM_STOCHASTIC_ROUNDING},
+    };
+    static const optim_rule rules[] = {OPTIM_ADAM, OPTIM_ADADELTA, OPTIM_RMSPROP};
+    size_t c, r, ip, i;
+    long runs = 0, moved = 0;
+    for (c = 0; c < sizeof cfgs / sizeof cfgs[0]; c++)
+        for (r = 0; r < sizeof rules / sizeof rules[0]; r += T_SAMPLE) {
+            void *pref[Q_NT], *sref[Q_NT][OPTIM_MAX_SLOTS];
+            const size_t ps = optim_dtype_size(cfgs[c].pdt);
+            if (q_run(rules[r], &cfgs[c], OPTIM_ISA_SCALAR, 1, pref, sref, &moved)) return 1;
+            for (ip = 0; ip < Q_NISAS; ip++) {
+                int threads;
+                if (!optim_isa_available(q_isas[ip])) continue;
+                for (threads = 1; threads <= 2; threads++) {
+                    void *p[Q_NT], *s[Q_NT][OPTIM_MAX_SLOTS];
+                    int k;
+                    if (q_isas[ip] == OPTIM_ISA_SCALAR && threads == 1) continue;
+                    long ignored = 0;
+                    if (q_run(rules[r], &cfgs[c], q_isas[ip], threads, p, s, &ignored)) return 1;
+                    for (i = 0; i < Q_NT; i++) {
+                        if (memcmp(p[i], pref[i], q_sizes[i] * ps) != 0)
+                            FAIL("%s, %s params, %s grads, %s state, flags 0x%x, %s, %d threads: tensor %zu's "
+                                 "parameters differ from the scalar path's after %d steps",
+                                 optim_rule_name(rules[r]), optim_dtype_name(cfgs[c].pdt),
+                                 optim_dtype_name(cfgs[c].gdt), optim_dtype_name(cfgs[c].sdt), cfgs[c].flags,
+                                 optim_isa_name(q_isas[ip]), threads, i, Q_STEPS);
+                        for (k = 0; k < OPTIM_MAX_SLOTS; k++) {
+                            int same;
+                            if (!s[i][k] != !sref[i][k]) FAIL("slot %d allocated differently", k);
+                            if (!s[i][k]) continue;
+                            same = cfgs[c].sdt == OPTIM_INT8_BLOCK
+                                       ? same_q8(s[i][k], sref[i][k], q_sizes[i])
+                                       : memcmp(s[i][k], sref[i][k], q_sizes[i] * optim_dtype_size(cfgs[c].sdt)) == 0;
+                            if (!same)
+                                FAIL("%s, %s params, %s grads, %s state, flags 0x%x, %s, %d threads: tensor %zu's "
+                                     "slot %s differs from the scalar path's after %d steps",
+                                     optim_rule_name(rules[r]), optim_dtype_name(cfgs[c].pdt),
+                                     optim_dtype_name(cfgs[c].gdt), optim_dtype_name(cfgs[c].sdt), cfgs[c].flags,
+                                     optim_isa_name(q_isas[ip]), threads, i, optim_rule_slot_name(rules[r], k),
+                                     Q_STEPS);
+                        }
+                    }
+                    q_free(p, s);
+                    runs++;
+                }
+            }
+            q_free(pref, sref);
+        }
+    for (i = 0; i < OPTIM_DTYPE_COUNT; i++) {
+        free(q_pool[i]);
+        q_pool[i] = NULL;
+    }
+    printf("  %ld runs of %d steps (5 configurations x Adam/Adadelta/RMSprop x every path x 1 and 2 threads): "
+           "parameters and state bit for bit as the scalar path on one thread; %ld parameters moved\n",
+           runs, Q_STEPS, moved);
+    ASSERT(runs > 0 && moved > 0);
     return 0;
 }

@@ -375,6 +375,7 @@ static double OPTIM__T(optim__reduce_same)(size_t n, const void *gv, size_t off,
 
 #if !OPTIM__R_F64
 /* ---- bfloat16 and float16, converted to float ---------------------------------------- */
+#  include "convert_simd.h" /* the vector paths' bfloat16 loops */
 
 #  define OPTIM__HALF_STORAGE(type, dtype)                                                               \
     static void optim__load_##type(void *restrict dst, const void *restrict base, size_t off, size_t n,   \
@@ -382,18 +383,20 @@ static double OPTIM__T(optim__reduce_same)(size_t n, const void *gv, size_t off,
     {                                                                                                     \
         float *restrict d = (float *)dst;                                                                 \
         const uint16_t *restrict s = (const uint16_t *)base + off;                                        \
+        size_t i = optim__##type##_load_vec(d, s, n);                                                     \
         (void)ctx;                                                                                        \
         OPTIM__VECTORIZE                                                                                  \
-        for (size_t i = 0; i < n; i++) d[i] = optim__##type##_to_f32(s[i]);                               \
+        for (; i < n; i++) d[i] = optim__##type##_to_f32(s[i]);                                           \
     }                                                                                                     \
     static void optim__store_##type(void *restrict base, size_t off, size_t n, const void *restrict src,  \
                                     const void *ctx)                                                     \
     {                                                                                                     \
         uint16_t *restrict d = (uint16_t *)base + off;                                                    \
         const float *restrict s = (const float *)src;                                                     \
+        size_t i = optim__##type##_store_vec(d, s, n);                                                    \
         (void)ctx;                                                                                        \
         OPTIM__VECTORIZE                                                                                  \
-        for (size_t i = 0; i < n; i++) d[i] = optim__f32_to_##type(s[i]);                                 \
+        for (; i < n; i++) d[i] = optim__f32_to_##type(s[i]);                                             \
     }                                                                                                     \
     static const optim__storage optim__storage_##type = {dtype, OPTIM__CT_F32, 2, 0, optim__load_##type,  \
                                                          optim__store_##type};                            \
@@ -526,16 +529,18 @@ static const optim__storage optim__storage_bf16_hw = {OPTIM_BFLOAT16, OPTIM__CT_
 /* ---- bfloat16 with stochastic rounding ------------------------------------------------------------
  * Loaded exactly; stored by optim__f32_to_bf16_sr with the random bits of
  * each element's index under the stream's key for this step (ctx: the
- * uint64_t key, optim__sr_key). Plain integer arithmetic: vectorised on
- * every path, the same bits on all of them. */
+ * uint64_t key, optim__sr_key). Plain integer arithmetic, the same bits on
+ * every path: intrinsics on avx2 and avx512 (convert_simd.h), vectorised by
+ * the compiler elsewhere. */
 static void optim__store_bf16_sr(void *restrict base, size_t off, size_t n, const void *restrict src, const void *ctx)
 {
     uint16_t *restrict d = (uint16_t *)base + off;
     const float *restrict s = (const float *)src;
     const uint32_t ck = optim__sr_chunk_key(*(const uint64_t *)ctx, (uint64_t)off >> 32);
     const uint32_t lo = (uint32_t)off;
+    size_t i = optim__bf16_sr_store_vec(d, s, n, lo, ck);
     OPTIM__VECTORIZE
-    for (size_t i = 0; i < n; i++) d[i] = optim__f32_to_bf16_sr(s[i], optim__sr_bits(lo + (uint32_t)i, ck));
+    for (; i < n; i++) d[i] = optim__f32_to_bf16_sr(s[i], optim__sr_bits(lo + (uint32_t)i, ck));
 }
 
 static const optim__storage optim__storage_bf16_sr = {OPTIM_BFLOAT16, OPTIM__CT_F32, 2, 0, optim__load_bf16,
@@ -546,7 +551,8 @@ static const optim__storage optim__storage_bf16_sr = {OPTIM_BFLOAT16, OPTIM__CT_
  * OPTIM__CHUNK), so a block is loaded and stored whole, by one thread. One
  * descriptor per slot kind: the signed code, the unsigned one, the unsigned
  * one that never stores a positive value as 0. */
-#  define OPTIM__Q8_STORAGE(kind, ENC, DEC)                                                                \
+#  include "quant8_simd.h"
+#  define OPTIM__Q8_STORAGE(kind, K)                                                                       \
     static void optim__load_q8##kind(void *restrict dst, const void *restrict base, size_t off, size_t n,   \
                                      const void *ctx)                                                      \
     {                                                                                                       \
@@ -555,9 +561,7 @@ static const optim__storage optim__storage_bf16_sr = {OPTIM_BFLOAT16, OPTIM__CT_
         const float *restrict sc = (const float *)ctx + off / OPTIM__Q8_BLOCK;                              \
         for (size_t b = 0; b < n; b += OPTIM__Q8_BLOCK) {                                                   \
             const size_t len = n - b < OPTIM__Q8_BLOCK ? n - b : OPTIM__Q8_BLOCK;                           \
-            const float A = sc[b / OPTIM__Q8_BLOCK];                                                        \
-            OPTIM__VECTORIZE                                                                                \
-            for (size_t i = 0; i < len; i++) d[b + i] = DEC(c[b + i], A);                                   \
+            optim__q8_dec_block(d + b, c + b, len, sc[b / OPTIM__Q8_BLOCK], K);                             \
         }                                                                                                   \
     }                                                                                                       \
     static void optim__store_q8##kind(void *restrict base, size_t off, size_t n, const void *restrict src,  \
@@ -568,24 +572,18 @@ static const optim__storage optim__storage_bf16_sr = {OPTIM_BFLOAT16, OPTIM__CT_
         const float *restrict s = (const float *)src;                                                       \
         for (size_t b = 0; b < n; b += OPTIM__Q8_BLOCK) {                                                   \
             const size_t len = n - b < OPTIM__Q8_BLOCK ? n - b : OPTIM__Q8_BLOCK;                           \
-            const float A = optim__q8_absmax(s + b, len), r = 1.0f / A;                                     \
+            int nonfinite;                                                                                  \
+            const float A = optim__q8_absmax_block(s + b, len, &nonfinite), r = 1.0f / A;                   \
             sc[b / OPTIM__Q8_BLOCK] = A;                                                                    \
-            OPTIM__VECTORIZE                                                                                \
-            for (size_t i = 0; i < len; i++) c[b + i] = ENC(s[b + i], r);                                   \
+            optim__q8_enc_block(c + b, s + b, len, r, K, nonfinite);                                        \
         }                                                                                                   \
     }                                                                                                       \
     static const optim__storage optim__storage_q8##kind = {OPTIM_INT8_BLOCK, OPTIM__CT_F32, 1, 0,           \
                                                            optim__load_q8##kind, optim__store_q8##kind};
-#  define OPTIM__Q8_ENC_S(x, r) optim__q8_enc_s(x, r)
-#  define OPTIM__Q8_ENC_N(x, r) optim__q8_enc_u(x, r, 0)
-#  define OPTIM__Q8_ENC_P(x, r) optim__q8_enc_u(x, r, 1)
-OPTIM__Q8_STORAGE(s, OPTIM__Q8_ENC_S, optim__q8_dec_s)
-OPTIM__Q8_STORAGE(n, OPTIM__Q8_ENC_N, optim__q8_dec_u)
-OPTIM__Q8_STORAGE(p, OPTIM__Q8_ENC_P, optim__q8_dec_u)
+OPTIM__Q8_STORAGE(s, OPTIM__SLOT_SIGNED)
+OPTIM__Q8_STORAGE(n, OPTIM__SLOT_NONNEG)
+OPTIM__Q8_STORAGE(p, OPTIM__SLOT_POSITIVE)
 #  undef OPTIM__Q8_STORAGE
-#  undef OPTIM__Q8_ENC_S
-#  undef OPTIM__Q8_ENC_N
-#  undef OPTIM__Q8_ENC_P
 
 /* ---- SAM's ascent step and the gradient utilities (float32) ------------------------------ */
 
