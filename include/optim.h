@@ -144,9 +144,12 @@ typedef enum optim_rule {
     OPTIM_LION = 10,    /* Lion, sign of interpolated momentum (Chen et al. 2023) */
     OPTIM_ADAMAX = 11,  /* AdaMax, Adam with an infinity norm (Kingma & Ba 2015) */
     OPTIM_ASGD = 12,    /* averaged SGD (Polyak & Juditsky 1992), torch.optim.ASGD */
-    OPTIM_RPROP = 13    /* resilient backpropagation (Riedmiller & Braun 1993) */
+    OPTIM_RPROP = 13,   /* resilient backpropagation (Riedmiller & Braun 1993) */
+    OPTIM_SPARSE_ADAM = 17 /* lazy Adam over sparse gradients only (torch.optim.SparseAdam; optim_sparse.h) */
 } optim_rule;
-#define OPTIM_RULE_COUNT 13
+/* The largest rule value; a value below it without a rule (optim_rule_name
+ * gives NULL) is reserved. */
+#define OPTIM_RULE_COUNT 17
 
 /** Where eps sits relative to the square root of the second moment. */
 typedef enum optim_eps_placement {
@@ -194,6 +197,8 @@ typedef enum optim_eps_placement {
  *            t0 [1e6] weight_decay [0] maximize
  *   RPROP    lr [1e-2; the initial step size] etaminus [0.5] etaplus [1.2]
  *            step_size_min [1e-6] step_size_max [50] maximize
+ *   SPARSE_ADAM lr [1e-3] beta1 [0.9] beta2 [0.999] eps [1e-8] maximize
+ *            (sparse gradients only: optim_sparse.h)
  */
 typedef struct optim_hparams {
     optim_rule rule;

@@ -48,6 +48,7 @@ ENUMS = {
         'OPTIM_ADAMAX': 11,
         'OPTIM_ASGD': 12,
         'OPTIM_RPROP': 13,
+        'OPTIM_SPARSE_ADAM': 17,
     },
     'optim_eps_placement': {  # optim.h
         'OPTIM_EPS_OUTSIDE': 0,
@@ -132,6 +133,11 @@ ENUMS = {
         'OPTIM_CYCLIC_TRIANGULAR2': 1,
         'OPTIM_CYCLIC_EXP_RANGE': 2,
     },
+    'optim_sparse_support': {  # optim_sparse.h
+        'OPTIM_SPARSE_NO': 0,
+        'OPTIM_SPARSE_YES': 1,
+        'OPTIM_SPARSE_ONLY': 2,
+    },
 }
 
 DEFINES = {
@@ -140,7 +146,7 @@ DEFINES = {
     'OPTIM_VERSION_PATCH': 0,
     'OPTIM_VERSION_NUMBER': 100,
     'OPTIM_ERRMSG_MAX': 320,
-    'OPTIM_RULE_COUNT': 13,
+    'OPTIM_RULE_COUNT': 17,
     'OPTIM_HP_COUNT': 28,
     'OPTIM_DTYPE_COUNT': 5,
     'OPTIM_INT8_BLOCK_SIZE': 256,

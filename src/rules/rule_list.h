@@ -32,7 +32,8 @@
     RULE(LION, 10, lion)                  \
     RULE(ADAMAX, 11, adamax)              \
     RULE(ASGD, 12, asgd)                  \
-    RULE(RPROP, 13, rprop)
+    RULE(RPROP, 13, rprop)                \
+    RULE(SPARSE_ADAM, 17, sparse_adam)
 
 /* For generators that handle both kinds alike. */
 #define OPTIM__LIST_NOTHING(...)

@@ -32,9 +32,11 @@ from ._clip import clip_grad_norm_, clip_grad_value_
 from ._optimizers import SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, RAdam, NAdam, AdaBound
 from ._modern import Lion
 from ._classic import Adamax, ASGD, Rprop
+from ._sparse import SparseAdam
 from ._sam import SAM
 from ._step import NonFiniteGradientError
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound", "Lion", "SAM",
            "Adamax", "ASGD", "Rprop",
+           "SparseAdam",
            "clip_grad_norm_", "clip_grad_value_", "NonFiniteGradientError", "lr_scheduler"]
