@@ -23,7 +23,7 @@ from test_torch_bits import _groups
 
 STEPS = 120
 CLASSES = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "Adamax", "ASGD", "Rprop"]
-REFUSED = ["RAdam", "NAdam", "AdaBound", "Lion"]
+REFUSED = ["RAdam", "NAdam", "AdaBound", "Lion", "SparseAdam"]
 TOL = {torch.complex64: 2e-5, torch.complex128: 1e-13}
 
 

@@ -367,12 +367,14 @@ def nonfinite_error(c, owner, what, e):
     # In a ZeroRedundancyOptimizer the index counts the rank's shard: say so.
     shard = "" if c.zero_rank is None else " of rank %d's shard" % c.zero_rank
     for i, p in enumerate(c.params):
-        g = p.grad
+        g = shown = p.grad
+        if g is not None and g.layout is torch.sparse_coo:
+            g = g.coalesce()._values()  # a sparse gradient: its values are what the step read
         if g is not None and g.numel() and not _tensors.storage_problem(g) and not bool(torch.isfinite(g).all()):
             gi = c.group_of[i]
             return NonFiniteGradientError(
                 "%s: the gradient of parameter %d%s (%s, param group %d) holds NaN or Inf; %s "
-                "(nonfinite='error')" % (owner, i, shard, describe(g), gi, what), i, gi, p)
+                "(nonfinite='error')" % (owner, i, shard, describe(shown), gi, what), i, gi, p)
     return NonFiniteGradientError("%s: %s; %s (nonfinite='error')" % (owner, e, what))
 
 
