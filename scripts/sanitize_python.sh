@@ -38,6 +38,6 @@ export OPTIM_LIBRARY="$lib" PYTHONPATH="$src/python" PYTHONDONTWRITEBYTECODE=1
 tests="$src/python/tests"
 cd "$src"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_memory.py" "$tests/test_binding.py" \
-  "$tests/test_sam.py" "$tests/test_checkpoint.py" "$tests/test_torch_errors.py"
+  "$tests/test_sam.py" "$tests/test_checkpoint.py" "$tests/test_torch_errors.py" "$tests/test_torch_sparse.py"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_torch_state.py" \
   -k "views or bad_loads or reset or step_counts or copies or before_the_first or momentum_buffer or amsgrad"

@@ -77,15 +77,6 @@ static double optim__adagrad_initial(const optim_hparams *hp, int slot)
     return hp->initial_accumulator_value;
 }
 
-static void optim__adagrad_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
-                                   optim__kcommon *c, union optim__ku *u)
-{
-    optim__adagrad_k *k = &u->adagrad;
-    (void)c;
-    k->neg_clr = -(in->lr / (1.0 + (double)(st->step - 1) * hp->lr_decay));
-    k->eps = hp->eps;
-}
-
 /* torch 1.13: "weight_decay option is not compatible with sparse gradients". */
 static int optim__adagrad_sparse(const optim_hparams *hp, optim_error *err)
 {
@@ -93,6 +84,15 @@ static int optim__adagrad_sparse(const optim_hparams *hp, optim_error *err)
                    "adagrad: weight_decay = %.10g is not compatible with sparse gradients (as in torch)",
                    hp->weight_decay);
     return OPTIM_OK;
+}
+
+static void optim__adagrad_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
+                                   optim__kcommon *c, union optim__ku *u)
+{
+    optim__adagrad_k *k = &u->adagrad;
+    (void)c;
+    k->neg_clr = -(in->lr / (1.0 + (double)(st->step - 1) * hp->lr_decay));
+    k->eps = hp->eps;
 }
 
 static const optim__rule_def optim__adagrad_def = {
