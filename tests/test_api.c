@@ -38,6 +38,7 @@ TEST_IMPL(hparams_defaults)
         {OPTIM_LION, "lion", 1e-4, 0, 1, "exp_avg"},
         {OPTIM_ADAMAX, "adamax", 2e-3, 1e-8, 2, "exp_avg"},   {OPTIM_ASGD, "asgd", 1e-2, 0, 1, "ax"},
         {OPTIM_RPROP, "rprop", 1e-2, 0, 2, "prev"},
+        {OPTIM_SPARSE_ADAM, "sparse_adam", 1e-3, 1e-8, 2, "exp_avg"},
     };
     size_t i;
     optim_hparams hp;
@@ -53,6 +54,10 @@ TEST_IMPL(hparams_defaults)
         ASSERT(strcmp(optim_rule_slot_name(want[i].rule, 0), want[i].slot0) == 0);
         ASSERT_INT(optim_rule_has_step(want[i].rule), ==, want[i].rule != OPTIM_SGD && want[i].rule != OPTIM_LION);
     }
+    /* torch 1.13's SparseAdam: betas (0.9, 0.999), no weight decay (a field it does not use) */
+    optim_hparams_init(&hp, OPTIM_SPARSE_ADAM, NULL);
+    ASSERT(hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.maximize == 0);
+    ASSERT(optim_hparams_set(&hp, OPTIM_HP_WEIGHT_DECAY, 0.1, NULL) == OPTIM_EUNSUPPORTED);
     /* torch 1.13's other defaults of the rules added with Adamax */
     optim_hparams_init(&hp, OPTIM_ADAMAX, NULL);
     ASSERT(hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.weight_decay == 0);
