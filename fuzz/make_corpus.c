@@ -10,6 +10,7 @@
 #include "ckpt_v1_fixture.h"
 #include "optim_checkpoint.h"
 #include "optim_schedule.h"
+#include "optim_sparse.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +80,9 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && write_schedules(argv[2])) return 1;
     for (r = 1; r <= OPTIM_RULE_COUNT; r++)
-        for (opt = 0; opt < 2; opt++) {
+        /* Not for a value without a rule, nor SparseAdam (sparse steps only). */
+        for (opt = 0; opt < 2 && optim_rule_name((optim_rule)r) && optim_rule_sparse((optim_rule)r) != OPTIM_SPARSE_ONLY;
+             opt++) {
             char path[4096];
             optim *o = fuzz_optimizer((optim_rule)r, opt);
             if (!o) return 1;

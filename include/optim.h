@@ -146,9 +146,12 @@ typedef enum optim_rule {
     OPTIM_ASGD = 12,    /* averaged SGD (Polyak & Juditsky 1992), torch.optim.ASGD */
     OPTIM_RPROP = 13,   /* resilient backpropagation (Riedmiller & Braun 1993) */
     OPTIM_LAMB = 14,    /* LAMB, Adam with a per-tensor trust ratio (You et al. 2019), as timm's Lamb */
-    OPTIM_LARS = 15     /* LARS, SGD with a per-tensor trust ratio (You et al. 2017), as timm's Lars */
+    OPTIM_LARS = 15,    /* LARS, SGD with a per-tensor trust ratio (You et al. 2017), as timm's Lars */
+    OPTIM_SPARSE_ADAM = 17 /* lazy Adam over sparse gradients only (torch.optim.SparseAdam; optim_sparse.h) */
 } optim_rule;
-#define OPTIM_RULE_COUNT 15
+/* The largest rule value; a value below it without a rule (optim_rule_name
+ * gives NULL) is reserved (16: Adafactor, planned). */
+#define OPTIM_RULE_COUNT 17
 
 /** Where eps sits relative to the square root of the second moment. */
 typedef enum optim_eps_placement {
@@ -203,6 +206,8 @@ typedef enum optim_eps_placement {
  *   LARS     lr [1.0] momentum [0] dampening [0] nesterov [0] weight_decay [0]
  *            trust_coeff [1e-3] eps [1e-8] trust_clip [0] always_adapt [0]
  *            maximize (timm's Lars: docs/rules/lars.md)
+ *   SPARSE_ADAM lr [1e-3] beta1 [0.9] beta2 [0.999] eps [1e-8] maximize
+ *            (sparse gradients only: optim_sparse.h)
  */
 typedef struct optim_hparams {
     optim_rule rule;

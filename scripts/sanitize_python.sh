@@ -38,7 +38,7 @@ export OPTIM_LIBRARY="$lib" PYTHONPATH="$src/python" PYTHONDONTWRITEBYTECODE=1
 tests="$src/python/tests"
 cd "$src"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_memory.py" "$tests/test_binding.py" \
-  "$tests/test_sam.py" "$tests/test_checkpoint.py" "$tests/test_torch_errors.py"
+  "$tests/test_sam.py" "$tests/test_checkpoint.py" "$tests/test_torch_errors.py" "$tests/test_torch_sparse.py"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_torch_state_dtype.py" \
   -k "lifetime or in_memory or round_trips or dequantize or loads_across"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_torch_state.py" \

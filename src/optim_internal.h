@@ -7,6 +7,7 @@
 #include "kernels/kernels.h"
 #include "optim_ext.h"
 #include "optim_precision.h"
+#include "optim_sparse.h"
 
 typedef struct optim__param {
     void *p;         /* caller's memory, n elements of pdt */
@@ -79,8 +80,17 @@ struct optim {
     int64_t ls_tracker;  /* consecutive steps without overflow since the last change */
     int defer_state; /* parameters added now get their state at the first need (optim_set_defer_state) */
     optim_ext_hooks ext; /* optim_ext.h: combine is NULL unless a layered library set it */
+    /* The sparse gradients of the optim_step_sparse in progress (sparse[i] for
+     * parameter i, or NULL), NULL outside it (src/step.c). */
+    const optim_sparse_grad *const *sparse;
     optim_error err;
 };
+
+/* Does parameter i have a gradient this step (dense, or sparse during optim_step_sparse)? */
+static inline int optim__has_grad(const optim *o, size_t i)
+{
+    return o->params[i].g != NULL || (o->sparse && o->sparse[i]);
+}
 
 /* Fill o->tasks for the parameters that have a gradient (others get n = 0):
  * pointers, slots, element and block offsets. Returns the number of

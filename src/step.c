@@ -96,16 +96,25 @@ size_t optim__build_tasks(optim *o, size_t *nblocks)
         const optim__param *pa = &o->params[i];
         optim__task *t = &o->tasks[i];
         int s;
+        const optim_sparse_grad *sg = o->sparse ? o->sparse[i] : NULL;
         t->start = total;
         t->bstart = blocks;
         t->n = pa->g ? pa->n : 0;
         t->p = pa->p;
         t->g = pa->g;
+        if (sg) {
+            t->n = sg->nrows * sg->row_len; /* <= n: optim_step_sparse checked the rows */
+            t->g = sg->values;
+        }
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) t->s[s] = pa->st.slot[s];
         /* Cannot fail: optim_add_param and optim_set_isa checked the types against the path. */
         (void)optim__task_storage(o->kt, t, pa->master ? OPTIM_FLOAT32 : pa->pdt, pa->gdt, pa->sdt,
                                   optim__rule(o->rule)->slot_kinds);
         optim__param_task(o, i, t); /* a master (then p is the master), stochastic rounding */
+        if (sg) {
+            t->rows = sg->rows;
+            t->row_len = sg->row_len;
+        }
         t->loop = NULL;
         t->pre = NULL;
         t->red = NULL;
@@ -263,9 +272,15 @@ int optim__step(optim *o)
     optim__step_in in;
     OPTIM__FAIL_IF(o->nparams == 0, OPTIM__E(o), OPTIM_ESTATE, "optim_step: the optimizer has no parameters");
     OPTIM__FORWARD(optim__state_ensure(o, "optim_step", 0, o->nparams)); /* optim_set_defer_state */
-    for (i = 0; i < o->nparams; i++)
-        OPTIM__FAIL_IF(o->params[i].g && o->params[i].st.step == INT64_MAX, OPTIM__E(o), OPTIM_ESTATE,
+    for (i = 0; i < o->nparams; i++) {
+        OPTIM__FAIL_IF(optim__has_grad(o, i) && o->params[i].st.step == INT64_MAX, OPTIM__E(o), OPTIM_ESTATE,
                        "optim_step: the step counter of param %zu '%s' is at its maximum", i, o->params[i].name);
+        /* torch: "SparseAdam does not support dense gradients, please consider Adam instead". */
+        OPTIM__FAIL_IF(o->params[i].g && optim__rule(o->rule)->sparse_only, OPTIM__E(o), OPTIM_EUNSUPPORTED,
+                       "optim_step: param %zu '%s' has a dense gradient, and %s takes sparse gradients only "
+                       "(optim_step_sparse; adam for dense ones); nothing changed",
+                       i, o->params[i].name, optim_rule_name(o->rule));
+    }
     total = optim__build_tasks(o, &nblocks);
     in.gscale = 1.0;
     /* The bound clamps exactly as torch.clamp(g, -v, v) with v a Python float: the kernels round it to the
@@ -284,12 +299,13 @@ int optim__step(optim *o)
         optim__param *pa = &o->params[i];
         const optim_hparams *hp = &o->groups[pa->group].hp;
         optim__task *t = &o->tasks[i];
-        if (!pa->g) continue;
+        if (!optim__has_grad(o, i)) continue;
         in.lr = optim__group_lr(&o->groups[pa->group]);
         in.quantized = pa->sdt == OPTIM_INT8_BLOCK;
         o->next[i] = pa->st;
         optim__prepare(hp, &in, &o->next[i], &o->ks[i]);
         if (pa->flags & OPTIM_PARAM_COMPLEX) o->ks[i].c.variant |= OPTIM__V_COMPLEX;
+        if (t->rows || (o->sparse && o->sparse[i])) o->ks[i].c.variant |= optim__rule(o->rule)->sparse_variant;
         t->loop = optim__loop_get(o->kt, o->rule, pa->ct, o->ks[i].c.variant, &t->reads, &t->writes);
         OPTIM__FAIL_IF(!t->loop, OPTIM__E(o), OPTIM_EUNSUPPORTED,
                        "optim_step: the %s path has no %s loop for variant 0x%x (%s parameters, %s gradients) of "
@@ -310,7 +326,7 @@ int optim__step(optim *o)
                    optim_rule_name(o->rule));
     for (i = 0; i < o->nparams; i++) {
         optim__param *pa = &o->params[i];
-        if (!pa->g) continue;
+        if (!optim__has_grad(o, i)) continue;
         pa->st.step = o->next[i].step;
         pa->st.mu_product = o->next[i].mu_product;
         /* Stochastic rounding's keys: (seed, parameter, the step it now takes, stream). */
@@ -321,7 +337,7 @@ int optim__step(optim *o)
     optim__run(o->kt, optim__range_update, o->tasks, o->nparams, total, o->threads);
     for (i = 0; i < o->nparams; i++) {
         optim__param *pa = &o->params[i];
-        if (pa->g) optim__finish(&o->groups[pa->group].hp, &pa->st);
+        if (optim__has_grad(o, i)) optim__finish(&o->groups[pa->group].hp, &pa->st);
     }
     if (o->steps < INT64_MAX) o->steps++; /* saturates: a loaded counter may be at the top */
     optim__ls_update(o, 0);

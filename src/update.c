@@ -67,6 +67,9 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
     OPTIM__FORWARD(optim__dtypes(fn, pdt, gdt, &ct, &sdt, err));
     OPTIM__FAIL_IF(n > SIZE_MAX / 8, err, OPTIM_EINVAL, "%s: n = %zu elements is too many", fn, n);
     rule = optim_rule_name(hp->rule);
+    OPTIM__FAIL_IF(optim__rule(hp->rule)->sparse_only, err, OPTIM_EUNSUPPORTED,
+                   "%s: %s takes sparse gradients only (optim_sparse.h: optim_step_sparse); use adam for dense ones",
+                   fn, rule);
     need = optim_hparams_slots(hp);
     lazy = optim__rule(hp->rule)->lazy_slots;
     psize = optim_dtype_size(pdt);

@@ -2,6 +2,7 @@
 #include "ckpt_scenario.h"
 
 #include "optim_schedule.h"
+#include "optim_sparse.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -16,7 +17,9 @@ const char *scenario_name(int id)
         "rmsprop centered momentum + multistep",     "adadelta momentum + warm-up/cosine",
         "adam amsgrad + clip + skip NaN + warm-up",  "adamw + ASAM p=inf + WSD",
         "radam decoupled + cyclic",                   "nadam decoupled + ASAM p=3 + exponential",
-        "adabound amsbound + one-cycle",
+        "adabound amsbound + one-cycle",              "lion", "adamax", "asgd", "rprop",
+        "lamb",                                       "lars", "(value 16: no rule, reserved)",
+        "sparse_adam: sparse steps, tests/test_sparse.c",
         "sgd momentum + constant + clip norm 1",      "adam + linear + nonfinite=error",
         "adamw amsgrad + polynomial + clip norm inf", "rmsprop + cosine restarts + skip NaN",
         "adagrad + cyclic sawtooth (down 0)",         "nadam + cyclic exp_range + clip norm 1",
@@ -55,6 +58,13 @@ static void scn_grads(scenario_run *run, int t)
 
 static int scenario_extra(int id, scenario_run *run);
 static int scn_params(scenario_run *run);
+
+int scenario_exists(int id)
+{
+    return id >= OPTIM_RULE_COUNT ? id < SCN_COUNT
+                                  : optim_rule_name((optim_rule)(id + 1)) != NULL &&
+                                        optim_rule_sparse((optim_rule)(id + 1)) != OPTIM_SPARSE_ONLY;
+}
 
 int scenario_build(int id, scenario_run *run)
 {

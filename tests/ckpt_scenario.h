@@ -30,6 +30,10 @@ typedef struct scenario_run {
 /* Build scenario id (0 <= id < SCN_COUNT): optimizer, parameters at their
  * initial values, schedule, options. Returns 0 or prints and returns -1. */
 int scenario_build(int id, scenario_run *run);
+/* Is there a scenario id? Not for a rule value without a rule (reserved for
+ * another branch's rule) nor for SparseAdam (sparse steps only: its
+ * checkpoint round trip is tests/test_sparse.c's). */
+int scenario_exists(int id);
 void scenario_free(scenario_run *run);
 /* Take step t (0-based): gradients at w (and at w + e for SAM), then the update. */
 int scenario_step(scenario_run *run, int t);

@@ -17,6 +17,15 @@
 #  define TEST_LIST_HEADER "test_list.h"
 #endif
 #include TEST_LIST_HEADER
+#include "optim_sparse.h"
+
+/* The rules the tests that step densely loop over: a value with a rule (a
+ * value reserved for another branch's rule has none) that takes dense
+ * gradients (SparseAdam takes sparse ones only: tests/test_sparse.c). */
+static inline int test_rule_dense(int r)
+{
+    return optim_rule_name((optim_rule)r) != NULL && optim_rule_sparse((optim_rule)r) != OPTIM_SPARSE_ONLY;
+}
 
 #define TEST_DECLARE(name) int test_##name(void);
 TEST_LIST(TEST_DECLARE)

@@ -39,6 +39,7 @@ TEST_IMPL(hparams_defaults)
         {OPTIM_ADAMAX, "adamax", 2e-3, 1e-8, 2, "exp_avg"},   {OPTIM_ASGD, "asgd", 1e-2, 0, 1, "ax"},
         {OPTIM_RPROP, "rprop", 1e-2, 0, 2, "prev"},
         {OPTIM_LAMB, "lamb", 1e-3, 1e-6, 2, "exp_avg"},      {OPTIM_LARS, "lars", 1.0, 1e-8, 1, "momentum_buffer"},
+        {OPTIM_SPARSE_ADAM, "sparse_adam", 1e-3, 1e-8, 2, "exp_avg"},
     };
     size_t i;
     optim_hparams hp;
@@ -68,6 +69,10 @@ TEST_IMPL(hparams_defaults)
     ASSERT(optim_hparams_set(&hp, OPTIM_HP_NESTEROV, 1, NULL) == OPTIM_OK);
     ASSERT(optim_hparams_check(&hp, NULL) == OPTIM_EINVAL); /* nesterov needs momentum, as timm's Lars */
     ASSERT(optim_hparams_set(&hp, OPTIM_HP_BETA1, 0.9, NULL) == OPTIM_EUNSUPPORTED);
+    /* torch 1.13's SparseAdam: betas (0.9, 0.999), no weight decay (a field it does not use) */
+    optim_hparams_init(&hp, OPTIM_SPARSE_ADAM, NULL);
+    ASSERT(hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.maximize == 0);
+    ASSERT(optim_hparams_set(&hp, OPTIM_HP_WEIGHT_DECAY, 0.1, NULL) == OPTIM_EUNSUPPORTED);
     /* torch 1.13's other defaults of the rules added with Adamax */
     optim_hparams_init(&hp, OPTIM_ADAMAX, NULL);
     ASSERT(hp.beta1 == 0.9 && hp.beta2 == 0.999 && hp.weight_decay == 0);
@@ -262,7 +267,7 @@ TEST_IMPL(update_errors)
 TEST_IMPL(nonfinite_propagates)
 {
     int r;
-    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_dense(r)) {
         optim_hparams hp;
         optim_state a, b;
         float pa[16], pb[16], g[16], sa[4][16], sb[4][16];

@@ -16,7 +16,7 @@ TEST_IMPL(object_matches_update)
     enum { N0 = 5, N1 = 1001, N2 = 64 };
     test_rng rng = {test_seed() ^ 0x0b1};
     int r;
-    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_dense(r)) {
         optim_hparams hp;
         optim *o = NULL;
         static float p[3][N1], q[3][N1], g[3][N1], st_mem[3][OPTIM_MAX_SLOTS][N1];
@@ -548,7 +548,7 @@ TEST_IMPL(object_deferred_state)
     test_rng rng = {test_seed() ^ 0xdef};
     static float pe[4][N1], pd[4][N1], g[4][N1];
     int r;
-    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_dense(r)) {
         optim_hparams hp;
         optim *e = NULL, *d = NULL;
         size_t i, bytes = 1, want = 0;

@@ -112,7 +112,7 @@ TEST_IMPL(paths_bit_identical)
     print_paths("paths_bit_identical");
     for (ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         int r;
-        for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+        for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_dense(r)) {
             size_t ng = collect(r, hps, 1);
             path_fixture f;
             long runs = 0;
@@ -171,7 +171,7 @@ TEST_IMPL(nan_bits_every_path)
     for (ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         int r;
         long nans = 0, runs = 0;
-        for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+        for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_dense(r)) {
             /* Every other option combination in float32 and float64 (paths_bit_identical runs each without
              * non-finite values), every fifth for the half types (whose loops are float32's). */
             size_t ng = collect(r, hps, ty < 2 ? 2 : 5), i, j;
@@ -330,7 +330,7 @@ static int types_vs_reference(const int (*types)[3], size_t ntypes, long stride)
     for (ty = 0; ty < ntypes; ty++) {
         int r, lamb_own = 0;
         long runs = 0, moved = 0;
-        for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+        for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_dense(r)) {
             /* Every stride-th option combination (the loops are float32's, every variant of which
              * paths_bit_identical runs), each clipping mode, every path, one and two threads. */
             size_t ng = collect(r, hps, stride), i, j;

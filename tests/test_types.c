@@ -537,7 +537,7 @@ TEST_IMPL(unsupported_variant_refused)
     int r, ct, i;
     unsigned v;
     for (r = 1; r <= OPTIM_RULE_COUNT; r++)
-        for (ct = 0; ct < OPTIM__NCTYPES; ct++) {
+        for (ct = 0; ct < OPTIM__NCTYPES && optim_rule_name((optim_rule)r); ct++) {
             const optim__loops *l = &kt->loops[r][ct];
             ASSERT(l->fns != NULL && l->nvariants > 0 && l->nvariants <= 32);
             for (v = 0; v < l->nvariants; v++) {

@@ -84,6 +84,9 @@ PROTOTYPES = {
     "optim_step": (_int, _ptr),
     "optim_step_with": (_int, _ptr, _size, _ptrs, _ptrs),
     "optim_step_with_data": (_int, _ptr, _size, _ptrs, _ptrs),
+    # optim_sparse.h
+    "optim_rule_sparse": (_int, _int),
+    "optim_step_sparse": (_int, _ptr, _size, _ptrs, _ptrs, _ptrs),
     "optim_set_nonfinite": (_int, _ptr, _int),
     "optim_get_nonfinite": (_int, _ptr),
     "optim_last_step_skipped": (_int, _ptr),

@@ -50,6 +50,7 @@ ENUMS = {
         'OPTIM_RPROP': 13,
         'OPTIM_LAMB': 14,
         'OPTIM_LARS': 15,
+        'OPTIM_SPARSE_ADAM': 17,
     },
     'optim_eps_placement': {  # optim.h
         'OPTIM_EPS_OUTSIDE': 0,
@@ -142,6 +143,11 @@ ENUMS = {
         'OPTIM_CYCLIC_TRIANGULAR2': 1,
         'OPTIM_CYCLIC_EXP_RANGE': 2,
     },
+    'optim_sparse_support': {  # optim_sparse.h
+        'OPTIM_SPARSE_NO': 0,
+        'OPTIM_SPARSE_YES': 1,
+        'OPTIM_SPARSE_ONLY': 2,
+    },
 }
 
 DEFINES = {
@@ -150,7 +156,7 @@ DEFINES = {
     'OPTIM_VERSION_PATCH': 0,
     'OPTIM_VERSION_NUMBER': 100,
     'OPTIM_ERRMSG_MAX': 320,
-    'OPTIM_RULE_COUNT': 15,
+    'OPTIM_RULE_COUNT': 17,
     'OPTIM_HP_COUNT': 31,
     'OPTIM_DTYPE_COUNT': 5,
     'OPTIM_INT8_BLOCK_SIZE': 256,

@@ -92,6 +92,11 @@ def state_dtype_check(param_dtype, state_dtype):
     check(capi.optim_state_dtype_check(param_dtype, state_dtype, ctypes.byref(err)), err.message)
 
 
+def rule_sparse(rule):
+    """optim_rule_sparse: 0 refuses sparse gradients, 1 takes them, 2 takes only them."""
+    return int(capi.optim_rule_sparse(rule))
+
+
 def rule_has_step(rule):
     return bool(capi.optim_rule_has_step(rule))
 
@@ -146,6 +151,13 @@ class LossScale(ctypes.Structure):
 
     _fields_ = [("mode", ctypes.c_int), ("init_scale", _dbl), ("growth_factor", _dbl), ("backoff_factor", _dbl),
                 ("growth_interval", ctypes.c_int64)]
+
+
+class SparseGrad(ctypes.Structure):
+    """struct optim_sparse_grad (optim_sparse.h)."""
+
+    _fields_ = [("rows", ctypes.c_void_p), ("nrows", ctypes.c_size_t), ("row_len", ctypes.c_size_t),
+                ("values", ctypes.c_void_p)]
 
 
 class Handle:
@@ -290,6 +302,11 @@ class Handle:
     def step_with(self, count, params, grads):
         """params, grads: ctypes c_void_p arrays of length count (None = no grad)."""
         self._call(capi.optim_step_with_data, count, params, grads)
+
+    def step_sparse(self, count, params, grads, sparse):
+        """step_with, with sparse a c_void_p array of count addresses of
+        SparseGrad (None: the gradient in grads, dense or none)."""
+        self._call(capi.optim_step_sparse, count, params, grads, sparse)
 
     def state_slot(self, i, s):
         """(address or None, initialized) of parameter i's slot s (of any type)."""

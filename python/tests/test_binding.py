@@ -76,7 +76,11 @@ def test_the_library_agrees_with_the_constants():
         assert lib.optim_rule_name(value).decode().upper() == name[len("OPTIM_"):]
         assert lib.optim_rule_from_name(name[len("OPTIM_"):].lower().encode()) == value
     assert lib.optim_rule_name(max(_constants.ENUMS["optim_rule"].values()) + 1) is None
-    assert len(_constants.ENUMS["optim_rule"]) == _constants.OPTIM_RULE_COUNT
+    # OPTIM_RULE_COUNT is the largest value; a value below it without a name is reserved (for a rule of
+    # another branch), and the library names none of them.
+    assert max(_constants.ENUMS["optim_rule"].values()) == _constants.OPTIM_RULE_COUNT
+    for value in set(range(1, _constants.OPTIM_RULE_COUNT + 1)) - set(_constants.ENUMS["optim_rule"].values()):
+        assert lib.optim_rule_name(value) is None
     for name, value in _constants.ENUMS["optim_hparam"].items():
         field = lib.optim_hparam_name(value).decode()
         assert field.upper() == name[len("OPTIM_HP_"):]
@@ -98,7 +102,7 @@ def _ctype(c_type):
     """The ctypes type the binding must use for a C type of the headers."""
     t = " ".join(c_type.replace("const ", "").split())
     if t in ("int", "optim_rule", "optim_hparam", "optim_nonfinite", "optim_match", "optim_isa", "optim_status",
-             "optim_cyclic_mode", "optim_schedule_kind", "optim_dtype"):
+             "optim_cyclic_mode", "optim_schedule_kind", "optim_dtype", "optim_sparse_support"):
         return ctypes.c_int
     scalars = {"void": None, "unsigned": ctypes.c_uint, "size_t": ctypes.c_size_t, "int64_t": ctypes.c_int64,
                "uint64_t": ctypes.c_uint64,

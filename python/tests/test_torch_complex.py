@@ -25,7 +25,7 @@ from test_torch_bits import _groups
 
 STEPS = 120
 CLASSES = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "Adamax", "ASGD", "Rprop", "RAdam", "NAdam"]
-REFUSED = ["AdaBound", "Lion", "LAMB", "LARS"]
+REFUSED = ["AdaBound", "Lion", "LAMB", "LARS", "SparseAdam"]
 TOL = {torch.complex64: 2e-5, torch.complex128: 1e-13}
 
 

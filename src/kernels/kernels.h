@@ -205,6 +205,11 @@ typedef struct optim__task {
     const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (or NULL) */
     void *copy;                                 /* the user's low-precision parameter of a master, or NULL */
     uint64_t sr_key[OPTIM__NSTREAMS];           /* stochastic rounding: each stream's key this step (ctx) */
+    /* A sparse gradient (optim_sparse.h): n = nrows * row_len elements of g
+     * (the values, row after row); element e is column e % row_len of row
+     * rows[e / row_len] of p and of the state. NULL: dense. Direct tasks only. */
+    const int64_t *rows;
+    size_t row_len;
     /* Reductions: */
     optim_dtype gtype; /* the gradient's element type */
     const float *w;    /* x = (|w| + eta) g when not NULL (ASAM), else x = g */

@@ -43,6 +43,14 @@ static size_t optim__split_point(const optim__task *tasks, size_t count, size_t 
 {
     size_t a = optim__find(tasks, count, x), align;
     if (a == count || x <= tasks[a].start) return x;
+    if (tasks[a].rows) {
+        /* A sparse gradient: at the start of a row, and of the first of its
+         * repeats (SGD's repeated rows are applied in order by one thread). */
+        const optim__task *t = &tasks[a];
+        size_t r = (x - t->start) / t->row_len;
+        while (r > 0 && t->rows[r - 1] == t->rows[r]) r--;
+        return t->start + r * t->row_len;
+    }
     align = tasks[a].align ? tasks[a].align : 1;
     return tasks[a].start + (x - tasks[a].start) / align * align;
 }

@@ -156,6 +156,8 @@ int optim__task_storage(const optim__kernels *kt, optim__task *t, optim_dtype pa
     }
     t->sto[OPTIM__SC] = NULL; /* a master's copy: optim__task_prec */
     t->copy = NULL;
+    t->rows = NULL; /* dense; optim__build_tasks sets a sparse gradient's rows */
+    t->row_len = 0;
     t->chunked = 0;
     for (j = 0; j < OPTIM__NSTREAMS; j++)
         if (t->sto[j] && !t->sto[j]->direct) t->chunked = 1;
@@ -267,11 +269,35 @@ static void optim__update_chunked(const optim__task *t, size_t from, size_t to)
     }
 }
 
+/* A sparse gradient's range: elements [from, to) of its values, row segment
+ * by row segment, each run by the loop instance on the row of the parameter
+ * and of the state it names (direct tasks only: optim_step_sparse checks). */
+static void optim__update_rows(const optim__task *t, size_t from, size_t to)
+{
+    const size_t L = t->row_len;
+    size_t e = from;
+    while (e < to) {
+        const size_t r = e / L, col = e % L;
+        const size_t len = L - col < to - e ? L - col : to - e;
+        const size_t off = (size_t)t->rows[r] * L + col;
+        void *s[OPTIM_MAX_SLOTS];
+        int j;
+        for (j = 0; j < OPTIM_MAX_SLOTS; j++) s[j] = optim__at(t, OPTIM__SS(j), t->s[j], off);
+        t->loop(len, optim__at(t, OPTIM__SP, t->p, off), optim__at(t, OPTIM__SG, (void *)(uintptr_t)t->g, e), s,
+                (const optim__k *)t->k);
+        e += len;
+    }
+}
+
 void optim__range_update(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
 {
     void *s[OPTIM_MAX_SLOTS];
     int j;
     (void)kt;
+    if (t->rows) {
+        optim__update_rows(t, from, to);
+        return;
+    }
     if (t->chunked) {
         optim__update_chunked(t, from, to);
         return;

@@ -15,7 +15,11 @@
 #define OPTIM_RULE_ADAGRAD_H
 #include "rule.h"
 
-#define OPTIM__ADAGRAD_NVARIANTS 4
+/* A sparse step (optim_sparse.h), rounded as torch 1.13's sparse path:
+ * state_sum.add_(sparse(g.pow(2))) rounds g*g and the sum apart, and
+ * param.add_(sparse(g / std), alpha=-clr) is one fused multiply-add. */
+#define OPTIM__ADAGRAD_V_SPARSE 4u
+#define OPTIM__ADAGRAD_NVARIANTS 8
 
 #define OPTIM__ADAGRAD_K(X) \
     X(neg_clr) \
@@ -40,9 +44,15 @@ OPTIM_INLINE void OPTIM__T(optim__adagrad_elem)(R *p, R g, R *s, const optim__kc
 {
     R pi = *p;
     R d = optim__grad(g, pi, c, V);
-    R sum = optim__fma(d, d, s[0]);
-    s[0] = sum;
-    *p = pi + (k->neg_clr * d) / optim__rms(sum, k->eps, V & OPTIM__V_EPSIN);
+    if (V & OPTIM__ADAGRAD_V_SPARSE) {
+        R sum = s[0] + d * d;
+        s[0] = sum;
+        *p = optim__fma(k->neg_clr, d / optim__rms(sum, k->eps, V & OPTIM__V_EPSIN), pi);
+    } else {
+        R sum = optim__fma(d, d, s[0]);
+        s[0] = sum;
+        *p = pi + (k->neg_clr * d) / optim__rms(sum, k->eps, V & OPTIM__V_EPSIN);
+    }
 }
 #endif
 
@@ -67,6 +77,15 @@ static double optim__adagrad_initial(const optim_hparams *hp, int slot)
     return hp->initial_accumulator_value;
 }
 
+/* torch 1.13: "weight_decay option is not compatible with sparse gradients". */
+static int optim__adagrad_sparse(const optim_hparams *hp, optim_error *err)
+{
+    OPTIM__FAIL_IF(hp->weight_decay != 0, err, OPTIM_EUNSUPPORTED,
+                   "adagrad: weight_decay = %.10g is not compatible with sparse gradients (as in torch)",
+                   hp->weight_decay);
+    return OPTIM_OK;
+}
+
 static void optim__adagrad_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
                                    optim__kcommon *c, union optim__ku *u)
 {
@@ -84,5 +103,6 @@ static const optim__rule_def optim__adagrad_def = {
     .nslots = 1, .slot_names = {"sum"},
     .slot_kinds = {OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adagrad_defaults, .slots = optim__adagrad_slots, .initial = optim__adagrad_initial,
-    .prepare = optim__adagrad_prepare};
+    .prepare = optim__adagrad_prepare, .sparse = optim__adagrad_sparse,
+    .sparse_variant = OPTIM__ADAGRAD_V_SPARSE};
 #endif

@@ -12,19 +12,23 @@
 #define OPTIM__RULE_HOST
 #include "optim_rule_headers.h" /* generated from rule_list.h: now their host sections */
 
-/* The list and the public enum agree: each value, the count, and the values
- * are exactly 1..OPTIM_RULE_COUNT (their bits fill the mask below). */
+/* The list and the public enum agree: each value, and the values are in
+ * 1..OPTIM_RULE_COUNT, each once, the largest being OPTIM_RULE_COUNT. A
+ * value below it may be unused (reserved for a rule of another branch:
+ * optim_rule_name gives NULL for it, and every loop over the values skips it). */
 #define OPTIM__ASSERT_RULE(ID, value, ...) \
     _Static_assert(OPTIM_##ID == (value), "rule_list.h: OPTIM_" #ID " is not " #value " in optim.h");
 OPTIM__RULE_LIST(OPTIM__ASSERT_RULE, OPTIM__ASSERT_RULE)
 #undef OPTIM__ASSERT_RULE
-#define OPTIM__ONE(...) +1
-_Static_assert(0 OPTIM__RULE_LIST(OPTIM__ONE, OPTIM__ONE) == OPTIM_RULE_COUNT,
-               "rule_list.h lists a different number of rules than OPTIM_RULE_COUNT");
-#undef OPTIM__ONE
 #define OPTIM__BIT(ID, value, ...) | (1ull << (value))
-_Static_assert((0 OPTIM__RULE_LIST(OPTIM__BIT, OPTIM__BIT)) == (1ull << (OPTIM_RULE_COUNT + 1)) - 2,
-               "rule_list.h: the values are not 1..OPTIM_RULE_COUNT, each once");
+#define OPTIM__ONE(...) +1
+#define OPTIM__RULE_MASK (0 OPTIM__RULE_LIST(OPTIM__BIT, OPTIM__BIT))
+_Static_assert((OPTIM__RULE_MASK & ~((1ull << (OPTIM_RULE_COUNT + 1)) - 2)) == 0 && (OPTIM__RULE_MASK >> OPTIM_RULE_COUNT) == 1,
+               "rule_list.h: a value is outside 1..OPTIM_RULE_COUNT, or OPTIM_RULE_COUNT is not the largest");
+_Static_assert(__builtin_popcountll(OPTIM__RULE_MASK) == 0 OPTIM__RULE_LIST(OPTIM__ONE, OPTIM__ONE),
+               "rule_list.h: a value is listed twice");
+#undef OPTIM__RULE_MASK
+#undef OPTIM__ONE
 #undef OPTIM__BIT
 
 /* The rule table, indexed by optim_rule, generated from the list. */
@@ -62,7 +66,7 @@ optim_rule optim_rule_from_name(const char *name)
     int i;
     if (!name) return (optim_rule)0;
     for (i = 1; i <= OPTIM_RULE_COUNT; i++)
-        if (optim__streq_nocase(name, optim__rule_table[i]->name)) return (optim_rule)i;
+        if (optim__rule_table[i] && optim__streq_nocase(name, optim__rule_table[i]->name)) return (optim_rule)i;
     return (optim_rule)0;
 }
 

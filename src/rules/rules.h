@@ -73,6 +73,14 @@ typedef struct optim__rule_def {
      * optimizer creates the group or replaces them (AdaBound: an unset
      * initial_lr becomes lr); NULL if nothing to do. */
     void (*group)(optim_hparams *hp);
+    /* Sparse gradients (optim_sparse.h): NULL if the rule refuses them, else
+     * the check of a group's options for a sparse step (the options torch
+     * refuses with a sparse gradient: OPTIM_EUNSUPPORTED naming them). */
+    int (*sparse)(const optim_hparams *hp, optim_error *err);
+    unsigned sparse_variant; /* variant bits of a sparse step (its rounding differs from the dense one's) */
+    int sparse_only;         /* refuses dense gradients (SparseAdam) */
+    int sparse_in_order;     /* takes repeated rows (adjacent), applied one entry after another (SGD:
+                                torch adds an uncoalesced gradient entry by entry) */
 } optim__rule_def;
 
 /* The row for a rule, or NULL for an unknown value. */

@@ -97,11 +97,31 @@ static void optim__sgd_finish(const optim_hparams *hp, optim_state *st)
     if (hp->momentum != 0) st->initialized |= 1u;
 }
 
+/* A sparse step is the dense step's math on the rows present (torch's
+ * param.add_(sparse, alpha=-lr) is the same fused multiply-add, applied
+ * entry by entry to an uncoalesced gradient: so are repeated rows here,
+ * sparse_in_order). torch
+ * refuses weight decay with a sparse gradient (add(sparse, dense)); its
+ * momentum buffer, a sparse tensor there, decays every row it ever held at
+ * every step, which is no longer O(rows present): refused here. */
+static int optim__sgd_sparse(const optim_hparams *hp, optim_error *err)
+{
+    OPTIM__FAIL_IF(hp->weight_decay != 0, err, OPTIM_EUNSUPPORTED,
+                   "sgd: weight_decay = %.10g is not compatible with sparse gradients (as in torch)",
+                   hp->weight_decay);
+    OPTIM__FAIL_IF(hp->momentum != 0, err, OPTIM_EUNSUPPORTED,
+                   "sgd: momentum = %.10g with a sparse gradient: the buffer decays every row at every step; "
+                   "step with the dense gradient",
+                   hp->momentum);
+    return OPTIM_OK;
+}
+
 static const optim__rule_def optim__sgd_def = {
     .id = OPTIM_SGD, .name = "sgd", .torch_name = "SGD",
     .uses = OPTIM__USES(LR) | OPTIM__USES(MOMENTUM) | OPTIM__USES(DAMPENING) | OPTIM__USES(NESTEROV) |
             OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MAXIMIZE),
     .nslots = 1, .slot_names = {"momentum_buffer"}, .lazy_slots = 1u, .has_step = 0,
     .defaults = optim__sgd_defaults, .check = optim__sgd_check, .slots = optim__sgd_slots,
-    .prepare = optim__sgd_prepare, .finish = optim__sgd_finish};
+    .prepare = optim__sgd_prepare, .finish = optim__sgd_finish, .sparse = optim__sgd_sparse,
+    .sparse_in_order = 1};
 #endif

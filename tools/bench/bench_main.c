@@ -174,6 +174,7 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
         snprintf(msg, msgsize, "'%s': unknown rule '%s' (rules:", spec, tok ? tok : "");
         for (i = 1; i <= OPTIM_RULE_COUNT; i++) {
             size_t len = strlen(msg);
+            if (!optim_rule_name((optim_rule)i)) continue; /* a value reserved for another rule */
             snprintf(msg + len, msgsize - len, " %s", optim_rule_name((optim_rule)i));
         }
         snprintf(msg + strlen(msg), msgsize - strlen(msg), ")");

@@ -34,12 +34,13 @@ from ._optimizers import SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, RAdam, NA
 from ._modern import Lion, LAMB, LARS
 from ._classic import Adamax, ASGD, Rprop
 from ._lbfgs import LBFGS
+from ._sparse import SparseAdam
 from ._sam import SAM
 from ._step import NonFiniteGradientError
 from ._quantized import QuantizedState, dequantize_state_dict
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound", "Lion", "LAMB", "LARS", "SAM",
            "Adamax", "ASGD", "Rprop",
-           "LBFGS",
+           "LBFGS", "SparseAdam",
            "clip_grad_norm_", "clip_grad_value_", "NonFiniteGradientError", "lr_scheduler",
            "QuantizedState", "dequantize_state_dict"]

@@ -502,7 +502,10 @@ class _Optimizer(Optimizer):
                 return loss
             n, pp, gp, pins = bind(c)
             try:
-                c.h.step_with(n, pp, gp)
+                if pins.sparse is not None:
+                    c.h.step_sparse(n, pp, gp, pins.sparse)  # some gradients sparse (optim_sparse.h)
+                else:
+                    c.h.step_with(n, pp, gp)
             except OptimError as e:
                 if e.code == _core.ENONFINITE:
                     raise nonfinite_error(c, "%s: step" % c.owner, "nothing was updated", e) from None

@@ -62,6 +62,7 @@ class Rule:
         self.hp_spec = cls._hp_spec
         self.fixed = dict(cls._fixed)
         self.step_kind = cls._step_kind
+        self.sparse = _core.rule_sparse(self.rule)  # 0: refuses sparse gradients, 1: takes them, 2: only them
         self.required_slots = cls._required_slots
         # Scalar state keys beside 'step': NAdam's 'mu_product', ASGD's 'eta' and
         # 'mu'. The first is held in C's mu_product field (NAdam's product, ASGD's

@@ -323,6 +323,9 @@ class SAM(Optimizer):
             _groups.sync(c, base.param_groups)
             sam = self._handle(settings)
             n, pp, gp, pins = bind(c)
+            if pins.sparse is not None:
+                raise RuntimeError("SAM.first_step: sparse gradients are not supported (the ascent step moves "
+                                   "every element); step with dense gradients")
             try:
                 sam.first_step_with(n, pp, gp)
             except OptimError as e:

@@ -374,6 +374,9 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
         if not torch.is_tensor(value):
             raise ValueError("%s: %s['%s'] must be a tensor or a QuantizedState, got %s"
                              % (owner, where, name, type(value).__name__))
+        if value.layout is torch.sparse_coo and rule.rule_name == "sgd" and value.is_floating_point():
+            # torch's SGD keeps a sparse momentum buffer for sparse gradients; liboptim's is dense.
+            value = value.to_dense()
         if value.shape != shape:
             raise ValueError("%s: %s['%s'] has shape %s but parameter %d has shape %s"
                              % (owner, where, name, tuple(value.shape), i, tuple(shape)))

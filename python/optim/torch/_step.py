@@ -13,6 +13,7 @@ import ctypes
 
 import torch
 
+from .. import _core
 from . import _tensors
 from ._tensors import EMPTY_PTR, STRIDED, describe
 
@@ -58,14 +59,17 @@ def param_error(c, i, p):
 def grad_error(c, i, g):
     what = "%s: the gradient of parameter %d (%s)" % (c.owner, i, describe(g))
     if g.layout is not STRIDED:
-        # RuntimeError, as torch.optim's "<class> does not support sparse gradients".
-        torch_name = c.rule.rule_name
-        if torch_name in ("sgd", "adagrad"):
-            return RuntimeError("%s is sparse: torch.optim's %s accepts sparse gradients, optim.torch's does not "
-                                "yet (use torch.optim, or step with p.grad = p.grad.to_dense())"
-                                % (what, c.owner))
-        hint = ", please consider SparseAdam instead" if torch_name == "adam" else ""
-        return RuntimeError("%s does not support sparse gradients%s: %s is sparse" % (c.owner, hint, what))
+        if g.layout is not torch.sparse_coo or not c.rule.sparse:
+            # RuntimeError, as torch.optim's "<class> does not support sparse gradients".
+            hint = ", please consider SparseAdam instead" if c.rule.rule_name == "adam" else ""
+            return RuntimeError("%s does not support sparse gradients%s: %s is sparse" % (c.owner, hint, what))
+        if not g.is_cpu:
+            return TypeError("%s is not on the CPU" % what)
+        if g.dtype is not c.dtypes[i]:
+            return TypeError("%s is not of the parameter's dtype %s" % (what, c.dtypes[i]))
+        if g.shape != c.shapes[i]:
+            return ValueError("%s does not have the parameter's shape %s" % (what, tuple(c.shapes[i])))
+        return ValueError("%s cannot be stepped" % what)
     if not g.is_cpu:
         return TypeError("%s is not on the CPU" % what)
     if g.dtype is not c.dtypes[i]:
@@ -84,11 +88,12 @@ class Pins(list):
     returns, and the working copies to write back into their parameters
     after a call that changed them (write_back)."""
 
-    __slots__ = ("back",)
+    __slots__ = ("back", "sparse")
 
     def __init__(self):
         super().__init__()
         self.back = []  # (the parameter's memory as checked, its working copy)
+        self.sparse = None  # the c_void_p array of SparseGrad addresses, when a gradient is sparse
 
     def write_back(self):
         """Copy each working copy into the parameter memory it was made from
@@ -149,6 +154,83 @@ def _complex_refusal(c, i, p):
         if values.get(field):
             raise RuntimeError("%s: parameter %d (%s) is complex and param group %d has %s=True: %s; nothing "
                                "was changed" % (c.owner, i, describe(p), gi, field, why))
+
+
+def _contiguous_strides(shape):
+    strides, acc = [], 1
+    for sz in reversed(shape):
+        strides.append(acc)
+        acc *= max(sz, 1)
+    return tuple(reversed(strides))
+
+
+def _sparse_grad(c, i, p, g, k, layout, pins):
+    """The sparse gradient g of parameter i as liboptim takes it: a SparseGrad
+    (rows, values; optim_sparse.h) over tensors appended to pins, or, for SGD
+    with momentum, the dense gradient (a tensor in pins). torch 1.13's
+    refusals first, with its exception types. Coalesced with torch's own
+    coalesce (duplicate indices summed, rows sorted), as torch's optimizers do."""
+    rule = c.rule
+    if not g.is_cpu or g.dtype is not c.dtypes[i] or g.shape != c.shapes[i]:
+        raise grad_error(c, i, g)
+    values = dict(zip(rule.hp_fields, c.pushed[c.group_of[i]]))
+    if values.get("weight_decay"):
+        if rule.rule_name == "sgd":  # torch: d_p.add(param, alpha=weight_decay) on a sparse d_p
+            raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, sparse) instead. (%s: the "
+                               "gradient of parameter %d is sparse and param group %d has weight_decay=%r)"
+                               % (c.owner, i, c.group_of[i], values["weight_decay"]))
+        raise RuntimeError("weight_decay option is not compatible with sparse gradients (%s: parameter %d, param "
+                           "group %d)" % (c.owner, i, c.group_of[i]))
+    if values.get("momentum"):
+        # torch keeps a sparse momentum buffer that decays every row it ever held at every step; liboptim's
+        # is dense: the step is the dense step with the densified gradient (the same values, rounded as the
+        # dense step rounds them; docs/TORCH.md).
+        d = g.to_dense()
+        if not _tensors.same_layout(c.shapes[i], d.stride(), layout):
+            d = _copy_in(c, i, d, layout)
+        pins.append(d)
+        return d
+    shape = tuple(c.shapes[i])
+    if k and not _tensors.same_layout(shape, _contiguous_strides(shape), layout):
+        raise ValueError("%s: parameter %d (%s) has a sparse gradient but its state is not in row-major "
+                         "(contiguous) layout (strides %s): sparse steps update whole rows of contiguous "
+                         "parameters" % (c.owner, i, describe(p), tuple(p.stride())))
+    if rule.rule_name == "sgd" and not g.is_coalesced() and not c.h.get_clip_grad_norm()[0]:
+        # torch's SGD adds an uncoalesced gradient entry by entry (param.add_(d_p, alpha=-lr)): its entries
+        # sorted by row, stably (repeats keep their order), applied one after another (optim_sparse.h).
+        # (With fused norm clipping the gradient is coalesced first, so that the norm is the summed one's.)
+        gc = g
+    else:
+        gc = g.coalesce()
+    sd = gc.sparse_dim()
+    row_len = 1
+    for sz in shape[sd:]:
+        row_len *= sz
+    desc = _core.SparseGrad()
+    desc.row_len = row_len if row_len > 0 else 1
+    nnz = gc._nnz()
+    desc.nrows = nnz if k else 0
+    pins.append(gc)
+    if nnz and k:
+        idx = gc._indices()
+        if sd == 1:
+            rows = idx[0].contiguous()
+        else:
+            mult = torch.tensor(_contiguous_strides(shape[:sd]), dtype=torch.int64).view(-1, 1)
+            rows = (idx * mult).sum(0).contiguous()
+        vals = gc._values()
+        if gc is g:  # uncoalesced (SGD): sorted by row, stably
+            rows, order = torch.sort(rows, stable=True)
+            vals = vals.index_select(0, order)
+        vals = vals.contiguous()
+        if vals.is_neg() or vals.is_conj():
+            vals = vals.resolve_neg().resolve_conj()
+        pins.append(rows)
+        pins.append(vals)
+        desc.rows = rows.data_ptr()
+        desc.values = vals.data_ptr()
+    pins.append(desc)
+    return desc
 
 
 def bind(c, grads=True):
@@ -225,6 +307,19 @@ def bind(c, grads=True):
         if g is None:
             gp[i] = None
             continue
+        if g.layout is not strided and g.layout is torch.sparse_coo and c.rule.sparse:
+            d = _sparse_grad(c, i, p, g, k, layout, pins)
+            if isinstance(d, _core.SparseGrad):
+                if pins.sparse is None:
+                    pins.sparse = (ctypes.c_void_p * max(n, 1))()
+                pins.sparse[i] = ctypes.addressof(d)
+                gp[i] = None
+            else:
+                gp[i] = d.data_ptr() if k else EMPTY_PTR
+            continue
+        if c.rule.sparse == 2:
+            raise RuntimeError("%s does not support dense gradients, please consider Adam instead (the gradient "
+                               "of parameter %d, %s, is dense)" % (c.owner, i, describe(g)))
         if (g.layout is not strided or g.dtype is not dt or g.shape != shape or not g.is_cpu or g.is_neg()
                 or g.is_conj()):
             raise grad_error(c, i, g)
@@ -272,12 +367,14 @@ def nonfinite_error(c, owner, what, e):
     # In a ZeroRedundancyOptimizer the index counts the rank's shard: say so.
     shard = "" if c.zero_rank is None else " of rank %d's shard" % c.zero_rank
     for i, p in enumerate(c.params):
-        g = p.grad
+        g = shown = p.grad
+        if g is not None and g.layout is torch.sparse_coo:
+            g = g.coalesce()._values()  # a sparse gradient: its values are what the step read
         if g is not None and g.numel() and not _tensors.storage_problem(g) and not bool(torch.isfinite(g).all()):
             gi = c.group_of[i]
             return NonFiniteGradientError(
                 "%s: the gradient of parameter %d%s (%s, param group %d) holds NaN or Inf; %s "
-                "(nonfinite='error')" % (owner, i, shard, describe(g), gi, what), i, gi, p)
+                "(nonfinite='error')" % (owner, i, shard, describe(shown), gi, what), i, gi, p)
     return NonFiniteGradientError("%s: %s; %s (nonfinite='error')" % (owner, e, what))
 
 
