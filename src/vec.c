@@ -48,6 +48,10 @@ static int optim__vcheck_arrays(const char *fn, const char *name, size_t count, 
     size_t i;
     OPTIM__FAIL_IF(count > 0 && !a, err, OPTIM_ENULL, "%s: %s is NULL", fn, name);
     for (i = 0; i < count; i++) {
+        /* n[i] * es must not wrap around (the overlap checks and the kernels' ends use it) */
+        OPTIM__FAIL_IF(n[i] > (size_t)PTRDIFF_MAX / es, err, OPTIM_EINVAL,
+                       "%s: n[%zu] = %zu elements of %zu bytes: more than an array can hold (PTRDIFF_MAX bytes)", fn,
+                       i, n[i], es);
         OPTIM__FAIL_IF(!a[i] && n[i] > 0, err, OPTIM_ENULL, "%s: %s[%zu] is NULL but n[%zu] = %zu", fn, name, i, i,
                        n[i]);
         OPTIM__FAIL_IF(a[i] && (uintptr_t)a[i] % es != 0, err, OPTIM_EINVAL,
@@ -91,6 +95,11 @@ static int optim__vjob_init(optim__vjob *j, const char *fn, optim_dtype dtype, s
     OPTIM__FAIL_IF(!j->tasks, err, OPTIM_ENOMEM, "%s: out of memory for %zu segments", fn, count);
     for (i = 0; i < count; i++) {
         optim__task *t = &j->tasks[i];
+        if (x[i] && n[i] > SIZE_MAX - j->total) { /* the same array may be given many times: the total may wrap */
+            optim__vjob_free(j);
+            return optim__fail(err, OPTIM_EINVAL, "%s: n[%zu] = %zu brings the total past SIZE_MAX elements", fn, i,
+                               n[i]);
+        }
         t->g = x[i];
         t->p = y ? (void *)(uintptr_t)y[i] : NULL;
         t->s[0] = t->p;
@@ -235,6 +244,8 @@ int optim__lbfgs_direction_isa(optim_isa isa, optim_dtype dtype, size_t n, size_
     OPTIM__FAIL_IF(m > 0 && (!dirs || !stps || !ro || !al), err, OPTIM_ENULL, "%s: %s is NULL (m = %zu)", fn,
                    !dirs ? "dirs" : !stps ? "stps" : !ro ? "ro" : "al", m);
     OPTIM__FAIL_IF(n > 0 && (!g || !d), err, OPTIM_ENULL, "%s: %s is NULL (n = %zu)", fn, !g ? "g" : "d", n);
+    OPTIM__FAIL_IF(n > (size_t)PTRDIFF_MAX / es, err, OPTIM_EINVAL,
+                   "%s: n = %zu elements of %zu bytes: more than an array can hold (PTRDIFF_MAX bytes)", fn, n, es);
     if (n == 0) {
         for (j = 0; j < m; j++) al[j] = 0.0; /* every dot product of no elements is 0 */
         return optim__ok(err);

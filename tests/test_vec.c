@@ -429,6 +429,34 @@ TEST_IMPL(vec_errors)
     ASSERT_ERR(optim_lbfgs_direction(OPTIM_FLOAT32, 8, 1, xs, mis, ro, 1.0, x, y, al, 0, &e), OPTIM_EINVAL,
                e.message, "stps[0]");
     ASSERT(memcmp(y, before, sizeof y) == 0);
+    {
+        /* rev11a: sizes no array can have. n * element size used to wrap around in the overlap checks (a
+         * 2^62 + 2-element float32 y "overlapping" 8 bytes), and the element-wise kernels then wrote until
+         * they faulted; two segments' total used to wrap too. Refused with the bad size named, nothing
+         * read or written. */
+        size_t huge[1] = {SIZE_MAX / 4 + 2}, huge8[1] = {SIZE_MAX / 8 + 1}, big[1] = {(size_t)PTRDIFF_MAX / 4 + 1};
+        size_t nine_n[9];
+        const void *xx[9];
+        double dx[1] = {1}, dd[1] = {0};
+        const void *dp[1] = {dx};
+        size_t i;
+        for (i = 0; i < 9; i++) {
+            nine_n[i] = (size_t)PTRDIFF_MAX / 4; /* each possible, not the 9 together: 9 (2^61 - 1) > SIZE_MAX */
+            xx[i] = x;
+        }
+        ASSERT_ERR(optim_vec_axpy(OPTIM_FLOAT32, 1, 2.0, xs, yw, huge, 0, &e), OPTIM_EINVAL, e.message,
+                   "n[0] = 4611686018427387905");
+        ASSERT_ERR(optim_vec_scale(OPTIM_FLOAT32, 1, 2.0, xs, yw, big, 0, &e), OPTIM_EINVAL, e.message, "n[0] = ");
+        ASSERT_ERR(optim_vec_dot(OPTIM_FLOAT32, 1, xs, ys, huge, 0, &out, &e), OPTIM_EINVAL, e.message, "n[0]");
+        ASSERT_ERR(optim_vec_norm(OPTIM_FLOAT64, 1, xs, huge8, 2.0, 0, &out, &e), OPTIM_EINVAL, e.message,
+                   "n[0] = 2305843009213693952");
+        ASSERT_ERR(optim_vec_dot(OPTIM_FLOAT32, 9, xx, xx, nine_n, 0, &out, &e), OPTIM_EINVAL, e.message,
+                   "n[8] = 2305843009213693951 brings the total");
+        ASSERT_ERR(optim_lbfgs_direction(OPTIM_FLOAT64, SIZE_MAX / 8 + 1, 1, dp, dp, ro, 1.0, dx, dd, al, 0, &e),
+                   OPTIM_EINVAL, e.message, "n = 2305843009213693952");
+        ASSERT(out == 42);
+        ASSERT(memcmp(y, before, sizeof y) == 0);
+    }
     ASSERT_ERR(optim__vec_dot_isa((optim_isa)99, OPTIM_FLOAT32, 1, xs, ys, n, 0, &out, &e), OPTIM_EUNSUPPORTED,
                e.message, "not available");
     return 0;
