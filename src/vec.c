@@ -60,26 +60,67 @@ static int optim__vcheck_arrays(const char *fn, const char *name, size_t count, 
     return OPTIM_OK;
 }
 
+/* One segment's bytes [lo, hi) and its index, for the overlap checks. */
+typedef struct optim__span {
+    uintptr_t lo, hi;
+    size_t i;
+} optim__span;
+
+static int optim__span_cmp(const void *a, const void *b)
+{
+    const optim__span *x = (const optim__span *)a, *y = (const optim__span *)b;
+    if (x->lo != y->lo) return x->lo < y->lo ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
 /* A written operand w (segments of es bytes) must not overlap any segment of
- * w or r but its own segment of r when `same_ok` and the two are equal. */
+ * w or r but its own segment of r when `same_ok` and the two are equal. In
+ * O(count log count), not pair by pair (a model of 20000 parameter tensors
+ * took seconds a call): w's segments sorted by address overlap iff two
+ * neighbours do; then each segment of r is checked against the last of
+ * them that starts before it ends (they are disjoint by then, so no earlier
+ * one can reach it). */
 static int optim__vcheck_writes(const char *fn, const char *wname, const char *rname, size_t count,
                                 const void *const *w, const void *const *r, const size_t *n, size_t es,
                                 int same_ok, optim_error *err)
 {
-    size_t i, k;
+    optim__span *s;
+    size_t m = 0, i, k;
+    if (count < 2 && !r) return OPTIM_OK;
+    s = (optim__span *)malloc((count ? count : 1) * sizeof *s);
+    OPTIM__FAIL_IF(!s, err, OPTIM_ENOMEM, "%s: out of memory for the overlap check of %zu segments", fn, count);
     for (i = 0; i < count; i++) {
         if (!n[i]) continue;
-        for (k = 0; k < count; k++) {
-            if (!n[k]) continue;
-            if (k != i)
-                OPTIM__FAIL_IF(optim__overlap_bytes(w[i], n[i] * es, w[k], n[k] * es), err, OPTIM_EOVERLAP,
-                               "%s: %s[%zu] overlaps %s[%zu]", fn, wname, i, wname, k);
-            if (r && !(same_ok && k == i && w[i] == r[i]))
-                OPTIM__FAIL_IF(optim__overlap_bytes(w[i], n[i] * es, r[k], n[k] * es), err, OPTIM_EOVERLAP,
-                               "%s: %s[%zu] overlaps %s[%zu]%s", fn, wname, i, rname, k,
+        s[m].lo = (uintptr_t)w[i];
+        s[m].hi = s[m].lo + n[i] * es;
+        s[m].i = i;
+        m++;
+    }
+    qsort(s, m, sizeof *s, optim__span_cmp);
+    for (k = 1; k < m; k++) {
+        if (s[k].lo < s[k - 1].hi) {
+            size_t a = s[k - 1].i < s[k].i ? s[k - 1].i : s[k].i, b = s[k - 1].i ^ s[k].i ^ a;
+            free(s);
+            return optim__fail(err, OPTIM_EOVERLAP, "%s: %s[%zu] overlaps %s[%zu]", fn, wname, a, wname, b);
+        }
+    }
+    for (k = 0; r && k < count; k++) {
+        uintptr_t lo = (uintptr_t)r[k], hi = lo + n[k] * es;
+        size_t a = 0, b = m; /* the first span that starts at or after hi: s[b - 1] is the candidate */
+        if (!n[k] || (same_ok && r[k] == w[k])) continue;
+        while (a < b) {
+            size_t mid = a + (b - a) / 2;
+            if (s[mid].lo < hi) a = mid + 1;
+            else b = mid;
+        }
+        if (b > 0 && s[b - 1].hi > lo) {
+            i = s[b - 1].i;
+            free(s);
+            return optim__fail(err, OPTIM_EOVERLAP, "%s: %s[%zu] overlaps %s[%zu]%s", fn, wname, i, rname, k,
                                same_ok && k == i ? " (only the very same array may be both)" : "");
         }
     }
+    free(s);
     return OPTIM_OK;
 }
 
