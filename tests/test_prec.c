@@ -952,8 +952,8 @@ TEST_IMPL(prec_api)
     hp.lr = 0.25;
     ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
     /* Refusals, each naming what is wrong. */
-    ASSERT_ERR(optim_add_param_ex(o, 0, pb, OPTIM_BFLOAT16, gb, OPTIM_BFLOAT16, 64, OPTIM_FLOAT32, 4, "w", NULL),
-               OPTIM_EINVAL, optim_errmsg(o), "flags = 0x4");
+    ASSERT_ERR(optim_add_param_ex(o, 0, pb, OPTIM_BFLOAT16, gb, OPTIM_BFLOAT16, 64, OPTIM_FLOAT32, 8, "w", NULL),
+               OPTIM_EINVAL, optim_errmsg(o), "flags = 0x8");
     ASSERT_ERR(optim_add_param_ex(o, 0, p32, OPTIM_FLOAT32, g32, OPTIM_FLOAT32, 64, OPTIM_FLOAT32, OPTIM_PARAM_MASTER,
                                   "w", NULL),
                OPTIM_EINVAL, optim_errmsg(o), "not float32");
