@@ -20,7 +20,9 @@
  * Arrays must be aligned to their element size (OPTIM_EINVAL otherwise), an
  * array written must not overlap another array of the call, except that y
  * may be x itself in optim_vec_scale (OPTIM_EOVERLAP). NULL segments are
- * allowed only with n[i] == 0. On error nothing is read or written.
+ * allowed only with n[i] == 0. A segment of more than PTRDIFF_MAX bytes, or
+ * segments totalling more than SIZE_MAX elements, are OPTIM_EINVAL. On error
+ * nothing is read or written.
  */
 #ifndef OPTIM_VEC_H
 #define OPTIM_VEC_H

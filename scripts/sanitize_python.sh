@@ -4,7 +4,8 @@
 # Python tests that exercise the binding's memory under it: the binding's own
 # tests (test_memory: tensors without memory, storages replaced by threads
 # during calls, SAM's memory and lifetimes, paths; test_binding), SAM,
-# checkpoints, the tensor errors and the state views. Any report fails.
+# checkpoints, the tensor errors and the state views, LBFGS's parameters
+# and state changed between its C calls. Any report fails.
 #
 # The interpreter is not built with ASan, so the runtime is preloaded (the one
 # the library links, as ldd shows it) with libstdc++ (torch throws C++
@@ -38,7 +39,8 @@ export OPTIM_LIBRARY="$lib" PYTHONPATH="$src/python" PYTHONDONTWRITEBYTECODE=1
 tests="$src/python/tests"
 cd "$src"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_memory.py" "$tests/test_binding.py" \
-  "$tests/test_sam.py" "$tests/test_checkpoint.py" "$tests/test_torch_errors.py" "$tests/test_torch_sparse.py"
+  "$tests/test_sam.py" "$tests/test_checkpoint.py" "$tests/test_torch_errors.py" "$tests/test_torch_sparse.py" \
+  "$tests/test_lbfgs_memory.py"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_torch_state_dtype.py" \
   -k "lifetime or in_memory or round_trips or dequantize or loads_across"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_torch_state.py" \

@@ -7,4 +7,5 @@
     TEST_ENTRY(vec_norm_every_path)         \
     TEST_ENTRY(lbfgs_direction_every_path)  \
     TEST_ENTRY(lbfgs_direction_inverts_quadratic) \
+    TEST_ENTRY(vec_overlap_checks_as_pairwise) \
     TEST_ENTRY(vec_errors)

@@ -390,6 +390,63 @@ TEST_IMPL(lbfgs_direction_inverts_quadratic)
     return 0;
 }
 
+/* The overlap rule of the header, pair by pair: does any y[i] overlap a y[k]
+ * (k != i) or an x[k] (but x[i] == y[i] when same_ok)? */
+static int brute_overlap(size_t count, const float *const *x, float *const *y, const size_t *n, int same_ok)
+{
+    size_t i, k;
+    for (i = 0; i < count; i++)
+        for (k = 0; k < count; k++) {
+            if (!n[i] || !n[k]) continue;
+            if (k != i && y[i] < y[k] + n[k] && y[k] < y[i] + n[i]) return 1;
+            if (!(same_ok && k == i && (const float *)y[i] == x[i]) && y[i] < x[k] + n[k] && x[k] < y[i] + n[i])
+                return 1;
+        }
+    return 0;
+}
+
+/* rev11a: the overlap checks (sorted, O(count log count)) refuse exactly the
+ * layouts the pair-by-pair rule refuses, over random segments in one buffer:
+ * identical, nested, touching, empty and repeated segments. */
+TEST_IMPL(vec_overlap_checks_as_pairwise)
+{
+    enum { BUF = 512, MAXC = 24, TRIALS = 4000 };
+    static float buf[BUF];
+    test_rng rng = {test_seed()};
+    int trial, refused[2] = {0, 0};
+    for (trial = 0; trial < TRIALS; trial++) {
+        const float *x[MAXC];
+        float *y[MAXC];
+        size_t n[MAXC], count = 1 + (size_t)(test_rng_uniform(&rng) * MAXC), i;
+        size_t span = (size_t)(2 + test_rng_uniform(&rng) * 40);
+        int op;
+        for (i = 0; i < count; i++) {
+            double u = test_rng_uniform(&rng);
+            n[i] = u < 0.1 ? 0 : (size_t)(1 + test_rng_uniform(&rng) * span);
+            y[i] = buf + (size_t)(test_rng_uniform(&rng) * (BUF - n[i]));
+            x[i] = u > 0.8 ? y[i] : buf + (size_t)(test_rng_uniform(&rng) * (BUF - n[i]));
+            if (i && test_rng_uniform(&rng) < 0.05) y[i] = y[i - 1], n[i] = n[i - 1]; /* repeated */
+            if (i && test_rng_uniform(&rng) < 0.05) y[i] = y[i - 1] + n[i - 1];       /* touching */
+            if (y[i] + n[i] > buf + BUF) n[i] = (size_t)(buf + BUF - y[i]);
+            if (x[i] + n[i] > buf + BUF) x[i] = buf + BUF - n[i];
+        }
+        for (op = 0; op < 2; op++) {
+            optim_error e;
+            int want = brute_overlap(count, x, y, n, op == 1), rc;
+            rc = op == 0 ? optim_vec_axpy(OPTIM_FLOAT32, count, 0.0, (const void *const *)x, (void *const *)y, n, 1, &e)
+                         : optim_vec_scale(OPTIM_FLOAT32, count, 1.0, (const void *const *)x, (void *const *)y, n, 1,
+                                           &e);
+            if (rc != (want ? OPTIM_EOVERLAP : OPTIM_OK))
+                FAIL("trial %d, %s, %zu segments: returned %s (%s), the pairwise rule says %s (seed %" PRIu64 ")",
+                     trial, op ? "scale" : "axpy", count, optim_err_name(rc), rc ? e.message : "",
+                     want ? "overlap" : "no overlap", test_seed());
+            refused[want]++;
+        }
+    }
+    ASSERT(refused[0] > TRIALS / 10 && refused[1] > TRIALS / 10); /* both outcomes well exercised */
+    return 0;
+}
+
 TEST_IMPL(vec_errors)
 {
     float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, y[8] = {0}, before[8];
@@ -429,6 +486,34 @@ TEST_IMPL(vec_errors)
     ASSERT_ERR(optim_lbfgs_direction(OPTIM_FLOAT32, 8, 1, xs, mis, ro, 1.0, x, y, al, 0, &e), OPTIM_EINVAL,
                e.message, "stps[0]");
     ASSERT(memcmp(y, before, sizeof y) == 0);
+    {
+        /* rev11a: sizes no array can have. n * element size used to wrap around in the overlap checks (a
+         * 2^62 + 2-element float32 y "overlapping" 8 bytes), and the element-wise kernels then wrote until
+         * they faulted; two segments' total used to wrap too. Refused with the bad size named, nothing
+         * read or written. */
+        size_t huge[1] = {SIZE_MAX / 4 + 2}, huge8[1] = {SIZE_MAX / 8 + 1}, big[1] = {(size_t)PTRDIFF_MAX / 4 + 1};
+        size_t nine_n[9];
+        const void *xx[9];
+        double dx[1] = {1}, dd[1] = {0};
+        const void *dp[1] = {dx};
+        size_t i;
+        for (i = 0; i < 9; i++) {
+            nine_n[i] = (size_t)PTRDIFF_MAX / 4; /* each possible, not the 9 together: 9 (2^61 - 1) > SIZE_MAX */
+            xx[i] = x;
+        }
+        ASSERT_ERR(optim_vec_axpy(OPTIM_FLOAT32, 1, 2.0, xs, yw, huge, 0, &e), OPTIM_EINVAL, e.message,
+                   "n[0] = 4611686018427387905");
+        ASSERT_ERR(optim_vec_scale(OPTIM_FLOAT32, 1, 2.0, xs, yw, big, 0, &e), OPTIM_EINVAL, e.message, "n[0] = ");
+        ASSERT_ERR(optim_vec_dot(OPTIM_FLOAT32, 1, xs, ys, huge, 0, &out, &e), OPTIM_EINVAL, e.message, "n[0]");
+        ASSERT_ERR(optim_vec_norm(OPTIM_FLOAT64, 1, xs, huge8, 2.0, 0, &out, &e), OPTIM_EINVAL, e.message,
+                   "n[0] = 2305843009213693952");
+        ASSERT_ERR(optim_vec_dot(OPTIM_FLOAT32, 9, xx, xx, nine_n, 0, &out, &e), OPTIM_EINVAL, e.message,
+                   "n[8] = 2305843009213693951 brings the total");
+        ASSERT_ERR(optim_lbfgs_direction(OPTIM_FLOAT64, SIZE_MAX / 8 + 1, 1, dp, dp, ro, 1.0, dx, dd, al, 0, &e),
+                   OPTIM_EINVAL, e.message, "n = 2305843009213693952");
+        ASSERT(out == 42);
+        ASSERT(memcmp(y, before, sizeof y) == 0);
+    }
     ASSERT_ERR(optim__vec_dot_isa((optim_isa)99, OPTIM_FLOAT32, 1, xs, ys, n, 0, &out, &e), OPTIM_EUNSUPPORTED,
                e.message, "not available");
     return 0;

@@ -233,3 +233,54 @@ def test_complex_checkpoint_round_trip(tmp_path, seed):
         b.step()
     for k, (x, y) in enumerate(zip(pb, pa)):
         _compare("param %d" % k, x, y, True, torch.complex128)
+
+
+@pytest.mark.parametrize("rule", ["RAdam", "NAdam"])
+def test_complex_foreach_flag_accepted_without_effect(rule, seed):
+    # rev11a: torch 1.13's two paths disagree on these rules (multi-tensor RAdam leaves eps out, single-tensor
+    # NAdam multiplies mu twice: docs/FIDELITY.md); optim.torch accepts foreach either way and computes the one
+    # formula test_complex_parameters_follow_torch compares with torch, bit for bit the same for every flag
+    dtype = torch.complex64
+    groups, _, _ = _groups(rule)
+    runs = []
+    for foreach in (None, False, True):
+        gen = torch.Generator().manual_seed(seed)
+        go = [dict(opts, params=[p.requires_grad_() for p in _params(dtype, gen)]) for opts in groups]
+        opt = getattr(ot, rule)(go, foreach=foreach)
+        ggen = torch.Generator().manual_seed(seed + 1)
+        for _ in range(20):
+            for p in (p for g in go for p in g["params"]):
+                p.grad = _complex_randn(p.shape, ggen, dtype)
+            opt.step()
+        runs.append([_real(p).clone() for g in go for p in g["params"]])
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("rule", ["RAdam", "NAdam"])
+def test_complex_decoupled_and_maximize_as_torch_built_from_them(rule, seed):
+    # rev11a: optim.torch's options beyond torch 1.13 (decoupled_weight_decay and maximize, as torch 2.x
+    # defines them) on complex parameters, against torch 1.13's own complex step fed what they mean:
+    # p *= 1 - lr wd before a step without weight decay, and the negated gradient
+    dtype = torch.complex128
+    lr, wd = 1e-2, 0.1
+    extra = dict(momentum_decay=2e-2) if rule == "NAdam" else {}
+    foreach = rule == "NAdam"  # docs/FIDELITY.md: the torch path optim follows for each rule
+    gen = torch.Generator().manual_seed(seed)
+    ours = [p.requires_grad_() for p in _params(dtype, gen)]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    o = getattr(ot, rule)(ours, lr=lr, weight_decay=wd, decoupled_weight_decay=True, maximize=True, **extra)
+    t = getattr(torch.optim, rule)(theirs, lr=lr, weight_decay=0, foreach=foreach, **extra)
+    ggen = torch.Generator().manual_seed(seed + 1)
+    for step in range(1, 41):
+        for a, b in zip(ours, theirs):
+            g = _complex_randn(a.shape, ggen, dtype)
+            a.grad, b.grad = g, -g
+        o.step()
+        with torch.no_grad():
+            for b in theirs:
+                b.mul_(1 - lr * wd)
+        t.step()
+        for k, (a, b) in enumerate(zip(ours, theirs)):
+            _compare("%s seed %d step %d tensor %d" % (rule, seed, step, k), a, b, False, dtype)

@@ -17,7 +17,7 @@ import torch
 
 from .. import _constants as C
 from .. import _vec
-from ._tensors import STRIDED, describe, storage_of, storage_problem
+from ._tensors import STRIDED, check_readable, describe, storage_of, storage_problem
 
 __all__ = ["LBFGS"]
 
@@ -32,13 +32,25 @@ def _addr(t):
 
 
 class _Flat:
-    """Operations on whole flat vectors (1-D contiguous tensors of one dtype)."""
+    """Operations on whole flat vectors (contiguous CPU tensors of one dtype and
+    n elements, the parameters' total). Every operand is checked before its
+    address goes to C: a vector of another size, dtype or layout (state loaded
+    from another model, a parameter replaced) would be read or written past its
+    storage."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, sizes):
         self.dtype = dtype
         self.code = _DTYPES[dtype]
+        self.sizes = sizes  # the parameters' numbers of elements when the step began
+        self.n = sum(sizes)
 
     def _one(self, t):
+        if (not isinstance(t, torch.Tensor)
+                or t.dtype != self.dtype or t.numel() != self.n
+                or t.layout is not STRIDED or not t.is_cpu or not t.is_contiguous()):
+            raise RuntimeError("LBFGS: a vector of the step (%s) is not a contiguous CPU %s vector of %d elements, "
+                               "the parameters' total" % (describe(t) if isinstance(t, torch.Tensor) else type(t),
+                                                          self.dtype, self.n))
         return t.data_ptr() if t.numel() else 0
 
     def dot(self, x, y):
@@ -67,7 +79,10 @@ class _Flat:
     def direction(self, g, dirs, stps, ro, h_diag):
         """(d, al): the two-loop recursion, d = -H g, as torch computes it."""
         d = torch.empty_like(g)
-        al = _vec.lbfgs_direction(self.code, g.numel(), [self._one(y) for y in dirs], [self._one(s) for s in stps],
+        if not len(dirs) == len(stps) == len(ro):
+            raise RuntimeError("LBFGS: the history holds %d old_dirs, %d old_stps and %d ro: they go in pairs"
+                               % (len(dirs), len(stps), len(ro)))
+        al = _vec.lbfgs_direction(self.code, self.n, [self._one(y) for y in dirs], [self._one(s) for s in stps],
                                   [float(r) for r in ro], float(h_diag), self._one(g), self._one(d))
         return d, [torch.tensor(a, dtype=self.dtype) for a in al]
 
@@ -179,6 +194,21 @@ def _check_line_search(name):
                            "of length lr)" % (name,))
 
 
+def _state_vector(t, name, dtype, n):
+    """State vector `name` (loaded or edited since it was made) as _Flat takes it: a contiguous copy if it is
+    strided; an error naming it if its size or dtype is not the parameters'."""
+    if not isinstance(t, torch.Tensor) or t.layout is not STRIDED or not t.is_cpu:
+        raise TypeError("LBFGS: state %s is %s, not a dense CPU tensor" % (name, describe(t) if isinstance(
+            t, torch.Tensor) else type(t).__name__))
+    if t.dtype != dtype:
+        raise TypeError("LBFGS: state %s (%s) is not of the parameters' dtype %s" % (name, describe(t), dtype))
+    if t.numel() != n:
+        raise RuntimeError("LBFGS: state %s holds %d elements but the parameters %d: was it loaded from another "
+                           "model, or a parameter replaced?" % (name, t.numel(), n))
+    check_readable(t, "LBFGS: state %s" % name)
+    return t.reshape(-1).contiguous()
+
+
 class LBFGS(torch.optim.Optimizer):
     """L-BFGS, as torch.optim.LBFGS 1.13 (after minFunc), its vector operations
     run by liboptim.
@@ -253,13 +283,36 @@ class LBFGS(torch.optim.Optimizer):
             raise ValueError("LBFGS: no parameters")
         return dtype
 
-    def _flat_grad(self, params):
+    def _same(self, params, flat):
+        """Every parameter still of the step's dtype and size, in memory C may write (the closure runs between
+        the step's C calls and may replace a parameter's .data)."""
+        for i, p in enumerate(params):
+            what = "LBFGS: parameter %d (%s)" % (i, describe(p))
+            if p.layout is not STRIDED or not p.is_cpu or p.dtype != flat.dtype:
+                raise TypeError("%s changed during the step: it was a dense CPU %s tensor" % (what, flat.dtype))
+            if p.numel() != flat.sizes[i]:
+                raise RuntimeError("%s holds %d elements, %d when the step began: was its .data replaced?"
+                                   % (what, p.numel(), flat.sizes[i]))
+            problem = storage_problem(p)
+            if problem:
+                raise ValueError("%s %s" % (what, problem))
+
+    def _flat_grad(self, params, flat=None):
+        """The gradients as one vector; with flat, the parameters and each gradient checked to be of the step's
+        dtype and sizes."""
+        if flat is not None:
+            self._same(params, flat)
         views = []
-        for p in params:
+        for i, p in enumerate(params):
             g = p.grad
             if g is None:
                 views.append(p.new_zeros(p.numel()))
-            elif g.is_sparse:
+                continue
+            if flat is not None and (g.dtype != p.dtype or g.numel() != p.numel()):
+                err = TypeError if g.dtype != p.dtype else RuntimeError
+                raise err("LBFGS: parameter %d (%s) has a gradient of %d elements of %s: every gradient must be of "
+                          "its parameter's dtype and size" % (i, describe(p), g.numel(), g.dtype))
+            if g.is_sparse:
                 views.append(g.to_dense().reshape(-1))
             else:
                 views.append(g.reshape(-1))
@@ -269,6 +322,8 @@ class LBFGS(torch.optim.Optimizer):
         """p += t * d[its elements] for every parameter, in one call: one rounding
         per element (torch's p.add_(d, alpha=t)). Non-contiguous parameters go
         through a contiguous copy written back."""
+        self._same(params, flat)
+        flat._one(d)
         ptrs, xs, sizes, pins, back = [], [], [], [], []
         offset = 0
         for p in params:
@@ -331,7 +386,7 @@ class LBFGS(torch.optim.Optimizer):
         dtype = self._check(params)
         if dtype is None:
             return self._complex_step(params, closure, group["tolerance_grad"])
-        flat = _Flat(dtype)
+        flat = _Flat(dtype, [p.numel() for p in params])
         lr, max_iter, max_eval = group["lr"], group["max_iter"], group["max_eval"]
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
         line_search, history = group["line_search_fn"], group["history_size"]
@@ -346,7 +401,7 @@ class LBFGS(torch.optim.Optimizer):
         loss = float(first_loss)
         evals = 1
         state["func_evals"] += 1
-        g = self._flat_grad(params)
+        g = self._flat_grad(params, flat)
         # 0-dim tensors compared with Python numbers: the number is rounded to the dtype, as in torch
         converged = flat.max_abs(g) <= tol_grad
         if converged:
@@ -355,6 +410,11 @@ class LBFGS(torch.optim.Optimizer):
         d, t = state.get("d"), state.get("t")
         old_dirs, old_stps, ro = state.get("old_dirs"), state.get("old_stps"), state.get("ro")
         h_diag, prev_g, prev_loss = state.get("H_diag"), state.get("prev_flat_grad"), state.get("prev_loss")
+        if state["n_iter"] > 0:  # the history goes on: its vectors (perhaps loaded or edited) must fit
+            d = _state_vector(d, "d", dtype, flat.n)
+            prev_g = _state_vector(prev_g, "prev_flat_grad", dtype, flat.n)
+            for key, vs in (("old_dirs", old_dirs), ("old_stps", old_stps)):
+                vs[:] = [_state_vector(v, "%s[%d]" % (key, j), dtype, flat.n) for j, v in enumerate(vs)]
 
         it = 0
         while it < max_iter:
@@ -406,7 +466,7 @@ class LBFGS(torch.optim.Optimizer):
                 def evaluate(step, x0=x0, d=d):
                     self._move(params, flat, step, d)
                     value = float(closure())
-                    grad = self._flat_grad(params)
+                    grad = self._flat_grad(params, flat)
                     for p, x in zip(params, x0):
                         p.copy_(x)
                     return value, grad
@@ -420,7 +480,7 @@ class LBFGS(torch.optim.Optimizer):
                     # torch does not evaluate after the last iteration
                     with torch.enable_grad():
                         loss = float(closure())
-                    g = self._flat_grad(params)
+                    g = self._flat_grad(params, flat)
                     converged = flat.max_abs(g) <= tol_grad
                     ls_evals = 1
             evals += ls_evals
