@@ -264,3 +264,31 @@ def test_simd_paths_and_threads_give_the_same_bits_for_odd_sizes(sdt):
         for k, (a, b) in enumerate(zip(ref, got)):
             assert a == b, "%s: array %d differs from the scalar path's" % (key, k)
     print("paths:", sorted(runs))
+
+
+def test_lamb_lars_and_sparse_adam_take_state_dtype():
+    """LAMB, LARS and SparseAdam take state_dtype= as every class does
+    (before: a TypeError). LAMB and LARS step int8 and bfloat16 state
+    (test_torch_state_dtype checks their int8 bits against the C API);
+    SparseAdam's sparse step refuses a state other than the parameter's
+    where C refuses it, with C's message, and nothing changes."""
+    for cls, kw in ((ot.LAMB, {}), (ot.LARS, dict(lr=0.1, momentum=0.9))):
+        p, opt = make(cls=cls, seed=16, steps=2, **kw)
+        assert all(isinstance(v, ot.QuantizedState) for k, v in opt.state[p].items() if k != "step")
+        assert len([v for v in opt.state[p].values() if isinstance(v, ot.QuantizedState)]) >= 1
+        pb, bf = make(cls=cls, sdt=torch.bfloat16, seed=16, steps=2, **kw)
+        assert all(v.dtype is torch.bfloat16 for k, v in bf.state[pb].items() if k != "step")
+    p = torch.nn.Parameter(torch.randn(40, 3))
+    ref = torch.nn.Parameter(p.detach().clone())
+    ok = ot.SparseAdam([ref], state_dtype=torch.float32)
+    for sdt in ("int8", torch.bfloat16):
+        opt = ot.SparseAdam([p], state_dtype=sdt)
+        p.grad = torch.randn(40, 3).to_sparse()
+        before = p.detach().clone()
+        with pytest.raises(ValueError, match=r"SparseAdam: step: optim_step_sparse: .*%s state\): sparse gradients"
+                           % ("int8_block" if sdt == "int8" else "bfloat16")):
+            opt.step()
+        assert torch.equal(p.detach(), before) and len(opt.state) == 0
+    ref.grad = p.grad.clone()
+    ok.step()
+    assert ok.state[ref]["exp_avg"].dtype is torch.float32
