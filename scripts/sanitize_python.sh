@@ -4,8 +4,9 @@
 # Python tests that exercise the binding's memory under it: the binding's own
 # tests (test_memory: tensors without memory, storages replaced by threads
 # during calls, SAM's memory and lifetimes, paths; test_binding), SAM,
-# checkpoints, the tensor errors and the state views, LBFGS's parameters
-# and state changed between its C calls. Any report fails.
+# checkpoints, the tensor errors, the state views, LBFGS's parameters and
+# state changed between its C calls, and the int8 state attacks
+# (test_torch_int8_attacks, but its subprocess runs). Any report fails.
 #
 # The interpreter is not built with ASan, so the runtime is preloaded (the one
 # the library links, as ldd shows it) with libstdc++ (torch throws C++
@@ -43,5 +44,6 @@ cd "$src"
   "$tests/test_lbfgs_memory.py"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_torch_state_dtype.py" \
   -k "lifetime or in_memory or round_trips or dequantize or loads_across"
+"$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_torch_int8_attacks.py" -k "not simd_paths"
 "$python" -m pytest -q -p no:cacheprovider --capture=sys "$tests/test_torch_state.py" \
   -k "views or bad_loads or reset or step_counts or copies or before_the_first or momentum_buffer or amsgrad"

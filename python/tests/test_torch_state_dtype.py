@@ -28,11 +28,12 @@ from optim.torch import _tensors
 from optim.torch._quantized import BLOCK, nblocks, scales_offset
 
 CLASSES = [ot.SGD, ot.Adagrad, ot.RMSprop, ot.Adadelta, ot.Adam, ot.AdamW, ot.RAdam, ot.NAdam, ot.AdaBound, ot.Lion,
-           ot.Adamax, ot.ASGD, ot.Rprop]
+           ot.Adamax, ot.ASGD, ot.Rprop, ot.LAMB, ot.LARS]
 # Options that allocate every slot a class has (SGD's momentum buffer, AMSGrad's maximum, centered
 # RMSprop's grad_avg and momentum buffer).
 KW = {ot.SGD: dict(lr=1e-2, momentum=0.9), ot.RMSprop: dict(lr=1e-3, momentum=0.9, centered=True),
       ot.Adam: dict(amsgrad=True), ot.Adadelta: dict(lr=0.5),
+      ot.LAMB: dict(max_grad_norm=None), ot.LARS: dict(lr=0.1, momentum=0.9),  # the C driver below does not clip
       ot.Rprop: dict(lr=2.0 ** -7)}  # Rprop's step sizes start at lr: exact in bfloat16, as the reference needs
 STATE_DTYPES = [None, torch.float32, torch.bfloat16, "int8"]
 SDT_C = {torch.float32: C.OPTIM_FLOAT32, torch.bfloat16: C.OPTIM_BFLOAT16, torch.float16: C.OPTIM_FLOAT16,
@@ -166,7 +167,10 @@ def test_float32_state_is_torch(cls):
                         {key: v for key, v in base.state[q].items()}, (cls.__name__, sdt, k))
 
 
-@pytest.mark.parametrize("cls", CLASSES, ids=_ids)
+# LAMB's second pass (the trust ratio's update norm) reads the state as stored, rounded
+# (docs/PRECISION.md): rounding after a float32 step is not its reference; the C suites check its bfloat16
+# state (docs/PRECISION.md), test_int8_state_is_the_c_api its int8 state through the binding.
+@pytest.mark.parametrize("cls", [c for c in CLASSES if c is not ot.LAMB], ids=_ids)
 def test_bfloat16_state_is_rounded_float32(cls):
     """state_dtype=torch.bfloat16 on float32 parameters: every step's bits
     are a float32-state run's whose state the test rounds to bfloat16 to

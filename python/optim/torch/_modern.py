@@ -107,7 +107,7 @@ class LAMB(_Optimizer):
                  grad_averaging=True, max_grad_norm=1.0, trust_clip=False, always_adapt=False, *, maximize=False,
                  foreach=None, capturable=False, differentiable=False, fused=False, nonfinite="propagate",
                  clip_grad_norm=None, clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         _check_flags("LAMB", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                   fused=fused))
         if grad_averaging is not True:
@@ -122,7 +122,7 @@ class LAMB(_Optimizer):
                         trust_clip=trust_clip, always_adapt=always_adapt, maximize=maximize, foreach=foreach)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
 
 
@@ -172,7 +172,8 @@ class LARS(_Optimizer):
     def __init__(self, params, lr=1.0, momentum=0, dampening=0, weight_decay=0, nesterov=False, trust_coeff=0.001,
                  eps=1e-8, trust_clip=False, always_adapt=False, *, maximize=False, foreach=None, capturable=False,
                  differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None, clip_grad_value=None,
-                 master_weights=False, stochastic_rounding=False, loss_scale=None):
+                 master_weights=False, stochastic_rounding=False, loss_scale=None,
+                 state_dtype=None):
         _check_flags("LARS", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                   fused=fused))
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
@@ -180,5 +181,5 @@ class LARS(_Optimizer):
                         always_adapt=always_adapt, maximize=maximize, foreach=foreach)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)

@@ -37,7 +37,8 @@ import torch
 from .. import _constants as C
 from . import _tensors
 
-__all__ = ["QuantizedState", "dequantize_state_dict", "KIND_NAMES", "BLOCK", "nblocks", "scales_offset"]
+__all__ = ["QuantizedState", "dequantize_state_dict", "KIND_NAMES", "BLOCK", "nblocks", "scales_offset",
+           "scales_problem"]
 
 BLOCK = C.OPTIM_INT8_BLOCK_SIZE
 KIND_NAMES = {C.OPTIM_SLOT_SIGNED: "signed", C.OPTIM_SLOT_NONNEG: "nonneg", C.OPTIM_SLOT_POSITIVE: "positive"}
@@ -52,6 +53,25 @@ def nblocks(n):
 def scales_offset(n):
     """OPTIM_INT8_BLOCK_SCALES_OFFSET(n): the byte where a slot's scales start."""
     return (n + 63) // 64 * 64
+
+
+_FLT_MIN = float(np.finfo(np.float32).tiny)
+
+
+def scales_problem(scales):
+    """None if every scale of float32 tensor `scales` is one the library
+    stores (finite and at least FLT_MIN: max(largest finite |x|, FLT_MIN));
+    else the text naming the first bad one. A NaN, infinite, zero or
+    negative scale would turn the whole block into NaN, infinities or
+    sign-flipped values at the next step."""
+    if scales.numel() == 0:
+        return None
+    bad = ~(torch.isfinite(scales) & (scales >= _FLT_MIN))
+    if not bool(bad.any()):
+        return None
+    b = int(bad.nonzero()[0, 0])
+    return ("has scale %r at block %d: a scale must be finite and at least FLT_MIN (%r), as the library stores it"
+            % (float(scales[b]), b, _FLT_MIN))
 
 
 def _table(signed):

@@ -33,7 +33,8 @@ class SparseAdam(_Optimizer):
     p's first step. Bit-identical to torch 1.13 on float32 and float64
     (python/tests/test_torch_sparse.py). Sparse steps need parameters whose
     state is row-major (contiguous), of float32 or float64 (not bfloat16,
-    float16, master weights or stochastic rounding: ValueError naming them),
+    float16, master weights, stochastic rounding or a state_dtype= other than
+    the parameter's: ValueError naming them),
     and real (complex parameters are refused).
     """ + _COMMON_DOC
 
@@ -46,7 +47,7 @@ class SparseAdam(_Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False, *, nonfinite="propagate",
                  clip_grad_norm=None, clip_grad_value=None, master_weights=False, stochastic_rounding=False,
-                 loss_scale=None):
+                 loss_scale=None, state_dtype=None):
         # torch 1.13's checks and messages, in its order.
         if not 0.0 < lr:
             raise ValueError("Invalid learning rate: {}".format(lr))
@@ -72,5 +73,5 @@ class SparseAdam(_Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        loss_scale=loss_scale)  # taken out by _Optimizer (_precision)
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)

@@ -18,7 +18,7 @@ import torch
 from . import _step, _tensors
 from ._groups import number, slot_bits
 from ._precision import MASTER_KEY
-from ._quantized import QuantizedState
+from ._quantized import QuantizedState, scales_problem
 from ._tensors import STRIDED, describe
 
 __all__ = ["State", "ParamState", "plan_param_state", "apply_param_state"]
@@ -366,10 +366,17 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
                 problem = _tensors.storage_problem(getattr(value, part))
                 if problem:
                     raise ValueError("%s: %s['%s'].%s %s" % (owner, where, name, part, problem))
+            try:  # codes and scales may have been replaced since it was made: the copy checks them again
+                value = value.clone()
+            except ValueError as e:
+                raise ValueError("%s: %s['%s']: %s" % (owner, where, name, e)) from None
+            problem = scales_problem(value.scales)
+            if problem:
+                raise ValueError("%s: %s['%s'].scales %s" % (owner, where, name, problem))
             if allocated:
-                plan["slots"][s] = value.clone()
+                plan["slots"][s] = value
             else:
-                plan["pending"][s] = value.clone()
+                plan["pending"][s] = value
             continue
         if not torch.is_tensor(value):
             raise ValueError("%s: %s['%s'] must be a tensor or a QuantizedState, got %s"
