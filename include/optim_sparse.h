@@ -71,8 +71,9 @@ OPTIM_API optim_sparse_support optim_rule_sparse(optim_rule rule);
  * only. Refused, with nothing changed and a message naming the parameter and
  * the value: a rule that takes no sparse gradient, or an option it refuses
  * them with (OPTIM_EUNSUPPORTED); a row index out of range or not above the
- * one before it, row_len 0 or not dividing n, values or rows NULL with
- * nrows > 0, both grads[i] and sparse[i] given (OPTIM_EINVAL / OPTIM_ENULL);
+ * one before it, row_len 0 or not dividing n, nrows above n / row_len (SGD,
+ * whose rows may repeat: nrows whose byte count overflows size_t), values or
+ * rows NULL with nrows > 0, both grads[i] and sparse[i] given (OPTIM_EINVAL / OPTIM_ENULL);
  * parameters or state not held in the compute type (bfloat16, float16,
  * int8_block state, fp32 masters, stochastic rounding: OPTIM_EUNSUPPORTED);
  * values or rows overlapping a parameter (OPTIM_EOVERLAP). A parameter

@@ -58,9 +58,16 @@ static int optim__sparse_check(optim *o, const char *fn, size_t i, const optim__
                    "%s: sparse[%zu] (param '%s'): row_len = %zu does not divide its %zu elements", fn, i, pa->name,
                    sg->row_len, pa->n);
     nrow_total = pa->n / sg->row_len;
-    OPTIM__FAIL_IF(sg->nrows > nrow_total, OPTIM__E(o), OPTIM_EINVAL,
+    /* Strictly increasing rows are at most nrow_total; SGD's repeated rows may be more (an uncoalesced
+     * gradient), but never more entries than memory can hold (the byte counts below stay exact). */
+    OPTIM__FAIL_IF(!r->sparse_in_order && sg->nrows > nrow_total, OPTIM__E(o), OPTIM_EINVAL,
                    "%s: sparse[%zu] (param '%s'): nrows = %zu, more than its %zu rows of %zu", fn, i, pa->name,
                    sg->nrows, nrow_total, sg->row_len);
+    /* SGD's repeated rows may be more than nrow_total (an uncoalesced gradient), never more than a size_t
+     * counts in bytes (the byte counts below stay exact). */
+    OPTIM__FAIL_IF(sg->nrows > SIZE_MAX / sizeof(int64_t) || sg->nrows > SIZE_MAX / size / sg->row_len,
+                   OPTIM__E(o), OPTIM_EINVAL, "%s: sparse[%zu] (param '%s'): nrows = %zu rows of %zu elements: "
+                   "their size overflows size_t", fn, i, pa->name, sg->nrows, sg->row_len);
     if (sg->nrows == 0) return OPTIM_OK;
     OPTIM__FAIL_IF(!sg->rows || !sg->values, OPTIM__E(o), OPTIM_ENULL, "%s: sparse[%zu] (param '%s'): %s is NULL with "
                    "nrows = %zu", fn, i, pa->name, !sg->rows ? "rows" : "values", sg->nrows);

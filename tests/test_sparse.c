@@ -599,6 +599,19 @@ TEST_IMPL(sparse_refusals)
     rows[1] = 0;
     ASSERT_ERR(optim_step_sparse(sgd, 1, params, grads, sparse), OPTIM_EINVAL, optim_errmsg(sgd),
                "rows[1] = 0 is not above rows[0] = 1 (rows must be in non-decreasing order for sgd");
+    rows[1] = 1;
+    {   /* SGD: more repeated rows than the parameter has rows (an uncoalesced gradient); a size_t overflow */
+        static int64_t many[R_ROWS + 2];
+        static float mvals[(R_ROWS + 2) * R_LEN];
+        optim_sparse_grad mg = {many, R_ROWS + 2, R_LEN, mvals};
+        const optim_sparse_grad *msparse[1] = {&mg};
+        size_t q;
+        for (q = 0; q < R_ROWS + 2; q++) many[q] = (int64_t)(q / 2);
+        ASSERT_OPT_OK(sgd, optim_step_sparse(sgd, 1, params, grads, msparse));
+        mg.nrows = SIZE_MAX / 2;
+        ASSERT_ERR(optim_step_sparse(sgd, 1, params, grads, msparse), OPTIM_EINVAL, optim_errmsg(sgd),
+                   "their size overflows size_t");
+    }
     optim_free(sgd);
     optim_free(adam);
     /* Adagrad's weight decay; bfloat16 parameters. */

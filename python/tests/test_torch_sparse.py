@@ -264,3 +264,22 @@ def test_sparse_steps_refuse_what_they_cannot_step():
     with pytest.raises(ValueError, match="row-major"):
         opt.step()
     assert torch.equal(q.detach(), torch.ones(ROWS, DIM))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_sgd_uncoalesced_more_entries_than_rows(dtype, seed):
+    """SGD takes an uncoalesced gradient entry by entry: one with more entries than the parameter has
+    rows (repeats), hybrid (dense rows of two dims), gives torch's bits."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(3, 2, 4, generator=gen, dtype=torch.float64).to(dtype)
+    pt, po = torch.nn.Parameter(w.clone()), torch.nn.Parameter(w.clone())
+    tt, oo = torch.optim.SGD([pt], lr=0.1), ot.SGD([po], lr=0.1)
+    for t in range(5):
+        idx = torch.randint(0, 3, (11,), generator=gen)
+        idx[-1] = 2  # the last row
+        g = torch.sparse_coo_tensor(idx[None], torch.randn(11, 2, 4, generator=gen, dtype=torch.float64).to(dtype),
+                                    (3, 2, 4))
+        pt.grad, po.grad = g.clone(), g.clone()
+        tt.step()
+        oo.step()
+        assert _bits(pt.detach(), po.detach()), t
