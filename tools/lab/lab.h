@@ -172,6 +172,9 @@ typedef struct lab_ctx {
 /** Open <dir>/<name> for writing a CSV file and write its header line;
  *  records the file in the experiment's "files" list. Exits on failure
  *  (the directory was checked to be writable at the start). */
+/* A table of the experiment's summary.json ("tables": {name: {title, columns, rows: []}}); rows are pushed
+ * onto its "rows" array. */
+lab_json *lab_new_table(lab_ctx *ctx, const char *name, const char *title, const char *const *cols, size_t ncols);
 FILE *lab_csv_open(lab_ctx *ctx, const char *name, const char *header);
 void lab_csv_close(lab_ctx *ctx, FILE *f, const char *name);
 

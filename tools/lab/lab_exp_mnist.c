@@ -111,19 +111,6 @@ static void record_run(lab_ctx *ctx, run_files *rf, const char *key, const char 
     lab_json_put(o, "train_loss_per_epoch", lab_json_numbers(r->train_loss, (size_t)r->epochs));
 }
 
-static lab_json *new_table(lab_ctx *ctx, const char *name, const char *title, const char *const *cols, size_t ncols)
-{
-    lab_json *tables = lab_json_get(ctx->exp, "tables"), *t, *c;
-    size_t i;
-    if (!tables) tables = lab_json_put(ctx->exp, "tables", lab_json_object());
-    t = lab_json_put(tables, name, lab_json_object());
-    lab_json_set_str(t, "title", title);
-    c = lab_json_put(t, "columns", lab_json_array());
-    for (i = 0; i < ncols; i++) lab_json_push(c, lab_json_str(cols[i]));
-    lab_json_put(t, "rows", lab_json_array());
-    return t;
-}
-
 static void table_row(lab_json *t, const char *const *cells, size_t n)
 {
     lab_json *row = lab_json_push(lab_json_get(t, "rows"), lab_json_array());
@@ -226,7 +213,7 @@ int lab_exp_fashion_mnist(lab_ctx *ctx)
         lab_json_put(dist, "runs", lab_json_object());
     }
     open_files(ctx, "fashion_mnist", &rf);
-    table = new_table(ctx, "final", "final epoch", cols, 6);
+    table = lab_new_table(ctx, "final", "final epoch", cols, 6);
     for (i = 0; i < n; i++) {
         const lab_optimizer *o = sel[i];
         double lr = mlp_lr(o);
@@ -330,7 +317,7 @@ int lab_exp_adadelta_momentum(lab_ctx *ctx)
     note_data(ctx);
     lab_json_set_num(ctx->exp, "epochs", epochs);
     open_files(ctx, "adadelta_momentum", &rf);
-    table = new_table(ctx, "final", "final epoch", cols, 5);
+    table = lab_new_table(ctx, "final", "final epoch", cols, 5);
     for (i = 0; i < NR; i++) {
         const lab_optimizer *o = lab_optimizer_find(runs[i].opt);
         optim_hparams hp = lab_optimizer_hparams(o, runs[i].lr);
@@ -476,7 +463,7 @@ int lab_exp_bias_ablation(lab_ctx *ctx)
     close_files(ctx, &rf);
     lab_csv_close(ctx, cells_csv, "bias_ablation_runs.csv");
 
-    table = new_table(ctx, "cells", "final test loss and accuracy at the best lr of each cell (mean over seeds)", cols,
+    table = lab_new_table(ctx, "cells", "final test loss and accuracy at the best lr of each cell (mean over seeds)", cols,
                       6);
     for (b = 0; b < NB; b++)
         for (s = 0; s < 2; s++)

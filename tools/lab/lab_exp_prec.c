@@ -36,19 +36,6 @@ const lab_prec_mode lab_prec_bf16_plain = {"bf16_plain", "bf16, nearest rounding
 
 /* ---- Small helpers ------------------------------------------------------------- */
 
-static lab_json *new_table(lab_ctx *ctx, const char *name, const char *title, const char *const *cols, size_t ncols)
-{
-    lab_json *tables = lab_json_get(ctx->exp, "tables"), *t, *c;
-    size_t i;
-    if (!tables) tables = lab_json_put(ctx->exp, "tables", lab_json_object());
-    t = lab_json_put(tables, name, lab_json_object());
-    lab_json_set_str(t, "title", title);
-    c = lab_json_put(t, "columns", lab_json_array());
-    for (i = 0; i < ncols; i++) lab_json_push(c, lab_json_str(cols[i]));
-    lab_json_put(t, "rows", lab_json_array());
-    return t;
-}
-
 /* Appends the n cells and frees them. */
 static void table_row(lab_json *t, char **cells, size_t n)
 {
@@ -153,7 +140,7 @@ static void mnist_part(lab_ctx *ctx, int epochs, mode_result *mr)
     }
     lab_csv_close(ctx, csv, "precision_epochs.csv");
 
-    table = new_table(ctx, "final", "Fashion-MNIST, final epoch (Adam, lr 1e-3, 3 seeds)", cols, 7);
+    table = lab_new_table(ctx, "final", "Fashion-MNIST, final epoch (Adam, lr 1e-3, 3 seeds)", cols, 7);
     for (mi = 0; mi < lab_prec_mode_count; mi++) {
         const lab_prec_mode *m = &lab_prec_modes[mi];
         const mode_result *r = &mr[mi];
@@ -463,7 +450,7 @@ int lab_exp_precision(lab_ctx *ctx)
     }
     lab_csv_close(ctx, csv, "precision_long.csv");
     {
-        lab_json *t = new_table(ctx, "synthetic", "long synthetic run: mean over the last fifth of the steps", scols,
+        lab_json *t = lab_new_table(ctx, "synthetic", "long synthetic run: mean over the last fifth of the steps", scols,
                                 5);
         int k;
         for (c = 0; c < 2; c++)

@@ -250,3 +250,16 @@ optim_hparams lab_optimizer_hparams(const lab_optimizer *o, double lr)
     lab_check(optim_hparams_check(&hp, &err), "optim_hparams_check", err.message);
     return hp;
 }
+
+lab_json *lab_new_table(lab_ctx *ctx, const char *name, const char *title, const char *const *cols, size_t ncols)
+{
+    lab_json *tables = lab_json_get(ctx->exp, "tables"), *t, *c;
+    size_t i;
+    if (!tables) tables = lab_json_put(ctx->exp, "tables", lab_json_object());
+    t = lab_json_put(tables, name, lab_json_object());
+    lab_json_set_str(t, "title", title);
+    c = lab_json_put(t, "columns", lab_json_array());
+    for (i = 0; i < ncols; i++) lab_json_push(c, lab_json_str(cols[i]));
+    lab_json_put(t, "rows", lab_json_array());
+    return t;
+}
