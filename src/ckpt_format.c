@@ -731,12 +731,13 @@ static int ck_parse_meta(ck_reader *r, optim__ck_plan *pl, const char *what, opt
     return OPTIM_OK;
 }
 
-_Static_assert(OPTIM_HP_COUNT < 32, "ck_parse_group marks the ids it has seen in a uint32_t");
+_Static_assert(OPTIM_HP_COUNT < 64, "ck_parse_group marks the ids it has seen in a uint64_t");
 
 static int ck_parse_group(ck_reader *r, optim__ck_plan *pl, size_t expect, const char *what, optim_error *err)
 {
     optim__ck_group_plan *gp;
-    uint32_t index, count, i, seen = 0;
+    uint32_t index, count, i;
+    uint64_t seen = 0;
     unsigned has_sched;
     char where[OPTIM_ERRMSG_MAX];
     OPTIM__FAIL_IF(!ck_has(r, 8), err, OPTIM_EFORMAT, "%s: GRUP section too short", what);
@@ -754,12 +755,12 @@ static int ck_parse_group(ck_reader *r, optim__ck_plan *pl, size_t expect, const
         optim_error e2;
         /* Each id once, and only those the rule uses (the writer writes exactly
          * those): a repeat is damage, never "last one wins". */
-        OPTIM__FAIL_IF(id >= 1 && id <= OPTIM_HP_COUNT && ((seen >> id) & 1u), err, OPTIM_EFORMAT,
+        OPTIM__FAIL_IF(id >= 1 && id <= OPTIM_HP_COUNT && ((seen >> id) & 1), err, OPTIM_EFORMAT,
                        "%s: hyperparameter %s (id %u) is listed twice", where,
                        optim_hparam_name((optim_hparam)id), id);
         if (optim_hparams_set(&gp->hp, (optim_hparam)id, v, &e2) != OPTIM_OK) /* also ids the rule does not use */
             return optim__fail(err, OPTIM_EFORMAT, "%s: %s", where, e2.message);
-        seen |= 1u << id;
+        seen |= UINT64_C(1) << id;
     }
     {
         optim_error e2;

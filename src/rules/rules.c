@@ -203,7 +203,7 @@ int optim_rule_uses(optim_rule rule, optim_hparam id)
 {
     const optim__rule_def *r = optim__rule(rule);
     if (!r || !optim__field_of(id)) return 0;
-    return (r->uses >> id) & 1u;
+    return (r->uses >> id) & 1;
 }
 
 /* Is `value` a valid setting of field f? On failure, explain in *err. */
@@ -249,7 +249,7 @@ int optim__hparams_check(const optim_hparams *hp, optim_error *err)
     for (i = 1; i <= OPTIM_HP_COUNT; i++) {
         const optim__field *f = &optim__fields[i];
         double v = optim__field_read(hp, f);
-        if ((r->uses >> i) & 1u) {
+        if ((r->uses >> i) & 1) {
             OPTIM__FORWARD(optim__field_check(r->name, f, v, err));
         } else {
             OPTIM__FAIL_IF(v != 0, err, OPTIM_EINVAL, "%s: %s = %.10g is not used by this rule (leave it 0)",
@@ -276,7 +276,7 @@ int optim_hparams_set(optim_hparams *hp, optim_hparam id, double value, optim_er
     OPTIM__FAIL_IF(!r, err, OPTIM_EINVAL, "optim_hparams_set: hp->rule = %d is not a rule", (int)hp->rule);
     OPTIM__FAIL_IF(!f, err, OPTIM_EINVAL, "optim_hparams_set: id = %d is not a hyperparameter (1..%d)", (int)id,
                    OPTIM_HP_COUNT);
-    OPTIM__FAIL_IF(!((r->uses >> id) & 1u), err, OPTIM_EUNSUPPORTED, "%s: has no hyperparameter %s", r->name,
+    OPTIM__FAIL_IF(!((r->uses >> id) & 1), err, OPTIM_EUNSUPPORTED, "%s: has no hyperparameter %s", r->name,
                    f->name);
     OPTIM__FORWARD(optim__field_check(r->name, f, value, err));
     optim__field_write(hp, f, value);

@@ -36,14 +36,14 @@ typedef struct optim__step_in {
     int quantized; /* the state is OPTIM_INT8_BLOCK: its slots are quantized apart (a rule may need a guard) */
 } optim__step_in;
 
-#define OPTIM__USES(name) (1u << OPTIM_HP_##name)
+#define OPTIM__USES(name) (UINT64_C(1) << OPTIM_HP_##name)
 
 /* One row of the rule table (each rule header defines optim__<name>_def). */
 typedef struct optim__rule_def {
     optim_rule id;
     const char *name;       /* "adam" */
     const char *torch_name; /* "Adam" */
-    uint32_t uses;          /* OPTIM__USES bits of the hyperparameters it reads */
+    uint64_t uses;          /* OPTIM__USES bits of the hyperparameters it reads */
     int nslots;
     const char *slot_names[OPTIM_MAX_SLOTS]; /* torch.optim's state keys */
     unsigned char slot_kinds[OPTIM_MAX_SLOTS]; /* OPTIM__SLOT_SIGNED (default), _NONNEG, _POSITIVE (rule.h) */
