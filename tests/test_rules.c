@@ -196,6 +196,9 @@ TEST_IMPL(rules_vs_reference)
         for (c = 0; c < grid_size(gr); c++) {
             optim_hparams hp;
             size_t z;
+#if defined(__SANITIZE_ADDRESS__)
+            if (c % 4 != 0) continue; /* the sanitizer build looks for memory errors: every fourth combination */
+#endif
             if (grid_get(gr, c, &hp) != 0) continue;
             valid++;
             for (z = 0; z < sizeof sizes / sizeof sizes[0]; z++)
