@@ -793,6 +793,27 @@ const char *optim__ck_shape_text(char *buf, size_t size, size_t ndim, const int6
     return buf;
 }
 
+/* The scales of an int8_block slot of n elements (little-endian float32 at
+ * src): a step, a quantization and a fresh slot store max(largest finite |x|
+ * of the block, FLT_MIN) (quant8.h), finite and >= FLT_MIN, also for a block
+ * of zeros or NaNs; any other scale (NaN, infinite, zero, negative,
+ * subnormal) would turn its block into NaN, infinities or flipped signs at
+ * the next step. As optim.torch's QuantizedState check (_quantized.py). */
+static int ck_check_scales(const unsigned char *src, size_t n, const char *where, const char *slot, optim_error *err)
+{
+    const size_t nb = (n + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE;
+    size_t b;
+    for (b = 0; b < nb; b++) {
+        const uint32_t u = ck_le32(src + 4 * b);
+        /* finite and >= FLT_MIN: a positive sign, an exponent field in 1..254 */
+        OPTIM__FAIL_IF(u < 0x00800000u || u >= 0x7f800000u, err, OPTIM_EFORMAT,
+                       "%s: slot %s has scale %.9g (bits 0x%08x) at block %zu of %zu: an int8_block scale is finite "
+                       "and at least FLT_MIN, as a step stores it",
+                       where, slot, (double)optim__f32_from_bits(u), (unsigned)u, b, nb);
+    }
+    return OPTIM_OK;
+}
+
 static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const char *what, optim_error *err)
 {
     optim__ck_param_plan *pp;
@@ -887,6 +908,9 @@ static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const
                        "%s: slot %s runs past the section", where, optim_rule_slot_name(pl->rule, (int)s));
         (void)size;
         pp->data[s] = r->p + r->pos;
+        if (pp->dtype == OPTIM_INT8_BLOCK)
+            OPTIM__FORWARD(ck_check_scales(pp->data[s] + pp->n, pp->n, where, optim_rule_slot_name(pl->rule, (int)s),
+                                           err));
         r->pos += optim__ck_slot_bytes(pp->n, pp->dtype);
         pl->state_floats += pp->n;
     }

@@ -302,3 +302,91 @@ TEST_IMPL(ckpt_contradictory_records)
     rb_free(&dst);
     return 0;
 }
+
+/* ---- int8_block scales: only what a step can store ----------------------------------------------
+ * A step, a quantization and a fresh slot store each block's scale as
+ * max(largest finite |x|, FLT_MIN): finite and >= FLT_MIN, also for a block
+ * of zeros. A file with any other scale (checksums right) is refused naming
+ * the parameter, the slot and the block, and changes nothing. */
+
+static optim *q8_adam(float *p, float *g, size_t n)
+{
+    optim *o = NULL;
+    optim_hparams hp;
+    if (optim_create(&o, OPTIM_ADAM) != OPTIM_OK) return NULL;
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    hp.lr = 0.01;
+    if (optim_add_group(o, &hp, NULL) != OPTIM_OK ||
+        optim_add_param_ex(o, 0, p, OPTIM_FLOAT32, g, OPTIM_FLOAT32, n, OPTIM_INT8_BLOCK, 0, "w", NULL) != OPTIM_OK) {
+        optim_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+TEST_IMPL(ckpt_int8_scales_checked)
+{
+    enum { N = 600, NB = (N + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE };
+    static float p[N], g[N], p2[N], g2[N];
+    static const struct {
+        uint32_t bits;
+        const char *what;
+    } bad_scales[] = {{0x7fc00000u, "NaN"},       {0x7f800000u, "+inf"},     {0xff800000u, "-inf"},
+                      {0x00000000u, "zero"},      {0x80000000u, "-0"},       {0xbf800000u, "-1"},
+                      {0x00000001u, "subnormal"}, {0x007fffffu, "subnormal"}, {0x80800000u, "-FLT_MIN"}};
+    optim *a, *b;
+    void *saved;
+    unsigned char *good, *bad;
+    size_t size, off, end, scales[2], i;
+    int s, k, flt_min_seen = 0;
+    for (i = 0; i < N; i++) {
+        p[i] = p2[i] = (float)((int)(i % 17) - 8) * 0.125f;
+        /* the last block's gradient is zero: its exp_avg and exp_avg_sq blocks are zeros (scale FLT_MIN) */
+        g[i] = i >= 2 * OPTIM_INT8_BLOCK_SIZE ? 0.0f : (float)((int)(i % 13) - 6) * 0.25f;
+        g2[i] = 0.0f;
+    }
+    a = q8_adam(p, g, N);
+    b = q8_adam(p2, g2, N);
+    ASSERT(a && b);
+    ASSERT_OPT_OK(a, optim_step(a));
+    ASSERT_OPT_OK(a, optim_step(a));
+    ASSERT_OPT_OK(b, optim_step(b));
+    ASSERT_OPT_OK(a, optim_save_buffer(a, &saved, &size));
+    good = (unsigned char *)saved;
+    bad = (unsigned char *)malloc(size);
+    ASSERT(bad);
+    /* Sections: 0 META, 1 GRUP 0, 2 PARM 'w': its payload ends with the two slots, each (type, codes, scales). */
+    off = ckpt_section_offset(good, size, 2);
+    ASSERT(off && memcmp(good + off, "PARM", 4) == 0);
+    end = off + 16 + (size_t)ckpt_get_le(good + off + 8, 8);
+    scales[1] = end - 4 * NB;
+    scales[0] = scales[1] - 4 - N - 4 * NB;
+    ASSERT_INT(ckpt_get_le(good + scales[1] - N - 4, 4), ==, OPTIM_INT8_BLOCK);
+    ASSERT_INT(ckpt_get_le(good + scales[0] - N - 4, 4), ==, OPTIM_INT8_BLOCK);
+    for (s = 0; s < 2; s++)
+        for (k = 0; k < NB; k++) flt_min_seen += ckpt_get_le(good + scales[s] + 4 * k, 4) == 0x00800000u;
+    ASSERT_INT(flt_min_seen, ==, 2); /* the zero blocks: a legitimate FLT_MIN scale loads */
+    ASSERT_OPT_OK(b, optim_load_buffer(b, good, size, OPTIM_MATCH_POSITION, "good"));
+    ASSERT(ckpt_same_state(a, b));
+    for (s = 0; s < 2; s++)
+        for (k = 0; k < NB; k++)
+            for (i = 0; i < sizeof bad_scales / sizeof bad_scales[0]; i++) {
+                char needle[160];
+                memcpy(bad, good, size);
+                ckpt_put_le(bad + scales[s] + 4 * (size_t)k, bad_scales[i].bits, 4);
+                ckpt_rechecksum(bad, size);
+                snprintf(needle, sizeof needle, "param 0 'w': slot %s has scale", s ? "exp_avg_sq" : "exp_avg");
+                if (expect_refused(b, bad, size, OPTIM_MATCH_POSITION, OPTIM_EFORMAT, needle)) return 1;
+                snprintf(needle, sizeof needle, "(bits 0x%08x) at block %d of %d", (unsigned)bad_scales[i].bits, k,
+                         (int)NB);
+                if (!strstr(rb_last_msg, needle))
+                    FAIL("a %s scale: \"%s\" does not name \"%s\"", bad_scales[i].what, rb_last_msg, needle);
+            }
+    printf("  %zu bad scales (NaN, infinities, zeros, negative, subnormal) in every block of both slots refused; "
+           "FLT_MIN (a block of zeros) loads\n", 2 * NB * sizeof bad_scales / sizeof bad_scales[0]);
+    free(bad);
+    free(saved);
+    optim_free(a);
+    optim_free(b);
+    return 0;
+}

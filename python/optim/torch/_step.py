@@ -13,6 +13,7 @@ import ctypes
 
 import torch
 
+from .. import _constants as C
 from .. import _core
 from . import _tensors
 from ._tensors import EMPTY_PTR, STRIDED, describe
@@ -131,9 +132,12 @@ def state_layout(c, i, p, g):
     torch.preserve_format), p's layout; but SGD's momentum buffer is
     torch.clone(d_p) of its first step, d_p = -g if maximize, + weight_decay
     * p: the layout torch's operations give d_p (computed on meta tensors,
-    which run torch's own layout rules without memory)."""
+    which run torch's own layout rules without memory). int8_block state
+    always takes p's layout: its blocks follow the memory order, so state in
+    another layout could not be written to a checkpoint in the parameter's
+    layout without requantizing (docs/CHECKPOINT.md)."""
     rule = c.rule
-    if rule.state_from_grad and g is not None:
+    if rule.state_from_grad and g is not None and c.state_type(p.dtype) != C.OPTIM_INT8_BLOCK:
         values = dict(zip(rule.hp_fields, c.pushed[c.group_of[i]]))
         if values.get("momentum"):
             d = _meta(g)
