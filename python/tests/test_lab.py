@@ -530,6 +530,7 @@ def test_modern_quick(modern_run):
         best = max(val)
         assert o["lr"] == grid[val.index(best)], r  # the first (smallest) lr with the best validation accuracy
         assert o["surfaces_reached"] in range(6)
+        assert o["lr_at_grid_edge"] is False  # quick runs a part of the grid: no edge to speak of
         for t in ("layer0.weight", "layer0.bias", "layer1.weight", "layer1.bias"):
             assert o["update_weight_ratio_median"][t] > 0, (r, t)
         if r == "adamw":

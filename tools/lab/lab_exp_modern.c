@@ -35,7 +35,7 @@
  * rest in an AdamW group (the 2-D surfaces' point is a 1 x 2 vector). */
 const lab_modern_rule lab_modern_rules[] = {
     /* Lion: the paper's advice, lr 3-10x below AdamW's and weight decay 3-10x above (lr * wd alike). */
-    {"lion", "Lion", OPTIM_LION, "weight_decay=0.1", {1e-5, 3e-5, 1e-4, 3e-4}, 0, {NULL, NULL}, 0},
+    {"lion", "Lion", OPTIM_LION, "weight_decay=0.1", {3e-5, 1e-4, 3e-4, 1e-3}, 0, {NULL, NULL}, 0},
     /* LAMB: timm's defaults (weight_decay 0.01 switches the trust ratio on); the step is lr * ||p||. */
     {"lamb", "LAMB", OPTIM_LAMB, "", {1e-3, 3e-3, 1e-2, 3e-2}, 1, {NULL, NULL}, 0},
     /* LARS: momentum 0.9, weight decay 1e-4 (switches the ratio on), trust_coeff 1e-3: the step is
@@ -624,6 +624,9 @@ int lab_exp_modern(lab_ctx *ctx)
         lab_json_put(o, "lr_grid", lab_json_numbers(r->lrs + first, (size_t)res->nlr));
         lab_json_put(o, "val_accuracy_per_lr", lab_json_numbers(res->val, (size_t)res->nlr));
         lab_json_set_num(o, "lr", lr);
+        /* A chosen lr at an end of the full grid: a better one may lie outside it. */
+        lab_json_put(o, "lr_at_grid_edge",
+                     lab_json_bool(!ctx->opt.quick && (res->chosen == 0 || res->chosen == res->nlr - 1)));
         lab_json_set_num(o, "test_accuracy", res->mean);
         lab_json_put(o, "test_accuracy_per_seed", lab_json_numbers(res->acc, NSEEDS));
         lab_json_set_num(o, "test_accuracy_sd", res->sd);
@@ -655,6 +658,12 @@ int lab_exp_modern(lab_ctx *ctx)
                      "%s (the reference): test accuracy %.4f (sd %.4f) at lr %g (grid %s); surfaces reached %d of "
                      "5; median update/weight RMS ratio of layer0.weight %.3g.",
                      r->label, res->mean, res->sd, lr, grid, reached, res->ratio_median[0]);
+        }
+        if (!ctx->opt.quick && (res->chosen == 0 || res->chosen == res->nlr - 1)) {
+            size_t vl = strlen(verdict_text);
+            snprintf(verdict_text + vl, sizeof verdict_text - vl,
+                     " Its lr is at the %s end of the grid: a better one may lie outside it.",
+                     res->chosen == 0 ? "lower" : "upper");
         }
         lab_json_set_str(o, "verdict_text", verdict_text);
         len += (size_t)snprintf(statement + len, len < sizeof statement ? sizeof statement - len : 0, " %s",

@@ -959,6 +959,9 @@ def fig_modern(run_dir, exp):
     a3.set_xticklabels([labels[r] for r in names_], fontsize=8.5, rotation=20)
     a3.set_ylabel("final test accuracy")
     a3.set_title("test accuracy of each seed (dots) and the mean (bar), verdict vs AdamW", fontsize=10)
+    all_epochs = sorted({int(x["epoch"]) for x in rows})
+    if len(all_epochs) <= 12:
+        a1.set_xticks(all_epochs)
     a1.set_xlabel("epoch")
     a1.set_ylabel("test accuracy (mean of the seeds)")
     a1.set_title("test accuracy after each epoch at the chosen lr", fontsize=10)
