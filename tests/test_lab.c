@@ -696,6 +696,54 @@ TEST_IMPL(lab_opt_create_groups)
     return 0;
 }
 
+/* The hooks: a create hook builds the optimizer, a set_eval hook moves the recorded point (here: by +1 in x
+ * while evaluating) and is undone before the next gradient, so the path is the plain one shifted. */
+static int hook_creates;
+static float *hook_p; /* the point's floats, as the create hook saw them */
+static optim *hook_create(const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay)
+{
+    hook_creates++;
+    hook_p = t[0].p;
+    return lab_opt_create(hp, t, n, vectors_no_decay);
+}
+static void hook_set_eval(optim *opt, int eval)
+{
+    static float saved;
+    (void)opt;
+    if (eval) {
+        saved = hook_p[0];
+        hook_p[0] += 1.0f;
+    } else {
+        hook_p[0] = saved; /* exactly the training point again */
+    }
+}
+
+TEST_IMPL(lab_surface_hooks)
+{
+    const lab_surface *s = lab_surface_find("himmelblau");
+    const lab_opt_hooks hooks = {hook_create, hook_set_eval}, none = {NULL, NULL};
+    optim_hparams hp = lab_optimizer_hparams(lab_optimizer_find("adam"), 0.05);
+    lab_path a, b, c;
+    int t;
+    hook_creates = 0;
+    lab_surface_run(s, &hp, 50, 1.0, &a);
+    lab_surface_run_hooks(s, &hp, &none, 50, &c);
+    lab_surface_run_hooks(s, &hp, &hooks, 50, &b);
+    ASSERT_INT(hook_creates, ==, 1);
+    ASSERT_INT(a.n, ==, 51);
+    ASSERT_INT(b.n, ==, 51);
+    for (t = 0; t < a.n; t++) {
+        if (a.x[t] != c.x[t] || a.y[t] != c.y[t]) FAIL("step %d: no hooks must be lab_surface_run's path", t);
+        if ((float)b.x[t] != (float)a.x[t] + 1.0f || b.y[t] != a.y[t])
+            FAIL("step %d: recorded (%.9g, %.9g), the evaluation point of (%.9g, %.9g) is x + 1", t, b.x[t], b.y[t],
+                 a.x[t], a.y[t]);
+    }
+    lab_path_free(&a);
+    lab_path_free(&b);
+    lab_path_free(&c);
+    return 0;
+}
+
 TEST_IMPL(lab_rng_streams)
 {
     lab_rng a, b, c;
