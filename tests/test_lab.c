@@ -586,7 +586,8 @@ TEST_IMPL(lab_optimizer_table)
  * AdamW present as the reference; a bad setting is refused by name. */
 TEST_IMPL(lab_modern_table)
 {
-    static const char *const issue_keys[] = {"lion", "lamb", "lars", "adafactor", "sf_adamw", "sf_sgd", "muon", "adamw"};
+    static const char *const issue_keys[] = {"lion",   "lamb",   "lars", "adafactor",
+                                             "sf_adamw", "sf_sgd", "muon", "adamw"};
     size_t i, j;
     char msg[512];
     optim_hparams hp;

@@ -634,7 +634,8 @@ int lab_exp_modern(lab_ctx *ctx)
         lab_json_put(o, "test_accuracy_per_epoch", lab_json_numbers(res->acc_epoch, (size_t)epochs));
         lab_json_put(o, "diverged", lab_json_bool(res->diverged));
         sj = lab_json_put(o, "update_weight_ratio_median", lab_json_object());
-        for (k = 0; k < NTENSORS; k++) lab_json_put(sj, tensor_names[k], lab_json_num(res->ratio_median[k])); /* keys with dots */
+        for (k = 0; k < NTENSORS; k++) /* lab_json_put: the keys hold dots */
+            lab_json_put(sj, tensor_names[k], lab_json_num(res->ratio_median[k]));
         lab_json_set_num(o, "surfaces_reached", reached);
         sj = lab_json_put(o, "surface_lr", lab_json_object());
         for (si = 0; si < NSURF; si++) lab_json_set_num(sj, lab_surfaces[si].name, sres[i][si].lr);
