@@ -181,6 +181,28 @@ def test_precision_cases(exe):
     assert "state=int8 is benchmarked with float32 parameters" in p.stderr
 
 
+def test_trust_ratio_cases(exe):
+    """LAMB and LARS against the ceiling of their two passes (docs/rules/lamb.md, lars.md): LAMB's pass 1 reads
+    g, m, v (and p for the norms) and writes m, v, pass 2 reads p, m, v and writes p: 40 bytes per element, 36
+    without the ratio; LARS's pass 1 reads p and g (8) before SGD's streams, only where its ratio applies
+    (weight_decay != 0 or always_adapt); the clipping pre-pass reads g once more."""
+    out = run(exe, "--rules", "lamb,lars,lars:,lars:weight_decay=0.01,lars:always_adapt,lamb:clip=1", "--sizes",
+              "4K,64K", "--threads", "1,all", "--reps", 1, "--min-time", 0, "--no-context", "--json",
+              "--quiet").stdout
+    res = json.loads(out)["results"]
+    got = {}
+    for r in res:
+        got.setdefault(r["case"], set()).add((r["state_arrays"], r["bytes_per_element"]))
+        assert r["ratio"] > 0 and r["ceiling"]["step_s"]["median"] > 0
+    assert got == {"lamb": {(2, 40)}, "lamb:weight_decay=0": {(2, 36)},
+                   "lars:momentum=0.9:weight_decay=1e-4": {(1, 28)}, "lars": {(0, 12)},
+                   "lars:weight_decay=0.01": {(0, 20)}, "lars:always_adapt": {(0, 20)}, "lamb:clip=1": {(2, 44)}}
+    assert len(res) == 7 * 2 * 2
+    for spec in ("lamb:state=int8", "lars:weight_decay=0.01:param=bf16:grad=bf16"):
+        p = run(exe, "--rules", spec, "--sizes", "1K", "--no-context", "--quiet", expect=2)
+        assert "is benchmarked in float32 only" in p.stderr, p.stderr
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--rules", "adam:param=f64"], "param = 'f64' must be bf16, f16 or f32"),
     (["--rules", "adam:master=1"], "master takes no value"),

@@ -16,8 +16,8 @@
  * and v (pre) and sums p^2 and u^2 over the tensor from the stored moments
  * (red); pass 2 recomputes u from the stored m, v and p, with the same
  * operations (so the same bits as the u pass 1 measured), and writes p.
- * Recomputing costs reading m and v twice (3 reads + 2 writes, then 3 reads +
- * 1 write: 9 streams against Adam's 7) and no memory; keeping u in a slot
+ * Recomputing costs reading m and v twice (4 reads + 2 writes, then 3 reads +
+ * 1 write: 10 streams against Adam's 7) and no memory; keeping u in a slot
  * would cost n more floats and the same traffic (docs/rules/lamb.md).
  * Rounded as torch's CPU ops: m = fma(g, 1 - beta1, round(beta1 * m)),
  * v = fma(round((1 - beta2) * g), g, round(beta2 * v)), u + wd * p and
