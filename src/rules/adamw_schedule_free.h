@@ -124,7 +124,7 @@ static const optim__rule_def optim__adamw_schedule_free_def = {
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) |
             OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(WARMUP_STEPS) | OPTIM__USES(R) | OPTIM__USES(WEIGHT_LR_POWER),
     .nslots = 2, .slot_names = {"z", "exp_avg_sq"}, .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE},
-    .lazy_slots = 1u, .has_step = 1,
+    .lazy_slots = 1u, .has_step = 0,
     .defaults = optim__adamw_schedule_free_defaults, .check = optim__adamw_schedule_free_check,
     .slots = optim__adamw_schedule_free_slots, .prepare = optim__adamw_schedule_free_prepare,
     .finish = optim__adamw_schedule_free_finish};

@@ -110,7 +110,7 @@ static const optim__rule_def optim__sgd_schedule_free_def = {
     .id = OPTIM_SGD_SCHEDULE_FREE, .name = "sgd_schedule_free", .torch_name = "SGDScheduleFree",
     .uses = OPTIM__USES(LR) | OPTIM__USES(MOMENTUM) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(WARMUP_STEPS) |
             OPTIM__USES(R) | OPTIM__USES(WEIGHT_LR_POWER),
-    .nslots = 1, .slot_names = {"z"}, .slot_kinds = {OPTIM__SLOT_SIGNED}, .lazy_slots = 1u, .has_step = 1,
+    .nslots = 1, .slot_names = {"z"}, .slot_kinds = {OPTIM__SLOT_SIGNED}, .lazy_slots = 1u, .has_step = 0,
     .defaults = optim__sgd_schedule_free_defaults, .check = optim__sgd_schedule_free_check,
     .slots = optim__sgd_schedule_free_slots, .prepare = optim__sgd_schedule_free_prepare,
     .finish = optim__sgd_schedule_free_finish};
