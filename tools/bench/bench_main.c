@@ -39,6 +39,8 @@ static const char *const bench_presets[] = {
     "lion",     "lion:weight_decay=0.1",
     "adamax",   "asgd",                 "asgd:t0=0", /* t0 = 0: the average is updated from step 2 on */
     "rprop",
+    /* Schedule-free (docs/rules/schedule_free.md): the parameter and z (SGD), and v (AdamW). */
+    "sgd_schedule_free", "adamw_schedule_free", "adamw_schedule_free:weight_decay=0.1",
     /* The gradient pre-pass (optim_set_clip_grad_norm): one more read of g. */
     "adam:clip=1",
     /* Fewer bytes: 8-bit block-quantized state, bfloat16 gradients (docs/PRECISION.md). */
