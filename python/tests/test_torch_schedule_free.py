@@ -285,3 +285,28 @@ def test_defaults_and_errors():
     a.train()
     a.eval()
     assert torch.equal(p.detach(), torch.zeros(3))
+
+
+def test_param_groups_edited_by_hand_keep_scalars_and_mode():
+    """An edit of param_groups rebuilds the C object (_members): the scalars, z and the mode carry over."""
+    torch.manual_seed(5)
+    w0 = torch.randn(6)
+    a = ot.AdamWScheduleFree([w0.clone().requires_grad_(True)], lr=0.01, warmup_steps=3)
+    b = ot.AdamWScheduleFree([w0.clone().requires_grad_(True)], lr=0.01, warmup_steps=3)
+    gen = torch.Generator().manual_seed(6)
+    grads = [torch.randn(6, generator=gen) for _ in range(12)]
+    for o in (a, b):
+        o.train()
+    for t, g in enumerate(grads):
+        if t == 6:
+            extra = torch.zeros(2, requires_grad=True)  # no gradient: never stepped, never moved
+            a.param_groups[0]["params"].append(extra)
+        for o in (a, b):
+            o.param_groups[0]["params"][0].grad = g.clone()
+            o.step()
+    for o in (a, b):
+        o.eval()
+    pa, pb = a.param_groups[0]["params"][0], b.param_groups[0]["params"][0]
+    assert torch.equal(pa, pb) and torch.equal(a.state[pa]["z"], b.state[pb]["z"])
+    assert a.param_groups[0]["weight_sum"] == b.param_groups[0]["weight_sum"]
+    assert torch.equal(a.param_groups[0]["params"][1].detach(), torch.zeros(2))
