@@ -174,10 +174,17 @@ static void ref_lion(const ref_ctx *c, ref_state *st, size_t i, double *p, doubl
 /* Schedule-free SGD and AdamW (facebookresearch/schedule_free's
  * SGDScheduleFree, AdamWScheduleFree): y is the parameter, z the SGD
  * sequence, x never stored; the scalars in ref_step_any. */
+/* torch.lerp's formula (ATen's Lerp.h), so that Inf and NaN land where torch's do:
+ * a + w (b - a) for |w| < 0.5, else b - (b - a)(1 - w). */
+static double ref_lerp(double a, double b, double w)
+{
+    return fabs(w) < 0.5 ? a + w * (b - a) : b - (b - a) * (1 - w);
+}
+
 static void ref_sgd_sf(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
 {
     double y = *p, z = st->z_init ? st->z[i] : y;
-    y = (1 - c->ckp1) * y + c->ckp1 * z;
+    y = ref_lerp(y, z, c->ckp1);
     y += c->sf_lr * (c->hp->momentum * (1 - c->ckp1) - 1) * d;
     st->z[i] = z - c->sf_lr * d;
     *p = y;
@@ -189,8 +196,8 @@ static void ref_adamw_sf(const ref_ctx *c, ref_state *st, size_t i, double *p, d
     double y = *p, z = st->z_init ? st->z[i] : y, gn;
     st->v[i] = hp->beta2 * st->v[i] + (1 - hp->beta2) * d * d;
     gn = d / (sqrt(st->v[i] / (1 - c->b2t)) + hp->eps);
-    gn += hp->weight_decay * y; /* at y */
-    y = (1 - c->ckp1) * y + c->ckp1 * z;
+    if (hp->weight_decay != 0) gn += hp->weight_decay * y; /* at y, only when on (as the reference) */
+    y = ref_lerp(y, z, c->ckp1);
     y += c->sf_lr * (hp->beta1 * (1 - c->ckp1) - 1) * gn;
     st->z[i] = z - c->sf_lr * gn;
     *p = y;
@@ -202,7 +209,7 @@ void ref_sf_switch(const optim_hparams *hp, double *p, const ref_state *st, int 
     const double w = to_eval ? 1 - 1 / cc : 1 - cc;
     size_t i;
     if (!st->z_init) return;
-    for (i = 0; i < st->n; i++) p[i] = p[i] + w * (st->z[i] - p[i]);
+    for (i = 0; i < st->n; i++) p[i] = ref_lerp(p[i], st->z[i], w);
 }
 
 static void ref_adamax(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
