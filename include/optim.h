@@ -147,11 +147,13 @@ typedef enum optim_rule {
     OPTIM_RPROP = 13,   /* resilient backpropagation (Riedmiller & Braun 1993) */
     OPTIM_LAMB = 14,    /* LAMB, Adam with a per-tensor trust ratio (You et al. 2019), as timm's Lamb */
     OPTIM_LARS = 15,    /* LARS, SGD with a per-tensor trust ratio (You et al. 2017), as timm's Lars */
-    OPTIM_SPARSE_ADAM = 17 /* lazy Adam over sparse gradients only (torch.optim.SparseAdam; optim_sparse.h) */
+    OPTIM_SPARSE_ADAM = 17, /* lazy Adam over sparse gradients only (torch.optim.SparseAdam; optim_sparse.h) */
+    OPTIM_SGD_SCHEDULE_FREE = 18,  /* schedule-free SGD (Defazio et al. 2024; optim_schedule_free_train/eval) */
+    OPTIM_ADAMW_SCHEDULE_FREE = 19 /* schedule-free AdamW (Defazio et al. 2024; optim_schedule_free_train/eval) */
 } optim_rule;
 /* The largest rule value; a value below it without a rule (optim_rule_name
  * gives NULL) is reserved (16: Adafactor, planned). */
-#define OPTIM_RULE_COUNT 17
+#define OPTIM_RULE_COUNT 19
 
 /** Where eps sits relative to the square root of the second moment. */
 typedef enum optim_eps_placement {
@@ -208,6 +210,14 @@ typedef enum optim_eps_placement {
  *            maximize (timm's Lars: docs/rules/lars.md)
  *   SPARSE_ADAM lr [1e-3] beta1 [0.9] beta2 [0.999] eps [1e-8] maximize
  *            (sparse gradients only: optim_sparse.h)
+ *   SGD_SCHEDULE_FREE lr [1.0] momentum [0.9; in (0, 1)] weight_decay [0]
+ *            warmup_steps [0] r [0] weight_lr_power [2] (facebookresearch/
+ *            schedule_free's SGDScheduleFree; docs/rules/schedule_free.md)
+ *   ADAMW_SCHEDULE_FREE lr [0.0025] beta1 [0.9; in (0, 1)] beta2 [0.999]
+ *            eps [1e-8] weight_decay [0] warmup_steps [0] r [0]
+ *            weight_lr_power [2] (AdamWScheduleFree)
+ *            Both keep the parameters at y while training and at x for
+ *            evaluation: optim_schedule_free_train / _eval below.
  */
 typedef struct optim_hparams {
     optim_rule rule;
@@ -240,6 +250,9 @@ typedef struct optim_hparams {
     double trust_coeff;               /* >= 0: the trust ratio's coefficient (LARS) */
     int trust_clip;                   /* 1: clip the trust ratio at 1 (LAMB), its ratio to lr at 1 (LARS) */
     int always_adapt;                 /* 1: the trust ratio also where weight_decay = 0 (LAMB, LARS) */
+    double warmup_steps;              /* a whole number >= 0: linear warm-up of lr over this many steps (schedule-free) */
+    double r;                         /* finite: the average's weights grow as (k+1)^r (schedule-free) */
+    double weight_lr_power;           /* >= 0: the average's weights are lr_max^weight_lr_power (schedule-free) */
 } optim_hparams;
 
 /** Hyperparameter identifiers, for setting one value at a time and for
@@ -275,9 +288,12 @@ typedef enum optim_hparam {
     OPTIM_HP_STEP_SIZE_MAX = 28,
     OPTIM_HP_TRUST_COEFF = 29,
     OPTIM_HP_TRUST_CLIP = 30,
-    OPTIM_HP_ALWAYS_ADAPT = 31
+    OPTIM_HP_ALWAYS_ADAPT = 31,
+    OPTIM_HP_WARMUP_STEPS = 32,
+    OPTIM_HP_R = 33,
+    OPTIM_HP_WEIGHT_LR_POWER = 34
 } optim_hparam;
-#define OPTIM_HP_COUNT 31
+#define OPTIM_HP_COUNT 34
 
 /** Lower-case name of a rule ("adam"), or NULL for an unknown value. */
 OPTIM_API const char *optim_rule_name(optim_rule rule);
@@ -402,6 +418,8 @@ typedef struct optim_state {
     int64_t step;      /* updates applied so far */
     double mu_product; /* NADAM: product of the momentum coefficients so far (1 at start);
                         * ASGD: eta, the step size of the next step (a float32 value) */
+    double lr_max;     /* schedule-free rules: the largest warmed-up lr so far (-1 at start) */
+    double weight_sum; /* schedule-free rules: the sum of the average's weights so far (0 at start) */
     unsigned initialized;
     float *slot[OPTIM_MAX_SLOTS];
 } optim_state;

@@ -445,6 +445,8 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     hp = &o->groups[g].hp;
     pa.st.step = 0;
     pa.st.mu_product = 1.0;
+    pa.st.lr_max = -1.0;
+    pa.st.weight_sum = 0.0;
     if (optim__check_next_loop(o, fn, &pa, hp) != OPTIM_OK) {
         free(pa.name);
         return o->err.code;
@@ -791,6 +793,8 @@ int optim_param_reset_state(optim *o, size_t i)
     pa = &o->params[i];
     pa->st.step = 0;
     pa->st.mu_product = 1.0;
+    pa->st.lr_max = -1.0;
+    pa->st.weight_sum = 0.0;
     pa->st.initialized = 0;
     /* The slots it holds (state deferred by optim_set_defer_state holds none:
      * it is fresh state not allocated yet). */

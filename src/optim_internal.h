@@ -83,6 +83,9 @@ struct optim {
     /* The sparse gradients of the optim_step_sparse in progress (sparse[i] for
      * parameter i, or NULL), NULL outside it (src/step.c). */
     const optim_sparse_grad *const *sparse;
+    /* Schedule-free rules (src/schedule_free.c): 1 while the parameters hold x (eval), 0 while they
+     * hold y (train, the state of a new optimizer). */
+    int sf_eval;
     optim_error err;
 };
 

@@ -271,6 +271,10 @@ int optim__step(optim *o)
     int reduce = 0;
     optim__step_in in;
     OPTIM__FAIL_IF(o->nparams == 0, OPTIM__E(o), OPTIM_ESTATE, "optim_step: the optimizer has no parameters");
+    OPTIM__FAIL_IF(o->sf_eval, OPTIM__E(o), OPTIM_ESTATE,
+                   "optim_step: the %s optimizer is in eval mode (the parameters hold x); call "
+                   "optim_schedule_free_train first (the reference refuses a step in eval mode too); nothing changed",
+                   optim_rule_name(o->rule));
     OPTIM__FORWARD(optim__state_ensure(o, "optim_step", 0, o->nparams)); /* optim_set_defer_state */
     for (i = 0; i < o->nparams; i++) {
         OPTIM__FAIL_IF(optim__has_grad(o, i) && o->params[i].st.step == INT64_MAX, OPTIM__E(o), OPTIM_ESTATE,
@@ -329,6 +333,8 @@ int optim__step(optim *o)
         if (!optim__has_grad(o, i)) continue;
         pa->st.step = o->next[i].step;
         pa->st.mu_product = o->next[i].mu_product;
+        pa->st.lr_max = o->next[i].lr_max;
+        pa->st.weight_sum = o->next[i].weight_sum;
         /* Stochastic rounding's keys: (seed, parameter, the step it now takes, stream). */
         if (pa->flags & OPTIM_PARAM_STOCHASTIC_ROUNDING)
             optim__task_sr_keys(&o->tasks[i], o->seed, (uint64_t)i, pa->st.step);

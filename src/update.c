@@ -34,6 +34,8 @@ int optim_state_init_typed(const optim_hparams *hp, size_t n, optim_dtype state_
     }
     st->step = 0;
     st->mu_product = 1.0;
+    st->lr_max = -1.0;
+    st->weight_sum = 0.0;
     st->initialized = 0;
     if (n > 0)
         optim__state_fill(hp, n, st, need, state_dtype);

@@ -142,6 +142,13 @@ PROTOTYPES = {
     "optim_sam_is_perturbed": (_int, _ptr),
     "optim_sam_set_rho": (_int, _ptr, _dbl),
     "optim_sam_set_group": (_int, _ptr, _size, _dbl, _int, _dbl),
+    # optim_schedule_free.h
+    "optim_schedule_free_train": (_int, _ptr),
+    "optim_schedule_free_eval": (_int, _ptr),
+    "optim_schedule_free_mode": (_int, _ptr),
+    "optim_schedule_free_set_mode": (_int, _ptr, _int),
+    "optim_param_get_schedule_free": (_int, _ptr, _size, _pdbl, _pdbl),
+    "optim_param_set_schedule_free": (_int, _ptr, _size, _dbl, _dbl),
     # optim_schedule.h
     "optim_schedule_constant": (_int, _ptrs, _dbl, _i64, _perr),
     "optim_schedule_step": (_int, _ptrs, _i64, _dbl, _perr),

@@ -348,6 +348,26 @@ class Handle:
     def set_mu_product(self, i, mu):
         self._call(capi.optim_param_set_mu_product, i, mu)
 
+    def sf_switch(self, train):
+        """The schedule-free train/eval switch (optim_schedule_free.h)."""
+        self._call(capi.optim_schedule_free_train if train else capi.optim_schedule_free_eval)
+
+    def sf_mode(self):
+        """1: train mode, 0: eval mode (schedule-free rules)."""
+        return self._get(capi.optim_schedule_free_mode)
+
+    def sf_set_mode(self, train):
+        self._call(capi.optim_schedule_free_set_mode, 1 if train else 0)
+
+    def get_schedule_free(self, i):
+        """Parameter i's (lr_max, weight_sum)."""
+        a, b = _dbl(), _dbl()
+        self._call(capi.optim_param_get_schedule_free, i, ctypes.byref(a), ctypes.byref(b))
+        return a.value, b.value
+
+    def set_schedule_free(self, i, lr_max, weight_sum):
+        self._call(capi.optim_param_set_schedule_free, i, lr_max, weight_sum)
+
     def reset_state(self, i):
         self._call(capi.optim_param_reset_state, i)
 

@@ -150,6 +150,9 @@ static const optim__field optim__fields[OPTIM_HP_COUNT + 1] = {
     [OPTIM_HP_TRUST_COEFF] = OPTIM__REAL(trust_coeff, 0, HUGE_VAL, 0, 1),
     [OPTIM_HP_TRUST_CLIP] = OPTIM__BOOL(trust_clip),
     [OPTIM_HP_ALWAYS_ADAPT] = OPTIM__BOOL(always_adapt),
+    [OPTIM_HP_WARMUP_STEPS] = OPTIM__REAL(warmup_steps, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_R] = OPTIM__REAL(r, -HUGE_VAL, HUGE_VAL, 1, 1),
+    [OPTIM_HP_WEIGHT_LR_POWER] = OPTIM__REAL(weight_lr_power, 0, HUGE_VAL, 0, 1),
 };
 
 static const optim__field *optim__field_of(optim_hparam id)

@@ -43,6 +43,8 @@ static const char *const bench_presets[] = {
      * moments' pass first (with the norms when weight_decay != 0); LARS reads p and g first when its ratio
      * applies (weight_decay != 0), else it is SGD. */
     "lamb",     "lamb:weight_decay=0",  "lars:momentum=0.9:weight_decay=1e-4",
+    /* Schedule-free (docs/rules/schedule_free.md): the parameter and z (SGD), and v (AdamW). */
+    "sgd_schedule_free", "adamw_schedule_free", "adamw_schedule_free:weight_decay=0.1",
     /* The gradient pre-pass (optim_set_clip_grad_norm): one more read of g. */
     "adam:clip=1",
     /* Fewer bytes: 8-bit block-quantized state, bfloat16 gradients (docs/PRECISION.md). */

@@ -84,12 +84,17 @@ def _layout(c, groups):
     return layout
 
 
+_SCHEDULE_FREE = ("sgd_schedule_free", "adamw_schedule_free")
+
+
 def _carry_c(old, i, new, j):
     """Copy parameter i's C state in `old` into parameter j of `new`."""
     oh, nh = old.h, new.h
     nh.set_step(j, oh.get_step(i))
     if old.rule.has_mu_product:
         nh.set_mu_product(j, oh.get_mu_product(i))
+    if old.rule.rule_name in _SCHEDULE_FREE:
+        nh.set_schedule_free(j, *oh.get_schedule_free(i))
     for s in range(len(old.rule.slot_names)):
         oaddr, initialized = oh.state_slot(i, s)
         naddr, _ = nh.state_slot(j, s)
@@ -161,6 +166,8 @@ def _rebuild(opt):
         new.pushed.append(values)
     _groups.push_checks(new, old.checks_pushed)
     new.h.set_threads(old.h.get_threads())
+    if old.rule.rule_name in _SCHEDULE_FREE:
+        new.h.sf_set_mode(old.h.sf_mode() == 1)  # the parameters stay where the mode keeps them
     new.skipped_base = old.skipped_base + old.h.skipped_steps()
     for gi, params in enumerate(layout):
         names = [old.names[old.index[p]] if p in old.index else None for p in params]
