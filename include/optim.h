@@ -147,11 +147,12 @@ typedef enum optim_rule {
     OPTIM_RPROP = 13,   /* resilient backpropagation (Riedmiller & Braun 1993) */
     OPTIM_LAMB = 14,    /* LAMB, Adam with a per-tensor trust ratio (You et al. 2019), as timm's Lamb */
     OPTIM_LARS = 15,    /* LARS, SGD with a per-tensor trust ratio (You et al. 2017), as timm's Lars */
-    OPTIM_SPARSE_ADAM = 17 /* lazy Adam over sparse gradients only (torch.optim.SparseAdam; optim_sparse.h) */
+    OPTIM_SPARSE_ADAM = 17, /* lazy Adam over sparse gradients only (torch.optim.SparseAdam; optim_sparse.h) */
+    OPTIM_MUON = 20 /* momentum orthogonalised by Newton-Schulz, 2-D weights (torch.optim.Muon; optim_muon.h) */
 } optim_rule;
 /* The largest rule value; a value below it without a rule (optim_rule_name
- * gives NULL) is reserved (16: Adafactor, planned). */
-#define OPTIM_RULE_COUNT 17
+ * gives NULL) is reserved (16: Adafactor; 18, 19: schedule-free SGD and AdamW). */
+#define OPTIM_RULE_COUNT 20
 
 /** Where eps sits relative to the square root of the second moment. */
 typedef enum optim_eps_placement {
@@ -208,6 +209,11 @@ typedef enum optim_eps_placement {
  *            maximize (timm's Lars: docs/rules/lars.md)
  *   SPARSE_ADAM lr [1e-3] beta1 [0.9] beta2 [0.999] eps [1e-8] maximize
  *            (sparse gradients only: optim_sparse.h)
+ *   MUON     lr [1e-3] weight_decay [0.1] (decoupled) momentum [0.95]
+ *            nesterov [1] eps [1e-7] ns_steps [5] ns_a, ns_b, ns_c
+ *            [3.4445, -4.7750, 2.0315] adjust_lr [OPTIM_MUON_ADJUST_ORIGINAL]
+ *            (torch.optim.Muon; float32 2-D parameters, optim_param_set_shape;
+ *            the orthogonalisation is liboptim_muon's: optim_muon.h)
  */
 typedef struct optim_hparams {
     optim_rule rule;
@@ -240,7 +246,17 @@ typedef struct optim_hparams {
     double trust_coeff;               /* >= 0: the trust ratio's coefficient (LARS) */
     int trust_clip;                   /* 1: clip the trust ratio at 1 (LAMB), its ratio to lr at 1 (LARS) */
     int always_adapt;                 /* 1: the trust ratio also where weight_decay = 0 (LAMB, LARS) */
+    /* MUON (docs/rules/muon.md): */
+    int ns_steps;                     /* 1..99 Newton-Schulz iterations */
+    double ns_a, ns_b, ns_c;          /* the quintic's coefficients: X <- a X + (b A + c A^2) X, A = X X^T */
+    int adjust_lr;                    /* optim_muon_adjust_lr: the lr's factor from the parameter's shape */
 } optim_hparams;
+
+/** MUON's learning-rate adjustment for a rows x cols parameter (torch's adjust_lr_fn). */
+typedef enum optim_muon_adjust_lr {
+    OPTIM_MUON_ADJUST_ORIGINAL = 0,       /* lr * sqrt(max(1, rows / cols)): Keller Jordan's ("original", None) */
+    OPTIM_MUON_ADJUST_MATCH_RMS_ADAMW = 1 /* lr * 0.2 * sqrt(max(rows, cols)): Moonshot's ("match_rms_adamw") */
+} optim_muon_adjust_lr;
 
 /** Hyperparameter identifiers, for setting one value at a time and for
  *  bindings that should not depend on the struct layout. Numbers are stable. */
@@ -275,9 +291,14 @@ typedef enum optim_hparam {
     OPTIM_HP_STEP_SIZE_MAX = 28,
     OPTIM_HP_TRUST_COEFF = 29,
     OPTIM_HP_TRUST_CLIP = 30,
-    OPTIM_HP_ALWAYS_ADAPT = 31
+    OPTIM_HP_ALWAYS_ADAPT = 31,
+    OPTIM_HP_NS_STEPS = 32,
+    OPTIM_HP_NS_A = 33,
+    OPTIM_HP_NS_B = 34,
+    OPTIM_HP_NS_C = 35,
+    OPTIM_HP_ADJUST_LR = 36
 } optim_hparam;
-#define OPTIM_HP_COUNT 31
+#define OPTIM_HP_COUNT 36
 
 /** Lower-case name of a rule ("adam"), or NULL for an unknown value. */
 OPTIM_API const char *optim_rule_name(optim_rule rule);

@@ -35,7 +35,8 @@
     RULE(RPROP, 13, rprop)                \
     RULE(LAMB, 14, lamb)                  \
     RULE(LARS, 15, lars)                  \
-    RULE(SPARSE_ADAM, 17, sparse_adam)
+    RULE(SPARSE_ADAM, 17, sparse_adam)    \
+    RULE(MUON, 20, muon)
 
 /* The rules that reduce over each tensor in the step before updating it (a
  * per-tensor trust ratio): REDUCE(ID, name) for rules listed above whose
