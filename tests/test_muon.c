@@ -243,7 +243,7 @@ TEST_IMPL(muon_vs_reference)
                         FAIL("options %ld, shape %zu x %zu, step %d, element %zu: momentum_buffer = %.9g, "
                              "reference %.9g",
                              c, r, cc, t, j, (double)b[j], rb[i][j]);
-                    if (big > 0 && e / big > worst) worst = e / big;
+                    if (tol > 0 && e / tol > worst) worst = e / tol;
                     if (eb > worst_buf) worst_buf = eb;
                 }
                 free(p0);
@@ -254,7 +254,7 @@ TEST_IMPL(muon_vs_reference)
         }
         mrun_free(&m);
     }
-    printf("  muon: %d option combinations x %zu shapes: worst error of p %.2e of the update, of the buffer "
+    printf("  muon: %d option combinations x %zu shapes: worst error of p %.2f of its tolerance, of the buffer "
            "%.2e relative\n",
            MU_NOPTIONS, (size_t)MU_NSHAPES, worst, worst_buf);
     return 0;

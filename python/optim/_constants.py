@@ -51,10 +51,15 @@ ENUMS = {
         'OPTIM_LAMB': 14,
         'OPTIM_LARS': 15,
         'OPTIM_SPARSE_ADAM': 17,
+        'OPTIM_MUON': 20,
     },
     'optim_eps_placement': {  # optim.h
         'OPTIM_EPS_OUTSIDE': 0,
         'OPTIM_EPS_INSIDE': 1,
+    },
+    'optim_muon_adjust_lr': {  # optim.h
+        'OPTIM_MUON_ADJUST_ORIGINAL': 0,
+        'OPTIM_MUON_ADJUST_MATCH_RMS_ADAMW': 1,
     },
     'optim_hparam': {  # optim.h
         'OPTIM_HP_LR': 1,
@@ -88,6 +93,11 @@ ENUMS = {
         'OPTIM_HP_TRUST_COEFF': 29,
         'OPTIM_HP_TRUST_CLIP': 30,
         'OPTIM_HP_ALWAYS_ADAPT': 31,
+        'OPTIM_HP_NS_STEPS': 32,
+        'OPTIM_HP_NS_A': 33,
+        'OPTIM_HP_NS_B': 34,
+        'OPTIM_HP_NS_C': 35,
+        'OPTIM_HP_ADJUST_LR': 36,
     },
     'optim_dtype': {  # optim.h
         'OPTIM_FLOAT32': 0,
@@ -156,8 +166,8 @@ DEFINES = {
     'OPTIM_VERSION_PATCH': 0,
     'OPTIM_VERSION_NUMBER': 100,
     'OPTIM_ERRMSG_MAX': 320,
-    'OPTIM_RULE_COUNT': 17,
-    'OPTIM_HP_COUNT': 31,
+    'OPTIM_RULE_COUNT': 20,
+    'OPTIM_HP_COUNT': 36,
     'OPTIM_DTYPE_COUNT': 5,
     'OPTIM_INT8_BLOCK_SIZE': 256,
     'OPTIM_MAX_SLOTS': 4,
