@@ -262,3 +262,115 @@ def test_checkpoint_file_round_trip(tmp_path):
     _train(opt2, params2, gen, 20)
     for a, b in zip(params, params2):
         assert torch.equal(a.detach(), b.detach())
+
+
+# ---- MuonWithAuxAdam against Keller Jordan's, transcribed in float64 ---------------------------------
+
+
+def _keller_aux_step(groups, params64, state64):
+    """KellerJordan/Muon muon.py MuonWithAuxAdam.step (non-distributed), transcribed in float64:
+    muon_update (nesterov, 5 steps, lr * max(1, rows / cols) ** 0.5) and adam_update."""
+    for group in groups:
+        for p in group["params"]:
+            p64, g = params64[p], p.grad.double()
+            st = state64[p]
+            if group["use_muon"]:
+                buf = st["momentum_buffer"]
+                buf.lerp_(g, 1 - group["momentum"])
+                update = g.lerp(buf, group["momentum"])
+                update = _ns_keller(update, 5)
+                update = update * max(1, g.size(-2) / g.size(-1)) ** 0.5
+                p64.mul_(1 - group["lr"] * group["weight_decay"])
+                p64.add_(update, alpha=-group["lr"])
+                st["big"] = group["lr"] * update.abs().max().item()
+            else:
+                st["step"] += 1
+                b1, b2 = group["betas"]
+                st["exp_avg"].lerp_(g, 1 - b1)
+                st["exp_avg_sq"].lerp_(g.square(), 1 - b2)
+                m = st["exp_avg"] / (1 - b1 ** st["step"])
+                v = st["exp_avg_sq"] / (1 - b2 ** st["step"])
+                update = m / (v.sqrt() + group["eps"])
+                p64.mul_(1 - group["lr"] * group["weight_decay"])
+                p64.add_(update, alpha=-group["lr"])
+                st["big"] = group["lr"] * update.abs().max().item()
+
+
+def test_muon_with_aux_adam_vs_keller_reference():
+    g = torch.Generator().manual_seed(21)
+    hidden = [(torch.randn(s, generator=g) * 0.5).requires_grad_() for s in [(16, 12), (12, 20)]]
+    other = [(torch.randn(s, generator=g) * 0.5).requires_grad_() for s in [(20,), (5, 16), ()]]
+    groups = [dict(params=hidden, use_muon=True, lr=0.02, weight_decay=0.01),
+              dict(params=other, use_muon=False, lr=3e-3, weight_decay=0.01)]
+    opt = ot.MuonWithAuxAdam(groups)
+    hid = {id(x) for x in hidden}
+    assert opt.param_groups[0]["momentum"] == 0.95 and opt.param_groups[1]["betas"] == (0.9, 0.95)
+    assert opt.param_groups[1]["eps"] == 1e-10
+    gen = torch.Generator().manual_seed(22)
+    for t in range(150):
+        _grads(hidden + other, gen)
+        if t == 100:
+            opt.param_groups[0]["lr"] = 0.01  # a scheduler's change reaches the inner Muon
+            opt.param_groups[1]["lr"] = 1e-3
+        params64, state64 = {}, {}
+        for p in hidden + other:
+            params64[p] = p.detach().double().clone()
+            st = opt.state.get(p, {})
+            if id(p) in hid:
+                state64[p] = {"momentum_buffer": st["momentum_buffer"].double().clone() if st
+                              else torch.zeros(p.shape, dtype=torch.float64)}
+            else:
+                state64[p] = {"step": int(st["step"]) if st else 0,
+                              "exp_avg": st["exp_avg"].double().clone() if st else torch.zeros(p.shape).double(),
+                              "exp_avg_sq": st["exp_avg_sq"].double().clone() if st else torch.zeros(p.shape).double()}
+        opt.step()
+        _keller_aux_step(opt.param_groups, params64, state64)
+        for p in hidden + other:
+            big = state64[p]["big"]
+            rel = 2e-4 if id(p) in hid else 1e-5  # AdamW: a few float32 roundings of the update
+            err = (p.detach().double() - params64[p]).abs()
+            assert (err <= rel * big + 2.5e-7 * params64[p].abs()).all(), \
+                "step %d, shape %s: error %.3g, update %.3g" % (t, tuple(p.shape), err.max().item(), big)
+    assert set(opt.state[hidden[0]]) == {"momentum_buffer"}
+    assert set(opt.state[other[0]]) == {"step", "exp_avg", "exp_avg_sq"}
+
+
+def test_muon_with_aux_adam_groups_state_dict_and_pickle():
+    with pytest.raises(ValueError, match="use_muon"):
+        ot.MuonWithAuxAdam([dict(params=[torch.zeros(3, 4, requires_grad=True)])])
+    with pytest.raises(ValueError, match="takes the keys"):
+        ot.MuonWithAuxAdam([dict(params=[torch.zeros(3, 4, requires_grad=True)], use_muon=True, nesterov=False)])
+    with pytest.raises(ValueError, match="Muon only supports 2D"):
+        ot.MuonWithAuxAdam([dict(params=[torch.zeros(3, requires_grad=True)], use_muon=True)])
+
+    def make(seed):
+        g = torch.Generator().manual_seed(seed)
+        w = [torch.randn(8, 6, generator=g).requires_grad_(), torch.randn(6, generator=g).requires_grad_()]
+        return w, ot.MuonWithAuxAdam([dict(params=[w[0]], use_muon=True), dict(params=[w[1]], use_muon=False)])
+
+    w, opt = make(1)
+    gen = torch.Generator().manual_seed(2)
+    _train(opt, w, gen, 30)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    sd = opt.state_dict()
+    assert set(sd["state"][0]) == {"momentum_buffer"} and set(sd["state"][1]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert [g["use_muon"] for g in sd["param_groups"]] == [True, False]
+    saved, gen_state = [p.detach().clone() for p in w], gen.get_state()
+    blob = pickle.dumps((w, opt))
+    _train(opt, w, gen, 30)
+    # load_state_dict into a new one
+    w2, opt2 = make(7)
+    with torch.no_grad():
+        for a, b in zip(w2, saved):
+            a.copy_(b)
+    buf.seek(0)
+    opt2.load_state_dict(torch.load(buf))
+    gen.set_state(gen_state)
+    _train(opt2, w2, gen, 30)
+    # and the pickled copy
+    w3, opt3 = pickle.loads(blob)
+    gen.set_state(gen_state)
+    _train(opt3, w3, gen, 30)
+    for a, b, c in zip(w, w2, w3):
+        assert torch.equal(a.detach(), b.detach()) and torch.equal(a.detach(), c.detach())

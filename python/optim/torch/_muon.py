@@ -4,9 +4,9 @@ Jordan's reference class that hands the parameters Muon does not take to AdamW."
 import torch
 
 from ._base import _Optimizer, _check_flags
-from ._optimizers import _COMMON_DOC
+from ._optimizers import _COMMON_DOC, AdamW
 
-__all__ = ["Muon"]
+__all__ = ["Muon", "MuonWithAuxAdam"]
 
 _DEFAULT_NS = (3.4445, -4.7750, 2.0315)
 
@@ -101,3 +101,163 @@ class Muon(_Optimizer):
             _check_muon_params("Muon", [{"params": params}])
             param_group = dict(param_group, params=params)
         super().add_param_group(param_group)
+
+
+_MUON_KEYS = {"params", "lr", "momentum", "weight_decay", "use_muon"}
+_ADAM_KEYS = {"params", "lr", "betas", "eps", "weight_decay", "use_muon"}
+
+
+class _MergedState(dict):
+    """optimizer.state of a MuonWithAuxAdam: each parameter's state in the inner optimizer that steps it
+    (a snapshot mapping, rebuilt on each read; its tensors are the inner optimizers' live views)."""
+
+
+class MuonWithAuxAdam(torch.optim.Optimizer):
+    """Keller Jordan's MuonWithAuxAdam (github.com/KellerJordan/Muon, muon.py): one optimizer over
+    param groups that each say use_muon=True (2-D hidden weights: Muon) or False (embeddings, heads,
+    biases, gains: AdamW), with the reference's keys and defaults:
+
+      use_muon=True:  lr 0.02, momentum 0.95, weight_decay 0 (Nesterov, 5 steps of
+                      (3.4445, -4.7750, 2.0315), lr * sqrt(max(1, rows / cols)))
+      use_muon=False: lr 3e-4, betas (0.9, 0.95), eps 1e-10, weight_decay 0
+
+    and no other key (the reference asserts the key set; ValueError here). The Muon groups are
+    stepped by an optim.torch.Muon and the others by an optim.torch.AdamW (torch.optim.AdamW's
+    arithmetic: the reference's adam_update is the same update, rounded in another order); param
+    group values changed between steps (by a scheduler) are used at the next step. state[p] is
+    {'momentum_buffer'} for a Muon parameter, {'step', 'exp_avg', 'exp_avg_sq'} for an AdamW one;
+    state_dict() / load_state_dict(), pickling and copy.deepcopy work as for any optimizer.
+    Differences from the reference: Muon's normalisation clamps ||U|| at eps (torch's) where the
+    reference adds 1e-7 (the same unless ||U|| ~ 1e-7), the iteration runs in float32, not bfloat16;
+    the reference's distributed variant (an all_gather across ranks) is not offered.
+    """
+
+    def __init__(self, param_groups):
+        self._muon = None
+        self._adam = None
+        self._where = []  # outer group index -> (inner optimizer's attribute name, its group index)
+        super().__init__(param_groups, dict())
+
+    # ---- groups ----------------------------------------------------------------------------------
+
+    def add_param_group(self, param_group):
+        if not isinstance(param_group, dict) or "use_muon" not in param_group:
+            raise ValueError("MuonWithAuxAdam: each param group must be a dict with 'use_muon' (True: Muon, "
+                             "False: AdamW), as the reference's")
+        group = dict(param_group)
+        if group["use_muon"]:
+            group.setdefault("lr", 0.02)
+            group.setdefault("momentum", 0.95)
+            group.setdefault("weight_decay", 0)
+            keys = _MUON_KEYS
+        else:
+            group.setdefault("lr", 3e-4)
+            group.setdefault("betas", (0.9, 0.95))
+            group.setdefault("eps", 1e-10)
+            group.setdefault("weight_decay", 0)
+            keys = _ADAM_KEYS
+        if set(group) != keys:
+            raise ValueError("MuonWithAuxAdam: a group with use_muon=%s takes the keys %s; this one has %s"
+                             % (bool(group["use_muon"]), sorted(keys), sorted(set(group))))
+        n = len(self.param_groups)
+        super().add_param_group(group)  # torch's checks (tensors, no parameter twice)
+        group = self.param_groups[-1]
+        try:
+            inner = self._inner_group(group)
+            name = "_muon" if group["use_muon"] else "_adam"
+            opt = getattr(self, name)
+            if opt is None:
+                opt = Muon([inner]) if group["use_muon"] else AdamW([inner])
+                setattr(self, name, opt)
+            else:
+                opt.add_param_group(inner)
+            self._where.append((name, len(opt.param_groups) - 1))
+        except BaseException:
+            del self.param_groups[n:]
+            raise
+
+    @staticmethod
+    def _inner_group(group):
+        if group["use_muon"]:
+            return dict(params=group["params"], lr=group["lr"], momentum=group["momentum"],
+                        weight_decay=group["weight_decay"], nesterov=True, ns_coefficients=_DEFAULT_NS, eps=1e-7,
+                        ns_steps=5, adjust_lr_fn=None)
+        return dict(params=group["params"], lr=group["lr"], betas=tuple(group["betas"]), eps=group["eps"],
+                    weight_decay=group["weight_decay"])
+
+    def _sync(self):
+        """The outer groups' values (a scheduler may have changed them) into the inner optimizers' groups."""
+        for group, (name, gi) in zip(self.param_groups, self._where):
+            inner = getattr(self, name).param_groups[gi]
+            for k, v in self._inner_group(group).items():
+                if k != "params":
+                    inner[k] = v
+
+    # ---- state -----------------------------------------------------------------------------------
+
+    @property
+    def state(self):
+        merged = _MergedState()
+        for opt in (self._muon, self._adam):
+            if opt is not None:
+                merged.update(opt.state)
+        return merged
+
+    @state.setter
+    def state(self, value):
+        # torch's Optimizer.__init__ and __setstate__ assign a fresh mapping: the state lives in the inner
+        # optimizers; anything else would be lost, so only an empty mapping is accepted.
+        if value:
+            raise ValueError("MuonWithAuxAdam: its state is its inner optimizers'; use load_state_dict")
+
+    def load_state_dict(self, state_dict):
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        for mine, theirs in zip(self.param_groups, groups):
+            if len(mine["params"]) != len(theirs["params"]):
+                raise ValueError("loaded state dict contains a parameter group that doesn't match the size of "
+                                 "optimizer's group")
+            if bool(mine["use_muon"]) != bool(theirs["use_muon"]):
+                raise ValueError("MuonWithAuxAdam: a loaded group's use_muon differs from this optimizer's")
+        inner = {"_muon": ([], {}), "_adam": ([], {})}
+        for mine, theirs, (name, gi) in zip(self.param_groups, groups, self._where):
+            igroups, istate = inner[name]
+            base = sum(len(g["params"]) for g in igroups)
+            ig = self._inner_group(dict(theirs, params=mine["params"]))
+            ig["params"] = list(range(base, base + len(mine["params"])))
+            igroups.append(ig)
+            for j, idx in enumerate(theirs["params"]):
+                if idx in state_dict["state"]:
+                    istate[base + j] = state_dict["state"][idx]
+        for name, (igroups, istate) in inner.items():
+            opt = getattr(self, name)
+            if opt is not None:
+                full = opt.state_dict()
+                for ig, old in zip(igroups, full["param_groups"]):
+                    old.update({k: v for k, v in ig.items() if k != "params"})
+                opt.load_state_dict({"state": istate, "param_groups": full["param_groups"]})
+        for mine, theirs in zip(self.param_groups, groups):
+            mine.update({k: v for k, v in theirs.items() if k != "params"})
+
+    def __getstate__(self):
+        return {"defaults": self.defaults, "param_groups": self.param_groups, "_muon": self._muon,
+                "_adam": self._adam, "_where": self._where}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    # ---- step ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._sync()
+        if self._muon is not None:
+            self._muon.step()
+        if self._adam is not None:
+            self._adam.step()
+        return loss
