@@ -108,7 +108,8 @@ int optim_muon_newton_schulz(float *x, size_t rows, size_t cols, const double co
 const char *optim_muon_backend(void)
 {
     static char name[160]; /* written once per call with the same text: a constant in effect */
-    snprintf(name, sizeof name, "OpenBLAS %s", openblas_get_config());
+    const char *cfg = openblas_get_config();
+    snprintf(name, sizeof name, "%s%s", strncmp(cfg, "OpenBLAS", 8) == 0 ? "" : "OpenBLAS ", cfg);
     return name;
 }
 
