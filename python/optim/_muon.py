@@ -10,7 +10,7 @@ import ctypes
 import ctypes.util
 import os
 
-from . import _lib
+from . import _capi, _lib
 
 __all__ = ["attach", "backend"]
 
@@ -29,11 +29,7 @@ def _load():
         if not path:
             continue
         try:
-            h = ctypes.CDLL(path)
-            h.optim_muon_attach.argtypes = [ctypes.c_void_p]
-            h.optim_muon_attach.restype = ctypes.c_int
-            h.optim_muon_backend.argtypes = []
-            h.optim_muon_backend.restype = ctypes.c_char_p
+            h = _capi.declare_muon(ctypes.CDLL(path))
         except (OSError, AttributeError) as exc:
             tried.append("%s (%s)" % (path, exc))
             continue
@@ -47,9 +43,9 @@ def _load():
 def attach(handle):
     """Give the C optimizer of an optim._core.Handle (rule muon) liboptim_muon's iterations."""
     h = _load()
-    handle._call(lambda ptr: h.optim_muon_attach(ctypes.c_void_p(ptr)))
+    handle._call(lambda ptr: h["optim_muon_attach"](ptr))
 
 
 def backend():
     """OpenBLAS's configuration string, as liboptim_muon reports it."""
-    return _load().optim_muon_backend().decode()
+    return _load()["optim_muon_backend"]().decode()
