@@ -15,10 +15,11 @@
  * What is bit for bit: every element-wise part of a step (momentum, Nesterov
  * blend, the norm, the normalisation, decay and update) is a liboptim kernel,
  * the same bits on every CPU path and thread count. The matrix products are
- * OpenBLAS's sgemm: deterministic for one OpenBLAS build on one CPU kernel
- * (its threads split the output, never a sum: the bits do not depend on its
- * thread count, which tests/test_muon.c checks), but not across OpenBLAS
- * builds or CPU kernels (docs/rules/muon.md). */
+ * OpenBLAS's sgemm, run on one OpenBLAS thread inside each call (OpenBLAS
+ * 0.3.21 gives other bits with 2 threads than with 1; the process's setting
+ * is restored after the call): deterministic for one OpenBLAS build on one
+ * CPU kernel, whatever thread counts are set, but not across OpenBLAS builds
+ * or CPU kernels (docs/rules/muon.md). */
 #ifndef OPTIM_MUON_H
 #define OPTIM_MUON_H
 
