@@ -149,11 +149,12 @@ typedef enum optim_rule {
     OPTIM_LARS = 15,    /* LARS, SGD with a per-tensor trust ratio (You et al. 2017), as timm's Lars */
     OPTIM_SPARSE_ADAM = 17, /* lazy Adam over sparse gradients only (torch.optim.SparseAdam; optim_sparse.h) */
     OPTIM_SGD_SCHEDULE_FREE = 18,  /* schedule-free SGD (Defazio et al. 2024; optim_schedule_free_train/eval) */
-    OPTIM_ADAMW_SCHEDULE_FREE = 19 /* schedule-free AdamW (Defazio et al. 2024; optim_schedule_free_train/eval) */
+    OPTIM_ADAMW_SCHEDULE_FREE = 19, /* schedule-free AdamW (Defazio et al. 2024; optim_schedule_free_train/eval) */
+    OPTIM_MUON = 20 /* momentum orthogonalised by Newton-Schulz, 2-D weights (torch.optim.Muon; optim_muon.h) */
 } optim_rule;
 /* The largest rule value; a value below it without a rule (optim_rule_name
  * gives NULL) is reserved (16: Adafactor, planned). */
-#define OPTIM_RULE_COUNT 19
+#define OPTIM_RULE_COUNT 20
 
 /** Where eps sits relative to the square root of the second moment. */
 typedef enum optim_eps_placement {
@@ -218,6 +219,11 @@ typedef enum optim_eps_placement {
  *            weight_lr_power [2] (AdamWScheduleFree)
  *            Both keep the parameters at y while training and at x for
  *            evaluation: optim_schedule_free_train / _eval below.
+ *   MUON     lr [1e-3] weight_decay [0.1] (decoupled) momentum [0.95]
+ *            nesterov [1] eps [1e-7] ns_steps [5] ns_a, ns_b, ns_c
+ *            [3.4445, -4.7750, 2.0315] adjust_lr [OPTIM_MUON_ADJUST_ORIGINAL]
+ *            (torch.optim.Muon; float32 2-D parameters, optim_param_set_shape;
+ *            the orthogonalisation is liboptim_muon's: optim_muon.h)
  */
 typedef struct optim_hparams {
     optim_rule rule;
@@ -253,7 +259,17 @@ typedef struct optim_hparams {
     double warmup_steps;              /* a whole number >= 0: linear warm-up of lr over this many steps (schedule-free) */
     double r;                         /* finite: the average's weights grow as (k+1)^r (schedule-free) */
     double weight_lr_power;           /* >= 0: the average's weights are lr_max^weight_lr_power (schedule-free) */
+    /* MUON (docs/rules/muon.md): */
+    int ns_steps;                     /* 1..99 Newton-Schulz iterations */
+    double ns_a, ns_b, ns_c;          /* the quintic's coefficients: X <- a X + (b A + c A^2) X, A = X X^T */
+    int adjust_lr;                    /* optim_muon_adjust_lr: the lr's factor from the parameter's shape */
 } optim_hparams;
+
+/** MUON's learning-rate adjustment for a rows x cols parameter (torch's adjust_lr_fn). */
+typedef enum optim_muon_adjust_lr {
+    OPTIM_MUON_ADJUST_ORIGINAL = 0,       /* lr * sqrt(max(1, rows / cols)): Keller Jordan's ("original", None) */
+    OPTIM_MUON_ADJUST_MATCH_RMS_ADAMW = 1 /* lr * 0.2 * sqrt(max(rows, cols)): Moonshot's ("match_rms_adamw") */
+} optim_muon_adjust_lr;
 
 /** Hyperparameter identifiers, for setting one value at a time and for
  *  bindings that should not depend on the struct layout. Numbers are stable. */
@@ -291,9 +307,14 @@ typedef enum optim_hparam {
     OPTIM_HP_ALWAYS_ADAPT = 31,
     OPTIM_HP_WARMUP_STEPS = 32,
     OPTIM_HP_R = 33,
-    OPTIM_HP_WEIGHT_LR_POWER = 34
+    OPTIM_HP_WEIGHT_LR_POWER = 34,
+    OPTIM_HP_NS_STEPS = 35,
+    OPTIM_HP_NS_A = 36,
+    OPTIM_HP_NS_B = 37,
+    OPTIM_HP_NS_C = 38,
+    OPTIM_HP_ADJUST_LR = 39
 } optim_hparam;
-#define OPTIM_HP_COUNT 34
+#define OPTIM_HP_COUNT 39
 
 /** Lower-case name of a rule ("adam"), or NULL for an unknown value. */
 OPTIM_API const char *optim_rule_name(optim_rule rule);

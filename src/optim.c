@@ -69,6 +69,7 @@ void optim_free(optim *o)
     free(o->partials);
     free(o->rpartials);
     free(o->bad);
+    optim__free_floats(o->muon_scratch);
     free(o);
 }
 
@@ -628,6 +629,8 @@ int optim_param_set_shape(optim *o, size_t i, size_t ndim, const int64_t *dims)
                    "%s: a shape of %zu dimensions with %llu%s elements for param %zu '%s' of %zu elements", fn, ndim,
                    (unsigned long long)prod, prod == UINT64_MAX ? " or more" : "", i, o->params[i].name,
                    o->params[i].n);
+    /* Muon steps 2-D parameters with a scratch matrix: sized now, so that steps never allocate. */
+    if (o->rule == OPTIM_MUON && ndim == 2) OPTIM__FORWARD(optim__muon_reserve(o, fn, (size_t)dims[0], (size_t)dims[1]));
     copy = (int64_t *)malloc((ndim ? ndim : 1) * sizeof *copy);
     OPTIM__FAIL_IF(!copy, OPTIM__E(o), OPTIM_ENOMEM, "%s: out of memory", fn);
     if (ndim) memcpy(copy, dims, ndim * sizeof *copy);

@@ -6,6 +6,7 @@
 #include "common.h"
 #include "kernels/kernels.h"
 #include "optim_ext.h"
+#include "optim_muon_ext.h"
 #include "optim_precision.h"
 #include "optim_sparse.h"
 
@@ -80,6 +81,12 @@ struct optim {
     int64_t ls_tracker;  /* consecutive steps without overflow since the last change */
     int defer_state; /* parameters added now get their state at the first need (optim_set_defer_state) */
     optim_ext_hooks ext; /* optim_ext.h: combine is NULL unless a layered library set it */
+    /* Muon (src/muon.c): the orthogonalisation liboptim_muon installed (orth NULL: none), and the
+     * scratch of a step (X, then the hook's work), sized by optim_param_set_shape for the largest
+     * 2-D parameter, so that steps never allocate. */
+    optim_muon_ops muon;
+    float *muon_scratch;
+    size_t muon_cap; /* floats in muon_scratch */
     /* The sparse gradients of the optim_step_sparse in progress (sparse[i] for
      * parameter i, or NULL), NULL outside it (src/step.c). */
     const optim_sparse_grad *const *sparse;
@@ -88,6 +95,13 @@ struct optim {
     int sf_eval;
     optim_error err;
 };
+
+/* Muon (src/muon.c): the checks of a step before anything changes, and the
+ * update of every parameter with a gradient (after the state commit). */
+int optim__muon_check(optim *o);
+void optim__muon_run(optim *o);
+/* Grow the scratch for a rows x cols Muon parameter (optim_param_set_shape). */
+int optim__muon_reserve(optim *o, const char *fn, size_t rows, size_t cols);
 
 /* Does parameter i have a gradient this step (dense, or sparse during optim_step_sparse)? */
 static inline int optim__has_grad(const optim *o, size_t i)

@@ -286,6 +286,7 @@ int optim__step(optim *o)
                        i, o->params[i].name, optim_rule_name(o->rule));
     }
     total = optim__build_tasks(o, &nblocks);
+    if (o->rule == OPTIM_MUON) OPTIM__FORWARD(optim__muon_check(o)); /* src/muon.c */
     in.gscale = 1.0;
     /* The bound clamps exactly as torch.clamp(g, -v, v) with v a Python float: the kernels round it to the
      * compute type (torch compares a float32 gradient with v rounded to float32, a float64 one with v). */
@@ -340,7 +341,10 @@ int optim__step(optim *o)
             optim__task_sr_keys(&o->tasks[i], o->seed, (uint64_t)i, pa->st.step);
     }
     if (reduce) optim__reduce_pass(o, nblocks, &in);
-    optim__run(o->kt, optim__range_update, o->tasks, o->nparams, total, o->threads);
+    if (o->rule == OPTIM_MUON)
+        optim__muon_run(o); /* two passes around the matrix products, parameter by parameter */
+    else
+        optim__run(o->kt, optim__range_update, o->tasks, o->nparams, total, o->threads);
     for (i = 0; i < o->nparams; i++) {
         optim__param *pa = &o->params[i];
         if (optim__has_grad(o, i)) optim__finish(&o->groups[pa->group].hp, &pa->st);

@@ -72,6 +72,9 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
     OPTIM__FAIL_IF(optim__rule(hp->rule)->sparse_only, err, OPTIM_EUNSUPPORTED,
                    "%s: %s takes sparse gradients only (optim_sparse.h: optim_step_sparse); use adam for dense ones",
                    fn, rule);
+    OPTIM__FAIL_IF(hp->rule == OPTIM_MUON, err, OPTIM_EUNSUPPORTED,
+                   "%s: muon orthogonalises a whole matrix with liboptim_muon's matrix products; the stateless update "
+                   "has no shape nor hook: use an optimizer object (optim_muon.h)", fn);
     need = optim_hparams_slots(hp);
     lazy = optim__rule(hp->rule)->lazy_slots;
     psize = optim_dtype_size(pdt);

@@ -60,11 +60,14 @@ static void scn_grads(scenario_run *run, int t)
 static int scenario_extra(int id, scenario_run *run);
 static int scn_params(scenario_run *run);
 
+/* Not SparseAdam (sparse gradients: tests/test_sparse.c resumes it) nor Muon (2-D parameters through
+ * liboptim_muon, which this suite and its child do not link: tests/test_muon.c resumes it). */
 int scenario_exists(int id)
 {
     return id >= OPTIM_RULE_COUNT ? id < SCN_COUNT
                                   : optim_rule_name((optim_rule)(id + 1)) != NULL &&
-                                        optim_rule_sparse((optim_rule)(id + 1)) != OPTIM_SPARSE_ONLY;
+                                        optim_rule_sparse((optim_rule)(id + 1)) != OPTIM_SPARSE_ONLY &&
+                                        id + 1 != OPTIM_MUON;
 }
 
 int scenario_build(int id, scenario_run *run)

@@ -18,7 +18,7 @@ from . import _constants as C
 from ._errors import OptimError
 from ._lib import lib, path
 
-__all__ = ["Error", "check", "enum_names", "version", "PROTOTYPES"]
+__all__ = ["Error", "check", "enum_names", "version", "PROTOTYPES", "MUON_PROTOTYPES", "declare_muon"]
 
 _int = ctypes.c_int
 _uint = ctypes.c_uint
@@ -168,6 +168,25 @@ PROTOTYPES = {
     "optim_schedule_get_kind": (_int, _ptr),
     "optim_schedule_lr": (_dbl, _ptr, _dbl, _i64),
 }
+
+
+# liboptim_muon (include/optim_muon.h), a library of its own that optim._muon loads on first use: its
+# functions are declared on that library's handle by declare_muon (checked against the header as above).
+MUON_PROTOTYPES = {
+    "optim_muon_attach": (_int, _ptr),
+    "optim_muon_backend": (_str,),
+}
+
+
+def declare_muon(handle):
+    """{name: handle's function with its prototype set} for MUON_PROTOTYPES (AttributeError if missing)."""
+    out = {}
+    for name, (restype, *argtypes) in MUON_PROTOTYPES.items():
+        fn = getattr(handle, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+        out[name] = fn
+    return out
 
 
 def _declare():

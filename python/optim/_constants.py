@@ -53,10 +53,15 @@ ENUMS = {
         'OPTIM_SPARSE_ADAM': 17,
         'OPTIM_SGD_SCHEDULE_FREE': 18,
         'OPTIM_ADAMW_SCHEDULE_FREE': 19,
+        'OPTIM_MUON': 20,
     },
     'optim_eps_placement': {  # optim.h
         'OPTIM_EPS_OUTSIDE': 0,
         'OPTIM_EPS_INSIDE': 1,
+    },
+    'optim_muon_adjust_lr': {  # optim.h
+        'OPTIM_MUON_ADJUST_ORIGINAL': 0,
+        'OPTIM_MUON_ADJUST_MATCH_RMS_ADAMW': 1,
     },
     'optim_hparam': {  # optim.h
         'OPTIM_HP_LR': 1,
@@ -93,6 +98,11 @@ ENUMS = {
         'OPTIM_HP_WARMUP_STEPS': 32,
         'OPTIM_HP_R': 33,
         'OPTIM_HP_WEIGHT_LR_POWER': 34,
+        'OPTIM_HP_NS_STEPS': 35,
+        'OPTIM_HP_NS_A': 36,
+        'OPTIM_HP_NS_B': 37,
+        'OPTIM_HP_NS_C': 38,
+        'OPTIM_HP_ADJUST_LR': 39,
     },
     'optim_dtype': {  # optim.h
         'OPTIM_FLOAT32': 0,
@@ -161,8 +171,8 @@ DEFINES = {
     'OPTIM_VERSION_PATCH': 0,
     'OPTIM_VERSION_NUMBER': 100,
     'OPTIM_ERRMSG_MAX': 320,
-    'OPTIM_RULE_COUNT': 19,
-    'OPTIM_HP_COUNT': 34,
+    'OPTIM_RULE_COUNT': 20,
+    'OPTIM_HP_COUNT': 39,
     'OPTIM_DTYPE_COUNT': 5,
     'OPTIM_INT8_BLOCK_SIZE': 256,
     'OPTIM_MAX_SLOTS': 4,

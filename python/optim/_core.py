@@ -53,6 +53,9 @@ EOVERLAP = C.OPTIM_EOVERLAP
 NONFINITE_POLICIES = enum_names("optim_nonfinite", "OPTIM_NONFINITE_")  # propagate, skip, error
 MATCH = enum_names("optim_match", "OPTIM_MATCH_")                        # name, position
 PLACEMENTS = enum_names("optim_eps_placement", "OPTIM_EPS_")             # outside, inside
+# torch.optim.Muon's adjust_lr_fn -> optim_muon_adjust_lr (None is torch's default, "original")
+MUON_ADJUST_LR = {None: C.OPTIM_MUON_ADJUST_ORIGINAL, "original": C.OPTIM_MUON_ADJUST_ORIGINAL,
+                  "match_rms_adamw": C.OPTIM_MUON_ADJUST_MATCH_RMS_ADAMW}
 
 
 def rule_id(name):

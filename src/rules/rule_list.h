@@ -37,7 +37,8 @@
     RULE(LARS, 15, lars)                  \
     RULE(SPARSE_ADAM, 17, sparse_adam)    \
     RULE(SGD_SCHEDULE_FREE, 18, sgd_schedule_free) \
-    RULE(ADAMW_SCHEDULE_FREE, 19, adamw_schedule_free)
+    RULE(ADAMW_SCHEDULE_FREE, 19, adamw_schedule_free) \
+    RULE(MUON, 20, muon)
 
 /* The rules that reduce over each tensor in the step before updating it (a
  * per-tensor trust ratio): REDUCE(ID, name) for rules listed above whose

@@ -141,5 +141,7 @@ void bench_bytes_label(char *out, size_t size, double bytes);
  *  library next to this program, passing argv[1..argc) through; returns its
  *  exit status. */
 int bench_torch_main(int argc, char **argv);
+/** `optim bench --muon` (bench_muon.c): a Muon step against OpenBLAS's sgemm rate on the same shapes. */
+int bench_muon_main(int argc, char **argv);
 
 #endif

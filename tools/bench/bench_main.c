@@ -389,6 +389,7 @@ static void bench_usage(FILE *f)
     fprintf(f,
             "usage: optim bench [options]            time every rule against its memory ceiling\n"
             "       optim bench --torch [options]    optim.torch against torch.optim (optim bench --torch --help)\n"
+            "       optim bench --muon [options]     a Muon step against OpenBLAS's sgemm (optim bench --muon --help)\n"
             "\n"
             "For each size, case and thread count: the step's time, elements/s, the bytes it must move per\n"
             "element, GB/s, and the ratio to a ceiling measured in the same run just before: a kernel with\n"
@@ -1725,6 +1726,7 @@ int optim_bench_main(int argc, char **argv)
     int rc;
     char mem_l[32];
     if (argc >= 2 && strcmp(argv[1], "--torch") == 0) return bench_torch_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "--muon") == 0) return bench_muon_main(argc - 1, argv + 1);
     o = (bench_opts *)calloc(1, sizeof *o);
     if (!o) return 1;
     rc = bench_parse_args(argc, argv, o);

@@ -113,6 +113,9 @@ class CObject:
         self.rule = rule
         self.owner = rule.owner
         self.h = _core.Handle(rule.rule)
+        if rule.rule_name == "muon":
+            from .. import _muon  # liboptim_muon: the matrix products, over OpenBLAS (loaded on first use)
+            _muon.attach(self.h)
         self.lock = self.h.lock
         self.params = []     # C index -> tensor
         self.index = {}      # tensor -> C index
