@@ -272,6 +272,62 @@ OPTIM__REDUCE_LIST(OPTIM__RINSTANCES)
 #undef OPTIM__RINST_RV
 #undef OPTIM__RINST_RC
 
+/* ---- Step statistics (include/optim_stats.h; kernels.h's optim__stats_fn) ---------------
+ * Element i of a call goes to lane i % 16 of each value (calls start at
+ * multiples of 16 inside a block). Sums and the maximum in double, in
+ * element order per lane: IEEE arithmetic without contraction, so every
+ * path gives the scalar path's bits whatever the compiler vectorises. */
+static void OPTIM__T(optim__stats)(size_t n, const void *p0v, const void *p1v, const void *gv,
+                                   const unsigned char *cl, const optim__k *kp, double *restrict acc)
+{
+    const R *restrict p0 = (const R *)p0v;
+    const R *restrict p1 = (const R *)p1v;
+    const R *restrict g = (const R *)gv;
+    const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);
+    const int clamp = (kp->c.variant & OPTIM__V_CLAMP) != 0;
+    size_t i, j;
+    for (i = 0; i < n; i += OPTIM__LANES) {
+        const size_t m = n - i < OPTIM__LANES ? n - i : OPTIM__LANES;
+        for (j = 0; j < m; j++) {
+            R gi = g[i + j];
+            const double a = (double)p0[i + j], u = (double)p1[i + j] - a, au = fabs(u);
+            int k = cl ? cl[i + j] : 0;
+            double gd;
+            if (clamp) {
+                k |= gi > c.gclip || gi < -c.gclip;
+                gi = optim__clamp(gi, -c.gclip, c.gclip);
+            }
+            gd = (double)gi;
+            acc[j] += gd * gd;
+            acc[OPTIM__LANES + j] += u * u;
+            acc[2 * OPTIM__LANES + j] += a * a;
+            acc[3 * OPTIM__LANES + j] = (au != au || au > acc[3 * OPTIM__LANES + j]) ? au : acc[3 * OPTIM__LANES + j];
+            acc[4 * OPTIM__LANES + j] += (double)k;
+        }
+    }
+}
+
+/* The clamp flags of the rules of OPTIM__CLAMP_LIST (kernels.h's
+ * optim__clampflag_fn): the slots the variant writes, as the loop left them. */
+#define OPTIM__CLAMPFLAG_DEF(ID, name)                                                                  \
+    static void OPTIM__T(optim__##name##_clampflag)(size_t n, void *const *sl, const optim__k *kp,        \
+                                                    unsigned char *cl)                                  \
+    {                                                                                                   \
+        const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
+        const unsigned V = kp->c.variant & ~OPTIM__V_CLAMP;                                             \
+        const unsigned wr = optim__##name##_writes(V);                                                  \
+        size_t i;                                                                                       \
+        int j;                                                                                          \
+        for (i = 0; i < n; i++) {                                                                       \
+            R s[OPTIM_MAX_SLOTS] = {0, 0, 0, 0};                                                        \
+            for (j = 0; j < OPTIM_MAX_SLOTS; j++)                                                       \
+                if ((wr >> j) & 1u) s[j] = ((const R *)sl[j])[i];                                       \
+            cl[i] = (unsigned char)OPTIM__T(optim__##name##_clamped)(s, &k, V);                         \
+        }                                                                                               \
+    }
+OPTIM__CLAMP_LIST(OPTIM__CLAMPFLAG_DEF)
+#undef OPTIM__CLAMPFLAG_DEF
+
 /* ---- Storage of this compute type held as itself (float32 in float, float64 in double) --- */
 
 static void OPTIM__T(optim__load_same)(void *restrict dst, const void *restrict base, size_t off, size_t n,

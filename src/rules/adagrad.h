@@ -95,6 +95,13 @@ static void optim__adagrad_prepare(const optim_hparams *hp, const optim__step_in
     k->eps = hp->eps;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__adagrad_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->adagrad.neg_clr; /* lr / (1 + (t - 1) lr_decay) */
+}
+
 static const optim__rule_def optim__adagrad_def = {
     .id = OPTIM_ADAGRAD, .name = "adagrad", .torch_name = "Adagrad",
     .uses = OPTIM__USES(LR) | OPTIM__USES(LR_DECAY) | OPTIM__USES(WEIGHT_DECAY) |
@@ -104,5 +111,5 @@ static const optim__rule_def optim__adagrad_def = {
     .slot_kinds = {OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adagrad_defaults, .slots = optim__adagrad_slots, .initial = optim__adagrad_initial,
     .prepare = optim__adagrad_prepare, .sparse = optim__adagrad_sparse,
-    .sparse_variant = OPTIM__ADAGRAD_V_SPARSE};
+    .sparse_variant = OPTIM__ADAGRAD_V_SPARSE, .stats = optim__adagrad_stats};
 #endif
