@@ -59,8 +59,9 @@ extern "C" {
 
 /** One parameter's statistics of the last step. */
 typedef struct optim_step_stats {
-    int64_t step;          /* optim_step_count() after the step they are of; 0 if the parameter
-                              was not stepped by the last step with statistics on */
+    int64_t step;          /* the parameter's step counter after the step they are of (its own
+                              count of updates); 0 if the last step with statistics on did not
+                              update it */
     int has_elements;      /* 1: n and the element statistics below were measured */
     size_t n;              /* elements measured (the parameter's size) */
     double grad_norm;      /* element statistics (NaN when has_elements == 0) */

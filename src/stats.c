@@ -61,7 +61,7 @@ void optim__stats_end(optim *o)
         optim__kstats ks;
         if (!optim__has_grad(o, i)) continue;
         optim__kstats_of(o->rule, &o->ks[i], &ks);
-        st->step = o->steps; /* optim__step calls this after counting the step */
+        st->step = pa->st.step; /* its own counter, this step included */
         st->effective_lr = ks.effective_lr;
         st->trust_ratio = ks.trust_ratio;
         st->rectified = ks.rectified;

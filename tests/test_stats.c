@@ -297,6 +297,19 @@ TEST_IMPL(stats_api)
     ASSERT(fabs(st.grad_norm - sqrt(40.0)) < 1e-12);
     ASSERT(fabs(st.update_max - hp.lr) < 1e-6 * hp.lr + 1e-6);
     ASSERT(st.effective_lr == hp.lr);
+    /* Loss scaling: the norm of the unscaled gradient. */
+    {
+        optim_loss_scale ls;
+        optim_loss_scale_defaults(&ls);
+        ls.mode = OPTIM_LOSS_SCALE_STATIC;
+        ls.init_scale = 1024.0;
+        ASSERT_OPT_OK(o, optim_set_loss_scale(o, &ls));
+        for (j = 0; j < 40; j++) g[j] = 1024.0f;
+        ASSERT_OPT_OK(o, optim_step(o));
+        ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+        ASSERT(fabs(st.grad_norm - sqrt(40.0)) < 1e-12);
+        ASSERT_OPT_OK(o, optim_set_loss_scale(o, NULL));
+    }
     /* A skipped step (non-finite gradient under SKIP) leaves no record. */
     ASSERT_OPT_OK(o, optim_set_nonfinite(o, OPTIM_NONFINITE_SKIP));
     g[3] = NAN;

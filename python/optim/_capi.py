@@ -142,6 +142,10 @@ PROTOTYPES = {
     "optim_sam_is_perturbed": (_int, _ptr),
     "optim_sam_set_rho": (_int, _ptr, _dbl),
     "optim_sam_set_group": (_int, _ptr, _size, _dbl, _int, _dbl),
+    # optim_stats.h
+    "optim_set_stats": (_int, _ptr, _int),
+    "optim_stats_enabled": (_int, _ptr),
+    "optim_param_stats": (_int, _ptr, _size, _ptr),
     # optim_schedule.h
     "optim_schedule_constant": (_int, _ptrs, _dbl, _i64, _perr),
     "optim_schedule_step": (_int, _ptrs, _i64, _dbl, _perr),

@@ -297,7 +297,7 @@ static void optim__stats_fold(double *acc, double *out)
     int v;
     for (v = 0; v < OPTIM__NSTAT; v++) {
         double *a = acc + 16 * v;
-        for (j = 8; j > 0; j /= 2)
+        for (j = 16 / 2; j > 0; j /= 2)
             for (l = 0; l < j; l++) {
                 if (v == 3)
                     a[l] = (a[l + j] != a[l + j] || a[l + j] > a[l]) ? a[l + j] : a[l];
@@ -359,7 +359,7 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
         t->loop(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k);
         for (s = 0; s < OPTIM__NSTREAMS; s++)
             if (use[s] && wr[s] && !t->sto[s]->direct) t->sto[s]->store(base[s], c, len, scratch[s], t->ctx[s]);
-        if (t->copy) t->sto[OPTIM__SC]->store(t->copy, c, len, x[OPTIM__SP], t->ctx[OPTIM__SC]);
+        if (t->copy != NULL) t->sto[OPTIM__SC]->store(t->copy, c, len, x[OPTIM__SP], t->ctx[OPTIM__SC]);
         after = x[OPTIM__SP];
         if (!t->sto[OPTIM__SP]->direct) {
             t->sto[OPTIM__SP]->load(p1, base[OPTIM__SP], c, len, t->ctx[OPTIM__SP]);

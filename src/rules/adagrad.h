@@ -86,6 +86,13 @@ static int optim__adagrad_sparse(const optim_hparams *hp, optim_error *err)
     return OPTIM_OK;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__adagrad_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->adagrad.neg_clr; /* lr / (1 + (t - 1) lr_decay) */
+}
+
 static void optim__adagrad_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
                                    optim__kcommon *c, union optim__ku *u)
 {
@@ -93,13 +100,6 @@ static void optim__adagrad_prepare(const optim_hparams *hp, const optim__step_in
     (void)c;
     k->neg_clr = -(in->lr / (1.0 + (double)(st->step - 1) * hp->lr_decay));
     k->eps = hp->eps;
-}
-
-/* Step statistics: the per-tensor values of this step's constants (rules.h). */
-static void optim__adagrad_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
-{
-    (void)c;
-    out->effective_lr = -u->adagrad.neg_clr; /* lr / (1 + (t - 1) lr_decay) */
 }
 
 static const optim__rule_def optim__adagrad_def = {

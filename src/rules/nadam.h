@@ -113,6 +113,13 @@ static unsigned optim__nadam_slots(const optim_hparams *hp)
     return 3u;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__nadam_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -(u->nadam.coef_g + u->nadam.coef_m) * u->nadam.bc2_sqrt; /* (|coef_g| + |coef_m|) sqrt(1 - beta2^t) */
+}
+
 static void optim__nadam_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
                                  optim__kcommon *c, union optim__ku *u)
 {
@@ -135,13 +142,6 @@ static void optim__nadam_prepare(const optim_hparams *hp, const optim__step_in *
     k->coef_g = (in->lr * (1.0 - mu) / (1.0 - mup)) * -1.0;
     k->coef_m = (in->lr * mu_next / (1.0 - mup * mu_next)) * -1.0;
     k->eps = hp->eps;
-}
-
-/* Step statistics: the per-tensor values of this step's constants (rules.h). */
-static void optim__nadam_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
-{
-    (void)c;
-    out->effective_lr = -(u->nadam.coef_g + u->nadam.coef_m) * u->nadam.bc2_sqrt; /* (|coef_g| + |coef_m|) sqrt(1 - beta2^t) */
 }
 
 static const optim__rule_def optim__nadam_def = {

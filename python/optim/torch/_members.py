@@ -161,6 +161,7 @@ def _rebuild(opt):
         new.pushed.append(values)
     _groups.push_checks(new, old.checks_pushed)
     new.h.set_threads(old.h.get_threads())
+    new.h.set_stats(old.h.stats_enabled())
     new.skipped_base = old.skipped_base + old.h.skipped_steps()
     for gi, params in enumerate(layout):
         names = [old.names[old.index[p]] if p in old.index else None for p in params]
