@@ -108,8 +108,8 @@ typedef struct optim__rloops {
 /* The statistics of n elements into 16 double lanes per value (acc[16 v +
  * i % 16] for value v; n a multiple of 16 but at a block's end): p0 the
  * parameter before the rule's loop, p1 after it (as stored), g the raw
- * gradient, all in the compute type; cl (or NULL) 1 where the rule clamped
- * the element (AdaBound's bounds); value clipping's clamp is seen from g and
+ * gradient, all in the compute type; cl[i] 1 where the rule clamped
+ * the element (AdaBound's bounds), else 0; value clipping's clamp is seen from g and
  * k. Plain double arithmetic in a fixed order: the same bits on every path. */
 typedef void (*optim__stats_fn)(size_t n, const void *p0, const void *p1, const void *g, const unsigned char *cl,
                                 const optim__k *k, double *acc);

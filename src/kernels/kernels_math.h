@@ -277,34 +277,46 @@ OPTIM__REDUCE_LIST(OPTIM__RINSTANCES)
  * multiples of 16 inside a block). Sums and the maximum in double, in
  * element order per lane: IEEE arithmetic without contraction, so every
  * path gives the scalar path's bits whatever the compiler vectorises. */
+OPTIM_INLINE void OPTIM__T(optim__stats_lanes)(size_t m, const R *restrict p0, const R *restrict p1,
+                                               const R *restrict g, const unsigned char *restrict cl, R lo, R hi,
+                                               double *restrict s0, double *restrict s1, double *restrict s2,
+                                               double *restrict s3, double *restrict s4)
+{
+    size_t j;
+    OPTIM__VECTORIZE
+    for (j = 0; j < m; j++) {
+        const R gr = g[j];
+        const double gd = (double)optim__clamp(gr, lo, hi);
+        const double a = (double)p0[j], u = (double)p1[j] - a, au = fabs(u);
+        const double k = (double)((gr > hi) | (gr < lo) | cl[j]);
+        s0[j] += gd * gd;
+        s1[j] += u * u;
+        s2[j] += a * a;
+        s3[j] = (au != au || au > s3[j]) ? au : s3[j];
+        s4[j] += k;
+    }
+}
+
 static void OPTIM__T(optim__stats)(size_t n, const void *p0v, const void *p1v, const void *gv,
                                    const unsigned char *cl, const optim__k *kp, double *restrict acc)
 {
-    const R *restrict p0 = (const R *)p0v;
-    const R *restrict p1 = (const R *)p1v;
-    const R *restrict g = (const R *)gv;
+    const R *p0 = (const R *)p0v, *p1 = (const R *)p1v, *g = (const R *)gv;
     const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);
+    /* Without value clipping the clamp to [-inf, inf] keeps every value (a NaN too) and flags none. */
     const int clamp = (kp->c.variant & OPTIM__V_CLAMP) != 0;
+    const R lo = clamp ? -c.gclip : -(R)INFINITY, hi = clamp ? c.gclip : (R)INFINITY;
+    double s[OPTIM__NSTAT][OPTIM__LANES];
     size_t i, j;
-    for (i = 0; i < n; i += OPTIM__LANES) {
-        const size_t m = n - i < OPTIM__LANES ? n - i : OPTIM__LANES;
-        for (j = 0; j < m; j++) {
-            R gi = g[i + j];
-            const double a = (double)p0[i + j], u = (double)p1[i + j] - a, au = fabs(u);
-            int k = cl ? cl[i + j] : 0;
-            double gd;
-            if (clamp) {
-                k |= gi > c.gclip || gi < -c.gclip;
-                gi = optim__clamp(gi, -c.gclip, c.gclip);
-            }
-            gd = (double)gi;
-            acc[j] += gd * gd;
-            acc[OPTIM__LANES + j] += u * u;
-            acc[2 * OPTIM__LANES + j] += a * a;
-            acc[3 * OPTIM__LANES + j] = (au != au || au > acc[3 * OPTIM__LANES + j]) ? au : acc[3 * OPTIM__LANES + j];
-            acc[4 * OPTIM__LANES + j] += (double)k;
-        }
-    }
+    int v;
+    for (v = 0; v < OPTIM__NSTAT; v++)
+        for (j = 0; j < OPTIM__LANES; j++) s[v][j] = acc[OPTIM__LANES * v + j];
+    for (i = 0; i + OPTIM__LANES <= n; i += OPTIM__LANES)
+        OPTIM__T(optim__stats_lanes)(OPTIM__LANES, p0 + i, p1 + i, g + i, cl + i, lo, hi, s[0], s[1], s[2], s[3],
+                                     s[4]);
+    if (i < n)
+        OPTIM__T(optim__stats_lanes)(n - i, p0 + i, p1 + i, g + i, cl + i, lo, hi, s[0], s[1], s[2], s[3], s[4]);
+    for (v = 0; v < OPTIM__NSTAT; v++)
+        for (j = 0; j < OPTIM__LANES; j++) acc[OPTIM__LANES * v + j] = s[v][j];
 }
 
 /* The clamp flags of the rules of OPTIM__CLAMP_LIST (kernels.h's

@@ -338,6 +338,7 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
     base[OPTIM__SC] = NULL;
     rd[OPTIM__SC] = wr[OPTIM__SC] = 0;
     for (s = 0; s < OPTIM__NSTREAMS; s++) use[s] = base[s] && (rd[s] || wr[s]);
+    if (!t->clampflag) memset(cl, 0, sizeof cl); /* no element clamped by the rule */
     for (c = from; c < to; c += OPTIM__CHUNK) {
         const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
         const void *after;
@@ -366,7 +367,7 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
             after = p1;
         }
         if (t->clampflag) t->clampflag(len, &x[OPTIM__SS(0)], (const optim__k *)t->k, cl);
-        t->stats(len, p0, after, x[OPTIM__SG], t->clampflag ? cl : NULL, (const optim__k *)t->k, acc);
+        t->stats(len, p0, after, x[OPTIM__SG], cl, (const optim__k *)t->k, acc);
         if (c + len == to || (c + len) % OPTIM__RBLOCK == 0)
             optim__stats_fold(acc, t->spart + OPTIM__NSTAT * (c / OPTIM__RBLOCK));
     }
