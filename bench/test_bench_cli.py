@@ -52,6 +52,8 @@ def isa_of(exe):
 # state array), 4 per read of the gradient (two with the clipping pre-pass).
 EXPECTED = {"adam": (2, 28), "sgd:momentum=0.9": (1, 20), "rmsprop:centered": (2, 28), "adam:amsgrad": (3, 36),
             "sgd": (0, 12), "adam:clip=1": (2, 32),
+            # Step statistics: the traffic of the same step without them.
+            "adam:stats": (2, 28), "sgd:momentum=0.9:stats": (1, 20),
             # 8-bit state: 2 bytes per slot and element (+ a float32 scale per 256), bfloat16 gradients 2 bytes.
             "adam:state=int8": (2, 16.0625), "adam:grad=bf16:state=int8": (2, 14.0625)}
 
@@ -69,7 +71,7 @@ def check_stats(st):
 
 
 def test_tiny_run_json(exe):
-    # adam: its presets adam, adam:amsgrad, adam:clip=1, adam:state=int8, adam:grad=bf16:state=int8
+    # adam: its presets adam, adam:amsgrad, adam:clip=1, adam:stats, adam:state=int8, adam:grad=bf16:state=int8
     cases = "adam,sgd:momentum=0.9,rmsprop:centered"
     p = run(exe, "--rules", cases, "--sizes", "4K,64K", "--threads", "1,all", "--reps", 2, "--min-time", 0.001,
             "--json", "--quiet")
@@ -80,7 +82,7 @@ def test_tiny_run_json(exe):
     assert d["reps"] == 2 and d["threads_all"] >= 1
     assert len(d["load_start"]) == 3
     res = d["results"]
-    assert len(res) == 7 * 2 * 2
+    assert len(res) == 8 * 2 * 2
     seen = set()
     for r in res:
         seen.add((r["case"], r["size"], r["threads"]))
@@ -152,10 +154,10 @@ def test_rule_names_select_presets(exe):
     out = run(exe, "--rules", "adam,adabound:amsbound,rmsprop:,sgd:nonfinite=skip", "--sizes", "4K", "--threads", 1,
               "--reps", 1, "--min-time", 0, "--no-context", "--json", "--quiet").stdout
     res = json.loads(out)["results"]
-    assert [r["case"] for r in res] == ["adam", "adam:amsgrad", "adam:clip=1", "adam:state=int8",
+    assert [r["case"] for r in res] == ["adam", "adam:amsgrad", "adam:clip=1", "adam:stats", "adam:state=int8",
                                         "adam:grad=bf16:state=int8", "adabound:amsbound", "rmsprop",
                                         "sgd:nonfinite=skip"]
-    assert [r["bytes_per_element"] for r in res] == [28, 36, 32, 16.0625, 14.0625, 36, 20, 16]
+    assert [r["bytes_per_element"] for r in res] == [28, 36, 32, 28, 16.0625, 14.0625, 36, 20, 16]
 
 
 def test_precision_cases(exe):

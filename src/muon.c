@@ -103,10 +103,14 @@ void optim__muon_run(optim *o)
         size_t rows, cols, nb, b;
         double norm, coef[3];
         unsigned rd, wr;
+        double *spart;
         if (!optim__has_grad(o, i) || t.n == 0) continue;
         rows = (size_t)pa->dims[0];
         cols = (size_t)pa->dims[1];
-        /* Phase 1: B and U, U into the scratch as slot 1 (float32, as slot 0). */
+        /* Phase 1: B and U, U into the scratch as slot 1 (float32, as slot 0). Step statistics (the task's
+         * spart, optim__stats_begin) measure phase 2 only: the change it makes to the parameter. */
+        spart = t.spart;
+        t.spart = NULL;
         t.start = 0;
         t.s[1] = o->muon_scratch;
         t.sto[OPTIM__SS(1)] = t.sto[OPTIM__SS(0)];
@@ -140,6 +144,7 @@ void optim__muon_run(optim *o)
         t.loop = optim__loop_get(o->kt, OPTIM_MUON, OPTIM__CT_F32, k->c.variant, &rd, &wr);
         t.reads = rd;
         t.writes = wr;
+        t.spart = spart;
         optim__run(o->kt, optim__range_update, &t, 1, t.n, o->threads);
     }
 }

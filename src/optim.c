@@ -68,6 +68,7 @@ void optim_free(optim *o)
     free(o->spans);
     free(o->partials);
     free(o->rpartials);
+    free(o->spartials);
     free(o->bad);
     optim__free_floats(o->muon_scratch);
     free(o);
@@ -351,6 +352,9 @@ static int optim__reserve_blocks(optim *o, size_t more)
     pa = (double *)realloc(o->rpartials, 2 * cap * sizeof *pa);
     if (!pa) return OPTIM_ENOMEM;
     o->rpartials = pa;
+    pa = (double *)realloc(o->spartials, OPTIM__NSTAT * cap * sizeof *pa);
+    if (!pa) return OPTIM_ENOMEM;
+    o->spartials = pa;
     o->cap_blocks = cap;
     return OPTIM_OK;
 }

@@ -9,6 +9,7 @@
 #include "optim_muon_ext.h"
 #include "optim_precision.h"
 #include "optim_sparse.h"
+#include "optim_stats.h"
 
 typedef struct optim__param {
     void *p;         /* caller's memory, n elements of pdt */
@@ -25,6 +26,7 @@ typedef struct optim__param {
     size_t ndim;
     unsigned flags;  /* OPTIM_PARAM_* storage options (fixed when added) */
     float *master;   /* owned: the fp32 master of OPTIM_PARAM_MASTER (n floats), else NULL */
+    optim_step_stats stats; /* its statistics of the last step with statistics on (src/stats.c) */
 } optim__param;
 
 typedef struct optim__group {
@@ -71,6 +73,8 @@ struct optim {
     double *partials;   /* one per reduction block of all parameters */
     double *rpartials;  /* two per block: pass 1 of a rule with a per-tensor reduction (LAMB, LARS) */
     unsigned char *bad; /* ditto: block holds a NaN/Inf */
+    double *spartials;  /* OPTIM__NSTAT per block: the step statistics (src/stats.c) */
+    int stats_on;       /* optim_set_stats */
     size_t cap_blocks;
 
     int64_t steps;
@@ -168,6 +172,13 @@ size_t optim__param_of_block(const optim *o, size_t b);
  * message in *err. */
 int optim__norm_all(optim *o, size_t nblocks, optim__norm kind, double p, double *norm, size_t *bad_param,
                     const char **bad_name, optim_error *err);
+
+/* Step statistics (src/stats.c). Before a step's constants: clear every
+ * parameter's record and, with statistics on, point each dense task at its
+ * partials (split alignment OPTIM__RBLOCK). After its update pass: fold each
+ * stepped parameter's partials and constants into its record. */
+void optim__stats_begin(optim *o);
+void optim__stats_end(optim *o);
 
 /* Reduced precision (src/precision.c). The factor 1 / scale the step folds
  * into the gradient (1 without loss scaling). */

@@ -119,6 +119,7 @@ size_t optim__build_tasks(optim *o, size_t *nblocks)
         t->pre = NULL;
         t->red = NULL;
         t->pre_reads = t->pre_writes = t->red_reads = 0;
+        t->spart = NULL; /* optim__stats_begin sets it in a step with statistics */
         t->k = &o->ks[i];
         t->w = NULL;
         t->eta = 0.0f;
@@ -287,6 +288,7 @@ int optim__step(optim *o)
     }
     total = optim__build_tasks(o, &nblocks);
     if (o->rule == OPTIM_MUON) OPTIM__FORWARD(optim__muon_check(o)); /* src/muon.c */
+    optim__stats_begin(o);
     in.gscale = 1.0;
     /* The bound clamps exactly as torch.clamp(g, -v, v) with v a Python float: the kernels round it to the
      * compute type (torch compares a float32 gradient with v rounded to float32, a float64 one with v). */
@@ -350,6 +352,7 @@ int optim__step(optim *o)
         if (optim__has_grad(o, i)) optim__finish(&o->groups[pa->group].hp, &pa->st);
     }
     if (o->steps < INT64_MAX) o->steps++; /* saturates: a loaded counter may be at the top */
+    optim__stats_end(o);
     optim__ls_update(o, 0);
     optim__schedules_advance(o);
     return optim__ok(OPTIM__E(o));

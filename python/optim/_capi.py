@@ -149,6 +149,10 @@ PROTOTYPES = {
     "optim_schedule_free_set_mode": (_int, _ptr, _int),
     "optim_param_get_schedule_free": (_int, _ptr, _size, _pdbl, _pdbl),
     "optim_param_set_schedule_free": (_int, _ptr, _size, _dbl, _dbl),
+    # optim_stats.h
+    "optim_set_stats": (_int, _ptr, _int),
+    "optim_stats_enabled": (_int, _ptr),
+    "optim_param_stats": (_int, _ptr, _size, _ptr),
     # optim_schedule.h
     "optim_schedule_constant": (_int, _ptrs, _dbl, _i64, _perr),
     "optim_schedule_step": (_int, _ptrs, _i64, _dbl, _perr),

@@ -156,6 +156,15 @@ class LossScale(ctypes.Structure):
                 ("growth_interval", ctypes.c_int64)]
 
 
+class StepStats(ctypes.Structure):
+    """struct optim_step_stats (optim_stats.h)."""
+
+    _fields_ = [("step", ctypes.c_int64), ("has_elements", ctypes.c_int), ("n", ctypes.c_size_t),
+                ("grad_norm", _dbl), ("update_rms", _dbl), ("param_rms", _dbl), ("update_ratio", _dbl),
+                ("update_max", _dbl), ("clamped_fraction", _dbl), ("effective_lr", _dbl), ("trust_ratio", _dbl),
+                ("rectified", ctypes.c_int)]
+
+
 class SparseGrad(ctypes.Structure):
     """struct optim_sparse_grad (optim_sparse.h)."""
 
@@ -269,6 +278,20 @@ class Handle:
 
     def set_seed(self, seed):
         self._call(capi.optim_set_seed, seed)
+
+    # ---- step statistics (optim_stats.h) ------------------------------------
+
+    def set_stats(self, on):
+        self._call(capi.optim_set_stats, 1 if on else 0)
+
+    def stats_enabled(self):
+        return bool(self._get(capi.optim_stats_enabled))
+
+    def param_stats(self, i):
+        """Parameter i's record of the last step with statistics (a StepStats)."""
+        st = StepStats()
+        self._call(capi.optim_param_stats, i, ctypes.byref(st))  # st lives through the call
+        return st
 
     def get_seed(self):
         return self._get(capi.optim_get_seed)

@@ -114,6 +114,9 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
                            optim__##name##_pre_reads, optim__##name##_pre_writes, optim__##name##_red_reads},  \
     },
 
+#define OPTIM__CLAMPFLAGS(ID, name)                                                                          \
+    [OPTIM_##ID] = {[OPTIM__CT_F32] = optim__##name##_clampflag_f32, [OPTIM__CT_F64] = optim__##name##_clampflag_f64},
+
 #if defined(OPTIM__HW_F16)
 #  define OPTIM__STORAGE_F16 optim__storage_f16_hw
 #else
@@ -150,6 +153,8 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
         .clamp = optim__clamp_fn,                                                                           \
         .vec = {[OPTIM__CT_F32] = {optim__vdot_f32, optim__vaxpy_f32, optim__vscale_f32},                   \
                 [OPTIM__CT_F64] = {optim__vdot_f64, optim__vaxpy_f64, optim__vscale_f64}},                  \
+        .stats = {[OPTIM__CT_F32] = optim__stats_f32, [OPTIM__CT_F64] = optim__stats_f64},                  \
+        .clampflag = {OPTIM__CLAMP_LIST(OPTIM__CLAMPFLAGS)},                                                \
     }
 
 const optim__kernels OPTIM__KERNELS_NAME = OPTIM__TABLE(OPTIM__KERNELS_ISA, optim__storage_bf16);

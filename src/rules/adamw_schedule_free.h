@@ -119,6 +119,13 @@ static void optim__adamw_schedule_free_finish(const optim_hparams *hp, optim_sta
     st->initialized |= 1u;
 }
 
+/* Step statistics (include/optim_stats.h): the effective lr is the scalar step of the update (the warmed-up lr, the step of z). */
+static void optim__adamw_schedule_free_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->adamw_schedule_free.neg_lr;
+}
+
 static const optim__rule_def optim__adamw_schedule_free_def = {
     .id = OPTIM_ADAMW_SCHEDULE_FREE, .name = "adamw_schedule_free", .torch_name = "AdamWScheduleFree",
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) |
@@ -127,5 +134,5 @@ static const optim__rule_def optim__adamw_schedule_free_def = {
     .lazy_slots = 1u, .has_step = 0,
     .defaults = optim__adamw_schedule_free_defaults, .check = optim__adamw_schedule_free_check,
     .slots = optim__adamw_schedule_free_slots, .prepare = optim__adamw_schedule_free_prepare,
-    .finish = optim__adamw_schedule_free_finish};
+    .finish = optim__adamw_schedule_free_finish, .stats = optim__adamw_schedule_free_stats};
 #endif

@@ -128,11 +128,18 @@ static void optim__muon_prepare(const optim_hparams *hp, const optim__step_in *i
     k->neg_lr = -in->lr; /* times the shape's factor, optim__muon_lr_factor, in src/muon.c */
 }
 
+/* Step statistics (include/optim_stats.h): the effective lr is the scalar step of the update (the shape-adjusted lr, set by src/muon.c before the apply pass). */
+static void optim__muon_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->muon.neg_lr;
+}
+
 static const optim__rule_def optim__muon_def = {
     .id = OPTIM_MUON, .name = "muon", .torch_name = "Muon",
     .uses = OPTIM__USES(LR) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MOMENTUM) | OPTIM__USES(NESTEROV) |
             OPTIM__USES(EPS) | OPTIM__USES(NS_STEPS) | OPTIM__USES(NS_A) | OPTIM__USES(NS_B) | OPTIM__USES(NS_C) |
             OPTIM__USES(ADJUST_LR),
     .nslots = 1, .slot_names = {"momentum_buffer"}, .slot_kinds = {OPTIM__SLOT_SIGNED}, .has_step = 0,
-    .defaults = optim__muon_defaults, .slots = optim__muon_slots, .prepare = optim__muon_prepare};
+    .defaults = optim__muon_defaults, .slots = optim__muon_slots, .prepare = optim__muon_prepare, .stats = optim__muon_stats};
 #endif

@@ -48,6 +48,14 @@
     REDUCE(LAMB, lamb)             \
     REDUCE(LARS, lars)
 
+/* The rules whose element math clamps a step (for the step statistics'
+ * clamped fraction, include/optim_stats.h): CLAMP(ID, name) for rules whose
+ * header also provides OPTIM__T(optim__<name>_clamped)(const R *s, const
+ * OPTIM__KR(name) *k, unsigned V), 1 where the element's step was clamped,
+ * from its state after the update. */
+#define OPTIM__CLAMP_LIST(CLAMP) \
+    CLAMP(ADABOUND, adabound)
+
 /* For generators that handle both kinds alike. */
 #define OPTIM__LIST_NOTHING(...)
 

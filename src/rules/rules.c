@@ -353,6 +353,15 @@ void optim__trust(const optim_hparams *hp, const optim__step_in *in, const doubl
     if (r->trust && (k->c.reduce & OPTIM__RED_NORMS)) r->trust(hp, in, sq, &k->c, &k->u);
 }
 
+void optim__kstats_of(optim_rule rule, const optim__k *k, optim__kstats *out)
+{
+    const optim__rule_def *r = optim__rule(rule);
+    out->effective_lr = NAN;
+    out->trust_ratio = NAN;
+    out->rectified = -1;
+    if (r && r->stats) r->stats(&k->c, &k->u, out);
+}
+
 void optim__finish(const optim_hparams *hp, optim_state *st)
 {
     const optim__rule_def *r = optim__rule(hp->rule);

@@ -106,6 +106,13 @@ static void optim__sgd_schedule_free_finish(const optim_hparams *hp, optim_state
     st->initialized |= 1u;
 }
 
+/* Step statistics (include/optim_stats.h): the effective lr is the scalar step of the update (the warmed-up lr, the step of z). */
+static void optim__sgd_schedule_free_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->sgd_schedule_free.neg_lr;
+}
+
 static const optim__rule_def optim__sgd_schedule_free_def = {
     .id = OPTIM_SGD_SCHEDULE_FREE, .name = "sgd_schedule_free", .torch_name = "SGDScheduleFree",
     .uses = OPTIM__USES(LR) | OPTIM__USES(MOMENTUM) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(WARMUP_STEPS) |
@@ -113,5 +120,5 @@ static const optim__rule_def optim__sgd_schedule_free_def = {
     .nslots = 1, .slot_names = {"z"}, .slot_kinds = {OPTIM__SLOT_SIGNED}, .lazy_slots = 1u, .has_step = 0,
     .defaults = optim__sgd_schedule_free_defaults, .check = optim__sgd_schedule_free_check,
     .slots = optim__sgd_schedule_free_slots, .prepare = optim__sgd_schedule_free_prepare,
-    .finish = optim__sgd_schedule_free_finish};
+    .finish = optim__sgd_schedule_free_finish, .stats = optim__sgd_schedule_free_stats};
 #endif

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "bench.h"
 #include "optim_precision.h"
+#include "optim_stats.h"
 
 #include <errno.h>
 #include <math.h>
@@ -47,6 +48,9 @@ static const char *const bench_presets[] = {
     "sgd_schedule_free", "adamw_schedule_free", "adamw_schedule_free:weight_decay=0.1",
     /* The gradient pre-pass (optim_set_clip_grad_norm): one more read of g. */
     "adam:clip=1",
+    /* Step statistics (optim_set_stats): the same traffic as "adam" and "sgd:momentum=0.9"; compare their
+     * times (the target is <= 5% more, docs/STATS.md). */
+    "adam:stats",       "sgd:momentum=0.9:stats",
     /* Fewer bytes: 8-bit block-quantized state, bfloat16 gradients (docs/PRECISION.md). */
     "adam:state=int8",  "adam:grad=bf16:state=int8",
 };
@@ -73,6 +77,7 @@ typedef struct bench_case {
     optim_hparams hp;
     double clip;          /* optim_set_clip_grad_norm's max_norm (L2), 0: off */
     optim_nonfinite nonfinite;
+    int stats;            /* optim_set_stats: the step measures its statistics (no change to its traffic) */
     int prepass;          /* the step reads the gradients once before the update */
     int nslots;           /* state arrays under these options */
     int k;                /* read-modify-write streams: the parameter and the state */
@@ -204,6 +209,10 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
                 snprintf(msg, msgsize, "'%s': clip needs a max_norm > 0 (clip=1)", spec);
                 return -1;
             }
+            continue;
+        }
+        if (strcmp(tok, "stats") == 0 && !eq) {
+            c->stats = 1;
             continue;
         }
         /* 8-bit block-quantized state (the other element types: bench_parse_precision). */
@@ -406,7 +415,8 @@ static void bench_usage(FILE *f)
             "                                         rule's defaults; clip=MAX (optim_set_clip_grad_norm) and\n"
             "                                         nonfinite=skip|error add the gradient pre-pass;\n"
             "                                         state=int8 (8-bit block-quantized state; with float32\n"
-            "                                         parameters, grad=bf16, or offload) changes the state's type\n"
+            "                                         parameters, grad=bf16, or offload) changes the state's type;\n"
+            "                                         stats (optim_set_stats) measures the step statistics\n"
             "  --sizes LIST     elements per case: numbers with K, M, G (2^10, 2^20, 2^30) or gpt2 (the 148\n"
             "                   tensors of GPT-2 small, 124M elements) (default 4K,64K,1M,16M,64M,256M,gpt2)\n"
             "                   A case that does not fit in the available memory is skipped and reported.\n"
@@ -1467,6 +1477,7 @@ static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_is
     if (optim_set_isa(opt, isa) != OPTIM_OK || optim_add_group(opt, &c->hp, &group) != OPTIM_OK) goto fail;
     if (c->clip > 0.0 && optim_set_clip_grad_norm(opt, c->clip, 2.0) != OPTIM_OK) goto fail;
     if (optim_set_nonfinite(opt, c->nonfinite) != OPTIM_OK) goto fail;
+    if (c->stats && optim_set_stats(opt, 1) != OPTIM_OK) goto fail;
     for (i = 0; i < m->count; i++) {
         if (c->typed || c->q8) {
             if (optim_add_param_ex(opt, group, t->p[i] ? t->p[i] : m->p[i], c->pdt, t->g[i] ? t->g[i] : m->g[i],

@@ -168,6 +168,7 @@ def _rebuild(opt):
     new.h.set_threads(old.h.get_threads())
     if old.rule.rule_name in _SCHEDULE_FREE:
         new.h.sf_set_mode(old.h.sf_mode() == 1)  # the parameters stay where the mode keeps them
+    new.h.set_stats(old.h.stats_enabled())
     new.skipped_base = old.skipped_base + old.h.skipped_steps()
     for gi, params in enumerate(layout):
         names = [old.names[old.index[p]] if p in old.index else None for p in params]
