@@ -596,6 +596,9 @@ TEST_IMPL(lab_modern_table)
         const lab_modern_rule *r = &lab_modern_rules[i];
         int n = 0, known = r->baseline;
         ASSERT(lab_modern_find(r->key) == r);
+        /* Keys and labels go into CSV rows unquoted. */
+        if (strpbrk(r->key, ",\"\n") || strpbrk(r->label, ",\"\n"))
+            FAIL("%s: a comma, quote or newline in its key or label", r->key);
         for (j = 0; j < i; j++)
             if (strcmp(lab_modern_rules[j].key, r->key) == 0) FAIL("rule key %s appears twice", r->key);
         for (j = 0; j < sizeof issue_keys / sizeof *issue_keys; j++) known |= strcmp(issue_keys[j], r->key) == 0;
