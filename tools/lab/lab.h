@@ -452,6 +452,9 @@ void lab_train_result_free(lab_train_result *r);
 void lab_mlp_cache_free(struct lab_mlp_cache *c);
 /** Make sure ctx->data is loaded; returns 0 or -1 after printing the message. */
 int lab_need_data(lab_ctx *ctx);
+/** Record the data set (name, source, fallback, sizes) and the MLP's shape
+ *  and batch in the experiment's summary (data.*, model, batch). */
+void lab_record_mlp_data(lab_ctx *ctx);
 /** Default hidden sizes and batch for the data set in use. */
 void lab_mlp_shape(const lab_ctx *ctx, int *nlayers, size_t dims[LAB_MLP_MAX_LAYERS + 1], size_t *batch);
 /** Standardised rows idx[0..n) of x into out. */

@@ -573,19 +573,7 @@ int lab_exp_modern(lab_ctx *ctx)
              : ctx->opt.quick ? 1
              : strcmp(ctx->data->name, "digits") == 0 ? 12
                                                        : 3;
-    {
-        const lab_dataset *d = ctx->data;
-        int nl;
-        size_t dims[LAB_MLP_MAX_LAYERS + 1], batch;
-        lab_mlp_shape(ctx, &nl, dims, &batch);
-        lab_json_set_str(ctx->exp, "data.name", d->name);
-        lab_json_set_str(ctx->exp, "data.source", d->source);
-        if (d->fallback[0]) lab_json_set_str(ctx->exp, "data.fallback", d->fallback);
-        lab_json_set_num(ctx->exp, "data.train", (double)d->ntrain);
-        lab_json_set_num(ctx->exp, "data.test", (double)d->ntest);
-        lab_json_put(ctx->exp, "model", lab_json_strf("%zu-%zu-%zu", dims[0], dims[1], dims[2]));
-        lab_json_set_num(ctx->exp, "batch", (double)batch);
-    }
+    lab_record_mlp_data(ctx);
     {
         lab_json *list = lab_json_put(ctx->exp, "rules", lab_json_array());
         for (i = 0; i < nr; i++) lab_json_push(list, lab_json_str(rules[i]->key));

@@ -403,19 +403,7 @@ int lab_exp_precision(lab_ctx *ctx)
              : ctx->opt.quick      ? 1
              : strcmp(ctx->data->name, "digits") == 0 ? 40
                                                        : 10;
-    {
-        const lab_dataset *d = ctx->data;
-        int nl;
-        size_t dims[LAB_MLP_MAX_LAYERS + 1], batch;
-        lab_mlp_shape(ctx, &nl, dims, &batch);
-        lab_json_set_str(ctx->exp, "data.name", d->name);
-        lab_json_set_str(ctx->exp, "data.source", d->source);
-        if (d->fallback[0]) lab_json_set_str(ctx->exp, "data.fallback", d->fallback);
-        lab_json_set_num(ctx->exp, "data.train", (double)d->ntrain);
-        lab_json_set_num(ctx->exp, "data.test", (double)d->ntest);
-        lab_json_put(ctx->exp, "model", lab_json_strf("%zu-%zu-%zu", dims[0], dims[1], dims[2]));
-        lab_json_set_num(ctx->exp, "batch", (double)batch);
-    }
+    lab_record_mlp_data(ctx);
     memset(mr, 0, sizeof mr);
     mnist_part(ctx, epochs, mr);
 

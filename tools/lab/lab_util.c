@@ -320,3 +320,18 @@ double lab_update_ratio(const float *before, const float *after, size_t n)
     }
     return w > 0 ? sqrt(du / w) : NAN;
 }
+
+void lab_record_mlp_data(lab_ctx *ctx)
+{
+    const lab_dataset *d = ctx->data;
+    int nl;
+    size_t dims[LAB_MLP_MAX_LAYERS + 1], batch;
+    lab_mlp_shape(ctx, &nl, dims, &batch);
+    lab_json_set_str(ctx->exp, "data.name", d->name);
+    lab_json_set_str(ctx->exp, "data.source", d->source);
+    if (d->fallback[0]) lab_json_set_str(ctx->exp, "data.fallback", d->fallback);
+    lab_json_set_num(ctx->exp, "data.train", (double)d->ntrain);
+    lab_json_set_num(ctx->exp, "data.test", (double)d->ntest);
+    lab_json_put(ctx->exp, "model", lab_json_strf("%zu-%zu-%zu", dims[0], dims[1], dims[2]));
+    lab_json_set_num(ctx->exp, "batch", (double)batch);
+}
