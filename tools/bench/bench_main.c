@@ -1633,23 +1633,6 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
             }
         }
     }
-    if (c->trust) {
-        /* The two passes' streams (bench_case's trust): LAMB pass 1 {m, v | g, p}, pass 2 {p | m, v}; LARS pass 1
-         * {| g, p}. */
-        for (i = 0; i < m->count; i++) {
-            pass1[i] = pass2[i] = spans[i];
-            memset(pass1[i].x, 0, sizeof pass1[i].x);
-            memset(pass2[i].x, 0, sizeof pass2[i].x);
-            pass1[i].r = spans[i].x[0];
-            if (c->trust == OPTIM_LAMB) {
-                pass1[i].x[0] = spans[i].x[1];
-                pass1[i].x[1] = spans[i].x[2];
-                pass2[i].x[0] = spans[i].x[0];
-                pass2[i].g = spans[i].x[1];
-                pass2[i].r = spans[i].x[2];
-            }
-        }
-    }
     for (ti = 0; ti < o->nthreads; ti++) {
         bench_pair_ctx x;
         double tc[1000], tr[1000], pr[1000], lo = INFINITY, hi = 0.0;
