@@ -244,6 +244,47 @@ def test_state_dict_and_checkpoint_round_trip():
                        opt3.state[params3[0]]["momentum_buffer"])
 
 
+def test_layouts_other_than_row_major_step_as_their_values():
+    """Muon reads a parameter as a row-major matrix: a transposed parameter, a parameter whose data is
+    replaced by a transposed tensor, a gradient in another layout, a loaded transposed momentum buffer, a
+    checkpoint and a param_groups edit each step bit for bit as the same values held contiguously."""
+    gen = torch.Generator().manual_seed(21)
+    w0 = [torch.randn(s, generator=gen) for s in [(6, 4), (5, 9), (7, 7)]]
+    a = [w.clone().requires_grad_() for w in w0]
+    b = [w.t().contiguous().t().requires_grad_() for w in w0]  # column-major leaves
+    assert not b[0].is_contiguous()
+    oa, ob = ot.Muon(a, lr=0.02), ot.Muon(b, lr=0.02)
+
+    def step(t):
+        for x, y in zip(a, b):
+            g = torch.randn(x.shape, generator=gen)
+            x.grad = g.clone()
+            y.grad = g.t().contiguous().t() if t % 2 else g.clone()
+        oa.step()
+        ob.step()
+        for x, y in zip(a, b):
+            assert torch.equal(x.detach(), y.detach()), "step %d" % t
+            assert torch.equal(oa.state[x]["momentum_buffer"], ob.state[y]["momentum_buffer"]), "step %d" % t
+
+    for t in range(4):
+        step(t)
+    b[1].data = b[1].detach().t().contiguous().t()  # p.data = a tensor of the same values, transposed
+    b[0].data = b[0].detach().contiguous()
+    for t in range(4, 8):
+        step(t)
+    # torch's Muon keeps the gradient's strides: its state_dict may hold transposed buffers
+    sd = copy.deepcopy(ob.state_dict())
+    for st in sd["state"].values():
+        st["momentum_buffer"] = st["momentum_buffer"].t().contiguous().t()
+    ob.load_state_dict(sd)
+    for t in range(8, 11):
+        step(t)
+    ob.param_groups[0]["params"] = list(reversed(b))  # a hand edit rebuilds the C object
+    oa.param_groups[0]["params"] = list(reversed(a))
+    for t in range(11, 13):
+        step(t)
+
+
 def test_checkpoint_file_round_trip(tmp_path):
     params = _params(8, [(12, 9), (5, 20)])
     opt = ot.Muon(params, lr=0.01, nesterov=False)

@@ -53,7 +53,10 @@ class Muon(_Optimizer):
             "match_rms_adamw" (default: None).
         foreach (bool, optional): accepted, no effect.
 
-    state[p] is {'momentum_buffer': tensor} after p's first step, as torch. Differences
+    state[p] is {'momentum_buffer': tensor} after p's first step, as torch, always
+    contiguous (torch's takes the gradient's strides): a parameter in another layout
+    (a transposed view, p.data replaced by one) is stepped through a row-major working
+    copy, with the same values as a contiguous one. Differences
     from torch: the iteration runs in float32 (torch's in bfloat16: ours is closer to
     the exact iteration); float32 parameters only.
     """ + _COMMON_DOC
@@ -66,6 +69,7 @@ class Muon(_Optimizer):
                 ("ns_steps", "int", ("ns_steps",)), ("adjust_lr_fn", "adjust_lr", ("adjust_lr",)))
     _step_kind = None
     _required_slots = ("momentum_buffer",)
+    _row_major = True  # C reads P, G and B as rows x cols matrices in row-major order (_cobject.Rule)
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=_DEFAULT_NS, eps=1e-7, ns_steps=5, adjust_lr_fn=None, *, foreach=None,
