@@ -237,9 +237,11 @@ class _ScheduleFree(_Optimizer):
         optimizer.eval(): p.lerp_(z, 1 - 1/c)); a no-op in eval mode."""
         self._sf_switch(False)
 
-    def _sf_refresh(self):
+    def _sf_refresh(self, reset=False):
         """The reference's group keys from the C object's per-parameter scalars
-        (the first parameter of a group that has stepped)."""
+        (the first parameter of a group that has stepped). reset: a group none
+        of whose parameters has stepped takes the keys of a new optimizer (after
+        a checkpoint load: C holds the whole state); else it keeps its keys."""
         c = self._c
         for group in self.param_groups:
             for p in group["params"]:
@@ -256,6 +258,28 @@ class _ScheduleFree(_Optimizer):
                 group["weight_sum"] = weight_sum
                 group["scheduled_lr"] = group["lr"] * (k / warm if k - 1 < warm else 1.0)
                 break
+            else:
+                if reset:
+                    group.update(k=0, lr_max=-1.0, weight_sum=0.0, scheduled_lr=0.0)
+
+    def _sf_from_groups(self):
+        """Each parameter's scalars and the mode in C from the reference's group
+        keys k, lr_max, weight_sum and train_mode (after load_state_dict or
+        unpickling: the groups hold them, the C object is new or was reset)."""
+        c = self._c
+        with c.lock:
+            c = _members.sync(self)
+            for group in self.param_groups:
+                for p in group["params"]:
+                    i = c.index.get(p)
+                    if i is None or "z" not in self.state[p]:
+                        continue
+                    c.h.set_step(i, int(group.get("k", 0)))
+                    c.h.set_schedule_free(i, float(group.get("lr_max", -1.0)), float(group.get("weight_sum", 0.0)))
+            train = bool(self.param_groups[0].get("train_mode", False)) if self.param_groups else False
+            c.h.sf_set_mode(train)
+            for group in self.param_groups:
+                group["train_mode"] = train  # one mode for the whole optimizer (liboptim's)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -275,17 +299,24 @@ class _ScheduleFree(_Optimizer):
         the mode (the parameters are taken to be where that mode keeps them,
         as the reference takes them)."""
         super().load_state_dict(state_dict)
+        self._sf_from_groups()
+
+    def __setstate__(self, state):
+        # pickle and copy.deepcopy: the copy's new C object takes the scalars and the mode of the groups
+        super().__setstate__(state)
+        self._sf_from_groups()
+
+    def load_checkpoint(self, path, match="name"):
+        """As _Optimizer.load_checkpoint; the checkpoint holds each parameter's
+        k, lr_max, weight_sum and the mode (its SFRE section): the group keys
+        k, lr_max, weight_sum, scheduled_lr and train_mode show them."""
+        super().load_checkpoint(path, match)
         c = self._c
         with c.lock:
-            c = _members.sync(self)
+            train = c.h.sf_mode() == 1
             for group in self.param_groups:
-                for p in group["params"]:
-                    i = c.index.get(p)
-                    if i is None or "z" not in self.state[p]:
-                        continue
-                    c.h.set_step(i, int(group.get("k", 0)))
-                    c.h.set_schedule_free(i, float(group.get("lr_max", -1.0)), float(group.get("weight_sum", 0.0)))
-            c.h.sf_set_mode(bool(self.param_groups[0].get("train_mode", False)))
+                group["train_mode"] = train
+            self._sf_refresh(reset=True)
 
 
 _SF_DOC = """
