@@ -415,3 +415,46 @@ def test_muon_with_aux_adam_groups_state_dict_and_pickle():
     _train(opt3, w3, gen, 30)
     for a, b, c in zip(w, w2, w3):
         assert torch.equal(a.detach(), b.detach()) and torch.equal(a.detach(), c.detach())
+
+
+def test_muon_with_aux_adam_follows_hand_edits_and_gives_stats():
+    """A tensor appended to (or removed from) a group's 'params' list by hand is stepped from the next step
+    (it was silently never stepped), as by a Muon and an AdamW edited the same way, bit for bit; a tensor
+    that is not 2-D appended to a Muon group is refused; enable_stats()/step_stats() give each parameter's
+    statistics from the inner optimizer that steps it, in param_groups order."""
+    g = torch.Generator().manual_seed(31)
+    w0 = [torch.randn(s, generator=g) for s in [(6, 4), (3, 5), (7,), (2, 3)]]
+    a = [w.clone().requires_grad_() for w in w0]
+    b = [w.clone().requires_grad_() for w in w0]
+    opt = ot.MuonWithAuxAdam([dict(params=[a[0]], use_muon=True), dict(params=[a[2]], use_muon=False)])
+    opt.enable_stats()
+    assert opt.stats_enabled
+    mu = ot.Muon([b[0]], lr=0.02, weight_decay=0)
+    ad = ot.AdamW([b[2]], lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0)
+    for o in (mu, ad):
+        o.enable_stats()
+    gen = torch.Generator().manual_seed(32)
+    for t in range(8):
+        if t == 3:
+            opt.param_groups[0]["params"].append(a[1])
+            opt.param_groups[1]["params"].append(a[3])
+            mu.param_groups[0]["params"].append(b[1])
+            ad.param_groups[0]["params"].append(b[3])
+        if t == 6:
+            del opt.param_groups[0]["params"][0]
+            del mu.param_groups[0]["params"][0]
+        for x, y in zip(a, b):
+            x.grad = torch.randn(x.shape, generator=gen)
+            y.grad = x.grad.clone()
+        opt.step()
+        mu.step()
+        ad.step()
+        for x, y in zip(a, b):
+            assert torch.equal(x.detach(), y.detach()), "step %d, shape %s" % (t, tuple(x.shape))
+        assert opt.step_stats() == mu.step_stats() + ad.step_stats()
+    assert opt.step_stats()[0]["step"] == 5  # a[1]: appended at step 3
+    opt.param_groups[0]["params"].append(torch.zeros(4, requires_grad=True))
+    with pytest.raises(ValueError, match="Muon only supports 2D parameters"):
+        opt.step()
+    with pytest.raises(ValueError, match="on = 1 must be True or False"):
+        opt.enable_stats(1)

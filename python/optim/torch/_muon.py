@@ -130,7 +130,9 @@ class MuonWithAuxAdam(torch.optim.Optimizer):
     arithmetic: the reference's adam_update is the same update, rounded in another order); param
     group values changed between steps (by a scheduler) are used at the next step. state[p] is
     {'momentum_buffer'} for a Muon parameter, {'step', 'exp_avg', 'exp_avg_sq'} for an AdamW one;
-    state_dict() / load_state_dict(), pickling and copy.deepcopy work as for any optimizer.
+    state_dict() / load_state_dict(), pickling and copy.deepcopy work as for any optimizer; a
+    group's 'params' list edited by hand is followed at the next step, and enable_stats() /
+    step_stats() are optim.torch's (each parameter's from the inner optimizer that steps it).
     Differences from the reference: Muon's normalisation clamps ||U|| at eps (torch's) where the
     reference adds 1e-7 (the same unless ||U|| ~ 1e-7), the iteration runs in float32, not bfloat16;
     the reference's distributed variant (an all_gather across ranks) is not offered.
@@ -172,6 +174,8 @@ class MuonWithAuxAdam(torch.optim.Optimizer):
             opt = getattr(self, name)
             if opt is None:
                 opt = Muon([inner]) if group["use_muon"] else AdamW([inner])
+                if getattr(self, "_stats_on", False):
+                    opt.enable_stats(True)
                 setattr(self, name, opt)
             else:
                 opt.add_param_group(inner)
@@ -190,12 +194,52 @@ class MuonWithAuxAdam(torch.optim.Optimizer):
                     weight_decay=group["weight_decay"])
 
     def _sync(self):
-        """The outer groups' values (a scheduler may have changed them) into the inner optimizers' groups."""
+        """The outer groups' values (a scheduler may have changed them) and 'params' lists (edited by
+        hand: a tensor appended, removed or replaced) into the inner optimizers' groups, which follow
+        such edits as any optim.torch optimizer does (a Muon group's tensors checked first)."""
+        if len(self._where) != len(self.param_groups):
+            raise ValueError("MuonWithAuxAdam: param_groups has %d groups where %d were added: add groups with "
+                             "add_param_group" % (len(self.param_groups), len(self._where)))
         for group, (name, gi) in zip(self.param_groups, self._where):
             inner = getattr(self, name).param_groups[gi]
+            params = group["params"]
+            if len(params) != len(inner["params"]) or any(a is not b for a, b in zip(params, inner["params"])):
+                if isinstance(params, torch.Tensor):
+                    params = group["params"] = [params]
+                if group["use_muon"]:
+                    _check_muon_params("MuonWithAuxAdam", [group])
+                inner["params"] = list(params)
             for k, v in self._inner_group(group).items():
                 if k != "params":
                     inner[k] = v
+
+    # ---- step statistics (as optim.torch's optimizers: docs/STATS.md) ------------------------------
+
+    def enable_stats(self, on=True):
+        """Measure statistics of every step() that follows (on=True) or stop (False; off by default),
+        in both inner optimizers (see optim.torch.Adam.enable_stats)."""
+        if not isinstance(on, bool):
+            raise ValueError("MuonWithAuxAdam.enable_stats: on = %r must be True or False" % (on,))
+        self._stats_on = on
+        for opt in (self._muon, self._adam):
+            if opt is not None:
+                opt.enable_stats(on)
+
+    @property
+    def stats_enabled(self):
+        """Whether steps measure statistics (enable_stats)."""
+        return any(opt.stats_enabled for opt in (self._muon, self._adam) if opt is not None)
+
+    def step_stats(self):
+        """The statistics of the last step() with statistics on, one entry per parameter in the order of
+        param_groups' 'params' lists (None for a parameter that step did not update), each from the
+        inner optimizer that steps it (keys as optim.torch.Adam.step_stats; Muon's in docs/STATS.md)."""
+        found = {}
+        for opt in (self._muon, self._adam):
+            if opt is not None:
+                for p, st in zip((p for g in opt.param_groups for p in g["params"]), opt.step_stats()):
+                    found[id(p)] = st
+        return [found.get(id(p)) for g in self.param_groups for p in g["params"]]
 
     # ---- state -----------------------------------------------------------------------------------
 
