@@ -366,3 +366,36 @@ def test_copies_keep_scalars_and_mode(how, train_at_copy, tmp_path):
             assert torch.equal(p.detach(), q.detach()), (kind, how)
             assert torch.equal(o.state[p]["z"], o2.state[q]["z"]), (kind, how)
         assert o.param_groups[0]["k"] == o2.param_groups[0]["k"] == 16
+
+
+@pytest.mark.parametrize("kind,opts", [CASES[1], CASES[4]])
+def test_group_scalars_edited_by_hand(kind, opts):
+    """k, lr_max and weight_sum set by hand in a group (a warm-up started again: k = 0, lr_max = -1,
+    weight_sum = 0) are what the reference's next step reads: ours follows (they were overwritten unseen);
+    a group added in train mode says train_mode True (one mode); a bad k is refused naming it."""
+    ours, ref = _make(kind, opts, torch.float64, 11)
+    gen = torch.Generator().manual_seed(12)
+    ours.train()
+    ref.train()
+    for t in range(40):
+        if t == 25:
+            for go, gr in zip(ours.param_groups, ref.groups):
+                for key, v in (("k", 0), ("lr_max", -1.0), ("weight_sum", 0.0)):
+                    go[key] = v
+                    gr[key] = v
+        gs = [[torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in g["params"]]
+              for g in ours.param_groups]
+        for g, gg in zip(ours.param_groups, gs):
+            for p, x in zip(g["params"], gg):
+                p.grad = x.clone()
+        ours.step()
+        ref.step(gs)
+    ours.eval()
+    ref.eval()
+    _check(ours, ref, 1e-12, "after a warm-up started again")
+    ours.train()
+    ours.add_param_group(dict(params=[torch.zeros(3, dtype=torch.float64, requires_grad=True)]))
+    assert ours.param_groups[-1]["train_mode"] is True
+    ours.param_groups[0]["k"] = -1
+    with pytest.raises(ValueError, match=r"param group 0: k = -1 must be an int >= 0"):
+        ours.step()
