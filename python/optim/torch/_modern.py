@@ -284,18 +284,21 @@ class _ScheduleFree(_Optimizer):
         group) becomes the scalars of the group's parameters that have a z."""
         shown = getattr(self, "_sf_shown", {})
         c = self._c
-        for group in self.param_groups:
+        edited = []
+        for gi, group in enumerate(self.param_groups):  # every edit checked before any is applied
             entry = shown.get(id(group))
             now = (group.get("k"), group.get("lr_max"), group.get("weight_sum"))
             if entry is None or entry[0] is not group or entry[1] == now:
                 continue
-            where = "%s: param group %d" % (c.owner, self.param_groups.index(group))
-            k, lr_max, weight_sum = now
+            where = "%s: param group %d" % (c.owner, gi)
+            k = now[0]
             if isinstance(k, bool) or not isinstance(k, int) or k < 0:
                 raise ValueError("%s: k = %r must be an int >= 0 (the steps taken)" % (where, k))
-            for key, v in (("lr_max", lr_max), ("weight_sum", weight_sum)):
+            for key, v in zip(("lr_max", "weight_sum"), now[1:]):
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise ValueError("%s: %s = %r must be a float" % (where, key, v))
+            edited.append((group, now))
+        for group, (k, lr_max, weight_sum) in edited:
             for p in group["params"]:
                 i = c.index.get(p)
                 if i is None or "z" not in self.state[p]:
