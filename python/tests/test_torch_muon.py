@@ -458,3 +458,24 @@ def test_muon_with_aux_adam_follows_hand_edits_and_gives_stats():
         opt.step()
     with pytest.raises(ValueError, match="on = 1 must be True or False"):
         opt.enable_stats(1)
+
+
+def test_named_parameters_added_and_refused_by_name():
+    """add_param_group with (name, tensor) pairs (model.named_parameters()) is accepted (it raised
+    AttributeError: the 2-D check read .ndim of the pair); a refused parameter is named by its index
+    and name, after torch's own message."""
+    w = torch.zeros(4, 6, requires_grad=True)
+    opt = ot.Muon([("w", w)])
+    v = torch.zeros(3, 3, requires_grad=True)
+    opt.add_param_group({"params": [("v", v)]})
+    assert opt.param_groups[1]["param_names"] == ["v"] and opt.param_groups[1]["params"] == [v]
+    with pytest.raises(TypeError, match=r"Muon: parameter 2 \('u'\) of size \(3, 3\) has dtype torch.float64"):
+        opt.add_param_group({"params": [("u", torch.zeros(3, 3, dtype=torch.float64, requires_grad=True))]})
+    with pytest.raises(ValueError, match=r"Muon only supports 2D parameters whereas we found a parameter with "
+                                         r"size: torch.Size\(\[3\]\) \(Muon: parameter 1 \('b'\)\)"):
+        ot.Muon([("w", w), ("b", torch.zeros(3, requires_grad=True))])
+    aux = ot.MuonWithAuxAdam([dict(params=[torch.zeros(5, requires_grad=True)], use_muon=False),
+                              dict(params=[w], use_muon=True)])
+    aux.param_groups[1]["params"].append(torch.zeros(2, 2, 2, requires_grad=True))
+    with pytest.raises(ValueError, match=r"size: torch.Size\(\[2, 2, 2\]\) \(MuonWithAuxAdam: parameter 2\)"):
+        aux.step()

@@ -11,18 +11,33 @@ __all__ = ["Muon", "MuonWithAuxAdam"]
 _DEFAULT_NS = (3.4445, -4.7750, 2.0315)
 
 
-def _check_muon_params(owner, groups):
+def _check_muon_params(owner, groups, base=0):
     """torch.optim.Muon's refusal of parameters that are not 2-D (its message), and
-    liboptim's of other dtypes than float32 (the iteration is sgemm's), before a step."""
+    liboptim's of other dtypes than float32 (the iteration is sgemm's), before a step;
+    each names the parameter (its index from `base`, and its name: a (name, tensor)
+    pair or the group's param_names). Items that are not tensors are left to
+    add_param_group's checks."""
+    i = base
     for group in groups:
-        for p in group["params"]:
+        names = group.get("param_names")
+        for j, p in enumerate(group["params"]):
+            name = None
+            if isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str):
+                name, p = p
+            elif names is not None and j < len(names):
+                name = names[j]
+            if not isinstance(p, torch.Tensor):
+                i += 1
+                continue
+            what = "parameter %d%s" % (i, " (%r)" % (name,) if name is not None else "")
             if p.ndim != 2:
-                raise ValueError("Muon only supports 2D parameters whereas we found a parameter with size: %s"
-                                 % (p.size(),))
+                raise ValueError("Muon only supports 2D parameters whereas we found a parameter with size: %s "
+                                 "(%s: %s)" % (p.size(), owner, what))
             if p.dtype is not torch.float32:
-                raise TypeError("%s: a parameter of size %s has dtype %s: Muon's Newton-Schulz iterations run in "
+                raise TypeError("%s: %s of size %s has dtype %s: Muon's Newton-Schulz iterations run in "
                                 "float32 over OpenBLAS's sgemm (float32 parameters only)"
-                                % (owner, tuple(p.size()), p.dtype))
+                                % (owner, what, tuple(p.size()), p.dtype))
+            i += 1
 
 
 class Muon(_Optimizer):
@@ -102,7 +117,8 @@ class Muon(_Optimizer):
         if getattr(self, "_c", None) is not None and self.param_groups:
             params = param_group["params"]
             params = [params] if isinstance(params, torch.Tensor) else list(params)
-            _check_muon_params("Muon", [{"params": params}])
+            _check_muon_params("Muon", [dict(param_group, params=params)],
+                               sum(len(g["params"]) for g in self.param_groups))
             param_group = dict(param_group, params=params)
         super().add_param_group(param_group)
 
@@ -200,14 +216,16 @@ class MuonWithAuxAdam(torch.optim.Optimizer):
         if len(self._where) != len(self.param_groups):
             raise ValueError("MuonWithAuxAdam: param_groups has %d groups where %d were added: add groups with "
                              "add_param_group" % (len(self.param_groups), len(self._where)))
+        base = 0
         for group, (name, gi) in zip(self.param_groups, self._where):
             inner = getattr(self, name).param_groups[gi]
             params = group["params"]
+            first, base = base, base + (1 if isinstance(params, torch.Tensor) else len(params))
             if len(params) != len(inner["params"]) or any(a is not b for a, b in zip(params, inner["params"])):
                 if isinstance(params, torch.Tensor):
                     params = group["params"] = [params]
                 if group["use_muon"]:
-                    _check_muon_params("MuonWithAuxAdam", [group])
+                    _check_muon_params("MuonWithAuxAdam", [group], first)
                 inner["params"] = list(params)
             for k, v in self._inner_group(group).items():
                 if k != "params":
