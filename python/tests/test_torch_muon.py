@@ -244,6 +244,47 @@ def test_state_dict_and_checkpoint_round_trip():
                        opt3.state[params3[0]]["momentum_buffer"])
 
 
+def test_layouts_other_than_row_major_step_as_their_values():
+    """Muon reads a parameter as a row-major matrix: a transposed parameter, a parameter whose data is
+    replaced by a transposed tensor, a gradient in another layout, a loaded transposed momentum buffer, a
+    checkpoint and a param_groups edit each step bit for bit as the same values held contiguously."""
+    gen = torch.Generator().manual_seed(21)
+    w0 = [torch.randn(s, generator=gen) for s in [(6, 4), (5, 9), (7, 7)]]
+    a = [w.clone().requires_grad_() for w in w0]
+    b = [w.t().contiguous().t().requires_grad_() for w in w0]  # column-major leaves
+    assert not b[0].is_contiguous()
+    oa, ob = ot.Muon(a, lr=0.02), ot.Muon(b, lr=0.02)
+
+    def step(t):
+        for x, y in zip(a, b):
+            g = torch.randn(x.shape, generator=gen)
+            x.grad = g.clone()
+            y.grad = g.t().contiguous().t() if t % 2 else g.clone()
+        oa.step()
+        ob.step()
+        for x, y in zip(a, b):
+            assert torch.equal(x.detach(), y.detach()), "step %d" % t
+            assert torch.equal(oa.state[x]["momentum_buffer"], ob.state[y]["momentum_buffer"]), "step %d" % t
+
+    for t in range(4):
+        step(t)
+    b[1].data = b[1].detach().t().contiguous().t()  # p.data = a tensor of the same values, transposed
+    b[0].data = b[0].detach().contiguous()
+    for t in range(4, 8):
+        step(t)
+    # torch's Muon keeps the gradient's strides: its state_dict may hold transposed buffers
+    sd = copy.deepcopy(ob.state_dict())
+    for st in sd["state"].values():
+        st["momentum_buffer"] = st["momentum_buffer"].t().contiguous().t()
+    ob.load_state_dict(sd)
+    for t in range(8, 11):
+        step(t)
+    ob.param_groups[0]["params"] = list(reversed(b))  # a hand edit rebuilds the C object
+    oa.param_groups[0]["params"] = list(reversed(a))
+    for t in range(11, 13):
+        step(t)
+
+
 def test_checkpoint_file_round_trip(tmp_path):
     params = _params(8, [(12, 9), (5, 20)])
     opt = ot.Muon(params, lr=0.01, nesterov=False)
@@ -374,3 +415,67 @@ def test_muon_with_aux_adam_groups_state_dict_and_pickle():
     _train(opt3, w3, gen, 30)
     for a, b, c in zip(w, w2, w3):
         assert torch.equal(a.detach(), b.detach()) and torch.equal(a.detach(), c.detach())
+
+
+def test_muon_with_aux_adam_follows_hand_edits_and_gives_stats():
+    """A tensor appended to (or removed from) a group's 'params' list by hand is stepped from the next step
+    (it was silently never stepped), as by a Muon and an AdamW edited the same way, bit for bit; a tensor
+    that is not 2-D appended to a Muon group is refused; enable_stats()/step_stats() give each parameter's
+    statistics from the inner optimizer that steps it, in param_groups order."""
+    g = torch.Generator().manual_seed(31)
+    w0 = [torch.randn(s, generator=g) for s in [(6, 4), (3, 5), (7,), (2, 3)]]
+    a = [w.clone().requires_grad_() for w in w0]
+    b = [w.clone().requires_grad_() for w in w0]
+    opt = ot.MuonWithAuxAdam([dict(params=[a[0]], use_muon=True), dict(params=[a[2]], use_muon=False)])
+    opt.enable_stats()
+    assert opt.stats_enabled
+    mu = ot.Muon([b[0]], lr=0.02, weight_decay=0)
+    ad = ot.AdamW([b[2]], lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0)
+    for o in (mu, ad):
+        o.enable_stats()
+    gen = torch.Generator().manual_seed(32)
+    for t in range(8):
+        if t == 3:
+            opt.param_groups[0]["params"].append(a[1])
+            opt.param_groups[1]["params"].append(a[3])
+            mu.param_groups[0]["params"].append(b[1])
+            ad.param_groups[0]["params"].append(b[3])
+        if t == 6:
+            del opt.param_groups[0]["params"][0]
+            del mu.param_groups[0]["params"][0]
+        for x, y in zip(a, b):
+            x.grad = torch.randn(x.shape, generator=gen)
+            y.grad = x.grad.clone()
+        opt.step()
+        mu.step()
+        ad.step()
+        for x, y in zip(a, b):
+            assert torch.equal(x.detach(), y.detach()), "step %d, shape %s" % (t, tuple(x.shape))
+        assert opt.step_stats() == mu.step_stats() + ad.step_stats()
+    assert opt.step_stats()[0]["step"] == 5  # a[1]: appended at step 3
+    opt.param_groups[0]["params"].append(torch.zeros(4, requires_grad=True))
+    with pytest.raises(ValueError, match="Muon only supports 2D parameters"):
+        opt.step()
+    with pytest.raises(ValueError, match="on = 1 must be True or False"):
+        opt.enable_stats(1)
+
+
+def test_named_parameters_added_and_refused_by_name():
+    """add_param_group with (name, tensor) pairs (model.named_parameters()) is accepted (it raised
+    AttributeError: the 2-D check read .ndim of the pair); a refused parameter is named by its index
+    and name, after torch's own message."""
+    w = torch.zeros(4, 6, requires_grad=True)
+    opt = ot.Muon([("w", w)])
+    v = torch.zeros(3, 3, requires_grad=True)
+    opt.add_param_group({"params": [("v", v)]})
+    assert opt.param_groups[1]["param_names"] == ["v"] and opt.param_groups[1]["params"] == [v]
+    with pytest.raises(TypeError, match=r"Muon: parameter 2 \('u'\) of size \(3, 3\) has dtype torch.float64"):
+        opt.add_param_group({"params": [("u", torch.zeros(3, 3, dtype=torch.float64, requires_grad=True))]})
+    with pytest.raises(ValueError, match=r"Muon only supports 2D parameters whereas we found a parameter with "
+                                         r"size: torch.Size\(\[3\]\) \(Muon: parameter 1 \('b'\)\)"):
+        ot.Muon([("w", w), ("b", torch.zeros(3, requires_grad=True))])
+    aux = ot.MuonWithAuxAdam([dict(params=[torch.zeros(5, requires_grad=True)], use_muon=False),
+                              dict(params=[w], use_muon=True)])
+    aux.param_groups[1]["params"].append(torch.zeros(2, 2, 2, requires_grad=True))
+    with pytest.raises(ValueError, match=r"size: torch.Size\(\[2, 2, 2\]\) \(MuonWithAuxAdam: parameter 2\)"):
+        aux.step()

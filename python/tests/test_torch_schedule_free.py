@@ -310,3 +310,92 @@ def test_param_groups_edited_by_hand_keep_scalars_and_mode():
     assert torch.equal(pa, pb) and torch.equal(a.state[pa]["z"], b.state[pb]["z"])
     assert a.param_groups[0]["weight_sum"] == b.param_groups[0]["weight_sum"]
     assert torch.equal(a.param_groups[0]["params"][1].detach(), torch.zeros(2))
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle", "checkpoint"])
+@pytest.mark.parametrize("train_at_copy", [True, False])
+def test_copies_keep_scalars_and_mode(how, train_at_copy, tmp_path):
+    """A copy made by copy.deepcopy, pickle or save_checkpoint/load_checkpoint (into an optimizer left in the
+    other mode) holds the original's mode and k, lr_max, weight_sum: train()/eval() and the steps that follow
+    give the original's bits, and the group keys show them."""
+    import pickle
+    for kind, cls in (("sgd", ot.SGDScheduleFree), ("adamw", ot.AdamWScheduleFree)):
+        gen = torch.Generator().manual_seed(17)
+        w0 = [torch.randn(4, 3, generator=gen), torch.randn(5, generator=gen)]
+        ps = [w.clone().requires_grad_(True) for w in w0]
+        o = cls([dict(params=ps[:1]), dict(params=ps[1:], lr=0.02)], lr=0.05, warmup_steps=4)
+        grads = [[torch.randn(w.shape, generator=gen) for w in w0] for _ in range(16)]
+
+        def run(opt, params, gs):
+            for g in gs:
+                for p, x in zip(params, g):
+                    p.grad = x.clone()
+                opt.step()
+
+        o.train()
+        run(o, ps, grads[:6])
+        if not train_at_copy:
+            o.eval()
+        if how == "deepcopy":
+            o2 = copy.deepcopy(o)
+        elif how == "pickle":
+            o2 = pickle.loads(pickle.dumps(o))
+        else:
+            path = str(tmp_path / ("%s.ckpt" % kind))
+            o.save_checkpoint(path)
+            o2 = cls([dict(params=[p.detach().clone().requires_grad_(True) for p in ps[:1]]),
+                      dict(params=[p.detach().clone().requires_grad_(True) for p in ps[1:]], lr=0.02)],
+                     lr=0.05, warmup_steps=4)
+            if not train_at_copy:
+                o2.train()  # the other mode: nothing has a z yet, nothing moves
+            o2.load_checkpoint(path)
+        ps2 = [p for g in o2.param_groups for p in g["params"]]
+        for g, g2 in zip(o.param_groups, o2.param_groups):
+            for key in ("train_mode", "k", "lr_max", "weight_sum", "scheduled_lr"):
+                assert g[key] == g2[key], (kind, how, key)
+        for opt in (o, o2):
+            opt.eval()
+            opt.train()
+        for p, q in zip(ps, ps2):
+            assert torch.equal(p.detach(), q.detach()), (kind, how)
+        run(o, ps, grads[6:])
+        run(o2, ps2, grads[6:])
+        for opt in (o, o2):
+            opt.eval()
+        for p, q in zip(ps, ps2):
+            assert torch.equal(p.detach(), q.detach()), (kind, how)
+            assert torch.equal(o.state[p]["z"], o2.state[q]["z"]), (kind, how)
+        assert o.param_groups[0]["k"] == o2.param_groups[0]["k"] == 16
+
+
+@pytest.mark.parametrize("kind,opts", [CASES[1], CASES[4]])
+def test_group_scalars_edited_by_hand(kind, opts):
+    """k, lr_max and weight_sum set by hand in a group (a warm-up started again: k = 0, lr_max = -1,
+    weight_sum = 0) are what the reference's next step reads: ours follows (they were overwritten unseen);
+    a group added in train mode says train_mode True (one mode); a bad k is refused naming it."""
+    ours, ref = _make(kind, opts, torch.float64, 11)
+    gen = torch.Generator().manual_seed(12)
+    ours.train()
+    ref.train()
+    for t in range(40):
+        if t == 25:
+            for go, gr in zip(ours.param_groups, ref.groups):
+                for key, v in (("k", 0), ("lr_max", -1.0), ("weight_sum", 0.0)):
+                    go[key] = v
+                    gr[key] = v
+        gs = [[torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in g["params"]]
+              for g in ours.param_groups]
+        for g, gg in zip(ours.param_groups, gs):
+            for p, x in zip(g["params"], gg):
+                p.grad = x.clone()
+        ours.step()
+        ref.step(gs)
+    ours.eval()
+    ref.eval()
+    _check(ours, ref, 1e-12, "after a warm-up started again")
+    ours.train()
+    ours.add_param_group(dict(params=[torch.zeros(3, dtype=torch.float64, requires_grad=True)]))
+    assert ours.param_groups[-1]["train_mode"] is True
+    ours.param_groups[0]["k"] = -1
+    with pytest.raises(ValueError, match=r"param group 0: k = -1 must be an int >= 0"):
+        ours.step()

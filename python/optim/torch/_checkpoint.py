@@ -13,7 +13,7 @@ __all__ = ["save", "load"]
 
 def _relayout(c, to_file):
     """The file holds every parameter's float state in the parameter's own
-    layout (_tensors.layout_of: the one a fresh optimizer over it assumes),
+    layout (CObject.layout_for: the one a fresh optimizer over it assumes),
     whatever layout the live state has (SGD's momentum buffer takes its first
     gradient's, as torch's clone(d_p)). to_file: rewrite the C memory of each
     state kept in another layout into the parameter's (before h.save);
@@ -23,7 +23,7 @@ def _relayout(c, to_file):
     another layout here (_int8_layouts)."""
     for i, p in enumerate(c.params):
         live = c.layouts[i]
-        canon = _tensors.layout_of(p)
+        canon = c.layout_for(p)
         if not c.numels[i] or _tensors.same_layout(c.shapes[i], live, canon):
             continue
         tensors = [c.slot_tensor(i, s) for s in range(len(c.rule.slot_kinds))] + [c.master_tensor(i)]
@@ -46,7 +46,7 @@ def _int8_layouts(c, to_file):
     parameter's: the load replaced all of its state, so no value moves."""
     for i, p in enumerate(c.params):
         live = c.layouts[i]
-        canon = _tensors.layout_of(p)
+        canon = c.layout_for(p)
         if not c.numels[i] or _tensors.same_layout(c.shapes[i], live, canon):
             continue
         for s in range(len(c.rule.slot_kinds)):

@@ -39,7 +39,6 @@ from ._cobject import CObject
 from ._quantized import QuantizedState
 from ._state import ParamState, apply_param_state, plan_param_state
 from ._step import sam_guard
-from . import _tensors
 from ._tensors import describe
 
 __all__ = ["sync"]
@@ -173,7 +172,7 @@ def _rebuild(opt):
     for gi, params in enumerate(layout):
         names = [old.names[old.index[p]] if p in old.index else None for p in params]
         # A tensor that stays keeps the layout of its state (torch's state keeps its strides).
-        layouts = [old.layouts[old.index[p]] if p in old.index else _tensors.layout_of(p) for p in params]
+        layouts = [old.layouts[old.index[p]] if p in old.index else new.layout_for(p) for p in params]
         new.add_params(gi, params, names, layouts)
         if "param_names" in groups[gi]:
             base = len(new.params) - len(params)

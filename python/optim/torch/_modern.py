@@ -203,6 +203,16 @@ class _ScheduleFree(_Optimizer):
             c.h.sf_set_mode(False)  # the reference starts in eval mode (no z yet: nothing moves)
         for group in self.param_groups:
             group["train_mode"] = False
+        self._sf_record()
+
+    def add_param_group(self, param_group):
+        """As _Optimizer.add_param_group; the new group's train_mode is the
+        optimizer's mode (liboptim keeps one mode: train() and eval() move
+        every group's parameters; the reference's new group says False, and
+        its eval() would then leave that group's parameters at y)."""
+        super().add_param_group(param_group)
+        if getattr(self, "_sf_shown", None) is not None:  # built (__init__, unpickling: the groups' own)
+            self.param_groups[-1]["train_mode"] = self._c.h.sf_mode() == 1
 
     def _sf_switch(self, train):
         c = self._c
@@ -237,9 +247,11 @@ class _ScheduleFree(_Optimizer):
         optimizer.eval(): p.lerp_(z, 1 - 1/c)); a no-op in eval mode."""
         self._sf_switch(False)
 
-    def _sf_refresh(self):
+    def _sf_refresh(self, reset=False):
         """The reference's group keys from the C object's per-parameter scalars
-        (the first parameter of a group that has stepped)."""
+        (the first parameter of a group that has stepped). reset: a group none
+        of whose parameters has stepped takes the keys of a new optimizer (after
+        a checkpoint load: C holds the whole state); else it keeps its keys."""
         c = self._c
         for group in self.param_groups:
             for p in group["params"]:
@@ -256,25 +268,48 @@ class _ScheduleFree(_Optimizer):
                 group["weight_sum"] = weight_sum
                 group["scheduled_lr"] = group["lr"] * (k / warm if k - 1 < warm else 1.0)
                 break
+            else:
+                if reset:
+                    group.update(k=0, lr_max=-1.0, weight_sum=0.0, scheduled_lr=0.0)
+        self._sf_record()
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One step (the parameters must hold y: call train() first, as the
-        reference requires; in eval mode RuntimeError, nothing changed)."""
-        if not self.param_groups[0].get("train_mode", False) or self._c.h.sf_mode() != 1:
-            raise RuntimeError("%s: the optimizer is not in train mode when step is called; call optimizer.train() "
-                               "before training and optimizer.eval() before evaluating (as the reference "
-                               "requires)" % type(self).__name__)
-        loss = super().step(closure)
-        self._sf_refresh()
-        return loss
+    def _sf_record(self):
+        """Remember the group keys k, lr_max, weight_sum as C holds them, to see a
+        hand edit of them at the next step (_sf_push_edits)."""
+        self._sf_shown = {id(g): (g, (g.get("k"), g.get("lr_max"), g.get("weight_sum"))) for g in self.param_groups}
 
-    def load_state_dict(self, state_dict):
-        """A state_dict of this class or of the reference's: the group keys k,
-        lr_max, weight_sum and train_mode become each parameter's scalars and
-        the mode (the parameters are taken to be where that mode keeps them,
-        as the reference takes them)."""
-        super().load_state_dict(state_dict)
+    def _sf_push_edits(self):
+        """A group's k, lr_max or weight_sum edited by hand since the last step
+        (k = 0 to warm up again, as the reference's step reads them from the
+        group) becomes the scalars of the group's parameters that have a z."""
+        shown = getattr(self, "_sf_shown", {})
+        c = self._c
+        edited = []
+        for gi, group in enumerate(self.param_groups):  # every edit checked before any is applied
+            entry = shown.get(id(group))
+            now = (group.get("k"), group.get("lr_max"), group.get("weight_sum"))
+            if entry is None or entry[0] is not group or entry[1] == now:
+                continue
+            where = "%s: param group %d" % (c.owner, gi)
+            k = now[0]
+            if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                raise ValueError("%s: k = %r must be an int >= 0 (the steps taken)" % (where, k))
+            for key, v in zip(("lr_max", "weight_sum"), now[1:]):
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ValueError("%s: %s = %r must be a float" % (where, key, v))
+            edited.append((group, now))
+        for group, (k, lr_max, weight_sum) in edited:
+            for p in group["params"]:
+                i = c.index.get(p)
+                if i is None or "z" not in self.state[p]:
+                    continue
+                c.h.set_step(i, k)
+                c.h.set_schedule_free(i, float(lr_max), float(weight_sum))
+
+    def _sf_from_groups(self):
+        """Each parameter's scalars and the mode in C from the reference's group
+        keys k, lr_max, weight_sum and train_mode (after load_state_dict or
+        unpickling: the groups hold them, the C object is new or was reset)."""
         c = self._c
         with c.lock:
             c = _members.sync(self)
@@ -285,7 +320,50 @@ class _ScheduleFree(_Optimizer):
                         continue
                     c.h.set_step(i, int(group.get("k", 0)))
                     c.h.set_schedule_free(i, float(group.get("lr_max", -1.0)), float(group.get("weight_sum", 0.0)))
-            c.h.sf_set_mode(bool(self.param_groups[0].get("train_mode", False)))
+            train = bool(self.param_groups[0].get("train_mode", False)) if self.param_groups else False
+            c.h.sf_set_mode(train)
+            for group in self.param_groups:
+                group["train_mode"] = train  # one mode for the whole optimizer (liboptim's)
+        self._sf_record()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step (the parameters must hold y: call train() first, as the
+        reference requires; in eval mode RuntimeError, nothing changed)."""
+        if not self.param_groups[0].get("train_mode", False) or self._c.h.sf_mode() != 1:
+            raise RuntimeError("%s: the optimizer is not in train mode when step is called; call optimizer.train() "
+                               "before training and optimizer.eval() before evaluating (as the reference "
+                               "requires)" % type(self).__name__)
+        with self._c.lock:
+            self._sf_push_edits()
+        loss = super().step(closure)
+        self._sf_refresh()
+        return loss
+
+    def load_state_dict(self, state_dict):
+        """A state_dict of this class or of the reference's: the group keys k,
+        lr_max, weight_sum and train_mode become each parameter's scalars and
+        the mode (the parameters are taken to be where that mode keeps them,
+        as the reference takes them)."""
+        super().load_state_dict(state_dict)
+        self._sf_from_groups()
+
+    def __setstate__(self, state):
+        # pickle and copy.deepcopy: the copy's new C object takes the scalars and the mode of the groups
+        super().__setstate__(state)
+        self._sf_from_groups()
+
+    def load_checkpoint(self, path, match="name"):
+        """As _Optimizer.load_checkpoint; the checkpoint holds each parameter's
+        k, lr_max, weight_sum and the mode (its SFRE section): the group keys
+        k, lr_max, weight_sum, scheduled_lr and train_mode show them."""
+        super().load_checkpoint(path, match)
+        c = self._c
+        with c.lock:
+            train = c.h.sf_mode() == 1
+            for group in self.param_groups:
+                group["train_mode"] = train
+            self._sf_refresh(reset=True)
 
 
 _SF_DOC = """
@@ -294,7 +372,11 @@ _SF_DOC = """
     numbers while every parameter of a group has a gradient at every step;
     a parameter without one does not advance its own. The group keys k,
     lr_max, weight_sum and scheduled_lr are refreshed after each step from
-    the group's first stepped parameter. foreach is accepted, no effect.
+    the group's first stepped parameter; k, lr_max or weight_sum set by hand
+    (k = 0 to warm up again) become the group's parameters' at the next step,
+    as the reference reads them. One mode for the whole optimizer: train()
+    and eval() move every group (a group added later too; the reference's
+    new group starts with train_mode False). foreach is accepted, no effect.
     The weight decay is evaluated at y, as in the reference.
 """
 

@@ -11,18 +11,33 @@ __all__ = ["Muon", "MuonWithAuxAdam"]
 _DEFAULT_NS = (3.4445, -4.7750, 2.0315)
 
 
-def _check_muon_params(owner, groups):
+def _check_muon_params(owner, groups, base=0):
     """torch.optim.Muon's refusal of parameters that are not 2-D (its message), and
-    liboptim's of other dtypes than float32 (the iteration is sgemm's), before a step."""
+    liboptim's of other dtypes than float32 (the iteration is sgemm's), before a step;
+    each names the parameter (its index from `base`, and its name: a (name, tensor)
+    pair or the group's param_names). Items that are not tensors are left to
+    add_param_group's checks."""
+    i = base
     for group in groups:
-        for p in group["params"]:
+        names = group.get("param_names")
+        for j, p in enumerate(group["params"]):
+            name = None
+            if isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str):
+                name, p = p
+            elif names is not None and j < len(names):
+                name = names[j]
+            if not isinstance(p, torch.Tensor):
+                i += 1
+                continue
+            what = "parameter %d%s" % (i, " (%r)" % (name,) if name is not None else "")
             if p.ndim != 2:
-                raise ValueError("Muon only supports 2D parameters whereas we found a parameter with size: %s"
-                                 % (p.size(),))
+                raise ValueError("Muon only supports 2D parameters whereas we found a parameter with size: %s "
+                                 "(%s: %s)" % (p.size(), owner, what))
             if p.dtype is not torch.float32:
-                raise TypeError("%s: a parameter of size %s has dtype %s: Muon's Newton-Schulz iterations run in "
+                raise TypeError("%s: %s of size %s has dtype %s: Muon's Newton-Schulz iterations run in "
                                 "float32 over OpenBLAS's sgemm (float32 parameters only)"
-                                % (owner, tuple(p.size()), p.dtype))
+                                % (owner, what, tuple(p.size()), p.dtype))
+            i += 1
 
 
 class Muon(_Optimizer):
@@ -53,7 +68,10 @@ class Muon(_Optimizer):
             "match_rms_adamw" (default: None).
         foreach (bool, optional): accepted, no effect.
 
-    state[p] is {'momentum_buffer': tensor} after p's first step, as torch. Differences
+    state[p] is {'momentum_buffer': tensor} after p's first step, as torch, always
+    contiguous (torch's takes the gradient's strides): a parameter in another layout
+    (a transposed view, p.data replaced by one) is stepped through a row-major working
+    copy, with the same values as a contiguous one. Differences
     from torch: the iteration runs in float32 (torch's in bfloat16: ours is closer to
     the exact iteration); float32 parameters only.
     """ + _COMMON_DOC
@@ -66,6 +84,7 @@ class Muon(_Optimizer):
                 ("ns_steps", "int", ("ns_steps",)), ("adjust_lr_fn", "adjust_lr", ("adjust_lr",)))
     _step_kind = None
     _required_slots = ("momentum_buffer",)
+    _row_major = True  # C reads P, G and B as rows x cols matrices in row-major order (_cobject.Rule)
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=_DEFAULT_NS, eps=1e-7, ns_steps=5, adjust_lr_fn=None, *, foreach=None,
@@ -98,7 +117,8 @@ class Muon(_Optimizer):
         if getattr(self, "_c", None) is not None and self.param_groups:
             params = param_group["params"]
             params = [params] if isinstance(params, torch.Tensor) else list(params)
-            _check_muon_params("Muon", [{"params": params}])
+            _check_muon_params("Muon", [dict(param_group, params=params)],
+                               sum(len(g["params"]) for g in self.param_groups))
             param_group = dict(param_group, params=params)
         super().add_param_group(param_group)
 
@@ -126,7 +146,9 @@ class MuonWithAuxAdam(torch.optim.Optimizer):
     arithmetic: the reference's adam_update is the same update, rounded in another order); param
     group values changed between steps (by a scheduler) are used at the next step. state[p] is
     {'momentum_buffer'} for a Muon parameter, {'step', 'exp_avg', 'exp_avg_sq'} for an AdamW one;
-    state_dict() / load_state_dict(), pickling and copy.deepcopy work as for any optimizer.
+    state_dict() / load_state_dict(), pickling and copy.deepcopy work as for any optimizer; a
+    group's 'params' list edited by hand is followed at the next step, and enable_stats() /
+    step_stats() are optim.torch's (each parameter's from the inner optimizer that steps it).
     Differences from the reference: Muon's normalisation clamps ||U|| at eps (torch's) where the
     reference adds 1e-7 (the same unless ||U|| ~ 1e-7), the iteration runs in float32, not bfloat16;
     the reference's distributed variant (an all_gather across ranks) is not offered.
@@ -168,6 +190,8 @@ class MuonWithAuxAdam(torch.optim.Optimizer):
             opt = getattr(self, name)
             if opt is None:
                 opt = Muon([inner]) if group["use_muon"] else AdamW([inner])
+                if getattr(self, "_stats_on", False):
+                    opt.enable_stats(True)
                 setattr(self, name, opt)
             else:
                 opt.add_param_group(inner)
@@ -186,12 +210,54 @@ class MuonWithAuxAdam(torch.optim.Optimizer):
                     weight_decay=group["weight_decay"])
 
     def _sync(self):
-        """The outer groups' values (a scheduler may have changed them) into the inner optimizers' groups."""
+        """The outer groups' values (a scheduler may have changed them) and 'params' lists (edited by
+        hand: a tensor appended, removed or replaced) into the inner optimizers' groups, which follow
+        such edits as any optim.torch optimizer does (a Muon group's tensors checked first)."""
+        if len(self._where) != len(self.param_groups):
+            raise ValueError("MuonWithAuxAdam: param_groups has %d groups where %d were added: add groups with "
+                             "add_param_group" % (len(self.param_groups), len(self._where)))
+        base = 0
         for group, (name, gi) in zip(self.param_groups, self._where):
             inner = getattr(self, name).param_groups[gi]
+            params = group["params"]
+            first, base = base, base + (1 if isinstance(params, torch.Tensor) else len(params))
+            if len(params) != len(inner["params"]) or any(a is not b for a, b in zip(params, inner["params"])):
+                if isinstance(params, torch.Tensor):
+                    params = group["params"] = [params]
+                if group["use_muon"]:
+                    _check_muon_params("MuonWithAuxAdam", [group], first)
+                inner["params"] = list(params)
             for k, v in self._inner_group(group).items():
                 if k != "params":
                     inner[k] = v
+
+    # ---- step statistics (as optim.torch's optimizers: docs/STATS.md) ------------------------------
+
+    def enable_stats(self, on=True):
+        """Measure statistics of every step() that follows (on=True) or stop (False; off by default),
+        in both inner optimizers (see optim.torch.Adam.enable_stats)."""
+        if not isinstance(on, bool):
+            raise ValueError("MuonWithAuxAdam.enable_stats: on = %r must be True or False" % (on,))
+        self._stats_on = on
+        for opt in (self._muon, self._adam):
+            if opt is not None:
+                opt.enable_stats(on)
+
+    @property
+    def stats_enabled(self):
+        """Whether steps measure statistics (enable_stats)."""
+        return any(opt.stats_enabled for opt in (self._muon, self._adam) if opt is not None)
+
+    def step_stats(self):
+        """The statistics of the last step() with statistics on, one entry per parameter in the order of
+        param_groups' 'params' lists (None for a parameter that step did not update), each from the
+        inner optimizer that steps it (keys as optim.torch.Adam.step_stats; Muon's in docs/STATS.md)."""
+        found = {}
+        for opt in (self._muon, self._adam):
+            if opt is not None:
+                for p, st in zip((p for g in opt.param_groups for p in g["params"]), opt.step_stats()):
+                    found[id(p)] = st
+        return [found.get(id(p)) for g in self.param_groups for p in g["params"]]
 
     # ---- state -----------------------------------------------------------------------------------
 
