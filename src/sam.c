@@ -340,8 +340,7 @@ static int optim__sam_second(optim_sam *s, const char *fn, int rebind, size_t co
     if (rebind) OPTIM__FORWARD(optim__sam_rebind(s, fn, count, params, grads));
     if (s->skip_pending) {
         s->skip_pending = 0;
-        if (o->skipped < INT64_MAX) o->skipped++;
-        o->last_skipped = 1;
+        optim__skip_step(o); /* no statistics either */
         return optim__ok(OPTIM__SE(s));
     }
     optim__sam_undo(s);
