@@ -533,7 +533,8 @@ TEST_IMPL(muon_refusals)
  * after and the gradient, for a 1 x N, an N x 1 and a matrix of three blocks
  * of 8192 (two threads split it at a block); 1 and 2 threads give the same
  * bits; statistics on change no parameter bit; a NaN gradient gives NaN
- * statistics; a parameter shaped later and a gradient unbound are covered. */
+ * statistics; a parameter shaped later and a gradient unbound are covered;
+ * with value clipping, the clamped gradient's norm and fraction. */
 TEST_IMPL(muon_stats)
 {
     static const mshape sh[3] = {{1, 37}, {41, 1}, {96, 260}};
@@ -633,5 +634,47 @@ TEST_IMPL(muon_stats)
             optim_free(o);
         }
     for (i = 0; i < 3; i++) free(keep[i]);
+    /* Value clipping: the statistics see the clamped gradient (its norm, the fraction clamped), and the step
+     * equals one on gradients clamped by hand without clipping. */
+    {
+        optim *oc = NULL, *oh = NULL;
+        optim_hparams hp;
+        float pc[96], ph[96], gc[96], gh[96];
+        const int64_t d[2] = {8, 12};
+        optim_step_stats st;
+        double sg = 0;
+        int clamped = 0;
+        optim_hparams_init(&hp, OPTIM_MUON, NULL);
+        for (j = 0; j < 96; j++) {
+            pc[j] = ph[j] = 0.05f * (float)j - 1.0f;
+            gc[j] = (float)sin((double)j);
+            gh[j] = gc[j] > 0.5f ? 0.5f : gc[j] < -0.5f ? -0.5f : gc[j];
+            clamped += gh[j] != gc[j];
+            sg += (double)gh[j] * gh[j];
+        }
+        ASSERT_OK(optim_create(&oc, OPTIM_MUON));
+        ASSERT_OK(optim_create(&oh, OPTIM_MUON));
+        ASSERT_OPT_OK(oc, optim_muon_attach(oc));
+        ASSERT_OPT_OK(oh, optim_muon_attach(oh));
+        ASSERT_OPT_OK(oc, optim_add_group(oc, &hp, NULL));
+        ASSERT_OPT_OK(oh, optim_add_group(oh, &hp, NULL));
+        ASSERT_OPT_OK(oc, optim_add_param(oc, 0, pc, gc, 96, "w", NULL));
+        ASSERT_OPT_OK(oh, optim_add_param(oh, 0, ph, gh, 96, "w", NULL));
+        ASSERT_OPT_OK(oc, optim_param_set_shape(oc, 0, 2, d));
+        ASSERT_OPT_OK(oh, optim_param_set_shape(oh, 0, 2, d));
+        ASSERT_OPT_OK(oc, optim_set_clip_grad_value(oc, 0.5));
+        ASSERT_OPT_OK(oc, optim_set_stats(oc, 1));
+        for (step = 0; step < 3; step++) {
+            ASSERT_OPT_OK(oc, optim_step(oc));
+            ASSERT_OPT_OK(oh, optim_step(oh));
+        }
+        ASSERT(memcmp(pc, ph, sizeof pc) == 0);
+        ASSERT_OPT_OK(oc, optim_param_stats(oc, 0, &st));
+        if (!(fabs(st.grad_norm - sqrt(sg)) <= 1e-12 * sqrt(sg)) || st.clamped_fraction != clamped / 96.0)
+            FAIL("value clipping: grad_norm %.17g (the clamped gradient's %.17g), clamped_fraction %g (%g)",
+                 st.grad_norm, sqrt(sg), st.clamped_fraction, clamped / 96.0);
+        optim_free(oc);
+        optim_free(oh);
+    }
     return 0;
 }
