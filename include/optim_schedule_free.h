@@ -18,7 +18,8 @@
  * memory bound to each parameter now, on every CPU path and thread count
  * with the same bits. Switching to the mode the optimizer is in does
  * nothing (the reference's calls are idempotent too). optim_step refuses to
- * step in eval mode (OPTIM_ESTATE, nothing changed), as the reference does.
+ * step in eval mode (OPTIM_ESTATE, nothing changed), as the reference does,
+ * and so does optim_sam_first_step (nothing moved).
  *
  * A new optimizer is in train mode (the parameters hold y; with no z yet,
  * y = x). The reference's optimizer starts in eval mode and must be told

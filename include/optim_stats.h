@@ -77,9 +77,10 @@ typedef struct optim_step_stats {
 
 /**
  * Measure statistics in the steps that follow (on = 1) or not (0, the
- * default). Turning them on allocates 5 doubles per block of 8192 elements
- * of the parameters (OPTIM_ENOMEM if that fails, nothing changed); parameters
- * added later are covered. OPTIM_EINVAL names any other value of on.
+ * default). Nothing is allocated here: the 5 doubles per block of 8192
+ * elements the statistics need are reserved with the parameters
+ * (optim_add_param), so parameters added later are covered and turning them
+ * on cannot fail for memory. OPTIM_EINVAL names any other value of on.
  */
 OPTIM_API int optim_set_stats(optim *opt, int on);
 
@@ -89,7 +90,9 @@ OPTIM_API int optim_stats_enabled(const optim *opt);
 /**
  * Parameter `index`'s statistics of the last step that ran with statistics
  * on (out->step == 0 if that step did not update it: no gradient, skipped by
- * a non-finite policy, or no step yet). OPTIM_ERANGE names a bad index;
+ * a non-finite policy, by dynamic loss scaling or with a skipped SAM first
+ * step, or no step yet). The schedule-free train/eval switch is no step: it
+ * leaves the records as they were. OPTIM_ERANGE names a bad index;
  * OPTIM_ENULL for a NULL out.
  */
 OPTIM_API int optim_param_stats(optim *opt, size_t index, optim_step_stats *out);

@@ -137,9 +137,10 @@ void optim__muon_run(optim *o)
         coef[1] = hp->ns_b;
         coef[2] = hp->ns_c;
         o->muon.orth(o->muon.ctx, o->muon_scratch, rows, cols, coef, hp->ns_steps, o->muon_scratch + t.n);
-        /* Phase 2: P = P (1 - lr wd) - adjusted lr X. */
+        /* Phase 2: P = P (1 - lr wd) - adjusted lr X. The apply branch never reads the gradient, so value
+         * clipping's flag stays: the step statistics measured in this pass read it (the clamped gradient's
+         * norm, the fraction clamped) from the same constants as the loop. */
         k->c.variant |= OPTIM__MUON_V_APPLY;
-        k->c.variant &= ~OPTIM__V_CLAMP;
         k->u.muon.neg_lr *= optim__muon_lr_factor(hp, (double)rows, (double)cols);
         t.loop = optim__loop_get(o->kt, OPTIM_MUON, OPTIM__CT_F32, k->c.variant, &rd, &wr);
         t.reads = rd;

@@ -179,6 +179,11 @@ int optim__norm_all(optim *o, size_t nblocks, optim__norm kind, double p, double
  * stepped parameter's partials and constants into its record. */
 void optim__stats_begin(optim *o);
 void optim__stats_end(optim *o);
+/* Count a skipped step (the non-finite policy, loss scaling's overflow, SAM's
+ * second step after a skipped first): the counters, and with statistics on
+ * no record for any parameter (include/optim_stats.h: out.step == 0). Every
+ * skip goes through here. */
+void optim__skip_step(optim *o);
 
 /* Reduced precision (src/precision.c). The factor 1 / scale the step folds
  * into the gradient (1 without loss scaling). */

@@ -50,6 +50,15 @@ void optim__stats_begin(optim *o)
     }
 }
 
+void optim__skip_step(optim *o)
+{
+    size_t i;
+    if (o->skipped < INT64_MAX) o->skipped++;
+    o->last_skipped = 1;
+    if (!o->stats_on) return;
+    for (i = 0; i < o->nparams; i++) memset(&o->params[i].stats, 0, sizeof o->params[i].stats);
+}
+
 void optim__stats_end(optim *o)
 {
     size_t i, b;

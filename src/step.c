@@ -211,15 +211,13 @@ static int optim__prepass(optim *o, size_t nblocks, double *gscale, int *rc)
     o->last_norm = norm;
     if (o->ls.mode == OPTIM_LOSS_SCALE_DYNAMIC && bad_name) {
         /* An overflow under dynamic loss scaling: skipped, whatever the non-finite policy; the scale backs off. */
-        if (o->skipped < INT64_MAX) o->skipped++;
-        o->last_skipped = 1;
+        optim__skip_step(o);
         optim__ls_update(o, 1);
         *rc = optim__ok(OPTIM__E(o));
         return 1;
     }
     if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE && bad_name) {
-        if (o->skipped < INT64_MAX) o->skipped++;
-        o->last_skipped = 1;
+        optim__skip_step(o);
         if (o->nonfinite == OPTIM_NONFINITE_ERROR)
             *rc = optim__fail(OPTIM__E(o), OPTIM_ENONFINITE,
                               "optim_step: the gradient of param %zu '%s' holds NaN or Inf; step skipped", bad_i,

@@ -39,4 +39,5 @@
     TEST_ENTRY(ckpt_limit_schedule_depth)       \
     TEST_ENTRY(ckpt_limit_sequential_children)  \
     TEST_ENTRY(ckpt_limit_milestones)           \
-    TEST_ENTRY(ckpt_limit_ndim)
+    TEST_ENTRY(ckpt_limit_ndim)                 \
+    TEST_ENTRY(ckpt_sfre_damage)

@@ -5,4 +5,5 @@
     TEST_ENTRY(muon_paths_bit_identical)   \
     TEST_ENTRY(muon_blas_threads)          \
     TEST_ENTRY(muon_checkpoint_resume)     \
-    TEST_ENTRY(muon_refusals)
+    TEST_ENTRY(muon_refusals)              \
+    TEST_ENTRY(muon_stats)

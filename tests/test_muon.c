@@ -10,6 +10,7 @@
 #include "test.h"
 #include "optim_checkpoint.h"
 #include "optim_muon.h"
+#include "optim_stats.h"
 
 #include <cblas.h>
 
@@ -523,6 +524,157 @@ TEST_IMPL(muon_refusals)
         ASSERT_ERR(optim_muon_newton_schulz(x, 0, 2, coef, 5, w, &e), OPTIM_EINVAL, e.message, "0 x 2");
         ASSERT_ERR(optim_muon_newton_schulz(x, 2, 2, coef, 5, NULL, &e), OPTIM_ENULL, e.message, "work");
         ASSERT_ERR(optim_muon_newton_schulz(x, 2, 2, coef, 5, x, &e), OPTIM_EOVERLAP, e.message, "overlaps");
+    }
+    return 0;
+}
+
+/* Step statistics of Muon (include/optim_stats.h: its apply pass): each
+ * step's values against a double computation from the parameter before and
+ * after and the gradient, for a 1 x N, an N x 1 and a matrix of three blocks
+ * of 8192 (two threads split it at a block); 1 and 2 threads give the same
+ * bits; statistics on change no parameter bit; a NaN gradient gives NaN
+ * statistics; a parameter shaped later and a gradient unbound are covered;
+ * with value clipping, the clamped gradient's norm and fraction. */
+TEST_IMPL(muon_stats)
+{
+    static const mshape sh[3] = {{1, 37}, {41, 1}, {96, 260}};
+    optim_step_stats first[3][4];
+    float *keep[3] = {NULL, NULL, NULL};
+    int th, step, on;
+    size_t i, j;
+    for (on = 1; on >= 0; on--)
+        for (th = 1; th <= 2; th++) {
+            optim *o = NULL;
+            optim_hparams hp;
+            float *p[3], *g[3], *p0[3];
+            test_rng rng = {0x5eedu};
+            optim_hparams_init(&hp, OPTIM_MUON, NULL);
+            hp.weight_decay = 0.01;
+            ASSERT_OK(optim_create(&o, OPTIM_MUON));
+            ASSERT_OPT_OK(o, optim_muon_attach(o));
+            ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+            ASSERT_OPT_OK(o, optim_set_threads(o, th));
+            ASSERT_OPT_OK(o, optim_set_stats(o, on));
+            for (i = 0; i < 3; i++) {
+                const size_t n = sh[i].r * sh[i].c;
+                p[i] = malloc(n * sizeof(float));
+                g[i] = malloc(n * sizeof(float));
+                p0[i] = malloc(n * sizeof(float));
+                if (!p[i] || !g[i] || !p0[i]) FAIL("out of memory");
+                for (j = 0; j < n; j++) p[i][j] = (float)test_rng_normal(&rng);
+                ASSERT_OPT_OK(o, optim_add_param(o, 0, p[i], g[i], n, NULL, NULL));
+            }
+            for (step = 1; step <= 4; step++) {
+                for (i = 0; i < 3; i++) {
+                    const size_t n = sh[i].r * sh[i].c;
+                    const int64_t d[2] = {(int64_t)sh[i].r, (int64_t)sh[i].c};
+                    if (step == 1 || (i == 2 && step == 2)) /* the matrix is shaped after a step without it */
+                        if (i != 2 || step == 2) ASSERT_OPT_OK(o, optim_param_set_shape(o, i, 2, d));
+                    for (j = 0; j < n; j++) g[i][j] = (float)test_rng_normal(&rng) + 0.1f * p[i][j];
+                    if (step == 4 && i == 1) g[i][5] = NAN;
+                    memcpy(p0[i], p[i], n * sizeof(float));
+                }
+                ASSERT_OPT_OK(o, optim_set_param_ptrs(o, 2, p[2], step == 1 ? NULL : g[2]));
+                ASSERT_OPT_OK(o, optim_step(o));
+                for (i = 0; i < 3; i++) {
+                    const size_t n = sh[i].r * sh[i].c;
+                    const double adj = sqrt(sh[i].r > sh[i].c ? (double)sh[i].r / (double)sh[i].c : 1.0);
+                    optim_step_stats st;
+                    double su = 0, sp = 0, sg = 0, mx = 0, rms;
+                    ASSERT_OPT_OK(o, optim_param_stats(o, i, &st));
+                    if (!on || (i == 2 && step == 1)) {
+                        ASSERT_INT(st.step, ==, 0);
+                        continue;
+                    }
+                    ASSERT_INT(st.step, ==, i == 2 ? step - 1 : step);
+                    ASSERT_INT(st.has_elements, ==, 1);
+                    ASSERT_INT(st.n, ==, n);
+                    for (j = 0; j < n; j++) {
+                        const double u = (double)p[i][j] - (double)p0[i][j];
+                        su += u * u;
+                        sp += (double)p0[i][j] * p0[i][j];
+                        sg += (double)g[i][j] * g[i][j];
+                        mx = (u != u || fabs(u) > mx) ? fabs(u) : mx;
+                    }
+                    rms = sqrt(su / (double)n);
+                    if (step == 4 && i == 1) {
+                        ASSERT(isnan(st.grad_norm) && isnan(st.update_rms) && isnan(st.update_max));
+                        continue;
+                    }
+                    if (!(fabs(st.update_rms - rms) <= 1e-12 * rms) || !(fabs(st.param_rms - sqrt(sp / n)) <= 1e-12 * sqrt(sp / n)) ||
+                        !(fabs(st.grad_norm - sqrt(sg)) <= 1e-12 * sqrt(sg)) || st.update_max != mx ||
+                        st.clamped_fraction != 0 || fabs(st.effective_lr - hp.lr * adj) > 1e-15)
+                        FAIL("%zu x %zu, %d threads, step %d: update_rms %.17g (%.17g), param_rms %.17g (%.17g), "
+                             "grad_norm %.17g (%.17g), update_max %.17g (%.17g), clamped %g, effective_lr %.17g (%.17g)",
+                             sh[i].r, sh[i].c, th, step, st.update_rms, rms, st.param_rms, sqrt(sp / n), st.grad_norm,
+                             sqrt(sg), st.update_max, mx, st.clamped_fraction, st.effective_lr, hp.lr * adj);
+                    if (th == 1) first[i][step - 1] = st;
+                    else if (memcmp(&first[i][step - 1], &st, sizeof st) != 0 &&
+                             !(first[i][step - 1].update_rms == st.update_rms &&
+                               first[i][step - 1].grad_norm == st.grad_norm &&
+                               first[i][step - 1].param_rms == st.param_rms &&
+                               first[i][step - 1].update_max == st.update_max))
+                        FAIL("%zu x %zu step %d: other statistics with 2 threads", sh[i].r, sh[i].c, step);
+                }
+            }
+            /* The parameters: the same bits with statistics on or off, 1 or 2 threads. */
+            for (i = 0; i < 3; i++) {
+                const size_t n = sh[i].r * sh[i].c;
+                if (!keep[i]) {
+                    keep[i] = p[i];
+                    p[i] = NULL;
+                } else if (memcmp(keep[i], p[i], n * sizeof(float)) != 0) {
+                    FAIL("%zu x %zu: statistics %s, %d threads: other parameter bits", sh[i].r, sh[i].c,
+                         on ? "on" : "off", th);
+                }
+                free(p[i]);
+                free(g[i]);
+                free(p0[i]);
+            }
+            optim_free(o);
+        }
+    for (i = 0; i < 3; i++) free(keep[i]);
+    /* Value clipping: the statistics see the clamped gradient (its norm, the fraction clamped), and the step
+     * equals one on gradients clamped by hand without clipping. */
+    {
+        optim *oc = NULL, *oh = NULL;
+        optim_hparams hp;
+        float pc[96], ph[96], gc[96], gh[96];
+        const int64_t d[2] = {8, 12};
+        optim_step_stats st;
+        double sg = 0;
+        int clamped = 0;
+        optim_hparams_init(&hp, OPTIM_MUON, NULL);
+        for (j = 0; j < 96; j++) {
+            pc[j] = ph[j] = 0.05f * (float)j - 1.0f;
+            gc[j] = (float)sin((double)j);
+            gh[j] = gc[j] > 0.5f ? 0.5f : gc[j] < -0.5f ? -0.5f : gc[j];
+            clamped += gh[j] != gc[j];
+            sg += (double)gh[j] * gh[j];
+        }
+        ASSERT_OK(optim_create(&oc, OPTIM_MUON));
+        ASSERT_OK(optim_create(&oh, OPTIM_MUON));
+        ASSERT_OPT_OK(oc, optim_muon_attach(oc));
+        ASSERT_OPT_OK(oh, optim_muon_attach(oh));
+        ASSERT_OPT_OK(oc, optim_add_group(oc, &hp, NULL));
+        ASSERT_OPT_OK(oh, optim_add_group(oh, &hp, NULL));
+        ASSERT_OPT_OK(oc, optim_add_param(oc, 0, pc, gc, 96, "w", NULL));
+        ASSERT_OPT_OK(oh, optim_add_param(oh, 0, ph, gh, 96, "w", NULL));
+        ASSERT_OPT_OK(oc, optim_param_set_shape(oc, 0, 2, d));
+        ASSERT_OPT_OK(oh, optim_param_set_shape(oh, 0, 2, d));
+        ASSERT_OPT_OK(oc, optim_set_clip_grad_value(oc, 0.5));
+        ASSERT_OPT_OK(oc, optim_set_stats(oc, 1));
+        for (step = 0; step < 3; step++) {
+            ASSERT_OPT_OK(oc, optim_step(oc));
+            ASSERT_OPT_OK(oh, optim_step(oh));
+        }
+        ASSERT(memcmp(pc, ph, sizeof pc) == 0);
+        ASSERT_OPT_OK(oc, optim_param_stats(oc, 0, &st));
+        if (!(fabs(st.grad_norm - sqrt(sg)) <= 1e-12 * sqrt(sg)) || st.clamped_fraction != clamped / 96.0)
+            FAIL("value clipping: grad_norm %.17g (the clamped gradient's %.17g), clamped_fraction %g (%g)",
+                 st.grad_norm, sqrt(sg), st.clamped_fraction, clamped / 96.0);
+        optim_free(oc);
+        optim_free(oh);
     }
     return 0;
 }

@@ -6,9 +6,12 @@
  * and the weights depend on it), checkpoints holding the mode and the
  * scalars, and the refusals (a step in eval mode, other rules). */
 #include "optim_checkpoint.h"
+#include "optim_precision.h"
+#include "optim_sam.h"
 #include "optim_schedule_free.h"
 #include "ref.h"
 #include "test.h"
+#include "typed.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -375,6 +378,140 @@ TEST_IMPL(schedule_free_api)
     ASSERT_OPT_OK(o, optim_schedule_free_set_mode(o, 0));
     ASSERT(p[1] == p0[1]);
     ASSERT_INT(optim_schedule_free_mode(o), ==, 0);
+    optim_free(o);
+    return 0;
+}
+
+/* The train/eval switch on every storage the step handles: bfloat16
+ * parameters with and without a float32 master, int8_block z, float32
+ * parameters with int8 z; every CPU path, 1 and 2 threads; each switch
+ * against its float32 formula, bit for bit, on the values the optimizer
+ * holds before it: p = lerp(p, z, w) in float32 (torch's lerp), z decoded
+ * as optim_state_slot_read_f32 decodes it, w = 1 - 1/c to x and 1 - c to y;
+ * a master is switched and the bfloat16 memory is its nearest value, a
+ * bfloat16 parameter without master is widened, switched and rounded to
+ * nearest. */
+typedef struct sf_store {
+    optim_rule rule;
+    optim_dtype pdt, sdt;
+    unsigned flags;
+    const char *name;
+} sf_store;
+
+static float sf_lerp(float a, float b, float w)
+{
+    const float d = b - a;
+    return fabsf(w) >= 0.5f ? b - d * (1.0f - w) : a + w * d;
+}
+
+TEST_IMPL(schedule_free_switch_storage)
+{
+    static const sf_store stores[] = {
+        {OPTIM_ADAMW_SCHEDULE_FREE, OPTIM_BFLOAT16, OPTIM_FLOAT32, OPTIM_PARAM_MASTER, "bf16 + master"},
+        {OPTIM_SGD_SCHEDULE_FREE, OPTIM_BFLOAT16, OPTIM_FLOAT32, OPTIM_PARAM_MASTER, "bf16 + master"},
+        {OPTIM_ADAMW_SCHEDULE_FREE, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK, OPTIM_PARAM_MASTER, "bf16 + master, int8 z"},
+        {OPTIM_SGD_SCHEDULE_FREE, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK, 0, "bf16, int8 z"},
+        {OPTIM_ADAMW_SCHEDULE_FREE, OPTIM_BFLOAT16, OPTIM_FLOAT32, 0, "bf16"},
+        {OPTIM_ADAMW_SCHEDULE_FREE, OPTIM_FLOAT32, OPTIM_INT8_BLOCK, 0, "f32, int8 z"},
+    };
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512};
+    const size_t n = 3 * 4096 + 77; /* int8 blocks and chunks with a tail */
+    const uint64_t seed = test_seed();
+    size_t si, a, j;
+    int th, sw;
+    float *before = malloc(n * sizeof(float)), *z = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float));
+    if (!before || !z || !want) FAIL("out of memory");
+    printf("  seed %" PRIu64 "\n", seed);
+    for (si = 0; si < sizeof stores / sizeof stores[0]; si++)
+        for (a = 0; a < sizeof isas / sizeof isas[0]; a++)
+            for (th = 1; th <= 2; th++) {
+                const sf_store *sc = &stores[si];
+                test_rng rng = {seed ^ si};
+                optim *o = NULL;
+                optim_hparams hp;
+                void *p = t_alloc(sc->pdt, n), *g = t_alloc(sc->pdt, n);
+                float *m = NULL;
+                if (!optim_isa_available(isas[a])) continue;
+                if (!p || !g) FAIL("out of memory");
+                for (j = 0; j < n; j++) t_set(sc->pdt, p, j, test_rng_normal(&rng));
+                ASSERT_OK(optim_create(&o, sc->rule));
+                ASSERT_OK(optim_hparams_init(&hp, sc->rule, NULL));
+                if (sc->rule == OPTIM_SGD_SCHEDULE_FREE) hp.lr = 0.1;
+                ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+                ASSERT_OPT_OK(o, optim_add_param_ex(o, 0, p, sc->pdt, g, sc->pdt, n, sc->sdt, sc->flags, "w", NULL));
+                ASSERT_OPT_OK(o, optim_set_isa(o, isas[a]));
+                ASSERT_OPT_OK(o, optim_set_threads(o, th));
+                for (sw = 0; sw < 6; sw++) {
+                    const int to_eval = sw % 2 == 0;
+                    const double c = sc->rule == OPTIM_SGD_SCHEDULE_FREE ? hp.momentum : hp.beta1;
+                    const float w = (float)(to_eval ? 1.0 - 1.0 / c : 1.0 - c);
+                    if (to_eval) { /* two steps before each eval, so that z and the parameters part */
+                        int k;
+                        for (k = 0; k < 2; k++) {
+                            for (j = 0; j < n; j++) t_set(sc->pdt, g, j, test_rng_normal(&rng));
+                            ASSERT_OPT_OK(o, optim_step(o));
+                        }
+                    } else {
+                        ASSERT_ERR(optim_step(o), OPTIM_ESTATE, optim_errmsg(o), "eval mode");
+                    }
+                    if (sc->flags & OPTIM_PARAM_MASTER) ASSERT_OPT_OK(o, optim_param_master_data(o, 0, &m));
+                    for (j = 0; j < n; j++) before[j] = m ? m[j] : (float)t_get(sc->pdt, p, j);
+                    ASSERT_OPT_OK(o, optim_state_slot_read_f32(o, 0, 0, z));
+                    for (j = 0; j < n; j++) want[j] = sf_lerp(before[j], z[j], w);
+                    ASSERT_OPT_OK(o, to_eval ? optim_schedule_free_eval(o) : optim_schedule_free_train(o));
+                    for (j = 0; j < n; j++) {
+                        const float got = m ? m[j] : (float)t_get(sc->pdt, p, j);
+                        const float exp = (m || sc->pdt == OPTIM_FLOAT32) ? want[j]
+                                                                          : t_bf16_to_float(t_bf16_from_float(want[j]));
+                        if (tbits(got) != tbits(exp))
+                            FAIL("%s %s %s %d threads, switch %d to %s, element %zu: %.9g, want %.9g (p %.9g, z %.9g)",
+                                 optim_rule_name(sc->rule), sc->name, optim_isa_name(isas[a]), th, sw,
+                                 to_eval ? "eval" : "train", j, got, exp, before[j], z[j]);
+                        if (m && tbits((float)t_get(sc->pdt, p, j)) != tbits(t_bf16_to_float(t_bf16_from_float(got))))
+                            FAIL("%s %s %s: switch %d, element %zu: the bfloat16 memory %.9g is not the master's "
+                                 "nearest (%.9g)",
+                                 optim_rule_name(sc->rule), sc->name, optim_isa_name(isas[a]), sw, j,
+                                 t_get(sc->pdt, p, j), got);
+                    }
+                }
+                optim_free(o);
+                free(p);
+                free(g);
+            }
+    free(before);
+    free(z);
+    free(want);
+    return 0;
+}
+
+/* SAM over a schedule-free optimizer in eval mode: the first step refuses
+ * (its second step would step in eval mode, which is refused) before
+ * moving anything, as optim_step does. */
+TEST_IMPL(schedule_free_sam_eval)
+{
+    optim *o = NULL;
+    optim_sam *s = NULL;
+    optim_hparams hp;
+    float p[4] = {1, 2, 3, 4}, g[4] = {0.5f, -0.25f, 1, 2}, p0[4];
+    ASSERT_OK(optim_create(&o, OPTIM_SGD_SCHEDULE_FREE));
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_SGD_SCHEDULE_FREE, NULL));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p, g, 4, "p", NULL));
+    ASSERT_OK(optim_sam_create(&s, o, 0.05, 2.0, 0, 0.0, NULL));
+    ASSERT_OK_MSG(optim_sam_first_step(s), optim_sam_errmsg(s));
+    ASSERT_OK_MSG(optim_sam_second_step(s), optim_sam_errmsg(s));
+    ASSERT_OPT_OK(o, optim_schedule_free_eval(o));
+    memcpy(p0, p, sizeof p);
+    ASSERT_ERR(optim_sam_first_step(s), OPTIM_ESTATE, optim_sam_errmsg(s), "eval mode");
+    ASSERT(memcmp(p, p0, sizeof p) == 0);
+    ASSERT_INT(optim_sam_is_perturbed(s), ==, 0);
+    ASSERT_ERR(optim_sam_second_step(s), OPTIM_ESTATE, optim_sam_errmsg(s), "no first_step");
+    ASSERT_INT(optim_step_count(o), ==, 1);
+    ASSERT_OPT_OK(o, optim_schedule_free_train(o));
+    ASSERT_OK_MSG(optim_sam_first_step(s), optim_sam_errmsg(s));
+    ASSERT_OK_MSG(optim_sam_second_step(s), optim_sam_errmsg(s));
+    ASSERT_INT(optim_step_count(o), ==, 2);
+    optim_sam_free(s);
     optim_free(o);
     return 0;
 }

@@ -6,6 +6,8 @@
  * of any parameter or state. */
 #include "test.h"
 #include "optim_precision.h"
+#include "optim_sam.h"
+#include "optim_schedule_free.h"
 #include "optim_stats.h"
 #include "typed.h"
 
@@ -319,6 +321,82 @@ TEST_IMPL(stats_api)
     ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
     ASSERT_INT(st.step, ==, 0);
     ASSERT_INT(optim_set_stats(NULL, 1), ==, OPTIM_ENULL);
+    optim_free(o);
+    return 0;
+}
+
+/* Every way a step is skipped leaves no record (out.step == 0), whichever
+ * entry point skipped it: the non-finite policy, dynamic loss scaling's
+ * overflow, and SAM's second step after a first step that skipped; and the
+ * schedule-free train/eval switch is no step: the records stay those of the
+ * last step. */
+TEST_IMPL(stats_skipped_steps)
+{
+    optim *o = NULL;
+    optim_sam *s = NULL;
+    optim_hparams hp;
+    optim_step_stats st, st2;
+    float p[40], g[40];
+    size_t j;
+    for (j = 0; j < 40; j++) {
+        p[j] = (float)j * 0.1f;
+        g[j] = 1.0f;
+    }
+    ASSERT_OK(optim_create(&o, OPTIM_SGD));
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_SGD, NULL));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p, g, 40, "w", NULL));
+    ASSERT_OPT_OK(o, optim_set_stats(o, 1));
+    ASSERT_OPT_OK(o, optim_set_nonfinite(o, OPTIM_NONFINITE_SKIP));
+    ASSERT_OK(optim_sam_create(&s, o, 0.05, 2.0, 0, 0.0, NULL));
+    ASSERT_OK_MSG(optim_sam_first_step(s), optim_sam_errmsg(s));
+    ASSERT_OK_MSG(optim_sam_second_step(s), optim_sam_errmsg(s));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+    ASSERT_INT(st.step, ==, 1);
+    g[3] = NAN; /* SAM's first step skips, so does the whole SAM step */
+    ASSERT_OK_MSG(optim_sam_first_step(s), optim_sam_errmsg(s));
+    ASSERT_OK_MSG(optim_sam_second_step(s), optim_sam_errmsg(s));
+    ASSERT_INT(optim_last_step_skipped(o), ==, 1);
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+    ASSERT_INT(st.step, ==, 0);
+    g[3] = 1.0f;
+    ASSERT_OK_MSG(optim_sam_first_step(s), optim_sam_errmsg(s));
+    ASSERT_OK_MSG(optim_sam_second_step(s), optim_sam_errmsg(s));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+    ASSERT_INT(st.step, ==, 2);
+    optim_sam_free(s);
+    { /* dynamic loss scaling's overflow */
+        optim_loss_scale ls;
+        optim_loss_scale_defaults(&ls);
+        ls.mode = OPTIM_LOSS_SCALE_DYNAMIC;
+        ASSERT_OPT_OK(o, optim_set_loss_scale(o, &ls));
+        g[5] = INFINITY;
+        ASSERT_OPT_OK(o, optim_step(o));
+        ASSERT_INT(optim_last_step_skipped(o), ==, 1);
+        ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+        ASSERT_INT(st.step, ==, 0);
+    }
+    optim_free(o);
+
+    /* The schedule-free switch: records and counters untouched. */
+    ASSERT_OK(optim_create(&o, OPTIM_ADAMW_SCHEDULE_FREE));
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_ADAMW_SCHEDULE_FREE, NULL));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    for (j = 0; j < 40; j++) g[j] = 0.5f - (float)j * 0.02f;
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p, g, 40, "w", NULL));
+    ASSERT_OPT_OK(o, optim_set_stats(o, 1));
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+    ASSERT_INT(st.step, ==, 2);
+    ASSERT_OPT_OK(o, optim_schedule_free_eval(o));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st2));
+    ASSERT(st2.step == 2 && st2.update_rms == st.update_rms && st2.update_max == st.update_max);
+    ASSERT_OPT_OK(o, optim_schedule_free_train(o));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st2));
+    ASSERT_INT(st2.step, ==, 2);
+    ASSERT(st2.update_rms == st.update_rms && st2.update_max == st.update_max && st2.n == st.n);
+    ASSERT_INT(optim_step_count(o), ==, 2);
     optim_free(o);
     return 0;
 }
