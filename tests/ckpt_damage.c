@@ -401,7 +401,10 @@ static unsigned char *sf_replace(const unsigned char *d, size_t size, unsigned k
 {
     const size_t at = ckpt_section_offset(d, size, k), old = 20 + (size_t)ckpt_get_le(d + at + 8, 8);
     unsigned char *cut = (unsigned char *)malloc(size - old), *o;
-    if (!cut || !at) return NULL;
+    if (!cut || !at) {
+        free(cut);
+        return NULL;
+    }
     memcpy(cut, d, at);
     memcpy(cut + at, d + at + old, size - at - old);
     ckpt_put_le(cut + 16, size - old, 8);
@@ -485,8 +488,10 @@ TEST_IMPL(ckpt_sfre_damage)
         } else if (k == 13) {
             bad = ckpt_insert_section((unsigned char *)good, size, (unsigned)nsec, "SFRE", 0, e, len, &n);
         } else if (k == 14) {
-            bad = ckpt_insert_section((unsigned char *)good, size, (unsigned)(nsec - 1), "SFRE", 1, e, len, &n);
-            bad = bad ? sf_replace(bad, n, (unsigned)nsec, NULL, NULL, 0, &n) : NULL; /* the flagged one alone */
+            unsigned char *two = ckpt_insert_section((unsigned char *)good, size, (unsigned)(nsec - 1), "SFRE", 1, e, len,
+                                                     &n);
+            bad = two ? sf_replace(two, n, (unsigned)nsec, NULL, NULL, 0, &n) : NULL; /* the flagged one alone */
+            free(two);
         } else {
             bad = sf_replace((unsigned char *)good, size, where, tag, e, len, &n);
         }
