@@ -172,6 +172,10 @@ void lab_opt_set_eval(const lab_opt_hooks *hooks, optim *opt, int eval);
 /** RMS(after - before) / RMS(before) over n floats, in double: the size of
  *  one step relative to the weights (NaN when before is all zero). */
 double lab_update_ratio(const float *before, const float *after, size_t n);
+/** The mean of n values, and their sample standard deviation (NaN for n < 2):
+ *  the seeds' summaries of optim lab precision and modern. */
+double lab_mean(const double *v, int n);
+double lab_sd(const double *v, int n);
 
 /* ---- Runs: options, context, experiments (lab_main.c) --------------------- */
 

@@ -143,23 +143,6 @@ static int nlrs(const lab_modern_rule *r)
     return n;
 }
 
-static double mean_of(const double *v, int n)
-{
-    double s = 0;
-    int i;
-    for (i = 0; i < n; i++) s += v[i];
-    return s / n;
-}
-
-static double sd_of(const double *v, int n)
-{
-    double m = mean_of(v, n), s = 0;
-    int i;
-    if (n < 2) return NAN;
-    for (i = 0; i < n; i++) s += (v[i] - m) * (v[i] - m);
-    return sqrt(s / (n - 1));
-}
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -524,8 +507,8 @@ static void mlp_part(lab_ctx *ctx, const lab_modern_rule *const *rules, size_t n
                 res->diverged |= seed_runs[s]->diverged;
                 for (e = 0; e < epochs; e++) res->acc_epoch[e] += seed_runs[s]->test_acc[e] / NSEEDS;
             }
-            res->mean = mean_of(res->acc, NSEEDS);
-            res->sd = sd_of(res->acc, NSEEDS);
+            res->mean = lab_mean(res->acc, NSEEDS);
+            res->sd = lab_sd(res->acc, NSEEDS);
             /* The typical update/weight ratio of each tensor over the first seed's run. */
             for (k = 0; k < NTENSORS; k++) {
                 const mlp_run *r0 = seed_runs[0];
@@ -628,7 +611,7 @@ int lab_exp_modern(lab_ctx *ctx)
         lab_json_set_num(o, "test_accuracy", res->mean);
         lab_json_put(o, "test_accuracy_per_seed", lab_json_numbers(res->acc, NSEEDS));
         lab_json_set_num(o, "test_accuracy_sd", res->sd);
-        lab_json_set_num(o, "test_loss", mean_of(res->loss, NSEEDS));
+        lab_json_set_num(o, "test_loss", lab_mean(res->loss, NSEEDS));
         lab_json_put(o, "test_accuracy_per_epoch", lab_json_numbers(res->acc_epoch, (size_t)epochs));
         lab_json_put(o, "diverged", lab_json_bool(res->diverged));
         sj = lab_json_put(o, "update_weight_ratio_median", lab_json_object());

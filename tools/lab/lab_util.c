@@ -335,3 +335,20 @@ void lab_record_mlp_data(lab_ctx *ctx)
     lab_json_put(ctx->exp, "model", lab_json_strf("%zu-%zu-%zu", dims[0], dims[1], dims[2]));
     lab_json_set_num(ctx->exp, "batch", (double)batch);
 }
+
+double lab_mean(const double *v, int n)
+{
+    double s = 0;
+    int i;
+    for (i = 0; i < n; i++) s += v[i];
+    return s / n;
+}
+
+double lab_sd(const double *v, int n)
+{
+    double m = lab_mean(v, n), s = 0;
+    int i;
+    if (n < 2) return NAN;
+    for (i = 0; i < n; i++) s += (v[i] - m) * (v[i] - m);
+    return sqrt(s / (n - 1));
+}
