@@ -265,3 +265,37 @@ def test_clip_value_threads_and_settings():
         mixed.step()
     mixed.set_nonfinite("propagate")
     mixed.step()  # no whole-step check: each object steps its own dtypes
+
+
+def test_muon_alone_has_the_same_settings():
+    """optim.torch.Muon (one object) has them fused: norm clipping the same bits as
+    optim.torch.clip_grad_norm_ before an unclipped step, value clipping as clamping first, 'skip' leaves
+    every matrix and its step count, set_threads changes no bit, and a checkpoint keeps the settings."""
+    for kw, prepare in ((dict(clip_grad_norm=(1.0, 2.0)), lambda ps: ot.clip_grad_norm_(ps, 1.0)),
+                        (dict(clip_grad_value=0.1), lambda ps: [p.grad.clamp_(-0.1, 0.1) for p in ps])):
+        params = _params()[:2]
+        ref_params = [p.detach().clone().requires_grad_() for p in params]
+        opt = ot.Muon(params, lr=0.02, **kw)
+        ref = ot.Muon(ref_params, lr=0.02)
+        opt.set_threads(2)
+        ref.set_threads(1)
+        gen, gref = torch.Generator().manual_seed(14), torch.Generator().manual_seed(14)
+        for _ in range(20):
+            _grads(params, gen, 3.0)
+            _grads(ref_params, gref, 3.0)
+            prepare(ref_params)
+            opt.step()
+            ref.step()
+        for a, b in zip(params, ref_params):
+            assert torch.equal(a.detach(), b.detach())
+    opt = ot.Muon(params, lr=0.02, nonfinite="skip")
+    _grads(params, gen)
+    opt.step()
+    before = [p.detach().clone() for p in params]
+    _grads(params, gen)
+    params[1].grad[0, 0] = float("nan")
+    opt.step()
+    assert opt.last_step_skipped and opt.skipped_steps == 1
+    for a, b in zip(params, before):
+        assert torch.equal(a.detach(), b)
+    assert int(opt._c.h.get_step(0)) == 1
