@@ -833,7 +833,8 @@ TEST_IMPL(lab_muon_parts)
         for (k = 0; k < 5; k++) s = hp.ns_a * s + hp.ns_b * s * s * s + hp.ns_c * s * s * s * s * s;
         len = hypot((double)pt[0] - 1.0, (double)pt[1] - 2.0);
         /* float32: 2e-4 of the update (docs/rules/muon.md's tolerance) and the roundings of the point (~2) */
-        if (fabs(len - 0.02 * s) > 2e-4 * 0.02 * s + 5e-7) FAIL("the point moved %.9g, expected lr * s = %.9g", len, 0.02 * s);
+        if (fabs(len - 0.02 * s) > 2e-4 * 0.02 * s + 5e-7)
+            FAIL("the point moved %.9g, expected lr * s = %.9g", len, 0.02 * s);
         /* along -g: (3, -4) / 5 */
         if (fabs(((double)pt[0] - 1.0) / len + 0.6) > 1e-4 || fabs(((double)pt[1] - 2.0) / len - 0.8) > 1e-4)
             FAIL("the point moved along (%.9g, %.9g), not -g / |g|", (pt[0] - 1.0) / len, (pt[1] - 2.0) / len);

@@ -132,7 +132,10 @@ def load(owner, path, match):
         if (opt is None) != (not data):
             raise _error("OPTIM_EMISMATCH", "%s: %r %s a %s object; this optimizer %s"
                          % (where, path, "has" if data else "has no", name, "has none" if opt is None else "has one"))
-    owner._check_settings(settings, where)
+    try:
+        owner._check_settings(settings, where)
+    except ValueError as e:
+        raise _error("OPTIM_EFORMAT", "%s (in %r)" % (e, path)) from None
     backups = [_object_bytes(opt, where) for opt in inner]
     done = []
     try:
