@@ -760,8 +760,6 @@ TEST_IMPL(lab_surface_hooks)
 TEST_IMPL(lab_muon_parts)
 {
     const lab_modern_rule *mu = lab_modern_find("muon");
-    optim_hparams hp, aux;
-    char msg[256];
     ASSERT(mu != NULL);
     ASSERT(mu->hooks.create == lab_muon_create);
     ASSERT_INT(lab_modern_runnable(mu), ==, lab_muon_available());
@@ -774,6 +772,8 @@ TEST_IMPL(lab_muon_parts)
         const lab_tensor t[3] = {{"w", w, gw, 2, 3}, {"b", b, gb, 1, 3}, {"v", v, gv, 3, 2}};
         const lab_tensor point = {"w", pt, gpt, 1, 2};
         const int64_t wd[2] = {2, 3}, vd[2] = {3, 2};
+        optim_hparams hp, aux;
+        char msg[256];
         optim *rm, *ra;
         optim_hparams g;
         optim_error err;
