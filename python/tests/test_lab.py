@@ -490,7 +490,7 @@ def test_precision_same_seed_same_numbers(exe, tmp_path, synthetic):
 
 # The issue's rules present on this branch (the table grows to lion, lamb, lars, adafactor, sf_adamw, sf_sgd, muon,
 # adamw as the rules land) and the baselines.
-MODERN_RULES = ["lion", "lamb", "lars", "sf_adamw", "sf_sgd", "adamw", "adam", "momentum"]
+MODERN_RULES = ["lion", "lamb", "lars", "sf_adamw", "sf_sgd", "muon", "adamw", "adam", "momentum"]
 
 
 def _modern_run(exe, out, synthetic, seed=1):
@@ -544,8 +544,21 @@ def test_modern_quick(modern_run):
         want = "ahead" if d > noise else "behind" if d < -noise else "level"
         assert o["verdict"] == want, (r, d, noise)
         assert o["label"] in o["verdict_text"]
+    # Muon is two objects (MuonWithAuxAdam's recipe): Muon at the chosen lr on the weights, the reference's
+    # auxiliary AdamW on the biases; every other rule one object over all four tensors.
+    tensors = ["layer0.weight", "layer0.bias", "layer1.weight", "layer1.bias"]
+    assert m["muon"]["optimizers"] == [
+        {"rule": "muon", "lr": m["muon"]["lr"], "tensors": ["layer0.weight", "layer1.weight"]},
+        {"rule": "adamw", "lr": 3e-4, "tensors": ["layer0.bias", "layer1.bias"]}]
+    assert "muon at lr %g on layer0.weight, layer1.weight; adamw" % m["muon"]["lr"] in m["muon"]["verdict_text"]
+    for r in MODERN_RULES:
+        if r != "muon":
+            assert [(o["rule"], o["tensors"]) for o in m[r]["optimizers"]] == [(m[r]["rule"], tensors)], r
+    assert any(line.startswith("muon,%g,1," % m["muon"]["lr"]) for line in
+               (out / "modern_ratio.csv").read_text().splitlines())
     newer = [r for r in MODERN_RULES if not m[r]["baseline"]]
-    assert newer == ["lion", "lamb", "lars", "sf_adamw", "sf_sgd"]
+    assert newer == ["lion", "lamb", "lars", "sf_adamw", "sf_sgd", "muon"]
+    assert m["rules_absent"] == []  # CI builds liboptim_muon: Muon is run, never left out
     assert m["finding"]["held"] is all(m[r]["verdict"] != "behind" for r in newer)
     # The surfaces: every rule on each of trajectories' six, at an lr of the grid.
     assert list(m["surfaces"]) == ["bowl", "rosenbrock", "beale", "himmelblau", "saddle", "ill-conditioned"]
