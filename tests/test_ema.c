@@ -1,8 +1,10 @@
 /* test_ema.c: the EMA of the weights (include/optim_ema.h). Every step's
  * averages bit for bit against a reference that keeps its own average in
  * the compute type from the parameters the step left (every dense rule,
- * float32/float64/bfloat16/bfloat16 with master, warm-up on and off, a
- * parameter without a gradient, every CPU path, 1 and 2 threads); the EMA
+ * float32/float64/bfloat16/float16/bfloat16 with master or stochastic
+ * rounding, warm-up on and off, a
+ * parameter without a gradient, every CPU path, 1 and 2 threads, step
+ * statistics on with 2); the EMA
  * changes no parameter or state bit; the swap and its round trip; skipped
  * steps, SAM and sparse steps; refusals; checkpoints (resume bit for bit,
  * swapped files, files without an EMA, damaged and malformed sections). */
@@ -13,6 +15,7 @@
 #include "optim_precision.h"
 #include "optim_sam.h"
 #include "optim_schedule_free.h"
+#include "optim_stats.h"
 #include "typed.h"
 
 #define NT 3
@@ -108,6 +111,8 @@ static int run(int r, const kind *kd, optim_isa isa, int threads, int ema, int w
     ASSERT_OPT_OK(o, optim_set_isa(o, isa));
     ASSERT_OPT_OK(o, optim_set_threads(o, threads));
     if (ema) ASSERT_OPT_OK(o, optim_set_ema(o, DECAY, warmup));
+    /* With step statistics too on two threads: their blocks and the EMA's spans share the update pass. */
+    if (threads == 2) ASSERT_OPT_OK(o, optim_set_stats(o, 1));
     for (step = 1; step <= STEPS; step++) {
         for (i = 0; i + 1 < NT; i++)
             for (j = 0; j < sizes[i]; j++) t_set(gdt, gr[i], j, 0.5 * test_rng_normal(&rng) + (j % 3 == 0 ? 0.3 : 0.0));
