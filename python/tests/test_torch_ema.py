@@ -190,3 +190,29 @@ def test_refusals():
     assert opt.ema_state()["decay"] == 0.5
     opt.set_ema(None)
     assert opt.ema_state() is None and "optim_ema" not in opt.state_dict()
+
+
+def test_layouts_and_bfloat16(seed):
+    """Transposed and channels_last parameters (C steps them in their memory order): the averages by logical
+    index; a bfloat16 parameter without a master: averaged in float32 from its stored value."""
+    torch.manual_seed(seed)
+    a = torch.nn.Parameter(torch.randn(6, 4).t())
+    b = torch.nn.Parameter(torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last))
+    c = torch.nn.Parameter(torch.randn(30).to(torch.bfloat16))
+    opt = ot.SGD([a, b, c], lr=0.1, momentum=0.9, ema_decay=0.9, ema_warmup=True)
+    d = _warm(0.9)
+    refs = None
+    for s in range(30):
+        for p in (a, b, c):
+            p.grad = torch.randn_like(p)
+        opt.step()
+        now = [p.detach().float().clone() for p in (a, b, c)]
+        refs = now if s == 0 else [d(s) * r + (1 - d(s)) * x for r, x in zip(refs, now)]
+    got = opt.ema_state()["averages"]
+    assert got[2].dtype == torch.float32
+    assert all(torch.equal(g, r) for g, r in zip(got, refs))
+    before = [p.detach().clone() for p in (a, b, c)]
+    opt.swap_ema()
+    assert torch.equal(a, refs[0]) and torch.equal(b, refs[1]) and torch.equal(c, refs[2].to(torch.bfloat16))
+    opt.swap_ema()
+    assert all(torch.equal(p, q) for p, q in zip((a, b, c), before))
