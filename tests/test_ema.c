@@ -19,7 +19,7 @@
 #include "typed.h"
 
 #define NT 3
-#define STEPS 8
+#define STEPS 5
 #define DECAY 0.9
 /* Four blocks and a tail (two threads split it), a small tensor, and one without a gradient (the second pass). */
 static const size_t sizes[NT] = {4 * 8192 + 1234, 37, 100};
