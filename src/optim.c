@@ -56,6 +56,7 @@ void optim_free(optim *o)
     optim__sam_detach_all(o); /* SAM objects over o outlive it safely */
     for (i = 0; i < o->nparams; i++) {
         optim__param_free_state(&o->params[i]);
+        optim__ema_free(&o->params[i]);
         free(o->params[i].name);
         free(o->params[i].dims);
     }
@@ -369,6 +370,8 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     unsigned need;
     int s;
     OPTIM__FORWARD(optim__sam_guard(o, fn));
+    OPTIM__FAIL_IF(o->ema_swapped, OPTIM__E(o), OPTIM_ESTATE,
+                   "%s: the parameters hold the EMA (optim_ema_swap); swap back first", fn);
     OPTIM__FORWARD(optim__check_group(o, fn, g));
     OPTIM__FORWARD(optim__ck_fits_param(o, fn, name, n));
     memset(&pa, 0, sizeof pa);
@@ -480,6 +483,12 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
                                n, name ? name : "param");
         }
         optim__master_sync(o, &pa);
+    }
+    /* include/optim_ema.h: its average starts from its value now. */
+    if (o->ema_on && optim__ema_alloc(o, fn, &pa) != OPTIM_OK) {
+        optim__param_free_state(&pa);
+        free(pa.name);
+        return o->err.code;
     }
 
     o->params[o->nparams] = pa;

@@ -120,6 +120,8 @@ size_t optim__build_tasks(optim *o, size_t *nblocks)
         t->red = NULL;
         t->pre_reads = t->pre_writes = t->red_reads = 0;
         t->spart = NULL; /* optim__stats_begin sets it in a step with statistics */
+        t->ema = NULL;   /* optim__ema_begin sets it in a step with an EMA */
+        t->ek = NULL;
         t->k = &o->ks[i];
         t->w = NULL;
         t->eta = 0.0f;
@@ -274,6 +276,9 @@ int optim__step(optim *o)
                    "optim_step: the %s optimizer is in eval mode (the parameters hold x); call "
                    "optim_schedule_free_train first (the reference refuses a step in eval mode too); nothing changed",
                    optim_rule_name(o->rule));
+    OPTIM__FAIL_IF(o->ema_swapped, OPTIM__E(o), OPTIM_ESTATE,
+                   "optim_step: the parameters hold the EMA (optim_ema_swap); swap back before stepping; nothing "
+                   "changed");
     OPTIM__FORWARD(optim__state_ensure(o, "optim_step", 0, o->nparams)); /* optim_set_defer_state */
     for (i = 0; i < o->nparams; i++) {
         OPTIM__FAIL_IF(optim__has_grad(o, i) && o->params[i].st.step == INT64_MAX, OPTIM__E(o), OPTIM_ESTATE,
@@ -341,6 +346,7 @@ int optim__step(optim *o)
             optim__task_sr_keys(&o->tasks[i], o->seed, (uint64_t)i, pa->st.step);
     }
     if (reduce) optim__reduce_pass(o, nblocks, &in);
+    optim__ema_begin(o); /* include/optim_ema.h: each dense task's EMA stream */
     if (o->rule == OPTIM_MUON)
         optim__muon_run(o); /* two passes around the matrix products, parameter by parameter */
     else
@@ -351,6 +357,7 @@ int optim__step(optim *o)
     }
     if (o->steps < INT64_MAX) o->steps++; /* saturates: a loaded counter may be at the top */
     optim__stats_end(o);
+    optim__ema_end(o); /* the parameters the update pass did not average; the count */
     optim__ls_update(o, 0);
     optim__schedules_advance(o);
     return optim__ok(OPTIM__E(o));

@@ -134,6 +134,7 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
         task.bstart = 0;
         task.k = &k;
         task.spart = NULL; /* no step statistics here (include/optim_stats.h: optimizer objects) */
+        task.ema = NULL;   /* nor an EMA (include/optim_ema.h) */
         if (task.pre || task.red) {
             /* Pass 1 of a rule with a per-tensor reduction (LAMB, LARS), block by block in order. */
             double sq[2] = {0.0, 0.0}, part[2];

@@ -29,8 +29,9 @@ typedef enum optim__ctype {
 /* The streams of an update: parameter, gradient, state slots, and the
  * user's low-precision copy of a parameter with an fp32 master (the
  * parameter stream then is the master, owned by the optimizer; the copy is
- * only stored, rounded to nearest even, in the same pass). Later: an EMA of
- * the parameters. */
+ * only stored, rounded to nearest even, in the same pass). The EMA of the
+ * weights (include/optim_ema.h) is one more stream outside this numbering:
+ * the task's `ema` (kernels_ema.h, ema_run.c). */
 #define OPTIM__SP 0                        /* parameter (read and written) */
 #define OPTIM__SG 1                        /* gradient (read) */
 #define OPTIM__SS(j) (2 + (j))             /* state slot j */
@@ -169,6 +170,20 @@ typedef struct optim__vec_k {
     optim__ctype ct;
 } optim__vec_k;
 
+/* ---- The EMA of the weights (include/optim_ema.h, kernels_ema.h) ---------------- */
+
+/* The constants of an EMA pass: ema = d * ema + omd * p (d and omd rounded
+ * to the compute type), or ema = p when copy is set (the first average). */
+typedef struct optim__ema_k {
+    double d, omd;
+    int copy;
+} optim__ema_k;
+
+/* The average of n elements of the compute type (ema and p in it). */
+typedef void (*optim__ema_fn)(size_t n, void *ema, const void *p, const optim__ema_k *k);
+/* Exchange n elements of the compute type. */
+typedef void (*optim__ema_swap_fn)(size_t n, void *a, void *b);
+
 /* ---- A CPU path's table -------------------------------------------------------- */
 
 typedef struct optim__kernels {
@@ -199,6 +214,8 @@ typedef struct optim__kernels {
     optim__stats_fn stats[OPTIM__NCTYPES];                /* step statistics, by compute type */
     /* By rule and compute type: the rules of OPTIM__CLAMP_LIST; NULL for the others. */
     optim__clampflag_fn clampflag[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
+    optim__ema_fn ema[OPTIM__NCTYPES];           /* the EMA of the weights, by compute type */
+    optim__ema_swap_fn ema_swap[OPTIM__NCTYPES]; /* optim_ema_swap's exchange, by compute type */
 } optim__kernels;
 
 /* The table of a path, or NULL if this build or CPU cannot run it.
@@ -240,6 +257,12 @@ typedef struct optim__task {
      * rows[e / row_len] of p and of the state. NULL: dense. Direct tasks only. */
     const int64_t *rows;
     size_t row_len;
+    /* The EMA of the weights (include/optim_ema.h; NULL: not this step): n
+     * elements of the compute type, averaged after the rule's loop from the
+     * parameter as stored (the master of a parameter with one), with the
+     * constants ek, in spans of OPTIM__RBLOCK (ema_run.c). Dense tasks only. */
+    void *ema;
+    const optim__ema_k *ek;
     /* Reductions: */
     optim_dtype gtype; /* the gradient's element type */
     const float *w;    /* x = (|w| + eta) g when not NULL (ASAM), else x = g */
@@ -267,6 +290,14 @@ int optim__threads_for(size_t work, int threads);
 
 /* The passes (range functions). */
 void optim__range_update(const optim__kernels *kt, const optim__task *t, size_t from, size_t to); /* streams.c */
+/* The EMA passes (ema_run.c): a task with `ema` set through optim__range_update
+ * (the update of each span of OPTIM__RBLOCK elements, then its average);
+ * the average alone (a parameter the step's update pass did not cover);
+ * optim_ema_swap's exchange (t->k: an int, 1 into the EMA, 0 back; t->s[0]:
+ * the stash of a 16-bit parameter, t->copy the 16-bit copy of a master). */
+void optim__range_update_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
+void optim__range_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
+void optim__range_ema_swap(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
 void optim__range_sam_perturb(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
 void optim__range_copy_back(const optim__kernels *kt, const optim__task *t, size_t from, size_t to); /* p = s[0] */
 void optim__range_scale(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);     /* p *= a */

@@ -76,6 +76,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__R_F64 0
 #include "kernels_math.h"
 #include "kernels_vec.h"
+#include "kernels_ema.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -85,6 +86,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__R_F64 1
 #include "kernels_math.h"
 #include "kernels_vec.h"
+#include "kernels_ema.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -155,6 +157,8 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
                 [OPTIM__CT_F64] = {optim__vdot_f64, optim__vaxpy_f64, optim__vscale_f64}},                  \
         .stats = {[OPTIM__CT_F32] = optim__stats_f32, [OPTIM__CT_F64] = optim__stats_f64},                  \
         .clampflag = {OPTIM__CLAMP_LIST(OPTIM__CLAMPFLAGS)},                                                \
+        .ema = {[OPTIM__CT_F32] = optim__ema_f32, [OPTIM__CT_F64] = optim__ema_f64},                        \
+        .ema_swap = {[OPTIM__CT_F32] = optim__ema_swap_f32, [OPTIM__CT_F64] = optim__ema_swap_f64},         \
     }
 
 const optim__kernels OPTIM__KERNELS_NAME = OPTIM__TABLE(OPTIM__KERNELS_ISA, optim__storage_bf16);

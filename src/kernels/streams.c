@@ -378,6 +378,10 @@ void optim__range_update(const optim__kernels *kt, const optim__task *t, size_t 
     void *s[OPTIM_MAX_SLOTS];
     int j;
     (void)kt;
+    if (t->ema) {
+        optim__range_update_ema(kt, t, from, to); /* include/optim_ema.h: ema_run.c */
+        return;
+    }
     if (t->rows) {
         optim__update_rows(t, from, to);
         return;
