@@ -514,10 +514,33 @@ static void run_ckpt(const char *dir)
     mem_free(&at);
 }
 
+/* What stays unsupported is refused by name on every rank, never dropped: complex parameters. */
+static void complex_refused(void)
+{
+    float w[64] = {0}, g[64] = {0};
+    optim *o = NULL;
+    optim_mpi *d = NULL;
+    optim_hparams hp;
+    optim_error err;
+    int rc;
+    must(optim_create(&o, OPTIM_NADAM), "optim_create", ""); /* a rule with complex arithmetic */
+    optim_hparams_init(&hp, OPTIM_NADAM, NULL);
+    must(optim_add_group(o, &hp, NULL), "add_group", optim_errmsg(o));
+    must(optim_add_param_ex(o, 0, w, F32, g, F32, 64, F32, OPTIM_PARAM_COMPLEX, "z", NULL), "add_param_ex",
+         optim_errmsg(o));
+    rc = optim_mpi_create(&d, o, MPI_COMM_WORLD, 1, &err);
+    CHECK(rc == OPTIM_EUNSUPPORTED && strstr(err.message, "OPTIM_PARAM_COMPLEX") != NULL && strstr(err.message, "'z'"),
+          "a complex parameter: %s (%s), not refused by name", optim_err_name(rc), rc ? err.message : "accepted");
+    if (g_rank == 0) printf("prec: a complex parameter is refused: %s\n", err.message);
+    optim_mpi_free(d);
+    optim_free(o);
+}
+
 int cmd_prec(const char *dir)
 {
     size_t c;
     int stage;
+    complex_refused();
     for (c = 0; c < NCASES; c++)
         for (stage = 0; stage <= 2; stage++) run_case(&cases[c], stage);
     if (g_rank == 0) mkdir(dir, 0777);
