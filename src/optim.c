@@ -438,6 +438,8 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     pa.n = n;
     pa.group = g;
     pa.flags = flags;
+    pa.sr_param = (uint64_t)o->nparams;
+    pa.sr_first = 0;
     if (name) {
         size_t len = strlen(name);
         pa.name = (char *)malloc(len + 1);

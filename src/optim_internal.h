@@ -26,6 +26,8 @@ typedef struct optim__param {
     size_t ndim;
     unsigned flags;  /* OPTIM_PARAM_* storage options (fixed when added) */
     float *master;   /* owned: the fp32 master of OPTIM_PARAM_MASTER (n floats), else NULL */
+    uint64_t sr_param, sr_first; /* stochastic rounding keys this as element sr_first.. of parameter sr_param
+                                    (its own index and 0, or a sharded slice's origin: optim__ext_set_sr_origin) */
     optim_step_stats stats; /* its statistics of the last step with statistics on (src/stats.c) */
     /* The EMA of the weights (src/ema.c), owned, NULL while off: n elements of ct (float32, or float64 for
      * float64 parameters); for a 16-bit parameter (with or without a master) n 16-bit elements set aside by

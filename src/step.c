@@ -181,6 +181,19 @@ int optim__ext_set_hooks(optim *o, const optim_ext_hooks *hooks)
     return optim__ok(OPTIM__E(o));
 }
 
+int optim__ext_set_sr_origin(optim *o, size_t i, uint64_t param, uint64_t first)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(i >= o->nparams, OPTIM__E(o), OPTIM_ERANGE,
+                   "optim__ext_set_sr_origin: param %zu does not exist (%zu params)", i, o->nparams);
+    /* The kernels draw a chunk's 512 random numbers under one key (src/kernels/convert.h). */
+    OPTIM__FAIL_IF(first % 512 != 0, OPTIM__E(o), OPTIM_EINVAL,
+                   "optim__ext_set_sr_origin: first = %llu is not a multiple of 512", (unsigned long long)first);
+    o->params[i].sr_param = param;
+    o->params[i].sr_first = first;
+    return optim__ok(OPTIM__E(o));
+}
+
 int optim__ext_set_counters(optim *o, int64_t steps, int64_t skipped)
 {
     if (!o) return OPTIM_ENULL;
@@ -343,7 +356,7 @@ int optim__step(optim *o)
         pa->st.weight_sum = o->next[i].weight_sum;
         /* Stochastic rounding's keys: (seed, parameter, the step it now takes, stream). */
         if (pa->flags & OPTIM_PARAM_STOCHASTIC_ROUNDING)
-            optim__task_sr_keys(&o->tasks[i], o->seed, (uint64_t)i, pa->st.step);
+            optim__task_sr_keys(&o->tasks[i], o->seed, pa->sr_param, pa->st.step, pa->sr_first);
     }
     if (reduce) optim__reduce_pass(o, nblocks, &in);
     optim__ema_begin(o); /* include/optim_ema.h: each dense task's EMA stream */

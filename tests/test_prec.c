@@ -520,23 +520,29 @@ TEST_IMPL(prec_conversions_every_path)
             }
         }
         /* Stochastic rounding: the same bits as the reference stream, at element
-         * indices past 2^32 too (the key's upper half). */
+         * indices past 2^32 too (the key's upper half); the element index is the
+         * store's offset plus the context's first element (a sharded slice's
+         * origin, liboptim_mpi): both forms draw the same bits. */
         {
             static const uint64_t bases[] = {0, 512, (1ull << 32) - 512, (1ull << 32) + 1024};
-            uint64_t key = optim__sr_key(77, 3, 11, 2);
+            optim__sr_ctx sc;
             size_t b;
-            for (b = 0; b < sizeof bases / sizeof bases[0]; b++) {
-                const size_t len = 512;
+            sc.key = optim__sr_key(77, 3, 11, 2);
+            for (b = 0; b < 2 * sizeof bases / sizeof bases[0]; b++) {
+                const size_t len = 512, bb = b % (sizeof bases / sizeof bases[0]);
+                const int sliced = b >= sizeof bases / sizeof bases[0];
+                const uint64_t off = sliced ? 0 : bases[bb];
+                sc.first = sliced ? bases[bb] : 0;
                 for (e = 0; e < len; e++) h[e] = 0;
                 /* The store addresses element `off` of base: point base back (in integers, no pointer
-                 * arithmetic out of the array here) so that h[0] is element bases[b]. */
-                kt->bf16_sr->store((void *)((uintptr_t)h - (uintptr_t)bases[b] * 2u), (size_t)bases[b], len, x + 4096,
-                                   &key);
+                 * arithmetic out of the array here) so that h[0] is element off. */
+                kt->bf16_sr->store((void *)((uintptr_t)h - (uintptr_t)off * 2u), (size_t)off, len, x + 4096, &sc);
                 for (e = 0; e < len; e++) {
-                    uint16_t want = p_bf16_sr(x[4096 + e], p_sr_bits(77, 3, 11, 2, bases[b] + e));
+                    uint16_t want = p_bf16_sr(x[4096 + e], p_sr_bits(77, 3, 11, 2, bases[bb] + e));
                     if (h[e] != want)
-                        FAIL("%s: stochastic rounding of 0x%08x at element %llu: 0x%04x, reference 0x%04x", name,
-                             tbits(x[4096 + e]), (unsigned long long)(bases[b] + e), h[e], want);
+                        FAIL("%s: stochastic rounding of 0x%08x at element %llu%s: 0x%04x, reference 0x%04x", name,
+                             tbits(x[4096 + e]), (unsigned long long)(bases[bb] + e),
+                             sliced ? " (a slice's origin)" : "", h[e], want);
                 }
             }
         }
@@ -580,7 +586,7 @@ TEST_IMPL(prec_sr_unbiased)
                 sum = 0;
                 if (axis == 0) {
                     /* Over element indices: one store of N copies. */
-                    uint64_t key = optim__sr_key(1, 0, 1, 0);
+                    optim__sr_ctx key = {optim__sr_key(1, 0, 1, 0), 0};
                     for (e = 0; e < N; e++) x[e] = v;
                     for (e = 0; e < N; e += OPTIM__CHUNK) {
                         size_t len = N - e < OPTIM__CHUNK ? N - e : OPTIM__CHUNK;
@@ -590,7 +596,7 @@ TEST_IMPL(prec_sr_unbiased)
                 } else {
                     /* Over steps: element 0 of parameter 2, N / 10 steps. */
                     for (e = 0; e < N / 10; e++) {
-                        uint64_t key = optim__sr_key(1, 2, (uint64_t)e + 1, 0);
+                        optim__sr_ctx key = {optim__sr_key(1, 2, (uint64_t)e + 1, 0), 0};
                         uint16_t one;
                         kt->bf16_sr->store(&one - 0, 0, 1, &v, &key);
                         sum += t_bf16_to_float(one);

@@ -200,7 +200,8 @@ typedef struct optim__kernels {
     /* Indexed by element type and compute type; NULL: no such storage. */
     const optim__storage *storage[OPTIM_DTYPE_COUNT][OPTIM__NCTYPES];
     /* bfloat16 stored with stochastic rounding (float compute; its ctx
-     * points at the stream's uint64_t key, optim__sr_key). */
+     * points at the stream's optim__sr_ctx: its key, optim__sr_key, and the
+     * element index of the task's element 0). */
     const optim__storage *bf16_sr;
     /* OPTIM_INT8_BLOCK state in float, by slot kind (rule.h's OPTIM__SLOT_*). */
     const optim__storage *q8[3];
@@ -225,6 +226,13 @@ const optim__kernels *optim__kernels_get(optim_isa isa);
 /* ---- Tasks and passes -------------------------------------------------------------- */
 
 /* One tensor's share of a pass. */
+/* The context of a stream stored with stochastic rounding: its key this step
+ * (optim__sr_key) and the element index of the task's element 0. */
+typedef struct optim__sr_ctx {
+    uint64_t key;
+    uint64_t first;
+} optim__sr_ctx;
+
 typedef struct optim__task {
     void *p;          /* element 0 of each stream, in its storage type */
     const void *g;
@@ -251,7 +259,7 @@ typedef struct optim__task {
     const optim__storage *sto[OPTIM__NSTREAMS]; /* storage of p, g, s0..s3, copy (NULL: unused) */
     const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (or NULL) */
     void *copy;                                 /* the user's low-precision parameter of a master, or NULL */
-    uint64_t sr_key[OPTIM__NSTREAMS];           /* stochastic rounding: each stream's key this step (ctx) */
+    optim__sr_ctx sr[OPTIM__NSTREAMS];          /* stochastic rounding: each stream's key this step (ctx) */
     /* A sparse gradient (optim_sparse.h): n = nrows * row_len elements of g
      * (the values, row after row); element e is column e % row_len of row
      * rows[e / row_len] of p and of the state. NULL: dense. Direct tasks only. */
@@ -377,8 +385,12 @@ size_t optim__slot_bytes(size_t n, optim_dtype dtype);
 int optim__task_prec(const optim__kernels *kt, optim__task *t, optim_dtype param, optim_dtype state, unsigned flags,
                      void *copy);
 /* The stochastic rounding keys of task t for the step `step` of parameter
- * `index` under `seed` (one per stream, the stream's number mixed in). */
-void optim__task_sr_keys(optim__task *t, uint64_t seed, uint64_t index, int64_t step);
+ * `index` under `seed` (one per stream, the stream's number mixed in); the
+ * task's element e draws the random bits of element index first + e (0 for
+ * a whole tensor; a sharded optimizer's slice gives the model's parameter as
+ * `index` and its first element as `first`, a multiple of 512, so that every
+ * element rounds as in the unsharded run: optim_ext.h). */
+void optim__task_sr_keys(optim__task *t, uint64_t seed, uint64_t index, int64_t step, uint64_t first);
 
 /* The pass-1 instances of (rule, compute type, variant) in kt for the
  * OPTIM__RED_* bits `reduce` into t (pre, red and their slots; NULL where

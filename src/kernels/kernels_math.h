@@ -596,16 +596,19 @@ static const optim__storage optim__storage_bf16_hw = {OPTIM_BFLOAT16, OPTIM__CT_
 
 /* ---- bfloat16 with stochastic rounding ------------------------------------------------------------
  * Loaded exactly; stored by optim__f32_to_bf16_sr with the random bits of
- * each element's index under the stream's key for this step (ctx: the
- * uint64_t key, optim__sr_key). Plain integer arithmetic, the same bits on
+ * each element's index under the stream's key for this step (ctx: its
+ * optim__sr_ctx, the key of optim__sr_key and the index of the task's
+ * element 0 in its tensor). Plain integer arithmetic, the same bits on
  * every path: intrinsics on avx2 and avx512 (convert_simd.h), vectorised by
  * the compiler elsewhere. */
 static void optim__store_bf16_sr(void *restrict base, size_t off, size_t n, const void *restrict src, const void *ctx)
 {
     uint16_t *restrict d = (uint16_t *)base + off;
     const float *restrict s = (const float *)src;
-    const uint32_t ck = optim__sr_chunk_key(*(const uint64_t *)ctx, (uint64_t)off >> 32);
-    const uint32_t lo = (uint32_t)off;
+    const optim__sr_ctx *k = (const optim__sr_ctx *)ctx;
+    const uint64_t e = (uint64_t)off + k->first; /* the element's index in the whole tensor */
+    const uint32_t ck = optim__sr_chunk_key(k->key, e >> 32);
+    const uint32_t lo = (uint32_t)e;
     size_t i = optim__bf16_sr_store_vec(d, s, n, lo, ck);
     OPTIM__VECTORIZE
     for (; i < n; i++) d[i] = optim__f32_to_bf16_sr(s[i], optim__sr_bits(lo + (uint32_t)i, ck));

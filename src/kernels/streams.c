@@ -189,15 +189,18 @@ int optim__task_prec(const optim__kernels *kt, optim__task *t, optim_dtype param
         if (state == OPTIM_BFLOAT16)
             for (j = 0; j < OPTIM_MAX_SLOTS; j++) t->sto[OPTIM__SS(j)] = kt->bf16_sr;
         for (j = 0; j < OPTIM__NSTREAMS; j++)
-            if (t->sto[j] == kt->bf16_sr) t->ctx[j] = &t->sr_key[j];
+            if (t->sto[j] == kt->bf16_sr) t->ctx[j] = &t->sr[j];
     }
     return 0;
 }
 
-void optim__task_sr_keys(optim__task *t, uint64_t seed, uint64_t index, int64_t step)
+void optim__task_sr_keys(optim__task *t, uint64_t seed, uint64_t index, int64_t step, uint64_t first)
 {
     int j;
-    for (j = 0; j < OPTIM__NSTREAMS; j++) t->sr_key[j] = optim__sr_key(seed, index, (uint64_t)step, (uint64_t)j);
+    for (j = 0; j < OPTIM__NSTREAMS; j++) {
+        t->sr[j].key = optim__sr_key(seed, index, (uint64_t)step, (uint64_t)j);
+        t->sr[j].first = first;
+    }
 }
 
 optim__loop_fn optim__loop_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant,
