@@ -594,6 +594,13 @@ OPTIM_API int optim_add_param_typed(optim *opt, size_t g, void *param, optim_dty
  *    unbiased, the same bits on every path and thread count, and after a
  *    checkpoint's resume. Refused (OPTIM_EINVAL) when nothing of the
  *    parameter is bfloat16 to round.
+ *  - OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING: OPTIM_INT8_BLOCK state whose
+ *    codes round stochastically (unbiased between the two neighbouring codes,
+ *    in the dequantized domain), keyed as OPTIM_PARAM_STOCHASTIC_ROUNDING's
+ *    bits with the state slot's number: the cure for 8-bit state that stalls
+ *    when a block's gradients fall (docs/PRECISION.md). Independent of
+ *    OPTIM_PARAM_STOCHASTIC_ROUNDING (which rounds bfloat16 values only) and
+ *    allowed with a master. Refused (OPTIM_EINVAL) with any other state type.
  *  - OPTIM_PARAM_COMPLEX: param and grad hold n / 2 complex numbers as
  *    (re, im) pairs of float32 or float64 (n even), and the rule computes in
  *    complex arithmetic where torch.optim 1.13 does: RAdam and NAdam (the
@@ -608,6 +615,8 @@ OPTIM_API int optim_add_param_typed(optim *opt, size_t g, void *param, optim_dty
 #define OPTIM_PARAM_MASTER (1u << 0)
 #define OPTIM_PARAM_STOCHASTIC_ROUNDING (1u << 1)
 #define OPTIM_PARAM_COMPLEX (1u << 2)
+/* Stochastic rounding of int8_block state's codes (issue 12, branch q8sr). */
+#define OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING (1u << 3)
 OPTIM_API int optim_add_param_ex(optim *opt, size_t g, void *param, optim_dtype param_dtype, const void *grad,
                                  optim_dtype grad_dtype, size_t n, optim_dtype state_dtype, unsigned flags,
                                  const char *name, size_t *index);
