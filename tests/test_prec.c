@@ -47,11 +47,15 @@ static uint32_t p_hash32(uint32_t x)
 /* The 32-bit hash of element e of stream `stream` (0 the parameter, 2 + j
  * state slot j) of parameter `param` at its step `step`: bfloat16 rounding
  * uses its upper 16 bits, int8_block codes its upper 20. */
-static uint32_t p_sr_hash(uint64_t seed, uint64_t param, uint64_t step, uint64_t stream, uint64_t e)
+static uint32_t p_sr_hash_key(uint64_t key, uint64_t e)
 {
-    const uint64_t key = p_mix64(p_mix64(p_mix64(p_mix64(seed) ^ param) ^ step) ^ stream);
     const uint32_t ck = (uint32_t)(p_mix64(key ^ (e >> 32)) >> 32);
     return p_hash32((uint32_t)e ^ ck);
+}
+
+static uint32_t p_sr_hash(uint64_t seed, uint64_t param, uint64_t step, uint64_t stream, uint64_t e)
+{
+    return p_sr_hash_key(p_mix64(p_mix64(p_mix64(p_mix64(seed) ^ param) ^ step) ^ stream), e);
 }
 
 static uint32_t p_sr_bits(uint64_t seed, uint64_t param, uint64_t step, uint64_t stream, uint64_t e)
@@ -1259,5 +1263,95 @@ TEST_IMPL(prec_int8_sr_long_run)
     ASSERT(err[2][4] < 1.3 * err[2][2]);
     ASSERT(err[1][3] > 0.3 && err[1][4] > 0.3);
     ASSERT(err[1][4] > 2.0 * err[2][4]);
+    return 0;
+}
+
+/* Every path's stochastic-code descriptors against the tests' own stochastic quantizer (typed.c's
+ * t_q8_quantize_sr, with the tests' statement of the hash): per kind, blocks of every code's value, the
+ * midpoints and neighbours (one float ulp) of every code, random fractions, zeros of both signs, negative
+ * values, float32 subnormals, NaN and infinities, at scales from 2^-120 to 2^100 and others; chunks at
+ * element indices from 0 to past 2^32 (the key's upper half), with short last blocks and vector tails. */
+TEST_IMPL(prec_int8_sr_descriptors_every_path)
+{
+    enum { N = OPTIM_INT8_BLOCK_SIZE * 32 };
+    static const float scales[] = {1.0f, 3.7f, 0x1p-120f, 0x1p100f, 1e-30f, 0.7f, 12345.678f};
+    static const uint64_t bases[] = {0, 512, (1ull << 32) - 512, (1ull << 32) + 1024};
+    static const size_t lens[] = {300, 17}; /* a short last chunk: short blocks, vector tails */
+    const uint64_t seed = test_seed() ^ 0xde5cull;
+    test_rng rng = {seed};
+    float *x = (float *)malloc(N * sizeof(float));
+    void *got = t_alloc(OPTIM_INT8_BLOCK, N), *want = t_alloc(OPTIM_INT8_BLOCK, N);
+    uint32_t *r20 = (uint32_t *)malloc(N * sizeof(uint32_t));
+    size_t ip, e, k, b, l;
+    int kind, exercised = 0;
+    long compared = 0;
+    if (!x || !got || !want || !r20) FAIL("out of memory");
+    for (kind = 0; kind < 3; kind++) {
+        const unsigned top = kind == T_Q8_SIGNED ? 120u : 248u;
+        /* The edge values as y (block-scaled), each block's first element its scale. */
+        for (e = 0, k = 0; e < N; e++) {
+            const float A = scales[(e / OPTIM_INT8_BLOCK_SIZE) % (sizeof scales / sizeof scales[0])];
+            const unsigned c = (unsigned)(k / 4) % (top + 1);
+            const double v0 = t_q8_value((uint8_t)c, kind), v1 = c < top ? t_q8_value((uint8_t)(c + 1), kind) : v0;
+            float y;
+            if (e % OPTIM_INT8_BLOCK_SIZE == 0) {
+                x[e] = A;
+                continue;
+            }
+            switch (k++ % 4) {
+            case 0: y = (float)v0; break;
+            case 1: y = (float)((v0 + v1) / 2); break;
+            case 2: y = nextafterf((float)v0, (e & 1) ? 2.0f : 0.0f); break;
+            default: y = (float)(v0 + test_rng_uniform(&rng) * (v1 - v0)); break;
+            }
+            if (kind == T_Q8_SIGNED && (e & 2)) y = -y;
+            x[e] = y * A;
+            if (e % 97 == 5) x[e] = -x[e];
+            if (e % 389 == 7) x[e] = e & 1 ? NAN : -INFINITY;
+            if (e % 401 == 9) x[e] = e & 1 ? 0.0f : -0.0f;
+            if (e % 409 == 11) x[e] = tfloat(0x00000001u + (uint32_t)e);
+        }
+        /* Chunk j of x at element bases[b] + 512 j (j < N / 512; the last one also cut short). */
+        for (b = 0; b < sizeof bases / sizeof bases[0]; b++)
+            for (l = 0; l < N / OPTIM__CHUNK + 2; l++) {
+                const size_t j = l < N / OPTIM__CHUNK ? l : N / OPTIM__CHUNK - 1;
+                const size_t len = l < N / OPTIM__CHUNK ? OPTIM__CHUNK : lens[l - N / OPTIM__CHUNK + 1];
+                const uint64_t off = bases[b] + (uint64_t)j * OPTIM__CHUNK;
+                const uint64_t key = optim__sr_key(seed, (uint64_t)kind, b + 1, 2 + l);
+                const float *xs = x + j * OPTIM__CHUNK;
+                for (e = 0; e < len; e++) r20[e] = p_sr_hash_key(key, off + e) >> 12;
+                t_q8_quantize_sr(want, xs, len, kind, r20);
+                for (ip = 0; ip < P_NISAS; ip++) {
+                    const optim__kernels *kt = optim__kernels_get(p_isas[ip]);
+                    optim__q8sr_ctx ctx;
+                    if (!optim_isa_available(p_isas[ip]) || !kt) continue;
+                    if (kind == 0 && b == 0 && l == 0) exercised++;
+                    memset(got, 0x5a, OPTIM_INT8_BLOCK_BYTES(len));
+                    /* Element off of a slot whose codes start at `got` (pointers moved back in integers). */
+                    ctx.scales = (void *)((uintptr_t)got + OPTIM_INT8_BLOCK_SCALES_OFFSET(len) -
+                                          (uintptr_t)(off / OPTIM_INT8_BLOCK_SIZE) * 4u);
+                    ctx.key = &key;
+                    kt->q8sr[kind]->store((void *)((uintptr_t)got - (uintptr_t)off), (size_t)off, len, xs, &ctx);
+                    for (e = 0; e < len; e++)
+                        if (((const uint8_t *)got)[e] != ((const uint8_t *)want)[e])
+                            FAIL("%s: kind %d, element %llu: x = %a (scale %a): code %u, the tests' %u (r20 0x%05x)",
+                                 optim_isa_name(p_isas[ip]), kind, (unsigned long long)(off + e), xs[e],
+                                 ((const float *)(const void *)((const char *)want +
+                                                                OPTIM_INT8_BLOCK_SCALES_OFFSET(len)))[e / 256],
+                                 ((const uint8_t *)got)[e], ((const uint8_t *)want)[e], r20[e]);
+                    if (memcmp((const char *)got + OPTIM_INT8_BLOCK_SCALES_OFFSET(len),
+                               (const char *)want + OPTIM_INT8_BLOCK_SCALES_OFFSET(len),
+                               4 * ((len + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE)) != 0)
+                        FAIL("%s: kind %d: scales differ", optim_isa_name(p_isas[ip]), kind);
+                    compared += (long)len;
+                }
+            }
+    }
+    free(x);
+    free(got);
+    free(want);
+    free(r20);
+    printf("  %ld codes compared on %d paths (seed 0x%llx)\n", compared, exercised, (unsigned long long)seed);
+    ASSERT(exercised > 0);
     return 0;
 }

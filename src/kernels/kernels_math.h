@@ -656,8 +656,8 @@ OPTIM__Q8_STORAGE(p, OPTIM__SLOT_POSITIVE)
 /* With stochastic rounding of the codes (OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING): ctx is an optim__q8sr_ctx
  * (the scales and the slot's key this step). Loaded as above; each block's scale as above, its codes by
  * quant8.h's stochastic encoders with the 20 random bits of each element's index in the tensor (convert.h's
- * stream: the bits do not depend on the path or the thread split). Plain integer and IEEE arithmetic in a
- * loop the compiler may vectorise. */
+ * stream: the bits do not depend on the path or the thread split), in AVX2/AVX-512 intrinsics on those paths
+ * (quant8_simd.h, the same operations). */
 #  define OPTIM__Q8SR_STORAGE(kind, K)                                                                     \
     static void optim__load_q8sr##kind(void *restrict dst, const void *restrict base, size_t off, size_t n, \
                                        const void *ctx)                                                    \
@@ -677,16 +677,8 @@ OPTIM__Q8_STORAGE(p, OPTIM__SLOT_POSITIVE)
             const size_t len = n - b < OPTIM__Q8_BLOCK ? n - b : OPTIM__Q8_BLOCK;                           \
             int nonfinite;                                                                                  \
             const float A = optim__q8_absmax_block(s + b, len, &nonfinite), r = 1.0f / A;                   \
-            const uint32_t lb = lo + (uint32_t)b;                                                           \
-            uint8_t *restrict cb = c + b;                                                                   \
-            const float *restrict sb = s + b;                                                               \
             sc[b / OPTIM__Q8_BLOCK] = A;                                                                    \
-            OPTIM__VECTORIZE                                                                                \
-            for (size_t i = 0; i < len; i++) {                                                              \
-                const uint32_t r20 = optim__sr_bits20(lb + (uint32_t)i, ck);                                \
-                cb[i] = OPTIM__Q8K_UNSIGNED(K) ? optim__q8_enc_u_sr(sb[i], r, (K) == 2, r20)                \
-                                               : optim__q8_enc_s_sr(sb[i], r, r20);                         \
-            }                                                                                               \
+            optim__q8_enc_sr_block(c + b, s + b, len, r, K, nonfinite, lo + (uint32_t)b, ck);               \
         }                                                                                                   \
     }                                                                                                       \
     static const optim__storage optim__storage_q8sr##kind = {OPTIM_INT8_BLOCK, OPTIM__CT_F32, 1, 0,         \
