@@ -73,28 +73,42 @@ OPTIM_INLINE uint32_t optim__q8_nonfinite(float x)
     return OPTIM__MASK((optim__f32_bits(x) & 0x7fffffffu) >= 0x7f800000u);
 }
 
-/* Code of x in a signed slot, with r = 1 / A of its block. */
-OPTIM_INLINE uint8_t optim__q8_enc_s(float x, float r)
+/* The code of x in a signed slot from the magnitude code of |y| (uy: the
+ * bits of y = x / A): the sign bit on a nonzero magnitude, 0xff for NaN
+ * and infinities. */
+OPTIM_INLINE uint8_t optim__q8_code_s(float x, uint32_t uy, uint32_t mag)
 {
-    const float y = x * r;
-    const uint32_t uy = optim__f32_bits(y);
-    const uint32_t mag = optim__q8_mag(optim__f32_from_bits(uy & 0x7fffffffu), OPTIM__Q8_BIAS_S);
     const uint32_t code = mag | (OPTIM__MASK(mag != 0u) & ((uy >> 31) << 7));
     const uint32_t nan = optim__q8_nonfinite(x);
     return (uint8_t)((OPTIM__Q8_NAN & nan) | (code & ~nan));
+}
+
+/* The code of x in an unsigned slot from the magnitude code of |y|:
+ * negative values store 0; positive = 1: a positive x never stores 0
+ * (OPTIM__SLOT_POSITIVE); 0xff for NaN and infinities. */
+OPTIM_INLINE uint8_t optim__q8_code_u(float x, uint32_t mag, const int positive)
+{
+    const uint32_t pos = OPTIM__MASK(x > 0.0f);
+    uint32_t code = mag & pos;
+    const uint32_t nan = optim__q8_nonfinite(x);
+    if (positive) code |= pos & OPTIM__MASK(code == 0u) & 1u;
+    return (uint8_t)((OPTIM__Q8_NAN & nan) | (code & ~nan));
+}
+
+/* Code of x in a signed slot, with r = 1 / A of its block. */
+OPTIM_INLINE uint8_t optim__q8_enc_s(float x, float r)
+{
+    const uint32_t uy = optim__f32_bits(x * r);
+    return optim__q8_code_s(x, uy, optim__q8_mag(optim__f32_from_bits(uy & 0x7fffffffu), OPTIM__Q8_BIAS_S));
 }
 
 /* Code of x in an unsigned slot (negative values store 0); positive = 1: a
  * positive x never stores 0 (OPTIM__SLOT_POSITIVE). */
 OPTIM_INLINE uint8_t optim__q8_enc_u(float x, float r, const int positive)
 {
-    const float y = x * r;
-    const uint32_t pos = OPTIM__MASK(x > 0.0f);
-    /* |y|: a negative (or NaN) x's code is masked to 0 (or 0xff) below. */
-    uint32_t code = optim__q8_mag(optim__f32_from_bits(optim__f32_bits(y) & 0x7fffffffu), OPTIM__Q8_BIAS_U) & pos;
-    const uint32_t nan = optim__q8_nonfinite(x);
-    if (positive) code |= pos & OPTIM__MASK(code == 0u) & 1u;
-    return (uint8_t)((OPTIM__Q8_NAN & nan) | (code & ~nan));
+    /* |y|: a negative (or NaN) x's code is masked to 0 (or 0xff) by optim__q8_code_u. */
+    const uint32_t a = optim__f32_bits(x * r) & 0x7fffffffu;
+    return optim__q8_code_u(x, optim__q8_mag(optim__f32_from_bits(a), OPTIM__Q8_BIAS_U), positive);
 }
 
 /* ---- Stochastic rounding of the codes (OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING) --------------
@@ -153,23 +167,14 @@ OPTIM_INLINE float optim__q8_dec_u(uint8_t code, float A)
  * stochastically by the random bits r20 (optim__q8_mag_sr). */
 OPTIM_INLINE uint8_t optim__q8_enc_s_sr(float x, float r, uint32_t r20)
 {
-    const float y = x * r;
-    const uint32_t uy = optim__f32_bits(y);
-    const uint32_t mag = optim__q8_mag_sr(optim__f32_from_bits(uy & 0x7fffffffu), OPTIM__Q8_BIAS_S, r20);
-    const uint32_t code = mag | (OPTIM__MASK(mag != 0u) & ((uy >> 31) << 7));
-    const uint32_t nan = optim__q8_nonfinite(x);
-    return (uint8_t)((OPTIM__Q8_NAN & nan) | (code & ~nan));
+    const uint32_t uy = optim__f32_bits(x * r);
+    return optim__q8_code_s(x, uy, optim__q8_mag_sr(optim__f32_from_bits(uy & 0x7fffffffu), OPTIM__Q8_BIAS_S, r20));
 }
 
 OPTIM_INLINE uint8_t optim__q8_enc_u_sr(float x, float r, const int positive, uint32_t r20)
 {
-    const float y = x * r;
-    const uint32_t pos = OPTIM__MASK(x > 0.0f);
-    uint32_t code =
-        optim__q8_mag_sr(optim__f32_from_bits(optim__f32_bits(y) & 0x7fffffffu), OPTIM__Q8_BIAS_U, r20) & pos;
-    const uint32_t nan = optim__q8_nonfinite(x);
-    if (positive) code |= pos & OPTIM__MASK(code == 0u) & 1u;
-    return (uint8_t)((OPTIM__Q8_NAN & nan) | (code & ~nan));
+    const uint32_t a = optim__f32_bits(x * r) & 0x7fffffffu;
+    return optim__q8_code_u(x, optim__q8_mag_sr(optim__f32_from_bits(a), OPTIM__Q8_BIAS_U, r20), positive);
 }
 
 /* The scale of a block: max(largest finite |x|, FLT_MIN), as the maximum of

@@ -45,26 +45,32 @@ OPTIM_INLINE __mmask16 optim__q8_nonfinite_v(__m512 x)
     return _mm512_cmp_epu32_mask(a, _mm512_set1_epi32(0x7f800000), _MM_CMPINT_NLT);
 }
 
-/* optim__q8_enc_s / optim__q8_enc_u, 16 lanes: the codes as 32-bit lanes. finite = 1: no lane of x is NaN
- * or infinite (the block's absmax pass saw none), so quant8.h's NaN selection selects nothing. */
-OPTIM_INLINE __m512i optim__q8_enc_v(__m512 x, __m512 r, const int kind, const int finite)
+/* optim__q8_code_s / optim__q8_code_u, 16 lanes: the codes (as 32-bit lanes) of x from the magnitude codes
+ * mag of |y| (uy: y's bits). finite = 1: no lane of x is NaN or infinite (the block's absmax pass saw none),
+ * so quant8.h's NaN selection selects nothing. */
+OPTIM_INLINE __m512i optim__q8_code_v(__m512 x, __m512i uy, __m512i mag, const int kind, const int finite)
 {
-    const __m512 y = _mm512_mul_ps(x, r);
-    const __m512i uy = _mm512_castps_si512(y);
-    const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(uy, _mm512_set1_epi32(0x7fffffff)));
     __m512i code;
     if (!OPTIM__Q8K_UNSIGNED(kind)) {
-        const __m512i mag = optim__q8_mag_v(a, OPTIM__Q8_BIAS_S);
         const __mmask16 nz = _mm512_test_epi32_mask(mag, mag);
         /* (uy >> 31) << 7 on the nonzero magnitudes */
         code = _mm512_mask_or_epi32(mag, nz, mag, _mm512_and_si512(_mm512_srli_epi32(uy, 24), _mm512_set1_epi32(0x80)));
     } else {
         const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ);
-        code = _mm512_maskz_mov_epi32(pos, optim__q8_mag_v(a, OPTIM__Q8_BIAS_U));
+        code = _mm512_maskz_mov_epi32(pos, mag);
         if (kind == 2) code = _mm512_mask_mov_epi32(code, pos & _mm512_testn_epi32_mask(code, code), _mm512_set1_epi32(1));
     }
     if (finite) return code;
     return _mm512_mask_mov_epi32(code, optim__q8_nonfinite_v(x), _mm512_set1_epi32((int)OPTIM__Q8_NAN));
+}
+
+/* optim__q8_enc_s / optim__q8_enc_u, 16 lanes (finite: as optim__q8_code_v's). */
+OPTIM_INLINE __m512i optim__q8_enc_v(__m512 x, __m512 r, const int kind, const int finite)
+{
+    const __m512i uy = _mm512_castps_si512(_mm512_mul_ps(x, r));
+    const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(uy, _mm512_set1_epi32(0x7fffffff)));
+    const uint32_t B = OPTIM__Q8K_UNSIGNED(kind) ? OPTIM__Q8_BIAS_U : OPTIM__Q8_BIAS_S;
+    return optim__q8_code_v(x, uy, optim__q8_mag_v(a, B), kind, finite);
 }
 
 /* optim__q8_dec_s / optim__q8_dec_u (with optim__q8_mag_value), 16 codes. */
@@ -159,24 +165,13 @@ OPTIM_INLINE __m512i optim__q8_mag_sr_v(__m512 a, const uint32_t B, __m512i r20)
     return _mm512_min_epu32(c, _mm512_set1_epi32((int)(B << 3)));
 }
 
-/* optim__q8_enc_s_sr / optim__q8_enc_u_sr, 16 lanes (optim__q8_enc_v with optim__q8_mag_sr_v). */
+/* optim__q8_enc_s_sr / optim__q8_enc_u_sr, 16 lanes. */
 OPTIM_INLINE __m512i optim__q8_enc_sr_v(__m512 x, __m512 r, const int kind, const int finite, __m512i r20)
 {
-    const __m512 y = _mm512_mul_ps(x, r);
-    const __m512i uy = _mm512_castps_si512(y);
+    const __m512i uy = _mm512_castps_si512(_mm512_mul_ps(x, r));
     const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(uy, _mm512_set1_epi32(0x7fffffff)));
-    __m512i code;
-    if (!OPTIM__Q8K_UNSIGNED(kind)) {
-        const __m512i mag = optim__q8_mag_sr_v(a, OPTIM__Q8_BIAS_S, r20);
-        const __mmask16 nz = _mm512_test_epi32_mask(mag, mag);
-        code = _mm512_mask_or_epi32(mag, nz, mag, _mm512_and_si512(_mm512_srli_epi32(uy, 24), _mm512_set1_epi32(0x80)));
-    } else {
-        const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ);
-        code = _mm512_maskz_mov_epi32(pos, optim__q8_mag_sr_v(a, OPTIM__Q8_BIAS_U, r20));
-        if (kind == 2) code = _mm512_mask_mov_epi32(code, pos & _mm512_testn_epi32_mask(code, code), _mm512_set1_epi32(1));
-    }
-    if (finite) return code;
-    return _mm512_mask_mov_epi32(code, optim__q8_nonfinite_v(x), _mm512_set1_epi32((int)OPTIM__Q8_NAN));
+    const uint32_t B = OPTIM__Q8K_UNSIGNED(kind) ? OPTIM__Q8_BIAS_U : OPTIM__Q8_BIAS_S;
+    return optim__q8_code_v(x, uy, optim__q8_mag_sr_v(a, B, r20), kind, finite);
 }
 
 /* Codes of s[0..n) with r = 1 / the block's scale; element i's random bits those of index lo + i under ck. */
@@ -220,28 +215,33 @@ OPTIM_INLINE __m256i optim__q8_nonfinite_v(__m256 x)
     return _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f7fffff)); /* a >= 0x7f800000 (a is non-negative) */
 }
 
-/* optim__q8_enc_s / optim__q8_enc_u, 8 lanes: the codes as 32-bit lanes (finite: as the AVX-512 one's). */
-OPTIM_INLINE __m256i optim__q8_enc_v(__m256 x, __m256 r, const int kind, const int finite)
+/* optim__q8_code_s / optim__q8_code_u, 8 lanes (as the AVX-512 one). */
+OPTIM_INLINE __m256i optim__q8_code_v(__m256 x, __m256i uy, __m256i mag, const int kind, const int finite)
 {
-    const __m256 y = _mm256_mul_ps(x, r);
-    const __m256i uy = _mm256_castps_si256(y);
-    const __m256 a = _mm256_castsi256_ps(_mm256_and_si256(uy, _mm256_set1_epi32(0x7fffffff)));
     const __m256i zero = _mm256_setzero_si256();
     __m256i code;
     if (!OPTIM__Q8K_UNSIGNED(kind)) {
-        const __m256i mag = optim__q8_mag_v(a, OPTIM__Q8_BIAS_S);
         const __m256i nz = _mm256_xor_si256(_mm256_cmpeq_epi32(mag, zero), _mm256_set1_epi32(-1));
         code = _mm256_or_si256(mag, _mm256_and_si256(nz, _mm256_and_si256(_mm256_srli_epi32(uy, 24),
                                                                            _mm256_set1_epi32(0x80))));
     } else {
         const __m256i pos = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ));
-        code = _mm256_and_si256(optim__q8_mag_v(a, OPTIM__Q8_BIAS_U), pos);
+        code = _mm256_and_si256(mag, pos);
         if (kind == 2)
             code = _mm256_or_si256(code, _mm256_and_si256(_mm256_and_si256(pos, _mm256_cmpeq_epi32(code, zero)),
                                                           _mm256_set1_epi32(1)));
     }
     if (finite) return code;
     return _mm256_or_si256(code, _mm256_and_si256(optim__q8_nonfinite_v(x), _mm256_set1_epi32((int)OPTIM__Q8_NAN)));
+}
+
+/* optim__q8_enc_s / optim__q8_enc_u, 8 lanes (finite: as optim__q8_code_v's). */
+OPTIM_INLINE __m256i optim__q8_enc_v(__m256 x, __m256 r, const int kind, const int finite)
+{
+    const __m256i uy = _mm256_castps_si256(_mm256_mul_ps(x, r));
+    const __m256 a = _mm256_castsi256_ps(_mm256_and_si256(uy, _mm256_set1_epi32(0x7fffffff)));
+    const uint32_t B = OPTIM__Q8K_UNSIGNED(kind) ? OPTIM__Q8_BIAS_U : OPTIM__Q8_BIAS_S;
+    return optim__q8_code_v(x, uy, optim__q8_mag_v(a, B), kind, finite);
 }
 
 /* optim__q8_dec_s / optim__q8_dec_u, 8 codes. */
@@ -343,25 +343,10 @@ OPTIM_INLINE __m256i optim__q8_mag_sr_v(__m256 a, const uint32_t B, __m256i r20)
 
 OPTIM_INLINE __m256i optim__q8_enc_sr_v(__m256 x, __m256 r, const int kind, const int finite, __m256i r20)
 {
-    const __m256 y = _mm256_mul_ps(x, r);
-    const __m256i uy = _mm256_castps_si256(y);
+    const __m256i uy = _mm256_castps_si256(_mm256_mul_ps(x, r));
     const __m256 a = _mm256_castsi256_ps(_mm256_and_si256(uy, _mm256_set1_epi32(0x7fffffff)));
-    const __m256i zero = _mm256_setzero_si256();
-    __m256i code;
-    if (!OPTIM__Q8K_UNSIGNED(kind)) {
-        const __m256i mag = optim__q8_mag_sr_v(a, OPTIM__Q8_BIAS_S, r20);
-        const __m256i nz = _mm256_xor_si256(_mm256_cmpeq_epi32(mag, zero), _mm256_set1_epi32(-1));
-        code = _mm256_or_si256(mag, _mm256_and_si256(nz, _mm256_and_si256(_mm256_srli_epi32(uy, 24),
-                                                                           _mm256_set1_epi32(0x80))));
-    } else {
-        const __m256i pos = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ));
-        code = _mm256_and_si256(optim__q8_mag_sr_v(a, OPTIM__Q8_BIAS_U, r20), pos);
-        if (kind == 2)
-            code = _mm256_or_si256(code, _mm256_and_si256(_mm256_and_si256(pos, _mm256_cmpeq_epi32(code, zero)),
-                                                          _mm256_set1_epi32(1)));
-    }
-    if (finite) return code;
-    return _mm256_or_si256(code, _mm256_and_si256(optim__q8_nonfinite_v(x), _mm256_set1_epi32((int)OPTIM__Q8_NAN)));
+    const uint32_t B = OPTIM__Q8K_UNSIGNED(kind) ? OPTIM__Q8_BIAS_U : OPTIM__Q8_BIAS_S;
+    return optim__q8_code_v(x, uy, optim__q8_mag_sr_v(a, B, r20), kind, finite);
 }
 
 OPTIM_INLINE size_t optim__q8_enc_sr_vec(uint8_t *restrict c, const float *restrict s, size_t n, float r,
