@@ -377,7 +377,9 @@ typedef enum optim_dtype {
  * OPTIM_INT8_BLOCK_SCALES_OFFSET(n) on, one float32 scale per block of
  * OPTIM_INT8_BLOCK_SIZE elements (the last block may be shorter): the block's
  * largest finite |value| (at least FLT_MIN). A code holds value / scale
- * rounded to nearest (ties to even) in a small float format: 1 sign, 4
+ * rounded to nearest (ties to even; stochastically between the two
+ * neighbouring codes with OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING, branch q8sr)
+ * in a small float format: 1 sign, 4
  * exponent, 3 mantissa bits for signed slots (exp_avg, momentum), 5
  * exponent and 3 mantissa bits without sign for non-negative ones
  * (exp_avg_sq, sum, ...), where a positive value never rounds to 0; the
