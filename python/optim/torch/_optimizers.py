@@ -127,7 +127,8 @@ _COMMON_DOC = """
             parameter's dtype, as torch.optim (float32 with master_weights);
             torch.float32, torch.bfloat16 (stochastically rounded with
             stochastic_rounding=True), torch.float16, or "int8": 8-bit
-            block-quantized state, where state[p][key] is an
+            block-quantized state (its codes stochastically rounded with
+            stochastic_rounding=True), where state[p][key] is an
             optim.torch.QuantizedState (codes, scales, dequantize()).
             float64 parameters keep float64 state (another value is refused).
             torch.optim cannot load an int8 state_dict:
