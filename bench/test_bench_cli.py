@@ -177,7 +177,11 @@ def test_precision_cases(exe):
         ("adam:offload", 28), ("adam:offload:state=int8", 16.0625), ("adam:param=f16:grad=f16:master", 28),
         ("adam:param=bf16:grad=bf16:sr", 22),
         ("adam:param=bf16:grad=bf16:state=bf16:sr", 14), ("adam:param=bf16:grad=bf16:state=int8:sr", 10.0625),
-        ("sgd:momentum=0.9:param=bf16:grad=bf16:sr", 14)]
+        ("sgd:momentum=0.9:param=bf16:grad=bf16:sr", 14),
+        # stochastic int8 codes: the traffic of nearest rounding's cases
+        ("adam:state=int8:sr8", 16.0625), ("adam:offload:state=int8:sr8", 16.0625)]
+    p = run(exe, "--rules", "adam:sr8", "--sizes", "1K", "--no-context", "--quiet", expect=2)
+    assert "sr8 rounds int8 state's codes stochastically: it needs state=int8" in p.stderr
     p = run(exe, "--rules", "adam:param=f32:sr", "--sizes", "1K", "--no-context", "--quiet", expect=1)
     assert "nothing to round stochastically" in p.stderr
     p = run(exe, "--rules", "adam:offload:state=int8:sr", "--sizes", "1K", "--no-context", "--quiet", expect=2)

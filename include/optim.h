@@ -377,7 +377,9 @@ typedef enum optim_dtype {
  * OPTIM_INT8_BLOCK_SCALES_OFFSET(n) on, one float32 scale per block of
  * OPTIM_INT8_BLOCK_SIZE elements (the last block may be shorter): the block's
  * largest finite |value| (at least FLT_MIN). A code holds value / scale
- * rounded to nearest (ties to even) in a small float format: 1 sign, 4
+ * rounded to nearest (ties to even; stochastically between the two
+ * neighbouring codes with OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING)
+ * in a small float format: 1 sign, 4
  * exponent, 3 mantissa bits for signed slots (exp_avg, momentum), 5
  * exponent and 3 mantissa bits without sign for non-negative ones
  * (exp_avg_sq, sum, ...), where a positive value never rounds to 0; the
@@ -594,6 +596,13 @@ OPTIM_API int optim_add_param_typed(optim *opt, size_t g, void *param, optim_dty
  *    unbiased, the same bits on every path and thread count, and after a
  *    checkpoint's resume. Refused (OPTIM_EINVAL) when nothing of the
  *    parameter is bfloat16 to round.
+ *  - OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING: OPTIM_INT8_BLOCK state whose
+ *    codes round stochastically (unbiased between the two neighbouring codes,
+ *    in the dequantized domain), keyed as OPTIM_PARAM_STOCHASTIC_ROUNDING's
+ *    bits with the state slot's number: the cure for 8-bit state that stalls
+ *    when a block's gradients fall (docs/PRECISION.md). Independent of
+ *    OPTIM_PARAM_STOCHASTIC_ROUNDING (which rounds bfloat16 values only) and
+ *    allowed with a master. Refused (OPTIM_EINVAL) with any other state type.
  *  - OPTIM_PARAM_COMPLEX: param and grad hold n / 2 complex numbers as
  *    (re, im) pairs of float32 or float64 (n even), and the rule computes in
  *    complex arithmetic where torch.optim 1.13 does: RAdam and NAdam (the
@@ -608,6 +617,8 @@ OPTIM_API int optim_add_param_typed(optim *opt, size_t g, void *param, optim_dty
 #define OPTIM_PARAM_MASTER (1u << 0)
 #define OPTIM_PARAM_STOCHASTIC_ROUNDING (1u << 1)
 #define OPTIM_PARAM_COMPLEX (1u << 2)
+/* Stochastic rounding of int8_block state's codes (issue 12, branch q8sr). */
+#define OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING (1u << 3)
 OPTIM_API int optim_add_param_ex(optim *opt, size_t g, void *param, optim_dtype param_dtype, const void *grad,
                                  optim_dtype grad_dtype, size_t n, optim_dtype state_dtype, unsigned flags,
                                  const char *name, size_t *index);

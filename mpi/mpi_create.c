@@ -239,7 +239,7 @@ static int dm_dtype_known(optim_dtype t, int state)
 }
 
 /* The storage flags liboptim_mpi carries (docs/DISTRIBUTED.md, "Reduced precision"). */
-#define DM_FLAGS_CARRIED (OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING)
+#define DM_FLAGS_CARRIED (OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING | OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING)
 
 static const char *dm_dtype_str(optim_dtype t)
 {
@@ -287,13 +287,13 @@ static int dm_copy_model(optim_mpi *d, optim *opt)
                            "param %zu '%s' has %s memory, %s gradients and %s state; liboptim_mpi moves float32, "
                            "float64, bfloat16 and float16 ones (and 8-bit block state)",
                            i, info.name, dm_dtype_str(pdt), dm_dtype_str(gdt), dm_dtype_str(sdt));
-        /* fp32 master weights and stochastic rounding are carried (the
+        /* fp32 master weights and stochastic rounding (of values and of int8 codes) are carried (the
          * slices' masters, keys by global index); any other storage flag
          * (complex numbers, a later one) is refused by name, never dropped. */
         if (optim_param_get_flags(opt, i, &flags) != OPTIM_OK || (flags & ~(unsigned)DM_FLAGS_CARRIED) != 0)
             return dm_fail(d, OPTIM_EUNSUPPORTED,
-                           "param %zu '%s' has flags 0x%x (%s); liboptim_mpi carries OPTIM_PARAM_MASTER and "
-                           "OPTIM_PARAM_STOCHASTIC_ROUNDING only",
+                           "param %zu '%s' has flags 0x%x (%s); liboptim_mpi carries OPTIM_PARAM_MASTER, "
+                           "OPTIM_PARAM_STOCHASTIC_ROUNDING and OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING only",
                            i, info.name, flags,
                            (flags & OPTIM_PARAM_COMPLEX) ? "OPTIM_PARAM_COMPLEX" : "a flag this library does not know");
         d->flags[i] = flags;

@@ -303,9 +303,12 @@ static int osc_dtypes(osc_rd *r, const char *s, osc_param *p, int with_flags, op
                             r->what, r->line, at);
         errno = 0;
         v = strtoul(at + 2, &end, 16);
-        if (errno || *end || (v & ~(unsigned long)(OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING)))
-            return osc_fail(err, OPTIM_EFORMAT, "%s: line %d: storage flags '%.30s' (OPTIM_PARAM_MASTER 0x1 and "
-                            "OPTIM_PARAM_STOCHASTIC_ROUNDING 0x2 only)", r->what, r->line, at);
+        if (errno || *end ||
+            (v & ~(unsigned long)(OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING |
+                                  OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING)))
+            return osc_fail(err, OPTIM_EFORMAT, "%s: line %d: storage flags '%.30s' (OPTIM_PARAM_MASTER 0x1, "
+                            "OPTIM_PARAM_STOCHASTIC_ROUNDING 0x2 and OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING 0x8 only)",
+                            r->what, r->line, at);
         flags = (unsigned)v;
     }
     {

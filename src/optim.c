@@ -375,10 +375,12 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     OPTIM__FORWARD(optim__check_group(o, fn, g));
     OPTIM__FORWARD(optim__ck_fits_param(o, fn, name, n));
     memset(&pa, 0, sizeof pa);
-    OPTIM__FAIL_IF(flags & ~(OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING | OPTIM_PARAM_COMPLEX), OPTIM__E(o),
-                   OPTIM_EINVAL,
+    OPTIM__FAIL_IF(flags & ~(OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING | OPTIM_PARAM_COMPLEX |
+                             OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING),
+                   OPTIM__E(o), OPTIM_EINVAL,
                    "%s: flags = 0x%x has bits that are no storage option (OPTIM_PARAM_MASTER 0x1, "
-                   "OPTIM_PARAM_STOCHASTIC_ROUNDING 0x2, OPTIM_PARAM_COMPLEX 0x4)",
+                   "OPTIM_PARAM_STOCHASTIC_ROUNDING 0x2, OPTIM_PARAM_COMPLEX 0x4, "
+                   "OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING 0x8)",
                    fn, flags);
     if (flags & OPTIM_PARAM_COMPLEX) {
         OPTIM__FAIL_IF(!optim__loop_get(o->kt, o->rule, OPTIM__CT_F32, OPTIM__V_COMPLEX, NULL, NULL), OPTIM__E(o),
@@ -386,7 +388,9 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
                        "%s: OPTIM_PARAM_COMPLEX: %s has no complex arithmetic (torch.optim steps its complex "
                        "parameters as their real view: add it without the flag)",
                        fn, optim_rule_name(o->rule));
-        OPTIM__FAIL_IF(flags & (OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING), OPTIM__E(o), OPTIM_EINVAL,
+        OPTIM__FAIL_IF(flags & (OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING |
+                                OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING),
+                       OPTIM__E(o), OPTIM_EINVAL,
                        "%s: OPTIM_PARAM_COMPLEX does not go with a master or stochastic rounding (flags = 0x%x)", fn,
                        flags);
         OPTIM__FAIL_IF((pdt != OPTIM_FLOAT32 && pdt != OPTIM_FLOAT64) || gdt != pdt || (sdt >= 0 && sdt != (int)pdt),
@@ -415,6 +419,12 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
                    "state; this one has %s memory%s and %s state: nothing to round stochastically",
                    fn, optim_dtype_name(pdt), (flags & OPTIM_PARAM_MASTER) ? " with a master" : "",
                    optim_dtype_name(pa.sdt));
+    /* Stochastic codes (branch q8sr): int8_block state only. */
+    OPTIM__FAIL_IF((flags & OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING) && pa.sdt != OPTIM_INT8_BLOCK, OPTIM__E(o),
+                   OPTIM_EINVAL,
+                   "%s: OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING rounds int8_block state's codes; this %s parameter "
+                   "has %s state",
+                   fn, optim_dtype_name(pdt), optim_dtype_name(pa.sdt));
     memset(&probe, 0, sizeof probe);
     OPTIM__FAIL_IF(optim__task_storage(o->kt, &probe, ppdt, gdt, pa.sdt, optim__rule(o->rule)->slot_kinds) != 0 ||
                        optim__task_prec(o->kt, &probe, pdt, pa.sdt, flags, param) != 0,

@@ -355,7 +355,7 @@ int optim__step(optim *o)
         pa->st.lr_max = o->next[i].lr_max;
         pa->st.weight_sum = o->next[i].weight_sum;
         /* Stochastic rounding's keys: (seed, parameter, the step it now takes, stream). */
-        if (pa->flags & OPTIM_PARAM_STOCHASTIC_ROUNDING)
+        if (pa->flags & (OPTIM_PARAM_STOCHASTIC_ROUNDING | OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING))
             optim__task_sr_keys(&o->tasks[i], o->seed, pa->sr_param, pa->st.step, pa->sr_first);
     }
     if (reduce) optim__reduce_pass(o, nblocks, &in);

@@ -65,6 +65,7 @@ typedef struct optim__storage {
     void (*store)(void *restrict base, size_t off, size_t n, const void *restrict src, const void *ctx);
 } optim__storage;
 
+
 /* One loop instance: a rule's math for one compute type and one variant over
  * n elements; p, g and s[j] point at element 0 of the range, in the compute
  * type (slots the variant does not touch may be NULL). */
@@ -205,6 +206,9 @@ typedef struct optim__kernels {
     const optim__storage *bf16_sr;
     /* OPTIM_INT8_BLOCK state in float, by slot kind (rule.h's OPTIM__SLOT_*). */
     const optim__storage *q8[3];
+    /* The same with stochastic rounding of the codes (OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING;
+     * ctx: an optim__q8sr_ctx). */
+    const optim__storage *q8sr[3];
     /* Indexed by the gradient's element type. */
     optim__reduce_fn reduce[OPTIM_DTYPE_COUNT];
     optim__sam_fn sam_perturb[OPTIM__SAM_NVARIANTS]; /* saved = w; w = w + e (see rules/sam.h), by variant */
@@ -233,6 +237,15 @@ typedef struct optim__sr_ctx {
     uint64_t first;
 } optim__sr_ctx;
 
+/* The context of an OPTIM_INT8_BLOCK slot whose codes round stochastically
+ * (kt->q8sr): its block scales (the plain descriptors' whole ctx) and the
+ * slot's stochastic rounding context this step (optim__task_sr_keys: the key
+ * and the index of the task's element 0 in its tensor). */
+typedef struct optim__q8sr_ctx {
+    void *scales;
+    const optim__sr_ctx *sr;
+} optim__q8sr_ctx;
+
 typedef struct optim__task {
     void *p;          /* element 0 of each stream, in its storage type */
     const void *g;
@@ -260,6 +273,7 @@ typedef struct optim__task {
     const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (or NULL) */
     void *copy;                                 /* the user's low-precision parameter of a master, or NULL */
     optim__sr_ctx sr[OPTIM__NSTREAMS];          /* stochastic rounding: each stream's key this step (ctx) */
+    optim__q8sr_ctx q8sr[OPTIM_MAX_SLOTS];      /* int8_block slots with stochastic codes: their ctx */
     /* A sparse gradient (optim_sparse.h): n = nrows * row_len elements of g
      * (the values, row after row); element e is column e % row_len of row
      * rows[e / row_len] of p and of the state. NULL: dense. Direct tasks only. */
@@ -379,8 +393,9 @@ size_t optim__slot_bytes(size_t n, optim_dtype dtype);
  * grad, state, kinds): with a master, p is the float32 master and `copy` (the
  * user's memory of type `param`) one more stored stream; with stochastic
  * rounding, the bfloat16 parameter (without a master) and bfloat16 state
- * are stored by kt->bf16_sr, keyed per step by optim__task_sr_keys
- * (OPTIM_INT8_BLOCK state keeps its codes rounded to nearest).
+ * are stored by kt->bf16_sr, keyed per step by optim__task_sr_keys; with
+ * OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING, OPTIM_INT8_BLOCK slots by kt->q8sr
+ * under the same keys (else their codes round to nearest).
  * 0, or -1 if kt lacks a descriptor. */
 int optim__task_prec(const optim__kernels *kt, optim__task *t, optim_dtype param, optim_dtype state, unsigned flags,
                      void *copy);

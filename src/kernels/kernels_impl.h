@@ -142,6 +142,8 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
         .bf16_sr = &optim__storage_bf16_sr,                                                                 \
         .q8 = {[OPTIM__SLOT_SIGNED] = &optim__storage_q8s, [OPTIM__SLOT_NONNEG] = &optim__storage_q8n,      \
                [OPTIM__SLOT_POSITIVE] = &optim__storage_q8p},                                               \
+        .q8sr = {[OPTIM__SLOT_SIGNED] = &optim__storage_q8srs, [OPTIM__SLOT_NONNEG] = &optim__storage_q8srn,  \
+                 [OPTIM__SLOT_POSITIVE] = &optim__storage_q8srp},                                           \
         .reduce =                                                                                           \
             {                                                                                               \
                 [OPTIM_FLOAT32] = optim__reduce_same_f32,                                                   \

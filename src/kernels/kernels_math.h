@@ -656,6 +656,42 @@ OPTIM__Q8_STORAGE(n, OPTIM__SLOT_NONNEG)
 OPTIM__Q8_STORAGE(p, OPTIM__SLOT_POSITIVE)
 #  undef OPTIM__Q8_STORAGE
 
+/* With stochastic rounding of the codes (OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING): ctx is an optim__q8sr_ctx
+ * (the scales and the slot's optim__sr_ctx this step). Loaded as above; each block's scale as above, its codes by
+ * quant8.h's stochastic encoders with the 20 random bits of each element's index in the tensor (convert.h's
+ * stream: the bits do not depend on the path or the thread split), in AVX2/AVX-512 intrinsics on those paths
+ * (quant8_simd.h, the same operations). */
+#  define OPTIM__Q8SR_STORAGE(kind, K)                                                                     \
+    static void optim__load_q8sr##kind(void *restrict dst, const void *restrict base, size_t off, size_t n, \
+                                       const void *ctx)                                                    \
+    {                                                                                                       \
+        optim__load_q8##kind(dst, base, off, n, ((const optim__q8sr_ctx *)ctx)->scales);                    \
+    }                                                                                                       \
+    static void optim__store_q8sr##kind(void *restrict base, size_t off, size_t n, const void *restrict src, \
+                                        const void *ctx)                                                   \
+    {                                                                                                       \
+        const optim__q8sr_ctx *q = (const optim__q8sr_ctx *)ctx;                                            \
+        uint8_t *restrict c = (uint8_t *)base + off;                                                        \
+        float *restrict sc = (float *)q->scales + off / OPTIM__Q8_BLOCK;                                    \
+        const float *restrict s = (const float *)src;                                                       \
+        const uint64_t e = (uint64_t)off + q->sr->first; /* the element's index in the whole tensor */      \
+        const uint32_t ck = optim__sr_chunk_key(q->sr->key, e >> 32);                                       \
+        const uint32_t lo = (uint32_t)e;                                                                    \
+        for (size_t b = 0; b < n; b += OPTIM__Q8_BLOCK) {                                                   \
+            const size_t len = n - b < OPTIM__Q8_BLOCK ? n - b : OPTIM__Q8_BLOCK;                           \
+            int nonfinite;                                                                                  \
+            const float A = optim__q8_absmax_block(s + b, len, &nonfinite), r = 1.0f / A;                   \
+            sc[b / OPTIM__Q8_BLOCK] = A;                                                                    \
+            optim__q8_enc_sr_block(c + b, s + b, len, r, K, nonfinite, lo + (uint32_t)b, ck);               \
+        }                                                                                                   \
+    }                                                                                                       \
+    static const optim__storage optim__storage_q8sr##kind = {OPTIM_INT8_BLOCK, OPTIM__CT_F32, 1, 0,         \
+                                                             optim__load_q8sr##kind, optim__store_q8sr##kind};
+OPTIM__Q8SR_STORAGE(s, OPTIM__SLOT_SIGNED)
+OPTIM__Q8SR_STORAGE(n, OPTIM__SLOT_NONNEG)
+OPTIM__Q8SR_STORAGE(p, OPTIM__SLOT_POSITIVE)
+#  undef OPTIM__Q8SR_STORAGE
+
 /* ---- SAM's ascent step and the gradient utilities (float32) ------------------------------ */
 
 OPTIM_INLINE void optim__sam_loop(size_t n, float *restrict w, const float *restrict g, float *restrict saved,

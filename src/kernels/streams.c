@@ -191,6 +191,18 @@ int optim__task_prec(const optim__kernels *kt, optim__task *t, optim_dtype param
         for (j = 0; j < OPTIM__NSTREAMS; j++)
             if (t->sto[j] == kt->bf16_sr) t->ctx[j] = &t->sr[j];
     }
+    if ((flags & OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING) && state == OPTIM_INT8_BLOCK) {
+        /* Each slot's descriptor of the same kind, with stochastic codes; its ctx the scales and its key. */
+        for (j = 0; j < OPTIM_MAX_SLOTS; j++) {
+            int kind;
+            for (kind = 0; kind < 3 && t->sto[OPTIM__SS(j)] != kt->q8[kind]; kind++) {}
+            if (kind == 3 || !kt->q8sr[kind]) return -1;
+            t->q8sr[j].scales = (void *)(uintptr_t)t->ctx[OPTIM__SS(j)];
+            t->q8sr[j].sr = &t->sr[OPTIM__SS(j)];
+            t->sto[OPTIM__SS(j)] = kt->q8sr[kind];
+            t->ctx[OPTIM__SS(j)] = &t->q8sr[j];
+        }
+    }
     return 0;
 }
 

@@ -42,6 +42,7 @@ typedef struct pcase {
 #define Q8 OPTIM_INT8_BLOCK
 #define MS OPTIM_PARAM_MASTER
 #define SR OPTIM_PARAM_STOCHASTIC_ROUNDING
+#define S8 OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING
 static const pcase cases[] = {
     {"int8 state, adam", OPTIM_ADAM, F32, F32, Q8, 0, 0, 0},
     {"int8 state, adamw", OPTIM_ADAMW, F32, F32, Q8, 0, 0, 0},
@@ -57,6 +58,8 @@ static const pcase cases[] = {
     {"bf16 stochastic rounding, bf16 state, adamw", OPTIM_ADAMW, BF, BF, BF, SR, 0, 0},
     {"bf16 + fp32 master, bf16 state stochastic rounding, adam", OPTIM_ADAM, BF, BF, BF, MS | SR, 0, 0},
     {"bf16 stochastic rounding, int8 state, adam", OPTIM_ADAM, BF, BF, Q8, SR, 0, 0},
+    {"int8 state with stochastic codes, adam", OPTIM_ADAM, F32, F32, Q8, S8, 0, 0},
+    {"bf16 + fp32 master, int8 state with stochastic codes, adamw", OPTIM_ADAMW, BF, BF, Q8, MS | S8, 0, 0},
     {"bf16 stochastic rounding, int8 state, dynamic loss scale with overflow, lion", OPTIM_LION, BF, BF, Q8, SR, 2, 1},
 };
 #define NCASES (sizeof cases / sizeof cases[0])

@@ -73,6 +73,10 @@ static const char *const bench_precision[] = {
     "adam:param=bf16:grad=bf16:state=bf16:sr",
     "adam:param=bf16:grad=bf16:state=int8:sr",
     "sgd:momentum=0.9:param=bf16:grad=bf16:sr",
+    /* int8 codes rounded stochastically (sr8: OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING): the same traffic as
+     * the nearest-rounding cases, one hash per state element more. */
+    "adam:state=int8:sr8",
+    "adam:offload:state=int8:sr8",
 };
 #define BENCH_NPRECISION (sizeof bench_precision / sizeof bench_precision[0])
 
@@ -120,6 +124,14 @@ static int bench_parse_precision(const char *spec, const char *tok, const char *
                                  size_t msgsize)
 {
     int dt;
+    if (strcmp(tok, "sr8") == 0) { /* stochastic int8 codes (state=int8 only: checked with the layout) */
+        if (val) {
+            snprintf(msg, msgsize, "'%s': %s takes no value", spec, tok);
+            return -1;
+        }
+        c->flags |= OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING;
+        return 1;
+    }
     if (strcmp(tok, "master") == 0 || strcmp(tok, "sr") == 0 || strcmp(tok, "offload") == 0) {
         if (val) {
             snprintf(msg, msgsize, "'%s': %s takes no value", spec, tok);
@@ -294,6 +306,10 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
             c->norms = rule == OPTIM_LAMB && ratio;
         }
     }
+    if ((c->flags & OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING) && !c->q8) {
+        snprintf(msg, msgsize, "'%s': sr8 rounds int8 state's codes stochastically: it needs state=int8", spec);
+        return -1;
+    }
     if (c->q8) {
         /* 8-bit state: float32 parameters (grad=f32 or bf16), the offload step with an fp32 master
          * (offload, or param=bf16:grad=bf16:master), or bfloat16 parameters and gradients without a master
@@ -437,6 +453,7 @@ static void bench_usage(FILE *f)
             "                                         nonfinite=skip|error add the gradient pre-pass;\n"
             "                                         state=int8 (8-bit block-quantized state; with float32\n"
             "                                         parameters, grad=bf16, or offload) changes the state's type;\n"
+            "                                         sr8 rounds its codes stochastically;\n"
             "                                         stats (optim_set_stats) measures the step statistics\n"
             "                                         ema[=D] (optim_set_ema) keeps an EMA of the weights\n"
             "  --sizes LIST     elements per case: numbers with K, M, G (2^10, 2^20, 2^30) or gpt2 (the 148\n"

@@ -764,6 +764,7 @@ PREC_STYLE = {
     "bf16_sr": ("#ff7f0e", "^", "-"),
     "int8_state": ("#d62728", "D", "--"),
     "int8_state_bf16_sr": ("#9467bd", "v", "--"),
+    "int8_state_sr": ("#8c564b", "P", ":"),  # the long run only: int8 state with stochastic codes
 }
 PREC_MODES = ("fp32", "bf16_master", "bf16_sr", "int8_state", "int8_state_bf16_sr")
 
@@ -866,7 +867,8 @@ def fig_precision(run_dir, exp):
                 "Top: from 0 to an optimum of magnitude 1 to 3; plain bfloat16 (nearest rounding, no master, no "
                 "stochastic rounding) stops where an update falls below half an ulp. Bottom: converged, then at the "
                 "dashed line the gradients of the odd coordinates fall %gx and the optimum moves by %g; the 8-bit "
-                "second moment of those coordinates cannot decay with them." % (syn.get("drop_factor", 1000),
+                "second moment of those coordinates cannot decay with them under nearest rounding, and does "
+                "with stochastically rounded codes (int8_state_sr)." % (syn.get("drop_factor", 1000),
                                                                                  syn.get("shift", 0.5))))
     return out
 
