@@ -45,6 +45,8 @@ const grid test_grids[OPTIM_RULE_COUNT + 1] = {
     GRID(OPTIM_LARS, 0.1, AX(WEIGHT_DECAY, 0, 0.05), AX(ALWAYS_ADAPT, 0, 1), AX(TRUST_CLIP, 0, 1),
          AX(MOMENTUM, 0, 0.9), AX(DAMPENING, 0, 0.3), AX(NESTEROV, 0, 1), AX(MAXIMIZE, 0, 1),
          AX(TRUST_COEFF, 1e-3, 0.02)),
+    GRID(OPTIM_ADAFACTOR, 0.01, AX(WEIGHT_DECAY, 0, 0.1), AX(MAXIMIZE, 0, 1), AX(CLIP_THRESHOLD, 1, 4),
+         AX(BETA2_DECAY, -0.8, -0.5), AX(EPS2, 1e-3, 0.1)),
 };
 
 /* Checks a grid's own declaration; NULL if sound, else why not. */

@@ -50,6 +50,7 @@ ENUMS = {
         'OPTIM_RPROP': 13,
         'OPTIM_LAMB': 14,
         'OPTIM_LARS': 15,
+        'OPTIM_ADAFACTOR': 16,
         'OPTIM_SPARSE_ADAM': 17,
     },
     'optim_eps_placement': {  # optim.h
@@ -88,6 +89,11 @@ ENUMS = {
         'OPTIM_HP_TRUST_COEFF': 29,
         'OPTIM_HP_TRUST_CLIP': 30,
         'OPTIM_HP_ALWAYS_ADAPT': 31,
+        'OPTIM_HP_BETA2_DECAY': 32,
+        'OPTIM_HP_EPS2': 33,
+        'OPTIM_HP_CLIP_THRESHOLD': 34,
+        'OPTIM_HP_EPS_AUTO': 35,
+        'OPTIM_HP_EPS1': 36,
     },
     'optim_dtype': {  # optim.h
         'OPTIM_FLOAT32': 0,
@@ -157,7 +163,7 @@ DEFINES = {
     'OPTIM_VERSION_NUMBER': 100,
     'OPTIM_ERRMSG_MAX': 320,
     'OPTIM_RULE_COUNT': 17,
-    'OPTIM_HP_COUNT': 31,
+    'OPTIM_HP_COUNT': 36,
     'OPTIM_DTYPE_COUNT': 5,
     'OPTIM_INT8_BLOCK_SIZE': 256,
     'OPTIM_MAX_SLOTS': 4,

@@ -98,6 +98,26 @@ typedef struct optim__rloops {
     unsigned (*red_reads)(unsigned variant);
 } optim__rloops;
 
+/* Adafactor's passes (src/rules/adafactor.h, kernels_factored.h, run by
+ * factored_run.c) for one compute type, over direct memory (pointers at the
+ * first element of the span, in the compute type): var, pass A of an
+ * unfactored span (variance = lerp(variance, d^2, w)); rows, pass A of nrows
+ * rows of C elements (one row factor each); cols, pass A of nc columns of
+ * one batch of nr rows, C apart (one column factor each); rmean, a batch's
+ * clamped mean row factor; usq, pass B's sum of u^2 over a span (var NULL:
+ * factored, row factor rvj, column factors cv, clamped mean rm); upd, pass C
+ * over one row's segment of a factored tensor. */
+#define OPTIM__AF_COLS 256 /* the most columns of one cols call (its sums live on the stack) */
+typedef struct optim__factored_fns {
+    void (*var)(size_t n, const void *g, void *var, const optim__k *k);
+    void (*rows)(size_t nrows, size_t C, const void *g, void *rv, const optim__k *k);
+    void (*cols)(size_t nr, size_t C, size_t nc, const void *g, void *cv, const optim__k *k);
+    double (*rmean)(size_t nr, const void *rv, const optim__k *k);
+    double (*usq)(size_t n, const void *p, const void *g, const void *var, double rvj, const void *cv, double rm,
+                  const optim__k *k);
+    void (*upd)(size_t n, void *p, const void *g, double rvj, const void *cv, double rm, const optim__k *k);
+} optim__factored_fns;
+
 /* ---- Reductions -------------------------------------------------------------- */
 
 /* Norm kinds of the reductions. */
@@ -175,6 +195,7 @@ typedef struct optim__kernels {
     optim__util_fn scale;                                 /* x = x * a (clip_grad_norm_ on the gradients) */
     optim__util_fn clamp;                                 /* x = clamp(x, a, b), NaN kept (clip_grad_value_) */
     optim__vec_fns vec[OPTIM__NCTYPES];                   /* optim_vec.h, by compute type */
+    optim__factored_fns factored[OPTIM__NCTYPES];         /* Adafactor's passes, by compute type */
 } optim__kernels;
 
 /* The table of a path, or NULL if this build or CPU cannot run it.
@@ -210,6 +231,10 @@ typedef struct optim__task {
      * rows[e / row_len] of p and of the state. NULL: dense. Direct tasks only. */
     const int64_t *rows;
     size_t row_len;
+    /* Adafactor: rows and columns of the last two dimensions of a tensor of
+     * two or more (frows * fcols divides n: n / (frows * fcols) batches);
+     * fcols 0: unfactored (the rule's generic loop runs pass C). */
+    size_t frows, fcols;
     /* Reductions: */
     optim_dtype gtype; /* the gradient's element type */
     const float *w;    /* x = (|w| + eta) g when not NULL (ASAM), else x = g */
@@ -268,6 +293,17 @@ void optim__vdot_run(const optim__kernels *kt, optim__ctype ct, const optim__tas
 void optim__reduce_rule_run(const optim__task *tasks, size_t count, size_t nblocks, double *partials, int threads);
 /* The same for one block of one task, serially: its two sums into out[0..2). */
 void optim__reduce_rule_block(const optim__task *t, size_t off, size_t len, double *out);
+
+/* Adafactor's passes A and B over tasks[0..count) (their bstart the running
+ * sums of their block counts; n == 0: skipped): partials[2 b] receives block
+ * b's sum of p^2 and partials[2 b + 1] its sum of u^2 from the state pass A
+ * left (variance, or row_var and col_var, updated meanwhile). Spans fixed
+ * by the shape and the blocks: the same bits for any thread count and path. */
+void optim__factored_run(const optim__kernels *kt, const optim__task *tasks, size_t count, size_t nblocks,
+                         double *partials, int threads);
+/* Pass C, a range function for optim__run: a factored task row segment by
+ * row segment, an unfactored one by optim__range_update. */
+void optim__range_factored(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
 
 /* Combine partials in block order into the norm (sum, max; sqrt / p-th root). */
 double optim__norm_finish(const double *partials, size_t nblocks, optim__norm kind, double p);

@@ -76,6 +76,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__R_F64 0
 #include "kernels_math.h"
 #include "kernels_vec.h"
+#include "kernels_factored.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -85,6 +86,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__R_F64 1
 #include "kernels_math.h"
 #include "kernels_vec.h"
+#include "kernels_factored.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -150,6 +152,10 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
         .clamp = optim__clamp_fn,                                                                           \
         .vec = {[OPTIM__CT_F32] = {optim__vdot_f32, optim__vaxpy_f32, optim__vscale_f32},                   \
                 [OPTIM__CT_F64] = {optim__vdot_f64, optim__vaxpy_f64, optim__vscale_f64}},                  \
+        .factored = {[OPTIM__CT_F32] = {optim__af_var_f32, optim__af_rows_f32, optim__af_cols_f32,         \
+                                        optim__af_rmean_f32, optim__af_usq_f32, optim__af_upd_f32},        \
+                     [OPTIM__CT_F64] = {optim__af_var_f64, optim__af_rows_f64, optim__af_cols_f64,         \
+                                        optim__af_rmean_f64, optim__af_usq_f64, optim__af_upd_f64}},       \
     }
 
 const optim__kernels OPTIM__KERNELS_NAME = OPTIM__TABLE(OPTIM__KERNELS_ISA, optim__storage_bf16);

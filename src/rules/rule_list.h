@@ -35,6 +35,7 @@
     RULE(RPROP, 13, rprop)                \
     RULE(LAMB, 14, lamb)                  \
     RULE(LARS, 15, lars)                  \
+    RULE(ADAFACTOR, 16, adafactor)        \
     RULE(SPARSE_ADAM, 17, sparse_adam)
 
 /* The rules that reduce over each tensor in the step before updating it (a
