@@ -146,7 +146,7 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
         if (k.c.reduce & OPTIM__RED_FACTORED) {
             /* Adafactor without a shape: unfactored (variance, slot 2; row_var and col_var
              * untouched). Its passes A and B block by block in order, each block a task of its own. */
-            double sq[2] = {0.0, 0.0}, part[2];
+            double asq[2] = {0.0, 0.0}, part[2];
             size_t off;
             task.frows = task.fcols = 0;
             for (off = 0; off < n; off += OPTIM__RBLOCK) {
@@ -156,11 +156,11 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
                 b.g = (const char *)g + off * gsize;
                 b.s[2] = (char *)task.s[2] + off * ssize;
                 optim__factored_run(kt, &b, 1, 1, part, 1);
-                sq[0] += part[0];
-                sq[1] += part[1];
+                asq[0] += part[0];
+                asq[1] += part[1];
             }
             in.n = n;
-            optim__trust(hp, &in, sq, &k);
+            optim__trust(hp, &in, asq, &k);
         }
         optim__run(kt, optim__range_update, &task, 1, n, 0);
     }
