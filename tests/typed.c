@@ -156,7 +156,8 @@ void t_q8_dequantize(float *x, const void *slot, size_t n, int kind)
 
 int t_q8_kind(optim_rule rule, int slot)
 {
-    static const char *const positive[] = {"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg", "exp_inf", "step_size"};
+    static const char *const positive[] = {"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg", "exp_inf", "step_size",
+                                           "row_var", "col_var", "variance"}; /* second moments (Adafactor) */
     const char *name = optim_rule_slot_name(rule, slot);
     size_t k;
     if (!name) return T_Q8_SIGNED;

@@ -207,7 +207,7 @@ static const optim__rule_def optim__adafactor_def = {
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA2_DECAY) | OPTIM__USES(EPS1) | OPTIM__USES(EPS_AUTO) |
             OPTIM__USES(EPS2) | OPTIM__USES(CLIP_THRESHOLD) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MAXIMIZE),
     .nslots = 3, .slot_names = {"row_var", "col_var", "variance"},
-    .slot_kinds = {OPTIM__SLOT_NONNEG, OPTIM__SLOT_NONNEG, OPTIM__SLOT_NONNEG}, .has_step = 1,
+    .slot_kinds = {OPTIM__SLOT_POSITIVE, OPTIM__SLOT_POSITIVE, OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adafactor_defaults, .check = optim__adafactor_check, .slots = optim__adafactor_slots,
     .prepare = optim__adafactor_prepare, .trust = optim__adafactor_trust, .slot_len = optim__adafactor_slot_len};
 #endif
