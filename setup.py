@@ -2,6 +2,7 @@
 the `optim` Python package (python/optim) with both inside it:
 
     optim/_native/liboptim.so   the library optim._lib loads first when installed
+    optim/_native/liboptim_muon.so  Muon's matrix products over OpenBLAS (optim._muon)
     optim/_native/optim         the command `python3 -m optim` (and the `optim`
                                 script pip installs) runs
 
@@ -53,11 +54,15 @@ class BuildWithCMake(build_py):
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(min(os.cpu_count() or 1, 8))
         self.announce("building liboptim with CMake in %s" % build_temp, level=2)
         subprocess.check_call(args)
-        subprocess.check_call([cmake, "--build", build_temp, "-j", jobs, "--target", "optim_shared", "optim_cli"])
+        subprocess.check_call([cmake, "--build", build_temp, "-j", jobs, "--target", "optim_shared", "optim_cli",
+                               "optim_muon_shared"])
         native = os.path.join(self.build_lib, "optim", "_native")
         os.makedirs(native, exist_ok=True)
         # The real file (liboptim.so is a symlink chain to liboptim.so.X.Y.Z): one copy, named as the loader looks.
         shutil.copyfile(os.path.realpath(os.path.join(build_temp, "liboptim.so")), os.path.join(native, "liboptim.so"))
+        # liboptim_muon (optim.torch.Muon's matrix products over OpenBLAS), beside it: optim._muon looks there.
+        shutil.copyfile(os.path.realpath(os.path.join(build_temp, "liboptim_muon.so")),
+                        os.path.join(native, "liboptim_muon.so"))
         shutil.copyfile(os.path.join(build_temp, "tools", "optim"), os.path.join(native, "optim"))
         os.chmod(os.path.join(native, "optim"), 0o755)
 

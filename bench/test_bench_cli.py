@@ -52,6 +52,8 @@ def isa_of(exe):
 # state array), 4 per read of the gradient (two with the clipping pre-pass).
 EXPECTED = {"adam": (2, 28), "sgd:momentum=0.9": (1, 20), "rmsprop:centered": (2, 28), "adam:amsgrad": (3, 36),
             "sgd": (0, 12), "adam:clip=1": (2, 32),
+            # Step statistics: the traffic of the same step without them.
+            "adam:stats": (2, 28), "sgd:momentum=0.9:stats": (1, 20),
             # 8-bit state: 2 bytes per slot and element (+ a float32 scale per 256), bfloat16 gradients 2 bytes.
             "adam:state=int8": (2, 16.0625), "adam:grad=bf16:state=int8": (2, 14.0625)}
 
@@ -69,7 +71,7 @@ def check_stats(st):
 
 
 def test_tiny_run_json(exe):
-    # adam: its presets adam, adam:amsgrad, adam:clip=1, adam:state=int8, adam:grad=bf16:state=int8
+    # adam: its presets adam, adam:amsgrad, adam:clip=1, adam:stats, adam:state=int8, adam:grad=bf16:state=int8
     cases = "adam,sgd:momentum=0.9,rmsprop:centered"
     p = run(exe, "--rules", cases, "--sizes", "4K,64K", "--threads", "1,all", "--reps", 2, "--min-time", 0.001,
             "--json", "--quiet")
@@ -80,7 +82,7 @@ def test_tiny_run_json(exe):
     assert d["reps"] == 2 and d["threads_all"] >= 1
     assert len(d["load_start"]) == 3
     res = d["results"]
-    assert len(res) == 7 * 2 * 2
+    assert len(res) == 8 * 2 * 2
     seen = set()
     for r in res:
         seen.add((r["case"], r["size"], r["threads"]))
@@ -152,10 +154,10 @@ def test_rule_names_select_presets(exe):
     out = run(exe, "--rules", "adam,adabound:amsbound,rmsprop:,sgd:nonfinite=skip", "--sizes", "4K", "--threads", 1,
               "--reps", 1, "--min-time", 0, "--no-context", "--json", "--quiet").stdout
     res = json.loads(out)["results"]
-    assert [r["case"] for r in res] == ["adam", "adam:amsgrad", "adam:clip=1", "adam:state=int8",
+    assert [r["case"] for r in res] == ["adam", "adam:amsgrad", "adam:clip=1", "adam:stats", "adam:state=int8",
                                         "adam:grad=bf16:state=int8", "adabound:amsbound", "rmsprop",
                                         "sgd:nonfinite=skip"]
-    assert [r["bytes_per_element"] for r in res] == [28, 36, 32, 16.0625, 14.0625, 36, 20, 16]
+    assert [r["bytes_per_element"] for r in res] == [28, 36, 32, 28, 16.0625, 14.0625, 36, 20, 16]
 
 
 def test_precision_cases(exe):
@@ -179,6 +181,28 @@ def test_precision_cases(exe):
     assert "sr with state=int8 is benchmarked for bfloat16 parameters without a master" in p.stderr
     p = run(exe, "--rules", "adam:param=bf16:state=int8", "--sizes", "1K", "--no-context", "--quiet", expect=2)
     assert "state=int8 is benchmarked with float32 parameters" in p.stderr
+
+
+def test_trust_ratio_cases(exe):
+    """LAMB and LARS against the ceiling of their two passes (docs/rules/lamb.md, lars.md): LAMB's pass 1 reads
+    g, m, v (and p for the norms) and writes m, v, pass 2 reads p, m, v and writes p: 40 bytes per element, 36
+    without the ratio; LARS's pass 1 reads p and g (8) before SGD's streams, only where its ratio applies
+    (weight_decay != 0 or always_adapt); the clipping pre-pass reads g once more."""
+    out = run(exe, "--rules", "lamb,lars,lars:,lars:weight_decay=0.01,lars:always_adapt,lamb:clip=1", "--sizes",
+              "4K,64K", "--threads", "1,all", "--reps", 1, "--min-time", 0, "--no-context", "--json",
+              "--quiet").stdout
+    res = json.loads(out)["results"]
+    got = {}
+    for r in res:
+        got.setdefault(r["case"], set()).add((r["state_arrays"], r["bytes_per_element"]))
+        assert r["ratio"] > 0 and r["ceiling"]["step_s"]["median"] > 0
+    assert got == {"lamb": {(2, 40)}, "lamb:weight_decay=0": {(2, 36)},
+                   "lars:momentum=0.9:weight_decay=1e-4": {(1, 28)}, "lars": {(0, 12)},
+                   "lars:weight_decay=0.01": {(0, 20)}, "lars:always_adapt": {(0, 20)}, "lamb:clip=1": {(2, 44)}}
+    assert len(res) == 7 * 2 * 2
+    for spec in ("lamb:state=int8", "lars:weight_decay=0.01:param=bf16:grad=bf16"):
+        p = run(exe, "--rules", spec, "--sizes", "1K", "--no-context", "--quiet", expect=2)
+        assert "is benchmarked in float32 only" in p.stderr, p.stderr
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE /* memfd_create */
 #include "fuzz_common.h"
 #include "optim_checkpoint.h"
+#include "optim_schedule_free.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -60,7 +61,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == OPTIM_OK) {
         for (k = 0; k < 3; k++)
             for (i = 0; i < fuzz_n[k]; i++) fuzz_g[k][i] = 0.01f * (float)(i + 1);
+        /* A schedule-free state loaded in eval mode: the switch runs over the loaded z, then steps, then
+         * switches back and forth again (a step in eval mode would be refused before touching anything). */
+        if (optim_schedule_free_mode(opts[rule]) == 0) (void)optim_schedule_free_train(opts[rule]);
         (void)optim_step(opts[rule]);
+        if (optim_schedule_free_mode(opts[rule]) == 1) {
+            (void)optim_schedule_free_eval(opts[rule]);
+            (void)optim_schedule_free_train(opts[rule]);
+        }
     }
     return 0;
 }

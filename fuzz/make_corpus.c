@@ -1,6 +1,8 @@
 /* make_corpus.c: write the fuzzers' seed corpora. Into DIR (the whole-load
  * and decoder harnesses): for every rule a checkpoint of the fuzz optimizer
- * (with and without options) after a few steps; the format-1 checkpoint of
+ * (with and without options) after a few steps (the schedule-free rules
+ * also in eval mode; Muon where liboptim_muon is built); the int8 state;
+ * the format-1 checkpoint of
  * the tests (tests/ckpt_v1_fixture.h); and one with a section a reader may
  * skip, before META. Into SCHED_DIR (the schedule decoder's harness), if
  * given: every kind of schedule and the composites, as a checkpoint stores
@@ -10,6 +12,7 @@
 #include "ckpt_v1_fixture.h"
 #include "optim_checkpoint.h"
 #include "optim_schedule.h"
+#include "optim_schedule_free.h"
 #include "optim_sparse.h"
 
 #include <stdio.h>
@@ -84,17 +87,35 @@ int main(int argc, char **argv)
         for (opt = 0; opt < 2 && optim_rule_name((optim_rule)r) && optim_rule_sparse((optim_rule)r) != OPTIM_SPARSE_ONLY;
              opt++) {
             char path[4096];
-            optim *o = fuzz_optimizer((optim_rule)r, opt);
+            optim *o;
+#ifndef OPTIM_FUZZ_MUON
+            if (r == OPTIM_MUON) continue; /* its steps need liboptim_muon (not built: no OpenBLAS) */
+#endif
+            o = fuzz_optimizer((optim_rule)r, opt);
             if (!o) return 1;
             for (t = 0; t < 3; t++) {
                 for (k = 0; k < 3; k++)
                     for (i = 0; i < fuzz_n[k]; i++) fuzz_g[k][i] = (float)(t + 1) * 0.1f - (float)i * 0.01f;
-                if (optim_step(o) != OPTIM_OK) return 1;
+                if (optim_step(o) != OPTIM_OK) {
+                    fprintf(stderr, "%s: %s\n", optim_rule_name((optim_rule)r), optim_errmsg(o));
+                    optim_free(o);
+                    return 1;
+                }
             }
             snprintf(path, sizeof path, "%s/%s%s.ckpt", argv[1], optim_rule_name((optim_rule)r), opt ? "-options" : "");
             if (optim_save(o, path) != OPTIM_OK) {
                 fprintf(stderr, "%s\n", optim_errmsg(o));
+                optim_free(o);
                 return 1;
+            }
+            if (r == OPTIM_SGD_SCHEDULE_FREE || r == OPTIM_ADAMW_SCHEDULE_FREE) {
+                /* and in eval mode (SFRE's mode 1, the parameters at x) */
+                snprintf(path, sizeof path, "%s/%s%s-eval.ckpt", argv[1], optim_rule_name((optim_rule)r),
+                         opt ? "-options" : "");
+                if (optim_schedule_free_eval(o) != OPTIM_OK || optim_save(o, path) != OPTIM_OK) {
+                    fprintf(stderr, "%s\n", optim_errmsg(o));
+                    return 1;
+                }
             }
             if (r == OPTIM_ADAM && opt) { /* the same with a section to skip, before META */
                 void *buf;

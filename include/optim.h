@@ -148,11 +148,14 @@ typedef enum optim_rule {
     OPTIM_LAMB = 14,    /* LAMB, Adam with a per-tensor trust ratio (You et al. 2019), as timm's Lamb */
     OPTIM_LARS = 15,    /* LARS, SGD with a per-tensor trust ratio (You et al. 2017), as timm's Lars */
     OPTIM_ADAFACTOR = 16, /* Adafactor, factored second moment (Shazeer & Stern 2018), as torch 2.x's */
-    OPTIM_SPARSE_ADAM = 17 /* lazy Adam over sparse gradients only (torch.optim.SparseAdam; optim_sparse.h) */
+    OPTIM_SPARSE_ADAM = 17, /* lazy Adam over sparse gradients only (torch.optim.SparseAdam; optim_sparse.h) */
+    OPTIM_SGD_SCHEDULE_FREE = 18,  /* schedule-free SGD (Defazio et al. 2024; optim_schedule_free_train/eval) */
+    OPTIM_ADAMW_SCHEDULE_FREE = 19, /* schedule-free AdamW (Defazio et al. 2024; optim_schedule_free_train/eval) */
+    OPTIM_MUON = 20 /* momentum orthogonalised by Newton-Schulz, 2-D weights (torch.optim.Muon; optim_muon.h) */
 } optim_rule;
 /* The largest rule value; a value below it without a rule (optim_rule_name
  * gives NULL) is reserved. */
-#define OPTIM_RULE_COUNT 17
+#define OPTIM_RULE_COUNT 20
 
 /** Where eps sits relative to the square root of the second moment. */
 typedef enum optim_eps_placement {
@@ -209,6 +212,19 @@ typedef enum optim_eps_placement {
  *            maximize (timm's Lars: docs/rules/lars.md)
  *   SPARSE_ADAM lr [1e-3] beta1 [0.9] beta2 [0.999] eps [1e-8] maximize
  *            (sparse gradients only: optim_sparse.h)
+ *   SGD_SCHEDULE_FREE lr [1.0] momentum [0.9; in (0, 1)] weight_decay [0]
+ *            warmup_steps [0] r [0] weight_lr_power [2] (facebookresearch/
+ *            schedule_free's SGDScheduleFree; docs/rules/schedule_free.md)
+ *   ADAMW_SCHEDULE_FREE lr [0.0025] beta1 [0.9; in (0, 1)] beta2 [0.999]
+ *            eps [1e-8] weight_decay [0] warmup_steps [0] r [0]
+ *            weight_lr_power [2] (AdamWScheduleFree)
+ *            Both keep the parameters at y while training and at x for
+ *            evaluation: optim_schedule_free_train / _eval below.
+ *   MUON     lr [1e-3] weight_decay [0.1] (decoupled) momentum [0.95]
+ *            nesterov [1] eps [1e-7] ns_steps [5] ns_a, ns_b, ns_c
+ *            [3.4445, -4.7750, 2.0315] adjust_lr [OPTIM_MUON_ADJUST_ORIGINAL]
+ *            (torch.optim.Muon; float32 2-D parameters, optim_param_set_shape;
+ *            the orthogonalisation is liboptim_muon's: optim_muon.h)
  *   ADAFACTOR lr [1e-2; the cap of the relative step] beta2_decay [-0.8]
  *            eps_auto [1: eps1 is the dtype's machine epsilon, torch's None]
  *            eps1 [0; >= 0, used when eps_auto = 0] eps2 [1e-3]
@@ -249,12 +265,26 @@ typedef struct optim_hparams {
     double trust_coeff;               /* >= 0: the trust ratio's coefficient (LARS) */
     int trust_clip;                   /* 1: clip the trust ratio at 1 (LAMB), its ratio to lr at 1 (LARS) */
     int always_adapt;                 /* 1: the trust ratio also where weight_decay = 0 (LAMB, LARS) */
+    double warmup_steps;              /* a whole number >= 0: linear warm-up of lr over this many steps (schedule-free) */
+    double r;                         /* finite: the average's weights grow as (k+1)^r (schedule-free) */
+    double weight_lr_power;           /* >= 0: the average's weights are lr_max^weight_lr_power (schedule-free) */
+    /* MUON (docs/rules/muon.md): */
+    int ns_steps;                     /* 1..99 Newton-Schulz iterations */
+    double ns_a, ns_b, ns_c;          /* the quintic's coefficients: X <- a X + (b A + c A^2) X, A = X X^T */
+    int adjust_lr;                    /* optim_muon_adjust_lr: the lr's factor from the parameter's shape */
+    /* ADAFACTOR (docs/rules/adafactor.md): */
     double beta2_decay;               /* <= 0: beta2_t = 1 - t^beta2_decay (ADAFACTOR) */
     double eps2;                      /* >= 0: the floor of the parameter's RMS in the step size (ADAFACTOR) */
     double clip_threshold;            /* >= 1: the update's RMS is clipped to it (ADAFACTOR's d) */
     int eps_auto;                     /* 1: eps1 is the machine epsilon of the parameter's type (ADAFACTOR) */
     double eps1;                      /* >= 0: the floor of the second moment's estimate (ADAFACTOR, eps_auto = 0) */
 } optim_hparams;
+
+/** MUON's learning-rate adjustment for a rows x cols parameter (torch's adjust_lr_fn). */
+typedef enum optim_muon_adjust_lr {
+    OPTIM_MUON_ADJUST_ORIGINAL = 0,       /* lr * sqrt(max(1, rows / cols)): Keller Jordan's ("original", None) */
+    OPTIM_MUON_ADJUST_MATCH_RMS_ADAMW = 1 /* lr * 0.2 * sqrt(max(rows, cols)): Moonshot's ("match_rms_adamw") */
+} optim_muon_adjust_lr;
 
 /** Hyperparameter identifiers, for setting one value at a time and for
  *  bindings that should not depend on the struct layout. Numbers are stable. */
@@ -290,13 +320,21 @@ typedef enum optim_hparam {
     OPTIM_HP_TRUST_COEFF = 29,
     OPTIM_HP_TRUST_CLIP = 30,
     OPTIM_HP_ALWAYS_ADAPT = 31,
-    OPTIM_HP_BETA2_DECAY = 32,
-    OPTIM_HP_EPS2 = 33,
-    OPTIM_HP_CLIP_THRESHOLD = 34,
-    OPTIM_HP_EPS_AUTO = 35,
-    OPTIM_HP_EPS1 = 36
+    OPTIM_HP_WARMUP_STEPS = 32,
+    OPTIM_HP_R = 33,
+    OPTIM_HP_WEIGHT_LR_POWER = 34,
+    OPTIM_HP_NS_STEPS = 35,
+    OPTIM_HP_NS_A = 36,
+    OPTIM_HP_NS_B = 37,
+    OPTIM_HP_NS_C = 38,
+    OPTIM_HP_ADJUST_LR = 39,
+    OPTIM_HP_BETA2_DECAY = 40,
+    OPTIM_HP_EPS2 = 41,
+    OPTIM_HP_CLIP_THRESHOLD = 42,
+    OPTIM_HP_EPS_AUTO = 43,
+    OPTIM_HP_EPS1 = 44
 } optim_hparam;
-#define OPTIM_HP_COUNT 36
+#define OPTIM_HP_COUNT 44
 
 /** Lower-case name of a rule ("adam"), or NULL for an unknown value. */
 OPTIM_API const char *optim_rule_name(optim_rule rule);
@@ -421,6 +459,8 @@ typedef struct optim_state {
     int64_t step;      /* updates applied so far */
     double mu_product; /* NADAM: product of the momentum coefficients so far (1 at start);
                         * ASGD: eta, the step size of the next step (a float32 value) */
+    double lr_max;     /* schedule-free rules: the largest warmed-up lr so far (-1 at start) */
+    double weight_sum; /* schedule-free rules: the sum of the average's weights so far (0 at start) */
     unsigned initialized;
     float *slot[OPTIM_MAX_SLOTS];
 } optim_state;

@@ -126,14 +126,14 @@ def render(enums, defines):
 
 
 def parse_prototypes(include_dir=INCLUDE):
-    """{function name: (return type, [argument types])} for every OPTIM_API
+    """{function name: (return type, [argument types])} for every OPTIM_API (and OPTIM_MUON_API)
     declaration, types as written (without argument names)."""
     protos = {}
     for header in _headers(include_dir):
         with open(os.path.join(include_dir, header)) as f:
             text = _strip_comments(f.read())
         text = re.sub(r"^[ \t]*#(?:[^\n\\]|\\\n)*", "", text, flags=re.M)  # preprocessor lines
-        for m in re.finditer(r"OPTIM_API\s+([^;{]*?)\b(optim_\w+)\s*\(([^)]*)\)\s*;", text, flags=re.S):
+        for m in re.finditer(r"OPTIM_(?:MUON_)?API\s+([^;{]*?)\b(optim_\w+)\s*\(([^)]*)\)\s*;", text, flags=re.S):
             ret, name, args = " ".join(m.group(1).split()), m.group(2), " ".join(m.group(3).split())
             types = []
             if args and args != "void":

@@ -11,13 +11,29 @@
 # (every default experiment, small: the data set's readers, the MLP with
 # OpenBLAS, SAM, the run directory and summary.json)
 # and a tiny `optim bench`. Any report fails.
+#
+# sanitize.sh --build-only BUILD_DIR: only configure and build the tree (CTest's
+# sanitize.build, a fixture: sanitize.c_suites and python.asan then share it);
+# sanitize.sh --no-build BUILD_DIR [STEPS]: only run, in a tree built so.
 set -eu
+mode=all
+case "${1:-}" in
+  --build-only) mode=build; shift ;;
+  --no-build) mode=run; shift ;;
+esac
 src=$(cd "$(dirname "$0")/.." && pwd)
 out=$1
 steps=${2:-20000}
-cmake -S "$src" -B "$out" -DOPTIM_SANITIZE=address,undefined -DOPTIM_BUILD_TOOLS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  >/dev/null
-cmake --build "$out" -j 2 >/dev/null
+if [ "$mode" != run ]; then
+  cmake -S "$src" -B "$out" -DOPTIM_SANITIZE=address,undefined -DOPTIM_BUILD_TOOLS=ON \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$out" -j 2 >/dev/null
+fi
+[ "$mode" = build ] && exit 0
+if [ ! -f "$out/CMakeCache.txt" ] || ! grep -q '^OPTIM_SANITIZE:.*=address,undefined' "$out/CMakeCache.txt"; then
+  echo "sanitize.sh: $out is not a sanitizer tree (run sanitize.sh --build-only $out first)" >&2
+  exit 1
+fi
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 cd "$out"

@@ -15,14 +15,29 @@
 # ASan also sees reads past small ctypes objects. Leak detection is off:
 # CPython keeps memory until exit by design. pytest captures only sys.stdout
 # and sys.stderr (--capture=sys), so that a report written to fd 2 is shown.
+#
+# sanitize_python.sh --no-build BUILD_DIR [PYTHON]: use the library of a tree
+# that scripts/sanitize.sh --build-only built (CTest's python.asan shares the
+# sanitize.build fixture's tree with sanitize.c_suites: one ASan build, not two).
 set -eu
+build=1
+if [ "${1:-}" = --no-build ]; then
+  build=0
+  shift
+fi
 src=$(cd "$(dirname "$0")/.." && pwd)
 out=$1
 python=${2:-/usr/bin/python3}
-cmake -S "$src" -B "$out" -DOPTIM_SANITIZE=address,undefined -DOPTIM_BUILD_TOOLS=OFF -DOPTIM_BUILD_TESTS=OFF \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$out" -j 2 --target optim_shared >/dev/null
+if [ "$build" = 1 ]; then
+  cmake -S "$src" -B "$out" -DOPTIM_SANITIZE=address,undefined -DOPTIM_BUILD_TOOLS=OFF -DOPTIM_BUILD_TESTS=OFF \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$out" -j 2 --target optim_shared >/dev/null
+fi
 lib="$out/liboptim.so"
+if [ ! -f "$lib" ]; then
+  echo "sanitize_python.sh: $lib is missing (build the tree first: scripts/sanitize.sh --build-only $out)" >&2
+  exit 1
+fi
 asan=$(ldd "$lib" | awk '/libasan|libclang_rt\.asan/ {print $3; exit}')
 stdcxx=$(ldd "$lib" | awk '/libstdc\+\+/ {print $3; exit}')
 if [ -z "$stdcxx" ]; then

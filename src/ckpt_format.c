@@ -46,9 +46,9 @@ int optim__ck_fits_param(optim *o, const char *fn, const char *name, size_t n)
     OPTIM__FAIL_IF(n > OPTIM__CK_MAX_NUMEL, &o->err, OPTIM_EINVAL,
                    "%s: n = %zu floats is more than memory can hold (at most SIZE_MAX / 4 = %zu)", fn, n,
                    (size_t)OPTIM__CK_MAX_NUMEL);
-    OPTIM__FAIL_IF((uint64_t)o->nparams + o->ngroups + 2 > OPTIM__CK_MAX_SECTIONS, &o->err, OPTIM_EINVAL,
+    OPTIM__FAIL_IF((uint64_t)o->nparams + o->ngroups + 3 > OPTIM__CK_MAX_SECTIONS, &o->err, OPTIM_EINVAL,
                    "%s: param %zu would make %llu checkpoint sections, more than a checkpoint holds (%llu)", fn,
-                   o->nparams, (unsigned long long)o->nparams + o->ngroups + 2,
+                   o->nparams, (unsigned long long)o->nparams + o->ngroups + 3,
                    (unsigned long long)OPTIM__CK_MAX_SECTIONS);
     return OPTIM_OK;
 }
@@ -58,9 +58,9 @@ int optim__ck_fits_group(optim *o, const char *fn)
     OPTIM__FAIL_IF((uint64_t)o->ngroups + 1 > OPTIM__CK_MAX_GROUPS, &o->err, OPTIM_EINVAL,
                    "%s: group %zu would be one more than a checkpoint holds (%llu groups)", fn, o->ngroups,
                    (unsigned long long)OPTIM__CK_MAX_GROUPS);
-    OPTIM__FAIL_IF((uint64_t)o->nparams + o->ngroups + 2 > OPTIM__CK_MAX_SECTIONS, &o->err, OPTIM_EINVAL,
+    OPTIM__FAIL_IF((uint64_t)o->nparams + o->ngroups + 3 > OPTIM__CK_MAX_SECTIONS, &o->err, OPTIM_EINVAL,
                    "%s: group %zu would make %llu checkpoint sections, more than a checkpoint holds (%llu)", fn,
-                   o->ngroups, (unsigned long long)o->nparams + o->ngroups + 2,
+                   o->ngroups, (unsigned long long)o->nparams + o->ngroups + 3,
                    (unsigned long long)OPTIM__CK_MAX_SECTIONS);
     return OPTIM_OK;
 }
@@ -343,6 +343,26 @@ static void ck_prec(ck_writer *w, const optim *o, size_t unused)
     }
 }
 
+static int ck_has_sf(const optim *o)
+{
+    return o->rule == OPTIM_SGD_SCHEDULE_FREE || o->rule == OPTIM_ADAMW_SCHEDULE_FREE;
+}
+
+/* The SFRE section: the mode (1: eval), a reserved 0, the count of params,
+ * then each param's lr_max and weight_sum, in param order. */
+static void ck_sf(ck_writer *w, const optim *o, size_t unused)
+{
+    size_t i;
+    (void)unused;
+    ck_u32(w, (uint32_t)(o->sf_eval != 0));
+    ck_u32(w, 0);
+    ck_u64(w, (uint64_t)o->nparams);
+    for (i = 0; i < o->nparams; i++) {
+        ck_f64(w, o->params[i].st.lr_max);
+        ck_f64(w, o->params[i].st.weight_sum);
+    }
+}
+
 /* One section: its head, its payload (length measured by a counting pass),
  * its checksum. */
 static void ck_section(ck_writer *w, uint32_t tag, ck_section_fn fn, const optim *o, size_t i)
@@ -366,8 +386,9 @@ static uint32_t ck_body(ck_writer *w, const optim *o)
     for (i = 0; i < o->ngroups; i++) ck_section(w, OPTIM__CK_GRUP, ck_group, o, i);
     for (i = 0; i < o->nparams; i++) ck_section(w, OPTIM__CK_PARM, ck_param, o, i);
     if (ck_has_prec(o)) ck_section(w, OPTIM__CK_PREC, ck_prec, o, 0);
-    /* <= OPTIM__CK_MAX_SECTIONS (a PREC section is counted in the limit's margin of 2) */
-    return (uint32_t)(1 + o->ngroups + o->nparams + (uint32_t)ck_has_prec(o));
+    if (ck_has_sf(o)) ck_section(w, OPTIM__CK_SFRE, ck_sf, o, 0);
+    /* <= OPTIM__CK_MAX_SECTIONS (PREC and SFRE are counted in the limit's margin of 3) */
+    return (uint32_t)(1 + o->ngroups + o->nparams + (uint32_t)ck_has_prec(o) + (uint32_t)ck_has_sf(o));
 }
 
 uint64_t optim__ck_size(const optim *o)
@@ -401,7 +422,7 @@ int optim__ck_encode(const optim *o, uint64_t size, optim__ck_emit emit, void *c
     ck_u32(&hw, OPTIM_CHECKPOINT_FORMAT);
     ck_u32(&hw, 0);
     ck_u64(&hw, size);
-    ck_u32(&hw, (uint32_t)(1 + o->ngroups + o->nparams + (uint32_t)ck_has_prec(o))); /* as ck_body writes */
+    ck_u32(&hw, (uint32_t)(1 + o->ngroups + o->nparams + (uint32_t)ck_has_prec(o) + (uint32_t)ck_has_sf(o))); /* as ck_body writes */
     ck_u32(&hw, optim__crc32c(0, head, 28));
     memset(&w, 0, sizeof w);
     w.emit = emit;
@@ -573,6 +594,7 @@ void optim__ck_plan_free(optim__ck_plan *pl)
     free(pl->groups);
     free(pl->params);
     free((void *)pl->masters);
+    free(pl->sf);
     memset(pl, 0, sizeof *pl);
 }
 
@@ -793,6 +815,27 @@ const char *optim__ck_shape_text(char *buf, size_t size, size_t ndim, const int6
     return buf;
 }
 
+/* The scales of an int8_block slot of n elements (little-endian float32 at
+ * src): a step, a quantization and a fresh slot store max(largest finite |x|
+ * of the block, FLT_MIN) (quant8.h), finite and >= FLT_MIN, also for a block
+ * of zeros or NaNs; any other scale (NaN, infinite, zero, negative,
+ * subnormal) would turn its block into NaN, infinities or flipped signs at
+ * the next step. As optim.torch's QuantizedState check (_quantized.py). */
+static int ck_check_scales(const unsigned char *src, size_t n, const char *where, const char *slot, optim_error *err)
+{
+    const size_t nb = (n + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE;
+    size_t b;
+    for (b = 0; b < nb; b++) {
+        const uint32_t u = ck_le32(src + 4 * b);
+        /* finite and >= FLT_MIN: a positive sign, an exponent field in 1..254 */
+        OPTIM__FAIL_IF(u < 0x00800000u || u >= 0x7f800000u, err, OPTIM_EFORMAT,
+                       "%s: slot %s has scale %.9g (bits 0x%08x) at block %zu of %zu: an int8_block scale is finite "
+                       "and at least FLT_MIN, as a step stores it",
+                       where, slot, (double)optim__f32_from_bits(u), (unsigned)u, b, nb);
+    }
+    return OPTIM_OK;
+}
+
 static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const char *what, optim_error *err)
 {
     optim__ck_param_plan *pp;
@@ -887,9 +930,44 @@ static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const
                        "%s: slot %s runs past the section", where, optim_rule_slot_name(pl->rule, (int)s));
         (void)size;
         pp->data[s] = r->p + r->pos;
+        if (pp->dtype == OPTIM_INT8_BLOCK)
+            OPTIM__FORWARD(ck_check_scales(pp->data[s] + pp->n, pp->n, where, optim_rule_slot_name(pl->rule, (int)s),
+                                           err));
         r->pos += optim__ck_slot_bytes(pp->n, pp->dtype);
         pl->state_floats += pp->n;
     }
+    return OPTIM_OK;
+}
+
+/* The SFRE section (ck_sf): a mode of 0 or 1, every param once; lr_max -1
+ * (never stepped) or finite >= 0, weight_sum finite >= 0. */
+static int ck_parse_sf(ck_reader *r, optim__ck_plan *pl, const char *what, const optim__ck_ops *ops,
+                       optim_error *err)
+{
+    uint32_t mode, reserved;
+    uint64_t count, k;
+    OPTIM__FAIL_IF(!ck_has(r, 4 + 4 + 8), err, OPTIM_EFORMAT, "%s: SFRE section too short", what);
+    mode = ck_get_u32(r);
+    reserved = ck_get_u32(r);
+    count = ck_get_u64(r);
+    OPTIM__FAIL_IF(mode > 1 || reserved != 0, err, OPTIM_EFORMAT, "%s: schedule-free mode %u (0 or 1), reserved %u",
+                   what, mode, reserved);
+    OPTIM__FAIL_IF(count != pl->nparams || !ck_has(r, (size_t)count * 16), err, OPTIM_EFORMAT,
+                   "%s: %llu schedule-free records for %zu params (or past the section)", what,
+                   (unsigned long long)count, pl->nparams);
+    pl->sf = (double *)optim__ck_calloc(ops, pl->nparams ? 2 * pl->nparams : 1, sizeof *pl->sf);
+    OPTIM__FAIL_IF(!pl->sf, err, OPTIM_ENOMEM, "%s: out of memory for %zu schedule-free records", what, pl->nparams);
+    for (k = 0; k < count; k++) {
+        const double lr_max = ck_get_f64(r), weight_sum = ck_get_f64(r);
+        OPTIM__FAIL_IF(!(lr_max == -1.0 || (lr_max >= 0 && lr_max <= DBL_MAX)) ||
+                           !(weight_sum >= 0 && weight_sum <= DBL_MAX),
+                       err, OPTIM_EFORMAT, "%s: param %llu: lr_max = %.10g, weight_sum = %.10g", what,
+                       (unsigned long long)k, lr_max, weight_sum);
+        pl->sf[2 * k] = lr_max;
+        pl->sf[2 * k + 1] = weight_sum;
+    }
+    pl->sf_eval = (int)mode;
+    pl->has_sf = 1;
     return OPTIM_OK;
 }
 
@@ -1067,7 +1145,8 @@ static int ck_parse(const unsigned char *data, size_t size, const char *what, co
         sr.pos = 0;
         sr.ops = ops;
         r.pos += (size_t)len + 4;
-        known = tag == OPTIM__CK_META || tag == OPTIM__CK_GRUP || tag == OPTIM__CK_PARM || tag == OPTIM__CK_PREC;
+        known = tag == OPTIM__CK_META || tag == OPTIM__CK_GRUP || tag == OPTIM__CK_PARM || tag == OPTIM__CK_PREC ||
+                tag == OPTIM__CK_SFRE;
         ck_section_name(name, sizeof name, k, tag, tag == OPTIM__CK_GRUP ? groups_seen : params_seen, sr.p, len);
         snprintf(what_sec, sizeof what_sec, "%.150s: %s", what, name);
         if (!known) {
@@ -1100,13 +1179,24 @@ static int ck_parse(const unsigned char *data, size_t size, const char *what, co
                            "%s: unexpected PREC section (%s)", what_sec,
                            !have_meta ? "before META" : pl->has_prec ? "a second one" : "before every PARM");
             rc = ck_parse_prec(&sr, pl, what_sec, ops, err);
+        } else if (tag == OPTIM__CK_SFRE) {
+            OPTIM__FAIL_IF(!have_meta || params_seen != pl->nparams || pl->has_sf ||
+                               (pl->rule != OPTIM_SGD_SCHEDULE_FREE && pl->rule != OPTIM_ADAMW_SCHEDULE_FREE),
+                           err, OPTIM_EFORMAT, "%s: unexpected SFRE section (%s)", what_sec,
+                           !have_meta                      ? "before META"
+                           : params_seen != pl->nparams    ? "before every PARM"
+                           : pl->has_sf                    ? "a second one"
+                                                           : "the rule is not schedule-free");
+            rc = ck_parse_sf(&sr, pl, what_sec, ops, err);
         } else {
-            OPTIM__FAIL_IF(!have_meta || groups_seen != pl->ngroups || params_seen >= pl->nparams || pl->has_prec,
+            OPTIM__FAIL_IF(!have_meta || groups_seen != pl->ngroups || params_seen >= pl->nparams || pl->has_prec ||
+                               pl->has_sf,
                            err, OPTIM_EFORMAT,
                            "%s: unexpected param section (%s)", what_sec,
                            !have_meta                     ? "before META"
                            : groups_seen != pl->ngroups ? "before every GRUP"
                            : pl->has_prec               ? "after PREC"
+                           : pl->has_sf                 ? "after SFRE"
                                                         : "more than META announces");
             rc = ck_parse_param(&sr, pl, params_seen, what_sec, err);
             params_seen++;
@@ -1117,6 +1207,9 @@ static int ck_parse(const unsigned char *data, size_t size, const char *what, co
     OPTIM__FAIL_IF(!have_meta || groups_seen != pl->ngroups || params_seen != pl->nparams, err, OPTIM_EFORMAT,
                    "%s: %s%zu of %zu groups and %zu of %zu params present", what, have_meta ? "" : "no META section; ",
                    groups_seen, pl->ngroups, params_seen, pl->nparams);
+    OPTIM__FAIL_IF((pl->rule == OPTIM_SGD_SCHEDULE_FREE || pl->rule == OPTIM_ADAMW_SCHEDULE_FREE) && !pl->has_sf,
+                   err, OPTIM_EFORMAT, "%s: a %s checkpoint without its SFRE section (mode, lr_max, weight_sum)",
+                   what, optim_rule_name(pl->rule));
     return OPTIM_OK;
 }
 

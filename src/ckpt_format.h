@@ -48,6 +48,11 @@
  * (flags 0): a reader that does not know it refuses the file rather than
  * drop a master. */
 #define OPTIM__CK_PREC OPTIM__CK_TAG('P', 'R', 'E', 'C')
+/* Schedule-free rules (optim_schedule_free.h): the train/eval mode and each
+ * parameter's lr_max and weight_sum. After every PARM, written exactly when
+ * the rule is sgd_schedule_free or adamw_schedule_free (required then, refused
+ * otherwise; flags 0). */
+#define OPTIM__CK_SFRE OPTIM__CK_TAG('S', 'F', 'R', 'E')
 #define OPTIM__CK_OPTIONAL 1u     /* section flag: a reader that does not know the tag may skip it */
 #define OPTIM__CK_SECTION_HEAD 16 /* tag, flags, length */
 #define OPTIM__CK_SECTION_MIN (OPTIM__CK_SECTION_HEAD + 4)
@@ -108,6 +113,9 @@ typedef struct optim__ck_plan {
     double ls_scale;                   /* 1 when off */
     int64_t ls_tracker;
     const unsigned char **masters;     /* per param: n little-endian float32 of its master, or NULL */
+    /* The SFRE section (schedule-free rules): mode, and lr_max, weight_sum per param (2 doubles each). */
+    int has_sf, sf_eval;
+    double *sf;
 } optim__ck_plan;
 
 /* Decode and check the size bytes at data (named `what` in messages) into

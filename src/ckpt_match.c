@@ -225,6 +225,8 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
         }
         pa->st.step = pp->step;
         pa->st.mu_product = pp->mu_product;
+        pa->st.lr_max = pl->sf ? pl->sf[2 * j] : -1.0;
+        pa->st.weight_sum = pl->sf ? pl->sf[2 * j + 1] : 0.0;
         pa->st.initialized = (pa->st.initialized & ~pp->mask) | pp->initialized;
         /* The file holds every slot its options need (the reader checks it;
          * deferred state is written as fresh state), so state deferred by
@@ -249,6 +251,7 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
         o->ls_scale = 1.0;
         o->ls_tracker = 0;
     }
+    o->sf_eval = pl->has_sf ? pl->sf_eval : 0;
     o->steps = pl->steps;
     o->skipped = pl->skipped;
     o->nonfinite = pl->nonfinite;

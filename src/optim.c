@@ -80,7 +80,9 @@ void optim_free(optim *o)
     free(o->spans);
     free(o->partials);
     free(o->rpartials);
+    free(o->spartials);
     free(o->bad);
+    optim__free_floats(o->muon_scratch);
     free(o);
 }
 
@@ -362,6 +364,9 @@ static int optim__reserve_blocks(optim *o, size_t more)
     pa = (double *)realloc(o->rpartials, 2 * cap * sizeof *pa);
     if (!pa) return OPTIM_ENOMEM;
     o->rpartials = pa;
+    pa = (double *)realloc(o->spartials, OPTIM__NSTAT * cap * sizeof *pa);
+    if (!pa) return OPTIM_ENOMEM;
+    o->spartials = pa;
     o->cap_blocks = cap;
     return OPTIM_OK;
 }
@@ -464,6 +469,8 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     hp = &o->groups[g].hp;
     pa.st.step = 0;
     pa.st.mu_product = 1.0;
+    pa.st.lr_max = -1.0;
+    pa.st.weight_sum = 0.0;
     if (optim__check_next_loop(o, fn, &pa, hp) != OPTIM_OK) {
         free(pa.name);
         return o->err.code;
@@ -683,6 +690,8 @@ int optim_param_set_shape(optim *o, size_t i, size_t ndim, const int64_t *dims)
                    "%s: a shape of %zu dimensions with %llu%s elements for param %zu '%s' of %zu elements", fn, ndim,
                    (unsigned long long)prod, prod == UINT64_MAX ? " or more" : "", i, o->params[i].name,
                    o->params[i].n);
+    /* Muon steps 2-D parameters with a scratch matrix: sized now, so that steps never allocate. */
+    if (o->rule == OPTIM_MUON && ndim == 2) OPTIM__FORWARD(optim__muon_reserve(o, fn, (size_t)dims[0], (size_t)dims[1]));
     copy = (int64_t *)malloc((ndim ? ndim : 1) * sizeof *copy);
     OPTIM__FAIL_IF(!copy, OPTIM__E(o), OPTIM_ENOMEM, "%s: out of memory", fn);
     if (ndim) memcpy(copy, dims, ndim * sizeof *copy);
@@ -866,6 +875,8 @@ int optim_param_reset_state(optim *o, size_t i)
     pa = &o->params[i];
     pa->st.step = 0;
     pa->st.mu_product = 1.0;
+    pa->st.lr_max = -1.0;
+    pa->st.weight_sum = 0.0;
     pa->st.initialized = 0;
     /* The slots it holds (state deferred by optim_set_defer_state holds none:
      * it is fresh state not allocated yet). */

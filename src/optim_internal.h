@@ -6,8 +6,10 @@
 #include "common.h"
 #include "kernels/kernels.h"
 #include "optim_ext.h"
+#include "optim_muon_ext.h"
 #include "optim_precision.h"
 #include "optim_sparse.h"
+#include "optim_stats.h"
 
 typedef struct optim__param {
     void *p;         /* caller's memory, n elements of pdt */
@@ -24,6 +26,7 @@ typedef struct optim__param {
     size_t ndim;
     unsigned flags;  /* OPTIM_PARAM_* storage options (fixed when added) */
     float *master;   /* owned: the fp32 master of OPTIM_PARAM_MASTER (n floats), else NULL */
+    optim_step_stats stats; /* its statistics of the last step with statistics on (src/stats.c) */
 } optim__param;
 
 typedef struct optim__group {
@@ -70,6 +73,8 @@ struct optim {
     double *partials;   /* one per reduction block of all parameters */
     double *rpartials;  /* two per block: pass 1 of a rule with a per-tensor reduction (LAMB, LARS) */
     unsigned char *bad; /* ditto: block holds a NaN/Inf */
+    double *spartials;  /* OPTIM__NSTAT per block: the step statistics (src/stats.c) */
+    int stats_on;       /* optim_set_stats */
     size_t cap_blocks;
 
     int64_t steps;
@@ -80,11 +85,27 @@ struct optim {
     int64_t ls_tracker;  /* consecutive steps without overflow since the last change */
     int defer_state; /* parameters added now get their state at the first need (optim_set_defer_state) */
     optim_ext_hooks ext; /* optim_ext.h: combine is NULL unless a layered library set it */
+    /* Muon (src/muon.c): the orthogonalisation liboptim_muon installed (orth NULL: none), and the
+     * scratch of a step (X, then the hook's work), sized by optim_param_set_shape for the largest
+     * 2-D parameter, so that steps never allocate. */
+    optim_muon_ops muon;
+    float *muon_scratch;
+    size_t muon_cap; /* floats in muon_scratch */
     /* The sparse gradients of the optim_step_sparse in progress (sparse[i] for
      * parameter i, or NULL), NULL outside it (src/step.c). */
     const optim_sparse_grad *const *sparse;
+    /* Schedule-free rules (src/schedule_free.c): 1 while the parameters hold x (eval), 0 while they
+     * hold y (train, the state of a new optimizer). */
+    int sf_eval;
     optim_error err;
 };
+
+/* Muon (src/muon.c): the checks of a step before anything changes, and the
+ * update of every parameter with a gradient (after the state commit). */
+int optim__muon_check(optim *o);
+void optim__muon_run(optim *o);
+/* Grow the scratch for a rows x cols Muon parameter (optim_param_set_shape). */
+int optim__muon_reserve(optim *o, const char *fn, size_t rows, size_t cols);
 
 /* Does parameter i have a gradient this step (dense, or sparse during optim_step_sparse)? */
 static inline int optim__has_grad(const optim *o, size_t i)
@@ -151,6 +172,18 @@ size_t optim__param_of_block(const optim *o, size_t b);
  * message in *err. */
 int optim__norm_all(optim *o, size_t nblocks, optim__norm kind, double p, double *norm, size_t *bad_param,
                     const char **bad_name, optim_error *err);
+
+/* Step statistics (src/stats.c). Before a step's constants: clear every
+ * parameter's record and, with statistics on, point each dense task at its
+ * partials (split alignment OPTIM__RBLOCK). After its update pass: fold each
+ * stepped parameter's partials and constants into its record. */
+void optim__stats_begin(optim *o);
+void optim__stats_end(optim *o);
+/* Count a skipped step (the non-finite policy, loss scaling's overflow, SAM's
+ * second step after a skipped first): the counters, and with statistics on
+ * no record for any parameter (include/optim_stats.h: out.step == 0). Every
+ * skip goes through here. */
+void optim__skip_step(optim *o);
 
 /* Reduced precision (src/precision.c). The factor 1 / scale the step folds
  * into the gradient (1 without loss scaling). */

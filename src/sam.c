@@ -226,6 +226,11 @@ static int optim__sam_first(optim_sam *s, const char *fn, int rebind, size_t cou
     /* Every check before the rebinding, so that a refusal changes nothing. */
     OPTIM__FORWARD(optim__sam_check(s, fn));
     o = s->base;
+    /* Its second step would be refused (optim_step in eval mode): refused now, before anything moves. */
+    OPTIM__FAIL_IF(o->sf_eval, OPTIM__SE(s), OPTIM_ESTATE,
+                   "%s: the %s optimizer is in eval mode (the parameters hold x); call optim_schedule_free_train "
+                   "first; nothing moved",
+                   fn, optim_rule_name(o->rule));
     OPTIM__FAIL_IF(s->perturbed || s->skip_pending, OPTIM__SE(s), OPTIM_ESTATE,
                    "%s: called twice; call optim_sam_second_step or optim_sam_restore first", fn);
     OPTIM__FAIL_IF(o->sam_active, OPTIM__SE(s), OPTIM_ESTATE,
@@ -340,8 +345,7 @@ static int optim__sam_second(optim_sam *s, const char *fn, int rebind, size_t co
     if (rebind) OPTIM__FORWARD(optim__sam_rebind(s, fn, count, params, grads));
     if (s->skip_pending) {
         s->skip_pending = 0;
-        if (o->skipped < INT64_MAX) o->skipped++;
-        o->last_skipped = 1;
+        optim__skip_step(o); /* no statistics either */
         return optim__ok(OPTIM__SE(s));
     }
     optim__sam_undo(s);

@@ -119,6 +119,7 @@ size_t optim__build_tasks(optim *o, size_t *nblocks)
         t->pre = NULL;
         t->red = NULL;
         t->pre_reads = t->pre_writes = t->red_reads = 0;
+        t->spart = NULL; /* optim__stats_begin sets it in a step with statistics */
         t->k = &o->ks[i];
         t->frows = t->fcols = 0;
         if (o->rule == OPTIM_ADAFACTOR && pa->dims && pa->ndim >= 2 && t->n > 0) {
@@ -215,15 +216,13 @@ static int optim__prepass(optim *o, size_t nblocks, double *gscale, int *rc)
     o->last_norm = norm;
     if (o->ls.mode == OPTIM_LOSS_SCALE_DYNAMIC && bad_name) {
         /* An overflow under dynamic loss scaling: skipped, whatever the non-finite policy; the scale backs off. */
-        if (o->skipped < INT64_MAX) o->skipped++;
-        o->last_skipped = 1;
+        optim__skip_step(o);
         optim__ls_update(o, 1);
         *rc = optim__ok(OPTIM__E(o));
         return 1;
     }
     if (o->nonfinite != OPTIM_NONFINITE_PROPAGATE && bad_name) {
-        if (o->skipped < INT64_MAX) o->skipped++;
-        o->last_skipped = 1;
+        optim__skip_step(o);
         if (o->nonfinite == OPTIM_NONFINITE_ERROR)
             *rc = optim__fail(OPTIM__E(o), OPTIM_ENONFINITE,
                               "optim_step: the gradient of param %zu '%s' holds NaN or Inf; step skipped", bad_i,
@@ -281,6 +280,10 @@ int optim__step(optim *o)
     int reduce = 0, factored = 0;
     optim__step_in in;
     OPTIM__FAIL_IF(o->nparams == 0, OPTIM__E(o), OPTIM_ESTATE, "optim_step: the optimizer has no parameters");
+    OPTIM__FAIL_IF(o->sf_eval, OPTIM__E(o), OPTIM_ESTATE,
+                   "optim_step: the %s optimizer is in eval mode (the parameters hold x); call "
+                   "optim_schedule_free_train first (the reference refuses a step in eval mode too); nothing changed",
+                   optim_rule_name(o->rule));
     OPTIM__FORWARD(optim__state_ensure(o, "optim_step", 0, o->nparams)); /* optim_set_defer_state */
     for (i = 0; i < o->nparams; i++) {
         OPTIM__FAIL_IF(optim__has_grad(o, i) && o->params[i].st.step == INT64_MAX, OPTIM__E(o), OPTIM_ESTATE,
@@ -292,6 +295,8 @@ int optim__step(optim *o)
                        i, o->params[i].name, optim_rule_name(o->rule));
     }
     total = optim__build_tasks(o, &nblocks);
+    if (o->rule == OPTIM_MUON) OPTIM__FORWARD(optim__muon_check(o)); /* src/muon.c */
+    optim__stats_begin(o);
     in.gscale = 1.0;
     in.n = 0;
     /* The bound clamps exactly as torch.clamp(g, -v, v) with v a Python float: the kernels round it to the
@@ -342,18 +347,24 @@ int optim__step(optim *o)
         if (!optim__has_grad(o, i)) continue;
         pa->st.step = o->next[i].step;
         pa->st.mu_product = o->next[i].mu_product;
+        pa->st.lr_max = o->next[i].lr_max;
+        pa->st.weight_sum = o->next[i].weight_sum;
         /* Stochastic rounding's keys: (seed, parameter, the step it now takes, stream). */
         if (pa->flags & OPTIM_PARAM_STOCHASTIC_ROUNDING)
             optim__task_sr_keys(&o->tasks[i], o->seed, (uint64_t)i, pa->st.step);
     }
     if (reduce) optim__reduce_pass(o, nblocks, &in, factored);
-    optim__run(o->kt, factored ? optim__range_factored : optim__range_update, o->tasks, o->nparams, total,
-               o->threads);
+    if (o->rule == OPTIM_MUON)
+        optim__muon_run(o); /* two passes around the matrix products, parameter by parameter */
+    else
+        optim__run(o->kt, factored ? optim__range_factored : optim__range_update, o->tasks, o->nparams, total,
+                   o->threads);
     for (i = 0; i < o->nparams; i++) {
         optim__param *pa = &o->params[i];
         if (optim__has_grad(o, i)) optim__finish(&o->groups[pa->group].hp, &pa->st);
     }
     if (o->steps < INT64_MAX) o->steps++; /* saturates: a loaded counter may be at the top */
+    optim__stats_end(o);
     optim__ls_update(o, 0);
     optim__schedules_advance(o);
     return optim__ok(OPTIM__E(o));

@@ -34,6 +34,8 @@ int optim_state_init_typed(const optim_hparams *hp, size_t n, optim_dtype state_
     }
     st->step = 0;
     st->mu_product = 1.0;
+    st->lr_max = -1.0;
+    st->weight_sum = 0.0;
     st->initialized = 0;
     if (n > 0) {
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) /* n elements each (the caller's arrays; Adafactor's factors stay 0) */
@@ -71,7 +73,9 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
     OPTIM__FAIL_IF(optim__rule(hp->rule)->sparse_only, err, OPTIM_EUNSUPPORTED,
                    "%s: %s takes sparse gradients only (optim_sparse.h: optim_step_sparse); use adam for dense ones",
                    fn, rule);
-
+    OPTIM__FAIL_IF(hp->rule == OPTIM_MUON, err, OPTIM_EUNSUPPORTED,
+                   "%s: muon orthogonalises a whole matrix with liboptim_muon's matrix products; the stateless update "
+                   "has no shape nor hook: use an optimizer object (optim_muon.h)", fn);
     need = optim_hparams_slots(hp);
     lazy = optim__rule(hp->rule)->lazy_slots;
     psize = optim_dtype_size(pdt);
@@ -132,6 +136,7 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
         task.start = 0;
         task.bstart = 0;
         task.k = &k;
+        task.spart = NULL; /* no step statistics here (include/optim_stats.h: optimizer objects) */
         if (task.pre || task.red) {
             /* Pass 1 of a rule with a per-tensor reduction (LAMB, LARS), block by block in order. */
             double sq[2] = {0.0, 0.0}, part[2];

@@ -10,6 +10,7 @@
 #include "kernels/kernels.h"
 #include "optim_checkpoint.h"
 #include "optim_schedule.h"
+#include "optim_schedule_free.h"
 #include "test.h"
 
 /* ---- Damage is reported with the part it hit -------------------------------------------------- */
@@ -300,5 +301,237 @@ TEST_IMPL(ckpt_contradictory_records)
     free(saved);
     rb_free(&r);
     rb_free(&dst);
+    return 0;
+}
+
+/* ---- int8_block scales: only what a step can store ----------------------------------------------
+ * A step, a quantization and a fresh slot store each block's scale as
+ * max(largest finite |x|, FLT_MIN): finite and >= FLT_MIN, also for a block
+ * of zeros. A file with any other scale (checksums right) is refused naming
+ * the parameter, the slot and the block, and changes nothing. */
+
+static optim *q8_adam(float *p, float *g, size_t n)
+{
+    optim *o = NULL;
+    optim_hparams hp;
+    if (optim_create(&o, OPTIM_ADAM) != OPTIM_OK) return NULL;
+    optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+    hp.lr = 0.01;
+    if (optim_add_group(o, &hp, NULL) != OPTIM_OK ||
+        optim_add_param_ex(o, 0, p, OPTIM_FLOAT32, g, OPTIM_FLOAT32, n, OPTIM_INT8_BLOCK, 0, "w", NULL) != OPTIM_OK) {
+        optim_free(o);
+        return NULL;
+    }
+    return o;
+}
+
+TEST_IMPL(ckpt_int8_scales_checked)
+{
+    enum { N = 600, NB = (N + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE };
+    static float p[N], g[N], p2[N], g2[N];
+    static const struct {
+        uint32_t bits;
+        const char *what;
+    } bad_scales[] = {{0x7fc00000u, "NaN"},       {0x7f800000u, "+inf"},     {0xff800000u, "-inf"},
+                      {0x00000000u, "zero"},      {0x80000000u, "-0"},       {0xbf800000u, "-1"},
+                      {0x00000001u, "subnormal"}, {0x007fffffu, "subnormal"}, {0x80800000u, "-FLT_MIN"}};
+    optim *a, *b;
+    void *saved;
+    unsigned char *good, *bad;
+    size_t size, off, end, scales[2], i;
+    int s, k, flt_min_seen = 0;
+    for (i = 0; i < N; i++) {
+        p[i] = p2[i] = (float)((int)(i % 17) - 8) * 0.125f;
+        /* the last block's gradient is zero: its exp_avg and exp_avg_sq blocks are zeros (scale FLT_MIN) */
+        g[i] = i >= 2 * OPTIM_INT8_BLOCK_SIZE ? 0.0f : (float)((int)(i % 13) - 6) * 0.25f;
+        g2[i] = 0.0f;
+    }
+    a = q8_adam(p, g, N);
+    b = q8_adam(p2, g2, N);
+    ASSERT(a && b);
+    ASSERT_OPT_OK(a, optim_step(a));
+    ASSERT_OPT_OK(a, optim_step(a));
+    ASSERT_OPT_OK(b, optim_step(b));
+    ASSERT_OPT_OK(a, optim_save_buffer(a, &saved, &size));
+    good = (unsigned char *)saved;
+    bad = (unsigned char *)malloc(size);
+    ASSERT(bad);
+    /* Sections: 0 META, 1 GRUP 0, 2 PARM 'w': its payload ends with the two slots, each (type, codes, scales). */
+    off = ckpt_section_offset(good, size, 2);
+    ASSERT(off && memcmp(good + off, "PARM", 4) == 0);
+    end = off + 16 + (size_t)ckpt_get_le(good + off + 8, 8);
+    scales[1] = end - 4 * NB;
+    scales[0] = scales[1] - 4 - N - 4 * NB;
+    ASSERT_INT(ckpt_get_le(good + scales[1] - N - 4, 4), ==, OPTIM_INT8_BLOCK);
+    ASSERT_INT(ckpt_get_le(good + scales[0] - N - 4, 4), ==, OPTIM_INT8_BLOCK);
+    for (s = 0; s < 2; s++)
+        for (k = 0; k < NB; k++) flt_min_seen += ckpt_get_le(good + scales[s] + 4 * k, 4) == 0x00800000u;
+    ASSERT_INT(flt_min_seen, ==, 2); /* the zero blocks: a legitimate FLT_MIN scale loads */
+    ASSERT_OPT_OK(b, optim_load_buffer(b, good, size, OPTIM_MATCH_POSITION, "good"));
+    ASSERT(ckpt_same_state(a, b));
+    for (s = 0; s < 2; s++)
+        for (k = 0; k < NB; k++)
+            for (i = 0; i < sizeof bad_scales / sizeof bad_scales[0]; i++) {
+                char needle[160];
+                memcpy(bad, good, size);
+                ckpt_put_le(bad + scales[s] + 4 * (size_t)k, bad_scales[i].bits, 4);
+                ckpt_rechecksum(bad, size);
+                snprintf(needle, sizeof needle, "param 0 'w': slot %s has scale", s ? "exp_avg_sq" : "exp_avg");
+                if (expect_refused(b, bad, size, OPTIM_MATCH_POSITION, OPTIM_EFORMAT, needle)) return 1;
+                snprintf(needle, sizeof needle, "(bits 0x%08x) at block %d of %d", (unsigned)bad_scales[i].bits, k,
+                         (int)NB);
+                if (!strstr(rb_last_msg, needle))
+                    FAIL("a %s scale: \"%s\" does not name \"%s\"", bad_scales[i].what, rb_last_msg, needle);
+            }
+    printf("  %zu bad scales (NaN, infinities, zeros, negative, subnormal) in every block of both slots refused; "
+           "FLT_MIN (a block of zeros) loads\n", 2 * NB * sizeof bad_scales / sizeof bad_scales[0]);
+    free(bad);
+    free(saved);
+    optim_free(a);
+    optim_free(b);
+    return 0;
+}
+
+/* ---- The schedule-free section (SFRE) ---------------------------------------------------------- */
+
+/* d with section k (counted from 0 after the header) replaced by (tag, payload, len), or removed (tag
+ * NULL); header and checksums right. malloc'ed. */
+static unsigned char *sf_replace(const unsigned char *d, size_t size, unsigned k, const char *tag, const void *payload,
+                                 size_t len, size_t *out)
+{
+    const size_t at = ckpt_section_offset(d, size, k), old = 20 + (size_t)ckpt_get_le(d + at + 8, 8);
+    unsigned char *cut = (unsigned char *)malloc(size - old), *o;
+    if (!cut || !at) {
+        free(cut);
+        return NULL;
+    }
+    memcpy(cut, d, at);
+    memcpy(cut + at, d + at + old, size - at - old);
+    ckpt_put_le(cut + 16, size - old, 8);
+    ckpt_put_le(cut + 24, ckpt_get_le(cut + 24, 4) - 1, 4);
+    ckpt_rechecksum(cut, size - old);
+    if (!tag) {
+        *out = size - old;
+        return cut;
+    }
+    o = ckpt_insert_section(cut, size - old, k, tag, 0, payload, len, out);
+    free(cut);
+    return o;
+}
+
+static optim *sf_make(optim_rule rule, float *p, float *g, int steps, int eval)
+{
+    optim *o = NULL;
+    optim_hparams hp;
+    int t;
+    if (optim_create(&o, rule) != OPTIM_OK || optim_hparams_init(&hp, rule, NULL) != OPTIM_OK ||
+        optim_add_group(o, &hp, NULL) != OPTIM_OK || optim_add_param(o, 0, p, g, 4, "a", NULL) != OPTIM_OK ||
+        optim_add_param(o, 0, p + 4, g + 4, 4, "b", NULL) != OPTIM_OK)
+        return NULL;
+    for (t = 0; t < steps; t++)
+        if (optim_step(o) != OPTIM_OK) return NULL;
+    if (eval && optim_schedule_free_eval(o) != OPTIM_OK) return NULL;
+    return o;
+}
+
+/* Every field of SFRE out of its range, the section short, long, missing, twice, flagged, before a PARM
+ * or in another rule's checkpoint: refused (OPTIM_EFORMAT, naming the part), nothing changed (state,
+ * scalars, mode); the intact file loads and restores eval mode. */
+TEST_IMPL(ckpt_sfre_damage)
+{
+    static float p[8] = {1, 2, 3, 4, 5, 6, 7, 8}, g[8] = {0.5f, -1, 2, 0.25f, 1, 1, -3, 0.5f}, q[8], h[8];
+    optim *src = sf_make(OPTIM_ADAMW_SCHEDULE_FREE, p, g, 2, 1), *dst = sf_make(OPTIM_ADAMW_SCHEDULE_FREE, q, h, 1, 0);
+    optim *adam = NULL;
+    void *good = NULL, *before = NULL, *after = NULL, *ab = NULL;
+    size_t size, nb, na, asz, n, k, at, nsec;
+    unsigned char pay[16 + 2 * 16 + 8], *bad;
+    double lm, ws;
+    optim_hparams hp;
+    if (!src || !dst) FAIL("schedule-free optimizers: %s", src ? optim_errmsg(src) : "create");
+    ASSERT_OPT_OK(src, optim_save_buffer(src, &good, &size));
+    nsec = (size_t)ckpt_get_le((unsigned char *)good + 24, 4);
+    at = ckpt_section_offset((unsigned char *)good, size, (unsigned)(nsec - 1));
+    ASSERT(at && memcmp((unsigned char *)good + at, "SFRE", 4) == 0);
+    ASSERT_INT(ckpt_get_le((unsigned char *)good + at + 8, 8), ==, 16 + 2 * 16);
+    memcpy(pay, (unsigned char *)good + at + 16, 48);
+    ASSERT_OPT_OK(dst, optim_save_buffer(dst, &before, &nb));
+    for (k = 0; k < 15; k++) {
+        unsigned char e[sizeof pay];
+        size_t len = 48;
+        const char *needle = "SFRE";
+        unsigned where = (unsigned)(nsec - 1);
+        const char *tag = "SFRE";
+        memcpy(e, pay, sizeof pay);
+        switch (k) {
+        case 0: ckpt_put_le(e, 2, 4); needle = "mode 2"; break;
+        case 1: ckpt_put_le(e + 4, 1, 4); needle = "reserved 1"; break;
+        case 2: ckpt_put_le(e + 8, 1, 8); needle = "1 schedule-free records for 2 params"; break;
+        case 3: ckpt_put_le(e + 8, 3, 8); needle = "3 schedule-free records"; break;
+        case 4: { double v = NAN; memcpy(e + 16 + 16, &v, 8); needle = "param 1: lr_max = nan"; } break;
+        case 5: { double v = -2; memcpy(e + 16, &v, 8); needle = "lr_max = -2"; } break;
+        case 6: { double v = -1; memcpy(e + 16 + 8, &v, 8); needle = "weight_sum = -1"; } break;
+        case 7: { double v = INFINITY; memcpy(e + 16 + 24, &v, 8); needle = "weight_sum = inf"; } break;
+        case 8: len = 40; needle = "past the section"; break;
+        case 9: len = 48 + 8; memset(e + 48, 0, 8); needle = "8 bytes left over"; break;
+        case 10: len = 12; needle = "too short"; break;
+        case 11: tag = NULL; needle = "without its SFRE section"; break;
+        case 12: where = (unsigned)(nsec - 2); needle = "unexpected"; break; /* before the last PARM */
+        case 13: needle = "a second one"; break;
+        default: needle = "flags 0x1"; break;
+        }
+        if (k == 12) {
+            /* SFRE moved before the last PARM: the PARM after it is refused */
+            unsigned char *cut = sf_replace((unsigned char *)good, size, (unsigned)(nsec - 1), NULL, NULL, 0, &n);
+            bad = cut ? ckpt_insert_section(cut, n, where, "SFRE", 0, e, len, &n) : NULL;
+            free(cut);
+            needle = "before every PARM";
+        } else if (k == 13) {
+            bad = ckpt_insert_section((unsigned char *)good, size, (unsigned)nsec, "SFRE", 0, e, len, &n);
+        } else if (k == 14) {
+            unsigned char *two = ckpt_insert_section((unsigned char *)good, size, (unsigned)(nsec - 1), "SFRE", 1, e, len,
+                                                     &n);
+            bad = two ? sf_replace(two, n, (unsigned)nsec, NULL, NULL, 0, &n) : NULL; /* the flagged one alone */
+            free(two);
+        } else {
+            bad = sf_replace((unsigned char *)good, size, where, tag, e, len, &n);
+        }
+        if (!bad) FAIL("case %zu: out of memory", k);
+        ASSERT_ERR(optim_load_buffer(dst, bad, n, OPTIM_MATCH_NAME, "sfre"), OPTIM_EFORMAT, optim_errmsg(dst), needle);
+        free(bad);
+        ASSERT_OPT_OK(dst, optim_save_buffer(dst, &after, &na));
+        if (na != nb || memcmp(before, after, nb) != 0) FAIL("case %zu: a refused load changed the optimizer", k);
+        free(after);
+        ASSERT_INT(optim_schedule_free_mode(dst), ==, 1);
+    }
+    /* An SFRE section in another rule's checkpoint. */
+    ASSERT_OK(optim_create(&adam, OPTIM_ADAM));
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_ADAM, NULL));
+    ASSERT_OPT_OK(adam, optim_add_group(adam, &hp, NULL));
+    ASSERT_OPT_OK(adam, optim_add_param(adam, 0, q, h, 4, "a", NULL));
+    ASSERT_OPT_OK(adam, optim_save_buffer(adam, &ab, &asz));
+    memcpy(pay, (unsigned char *)good + at + 16, 48);
+    ckpt_put_le(pay + 8, 1, 8);
+    bad = ckpt_insert_section((unsigned char *)ab, asz, (unsigned)ckpt_get_le((unsigned char *)ab + 24, 4), "SFRE", 0,
+                              pay, 32, &n);
+    if (!bad) FAIL("out of memory");
+    ASSERT_ERR(optim_load_buffer(adam, bad, n, OPTIM_MATCH_NAME, "sfre"), OPTIM_EFORMAT, optim_errmsg(adam),
+               "the rule is not schedule-free");
+    free(bad);
+    free(ab);
+    optim_free(adam);
+    /* The intact file: loaded, eval mode and the scalars restored. */
+    ASSERT_OPT_OK(dst, optim_load_buffer(dst, good, size, OPTIM_MATCH_NAME, "sfre"));
+    ASSERT_INT(optim_schedule_free_mode(dst), ==, 0);
+    {
+        double lm2, ws2;
+        ASSERT_OPT_OK(dst, optim_param_get_schedule_free(dst, 1, &lm, &ws));
+        ASSERT_OPT_OK(src, optim_param_get_schedule_free(src, 1, &lm2, &ws2));
+        ASSERT(lm == lm2 && ws == ws2 && lm > 0 && ws > 0);
+    }
+    ASSERT(ckpt_same_state(src, dst));
+    free(good);
+    free(before);
+    optim_free(src);
+    optim_free(dst);
     return 0;
 }

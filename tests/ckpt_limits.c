@@ -135,16 +135,17 @@ TEST_IMPL(ckpt_limit_groups_sections)
     ASSERT_ERR(optim_add_group(a.o, &hp, NULL), OPTIM_EINVAL, optim_errmsg(a.o),
                "optim_add_group: group 4294967295 would be one more than a checkpoint holds (4294967295 groups)");
     ASSERT_INT(a.o->ngroups, ==, (size_t)UINT32_MAX);
-    a.o->ngroups = (size_t)UINT32_MAX - 1; /* a group fits, but with META and a param the sections would not */
+    /* The margin is META, PREC and SFRE (schedule-free rules): 3. */
+    a.o->ngroups = (size_t)UINT32_MAX - 2; /* a group fits, but with META and a param the sections would not */
     a.o->nparams = 1;
     ASSERT_ERR(optim_add_group(a.o, &hp, NULL), OPTIM_EINVAL, optim_errmsg(a.o),
-               "group 4294967294 would make 4294967297 checkpoint sections, more than a checkpoint holds (4294967295)");
+               "group 4294967293 would make 4294967297 checkpoint sections, more than a checkpoint holds (4294967295)");
     a.o->ngroups = 1;
-    a.o->nparams = (size_t)UINT32_MAX - 2; /* META + 1 group + 2^32 - 2 params: one more is one too many */
+    a.o->nparams = (size_t)UINT32_MAX - 3; /* META + 1 group + 2^32 - 3 params + PREC + SFRE: one more is too many */
     ASSERT_ERR(optim_add_param(a.o, 0, w, g, 2, "x", NULL), OPTIM_EINVAL, optim_errmsg(a.o),
-               "optim_add_param: param 4294967293 would make 4294967296 checkpoint sections, more than a checkpoint "
+               "optim_add_param: param 4294967292 would make 4294967296 checkpoint sections, more than a checkpoint "
                "holds (4294967295)");
-    ASSERT_INT(a.o->nparams, ==, (size_t)UINT32_MAX - 2);
+    ASSERT_INT(a.o->nparams, ==, (size_t)UINT32_MAX - 3);
     a.o->ngroups = keep_groups;
     a.o->nparams = keep_params;
     ASSERT_OPT_OK(a.o, optim_add_group(a.o, &hp, NULL)); /* and below them, as usual */

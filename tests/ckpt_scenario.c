@@ -20,6 +20,7 @@ const char *scenario_name(int id)
         "adabound amsbound + one-cycle",              "lion", "adamax", "asgd", "rprop",
         "lamb",                                       "lars", "(value 16: no rule, reserved)",
         "sparse_adam: sparse steps, tests/test_sparse.c",
+        "sgd_schedule_free warm-up + step schedule", "adamw_schedule_free r + decay + cosine",
         "sgd momentum + constant + clip norm 1",      "adam + linear + nonfinite=error",
         "adamw amsgrad + polynomial + clip norm inf", "rmsprop + cosine restarts + skip NaN",
         "adagrad + cyclic sawtooth (down 0)",         "nadam + cyclic exp_range + clip norm 1",
@@ -59,11 +60,14 @@ static void scn_grads(scenario_run *run, int t)
 static int scenario_extra(int id, scenario_run *run);
 static int scn_params(scenario_run *run);
 
+/* Not SparseAdam (sparse gradients: tests/test_sparse.c resumes it) nor Muon (2-D parameters through
+ * liboptim_muon, which this suite and its child do not link: tests/test_muon.c resumes it). */
 int scenario_exists(int id)
 {
     return id >= OPTIM_RULE_COUNT ? id < SCN_COUNT
                                   : optim_rule_name((optim_rule)(id + 1)) != NULL &&
-                                        optim_rule_sparse((optim_rule)(id + 1)) != OPTIM_SPARSE_ONLY;
+                                        optim_rule_sparse((optim_rule)(id + 1)) != OPTIM_SPARSE_ONLY &&
+                                        id + 1 != OPTIM_MUON;
 }
 
 int scenario_build(int id, scenario_run *run)
@@ -93,6 +97,8 @@ int scenario_build(int id, scenario_run *run)
     case OPTIM_RPROP: hp[0].etaminus = 0.4; hp[0].step_size_max = 0.5; break;
     case OPTIM_LAMB: hp[0].lr = 0.01; hp[0].trust_clip = 1; break;
     case OPTIM_LARS: hp[0].lr = 0.5; hp[0].momentum = 0.9; hp[0].weight_decay = 1e-4; hp[0].nesterov = 1; break;
+    case OPTIM_SGD_SCHEDULE_FREE: hp[0].lr = 0.05; hp[0].warmup_steps = 6; hp[0].weight_decay = 0.01; break;
+    case OPTIM_ADAMW_SCHEDULE_FREE: hp[0].lr = 0.01; hp[0].r = 1; hp[0].weight_decay = 0.05; break;
     default: break;
     }
     hp[1] = hp[0];
@@ -117,6 +123,8 @@ int scenario_build(int id, scenario_run *run)
     case OPTIM_ADABOUND: CHECK(optim_schedule_one_cycle(&s, 0.02, 60, 0.3, 1, 25, 1e4, 0, NULL)); break;
     case OPTIM_ASGD: CHECK(optim_schedule_step(&s, 9, 0.5, NULL)); break; /* eta follows the lr of each step */
     case OPTIM_LARS: CHECK(optim_schedule_step(&s, 6, 0.5, NULL)); break;
+    case OPTIM_SGD_SCHEDULE_FREE: CHECK(optim_schedule_step(&s, 8, 0.6, NULL)); break; /* lr_max holds */
+    case OPTIM_ADAMW_SCHEDULE_FREE: CHECK(optim_schedule_cosine(&s, 40, 1e-4, NULL)); break;
     case OPTIM_LION:
         CHECK(optim_schedule_cosine(&c, 50, 1e-5, NULL));
         CHECK(optim_schedule_warmup(&s, 5, c, NULL));

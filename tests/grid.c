@@ -47,6 +47,10 @@ const grid test_grids[OPTIM_RULE_COUNT + 1] = {
          AX(TRUST_COEFF, 1e-3, 0.02)),
     GRID(OPTIM_ADAFACTOR, 0.01, AX(WEIGHT_DECAY, 0, 0.1), AX(MAXIMIZE, 0, 1), AX(CLIP_THRESHOLD, 1, 4),
          AX(BETA2_DECAY, -0.8, -0.5), AX(EPS2, 1e-3, 0.1)),
+    GRID(OPTIM_SGD_SCHEDULE_FREE, 0.05, AX(MOMENTUM, 0.9, 0.3), AX(WEIGHT_DECAY, 0, 0.05), AX(WARMUP_STEPS, 0, 20),
+         AX(R, 0, 1.5), AX(WEIGHT_LR_POWER, 2, 0)),
+    GRID(OPTIM_ADAMW_SCHEDULE_FREE, 0.01, AX(BETA1, 0.9, 0.4), AX(WEIGHT_DECAY, 0, 0.1), AX(WARMUP_STEPS, 0, 20),
+         AX(R, 0, 1.5), AX(WEIGHT_LR_POWER, 2, 0), AX(BETA2, 0.999, 0.95), AX(EPS, 1e-8, 0.01)),
 };
 
 /* Checks a grid's own declaration; NULL if sound, else why not. */

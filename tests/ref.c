@@ -16,6 +16,7 @@ typedef struct ref_ctx {
     double eta;         /* ASGD */
     int in;            /* eps inside the square root */
     int f32;           /* the tensors are float32 (ties of a sign are decided in float) */
+    double sf_lr, ckp1; /* schedule-free: the warmed-up lr, the average's weight */
 } ref_ctx;
 
 /* One rule: update p[i] with the gradient d (as the rule sees it). */
@@ -168,6 +169,47 @@ static void ref_lion(const ref_ctx *c, ref_state *st, size_t i, double *p, doubl
     }
     st->m[i] = hp->beta2 * st->m[i] + (1 - hp->beta2) * d;
     *p -= c->lr * sg;
+}
+
+/* Schedule-free SGD and AdamW (facebookresearch/schedule_free's
+ * SGDScheduleFree, AdamWScheduleFree): y is the parameter, z the SGD
+ * sequence, x never stored; the scalars in ref_step_any. */
+/* torch.lerp's formula (ATen's Lerp.h), so that Inf and NaN land where torch's do:
+ * a + w (b - a) for |w| < 0.5, else b - (b - a)(1 - w). */
+static double ref_lerp(double a, double b, double w)
+{
+    return fabs(w) < 0.5 ? a + w * (b - a) : b - (b - a) * (1 - w);
+}
+
+static void ref_sgd_sf(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    double y = *p, z = st->z_init ? st->z[i] : y;
+    y = ref_lerp(y, z, c->ckp1);
+    y += c->sf_lr * (c->hp->momentum * (1 - c->ckp1) - 1) * d;
+    st->z[i] = z - c->sf_lr * d;
+    *p = y;
+}
+
+static void ref_adamw_sf(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
+{
+    const optim_hparams *hp = c->hp;
+    double y = *p, z = st->z_init ? st->z[i] : y, gn;
+    st->v[i] = hp->beta2 * st->v[i] + (1 - hp->beta2) * d * d;
+    gn = d / (sqrt(st->v[i] / (1 - c->b2t)) + hp->eps);
+    if (hp->weight_decay != 0) gn += hp->weight_decay * y; /* at y, only when on (as the reference) */
+    y = ref_lerp(y, z, c->ckp1);
+    y += c->sf_lr * (hp->beta1 * (1 - c->ckp1) - 1) * gn;
+    st->z[i] = z - c->sf_lr * gn;
+    *p = y;
+}
+
+void ref_sf_switch(const optim_hparams *hp, double *p, const ref_state *st, int to_eval)
+{
+    const double cc = hp->rule == OPTIM_SGD_SCHEDULE_FREE ? hp->momentum : hp->beta1;
+    const double w = to_eval ? 1 - 1 / cc : 1 - cc;
+    size_t i;
+    if (!st->z_init) return;
+    for (i = 0; i < st->n; i++) p[i] = ref_lerp(p[i], st->z[i], w);
 }
 
 static void ref_adamax(const ref_ctx *c, ref_state *st, size_t i, double *p, double d)
@@ -331,6 +373,8 @@ static const ref_rule ref_rules[OPTIM_RULE_COUNT + 1] = {
     [OPTIM_LAMB] = {NULL, {SLOT(m), SLOT(v)}, ref_lamb},
     [OPTIM_LARS] = {NULL, {SLOT(buf)}, ref_lars},
     [OPTIM_ADAFACTOR] = {NULL, {SLOT(m), SLOT(inf), SLOT(v)}, ref_adafactor}, /* m, inf: the unused factors, 0 */
+    [OPTIM_SGD_SCHEDULE_FREE] = {ref_sgd_sf, {SLOT(z)}},
+    [OPTIM_ADAMW_SCHEDULE_FREE] = {ref_adamw_sf, {SLOT(z), SLOT(v)}},
 };
 #undef SLOT
 
@@ -371,7 +415,10 @@ int ref_init(ref_state *st, const optim_hparams *hp, size_t n)
     st->ss = zeros(n);
     st->tmp = zeros(n);
     st->tmp2 = zeros(n);
-    if (!st->tmp || !st->tmp2 || !st->m || !st->v || !st->vmax || !st->buf || !st->sq || !st->acc || !st->ga || !st->sum || !st->inf ||
+    st->z = zeros(n);
+    st->lr_max = -1;
+    st->weight_sum = 0;
+    if (!st->z || !st->tmp || !st->tmp2 || !st->m || !st->v || !st->vmax || !st->buf || !st->sq || !st->acc || !st->ga || !st->sum || !st->inf ||
         !st->ax || !st->prev || !st->ss)
         return -1;
     for (i = 0; i < n; i++) st->sum[i] = hp->initial_accumulator_value;
@@ -397,6 +444,7 @@ void ref_free(ref_state *st)
     free(st->ss);
     free(st->tmp);
     free(st->tmp2);
+    free(st->z);
     memset(st, 0, sizeof *st);
 }
 
@@ -430,6 +478,16 @@ static void ref_step_any(const optim_hparams *hp, double lr, double *p, const fl
         c.mu = st->step == 1 ? 1.0 : (double)(float)(1 / fmax(1, (c.t - 1) - hp->t0));
         st->eta = (double)(float)(lr / pow(1 + hp->lambd * lr * c.t, hp->alpha));
     }
+    c.sf_lr = c.ckp1 = 0;
+    if (hp->rule == OPTIM_SGD_SCHEDULE_FREE || hp->rule == OPTIM_ADAMW_SCHEDULE_FREE) {
+        /* The reference's group scalars at its k = t - 1. */
+        double k = c.t - 1, weight;
+        c.sf_lr = lr * (k < hp->warmup_steps ? (k + 1) / hp->warmup_steps : 1.0);
+        st->lr_max = c.sf_lr > st->lr_max ? c.sf_lr : st->lr_max;
+        weight = pow(k + 1, hp->r) * pow(st->lr_max, hp->weight_lr_power);
+        st->weight_sum += weight;
+        c.ckp1 = st->weight_sum != 0 ? weight / st->weight_sum : 0;
+    }
     if (r->tensor) {
         /* The gradient as the rule sees it, maximize applied (exact in either type). */
         for (i = 0; i < st->n; i++) st->tmp2[i] = gf ? (double)(hp->maximize ? -gf[i] : gf[i]) : (hp->maximize ? -gd[i] : gd[i]);
@@ -447,16 +505,18 @@ static void ref_step_any(const optim_hparams *hp, double lr, double *p, const fl
              * cancel, only the same float rounding reproduces the float result.
              * All the rule's own math is in double. */
             float df = hp->maximize ? -gf[i] : gf[i];
-            if (!hp->decoupled_weight_decay && hp->weight_decay != 0)
+            if (!hp->decoupled_weight_decay && hp->weight_decay != 0 && hp->rule != OPTIM_ADAMW_SCHEDULE_FREE)
                 df = fmaf((float)hp->weight_decay, (float)p[i], df);
             d = df;
         } else {
             d = hp->maximize ? -gd[i] : gd[i];
-            if (!hp->decoupled_weight_decay && hp->weight_decay != 0) d = fma(hp->weight_decay, p[i], d);
+            if (!hp->decoupled_weight_decay && hp->weight_decay != 0 && hp->rule != OPTIM_ADAMW_SCHEDULE_FREE)
+                d = fma(hp->weight_decay, p[i], d);
         }
         r->elem(&c, st, i, &p[i], d);
     }
     if (hp->rule == OPTIM_SGD && hp->momentum != 0) st->buf_init = 1;
+    if (hp->rule == OPTIM_SGD_SCHEDULE_FREE || hp->rule == OPTIM_ADAMW_SCHEDULE_FREE) st->z_init = 1;
 }
 
 void ref_step(const optim_hparams *hp, double lr, double *p, const float *g, ref_state *st)

@@ -22,6 +22,10 @@ typedef struct ref_state {
     double *m, *v, *vmax, *buf, *sq, *acc, *ga, *sum;
     double *inf, *ax, *prev, *ss; /* Adamax's exp_inf, ASGD's average, Rprop's prev and step sizes */
     double *tmp, *tmp2;           /* LAMB's update, the per-tensor rules' gradient */
+    /* Schedule-free rules: the reference's group scalars, whether z holds data, z */
+    double lr_max, weight_sum;
+    int z_init;
+    double *z;
 } ref_state;
 
 /* 1 if the reference has rule `rule` (tests fail loudly on a rule without one). */
@@ -36,6 +40,10 @@ void ref_free(ref_state *st);
 void ref_step(const optim_hparams *hp, double lr, double *p, const float *g, ref_state *st);
 /* The same for float64 tensors: everything in double. */
 void ref_step64(const optim_hparams *hp, double lr, double *p, const double *g, ref_state *st);
+/* Schedule-free rules: the reference's train() (to_eval 0) or eval() (1) on
+ * p, in double: p = lerp(p, z, 1 - c) or lerp(p, z, 1 - 1/c), c = momentum
+ * or beta1; nothing while z holds no data. */
+void ref_sf_switch(const optim_hparams *hp, double *p, const ref_state *st, int to_eval);
 /* The reference array matching the library's slot s of the state's rule, or NULL. */
 double *ref_slot(const ref_state *st, int s);
 /* Continue from the library's float values: parameters into p and every

@@ -22,9 +22,13 @@
 /* The rules the tests that step densely loop over: a value with a rule (a
  * value reserved for another branch's rule has none) that takes dense
  * gradients (SparseAdam takes sparse ones only: tests/test_sparse.c). */
+/* The rules the generic suites step element-wise on any tensor: not SparseAdam (sparse gradients only:
+ * tests/test_sparse.c), not Muon (2-D parameters through liboptim_muon's matrix products:
+ * tests/test_muon.c). */
 static inline int test_rule_dense(int r)
 {
-    return optim_rule_name((optim_rule)r) != NULL && optim_rule_sparse((optim_rule)r) != OPTIM_SPARSE_ONLY;
+    return optim_rule_name((optim_rule)r) != NULL && optim_rule_sparse((optim_rule)r) != OPTIM_SPARSE_ONLY &&
+           r != OPTIM_MUON;
 }
 
 /* The dense rules that take every element type and storage option

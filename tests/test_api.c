@@ -40,6 +40,9 @@ TEST_IMPL(hparams_defaults)
         {OPTIM_RPROP, "rprop", 1e-2, 0, 2, "prev"},
         {OPTIM_LAMB, "lamb", 1e-3, 1e-6, 2, "exp_avg"},      {OPTIM_LARS, "lars", 1.0, 1e-8, 1, "momentum_buffer"},
         {OPTIM_SPARSE_ADAM, "sparse_adam", 1e-3, 1e-8, 2, "exp_avg"},
+        {OPTIM_SGD_SCHEDULE_FREE, "sgd_schedule_free", 1.0, 0, 1, "z"},
+        {OPTIM_ADAMW_SCHEDULE_FREE, "adamw_schedule_free", 0.0025, 1e-8, 2, "z"},
+        {OPTIM_MUON, "muon", 1e-3, 1e-7, 1, "momentum_buffer"}, /* torch 2.9's torch.optim.Muon */
     };
     size_t i;
     optim_hparams hp;
@@ -54,7 +57,13 @@ TEST_IMPL(hparams_defaults)
         ASSERT_INT(optim_rule_slot_count(want[i].rule), ==, want[i].nslots);
         ASSERT(strcmp(optim_rule_slot_name(want[i].rule, 0), want[i].slot0) == 0);
         ASSERT_INT(optim_rule_has_step(want[i].rule), ==,
-                   want[i].rule != OPTIM_SGD && want[i].rule != OPTIM_LION && want[i].rule != OPTIM_LARS);
+                   want[i].rule != OPTIM_SGD && want[i].rule != OPTIM_LION && want[i].rule != OPTIM_LARS &&
+                       want[i].rule != OPTIM_SGD_SCHEDULE_FREE && want[i].rule != OPTIM_ADAMW_SCHEDULE_FREE &&
+                       want[i].rule != OPTIM_MUON);
+        if (want[i].rule == OPTIM_MUON)
+            ASSERT(hp.weight_decay == 0.1 && hp.momentum == 0.95 && hp.nesterov == 1 && hp.ns_steps == 5 &&
+                   hp.ns_a == 3.4445 && hp.ns_b == -4.7750 && hp.ns_c == 2.0315 &&
+                   hp.adjust_lr == OPTIM_MUON_ADJUST_ORIGINAL);
     }
     /* timm's Lamb and Lars (the references optim follows for them, docs/rules/lamb.md, lars.md) */
     optim_hparams_init(&hp, OPTIM_LAMB, NULL);

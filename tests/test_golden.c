@@ -97,6 +97,8 @@ static const uint64_t golden[OPTIM_RULE_COUNT + 1] = {
     [OPTIM_RPROP] = 0xce292f8b0c0341a3ull,
     [OPTIM_LAMB] = 0xedb7ff6eee0b16f3ull, /* recorded when LAMB and LARS were added */
     [OPTIM_LARS] = 0x5b34bdfe237bcae1ull,
+    [OPTIM_SGD_SCHEDULE_FREE] = 0xd4b949f86bd317d6ull, /* recorded when the schedule-free rules were added */
+    [OPTIM_ADAMW_SCHEDULE_FREE] = 0x72b3f3096d72b028ull,
 };
 
 TEST_IMPL(float32_golden)

@@ -580,6 +580,174 @@ TEST_IMPL(lab_optimizer_table)
     return 0;
 }
 
+/* ---- optim lab modern ----------------------------------------------------------------- */
+
+/* The table: unique keys, the issue's names, settings the library accepts, grids ascending and positive,
+ * AdamW present as the reference; a bad setting is refused by name. */
+TEST_IMPL(lab_modern_table)
+{
+    static const char *const issue_keys[] = {"lion",   "lamb",   "lars", "adafactor",
+                                             "sf_adamw", "sf_sgd", "muon", "adamw"};
+    size_t i, j;
+    char msg[512];
+    optim_hparams hp;
+    int have_adamw = 0;
+    for (i = 0; i < lab_modern_rule_count; i++) {
+        const lab_modern_rule *r = &lab_modern_rules[i];
+        int n = 0, known = r->baseline;
+        ASSERT(lab_modern_find(r->key) == r);
+        /* Keys and labels go into CSV rows unquoted. */
+        if (strpbrk(r->key, ",\"\n") || strpbrk(r->label, ",\"\n"))
+            FAIL("%s: a comma, quote or newline in its key or label", r->key);
+        for (j = 0; j < i; j++)
+            if (strcmp(lab_modern_rules[j].key, r->key) == 0) FAIL("rule key %s appears twice", r->key);
+        for (j = 0; j < sizeof issue_keys / sizeof *issue_keys; j++) known |= strcmp(issue_keys[j], r->key) == 0;
+        if (!known) FAIL("%s: neither one of the issue's keys nor a baseline", r->key);
+        while (n < LAB_MODERN_MAX_LRS && r->lrs[n] > 0) {
+            if (n > 0 && !(r->lrs[n] > r->lrs[n - 1])) FAIL("%s: lr grid not ascending at %d", r->key, n);
+            n++;
+        }
+        ASSERT_INT(n, >=, 2); /* --quick runs the middle two */
+        if (lab_modern_hparams(r, r->lrs[0], &hp, msg, sizeof msg) != 0) FAIL("%s", msg);
+        ASSERT(hp.rule == r->rule);
+        ASSERT(hp.lr == r->lrs[0]);
+        have_adamw |= strcmp(r->key, "adamw") == 0 && r->baseline;
+    }
+    ASSERT(have_adamw);
+    ASSERT(lab_modern_find("nope") == NULL);
+    /* The settings are applied: LARS's momentum and weight decay, Lion's decay. */
+    ASSERT(lab_modern_hparams(lab_modern_find("lars"), 1.0, &hp, msg, sizeof msg) == 0);
+    ASSERT(hp.momentum == 0.9 && hp.weight_decay == 1e-4);
+    ASSERT(lab_modern_hparams(lab_modern_find("lion"), 1e-4, &hp, msg, sizeof msg) == 0);
+    ASSERT(hp.weight_decay == 0.1);
+    {
+        lab_modern_rule bad = *lab_modern_find("lion");
+        bad.hparams = "weight_decay=0.1,betta1=0.5";
+        ASSERT(lab_modern_hparams(&bad, 1e-4, &hp, msg, sizeof msg) == -1);
+        if (!strstr(msg, "betta1")) FAIL("the message must name the unknown setting: %s", msg);
+        bad.hparams = "beta1=x";
+        ASSERT(lab_modern_hparams(&bad, 1e-4, &hp, msg, sizeof msg) == -1);
+        if (!strstr(msg, "beta1 = 'x'")) FAIL("the message must name the bad value: %s", msg);
+        bad.hparams = "beta1=1.5";
+        ASSERT(lab_modern_hparams(&bad, 1e-4, &hp, msg, sizeof msg) == -1);
+        if (!strstr(msg, "beta1")) FAIL("the library's refusal must come through: %s", msg);
+    }
+    return 0;
+}
+
+/* The verdict against AdamW and the update/weight ratio, on exact values. */
+TEST_IMPL(lab_modern_verdict)
+{
+    float before[4] = {1, -2, 2, 0}, after[4] = {1.5f, -2, 2, -0.5f}, zero[2] = {0, 0};
+    ASSERT_INT(lab_modern_verdict(0.5, 0.4), ==, 1);
+    ASSERT_INT(lab_modern_verdict(0.4, 0.4), ==, 0); /* at the noise: level */
+    ASSERT_INT(lab_modern_verdict(-0.41, 0.4), ==, -1);
+    ASSERT_INT(lab_modern_verdict(0.05, 0.0), ==, 0);  /* below the floor */
+    ASSERT_INT(lab_modern_verdict(0.11, 0.0), ==, 1);  /* above it */
+    ASSERT_INT(lab_modern_verdict(-0.11, NAN), ==, -1);
+    ASSERT_INT(lab_modern_verdict(NAN, 1.0), ==, -1); /* a diverged rule */
+    /* RMS(after - before) / RMS(before) = sqrt(0.5 / 9). */
+    if (fabs(lab_update_ratio(before, after, 4) - sqrt(0.5 / 9.0)) > 1e-15)
+        FAIL("update ratio %.17g, expected %.17g", lab_update_ratio(before, after, 4), sqrt(0.5 / 9.0));
+    ASSERT(isnan(lab_update_ratio(zero, after, 2)));
+    return 0;
+}
+
+/* lab_opt_create: one group, or with vectors_no_decay the vectors in a second group without weight decay
+ * (matrices keep the group's); the same step as a hand-built optimizer. */
+TEST_IMPL(lab_opt_create_groups)
+{
+    float w[6] = {1, 2, 3, 4, 5, 6}, gw[6] = {0.5f, -1, 0.25f, 2, -3, 1}, b[3] = {1, -1, 2}, gb[3] = {1, 1, -1};
+    float w2[6], b2[3];
+    const lab_tensor t[2] = {{"w", w, gw, 2, 3}, {"b", b, gb, 1, 3}};
+    const lab_modern_rule *lamb = lab_modern_find("lamb");
+    optim_hparams hp, g1;
+    optim_param_info info;
+    char msg[256];
+    optim *opt, *ref;
+    size_t i;
+    ASSERT(lab_modern_hparams(lamb, 1e-2, &hp, msg, sizeof msg) == 0);
+    memcpy(w2, w, sizeof w);
+    memcpy(b2, b, sizeof b);
+    opt = lab_opt_create(&hp, t, 2, 1);
+    ASSERT_INT((int)optim_group_count(opt), ==, 2);
+    ASSERT_OPT_OK(opt, optim_param_get_info(opt, 0, &info));
+    ASSERT_INT((int)info.group, ==, 0);
+    ASSERT_INT((int)info.n, ==, 6);
+    ASSERT_OPT_OK(opt, optim_param_get_info(opt, 1, &info));
+    ASSERT_INT((int)info.group, ==, 1);
+    ASSERT_OPT_OK(opt, optim_group_get(opt, 1, &g1));
+    ASSERT(g1.weight_decay == 0 && g1.lr == hp.lr && hp.weight_decay == 0.01);
+    ASSERT_OPT_OK(opt, optim_step(opt));
+    /* The same by hand. */
+    ASSERT_OK(optim_create(&ref, OPTIM_LAMB));
+    ASSERT_OPT_OK(ref, optim_add_group(ref, &hp, NULL));
+    ASSERT_OPT_OK(ref, optim_add_group(ref, &g1, NULL));
+    ASSERT_OPT_OK(ref, optim_add_param(ref, 0, w2, gw, 6, "w", NULL));
+    ASSERT_OPT_OK(ref, optim_add_param(ref, 1, b2, gb, 3, "b", NULL));
+    ASSERT_OPT_OK(ref, optim_step(ref));
+    for (i = 0; i < 6; i++) ASSERT(memcmp(&w[i], &w2[i], 4) == 0);
+    for (i = 0; i < 3; i++) ASSERT(memcmp(&b[i], &b2[i], 4) == 0);
+    optim_free(opt);
+    optim_free(ref);
+    /* Without the split, or with vectors only (the surfaces' point), one group. */
+    opt = lab_opt_create(&hp, t, 2, 0);
+    ASSERT_INT((int)optim_group_count(opt), ==, 1);
+    optim_free(opt);
+    opt = lab_opt_create(&hp, &t[1], 1, 1);
+    ASSERT_INT((int)optim_group_count(opt), ==, 1);
+    optim_free(opt);
+    return 0;
+}
+
+/* The hooks: a create hook builds the optimizer, a set_eval hook moves the recorded point (here: by +1 in x
+ * while evaluating) and is undone before the next gradient, so the path is the plain one shifted. */
+static int hook_creates;
+static float *hook_p; /* the point's floats, as the create hook saw them */
+static optim *hook_create(const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay)
+{
+    hook_creates++;
+    hook_p = t[0].p;
+    return lab_opt_create(hp, t, n, vectors_no_decay);
+}
+static void hook_set_eval(optim *opt, int eval)
+{
+    static float saved;
+    (void)opt;
+    if (eval) {
+        saved = hook_p[0];
+        hook_p[0] += 1.0f;
+    } else {
+        hook_p[0] = saved; /* exactly the training point again */
+    }
+}
+
+TEST_IMPL(lab_surface_hooks)
+{
+    const lab_surface *s = lab_surface_find("himmelblau");
+    const lab_opt_hooks hooks = {hook_create, hook_set_eval}, none = {NULL, NULL};
+    optim_hparams hp = lab_optimizer_hparams(lab_optimizer_find("adam"), 0.05);
+    lab_path a, b, c;
+    int t;
+    hook_creates = 0;
+    lab_surface_run(s, &hp, 50, 1.0, &a);
+    lab_surface_run_hooks(s, &hp, &none, 50, &c);
+    lab_surface_run_hooks(s, &hp, &hooks, 50, &b);
+    ASSERT_INT(hook_creates, ==, 1);
+    ASSERT_INT(a.n, ==, 51);
+    ASSERT_INT(b.n, ==, 51);
+    for (t = 0; t < a.n; t++) {
+        if (a.x[t] != c.x[t] || a.y[t] != c.y[t]) FAIL("step %d: no hooks must be lab_surface_run's path", t);
+        if ((float)b.x[t] != (float)a.x[t] + 1.0f || b.y[t] != a.y[t])
+            FAIL("step %d: recorded (%.9g, %.9g), the evaluation point of (%.9g, %.9g) is x + 1", t, b.x[t], b.y[t],
+                 a.x[t], a.y[t]);
+    }
+    lab_path_free(&a);
+    lab_path_free(&b);
+    lab_path_free(&c);
+    return 0;
+}
+
 TEST_IMPL(lab_rng_streams)
 {
     lab_rng a, b, c;

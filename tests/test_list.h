@@ -13,6 +13,10 @@
     TEST_ENTRY(rules_lr_change_vs_reference)   \
     TEST_ENTRY(rules_betas_vs_reference)       \
     TEST_ENTRY(rules_listed)                   \
+    TEST_ENTRY(schedule_free_vs_reference)     \
+    TEST_ENTRY(schedule_free_api)              \
+    TEST_ENTRY(schedule_free_switch_storage)   \
+    TEST_ENTRY(schedule_free_sam_eval)         \
     TEST_ENTRY(rules_f64_vs_reference)         \
     TEST_ENTRY(lamb_ratio_of_stored_state)     \
     TEST_ENTRY(paths_bit_identical)            \

@@ -18,6 +18,7 @@
     TEST_ENTRY(ckpt_strict_fields)              \
     TEST_ENTRY(ckpt_damage_every_section)       \
     TEST_ENTRY(ckpt_contradictory_records)      \
+    TEST_ENTRY(ckpt_int8_scales_checked)        \
     TEST_ENTRY(ckpt_mismatch_changes_nothing)   \
     TEST_ENTRY(ckpt_special_files)              \
     TEST_ENTRY(ckpt_long_file_names)            \
@@ -38,4 +39,5 @@
     TEST_ENTRY(ckpt_limit_schedule_depth)       \
     TEST_ENTRY(ckpt_limit_sequential_children)  \
     TEST_ENTRY(ckpt_limit_milestones)           \
-    TEST_ENTRY(ckpt_limit_ndim)
+    TEST_ENTRY(ckpt_limit_ndim)                 \
+    TEST_ENTRY(ckpt_sfre_damage)

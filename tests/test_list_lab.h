@@ -14,6 +14,10 @@
     TEST_ENTRY(lab_prec_storage)           \
     TEST_ENTRY(lab_prec_verdict)           \
     TEST_ENTRY(lab_optimizer_table)        \
+    TEST_ENTRY(lab_modern_table)           \
+    TEST_ENTRY(lab_modern_verdict)         \
+    TEST_ENTRY(lab_opt_create_groups)      \
+    TEST_ENTRY(lab_surface_hooks)          \
     TEST_ENTRY(lab_rng_streams)            \
     TEST_ENTRY(lab_run_dir_exclusive)      \
     TEST_ENTRY(lab_command_errors)

@@ -18,7 +18,7 @@ from . import _constants as C
 from ._errors import OptimError
 from ._lib import lib, path
 
-__all__ = ["Error", "check", "enum_names", "version", "PROTOTYPES"]
+__all__ = ["Error", "check", "enum_names", "version", "PROTOTYPES", "MUON_PROTOTYPES", "declare_muon"]
 
 _int = ctypes.c_int
 _uint = ctypes.c_uint
@@ -142,6 +142,17 @@ PROTOTYPES = {
     "optim_sam_is_perturbed": (_int, _ptr),
     "optim_sam_set_rho": (_int, _ptr, _dbl),
     "optim_sam_set_group": (_int, _ptr, _size, _dbl, _int, _dbl),
+    # optim_schedule_free.h
+    "optim_schedule_free_train": (_int, _ptr),
+    "optim_schedule_free_eval": (_int, _ptr),
+    "optim_schedule_free_mode": (_int, _ptr),
+    "optim_schedule_free_set_mode": (_int, _ptr, _int),
+    "optim_param_get_schedule_free": (_int, _ptr, _size, _pdbl, _pdbl),
+    "optim_param_set_schedule_free": (_int, _ptr, _size, _dbl, _dbl),
+    # optim_stats.h
+    "optim_set_stats": (_int, _ptr, _int),
+    "optim_stats_enabled": (_int, _ptr),
+    "optim_param_stats": (_int, _ptr, _size, _ptr),
     # optim_schedule.h
     "optim_schedule_constant": (_int, _ptrs, _dbl, _i64, _perr),
     "optim_schedule_step": (_int, _ptrs, _i64, _dbl, _perr),
@@ -161,6 +172,25 @@ PROTOTYPES = {
     "optim_schedule_get_kind": (_int, _ptr),
     "optim_schedule_lr": (_dbl, _ptr, _dbl, _i64),
 }
+
+
+# liboptim_muon (include/optim_muon.h), a library of its own that optim._muon loads on first use: its
+# functions are declared on that library's handle by declare_muon (checked against the header as above).
+MUON_PROTOTYPES = {
+    "optim_muon_attach": (_int, _ptr),
+    "optim_muon_backend": (_str,),
+}
+
+
+def declare_muon(handle):
+    """{name: handle's function with its prototype set} for MUON_PROTOTYPES (AttributeError if missing)."""
+    out = {}
+    for name, (restype, *argtypes) in MUON_PROTOTYPES.items():
+        fn = getattr(handle, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+        out[name] = fn
+    return out
 
 
 def _declare():

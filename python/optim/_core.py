@@ -53,6 +53,9 @@ EOVERLAP = C.OPTIM_EOVERLAP
 NONFINITE_POLICIES = enum_names("optim_nonfinite", "OPTIM_NONFINITE_")  # propagate, skip, error
 MATCH = enum_names("optim_match", "OPTIM_MATCH_")                        # name, position
 PLACEMENTS = enum_names("optim_eps_placement", "OPTIM_EPS_")             # outside, inside
+# torch.optim.Muon's adjust_lr_fn -> optim_muon_adjust_lr (None is torch's default, "original")
+MUON_ADJUST_LR = {None: C.OPTIM_MUON_ADJUST_ORIGINAL, "original": C.OPTIM_MUON_ADJUST_ORIGINAL,
+                  "match_rms_adamw": C.OPTIM_MUON_ADJUST_MATCH_RMS_ADAMW}
 
 
 def rule_id(name):
@@ -151,6 +154,15 @@ class LossScale(ctypes.Structure):
 
     _fields_ = [("mode", ctypes.c_int), ("init_scale", _dbl), ("growth_factor", _dbl), ("backoff_factor", _dbl),
                 ("growth_interval", ctypes.c_int64)]
+
+
+class StepStats(ctypes.Structure):
+    """struct optim_step_stats (optim_stats.h)."""
+
+    _fields_ = [("step", ctypes.c_int64), ("has_elements", ctypes.c_int), ("n", ctypes.c_size_t),
+                ("grad_norm", _dbl), ("update_rms", _dbl), ("param_rms", _dbl), ("update_ratio", _dbl),
+                ("update_max", _dbl), ("clamped_fraction", _dbl), ("effective_lr", _dbl), ("trust_ratio", _dbl),
+                ("rectified", ctypes.c_int)]
 
 
 class SparseGrad(ctypes.Structure):
@@ -267,6 +279,20 @@ class Handle:
     def set_seed(self, seed):
         self._call(capi.optim_set_seed, seed)
 
+    # ---- step statistics (optim_stats.h) ------------------------------------
+
+    def set_stats(self, on):
+        self._call(capi.optim_set_stats, 1 if on else 0)
+
+    def stats_enabled(self):
+        return bool(self._get(capi.optim_stats_enabled))
+
+    def param_stats(self, i):
+        """Parameter i's record of the last step with statistics (a StepStats)."""
+        st = StepStats()
+        self._call(capi.optim_param_stats, i, ctypes.byref(st))  # st lives through the call
+        return st
+
     def get_seed(self):
         return self._get(capi.optim_get_seed)
 
@@ -347,6 +373,26 @@ class Handle:
 
     def set_mu_product(self, i, mu):
         self._call(capi.optim_param_set_mu_product, i, mu)
+
+    def sf_switch(self, train):
+        """The schedule-free train/eval switch (optim_schedule_free.h)."""
+        self._call(capi.optim_schedule_free_train if train else capi.optim_schedule_free_eval)
+
+    def sf_mode(self):
+        """1: train mode, 0: eval mode (schedule-free rules)."""
+        return self._get(capi.optim_schedule_free_mode)
+
+    def sf_set_mode(self, train):
+        self._call(capi.optim_schedule_free_set_mode, 1 if train else 0)
+
+    def get_schedule_free(self, i):
+        """Parameter i's (lr_max, weight_sum)."""
+        a, b = _dbl(), _dbl()
+        self._call(capi.optim_param_get_schedule_free, i, ctypes.byref(a), ctypes.byref(b))
+        return a.value, b.value
+
+    def set_schedule_free(self, i, lr_max, weight_sum):
+        self._call(capi.optim_param_set_schedule_free, i, lr_max, weight_sum)
 
     def reset_state(self, i):
         self._call(capi.optim_param_reset_state, i)

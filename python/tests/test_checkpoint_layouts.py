@@ -97,3 +97,66 @@ def test_state_dict_round_trip_equals_torch(pkind, gkind, cls, kw):
             p.grad = _grad(p, gkind, k)
             fresh.step()
         assert torch.equal(p, whole)
+
+
+# int8 state (state_dtype="int8"): its blocks follow the memory order, so it is kept in the parameter's
+# layout (SGD's momentum too, whatever its gradient's layout) and a checkpoint resumes it exactly; int8
+# state in another layout (loaded so by load_state_dict) cannot be reordered without requantizing: a save
+# refuses it by name, a load into it puts the state back in the parameter's layout.
+INT8_CASES = [("SGD", dict(lr=0.1, momentum=0.9, state_dtype="int8")),
+              ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.01, maximize=True, state_dtype="int8")),
+              ("Adam", dict(lr=0.01, state_dtype="int8"))]
+LAYOUT_CASES = [("transposed", "contiguous"), ("channels_last", "contiguous"), ("contiguous", "transposed_grad")]
+
+
+@pytest.mark.parametrize("pkind,gkind", LAYOUT_CASES)
+@pytest.mark.parametrize("cls,kw", INT8_CASES)
+def test_int8_checkpoint_resume_equals_uninterrupted(tmp_path, pkind, gkind, cls, kw):
+    print("seed", SEED)
+    torch.manual_seed(SEED)
+    p0 = _param(pkind)
+    whole, _ = _run(cls, kw, p0, gkind, 6)
+    half, opt = _run(cls, kw, p0, gkind, 3)
+    for v in opt.state[half].values():
+        if isinstance(v, ot.QuantizedState):  # the parameter's layout, whatever the gradient's
+            assert v.stride() == half.stride()
+    path = tmp_path / "ck.optim"
+    opt.save_checkpoint(path)
+    p = torch.nn.Parameter(half.detach().clone(memory_format=torch.preserve_format))
+    fresh = getattr(ot, cls)([p], **kw)
+    fresh.load_checkpoint(path)
+    for k in range(3, 6):
+        p.grad = _grad(p, gkind, k)
+        fresh.step()
+    assert torch.equal(p, whole)
+
+
+@pytest.mark.parametrize("cls,kw", INT8_CASES)
+def test_int8_state_in_another_layout(tmp_path, cls, kw):
+    print("seed", SEED)
+    torch.manual_seed(SEED)
+    p0 = _param("transposed")
+    whole, _ = _run(cls, kw, p0, "contiguous", 6)
+    half, opt = _run(cls, kw, p0, "contiguous", 3)
+    good = tmp_path / "good.optim"
+    opt.save_checkpoint(good)
+    # an optimizer whose int8 state was loaded in another layout (a contiguous parameter's state_dict)
+    other, oopt = _run(cls, kw, p0.contiguous(), "contiguous", 3)
+    sd = copy.deepcopy(oopt.state_dict())
+    p = torch.nn.Parameter(half.detach().clone(memory_format=torch.preserve_format))
+    moved = getattr(ot, cls)([p], **kw)
+    moved.load_state_dict(sd)
+    key = next(k for k, v in moved.state[p].items() if isinstance(v, ot.QuantizedState))
+    assert moved.state[p][key].stride() != p.stride()
+    bad = tmp_path / "bad.optim"
+    with pytest.raises(ValueError, match=r"parameter 0 \(.*\): its int8 state '%s' is kept in the layout of "
+                                         r"strides \(5, 1\), not the parameter's \(1, 7\).*nothing was written" % key):
+        moved.save_checkpoint(bad)
+    assert not bad.exists()
+    # a load puts it back in the parameter's layout: the run resumes exactly
+    moved.load_checkpoint(good)
+    assert moved.state[p][key].stride() == p.stride()
+    for k in range(3, 6):
+        p.grad = _grad(p, "contiguous", k)
+        moved.step()
+    assert torch.equal(p, whole)

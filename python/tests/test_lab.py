@@ -486,6 +486,122 @@ def test_precision_same_seed_same_numbers(exe, tmp_path, synthetic):
     assert (tmp_path / "c" / "precision_long.csv").read_bytes() != (tmp_path / "a" / "precision_long.csv").read_bytes()
 
 
+# ---- optim lab modern (not in the default report) -------------------------------------------
+
+# The issue's rules present on this branch (the table grows to lion, lamb, lars, adafactor, sf_adamw, sf_sgd, muon,
+# adamw as the rules land) and the baselines.
+MODERN_RULES = ["lion", "lamb", "lars", "sf_adamw", "sf_sgd", "adamw", "adam", "momentum"]
+
+
+def _modern_run(exe, out, synthetic, seed=1):
+    run(exe, "modern", "--quick", "--data", synthetic, "--dataset", "fashion-mnist", "--seed", seed,
+        "--threads", 1, "--no-render", "--out", out)
+    return summary(out)
+
+
+@pytest.fixture(scope="module")
+def modern_run(exe, synthetic, tmp_path_factory):
+    out = tmp_path_factory.mktemp("modern") / "run"
+    return out, _modern_run(exe, out, synthetic)
+
+
+def test_modern_quick(modern_run):
+    """optim lab modern --quick: modern.<rule>.test_accuracy for every rule (the mean of 3 seeds, each in
+    [0, 1]), the lr chosen by the validation split (the best final validation accuracy of the grid, never
+    the test set), the verdicts recomputed from the run's numbers, the surfaces, the update/weight ratios."""
+    out, s = modern_run
+    m = s["modern"]
+    assert s["experiments"] == ["modern"]
+    assert m["rules"] == MODERN_RULES
+    assert m["seeds"] == [1, 2, 3] and m["epochs"] == 1
+    assert m["data"]["validation"] == m["data"]["train"] // 10
+    assert m["data"]["train_used"] == m["data"]["train"] - m["data"]["validation"]
+    adamw = m["adamw"]
+    for r in MODERN_RULES:
+        o = m[r]
+        per_seed = o["test_accuracy_per_seed"]
+        assert len(per_seed) == 3 and all(0 <= a <= 1 for a in per_seed), (r, per_seed)
+        assert 0 <= o["test_accuracy"] <= 1
+        assert o["test_accuracy"] == pytest.approx(sum(per_seed) / 3, abs=1e-12)
+        assert o["test_accuracy_per_epoch"][-1] == pytest.approx(o["test_accuracy"], abs=1e-12)
+        grid, val = o["lr_grid"], o["val_accuracy_per_lr"]
+        assert len(grid) == 2 and grid == sorted(grid) and len(val) == 2  # quick: two rates of the grid
+        assert all(0 <= v <= 1 for v in val)
+        best = max(val)
+        assert o["lr"] == grid[val.index(best)], r  # the first (smallest) lr with the best validation accuracy
+        assert o["surfaces_reached"] in range(6)
+        assert o["lr_at_grid_edge"] is False  # quick runs a part of the grid: no edge to speak of
+        for t in ("layer0.weight", "layer0.bias", "layer1.weight", "layer1.bias"):
+            assert o["update_weight_ratio_median"][t] > 0, (r, t)
+        if r == "adamw":
+            assert o["verdict"] == "reference"
+            continue
+        d = 100 * (o["test_accuracy"] - adamw["test_accuracy"])
+        assert o["difference_vs_adamw_points"] == pytest.approx(d, abs=1e-9)
+        sd_r, sd_a = o["test_accuracy_sd"], adamw["test_accuracy_sd"]
+        noise = max(0.1, 100 * 2 * math.sqrt((sd_r ** 2 + sd_a ** 2) / 3))
+        assert o["noise_points"] == pytest.approx(noise, rel=1e-9)
+        want = "ahead" if d > noise else "behind" if d < -noise else "level"
+        assert o["verdict"] == want, (r, d, noise)
+        assert o["label"] in o["verdict_text"]
+    newer = [r for r in MODERN_RULES if not m[r]["baseline"]]
+    assert newer == ["lion", "lamb", "lars", "sf_adamw", "sf_sgd"]
+    assert m["finding"]["held"] is all(m[r]["verdict"] != "behind" for r in newer)
+    # The surfaces: every rule on each of trajectories' six, at an lr of the grid.
+    assert list(m["surfaces"]) == ["bowl", "rosenbrock", "beale", "himmelblau", "saddle", "ill-conditioned"]
+    for name, sj in m["surfaces"].items():
+        assert list(sj["rules"]) == MODERN_RULES
+        rows = (out / sj["csv"]).read_text().splitlines()
+        assert rows[0] == "optimizer,label,lr,step,x,y,f"
+        for r, o in sj["rules"].items():
+            assert o["lr"] in m["surface_lr_grid"]
+            if name == "saddle":
+                assert o["lr"] == sj["rules"][r]["lr"] == m["surfaces"]["bowl"]["rules"][r]["lr"]
+            else:
+                assert o["final_distance"] >= 0
+    # Every run's epochs (2 rates + 2 more seeds per rule, 1 epoch) and the ratio samples of the chosen runs.
+    ep = (out / "modern_epochs.csv").read_text().splitlines()
+    assert ep[0] == "rule,label,lr,seed,epoch,train_loss,val_accuracy,test_loss,test_accuracy,seconds"
+    assert len(ep) == 1 + len(MODERN_RULES) * 4
+    # The validation accuracies that chose each lr are the runs' validation accuracies (first seed, last epoch),
+    # not their test accuracies (on this data they differ for some rule).
+    differ = False
+    for line in ep[1:]:
+        rule, _, lr, seed, epoch, _, val_acc, _, test_acc, _ = line.split(",")
+        if seed == "1" and epoch == "1":
+            o = m[rule]
+            assert float(val_acc) == pytest.approx(o["val_accuracy_per_lr"][o["lr_grid"].index(float(lr))],
+                                                   rel=1e-8), (rule, lr)
+            differ = differ or val_acc != test_acc
+    assert differ
+    ratio = (out / "modern_ratio.csv").read_text().splitlines()
+    assert ratio[0] == "rule,lr,seed,step,tensor,update_weight_ratio"
+    assert any(line.startswith("lion,%g,1," % m["lion"]["lr"]) for line in ratio[1:])
+
+
+def test_modern_same_seed_same_numbers(exe, tmp_path, synthetic, modern_run):
+    """The same seed twice: the same summary (but its timing) and the same files."""
+    out, a = modern_run
+    b = _modern_run(exe, tmp_path / "b", synthetic)
+    assert _without_timing(a) == _without_timing(b)
+    for f in sorted(os.listdir(str(out))):
+        if f.endswith(".csv"):
+            assert _csv_without_timing(out / f) == _csv_without_timing(tmp_path / "b" / f), f
+
+
+def test_modern_renders(exe, tmp_path, modern_run):
+    """The report of a modern run: its three figures, its section, its tables."""
+    out, _ = modern_run
+    dst = tmp_path / "r"
+    shutil.copytree(str(out), str(dst))
+    p = subprocess.run([exe, "lab", "render", str(dst)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    for png in ("modern_trajectories.png", "modern_mnist.png", "modern_ratio.png"):
+        assert (dst / png).stat().st_size > 10000, png
+    html_ = (dst / "report.html").read_text()
+    assert 'id="modern"' in html_ and "verdict" in html_ and "LARS" in html_
+
+
 @pytest.mark.skipif(not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_subset(exe, tmp_path):
@@ -781,8 +897,11 @@ def test_concurrent_runs_never_share_a_directory(exe, tmp_path, synthetic):
 def test_list_and_help(exe):
     out, _ = run(exe, "--list")
     for name in ("trajectories", "sam", "adagrad-stall", "bias-correction", "units", "fashion-mnist",
-                 "adadelta-momentum", "bias-ablation", "precision"):
+                 "adadelta-momentum", "bias-ablation", "precision", "modern"):
         assert name in out
+    # The long experiments are not in the default report (no star).
+    for name in ("bias-ablation", "modern"):
+        assert any(line.split()[:1] == [name] for line in out.splitlines()), name
     out, _ = run(exe, "--help")
     assert "--optimizers" in out and "render" in out
 

@@ -204,66 +204,76 @@ def test_int8_round_trip_through_float32_and_into_bfloat16(cls, kw):
 
 
 _SIMD_CHILD = r"""
-import json, sys, torch, optim.torch as ot
-sizes, threads, sdt = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-sdt = "int8" if sdt == "int8" else torch.bfloat16
-g = torch.Generator().manual_seed(20)
-storage = torch.randn(sum(sizes) + 3 * len(sizes) + 1, generator=g)
-params, off = [], 1  # views at odd offsets inside one storage: misaligned for every vector width
-for n in sizes:
-    params.append(torch.nn.Parameter(storage[off:off + n].clone()[0:n]))
-    off += n + 3
-buf = torch.randn(sum(sizes) + 64)
-for k, p in enumerate(params):  # misaligned parameters: views one float into a bigger storage
-    b = torch.empty(p.numel() + 1)
-    b[1:].copy_(p.data)
-    p.data = b[1:]
-out = []
-for cls, kw in ((ot.Adam, {}), (ot.RMSprop, dict(centered=True, momentum=0.9)), (ot.Lion, dict(lr=1e-3))):
-    ps = [torch.nn.Parameter(p.detach().clone()) for p in params]
-    opt = cls(ps, state_dtype=sdt, **kw)
-    opt.set_threads(threads)
-    for t in range(25):
-        for i, p in enumerate(ps):
-            gr = torch.randn(p.numel(), generator=g)
-            if t == 7 and i == len(ps) - 1:
-                gr[0], gr[-1] = float("nan"), float("inf")
-            p.grad = gr
-        opt.step()
-    for p in ps:
-        out.append(p.detach().view(torch.int32).tolist())
-        for v in opt.state[p].values():
-            if isinstance(v, ot.QuantizedState):
-                out.append(v.codes.tolist()); out.append(v.scales.view(torch.int32).tolist())
-            elif torch.is_tensor(v) and v.dtype is torch.bfloat16:
-                out.append(v.view(torch.int16).tolist())
-print(json.dumps(out))
+import hashlib, json, sys, torch, optim.torch as ot
+sizes = json.loads(sys.argv[1])
+def digest(t):  # the exact bits of one array
+    t = t.detach().contiguous()
+    if t.dtype is torch.bfloat16:
+        t = t.view(torch.int16)
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()[:16]
+result = {}
+for sdt_name in ("int8", "bfloat16"):
+    sdt = "int8" if sdt_name == "int8" else torch.bfloat16
+    for threads in (1, 2):
+        g = torch.Generator().manual_seed(20)
+        storage = torch.randn(sum(sizes) + 3 * len(sizes) + 1, generator=g)
+        params, off = [], 1  # views at odd offsets inside one storage: misaligned for every vector width
+        for n in sizes:
+            params.append(torch.nn.Parameter(storage[off:off + n].clone()[0:n]))
+            off += n + 3
+        for k, p in enumerate(params):  # misaligned parameters: views one float into a bigger storage
+            b = torch.empty(p.numel() + 1)
+            b[1:].copy_(p.data)
+            p.data = b[1:]
+        out = []
+        for cls, kw in ((ot.Adam, {}), (ot.RMSprop, dict(centered=True, momentum=0.9)), (ot.Lion, dict(lr=1e-3))):
+            ps = [torch.nn.Parameter(p.detach().clone()) for p in params]
+            opt = cls(ps, state_dtype=sdt, **kw)
+            opt.set_threads(threads)
+            for t in range(25):
+                for i, p in enumerate(ps):
+                    gr = torch.randn(p.numel(), generator=g)
+                    if t == 7 and i == len(ps) - 1:
+                        gr[0], gr[-1] = float("nan"), float("inf")
+                    p.grad = gr
+                opt.step()
+            for i, p in enumerate(ps):
+                out.append(("%s param %d" % (cls.__name__, i), digest(p)))
+                for key, v in opt.state[p].items():
+                    if isinstance(v, ot.QuantizedState):
+                        out.append(("%s %s codes %d" % (cls.__name__, key, i), digest(v.codes)))
+                        out.append(("%s %s scales %d" % (cls.__name__, key, i), digest(v.scales)))
+                    elif torch.is_tensor(v) and v.dtype is torch.bfloat16:
+                        out.append(("%s %s %d" % (cls.__name__, key, i), digest(v)))
+        result["%s/%d" % (sdt_name, threads)] = out
+print(json.dumps(result))
 """
 
 
-@pytest.mark.parametrize("sdt", ["int8", "bfloat16"])
-def test_simd_paths_and_threads_give_the_same_bits_for_odd_sizes(sdt):
+def test_simd_paths_and_threads_give_the_same_bits_for_odd_sizes():
     """int8 and bfloat16 state: every OPTIM_ISA (the ones this CPU has) and
-    1 or 2 threads give the scalar path's bits for sizes 1, 15, 255, 257,
-    8191, 8193 and one ending mid-block, misaligned parameters, and a NaN
-    and an Inf gradient in the last tensor."""
+    1 or 2 threads give the scalar path's bits (digests of every parameter,
+    code, scale and state array) for sizes 1, 15, 255, 257, 8191, 8193 and
+    one ending mid-block, misaligned parameters, and a NaN and an Inf
+    gradient in the last tensor. One child process per path."""
     sizes = [1, 15, 255, 257, 8191, 8193, 3 * 256 + 100]
     runs = {}
     for isa in ("scalar", "avx2", "avx512"):
-        for threads in (1, 2):
-            env = dict(os.environ, OPTIM_ISA=isa)
-            r = subprocess.run([sys.executable, "-c", _SIMD_CHILD, json.dumps(sizes), str(threads), sdt], env=env,
-                               capture_output=True, text=True)
-            if r.returncode != 0 and isa != "scalar" and "not available" in r.stderr + r.stdout:
-                continue
-            assert r.returncode == 0, (isa, threads, r.stderr[-2000:])
-            runs[(isa, threads)] = json.loads(r.stdout)
-    ref = runs[("scalar", 1)]
-    for key, got in runs.items():
-        assert len(got) == len(ref)
-        for k, (a, b) in enumerate(zip(ref, got)):
-            assert a == b, "%s: array %d differs from the scalar path's" % (key, k)
-    print("paths:", sorted(runs))
+        env = dict(os.environ, OPTIM_ISA=isa)
+        r = subprocess.run([sys.executable, "-c", _SIMD_CHILD, json.dumps(sizes)], env=env,
+                           capture_output=True, text=True)
+        if r.returncode != 0 and isa != "scalar" and "not available" in r.stderr + r.stdout:
+            continue
+        assert r.returncode == 0, (isa, r.stderr[-2000:])
+        for key, got in json.loads(r.stdout).items():
+            runs[(isa, key)] = got
+    for (isa, key), got in runs.items():
+        ref = runs[("scalar", key.split("/")[0] + "/1")]
+        assert len(got) == len(ref) and len(ref) > 0
+        for (name_a, a), (name_b, b) in zip(ref, got):
+            assert name_a == name_b
+            assert a == b, "%s %s: %s differs from the scalar path's on one thread" % (isa, key, name_a)
+    print("paths:", sorted({isa for isa, _ in runs}))
 
 
 def test_lamb_lars_and_sparse_adam_take_state_dtype():

@@ -27,7 +27,7 @@ import torch
 import optim.torch as ot
 from test_torch_bits import RULES, STATE_AT, _differ, _groups, _int_view
 
-STEPS = 200  # float32; float64 100 (two parameters of each group change layout half-way)
+STEPS = 100  # float32; float64 50 (two parameters of each group change layout half-way)
 
 # (name, logical shape, how a tensor of that layout holding `values` is made). Each returns (parameter,
 # base): base is the tensor whose memory the parameter views (itself, or the larger tensor it slices).

@@ -1,6 +1,6 @@
 """Each optim.torch class against the same torch.optim class (float32), with
 the same arguments, for every combination of the options both support, over
-200 steps on tensors of sizes 1, 7, 1000 and 65537 with random gradients.
+200 steps on tensors of sizes 1, 7, 1000 and 32771 with random gradients.
 
 Every element of every parameter and of every state tensor is compared at
 steps 1, 2, 3, 7, 50 and 200 with torch_ref64.rel_err <= 1e-5: the relative

@@ -25,10 +25,11 @@ import torch
 
 from torch_ref64 import Ref64, rel_err
 
-# Sizes 1 (a 0-dim tensor), 7, 1000 (2-D) and 65537: odd sizes that leave
+# Sizes 1 (a 0-dim tensor), 7, 1000 (2-D) and 32771: odd sizes that leave
 # tails for every vector width and a tensor large enough to be split into
-# several blocks across threads.
-SHAPES = [(), (7,), (10, 100), (65537,)]
+# several blocks across two threads (the kernels split from 2 x 16384
+# elements: src/kernels/parallel.c).
+SHAPES = [(), (7,), (10, 100), (32771,)]
 TOL = 1e-5
 STEPS = 200
 CHECK_AT = (1, 2, 3, 7, 50, STEPS)

@@ -161,7 +161,8 @@ def build(src, bld, log):
 def env_for(src, bld, isa=None):
     e = dict(os.environ)
     e.update(OPTIM_LIBRARY=os.path.join(bld, "liboptim.so"), PYTHONPATH=os.path.join(src, "python"),
-             OPTIM_LAB_EXE=os.path.join(bld, "tools", "optim"), PYTHONDONTWRITEBYTECODE="1")
+             OPTIM_LAB_EXE=os.path.join(bld, "tools", "optim"), OPTIM_BENCH_EXE=os.path.join(bld, "tools", "optim"),
+             PYTHONDONTWRITEBYTECODE="1")
     e.pop("OPTIM_ISA", None)
     if isa:
         e["OPTIM_ISA"] = isa

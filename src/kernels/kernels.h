@@ -118,6 +118,27 @@ typedef struct optim__factored_fns {
     void (*upd)(size_t n, void *p, const void *g, double rvj, const void *cv, double rm, const optim__k *k);
 } optim__factored_fns;
 
+/* ---- Step statistics (include/optim_stats.h) ------------------------------------ */
+
+/* Values per reduction block of a step with statistics: the sums of
+ * clamp(g)^2, u^2 and p_before^2, the largest |u|, the count of clamped
+ * elements (u the update in double: p_after - p_before). */
+#define OPTIM__NSTAT 5
+
+/* The statistics of n elements into 16 double lanes per value (acc[16 v +
+ * i % 16] for value v; n a multiple of 16 but at a block's end): p0 the
+ * parameter before the rule's loop, p1 after it (as stored), g the raw
+ * gradient, all in the compute type; cl[i] 1 where the rule clamped
+ * the element (AdaBound's bounds), else 0; value clipping's clamp is seen from g and
+ * k. Plain double arithmetic in a fixed order: the same bits on every path. */
+typedef void (*optim__stats_fn)(size_t n, const void *p0, const void *p1, const void *g, const unsigned char *cl,
+                                const optim__k *k, double *acc);
+
+/* Rules whose element math may clamp (rule_list.h's OPTIM__CLAMP_LIST):
+ * cl[i] = 1 where element i's step was clamped, from its state slots after
+ * the update (s as the loop left them). */
+typedef void (*optim__clampflag_fn)(size_t n, void *const *s, const optim__k *k, unsigned char *cl);
+
 /* ---- Reductions -------------------------------------------------------------- */
 
 /* Norm kinds of the reductions. */
@@ -196,6 +217,9 @@ typedef struct optim__kernels {
     optim__util_fn clamp;                                 /* x = clamp(x, a, b), NaN kept (clip_grad_value_) */
     optim__vec_fns vec[OPTIM__NCTYPES];                   /* optim_vec.h, by compute type */
     optim__factored_fns factored[OPTIM__NCTYPES];         /* Adafactor's passes, by compute type */
+    optim__stats_fn stats[OPTIM__NCTYPES];                /* step statistics, by compute type */
+    /* By rule and compute type: the rules of OPTIM__CLAMP_LIST; NULL for the others. */
+    optim__clampflag_fn clampflag[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
 } optim__kernels;
 
 /* The table of a path, or NULL if this build or CPU cannot run it.
@@ -221,6 +245,12 @@ typedef struct optim__task {
     optim__loop_fn pre;       /* state update before the norms; writes slots pre_writes */
     optim__red_fn red;        /* the sums of squares */
     unsigned pre_reads, pre_writes, red_reads;
+    /* Step statistics (NULL spart: not this step): OPTIM__NSTAT values per
+     * reduction block of the task (spart[OPTIM__NSTAT * b] for its block b),
+     * the path's function for its compute type, the rule's clamp flags. */
+    double *spart;
+    optim__stats_fn stats;
+    optim__clampflag_fn clampflag;
     int chunked;              /* 0: every stream holds the compute type: the loop runs on memory */
     const optim__storage *sto[OPTIM__NSTREAMS]; /* storage of p, g, s0..s3, copy (NULL: unused) */
     const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (or NULL) */

@@ -116,6 +116,9 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
                            optim__##name##_pre_reads, optim__##name##_pre_writes, optim__##name##_red_reads},  \
     },
 
+#define OPTIM__CLAMPFLAGS(ID, name)                                                                          \
+    [OPTIM_##ID] = {[OPTIM__CT_F32] = optim__##name##_clampflag_f32, [OPTIM__CT_F64] = optim__##name##_clampflag_f64},
+
 #if defined(OPTIM__HW_F16)
 #  define OPTIM__STORAGE_F16 optim__storage_f16_hw
 #else
@@ -156,6 +159,8 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
                                         optim__af_rmean_f32, optim__af_usq_f32, optim__af_upd_f32},        \
                      [OPTIM__CT_F64] = {optim__af_var_f64, optim__af_rows_f64, optim__af_cols_f64,         \
                                         optim__af_rmean_f64, optim__af_usq_f64, optim__af_upd_f64}},       \
+        .stats = {[OPTIM__CT_F32] = optim__stats_f32, [OPTIM__CT_F64] = optim__stats_f64},                  \
+        .clampflag = {OPTIM__CLAMP_LIST(OPTIM__CLAMPFLAGS)},                                                \
     }
 
 const optim__kernels OPTIM__KERNELS_NAME = OPTIM__TABLE(OPTIM__KERNELS_ISA, optim__storage_bf16);

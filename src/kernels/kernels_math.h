@@ -272,6 +272,74 @@ OPTIM__REDUCE_LIST(OPTIM__RINSTANCES)
 #undef OPTIM__RINST_RV
 #undef OPTIM__RINST_RC
 
+/* ---- Step statistics (include/optim_stats.h; kernels.h's optim__stats_fn) ---------------
+ * Element i of a call goes to lane i % 16 of each value (calls start at
+ * multiples of 16 inside a block). Sums and the maximum in double, in
+ * element order per lane: IEEE arithmetic without contraction, so every
+ * path gives the scalar path's bits whatever the compiler vectorises. */
+OPTIM_INLINE void OPTIM__T(optim__stats_lanes)(size_t m, const R *restrict p0, const R *restrict p1,
+                                               const R *restrict g, const unsigned char *restrict cl, R lo, R hi,
+                                               double *restrict s0, double *restrict s1, double *restrict s2,
+                                               double *restrict s3, double *restrict s4)
+{
+    size_t j;
+    OPTIM__VECTORIZE
+    for (j = 0; j < m; j++) {
+        const R gr = g[j];
+        const double gd = (double)optim__clamp(gr, lo, hi);
+        const double a = (double)p0[j], u = (double)p1[j] - a, au = fabs(u);
+        const double k = (double)((gr > hi) | (gr < lo) | cl[j]);
+        s0[j] += gd * gd;
+        s1[j] += u * u;
+        s2[j] += a * a;
+        s3[j] = (au != au || au > s3[j]) ? au : s3[j];
+        s4[j] += k;
+    }
+}
+
+static void OPTIM__T(optim__stats)(size_t n, const void *p0v, const void *p1v, const void *gv,
+                                   const unsigned char *cl, const optim__k *kp, double *restrict acc)
+{
+    const R *p0 = (const R *)p0v, *p1 = (const R *)p1v, *g = (const R *)gv;
+    const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);
+    /* Without value clipping the clamp to [-inf, inf] keeps every value (a NaN too) and flags none. */
+    const int clamp = (kp->c.variant & OPTIM__V_CLAMP) != 0;
+    const R lo = clamp ? -c.gclip : -(R)INFINITY, hi = clamp ? c.gclip : (R)INFINITY;
+    double s[OPTIM__NSTAT][OPTIM__LANES];
+    size_t i, j;
+    int v;
+    for (v = 0; v < OPTIM__NSTAT; v++)
+        for (j = 0; j < OPTIM__LANES; j++) s[v][j] = acc[OPTIM__LANES * v + j];
+    for (i = 0; i + OPTIM__LANES <= n; i += OPTIM__LANES)
+        OPTIM__T(optim__stats_lanes)(OPTIM__LANES, p0 + i, p1 + i, g + i, cl + i, lo, hi, s[0], s[1], s[2], s[3],
+                                     s[4]);
+    if (i < n)
+        OPTIM__T(optim__stats_lanes)(n - i, p0 + i, p1 + i, g + i, cl + i, lo, hi, s[0], s[1], s[2], s[3], s[4]);
+    for (v = 0; v < OPTIM__NSTAT; v++)
+        for (j = 0; j < OPTIM__LANES; j++) acc[OPTIM__LANES * v + j] = s[v][j];
+}
+
+/* The clamp flags of the rules of OPTIM__CLAMP_LIST (kernels.h's
+ * optim__clampflag_fn): the slots the variant writes, as the loop left them. */
+#define OPTIM__CLAMPFLAG_DEF(ID, name)                                                                  \
+    static void OPTIM__T(optim__##name##_clampflag)(size_t n, void *const *sl, const optim__k *kp,        \
+                                                    unsigned char *cl)                                  \
+    {                                                                                                   \
+        const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
+        const unsigned V = kp->c.variant & ~OPTIM__V_CLAMP;                                             \
+        const unsigned wr = optim__##name##_writes(V);                                                  \
+        size_t i;                                                                                       \
+        int j;                                                                                          \
+        for (i = 0; i < n; i++) {                                                                       \
+            R s[OPTIM_MAX_SLOTS] = {0, 0, 0, 0};                                                        \
+            for (j = 0; j < OPTIM_MAX_SLOTS; j++)                                                       \
+                if ((wr >> j) & 1u) s[j] = ((const R *)sl[j])[i];                                       \
+            cl[i] = (unsigned char)OPTIM__T(optim__##name##_clamped)(s, &k, V);                         \
+        }                                                                                               \
+    }
+OPTIM__CLAMP_LIST(OPTIM__CLAMPFLAG_DEF)
+#undef OPTIM__CLAMPFLAG_DEF
+
 /* ---- Storage of this compute type held as itself (float32 in float, float64 in double) --- */
 
 static void OPTIM__T(optim__load_same)(void *restrict dst, const void *restrict base, size_t off, size_t n,

@@ -289,6 +289,90 @@ static void optim__update_rows(const optim__task *t, size_t from, size_t to)
     }
 }
 
+/* Fold a block's lanes (16 per value, stats_fn's layout) into its
+ * OPTIM__NSTAT values by a fixed tree: 16 -> 8 -> 4 -> 2 -> 1. */
+static void optim__stats_fold(double *acc, double *out)
+{
+    size_t j, l;
+    int v;
+    for (v = 0; v < OPTIM__NSTAT; v++) {
+        double *a = acc + 16 * v;
+        for (j = 16 / 2; j > 0; j /= 2)
+            for (l = 0; l < j; l++) {
+                if (v == 3)
+                    a[l] = (a[l + j] != a[l + j] || a[l + j] > a[l]) ? a[l + j] : a[l];
+                else
+                    a[l] = a[l] + a[l + j];
+            }
+        out[v] = a[0];
+    }
+}
+
+/* A range of a task with statistics (t->spart set): the update of the
+ * chunked path (direct streams used in place), chunk by chunk; each chunk's
+ * parameter is copied before the loop (in L1) and, where it is not stored
+ * as the compute type, loaded back after its store, so that the update
+ * measured is the one stored; then the statistics of the chunk. `from` is a
+ * multiple of OPTIM__RBLOCK (the task's split alignment with statistics), so
+ * a block is measured by one thread, in element order. */
+static void optim__update_stats(const optim__task *t, size_t from, size_t to)
+{
+    _Alignas(64) double scratch[OPTIM__NSTREAMS][OPTIM__CHUNK];
+    _Alignas(64) double p0[OPTIM__CHUNK], p1[OPTIM__CHUNK];
+    unsigned char cl[OPTIM__CHUNK];
+    double acc[OPTIM__NSTAT * 16];
+    void *base[OPTIM__NSTREAMS];
+    unsigned use[OPTIM__NSTREAMS], rd[OPTIM__NSTREAMS], wr[OPTIM__NSTREAMS];
+    const size_t rsize = t->sto[OPTIM__SG]->ctype == OPTIM__CT_F64 ? sizeof(double) : sizeof(float);
+    size_t c, j;
+    int s;
+    base[OPTIM__SP] = t->p;
+    base[OPTIM__SG] = (void *)(uintptr_t)t->g;
+    rd[OPTIM__SP] = wr[OPTIM__SP] = rd[OPTIM__SG] = 1;
+    wr[OPTIM__SG] = 0;
+    for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+        base[OPTIM__SS(s)] = t->s[s];
+        rd[OPTIM__SS(s)] = (t->reads >> s) & 1u;
+        wr[OPTIM__SS(s)] = (t->writes >> s) & 1u;
+    }
+    base[OPTIM__SC] = NULL;
+    rd[OPTIM__SC] = wr[OPTIM__SC] = 0;
+    for (s = 0; s < OPTIM__NSTREAMS; s++) use[s] = base[s] && (rd[s] || wr[s]);
+    if (!t->clampflag) memset(cl, 0, sizeof cl); /* no element clamped by the rule */
+    for (c = from; c < to; c += OPTIM__CHUNK) {
+        const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
+        const void *after;
+        void *x[OPTIM__NSTREAMS];
+        if (c == from || c % OPTIM__RBLOCK == 0)
+            for (j = 0; j < OPTIM__NSTAT * 16; j++) acc[j] = 0.0;
+        for (s = 0; s < OPTIM__NSTREAMS; s++) {
+            const optim__storage *st = t->sto[s];
+            x[s] = NULL;
+            if (!use[s]) continue;
+            if (st->direct) {
+                x[s] = optim__at(t, s, base[s], c);
+            } else {
+                x[s] = scratch[s];
+                if (rd[s]) st->load(scratch[s], base[s], c, len, t->ctx[s]);
+            }
+        }
+        memcpy(p0, x[OPTIM__SP], len * rsize);
+        t->loop(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k);
+        for (s = 0; s < OPTIM__NSTREAMS; s++)
+            if (use[s] && wr[s] && !t->sto[s]->direct) t->sto[s]->store(base[s], c, len, scratch[s], t->ctx[s]);
+        if (t->copy != NULL) t->sto[OPTIM__SC]->store(t->copy, c, len, x[OPTIM__SP], t->ctx[OPTIM__SC]);
+        after = x[OPTIM__SP];
+        if (!t->sto[OPTIM__SP]->direct) {
+            t->sto[OPTIM__SP]->load(p1, base[OPTIM__SP], c, len, t->ctx[OPTIM__SP]);
+            after = p1;
+        }
+        if (t->clampflag) t->clampflag(len, &x[OPTIM__SS(0)], (const optim__k *)t->k, cl);
+        t->stats(len, p0, after, x[OPTIM__SG], cl, (const optim__k *)t->k, acc);
+        if (c + len == to || (c + len) % OPTIM__RBLOCK == 0)
+            optim__stats_fold(acc, t->spart + OPTIM__NSTAT * (c / OPTIM__RBLOCK));
+    }
+}
+
 void optim__range_update(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
 {
     void *s[OPTIM_MAX_SLOTS];
@@ -296,6 +380,10 @@ void optim__range_update(const optim__kernels *kt, const optim__task *t, size_t 
     (void)kt;
     if (t->rows) {
         optim__update_rows(t, from, to);
+        return;
+    }
+    if (t->spart) {
+        optim__update_stats(t, from, to);
         return;
     }
     if (t->chunked) {

@@ -62,6 +62,16 @@ OPTIM_INLINE void OPTIM__T(optim__adabound_elem)(R *p, R g, R *s, const optim__k
     step = optim__clamp(k->step_size / denom, k->lower, k->upper) * m;
     *p = pi - step;
 }
+
+/* Step statistics (rule_list.h's OPTIM__CLAMP_LIST): did the bounds clamp the
+ * step size, from the state the element function left (v, or its running
+ * maximum with AMSGrad)? A NaN step size is not counted. */
+OPTIM_INLINE int OPTIM__T(optim__adabound_clamped)(const R *s, const OPTIM__KR(adabound) *k, unsigned V)
+{
+    const R v = (V & OPTIM__ADABOUND_V_AMS) ? s[2] : s[1];
+    const R r = k->step_size / optim__rms(v, k->eps, V & OPTIM__V_EPSIN);
+    return r < k->lower || r > k->upper;
+}
 #endif
 
 #if defined(OPTIM__RULE_HOST) && !defined(OPTIM_RULE_ADABOUND_HOST)
@@ -119,6 +129,13 @@ static void optim__adabound_group(optim_hparams *hp)
     if (hp->initial_lr == 0) hp->initial_lr = hp->lr;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__adabound_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = u->adabound.step_size; /* lr sqrt(1 - beta2^t) / (1 - beta1^t), before the bounds */
+}
+
 static const optim__rule_def optim__adabound_def = {
     .id = OPTIM_ADABOUND, .name = "adabound", .torch_name = "AdaBound",
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(FINAL_LR) | OPTIM__USES(GAMMA) |
@@ -127,5 +144,5 @@ static const optim__rule_def optim__adabound_def = {
     .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
     .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE, OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adabound_defaults, .check = optim__adabound_check, .slots = optim__adabound_slots,
-    .prepare = optim__adabound_prepare, .group = optim__adabound_group};
+    .prepare = optim__adabound_prepare, .group = optim__adabound_group, .stats = optim__adabound_stats};
 #endif

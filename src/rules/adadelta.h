@@ -92,11 +92,18 @@ static void optim__adadelta_prepare(const optim_hparams *hp, const optim__step_i
     if (hp->momentum > 0) c->variant |= OPTIM__ADADELTA_V_MOM;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__adadelta_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->adadelta.neg_lr; /* lr */
+}
+
 static const optim__rule_def optim__adadelta_def = {
     .id = OPTIM_ADADELTA, .name = "adadelta", .torch_name = "Adadelta",
     .uses = OPTIM__USES(LR) | OPTIM__USES(RHO) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
             OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MOMENTUM) | OPTIM__USES(MAXIMIZE),
     .nslots = 3, .slot_names = {"square_avg", "acc_delta", "momentum_buffer"},
     .slot_kinds = {OPTIM__SLOT_POSITIVE, OPTIM__SLOT_NONNEG, OPTIM__SLOT_SIGNED}, .has_step = 1,
-    .defaults = optim__adadelta_defaults, .slots = optim__adadelta_slots, .prepare = optim__adadelta_prepare};
+    .defaults = optim__adadelta_defaults, .slots = optim__adadelta_slots, .prepare = optim__adadelta_prepare, .stats = optim__adadelta_stats};
 #endif

@@ -86,6 +86,13 @@ static int optim__adagrad_sparse(const optim_hparams *hp, optim_error *err)
     return OPTIM_OK;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__adagrad_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->adagrad.neg_clr; /* lr / (1 + (t - 1) lr_decay) */
+}
+
 static void optim__adagrad_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
                                    optim__kcommon *c, union optim__ku *u)
 {
@@ -104,5 +111,5 @@ static const optim__rule_def optim__adagrad_def = {
     .slot_kinds = {OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adagrad_defaults, .slots = optim__adagrad_slots, .initial = optim__adagrad_initial,
     .prepare = optim__adagrad_prepare, .sparse = optim__adagrad_sparse,
-    .sparse_variant = OPTIM__ADAGRAD_V_SPARSE};
+    .sparse_variant = OPTIM__ADAGRAD_V_SPARSE, .stats = optim__adagrad_stats};
 #endif

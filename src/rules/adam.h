@@ -122,16 +122,23 @@ static void optim__adam_prepare(const optim_hparams *hp, const optim__step_in *i
      OPTIM__USES(EPS_PLACEMENT) | OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(DECOUPLED_WEIGHT_DECAY) |      \
      OPTIM__USES(AMSGRAD) | OPTIM__USES(BIAS_CORRECTION) | OPTIM__USES(MAXIMIZE))
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__adam_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->adam.neg_step * u->adam.bc2_sqrt; /* lr sqrt(1 - beta2^t) / (1 - beta1^t) */
+}
+
 static const optim__rule_def optim__adam_def = {
     .id = OPTIM_ADAM, .name = "adam", .torch_name = "Adam", .uses = OPTIM__ADAM_USES,
     .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
     .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE, OPTIM__SLOT_POSITIVE}, .has_step = 1,
-    .defaults = optim__adam_defaults, .slots = optim__adam_slots, .prepare = optim__adam_prepare};
+    .defaults = optim__adam_defaults, .slots = optim__adam_slots, .prepare = optim__adam_prepare, .stats = optim__adam_stats};
 
 static const optim__rule_def optim__adamw_def = {
     .id = OPTIM_ADAMW, .name = "adamw", .torch_name = "AdamW", .uses = OPTIM__ADAM_USES,
     .nslots = 3, .slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
     .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE, OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adamw_defaults, .check = optim__adamw_check, .slots = optim__adam_slots,
-    .prepare = optim__adam_prepare};
+    .prepare = optim__adam_prepare, .stats = optim__adam_stats};
 #endif

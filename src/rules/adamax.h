@@ -80,11 +80,18 @@ static void optim__adamax_prepare(const optim_hparams *hp, const optim__step_in 
     k->eps = hp->eps;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__adamax_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->adamax.neg_clr; /* lr / (1 - beta1^t) */
+}
+
 static const optim__rule_def optim__adamax_def = {
     .id = OPTIM_ADAMAX, .name = "adamax", .torch_name = "Adamax",
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) |
             OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MAXIMIZE),
     .nslots = 2, .slot_names = {"exp_avg", "exp_inf"},
     .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE}, .has_step = 1,
-    .defaults = optim__adamax_defaults, .slots = optim__adamax_slots, .prepare = optim__adamax_prepare};
+    .defaults = optim__adamax_defaults, .slots = optim__adamax_slots, .prepare = optim__adamax_prepare, .stats = optim__adamax_stats};
 #endif

@@ -94,10 +94,17 @@ static void optim__asgd_prepare(const optim_hparams *hp, const optim__step_in *i
     st->mu_product = (double)(float)(in->lr / pow(1.0 + hp->lambd * in->lr * t, hp->alpha));
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__asgd_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->asgd.neg_eta; /* eta */
+}
+
 static const optim__rule_def optim__asgd_def = {
     .id = OPTIM_ASGD, .name = "asgd", .torch_name = "ASGD",
     .uses = OPTIM__USES(LR) | OPTIM__USES(LAMBD) | OPTIM__USES(ALPHA) | OPTIM__USES(T0) |
             OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MAXIMIZE),
     .nslots = 1, .slot_names = {"ax"}, .has_step = 1,
-    .defaults = optim__asgd_defaults, .slots = optim__asgd_slots, .prepare = optim__asgd_prepare};
+    .defaults = optim__asgd_defaults, .slots = optim__asgd_slots, .prepare = optim__asgd_prepare, .stats = optim__asgd_stats};
 #endif

@@ -16,8 +16,8 @@
  * and v (pre) and sums p^2 and u^2 over the tensor from the stored moments
  * (red); pass 2 recomputes u from the stored m, v and p, with the same
  * operations (so the same bits as the u pass 1 measured), and writes p.
- * Recomputing costs reading m and v twice (3 reads + 2 writes, then 3 reads +
- * 1 write: 9 streams against Adam's 7) and no memory; keeping u in a slot
+ * Recomputing costs reading m and v twice (4 reads + 2 writes, then 3 reads +
+ * 1 write: 10 streams against Adam's 7) and no memory; keeping u in a slot
  * would cost n more floats and the same traffic (docs/rules/lamb.md).
  * Rounded as torch's CPU ops: m = fma(g, 1 - beta1, round(beta1 * m)),
  * v = fma(round((1 - beta2) * g), g, round(beta2 * v)), u + wd * p and
@@ -155,6 +155,14 @@ static void optim__lamb_trust(const optim_hparams *hp, const optim__step_in *in,
     u->lamb.ratio = r;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__lamb_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->trust_ratio = u->lamb.ratio;
+    out->effective_lr = -u->lamb.neg_lr * u->lamb.ratio; /* lr times the trust ratio */
+}
+
 static const optim__rule_def optim__lamb_def = {
     .id = OPTIM_LAMB, .name = "lamb", .torch_name = "Lamb",
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) |
@@ -163,5 +171,5 @@ static const optim__rule_def optim__lamb_def = {
     .nslots = 2, .slot_names = {"exp_avg", "exp_avg_sq"},
     .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__lamb_defaults, .slots = optim__lamb_slots, .prepare = optim__lamb_prepare,
-    .trust = optim__lamb_trust};
+    .trust = optim__lamb_trust, .stats = optim__lamb_stats};
 #endif

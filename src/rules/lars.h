@@ -155,6 +155,14 @@ static void optim__lars_finish(const optim_hparams *hp, optim_state *st)
     if (hp->momentum != 0) st->initialized |= 1u;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__lars_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->trust_ratio = u->lars.ratio;
+    out->effective_lr = -u->lars.neg_lr * u->lars.ratio; /* lr times the trust ratio */
+}
+
 static const optim__rule_def optim__lars_def = {
     .id = OPTIM_LARS, .name = "lars", .torch_name = "Lars",
     .uses = OPTIM__USES(LR) | OPTIM__USES(MOMENTUM) | OPTIM__USES(DAMPENING) | OPTIM__USES(NESTEROV) |
@@ -162,5 +170,5 @@ static const optim__rule_def optim__lars_def = {
             OPTIM__USES(ALWAYS_ADAPT) | OPTIM__USES(MAXIMIZE),
     .nslots = 1, .slot_names = {"momentum_buffer"}, .lazy_slots = 1u, .has_step = 0,
     .defaults = optim__lars_defaults, .check = optim__lars_check, .slots = optim__lars_slots,
-    .prepare = optim__lars_prepare, .trust = optim__lars_trust, .finish = optim__lars_finish};
+    .prepare = optim__lars_prepare, .trust = optim__lars_trust, .finish = optim__lars_finish, .stats = optim__lars_stats};
 #endif

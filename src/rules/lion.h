@@ -78,10 +78,17 @@ static void optim__lion_prepare(const optim_hparams *hp, const optim__step_in *i
     k->neg_lr = -in->lr;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__lion_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->lion.neg_lr; /* lr */
+}
+
 static const optim__rule_def optim__lion_def = {
     .id = OPTIM_LION, .name = "lion", .torch_name = "Lion",
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(WEIGHT_DECAY) |
             OPTIM__USES(DECOUPLED_WEIGHT_DECAY) | OPTIM__USES(MAXIMIZE),
     .nslots = 1, .slot_names = {"exp_avg"}, .has_step = 0,
-    .defaults = optim__lion_defaults, .slots = optim__lion_slots, .prepare = optim__lion_prepare};
+    .defaults = optim__lion_defaults, .slots = optim__lion_slots, .prepare = optim__lion_prepare, .stats = optim__lion_stats};
 #endif

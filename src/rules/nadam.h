@@ -113,6 +113,13 @@ static unsigned optim__nadam_slots(const optim_hparams *hp)
     return 3u;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__nadam_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -(u->nadam.coef_g + u->nadam.coef_m) * u->nadam.bc2_sqrt; /* (|coef_g| + |coef_m|) sqrt(1 - beta2^t) */
+}
+
 static void optim__nadam_prepare(const optim_hparams *hp, const optim__step_in *in, optim_state *st,
                                  optim__kcommon *c, union optim__ku *u)
 {
@@ -144,5 +151,5 @@ static const optim__rule_def optim__nadam_def = {
             OPTIM__USES(MOMENTUM_DECAY) | OPTIM__USES(MAXIMIZE),
     .nslots = 2, .slot_names = {"exp_avg", "exp_avg_sq"},
     .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE}, .has_step = 1,
-    .defaults = optim__nadam_defaults, .slots = optim__nadam_slots, .prepare = optim__nadam_prepare};
+    .defaults = optim__nadam_defaults, .slots = optim__nadam_slots, .prepare = optim__nadam_prepare, .stats = optim__nadam_stats};
 #endif

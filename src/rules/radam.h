@@ -144,6 +144,14 @@ static void optim__radam_prepare(const optim_hparams *hp, const optim__step_in *
     }
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__radam_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    out->rectified = (c->variant & OPTIM__RADAM_V_RECT) != 0;
+    /* rectified: lr r_t sqrt(1 - beta2^t) / (1 - beta1^t); else lr / (1 - beta1^t) */
+    out->effective_lr = out->rectified ? u->radam.lr * u->radam.rect * u->radam.bc2_sqrt / u->radam.bc1 : u->radam.lr / u->radam.bc1;
+}
+
 static const optim__rule_def optim__radam_def = {
     .id = OPTIM_RADAM, .name = "radam", .torch_name = "RAdam",
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) |
@@ -151,5 +159,5 @@ static const optim__rule_def optim__radam_def = {
             OPTIM__USES(MAXIMIZE),
     .nslots = 2, .slot_names = {"exp_avg", "exp_avg_sq"},
     .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE}, .has_step = 1,
-    .defaults = optim__radam_defaults, .slots = optim__radam_slots, .prepare = optim__radam_prepare};
+    .defaults = optim__radam_defaults, .slots = optim__radam_slots, .prepare = optim__radam_prepare, .stats = optim__radam_stats};
 #endif

@@ -106,11 +106,18 @@ static void optim__rmsprop_prepare(const optim_hparams *hp, const optim__step_in
     if (hp->momentum > 0) c->variant |= OPTIM__RMSPROP_V_MOM;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__rmsprop_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->rmsprop.neg_lr; /* lr */
+}
+
 static const optim__rule_def optim__rmsprop_def = {
     .id = OPTIM_RMSPROP, .name = "rmsprop", .torch_name = "RMSprop",
     .uses = OPTIM__USES(LR) | OPTIM__USES(ALPHA) | OPTIM__USES(EPS) | OPTIM__USES(EPS_PLACEMENT) |
             OPTIM__USES(WEIGHT_DECAY) | OPTIM__USES(MOMENTUM) | OPTIM__USES(CENTERED) | OPTIM__USES(MAXIMIZE),
     .nslots = 3, .slot_names = {"square_avg", "momentum_buffer", "grad_avg"},
     .slot_kinds = {OPTIM__SLOT_POSITIVE, OPTIM__SLOT_SIGNED, OPTIM__SLOT_SIGNED}, .has_step = 1,
-    .defaults = optim__rmsprop_defaults, .slots = optim__rmsprop_slots, .prepare = optim__rmsprop_prepare};
+    .defaults = optim__rmsprop_defaults, .slots = optim__rmsprop_slots, .prepare = optim__rmsprop_prepare, .stats = optim__rmsprop_stats};
 #endif

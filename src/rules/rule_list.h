@@ -36,7 +36,10 @@
     RULE(LAMB, 14, lamb)                  \
     RULE(LARS, 15, lars)                  \
     RULE(ADAFACTOR, 16, adafactor)        \
-    RULE(SPARSE_ADAM, 17, sparse_adam)
+    RULE(SPARSE_ADAM, 17, sparse_adam)    \
+    RULE(SGD_SCHEDULE_FREE, 18, sgd_schedule_free) \
+    RULE(ADAMW_SCHEDULE_FREE, 19, adamw_schedule_free) \
+    RULE(MUON, 20, muon)
 
 /* The rules that reduce over each tensor in the step before updating it (a
  * per-tensor trust ratio): REDUCE(ID, name) for rules listed above whose
@@ -45,6 +48,14 @@
 #define OPTIM__REDUCE_LIST(REDUCE) \
     REDUCE(LAMB, lamb)             \
     REDUCE(LARS, lars)
+
+/* The rules whose element math clamps a step (for the step statistics'
+ * clamped fraction, include/optim_stats.h): CLAMP(ID, name) for rules whose
+ * header also provides OPTIM__T(optim__<name>_clamped)(const R *s, const
+ * OPTIM__KR(name) *k, unsigned V), 1 where the element's step was clamped,
+ * from its state after the update. */
+#define OPTIM__CLAMP_LIST(CLAMP) \
+    CLAMP(ADABOUND, adabound)
 
 /* For generators that handle both kinds alike. */
 #define OPTIM__LIST_NOTHING(...)

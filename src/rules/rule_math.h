@@ -129,3 +129,15 @@ OPTIM_INLINE R OPTIM__T(optim__h_grad)(R g, R p, const optim__kc *c, unsigned V)
     if (V & OPTIM__V_L2) g = optim__fma(c->wd, p, g);
     return g;
 }
+
+/* torch.lerp(a, b, w) as torch 1.13's CPU kernel computes it (ATen's
+ * Lerp.h): a + w (b - a) where |w| < 0.5, else b - (b - a)(1 - w), w and
+ * 1 - w in R. hi: (R)1 when |w| >= 0.5 (a per-step constant, decided by the
+ * host in double on the rounded weight). Schedule-free's interpolations. */
+#undef optim__lerp
+#define optim__lerp OPTIM__T(optim__h_lerp)
+OPTIM_INLINE R OPTIM__T(optim__h_lerp)(R a, R b, R w, R hi)
+{
+    R d = b - a;
+    return hi != (R)0 ? b - d * ((R)1 - w) : a + w * d;
+}

@@ -102,7 +102,7 @@ int optim_rule_has_step(optim_rule rule)
 
 /* ---- Hyperparameter fields ------------------------------------------------ */
 
-typedef enum { OPTIM__F_REAL, OPTIM__F_BOOL } optim__field_kind;
+typedef enum { OPTIM__F_REAL, OPTIM__F_BOOL, OPTIM__F_INT } optim__field_kind;
 
 /* A field's name, place, kind and valid range [lo, hi] with open ends where
  * lo_open/hi_open. Every real must also be finite. */
@@ -116,6 +116,8 @@ typedef struct optim__field {
 
 #define OPTIM__REAL(f, lo, hi, lo_open, hi_open) {#f, offsetof(optim_hparams, f), OPTIM__F_REAL, lo, hi, lo_open, hi_open}
 #define OPTIM__BOOL(f) {#f, offsetof(optim_hparams, f), OPTIM__F_BOOL, 0, 1, 0, 0}
+/* An int field holding a whole number in [lo, hi] (Muon's ns_steps, adjust_lr). */
+#define OPTIM__INT(f, lo, hi) {#f, offsetof(optim_hparams, f), OPTIM__F_INT, lo, hi, 0, 0}
 
 static const optim__field optim__fields[OPTIM_HP_COUNT + 1] = {
     {NULL, 0, OPTIM__F_REAL, 0, 0, 0, 0},
@@ -150,6 +152,14 @@ static const optim__field optim__fields[OPTIM_HP_COUNT + 1] = {
     [OPTIM_HP_TRUST_COEFF] = OPTIM__REAL(trust_coeff, 0, HUGE_VAL, 0, 1),
     [OPTIM_HP_TRUST_CLIP] = OPTIM__BOOL(trust_clip),
     [OPTIM_HP_ALWAYS_ADAPT] = OPTIM__BOOL(always_adapt),
+    [OPTIM_HP_WARMUP_STEPS] = OPTIM__REAL(warmup_steps, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_R] = OPTIM__REAL(r, -HUGE_VAL, HUGE_VAL, 1, 1),
+    [OPTIM_HP_WEIGHT_LR_POWER] = OPTIM__REAL(weight_lr_power, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_NS_STEPS] = OPTIM__INT(ns_steps, 1, 99),
+    [OPTIM_HP_NS_A] = OPTIM__REAL(ns_a, -HUGE_VAL, HUGE_VAL, 1, 1),
+    [OPTIM_HP_NS_B] = OPTIM__REAL(ns_b, -HUGE_VAL, HUGE_VAL, 1, 1),
+    [OPTIM_HP_NS_C] = OPTIM__REAL(ns_c, -HUGE_VAL, HUGE_VAL, 1, 1),
+    [OPTIM_HP_ADJUST_LR] = OPTIM__INT(adjust_lr, 0, 1),
     [OPTIM_HP_BETA2_DECAY] = OPTIM__REAL(beta2_decay, -HUGE_VAL, 0, 1, 0),
     [OPTIM_HP_EPS2] = OPTIM__REAL(eps2, 0, HUGE_VAL, 0, 1),
     [OPTIM_HP_CLIP_THRESHOLD] = OPTIM__REAL(clip_threshold, 1, HUGE_VAL, 0, 1),
@@ -166,7 +176,7 @@ static const optim__field *optim__field_of(optim_hparam id)
 static double optim__field_read(const optim_hparams *hp, const optim__field *f)
 {
     const char *base = (const char *)hp + f->offset;
-    if (f->kind == OPTIM__F_BOOL) {
+    if (f->kind == OPTIM__F_BOOL || f->kind == OPTIM__F_INT) {
         int v;
         memcpy(&v, base, sizeof v);
         return (double)v;
@@ -182,6 +192,9 @@ static void optim__field_write(optim_hparams *hp, const optim__field *f, double 
     char *base = (char *)hp + f->offset;
     if (f->kind == OPTIM__F_BOOL) {
         int v = value != 0;
+        memcpy(base, &v, sizeof v);
+    } else if (f->kind == OPTIM__F_INT) {
+        int v = (int)value; /* checked whole and in range first */
         memcpy(base, &v, sizeof v);
     } else {
         memcpy(base, &value, sizeof value);
@@ -217,6 +230,11 @@ static int optim__field_check(const char *rule, const optim__field *f, double va
     if (f->kind == OPTIM__F_BOOL) {
         OPTIM__FAIL_IF(value != 0 && value != 1, err, OPTIM_EINVAL, "%s: %s = %.10g must be 0 or 1", rule, f->name,
                        value);
+        return OPTIM_OK;
+    }
+    if (f->kind == OPTIM__F_INT) {
+        OPTIM__FAIL_IF(!(value >= f->lo && value <= f->hi) || value != floor(value), err, OPTIM_EINVAL,
+                       "%s: %s = %.10g must be a whole number in [%.10g, %.10g]", rule, f->name, value, f->lo, f->hi);
         return OPTIM_OK;
     }
     OPTIM__FAIL_IF(!isfinite(value), err, OPTIM_EINVAL, "%s: %s = %.10g is not a finite number", rule, f->name,
@@ -338,6 +356,15 @@ void optim__trust(const optim_hparams *hp, const optim__step_in *in, const doubl
 {
     const optim__rule_def *r = optim__rule(hp->rule);
     if (r->trust && (k->c.reduce & (OPTIM__RED_NORMS | OPTIM__RED_FACTORED))) r->trust(hp, in, sq, &k->c, &k->u);
+}
+
+void optim__kstats_of(optim_rule rule, const optim__k *k, optim__kstats *out)
+{
+    const optim__rule_def *r = optim__rule(rule);
+    out->effective_lr = NAN;
+    out->trust_ratio = NAN;
+    out->rectified = -1;
+    if (r && r->stats) r->stats(&k->c, &k->u, out);
 }
 
 void optim__finish(const optim_hparams *hp, optim_state *st)

@@ -37,6 +37,14 @@ typedef struct optim__step_in {
     size_t n;      /* elements of the parameter (for the trust hook) */
 } optim__step_in;
 
+/* The per-tensor step statistics a rule's constants give (include/optim_stats.h);
+ * the caller sets NaN, NaN, -1 before the rule's stats hook. */
+typedef struct optim__kstats {
+    double effective_lr;
+    double trust_ratio;
+    int rectified;
+} optim__kstats;
+
 #define OPTIM__USES(name) (UINT64_C(1) << OPTIM_HP_##name)
 
 /* One row of the rule table (each rule header defines optim__<name>_def). */
@@ -78,6 +86,10 @@ typedef struct optim__rule_def {
      * the check of a group's options for a sparse step (the options torch
      * refuses with a sparse gradient: OPTIM_EUNSUPPORTED naming them). */
     int (*sparse)(const optim_hparams *hp, optim_error *err);
+    /* Step statistics: the effective learning rate, trust ratio, RAdam's
+     * rectification of a step's constants (after the trust hook); NULL: none
+     * (NaN, NaN, -1). */
+    void (*stats)(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out);
     unsigned sparse_variant; /* variant bits of a sparse step (its rounding differs from the dense one's) */
     int sparse_only;         /* refuses dense gradients (SparseAdam) */
     int sparse_in_order;     /* takes repeated rows (adjacent), applied one entry after another (SGD:
@@ -107,6 +119,10 @@ void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_sta
 
 /* After a rule's pass 1: its trust hook on the tensor's sums (rules.h). */
 void optim__trust(const optim_hparams *hp, const optim__step_in *in, const double sq[2], optim__k *k);
+
+/* The per-tensor statistics of a step's constants k for rule `rule` (NaN,
+ * NaN, -1 where the rule gives none). */
+void optim__kstats_of(optim_rule rule, const optim__k *k, optim__kstats *out);
 
 /* After the pass: let the rule record what the step initialized. */
 void optim__finish(const optim_hparams *hp, optim_state *st);

@@ -116,6 +116,13 @@ static int optim__sgd_sparse(const optim_hparams *hp, optim_error *err)
     return OPTIM_OK;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__sgd_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->sgd.neg_lr; /* lr */
+}
+
 static const optim__rule_def optim__sgd_def = {
     .id = OPTIM_SGD, .name = "sgd", .torch_name = "SGD",
     .uses = OPTIM__USES(LR) | OPTIM__USES(MOMENTUM) | OPTIM__USES(DAMPENING) | OPTIM__USES(NESTEROV) |
@@ -123,5 +130,5 @@ static const optim__rule_def optim__sgd_def = {
     .nslots = 1, .slot_names = {"momentum_buffer"}, .lazy_slots = 1u, .has_step = 0,
     .defaults = optim__sgd_defaults, .check = optim__sgd_check, .slots = optim__sgd_slots,
     .prepare = optim__sgd_prepare, .finish = optim__sgd_finish, .sparse = optim__sgd_sparse,
-    .sparse_in_order = 1};
+    .sparse_in_order = 1, .stats = optim__sgd_stats};
 #endif

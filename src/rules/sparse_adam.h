@@ -97,11 +97,18 @@ static int optim__sparse_adam_sparse(const optim_hparams *hp, optim_error *err)
     return OPTIM_OK;
 }
 
+/* Step statistics: the per-tensor values of this step's constants (rules.h). */
+static void optim__sparse_adam_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->sparse_adam.neg_step_size; /* lr sqrt(1 - beta2^t) / (1 - beta1^t) */
+}
+
 static const optim__rule_def optim__sparse_adam_def = {
     .id = OPTIM_SPARSE_ADAM, .name = "sparse_adam", .torch_name = "SparseAdam",
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA1) | OPTIM__USES(BETA2) | OPTIM__USES(EPS) | OPTIM__USES(MAXIMIZE),
     .nslots = 2, .slot_names = {"exp_avg", "exp_avg_sq"},
     .slot_kinds = {OPTIM__SLOT_SIGNED, OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__sparse_adam_defaults, .slots = optim__sparse_adam_slots,
-    .prepare = optim__sparse_adam_prepare, .sparse = optim__sparse_adam_sparse, .sparse_only = 1};
+    .prepare = optim__sparse_adam_prepare, .sparse = optim__sparse_adam_sparse, .sparse_only = 1, .stats = optim__sparse_adam_stats};
 #endif

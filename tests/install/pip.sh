@@ -56,6 +56,15 @@ for _ in range(20):
 diff = max((a - b).abs().max().item() for a, b in zip(model.parameters(), twin.parameters()))
 assert diff <= 1e-6, diff
 print("installed optim %s (%s): AdamW as torch.optim's after 20 steps (max difference %g)" % (optim.__version__, lib, diff))
+# Muon's matrix products: liboptim_muon.so from the package, beside liboptim.so
+from optim import _muon
+w = torch.nn.Parameter(torch.randn(16, 8))
+opt = optim.torch.MuonWithAuxAdam([dict(params=[w], use_muon=True), dict(params=[model[0].bias], use_muon=False)])
+w.grad, model[0].bias.grad = torch.randn(16, 8), torch.randn(16)
+before = w.detach().clone()
+opt.step()
+assert not torch.equal(before, w.detach())
+print("Muon steps through %s" % _muon.backend())
 PY
 
 echo "== python -m optim version; the optim script; optim lab with the package's renderer"

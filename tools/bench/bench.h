@@ -38,6 +38,7 @@ typedef struct bench_span {
     const uint16_t *g16;
     uint8_t *q[OPTIM_MAX_SLOTS];
     uint16_t *p16; /* bench_rmw_q8: a bfloat16 parameter (x[0] NULL; needs g16) */
+    const float *r; /* bench_rmw_read: a second stream only read */
 } bench_span;
 
 /** 1 if the ceiling kernels have an instance for this CPU path (compiled
@@ -75,6 +76,14 @@ void bench_rmw_typed(optim_isa isa, int k32, int k16, int g16, const bench_span 
  *  parameter copy of an fp32 master). */
 void bench_rmw_q8(optim_isa isa, int k, const bench_span *spans, size_t count, size_t total, int threads, float a,
                   float b, uint8_t m);
+
+/** The ceiling of one pass of a rule with a per-tensor reduction (LAMB,
+ *  LARS): for every span, x[j][i] = x[j][i]*a + (g[i] + r[i])*b for j < k
+ *  (0 <= k <= 2), split across threads as bench_rmw: k read-modify-write
+ *  streams and two read-only ones. With k = 0 it is a reduction and returns
+ *  the sum of g + r (pass 1 of LARS: p and g read, nothing written). */
+float bench_rmw_read(optim_isa isa, int k, const bench_span *spans, size_t count, size_t total, int threads, float a,
+                     float b);
 
 /** The sum of every span's g, split across threads like bench_rmw: the
  *  read-only pass a step makes before its update when it clips gradients or
@@ -132,5 +141,7 @@ void bench_bytes_label(char *out, size_t size, double bytes);
  *  library next to this program, passing argv[1..argc) through; returns its
  *  exit status. */
 int bench_torch_main(int argc, char **argv);
+/** `optim bench --muon` (bench_muon.c): a Muon step against OpenBLAS's sgemm rate on the same shapes. */
+int bench_muon_main(int argc, char **argv);
 
 #endif

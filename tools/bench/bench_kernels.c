@@ -68,10 +68,13 @@ typedef void (*bench_trmw_fn)(size_t n, float *const *x, const void *g, uint16_t
 typedef void (*bench_rmwq_fn)(size_t n, float *p, uint16_t *p16, const float *g, const uint16_t *g16,
                               uint8_t *const *q, uint16_t *w16, float a, float b, uint8_t m);
 
+typedef float (*bench_rmwr_fn)(size_t n, float *const *x, const float *g, const float *r, float a, float b);
+
 typedef struct bench_kset {
     bench_rmw_fn rmw[BENCH_MAX_RMW]; /* rmw[k-1]: k read-modify-write streams */
     bench_trmw_fn trmw[BENCH_MAX_RMW + 1][BENCH_MAX_RMW + 1]; /* [k32][k16]: with 16-bit streams */
     bench_rmwq_fn rmwq[BENCH_MAX_RMW]; /* rmwq[k-1]: the parameter and k - 1 byte arrays (int8 state) */
+    bench_rmwr_fn rmwr[3]; /* rmwr[k]: k read-modify-write streams and two read-only ones (k = 0: a sum) */
     bench_sum_fn sum;
     bench_copy_fn copy;
     bench_triad_fn triad;
@@ -97,6 +100,41 @@ typedef struct bench_kset {
             if ((K) > 2) x2[i] = x2[i] * a + d;                                                          \
             if ((K) > 3) x3[i] = x3[i] * a + d;                                                          \
             if ((K) > 4) x4[i] = x4[i] * a + d;                                                          \
+        }                                                                                                \
+    }
+
+/* A pass of a rule with a per-tensor reduction: K read-modify-write streams
+ * and two read-only ones (g and r). K = 0 sums g + r in 64 lanes (as
+ * bench_sum), so that the reads are not dropped. */
+#define BENCH_RMWR_FN(sfx, ATTR, PRAGMA, K)                                                              \
+    ATTR static float bench_rmwr##K##_##sfx(size_t n, float *const *x, const float *g_, const float *r_,  \
+                                            float a, float b)                                            \
+    {                                                                                                    \
+        const float *restrict g = g_;                                                                    \
+        const float *restrict r = r_;                                                                    \
+        if ((K) == 0) {                                                                                  \
+            float acc[64] = {0.0f}, s = 0.0f;                                                            \
+            size_t i = 0, j;                                                                             \
+            (void)x;                                                                                     \
+            (void)a;                                                                                     \
+            (void)b;                                                                                     \
+            for (; i + 64 <= n; i += 64) {                                                               \
+                PRAGMA                                                                                   \
+                for (j = 0; j < 64; j++) acc[j] += g[i + j] + r[i + j];                                  \
+            }                                                                                            \
+            for (; i < n; i++) acc[0] += g[i] + r[i];                                                    \
+            for (j = 0; j < 64; j++) s += acc[j];                                                        \
+            return s;                                                                                    \
+        } else {                                                                                         \
+            float *restrict x0 = x[0];                                                                   \
+            float *restrict x1 = (K) > 1 ? x[1] : NULL;                                                  \
+            PRAGMA                                                                                       \
+            for (size_t i = 0; i < n; i++) {                                                             \
+                float d = (g[i] + r[i]) * b;                                                             \
+                x0[i] = x0[i] * a + d;                                                                   \
+                if ((K) > 1) x1[i] = x1[i] * a + d;                                                      \
+            }                                                                                            \
+            return 0.0f;                                                                                 \
         }                                                                                                \
     }
 
@@ -257,6 +295,9 @@ static inline uint16_t bench_f2h(float f)
 
 #define BENCH_INSTANCES(sfx, ATTR, PRAGMA)                                                               \
     BENCH_TRMW_ALL(sfx, ATTR, PRAGMA)                                                                    \
+    BENCH_RMWR_FN(sfx, ATTR, PRAGMA, 0)                                                                  \
+    BENCH_RMWR_FN(sfx, ATTR, PRAGMA, 1)                                                                  \
+    BENCH_RMWR_FN(sfx, ATTR, PRAGMA, 2)                                                                  \
     BENCH_RMWQ_FN(sfx, ATTR, PRAGMA, 1)                                                                  \
     BENCH_RMWQ_FN(sfx, ATTR, PRAGMA, 2)                                                                  \
     BENCH_RMWQ_FN(sfx, ATTR, PRAGMA, 3)                                                                  \
@@ -301,6 +342,7 @@ static inline uint16_t bench_f2h(float f)
         {bench_rmw1_##sfx, bench_rmw2_##sfx, bench_rmw3_##sfx, bench_rmw4_##sfx, bench_rmw5_##sfx},      \
         BENCH_TRMW_TABLE(sfx),                                                                           \
         {bench_rmwq1_##sfx, bench_rmwq2_##sfx, bench_rmwq3_##sfx, bench_rmwq4_##sfx, bench_rmwq5_##sfx}, \
+        {bench_rmwr0_##sfx, bench_rmwr1_##sfx, bench_rmwr2_##sfx},                                       \
         bench_sum_##sfx,                                                                                 \
         bench_copy_##sfx,                                                                                \
         bench_triad_##sfx,                                                                               \
@@ -514,6 +556,48 @@ void bench_rmw_q8(optim_isa isa, int k, const bench_span *spans, size_t count, s
         bench_rmwq_range(fn, k, spans, count, lo, hi, a, b, m);
     }
 #endif
+}
+
+static float bench_rmwr_range(bench_rmwr_fn fn, int k, const bench_span *spans, size_t count, size_t lo, size_t hi,
+                              float a, float b)
+{
+    float s = 0.0f;
+    size_t i;
+    if (lo >= hi) return s;
+    for (i = bench_find(spans, count, lo); i < count && spans[i].start < hi; i++) {
+        const bench_span *sp = &spans[i];
+        size_t from = lo > sp->start ? lo - sp->start : 0;
+        size_t to = hi < sp->start + sp->n ? hi - sp->start : sp->n;
+        float *x[BENCH_MAX_RMW] = {NULL, NULL, NULL, NULL, NULL};
+        int j;
+        if (from >= to) continue;
+        for (j = 0; j < k; j++) x[j] = sp->x[j] + from;
+        s += fn(to - from, x, sp->g + from, sp->r + from, a, b);
+    }
+    return s;
+}
+
+float bench_rmw_read(optim_isa isa, int k, const bench_span *spans, size_t count, size_t total, int threads, float a,
+                     float b)
+{
+    const bench_kset *ks = bench_kset_for(isa);
+    bench_rmwr_fn fn;
+    float s = 0.0f;
+    int nt;
+    if (!ks || k < 0 || k > 2) abort(); /* the caller checked both */
+    fn = ks->rmwr[k];
+    nt = bench_threads_for(total, threads);
+    if (nt <= 1) return bench_rmwr_range(fn, k, spans, count, 0, total, a, b);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) reduction(+ : s)
+    {
+        size_t t = (size_t)omp_get_thread_num(), nth = (size_t)omp_get_num_threads();
+        size_t lo = t == 0 ? 0 : bench_split_point(spans, count, total / nth * t);
+        size_t hi = t + 1 == nth ? total : bench_split_point(spans, count, total / nth * (t + 1));
+        s += bench_rmwr_range(fn, k, spans, count, lo, hi, a, b);
+    }
+#endif
+    return s;
 }
 
 static float bench_read_range(bench_sum_fn fn, const bench_span *spans, size_t count, size_t lo, size_t hi)

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "bench.h"
 #include "optim_precision.h"
+#include "optim_stats.h"
 
 #include <errno.h>
 #include <math.h>
@@ -39,8 +40,17 @@ static const char *const bench_presets[] = {
     "lion",     "lion:weight_decay=0.1",
     "adamax",   "asgd",                 "asgd:t0=0", /* t0 = 0: the average is updated from step 2 on */
     "rprop",
+    /* A per-tensor reduction pass before the update (docs/rules/lamb.md, lars.md): LAMB always runs its
+     * moments' pass first (with the norms when weight_decay != 0); LARS reads p and g first when its ratio
+     * applies (weight_decay != 0), else it is SGD. */
+    "lamb",     "lamb:weight_decay=0",  "lars:momentum=0.9:weight_decay=1e-4",
+    /* Schedule-free (docs/rules/schedule_free.md): the parameter and z (SGD), and v (AdamW). */
+    "sgd_schedule_free", "adamw_schedule_free", "adamw_schedule_free:weight_decay=0.1",
     /* The gradient pre-pass (optim_set_clip_grad_norm): one more read of g. */
     "adam:clip=1",
+    /* Step statistics (optim_set_stats): the same traffic as "adam" and "sgd:momentum=0.9"; compare their
+     * times (the target is <= 5% more, docs/STATS.md). */
+    "adam:stats",       "sgd:momentum=0.9:stats",
     /* Fewer bytes: 8-bit block-quantized state, bfloat16 gradients (docs/PRECISION.md). */
     "adam:state=int8",  "adam:grad=bf16:state=int8",
 };
@@ -67,6 +77,7 @@ typedef struct bench_case {
     optim_hparams hp;
     double clip;          /* optim_set_clip_grad_norm's max_norm (L2), 0: off */
     optim_nonfinite nonfinite;
+    int stats;            /* optim_set_stats: the step measures its statistics (no change to its traffic) */
     int prepass;          /* the step reads the gradients once before the update */
     int nslots;           /* state arrays under these options */
     int k;                /* read-modify-write streams: the parameter and the state */
@@ -83,6 +94,11 @@ typedef struct bench_case {
                            * ceiling is bench_rmw_q8 (not typed): float32 parameters or an fp32 master */
     int gbf16;            /* with q8: bfloat16 gradients */
     int pbf16;            /* with q8: bfloat16 parameters without a master (stochastic rounding or not) */
+    /* LAMB, or LARS with its ratio: two passes. The ceiling then runs the same two passes' streams
+     * (bench_rmw_read): LAMB pass 1 reads p (for the norms: norms = 1), g, m, v and writes m, v; pass 2 reads
+     * p, m, v and writes p. LARS pass 1 reads p and g (a reduction); pass 2 is SGD's (bench_rmw). */
+    optim_rule trust;     /* OPTIM_LAMB, OPTIM_LARS, or 0 */
+    int norms;            /* LAMB: pass 1 also reads p for the norms (the trust ratio applies) */
 } bench_case;
 
 /* "bf16", "f16", "f32" as an element type; -1 if none. */
@@ -195,6 +211,10 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
             }
             continue;
         }
+        if (strcmp(tok, "stats") == 0 && !eq) {
+            c->stats = 1;
+            continue;
+        }
         /* 8-bit block-quantized state (the other element types: bench_parse_precision). */
         if (strcmp(tok, "state") == 0 && eq && strcmp(eq + 1, "int8") == 0) {
             c->q8 = 1;
@@ -249,6 +269,18 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
     for (i = 0; i < OPTIM_MAX_SLOTS; i++) c->nslots += (slots >> i) & 1u;
     c->k = 1 + c->nslots;
     c->prepass = c->clip > 0.0 || c->nonfinite != OPTIM_NONFINITE_PROPAGATE;
+    {
+        const int ratio = c->hp.weight_decay != 0 || c->hp.always_adapt;
+        if (rule == OPTIM_LAMB || (rule == OPTIM_LARS && ratio)) {
+            if (c->typed || c->q8) {
+                snprintf(msg, msgsize, "'%s': %s is benchmarked in float32 only (its two passes' ceiling)", spec,
+                         optim_rule_name(rule));
+                return -1;
+            }
+            c->trust = rule;
+            c->norms = rule == OPTIM_LAMB && ratio;
+        }
+    }
     if (c->q8) {
         /* 8-bit state: float32 parameters (grad=f32 or bf16), the offload step with an fp32 master
          * (offload, or param=bf16:grad=bf16:master), or bfloat16 parameters and gradients without a master
@@ -282,6 +314,10 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
         return 0;
     }
     c->bytes = 8.0 * c->k + (c->prepass ? 8.0 : 4.0);
+    /* LAMB: pass 1 g, m, v read (p too for the norms), m, v written; pass 2 p, m, v read, p written. LARS:
+     * pass 1 p and g read; pass 2 SGD's streams. The pre-pass's read of g adds 4. */
+    if (c->trust == OPTIM_LAMB) c->bytes = 4.0 * (c->norms ? 4 : 3) + 8.0 + 4.0 * 3 + 4.0 + (c->prepass ? 4.0 : 0.0);
+    if (c->trust == OPTIM_LARS) c->bytes += 8.0;
     if (c->typed) return bench_typed_layout(spec, c, msg, msgsize);
     return 0;
 }
@@ -362,6 +398,7 @@ static void bench_usage(FILE *f)
     fprintf(f,
             "usage: optim bench [options]            time every rule against its memory ceiling\n"
             "       optim bench --torch [options]    optim.torch against torch.optim (optim bench --torch --help)\n"
+            "       optim bench --muon [options]     a Muon step against OpenBLAS's sgemm (optim bench --muon --help)\n"
             "\n"
             "For each size, case and thread count: the step's time, elements/s, the bytes it must move per\n"
             "element, GB/s, and the ratio to a ceiling measured in the same run just before: a kernel with\n"
@@ -378,7 +415,8 @@ static void bench_usage(FILE *f)
             "                                         rule's defaults; clip=MAX (optim_set_clip_grad_norm) and\n"
             "                                         nonfinite=skip|error add the gradient pre-pass;\n"
             "                                         state=int8 (8-bit block-quantized state; with float32\n"
-            "                                         parameters, grad=bf16, or offload) changes the state's type\n"
+            "                                         parameters, grad=bf16, or offload) changes the state's type;\n"
+            "                                         stats (optim_set_stats) measures the step statistics\n"
             "  --sizes LIST     elements per case: numbers with K, M, G (2^10, 2^20, 2^30) or gpt2 (the 148\n"
             "                   tensors of GPT-2 small, 124M elements) (default 4K,64K,1M,16M,64M,256M,gpt2)\n"
             "                   A case that does not fit in the available memory is skipped and reported.\n"
@@ -761,6 +799,9 @@ typedef struct bench_pair_ctx {
     int prepass;      /* the ceiling reads the gradients once more first */
     float *a, *b, *c; /* copy and triad arrays */
     const bench_case *tc; /* a typed case: bench_rmw_typed with its layout, else NULL */
+    optim_rule trust;     /* LAMB or LARS (bench_case): the two passes over pass1 and pass2 */
+    int norms;
+    const bench_span *pass1, *pass2;
 } bench_pair_ctx;
 
 /* One step of kernel `which`: 0 the ceiling, 1 the rule, 2 copy, 3 triad. */
@@ -770,6 +811,18 @@ static void bench_do(const bench_pair_ctx *x, int which)
     case 0:
         /* The pre-pass's read of the gradients, then the update's streams. */
         if (x->prepass) bench_sink = bench_read(x->isa, x->spans, x->count, x->total, x->threads);
+        if (x->trust == OPTIM_LAMB) {
+            /* Pass 1: m, v read and written, g (and p for the norms) read; pass 2: p read and written, m, v read. */
+            if (x->norms)
+                bench_rmw_read(x->isa, 2, x->pass1, x->count, x->total, x->threads, bench_one, bench_zero);
+            else
+                bench_rmw(x->isa, 2, x->pass1, x->count, x->total, x->threads, bench_one, bench_zero);
+            bench_rmw_read(x->isa, 1, x->pass2, x->count, x->total, x->threads, bench_one, bench_zero);
+            break;
+        }
+        /* LARS: pass 1 reads p and g; pass 2 is SGD's below. */
+        if (x->trust == OPTIM_LARS)
+            bench_sink = bench_rmw_read(x->isa, 0, x->pass1, x->count, x->total, x->threads, bench_one, bench_zero);
         if (x->tc)
             bench_rmw_typed(x->isa, x->tc->k32, x->tc->k16, x->tc->g16, x->spans, x->count, x->total, x->threads,
                             bench_one, bench_zero);
@@ -1424,6 +1477,7 @@ static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_is
     if (optim_set_isa(opt, isa) != OPTIM_OK || optim_add_group(opt, &c->hp, &group) != OPTIM_OK) goto fail;
     if (c->clip > 0.0 && optim_set_clip_grad_norm(opt, c->clip, 2.0) != OPTIM_OK) goto fail;
     if (optim_set_nonfinite(opt, c->nonfinite) != OPTIM_OK) goto fail;
+    if (c->stats && optim_set_stats(opt, 1) != OPTIM_OK) goto fail;
     for (i = 0; i < m->count; i++) {
         if (c->typed || c->q8) {
             if (optim_add_param_ex(opt, group, t->p[i] ? t->p[i] : m->p[i], c->pdt, t->g[i] ? t->g[i] : m->g[i],
@@ -1447,7 +1501,7 @@ fail:
 static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size *s, const bench_model *m,
                            const bench_case *c, uint64_t rss_base)
 {
-    bench_span spans[BENCH_GPT2_TENSORS];
+    static bench_span spans[BENCH_GPT2_TENSORS], pass1[BENCH_GPT2_TENSORS], pass2[BENCH_GPT2_TENSORS];
     bench_typed typed;
     /* State bytes: 4 per element and slot (or the state type's width), or an int8_block code and its share of a
      * scale; with int8 state a bfloat16 gradient copy (the model's gradients are float32) counts as state here. */
@@ -1562,6 +1616,23 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
             exit(1);
         }
     }
+    if (c->trust) {
+        /* The two passes' streams (bench_case's trust): LAMB pass 1 {m, v | g, p}, pass 2 {p | m, v}; LARS pass 1
+         * {| g, p}. */
+        for (i = 0; i < m->count; i++) {
+            pass1[i] = pass2[i] = spans[i];
+            memset(pass1[i].x, 0, sizeof pass1[i].x);
+            memset(pass2[i].x, 0, sizeof pass2[i].x);
+            pass1[i].r = spans[i].x[0];
+            if (c->trust == OPTIM_LAMB) {
+                pass1[i].x[0] = spans[i].x[1];
+                pass1[i].x[1] = spans[i].x[2];
+                pass2[i].x[0] = spans[i].x[0];
+                pass2[i].g = spans[i].x[1];
+                pass2[i].r = spans[i].x[2];
+            }
+        }
+    }
     for (ti = 0; ti < o->nthreads; ti++) {
         bench_pair_ctx x;
         double tc[1000], tr[1000], pr[1000], lo = INFINITY, hi = 0.0;
@@ -1587,6 +1658,10 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         x.total = s->n;
         x.threads = o->threads[ti];
         x.tc = c->typed ? c : NULL;
+        x.trust = c->trust;
+        x.norms = c->norms;
+        x.pass1 = pass1;
+        x.pass2 = pass2;
         run->res = (bench_result *)bench_grow(run->res, &run->capres, run->nres + 1, sizeof *run->res);
         r = &run->res[run->nres++];
         memset(r, 0, sizeof *r);
@@ -1645,6 +1720,7 @@ int optim_bench_main(int argc, char **argv)
     int rc;
     char mem_l[32];
     if (argc >= 2 && strcmp(argv[1], "--torch") == 0) return bench_torch_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "--muon") == 0) return bench_muon_main(argc - 1, argv + 1);
     o = (bench_opts *)calloc(1, sizeof *o);
     if (!o) return 1;
     rc = bench_parse_args(argc, argv, o);

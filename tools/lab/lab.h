@@ -138,6 +138,45 @@ optim_hparams lab_optimizer_hparams(const lab_optimizer *o, double lr);
 /** Call that must succeed: exits with the library's message otherwise. */
 void lab_check(int rc, const char *what, const char *detail);
 
+/* ---- Optimizers that need more than one rule and one group (lab_util.c) ----- */
+
+/** A tensor of a model as an optimizer is given it: a matrix rows x cols
+ *  (row-major), or a vector (rows = 1). */
+typedef struct lab_tensor {
+    const char *name;
+    float *p, *g;
+    size_t rows, cols;
+} lab_tensor;
+
+/** How an experiment builds and drives an optimizer (optim lab modern's
+ *  table; lab_opt_create and no switching when both are NULL). */
+typedef struct lab_opt_hooks {
+    /* Build the optimizer over the tensors with hp (lr included); vectors_no_decay: the vectors in a second
+     * group with weight_decay 0 (LAMB's and LARS's usual exclusion of biases). E.g. Muon: its 2-D weights in
+     * a Muon group, the rest in an AdamW group. Exits on a library error (a bug of the lab). */
+    optim *(*create)(const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay);
+    /* eval = 1: put the parameters at the point to evaluate; 0: back to where gradients are taken (the
+     * schedule-free rules' x and y). Called around every evaluation and every recorded point. */
+    void (*set_eval)(optim *opt, int eval);
+} lab_opt_hooks;
+
+/** The plain optimizer: hp's rule, one group with hp, every tensor added
+ *  flat under its name, one thread; with vectors_no_decay the vectors in a
+ *  second group with hp and weight_decay 0 (when some tensor is a matrix). */
+optim *lab_opt_create(const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay);
+/** hooks->create, or lab_opt_create when hooks or create is NULL. */
+optim *lab_opt_create_with(const lab_opt_hooks *hooks, const optim_hparams *hp, const lab_tensor *t, size_t n,
+                           int vectors_no_decay);
+/** hooks->set_eval(opt, eval) when there is one. */
+void lab_opt_set_eval(const lab_opt_hooks *hooks, optim *opt, int eval);
+/** RMS(after - before) / RMS(before) over n floats, in double: the size of
+ *  one step relative to the weights (NaN when before is all zero). */
+double lab_update_ratio(const float *before, const float *after, size_t n);
+/** The mean of n values, and their sample standard deviation (NaN for n < 2):
+ *  the seeds' summaries of optim lab precision and modern. */
+double lab_mean(const double *v, int n);
+double lab_sd(const double *v, int n);
+
 /* ---- Runs: options, context, experiments (lab_main.c) --------------------- */
 
 typedef struct lab_options {
@@ -224,6 +263,7 @@ int lab_exp_fashion_mnist(lab_ctx *ctx);
 int lab_exp_bias_ablation(lab_ctx *ctx);
 int lab_exp_adadelta_momentum(lab_ctx *ctx);
 int lab_exp_precision(lab_ctx *ctx);
+int lab_exp_modern(lab_ctx *ctx);
 
 /* ---- 2-D surfaces (lab_surface.c) ---------------------------------------- */
 
@@ -265,6 +305,15 @@ void lab_surface_run(const lab_surface *s, const optim_hparams *hp, int steps, d
  *  recomputes the gradient there and steps from the restored point. */
 void lab_surface_run_sam(const lab_surface *s, const optim_hparams *hp, double rho, int steps, double scale,
                          lab_path *path);
+/** As lab_surface_run (scale 1) with an optimizer built by hooks (the point
+ *  is one 1 x 2 tensor "w"); with a set_eval hook the recorded point is the
+ *  evaluation point (set_eval 1, read, set_eval 0) while the gradient is
+ *  taken at the training point. */
+void lab_surface_run_hooks(const lab_surface *s, const optim_hparams *hp, const lab_opt_hooks *hooks, int steps,
+                           lab_path *path);
+/** The learning rates of trajectories --tune: 1-2-5 steps from 1e-5 to 5
+ *  (out: at least 18 entries). Returns the count. */
+int lab_tune_grid(double *out);
 /** Write f on an nx x ny grid over the surface's plot window as
  *  surface_<name>_grid.csv (first row: the x values; then y and f(x, y)). */
 void lab_surface_write_grid(lab_ctx *ctx, const lab_surface *s, int nx, int ny);
@@ -407,10 +456,50 @@ void lab_train_result_free(lab_train_result *r);
 void lab_mlp_cache_free(struct lab_mlp_cache *c);
 /** Make sure ctx->data is loaded; returns 0 or -1 after printing the message. */
 int lab_need_data(lab_ctx *ctx);
+/** Record the data set (name, source, fallback, sizes) and the MLP's shape
+ *  and batch in the experiment's summary (data.*, model, batch). */
+void lab_record_mlp_data(lab_ctx *ctx);
 /** Default hidden sizes and batch for the data set in use. */
 void lab_mlp_shape(const lab_ctx *ctx, int *nlayers, size_t dims[LAB_MLP_MAX_LAYERS + 1], size_t *batch);
 /** Standardised rows idx[0..n) of x into out. */
 void lab_load_batch(const lab_dataset *d, const unsigned char *x, const size_t *idx, size_t n, float *out);
+/** Mean loss and accuracy of m on rows [first, first + count) of images x
+ *  with labels y (idx: m->max_batch entries of scratch). */
+void lab_mlp_evaluate(lab_mlp *m, const lab_dataset *d, const unsigned char *x, const unsigned char *y, size_t first,
+                      size_t count, size_t *idx, double *loss, double *acc);
+/** The order of n training rows in epoch `epoch` of a run seeded `seed`
+ *  (the same for every optimizer: they all see the same batches). */
+void lab_epoch_order(size_t *order, size_t n, uint64_t seed, int epoch);
+
+/* ---- optim lab modern (lab_exp_modern.c) ------------------------------------------ */
+
+#define LAB_MODERN_MAX_LRS 4
+#define LAB_MODERN_SEEDS 3
+
+/** One rule of optim lab modern: ONE line of lab_modern_rules each. */
+typedef struct lab_modern_rule {
+    const char *key;     /* summary.json's modern.<key>: "lion", "sf_adamw", ... */
+    const char *label;   /* for legends and tables */
+    optim_rule rule;
+    const char *hparams; /* settings besides lr, "name=value,..." by the library's names ("" for none) */
+    double lrs[LAB_MODERN_MAX_LRS]; /* the MLP's learning-rate grid, ascending (0 ends a shorter one) */
+    int vectors_no_decay; /* the MLP's biases in a group with weight_decay 0 (LAMB's and LARS's usual exclusion) */
+    lab_opt_hooks hooks; /* creation (Muon) and the evaluation switch (schedule-free); zeros: the plain rule */
+    int baseline;        /* 1: AdamW, Adam, SGD+momentum, which the newer rules are measured against */
+} lab_modern_rule;
+extern const lab_modern_rule lab_modern_rules[];
+extern const size_t lab_modern_rule_count;
+const lab_modern_rule *lab_modern_find(const char *key);
+/** The rule's defaults, its hparams string, and lr; returns 0, or -1 with a
+ *  message naming the bad setting. */
+int lab_modern_hparams(const lab_modern_rule *r, double lr, optim_hparams *hp, char *msg, size_t msgsize);
+/** The verdict of a rule against AdamW: +1 ahead, 0 level, -1 behind, from
+ *  the difference of mean test accuracies d (points) and the noise, twice
+ *  the standard error of that difference from both rules' seeds (points,
+ *  floored at LAB_MODERN_NOISE_FLOOR); a NaN difference (a diverged rule)
+ *  is behind. */
+#define LAB_MODERN_NOISE_FLOOR 0.1
+int lab_modern_verdict(double d_points, double noise_points);
 
 /* ---- Data parallel over MPI (lab_dist.c; optim lab fashion-mnist --distributed) ---- */
 

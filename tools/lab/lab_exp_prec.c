@@ -52,23 +52,6 @@ static const char *dtype_name(optim_dtype d)
     return (int)d < 0 ? "mixed" : optim_dtype_name(d);
 }
 
-static double mean_of(const double *v, int n)
-{
-    double s = 0;
-    int i;
-    for (i = 0; i < n; i++) s += v[i];
-    return s / n;
-}
-
-static double sd_of(const double *v, int n)
-{
-    double m = mean_of(v, n), s = 0;
-    int i;
-    if (n < 2) return NAN;
-    for (i = 0; i < n; i++) s += (v[i] - m) * (v[i] - m);
-    return sqrt(s / (n - 1));
-}
-
 /* ---- Part 1: Fashion-MNIST --------------------------------------------------------- */
 
 int lab_prec_verdict(const double *mean_acc, size_t nmodes, double target_points)
@@ -146,7 +129,7 @@ static void mnist_part(lab_ctx *ctx, int epochs, mode_result *mr)
         const mode_result *r = &mr[mi];
         const lab_storage_facts *f = &r->storage;
         lab_json *o = lab_json_put(ctx->exp, m->name, lab_json_object());
-        double acc = mean_of(r->acc, NSEEDS), d = 100 * (acc - mean_of(mr[0].acc, NSEEDS));
+        double acc = lab_mean(r->acc, NSEEDS), d = 100 * (acc - lab_mean(mr[0].acc, NSEEDS));
         char *cells[7];
         lab_json_set_str(o, "label", m->label);
         /* What the optimizer held, read back from the library. */
@@ -164,9 +147,9 @@ static void mnist_part(lab_ctx *ctx, int epochs, mode_result *mr)
         lab_json_set_num(o, "weights_not_bf16", (double)r->weights_not_bf16);
         lab_json_set_num(o, "test_accuracy", acc);
         lab_json_put(o, "test_accuracy_per_seed", lab_json_numbers(r->acc, NSEEDS));
-        lab_json_set_num(o, "test_accuracy_sd", sd_of(r->acc, NSEEDS));
-        lab_json_set_num(o, "test_loss", mean_of(r->test_loss, NSEEDS));
-        lab_json_set_num(o, "train_loss", mean_of(r->train_loss, NSEEDS));
+        lab_json_set_num(o, "test_accuracy_sd", lab_sd(r->acc, NSEEDS));
+        lab_json_set_num(o, "test_loss", lab_mean(r->test_loss, NSEEDS));
+        lab_json_set_num(o, "train_loss", lab_mean(r->train_loss, NSEEDS));
         lab_json_set_num(o, "difference_vs_fp32_points", d);
         lab_json_put(o, "within_target", lab_json_bool(fabs(d) <= TARGET_POINTS));
         lab_json_put(o, "diverged", lab_json_bool(r->diverged));
@@ -179,7 +162,7 @@ static void mnist_part(lab_ctx *ctx, int epochs, mode_result *mr)
                                f->flags != ~0u && (f->flags & OPTIM_PARAM_STOCHASTIC_ROUNDING) ? ", SR" : "");
         cells[2] = lab_xstrdup(dtype_name(f->state));
         cells[3] = lab_sprintf("%.2f", f->state_bytes_per_param);
-        cells[4] = lab_sprintf("%.4f +- %.4f", acc, sd_of(r->acc, NSEEDS));
+        cells[4] = lab_sprintf("%.4f +- %.4f", acc, lab_sd(r->acc, NSEEDS));
         cells[5] = lab_sprintf("%.4f %.4f %.4f", r->acc[0], r->acc[1], r->acc[2]);
         cells[6] = mi == 0 ? lab_xstrdup("-") : lab_sprintf("%+.2f", d);
         table_row(table, cells, 7);
@@ -403,19 +386,7 @@ int lab_exp_precision(lab_ctx *ctx)
              : ctx->opt.quick      ? 1
              : strcmp(ctx->data->name, "digits") == 0 ? 40
                                                        : 10;
-    {
-        const lab_dataset *d = ctx->data;
-        int nl;
-        size_t dims[LAB_MLP_MAX_LAYERS + 1], batch;
-        lab_mlp_shape(ctx, &nl, dims, &batch);
-        lab_json_set_str(ctx->exp, "data.name", d->name);
-        lab_json_set_str(ctx->exp, "data.source", d->source);
-        if (d->fallback[0]) lab_json_set_str(ctx->exp, "data.fallback", d->fallback);
-        lab_json_set_num(ctx->exp, "data.train", (double)d->ntrain);
-        lab_json_set_num(ctx->exp, "data.test", (double)d->ntest);
-        lab_json_put(ctx->exp, "model", lab_json_strf("%zu-%zu-%zu", dims[0], dims[1], dims[2]));
-        lab_json_set_num(ctx->exp, "batch", (double)batch);
-    }
+    lab_record_mlp_data(ctx);
     memset(mr, 0, sizeof mr);
     mnist_part(ctx, epochs, mr);
 
@@ -488,24 +459,24 @@ int lab_exp_precision(lab_ctx *ctx)
         lab_json_put(checks, "int8_state_lags_after_drop", lab_json_bool(int8_lags));
 
         /* The statement: accuracy first (the verdict), then the long run. */
-        fp32_acc = mean_of(mr[0].acc, NSEEDS);
+        fp32_acc = lab_mean(mr[0].acc, NSEEDS);
         len += (size_t)snprintf(statement + len, sizeof statement - len,
                                 "Fashion-MNIST, Adam lr %g, %d epoch%s, %d seeds (%s, %zu training images): fp32 "
                                 "reaches %.4f (sd %.4f).",
                                 MNIST_LR, epochs, epochs > 1 ? "s" : "", NSEEDS, ctx->data->name, ctx->data->ntrain,
-                                fp32_acc, sd_of(mr[0].acc, NSEEDS));
+                                fp32_acc, lab_sd(mr[0].acc, NSEEDS));
         double means[8];
-        for (mi = 0; mi < lab_prec_mode_count; mi++) means[mi] = mean_of(mr[mi].acc, NSEEDS);
+        for (mi = 0; mi < lab_prec_mode_count; mi++) means[mi] = lab_mean(mr[mi].acc, NSEEDS);
         held = lab_prec_verdict(means, lab_prec_mode_count, TARGET_POINTS);
         for (mi = 1; mi < lab_prec_mode_count; mi++) {
-            double d = 100 * (mean_of(mr[mi].acc, NSEEDS) - fp32_acc);
+            double d = 100 * (lab_mean(mr[mi].acc, NSEEDS) - fp32_acc);
             len += (size_t)snprintf(statement + len, sizeof statement - len, " %s %.4f (%+.2f points)%s",
-                                    lab_prec_modes[mi].name, mean_of(mr[mi].acc, NSEEDS), d,
+                                    lab_prec_modes[mi].name, lab_mean(mr[mi].acc, NSEEDS), d,
                                     mi + 1 < lab_prec_mode_count ? ";" : ".");
         }
         {
             /* The seeds' noise on a difference of two means of 3. */
-            double se = 100 * sqrt(2.0 / NSEEDS) * sd_of(mr[0].acc, NSEEDS);
+            double se = 100 * sqrt(2.0 / NSEEDS) * lab_sd(mr[0].acc, NSEEDS);
             len += (size_t)snprintf(statement + len, sizeof statement - len,
                                     " Verdict: %s (the standard error of such a difference, from fp32's seeds, is "
                                     "about %.2f points).",

@@ -70,7 +70,7 @@ static void run_on(const lab_surface *s, const lab_optimizer *o, const optim_hpa
 /* The 1-2-5 grid of --tune: 1e-5 ... 5. Larger rates make steps longer
  * than the plotted windows (and let AdamW's decoupled decay, lr * 0.01 per
  * step, pull the point to the origin by itself). */
-static int tune_grid(double *out)
+int lab_tune_grid(double *out)
 {
     int n = 0, e;
     for (e = -5; e <= 0; e++) {
@@ -88,7 +88,7 @@ static int tune_grid(double *out)
 static double tune_lr(const lab_surface *s, const lab_optimizer *o, int steps, double *best_dist)
 {
     double grid[32], dist[32], best = INFINITY, lr = NAN;
-    int n = tune_grid(grid), i;
+    int n = lab_tune_grid(grid), i;
     for (i = 0; i < n; i++) {
         optim_hparams hp = lab_optimizer_hparams(o, grid[i]);
         lab_path p;
@@ -145,7 +145,7 @@ int lab_exp_trajectories(lab_ctx *ctx)
     lab_json_set_num(ctx->exp, "tolerance", TRAJ_TOL);
     if (ctx->opt.tune) {
         double grid[32];
-        int n = tune_grid(grid);
+        int n = lab_tune_grid(grid);
         lab_json_put(ctx->exp, "tune_grid", lab_json_numbers(grid, (size_t)n));
     }
     table = lab_json_set(ctx->exp, "tables.final", lab_json_object());

@@ -56,6 +56,8 @@ static const experiment experiments[] = {
      lab_exp_bias_ablation, "Adam with/without bias correction x schedule x betas x lr x seeds (long)"},
     {"precision", "precision", "Reduced precision: what it costs in accuracy", 1, ACCEPT_EPOCHS | ACCEPT_DATA,
      lab_exp_precision, "Adam in fp32, bf16 (master / stochastic rounding), int8 state: MNIST and a long run"},
+    {"modern", "modern", "Today's rules: Lion, LAMB, LARS, ... against AdamW", 0, ACCEPT_EPOCHS | ACCEPT_DATA,
+     lab_exp_modern, "issue 13's rules on the surfaces and the MLP, lr tuned on validation, 3 seeds (long)"},
 };
 #define NEXP (sizeof experiments / sizeof experiments[0])
 

@@ -212,20 +212,39 @@ void lab_mlp_shape(const lab_ctx *ctx, int *nlayers, size_t dims[LAB_MLP_MAX_LAY
     *batch = strcmp(d->name, "digits") == 0 ? 32 : 128;
 }
 
-/* Mean loss and accuracy on the test split. */
-static void evaluate(lab_mlp *m, const lab_dataset *d, size_t *idx, double *loss, double *acc)
+void lab_mlp_evaluate(lab_mlp *m, const lab_dataset *d, const unsigned char *x, const unsigned char *y, size_t first,
+                      size_t count, size_t *idx, double *loss, double *acc)
 {
     size_t start, total_ok = 0, i;
     double total = 0;
-    for (start = 0; start < d->ntest; start += m->max_batch) {
-        size_t n = d->ntest - start < m->max_batch ? d->ntest - start : m->max_batch, ok;
-        for (i = 0; i < n; i++) idx[i] = start + i;
-        lab_load_batch(d, d->xtest, idx, n, m->act[0]);
-        total += lab_mlp_batch(m, n, d->ytest + start, 0, &ok) * (double)n;
+    for (start = 0; start < count; start += m->max_batch) {
+        size_t n = count - start < m->max_batch ? count - start : m->max_batch, ok;
+        for (i = 0; i < n; i++) idx[i] = first + start + i;
+        lab_load_batch(d, x, idx, n, m->act[0]);
+        total += lab_mlp_batch(m, n, y + first + start, 0, &ok) * (double)n;
         total_ok += ok;
     }
-    *loss = total / (double)d->ntest;
-    *acc = (double)total_ok / (double)d->ntest;
+    *loss = total / (double)count;
+    *acc = (double)total_ok / (double)count;
+}
+
+/* Mean loss and accuracy on the test split. */
+static void evaluate(lab_mlp *m, const lab_dataset *d, size_t *idx, double *loss, double *acc)
+{
+    lab_mlp_evaluate(m, d, d->xtest, d->ytest, 0, d->ntest, idx, loss, acc);
+}
+
+void lab_epoch_order(size_t *order, size_t n, uint64_t seed, int epoch)
+{
+    lab_rng order_rng;
+    size_t i;
+    lab_rng_init(&order_rng, seed, 0x0dde0000u + (uint64_t)epoch);
+    for (i = 0; i < n; i++) order[i] = i;
+    for (i = n - 1; n > 0 && i > 0; i--) {
+        size_t j = lab_rng_below(&order_rng, i + 1), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
 }
 
 /* ---- Reusing finished runs across experiments --------------------------------------- */
@@ -480,17 +499,10 @@ void lab_train_ex(lab_ctx *ctx, const lab_optimizer *o, const optim_hparams *hp,
     for (e = 0; e < epochs && !res->diverged; e++) {
         double t0 = lab_now(), sum = 0;
         size_t start, seen = 0;
-        lab_rng order_rng;
         /* The data order depends on (seed, epoch) only: every optimizer sees
          * the same batches. */
-        lab_rng_init(&order_rng, seed, 0x0dde0000u + (uint64_t)e);
         snprintf(prog.stage, sizeof prog.stage, "epoch %d/%d", e + 1, epochs);
-        for (i = 0; i < d->ntrain; i++) order[i] = i;
-        for (i = d->ntrain - 1; i > 0; i--) {
-            size_t j = lab_rng_below(&order_rng, i + 1), t = order[i];
-            order[i] = order[j];
-            order[j] = t;
-        }
+        lab_epoch_order(order, d->ntrain, seed, e);
         for (start = 0; start < d->ntrain; start += batch) {
             size_t n = d->ntrain - start < batch ? d->ntrain - start : batch;
             unsigned char labels[1024];

@@ -239,18 +239,15 @@ static void grad_in_units(const lab_surface *s, const float p[2], double scale, 
     g[1] = (float)(gd[1] * scale);
 }
 
-static void surface_run(const lab_surface *s, const optim_hparams *hp, double sam_rho, int steps, double scale,
-                        lab_path *path)
+static void surface_run(const lab_surface *s, const optim_hparams *hp, const lab_opt_hooks *hooks, double sam_rho,
+                        int steps, double scale, lab_path *path)
 {
     float p[2], g[2] = {0, 0};
-    optim *opt = NULL;
+    const lab_tensor w = {"w", p, g, 1, 2};
+    optim *opt = lab_opt_create_with(hooks, hp, &w, 1, 0);
     optim_sam *sam = NULL;
     optim_error err;
     int t;
-    lab_check(optim_create(&opt, hp->rule), "optim_create", NULL);
-    lab_check(optim_add_group(opt, hp, NULL), "optim_add_group", optim_errmsg(opt));
-    lab_check(optim_add_param(opt, 0, p, g, 2, "w", NULL), "optim_add_param", optim_errmsg(opt));
-    lab_check(optim_set_threads(opt, 1), "optim_set_threads", optim_errmsg(opt));
     if (sam_rho > 0) lab_check(optim_sam_create(&sam, opt, sam_rho, 2.0, 0, 0.0, &err), "optim_sam_create", err.message);
     path->x = (double *)lab_xmalloc(sizeof(double) * (size_t)(steps + 1));
     path->y = (double *)lab_xmalloc(sizeof(double) * (size_t)(steps + 1));
@@ -259,7 +256,12 @@ static void surface_run(const lab_surface *s, const optim_hparams *hp, double sa
     p[0] = (float)(s->x0 / scale);
     p[1] = (float)(s->y0 / scale);
     for (t = 0;; t++) {
-        double x = (double)p[0] * scale, y = (double)p[1] * scale;
+        double x, y;
+        /* The point to record: the evaluation point of a rule that has two. */
+        lab_opt_set_eval(hooks, opt, 1);
+        x = (double)p[0] * scale;
+        y = (double)p[1] * scale;
+        lab_opt_set_eval(hooks, opt, 0);
         path->x[t] = x;
         path->y[t] = y;
         path->f[t] = s->f(x, y);
@@ -286,13 +288,19 @@ static void surface_run(const lab_surface *s, const optim_hparams *hp, double sa
 
 void lab_surface_run(const lab_surface *s, const optim_hparams *hp, int steps, double scale, lab_path *path)
 {
-    surface_run(s, hp, 0.0, steps, scale, path);
+    surface_run(s, hp, NULL, 0.0, steps, scale, path);
 }
 
 void lab_surface_run_sam(const lab_surface *s, const optim_hparams *hp, double rho, int steps, double scale,
                          lab_path *path)
 {
-    surface_run(s, hp, rho, steps, scale, path);
+    surface_run(s, hp, NULL, rho, steps, scale, path);
+}
+
+void lab_surface_run_hooks(const lab_surface *s, const optim_hparams *hp, const lab_opt_hooks *hooks, int steps,
+                           lab_path *path)
+{
+    surface_run(s, hp, hooks, 0.0, steps, 1.0, path);
 }
 
 void lab_path_free(lab_path *p)

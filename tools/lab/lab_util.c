@@ -263,3 +263,92 @@ lab_json *lab_new_table(lab_ctx *ctx, const char *name, const char *title, const
     lab_json_put(t, "rows", lab_json_array());
     return t;
 }
+
+/* ---- Optimizers over a model's tensors ------------------------------------------ */
+
+optim *lab_opt_create(const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay)
+{
+    optim *opt = NULL;
+    size_t i, vec_group = 0;
+    int split = 0;
+    lab_check(optim_create(&opt, hp->rule), "optim_create", NULL);
+    lab_check(optim_add_group(opt, hp, NULL), "optim_add_group", optim_errmsg(opt));
+    if (vectors_no_decay) {
+        int has_matrix = 0, has_vector = 0;
+        for (i = 0; i < n; i++) {
+            if (t[i].rows > 1) has_matrix = 1;
+            else has_vector = 1;
+        }
+        split = has_matrix && has_vector;
+    }
+    if (split) {
+        optim_hparams nd = *hp;
+        optim_error err;
+        lab_check(optim_hparams_set(&nd, OPTIM_HP_WEIGHT_DECAY, 0.0, &err), "optim_hparams_set", err.message);
+        lab_check(optim_add_group(opt, &nd, &vec_group), "optim_add_group", optim_errmsg(opt));
+    }
+    for (i = 0; i < n; i++)
+        lab_check(optim_add_param(opt, split && t[i].rows <= 1 ? vec_group : 0, t[i].p, t[i].g, t[i].rows * t[i].cols,
+                                  t[i].name, NULL),
+                  "optim_add_param", optim_errmsg(opt));
+    /* The lab's models are small: the step runs on the calling thread
+     * (OpenBLAS has the cores for the matrix products). */
+    lab_check(optim_set_threads(opt, 1), "optim_set_threads", optim_errmsg(opt));
+    return opt;
+}
+
+optim *lab_opt_create_with(const lab_opt_hooks *hooks, const optim_hparams *hp, const lab_tensor *t, size_t n,
+                           int vectors_no_decay)
+{
+    if (hooks && hooks->create) return hooks->create(hp, t, n, vectors_no_decay);
+    return lab_opt_create(hp, t, n, vectors_no_decay);
+}
+
+void lab_opt_set_eval(const lab_opt_hooks *hooks, optim *opt, int eval)
+{
+    if (hooks && hooks->set_eval) hooks->set_eval(opt, eval);
+}
+
+double lab_update_ratio(const float *before, const float *after, size_t n)
+{
+    double du = 0, w = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double d = (double)after[i] - (double)before[i];
+        du += d * d;
+        w += (double)before[i] * (double)before[i];
+    }
+    return w > 0 ? sqrt(du / w) : NAN;
+}
+
+void lab_record_mlp_data(lab_ctx *ctx)
+{
+    const lab_dataset *d = ctx->data;
+    int nl;
+    size_t dims[LAB_MLP_MAX_LAYERS + 1], batch;
+    lab_mlp_shape(ctx, &nl, dims, &batch);
+    lab_json_set_str(ctx->exp, "data.name", d->name);
+    lab_json_set_str(ctx->exp, "data.source", d->source);
+    if (d->fallback[0]) lab_json_set_str(ctx->exp, "data.fallback", d->fallback);
+    lab_json_set_num(ctx->exp, "data.train", (double)d->ntrain);
+    lab_json_set_num(ctx->exp, "data.test", (double)d->ntest);
+    lab_json_put(ctx->exp, "model", lab_json_strf("%zu-%zu-%zu", dims[0], dims[1], dims[2]));
+    lab_json_set_num(ctx->exp, "batch", (double)batch);
+}
+
+double lab_mean(const double *v, int n)
+{
+    double s = 0;
+    int i;
+    for (i = 0; i < n; i++) s += v[i];
+    return s / n;
+}
+
+double lab_sd(const double *v, int n)
+{
+    double m = lab_mean(v, n), s = 0;
+    int i;
+    if (n < 2) return NAN;
+    for (i = 0; i < n; i++) s += (v[i] - m) * (v[i] - m);
+    return sqrt(s / (n - 1));
+}

@@ -52,6 +52,14 @@ STYLE = {
     "sam": ("#000000", "p"),
     "adadelta-momentum": ("#c5b0d5", ">"),
     "rmsprop-momentum": ("#98df8a", "<"),
+    # optim lab modern's rules (issue 13)
+    "lion": ("#e6194b", "*"),
+    "lamb": ("#3cb44b", "s"),
+    "lars": ("#4363d8", "^"),
+    "adafactor": ("#911eb4", "D"),
+    "sf_adamw": ("#f58231", "v"),
+    "sf_sgd": ("#42d4f4", ">"),
+    "muon": ("#f032e6", "h"),
 }
 
 
@@ -863,6 +871,163 @@ def fig_precision(run_dir, exp):
     return out
 
 
+def fig_modern(run_dir, exp):
+    rules = exp.get("rules", [])
+    labels = {r: exp.get(r, {}).get("label", r) for r in rules}
+    surfaces = exp.get("surfaces", {})
+    names = list(surfaces)
+    out = []
+    if names:
+        ncol = 3
+        nrow = int(math.ceil(len(names) / ncol))
+        fig, axes = plt.subplots(nrow, ncol, figsize=(6.0 * ncol, 4.3 * nrow + 0.6), squeeze=False)
+        axes = axes.ravel()
+        for ax, sname in zip(axes, names):
+            s = surfaces[sname]
+            box = s["box"]
+            rows = group(read_csv(run_dir, s["csv"]), "optimizer")
+            contour(ax, run_dir, s["grid"], levels=18, linear=(sname == "saddle"))
+            every = max(1, s["steps"] // 10)
+            for r in rules:
+                pts = rows.get(r)
+                if not pts:
+                    continue
+                color, marker = style(r)
+                x = np.array([num(p["x"]) for p in pts])
+                y = np.array([num(p["y"]) for p in pts])
+                ax.plot(x, y, color=color, lw=1.2, marker=marker, markersize=3.6, markevery=every,
+                        markeredgewidth=0.4, markeredgecolor="k", alpha=0.95, zorder=3,
+                        label="%s (lr %s)" % (labels[r], fmt_lr(num(pts[0]["lr"]))))
+                for tail, head in exit_arrows(x, y, box):
+                    ax.annotate("", xy=head, xytext=tail, zorder=4.5, annotation_clip=False,
+                                arrowprops=dict(arrowstyle="-|>", color=color, lw=1.3, mutation_scale=13,
+                                                shrinkA=0, shrinkB=0))
+            for m in s.get("minima", []):
+                ax.plot(m[0], m[1], "*", color="gold", markersize=11, markeredgecolor="k", zorder=5)
+            ax.plot(s["start"][0], s["start"][1], "o", color="k", markersize=5.5, zorder=5)
+            ax.set_xlim(box[0], box[1])
+            ax.set_ylim(box[2], box[3])
+            ax.tick_params(labelsize=8)
+            ax.set_title("%s, %d steps" % (s["title"], s["steps"]), fontsize=10)
+            ax.legend(fontsize=7, loc="lower left", framealpha=0.75)
+        for ax in axes[len(names):]:
+            ax.axis("off")
+        fig.suptitle("Each rule's path at its tuned learning rate (per surface; markers every tenth of the steps)",
+                     fontsize=12)
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        out.append((save(fig, run_dir, "modern_trajectories.png"),
+                    "The surfaces of trajectories; each rule's lr chosen per surface by a grid search (closest "
+                    "final point to a minimum; the saddle takes the bowl's), given in the legend. Gold stars: "
+                    "minima; black dot: the start; an arrow where a path leaves the window."))
+
+    # Fashion-MNIST: accuracy per epoch at the chosen lr, the lr sweep on validation, the seeds.
+    rows = read_csv(run_dir, "modern_epochs.csv")
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(17, 5.0), gridspec_kw=dict(width_ratios=[1.1, 1.1, 1]))
+    for r in rules:
+        o = exp.get(r, {})
+        color, marker = style(r)
+        chosen = o.get("lr")
+        mine = [x for x in rows if x["rule"] == r]
+        at = [x for x in mine if chosen is not None and math.isclose(num(x["lr"]), chosen, rel_tol=1e-6)]
+        by_seed = group(at, "seed")
+        if by_seed:
+            epochs = sorted({int(x["epoch"]) for x in at})
+            v = np.array([[num(x["test_accuracy"]) for x in sorted(rs, key=lambda q: int(q["epoch"]))]
+                          for rs in by_seed.values() if len(rs) == len(epochs)])
+            if v.size:
+                a1.plot(epochs, np.nanmean(v, axis=0), color=color, marker=marker, markersize=5, lw=1.4,
+                        markeredgewidth=0.4, markeredgecolor="k", label="%s (lr %s)" % (labels[r], fmt_lr(chosen)))
+        grid = o.get("lr_grid", [])
+        val = [np.nan if a is None else a for a in o.get("val_accuracy_per_lr", [])]
+        if grid:
+            a2.plot(grid, val, color=color, marker=marker, markersize=5, lw=1.2, markeredgewidth=0.4,
+                    markeredgecolor="k", label=labels[r])
+            if chosen is not None and chosen in grid:
+                a2.plot([chosen], [val[grid.index(chosen)]], "o", ms=11, mfc="none", mec=color, mew=1.6)
+    names_ = [r for r in rules if r in exp]
+    for i, r in enumerate(names_):
+        color, marker = style(r)
+        per_seed = [a for a in exp[r].get("test_accuracy_per_seed", []) if a is not None]
+        a3.plot([i] * len(per_seed), per_seed, marker, color=color, markersize=6, alpha=0.8, ls="",
+                markeredgecolor="k", markeredgewidth=0.4)
+        mean = exp[r].get("test_accuracy")
+        if mean is not None:
+            a3.plot([i - 0.25, i + 0.25], [mean, mean], color=color, lw=2.5)
+            verdict_ = exp[r].get("verdict", "")
+            a3.annotate(verdict_, (i, mean), xytext=(0, 8), textcoords="offset points", ha="center", fontsize=8)
+    a3.set_xticks(range(len(names_)))
+    a3.set_xticklabels([labels[r] for r in names_], fontsize=8.5, rotation=20)
+    a3.set_ylabel("final test accuracy")
+    a3.set_title("test accuracy of each seed (dots) and the mean (bar), verdict vs AdamW", fontsize=10)
+    all_epochs = sorted({int(x["epoch"]) for x in rows})
+    if len(all_epochs) <= 12:
+        a1.set_xticks(all_epochs)
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("test accuracy (mean of the seeds)")
+    a1.set_title("test accuracy after each epoch at the chosen lr", fontsize=10)
+    a2.set_xscale("log")
+    a2.set_xlabel("learning rate")
+    a2.set_ylabel("final validation accuracy (first seed)")
+    a2.set_title("the lr grids on the validation split (circled: chosen)", fontsize=10)
+    for a in (a1, a2, a3):
+        a.grid(alpha=0.3)
+    a1.legend(fontsize=8, loc="lower right")
+    a2.legend(fontsize=8, loc="lower left")
+    d = exp.get("data", {})
+    fig.suptitle("%s on %s (%s train, %s held out for validation, %s test), %s epochs, seeds %s" % (
+        exp.get("model", "MLP"), d.get("name", "?"), d.get("train_used", "?"), d.get("validation", "?"),
+        d.get("test", "?"), exp.get("epochs", "?"), ", ".join("%d" % s for s in exp.get("seeds", []))),
+        fontsize=11.5)
+    fig.tight_layout()
+    out.append((save(fig, run_dir, "modern_mnist.png"),
+                "Left: test accuracy per epoch at each rule's chosen lr (mean of 3 seeds). Middle: the final "
+                "validation accuracy of each lr of the grid with the first seed; the chosen lr is circled (the "
+                "test set never chooses). Right: the seeds' final test accuracies and each rule's verdict "
+                "against AdamW (ahead/level/behind: the difference of means against twice its standard error)."))
+
+    # The update/weight RMS ratio per layer over training (first seed, chosen lr).
+    ratio_rows = read_csv(run_dir, "modern_ratio.csv")
+    tensors = exp.get("tensors", [])
+    seed0 = str(exp.get("seeds", [1])[0]) if exp.get("seeds") else None
+    if tensors:
+        fig, axes = plt.subplots(1, len(tensors), figsize=(4.6 * len(tensors), 4.2), squeeze=False)
+        axes = axes[0]
+        by_rule = group(ratio_rows, "rule")
+        for r in rules:
+            chosen = exp.get(r, {}).get("lr")
+            color, _ = style(r)
+            pts = [x for x in by_rule.get(r, []) if x["seed"] == seed0 and chosen is not None and
+                   math.isclose(num(x["lr"]), chosen, rel_tol=1e-6)]
+            by_t = group(pts, "tensor")
+            for ax, tname in zip(axes, tensors):
+                tp = by_t.get(tname, [])
+                if not tp:
+                    continue
+                st = np.array([int(x["step"]) for x in tp])
+                v = np.array([num(x["update_weight_ratio"]) for x in tp])
+                v[~(v > 0)] = np.nan
+                ax.plot(st, smooth(v, 5), color=color, lw=1.2, label=labels[r], marker="o" if len(st) < 5 else None,
+                        markersize=4)
+        for ax, tname in zip(axes, tensors):
+            ax.set_yscale("log")
+            ax.set_xlabel("step")
+            ax.set_title(tname, fontsize=10)
+            ax.grid(alpha=0.3, which="both")
+        axes[0].set_ylabel("RMS(update) / RMS(weights), one step")
+        h, lab = axes[0].get_legend_handles_labels()
+        fig.legend(h, lab, loc="lower center", ncol=min(10, len(h)), fontsize=9, frameon=False,
+                   bbox_to_anchor=(0.5, -0.02))
+        fig.suptitle("The size of each step relative to the weights, per tensor (first seed, chosen lr; "
+                     "every %s steps, smoothed over 5 samples)" % exp.get("ratio_every", "?"), fontsize=11.5)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        out.append((save(fig, run_dir, "modern_ratio.png"),
+                    "RMS(p after - p before) / RMS(p before) of one step, per tensor, computed by the lab from the "
+                    "parameters around the step (the library's step statistics will supply it). Sign-based Lion "
+                    "and the trust-ratio rules LAMB/LARS set this ratio by design; Adam-type steps follow the "
+                    "gradient's signal-to-noise."))
+    return out
+
+
 FIGURES = {
     "trajectories": fig_trajectories,
     "sam": fig_sam,
@@ -873,6 +1038,7 @@ FIGURES = {
     "adadelta-momentum": fig_adadelta_momentum,
     "bias-ablation": fig_bias_ablation,
     "precision": fig_precision,
+    "modern": fig_modern,
 }
 
 # What each figure shows, and where the claim comes from (fixed text; the
@@ -904,6 +1070,11 @@ ABOUT = {
                  "weights and gradients (with an fp32 master copy, or stochastic rounding) and with 8-bit "
                  "block-quantized state, against float32, three seeds each; then a long synthetic run of every "
                  "mode against the library's float64 path.",
+    "modern": "The rules practitioners reach for today (issue 13: Lion, LAMB, LARS; Adafactor, schedule-free "
+              "SGD/AdamW and Muon as they land) next to AdamW, Adam and SGD+momentum: on the 2-D surfaces at a "
+              "tuned lr, and training the MLP with each lr chosen from a small grid on a validation split held "
+              "out of the training images, three seeds at that lr, the update/weight ratio of every layer over "
+              "training, and a verdict per rule against AdamW computed from the seeds.",
 }
 
 

@@ -31,7 +31,8 @@ instead; examples/ddp_zero.py is a complete program).
 from . import lr_scheduler
 from ._clip import clip_grad_norm_, clip_grad_value_
 from ._optimizers import SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, RAdam, NAdam, AdaBound
-from ._modern import Lion, LAMB, LARS
+from ._modern import Lion, LAMB, LARS, SGDScheduleFree, AdamWScheduleFree
+from ._muon import Muon, MuonWithAuxAdam
 from ._classic import Adamax, ASGD, Rprop
 from ._lbfgs import LBFGS
 from ._sparse import SparseAdam
@@ -39,7 +40,7 @@ from ._sam import SAM
 from ._step import NonFiniteGradientError
 from ._quantized import QuantizedState, dequantize_state_dict
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound", "Lion", "LAMB", "LARS", "SAM",
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound", "Lion", "LAMB", "LARS", "SGDScheduleFree", "AdamWScheduleFree", "Muon", "MuonWithAuxAdam", "SAM",
            "Adamax", "ASGD", "Rprop",
            "LBFGS", "SparseAdam",
            "clip_grad_norm_", "clip_grad_value_", "NonFiniteGradientError", "lr_scheduler",

@@ -35,7 +35,7 @@ import inspect
 import torch
 from torch.optim.optimizer import Optimizer, required
 
-from .. import _core
+from .. import _constants, _core
 from .._capi import OptimError
 from . import _checkpoint, _distributed, _groups, _members, _precision, _state_dict, _step
 from ._cobject import CObject, Rule
@@ -285,6 +285,57 @@ class _Optimizer(Optimizer):
         or 'error'; NaN when the step measured none (neither is on) or a
         gradient held NaN. A float (before any clipping)."""
         return self._c.h.last_grad_norm()
+
+    # ---- step statistics (optim_stats.h; docs/STATS.md) ---------------------------
+
+    def enable_stats(self, on=True):
+        """Measure statistics of every step() that follows (on=True) or stop
+        (False; off by default): per parameter, the gradient's norm, the
+        update's RMS, its ratio to the parameter's RMS, its largest magnitude,
+        the fraction of clamped elements, the effective learning rate, LAMB's
+        and LARS's trust ratio, RAdam's rectification (step_stats()). Measured
+        by the step's own pass, bit-identical for any thread count and CPU
+        path; turning it on changes no parameter or state bit. Not saved by
+        state_dict (a setting of the process, as set_threads)."""
+        if not isinstance(on, bool):
+            raise ValueError("%s.enable_stats: on = %r must be True or False" % (self._c.owner, on))
+        self._c.h.set_stats(on)
+
+    @property
+    def stats_enabled(self):
+        """Whether steps measure statistics (enable_stats)."""
+        return self._c.h.stats_enabled()
+
+    def step_stats(self):
+        """The statistics of the last step() with statistics on: a list with
+        one entry per parameter, in the order of param_groups' 'params'
+        lists: None for a parameter that step did not update (no gradient, a
+        skipped step), else a dict with the keys 'step' (the parameter's own
+        step count after it, as torch's state['step']), 'numel', 'grad_norm',
+        'update_rms', 'param_rms',
+        'update_ratio', 'update_max', 'clamped_fraction', 'effective_lr'
+        (NaN for Rprop), 'trust_ratio' (LAMB, LARS; else None) and
+        'rectified' (RAdam: True or False; else None); floats. A sparse
+        gradient's step gives the per-tensor values only (the element
+        statistics NaN). Definitions in docs/STATS.md."""
+        c = self._c
+        trust = c.h.rule in (_constants.OPTIM_LAMB, _constants.OPTIM_LARS)
+        with c.lock:
+            out = []
+            for group in self.param_groups:
+                for p in group["params"]:
+                    i = c.index.get(p)
+                    st = c.h.param_stats(i) if i is not None else None
+                    if st is None or st.step == 0:
+                        out.append(None)
+                        continue
+                    out.append({"step": int(st.step), "numel": int(st.n) if st.has_elements else p.numel(),
+                                "grad_norm": st.grad_norm, "update_rms": st.update_rms, "param_rms": st.param_rms,
+                                "update_ratio": st.update_ratio, "update_max": st.update_max,
+                                "clamped_fraction": st.clamped_fraction, "effective_lr": st.effective_lr,
+                                "trust_ratio": st.trust_ratio if trust else None,
+                                "rectified": None if st.rectified < 0 else bool(st.rectified)})
+            return out
 
     # ---- parameters ------------------------------------------------------------
 

@@ -13,17 +13,17 @@ __all__ = ["save", "load"]
 
 def _relayout(c, to_file):
     """The file holds every parameter's float state in the parameter's own
-    layout (_tensors.layout_of: the one a fresh optimizer over it assumes),
+    layout (CObject.layout_for: the one a fresh optimizer over it assumes),
     whatever layout the live state has (SGD's momentum buffer takes its first
     gradient's, as torch's clone(d_p)). to_file: rewrite the C memory of each
     state kept in another layout into the parameter's (before h.save);
     else back into the live layout (after h.save, or after h.load, whose data
     is in the parameter's). By logical index: the values are unchanged, and
-    the user's views of the state stay valid. int8_block state is left as it
-    is (its blocks follow the memory order; re-blocking would requantize)."""
+    the user's views of the state stay valid. int8_block state is never in
+    another layout here (_int8_layouts)."""
     for i, p in enumerate(c.params):
         live = c.layouts[i]
-        canon = _tensors.layout_of(p)
+        canon = c.layout_for(p)
         if not c.numels[i] or _tensors.same_layout(c.shapes[i], live, canon):
             continue
         tensors = [c.slot_tensor(i, s) for s in range(len(c.rule.slot_kinds))] + [c.master_tensor(i)]
@@ -35,6 +35,33 @@ def _relayout(c, to_file):
             dst.copy_(src.clone())
 
 
+def _int8_layouts(c, to_file):
+    """int8_block state cannot be permuted without requantizing (its blocks
+    follow the memory order): a checkpoint holds it in its parameter's layout
+    or not at all. to_file: ValueError naming the first parameter whose int8
+    state is kept in another layout (loaded by load_state_dict in another
+    layout, or a parameter whose layout changed after its state was made);
+    nothing is written. Else (after a load, whose int8 state is in each
+    parameter's layout) each such parameter's state layout becomes its
+    parameter's: the load replaced all of its state, so no value moves."""
+    for i, p in enumerate(c.params):
+        live = c.layouts[i]
+        canon = c.layout_for(p)
+        if not c.numels[i] or _tensors.same_layout(c.shapes[i], live, canon):
+            continue
+        for s in range(len(c.rule.slot_kinds)):
+            if isinstance(c.slot_tensor(i, s), QuantizedState):
+                if not to_file:
+                    c.layouts[i] = canon
+                    break
+                raise ValueError(
+                    "%s.save_checkpoint: parameter %d (%s): its int8 state '%s' is kept in the layout of strides %s, "
+                    "not the parameter's %s; a checkpoint holds state in its parameter's layout, and 8-bit blocks "
+                    "cannot be reordered without requantizing (state_dict() keeps the layout; or load the state "
+                    "in the parameter's layout); nothing was written"
+                    % (c.owner, i, _tensors.describe(p), c.rule.slot_names[s], tuple(live), tuple(canon)))
+
+
 def save(opt, path):
     c = opt._c
     raw = _core.c_path(path, "%s.save_checkpoint" % c.owner)
@@ -42,6 +69,7 @@ def save(opt, path):
         sam_guard(c, "save_checkpoint")
         c = _members.sync(opt)
         _groups.sync(c, opt.param_groups)
+        _int8_layouts(c, True)
         _relayout(c, True)
         try:
             c.h.save(raw)
@@ -62,6 +90,7 @@ def load(opt, path, match):
             with_live_params(c, lambda: c.h.load(raw, match))
         else:
             c.h.load(raw, match)
+        _int8_layouts(c, False)  # the file's int8 state is in each parameter's layout: so is the live state now
         _relayout(c, False)  # the file's state is in each parameter's layout
         c.pending.clear()  # the checkpoint replaced every state
         _groups.pull_groups(c, opt.param_groups)

@@ -79,6 +79,11 @@ class Rule:
         # SGD: torch makes the momentum buffer as a clone of the gradient at its first step, in
         # the gradient's layout (torch.clone keeps it), not the parameter's (_step.state_layout).
         self.state_from_grad = getattr(cls, "_state_from_grad", False)
+        # A rule whose arithmetic reads a parameter as a matrix (Muon: rows x cols, row-major) and not
+        # element by element: its state, and the parameter and gradient memory C steps, are always in
+        # row-major (contiguous) order; a parameter in another layout (transposed, channels_last, p.data
+        # replaced by such a tensor) goes through a working copy (layout_for, _step.bind).
+        self.row_major = getattr(cls, "_row_major", False)
         self.hp_fields = [f for _, _, fields in cls._hp_spec for f in fields]  # the order of CObject.pushed
         self.complex = getattr(cls, "_complex", None)
         self.complex_reason = getattr(cls, "_complex_reason", None)
@@ -113,6 +118,9 @@ class CObject:
         self.rule = rule
         self.owner = rule.owner
         self.h = _core.Handle(rule.rule)
+        if rule.rule_name == "muon":
+            from .. import _muon  # liboptim_muon: the matrix products, over OpenBLAS (loaded on first use)
+            _muon.attach(self.h)
         self.lock = self.h.lock
         self.params = []     # C index -> tensor
         self.index = {}      # tensor -> C index
@@ -160,6 +168,14 @@ class CObject:
         self.stochastic_rounding = False
         self.masters = []    # C index -> whether it has an fp32 master
 
+    def layout_for(self, p):
+        """The state layout a fresh state of parameter p takes: torch's zeros_like(p,
+        memory_format=torch.preserve_format) (_tensors.layout_of), or row-major for a
+        rule that reads parameters as matrices (Rule.row_major)."""
+        if self.rule.row_major:
+            return _tensors.contiguous_strides(p.shape)
+        return _tensors.layout_of(p)
+
     def state_type(self, dtype):
         """The optim_dtype value of the state of a parameter of torch dtype
         `dtype`: the parameter's own dtype by default, as torch.optim keeps it
@@ -172,7 +188,7 @@ class CObject:
 
     def add_params(self, gi, params, names, layouts=None):
         """Register tensors (checked by the caller, disjoint) in group gi.
-        layouts: their state layouts (default: each tensor's, _tensors.layout_of)."""
+        layouts: their state layouts (default: each tensor's, layout_for)."""
         h = self.h
         base = len(self.params)
         # Memory standing in for parameters stepped through a working copy: held
@@ -182,7 +198,7 @@ class CObject:
         for j, p in enumerate(params):
             i = base + j
             n = p.numel()
-            layout = layouts[j] if layouts is not None else _tensors.layout_of(p)
+            layout = layouts[j] if layouts is not None else self.layout_for(p)
             real = _tensors.COMPLEX_TYPES.get(p.dtype, p.dtype)
             width = 2 if real is not p.dtype else 1  # a complex parameter: C steps its real view
             # The address C records must stay valid during the call: the

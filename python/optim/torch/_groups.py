@@ -190,6 +190,28 @@ def group_values(c, group, gi):
             except (TypeError, ValueError, RuntimeError):
                 raise ValueError("%s: param group %d: %s = %r must be a pair of numbers (%s, %s)"
                                  % (owner, gi, key, v, fields[0], fields[1])) from None
+        elif kind == "int":
+            try:
+                ok = float(v) == int(v)
+            except (TypeError, ValueError, RuntimeError, OverflowError):
+                ok = False
+            if not ok or isinstance(v, bool):
+                raise ValueError("%s: param group %d: %s = %r must be a whole number" % (owner, gi, key, v))
+            out.append(float(int(v)))
+        elif kind == "triple":
+            try:
+                a, b, cc = v
+                out.extend((float(a), float(b), float(cc)))
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError("%s: param group %d: %s = %r must be three numbers (%s)"
+                                 % (owner, gi, key, v, ", ".join(fields))) from None
+        elif kind == "adjust_lr":
+            code = _core.MUON_ADJUST_LR.get(v) if v is None or isinstance(v, str) else None
+            if code is None:
+                raise ValueError("%s: param group %d: %s = %r is not supported (None or 'original': "
+                                 "sqrt(max(1, rows / cols)); 'match_rms_adamw': 0.2 sqrt(max(rows, cols)))"
+                                 % (owner, gi, key, v))
+            out.append(float(code))
         else:  # placement
             code = _core.PLACEMENTS.get(v) if isinstance(v, str) else None
             if code is None:
@@ -206,7 +228,7 @@ def keys_in(c, e):
     so that the message names what the user wrote."""
     msg = str(e)
     for key, kind, fields in c.rule.hp_spec:
-        if kind != "pair" and len(fields) == 1 and fields[0] != key:
+        if kind not in ("pair", "triple") and len(fields) == 1 and fields[0] != key:
             msg = re.sub(r"\b%s\b" % re.escape(fields[0]), key, msg)
     return msg
 
@@ -376,6 +398,12 @@ def pull_groups(c, groups):
         for key, kind, fields in c.rule.hp_spec:
             if kind == "pair":
                 group[key] = (next(it), next(it))
+            elif kind == "triple":
+                group[key] = (next(it), next(it), next(it))
+            elif kind == "int":
+                group[key] = int(next(it))
+            elif kind == "adjust_lr":
+                group[key] = {0: None, 1: "match_rms_adamw"}[int(next(it))]
             elif kind == "bool":
                 group[key] = bool(next(it))
             elif kind == "placement":

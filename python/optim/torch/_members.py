@@ -39,7 +39,6 @@ from ._cobject import CObject
 from ._quantized import QuantizedState
 from ._state import ParamState, apply_param_state, plan_param_state
 from ._step import sam_guard
-from . import _tensors
 from ._tensors import describe
 
 __all__ = ["sync"]
@@ -84,12 +83,17 @@ def _layout(c, groups):
     return layout
 
 
+_SCHEDULE_FREE = ("sgd_schedule_free", "adamw_schedule_free")
+
+
 def _carry_c(old, i, new, j):
     """Copy parameter i's C state in `old` into parameter j of `new`."""
     oh, nh = old.h, new.h
     nh.set_step(j, oh.get_step(i))
     if old.rule.has_mu_product:
         nh.set_mu_product(j, oh.get_mu_product(i))
+    if old.rule.rule_name in _SCHEDULE_FREE:
+        nh.set_schedule_free(j, *oh.get_schedule_free(i))
     for s in range(len(old.rule.slot_names)):
         oaddr, initialized = oh.state_slot(i, s)
         naddr, _ = nh.state_slot(j, s)
@@ -161,11 +165,14 @@ def _rebuild(opt):
         new.pushed.append(values)
     _groups.push_checks(new, old.checks_pushed)
     new.h.set_threads(old.h.get_threads())
+    if old.rule.rule_name in _SCHEDULE_FREE:
+        new.h.sf_set_mode(old.h.sf_mode() == 1)  # the parameters stay where the mode keeps them
+    new.h.set_stats(old.h.stats_enabled())
     new.skipped_base = old.skipped_base + old.h.skipped_steps()
     for gi, params in enumerate(layout):
         names = [old.names[old.index[p]] if p in old.index else None for p in params]
         # A tensor that stays keeps the layout of its state (torch's state keeps its strides).
-        layouts = [old.layouts[old.index[p]] if p in old.index else _tensors.layout_of(p) for p in params]
+        layouts = [old.layouts[old.index[p]] if p in old.index else new.layout_for(p) for p in params]
         new.add_params(gi, params, names, layouts)
         if "param_names" in groups[gi]:
             base = len(new.params) - len(params)

@@ -1,9 +1,13 @@
 """optim.torch's optimizers from after torch.optim 1.13: the authors' reference
 implementations' arguments and defaults, stepped by liboptim."""
+import torch
+
+from .._capi import OptimError
+from . import _groups, _members, _step
 from ._base import _Optimizer, _check_flags
 from ._optimizers import _COMMON_DOC, _spec
 
-__all__ = ["Lion", "LAMB", "LARS"]
+__all__ = ["Lion", "LAMB", "LARS", "SGDScheduleFree", "AdamWScheduleFree"]
 
 
 class Lion(_Optimizer):
@@ -183,3 +187,281 @@ class LARS(_Optimizer):
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
                         loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
         super().__init__(params, defaults)
+
+
+class _ScheduleFree(_Optimizer):
+    """The train()/eval() switch and the group keys of facebookresearch/
+    schedule_free's optimizers (k, train_mode, weight_sum, lr_max,
+    scheduled_lr), over liboptim's schedule-free rules."""
+
+    _step_kind = None  # the reference's state has no 'step': its k is per group
+    _coef_name = "momentum"
+
+    def _sf_init(self):
+        c = self._c
+        with c.lock:
+            c.h.sf_set_mode(False)  # the reference starts in eval mode (no z yet: nothing moves)
+        for group in self.param_groups:
+            group["train_mode"] = False
+        self._sf_record()
+
+    def add_param_group(self, param_group):
+        """As _Optimizer.add_param_group; the new group's train_mode is the
+        optimizer's mode (liboptim keeps one mode: train() and eval() move
+        every group's parameters; the reference's new group says False, and
+        its eval() would then leave that group's parameters at y)."""
+        super().add_param_group(param_group)
+        if getattr(self, "_sf_shown", None) is not None:  # built (__init__, unpickling: the groups' own)
+            self.param_groups[-1]["train_mode"] = self._c.h.sf_mode() == 1
+
+    def _sf_switch(self, train):
+        c = self._c
+        with c.lock:
+            _step.sam_guard(c, "train" if train else "eval")
+            c = _members.sync(self)
+            _groups.sync(c, self.param_groups)
+            if c.params:
+                n, pp, gp, pins = _step.bind(c, grads=False)
+                try:
+                    c.h.rebind(n, pp, gp)
+                    c.h.sf_switch(train)
+                except OptimError as e:
+                    raise ValueError("%s: %s: %s" % (c.owner, "train" if train else "eval", e)) from None
+                pins.write_back()  # parameters switched through a working copy
+                del pins
+            else:
+                c.h.sf_set_mode(train)
+        for group in self.param_groups:
+            group["train_mode"] = bool(train)
+
+    @torch.no_grad()
+    def train(self):
+        """Move the parameters to y, where gradients are taken (the reference's
+        optimizer.train(): p.lerp_(z, 1 - c), c = momentum or beta1); a
+        no-op in train mode."""
+        self._sf_switch(True)
+
+    @torch.no_grad()
+    def eval(self):
+        """Move the parameters to x, the average to evaluate (the reference's
+        optimizer.eval(): p.lerp_(z, 1 - 1/c)); a no-op in eval mode."""
+        self._sf_switch(False)
+
+    def _sf_refresh(self, reset=False):
+        """The reference's group keys from the C object's per-parameter scalars
+        (the first parameter of a group that has stepped). reset: a group none
+        of whose parameters has stepped takes the keys of a new optimizer (after
+        a checkpoint load: C holds the whole state); else it keeps its keys."""
+        c = self._c
+        for group in self.param_groups:
+            for p in group["params"]:
+                i = c.index.get(p)
+                if i is None:
+                    continue
+                k = c.h.get_step(i)
+                if k == 0:
+                    continue
+                lr_max, weight_sum = c.h.get_schedule_free(i)
+                warm = group["warmup_steps"]
+                group["k"] = k
+                group["lr_max"] = lr_max
+                group["weight_sum"] = weight_sum
+                group["scheduled_lr"] = group["lr"] * (k / warm if k - 1 < warm else 1.0)
+                break
+            else:
+                if reset:
+                    group.update(k=0, lr_max=-1.0, weight_sum=0.0, scheduled_lr=0.0)
+        self._sf_record()
+
+    def _sf_record(self):
+        """Remember the group keys k, lr_max, weight_sum as C holds them, to see a
+        hand edit of them at the next step (_sf_push_edits)."""
+        self._sf_shown = {id(g): (g, (g.get("k"), g.get("lr_max"), g.get("weight_sum"))) for g in self.param_groups}
+
+    def _sf_push_edits(self):
+        """A group's k, lr_max or weight_sum edited by hand since the last step
+        (k = 0 to warm up again, as the reference's step reads them from the
+        group) becomes the scalars of the group's parameters that have a z."""
+        shown = getattr(self, "_sf_shown", {})
+        c = self._c
+        edited = []
+        for gi, group in enumerate(self.param_groups):  # every edit checked before any is applied
+            entry = shown.get(id(group))
+            now = (group.get("k"), group.get("lr_max"), group.get("weight_sum"))
+            if entry is None or entry[0] is not group or entry[1] == now:
+                continue
+            where = "%s: param group %d" % (c.owner, gi)
+            k = now[0]
+            if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                raise ValueError("%s: k = %r must be an int >= 0 (the steps taken)" % (where, k))
+            for key, v in zip(("lr_max", "weight_sum"), now[1:]):
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ValueError("%s: %s = %r must be a float" % (where, key, v))
+            edited.append((group, now))
+        for group, (k, lr_max, weight_sum) in edited:
+            for p in group["params"]:
+                i = c.index.get(p)
+                if i is None or "z" not in self.state[p]:
+                    continue
+                c.h.set_step(i, k)
+                c.h.set_schedule_free(i, float(lr_max), float(weight_sum))
+
+    def _sf_from_groups(self):
+        """Each parameter's scalars and the mode in C from the reference's group
+        keys k, lr_max, weight_sum and train_mode (after load_state_dict or
+        unpickling: the groups hold them, the C object is new or was reset)."""
+        c = self._c
+        with c.lock:
+            c = _members.sync(self)
+            for group in self.param_groups:
+                for p in group["params"]:
+                    i = c.index.get(p)
+                    if i is None or "z" not in self.state[p]:
+                        continue
+                    c.h.set_step(i, int(group.get("k", 0)))
+                    c.h.set_schedule_free(i, float(group.get("lr_max", -1.0)), float(group.get("weight_sum", 0.0)))
+            train = bool(self.param_groups[0].get("train_mode", False)) if self.param_groups else False
+            c.h.sf_set_mode(train)
+            for group in self.param_groups:
+                group["train_mode"] = train  # one mode for the whole optimizer (liboptim's)
+        self._sf_record()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step (the parameters must hold y: call train() first, as the
+        reference requires; in eval mode RuntimeError, nothing changed)."""
+        if not self.param_groups[0].get("train_mode", False) or self._c.h.sf_mode() != 1:
+            raise RuntimeError("%s: the optimizer is not in train mode when step is called; call optimizer.train() "
+                               "before training and optimizer.eval() before evaluating (as the reference "
+                               "requires)" % type(self).__name__)
+        with self._c.lock:
+            self._sf_push_edits()
+        loss = super().step(closure)
+        self._sf_refresh()
+        return loss
+
+    def load_state_dict(self, state_dict):
+        """A state_dict of this class or of the reference's: the group keys k,
+        lr_max, weight_sum and train_mode become each parameter's scalars and
+        the mode (the parameters are taken to be where that mode keeps them,
+        as the reference takes them)."""
+        super().load_state_dict(state_dict)
+        self._sf_from_groups()
+
+    def __setstate__(self, state):
+        # pickle and copy.deepcopy: the copy's new C object takes the scalars and the mode of the groups
+        super().__setstate__(state)
+        self._sf_from_groups()
+
+    def load_checkpoint(self, path, match="name"):
+        """As _Optimizer.load_checkpoint; the checkpoint holds each parameter's
+        k, lr_max, weight_sum and the mode (its SFRE section): the group keys
+        k, lr_max, weight_sum, scheduled_lr and train_mode show them."""
+        super().load_checkpoint(path, match)
+        c = self._c
+        with c.lock:
+            train = c.h.sf_mode() == 1
+            for group in self.param_groups:
+                group["train_mode"] = train
+            self._sf_refresh(reset=True)
+
+
+_SF_DOC = """
+    Differences from the reference: k, lr_max and weight_sum are kept per
+    parameter by liboptim (the reference keeps them per group): the same
+    numbers while every parameter of a group has a gradient at every step;
+    a parameter without one does not advance its own. The group keys k,
+    lr_max, weight_sum and scheduled_lr are refreshed after each step from
+    the group's first stepped parameter; k, lr_max or weight_sum set by hand
+    (k = 0 to warm up again) become the group's parameters' at the next step,
+    as the reference reads them. One mode for the whole optimizer: train()
+    and eval() move every group (a group added later too; the reference's
+    new group starts with train_mode False). foreach is accepted, no effect.
+    The weight decay is evaluated at y, as in the reference.
+"""
+
+
+class SGDScheduleFree(_ScheduleFree):
+    __doc__ = """Schedule-free SGD (Defazio et al. 2024, "The Road Less Scheduled"), as
+    the authors' SGDScheduleFree (github.com/facebookresearch/schedule_free,
+    schedulefree/sgd_schedulefree.py at 59ed9b6), stepped by liboptim.
+
+    No lr schedule is needed: the parameters hold y = (1 - momentum) z +
+    momentum x while training, where z is the SGD sequence and x its
+    weighted average; call train() before training and eval() before
+    evaluating or saving the model (the parameters then hold x).
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): learning rate (default: 1.0).
+        momentum (float, optional): in (0, 1) (default: 0.9).
+        weight_decay (float, optional): L2 penalty, evaluated at y (default: 0).
+        warmup_steps (int, optional): linear lr warm-up over this many steps (default: 0).
+        r (float, optional): polynomial weighting of the average, (k+1)^r (default: 0).
+        weight_lr_power (float, optional): weights lr_max^weight_lr_power (default: 2).
+        foreach (bool, optional): accepted, no effect.
+
+    state[p] is {'z': tensor} after p's first step, as the reference.
+    """ + _SF_DOC + _COMMON_DOC
+
+    _rule_name = "sgd_schedule_free"
+    _complex_reason = "schedule-free SGD is defined for real parameters (the reference's lerp_ of complex tensors is not followed)"
+    _hp_spec = _spec("lr", "momentum", "weight_decay", "warmup_steps", "r", "weight_lr_power")
+    _required_slots = ("z",)
+
+    def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0, warmup_steps=0, r=0.0, weight_lr_power=2,
+                 foreach=None, *, nonfinite="propagate", clip_grad_norm=None, clip_grad_value=None,
+                 master_weights=False, stochastic_rounding=False, loss_scale=None, state_dtype=None):
+        if not 0 < momentum < 1:
+            raise ValueError("Momentum must be between 0 and 1 exclusive: {}".format(momentum))
+        defaults = dict(lr=lr, momentum=momentum, r=r, k=0, warmup_steps=warmup_steps, train_mode=False,
+                        weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
+                        weight_decay=weight_decay, foreach=foreach)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
+        super().__init__(params, defaults)
+        self._sf_init()
+
+
+class AdamWScheduleFree(_ScheduleFree):
+    __doc__ = """Schedule-free AdamW (Defazio et al. 2024, "The Road Less Scheduled"), as
+    the authors' AdamWScheduleFree (github.com/facebookresearch/schedule_free,
+    schedulefree/adamw_schedulefree.py at 59ed9b6; the later inner_momentum,
+    default 0, is not supported), stepped by liboptim.
+
+    The parameters hold y = (1 - beta1) z + beta1 x while training; call
+    train() before training and eval() before evaluating or saving the model.
+
+    Args:
+        params (iterable): parameters to optimize or dicts defining parameter groups.
+        lr (float, optional): learning rate (default: 0.0025).
+        betas (Tuple[float, float], optional): beta1 in (0, 1) interpolates y,
+            beta2 in [0, 1) averages g^2 (default: (0.9, 0.999)).
+        eps (float, optional): added to the denominator, outside the root (default: 1e-8).
+        weight_decay (float, optional): added to the normalized gradient at y (default: 0).
+        warmup_steps (int, optional): linear lr warm-up over this many steps (default: 0).
+        r (float, optional): polynomial weighting of the average, (k+1)^r (default: 0).
+        weight_lr_power (float, optional): weights lr_max^weight_lr_power (default: 2).
+        foreach (bool, optional): accepted, no effect.
+
+    state[p] is {'z', 'exp_avg_sq'} after p's first step, as the reference.
+    """ + _SF_DOC + _COMMON_DOC
+
+    _rule_name = "adamw_schedule_free"
+    _complex_reason = "schedule-free AdamW is defined for real parameters (the reference's lerp_ of complex tensors is not followed)"
+    _hp_spec = _spec("lr", "betas", "eps", "weight_decay", "warmup_steps", "r", "weight_lr_power")
+    _required_slots = ("z", "exp_avg_sq")
+
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, warmup_steps=0, r=0.0,
+                 weight_lr_power=2.0, foreach=None, *, nonfinite="propagate", clip_grad_norm=None,
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False, loss_scale=None,
+                 state_dtype=None):
+        defaults = dict(lr=lr, betas=betas, eps=eps, r=r, k=0, warmup_steps=warmup_steps, train_mode=False,
+                        weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
+                        weight_decay=weight_decay, foreach=foreach)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
+        super().__init__(params, defaults)
+        self._sf_init()

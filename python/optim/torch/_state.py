@@ -433,7 +433,7 @@ def _loaded_layout(c, i, plan):
     strides: the C state takes them, stepped in that order (a parameter of
     another layout then goes through a working copy, _step.bind)."""
     layouts = {tuple(v.stride()) for v in plan["slots"].values() if v is not None}  # QuantizedState: its codes'
-    if len(layouts) != 1 or not c.numels[i]:
+    if len(layouts) != 1 or not c.numels[i] or c.rule.row_major:  # row-major rules keep row-major state
         return None
     layout = layouts.pop()
     return layout if _tensors.is_dense(c.shapes[i], layout) else None

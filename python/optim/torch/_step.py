@@ -13,6 +13,7 @@ import ctypes
 
 import torch
 
+from .. import _constants as C
 from .. import _core
 from . import _tensors
 from ._tensors import EMPTY_PTR, STRIDED, describe
@@ -131,9 +132,12 @@ def state_layout(c, i, p, g):
     torch.preserve_format), p's layout; but SGD's momentum buffer is
     torch.clone(d_p) of its first step, d_p = -g if maximize, + weight_decay
     * p: the layout torch's operations give d_p (computed on meta tensors,
-    which run torch's own layout rules without memory)."""
+    which run torch's own layout rules without memory). int8_block state
+    always takes p's layout: its blocks follow the memory order, so state in
+    another layout could not be written to a checkpoint in the parameter's
+    layout without requantizing (docs/CHECKPOINT.md)."""
     rule = c.rule
-    if rule.state_from_grad and g is not None:
+    if rule.state_from_grad and g is not None and c.state_type(p.dtype) != C.OPTIM_INT8_BLOCK:
         values = dict(zip(rule.hp_fields, c.pushed[c.group_of[i]]))
         if values.get("momentum"):
             d = _meta(g)
@@ -142,7 +146,7 @@ def state_layout(c, i, p, g):
             if values.get("weight_decay"):
                 d = d.add(_meta(p))
             return _tensors.layout_of(d)
-    return _tensors.layout_of(p)
+    return c.layout_for(p)
 
 
 def _complex_refusal(c, i, p):
@@ -154,14 +158,6 @@ def _complex_refusal(c, i, p):
         if values.get(field):
             raise RuntimeError("%s: parameter %d (%s) is complex and param group %d has %s=True: %s; nothing "
                                "was changed" % (c.owner, i, describe(p), gi, field, why))
-
-
-def _contiguous_strides(shape):
-    strides, acc = [], 1
-    for sz in reversed(shape):
-        strides.append(acc)
-        acc *= max(sz, 1)
-    return tuple(reversed(strides))
 
 
 def _sparse_grad(c, i, p, g, k, layout, pins):
@@ -191,7 +187,7 @@ def _sparse_grad(c, i, p, g, k, layout, pins):
         pins.append(d)
         return d
     shape = tuple(c.shapes[i])
-    if k and not _tensors.same_layout(shape, _contiguous_strides(shape), layout):
+    if k and not _tensors.same_layout(shape, _tensors.contiguous_strides(shape), layout):
         raise ValueError("%s: parameter %d (%s) has a sparse gradient but its state is not in row-major "
                          "(contiguous) layout (strides %s): sparse steps update whole rows of contiguous "
                          "parameters" % (c.owner, i, describe(p), tuple(p.stride())))
@@ -216,7 +212,7 @@ def _sparse_grad(c, i, p, g, k, layout, pins):
         if sd == 1:
             rows = idx[0].contiguous()
         else:
-            mult = torch.tensor(_contiguous_strides(shape[:sd]), dtype=torch.int64).view(-1, 1)
+            mult = torch.tensor(_tensors.contiguous_strides(shape[:sd]), dtype=torch.int64).view(-1, 1)
             rows = (idx * mult).sum(0).contiguous()
         vals = gc._values()
         if gc is g:  # uncoalesced (SGD): sorted by row, stably

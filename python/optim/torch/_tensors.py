@@ -39,7 +39,7 @@ import torch
 
 from .. import _constants as C
 
-__all__ = ["ELEMENT_TYPES", "TORCH_TYPES", "COMPLEX_TYPES", "ITEMSIZE", "is_dense", "overlaps_itself", "layout_of",
+__all__ = ["ELEMENT_TYPES", "TORCH_TYPES", "COMPLEX_TYPES", "ITEMSIZE", "is_dense", "contiguous_strides", "overlaps_itself", "layout_of",
            "same_layout", "describe", "storage_of", "storage_problem", "check_readable", "EMPTY_PTR"]
 
 ELEMENT_TYPES = {torch.float32: C.OPTIM_FLOAT32, torch.float64: C.OPTIM_FLOAT64, torch.bfloat16: C.OPTIM_BFLOAT16,
@@ -91,6 +91,15 @@ def is_dense(shape, strides):
             return False
         expect *= sz
     return True
+
+
+def contiguous_strides(shape):
+    """The strides of a contiguous (row-major) tensor of this shape."""
+    strides, acc = [], 1
+    for sz in reversed(shape):
+        strides.append(acc)
+        acc *= max(sz, 1)
+    return tuple(reversed(strides))
 
 
 def overlaps_itself(shape, strides):

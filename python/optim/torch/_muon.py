@@ -1,0 +1,329 @@
+"""optim.torch.Muon: torch.optim.Muon (torch >= 2.9) stepped by liboptim, its
+matrix products by liboptim_muon over OpenBLAS; and MuonWithAuxAdam, Keller
+Jordan's reference class that hands the parameters Muon does not take to AdamW."""
+import torch
+
+from ._base import _Optimizer, _check_flags
+from ._optimizers import _COMMON_DOC, AdamW
+
+__all__ = ["Muon", "MuonWithAuxAdam"]
+
+_DEFAULT_NS = (3.4445, -4.7750, 2.0315)
+
+
+def _check_muon_params(owner, groups, base=0):
+    """torch.optim.Muon's refusal of parameters that are not 2-D (its message), and
+    liboptim's of other dtypes than float32 (the iteration is sgemm's), before a step;
+    each names the parameter (its index from `base`, and its name: a (name, tensor)
+    pair or the group's param_names). Items that are not tensors are left to
+    add_param_group's checks."""
+    i = base
+    for group in groups:
+        names = group.get("param_names")
+        for j, p in enumerate(group["params"]):
+            name = None
+            if isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str):
+                name, p = p
+            elif names is not None and j < len(names):
+                name = names[j]
+            if not isinstance(p, torch.Tensor):
+                i += 1
+                continue
+            what = "parameter %d%s" % (i, " (%r)" % (name,) if name is not None else "")
+            if p.ndim != 2:
+                raise ValueError("Muon only supports 2D parameters whereas we found a parameter with size: %s "
+                                 "(%s: %s)" % (p.size(), owner, what))
+            if p.dtype is not torch.float32:
+                raise TypeError("%s: %s of size %s has dtype %s: Muon's Newton-Schulz iterations run in "
+                                "float32 over OpenBLAS's sgemm (float32 parameters only)"
+                                % (owner, what, tuple(p.size()), p.dtype))
+            i += 1
+
+
+class Muon(_Optimizer):
+    __doc__ = """Muon, MomentUm Orthogonalized by Newton-Schulz (Keller Jordan 2024), with
+    torch.optim.Muon's arguments and defaults (torch >= 2.9), for 2-D parameters.
+
+    Per parameter P (rows x cols): B = lerp(B, G, 1 - momentum); U = lerp(G, B,
+    momentum) if nesterov else B; X = U / max(||U||, eps); ns_steps times
+    X = a X + (b A + c A A) X with A = X X^T (the same on X^T when rows > cols);
+    P = P (1 - lr weight_decay) - adjusted_lr X, adjusted_lr = lr sqrt(max(1,
+    rows / cols)) (adjust_lr_fn None or "original") or lr 0.2 sqrt(max(rows,
+    cols)) ("match_rms_adamw"). Element-wise parts are liboptim kernels (the same
+    bits on every CPU path and thread count); the matrix products are
+    liboptim_muon's, OpenBLAS sgemm on one thread (docs/rules/muon.md).
+
+    Args:
+        params (iterable): 2-D float32 parameters or dicts defining parameter groups
+            (others: ValueError, as torch).
+        lr (float, optional): learning rate (default: 1e-3).
+        weight_decay (float, optional): decoupled weight decay (default: 0.1).
+        momentum (float, optional): momentum factor (default: 0.95).
+        nesterov (bool, optional): Nesterov momentum (default: True).
+        ns_coefficients (tuple of three floats, optional): (a, b, c) of the quintic
+            (default: (3.4445, -4.7750, 2.0315)).
+        eps (float, optional): the norm's lower bound; must be > 0 (default: 1e-7).
+        ns_steps (int, optional): Newton-Schulz iterations, 1..99 (default: 5).
+        adjust_lr_fn (str or None, optional): None or "original", or
+            "match_rms_adamw" (default: None).
+        foreach (bool, optional): accepted, no effect.
+
+    state[p] is {'momentum_buffer': tensor} after p's first step, as torch, always
+    contiguous (torch's takes the gradient's strides): a parameter in another layout
+    (a transposed view, p.data replaced by one) is stepped through a row-major working
+    copy, with the same values as a contiguous one. Differences
+    from torch: the iteration runs in float32 (torch's in bfloat16: ours is closer to
+    the exact iteration); float32 parameters only.
+    """ + _COMMON_DOC
+
+    _rule_name = "muon"
+    _complex_reason = "torch.optim.Muon does not support complex parameters"
+    _hp_spec = (("lr", "real", ("lr",)), ("weight_decay", "real", ("weight_decay",)),
+                ("momentum", "real", ("momentum",)), ("nesterov", "bool", ("nesterov",)),
+                ("ns_coefficients", "triple", ("ns_a", "ns_b", "ns_c")), ("eps", "real", ("eps",)),
+                ("ns_steps", "int", ("ns_steps",)), ("adjust_lr_fn", "adjust_lr", ("adjust_lr",)))
+    _step_kind = None
+    _required_slots = ("momentum_buffer",)
+    _row_major = True  # C reads P, G and B as rows x cols matrices in row-major order (_cobject.Rule)
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                 ns_coefficients=_DEFAULT_NS, eps=1e-7, ns_steps=5, adjust_lr_fn=None, *, foreach=None,
+                 capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
+                 clip_grad_value=None, master_weights=False, stochastic_rounding=False, loss_scale=None,
+                 state_dtype=None):
+        _check_flags("Muon", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
+                                  fused=fused))
+        # torch.optim.Muon's checks, its messages
+        if not 0.0 <= lr:
+            raise ValueError("Learning rate should be >= 0 but is: %s" % (lr,))
+        if not 0.0 <= momentum:
+            raise ValueError("momentum should be >= 0 but is: %s" % (momentum,))
+        if not 0.0 <= weight_decay:
+            raise ValueError("weight decay should be >= 0 but is: %s" % (weight_decay,))
+        if adjust_lr_fn is not None and adjust_lr_fn not in ("original", "match_rms_adamw"):
+            raise ValueError("Adjust learning rate function %s is not supported" % (adjust_lr_fn,))
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                        ns_coefficients=tuple(ns_coefficients), eps=eps, ns_steps=ns_steps,
+                        adjust_lr_fn=adjust_lr_fn, foreach=foreach)
+        defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
+        defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
+        super().__init__(params, defaults)
+        _check_muon_params("Muon", self.param_groups)
+
+    def add_param_group(self, param_group):
+        # torch checks the shapes in __init__ only; a group added later must be 2-D as well (else its
+        # first step would fail): checked before it is added.
+        if getattr(self, "_c", None) is not None and self.param_groups:
+            params = param_group["params"]
+            params = [params] if isinstance(params, torch.Tensor) else list(params)
+            _check_muon_params("Muon", [dict(param_group, params=params)],
+                               sum(len(g["params"]) for g in self.param_groups))
+            param_group = dict(param_group, params=params)
+        super().add_param_group(param_group)
+
+
+_MUON_KEYS = {"params", "lr", "momentum", "weight_decay", "use_muon"}
+_ADAM_KEYS = {"params", "lr", "betas", "eps", "weight_decay", "use_muon"}
+
+
+class _MergedState(dict):
+    """optimizer.state of a MuonWithAuxAdam: each parameter's state in the inner optimizer that steps it
+    (a snapshot mapping, rebuilt on each read; its tensors are the inner optimizers' live views)."""
+
+
+class MuonWithAuxAdam(torch.optim.Optimizer):
+    """Keller Jordan's MuonWithAuxAdam (github.com/KellerJordan/Muon, muon.py): one optimizer over
+    param groups that each say use_muon=True (2-D hidden weights: Muon) or False (embeddings, heads,
+    biases, gains: AdamW), with the reference's keys and defaults:
+
+      use_muon=True:  lr 0.02, momentum 0.95, weight_decay 0 (Nesterov, 5 steps of
+                      (3.4445, -4.7750, 2.0315), lr * sqrt(max(1, rows / cols)))
+      use_muon=False: lr 3e-4, betas (0.9, 0.95), eps 1e-10, weight_decay 0
+
+    and no other key (the reference asserts the key set; ValueError here). The Muon groups are
+    stepped by an optim.torch.Muon and the others by an optim.torch.AdamW (torch.optim.AdamW's
+    arithmetic: the reference's adam_update is the same update, rounded in another order); param
+    group values changed between steps (by a scheduler) are used at the next step. state[p] is
+    {'momentum_buffer'} for a Muon parameter, {'step', 'exp_avg', 'exp_avg_sq'} for an AdamW one;
+    state_dict() / load_state_dict(), pickling and copy.deepcopy work as for any optimizer; a
+    group's 'params' list edited by hand is followed at the next step, and enable_stats() /
+    step_stats() are optim.torch's (each parameter's from the inner optimizer that steps it).
+    Differences from the reference: Muon's normalisation clamps ||U|| at eps (torch's) where the
+    reference adds 1e-7 (the same unless ||U|| ~ 1e-7), the iteration runs in float32, not bfloat16;
+    the reference's distributed variant (an all_gather across ranks) is not offered.
+    """
+
+    def __init__(self, param_groups):
+        self._muon = None
+        self._adam = None
+        self._where = []  # outer group index -> (inner optimizer's attribute name, its group index)
+        super().__init__(param_groups, dict())
+
+    # ---- groups ----------------------------------------------------------------------------------
+
+    def add_param_group(self, param_group):
+        if not isinstance(param_group, dict) or "use_muon" not in param_group:
+            raise ValueError("MuonWithAuxAdam: each param group must be a dict with 'use_muon' (True: Muon, "
+                             "False: AdamW), as the reference's")
+        group = dict(param_group)
+        if group["use_muon"]:
+            group.setdefault("lr", 0.02)
+            group.setdefault("momentum", 0.95)
+            group.setdefault("weight_decay", 0)
+            keys = _MUON_KEYS
+        else:
+            group.setdefault("lr", 3e-4)
+            group.setdefault("betas", (0.9, 0.95))
+            group.setdefault("eps", 1e-10)
+            group.setdefault("weight_decay", 0)
+            keys = _ADAM_KEYS
+        if set(group) != keys:
+            raise ValueError("MuonWithAuxAdam: a group with use_muon=%s takes the keys %s; this one has %s"
+                             % (bool(group["use_muon"]), sorted(keys), sorted(set(group))))
+        n = len(self.param_groups)
+        super().add_param_group(group)  # torch's checks (tensors, no parameter twice)
+        group = self.param_groups[-1]
+        try:
+            inner = self._inner_group(group)
+            name = "_muon" if group["use_muon"] else "_adam"
+            opt = getattr(self, name)
+            if opt is None:
+                opt = Muon([inner]) if group["use_muon"] else AdamW([inner])
+                if getattr(self, "_stats_on", False):
+                    opt.enable_stats(True)
+                setattr(self, name, opt)
+            else:
+                opt.add_param_group(inner)
+            self._where.append((name, len(opt.param_groups) - 1))
+        except BaseException:
+            del self.param_groups[n:]
+            raise
+
+    @staticmethod
+    def _inner_group(group):
+        if group["use_muon"]:
+            return dict(params=group["params"], lr=group["lr"], momentum=group["momentum"],
+                        weight_decay=group["weight_decay"], nesterov=True, ns_coefficients=_DEFAULT_NS, eps=1e-7,
+                        ns_steps=5, adjust_lr_fn=None)
+        return dict(params=group["params"], lr=group["lr"], betas=tuple(group["betas"]), eps=group["eps"],
+                    weight_decay=group["weight_decay"])
+
+    def _sync(self):
+        """The outer groups' values (a scheduler may have changed them) and 'params' lists (edited by
+        hand: a tensor appended, removed or replaced) into the inner optimizers' groups, which follow
+        such edits as any optim.torch optimizer does (a Muon group's tensors checked first)."""
+        if len(self._where) != len(self.param_groups):
+            raise ValueError("MuonWithAuxAdam: param_groups has %d groups where %d were added: add groups with "
+                             "add_param_group" % (len(self.param_groups), len(self._where)))
+        base = 0
+        for group, (name, gi) in zip(self.param_groups, self._where):
+            inner = getattr(self, name).param_groups[gi]
+            params = group["params"]
+            first, base = base, base + (1 if isinstance(params, torch.Tensor) else len(params))
+            if len(params) != len(inner["params"]) or any(a is not b for a, b in zip(params, inner["params"])):
+                if isinstance(params, torch.Tensor):
+                    params = group["params"] = [params]
+                if group["use_muon"]:
+                    _check_muon_params("MuonWithAuxAdam", [group], first)
+                inner["params"] = list(params)
+            for k, v in self._inner_group(group).items():
+                if k != "params":
+                    inner[k] = v
+
+    # ---- step statistics (as optim.torch's optimizers: docs/STATS.md) ------------------------------
+
+    def enable_stats(self, on=True):
+        """Measure statistics of every step() that follows (on=True) or stop (False; off by default),
+        in both inner optimizers (see optim.torch.Adam.enable_stats)."""
+        if not isinstance(on, bool):
+            raise ValueError("MuonWithAuxAdam.enable_stats: on = %r must be True or False" % (on,))
+        self._stats_on = on
+        for opt in (self._muon, self._adam):
+            if opt is not None:
+                opt.enable_stats(on)
+
+    @property
+    def stats_enabled(self):
+        """Whether steps measure statistics (enable_stats)."""
+        return any(opt.stats_enabled for opt in (self._muon, self._adam) if opt is not None)
+
+    def step_stats(self):
+        """The statistics of the last step() with statistics on, one entry per parameter in the order of
+        param_groups' 'params' lists (None for a parameter that step did not update), each from the
+        inner optimizer that steps it (keys as optim.torch.Adam.step_stats; Muon's in docs/STATS.md)."""
+        found = {}
+        for opt in (self._muon, self._adam):
+            if opt is not None:
+                for p, st in zip((p for g in opt.param_groups for p in g["params"]), opt.step_stats()):
+                    found[id(p)] = st
+        return [found.get(id(p)) for g in self.param_groups for p in g["params"]]
+
+    # ---- state -----------------------------------------------------------------------------------
+
+    @property
+    def state(self):
+        merged = _MergedState()
+        for opt in (self._muon, self._adam):
+            if opt is not None:
+                merged.update(opt.state)
+        return merged
+
+    @state.setter
+    def state(self, value):
+        # torch's Optimizer.__init__ and __setstate__ assign a fresh mapping: the state lives in the inner
+        # optimizers; anything else would be lost, so only an empty mapping is accepted.
+        if value:
+            raise ValueError("MuonWithAuxAdam: its state is its inner optimizers'; use load_state_dict")
+
+    def load_state_dict(self, state_dict):
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        for mine, theirs in zip(self.param_groups, groups):
+            if len(mine["params"]) != len(theirs["params"]):
+                raise ValueError("loaded state dict contains a parameter group that doesn't match the size of "
+                                 "optimizer's group")
+            if bool(mine["use_muon"]) != bool(theirs["use_muon"]):
+                raise ValueError("MuonWithAuxAdam: a loaded group's use_muon differs from this optimizer's")
+        inner = {"_muon": ([], {}), "_adam": ([], {})}
+        for mine, theirs, (name, gi) in zip(self.param_groups, groups, self._where):
+            igroups, istate = inner[name]
+            base = sum(len(g["params"]) for g in igroups)
+            ig = self._inner_group(dict(theirs, params=mine["params"]))
+            ig["params"] = list(range(base, base + len(mine["params"])))
+            igroups.append(ig)
+            for j, idx in enumerate(theirs["params"]):
+                if idx in state_dict["state"]:
+                    istate[base + j] = state_dict["state"][idx]
+        for name, (igroups, istate) in inner.items():
+            opt = getattr(self, name)
+            if opt is not None:
+                full = opt.state_dict()
+                for ig, old in zip(igroups, full["param_groups"]):
+                    old.update({k: v for k, v in ig.items() if k != "params"})
+                opt.load_state_dict({"state": istate, "param_groups": full["param_groups"]})
+        for mine, theirs in zip(self.param_groups, groups):
+            mine.update({k: v for k, v in theirs.items() if k != "params"})
+
+    def __getstate__(self):
+        return {"defaults": self.defaults, "param_groups": self.param_groups, "_muon": self._muon,
+                "_adam": self._adam, "_where": self._where}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    # ---- step ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._sync()
+        if self._muon is not None:
+            self._muon.step()
+        if self._adam is not None:
+            self._adam.step()
+        return loss

@@ -1,0 +1,402 @@
+/* test_stats.c: step statistics (include/optim_stats.h). Each step's
+ * statistics against a double computation from the same inputs (the
+ * parameter before and after, the gradient) in the documented order, every
+ * dense rule, float32/float64/bfloat16/master parameters, value clipping,
+ * every CPU path, 1 and 2 threads; and turning statistics on changes no bit
+ * of any parameter or state. */
+#include "test.h"
+#include "optim_precision.h"
+#include "optim_sam.h"
+#include "optim_schedule_free.h"
+#include "optim_stats.h"
+#include "typed.h"
+
+#define NT 2
+#define STEPS 6
+static const size_t sizes[NT] = {4 * 8192 + 1234, 37}; /* four blocks and a tail (two threads split it at a block), a small tensor */
+
+typedef struct kind {
+    optim_dtype pdt;
+    unsigned flags;
+    const char *name;
+} kind;
+static const kind kinds[] = {{OPTIM_FLOAT32, 0, "float32"},
+                             {OPTIM_FLOAT64, 0, "float64"},
+                             {OPTIM_BFLOAT16, 0, "bfloat16"},
+                             {OPTIM_BFLOAT16, OPTIM_PARAM_MASTER, "bfloat16+master"}};
+
+static double ld(optim_dtype dt, const void *x, size_t j)
+{
+    return t_get(dt, x, j);
+}
+
+/* The reference: block by block, 16 lanes, fixed tree, blocks in order (optim_stats.h). */
+static void ref_stats(optim_dtype ct64, size_t n, const double *p0, const double *p1, const double *g, double gclip,
+                      double gscale, const unsigned char *cl, optim_step_stats *st)
+{
+    double tot[5] = {0, 0, 0, 0, 0};
+    size_t b, j, l;
+    for (b = 0; b < n; b += 8192) {
+        double acc[5][16];
+        int v;
+        memset(acc, 0, sizeof acc);
+        for (j = b; j < n && j < b + 8192; j++) {
+            const size_t ln = (j - b) % 16;
+            double gi = g[j], u = p1[j] - p0[j], au = fabs(u);
+            int k = cl ? cl[j] : 0;
+            if (gclip > 0) {
+                double c = ct64 == OPTIM_FLOAT64 ? gclip : (double)(float)gclip;
+                k |= gi > c || gi < -c;
+                gi = gi < -c ? -c : gi > c ? c : gi;
+            }
+            acc[0][ln] += gi * gi;
+            acc[1][ln] += u * u;
+            acc[2][ln] += p0[j] * p0[j];
+            acc[3][ln] = (au != au || au > acc[3][ln]) ? au : acc[3][ln];
+            acc[4][ln] += k;
+        }
+        for (v = 0; v < 5; v++) {
+            for (j = 8; j > 0; j /= 2)
+                for (l = 0; l < j; l++)
+                    acc[v][l] = v == 3 ? ((acc[v][l + j] != acc[v][l + j] || acc[v][l + j] > acc[v][l]) ? acc[v][l + j]
+                                                                                                         : acc[v][l])
+                                       : acc[v][l] + acc[v][l + j];
+        }
+        tot[0] += acc[0][0];
+        tot[1] += acc[1][0];
+        tot[2] += acc[2][0];
+        tot[3] = (acc[3][0] != acc[3][0] || acc[3][0] > tot[3]) ? acc[3][0] : tot[3];
+        tot[4] += acc[4][0];
+    }
+    st->grad_norm = fabs(gscale) * sqrt(tot[0]);
+    st->update_rms = sqrt(tot[1] / (double)n);
+    st->param_rms = sqrt(tot[2] / (double)n);
+    st->update_ratio = st->update_rms / st->param_rms;
+    st->update_max = tot[3];
+    st->clamped_fraction = tot[4] / (double)n;
+}
+
+static int same(double a, double b)
+{
+    return memcmp(&a, &b, sizeof a) == 0;
+}
+
+/* One run: rule r, storage kind, path, threads, value clipping; stats on or off. Leaves the final parameters in
+ * out (as doubles) and checks every step's statistics when stats is on. */
+static int run(int r, const kind *kd, optim_isa isa, int threads, double gclip, int stats, uint64_t seed,
+               double *out, long *checked)
+{
+    optim *o = NULL;
+    optim_hparams hp;
+    void *p[NT], *gr[NT];
+    double *p0[NT], *p1[NT], *gd[NT];
+    const size_t es = optim_dtype_size(kd->pdt);
+    const optim_dtype gdt = kd->flags ? OPTIM_FLOAT32 : kd->pdt;
+    test_rng rng = {seed};
+    size_t i, j, off;
+    int step;
+    ASSERT_OK(optim_create(&o, (optim_rule)r));
+    ASSERT_OK(optim_hparams_init(&hp, (optim_rule)r, NULL));
+    if (optim_rule_uses((optim_rule)r, OPTIM_HP_WEIGHT_DECAY)) hp.weight_decay = 0.01;
+    if (r == OPTIM_ADABOUND) hp.gamma = 0.5; /* tight bounds: some steps clamped, some not */
+    if (r == OPTIM_LARS || r == OPTIM_LAMB) hp.lr = 0.01;
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    for (i = 0; i < NT; i++) {
+        p[i] = calloc(sizes[i], es);
+        gr[i] = calloc(sizes[i], optim_dtype_size(gdt));
+        p0[i] = malloc(sizes[i] * sizeof(double));
+        p1[i] = malloc(sizes[i] * sizeof(double));
+        gd[i] = malloc(sizes[i] * sizeof(double));
+        if (!p[i] || !gr[i] || !p0[i] || !p1[i] || !gd[i]) FAIL("out of memory");
+        for (j = 0; j < sizes[i]; j++) t_set(kd->pdt, p[i], j, test_rng_normal(&rng));
+        ASSERT_OPT_OK(o, optim_add_param_ex(o, 0, p[i], kd->pdt, gr[i], gdt, sizes[i],
+                                            kd->pdt == OPTIM_FLOAT64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32, kd->flags,
+                                            "t", NULL));
+    }
+    ASSERT_OPT_OK(o, optim_set_isa(o, isa));
+    ASSERT_OPT_OK(o, optim_set_threads(o, threads));
+    ASSERT_OPT_OK(o, optim_set_clip_grad_value(o, gclip));
+    ASSERT_OPT_OK(o, optim_set_stats(o, stats));
+    for (step = 1; step <= STEPS; step++) {
+        for (i = 0; i < NT; i++) {
+            float *m = NULL;
+            if (kd->flags) ASSERT_OPT_OK(o, optim_param_master_data(o, i, &m));
+            for (j = 0; j < sizes[i]; j++) {
+                t_set(gdt, gr[i], j, 0.5 * test_rng_normal(&rng) + (j % 3 == 0 ? 0.3 : 0.0));
+                gd[i][j] = ld(gdt, gr[i], j);
+                p0[i][j] = m ? (double)m[j] : ld(kd->pdt, p[i], j);
+            }
+        }
+        ASSERT_OPT_OK(o, optim_step(o));
+        for (i = 0; i < NT; i++) {
+            optim_step_stats st, want;
+            optim_hparams h;
+            unsigned char *cl = NULL;
+            float *m = NULL;
+            if (kd->flags) ASSERT_OPT_OK(o, optim_param_master_data(o, i, &m));
+            for (j = 0; j < sizes[i]; j++) p1[i][j] = m ? (double)m[j] : ld(kd->pdt, p[i], j);
+            ASSERT_OPT_OK(o, optim_param_stats(o, i, &st));
+            if (!stats) {
+                ASSERT_INT(st.step, ==, 0);
+                continue;
+            }
+            ASSERT_INT(st.step, ==, step);
+            ASSERT_INT(st.has_elements, ==, 1);
+            ASSERT_INT(st.n, ==, sizes[i]);
+            ASSERT_OK(optim_group_get(o, 0, &h));
+            if (r == OPTIM_ADABOUND) {
+                /* The bounds' clamp, from the state the step left, in float (the compute type here) or double. */
+                const double t = (double)step, fl = h.final_lr;
+                const double bc1 = 1.0 - pow(h.beta1, t), bc2 = 1.0 - pow(h.beta2, t);
+                const double ss = h.lr * sqrt(bc2) / bc1;
+                const double lo = fl * (1.0 - 1.0 / (h.gamma * t + 1.0)), hi = fl * (1.0 + 1.0 / (h.gamma * t));
+                float *v = NULL;
+                cl = malloc(sizes[i]);
+                if (!cl) FAIL("out of memory");
+                if (kd->pdt == OPTIM_FLOAT64) {
+                    void *vd;
+                    optim_dtype sdt;
+                    int init;
+                    ASSERT_OPT_OK(o, optim_state_slot_data(o, i, 1, &vd, &sdt, &init));
+                    for (j = 0; j < sizes[i]; j++) {
+                        double rr = ss / (sqrt(((double *)vd)[j]) + h.eps);
+                        cl[j] = rr < lo || rr > hi;
+                    }
+                } else {
+                    int init;
+                    ASSERT_OPT_OK(o, optim_state_slot(o, i, 1, &v, &init));
+                    for (j = 0; j < sizes[i]; j++) {
+                        float rr = (float)ss / (sqrtf(v[j]) + (float)h.eps);
+                        cl[j] = rr < (float)lo || rr > (float)hi;
+                    }
+                }
+            }
+            want = st;
+            ref_stats(kd->pdt, sizes[i], p0[i], p1[i], gd[i], gclip, 1.0, cl, &want);
+            free(cl);
+#define CHECK(f)                                                                                                     \
+    if (!same(st.f, want.f))                                                                                         \
+        FAIL("%s %s %s %d threads clip %g step %d tensor %zu: " #f " = %.17g, the double reference %.17g",          \
+             optim_rule_name((optim_rule)r), kd->name, optim_isa_name(isa), threads, gclip, step, i, st.f, want.f);
+            CHECK(grad_norm)
+            CHECK(update_rms)
+            CHECK(param_rms)
+            CHECK(update_ratio)
+            CHECK(update_max)
+            CHECK(clamped_fraction)
+#undef CHECK
+            if (r == OPTIM_ADABOUND && i == 0 && step == 1 && !(st.clamped_fraction > 0))
+                FAIL("adabound: no element clamped at step 1 with gamma 0.5 (fraction %g)", st.clamped_fraction);
+            if (r == OPTIM_RADAM) ASSERT_INT(st.rectified, ==, step > 5); /* rho_t > 5 from step 6 with beta2 0.999 */
+            else ASSERT_INT(st.rectified, ==, -1);
+            if (r == OPTIM_LAMB || r == OPTIM_LARS) {
+                if (!(st.trust_ratio > 0 && st.trust_ratio != 1.0)) FAIL("trust ratio %g", st.trust_ratio);
+            } else if (!isnan(st.trust_ratio)) FAIL("%s: trust ratio %g", optim_rule_name((optim_rule)r), st.trust_ratio);
+            if (r == OPTIM_SGD && !same(st.effective_lr, h.lr)) FAIL("sgd effective_lr %g", st.effective_lr);
+            if (r == OPTIM_ADAM) {
+                const double e = h.lr / (1.0 - pow(h.beta1, step)) * sqrt(1.0 - pow(h.beta2, step));
+                if (!same(st.effective_lr, e)) FAIL("adam effective_lr %.17g vs %.17g", st.effective_lr, e);
+            }
+            if (r == OPTIM_RPROP) ASSERT(isnan(st.effective_lr));
+            else ASSERT(st.effective_lr > 0);
+            (*checked)++;
+        }
+    }
+    /* The final parameters and every state slot, as doubles, for the on/off comparison. */
+    off = 0;
+    for (i = 0; i < NT; i++) {
+        int s;
+        for (j = 0; j < sizes[i]; j++) out[off++] = ld(kd->pdt, p[i], j);
+        for (s = 0; s < optim_rule_slot_count((optim_rule)r); s++) {
+            void *sd;
+            optim_dtype sdt;
+            int init;
+            if (optim_state_slot_data(o, i, s, &sd, &sdt, &init) != OPTIM_OK || !sd) {
+                for (j = 0; j < sizes[i]; j++) out[off++] = 0;
+                continue;
+            }
+            for (j = 0; j < sizes[i]; j++) out[off++] = ld(sdt, sd, j);
+        }
+    }
+    for (i = 0; i < NT; i++) {
+        free(p[i]);
+        free(gr[i]);
+        free(p0[i]);
+        free(p1[i]);
+        free(gd[i]);
+    }
+    optim_free(o);
+    return 0;
+}
+
+TEST_IMPL(stats_exact_every_path)
+{
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512};
+    const size_t total = (sizes[0] + sizes[1]) * (1 + OPTIM_MAX_SLOTS);
+    double *off = malloc(total * sizeof(double)), *on = malloc(total * sizeof(double));
+    uint64_t seed = test_seed();
+    long checked = 0;
+    int r;
+    size_t k, a;
+    if (!off || !on) FAIL("out of memory");
+    printf("  seed %" PRIu64 "\n", seed);
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+        if (!test_rule_dense(r)) continue;
+        /* Under AddressSanitizer (scripts/sanitize.sh), every T_SAMPLE-th rule: the memory checks of the same code. */
+        if (T_SAMPLE > 1 && r % T_SAMPLE != 1 && r != OPTIM_ADABOUND) continue;
+        /* float32 for every rule, and one other storage kind in turn (each kind for five or six rules). */
+        for (k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+            const int clip = (int)((k + (size_t)r) % 2);
+            const double gclip = clip ? 0.4 : 0.0;
+            const uint64_t sd = seed ^ ((uint64_t)r << 16) ^ k;
+            if (k != 0 && k != 1 + (size_t)r % 3) continue;
+            if (run(r, &kinds[k], OPTIM_ISA_SCALAR, 1, gclip, 0, sd, off, &checked)) return 1;
+            for (a = 0; a <= sizeof isas / sizeof isas[0]; a++) {
+                /* Every path on one thread; the default path on two (a tensor split at a block boundary). */
+                const optim_isa isa = a < sizeof isas / sizeof isas[0] ? isas[a] : optim_isa_default();
+                const int th = a < sizeof isas / sizeof isas[0] ? 1 : 2;
+                if (!optim_isa_available(isa)) continue;
+                if (run(r, &kinds[k], isa, th, gclip, 1, sd, on, &checked)) return 1;
+                if (memcmp(on, off, total * sizeof(double)) != 0)
+                    FAIL("%s %s %s %d threads: statistics on changed a parameter or state bit",
+                         optim_rule_name((optim_rule)r), kinds[k].name, optim_isa_name(isa), th);
+            }
+        }
+    }
+    printf("  %ld tensor-steps: statistics bit for bit against the double reference; parameters and state equal to "
+           "steps without statistics\n",
+           checked);
+    free(off);
+    free(on);
+    return 0;
+}
+
+TEST_IMPL(stats_api)
+{
+    optim *o = NULL;
+    float p[40], g[40];
+    optim_step_stats st;
+    size_t j;
+    for (j = 0; j < 40; j++) {
+        p[j] = (float)j * 0.1f;
+        g[j] = 1.0f;
+    }
+    optim_hparams hp;
+    ASSERT_OK(optim_create(&o, OPTIM_SGD));
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_SGD, NULL));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_INT(optim_stats_enabled(o), ==, 0);
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p, g, 40, "w", NULL));
+    ASSERT_ERR(optim_set_stats(o, 2), OPTIM_EINVAL, optim_errmsg(o), "on = 2");
+    ASSERT_ERR(optim_param_stats(o, 1, &st), OPTIM_ERANGE, optim_errmsg(o), "index = 1");
+    ASSERT_ERR(optim_param_stats(o, 0, NULL), OPTIM_ENULL, optim_errmsg(o), "out");
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+    ASSERT_INT(st.step, ==, 0); /* off: nothing recorded */
+    ASSERT_OPT_OK(o, optim_set_stats(o, 1));
+    ASSERT_INT(optim_stats_enabled(o), ==, 1);
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+    ASSERT_INT(st.step, ==, 2);
+    ASSERT(fabs(st.grad_norm - sqrt(40.0)) < 1e-12);
+    ASSERT(fabs(st.update_max - hp.lr) < 1e-6 * hp.lr + 1e-6);
+    ASSERT(st.effective_lr == hp.lr);
+    /* Loss scaling: the norm of the unscaled gradient. */
+    {
+        optim_loss_scale ls;
+        optim_loss_scale_defaults(&ls);
+        ls.mode = OPTIM_LOSS_SCALE_STATIC;
+        ls.init_scale = 1024.0;
+        ASSERT_OPT_OK(o, optim_set_loss_scale(o, &ls));
+        for (j = 0; j < 40; j++) g[j] = 1024.0f;
+        ASSERT_OPT_OK(o, optim_step(o));
+        ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+        ASSERT(fabs(st.grad_norm - sqrt(40.0)) < 1e-12);
+        ASSERT_OPT_OK(o, optim_set_loss_scale(o, NULL));
+    }
+    /* A skipped step (non-finite gradient under SKIP) leaves no record. */
+    ASSERT_OPT_OK(o, optim_set_nonfinite(o, OPTIM_NONFINITE_SKIP));
+    g[3] = NAN;
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+    ASSERT_INT(st.step, ==, 0);
+    ASSERT_INT(optim_set_stats(NULL, 1), ==, OPTIM_ENULL);
+    optim_free(o);
+    return 0;
+}
+
+/* Every way a step is skipped leaves no record (out.step == 0), whichever
+ * entry point skipped it: the non-finite policy, dynamic loss scaling's
+ * overflow, and SAM's second step after a first step that skipped; and the
+ * schedule-free train/eval switch is no step: the records stay those of the
+ * last step. */
+TEST_IMPL(stats_skipped_steps)
+{
+    optim *o = NULL;
+    optim_sam *s = NULL;
+    optim_hparams hp;
+    optim_step_stats st, st2;
+    float p[40], g[40];
+    size_t j;
+    for (j = 0; j < 40; j++) {
+        p[j] = (float)j * 0.1f;
+        g[j] = 1.0f;
+    }
+    ASSERT_OK(optim_create(&o, OPTIM_SGD));
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_SGD, NULL));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p, g, 40, "w", NULL));
+    ASSERT_OPT_OK(o, optim_set_stats(o, 1));
+    ASSERT_OPT_OK(o, optim_set_nonfinite(o, OPTIM_NONFINITE_SKIP));
+    ASSERT_OK(optim_sam_create(&s, o, 0.05, 2.0, 0, 0.0, NULL));
+    ASSERT_OK_MSG(optim_sam_first_step(s), optim_sam_errmsg(s));
+    ASSERT_OK_MSG(optim_sam_second_step(s), optim_sam_errmsg(s));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+    ASSERT_INT(st.step, ==, 1);
+    g[3] = NAN; /* SAM's first step skips, so does the whole SAM step */
+    ASSERT_OK_MSG(optim_sam_first_step(s), optim_sam_errmsg(s));
+    ASSERT_OK_MSG(optim_sam_second_step(s), optim_sam_errmsg(s));
+    ASSERT_INT(optim_last_step_skipped(o), ==, 1);
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+    ASSERT_INT(st.step, ==, 0);
+    g[3] = 1.0f;
+    ASSERT_OK_MSG(optim_sam_first_step(s), optim_sam_errmsg(s));
+    ASSERT_OK_MSG(optim_sam_second_step(s), optim_sam_errmsg(s));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+    ASSERT_INT(st.step, ==, 2);
+    optim_sam_free(s);
+    { /* dynamic loss scaling's overflow */
+        optim_loss_scale ls;
+        optim_loss_scale_defaults(&ls);
+        ls.mode = OPTIM_LOSS_SCALE_DYNAMIC;
+        ASSERT_OPT_OK(o, optim_set_loss_scale(o, &ls));
+        g[5] = INFINITY;
+        ASSERT_OPT_OK(o, optim_step(o));
+        ASSERT_INT(optim_last_step_skipped(o), ==, 1);
+        ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+        ASSERT_INT(st.step, ==, 0);
+    }
+    optim_free(o);
+
+    /* The schedule-free switch: records and counters untouched. */
+    ASSERT_OK(optim_create(&o, OPTIM_ADAMW_SCHEDULE_FREE));
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_ADAMW_SCHEDULE_FREE, NULL));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    for (j = 0; j < 40; j++) g[j] = 0.5f - (float)j * 0.02f;
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p, g, 40, "w", NULL));
+    ASSERT_OPT_OK(o, optim_set_stats(o, 1));
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+    ASSERT_INT(st.step, ==, 2);
+    ASSERT_OPT_OK(o, optim_schedule_free_eval(o));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st2));
+    ASSERT(st2.step == 2 && st2.update_rms == st.update_rms && st2.update_max == st.update_max);
+    ASSERT_OPT_OK(o, optim_schedule_free_train(o));
+    ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st2));
+    ASSERT_INT(st2.step, ==, 2);
+    ASSERT(st2.update_rms == st.update_rms && st2.update_max == st.update_max && st2.n == st.n);
+    ASSERT_INT(optim_step_count(o), ==, 2);
+    optim_free(o);
+    return 0;
+}
