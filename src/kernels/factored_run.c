@@ -14,6 +14,8 @@
  * col_var[(e / (R C)) C + e % C]. */
 #include "kernels.h"
 
+#include <string.h>
+
 #ifdef _OPENMP
 #  include <omp.h>
 #endif
@@ -188,6 +190,39 @@ void optim__factored_run(const optim__kernels *kt, const optim__task *tasks, siz
     optim__af_blocks(kt, tasks, count, nblocks, partials, threads, 1);
 }
 
+/* Pass C of a factored task with statistics (t->spart set; `from` a multiple
+ * of OPTIM__RBLOCK, as the step aligns a task's split with statistics): the
+ * segments chunk by chunk, each chunk's parameter copied before its update
+ * and measured after it, as streams.c measures the generic loop (direct
+ * memory: the update measured is the one stored). No element is clamped by
+ * the rule (the update's clipping by d scales the whole tensor). */
+static void optim__af_range_stats(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
+{
+    _Alignas(64) double p0[OPTIM__CHUNK];
+    unsigned char cl[OPTIM__CHUNK];
+    double acc[OPTIM__NSTAT * 16];
+    const optim__factored_fns *f = optim__af_fns(kt, t);
+    const size_t es = optim__af_es(t);
+    char *p = (char *)t->p;
+    const char *g = (const char *)t->g;
+    size_t c, j;
+    memset(cl, 0, sizeof cl);
+    for (c = from; c < to; c += OPTIM__CHUNK) {
+        const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
+        optim__af_seg sg;
+        if (c == from || c % OPTIM__RBLOCK == 0)
+            for (j = 0; j < OPTIM__NSTAT * 16; j++) acc[j] = 0.0;
+        memcpy(p0, p + c * es, len * es);
+        optim__af_seg_start(&sg, c);
+        while (optim__af_next(kt, t, &sg, c + len))
+            f->upd(sg.len, p + sg.e * es, g + sg.e * es, optim__af_row(t, sg.row),
+                   (const char *)t->s[1] + (sg.batch * t->fcols + sg.col) * es, sg.rm, (const optim__k *)t->k);
+        t->stats(len, p0, p + c * es, g + c * es, cl, (const optim__k *)t->k, acc);
+        if (c + len == to || (c + len) % OPTIM__RBLOCK == 0)
+            optim__stats_fold(acc, t->spart + OPTIM__NSTAT * (c / OPTIM__RBLOCK));
+    }
+}
+
 void optim__range_factored(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
 {
     const optim__factored_fns *f;
@@ -197,6 +232,10 @@ void optim__range_factored(const optim__kernels *kt, const optim__task *t, size_
     const char *g;
     if (!t->fcols) {
         optim__range_update(kt, t, from, to);
+        return;
+    }
+    if (t->spart) {
+        optim__af_range_stats(kt, t, from, to);
         return;
     }
     f = optim__af_fns(kt, t);

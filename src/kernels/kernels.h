@@ -334,6 +334,9 @@ void optim__factored_run(const optim__kernels *kt, const optim__task *tasks, siz
 /* Pass C, a range function for optim__run: a factored task row segment by
  * row segment, an unfactored one by optim__range_update. */
 void optim__range_factored(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
+/* A block's statistics lanes (16 per value, optim__stats_fn's layout) folded
+ * into its OPTIM__NSTAT values by the fixed tree (streams.c). */
+void optim__stats_fold(double *acc, double *out);
 
 /* Combine partials in block order into the norm (sum, max; sqrt / p-th root). */
 double optim__norm_finish(const double *partials, size_t nblocks, optim__norm kind, double p);

@@ -202,6 +202,15 @@ static void optim__adafactor_trust(const optim_hparams *hp, const optim__step_in
     u->adafactor.coef = -alpha / denom;
 }
 
+/* Step statistics: the scalar the update u = g / sqrt(v) is multiplied by,
+ * alpha / denom (rho times the parameter's RMS floored at eps2, over the
+ * clipping denominator); trust_ratio NaN, as every rule but LAMB's and LARS's. */
+static void optim__adafactor_stats(const optim__kcommon *c, const union optim__ku *u, optim__kstats *out)
+{
+    (void)c;
+    out->effective_lr = -u->adafactor.coef;
+}
+
 static const optim__rule_def optim__adafactor_def = {
     .id = OPTIM_ADAFACTOR, .name = "adafactor", .torch_name = "Adafactor",
     .uses = OPTIM__USES(LR) | OPTIM__USES(BETA2_DECAY) | OPTIM__USES(EPS1) | OPTIM__USES(EPS_AUTO) |
@@ -209,5 +218,6 @@ static const optim__rule_def optim__adafactor_def = {
     .nslots = 3, .slot_names = {"row_var", "col_var", "variance"},
     .slot_kinds = {OPTIM__SLOT_POSITIVE, OPTIM__SLOT_POSITIVE, OPTIM__SLOT_POSITIVE}, .has_step = 1,
     .defaults = optim__adafactor_defaults, .check = optim__adafactor_check, .slots = optim__adafactor_slots,
-    .prepare = optim__adafactor_prepare, .trust = optim__adafactor_trust, .slot_len = optim__adafactor_slot_len};
+    .prepare = optim__adafactor_prepare, .trust = optim__adafactor_trust, .slot_len = optim__adafactor_slot_len,
+    .stats = optim__adafactor_stats};
 #endif
