@@ -20,23 +20,11 @@ static int ck_produce(void *pctx, optim__ck_emit emit, void *ectx)
     return optim__ck_encode(o, optim__ck_size(o), emit, ectx);
 }
 
-/* Checkpoints store every slot as n elements of its parameter: Adafactor's
- * factored slots (shape-dependent lengths) are not in the format yet. */
-static int ck_rule_ok(optim *o, const char *fn)
-{
-    OPTIM__FAIL_IF(o->rule == OPTIM_ADAFACTOR, &o->err, OPTIM_EUNSUPPORTED,
-                   "%s: adafactor's factored state (row_var, col_var of the parameter's shape) is not in the "
-                   "checkpoint format yet; save it with optim_state_slot_data and optim_state_slot_len",
-                   fn);
-    return OPTIM_OK;
-}
-
 int optim__save_buffer_ops(optim *o, void **data, size_t *size, const optim__ck_ops *ops)
 {
     uint64_t total;
     if (!o) return OPTIM_ENULL;
     OPTIM__FORWARD(optim__sam_guard(o, "optim_save_buffer"));
-    OPTIM__FORWARD(ck_rule_ok(o, "optim_save_buffer"));
     OPTIM__FAIL_IF(!data || !size, &o->err, OPTIM_ENULL, "optim_save_buffer: %s is NULL", !data ? "data" : "size");
     *data = NULL;
     total = optim__ck_size(o);
@@ -54,7 +42,6 @@ int optim__save_ops(optim *o, const char *path, const optim__ck_ops *ops)
 {
     if (!o) return OPTIM_ENULL;
     OPTIM__FORWARD(optim__sam_guard(o, "optim_save"));
-    OPTIM__FORWARD(ck_rule_ok(o, "optim_save"));
     OPTIM__FAIL_IF(!path || !*path, &o->err, OPTIM_ENULL, "optim_save: path is %s", path ? "empty" : "NULL");
     OPTIM__FORWARD(optim__ck_file_replace(path, "optim_save", optim__ck_size(o), ck_produce, o, ops, &o->err));
     return optim__ok(&o->err);
@@ -158,6 +145,24 @@ static int ck_match(optim *o, const optim__ck_plan *pl, optim_match match, const
                                    optim__ck_shape_text(b, sizeof b, pp->ndim, NULL, pp));
             }
         }
+        /* A rule whose slots follow the shape (Adafactor: row_var and col_var over the last two dimensions):
+         * each saved slot's length must be the optimizer's for its shape (given, or none: [n]). */
+        for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+            const size_t want = optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims);
+            if (!((pp->mask >> s) & 1u) || want == pp->len[s]) continue;
+            {
+                char a[96], b[96];
+                return optim__fail(&o->err, OPTIM_EMISMATCH,
+                                   "%s: param %zu '%s': its %s state '%s' holds %zu elements in the checkpoint (shape "
+                                   "%s), %zu for its shape %s in the optimizer (set the shape the state was saved "
+                                   "with: optim_param_set_shape)",
+                                   what, i, pa->name, optim_rule_name(o->rule), optim_rule_slot_name(o->rule, s),
+                                   pp->len[s], pp->shape_given ? optim__ck_shape_text(b, sizeof b, pp->ndim, NULL, pp)
+                                                               : "none given",
+                                   want, pa->dims ? optim__ck_shape_text(a, sizeof a, pa->ndim, pa->dims, NULL)
+                                                  : "none given");
+            }
+        }
         OPTIM__FAIL_IF(pa->group != pp->group, &o->err, OPTIM_EMISMATCH,
                        "%s: param %zu '%s' is in group %zu in the optimizer, %zu in the checkpoint", what, i, pa->name,
                        pa->group, pp->group);
@@ -181,7 +186,7 @@ static int ck_match(optim *o, const optim__ck_plan *pl, optim_match match, const
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((pp->mask >> s) & 1u) || o->params[m->target[j]].st.slot[s]) continue;
             const optim_dtype sdt = o->params[m->target[j]].sdt;
-            m->fresh[j][s] = optim__ck_alloc_elems(ops, pp->n, sdt);
+            m->fresh[j][s] = optim__ck_alloc_elems(ops, pp->len[s], sdt);
             OPTIM__FAIL_IF(!m->fresh[j][s], &o->err, OPTIM_ENOMEM,
                            "%s: param %zu '%s': out of memory for %zu %s of state '%s'", what, m->target[j],
                            o->params[m->target[j]].name, pp->n,
@@ -214,13 +219,15 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
                     pa->st.slot[s] = m->fresh[j][s];
                     m->fresh[j][s] = NULL;
                 }
-                optim__ck_read_elems_as(pa->st.slot[s], pa->sdt, pp->data[s], pp->n, pp->dtype,
+                optim__ck_read_elems_as(pa->st.slot[s], pa->sdt, pp->data[s], pp->len[s], pp->dtype,
                                         optim__rule(o->rule)->slot_kinds[s]);
             } else if (pa->st.slot[s]) {
                 /* Not allocated when saved (the saved options do not need it): reset
                  * it as a fresh allocation would be, but keep the memory, which
                  * bindings may be viewing. */
-                optim__slot_reset(&o->groups[pa->group].hp, pa->n, &pa->st, s, pa->sdt);
+                optim__slot_reset(&o->groups[pa->group].hp,
+                                  optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims), &pa->st, s,
+                                  pa->sdt);
             }
         }
         pa->st.step = pp->step;
@@ -272,7 +279,6 @@ int optim__load_buffer_ops(optim *o, const void *data, size_t size, optim_match 
     int rc;
     if (!o) return OPTIM_ENULL;
     OPTIM__FORWARD(optim__sam_guard(o, "optim_load_buffer"));
-    OPTIM__FORWARD(ck_rule_ok(o, "optim_load"));
     if (!what) what = "buffer";
     OPTIM__FAIL_IF(!data && size > 0, &o->err, OPTIM_ENULL, "optim_load_buffer: data is NULL");
     OPTIM__FAIL_IF(match != OPTIM_MATCH_NAME && match != OPTIM_MATCH_POSITION, &o->err, OPTIM_EINVAL,
