@@ -218,3 +218,21 @@ def test_adafactor_checkpoint_round_trip():
         other[2] = torch.zeros(9, 5, requires_grad=True)
         with pytest.raises(Exception, match="param 2"):
             ot.Adafactor(other).load_checkpoint(path)
+
+
+@pytest.mark.parametrize("kw,dtype,what", [
+    (dict(), torch.float16, "float16 parameters"),
+    (dict(), torch.bfloat16, "bfloat16 parameters"),
+    (dict(master_weights=True), torch.bfloat16, "flags 0x1"),
+    (dict(stochastic_rounding=True), torch.bfloat16, "flags 0x2"),
+    (dict(state_dtype=torch.bfloat16), torch.float32, "bfloat16 state"),
+    (dict(state_dtype="int8"), torch.float32, "int8_block state"),
+    (dict(), torch.complex64, "complex"),
+], ids=["float16", "bfloat16", "master", "sr", "state_bf16", "state_int8", "complex"])
+def test_adafactor_refuses_other_storage_by_name(kw, dtype, what):
+    """The reductions run on float32/float64 memory of the parameter's own type (docs/rules/adafactor.md):
+    the generic precision and state_dtype suites leave Adafactor out for this refusal."""
+    p = torch.zeros(4, 4, dtype=dtype, requires_grad=True)
+    with pytest.raises(Exception, match="adafactor|Adafactor") as e:
+        ot.Adafactor([p], **kw)
+    assert what in str(e.value)
