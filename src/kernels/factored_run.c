@@ -190,6 +190,20 @@ void optim__factored_run(const optim__kernels *kt, const optim__task *tasks, siz
     optim__af_blocks(kt, tasks, count, nblocks, partials, threads, 1);
 }
 
+/* Pass C over elements [from, to) of a factored task: row segment by row segment. */
+static void optim__af_update(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
+{
+    const optim__factored_fns *f = optim__af_fns(kt, t);
+    const size_t es = optim__af_es(t);
+    char *p = (char *)t->p;
+    const char *g = (const char *)t->g;
+    optim__af_seg sg;
+    optim__af_seg_start(&sg, from);
+    while (optim__af_next(kt, t, &sg, to))
+        f->upd(sg.len, p + sg.e * es, g + sg.e * es, optim__af_row(t, sg.row),
+               (const char *)t->s[1] + (sg.batch * t->fcols + sg.col) * es, sg.rm, (const optim__k *)t->k);
+}
+
 /* Pass C of a factored task with statistics (t->spart set; `from` a multiple
  * of OPTIM__RBLOCK, as the step aligns a task's split with statistics): the
  * segments chunk by chunk, each chunk's parameter copied before its update
@@ -201,7 +215,6 @@ static void optim__af_range_stats(const optim__kernels *kt, const optim__task *t
     _Alignas(64) double p0[OPTIM__CHUNK];
     unsigned char cl[OPTIM__CHUNK];
     double acc[OPTIM__NSTAT * 16];
-    const optim__factored_fns *f = optim__af_fns(kt, t);
     const size_t es = optim__af_es(t);
     char *p = (char *)t->p;
     const char *g = (const char *)t->g;
@@ -209,14 +222,10 @@ static void optim__af_range_stats(const optim__kernels *kt, const optim__task *t
     memset(cl, 0, sizeof cl);
     for (c = from; c < to; c += OPTIM__CHUNK) {
         const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
-        optim__af_seg sg;
         if (c == from || c % OPTIM__RBLOCK == 0)
             for (j = 0; j < OPTIM__NSTAT * 16; j++) acc[j] = 0.0;
         memcpy(p0, p + c * es, len * es);
-        optim__af_seg_start(&sg, c);
-        while (optim__af_next(kt, t, &sg, c + len))
-            f->upd(sg.len, p + sg.e * es, g + sg.e * es, optim__af_row(t, sg.row),
-                   (const char *)t->s[1] + (sg.batch * t->fcols + sg.col) * es, sg.rm, (const optim__k *)t->k);
+        optim__af_update(kt, t, c, c + len);
         t->stats(len, p0, p + c * es, g + c * es, cl, (const optim__k *)t->k, acc);
         if (c + len == to || (c + len) % OPTIM__RBLOCK == 0)
             optim__stats_fold(acc, t->spart + OPTIM__NSTAT * (c / OPTIM__RBLOCK));
@@ -225,25 +234,10 @@ static void optim__af_range_stats(const optim__kernels *kt, const optim__task *t
 
 void optim__range_factored(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
 {
-    const optim__factored_fns *f;
-    optim__af_seg sg;
-    size_t es;
-    char *p;
-    const char *g;
-    if (!t->fcols) {
+    if (!t->fcols)
         optim__range_update(kt, t, from, to);
-        return;
-    }
-    if (t->spart) {
+    else if (t->spart)
         optim__af_range_stats(kt, t, from, to);
-        return;
-    }
-    f = optim__af_fns(kt, t);
-    es = optim__af_es(t);
-    p = (char *)t->p;
-    g = (const char *)t->g;
-    optim__af_seg_start(&sg, from);
-    while (optim__af_next(kt, t, &sg, to))
-        f->upd(sg.len, p + sg.e * es, g + sg.e * es, optim__af_row(t, sg.row),
-               (const char *)t->s[1] + (sg.batch * t->fcols + sg.col) * es, sg.rm, (const optim__k *)t->k);
+    else
+        optim__af_update(kt, t, from, to);
 }
