@@ -786,8 +786,8 @@ OPTIM_API int optim_state_slot_data(optim *opt, size_t i, int s, void **data, op
  *  state follows the parameter's shape (OPTIM_ADAFACTOR: row_var holds B*R
  *  elements and col_var B*C for a shape (..., R, C) of two or more
  *  dimensions, B the product of the leading ones, variance none; for fewer
- *  dimensions or no shape, variance n and the factors none). A slot of 0
- *  elements has an allocation of one element that is never read. */
+ *  dimensions or no shape, variance n and the factors none). A slot its
+ *  shape leaves empty is not allocated (optim_state_slot gives NULL). */
 OPTIM_API int optim_state_slot_len(const optim *opt, size_t i, int s, size_t *len);
 /** Slot s of parameter i as n float32 values, whatever its type (a copy into
  *  dst: half types widened exactly, OPTIM_INT8_BLOCK dequantized as a step

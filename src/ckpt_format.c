@@ -255,10 +255,14 @@ static void ck_group(ck_writer *w, const optim *o, size_t g)
  * (optim_set_defer_state) those its group needs, written as fresh state. */
 static unsigned ck_slot_mask(const optim *o, const optim__param *pa)
 {
-    unsigned mask = pa->deferred ? optim_hparams_slots(&o->groups[pa->group].hp) : 0u;
+    const unsigned need = optim_hparams_slots(&o->groups[pa->group].hp);
+    unsigned mask = pa->deferred ? need : 0u;
     int s;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++)
-        if (pa->st.slot[s]) mask |= 1u << s;
+        if (pa->st.slot[s] ||
+            (((need >> s) & 1u) && pa->n > 0 &&
+             optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims) == 0))
+            mask |= 1u << s; /* a slot the shape leaves empty (Adafactor's) is written with 0 elements */
     return mask;
 }
 

@@ -185,6 +185,7 @@ static int ck_match(optim *o, const optim__ck_plan *pl, optim_match match, const
         const optim__ck_param_plan *pp = &pl->params[j];
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((pp->mask >> s) & 1u) || o->params[m->target[j]].st.slot[s]) continue;
+            if (pp->len[s] == 0 && pp->n > 0) continue; /* empty for this shape (Adafactor): never allocated */
             const optim_dtype sdt = o->params[m->target[j]].sdt;
             m->fresh[j][s] = optim__ck_alloc_elems(ops, pp->len[s], sdt);
             OPTIM__FAIL_IF(!m->fresh[j][s], &o->err, OPTIM_ENOMEM,
@@ -214,7 +215,9 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
         const optim__ck_param_plan *pp = &pl->params[j];
         optim__param *pa = &o->params[m->target[j]];
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
-            if ((pp->mask >> s) & 1u) {
+            if (((pp->mask >> s) & 1u) && pp->len[s] == 0 && pp->n > 0) {
+                /* A slot this shape leaves empty (Adafactor): nothing to read, nothing allocated. */
+            } else if ((pp->mask >> s) & 1u) {
                 if (!pa->st.slot[s]) {
                     pa->st.slot[s] = m->fresh[j][s];
                     m->fresh[j][s] = NULL;

@@ -18,12 +18,18 @@
 
 /* ---- Lifetime -------------------------------------------------------------- */
 
-/* Elements of slot s of parameter pa (its rule's length for its shape: a
- * slot of 0 elements is allocated as every slot of a 0-element parameter is,
- * one aligned line never read), and the bytes allocated for it. */
+/* Elements of slot s of parameter pa (its rule's length for its shape), and
+ * the bytes allocated for it. A slot the shape leaves empty (Adafactor's
+ * factors of a vector, its variance of a matrix) is not allocated: its
+ * pointer stays NULL; the slots of a 0-element parameter are allocated (one
+ * aligned line, never read), as for every rule. */
 static size_t optim__pa_slot_len(const optim *o, const optim__param *pa, int s)
 {
     return optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims);
+}
+static int optim__pa_slot_empty(const optim *o, const optim__param *pa, int s)
+{
+    return pa->n > 0 && optim__pa_slot_len(o, pa, s) == 0;
 }
 static size_t optim__pa_slot_alloc(const optim *o, const optim__param *pa, int s)
 {
@@ -179,7 +185,7 @@ static int optim__grow_slots(optim *o, size_t g, const optim_hparams *hp)
         pa->fresh = 0;
         if (pa->group != g || pa->deferred) continue; /* deferred state gets the slots it needs when allocated */
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
-            if (!((need >> s) & 1u) || pa->st.slot[s]) continue;
+            if (!((need >> s) & 1u) || pa->st.slot[s] || optim__pa_slot_empty(o, pa, s)) continue;
             pa->st.slot[s] = (float *)optim__alloc_elems(optim__pa_slot_alloc(o, pa, s), 1);
             if (!pa->st.slot[s]) {
                 size_t j;
@@ -478,7 +484,7 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     need = o->defer_state ? 0u : optim_hparams_slots(hp);
     pa.deferred = o->defer_state;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
-        if (!((need >> s) & 1u)) continue;
+        if (!((need >> s) & 1u) || optim__pa_slot_empty(o, &pa, s)) continue;
         pa.st.slot[s] = (float *)optim__alloc_elems(optim__pa_slot_alloc(o, &pa, s), 1);
         if (!pa.st.slot[s]) {
             optim__param_free_state(&pa);
@@ -651,7 +657,7 @@ static int optim__reshape_state(optim *o, const char *fn, size_t i, size_t ndim,
                    fn, i, pa->name, (long long)pa->st.step, optim_rule_name(o->rule));
     for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
         size_t len = optim__slot_len(o->rule, s, pa->n, ndim, dims);
-        if (!((need >> s) & 1u)) continue;
+        if (!((need >> s) & 1u) || (len == 0 && pa->n > 0)) continue;
         fresh[s] = (float *)optim__alloc_elems(optim__slot_bytes(len, pa->sdt), 1);
         if (!fresh[s]) {
             int t;
@@ -915,6 +921,10 @@ int optim__state_ensure(optim *o, const char *fn, size_t first, size_t last)
         pa->fresh = 0;
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((need >> s) & 1u) || pa->st.slot[s]) continue; /* optim_load may have filled some */
+            if (optim__pa_slot_empty(o, pa, s)) { /* none for this shape: ready, as add_param's fill leaves it */
+                pa->fresh |= 1u << s;
+                continue;
+            }
             pa->st.slot[s] = (float *)optim__alloc_elems(optim__pa_slot_alloc(o, pa, s), 1);
             if (!pa->st.slot[s]) {
                 for (j = first; j <= i; j++) {

@@ -95,9 +95,9 @@ typedef struct optim__rule_def {
     int sparse_in_order;     /* takes repeated rows (adjacent), applied one entry after another (SGD:
                                 torch adds an uncoalesced gradient entry by entry) */
     /* Elements of slot s for a parameter of n elements and shape dims[ndim]
-     * (ndim 0: none given); NULL: n for every slot. A slot of 0 elements is
-     * allocated (one element, never read) but holds nothing (Adafactor's
-     * factored slots depend on the shape). */
+     * (ndim 0: none given); NULL: n for every slot. A slot of 0 elements of
+     * a parameter of n > 0 is not allocated (Adafactor's factored slots
+     * depend on the shape). */
     size_t (*slot_len)(int s, size_t n, size_t ndim, const int64_t *dims);
 } optim__rule_def;
 
