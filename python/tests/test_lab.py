@@ -490,7 +490,7 @@ def test_precision_same_seed_same_numbers(exe, tmp_path, synthetic):
 
 # The issue's rules present on this branch (the table grows to lion, lamb, lars, adafactor, sf_adamw, sf_sgd, muon,
 # adamw as the rules land) and the baselines.
-MODERN_RULES = ["lion", "lamb", "lars", "sf_adamw", "sf_sgd", "adamw", "adam", "momentum"]
+MODERN_RULES = ["lion", "lamb", "lars", "adafactor", "sf_adamw", "sf_sgd", "adamw", "adam", "momentum"]
 
 
 def _modern_run(exe, out, synthetic, seed=1):
@@ -545,7 +545,7 @@ def test_modern_quick(modern_run):
         assert o["verdict"] == want, (r, d, noise)
         assert o["label"] in o["verdict_text"]
     newer = [r for r in MODERN_RULES if not m[r]["baseline"]]
-    assert newer == ["lion", "lamb", "lars", "sf_adamw", "sf_sgd"]
+    assert newer == ["lion", "lamb", "lars", "adafactor", "sf_adamw", "sf_sgd"]
     assert m["finding"]["held"] is all(m[r]["verdict"] != "behind" for r in newer)
     # The surfaces: every rule on each of trajectories' six, at an lr of the grid.
     assert list(m["surfaces"]) == ["bowl", "rosenbrock", "beale", "himmelblau", "saddle", "ill-conditioned"]
