@@ -255,10 +255,14 @@ static void ck_group(ck_writer *w, const optim *o, size_t g)
  * (optim_set_defer_state) those its group needs, written as fresh state. */
 static unsigned ck_slot_mask(const optim *o, const optim__param *pa)
 {
-    unsigned mask = pa->deferred ? optim_hparams_slots(&o->groups[pa->group].hp) : 0u;
+    const unsigned need = optim_hparams_slots(&o->groups[pa->group].hp);
+    unsigned mask = pa->deferred ? need : 0u;
     int s;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++)
-        if (pa->st.slot[s]) mask |= 1u << s;
+        if (pa->st.slot[s] ||
+            (((need >> s) & 1u) && pa->n > 0 &&
+             optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims) == 0))
+            mask |= 1u << s; /* a slot the shape leaves empty (Adafactor's) is written with 0 elements */
     return mask;
 }
 
@@ -295,16 +299,18 @@ static void ck_param(ck_writer *w, const optim *o, size_t i)
     ck_u32(w, mask);
     for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
         int init;
+        /* n elements, but for a rule whose slots follow the shape written above (Adafactor's factors). */
+        const size_t sn = optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims);
         if (!((mask >> s) & 1u)) continue;
         ck_u32(w, (uint32_t)pa->sdt); /* format 3: the slot's element type */
         if (pa->sdt == OPTIM_INT8_BLOCK && pa->st.slot[s])
-            ck_q8(w, pa->st.slot[s], pa->n);
+            ck_q8(w, pa->st.slot[s], sn);
         else if (pa->sdt == OPTIM_INT8_BLOCK)
-            ck_q8_fill(w, optim__slot_initial(hp, s, &init), pa->n, optim__rule(o->rule)->slot_kinds[s]);
+            ck_q8_fill(w, optim__slot_initial(hp, s, &init), sn, optim__rule(o->rule)->slot_kinds[s]);
         else if (pa->st.slot[s])
-            ck_elems(w, pa->st.slot[s], pa->n, pa->sdt);
+            ck_elems(w, pa->st.slot[s], sn, pa->sdt);
         else
-            ck_fill(w, optim__slot_initial(hp, s, &init), pa->n, pa->sdt);
+            ck_fill(w, optim__slot_initial(hp, s, &init), sn, pa->sdt);
     }
 }
 
@@ -938,6 +944,14 @@ static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const
     OPTIM__FAIL_IF(n != pp->n || n > OPTIM__CK_MAX_NUMEL, err, OPTIM_EFORMAT, "%s: n = %llu", where,
                    (unsigned long long)n);
     pp->dtype = OPTIM_FLOAT32;
+    {
+        /* Each slot's elements: n, or the rule's length for the shape given (ck_param). */
+        int64_t dims[OPTIM_MAX_NDIM];
+        size_t k;
+        for (k = 0; pp->shape_given && k < pp->ndim; k++) dims[k] = (int64_t)optim__ck_dim(pp, k);
+        for (s = 0; s < nslots; s++)
+            pp->len[s] = optim__slot_len(pl->rule, (int)s, pp->n, pp->shape_given ? pp->ndim : 0, dims);
+    }
     for (s = 0; s < nslots; s++) {
         size_t size;
         if (!((pp->mask >> s) & 1u)) continue;
@@ -957,15 +971,16 @@ static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const
             pp->dtype = (optim_dtype)dt;
         }
         size = optim_dtype_size(pp->dtype);
-        OPTIM__FAIL_IF(pp->n > SIZE_MAX / 8 || !ck_has(r, optim__ck_slot_bytes(pp->n, pp->dtype)), err, OPTIM_EFORMAT,
-                       "%s: slot %s runs past the section", where, optim_rule_slot_name(pl->rule, (int)s));
+        OPTIM__FAIL_IF(pp->len[s] > SIZE_MAX / 8 || !ck_has(r, optim__ck_slot_bytes(pp->len[s], pp->dtype)), err,
+                       OPTIM_EFORMAT, "%s: slot %s runs past the section", where,
+                       optim_rule_slot_name(pl->rule, (int)s));
         (void)size;
         pp->data[s] = r->p + r->pos;
         if (pp->dtype == OPTIM_INT8_BLOCK)
-            OPTIM__FORWARD(ck_check_scales(pp->data[s] + pp->n, pp->n, where, optim_rule_slot_name(pl->rule, (int)s),
-                                           err));
-        r->pos += optim__ck_slot_bytes(pp->n, pp->dtype);
-        pl->state_floats += pp->n;
+            OPTIM__FORWARD(ck_check_scales(pp->data[s] + pp->len[s], pp->len[s], where,
+                                           optim_rule_slot_name(pl->rule, (int)s), err));
+        r->pos += optim__ck_slot_bytes(pp->len[s], pp->dtype);
+        pl->state_floats += pp->len[s];
     }
     return OPTIM_OK;
 }

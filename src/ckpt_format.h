@@ -97,6 +97,7 @@ typedef struct optim__ck_param_plan {
     double mu_product;
     unsigned initialized, mask;
     const unsigned char *data[OPTIM_MAX_SLOTS]; /* slot data: optim__ck_slot_bytes of dtype (optim__ck_read_elems) */
+    size_t len[OPTIM_MAX_SLOTS];                /* each slot's elements: n, or its rule's for the shape (Adafactor) */
     optim_dtype dtype;                          /* the slots' element type (float32 before format 3) */
 } optim__ck_param_plan;
 

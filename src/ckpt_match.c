@@ -149,6 +149,24 @@ static int ck_match(optim *o, const optim__ck_plan *pl, optim_match match, const
                                    optim__ck_shape_text(b, sizeof b, pp->ndim, NULL, pp));
             }
         }
+        /* A rule whose slots follow the shape (Adafactor: row_var and col_var over the last two dimensions):
+         * each saved slot's length must be the optimizer's for its shape (given, or none: [n]). */
+        for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+            const size_t want = optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims);
+            if (!((pp->mask >> s) & 1u) || want == pp->len[s]) continue;
+            {
+                char a[96], b[96];
+                return optim__fail(&o->err, OPTIM_EMISMATCH,
+                                   "%s: param %zu '%s': its %s state '%s' holds %zu elements in the checkpoint (shape "
+                                   "%s), %zu for its shape %s in the optimizer (set the shape the state was saved "
+                                   "with: optim_param_set_shape)",
+                                   what, i, pa->name, optim_rule_name(o->rule), optim_rule_slot_name(o->rule, s),
+                                   pp->len[s], pp->shape_given ? optim__ck_shape_text(b, sizeof b, pp->ndim, NULL, pp)
+                                                               : "none given",
+                                   want, pa->dims ? optim__ck_shape_text(a, sizeof a, pa->ndim, pa->dims, NULL)
+                                                  : "none given");
+            }
+        }
         OPTIM__FAIL_IF(pa->group != pp->group, &o->err, OPTIM_EMISMATCH,
                        "%s: param %zu '%s' is in group %zu in the optimizer, %zu in the checkpoint", what, i, pa->name,
                        pa->group, pp->group);
@@ -200,8 +218,9 @@ static int ck_match(optim *o, const optim__ck_plan *pl, optim_match match, const
         const optim__ck_param_plan *pp = &pl->params[j];
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((pp->mask >> s) & 1u) || o->params[m->target[j]].st.slot[s]) continue;
+            if (pp->len[s] == 0 && pp->n > 0) continue; /* empty for this shape (Adafactor): never allocated */
             const optim_dtype sdt = o->params[m->target[j]].sdt;
-            m->fresh[j][s] = optim__ck_alloc_elems(ops, pp->n, sdt);
+            m->fresh[j][s] = optim__ck_alloc_elems(ops, pp->len[s], sdt);
             OPTIM__FAIL_IF(!m->fresh[j][s], &o->err, OPTIM_ENOMEM,
                            "%s: param %zu '%s': out of memory for %zu %s of state '%s'", what, m->target[j],
                            o->params[m->target[j]].name, pp->n,
@@ -229,18 +248,22 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
         const optim__ck_param_plan *pp = &pl->params[j];
         optim__param *pa = &o->params[m->target[j]];
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
-            if ((pp->mask >> s) & 1u) {
+            if (((pp->mask >> s) & 1u) && pp->len[s] == 0 && pp->n > 0) {
+                /* A slot this shape leaves empty (Adafactor): nothing to read, nothing allocated. */
+            } else if ((pp->mask >> s) & 1u) {
                 if (!pa->st.slot[s]) {
                     pa->st.slot[s] = m->fresh[j][s];
                     m->fresh[j][s] = NULL;
                 }
-                optim__ck_read_elems_as(pa->st.slot[s], pa->sdt, pp->data[s], pp->n, pp->dtype,
+                optim__ck_read_elems_as(pa->st.slot[s], pa->sdt, pp->data[s], pp->len[s], pp->dtype,
                                         optim__rule(o->rule)->slot_kinds[s]);
             } else if (pa->st.slot[s]) {
                 /* Not allocated when saved (the saved options do not need it): reset
                  * it as a fresh allocation would be, but keep the memory, which
                  * bindings may be viewing. */
-                optim__slot_reset(&o->groups[pa->group].hp, pa->n, &pa->st, s, pa->sdt);
+                optim__slot_reset(&o->groups[pa->group].hp,
+                                  optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims), &pa->st, s,
+                                  pa->sdt);
             }
         }
         pa->st.step = pp->step;

@@ -394,7 +394,7 @@ static int p_check_configs(const pcfg *cfgs, size_t ncfg, int steps, const char 
         pdata d;
         if (pdata_init(&d, &cfgs[k], steps, test_seed() ^ (0xd00d + k))) return 1;
         /* Every rule natively; every T_SAMPLE-th under AddressSanitizer (typed.h), which looks for memory errors. */
-        for (rule = 1; rule <= OPTIM_RULE_COUNT; rule += T_SAMPLE) if (test_rule_dense(rule)) {
+        for (rule = 1; rule <= OPTIM_RULE_COUNT; rule += T_SAMPLE) if (test_rule_any_type(rule)) {
             pout ref, got;
             /* LAMB's pass 2 reads the moments its pass 1 stored, rounded to the state's type (as torch reads a
              * bfloat16 exp_avg), not the round-after-the-step model of p_reference: with such state, the

@@ -210,7 +210,8 @@ void t_q8_dequantize(float *x, const void *slot, size_t n, int kind)
 
 int t_q8_kind(optim_rule rule, int slot)
 {
-    static const char *const positive[] = {"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg", "exp_inf", "step_size"};
+    static const char *const positive[] = {"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg", "exp_inf", "step_size",
+                                           "row_var", "col_var", "variance"}; /* second moments (Adafactor) */
     const char *name = optim_rule_slot_name(rule, slot);
     size_t k;
     if (!name) return T_Q8_SIGNED;
@@ -428,9 +429,11 @@ int t_run(const optim_hparams *hps, int clip, const tmodel *init, const tgrads *
             for (s = 0; s < optim_rule_slot_count(hp->rule); s++) {
                 void *data = NULL;
                 int held = 0;
+                size_t len = 0;
                 ASSERT_OPT_OK(o, optim_state_slot_data(o, i, s, &data, NULL, &held));
                 if (!data || !held) continue;
-                for (j = 0; j < init->n[i]; j++) {
+                ASSERT_OPT_OK(o, optim_state_slot_len(o, i, s, &len)); /* Adafactor's factors: fewer than n */
+                for (j = 0; j < len; j++) {
                     int which = t_nonfinite_at(j, 200 + s);
                     if (which >= 0 && j % 3 == 0) t_set_nonfinite(out->sdt, data, j, which);
                 }
@@ -448,10 +451,12 @@ int t_run(const optim_hparams *hps, int clip, const tmodel *init, const tgrads *
             optim_dtype dt = out->sdt;
             if (s < optim_rule_slot_count(hp->rule)) ASSERT_OPT_OK(o, optim_state_slot_data(o, i, s, &data, &dt, NULL));
             if (dt != out->sdt) FAIL("state of type %s, expected %s", optim_dtype_name(dt), optim_dtype_name(out->sdt));
-            if (data)
-                memcpy(out->s[i][s], data, t_bytes(out->sdt, init->n[i]));
-            else
-                memset(out->s[i][s], 0, t_bytes(out->sdt, init->n[i]));
+            memset(out->s[i][s], 0, t_bytes(out->sdt, init->n[i]));
+            if (data) {
+                size_t len = init->n[i]; /* Adafactor's factored slots: fewer (optim_state_slot_len) */
+                ASSERT_OPT_OK(o, optim_state_slot_len(o, i, s, &len));
+                memcpy(out->s[i][s], data, t_bytes(out->sdt, len < init->n[i] ? len : init->n[i]));
+            }
         }
     }
     optim_free(o);

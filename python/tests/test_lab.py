@@ -494,7 +494,7 @@ def test_precision_same_seed_same_numbers(exe, tmp_path, synthetic):
 
 # The issue's rules present on this branch (the table grows to lion, lamb, lars, adafactor, sf_adamw, sf_sgd, muon,
 # adamw as the rules land) and the baselines.
-MODERN_RULES = ["lion", "lamb", "lars", "sf_adamw", "sf_sgd", "muon", "adamw", "adam", "momentum"]
+MODERN_RULES = ["lion", "lamb", "lars", "adafactor", "sf_adamw", "sf_sgd", "muon", "adamw", "adam", "momentum"]
 
 
 def _modern_run(exe, out, synthetic, seed=1):
@@ -561,7 +561,7 @@ def test_modern_quick(modern_run):
     assert any(line.startswith("muon,%g,1," % m["muon"]["lr"]) for line in
                (out / "modern_ratio.csv").read_text().splitlines())
     newer = [r for r in MODERN_RULES if not m[r]["baseline"]]
-    assert newer == ["lion", "lamb", "lars", "sf_adamw", "sf_sgd", "muon"]
+    assert newer == ["lion", "lamb", "lars", "adafactor", "sf_adamw", "sf_sgd", "muon"]
     assert m["rules_absent"] == []  # CI builds liboptim_muon: Muon is run, never left out
     assert m["finding"]["held"] is all(m[r]["verdict"] != "behind" for r in newer)
     # The surfaces: every rule on each of trajectories' six, at an lr of the grid.

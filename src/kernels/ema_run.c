@@ -34,6 +34,12 @@ static void optim__ema_span(const optim__kernels *kt, const optim__task *t, size
 
 void optim__range_update_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
 {
+    optim__range_then_ema(kt, t, from, to, optim__range_update);
+}
+
+void optim__range_then_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to,
+                           optim__range_fn update)
+{
     optim__task u = *t; /* the same task without its EMA stream: the update exactly as without one */
     size_t c = from;
     u.ema = NULL;
@@ -42,7 +48,7 @@ void optim__range_update_ema(const optim__kernels *kt, const optim__task *t, siz
     while (c < to) {
         size_t e = (c / OPTIM__RBLOCK + 1) * OPTIM__RBLOCK;
         if (e > to) e = to;
-        optim__range_update(kt, &u, c, e);
+        update(kt, &u, c, e);
         optim__ema_span(kt, t, c, e);
         c = e;
     }

@@ -100,6 +100,26 @@ typedef struct optim__rloops {
     unsigned (*red_reads)(unsigned variant);
 } optim__rloops;
 
+/* Adafactor's passes (src/rules/adafactor.h, kernels_factored.h, run by
+ * factored_run.c) for one compute type, over direct memory (pointers at the
+ * first element of the span, in the compute type): var, pass A of an
+ * unfactored span (variance = lerp(variance, d^2, w)); rows, pass A of nrows
+ * rows of C elements (one row factor each); cols, pass A of nc columns of
+ * one batch of nr rows, C apart (one column factor each); rmean, a batch's
+ * clamped mean row factor; usq, pass B's sum of u^2 over a span (var NULL:
+ * factored, row factor rvj, column factors cv, clamped mean rm); upd, pass C
+ * over one row's segment of a factored tensor. */
+#define OPTIM__AF_COLS 256 /* the most columns of one cols call (its sums live on the stack) */
+typedef struct optim__factored_fns {
+    void (*var)(size_t n, const void *g, void *var, const optim__k *k);
+    void (*rows)(size_t nrows, size_t C, const void *g, void *rv, const optim__k *k);
+    void (*cols)(size_t nr, size_t C, size_t nc, const void *g, void *cv, const optim__k *k);
+    double (*rmean)(size_t nr, const void *rv, const optim__k *k);
+    double (*usq)(size_t n, const void *p, const void *g, const void *var, double rvj, const void *cv, double rm,
+                  const optim__k *k);
+    void (*upd)(size_t n, void *p, const void *g, double rvj, const void *cv, double rm, const optim__k *k);
+} optim__factored_fns;
+
 /* ---- Step statistics (include/optim_stats.h) ------------------------------------ */
 
 /* Values per reduction block of a step with statistics: the sums of
@@ -216,6 +236,7 @@ typedef struct optim__kernels {
     optim__util_fn scale;                                 /* x = x * a (clip_grad_norm_ on the gradients) */
     optim__util_fn clamp;                                 /* x = clamp(x, a, b), NaN kept (clip_grad_value_) */
     optim__vec_fns vec[OPTIM__NCTYPES];                   /* optim_vec.h, by compute type */
+    optim__factored_fns factored[OPTIM__NCTYPES];         /* Adafactor's passes, by compute type */
     optim__stats_fn stats[OPTIM__NCTYPES];                /* step statistics, by compute type */
     /* By rule and compute type: the rules of OPTIM__CLAMP_LIST; NULL for the others. */
     optim__clampflag_fn clampflag[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
@@ -285,6 +306,10 @@ typedef struct optim__task {
      * constants ek, in spans of OPTIM__RBLOCK (ema_run.c). Dense tasks only. */
     void *ema;
     const optim__ema_k *ek;
+    /* Adafactor: rows and columns of the last two dimensions of a tensor of
+     * two or more (frows * fcols divides n: n / (frows * fcols) batches);
+     * fcols 0: unfactored (the rule's generic loop runs pass C). */
+    size_t frows, fcols;
     /* Reductions: */
     optim_dtype gtype; /* the gradient's element type */
     const float *w;    /* x = (|w| + eta) g when not NULL (ASAM), else x = g */
@@ -318,6 +343,10 @@ void optim__range_update(const optim__kernels *kt, const optim__task *t, size_t 
  * optim_ema_swap's exchange (t->k: an int, 1 into the EMA, 0 back; t->s[0]:
  * the stash of a 16-bit parameter, t->copy the 16-bit copy of a master). */
 void optim__range_update_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
+/* The same with another update pass (Adafactor's factored pass C): update(t without its EMA) span by span,
+ * each span averaged after it. */
+void optim__range_then_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to,
+                           optim__range_fn update);
 void optim__range_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
 void optim__range_ema_swap(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
 void optim__range_sam_perturb(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
@@ -351,6 +380,20 @@ void optim__vdot_run(const optim__kernels *kt, optim__ctype ct, const optim__tas
 void optim__reduce_rule_run(const optim__task *tasks, size_t count, size_t nblocks, double *partials, int threads);
 /* The same for one block of one task, serially: its two sums into out[0..2). */
 void optim__reduce_rule_block(const optim__task *t, size_t off, size_t len, double *out);
+
+/* Adafactor's passes A and B over tasks[0..count) (their bstart the running
+ * sums of their block counts; n == 0: skipped): partials[2 b] receives block
+ * b's sum of p^2 and partials[2 b + 1] its sum of u^2 from the state pass A
+ * left (variance, or row_var and col_var, updated meanwhile). Spans fixed
+ * by the shape and the blocks: the same bits for any thread count and path. */
+void optim__factored_run(const optim__kernels *kt, const optim__task *tasks, size_t count, size_t nblocks,
+                         double *partials, int threads);
+/* Pass C, a range function for optim__run: a factored task row segment by
+ * row segment, an unfactored one by optim__range_update. */
+void optim__range_factored(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
+/* A block's statistics lanes (16 per value, optim__stats_fn's layout) folded
+ * into its OPTIM__NSTAT values by the fixed tree (streams.c). */
+void optim__stats_fold(double *acc, double *out);
 
 /* Combine partials in block order into the norm (sum, max; sqrt / p-th root). */
 double optim__norm_finish(const double *partials, size_t nblocks, optim__norm kind, double p);

@@ -77,6 +77,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #include "kernels_math.h"
 #include "kernels_vec.h"
 #include "kernels_ema.h"
+#include "kernels_factored.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -87,6 +88,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #include "kernels_math.h"
 #include "kernels_vec.h"
 #include "kernels_ema.h"
+#include "kernels_factored.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -157,6 +159,10 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
         .clamp = optim__clamp_fn,                                                                           \
         .vec = {[OPTIM__CT_F32] = {optim__vdot_f32, optim__vaxpy_f32, optim__vscale_f32},                   \
                 [OPTIM__CT_F64] = {optim__vdot_f64, optim__vaxpy_f64, optim__vscale_f64}},                  \
+        .factored = {[OPTIM__CT_F32] = {optim__af_var_f32, optim__af_rows_f32, optim__af_cols_f32,         \
+                                        optim__af_rmean_f32, optim__af_usq_f32, optim__af_upd_f32},        \
+                     [OPTIM__CT_F64] = {optim__af_var_f64, optim__af_rows_f64, optim__af_cols_f64,         \
+                                        optim__af_rmean_f64, optim__af_usq_f64, optim__af_upd_f64}},       \
         .stats = {[OPTIM__CT_F32] = optim__stats_f32, [OPTIM__CT_F64] = optim__stats_f64},                  \
         .clampflag = {OPTIM__CLAMP_LIST(OPTIM__CLAMPFLAGS)},                                                \
         .ema = {[OPTIM__CT_F32] = optim__ema_f32, [OPTIM__CT_F64] = optim__ema_f64},                        \

@@ -306,7 +306,7 @@ static void optim__update_rows(const optim__task *t, size_t from, size_t to)
 
 /* Fold a block's lanes (16 per value, stats_fn's layout) into its
  * OPTIM__NSTAT values by a fixed tree: 16 -> 8 -> 4 -> 2 -> 1. */
-static void optim__stats_fold(double *acc, double *out)
+void optim__stats_fold(double *acc, double *out)
 {
     size_t j, l;
     int v;

@@ -27,9 +27,8 @@
 /* The rules, in report order: the newer ones, then the baselines. ONE line
  * per rule: key, label, rule, settings besides lr (library names), the MLP's
  * lr grid (ascending), biases without decay, hooks {create, set_eval},
- * baseline. Not here yet: Adafactor (not merged). A rule whose optimizer is
- * more than one object (Muon: an object has one rule) builds its parts in its
- * create hook (lab_opt, lab.h). */
+ * baseline. A rule whose optimizer is more than one object (Muon: an object
+ * has one rule) builds its parts in its create hook (lab_opt, lab.h). */
 
 /* The schedule-free rules evaluate at x and take gradients at y
  * (include/optim_schedule_free.h). A library error here is a bug of the lab. */
@@ -37,6 +36,22 @@ static void sf_set_eval(optim *opt, int eval)
 {
     lab_check(eval ? optim_schedule_free_eval(opt) : optim_schedule_free_train(opt), "the schedule-free switch",
               optim_errmsg(opt));
+}
+
+/* Adafactor factors the second moment of each weight matrix over its rows and columns: the plain optimizer,
+ * then each matrix's shape (optim_param_set_shape, before any step; the biases stay vectors). */
+static void adafactor_create(lab_opt *o, const optim_hparams *hp, const lab_tensor *t, size_t n,
+                             int vectors_no_decay)
+{
+    optim *opt = lab_opt_create(hp, t, n, vectors_no_decay);
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (t[i].rows > 1) {
+            const int64_t shape[2] = {(int64_t)t[i].rows, (int64_t)t[i].cols};
+            lab_check(optim_param_set_shape(opt, i, 2, shape), "optim_param_set_shape", optim_errmsg(opt));
+        }
+    o->part[0] = opt;
+    o->nparts = 1;
 }
 
 const lab_modern_rule lab_modern_rules[] = {
@@ -47,6 +62,8 @@ const lab_modern_rule lab_modern_rules[] = {
     /* LARS: momentum 0.9, weight decay 1e-4 (switches the ratio on), trust_coeff 1e-3: the step is
      * lr * 1e-3 * ||p|| before momentum. */
     {"lars", "LARS", OPTIM_LARS, "momentum=0.9,weight_decay=0.0001", {0.1, 0.3, 1, 3}, 1, {NULL, NULL}, 0},
+    /* Adafactor: torch 2.x's defaults; lr caps the relative step (the step is min(lr, 1/sqrt(t)) * RMS(p)). */
+    {"adafactor", "Adafactor", OPTIM_ADAFACTOR, "", {3e-3, 1e-2, 3e-2, 1e-1}, 0, {adafactor_create, NULL}, 0},
     /* Schedule-free (Defazio et al. 2024): the reference's defaults (AdamW lr 0.0025, SGD lr 1, momentum 0.9),
      * no schedule; evaluated at x. */
     {"sf_adamw", "AdamW (schedule-free)", OPTIM_ADAMW_SCHEDULE_FREE, "", {1e-3, 2.5e-3, 1e-2, 3e-2}, 0,
