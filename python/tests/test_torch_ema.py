@@ -253,3 +253,26 @@ def test_complex_average_carried(dtype, seed, tmp_path):
     a.grad = None
     opt.step()  # rebuilds the C object: a's average carried, then averaged once more
     assert torch.equal(opt.ema_state()["averages"][0], 0.9 * ref + (1 - 0.9) * a.detach())
+
+
+def test_sam_carries_the_average(seed):
+    """SAM over a class with ema_decay=: only second_step averages; SAM.state_dict holds the base optimizer's
+    'optim_ema' and SAM.load_state_dict must hand it on (the review of the EMA merge found it dropped: the loaded
+    SAM had no EMA)."""
+    torch.manual_seed(seed)
+    a = torch.nn.Parameter(torch.randn(10))
+    opt = ot.SAM([a], ot.SGD, lr=0.1, rho=0.05, ema_decay=0.5)
+    ref = None
+    for s in range(3):
+        a.grad = torch.randn(10)
+        opt.first_step(zero_grad=True)
+        a.grad = torch.randn(10)
+        opt.second_step()
+        now = a.detach().clone()
+        ref = now if s == 0 else 0.5 * ref + 0.5 * now
+    want = opt.base_optimizer.ema_state()
+    assert want["count"] == 3 and torch.equal(want["averages"][0], ref)
+    o2 = ot.SAM([torch.nn.Parameter(a.detach().clone())], ot.SGD, lr=0.1, rho=0.05)
+    o2.load_state_dict(opt.state_dict())
+    got = o2.base_optimizer.ema_state()
+    assert got is not None and got["count"] == 3 and torch.equal(got["averages"][0], ref)
