@@ -276,3 +276,27 @@ def test_sam_carries_the_average(seed):
     o2.load_state_dict(opt.state_dict())
     got = o2.base_optimizer.ema_state()
     assert got is not None and got["count"] == 3 and torch.equal(got["averages"][0], ref)
+
+
+def test_add_param_group_while_swapped(seed):
+    """add_param_group while the parameters hold the averages is refused before anything changes (the review of
+    the EMA merge found the group added to param_groups and to C, then its parameters refused by C with an
+    OptimError: the optimizer left with a group C did not have the parameters of)."""
+    torch.manual_seed(seed)
+    a, b = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(3))
+    opt = ot.SGD([a], lr=0.1, ema_decay=0.5)
+    for _ in range(3):
+        a.grad = torch.randn(5)
+        opt.step()
+    opt.swap_ema()
+    with pytest.raises(RuntimeError, match="swap_ema"):
+        opt.add_param_group({"params": [b]})
+    assert len(opt.param_groups) == 1
+    opt.swap_ema()
+    opt.add_param_group({"params": [b], "lr": 0.2})
+    avg = opt.ema_state()["averages"]
+    a.grad, b.grad = torch.randn(5), torch.randn(3)
+    opt.step()
+    st = opt.ema_state()
+    assert st["count"] == 4 and len(st["averages"]) == 2
+    assert torch.equal(st["averages"][1], 0.5 * avg[1] + 0.5 * b.detach())
