@@ -300,3 +300,28 @@ def test_add_param_group_while_swapped(seed):
     st = opt.ema_state()
     assert st["count"] == 4 and len(st["averages"]) == 2
     assert torch.equal(st["averages"][1], 0.5 * avg[1] + 0.5 * b.detach())
+
+
+def test_edit_of_param_groups_while_swapped(seed):
+    """A hand edit of param_groups while swapped: swap_ema() still swaps back (the review of the EMA merge found
+    it refused, 'call swap_ema() again', by the rebuild it ran first: the trained weights stranded in C), and the
+    next step takes the edit (the new tensor's average starts from its value)."""
+    torch.manual_seed(seed)
+    a, b = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(3))
+    opt = ot.SGD([a], lr=0.1, ema_decay=0.5)
+    for _ in range(3):
+        a.grad = torch.randn(5)
+        opt.step()
+    w, avg = a.detach().clone(), opt.ema_state()["averages"][0]
+    assert opt.swap_ema() is True
+    opt.param_groups[0]["params"].append(b)
+    assert opt.ema_state()["swapped"] is True
+    assert opt.swap_ema() is False
+    assert torch.equal(a.detach(), w)
+    b0 = b.detach().clone()
+    a.grad, b.grad = torch.randn(5), torch.randn(3)
+    opt.step()
+    st = opt.ema_state()
+    assert st["count"] == 4 and len(st["averages"]) == 2
+    assert torch.equal(st["averages"][0], 0.5 * avg + 0.5 * a.detach())
+    assert torch.equal(st["averages"][1], 0.5 * b0 + 0.5 * b.detach())

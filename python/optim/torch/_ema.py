@@ -189,7 +189,11 @@ def swap(opt):
     c = opt._c
     with c.lock:
         sam_guard(c, "swap_ema")
-        c = sync(opt)
+        if not swapped(c):
+            # Swapping back runs on the object that swapped in, over its tensors: an edit of param_groups made
+            # meanwhile is taken by the next sync (a rebuild is refused while swapped, so syncing here first
+            # left no way back to the trained weights).
+            c = sync(opt)
         if not c.h.get_ema()[0]:
             raise RuntimeError("%s.swap_ema: the EMA is off (ema_decay=None); give ema_decay= or call set_ema()"
                                % c.owner)
@@ -213,7 +217,8 @@ def state(opt):
     from ._members import sync
     c = opt._c
     with c.lock:
-        c = sync(opt)
+        if not swapped(c):  # while swapped: the object that swapped (no rebuild then), as swap()
+            c = sync(opt)
         on, decay, warmup, count, sw = c.h.get_ema()
         if not on:
             return None
