@@ -3,6 +3,7 @@
  * hook that combines its norms with the other ranks'), freeing, pointers and
  * facts. The reduction and the steps are mpi_step.c's. */
 #include "mpi_internal.h"
+#include "optim_ema.h"
 #include "optim_precision.h"
 #include "optim_schedule.h"
 
@@ -271,6 +272,18 @@ static int dm_copy_model(optim_mpi *d, optim *opt)
     if (!d->names || !d->group || !d->p || !d->g || !d->shape_given || !d->ndim || !d->dims || !d->ready || !d->pdt ||
         !d->gdt || !d->sdt || !d->piece_of || !d->flags)
         return dm_fail(d, OPTIM_ENOMEM, "out of memory");
+    {
+        /* The EMA of the weights (include/optim_ema.h): the local optimizers, gathers and checkpoints do not
+         * carry the averages; refused by name, never dropped (the parameters would match one process's bits). */
+        int ema_on = 0;
+        double ema_decay = 0.0;
+        if (optim_get_ema(opt, &ema_on, &ema_decay, NULL, NULL, NULL) != OPTIM_OK || ema_on)
+            return dm_fail(d, OPTIM_EUNSUPPORTED,
+                           "the optimizer has an EMA of the weights (optim_set_ema, decay %.10g); liboptim_mpi does "
+                           "not carry it yet (turn it off with optim_ema_off, or average the gathered parameters "
+                           "yourself)",
+                           ema_decay);
+    }
     for (i = 0; i < d->nparams; i++) {
         optim_param_info info;
         int64_t dims[OPTIM_MAX_NDIM];

@@ -216,3 +216,112 @@ def test_layouts_and_bfloat16(seed):
     assert torch.equal(a, refs[0]) and torch.equal(b, refs[1]) and torch.equal(c, refs[2].to(torch.bfloat16))
     opt.swap_ema()
     assert all(torch.equal(p, q) for p, q in zip((a, b, c), before))
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=["complex64", "complex128"])
+def test_complex_average_carried(dtype, seed, tmp_path):
+    """A complex parameter's average (kept as its real view's pairs): exact, and carried by state_dict, pickling,
+    deepcopy, a rebuilt C object and a checkpoint into a fresh optimizer, also when its state is kept in another
+    layout than the parameter's (a transposed parameter, contiguous gradients: SGD's momentum takes the gradient's
+    layout). The review of the EMA merge found every one of these restores failing (the average written through
+    the real type: 'view_as_real is only supported for complex tensors') and the checkpoint's average left in the
+    live layout (other values in other places)."""
+    torch.manual_seed(seed)
+    a = torch.nn.Parameter(torch.randn(3, 4, dtype=dtype).t())
+    opt = ot.SGD([a], lr=1e-2, momentum=0.9, ema_decay=0.9)
+    ref = None
+    for s in range(5):
+        a.grad = torch.randn(4, 3, dtype=dtype)
+        opt.step()
+        now = a.detach().clone()
+        ref = now if s == 0 else 0.9 * ref + (1 - 0.9) * now
+    got = opt.ema_state()["averages"][0]
+    assert got.dtype == dtype and torch.equal(got, ref)
+    opt.save_checkpoint(str(tmp_path / "ck"))
+    assert torch.equal(opt.ema_state()["averages"][0], ref)
+    b = torch.nn.Parameter(a.detach().clone())
+    o1 = ot.SGD([b], lr=1e-2, momentum=0.9)
+    o1.load_checkpoint(str(tmp_path / "ck"))
+    o2 = ot.SGD([torch.nn.Parameter(a.detach().clone())], lr=1e-2, momentum=0.9)
+    o2.load_state_dict(opt.state_dict())
+    o3 = pickle.loads(pickle.dumps(opt))
+    o4 = copy.deepcopy(opt)
+    for o in (o1, o2, o3, o4):
+        st = o.ema_state()
+        assert st["count"] == 5 and torch.equal(st["averages"][0], ref)
+    opt.param_groups[0]["params"].append(torch.nn.Parameter(torch.randn(2, dtype=dtype)))
+    a.grad = None
+    opt.step()  # rebuilds the C object: a's average carried, then averaged once more
+    assert torch.equal(opt.ema_state()["averages"][0], 0.9 * ref + (1 - 0.9) * a.detach())
+
+
+def test_sam_carries_the_average(seed):
+    """SAM over a class with ema_decay=: only second_step averages; SAM.state_dict holds the base optimizer's
+    'optim_ema' and SAM.load_state_dict must hand it on (the review of the EMA merge found it dropped: the loaded
+    SAM had no EMA)."""
+    torch.manual_seed(seed)
+    a = torch.nn.Parameter(torch.randn(10))
+    opt = ot.SAM([a], ot.SGD, lr=0.1, rho=0.05, ema_decay=0.5)
+    ref = None
+    for s in range(3):
+        a.grad = torch.randn(10)
+        opt.first_step(zero_grad=True)
+        a.grad = torch.randn(10)
+        opt.second_step()
+        now = a.detach().clone()
+        ref = now if s == 0 else 0.5 * ref + 0.5 * now
+    want = opt.base_optimizer.ema_state()
+    assert want["count"] == 3 and torch.equal(want["averages"][0], ref)
+    o2 = ot.SAM([torch.nn.Parameter(a.detach().clone())], ot.SGD, lr=0.1, rho=0.05)
+    o2.load_state_dict(opt.state_dict())
+    got = o2.base_optimizer.ema_state()
+    assert got is not None and got["count"] == 3 and torch.equal(got["averages"][0], ref)
+
+
+def test_add_param_group_while_swapped(seed):
+    """add_param_group while the parameters hold the averages is refused before anything changes (the review of
+    the EMA merge found the group added to param_groups and to C, then its parameters refused by C with an
+    OptimError: the optimizer left with a group C did not have the parameters of)."""
+    torch.manual_seed(seed)
+    a, b = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(3))
+    opt = ot.SGD([a], lr=0.1, ema_decay=0.5)
+    for _ in range(3):
+        a.grad = torch.randn(5)
+        opt.step()
+    opt.swap_ema()
+    with pytest.raises(RuntimeError, match="swap_ema"):
+        opt.add_param_group({"params": [b]})
+    assert len(opt.param_groups) == 1
+    opt.swap_ema()
+    opt.add_param_group({"params": [b], "lr": 0.2})
+    avg = opt.ema_state()["averages"]
+    a.grad, b.grad = torch.randn(5), torch.randn(3)
+    opt.step()
+    st = opt.ema_state()
+    assert st["count"] == 4 and len(st["averages"]) == 2
+    assert torch.equal(st["averages"][1], 0.5 * avg[1] + 0.5 * b.detach())
+
+
+def test_edit_of_param_groups_while_swapped(seed):
+    """A hand edit of param_groups while swapped: swap_ema() still swaps back (the review of the EMA merge found
+    it refused, 'call swap_ema() again', by the rebuild it ran first: the trained weights stranded in C), and the
+    next step takes the edit (the new tensor's average starts from its value)."""
+    torch.manual_seed(seed)
+    a, b = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(3))
+    opt = ot.SGD([a], lr=0.1, ema_decay=0.5)
+    for _ in range(3):
+        a.grad = torch.randn(5)
+        opt.step()
+    w, avg = a.detach().clone(), opt.ema_state()["averages"][0]
+    assert opt.swap_ema() is True
+    opt.param_groups[0]["params"].append(b)
+    assert opt.ema_state()["swapped"] is True
+    assert opt.swap_ema() is False
+    assert torch.equal(a.detach(), w)
+    b0 = b.detach().clone()
+    a.grad, b.grad = torch.randn(5), torch.randn(3)
+    opt.step()
+    st = opt.ema_state()
+    assert st["count"] == 4 and len(st["averages"]) == 2
+    assert torch.equal(st["averages"][0], 0.5 * avg + 0.5 * a.detach())
+    assert torch.equal(st["averages"][1], 0.5 * b0 + 0.5 * b.detach())

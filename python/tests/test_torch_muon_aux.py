@@ -5,6 +5,7 @@ the NaN step, and the uninterrupted run."""
 import copy
 import math
 import pickle
+import struct
 
 import pytest
 import torch
@@ -141,6 +142,14 @@ def test_checkpoint_value_clipping_and_refusals(tmp_path):
     _same_state(_state_bits(other), before)
     with pytest.raises(ValueError, match="match"):
         other.load_checkpoint(good, match="order")
+    # Settings that are JSON but not an object (an AttributeError escaped before the review rev21a).
+    nhead = struct.unpack_from("<I", data, 12)[0]
+    for head in (b"[]", b"3", b"null", b'"use_muon"'):
+        bad = tmp_path / "head.ckpt"
+        bad.write_bytes(data[:12] + struct.pack("<I", len(head)) + head + data[16 + nhead:])
+        with pytest.raises(optim.OptimError, match="corrupt settings"):
+            other.load_checkpoint(bad)
+    _same_state(_state_bits(other), before)
 
 
 def test_nonfinite_skips_or_names_the_whole_step():

@@ -5,6 +5,7 @@
  *   mpirun -np 2 mpi_test flags-attack */
 #include "mpi_test.h"
 #include "optim_precision.h"
+#include "optim_ema.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,10 +25,12 @@ static void bf_fill(uint16_t *p, size_t n, int salt)
 }
 
 /* case: 0 INT8_BLOCK state (float32 param), 1 MASTER (bf16 param), 2 STOCHASTIC_ROUNDING (bf16 param),
- * 3 loss scaling (float32); 6 the master flag on rank 0 only (must be refused, OPTIM_EMISMATCH); 4 and 5 controls without any of them (must pass: the harness is sound). */
+ * 3 loss scaling (float32); 6 the master flag on rank 0 only (must be refused, OPTIM_EMISMATCH); 4 and 5 controls without any of them (must pass: the harness is sound);
+ * 7 an EMA of the weights (include/optim_ema.h; the review of the ema merge: the local optimizers had none, so the
+ * parameters matched one process's bits while the average was silently dropped): must be refused naming the EMA. */
 static void one_case(int cs, int stage)
 {
-    static const char *names[] = {"int8-block state", "fp32 master", "stochastic rounding", "loss scaling", "control (float32, no flags)", "control (bfloat16, bf16 state, no flags)", "fp32 master on rank 0 only"};
+    static const char *names[] = {"int8-block state", "fp32 master", "stochastic rounding", "loss scaling", "control (float32, no flags)", "control (bfloat16, bf16 state, no flags)", "fp32 master on rank 0 only", "EMA of the weights"};
     optim *opt = NULL, *ref = NULL;
     optim_mpi *d = NULL;
     optim_error err;
@@ -61,11 +64,14 @@ static void one_case(int cs, int stage)
             optim_loss_scale_defaults(&ls);
             must(optim_set_loss_scale(*pp, &ls), "loss scale", optim_errmsg(*pp));
         }
+        if (cs == 7) must(optim_set_ema(*pp, 0.9, 0), "set_ema", optim_errmsg(*pp));
     }
     rc = optim_mpi_create_with(&d, opt, MPI_COMM_WORLD, stage, &mo, &err);
-    /* Case 6 (a flag on one rank) must be refused on every rank, naming the setting; the others accepted. */
-    if (cs == 6)
-        CHECK(rc == OPTIM_EMISMATCH && strstr(err.message, "storage flags") != NULL,
+    /* Case 6 (a flag on one rank) must be refused on every rank, naming the setting; case 7 (an EMA on the
+     * template) naming optim_set_ema; the others accepted. */
+    if (cs == 6 || cs == 7)
+        CHECK(rc != OPTIM_OK && (cs == 7 ? strstr(err.message, "optim_set_ema") != NULL
+                                         : rc == OPTIM_EMISMATCH && strstr(err.message, "storage flags") != NULL),
               "%s, stage %d: %s (%s): must be refused by name", names[cs], stage, optim_err_name(rc),
               rc ? err.message : "accepted");
     else
@@ -108,7 +114,7 @@ static void one_case(int cs, int stage)
 int cmd_flags_attack(void)
 {
     int cs, st;
-    for (cs = 0; cs < 7; cs++)
+    for (cs = 0; cs < 8; cs++)
         for (st = 0; st <= 2; st++) one_case(cs, st);
     return 0;
 }

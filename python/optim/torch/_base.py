@@ -412,6 +412,7 @@ class _Optimizer(Optimizer):
         with c.lock:
             sam_guard(c, "add_param_group")
             c = _members.sync(self)
+            _ema.refuse_swapped(c, "add_param_group")  # before anything changes (C refuses the parameters then)
             params = param_group["params"]
             if isinstance(params, torch.Tensor):
                 params = [params]

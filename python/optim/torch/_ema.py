@@ -64,10 +64,11 @@ def _dtype(c, i):
     return torch.float64 if real is torch.float64 else torch.float32
 
 
-def _geometry(c, i):
-    """(shape, strides) of parameter i's average in C's element order (a
-    complex parameter: its real view's)."""
-    shape, layout = tuple(c.shapes[i]), tuple(c.layouts[i])
+def _geometry(c, i, layout=None):
+    """(shape, strides) of parameter i's average in C's element order (the
+    state layout c.layouts[i], or `layout`; a complex parameter: its real
+    view's)."""
+    shape, layout = tuple(c.shapes[i]), tuple(c.layouts[i] if layout is None else layout)
     if c.dtypes[i] in _tensors.COMPLEX_TYPES:
         return shape + (2,), tuple(2 * s for s in layout) + (1,)
     return shape, layout
@@ -90,7 +91,7 @@ def write(c, i, value):
     shape, strides = _geometry(c, i)
     buf = torch.empty_strided(shape, strides, dtype=_dtype(c, i))
     if c.dtypes[i] in _tensors.COMPLEX_TYPES:
-        value = torch.view_as_real(value.to(_tensors.COMPLEX_TYPES[c.dtypes[i]]).resolve_conj())
+        value = torch.view_as_real(value.to(c.dtypes[i]).resolve_conj())  # the complex type: its (re, im) pairs
     buf.copy_(value)
     c.h.ema_write(i, buf.data_ptr() if buf.numel() else None)
 
@@ -167,12 +168,14 @@ def carry(old, new, stays):
 
 def relayout(c, i, src, dst):
     """Rewrite parameter i's average from C element order `src` (strides) into
-    `dst`, by logical index (_checkpoint._relayout). Nothing while off or swapped."""
+    `dst`, by logical index (_checkpoint._relayout; a complex parameter: its
+    real view's pairs). Nothing while off or swapped."""
     on, _, _, _, sw = c.h.get_ema()
-    if not on or sw or not c.numels[i] or c.dtypes[i] in _tensors.COMPLEX_TYPES:
+    if not on or sw or not c.numels[i]:
         return
-    shape = tuple(c.shapes[i])
-    flat = torch.empty(c.numels[i], dtype=_dtype(c, i))
+    shape, src = _geometry(c, i, src)
+    _, dst = _geometry(c, i, dst)
+    flat = torch.empty(math.prod(shape), dtype=_dtype(c, i))
     c.h.ema_read(i, flat.data_ptr())
     out = torch.empty_strided(shape, dst, dtype=flat.dtype)
     out.copy_(flat.as_strided(shape, src))
@@ -186,7 +189,11 @@ def swap(opt):
     c = opt._c
     with c.lock:
         sam_guard(c, "swap_ema")
-        c = sync(opt)
+        if not swapped(c):
+            # Swapping back runs on the object that swapped in, over its tensors: an edit of param_groups made
+            # meanwhile is taken by the next sync (a rebuild is refused while swapped, so syncing here first
+            # left no way back to the trained weights).
+            c = sync(opt)
         if not c.h.get_ema()[0]:
             raise RuntimeError("%s.swap_ema: the EMA is off (ema_decay=None); give ema_decay= or call set_ema()"
                                % c.owner)
@@ -210,7 +217,8 @@ def state(opt):
     from ._members import sync
     c = opt._c
     with c.lock:
-        c = sync(opt)
+        if not swapped(c):  # while swapped: the object that swapped (no rebuild then), as swap()
+            c = sync(opt)
         on, decay, warmup, count, sw = c.h.get_ema()
         if not on:
             return None

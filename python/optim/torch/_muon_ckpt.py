@@ -102,6 +102,9 @@ def _parse(path, where):
         settings = json.loads(data[16:pos].decode("utf-8"))
     except ValueError as e:
         raise _error("OPTIM_EFORMAT", "%s: %r has corrupt settings: %s" % (where, path, e)) from None
+    if not isinstance(settings, dict):
+        raise _error("OPTIM_EFORMAT", "%s: %r has corrupt settings: a JSON %s, not an object"
+                     % (where, path, type(settings).__name__))
     parts = []
     for name in ("Muon", "AdamW"):
         if pos + 8 > len(data):
