@@ -1324,7 +1324,7 @@ TEST_IMPL(prec_int8_sr_descriptors_every_path)
         for (b = 0; b < sizeof bases / sizeof bases[0]; b++)
             for (l = 0; l < N / OPTIM__CHUNK + 2; l++) {
                 const size_t j = l < N / OPTIM__CHUNK ? l : N / OPTIM__CHUNK - 1;
-                const size_t len = l < N / OPTIM__CHUNK ? OPTIM__CHUNK : lens[l - N / OPTIM__CHUNK + 1];
+                const size_t len = l < N / OPTIM__CHUNK ? OPTIM__CHUNK : lens[l - N / OPTIM__CHUNK];
                 const uint64_t off = bases[b] + (uint64_t)j * OPTIM__CHUNK;
                 const uint64_t key = optim__sr_key(seed, (uint64_t)kind, b + 1, 2 + l);
                 const float *xs = x + j * OPTIM__CHUNK;
