@@ -289,6 +289,7 @@ static int dm_copy_model(optim_mpi *d, optim *opt)
         int64_t dims[OPTIM_MAX_NDIM];
         optim_dtype pdt, gdt, sdt;
         unsigned flags = 0;
+        int s;
         optim_param_get_info(opt, i, &info);
         optim_param_get_dtypes(opt, i, &pdt, &gdt, &sdt);
         /* The buckets, shards, gathers and checkpoints move the four types
@@ -309,6 +310,19 @@ static int dm_copy_model(optim_mpi *d, optim *opt)
                            "OPTIM_PARAM_STOCHASTIC_ROUNDING and OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING only",
                            i, info.name, flags,
                            (flags & OPTIM_PARAM_COMPLEX) ? "OPTIM_PARAM_COMPLEX" : "a flag this library does not know");
+        /* The shards, gathers, hashes and checkpoints move n elements of each slot, sliced with the
+         * parameter: a slot of another length (Adafactor's factors, whose length follows the shape, and its
+         * unused ones) is refused by name, never read past its end nor sliced as if elementwise. */
+        for (s = 0; s < optim_rule_slot_count(d->rule); s++) {
+            size_t len = info.n;
+            if (optim_state_slot_len(opt, i, s, &len) != OPTIM_OK || len != info.n)
+                return dm_fail(d, OPTIM_EUNSUPPORTED,
+                               "param %zu '%s': %s state '%s' holds %zu elements for its %zu (state that follows the "
+                               "shape, per-tensor reductions); liboptim_mpi shards state element by element and does "
+                               "not support %s",
+                               i, info.name, optim_rule_name(d->rule), optim_rule_slot_name(d->rule, s), len, info.n,
+                               optim_rule_name(d->rule));
+        }
         d->flags[i] = flags;
         d->pdt[i] = pdt;
         d->gdt[i] = gdt;
