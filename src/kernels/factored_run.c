@@ -40,20 +40,6 @@ static double optim__af_row(const optim__task *t, size_t r)
                                                       : (double)((const float *)t->s[0])[r];
 }
 
-/* Index of the task holding block b (tasks sorted by bstart). */
-static size_t optim__af_find_block(const optim__task *tasks, size_t count, size_t b)
-{
-    size_t a = 0, z = count;
-    while (a < z) {
-        size_t mid = a + (z - a) / 2;
-        if (tasks[mid].bstart + OPTIM__NBLOCKS(tasks[mid].n) <= b)
-            a = mid + 1;
-        else
-            z = mid;
-    }
-    return a;
-}
-
 /* The spans of elements [from, to) of a factored task: one call of fn per
  * row segment, with the batch's clamped mean row factor (computed once per
  * batch met: a pure function of the state, whatever the range). */
@@ -92,7 +78,7 @@ static void optim__af_seg_start(optim__af_seg *sg, size_t from)
 static void optim__af_block(const optim__kernels *kt, const optim__task *tasks, size_t count, size_t b,
                             double *partials, int pass)
 {
-    const optim__task *t = &tasks[optim__af_find_block(tasks, count, b)];
+    const optim__task *t = &tasks[optim__find_block(tasks, count, b)];
     const optim__factored_fns *f = optim__af_fns(kt, t);
     const optim__k *k = (const optim__k *)t->k;
     const size_t off = (b - t->bstart) * OPTIM__RBLOCK, es = optim__af_es(t);

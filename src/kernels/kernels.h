@@ -327,6 +327,9 @@ typedef void (*optim__range_fn)(const optim__kernels *kt, const optim__task *t, 
  * optim__threads_for(total, threads) threads in one parallel region; small
  * passes run on the caller's thread. Each element is processed on its own,
  * so results do not depend on the split. */
+/* Index of the task holding reduction block b (tasks sorted by bstart; parallel.c): the reduction passes
+ * and factored_run.c's and vec_run.c's block walks. */
+size_t optim__find_block(const optim__task *tasks, size_t count, size_t b);
 void optim__run(const optim__kernels *kt, optim__range_fn fn, const optim__task *tasks, size_t count, size_t total,
                 int threads);
 
