@@ -639,10 +639,9 @@ TEST_IMPL(lab_modern_table)
     return 0;
 }
 
-/* The verdict against AdamW and the update/weight ratio, on exact values. */
+/* The verdict against AdamW, on exact values. */
 TEST_IMPL(lab_modern_verdict)
 {
-    float before[4] = {1, -2, 2, 0}, after[4] = {1.5f, -2, 2, -0.5f}, zero[2] = {0, 0};
     ASSERT_INT(lab_modern_verdict(0.5, 0.4), ==, 1);
     ASSERT_INT(lab_modern_verdict(0.4, 0.4), ==, 0); /* at the noise: level */
     ASSERT_INT(lab_modern_verdict(-0.41, 0.4), ==, -1);
@@ -650,10 +649,6 @@ TEST_IMPL(lab_modern_verdict)
     ASSERT_INT(lab_modern_verdict(0.11, 0.0), ==, 1);  /* above it */
     ASSERT_INT(lab_modern_verdict(-0.11, NAN), ==, -1);
     ASSERT_INT(lab_modern_verdict(NAN, 1.0), ==, -1); /* a diverged rule */
-    /* RMS(after - before) / RMS(before) = sqrt(0.5 / 9). */
-    if (fabs(lab_update_ratio(before, after, 4) - sqrt(0.5 / 9.0)) > 1e-15)
-        FAIL("update ratio %.17g, expected %.17g", lab_update_ratio(before, after, 4), sqrt(0.5 / 9.0));
-    ASSERT(isnan(lab_update_ratio(zero, after, 2)));
     return 0;
 }
 

@@ -512,7 +512,8 @@ def modern_run(exe, synthetic, tmp_path_factory):
 def test_modern_quick(modern_run):
     """optim lab modern --quick: modern.<rule>.test_accuracy for every rule (the mean of 3 seeds, each in
     [0, 1]), the lr chosen by the validation split (the best final validation accuracy of the grid, never
-    the test set), the verdicts recomputed from the run's numbers, the surfaces, the update/weight ratios."""
+    the test set), the verdicts recomputed from the run's numbers, the surfaces, the step statistics (the
+    update/weight ratios), the EMA of the weights."""
     out, s = modern_run
     m = s["modern"]
     assert s["experiments"] == ["modern"]
@@ -537,6 +538,16 @@ def test_modern_quick(modern_run):
         assert o["lr_at_grid_edge"] is False  # quick runs a part of the grid: no edge to speak of
         for t in ("layer0.weight", "layer0.bias", "layer1.weight", "layer1.bias"):
             assert o["update_weight_ratio_median"][t] > 0, (r, t)
+        # The EMA of the weights, swapped in after the last epoch: every rule but the schedule-free pair (x is
+        # itself an average, and the library refuses an EMA of them).
+        if r in ("sf_adamw", "sf_sgd"):
+            assert o["ema_test_accuracy"] is None and o["ema_test_accuracy_per_seed"] is None, r
+            assert "no EMA of the weights" in o["verdict_text"]
+        else:
+            ema = o["ema_test_accuracy_per_seed"]
+            assert len(ema) == 3 and all(0 <= a <= 1 for a in ema), (r, ema)
+            assert o["ema_test_accuracy"] == pytest.approx(sum(ema) / 3, abs=1e-12)
+            assert "The EMA of its weights (decay 0.999 with warm-up)" in o["verdict_text"], r
         if r == "adamw":
             assert o["verdict"] == "reference"
             continue
@@ -578,22 +589,46 @@ def test_modern_quick(modern_run):
                 assert o["final_distance"] >= 0
     # Every run's epochs (2 rates + 2 more seeds per rule, 1 epoch) and the ratio samples of the chosen runs.
     ep = (out / "modern_epochs.csv").read_text().splitlines()
-    assert ep[0] == "rule,label,lr,seed,epoch,train_loss,val_accuracy,test_loss,test_accuracy,seconds"
+    assert ep[0] == ("rule,label,lr,seed,epoch,train_loss,val_accuracy,test_loss,test_accuracy,ema_test_accuracy,"
+                     "seconds")
     assert len(ep) == 1 + len(MODERN_RULES) * 4
+    assert m["ema"] == {"decay": 0.999, "warmup": True}
+    # The average is not the last iterate: after a quick epoch (21 steps) its accuracy differs for some rule.
+    assert any(m[r]["ema_test_accuracy_per_seed"] != m[r]["test_accuracy_per_seed"] for r in MODERN_RULES
+               if m[r]["ema_test_accuracy"] is not None)
     # The validation accuracies that chose each lr are the runs' validation accuracies (first seed, last epoch),
     # not their test accuracies (on this data they differ for some rule).
     differ = False
     for line in ep[1:]:
-        rule, _, lr, seed, epoch, _, val_acc, _, test_acc, _ = line.split(",")
+        rule, _, lr, seed, epoch, _, val_acc, _, test_acc, ema_acc, _ = line.split(",")
+        o = m[rule]
         if seed == "1" and epoch == "1":
-            o = m[rule]
             assert float(val_acc) == pytest.approx(o["val_accuracy_per_lr"][o["lr_grid"].index(float(lr))],
                                                    rel=1e-8), (rule, lr)
             differ = differ or val_acc != test_acc
+        if math.isclose(float(lr), o["lr"], rel_tol=1e-9) and o["ema_test_accuracy"] is not None:
+            assert float(ema_acc) == pytest.approx(o["ema_test_accuracy_per_seed"][int(seed) - 1], abs=1e-8)
+        elif o["ema_test_accuracy"] is None:
+            assert ema_acc == "nan", (rule, ema_acc)
     assert differ
+    # The step statistics of the sampled steps, read from the library (optim_param_stats).
     ratio = (out / "modern_ratio.csv").read_text().splitlines()
-    assert ratio[0] == "rule,lr,seed,step,tensor,update_weight_ratio"
+    assert ratio[0] == "rule,lr,seed,step,tensor,update_weight_ratio,grad_norm,effective_lr,trust_ratio"
     assert any(line.startswith("lion,%g,1," % m["lion"]["lr"]) for line in ratio[1:])
+    rows = [line.split(",") for line in ratio[1:]]
+    seen = set()
+    for rule, lr, seed, step, tensor, upd, gn, elr, trust in rows:
+        seen.add((rule, tensor))
+        assert float(gn) > 0, (rule, tensor, step)
+        if rule in ("lamb", "lars") and tensor.endswith("weight"):
+            assert float(trust) > 0, (rule, tensor, step)
+        elif rule not in ("lamb", "lars", "adafactor"):
+            assert math.isnan(float(trust)), (rule, tensor, step)
+        # LAMB's weights (weight decay on: the trust ratio ||p|| / ||u||) step by lr * ||p|| exactly, so
+        # their update/weight ratio is the lr; its biases (no decay, no ratio) take Adam's steps.
+        if rule == "lamb" and tensor.endswith("weight"):
+            assert float(upd) == pytest.approx(float(lr), rel=2e-3), (tensor, step, upd, lr)
+    assert seen == {(r, t) for r in MODERN_RULES for t in tensors}
 
 
 def test_modern_same_seed_same_numbers(exe, tmp_path, synthetic, modern_run):

@@ -202,9 +202,6 @@ int lab_muon_available(void);
 #define LAB_MUON_AUX_EPS 1e-10
 #define LAB_MUON_AUX_WEIGHT_DECAY 0.0
 void lab_muon_create(lab_opt *o, const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay);
-/** RMS(after - before) / RMS(before) over n floats, in double: the size of
- *  one step relative to the weights (NaN when before is all zero). */
-double lab_update_ratio(const float *before, const float *after, size_t n);
 /** The mean of n values, and their sample standard deviation (NaN for n < 2):
  *  the seeds' summaries of optim lab precision and modern. */
 double lab_mean(const double *v, int n);

@@ -12,13 +12,17 @@
  * learning-rate grid (lab_modern_rules) with the first seed, the lr with the
  * best final validation accuracy is chosen (never the test set), and two
  * more seeds run at that lr: the test accuracy is the mean of the 3 seeds.
- * Each run records the update/weight RMS ratio of every layer, RMS(p_after -
- * p_before) / RMS(p_before), computed here from copies of the parameters
- * around logged steps (when the library's step statistics exist, it will
- * read them from the step instead).
+ * Each run reads the library's step statistics (optim_stats.h) every
+ * RATIO_EVERY steps: per tensor, the update/weight RMS ratio RMS(p_after -
+ * p_before) / RMS(p_before), the gradient's norm, the effective lr and the
+ * trust ratio, measured in the step's own pass (turned on for that step
+ * only). Each run also keeps the EMA of its weights in the step
+ * (optim_ema.h) and evaluates it after each epoch by swapping it in.
  * Each rule's verdict against AdamW is computed from these numbers. */
 #include "lab.h"
+#include "optim_ema.h"
 #include "optim_schedule_free.h"
+#include "optim_stats.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -63,7 +67,7 @@ const lab_modern_rule lab_modern_rules[] = {
      * lr * 1e-3 * ||p|| before momentum. */
     {"lars", "LARS", OPTIM_LARS, "momentum=0.9,weight_decay=0.0001", {0.1, 0.3, 1, 3}, 1, {NULL, NULL}, 0},
     /* Adafactor: torch 2.x's defaults; lr caps the relative step (the step is min(lr, 1/sqrt(t)) * RMS(p)). */
-    {"adafactor", "Adafactor", OPTIM_ADAFACTOR, "", {3e-3, 1e-2, 3e-2, 1e-1}, 0, {adafactor_create, NULL}, 0},
+    {"adafactor", "Adafactor", OPTIM_ADAFACTOR, "", {1e-2, 3e-2, 1e-1, 3e-1}, 0, {adafactor_create, NULL}, 0},
     /* Schedule-free (Defazio et al. 2024): the reference's defaults (AdamW lr 0.0025, SGD lr 1, momentum 0.9),
      * no schedule; evaluated at x. */
     {"sf_adamw", "AdamW (schedule-free)", OPTIM_ADAMW_SCHEDULE_FREE, "", {1e-3, 2.5e-3, 1e-2, 3e-2}, 0,
@@ -86,7 +90,13 @@ const size_t lab_modern_rule_count = sizeof lab_modern_rules / sizeof lab_modern
 #define NSURF 6        /* the surfaces of trajectories (the first six of lab_surfaces) */
 #define SURF_TOL 1e-2  /* "reached the minimum", as trajectories */
 #define NTENSORS 4     /* layer0.weight, layer0.bias, layer1.weight, layer1.bias */
-#define RATIO_EVERY 10 /* steps between two update/weight ratio samples */
+#define RATIO_EVERY 10 /* steps between two samples of the step statistics */
+/* The EMA of the weights every run keeps (the schedule-free rules excepted: they are evaluated at x, already an
+ * average of the iterates, and the library refuses an EMA of them): decay 0.999 with the usual warm-up
+ * min(0.999, (1 + t) / (10 + t)) over the t averages taken, which ends a 3-epoch run (1266 steps) at a decay of
+ * about 0.993, an average over the last ~140 steps. */
+#define EMA_DECAY 0.999
+#define EMA_WARMUP 1
 
 const lab_modern_rule *lab_modern_find(const char *key)
 {
@@ -326,10 +336,12 @@ static void surfaces_part(lab_ctx *ctx, const lab_modern_rule *const *rules, siz
 
 typedef struct mlp_run {
     double *val_acc, *test_acc, *test_loss, *train_loss, *seconds; /* per epoch */
-    int epochs, diverged;
-    int nratio;     /* samples of the update/weight ratio */
+    double *ema_test_acc; /* per epoch: the EMA of the weights swapped in (NaN: no EMA) */
+    int epochs, diverged, ema;
+    int nratio;     /* samples of the step statistics */
     long *ratio_step;
-    double *ratio;  /* nratio x NTENSORS */
+    /* nratio x NTENSORS each: update/weight RMS ratio, gradient norm, effective lr, trust ratio */
+    double *ratio, *gnorm, *elr, *trust;
 } mlp_run;
 
 static void mlp_run_free(mlp_run *r)
@@ -339,8 +351,12 @@ static void mlp_run_free(mlp_run *r)
     free(r->test_loss);
     free(r->train_loss);
     free(r->seconds);
+    free(r->ema_test_acc);
     free(r->ratio_step);
     free(r->ratio);
+    free(r->gnorm);
+    free(r->elr);
+    free(r->trust);
     memset(r, 0, sizeof *r);
 }
 
@@ -354,6 +370,40 @@ static void mlp_tensors(lab_mlp *m, const size_t *dims, lab_tensor t[NTENSORS])
         t[2 * l] = (lab_tensor){tensor_names[2 * l], m->w[l], m->gw[l], dims[l + 1], dims[l]};
         t[2 * l + 1] = (lab_tensor){tensor_names[2 * l + 1], m->b[l], m->gb[l], 1, dims[l + 1]};
     }
+}
+
+/* Which of the MLP's tensors parameter i of part pi of o is (by its name): map[pi][i]. */
+static void tensor_map(const lab_opt *o, int map[LAB_OPT_MAX_PARTS][NTENSORS])
+{
+    size_t pi, i, k;
+    for (pi = 0; pi < o->nparts; pi++) {
+        lab_check(optim_param_count(o->part[pi]) <= NTENSORS ? OPTIM_OK : OPTIM_EINVAL, "tensor_map",
+                  "more parameters than the MLP has tensors");
+        for (i = 0; i < optim_param_count(o->part[pi]); i++) {
+            optim_param_info info;
+            lab_check(optim_param_get_info(o->part[pi], i, &info), "optim_param_get_info", optim_errmsg(o->part[pi]));
+            map[pi][i] = -1;
+            for (k = 0; k < NTENSORS; k++)
+                if (info.name && strcmp(info.name, tensor_names[k]) == 0) map[pi][i] = (int)k;
+            lab_check(map[pi][i] >= 0 ? OPTIM_OK : OPTIM_EINVAL, "tensor_map", "a parameter of unknown name");
+        }
+    }
+}
+
+/* Statistics on (1) or off (0) in every part. */
+static void set_stats(lab_opt *o, int on)
+{
+    size_t pi;
+    for (pi = 0; pi < o->nparts; pi++)
+        lab_check(optim_set_stats(o->part[pi], on), "optim_set_stats", optim_errmsg(o->part[pi]));
+}
+
+/* Swap every part's parameters with the EMA of its weights (twice: back). */
+static void swap_ema(lab_opt *o)
+{
+    size_t pi;
+    for (pi = 0; pi < o->nparts; pi++)
+        lab_check(optim_ema_swap(o->part[pi]), "optim_ema_swap", optim_errmsg(o->part[pi]));
 }
 
 /* The optimizer objects r builds over the MLP at lr (lab_opt's parts): per part its rule, its first group's
@@ -409,8 +459,9 @@ static void train_run(lab_ctx *ctx, const lab_modern_rule *r, double lr, int epo
     lab_rng rng;
     lab_tensor t[NTENSORS];
     lab_opt opt;
-    size_t dims[LAB_MLP_MAX_LAYERS + 1], batch, ntr = d->ntrain - nval, steps_per_epoch, *order, *idx, i, k;
-    float *before[NTENSORS];
+    size_t dims[LAB_MLP_MAX_LAYERS + 1], batch, ntr = d->ntrain - nval, steps_per_epoch, *order, *idx, i, k, pi,
+        nsamples;
+    int map[LAB_OPT_MAX_PARTS][NTENSORS];
     int nlayers, e;
     long step = 0, total;
     lab_progress prog;
@@ -421,20 +472,30 @@ static void train_run(lab_ctx *ctx, const lab_modern_rule *r, double lr, int epo
     lab_mlp_reset(&m, &rng);
     mlp_tensors(&m, dims, t);
     lab_opt_build(&opt, &r->hooks, &hp, t, NTENSORS, r->vectors_no_decay);
+    tensor_map(&opt, map);
     steps_per_epoch = (ntr + batch - 1) / batch;
     total = (long)steps_per_epoch * epochs;
     memset(out, 0, sizeof *out);
     out->epochs = epochs;
+    out->ema = r->hooks.set_eval == NULL;
+    if (out->ema)
+        for (pi = 0; pi < opt.nparts; pi++)
+            lab_check(optim_set_ema(opt.part[pi], EMA_DECAY, EMA_WARMUP), "optim_set_ema", optim_errmsg(opt.part[pi]));
     out->val_acc = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
     out->test_acc = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
     out->test_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
     out->train_loss = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
     out->seconds = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
+    out->ema_test_acc = (double *)lab_xmalloc(sizeof(double) * (size_t)epochs);
     for (e = 0; e < epochs; e++)
-        out->val_acc[e] = out->test_acc[e] = out->test_loss[e] = out->train_loss[e] = out->seconds[e] = NAN;
-    out->ratio_step = (long *)lab_xmalloc(sizeof(long) * (size_t)(total / RATIO_EVERY + 2));
-    out->ratio = (double *)lab_xmalloc(sizeof(double) * NTENSORS * (size_t)(total / RATIO_EVERY + 2));
-    for (k = 0; k < NTENSORS; k++) before[k] = (float *)lab_xmalloc(sizeof(float) * t[k].rows * t[k].cols);
+        out->val_acc[e] = out->test_acc[e] = out->test_loss[e] = out->train_loss[e] = out->seconds[e] =
+            out->ema_test_acc[e] = NAN;
+    nsamples = (size_t)(total / RATIO_EVERY + 2);
+    out->ratio_step = (long *)lab_xmalloc(sizeof(long) * nsamples);
+    out->ratio = (double *)lab_xmalloc(sizeof(double) * NTENSORS * nsamples);
+    out->gnorm = (double *)lab_xmalloc(sizeof(double) * NTENSORS * nsamples);
+    out->elr = (double *)lab_xmalloc(sizeof(double) * NTENSORS * nsamples);
+    out->trust = (double *)lab_xmalloc(sizeof(double) * NTENSORS * nsamples);
     order = (size_t *)lab_xmalloc(sizeof(size_t) * (ntr ? ntr : 1));
     idx = (size_t *)lab_xmalloc(sizeof(size_t) * batch);
 
@@ -456,16 +517,27 @@ static void train_run(lab_ctx *ctx, const lab_modern_rule *r, double lr, int epo
                 out->diverged = 1;
                 break;
             }
-            /* The update/weight ratio of this step, from the parameters around it (the library's step
-             * statistics will give it without the copies). */
-            if (sample)
-                for (k = 0; k < NTENSORS; k++) memcpy(before[k], t[k].p, sizeof(float) * t[k].rows * t[k].cols);
+            /* The step statistics of this step, measured by the library in the step's pass (on for this
+             * step only; they change no bit of the step). */
+            if (sample) set_stats(&opt, 1);
             lab_opt_step(&opt);
             if (sample) {
+                const size_t row = (size_t)out->nratio * NTENSORS;
                 out->ratio_step[out->nratio] = step + 1;
                 for (k = 0; k < NTENSORS; k++)
-                    out->ratio[(size_t)out->nratio * NTENSORS + k] =
-                        lab_update_ratio(before[k], t[k].p, t[k].rows * t[k].cols);
+                    out->ratio[row + k] = out->gnorm[row + k] = out->elr[row + k] = out->trust[row + k] = NAN;
+                for (pi = 0; pi < opt.nparts; pi++)
+                    for (i = 0; i < optim_param_count(opt.part[pi]); i++) {
+                        optim_step_stats st;
+                        lab_check(optim_param_stats(opt.part[pi], i, &st), "optim_param_stats",
+                                  optim_errmsg(opt.part[pi]));
+                        k = (size_t)map[pi][i];
+                        out->ratio[row + k] = st.update_ratio;
+                        out->gnorm[row + k] = st.grad_norm;
+                        out->elr[row + k] = st.effective_lr;
+                        out->trust[row + k] = st.trust_ratio;
+                    }
+                set_stats(&opt, 0);
                 out->nratio++;
             }
             sum += loss * (double)n;
@@ -484,6 +556,12 @@ static void train_run(lab_ctx *ctx, const lab_modern_rule *r, double lr, int epo
             lab_mlp_evaluate(&m, d, d->xtest, d->ytest, 0, d->ntest, idx, &out->test_loss[e], &out->test_acc[e]);
         }
         lab_opt_set_eval(&r->hooks, &opt, 0);
+        if (out->ema) { /* the EMA of the weights in the parameters' place, then back (an exact round trip) */
+            double eloss;
+            swap_ema(&opt);
+            lab_mlp_evaluate(&m, d, d->xtest, d->ytest, 0, d->ntest, idx, &eloss, &out->ema_test_acc[e]);
+            swap_ema(&opt);
+        }
     }
     {
         char note[96];
@@ -494,7 +572,6 @@ static void train_run(lab_ctx *ctx, const lab_modern_rule *r, double lr, int epo
                      out->test_acc[epochs - 1]);
         lab_progress_end(&prog, note);
     }
-    for (k = 0; k < NTENSORS; k++) free(before[k]);
     free(order);
     free(idx);
     lab_opt_free(&opt);
@@ -506,7 +583,8 @@ typedef struct rule_result {
     double val[LAB_MODERN_MAX_LRS]; /* final validation accuracy of each lr (first seed) */
     double acc[NSEEDS], loss[NSEEDS];
     double mean, sd, ratio_median[NTENSORS];
-    int diverged;
+    double ema_acc[NSEEDS], ema_mean, ema_sd; /* the EMA of the weights (NaN: none) */
+    int diverged, ema;
     double *acc_epoch;            /* mean over the seeds at the chosen lr, per epoch */
 } rule_result;
 
@@ -515,12 +593,15 @@ static void write_run(FILE *ep, FILE *rc, const lab_modern_rule *r, double lr, u
     int e, s;
     size_t k;
     for (e = 0; e < run->epochs; e++)
-        fprintf(ep, "%s,%s,%g,%llu,%d,%.9g,%.9g,%.9g,%.9g,%.6g\n", r->key, r->label, lr, (unsigned long long)seed,
-                e + 1, run->train_loss[e], run->val_acc[e], run->test_loss[e], run->test_acc[e], run->seconds[e]);
+        fprintf(ep, "%s,%s,%g,%llu,%d,%.9g,%.9g,%.9g,%.9g,%.9g,%.6g\n", r->key, r->label, lr,
+                (unsigned long long)seed, e + 1, run->train_loss[e], run->val_acc[e], run->test_loss[e],
+                run->test_acc[e], run->ema_test_acc[e], run->seconds[e]);
     for (s = 0; s < run->nratio; s++)
-        for (k = 0; k < NTENSORS; k++)
-            fprintf(rc, "%s,%g,%llu,%ld,%s,%.9g\n", r->key, lr, (unsigned long long)seed, run->ratio_step[s],
-                    tensor_names[k], run->ratio[(size_t)s * NTENSORS + k]);
+        for (k = 0; k < NTENSORS; k++) {
+            const size_t q = (size_t)s * NTENSORS + k;
+            fprintf(rc, "%s,%g,%llu,%ld,%s,%.9g,%.9g,%.9g,%.9g\n", r->key, lr, (unsigned long long)seed,
+                    run->ratio_step[s], tensor_names[k], run->ratio[q], run->gnorm[q], run->elr[q], run->trust[q]);
+        }
 }
 
 static void mlp_part(lab_ctx *ctx, const lab_modern_rule *const *rules, size_t nr, int epochs, rule_result *rr)
@@ -528,8 +609,10 @@ static void mlp_part(lab_ctx *ctx, const lab_modern_rule *const *rules, size_t n
     const lab_dataset *d = ctx->data;
     size_t nval = d->ntrain / 10, i;
     FILE *ep = lab_csv_open(ctx, "modern_epochs.csv",
-                            "rule,label,lr,seed,epoch,train_loss,val_accuracy,test_loss,test_accuracy,seconds");
-    FILE *rc = lab_csv_open(ctx, "modern_ratio.csv", "rule,lr,seed,step,tensor,update_weight_ratio");
+                            "rule,label,lr,seed,epoch,train_loss,val_accuracy,test_loss,test_accuracy,"
+                            "ema_test_accuracy,seconds");
+    FILE *rc = lab_csv_open(ctx, "modern_ratio.csv",
+                            "rule,lr,seed,step,tensor,update_weight_ratio,grad_norm,effective_lr,trust_ratio");
     int total = 0, done = 0, s, e;
     size_t k;
     lab_json *seeds = lab_json_array();
@@ -539,6 +622,8 @@ static void mlp_part(lab_ctx *ctx, const lab_modern_rule *const *rules, size_t n
     lab_json_set_num(ctx->exp, "data.validation", (double)nval);
     lab_json_set_num(ctx->exp, "data.train_used", (double)(d->ntrain - nval));
     lab_json_set_num(ctx->exp, "ratio_every", RATIO_EVERY);
+    lab_json_set_num(ctx->exp, "ema.decay", EMA_DECAY);
+    lab_json_set(ctx->exp, "ema.warmup", lab_json_bool(EMA_WARMUP));
     {
         lab_json *tn = lab_json_put(ctx->exp, "tensors", lab_json_array());
         for (k = 0; k < NTENSORS; k++) lab_json_push(tn, lab_json_str(tensor_names[k]));
@@ -580,7 +665,9 @@ static void mlp_part(lab_ctx *ctx, const lab_modern_rule *const *rules, size_t n
                 seed_runs[s] = &extra[s - 1];
             }
             res->acc_epoch = (double *)lab_xcalloc((size_t)epochs, sizeof(double));
+            res->ema = seed_runs[0]->ema;
             for (s = 0; s < NSEEDS; s++) {
+                res->ema_acc[s] = seed_runs[s]->diverged ? NAN : seed_runs[s]->ema_test_acc[epochs - 1];
                 res->acc[s] = seed_runs[s]->diverged ? NAN : seed_runs[s]->test_acc[epochs - 1];
                 res->loss[s] = seed_runs[s]->diverged ? NAN : seed_runs[s]->test_loss[epochs - 1];
                 res->diverged |= seed_runs[s]->diverged;
@@ -588,6 +675,8 @@ static void mlp_part(lab_ctx *ctx, const lab_modern_rule *const *rules, size_t n
             }
             res->mean = lab_mean(res->acc, NSEEDS);
             res->sd = lab_sd(res->acc, NSEEDS);
+            res->ema_mean = lab_mean(res->ema_acc, NSEEDS);
+            res->ema_sd = lab_sd(res->ema_acc, NSEEDS);
             /* The typical update/weight ratio of each tensor over the first seed's run. */
             for (k = 0; k < NTENSORS; k++) {
                 const mlp_run *r0 = seed_runs[0];
@@ -615,7 +704,7 @@ static const char *verdict_word(int v)
 int lab_exp_modern(lab_ctx *ctx)
 {
     static const char *cols[] = {"rule", "lr grid", "chosen lr", "val acc", "test acc (mean +- sd)", "per seed",
-                                 "vs AdamW (points)", "verdict"};
+                                 "vs AdamW (points)", "verdict", "EMA of the weights: test acc"};
     static const char *scols[] = {"rule", "bowl", "rosenbrock", "beale", "himmelblau", "saddle (escape)",
                                   "ill-conditioned"};
     const lab_modern_rule *rules[MAX_RULES];
@@ -652,7 +741,7 @@ int lab_exp_modern(lab_ctx *ctx)
 
     /* Per rule: the numbers, and the verdict against AdamW. */
     table = lab_new_table(ctx, "final", "Fashion-MNIST: lr chosen on the validation split, test accuracy of 3 seeds",
-                          cols, 8);
+                          cols, 9);
     stable = lab_new_table(ctx, "surfaces", "2-D surfaces: final distance to the nearest minimum at the tuned lr",
                            scols, 7);
     len += (size_t)snprintf(statement + len, sizeof statement - len,
@@ -665,7 +754,7 @@ int lab_exp_modern(lab_ctx *ctx)
         int first = ctx->opt.quick ? (nlrs(r) - 2) / 2 : 0, reached = 0, reached_w = 0, v = 0;
         double lr = r->lrs[first + res->chosen], d = NAN, noise = NAN;
         lab_json *o = lab_json_put(ctx->exp, r->key, lab_json_object()), *sj;
-        char *cells[8], grid[128], verdict_text[1536], parts_text[384];
+        char *cells[9], grid[128], verdict_text[1792], parts_text[384];
         size_t gl = 0;
         int li;
         for (li = 0; li < res->nlr; li++)
@@ -698,6 +787,10 @@ int lab_exp_modern(lab_ctx *ctx)
         lab_json_set_num(o, "test_loss", lab_mean(res->loss, NSEEDS));
         lab_json_put(o, "test_accuracy_per_epoch", lab_json_numbers(res->acc_epoch, (size_t)epochs));
         lab_json_put(o, "diverged", lab_json_bool(res->diverged));
+        /* The EMA of the weights, swapped in after the last epoch (null for the schedule-free rules). */
+        lab_json_put(o, "ema_test_accuracy", res->ema ? lab_json_num(res->ema_mean) : lab_json_null());
+        lab_json_put(o, "ema_test_accuracy_per_seed",
+                     res->ema ? lab_json_numbers(res->ema_acc, NSEEDS) : lab_json_null());
         sj = lab_json_put(o, "update_weight_ratio_median", lab_json_object());
         for (k = 0; k < NTENSORS; k++) /* lab_json_put: the keys hold dots */
             lab_json_put(sj, tensor_names[k], lab_json_num(res->ratio_median[k]));
@@ -735,6 +828,17 @@ int lab_exp_modern(lab_ctx *ctx)
                                        tensor_names[k], res->ratio_median[k]);
             if (vl < sizeof verdict_text) snprintf(verdict_text + vl, sizeof verdict_text - vl, ".");
         }
+        {
+            size_t vl = strlen(verdict_text);
+            if (res->ema)
+                snprintf(verdict_text + vl, sizeof verdict_text - vl,
+                         " The EMA of its weights (decay %g with warm-up): test accuracy %.4f (sd %.4f), %+.2f points "
+                         "from its own weights.",
+                         EMA_DECAY, res->ema_mean, res->ema_sd, 100 * (res->ema_mean - res->mean));
+            else
+                snprintf(verdict_text + vl, sizeof verdict_text - vl,
+                         " Evaluated at x, itself an average of the iterates: no EMA of the weights.");
+        }
         if (!ctx->opt.quick && (res->chosen == 0 || res->chosen == res->nlr - 1)) {
             size_t vl = strlen(verdict_text);
             snprintf(verdict_text + vl, sizeof verdict_text - vl,
@@ -753,7 +857,8 @@ int lab_exp_modern(lab_ctx *ctx)
         cells[6] = adamw >= 0 && (int)i != adamw ? lab_sprintf("%+.2f", d) : lab_xstrdup("-");
         cells[7] = lab_xstrdup(adamw >= 0 && (int)i != adamw ? (v > 0 ? "ahead" : v == 0 ? "level" : "behind")
                                                              : "reference");
-        table_row(table, cells, 8);
+        cells[8] = res->ema ? lab_sprintf("%.4f +- %.4f", res->ema_mean, res->ema_sd) : lab_xstrdup("- (x)");
+        table_row(table, cells, 9);
         {
             char *sc[7];
             sc[0] = lab_xstrdup(r->label);

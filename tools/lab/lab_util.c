@@ -329,18 +329,6 @@ void lab_opt_free(lab_opt *o)
     memset(o, 0, sizeof *o);
 }
 
-double lab_update_ratio(const float *before, const float *after, size_t n)
-{
-    double du = 0, w = 0;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        double d = (double)after[i] - (double)before[i];
-        du += d * d;
-        w += (double)before[i] * (double)before[i];
-    }
-    return w > 0 ? sqrt(du / w) : NAN;
-}
-
 void lab_record_mlp_data(lab_ctx *ctx)
 {
     const lab_dataset *d = ctx->data;

@@ -953,6 +953,9 @@ def fig_modern(run_dir, exp):
         a3.plot([i] * len(per_seed), per_seed, marker, color=color, markersize=6, alpha=0.8, ls="",
                 markeredgecolor="k", markeredgewidth=0.4)
         mean = exp[r].get("test_accuracy")
+        ema = exp[r].get("ema_test_accuracy")
+        if ema is not None:  # the EMA of the weights (none for the schedule-free rules)
+            a3.plot([i - 0.3, i + 0.3], [ema, ema], color=color, lw=1.4, ls=(0, (2, 1.5)))
         if mean is not None:
             a3.plot([i - 0.25, i + 0.25], [mean, mean], color=color, lw=2.5)
             verdict_ = exp[r].get("verdict", "")
@@ -960,7 +963,8 @@ def fig_modern(run_dir, exp):
     a3.set_xticks(range(len(names_)))
     a3.set_xticklabels([labels[r] for r in names_], fontsize=8.5, rotation=20)
     a3.set_ylabel("final test accuracy")
-    a3.set_title("test accuracy of each seed (dots) and the mean (bar), verdict vs AdamW", fontsize=10)
+    a3.set_title("each seed (dots), the mean (bar), the EMA of the weights (dashed), verdict vs AdamW",
+                 fontsize=9.5)
     all_epochs = sorted({int(x["epoch"]) for x in rows})
     if len(all_epochs) <= 12:
         a1.set_xticks(all_epochs)
@@ -985,7 +989,11 @@ def fig_modern(run_dir, exp):
                 "Left: test accuracy per epoch at each rule's chosen lr (mean of 3 seeds). Middle: the final "
                 "validation accuracy of each lr of the grid with the first seed; the chosen lr is circled (the "
                 "test set never chooses). Right: the seeds' final test accuracies and each rule's verdict "
-                "against AdamW (ahead/level/behind: the difference of means against twice its standard error)."))
+                "against AdamW (ahead/level/behind: the difference of means against twice its standard error); "
+                "dashed: the mean test accuracy of the EMA of the weights (decay %s%s, kept in the step and "
+                "swapped in to evaluate; the schedule-free rules have none: they are evaluated at x, itself an "
+                "average)." % (exp.get("ema", {}).get("decay", "?"),
+                               " with warm-up" if exp.get("ema", {}).get("warmup") else "")))
 
     # The update/weight RMS ratio per layer over training (first seed, chosen lr).
     ratio_rows = read_csv(run_dir, "modern_ratio.csv")
@@ -1023,8 +1031,10 @@ def fig_modern(run_dir, exp):
                      "every %s steps, smoothed over 5 samples)" % exp.get("ratio_every", "?"), fontsize=11.5)
         fig.tight_layout(rect=(0, 0.06, 1, 1))
         out.append((save(fig, run_dir, "modern_ratio.png"),
-                    "RMS(p after - p before) / RMS(p before) of one step, per tensor, computed by the lab from the "
-                    "parameters around the step (the library's step statistics will supply it). Sign-based Lion "
+                    "RMS(p after - p before) / RMS(p before) of one step, per tensor, measured by the library's "
+                    "step statistics in the step's own pass (optim_set_stats for the sampled steps; "
+                    "modern_ratio.csv also holds each sample's gradient norm, effective lr and trust ratio). "
+                    "Sign-based Lion "
                     "and the trust-ratio rules LAMB/LARS set this ratio by design, and so does Muon on the weight "
                     "matrices (its orthogonalised step has singular values near 1, times lr; its biases are the "
                     "auxiliary AdamW's); Adam-type steps follow the gradient's signal-to-noise."))
