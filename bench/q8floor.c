@@ -28,6 +28,12 @@
  *                 add, shifted, rebiased, clamped; decode: shift, add, a
  *                 multiply), no NaN code, fused with Adam's math in one pass
  *                 like fused_q8;
+ *   fused_cheap_g16, _off, _sr: fused_cheap with bfloat16 gradients (the
+ *                 14-byte case), the offload step (bfloat16 gradients, the
+ *                 bfloat16 copy of the fp32 master written, 16 bytes), and
+ *                 bfloat16 parameters stored with stochastic rounding (a hash
+ *                 of the element index, as the library's) and bfloat16
+ *                 gradients (10 bytes);
  *   fused_lin     the same with m as a linear int8 code (round(m 127 / A)):
  *                 fewer operations, but scripts/q8_codes_sim.py measures m's
  *                 error at 0.65-0.75 (today's code: 0.05-0.06): not defensible;
@@ -37,7 +43,7 @@
  *                 and written once with trivial arithmetic): f32 (Adam's 28
  *                 bytes/element), q8 (float p and g, two byte arrays: 16),
  *                 q8_bf16g (bfloat16 gradient: 14), q8_bf16pg (bfloat16
- *                 parameter and gradient: 10).
+ *                 parameter and gradient: 10), q8_off (the offload step: 16).
  *
  * Usage: optim_q8floor [--sizes 4K,16K,64K,64M] [--trials N] [--cases a,b,...]
  * Prints one line per size and case: ns/element (best trial), the median
@@ -289,7 +295,33 @@ static inline void cheap_enc_v(uint8_t *c, __m512 v, __m512 r)
     _mm_storeu_si128((__m128i *)(void *)c, _mm512_cvtusepi32_epi8(_mm512_min_epi32(k, _mm512_set1_epi32(248))));
 }
 
-static void fused_cheap(work *w, const int math, const int lin)
+/* The parameter and gradient streams of the fused cheap loops (io): */
+#define IO_F32 0     /* float32 p and g */
+#define IO_G16 1     /* float32 p, bfloat16 g (adam:grad=bf16:state=int8) */
+#define IO_OFFLOAD 2 /* fp32 master p, bfloat16 g, the bfloat16 copy of p written (round to nearest even) */
+#define IO_SR 3      /* bfloat16 p stored with stochastic rounding, bfloat16 g */
+
+static inline __m512 bf16_load(const uint16_t *x)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)x)), 16));
+}
+/* Round to nearest even (finite values: the experiment's data), 16 lanes to 16 bfloat16. */
+static inline void bf16_store_rne(uint16_t *x, __m512 f)
+{
+    const __m512i u = _mm512_castps_si512(f);
+    const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
+                                       _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
+    _mm256_storeu_si256((__m256i *)(void *)x, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+}
+/* Stochastic rounding: 16 random bits per lane from the counter-based hash of element index lo + lane. */
+static inline void bf16_store_sr(uint16_t *x, __m512 f, uint32_t lo)
+{
+    const __m512i r16 = _mm512_srli_epi32(optim__q8_bits20_v(lo, 0x2545f491u), 4);
+    const __m512i u = _mm512_add_epi32(_mm512_castps_si512(f), r16);
+    _mm256_storeu_si256((__m256i *)(void *)x, _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16)));
+}
+
+static void fused_cheap(work *w, const int math, const int lin, const int io)
 {
     const adam_v A = adam_consts(&w->k);
     const __m512i absm = _mm512_set1_epi32(0x7fffffff);
@@ -302,8 +334,8 @@ static void fused_cheap(work *w, const int math, const int lin)
         for (size_t i = 0; i < Q8B; i += 16) {
             __m512 m = lin ? lin_dec_m(w->cm + b + i, Am) : cheap_dec_m(w->cm + b + i, Am);
             __m512 v = cheap_dec_v(w->cv + b + i, Av);
-            __m512 p = _mm512_loadu_ps(w->p + b + i);
-            const __m512 g = _mm512_loadu_ps(w->g + b + i);
+            __m512 p = io == IO_SR ? bf16_load(w->p16 + b + i) : _mm512_loadu_ps(w->p + b + i);
+            const __m512 g = io == IO_F32 ? _mm512_loadu_ps(w->g + b + i) : bf16_load(w->g16 + b + i);
             if (math) {
                 ADAM_MATH(A, p, g, m, v);
             } else {
@@ -311,7 +343,12 @@ static void fused_cheap(work *w, const int math, const int lin)
                 m = _mm512_fmadd_ps(m, a, g);
                 v = _mm512_fmadd_ps(v, a, bb);
             }
-            _mm512_storeu_ps(w->p + b + i, p);
+            if (io == IO_SR) {
+                bf16_store_sr(w->p16 + b + i, p, (uint32_t)(b + i));
+            } else {
+                _mm512_storeu_ps(w->p + b + i, p);
+                if (io == IO_OFFLOAD) bf16_store_rne(w->p16 + b + i, p);
+            }
             _mm512_storeu_ps(bm + i, m);
             _mm512_storeu_ps(bv + i, v);
             accm = _mm512_max_epu32(accm, _mm512_and_si512(_mm512_castps_si512(m), absm));
@@ -330,9 +367,12 @@ static void fused_cheap(work *w, const int math, const int lin)
         }
     }
 }
-static void run_fused_cheap(work *w) { fused_cheap(w, 1, 0); }
-static void run_fused_lin(work *w) { fused_cheap(w, 1, 1); }
-static void run_fused_nomath(work *w) { fused_cheap(w, 0, 0); }
+static void run_fused_cheap(work *w) { fused_cheap(w, 1, 0, IO_F32); }
+static void run_fused_cheap_g16(work *w) { fused_cheap(w, 1, 0, IO_G16); }
+static void run_fused_cheap_off(work *w) { fused_cheap(w, 1, 0, IO_OFFLOAD); }
+static void run_fused_cheap_sr(work *w) { fused_cheap(w, 1, 0, IO_SR); }
+static void run_fused_lin(work *w) { fused_cheap(w, 1, 1, IO_F32); }
+static void run_fused_nomath(work *w) { fused_cheap(w, 0, 0, IO_F32); }
 
 /* ---- Same-traffic ceilings ------------------------------------------------------- */
 
@@ -355,7 +395,21 @@ static void ceil_q8(work *w, int g16, int p16)
     const float a = 0.999f, c = 1e-3f;
     const uint8_t x = 0x5a;
     const size_t n = w->n; /* a local: the byte stores could alias w->n, and the loops would not vectorise */
-    if (p16) {
+    if (g16 && p16 == 2) { /* the offload step: float32 master, bfloat16 gradient, the bfloat16 copy written */
+        float *restrict p = w->p;
+        uint16_t *restrict cp = w->p16;
+        const uint16_t *restrict g = w->g16;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)g[i] << 16;
+            float gf;
+            memcpy(&gf, &u, 4);
+            p[i] = p[i] * a + gf * c;
+            memcpy(&u, &p[i], 4);
+            cp[i] = (uint16_t)(u >> 16);
+            q0[i] = (uint8_t)(q0[i] ^ x);
+            q1[i] = (uint8_t)(q1[i] ^ x);
+        }
+    } else if (p16) {
         uint16_t *restrict p = w->p16;
         const uint16_t *restrict g = w->g16;
         for (size_t i = 0; i < n; i++) {
@@ -393,6 +447,7 @@ static void ceil_q8(work *w, int g16, int p16)
 static void run_ceil_q8(work *w) { ceil_q8(w, 0, 0); }
 static void run_ceil_q8_bf16g(work *w) { ceil_q8(w, 1, 0); }
 static void run_ceil_q8_bf16pg(work *w) { ceil_q8(w, 1, 1); }
+static void run_ceil_q8_off(work *w) { ceil_q8(w, 1, 2); }
 
 /* ---- Driver ------------------------------------------------------------------------ */
 
@@ -411,12 +466,16 @@ static const bcase cases[] = {
     {"bf16_sr_store", run_bf16_sr_store, "library bf16 SR store (one stream)"},
     {"fused_q8", run_fused_q8, "fused, today's codes (bit-identical)"},
     {"fused_cheap", run_fused_cheap, "fused, E4M3 / E5M3 codes without subnormals"},
+    {"fused_cheap_g16", run_fused_cheap_g16, "fused_cheap, bf16 g (14 B)"},
+    {"fused_cheap_off", run_fused_cheap_off, "fused_cheap, offload: bf16 g, bf16 copy (16 B)"},
+    {"fused_cheap_sr", run_fused_cheap_sr, "fused_cheap, bf16 p with SR, bf16 g (10 B)"},
     {"fused_lin", run_fused_lin, "fused, linear m / E5M3-nosub v"},
     {"fused_nomath", run_fused_nomath, "fused_cheap's codecs, no Adam math"},
     {"ceil_f32", run_ceil_f32, "ceiling, 28 B/el (fp32 Adam)"},
     {"ceil_q8", run_ceil_q8, "ceiling, 16 B/el (f32 p, g; int8 m, v)"},
     {"ceil_q8_bf16g", run_ceil_q8_bf16g, "ceiling, 14 B/el (bf16 g)"},
     {"ceil_q8_bf16pg", run_ceil_q8_bf16pg, "ceiling, 10 B/el (bf16 p, g)"},
+    {"ceil_q8_off", run_ceil_q8_off, "ceiling, 16 B/el (offload: bf16 g, bf16 copy)"},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
