@@ -34,9 +34,11 @@ def fp_map(E, M, signed, top_one):
     return v
 def lin_map(): return np.linspace(0,1,256)
 def lin_signed_map(): return np.arange(-127,128)/127.0  # round(y * 127): bench/q8floor.c's cheap m code
-def nosub_map(E, M):
-    # bench/q8floor.c's cheap v code: 2^e (1 + f/2^M) for e = -(2^E - 1) .. 0, no subnormals, no 0
-    return np.array(sorted({2.0**e*(1+f/2**M) for e in range(-(2**E-1), 1) for f in range(2**M) if 2.0**e*(1+f/2**M) <= 1}))
+def nosub_map(E, M, signed=False):
+    # bench/q8floor.c's cheap codes: 2^e (1 + f/2^M) for e = -(2^E - 1) .. 0, no subnormals; unsigned (v):
+    # no 0 either; signed (m): 0 and both signs
+    v = np.array(sorted({2.0**e*(1+f/2**M) for e in range(-(2**E-1), 1) for f in range(2**M) if 2.0**e*(1+f/2**M) <= 1}))
+    return np.concatenate([-v[::-1], [0.0], v]) if signed else v
 def nearest(table, y):
     if table.min() > 0: y = np.maximum(y, table.min())  # a code without 0 rounds everything up to its least value
     i = np.clip(np.searchsorted(table, y), 1, len(table)-1)
@@ -66,7 +68,7 @@ cands = {
  'E4M3 / E5M3, pow2':     (fp_map(4,3,True,False),'p2',fp_map(5,3,False,False),'p2',True,False),
  'E4M3 / E4M4 sqrt, pow2':(fp_map(4,3,True,False),'p2',fp_map(4,4,False,False),'p2',True,True),
  'cheap: linear m / E5M3 no-sub v, absmax': (lin_signed_map(),'abs',nosub_map(5,3),'abs',True,False),
- 'cheap: E4M3 m / E5M3 no-sub v, absmax': (fp_map(4,3,True,True),'abs',nosub_map(5,3),'abs',True,False),
+ 'cheap: E4M3 / E5M3 no-sub, absmax': (nosub_map(4,3,True),'abs',nosub_map(5,3),'abs',True,False),
 }
 if len(sys.argv) > 2:
     words = sys.argv[2].split(',')
