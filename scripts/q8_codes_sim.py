@@ -4,7 +4,8 @@ Adam (beta 0.9, 0.999) on 32768 elements whose gradient scales spread over three
 256-element block; at step T/2 the gradients of every other element fall tenfold. Each candidate code keeps its
 own quantized state (quantized after every step); errors against float32 state fed the same gradients.
 Research code (numpy, nearest code by search): the library's code is src/kernels/quant8.h.
-Usage: /usr/bin/python3 scripts/q8_codes_sim.py [steps]   (4000 for the table; minutes)
+Usage: /usr/bin/python3 scripts/q8_codes_sim.py [steps] [name,...]   (4000 for the table; minutes)
+  name,...: run only the candidates whose names contain one of these words (e.g. 'cheap,absmax').
 """
 import numpy as np, sys
 rng = np.random.default_rng(1)
@@ -32,7 +33,14 @@ def fp_map(E, M, signed, top_one):
     if signed: v = np.concatenate([-v[1:][::-1], v])
     return v
 def lin_map(): return np.linspace(0,1,256)
+def lin_signed_map(): return np.arange(-127,128)/127.0  # round(y * 127): bench/q8floor.c's cheap m code
+def nosub_map(E, M, signed=False):
+    # bench/q8floor.c's cheap codes: 2^e (1 + f/2^M) for e = -(2^E - 1) .. 0, no subnormals; unsigned (v):
+    # no 0 either; signed (m): 0 and both signs
+    v = np.array(sorted({2.0**e*(1+f/2**M) for e in range(-(2**E-1), 1) for f in range(2**M) if 2.0**e*(1+f/2**M) <= 1}))
+    return np.concatenate([-v[::-1], [0.0], v]) if signed else v
 def nearest(table, y):
+    if table.min() > 0: y = np.maximum(y, table.min())  # a code without 0 rounds everything up to its least value
     i = np.clip(np.searchsorted(table, y), 1, len(table)-1)
     lo, hi = table[i-1], table[i]
     return np.where(np.abs(y-lo) <= np.abs(hi-y), lo, hi)
@@ -59,7 +67,12 @@ cands = {
  'E4M3 / E5M3, absmax':   (fp_map(4,3,True,True),'abs',fp_map(5,3,False,True),'abs',True,False),
  'E4M3 / E5M3, pow2':     (fp_map(4,3,True,False),'p2',fp_map(5,3,False,False),'p2',True,False),
  'E4M3 / E4M4 sqrt, pow2':(fp_map(4,3,True,False),'p2',fp_map(4,4,False,False),'p2',True,True),
+ 'cheap: linear m / E5M3 no-sub v, absmax': (lin_signed_map(),'abs',nosub_map(5,3),'abs',True,False),
+ 'cheap: E4M3 / E5M3 no-sub, absmax': (nosub_map(4,3,True),'abs',nosub_map(5,3),'abs',True,False),
 }
+if len(sys.argv) > 2:
+    words = sys.argv[2].split(',')
+    cands = {k: c for k, c in cands.items() if any(w in k for w in words)}
 b1,b2,eps,lr=0.9,0.999,1e-8,1e-3
 st = {k:[np.zeros(N,np.float32),np.zeros(N,np.float32)] for k in cands}
 m=np.zeros(N,np.float32); v=np.zeros(N,np.float32)
