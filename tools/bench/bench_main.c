@@ -1852,6 +1852,7 @@ int optim_bench_main(int argc, char **argv)
             bench_print_size_header(s, m->count);
         }
         if (o->context) bench_context_run(o, &run, s);
+        bench_heap_release(); /* the previous size's arrays, freed: not resident in the base */
         rss_base = bench_rss_now();
         bench_model_alloc(m, o->seed + si);
         for (ci = 0; ci < o->ncases; ci++) bench_case_run(o, &run, s, m, &o->cases[ci], rss_base);
