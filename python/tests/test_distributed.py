@@ -480,9 +480,9 @@ def _job_main(rank, world, directory, seed):
 # average would be); at LS_EVENTS' steps one element of a tensor owned by one rank is made Inf or NaN.
 # 'few' is a 2-tensor model: on 3 ranks one rank owns nothing and must still agree at every step.
 # 'lamb': LAMB, whose per-tensor trust ratios the hook must leave to each tensor's owner.
-# (LAMB's fused clip_grad_norm, on by default as in the reference, is off: it would need the model's norm.)
+# (LAMB's gradient clipping, max_grad_norm=1.0 by default as in timm, is off: it would need the model's norm.)
 LS_CASES = {"main": ("Adam", False), "few": ("Adam", True), "lamb": ("LAMB", False)}
-LS_RULE_KW = {"LAMB": dict(clip_grad_norm=None)}
+LS_RULE_KW = {"LAMB": dict(max_grad_norm=None)}
 
 LS_STEPS, LS_SAVE_AT = 10, 5
 LS_KW = dict(lr=0.01, master_weights=True, loss_scale=dict(init_scale=2.0 ** 10, growth_interval=3))
@@ -561,6 +561,18 @@ def _ls_job(rank, world, directory, seed):
         zero.load_state_dict(ckpt["optimizer"])
         resumed = _ls_train(zero, params, seed, range(LS_SAVE_AT, LS_STEPS), victims)
         r.update(resumed_params=_snapshot(params), resumed_scales=resumed[0], resumed_skipped=resumed[1])
+        # Resumed from one process's state_dict (the same run, stepped here alone to step 5).
+        params = _ls_params(seed, few)
+        alone = cls(params, **LS_KW, **LS_RULE_KW.get(rule, {}))
+        for t in range(LS_SAVE_AT):
+            scale = alone.loss_scale
+            _ls_grads(seed, t, params, scale, _ls_poison(t, victims))
+            alone.step()
+        zero = ZeRO(params, optimizer_class=cls, lr=0.01, master_weights=True, loss_scale="dynamic",
+                    **LS_RULE_KW.get(rule, {}))
+        zero.load_state_dict(alone.state_dict())
+        resumed = _ls_train(zero, params, seed, range(LS_SAVE_AT, LS_STEPS), victims)
+        r.update(single_params=_snapshot(params), single_scales=resumed[0], single_skipped=resumed[1])
         out[key] = r
     dist.barrier()
     return out
@@ -1126,6 +1138,10 @@ def test_dynamic_loss_scale_under_zero_is_one_process(jobs, world):
             assert got["resumed_scales"] == scales[LS_SAVE_AT:], (key, r, got["resumed_scales"], scales)
             assert got["resumed_skipped"] == skipped[LS_SAVE_AT:], (key, r)
             assert_same(got["resumed_params"], [p.detach() for p in params], "%s: rank %d resumed" % (key, r))
+            # ... and from one process's state_dict (its scaler rides in the groups too)
+            assert got["single_scales"] == scales[LS_SAVE_AT:], (key, r, got["single_scales"], scales)
+            assert got["single_skipped"] == skipped[LS_SAVE_AT:], (key, r)
+            assert_same(got["single_params"], [p.detach() for p in params], "%s: rank %d from one process" % (key, r))
         # ... and by a plain optimizer in this process (the scale from the groups of ZeRO's state_dict).
         ckpt = torch.load(os.path.join(d, "ls_%s.pt" % key))
         ls = ckpt["optimizer"]["param_groups"][0]["optim_precision"]["loss_scale"]

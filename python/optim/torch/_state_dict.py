@@ -53,6 +53,11 @@ def state_dict(opt):
             packed_state[k] = v
         precision = _precision.export(c)
         ema = _ema.export(c)  # the EMA of the weights (docs/EMA.md): copies, only when on
+    if precision["loss_scale"] is not None or precision["seed"]:
+        # Also in every group: torch's ZeroRedundancyOptimizer.load_state_dict keeps only 'state' and
+        # 'param_groups', and hands the groups' keys to its local optimizers (_distributed.adopt).
+        for group in param_groups:
+            group[_precision.STATE_KEY] = precision
     out = {"state": packed_state, "param_groups": param_groups, _precision.STATE_KEY: precision}
     if ema is not None:
         out[_ema.STATE_KEY] = ema
