@@ -202,6 +202,7 @@ int dm_local_prepare(optim_mpi *d, optim *local, optim_sam **sam)
 {
     optim_ext_hooks h;
     *sam = NULL;
+    memset(&h, 0, sizeof h); /* whole_tensors 0: the local optimizer holds slices */
     h.ctx = d;
     h.combine = d->stage > 0 ? dm_combine : dm_combine_none;
     h.name_block = dm_name_block;

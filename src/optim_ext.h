@@ -1,7 +1,8 @@
 /* optim_ext.h: hooks for libraries layered on liboptim in this tree
- * (liboptim_mpi, mpi/), and for nothing else. Not installed, not part of the
- * public API: the two functions are exported from liboptim only so that
- * liboptim_mpi, a separate library, can reach them.
+ * (liboptim_mpi, mpi/; optim.torch under torch's ZeroRedundancyOptimizer,
+ * python/optim/torch/_distributed.py), and for nothing else. Not installed,
+ * not part of the public API: the functions are exported from liboptim only
+ * so that those layers can reach them.
  *
  * A sharded optimizer steps, on each process, an optimizer over that
  * process's slices of the parameters. Clipping by the global norm, the
@@ -35,9 +36,22 @@ typedef struct optim_ext_hooks {
     /* The index and name of the parameter holding block `block` of the
      * combined arrays, for the message of a non-finite gradient. */
     void (*name_block)(void *ctx, size_t block, size_t *param, const char **name);
+    /* 1 when every parameter of the optimizer is a whole tensor of the model
+     * (each process steps whole tensors: torch's ZeroRedundancyOptimizer), so
+     * that per-tensor reductions (LAMB, LARS, Adafactor's factored passes)
+     * are the unsharded ones; 0 for slices (liboptim_mpi), which refuses
+     * them. */
+    int whole_tensors;
 } optim_ext_hooks;
 
-/** Install hooks (copied) on o, or remove them (hooks NULL or hooks->combine NULL). */
+/* With hooks installed, an optimizer without parameters may step (a rank
+ * that owns no tensor still takes part in every combine: its pre-pass has
+ * no blocks; a dynamic loss scale still backs off or grows with the
+ * others'). */
+
+/** Install hooks (copied) on o, or remove them (hooks NULL or hooks->combine NULL). The combine hook is
+ *  called by every step that runs the pre-pass (clipping, a non-finite policy other than propagate, or
+ *  dynamic loss scaling), on the calling thread. */
 OPTIM_API int optim__ext_set_hooks(optim *o, const optim_ext_hooks *hooks);
 /** Stochastic rounding (OPTIM_PARAM_STOCHASTIC_ROUNDING) of o's parameter i
  *  draws the random numbers of elements first, first + 1, ... of the model's

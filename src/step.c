@@ -294,7 +294,9 @@ int optim__step(optim *o)
     size_t i, total, nblocks;
     int reduce = 0, factored = 0;
     optim__step_in in;
-    OPTIM__FAIL_IF(o->nparams == 0, OPTIM__E(o), OPTIM_ESTATE, "optim_step: the optimizer has no parameters");
+    /* With extension hooks (src/optim_ext.h) a rank owning no tensor still steps: it takes part in the combine. */
+    OPTIM__FAIL_IF(o->nparams == 0 && !o->ext.combine, OPTIM__E(o), OPTIM_ESTATE,
+                   "optim_step: the optimizer has no parameters");
     OPTIM__FAIL_IF(o->sf_eval, OPTIM__E(o), OPTIM_ESTATE,
                    "optim_step: the %s optimizer is in eval mode (the parameters hold x); call "
                    "optim_schedule_free_train first (the reference refuses a step in eval mode too); nothing changed",
@@ -356,7 +358,7 @@ int optim__step(optim *o)
         if (o->ks[i].c.reduce & OPTIM__RED_FACTORED) factored = 1;
     }
     /* A sharded run (liboptim_mpi) holds pieces of tensors: per-tensor norms would need every rank's pieces. */
-    OPTIM__FAIL_IF(reduce && o->ext.combine, OPTIM__E(o), OPTIM_EUNSUPPORTED,
+    OPTIM__FAIL_IF(reduce && o->ext.combine && !o->ext.whole_tensors, OPTIM__E(o), OPTIM_EUNSUPPORTED,
                    "optim_step: %s's per-tensor reductions are not supported on a sharded optimizer "
                    "(liboptim_mpi); nothing changed",
                    optim_rule_name(o->rule));

@@ -18,7 +18,8 @@ from . import _constants as C
 from ._errors import OptimError
 from ._lib import lib, path
 
-__all__ = ["Error", "check", "enum_names", "version", "PROTOTYPES", "MUON_PROTOTYPES", "declare_muon"]
+__all__ = ["Error", "check", "enum_names", "version", "PROTOTYPES", "EXT_PROTOTYPES", "MUON_PROTOTYPES",
+           "declare_muon"]
 
 _int = ctypes.c_int
 _uint = ctypes.c_uint
@@ -182,6 +183,14 @@ PROTOTYPES = {
 }
 
 
+# liboptim's private hooks for the layers of this tree (src/optim_ext.h, not installed): optim.torch uses
+# them as the local optimizer of torch's ZeroRedundancyOptimizer (optim.torch._distributed). Declared as
+# attributes like PROTOTYPES; python/tests/test_binding.py checks them against src/optim_ext.h.
+EXT_PROTOTYPES = {
+    "optim__ext_set_hooks": (_int, _ptr, _ptr),
+}
+
+
 # liboptim_muon (include/optim_muon.h), a library of its own that optim._muon loads on first use: its
 # functions are declared on that library's handle by declare_muon (checked against the header as above).
 MUON_PROTOTYPES = {
@@ -204,7 +213,7 @@ def declare_muon(handle):
 def _declare():
     """{name: the library's function with its prototype set}, for every entry."""
     out, missing = {}, []
-    for name, (restype, *argtypes) in PROTOTYPES.items():
+    for name, (restype, *argtypes) in list(PROTOTYPES.items()) + list(EXT_PROTOTYPES.items()):
         try:
             fn = getattr(lib, name)
         except AttributeError:

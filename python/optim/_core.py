@@ -156,6 +156,22 @@ class LossScale(ctypes.Structure):
                 ("growth_interval", ctypes.c_int64)]
 
 
+# src/optim_ext.h's hooks (private to the layers of this tree: optim.torch._distributed).
+EXT_COMBINE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(_dbl), ctypes.POINTER(ctypes.c_ubyte),
+                               ctypes.c_size_t, ctypes.POINTER(ctypes.POINTER(_dbl)),
+                               ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)), ctypes.POINTER(ctypes.c_size_t),
+                               ctypes.POINTER(capi.Error))
+EXT_NAME_BLOCK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t),
+                                  ctypes.POINTER(ctypes.c_char_p))
+
+
+class ExtHooks(ctypes.Structure):
+    """struct optim_ext_hooks (src/optim_ext.h)."""
+
+    _fields_ = [("ctx", ctypes.c_void_p), ("combine", EXT_COMBINE), ("name_block", EXT_NAME_BLOCK),
+                ("whole_tensors", ctypes.c_int)]
+
+
 class StepStats(ctypes.Structure):
     """struct optim_step_stats (optim_stats.h)."""
 
@@ -330,6 +346,11 @@ class Handle:
     def set_loss_scale(self, mode, init_scale=1.0, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
         ls = LossScale(mode, init_scale, growth_factor, backoff_factor, growth_interval)
         self._call(capi.optim_set_loss_scale, ctypes.byref(ls))
+
+    def set_ext_hooks(self, hooks):
+        """Install src/optim_ext.h's hooks (an ExtHooks, whose callbacks the
+        caller keeps alive while installed) or remove them (None)."""
+        self._call(capi.optim__ext_set_hooks, ctypes.byref(hooks) if hooks is not None else None)
 
     def get_loss_scale(self):
         """(mode, init_scale, growth_factor, backoff_factor, growth_interval, scale, growth_tracker)."""

@@ -13,7 +13,7 @@ from itertools import chain
 import pytest
 
 import optim
-from optim import _capi, _constants
+from optim import _capi, _constants, _core
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE = os.path.join(ROOT, "python", "optim")
@@ -139,6 +139,18 @@ def test_every_declaration_is_the_headers_prototype():
         fn = getattr(_capi, name)
         assert fn.restype is restype and list(fn.argtypes) == list(argtypes)
     assert not bad, "\n".join(bad)
+
+
+def test_ext_declarations_are_the_private_headers_prototype():
+    """EXT_PROTOTYPES (liboptim's hooks for the layers of this tree, src/optim_ext.h) match that header."""
+    protos = GEN.parse_prototypes(os.path.join(ROOT, "src"))
+    for name, (restype, *argtypes) in _capi.EXT_PROTOTYPES.items():
+        assert name in protos, "%s is declared in optim/_capi.py but not in src/*.h" % name
+        ret, args = protos[name]
+        assert (restype, list(argtypes)) == (_ctype(ret), [_ctype(a) for a in args]), (name, ret, args)
+        fn = getattr(_capi, name)
+        assert fn.restype is restype and list(fn.argtypes) == list(argtypes)
+    assert ctypes.sizeof(_core.ExtHooks) == 4 * ctypes.sizeof(ctypes.c_void_p), "struct optim_ext_hooks changed"
 
 
 def test_one_declaration_layer():

@@ -454,6 +454,7 @@ def _job_main(rank, world, directory, seed):
                 roles[(lib, zero)] = _run_role(cfg, lib, zero, seed, rank, world)
         out["roles"][cfg["name"]] = roles
     out["fused"] = _run_fused(seed, rank, world)
+    out["loss_scale"] = _ls_job(rank, world, directory, seed)
     for cfg in SAM_CONFIGS:
         out["sam"][cfg["name"]] = {lib: _run_sam(cfg, lib, seed, rank, world) for lib in ("optim", "reference")}
     ck2 = os.path.join(directory, "..", "ckpt2.pt")
@@ -470,6 +471,110 @@ def _job_main(rank, world, directory, seed):
     else:
         out["resumed_other"] = _resume_train(ot.AdamW, seed, ck2, RESUME_AT, total, rank, kw=OTHER_KW)
         out["resumed_from_torch"] = _resume_train(ot.AdamW, seed, ckt, RESUME_AT, total, rank)
+    return out
+
+
+# ---- dynamic loss scaling under ZeroRedundancyOptimizer -----------------------------------------
+# A float16 model with fp32 masters, Adam with a dynamic loss scale (growth every 3 good steps), fed
+# gradients made from (seed, step, tensor) times the current scale on every rank alike (as DDP's
+# average would be); at LS_EVENTS' steps one element of a tensor owned by one rank is made Inf or NaN.
+# 'few' is a 2-tensor model: on 3 ranks one rank owns nothing and must still agree at every step.
+# 'lamb': LAMB, whose per-tensor trust ratios the hook must leave to each tensor's owner.
+# (LAMB's gradient clipping, max_grad_norm=1.0 by default as in timm, is off: it would need the model's norm.)
+LS_CASES = {"main": ("Adam", False), "few": ("Adam", True), "lamb": ("LAMB", False)}
+LS_RULE_KW = {"LAMB": dict(max_grad_norm=None)}
+
+LS_STEPS, LS_SAVE_AT = 10, 5
+LS_KW = dict(lr=0.01, master_weights=True, loss_scale=dict(init_scale=2.0 ** 10, growth_interval=3))
+LS_EVENTS = ((2, "last", float("inf")), (3, 0, float("nan")), (7, "last", float("-inf")))  # (step, owner, value)
+
+
+def _ls_params(seed, few):
+    g = torch.Generator().manual_seed(seed + 7)
+    shapes = [(33,), (5, 4)] if few else [(40, 30), (17,), (9, 5), (300,), (3,)]
+    return [(torch.randn(s, generator=g) * 0.5).half().requires_grad_() for s in shapes]
+
+
+def _ls_grads(seed, t, params, scale, poison):
+    """Step t's float16 gradients of a loss scaled by `scale`; poison: {tensor index: value of its element 0}."""
+    for i, p in enumerate(params):
+        g = torch.Generator().manual_seed(seed * 1000 + 17 * t + i)
+        p.grad = (torch.randn(p.shape, generator=g) * 0.01 * scale).half()
+        if i in poison:
+            p.grad.view(-1)[0] = poison[i]
+
+
+def _ls_poison(t, victims):
+    return {victims[k]: value for step, k, value in LS_EVENTS if step == t}
+
+
+def _ls_victims(zero, params, world):
+    """{owner key in LS_EVENTS: the index of a tensor that rank steps} (the last rank owning one)."""
+    owner = [zero._param_to_rank[p] for p in params]
+    owning = sorted(set(owner))
+    return {0: owner.index(owning[0]), "last": owner.index(owning[-1])}, owner
+
+
+def _ls_train(zero, params, seed, steps, victims):
+    scales, skipped = [], []
+    for t in steps:
+        scale = zero.optim.loss_scale
+        _ls_grads(seed, t, params, scale, _ls_poison(t, victims))
+        zero.step()
+        scales.append(scale)
+        skipped.append(zero.optim.last_step_skipped)
+    return scales, skipped
+
+
+def _ls_job(rank, world, directory, seed):
+    import torch.distributed as dist
+    from torch.distributed.optim import ZeroRedundancyOptimizer as ZeRO
+    import optim.torch as ot
+
+    out = {}
+    for key, (rule, few) in LS_CASES.items():
+        cls = getattr(ot, rule)
+        params = _ls_params(seed, few)
+        zero = ZeRO(params, optimizer_class=cls, **LS_KW, **LS_RULE_KW.get(rule, {}))
+        victims, owner = _ls_victims(zero, params, world)
+        saved = os.path.join(directory, "ls_%s.pt" % key)
+        scales, skipped = _ls_train(zero, params, seed, range(LS_SAVE_AT), victims)
+        zero.consolidate_state_dict(to=0)
+        if rank == 0:
+            torch.save({"optimizer": zero.state_dict(), "params": _snapshot(params)}, saved)
+        dist.barrier()
+        more = _ls_train(zero, params, seed, range(LS_SAVE_AT, LS_STEPS), victims)
+        zero.consolidate_state_dict(to=0)
+        r = dict(params=_snapshot(params), scales=scales + more[0], skipped=skipped + more[1], owner=owner,
+                 victims=victims, scale=zero.optim.loss_scale, skipped_steps=zero.optim.skipped_steps,
+                 local=len(zero.optim._c.params),
+                 state=_plain_state(zero.state_dict()) if rank == 0 else None)
+        # Resumed from the consolidated state_dict by a ZeRO built with GradScaler's defaults: the
+        # checkpoint's scale and growth tracker win (they ride in the param groups).
+        ckpt = torch.load(saved)
+        params = _ls_params(seed, few)
+        with torch.no_grad():
+            for p, q in zip(params, ckpt["params"]):
+                p.copy_(q)
+        zero = ZeRO(params, optimizer_class=cls, lr=0.01, master_weights=True, loss_scale="dynamic",
+                    **LS_RULE_KW.get(rule, {}))
+        zero.load_state_dict(ckpt["optimizer"])
+        resumed = _ls_train(zero, params, seed, range(LS_SAVE_AT, LS_STEPS), victims)
+        r.update(resumed_params=_snapshot(params), resumed_scales=resumed[0], resumed_skipped=resumed[1])
+        # Resumed from one process's state_dict (the same run, stepped here alone to step 5).
+        params = _ls_params(seed, few)
+        alone = cls(params, **LS_KW, **LS_RULE_KW.get(rule, {}))
+        for t in range(LS_SAVE_AT):
+            scale = alone.loss_scale
+            _ls_grads(seed, t, params, scale, _ls_poison(t, victims))
+            alone.step()
+        zero = ZeRO(params, optimizer_class=cls, lr=0.01, master_weights=True, loss_scale="dynamic",
+                    **LS_RULE_KW.get(rule, {}))
+        zero.load_state_dict(alone.state_dict())
+        resumed = _ls_train(zero, params, seed, range(LS_SAVE_AT, LS_STEPS), victims)
+        r.update(single_params=_snapshot(params), single_scales=resumed[0], single_skipped=resumed[1])
+        out[key] = r
+    dist.barrier()
     return out
 
 
@@ -627,6 +732,8 @@ def jobs(tmp_path_factory):
 
 
 def _bits(t):
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.detach().contiguous().view(torch.int16)
     return t.detach().contiguous().view(torch.int32) if t.dtype == torch.float32 else t.detach()
 
 
@@ -971,3 +1078,82 @@ def teardown_module(module):
     if _BITS_REPORT:
         print("compared with torch.optim in bits: %s; within TOL: %s" % (
             sorted(k for k, v in _BITS_REPORT.items() if v), sorted(k for k, v in _BITS_REPORT.items() if not v)))
+
+
+# ---- dynamic loss scaling under ZeroRedundancyOptimizer -----------------------------------------
+
+
+def _ls_reference(key, victims, steps, opt=None, params=None):
+    """One process stepping the whole model with the ranks' gradients: (params, optimizer, scales, skips)."""
+    import optim.torch as ot
+    seed = _seed()
+    if params is None:
+        rule, few = LS_CASES[key]
+        params = _ls_params(seed, few)
+        opt = getattr(ot, rule)(params, **LS_KW, **LS_RULE_KW.get(rule, {}))
+    scales, skipped = [], []
+    for t in steps:
+        scale = opt.loss_scale
+        _ls_grads(seed, t, params, scale, _ls_poison(t, victims))
+        opt.step()
+        scales.append(scale)
+        skipped.append(opt.last_step_skipped)
+    return params, opt, scales, skipped
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_dynamic_loss_scale_under_zero_is_one_process(jobs, world):
+    """Every rank of ZeroRedundancyOptimizer(optim.torch.Adam, float16 with masters, dynamic loss
+    scale) skips, backs off and grows with the others when one rank's shard overflows: every rank's
+    parameters, scale sequence and skipped steps, and the consolidated state (masters, moments, steps)
+    equal one process stepping the whole model with the same gradients, bit for bit; a consolidated
+    state_dict carries the scale (resumed by a ZeRO built with other settings, and by a plain
+    optimizer in this process)."""
+    d = os.path.join(jobs["dir"], "world%d" % world)
+    import optim.torch as ot
+    for key, (rule, few) in LS_CASES.items():
+        res = [r["loss_scale"][key] for r in jobs[world]]
+        victims = res[0]["victims"]
+        owner = res[0]["owner"]
+        # The poisoned tensors belong to different ranks, and only their owners see the Inf/NaN in their shard.
+        assert owner[victims[0]] != owner[victims["last"]], (owner, victims)
+        if few and world == 3:
+            assert sorted(r["local"] for r in res) == [0, 1, 1], [r["local"] for r in res]  # a rank owns nothing
+        params, opt, scales, skipped = _ls_reference(key, victims, range(LS_STEPS))
+        want_skips = [t in (2, 3, 7) for t in range(LS_STEPS)]
+        assert skipped == want_skips, skipped  # the reference itself skips exactly the poisoned steps
+        assert len(set(scales)) >= 3, scales    # and its scale backs off and grows
+        sd = opt.state_dict()
+        for r, got in enumerate(res):
+            where = "%s, rank %d of %d" % (key, r, world)
+            assert got["scales"] == scales, (where, got["scales"], scales)
+            assert got["skipped"] == skipped, (where, got["skipped"], skipped)
+            assert got["scale"] == opt.loss_scale and got["skipped_steps"] == opt.skipped_steps == 3, where
+            assert_same(got["params"], [p.detach() for p in params], where + ": parameters")
+        assert_state_same(res[0]["state"], _plain_state(sd), "%s: consolidated state" % key)
+        for k in sd["state"]:
+            assert "master" in sd["state"][k] and sd["state"][k]["master"].dtype == torch.float32
+        # Resumed from the step-5 consolidated state_dict: by ZeRO on the same ranks...
+        for r, got in enumerate(res):
+            assert got["resumed_scales"] == scales[LS_SAVE_AT:], (key, r, got["resumed_scales"], scales)
+            assert got["resumed_skipped"] == skipped[LS_SAVE_AT:], (key, r)
+            assert_same(got["resumed_params"], [p.detach() for p in params], "%s: rank %d resumed" % (key, r))
+            # ... and from one process's state_dict (its scaler rides in the groups too)
+            assert got["single_scales"] == scales[LS_SAVE_AT:], (key, r, got["single_scales"], scales)
+            assert got["single_skipped"] == skipped[LS_SAVE_AT:], (key, r)
+            assert_same(got["single_params"], [p.detach() for p in params], "%s: rank %d from one process" % (key, r))
+        # ... and by a plain optimizer in this process (the scale from the groups of ZeRO's state_dict).
+        ckpt = torch.load(os.path.join(d, "ls_%s.pt" % key))
+        ls = ckpt["optimizer"]["param_groups"][0]["optim_precision"]["loss_scale"]
+        assert ls["scale"] == scales[LS_SAVE_AT], (ls, scales)
+        mine = _ls_params(_seed(), few)
+        with torch.no_grad():
+            for p, q in zip(mine, ckpt["params"]):
+                p.copy_(q)
+        plain = getattr(ot, rule)(mine, lr=0.01, master_weights=True, loss_scale="dynamic",
+                                  **LS_RULE_KW.get(rule, {}))
+        plain.load_state_dict(ckpt["optimizer"])
+        assert "optim_precision" not in plain.param_groups[0]
+        _, plain, more, more_skipped = _ls_reference(key, victims, range(LS_SAVE_AT, LS_STEPS), plain, mine)
+        assert more == scales[LS_SAVE_AT:] and more_skipped == skipped[LS_SAVE_AT:], (more, scales)
+        assert_same([p.detach() for p in mine], [p.detach() for p in params], "%s: resumed in one process" % key)

@@ -116,6 +116,10 @@ uint64_t bench_rss_peak(void);
  *  /proc/self/clear_refs). Returns 1 if it worked, else 0 (the peak is then
  *  the whole process's). */
 int bench_rss_peak_reset(void);
+/** Hand the heap memory earlier cases freed back to the system (glibc's
+ *  malloc_trim; nothing elsewhere), so that pages malloc kept resident are
+ *  not in the next case's peak. */
+void bench_heap_release(void);
 /** The 1, 5 and 15 minute load averages; 0 if unknown. */
 int bench_loadavg(double load[3]);
 /** The CPU's model name ("AMD EPYC ..."), or "unknown"; never NULL. */

@@ -1549,7 +1549,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
     uint64_t state = c->q8 ? (uint64_t)c->nslots * OPTIM_INT8_BLOCK_BYTES(s->n) + (c->gbf16 ? (uint64_t)s->n * 2 : 0)
                            : (uint64_t)c->nslots * s->n * (c->typed ? optim_dtype_size(c->sdt) : sizeof(float)),
              avail;
-    uint64_t min_bytes = (uint64_t)(2 + c->nslots) * s->n * sizeof(float), peak;
+    uint64_t min_bytes = (uint64_t)(2 + c->nslots) * s->n * sizeof(float), peak, unused = 0;
     optim *opt;
     size_t i, ti, first = run->nres;
     if (c->q8 && (c->flags & OPTIM_PARAM_MASTER)) /* the master and its bfloat16 copy, g (float32), the state */
@@ -1575,12 +1575,19 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         return;
     }
     /* The peak from here on is this case's: p and g (already resident),
-     * the optimizer's state and whatever else the step needs. */
+     * the optimizer's state and whatever else the step needs (earlier cases'
+     * freed heap handed back first, so that it is not counted here). */
+    bench_heap_release();
     bench_rss_peak_reset();
     memset(&typed, 0, sizeof typed);
     for (i = 0; (c->typed || c->q8) && i < m->count; i++) {
         typed.p[i] = bench_typed_copy(m->p[i], m->n[i], c->pdt);
         typed.g[i] = bench_typed_copy(m->g[i], m->n[i], c->gdt);
+        /* The model's float32 arrays a typed case replaces by its copies are the bench's source data,
+         * resident before the case's arrays: not the case's (its min_bytes counts the copies; an int8
+         * case's min_bytes counts the float32 gradient too). */
+        if (typed.p[i]) unused += (uint64_t)m->n[i] * sizeof(float);
+        if (typed.g[i] && !c->q8) unused += (uint64_t)m->n[i] * sizeof(float);
     }
     opt = bench_make_opt(c, m, o->isa, &typed);
     for (i = 0; c->typed && i < m->count; i++) {
@@ -1722,7 +1729,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         r->threads_used = bench_threads_for(s->n, o->threads[ti]);
         r->tensors = m->count;
         r->min_bytes = min_bytes;
-        r->rss_base = rss_base;
+        r->rss_base = rss_base + unused;
         r->iters = bench_measure(o, &x, 0, 1, tc, tr);
         r->ceil = bench_summarize(tc, o->reps);
         r->rule = bench_summarize(tr, o->reps);
@@ -1845,6 +1852,7 @@ int optim_bench_main(int argc, char **argv)
             bench_print_size_header(s, m->count);
         }
         if (o->context) bench_context_run(o, &run, s);
+        bench_heap_release(); /* the previous size's arrays, freed: not resident in the base */
         rss_base = bench_rss_now();
         bench_model_alloc(m, o->seed + si);
         for (ci = 0; ci < o->ncases; ci++) bench_case_run(o, &run, s, m, &o->cases[ci], rss_base);

@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <unistd.h>
 
 #ifdef _OPENMP
@@ -57,6 +60,13 @@ uint64_t bench_rss_now(void)
 uint64_t bench_rss_peak(void)
 {
     return bench_proc_kb("/proc/self/status", "VmHWM");
+}
+
+void bench_heap_release(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }
 
 int bench_rss_peak_reset(void)

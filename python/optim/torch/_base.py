@@ -94,12 +94,10 @@ class _Optimizer(Optimizer):
         _precision.apply_loss_scale(self._c.h, prec["loss_scale"], type(self).__name__)
         # Built by a ZeroRedundancyOptimizer over one rank's shard? Then fused
         # checks over all gradients are refused (_distributed).
-        self._c.zero_rank = _distributed.zero_local_rank()
-        if self._c.zero_rank is not None and prec["loss_scale"] is not None and prec["loss_scale"][0] == "dynamic":
-            # Each rank would see overflows in its own shard only, and the ranks' skips and scales would part.
-            raise ValueError("%s: loss_scale='dynamic' needs every gradient of the model; a ZeroRedundancyOptimizer's "
-                             "local optimizer (rank %d) sees one shard: use a static loss_scale, or DDP without ZeRO"
-                             % (type(self).__name__, self._c.zero_rank))
+        # (A dynamic loss scale there agrees on overflows with the other ranks at every step.)
+        role = _distributed.zero_local_role()
+        if role is not None:
+            self._c.zero_rank, self._c.zero_group = role
         defaults = dict(defaults)
         defaults.setdefault(NONFINITE_KEY, "propagate")
         defaults.setdefault(CLIP_KEY, None)
@@ -112,6 +110,7 @@ class _Optimizer(Optimizer):
         c = self._c
         _groups.push_checks(c, _groups.read_checks(c, self.param_groups, "param group"))
         self.state = State(c)
+        _distributed.publish(c, self.param_groups)
 
     def __init_subclass__(cls, **kwargs):
         """Every class takes ema_decay= (None: no EMA; a number in [0, 1))
@@ -225,19 +224,25 @@ class _Optimizer(Optimizer):
         """The current loss scale: multiply the loss by it before backward()
         (1.0 without loss_scale=). With loss_scale='dynamic' it follows
         torch.cuda.amp.GradScaler's update at every step()."""
-        return self._c.h.loss_scale_value()
+        with self._c.lock:
+            _distributed.adopt(self._c, self.param_groups)  # loaded by a ZeroRedundancyOptimizer
+            return self._c.h.loss_scale_value()
 
     @property
     def seed(self):
         """The seed of stochastic rounding (0 unless set_seed was called)."""
-        return self._c.h.get_seed()
+        with self._c.lock:
+            _distributed.adopt(self._c, self.param_groups)
+            return self._c.h.get_seed()
 
     def set_seed(self, seed):
         """Seed stochastic rounding's random stream (an int in [0, 2^64))."""
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64:
             raise ValueError("%s.set_seed: seed = %r must be an int in [0, 2^64)" % (self._c.owner, seed))
         with self._c.lock:
+            _distributed.adopt(self._c, self.param_groups)
             self._c.h.set_seed(seed)
+            _distributed.publish(self._c, self.param_groups)
 
     def master_sync(self, p):
         """Re-initialise parameter p's fp32 master from p's values (after
@@ -611,7 +616,9 @@ class _Optimizer(Optimizer):
             c = _members.sync(self)
             _ema.refuse_swapped(c, "step")
             _groups.sync(c, self.param_groups)
-            if not c.params:
+            _distributed.adopt(c, self.param_groups)  # a ZeroRedundancyOptimizer's loaded loss scale
+            collective = _distributed.prepare_step(c)  # its overflow agreement: every rank steps
+            if not c.params and not collective:
                 return loss
             n, pp, gp, pins = bind(c)
             try:
@@ -622,9 +629,13 @@ class _Optimizer(Optimizer):
             except OptimError as e:
                 if e.code == _core.ENONFINITE:
                     raise nonfinite_error(c, "%s: step" % c.owner, "nothing was updated", e) from None
+                cause = _distributed.step_error(c, e)
+                if cause is not None:
+                    raise cause
                 raise ValueError("%s: step: %s" % (c.owner, e)) from None
             pins.write_back()  # parameters stepped through a working copy (_step.bind)
             del pins  # held until the call returned
             if c.scalars:
                 c.refresh_scalars()
+            _distributed.publish(c, self.param_groups)
         return loss

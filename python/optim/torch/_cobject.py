@@ -152,6 +152,9 @@ class CObject:
         # The rank whose ZeroRedundancyOptimizer built this optimizer as its local
         # optimizer, over that rank's shard (None otherwise; _distributed).
         self.zero_rank = None
+        self.zero_group = None  # its process group; zero_hook: the loss scale's OverflowAgreement when on
+        self.zero_hook = None
+        self.zero_prec = None   # the precision state last written into the param groups (_distributed.publish)
         self.names = []      # C index -> the name the user gave, or None ("param<i>")
         # Per group: the ids of the tensors of its 'params' list when they
         # were last registered here (the tensors are held in self.params, so

@@ -11,12 +11,30 @@ perturbation the other ranks never see before the second forward pass).
 The classes refuse those settings there, naming what to do instead
 (docs/DISTRIBUTED.md, "Python: torch.distributed").
 
+Dynamic loss scaling is the exception made to work: its overflow decision
+must be the model's, so the local step agrees with the other ranks on it
+(OverflowAgreement): the C step's pre-pass finds the shard's non-finite
+gradients and calls liboptim's combine hook (src/optim_ext.h, the entry
+point liboptim_mpi feeds its global decision through), which all-reduces
+one flag (MAX) over ZeroRedundancyOptimizer's process group; every rank then
+skips, backs off and grows together, as one process stepping the whole model
+would. The scaler's state rides in every param group (publish/adopt below),
+because ZeroRedundancyOptimizer's consolidated state_dict keeps only 'state'
+and 'param_groups'.
+
 ZeroRedundancyOptimizer gives its local optimizer no sign of the role, so the
 role is recognised from the call: the local optimizer is constructed by
 ZeroRedundancyOptimizer._init_local_optimizer. Nothing is imported for this;
 without torch.distributed's ZeRO module loaded nothing is looked at.
 """
+import ctypes
 import sys
+
+import torch
+
+from .. import _constants as C
+from .. import _core
+from . import _precision
 
 __all__ = []
 
@@ -30,12 +48,20 @@ def zero_local_rank():
     """The global rank whose ZeroRedundancyOptimizer is constructing the
     calling optimizer as its local optimizer, or None when the caller is not
     being built by a ZeroRedundancyOptimizer of two ranks or more."""
+    role = zero_local_role(2)
+    return None if role is None else role[0]
+
+
+def zero_local_role(up=1):
+    """(global rank, process group) of the ZeroRedundancyOptimizer
+    constructing the caller (`up` frames above this function) as its local
+    optimizer, or None (as zero_local_rank)."""
     module = sys.modules.get(_ZERO_MODULE)
     cls = getattr(module, "ZeroRedundancyOptimizer", None) if module is not None else None
     code = getattr(getattr(cls, "_init_local_optimizer", None), "__code__", None)
     if code is None:
         return None
-    frame = sys._getframe(1)
+    frame = sys._getframe(up)
     for _ in range(_DEPTH):
         if frame is None:
             return None
@@ -43,9 +69,136 @@ def zero_local_rank():
             zero = frame.f_locals.get("self")
             if getattr(zero, "world_size", 2) == 1:
                 return None  # one rank: its shard is the whole model
-            return int(getattr(zero, "global_rank", getattr(zero, "rank", 0)))
+            return int(getattr(zero, "global_rank", getattr(zero, "rank", 0))), getattr(zero, "process_group", None)
         frame = frame.f_back
     return None
+
+
+# ---- dynamic loss scaling: one overflow decision for the whole model ----------------------------
+
+
+class OverflowAgreement:
+    """liboptim's combine hook (src/optim_ext.h) for a ZeroRedundancyOptimizer's
+    local optimizer under dynamic loss scaling. The C step's pre-pass flags
+    the shard's blocks holding NaN or Inf and calls combine(): it
+    all-reduces one int32 (this shard overflowed: 0 or 1) with MAX over the
+    process group, and answers with this rank's blocks, all marked bad when
+    another rank's shard overflowed. The C step then skips and backs off, or
+    steps and grows, exactly as on every other rank. A rank owning no tensor
+    steps too (the C object allows it under hooks), so that every rank makes
+    the collective at every step.
+
+    The local optimizer's parameters are whole tensors, so the per-tensor
+    reductions (LAMB, LARS, Adafactor) are the unsharded ones
+    (whole_tensors). The gradient norm the pre-pass computes is the shard's
+    (last_grad_norm under ZeRO). A failure of the collective (a rank gone, a
+    timeout) fails the step with OPTIM_ECOMM, nothing changed; the
+    exception is kept in `error` for the step to raise."""
+
+    def __init__(self, rank, group):
+        self.rank = rank
+        self.group = group
+        self.error = None
+        self._flag = torch.zeros(1, dtype=torch.int32)
+        self._bad = (ctypes.c_ubyte * 1)(1)
+        self._zero = (ctypes.c_double * 1)(0.0)
+        self._name = ctypes.c_char_p(b"(another rank's shard)")
+        # The callbacks close over this object only (no reference back to the optimizer).
+        self.hooks = _core.ExtHooks(None, _core.EXT_COMBINE(self._combine), _core.EXT_NAME_BLOCK(self._name_block), 1)
+
+    def _ones(self, n):
+        if len(self._bad) < n:
+            self._bad = (ctypes.c_ubyte * n)(*([1] * n))
+        return self._bad
+
+    def _combine(self, ctx, partials, bad, nblocks, all_partials, all_bad, all_nblocks, err):
+        try:
+            # One pass of C over the blocks' flags (bytes), never over the elements.
+            local = 1 if nblocks and ctypes.string_at(bad, nblocks).count(0) != nblocks else 0
+            flag = self._flag
+            flag.fill_(local)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.group)
+            if int(flag[0]) and not local:
+                n = max(int(nblocks), 1)
+                all_partials[0] = partials if nblocks else ctypes.cast(self._zero, ctypes.POINTER(ctypes.c_double))
+                all_bad[0] = ctypes.cast(self._ones(n), ctypes.POINTER(ctypes.c_ubyte))
+                all_nblocks[0] = n
+            else:
+                all_partials[0] = partials
+                all_bad[0] = bad
+                all_nblocks[0] = nblocks
+            return C.OPTIM_OK
+        except BaseException as e:  # noqa: B902 (kept, raised again by the step)
+            self.error = e
+            msg = ("rank %d: the all-reduce of the loss scale's overflow flag failed: %s: %s"
+                   % (self.rank, type(e).__name__, e)).encode(errors="replace")
+            err[0].message = msg[:C.OPTIM_ERRMSG_MAX - 1]
+            return C.OPTIM_ECOMM
+
+    def _name_block(self, ctx, block, param, name):
+        param[0] = 0
+        name[0] = self._name
+
+    def take_error(self):
+        e, self.error = self.error, None
+        return e
+
+
+def prepare_step(c):
+    """Before a step of CObject c: under ZeroRedundancyOptimizer with a
+    dynamic loss scale, its combine hook installed (removed otherwise).
+    True when the step must run even without parameters (the collective)."""
+    if c.zero_rank is None:
+        return False
+    dynamic = c.h.get_loss_scale()[0] == C.OPTIM_LOSS_SCALE_DYNAMIC
+    if dynamic and c.zero_hook is None:
+        hook = OverflowAgreement(c.zero_rank, c.zero_group)
+        c.h.set_ext_hooks(hook.hooks)
+        c.zero_hook = hook
+    elif not dynamic and c.zero_hook is not None:
+        c.h.set_ext_hooks(None)
+        c.zero_hook = None
+    return dynamic
+
+
+def step_error(c, e):
+    """The exception a collective inside C's step raised (OPTIM_ECOMM), or None."""
+    if c.zero_hook is not None and e.code == C.OPTIM_ECOMM:
+        return c.zero_hook.take_error()
+    return None
+
+
+# ---- the scaler's state in the param groups -----------------------------------------------------
+# ZeroRedundancyOptimizer's consolidated state_dict() is its own param_groups (synced from the local
+# optimizers' after every step) and the ranks' 'state': a top-level key of the local state_dict is
+# dropped. So a local optimizer with a loss scale or a seed keeps _precision.export() in every param
+# group too, under _precision.STATE_KEY; ZeroRedundancyOptimizer.load_state_dict puts the loaded groups'
+# value back into the local groups, and the next step adopts it (and a plain optimizer loading a
+# consolidated state_dict takes it from there, _state_dict).
+
+
+def publish(c, groups):
+    """Write the precision state into every group (ZeRO's local optimizer only)."""
+    if c.zero_rank is None:
+        return
+    snap = _precision.export(c)
+    if snap["loss_scale"] is None and not snap["seed"]:
+        return
+    for group in groups:
+        group[_precision.STATE_KEY] = snap
+    c.zero_prec = snap
+
+
+def adopt(c, groups):
+    """Restore the precision state from the groups when it is not the one
+    publish() wrote (ZeroRedundancyOptimizer loaded a state_dict)."""
+    if c.zero_rank is None or not groups:
+        return
+    saved = groups[0].get(_precision.STATE_KEY)
+    if saved is None or saved is c.zero_prec:
+        return
+    _precision.restore(c, saved, "%s: param_groups[0][%r]" % (c.owner, _precision.STATE_KEY))
+    c.zero_prec = saved
 
 
 def refusal(owner, rank, nonfinite_skip, clip):

@@ -156,6 +156,8 @@ def _rebuild(opt):
     new.state_dtype = old.state_dtype  # the state's dtype setting and the ZeroRedundancyOptimizer role stay
     _precision.copy_settings(old, new)  # master weights, stochastic rounding, seed, loss scaler
     new.zero_rank = old.zero_rank
+    new.zero_group = old.zero_group  # the hook is installed again at the next step (_distributed.prepare_step)
+    new.zero_prec = old.zero_prec
     flat = [p for params in layout for p in params]
     for j, p in enumerate(flat):
         new.check_new_param(j, p)

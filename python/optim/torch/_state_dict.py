@@ -8,7 +8,7 @@ from itertools import chain
 
 import torch
 
-from . import _ema, _groups, _members, _precision, _state
+from . import _distributed, _ema, _groups, _members, _precision, _state
 from ._groups import CHECK_KEYS
 from ._state import ParamState
 from ._tensors import describe
@@ -33,6 +33,7 @@ def state_dict(opt):
 
     with c.lock:
         c = _members.sync(opt)
+        _distributed.adopt(c, opt.param_groups)  # a precision state loaded by a ZeroRedundancyOptimizer
         param_groups = [pack_group(g) for g in opt.param_groups]
         packed_state = {}
         state = opt.state
@@ -52,6 +53,11 @@ def state_dict(opt):
             packed_state[k] = v
         precision = _precision.export(c)
         ema = _ema.export(c)  # the EMA of the weights (docs/EMA.md): copies, only when on
+    if precision["loss_scale"] is not None or precision["seed"]:
+        # Also in every group: torch's ZeroRedundancyOptimizer.load_state_dict keeps only 'state' and
+        # 'param_groups', and hands the groups' keys to its local optimizers (_distributed.adopt).
+        for group in param_groups:
+            group[_precision.STATE_KEY] = precision
     out = {"state": packed_state, "param_groups": param_groups, _precision.STATE_KEY: precision}
     if ema is not None:
         out[_ema.STATE_KEY] = ema
@@ -80,7 +86,8 @@ def load_state_dict(opt, state_dict):
         ctor = opt._ctor_defaults()
         new_groups, new_values, bits = [], [], []
         for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
-            ng = copy.deepcopy({k: v for k, v in saved.items() if k != "params"})
+            # (the precision state a ZeroRedundancyOptimizer's groups carry is read below, not kept as a key)
+            ng = copy.deepcopy({k: v for k, v in saved.items() if k not in ("params", _precision.STATE_KEY)})
             for k in CHECK_KEYS:
                 # Optimizer-wide settings (not torch's keys): a state saved
                 # without them keeps the current ones.
@@ -100,7 +107,11 @@ def load_state_dict(opt, state_dict):
             new_values.append(values)
         checks = _groups.read_checks(c, new_groups, "loaded param group")
         _groups.refuse_sharded(c, checks)
-        precision = _precision.check(state_dict.get(_precision.STATE_KEY), "%s.load_state_dict" % owner)
+        precision = state_dict.get(_precision.STATE_KEY)
+        if precision is None and saved_groups:
+            # ZeroRedundancyOptimizer's consolidated state_dict: in its param groups (_distributed.publish).
+            precision = saved_groups[0].get(_precision.STATE_KEY)
+        precision = _precision.check(precision, "%s.load_state_dict" % owner)
         ema = _ema.check(c, state_dict.get(_ema.STATE_KEY), "%s.load_state_dict" % owner)
         plans = {}
         other = {}
@@ -123,6 +134,7 @@ def load_state_dict(opt, state_dict):
             opt.state.replace(i, plans.get(i))
         opt.state._other = other
         _precision.restore(c, precision, "%s.load_state_dict" % owner)
+        _distributed.publish(c, opt.param_groups)
         # A state dict without an EMA (torch.optim's) keeps the settings and restarts the average.
         _ema.restore(c, ema, "%s.load_state_dict" % owner, keep_if_missing=True)
 
@@ -157,7 +169,8 @@ def setstate(opt, saved):
     if precision is not None:  # before the parameters: their storage depends on it
         _precision.settings_from(opt._c, precision)
     for group in saved["param_groups"]:
-        opt.add_param_group(group)
+        # (a ZeroRedundancyOptimizer's local optimizer keeps its precision state in its groups too: not the copy)
+        opt.add_param_group({k: v for k, v in group.items() if k != _precision.STATE_KEY})
     c = opt._c
     _groups.push_checks(c, _groups.read_checks(c, opt.param_groups, "param group"))
     for key, value in saved["state"].items():
