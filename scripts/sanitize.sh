@@ -24,10 +24,8 @@ esac
 src=$(cd "$(dirname "$0")/.." && pwd)
 out=$1
 steps=${2:-20000}
-# Without liboptim_mpi (-DOPTIM_MPI=OFF): none of the tests run here, nor python.asan, uses it (the mpi
-# label runs in the main tree), and its sources and tests were a fifth of this tree's build.
 if [ "$mode" != run ]; then
-  cmake -S "$src" -B "$out" -DOPTIM_SANITIZE=address,undefined -DOPTIM_BUILD_TOOLS=ON -DOPTIM_MPI=OFF \
+  cmake -S "$src" -B "$out" -DOPTIM_SANITIZE=address,undefined -DOPTIM_BUILD_TOOLS=ON \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build "$out" -j 2 >/dev/null
 fi
