@@ -140,6 +140,16 @@ def seed(request):
     return s
 
 
+@pytest.fixture(scope="module")
+def module_seed(request):
+    """The seed of a module-scoped fixture (one run shared by several tests): a function of the base seed
+    and the module's id, printed as the `seed` fixture's are."""
+    nodeid = request.node.nodeid + "::module_seed"
+    s = (BASE_SEED + zlib.crc32(nodeid.encode())) % 2 ** 32
+    print("seed %d for %s (base seed %d: replay with OPTIM_TEST_SEED=%d)" % (s, nodeid, BASE_SEED, BASE_SEED))
+    return s
+
+
 @pytest.fixture
 def rng(seed):
     """A numpy Generator seeded with this test's seed."""

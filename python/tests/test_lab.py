@@ -407,13 +407,19 @@ def _prec_run(exe, out, synthetic, seed=1):
     return summary(out)
 
 
-def test_precision_quick(exe, tmp_path, synthetic):
+@pytest.fixture(scope="module")
+def prec_run(exe, synthetic, tmp_path_factory):
+    """`optim lab precision --quick --seed 1`, run once for the tests that read it."""
+    out = tmp_path_factory.mktemp("precision") / "run"
+    return out, _prec_run(exe, out, synthetic)
+
+
+def test_precision_quick(prec_run):
     """optim lab precision --quick: the five modes with the storage they
     claim (read back from the library), their bytes, bfloat16 weights in the
     bfloat16 models, the means of the seeds, the verdict recomputed from the
     run's numbers, and the long run's reference and stall."""
-    out = tmp_path / "p"
-    s = _prec_run(exe, out, synthetic)
+    out, s = prec_run
     p = s["precision"]
     assert s["experiments"] == ["precision"]
     assert p["seeds"] == [1, 2, 3] and p["epochs"] == 1 and p["lr"] == 1e-3 and p["optimizer"] == "adam"
@@ -472,22 +478,22 @@ def test_precision_quick(exe, tmp_path, synthetic):
     assert len(lines) == 1 + 2 * 8 * 401
 
 
-def test_precision_same_seed_same_numbers(exe, tmp_path, synthetic):
-    """The same seed twice: the same summary (but its timing) and the same
-    files; another seed changes them (initialisation, data order, noise and
-    stochastic rounding's stream)."""
-    a = _prec_run(exe, tmp_path / "a", synthetic)
+def test_precision_same_seed_same_numbers(exe, tmp_path, synthetic, prec_run):
+    """The same seed twice (the shared run and one more): the same summary (but
+    its timing) and the same files; another seed changes them (initialisation,
+    data order, noise and stochastic rounding's stream)."""
+    a_dir, a = prec_run
     b = _prec_run(exe, tmp_path / "b", synthetic)
     assert _without_timing(a) == _without_timing(b)
     for f in ("precision_epochs.csv", "precision_long.csv"):
-        pa, pb = tmp_path / "a" / f, tmp_path / "b" / f
+        pa, pb = a_dir / f, tmp_path / "b" / f
         assert _csv_without_timing(pa) == _csv_without_timing(pb), f
     c = _prec_run(exe, tmp_path / "c", synthetic, seed=7)
     assert c["precision"]["seeds"] == [7, 8, 9]
     for m in PREC_MODES:
         assert c["precision"][m]["test_accuracy_per_seed"] != a["precision"][m]["test_accuracy_per_seed"] or \
             c["precision"][m]["test_loss"] != a["precision"][m]["test_loss"], m
-    assert (tmp_path / "c" / "precision_long.csv").read_bytes() != (tmp_path / "a" / "precision_long.csv").read_bytes()
+    assert (tmp_path / "c" / "precision_long.csv").read_bytes() != (a_dir / "precision_long.csv").read_bytes()
 
 
 # ---- optim lab modern (not in the default report) -------------------------------------------
@@ -1001,19 +1007,32 @@ def _csv_without_timing(path):
     return [line.rsplit(",", 1)[0] for line in lines]
 
 
-def test_same_seed_same_files(exe, tmp_path, synthetic, seed):
-    """The quick default report (every experiment of the default report) run
-    twice with the same seed and one thread: every CSV file identical bit for
-    bit but for the seconds column of *_epochs.csv, summary.json identical but
-    for the timing fields; with two threads the 2-D experiments' files and
-    summaries are identical too; another seed changes the random parts."""
-    def lab_run(name, s, threads):
-        out = tmp_path / name
-        run(exe, "--quick", "--data", synthetic, "--dataset", "fashion-mnist", "--seed", s, "--threads", threads,
-            "--no-render", "--out", out)
-        return out
+@pytest.fixture(scope="module")
+def quick_reports(exe, synthetic, tmp_path_factory, module_seed):
+    """The quick default report (every experiment of the default report), run four times for the tests
+    that compare and render it: a and b with the module's seed (conftest.py: printed) and one thread, c
+    with the same seed and two threads and rendered (report.html and its figures), d with the next seed."""
+    seed = module_seed
+    root = tmp_path_factory.mktemp("quick")
+    runs = {"seed": seed}
+    for name, s, threads, render in (("a", seed, 1, False), ("b", seed, 1, False), ("c", seed, 2, True),
+                                     ("d", seed + 1, 1, False)):
+        out = root / name
+        stdout, _ = run(exe, "--quick", "--data", synthetic, "--dataset", "fashion-mnist", "--seed", s,
+                        "--threads", threads, *([] if render else ["--no-render"]), "--out", out)
+        runs[name] = out
+        runs[name + "_stdout"] = stdout
+    return runs
 
-    a, b = lab_run("a", seed, 1), lab_run("b", seed, 1)
+
+def test_same_seed_same_files(quick_reports):
+    """The quick default report run twice with the same seed and one thread:
+    every CSV file identical bit for bit but for the seconds column of
+    *_epochs.csv, summary.json identical but for the timing fields; with two
+    threads the 2-D experiments' files and summaries are identical too;
+    another seed changes the random parts."""
+    seed = quick_reports["seed"]
+    a, b = quick_reports["a"], quick_reports["b"]
     files = sorted(os.listdir(a))
     assert files == sorted(os.listdir(b))
     csvs = [f for f in files if f.endswith(".csv")]
@@ -1026,15 +1045,16 @@ def test_same_seed_same_files(exe, tmp_path, synthetic, seed):
         else:
             assert (a / f).read_bytes() == (b / f).read_bytes(), f
     sa, sb = summary(a), summary(b)
-    assert sa["meta"]["threads"] == 1
+    assert sa["meta"]["threads"] == 1 and sa["meta"]["seed"] == seed
     assert _without_timing(sa) == _without_timing(sb)
     # The stripping removes only what it should: the data is all there.
     assert _without_timing(sa)["fashion_mnist"]["adam"]["test_accuracy"] == sa["fashion_mnist"]["adam"]["test_accuracy"]
     assert "seconds_per_epoch" in sa["fashion_mnist"]["adam"] and "s/epoch" in sa["fashion_mnist"]["tables"]["final"][
         "columns"]
 
-    # Two threads: the 2-D experiments do not use OpenBLAS, so they do not change.
-    c = lab_run("c", seed, 2)
+    # Two threads: the 2-D experiments do not use OpenBLAS, so they do not change (c is also rendered: its
+    # figures and report.html are beside the same data files).
+    c = quick_reports["c"]
     sc = summary(c)
     assert sc["meta"]["threads"] == 2
     ta, tc = _without_timing(sa, threads_too=True), _without_timing(sc, threads_too=True)
@@ -1043,25 +1063,24 @@ def test_same_seed_same_files(exe, tmp_path, synthetic, seed):
         for f in sa[exp]["files"]:
             assert (a / f).read_bytes() == (c / f).read_bytes(), f
     assert ta["meta"] == tc["meta"]
+    assert set(files) <= set(os.listdir(c))
     # The MLP runs: the same files with the same rows (their numbers may move in the last digits).
     for f in ("fashion_mnist_steps.csv", "fashion_mnist_epochs.csv", "adadelta_momentum_steps.csv"):
         la, lc = (a / f).read_text().splitlines(), (c / f).read_text().splitlines()
         assert len(la) == len(lc) and [x.split(",")[:3] for x in la] == [x.split(",")[:3] for x in lc], f
 
     # Another seed: other batches and initial weights, other noise.
-    d = lab_run("d", seed + 1, 1)
+    d = quick_reports["d"]
+    assert summary(d)["meta"]["seed"] == seed + 1
     for f in ("fashion_mnist_steps.csv", "adagrad_stall.csv"):
         assert (a / f).read_bytes() != (d / f).read_bytes(), f
 
 
-# ---- Rendering -----------------------------------------------------------------------------
-
-
-def test_default_report_renders(exe, tmp_path, synthetic):
-    """The default report in its quick form: every section, every figure, and
-    the numbers of summary.json in the page."""
-    out = tmp_path / "run"
-    stdout, _ = run(exe, "--quick", "--data", synthetic, "--dataset", "fashion-mnist", "--out", out)
+def test_default_report_renders(quick_reports):
+    """The default report in its quick form (the shared run c: rendered, two
+    threads): every section, every figure, and the numbers of summary.json in
+    the page."""
+    out, stdout = quick_reports["c"], quick_reports["c_stdout"]
     assert "report: %s/report.html" % out in stdout
     assert not os.path.exists(str(out) + ".partial")
     s = summary(out)
@@ -1076,10 +1095,13 @@ def test_default_report_renders(exe, tmp_path, synthetic):
                 "adadelta_momentum.png", "precision.png", "precision_long.png"):
         assert (out / png).stat().st_size > 10000, png
     assert page.count("data:image/png;base64,") == 11
-    assert s["meta"]["seed"] == 1 and s["meta"]["cpu_path"]
+    assert s["meta"]["seed"] == quick_reports["seed"] and s["meta"]["cpu_path"]
     # The compiler with its name: "gcc 12.2.0", not "12.2.0".
     assert s["meta"]["compiler"].split()[0] in ("gcc", "clang"), s["meta"]["compiler"]
     assert "compiler" in page and s["meta"]["compiler"] in page
+
+
+# ---- Rendering -----------------------------------------------------------------------------
 
 
 def _renderer():
