@@ -111,6 +111,7 @@ void optim__muon_run(optim *o)
          * spart, optim__stats_begin) measure phase 2 only: the change it makes to the parameter. */
         spart = t.spart;
         t.spart = NULL;
+        t.sloop = NULL;
         t.start = 0;
         t.s[1] = o->muon_scratch;
         t.sto[OPTIM__SS(1)] = t.sto[OPTIM__SS(0)];
@@ -146,6 +147,7 @@ void optim__muon_run(optim *o)
         t.reads = rd;
         t.writes = wr;
         t.spart = spart;
+        t.sloop = spart ? optim__sloop_get(o->kt, OPTIM_MUON, OPTIM__CT_F32, k->c.variant) : NULL;
         optim__run(o->kt, optim__range_update, &t, 1, t.n, o->threads);
     }
 }

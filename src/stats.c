@@ -39,6 +39,7 @@ void optim__stats_begin(optim *o)
         t->spart = NULL;
         t->stats = NULL;
         t->clampflag = NULL;
+        t->sloop = NULL; /* the step sets it with the loop (optim__sloop_get) */
         if (!o->stats_on) continue;
         memset(&o->params[i].stats, 0, sizeof o->params[i].stats);
         /* Sparse steps: the per-tensor values only (their ranges split at rows, not blocks). */

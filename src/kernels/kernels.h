@@ -69,13 +69,28 @@ typedef struct optim__storage {
  * type (slots the variant does not touch may be NULL). */
 typedef void (*optim__loop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k);
 
+/* A loop instance with step statistics (include/optim_stats.h): the same
+ * rule math and stores as the optim__loop_fn of its variant, over one chunk
+ * of n <= OPTIM__CHUNK elements that starts at a multiple of OPTIM__CHUNK
+ * inside its reduction block, which also measures, per element i, in lane
+ * i % 16 of the compute type (zeroed at the call's start): clamp(g)^2, u^2
+ * with u = p_after - p_before in the compute type, p_before^2, the largest
+ * |u| (NaN sticks), and whether the element was clamped (value clipping or
+ * the rule's own clamp, rule_list.h's OPTIM__CLAMP_LIST); at its end each
+ * lane is added, in double, to acc[16 v + lane] for value v (the maximum:
+ * taken), in the order of OPTIM__NSTAT below. */
+typedef void (*optim__sloop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k, double *acc);
+
 /* The instances of one rule's math for one compute type. fns[v] runs
- * variant v, fns[nvariants + v] variant v with OPTIM__V_CLAMP. */
+ * variant v, fns[nvariants + v] variant v with OPTIM__V_CLAMP; sfns the same
+ * with step statistics (NULL for the complex instances, which measure
+ * through optim__stats_fn). */
 typedef struct optim__loops {
     unsigned nvariants;
     const optim__loop_fn *fns;
     unsigned (*reads)(unsigned variant);  /* slots a variant reads */
     unsigned (*writes)(unsigned variant); /* slots a variant writes */
+    const optim__sloop_fn *sfns;
 } optim__loops;
 
 /* Pass 1 of a rule with a per-tensor reduction (rule.h): the sums of the
@@ -105,12 +120,14 @@ typedef struct optim__rloops {
  * elements (u the update in double: p_after - p_before). */
 #define OPTIM__NSTAT 5
 
-/* The statistics of n elements into 16 double lanes per value (acc[16 v +
- * i % 16] for value v; n a multiple of 16 but at a block's end): p0 the
- * parameter before the rule's loop, p1 after it (as stored), g the raw
- * gradient, all in the compute type; cl[i] 1 where the rule clamped
- * the element (AdaBound's bounds), else 0; value clipping's clamp is seen from g and
- * k. Plain double arithmetic in a fixed order: the same bits on every path. */
+/* The statistics of one chunk of n elements (n <= OPTIM__CHUNK, starting at
+ * a multiple of OPTIM__CHUNK inside its block) from copies, where the fused
+ * loop (optim__sloop_fn) cannot see the update as stored (a bfloat16/float16
+ * parameter without a master, complex rules): p0 the parameter before the
+ * rule's loop, p1 after it (as stored), g the raw gradient, all in the
+ * compute type; cl[i] 1 where the rule clamped the element (AdaBound's
+ * bounds), else 0; value clipping's clamp is seen from g and k. The same
+ * lanes and arithmetic as optim__sloop_fn: the same bits. */
 typedef void (*optim__stats_fn)(size_t n, const void *p0, const void *p1, const void *g, const unsigned char *cl,
                                 const optim__k *k, double *acc);
 
@@ -230,6 +247,7 @@ typedef struct optim__task {
     double *spart;
     optim__stats_fn stats;
     optim__clampflag_fn clampflag;
+    optim__sloop_fn sloop;    /* the fused instance of this step's variant (NULL: through copies and stats) */
     int chunked;              /* 0: every stream holds the compute type: the loop runs on memory */
     const optim__storage *sto[OPTIM__NSTREAMS]; /* storage of p, g, s0..s3, copy (NULL: unused) */
     const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (or NULL) */
@@ -361,6 +379,10 @@ int optim__rloops_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct
  * not declare). */
 optim__loop_fn optim__loop_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant,
                                unsigned *reads, unsigned *writes);
+
+/* The instance with step statistics of (rule, compute type, variant) in
+ * kt; NULL for complex variants and variants without an instance. */
+optim__sloop_fn optim__sloop_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant);
 
 /* CRC-32C (Castagnoli) of n bytes, continuing from crc (0 to start):
  * optim__crc32c(0, "123456789", 9) == 0xE3069283. */

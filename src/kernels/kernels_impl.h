@@ -94,8 +94,10 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__NV(math) ((unsigned)(sizeof optim__##math##_fns_f32 / sizeof optim__##math##_fns_f32[0] / 2))
 #define OPTIM__LOOPS(value, math)                                                                            \
     [value] = {                                                                                              \
-        [OPTIM__CT_F32] = {OPTIM__NV(math), optim__##math##_fns_f32, optim__##math##_reads, optim__##math##_writes}, \
-        [OPTIM__CT_F64] = {OPTIM__NV(math), optim__##math##_fns_f64, optim__##math##_reads, optim__##math##_writes}, \
+        [OPTIM__CT_F32] = {OPTIM__NV(math), optim__##math##_fns_f32, optim__##math##_reads, optim__##math##_writes, \
+                           optim__##math##_sfns_f32},                                                        \
+        [OPTIM__CT_F64] = {OPTIM__NV(math), optim__##math##_fns_f64, optim__##math##_reads, optim__##math##_writes, \
+                           optim__##math##_sfns_f64},                                                        \
     },
 #define OPTIM__CNV(math) ((unsigned)(sizeof optim__##math##_cfns_f32 / sizeof optim__##math##_cfns_f32[0] / 2))
 #define OPTIM__CLOOPS(ID, name)                                                                              \
