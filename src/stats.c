@@ -80,7 +80,11 @@ void optim__stats_end(optim *o)
         if (t->spart) {
             /* Blocks in order: sums, and the maximum (NaN sticks). */
             double sum[OPTIM__NSTAT] = {0.0, 0.0, 0.0, 0.0, 0.0};
-            const double n = (double)t->n;
+            /* A complex parameter is stepped as its real view (t->n reals): its RMS values are per complex
+             * element, its clamped fraction per real or imaginary part (docs/STATS.md). */
+            const int cplx = (pa->flags & OPTIM_PARAM_COMPLEX) != 0;
+            const size_t ne = cplx ? t->n / 2 : t->n;
+            const double n = (double)ne;
             for (b = 0; b < OPTIM__NBLOCKS(t->n); b++) {
                 const double *x = t->spart + OPTIM__NSTAT * b;
                 sum[0] += x[0];
@@ -90,13 +94,13 @@ void optim__stats_end(optim *o)
                 sum[4] += x[4];
             }
             st->has_elements = 1;
-            st->n = t->n;
+            st->n = ne;
             st->grad_norm = fabs(o->ks[i].c.gscale) * sqrt(sum[0]);
             st->update_rms = sqrt(sum[1] / n);
             st->param_rms = sqrt(sum[2] / n);
             st->update_ratio = st->update_rms / st->param_rms;
             st->update_max = sum[3];
-            st->clamped_fraction = sum[4] / n;
+            st->clamped_fraction = sum[4] / (double)t->n;
         }
     }
 }

@@ -475,3 +475,59 @@ TEST_IMPL(stats_skipped_steps)
     optim_free(o);
     return 0;
 }
+
+/* A complex parameter (n / 2 complex numbers as (re, im) pairs) is measured per complex element: numel counts
+ * complex elements, the RMS values are sqrt(sum |z|^2 / numel); the clamped fraction is of real and imaginary
+ * parts. RAdam and NAdam (the rules with complex arithmetic; their complex loops are measured through copies), every
+ * path. */
+TEST_IMPL(stats_complex)
+{
+    static const int rules[2] = {OPTIM_RADAM, OPTIM_NADAM};
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512};
+    enum { N = 2 * 301 };
+    int r, a;
+    for (r = 0; r < 2; r++)
+        for (a = 0; a < 3; a++) {
+            optim *o = NULL;
+            optim_hparams hp;
+            float p[N], g[N], p0[N];
+            optim_step_stats st;
+            double su = 0, sp = 0, sg = 0, clamped = 0;
+            size_t j;
+            if (!optim_isa_available(isas[a])) continue;
+            for (j = 0; j < N; j++) {
+                p[j] = (float)(0.5 + 0.01 * (double)(j % 17));
+                g[j] = (float)(0.05 * ((double)(j % 11) - 5.0));
+            }
+            ASSERT_OK(optim_create(&o, (optim_rule)rules[r]));
+            ASSERT_OK(optim_hparams_init(&hp, (optim_rule)rules[r], NULL));
+            ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+            ASSERT_OPT_OK(o, optim_add_param_ex(o, 0, p, OPTIM_FLOAT32, g, OPTIM_FLOAT32, N, OPTIM_FLOAT32,
+                                                OPTIM_PARAM_COMPLEX, "z", NULL));
+            ASSERT_OPT_OK(o, optim_set_isa(o, isas[a]));
+            ASSERT_OPT_OK(o, optim_set_clip_grad_value(o, 0.2));
+            ASSERT_OPT_OK(o, optim_set_stats(o, 1));
+            memcpy(p0, p, sizeof p);
+            ASSERT_OPT_OK(o, optim_step(o));
+            ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+            for (j = 0; j < N; j++) {
+                const double u = (double)p[j] - (double)p0[j];
+                const double gc = g[j] > 0.2f ? (double)0.2f : g[j] < -0.2f ? -(double)0.2f : (double)g[j];
+                su += u * u;
+                sp += (double)p0[j] * (double)p0[j];
+                sg += gc * gc;
+                clamped += g[j] > 0.2f || g[j] < -0.2f;
+            }
+            ASSERT_INT(st.n, ==, N / 2);
+            if (!(fabs(st.update_rms - sqrt(su / (N / 2))) <= 1e-5 * sqrt(su / (N / 2))) ||
+                !(fabs(st.param_rms - sqrt(sp / (N / 2))) <= 1e-5 * sqrt(sp / (N / 2))) ||
+                !(fabs(st.grad_norm - sqrt(sg)) <= 1e-5 * sqrt(sg)) || st.clamped_fraction != clamped / N)
+                FAIL("%s %s complex: numel %zu update_rms %.9g (%.9g) param_rms %.9g (%.9g) grad_norm %.9g (%.9g) "
+                     "clamped %.9g (%.9g)",
+                     optim_rule_name((optim_rule)rules[r]), optim_isa_name(isas[a]), st.n, st.update_rms,
+                     sqrt(su / (N / 2)), st.param_rms, sqrt(sp / (N / 2)), st.grad_norm, sqrt(sg),
+                     st.clamped_fraction, clamped / N);
+            optim_free(o);
+        }
+    return 0;
+}
