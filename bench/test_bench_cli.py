@@ -54,6 +54,8 @@ EXPECTED = {"adam": (2, 28), "sgd:momentum=0.9": (1, 20), "rmsprop:centered": (2
             "sgd": (0, 12), "adam:clip=1": (2, 32),
             # Step statistics: the traffic of the same step without them.
             "adam:stats": (2, 28), "sgd:momentum=0.9:stats": (1, 20),
+            # The EMA of the weights: one more read-modify-write stream (the average).
+            "adam:ema": (2, 36),
             # 8-bit state: 2 bytes per slot and element (+ a float32 scale per 256), bfloat16 gradients 2 bytes.
             "adam:state=int8": (2, 16.0625), "adam:grad=bf16:state=int8": (2, 14.0625)}
 
@@ -71,7 +73,8 @@ def check_stats(st):
 
 
 def test_tiny_run_json(exe):
-    # adam: its presets adam, adam:amsgrad, adam:clip=1, adam:stats, adam:state=int8, adam:grad=bf16:state=int8
+    # adam: its presets adam, adam:amsgrad, adam:clip=1, adam:stats, adam:ema, adam:state=int8,
+    # adam:grad=bf16:state=int8
     cases = "adam,sgd:momentum=0.9,rmsprop:centered"
     p = run(exe, "--rules", cases, "--sizes", "4K,64K", "--threads", "1,all", "--reps", 2, "--min-time", 0.001,
             "--json", "--quiet")
@@ -82,7 +85,7 @@ def test_tiny_run_json(exe):
     assert d["reps"] == 2 and d["threads_all"] >= 1
     assert len(d["load_start"]) == 3
     res = d["results"]
-    assert len(res) == 8 * 2 * 2
+    assert len(res) == 9 * 2 * 2
     seen = set()
     for r in res:
         seen.add((r["case"], r["size"], r["threads"]))
@@ -154,10 +157,10 @@ def test_rule_names_select_presets(exe):
     out = run(exe, "--rules", "adam,adabound:amsbound,rmsprop:,sgd:nonfinite=skip", "--sizes", "4K", "--threads", 1,
               "--reps", 1, "--min-time", 0, "--no-context", "--json", "--quiet").stdout
     res = json.loads(out)["results"]
-    assert [r["case"] for r in res] == ["adam", "adam:amsgrad", "adam:clip=1", "adam:stats", "adam:state=int8",
-                                        "adam:grad=bf16:state=int8", "adabound:amsbound", "rmsprop",
+    assert [r["case"] for r in res] == ["adam", "adam:amsgrad", "adam:clip=1", "adam:stats", "adam:ema",
+                                        "adam:state=int8", "adam:grad=bf16:state=int8", "adabound:amsbound", "rmsprop",
                                         "sgd:nonfinite=skip"]
-    assert [r["bytes_per_element"] for r in res] == [28, 36, 32, 28, 16.0625, 14.0625, 36, 20, 16]
+    assert [r["bytes_per_element"] for r in res] == [28, 36, 32, 28, 36, 16.0625, 14.0625, 36, 20, 16]
 
 
 def test_precision_cases(exe):
@@ -174,7 +177,11 @@ def test_precision_cases(exe):
         ("adam:offload", 28), ("adam:offload:state=int8", 16.0625), ("adam:param=f16:grad=f16:master", 28),
         ("adam:param=bf16:grad=bf16:sr", 22),
         ("adam:param=bf16:grad=bf16:state=bf16:sr", 14), ("adam:param=bf16:grad=bf16:state=int8:sr", 10.0625),
-        ("sgd:momentum=0.9:param=bf16:grad=bf16:sr", 14)]
+        ("sgd:momentum=0.9:param=bf16:grad=bf16:sr", 14),
+        # stochastic int8 codes: the traffic of nearest rounding's cases
+        ("adam:state=int8:sr8", 16.0625), ("adam:offload:state=int8:sr8", 16.0625)]
+    p = run(exe, "--rules", "adam:sr8", "--sizes", "1K", "--no-context", "--quiet", expect=2)
+    assert "sr8 rounds int8 state's codes stochastically: it needs state=int8" in p.stderr
     p = run(exe, "--rules", "adam:param=f32:sr", "--sizes", "1K", "--no-context", "--quiet", expect=1)
     assert "nothing to round stochastically" in p.stderr
     p = run(exe, "--rules", "adam:offload:state=int8:sr", "--sizes", "1K", "--no-context", "--quiet", expect=2)

@@ -12,6 +12,7 @@
 #include "fuzz_common.h"
 #include "optim_checkpoint.h"
 #include "optim_schedule_free.h"
+#include "optim_ema.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -63,8 +64,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (i = 0; i < fuzz_n[k]; i++) fuzz_g[k][i] = 0.01f * (float)(i + 1);
         /* A schedule-free state loaded in eval mode: the switch runs over the loaded z, then steps, then
          * switches back and forth again (a step in eval mode would be refused before touching anything). */
+        int swapped = 0;
         if (optim_schedule_free_mode(opts[rule]) == 0) (void)optim_schedule_free_train(opts[rule]);
+        /* An EMA loaded swapped (optim_ema.h): back, so that the step runs and later loads are not refused. */
+        (void)optim_get_ema(opts[rule], NULL, NULL, NULL, NULL, &swapped);
+        if (swapped) (void)optim_ema_swap(opts[rule]);
         (void)optim_step(opts[rule]);
+        (void)optim_ema_swap(opts[rule]);
+        (void)optim_ema_swap(opts[rule]);
         if (optim_schedule_free_mode(opts[rule]) == 1) {
             (void)optim_schedule_free_eval(opts[rule]);
             (void)optim_schedule_free_train(opts[rule]);

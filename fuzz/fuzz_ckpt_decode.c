@@ -30,15 +30,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             double tail[4]; /* room for four elements of either state type */
             for (k = 0; pp->shape_given && k < pp->ndim; k++) dims += optim__ck_dim(pp, k);
             for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
-                size_t n = pp->n < 4 ? pp->n : 4;
+                /* The slot's own length: n, or its rule's for the shape (Adafactor's rows and columns). */
+                const size_t len = pp->len[s];
+                size_t n = len < 4 ? len : 4;
                 if (!pp->data[s] || n == 0) continue;
                 if (pp->dtype == OPTIM_INT8_BLOCK) {
                     /* The slot's last code and the last byte of its last scale: the decoder said they are there. */
-                    sink += pp->data[s][pp->n - 1] + pp->data[s][optim__ck_slot_bytes(pp->n, pp->dtype) - 1];
+                    sink += pp->data[s][len - 1] + pp->data[s][optim__ck_slot_bytes(len, pp->dtype) - 1];
                     continue;
                 }
                 const size_t size = optim_dtype_size(pp->dtype);
-                optim__ck_read_elems(tail, pp->data[s] + size * (pp->n - n), n, pp->dtype); /* the slot's last elements */
+                optim__ck_read_elems(tail, pp->data[s] + size * (len - n), n, pp->dtype); /* the slot's last elements */
                 sink += size == 8 ? tail[0] : (double)*(const float *)(const void *)tail;
             }
         }

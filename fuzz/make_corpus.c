@@ -13,6 +13,7 @@
 #include "optim_checkpoint.h"
 #include "optim_schedule.h"
 #include "optim_schedule_free.h"
+#include "optim_ema.h"
 #include "optim_sparse.h"
 
 #include <stdio.h>
@@ -127,6 +128,14 @@ int main(int argc, char **argv)
                 if (!more || ckpt_write_file(path, more, m) != 0) return 1;
                 free(more);
                 free(buf);
+            }
+            if (r == OPTIM_ADAM && opt) { /* an EMAS section (optim_ema.h), and one saved while swapped */
+                snprintf(path, sizeof path, "%s/adam-options-ema.ckpt", argv[1]);
+                if (optim_set_ema(o, 0.9, 1) != OPTIM_OK || optim_step(o) != OPTIM_OK || optim_save(o, path) != OPTIM_OK)
+                    return 1;
+                snprintf(path, sizeof path, "%s/adam-options-ema-swapped.ckpt", argv[1]);
+                if (optim_ema_swap(o) != OPTIM_OK || optim_save(o, path) != OPTIM_OK || optim_ema_swap(o) != OPTIM_OK)
+                    return 1;
             }
             optim_free(o);
         }

@@ -147,13 +147,14 @@ typedef enum optim_rule {
     OPTIM_RPROP = 13,   /* resilient backpropagation (Riedmiller & Braun 1993) */
     OPTIM_LAMB = 14,    /* LAMB, Adam with a per-tensor trust ratio (You et al. 2019), as timm's Lamb */
     OPTIM_LARS = 15,    /* LARS, SGD with a per-tensor trust ratio (You et al. 2017), as timm's Lars */
+    OPTIM_ADAFACTOR = 16, /* Adafactor, factored second moment (Shazeer & Stern 2018), as torch 2.x's */
     OPTIM_SPARSE_ADAM = 17, /* lazy Adam over sparse gradients only (torch.optim.SparseAdam; optim_sparse.h) */
     OPTIM_SGD_SCHEDULE_FREE = 18,  /* schedule-free SGD (Defazio et al. 2024; optim_schedule_free_train/eval) */
     OPTIM_ADAMW_SCHEDULE_FREE = 19, /* schedule-free AdamW (Defazio et al. 2024; optim_schedule_free_train/eval) */
     OPTIM_MUON = 20 /* momentum orthogonalised by Newton-Schulz, 2-D weights (torch.optim.Muon; optim_muon.h) */
 } optim_rule;
 /* The largest rule value; a value below it without a rule (optim_rule_name
- * gives NULL) is reserved (16: Adafactor, planned). */
+ * gives NULL) is reserved. */
 #define OPTIM_RULE_COUNT 20
 
 /** Where eps sits relative to the square root of the second moment. */
@@ -224,6 +225,14 @@ typedef enum optim_eps_placement {
  *            [3.4445, -4.7750, 2.0315] adjust_lr [OPTIM_MUON_ADJUST_ORIGINAL]
  *            (torch.optim.Muon; float32 2-D parameters, optim_param_set_shape;
  *            the orthogonalisation is liboptim_muon's: optim_muon.h)
+ *   ADAFACTOR lr [1e-2; the cap of the relative step] beta2_decay [-0.8]
+ *            eps_auto [1: eps1 is the dtype's machine epsilon, torch's None]
+ *            eps1 [0; >= 0, used when eps_auto = 0] eps2 [1e-3]
+ *            clip_threshold [1.0; torch's d, >= 1] weight_decay [0; decoupled,
+ *            p *= 1 - lr*wd] maximize (torch 2.x's Adafactor; the second
+ *            moment is factored over the last two dimensions of the shape given
+ *            by optim_param_set_shape, unfactored without one:
+ *            docs/rules/adafactor.md)
  */
 typedef struct optim_hparams {
     optim_rule rule;
@@ -263,6 +272,12 @@ typedef struct optim_hparams {
     int ns_steps;                     /* 1..99 Newton-Schulz iterations */
     double ns_a, ns_b, ns_c;          /* the quintic's coefficients: X <- a X + (b A + c A^2) X, A = X X^T */
     int adjust_lr;                    /* optim_muon_adjust_lr: the lr's factor from the parameter's shape */
+    /* ADAFACTOR (docs/rules/adafactor.md): */
+    double beta2_decay;               /* <= 0: beta2_t = 1 - t^beta2_decay (ADAFACTOR) */
+    double eps2;                      /* >= 0: the floor of the parameter's RMS in the step size (ADAFACTOR) */
+    double clip_threshold;            /* >= 1: the update's RMS is clipped to it (ADAFACTOR's d) */
+    int eps_auto;                     /* 1: eps1 is the machine epsilon of the parameter's type (ADAFACTOR) */
+    double eps1;                      /* >= 0: the floor of the second moment's estimate (ADAFACTOR, eps_auto = 0) */
 } optim_hparams;
 
 /** MUON's learning-rate adjustment for a rows x cols parameter (torch's adjust_lr_fn). */
@@ -312,9 +327,14 @@ typedef enum optim_hparam {
     OPTIM_HP_NS_A = 36,
     OPTIM_HP_NS_B = 37,
     OPTIM_HP_NS_C = 38,
-    OPTIM_HP_ADJUST_LR = 39
+    OPTIM_HP_ADJUST_LR = 39,
+    OPTIM_HP_BETA2_DECAY = 40,
+    OPTIM_HP_EPS2 = 41,
+    OPTIM_HP_CLIP_THRESHOLD = 42,
+    OPTIM_HP_EPS_AUTO = 43,
+    OPTIM_HP_EPS1 = 44
 } optim_hparam;
-#define OPTIM_HP_COUNT 39
+#define OPTIM_HP_COUNT 44
 
 /** Lower-case name of a rule ("adam"), or NULL for an unknown value. */
 OPTIM_API const char *optim_rule_name(optim_rule rule);
@@ -377,7 +397,9 @@ typedef enum optim_dtype {
  * OPTIM_INT8_BLOCK_SCALES_OFFSET(n) on, one float32 scale per block of
  * OPTIM_INT8_BLOCK_SIZE elements (the last block may be shorter): the block's
  * largest finite |value| (at least FLT_MIN). A code holds value / scale
- * rounded to nearest (ties to even) in a small float format: 1 sign, 4
+ * rounded to nearest (ties to even; stochastically between the two
+ * neighbouring codes with OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING)
+ * in a small float format: 1 sign, 4
  * exponent, 3 mantissa bits for signed slots (exp_avg, momentum), 5
  * exponent and 3 mantissa bits without sign for non-negative ones
  * (exp_avg_sq, sum, ...), where a positive value never rounds to 0; the
@@ -594,6 +616,13 @@ OPTIM_API int optim_add_param_typed(optim *opt, size_t g, void *param, optim_dty
  *    unbiased, the same bits on every path and thread count, and after a
  *    checkpoint's resume. Refused (OPTIM_EINVAL) when nothing of the
  *    parameter is bfloat16 to round.
+ *  - OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING: OPTIM_INT8_BLOCK state whose
+ *    codes round stochastically (unbiased between the two neighbouring codes,
+ *    in the dequantized domain), keyed as OPTIM_PARAM_STOCHASTIC_ROUNDING's
+ *    bits with the state slot's number: the cure for 8-bit state that stalls
+ *    when a block's gradients fall (docs/PRECISION.md). Independent of
+ *    OPTIM_PARAM_STOCHASTIC_ROUNDING (which rounds bfloat16 values only) and
+ *    allowed with a master. Refused (OPTIM_EINVAL) with any other state type.
  *  - OPTIM_PARAM_COMPLEX: param and grad hold n / 2 complex numbers as
  *    (re, im) pairs of float32 or float64 (n even), and the rule computes in
  *    complex arithmetic where torch.optim 1.13 does: RAdam and NAdam (the
@@ -608,6 +637,8 @@ OPTIM_API int optim_add_param_typed(optim *opt, size_t g, void *param, optim_dty
 #define OPTIM_PARAM_MASTER (1u << 0)
 #define OPTIM_PARAM_STOCHASTIC_ROUNDING (1u << 1)
 #define OPTIM_PARAM_COMPLEX (1u << 2)
+/* Stochastic rounding of int8_block state's codes (issue 12, branch q8sr). */
+#define OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING (1u << 3)
 OPTIM_API int optim_add_param_ex(optim *opt, size_t g, void *param, optim_dtype param_dtype, const void *grad,
                                  optim_dtype grad_dtype, size_t n, optim_dtype state_dtype, unsigned flags,
                                  const char *name, size_t *index);
@@ -762,6 +793,13 @@ OPTIM_API int optim_state_slot(optim *opt, size_t i, int s, float **data, int *i
  *  elements (or NULL if not allocated), *dtype (may be NULL) its element type
  *  (parameter i's state type, optim_param_get_dtypes). */
 OPTIM_API int optim_state_slot_data(optim *opt, size_t i, int s, void **data, optim_dtype *dtype, int *initialized);
+/** The number of elements of slot s of parameter i: n, but for rules whose
+ *  state follows the parameter's shape (OPTIM_ADAFACTOR: row_var holds B*R
+ *  elements and col_var B*C for a shape (..., R, C) of two or more
+ *  dimensions, B the product of the leading ones, variance none; for fewer
+ *  dimensions or no shape, variance n and the factors none). A slot its
+ *  shape leaves empty is not allocated (optim_state_slot gives NULL). */
+OPTIM_API int optim_state_slot_len(const optim *opt, size_t i, int s, size_t *len);
 /** Slot s of parameter i as n float32 values, whatever its type (a copy into
  *  dst: half types widened exactly, OPTIM_INT8_BLOCK dequantized as a step
  *  dequantizes it; float64 state is refused, OPTIM_EUNSUPPORTED). An

@@ -47,6 +47,18 @@
  * parameters are all-gathered in their type, the state is sharded and
  * checkpointed in its type. SAM takes float32 parameters only (the core's
  * optim_sam_create refuses others, naming them). See docs/DISTRIBUTED.md.
+ *
+ * Reduced precision (include/optim_precision.h), with one process's bits:
+ * OPTIM_INT8_BLOCK state is sharded in whole quantization blocks (every
+ * shard starts a multiple of 8192 elements into its parameter) and moved,
+ * resharded and merged with its scales, never requantized; an fp32 master
+ * (OPTIM_PARAM_MASTER) lives with the rank owning its elements, the
+ * all-gather moving the low-precision parameters (rank 0's template masters
+ * are every rank's at creation); stochastic rounding draws the bits of each
+ * element's index in the whole parameter, so any number of ranks rounds as
+ * one process; loss scaling's overflow decision is global (every rank skips,
+ * backs off and grows together). Other storage flags (OPTIM_PARAM_COMPLEX)
+ * are refused by name.
  */
 #ifndef OPTIM_MPI_H
 #define OPTIM_MPI_H

@@ -65,7 +65,11 @@ static int dm_manifest_build(optim_mpi *d, const char *id, osc_manifest *m)
         /* Format 3 records the types; a model of float32 throughout writes
          * format 2, which libraries before format 3 read too. */
         if (p->pdt != OPTIM_FLOAT32 || p->gdt != OPTIM_FLOAT32 || p->sdt != OPTIM_FLOAT32) m->format = 3;
+        p->flags = d->flags[i];
     }
+    /* Format 4 records the storage flags (masters, stochastic rounding); written only when a parameter has one. */
+    for (i = 0; i < d->nparams; i++)
+        if (d->flags[i]) m->format = 4;
     for (r = 0; r < writers; r++) {
         char name[256];
         m->pieces[r] = (osc_piece *)calloc(dm_layout_pieces_cap(&d->L), sizeof **m->pieces);
@@ -206,6 +210,11 @@ static int dm_manifest_matches(optim_mpi *d, const osc_manifest *m, const char *
             return dm_fail(d, OPTIM_EMISMATCH,
                            "%s: %s: param %zu '%s' has %zu elements in group %zu, here %zu in group %zu", fn, dir, i,
                            p->name, p->n, p->group, d->L.n[i], d->group[i]);
+        if (p->flags != d->flags[i])
+            return dm_fail(d, OPTIM_EMISMATCH,
+                           "%s: %s: param %zu '%s' has storage flags 0x%x there (OPTIM_PARAM_MASTER 0x1, "
+                           "OPTIM_PARAM_STOCHASTIC_ROUNDING 0x2), 0x%x here",
+                           fn, dir, i, p->name, p->flags, d->flags[i]);
         if (p->pdt != d->pdt[i] || p->sdt != d->sdt[i])
             return dm_fail(d, OPTIM_EMISMATCH,
                            "%s: %s: param %zu '%s' has %s memory and %s state there, %s and %s here (the state is "

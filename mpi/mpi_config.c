@@ -4,6 +4,7 @@
  * per rank, whatever the number of ranks), and only that item's values are
  * gathered, to name them in the message. */
 #include "mpi_internal.h"
+#include "optim_precision.h"
 #include "optim_schedule.h"
 
 #include <math.h>
@@ -46,6 +47,17 @@ static uint64_t dm_hash_bytes(uint64_t h, const void *data, size_t bytes)
         h ^= h >> 29;
     }
     for (; i < bytes; i++) h = (h ^ x[i]) * 1099511628211ull;
+    return h;
+}
+
+/* A state slot's contents: its elements (8-bit block state: its codes, then
+ * its scales, not the padding between them). */
+static uint64_t dm_hash_slot(const void *data, size_t n, optim_dtype t)
+{
+    uint64_t h = dm_hash_bytes(14695981039346656037ull, data, n * optim_dtype_size(t));
+    if (t == OPTIM_INT8_BLOCK)
+        h = dm_hash_bytes(h, (const unsigned char *)data + OPTIM_INT8_BLOCK_SCALES_OFFSET(n),
+                          4 * ((n + OPTIM_INT8_BLOCK_SIZE - 1) / OPTIM_INT8_BLOCK_SIZE));
     return h;
 }
 
@@ -131,6 +143,20 @@ static void dm_items_settings(dm_items *it, const optim *o)
     optim_get_clip_grad_norm(o, &max_norm, &norm_type);
     dm_item(it, "clip_grad_norm", "max_norm %.17g, norm_type %.17g", max_norm, norm_type);
     dm_item(it, "clip_grad_value", "%.17g", optim_get_clip_grad_value(o));
+    {
+        /* Reduced precision: the seed of stochastic rounding, loss scaling's settings and state (the scale and
+         * growth tracker move identically on every rank: the overflow decision is global). */
+        optim_loss_scale ls;
+        double scale = 1.0;
+        int64_t tracker = 0;
+        memset(&ls, 0, sizeof ls);
+        optim_get_loss_scale(o, &ls, &scale, &tracker);
+        dm_item(it, "stochastic rounding seed", "%llu", (unsigned long long)optim_get_seed(o));
+        dm_item(it, "loss scaling", "mode %d, init_scale %.17g, growth_factor %.17g, backoff_factor %.17g, "
+                "growth_interval %lld", (int)ls.mode, ls.init_scale, ls.growth_factor, ls.backoff_factor,
+                (long long)ls.growth_interval);
+        dm_item(it, "loss scale state", "scale %.17g, growth tracker %lld", scale, (long long)tracker);
+    }
 }
 
 /* The model: its parameters, counters and state (the template at creation). */
@@ -168,6 +194,13 @@ static void dm_items_model(dm_items *it, optim *o)
             snprintf(key, sizeof key, "param %zu '%.100s' element types", i, info.name);
             dm_item(it, key, "%s memory, %s gradients, %s state", pn ? pn : "?", gn ? gn : "?", sn ? sn : "?");
         }
+        {
+            unsigned flags = 0;
+            optim_param_get_flags(o, i, &flags);
+            snprintf(key, sizeof key, "param %zu '%.100s' storage flags", i, info.name);
+            dm_item(it, key, "0x%x (%s%s%s)", flags, (flags & OPTIM_PARAM_MASTER) ? "fp32 master " : "",
+                    (flags & OPTIM_PARAM_STOCHASTIC_ROUNDING) ? "stochastic rounding " : "", flags ? "" : "none");
+        }
     }
     dm_item(it, "step count", "%lld", (long long)optim_step_count(o));
     dm_item(it, "skipped steps", "%lld", (long long)optim_skipped_steps(o));
@@ -198,8 +231,7 @@ static void dm_items_model(dm_items *it, optim *o)
             else
                 dm_item(it, key, "%s, contents hash %016llx (a different checkpoint or history?)",
                         init ? "initialized" : "not initialized",
-                        (unsigned long long)dm_hash_bytes(14695981039346656037ull, data,
-                                                          info.n * optim_dtype_size(sdt)));
+                        (unsigned long long)dm_hash_slot(data, info.n, sdt));
         }
     }
 }

@@ -3,6 +3,7 @@
  * hook that combines its norms with the other ranks'), freeing, pointers and
  * facts. The reduction and the steps are mpi_step.c's. */
 #include "mpi_internal.h"
+#include "optim_ema.h"
 #include "optim_precision.h"
 #include "optim_schedule.h"
 
@@ -58,11 +59,25 @@ int dm_local_build(optim_mpi *d, const optim *like, optim **out)
         } else {
             size_t j = q->param;
             /* The parameter's own types: the slice of its memory, its averaged gradient in gbuf, its state. */
+            /* The parameter's own types and storage flags: the slice of its memory, its averaged gradient in
+             * gbuf, its state (a master holds the slice's elements); stochastic rounding draws the bits of the
+             * model's parameter j and its elements q->a.. (a multiple of 8192), as one process does. */
             rc = optim_add_param_ex(o, d->group[j], d->p[j] ? d->p[j] + q->a * d->L.psz[j] : NULL, d->pdt[j],
-                                    d->gbuf + d->goff[i], d->gdt[j], q->b - q->a, d->sdt[j], 0, name, NULL);
+                                    d->gbuf + d->goff[i], d->gdt[j], q->b - q->a, d->sdt[j], d->flags[j], name, NULL);
+            if (rc == OPTIM_OK) rc = optim__ext_set_sr_origin(o, i, (uint64_t)j, (uint64_t)q->a);
         }
         free(name);
         if (rc != OPTIM_OK) goto fail;
+    }
+    {
+        /* Stochastic rounding's seed, loss scaling's settings and state. */
+        optim_loss_scale ls;
+        double scale = 1.0;
+        int64_t tracker = 0;
+        optim_get_loss_scale(like, &ls, &scale, &tracker);
+        if ((rc = optim_set_seed(o, optim_get_seed(like))) != OPTIM_OK || (rc = optim_set_loss_scale(o, &ls)) != OPTIM_OK ||
+            (ls.mode != OPTIM_LOSS_SCALE_OFF && (rc = optim_set_loss_scale_state(o, scale, tracker)) != OPTIM_OK))
+            goto fail;
     }
     optim_get_clip_grad_norm(like, &max_norm, &norm_type);
     if ((rc = optim_set_clip_grad_norm(o, max_norm, norm_type)) != OPTIM_OK ||
@@ -81,7 +96,8 @@ fail:
 }
 
 /* Copy the state of opt's parameters into the local optimizer's pieces
- * (each in the parameter's state type). */
+ * (each in the parameter's state type; 8-bit block state with its scales:
+ * a piece starts a quantization block). */
 static int dm_local_copy_state(optim_mpi *d, optim *opt, optim *local)
 {
     size_t i;
@@ -90,21 +106,25 @@ static int dm_local_copy_state(optim_mpi *d, optim *opt, optim *local)
         const osc_piece *q = &d->pieces[i];
         int64_t step;
         double mu;
-        size_t held = 0, sz;
-        if (q->param == OSC_NO_PARAM) continue;
-        sz = optim_dtype_size(d->sdt[q->param]);
+        size_t held = 0, j = q->param;
+        if (j == OSC_NO_PARAM) continue;
         /* State opt never allocated (optim_set_defer_state, or none needed)
          * is fresh state, as the local pieces' is: nothing to copy, and
-         * asking opt for it would allocate the whole parameter's. */
-        if (optim_param_state_bytes(opt, q->param, &held) != OPTIM_OK)
+         * asking opt for it would allocate the whole parameter's. (The
+         * master counts in optim_param_state_bytes but is allocated when the
+         * parameter is added: it is not what this asks.) */
+        if (optim_param_state_bytes(opt, j, &held) != OPTIM_OK)
             return dm_fail(d, optim_errcode(opt), "%s", optim_errmsg(opt));
+        if (d->flags[j] & OPTIM_PARAM_MASTER) held -= d->L.n[j] * sizeof(float);
         for (s = 0; s < nslots && held > 0; s++) {
             void *src = NULL, *dst = NULL;
             int init = 0;
-            optim_state_slot_data(opt, q->param, s, &src, NULL, &init);
+            optim_error e;
+            optim_state_slot_data(opt, j, s, &src, NULL, &init);
             optim_state_slot_data(local, i, s, &dst, NULL, NULL);
             if (!dst) continue;
-            if (src) memcpy(dst, (const unsigned char *)src + q->a * sz, (q->b - q->a) * sz);
+            if (src && osc_state_copy(dst, q->b - q->a, 0, src, d->L.n[j], q->a, q->b - q->a, d->sdt[j], &e) != OPTIM_OK)
+                return dm_fail(d, e.code, "param %zu '%s': %s", j, d->names[j], e.message);
             optim_state_set_initialized(local, i, s, src ? init : 0);
         }
         optim_param_get_step(opt, q->param, &step);
@@ -211,11 +231,16 @@ void optim_mpi_options_init(optim_mpi_options *o)
     o->timeout = OPTIM_MPI_TIMEOUT_DEFAULT;
 }
 
-/* The element types this file knows the size and meaning of. */
-static int dm_dtype_known(optim_dtype t)
+/* The element types this file knows the size and meaning of (state: also
+ * 8-bit block state, moved block by block with its scales). */
+static int dm_dtype_known(optim_dtype t, int state)
 {
-    return t == OPTIM_FLOAT32 || t == OPTIM_FLOAT64 || t == OPTIM_BFLOAT16 || t == OPTIM_FLOAT16;
+    return t == OPTIM_FLOAT32 || t == OPTIM_FLOAT64 || t == OPTIM_BFLOAT16 || t == OPTIM_FLOAT16 ||
+           (state && t == OPTIM_INT8_BLOCK);
 }
+
+/* The storage flags liboptim_mpi carries (docs/DISTRIBUTED.md, "Reduced precision"). */
+#define DM_FLAGS_CARRIED (OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING | OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING)
 
 static const char *dm_dtype_str(optim_dtype t)
 {
@@ -238,48 +263,67 @@ static int dm_copy_model(optim_mpi *d, optim *opt)
     d->pdt = (optim_dtype *)calloc(d->nparams, sizeof *d->pdt);
     d->gdt = (optim_dtype *)calloc(d->nparams, sizeof *d->gdt);
     d->sdt = (optim_dtype *)calloc(d->nparams, sizeof *d->sdt);
+    d->flags = (unsigned *)calloc(d->nparams, sizeof *d->flags);
     d->piece_of = (size_t *)calloc(d->nparams, sizeof *d->piece_of);
     d->shape_given = (int *)calloc(d->nparams, sizeof *d->shape_given);
     d->ndim = (size_t *)calloc(d->nparams, sizeof *d->ndim);
     d->dims = (int64_t **)calloc(d->nparams, sizeof *d->dims);
     d->ready = (unsigned char *)calloc(d->nparams, 1);
     if (!d->names || !d->group || !d->p || !d->g || !d->shape_given || !d->ndim || !d->dims || !d->ready || !d->pdt ||
-        !d->gdt || !d->sdt || !d->piece_of)
+        !d->gdt || !d->sdt || !d->piece_of || !d->flags)
         return dm_fail(d, OPTIM_ENOMEM, "out of memory");
     {
-        optim_loss_scale ls;
-        if (optim_get_loss_scale(opt, &ls, NULL, NULL) != OPTIM_OK || ls.mode != OPTIM_LOSS_SCALE_OFF)
+        /* The EMA of the weights (include/optim_ema.h): the local optimizers, gathers and checkpoints do not
+         * carry the averages; refused by name, never dropped (the parameters would match one process's bits). */
+        int ema_on = 0;
+        double ema_decay = 0.0;
+        if (optim_get_ema(opt, &ema_on, &ema_decay, NULL, NULL, NULL) != OPTIM_OK || ema_on)
             return dm_fail(d, OPTIM_EUNSUPPORTED,
-                           "the optimizer has loss scaling on (optim_set_loss_scale, mode %d); liboptim_mpi does not "
-                           "carry it yet (turn it off, or scale and unscale the gradients yourself)",
-                           (int)ls.mode);
+                           "the optimizer has an EMA of the weights (optim_set_ema, decay %.10g); liboptim_mpi does "
+                           "not carry it yet (turn it off with optim_ema_off, or average the gathered parameters "
+                           "yourself)",
+                           ema_decay);
     }
     for (i = 0; i < d->nparams; i++) {
         optim_param_info info;
         int64_t dims[OPTIM_MAX_NDIM];
         optim_dtype pdt, gdt, sdt;
         unsigned flags = 0;
+        int s;
         optim_param_get_info(opt, i, &info);
         optim_param_get_dtypes(opt, i, &pdt, &gdt, &sdt);
         /* The buckets, shards, gathers and checkpoints move the four types
          * the core had when this was written (their element sizes, their
          * exact loads into double); a later type is refused by name, never
          * moved as bytes whose meaning is not known here. */
-        if (!dm_dtype_known(pdt) || !dm_dtype_known(gdt) || !dm_dtype_known(sdt))
+        if (!dm_dtype_known(pdt, 0) || !dm_dtype_known(gdt, 0) || !dm_dtype_known(sdt, 1))
             return dm_fail(d, OPTIM_EUNSUPPORTED,
                            "param %zu '%s' has %s memory, %s gradients and %s state; liboptim_mpi moves float32, "
-                           "float64, bfloat16 and float16 ones",
+                           "float64, bfloat16 and float16 ones (and 8-bit block state)",
                            i, info.name, dm_dtype_str(pdt), dm_dtype_str(gdt), dm_dtype_str(sdt));
-        /* Master weights and stochastic rounding (include/optim_precision.h) are
-         * not carried by the local optimizers, the gathers or the checkpoints
-         * yet: refused by name, never dropped. */
-        if (optim_param_get_flags(opt, i, &flags) != OPTIM_OK || flags != 0)
+        /* fp32 master weights and stochastic rounding (of values and of int8 codes) are carried (the
+         * slices' masters, keys by global index); any other storage flag
+         * (complex numbers, a later one) is refused by name, never dropped. */
+        if (optim_param_get_flags(opt, i, &flags) != OPTIM_OK || (flags & ~(unsigned)DM_FLAGS_CARRIED) != 0)
             return dm_fail(d, OPTIM_EUNSUPPORTED,
-                           "param %zu '%s' has flags 0x%x (%s%s); liboptim_mpi does not carry fp32 master weights "
-                           "or stochastic rounding yet",
-                           i, info.name, flags, (flags & OPTIM_PARAM_MASTER) ? "OPTIM_PARAM_MASTER" : "",
-                           (flags & OPTIM_PARAM_MASTER) && (flags & ~OPTIM_PARAM_MASTER) ? " and others" :
-                           (flags & OPTIM_PARAM_STOCHASTIC_ROUNDING) ? "OPTIM_PARAM_STOCHASTIC_ROUNDING" : "");
+                           "param %zu '%s' has flags 0x%x (%s); liboptim_mpi carries OPTIM_PARAM_MASTER, "
+                           "OPTIM_PARAM_STOCHASTIC_ROUNDING and OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING only",
+                           i, info.name, flags,
+                           (flags & OPTIM_PARAM_COMPLEX) ? "OPTIM_PARAM_COMPLEX" : "a flag this library does not know");
+        /* The shards, gathers, hashes and checkpoints move n elements of each slot, sliced with the
+         * parameter: a slot of another length (Adafactor's factors, whose length follows the shape, and its
+         * unused ones) is refused by name, never read past its end nor sliced as if elementwise. */
+        for (s = 0; s < optim_rule_slot_count(d->rule); s++) {
+            size_t len = info.n;
+            if (optim_state_slot_len(opt, i, s, &len) != OPTIM_OK || len != info.n)
+                return dm_fail(d, OPTIM_EUNSUPPORTED,
+                               "param %zu '%s': %s state '%s' holds %zu elements for its %zu (state that follows the "
+                               "shape, per-tensor reductions); liboptim_mpi shards state element by element and does "
+                               "not support %s",
+                               i, info.name, optim_rule_name(d->rule), optim_rule_slot_name(d->rule, s), len, info.n,
+                               optim_rule_name(d->rule));
+        }
+        d->flags[i] = flags;
         d->pdt[i] = pdt;
         d->gdt[i] = gdt;
         d->sdt[i] = sdt;
@@ -407,6 +451,54 @@ static int dm_bcast_params(optim_mpi *d)
             off += len;
         }
     }
+    return OPTIM_OK;
+}
+
+/* The fp32 masters, as the parameters: rank 0's (opt's master of each
+ * parameter with OPTIM_PARAM_MASTER, which may hold more than its rounded
+ * memory, e.g. after optim_load) is every rank's. Broadcast in pieces of
+ * DM_MASTER_CHUNK floats; each rank keeps what its slices hold. */
+#define DM_MASTER_CHUNK ((size_t)1 << 22)
+static int dm_bcast_masters(optim_mpi *d, optim *opt)
+{
+    static const char what[] = "optim_mpi_create: the broadcast of the fp32 masters";
+    size_t j, any = 0;
+    float *buf;
+    for (j = 0; j < d->nparams; j++) any |= (d->flags[j] & OPTIM_PARAM_MASTER) && d->L.n[j] > 0;
+    if (!any) return OPTIM_OK;
+    /* A rank without the buffer cannot take part: the others fail with the timeout (as a failed calloc of d). */
+    buf = (float *)malloc(DM_MASTER_CHUNK * sizeof *buf);
+    if (!buf) return dm_fail(d, OPTIM_ECOMM, "%s: out of memory for %zu floats", what, DM_MASTER_CHUNK);
+    for (j = 0; j < d->nparams; j++) {
+        float *src = NULL, *dst = NULL;
+        size_t off, n = d->L.n[j], pc = d->piece_of[j];
+        if (!(d->flags[j] & OPTIM_PARAM_MASTER) || n == 0) continue;
+        if (d->rank == 0 && optim_param_master_data(opt, j, &src) != OPTIM_OK) src = NULL;
+        if (pc != (size_t)-1 && optim_param_master_data(d->local, pc, &dst) != OPTIM_OK) dst = NULL;
+        for (off = 0; off < n; off += DM_MASTER_CHUNK) {
+            size_t len = n - off < DM_MASTER_CHUNK ? n - off : DM_MASTER_CHUNK, lo, hi;
+            MPI_Request req;
+            int rc;
+            if (d->rank == 0 && src) memcpy(buf, src + off, len * sizeof *buf);
+            rc = MPI_Ibcast(buf, (int)len, MPI_FLOAT, 0, d->comm, &req);
+            if (rc != MPI_SUCCESS) {
+                free(buf);
+                return dm_mpi_fail(d, rc, what);
+            }
+            rc = dm_wait(d, &req, what);
+            if (rc != OPTIM_OK) {
+                free(buf);
+                return rc;
+            }
+            if (d->rank != 0) d->stats.control_bytes += len * sizeof *buf;
+            if (!dst) continue;
+            /* This rank's slice [a, b) of parameter j, and this chunk's overlap with it. */
+            lo = off > d->pieces[pc].a ? off : d->pieces[pc].a;
+            hi = off + len < d->pieces[pc].b ? off + len : d->pieces[pc].b;
+            if (lo < hi) memcpy(dst + (lo - d->pieces[pc].a), buf + (lo - off), (hi - lo) * sizeof *buf);
+        }
+    }
+    free(buf);
     return OPTIM_OK;
 }
 
@@ -564,6 +656,7 @@ int optim_mpi_create_with(optim_mpi **out, optim *opt, MPI_Comm comm, int stage,
     rc = dm_agree(d, rc, 0, fn);
     if (rc != OPTIM_OK) return dm_create_fail(d, rc, err);
     rc = dm_bcast_params(d);
+    if (rc == OPTIM_OK) rc = dm_bcast_masters(d, opt);
     if (rc != OPTIM_OK) return dm_create_fail(d, rc, err);
     memset(&d->stats, 0, sizeof d->stats);
     dm_ok(d);
@@ -593,6 +686,7 @@ void optim_mpi_free(optim_mpi *d)
     free(d->pdt);
     free(d->gdt);
     free(d->sdt);
+    free(d->flags);
     free(d->piece_of);
     free(d->shape_given);
     free(d->ndim);
@@ -734,8 +828,11 @@ size_t optim_mpi_state_bytes(const optim_mpi *d)
             void *data = NULL;
             optim_dtype dt = OPTIM_FLOAT32;
             if (optim_state_slot_data(d->local, i, s, &data, &dt, NULL) == OPTIM_OK && data)
-                bytes += (d->pieces[i].b - d->pieces[i].a) * optim_dtype_size(dt);
+                bytes += osc_slot_bytes(d->pieces[i].b - d->pieces[i].a, dt);
         }
+    for (i = 0; i < d->npieces; i++)
+        if (d->pieces[i].param != OSC_NO_PARAM && (d->flags[d->pieces[i].param] & OPTIM_PARAM_MASTER))
+            bytes += (d->pieces[i].b - d->pieces[i].a) * sizeof(float); /* the slice's fp32 master */
     return bytes;
 }
 

@@ -29,6 +29,14 @@
  * collective each). Slice r of bucket k is the bucket's intersection with
  * shard r: empty for every rank but the one owning the bucket, or the few
  * whose shards it straddles. DM_CUT(k, r) clamps shard[r] to bucket k.
+ * Reduced precision (docs/DISTRIBUTED.md, "Reduced precision"): since every
+ * cut is a multiple of 8192 elements into its parameter, it is also one of
+ * OPTIM_INT8_BLOCK_SIZE: an 8-bit state's quantization blocks are the
+ * unsharded run's, each held whole by one rank. A slice with an fp32 master
+ * holds the master of its elements (the gathers move the parameter's own
+ * type); stochastic rounding draws the bits of the model's parameter and
+ * element index (optim__ext_set_sr_origin); loss scaling's overflow is the
+ * global non-finite flag of the combine hook, so every rank skips together.
  *
  * Reduction (mpi_step.c). The reduce-scatter of bucket k is an
  * MPI_Ialltoallv of the K slices of the local gradient (uneven counts: zero
@@ -125,6 +133,7 @@ struct optim_mpi {
     unsigned char **p;  /* the caller's memory, of each parameter's types */
     const unsigned char **g;
     optim_dtype *pdt, *gdt, *sdt; /* per parameter: its memory's, gradient's and state's element types */
+    unsigned *flags;    /* per parameter: its storage flags (OPTIM_PARAM_MASTER, OPTIM_PARAM_STOCHASTIC_ROUNDING) */
     size_t *piece_of;   /* per parameter: its piece in the local optimizer, or (size_t)-1 */
     int *shape_given;
     size_t *ndim;

@@ -6,6 +6,7 @@
 #include "shard_ckpt.h"
 
 #include "optim_checkpoint.h"
+#include "optim_precision.h"
 #include "optim_schedule.h"
 #include "optim_ext.h"
 
@@ -39,6 +40,35 @@ char *osc_piece_name(const osc_manifest *m, const osc_piece *p)
 
 /* ---- State from shards ---------------------------------------------------------------- */
 
+size_t osc_slot_bytes(size_t n, optim_dtype t)
+{
+    return t == OPTIM_INT8_BLOCK ? OPTIM_INT8_BLOCK_BYTES(n) : n * optim_dtype_size(t);
+}
+
+int osc_state_copy(void *dst, size_t dn, size_t da, const void *src, size_t sn, size_t sa, size_t count,
+                   optim_dtype t, optim_error *err)
+{
+    const size_t B = OPTIM_INT8_BLOCK_SIZE;
+    unsigned char *d = (unsigned char *)dst;
+    const unsigned char *s = (const unsigned char *)src;
+    if (count == 0) return OPTIM_OK;
+    if (t != OPTIM_INT8_BLOCK) {
+        const size_t sz = optim_dtype_size(t);
+        memcpy(d + da * sz, s + sa * sz, count * sz);
+        return OPTIM_OK;
+    }
+    /* A block's codes mean something only with its scale: whole blocks move. */
+    if (sa % B != 0 || da % B != 0 || (count % B != 0 && !(sa + count == sn && da + count == dn)))
+        return osc_fail(err, OPTIM_EUNSUPPORTED,
+                        "8-bit block state: elements %zu..%zu of a slot of %zu onto %zu..%zu of one of %zu cut a "
+                        "quantization block of %zu (liboptim_mpi moves whole blocks, never requantizes)",
+                        sa, sa + count, sn, da, da + count, dn, B);
+    memcpy(d + da, s + sa, count);
+    memcpy(d + OPTIM_INT8_BLOCK_SCALES_OFFSET(dn) + 4 * (da / B), s + OPTIM_INT8_BLOCK_SCALES_OFFSET(sn) + 4 * (sa / B),
+           4 * ((count + B - 1) / B));
+    return OPTIM_OK;
+}
+
 /* A temporary optimizer over rank r's pieces, loaded from its file. */
 static int osc_load_shard(const osc_manifest *m, const char *dir, int r, const optim *like, void *const *param_mem,
                           optim **out, optim_error *err)
@@ -71,7 +101,7 @@ static int osc_load_shard(const osc_manifest *m, const char *dir, int r, const o
             const osc_param *pp = &m->params[q->param];
             unsigned char *mem = (unsigned char *)param_mem[q->param];
             rc = optim_add_param_ex(t, pp->group, mem ? mem + q->a * optim_dtype_size(pp->pdt) : NULL, pp->pdt, NULL,
-                                    pp->gdt, q->b - q->a, pp->sdt, 0, name, NULL);
+                                    pp->gdt, q->b - q->a, pp->sdt, pp->flags, name, NULL);
         }
         free(name);
         if (rc != OPTIM_OK) {
@@ -112,6 +142,16 @@ static int osc_copy_settings(optim *t, optim *target, optim_error *err)
         optim_set_nonfinite(target, optim_get_nonfinite(t)) != OPTIM_OK ||
         optim__ext_set_counters(target, optim_step_count(t), optim_skipped_steps(t)) != OPTIM_OK)
         return osc_fail(err, optim_errcode(target), "settings: %s", optim_errmsg(target));
+    {
+        /* Reduced precision: the seed of stochastic rounding, loss scaling's settings and state. */
+        optim_loss_scale ls;
+        double scale = 1.0;
+        int64_t tracker = 0;
+        optim_get_loss_scale(t, &ls, &scale, &tracker);
+        if (optim_set_seed(target, optim_get_seed(t)) != OPTIM_OK || optim_set_loss_scale(target, &ls) != OPTIM_OK ||
+            (ls.mode != OPTIM_LOSS_SCALE_OFF && optim_set_loss_scale_state(target, scale, tracker) != OPTIM_OK))
+            return osc_fail(err, optim_errcode(target), "loss scaling: %s", optim_errmsg(target));
+    }
     return OPTIM_OK;
 }
 
@@ -174,17 +214,33 @@ int osc_fill(const osc_manifest *m, const char *dir, optim *target, const osc_pi
                 hi = q->b < tp[i].b ? q->b : tp[i].b;
                 /* Overlapping pieces, or the zero-size parameter's only piece. */
                 if (lo < hi || (q->a == q->b && tp[i].a == tp[i].b)) {
-                    const size_t sz = optim_dtype_size(m->params[q->param].sdt);
+                    const osc_param *pp = &m->params[q->param];
                     for (s = 0; s < nslots; s++) {
                         void *src = NULL, *dst = NULL;
                         int init = 0;
                         optim_state_slot_data(t, k, s, &src, NULL, &init);
                         optim_state_slot_data(target, i, s, &dst, NULL, NULL);
                         if (!dst) continue;
-                        if (src && lo < hi)
-                            memcpy((unsigned char *)dst + (lo - tp[i].a) * sz,
-                                   (const unsigned char *)src + (lo - q->a) * sz, (hi - lo) * sz);
+                        /* In its type (8-bit block state: whole blocks with their scales). */
+                        if (src && lo < hi &&
+                            (rc = osc_state_copy(dst, tp[i].b - tp[i].a, lo - tp[i].a, src, q->b - q->a, lo - q->a,
+                                                 hi - lo, pp->sdt, err)) != OPTIM_OK) {
+                            optim_free(t);
+                            goto done;
+                        }
                         optim_state_set_initialized(target, i, s, src ? init : 0);
+                    }
+                    if ((pp->flags & OPTIM_PARAM_MASTER) && lo < hi) {
+                        /* The fp32 master of these elements: the parameter's value, kept with its state. */
+                        float *msrc = NULL, *mdst = NULL;
+                        if (optim_param_master_data(t, k, &msrc) != OPTIM_OK ||
+                            optim_param_master_data(target, i, &mdst) != OPTIM_OK) {
+                            rc = osc_fail(err, OPTIM_EMISMATCH, "param %zu '%s': a master on one side only",
+                                          q->param, pp->name);
+                            optim_free(t);
+                            goto done;
+                        }
+                        memcpy(mdst + (lo - tp[i].a), msrc + (lo - q->a), (hi - lo) * sizeof *mdst);
                     }
                     if (lo < hi) covered[i] += hi - lo;
                     int64_t step;
@@ -250,7 +306,8 @@ int osc_merge(const char *dir, const char *out, optim_error *err)
     for (i = 0; i < m.nparams; i++) {
         param_mem[i] = mem + total;
         if ((rc = optim_add_param_ex(full, m.params[i].group, param_mem[i], m.params[i].pdt, NULL, m.params[i].gdt,
-                                     m.params[i].n, m.params[i].sdt, 0, m.params[i].name, NULL)) != OPTIM_OK)
+                                     m.params[i].n, m.params[i].sdt, m.params[i].flags, m.params[i].name, NULL)) !=
+            OPTIM_OK)
             goto lib_fail;
         if (m.params[i].shape_given &&
             (rc = optim_param_set_shape(full, i, m.params[i].ndim, m.params[i].dims)) != OPTIM_OK)

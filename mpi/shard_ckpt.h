@@ -20,10 +20,11 @@
 /* Format 3 adds each parameter's element types (memory, gradient, state)
  * to its line; a format-2 parameter is float32 throughout. Savers write
  * format 2 when every parameter is float32 throughout (what older libraries
- * read), else 3. Format 2 (contiguous shards) adds the `layout` line; format
+ * read), else 3, or 4 when a parameter has storage flags (format 4 adds
+ * them to the types: "bfloat16,bfloat16,float32,0x1"). Format 2 (contiguous shards) adds the `layout` line; format
  * 1 (one slice of every bucket per rank) is read as layout "buckets": its
  * pieces are explicit, so it loads, reshards and merges as any other layout. */
-#define OSC_FORMAT 3
+#define OSC_FORMAT 4
 
 /* Elements [a, b) of the model's parameter `param`: one parameter of a
  * rank's local optimizer. A piece with param == OSC_NO_PARAM is the
@@ -40,6 +41,7 @@ typedef struct osc_param {
     size_t ndim;
     int64_t *dims; /* ndim of them when shape_given */
     optim_dtype pdt, gdt, sdt; /* element types of its memory, gradient, state (format 3; else float32) */
+    unsigned flags;            /* OPTIM_PARAM_MASTER, OPTIM_PARAM_STOCHASTIC_ROUNDING (format 4; else 0) */
 } osc_param;
 
 typedef struct osc_manifest {
@@ -92,6 +94,20 @@ int osc_fill(const osc_manifest *m, const char *dir, optim *target, const osc_pi
 
 /* Merge dir's checkpoint into one optim_save file. */
 int osc_merge(const char *dir, const char *out, optim_error *err);
+
+/* Bytes of one state slot of n elements of type t (OPTIM_INT8_BLOCK: its
+ * codes, padding and one float32 scale per OPTIM_INT8_BLOCK_SIZE block). */
+size_t osc_slot_bytes(size_t n, optim_dtype t);
+/* Copy elements [sa, sa + count) of a state slot of sn elements of type t
+ * (src) onto elements [da, da + count) of one of dn elements (dst). For
+ * OPTIM_INT8_BLOCK the codes and their blocks' scales move together, never
+ * requantized: sa and da must start a block (multiples of
+ * OPTIM_INT8_BLOCK_SIZE) and the range end at a block's end or at both
+ * slots' ends (else OPTIM_EUNSUPPORTED, with a message in *err). Shards
+ * start 8192 elements into a parameter, so every layout liboptim_mpi writes
+ * or reads meets this. */
+int osc_state_copy(void *dst, size_t dn, size_t da, const void *src, size_t sn, size_t sa, size_t count,
+                   optim_dtype t, optim_error *err);
 
 /* Record a failure in *err (may be NULL) and return code. */
 int osc_fail(optim_error *err, int code, const char *fmt, ...)

@@ -149,6 +149,7 @@ char *osc_manifest_render(const osc_manifest *m, size_t *len)
         if (m->format >= 3) {
             const char *pn = optim_dtype_name(p->pdt), *gn = optim_dtype_name(p->gdt), *sn = optim_dtype_name(p->sdt);
             osc_put(&b, " %s,%s,%s", pn ? pn : "?", gn ? gn : "?", sn ? sn : "?");
+            if (m->format >= 4) osc_put(&b, ",0x%x", p->flags);
         }
         osc_put(&b, " ");
         osc_put_escaped(&b, p->name);
@@ -268,14 +269,16 @@ bad:
 }
 
 /* "float32,bfloat16,float32": a parameter's memory, gradient and state
- * types, a combination the core takes. */
-static int osc_dtypes(osc_rd *r, const char *s, osc_param *p, optim_error *err)
+ * types, a combination the core takes; format 4 adds its storage flags
+ * (",0x1": OPTIM_PARAM_MASTER and OPTIM_PARAM_STOCHASTIC_ROUNDING only). */
+static int osc_dtypes(osc_rd *r, const char *s, osc_param *p, int with_flags, optim_error *err)
 {
     optim_dtype t[3];
     const char *at = s;
+    unsigned flags = 0;
     int k;
     for (k = 0; k < 3; k++) {
-        const char *end = k < 2 ? strchr(at, ',') : at + strlen(at);
+        const char *end = k < 2 || with_flags ? strchr(at, ',') : at + strlen(at);
         int d, found = 0;
         if (!end) break;
         for (d = 0; d < OPTIM_DTYPE_COUNT && !found; d++) {
@@ -286,18 +289,38 @@ static int osc_dtypes(osc_rd *r, const char *s, osc_param *p, optim_error *err)
             }
         }
         if (!found) break;
-        at = end + (k < 2);
+        at = end + (k < 2 || with_flags);
     }
     if (k < 3)
         return osc_fail(err, OPTIM_EFORMAT, "%s: line %d: element types '%.60s' (memory,gradient,state: float32, "
-                        "float64, bfloat16 or float16)", r->what, r->line, s);
+                        "float64, bfloat16 or float16; state also int8_block%s)", r->what, r->line, s,
+                        with_flags ? "; then the storage flags" : "");
+    if (with_flags) {
+        char *end = NULL;
+        unsigned long v;
+        if (at[0] != '0' || at[1] != 'x' || !isxdigit((unsigned char)at[2]))
+            return osc_fail(err, OPTIM_EFORMAT, "%s: line %d: storage flags '%.30s' (0x followed by hex digits)",
+                            r->what, r->line, at);
+        errno = 0;
+        v = strtoul(at + 2, &end, 16);
+        if (errno || *end ||
+            (v & ~(unsigned long)(OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING |
+                                  OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING)))
+            return osc_fail(err, OPTIM_EFORMAT, "%s: line %d: storage flags '%.30s' (OPTIM_PARAM_MASTER 0x1, "
+                            "OPTIM_PARAM_STOCHASTIC_ROUNDING 0x2 and OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING 0x8 only)",
+                            r->what, r->line, at);
+        flags = (unsigned)v;
+    }
     {
-        optim_dtype dflt;
-        if (optim_dtypes_check(t[0], t[1], &dflt, NULL) != OPTIM_OK ||
-            (t[2] != dflt && optim_state_dtype_check(t[0], t[2], NULL) != OPTIM_OK))
+        /* With a master the math's parameter is float32: its gradient and state types are a float32's. */
+        optim_dtype dflt, pm = (flags & OPTIM_PARAM_MASTER) ? OPTIM_FLOAT32 : t[0];
+        if (((flags & OPTIM_PARAM_MASTER) && t[0] != OPTIM_BFLOAT16 && t[0] != OPTIM_FLOAT16) ||
+            optim_dtypes_check(pm, t[1], &dflt, NULL) != OPTIM_OK ||
+            (t[2] != dflt && optim_state_dtype_check(pm, t[2], NULL) != OPTIM_OK))
             return osc_fail(err, OPTIM_EFORMAT, "%s: line %d: element types '%.60s' are no combination the library "
                             "takes", r->what, r->line, s);
     }
+    p->flags = flags;
     p->pdt = t[0];
     p->gdt = t[1];
     p->sdt = t[2];
@@ -333,6 +356,10 @@ int osc_manifest_parse(const char *text, size_t len, const char *what, osc_manif
             return osc_fail(err, OPTIM_ECHECKSUM, "%s: checksum mismatch: the manifest is corrupt", what);
     }
     r.end = crc_line;
+    /* Text: a NUL byte would end a field early (and render as another manifest). */
+    if (memchr(text, '\0', (size_t)(crc_line - text)) != NULL)
+        return osc_fail(err, OPTIM_EFORMAT, "%s: a NUL byte at offset %zu (a manifest is text)", what,
+                        (size_t)((const char *)memchr(text, '\0', (size_t)(crc_line - text)) - text));
     if (osc_line(&r, err) != OPTIM_OK || r.ntok != 3 || strcmp(r.tok[0], "optim") != 0 ||
         strcmp(r.tok[1], "sharded") != 0 || strcmp(r.tok[2], "checkpoint") != 0)
         return osc_fail(err, OPTIM_EMAGIC, "%s: not a manifest of optim's sharded checkpoints", what);
@@ -450,7 +477,8 @@ int osc_manifest_parse(const char *text, size_t len, const char *what, osc_manif
             p->shape_given = 1;
         }
         p->pdt = p->gdt = p->sdt = OPTIM_FLOAT32;
-        if (m->format >= 3) OSC_TRY(osc_dtypes(&r, r.tok[5], p, err));
+        p->flags = 0;
+        if (m->format >= 3) OSC_TRY(osc_dtypes(&r, r.tok[5], p, m->format >= 4, err));
         OSC_TRY(osc_unescape(&r, r.tok[m->format >= 3 ? 6 : 5], &p->name, err));
     }
     for (rank = 0; rank < m->ranks; rank++) {

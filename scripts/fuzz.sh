@@ -16,6 +16,7 @@ if ! command -v clang >/dev/null 2>&1; then
   exec "$src/scripts/missing.sh" fuzz.sh "clang is not installed (Debian: clang libclang-rt-14-dev)"
 fi
 cmake -S "$src" -B "$out" -DCMAKE_C_COMPILER=clang -DOPTIM_FUZZ=ON -DOPTIM_BUILD_TESTS=OFF -DOPTIM_BUILD_TOOLS=OFF \
+  -DOPTIM_SIMD=OFF -DOPTIM_MUON=ON -DOPTIM_MPI=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$out" -j 2 --target fuzz_checkpoint fuzz_ckpt_decode fuzz_ckpt_schedule fuzz_checkpoint_corpus >/dev/null
 rm -rf "$out/corpus" "$out/corpus-schedule" "$out/crashes"

@@ -255,10 +255,14 @@ static void ck_group(ck_writer *w, const optim *o, size_t g)
  * (optim_set_defer_state) those its group needs, written as fresh state. */
 static unsigned ck_slot_mask(const optim *o, const optim__param *pa)
 {
-    unsigned mask = pa->deferred ? optim_hparams_slots(&o->groups[pa->group].hp) : 0u;
+    const unsigned need = optim_hparams_slots(&o->groups[pa->group].hp);
+    unsigned mask = pa->deferred ? need : 0u;
     int s;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++)
-        if (pa->st.slot[s]) mask |= 1u << s;
+        if (pa->st.slot[s] ||
+            (((need >> s) & 1u) && pa->n > 0 &&
+             optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims) == 0))
+            mask |= 1u << s; /* a slot the shape leaves empty (Adafactor's) is written with 0 elements */
     return mask;
 }
 
@@ -295,16 +299,18 @@ static void ck_param(ck_writer *w, const optim *o, size_t i)
     ck_u32(w, mask);
     for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
         int init;
+        /* n elements, but for a rule whose slots follow the shape written above (Adafactor's factors). */
+        const size_t sn = optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims);
         if (!((mask >> s) & 1u)) continue;
         ck_u32(w, (uint32_t)pa->sdt); /* format 3: the slot's element type */
         if (pa->sdt == OPTIM_INT8_BLOCK && pa->st.slot[s])
-            ck_q8(w, pa->st.slot[s], pa->n);
+            ck_q8(w, pa->st.slot[s], sn);
         else if (pa->sdt == OPTIM_INT8_BLOCK)
-            ck_q8_fill(w, optim__slot_initial(hp, s, &init), pa->n, optim__rule(o->rule)->slot_kinds[s]);
+            ck_q8_fill(w, optim__slot_initial(hp, s, &init), sn, optim__rule(o->rule)->slot_kinds[s]);
         else if (pa->st.slot[s])
-            ck_elems(w, pa->st.slot[s], pa->n, pa->sdt);
+            ck_elems(w, pa->st.slot[s], sn, pa->sdt);
         else
-            ck_fill(w, optim__slot_initial(hp, s, &init), pa->n, pa->sdt);
+            ck_fill(w, optim__slot_initial(hp, s, &init), sn, pa->sdt);
     }
 }
 
@@ -363,6 +369,30 @@ static void ck_sf(ck_writer *w, const optim *o, size_t unused)
     }
 }
 
+/* The EMAS section: warm-up, swapped, decay, count, the count of params,
+ * then per param: the average's element type, its stash's (0 none), n, the
+ * n elements of the average, the n elements of the stash. */
+static void ck_ema(ck_writer *w, const optim *o, size_t unused)
+{
+    size_t i;
+    (void)unused;
+    ck_u32(w, (uint32_t)o->ema_warmup);
+    ck_u32(w, (uint32_t)o->ema_swapped);
+    ck_f64(w, o->ema_decay);
+    ck_u64(w, (uint64_t)o->ema_count);
+    ck_u64(w, (uint64_t)o->nparams);
+    for (i = 0; i < o->nparams; i++) {
+        const optim__param *pa = &o->params[i];
+        const optim_dtype et = pa->ct == OPTIM__CT_F64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32;
+        const int stash = o->ema_swapped && pa->ema_stash;
+        ck_u32(w, (uint32_t)et);
+        ck_u32(w, stash ? (uint32_t)pa->pdt : 0u);
+        ck_u64(w, (uint64_t)pa->n);
+        ck_elems(w, pa->ema, pa->n, et);
+        if (stash) ck_elems(w, pa->ema_stash, pa->n, pa->pdt);
+    }
+}
+
 /* One section: its head, its payload (length measured by a counting pass),
  * its checksum. */
 static void ck_section(ck_writer *w, uint32_t tag, ck_section_fn fn, const optim *o, size_t i)
@@ -387,8 +417,10 @@ static uint32_t ck_body(ck_writer *w, const optim *o)
     for (i = 0; i < o->nparams; i++) ck_section(w, OPTIM__CK_PARM, ck_param, o, i);
     if (ck_has_prec(o)) ck_section(w, OPTIM__CK_PREC, ck_prec, o, 0);
     if (ck_has_sf(o)) ck_section(w, OPTIM__CK_SFRE, ck_sf, o, 0);
-    /* <= OPTIM__CK_MAX_SECTIONS (PREC and SFRE are counted in the limit's margin of 3) */
-    return (uint32_t)(1 + o->ngroups + o->nparams + (uint32_t)ck_has_prec(o) + (uint32_t)ck_has_sf(o));
+    if (o->ema_on) ck_section(w, OPTIM__CK_EMAS, ck_ema, o, 0);
+    /* <= OPTIM__CK_MAX_SECTIONS (PREC and SFRE or EMAS, never both, are counted in the limit's margin of 3) */
+    return (uint32_t)(1 + o->ngroups + o->nparams + (uint32_t)ck_has_prec(o) + (uint32_t)ck_has_sf(o) +
+                      (uint32_t)(o->ema_on != 0));
 }
 
 uint64_t optim__ck_size(const optim *o)
@@ -422,7 +454,8 @@ int optim__ck_encode(const optim *o, uint64_t size, optim__ck_emit emit, void *c
     ck_u32(&hw, OPTIM_CHECKPOINT_FORMAT);
     ck_u32(&hw, 0);
     ck_u64(&hw, size);
-    ck_u32(&hw, (uint32_t)(1 + o->ngroups + o->nparams + (uint32_t)ck_has_prec(o) + (uint32_t)ck_has_sf(o))); /* as ck_body writes */
+    ck_u32(&hw, (uint32_t)(1 + o->ngroups + o->nparams + (uint32_t)ck_has_prec(o) + (uint32_t)ck_has_sf(o) +
+                           (uint32_t)(o->ema_on != 0))); /* as ck_body writes */
     ck_u32(&hw, optim__crc32c(0, head, 28));
     memset(&w, 0, sizeof w);
     w.emit = emit;
@@ -595,6 +628,10 @@ void optim__ck_plan_free(optim__ck_plan *pl)
     free(pl->params);
     free((void *)pl->masters);
     free(pl->sf);
+    free((void *)pl->ema);
+    free((void *)pl->ema_stash);
+    free(pl->ema_dtype);
+    free(pl->ema_stash_dtype);
     memset(pl, 0, sizeof *pl);
 }
 
@@ -907,6 +944,14 @@ static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const
     OPTIM__FAIL_IF(n != pp->n || n > OPTIM__CK_MAX_NUMEL, err, OPTIM_EFORMAT, "%s: n = %llu", where,
                    (unsigned long long)n);
     pp->dtype = OPTIM_FLOAT32;
+    {
+        /* Each slot's elements: n, or the rule's length for the shape given (ck_param). */
+        int64_t dims[OPTIM_MAX_NDIM];
+        size_t k;
+        for (k = 0; pp->shape_given && k < pp->ndim; k++) dims[k] = (int64_t)optim__ck_dim(pp, k);
+        for (s = 0; s < nslots; s++)
+            pp->len[s] = optim__slot_len(pl->rule, (int)s, pp->n, pp->shape_given ? pp->ndim : 0, dims);
+    }
     for (s = 0; s < nslots; s++) {
         size_t size;
         if (!((pp->mask >> s) & 1u)) continue;
@@ -926,15 +971,16 @@ static int ck_parse_param(ck_reader *r, optim__ck_plan *pl, size_t expect, const
             pp->dtype = (optim_dtype)dt;
         }
         size = optim_dtype_size(pp->dtype);
-        OPTIM__FAIL_IF(pp->n > SIZE_MAX / 8 || !ck_has(r, optim__ck_slot_bytes(pp->n, pp->dtype)), err, OPTIM_EFORMAT,
-                       "%s: slot %s runs past the section", where, optim_rule_slot_name(pl->rule, (int)s));
+        OPTIM__FAIL_IF(pp->len[s] > SIZE_MAX / 8 || !ck_has(r, optim__ck_slot_bytes(pp->len[s], pp->dtype)), err,
+                       OPTIM_EFORMAT, "%s: slot %s runs past the section", where,
+                       optim_rule_slot_name(pl->rule, (int)s));
         (void)size;
         pp->data[s] = r->p + r->pos;
         if (pp->dtype == OPTIM_INT8_BLOCK)
-            OPTIM__FORWARD(ck_check_scales(pp->data[s] + pp->n, pp->n, where, optim_rule_slot_name(pl->rule, (int)s),
-                                           err));
-        r->pos += optim__ck_slot_bytes(pp->n, pp->dtype);
-        pl->state_floats += pp->n;
+            OPTIM__FORWARD(ck_check_scales(pp->data[s] + pp->len[s], pp->len[s], where,
+                                           optim_rule_slot_name(pl->rule, (int)s), err));
+        r->pos += optim__ck_slot_bytes(pp->len[s], pp->dtype);
+        pl->state_floats += pp->len[s];
     }
     return OPTIM_OK;
 }
@@ -968,6 +1014,73 @@ static int ck_parse_sf(ck_reader *r, optim__ck_plan *pl, const char *what, const
     }
     pl->sf_eval = (int)mode;
     pl->has_sf = 1;
+    return OPTIM_OK;
+}
+
+/* The EMAS section (ck_ema): warm-up and swapped 0 or 1, decay in [0, 1),
+ * count >= 0, every param once with its n; averages float32 or float64, a
+ * stash (only while swapped) bfloat16 or float16. The types are matched
+ * against the optimizer's parameters by the load (ckpt_match.c). */
+static int ck_parse_ema(ck_reader *r, optim__ck_plan *pl, const char *what, const optim__ck_ops *ops,
+                        optim_error *err)
+{
+    uint32_t warmup, swapped;
+    uint64_t count, nparams, k;
+    const size_t np = pl->nparams ? pl->nparams : 1;
+    OPTIM__FAIL_IF(!ck_has(r, 4 + 4 + 8 + 8 + 8), err, OPTIM_EFORMAT, "%s: EMAS section too short", what);
+    warmup = ck_get_u32(r);
+    swapped = ck_get_u32(r);
+    pl->ema_decay = ck_get_f64(r);
+    count = ck_get_u64(r);
+    nparams = ck_get_u64(r);
+    OPTIM__FAIL_IF(warmup > 1 || swapped > 1, err, OPTIM_EFORMAT, "%s: EMA warm-up %u, swapped %u (0 or 1)", what,
+                   warmup, swapped);
+    OPTIM__FAIL_IF(!(pl->ema_decay >= 0.0 && pl->ema_decay < 1.0), err, OPTIM_EFORMAT,
+                   "%s: EMA decay = %.10g is not in [0, 1)", what, pl->ema_decay);
+    OPTIM__FAIL_IF(count > (uint64_t)INT64_MAX, err, OPTIM_EFORMAT, "%s: EMA count %llu", what,
+                   (unsigned long long)count);
+    OPTIM__FAIL_IF(nparams != pl->nparams, err, OPTIM_EFORMAT, "%s: %llu EMA records for %zu params", what,
+                   (unsigned long long)nparams, pl->nparams);
+    pl->ema = (const unsigned char **)optim__ck_calloc(ops, np, sizeof *pl->ema);
+    pl->ema_stash = (const unsigned char **)optim__ck_calloc(ops, np, sizeof *pl->ema_stash);
+    pl->ema_dtype = (optim_dtype *)optim__ck_calloc(ops, np, sizeof *pl->ema_dtype);
+    pl->ema_stash_dtype = (optim_dtype *)optim__ck_calloc(ops, np, sizeof *pl->ema_stash_dtype);
+    OPTIM__FAIL_IF(!pl->ema || !pl->ema_stash || !pl->ema_dtype || !pl->ema_stash_dtype, err, OPTIM_ENOMEM,
+                   "%s: out of memory for %zu EMA records", what, pl->nparams);
+    for (k = 0; k < nparams; k++) {
+        uint32_t et, st;
+        uint64_t n;
+        OPTIM__FAIL_IF(!ck_has(r, 16), err, OPTIM_EFORMAT, "%s: the EMA of param %llu runs past the section", what,
+                       (unsigned long long)k);
+        et = ck_get_u32(r);
+        st = ck_get_u32(r);
+        n = ck_get_u64(r);
+        OPTIM__FAIL_IF(et != OPTIM_FLOAT32 && et != OPTIM_FLOAT64, err, OPTIM_EFORMAT,
+                       "%s: the EMA of param %llu has element type %u (0 float32 or 1 float64)", what,
+                       (unsigned long long)k, et);
+        OPTIM__FAIL_IF(st != 0 && (!swapped || (st != OPTIM_BFLOAT16 && st != OPTIM_FLOAT16)), err, OPTIM_EFORMAT,
+                       "%s: the EMA of param %llu has a set-aside value of type %u (2 bfloat16 or 3 float16, only "
+                       "while swapped)",
+                       what, (unsigned long long)k, st);
+        OPTIM__FAIL_IF(n != pl->params[k].n, err, OPTIM_EFORMAT, "%s: the EMA of param %llu has %llu elements, the "
+                       "param %zu", what, (unsigned long long)k, (unsigned long long)n, pl->params[k].n);
+        OPTIM__FAIL_IF(n > SIZE_MAX / 16 || !ck_has(r, (size_t)n * optim_dtype_size((optim_dtype)et)) ||
+                           (st && !ck_has(r, (size_t)n * (optim_dtype_size((optim_dtype)et) + 2))),
+                       err, OPTIM_EFORMAT, "%s: the EMA of param %llu runs past the section", what,
+                       (unsigned long long)k);
+        pl->ema_dtype[k] = (optim_dtype)et;
+        pl->ema[k] = r->p + r->pos;
+        r->pos += (size_t)n * optim_dtype_size((optim_dtype)et);
+        if (st) {
+            pl->ema_stash_dtype[k] = (optim_dtype)st;
+            pl->ema_stash[k] = r->p + r->pos;
+            r->pos += (size_t)n * 2;
+        }
+    }
+    pl->ema_warmup = (int)warmup;
+    pl->ema_swapped = (int)swapped;
+    pl->ema_count = (int64_t)count;
+    pl->has_ema = 1;
     return OPTIM_OK;
 }
 
@@ -1146,7 +1259,7 @@ static int ck_parse(const unsigned char *data, size_t size, const char *what, co
         sr.ops = ops;
         r.pos += (size_t)len + 4;
         known = tag == OPTIM__CK_META || tag == OPTIM__CK_GRUP || tag == OPTIM__CK_PARM || tag == OPTIM__CK_PREC ||
-                tag == OPTIM__CK_SFRE;
+                tag == OPTIM__CK_SFRE || tag == OPTIM__CK_EMAS;
         ck_section_name(name, sizeof name, k, tag, tag == OPTIM__CK_GRUP ? groups_seen : params_seen, sr.p, len);
         snprintf(what_sec, sizeof what_sec, "%.150s: %s", what, name);
         if (!known) {
@@ -1188,15 +1301,25 @@ static int ck_parse(const unsigned char *data, size_t size, const char *what, co
                            : pl->has_sf                    ? "a second one"
                                                            : "the rule is not schedule-free");
             rc = ck_parse_sf(&sr, pl, what_sec, ops, err);
+        } else if (tag == OPTIM__CK_EMAS) {
+            OPTIM__FAIL_IF(!have_meta || params_seen != pl->nparams || pl->has_ema ||
+                               pl->rule == OPTIM_SGD_SCHEDULE_FREE || pl->rule == OPTIM_ADAMW_SCHEDULE_FREE,
+                           err, OPTIM_EFORMAT, "%s: unexpected EMAS section (%s)", what_sec,
+                           !have_meta                   ? "before META"
+                           : params_seen != pl->nparams ? "before every PARM"
+                           : pl->has_ema                ? "a second one"
+                                                        : "the rule is schedule-free");
+            rc = ck_parse_ema(&sr, pl, what_sec, ops, err);
         } else {
             OPTIM__FAIL_IF(!have_meta || groups_seen != pl->ngroups || params_seen >= pl->nparams || pl->has_prec ||
-                               pl->has_sf,
+                               pl->has_sf || pl->has_ema,
                            err, OPTIM_EFORMAT,
                            "%s: unexpected param section (%s)", what_sec,
                            !have_meta                     ? "before META"
                            : groups_seen != pl->ngroups ? "before every GRUP"
                            : pl->has_prec               ? "after PREC"
                            : pl->has_sf                 ? "after SFRE"
+                           : pl->has_ema                ? "after EMAS"
                                                         : "more than META announces");
             rc = ck_parse_param(&sr, pl, params_seen, what_sec, err);
             params_seen++;

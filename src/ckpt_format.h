@@ -53,6 +53,12 @@
  * the rule is sgd_schedule_free or adamw_schedule_free (required then, refused
  * otherwise; flags 0). */
 #define OPTIM__CK_SFRE OPTIM__CK_TAG('S', 'F', 'R', 'E')
+/* The EMA of the weights (optim_ema.h): warm-up, swap, decay, count and each
+ * parameter's average (and, while swapped, its 16-bit value set aside).
+ * After every PARM, written exactly when the EMA is on (flags 0: a reader
+ * that does not know it refuses the file rather than drop the averages).
+ * Never with SFRE (the schedule-free rules refuse an EMA). */
+#define OPTIM__CK_EMAS OPTIM__CK_TAG('E', 'M', 'A', 'S')
 #define OPTIM__CK_OPTIONAL 1u     /* section flag: a reader that does not know the tag may skip it */
 #define OPTIM__CK_SECTION_HEAD 16 /* tag, flags, length */
 #define OPTIM__CK_SECTION_MIN (OPTIM__CK_SECTION_HEAD + 4)
@@ -91,6 +97,7 @@ typedef struct optim__ck_param_plan {
     double mu_product;
     unsigned initialized, mask;
     const unsigned char *data[OPTIM_MAX_SLOTS]; /* slot data: optim__ck_slot_bytes of dtype (optim__ck_read_elems) */
+    size_t len[OPTIM_MAX_SLOTS];                /* each slot's elements: n, or its rule's for the shape (Adafactor) */
     optim_dtype dtype;                          /* the slots' element type (float32 before format 3) */
 } optim__ck_param_plan;
 
@@ -116,6 +123,14 @@ typedef struct optim__ck_plan {
     /* The SFRE section (schedule-free rules): mode, and lr_max, weight_sum per param (2 doubles each). */
     int has_sf, sf_eval;
     double *sf;
+    /* The EMAS section (the EMA of the weights): its settings, and per param its average (n little-endian
+     * elements of ema_dtype[j], float32 or float64) and, swapped, its stash (n of stash_dtype[j], bfloat16 or
+     * float16; NULL for none). */
+    int has_ema, ema_warmup, ema_swapped;
+    double ema_decay;
+    int64_t ema_count;
+    const unsigned char **ema, **ema_stash;
+    optim_dtype *ema_dtype, *ema_stash_dtype;
 } optim__ck_plan;
 
 /* Decode and check the size bytes at data (named `what` in messages) into

@@ -66,6 +66,7 @@ typedef struct ck_match_plan {
     size_t *target;
     float *(*fresh)[OPTIM_MAX_SLOTS];
     unsigned char *taken; /* the optimizer's param i is matched already */
+    optim__param *ema_fresh; /* per plan param: the EMA arrays (ema, ema_stash) allocated for it, or NULLs */
 } ck_match_plan;
 
 static void ck_match_free(ck_match_plan *m, size_t nparams)
@@ -75,6 +76,9 @@ static void ck_match_free(ck_match_plan *m, size_t nparams)
     if (m->fresh)
         for (j = 0; j < nparams; j++)
             for (s = 0; s < OPTIM_MAX_SLOTS; s++) optim__free_floats(m->fresh[j][s]);
+    if (m->ema_fresh)
+        for (j = 0; j < nparams; j++) optim__ema_free(&m->ema_fresh[j]);
+    free(m->ema_fresh);
     free(m->target);
     free(m->fresh);
     free(m->taken);
@@ -145,6 +149,24 @@ static int ck_match(optim *o, const optim__ck_plan *pl, optim_match match, const
                                    optim__ck_shape_text(b, sizeof b, pp->ndim, NULL, pp));
             }
         }
+        /* A rule whose slots follow the shape (Adafactor: row_var and col_var over the last two dimensions):
+         * each saved slot's length must be the optimizer's for its shape (given, or none: [n]). */
+        for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+            const size_t want = optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims);
+            if (!((pp->mask >> s) & 1u) || want == pp->len[s]) continue;
+            {
+                char a[96], b[96];
+                return optim__fail(&o->err, OPTIM_EMISMATCH,
+                                   "%s: param %zu '%s': its %s state '%s' holds %zu elements in the checkpoint (shape "
+                                   "%s), %zu for its shape %s in the optimizer (set the shape the state was saved "
+                                   "with: optim_param_set_shape)",
+                                   what, i, pa->name, optim_rule_name(o->rule), optim_rule_slot_name(o->rule, s),
+                                   pp->len[s], pp->shape_given ? optim__ck_shape_text(b, sizeof b, pp->ndim, NULL, pp)
+                                                               : "none given",
+                                   want, pa->dims ? optim__ck_shape_text(a, sizeof a, pa->ndim, pa->dims, NULL)
+                                                  : "none given");
+            }
+        }
         OPTIM__FAIL_IF(pa->group != pp->group, &o->err, OPTIM_EMISMATCH,
                        "%s: param %zu '%s' is in group %zu in the optimizer, %zu in the checkpoint", what, i, pa->name,
                        pa->group, pp->group);
@@ -163,12 +185,42 @@ static int ck_match(optim *o, const optim__ck_plan *pl, optim_match match, const
                        "%s: the checkpoint holds an fp32 master of param %zu '%s', which has none in the optimizer "
                        "(add it with OPTIM_PARAM_MASTER)",
                        what, m->target[j], o->params[m->target[j]].name);
+    /* The EMA (optim_ema.h): each average of the parameter's compute type; a swapped file's set-aside values
+     * of its 16-bit type, exactly when the parameter has one; memory for the averages the optimizer lacks. */
+    if (pl->has_ema) {
+        m->ema_fresh = (optim__param *)optim__ck_calloc(ops, pl->nparams ? pl->nparams : 1, sizeof *m->ema_fresh);
+        OPTIM__FAIL_IF(!m->ema_fresh, &o->err, OPTIM_ENOMEM, "%s: out of memory for matching %zu EMA records", what,
+                       pl->nparams);
+    }
+    for (j = 0; pl->has_ema && j < pl->nparams; j++) {
+        const optim__param *pa = &o->params[m->target[j]];
+        const optim_dtype et = pa->ct == OPTIM__CT_F64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32;
+        const int half = pa->pdt == OPTIM_BFLOAT16 || pa->pdt == OPTIM_FLOAT16;
+        OPTIM__FAIL_IF(pl->ema_dtype[j] != et, &o->err, OPTIM_EMISMATCH,
+                       "%s: param %zu '%s' keeps a %s EMA in the optimizer, %s in the checkpoint", what, m->target[j],
+                       pa->name, optim_dtype_name(et), optim_dtype_name(pl->ema_dtype[j]));
+        OPTIM__FAIL_IF(pl->ema_swapped && (half ? pl->ema_stash_dtype[j] != pa->pdt : pl->ema_stash[j] != NULL),
+                       &o->err, OPTIM_EMISMATCH,
+                       "%s: param %zu '%s' (%s) and the swapped EMA of the checkpoint (set-aside value %s) differ",
+                       what, m->target[j], pa->name, optim_dtype_name(pa->pdt),
+                       pl->ema_stash[j] ? optim_dtype_name(pl->ema_stash_dtype[j]) : "none");
+        if (pa->ema) continue;
+        m->ema_fresh[j].n = pa->n;
+        m->ema_fresh[j].ct = pa->ct;
+        m->ema_fresh[j].pdt = pa->pdt;
+        m->ema_fresh[j].ema = optim__ck_alloc_elems(ops, pa->n ? pa->n : 1, et);
+        m->ema_fresh[j].ema_stash = half ? optim__ck_alloc_elems(ops, pa->n ? pa->n : 1, pa->pdt) : NULL;
+        OPTIM__FAIL_IF(!m->ema_fresh[j].ema || (half && !m->ema_fresh[j].ema_stash), &o->err, OPTIM_ENOMEM,
+                       "%s: param %zu '%s': out of memory for its EMA of %zu elements", what, m->target[j], pa->name,
+                       pa->n);
+    }
     for (j = 0; j < pl->nparams; j++) {
         const optim__ck_param_plan *pp = &pl->params[j];
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((pp->mask >> s) & 1u) || o->params[m->target[j]].st.slot[s]) continue;
+            if (pp->len[s] == 0 && pp->n > 0) continue; /* empty for this shape (Adafactor): never allocated */
             const optim_dtype sdt = o->params[m->target[j]].sdt;
-            m->fresh[j][s] = optim__ck_alloc_elems(ops, pp->n, sdt);
+            m->fresh[j][s] = optim__ck_alloc_elems(ops, pp->len[s], sdt);
             OPTIM__FAIL_IF(!m->fresh[j][s], &o->err, OPTIM_ENOMEM,
                            "%s: param %zu '%s': out of memory for %zu %s of state '%s'", what, m->target[j],
                            o->params[m->target[j]].name, pp->n,
@@ -196,18 +248,22 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
         const optim__ck_param_plan *pp = &pl->params[j];
         optim__param *pa = &o->params[m->target[j]];
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
-            if ((pp->mask >> s) & 1u) {
+            if (((pp->mask >> s) & 1u) && pp->len[s] == 0 && pp->n > 0) {
+                /* A slot this shape leaves empty (Adafactor): nothing to read, nothing allocated. */
+            } else if ((pp->mask >> s) & 1u) {
                 if (!pa->st.slot[s]) {
                     pa->st.slot[s] = m->fresh[j][s];
                     m->fresh[j][s] = NULL;
                 }
-                optim__ck_read_elems_as(pa->st.slot[s], pa->sdt, pp->data[s], pp->n, pp->dtype,
+                optim__ck_read_elems_as(pa->st.slot[s], pa->sdt, pp->data[s], pp->len[s], pp->dtype,
                                         optim__rule(o->rule)->slot_kinds[s]);
             } else if (pa->st.slot[s]) {
                 /* Not allocated when saved (the saved options do not need it): reset
                  * it as a fresh allocation would be, but keep the memory, which
                  * bindings may be viewing. */
-                optim__slot_reset(&o->groups[pa->group].hp, pa->n, &pa->st, s, pa->sdt);
+                optim__slot_reset(&o->groups[pa->group].hp,
+                                  optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims), &pa->st, s,
+                                  pa->sdt);
             }
         }
         pa->st.step = pp->step;
@@ -239,6 +295,26 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
         o->ls_tracker = 0;
     }
     o->sf_eval = pl->has_sf ? pl->sf_eval : 0;
+    /* The EMA: the file's (turned on with it), or off without an EMAS section. */
+    for (j = 0; j < pl->nparams; j++) {
+        optim__param *pa = &o->params[m->target[j]];
+        if (!pl->has_ema) {
+            optim__ema_free(pa);
+            continue;
+        }
+        if (!pa->ema) {
+            pa->ema = m->ema_fresh[j].ema;
+            pa->ema_stash = m->ema_fresh[j].ema_stash;
+            m->ema_fresh[j].ema = m->ema_fresh[j].ema_stash = NULL;
+        }
+        optim__ck_read_elems(pa->ema, pl->ema[j], pa->n, pl->ema_dtype[j]);
+        if (pl->ema_stash[j]) optim__ck_read_elems(pa->ema_stash, pl->ema_stash[j], pa->n, pl->ema_stash_dtype[j]);
+    }
+    o->ema_on = pl->has_ema;
+    o->ema_decay = pl->has_ema ? pl->ema_decay : 0.0;
+    o->ema_warmup = pl->has_ema ? pl->ema_warmup : 0;
+    o->ema_count = pl->has_ema ? pl->ema_count : 0;
+    o->ema_swapped = pl->has_ema ? pl->ema_swapped : 0;
     o->steps = pl->steps;
     o->skipped = pl->skipped;
     o->nonfinite = pl->nonfinite;
@@ -259,6 +335,9 @@ int optim__load_buffer_ops(optim *o, const void *data, size_t size, optim_match 
     int rc;
     if (!o) return OPTIM_ENULL;
     OPTIM__FORWARD(optim__sam_guard(o, "optim_load_buffer"));
+    OPTIM__FAIL_IF(o->ema_swapped, &o->err, OPTIM_ESTATE,
+                   "optim_load: the parameters hold the EMA (optim_ema_swap); swap back before loading (the values "
+                   "set aside would be lost); nothing changed");
     if (!what) what = "buffer";
     OPTIM__FAIL_IF(!data && size > 0, &o->err, OPTIM_ENULL, "optim_load_buffer: data is NULL");
     OPTIM__FAIL_IF(match != OPTIM_MATCH_NAME && match != OPTIM_MATCH_POSITION, &o->err, OPTIM_EINVAL,

@@ -112,6 +112,7 @@ void optim__muon_run(optim *o)
         spart = t.spart;
         t.spart = NULL;
         t.sloop = NULL;
+        t.ema = NULL; /* include/optim_ema.h: the average follows phase 2, the parameter's update */
         t.start = 0;
         t.s[1] = o->muon_scratch;
         t.sto[OPTIM__SS(1)] = t.sto[OPTIM__SS(0)];
@@ -148,6 +149,7 @@ void optim__muon_run(optim *o)
         t.writes = wr;
         t.spart = spart;
         t.sloop = spart ? optim__sloop_get(o->kt, OPTIM_MUON, OPTIM__CT_F32, k->c.variant) : NULL;
+        t.ema = o->tasks[i].ema;
         optim__run(o->kt, optim__range_update, &t, 1, t.n, o->threads);
     }
 }

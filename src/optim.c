@@ -18,6 +18,24 @@
 
 /* ---- Lifetime -------------------------------------------------------------- */
 
+/* Elements of slot s of parameter pa (its rule's length for its shape), and
+ * the bytes allocated for it. A slot the shape leaves empty (Adafactor's
+ * factors of a vector, its variance of a matrix) is not allocated: its
+ * pointer stays NULL; the slots of a 0-element parameter are allocated (one
+ * aligned line, never read), as for every rule. */
+static size_t optim__pa_slot_len(const optim *o, const optim__param *pa, int s)
+{
+    return optim__slot_len(o->rule, s, pa->n, pa->dims ? pa->ndim : 0, pa->dims);
+}
+static int optim__pa_slot_empty(const optim *o, const optim__param *pa, int s)
+{
+    return pa->n > 0 && optim__pa_slot_len(o, pa, s) == 0;
+}
+static size_t optim__pa_slot_alloc(const optim *o, const optim__param *pa, int s)
+{
+    return optim__slot_bytes(optim__pa_slot_len(o, pa, s), pa->sdt);
+}
+
 int optim_create(optim **out, optim_rule rule)
 {
     optim *o;
@@ -56,6 +74,7 @@ void optim_free(optim *o)
     optim__sam_detach_all(o); /* SAM objects over o outlive it safely */
     for (i = 0; i < o->nparams; i++) {
         optim__param_free_state(&o->params[i]);
+        optim__ema_free(&o->params[i]);
         free(o->params[i].name);
         free(o->params[i].dims);
     }
@@ -167,8 +186,8 @@ static int optim__grow_slots(optim *o, size_t g, const optim_hparams *hp)
         pa->fresh = 0;
         if (pa->group != g || pa->deferred) continue; /* deferred state gets the slots it needs when allocated */
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
-            if (!((need >> s) & 1u) || pa->st.slot[s]) continue;
-            pa->st.slot[s] = (float *)optim__alloc_elems(optim__slot_bytes(pa->n, pa->sdt), 1);
+            if (!((need >> s) & 1u) || pa->st.slot[s] || optim__pa_slot_empty(o, pa, s)) continue;
+            pa->st.slot[s] = (float *)optim__alloc_elems(optim__pa_slot_alloc(o, pa, s), 1);
             if (!pa->st.slot[s]) {
                 size_t j;
                 for (j = 0; j <= i; j++) {
@@ -192,7 +211,7 @@ static int optim__grow_slots(optim *o, size_t g, const optim_hparams *hp)
         optim__param *pa = &o->params[i];
         if (!pa->fresh) continue;
         pa->st.initialized &= ~pa->fresh;
-        optim__state_fill(hp, pa->n, &pa->st, pa->fresh, pa->sdt);
+        optim__state_fill(hp, pa->n, pa->dims ? pa->ndim : 0, pa->dims, &pa->st, pa->fresh, pa->sdt);
         pa->fresh = 0;
     }
     return OPTIM_OK;
@@ -369,13 +388,17 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     unsigned need;
     int s;
     OPTIM__FORWARD(optim__sam_guard(o, fn));
+    OPTIM__FAIL_IF(o->ema_swapped, OPTIM__E(o), OPTIM_ESTATE,
+                   "%s: the parameters hold the EMA (optim_ema_swap); swap back first", fn);
     OPTIM__FORWARD(optim__check_group(o, fn, g));
     OPTIM__FORWARD(optim__ck_fits_param(o, fn, name, n));
     memset(&pa, 0, sizeof pa);
-    OPTIM__FAIL_IF(flags & ~(OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING | OPTIM_PARAM_COMPLEX), OPTIM__E(o),
-                   OPTIM_EINVAL,
+    OPTIM__FAIL_IF(flags & ~(OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING | OPTIM_PARAM_COMPLEX |
+                             OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING),
+                   OPTIM__E(o), OPTIM_EINVAL,
                    "%s: flags = 0x%x has bits that are no storage option (OPTIM_PARAM_MASTER 0x1, "
-                   "OPTIM_PARAM_STOCHASTIC_ROUNDING 0x2, OPTIM_PARAM_COMPLEX 0x4)",
+                   "OPTIM_PARAM_STOCHASTIC_ROUNDING 0x2, OPTIM_PARAM_COMPLEX 0x4, "
+                   "OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING 0x8)",
                    fn, flags);
     if (flags & OPTIM_PARAM_COMPLEX) {
         OPTIM__FAIL_IF(!optim__loop_get(o->kt, o->rule, OPTIM__CT_F32, OPTIM__V_COMPLEX, NULL, NULL), OPTIM__E(o),
@@ -383,7 +406,9 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
                        "%s: OPTIM_PARAM_COMPLEX: %s has no complex arithmetic (torch.optim steps its complex "
                        "parameters as their real view: add it without the flag)",
                        fn, optim_rule_name(o->rule));
-        OPTIM__FAIL_IF(flags & (OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING), OPTIM__E(o), OPTIM_EINVAL,
+        OPTIM__FAIL_IF(flags & (OPTIM_PARAM_MASTER | OPTIM_PARAM_STOCHASTIC_ROUNDING |
+                                OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING),
+                       OPTIM__E(o), OPTIM_EINVAL,
                        "%s: OPTIM_PARAM_COMPLEX does not go with a master or stochastic rounding (flags = 0x%x)", fn,
                        flags);
         OPTIM__FAIL_IF((pdt != OPTIM_FLOAT32 && pdt != OPTIM_FLOAT64) || gdt != pdt || (sdt >= 0 && sdt != (int)pdt),
@@ -412,11 +437,24 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
                    "state; this one has %s memory%s and %s state: nothing to round stochastically",
                    fn, optim_dtype_name(pdt), (flags & OPTIM_PARAM_MASTER) ? " with a master" : "",
                    optim_dtype_name(pa.sdt));
+    /* Stochastic codes (branch q8sr): int8_block state only. */
+    OPTIM__FAIL_IF((flags & OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING) && pa.sdt != OPTIM_INT8_BLOCK, OPTIM__E(o),
+                   OPTIM_EINVAL,
+                   "%s: OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING rounds int8_block state's codes; this %s parameter "
+                   "has %s state",
+                   fn, optim_dtype_name(pdt), optim_dtype_name(pa.sdt));
     memset(&probe, 0, sizeof probe);
     OPTIM__FAIL_IF(optim__task_storage(o->kt, &probe, ppdt, gdt, pa.sdt, optim__rule(o->rule)->slot_kinds) != 0 ||
                        optim__task_prec(o->kt, &probe, pdt, pa.sdt, flags, param) != 0,
                    OPTIM__E(o), OPTIM_EUNSUPPORTED, "%s: the %s path has no storage for %s parameters with %s gradients",
                    fn, optim_isa_name(o->kt->isa), optim_dtype_name(pdt), optim_dtype_name(gdt));
+    /* Adafactor's passes (src/kernels/factored_run.c) run on direct memory only. */
+    OPTIM__FAIL_IF(o->rule == OPTIM_ADAFACTOR && ((pdt != OPTIM_FLOAT32 && pdt != OPTIM_FLOAT64) || gdt != pdt ||
+                                                  pa.sdt != pdt || flags != 0),
+                   OPTIM__E(o), OPTIM_EUNSUPPORTED,
+                   "%s: adafactor takes float32 or float64 parameters with gradients and state of the same type and "
+                   "no storage flags; not %s parameters, %s gradients, %s state, flags 0x%x",
+                   fn, optim_dtype_name(pdt), optim_dtype_name(gdt), optim_dtype_name(pa.sdt), flags);
     OPTIM__FAIL_IF(!param && n > 0, OPTIM__E(o), OPTIM_ENULL, "%s: param is NULL (n = %zu)", fn, n);
     OPTIM__FAIL_IF(n > SIZE_MAX / 8, OPTIM__E(o), OPTIM_EINVAL, "%s: n = %zu elements is too many", fn, n);
     OPTIM__FORWARD(optim__check_align(o, fn, "memory", param, pdt, o->nparams, name));
@@ -435,6 +473,8 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     pa.n = n;
     pa.group = g;
     pa.flags = flags;
+    pa.sr_param = (uint64_t)o->nparams;
+    pa.sr_first = 0;
     if (name) {
         size_t len = strlen(name);
         pa.name = (char *)malloc(len + 1);
@@ -459,8 +499,8 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
     need = o->defer_state ? 0u : optim_hparams_slots(hp);
     pa.deferred = o->defer_state;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
-        if (!((need >> s) & 1u)) continue;
-        pa.st.slot[s] = (float *)optim__alloc_elems(optim__slot_bytes(n, pa.sdt), 1);
+        if (!((need >> s) & 1u) || optim__pa_slot_empty(o, &pa, s)) continue;
+        pa.st.slot[s] = (float *)optim__alloc_elems(optim__pa_slot_alloc(o, &pa, s), 1);
         if (!pa.st.slot[s]) {
             optim__param_free_state(&pa);
             free(pa.name);
@@ -469,7 +509,7 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
                                name ? name : "param");
         }
     }
-    optim__state_fill(hp, n, &pa.st, need, pa.sdt);
+    optim__state_fill(hp, n, 0, NULL, &pa.st, need, pa.sdt);
     if (flags & OPTIM_PARAM_MASTER) {
         /* The master is state (allocated now even when the slots are deferred): the parameter's value, widened. */
         pa.master = optim__alloc_floats(n);
@@ -480,6 +520,12 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
                                n, name ? name : "param");
         }
         optim__master_sync(o, &pa);
+    }
+    /* include/optim_ema.h: its average starts from its value now. */
+    if (o->ema_on && optim__ema_alloc(o, fn, &pa) != OPTIM_OK) {
+        optim__param_free_state(&pa);
+        free(pa.name);
+        return o->err.code;
     }
 
     o->params[o->nparams] = pa;
@@ -612,6 +658,44 @@ int optim_param_get_info(const optim *o, size_t i, optim_param_info *info)
     return OPTIM_OK;
 }
 
+/* A rule whose slot lengths depend on the shape (Adafactor): the slots of
+ * parameter i held now, reallocated at the lengths of shape dims[ndim] and
+ * filled as fresh state. Only before its first step (its state would be
+ * lost); all or nothing. */
+static int optim__reshape_state(optim *o, const char *fn, size_t i, size_t ndim, const int64_t *dims)
+{
+    optim__param *pa = &o->params[i];
+    float *fresh[OPTIM_MAX_SLOTS] = {NULL, NULL, NULL, NULL};
+    unsigned need = pa->deferred ? 0u : optim_hparams_slots(&o->groups[pa->group].hp);
+    int s, changed = 0;
+    for (s = 0; s < OPTIM_MAX_SLOTS; s++)
+        if (((need >> s) & 1u) && optim__slot_len(o->rule, s, pa->n, ndim, dims) != optim__pa_slot_len(o, pa, s))
+            changed = 1;
+    if (!changed) return OPTIM_OK;
+    OPTIM__FAIL_IF(pa->st.step > 0, OPTIM__E(o), OPTIM_ESTATE,
+                   "%s: param %zu '%s' has taken %lld %s steps: a new shape would change its state's shape (set "
+                   "the shape before the first step, or optim_param_reset_state first)",
+                   fn, i, pa->name, (long long)pa->st.step, optim_rule_name(o->rule));
+    for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+        size_t len = optim__slot_len(o->rule, s, pa->n, ndim, dims);
+        if (!((need >> s) & 1u) || (len == 0 && pa->n > 0)) continue;
+        fresh[s] = (float *)optim__alloc_elems(optim__slot_bytes(len, pa->sdt), 1);
+        if (!fresh[s]) {
+            int t;
+            for (t = 0; t < s; t++) optim__free_floats(fresh[t]);
+            return optim__fail(OPTIM__E(o), OPTIM_ENOMEM, "%s: out of memory for %zu elements of state '%s' of "
+                               "param %zu '%s'", fn, len, optim_rule_slot_name(o->rule, s), i, pa->name);
+        }
+    }
+    for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
+        if (!((need >> s) & 1u)) continue;
+        optim__free_floats(pa->st.slot[s]);
+        pa->st.slot[s] = fresh[s];
+    }
+    optim__state_fill(&o->groups[pa->group].hp, pa->n, ndim, dims, &pa->st, need, pa->sdt);
+    return OPTIM_OK;
+}
+
 int optim_param_set_shape(optim *o, size_t i, size_t ndim, const int64_t *dims)
 {
     static const char fn[] = "optim_param_set_shape";
@@ -638,6 +722,13 @@ int optim_param_set_shape(optim *o, size_t i, size_t ndim, const int64_t *dims)
     copy = (int64_t *)malloc((ndim ? ndim : 1) * sizeof *copy);
     OPTIM__FAIL_IF(!copy, OPTIM__E(o), OPTIM_ENOMEM, "%s: out of memory", fn);
     if (ndim) memcpy(copy, dims, ndim * sizeof *copy);
+    if (optim__rule(o->rule)->slot_len) {
+        int rc = optim__reshape_state(o, fn, i, ndim, copy);
+        if (rc != OPTIM_OK) {
+            free(copy);
+            return rc;
+        }
+    }
     free(o->params[i].dims);
     o->params[i].dims = copy;
     o->params[i].ndim = ndim;
@@ -697,6 +788,17 @@ int optim_state_slot_data(optim *o, size_t i, int s, void **data, optim_dtype *d
     return optim__state_slot(o, "optim_state_slot_data", i, s, data, dtype, initialized);
 }
 
+int optim_state_slot_len(const optim *o, size_t i, int s, size_t *len)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FORWARD(optim__check_get(o, "optim_state_slot_len", len, "len", i, o->nparams, "param"));
+    OPTIM__FAIL_IF(s < 0 || s >= optim_rule_slot_count(o->rule), OPTIM__EC(o), OPTIM_ERANGE,
+                   "optim_state_slot_len: slot %d does not exist (%s has %d)", s, optim_rule_name(o->rule),
+                   optim_rule_slot_count(o->rule));
+    *len = optim__pa_slot_len(o, &o->params[i], s);
+    return OPTIM_OK;
+}
+
 /* optim_state_slot_read_f32 (write = 0) and optim_state_slot_write_f32. */
 static int optim__state_slot_f32(optim *o, const char *fn, size_t i, int s, float *dst, const float *src)
 {
@@ -711,9 +813,9 @@ static int optim__state_slot_f32(optim *o, const char *fn, size_t i, int s, floa
     OPTIM__FAIL_IF(!d, OPTIM__E(o), OPTIM_ESTATE, "%s: slot %d (%s) of param %zu '%s' is not allocated", fn, s,
                    optim_rule_slot_name(o->rule, s), i, pa->name);
     if (src)
-        optim__slot_from_f32(d, src, pa->n, pa->sdt, optim__rule(o->rule)->slot_kinds[s]);
+        optim__slot_from_f32(d, src, optim__pa_slot_len(o, pa, s), pa->sdt, optim__rule(o->rule)->slot_kinds[s]);
     else
-        optim__slot_to_f32(dst, d, pa->n, pa->sdt, optim__rule(o->rule)->slot_kinds[s]);
+        optim__slot_to_f32(dst, d, optim__pa_slot_len(o, pa, s), pa->sdt, optim__rule(o->rule)->slot_kinds[s]);
     return optim__ok(OPTIM__E(o));
 }
 
@@ -807,7 +909,7 @@ int optim_param_reset_state(optim *o, size_t i)
      * it is fresh state not allocated yet). */
     for (s = 0; s < OPTIM_MAX_SLOTS; s++)
         if (pa->st.slot[s]) held |= 1u << s;
-    optim__state_fill(&o->groups[pa->group].hp, pa->n, &pa->st, held, pa->sdt);
+    optim__state_fill(&o->groups[pa->group].hp, pa->n, pa->dims ? pa->ndim : 0, pa->dims, &pa->st, held, pa->sdt);
     if (pa->master) optim__master_sync(o, pa); /* fresh, as when added: from the parameter's memory */
     return optim__ok(OPTIM__E(o));
 }
@@ -840,7 +942,11 @@ int optim__state_ensure(optim *o, const char *fn, size_t first, size_t last)
         pa->fresh = 0;
         for (s = 0; s < OPTIM_MAX_SLOTS; s++) {
             if (!((need >> s) & 1u) || pa->st.slot[s]) continue; /* optim_load may have filled some */
-            pa->st.slot[s] = (float *)optim__alloc_elems(optim__slot_bytes(pa->n, pa->sdt), 1);
+            if (optim__pa_slot_empty(o, pa, s)) { /* none for this shape: ready, as add_param's fill leaves it */
+                pa->fresh |= 1u << s;
+                continue;
+            }
+            pa->st.slot[s] = (float *)optim__alloc_elems(optim__pa_slot_alloc(o, pa, s), 1);
             if (!pa->st.slot[s]) {
                 for (j = first; j <= i; j++) {
                     int t;
@@ -863,7 +969,8 @@ int optim__state_ensure(optim *o, const char *fn, size_t first, size_t last)
     for (i = first; i < last; i++) {
         optim__param *pa = &o->params[i];
         if (!pa->deferred) continue;
-        optim__state_fill(&o->groups[pa->group].hp, pa->n, &pa->st, pa->fresh, pa->sdt);
+        optim__state_fill(&o->groups[pa->group].hp, pa->n, pa->dims ? pa->ndim : 0, pa->dims, &pa->st, pa->fresh,
+                          pa->sdt);
         pa->fresh = 0;
         pa->deferred = 0;
     }
@@ -877,7 +984,8 @@ int optim_param_state_bytes(const optim *o, size_t i, size_t *bytes)
     OPTIM__FORWARD(optim__check_get(o, "optim_param_state_bytes", bytes, "bytes", i, o->nparams, "param"));
     *bytes = 0;
     for (s = 0; s < OPTIM_MAX_SLOTS; s++)
-        if (o->params[i].st.slot[s]) *bytes += optim__slot_bytes(o->params[i].n, o->params[i].sdt);
+        if (o->params[i].st.slot[s])
+            *bytes += optim__slot_bytes(optim__pa_slot_len(o, &o->params[i], s), o->params[i].sdt);
     if (o->params[i].master) *bytes += OPTIM__BYTES(o->params[i].n, OPTIM_FLOAT32); /* the fp32 master copy */
     return OPTIM_OK;
 }

@@ -39,6 +39,13 @@ typedef struct optim_ext_hooks {
 
 /** Install hooks (copied) on o, or remove them (hooks NULL or hooks->combine NULL). */
 OPTIM_API int optim__ext_set_hooks(optim *o, const optim_ext_hooks *hooks);
+/** Stochastic rounding (OPTIM_PARAM_STOCHASTIC_ROUNDING) of o's parameter i
+ *  draws the random numbers of elements first, first + 1, ... of the model's
+ *  parameter `param` (by default: i and 0), so that a slice of a sharded
+ *  tensor rounds every element with the bits of the unsharded run. first is
+ *  a multiple of 512 (else OPTIM_EINVAL). Not saved by checkpoints: the
+ *  sharding library sets it whenever it builds its local optimizer. */
+OPTIM_API int optim__ext_set_sr_origin(optim *o, size_t i, uint64_t param, uint64_t first);
 /** Set the counters a checkpoint records and optim_step_count /
  *  optim_skipped_steps report (both >= 0), when a state is rebuilt from
  *  pieces rather than loaded whole (resharding, merging). */

@@ -26,7 +26,14 @@ typedef struct optim__param {
     size_t ndim;
     unsigned flags;  /* OPTIM_PARAM_* storage options (fixed when added) */
     float *master;   /* owned: the fp32 master of OPTIM_PARAM_MASTER (n floats), else NULL */
+    uint64_t sr_param, sr_first; /* stochastic rounding keys this as element sr_first.. of parameter sr_param
+                                    (its own index and 0, or a sharded slice's origin: optim__ext_set_sr_origin) */
     optim_step_stats stats; /* its statistics of the last step with statistics on (src/stats.c) */
+    /* The EMA of the weights (src/ema.c), owned, NULL while off: n elements of ct (float32, or float64 for
+     * float64 parameters); for a 16-bit parameter (with or without a master) n 16-bit elements set aside by
+     * optim_ema_swap. */
+    void *ema;
+    void *ema_stash;
 } optim__param;
 
 typedef struct optim__group {
@@ -97,6 +104,12 @@ struct optim {
     /* Schedule-free rules (src/schedule_free.c): 1 while the parameters hold x (eval), 0 while they
      * hold y (train, the state of a new optimizer). */
     int sf_eval;
+    /* The EMA of the weights (src/ema.c, include/optim_ema.h): on, decay, warm-up, the averages taken,
+     * 1 while the parameters hold the averages; ema_k the constants of the step in progress. */
+    int ema_on, ema_warmup, ema_swapped;
+    double ema_decay;
+    int64_t ema_count;
+    optim__ema_k ema_k;
     optim_error err;
 };
 
@@ -196,6 +209,16 @@ void optim__ls_update(optim *o, int overflow);
 void optim__param_task(const optim *o, size_t i, optim__task *t);
 /* master = widen(param memory), through the path's storage descriptor. */
 void optim__master_sync(const optim *o, optim__param *pa);
+
+/* The EMA of the weights (src/ema.c). Allocate parameter pa's average, set to
+ * its value (OPTIM_ENOMEM naming fn, nothing allocated); free it. In a step,
+ * after the tasks and before the update pass: the constants, and each dense
+ * task's EMA stream; after the pass: the parameters it did not cover, and the
+ * count. Nothing while off. */
+int optim__ema_alloc(optim *o, const char *fn, optim__param *pa);
+void optim__ema_free(optim__param *pa);
+void optim__ema_begin(optim *o);
+void optim__ema_end(optim *o);
 
 /* SAM (src/sam.c). Detach every SAM object over o (optim_free): each then
  * refuses its calls and frees safely; the parameters are not touched. */

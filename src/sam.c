@@ -231,6 +231,8 @@ static int optim__sam_first(optim_sam *s, const char *fn, int rebind, size_t cou
                    "%s: the %s optimizer is in eval mode (the parameters hold x); call optim_schedule_free_train "
                    "first; nothing moved",
                    fn, optim_rule_name(o->rule));
+    OPTIM__FAIL_IF(o->ema_swapped, OPTIM__SE(s), OPTIM_ESTATE,
+                   "%s: the parameters hold the EMA (optim_ema_swap); swap back first; nothing moved", fn);
     OPTIM__FAIL_IF(s->perturbed || s->skip_pending, OPTIM__SE(s), OPTIM_ESTATE,
                    "%s: called twice; call optim_sam_second_step or optim_sam_restore first", fn);
     OPTIM__FAIL_IF(o->sam_active, OPTIM__SE(s), OPTIM_ESTATE,

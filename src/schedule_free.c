@@ -83,9 +83,10 @@ static int optim__sf_switch(optim *o, const char *fn, int to_eval)
                        fn, optim_isa_name(o->kt->isa), optim_rule_name(o->rule), optim_dtype_name(pa->pdt), i,
                        pa->name);
         /* Stochastic rounding's keys: apart from every step's (which use steps >= 1 and this top bit clear). */
-        if (pa->flags & OPTIM_PARAM_STOCHASTIC_ROUNDING)
-            optim__task_sr_keys(t, o->seed, (uint64_t)i,
-                                (int64_t)(((uint64_t)1 << 62) | ((uint64_t)to_eval << 61) | (uint64_t)pa->st.step));
+        if (pa->flags & (OPTIM_PARAM_STOCHASTIC_ROUNDING | OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING))
+            optim__task_sr_keys(t, o->seed, pa->sr_param,
+                                (int64_t)(((uint64_t)1 << 62) | ((uint64_t)to_eval << 61) | (uint64_t)pa->st.step),
+                                pa->sr_first);
         total += t->n;
     }
     optim__run(o->kt, optim__range_update, o->tasks, o->nparams, total, o->threads);

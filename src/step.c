@@ -121,7 +121,14 @@ size_t optim__build_tasks(optim *o, size_t *nblocks)
         t->pre_reads = t->pre_writes = t->red_reads = 0;
         t->spart = NULL; /* optim__stats_begin sets it in a step with statistics */
         t->sloop = NULL;
+        t->ema = NULL;   /* optim__ema_begin sets it in a step with an EMA */
+        t->ek = NULL;
         t->k = &o->ks[i];
+        t->frows = t->fcols = 0;
+        if (o->rule == OPTIM_ADAFACTOR && pa->dims && pa->ndim >= 2 && t->n > 0) {
+            t->frows = (size_t)pa->dims[pa->ndim - 2];
+            t->fcols = (size_t)pa->dims[pa->ndim - 1];
+        }
         t->w = NULL;
         t->eta = 0.0f;
         total += t->n;
@@ -177,6 +184,19 @@ int optim__ext_set_hooks(optim *o, const optim_ext_hooks *hooks)
         o->ext = *hooks;
     else
         memset(&o->ext, 0, sizeof o->ext);
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim__ext_set_sr_origin(optim *o, size_t i, uint64_t param, uint64_t first)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(i >= o->nparams, OPTIM__E(o), OPTIM_ERANGE,
+                   "optim__ext_set_sr_origin: param %zu does not exist (%zu params)", i, o->nparams);
+    /* The kernels draw a chunk's 512 random numbers under one key (src/kernels/convert.h). */
+    OPTIM__FAIL_IF(first % 512 != 0, OPTIM__E(o), OPTIM_EINVAL,
+                   "optim__ext_set_sr_origin: first = %llu is not a multiple of 512", (unsigned long long)first);
+    o->params[i].sr_param = param;
+    o->params[i].sr_first = first;
     return optim__ok(OPTIM__E(o));
 }
 
@@ -248,19 +268,24 @@ static int optim__prepass(optim *o, size_t nblocks, double *gscale, int *rc)
  * every check: each tensor's pre and sums, block by block; then each
  * tensor's two sums, its blocks' partials added in block order, into its
  * constants by the rule's trust hook. */
-static void optim__reduce_pass(optim *o, size_t nblocks, optim__step_in *in)
+static void optim__reduce_pass(optim *o, size_t nblocks, optim__step_in *in, int factored)
 {
     size_t i, b;
-    optim__reduce_rule_run(o->tasks, o->nparams, nblocks, o->rpartials, o->threads);
+    if (factored)
+        optim__factored_run(o->kt, o->tasks, o->nparams, nblocks, o->rpartials, o->threads);
+    else
+        optim__reduce_rule_run(o->tasks, o->nparams, nblocks, o->rpartials, o->threads);
     for (i = 0; i < o->nparams; i++) {
         const optim__task *t = &o->tasks[i];
         double sq[2] = {0.0, 0.0};
-        if (!t->red) continue;
+        if (!t->red && !(o->ks[i].c.reduce & OPTIM__RED_FACTORED)) continue;
+        if (t->n == 0) continue;
         for (b = t->bstart; b < t->bstart + OPTIM__NBLOCKS(t->n); b++) {
             sq[0] += o->rpartials[2 * b];
             sq[1] += o->rpartials[2 * b + 1];
         }
         in->lr = optim__group_lr(&o->groups[o->params[i].group]);
+        in->n = t->n;
         optim__trust(&o->groups[o->params[i].group].hp, in, sq, &o->ks[i]);
     }
 }
@@ -268,13 +293,16 @@ static void optim__reduce_pass(optim *o, size_t nblocks, optim__step_in *in)
 int optim__step(optim *o)
 {
     size_t i, total, nblocks;
-    int reduce = 0;
+    int reduce = 0, factored = 0;
     optim__step_in in;
     OPTIM__FAIL_IF(o->nparams == 0, OPTIM__E(o), OPTIM_ESTATE, "optim_step: the optimizer has no parameters");
     OPTIM__FAIL_IF(o->sf_eval, OPTIM__E(o), OPTIM_ESTATE,
                    "optim_step: the %s optimizer is in eval mode (the parameters hold x); call "
                    "optim_schedule_free_train first (the reference refuses a step in eval mode too); nothing changed",
                    optim_rule_name(o->rule));
+    OPTIM__FAIL_IF(o->ema_swapped, OPTIM__E(o), OPTIM_ESTATE,
+                   "optim_step: the parameters hold the EMA (optim_ema_swap); swap back before stepping; nothing "
+                   "changed");
     OPTIM__FORWARD(optim__state_ensure(o, "optim_step", 0, o->nparams)); /* optim_set_defer_state */
     for (i = 0; i < o->nparams; i++) {
         OPTIM__FAIL_IF(optim__has_grad(o, i) && o->params[i].st.step == INT64_MAX, OPTIM__E(o), OPTIM_ESTATE,
@@ -289,6 +317,7 @@ int optim__step(optim *o)
     if (o->rule == OPTIM_MUON) OPTIM__FORWARD(optim__muon_check(o)); /* src/muon.c */
     optim__stats_begin(o);
     in.gscale = 1.0;
+    in.n = 0;
     /* The bound clamps exactly as torch.clamp(g, -v, v) with v a Python float: the kernels round it to the
      * compute type (torch compares a float32 gradient with v rounded to float32, a float64 one with v). */
     in.gclip = o->clip_value > 0 ? o->clip_value : INFINITY;
@@ -320,16 +349,18 @@ int optim__step(optim *o)
                        optim_dtype_name(pa->pdt), optim_dtype_name(pa->gdt), i, pa->name);
         /* With statistics: the fused instance of the same variant (NULL: measured through copies). */
         t->sloop = t->spart ? optim__sloop_get(o->kt, o->rule, pa->ct, o->ks[i].c.variant) : NULL;
-        OPTIM__FAIL_IF(optim__rloops_get(o->kt, o->rule, pa->ct, o->ks[i].c.variant, o->ks[i].c.reduce, t) != 0,
+        OPTIM__FAIL_IF(optim__rloops_get(o->kt, o->rule, pa->ct, o->ks[i].c.variant,
+                                         o->ks[i].c.reduce & ~OPTIM__RED_FACTORED, t) != 0,
                        OPTIM__E(o), OPTIM_EUNSUPPORTED,
                        "optim_step: the %s path has no %s reduction pass for variant 0x%x of param %zu '%s'; "
                        "nothing changed",
                        optim_isa_name(o->kt->isa), optim_rule_name(o->rule), o->ks[i].c.variant, i, pa->name);
         if (o->ks[i].c.reduce) reduce = 1;
+        if (o->ks[i].c.reduce & OPTIM__RED_FACTORED) factored = 1;
     }
     /* A sharded run (liboptim_mpi) holds pieces of tensors: per-tensor norms would need every rank's pieces. */
     OPTIM__FAIL_IF(reduce && o->ext.combine, OPTIM__E(o), OPTIM_EUNSUPPORTED,
-                   "optim_step: %s's per-tensor trust ratios are not supported on a sharded optimizer "
+                   "optim_step: %s's per-tensor reductions are not supported on a sharded optimizer "
                    "(liboptim_mpi); nothing changed",
                    optim_rule_name(o->rule));
     for (i = 0; i < o->nparams; i++) {
@@ -340,20 +371,23 @@ int optim__step(optim *o)
         pa->st.lr_max = o->next[i].lr_max;
         pa->st.weight_sum = o->next[i].weight_sum;
         /* Stochastic rounding's keys: (seed, parameter, the step it now takes, stream). */
-        if (pa->flags & OPTIM_PARAM_STOCHASTIC_ROUNDING)
-            optim__task_sr_keys(&o->tasks[i], o->seed, (uint64_t)i, pa->st.step);
+        if (pa->flags & (OPTIM_PARAM_STOCHASTIC_ROUNDING | OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING))
+            optim__task_sr_keys(&o->tasks[i], o->seed, pa->sr_param, pa->st.step, pa->sr_first);
     }
-    if (reduce) optim__reduce_pass(o, nblocks, &in);
+    if (reduce) optim__reduce_pass(o, nblocks, &in, factored);
+    optim__ema_begin(o); /* include/optim_ema.h: each dense task's EMA stream */
     if (o->rule == OPTIM_MUON)
         optim__muon_run(o); /* two passes around the matrix products, parameter by parameter */
     else
-        optim__run(o->kt, optim__range_update, o->tasks, o->nparams, total, o->threads);
+        optim__run(o->kt, factored ? optim__range_factored : optim__range_update, o->tasks, o->nparams, total,
+                   o->threads);
     for (i = 0; i < o->nparams; i++) {
         optim__param *pa = &o->params[i];
         if (optim__has_grad(o, i)) optim__finish(&o->groups[pa->group].hp, &pa->st);
     }
     if (o->steps < INT64_MAX) o->steps++; /* saturates: a loaded counter may be at the top */
     optim__stats_end(o);
+    optim__ema_end(o); /* the parameters the update pass did not average; the count */
     optim__ls_update(o, 0);
     optim__schedules_advance(o);
     return optim__ok(OPTIM__E(o));

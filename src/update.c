@@ -37,9 +37,10 @@ int optim_state_init_typed(const optim_hparams *hp, size_t n, optim_dtype state_
     st->lr_max = -1.0;
     st->weight_sum = 0.0;
     st->initialized = 0;
-    if (n > 0)
-        optim__state_fill(hp, n, st, need, state_dtype);
-    else /* nothing to fill: every needed slot but the lazy ones is ready */
+    if (n > 0) {
+        for (s = 0; s < OPTIM_MAX_SLOTS; s++) /* n elements each (the caller's arrays; Adafactor's factors stay 0) */
+            if ((need >> s) & 1u) optim__slot_reset(hp, n, st, s, state_dtype);
+    } else /* nothing to fill: every needed slot but the lazy ones is ready */
         st->initialized = need & ~optim__rule(hp->rule)->lazy_slots;
     return optim__ok(err);
 }
@@ -113,12 +114,14 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
     in.gscale = 1.0;
     in.gclip = INFINITY;
     in.quantized = 0; /* float32 or float64 state only here */
+    in.n = n;
     next = *st;
     optim__prepare(hp, &in, &next, &k);
     task.loop = optim__loop_get(kt, hp->rule, ct, k.c.variant, &task.reads, &task.writes);
     OPTIM__FAIL_IF(!task.loop, err, OPTIM_EUNSUPPORTED, "%s: the %s path has no %s loop for variant 0x%x (%s, %s)", fn,
                    optim_isa_name(kt->isa), rule, k.c.variant, optim_dtype_name(pdt), optim_dtype_name(gdt));
-    OPTIM__FAIL_IF(optim__rloops_get(kt, hp->rule, ct, k.c.variant, k.c.reduce, &task) != 0, err, OPTIM_EUNSUPPORTED,
+    OPTIM__FAIL_IF(optim__rloops_get(kt, hp->rule, ct, k.c.variant, k.c.reduce & ~OPTIM__RED_FACTORED, &task) != 0,
+                   err, OPTIM_EUNSUPPORTED,
                    "%s: the %s path has no %s reduction pass for variant 0x%x", fn, optim_isa_name(kt->isa), rule,
                    k.c.variant);
     OPTIM__FAIL_IF(optim__task_storage(kt, &task, pdt, gdt, sdt, NULL) != 0, err, OPTIM_EUNSUPPORTED,
@@ -134,6 +137,7 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
         task.bstart = 0;
         task.k = &k;
         task.spart = NULL; /* no step statistics here (include/optim_stats.h: optimizer objects) */
+        task.ema = NULL;   /* nor an EMA (include/optim_ema.h) */
         if (task.pre || task.red) {
             /* Pass 1 of a rule with a per-tensor reduction (LAMB, LARS), block by block in order. */
             double sq[2] = {0.0, 0.0}, part[2];
@@ -144,6 +148,25 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
                 sq[1] += part[1];
             }
             optim__trust(hp, &in, sq, &k);
+        }
+        if (k.c.reduce & OPTIM__RED_FACTORED) {
+            /* Adafactor without a shape: unfactored (variance, slot 2; row_var and col_var
+             * untouched). Its passes A and B block by block in order, each block a task of its own. */
+            double asq[2] = {0.0, 0.0}, part[2];
+            size_t off;
+            task.frows = task.fcols = 0;
+            for (off = 0; off < n; off += OPTIM__RBLOCK) {
+                optim__task b = task;
+                b.n = n - off < OPTIM__RBLOCK ? n - off : OPTIM__RBLOCK;
+                b.p = (char *)p + off * psize;
+                b.g = (const char *)g + off * gsize;
+                b.s[2] = (char *)task.s[2] + off * ssize;
+                optim__factored_run(kt, &b, 1, 1, part, 1);
+                asq[0] += part[0];
+                asq[1] += part[1];
+            }
+            in.n = n;
+            optim__trust(hp, &in, asq, &k);
         }
         optim__run(kt, optim__range_update, &task, 1, n, 0);
     }

@@ -18,7 +18,7 @@ const char *scenario_name(int id)
         "adam amsgrad + clip + skip NaN + warm-up",  "adamw + ASAM p=inf + WSD",
         "radam decoupled + cyclic",                   "nadam decoupled + ASAM p=3 + exponential",
         "adabound amsbound + one-cycle",              "lion", "adamax", "asgd", "rprop",
-        "lamb",                                       "lars", "(value 16: no rule, reserved)",
+        "lamb",                                       "lars", "adafactor decay + d 1.5 + step schedule",
         "sparse_adam: sparse steps, tests/test_sparse.c",
         "sgd_schedule_free warm-up + step schedule", "adamw_schedule_free r + decay + cosine",
         "sgd momentum + constant + clip norm 1",      "adam + linear + nonfinite=error",
@@ -97,6 +97,7 @@ int scenario_build(int id, scenario_run *run)
     case OPTIM_RPROP: hp[0].etaminus = 0.4; hp[0].step_size_max = 0.5; break;
     case OPTIM_LAMB: hp[0].lr = 0.01; hp[0].trust_clip = 1; break;
     case OPTIM_LARS: hp[0].lr = 0.5; hp[0].momentum = 0.9; hp[0].weight_decay = 1e-4; hp[0].nesterov = 1; break;
+    case OPTIM_ADAFACTOR: hp[0].weight_decay = 0.5; hp[0].clip_threshold = 1.5; break; /* fc.weight factored */
     case OPTIM_SGD_SCHEDULE_FREE: hp[0].lr = 0.05; hp[0].warmup_steps = 6; hp[0].weight_decay = 0.01; break;
     case OPTIM_ADAMW_SCHEDULE_FREE: hp[0].lr = 0.01; hp[0].r = 1; hp[0].weight_decay = 0.05; break;
     default: break;
@@ -123,6 +124,7 @@ int scenario_build(int id, scenario_run *run)
     case OPTIM_ADABOUND: CHECK(optim_schedule_one_cycle(&s, 0.02, 60, 0.3, 1, 25, 1e4, 0, NULL)); break;
     case OPTIM_ASGD: CHECK(optim_schedule_step(&s, 9, 0.5, NULL)); break; /* eta follows the lr of each step */
     case OPTIM_LARS: CHECK(optim_schedule_step(&s, 6, 0.5, NULL)); break;
+    case OPTIM_ADAFACTOR: CHECK(optim_schedule_step(&s, 9, 0.5, NULL)); break; /* rho = min(lr, 1/sqrt(t)) follows */
     case OPTIM_SGD_SCHEDULE_FREE: CHECK(optim_schedule_step(&s, 8, 0.6, NULL)); break; /* lr_max holds */
     case OPTIM_ADAMW_SCHEDULE_FREE: CHECK(optim_schedule_cosine(&s, 40, 1e-4, NULL)); break;
     case OPTIM_LION:
@@ -306,9 +308,12 @@ int scenario_snapshot(const scenario_run *run, FILE *f)
         for (s = 0; s < optim_rule_slot_count(rule); s++) {
             float *d = NULL;
             int init = 0;
+            size_t len = 0; /* n, but Adafactor's slots follow the shape (fc.weight's row_var 40, col_var 25) */
             optim_state_slot(run->opt, k, s, &d, &init);
+            optim_state_slot_len(run->opt, k, s, &len);
             fwrite(&init, sizeof init, 1, f);
-            if (d && init) fwrite(d, sizeof(float), run->n[k], f);
+            fwrite(&len, sizeof len, 1, f);
+            if (d && init) fwrite(d, sizeof(float), len, f);
         }
     }
     return ferror(f) ? -1 : 0;

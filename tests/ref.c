@@ -314,6 +314,38 @@ static void ref_lars(const ref_ctx *c, ref_state *st, double *p, const double *d
     }
 }
 
+/* Adafactor (torch 2.x's torch.optim.Adafactor, _single_tensor_adafactor),
+ * unfactored (a tensor without a shape, as the grids' are): w = t^beta2_decay,
+ * v = lerp(v, d^2, w) (torch's two-sided formula), u = d / sqrt(max(v, eps1^2)), alpha = max(eps2,
+ * rms(p)) min(lr, 1 / sqrt(t)) from p before the decay, p *= 1 - lr wd,
+ * p -= alpha / max(1, rms(u) / clip_threshold) u. eps1 with eps_auto: the
+ * tensors' machine epsilon. The factored form: tests/test_adafactor.c. */
+static void ref_adafactor(const ref_ctx *c, ref_state *st, double *p, const double *d)
+{
+    const optim_hparams *hp = c->hp;
+    const double w = pow(c->t, hp->beta2_decay), rootn = sqrt((double)st->n);
+    const double eps1 = hp->eps_auto ? (c->f32 ? 1.1920928955078125e-07 : 2.220446049250313e-16) : hp->eps1;
+    double psq = 0, usq = 0, prms, urms, alpha, denom, rho = 1 / sqrt(c->t);
+    size_t i;
+    for (i = 0; i < st->n; i++) psq += p[i] * p[i];
+    prms = sqrt(psq) / rootn;
+    if (c->lr < rho) rho = c->lr;
+    alpha = (prms > hp->eps2 ? prms : hp->eps2) * rho;
+    if (hp->weight_decay != 0)
+        for (i = 0; i < st->n; i++) p[i] *= 1 - c->lr * hp->weight_decay;
+    for (i = 0; i < st->n; i++) {
+        /* torch's lerp(self, end, w): self + w (end - self) for |w| < 0.5, else end - (end - self) (1 - w)
+         * (an infinite end gives NaN there, as torch's does) */
+        double e = d[i] * d[i];
+        st->v[i] = fabs(w) < 0.5 ? st->v[i] + w * (e - st->v[i]) : e - (e - st->v[i]) * (1 - w);
+        st->tmp[i] = d[i] / sqrt(st->v[i] > eps1 * eps1 ? st->v[i] : eps1 * eps1);
+        usq += st->tmp[i] * st->tmp[i];
+    }
+    urms = sqrt(usq) / (rootn * hp->clip_threshold);
+    denom = urms > 1 ? urms : 1;
+    for (i = 0; i < st->n; i++) p[i] -= alpha / denom * st->tmp[i];
+}
+
 /* A rule: its step (per element, or per tensor) and where its slots live
  * (offsets into ref_state; 0: none). */
 typedef struct ref_rule {
@@ -340,6 +372,7 @@ static const ref_rule ref_rules[OPTIM_RULE_COUNT + 1] = {
     [OPTIM_RPROP] = {ref_rprop, {SLOT(prev), SLOT(ss)}},
     [OPTIM_LAMB] = {NULL, {SLOT(m), SLOT(v)}, ref_lamb},
     [OPTIM_LARS] = {NULL, {SLOT(buf)}, ref_lars},
+    [OPTIM_ADAFACTOR] = {NULL, {SLOT(m), SLOT(inf), SLOT(v)}, ref_adafactor}, /* m, inf: the unused factors, 0 */
     [OPTIM_SGD_SCHEDULE_FREE] = {ref_sgd_sf, {SLOT(z)}},
     [OPTIM_ADAMW_SCHEDULE_FREE] = {ref_adamw_sf, {SLOT(z), SLOT(v)}},
 };

@@ -31,6 +31,15 @@ static inline int test_rule_dense(int r)
            r != OPTIM_MUON;
 }
 
+/* The dense rules that take every element type and storage option
+ * (bfloat16/float16 parameters and gradients, masters, half and int8 state,
+ * stochastic rounding): all but Adafactor, whose passes run on float32 and
+ * float64 memory only and refuse the others by name (tests/test_adafactor.c). */
+static inline int test_rule_any_type(int r)
+{
+    return test_rule_dense(r) && r != OPTIM_ADAFACTOR;
+}
+
 #define TEST_DECLARE(name) int test_##name(void);
 TEST_LIST(TEST_DECLARE)
 #undef TEST_DECLARE

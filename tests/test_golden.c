@@ -67,8 +67,10 @@ static uint64_t golden_run(const optim_hparams *hp, int clip, uint64_t seed, uin
         h = fnv(h, p[i], n[i] * sizeof(float));
         for (s = 0; s < optim_rule_slot_count(hp->rule); s++) {
             float *data = NULL;
+            size_t len = 0; /* n, but for Adafactor's shape-dependent slots (0 for the factors of these 1-D tensors) */
             if (optim_state_slot(o, i, s, &data, NULL) != OPTIM_OK) goto fail;
-            if (data) h = fnv(h, data, n[i] * sizeof(float));
+            if (optim_state_slot_len(o, i, s, &len) != OPTIM_OK) goto fail;
+            if (data) h = fnv(h, data, len * sizeof(float));
         }
     }
     optim_free(o);
@@ -99,6 +101,9 @@ static const uint64_t golden[OPTIM_RULE_COUNT + 1] = {
     [OPTIM_LARS] = 0x5b34bdfe237bcae1ull,
     [OPTIM_SGD_SCHEDULE_FREE] = 0xd4b949f86bd317d6ull, /* recorded when the schedule-free rules were added */
     [OPTIM_ADAMW_SCHEDULE_FREE] = 0x72b3f3096d72b028ull,
+    /* Recorded when Adafactor was added, after its grid passed rules_vs_reference (float64 reference) and
+     * fused_clip_matches_separate (the clip modes): 1-D tensors, so its unfactored form. */
+    [OPTIM_ADAFACTOR] = 0xc650747e5e718eb1ull,
 };
 
 TEST_IMPL(float32_golden)

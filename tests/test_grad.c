@@ -989,7 +989,10 @@ static int nf_run(const optim_hparams *hp, optim_isa isa, const nf_clip *clip, d
                 double scale = 0;
                 const char *what = "param";
                 if (s >= 0) {
+                    size_t len = 0;
                     if (!((slots >> s) & 1u)) continue;
+                    ASSERT_OPT_OK(o, optim_state_slot_len(o, k, s, &len));
+                    if (len == 0) continue; /* Adafactor's factors of a tensor without a shape: none */
                     ASSERT_OPT_OK(o, optim_state_slot(o, k, s, &d, NULL));
                     ASSERT_OPT_OK(clean, optim_state_slot(clean, k, s, &dq, NULL));
                     r = ref_slot(&rs[k], s);
@@ -1054,7 +1057,10 @@ TEST_IMPL(nonfinite_as_torch)
         long runs = 0;
         double worst = 0;
         if (!path_exercised(isas[ii], "nonfinite_as_torch")) continue;
-        for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_dense(r)) {
+        /* Adafactor is left out: its norms carry a bad element into every element of its tensor, and
+         * how torch 2.x's Adafactor then rounds (inf * 0, inf - inf through lerp) is not yet held to a
+         * reference here (docs/rules/adafactor.md, "Not yet"). */
+        for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_dense(r) && r != OPTIM_ADAFACTOR) {
             long c, size = grid_size(grid_for(r));
             for (c = 0; c < size; c++) {
                 optim_hparams hp;

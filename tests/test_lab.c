@@ -15,6 +15,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#if OPTIM_LAB_MUON
+#include "optim_muon.h"
+#endif
+
 /* ---- JSON ------------------------------------------------------------------ */
 
 static char *json_text(const lab_json *v)
@@ -704,11 +708,12 @@ TEST_IMPL(lab_opt_create_groups)
  * while evaluating) and is undone before the next gradient, so the path is the plain one shifted. */
 static int hook_creates;
 static float *hook_p; /* the point's floats, as the create hook saw them */
-static optim *hook_create(const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay)
+static void hook_create(lab_opt *o, const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay)
 {
     hook_creates++;
     hook_p = t[0].p;
-    return lab_opt_create(hp, t, n, vectors_no_decay);
+    o->part[0] = lab_opt_create(hp, t, n, vectors_no_decay);
+    o->nparts = 1;
 }
 static void hook_set_eval(optim *opt, int eval)
 {
@@ -745,6 +750,97 @@ TEST_IMPL(lab_surface_hooks)
     lab_path_free(&a);
     lab_path_free(&b);
     lab_path_free(&c);
+    return 0;
+}
+
+/* Muon's create hook (the MuonWithAuxAdam recipe): the matrices, wide and tall, in a Muon object with the
+ * row's settings, the vectors in an AdamW object with the reference's auxiliary settings; lab_opt_step steps
+ * both, the same bits as the two objects built and stepped by hand. A lone 1 x 2 point (a surface) is Muon's:
+ * its first step has the length lr * s, s the quintic's image of the singular value 1 after 5 iterations. */
+TEST_IMPL(lab_muon_parts)
+{
+    const lab_modern_rule *mu = lab_modern_find("muon");
+    ASSERT(mu != NULL);
+    ASSERT(mu->hooks.create == lab_muon_create);
+    ASSERT_INT(lab_modern_runnable(mu), ==, lab_muon_available());
+    if (!lab_muon_available()) return 0; /* a build without liboptim_muon: the row is left out (checked above) */
+#if OPTIM_LAB_MUON
+    {
+        float w[6] = {1, 2, 3, 4, 5, 6}, gw[6] = {0.5f, -1, 0.25f, 2, -3, 1}, b[3] = {1, -1, 2}, gb[3] = {1, 1, -1};
+        float v[6] = {0.5f, -1, 2, 1, 0.25f, -2}, gv[6] = {1, 2, -1, 0.5f, 1, -3};
+        float w2[6], b2[3], v2[6], pt[2] = {1, 2}, gpt[2] = {3, -4};
+        const lab_tensor t[3] = {{"w", w, gw, 2, 3}, {"b", b, gb, 1, 3}, {"v", v, gv, 3, 2}};
+        const lab_tensor point = {"w", pt, gpt, 1, 2};
+        const int64_t wd[2] = {2, 3}, vd[2] = {3, 2};
+        optim_hparams hp, aux;
+        char msg[256];
+        optim *rm, *ra;
+        optim_hparams g;
+        optim_error err;
+        lab_opt o;
+        size_t i;
+        int k;
+        double s = 1, len;
+        ASSERT(lab_modern_hparams(mu, 0.02, &hp, msg, sizeof msg) == 0);
+        ASSERT(hp.rule == OPTIM_MUON && hp.weight_decay == 0 && hp.nesterov);
+        memcpy(w2, w, sizeof w);
+        memcpy(b2, b, sizeof b);
+        memcpy(v2, v, sizeof v);
+        lab_opt_build(&o, &mu->hooks, &hp, t, 3, mu->vectors_no_decay);
+        ASSERT_INT((int)o.nparts, ==, 2);
+        ASSERT_INT((int)optim_param_count(o.part[0]), ==, 2);
+        ASSERT_INT((int)optim_param_count(o.part[1]), ==, 1);
+        ASSERT_OPT_OK(o.part[1], optim_group_get(o.part[1], 0, &g));
+        ASSERT(g.rule == OPTIM_ADAMW && g.lr == LAB_MUON_AUX_LR && g.beta1 == 0.9 && g.beta2 == 0.95 &&
+               g.eps == 1e-10 && g.weight_decay == 0);
+        ASSERT_OK(optim_hparams_init(&aux, OPTIM_ADAMW, &err));
+        aux.lr = 3e-4;
+        aux.beta2 = 0.95;
+        aux.eps = 1e-10;
+        aux.weight_decay = 0;
+        ASSERT_OK(optim_create(&rm, OPTIM_MUON));
+        ASSERT_OPT_OK(rm, optim_muon_attach(rm));
+        ASSERT_OPT_OK(rm, optim_add_group(rm, &hp, NULL));
+        ASSERT_OPT_OK(rm, optim_add_param(rm, 0, w2, gw, 6, "w", NULL));
+        ASSERT_OPT_OK(rm, optim_param_set_shape(rm, 0, 2, wd));
+        ASSERT_OPT_OK(rm, optim_add_param(rm, 0, v2, gv, 6, "v", NULL));
+        ASSERT_OPT_OK(rm, optim_param_set_shape(rm, 1, 2, vd));
+        ASSERT_OK(optim_create(&ra, OPTIM_ADAMW));
+        ASSERT_OPT_OK(ra, optim_add_group(ra, &aux, NULL));
+        ASSERT_OPT_OK(ra, optim_add_param(ra, 0, b2, gb, 3, "b", NULL));
+        for (k = 0; k < 3; k++) {
+            lab_opt_step(&o);
+            ASSERT_OPT_OK(rm, optim_step(rm));
+            ASSERT_OPT_OK(ra, optim_step(ra));
+        }
+        for (i = 0; i < 6; i++) {
+            if (memcmp(&w[i], &w2[i], 4) != 0 || memcmp(&v[i], &v2[i], 4) != 0)
+                FAIL("matrix element %zu: w %.9g / %.9g, v %.9g / %.9g (lab / by hand)", i, w[i], w2[i], v[i], v2[i]);
+            if (w[i] == (float)(i + 1)) FAIL("w[%zu] did not move", i);
+        }
+        for (i = 0; i < 3; i++)
+            if (memcmp(&b[i], &b2[i], 4) != 0) FAIL("bias %zu: %.9g / %.9g (lab / by hand)", i, b[i], b2[i]);
+        lab_opt_free(&o);
+        ASSERT_INT((int)o.nparts, ==, 0);
+        optim_free(rm);
+        optim_free(ra);
+        /* The surfaces' point. */
+        lab_opt_build(&o, &mu->hooks, &hp, &point, 1, 0);
+        ASSERT_INT((int)o.nparts, ==, 1);
+        ASSERT_OPT_OK(o.part[0], optim_group_get(o.part[0], 0, &g));
+        ASSERT(g.rule == OPTIM_MUON);
+        lab_opt_step(&o);
+        for (k = 0; k < 5; k++) s = hp.ns_a * s + hp.ns_b * s * s * s + hp.ns_c * s * s * s * s * s;
+        len = hypot((double)pt[0] - 1.0, (double)pt[1] - 2.0);
+        /* float32: 2e-4 of the update (docs/rules/muon.md's tolerance) and the roundings of the point (~2) */
+        if (fabs(len - 0.02 * s) > 2e-4 * 0.02 * s + 5e-7)
+            FAIL("the point moved %.9g, expected lr * s = %.9g", len, 0.02 * s);
+        /* along -g: (3, -4) / 5 */
+        if (fabs(((double)pt[0] - 1.0) / len + 0.6) > 1e-4 || fabs(((double)pt[1] - 2.0) / len - 0.8) > 1e-4)
+            FAIL("the point moved along (%.9g, %.9g), not -g / |g|", (pt[0] - 1.0) / len, (pt[1] - 2.0) / len);
+        lab_opt_free(&o);
+    }
+#endif
     return 0;
 }
 

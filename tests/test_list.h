@@ -55,4 +55,7 @@
     TEST_ENTRY(object_getter_errors)           \
     TEST_ENTRY(object_isa_and_threads)         \
     TEST_ENTRY(nonfinite_propagates)           \
-    TEST_ENTRY(seed_formulas)
+    TEST_ENTRY(seed_formulas)                  \
+    TEST_ENTRY(adafactor_factored_vs_reference) \
+    TEST_ENTRY(adafactor_paths_bit_identical)  \
+    TEST_ENTRY(adafactor_refusals)

@@ -18,6 +18,7 @@
     TEST_ENTRY(lab_modern_verdict)         \
     TEST_ENTRY(lab_opt_create_groups)      \
     TEST_ENTRY(lab_surface_hooks)          \
+    TEST_ENTRY(lab_muon_parts)             \
     TEST_ENTRY(lab_rng_streams)            \
     TEST_ENTRY(lab_run_dir_exclusive)      \
     TEST_ENTRY(lab_command_errors)

@@ -10,4 +10,7 @@
     TEST_ENTRY(prec_resume_exact)             \
     TEST_ENTRY(prec_loss_scale_gradscaler)    \
     TEST_ENTRY(prec_loss_scale_unscale_exact) \
-    TEST_ENTRY(prec_api)
+    TEST_ENTRY(prec_api)                      \
+    TEST_ENTRY(prec_int8_sr_descriptors_every_path) \
+    TEST_ENTRY(prec_int8_sr_unbiased)         \
+    TEST_ENTRY(prec_int8_sr_long_run)

@@ -171,7 +171,7 @@ TEST_IMPL(nan_bits_every_path)
     for (ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         int r;
         long nans = 0, runs = 0;
-        for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_dense(r)) {
+        for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (ty < 2 ? test_rule_dense(r) : test_rule_any_type(r)) {
             /* Every other option combination in float32 and float64 (paths_bit_identical runs each without
              * non-finite values), every fifth for the half types (whose loops are float32's). */
             size_t ng = collect(r, hps, ty < 2 ? 2 : 5), i, j;
@@ -330,7 +330,7 @@ static int types_vs_reference(const int (*types)[3], size_t ntypes, long stride)
     for (ty = 0; ty < ntypes; ty++) {
         int r, lamb_own = 0;
         long runs = 0, moved = 0;
-        for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_dense(r)) {
+        for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_any_type(r)) {
             /* Every stride-th option combination (the loops are float32's, every variant of which
              * paths_bit_identical runs), each clipping mode, every path, one and two threads. */
             size_t ng = collect(r, hps, stride), i, j;

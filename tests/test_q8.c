@@ -773,6 +773,8 @@ TEST_IMPL(int8_steps_every_path)
         {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK, OPTIM_PARAM_STOCHASTIC_ROUNDING},
         {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK, OPTIM_PARAM_MASTER},
         {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_PARAM_STOCHASTIC_ROUNDING},
+        /* the offload step with stochastic codes (branch q8sr) */
+        {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK, OPTIM_PARAM_MASTER | OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING},
     };
     static const optim_rule rules[] = {OPTIM_ADAM, OPTIM_ADADELTA, OPTIM_RMSPROP};
     size_t c, r, ip, i;
@@ -824,7 +826,7 @@ TEST_IMPL(int8_steps_every_path)
         free(q_pool[i]);
         q_pool[i] = NULL;
     }
-    printf("  %ld runs of %d steps (5 configurations x Adam/Adadelta/RMSprop x every path x 1 and 2 threads): "
+    printf("  %ld runs of %d steps (6 configurations x Adam/Adadelta/RMSprop x every path x 1 and 2 threads): "
            "parameters and state bit for bit as the scalar path on one thread; %ld parameters moved\n",
            runs, Q_STEPS, moved);
     ASSERT(runs > 0 && moved > 0);

@@ -178,6 +178,11 @@ static int run(int r, const kind *kd, optim_isa isa, int threads, double gclip, 
         ASSERT_OPT_OK(o, optim_add_param_ex(o, 0, p[i], kd->pdt, gr[i], gdt, sizes[i],
                                             kd->pdt == OPTIM_FLOAT64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32, kd->flags,
                                             "t", NULL));
+        if (r == OPTIM_ADAFACTOR) {
+            /* Factored (batched, rows split across blocks and threads) and a 1 x 37 matrix. */
+            static const int64_t shape0[3] = {3, 6, 1889}, shape1[2] = {1, 37};
+            ASSERT_OPT_OK(o, optim_param_set_shape(o, i, i == 0 ? 3 : 2, i == 0 ? shape0 : shape1));
+        }
     }
     ASSERT_OPT_OK(o, optim_set_isa(o, isa));
     ASSERT_OPT_OK(o, optim_set_threads(o, threads));
@@ -272,6 +277,24 @@ static int run(int r, const kind *kd, optim_isa isa, int threads, double gclip, 
                 const double e = h.lr / (1.0 - pow(h.beta1, step)) * sqrt(1.0 - pow(h.beta2, step));
                 if (!same(st.effective_lr, e)) FAIL("adam effective_lr %.17g vs %.17g", st.effective_lr, e);
             }
+            if (r == OPTIM_ADAFACTOR) {
+                /* effective_lr = alpha / denom: alpha = max(eps2, RMS(p0)) * min(lr, 1/sqrt(t)), denom =
+                 * max(1, RMS(u) / d), the update u = (p0 * decay - p1) / effective_lr. So alpha /
+                 * effective_lr = max(1, RMS(p0 * decay - p1) / (effective_lr d)). */
+                const double decay = 1.0 - h.lr * h.weight_decay, rho = fmin(h.lr, 1.0 / sqrt((double)step));
+                double psq = 0, dsq = 0, alpha, drms, want_denom;
+                for (j = 0; j < sizes[i]; j++) {
+                    const double dd = p0[i][j] * decay - p1[i][j];
+                    psq += p0[i][j] * p0[i][j];
+                    dsq += dd * dd;
+                }
+                alpha = fmax(h.eps2, sqrt(psq / (double)sizes[i])) * rho;
+                drms = sqrt(dsq / (double)sizes[i]);
+                want_denom = fmax(1.0, drms / (st.effective_lr * h.clip_threshold));
+                if (!(fabs(alpha / st.effective_lr - want_denom) <= 1e-3 * want_denom))
+                    FAIL("adafactor %s step %d tensor %zu: effective_lr %.17g, alpha %.17g, denom %.17g (want %.17g)",
+                         kd->name, step, i, st.effective_lr, alpha, alpha / st.effective_lr, want_denom);
+            }
             if (r == OPTIM_RPROP) ASSERT(isnan(st.effective_lr));
             else ASSERT(st.effective_lr > 0);
             (*checked)++;
@@ -286,11 +309,13 @@ static int run(int r, const kind *kd, optim_isa isa, int threads, double gclip, 
             void *sd;
             optim_dtype sdt;
             int init;
-            if (optim_state_slot_data(o, i, s, &sd, &sdt, &init) != OPTIM_OK || !sd) {
+            size_t len = 0; /* sizes[i], but for Adafactor's factors (fewer; zeros after them) */
+            if (optim_state_slot_data(o, i, s, &sd, &sdt, &init) != OPTIM_OK || !sd ||
+                optim_state_slot_len(o, i, s, &len) != OPTIM_OK) {
                 for (j = 0; j < sizes[i]; j++) out[off++] = 0;
                 continue;
             }
-            for (j = 0; j < sizes[i]; j++) out[off++] = ld(sdt, sd, j);
+            for (j = 0; j < sizes[i]; j++) out[off++] = j < len ? ld(sdt, sd, j) : 0;
         }
     }
     for (i = 0; i < NT; i++) {
@@ -324,7 +349,8 @@ TEST_IMPL(stats_exact_every_path)
             const int clip = (int)((k + (size_t)r) % 2);
             const double gclip = clip ? 0.4 : 0.0;
             const uint64_t sd = seed ^ ((uint64_t)r << 16) ^ k;
-            if (k != 0 && k != 1 + (size_t)r % 3) continue;
+            /* Adafactor (float32 and float64 memory only): float64 as its other kind. */
+            if (k != 0 && k != (test_rule_any_type(r) ? 1 + (size_t)r % 3 : 1)) continue;
             if (run(r, &kinds[k], OPTIM_ISA_SCALAR, 1, gclip, 0, sd, off, &checked)) return 1;
             for (a = 0; a <= sizeof isas / sizeof isas[0]; a++) {
                 /* Every path on one thread; the default path on two (a tensor split at a block boundary). */

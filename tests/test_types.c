@@ -147,8 +147,8 @@ TEST_IMPL(dtype_api)
                "state_dtype = 7");
     ASSERT_ERR(optim_add_param_ex(o, 0, p64, OPTIM_FLOAT64, g64, OPTIM_FLOAT64, 8, OPTIM_FLOAT32, 0, "w", NULL),
                OPTIM_EUNSUPPORTED, optim_errmsg(o), "float32 state for float64 parameters");
-    ASSERT_ERR(optim_add_param_ex(o, 0, pb, OPTIM_BFLOAT16, gb, OPTIM_BFLOAT16, 8, OPTIM_BFLOAT16, 8, "w", NULL),
-               OPTIM_EINVAL, optim_errmsg(o), "flags = 0x8");
+    ASSERT_ERR(optim_add_param_ex(o, 0, pb, OPTIM_BFLOAT16, gb, OPTIM_BFLOAT16, 8, OPTIM_BFLOAT16, 16, "w", NULL),
+               OPTIM_EINVAL, optim_errmsg(o), "flags = 0x10");
     ASSERT_INT(optim_param_count(o), ==, 0);
     ASSERT_OPT_OK(o, optim_add_param_typed(o, 0, p64, OPTIM_FLOAT64, g64, OPTIM_FLOAT64, 8, "w64", &idx));
     ASSERT_INT(idx, ==, 0);

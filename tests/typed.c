@@ -126,6 +126,60 @@ uint8_t t_q8_code(float x, float y, int kind)
     return (uint8_t)best;
 }
 
+uint8_t t_q8_code_sr(float x, float y, int kind, uint32_t r20)
+{
+    /* The two neighbouring codes of |y| (bisection over every code's value in double), and the fraction of
+     * the step between them in units of 2^-20, rounded to nearest even (exact for codes at or above the
+     * smallest normal one): up when it plus the random bits reaches 2^20. */
+    static double mags[2][249];
+    static int ready;
+    const int table = kind == T_Q8_SIGNED ? 0 : 1;
+    const unsigned top = kind == T_Q8_SIGNED ? 120u : 248u;
+    const double a = fabs((double)y);
+    unsigned lo = 0, hi = top, best;
+    if (!ready) {
+        unsigned c;
+        for (c = 0; c <= 248; c++) {
+            mags[0][c] = c <= 120 ? t_q8_value((uint8_t)c, T_Q8_SIGNED) : INFINITY;
+            mags[1][c] = t_q8_value((uint8_t)c, T_Q8_NONNEG);
+        }
+        ready = 1;
+    }
+    if (isnan(x) || isinf(x)) return 0xff;
+    if (kind != T_Q8_SIGNED && !(x > 0)) return 0;
+    while (lo < hi) { /* the last code whose value is at most a */
+        const unsigned mid = (lo + hi + 1) / 2;
+        if (mags[table][mid] <= a)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    best = lo;
+    if (lo < top) {
+        const double f = nearbyint((a - mags[table][lo]) / (mags[table][lo + 1] - mags[table][lo]) * 1048576.0);
+        if (f + (double)r20 >= 1048576.0) best = lo + 1;
+    }
+    if (kind == T_Q8_POSITIVE && best == 0) best = 1;
+    if (kind == T_Q8_SIGNED && best != 0 && signbit(y)) best |= 0x80u;
+    return (uint8_t)best;
+}
+
+void t_q8_quantize_sr(void *slot, const float *x, size_t n, int kind, const uint32_t *r20)
+{
+    uint8_t *codes = (uint8_t *)slot;
+    float *scales = (float *)(void *)((char *)slot + OPTIM_INT8_BLOCK_SCALES_OFFSET(n));
+    size_t b, i;
+    for (b = 0; b < n; b += OPTIM_INT8_BLOCK_SIZE) {
+        const size_t len = n - b < OPTIM_INT8_BLOCK_SIZE ? n - b : OPTIM_INT8_BLOCK_SIZE;
+        float A = FLT_MIN, r;
+        for (i = 0; i < len; i++)
+            if (isfinite(x[b + i]) && fabsf(x[b + i]) > A) A = fabsf(x[b + i]);
+        r = 1.0f / A;
+        scales[b / OPTIM_INT8_BLOCK_SIZE] = A;
+        for (i = 0; i < len; i++) codes[b + i] = t_q8_code_sr(x[b + i], x[b + i] * r, kind, r20[b + i]);
+    }
+}
+
 void t_q8_quantize(void *slot, const float *x, size_t n, int kind)
 {
     uint8_t *codes = (uint8_t *)slot;
@@ -156,7 +210,8 @@ void t_q8_dequantize(float *x, const void *slot, size_t n, int kind)
 
 int t_q8_kind(optim_rule rule, int slot)
 {
-    static const char *const positive[] = {"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg", "exp_inf", "step_size"};
+    static const char *const positive[] = {"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg", "exp_inf", "step_size",
+                                           "row_var", "col_var", "variance"}; /* second moments (Adafactor) */
     const char *name = optim_rule_slot_name(rule, slot);
     size_t k;
     if (!name) return T_Q8_SIGNED;
@@ -374,9 +429,11 @@ int t_run(const optim_hparams *hps, int clip, const tmodel *init, const tgrads *
             for (s = 0; s < optim_rule_slot_count(hp->rule); s++) {
                 void *data = NULL;
                 int held = 0;
+                size_t len = 0;
                 ASSERT_OPT_OK(o, optim_state_slot_data(o, i, s, &data, NULL, &held));
                 if (!data || !held) continue;
-                for (j = 0; j < init->n[i]; j++) {
+                ASSERT_OPT_OK(o, optim_state_slot_len(o, i, s, &len)); /* Adafactor's factors: fewer than n */
+                for (j = 0; j < len; j++) {
                     int which = t_nonfinite_at(j, 200 + s);
                     if (which >= 0 && j % 3 == 0) t_set_nonfinite(out->sdt, data, j, which);
                 }
@@ -394,10 +451,12 @@ int t_run(const optim_hparams *hps, int clip, const tmodel *init, const tgrads *
             optim_dtype dt = out->sdt;
             if (s < optim_rule_slot_count(hp->rule)) ASSERT_OPT_OK(o, optim_state_slot_data(o, i, s, &data, &dt, NULL));
             if (dt != out->sdt) FAIL("state of type %s, expected %s", optim_dtype_name(dt), optim_dtype_name(out->sdt));
-            if (data)
-                memcpy(out->s[i][s], data, t_bytes(out->sdt, init->n[i]));
-            else
-                memset(out->s[i][s], 0, t_bytes(out->sdt, init->n[i]));
+            memset(out->s[i][s], 0, t_bytes(out->sdt, init->n[i]));
+            if (data) {
+                size_t len = init->n[i]; /* Adafactor's factored slots: fewer (optim_state_slot_len) */
+                ASSERT_OPT_OK(o, optim_state_slot_len(o, i, s, &len));
+                memcpy(out->s[i][s], data, t_bytes(out->sdt, len < init->n[i] ? len : init->n[i]));
+            }
         }
     }
     optim_free(o);

@@ -47,6 +47,13 @@ enum { T_Q8_SIGNED = 0, T_Q8_NONNEG = 1, T_Q8_POSITIVE = 2 };
 double t_q8_value(uint8_t code, int kind);
 uint8_t t_q8_code(float x, float y, int kind);
 void t_q8_quantize(void *slot, const float *x, size_t n, int kind);
+/* Stochastic rounding of the codes (OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING),
+ * from its definition: the lower neighbouring code of |y| or the next one,
+ * up when the fraction of the step between them (units of 2^-20, nearest
+ * even) plus the 20 random bits r20 reaches 2^20; a slot quantized so, with
+ * element e's bits r20[e]. */
+uint8_t t_q8_code_sr(float x, float y, int kind, uint32_t r20);
+void t_q8_quantize_sr(void *slot, const float *x, size_t n, int kind, const uint32_t *r20);
 void t_q8_dequantize(float *x, const void *slot, size_t n, int kind);
 int t_q8_kind(optim_rule rule, int slot);
 

@@ -153,6 +153,14 @@ PROTOTYPES = {
     "optim_set_stats": (_int, _ptr, _int),
     "optim_stats_enabled": (_int, _ptr),
     "optim_param_stats": (_int, _ptr, _size, _ptr),
+    # optim_ema.h
+    "optim_set_ema": (_int, _ptr, _dbl, _int),
+    "optim_ema_off": (_int, _ptr),
+    "optim_get_ema": (_int, _ptr, _pint, _pdbl, _pint, _pi64, _pint),
+    "optim_ema_set_count": (_int, _ptr, _i64),
+    "optim_ema_swap": (_int, _ptr),
+    "optim_ema_read": (_int, _ptr, _size, _ptr, _pint),
+    "optim_ema_write": (_int, _ptr, _size, _ptr),
     # optim_schedule.h
     "optim_schedule_constant": (_int, _ptrs, _dbl, _i64, _perr),
     "optim_schedule_step": (_int, _ptrs, _i64, _dbl, _perr),

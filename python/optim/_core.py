@@ -293,6 +293,37 @@ class Handle:
         self._call(capi.optim_param_stats, i, ctypes.byref(st))  # st lives through the call
         return st
 
+    # ---- the EMA of the weights (optim_ema.h) ------------------------------------
+
+    def set_ema(self, decay, warmup):
+        self._call(capi.optim_set_ema, float(decay), 1 if warmup else 0)
+
+    def ema_off(self):
+        self._call(capi.optim_ema_off)
+
+    def get_ema(self):
+        """(on, decay, warmup, count, swapped)."""
+        on, warmup, swapped = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+        decay, count = ctypes.c_double(), ctypes.c_int64()
+        self._call(capi.optim_get_ema, ctypes.byref(on), ctypes.byref(decay), ctypes.byref(warmup),
+                   ctypes.byref(count), ctypes.byref(swapped))
+        return bool(on.value), decay.value, bool(warmup.value), count.value, bool(swapped.value)
+
+    def ema_set_count(self, count):
+        self._call(capi.optim_ema_set_count, int(count))
+
+    def ema_swap(self):
+        self._call(capi.optim_ema_swap)
+
+    def ema_read(self, i, addr):
+        """Parameter i's average into the memory at addr (held by the caller); its optim_dtype."""
+        dtype = ctypes.c_int()
+        self._call(capi.optim_ema_read, i, addr, ctypes.byref(dtype))
+        return dtype.value
+
+    def ema_write(self, i, addr):
+        self._call(capi.optim_ema_write, i, addr)
+
     def get_seed(self):
         return self._get(capi.optim_get_seed)
 

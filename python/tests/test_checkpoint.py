@@ -36,6 +36,7 @@ CLASSES = [
     (ot.Rprop, dict(etas=(0.4, 1.3))),
     (ot.LAMB, dict(lr=1e-2, trust_clip=True)),
     (ot.LARS, dict(lr=0.5, momentum=0.9, weight_decay=1e-3)),
+    (ot.Adafactor, dict(weight_decay=0.05, d=1.5, eps=(1e-20, 1e-3))),
 ]
 
 

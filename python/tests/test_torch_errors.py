@@ -9,7 +9,7 @@ from torch.optim.optimizer import required
 import optim.torch as ot
 
 CLASSES = [ot.SGD, ot.Adagrad, ot.RMSprop, ot.Adadelta, ot.Adam, ot.AdamW, ot.RAdam, ot.NAdam, ot.AdaBound, ot.Lion,
-           ot.Adamax, ot.ASGD, ot.Rprop, ot.LAMB, ot.LARS]
+           ot.Adamax, ot.ASGD, ot.Rprop, ot.LAMB, ot.LARS, ot.Adafactor]
 IDS = [c.__name__ for c in CLASSES]
 
 

@@ -292,20 +292,25 @@ def test_float64_with_its_own_state_dtype():
 def test_combinations_with_master_and_stochastic_rounding():
     """bfloat16 parameters: master_weights with int8 state is the offload
     step (C's bits); stochastic rounding with bfloat16 state rounds the state
-    stochastically (C's bits); with int8 state and a master there is nothing
-    to round stochastically (the flag is not set for such a parameter)."""
-    cases = [(dict(master_weights=True), "int8", C.OPTIM_PARAM_MASTER),
-             (dict(stochastic_rounding=True), torch.bfloat16, C.OPTIM_PARAM_STOCHASTIC_ROUNDING),
-             (dict(stochastic_rounding=True), "int8", C.OPTIM_PARAM_STOCHASTIC_ROUNDING),
-             (dict(master_weights=True, stochastic_rounding=True), "int8", C.OPTIM_PARAM_MASTER),
+    stochastically (C's bits); with int8 state it rounds the codes
+    stochastically (OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING), with or without a
+    master, and a bfloat16 parameter without a master; float32 parameters
+    with int8 state get stochastic codes alone."""
+    sr8 = C.OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING
+    cases = [(dict(master_weights=True), "int8", C.OPTIM_PARAM_MASTER, torch.bfloat16),
+             (dict(stochastic_rounding=True), torch.bfloat16, C.OPTIM_PARAM_STOCHASTIC_ROUNDING, torch.bfloat16),
+             (dict(stochastic_rounding=True), "int8", C.OPTIM_PARAM_STOCHASTIC_ROUNDING | sr8, torch.bfloat16),
+             (dict(master_weights=True, stochastic_rounding=True), "int8", C.OPTIM_PARAM_MASTER | sr8,
+              torch.bfloat16),
              (dict(master_weights=True, stochastic_rounding=True), torch.bfloat16,
-              C.OPTIM_PARAM_MASTER | C.OPTIM_PARAM_STOCHASTIC_ROUNDING)]
-    for extra, sdt, flags in cases:
-        params = _params(dtype=torch.bfloat16)
+              C.OPTIM_PARAM_MASTER | C.OPTIM_PARAM_STOCHASTIC_ROUNDING, torch.bfloat16),
+             (dict(stochastic_rounding=True), "int8", sr8, torch.float32)]
+    for extra, sdt, flags, pdtype in cases:
+        params = _params(dtype=pdtype)
         twin = CTwin(ot.Adam, {}, params, sdt, flags)
         opt = ot.Adam(params, state_dtype=sdt, **extra)
         for t in range(20):
-            g = _grads([p.shape for p in params], t, torch.bfloat16)
+            g = _grads([p.shape for p in params], t, pdtype)
             _set(params, g)
             opt.step()
             twin.step(g)
@@ -314,6 +319,40 @@ def test_combinations_with_master_and_stochastic_rounding():
             if sdt == "int8":
                 q = opt.state[p]["exp_avg_sq"]
                 assert torch.equal(_bits(q.codes), twin.q8(i, 1)[0]), (extra, sdt, i)
+
+
+def test_int8_stochastic_codes_resume(tmp_path):
+    """stochastic_rounding=True with int8 state: the codes differ from
+    nearest rounding's, and a run resumed at step 6 from a pickled
+    state_dict or a checkpoint (the seed comes from it) continues bit for bit."""
+    def run(opt, params, start, stop):
+        for t in range(start, stop):
+            _set(params, _grads([p.shape for p in params], t))
+            opt.step()
+    params, near = _params(), _params()
+    opt = ot.Adam(params, state_dtype="int8", stochastic_rounding=True)
+    opt.set_seed(7)
+    ref = ot.Adam(near, state_dtype="int8")
+    run(opt, params, 0, 6)
+    run(ref, near, 0, 6)
+    assert not torch.equal(opt.state[params[1]]["exp_avg_sq"].codes, ref.state[near[1]]["exp_avg_sq"].codes)
+    saved = [p.detach().clone() for p in params]
+    sd = pickle.loads(pickle.dumps(opt.state_dict()))
+    ckpt = tmp_path / "sr8.ckpt"
+    opt.save_checkpoint(str(ckpt))
+    run(opt, params, 6, 12)
+    for how in ("state_dict", "checkpoint"):
+        ps = [q.clone().requires_grad_() for q in saved]
+        o = ot.Adam(ps, state_dtype="int8", stochastic_rounding=True)
+        if how == "state_dict":
+            o.load_state_dict(sd)
+        else:
+            o.load_checkpoint(str(ckpt))
+        assert o.seed == 7, how
+        run(o, ps, 6, 12)
+        for i, (a, b) in enumerate(zip(params, ps)):
+            assert _same(a.detach(), b.detach()), (how, i)
+            _same_state(opt.state[a], o.state[b], (how, i))
 
 
 # ---- state_dict, pickling, checkpoints ---------------------------------------------------------

@@ -131,6 +131,13 @@ OPTIM_INLINE uint32_t optim__sr_bits(uint32_t lo, uint32_t ckey)
     return optim__hash32(lo ^ ckey) >> 16;
 }
 
+/* The 20 random bits of element index lo under a chunk key: the upper 20
+ * bits of the same hash (stochastic rounding of int8_block codes, quant8.h). */
+OPTIM_INLINE uint32_t optim__sr_bits20(uint32_t lo, uint32_t ckey)
+{
+    return optim__hash32(lo ^ ckey) >> 12;
+}
+
 /* float -> bfloat16, stochastically: add 16 random bits r (0..65535) below
  * the kept bits and truncate, so x rounds away from zero with probability
  * (its dropped bits) / 2^16 and the expected result is x (torchao's

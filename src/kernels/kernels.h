@@ -29,8 +29,9 @@ typedef enum optim__ctype {
 /* The streams of an update: parameter, gradient, state slots, and the
  * user's low-precision copy of a parameter with an fp32 master (the
  * parameter stream then is the master, owned by the optimizer; the copy is
- * only stored, rounded to nearest even, in the same pass). Later: an EMA of
- * the parameters. */
+ * only stored, rounded to nearest even, in the same pass). The EMA of the
+ * weights (include/optim_ema.h) is one more stream outside this numbering:
+ * the task's `ema` (kernels_ema.h, ema_run.c). */
 #define OPTIM__SP 0                        /* parameter (read and written) */
 #define OPTIM__SG 1                        /* gradient (read) */
 #define OPTIM__SS(j) (2 + (j))             /* state slot j */
@@ -63,6 +64,7 @@ typedef struct optim__storage {
     void (*load)(void *restrict dst, const void *restrict base, size_t off, size_t n, const void *ctx);
     void (*store)(void *restrict base, size_t off, size_t n, const void *restrict src, const void *ctx);
 } optim__storage;
+
 
 /* One loop instance: a rule's math for one compute type and one variant over
  * n elements; p, g and s[j] point at element 0 of the range, in the compute
@@ -112,6 +114,26 @@ typedef struct optim__rloops {
     unsigned (*pre_writes)(unsigned variant);
     unsigned (*red_reads)(unsigned variant);
 } optim__rloops;
+
+/* Adafactor's passes (src/rules/adafactor.h, kernels_factored.h, run by
+ * factored_run.c) for one compute type, over direct memory (pointers at the
+ * first element of the span, in the compute type): var, pass A of an
+ * unfactored span (variance = lerp(variance, d^2, w)); rows, pass A of nrows
+ * rows of C elements (one row factor each); cols, pass A of nc columns of
+ * one batch of nr rows, C apart (one column factor each); rmean, a batch's
+ * clamped mean row factor; usq, pass B's sum of u^2 over a span (var NULL:
+ * factored, row factor rvj, column factors cv, clamped mean rm); upd, pass C
+ * over one row's segment of a factored tensor. */
+#define OPTIM__AF_COLS 256 /* the most columns of one cols call (its sums live on the stack) */
+typedef struct optim__factored_fns {
+    void (*var)(size_t n, const void *g, void *var, const optim__k *k);
+    void (*rows)(size_t nrows, size_t C, const void *g, void *rv, const optim__k *k);
+    void (*cols)(size_t nr, size_t C, size_t nc, const void *g, void *cv, const optim__k *k);
+    double (*rmean)(size_t nr, const void *rv, const optim__k *k);
+    double (*usq)(size_t n, const void *p, const void *g, const void *var, double rvj, const void *cv, double rm,
+                  const optim__k *k);
+    void (*upd)(size_t n, void *p, const void *g, double rvj, const void *cv, double rm, const optim__k *k);
+} optim__factored_fns;
 
 /* ---- Step statistics (include/optim_stats.h) ------------------------------------ */
 
@@ -186,6 +208,20 @@ typedef struct optim__vec_k {
     optim__ctype ct;
 } optim__vec_k;
 
+/* ---- The EMA of the weights (include/optim_ema.h, kernels_ema.h) ---------------- */
+
+/* The constants of an EMA pass: ema = d * ema + omd * p (d and omd rounded
+ * to the compute type), or ema = p when copy is set (the first average). */
+typedef struct optim__ema_k {
+    double d, omd;
+    int copy;
+} optim__ema_k;
+
+/* The average of n elements of the compute type (ema and p in it). */
+typedef void (*optim__ema_fn)(size_t n, void *ema, const void *p, const optim__ema_k *k);
+/* Exchange n elements of the compute type. */
+typedef void (*optim__ema_swap_fn)(size_t n, void *a, void *b);
+
 /* ---- A CPU path's table -------------------------------------------------------- */
 
 typedef struct optim__kernels {
@@ -202,10 +238,14 @@ typedef struct optim__kernels {
     /* Indexed by element type and compute type; NULL: no such storage. */
     const optim__storage *storage[OPTIM_DTYPE_COUNT][OPTIM__NCTYPES];
     /* bfloat16 stored with stochastic rounding (float compute; its ctx
-     * points at the stream's uint64_t key, optim__sr_key). */
+     * points at the stream's optim__sr_ctx: its key, optim__sr_key, and the
+     * element index of the task's element 0). */
     const optim__storage *bf16_sr;
     /* OPTIM_INT8_BLOCK state in float, by slot kind (rule.h's OPTIM__SLOT_*). */
     const optim__storage *q8[3];
+    /* The same with stochastic rounding of the codes (OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING;
+     * ctx: an optim__q8sr_ctx). */
+    const optim__storage *q8sr[3];
     /* Indexed by the gradient's element type. */
     optim__reduce_fn reduce[OPTIM_DTYPE_COUNT];
     optim__sam_fn sam_perturb[OPTIM__SAM_NVARIANTS]; /* saved = w; w = w + e (see rules/sam.h), by variant */
@@ -213,9 +253,12 @@ typedef struct optim__kernels {
     optim__util_fn scale;                                 /* x = x * a (clip_grad_norm_ on the gradients) */
     optim__util_fn clamp;                                 /* x = clamp(x, a, b), NaN kept (clip_grad_value_) */
     optim__vec_fns vec[OPTIM__NCTYPES];                   /* optim_vec.h, by compute type */
+    optim__factored_fns factored[OPTIM__NCTYPES];         /* Adafactor's passes, by compute type */
     optim__stats_fn stats[OPTIM__NCTYPES];                /* step statistics, by compute type */
     /* By rule and compute type: the rules of OPTIM__CLAMP_LIST; NULL for the others. */
     optim__clampflag_fn clampflag[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
+    optim__ema_fn ema[OPTIM__NCTYPES];           /* the EMA of the weights, by compute type */
+    optim__ema_swap_fn ema_swap[OPTIM__NCTYPES]; /* optim_ema_swap's exchange, by compute type */
 } optim__kernels;
 
 /* The table of a path, or NULL if this build or CPU cannot run it.
@@ -225,6 +268,22 @@ const optim__kernels *optim__kernels_get(optim_isa isa);
 /* ---- Tasks and passes -------------------------------------------------------------- */
 
 /* One tensor's share of a pass. */
+/* The context of a stream stored with stochastic rounding: its key this step
+ * (optim__sr_key) and the element index of the task's element 0. */
+typedef struct optim__sr_ctx {
+    uint64_t key;
+    uint64_t first;
+} optim__sr_ctx;
+
+/* The context of an OPTIM_INT8_BLOCK slot whose codes round stochastically
+ * (kt->q8sr): its block scales (the plain descriptors' whole ctx) and the
+ * slot's stochastic rounding context this step (optim__task_sr_keys: the key
+ * and the index of the task's element 0 in its tensor). */
+typedef struct optim__q8sr_ctx {
+    void *scales;
+    const optim__sr_ctx *sr;
+} optim__q8sr_ctx;
+
 typedef struct optim__task {
     void *p;          /* element 0 of each stream, in its storage type */
     const void *g;
@@ -252,12 +311,23 @@ typedef struct optim__task {
     const optim__storage *sto[OPTIM__NSTREAMS]; /* storage of p, g, s0..s3, copy (NULL: unused) */
     const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (or NULL) */
     void *copy;                                 /* the user's low-precision parameter of a master, or NULL */
-    uint64_t sr_key[OPTIM__NSTREAMS];           /* stochastic rounding: each stream's key this step (ctx) */
+    optim__sr_ctx sr[OPTIM__NSTREAMS];          /* stochastic rounding: each stream's key this step (ctx) */
+    optim__q8sr_ctx q8sr[OPTIM_MAX_SLOTS];      /* int8_block slots with stochastic codes: their ctx */
     /* A sparse gradient (optim_sparse.h): n = nrows * row_len elements of g
      * (the values, row after row); element e is column e % row_len of row
      * rows[e / row_len] of p and of the state. NULL: dense. Direct tasks only. */
     const int64_t *rows;
     size_t row_len;
+    /* The EMA of the weights (include/optim_ema.h; NULL: not this step): n
+     * elements of the compute type, averaged after the rule's loop from the
+     * parameter as stored (the master of a parameter with one), with the
+     * constants ek, in spans of OPTIM__RBLOCK (ema_run.c). Dense tasks only. */
+    void *ema;
+    const optim__ema_k *ek;
+    /* Adafactor: rows and columns of the last two dimensions of a tensor of
+     * two or more (frows * fcols divides n: n / (frows * fcols) batches);
+     * fcols 0: unfactored (the rule's generic loop runs pass C). */
+    size_t frows, fcols;
     /* Reductions: */
     optim_dtype gtype; /* the gradient's element type */
     const float *w;    /* x = (|w| + eta) g when not NULL (ASAM), else x = g */
@@ -275,6 +345,9 @@ typedef void (*optim__range_fn)(const optim__kernels *kt, const optim__task *t, 
  * optim__threads_for(total, threads) threads in one parallel region; small
  * passes run on the caller's thread. Each element is processed on its own,
  * so results do not depend on the split. */
+/* Index of the task holding reduction block b (tasks sorted by bstart; parallel.c): the reduction passes
+ * and factored_run.c's and vec_run.c's block walks. */
+size_t optim__find_block(const optim__task *tasks, size_t count, size_t b);
 void optim__run(const optim__kernels *kt, optim__range_fn fn, const optim__task *tasks, size_t count, size_t total,
                 int threads);
 
@@ -285,6 +358,18 @@ int optim__threads_for(size_t work, int threads);
 
 /* The passes (range functions). */
 void optim__range_update(const optim__kernels *kt, const optim__task *t, size_t from, size_t to); /* streams.c */
+/* The EMA passes (ema_run.c): a task with `ema` set through optim__range_update
+ * (the update of each span of OPTIM__RBLOCK elements, then its average);
+ * the average alone (a parameter the step's update pass did not cover);
+ * optim_ema_swap's exchange (t->k: an int, 1 into the EMA, 0 back; t->s[0]:
+ * the stash of a 16-bit parameter, t->copy the 16-bit copy of a master). */
+void optim__range_update_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
+/* The same with another update pass (Adafactor's factored pass C): update(t without its EMA) span by span,
+ * each span averaged after it. */
+void optim__range_then_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to,
+                           optim__range_fn update);
+void optim__range_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
+void optim__range_ema_swap(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
 void optim__range_sam_perturb(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
 void optim__range_copy_back(const optim__kernels *kt, const optim__task *t, size_t from, size_t to); /* p = s[0] */
 void optim__range_scale(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);     /* p *= a */
@@ -316,6 +401,20 @@ void optim__vdot_run(const optim__kernels *kt, optim__ctype ct, const optim__tas
 void optim__reduce_rule_run(const optim__task *tasks, size_t count, size_t nblocks, double *partials, int threads);
 /* The same for one block of one task, serially: its two sums into out[0..2). */
 void optim__reduce_rule_block(const optim__task *t, size_t off, size_t len, double *out);
+
+/* Adafactor's passes A and B over tasks[0..count) (their bstart the running
+ * sums of their block counts; n == 0: skipped): partials[2 b] receives block
+ * b's sum of p^2 and partials[2 b + 1] its sum of u^2 from the state pass A
+ * left (variance, or row_var and col_var, updated meanwhile). Spans fixed
+ * by the shape and the blocks: the same bits for any thread count and path. */
+void optim__factored_run(const optim__kernels *kt, const optim__task *tasks, size_t count, size_t nblocks,
+                         double *partials, int threads);
+/* Pass C, a range function for optim__run: a factored task row segment by
+ * row segment, an unfactored one by optim__range_update. */
+void optim__range_factored(const optim__kernels *kt, const optim__task *t, size_t from, size_t to);
+/* A block's statistics lanes (16 per value, optim__stats_fn's layout) folded
+ * into its OPTIM__NSTAT values by the fixed tree (streams.c). */
+void optim__stats_fold(double *acc, double *out);
 
 /* Combine partials in block order into the norm (sum, max; sqrt / p-th root). */
 double optim__norm_finish(const double *partials, size_t nblocks, optim__norm kind, double p);
@@ -358,14 +457,19 @@ size_t optim__slot_bytes(size_t n, optim_dtype dtype);
  * grad, state, kinds): with a master, p is the float32 master and `copy` (the
  * user's memory of type `param`) one more stored stream; with stochastic
  * rounding, the bfloat16 parameter (without a master) and bfloat16 state
- * are stored by kt->bf16_sr, keyed per step by optim__task_sr_keys
- * (OPTIM_INT8_BLOCK state keeps its codes rounded to nearest).
+ * are stored by kt->bf16_sr, keyed per step by optim__task_sr_keys; with
+ * OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING, OPTIM_INT8_BLOCK slots by kt->q8sr
+ * under the same keys (else their codes round to nearest).
  * 0, or -1 if kt lacks a descriptor. */
 int optim__task_prec(const optim__kernels *kt, optim__task *t, optim_dtype param, optim_dtype state, unsigned flags,
                      void *copy);
 /* The stochastic rounding keys of task t for the step `step` of parameter
- * `index` under `seed` (one per stream, the stream's number mixed in). */
-void optim__task_sr_keys(optim__task *t, uint64_t seed, uint64_t index, int64_t step);
+ * `index` under `seed` (one per stream, the stream's number mixed in); the
+ * task's element e draws the random bits of element index first + e (0 for
+ * a whole tensor; a sharded optimizer's slice gives the model's parameter as
+ * `index` and its first element as `first`, a multiple of 512, so that every
+ * element rounds as in the unsharded run: optim_ext.h). */
+void optim__task_sr_keys(optim__task *t, uint64_t seed, uint64_t index, int64_t step, uint64_t first);
 
 /* The pass-1 instances of (rule, compute type, variant) in kt for the
  * OPTIM__RED_* bits `reduce` into t (pre, red and their slots; NULL where

@@ -76,6 +76,8 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__R_F64 0
 #include "kernels_math.h"
 #include "kernels_vec.h"
+#include "kernels_ema.h"
+#include "kernels_factored.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -85,6 +87,8 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__R_F64 1
 #include "kernels_math.h"
 #include "kernels_vec.h"
+#include "kernels_ema.h"
+#include "kernels_factored.h"
 #undef R
 #undef OPTIM__RS
 #undef OPTIM__R_F64
@@ -142,6 +146,8 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
         .bf16_sr = &optim__storage_bf16_sr,                                                                 \
         .q8 = {[OPTIM__SLOT_SIGNED] = &optim__storage_q8s, [OPTIM__SLOT_NONNEG] = &optim__storage_q8n,      \
                [OPTIM__SLOT_POSITIVE] = &optim__storage_q8p},                                               \
+        .q8sr = {[OPTIM__SLOT_SIGNED] = &optim__storage_q8srs, [OPTIM__SLOT_NONNEG] = &optim__storage_q8srn,  \
+                 [OPTIM__SLOT_POSITIVE] = &optim__storage_q8srp},                                           \
         .reduce =                                                                                           \
             {                                                                                               \
                 [OPTIM_FLOAT32] = optim__reduce_same_f32,                                                   \
@@ -155,8 +161,14 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
         .clamp = optim__clamp_fn,                                                                           \
         .vec = {[OPTIM__CT_F32] = {optim__vdot_f32, optim__vaxpy_f32, optim__vscale_f32},                   \
                 [OPTIM__CT_F64] = {optim__vdot_f64, optim__vaxpy_f64, optim__vscale_f64}},                  \
+        .factored = {[OPTIM__CT_F32] = {optim__af_var_f32, optim__af_rows_f32, optim__af_cols_f32,         \
+                                        optim__af_rmean_f32, optim__af_usq_f32, optim__af_upd_f32},        \
+                     [OPTIM__CT_F64] = {optim__af_var_f64, optim__af_rows_f64, optim__af_cols_f64,         \
+                                        optim__af_rmean_f64, optim__af_usq_f64, optim__af_upd_f64}},       \
         .stats = {[OPTIM__CT_F32] = optim__stats_f32, [OPTIM__CT_F64] = optim__stats_f64},                  \
         .clampflag = {OPTIM__CLAMP_LIST(OPTIM__CLAMPFLAGS)},                                                \
+        .ema = {[OPTIM__CT_F32] = optim__ema_f32, [OPTIM__CT_F64] = optim__ema_f64},                        \
+        .ema_swap = {[OPTIM__CT_F32] = optim__ema_swap_f32, [OPTIM__CT_F64] = optim__ema_swap_f64},         \
     }
 
 const optim__kernels OPTIM__KERNELS_NAME = OPTIM__TABLE(OPTIM__KERNELS_ISA, optim__storage_bf16);

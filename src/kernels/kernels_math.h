@@ -750,16 +750,19 @@ static const optim__storage optim__storage_bf16_hw = {OPTIM_BFLOAT16, OPTIM__CT_
 
 /* ---- bfloat16 with stochastic rounding ------------------------------------------------------------
  * Loaded exactly; stored by optim__f32_to_bf16_sr with the random bits of
- * each element's index under the stream's key for this step (ctx: the
- * uint64_t key, optim__sr_key). Plain integer arithmetic, the same bits on
+ * each element's index under the stream's key for this step (ctx: its
+ * optim__sr_ctx, the key of optim__sr_key and the index of the task's
+ * element 0 in its tensor). Plain integer arithmetic, the same bits on
  * every path: intrinsics on avx2 and avx512 (convert_simd.h), vectorised by
  * the compiler elsewhere. */
 static void optim__store_bf16_sr(void *restrict base, size_t off, size_t n, const void *restrict src, const void *ctx)
 {
     uint16_t *restrict d = (uint16_t *)base + off;
     const float *restrict s = (const float *)src;
-    const uint32_t ck = optim__sr_chunk_key(*(const uint64_t *)ctx, (uint64_t)off >> 32);
-    const uint32_t lo = (uint32_t)off;
+    const optim__sr_ctx *k = (const optim__sr_ctx *)ctx;
+    const uint64_t e = (uint64_t)off + k->first; /* the element's index in the whole tensor */
+    const uint32_t ck = optim__sr_chunk_key(k->key, e >> 32);
+    const uint32_t lo = (uint32_t)e;
     size_t i = optim__bf16_sr_store_vec(d, s, n, lo, ck);
     OPTIM__VECTORIZE
     for (; i < n; i++) d[i] = optim__f32_to_bf16_sr(s[i], optim__sr_bits(lo + (uint32_t)i, ck));
@@ -806,6 +809,42 @@ OPTIM__Q8_STORAGE(s, OPTIM__SLOT_SIGNED)
 OPTIM__Q8_STORAGE(n, OPTIM__SLOT_NONNEG)
 OPTIM__Q8_STORAGE(p, OPTIM__SLOT_POSITIVE)
 #  undef OPTIM__Q8_STORAGE
+
+/* With stochastic rounding of the codes (OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING): ctx is an optim__q8sr_ctx
+ * (the scales and the slot's optim__sr_ctx this step). Loaded as above; each block's scale as above, its codes by
+ * quant8.h's stochastic encoders with the 20 random bits of each element's index in the tensor (convert.h's
+ * stream: the bits do not depend on the path or the thread split), in AVX2/AVX-512 intrinsics on those paths
+ * (quant8_simd.h, the same operations). */
+#  define OPTIM__Q8SR_STORAGE(kind, K)                                                                     \
+    static void optim__load_q8sr##kind(void *restrict dst, const void *restrict base, size_t off, size_t n, \
+                                       const void *ctx)                                                    \
+    {                                                                                                       \
+        optim__load_q8##kind(dst, base, off, n, ((const optim__q8sr_ctx *)ctx)->scales);                    \
+    }                                                                                                       \
+    static void optim__store_q8sr##kind(void *restrict base, size_t off, size_t n, const void *restrict src, \
+                                        const void *ctx)                                                   \
+    {                                                                                                       \
+        const optim__q8sr_ctx *q = (const optim__q8sr_ctx *)ctx;                                            \
+        uint8_t *restrict c = (uint8_t *)base + off;                                                        \
+        float *restrict sc = (float *)q->scales + off / OPTIM__Q8_BLOCK;                                    \
+        const float *restrict s = (const float *)src;                                                       \
+        const uint64_t e = (uint64_t)off + q->sr->first; /* the element's index in the whole tensor */      \
+        const uint32_t ck = optim__sr_chunk_key(q->sr->key, e >> 32);                                       \
+        const uint32_t lo = (uint32_t)e;                                                                    \
+        for (size_t b = 0; b < n; b += OPTIM__Q8_BLOCK) {                                                   \
+            const size_t len = n - b < OPTIM__Q8_BLOCK ? n - b : OPTIM__Q8_BLOCK;                           \
+            int nonfinite;                                                                                  \
+            const float A = optim__q8_absmax_block(s + b, len, &nonfinite), r = 1.0f / A;                   \
+            sc[b / OPTIM__Q8_BLOCK] = A;                                                                    \
+            optim__q8_enc_sr_block(c + b, s + b, len, r, K, nonfinite, lo + (uint32_t)b, ck);               \
+        }                                                                                                   \
+    }                                                                                                       \
+    static const optim__storage optim__storage_q8sr##kind = {OPTIM_INT8_BLOCK, OPTIM__CT_F32, 1, 0,         \
+                                                             optim__load_q8sr##kind, optim__store_q8sr##kind};
+OPTIM__Q8SR_STORAGE(s, OPTIM__SLOT_SIGNED)
+OPTIM__Q8SR_STORAGE(n, OPTIM__SLOT_NONNEG)
+OPTIM__Q8SR_STORAGE(p, OPTIM__SLOT_POSITIVE)
+#  undef OPTIM__Q8SR_STORAGE
 
 /* ---- SAM's ascent step and the gradient utilities (float32) ------------------------------ */
 

@@ -142,8 +142,7 @@ void optim__range_clamp(const optim__kernels *kt, const optim__task *t, size_t f
 
 /* ---- Reductions ------------------------------------------------------------------ */
 
-/* Index of the task holding reduction block b (tasks sorted by bstart). */
-static size_t optim__find_block(const optim__task *tasks, size_t count, size_t b)
+size_t optim__find_block(const optim__task *tasks, size_t count, size_t b)
 {
     size_t a = 0, z = count;
     while (a < z) {

@@ -73,28 +73,74 @@ OPTIM_INLINE uint32_t optim__q8_nonfinite(float x)
     return OPTIM__MASK((optim__f32_bits(x) & 0x7fffffffu) >= 0x7f800000u);
 }
 
-/* Code of x in a signed slot, with r = 1 / A of its block. */
-OPTIM_INLINE uint8_t optim__q8_enc_s(float x, float r)
+/* The code of x in a signed slot from the magnitude code of |y| (uy: the
+ * bits of y = x / A): the sign bit on a nonzero magnitude, 0xff for NaN
+ * and infinities. */
+OPTIM_INLINE uint8_t optim__q8_code_s(float x, uint32_t uy, uint32_t mag)
 {
-    const float y = x * r;
-    const uint32_t uy = optim__f32_bits(y);
-    const uint32_t mag = optim__q8_mag(optim__f32_from_bits(uy & 0x7fffffffu), OPTIM__Q8_BIAS_S);
     const uint32_t code = mag | (OPTIM__MASK(mag != 0u) & ((uy >> 31) << 7));
     const uint32_t nan = optim__q8_nonfinite(x);
     return (uint8_t)((OPTIM__Q8_NAN & nan) | (code & ~nan));
+}
+
+/* The code of x in an unsigned slot from the magnitude code of |y|:
+ * negative values store 0; positive = 1: a positive x never stores 0
+ * (OPTIM__SLOT_POSITIVE); 0xff for NaN and infinities. */
+OPTIM_INLINE uint8_t optim__q8_code_u(float x, uint32_t mag, const int positive)
+{
+    const uint32_t pos = OPTIM__MASK(x > 0.0f);
+    uint32_t code = mag & pos;
+    const uint32_t nan = optim__q8_nonfinite(x);
+    if (positive) code |= pos & OPTIM__MASK(code == 0u) & 1u;
+    return (uint8_t)((OPTIM__Q8_NAN & nan) | (code & ~nan));
+}
+
+/* Code of x in a signed slot, with r = 1 / A of its block. */
+OPTIM_INLINE uint8_t optim__q8_enc_s(float x, float r)
+{
+    const uint32_t uy = optim__f32_bits(x * r);
+    return optim__q8_code_s(x, uy, optim__q8_mag(optim__f32_from_bits(uy & 0x7fffffffu), OPTIM__Q8_BIAS_S));
 }
 
 /* Code of x in an unsigned slot (negative values store 0); positive = 1: a
  * positive x never stores 0 (OPTIM__SLOT_POSITIVE). */
 OPTIM_INLINE uint8_t optim__q8_enc_u(float x, float r, const int positive)
 {
-    const float y = x * r;
-    const uint32_t pos = OPTIM__MASK(x > 0.0f);
-    /* |y|: a negative (or NaN) x's code is masked to 0 (or 0xff) below. */
-    uint32_t code = optim__q8_mag(optim__f32_from_bits(optim__f32_bits(y) & 0x7fffffffu), OPTIM__Q8_BIAS_U) & pos;
-    const uint32_t nan = optim__q8_nonfinite(x);
-    if (positive) code |= pos & OPTIM__MASK(code == 0u) & 1u;
-    return (uint8_t)((OPTIM__Q8_NAN & nan) | (code & ~nan));
+    /* |y|: a negative (or NaN) x's code is masked to 0 (or 0xff) by optim__q8_code_u. */
+    const uint32_t a = optim__f32_bits(x * r) & 0x7fffffffu;
+    return optim__q8_code_u(x, optim__q8_mag(optim__f32_from_bits(a), OPTIM__Q8_BIAS_U), positive);
+}
+
+/* ---- Stochastic rounding of the codes (OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING) --------------
+ * The code of y is its lower neighbour c (the largest code whose value is at
+ * most |y|) or c + 1, up with probability (|y| - value(c)) / (value(c + 1) -
+ * value(c)): unbiased in the dequantized domain (E[value(code)] = |y|). Both
+ * ranges are fixed point: in the normal range the 20 dropped bits of |y|'s
+ * mantissa are that fraction in units of 2^-20 exactly; below the smallest
+ * normal code (spacing 2^-(B+2), as in the first normal binade) t = |y| in
+ * code units is put in [8, 16) by adding 8, which leaves 20 fraction bits
+ * (rounded to nearest even there: below 2^-20 of a code step). Adding 20
+ * random bits r20 (0 .. 2^20 - 1) below the kept bits and truncating rounds
+ * up exactly when they carry: the bf16 stochastic store's trick, on 3 kept
+ * mantissa bits. Codes at or above 1.0 stay 1.0 (top); the other rules of the
+ * nearest code hold (signs, negative values in unsigned slots, the POSITIVE
+ * kind's never-0, NaN). The random bits come from convert.h's counter-based
+ * stream (optim__sr_bits20). */
+OPTIM_INLINE uint32_t optim__q8_mag_sr(float a, const uint32_t B, uint32_t r20)
+{
+    const uint32_t u = optim__f32_bits(a);
+    const uint32_t norm = ((u + r20) >> 20) - ((127u - B) << 3);
+    const float lim = optim__f32_from_bits((128u - B) << 23);   /* 2^(1-B) */
+    const float units = optim__f32_from_bits((129u + B) << 23); /* 2^(B+2) */
+    const uint32_t is_sub = OPTIM__MASK(a < lim);
+    /* t in [0, 8): 8 + t has its integer part's 3 bits above 20 fraction bits (0x41000000 is 8.0f). */
+    const float t = optim__f32_from_bits(optim__f32_bits(a * units) & is_sub);
+    const uint32_t fix = optim__f32_bits(t + 8.0f) - 0x41000000u;
+    const uint32_t sub = (fix + r20) >> 20;
+    const uint32_t c = (sub & is_sub) | (norm & ~is_sub);
+    const uint32_t top = B << 3;
+    const uint32_t over = OPTIM__MASK(c > top);
+    return (top & over) | (c & ~over);
 }
 
 /* The canonical NaN of the library's stores (rule_math.h's optim__canon). */
@@ -115,6 +161,20 @@ OPTIM_INLINE float optim__q8_dec_u(uint8_t code, float A)
     const float x = optim__q8_mag_value(c < 248u ? c : 248u, OPTIM__Q8_BIAS_U) * A;
     const uint32_t nan = OPTIM__MASK(c == OPTIM__Q8_NAN);
     return optim__f32_from_bits((OPTIM__Q8_QNAN & nan) | (optim__f32_bits(x) & ~nan));
+}
+
+/* optim__q8_enc_s / optim__q8_enc_u with the code's magnitude rounded
+ * stochastically by the random bits r20 (optim__q8_mag_sr). */
+OPTIM_INLINE uint8_t optim__q8_enc_s_sr(float x, float r, uint32_t r20)
+{
+    const uint32_t uy = optim__f32_bits(x * r);
+    return optim__q8_code_s(x, uy, optim__q8_mag_sr(optim__f32_from_bits(uy & 0x7fffffffu), OPTIM__Q8_BIAS_S, r20));
+}
+
+OPTIM_INLINE uint8_t optim__q8_enc_u_sr(float x, float r, const int positive, uint32_t r20)
+{
+    const uint32_t a = optim__f32_bits(x * r) & 0x7fffffffu;
+    return optim__q8_code_u(x, optim__q8_mag_sr(optim__f32_from_bits(a), OPTIM__Q8_BIAS_U, r20), positive);
 }
 
 /* The scale of a block: max(largest finite |x|, FLT_MIN), as the maximum of

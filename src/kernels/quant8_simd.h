@@ -45,26 +45,32 @@ OPTIM_INLINE __mmask16 optim__q8_nonfinite_v(__m512 x)
     return _mm512_cmp_epu32_mask(a, _mm512_set1_epi32(0x7f800000), _MM_CMPINT_NLT);
 }
 
-/* optim__q8_enc_s / optim__q8_enc_u, 16 lanes: the codes as 32-bit lanes. finite = 1: no lane of x is NaN
- * or infinite (the block's absmax pass saw none), so quant8.h's NaN selection selects nothing. */
-OPTIM_INLINE __m512i optim__q8_enc_v(__m512 x, __m512 r, const int kind, const int finite)
+/* optim__q8_code_s / optim__q8_code_u, 16 lanes: the codes (as 32-bit lanes) of x from the magnitude codes
+ * mag of |y| (uy: y's bits). finite = 1: no lane of x is NaN or infinite (the block's absmax pass saw none),
+ * so quant8.h's NaN selection selects nothing. */
+OPTIM_INLINE __m512i optim__q8_code_v(__m512 x, __m512i uy, __m512i mag, const int kind, const int finite)
 {
-    const __m512 y = _mm512_mul_ps(x, r);
-    const __m512i uy = _mm512_castps_si512(y);
-    const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(uy, _mm512_set1_epi32(0x7fffffff)));
     __m512i code;
     if (!OPTIM__Q8K_UNSIGNED(kind)) {
-        const __m512i mag = optim__q8_mag_v(a, OPTIM__Q8_BIAS_S);
         const __mmask16 nz = _mm512_test_epi32_mask(mag, mag);
         /* (uy >> 31) << 7 on the nonzero magnitudes */
         code = _mm512_mask_or_epi32(mag, nz, mag, _mm512_and_si512(_mm512_srli_epi32(uy, 24), _mm512_set1_epi32(0x80)));
     } else {
         const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ);
-        code = _mm512_maskz_mov_epi32(pos, optim__q8_mag_v(a, OPTIM__Q8_BIAS_U));
+        code = _mm512_maskz_mov_epi32(pos, mag);
         if (kind == 2) code = _mm512_mask_mov_epi32(code, pos & _mm512_testn_epi32_mask(code, code), _mm512_set1_epi32(1));
     }
     if (finite) return code;
     return _mm512_mask_mov_epi32(code, optim__q8_nonfinite_v(x), _mm512_set1_epi32((int)OPTIM__Q8_NAN));
+}
+
+/* optim__q8_enc_s / optim__q8_enc_u, 16 lanes (finite: as optim__q8_code_v's). */
+OPTIM_INLINE __m512i optim__q8_enc_v(__m512 x, __m512 r, const int kind, const int finite)
+{
+    const __m512i uy = _mm512_castps_si512(_mm512_mul_ps(x, r));
+    const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(uy, _mm512_set1_epi32(0x7fffffff)));
+    const uint32_t B = OPTIM__Q8K_UNSIGNED(kind) ? OPTIM__Q8_BIAS_U : OPTIM__Q8_BIAS_S;
+    return optim__q8_code_v(x, uy, optim__q8_mag_v(a, B), kind, finite);
 }
 
 /* optim__q8_dec_s / optim__q8_dec_u (with optim__q8_mag_value), 16 codes. */
@@ -127,6 +133,62 @@ OPTIM_INLINE size_t optim__q8_absmax_vec(const float *restrict x, size_t n, uint
     return i;
 }
 
+/* ---- Stochastic codes (OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING), 16 lanes ---- */
+
+/* optim__sr_bits20(lo + lane, ck), 16 lanes (convert.h's optim__hash32 rounds, >> 12). */
+OPTIM_INLINE __m512i optim__q8_bits20_v(uint32_t lo, uint32_t ck)
+{
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512i x = _mm512_xor_si512(_mm512_add_epi32(_mm512_set1_epi32((int)lo), iota), _mm512_set1_epi32((int)ck));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb352d));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846ca68bu));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    return _mm512_srli_epi32(x, 12);
+}
+
+/* optim__q8_mag_sr, 16 lanes. */
+OPTIM_INLINE __m512i optim__q8_mag_sr_v(__m512 a, const uint32_t B, __m512i r20)
+{
+    const __m512i u = _mm512_castps_si512(a);
+    const __m512i norm = _mm512_sub_epi32(_mm512_srli_epi32(_mm512_add_epi32(u, r20), 20),
+                                          _mm512_set1_epi32((int)((127u - B) << 3)));
+    const __m512 lim = _mm512_castsi512_ps(_mm512_set1_epi32((int)((128u - B) << 23)));
+    const __m512 units = _mm512_castsi512_ps(_mm512_set1_epi32((int)((129u + B) << 23)));
+    const __mmask16 is_sub = _mm512_cmp_ps_mask(a, lim, _CMP_LT_OQ);
+    const __m512 t = _mm512_maskz_mul_ps(is_sub, a, units); /* quant8.h's (a * units) & is_sub */
+    const __m512i fix = _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(t, _mm512_set1_ps(8.0f))),
+                                         _mm512_set1_epi32(0x41000000));
+    const __m512i sub = _mm512_srli_epi32(_mm512_add_epi32(fix, r20), 20);
+    const __m512i c = _mm512_mask_blend_epi32(is_sub, norm, sub);
+    return _mm512_min_epu32(c, _mm512_set1_epi32((int)(B << 3)));
+}
+
+/* optim__q8_enc_s_sr / optim__q8_enc_u_sr, 16 lanes. */
+OPTIM_INLINE __m512i optim__q8_enc_sr_v(__m512 x, __m512 r, const int kind, const int finite, __m512i r20)
+{
+    const __m512i uy = _mm512_castps_si512(_mm512_mul_ps(x, r));
+    const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(uy, _mm512_set1_epi32(0x7fffffff)));
+    const uint32_t B = OPTIM__Q8K_UNSIGNED(kind) ? OPTIM__Q8_BIAS_U : OPTIM__Q8_BIAS_S;
+    return optim__q8_code_v(x, uy, optim__q8_mag_sr_v(a, B, r20), kind, finite);
+}
+
+/* Codes of s[0..n) with r = 1 / the block's scale; element i's random bits those of index lo + i under ck. */
+OPTIM_INLINE size_t optim__q8_enc_sr_vec(uint8_t *restrict c, const float *restrict s, size_t n, float r,
+                                         const int kind, int nonfinite, uint32_t lo, uint32_t ck)
+{
+    const __m512 rv = _mm512_set1_ps(r);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i r20 = optim__q8_bits20_v(lo + (uint32_t)i, ck);
+        const __m512 x = _mm512_loadu_ps(s + i);
+        const __m512i k = nonfinite ? optim__q8_enc_sr_v(x, rv, kind, 0, r20) : optim__q8_enc_sr_v(x, rv, kind, 1, r20);
+        _mm_storeu_si128((__m128i *)(void *)(c + i), _mm512_cvtepi32_epi8(k));
+    }
+    return i;
+}
+
 #elif defined(__AVX2__)
 #  define OPTIM__Q8_LANES 8
 
@@ -153,28 +215,33 @@ OPTIM_INLINE __m256i optim__q8_nonfinite_v(__m256 x)
     return _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f7fffff)); /* a >= 0x7f800000 (a is non-negative) */
 }
 
-/* optim__q8_enc_s / optim__q8_enc_u, 8 lanes: the codes as 32-bit lanes (finite: as the AVX-512 one's). */
-OPTIM_INLINE __m256i optim__q8_enc_v(__m256 x, __m256 r, const int kind, const int finite)
+/* optim__q8_code_s / optim__q8_code_u, 8 lanes (as the AVX-512 one). */
+OPTIM_INLINE __m256i optim__q8_code_v(__m256 x, __m256i uy, __m256i mag, const int kind, const int finite)
 {
-    const __m256 y = _mm256_mul_ps(x, r);
-    const __m256i uy = _mm256_castps_si256(y);
-    const __m256 a = _mm256_castsi256_ps(_mm256_and_si256(uy, _mm256_set1_epi32(0x7fffffff)));
     const __m256i zero = _mm256_setzero_si256();
     __m256i code;
     if (!OPTIM__Q8K_UNSIGNED(kind)) {
-        const __m256i mag = optim__q8_mag_v(a, OPTIM__Q8_BIAS_S);
         const __m256i nz = _mm256_xor_si256(_mm256_cmpeq_epi32(mag, zero), _mm256_set1_epi32(-1));
         code = _mm256_or_si256(mag, _mm256_and_si256(nz, _mm256_and_si256(_mm256_srli_epi32(uy, 24),
                                                                            _mm256_set1_epi32(0x80))));
     } else {
         const __m256i pos = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ));
-        code = _mm256_and_si256(optim__q8_mag_v(a, OPTIM__Q8_BIAS_U), pos);
+        code = _mm256_and_si256(mag, pos);
         if (kind == 2)
             code = _mm256_or_si256(code, _mm256_and_si256(_mm256_and_si256(pos, _mm256_cmpeq_epi32(code, zero)),
                                                           _mm256_set1_epi32(1)));
     }
     if (finite) return code;
     return _mm256_or_si256(code, _mm256_and_si256(optim__q8_nonfinite_v(x), _mm256_set1_epi32((int)OPTIM__Q8_NAN)));
+}
+
+/* optim__q8_enc_s / optim__q8_enc_u, 8 lanes (finite: as optim__q8_code_v's). */
+OPTIM_INLINE __m256i optim__q8_enc_v(__m256 x, __m256 r, const int kind, const int finite)
+{
+    const __m256i uy = _mm256_castps_si256(_mm256_mul_ps(x, r));
+    const __m256 a = _mm256_castsi256_ps(_mm256_and_si256(uy, _mm256_set1_epi32(0x7fffffff)));
+    const uint32_t B = OPTIM__Q8K_UNSIGNED(kind) ? OPTIM__Q8_BIAS_U : OPTIM__Q8_BIAS_S;
+    return optim__q8_code_v(x, uy, optim__q8_mag_v(a, B), kind, finite);
 }
 
 /* optim__q8_dec_s / optim__q8_dec_u, 8 codes. */
@@ -244,6 +311,57 @@ OPTIM_INLINE size_t optim__q8_absmax_vec(const float *restrict x, size_t n, uint
     return i;
 }
 
+/* ---- Stochastic codes, 8 lanes (as the AVX-512 ones above) ---- */
+
+OPTIM_INLINE __m256i optim__q8_bits20_v(uint32_t lo, uint32_t ck)
+{
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i x = _mm256_xor_si256(_mm256_add_epi32(_mm256_set1_epi32((int)lo), iota), _mm256_set1_epi32((int)ck));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb352d));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846ca68bu));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    return _mm256_srli_epi32(x, 12);
+}
+
+OPTIM_INLINE __m256i optim__q8_mag_sr_v(__m256 a, const uint32_t B, __m256i r20)
+{
+    const __m256i u = _mm256_castps_si256(a);
+    const __m256i norm = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_add_epi32(u, r20), 20),
+                                          _mm256_set1_epi32((int)((127u - B) << 3)));
+    const __m256 lim = _mm256_castsi256_ps(_mm256_set1_epi32((int)((128u - B) << 23)));
+    const __m256 units = _mm256_castsi256_ps(_mm256_set1_epi32((int)((129u + B) << 23)));
+    const __m256 is_sub = _mm256_cmp_ps(a, lim, _CMP_LT_OQ);
+    const __m256 t = _mm256_and_ps(_mm256_mul_ps(a, units), is_sub);
+    const __m256i fix = _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(t, _mm256_set1_ps(8.0f))),
+                                         _mm256_set1_epi32(0x41000000));
+    const __m256i sub = _mm256_srli_epi32(_mm256_add_epi32(fix, r20), 20);
+    const __m256i c = _mm256_blendv_epi8(norm, sub, _mm256_castps_si256(is_sub));
+    return _mm256_min_epu32(c, _mm256_set1_epi32((int)(B << 3)));
+}
+
+OPTIM_INLINE __m256i optim__q8_enc_sr_v(__m256 x, __m256 r, const int kind, const int finite, __m256i r20)
+{
+    const __m256i uy = _mm256_castps_si256(_mm256_mul_ps(x, r));
+    const __m256 a = _mm256_castsi256_ps(_mm256_and_si256(uy, _mm256_set1_epi32(0x7fffffff)));
+    const uint32_t B = OPTIM__Q8K_UNSIGNED(kind) ? OPTIM__Q8_BIAS_U : OPTIM__Q8_BIAS_S;
+    return optim__q8_code_v(x, uy, optim__q8_mag_sr_v(a, B, r20), kind, finite);
+}
+
+OPTIM_INLINE size_t optim__q8_enc_sr_vec(uint8_t *restrict c, const float *restrict s, size_t n, float r,
+                                         const int kind, int nonfinite, uint32_t lo, uint32_t ck)
+{
+    const __m256 rv = _mm256_set1_ps(r);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i r20 = optim__q8_bits20_v(lo + (uint32_t)i, ck);
+        const __m256 x = _mm256_loadu_ps(s + i);
+        optim__q8_put_v(c + i, nonfinite ? optim__q8_enc_sr_v(x, rv, kind, 0, r20) : optim__q8_enc_sr_v(x, rv, kind, 1, r20));
+    }
+    return i;
+}
+
 #else
 #  define OPTIM__Q8_LANES 1
 /* No vector routines: the loops below run quant8.h's functions from element 0. */
@@ -256,6 +374,12 @@ OPTIM_INLINE size_t optim__q8_enc_vec(uint8_t *restrict c, const float *restrict
                                       int nonfinite)
 {
     (void)c, (void)s, (void)n, (void)r, (void)kind, (void)nonfinite;
+    return 0;
+}
+OPTIM_INLINE size_t optim__q8_enc_sr_vec(uint8_t *restrict c, const float *restrict s, size_t n, float r,
+                                         const int kind, int nonfinite, uint32_t lo, uint32_t ck)
+{
+    (void)c, (void)s, (void)n, (void)r, (void)kind, (void)nonfinite, (void)lo, (void)ck;
     return 0;
 }
 OPTIM_INLINE size_t optim__q8_absmax_vec(const float *restrict x, size_t n, uint32_t *m, int *nonfinite)
@@ -294,4 +418,17 @@ OPTIM_INLINE void optim__q8_enc_block(uint8_t *restrict c, const float *restrict
     OPTIM__VECTORIZE
     for (; i < len; i++)
         c[i] = OPTIM__Q8K_UNSIGNED(kind) ? optim__q8_enc_u(s[i], r, kind == 2) : optim__q8_enc_s(s[i], r);
+}
+
+/* optim__q8_enc_block with stochastic codes: element i's random bits are those of index lo + i under the
+ * chunk key ck (convert.h's optim__sr_bits20). */
+OPTIM_INLINE void optim__q8_enc_sr_block(uint8_t *restrict c, const float *restrict s, size_t len, float r,
+                                         const int kind, int nonfinite, uint32_t lo, uint32_t ck)
+{
+    size_t i = optim__q8_enc_sr_vec(c, s, len, r, kind, nonfinite, lo, ck);
+    OPTIM__VECTORIZE
+    for (; i < len; i++) {
+        const uint32_t r20 = optim__sr_bits20(lo + (uint32_t)i, ck);
+        c[i] = OPTIM__Q8K_UNSIGNED(kind) ? optim__q8_enc_u_sr(s[i], r, kind == 2, r20) : optim__q8_enc_s_sr(s[i], r, r20);
+    }
 }

@@ -189,15 +189,30 @@ int optim__task_prec(const optim__kernels *kt, optim__task *t, optim_dtype param
         if (state == OPTIM_BFLOAT16)
             for (j = 0; j < OPTIM_MAX_SLOTS; j++) t->sto[OPTIM__SS(j)] = kt->bf16_sr;
         for (j = 0; j < OPTIM__NSTREAMS; j++)
-            if (t->sto[j] == kt->bf16_sr) t->ctx[j] = &t->sr_key[j];
+            if (t->sto[j] == kt->bf16_sr) t->ctx[j] = &t->sr[j];
+    }
+    if ((flags & OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING) && state == OPTIM_INT8_BLOCK) {
+        /* Each slot's descriptor of the same kind, with stochastic codes; its ctx the scales and its key. */
+        for (j = 0; j < OPTIM_MAX_SLOTS; j++) {
+            int kind;
+            for (kind = 0; kind < 3 && t->sto[OPTIM__SS(j)] != kt->q8[kind]; kind++) {}
+            if (kind == 3 || !kt->q8sr[kind]) return -1;
+            t->q8sr[j].scales = (void *)(uintptr_t)t->ctx[OPTIM__SS(j)];
+            t->q8sr[j].sr = &t->sr[OPTIM__SS(j)];
+            t->sto[OPTIM__SS(j)] = kt->q8sr[kind];
+            t->ctx[OPTIM__SS(j)] = &t->q8sr[j];
+        }
     }
     return 0;
 }
 
-void optim__task_sr_keys(optim__task *t, uint64_t seed, uint64_t index, int64_t step)
+void optim__task_sr_keys(optim__task *t, uint64_t seed, uint64_t index, int64_t step, uint64_t first)
 {
     int j;
-    for (j = 0; j < OPTIM__NSTREAMS; j++) t->sr_key[j] = optim__sr_key(seed, index, (uint64_t)step, (uint64_t)j);
+    for (j = 0; j < OPTIM__NSTREAMS; j++) {
+        t->sr[j].key = optim__sr_key(seed, index, (uint64_t)step, (uint64_t)j);
+        t->sr[j].first = first;
+    }
 }
 
 optim__loop_fn optim__loop_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant,
@@ -302,7 +317,7 @@ static void optim__update_rows(const optim__task *t, size_t from, size_t to)
 
 /* Fold a block's lanes (16 per value, stats_fn's layout) into its
  * OPTIM__NSTAT values by a fixed tree: 16 -> 8 -> 4 -> 2 -> 1. */
-static void optim__stats_fold(double *acc, double *out)
+void optim__stats_fold(double *acc, double *out)
 {
     size_t j, l;
     int v;
@@ -399,6 +414,10 @@ void optim__range_update(const optim__kernels *kt, const optim__task *t, size_t 
     void *s[OPTIM_MAX_SLOTS];
     int j;
     (void)kt;
+    if (t->ema) {
+        optim__range_update_ema(kt, t, from, to); /* include/optim_ema.h: ema_run.c */
+        return;
+    }
     if (t->rows) {
         optim__update_rows(t, from, to);
         return;

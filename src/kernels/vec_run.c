@@ -27,24 +27,10 @@ void optim__range_vscale(const optim__kernels *kt, const optim__task *t, size_t 
     kt->vec[k->ct].scale(to - from, k->a, (const char *)t->g + from * es, (char *)t->p + from * es);
 }
 
-/* Index of the task holding block b (tasks sorted by bstart). */
-static size_t optim__vfind_block(const optim__task *tasks, size_t count, size_t b)
-{
-    size_t a = 0, z = count;
-    while (a < z) {
-        size_t mid = a + (z - a) / 2;
-        if (tasks[mid].bstart + OPTIM__NBLOCKS(tasks[mid].n) <= b)
-            a = mid + 1;
-        else
-            z = mid;
-    }
-    return a;
-}
-
 static void optim__vdot_block(const optim__kernels *kt, optim__ctype ct, const optim__task *tasks, size_t count,
                               size_t b, double *partials)
 {
-    const optim__task *t = &tasks[optim__vfind_block(tasks, count, b)];
+    const optim__task *t = &tasks[optim__find_block(tasks, count, b)];
     size_t off = (b - t->bstart) * OPTIM__RBLOCK, es = optim__vsize(ct);
     size_t len = t->n - off < OPTIM__RBLOCK ? t->n - off : OPTIM__RBLOCK;
     partials[b] = kt->vec[ct].dot(len, (const char *)t->g + off * es, (const char *)t->s[0] + off * es);

@@ -94,6 +94,9 @@
  * step (optim__kcommon.reduce; 0: no pass 1, the rules without one). */
 #define OPTIM__RED_PRE 1u   /* run the rule's pre (state update) */
 #define OPTIM__RED_NORMS 2u /* sum the squares of its red values, then call its trust hook */
+/* Adafactor's passes (src/kernels/factored_run.c) instead of the generic
+ * pass 1: the state, ||p||^2 and ||u||^2, then the trust hook. */
+#define OPTIM__RED_FACTORED 4u
 
 typedef struct optim__kcommon {
     unsigned variant;

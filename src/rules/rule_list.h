@@ -35,6 +35,7 @@
     RULE(RPROP, 13, rprop)                \
     RULE(LAMB, 14, lamb)                  \
     RULE(LARS, 15, lars)                  \
+    RULE(ADAFACTOR, 16, adafactor)        \
     RULE(SPARSE_ADAM, 17, sparse_adam)    \
     RULE(SGD_SCHEDULE_FREE, 18, sgd_schedule_free) \
     RULE(ADAMW_SCHEDULE_FREE, 19, adamw_schedule_free) \

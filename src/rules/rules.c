@@ -160,6 +160,11 @@ static const optim__field optim__fields[OPTIM_HP_COUNT + 1] = {
     [OPTIM_HP_NS_B] = OPTIM__REAL(ns_b, -HUGE_VAL, HUGE_VAL, 1, 1),
     [OPTIM_HP_NS_C] = OPTIM__REAL(ns_c, -HUGE_VAL, HUGE_VAL, 1, 1),
     [OPTIM_HP_ADJUST_LR] = OPTIM__INT(adjust_lr, 0, 1),
+    [OPTIM_HP_BETA2_DECAY] = OPTIM__REAL(beta2_decay, -HUGE_VAL, 0, 1, 0),
+    [OPTIM_HP_EPS2] = OPTIM__REAL(eps2, 0, HUGE_VAL, 0, 1),
+    [OPTIM_HP_CLIP_THRESHOLD] = OPTIM__REAL(clip_threshold, 1, HUGE_VAL, 0, 1),
+    [OPTIM_HP_EPS_AUTO] = OPTIM__BOOL(eps_auto),
+    [OPTIM_HP_EPS1] = OPTIM__REAL(eps1, 0, HUGE_VAL, 0, 1),
 };
 
 static const optim__field *optim__field_of(optim_hparam id)
@@ -350,7 +355,7 @@ void optim__prepare(const optim_hparams *hp, const optim__step_in *in, optim_sta
 void optim__trust(const optim_hparams *hp, const optim__step_in *in, const double sq[2], optim__k *k)
 {
     const optim__rule_def *r = optim__rule(hp->rule);
-    if (r->trust && (k->c.reduce & OPTIM__RED_NORMS)) r->trust(hp, in, sq, &k->c, &k->u);
+    if (r->trust && (k->c.reduce & (OPTIM__RED_NORMS | OPTIM__RED_FACTORED))) r->trust(hp, in, sq, &k->c, &k->u);
 }
 
 void optim__kstats_of(optim_rule rule, const optim__k *k, optim__kstats *out)
@@ -413,11 +418,18 @@ void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s
         st->initialized |= 1u << s;
 }
 
-void optim__state_fill(const optim_hparams *hp, size_t n, optim_state *st, unsigned which, optim_dtype dtype)
+size_t optim__slot_len(optim_rule rule, int s, size_t n, size_t ndim, const int64_t *dims)
+{
+    const optim__rule_def *r = optim__rule(rule);
+    return r && r->slot_len ? r->slot_len(s, n, ndim, dims) : n;
+}
+
+void optim__state_fill(const optim_hparams *hp, size_t n, size_t ndim, const int64_t *dims, optim_state *st,
+                       unsigned which, optim_dtype dtype)
 {
     const optim__rule_def *r = optim__rule(hp->rule);
     int s;
     which &= r->slots(hp);
     for (s = 0; s < r->nslots; s++)
-        if ((which >> s) & 1u) optim__slot_reset(hp, n, st, s, dtype);
+        if ((which >> s) & 1u) optim__slot_reset(hp, optim__slot_len(hp->rule, s, n, ndim, dims), st, s, dtype);
 }

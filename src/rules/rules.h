@@ -34,6 +34,7 @@ typedef struct optim__step_in {
     double gscale; /* factor on the raw gradient before maximize (clipping); 1 if none */
     double gclip;  /* clamp of the raw gradient to [-gclip, gclip] (value clipping); +inf if none */
     int quantized; /* the state is OPTIM_INT8_BLOCK: its slots are quantized apart (a rule may need a guard) */
+    size_t n;      /* elements of the parameter (for the trust hook) */
 } optim__step_in;
 
 /* The per-tensor step statistics a rule's constants give (include/optim_stats.h);
@@ -93,7 +94,15 @@ typedef struct optim__rule_def {
     int sparse_only;         /* refuses dense gradients (SparseAdam) */
     int sparse_in_order;     /* takes repeated rows (adjacent), applied one entry after another (SGD:
                                 torch adds an uncoalesced gradient entry by entry) */
+    /* Elements of slot s for a parameter of n elements and shape dims[ndim]
+     * (ndim 0: none given); NULL: n for every slot. A slot of 0 elements of
+     * a parameter of n > 0 is not allocated (Adafactor's factored slots
+     * depend on the shape). */
+    size_t (*slot_len)(int s, size_t n, size_t ndim, const int64_t *dims);
 } optim__rule_def;
+
+/* Elements of slot s of a parameter of rule `rule` (the rule's slot_len, or n). */
+size_t optim__slot_len(optim_rule rule, int s, size_t n, size_t ndim, const int64_t *dims);
 
 /* The row for a rule, or NULL for an unknown value. */
 const optim__rule_def *optim__rule(optim_rule rule);
@@ -128,7 +137,9 @@ double optim__slot_initial(const optim_hparams *hp, int s, int *initialized);
  * its `initialized` bit (cleared for lazy slots). */
 void optim__slot_reset(const optim_hparams *hp, size_t n, optim_state *st, int s, optim_dtype dtype);
 
-/* Fill slot arrays of st (bits `which`, among those hp needs) with their initial values. */
-void optim__state_fill(const optim_hparams *hp, size_t n, optim_state *st, unsigned which, optim_dtype dtype);
+/* Fill slot arrays of st (bits `which`, among those hp needs) with their
+ * initial values, each over its optim__slot_len for shape dims[ndim]. */
+void optim__state_fill(const optim_hparams *hp, size_t n, size_t ndim, const int64_t *dims, optim_state *st,
+                       unsigned which, optim_dtype dtype);
 
 #endif

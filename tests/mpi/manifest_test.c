@@ -59,6 +59,9 @@ static void sample(osc_manifest *m)
     m->params[3].gdt = OPTIM_FLOAT16;
     m->params[3].sdt = OPTIM_BFLOAT16;
     m->params[4].pdt = m->params[4].gdt = m->params[4].sdt = OPTIM_FLOAT64;
+    /* Format 4: storage flags (a bfloat16 parameter with an fp32 master) and 8-bit block state. */
+    m->params[2].flags = OPTIM_PARAM_MASTER;
+    m->params[1].sdt = OPTIM_INT8_BLOCK;
     m->params[0].shape_given = 1;
     m->params[0].ndim = 2;
     m->params[0].dims[0] = 3;
@@ -118,7 +121,7 @@ int main(void)
             CHECK(p.params[i].n == m.params[i].n && p.params[i].group == m.params[i].group &&
                       p.params[i].shape_given == m.params[i].shape_given && p.params[i].ndim == m.params[i].ndim &&
                       p.params[i].pdt == m.params[i].pdt && p.params[i].gdt == m.params[i].gdt &&
-                      p.params[i].sdt == m.params[i].sdt,
+                      p.params[i].sdt == m.params[i].sdt && p.params[i].flags == m.params[i].flags,
                   "param %zu (element types %d %d %d)", i, (int)p.params[i].pdt, (int)p.params[i].gdt,
                   (int)p.params[i].sdt);
         }
@@ -190,6 +193,29 @@ int main(void)
                 free(u);
             }
             CHECK(want != NULL, "format 3 renders the element types");
+            {
+                /* Format 4's storage flags: unknown bits, a master for a float64 parameter, no 0x. */
+                static const char *badf[] = {"float64,float64,float64,0x4", "float64,float64,float64,0x1",
+                                             "float64,float64,float64,1", "float64,float64,float64,0x",
+                                             "float64,float64,float64,0x1g"};
+                const char *w4 = "float64,float64,float64,0x0";
+                char *want4 = strstr(tt, w4);
+                CHECK(want4 != NULL && strstr(tt, "bfloat16,bfloat16,float32,0x1") != NULL &&
+                          strstr(tt, "float32,float32,int8_block,0x0") != NULL,
+                      "format 4 renders the storage flags and 8-bit state");
+                for (b = 0; b < sizeof badf / sizeof *badf && want4; b++) {
+                    size_t pre = (size_t)(want4 - tt), wl = strlen(w4), bl = strlen(badf[b]);
+                    char *u = (char *)malloc(l1 + bl + 1);
+                    memcpy(u, tt, pre);
+                    memcpy(u + pre, badf[b], bl);
+                    memcpy(u + pre + bl, want4 + wl, l1 - pre - wl);
+                    reseal(u, l1 - wl + bl);
+                    rc = osc_manifest_parse(u, l1 - wl + bl, "flags", &p, &err);
+                    CHECK(rc == OPTIM_EFORMAT, "storage flags '%s': %s", badf[b], rc ? err.message : "accepted");
+                    if (rc == OPTIM_OK) osc_manifest_free(&p);
+                    free(u);
+                }
+            }
             free(tt);
         }
         strcpy(m.layout, "strips");
@@ -201,13 +227,13 @@ int main(void)
         strcpy(m.layout, "contiguous");
         free(t3);
         t3 = osc_manifest_render(&m, &l3);
-        at = strstr(t3, "format 3\n");
-        CHECK(at != NULL, "format 3 rendering");
+        at = strstr(t3, "format 4\n");
+        CHECK(at != NULL, "format 4 rendering");
         if (at) {
-            at[7] = '4';
+            at[7] = '5';
             reseal(t3, l3);
             rc = osc_manifest_parse(t3, l3, "future", &p, &err);
-            CHECK(rc == OPTIM_EVERSION && strstr(err.message, "format 4 is newer") != NULL, "format 4: %s",
+            CHECK(rc == OPTIM_EVERSION && strstr(err.message, "format 5 is newer") != NULL, "format 5: %s",
                   err.message);
             if (rc == OPTIM_OK) osc_manifest_free(&p);
         }

@@ -21,6 +21,7 @@
  *   mpi_test kill --rank R --at T       rank R kills itself at step T (mpirun must end the job)
  *   mpi_test timeout                    the last rank stops answering: the others fail with ECOMM
  *   mpi_test types [--steps N --dir D]  every element type, mixed (mpi_test_types.c), typed checkpoints
+ *   mpi_test prec [--dir D]             8-bit state, fp32 masters, stochastic rounding, loss scaling (mpi_test_prec.c)
  */
 #define _POSIX_C_SOURCE 200809L
 #include "mpi_test.h"
@@ -578,6 +579,7 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "types") == 0) cmd_types(steps, o.dir ? o.dir : "types_ckpt");
     else if (strcmp(cmd, "types-attack") == 0) cmd_types_attack(steps, o.dir ? o.dir : "types_attack_ckpt");
     else if (strcmp(cmd, "flags-attack") == 0) cmd_flags_attack();
+    else if (strcmp(cmd, "prec") == 0) cmd_prec(o.dir ? o.dir : "prec_ckpt");
     else {
         fprintf(stderr, "mpi_test: unknown command %s\n", cmd);
         MPI_Abort(MPI_COMM_WORLD, 2);

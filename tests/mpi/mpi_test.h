@@ -110,5 +110,7 @@ int cmd_timeout(void);
 int cmd_types(int steps, const char *dir);
 int cmd_types_attack(int steps, const char *dir);
 int cmd_flags_attack(void);
+/* mpi_test_prec.c: 8-bit state, fp32 masters, stochastic rounding, loss scaling; their checkpoints under dir. */
+int cmd_prec(const char *dir);
 
 #endif

@@ -1,9 +1,11 @@
 /* mpi_test_flags_attack.c: what the core took after liboptim_mpi's element-type change (the q8 and prec
  * merges): OPTIM_INT8_BLOCK state, OPTIM_PARAM_MASTER, OPTIM_PARAM_STOCHASTIC_ROUNDING, loss scaling.
- * Each must be refused by name at optim_mpi_create or give one process's bits; never be dropped silently.
+ * Each must give one process's bits (liboptim_mpi carries them all since issue 12's mpiprec branch; the
+ * thorough tests are mpi_test_prec.c's), never be dropped silently; a flag on one rank only is refused by name.
  *   mpirun -np 2 mpi_test flags-attack */
 #include "mpi_test.h"
 #include "optim_precision.h"
+#include "optim_ema.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,10 +25,15 @@ static void bf_fill(uint16_t *p, size_t n, int salt)
 }
 
 /* case: 0 INT8_BLOCK state (float32 param), 1 MASTER (bf16 param), 2 STOCHASTIC_ROUNDING (bf16 param),
- * 3 loss scaling (float32); 6 the master flag on rank 0 only (must be refused, OPTIM_EMISMATCH); 4 and 5 controls without any of them (must pass: the harness is sound). */
+ * 3 loss scaling (float32); 6 the master flag on rank 0 only (must be refused, OPTIM_EMISMATCH); 4 and 5 controls without any of them (must pass: the harness is sound);
+ * 7 an EMA of the weights (include/optim_ema.h; the review of the ema merge: the local optimizers had none, so the
+ * parameters matched one process's bits while the average was silently dropped): must be refused naming the EMA.
+ * 8 Adafactor with a shape (3 x 6667), 9 Adafactor without one (the review of the Adafactor merge: the factors hold
+ * 3 and 6667 elements, the configuration hash read 20001 of each, past their end; without a shape, accepted and
+ * refused at the first step): both must be refused by optim_mpi_create naming adafactor. */
 static void one_case(int cs, int stage)
 {
-    static const char *names[] = {"int8-block state", "fp32 master", "stochastic rounding", "loss scaling", "control (float32, no flags)", "control (bfloat16, bf16 state, no flags)", "fp32 master on rank 0 only"};
+    static const char *names[] = {"int8-block state", "fp32 master", "stochastic rounding", "loss scaling", "control (float32, no flags)", "control (bfloat16, bf16 state, no flags)", "fp32 master on rank 0 only", "EMA of the weights", "adafactor (3 x 6667)", "adafactor (no shape)"};
     optim *opt = NULL, *ref = NULL;
     optim_mpi *d = NULL;
     optim_error err;
@@ -43,8 +50,9 @@ static void one_case(int cs, int stage)
         optim_dtype pdt = cs == 1 || cs == 2 || cs == 5 || cs == 6 ? OPTIM_BFLOAT16 : OPTIM_FLOAT32;
         optim_dtype sdt = cs == 0 ? OPTIM_INT8_BLOCK : cs == 2 || cs == 5 ? OPTIM_BFLOAT16 : OPTIM_FLOAT32;
         unsigned flags = cs == 1 || (cs == 6 && g_rank == 0 && o == 0) ? OPTIM_PARAM_MASTER : cs == 2 ? OPTIM_PARAM_STOCHASTIC_ROUNDING : 0;
-        must(optim_create(pp, OPTIM_ADAM), "optim_create", "");
-        optim_hparams_init(&hp, OPTIM_ADAM, NULL);
+        const int rule = cs == 8 || cs == 9 ? OPTIM_ADAFACTOR : OPTIM_ADAM;
+        must(optim_create(pp, rule), "optim_create", "");
+        optim_hparams_init(&hp, rule, NULL);
         hp.lr = 1e-2;
         must(optim_add_group(*pp, &hp, NULL), "add_group", optim_errmsg(*pp));
         if (pdt == OPTIM_BFLOAT16) bf_fill((uint16_t *)(void *)pw, FN, 1);
@@ -60,14 +68,23 @@ static void one_case(int cs, int stage)
             optim_loss_scale_defaults(&ls);
             must(optim_set_loss_scale(*pp, &ls), "loss scale", optim_errmsg(*pp));
         }
+        if (cs == 7) must(optim_set_ema(*pp, 0.9, 0), "set_ema", optim_errmsg(*pp));
+        if (cs == 8) {
+            const int64_t dims[2] = {3, FN / 3};
+            must(optim_param_set_shape(*pp, 0, 2, dims), "set_shape", optim_errmsg(*pp));
+        }
     }
     rc = optim_mpi_create_with(&d, opt, MPI_COMM_WORLD, stage, &mo, &err);
-    /* Cases 1-3 and 6 (a flag on one rank) must be refused on every rank, naming what is not carried. */
-    if (cs == 1 || cs == 2 || cs == 3 || cs == 6)
-        CHECK(rc != OPTIM_OK && (strstr(err.message, "OPTIM_PARAM_") != NULL || strstr(err.message, "loss scaling") != NULL ||
-                                 strstr(err.message, "rank") != NULL),
+    /* Case 6 (a flag on one rank) must be refused on every rank, naming the setting; case 7 (an EMA on the
+     * template) naming optim_set_ema; the others accepted. */
+    if (cs == 6 || cs == 7 || cs == 8 || cs == 9)
+        CHECK(rc != OPTIM_OK && (cs == 8 || cs == 9 ? rc == OPTIM_EUNSUPPORTED && strstr(err.message, "adafactor") != NULL
+                                 : cs == 7 ? strstr(err.message, "optim_set_ema") != NULL
+                                         : rc == OPTIM_EMISMATCH && strstr(err.message, "storage flags") != NULL),
               "%s, stage %d: %s (%s): must be refused by name", names[cs], stage, optim_err_name(rc),
               rc ? err.message : "accepted");
+    else
+        CHECK(rc == OPTIM_OK, "%s, stage %d: refused: %s", names[cs], stage, err.message);
     if (rc != OPTIM_OK) {
         if (g_rank == 0) printf("flags-attack: %s, stage %d: refused: %s: %s\n", names[cs], stage, optim_err_name(rc),
                                 err.message);
@@ -106,7 +123,7 @@ static void one_case(int cs, int stage)
 int cmd_flags_attack(void)
 {
     int cs, st;
-    for (cs = 0; cs < 7; cs++)
+    for (cs = 0; cs < 10; cs++)
         for (st = 0; st <= 2; st++) one_case(cs, st);
     return 0;
 }

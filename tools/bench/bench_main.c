@@ -13,6 +13,7 @@
 #include "bench.h"
 #include "optim_precision.h"
 #include "optim_stats.h"
+#include "optim_ema.h"
 
 #include <errno.h>
 #include <math.h>
@@ -51,6 +52,9 @@ static const char *const bench_presets[] = {
     /* Step statistics (optim_set_stats): the same traffic as "adam" and "sgd:momentum=0.9"; compare their
      * times (the target is <= 5% more, docs/STATS.md). */
     "adam:stats",       "sgd:momentum=0.9:stats",
+    /* The EMA of the weights (optim_set_ema, docs/EMA.md): one more read-modify-write float stream than "adam",
+     * its ceiling one more stream too. */
+    "adam:ema",
     /* Fewer bytes: 8-bit block-quantized state, bfloat16 gradients (docs/PRECISION.md). */
     "adam:state=int8",  "adam:grad=bf16:state=int8",
 };
@@ -69,6 +73,10 @@ static const char *const bench_precision[] = {
     "adam:param=bf16:grad=bf16:state=bf16:sr",
     "adam:param=bf16:grad=bf16:state=int8:sr",
     "sgd:momentum=0.9:param=bf16:grad=bf16:sr",
+    /* int8 codes rounded stochastically (sr8: OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING): the same traffic as
+     * the nearest-rounding cases, one hash per state element more. */
+    "adam:state=int8:sr8",
+    "adam:offload:state=int8:sr8",
 };
 #define BENCH_NPRECISION (sizeof bench_precision / sizeof bench_precision[0])
 
@@ -78,6 +86,7 @@ typedef struct bench_case {
     double clip;          /* optim_set_clip_grad_norm's max_norm (L2), 0: off */
     optim_nonfinite nonfinite;
     int stats;            /* optim_set_stats: the step measures its statistics (no change to its traffic) */
+    double ema;           /* optim_set_ema's decay (ema or ema=D; 0.999 for a bare ema), 0: off */
     int prepass;          /* the step reads the gradients once before the update */
     int nslots;           /* state arrays under these options */
     int k;                /* read-modify-write streams: the parameter and the state */
@@ -115,6 +124,14 @@ static int bench_parse_precision(const char *spec, const char *tok, const char *
                                  size_t msgsize)
 {
     int dt;
+    if (strcmp(tok, "sr8") == 0) { /* stochastic int8 codes (state=int8 only: checked with the layout) */
+        if (val) {
+            snprintf(msg, msgsize, "'%s': %s takes no value", spec, tok);
+            return -1;
+        }
+        c->flags |= OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING;
+        return 1;
+    }
     if (strcmp(tok, "master") == 0 || strcmp(tok, "sr") == 0 || strcmp(tok, "offload") == 0) {
         if (val) {
             snprintf(msg, msgsize, "'%s': %s takes no value", spec, tok);
@@ -215,6 +232,14 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
             c->stats = 1;
             continue;
         }
+        if (strcmp(tok, "ema") == 0) {
+            c->ema = eq ? strtod(eq + 1, &end) : 0.999;
+            if ((eq && *end != '\0') || !(c->ema > 0.0 && c->ema < 1.0)) {
+                snprintf(msg, msgsize, "'%s': ema needs a decay in (0, 1) (ema=0.999)", spec);
+                return -1;
+            }
+            continue;
+        }
         /* 8-bit block-quantized state (the other element types: bench_parse_precision). */
         if (strcmp(tok, "state") == 0 && eq && strcmp(eq + 1, "int8") == 0) {
             c->q8 = 1;
@@ -281,6 +306,10 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
             c->norms = rule == OPTIM_LAMB && ratio;
         }
     }
+    if ((c->flags & OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING) && !c->q8) {
+        snprintf(msg, msgsize, "'%s': sr8 rounds int8 state's codes stochastically: it needs state=int8", spec);
+        return -1;
+    }
     if (c->q8) {
         /* 8-bit state: float32 parameters (grad=f32 or bf16), the offload step with an fp32 master
          * (offload, or param=bf16:grad=bf16:master), or bfloat16 parameters and gradients without a master
@@ -312,6 +341,14 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
         c->bytes = (c->pbf16 ? 4.0 : 8.0) + c->nslots * (2.0 + 8.0 / OPTIM_INT8_BLOCK_SIZE) + (c->gbf16 ? 2.0 : 4.0) +
                    (master ? 2.0 : 0.0);
         return 0;
+    }
+    if (c->ema) {
+        /* One more float stream read and written: the average (its ceiling: one more stream). */
+        if (c->typed || c->trust) {
+            snprintf(msg, msgsize, "'%s': ema is benchmarked with float32 parameters and state only", spec);
+            return -1;
+        }
+        c->k++;
     }
     c->bytes = 8.0 * c->k + (c->prepass ? 8.0 : 4.0);
     /* LAMB: pass 1 g, m, v read (p too for the norms), m, v written; pass 2 p, m, v read, p written. LARS:
@@ -416,7 +453,9 @@ static void bench_usage(FILE *f)
             "                                         nonfinite=skip|error add the gradient pre-pass;\n"
             "                                         state=int8 (8-bit block-quantized state; with float32\n"
             "                                         parameters, grad=bf16, or offload) changes the state's type;\n"
+            "                                         sr8 rounds its codes stochastically;\n"
             "                                         stats (optim_set_stats) measures the step statistics\n"
+            "                                         ema[=D] (optim_set_ema) keeps an EMA of the weights\n"
             "  --sizes LIST     elements per case: numbers with K, M, G (2^10, 2^20, 2^30) or gpt2 (the 148\n"
             "                   tensors of GPT-2 small, 124M elements) (default 4K,64K,1M,16M,64M,256M,gpt2)\n"
             "                   A case that does not fit in the available memory is skipped and reported.\n"
@@ -1478,6 +1517,7 @@ static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_is
     if (c->clip > 0.0 && optim_set_clip_grad_norm(opt, c->clip, 2.0) != OPTIM_OK) goto fail;
     if (optim_set_nonfinite(opt, c->nonfinite) != OPTIM_OK) goto fail;
     if (c->stats && optim_set_stats(opt, 1) != OPTIM_OK) goto fail;
+    if (c->ema && optim_set_ema(opt, c->ema, 0) != OPTIM_OK) goto fail;
     for (i = 0; i < m->count; i++) {
         if (c->typed || c->q8) {
             if (optim_add_param_ex(opt, group, t->p[i] ? t->p[i] : m->p[i], c->pdt, t->g[i] ? t->g[i] : m->g[i],
@@ -1502,6 +1542,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
                            const bench_case *c, uint64_t rss_base)
 {
     static bench_span spans[BENCH_GPT2_TENSORS], pass1[BENCH_GPT2_TENSORS], pass2[BENCH_GPT2_TENSORS];
+    static float *ema_x[BENCH_GPT2_TENSORS]; /* the ceiling's stream for the average (ema) */
     bench_typed typed;
     /* State bytes: 4 per element and slot (or the state type's width), or an int8_block code and its share of a
      * scale; with int8 state a bfloat16 gradient copy (the model's gradients are float32) counts as state here. */
@@ -1609,6 +1650,16 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
             else
                 spans[i].x[j++] = (float *)data;
         }
+        if (c->ema) {
+            /* The average's stream in the ceiling: an array of the same size (the optimizer's is not exposed). */
+            ema_x[i] = (float *)calloc(m->n[i] ? m->n[i] : 1, sizeof(float));
+            if (!ema_x[i]) {
+                bench_progress_clear();
+                fprintf(stderr, "optim bench: %s: out of memory\n", c->spec);
+                exit(1);
+            }
+            spans[i].x[j++] = ema_x[i];
+        }
         if (j != c->k) {
             bench_progress_clear();
             fprintf(stderr, "optim bench: %s: the optimizer has %d state arrays, optim_hparams_slots says %d\n",
@@ -1709,6 +1760,8 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
     for (i = 0; i < m->count; i++) {
         free(typed.p[i]);
         free(typed.g[i]);
+        free(ema_x[i]);
+        ema_x[i] = NULL;
     }
 }
 

@@ -148,27 +148,60 @@ typedef struct lab_tensor {
     size_t rows, cols;
 } lab_tensor;
 
+/** An optimizer of the lab: one library optimizer, or several that each step
+ *  their own share of the model's tensors (an optimizer object has one rule:
+ *  Muon's 2-D weights are one object, the AdamW over the rest another).
+ *  Every tensor is in exactly one part; a step steps the parts in order. */
+#define LAB_OPT_MAX_PARTS 2
+typedef struct lab_opt {
+    optim *part[LAB_OPT_MAX_PARTS];
+    size_t nparts;
+} lab_opt;
+
 /** How an experiment builds and drives an optimizer (optim lab modern's
- *  table; lab_opt_create and no switching when both are NULL). */
+ *  table; lab_opt_create as the one part and no switching when both are NULL). */
 typedef struct lab_opt_hooks {
-    /* Build the optimizer over the tensors with hp (lr included); vectors_no_decay: the vectors in a second
+    /* Build o's parts over the tensors with hp (lr included); vectors_no_decay: the vectors in a second
      * group with weight_decay 0 (LAMB's and LARS's usual exclusion of biases). E.g. Muon: its 2-D weights in
-     * a Muon group, the rest in an AdamW group. Exits on a library error (a bug of the lab). */
-    optim *(*create)(const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay);
-    /* eval = 1: put the parameters at the point to evaluate; 0: back to where gradients are taken (the
-     * schedule-free rules' x and y). Called around every evaluation and every recorded point. */
-    void (*set_eval)(optim *opt, int eval);
+     * a Muon object, the rest in an AdamW object (lab_muon_create). Exits on a library error (a bug of the
+     * lab). */
+    void (*create)(lab_opt *o, const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay);
+    /* eval = 1: put a part's parameters at the point to evaluate; 0: back to where gradients are taken
+     * (the schedule-free rules' x and y). Called for every part around every evaluation and every recorded
+     * point. */
+    void (*set_eval)(optim *part, int eval);
 } lab_opt_hooks;
 
 /** The plain optimizer: hp's rule, one group with hp, every tensor added
  *  flat under its name, one thread; with vectors_no_decay the vectors in a
  *  second group with hp and weight_decay 0 (when some tensor is a matrix). */
 optim *lab_opt_create(const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay);
-/** hooks->create, or lab_opt_create when hooks or create is NULL. */
-optim *lab_opt_create_with(const lab_opt_hooks *hooks, const optim_hparams *hp, const lab_tensor *t, size_t n,
-                           int vectors_no_decay);
-/** hooks->set_eval(opt, eval) when there is one. */
-void lab_opt_set_eval(const lab_opt_hooks *hooks, optim *opt, int eval);
+/** Fill o by hooks->create, or with lab_opt_create as its one part when
+ *  hooks or create is NULL. */
+void lab_opt_build(lab_opt *o, const lab_opt_hooks *hooks, const optim_hparams *hp, const lab_tensor *t, size_t n,
+                   int vectors_no_decay);
+/** One step of every part, in order (exits on a library error). */
+void lab_opt_step(lab_opt *o);
+/** hooks->set_eval(part, eval) for every part, when there is one. */
+void lab_opt_set_eval(const lab_opt_hooks *hooks, lab_opt *o, int eval);
+/** Free every part; o is empty after. */
+void lab_opt_free(lab_opt *o);
+/** 1 if this lab was built with liboptim_muon (CMake OPTIM_MUON), which
+ *  lab_muon_create needs. */
+int lab_muon_available(void);
+/** Keller Jordan's MuonWithAuxAdam recipe as a create hook (lab_muon.c):
+ *  the matrices (rows > 1) in a Muon object with hp (Nesterov, 5
+ *  Newton-Schulz steps, hp's lr and weight decay), the vectors in an AdamW
+ *  object with the reference's auxiliary settings (LAB_MUON_AUX_*). With no
+ *  matrix at all (the 2-D surfaces' one 1 x 2 point) the point is Muon's, as
+ *  a 1 x 2 matrix: its orthogonalised momentum is its direction, so Muon
+ *  there is normalised Nesterov momentum with a step of fixed length. */
+#define LAB_MUON_AUX_LR 3e-4
+#define LAB_MUON_AUX_BETA1 0.9
+#define LAB_MUON_AUX_BETA2 0.95
+#define LAB_MUON_AUX_EPS 1e-10
+#define LAB_MUON_AUX_WEIGHT_DECAY 0.0
+void lab_muon_create(lab_opt *o, const optim_hparams *hp, const lab_tensor *t, size_t n, int vectors_no_decay);
 /** RMS(after - before) / RMS(before) over n floats, in double: the size of
  *  one step relative to the weights (NaN when before is all zero). */
 double lab_update_ratio(const float *before, const float *after, size_t n);
@@ -490,6 +523,8 @@ typedef struct lab_modern_rule {
 extern const lab_modern_rule lab_modern_rules[];
 extern const size_t lab_modern_rule_count;
 const lab_modern_rule *lab_modern_find(const char *key);
+/** 1 if this build can run r (0: Muon in a build without liboptim_muon). */
+int lab_modern_runnable(const lab_modern_rule *r);
 /** The rule's defaults, its hparams string, and lr; returns 0, or -1 with a
  *  message naming the bad setting. */
 int lab_modern_hparams(const lab_modern_rule *r, double lr, optim_hparams *hp, char *msg, size_t msgsize);

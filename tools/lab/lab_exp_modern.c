@@ -1,6 +1,8 @@
 /* lab_exp_modern.c: `optim lab modern`: the rules practitioners reach for
- * today (issue 13: Lion, LAMB, LARS, and at merge Adafactor, schedule-free
- * SGD/AdamW, Muon) next to AdamW, Adam and SGD+momentum.
+ * today (issue 13: Lion, LAMB, LARS, schedule-free SGD/AdamW, Muon with an
+ * AdamW for the biases, and at merge Adafactor) next to AdamW, Adam and
+ * SGD+momentum. A rule's optimizer may be several objects (lab_opt: Muon's
+ * weights and the AdamW for the rest), built by its create hook.
  *
  * Part 1: every rule on the 2-D surfaces of `trajectories`, its learning
  * rate chosen per surface by a grid search (the closest final point to a
@@ -25,10 +27,8 @@
 /* The rules, in report order: the newer ones, then the baselines. ONE line
  * per rule: key, label, rule, settings besides lr (library names), the MLP's
  * lr grid (ascending), biases without decay, hooks {create, set_eval},
- * baseline. Not here yet: Adafactor (not merged) and Muon (an optimizer
- * object has one rule, so Muon's 2-D weights and an AdamW group for the rest
- * are two objects, which one create hook cannot return; optim.torch's
- * MuonWithAuxAdam does it in Python). */
+ * baseline. A rule whose optimizer is more than one object (Muon: an object
+ * has one rule) builds its parts in its create hook (lab_opt, lab.h). */
 
 /* The schedule-free rules evaluate at x and take gradients at y
  * (include/optim_schedule_free.h). A library error here is a bug of the lab. */
@@ -36,6 +36,22 @@ static void sf_set_eval(optim *opt, int eval)
 {
     lab_check(eval ? optim_schedule_free_eval(opt) : optim_schedule_free_train(opt), "the schedule-free switch",
               optim_errmsg(opt));
+}
+
+/* Adafactor factors the second moment of each weight matrix over its rows and columns: the plain optimizer,
+ * then each matrix's shape (optim_param_set_shape, before any step; the biases stay vectors). */
+static void adafactor_create(lab_opt *o, const optim_hparams *hp, const lab_tensor *t, size_t n,
+                             int vectors_no_decay)
+{
+    optim *opt = lab_opt_create(hp, t, n, vectors_no_decay);
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (t[i].rows > 1) {
+            const int64_t shape[2] = {(int64_t)t[i].rows, (int64_t)t[i].cols};
+            lab_check(optim_param_set_shape(opt, i, 2, shape), "optim_param_set_shape", optim_errmsg(opt));
+        }
+    o->part[0] = opt;
+    o->nparts = 1;
 }
 
 const lab_modern_rule lab_modern_rules[] = {
@@ -46,11 +62,19 @@ const lab_modern_rule lab_modern_rules[] = {
     /* LARS: momentum 0.9, weight decay 1e-4 (switches the ratio on), trust_coeff 1e-3: the step is
      * lr * 1e-3 * ||p|| before momentum. */
     {"lars", "LARS", OPTIM_LARS, "momentum=0.9,weight_decay=0.0001", {0.1, 0.3, 1, 3}, 1, {NULL, NULL}, 0},
+    /* Adafactor: torch 2.x's defaults; lr caps the relative step (the step is min(lr, 1/sqrt(t)) * RMS(p)). */
+    {"adafactor", "Adafactor", OPTIM_ADAFACTOR, "", {3e-3, 1e-2, 3e-2, 1e-1}, 0, {adafactor_create, NULL}, 0},
     /* Schedule-free (Defazio et al. 2024): the reference's defaults (AdamW lr 0.0025, SGD lr 1, momentum 0.9),
      * no schedule; evaluated at x. */
     {"sf_adamw", "AdamW (schedule-free)", OPTIM_ADAMW_SCHEDULE_FREE, "", {1e-3, 2.5e-3, 1e-2, 3e-2}, 0,
      {NULL, sf_set_eval}, 0},
     {"sf_sgd", "SGD (schedule-free)", OPTIM_SGD_SCHEDULE_FREE, "", {0.1, 0.3, 1, 3}, 0, {NULL, sf_set_eval}, 0},
+    /* Muon: Keller Jordan's MuonWithAuxAdam recipe (lab_muon_create): Muon (Nesterov, 5 Newton-Schulz steps,
+     * lr * sqrt(max(1, rows / cols)), the reference's weight decay 0) on both weight matrices, its lr from the
+     * grid around the reference's 0.02; the biases in an AdamW with the reference's auxiliary settings (lr 3e-4,
+     * betas (0.9, 0.95), eps 1e-10, no decay), not tuned. */
+    {"muon", "Muon (AdamW on biases)", OPTIM_MUON, "weight_decay=0", {5e-3, 1e-2, 2e-2, 5e-2}, 0,
+     {lab_muon_create, NULL}, 0},
     {"adamw", "AdamW", OPTIM_ADAMW, "", {1e-4, 3e-4, 1e-3, 3e-3}, 0, {NULL, NULL}, 1},
     {"adam", "Adam", OPTIM_ADAM, "", {1e-4, 3e-4, 1e-3, 3e-3}, 0, {NULL, NULL}, 1},
     {"momentum", "SGD+momentum", OPTIM_SGD, "momentum=0.9", {3e-3, 1e-2, 3e-2, 1e-1}, 0, {NULL, NULL}, 1},
@@ -70,6 +94,12 @@ const lab_modern_rule *lab_modern_find(const char *key)
     for (i = 0; i < lab_modern_rule_count; i++)
         if (strcmp(lab_modern_rules[i].key, key) == 0) return &lab_modern_rules[i];
     return NULL;
+}
+
+int lab_modern_runnable(const lab_modern_rule *r)
+{
+    /* Muon's products are liboptim_muon's: a build without it (CMake OPTIM_MUON=OFF) has no Muon row. */
+    return r->hooks.create != lab_muon_create || lab_muon_available();
 }
 
 int lab_modern_hparams(const lab_modern_rule *r, double lr, optim_hparams *hp, char *msg, size_t msgsize)
@@ -316,6 +346,58 @@ static void mlp_run_free(mlp_run *r)
 
 static const char *const tensor_names[NTENSORS] = {"layer0.weight", "layer0.bias", "layer1.weight", "layer1.bias"};
 
+/* The MLP's tensors as the optimizers see them: weights dims[l+1] x dims[l], biases 1 x dims[l+1]. */
+static void mlp_tensors(lab_mlp *m, const size_t *dims, lab_tensor t[NTENSORS])
+{
+    int l;
+    for (l = 0; l < 2; l++) {
+        t[2 * l] = (lab_tensor){tensor_names[2 * l], m->w[l], m->gw[l], dims[l + 1], dims[l]};
+        t[2 * l + 1] = (lab_tensor){tensor_names[2 * l + 1], m->b[l], m->gb[l], 1, dims[l + 1]};
+    }
+}
+
+/* The optimizer objects r builds over the MLP at lr (lab_opt's parts): per part its rule, its first group's
+ * lr and its tensors, into o's "optimizers"; a sentence naming them into text (when there are several). */
+static void record_parts(lab_ctx *ctx, const lab_modern_rule *r, double lr, lab_json *o, char *text, size_t size)
+{
+    optim_hparams hp = rule_hparams(r, lr);
+    lab_mlp m;
+    lab_tensor t[NTENSORS];
+    lab_opt opt;
+    size_t dims[LAB_MLP_MAX_LAYERS + 1], batch, pi, i, len = 0;
+    int nlayers;
+    lab_json *list = lab_json_put(o, "optimizers", lab_json_array());
+    lab_mlp_shape(ctx, &nlayers, dims, &batch);
+    lab_mlp_init(&m, nlayers, dims, batch);
+    mlp_tensors(&m, dims, t);
+    lab_opt_build(&opt, &r->hooks, &hp, t, NTENSORS, r->vectors_no_decay);
+    text[0] = '\0';
+    if (opt.nparts > 1)
+        len += (size_t)snprintf(text, size, " Its optimizer is %zu objects (one rule each):", opt.nparts);
+    for (pi = 0; pi < opt.nparts; pi++) {
+        optim_hparams g;
+        lab_json *pj = lab_json_push(list, lab_json_object()), *names = lab_json_array();
+        lab_check(optim_group_get(opt.part[pi], 0, &g), "optim_group_get", optim_errmsg(opt.part[pi]));
+        lab_json_set_str(pj, "rule", optim_rule_name(g.rule));
+        lab_json_set_num(pj, "lr", g.lr);
+        if (opt.nparts > 1 && len < size)
+            len += (size_t)snprintf(text + len, size - len, "%s %s at lr %g on", pi ? ";" : "", optim_rule_name(g.rule),
+                                    g.lr);
+        for (i = 0; i < optim_param_count(opt.part[pi]); i++) {
+            optim_param_info info;
+            lab_check(optim_param_get_info(opt.part[pi], i, &info), "optim_param_get_info",
+                      optim_errmsg(opt.part[pi]));
+            lab_json_push(names, lab_json_str(info.name));
+            if (opt.nparts > 1 && len < size)
+                len += (size_t)snprintf(text + len, size - len, "%s %s", i ? "," : "", info.name);
+        }
+        lab_json_put(pj, "tensors", names);
+    }
+    if (opt.nparts > 1 && len < size) snprintf(text + len, size - len, ".");
+    lab_opt_free(&opt);
+    lab_mlp_free(&m);
+}
+
 /* One run: rows [0, ntrain - nval) of the training images train the MLP;
  * rows [ntrain - nval, ntrain) validate it; the test split tests it. */
 static void train_run(lab_ctx *ctx, const lab_modern_rule *r, double lr, int epochs, uint64_t seed, size_t nval,
@@ -326,10 +408,10 @@ static void train_run(lab_ctx *ctx, const lab_modern_rule *r, double lr, int epo
     lab_mlp m;
     lab_rng rng;
     lab_tensor t[NTENSORS];
-    optim *opt;
+    lab_opt opt;
     size_t dims[LAB_MLP_MAX_LAYERS + 1], batch, ntr = d->ntrain - nval, steps_per_epoch, *order, *idx, i, k;
     float *before[NTENSORS];
-    int nlayers, e, l;
+    int nlayers, e;
     long step = 0, total;
     lab_progress prog;
 
@@ -337,11 +419,8 @@ static void train_run(lab_ctx *ctx, const lab_modern_rule *r, double lr, int epo
     lab_mlp_init(&m, nlayers, dims, batch);
     lab_rng_init(&rng, seed, 0x1417);
     lab_mlp_reset(&m, &rng);
-    for (l = 0; l < 2; l++) {
-        t[2 * l] = (lab_tensor){tensor_names[2 * l], m.w[l], m.gw[l], dims[l + 1], dims[l]};
-        t[2 * l + 1] = (lab_tensor){tensor_names[2 * l + 1], m.b[l], m.gb[l], 1, dims[l + 1]};
-    }
-    opt = lab_opt_create_with(&r->hooks, &hp, t, NTENSORS, r->vectors_no_decay);
+    mlp_tensors(&m, dims, t);
+    lab_opt_build(&opt, &r->hooks, &hp, t, NTENSORS, r->vectors_no_decay);
     steps_per_epoch = (ntr + batch - 1) / batch;
     total = (long)steps_per_epoch * epochs;
     memset(out, 0, sizeof *out);
@@ -381,7 +460,7 @@ static void train_run(lab_ctx *ctx, const lab_modern_rule *r, double lr, int epo
              * statistics will give it without the copies). */
             if (sample)
                 for (k = 0; k < NTENSORS; k++) memcpy(before[k], t[k].p, sizeof(float) * t[k].rows * t[k].cols);
-            lab_check(optim_step(opt), "optim_step", optim_errmsg(opt));
+            lab_opt_step(&opt);
             if (sample) {
                 out->ratio_step[out->nratio] = step + 1;
                 for (k = 0; k < NTENSORS; k++)
@@ -398,13 +477,13 @@ static void train_run(lab_ctx *ctx, const lab_modern_rule *r, double lr, int epo
         if (out->diverged) break;
         out->train_loss[e] = sum / (double)seen;
         /* Evaluated where the rule says (schedule-free: x), then back. */
-        lab_opt_set_eval(&r->hooks, opt, 1);
+        lab_opt_set_eval(&r->hooks, &opt, 1);
         {
             double vloss;
             lab_mlp_evaluate(&m, d, d->xtrain, d->ytrain, ntr, nval, idx, &vloss, &out->val_acc[e]);
             lab_mlp_evaluate(&m, d, d->xtest, d->ytest, 0, d->ntest, idx, &out->test_loss[e], &out->test_acc[e]);
         }
-        lab_opt_set_eval(&r->hooks, opt, 0);
+        lab_opt_set_eval(&r->hooks, &opt, 0);
     }
     {
         char note[96];
@@ -418,7 +497,7 @@ static void train_run(lab_ctx *ctx, const lab_modern_rule *r, double lr, int epo
     for (k = 0; k < NTENSORS; k++) free(before[k]);
     free(order);
     free(idx);
-    optim_free(opt);
+    lab_opt_free(&opt);
     lab_mlp_free(&m);
 }
 
@@ -548,7 +627,8 @@ int lab_exp_modern(lab_ctx *ctx)
     char statement[8192];
     size_t len = 0;
 
-    for (i = 0; i < lab_modern_rule_count && nr < MAX_RULES; i++) rules[nr++] = &lab_modern_rules[i];
+    for (i = 0; i < lab_modern_rule_count && nr < MAX_RULES; i++)
+        if (lab_modern_runnable(&lab_modern_rules[i])) rules[nr++] = &lab_modern_rules[i];
     for (i = 0; i < nr; i++)
         if (strcmp(rules[i]->key, "adamw") == 0) adamw = (int)i;
     if (lab_need_data(ctx)) return 1;
@@ -560,6 +640,10 @@ int lab_exp_modern(lab_ctx *ctx)
     {
         lab_json *list = lab_json_put(ctx->exp, "rules", lab_json_array());
         for (i = 0; i < nr; i++) lab_json_push(list, lab_json_str(rules[i]->key));
+        /* The rules this build cannot run (Muon without liboptim_muon), said rather than silently dropped. */
+        list = lab_json_put(ctx->exp, "rules_absent", lab_json_array());
+        for (i = 0; i < lab_modern_rule_count; i++)
+            if (!lab_modern_runnable(&lab_modern_rules[i])) lab_json_push(list, lab_json_str(lab_modern_rules[i].key));
     }
 
     surfaces_part(ctx, rules, nr, sres);
@@ -581,7 +665,7 @@ int lab_exp_modern(lab_ctx *ctx)
         int first = ctx->opt.quick ? (nlrs(r) - 2) / 2 : 0, reached = 0, reached_w = 0, v = 0;
         double lr = r->lrs[first + res->chosen], d = NAN, noise = NAN;
         lab_json *o = lab_json_put(ctx->exp, r->key, lab_json_object()), *sj;
-        char *cells[8], grid[128], verdict_text[1024];
+        char *cells[8], grid[128], verdict_text[1536], parts_text[384];
         size_t gl = 0;
         int li;
         for (li = 0; li < res->nlr; li++)
@@ -618,6 +702,7 @@ int lab_exp_modern(lab_ctx *ctx)
         for (k = 0; k < NTENSORS; k++) /* lab_json_put: the keys hold dots */
             lab_json_put(sj, tensor_names[k], lab_json_num(res->ratio_median[k]));
         lab_json_set_num(o, "surfaces_reached", reached);
+        record_parts(ctx, r, lr, o, parts_text, sizeof parts_text);
         sj = lab_json_put(o, "surface_lr", lab_json_object());
         for (si = 0; si < NSURF; si++) lab_json_set_num(sj, lab_surfaces[si].name, sres[i][si].lr);
         if (adamw >= 0 && (int)i != adamw) {
@@ -640,6 +725,15 @@ int lab_exp_modern(lab_ctx *ctx)
                      "%s (the reference): test accuracy %.4f (sd %.4f) at lr %g (grid %s); surfaces reached %d of "
                      "5; median update/weight RMS ratio of layer0.weight %.3g.",
                      r->label, res->mean, res->sd, lr, grid, reached, res->ratio_median[0]);
+        }
+        if (parts_text[0]) { /* several objects: say which steps what, and each tensor's median ratio */
+            size_t vl = strlen(verdict_text);
+            vl += (size_t)snprintf(verdict_text + vl, sizeof verdict_text - vl, "%s Median update/weight RMS ratios:",
+                                   parts_text);
+            for (k = 0; k < NTENSORS && vl < sizeof verdict_text; k++)
+                vl += (size_t)snprintf(verdict_text + vl, sizeof verdict_text - vl, "%s %s %.3g", k ? "," : "",
+                                       tensor_names[k], res->ratio_median[k]);
+            if (vl < sizeof verdict_text) snprintf(verdict_text + vl, sizeof verdict_text - vl, ".");
         }
         if (!ctx->opt.quick && (res->chosen == 0 || res->chosen == res->nlr - 1)) {
             size_t vl = strlen(verdict_text);

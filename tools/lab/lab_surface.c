@@ -244,11 +244,14 @@ static void surface_run(const lab_surface *s, const optim_hparams *hp, const lab
 {
     float p[2], g[2] = {0, 0};
     const lab_tensor w = {"w", p, g, 1, 2};
-    optim *opt = lab_opt_create_with(hooks, hp, &w, 1, 0);
+    lab_opt opt;
     optim_sam *sam = NULL;
     optim_error err;
     int t;
-    if (sam_rho > 0) lab_check(optim_sam_create(&sam, opt, sam_rho, 2.0, 0, 0.0, &err), "optim_sam_create", err.message);
+    lab_opt_build(&opt, hooks, hp, &w, 1, 0);
+    /* SAM wraps one optimizer object (surface_run is given no hooks with it). */
+    if (sam_rho > 0)
+        lab_check(optim_sam_create(&sam, opt.part[0], sam_rho, 2.0, 0, 0.0, &err), "optim_sam_create", err.message);
     path->x = (double *)lab_xmalloc(sizeof(double) * (size_t)(steps + 1));
     path->y = (double *)lab_xmalloc(sizeof(double) * (size_t)(steps + 1));
     path->f = (double *)lab_xmalloc(sizeof(double) * (size_t)(steps + 1));
@@ -258,10 +261,10 @@ static void surface_run(const lab_surface *s, const optim_hparams *hp, const lab
     for (t = 0;; t++) {
         double x, y;
         /* The point to record: the evaluation point of a rule that has two. */
-        lab_opt_set_eval(hooks, opt, 1);
+        lab_opt_set_eval(hooks, &opt, 1);
         x = (double)p[0] * scale;
         y = (double)p[1] * scale;
-        lab_opt_set_eval(hooks, opt, 0);
+        lab_opt_set_eval(hooks, &opt, 0);
         path->x[t] = x;
         path->y[t] = y;
         path->f[t] = s->f(x, y);
@@ -279,11 +282,11 @@ static void surface_run(const lab_surface *s, const optim_hparams *hp, const lab
             grad_in_units(s, p, scale, g);
             lab_check(optim_sam_second_step(sam), "optim_sam_second_step", optim_sam_errmsg(sam));
         } else {
-            lab_check(optim_step(opt), "optim_step", optim_errmsg(opt));
+            lab_opt_step(&opt);
         }
     }
     optim_sam_free(sam);
-    optim_free(opt);
+    lab_opt_free(&opt);
 }
 
 void lab_surface_run(const lab_surface *s, const optim_hparams *hp, int steps, double scale, lab_path *path)

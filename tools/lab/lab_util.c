@@ -297,16 +297,36 @@ optim *lab_opt_create(const optim_hparams *hp, const lab_tensor *t, size_t n, in
     return opt;
 }
 
-optim *lab_opt_create_with(const lab_opt_hooks *hooks, const optim_hparams *hp, const lab_tensor *t, size_t n,
-                           int vectors_no_decay)
+void lab_opt_build(lab_opt *o, const lab_opt_hooks *hooks, const optim_hparams *hp, const lab_tensor *t, size_t n,
+                   int vectors_no_decay)
 {
-    if (hooks && hooks->create) return hooks->create(hp, t, n, vectors_no_decay);
-    return lab_opt_create(hp, t, n, vectors_no_decay);
+    memset(o, 0, sizeof *o);
+    if (hooks && hooks->create) {
+        hooks->create(o, hp, t, n, vectors_no_decay);
+    } else {
+        o->part[0] = lab_opt_create(hp, t, n, vectors_no_decay);
+        o->nparts = 1;
+    }
 }
 
-void lab_opt_set_eval(const lab_opt_hooks *hooks, optim *opt, int eval)
+void lab_opt_step(lab_opt *o)
 {
-    if (hooks && hooks->set_eval) hooks->set_eval(opt, eval);
+    size_t i;
+    for (i = 0; i < o->nparts; i++) lab_check(optim_step(o->part[i]), "optim_step", optim_errmsg(o->part[i]));
+}
+
+void lab_opt_set_eval(const lab_opt_hooks *hooks, lab_opt *o, int eval)
+{
+    size_t i;
+    if (hooks && hooks->set_eval)
+        for (i = 0; i < o->nparts; i++) hooks->set_eval(o->part[i], eval);
+}
+
+void lab_opt_free(lab_opt *o)
+{
+    size_t i;
+    for (i = 0; i < o->nparts; i++) optim_free(o->part[i]);
+    memset(o, 0, sizeof *o);
 }
 
 double lab_update_ratio(const float *before, const float *after, size_t n)

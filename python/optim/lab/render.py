@@ -764,6 +764,7 @@ PREC_STYLE = {
     "bf16_sr": ("#ff7f0e", "^", "-"),
     "int8_state": ("#d62728", "D", "--"),
     "int8_state_bf16_sr": ("#9467bd", "v", "--"),
+    "int8_state_sr": ("#8c564b", "P", ":"),  # the long run only: int8 state with stochastic codes
 }
 PREC_MODES = ("fp32", "bf16_master", "bf16_sr", "int8_state", "int8_state_bf16_sr")
 
@@ -866,7 +867,8 @@ def fig_precision(run_dir, exp):
                 "Top: from 0 to an optimum of magnitude 1 to 3; plain bfloat16 (nearest rounding, no master, no "
                 "stochastic rounding) stops where an update falls below half an ulp. Bottom: converged, then at the "
                 "dashed line the gradients of the odd coordinates fall %gx and the optimum moves by %g; the 8-bit "
-                "second moment of those coordinates cannot decay with them." % (syn.get("drop_factor", 1000),
+                "second moment of those coordinates cannot decay with them under nearest rounding, and does "
+                "with stochastically rounded codes (int8_state_sr)." % (syn.get("drop_factor", 1000),
                                                                                  syn.get("shift", 0.5))))
     return out
 
@@ -1023,8 +1025,9 @@ def fig_modern(run_dir, exp):
         out.append((save(fig, run_dir, "modern_ratio.png"),
                     "RMS(p after - p before) / RMS(p before) of one step, per tensor, computed by the lab from the "
                     "parameters around the step (the library's step statistics will supply it). Sign-based Lion "
-                    "and the trust-ratio rules LAMB/LARS set this ratio by design; Adam-type steps follow the "
-                    "gradient's signal-to-noise."))
+                    "and the trust-ratio rules LAMB/LARS set this ratio by design, and so does Muon on the weight "
+                    "matrices (its orthogonalised step has singular values near 1, times lr; its biases are the "
+                    "auxiliary AdamW's); Adam-type steps follow the gradient's signal-to-noise."))
     return out
 
 
@@ -1070,11 +1073,11 @@ ABOUT = {
                  "weights and gradients (with an fp32 master copy, or stochastic rounding) and with 8-bit "
                  "block-quantized state, against float32, three seeds each; then a long synthetic run of every "
                  "mode against the library's float64 path.",
-    "modern": "The rules practitioners reach for today (issue 13: Lion, LAMB, LARS; Adafactor, schedule-free "
-              "SGD/AdamW and Muon as they land) next to AdamW, Adam and SGD+momentum: on the 2-D surfaces at a "
-              "tuned lr, and training the MLP with each lr chosen from a small grid on a validation split held "
-              "out of the training images, three seeds at that lr, the update/weight ratio of every layer over "
-              "training, and a verdict per rule against AdamW computed from the seeds.",
+    "modern": "The rules practitioners reach for today (issue 13: Lion, LAMB, LARS, schedule-free SGD/AdamW, "
+              "Muon with an AdamW for the biases; Adafactor as it lands) next to AdamW, Adam and SGD+momentum: "
+              "on the 2-D surfaces at a tuned lr, and training the MLP with each lr chosen from a small grid on "
+              "a validation split held out of the training images, three seeds at that lr, the update/weight "
+              "ratio of every layer over training, and a verdict per rule against AdamW computed from the seeds.",
 }
 
 

@@ -33,6 +33,7 @@ from ._clip import clip_grad_norm_, clip_grad_value_
 from ._optimizers import SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, RAdam, NAdam, AdaBound
 from ._modern import Lion, LAMB, LARS, SGDScheduleFree, AdamWScheduleFree
 from ._muon import Muon, MuonWithAuxAdam
+from ._adafactor import Adafactor
 from ._classic import Adamax, ASGD, Rprop
 from ._lbfgs import LBFGS
 from ._sparse import SparseAdam
@@ -42,6 +43,7 @@ from ._quantized import QuantizedState, dequantize_state_dict
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "RAdam", "NAdam", "AdaBound", "Lion", "LAMB", "LARS", "SGDScheduleFree", "AdamWScheduleFree", "Muon", "MuonWithAuxAdam", "SAM",
            "Adamax", "ASGD", "Rprop",
+           "Adafactor",
            "LBFGS", "SparseAdam",
            "clip_grad_norm_", "clip_grad_value_", "NonFiniteGradientError", "lr_scheduler",
            "QuantizedState", "dequantize_state_dict"]

@@ -30,6 +30,7 @@ optimizers they run in parallel (ctypes releases the GIL). See the README's
 "Threads" section for what a step does when another thread replaces a
 tensor meanwhile.
 """
+import functools
 import inspect
 
 import torch
@@ -37,7 +38,7 @@ from torch.optim.optimizer import Optimizer, required
 
 from .. import _constants, _core
 from .._capi import OptimError
-from . import _checkpoint, _distributed, _groups, _members, _precision, _state_dict, _step
+from . import _checkpoint, _distributed, _ema, _groups, _members, _precision, _state_dict, _step
 from ._cobject import CObject, Rule
 from ._groups import CLIP_KEY, CLIPV_KEY, NONFINITE_KEY, check_flags
 from ._state import State
@@ -111,6 +112,26 @@ class _Optimizer(Optimizer):
         c = self._c
         _groups.push_checks(c, _groups.read_checks(c, self.param_groups, "param group"))
         self.state = State(c)
+
+    def __init_subclass__(cls, **kwargs):
+        """Every class takes ema_decay= (None: no EMA; a number in [0, 1))
+        and ema_warmup= (False) beside its own keywords (include/optim_ema.h,
+        docs/EMA.md): its __init__ is wrapped here, once per class, so that
+        the keywords live in one place. The signature shown stays the
+        class's own (torch's)."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_optim_ema", False):
+            return
+
+        @functools.wraps(init)
+        def __init__(self, *args, ema_decay=None, ema_warmup=False, **kw):
+            init(self, *args, **kw)
+            if ema_decay is not None or ema_warmup is not False:
+                self.set_ema(ema_decay, ema_warmup)
+
+        __init__._optim_ema = True
+        cls.__init__ = __init__
 
     def _init_c(self, defaults):
         """A new C object for this class's rule, with no groups yet."""
@@ -286,6 +307,45 @@ class _Optimizer(Optimizer):
         gradient held NaN. A float (before any clipping)."""
         return self._c.h.last_grad_norm()
 
+    # ---- the EMA of the weights (optim_ema.h; docs/EMA.md) ------------------------
+
+    def set_ema(self, decay, warmup=False):
+        """Keep an exponential moving average of the weights, updated by every
+        step() in the same pass: ema = d * ema + (1 - d) * p, d = decay, or
+        with warmup=True min(decay, (1 + t) / (10 + t)), t the averages taken
+        before; the first average copies the parameters (torch's
+        AveragedModel with n_averaged == 0). decay in [0, 1), or None to turn
+        it off (freeing the averages). Turning it on (again) starts a new
+        average; changing decay or warmup while on keeps it. The same as the
+        constructor's ema_decay= and ema_warmup=."""
+        c = self._c
+        where = "%s.set_ema" % c.owner
+        decay, warmup = _ema.parse(decay, warmup, where)
+        if decay is None and warmup:
+            raise ValueError("%s: ema_warmup=True needs an ema_decay" % where)
+        with c.lock:
+            sam_guard(c, "set_ema")
+            c = _members.sync(self)
+            _ema.refuse_swapped(c, "set_ema")
+            _step.with_live_params(c, lambda: _ema.apply(c, decay, warmup))  # C reads p's memory: live, held
+
+    def swap_ema(self):
+        """Exchange the parameters and their averages, for evaluation: the
+        parameters then hold the EMA (rounded to nearest even in a
+        bfloat16/float16 parameter), and a second call puts the trained
+        weights back, bit for bit. step(), set_ema, load_state_dict,
+        state_dict and load_checkpoint are refused (RuntimeError) while
+        swapped. Returns True when the parameters now hold the EMA."""
+        return _ema.swap(self)
+
+    def ema_state(self):
+        """None without an EMA, else a dict: 'decay', 'warmup', 'count' (the
+        averages taken: torch's AveragedModel.n_averaged), 'swapped', and
+        'averages', a list of new tensors (float32, float64 for float64
+        parameters) in the order of param_groups' params (None while
+        swapped)."""
+        return _ema.state(self)
+
     # ---- step statistics (optim_stats.h; docs/STATS.md) ---------------------------
 
     def enable_stats(self, on=True):
@@ -352,6 +412,7 @@ class _Optimizer(Optimizer):
         with c.lock:
             sam_guard(c, "add_param_group")
             c = _members.sync(self)
+            _ema.refuse_swapped(c, "add_param_group")  # before anything changes (C refuses the parameters then)
             params = param_group["params"]
             if isinstance(params, torch.Tensor):
                 params = [params]
@@ -548,6 +609,7 @@ class _Optimizer(Optimizer):
         with c.lock:
             sam_guard(c, "step")
             c = _members.sync(self)
+            _ema.refuse_swapped(c, "step")
             _groups.sync(c, self.param_groups)
             if not c.params:
                 return loss

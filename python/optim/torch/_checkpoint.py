@@ -3,7 +3,7 @@ read from a file in liboptim's format (include/optim_checkpoint.h,
 docs/CHECKPOINT.md). A path is str, bytes or os.PathLike; one holding a NUL
 byte is refused (optim._core.c_path)."""
 from .. import _core
-from . import _groups, _members
+from . import _ema, _groups, _members
 from . import _tensors
 from ._quantized import QuantizedState
 from ._step import sam_guard, with_live_params
@@ -26,6 +26,10 @@ def _relayout(c, to_file):
         canon = c.layout_for(p)
         if not c.numels[i] or _tensors.same_layout(c.shapes[i], live, canon):
             continue
+        if to_file:  # the EMA of the weights too (docs/EMA.md)
+            _ema.relayout(c, i, live, canon)
+        else:
+            _ema.relayout(c, i, canon, live)
         tensors = [c.slot_tensor(i, s) for s in range(len(c.rule.slot_kinds))] + [c.master_tensor(i)]
         for t in tensors:
             if t is None or isinstance(t, QuantizedState):

@@ -17,6 +17,7 @@ never interleave (two threads stepping it are serialized) and the pointers a
 call passes are the ones it checked and pinned.
 """
 import ctypes
+import math
 
 import numpy as np
 import torch
@@ -84,6 +85,10 @@ class Rule:
         # row-major (contiguous) order; a parameter in another layout (transposed, channels_last, p.data
         # replaced by such a tensor) goes through a working copy (layout_for, _step.bind).
         self.row_major = getattr(cls, "_row_major", False)
+        # A rule whose slots follow the parameter's shape (Adafactor: row_var (..., R, 1), col_var
+        # (..., 1, C), or variance): geometry(shape, s) -> the slot's shape, or None where the parameter
+        # has no such slot (its C slot holds 0 elements). None: every slot has the parameter's shape.
+        self.slot_geometry = getattr(cls, "_slot_geometry", None)
         self.hp_fields = [f for _, _, fields in cls._hp_spec for f in fields]  # the order of CObject.pushed
         self.complex = getattr(cls, "_complex", None)
         self.complex_reason = getattr(cls, "_complex_reason", None)
@@ -411,6 +416,17 @@ class CObject:
         t = _tensors.TORCH_TYPES[dtype]
         return _tensors.COMPLEX_OF[t] if self.dtypes[i] in _tensors.COMPLEX_TYPES else t
 
+    def slot_shape(self, i, s):
+        """(shape, strides) of slot s of parameter i: the parameter's shape and state layout,
+        or the rule's slot geometry (contiguous); None where parameter i has no slot s."""
+        if self.rule.slot_geometry is None:
+            return self.shapes[i], self.layouts[i]
+        shape = self.rule.slot_geometry(tuple(self.shapes[i]), s)
+        if shape is None:
+            return None
+        shape = torch.Size(shape)
+        return shape, (self.layouts[i] if shape == self.shapes[i] else _tensors.contiguous_strides(shape))
+
     def slot_tensor(self, i, s):
         """A new tensor over slot s of parameter i (None if not allocated), with
         the parameter's state layout (c.layouts[i]: the strides torch gives its
@@ -425,7 +441,7 @@ class CObject:
             codes = self._tensor_over(i, addr, torch.uint8)
             scales = self._flat_over(addr + scales_offset(n), nblocks(n), torch.float32)
             return QuantizedState(codes, scales, self.rule.slot_kinds[s])
-        return self._tensor_over(i, addr, self.slot_dtype(i, dtype))
+        return self._tensor_over(i, addr, self.slot_dtype(i, dtype), s)
 
     def slot_write(self, i, s, value):
         """Set allocated slot s of parameter i from `value` (a tensor of the
@@ -456,16 +472,18 @@ class CObject:
         buf._owner = self.h  # the C memory lives as long as any view of it
         return torch.from_numpy(np.frombuffer(buf, dtype=np.uint8)).view(tdtype)
 
-    def _tensor_over(self, i, addr, tdtype):
+    def _tensor_over(self, i, addr, tdtype, s=None):
         """A tensor of dtype tdtype over parameter i's numel elements of C
         memory at addr, in the parameter's state layout (c.layouts[i]: the
-        strides torch gives its state)."""
-        n = self.numels[i]
+        strides torch gives its state); for slot s of a rule with a slot
+        geometry, over that slot's elements in its shape (slot_shape)."""
+        shape, layout = (self.shapes[i], self.layouts[i]) if s is None else self.slot_shape(i, s)
+        n = math.prod(shape)
         buf = (ctypes.c_uint8 * (n * _ITEMSIZE[tdtype])).from_address(addr)
         buf._owner = self.h  # the C memory lives as long as any view of it
         # Through bytes: numpy has no bfloat16; torch reinterprets the bytes.
         flat = torch.from_numpy(np.frombuffer(buf, dtype=np.uint8)).view(tdtype)
-        return flat.as_strided(self.shapes[i], self.layouts[i]) if n else flat.view(self.shapes[i])
+        return flat.as_strided(shape, layout) if n else flat.view(shape)
 
     def view(self, i, s):
         """The user's view of slot s of parameter i: the same tensor every time
@@ -481,9 +499,10 @@ class CObject:
                 v = self.slot_tensor(i, s)
                 self._views[(i, s)] = v
             return v
-        if (v is None or addr is None or v.data_ptr() != addr or v.shape != self.shapes[i]
+        shape, layout = self.slot_shape(i, s)
+        if (v is None or addr is None or v.data_ptr() != addr or v.shape != shape
                 or v.dtype is not self.slot_dtype(i, dtype)
-                or not _tensors.same_layout(v.shape, v.stride(), self.layouts[i])):
+                or not _tensors.same_layout(v.shape, v.stride(), layout)):
             v = self.slot_tensor(i, s)
             self._views[(i, s)] = v
         return v

@@ -198,6 +198,14 @@ def group_values(c, group, gi):
             if not ok or isinstance(v, bool):
                 raise ValueError("%s: param group %d: %s = %r must be a whole number" % (owner, gi, key, v))
             out.append(float(int(v)))
+        elif kind == "eps_pair":
+            # Adafactor's eps = (eps1, eps2): eps1 None is the dtype's machine epsilon (C's eps_auto).
+            try:
+                e1, e2 = v
+                out.extend((1.0, 0.0, float(e2)) if e1 is None else (0.0, float(e1), float(e2)))
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError("%s: param group %d: %s = %r must be a pair (eps1 or None, eps2)"
+                                 % (owner, gi, key, v)) from None
         elif kind == "triple":
             try:
                 a, b, cc = v
@@ -400,6 +408,9 @@ def pull_groups(c, groups):
                 group[key] = (next(it), next(it))
             elif kind == "triple":
                 group[key] = (next(it), next(it), next(it))
+            elif kind == "eps_pair":
+                auto, e1, e2 = next(it), next(it), next(it)
+                group[key] = (None if auto else e1, e2)
             elif kind == "int":
                 group[key] = int(next(it))
             elif kind == "adjust_lr":

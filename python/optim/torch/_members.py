@@ -34,7 +34,7 @@ optimizer is between its halves.
 """
 import torch
 
-from . import _groups, _precision
+from . import _ema, _groups, _precision
 from ._cobject import CObject
 from ._quantized import QuantizedState
 from ._state import ParamState, apply_param_state, plan_param_state
@@ -144,6 +144,7 @@ def _rebuild(opt):
     old = opt._c
     state = opt.state
     sam_guard(old, "step (after an edit of param_groups)")
+    _ema.refuse_swapped(old, "step (after an edit of param_groups)")
     groups = opt.param_groups
     if len(groups) != len(old.pushed):
         return old
@@ -177,6 +178,8 @@ def _rebuild(opt):
         if "param_names" in groups[gi]:
             base = len(new.params) - len(params)
             groups[gi]["param_names"] = [n if n is not None else "param%d" % (base + k) for k, n in enumerate(names)]
+    # The EMA (docs/EMA.md): settings, count and the averages of the tensors that stay (same layout).
+    _ema.carry(old, new, {j: old.index[p] for j, p in enumerate(new.params) if p in old.index})
     returning = {}  # j -> the plan of a tensor coming back with state kept in optimizer.state
     for j, p in enumerate(new.params):
         if p not in old.index:

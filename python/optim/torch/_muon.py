@@ -1,10 +1,16 @@
 """optim.torch.Muon: torch.optim.Muon (torch >= 2.9) stepped by liboptim, its
 matrix products by liboptim_muon over OpenBLAS; and MuonWithAuxAdam, Keller
 Jordan's reference class that hands the parameters Muon does not take to AdamW."""
+import math
+
 import torch
 
+from .. import _core
+from . import _groups, _muon_ckpt
 from ._base import _Optimizer, _check_flags
 from ._optimizers import _COMMON_DOC, AdamW
+from ._step import NonFiniteGradientError
+from ._tensors import describe
 
 __all__ = ["Muon", "MuonWithAuxAdam"]
 
@@ -152,12 +158,38 @@ class MuonWithAuxAdam(torch.optim.Optimizer):
     Differences from the reference: Muon's normalisation clamps ||U|| at eps (torch's) where the
     reference adds 1e-7 (the same unless ||U|| ~ 1e-7), the iteration runs in float32, not bfloat16;
     the reference's distributed variant (an all_gather across ranks) is not offered.
+
+    As optim.torch's other classes (keyword-only, beyond the reference's one argument):
+    nonfinite='propagate' | 'skip' | 'error', clip_grad_norm=None | max_norm | (max_norm, norm_type),
+    clip_grad_value=None | v, with set_nonfinite, set_clip_grad_norm, set_clip_grad_value,
+    set_threads, the properties nonfinite, clip_grad_norm, clip_grad_value, threads,
+    last_step_skipped, skipped_steps, last_grad_norm, and save_checkpoint / load_checkpoint (one file
+    holding both inner objects, _muon_ckpt). These act on the whole step, over both inner
+    optimizers: 'skip' and 'error' skip both when any gradient holds NaN or Inf, and clip_grad_norm
+    clips by the total norm of every gradient, as torch.nn.utils.clip_grad_norm_ over all of them
+    before step() would. Unlike a single optimizer's fused checks (two objects cannot share one fused
+    norm), they cost one more read of the gradients, and norm clipping a float32 copy of them during
+    the step (the gradient tensors are not written); both need dense float32 gradients.
+    clip_grad_value is element-wise and fused into each inner step.
     """
 
-    def __init__(self, param_groups):
+    def __init__(self, param_groups, *, nonfinite="propagate", clip_grad_norm=None, clip_grad_value=None):
         self._muon = None
         self._adam = None
         self._where = []  # outer group index -> (inner optimizer's attribute name, its group index)
+        self._threads = 0
+        self._nonfinite = "propagate"
+        self._clip = self._clipv = None
+        self._skipped = 0
+        self._last_skipped = False
+        self._last_norm = math.nan
+        clip = _groups.parse_clip(clip_grad_norm, "MuonWithAuxAdam")
+        clipv = _groups.parse_clip_value(clip_grad_value, "MuonWithAuxAdam")
+        if clip is not None and clipv is not None:
+            raise ValueError("MuonWithAuxAdam: clip_grad_norm = %s and clip_grad_value = %r: norm and value "
+                             "clipping cannot both be on" % (_groups.clip_text(clip), clipv))
+        self.set_nonfinite(nonfinite)
+        self._clip, self._clipv = clip, clipv
         super().__init__(param_groups, dict())
 
     # ---- groups ----------------------------------------------------------------------------------
@@ -192,6 +224,9 @@ class MuonWithAuxAdam(torch.optim.Optimizer):
                 opt = Muon([inner]) if group["use_muon"] else AdamW([inner])
                 if getattr(self, "_stats_on", False):
                     opt.enable_stats(True)
+                opt.set_threads(self._threads)
+                if self._clipv is not None:
+                    opt.set_clip_grad_value(self._clipv)
                 setattr(self, name, opt)
             else:
                 opt.add_param_group(inner)
@@ -307,11 +342,149 @@ class MuonWithAuxAdam(torch.optim.Optimizer):
             mine.update({k: v for k, v in theirs.items() if k != "params"})
 
     def __getstate__(self):
+        # The settings of the whole step go with the copy; the thread setting and the skipped-step count (a
+        # process's, not the run's) start afresh, as for optim.torch's other optimizers.
         return {"defaults": self.defaults, "param_groups": self.param_groups, "_muon": self._muon,
-                "_adam": self._adam, "_where": self._where}
+                "_adam": self._adam, "_where": self._where, "_nonfinite": self._nonfinite, "_clip": self._clip,
+                "_clipv": self._clipv}
 
     def __setstate__(self, state):
+        self.__dict__.update(dict(_threads=0, _nonfinite="propagate", _clip=None, _clipv=None, _skipped=0,
+                                  _last_skipped=False, _last_norm=math.nan))
         self.__dict__.update(state)
+
+    # ---- the whole step's settings (as optim.torch's optimizers: set_nonfinite, ...) ------------------
+
+    def _inners(self):
+        return [opt for opt in (self._muon, self._adam) if opt is not None]
+
+    def set_nonfinite(self, policy):
+        """What a step does when a gradient holds NaN or Inf: 'propagate' (IEEE arithmetic, the
+        default), 'skip' (neither inner optimizer steps; counted in skipped_steps) or 'error' (skip
+        and raise NonFiniteGradientError naming the parameter). Checked over every gradient of both
+        inner optimizers before either steps."""
+        code = _groups.parse_nonfinite(policy, "MuonWithAuxAdam.set_nonfinite")
+        self._nonfinite = _groups.nonfinite_name(code)
+
+    def set_clip_grad_norm(self, max_norm, norm_type=2.0):
+        """Clip the gradients of every step to a total norm of max_norm over every parameter of both
+        inner optimizers, as torch.nn.utils.clip_grad_norm_(all params, max_norm, norm_type) before
+        step() would (the norm and factor of optim.torch.clip_grad_norm_; the gradient tensors are not
+        written). None turns it off."""
+        where = "MuonWithAuxAdam.set_clip_grad_norm"
+        clip = _groups.parse_clip(None if max_norm is None else (max_norm, norm_type), where)
+        if clip is not None and self._clipv is not None:
+            raise ValueError("%s: clip_grad_value = %r is on: norm and value clipping cannot both be on (turn it "
+                             "off with set_clip_grad_value(None) first)" % (where, self._clipv))
+        self._clip = clip
+
+    def set_clip_grad_value(self, clip_value):
+        """Clamp every gradient element to [-clip_value, clip_value] in every step (fused into both inner
+        steps, see optim.torch.Adam.set_clip_grad_value). None turns it off."""
+        where = "MuonWithAuxAdam.set_clip_grad_value"
+        cv = _groups.parse_clip_value(clip_value, where)
+        if cv is not None and self._clip is not None:
+            raise ValueError("%s: clip_grad_norm = %s is on: norm and value clipping cannot both be on (turn it "
+                             "off with set_clip_grad_norm(None) first)" % (where, _groups.clip_text(self._clip)))
+        for opt in self._inners():
+            opt.set_clip_grad_value(cv)
+        self._clipv = cv
+
+    @property
+    def nonfinite(self):
+        """The non-finite policy: 'propagate', 'skip' or 'error' (see set_nonfinite)."""
+        return self._nonfinite
+
+    @property
+    def clip_grad_norm(self):
+        """None, or (max_norm, norm_type) of the clipping by the total norm (see set_clip_grad_norm)."""
+        return self._clip
+
+    @property
+    def clip_grad_value(self):
+        """None, or the clip_value of the value clipping (see set_clip_grad_value)."""
+        return self._clipv
+
+    def set_threads(self, threads):
+        """Threads each inner step may use (see optim.torch.Adam.set_threads): 0 follows OpenMP /
+        torch.set_num_threads, k > 0 at most k. Results are bit-identical for any value. Not saved."""
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads < 2 ** 31:
+            raise ValueError("MuonWithAuxAdam.set_threads: threads = %r must be an int >= 0 (0: follow "
+                             "torch.set_num_threads / OpenMP)" % (threads,))
+        for opt in self._inners():
+            opt.set_threads(threads)
+        self._threads = threads
+
+    @property
+    def threads(self):
+        """The thread setting of set_threads (0: follow OpenMP / torch.set_num_threads)."""
+        return self._threads
+
+    @property
+    def last_step_skipped(self):
+        """True if the last step() skipped its update for a NaN or Inf gradient."""
+        return self._last_skipped
+
+    @property
+    def skipped_steps(self):
+        """Steps skipped for NaN or Inf gradients (under 'skip' or 'error'); kept by save_checkpoint,
+        not by state_dict()."""
+        return self._skipped
+
+    @property
+    def last_grad_norm(self):
+        """The total norm of every gradient measured by the last step() (of clip_grad_norm's norm_type,
+        else the 2-norm under 'skip' or 'error'); NaN when it measured none or a gradient held NaN."""
+        return self._last_norm
+
+    # ---- checkpoints (one file, both inner objects: _muon_ckpt) ------------------------------------
+
+    def save_checkpoint(self, path):
+        """Save the whole state to `path`: both inner optimizers' liboptim checkpoints (every group's
+        hyperparameters, step counters, state, shapes, value clipping) and this optimizer's settings
+        (which groups are Muon's, the non-finite policy, norm clipping, skipped_steps), in one file
+        written to a temporary file, flushed and renamed over `path` (a crash leaves the old file or the
+        new one). The parameters are the model's: save them too. OptimError on failure, nothing changed
+        at `path`."""
+        self._sync()
+        _muon_ckpt.save(self, path)
+
+    def load_checkpoint(self, path, match="name"):
+        """Load a file of save_checkpoint into this optimizer, which must have the same groups (the same
+        use_muon in the same order) and parameters of the same shapes (match as for
+        optim.torch.Adam.load_checkpoint, within each inner optimizer). Everything is checked first; on
+        any error (OptimError: a missing, truncated or corrupt file, another optimizer's) this optimizer
+        is unchanged. param_groups and the settings become the saved ones."""
+        self._sync()
+        _muon_ckpt.load(self, path, match)
+
+    def _ckpt_settings(self):
+        return {"use_muon": [bool(g["use_muon"]) for g in self.param_groups], "nonfinite": self._nonfinite,
+                "clip_grad_norm": None if self._clip is None else list(self._clip), "skipped_steps": self._skipped}
+
+    def _check_settings(self, settings, where):
+        """The file's settings, checked as the constructor checks them (ValueError naming the bad one)."""
+        try:
+            _groups.parse_nonfinite(settings["nonfinite"], where)
+            _groups.parse_clip(settings["clip_grad_norm"], where)
+            skipped = settings["skipped_steps"]
+        except (KeyError, TypeError) as e:
+            raise ValueError("%s: the file's settings lack or garble %s" % (where, e)) from None
+        if isinstance(skipped, bool) or not isinstance(skipped, int) or skipped < 0:
+            raise ValueError("%s: the file's skipped_steps = %r is not a count" % (where, skipped))
+
+    def _apply_settings(self, settings):
+        self._nonfinite = settings["nonfinite"]
+        self._clip = _groups.parse_clip(settings["clip_grad_norm"], "MuonWithAuxAdam.load_checkpoint")
+        self._skipped = settings["skipped_steps"]
+        inners = self._inners()
+        self._clipv = inners[0].clip_grad_value if inners else None
+        # the inner groups' loaded values into the outer groups (the reference's keys)
+        for group, (name, gi) in zip(self.param_groups, self._where):
+            inner = getattr(self, name).param_groups[gi]
+            keys = ("lr", "momentum", "weight_decay") if group["use_muon"] else ("lr", "betas", "eps", "weight_decay")
+            for k in keys:
+                group[k] = inner[k]
 
     # ---- step ------------------------------------------------------------------------------------
 
@@ -322,8 +495,68 @@ class MuonWithAuxAdam(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self._sync()
+        self._last_skipped = False
+        self._last_norm = math.nan
+        if self._clip is not None or self._nonfinite != "propagate":
+            clipped = self._checks()
+            if clipped is None:
+                return loss  # skipped ('skip'); 'error' has raised
+            saved = [(p, p.grad) for p, _ in clipped]
+            try:
+                for p, g in clipped:
+                    p.grad = g
+                self._inner_steps()
+            finally:
+                for p, g in saved:
+                    p.grad = g
+            return loss
+        self._inner_steps()
+        return loss
+
+    def _inner_steps(self):
         if self._muon is not None:
             self._muon.step()
         if self._adam is not None:
             self._adam.step()
-        return loss
+
+    def _checks(self):
+        """The whole step's checks over every gradient of both inner optimizers, before either steps: the
+        total norm (liboptim's optim_grad_norm / optim_clip_grad_norm, as optim.torch.clip_grad_norm_), a
+        skip or NonFiniteGradientError for a NaN or Inf, and with clip_grad_norm the clipped float32 copies
+        of the gradients. Returns [(param, gradient to step with)] ([] when nothing is swapped), or None
+        for a skipped step."""
+        where = "MuonWithAuxAdam: step"
+        params = [p for g in self.param_groups for p in g["params"]]
+        with_grad = []
+        for i, p in enumerate(params):
+            g = p.grad
+            if g is None:
+                continue
+            if g.dtype is not torch.float32 or g.layout is not torch.strided or g.device.type != "cpu":
+                raise ValueError("%s: parameter %d (%s) has a gradient %s: nonfinite=%r and clip_grad_norm=%s "
+                                 "check every gradient together, which needs dense CPU float32 gradients"
+                                 % (where, i, describe(p), describe(g), self._nonfinite,
+                                    _groups.clip_text(self._clip)))
+            with_grad.append((i, p, g))
+        if self._clip is not None:
+            copies = [g.detach().clone(memory_format=torch.contiguous_format) for _, _, g in with_grad]
+            norm = _core.clip_grad_norm([c.data_ptr() for c in copies], [c.numel() for c in copies],
+                                        self._clip[0], self._clip[1], False, self._threads)
+        else:
+            copies = [g.detach() if g.is_contiguous() else g.detach().contiguous() for _, _, g in with_grad]
+            norm = _core.grad_norm([c.data_ptr() for c in copies], [c.numel() for c in copies], 2.0, self._threads)
+        self._last_norm = norm
+        if not math.isfinite(norm) and self._nonfinite != "propagate":
+            self._skipped += 1
+            self._last_skipped = True
+            if self._nonfinite == "error":
+                for i, p, g in with_grad:
+                    if not bool(torch.isfinite(g).all()):
+                        gi = next(k for k, grp in enumerate(self.param_groups) if any(q is p for q in grp["params"]))
+                        raise NonFiniteGradientError(
+                            "%s: the gradient of parameter %d (%s, param group %d) holds NaN or Inf; nothing was "
+                            "updated (nonfinite='error')" % (where, i, describe(g), gi), i, gi, p)
+            return None
+        if self._clip is None:
+            return []
+        return [(p, c) for (_, p, _), c in zip(with_grad, copies)]

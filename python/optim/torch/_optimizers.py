@@ -111,9 +111,12 @@ _COMMON_DOC = """
             float32 tensor); master_sync(p) re-makes it from p after you write
             p yourself (default: False).
         stochastic_rounding (bool, optional): store bfloat16 parameters without a
-            master, and bfloat16 state, with unbiased stochastic rounding keyed by
-            (seed, parameter, step, element): the same bits on every CPU path and
-            thread count, and after a resume; set_seed(s) / seed (default: False).
+            master, bfloat16 state and the codes of int8 state with unbiased
+            stochastic rounding keyed by (seed, parameter, step, element): the same
+            bits on every CPU path and thread count, and after a resume;
+            set_seed(s) / seed (default: False). With int8 state it keeps the
+            second moments following a falling gradient scale, where codes
+            rounded to nearest stall (docs/PRECISION.md).
         loss_scale (optional): None (default), a number (a static scale), 'dynamic'
             (torch.cuda.amp.GradScaler's defaults) or a dict of init_scale,
             growth_factor, backoff_factor, growth_interval: multiply the loss by
@@ -124,7 +127,8 @@ _COMMON_DOC = """
             parameter's dtype, as torch.optim (float32 with master_weights);
             torch.float32, torch.bfloat16 (stochastically rounded with
             stochastic_rounding=True), torch.float16, or "int8": 8-bit
-            block-quantized state, where state[p][key] is an
+            block-quantized state (its codes stochastically rounded with
+            stochastic_rounding=True), where state[p][key] is an
             optim.torch.QuantizedState (codes, scales, dequantize()).
             float64 parameters keep float64 state (another value is refused).
             torch.optim cannot load an int8 state_dict:

@@ -7,8 +7,8 @@ The settings are optimizer-wide (one C object): master_weights gives every
 bfloat16/float16 parameter an fp32 master copy (float32 and float64
 parameters are their own master) whose state is then float32;
 stochastic_rounding rounds every bfloat16 value stored without a master (a
-bfloat16 parameter, bfloat16 state) stochastically, and has nothing to do for
-the others. The master is state[p]['master'] (a float32 tensor over the C
+bfloat16 parameter, bfloat16 state) and the codes of int8 state
+stochastically, and has nothing to do for the others. The master is state[p]['master'] (a float32 tensor over the C
 memory); the seed of the stochastic rounding and the loss scaler are
 state_dict()['optim_precision'].
 """
@@ -131,6 +131,9 @@ def flags_for(c, dtype):
     if c.stochastic_rounding and ((dtype is torch.bfloat16 and not master) or
                                   state_dtype_for(c, dtype) is torch.bfloat16):
         flags |= C.OPTIM_PARAM_STOCHASTIC_ROUNDING
+    # int8 state: its codes round stochastically too (branch q8sr).
+    if c.stochastic_rounding and state_dtype_for(c, dtype) == "int8":
+        flags |= C.OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING
     return flags
 
 

@@ -467,7 +467,10 @@ class SAM(Optimizer):
                 if not value:
                     continue
             state[key] = value
-        self.base_optimizer.load_state_dict({"state": state, "param_groups": new_groups})
+        # The base optimizer's own top-level keys (optim_precision, optim_ema, ...) go through as they are: a
+        # dict rebuilt from 'state' and 'param_groups' alone dropped them (the EMA's averages were lost).
+        extra = {k: v for k, v in state_dict.items() if k not in ("state", "param_groups")}
+        self.base_optimizer.load_state_dict(dict(extra, state=state, param_groups=new_groups))
 
     # ---- checkpoints -----------------------------------------------------------------------
 

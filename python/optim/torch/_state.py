@@ -71,6 +71,8 @@ class ParamState(MutableMapping):
         keys.extend(rule.scalar_keys)
         pending = c.pending.get(self._i, ())
         for s, name in enumerate(rule.slot_names):
+            if rule.slot_geometry is not None and c.slot_shape(self._i, s) is None:
+                continue  # Adafactor: row_var and col_var, or variance, by the parameter's shape
             if rule.rule_name == "sgd" or s in pending or c.h.state_slot(self._i, s)[0] is not None:
                 keys.append(name)
         if c.masters[self._i]:
@@ -340,6 +342,17 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
                 plan["mu_product"] = value
     for s, name in enumerate(rule.slot_names):
         allocated = bool((bits >> s) & 1) or c.h.state_slot(i, s)[0] is not None
+        shape = c.shapes[i]
+        if rule.slot_geometry is not None:
+            geometry = c.slot_shape(i, s)
+            if geometry is None:  # Adafactor: a factored parameter has no 'variance', a vector no factors
+                if name in state and state[name] is not None:
+                    raise ValueError("%s: %s has a '%s' but parameter %d of shape %s has none (%s)"
+                                     % (owner, where, name, i, tuple(c.shapes[i]),
+                                        ", ".join(repr(n) for t, n in enumerate(rule.slot_names)
+                                                  if c.slot_shape(i, t) is not None)))
+                continue
+            shape = geometry[0]
         if name not in state:
             if name in rule.required_slots and allocated:
                 raise ValueError("%s: %s has no '%s'" % (owner, where, name))
@@ -385,6 +398,9 @@ def plan_param_state(c, i, state, bits, where, cast_extras=True, param=None):
             # torch's SGD keeps a sparse momentum buffer for sparse gradients; liboptim's is dense.
             value = value.to_dense()
         if value.shape != shape:
+            if shape != c.shapes[i]:
+                raise ValueError("%s: %s['%s'] has shape %s but parameter %d of shape %s needs %s"
+                                 % (owner, where, name, tuple(value.shape), i, tuple(c.shapes[i]), tuple(shape)))
             raise ValueError("%s: %s['%s'] has shape %s but parameter %d has shape %s"
                              % (owner, where, name, tuple(value.shape), i, tuple(shape)))
         if not (value.is_floating_point() or value.is_complex()) or value.layout is not STRIDED:

@@ -8,7 +8,7 @@ from itertools import chain
 
 import torch
 
-from . import _groups, _members, _precision, _state
+from . import _ema, _groups, _members, _precision, _state
 from ._groups import CHECK_KEYS
 from ._state import ParamState
 from ._tensors import describe
@@ -51,7 +51,11 @@ def state_dict(opt):
                                "back in a group" % (c.owner, describe(k)))
             packed_state[k] = v
         precision = _precision.export(c)
-    return {"state": packed_state, "param_groups": param_groups, _precision.STATE_KEY: precision}
+        ema = _ema.export(c)  # the EMA of the weights (docs/EMA.md): copies, only when on
+    out = {"state": packed_state, "param_groups": param_groups, _precision.STATE_KEY: precision}
+    if ema is not None:
+        out[_ema.STATE_KEY] = ema
+    return out
 
 
 def load_state_dict(opt, state_dict):
@@ -63,6 +67,7 @@ def load_state_dict(opt, state_dict):
         raise ValueError("%s: a state dict has the keys 'state' and 'param_groups'" % owner)
     with c.lock:
         c = _members.sync(opt)
+        _ema.refuse_swapped(c, "load_state_dict")
         groups = opt.param_groups
         saved_groups = state_dict["param_groups"]
         if len(groups) != len(saved_groups):
@@ -96,6 +101,7 @@ def load_state_dict(opt, state_dict):
         checks = _groups.read_checks(c, new_groups, "loaded param group")
         _groups.refuse_sharded(c, checks)
         precision = _precision.check(state_dict.get(_precision.STATE_KEY), "%s.load_state_dict" % owner)
+        ema = _ema.check(c, state_dict.get(_ema.STATE_KEY), "%s.load_state_dict" % owner)
         plans = {}
         other = {}
         for key, value in state_dict["state"].items():
@@ -117,6 +123,8 @@ def load_state_dict(opt, state_dict):
             opt.state.replace(i, plans.get(i))
         opt.state._other = other
         _precision.restore(c, precision, "%s.load_state_dict" % owner)
+        # A state dict without an EMA (torch.optim's) keeps the settings and restarts the average.
+        _ema.restore(c, ema, "%s.load_state_dict" % owner, keep_if_missing=True)
 
 
 def getstate(opt):
@@ -131,6 +139,10 @@ def getstate(opt):
     # torch's three keys; the reduced-precision settings, seed and loss scaler ride in the defaults' copy.
     defaults = dict(opt.defaults)
     defaults[_precision.STATE_KEY] = _precision.export(opt._c)
+    with opt._c.lock:
+        ema = _ema.export(opt._c)
+    if ema is not None:
+        defaults[_ema.STATE_KEY] = ema
     return {"defaults": defaults, "state": state, "param_groups": opt.param_groups}
 
 
@@ -140,6 +152,7 @@ def setstate(opt, saved):
     hyperparameters, settings and state. It steps as the original would."""
     defaults = dict(saved["defaults"])
     precision = defaults.pop(_precision.STATE_KEY, None)
+    ema = defaults.pop(_ema.STATE_KEY, None)
     opt._init_c(defaults)
     if precision is not None:  # before the parameters: their storage depends on it
         _precision.settings_from(opt._c, precision)
@@ -157,4 +170,5 @@ def setstate(opt, saved):
             opt.state[key] = held
         opt.state.pstate(i)._extra.update((k, v) for k, v in value.items() if k not in c.rule.c_keys)
     _precision.restore(c, precision, "unpickling")
+    _ema.restore(c, _ema.check(c, ema, "unpickling"), "unpickling", keep_if_missing=False)
     opt._hook_for_profile()
