@@ -148,7 +148,8 @@ void optim__muon_run(optim *o)
         t.reads = rd;
         t.writes = wr;
         t.spart = spart;
-        t.sloop = spart ? optim__sloop_get(o->kt, OPTIM_MUON, OPTIM__CT_F32, k->c.variant) : NULL;
+        t.sloop = spart && !o->stats_copies ? optim__sloop_get(o->kt, OPTIM_MUON, OPTIM__CT_F32, k->c.variant)
+                                            : NULL;
         t.ema = o->tasks[i].ema;
         optim__run(o->kt, optim__range_update, &t, 1, t.n, o->threads);
     }

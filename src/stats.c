@@ -16,6 +16,11 @@ int optim_set_stats(optim *o, int on)
     return optim__ok(OPTIM__E(o));
 }
 
+void optim__stats_force_copies(optim *o, int on)
+{
+    o->stats_copies = on;
+}
+
 int optim_stats_enabled(const optim *o)
 {
     return o ? o->stats_on : 0;

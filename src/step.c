@@ -348,7 +348,8 @@ int optim__step(optim *o)
                        optim_isa_name(o->kt->isa), optim_rule_name(o->rule), o->ks[i].c.variant,
                        optim_dtype_name(pa->pdt), optim_dtype_name(pa->gdt), i, pa->name);
         /* With statistics: the fused instance of the same variant (NULL: measured through copies). */
-        t->sloop = t->spart ? optim__sloop_get(o->kt, o->rule, pa->ct, o->ks[i].c.variant) : NULL;
+        t->sloop = t->spart && !o->stats_copies ? optim__sloop_get(o->kt, o->rule, pa->ct, o->ks[i].c.variant)
+                                                 : NULL;
         OPTIM__FAIL_IF(optim__rloops_get(o->kt, o->rule, pa->ct, o->ks[i].c.variant,
                                          o->ks[i].c.reduce & ~OPTIM__RED_FACTORED, t) != 0,
                        OPTIM__E(o), OPTIM_EUNSUPPORTED,

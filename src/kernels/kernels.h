@@ -72,21 +72,21 @@ typedef struct optim__storage {
 typedef void (*optim__loop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k);
 
 /* A loop instance with step statistics (include/optim_stats.h): the same
- * rule math and stores as the optim__loop_fn of its variant, over one chunk
- * of n <= OPTIM__CHUNK elements that starts at a multiple of OPTIM__CHUNK
- * inside its reduction block, which also measures, per element i, in lane
- * i % 16 of the compute type (zeroed at the call's start): clamp(g)^2, u^2
- * with u = p_after - p_before in the compute type, p_before^2, the largest
- * |u| (NaN sticks), and whether the element was clamped (value clipping or
- * the rule's own clamp, rule_list.h's OPTIM__CLAMP_LIST); at its end each
- * lane is added, in double, to acc[16 v + lane] for value v (the maximum:
- * taken), in the order of OPTIM__NSTAT below. */
-typedef void (*optim__sloop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k, double *acc);
+ * rule math and stores as the optim__loop_fn of its variant, over n elements,
+ * n a multiple of 16 (the caller runs a chunk's last n % 16 through the plain
+ * loop and optim__stats_fn, which continue the same lanes), which also
+ * measures, per element i, in lane i % 16 of the compute type: clamp(g)^2,
+ * u^2 with u = p_after - p_before in the compute type, p_before^2, the
+ * bits of the largest |u| (NaN sticks), and whether the element was clamped
+ * (value clipping or the rule's own clamp, rule_list.h's OPTIM__CLAMP_LIST),
+ * added to the chunk's lanes (kernels_math.h's optim__slanes of the compute
+ * type, OPTIM__SLANES_BYTES; optim__slanes_flush adds them to the block's). */
+typedef void (*optim__sloop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k, void *lanes);
 
 /* The instances of one rule's math for one compute type. fns[v] runs
  * variant v, fns[nvariants + v] variant v with OPTIM__V_CLAMP; sfns the same
- * with step statistics (NULL for the complex instances, which measure
- * through optim__stats_fn). */
+ * with step statistics (NULL where there are none: float64, the scalar path,
+ * complex instances; those measure through optim__stats_fn). */
 typedef struct optim__loops {
     unsigned nvariants;
     const optim__loop_fn *fns;
@@ -143,15 +143,29 @@ typedef struct optim__factored_fns {
 #define OPTIM__NSTAT 5
 
 /* The statistics of one chunk of n elements (n <= OPTIM__CHUNK, starting at
- * a multiple of OPTIM__CHUNK inside its block) from copies, where the fused
- * loop (optim__sloop_fn) cannot see the update as stored (a bfloat16/float16
- * parameter without a master, complex rules): p0 the parameter before the
+ * a multiple of OPTIM__CHUNK inside its block) from copies, where no fused
+ * loop (optim__sloop_fn) sees the update as stored (a bfloat16/float16
+ * parameter without a master, complex rules, Adafactor's factored pass) or
+ * the path has none (float64, the scalar path): p0 the parameter before the
  * rule's loop, p1 after it (as stored), g the raw gradient, all in the
  * compute type; cl[i] 1 where the rule clamped the element (AdaBound's
- * bounds), else 0; value clipping's clamp is seen from g and k. The same
- * lanes and arithmetic as optim__sloop_fn: the same bits. */
+ * bounds), else 0, or cl NULL: no element clamped by the rule; value
+ * clipping's clamp is seen from g and k. The same
+ * lanes and arithmetic as optim__sloop_fn, added to the chunk's lanes
+ * (element i in lane i % 16; n may be a chunk's last n % 16 after a fused
+ * instance's groups): the same bits. */
 typedef void (*optim__stats_fn)(size_t n, const void *p0, const void *p1, const void *g, const unsigned char *cl,
-                                const optim__k *k, double *acc);
+                                const optim__k *k, void *lanes);
+
+/* A chunk's lanes: 16 each of the sums of clamp(g)^2, u^2, p^2 and the
+ * clamped count in the compute type, and the bits of the largest |u| (an
+ * unsigned integer of the compute type's width); all zero bits to start. */
+#define OPTIM__SLANES_BYTES (OPTIM__NSTAT * 16 * sizeof(double))
+
+/* A chunk's lanes of compute type ct into the block's 16 double lanes per
+ * value (acc[16 v + lane], kernels.h's OPTIM__NSTAT order; the maximum:
+ * taken, NaN sticks), then zeroed (streams.c). */
+void optim__slanes_flush(optim__ctype ct, void *lanes, double *acc);
 
 /* Rules whose element math may clamp (rule_list.h's OPTIM__CLAMP_LIST):
  * cl[i] = 1 where element i's step was clamped, from its state slots after

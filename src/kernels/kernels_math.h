@@ -337,32 +337,14 @@ OPTIM_INLINE void OPTIM__T(optim__slane_out)(OPTIM__T(optim__slanes) *restrict l
     if (counts) l->c[j] += ((V & OPTIM__V_CLAMP) && (gr > c->gclip || gr < -c->gclip)) || cl ? (R)1 : (R)0;
 }
 
-OPTIM_INLINE void OPTIM__T(optim__slanes_zero)(OPTIM__T(optim__slanes) *l)
-{
-    size_t j;
-    for (j = 0; j < OPTIM__LANES; j++) {
-        l->g[j] = l->u[j] = l->p[j] = l->c[j] = (R)0;
-        l->m[j] = 0;
-    }
-}
-
-/* The chunk's lanes into the block's double lanes (acc: kernels.h's order). */
-OPTIM_INLINE void OPTIM__T(optim__slanes_flush)(const OPTIM__T(optim__slanes) *l, double *restrict acc)
-{
-    size_t j;
-    for (j = 0; j < OPTIM__LANES; j++) {
-        R mr;
-        double m;
-        memcpy(&mr, &l->m[j], sizeof mr);
-        m = (double)mr;
-        acc[j] += (double)l->g[j];
-        acc[OPTIM__LANES + j] += (double)l->u[j];
-        acc[2 * OPTIM__LANES + j] += (double)l->p[j];
-        acc[3 * OPTIM__LANES + j] = (m != m || m > acc[3 * OPTIM__LANES + j]) ? m : acc[3 * OPTIM__LANES + j];
-        acc[4 * OPTIM__LANES + j] += (double)l->c[j];
-    }
-}
-
+/* Fused instances only where they pay and are cheap to build: float32
+ * (the compute type of float32, bfloat16 and float16 parameters) on the
+ * vector paths (OPTIM__STATS_FUSED, set by kernels_avx2.c and
+ * kernels_avx512.c). float64 and the scalar path measure through copies
+ * (optim__stats below): the same lanes and arithmetic, so the same bits; a
+ * fused instance would only make them faster, at another set of loop
+ * instances to compile (docs/STATS.md). */
+#if OPTIM__STATS_FUSED && !OPTIM__R_F64
 /* The fused loops: each rule's loop (the same element function, loads and
  * stores as OPTIM__LOOP_DEF's) with its element's statistics in registers.
  * Groups of 16 elements, element j of a group in lane j. */
@@ -396,37 +378,35 @@ OPTIM_INLINE void OPTIM__T(optim__slanes_flush)(const OPTIM__T(optim__slanes) *l
     OPTIM_INLINE void OPTIM__T(optim__##name##_sloop)(size_t n, R *restrict p, const R *restrict g,     \
                                                       R *restrict s0, R *restrict s1, R *restrict s2,   \
                                                       R *restrict s3, const optim__k *restrict kp,      \
-                                                      const unsigned V, double *restrict acc)           \
+                                                      const unsigned V, void *restrict lanes)           \
     {                                                                                                   \
         const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
         const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
         OPTIM__T(optim__slanes) l;                                                                      \
-        size_t i = 0, j;                                                                                \
-        OPTIM__T(optim__slanes_zero)(&l);                                                               \
-        for (; i + OPTIM__LANES <= n; i += OPTIM__LANES) {                                              \
+        size_t i, j;                                                                                    \
+        memcpy(&l, lanes, sizeof l);                                                                    \
+        for (i = 0; i + OPTIM__LANES <= n; i += OPTIM__LANES) {                                         \
             OPTIM__VECTORIZE                                                                            \
             for (j = 0; j < OPTIM__LANES; j++)                                                          \
                 OPTIM__T(optim__##name##_sone)(p, g, s0, s1, s2, s3, i + j, &c, &k, V, &l, j);          \
         }                                                                                               \
-        for (j = 0; i + j < n; j++)                                                                     \
-            OPTIM__T(optim__##name##_sone)(p, g, s0, s1, s2, s3, i + j, &c, &k, V, &l, j);              \
-        OPTIM__T(optim__slanes_flush)(&l, acc);                                                         \
+        memcpy(lanes, &l, sizeof l);                                                                    \
     }
 OPTIM__RULE_LIST(OPTIM__SLOOP_DEF, OPTIM__LIST_NOTHING)
 #undef OPTIM__SLOOP_DEF
 
 #define OPTIM__SINST(name, v)                                                                           \
     static void OPTIM__T(optim__##name##_sv##v)(size_t n, void *p, const void *g, void *const *s,         \
-                                                const optim__k *k, double *acc)                         \
+                                                const optim__k *k, void *lanes)                         \
     {                                                                                                   \
         OPTIM__T(optim__##name##_sloop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],       \
-                                        (R *)s[3], k, v##u, acc);                                       \
+                                        (R *)s[3], k, v##u, lanes);                                     \
     }                                                                                                   \
     static void OPTIM__T(optim__##name##_sc##v)(size_t n, void *p, const void *g, void *const *s,         \
-                                                const optim__k *k, double *acc)                         \
+                                                const optim__k *k, void *lanes)                         \
     {                                                                                                   \
         OPTIM__T(optim__##name##_sloop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],       \
-                                        (R *)s[3], k, OPTIM__V_CLAMP | v##u, acc);                      \
+                                        (R *)s[3], k, OPTIM__V_CLAMP | v##u, lanes);                    \
     }
 #define OPTIM__SINST_FN_V(name, v) OPTIM__T(optim__##name##_sv##v),
 #define OPTIM__SINST_FN_C(name, v) OPTIM__T(optim__##name##_sc##v),
@@ -441,36 +421,47 @@ OPTIM__RULE_LIST(OPTIM__SINSTANCES, OPTIM__LIST_NOTHING)
 #undef OPTIM__SINST_FN_V
 #undef OPTIM__SINST_FN_C
 
-/* The statistics of a chunk from copies (kernels.h's optim__stats_fn). */
+#endif /* OPTIM__STATS_FUSED && !OPTIM__R_F64 */
+
+/* The statistics of a chunk from copies (kernels.h's optim__stats_fn), the
+ * lanes of the fused loops: value clipping (V) and the rule's clamp flags
+ * (hascl: cl given) are constants of each instance, so that the common case
+ * (neither: nothing counted) vectorises to the five sums and the maximum. */
+OPTIM_INLINE void OPTIM__T(optim__stats_run)(size_t n, const R *restrict p0, const R *restrict p1,
+                                             const R *restrict g, const unsigned char *restrict cl,
+                                             const optim__kc *c, const unsigned V, const int hascl,
+                                             OPTIM__T(optim__slanes) *restrict l)
+{
+    const int counts = hascl || (V & OPTIM__V_CLAMP);
+    size_t i = 0, j;
+    for (; i + OPTIM__LANES <= n; i += OPTIM__LANES) {
+        OPTIM__VECTORIZE
+        for (j = 0; j < OPTIM__LANES; j++) {
+            OPTIM__T(optim__slane_in)(l, j, p0[i + j], g[i + j], c, V);
+            OPTIM__T(optim__slane_out)(l, j, p0[i + j], p1[i + j], g[i + j], hascl ? cl[i + j] : 0, c, V, counts);
+        }
+    }
+    for (j = 0; i + j < n; j++) {
+        OPTIM__T(optim__slane_in)(l, j, p0[i + j], g[i + j], c, V);
+        OPTIM__T(optim__slane_out)(l, j, p0[i + j], p1[i + j], g[i + j], hascl ? cl[i + j] : 0, c, V, counts);
+    }
+}
+
 static void OPTIM__T(optim__stats)(size_t n, const void *p0v, const void *p1v, const void *gv,
-                                   const unsigned char *cl, const optim__k *kp, double *restrict acc)
+                                   const unsigned char *cl, const optim__k *kp, void *restrict lanes)
 {
     const R *p0 = (const R *)p0v, *p1 = (const R *)p1v, *g = (const R *)gv;
     const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);
     OPTIM__T(optim__slanes) l;
-    size_t i = 0, j;
-    OPTIM__T(optim__slanes_zero)(&l);
-#define OPTIM__STATS_ONE(V)                                                                                    \
-    OPTIM__T(optim__slane_in)(&l, j, p0[i + j], g[i + j], &c, V);                                              \
-    OPTIM__T(optim__slane_out)(&l, j, p0[i + j], p1[i + j], g[i + j], cl[i + j], &c, V, 1);
-#define OPTIM__STATS_CHUNK(V)                                                                                  \
-    for (; i + OPTIM__LANES <= n; i += OPTIM__LANES) {                                                         \
-        OPTIM__VECTORIZE                                                                                       \
-        for (j = 0; j < OPTIM__LANES; j++) {                                                                   \
-            OPTIM__STATS_ONE(V)                                                                                \
-        }                                                                                                      \
-    }                                                                                                          \
-    for (j = 0; i + j < n; j++) {                                                                              \
-        OPTIM__STATS_ONE(V)                                                                                    \
-    }
+    memcpy(&l, lanes, sizeof l);
     if (kp->c.variant & OPTIM__V_CLAMP) {
-        OPTIM__STATS_CHUNK(OPTIM__V_CLAMP)
+        if (cl) OPTIM__T(optim__stats_run)(n, p0, p1, g, cl, &c, OPTIM__V_CLAMP, 1, &l);
+        else OPTIM__T(optim__stats_run)(n, p0, p1, g, NULL, &c, OPTIM__V_CLAMP, 0, &l);
     } else {
-        OPTIM__STATS_CHUNK(0u)
+        if (cl) OPTIM__T(optim__stats_run)(n, p0, p1, g, cl, &c, 0u, 1, &l);
+        else OPTIM__T(optim__stats_run)(n, p0, p1, g, NULL, &c, 0u, 0, &l);
     }
-#undef OPTIM__STATS_CHUNK
-#undef OPTIM__STATS_ONE
-    OPTIM__T(optim__slanes_flush)(&l, acc);
+    memcpy(lanes, &l, sizeof l);
 }
 
 /* The clamp flags of the rules of OPTIM__CLAMP_LIST (kernels.h's

@@ -334,13 +334,45 @@ void optim__stats_fold(double *acc, double *out)
     }
 }
 
+void optim__slanes_flush(optim__ctype ct, void *lanes, double *acc)
+{
+    size_t j;
+    if (ct == OPTIM__CT_F64) {
+        const double *l = (const double *)lanes;
+        for (j = 0; j < 16; j++) {
+            double m;
+            memcpy(&m, &l[64 + j], sizeof m); /* the bits of |u| */
+            acc[j] += l[j];
+            acc[16 + j] += l[16 + j];
+            acc[32 + j] += l[32 + j];
+            acc[48 + j] = (m != m || m > acc[48 + j]) ? m : acc[48 + j];
+            acc[64 + j] += l[48 + j];
+        }
+    } else {
+        const float *l = (const float *)lanes;
+        for (j = 0; j < 16; j++) {
+            float m;
+            memcpy(&m, &l[64 + j], sizeof m);
+            acc[j] += (double)l[j];
+            acc[16 + j] += (double)l[16 + j];
+            acc[32 + j] += (double)l[32 + j];
+            acc[48 + j] = ((double)m != (double)m || (double)m > acc[48 + j]) ? (double)m : acc[48 + j];
+            acc[64 + j] += (double)l[48 + j];
+        }
+    }
+    memset(lanes, 0, OPTIM__SLANES_BYTES);
+}
+
 /* A range of a task with statistics (t->spart set), chunk by chunk as the
  * chunked path (direct streams used in place, the others through scratch),
  * each chunk measured while it is in L1. Where the parameter stream is held
  * as the compute type (in memory or as a master), the fused instance
- * (t->sloop) measures the update in registers. Else (a bfloat16/float16
+ * (t->sloop) measures the update in registers, in groups of 16 (a chunk's
+ * last n % 16 elements, at a task's end, through the plain loop and copies,
+ * in the same lanes). Else (a bfloat16/float16
  * parameter without a master: the update measured is the one stored; or no
- * fused instance: complex rules) the parameter's chunk is copied before the
+ * fused instance: complex rules, float64, the scalar path; docs/STATS.md)
+ * the parameter's chunk is copied before the
  * loop and loaded back after its store, then measured by t->stats with the
  * rule's clamp flags. `from` is a multiple of OPTIM__RBLOCK (the task's split
  * alignment with statistics), so a block is measured by one thread, in
@@ -351,6 +383,7 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
     _Alignas(64) double p0[OPTIM__CHUNK], p1[OPTIM__CHUNK];
     unsigned char cl[OPTIM__CHUNK];
     double acc[OPTIM__NSTAT * 16];
+    _Alignas(64) double lanes[OPTIM__SLANES_BYTES / sizeof(double)];
     void *base[OPTIM__NSTREAMS];
     unsigned use[OPTIM__NSTREAMS], rd[OPTIM__NSTREAMS], wr[OPTIM__NSTREAMS];
     const size_t rsize = t->sto[OPTIM__SG]->ctype == OPTIM__CT_F64 ? sizeof(double) : sizeof(float);
@@ -369,7 +402,7 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
     base[OPTIM__SC] = NULL;
     rd[OPTIM__SC] = wr[OPTIM__SC] = 0;
     for (s = 0; s < OPTIM__NSTREAMS; s++) use[s] = base[s] && (rd[s] || wr[s]);
-    if (!fused && !t->clampflag) memset(cl, 0, sizeof cl); /* no element clamped by the rule */
+    memset(lanes, 0, sizeof lanes);
     for (c = from; c < to; c += OPTIM__CHUNK) {
         const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
         void *x[OPTIM__NSTREAMS];
@@ -387,7 +420,18 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
             }
         }
         if (fused) {
-            t->sloop(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, acc);
+            /* Groups of 16 fused; the rest (a task's end) by the plain loop, measured from a copy in the same lanes. */
+            const size_t m = len & ~(size_t)15;
+            if (m) t->sloop(m, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, lanes);
+            if (m < len) {
+                void *y[OPTIM__NSTREAMS];
+                for (s = 0; s < OPTIM__NSTREAMS; s++) y[s] = x[s] ? (char *)x[s] + m * rsize : NULL;
+                memcpy(p0, y[OPTIM__SP], (len - m) * rsize);
+                t->loop(len - m, y[OPTIM__SP], y[OPTIM__SG], &y[OPTIM__SS(0)], (const optim__k *)t->k);
+                if (t->clampflag) t->clampflag(len - m, &y[OPTIM__SS(0)], (const optim__k *)t->k, cl);
+                t->stats(len - m, p0, y[OPTIM__SP], y[OPTIM__SG], t->clampflag ? cl : NULL, (const optim__k *)t->k,
+                         lanes);
+            }
         } else {
             memcpy(p0, x[OPTIM__SP], len * rsize);
             t->loop(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k);
@@ -402,8 +446,9 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
                 after = p1;
             }
             if (t->clampflag) t->clampflag(len, &x[OPTIM__SS(0)], (const optim__k *)t->k, cl);
-            t->stats(len, p0, after, x[OPTIM__SG], cl, (const optim__k *)t->k, acc);
+            t->stats(len, p0, after, x[OPTIM__SG], t->clampflag ? cl : NULL, (const optim__k *)t->k, lanes);
         }
+        optim__slanes_flush(t->sto[OPTIM__SG]->ctype, lanes, acc);
         if (c + len == to || (c + len) % OPTIM__RBLOCK == 0)
             optim__stats_fold(acc, t->spart + OPTIM__NSTAT * (c / OPTIM__RBLOCK));
     }
