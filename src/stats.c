@@ -51,6 +51,7 @@ void optim__stats_begin(optim *o)
         if (t->n == 0 || t->rows) continue;
         t->spart = o->spartials + OPTIM__NSTAT * t->bstart;
         t->stats = o->kt->stats[o->params[i].ct];
+        t->sflush = o->kt->sflush[o->params[i].ct];
         t->clampflag = o->kt->clampflag[o->rule][o->params[i].ct];
         t->align = OPTIM__RBLOCK; /* a block is measured by one thread, in order */
     }

@@ -213,7 +213,7 @@ static void optim__af_range_stats(const optim__kernels *kt, const optim__task *t
         memcpy(p0, p + c * es, len * es);
         optim__af_update(kt, t, c, c + len);
         t->stats(len, p0, p + c * es, g + c * es, NULL, (const optim__k *)t->k, lanes);
-        optim__slanes_flush(t->sto[OPTIM__SP]->ctype, lanes, acc);
+        t->sflush(lanes, acc);
         if (c + len == to || (c + len) % OPTIM__RBLOCK == 0)
             optim__stats_fold(acc, t->spart + OPTIM__NSTAT * (c / OPTIM__RBLOCK));
     }

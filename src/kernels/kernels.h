@@ -80,7 +80,7 @@ typedef void (*optim__loop_fn)(size_t n, void *p, const void *g, void *const *s,
  * bits of the largest |u| (NaN sticks), and whether the element was clamped
  * (value clipping or the rule's own clamp, rule_list.h's OPTIM__CLAMP_LIST),
  * added to the chunk's lanes (kernels_math.h's optim__slanes of the compute
- * type, OPTIM__SLANES_BYTES; optim__slanes_flush adds them to the block's). */
+ * type, OPTIM__SLANES_BYTES; the task's sflush adds them to the block's). */
 typedef void (*optim__sloop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k, void *lanes);
 
 /* The instances of one rule's math for one compute type. fns[v] runs
@@ -162,10 +162,10 @@ typedef void (*optim__stats_fn)(size_t n, const void *p0, const void *p1, const 
  * unsigned integer of the compute type's width); all zero bits to start. */
 #define OPTIM__SLANES_BYTES (OPTIM__NSTAT * 16 * sizeof(double))
 
-/* A chunk's lanes of compute type ct into the block's 16 double lanes per
- * value (acc[16 v + lane], kernels.h's OPTIM__NSTAT order; the maximum:
- * taken, NaN sticks), then zeroed (streams.c). */
-void optim__slanes_flush(optim__ctype ct, void *lanes, double *acc);
+/* A chunk's lanes into the block's 16 double lanes per value (acc[16 v +
+ * lane], OPTIM__NSTAT's order; the maximum: taken, NaN sticks), then zeroed:
+ * one per compute type and path (vectorised with the path's flags). */
+typedef void (*optim__sflush_fn)(void *lanes, double *acc);
 
 /* Rules whose element math may clamp (rule_list.h's OPTIM__CLAMP_LIST):
  * cl[i] = 1 where element i's step was clamped, from its state slots after
@@ -269,6 +269,7 @@ typedef struct optim__kernels {
     optim__vec_fns vec[OPTIM__NCTYPES];                   /* optim_vec.h, by compute type */
     optim__factored_fns factored[OPTIM__NCTYPES];         /* Adafactor's passes, by compute type */
     optim__stats_fn stats[OPTIM__NCTYPES];                /* step statistics, by compute type */
+    optim__sflush_fn sflush[OPTIM__NCTYPES];              /* a chunk's statistics lanes into the block's */
     /* By rule and compute type: the rules of OPTIM__CLAMP_LIST; NULL for the others. */
     optim__clampflag_fn clampflag[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
     optim__ema_fn ema[OPTIM__NCTYPES];           /* the EMA of the weights, by compute type */
@@ -321,6 +322,7 @@ typedef struct optim__task {
     optim__stats_fn stats;
     optim__clampflag_fn clampflag;
     optim__sloop_fn sloop;    /* the fused instance of this step's variant (NULL: through copies and stats) */
+    optim__sflush_fn sflush;  /* with statistics: the chunk's lanes into the block's */
     int chunked;              /* 0: every stream holds the compute type: the loop runs on memory */
     const optim__storage *sto[OPTIM__NSTREAMS]; /* storage of p, g, s0..s3, copy (NULL: unused) */
     const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (or NULL) */

@@ -179,6 +179,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
                      [OPTIM__CT_F64] = {optim__af_var_f64, optim__af_rows_f64, optim__af_cols_f64,         \
                                         optim__af_rmean_f64, optim__af_usq_f64, optim__af_upd_f64}},       \
         .stats = {[OPTIM__CT_F32] = optim__stats_f32, [OPTIM__CT_F64] = optim__stats_f64},                  \
+        .sflush = {[OPTIM__CT_F32] = optim__sflush_f32, [OPTIM__CT_F64] = optim__sflush_f64},               \
         .clampflag = {OPTIM__CLAMP_LIST(OPTIM__CLAMPFLAGS)},                                                \
         .ema = {[OPTIM__CT_F32] = optim__ema_f32, [OPTIM__CT_F64] = optim__ema_f64},                        \
         .ema_swap = {[OPTIM__CT_F32] = optim__ema_swap_f32, [OPTIM__CT_F64] = optim__ema_swap_f64},         \

@@ -464,6 +464,26 @@ static void OPTIM__T(optim__stats)(size_t n, const void *p0v, const void *p1v, c
     memcpy(lanes, &l, sizeof l);
 }
 
+/* A chunk's lanes into the block's (kernels.h's optim__sflush_fn), then zeroed. */
+static void OPTIM__T(optim__sflush)(void *lanes, double *restrict acc)
+{
+    OPTIM__T(optim__slanes) *restrict l = (OPTIM__T(optim__slanes) *)lanes;
+    size_t j;
+    OPTIM__VECTORIZE
+    for (j = 0; j < OPTIM__LANES; j++) {
+        R mr;
+        double m;
+        memcpy(&mr, &l->m[j], sizeof mr); /* the bits of |u| */
+        m = (double)mr;
+        acc[j] += (double)l->g[j];
+        acc[OPTIM__LANES + j] += (double)l->u[j];
+        acc[2 * OPTIM__LANES + j] += (double)l->p[j];
+        acc[3 * OPTIM__LANES + j] = (m != m || m > acc[3 * OPTIM__LANES + j]) ? m : acc[3 * OPTIM__LANES + j];
+        acc[4 * OPTIM__LANES + j] += (double)l->c[j];
+    }
+    memset(l, 0, sizeof *l);
+}
+
 /* The clamp flags of the rules of OPTIM__CLAMP_LIST (kernels.h's
  * optim__clampflag_fn): the slots the variant writes, as the loop left them. */
 #define OPTIM__CLAMPFLAG_DEF(ID, name)                                                                  \

@@ -334,35 +334,6 @@ void optim__stats_fold(double *acc, double *out)
     }
 }
 
-void optim__slanes_flush(optim__ctype ct, void *lanes, double *acc)
-{
-    size_t j;
-    if (ct == OPTIM__CT_F64) {
-        const double *l = (const double *)lanes;
-        for (j = 0; j < 16; j++) {
-            double m;
-            memcpy(&m, &l[64 + j], sizeof m); /* the bits of |u| */
-            acc[j] += l[j];
-            acc[16 + j] += l[16 + j];
-            acc[32 + j] += l[32 + j];
-            acc[48 + j] = (m != m || m > acc[48 + j]) ? m : acc[48 + j];
-            acc[64 + j] += l[48 + j];
-        }
-    } else {
-        const float *l = (const float *)lanes;
-        for (j = 0; j < 16; j++) {
-            float m;
-            memcpy(&m, &l[64 + j], sizeof m);
-            acc[j] += (double)l[j];
-            acc[16 + j] += (double)l[16 + j];
-            acc[32 + j] += (double)l[32 + j];
-            acc[48 + j] = ((double)m != (double)m || (double)m > acc[48 + j]) ? (double)m : acc[48 + j];
-            acc[64 + j] += (double)l[48 + j];
-        }
-    }
-    memset(lanes, 0, OPTIM__SLANES_BYTES);
-}
-
 /* A range of a task with statistics (t->spart set), chunk by chunk as the
  * chunked path (direct streams used in place, the others through scratch),
  * each chunk measured while it is in L1. Where the parameter stream is held
@@ -448,7 +419,7 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
             if (t->clampflag) t->clampflag(len, &x[OPTIM__SS(0)], (const optim__k *)t->k, cl);
             t->stats(len, p0, after, x[OPTIM__SG], t->clampflag ? cl : NULL, (const optim__k *)t->k, lanes);
         }
-        optim__slanes_flush(t->sto[OPTIM__SG]->ctype, lanes, acc);
+        t->sflush(lanes, acc);
         if (c + len == to || (c + len) % OPTIM__RBLOCK == 0)
             optim__stats_fold(acc, t->spart + OPTIM__NSTAT * (c / OPTIM__RBLOCK));
     }
