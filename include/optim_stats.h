@@ -2,24 +2,27 @@
  *
  * Off by default. With optim_set_stats(opt, 1), every step (optim_step and
  * its variants, SAM's second step) measures, per parameter, from the values
- * its update pass already holds (no extra pass over memory: each chunk of
- * 512 elements is measured while it is in L1, right after the rule's loop
- * ran on it): the gradient's norm, the update's RMS and largest magnitude,
+ * its update pass already holds (no extra pass over memory: the rule's loop
+ * runs as its statistics variant, which measures each element in registers
+ * as it updates it): the gradient's norm, the update's RMS and largest magnitude,
  * the parameter's RMS, the fraction of clamped elements; and from the
  * step's per-tensor constants: the effective learning rate, RAdam's
  * rectification, LAMB's and LARS's trust ratio. Steps with statistics off
  * run exactly the code they ran before the option existed.
  *
- * Deterministic: sums run in double over fixed blocks of 8192 elements
- * (16 lanes per block, element i of a block in lane i % 16, the lanes
- * combined in a fixed tree, the blocks in order), and with statistics on a
+ * Deterministic: sums run in 16 lanes of the compute type (float, double
+ * for float64 parameters) per chunk of 512 elements (element i of a chunk
+ * in lane i % 16, squares added by fused multiply-adds), each lane then
+ * added in double to its lane of a fixed block of 8192 elements, a block's
+ * lanes combined in a fixed tree, the blocks in order; with statistics on a
  * thread's share of a tensor starts at a block boundary: the same bits on
- * every CPU path and for any thread count. Turning statistics on changes no
- * bit of any parameter or state.
+ * every CPU path and for any thread count (float sums: within about 2e-6
+ * relative of exact ones; docs/STATS.md, "Precision"). Turning statistics
+ * on changes no bit of any parameter or state.
  *
  * Definitions (docs/STATS.md says the same with examples):
  *   update u_i    the change applied to element i of the value the rule
- *                 computes in, in double: (double)p_after - (double)p_before,
+ *                 computes in, in that type: p_after - p_before (rounded once),
  *                 where p is the float32 or float64 parameter itself, the
  *                 float32 master of a parameter with OPTIM_PARAM_MASTER, and
  *                 for a bfloat16/float16 parameter without master its value
@@ -44,8 +47,10 @@
  *                 rule's options excluded the tensor); NaN for other rules;
  *   rectified     RAdam: 1 if the step was rectified, 0 if it was not; -1
  *                 for other rules.
- * Complex parameters are measured as their real view (update_max is the
- * largest |real or imaginary part|). Sparse steps (optim_step_sparse)
+ * Complex parameters (OPTIM_PARAM_COMPLEX) are measured as their real view,
+ * per complex element: n counts complex elements, the RMS values are
+ * sqrt(sum |z|^2 / n), update_max is the largest |real or imaginary part|
+ * and clamped_fraction the fraction of real and imaginary parts clamped. Sparse steps (optim_step_sparse)
  * measure the per-tensor values only (has_elements = 0).
  */
 #ifndef OPTIM_STATS_H
@@ -63,7 +68,7 @@ typedef struct optim_step_stats {
                               count of updates); 0 if the last step with statistics on did not
                               update it */
     int has_elements;      /* 1: n and the element statistics below were measured */
-    size_t n;              /* elements measured (the parameter's size) */
+    size_t n;              /* elements measured (the parameter's size; complex elements of a complex one) */
     double grad_norm;      /* element statistics (NaN when has_elements == 0) */
     double update_rms;
     double param_rms;

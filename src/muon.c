@@ -111,6 +111,7 @@ void optim__muon_run(optim *o)
          * spart, optim__stats_begin) measure phase 2 only: the change it makes to the parameter. */
         spart = t.spart;
         t.spart = NULL;
+        t.sloop = NULL;
         t.ema = NULL; /* include/optim_ema.h: the average follows phase 2, the parameter's update */
         t.start = 0;
         t.s[1] = o->muon_scratch;
@@ -147,6 +148,8 @@ void optim__muon_run(optim *o)
         t.reads = rd;
         t.writes = wr;
         t.spart = spart;
+        t.sloop = spart && !o->stats_copies ? optim__sloop_get(o->kt, OPTIM_MUON, OPTIM__CT_F32, k->c.variant)
+                                            : NULL;
         t.ema = o->tasks[i].ema;
         optim__run(o->kt, optim__range_update, &t, 1, t.n, o->threads);
     }

@@ -82,6 +82,7 @@ struct optim {
     unsigned char *bad; /* ditto: block holds a NaN/Inf */
     double *spartials;  /* OPTIM__NSTAT per block: the step statistics (src/stats.c) */
     int stats_on;       /* optim_set_stats */
+    int stats_copies;   /* optim__stats_force_copies (white-box tests): no fused statistics loop */
     size_t cap_blocks;
 
     int64_t steps;
@@ -192,6 +193,10 @@ int optim__norm_all(optim *o, size_t nblocks, optim__norm kind, double p, double
  * stepped parameter's partials and constants into its record. */
 void optim__stats_begin(optim *o);
 void optim__stats_end(optim *o);
+/* White-box tests (tests/test_stats.c): on = 1 measures every step's
+ * statistics through copies (kernels.h's optim__stats_fn) where a fused
+ * loop instance exists, so that both are compared on every path. */
+void optim__stats_force_copies(optim *o, int on);
 /* Count a skipped step (the non-finite policy, loss scaling's overflow, SAM's
  * second step after a skipped first): the counters, and with statistics on
  * no record for any parameter (include/optim_stats.h: out.step == 0). Every

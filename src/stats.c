@@ -16,6 +16,11 @@ int optim_set_stats(optim *o, int on)
     return optim__ok(OPTIM__E(o));
 }
 
+void optim__stats_force_copies(optim *o, int on)
+{
+    o->stats_copies = on;
+}
+
 int optim_stats_enabled(const optim *o)
 {
     return o ? o->stats_on : 0;
@@ -39,12 +44,14 @@ void optim__stats_begin(optim *o)
         t->spart = NULL;
         t->stats = NULL;
         t->clampflag = NULL;
+        t->sloop = NULL; /* the step sets it with the loop (optim__sloop_get) */
         if (!o->stats_on) continue;
         memset(&o->params[i].stats, 0, sizeof o->params[i].stats);
         /* Sparse steps: the per-tensor values only (their ranges split at rows, not blocks). */
         if (t->n == 0 || t->rows) continue;
         t->spart = o->spartials + OPTIM__NSTAT * t->bstart;
         t->stats = o->kt->stats[o->params[i].ct];
+        t->sflush = o->kt->sflush[o->params[i].ct];
         t->clampflag = o->kt->clampflag[o->rule][o->params[i].ct];
         t->align = OPTIM__RBLOCK; /* a block is measured by one thread, in order */
     }
@@ -79,7 +86,11 @@ void optim__stats_end(optim *o)
         if (t->spart) {
             /* Blocks in order: sums, and the maximum (NaN sticks). */
             double sum[OPTIM__NSTAT] = {0.0, 0.0, 0.0, 0.0, 0.0};
-            const double n = (double)t->n;
+            /* A complex parameter is stepped as its real view (t->n reals): its RMS values are per complex
+             * element, its clamped fraction per real or imaginary part (docs/STATS.md). */
+            const int cplx = (pa->flags & OPTIM_PARAM_COMPLEX) != 0;
+            const size_t ne = cplx ? t->n / 2 : t->n;
+            const double n = (double)ne;
             for (b = 0; b < OPTIM__NBLOCKS(t->n); b++) {
                 const double *x = t->spart + OPTIM__NSTAT * b;
                 sum[0] += x[0];
@@ -89,13 +100,13 @@ void optim__stats_end(optim *o)
                 sum[4] += x[4];
             }
             st->has_elements = 1;
-            st->n = t->n;
+            st->n = ne;
             st->grad_norm = fabs(o->ks[i].c.gscale) * sqrt(sum[0]);
             st->update_rms = sqrt(sum[1] / n);
             st->param_rms = sqrt(sum[2] / n);
             st->update_ratio = st->update_rms / st->param_rms;
             st->update_max = sum[3];
-            st->clamped_fraction = sum[4] / n;
+            st->clamped_fraction = sum[4] / (double)t->n;
         }
     }
 }

@@ -120,6 +120,7 @@ size_t optim__build_tasks(optim *o, size_t *nblocks)
         t->red = NULL;
         t->pre_reads = t->pre_writes = t->red_reads = 0;
         t->spart = NULL; /* optim__stats_begin sets it in a step with statistics */
+        t->sloop = NULL;
         t->ema = NULL;   /* optim__ema_begin sets it in a step with an EMA */
         t->ek = NULL;
         t->k = &o->ks[i];
@@ -348,6 +349,9 @@ int optim__step(optim *o)
                        "param %zu '%s'; nothing changed",
                        optim_isa_name(o->kt->isa), optim_rule_name(o->rule), o->ks[i].c.variant,
                        optim_dtype_name(pa->pdt), optim_dtype_name(pa->gdt), i, pa->name);
+        /* With statistics: the fused instance of the same variant (NULL: measured through copies). */
+        t->sloop = t->spart && !o->stats_copies ? optim__sloop_get(o->kt, o->rule, pa->ct, o->ks[i].c.variant)
+                                                 : NULL;
         OPTIM__FAIL_IF(optim__rloops_get(o->kt, o->rule, pa->ct, o->ks[i].c.variant,
                                          o->ks[i].c.reduce & ~OPTIM__RED_FACTORED, t) != 0,
                        OPTIM__E(o), OPTIM_EUNSUPPORTED,

@@ -2,4 +2,5 @@
 #define TEST_LIST(TEST_ENTRY)          \
     TEST_ENTRY(stats_exact_every_path) \
     TEST_ENTRY(stats_api)              \
-    TEST_ENTRY(stats_skipped_steps)
+    TEST_ENTRY(stats_skipped_steps)    \
+    TEST_ENTRY(stats_complex)

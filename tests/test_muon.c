@@ -601,8 +601,9 @@ TEST_IMPL(muon_stats)
                         ASSERT(isnan(st.grad_norm) && isnan(st.update_rms) && isnan(st.update_max));
                         continue;
                     }
-                    if (!(fabs(st.update_rms - rms) <= 1e-12 * rms) || !(fabs(st.param_rms - sqrt(sp / n)) <= 1e-12 * sqrt(sp / n)) ||
-                        !(fabs(st.grad_norm - sqrt(sg)) <= 1e-12 * sqrt(sg)) || st.update_max != mx ||
+                    /* Float lanes (docs/STATS.md): within 1e-5 of the double sums; the exact lanes: test_stats.c. */
+                    if (!(fabs(st.update_rms - rms) <= 1e-5 * rms) || !(fabs(st.param_rms - sqrt(sp / n)) <= 1e-5 * sqrt(sp / n)) ||
+                        !(fabs(st.grad_norm - sqrt(sg)) <= 1e-5 * sqrt(sg)) || st.update_max != mx ||
                         st.clamped_fraction != 0 || fabs(st.effective_lr - hp.lr * adj) > 1e-15)
                         FAIL("%zu x %zu, %d threads, step %d: update_rms %.17g (%.17g), param_rms %.17g (%.17g), "
                              "grad_norm %.17g (%.17g), update_max %.17g (%.17g), clamped %g, effective_lr %.17g (%.17g)",
@@ -670,7 +671,7 @@ TEST_IMPL(muon_stats)
         }
         ASSERT(memcmp(pc, ph, sizeof pc) == 0);
         ASSERT_OPT_OK(oc, optim_param_stats(oc, 0, &st));
-        if (!(fabs(st.grad_norm - sqrt(sg)) <= 1e-12 * sqrt(sg)) || st.clamped_fraction != clamped / 96.0)
+        if (!(fabs(st.grad_norm - sqrt(sg)) <= 1e-5 * sqrt(sg)) || st.clamped_fraction != clamped / 96.0) /* float lanes */
             FAIL("value clipping: grad_norm %.17g (the clamped gradient's %.17g), clamped_fraction %g (%g)",
                  st.grad_norm, sqrt(sg), st.clamped_fraction, clamped / 96.0);
         optim_free(oc);

@@ -9,6 +9,7 @@
 #include "optim_sam.h"
 #include "optim_schedule_free.h"
 #include "optim_stats.h"
+#include "optim_internal.h" /* optim__stats_force_copies */
 #include "typed.h"
 
 #define NT 2
@@ -30,30 +31,52 @@ static double ld(optim_dtype dt, const void *x, size_t j)
     return t_get(dt, x, j);
 }
 
-/* The reference: block by block, 16 lanes, fixed tree, blocks in order (optim_stats.h). */
-static void ref_stats(optim_dtype ct64, size_t n, const double *p0, const double *p1, const double *g, double gclip,
+/* The reference of the lanes (optim_stats.h): per chunk of 512 elements, 16 lanes in the compute type (element i
+ * of a chunk in lane i % 16; squares added by a fused multiply-add, the update p1 - p0 rounded to the compute
+ * type, the largest |u|, the clamped count), each lane then added to its double lane of the block; the block's
+ * lanes folded by a fixed tree, the blocks in order. f64: the compute type is double, else float. */
+#define REF_LANES(R, FMA, FABS)                                                                                      \
+    {                                                                                                                \
+        R lg[16], lu[16], lp[16], lm[16], lc[16];                                                                    \
+        for (l = 0; l < 16; l++) lg[l] = lu[l] = lp[l] = lm[l] = lc[l] = 0;                                         \
+        for (j = c; j < n && j < c + 512; j++) {                                                                     \
+            const size_t ln = (j - c) % 16;                                                                          \
+            R gi = (R)g[j], a = (R)p0[j], u = (R)p1[j] - a, au = FABS(u);                                            \
+            int k = cl ? cl[j] : 0;                                                                                  \
+            if (gclip > 0) {                                                                                         \
+                const R cc = (R)gclip;                                                                               \
+                k |= gi > cc || gi < -cc;                                                                            \
+                gi = gi < -cc ? -cc : gi > cc ? cc : gi;                                                             \
+            }                                                                                                        \
+            lg[ln] = FMA(gi, gi, lg[ln]);                                                                            \
+            lu[ln] = FMA(u, u, lu[ln]);                                                                              \
+            lp[ln] = FMA(a, a, lp[ln]);                                                                              \
+            lm[ln] = (au != au || au > lm[ln]) ? au : lm[ln];                                                        \
+            lc[ln] += (R)k;                                                                                          \
+        }                                                                                                            \
+        for (l = 0; l < 16; l++) {                                                                                   \
+            acc[0][l] += (double)lg[l];                                                                              \
+            acc[1][l] += (double)lu[l];                                                                              \
+            acc[2][l] += (double)lp[l];                                                                              \
+            acc[3][l] = ((double)lm[l] > acc[3][l] || lm[l] != lm[l]) ? (double)lm[l] : acc[3][l];                   \
+            acc[4][l] += (double)lc[l];                                                                              \
+        }                                                                                                            \
+    }
+
+static void ref_stats(optim_dtype pdt, size_t n, const double *p0, const double *p1, const double *g, double gclip,
                       double gscale, const unsigned char *cl, optim_step_stats *st)
 {
     double tot[5] = {0, 0, 0, 0, 0};
-    size_t b, j, l;
+    size_t b, c, j, l;
     for (b = 0; b < n; b += 8192) {
         double acc[5][16];
         int v;
         memset(acc, 0, sizeof acc);
-        for (j = b; j < n && j < b + 8192; j++) {
-            const size_t ln = (j - b) % 16;
-            double gi = g[j], u = p1[j] - p0[j], au = fabs(u);
-            int k = cl ? cl[j] : 0;
-            if (gclip > 0) {
-                double c = ct64 == OPTIM_FLOAT64 ? gclip : (double)(float)gclip;
-                k |= gi > c || gi < -c;
-                gi = gi < -c ? -c : gi > c ? c : gi;
-            }
-            acc[0][ln] += gi * gi;
-            acc[1][ln] += u * u;
-            acc[2][ln] += p0[j] * p0[j];
-            acc[3][ln] = (au != au || au > acc[3][ln]) ? au : acc[3][ln];
-            acc[4][ln] += k;
+        for (c = b; c < n && c < b + 8192; c += 512) {
+            if (pdt == OPTIM_FLOAT64)
+                REF_LANES(double, fma, fabs)
+            else
+                REF_LANES(float, fmaf, fabsf)
         }
         for (v = 0; v < 5; v++) {
             for (j = 8; j > 0; j /= 2)
@@ -75,13 +98,58 @@ static void ref_stats(optim_dtype ct64, size_t n, const double *p0, const double
     st->update_max = tot[3];
     st->clamped_fraction = tot[4] / (double)n;
 }
+#undef REF_LANES
+
+/* The same statistics in plain double (the exact differences, no lanes): the lanes' result must be within
+ * rel of it (float lanes: 32 terms per lane and chunk, then double; the update rounded to float once). */
+static int near_double(const optim_step_stats *st, size_t n, const double *p0, const double *p1, const double *g,
+                       double gclip, const unsigned char *cl, optim_dtype pdt, double rel, const char *what)
+{
+    double sg = 0, su = 0, sp = 0, mx = 0, k = 0, want[6], got[6];
+    size_t j;
+    int v;
+    static const char *names[6] = {"grad_norm", "update_rms", "param_rms", "update_ratio", "update_max",
+                                   "clamped_fraction"};
+    for (j = 0; j < n; j++) {
+        double gi = g[j], u = p1[j] - p0[j];
+        int c = cl ? cl[j] : 0;
+        if (gclip > 0) {
+            const double cc = pdt == OPTIM_FLOAT64 ? gclip : (double)(float)gclip;
+            c |= gi > cc || gi < -cc;
+            gi = gi < -cc ? -cc : gi > cc ? cc : gi;
+        }
+        sg += gi * gi;
+        su += u * u;
+        sp += p0[j] * p0[j];
+        mx = fabs(u) > mx ? fabs(u) : mx;
+        k += c;
+    }
+    want[0] = sqrt(sg);
+    want[1] = sqrt(su / (double)n);
+    want[2] = sqrt(sp / (double)n);
+    want[3] = want[1] / want[2];
+    want[4] = mx;
+    want[5] = k / (double)n;
+    got[0] = st->grad_norm;
+    got[1] = st->update_rms;
+    got[2] = st->param_rms;
+    got[3] = st->update_ratio;
+    got[4] = st->update_max;
+    got[5] = st->clamped_fraction;
+    for (v = 0; v < 6; v++)
+        if (!(fabs(got[v] - want[v]) <= rel * fabs(want[v]) + (v == 5 ? 0.0 : 1e-300)))
+            FAIL("%s: %s = %.17g, the double computation %.17g (relative tolerance %g)", what, names[v], got[v],
+                 want[v], rel);
+    return 0;
+}
 
 static int same(double a, double b)
 {
     return memcmp(&a, &b, sizeof a) == 0;
 }
 
-/* One run: rule r, storage kind, path, threads, value clipping; stats on or off. Leaves the final parameters in
+/* One run: rule r, storage kind, path, threads, value clipping; stats off (0), on (1), or on measured through
+ * copies where the path has a fused loop instance (2: optim__stats_force_copies). Leaves the final parameters in
  * out (as doubles) and checks every step's statistics when stats is on. */
 static int run(int r, const kind *kd, optim_isa isa, int threads, double gclip, int stats, uint64_t seed,
                double *out, long *checked)
@@ -121,7 +189,8 @@ static int run(int r, const kind *kd, optim_isa isa, int threads, double gclip, 
     ASSERT_OPT_OK(o, optim_set_isa(o, isa));
     ASSERT_OPT_OK(o, optim_set_threads(o, threads));
     ASSERT_OPT_OK(o, optim_set_clip_grad_value(o, gclip));
-    ASSERT_OPT_OK(o, optim_set_stats(o, stats));
+    ASSERT_OPT_OK(o, optim_set_stats(o, stats != 0));
+    optim__stats_force_copies(o, stats == 2);
     for (step = 1; step <= STEPS; step++) {
         for (i = 0; i < NT; i++) {
             float *m = NULL;
@@ -138,6 +207,8 @@ static int run(int r, const kind *kd, optim_isa isa, int threads, double gclip, 
             optim_hparams h;
             unsigned char *cl = NULL;
             float *m = NULL;
+            char what[160];
+            int k;
             if (kd->flags) ASSERT_OPT_OK(o, optim_param_master_data(o, i, &m));
             for (j = 0; j < sizes[i]; j++) p1[i][j] = m ? (double)m[j] : ld(kd->pdt, p[i], j);
             ASSERT_OPT_OK(o, optim_param_stats(o, i, &st));
@@ -178,11 +249,19 @@ static int run(int r, const kind *kd, optim_isa isa, int threads, double gclip, 
             }
             want = st;
             ref_stats(kd->pdt, sizes[i], p0[i], p1[i], gd[i], gclip, 1.0, cl, &want);
+            /* Within a stated tolerance of plain double sums: float lanes 1e-5 relative (32 terms per lane and
+             * chunk; an update that float cannot hold exactly rounds once), double lanes 1e-12. */
+            snprintf(what, sizeof what, "%s %s %s %d threads clip %g step %d tensor %zu", optim_rule_name((optim_rule)r),
+                     kd->name, optim_isa_name(isa), threads, gclip, step, i);
+            k = near_double(&st, sizes[i], p0[i], p1[i], gd[i], gclip, cl, kd->pdt,
+                            kd->pdt == OPTIM_FLOAT64 ? 1e-12 : 1e-5, what);
             free(cl);
+            if (k) return 1;
 #define CHECK(f)                                                                                                     \
     if (!same(st.f, want.f))                                                                                         \
-        FAIL("%s %s %s %d threads clip %g step %d tensor %zu: " #f " = %.17g, the double reference %.17g",          \
-             optim_rule_name((optim_rule)r), kd->name, optim_isa_name(isa), threads, gclip, step, i, st.f, want.f);
+        FAIL("%s %s %s %d threads clip %g step %d tensor %zu (%s): " #f " = %.17g, the lanes' reference %.17g",     \
+             optim_rule_name((optim_rule)r), kd->name, optim_isa_name(isa), threads, gclip, step, i,                  \
+             stats == 2 ? "through copies" : "fused where the path has it", st.f, want.f);
             CHECK(grad_norm)
             CHECK(update_rms)
             CHECK(param_rms)
@@ -282,14 +361,22 @@ TEST_IMPL(stats_exact_every_path)
                 const optim_isa isa = a < sizeof isas / sizeof isas[0] ? isas[a] : optim_isa_default();
                 const int th = a < sizeof isas / sizeof isas[0] ? 1 : 2;
                 if (!optim_isa_available(isa)) continue;
-                if (run(r, &kinds[k], isa, th, gclip, 1, sd, on, &checked)) return 1;
-                if (memcmp(on, off, total * sizeof(double)) != 0)
-                    FAIL("%s %s %s %d threads: statistics on changed a parameter or state bit",
-                         optim_rule_name((optim_rule)r), kinds[k].name, optim_isa_name(isa), th);
+                /* mode 1: the fused loops where the path has them (float32 compute on AVX2 and AVX-512);
+                 * mode 2 there: the same steps measured through copies. Both bit for bit against the lanes. */
+                const int fused = (kinds[k].pdt == OPTIM_FLOAT32 || kinds[k].flags) && isa != OPTIM_ISA_SCALAR &&
+                                  th == 1;
+                int mode;
+                for (mode = 1; mode <= (fused ? 2 : 1); mode++) {
+                    if (run(r, &kinds[k], isa, th, gclip, mode, sd, on, &checked)) return 1;
+                    if (memcmp(on, off, total * sizeof(double)) != 0)
+                        FAIL("%s %s %s %d threads%s: statistics on changed a parameter or state bit",
+                             optim_rule_name((optim_rule)r), kinds[k].name, optim_isa_name(isa), th,
+                             mode == 2 ? " (through copies)" : "");
+                }
             }
         }
     }
-    printf("  %ld tensor-steps: statistics bit for bit against the double reference; parameters and state equal to "
+    printf("  %ld tensor-steps: statistics bit for bit against the lanes' reference and within tolerance of double sums; parameters and state equal to "
            "steps without statistics\n",
            checked);
     free(off);
@@ -424,5 +511,61 @@ TEST_IMPL(stats_skipped_steps)
     ASSERT(st2.update_rms == st.update_rms && st2.update_max == st.update_max && st2.n == st.n);
     ASSERT_INT(optim_step_count(o), ==, 2);
     optim_free(o);
+    return 0;
+}
+
+/* A complex parameter (n / 2 complex numbers as (re, im) pairs) is measured per complex element: numel counts
+ * complex elements, the RMS values are sqrt(sum |z|^2 / numel); the clamped fraction is of real and imaginary
+ * parts. RAdam and NAdam (the rules with complex arithmetic; their complex loops are measured through copies), every
+ * path. */
+TEST_IMPL(stats_complex)
+{
+    static const int rules[2] = {OPTIM_RADAM, OPTIM_NADAM};
+    static const optim_isa isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512};
+    enum { N = 2 * 301 };
+    int r, a;
+    for (r = 0; r < 2; r++)
+        for (a = 0; a < 3; a++) {
+            optim *o = NULL;
+            optim_hparams hp;
+            float p[N], g[N], p0[N];
+            optim_step_stats st;
+            double su = 0, sp = 0, sg = 0, clamped = 0;
+            size_t j;
+            if (!optim_isa_available(isas[a])) continue;
+            for (j = 0; j < N; j++) {
+                p[j] = (float)(0.5 + 0.01 * (double)(j % 17));
+                g[j] = (float)(0.05 * ((double)(j % 11) - 5.0));
+            }
+            ASSERT_OK(optim_create(&o, (optim_rule)rules[r]));
+            ASSERT_OK(optim_hparams_init(&hp, (optim_rule)rules[r], NULL));
+            ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+            ASSERT_OPT_OK(o, optim_add_param_ex(o, 0, p, OPTIM_FLOAT32, g, OPTIM_FLOAT32, N, OPTIM_FLOAT32,
+                                                OPTIM_PARAM_COMPLEX, "z", NULL));
+            ASSERT_OPT_OK(o, optim_set_isa(o, isas[a]));
+            ASSERT_OPT_OK(o, optim_set_clip_grad_value(o, 0.2));
+            ASSERT_OPT_OK(o, optim_set_stats(o, 1));
+            memcpy(p0, p, sizeof p);
+            ASSERT_OPT_OK(o, optim_step(o));
+            ASSERT_OPT_OK(o, optim_param_stats(o, 0, &st));
+            for (j = 0; j < N; j++) {
+                const double u = (double)p[j] - (double)p0[j];
+                const double gc = g[j] > 0.2f ? (double)0.2f : g[j] < -0.2f ? -(double)0.2f : (double)g[j];
+                su += u * u;
+                sp += (double)p0[j] * (double)p0[j];
+                sg += gc * gc;
+                clamped += g[j] > 0.2f || g[j] < -0.2f;
+            }
+            ASSERT_INT(st.n, ==, N / 2);
+            if (!(fabs(st.update_rms - sqrt(su / (N / 2))) <= 1e-5 * sqrt(su / (N / 2))) ||
+                !(fabs(st.param_rms - sqrt(sp / (N / 2))) <= 1e-5 * sqrt(sp / (N / 2))) ||
+                !(fabs(st.grad_norm - sqrt(sg)) <= 1e-5 * sqrt(sg)) || st.clamped_fraction != clamped / N)
+                FAIL("%s %s complex: numel %zu update_rms %.9g (%.9g) param_rms %.9g (%.9g) grad_norm %.9g (%.9g) "
+                     "clamped %.9g (%.9g)",
+                     optim_rule_name((optim_rule)rules[r]), optim_isa_name(isas[a]), st.n, st.update_rms,
+                     sqrt(su / (N / 2)), st.param_rms, sqrt(sp / (N / 2)), st.grad_norm, sqrt(sg),
+                     st.clamped_fraction, clamped / N);
+            optim_free(o);
+        }
     return 0;
 }

@@ -77,11 +77,16 @@ def test_stats_values_and_no_bit_changed(cls, kw, dtype):
             g = grads[i] if clip is None else grads[i].clamp(-clip, clip)
             u = after[i] - before[i]
             n = before[i].numel()
-            assert s["grad_norm"] == pytest.approx(g.norm().item(), rel=1e-12)
-            assert s["update_rms"] == pytest.approx(math.sqrt((u * u).sum().item() / n), rel=1e-12, abs=1e-300)
-            assert s["param_rms"] == pytest.approx(math.sqrt((before[i] ** 2).sum().item() / n), rel=1e-12)
+            # Sums in lanes of the compute type per chunk, then double (docs/STATS.md): float within 1e-5.
+            rel = 1e-12 if dtype == torch.float64 else 1e-5
+            assert s["grad_norm"] == pytest.approx(g.norm().item(), rel=rel)
+            assert s["update_rms"] == pytest.approx(math.sqrt((u * u).sum().item() / n), rel=rel, abs=1e-300)
+            assert s["param_rms"] == pytest.approx(math.sqrt((before[i] ** 2).sum().item() / n), rel=rel)
             assert s["update_ratio"] == pytest.approx(s["update_rms"] / s["param_rms"], rel=1e-15)
-            assert s["update_max"] == u.abs().max().item()
+            if dtype == torch.float64:  # the difference in double: exact
+                assert s["update_max"] == u.abs().max().item()
+            else:  # the difference rounded to float once
+                assert s["update_max"] == pytest.approx(u.abs().max().item(), rel=1e-7, abs=0)
             want_clamped = 0.0 if clip is None else (grads[i].abs() > clip).double().mean().item()
             assert s["clamped_fraction"] == pytest.approx(want_clamped, abs=1e-15)
             k = counts[i]  # the parameter's own step (the third one misses every other step)
@@ -109,7 +114,7 @@ def test_grad_norm_after_norm_clipping():
         total = math.sqrt(sum(g.norm().item() ** 2 for g in grads if g is not None))
         for g, s in zip(grads, st):
             if g is not None:
-                assert s["grad_norm"] == pytest.approx(g.norm().item() / max(total, 1.0), rel=1e-6)
+                assert s["grad_norm"] == pytest.approx(g.norm().item() / max(total, 1.0), rel=1e-5)
 
 
 def test_stats_switch_and_errors():

@@ -199,20 +199,21 @@ static void optim__af_update(const optim__kernels *kt, const optim__task *t, siz
 static void optim__af_range_stats(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
 {
     _Alignas(64) double p0[OPTIM__CHUNK];
-    unsigned char cl[OPTIM__CHUNK];
     double acc[OPTIM__NSTAT * 16];
+    _Alignas(64) double lanes[OPTIM__SLANES_BYTES / sizeof(double)];
     const size_t es = optim__af_es(t);
     char *p = (char *)t->p;
     const char *g = (const char *)t->g;
     size_t c, j;
-    memset(cl, 0, sizeof cl);
+    memset(lanes, 0, sizeof lanes);
     for (c = from; c < to; c += OPTIM__CHUNK) {
         const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
         if (c == from || c % OPTIM__RBLOCK == 0)
             for (j = 0; j < OPTIM__NSTAT * 16; j++) acc[j] = 0.0;
         memcpy(p0, p + c * es, len * es);
         optim__af_update(kt, t, c, c + len);
-        t->stats(len, p0, p + c * es, g + c * es, cl, (const optim__k *)t->k, acc);
+        t->stats(len, p0, p + c * es, g + c * es, NULL, (const optim__k *)t->k, lanes);
+        t->sflush(lanes, acc);
         if (c + len == to || (c + len) % OPTIM__RBLOCK == 0)
             optim__stats_fold(acc, t->spart + OPTIM__NSTAT * (c / OPTIM__RBLOCK));
     }

@@ -71,13 +71,28 @@ typedef struct optim__storage {
  * type (slots the variant does not touch may be NULL). */
 typedef void (*optim__loop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k);
 
+/* A loop instance with step statistics (include/optim_stats.h): the same
+ * rule math and stores as the optim__loop_fn of its variant, over n elements,
+ * n a multiple of 16 (the caller runs a chunk's last n % 16 through the plain
+ * loop and optim__stats_fn, which continue the same lanes), which also
+ * measures, per element i, in lane i % 16 of the compute type: clamp(g)^2,
+ * u^2 with u = p_after - p_before in the compute type, p_before^2, the
+ * bits of the largest |u| (NaN sticks), and whether the element was clamped
+ * (value clipping or the rule's own clamp, rule_list.h's OPTIM__CLAMP_LIST),
+ * added to the chunk's lanes (kernels_math.h's optim__slanes of the compute
+ * type, OPTIM__SLANES_BYTES; the task's sflush adds them to the block's). */
+typedef void (*optim__sloop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k, void *lanes);
+
 /* The instances of one rule's math for one compute type. fns[v] runs
- * variant v, fns[nvariants + v] variant v with OPTIM__V_CLAMP. */
+ * variant v, fns[nvariants + v] variant v with OPTIM__V_CLAMP; sfns the same
+ * with step statistics (NULL where there are none: float64, the scalar path,
+ * complex instances; those measure through optim__stats_fn). */
 typedef struct optim__loops {
     unsigned nvariants;
     const optim__loop_fn *fns;
     unsigned (*reads)(unsigned variant);  /* slots a variant reads */
     unsigned (*writes)(unsigned variant); /* slots a variant writes */
+    const optim__sloop_fn *sfns;
 } optim__loops;
 
 /* Pass 1 of a rule with a per-tensor reduction (rule.h): the sums of the
@@ -127,14 +142,30 @@ typedef struct optim__factored_fns {
  * elements (u the update in double: p_after - p_before). */
 #define OPTIM__NSTAT 5
 
-/* The statistics of n elements into 16 double lanes per value (acc[16 v +
- * i % 16] for value v; n a multiple of 16 but at a block's end): p0 the
- * parameter before the rule's loop, p1 after it (as stored), g the raw
- * gradient, all in the compute type; cl[i] 1 where the rule clamped
- * the element (AdaBound's bounds), else 0; value clipping's clamp is seen from g and
- * k. Plain double arithmetic in a fixed order: the same bits on every path. */
+/* The statistics of one chunk of n elements (n <= OPTIM__CHUNK, starting at
+ * a multiple of OPTIM__CHUNK inside its block) from copies, where no fused
+ * loop (optim__sloop_fn) sees the update as stored (a bfloat16/float16
+ * parameter without a master, complex rules, Adafactor's factored pass) or
+ * the path has none (float64, the scalar path): p0 the parameter before the
+ * rule's loop, p1 after it (as stored), g the raw gradient, all in the
+ * compute type; cl[i] 1 where the rule clamped the element (AdaBound's
+ * bounds), else 0, or cl NULL: no element clamped by the rule; value
+ * clipping's clamp is seen from g and k. The same
+ * lanes and arithmetic as optim__sloop_fn, added to the chunk's lanes
+ * (element i in lane i % 16; n may be a chunk's last n % 16 after a fused
+ * instance's groups): the same bits. */
 typedef void (*optim__stats_fn)(size_t n, const void *p0, const void *p1, const void *g, const unsigned char *cl,
-                                const optim__k *k, double *acc);
+                                const optim__k *k, void *lanes);
+
+/* A chunk's lanes: 16 each of the sums of clamp(g)^2, u^2, p^2 and the
+ * clamped count in the compute type, and the bits of the largest |u| (an
+ * unsigned integer of the compute type's width); all zero bits to start. */
+#define OPTIM__SLANES_BYTES (OPTIM__NSTAT * 16 * sizeof(double))
+
+/* A chunk's lanes into the block's 16 double lanes per value (acc[16 v +
+ * lane], OPTIM__NSTAT's order; the maximum: taken, NaN sticks), then zeroed:
+ * one per compute type and path (vectorised with the path's flags). */
+typedef void (*optim__sflush_fn)(void *lanes, double *acc);
 
 /* Rules whose element math may clamp (rule_list.h's OPTIM__CLAMP_LIST):
  * cl[i] = 1 where element i's step was clamped, from its state slots after
@@ -238,6 +269,7 @@ typedef struct optim__kernels {
     optim__vec_fns vec[OPTIM__NCTYPES];                   /* optim_vec.h, by compute type */
     optim__factored_fns factored[OPTIM__NCTYPES];         /* Adafactor's passes, by compute type */
     optim__stats_fn stats[OPTIM__NCTYPES];                /* step statistics, by compute type */
+    optim__sflush_fn sflush[OPTIM__NCTYPES];              /* a chunk's statistics lanes into the block's */
     /* By rule and compute type: the rules of OPTIM__CLAMP_LIST; NULL for the others. */
     optim__clampflag_fn clampflag[OPTIM_RULE_COUNT + 1][OPTIM__NCTYPES];
     optim__ema_fn ema[OPTIM__NCTYPES];           /* the EMA of the weights, by compute type */
@@ -289,6 +321,8 @@ typedef struct optim__task {
     double *spart;
     optim__stats_fn stats;
     optim__clampflag_fn clampflag;
+    optim__sloop_fn sloop;    /* the fused instance of this step's variant (NULL: through copies and stats) */
+    optim__sflush_fn sflush;  /* with statistics: the chunk's lanes into the block's */
     int chunked;              /* 0: every stream holds the compute type: the loop runs on memory */
     const optim__storage *sto[OPTIM__NSTREAMS]; /* storage of p, g, s0..s3, copy (NULL: unused) */
     const void *ctx[OPTIM__NSTREAMS];           /* per-step context of each stream (or NULL) */
@@ -465,6 +499,10 @@ int optim__rloops_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct
  * not declare). */
 optim__loop_fn optim__loop_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant,
                                unsigned *reads, unsigned *writes);
+
+/* The instance with step statistics of (rule, compute type, variant) in
+ * kt; NULL for complex variants and variants without an instance. */
+optim__sloop_fn optim__sloop_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant);
 
 /* CRC-32C (Castagnoli) of n bytes, continuing from crc (0 to start):
  * optim__crc32c(0, "123456789", 9) == 0xE3069283. */

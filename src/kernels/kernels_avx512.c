@@ -4,4 +4,5 @@
 #if defined(OPTIM_HAVE_AVX512BF16)
 #  define OPTIM__KERNELS_NAME_BF16 optim__kernels_avx512bf16
 #endif
+#define OPTIM__STATS_FUSED 1 /* fused step-statistics loops for float32 (kernels_impl.h) */
 #include "kernels_impl.h"

@@ -56,6 +56,13 @@
     M(x, 41) M(x, 42) M(x, 43) M(x, 44) M(x, 45) M(x, 46) M(x, 47) M(x, 48) M(x, 49) M(x, 50) M(x, 51)        \
     M(x, 52) M(x, 53) M(x, 54) M(x, 55) M(x, 56) M(x, 57) M(x, 58) M(x, 59) M(x, 60) M(x, 61) M(x, 62) M(x, 63)
 
+/* Whether this path has fused step-statistics loops for float32
+ * (kernels_math.h's OPTIM__SLOOP_DEF; kernels_avx2.c and kernels_avx512.c set
+ * it): elsewhere the statistics are measured through copies, same bits. */
+#if !defined(OPTIM__STATS_FUSED)
+#  define OPTIM__STATS_FUSED 0
+#endif
+
 /* The lanes of the reductions (kernels_math.h). */
 #define OPTIM__LANES 16
 
@@ -96,10 +103,18 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 /* ---- The path's table ------------------------------------------------------------------ */
 
 #define OPTIM__NV(math) ((unsigned)(sizeof optim__##math##_fns_f32 / sizeof optim__##math##_fns_f32[0] / 2))
+#if OPTIM__STATS_FUSED
+#  define OPTIM__SFNS_F32(math) optim__##math##_sfns_f32
+#else
+#  define OPTIM__SFNS_F32(math) NULL
+#endif
+/* float64 has no fused statistics instances (kernels_math.h): sfns NULL. */
 #define OPTIM__LOOPS(value, math)                                                                            \
     [value] = {                                                                                              \
-        [OPTIM__CT_F32] = {OPTIM__NV(math), optim__##math##_fns_f32, optim__##math##_reads, optim__##math##_writes}, \
-        [OPTIM__CT_F64] = {OPTIM__NV(math), optim__##math##_fns_f64, optim__##math##_reads, optim__##math##_writes}, \
+        [OPTIM__CT_F32] = {OPTIM__NV(math), optim__##math##_fns_f32, optim__##math##_reads, optim__##math##_writes, \
+                           OPTIM__SFNS_F32(math)},                                                           \
+        [OPTIM__CT_F64] = {OPTIM__NV(math), optim__##math##_fns_f64, optim__##math##_reads, optim__##math##_writes, \
+                           NULL},                                                                            \
     },
 #define OPTIM__CNV(math) ((unsigned)(sizeof optim__##math##_cfns_f32 / sizeof optim__##math##_cfns_f32[0] / 2))
 #define OPTIM__CLOOPS(ID, name)                                                                              \
@@ -164,6 +179,7 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
                      [OPTIM__CT_F64] = {optim__af_var_f64, optim__af_rows_f64, optim__af_cols_f64,         \
                                         optim__af_rmean_f64, optim__af_usq_f64, optim__af_upd_f64}},       \
         .stats = {[OPTIM__CT_F32] = optim__stats_f32, [OPTIM__CT_F64] = optim__stats_f64},                  \
+        .sflush = {[OPTIM__CT_F32] = optim__sflush_f32, [OPTIM__CT_F64] = optim__sflush_f64},               \
         .clampflag = {OPTIM__CLAMP_LIST(OPTIM__CLAMPFLAGS)},                                                \
         .ema = {[OPTIM__CT_F32] = optim__ema_f32, [OPTIM__CT_F64] = optim__ema_f64},                        \
         .ema_swap = {[OPTIM__CT_F32] = optim__ema_swap_f32, [OPTIM__CT_F64] = optim__ema_swap_f64},         \

@@ -272,51 +272,216 @@ OPTIM__REDUCE_LIST(OPTIM__RINSTANCES)
 #undef OPTIM__RINST_RV
 #undef OPTIM__RINST_RC
 
-/* ---- Step statistics (include/optim_stats.h; kernels.h's optim__stats_fn) ---------------
- * Element i of a call goes to lane i % 16 of each value (calls start at
- * multiples of 16 inside a block). Sums and the maximum in double, in
- * element order per lane: IEEE arithmetic without contraction, so every
- * path gives the scalar path's bits whatever the compiler vectorises. */
-OPTIM_INLINE void OPTIM__T(optim__stats_lanes)(size_t m, const R *restrict p0, const R *restrict p1,
-                                               const R *restrict g, const unsigned char *restrict cl, R lo, R hi,
-                                               double *restrict s0, double *restrict s1, double *restrict s2,
-                                               double *restrict s3, double *restrict s4)
+/* ---- Step statistics (include/optim_stats.h) -------------------------------------------
+ * Lanes in R: element i of a chunk (a call) in lane i % 16, summed in element
+ * order per lane, in R, over the chunk (32 elements per lane at most), then
+ * each lane added to its double lane of the block (acc), which the caller
+ * folds by a fixed tree at the block's end. IEEE arithmetic without
+ * contraction, and the lanes are those of the scalar path: every path gives
+ * the same bits. The fused loops (optim__sloop_fn) and the copies' function
+ * (optim__stats_fn) run the same lanes and the same arithmetic. */
+
+/* A rule's clamp (rule_list.h's OPTIM__CLAMP_LIST), chosen by the type of
+ * its constants: optim__<name>_clamped for the listed rules, else none. */
+OPTIM_INLINE int OPTIM__T(optim__no_clamped)(const R *s, const void *k, unsigned V)
 {
-    size_t j;
-    OPTIM__VECTORIZE
-    for (j = 0; j < m; j++) {
-        const R gr = g[j];
-        const double gd = (double)optim__clamp(gr, lo, hi);
-        const double a = (double)p0[j], u = (double)p1[j] - a, au = fabs(u);
-        const double k = (double)((gr > hi) | (gr < lo) | cl[j]);
-        s0[j] += gd * gd;
-        s1[j] += u * u;
-        s2[j] += a * a;
-        s3[j] = (au != au || au > s3[j]) ? au : s3[j];
-        s4[j] += k;
+    (void)s;
+    (void)k;
+    (void)V;
+    return 0;
+}
+#define OPTIM__CLAMPED_FN(ID, name) const OPTIM__KR(name) * : OPTIM__T(optim__##name##_clamped),
+#define OPTIM__CLAMPED_HAS(ID, name) const OPTIM__KR(name) * : 1,
+#define OPTIM__RULE_CLAMPED(kp) _Generic((kp), OPTIM__CLAMP_LIST(OPTIM__CLAMPED_FN) default: OPTIM__T(optim__no_clamped))
+#define OPTIM__RULE_CLAMPS(kp) _Generic((kp), OPTIM__CLAMP_LIST(OPTIM__CLAMPED_HAS) default: 0)
+
+/* The lanes of one chunk. The largest |u| is kept as the bits of |u|, an
+ * unsigned integer: for a value without sign the integer order is the
+ * order of the values, and a NaN (every NaN, with its sign cleared) is above
+ * infinity, so an integer maximum is a maximum in which a NaN sticks (one
+ * instruction, where a float maximum with NaN needs three). */
+#if OPTIM__R_F64
+typedef uint64_t OPTIM__T(optim__rbits);
+#else
+typedef uint32_t OPTIM__T(optim__rbits);
+#endif
+typedef struct {
+    R g[OPTIM__LANES], u[OPTIM__LANES], p[OPTIM__LANES], c[OPTIM__LANES];
+    OPTIM__T(optim__rbits) m[OPTIM__LANES];
+} OPTIM__T(optim__slanes);
+
+/* Element i's values into lane j, in two parts: before the rule's math, the
+ * raw gradient gr (clamped by value clipping) and the parameter p0; after
+ * it, the update u = p1 - p0 and whether the element was clamped (value
+ * clipping, or the rule's own clamp: cl). The squares are added by one fused
+ * multiply-add each (one rounding). Measuring the gradient and the parameter
+ * first keeps them in registers where they were loaded for the rule (AVX2
+ * has 16 vector registers: otherwise the gradient is loaded again after the
+ * parameter's store, which can wait on it). */
+OPTIM_INLINE void OPTIM__T(optim__slane_in)(OPTIM__T(optim__slanes) *restrict l, size_t j, R p0, R gr,
+                                            const optim__kc *c, const unsigned V)
+{
+    const R gc = (V & OPTIM__V_CLAMP) ? optim__clamp(gr, -c->gclip, c->gclip) : gr;
+    l->g[j] = optim__fma(gc, gc, l->g[j]);
+    l->p[j] = optim__fma(p0, p0, l->p[j]);
+}
+
+OPTIM_INLINE void OPTIM__T(optim__slane_out)(OPTIM__T(optim__slanes) *restrict l, size_t j, R p0, R p1, R gr,
+                                             int cl, const optim__kc *c, const unsigned V, const int counts)
+{
+    const R u = p1 - p0, au = optim__fabs(u);
+    OPTIM__T(optim__rbits) bu;
+    memcpy(&bu, &au, sizeof bu);
+    l->u[j] = optim__fma(u, u, l->u[j]);
+    l->m[j] = bu > l->m[j] ? bu : l->m[j];
+    if (counts) l->c[j] += ((V & OPTIM__V_CLAMP) && (gr > c->gclip || gr < -c->gclip)) || cl ? (R)1 : (R)0;
+}
+
+/* Fused instances only where they pay and are cheap to build: float32
+ * (the compute type of float32, bfloat16 and float16 parameters) on the
+ * vector paths (OPTIM__STATS_FUSED, set by kernels_avx2.c and
+ * kernels_avx512.c). float64 and the scalar path measure through copies
+ * (optim__stats below): the same lanes and arithmetic, so the same bits; a
+ * fused instance would only make them faster, at another set of loop
+ * instances to compile (docs/STATS.md). */
+#if OPTIM__STATS_FUSED && !OPTIM__R_F64
+/* The fused loops: each rule's loop (the same element function, loads and
+ * stores as OPTIM__LOOP_DEF's) with its element's statistics in registers.
+ * Groups of 16 elements, element j of a group in lane j. */
+#define OPTIM__SLOOP_DEF(ID, value, name)                                                               \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_sone)(R *restrict p, const R *restrict g, R *restrict s0, \
+                                                     R *restrict s1, R *restrict s2, R *restrict s3,    \
+                                                     size_t i, const optim__kc *c,                      \
+                                                     const OPTIM__KR(name) *k, const unsigned V,        \
+                                                     OPTIM__T(optim__slanes) *restrict l, size_t j)     \
+    {                                                                                                   \
+        const unsigned rd = optim__##name##_reads(V), wr = optim__##name##_writes(V);                   \
+        const int counts = (V & OPTIM__V_CLAMP) || OPTIM__RULE_CLAMPS(k);                               \
+        R s[OPTIM_MAX_SLOTS] = {0, 0, 0, 0};                                                            \
+        const R p0 = p[i], gi = g[i];                                                                   \
+        R pi = p0;                                                                                      \
+        OPTIM__T(optim__slane_in)(l, j, p0, gi, c, V);                                                  \
+        if (rd & 1u) s[0] = s0[i];                                                                      \
+        if (rd & 2u) s[1] = s1[i];                                                                      \
+        if (rd & 4u) s[2] = s2[i];                                                                      \
+        if (rd & 8u) s[3] = s3[i];                                                                      \
+        OPTIM__T(optim__##name##_elem)(&pi, gi, s, c, k, V);                                            \
+        pi = optim__canon(pi);                                                                          \
+        p[i] = pi;                                                                                      \
+        if (wr & 1u) s0[i] = optim__canon(s[0]);                                                        \
+        if (wr & 2u) s1[i] = optim__canon(s[1]);                                                        \
+        if (wr & 4u) s2[i] = optim__canon(s[2]);                                                        \
+        if (wr & 8u) s3[i] = optim__canon(s[3]);                                                        \
+        OPTIM__T(optim__slane_out)(l, j, p0, pi, gi, counts ? OPTIM__RULE_CLAMPED(k)(s, k, V) : 0, c, V, \
+                                   counts);                                                             \
+    }                                                                                                   \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_sloop)(size_t n, R *restrict p, const R *restrict g,     \
+                                                      R *restrict s0, R *restrict s1, R *restrict s2,   \
+                                                      R *restrict s3, const optim__k *restrict kp,      \
+                                                      const unsigned V, void *restrict lanes)           \
+    {                                                                                                   \
+        const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
+        const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
+        OPTIM__T(optim__slanes) l;                                                                      \
+        size_t i, j;                                                                                    \
+        memcpy(&l, lanes, sizeof l);                                                                    \
+        for (i = 0; i + OPTIM__LANES <= n; i += OPTIM__LANES) {                                         \
+            OPTIM__VECTORIZE                                                                            \
+            for (j = 0; j < OPTIM__LANES; j++)                                                          \
+                OPTIM__T(optim__##name##_sone)(p, g, s0, s1, s2, s3, i + j, &c, &k, V, &l, j);          \
+        }                                                                                               \
+        memcpy(lanes, &l, sizeof l);                                                                    \
+    }
+OPTIM__RULE_LIST(OPTIM__SLOOP_DEF, OPTIM__LIST_NOTHING)
+#undef OPTIM__SLOOP_DEF
+
+#define OPTIM__SINST(name, v)                                                                           \
+    static void OPTIM__T(optim__##name##_sv##v)(size_t n, void *p, const void *g, void *const *s,         \
+                                                const optim__k *k, void *lanes)                         \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_sloop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],       \
+                                        (R *)s[3], k, v##u, lanes);                                     \
+    }                                                                                                   \
+    static void OPTIM__T(optim__##name##_sc##v)(size_t n, void *p, const void *g, void *const *s,         \
+                                                const optim__k *k, void *lanes)                         \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_sloop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],       \
+                                        (R *)s[3], k, OPTIM__V_CLAMP | v##u, lanes);                    \
+    }
+#define OPTIM__SINST_FN_V(name, v) OPTIM__T(optim__##name##_sv##v),
+#define OPTIM__SINST_FN_C(name, v) OPTIM__T(optim__##name##_sc##v),
+#define OPTIM__SINSTANCES(ID, value, name)                                                              \
+    OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__SINST, name)                                 \
+    static const optim__sloop_fn OPTIM__T(optim__##name##_sfns)[2 * OPTIM__##ID##_NVARIANTS] = {        \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__SINST_FN_V, name)                        \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__SINST_FN_C, name)};
+OPTIM__RULE_LIST(OPTIM__SINSTANCES, OPTIM__LIST_NOTHING)
+#undef OPTIM__SINSTANCES
+#undef OPTIM__SINST
+#undef OPTIM__SINST_FN_V
+#undef OPTIM__SINST_FN_C
+
+#endif /* OPTIM__STATS_FUSED && !OPTIM__R_F64 */
+
+/* The statistics of a chunk from copies (kernels.h's optim__stats_fn), the
+ * lanes of the fused loops: value clipping (V) and the rule's clamp flags
+ * (hascl: cl given) are constants of each instance, so that the common case
+ * (neither: nothing counted) vectorises to the five sums and the maximum. */
+OPTIM_INLINE void OPTIM__T(optim__stats_run)(size_t n, const R *restrict p0, const R *restrict p1,
+                                             const R *restrict g, const unsigned char *restrict cl,
+                                             const optim__kc *c, const unsigned V, const int hascl,
+                                             OPTIM__T(optim__slanes) *restrict l)
+{
+    const int counts = hascl || (V & OPTIM__V_CLAMP);
+    size_t i = 0, j;
+    for (; i + OPTIM__LANES <= n; i += OPTIM__LANES) {
+        OPTIM__VECTORIZE
+        for (j = 0; j < OPTIM__LANES; j++) {
+            OPTIM__T(optim__slane_in)(l, j, p0[i + j], g[i + j], c, V);
+            OPTIM__T(optim__slane_out)(l, j, p0[i + j], p1[i + j], g[i + j], hascl ? cl[i + j] : 0, c, V, counts);
+        }
+    }
+    for (j = 0; i + j < n; j++) {
+        OPTIM__T(optim__slane_in)(l, j, p0[i + j], g[i + j], c, V);
+        OPTIM__T(optim__slane_out)(l, j, p0[i + j], p1[i + j], g[i + j], hascl ? cl[i + j] : 0, c, V, counts);
     }
 }
 
 static void OPTIM__T(optim__stats)(size_t n, const void *p0v, const void *p1v, const void *gv,
-                                   const unsigned char *cl, const optim__k *kp, double *restrict acc)
+                                   const unsigned char *cl, const optim__k *kp, void *restrict lanes)
 {
     const R *p0 = (const R *)p0v, *p1 = (const R *)p1v, *g = (const R *)gv;
     const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);
-    /* Without value clipping the clamp to [-inf, inf] keeps every value (a NaN too) and flags none. */
-    const int clamp = (kp->c.variant & OPTIM__V_CLAMP) != 0;
-    const R lo = clamp ? -c.gclip : -(R)INFINITY, hi = clamp ? c.gclip : (R)INFINITY;
-    double s[OPTIM__NSTAT][OPTIM__LANES];
-    size_t i, j;
-    int v;
-    for (v = 0; v < OPTIM__NSTAT; v++)
-        for (j = 0; j < OPTIM__LANES; j++) s[v][j] = acc[OPTIM__LANES * v + j];
-    for (i = 0; i + OPTIM__LANES <= n; i += OPTIM__LANES)
-        OPTIM__T(optim__stats_lanes)(OPTIM__LANES, p0 + i, p1 + i, g + i, cl + i, lo, hi, s[0], s[1], s[2], s[3],
-                                     s[4]);
-    if (i < n)
-        OPTIM__T(optim__stats_lanes)(n - i, p0 + i, p1 + i, g + i, cl + i, lo, hi, s[0], s[1], s[2], s[3], s[4]);
-    for (v = 0; v < OPTIM__NSTAT; v++)
-        for (j = 0; j < OPTIM__LANES; j++) acc[OPTIM__LANES * v + j] = s[v][j];
+    OPTIM__T(optim__slanes) l;
+    memcpy(&l, lanes, sizeof l);
+    if (kp->c.variant & OPTIM__V_CLAMP) {
+        if (cl) OPTIM__T(optim__stats_run)(n, p0, p1, g, cl, &c, OPTIM__V_CLAMP, 1, &l);
+        else OPTIM__T(optim__stats_run)(n, p0, p1, g, NULL, &c, OPTIM__V_CLAMP, 0, &l);
+    } else {
+        if (cl) OPTIM__T(optim__stats_run)(n, p0, p1, g, cl, &c, 0u, 1, &l);
+        else OPTIM__T(optim__stats_run)(n, p0, p1, g, NULL, &c, 0u, 0, &l);
+    }
+    memcpy(lanes, &l, sizeof l);
+}
+
+/* A chunk's lanes into the block's (kernels.h's optim__sflush_fn), then zeroed. */
+static void OPTIM__T(optim__sflush)(void *lanes, double *restrict acc)
+{
+    OPTIM__T(optim__slanes) *restrict l = (OPTIM__T(optim__slanes) *)lanes;
+    size_t j;
+    OPTIM__VECTORIZE
+    for (j = 0; j < OPTIM__LANES; j++) {
+        R mr;
+        double m;
+        memcpy(&mr, &l->m[j], sizeof mr); /* the bits of |u| */
+        m = (double)mr;
+        acc[j] += (double)l->g[j];
+        acc[OPTIM__LANES + j] += (double)l->u[j];
+        acc[2 * OPTIM__LANES + j] += (double)l->p[j];
+        acc[3 * OPTIM__LANES + j] = (m != m || m > acc[3 * OPTIM__LANES + j]) ? m : acc[3 * OPTIM__LANES + j];
+        acc[4 * OPTIM__LANES + j] += (double)l->c[j];
+    }
+    memset(l, 0, sizeof *l);
 }
 
 /* The clamp flags of the rules of OPTIM__CLAMP_LIST (kernels.h's

@@ -228,6 +228,17 @@ optim__loop_fn optim__loop_get(const optim__kernels *kt, optim_rule rule, optim_
     return l->fns[(variant & OPTIM__V_CLAMP) ? l->nvariants + v : v];
 }
 
+optim__sloop_fn optim__sloop_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct, unsigned variant)
+{
+    const optim__loops *l;
+    unsigned v = variant & ~OPTIM__V_CLAMP;
+    if ((int)rule < 1 || (int)rule > OPTIM_RULE_COUNT || (int)ct < 0 || ct >= OPTIM__NCTYPES) return NULL;
+    if (variant & OPTIM__V_COMPLEX) return NULL;
+    l = &kt->loops[rule][ct];
+    if (!l->sfns || v >= l->nvariants) return NULL;
+    return l->sfns[(variant & OPTIM__V_CLAMP) ? l->nvariants + v : v];
+}
+
 /* ---- The update pass -------------------------------------------------------------------- */
 
 /* Element e of stream j of t, in memory. */
@@ -323,22 +334,31 @@ void optim__stats_fold(double *acc, double *out)
     }
 }
 
-/* A range of a task with statistics (t->spart set): the update of the
- * chunked path (direct streams used in place), chunk by chunk; each chunk's
- * parameter is copied before the loop (in L1) and, where it is not stored
- * as the compute type, loaded back after its store, so that the update
- * measured is the one stored; then the statistics of the chunk. `from` is a
- * multiple of OPTIM__RBLOCK (the task's split alignment with statistics), so
- * a block is measured by one thread, in element order. */
+/* A range of a task with statistics (t->spart set), chunk by chunk as the
+ * chunked path (direct streams used in place, the others through scratch),
+ * each chunk measured while it is in L1. Where the parameter stream is held
+ * as the compute type (in memory or as a master), the fused instance
+ * (t->sloop) measures the update in registers, in groups of 16 (a chunk's
+ * last n % 16 elements, at a task's end, through the plain loop and copies,
+ * in the same lanes). Else (a bfloat16/float16
+ * parameter without a master: the update measured is the one stored; or no
+ * fused instance: complex rules, float64, the scalar path; docs/STATS.md)
+ * the parameter's chunk is copied before the
+ * loop and loaded back after its store, then measured by t->stats with the
+ * rule's clamp flags. `from` is a multiple of OPTIM__RBLOCK (the task's split
+ * alignment with statistics), so a block is measured by one thread, in
+ * element order. */
 static void optim__update_stats(const optim__task *t, size_t from, size_t to)
 {
     _Alignas(64) double scratch[OPTIM__NSTREAMS][OPTIM__CHUNK];
     _Alignas(64) double p0[OPTIM__CHUNK], p1[OPTIM__CHUNK];
     unsigned char cl[OPTIM__CHUNK];
     double acc[OPTIM__NSTAT * 16];
+    _Alignas(64) double lanes[OPTIM__SLANES_BYTES / sizeof(double)];
     void *base[OPTIM__NSTREAMS];
     unsigned use[OPTIM__NSTREAMS], rd[OPTIM__NSTREAMS], wr[OPTIM__NSTREAMS];
     const size_t rsize = t->sto[OPTIM__SG]->ctype == OPTIM__CT_F64 ? sizeof(double) : sizeof(float);
+    const int fused = t->sloop != NULL && t->sto[OPTIM__SP]->direct;
     size_t c, j;
     int s;
     base[OPTIM__SP] = t->p;
@@ -353,10 +373,9 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
     base[OPTIM__SC] = NULL;
     rd[OPTIM__SC] = wr[OPTIM__SC] = 0;
     for (s = 0; s < OPTIM__NSTREAMS; s++) use[s] = base[s] && (rd[s] || wr[s]);
-    if (!t->clampflag) memset(cl, 0, sizeof cl); /* no element clamped by the rule */
+    memset(lanes, 0, sizeof lanes);
     for (c = from; c < to; c += OPTIM__CHUNK) {
         const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
-        const void *after;
         void *x[OPTIM__NSTREAMS];
         if (c == from || c % OPTIM__RBLOCK == 0)
             for (j = 0; j < OPTIM__NSTAT * 16; j++) acc[j] = 0.0;
@@ -371,18 +390,36 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
                 if (rd[s]) st->load(scratch[s], base[s], c, len, t->ctx[s]);
             }
         }
-        memcpy(p0, x[OPTIM__SP], len * rsize);
-        t->loop(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k);
+        if (fused) {
+            /* Groups of 16 fused; the rest (a task's end) by the plain loop, measured from a copy in the same lanes. */
+            const size_t m = len & ~(size_t)15;
+            if (m) t->sloop(m, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, lanes);
+            if (m < len) {
+                void *y[OPTIM__NSTREAMS];
+                for (s = 0; s < OPTIM__NSTREAMS; s++) y[s] = x[s] ? (char *)x[s] + m * rsize : NULL;
+                memcpy(p0, y[OPTIM__SP], (len - m) * rsize);
+                t->loop(len - m, y[OPTIM__SP], y[OPTIM__SG], &y[OPTIM__SS(0)], (const optim__k *)t->k);
+                if (t->clampflag) t->clampflag(len - m, &y[OPTIM__SS(0)], (const optim__k *)t->k, cl);
+                t->stats(len - m, p0, y[OPTIM__SP], y[OPTIM__SG], t->clampflag ? cl : NULL, (const optim__k *)t->k,
+                         lanes);
+            }
+        } else {
+            memcpy(p0, x[OPTIM__SP], len * rsize);
+            t->loop(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k);
+        }
         for (s = 0; s < OPTIM__NSTREAMS; s++)
             if (use[s] && wr[s] && !t->sto[s]->direct) t->sto[s]->store(base[s], c, len, scratch[s], t->ctx[s]);
         if (t->copy != NULL) t->sto[OPTIM__SC]->store(t->copy, c, len, x[OPTIM__SP], t->ctx[OPTIM__SC]);
-        after = x[OPTIM__SP];
-        if (!t->sto[OPTIM__SP]->direct) {
-            t->sto[OPTIM__SP]->load(p1, base[OPTIM__SP], c, len, t->ctx[OPTIM__SP]);
-            after = p1;
+        if (!fused) {
+            const void *after = x[OPTIM__SP];
+            if (!t->sto[OPTIM__SP]->direct) {
+                t->sto[OPTIM__SP]->load(p1, base[OPTIM__SP], c, len, t->ctx[OPTIM__SP]);
+                after = p1;
+            }
+            if (t->clampflag) t->clampflag(len, &x[OPTIM__SS(0)], (const optim__k *)t->k, cl);
+            t->stats(len, p0, after, x[OPTIM__SG], t->clampflag ? cl : NULL, (const optim__k *)t->k, lanes);
         }
-        if (t->clampflag) t->clampflag(len, &x[OPTIM__SS(0)], (const optim__k *)t->k, cl);
-        t->stats(len, p0, after, x[OPTIM__SG], cl, (const optim__k *)t->k, acc);
+        t->sflush(lanes, acc);
         if (c + len == to || (c + len) % OPTIM__RBLOCK == 0)
             optim__stats_fold(acc, t->spart + OPTIM__NSTAT * (c / OPTIM__RBLOCK));
     }
