@@ -308,6 +308,7 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
             m->ema_fresh[j].ema = m->ema_fresh[j].ema_stash = NULL;
         }
         optim__ck_read_elems(pa->ema, pl->ema[j], pa->n, pl->ema_dtype[j]);
+        pa->ema_start = pl->ema_counts ? pl->ema_count - pl->ema_counts[j] : 0;
         if (pl->ema_stash[j]) optim__ck_read_elems(pa->ema_stash, pl->ema_stash[j], pa->n, pl->ema_stash_dtype[j]);
     }
     o->ema_on = pl->has_ema;

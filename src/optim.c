@@ -521,7 +521,9 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
         }
         optim__master_sync(o, &pa);
     }
-    /* include/optim_ema.h: its average starts from its value now. */
+    /* include/optim_ema.h: its first average (the next step's) copies it, and its warm-up counts from there:
+     * as an AveragedModel made for it then. */
+    pa.ema_start = o->ema_count;
     if (o->ema_on && optim__ema_alloc(o, fn, &pa) != OPTIM_OK) {
         optim__param_free_state(&pa);
         free(pa.name);
