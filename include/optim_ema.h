@@ -44,7 +44,10 @@
  * Checkpoints hold the averages, decay, warm-up, count and the swap (an EMAS
  * section, written only when the EMA is on: other files keep their bytes; a
  * library without EMA refuses such files). Loading a file with an EMA turns
- * it on; a file without one turns it off.
+ * it on with the file's settings, count and averages; a file without one
+ * leaves the optimizer's settings (on or off), and an EMA that is on
+ * restarts (count 0: the next step copies the parameters), as optim.torch's
+ * load_state_dict does with a state dict without one (docs/EMA.md).
  */
 #ifndef OPTIM_EMA_H
 #define OPTIM_EMA_H

@@ -614,7 +614,7 @@ TEST_IMPL(ema_checkpoint)
         ASSERT(ckpt_same_state(a.o, s.o));
         optim_free(s.o);
     }
-    /* A file without an EMA turns it off. */
+    /* A file without an EMA keeps the optimizer's settings and restarts its averages (ema_load_combinations). */
     {
         ckm z;
         void *zb = NULL;
@@ -624,7 +624,7 @@ TEST_IMPL(ema_checkpoint)
         ASSERT(emas_at((const unsigned char *)zb, zs) == 0);
         ASSERT_OPT_OK(b.o, optim_load_buffer(b.o, zb, zs, OPTIM_MATCH_NAME, "buf"));
         ASSERT_OPT_OK(b.o, optim_get_ema(b.o, &on, &d, &warm, &c, &sw));
-        ASSERT(on == 0);
+        ASSERT(on == 1 && d == 0.95 && warm == 1 && c == 0);
         free(zb);
         optim_free(z.o);
     }
@@ -761,5 +761,58 @@ TEST_IMPL(ema_param_added_late)
         free(buf);
         free(plain);
     }
+    return 0;
+}
+
+/* Loading into an optimizer with or without an EMA a file with or without one (include/optim_ema.h,
+ * "Loading"; the rule optim.torch's load_state_dict follows, python/tests/test_torch_ema.py
+ * test_load_combinations): the file's EMA comes in with its settings, count and averages (turned on where it
+ * was off); a file without one leaves the optimizer's settings, on or off, and an EMA that is on restarts
+ * (count 0: the next step's average is a copy of the parameters). */
+TEST_IMPL(ema_load_combinations)
+{
+    int saved, has;
+    for (saved = 0; saved < 2; saved++)
+        for (has = 0; has < 2; has++) {
+            ckm src, dst;
+            void *buf = NULL;
+            size_t size = 0;
+            float es[300], ed[300], *mp = NULL;
+            int on, warm, sw;
+            double d;
+            int64_t c;
+            if (ckm_init(&src, saved) || ckm_steps(&src, 0, 3)) return 1;
+            ASSERT_OPT_OK(src.o, optim_save_buffer(src.o, &buf, &size));
+            if (ckm_init(&dst, 0)) return 1;
+            if (has) {
+                ASSERT_OPT_OK(dst.o, optim_set_ema(dst.o, 0.5, 0));
+                if (ckm_steps(&dst, 0, 2)) return 1;
+            }
+            memcpy(dst.a, src.a, sizeof src.a);
+            memcpy(dst.b, src.b, sizeof src.b);
+            ASSERT_OPT_OK(dst.o, optim_load_buffer(dst.o, buf, size, OPTIM_MATCH_NAME, "buf"));
+            ASSERT_OPT_OK(dst.o, optim_get_ema(dst.o, &on, &d, &warm, &c, &sw));
+            if (saved) {
+                /* The file's: settings, count, averages. */
+                ASSERT(on == 1 && d == 0.95 && warm == 1 && c == 3 && sw == 0);
+                ASSERT_OPT_OK(src.o, optim_ema_read(src.o, 0, es, NULL));
+                ASSERT_OPT_OK(dst.o, optim_ema_read(dst.o, 0, ed, NULL));
+                ASSERT(memcmp(es, ed, sizeof es) == 0);
+            } else if (has) {
+                /* The optimizer's settings, its averages restarting: the next step copies. */
+                ASSERT(on == 1 && d == 0.5 && warm == 0 && c == 0);
+                if (ckm_steps(&dst, 3, 1)) return 1;
+                ASSERT_OPT_OK(dst.o, optim_ema_read(dst.o, 0, ed, NULL));
+                ASSERT(memcmp(ed, dst.a, sizeof ed) == 0);
+                ASSERT_OPT_OK(dst.o, optim_ema_read(dst.o, 1, ed, NULL));
+                ASSERT_OPT_OK(dst.o, optim_param_master_data(dst.o, 1, &mp));
+                ASSERT(memcmp(ed, mp, 200 * sizeof(float)) == 0);
+            } else {
+                ASSERT(on == 0 && c == 0);
+            }
+            free(buf);
+            optim_free(src.o);
+            optim_free(dst.o);
+        }
     return 0;
 }

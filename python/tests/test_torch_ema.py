@@ -413,3 +413,39 @@ def test_param_added_late_starts_fresh(how, warmup, seed, tmp_path):
     bad["optim_ema"]["counts"][-1] = 12
     with pytest.raises(ValueError, match=r"\['counts'\] must be a list of \d+ ints in \[0, count = 11\]"):
         opt.load_state_dict(bad)
+
+
+@pytest.mark.parametrize("entry", ["load_state_dict", "load_checkpoint"])
+@pytest.mark.parametrize("saved", [True, False], ids=["saved_ema", "saved_none"])
+@pytest.mark.parametrize("has", [True, False], ids=["opt_ema", "opt_none"])
+def test_load_combinations(entry, saved, has, seed, tmp_path):
+    """load_state_dict and load_checkpoint follow one rule (docs/EMA.md, "Loading"; tests/test_ema.c
+    ema_load_combinations for the C API): a saved EMA comes in with its settings, count and averages (turned on
+    where it was off); a state without one leaves the optimizer's settings, on or off, and an EMA that is on
+    restarts (count 0: the next step's average copies the parameters)."""
+    m = _model(seed)
+    src = ot.Adam(m.parameters(), lr=1e-2, ema_decay=0.9 if saved else None, ema_warmup=saved)
+    _train(m, src, 3, seed, torch.float32)
+    sd = copy.deepcopy(src.state_dict())
+    src.save_checkpoint(str(tmp_path / "ck"))
+    m2 = copy.deepcopy(m)
+    dst = ot.Adam(m2.parameters(), lr=1e-2, ema_decay=0.5 if has else None)
+    _train(m2, dst, 2, seed + 1, torch.float32)
+    with torch.no_grad():
+        for a, b in zip(m2.parameters(), m.parameters()):
+            a.copy_(b)
+    if entry == "load_state_dict":
+        dst.load_state_dict(sd)
+    else:
+        dst.load_checkpoint(str(tmp_path / "ck"))
+    st = dst.ema_state()
+    if saved:
+        want = src.ema_state()
+        assert (st["decay"], st["warmup"], st["count"]) == (0.9, True, 3)
+        assert all(torch.equal(a, b) for a, b in zip(st["averages"], want["averages"]))
+    elif has:
+        assert (st["decay"], st["warmup"], st["count"]) == (0.5, False, 0)
+        _train(m2, dst, 1, seed + 2, torch.float32)
+        assert all(torch.equal(a, p) for a, p in zip(dst.ema_state()["averages"], m2.parameters()))
+    else:
+        assert st is None
