@@ -231,6 +231,7 @@ static int optim__check_next_loop(optim *o, const char *fn, const optim__param *
     in.gscale = 1.0;
     in.gclip = o->clip_value > 0 ? o->clip_value : INFINITY;
     in.quantized = pa->sdt == OPTIM_INT8_BLOCK;
+    in.eps_type = 0.0;
     optim__prepare(hp, &in, &st, &k);
     if (pa->flags & OPTIM_PARAM_COMPLEX) k.c.variant |= OPTIM__V_COMPLEX;
     OPTIM__FAIL_IF(!optim__loop_get(o->kt, o->rule, pa->ct, k.c.variant, NULL, NULL), OPTIM__E(o),

@@ -46,6 +46,7 @@ typedef struct optim__group {
     optim_hparams hp;
     struct optim_schedule *sched; /* owned copy (src/schedule.c), or NULL */
     int64_t sched_t;              /* the schedule's step: steps taken since attachment */
+    double eps_first;             /* in a step: the machine epsilon of its first parameter stepped (Adafactor) */
 } optim__group;
 
 /* An interval of memory, for the overlap check of optim_step_with. */
