@@ -282,3 +282,25 @@ def test_adafactor_eps1_none_is_the_groups():
             assert float(opt.state[p]["step"]) == rs["step"]
     # Both resolutions happened in both groups.
     assert seen == {(3, torch.finfo(torch.float64).eps), (3, torch.finfo(torch.float32).eps)}
+
+
+def test_adafactor_shape_change_after_steps_refused():
+    """Through the binding's handle (optim_param_set_shape, as optim.torch calls it when a parameter is added): after
+    steps a shape that would reinterpret the state (leading dimensions regrouped, with factors of the same
+    lengths) is refused naming both shapes; the same shape again is accepted; the state is untouched."""
+    from optim import OptimError
+    p = torch.randn(4, 3, 2, 5, requires_grad=True)
+    opt = ot.Adafactor([p])
+    for _ in range(2):
+        p.grad = torch.randn(4, 3, 2, 5)
+        opt.step()
+    h = opt._c.h
+    row, col = opt.state[p]["row_var"].clone(), opt.state[p]["col_var"].clone()
+    with pytest.raises(OptimError, match=r"has taken 2 adafactor steps with shape \(4, 3, 2, 5\): its state is laid "
+                                         r"out for it, and shape \(3, 4, 2, 5\) would reinterpret it"):
+        h.set_param_shape(0, (3, 4, 2, 5))
+    h.set_param_shape(0, (4, 3, 2, 5))
+    assert torch.equal(opt.state[p]["row_var"], row) and torch.equal(opt.state[p]["col_var"], col)
+    p.grad = torch.randn(4, 3, 2, 5)
+    opt.step()
+    assert float(opt.state[p]["step"]) == 3
