@@ -236,6 +236,42 @@ def test_trust_ratio_cases(exe):
         assert "is benchmarked in float32 only" in p.stderr, p.stderr
 
 
+def test_adafactor_cases(exe):
+    """Adafactor against the ceiling of its own passes (src/kernels/factored_run.c, docs/PERFORMANCE.md): a
+    matrix (n/1024 x 1024, or 1 x n when 1024 does not divide n) is factored: p read for ||p||, g read by the row
+    pass, the column pass and pass B, then g read and p read and written: 28 bytes per element, its state the
+    two factors; without a shape (1d) the variance of n: pass A reads p and g and updates the variance (16), B
+    reads g and the variance (8), C reads them and updates p (16): 40. The pre-pass reads g once more (4), the
+    EMA updates the average (8). The bench itself checks that the ceiling moves the bytes counted (it exits
+    with a message otherwise), so every case here ran against a ceiling of exactly its bytes."""
+    cases = "adafactor,adafactor:1d,adafactor:clip=1,adafactor:1d:ema:nonfinite=skip,adafactor:ema:stats"
+    out = run(exe, "--rules", cases, "--sizes", "4K,3000", "--threads", "1,all", "--reps", 1, "--min-time", 0,
+              "--no-context", "--json", "--quiet").stdout
+    res = json.loads(out)["results"]
+    assert len(res) == 5 * 2 * 2
+    want = {"adafactor": (2, 28), "adafactor:1d": (1, 40), "adafactor:clip=1": (2, 32),
+            "adafactor:1d:ema:nonfinite=skip": (1, 52), "adafactor:ema:stats": (2, 36)}
+    for r in res:
+        assert (r["state_arrays"], r["bytes_per_element"]) == want[r["case"]], r["case"]
+        assert r["rule"] == "adafactor" and r["ratio"] > 0 and r["ceiling"]["step_s"]["median"] > 0
+        n = {"4K": 4096, "2.93K": 3000}[r["size"]]
+        # State: the factors of 4 x 1024 or 1 x 3000 (R + C), or the variance of n.
+        state = n if ":1d" in r["case"] else {4096: 4 + 1024, 3000: 1 + 3000}[n]
+        assert r["min_bytes"] == 2 * n * 4 + 4 * state, (r["case"], n)
+    # The GPT-2 list mixes matrices (28) and vectors (40): the weighted bytes, as --list gives them.
+    vec = 12 * (768 * 4 + 2304 + 768 + 3072 + 768) + 2 * 768
+    mixed = (28 * (GPT2_ELEMENTS - vec) + 40 * vec) / GPT2_ELEMENTS
+    lines = [l for l in run(exe, "--list").stdout.splitlines() if l.strip().startswith("adafactor")]
+    assert len(lines) == 2 and "gpt2: %.3f)" % mixed in lines[0] and " 40 bytes per element" in lines[1], lines
+    # The rule's storage is float32 or float64: element types and int8 state are refused by name; 1d is
+    # Adafactor's alone.
+    for spec in ("adafactor:state=int8", "adafactor:param=bf16:grad=bf16"):
+        p = run(exe, "--rules", spec, "--sizes", "1K", "--no-context", "--quiet", expect=2)
+        assert "adafactor is benchmarked in float32 only" in p.stderr, p.stderr
+    p = run(exe, "--rules", "adam:1d", "--sizes", "1K", "--no-context", "--quiet", expect=2)
+    assert "1d leaves Adafactor's tensors without a shape" in p.stderr, p.stderr
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--rules", "adam:param=f64"], "param = 'f64' must be bf16, f16 or f32"),
     (["--rules", "adam:master=1"], "master takes no value"),

@@ -693,8 +693,11 @@ OPTIM_API int optim_param_get_info(const optim *opt, size_t i, optim_param_info 
  *  1 element) whose product must be its number of elements n. Until one is
  *  given a parameter's shape is [n]. Checkpoints store the shape, and a load
  *  refuses a parameter whose given shape differs from the saved one
- *  (optim_checkpoint.h). OPTIM_EINVAL if the product is not n or ndim >
- *  OPTIM_MAX_NDIM; OPTIM_ENOMEM. */
+ *  (optim_checkpoint.h). For a rule whose state follows the shape
+ *  (OPTIM_ADAFACTOR), a parameter that has taken steps keeps its shape:
+ *  another is OPTIM_ESTATE naming both (the same one again is accepted).
+ *  OPTIM_EINVAL if the product is not n or ndim > OPTIM_MAX_NDIM;
+ *  OPTIM_ENOMEM. */
 OPTIM_API int optim_param_set_shape(optim *opt, size_t i, size_t ndim, const int64_t *dims);
 /** Parameter i's shape: *ndim, and its sizes into dims (room for
  *  OPTIM_MAX_NDIM; may be NULL); *given (may be NULL) is 1 if it was set by

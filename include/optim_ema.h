@@ -9,8 +9,8 @@
  *     ema = d * ema + (1 - d) * p          (p: the parameter after the step)
  *
  * with d = decay, or with warm-up d = min(decay, (1 + t) / (10 + t)), t the
- * number of averages taken before this one (torch-ema's num_updates when its
- * shadow was made after the first step). The first average (t = 0) copies
+ * number of averages of this parameter taken before this one (torch-ema's
+ * num_updates when its shadow was made after the first step). The first average (t = 0) copies
  * the parameter: torch.optim.swa_utils.AveragedModel with n_averaged == 0.
  * d and 1 - d are computed in double and rounded to the compute type; the
  * two products and the sum are each rounded once (no fused multiply-add):
@@ -44,7 +44,10 @@
  * Checkpoints hold the averages, decay, warm-up, count and the swap (an EMAS
  * section, written only when the EMA is on: other files keep their bytes; a
  * library without EMA refuses such files). Loading a file with an EMA turns
- * it on; a file without one turns it off.
+ * it on with the file's settings, count and averages; a file without one
+ * leaves the optimizer's settings (on or off), and an EMA that is on
+ * restarts (count 0: the next step copies the parameters), as optim.torch's
+ * load_state_dict does with a state dict without one (docs/EMA.md).
  */
 #ifndef OPTIM_EMA_H
 #define OPTIM_EMA_H
@@ -61,8 +64,10 @@ extern "C" {
  *  copies the parameters. On before: only decay and warm-up change (the
  *  averages and count stay). OPTIM_EUNSUPPORTED for schedule-free rules;
  *  OPTIM_ESTATE while swapped or while a SAM object has the parameters
- *  perturbed. A parameter added later starts its average from its value
- *  when added. */
+ *  perturbed. A parameter added later (optim_add_param*) starts as an
+ *  AveragedModel made for it then: its first average (the next step's)
+ *  copies it, and its warm-up counts its own averages
+ *  (optim_ema_param_count). */
 OPTIM_API int optim_set_ema(optim *opt, double decay, int warmup);
 /** Turn the EMA off and free the averages (OPTIM_ESTATE while swapped); a
  *  no-op when off. */
@@ -71,8 +76,18 @@ OPTIM_API int optim_ema_off(optim *opt);
  *  swapped (0/1); any pointer may be NULL. Off: decay 0, count 0. */
 OPTIM_API int optim_get_ema(const optim *opt, int *on, double *decay, int *warmup, int64_t *count, int *swapped);
 /** Set the count (>= 0), e.g. from a binding's state_dict: 0 makes the next
- *  step copy the parameters. OPTIM_ESTATE when off. */
+ *  step copy the parameters. Every parameter's own count becomes count.
+ *  OPTIM_ESTATE when off. */
 OPTIM_API int optim_ema_set_count(optim *opt, int64_t count);
+/** Parameter i's own count: the averages it has taken, the optimizer's count
+ *  but for a parameter added after the EMA was turned on (fewer: its count
+ *  starts at 0 when added; 0 makes its next average a copy, and its warm-up
+ *  uses it). OPTIM_ESTATE when off, OPTIM_ERANGE for no such parameter. */
+OPTIM_API int optim_ema_param_count(const optim *opt, size_t i, int64_t *count);
+/** Set parameter i's own count, in [0, the optimizer's count] (OPTIM_EINVAL
+ *  naming both otherwise), e.g. from a binding's state_dict. OPTIM_ESTATE
+ *  when off. */
+OPTIM_API int optim_ema_set_param_count(optim *opt, size_t i, int64_t count);
 /** Exchange the parameters and their averages (see above); the second call
  *  swaps back. Runs on the memory bound to each parameter now. OPTIM_ESTATE
  *  when off or while a SAM object has the parameters perturbed. */

@@ -369,9 +369,22 @@ static void ck_sf(ck_writer *w, const optim *o, size_t unused)
     }
 }
 
+/* Does a parameter's own EMA count differ from the optimizer's (one added after the EMA began)? */
+static int ck_ema_counts(const optim *o)
+{
+    size_t i;
+    for (i = 0; i < o->nparams; i++)
+        if (o->params[i].ema_start != 0) return 1;
+    return 0;
+}
+
 /* The EMAS section: warm-up, swapped, decay, count, the count of params,
  * then per param: the average's element type, its stash's (0 none), n, the
- * n elements of the average, the n elements of the stash. */
+ * n elements of the average, the n elements of the stash; then, only when a
+ * parameter's own count differs from the optimizer's (added after the EMA
+ * began, optim_ema_param_count), every parameter's own count (so that other
+ * files keep their bytes, and a reader without the counts refuses the file:
+ * bytes left over in EMAS). */
 static void ck_ema(ck_writer *w, const optim *o, size_t unused)
 {
     size_t i;
@@ -391,6 +404,8 @@ static void ck_ema(ck_writer *w, const optim *o, size_t unused)
         ck_elems(w, pa->ema, pa->n, et);
         if (stash) ck_elems(w, pa->ema_stash, pa->n, pa->pdt);
     }
+    if (ck_ema_counts(o))
+        for (i = 0; i < o->nparams; i++) ck_u64(w, (uint64_t)(o->ema_count - o->params[i].ema_start));
 }
 
 /* One section: its head, its payload (length measured by a counting pass),
@@ -632,6 +647,7 @@ void optim__ck_plan_free(optim__ck_plan *pl)
     free((void *)pl->ema_stash);
     free(pl->ema_dtype);
     free(pl->ema_stash_dtype);
+    free(pl->ema_counts);
     memset(pl, 0, sizeof *pl);
 }
 
@@ -1075,6 +1091,22 @@ static int ck_parse_ema(ck_reader *r, optim__ck_plan *pl, const char *what, cons
             pl->ema_stash_dtype[k] = (optim_dtype)st;
             pl->ema_stash[k] = r->p + r->pos;
             r->pos += (size_t)n * 2;
+        }
+    }
+    if (r->pos < r->len) {
+        /* Each parameter's own count (ck_ema), each in [0, count]. */
+        OPTIM__FAIL_IF(r->len - r->pos != 8 * (size_t)nparams, err, OPTIM_EFORMAT,
+                       "%s: %zu bytes after the EMA records, not the %llu per-param counts (8 bytes each)", what,
+                       r->len - r->pos, (unsigned long long)nparams);
+        pl->ema_counts = (int64_t *)optim__ck_calloc(ops, np, sizeof *pl->ema_counts);
+        OPTIM__FAIL_IF(!pl->ema_counts, err, OPTIM_ENOMEM, "%s: out of memory for %zu EMA counts", what,
+                       pl->nparams);
+        for (k = 0; k < nparams; k++) {
+            const uint64_t c = ck_get_u64(r);
+            OPTIM__FAIL_IF(c > count, err, OPTIM_EFORMAT, "%s: the EMA count of param %llu is %llu, above the "
+                           "optimizer's %llu", what, (unsigned long long)k, (unsigned long long)c,
+                           (unsigned long long)count);
+            pl->ema_counts[k] = (int64_t)c;
         }
     }
     pl->ema_warmup = (int)warmup;

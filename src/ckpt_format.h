@@ -131,6 +131,7 @@ typedef struct optim__ck_plan {
     int64_t ema_count;
     const unsigned char **ema, **ema_stash;
     optim_dtype *ema_dtype, *ema_stash_dtype;
+    int64_t *ema_counts; /* per param: its own count (optim_ema_param_count), or NULL: each the count */
 } optim__ck_plan;
 
 /* Decode and check the size bytes at data (named `what` in messages) into

@@ -295,26 +295,32 @@ static void ck_commit(optim *o, optim__ck_plan *pl, ck_match_plan *m)
         o->ls_tracker = 0;
     }
     o->sf_eval = pl->has_sf ? pl->sf_eval : 0;
-    /* The EMA: the file's (turned on with it), or off without an EMAS section. */
+    /* The EMA (include/optim_ema.h, "Loading"): the file's, turned on with its settings; a file without one
+     * leaves the optimizer's settings and restarts its averages (count 0: the next step copies), or leaves it
+     * off, as optim.torch's load_state_dict does with a state dict without one. */
     for (j = 0; j < pl->nparams; j++) {
         optim__param *pa = &o->params[m->target[j]];
-        if (!pl->has_ema) {
-            optim__ema_free(pa);
-            continue;
-        }
+        if (!pl->has_ema) continue;
         if (!pa->ema) {
             pa->ema = m->ema_fresh[j].ema;
             pa->ema_stash = m->ema_fresh[j].ema_stash;
             m->ema_fresh[j].ema = m->ema_fresh[j].ema_stash = NULL;
         }
         optim__ck_read_elems(pa->ema, pl->ema[j], pa->n, pl->ema_dtype[j]);
+        pa->ema_start = pl->ema_counts ? pl->ema_count - pl->ema_counts[j] : 0;
         if (pl->ema_stash[j]) optim__ck_read_elems(pa->ema_stash, pl->ema_stash[j], pa->n, pl->ema_stash_dtype[j]);
     }
-    o->ema_on = pl->has_ema;
-    o->ema_decay = pl->has_ema ? pl->ema_decay : 0.0;
-    o->ema_warmup = pl->has_ema ? pl->ema_warmup : 0;
-    o->ema_count = pl->has_ema ? pl->ema_count : 0;
-    o->ema_swapped = pl->has_ema ? pl->ema_swapped : 0;
+    if (pl->has_ema) {
+        o->ema_on = 1;
+        o->ema_decay = pl->ema_decay;
+        o->ema_warmup = pl->ema_warmup;
+        o->ema_count = pl->ema_count;
+        o->ema_swapped = pl->ema_swapped;
+    } else {
+        /* On: its averages restart; off: it stays off (a load while swapped was refused). */
+        for (j = 0; j < o->nparams; j++) o->params[j].ema_start = 0;
+        o->ema_count = 0;
+    }
     o->steps = pl->steps;
     o->skipped = pl->skipped;
     o->nonfinite = pl->nonfinite;

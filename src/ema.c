@@ -93,6 +93,7 @@ int optim_set_ema(optim *o, double decay, int warmup)
                 return rc;
             }
         }
+        for (i = 0; i < o->nparams; i++) o->params[i].ema_start = 0;
         o->ema_count = 0;
         o->ema_on = 1;
     }
@@ -128,11 +129,38 @@ int optim_get_ema(const optim *o, int *on, double *decay, int *warmup, int64_t *
 
 int optim_ema_set_count(optim *o, int64_t count)
 {
+    size_t i;
     if (!o) return OPTIM_ENULL;
     OPTIM__FAIL_IF(!o->ema_on, OPTIM__E(o), OPTIM_ESTATE, "optim_ema_set_count: the EMA is off (optim_set_ema)");
     OPTIM__FAIL_IF(count < 0, OPTIM__E(o), OPTIM_EINVAL, "optim_ema_set_count: count = %lld must be >= 0",
                    (long long)count);
+    for (i = 0; i < o->nparams; i++) o->params[i].ema_start = 0;
     o->ema_count = count;
+    return optim__ok(OPTIM__E(o));
+}
+
+int optim_ema_param_count(const optim *o, size_t i, int64_t *count)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(!count, OPTIM__EC(o), OPTIM_ENULL, "optim_ema_param_count: count is NULL");
+    OPTIM__FAIL_IF(!o->ema_on, OPTIM__EC(o), OPTIM_ESTATE, "optim_ema_param_count: the EMA is off (optim_set_ema)");
+    OPTIM__FAIL_IF(i >= o->nparams, OPTIM__EC(o), OPTIM_ERANGE, "optim_ema_param_count: param %zu does not exist "
+                   "(%zu params)", i, o->nparams);
+    *count = o->ema_count - o->params[i].ema_start;
+    return optim__ok(OPTIM__EC(o));
+}
+
+int optim_ema_set_param_count(optim *o, size_t i, int64_t count)
+{
+    if (!o) return OPTIM_ENULL;
+    OPTIM__FAIL_IF(!o->ema_on, OPTIM__E(o), OPTIM_ESTATE, "optim_ema_set_param_count: the EMA is off (optim_set_ema)");
+    OPTIM__FAIL_IF(i >= o->nparams, OPTIM__E(o), OPTIM_ERANGE, "optim_ema_set_param_count: param %zu does not exist "
+                   "(%zu params)", i, o->nparams);
+    OPTIM__FAIL_IF(count < 0 || count > o->ema_count, OPTIM__E(o), OPTIM_EINVAL,
+                   "optim_ema_set_param_count: count = %lld for param %zu '%s' must be in [0, %lld] (the "
+                   "optimizer's count, optim_ema_set_count)",
+                   (long long)count, i, o->params[i].name ? o->params[i].name : "param", (long long)o->ema_count);
+    o->params[i].ema_start = o->ema_count - count;
     return optim__ok(OPTIM__E(o));
 }
 
@@ -169,21 +197,23 @@ int optim_ema_write(optim *o, size_t i, const void *src)
 void optim__ema_begin(optim *o)
 {
     size_t i;
-    double d = o->ema_decay;
     if (!o->ema_on) return;
-    if (o->ema_warmup) {
-        /* t: the averages taken before this one (>= 1 here; the first copies). */
-        const double t = (double)o->ema_count, w = (1.0 + t) / (10.0 + t);
-        d = w < d ? w : d;
-    }
-    o->ema_k.d = d;
-    o->ema_k.omd = 1.0 - d;
-    o->ema_k.copy = o->ema_count == 0;
     for (i = 0; i < o->nparams; i++) {
+        optim__param *pa = &o->params[i];
         optim__task *t = &o->tasks[i];
         const int covered = optim__has_grad(o, i) && !(o->sparse && o->sparse[i]) && t->n > 0;
-        t->ema = covered ? o->params[i].ema : NULL;
-        t->ek = &o->ema_k;
+        /* n: this parameter's averages before this one (the first copies it). */
+        const int64_t n = o->ema_count - pa->ema_start;
+        double d = o->ema_decay;
+        if (o->ema_warmup) {
+            const double w = (1.0 + (double)n) / (10.0 + (double)n);
+            d = w < d ? w : d;
+        }
+        pa->ema_k.d = d;
+        pa->ema_k.omd = 1.0 - d;
+        pa->ema_k.copy = n == 0;
+        t->ema = covered ? pa->ema : NULL;
+        t->ek = &pa->ema_k;
     }
 }
 
@@ -197,7 +227,7 @@ static void optim__ema_task(optim *o, size_t i, optim__task *t, size_t start)
     t->align = 16;
     t->p = pa->master ? (void *)pa->master : pa->p;
     t->ema = pa->ema;
-    t->ek = &o->ema_k;
+    t->ek = &pa->ema_k;
     /* Plain descriptors (rounded to nearest even): the swap's stores are not a step's. */
     t->sto[OPTIM__SP] = pa->master ? o->kt->storage[OPTIM_FLOAT32][OPTIM__CT_F32] : o->kt->storage[pa->pdt][pa->ct];
     if (pa->master) {

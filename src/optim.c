@@ -231,6 +231,7 @@ static int optim__check_next_loop(optim *o, const char *fn, const optim__param *
     in.gscale = 1.0;
     in.gclip = o->clip_value > 0 ? o->clip_value : INFINITY;
     in.quantized = pa->sdt == OPTIM_INT8_BLOCK;
+    in.eps_type = 0.0;
     optim__prepare(hp, &in, &st, &k);
     if (pa->flags & OPTIM_PARAM_COMPLEX) k.c.variant |= OPTIM__V_COMPLEX;
     OPTIM__FAIL_IF(!optim__loop_get(o->kt, o->rule, pa->ct, k.c.variant, NULL, NULL), OPTIM__E(o),
@@ -521,7 +522,9 @@ static int optim__add_param(optim *o, const char *fn, size_t g, void *param, opt
         }
         optim__master_sync(o, &pa);
     }
-    /* include/optim_ema.h: its average starts from its value now. */
+    /* include/optim_ema.h: its first average (the next step's) copies it, and its warm-up counts from there:
+     * as an AveragedModel made for it then. */
+    pa.ema_start = o->ema_count;
     if (o->ema_on && optim__ema_alloc(o, fn, &pa) != OPTIM_OK) {
         optim__param_free_state(&pa);
         free(pa.name);
@@ -662,12 +665,49 @@ int optim_param_get_info(const optim *o, size_t i, optim_param_info *info)
  * parameter i held now, reallocated at the lengths of shape dims[ndim] and
  * filled as fresh state. Only before its first step (its state would be
  * lost); all or nothing. */
+/* "(2, 3, 4)" of a shape (dims NULL: the default [n]), cut short with "..." if it does not fit. */
+static void optim__shape_text(char *out, size_t size, size_t ndim, const int64_t *dims, size_t n)
+{
+    size_t k, len;
+    if (!dims) {
+        snprintf(out, size, "(%zu) (none given)", n);
+        return;
+    }
+    snprintf(out, size, "(");
+    for (k = 0; k < ndim; k++) {
+        len = strlen(out);
+        snprintf(out + len, size - len, "%s%lld", k ? ", " : "", (long long)dims[k]);
+    }
+    len = strlen(out);
+    snprintf(out + len, size - len, ")");
+    if (strlen(out) + 1 >= size && size > 4) snprintf(out + size - 4, 4, "...");
+}
+
+/* Is (ndim, dims) parameter pa's shape now ([n] when none was given)? */
+static int optim__same_shape(const optim__param *pa, size_t ndim, const int64_t *dims)
+{
+    if (!pa->dims) return ndim == 1 && dims[0] == (int64_t)pa->n;
+    return ndim == pa->ndim && (ndim == 0 || memcmp(dims, pa->dims, ndim * sizeof *dims) == 0);
+}
+
 static int optim__reshape_state(optim *o, const char *fn, size_t i, size_t ndim, const int64_t *dims)
 {
     optim__param *pa = &o->params[i];
     float *fresh[OPTIM_MAX_SLOTS] = {NULL, NULL, NULL, NULL};
     unsigned need = pa->deferred ? 0u : optim_hparams_slots(&o->groups[pa->group].hp);
     int s, changed = 0;
+    if (pa->st.step > 0 && !optim__same_shape(pa, ndim, dims)) {
+        /* The state follows the shape (Adafactor's factors): after a step it is laid out for the old one, and a
+         * new shape, even one with the same slot lengths (leading dimensions regrouped), would reinterpret it. */
+        char old_s[160], new_s[160];
+        optim__shape_text(old_s, sizeof old_s, pa->ndim, pa->dims, pa->n);
+        optim__shape_text(new_s, sizeof new_s, ndim, dims, pa->n);
+        return optim__fail(OPTIM__E(o), OPTIM_ESTATE,
+                           "%s: param %zu '%s' has taken %lld %s steps with shape %s: its state is laid out for it, "
+                           "and shape %s would reinterpret it (set the shape before the first step, or "
+                           "optim_param_reset_state first); nothing changed",
+                           fn, i, pa->name, (long long)pa->st.step, optim_rule_name(o->rule), old_s, new_s);
+    }
     for (s = 0; s < OPTIM_MAX_SLOTS; s++)
         if (((need >> s) & 1u) && optim__slot_len(o->rule, s, pa->n, ndim, dims) != optim__pa_slot_len(o, pa, s))
             changed = 1;

@@ -34,12 +34,19 @@ typedef struct optim__param {
      * optim_ema_swap. */
     void *ema;
     void *ema_stash;
+    /* The optimizer's ema_count when this parameter's averaging began (0 for every parameter present when the
+     * EMA was turned on, or its count then for one added later): its own averages are ema_count - ema_start,
+     * so that its first average copies it and its warm-up counts its own averages. ema_k: its constants in
+     * the step in progress. */
+    int64_t ema_start;
+    optim__ema_k ema_k;
 } optim__param;
 
 typedef struct optim__group {
     optim_hparams hp;
     struct optim_schedule *sched; /* owned copy (src/schedule.c), or NULL */
     int64_t sched_t;              /* the schedule's step: steps taken since attachment */
+    double eps_first;             /* in a step: the machine epsilon of its first parameter stepped (Adafactor) */
 } optim__group;
 
 /* An interval of memory, for the overlap check of optim_step_with. */
@@ -106,11 +113,10 @@ struct optim {
      * hold y (train, the state of a new optimizer). */
     int sf_eval;
     /* The EMA of the weights (src/ema.c, include/optim_ema.h): on, decay, warm-up, the averages taken,
-     * 1 while the parameters hold the averages; ema_k the constants of the step in progress. */
+     * 1 while the parameters hold the averages (each parameter's constants: optim__param's ema_k). */
     int ema_on, ema_warmup, ema_swapped;
     double ema_decay;
     int64_t ema_count;
-    optim__ema_k ema_k;
     optim_error err;
 };
 

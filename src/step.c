@@ -5,6 +5,7 @@
 #include "optim_internal.h"
 #include "clip_internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -330,6 +331,17 @@ int optim__step(optim *o)
         if (optim__prepass(o, nblocks, &in.gscale, &rc)) return rc;
     }
     in.gscale *= optim__ls_inv(o); /* loss scaling's unscale, with the clip factor (1 without) */
+    in.eps_type = 0.0;
+    if (o->rule == OPTIM_ADAFACTOR) {
+        /* eps1 = None: torch 2.x's _single_tensor_adafactor sets it from the first parameter of the group's
+         * list (those with a gradient, in the group's order) and keeps it for the others. */
+        for (i = 0; i < o->ngroups; i++) o->groups[i].eps_first = 0.0;
+        for (i = 0; i < o->nparams; i++) {
+            optim__group *gr = &o->groups[o->params[i].group];
+            if (optim__has_grad(o, i) && gr->eps_first == 0.0)
+                gr->eps_first = o->params[i].ct == OPTIM__CT_F64 ? DBL_EPSILON : (double)FLT_EPSILON;
+        }
+    }
     /* Each parameter's constants and loop, on a copy of its state: a variant
      * without a loop instance is refused here, before anything changed. */
     for (i = 0; i < o->nparams; i++) {
@@ -339,6 +351,7 @@ int optim__step(optim *o)
         if (!optim__has_grad(o, i)) continue;
         in.lr = optim__group_lr(&o->groups[pa->group]);
         in.quantized = pa->sdt == OPTIM_INT8_BLOCK;
+        if (o->rule == OPTIM_ADAFACTOR) in.eps_type = o->groups[pa->group].eps_first;
         o->next[i] = pa->st;
         optim__prepare(hp, &in, &o->next[i], &o->ks[i]);
         if (pa->flags & OPTIM_PARAM_COMPLEX) o->ks[i].c.variant |= OPTIM__V_COMPLEX;

@@ -115,6 +115,7 @@ static int optim__update(const char *fn, const optim_hparams *hp, size_t n, void
     in.gclip = INFINITY;
     in.quantized = 0; /* float32 or float64 state only here */
     in.n = n;
+    in.eps_type = 0.0; /* one tensor: its own type's */
     next = *st;
     optim__prepare(hp, &in, &next, &k);
     task.loop = optim__loop_get(kt, hp->rule, ct, k.c.variant, &task.reads, &task.writes);

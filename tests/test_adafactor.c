@@ -296,3 +296,72 @@ TEST_IMPL(adafactor_refusals)
     optim_free(o);
     return 0;
 }
+
+/* optim_param_set_shape after steps (the state is laid out for the shape): any other shape is refused by name,
+ * with both shapes, even one whose factors have the old lengths (leading dimensions regrouped: 4 x 3 x 2 x 5
+ * to 3 x 4 x 2 x 5, or 12 x 2 x 5) and a 1-D parameter given 2-D; nothing changes (state and shape as
+ * before, the next step as an untouched optimizer's). The same shape again is accepted, and after
+ * optim_param_reset_state any shape is. */
+TEST_IMPL(adafactor_shape_after_steps)
+{
+    static const int64_t d4325[4] = {4, 3, 2, 5}, d3425[4] = {3, 4, 2, 5}, d1225[3] = {12, 2, 5};
+    static const int64_t d120[1] = {120}, d1210[2] = {12, 10};
+    float p[120], g[120], q[120], rv[24], cv[60];
+    optim *o = NULL, *r = NULL;
+    optim_hparams hp;
+    size_t j, nd;
+    int64_t dims[OPTIM_MAX_NDIM];
+    int s;
+    for (j = 0; j < 120; j++) {
+        p[j] = q[j] = (float)(j % 7) - 3.0f;
+        g[j] = (float)(j % 5) - 2.0f + 0.1f * (float)j;
+    }
+    optim_hparams_init(&hp, OPTIM_ADAFACTOR, NULL);
+    ASSERT_OK(optim_create(&o, OPTIM_ADAFACTOR));
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    ASSERT_OPT_OK(o, optim_add_param(o, 0, p, g, 120, "w", NULL));
+    ASSERT_OPT_OK(o, optim_param_set_shape(o, 0, 4, d4325));
+    ASSERT_OK(optim_create(&r, OPTIM_ADAFACTOR));
+    ASSERT_OPT_OK(r, optim_add_group(r, &hp, NULL));
+    ASSERT_OPT_OK(r, optim_add_param(r, 0, q, g, 120, "w", NULL));
+    ASSERT_OPT_OK(r, optim_param_set_shape(r, 0, 4, d4325));
+    for (s = 0; s < 2; s++) {
+        ASSERT_OPT_OK(o, optim_step(o));
+        ASSERT_OPT_OK(r, optim_step(r));
+    }
+    ASSERT_ERR(optim_param_set_shape(o, 0, 4, d3425), OPTIM_ESTATE, optim_errmsg(o),
+               "param 0 'w' has taken 2 adafactor steps with shape (4, 3, 2, 5): its state is laid out for it, and "
+               "shape (3, 4, 2, 5) would reinterpret it");
+    ASSERT_ERR(optim_param_set_shape(o, 0, 3, d1225), OPTIM_ESTATE, optim_errmsg(o), "shape (12, 2, 5) would");
+    ASSERT_ERR(optim_param_set_shape(o, 0, 2, d1210), OPTIM_ESTATE, optim_errmsg(o), "shape (12, 10) would");
+    ASSERT_ERR(optim_param_set_shape(o, 0, 1, d120), OPTIM_ESTATE, optim_errmsg(o), "shape (120) would");
+    ASSERT_OPT_OK(o, optim_param_set_shape(o, 0, 4, d4325)); /* the same shape again */
+    ASSERT_OPT_OK(o, optim_param_get_shape(o, 0, &nd, dims, NULL));
+    ASSERT(nd == 4 && memcmp(dims, d4325, sizeof d4325) == 0);
+    /* Nothing changed: the next step as the optimizer that was never asked. */
+    ASSERT_OPT_OK(o, optim_step(o));
+    ASSERT_OPT_OK(r, optim_step(r));
+    ASSERT(memcmp(p, q, sizeof p) == 0);
+    ASSERT_OPT_OK(o, optim_state_slot_read_f32(o, 0, 0, rv));
+    ASSERT_OPT_OK(o, optim_state_slot_read_f32(o, 0, 1, cv));
+    {
+        float rv2[24], cv2[60];
+        ASSERT_OPT_OK(r, optim_state_slot_read_f32(r, 0, 0, rv2));
+        ASSERT_OPT_OK(r, optim_state_slot_read_f32(r, 0, 1, cv2));
+        ASSERT(memcmp(rv, rv2, sizeof rv) == 0 && memcmp(cv, cv2, sizeof cv) == 0);
+    }
+    /* A 1-D parameter (no shape given) after steps: (120) is its shape, (12, 10) is not. */
+    ASSERT_OPT_OK(r, optim_add_param(r, 0, p, g, 120, "v", NULL));
+    ASSERT_OPT_OK(r, optim_step(r));
+    ASSERT_OPT_OK(r, optim_param_set_shape(r, 1, 1, d120));
+    ASSERT_ERR(optim_param_set_shape(r, 1, 2, d1210), OPTIM_ESTATE, optim_errmsg(r),
+               "param 1 'v' has taken 1 adafactor steps with shape (120): its state is laid out for it, and shape "
+               "(12, 10) would reinterpret it");
+    /* After a reset the state is fresh: any shape. */
+    ASSERT_OPT_OK(o, optim_param_reset_state(o, 0));
+    ASSERT_OPT_OK(o, optim_param_set_shape(o, 0, 3, d1225));
+    ASSERT_OPT_OK(o, optim_step(o));
+    optim_free(o);
+    optim_free(r);
+    return 0;
+}

@@ -614,7 +614,7 @@ TEST_IMPL(ema_checkpoint)
         ASSERT(ckpt_same_state(a.o, s.o));
         optim_free(s.o);
     }
-    /* A file without an EMA turns it off. */
+    /* A file without an EMA keeps the optimizer's settings and restarts its averages (ema_load_combinations). */
     {
         ckm z;
         void *zb = NULL;
@@ -624,7 +624,7 @@ TEST_IMPL(ema_checkpoint)
         ASSERT(emas_at((const unsigned char *)zb, zs) == 0);
         ASSERT_OPT_OK(b.o, optim_load_buffer(b.o, zb, zs, OPTIM_MATCH_NAME, "buf"));
         ASSERT_OPT_OK(b.o, optim_get_ema(b.o, &on, &d, &warm, &c, &sw));
-        ASSERT(on == 0);
+        ASSERT(on == 1 && d == 0.95 && warm == 1 && c == 0);
         free(zb);
         optim_free(z.o);
     }
@@ -632,5 +632,187 @@ TEST_IMPL(ema_checkpoint)
     free(buf2);
     optim_free(a.o);
     optim_free(b.o);
+    return 0;
+}
+
+/* A parameter added after the EMA has taken averages (optim_add_param with the EMA on) starts as an
+ * AveragedModel made for it then would: its first average copies it (the step after it was added) and its
+ * warm-up counts its own averages (optim_ema_param_count); the parameters added before go on with theirs.
+ * Every step's averages bit for bit against ref_ema with each parameter's own count, warm-up on and off; a
+ * checkpoint carries the counts (resumed bit for bit in a new optimizer), a damaged count is refused by name,
+ * and a file whose parameters all share the count has no per-param counts (the bytes of before). */
+static int late_grads(int s, float *ga, float *gb)
+{
+    test_rng rng = {500 + (uint64_t)s};
+    size_t j;
+    for (j = 0; j < 37; j++) ga[j] = (float)test_rng_normal(&rng);
+    for (j = 0; j < 50; j++) gb[j] = (float)test_rng_normal(&rng);
+    return 0;
+}
+
+static int late_make(optim **o, float *a, float *ga, float *b, float *gb, int with_b, int warmup)
+{
+    optim_hparams hp;
+    ASSERT_OK(optim_create(o, OPTIM_ADAM));
+    ASSERT_OK(optim_hparams_init(&hp, OPTIM_ADAM, NULL));
+    hp.lr = 0.05;
+    ASSERT_OPT_OK(*o, optim_add_group(*o, &hp, NULL));
+    ASSERT_OPT_OK(*o, optim_add_param(*o, 0, a, ga, 37, "a", NULL));
+    if (with_b) ASSERT_OPT_OK(*o, optim_add_param(*o, 0, b, gb, 50, "b", NULL));
+    ASSERT_OPT_OK(*o, optim_set_ema(*o, DECAY, warmup));
+    return 0;
+}
+
+TEST_IMPL(ema_param_added_late)
+{
+    int warmup;
+    for (warmup = 0; warmup < 2; warmup++) {
+        float a[37], ga[37], b[50], gb[50], ea[37], eb[50], ra[37], rb[50], a5[37], b5[50], qa[37], qb[50];
+        double x[50];
+        optim *o = NULL, *q = NULL;
+        test_rng rng = {7};
+        void *buf = NULL, *plain = NULL;
+        size_t size = 0, psize = 0, at, j;
+        int64_t c, ca = 0, cb = 0;
+        int s;
+        for (j = 0; j < 37; j++) a[j] = (float)test_rng_normal(&rng);
+        for (j = 0; j < 50; j++) b[j] = (float)test_rng_normal(&rng);
+        if (late_make(&o, a, ga, b, gb, 0, warmup)) return 1;
+        for (s = 0; s < 9; s++) {
+            late_grads(s, ga, gb);
+            if (s == 3) {
+                /* Three averages of a so far: b comes in with its own count 0. */
+                ASSERT_OPT_OK(o, optim_save_buffer(o, &plain, &psize)); /* one count for all: no per-param counts */
+                ASSERT_OPT_OK(o, optim_add_param(o, 0, b, gb, 50, "b", NULL));
+                ASSERT_OPT_OK(o, optim_ema_param_count(o, 1, &c));
+                ASSERT_INT(c, ==, 0);
+                ASSERT_OPT_OK(o, optim_ema_param_count(o, 0, &c));
+                ASSERT_INT(c, ==, 3);
+            }
+            if (s == 5) {
+                /* a has 5 averages, b 2: saved, to resume from below over the memory as it is now. */
+                ASSERT_OPT_OK(o, optim_save_buffer(o, &buf, &size));
+                memcpy(a5, a, sizeof a5);
+                memcpy(b5, b, sizeof b5);
+            }
+            ASSERT_OPT_OK(o, optim_step(o));
+            for (j = 0; j < 37; j++) x[j] = (double)a[j];
+            ref_ema(0, ra, x, 37, ca++, warmup);
+            ASSERT_OPT_OK(o, optim_ema_read(o, 0, ea, NULL));
+            ASSERT(memcmp(ea, ra, sizeof ea) == 0);
+            if (s >= 3) {
+                for (j = 0; j < 50; j++) x[j] = (double)b[j];
+                ref_ema(0, rb, x, 50, cb++, warmup);
+                ASSERT_OPT_OK(o, optim_ema_read(o, 1, eb, NULL));
+                if (memcmp(eb, rb, sizeof eb) != 0)
+                    FAIL("warmup %d, step %d: b's average[0] %.9g, the reference's (its own count %lld) %.9g", warmup,
+                         s, (double)eb[0], (long long)(cb - 1), (double)rb[0]);
+            }
+        }
+        ASSERT_OPT_OK(o, optim_ema_param_count(o, 1, &c));
+        ASSERT_INT(c, ==, 6);
+        ASSERT_OPT_OK(o, optim_get_ema(o, NULL, NULL, NULL, &c, NULL));
+        ASSERT_INT(c, ==, 9);
+        ASSERT_ERR(optim_ema_set_param_count(o, 1, 10), OPTIM_EINVAL, optim_errmsg(o),
+                   "count = 10 for param 1 'b' must be in [0, 9]");
+        /* The file of before b: its EMAS section as before (no counts: 4 + 4 + 8 + 8 + 8 and a's record). */
+        at = emas_at((const unsigned char *)plain, psize);
+        ASSERT(at != 0);
+        ASSERT_INT(ckpt_get_le((const unsigned char *)plain + at + 8, 8), ==, 32 + 16 + 37 * 4);
+        /* Resume from step 5 in a new optimizer: the same bits as the run that went on. */
+        memcpy(qa, a5, sizeof qa);
+        memcpy(qb, b5, sizeof qb);
+        if (late_make(&q, qa, ga, qb, gb, 1, warmup)) return 1;
+        ASSERT_OPT_OK(q, optim_load_buffer(q, buf, size, OPTIM_MATCH_NAME, "buf"));
+        ASSERT_OPT_OK(q, optim_ema_param_count(q, 1, &c));
+        ASSERT_INT(c, ==, 2);
+        ASSERT_OPT_OK(q, optim_ema_param_count(q, 0, &c));
+        ASSERT_INT(c, ==, 5);
+        for (s = 5; s < 9; s++) {
+            late_grads(s, ga, gb);
+            ASSERT_OPT_OK(q, optim_step(q));
+        }
+        ASSERT_OPT_OK(q, optim_ema_read(q, 0, ea, NULL));
+        ASSERT(memcmp(ea, ra, sizeof ea) == 0);
+        ASSERT_OPT_OK(q, optim_ema_read(q, 1, eb, NULL));
+        ASSERT(memcmp(eb, rb, sizeof eb) == 0);
+        ASSERT(memcmp(qa, a, sizeof qa) == 0 && memcmp(qb, b, sizeof qb) == 0);
+        /* A count above the optimizer's, checksums right: refused by name. The counts end the payload. */
+        {
+            unsigned char *bad = malloc(size);
+            size_t len;
+            if (!bad) FAIL("out of memory");
+            memcpy(bad, buf, size);
+            at = emas_at(bad, size);
+            len = (size_t)ckpt_get_le(bad + at + 8, 8);
+            ASSERT_INT(ckpt_get_le(bad + at + 16 + len - 8, 8), ==, 2);
+            ckpt_put_le(bad + at + 16 + len - 8, 6, 8);
+            ckpt_rechecksum(bad, size);
+            ASSERT_ERR(optim_load_buffer(q, bad, size, OPTIM_MATCH_NAME, "buf"), OPTIM_EFORMAT, optim_errmsg(q),
+                       "the EMA count of param 1 is 6, above the optimizer's 5");
+            free(bad);
+        }
+        /* optim_ema_set_count: every parameter's count (a binding's restore of a state dict). */
+        ASSERT_OPT_OK(o, optim_ema_set_count(o, 4));
+        ASSERT_OPT_OK(o, optim_ema_param_count(o, 1, &c));
+        ASSERT_INT(c, ==, 4);
+        optim_free(o);
+        optim_free(q);
+        free(buf);
+        free(plain);
+    }
+    return 0;
+}
+
+/* Loading into an optimizer with or without an EMA a file with or without one (include/optim_ema.h,
+ * "Loading"; the rule optim.torch's load_state_dict follows, python/tests/test_torch_ema.py
+ * test_load_combinations): the file's EMA comes in with its settings, count and averages (turned on where it
+ * was off); a file without one leaves the optimizer's settings, on or off, and an EMA that is on restarts
+ * (count 0: the next step's average is a copy of the parameters). */
+TEST_IMPL(ema_load_combinations)
+{
+    int saved, has;
+    for (saved = 0; saved < 2; saved++)
+        for (has = 0; has < 2; has++) {
+            ckm src, dst;
+            void *buf = NULL;
+            size_t size = 0;
+            float es[300], ed[300], *mp = NULL;
+            int on, warm, sw;
+            double d;
+            int64_t c;
+            if (ckm_init(&src, saved) || ckm_steps(&src, 0, 3)) return 1;
+            ASSERT_OPT_OK(src.o, optim_save_buffer(src.o, &buf, &size));
+            if (ckm_init(&dst, 0)) return 1;
+            if (has) {
+                ASSERT_OPT_OK(dst.o, optim_set_ema(dst.o, 0.5, 0));
+                if (ckm_steps(&dst, 0, 2)) return 1;
+            }
+            memcpy(dst.a, src.a, sizeof src.a);
+            memcpy(dst.b, src.b, sizeof src.b);
+            ASSERT_OPT_OK(dst.o, optim_load_buffer(dst.o, buf, size, OPTIM_MATCH_NAME, "buf"));
+            ASSERT_OPT_OK(dst.o, optim_get_ema(dst.o, &on, &d, &warm, &c, &sw));
+            if (saved) {
+                /* The file's: settings, count, averages. */
+                ASSERT(on == 1 && d == 0.95 && warm == 1 && c == 3 && sw == 0);
+                ASSERT_OPT_OK(src.o, optim_ema_read(src.o, 0, es, NULL));
+                ASSERT_OPT_OK(dst.o, optim_ema_read(dst.o, 0, ed, NULL));
+                ASSERT(memcmp(es, ed, sizeof es) == 0);
+            } else if (has) {
+                /* The optimizer's settings, its averages restarting: the next step copies. */
+                ASSERT(on == 1 && d == 0.5 && warm == 0 && c == 0);
+                if (ckm_steps(&dst, 3, 1)) return 1;
+                ASSERT_OPT_OK(dst.o, optim_ema_read(dst.o, 0, ed, NULL));
+                ASSERT(memcmp(ed, dst.a, sizeof ed) == 0);
+                ASSERT_OPT_OK(dst.o, optim_ema_read(dst.o, 1, ed, NULL));
+                ASSERT_OPT_OK(dst.o, optim_param_master_data(dst.o, 1, &mp));
+                ASSERT(memcmp(ed, mp, 200 * sizeof(float)) == 0);
+            } else {
+                ASSERT(on == 0 && c == 0);
+            }
+            free(buf);
+            optim_free(src.o);
+            optim_free(dst.o);
+        }
     return 0;
 }

@@ -58,4 +58,5 @@
     TEST_ENTRY(seed_formulas)                  \
     TEST_ENTRY(adafactor_factored_vs_reference) \
     TEST_ENTRY(adafactor_paths_bit_identical)  \
-    TEST_ENTRY(adafactor_refusals)
+    TEST_ENTRY(adafactor_refusals)             \
+    TEST_ENTRY(adafactor_shape_after_steps)

@@ -5,4 +5,6 @@
     TEST_ENTRY(ema_refusals)          \
     TEST_ENTRY(ema_skips_and_sam)     \
     TEST_ENTRY(ema_sparse_steps)      \
-    TEST_ENTRY(ema_checkpoint)
+    TEST_ENTRY(ema_checkpoint)        \
+    TEST_ENTRY(ema_param_added_late)  \
+    TEST_ENTRY(ema_load_combinations)

@@ -159,6 +159,8 @@ PROTOTYPES = {
     "optim_ema_off": (_int, _ptr),
     "optim_get_ema": (_int, _ptr, _pint, _pdbl, _pint, _pi64, _pint),
     "optim_ema_set_count": (_int, _ptr, _i64),
+    "optim_ema_param_count": (_int, _ptr, _size, _pi64),
+    "optim_ema_set_param_count": (_int, _ptr, _size, _i64),
     "optim_ema_swap": (_int, _ptr),
     "optim_ema_read": (_int, _ptr, _size, _ptr, _pint),
     "optim_ema_write": (_int, _ptr, _size, _ptr),

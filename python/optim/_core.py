@@ -328,6 +328,15 @@ class Handle:
     def ema_set_count(self, count):
         self._call(capi.optim_ema_set_count, int(count))
 
+    def ema_param_count(self, i):
+        """Parameter i's own count of averages (a parameter added late has fewer)."""
+        count = ctypes.c_int64()
+        self._call(capi.optim_ema_param_count, i, ctypes.byref(count))
+        return count.value
+
+    def ema_set_param_count(self, i, count):
+        self._call(capi.optim_ema_set_param_count, i, int(count))
+
     def ema_swap(self):
         self._call(capi.optim_ema_swap)
 

@@ -236,3 +236,71 @@ def test_adafactor_refuses_other_storage_by_name(kw, dtype, what):
     with pytest.raises(Exception, match="adafactor|Adafactor") as e:
         ot.Adafactor([p], **kw)
     assert what in str(e.value)
+
+
+def test_adafactor_eps1_none_is_the_groups():
+    """eps=(None, eps2): torch 2.x's _single_tensor_adafactor sets eps1 from the first parameter of the group's
+    list at this step (those with a gradient, in the group's order: torch.finfo(param.dtype).eps) and keeps it
+    for the group's other parameters; a group mixing float64 and float32 parameters tells. Tiny gradients
+    (1e-9: v ~ 1e-18) put the float32 epsilon's floor (eps1^2 ~ 1.4e-14) and the float64 one's (~4.9e-32) on
+    either side of v, so another resolution (each parameter's own type, or the first parameter's whatever its
+    gradient) misses by far; some steps leave the first parameter without a gradient (the next one sets eps1)."""
+    gen = torch.Generator().manual_seed(4321)
+    mk = lambda shape, dt: torch.randn(shape, generator=gen, dtype=torch.float64).to(dt).requires_grad_()  # noqa
+    a = [mk((5, 9), torch.float64), mk((7,), torch.float32), mk((3, 4), torch.float32)]
+    b = [mk((6,), torch.float32), mk((2, 3, 4), torch.float64), mk((4, 5), torch.float64)]
+    opt = ot.Adafactor([{"params": a}, {"params": b, "weight_decay": 0.1}])
+    refs = {}
+    for p in a + b:
+        rs = {"step": 0.0}
+        if p.dim() > 1:
+            rs["row_var"] = torch.zeros(p.shape[:-1] + (1,), dtype=torch.float64)
+            rs["col_var"] = torch.zeros(p.shape[:-2] + (1, p.shape[-1]), dtype=torch.float64)
+        else:
+            rs["variance"] = torch.zeros(p.shape, dtype=torch.float64)
+        refs[p] = (p.detach().double().clone(), rs)
+    seen = set()
+    for t in range(30):
+        for group, wd in ((a, 0.0), (b, 0.1)):
+            stepped = [p for i, p in enumerate(group) if not (i == 0 and t % 4 == 1)]
+            eps1 = torch.finfo(stepped[0].dtype).eps
+            seen.add((len(group), eps1))
+            for p in group:
+                p.grad = None
+            for p in stepped:
+                g = torch.randn(p.shape, generator=gen, dtype=torch.float64) * (1e-9 * (1 + t % 3))
+                p.grad = g.to(p.dtype)
+                rp, rs = refs[p]
+                ref_step(rp, p.grad.double(), rs, lr=1e-2, beta2_decay=-0.8, eps1=eps1, eps2=1e-3, d=1.0,
+                         weight_decay=wd, maximize=False)
+        opt.step()
+        for p in a + b:
+            rp, rs = refs[p]
+            tol = 1e-12 if p.dtype is torch.float64 else 3e-6
+            err = (p.detach().double() - rp).abs().max().item() / rp.abs().max().item()
+            assert err <= tol, "step %d, %s %s: relative error %.3g" % (t + 1, p.dtype, tuple(p.shape), err)
+            assert float(opt.state[p]["step"]) == rs["step"]
+    # Both resolutions happened in both groups.
+    assert seen == {(3, torch.finfo(torch.float64).eps), (3, torch.finfo(torch.float32).eps)}
+
+
+def test_adafactor_shape_change_after_steps_refused():
+    """Through the binding's handle (optim_param_set_shape, as optim.torch calls it when a parameter is added): after
+    steps a shape that would reinterpret the state (leading dimensions regrouped, with factors of the same
+    lengths) is refused naming both shapes; the same shape again is accepted; the state is untouched."""
+    from optim import OptimError
+    p = torch.randn(4, 3, 2, 5, requires_grad=True)
+    opt = ot.Adafactor([p])
+    for _ in range(2):
+        p.grad = torch.randn(4, 3, 2, 5)
+        opt.step()
+    h = opt._c.h
+    row, col = opt.state[p]["row_var"].clone(), opt.state[p]["col_var"].clone()
+    with pytest.raises(OptimError, match=r"has taken 2 adafactor steps with shape \(4, 3, 2, 5\): its state is laid "
+                                         r"out for it, and shape \(3, 4, 2, 5\) would reinterpret it"):
+        h.set_param_shape(0, (3, 4, 2, 5))
+    h.set_param_shape(0, (4, 3, 2, 5))
+    assert torch.equal(opt.state[p]["row_var"], row) and torch.equal(opt.state[p]["col_var"], col)
+    p.grad = torch.randn(4, 3, 2, 5)
+    opt.step()
+    assert float(opt.state[p]["step"]) == 3

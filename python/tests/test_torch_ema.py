@@ -298,14 +298,15 @@ def test_add_param_group_while_swapped(seed):
     a.grad, b.grad = torch.randn(5), torch.randn(3)
     opt.step()
     st = opt.ema_state()
-    assert st["count"] == 4 and len(st["averages"]) == 2
-    assert torch.equal(st["averages"][1], 0.5 * avg[1] + 0.5 * b.detach())
+    assert st["count"] == 4 and len(st["averages"]) == 2 and st["counts"] == [4, 1]
+    # b came in after 3 averages: its first average copies it (test_param_added_late_starts_fresh).
+    assert torch.equal(st["averages"][1], b.detach()) and torch.equal(st["averages"][0], 0.5 * avg[0] + 0.5 * a.detach())
 
 
 def test_edit_of_param_groups_while_swapped(seed):
     """A hand edit of param_groups while swapped: swap_ema() still swaps back (the review of the EMA merge found
     it refused, 'call swap_ema() again', by the rebuild it ran first: the trained weights stranded in C), and the
-    next step takes the edit (the new tensor's average starts from its value)."""
+    next step takes the edit (the new tensor's first average copies it, as for one added late)."""
     torch.manual_seed(seed)
     a, b = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(3))
     opt = ot.SGD([a], lr=0.1, ema_decay=0.5)
@@ -324,4 +325,127 @@ def test_edit_of_param_groups_while_swapped(seed):
     st = opt.ema_state()
     assert st["count"] == 4 and len(st["averages"]) == 2
     assert torch.equal(st["averages"][0], 0.5 * avg + 0.5 * a.detach())
-    assert torch.equal(st["averages"][1], 0.5 * b0 + 0.5 * b.detach())
+    assert not torch.equal(b0, b.detach()) and torch.equal(st["averages"][1], b.detach())  # its first: a copy
+
+
+class _One(torch.nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.w = w
+
+
+@pytest.mark.parametrize("warmup", [False, True], ids=["plain", "warmup"])
+@pytest.mark.parametrize("how", ["add_param_group", "param_groups_edit"])
+def test_param_added_late_starts_fresh(how, warmup, seed, tmp_path):
+    """A parameter added after the EMA has taken averages (add_param_group, or a hand edit of param_groups that
+    rebuilds the C object) is averaged as an AveragedModel made for it then: its first average copies it and its
+    warm-up counts its own averages (include/optim_ema.h); the others go on with theirs. state_dict() carries
+    the per-parameter counts ('counts'), and a state dict, a pickle and a checkpoint resume bit for bit."""
+    d = _warm(0.9) if warmup else (lambda n: 0.9)
+    fn = lambda a, p, n: d(n) * a + (1 - d(n)) * p  # noqa: E731
+    m = _model(seed)
+    opt = ot.Adam(m.parameters(), lr=1e-2, ema_decay=0.9, ema_warmup=warmup)
+    avg = AveragedModel(m, avg_fn=fn)
+    _train(m, opt, 5, seed, torch.float32, avg)
+    torch.manual_seed(seed + 7)
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    if how == "add_param_group":
+        opt.add_param_group({"params": [w], "lr": 0.05})
+    else:
+        opt.param_groups[0]["params"].append(w)
+    late = AveragedModel(_One(w), avg_fn=fn)  # made now: n_averaged 0, its first update copies
+    g = torch.Generator().manual_seed(seed + 3)
+
+    def steps(m, opt, w, k, s0, avg=None, late=None):
+        for s in range(k):
+            w.grad = torch.randn(4, 3, generator=g)
+            _train(m, opt, 1, seed + s0 + s, torch.float32)
+            if avg is not None:
+                avg.update_parameters(m)
+                late.update_parameters(_One(w))
+
+    steps(m, opt, w, 6, 100, avg, late)
+    st = opt.ema_state()
+    assert st["count"] == 11 and st["counts"] == [11] * len(list(m.parameters())) + [6]
+    assert torch.equal(st["averages"][-1], late.module.w)
+    assert all(torch.equal(a, b) for a, b in zip(st["averages"][:-1], avg.module.parameters()))
+    # Resumed from a state dict, a pickle and a checkpoint: the same bits as the run that goes on.
+    sd = copy.deepcopy(opt.state_dict())
+    assert sd["optim_ema"]["counts"][-1] == 6
+    pk = pickle.dumps((m, w, opt))
+    opt.save_checkpoint(str(tmp_path / "ck"))
+    g0 = g.get_state()
+    steps(m, opt, w, 4, 200, avg, late)
+    want = opt.ema_state()
+    assert torch.equal(want["averages"][-1], late.module.w)
+    resumed = []
+    m1 = copy.deepcopy(m)
+    for kind in ("state_dict", "pickle", "checkpoint"):
+        if kind == "pickle":
+            mm, ww, oo = pickle.loads(pk)
+        else:
+            mm, ww = copy.deepcopy(m1), torch.nn.Parameter(torch.zeros(4, 3))
+            if how == "add_param_group":
+                oo = ot.Adam(mm.parameters(), lr=1e-2)
+                oo.add_param_group({"params": [ww], "lr": 0.05})
+            else:
+                oo = ot.Adam(list(mm.parameters()) + [ww], lr=1e-2)
+            if kind == "state_dict":
+                oo.load_state_dict(sd)
+            else:
+                oo.load_checkpoint(str(tmp_path / "ck"))
+        resumed.append((kind, mm, ww, oo))
+    for kind, mm, ww, oo in resumed:
+        if kind != "pickle":
+            # The models as they were when saved: the pickle's (m and w went on since).
+            with torch.no_grad():
+                for a, b in zip(mm.parameters(), pickle.loads(pk)[0].parameters()):
+                    a.copy_(b)
+                ww.copy_(pickle.loads(pk)[1])
+        assert oo.ema_state()["counts"][-1] == 6, kind
+        g.set_state(g0)
+        steps(mm, oo, ww, 4, 200)
+        got = oo.ema_state()
+        assert got["count"] == 15 and got["counts"] == want["counts"], kind
+        assert all(torch.equal(a, b) for a, b in zip(got["averages"], want["averages"])), kind
+    # A count above the optimizer's is refused by name.
+    bad = copy.deepcopy(sd)
+    bad["optim_ema"]["counts"][-1] = 12
+    with pytest.raises(ValueError, match=r"\['counts'\] must be a list of \d+ ints in \[0, count = 11\]"):
+        opt.load_state_dict(bad)
+
+
+@pytest.mark.parametrize("entry", ["load_state_dict", "load_checkpoint"])
+@pytest.mark.parametrize("saved", [True, False], ids=["saved_ema", "saved_none"])
+@pytest.mark.parametrize("has", [True, False], ids=["opt_ema", "opt_none"])
+def test_load_combinations(entry, saved, has, seed, tmp_path):
+    """load_state_dict and load_checkpoint follow one rule (docs/EMA.md, "Loading"; tests/test_ema.c
+    ema_load_combinations for the C API): a saved EMA comes in with its settings, count and averages (turned on
+    where it was off); a state without one leaves the optimizer's settings, on or off, and an EMA that is on
+    restarts (count 0: the next step's average copies the parameters)."""
+    m = _model(seed)
+    src = ot.Adam(m.parameters(), lr=1e-2, ema_decay=0.9 if saved else None, ema_warmup=saved)
+    _train(m, src, 3, seed, torch.float32)
+    sd = copy.deepcopy(src.state_dict())
+    src.save_checkpoint(str(tmp_path / "ck"))
+    m2 = copy.deepcopy(m)
+    dst = ot.Adam(m2.parameters(), lr=1e-2, ema_decay=0.5 if has else None)
+    _train(m2, dst, 2, seed + 1, torch.float32)
+    with torch.no_grad():
+        for a, b in zip(m2.parameters(), m.parameters()):
+            a.copy_(b)
+    if entry == "load_state_dict":
+        dst.load_state_dict(sd)
+    else:
+        dst.load_checkpoint(str(tmp_path / "ck"))
+    st = dst.ema_state()
+    if saved:
+        want = src.ema_state()
+        assert (st["decay"], st["warmup"], st["count"]) == (0.9, True, 3)
+        assert all(torch.equal(a, b) for a, b in zip(st["averages"], want["averages"]))
+    elif has:
+        assert (st["decay"], st["warmup"], st["count"]) == (0.5, False, 0)
+        _train(m2, dst, 1, seed + 2, torch.float32)
+        assert all(torch.equal(a, p) for a, p in zip(dst.ema_state()["averages"], m2.parameters()))
+    else:
+        assert st is None

@@ -177,6 +177,12 @@ static void optim__adafactor_prepare(const optim_hparams *hp, const optim__step_
     k->eps1 = hp->eps1;
     k->eps1sq = hp->eps1 * hp->eps1;
     k->eps_auto = hp->eps_auto ? 1.0 : 0.0;
+    if (hp->eps_auto && in->eps_type > 0.0) {
+        /* The group's epsilon (optim__step_in): torch's eps1 once resolved, squared in double as its Python. */
+        k->eps1 = in->eps_type;
+        k->eps1sq = in->eps_type * in->eps_type;
+        k->eps_auto = 0.0;
+    }
     k->rho = 1.0 / pow(t, 0.5);
     k->rho = in->lr < k->rho ? in->lr : k->rho; /* Python's min(lr, x) */
     k->coef = 0.0; /* set by the trust hook after pass B */

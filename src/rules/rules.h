@@ -35,6 +35,9 @@ typedef struct optim__step_in {
     double gclip;  /* clamp of the raw gradient to [-gclip, gclip] (value clipping); +inf if none */
     int quantized; /* the state is OPTIM_INT8_BLOCK: its slots are quantized apart (a rule may need a guard) */
     size_t n;      /* elements of the parameter (for the trust hook) */
+    /* Adafactor's eps1 = None (eps_auto): the machine epsilon of the type of the group's first parameter
+     * stepped this step, as torch 2.x resolves it once per group; 0: the parameter's own type's. */
+    double eps_type;
 } optim__step_in;
 
 /* The per-tensor step statistics a rule's constants give (include/optim_stats.h);

@@ -57,6 +57,10 @@ static const char *const bench_presets[] = {
     "adam:ema",
     /* Fewer bytes: 8-bit block-quantized state, bfloat16 gradients (docs/PRECISION.md). */
     "adam:state=int8",  "adam:grad=bf16:state=int8",
+    /* Adafactor (docs/rules/adafactor.md): its own passes (factored_run.c), each against the same passes'
+     * streams. "adafactor": a matrix (one tensor of n elements as n/1024 x 1024, the GPT-2 list's own shapes):
+     * factored, its state two small vectors; "adafactor:1d": every tensor without a shape, the variance of n. */
+    "adafactor", "adafactor:1d",
 };
 #define BENCH_NPRESETS (sizeof bench_presets / sizeof bench_presets[0])
 
@@ -108,6 +112,9 @@ typedef struct bench_case {
      * p, m, v and writes p. LARS pass 1 reads p and g (a reduction); pass 2 is SGD's (bench_rmw). */
     optim_rule trust;     /* OPTIM_LAMB, OPTIM_LARS, or 0 */
     int norms;            /* LAMB: pass 1 also reads p for the norms (the trust ratio applies) */
+    /* Adafactor: af = 1; af1d = 1 ("1d"): no tensor gets a shape (all unfactored). bytes is then that of one
+     * tensor of the preset's kind; a list of tensors (gpt2) mixes kinds: bench_af_bytes per size. */
+    int af, af1d;
 } bench_case;
 
 /* "bf16", "f16", "f32" as an element type; -1 if none. */
@@ -184,6 +191,18 @@ static int bench_typed_layout(const char *spec, bench_case *c, char *msg, size_t
     return 0;
 }
 
+/* Bytes per element of an Adafactor step over a tensor, factored or not, as src/kernels/factored_run.c moves
+ * them in float32 (the factors, B*R + B*C elements, are not counted: a few per thousand of a tensor's):
+ *   factored:   A reads p (||p||); the row pass and the column pass read g; B reads g (u from g and the
+ *               factors); C reads g, reads and writes p: 4 + 4 + 4 + 4 + 12 = 28
+ *   unfactored: A reads p and g, reads and writes the variance; B reads g and the variance; C (the generic
+ *               loop) reads g and the variance, reads and writes p: 16 + 8 + 16 = 40
+ * The gradient pre-pass (clip, nonfinite) reads g once more (4); the EMA reads and writes the average (8). */
+static double bench_af_bytes(const bench_case *c, int factored)
+{
+    return (factored ? 28.0 : 40.0) + (c->prepass ? 4.0 : 0.0) + (c->ema ? 8.0 : 0.0);
+}
+
 /* Parse "rule[:hp[=value]]..." into *c. On error, a message naming the bad part. */
 static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t msgsize)
 {
@@ -230,6 +249,10 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
         }
         if (strcmp(tok, "stats") == 0 && !eq) {
             c->stats = 1;
+            continue;
+        }
+        if (strcmp(tok, "1d") == 0 && !eq) {
+            c->af1d = 1;
             continue;
         }
         if (strcmp(tok, "ema") == 0) {
@@ -305,6 +328,24 @@ static int bench_parse_spec(const char *spec, bench_case *c, char *msg, size_t m
             c->trust = rule;
             c->norms = rule == OPTIM_LAMB && ratio;
         }
+    }
+    if (c->af1d && rule != OPTIM_ADAFACTOR) {
+        snprintf(msg, msgsize, "'%s': 1d leaves Adafactor's tensors without a shape (unfactored); %s's streams do not "
+                 "depend on the shape", spec, optim_rule_name(rule));
+        return -1;
+    }
+    if (rule == OPTIM_ADAFACTOR) {
+        /* Its passes' streams (factored_run.c; bench_af_bytes): float32 only, as the rule (docs/rules/adafactor.md). */
+        if (c->typed || c->q8) {
+            snprintf(msg, msgsize, "'%s': %s is benchmarked in float32 only (the rule takes float32 or float64 "
+                     "tensors and state)", spec, optim_rule_name(rule));
+            return -1;
+        }
+        c->af = 1;
+        c->nslots = c->af1d ? 1 : 2; /* variance, or row_var and col_var (B*R and B*C elements) */
+        c->k = 1;
+        c->bytes = bench_af_bytes(c, !c->af1d);
+        return 0;
     }
     if ((c->flags & OPTIM_PARAM_INT8_STOCHASTIC_ROUNDING) && !c->q8) {
         snprintf(msg, msgsize, "'%s': sr8 rounds int8 state's codes stochastically: it needs state=int8", spec);
@@ -456,6 +497,7 @@ static void bench_usage(FILE *f)
             "                                         sr8 rounds its codes stochastically;\n"
             "                                         stats (optim_set_stats) measures the step statistics\n"
             "                                         ema[=D] (optim_set_ema) keeps an EMA of the weights\n"
+            "                                         1d: Adafactor's tensors get no shape (unfactored)\n"
             "  --sizes LIST     elements per case: numbers with K, M, G (2^10, 2^20, 2^30) or gpt2 (the 148\n"
             "                   tensors of GPT-2 small, 124M elements) (default 4K,64K,1M,16M,64M,256M,gpt2)\n"
             "                   A case that does not fit in the available memory is skipped and reported.\n"
@@ -624,7 +666,20 @@ static void bench_list(void)
         bench_case c;
         char msg[OPTIM_ERRMSG_MAX + 200];
         if (bench_parse_spec(bench_presets[i], &c, msg, sizeof msg) != 0) continue;
-        printf("  %-32s %2d state arrays, %2.0f bytes per element\n", c.spec, c.nslots, c.bytes);
+        printf("  %-32s %2d state arrays, %2.0f bytes per element", c.spec, c.nslots, c.bytes);
+        if (c.af && !c.af1d) {
+            /* The GPT-2 list mixes matrices (factored) and vectors (not). */
+            double moved = 0.0;
+            size_t j, n = 0;
+            for (j = 0; j < m; j++) {
+                n += shapes[j].rows * shapes[j].cols;
+                moved += (double)(shapes[j].rows * shapes[j].cols) * bench_af_bytes(&c, shapes[j].cols > 1);
+            }
+            printf(" (a matrix, n/1024 x 1024, factored: its state two vectors; gpt2: %.3f)", moved / (double)n);
+        } else if (c.af) {
+            printf(" (every tensor without a shape: the variance of n)");
+        }
+        printf("\n");
     }
     printf("\ngpt2 (--sizes gpt2): %zu tensors\n", m);
     for (i = 0; i < m; i++) {
@@ -827,6 +882,17 @@ static volatile uint8_t bench_zero_byte = 0;
 /* Where the ceiling's read pass stores its sum, so that it is not dropped. */
 static volatile float bench_sink;
 
+/* Adafactor's ceiling (bench_af_ceiling): its passes' streams over the factored tensors (f: x[0] = p, g = g;
+ * fp: g = p, the read of p) and over the unfactored ones (ua: pass A, x[0] = the variance, g, r = p; ub: pass B,
+ * g, r = the variance; uc: pass C, x[0] = p (x[1] the average with the EMA), g, r = the variance), each list's
+ * starts running over its own tensors. kf, ku: pass C's read-modify-write streams (2 with the EMA). */
+typedef struct bench_af_lists {
+    bench_span f[BENCH_GPT2_TENSORS], fp[BENCH_GPT2_TENSORS];
+    bench_span ua[BENCH_GPT2_TENSORS], ub[BENCH_GPT2_TENSORS], uc[BENCH_GPT2_TENSORS];
+    size_t nf, nu, totf, totu;
+    int kf, ku;
+} bench_af_lists;
+
 typedef struct bench_pair_ctx {
     optim *opt;       /* the rule, or NULL for copy/triad */
     optim_isa isa;
@@ -841,7 +907,50 @@ typedef struct bench_pair_ctx {
     optim_rule trust;     /* LAMB or LARS (bench_case): the two passes over pass1 and pass2 */
     int norms;
     const bench_span *pass1, *pass2;
+    const bench_af_lists *af; /* Adafactor: its passes (bench_af_ceiling) */
 } bench_pair_ctx;
+
+/* One pass of Adafactor's ceiling over a list of spans, returning the bytes it moved: the count comes from
+ * the call itself, so that a pass missing from the ceiling is missing from its count. */
+static double bench_af_read(const bench_pair_ctx *x, const bench_span *l, size_t count, size_t total)
+{
+    if (!count) return 0.0;
+    bench_sink = bench_read(x->isa, l, count, total, x->threads); /* g read */
+    return 4.0 * (double)total;
+}
+static double bench_af_rmw(const bench_pair_ctx *x, int k, const bench_span *l, size_t count, size_t total)
+{
+    if (!count) return 0.0;
+    bench_rmw(x->isa, k, l, count, total, x->threads, bench_one, bench_zero); /* x[0..k) updated, g read */
+    return (8.0 * k + 4.0) * (double)total;
+}
+static double bench_af_rmw_read(const bench_pair_ctx *x, int k, const bench_span *l, size_t count, size_t total)
+{
+    if (!count) return 0.0;
+    /* x[0..k) updated, g and r read */
+    bench_sink = bench_rmw_read(x->isa, k, l, count, total, x->threads, bench_one, bench_zero);
+    return (8.0 * k + 8.0) * (double)total;
+}
+
+/* Adafactor's ceiling, pass by pass as src/kernels/factored_run.c runs them (bench_af_bytes counts the same):
+ * A: p read (factored), p and g read and the variance read and written (unfactored); the factored tensors'
+ * row pass and column pass: g read, twice; B: g read (factored), g and the variance read (unfactored); C: p
+ * read and written and g read (factored), with the variance read (unfactored); the average read and written
+ * with the EMA. Returns the bytes it moved, so that the caller can check them against the case's count. */
+static double bench_af_ceiling(const bench_pair_ctx *x)
+{
+    const bench_af_lists *a = x->af;
+    double moved = 0.0;
+    moved += bench_af_read(x, a->fp, a->nf, a->totf);                /* A: ||p|| */
+    moved += bench_af_rmw_read(x, 1, a->ua, a->nu, a->totu);         /* A: the variance, ||p|| */
+    moved += bench_af_read(x, a->f, a->nf, a->totf);                 /* the row factors */
+    moved += bench_af_read(x, a->f, a->nf, a->totf);                 /* the column factors */
+    moved += bench_af_read(x, a->f, a->nf, a->totf);                 /* B: ||u|| */
+    moved += bench_af_rmw_read(x, 0, a->ub, a->nu, a->totu);         /* B: ||u|| */
+    moved += bench_af_rmw(x, a->kf, a->f, a->nf, a->totf);           /* C */
+    moved += bench_af_rmw_read(x, a->ku, a->uc, a->nu, a->totu);     /* C */
+    return moved;
+}
 
 /* One step of kernel `which`: 0 the ceiling, 1 the rule, 2 copy, 3 triad. */
 static void bench_do(const bench_pair_ctx *x, int which)
@@ -850,6 +959,10 @@ static void bench_do(const bench_pair_ctx *x, int which)
     case 0:
         /* The pre-pass's read of the gradients, then the update's streams. */
         if (x->prepass) bench_sink = bench_read(x->isa, x->spans, x->count, x->total, x->threads);
+        if (x->af) {
+            bench_af_ceiling(x);
+            break;
+        }
         if (x->trust == OPTIM_LAMB) {
             /* Pass 1: m, v read and written, g (and p for the norms) read; pass 2: p read and written, m, v read. */
             if (x->norms)
@@ -928,6 +1041,7 @@ typedef struct bench_result {
     int threads;      /* asked: 0 = all */
     int threads_used; /* what a pass of this size runs on */
     size_t tensors, iters;
+    double bytes;     /* per element: the case's, or for Adafactor over a list of tensors their mix (bench_af_bytes) */
     bench_stats rule, ceil;
     double ratio, ratio_lo, ratio_hi; /* over the pairs (ceiling run, rule run just after) */
     double *runs_ceil, *runs_rule;     /* seconds per step of each run, in order */
@@ -1049,8 +1163,8 @@ static void bench_print_result(const bench_result *r)
     bench_threads_label(thr, sizeof thr, r->threads);
     bench_time_label(step, sizeof step, r->rule.med);
     snprintf(spread, sizeof spread, "%.1f%%/%.1f%%", bench_spread(&r->rule), bench_spread(&r->ceil));
-    printf("  %-30s %4s %4.0f %10s %8.3f %7.1f %8.1f %6.2f %13s\n", r->c->spec, thr, r->c->bytes, step,
-           n / r->rule.med / 1e9, n * r->c->bytes / r->rule.med / 1e9, n * r->c->bytes / r->ceil.med / 1e9,
+    printf("  %-30s %4s %4.0f %10s %8.3f %7.1f %8.1f %6.2f %13s\n", r->c->spec, thr, r->bytes, step,
+           n / r->rule.med / 1e9, n * r->bytes / r->rule.med / 1e9, n * r->bytes / r->ceil.med / 1e9,
            r->ratio, spread);
 }
 
@@ -1287,7 +1401,7 @@ static void bench_write_json(FILE *f, const bench_opts *o, const bench_run *run)
         fprintf(f, ", \"elements\": %zu, \"tensors\": %zu, \"threads\": ", r->s->n, r->tensors);
         bench_json_threads(f, r->threads);
         fprintf(f, ", \"threads_used\": %d,\n     \"state_arrays\": %d, \"bytes_per_element\": %.6g, \"iters\": %zu,\n",
-                r->threads_used, r->c->nslots, r->c->bytes, r->iters);
+                r->threads_used, r->c->nslots, r->bytes, r->iters);
         fprintf(f, "     \"step_s\": ");
         bench_json_stats(f, &r->rule);
         fprintf(f, ", \"runs_s\": ");
@@ -1295,7 +1409,7 @@ static void bench_write_json(FILE *f, const bench_opts *o, const bench_run *run)
         fprintf(f, ", \"elements_per_s\": ");
         bench_json_num(f, n / r->rule.med);
         fprintf(f, ", \"gbs\": ");
-        bench_json_num(f, n * r->c->bytes / r->rule.med / 1e9);
+        bench_json_num(f, n * r->bytes / r->rule.med / 1e9);
         fprintf(f, ",\n     \"ceiling\": {\"step_s\": ");
         bench_json_stats(f, &r->ceil);
         fprintf(f, ", \"runs_s\": ");
@@ -1303,7 +1417,7 @@ static void bench_write_json(FILE *f, const bench_opts *o, const bench_run *run)
         fprintf(f, ", \"elements_per_s\": ");
         bench_json_num(f, n / r->ceil.med);
         fprintf(f, ", \"gbs\": ");
-        bench_json_num(f, n * r->c->bytes / r->ceil.med / 1e9);
+        bench_json_num(f, n * r->bytes / r->ceil.med / 1e9);
         fprintf(f, "},\n     \"ratio\": ");
         bench_json_num(f, r->ratio);
         fprintf(f, ", \"ratio_min\": ");
@@ -1504,7 +1618,26 @@ static void *bench_typed_copy(const float *x, size_t n, optim_dtype dt)
     return h;
 }
 
-static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_isa isa, const bench_typed *t)
+/* The shape Adafactor's tensor i gets (0: none, unfactored; 2: dims): with 1d none; one tensor of n elements
+ * n/1024 x 1024 (1 x n when 1024 does not divide n); the GPT-2 list's matrices their own (rows x cols), its
+ * vectors none. */
+static size_t bench_af_shape(const bench_case *c, const bench_model *m, const bench_size *s, size_t i,
+                             int64_t dims[2])
+{
+    if (c->af1d) return 0;
+    if (s->gpt2) {
+        if (m->shapes[i].cols <= 1) return 0;
+        dims[0] = (int64_t)m->shapes[i].rows;
+        dims[1] = (int64_t)m->shapes[i].cols;
+        return 2;
+    }
+    dims[0] = m->n[i] % 1024 == 0 ? (int64_t)(m->n[i] / 1024) : 1;
+    dims[1] = (int64_t)m->n[i] / dims[0];
+    return 2;
+}
+
+static optim *bench_make_opt(const bench_case *c, const bench_model *m, const bench_size *s, optim_isa isa,
+                             const bench_typed *t)
 {
     optim *opt = NULL;
     size_t i, group;
@@ -1526,6 +1659,11 @@ static optim *bench_make_opt(const bench_case *c, const bench_model *m, optim_is
         } else if (optim_add_param(opt, group, m->p[i], m->g[i], m->n[i], m->shapes[i].name, NULL) != OPTIM_OK) {
             goto fail;
         }
+        if (c->af) {
+            int64_t dims[2];
+            size_t nd = bench_af_shape(c, m, s, i, dims);
+            if (nd && optim_param_set_shape(opt, i, nd, dims) != OPTIM_OK) goto fail;
+        }
     }
     /* Time the steady state: RAdam's first steps skip the adaptive term, and
      * bias corrections are near 1 late in training. SGD keeps no step. */
@@ -1543,6 +1681,8 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
 {
     static bench_span spans[BENCH_GPT2_TENSORS], pass1[BENCH_GPT2_TENSORS], pass2[BENCH_GPT2_TENSORS];
     static float *ema_x[BENCH_GPT2_TENSORS]; /* the ceiling's stream for the average (ema) */
+    static bench_af_lists af;
+    double bytes = c->bytes;
     bench_typed typed;
     /* State bytes: 4 per element and slot (or the state type's width), or an int8_block code and its share of a
      * scale; with int8 state a bfloat16 gradient copy (the model's gradients are float32) counts as state here. */
@@ -1562,6 +1702,20 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         min_bytes = (uint64_t)s->n * ((c->flags & OPTIM_PARAM_MASTER) ? 4 + optim_dtype_size(c->pdt)
                                                                          : optim_dtype_size(c->pdt)) +
                     state + (uint64_t)s->n * optim_dtype_size(c->gdt);
+    if (c->af) {
+        /* Adafactor: a factored tensor's state is its two factors (R + C elements), another's the variance (n);
+         * bytes per element are each tensor's kind's (bench_af_bytes), weighted by its elements. */
+        double moved = 0.0;
+        state = 0;
+        for (i = 0; i < m->count; i++) {
+            int64_t dims[2];
+            const size_t nd = bench_af_shape(c, m, s, i, dims);
+            state += (nd ? (uint64_t)(dims[0] + dims[1]) : (uint64_t)m->n[i]) * sizeof(float);
+            moved += (double)m->n[i] * bench_af_bytes(c, nd != 0);
+        }
+        min_bytes = (uint64_t)2 * s->n * sizeof(float) + state;
+        bytes = moved / (double)s->n;
+    }
     if (!bench_fits(state, &avail)) {
         char need_l[32], avail_l[32];
         bench_bytes_label(need_l, sizeof need_l, (double)state);
@@ -1589,7 +1743,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         if (typed.p[i]) unused += (uint64_t)m->n[i] * sizeof(float);
         if (typed.g[i] && !c->q8) unused += (uint64_t)m->n[i] * sizeof(float);
     }
-    opt = bench_make_opt(c, m, o->isa, &typed);
+    opt = bench_make_opt(c, m, s, o->isa, &typed);
     for (i = 0; c->typed && i < m->count; i++) {
         /* The ceiling's streams: x[0..k32) float (the master or a float32 parameter, then float32 state),
          * x[k32..) 16-bit (the parameter without a master, then 16-bit state); the copy written from x[0]. */
@@ -1627,7 +1781,93 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
             exit(1);
         }
     }
-    for (i = 0; !c->typed && i < m->count; i++) {
+    for (i = 0; c->af && i < m->count; i++) {
+        /* Adafactor: spans (p, g: the pre-pass reads g) and its passes' lists (bench_af_lists). */
+        int64_t dims[2];
+        void *var = NULL;
+        const int fac = bench_af_shape(c, m, s, i, dims) != 0;
+        bench_span *sp;
+        memset(&spans[i], 0, sizeof spans[i]);
+        spans[i].x[0] = m->p[i];
+        spans[i].g = m->g[i];
+        spans[i].n = m->n[i];
+        spans[i].start = i ? spans[i - 1].start + spans[i - 1].n : 0;
+        if (i == 0) {
+            memset(&af, 0, sizeof af);
+            af.kf = af.ku = c->ema ? 2 : 1;
+        }
+        if (c->ema) {
+            ema_x[i] = (float *)calloc(m->n[i] ? m->n[i] : 1, sizeof(float));
+            if (!ema_x[i]) {
+                bench_progress_clear();
+                fprintf(stderr, "optim bench: %s: out of memory\n", c->spec);
+                exit(1);
+            }
+        }
+        {
+            /* The optimizer's state must be the one counted: the factors of the shape given, or the variance. */
+            size_t len[3] = {0, 0, 0};
+            int sl;
+            for (sl = 0; sl < 3; sl++)
+                if (optim_state_slot_len(opt, i, sl, &len[sl]) != OPTIM_OK) len[sl] = (size_t)-1;
+            if (fac ? len[0] != (size_t)dims[0] || len[1] != (size_t)dims[1] || len[2] != 0
+                    : len[0] != 0 || len[1] != 0 || len[2] != m->n[i]) {
+                bench_progress_clear();
+                fprintf(stderr, "optim bench: %s: tensor %zu '%s' holds state of %zu, %zu and %zu elements, not "
+                        "those of the %s counted\n", c->spec, i, m->shapes[i].name, len[0], len[1], len[2],
+                        fac ? "factored shape" : "variance");
+                exit(1);
+            }
+        }
+        if (fac) {
+            sp = &af.f[af.nf];
+            *sp = spans[i];
+            sp->start = af.totf;
+            sp->x[1] = ema_x[i];
+            af.fp[af.nf] = *sp;
+            af.fp[af.nf].g = m->p[i];
+            af.nf++;
+            af.totf += m->n[i];
+            continue;
+        }
+        if (optim_state_slot_data(opt, i, 2, &var, NULL, NULL) != OPTIM_OK || !var) {
+            bench_progress_clear();
+            fprintf(stderr, "optim bench: %s: tensor %zu has no variance (%s)\n", c->spec, i, optim_errmsg(opt));
+            exit(1);
+        }
+        sp = &af.ua[af.nu];
+        memset(sp, 0, sizeof *sp);
+        sp->n = m->n[i];
+        sp->start = af.totu;
+        sp->x[0] = (float *)var;
+        sp->g = m->g[i];
+        sp->r = m->p[i];
+        af.ub[af.nu] = *sp;
+        af.ub[af.nu].x[0] = NULL;
+        af.ub[af.nu].r = (const float *)var;
+        af.uc[af.nu] = af.ub[af.nu];
+        af.uc[af.nu].x[0] = m->p[i];
+        af.uc[af.nu].x[1] = ema_x[i];
+        af.nu++;
+        af.totu += m->n[i];
+    }
+    if (c->af) {
+        /* The ceiling must move the bytes counted: run it once (a first touch) and compare. */
+        bench_pair_ctx x;
+        double moved;
+        memset(&x, 0, sizeof x);
+        x.isa = o->isa;
+        x.threads = o->threads[0];
+        x.af = &af;
+        moved = bench_af_ceiling(&x) + (c->prepass ? 4.0 * (double)s->n : 0.0);
+        if (fabs(moved - bytes * (double)s->n) > 1e-9 * moved) {
+            bench_progress_clear();
+            fprintf(stderr, "optim bench: %s: the ceiling moves %.4f bytes per element, the case counts %.4f\n",
+                    c->spec, moved / (double)s->n, bytes);
+            exit(1);
+        }
+    }
+    for (i = 0; !c->typed && !c->af && i < m->count; i++) {
         /* Float32 or int8 state (q8: the ceiling moves one byte per element of each slot); the parameter is
          * the model's float32 array or, in the offload step, the fp32 master with the bfloat16 copy w16. */
         int sl, j = 1;
@@ -1720,6 +1960,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         x.norms = c->norms;
         x.pass1 = pass1;
         x.pass2 = pass2;
+        x.af = c->af ? &af : NULL;
         run->res = (bench_result *)bench_grow(run->res, &run->capres, run->nres + 1, sizeof *run->res);
         r = &run->res[run->nres++];
         memset(r, 0, sizeof *r);
@@ -1728,6 +1969,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         r->threads = o->threads[ti];
         r->threads_used = bench_threads_for(s->n, o->threads[ti]);
         r->tensors = m->count;
+        r->bytes = bytes;
         r->min_bytes = min_bytes;
         r->rss_base = rss_base + unused;
         r->iters = bench_measure(o, &x, 0, 1, tc, tr);
@@ -1753,7 +1995,7 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         }
         memcpy(r->runs_ceil, tc, (size_t)o->reps * sizeof(double));
         memcpy(r->runs_rule, tr, (size_t)o->reps * sizeof(double));
-        bench_prog.done += bench_estimate(o, s->n, c->bytes);
+        bench_prog.done += bench_estimate(o, s->n, bytes);
         bench_prog.ntask++;
         if (!o->json) {
             bench_progress_clear();

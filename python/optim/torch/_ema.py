@@ -96,15 +96,27 @@ def write(c, i, value):
     c.h.ema_write(i, buf.data_ptr() if buf.numel() else None)
 
 
+def _counts(c, count):
+    """Each parameter's own count, or None when every one is the optimizer's
+    (a parameter added after the EMA began has fewer: include/optim_ema.h)."""
+    counts = [c.h.ema_param_count(i) for i in range(len(c.params))]
+    return None if all(n == count for n in counts) else counts
+
+
 def export(c):
     """None when the EMA is off, else {'decay', 'warmup', 'count', 'averages'
-    (one tensor per parameter, in the order of param_groups' params)}: copies
-    of now. RuntimeError while swapped."""
+    (one tensor per parameter, in the order of param_groups' params)}, and
+    'counts' (each parameter's own count) when a parameter added after the
+    EMA began has fewer averages: copies of now. RuntimeError while swapped."""
     on, decay, warmup, count, _ = c.h.get_ema()
     if not on:
         return None
     refuse_swapped(c, "state_dict")
-    return {"decay": decay, "warmup": warmup, "count": count, "averages": [read(c, i) for i in range(len(c.params))]}
+    out = {"decay": decay, "warmup": warmup, "count": count, "averages": [read(c, i) for i in range(len(c.params))]}
+    counts = _counts(c, count)
+    if counts is not None:
+        out["counts"] = counts
+    return out
 
 
 def check(c, saved, where):
@@ -112,15 +124,20 @@ def check(c, saved, where):
     dict export() gives (ValueError or TypeError saying what is wrong)."""
     if saved is None:
         return None
-    if not isinstance(saved, dict) or set(saved) != {"decay", "warmup", "count", "averages"}:
-        raise ValueError("%s: %s must be None or a dict with the keys 'decay', 'warmup', 'count', 'averages'"
-                         % (where, STATE_KEY))
+    if not isinstance(saved, dict) or set(saved) - {"counts"} != {"decay", "warmup", "count", "averages"}:
+        raise ValueError("%s: %s must be None or a dict with the keys 'decay', 'warmup', 'count', 'averages' "
+                         "(and 'counts')" % (where, STATE_KEY))
     parse(saved["decay"], saved["warmup"], where)
     if saved["decay"] is None:
         raise ValueError("%s: %s['decay'] is None" % (where, STATE_KEY))
     count = saved["count"]
     if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
         raise ValueError("%s: %s['count'] = %r must be an int >= 0" % (where, STATE_KEY, count))
+    counts = saved.get("counts")
+    if counts is not None and (not isinstance(counts, (list, tuple)) or len(counts) != len(c.params) or any(
+            isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= count for n in counts)):
+        raise ValueError("%s: %s['counts'] must be a list of %d ints in [0, count = %d] (one per parameter), got %r"
+                         % (where, STATE_KEY, len(c.params), count, counts))
     avg = saved["averages"]
     if not isinstance(avg, (list, tuple)) or len(avg) != len(c.params):
         raise ValueError("%s: %s['averages'] must be a list of %d tensors (one per parameter)"
@@ -149,14 +166,17 @@ def restore(c, saved, where, keep_if_missing=True):
         for i, t in enumerate(saved["averages"]):
             write(c, i, t.detach())
         c.h.ema_set_count(int(saved["count"]))
+        for i, n in enumerate(saved.get("counts") or ()):
+            c.h.ema_set_param_count(i, int(n))
     except OptimError as e:
         raise ValueError("%s: %s" % (where, e)) from None
 
 
 def carry(old, new, stays):
     """A rebuilt C object (_members) takes the old one's EMA: settings, count,
-    and the averages of the tensors that stay (stays: new index -> old index,
-    the same state layout); a tensor that comes in starts from its value."""
+    and the averages and own counts of the tensors that stay (stays: new
+    index -> old index, the same state layout); a tensor that comes in starts
+    as one added late (its own count 0: its next average copies it)."""
     on, decay, warmup, count, _ = old.h.get_ema()
     if not on:
         return
@@ -164,6 +184,8 @@ def carry(old, new, stays):
     for j, i in stays.items():
         write(new, j, read(old, i))
     new.h.ema_set_count(count)
+    for j in range(len(new.params)):
+        new.h.ema_set_param_count(j, old.h.ema_param_count(stays[j]) if j in stays else 0)
 
 
 def relayout(c, i, src, dst):
@@ -222,5 +244,9 @@ def state(opt):
         on, decay, warmup, count, sw = c.h.get_ema()
         if not on:
             return None
-        return {"decay": decay, "warmup": warmup, "count": count, "swapped": sw,
-                "averages": None if sw else [read(c, i) for i in range(len(c.params))]}
+        out = {"decay": decay, "warmup": warmup, "count": count, "swapped": sw,
+               "averages": None if sw else [read(c, i) for i in range(len(c.params))]}
+        counts = _counts(c, count)
+        if counts is not None:
+            out["counts"] = counts
+        return out
