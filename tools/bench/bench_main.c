@@ -1797,12 +1797,8 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
             af.kf = af.ku = c->ema ? 2 : 1;
         }
         if (c->ema) {
-            ema_x[i] = (float *)calloc(m->n[i] ? m->n[i] : 1, sizeof(float));
-            if (!ema_x[i]) {
-                bench_progress_clear();
-                fprintf(stderr, "optim bench: %s: out of memory\n", c->spec);
-                exit(1);
-            }
+            ema_x[i] = bench_alloc_floats(m->n[i] ? m->n[i] : 1, c->spec);
+            memset(ema_x[i], 0, (m->n[i] ? m->n[i] : 1) * sizeof(float));
         }
         {
             /* The optimizer's state must be the one counted: the factors of the shape given, or the variance. */
@@ -1899,12 +1895,8 @@ static void bench_case_run(const bench_opts *o, bench_run *run, const bench_size
         }
         if (c->ema) {
             /* The average's stream in the ceiling: an array of the same size (the optimizer's is not exposed). */
-            ema_x[i] = (float *)calloc(m->n[i] ? m->n[i] : 1, sizeof(float));
-            if (!ema_x[i]) {
-                bench_progress_clear();
-                fprintf(stderr, "optim bench: %s: out of memory\n", c->spec);
-                exit(1);
-            }
+            ema_x[i] = bench_alloc_floats(m->n[i] ? m->n[i] : 1, c->spec);
+            memset(ema_x[i], 0, (m->n[i] ? m->n[i] : 1) * sizeof(float));
             spans[i].x[j++] = ema_x[i];
         }
         if (j != c->k) {
