@@ -66,7 +66,8 @@ int optim__muon_check(optim *o)
     OPTIM__FAIL_IF(!o->muon.orth, OPTIM__E(o), OPTIM_EUNSUPPORTED,
                    "optim_step: muon's orthogonalisation (Newton-Schulz over OpenBLAS) is in liboptim_muon: call "
                    "optim_muon_attach (include/optim_muon.h) on this optimizer first; nothing changed");
-    OPTIM__FAIL_IF(o->ext.combine, OPTIM__E(o), OPTIM_EUNSUPPORTED,
+    /* Hooks over whole tensors (optim.torch under torch's ZeroRedundancyOptimizer) leave each matrix whole. */
+    OPTIM__FAIL_IF(o->ext.combine && !o->ext.whole_tensors, OPTIM__E(o), OPTIM_EUNSUPPORTED,
                    "optim_step: muon orthogonalises whole matrices; a sharded optimizer (liboptim_mpi) holds pieces "
                    "of them; nothing changed");
     for (i = 0; i < o->nparams; i++) {

@@ -39,8 +39,8 @@ typedef struct optim_ext_hooks {
     /* 1 when every parameter of the optimizer is a whole tensor of the model
      * (each process steps whole tensors: torch's ZeroRedundancyOptimizer), so
      * that per-tensor reductions (LAMB, LARS, Adafactor's factored passes)
-     * are the unsharded ones; 0 for slices (liboptim_mpi), which refuses
-     * them. */
+     * and Muon's orthogonalisation are the unsharded ones; 0 for slices
+     * (liboptim_mpi), which refuses them. */
     int whole_tensors;
 } optim_ext_hooks;
 

@@ -30,10 +30,13 @@ static void bf_fill(uint16_t *p, size_t n, int salt)
  * parameters matched one process's bits while the average was silently dropped): must be refused naming the EMA.
  * 8 Adafactor with a shape (3 x 6667), 9 Adafactor without one (the review of the Adafactor merge: the factors hold
  * 3 and 6667 elements, the configuration hash read 20001 of each, past their end; without a shape, accepted and
- * refused at the first step): both must be refused by optim_mpi_create naming adafactor. */
+ * refused at the first step): both must be refused by optim_mpi_create naming adafactor.
+ * 10 LAMB (per-tensor trust ratios; the review of i12rest, whose hooks gained whole_tensors for optim.torch
+ * under torch's ZeroRedundancyOptimizer): accepted, and its first step refused on every rank naming the
+ * per-tensor reductions, since liboptim_mpi's local optimizers hold slices (whole_tensors 0). */
 static void one_case(int cs, int stage)
 {
-    static const char *names[] = {"int8-block state", "fp32 master", "stochastic rounding", "loss scaling", "control (float32, no flags)", "control (bfloat16, bf16 state, no flags)", "fp32 master on rank 0 only", "EMA of the weights", "adafactor (3 x 6667)", "adafactor (no shape)"};
+    static const char *names[] = {"int8-block state", "fp32 master", "stochastic rounding", "loss scaling", "control (float32, no flags)", "control (bfloat16, bf16 state, no flags)", "fp32 master on rank 0 only", "EMA of the weights", "adafactor (3 x 6667)", "adafactor (no shape)", "lamb (per-tensor reductions)"};
     optim *opt = NULL, *ref = NULL;
     optim_mpi *d = NULL;
     optim_error err;
@@ -50,7 +53,7 @@ static void one_case(int cs, int stage)
         optim_dtype pdt = cs == 1 || cs == 2 || cs == 5 || cs == 6 ? OPTIM_BFLOAT16 : OPTIM_FLOAT32;
         optim_dtype sdt = cs == 0 ? OPTIM_INT8_BLOCK : cs == 2 || cs == 5 ? OPTIM_BFLOAT16 : OPTIM_FLOAT32;
         unsigned flags = cs == 1 || (cs == 6 && g_rank == 0 && o == 0) ? OPTIM_PARAM_MASTER : cs == 2 ? OPTIM_PARAM_STOCHASTIC_ROUNDING : 0;
-        const int rule = cs == 8 || cs == 9 ? OPTIM_ADAFACTOR : OPTIM_ADAM;
+        const int rule = cs == 8 || cs == 9 ? OPTIM_ADAFACTOR : cs == 10 ? OPTIM_LAMB : OPTIM_ADAM;
         must(optim_create(pp, rule), "optim_create", "");
         optim_hparams_init(&hp, rule, NULL);
         hp.lr = 1e-2;
@@ -88,6 +91,18 @@ static void one_case(int cs, int stage)
     if (rc != OPTIM_OK) {
         if (g_rank == 0) printf("flags-attack: %s, stage %d: refused: %s: %s\n", names[cs], stage, optim_err_name(rc),
                                 err.message);
+    } else if (cs == 10) {
+        size_t j;
+        for (j = 0; j < FN; j++) ((float *)(void *)g)[j] = (float)((j * 7) % 13) - 6.0f;
+        if (stage == 2) must(optim_mpi_grad_ready(d, 0), "grad_ready", optim_mpi_errmsg(d));
+        rc = optim_mpi_step(d);
+        CHECK(rc == OPTIM_EUNSUPPORTED && strstr(optim_mpi_errmsg(d), "per-tensor reductions") != NULL,
+              "%s, stage %d: its step must be refused naming the per-tensor reductions: %s (%s)", names[cs], stage,
+              optim_err_name(rc), rc ? optim_mpi_errmsg(d) : "stepped");
+        if (g_rank == 0)
+            printf("flags-attack: %s, stage %d: step refused: %s: %s\n", names[cs], stage, optim_err_name(rc),
+                   optim_mpi_errmsg(d));
+        optim_mpi_free(d);
     } else {
         long diff = 0;
         size_t sz = cs == 1 || cs == 2 || cs == 5 || cs == 6 ? 2 : 4, j;
@@ -123,7 +138,7 @@ static void one_case(int cs, int stage)
 int cmd_flags_attack(void)
 {
     int cs, st;
-    for (cs = 0; cs < 10; cs++)
+    for (cs = 0; cs < 11; cs++)
         for (st = 0; st <= 2; st++) one_case(cs, st);
     return 0;
 }

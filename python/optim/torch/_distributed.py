@@ -27,6 +27,7 @@ role is recognised from the call: the local optimizer is constructed by
 ZeroRedundancyOptimizer._init_local_optimizer. Nothing is imported for this;
 without torch.distributed's ZeRO module loaded nothing is looked at.
 """
+import copy
 import ctypes
 import sys
 
@@ -186,19 +187,23 @@ def publish(c, groups):
         return
     for group in groups:
         group[_precision.STATE_KEY] = snap
-    c.zero_prec = snap
+    # A copy of our own: the dict itself is shared with ZeRO's groups and every state_dict() they make
+    # (torch packs groups shallowly), where it can be edited in place.
+    c.zero_prec = copy.deepcopy(snap)
 
 
 def adopt(c, groups):
-    """Restore the precision state from the groups when it is not the one
-    publish() wrote (ZeroRedundancyOptimizer loaded a state_dict)."""
+    """Restore the precision state from the groups when it differs from the
+    one publish() wrote (ZeroRedundancyOptimizer loaded a state_dict, or
+    that very dict was edited in place); a value liboptim refuses raises
+    ValueError naming the key, and nothing changes."""
     if c.zero_rank is None or not groups:
         return
     saved = groups[0].get(_precision.STATE_KEY)
-    if saved is None or saved is c.zero_prec:
+    if saved is None or saved == c.zero_prec:
         return
     _precision.restore(c, saved, "%s: param_groups[0][%r]" % (c.owner, _precision.STATE_KEY))
-    c.zero_prec = saved
+    c.zero_prec = copy.deepcopy(saved)
 
 
 def refusal(owner, rank, nonfinite_skip, clip):

@@ -160,9 +160,18 @@ def export(c):
             "state_dtype": STATE_DTYPES[c.state_dtype], "seed": c.h.get_seed(), "loss_scale": ls}
 
 
-def check(saved, where):
+# The loss scaler's numbers in export()'s dict: which must be whole numbers.
+_LS_NUMBERS = ("init_scale", "scale", "growth_tracker", "growth_factor", "backoff_factor", "growth_interval")
+_LS_INTEGERS = ("growth_tracker", "growth_interval")
+
+
+def check(saved, where, c=None):
     """export()'s dict checked (None: a state saved without it, by torch.optim
-    or an older optim: the settings stay as they are)."""
+    or an older optim: the settings stay as they are). With CObject c, the
+    loss scaler's settings and state are also tried on a scratch C object of
+    c's rule, so that a value liboptim refuses (a growth_factor of NaN, a
+    scale beyond float32) is a ValueError naming `where` and the key here,
+    before anything of c changed."""
     if saved is None:
         return None
     if not isinstance(saved, dict):
@@ -177,28 +186,45 @@ def check(saved, where):
         for key in ("init_scale", "scale", "growth_tracker"):
             if not isinstance(ls.get(key), numbers.Real):
                 raise ValueError("%s: %s['loss_scale'] has no number %r" % (where, STATE_KEY, key))
+        for key in _LS_NUMBERS:
+            value = ls.get(key, 0)
+            if (not isinstance(value, numbers.Real) or isinstance(value, bool) or
+                    (key in _LS_INTEGERS and (not math.isfinite(float(value)) or value != int(value)))):
+                raise ValueError("%s: %s['loss_scale'][%r] = %r must be a %s" % (
+                    where, STATE_KEY, key, value, "whole number" if key in _LS_INTEGERS else "number"))
         scale, interval = float(ls["scale"]), int(ls.get("growth_interval", 1))
         if not (math.isfinite(scale) and scale > 0) or not 0 <= int(ls["growth_tracker"]) < max(interval, 1):
             raise ValueError("%s: %s['loss_scale'] scale %r, growth_tracker %r" % (where, STATE_KEY, ls["scale"],
                                                                                  ls["growth_tracker"]))
+        if c is not None:
+            from .. import _core  # (a scratch object of c's rule: liboptim's own bounds, stated once)
+            try:
+                _set_loss_scale(_core.Handle(c.h.rule), ls)
+            except OptimError as e:
+                raise ValueError("%s: %s['loss_scale'] = %r: %s" % (where, STATE_KEY, ls, e)) from None
     return saved
 
 
+def _set_loss_scale(h, ls):
+    h.set_loss_scale(_MODES[ls["mode"]], float(ls["init_scale"]), float(ls.get("growth_factor", 2.0)),
+                     float(ls.get("backoff_factor", 0.5)), int(ls.get("growth_interval", 2000)))
+    h.set_loss_scale_state(float(ls["scale"]), int(ls["growth_tracker"]))
+
+
 def restore(c, saved, where):
-    """Set the seed and the loss scaler from export()'s dict (checked again;
-    None: nothing changes). The master and stochastic rounding settings are
-    the optimizer's own: the masters themselves travel in each parameter's
-    state."""
-    saved = check(saved, where)
+    """Set the seed and the loss scaler from export()'s dict (checked again,
+    on a scratch object first: a value liboptim refuses is a ValueError and
+    nothing changed; None: nothing changes). The master and stochastic
+    rounding settings are the optimizer's own: the masters themselves travel
+    in each parameter's state."""
+    saved = check(saved, where, c)
     if saved is None:
         return
     ls = saved.get("loss_scale")
     if ls is None:
         c.h.set_loss_scale(C.OPTIM_LOSS_SCALE_OFF)
     else:
-        c.h.set_loss_scale(_MODES[ls["mode"]], float(ls["init_scale"]), float(ls.get("growth_factor", 2.0)),
-                           float(ls.get("backoff_factor", 0.5)), int(ls.get("growth_interval", 2000)))
-        c.h.set_loss_scale_state(float(ls["scale"]), int(ls["growth_tracker"]))
+        _set_loss_scale(c.h, ls)
     c.h.set_seed(int(saved.get("seed", 0)))
 
 

@@ -111,7 +111,7 @@ def load_state_dict(opt, state_dict):
         if precision is None and saved_groups:
             # ZeroRedundancyOptimizer's consolidated state_dict: in its param groups (_distributed.publish).
             precision = saved_groups[0].get(_precision.STATE_KEY)
-        precision = _precision.check(precision, "%s.load_state_dict" % owner)
+        precision = _precision.check(precision, "%s.load_state_dict" % owner, c)  # before anything changes
         ema = _ema.check(c, state_dict.get(_ema.STATE_KEY), "%s.load_state_dict" % owner)
         plans = {}
         other = {}

@@ -1,0 +1,221 @@
+"""optim.torch's overflow agreement under torch's ZeroRedundancyOptimizer (_distributed.OverflowAgreement:
+liboptim's combine hook answered by one all_reduce), in one process and fast: the local optimizer's role is
+set by hand (as ZeroRedundancyOptimizer._init_local_optimizer would) and torch.distributed.all_reduce is
+replaced by a scripted stand-in for the other ranks (did another rank's shard overflow at this step? did the
+collective fail?). python/tests/test_distributed.py runs the real thing on 2 and 3 gloo ranks (slow); these
+check what it does not: the hook with Muon (whole matrices), a failing collective, the precision state in the
+param groups edited by hand or in place, and a refused loaded value changing nothing."""
+import copy
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import optim.torch as ot
+from optim.torch import _distributed
+
+WHERE = "param_groups[0]['optim_precision']"
+
+
+class Others:
+    """The other ranks, as seen through all_reduce(MAX) of the overflow flag."""
+
+    def __init__(self, overflow_at=(), fail=None):
+        self.overflow_at = set(overflow_at)
+        self.fail = fail
+        self.calls = []
+
+    def __call__(self, t, op=None, group=None):
+        assert op == dist.ReduceOp.MAX and t.dtype == torch.int32 and t.numel() == 1
+        step = len(self.calls)
+        self.calls.append(int(t[0]))
+        if self.fail is not None:
+            raise self.fail
+        if step in self.overflow_at:
+            t.fill_(1)
+
+
+@pytest.fixture
+def others(monkeypatch):
+    def install(**kw):
+        o = Others(**kw)
+        monkeypatch.setattr(dist, "all_reduce", o)
+        return o
+    return install
+
+
+def as_zero_local(opt, rank=1):
+    """Give opt the role ZeroRedundancyOptimizer's constructor gives its local optimizer."""
+    opt._c.zero_rank, opt._c.zero_group = rank, None
+    return opt
+
+
+def bits(t):
+    t = t.detach().contiguous()
+    return t.view(torch.int16) if t.element_size() == 2 else t.view(torch.int32)
+
+
+CASES = {
+    "adam-f16-master": (ot.Adam, dict(lr=1e-2, master_weights=True), [(7, 5), (13,)], torch.float16),
+    "lamb": (ot.LAMB, dict(lr=1e-2, max_grad_norm=None), [(6, 4), (9,)], torch.float32),  # per-tensor trust ratios
+    "muon": (ot.Muon, dict(lr=2e-2), [(8, 6), (5, 7)], torch.float32),  # orthogonalises whole matrices
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_agreement_is_one_process_stepping_the_model(others, name):
+    """A local optimizer that sees no overflow in its shard skips and backs off when another rank's shard
+    overflowed (all_reduce says so), and otherwise steps and grows as one process stepping the whole
+    model: the same parameters (bits), scales and skipped steps as a plain optimizer whose own gradients
+    hold the overflow. Its own overflow (an Inf in its shard) is skipped too, and the flag it sends says so."""
+    cls, kw, shapes, dtype = CASES[name]
+    seed = 2207
+    print("seed", seed)
+    g = torch.Generator().manual_seed(seed)
+    init = [torch.randn(s, generator=g).to(dtype) for s in shapes]
+    ls = dict(init_scale=2.0 ** 8, growth_interval=2)
+    mine = [p.clone().requires_grad_() for p in init]
+    ref = [p.clone().requires_grad_() for p in init]
+    local = as_zero_local(cls(mine, loss_scale=ls, **kw))
+    alone = cls(ref, loss_scale=ls, **kw)
+    other_overflow, own_overflow = (2, 5), (4,)
+    agree = others(overflow_at=other_overflow)
+    scales, skips = [], []
+    for t in range(8):
+        assert local.loss_scale == alone.loss_scale, t
+        scale = alone.loss_scale
+        for i, (p, q) in enumerate(zip(mine, ref)):
+            grad = (torch.randn(p.shape, generator=g) * 0.1 * scale).to(dtype)
+            p.grad, q.grad = grad.clone(), grad.clone()
+            if i == 0 and t in own_overflow:
+                p.grad.view(-1)[3] = float("inf")
+                q.grad.view(-1)[3] = float("inf")
+            if i == 1 and t in other_overflow:
+                q.grad.view(-1)[0] = float("nan")  # in the whole model, not in this rank's shard
+        local.step()
+        alone.step()
+        scales.append(scale)
+        skips.append(local.last_step_skipped)
+        assert local.last_step_skipped == alone.last_step_skipped, (name, t)
+        for p, q in zip(mine, ref):
+            assert torch.equal(bits(p), bits(q)), (name, t)
+    assert skips == [t in other_overflow + own_overflow for t in range(8)], skips
+    assert len(set(scales)) >= 3, scales  # backed off and grown
+    assert agree.calls == [int(t in own_overflow) for t in range(8)], agree.calls  # one collective per step
+    assert local.skipped_steps == alone.skipped_steps == 3
+
+
+def test_rank_without_tensors_takes_part(others):
+    """A rank owning no tensor makes the collective at every step and follows the others' scale."""
+    agree = others(overflow_at=(1,))
+    opt = as_zero_local(ot.Adam([{"params": []}], lr=0.1, loss_scale=dict(init_scale=64.0, growth_interval=1)))
+    got = []
+    for _ in range(3):
+        opt.step()
+        got.append(opt.loss_scale)
+    assert agree.calls == [0, 0, 0]
+    assert got == [128.0, 64.0, 128.0] and opt.skipped_steps == 1, (got, opt.skipped_steps)
+
+
+def test_failed_collective_raises_its_exception_and_changes_nothing(others):
+    """The collective's exception comes out of step() itself (not a message about it); parameters, state,
+    scale and counters are untouched, and the next step goes on."""
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.Adam([p], lr=0.1, loss_scale="dynamic"))
+    p.grad = torch.ones(10)
+    others()
+    opt.step()
+    before = (p.detach().clone(), opt.state[p]["exp_avg"].clone(), opt.loss_scale, opt._c.h.get_loss_scale())
+    boom = RuntimeError("[gloo] Connection closed by peer")
+    others(fail=boom)
+    with pytest.raises(RuntimeError) as e:
+        opt.step()
+    assert e.value is boom
+    assert torch.equal(p, before[0]) and torch.equal(opt.state[p]["exp_avg"], before[1])
+    assert opt._c.h.get_loss_scale() == before[3]
+    others()
+    opt.step()
+    assert not torch.equal(p, before[0])
+
+
+BAD = [
+    ("growth_factor", float("nan")), ("growth_factor", -1.0), ("backoff_factor", 2.0), ("growth_interval", 0),
+    ("init_scale", float("nan")), ("init_scale", 1e300), ("scale", 1e300), ("scale", -1.0), ("scale", float("nan")),
+    ("growth_factor", "abc"), ("growth_interval", None), ("growth_interval", 2.5), ("growth_tracker", False),
+]
+
+
+@pytest.mark.parametrize("key,value", BAD, ids=["%s=%r" % kv for kv in BAD])
+def test_bad_precision_in_the_groups_is_refused_by_name(others, key, value):
+    """A hand-edited (or corrupted) scaler in a ZeRO local optimizer's groups: a ValueError naming the
+    group key and the bad entry at the next step and loss_scale read, and nothing changed (scale and
+    growth tracker included), until the value is put right."""
+    others()
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.Adam([p], lr=0.1, loss_scale=dict(init_scale=1024.0, growth_interval=3)))
+    p.grad = torch.ones(10)
+    opt.step()
+    good = opt.param_groups[0]["optim_precision"]
+    bad = copy.deepcopy(good)
+    bad["loss_scale"][key] = value
+    opt.param_groups[0]["optim_precision"] = bad
+    before = (p.detach().clone(), opt._c.h.get_loss_scale())
+    for attempt in (lambda: opt.step(), lambda: opt.loss_scale):
+        with pytest.raises(ValueError) as e:
+            attempt()
+        msg = str(e.value)
+        assert WHERE in msg and ("'%s'" % key in msg or repr(value) in msg), msg
+        assert torch.equal(p, before[0]) and opt._c.h.get_loss_scale() == before[1], (key, value)
+    opt.param_groups[0]["optim_precision"] = good
+    opt.step()
+    assert opt._c.h.get_loss_scale()[-1] == 2  # the growth tracker went on from where it was
+
+
+def test_precision_edited_in_place_is_adopted(others):
+    """The dict in the groups is shared with ZeroRedundancyOptimizer's groups and the state_dicts they
+    make (torch packs groups shallowly): an edit of it in place is adopted, as a replaced one is."""
+    others()
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.Adam([p], lr=0.1, loss_scale="dynamic"))
+    p.grad = torch.ones(10)
+    opt.step()
+    opt.param_groups[0]["optim_precision"]["loss_scale"]["scale"] = 8.0
+    assert opt.loss_scale == 8.0
+    opt.param_groups[0]["optim_precision"]["seed"] = 77
+    assert opt.seed == 77
+    # and what the step then publishes is what C holds
+    opt.step()
+    assert opt.param_groups[0]["optim_precision"]["loss_scale"]["scale"] == opt.loss_scale == 8.0
+
+
+@pytest.mark.parametrize("key,value", [("scale", 1e300), ("growth_factor", float("nan")), ("init_scale", 1e300),
+                                       ("growth_interval", "7")])
+def test_load_state_dict_refused_precision_changes_nothing(key, value):
+    """load_state_dict of a state_dict whose scaler liboptim refuses: ValueError naming optim_precision
+    and the value, before anything changed (state, groups, scale and growth tracker)."""
+    p = torch.randn(10, requires_grad=True)
+    opt = ot.Adam([p], lr=0.1, loss_scale="dynamic")
+    p.grad = torch.ones(10)
+    opt.step()
+    sd = copy.deepcopy(opt.state_dict())
+    sd["param_groups"][0]["lr"] = 0.5
+    sd["state"][0]["exp_avg"] = sd["state"][0]["exp_avg"] + 1.0
+    sd["optim_precision"]["loss_scale"][key] = value
+    before = (opt.state[p]["exp_avg"].clone(), opt._c.h.get_loss_scale())
+    with pytest.raises(ValueError) as e:
+        opt.load_state_dict(sd)
+    assert "optim_precision" in str(e.value) and (repr(value) in str(e.value) or "'%s'" % key in str(e.value))
+    assert torch.equal(opt.state[p]["exp_avg"], before[0]) and opt._c.h.get_loss_scale() == before[1]
+    assert opt.param_groups[0]["lr"] == 0.1
+    assert not math.isnan(opt.loss_scale)
+
+
+def test_not_in_zero_no_hook(others):
+    """Outside ZeroRedundancyOptimizer nothing is all-reduced, and a group's precision key is ignored."""
+    agree = others(overflow_at=(0,))
+    p = torch.randn(4, requires_grad=True)
+    opt = ot.Adam([p], lr=0.1, loss_scale="dynamic")
+    p.grad = torch.ones(4)
+    opt.step()
+    assert agree.calls == [] and not opt.last_step_skipped and _distributed.prepare_step(opt._c) is False
