@@ -772,6 +772,9 @@ OPTIM_API int optim_set_clip_grad_norm(optim *opt, double max_norm, double norm_
  * functions of optim_clip.h before the step). A non-finite policy (SKIP,
  * ERROR) checks the gradients as given, before the clamp. SAM's first_step
  * perturbs with the gradients as given; the clamp applies to the base step.
+ * With loss scaling (optim_precision.h) the unscaled gradients are clamped,
+ * as GradScaler's unscale_ before clip_grad_value_ (the raw ones at
+ * clip_value * scale: exact for a power-of-two scale).
  */
 OPTIM_API int optim_set_clip_grad_value(optim *opt, double clip_value);
 /** The value set with optim_set_clip_grad_value (0: off; 0 for NULL). */

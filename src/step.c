@@ -331,6 +331,10 @@ int optim__step(optim *o)
         if (optim__prepass(o, nblocks, &in.gscale, &rc)) return rc;
     }
     in.gscale *= optim__ls_inv(o); /* loss scaling's unscale, with the clip factor (1 without) */
+    /* Value clipping clamps the unscaled gradient (GradScaler's unscale_ before clip_grad_value_): the kernels
+     * clamp the raw one, scaled by the loss scale, at v * scale (exact for a power-of-two scale; an infinite
+     * bound clamps nothing, as no finite unscaled gradient then exceeds v). */
+    if (o->clip_value > 0 && optim__ls_inv(o) != 1.0) in.gclip = o->clip_value / optim__ls_inv(o);
     in.eps_type = 0.0;
     if (o->rule == OPTIM_ADAFACTOR) {
         /* eps1 = None: torch 2.x's _single_tensor_adafactor sets it from the first parameter of the group's

@@ -12,6 +12,7 @@
  * bit for bit. */
 #include "optim_checkpoint.h"
 #include "optim_precision.h"
+#include "optim_stats.h"
 #include "test.h"
 #include "typed.h"
 
@@ -902,7 +903,9 @@ TEST_IMPL(prec_loss_scale_gradscaler)
 
 /* The unscale is exact: a step on float16 gradients of loss * 2^k equals the
  * step on float32 gradients widened and divided by 2^k, bit for bit (every
- * path), also with norm clipping (the norm is the unscaled gradients'). */
+ * path), also with norm clipping (the norm is the unscaled gradients') and
+ * with value clipping (the unscaled gradients clamped, as GradScaler's
+ * unscale_ before clip_grad_value_; the statistics the same too). */
 TEST_IMPL(prec_loss_scale_unscale_exact)
 {
     const size_t n = 2000;
@@ -911,7 +914,7 @@ TEST_IMPL(prec_loss_scale_unscale_exact)
     int clip;
     for (ip = 0; ip < P_NISAS; ip++) {
         if (!optim_isa_available(p_isas[ip])) continue;
-        for (clip = 0; clip < 2; clip++) {
+        for (clip = 0; clip < 3; clip++) {
             uint16_t *ps = (uint16_t *)t_alloc(OPTIM_FLOAT16, n), *gs = (uint16_t *)t_alloc(OPTIM_FLOAT16, n);
             uint16_t *pr = (uint16_t *)t_alloc(OPTIM_FLOAT16, n);
             float *gr = (float *)t_alloc(OPTIM_FLOAT32, n);
@@ -931,9 +934,16 @@ TEST_IMPL(prec_loss_scale_unscale_exact)
                                                 OPTIM_PARAM_MASTER, "w", NULL));
             ASSERT_OPT_OK(b, optim_add_param_ex(b, 0, pr, OPTIM_FLOAT16, gr, OPTIM_FLOAT32, n, OPTIM_FLOAT32,
                                                 OPTIM_PARAM_MASTER, "w", NULL));
-            if (clip) {
+            if (clip == 1) {
                 ASSERT_OPT_OK(a, optim_set_clip_grad_norm(a, 0.5, 2.0));
                 ASSERT_OPT_OK(b, optim_set_clip_grad_norm(b, 0.5, 2.0));
+            }
+            if (clip == 2) {
+                /* Value clipping: about a third of the unscaled gradients (1e-3 normal) above 1e-3 in size. */
+                ASSERT_OPT_OK(a, optim_set_clip_grad_value(a, 1e-3));
+                ASSERT_OPT_OK(b, optim_set_clip_grad_value(b, 1e-3));
+                ASSERT_OPT_OK(a, optim_set_stats(a, 1));
+                ASSERT_OPT_OK(b, optim_set_stats(b, 1));
             }
             optim_loss_scale_defaults(&ls);
             ls.init_scale = 1024.0;
@@ -950,7 +960,17 @@ TEST_IMPL(prec_loss_scale_unscale_exact)
                 if (memcmp(ps, pr, n * 2) != 0)
                     FAIL("%s, clip %d, step %d (scale %g): the loss-scaled step differs from the unscaled one",
                          optim_isa_name(p_isas[ip]), clip, t, scale);
-                if (clip && optim_last_grad_norm(a) != optim_last_grad_norm(b))
+                if (clip == 2) {
+                    optim_step_stats sa, sb;
+                    ASSERT_OPT_OK(a, optim_param_stats(a, 0, &sa));
+                    ASSERT_OPT_OK(b, optim_param_stats(b, 0, &sb));
+                    if (!(sa.clamped_fraction > 0.1) || sa.clamped_fraction != sb.clamped_fraction ||
+                        sa.grad_norm != sb.grad_norm)
+                        FAIL("%s, step %d (scale %g): value clipping of the scaled gradients clamped %g with norm %a, "
+                             "of the unscaled ones %g with norm %a", optim_isa_name(p_isas[ip]), t, scale,
+                             sa.clamped_fraction, sa.grad_norm, sb.clamped_fraction, sb.grad_norm);
+                }
+                if (clip == 1 && optim_last_grad_norm(a) != optim_last_grad_norm(b))
                     FAIL("%s: the norm %a of the scaled gradients is not the unscaled %a", optim_isa_name(p_isas[ip]),
                          optim_last_grad_norm(a), optim_last_grad_norm(b));
             }
@@ -963,8 +983,8 @@ TEST_IMPL(prec_loss_scale_unscale_exact)
             free(gr);
         }
     }
-    printf("  float16 gradients of a scaled loss step exactly as the unscaled float32 gradients, with and without "
-           "norm clipping, every path\n");
+    printf("  float16 gradients of a scaled loss step exactly as the unscaled float32 gradients, without clipping, "
+           "with norm clipping and with value clipping, every path\n");
     return 0;
 }
 

@@ -220,6 +220,26 @@ def test_loss_scale_static_and_errors():
         ot.Adam([torch.zeros(2, requires_grad=True)], master_weights=1)
 
 
+def test_loss_scale_with_value_clipping_clamps_the_unscaled_gradients():
+    """clip_grad_value= with loss_scale= is GradScaler's recipe: unscale_,
+    then torch.nn.utils.clip_grad_value_, then step: torch.optim.Adam on the
+    unscaled gradients clipped so, bit for bit (a power-of-two scale), not
+    the scaled gradients clamped at the value."""
+    gen = torch.Generator().manual_seed(22)
+    p = torch.randn(300, generator=gen).requires_grad_()
+    ref = p.detach().clone().requires_grad_()
+    opt = ot.Adam([p], lr=0.01, loss_scale=1024.0, clip_grad_value=0.5)
+    tref = torch.optim.Adam([ref], lr=0.01)
+    for _ in range(5):
+        g = torch.randn(300, generator=gen)  # about 60% of it above 0.5 in size
+        p.grad = g * 1024.0  # the gradient of loss * scale
+        ref.grad = g.clone()
+        torch.nn.utils.clip_grad_value_([ref], 0.5)
+        opt.step()
+        tref.step()
+        assert torch.equal(p.detach(), ref.detach())
+
+
 def test_state_dict_master_round_trip_and_refusal():
     """state_dict() carries each master; load_state_dict puts it back (not
     re-made from the parameter); a master in a state for an optimizer made

@@ -41,8 +41,9 @@ class Adafactor(_Optimizer):
             weight decay's factor (default: 1e-2).
         beta2_decay (float, optional): beta2_t = 1 - t^beta2_decay, <= 0 (default: -0.8).
         eps (Tuple[float or None, float], optional): eps1, the floor of the
-            variance estimate (None: the machine epsilon of the parameter's
-            dtype, as torch), and eps2, the floor of RMS(p) in the step size
+            variance estimate (None: the machine epsilon of the dtype of the
+            group's first parameter with a gradient at this step, kept for
+            the group's others, as torch 2.x), and eps2, the floor of RMS(p) in the step size
             (default: (None, 1e-3)).
         d (float, optional): the clipping threshold of RMS(u), >= 1 (default: 1.0).
         weight_decay (float, optional): decoupled decay, p *= 1 - lr * weight_decay (default: 0.0).
@@ -59,7 +60,9 @@ class Adafactor(_Optimizer):
     torch's. float32 and float64 parameters with state of their own dtype
     (bfloat16/float16 parameters, master_weights, state_dtype and
     stochastic_rounding are refused by name: the reductions run on float32
-    and float64 memory); eps1 None is that dtype's machine epsilon.
+    and float64 memory); eps1 None is the machine epsilon of the dtype of
+    the group's first parameter stepped (a group mixing float32 and float64
+    parameters takes one for all of them, as torch 2.x).
     """ + _COMMON_DOC
 
     _rule_name = "adafactor"
