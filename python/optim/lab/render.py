@@ -397,7 +397,7 @@ def fig_trajectories(run_dir, exp):
     axes = np.atleast_1d(axes).ravel()
     for ax, sname in zip(axes, names):
         s = surfaces[sname]
-        rows = group(read_csv(run_dir, s["csv"]), "optimizer")
+        rows = paths[sname]  # read above, for the paths figure
         mins = s.get("minima", [])
         for oname, pts in rows.items():
             color, _ = style(oname)
