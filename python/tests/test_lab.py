@@ -1133,6 +1133,49 @@ def test_exit_arrows_stay_inside_the_window():
     assert r.exit_arrows([5, float("nan")], [2, 2], box) == []
 
 
+def test_save_crops_as_savefig_tight(tmp_path):
+    """save() writes what savefig(bbox_inches="tight") draws (its crop, its
+    padding, its resolution; a legend outside the figure included), pixel for
+    pixel after the palette re-encoding; the palette file is a fraction of the
+    full-colour PNG's bytes and keeps the optimizers' colours exactly."""
+    import io
+    import numpy as np
+    from PIL import Image
+    r = _renderer()
+
+    def figure():
+        fig, (a1, a2) = r.plt.subplots(1, 2, figsize=(7, 3))
+        for k, o in enumerate(("sgd", "adam", "lion")):
+            a1.plot(np.arange(50), np.cos(np.arange(50) / (5 + k)), color=r.style(o)[0], lw=1.3, label=o)
+        a2.set_yscale("log")
+        a2.plot(np.arange(1, 60), 10.0 ** -np.arange(59) / 4, color=r.style("sam")[0])
+        a2.set_title("a title with $\\beta_2$", fontsize=9.5)
+        h, lab = a1.get_legend_handles_labels()
+        fig.legend(h, lab, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.08))
+        fig.tight_layout()
+        return fig
+
+    # Made at matplotlib's default resolution: save lays it out at the one it saves at, as savefig does.
+    assert r.save(figure(), str(tmp_path), "a.png") == "a.png"
+    full = io.BytesIO()
+    fig = figure()
+    fig.savefig(full, format="png", dpi=r.DPI, bbox_inches="tight")
+    r.plt.close(fig)
+    want = Image.open(io.BytesIO(full.getvalue())).convert("RGB")
+    r._shrink(want, str(tmp_path / "b.png"))
+    got, ref = Image.open(tmp_path / "a.png"), Image.open(tmp_path / "b.png")
+    assert got.mode == "P" and got.size == want.size
+    pal = got.getpalette()
+    colours = {tuple(pal[i:i + 3]) for i in range(0, len(pal), 3)}
+    assert all(r._hex_rgb(c) in colours for c, _ in r.STYLE.values())
+    assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(ref.convert("RGB")))
+    # The legend below the axes is in the picture: its line colours are in the bottom rows.
+    bottom = np.asarray(got.convert("RGB"))[-40:].reshape(-1, 3).astype(int)
+    for o in ("sgd", "adam", "lion"):
+        assert (np.abs(bottom - r._hex_rgb(r.style(o)[0])).sum(axis=1) < 60).sum() > 20, o
+    assert (tmp_path / "a.png").stat().st_size < len(full.getvalue()) / 2
+
+
 def test_trajectory_figure_arrows_and_sam(exe, tmp_path, monkeypatch):
     """In the default trajectories run: every path that leaves the window gets
     an arrow per exit, anchored inside the axes (matplotlib does not draw an
