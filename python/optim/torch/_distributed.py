@@ -30,6 +30,7 @@ without torch.distributed's ZeRO module loaded nothing is looked at.
 import copy
 import ctypes
 import sys
+import weakref
 
 import torch
 
@@ -49,30 +50,93 @@ def zero_local_rank():
     """The global rank whose ZeroRedundancyOptimizer is constructing the
     calling optimizer as its local optimizer, or None when the caller is not
     being built by a ZeroRedundancyOptimizer of two ranks or more."""
-    role = zero_local_role(2)
-    return None if role is None else role[0]
+    zero = _constructing(sys._getframe(1))
+    return None if zero is None or _world(zero) == 1 else _rank(zero)
 
 
-def zero_local_role(up=1):
-    """(global rank, process group) of the ZeroRedundancyOptimizer
-    constructing the caller (`up` frames above this function) as its local
-    optimizer, or None (as zero_local_rank)."""
+def zero_constructing(up=1):
+    """The ZeroRedundancyOptimizer constructing the caller (`up` frames above
+    this function) as its local optimizer, whatever its number of ranks, or
+    None."""
+    return _constructing(sys._getframe(up))
+
+
+def attach(c, zero):
+    """Give CObject c the role of `zero`'s local optimizer: the refusals and
+    the loss scale's agreement on two ranks or more (zero_rank, zero_group),
+    and on any number of ranks the global numbering of stochastic rounding
+    (sr_origins) and the precision state in the groups (publish)."""
+    c.zero_ref = weakref.ref(zero)
+    if _world(zero) > 1:
+        c.zero_rank, c.zero_group = _rank(zero), getattr(zero, "process_group", None)
+
+
+def _world(zero):
+    return getattr(zero, "world_size", 2)
+
+
+def _rank(zero):
+    return int(getattr(zero, "global_rank", getattr(zero, "rank", 0)))
+
+
+def _constructing(frame):
     module = sys.modules.get(_ZERO_MODULE)
     cls = getattr(module, "ZeroRedundancyOptimizer", None) if module is not None else None
     code = getattr(getattr(cls, "_init_local_optimizer", None), "__code__", None)
     if code is None:
         return None
-    frame = sys._getframe(up)
     for _ in range(_DEPTH):
         if frame is None:
             return None
         if frame.f_code is code:
-            zero = frame.f_locals.get("self")
-            if getattr(zero, "world_size", 2) == 1:
-                return None  # one rank: its shard is the whole model
-            return int(getattr(zero, "global_rank", getattr(zero, "rank", 0))), getattr(zero, "process_group", None)
+            return frame.f_locals.get("self")
         frame = frame.f_back
     return None
+
+
+def in_zero(c):
+    """True for the local optimizer of a ZeroRedundancyOptimizer (or one given that role by hand)."""
+    return c.zero_rank is not None or c.zero_ref is not None
+
+
+# ---- stochastic rounding: one process's random numbers ------------------------------------------
+# liboptim keys a parameter's random stream by (seed, its index, its step, the element's index in it).
+# A local optimizer's index counts its shard, so it is set to the index the parameter has in ZeRO's
+# whole model (its global order, the order in which one optimizer over ZeRO's param_groups holds
+# them, and ZeRO's state_dict() numbers them) through optim__ext_set_sr_origin (src/optim_ext.h):
+# every rank then rounds each of its tensors with the numbers one process draws for it.
+
+
+def global_index(zero):
+    """{parameter: its index in zero's global order} (ZeRO's own table when it has one: it is
+    rebuilt when add_param_group re-partitions)."""
+    try:
+        return zero._param_to_index
+    except AttributeError:
+        return {p: i for i, p in enumerate(p for g in zero.param_groups for p in g["params"])}
+
+
+def sr_origins(c):
+    """Before a C step of CObject c as a ZeroRedundancyOptimizer's local
+    optimizer with stochastic rounding: key every parameter's random
+    numbers by its index in the whole model (set again whenever that
+    changes: parameters added, ZeRO re-partitioned, c rebuilt). A parameter
+    ZeRO does not hold (added to the local optimizer by hand) is keyed past
+    the model's, so that it never draws another tensor's numbers."""
+    ref = c.zero_ref
+    if ref is None or not c.stochastic_rounding:
+        return
+    zero = ref()
+    if zero is None:
+        return  # the local optimizer outlived its ZeroRedundancyOptimizer: the origins stay
+    index = global_index(zero)
+    beyond = len(index)
+    want = [index.get(p, beyond + i) for i, p in enumerate(c.params)]
+    if want == c.sr_origins:
+        return
+    for i, g in enumerate(want):
+        c.h.set_sr_origin(i, g, 0)
+    c.sr_origins = want
 
 
 # ---- dynamic loss scaling: one overflow decision for the whole model ----------------------------
@@ -179,8 +243,8 @@ def step_error(c, e):
 
 
 def publish(c, groups):
-    """Write the precision state into every group (ZeRO's local optimizer only)."""
-    if c.zero_rank is None:
+    """Write the precision state into every group (ZeRO's local optimizer only, on any number of ranks)."""
+    if not in_zero(c):
         return
     snap = _precision.export(c)
     if snap["loss_scale"] is None and not snap["seed"]:
@@ -197,7 +261,7 @@ def adopt(c, groups):
     one publish() wrote (ZeroRedundancyOptimizer loaded a state_dict, or
     that very dict was edited in place); a value liboptim refuses raises
     ValueError naming the key, and nothing changes."""
-    if c.zero_rank is None or not groups:
+    if not in_zero(c) or not groups:
         return
     saved = groups[0].get(_precision.STATE_KEY)
     if saved is None or saved == c.zero_prec:
