@@ -455,6 +455,7 @@ def _job_main(rank, world, directory, seed):
         out["roles"][cfg["name"]] = roles
     out["fused"] = _run_fused(seed, rank, world)
     out["loss_scale"] = _ls_job(rank, world, directory, seed)
+    out["ls_modes"] = _ls_modes(rank, world)
     import zero_sr_job  # stochastic rounding under ZeRO: one process's bits
     out["sr"] = zero_sr_job.rank_job(rank, world, directory, seed)
     for cfg in SAM_CONFIGS:
@@ -576,6 +577,45 @@ def _ls_job(rank, world, directory, seed):
         resumed = _ls_train(zero, params, seed, range(LS_SAVE_AT, LS_STEPS), victims)
         r.update(single_params=_snapshot(params), single_scales=resumed[0], single_skipped=resumed[1])
         out[key] = r
+    dist.barrier()
+    return out
+
+
+# Ranks with different loss scale modes (rank 0 dynamic, rank 1 off, rank 2 static): built so, or one rank's
+# edited by hand after the ranks agreed on 'dynamic'. Every rank raises ValueError at that step, at once
+# (not the process group's timeout, which a collective made by some ranks only would end in), nothing
+# changed, and the process group still works (a barrier after).
+LS_MODES = ("dynamic", None, 64.0)
+
+
+def _ls_modes(rank, world):
+    from torch.distributed.optim import ZeroRedundancyOptimizer as ZeRO
+    import torch.distributed as dist
+    import optim.torch as ot
+
+    def attempt(zero, params):
+        before = _snapshot(params)
+        for p in params:
+            p.grad = torch.full_like(p, 0.01)
+        try:
+            zero.step()
+            error = None
+        except ValueError as e:
+            error = str(e)
+        return error, all(torch.equal(a, b) for a, b in zip(before, _snapshot(params)))  # (float16: no NaN here)
+
+    out = {}
+    params = _ls_params(0, False)
+    zero = ZeRO(params, optimizer_class=ot.Adam, lr=0.01, master_weights=True, loss_scale=LS_MODES[rank])
+    out["built"] = attempt(zero, params)
+    dist.barrier()
+    zero = ZeRO(params, optimizer_class=ot.Adam, lr=0.01, master_weights=True, loss_scale="dynamic")
+    out["agreed"] = [attempt(zero, params) for _ in range(2)]
+    if rank == world - 1:
+        prec = copy.deepcopy(zero.param_groups[0]["optim_precision"])
+        prec["loss_scale"].update(mode="static", growth_tracker=0)
+        zero.param_groups[0]["optim_precision"] = prec
+    out["edited"] = attempt(zero, params)
     dist.barrier()
     return out
 
@@ -1209,3 +1249,22 @@ def test_stochastic_rounding_under_zero_is_one_process(jobs, world):
             solo = jobs[world][0]["sr"]["one_rank"]
             assert solo["order"] != [tuple(p.shape) for p in groups[0]], solo["order"]
             assert_same(solo["params"], ref, "bf16_state: ZeroRedundancyOptimizer of one rank")
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_with_other_loss_scale_modes_raise_at_once(jobs, world):
+    """A ZeroRedundancyOptimizer whose ranks were built with different loss scale modes (dynamic, off,
+    static), or whose last rank's mode was edited by hand after the ranks agreed on 'dynamic': every rank's
+    step raises ValueError naming its mode and another's (the same all-reduce on every rank, not the
+    process group's timeout), with nothing changed; before the edit the steps went on."""
+    names = ["dynamic", "off", "static"]
+    for r in range(world):
+        res = jobs[world][r]["ls_modes"]
+        msg, unchanged = res["built"]
+        assert msg is not None and unchanged, (r, res["built"])
+        assert "rank %d:" % r in msg and "this rank's is %r" % names[r] in msg, msg
+        assert all(m is None and not same for m, same in res["agreed"]), res["agreed"]
+        msg, unchanged = res["edited"]
+        mine = "static" if r == world - 1 else "dynamic"
+        assert msg is not None and unchanged, (r, res["edited"])
+        assert "this rank's is %r, another's is %r" % (mine, "dynamic" if mine == "static" else "static") in msg, msg

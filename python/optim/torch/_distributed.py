@@ -140,31 +140,70 @@ def sr_origins(c):
 
 
 # ---- dynamic loss scaling: one overflow decision for the whole model ----------------------------
+# A dynamic scale makes one collective at every step, which the ranks must all make: so they first agree
+# on the loss scale mode. The all-reduce (MAX) of a step carries [overflow, mode, -mode]: a rank whose mode
+# is not the others' sees max(mode) != min(mode), and every rank raises ValueError naming the modes, nothing
+# changed (instead of waiting in mismatched collectives for the process group's timeout). A dynamic rank
+# agrees inside its step (OverflowAgreement); any other rank makes the same all-reduce before its step at
+# its first step and while the ranks last agreed on 'dynamic' (Agreed), and not otherwise: ranks that
+# agreed on 'off' or 'static' make no collective of ours (a rank switching to 'dynamic' on its own after
+# that cannot be noticed by the others, docs/DISTRIBUTED.md).
+
+MODE_NAMES = {C.OPTIM_LOSS_SCALE_OFF: "off", C.OPTIM_LOSS_SCALE_STATIC: "static",
+              C.OPTIM_LOSS_SCALE_DYNAMIC: "dynamic"}
+
+
+class Agreed:
+    """The loss scale mode the ranks last agreed on (None before the first
+    step), shared by a CObject and its OverflowAgreement."""
+
+    __slots__ = ("mode",)
+
+    def __init__(self):
+        self.mode = None
+
+
+def mode_error(rank, mode, reduced):
+    """ValueError when the all-reduced [overflow, mode, -mode] shows that the
+    ranks' modes differ, else None."""
+    hi, lo = int(reduced[1]), -int(reduced[2])
+    if hi == lo:
+        return None
+    name = lambda m: MODE_NAMES.get(m, str(m))  # noqa: E731
+    others = sorted({name(lo), name(hi)} - {name(mode)})
+    return ValueError(
+        "rank %d: the ranks of ZeroRedundancyOptimizer's process group use different loss scale modes: this "
+        "rank's is %r, another's is %s (modes from %r to %r): a dynamic scale agrees on overflows with one "
+        "collective at every step, which ranks without it would never join. Give every rank the same loss_scale= "
+        "(and the same state_dict to load); nothing changed, on any rank"
+        % (rank, name(mode), " or ".join(repr(m) for m in others), name(lo), name(hi)))
 
 
 class OverflowAgreement:
     """liboptim's combine hook (src/optim_ext.h) for a ZeroRedundancyOptimizer's
     local optimizer under dynamic loss scaling. The C step's pre-pass flags
     the shard's blocks holding NaN or Inf and calls combine(): it
-    all-reduces one int32 (this shard overflowed: 0 or 1) with MAX over the
-    process group, and answers with this rank's blocks, all marked bad when
-    another rank's shard overflowed. The C step then skips and backs off, or
-    steps and grows, exactly as on every other rank. A rank owning no tensor
-    steps too (the C object allows it under hooks), so that every rank makes
-    the collective at every step.
+    all-reduces three int32 (this shard overflowed: 0 or 1; the mode and its
+    negation, above) with MAX over the process group, and answers with this
+    rank's blocks, all marked bad when another rank's shard overflowed. The
+    C step then skips and backs off, or steps and grows, exactly as on every
+    other rank. A rank owning no tensor steps too (the C object allows it
+    under hooks), so that every rank makes the collective at every step.
 
     The local optimizer's parameters are whole tensors, so the per-tensor
     reductions (LAMB, LARS, Adafactor) are the unsharded ones
     (whole_tensors). The gradient norm the pre-pass computes is the shard's
     (last_grad_norm under ZeRO). A failure of the collective (a rank gone, a
-    timeout) fails the step with OPTIM_ECOMM, nothing changed; the
-    exception is kept in `error` for the step to raise."""
+    timeout) fails the step with OPTIM_ECOMM, ranks with other modes with
+    OPTIM_EINVAL, nothing changed; the exception is kept in `error` for the
+    step to raise."""
 
-    def __init__(self, rank, group):
+    def __init__(self, rank, group, agreed):
         self.rank = rank
         self.group = group
+        self.agreed = agreed
         self.error = None
-        self._flag = torch.zeros(1, dtype=torch.int32)
+        self._flag = torch.zeros(3, dtype=torch.int32)
         self._bad = (ctypes.c_ubyte * 1)(1)
         self._zero = (ctypes.c_double * 1)(0.0)
         self._name = ctypes.c_char_p(b"(another rank's shard)")
@@ -177,12 +216,19 @@ class OverflowAgreement:
         return self._bad
 
     def _combine(self, ctx, partials, bad, nblocks, all_partials, all_bad, all_nblocks, err):
+        code, what = C.OPTIM_ECOMM, "the all-reduce of the loss scale's overflow flag failed"
         try:
             # One pass of C over the blocks' flags (bytes), never over the elements.
             local = 1 if nblocks and ctypes.string_at(bad, nblocks).count(0) != nblocks else 0
             flag = self._flag
-            flag.fill_(local)
+            mode = C.OPTIM_LOSS_SCALE_DYNAMIC
+            flag[0], flag[1], flag[2] = local, mode, -mode
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.group)
+            code, what = C.OPTIM_EINVAL, "the loss scale modes"
+            e = mode_error(self.rank, mode, flag)
+            if e is not None:
+                raise e
+            self.agreed.mode = mode
             if int(flag[0]) and not local:
                 n = max(int(nblocks), 1)
                 all_partials[0] = partials if nblocks else ctypes.cast(self._zero, ctypes.POINTER(ctypes.c_double))
@@ -195,10 +241,9 @@ class OverflowAgreement:
             return C.OPTIM_OK
         except BaseException as e:  # noqa: B902 (kept, raised again by the step)
             self.error = e
-            msg = ("rank %d: the all-reduce of the loss scale's overflow flag failed: %s: %s"
-                   % (self.rank, type(e).__name__, e)).encode(errors="replace")
+            msg = ("rank %d: %s: %s: %s" % (self.rank, what, type(e).__name__, e)).encode(errors="replace")
             err[0].message = msg[:C.OPTIM_ERRMSG_MAX - 1]
-            return C.OPTIM_ECOMM
+            return code
 
     def _name_block(self, ctx, block, param, name):
         param[0] = 0
@@ -211,24 +256,39 @@ class OverflowAgreement:
 
 def prepare_step(c):
     """Before a step of CObject c: under ZeroRedundancyOptimizer with a
-    dynamic loss scale, its combine hook installed (removed otherwise).
-    True when the step must run even without parameters (the collective)."""
+    dynamic loss scale, its combine hook installed (removed otherwise); with
+    another mode, the ranks' modes compared by one all-reduce when the ranks
+    have not yet agreed on one, or last agreed on 'dynamic' (ValueError when
+    they differ; the collective's own exception when it fails; nothing
+    changed either way). True when the step must run even without
+    parameters (the collective)."""
     if c.zero_rank is None:
         return False
-    dynamic = c.h.get_loss_scale()[0] == C.OPTIM_LOSS_SCALE_DYNAMIC
+    if c.zero_agreed is None:
+        c.zero_agreed = Agreed()
+    mode = c.h.get_loss_scale()[0]
+    dynamic = mode == C.OPTIM_LOSS_SCALE_DYNAMIC
     if dynamic and c.zero_hook is None:
-        hook = OverflowAgreement(c.zero_rank, c.zero_group)
+        hook = OverflowAgreement(c.zero_rank, c.zero_group, c.zero_agreed)
         c.h.set_ext_hooks(hook.hooks)
         c.zero_hook = hook
     elif not dynamic and c.zero_hook is not None:
         c.h.set_ext_hooks(None)
         c.zero_hook = None
+    if not dynamic and c.zero_agreed.mode in (None, C.OPTIM_LOSS_SCALE_DYNAMIC):
+        flag = torch.tensor([0, mode, -mode], dtype=torch.int32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=c.zero_group)
+        e = mode_error(c.zero_rank, mode, flag)
+        if e is not None:
+            raise e
+        c.zero_agreed.mode = mode
     return dynamic
 
 
 def step_error(c, e):
-    """The exception a collective inside C's step raised (OPTIM_ECOMM), or None."""
-    if c.zero_hook is not None and e.code == C.OPTIM_ECOMM:
+    """The exception a collective inside C's step raised (OPTIM_ECOMM), or the
+    ranks' modes found different there (OPTIM_EINVAL); None for any other."""
+    if c.zero_hook is not None and e.code in (C.OPTIM_ECOMM, C.OPTIM_EINVAL):
         return c.zero_hook.take_error()
     return None
 
