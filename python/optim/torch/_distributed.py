@@ -20,7 +20,13 @@ one flag (MAX) over ZeroRedundancyOptimizer's process group; every rank then
 skips, backs off and grows together, as one process stepping the whole model
 would. The scaler's state rides in every param group (publish/adopt below),
 because ZeroRedundancyOptimizer's consolidated state_dict keeps only 'state'
-and 'param_groups'.
+and 'param_groups'. The ranks first agree on the loss scale mode (in the
+same all-reduce, and by one all-reduce of the others at their first step):
+a rank in another mode makes every rank raise, instead of hanging.
+
+Stochastic rounding draws one process's numbers: each tensor of the local
+optimizer is keyed by its index in the whole model (sr_origins), through
+liboptim's optim__ext_set_sr_origin, as liboptim_mpi keys its slices.
 
 ZeroRedundancyOptimizer gives its local optimizer no sign of the role, so the
 role is recognised from the call: the local optimizer is constructed by
