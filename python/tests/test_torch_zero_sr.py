@@ -143,9 +143,10 @@ def test_added_group_and_rebuilt_optimizer_keep_the_numbering():
             alone.add_param_group(dict(params=late_ref))
             zero.param_groups.append(dict(params=list(late_mine)))
             local[1].add_param_group(dict(params=late_mine))
-        if t == 50:  # an edit of the groups by hand: the optimizer is rebuilt (same tensors, other order)
-            g = local[0].param_groups[0]["params"]
-            g.reverse()
+        if t == 50:  # an edit of the groups by hand: the optimizers are rebuilt (same tensors, other order)
+            for o in local:
+                for g in o.param_groups:
+                    g["params"].reverse()
         done = [ref[0]] + ([ref[1]] if t >= 20 else []) + ([late_ref] if t >= 40 else [])
         grads(SEED, t, done)
         grads(SEED, t, [mine[0]] + ([mine[1]] if t >= 20 else []) + ([late_mine] if t >= 40 else []))
