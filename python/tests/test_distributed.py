@@ -582,7 +582,7 @@ def _ls_job(rank, world, directory, seed):
 
 
 # Ranks with different loss scale modes (rank 0 dynamic, rank 1 off, rank 2 static): built so, or one rank's
-# edited by hand after the ranks agreed on 'dynamic'. Every rank raises ValueError at that step, at once
+# edited by hand after the ranks agreed on 'dynamic'; then dynamic ranks with different initial scales. Every rank raises ValueError at that step, at once
 # (not the process group's timeout, which a collective made by some ranks only would end in), nothing
 # changed, and the process group still works (a barrier after).
 LS_MODES = ("dynamic", None, 64.0)
@@ -616,6 +616,10 @@ def _ls_modes(rank, world):
         prec["loss_scale"].update(mode="static", growth_tracker=0)
         zero.param_groups[0]["optim_precision"] = prec
     out["edited"] = attempt(zero, params)
+    dist.barrier()
+    zero = ZeRO(params, optimizer_class=ot.Adam, lr=0.01, master_weights=True,
+                loss_scale=dict(init_scale=2048.0 if rank == world - 1 else 1024.0))
+    out["scales"] = attempt(zero, params)
     dist.barrier()
     return out
 
@@ -1254,8 +1258,9 @@ def test_stochastic_rounding_under_zero_is_one_process(jobs, world):
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_with_other_loss_scale_modes_raise_at_once(jobs, world):
     """A ZeroRedundancyOptimizer whose ranks were built with different loss scale modes (dynamic, off,
-    static), or whose last rank's mode was edited by hand after the ranks agreed on 'dynamic': every rank's
-    step raises ValueError naming its mode and another's (the same all-reduce on every rank, not the
+    static), or whose last rank's mode was edited by hand after the ranks agreed on 'dynamic', or whose last
+    rank's dynamic scale starts at another value: every rank's step raises ValueError naming its mode (its
+    scale) and another's (the same all-reduce on every rank, not the
     process group's timeout), with nothing changed; before the edit the steps went on."""
     names = ["dynamic", "off", "static"]
     for r in range(world):
@@ -1268,3 +1273,7 @@ def test_ranks_with_other_loss_scale_modes_raise_at_once(jobs, world):
         mine = "static" if r == world - 1 else "dynamic"
         assert msg is not None and unchanged, (r, res["edited"])
         assert "this rank's is %r, another's is %r" % (mine, "dynamic" if mine == "static" else "static") in msg, msg
+        msg, unchanged = res["scales"]
+        mine, other = (2048.0, 1024.0) if r == world - 1 else (1024.0, 2048.0)
+        assert msg is not None and unchanged, (r, res["scales"])
+        assert "different loss scales (dynamic): this rank's is %r, another's is %r" % (mine, other) in msg, msg

@@ -7,6 +7,7 @@ check what it does not: the hook with Muon (whole matrices), a failing collectiv
 param groups edited by hand or in place, and a refused loaded value changing nothing."""
 import copy
 import math
+import struct
 
 import pytest
 import torch
@@ -19,23 +20,26 @@ WHERE = "param_groups[0]['optim_precision']"
 
 
 class Others:
-    """The other ranks, as seen through all_reduce(MAX) of [overflow flag, loss scale mode, -mode]: by
-    default they overflow at the calls `overflow_at` and share this rank's mode; modes: {call: the mode
-    another rank has then (0 off, 1 static, 2 dynamic)}."""
+    """The other ranks, as seen through all_reduce(MAX) of [overflow flag, loss scale mode, -mode, scale, -scale]
+    (the scale as its float32 bits): by default they overflow at the calls `overflow_at` and share this rank's
+    mode and scale; modes, scales: {call: the mode (0 off, 1 static, 2 dynamic) or scale another rank has then}."""
 
-    def __init__(self, overflow_at=(), fail=None, modes=None):
+    def __init__(self, overflow_at=(), fail=None, modes=None, scales=None):
         self.overflow_at = set(overflow_at)
         self.fail = fail
         self.other_modes = dict(modes or {})
+        self.other_scales = dict(scales or {})
         self.calls = []
         self.modes = []
+        self.scales = []
 
     def __call__(self, t, op=None, group=None):
-        assert op == dist.ReduceOp.MAX and t.dtype == torch.int32 and t.numel() == 3
-        assert int(t[1]) == -int(t[2]), t
+        assert op == dist.ReduceOp.MAX and t.dtype == torch.int32 and t.numel() == 5
+        assert int(t[1]) == -int(t[2]) and int(t[3]) == -int(t[4]), t
         step = len(self.calls)
         self.calls.append(int(t[0]))
         self.modes.append(int(t[1]))
+        self.scales.append(struct.unpack("<f", struct.pack("<i", int(t[3])))[0])
         if self.fail is not None:
             raise self.fail
         if step in self.overflow_at:
@@ -43,6 +47,10 @@ class Others:
         other = self.other_modes.get(step)
         if other is not None:
             t[1], t[2] = max(int(t[1]), other), max(int(t[2]), -other)
+        other = self.other_scales.get(step)
+        if other is not None:
+            b = struct.unpack("<i", struct.pack("<f", other))[0]
+            t[3], t[4] = max(int(t[3]), b), max(int(t[4]), -b)
 
 
 @pytest.fixture
@@ -292,3 +300,28 @@ def test_a_rank_leaving_dynamic_scaling_alone_raises(others):
     for _ in range(3):
         opt.step()
     assert agree.modes == [2, 2, 1, 1] and opt._c.h.get_step(0) == 5, agree.modes
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_ranks_with_other_loss_scales_raise_naming_them(others, mode):
+    """Ranks in the same mode with different scales (each rank's loss multiplied by its own): every rank
+    raises ValueError naming both scales, nothing changed; a dynamic rank compares at every step (a scale
+    that drifts apart later, another growth_interval, is found then), a static one at its first step."""
+    kw = 128.0 if mode == "static" else dict(init_scale=128.0, growth_interval=2)
+    agree = others(scales={0: 256.0} if mode == "static" else {3: 512.0})
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.Adam([p], lr=0.1, loss_scale=kw))
+    steps = 0 if mode == "static" else 3
+    for _ in range(steps):
+        p.grad = torch.ones(10)
+        opt.step()
+    before = (p.detach().clone(), opt._c.h.get_loss_scale())
+    p.grad = torch.ones(10)
+    with pytest.raises(ValueError) as e:
+        opt.step()
+    mine = 128.0 if mode == "static" else 256.0  # grown once after two steps
+    other = 256.0 if mode == "static" else 512.0
+    assert "different loss scales (%s): this rank's is %r, another's is %r" % (mode, mine, other) in str(e.value), \
+        str(e.value)
+    assert torch.equal(p, before[0]) and opt._c.h.get_loss_scale() == before[1]
+    assert agree.scales[-1] == mine

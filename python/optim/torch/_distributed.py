@@ -20,9 +20,10 @@ one flag (MAX) over ZeroRedundancyOptimizer's process group; every rank then
 skips, backs off and grows together, as one process stepping the whole model
 would. The scaler's state rides in every param group (publish/adopt below),
 because ZeroRedundancyOptimizer's consolidated state_dict keeps only 'state'
-and 'param_groups'. The ranks first agree on the loss scale mode (in the
-same all-reduce, and by one all-reduce of the others at their first step):
-a rank in another mode makes every rank raise, instead of hanging.
+and 'param_groups'. The ranks also agree on the loss scale mode and scale
+(in the same all-reduce, and by one all-reduce of the others at their
+first step): a rank in another mode makes every rank raise, instead of
+hanging.
 
 Stochastic rounding draws one process's numbers: each tensor of the local
 optimizer is keyed by its index in the whole model (sr_origins), through
@@ -35,6 +36,7 @@ without torch.distributed's ZeRO module loaded nothing is looked at.
 """
 import copy
 import ctypes
+import struct
 import sys
 import weakref
 
@@ -147,13 +149,15 @@ def sr_origins(c):
 
 # ---- dynamic loss scaling: one overflow decision for the whole model ----------------------------
 # A dynamic scale makes one collective at every step, which the ranks must all make: so they first agree
-# on the loss scale mode. The all-reduce (MAX) of a step carries [overflow, mode, -mode]: a rank whose mode
-# is not the others' sees max(mode) != min(mode), and every rank raises ValueError naming the modes, nothing
-# changed (instead of waiting in mismatched collectives for the process group's timeout). A dynamic rank
-# agrees inside its step (OverflowAgreement); any other rank makes the same all-reduce before its step at
-# its first step and while the ranks last agreed on 'dynamic' (Agreed), and not otherwise: ranks that
-# agreed on 'off' or 'static' make no collective of ours (a rank switching to 'dynamic' on its own after
-# that cannot be noticed by the others, docs/DISTRIBUTED.md).
+# on the loss scale mode, and on the scale itself (each rank's loss is multiplied by its own). The
+# all-reduce (MAX) of a step carries [overflow, mode, -mode, scale, -scale] (the scale as the bits of its
+# float32 value, which order positive numbers as their values): a rank whose mode or scale is not another's
+# sees a maximum that is not the minimum, and every rank raises ValueError naming them, nothing changed
+# (instead of waiting in mismatched collectives for the process group's timeout, or training on gradients
+# scaled differently on each rank). A dynamic rank agrees inside its step (OverflowAgreement); any other
+# rank makes the same all-reduce before its step at its first step and while the ranks last agreed on
+# 'dynamic' (Agreed), and not otherwise: ranks that agreed on 'off' or 'static' make no collective of ours
+# (a rank switching to 'dynamic' on its own after that cannot be noticed by the others, docs/DISTRIBUTED.md).
 
 MODE_NAMES = {C.OPTIM_LOSS_SCALE_OFF: "off", C.OPTIM_LOSS_SCALE_STATIC: "static",
               C.OPTIM_LOSS_SCALE_DYNAMIC: "dynamic"}
@@ -169,12 +173,35 @@ class Agreed:
         self.mode = None
 
 
-def mode_error(rank, mode, reduced):
-    """ValueError when the all-reduced [overflow, mode, -mode] shows that the
-    ranks' modes differ, else None."""
+def _f32_bits(x):
+    return struct.unpack("<i", struct.pack("<f", x))[0]
+
+
+def _f32_value(bits):
+    return struct.unpack("<f", struct.pack("<i", bits))[0]
+
+
+def agreement(overflow, mode, scale):
+    """The values a rank all-reduces (MAX): [overflow, mode, -mode, scale, -scale]."""
+    b = _f32_bits(scale)
+    return overflow, mode, -mode, b, -b
+
+
+def mode_error(rank, mode, scale, reduced):
+    """ValueError when the all-reduced agreement() shows that the ranks'
+    modes or scales differ, else None."""
     hi, lo = int(reduced[1]), -int(reduced[2])
     if hi == lo:
-        return None
+        top, bottom = _f32_value(int(reduced[3])), _f32_value(-int(reduced[4]))
+        if top == bottom:
+            return None
+        other = bottom if top == scale else top
+        return ValueError(
+            "rank %d: the ranks of ZeroRedundancyOptimizer's process group use different loss scales (%s): this "
+            "rank's is %r, another's is %r (scales from %r to %r): each rank's loss would be multiplied by its own "
+            "and the averaged gradients mixed. Give every rank the same loss_scale= settings (and the same "
+            "state_dict to load); nothing changed, on any rank"
+            % (rank, MODE_NAMES.get(mode, mode), scale, other, bottom, top))
     name = lambda m: MODE_NAMES.get(m, str(m))  # noqa: E731
     others = sorted({name(lo), name(hi)} - {name(mode)})
     return ValueError(
@@ -189,8 +216,8 @@ class OverflowAgreement:
     """liboptim's combine hook (src/optim_ext.h) for a ZeroRedundancyOptimizer's
     local optimizer under dynamic loss scaling. The C step's pre-pass flags
     the shard's blocks holding NaN or Inf and calls combine(): it
-    all-reduces three int32 (this shard overflowed: 0 or 1; the mode and its
-    negation, above) with MAX over the process group, and answers with this
+    all-reduces five int32 (this shard overflowed: 0 or 1; the mode, the
+    scale and their negations, above) with MAX over the process group, and answers with this
     rank's blocks, all marked bad when another rank's shard overflowed. The
     C step then skips and backs off, or steps and grows, exactly as on every
     other rank. A rank owning no tensor steps too (the C object allows it
@@ -200,8 +227,8 @@ class OverflowAgreement:
     reductions (LAMB, LARS, Adafactor) are the unsharded ones
     (whole_tensors). The gradient norm the pre-pass computes is the shard's
     (last_grad_norm under ZeRO). A failure of the collective (a rank gone, a
-    timeout) fails the step with OPTIM_ECOMM, ranks with other modes with
-    OPTIM_EINVAL, nothing changed; the exception is kept in `error` for the
+    timeout) fails the step with OPTIM_ECOMM, ranks with other modes or
+    scales with OPTIM_EINVAL, nothing changed; the exception is kept in `error` for the
     step to raise."""
 
     def __init__(self, rank, group, agreed):
@@ -209,7 +236,8 @@ class OverflowAgreement:
         self.group = group
         self.agreed = agreed
         self.error = None
-        self._flag = torch.zeros(3, dtype=torch.int32)
+        self.scale = 1.0  # this rank's scale for the step about to run (set by prepare_step)
+        self._flag = torch.zeros(5, dtype=torch.int32)
         self._bad = (ctypes.c_ubyte * 1)(1)
         self._zero = (ctypes.c_double * 1)(0.0)
         self._name = ctypes.c_char_p(b"(another rank's shard)")
@@ -228,10 +256,11 @@ class OverflowAgreement:
             local = 1 if nblocks and ctypes.string_at(bad, nblocks).count(0) != nblocks else 0
             flag = self._flag
             mode = C.OPTIM_LOSS_SCALE_DYNAMIC
-            flag[0], flag[1], flag[2] = local, mode, -mode
+            for k, v in enumerate(agreement(local, mode, self.scale)):
+                flag[k] = v
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.group)
-            code, what = C.OPTIM_EINVAL, "the loss scale modes"
-            e = mode_error(self.rank, mode, flag)
+            code, what = C.OPTIM_EINVAL, "the loss scale settings"
+            e = mode_error(self.rank, mode, self.scale, flag)
             if e is not None:
                 raise e
             self.agreed.mode = mode
@@ -263,7 +292,7 @@ class OverflowAgreement:
 def prepare_step(c):
     """Before a step of CObject c: under ZeroRedundancyOptimizer with a
     dynamic loss scale, its combine hook installed (removed otherwise); with
-    another mode, the ranks' modes compared by one all-reduce when the ranks
+    another mode, the ranks' modes and scales compared by one all-reduce when the ranks
     have not yet agreed on one, or last agreed on 'dynamic' (ValueError when
     they differ; the collective's own exception when it fails; nothing
     changed either way). True when the step must run even without
@@ -281,10 +310,13 @@ def prepare_step(c):
     elif not dynamic and c.zero_hook is not None:
         c.h.set_ext_hooks(None)
         c.zero_hook = None
+    scale = 1.0 if mode == C.OPTIM_LOSS_SCALE_OFF else c.h.loss_scale_value()
+    if dynamic:
+        c.zero_hook.scale = scale
     if not dynamic and c.zero_agreed.mode in (None, C.OPTIM_LOSS_SCALE_DYNAMIC):
-        flag = torch.tensor([0, mode, -mode], dtype=torch.int32)
+        flag = torch.tensor(agreement(0, mode, scale), dtype=torch.int32)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=c.zero_group)
-        e = mode_error(c.zero_rank, mode, flag)
+        e = mode_error(c.zero_rank, mode, scale, flag)
         if e is not None:
             raise e
         c.zero_agreed.mode = mode
