@@ -15,7 +15,7 @@ import os
 
 import torch
 
-SR_STEPS, SR_LATE, SR_SAVE = 200, 60, 140
+SR_STEPS, SR_LATE, SR_SAVE = 150, 50, 110
 SR_SEED = 4411  # stochastic rounding's seed (set_seed), beside the job's seed of the gradients
 SR_SHAPES = [[(37,), (5, 13), (1030,)], [(3, 3, 3), (1,), (700,)]]
 # (rule, the parameters' dtype, keywords). torch 1.13's gloo cannot broadcast bfloat16 tensors ("Invalid
