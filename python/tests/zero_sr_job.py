@@ -105,7 +105,8 @@ def rank_job(rank, world, directory, seed):
         train(zero, groups, seed, range(SR_SAVE))
         zero.consolidate_state_dict(to=0)
         if rank == 0:
-            torch.save({"optimizer": zero.state_dict(), "params": flat(groups)}, checkpoint_path(directory, name, world))
+            torch.save({"optimizer": zero.state_dict(), "params": flat(groups)},
+                       checkpoint_path(directory, name, world))
         dist.barrier()
         train(zero, groups, seed, range(SR_SAVE, SR_STEPS))
         zero.consolidate_state_dict(to=0)

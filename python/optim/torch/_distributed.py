@@ -187,7 +187,7 @@ def agreement(overflow, mode, scale):
     return overflow, mode, -mode, b, -b
 
 
-def mode_error(rank, mode, scale, reduced):
+def agreement_error(rank, mode, scale, reduced):
     """ValueError when the all-reduced agreement() shows that the ranks'
     modes or scales differ, else None."""
     hi, lo = int(reduced[1]), -int(reduced[2])
@@ -217,8 +217,8 @@ class OverflowAgreement:
     local optimizer under dynamic loss scaling. The C step's pre-pass flags
     the shard's blocks holding NaN or Inf and calls combine(): it
     all-reduces five int32 (this shard overflowed: 0 or 1; the mode, the
-    scale and their negations, above) with MAX over the process group, and answers with this
-    rank's blocks, all marked bad when another rank's shard overflowed. The
+    scale and their negations, above) with MAX over the process group, and
+    answers with this rank's blocks, all marked bad when another rank's shard overflowed. The
     C step then skips and backs off, or steps and grows, exactly as on every
     other rank. A rank owning no tensor steps too (the C object allows it
     under hooks), so that every rank makes the collective at every step.
@@ -228,8 +228,8 @@ class OverflowAgreement:
     (whole_tensors). The gradient norm the pre-pass computes is the shard's
     (last_grad_norm under ZeRO). A failure of the collective (a rank gone, a
     timeout) fails the step with OPTIM_ECOMM, ranks with other modes or
-    scales with OPTIM_EINVAL, nothing changed; the exception is kept in `error` for the
-    step to raise."""
+    scales with OPTIM_EINVAL, nothing changed; the exception is kept in
+    `error` for the step to raise."""
 
     def __init__(self, rank, group, agreed):
         self.rank = rank
@@ -260,7 +260,7 @@ class OverflowAgreement:
                 flag[k] = v
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.group)
             code, what = C.OPTIM_EINVAL, "the loss scale settings"
-            e = mode_error(self.rank, mode, self.scale, flag)
+            e = agreement_error(self.rank, mode, self.scale, flag)
             if e is not None:
                 raise e
             self.agreed.mode = mode
@@ -292,8 +292,8 @@ class OverflowAgreement:
 def prepare_step(c):
     """Before a step of CObject c: under ZeroRedundancyOptimizer with a
     dynamic loss scale, its combine hook installed (removed otherwise); with
-    another mode, the ranks' modes and scales compared by one all-reduce when the ranks
-    have not yet agreed on one, or last agreed on 'dynamic' (ValueError when
+    another mode, the ranks' modes and scales compared by one all-reduce
+    when the ranks have not yet agreed on one, or last agreed on 'dynamic' (ValueError when
     they differ; the collective's own exception when it fails; nothing
     changed either way). True when the step must run even without
     parameters (the collective)."""
@@ -316,7 +316,7 @@ def prepare_step(c):
     if not dynamic and c.zero_agreed.mode in (None, C.OPTIM_LOSS_SCALE_DYNAMIC):
         flag = torch.tensor(agreement(0, mode, scale), dtype=torch.int32)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=c.zero_group)
-        e = mode_error(c.zero_rank, mode, scale, flag)
+        e = agreement_error(c.zero_rank, mode, scale, flag)
         if e is not None:
             raise e
         c.zero_agreed.mode = mode
@@ -325,7 +325,8 @@ def prepare_step(c):
 
 def step_error(c, e):
     """The exception a collective inside C's step raised (OPTIM_ECOMM), or the
-    ranks' modes found different there (OPTIM_EINVAL); None for any other."""
+    ranks' modes or scales found different there (OPTIM_EINVAL); None for
+    any other."""
     if c.zero_hook is not None and e.code in (C.OPTIM_ECOMM, C.OPTIM_EINVAL):
         return c.zero_hook.take_error()
     return None
