@@ -195,6 +195,7 @@ def agreement_error(rank, mode, scale, reduced):
         top, bottom = _f32_value(int(reduced[3])), _f32_value(-int(reduced[4]))
         if top == bottom:
             return None
+        scale = _f32_value(_f32_bits(scale))  # as compared
         other = bottom if top == scale else top
         return ValueError(
             "rank %d: the ranks of ZeroRedundancyOptimizer's process group use different loss scales (%s): this "
