@@ -190,6 +190,7 @@ PROTOTYPES = {
 # attributes like PROTOTYPES; python/tests/test_binding.py checks them against src/optim_ext.h.
 EXT_PROTOTYPES = {
     "optim__ext_set_hooks": (_int, _ptr, _ptr),
+    "optim__ext_set_sr_origin": (_int, _ptr, _size, _u64, _u64),
 }
 
 

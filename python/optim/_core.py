@@ -361,6 +361,12 @@ class Handle:
         caller keeps alive while installed) or remove them (None)."""
         self._call(capi.optim__ext_set_hooks, ctypes.byref(hooks) if hooks is not None else None)
 
+    def set_sr_origin(self, i, param, first=0):
+        """Stochastic rounding of parameter i draws the random numbers of
+        elements first, first + 1, ... of the model's parameter `param`
+        (src/optim_ext.h; a sharding layer's global numbering)."""
+        self._call(capi.optim__ext_set_sr_origin, i, param, first)
+
     def get_loss_scale(self):
         """(mode, init_scale, growth_factor, backoff_factor, growth_interval, scale, growth_tracker)."""
         ls = LossScale()

@@ -455,6 +455,9 @@ def _job_main(rank, world, directory, seed):
         out["roles"][cfg["name"]] = roles
     out["fused"] = _run_fused(seed, rank, world)
     out["loss_scale"] = _ls_job(rank, world, directory, seed)
+    out["ls_modes"] = _ls_modes(rank, world)
+    import zero_sr_job  # stochastic rounding under ZeRO: one process's bits
+    out["sr"] = zero_sr_job.rank_job(rank, world, directory, seed)
     for cfg in SAM_CONFIGS:
         out["sam"][cfg["name"]] = {lib: _run_sam(cfg, lib, seed, rank, world) for lib in ("optim", "reference")}
     ck2 = os.path.join(directory, "..", "ckpt2.pt")
@@ -574,6 +577,49 @@ def _ls_job(rank, world, directory, seed):
         resumed = _ls_train(zero, params, seed, range(LS_SAVE_AT, LS_STEPS), victims)
         r.update(single_params=_snapshot(params), single_scales=resumed[0], single_skipped=resumed[1])
         out[key] = r
+    dist.barrier()
+    return out
+
+
+# Ranks with different loss scale modes (rank 0 dynamic, rank 1 off, rank 2 static): built so, or one rank's
+# edited by hand after the ranks agreed on 'dynamic'; then dynamic ranks with different initial scales. Every rank raises ValueError at that step, at once
+# (not the process group's timeout, which a collective made by some ranks only would end in), nothing
+# changed, and the process group still works (a barrier after).
+LS_MODES = ("dynamic", None, 64.0)
+
+
+def _ls_modes(rank, world):
+    from torch.distributed.optim import ZeroRedundancyOptimizer as ZeRO
+    import torch.distributed as dist
+    import optim.torch as ot
+
+    def attempt(zero, params):
+        before = _snapshot(params)
+        for p in params:
+            p.grad = torch.full_like(p, 0.01)
+        try:
+            zero.step()
+            error = None
+        except ValueError as e:
+            error = str(e)
+        return error, all(torch.equal(a, b) for a, b in zip(before, _snapshot(params)))  # (float16: no NaN here)
+
+    out = {}
+    params = _ls_params(0, False)
+    zero = ZeRO(params, optimizer_class=ot.Adam, lr=0.01, master_weights=True, loss_scale=LS_MODES[rank])
+    out["built"] = attempt(zero, params)
+    dist.barrier()
+    zero = ZeRO(params, optimizer_class=ot.Adam, lr=0.01, master_weights=True, loss_scale="dynamic")
+    out["agreed"] = [attempt(zero, params) for _ in range(2)]
+    if rank == world - 1:
+        prec = copy.deepcopy(zero.param_groups[0]["optim_precision"])
+        prec["loss_scale"].update(mode="static", growth_tracker=0)
+        zero.param_groups[0]["optim_precision"] = prec
+    out["edited"] = attempt(zero, params)
+    dist.barrier()
+    zero = ZeRO(params, optimizer_class=ot.Adam, lr=0.01, master_weights=True,
+                loss_scale=dict(init_scale=2048.0 if rank == world - 1 else 1024.0))
+    out["scales"] = attempt(zero, params)
     dist.barrier()
     return out
 
@@ -1157,3 +1203,77 @@ def test_dynamic_loss_scale_under_zero_is_one_process(jobs, world):
         _, plain, more, more_skipped = _ls_reference(key, victims, range(LS_SAVE_AT, LS_STEPS), plain, mine)
         assert more == scales[LS_SAVE_AT:] and more_skipped == skipped[LS_SAVE_AT:], (more, scales)
         assert_same([p.detach() for p in mine], [p.detach() for p in params], "%s: resumed in one process" % key)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_stochastic_rounding_under_zero_is_one_process(jobs, world):
+    """Stochastic rounding of the state (float32 parameters with bfloat16 state, float16 ones with fp32
+    masters and bfloat16 state, int8 state; torch 1.13's gloo cannot broadcast bfloat16 parameters), 150
+    steps, a group added after 50 (ZeRO re-partitions): every rank's parameters and the consolidated state
+    equal one optim.torch optimizer's over the whole model, bit for bit (each tensor draws the numbers of
+    its index in the whole model; python/tests/zero_sr_job.py); so do the runs resumed from the state
+    consolidated at step 110 (by ZeRO on these ranks, on 3 ranks from 2 ranks' checkpoint, and by a plain
+    optimizer in this process), the run resumed from one process's state_dict, and a ZeRO of one rank,
+    whose local optimizer holds the tensors in another order."""
+    import zero_sr_job as sr
+    seed = _seed()
+    for name in sr.SR_CONFIGS:
+        groups, alone = sr.one_process(name, seed, range(sr.SR_STEPS))
+        ref = sr.flat(groups)
+        ref_state = sr.state_of(alone.state_dict())
+        # The global indices of each rank's tensors, in its local order: numbering a shard from 0 would differ.
+        local = [jobs[world][r]["sr"][name]["local"] for r in range(world)]
+        assert all(idx != list(range(len(idx))) for idx in local), local
+        for r in range(world):
+            res = jobs[world][r]["sr"][name]
+            assert_same(res["params"], ref, "%s: rank %d of %d vs one process" % (name, r, world))
+            assert_same(res["resumed"], ref, "%s: rank %d of %d, resumed from the checkpoint of 2 ranks"
+                        % (name, r, world))
+            if "from_one_process" in res:
+                assert_same(res["from_one_process"], ref, "%s: rank %d of %d, resumed from one process's "
+                            "state_dict" % (name, r, world))
+        state = jobs[world][0]["sr"][name]["state"]
+        assert sorted(state) == sorted(ref_state), name
+        for k in state:
+            assert sorted(state[k]) == sorted(ref_state[k]), (name, k)
+            for key in state[k]:
+                assert_same([state[k][key]], [ref_state[k][key]], "%s: consolidated state[%d][%r] on %d ranks"
+                            % (name, k, key, world))
+        # The consolidated checkpoint resumed in one process (seed from its groups).
+        ckpt = torch.load(sr.checkpoint_path(os.path.join(jobs["dir"], "world%d" % world), name, world))
+        groups = sr.model(name, seed)
+        with torch.no_grad():
+            for p, q in zip((p for g in groups for p in g), ckpt["params"]):
+                p.copy_(q)
+        opt = sr._cls(name)([dict(params=g) for g in groups], stochastic_rounding=True, **sr.SR_CONFIGS[name][2])
+        opt.load_state_dict(ckpt["optimizer"])
+        sr.train(opt, groups, seed, range(sr.SR_SAVE, sr.SR_STEPS))
+        assert_same(sr.flat(groups), ref, "%s: %d ranks' checkpoint resumed in one process" % (name, world))
+        if name == "bf16_state":
+            solo = jobs[world][0]["sr"]["one_rank"]
+            assert solo["order"] != [tuple(p.shape) for p in groups[0]], solo["order"]
+            assert_same(solo["params"], ref, "bf16_state: ZeroRedundancyOptimizer of one rank")
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_with_other_loss_scale_modes_raise_at_once(jobs, world):
+    """A ZeroRedundancyOptimizer whose ranks were built with different loss scale modes (dynamic, off,
+    static), or whose last rank's mode was edited by hand after the ranks agreed on 'dynamic', or whose last
+    rank's dynamic scale starts at another value: every rank's step raises ValueError naming its mode (its
+    scale) and another's (the same all-reduce on every rank, not the
+    process group's timeout), with nothing changed; before the edit the steps went on."""
+    names = ["dynamic", "off", "static"]
+    for r in range(world):
+        res = jobs[world][r]["ls_modes"]
+        msg, unchanged = res["built"]
+        assert msg is not None and unchanged, (r, res["built"])
+        assert "rank %d:" % r in msg and "this rank's is %r" % names[r] in msg, msg
+        assert all(m is None and not same for m, same in res["agreed"]), res["agreed"]
+        msg, unchanged = res["edited"]
+        mine = "static" if r == world - 1 else "dynamic"
+        assert msg is not None and unchanged, (r, res["edited"])
+        assert "this rank's is %r, another's is %r" % (mine, "dynamic" if mine == "static" else "static") in msg, msg
+        msg, unchanged = res["scales"]
+        mine, other = (2048.0, 1024.0) if r == world - 1 else (1024.0, 2048.0)
+        assert msg is not None and unchanged, (r, res["scales"])
+        assert "different loss scales (dynamic): this rank's is %r, another's is %r" % (mine, other) in msg, msg

@@ -7,6 +7,7 @@ check what it does not: the hook with Muon (whole matrices), a failing collectiv
 param groups edited by hand or in place, and a refused loaded value changing nothing."""
 import copy
 import math
+import struct
 
 import pytest
 import torch
@@ -19,21 +20,37 @@ WHERE = "param_groups[0]['optim_precision']"
 
 
 class Others:
-    """The other ranks, as seen through all_reduce(MAX) of the overflow flag."""
+    """The other ranks, as seen through all_reduce(MAX) of [overflow flag, loss scale mode, -mode, scale, -scale]
+    (the scale as its float32 bits): by default they overflow at the calls `overflow_at` and share this rank's
+    mode and scale; modes, scales: {call: the mode (0 off, 1 static, 2 dynamic) or scale another rank has then}."""
 
-    def __init__(self, overflow_at=(), fail=None):
+    def __init__(self, overflow_at=(), fail=None, modes=None, scales=None):
         self.overflow_at = set(overflow_at)
         self.fail = fail
+        self.other_modes = dict(modes or {})
+        self.other_scales = dict(scales or {})
         self.calls = []
+        self.modes = []
+        self.scales = []
 
     def __call__(self, t, op=None, group=None):
-        assert op == dist.ReduceOp.MAX and t.dtype == torch.int32 and t.numel() == 1
+        assert op == dist.ReduceOp.MAX and t.dtype == torch.int32 and t.numel() == 5
+        assert int(t[1]) == -int(t[2]) and int(t[3]) == -int(t[4]), t
         step = len(self.calls)
         self.calls.append(int(t[0]))
+        self.modes.append(int(t[1]))
+        self.scales.append(struct.unpack("<f", struct.pack("<i", int(t[3])))[0])
         if self.fail is not None:
             raise self.fail
         if step in self.overflow_at:
-            t.fill_(1)
+            t[0] = 1
+        other = self.other_modes.get(step)
+        if other is not None:
+            t[1], t[2] = max(int(t[1]), other), max(int(t[2]), -other)
+        other = self.other_scales.get(step)
+        if other is not None:
+            b = struct.unpack("<i", struct.pack("<f", other))[0]
+            t[3], t[4] = max(int(t[3]), b), max(int(t[4]), -b)
 
 
 @pytest.fixture
@@ -219,3 +236,92 @@ def test_not_in_zero_no_hook(others):
     p.grad = torch.ones(4)
     opt.step()
     assert agree.calls == [] and not opt.last_step_skipped and _distributed.prepare_step(opt._c) is False
+
+
+# ---- the ranks agree on the loss scale mode ------------------------------------------------------
+
+SCALES = {"off": None, "static": 128.0, "dynamic": "dynamic"}
+CODES = {"off": 0, "static": 1, "dynamic": 2}
+PAIRS = [("dynamic", "off"), ("dynamic", "static"), ("off", "dynamic"), ("static", "dynamic"), ("off", "static"),
+         ("static", "off")]
+
+
+@pytest.mark.parametrize("mine,theirs", PAIRS, ids=["%s-vs-%s" % p for p in PAIRS])
+def test_ranks_with_other_loss_scale_modes_raise_naming_them(others, mine, theirs):
+    """At its first step every rank makes the same all-reduce whatever its mode (a dynamic one inside the
+    step, with its overflow flag): a rank whose mode is not another's raises ValueError naming both modes
+    (every rank sees the same reduced values, so every rank raises, instead of waiting in collectives the
+    others never make), and nothing changed. Once the others agree, the step goes on."""
+    agree = others(modes={0: CODES[theirs]})
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.Adam([p], lr=0.1, loss_scale=SCALES[mine]))
+    p.grad = torch.ones(10)
+    before = (p.detach().clone(), opt._c.h.get_loss_scale())
+    with pytest.raises(ValueError) as e:
+        opt.step()
+    msg = str(e.value)
+    assert "rank 1" in msg and "loss scale modes" in msg and "this rank's is %r" % mine in msg, msg
+    assert "another's is %r" % theirs in msg, msg
+    assert torch.equal(p, before[0]) and opt._c.h.get_loss_scale() == before[1] and opt._c.h.get_step(0) == 0
+    assert agree.modes == [CODES[mine]]
+    opt.step()  # the others agree now
+    assert opt._c.h.get_step(0) == 1 and agree.modes == [CODES[mine]] * 2
+
+
+@pytest.mark.parametrize("mode", ["off", "static"])
+def test_agreed_modes_but_dynamic_make_no_collective_after_the_first_step(others, mode):
+    agree = others()
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.Adam([p], lr=0.1, loss_scale=SCALES[mode]))
+    for _ in range(3):
+        p.grad = torch.ones(10)
+        opt.step()
+    assert agree.modes == [CODES[mode]] and opt._c.h.get_step(0) == 3
+
+
+def test_a_rank_leaving_dynamic_scaling_alone_raises(others):
+    """After the ranks agreed on 'dynamic', a rank whose mode was changed by hand (its groups' precision
+    state edited) still makes the step's all-reduce: the others, still dynamic, and it raise, nothing
+    changed; when every rank has changed, they agree on the new mode and stop making the collective."""
+    agree = others(modes={2: CODES["dynamic"]})
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.Adam([p], lr=0.1, loss_scale="dynamic"))
+    for _ in range(2):
+        p.grad = torch.ones(10)
+        opt.step()
+    prec = copy.deepcopy(opt.param_groups[0]["optim_precision"])
+    prec["loss_scale"].update(mode="static", growth_tracker=0)
+    opt.param_groups[0]["optim_precision"] = prec
+    before = (p.detach().clone(), opt.state[p]["exp_avg"].clone())
+    with pytest.raises(ValueError) as e:
+        opt.step()
+    assert "this rank's is 'static', another's is 'dynamic'" in str(e.value), str(e.value)
+    assert torch.equal(p, before[0]) and torch.equal(opt.state[p]["exp_avg"], before[1])
+    for _ in range(3):
+        opt.step()
+    assert agree.modes == [2, 2, 1, 1] and opt._c.h.get_step(0) == 5, agree.modes
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_ranks_with_other_loss_scales_raise_naming_them(others, mode):
+    """Ranks in the same mode with different scales (each rank's loss multiplied by its own): every rank
+    raises ValueError naming both scales, nothing changed; a dynamic rank compares at every step (a scale
+    that drifts apart later, another growth_interval, is found then), a static one at its first step."""
+    kw = 128.0 if mode == "static" else dict(init_scale=128.0, growth_interval=2)
+    agree = others(scales={0: 256.0} if mode == "static" else {3: 512.0})
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.Adam([p], lr=0.1, loss_scale=kw))
+    steps = 0 if mode == "static" else 3
+    for _ in range(steps):
+        p.grad = torch.ones(10)
+        opt.step()
+    before = (p.detach().clone(), opt._c.h.get_loss_scale())
+    p.grad = torch.ones(10)
+    with pytest.raises(ValueError) as e:
+        opt.step()
+    mine = 128.0 if mode == "static" else 256.0  # grown once after two steps
+    other = 256.0 if mode == "static" else 512.0
+    assert "different loss scales (%s): this rank's is %r, another's is %r" % (mode, mine, other) in str(e.value), \
+        str(e.value)
+    assert torch.equal(p, before[0]) and opt._c.h.get_loss_scale() == before[1]
+    assert agree.scales[-1] == mine

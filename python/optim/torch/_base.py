@@ -95,9 +95,9 @@ class _Optimizer(Optimizer):
         # Built by a ZeroRedundancyOptimizer over one rank's shard? Then fused
         # checks over all gradients are refused (_distributed).
         # (A dynamic loss scale there agrees on overflows with the other ranks at every step.)
-        role = _distributed.zero_local_role()
-        if role is not None:
-            self._c.zero_rank, self._c.zero_group = role
+        zero = _distributed.zero_constructing()
+        if zero is not None:
+            _distributed.attach(self._c, zero)
         defaults = dict(defaults)
         defaults.setdefault(NONFINITE_KEY, "propagate")
         defaults.setdefault(CLIP_KEY, None)

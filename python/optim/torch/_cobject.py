@@ -155,6 +155,13 @@ class CObject:
         self.zero_group = None  # its process group; zero_hook: the loss scale's OverflowAgreement when on
         self.zero_hook = None
         self.zero_prec = None   # the precision state last written into the param groups (_distributed.publish)
+        # A weak reference to that ZeroRedundancyOptimizer, on any number of ranks (None otherwise): its
+        # global order keys stochastic rounding (_distributed.sr_origins; sr_origins: the global indices
+        # last set in C, per C index). zero_agreed: the loss scale mode the ranks last agreed on
+        # (_distributed.Agreed).
+        self.zero_ref = None
+        self.sr_origins = None
+        self.zero_agreed = None
         self.names = []      # C index -> the name the user gave, or None ("param<i>")
         # Per group: the ids of the tensors of its 'params' list when they
         # were last registered here (the tensors are held in self.params, so

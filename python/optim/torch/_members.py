@@ -158,6 +158,8 @@ def _rebuild(opt):
     new.zero_rank = old.zero_rank
     new.zero_group = old.zero_group  # the hook is installed again at the next step (_distributed.prepare_step)
     new.zero_prec = old.zero_prec
+    new.zero_ref = old.zero_ref  # (stochastic rounding's global numbering is set again at the next step)
+    new.zero_agreed = old.zero_agreed
     flat = [p for params in layout for p in params]
     for j, p in enumerate(flat):
         new.check_new_param(j, p)

@@ -15,7 +15,7 @@ import torch
 
 from .. import _constants as C
 from .. import _core
-from . import _tensors
+from . import _distributed, _tensors
 from ._tensors import EMPTY_PTR, STRIDED, describe
 
 __all__ = ["Pins", "bind", "param_error", "grad_error", "NonFiniteGradientError", "nonfinite_error", "sam_guard"]
@@ -254,6 +254,10 @@ def bind(c, grads=True):
     that it lies inside memory the caller holds whatever another thread does
     to the tensor meanwhile. (The loop is written out: it runs for every
     tensor at every step.)"""
+    if grads:
+        # A call that steps: under ZeroRedundancyOptimizer, stochastic rounding keyed by the whole model's
+        # numbering (set in C when it changed).
+        _distributed.sr_origins(c)
     params = c.params
     n = len(params)
     if c.ptrs is None:

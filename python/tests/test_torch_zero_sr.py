@@ -1,0 +1,180 @@
+"""Stochastic rounding under torch's ZeroRedundancyOptimizer is one process's bits (docs/PRECISION.md,
+"Sharded in Python"), in one process and fast: each rank's local optimizer is built here over its shard
+(ZeroRedundancyOptimizer's partition: per group, largest tensor first, to the least loaded rank) and given
+the role by hand (_distributed.attach, as ZeroRedundancyOptimizer._init_local_optimizer's call does) with a
+stand-in for the ZeroRedundancyOptimizer that holds the whole model's param_groups. Every shard's
+parameters and state must end bit for bit equal to one optim.torch optimizer stepping the whole model:
+each tensor's random stream is keyed by its index in the whole model (optim__ext_set_sr_origin), not in
+its shard. python/tests/test_distributed.py runs the real ZeroRedundancyOptimizer on 2 and 3 gloo ranks
+(add_param_group, consolidate_state_dict, resuming)."""
+import pytest
+import torch
+
+import optim.torch as ot
+from optim.torch import _distributed
+
+SEED = 4411
+STEPS = 300
+# Odd sizes, two of them over more than one 512-element chunk of random numbers, in two groups.
+SHAPES = [[(37,), (5, 13), (1030,)], [(3, 3, 3), (1,), (700,)]]
+CONFIGS = {
+    # bfloat16 parameters and state, no master: both rounded stochastically
+    "bf16": dict(cls=ot.AdamW, kw=dict(lr=3e-3, weight_decay=0.1)),
+    # fp32 masters, bfloat16 state: the state rounded stochastically
+    "master-bf16-state": dict(cls=ot.Adam, kw=dict(lr=3e-3, master_weights=True, state_dtype=torch.bfloat16)),
+    # bfloat16 parameters, int8 state: the parameters and the codes rounded stochastically
+    "int8": dict(cls=ot.AdamW, kw=dict(lr=3e-3, state_dtype="int8")),
+    # a rule with one slot (momentum), bfloat16
+    "sgd": dict(cls=ot.SGD, kw=dict(lr=1e-2, momentum=0.9)),
+}
+
+
+class Zero:
+    """What the local optimizers read of a ZeroRedundancyOptimizer: its param_groups (the whole model, in the
+    global order) and its number of ranks (one here: the role's refusals and collectives are not tested)."""
+
+    world_size = 1
+    rank = 0
+
+    def __init__(self, groups):
+        self.param_groups = [dict(params=list(g)) for g in groups]
+
+
+def partition(groups, world):
+    """ZeroRedundancyOptimizer's (torch 1.13, _partition_parameters): per group, largest tensor first, each to
+    the rank holding the fewest elements so far (the lowest rank on ties)."""
+    sizes = [0] * world
+    out = [[[] for _ in groups] for _ in range(world)]
+    for gi, params in enumerate(groups):
+        for p in sorted(params, key=lambda t: t.numel(), reverse=True):
+            r = sizes.index(min(sizes))
+            out[r][gi].append(p)
+            sizes[r] += p.numel()
+    return out
+
+
+def bits(t):
+    t = t.detach().contiguous()
+    return t.view(torch.int16) if t.element_size() == 2 else t.view(torch.int32) if t.element_size() == 4 else t
+
+
+def state_bits(opt, p):
+    out = {}
+    for k, v in opt.state[p].items():
+        if isinstance(v, ot.QuantizedState):
+            out[k + ".codes"], out[k + ".scales"] = bits(v.codes), bits(v.scales)
+        elif torch.is_tensor(v):
+            out[k] = bits(v)
+    return out
+
+
+def model(seed, shapes):
+    g = torch.Generator().manual_seed(seed)
+    return [[(torch.randn(s, generator=g) * 0.3).to(torch.bfloat16).requires_grad_() for s in group]
+            for group in shapes]
+
+
+def grads(seed, t, groups):
+    g = torch.Generator().manual_seed(seed * 1000 + t)
+    for params in groups:
+        for p in params:
+            p.grad = (torch.randn(p.shape, generator=g) * 0.05).to(p.dtype)
+
+
+def shards(cfg, groups, world, zero):
+    """One local optimizer per rank over its shard, in the role ZeroRedundancyOptimizer gives it."""
+    out = []
+    for r, parts in enumerate(partition(groups, world)):
+        opt = cfg["cls"]([dict(params=ps) for ps in parts], stochastic_rounding=True, **cfg["kw"])
+        _distributed.attach(opt._c, zero)
+        opt.set_seed(SEED)
+        out.append(opt)
+    return out
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_shards_round_as_one_process(name, world):
+    """Every rank's parameters and state equal one process's, bit for bit, over 300 steps (two and three
+    ranks, two groups, tensors of odd sizes)."""
+    cfg = CONFIGS[name]
+    print("seed", SEED)
+    ref = model(SEED, SHAPES)
+    mine = model(SEED, SHAPES)
+    alone = cfg["cls"]([dict(params=ps) for ps in ref], stochastic_rounding=True, **cfg["kw"])
+    alone.set_seed(SEED)
+    zero = Zero(mine)
+    local = shards(cfg, mine, world, zero)
+    assert all(o.param_groups[0]["params"] for o in local), "every rank owns a tensor"
+    for t in range(STEPS):
+        grads(SEED, t, ref)
+        grads(SEED, t, mine)
+        alone.step()
+        for o in local:
+            o.step()
+    owner = {p: o for o in local for g in o.param_groups for p in g["params"]}
+    for gi, (ps, qs) in enumerate(zip(mine, ref)):
+        for j, (p, q) in enumerate(zip(ps, qs)):
+            assert torch.equal(bits(p), bits(q)), (name, world, gi, j)
+            a, b = state_bits(owner[p], p), state_bits(alone, q)
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (name, world, gi, j)
+
+
+def test_added_group_and_rebuilt_optimizer_keep_the_numbering():
+    """A group added after some steps (ZeroRedundancyOptimizer.add_param_group: the new tensors come after
+    the model's, the old ones keep their owners) and a local optimizer rebuilt by an edit of its groups
+    (its C object replaced) draw one process's numbers too."""
+    cfg = CONFIGS["bf16"]
+    ref = model(SEED + 1, SHAPES)
+    mine = model(SEED + 1, SHAPES)
+    late_ref = model(SEED + 2, [[(513,), (9, 7)]])[0]
+    late_mine = model(SEED + 2, [[(513,), (9, 7)]])[0]
+    alone = cfg["cls"]([dict(params=ref[0])], stochastic_rounding=True, **cfg["kw"])
+    alone.set_seed(SEED)
+    zero = Zero(mine[:1])
+    local = shards(cfg, mine[:1], 2, zero)
+    for t in range(60):
+        if t == 20:  # a second group, as ZeroRedundancyOptimizer.add_param_group gives it
+            alone.add_param_group(dict(params=ref[1]))
+            zero.param_groups.append(dict(params=list(mine[1])))
+            for o, part in zip(local, partition([mine[0], mine[1]], 2)):
+                o.add_param_group(dict(params=part[1]))
+        if t == 40:  # and a third, one tensor only, on one rank
+            alone.add_param_group(dict(params=late_ref))
+            zero.param_groups.append(dict(params=list(late_mine)))
+            local[1].add_param_group(dict(params=late_mine))
+        if t == 50:  # an edit of the groups by hand: the optimizers are rebuilt (same tensors, other order)
+            for o in local:
+                for g in o.param_groups:
+                    g["params"].reverse()
+        done = [ref[0]] + ([ref[1]] if t >= 20 else []) + ([late_ref] if t >= 40 else [])
+        grads(SEED, t, done)
+        grads(SEED, t, [mine[0]] + ([mine[1]] if t >= 20 else []) + ([late_mine] if t >= 40 else []))
+        alone.step()
+        for o in local:
+            o.step()
+    for p, q in zip([p for g in mine for p in g] + late_mine, [q for g in ref for q in g] + late_ref):
+        assert torch.equal(bits(p), bits(q))
+
+
+def test_without_the_role_the_shard_numbering_differs():
+    """The control: the same shards without the role number their tensors within the shard, and then some
+    tensor ends with other bits (so the test above sees the numbering)."""
+    cfg = CONFIGS["bf16"]
+    ref = model(SEED, SHAPES)
+    mine = model(SEED, SHAPES)
+    alone = cfg["cls"]([dict(params=ps) for ps in ref], stochastic_rounding=True, **cfg["kw"])
+    alone.set_seed(SEED)
+    local = []
+    for parts in partition(mine, 2):
+        o = cfg["cls"]([dict(params=ps) for ps in parts], stochastic_rounding=True, **cfg["kw"])
+        o.set_seed(SEED)
+        local.append(o)
+    for t in range(30):
+        grads(SEED, t, ref)
+        grads(SEED, t, mine)
+        alone.step()
+        for o in local:
+            o.step()
+    same = [torch.equal(bits(p), bits(q)) for ps, qs in zip(mine, ref) for p, q in zip(ps, qs)]
+    assert not all(same), same
