@@ -311,10 +311,14 @@ typedef struct {
 } OPTIM__T(optim__slanes);
 
 /* A chunk's lanes added to the block's double lanes (acc[16 v + lane],
- * OPTIM__NSTAT's order; the largest |u|: taken, a NaN sticks), then zeroed:
- * by the fused loops at each chunk's end, and by the task's sflush. */
-OPTIM_INLINE void OPTIM__T(optim__slanes_flush)(OPTIM__T(optim__slanes) *restrict l, double *restrict acc)
+ * OPTIM__NSTAT's order; the largest |u|: taken, a NaN sticks), then zeroed
+ * (kernels.h's optim__sflush_fn): the task's sflush, and the fused loops at
+ * each chunk's end. Out of line: once per 512 elements, and one copy per
+ * path instead of one in every fused instance (a quarter of the kernels'
+ * text when it was inlined). */
+__attribute__((noinline)) static void OPTIM__T(optim__sflush)(void *lanesv, double *restrict acc)
 {
+    OPTIM__T(optim__slanes) *restrict l = (OPTIM__T(optim__slanes) *)lanesv;
     size_t j;
     OPTIM__VECTORIZE
     for (j = 0; j < OPTIM__LANES; j++) {
@@ -414,7 +418,7 @@ OPTIM_INLINE void OPTIM__T(optim__slane_out)(OPTIM__T(optim__slanes) *restrict l
                 for (j = 0; j < OPTIM__LANES; j++)                                                      \
                     OPTIM__T(optim__##name##_sone)(p, g, s0, s1, s2, s3, i + j, &c, &k, V, &l, j);      \
             }                                                                                           \
-            if (e % OPTIM__CHUNK == 0) OPTIM__T(optim__slanes_flush)(&l, acc);                          \
+            if (e % OPTIM__CHUNK == 0) OPTIM__T(optim__sflush)(&l, acc);                                \
         }                                                                                               \
         memcpy(lanes, &l, sizeof l);                                                                    \
     }
@@ -490,11 +494,6 @@ static void OPTIM__T(optim__stats)(size_t n, const void *p0v, const void *p1v, c
     memcpy(lanes, &l, sizeof l);
 }
 
-/* A chunk's lanes into the block's (kernels.h's optim__sflush_fn), then zeroed. */
-static void OPTIM__T(optim__sflush)(void *lanes, double *restrict acc)
-{
-    OPTIM__T(optim__slanes_flush)((OPTIM__T(optim__slanes) *)lanes, acc);
-}
 
 /* The clamp flags of the rules of OPTIM__CLAMP_LIST (kernels.h's
  * optim__clampflag_fn): the slots the variant writes, as the loop left them. */
