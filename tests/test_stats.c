@@ -20,11 +20,13 @@ typedef struct kind {
     optim_dtype pdt;
     unsigned flags;
     const char *name;
+    int bf16_grad; /* a bfloat16 gradient (the fused loop on a master with its gradient through scratch) */
 } kind;
-static const kind kinds[] = {{OPTIM_FLOAT32, 0, "float32"},
-                             {OPTIM_FLOAT64, 0, "float64"},
-                             {OPTIM_BFLOAT16, 0, "bfloat16"},
-                             {OPTIM_BFLOAT16, OPTIM_PARAM_MASTER, "bfloat16+master"}};
+static const kind kinds[] = {{OPTIM_FLOAT32, 0, "float32", 0},
+                             {OPTIM_FLOAT64, 0, "float64", 0},
+                             {OPTIM_BFLOAT16, 0, "bfloat16", 0},
+                             {OPTIM_BFLOAT16, OPTIM_PARAM_MASTER, "bfloat16+master", 0},
+                             {OPTIM_BFLOAT16, OPTIM_PARAM_MASTER, "bfloat16+master, bfloat16 gradient", 1}};
 
 static double ld(optim_dtype dt, const void *x, size_t j)
 {
@@ -159,7 +161,7 @@ static int run(int r, const kind *kd, optim_isa isa, int threads, double gclip, 
     void *p[NT], *gr[NT];
     double *p0[NT], *p1[NT], *gd[NT];
     const size_t es = optim_dtype_size(kd->pdt);
-    const optim_dtype gdt = kd->flags ? OPTIM_FLOAT32 : kd->pdt;
+    const optim_dtype gdt = kd->bf16_grad ? OPTIM_BFLOAT16 : kd->flags ? OPTIM_FLOAT32 : kd->pdt;
     test_rng rng = {seed};
     size_t i, j, off;
     int step;
@@ -348,13 +350,13 @@ TEST_IMPL(stats_exact_every_path)
         if (!test_rule_dense(r)) continue;
         /* Under AddressSanitizer (scripts/sanitize.sh), every T_SAMPLE-th rule: the memory checks of the same code. */
         if (T_SAMPLE > 1 && r % T_SAMPLE != 1 && r != OPTIM_ADABOUND) continue;
-        /* float32 for every rule, and one other storage kind in turn (each kind for five or six rules). */
+        /* float32 for every rule, and one other storage kind in turn (each kind for four or five rules). */
         for (k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
             const int clip = (int)((k + (size_t)r) % 2);
             const double gclip = clip ? 0.4 : 0.0;
             const uint64_t sd = seed ^ ((uint64_t)r << 16) ^ k;
             /* Adafactor (float32 and float64 memory only): float64 as its other kind. */
-            if (k != 0 && k != (test_rule_any_type(r) ? 1 + (size_t)r % 3 : 1)) continue;
+            if (k != 0 && k != (test_rule_any_type(r) ? 1 + (size_t)r % 4 : 1)) continue;
             if (run(r, &kinds[k], OPTIM_ISA_SCALAR, 1, gclip, 0, sd, off, &checked)) return 1;
             for (a = 0; a <= sizeof isas / sizeof isas[0]; a++) {
                 /* Every path on one thread; the default path on two (a tensor split at a block boundary). */

@@ -72,16 +72,21 @@ typedef struct optim__storage {
 typedef void (*optim__loop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k);
 
 /* A loop instance with step statistics (include/optim_stats.h): the same
- * rule math and stores as the optim__loop_fn of its variant, over n elements,
- * n a multiple of 16 (the caller runs a chunk's last n % 16 through the plain
- * loop and optim__stats_fn, which continue the same lanes), which also
- * measures, per element i, in lane i % 16 of the compute type: clamp(g)^2,
- * u^2 with u = p_after - p_before in the compute type, p_before^2, the
- * bits of the largest |u| (NaN sticks), and whether the element was clamped
- * (value clipping or the rule's own clamp, rule_list.h's OPTIM__CLAMP_LIST),
- * added to the chunk's lanes (kernels_math.h's optim__slanes of the compute
- * type, OPTIM__SLANES_BYTES; the task's sflush adds them to the block's). */
-typedef void (*optim__sloop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k, void *lanes);
+ * rule math and stores as the optim__loop_fn of its variant, over n elements
+ * from the start of a chunk, n a multiple of 16 (the caller runs a range's
+ * last n % 16 through the plain loop and optim__stats_fn, which continue the
+ * same lanes), which also measures, per element i, in lane i % 16 of the
+ * compute type: clamp(g)^2, u^2 with u = p_after - p_before in the compute
+ * type, p_before^2, the bits of the largest |u| (NaN sticks), and whether
+ * the element was clamped (value clipping or the rule's own clamp,
+ * rule_list.h's OPTIM__CLAMP_LIST), added to the chunk's lanes
+ * (kernels_math.h's optim__slanes of the compute type, OPTIM__SLANES_BYTES).
+ * At the end of each whole chunk of OPTIM__CHUNK elements it adds the lanes
+ * to the block's (acc, as optim__sflush_fn does) and zeroes them; a last
+ * partial chunk's stay in `lanes`, for the caller's tail and sflush. So one
+ * call may run a whole block with its lanes in registers. */
+typedef void (*optim__sloop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k, void *lanes,
+                                double *acc);
 
 /* The instances of one rule's math for one compute type. fns[v] runs
  * variant v, fns[nvariants + v] variant v with OPTIM__V_CLAMP; sfns the same

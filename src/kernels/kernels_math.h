@@ -310,6 +310,31 @@ typedef struct {
     OPTIM__T(optim__rbits) m[OPTIM__LANES];
 } OPTIM__T(optim__slanes);
 
+/* A chunk's lanes added to the block's double lanes (acc[16 v + lane],
+ * OPTIM__NSTAT's order; the largest |u|: taken, a NaN sticks), then zeroed
+ * (kernels.h's optim__sflush_fn): the task's sflush, and the fused loops at
+ * each chunk's end. Out of line: once per 512 elements, and one copy per
+ * path instead of one in every fused instance (a quarter of the kernels'
+ * text when it was inlined). */
+__attribute__((noinline)) static void OPTIM__T(optim__sflush)(void *lanesv, double *restrict acc)
+{
+    OPTIM__T(optim__slanes) *restrict l = (OPTIM__T(optim__slanes) *)lanesv;
+    size_t j;
+    OPTIM__VECTORIZE
+    for (j = 0; j < OPTIM__LANES; j++) {
+        R mr;
+        double m;
+        memcpy(&mr, &l->m[j], sizeof mr); /* the bits of |u| */
+        m = (double)mr;
+        acc[j] += (double)l->g[j];
+        acc[OPTIM__LANES + j] += (double)l->u[j];
+        acc[2 * OPTIM__LANES + j] += (double)l->p[j];
+        acc[3 * OPTIM__LANES + j] = (m != m || m > acc[3 * OPTIM__LANES + j]) ? m : acc[3 * OPTIM__LANES + j];
+        acc[4 * OPTIM__LANES + j] += (double)l->c[j];
+    }
+    memset(l, 0, sizeof *l);
+}
+
 /* Element i's values into lane j, in two parts: before the rule's math, the
  * raw gradient gr (clamped by value clipping) and the parameter p0; after
  * it, the update u = p1 - p0 and whether the element was clamped (value
@@ -378,17 +403,22 @@ OPTIM_INLINE void OPTIM__T(optim__slane_out)(OPTIM__T(optim__slanes) *restrict l
     OPTIM_INLINE void OPTIM__T(optim__##name##_sloop)(size_t n, R *restrict p, const R *restrict g,     \
                                                       R *restrict s0, R *restrict s1, R *restrict s2,   \
                                                       R *restrict s3, const optim__k *restrict kp,      \
-                                                      const unsigned V, void *restrict lanes)           \
+                                                      const unsigned V, void *restrict lanes,           \
+                                                      double *restrict acc)                             \
     {                                                                                                   \
         const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
         const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
         OPTIM__T(optim__slanes) l;                                                                      \
-        size_t i, j;                                                                                    \
+        size_t i = 0, e, j;                                                                             \
         memcpy(&l, lanes, sizeof l);                                                                    \
-        for (i = 0; i + OPTIM__LANES <= n; i += OPTIM__LANES) {                                         \
-            OPTIM__VECTORIZE                                                                            \
-            for (j = 0; j < OPTIM__LANES; j++)                                                          \
-                OPTIM__T(optim__##name##_sone)(p, g, s0, s1, s2, s3, i + j, &c, &k, V, &l, j);          \
+        while (i < n) {                                                                                 \
+            e = n - i < OPTIM__CHUNK ? n : i + OPTIM__CHUNK;                                            \
+            for (; i < e; i += OPTIM__LANES) {                                                          \
+                OPTIM__VECTORIZE                                                                        \
+                for (j = 0; j < OPTIM__LANES; j++)                                                      \
+                    OPTIM__T(optim__##name##_sone)(p, g, s0, s1, s2, s3, i + j, &c, &k, V, &l, j);      \
+            }                                                                                           \
+            if (e % OPTIM__CHUNK == 0) OPTIM__T(optim__sflush)(&l, acc);                                \
         }                                                                                               \
         memcpy(lanes, &l, sizeof l);                                                                    \
     }
@@ -396,17 +426,17 @@ OPTIM__RULE_LIST(OPTIM__SLOOP_DEF, OPTIM__LIST_NOTHING)
 #undef OPTIM__SLOOP_DEF
 
 #define OPTIM__SINST(name, v)                                                                           \
-    static void OPTIM__T(optim__##name##_sv##v)(size_t n, void *p, const void *g, void *const *s,         \
-                                                const optim__k *k, void *lanes)                         \
+    static void OPTIM__T(optim__##name##_sv##v)(size_t n, void *p, const void *g, void *const *s,       \
+                                                const optim__k *k, void *lanes, double *acc)            \
     {                                                                                                   \
         OPTIM__T(optim__##name##_sloop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],       \
-                                        (R *)s[3], k, v##u, lanes);                                     \
+                                        (R *)s[3], k, v##u, lanes, acc);                                \
     }                                                                                                   \
-    static void OPTIM__T(optim__##name##_sc##v)(size_t n, void *p, const void *g, void *const *s,         \
-                                                const optim__k *k, void *lanes)                         \
+    static void OPTIM__T(optim__##name##_sc##v)(size_t n, void *p, const void *g, void *const *s,       \
+                                                const optim__k *k, void *lanes, double *acc)            \
     {                                                                                                   \
         OPTIM__T(optim__##name##_sloop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],       \
-                                        (R *)s[3], k, OPTIM__V_CLAMP | v##u, lanes);                    \
+                                        (R *)s[3], k, OPTIM__V_CLAMP | v##u, lanes, acc);               \
     }
 #define OPTIM__SINST_FN_V(name, v) OPTIM__T(optim__##name##_sv##v),
 #define OPTIM__SINST_FN_C(name, v) OPTIM__T(optim__##name##_sc##v),
@@ -464,25 +494,6 @@ static void OPTIM__T(optim__stats)(size_t n, const void *p0v, const void *p1v, c
     memcpy(lanes, &l, sizeof l);
 }
 
-/* A chunk's lanes into the block's (kernels.h's optim__sflush_fn), then zeroed. */
-static void OPTIM__T(optim__sflush)(void *lanes, double *restrict acc)
-{
-    OPTIM__T(optim__slanes) *restrict l = (OPTIM__T(optim__slanes) *)lanes;
-    size_t j;
-    OPTIM__VECTORIZE
-    for (j = 0; j < OPTIM__LANES; j++) {
-        R mr;
-        double m;
-        memcpy(&mr, &l->m[j], sizeof mr); /* the bits of |u| */
-        m = (double)mr;
-        acc[j] += (double)l->g[j];
-        acc[OPTIM__LANES + j] += (double)l->u[j];
-        acc[2 * OPTIM__LANES + j] += (double)l->p[j];
-        acc[3 * OPTIM__LANES + j] = (m != m || m > acc[3 * OPTIM__LANES + j]) ? m : acc[3 * OPTIM__LANES + j];
-        acc[4 * OPTIM__LANES + j] += (double)l->c[j];
-    }
-    memset(l, 0, sizeof *l);
-}
 
 /* The clamp flags of the rules of OPTIM__CLAMP_LIST (kernels.h's
  * optim__clampflag_fn): the slots the variant writes, as the loop left them. */

@@ -77,16 +77,22 @@ int optim__threads_for(size_t work, int threads)
 {
     int nt = 1;
 #ifdef _OPENMP
-    int limit = omp_get_thread_limit(), procs = omp_get_num_procs();
     nt = threads > 0 ? threads : omp_get_max_threads();
-    /* Never more than OpenMP may create, nor more than the CPUs it sees: a
-     * request past what the system can create makes libgomp end the process. */
-    if (limit > 0 && nt > limit) nt = limit;
-    if (procs > 0 && nt > procs) nt = procs;
     if (nt > OPTIM_MAX_THREADS) nt = OPTIM_MAX_THREADS;
     if (nt > 1 && work / (size_t)nt < OPTIM__PAR_MIN / 2) {
         size_t fit = work / (OPTIM__PAR_MIN / 2);
         nt = fit < 2 ? 1 : (int)(fit < (size_t)nt ? fit : (size_t)nt);
+    }
+    if (nt > 1) {
+        /* Never more than OpenMP may create, nor more than the CPUs it sees: a
+         * request past what the system can create makes libgomp end the
+         * process. Asked only where more than one thread would run:
+         * omp_get_num_procs() is a system call (the process's CPU affinity)
+         * in libgomp, a large part of a small step's time. Every bound is a
+         * minimum, so the order of the bounds does not change the count. */
+        int limit = omp_get_thread_limit(), procs = omp_get_num_procs();
+        if (limit > 0 && nt > limit) nt = limit;
+        if (procs > 0 && nt > procs) nt = procs;
     }
     if (nt < 1) nt = 1;
 #else

@@ -334,20 +334,39 @@ void optim__stats_fold(double *acc, double *out)
     }
 }
 
-/* A range of a task with statistics (t->spart set), chunk by chunk as the
- * chunked path (direct streams used in place, the others through scratch),
- * each chunk measured while it is in L1. Where the parameter stream is held
- * as the compute type (in memory or as a master), the fused instance
- * (t->sloop) measures the update in registers, in groups of 16 (a chunk's
- * last n % 16 elements, at a task's end, through the plain loop and copies,
- * in the same lanes). Else (a bfloat16/float16
- * parameter without a master: the update measured is the one stored; or no
- * fused instance: complex rules, float64, the scalar path; docs/STATS.md)
- * the parameter's chunk is copied before the
- * loop and loaded back after its store, then measured by t->stats with the
- * rule's clamp flags. `from` is a multiple of OPTIM__RBLOCK (the task's split
- * alignment with statistics), so a block is measured by one thread, in
- * element order. */
+/* A range's last n % 16 elements after a fused instance's groups (len - m
+ * of them from element m of the streams x): the plain loop, measured from a
+ * copy of the parameter, in the lanes the groups left. */
+static void optim__stats_tail(const optim__task *t, void *const *x, size_t m, size_t len, size_t rsize,
+                              double *p0, unsigned char *cl, void *lanes)
+{
+    void *y[OPTIM__NSTREAMS];
+    int s;
+    for (s = 0; s < OPTIM__NSTREAMS; s++) y[s] = x[s] ? (char *)x[s] + m * rsize : NULL;
+    memcpy(p0, y[OPTIM__SP], (len - m) * rsize);
+    t->loop(len - m, y[OPTIM__SP], y[OPTIM__SG], &y[OPTIM__SS(0)], (const optim__k *)t->k);
+    if (t->clampflag) t->clampflag(len - m, &y[OPTIM__SS(0)], (const optim__k *)t->k, cl);
+    t->stats(len - m, p0, y[OPTIM__SP], y[OPTIM__SG], t->clampflag ? cl : NULL, (const optim__k *)t->k, lanes);
+}
+
+/* A range of a task with statistics (t->spart set). `from` is a multiple of
+ * OPTIM__RBLOCK (the task's split alignment with statistics), so a block is
+ * measured by one thread, in element order, and its lanes are folded into
+ * its partial (t->spart) at its end.
+ *
+ * Where the parameter stream is held as the compute type (in memory or as a
+ * master), the fused instance (t->sloop) measures the update in registers,
+ * in groups of 16 (a range's last n % 16 elements through the plain loop and
+ * copies, in the same lanes: optim__stats_tail). When every stream is held
+ * as the compute type, one fused call runs a whole block in place (its
+ * lanes in registers, flushed at each chunk's end); else chunk by chunk as
+ * the chunked path (the other streams through scratch), each chunk measured
+ * while it is in L1. Where there is no fused instance (a bfloat16/float16
+ * parameter without a master: the update measured is the one stored;
+ * complex rules, float64, the scalar path; docs/STATS.md) the parameter's
+ * chunk is copied before the loop and loaded back after its store, then
+ * measured by t->stats with the rule's clamp flags. Every way runs the same
+ * lanes in the same order: the same bits. */
 static void optim__update_stats(const optim__task *t, size_t from, size_t to)
 {
     _Alignas(64) double scratch[OPTIM__NSTREAMS][OPTIM__CHUNK];
@@ -359,6 +378,7 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
     unsigned use[OPTIM__NSTREAMS], rd[OPTIM__NSTREAMS], wr[OPTIM__NSTREAMS];
     const size_t rsize = t->sto[OPTIM__SG]->ctype == OPTIM__CT_F64 ? sizeof(double) : sizeof(float);
     const int fused = t->sloop != NULL && t->sto[OPTIM__SP]->direct;
+    int inplace = fused;
     size_t c, j;
     int s;
     base[OPTIM__SP] = t->p;
@@ -372,8 +392,31 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
     }
     base[OPTIM__SC] = NULL;
     rd[OPTIM__SC] = wr[OPTIM__SC] = 0;
-    for (s = 0; s < OPTIM__NSTREAMS; s++) use[s] = base[s] && (rd[s] || wr[s]);
+    for (s = 0; s < OPTIM__NSTREAMS; s++) {
+        use[s] = base[s] && (rd[s] || wr[s]);
+        if (use[s] && !t->sto[s]->direct) inplace = 0;
+    }
     memset(lanes, 0, sizeof lanes);
+    if (inplace) {
+        size_t len;
+        for (c = from; c < to; c += len) {
+            void *x[OPTIM__NSTREAMS];
+            size_t m, k;
+            len = to - c < OPTIM__RBLOCK ? to - c : OPTIM__RBLOCK;
+            m = len & ~(size_t)15;
+            for (j = 0; j < OPTIM__NSTAT * 16; j++) acc[j] = 0.0;
+            for (s = 0; s < OPTIM__NSTREAMS; s++) x[s] = use[s] ? optim__at(t, s, base[s], c) : NULL;
+            if (m) t->sloop(m, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, lanes, acc);
+            if (m < len) optim__stats_tail(t, x, m, len, rsize, p0, cl, lanes);
+            if (len % OPTIM__CHUNK) t->sflush(lanes, acc);
+            if (t->copy != NULL)
+                for (k = 0; k < len; k += OPTIM__CHUNK)
+                    t->sto[OPTIM__SC]->store(t->copy, c + k, len - k < OPTIM__CHUNK ? len - k : OPTIM__CHUNK,
+                                             (char *)x[OPTIM__SP] + k * rsize, t->ctx[OPTIM__SC]);
+            optim__stats_fold(acc, t->spart + OPTIM__NSTAT * (c / OPTIM__RBLOCK));
+        }
+        return;
+    }
     for (c = from; c < to; c += OPTIM__CHUNK) {
         const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
         void *x[OPTIM__NSTREAMS];
@@ -391,18 +434,11 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
             }
         }
         if (fused) {
-            /* Groups of 16 fused; the rest (a task's end) by the plain loop, measured from a copy in the same lanes. */
+            /* Groups of 16 fused (a whole chunk's lanes flushed by the call); the rest (a task's end) by the
+             * plain loop, measured from a copy in the same lanes. */
             const size_t m = len & ~(size_t)15;
-            if (m) t->sloop(m, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, lanes);
-            if (m < len) {
-                void *y[OPTIM__NSTREAMS];
-                for (s = 0; s < OPTIM__NSTREAMS; s++) y[s] = x[s] ? (char *)x[s] + m * rsize : NULL;
-                memcpy(p0, y[OPTIM__SP], (len - m) * rsize);
-                t->loop(len - m, y[OPTIM__SP], y[OPTIM__SG], &y[OPTIM__SS(0)], (const optim__k *)t->k);
-                if (t->clampflag) t->clampflag(len - m, &y[OPTIM__SS(0)], (const optim__k *)t->k, cl);
-                t->stats(len - m, p0, y[OPTIM__SP], y[OPTIM__SG], t->clampflag ? cl : NULL, (const optim__k *)t->k,
-                         lanes);
-            }
+            if (m) t->sloop(m, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, lanes, acc);
+            if (m < len) optim__stats_tail(t, x, m, len, rsize, p0, cl, lanes);
         } else {
             memcpy(p0, x[OPTIM__SP], len * rsize);
             t->loop(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k);
@@ -419,7 +455,7 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
             if (t->clampflag) t->clampflag(len, &x[OPTIM__SS(0)], (const optim__k *)t->k, cl);
             t->stats(len, p0, after, x[OPTIM__SG], t->clampflag ? cl : NULL, (const optim__k *)t->k, lanes);
         }
-        t->sflush(lanes, acc);
+        if (!fused || len < OPTIM__CHUNK) t->sflush(lanes, acc);
         if (c + len == to || (c + len) % OPTIM__RBLOCK == 0)
             optim__stats_fold(acc, t->spart + OPTIM__NSTAT * (c / OPTIM__RBLOCK));
     }
