@@ -1,7 +1,8 @@
 /* test_stats.c: step statistics (include/optim_stats.h). Each step's
  * statistics against a double computation from the same inputs (the
  * parameter before and after, the gradient) in the documented order, every
- * dense rule, float32/float64/bfloat16/master parameters, value clipping,
+ * dense rule, float32/float64/bfloat16/master parameters (float32 gradients
+ * or bfloat16), float32 parameters with bfloat16 or int8_block state, value clipping,
  * every CPU path, 1 and 2 threads; and turning statistics on changes no bit
  * of any parameter or state. */
 #include "test.h"
@@ -21,12 +22,19 @@ typedef struct kind {
     unsigned flags;
     const char *name;
     int bf16_grad; /* a bfloat16 gradient (the fused loop on a master with its gradient through scratch) */
+    int sdt;       /* the state's type, or -1 for the parameter's default (float32, float64 for float64) */
 } kind;
-static const kind kinds[] = {{OPTIM_FLOAT32, 0, "float32", 0},
-                             {OPTIM_FLOAT64, 0, "float64", 0},
-                             {OPTIM_BFLOAT16, 0, "bfloat16", 0},
-                             {OPTIM_BFLOAT16, OPTIM_PARAM_MASTER, "bfloat16+master", 0},
-                             {OPTIM_BFLOAT16, OPTIM_PARAM_MASTER, "bfloat16+master, bfloat16 gradient", 1}};
+/* The last two: float32 parameters and gradients with state not held in float32 (the fused loop chunk by chunk,
+ * the state through scratch; never one call per block in place). */
+#define N_STATE_KINDS 2
+static const kind kinds[] = {{OPTIM_FLOAT32, 0, "float32", 0, -1},
+                             {OPTIM_FLOAT64, 0, "float64", 0, -1},
+                             {OPTIM_BFLOAT16, 0, "bfloat16", 0, -1},
+                             {OPTIM_BFLOAT16, OPTIM_PARAM_MASTER, "bfloat16+master", 0, -1},
+                             {OPTIM_BFLOAT16, OPTIM_PARAM_MASTER, "bfloat16+master, bfloat16 gradient", 1, -1},
+                             {OPTIM_FLOAT32, 0, "float32, bfloat16 state", 0, OPTIM_BFLOAT16},
+                             {OPTIM_FLOAT32, 0, "float32, int8_block state", 0, OPTIM_INT8_BLOCK}};
+#define N_KINDS (sizeof kinds / sizeof kinds[0])
 
 static double ld(optim_dtype dt, const void *x, size_t j)
 {
@@ -180,8 +188,10 @@ static int run(int r, const kind *kd, optim_isa isa, int threads, double gclip, 
         if (!p[i] || !gr[i] || !p0[i] || !p1[i] || !gd[i]) FAIL("out of memory");
         for (j = 0; j < sizes[i]; j++) t_set(kd->pdt, p[i], j, test_rng_normal(&rng));
         ASSERT_OPT_OK(o, optim_add_param_ex(o, 0, p[i], kd->pdt, gr[i], gdt, sizes[i],
-                                            kd->pdt == OPTIM_FLOAT64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32, kd->flags,
-                                            "t", NULL));
+                                            kd->sdt >= 0                ? (optim_dtype)kd->sdt
+                                            : kd->pdt == OPTIM_FLOAT64 ? OPTIM_FLOAT64
+                                                                        : OPTIM_FLOAT32,
+                                            kd->flags, "t", NULL));
         if (r == OPTIM_ADAFACTOR) {
             /* Factored (batched, rows split across blocks and threads) and a 1 x 37 matrix. */
             static const int64_t shape0[3] = {3, 6, 1889}, shape1[2] = {1, 37};
@@ -321,6 +331,15 @@ static int run(int r, const kind *kd, optim_isa isa, int threads, double gclip, 
                 for (j = 0; j < sizes[i]; j++) out[off++] = 0;
                 continue;
             }
+            if (sdt == OPTIM_INT8_BLOCK) {
+                /* 8-bit codes: compared dequantized (bit-identical codes and scales give identical floats). */
+                float *f = malloc(len * sizeof *f);
+                if (!f) FAIL("out of memory");
+                ASSERT_OPT_OK(o, optim_state_slot_read_f32(o, i, s, f));
+                for (j = 0; j < sizes[i]; j++) out[off++] = j < len ? (double)f[j] : 0;
+                free(f);
+                continue;
+            }
             for (j = 0; j < sizes[i]; j++) out[off++] = j < len ? ld(sdt, sd, j) : 0;
         }
     }
@@ -350,13 +369,20 @@ TEST_IMPL(stats_exact_every_path)
         if (!test_rule_dense(r)) continue;
         /* Under AddressSanitizer (scripts/sanitize.sh), every T_SAMPLE-th rule: the memory checks of the same code. */
         if (T_SAMPLE > 1 && r % T_SAMPLE != 1 && r != OPTIM_ADABOUND) continue;
-        /* float32 for every rule, and one other storage kind in turn (each kind for four or five rules). */
-        for (k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        /* float32 for every rule, one other storage kind in turn (each kind for four or five rules) and, for every
+         * other rule, one of the state kinds in turn (each for three or four rules; not AdaBound, whose clamp
+         * reference reads the stored state as float32). */
+        for (k = 0; k < N_KINDS; k++) {
             const int clip = (int)((k + (size_t)r) % 2);
             const double gclip = clip ? 0.4 : 0.0;
             const uint64_t sd = seed ^ ((uint64_t)r << 16) ^ k;
             /* Adafactor (float32 and float64 memory only): float64 as its other kind. */
-            if (k != 0 && k != (test_rule_any_type(r) ? 1 + (size_t)r % 4 : 1)) continue;
+            if (k >= N_KINDS - N_STATE_KINDS) {
+                if (!test_rule_any_type(r) || r == OPTIM_ADABOUND || r % 2 != 0 ||
+                    k != N_KINDS - N_STATE_KINDS + (size_t)(r / 2) % N_STATE_KINDS)
+                    continue;
+            } else if (k != 0 && k != (test_rule_any_type(r) ? 1 + (size_t)r % 4 : 1))
+                continue;
             if (run(r, &kinds[k], OPTIM_ISA_SCALAR, 1, gclip, 0, sd, off, &checked)) return 1;
             for (a = 0; a <= sizeof isas / sizeof isas[0]; a++) {
                 /* Every path on one thread; the default path on two (a tensor split at a block boundary). */
