@@ -494,7 +494,6 @@ static void OPTIM__T(optim__stats)(size_t n, const void *p0v, const void *p1v, c
     memcpy(lanes, &l, sizeof l);
 }
 
-
 /* The clamp flags of the rules of OPTIM__CLAMP_LIST (kernels.h's
  * optim__clampflag_fn): the slots the variant writes, as the loop left them. */
 #define OPTIM__CLAMPFLAG_DEF(ID, name)                                                                  \
