@@ -704,7 +704,9 @@ TEST_IMPL(nonfinite_skip_leaves_every_byte)
                     for (j = 0; j < arr_n[i]; j++) g.x[i][j] = (float)test_rng_normal(&rng);
                 }
                 if (t == 3) {
-                    g.x[3][65536] = t % 2 ? NAN : INFINITY;
+                    /* NaN or Inf, in a block's last, lone element (the reduction's tail) or inside its
+                     * groups of 16 (the vectorised lanes), by turns of rule and clipping mode. */
+                    g.x[3][(r + clip) % 2 ? 65536 : 4099] = (r / 2 + clip) % 2 ? NAN : INFINITY;
                     if (take_snapshot(o, p.x, &sn)) return 1;
                     ASSERT_OPT_OK(o, optim_step(o));
                     ASSERT_INT(optim_last_step_skipped(o), ==, 1);

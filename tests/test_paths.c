@@ -4,6 +4,7 @@
  * float64, and NaN/Inf included; bfloat16 and float16 parameters and
  * gradients give the bits of a reference that applies the same roundings. */
 #include "grid.h"
+#include "optim_stats.h"
 #include "typed.h"
 
 static const optim_isa test_isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_AVX512BF16,
@@ -388,5 +389,109 @@ static int types_vs_reference(const int (*types)[3], size_t ntypes, long stride)
                    optim_dtype_name((optim_dtype)types[ty][2]));
         ASSERT(runs > 0 && moved > 0);
     }
+    return 0;
+}
+
+/* The loops run in prefetch blocks and groups past 32 KiB per stream
+ * (kernels_impl.h, OPTIM__PREFETCH): tensors longer than that, of lengths
+ * that are no multiple of a block, a group or a chunk, with guard elements
+ * on both sides. Every rule with its defaults, float32 and float64, every
+ * path, 1 and 2 threads, with and without step statistics (the fused loops'
+ * blocks of 8192), two steps: the guards stay as they were, and every run gives the
+ * scalar path's bits. */
+#define RANGE_GUARD 300
+TEST_IMPL(loops_stay_in_range)
+{
+    static const size_t sizes[] = {8192 + 17, 40000 + 13};
+    static const optim_dtype types[] = {OPTIM_FLOAT32, OPTIM_FLOAT64};
+    const size_t nmax = 40000 + 13, total = nmax + 2 * RANGE_GUARD;
+    double *buf = malloc(total * sizeof(double)), *ref = malloc(nmax * sizeof(double));
+    double *grad = malloc(nmax * sizeof(double));
+    test_rng rng = {test_seed() ^ 0x9a7d};
+    long runs = 0;
+    size_t ty, si, k, i;
+    int r, failed = 0;
+    print_paths("loops_stay_in_range");
+    if (!buf || !ref || !grad) {
+        free(buf);
+        free(ref);
+        free(grad);
+        FAIL("out of memory");
+    }
+    for (ty = 0; ty < 2 && !failed; ty++)
+        for (si = 0; si < 2 && !failed; si++)
+            for (r = 1; r <= OPTIM_RULE_COUNT && !failed; r++) {
+                const optim_dtype dt = types[ty];
+                const size_t n = sizes[si], es = optim_dtype_size(dt);
+                int stats, thr, have_ref = 0;
+                if (!test_rule_dense(r)) continue;
+                for (i = 0; i < n; i++) {
+                    if (dt == OPTIM_FLOAT32) ((float *)grad)[i] = (float)test_rng_normal(&rng);
+                    else grad[i] = test_rng_normal(&rng);
+                }
+                for (stats = 0; stats < 2 && !failed; stats++)
+                    for (k = 0; k < NISAS && !failed; k++)
+                        for (thr = 1; thr <= 2 && !failed; thr++) {
+                            char *p = (char *)buf + RANGE_GUARD * es;
+                            optim *o = NULL;
+                            int step, bad = 0;
+                            if (!optim_isa_available(test_isas[k])) continue;
+                            if (thr == 2 && n < 32768) continue; /* one thread's range either way */
+                            /* Under a sanitizer, the larger size only, statistics by turns of rule. */
+                            if (T_SAMPLE > 1 && (si == 0 || stats != (r & 1))) continue;
+                            memset(buf, 0x5a, total * sizeof(double)); /* the guards, and the parameter's start */
+                            for (i = 0; i < n; i++) {
+                                if (dt == OPTIM_FLOAT32) ((float *)p)[i] = (float)(0.5 + 0.001 * (double)(i % 97));
+                                else ((double *)p)[i] = 0.5 + 0.001 * (double)(i % 97);
+                            }
+                            optim_hparams hp;
+                            if (optim_hparams_init(&hp, (optim_rule)r, NULL) != OPTIM_OK) FAIL("hparams");
+                            if (r == OPTIM_SGD) hp.momentum = 0.9; /* a state stream */
+                            if (r == OPTIM_ADAM) hp.amsgrad = 1;    /* three */
+                            if (optim_create(&o, (optim_rule)r) != OPTIM_OK || optim_set_isa(o, test_isas[k]) ||
+                                optim_set_threads(o, thr) || optim_set_stats(o, stats) ||
+                                optim_add_group(o, &hp, NULL) ||
+                                optim_add_param_typed(o, 0, p, dt, grad, dt, n, "w", NULL)) {
+                                fprintf(stderr, "%s: %s\n", optim_rule_name((optim_rule)r), o ? optim_errmsg(o) : "");
+                                optim_free(o);
+                                failed = 1;
+                                break;
+                            }
+                            for (step = 0; step < 2 && !bad; step++) bad = optim_step(o) != OPTIM_OK;
+                            if (bad) fprintf(stderr, "%s: step: %s\n", optim_rule_name((optim_rule)r), optim_errmsg(o));
+                            optim_free(o);
+                            for (i = 0; i < RANGE_GUARD * es && !bad; i++)
+                                if (((unsigned char *)buf)[i] != 0x5a || (unsigned char)p[n * es + i] != 0x5a) {
+                                    fprintf(stderr,
+                                            "%s %s, %zu elements, %s, %d thread(s), statistics %s: the guard byte "
+                                            "%zu %s the parameter changed\n",
+                                            optim_rule_name((optim_rule)r), optim_dtype_name(dt), n,
+                                            optim_isa_name(test_isas[k]), thr, stats ? "on" : "off", i,
+                                            ((unsigned char *)buf)[i] != 0x5a ? "before" : "after");
+                                    bad = 1;
+                                }
+                            if (!bad && !have_ref) {
+                                if (test_isas[k] != OPTIM_ISA_SCALAR) FAIL("the scalar path runs first");
+                                memcpy(ref, p, n * es); /* the scalar path's, one thread */
+                                have_ref = 1;
+                            } else if (!bad && memcmp(ref, p, n * es) != 0) {
+                                fprintf(stderr, "%s %s, %zu elements, %s, %d thread(s), statistics %s: not the "
+                                                "scalar path's bits\n",
+                                        optim_rule_name((optim_rule)r), optim_dtype_name(dt), n,
+                                        optim_isa_name(test_isas[k]), thr, stats ? "on" : "off");
+                                bad = 1;
+                            }
+                            failed |= bad;
+                            runs++;
+                        }
+            }
+    free(buf);
+    free(ref);
+    free(grad);
+    if (failed) FAIL("a loop left its range or its bits (above); seed 0x%" PRIx64, test_seed());
+    printf("  %ld runs (every rule, float32 and float64, %zu and %zu elements, paths, 1 and 2 threads, statistics "
+           "off and on): the guards untouched, the scalar path's bits\n",
+           runs, sizes[0], sizes[1]);
+    ASSERT(runs > 0);
     return 0;
 }

@@ -84,9 +84,12 @@ typedef void (*optim__loop_fn)(size_t n, void *p, const void *g, void *const *s,
  * At the end of each whole chunk of OPTIM__CHUNK elements it adds the lanes
  * to the block's (acc, as optim__sflush_fn does) and zeroes them; a last
  * partial chunk's stay in `lanes`, for the caller's tail and sflush. So one
- * call may run a whole block with its lanes in registers. */
-typedef void (*optim__sloop_fn)(size_t n, void *p, const void *g, void *const *s, const optim__k *k, void *lanes,
-                                double *acc);
+ * call may run a whole block with its lanes in registers. npf (>= n): how
+ * many elements from p (and from each stream) the loop may prefetch, so
+ * that its prefetch runs on past a block's end into the next block's
+ * (kernels_impl.h, OPTIM__PREFETCH). */
+typedef void (*optim__sloop_fn)(size_t n, size_t npf, void *p, const void *g, void *const *s, const optim__k *k,
+                                void *lanes, double *acc);
 
 /* The instances of one rule's math for one compute type. fns[v] runs
  * variant v, fns[nvariants + v] variant v with OPTIM__V_CLAMP; sfns the same

@@ -40,6 +40,27 @@ OPTIM__RULE_LIST(OPTIM__KR_DEF, OPTIM__LIST_NOTHING)
  * Every stored value goes through optim__canon: a NaN result has the same
  * bits on every path (see rule_math.h). */
 #define OPTIM__LOOP_DEF(ID, value, name)                                                                \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_one)(R *restrict p, const R *restrict g, R *restrict s0, \
+                                                    R *restrict s1, R *restrict s2, R *restrict s3,     \
+                                                    size_t i, const optim__kc *c,                       \
+                                                    const OPTIM__KR(name) *k, const unsigned V)         \
+    {                                                                                                   \
+        const unsigned rd = optim__##name##_reads(V), wr = optim__##name##_writes(V);                   \
+        R s[OPTIM_MAX_SLOTS] = {0, 0, 0, 0};                                                            \
+        R pi = p[i];                                                                                    \
+        if (rd & 1u) s[0] = s0[i];                                                                      \
+        if (rd & 2u) s[1] = s1[i];                                                                      \
+        if (rd & 4u) s[2] = s2[i];                                                                      \
+        if (rd & 8u) s[3] = s3[i];                                                                      \
+        OPTIM__T(optim__##name##_elem)(&pi, g[i], s, c, k, V);                                          \
+        p[i] = optim__canon(pi);                                                                        \
+        if (wr & 1u) s0[i] = optim__canon(s[0]);                                                        \
+        if (wr & 2u) s1[i] = optim__canon(s[1]);                                                        \
+        if (wr & 4u) s2[i] = optim__canon(s[2]);                                                        \
+        if (wr & 8u) s3[i] = optim__canon(s[3]);                                                        \
+    }                                                                                                   \
+    /* Blocks of OPTIM__PF_BLOCK bytes, each after the prefetch of the lines 1 KiB ahead (kernels_impl.h); \
+     * one block where a range is short (OPTIM__PF_MIN). */                                            \
     OPTIM_INLINE void OPTIM__T(optim__##name##_loop)(size_t n, R *restrict p, const R *restrict g,      \
                                                      R *restrict s0, R *restrict s1, R *restrict s2,    \
                                                      R *restrict s3, const optim__k *restrict kp,       \
@@ -47,21 +68,14 @@ OPTIM__RULE_LIST(OPTIM__KR_DEF, OPTIM__LIST_NOTHING)
     {                                                                                                   \
         const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
         const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
-        const unsigned rd = optim__##name##_reads(V), wr = optim__##name##_writes(V);                   \
-        OPTIM__VECTORIZE                                                                                \
-        for (size_t i = 0; i < n; i++) {                                                                \
-            R s[OPTIM_MAX_SLOTS] = {0, 0, 0, 0};                                                        \
-            R pi = p[i];                                                                                \
-            if (rd & 1u) s[0] = s0[i];                                                                  \
-            if (rd & 2u) s[1] = s1[i];                                                                  \
-            if (rd & 4u) s[2] = s2[i];                                                                  \
-            if (rd & 8u) s[3] = s3[i];                                                                  \
-            OPTIM__T(optim__##name##_elem)(&pi, g[i], s, &c, &k, V);                                    \
-            p[i] = optim__canon(pi);                                                                    \
-            if (wr & 1u) s0[i] = optim__canon(s[0]);                                                    \
-            if (wr & 2u) s1[i] = optim__canon(s[1]);                                                    \
-            if (wr & 4u) s2[i] = optim__canon(s[2]);                                                    \
-            if (wr & 8u) s3[i] = optim__canon(s[3]);                                                    \
+        const unsigned rw = optim__##name##_reads(V) | optim__##name##_writes(V);                       \
+        const size_t bl = n * sizeof(R) <= OPTIM__PF_MIN ? n : OPTIM__PF_BLOCK / sizeof(R);             \
+        size_t b, e, i;                                                                                 \
+        for (b = 0; b < n; b = e) {                                                                     \
+            e = n - b < bl ? n : b + bl;                                                                \
+            OPTIM__PREFETCH(b, n, p, g, s0, s1, s2, s3, rw);                                            \
+            OPTIM__VECTORIZE                                                                            \
+            for (i = b; i < e; i++) OPTIM__T(optim__##name##_one)(p, g, s0, s1, s2, s3, i, &c, &k, V);  \
         }                                                                                               \
     }
 OPTIM__RULE_LIST(OPTIM__LOOP_DEF, OPTIM__LIST_NOTHING)
@@ -400,7 +414,8 @@ OPTIM_INLINE void OPTIM__T(optim__slane_out)(OPTIM__T(optim__slanes) *restrict l
         OPTIM__T(optim__slane_out)(l, j, p0, pi, gi, counts ? OPTIM__RULE_CLAMPED(k)(s, k, V) : 0, c, V, \
                                    counts);                                                             \
     }                                                                                                   \
-    OPTIM_INLINE void OPTIM__T(optim__##name##_sloop)(size_t n, R *restrict p, const R *restrict g,     \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_sloop)(size_t n, size_t npf, R *restrict p,              \
+                                                      const R *restrict g,                              \
                                                       R *restrict s0, R *restrict s1, R *restrict s2,   \
                                                       R *restrict s3, const optim__k *restrict kp,      \
                                                       const unsigned V, void *restrict lanes,           \
@@ -408,12 +423,14 @@ OPTIM_INLINE void OPTIM__T(optim__slane_out)(OPTIM__T(optim__slanes) *restrict l
     {                                                                                                   \
         const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
         const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
+        const unsigned rw = optim__##name##_reads(V) | optim__##name##_writes(V);                       \
         OPTIM__T(optim__slanes) l;                                                                      \
         size_t i = 0, e, j;                                                                             \
         memcpy(&l, lanes, sizeof l);                                                                    \
         while (i < n) {                                                                                 \
             e = n - i < OPTIM__CHUNK ? n : i + OPTIM__CHUNK;                                            \
             for (; i < e; i += OPTIM__LANES) {                                                          \
+                OPTIM__PREFETCH_GROUP(i, npf, p, g, s0, s1, s2, s3, rw);                                \
                 OPTIM__VECTORIZE                                                                        \
                 for (j = 0; j < OPTIM__LANES; j++)                                                      \
                     OPTIM__T(optim__##name##_sone)(p, g, s0, s1, s2, s3, i + j, &c, &k, V, &l, j);      \
@@ -426,16 +443,18 @@ OPTIM__RULE_LIST(OPTIM__SLOOP_DEF, OPTIM__LIST_NOTHING)
 #undef OPTIM__SLOOP_DEF
 
 #define OPTIM__SINST(name, v)                                                                           \
-    static void OPTIM__T(optim__##name##_sv##v)(size_t n, void *p, const void *g, void *const *s,       \
-                                                const optim__k *k, void *lanes, double *acc)            \
+    static void OPTIM__T(optim__##name##_sv##v)(size_t n, size_t npf, void *p, const void *g,           \
+                                                void *const *s, const optim__k *k, void *lanes,         \
+                                                double *acc)                                            \
     {                                                                                                   \
-        OPTIM__T(optim__##name##_sloop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],       \
+        OPTIM__T(optim__##name##_sloop)(n, npf, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],  \
                                         (R *)s[3], k, v##u, lanes, acc);                                \
     }                                                                                                   \
-    static void OPTIM__T(optim__##name##_sc##v)(size_t n, void *p, const void *g, void *const *s,       \
-                                                const optim__k *k, void *lanes, double *acc)            \
+    static void OPTIM__T(optim__##name##_sc##v)(size_t n, size_t npf, void *p, const void *g,           \
+                                                void *const *s, const optim__k *k, void *lanes,         \
+                                                double *acc)                                            \
     {                                                                                                   \
-        OPTIM__T(optim__##name##_sloop)(n, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],       \
+        OPTIM__T(optim__##name##_sloop)(n, npf, (R *)p, (const R *)g, (R *)s[0], (R *)s[1], (R *)s[2],  \
                                         (R *)s[3], k, OPTIM__V_CLAMP | v##u, lanes, acc);               \
     }
 #define OPTIM__SINST_FN_V(name, v) OPTIM__T(optim__##name##_sv##v),
@@ -543,19 +562,34 @@ static const optim__storage OPTIM__T(optim__storage_same) = {
  * NaN/Inf for the other norms (x - x is NaN exactly for them). */
 
 /* Accumulate x[0..n) = g, or (|w| + eta) g, into the lanes: element i into
- * lane i % 16 (callers keep n a multiple of 16 but at the end of a block). */
+ * lane i % 16 (callers keep n a multiple of 16 but at the end of a block).
+ * The lanes live in local arrays and each group is three loops of 16: so
+ * GCC vectorises the double lanes (written as one loop over acc, they
+ * compiled to scalar conversions and adds, and fused clipping's norm pass
+ * ran at a third of memory speed on a Xeon: docs/PERFORMANCE.md). */
 OPTIM_INLINE void OPTIM__T(optim__reduce_acc)(double *restrict acc, R *restrict nf, size_t n, const R *restrict g,
                                               const R *restrict w, R eta, const optim__norm kind, double p,
                                               const int adaptive)
 {
     size_t i = 0, j;
+    double a[OPTIM__LANES];
+    R f[OPTIM__LANES];
+    for (j = 0; j < OPTIM__LANES; j++) {
+        a[j] = acc[j];
+        f[j] = nf[j];
+    }
     for (; i + OPTIM__LANES <= n; i += OPTIM__LANES) {
-        OPTIM__VECTORIZE
-        for (j = 0; j < OPTIM__LANES; j++) {
-            R x = adaptive ? (optim__fabs(w[i + j]) + eta) * g[i + j] : g[i + j];
-            nf[j] = nf[j] + (x - x);
-            acc[j] = optim__lane(acc[j], fabs((double)x), kind, p);
-        }
+        R x[OPTIM__LANES];
+        if (adaptive)
+            for (j = 0; j < OPTIM__LANES; j++) x[j] = (optim__fabs(w[i + j]) + eta) * g[i + j];
+        else
+            for (j = 0; j < OPTIM__LANES; j++) x[j] = g[i + j];
+        for (j = 0; j < OPTIM__LANES; j++) f[j] = f[j] + (x[j] - x[j]);
+        for (j = 0; j < OPTIM__LANES; j++) a[j] = optim__lane(a[j], fabs((double)x[j]), kind, p);
+    }
+    for (j = 0; j < OPTIM__LANES; j++) {
+        acc[j] = a[j];
+        nf[j] = f[j];
     }
     for (j = 0; i + j < n; j++) {
         R x = adaptive ? (optim__fabs(w[i + j]) + eta) * g[i + j] : g[i + j];

@@ -406,7 +406,9 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
             m = len & ~(size_t)15;
             for (j = 0; j < OPTIM__NSTAT * 16; j++) acc[j] = 0.0;
             for (s = 0; s < OPTIM__NSTREAMS; s++) x[s] = use[s] ? optim__at(t, s, base[s], c) : NULL;
-            if (m) t->sloop(m, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, lanes, acc);
+            if (m)
+                t->sloop(m, to - c, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, lanes,
+                         acc);
             if (m < len) optim__stats_tail(t, x, m, len, rsize, p0, cl, lanes);
             if (len % OPTIM__CHUNK) t->sflush(lanes, acc);
             if (t->copy != NULL)
@@ -437,7 +439,7 @@ static void optim__update_stats(const optim__task *t, size_t from, size_t to)
             /* Groups of 16 fused (a whole chunk's lanes flushed by the call); the rest (a task's end) by the
              * plain loop, measured from a copy in the same lanes. */
             const size_t m = len & ~(size_t)15;
-            if (m) t->sloop(m, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, lanes, acc);
+            if (m) t->sloop(m, len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, lanes, acc);
             if (m < len) optim__stats_tail(t, x, m, len, rsize, p0, cl, lanes);
         } else {
             memcpy(p0, x[OPTIM__SP], len * rsize);
