@@ -178,3 +178,90 @@ def test_without_the_role_the_shard_numbering_differs():
             o.step()
     same = [torch.equal(bits(p), bits(q)) for ps, qs in zip(mine, ref) for p, q in zip(ps, qs)]
     assert not all(same), same
+
+
+class SyncingZero(Zero):
+    """A stand-in that also copies the group keys as torch 1.13's ZeroRedundancyOptimizer does (its
+    _sync_param_groups, called here): local -> global when the local optimizer is built and after each of its
+    steps, global -> local before each step (and before consolidate_state_dict). One per rank, as each rank's
+    process has its own ZeroRedundancyOptimizer."""
+
+    def __init__(self, groups, local_groups, cfg, **kw):
+        super().__init__(groups)
+        self.optim = cfg["cls"]([dict(params=ps) for ps in local_groups], stochastic_rounding=True, **kw)
+        _distributed.attach(self.optim._c, self)
+        _distributed.publish(self.optim._c, self.optim.param_groups)  # as __init__ does in the role
+        self.sync = ZeroRedundancyOptimizer._sync_param_groups
+        self.sync(self.optim.param_groups, self.param_groups)
+
+    def step(self):
+        self.sync(self.param_groups, self.optim.param_groups)
+        self.optim.step()
+        self.sync(self.optim.param_groups, self.param_groups)
+
+
+from torch.distributed.optim import ZeroRedundancyOptimizer  # noqa: E402 (only the static _sync_param_groups)
+
+
+@pytest.mark.parametrize("loss_scale", [None, 4.0])
+def test_a_seed_set_between_steps_is_kept(loss_scale):
+    """set_seed on every rank's local optimizer after some steps: the next steps round with the new seed, as
+    one process does, and ZeroRedundancyOptimizer's groups (its consolidated state_dict) and the local
+    state_dict's groups say it at once, a seed set back to 0 too. (Its
+    copy of the groups made before the change was taken for a loaded state at the next step, and set the old
+    seed back: with a loss scale, even the first set_seed never took effect.)"""
+    cfg = CONFIGS["bf16"]
+    kw = dict(cfg["kw"], loss_scale=loss_scale)
+    ref = model(SEED + 3, SHAPES)
+    mine = model(SEED + 3, SHAPES)
+    alone = cfg["cls"]([dict(params=ps) for ps in ref], stochastic_rounding=True, **kw)
+    ranks = [SyncingZero(mine, parts, cfg, **kw) for parts in partition(mine, 2)]
+    seeds = {0: SEED, 20: SEED + 20, 30: 0}  # (0 and no loss scale: nothing else to publish, yet the groups held 4431)
+    for t in range(40):
+        if t in seeds:
+            alone.set_seed(seeds[t])
+            for z in ranks:
+                z.optim.set_seed(seeds[t])
+                assert z.param_groups[0]["optim_precision"]["seed"] == seeds[t], t
+                assert z.optim.state_dict()["param_groups"][0]["optim_precision"]["seed"] == seeds[t], t
+        grads(SEED, t, ref)
+        grads(SEED, t, mine)
+        alone.step()
+        for z in ranks:
+            z.step()
+    assert [z.optim.seed for z in ranks] == [0] * 2
+    for p, q in zip([p for g in mine for p in g], [q for g in ref for q in g]):
+        assert torch.equal(bits(p), bits(q))
+
+
+def test_schedule_free_switches_of_a_rebuilt_optimizer_keep_the_numbering():
+    """Schedule-free's train() and eval() round bfloat16 parameters stochastically too (keyed apart from the
+    steps): a local optimizer rebuilt by an edit of its groups (a new C object, default numbering) that
+    switches before its next step must key them by the whole model's numbering as well."""
+    kw = dict(lr=1e-2, warmup_steps=3)
+    ref = model(SEED + 4, SHAPES)
+    mine = model(SEED + 4, SHAPES)
+    alone = ot.AdamWScheduleFree([dict(params=ps) for ps in ref], stochastic_rounding=True, **kw)
+    alone.set_seed(SEED)
+    zero = Zero(mine)
+    local = shards(dict(cls=ot.AdamWScheduleFree, kw=kw), mine, 2, zero)
+    for o in [alone] + local:
+        o.train()
+    for t in range(30):
+        if t in (10, 20):  # an edit of the groups by hand (the optimizers rebuilt), then a switch to eval
+            for o in local:
+                for g in o.param_groups:
+                    g["params"].reverse()
+            for o in [alone] + local:
+                o.eval()
+            for p, q in zip([p for g in mine for p in g], [q for g in ref for q in g]):
+                assert torch.equal(bits(p), bits(q)), t
+            for o in [alone] + local:
+                o.train()
+        grads(SEED, t, ref)
+        grads(SEED, t, mine)
+        alone.step()
+        for o in local:
+            o.step()
+    for p, q in zip([p for g in mine for p in g], [q for g in ref for q in g]):
+        assert torch.equal(bits(p), bits(q))

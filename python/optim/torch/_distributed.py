@@ -125,10 +125,12 @@ def global_index(zero):
 
 
 def sr_origins(c):
-    """Before a C step of CObject c as a ZeroRedundancyOptimizer's local
-    optimizer with stochastic rounding: key every parameter's random
-    numbers by its index in the whole model (set again whenever that
-    changes: parameters added, ZeRO re-partitioned, c rebuilt). A parameter
+    """Before a C call over the parameters of CObject c (_step.bind: a step,
+    schedule-free's train() and eval(), which round too) as a
+    ZeroRedundancyOptimizer's local optimizer with stochastic rounding: key
+    every parameter's random numbers by its index in the whole model (set
+    again whenever that changes: parameters added, ZeRO re-partitioned, c
+    rebuilt). A parameter
     ZeRO does not hold (added to the local optimizer by hand) is keyed past
     the model's, so that it never draws another tensor's numbers."""
     ref = c.zero_ref
@@ -343,13 +345,19 @@ def step_error(c, e):
 
 
 def publish(c, groups):
-    """Write the precision state into every group (ZeRO's local optimizer only, on any number of ranks)."""
+    """Write the precision state into every group (ZeRO's local optimizer only, on any number of ranks),
+    and into the ZeroRedundancyOptimizer's own groups: it copies its groups' keys into the local ones
+    before every step and consolidate_state_dict (and back only after a step), so that a copy older than
+    a change made between steps (set_seed, a local load_state_dict) would come back and be taken for a
+    loaded state by adopt(), setting the old seed and scaler back; its consolidated state_dict would
+    save the old ones too."""
     if not in_zero(c):
         return
     snap = _precision.export(c)
-    if snap["loss_scale"] is None and not snap["seed"]:
-        return
-    for group in groups:
+    if snap["loss_scale"] is None and not snap["seed"] and c.zero_prec is None:
+        return  # nothing to carry, and nothing carried yet (a seed set back to 0 is written over the old one)
+    zero = c.zero_ref() if c.zero_ref is not None else None
+    for group in list(groups) + list(getattr(zero, "param_groups", None) or ()):
         group[_precision.STATE_KEY] = snap
     # A copy of our own: the dict itself is shared with ZeRO's groups and every state_dict() they make
     # (torch packs groups shallowly), where it can be edited in place.
