@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import optim.torch as ot
+from optim._capi import OptimError
 from optim.torch import _distributed
 
 SEED = 4411
@@ -265,3 +266,34 @@ def test_schedule_free_switches_of_a_rebuilt_optimizer_keep_the_numbering():
             o.step()
     for p, q in zip([p for g in mine for p in g], [q for g in ref for q in g]):
         assert torch.equal(bits(p), bits(q))
+
+
+def test_set_sr_origin_refuses_bad_arguments_by_value():
+    """optim__ext_set_sr_origin (through Handle.set_sr_origin): a parameter that does not exist, a first element
+    off the 512-element chunks or so large that the tensor's elements would pass 2^64 (their indices would wrap
+    onto the first ones' numbers), and negative or non-int values (which ctypes would wrap into huge ones) are
+    refused naming the value; a refused call changes nothing, an accepted one keys the stream."""
+    p = torch.zeros(1030, dtype=torch.bfloat16, requires_grad=True)
+    opt = ot.SGD([p], lr=0.1, stochastic_rounding=True)
+    h = opt._c.h
+    for args, text in [((1, 0, 0), "param 1 does not exist (1 params)"),
+                       ((0, 0, 100), "first = 100 is not a multiple of 512"),
+                       ((0, 0, 2 ** 64 - 1024), "first = 18446744073709550592: param 0's 1030 elements"),
+                       ((-1, 0, 0), "i = -1 must be an int"),
+                       ((0, -3, 0), "param = -3 must be an int"),
+                       ((0, 0, 2 ** 64), "first = 18446744073709551616 must be an int"),
+                       ((0, 1.0, 0), "param = 1.0 must be an int")]:
+        with pytest.raises((ValueError, OptimError)) as e:
+            h.set_sr_origin(*args)
+        assert text in str(e.value), (args, str(e.value))
+    h.set_sr_origin(0, 7, 2 ** 64 - 2048)  # room for 1030 elements: accepted
+
+    def run(origin):
+        q = torch.full((1030,), 1.0, dtype=torch.bfloat16, requires_grad=True)
+        o = ot.SGD([q], lr=1e-3, stochastic_rounding=True)
+        if origin is not None:
+            o._c.h.set_sr_origin(0, *origin)
+        q.grad = torch.full_like(q, 0.3)
+        o.step()
+        return bits(q)
+    assert torch.equal(run(None), run((0, 0))) and not torch.equal(run(None), run((5, 0)))
