@@ -9,6 +9,7 @@ its shard. python/tests/test_distributed.py runs the real ZeroRedundancyOptimize
 (add_param_group, consolidate_state_dict, resuming)."""
 import pytest
 import torch
+from torch.distributed.optim import ZeroRedundancyOptimizer  # its static _sync_param_groups (SyncingZero)
 
 import optim.torch as ot
 from optim._capi import OptimError
@@ -199,9 +200,6 @@ class SyncingZero(Zero):
         self.sync(self.param_groups, self.optim.param_groups)
         self.optim.step()
         self.sync(self.optim.param_groups, self.param_groups)
-
-
-from torch.distributed.optim import ZeroRedundancyOptimizer  # noqa: E402 (only the static _sync_param_groups)
 
 
 @pytest.mark.parametrize("loss_scale", [None, 4.0])

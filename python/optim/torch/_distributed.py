@@ -160,6 +160,8 @@ def sr_origins(c):
 # rank makes the same all-reduce before its step at its first step and while the ranks last agreed on
 # 'dynamic' (Agreed), and not otherwise: ranks that agreed on 'off' or 'static' make no collective of ours
 # (a rank switching to 'dynamic' on its own after that cannot be noticed by the others, docs/DISTRIBUTED.md).
+# A rank whose step fails before it made a step's all-reduce that the others make makes it with the flag
+# FAILED (step_failed), so that they raise too instead of waiting in it.
 
 MODE_NAMES = {C.OPTIM_LOSS_SCALE_OFF: "off", C.OPTIM_LOSS_SCALE_STATIC: "static",
               C.OPTIM_LOSS_SCALE_DYNAMIC: "dynamic"}
@@ -167,12 +169,27 @@ MODE_NAMES = {C.OPTIM_LOSS_SCALE_OFF: "off", C.OPTIM_LOSS_SCALE_STATIC: "static"
 
 class Agreed:
     """The loss scale mode the ranks last agreed on (None before the first
-    step), shared by a CObject and its OverflowAgreement."""
+    step), shared by a CObject and its OverflowAgreement; `made`: this
+    rank made the step's all-reduce (begin_step clears it)."""
 
-    __slots__ = ("mode",)
+    __slots__ = ("mode", "made")
 
     def __init__(self):
         self.mode = None
+        self.made = False
+
+
+# The overflow flag of a rank whose step failed before the all-reduce it owed the others (step_failed): its
+# other values are the smallest int32, which MAX leaves out of the others' comparison of modes and scales.
+FAILED = 2
+_NEUTRAL = -2 ** 31
+
+
+def failed_error(rank):
+    return RuntimeError(
+        "rank %d: another rank of ZeroRedundancyOptimizer's process group failed its step before the loss "
+        "scale's all-reduce (its own exception says why): every rank raises, nothing changed on this rank"
+        % rank)
 
 
 def _f32_bits(x):
@@ -261,7 +278,10 @@ class OverflowAgreement:
             mode = C.OPTIM_LOSS_SCALE_DYNAMIC
             for k, v in enumerate(agreement(local, mode, self.scale)):
                 flag[k] = v
+            self.agreed.made = True
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.group)
+            if int(flag[0]) >= FAILED:
+                raise failed_error(self.rank)
             code, what = C.OPTIM_EINVAL, "the loss scale settings"
             e = agreement_error(self.rank, mode, self.scale, flag)
             if e is not None:
@@ -318,12 +338,47 @@ def prepare_step(c):
         c.zero_hook.scale = scale
     if not dynamic and c.zero_agreed.mode in (None, C.OPTIM_LOSS_SCALE_DYNAMIC):
         flag = torch.tensor(agreement(0, mode, scale), dtype=torch.int32)
+        c.zero_agreed.made = True
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=c.zero_group)
+        if int(flag[0]) >= FAILED:
+            raise failed_error(c.zero_rank)
         e = agreement_error(c.zero_rank, mode, scale, flag)
         if e is not None:
             raise e
         c.zero_agreed.mode = mode
     return dynamic
+
+
+def begin_step(c):
+    """At the start of a step of CObject c (before anything that can fail): this step's all-reduce not made yet."""
+    if c.zero_rank is not None:
+        if c.zero_agreed is None:
+            c.zero_agreed = Agreed()
+        c.zero_agreed.made = False
+
+
+def step_failed(c):
+    """A step of CObject c failed (its exception is being raised). Under
+    ZeroRedundancyOptimizer on two ranks or more, when this rank had not
+    yet made the step's all-reduce and the other ranks make one at this
+    step (the first step, or the ranks last agreed on 'dynamic': the same
+    on every rank), make it now with the FAILED flag: the others raise
+    failed_error instead of waiting in it for the process group's timeout
+    (or meeting this rank's next collective). A failure of that all-reduce
+    itself is left behind: the step's own exception is the one raised.
+    Ranks that agreed on 'off' or 'static' make no collective of ours: a
+    failing rank's exception is its own there (the others go on to
+    ZeroRedundancyOptimizer's broadcasts, as with torch.optim's classes)."""
+    agreed = c.zero_agreed
+    if c.zero_rank is None or agreed is None or agreed.made or \
+            agreed.mode not in (None, C.OPTIM_LOSS_SCALE_DYNAMIC):
+        return
+    agreed.made = True
+    flag = torch.tensor([FAILED] + [_NEUTRAL] * 4, dtype=torch.int32)
+    try:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=c.zero_group)
+    except Exception:  # noqa: B902 (the step's own exception is raised)
+        pass
 
 
 def step_error(c, e):
