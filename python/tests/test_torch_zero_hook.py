@@ -403,3 +403,22 @@ def test_another_rank_failing_its_step_makes_every_rank_raise(others, mode):
     assert agree.calls == [0] * (steps + 1)  # made once, by this rank, at the failed step
     opt.step()
     assert opt._c.h.get_step(0) == steps + 1 and len(agree.calls) == steps + 2
+
+
+@pytest.mark.parametrize("how", ["eval-mode", "bad-k"])
+def test_a_schedule_free_rank_failing_before_its_step_makes_the_all_reduce(others, how):
+    """Schedule-free's own checks before the step (train mode; a group's k edited by hand) fail it before the
+    all-reduce too: the rank makes it with the FAILED flag, nothing changed."""
+    agree = others()
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.AdamWScheduleFree([p], lr=0.1))
+    opt.train()
+    if how == "eval-mode":
+        opt.eval()
+    else:
+        opt.param_groups[0]["k"] = -1
+    p.grad = torch.ones(10)
+    before = p.detach().clone()
+    with pytest.raises((RuntimeError, ValueError)):
+        opt.step()
+    assert torch.equal(p, before) and agree.calls == [_distributed.FAILED], agree.calls
