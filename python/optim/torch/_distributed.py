@@ -130,9 +130,9 @@ def sr_origins(c):
     ZeroRedundancyOptimizer's local optimizer with stochastic rounding: key
     every parameter's random numbers by its index in the whole model (set
     again whenever that changes: parameters added, ZeRO re-partitioned, c
-    rebuilt). A parameter
-    ZeRO does not hold (added to the local optimizer by hand) is keyed past
-    the model's, so that it never draws another tensor's numbers."""
+    rebuilt). A parameter ZeRO does not hold (added to the local optimizer
+    by hand) is keyed past the model's, so that it never draws another
+    tensor's numbers."""
     ref = c.zero_ref
     if ref is None or not c.stochastic_rounding:
         return
