@@ -295,3 +295,32 @@ def test_set_sr_origin_refuses_bad_arguments_by_value():
         o.step()
         return bits(q)
     assert torch.equal(run(None), run((0, 0))) and not torch.equal(run(None), run((5, 0)))
+
+
+def test_a_loaded_seed_of_zero_is_taken():
+    """A state_dict of an optimizer with stochastic rounding and seed 0 (no loss scale), loaded by
+    ZeroRedundancyOptimizer (its groups replaced by the loaded ones, whose keys it then copies into the local
+    groups; its top-level 'optim_precision' dropped) into ranks seeded otherwise: they take seed 0, as a plain
+    optimizer loading it does (the groups carried no seed of 0, and the ranks kept theirs)."""
+    import copy
+    cfg = CONFIGS["bf16"]
+    ref = model(SEED + 5, SHAPES)
+    mine = model(SEED + 5, SHAPES)
+    alone = cfg["cls"]([dict(params=ps) for ps in ref], stochastic_rounding=True, **cfg["kw"])
+    grads(SEED, 0, ref)
+    alone.step()
+    sd = alone.state_dict()
+    plain = cfg["cls"]([dict(params=ps) for ps in model(SEED + 5, SHAPES)], stochastic_rounding=True, **cfg["kw"])
+    plain.set_seed(42)
+    plain.load_state_dict(sd)
+    ranks = [SyncingZero(mine, parts, cfg, **cfg["kw"]) for parts in partition(mine, 2)]
+    for z in ranks:
+        z.optim.set_seed(42)
+        grads(SEED, 0, mine)
+        z.step()
+        # ZeroRedundancyOptimizer.load_state_dict: torch's Optimizer.load_state_dict makes the saved groups its
+        # own (the parameters kept), then _sync_param_groups(global -> local)
+        saved = copy.deepcopy(sd["param_groups"])
+        z.param_groups = [dict(s, params=g["params"]) for g, s in zip(z.param_groups, saved)]
+        z.sync(z.param_groups, z.optim.param_groups)
+    assert plain.seed == 0 and [z.optim.seed for z in ranks] == [0, 0]

@@ -409,7 +409,7 @@ def publish(c, groups):
     if not in_zero(c):
         return
     snap = _precision.export(c)
-    if snap["loss_scale"] is None and not snap["seed"] and c.zero_prec is None:
+    if snap["loss_scale"] is None and not snap["seed"] and not snap["stochastic_rounding"] and c.zero_prec is None:
         return  # nothing to carry, and nothing carried yet (a seed set back to 0 is written over the old one)
     zero = c.zero_ref() if c.zero_ref is not None else None
     for group in list(groups) + list(getattr(zero, "param_groups", None) or ()):
