@@ -188,9 +188,9 @@ class SyncingZero(Zero):
     steps, global -> local before each step (and before consolidate_state_dict). One per rank, as each rank's
     process has its own ZeroRedundancyOptimizer."""
 
-    def __init__(self, groups, local_groups, cfg, **kw):
+    def __init__(self, groups, local_groups, cfg, sr=True, **kw):
         super().__init__(groups)
-        self.optim = cfg["cls"]([dict(params=ps) for ps in local_groups], stochastic_rounding=True, **kw)
+        self.optim = cfg["cls"]([dict(params=ps) for ps in local_groups], stochastic_rounding=sr, **kw)
         _distributed.attach(self.optim._c, self)
         _distributed.publish(self.optim._c, self.optim.param_groups)  # as __init__ does in the role
         self.sync = ZeroRedundancyOptimizer._sync_param_groups
@@ -324,3 +324,23 @@ def test_a_loaded_seed_of_zero_is_taken():
         z.param_groups = [dict(s, params=g["params"]) for g, s in zip(z.param_groups, saved)]
         z.sync(z.param_groups, z.optim.param_groups)
     assert plain.seed == 0 and [z.optim.seed for z in ranks] == [0, 0]
+
+
+def test_a_loss_scale_turned_off_is_published():
+    """Without stochastic rounding: a local optimizer with a loss scale that loads a state without one (and seed
+    0) writes that into the groups too, ZeroRedundancyOptimizer's included: its consolidated state_dict would
+    otherwise keep the old scale (and a run resumed from it scale its loss again)."""
+    cfg = CONFIGS["sgd"]
+    mine = model(SEED + 6, SHAPES)
+    for parts in partition(mine, 2):
+        z = SyncingZero(mine, parts, cfg, sr=False, loss_scale=64.0, **cfg["kw"])
+        grads(SEED, 0, mine)
+        z.step()
+        assert z.param_groups[0]["optim_precision"]["loss_scale"]["scale"] == 64.0
+        sd = z.optim.state_dict()  # its own state, saved without a loss scale
+        sd = dict(sd, optim_precision=dict(sd["optim_precision"], loss_scale=None),
+                  param_groups=[{k: v for k, v in g.items() if k != "optim_precision"} for g in sd["param_groups"]])
+        z.optim.load_state_dict(sd)
+        assert z.optim.loss_scale == 1.0 and z.param_groups[0]["optim_precision"]["loss_scale"] is None
+        z.step()
+        assert z.optim.loss_scale == 1.0 and z.param_groups[0]["optim_precision"]["loss_scale"] is None
