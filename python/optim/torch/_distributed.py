@@ -393,8 +393,8 @@ def step_error(c, e):
 # ---- the scaler's state in the param groups -----------------------------------------------------
 # ZeroRedundancyOptimizer's consolidated state_dict() is its own param_groups (synced from the local
 # optimizers' after every step) and the ranks' 'state': a top-level key of the local state_dict is
-# dropped. So a local optimizer with a loss scale or a seed keeps _precision.export() in every param
-# group too, under _precision.STATE_KEY; ZeroRedundancyOptimizer.load_state_dict puts the loaded groups'
+# dropped. So a local optimizer with a loss scale, a seed or stochastic rounding keeps _precision.export()
+# in every param group too, under _precision.STATE_KEY; ZeroRedundancyOptimizer.load_state_dict puts the loaded groups'
 # value back into the local groups, and the next step adopts it (and a plain optimizer loading a
 # consolidated state_dict takes it from there, _state_dict).
 
