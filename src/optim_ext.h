@@ -57,11 +57,13 @@ OPTIM_API int optim__ext_set_hooks(optim *o, const optim_ext_hooks *hooks);
  *  draws the random numbers of elements first, first + 1, ... of the model's
  *  parameter `param` (by default: i and 0), so that a slice of a sharded
  *  tensor rounds every element with the bits of the unsharded run. first is
- *  a multiple of 512 (else OPTIM_EINVAL). Not saved by checkpoints: the
- *  sharding library sets it whenever it builds its local optimizer
- *  (liboptim_mpi: a slice's parameter and first element; optim.torch under
- *  torch's ZeroRedundancyOptimizer: a whole tensor's index in the model, 0,
- *  before each step in which that numbering changed). */
+ *  a multiple of 512 with first + n <= 2^64 for the parameter's n elements
+ *  (else OPTIM_EINVAL); an i past the parameters is OPTIM_ERANGE. Not saved
+ *  by checkpoints: the sharding library sets it whenever it builds its local
+ *  optimizer (liboptim_mpi: a slice's parameter and first element;
+ *  optim.torch under torch's ZeroRedundancyOptimizer: a whole tensor's index
+ *  in the model, 0, before each call over the parameters, a step or a
+ *  schedule-free switch, in which that numbering changed). */
 OPTIM_API int optim__ext_set_sr_origin(optim *o, size_t i, uint64_t param, uint64_t first);
 /** Set the counters a checkpoint records and optim_step_count /
  *  optim_skipped_steps report (both >= 0), when a state is rebuilt from

@@ -196,6 +196,11 @@ int optim__ext_set_sr_origin(optim *o, size_t i, uint64_t param, uint64_t first)
     /* The kernels draw a chunk's 512 random numbers under one key (src/kernels/convert.h). */
     OPTIM__FAIL_IF(first % 512 != 0, OPTIM__E(o), OPTIM_EINVAL,
                    "optim__ext_set_sr_origin: first = %llu is not a multiple of 512", (unsigned long long)first);
+    /* Element first + k of the model's parameter draws element k's numbers: past 2^64 the index would wrap
+     * and the slice's last elements draw the numbers of the parameter's first ones. */
+    OPTIM__FAIL_IF(first > UINT64_MAX - (uint64_t)o->params[i].n, OPTIM__E(o), OPTIM_EINVAL,
+                   "optim__ext_set_sr_origin: first = %llu: param %zu's %zu elements would pass element 2^64 - 1",
+                   (unsigned long long)first, i, o->params[i].n);
     o->params[i].sr_param = param;
     o->params[i].sr_first = first;
     return optim__ok(OPTIM__E(o));

@@ -364,7 +364,13 @@ class Handle:
     def set_sr_origin(self, i, param, first=0):
         """Stochastic rounding of parameter i draws the random numbers of
         elements first, first + 1, ... of the model's parameter `param`
-        (src/optim_ext.h; a sharding layer's global numbering)."""
+        (src/optim_ext.h; a sharding layer's global numbering). Each an int in
+        [0, 2^64), else ValueError naming it (ctypes would wrap a negative
+        one into a huge one); liboptim refuses a missing i, or a first that
+        is not a multiple of 512 or leaves no room for the elements."""
+        for what, v in (("i", i), ("param", param), ("first", first)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2 ** 64:
+                raise ValueError("set_sr_origin: %s = %r must be an int in [0, 2^64)" % (what, v))
         self._call(capi.optim__ext_set_sr_origin, i, param, first)
 
     def get_loss_scale(self):

@@ -593,15 +593,20 @@ def _ls_modes(rank, world):
     import torch.distributed as dist
     import optim.torch as ot
 
-    def attempt(zero, params):
+    def attempt(zero, params, fail=False):
         before = _snapshot(params)
         for p in params:
             p.grad = torch.full_like(p, 0.01)
+        if fail:  # a gradient of another dtype on this rank's first tensor: its step raises before ours
+            q = zero.optim.param_groups[0]["params"][0]
+            q.grad.data = q.grad.data.float()  # (torch refuses p.grad = a tensor of another dtype)
         try:
             zero.step()
             error = None
         except ValueError as e:
             error = str(e)
+        except (TypeError, RuntimeError) as e:
+            error = "%s: %s" % (type(e).__name__, e)
         return error, all(torch.equal(a, b) for a, b in zip(before, _snapshot(params)))  # (float16: no NaN here)
 
     out = {}
@@ -621,6 +626,14 @@ def _ls_modes(rank, world):
                 loss_scale=dict(init_scale=2048.0 if rank == world - 1 else 1024.0))
     out["scales"] = attempt(zero, params)
     dist.barrier()
+    # The last rank's step fails before the all-reduce the others make (after agreeing on 'dynamic'; at the
+    # first step of ranks without a loss scale): every rank raises, the others at once, then steps go on.
+    for key, ls in (("failed", "dynamic"), ("failed_first", None)):
+        zero = ZeRO(params, optimizer_class=ot.Adam, lr=0.01, master_weights=True, loss_scale=ls)
+        if ls is not None:
+            attempt(zero, params)
+        out[key] = [attempt(zero, params, fail=rank == world - 1), attempt(zero, params)]
+        dist.barrier()
     return out
 
 
@@ -1261,7 +1274,10 @@ def test_ranks_with_other_loss_scale_modes_raise_at_once(jobs, world):
     static), or whose last rank's mode was edited by hand after the ranks agreed on 'dynamic', or whose last
     rank's dynamic scale starts at another value: every rank's step raises ValueError naming its mode (its
     scale) and another's (the same all-reduce on every rank, not the
-    process group's timeout), with nothing changed; before the edit the steps went on."""
+    process group's timeout), with nothing changed; before the edit the steps went on. A rank whose step
+    fails before that all-reduce (a gradient of another dtype) makes it with a failure flag: the others raise
+    RuntimeError at once (they waited in it for the timeout, 120 s here), nothing changed, and the next step
+    runs on every rank."""
     names = ["dynamic", "off", "static"]
     for r in range(world):
         res = jobs[world][r]["ls_modes"]
@@ -1277,3 +1293,12 @@ def test_ranks_with_other_loss_scale_modes_raise_at_once(jobs, world):
         mine, other = (2048.0, 1024.0) if r == world - 1 else (1024.0, 2048.0)
         assert msg is not None and unchanged, (r, res["scales"])
         assert "different loss scales (dynamic): this rank's is %r, another's is %r" % (mine, other) in msg, msg
+        for key in ("failed", "failed_first"):
+            (msg, unchanged), after = res[key]
+            assert msg is not None and unchanged, (r, key, res[key])
+            if r == world - 1:
+                assert msg.startswith("TypeError") and "float32" in msg, (key, msg)
+            else:
+                assert msg.startswith("RuntimeError: rank %d: another rank" % r) and "failed its step" in msg, \
+                    (key, msg)
+            assert after[0] is None and not after[1], (r, key, after)

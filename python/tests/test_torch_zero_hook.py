@@ -24,8 +24,9 @@ class Others:
     (the scale as its float32 bits): by default they overflow at the calls `overflow_at` and share this rank's
     mode and scale; modes, scales: {call: the mode (0 off, 1 static, 2 dynamic) or scale another rank has then}."""
 
-    def __init__(self, overflow_at=(), fail=None, modes=None, scales=None):
+    def __init__(self, overflow_at=(), fail=None, modes=None, scales=None, failed_at=()):
         self.overflow_at = set(overflow_at)
+        self.failed_at = set(failed_at)  # calls at which another rank's step failed (its flag FAILED)
         self.fail = fail
         self.other_modes = dict(modes or {})
         self.other_scales = dict(scales or {})
@@ -35,6 +36,10 @@ class Others:
 
     def __call__(self, t, op=None, group=None):
         assert op == dist.ReduceOp.MAX and t.dtype == torch.int32 and t.numel() == 5
+        if int(t[0]) == _distributed.FAILED:  # this rank's step failed: the other values leave the others' alone
+            assert t.tolist()[1:] == [-2 ** 31] * 4, t
+            self.calls.append(int(t[0]))
+            return
         assert int(t[1]) == -int(t[2]) and int(t[3]) == -int(t[4]), t
         step = len(self.calls)
         self.calls.append(int(t[0]))
@@ -44,6 +49,8 @@ class Others:
             raise self.fail
         if step in self.overflow_at:
             t[0] = 1
+        if step in self.failed_at:
+            t[0] = _distributed.FAILED
         other = self.other_modes.get(step)
         if other is not None:
             t[1], t[2] = max(int(t[1]), other), max(int(t[2]), -other)
@@ -325,3 +332,93 @@ def test_ranks_with_other_loss_scales_raise_naming_them(others, mode):
         str(e.value)
     assert torch.equal(p, before[0]) and opt._c.h.get_loss_scale() == before[1]
     assert agree.scales[-1] == mine
+
+
+# ---- a rank whose step fails before the all-reduce -------------------------------------------------
+
+FAILURES = {
+    # a gradient the binding refuses (another dtype), found before any collective
+    "grad-dtype": lambda opt, p: setattr(p.grad, "data", p.grad.data.double()),  # (p.grad = ... is refused)
+    # a precision state in the groups liboptim refuses (read when the step adopts it)
+    "bad-precision": lambda opt, p: opt.param_groups[0].__setitem__(
+        "optim_precision", dict(copy.deepcopy(opt.param_groups[0].get("optim_precision") or {}), seed=-1)),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+@pytest.mark.parametrize("mode", ["off", "static", "dynamic"])
+def test_a_rank_failing_before_the_all_reduce_makes_it_with_a_failure_flag(others, mode, failure):
+    """At a step where the others make the loss scale's all-reduce (the first step; after agreeing on
+    'dynamic', every step), a rank whose step fails before making it makes it with the FAILED flag after all,
+    then raises its own exception, nothing changed: the others raise at once instead of waiting in it for
+    the process group's timeout. After agreeing on 'off' or 'static' nobody makes it: the failure makes no
+    collective."""
+    agree = others()
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.Adam([p], lr=0.1, loss_scale=SCALES[mode]))
+    steps = 0 if mode != "dynamic" else 2
+    for _ in range(steps):
+        p.grad = torch.ones(10)
+        opt.step()
+    p.grad = torch.ones(10)
+    FAILURES[failure](opt, p)
+    before = (p.detach().clone(), opt._c.h.get_loss_scale(), opt._c.h.get_step(0))
+    with pytest.raises((TypeError, ValueError)):
+        opt.step()
+    assert torch.equal(p, before[0]) and opt._c.h.get_loss_scale() == before[1] and opt._c.h.get_step(0) == steps
+    assert agree.calls == [0] * steps + [_distributed.FAILED], agree.calls
+    if mode == "dynamic":
+        return
+    # The same failure once the ranks agreed on 'off' or 'static': no collective.
+    opt = as_zero_local(ot.Adam([p], lr=0.1, loss_scale=SCALES[mode]))
+    p.grad = torch.ones(10)
+    opt.step()
+    calls = len(agree.calls)
+    FAILURES[failure](opt, p)
+    with pytest.raises((TypeError, ValueError)):
+        opt.step()
+    assert len(agree.calls) == calls, agree.calls
+
+
+@pytest.mark.parametrize("mode", ["off", "static", "dynamic"])
+def test_another_rank_failing_its_step_makes_every_rank_raise(others, mode):
+    """The FAILED flag in the reduced values (another rank's step failed before the all-reduce): this rank
+    raises RuntimeError saying so, nothing changed (a dynamic rank inside its step, the others before it);
+    its next step goes on (the failure and the steps since were alike on every rank)."""
+    steps = 0 if mode != "dynamic" else 2
+    agree = others(failed_at=(steps,))
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.Adam([p], lr=0.1, loss_scale=SCALES[mode]), rank=2)
+    for _ in range(steps):
+        p.grad = torch.ones(10)
+        opt.step()
+    p.grad = torch.ones(10)
+    before = (p.detach().clone(), opt.state[p]["exp_avg"].clone() if steps else None, opt._c.h.get_loss_scale())
+    with pytest.raises(RuntimeError) as e:
+        opt.step()
+    assert str(e.value).startswith("rank 2: another rank of ZeroRedundancyOptimizer's process group failed its "
+                                   "step before the loss scale's all-reduce"), str(e.value)
+    assert torch.equal(p, before[0]) and opt._c.h.get_loss_scale() == before[2]
+    assert opt._c.h.get_step(0) == steps and (not steps or torch.equal(opt.state[p]["exp_avg"], before[1]))
+    assert agree.calls == [0] * (steps + 1)  # made once, by this rank, at the failed step
+    opt.step()
+    assert opt._c.h.get_step(0) == steps + 1 and len(agree.calls) == steps + 2
+
+
+@pytest.mark.parametrize("how", ["eval-mode", "bad-k"])
+def test_a_schedule_free_rank_failing_before_its_step_makes_the_all_reduce(others, how):
+    """Schedule-free's own checks before the step (train mode; a group's k edited by hand) fail it before the
+    all-reduce too: the rank makes it with the FAILED flag, nothing changed."""
+    agree = others()
+    p = torch.randn(10, requires_grad=True)
+    opt = as_zero_local(ot.AdamWScheduleFree([p], lr=0.1))
+    opt.train()
+    if how == "eval-mode":
+        opt.eval()
+    else:
+        opt.param_groups[0]["k"] = -1
+    p.grad = torch.ones(10)
+    before = p.detach().clone()
+    with pytest.raises((RuntimeError, ValueError)):
+        opt.step()
+    assert torch.equal(p, before) and agree.calls == [_distributed.FAILED], agree.calls

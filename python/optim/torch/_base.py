@@ -613,26 +613,33 @@ class _Optimizer(Optimizer):
         c = self._c
         with c.lock:
             sam_guard(c, "step")
-            c = _members.sync(self)
-            _ema.refuse_swapped(c, "step")
-            _groups.sync(c, self.param_groups)
-            _distributed.adopt(c, self.param_groups)  # a ZeroRedundancyOptimizer's loaded loss scale
-            collective = _distributed.prepare_step(c)  # its overflow agreement: every rank steps
-            if not c.params and not collective:
-                return loss
-            n, pp, gp, pins = bind(c)
+            _distributed.begin_step(c)
             try:
-                if pins.sparse is not None:
-                    c.h.step_sparse(n, pp, gp, pins.sparse)  # some gradients sparse (optim_sparse.h)
-                else:
-                    c.h.step_with(n, pp, gp)
-            except OptimError as e:
-                if e.code == _core.ENONFINITE:
-                    raise nonfinite_error(c, "%s: step" % c.owner, "nothing was updated", e) from None
-                cause = _distributed.step_error(c, e)
-                if cause is not None:
-                    raise cause
-                raise ValueError("%s: step: %s" % (c.owner, e)) from None
+                c = _members.sync(self)
+                _ema.refuse_swapped(c, "step")
+                _groups.sync(c, self.param_groups)
+                _distributed.adopt(c, self.param_groups)  # a ZeroRedundancyOptimizer's loaded loss scale
+                n, pp, gp, pins = bind(c)  # (before the collective: a refused gradient fails it on every rank)
+                collective = _distributed.prepare_step(c)  # its overflow agreement: every rank steps
+                if not c.params and not collective:
+                    return loss
+                try:
+                    if pins.sparse is not None:
+                        c.h.step_sparse(n, pp, gp, pins.sparse)  # some gradients sparse (optim_sparse.h)
+                    else:
+                        c.h.step_with(n, pp, gp)
+                except OptimError as e:
+                    if e.code == _core.ENONFINITE:
+                        raise nonfinite_error(c, "%s: step" % c.owner, "nothing was updated", e) from None
+                    cause = _distributed.step_error(c, e)
+                    if cause is not None:
+                        raise cause
+                    raise ValueError("%s: step: %s" % (c.owner, e)) from None
+            except BaseException:
+                # Under ZeroRedundancyOptimizer, a rank failing before the loss scale's all-reduce the
+                # others make at this step joins it with a failure flag: every rank raises, none waits.
+                _distributed.step_failed(c)
+                raise
             pins.write_back()  # parameters stepped through a working copy (_step.bind)
             del pins  # held until the call returned
             if c.scalars:

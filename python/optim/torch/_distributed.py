@@ -125,12 +125,14 @@ def global_index(zero):
 
 
 def sr_origins(c):
-    """Before a C step of CObject c as a ZeroRedundancyOptimizer's local
-    optimizer with stochastic rounding: key every parameter's random
-    numbers by its index in the whole model (set again whenever that
-    changes: parameters added, ZeRO re-partitioned, c rebuilt). A parameter
-    ZeRO does not hold (added to the local optimizer by hand) is keyed past
-    the model's, so that it never draws another tensor's numbers."""
+    """Before a C call over the parameters of CObject c (_step.bind: a step,
+    schedule-free's train() and eval(), which round too) as a
+    ZeroRedundancyOptimizer's local optimizer with stochastic rounding: key
+    every parameter's random numbers by its index in the whole model (set
+    again whenever that changes: parameters added, ZeRO re-partitioned, c
+    rebuilt). A parameter ZeRO does not hold (added to the local optimizer
+    by hand) is keyed past the model's, so that it never draws another
+    tensor's numbers."""
     ref = c.zero_ref
     if ref is None or not c.stochastic_rounding:
         return
@@ -158,6 +160,8 @@ def sr_origins(c):
 # rank makes the same all-reduce before its step at its first step and while the ranks last agreed on
 # 'dynamic' (Agreed), and not otherwise: ranks that agreed on 'off' or 'static' make no collective of ours
 # (a rank switching to 'dynamic' on its own after that cannot be noticed by the others, docs/DISTRIBUTED.md).
+# A rank whose step fails before it made a step's all-reduce that the others make makes it with the flag
+# FAILED (step_failed), so that they raise too instead of waiting in it.
 
 MODE_NAMES = {C.OPTIM_LOSS_SCALE_OFF: "off", C.OPTIM_LOSS_SCALE_STATIC: "static",
               C.OPTIM_LOSS_SCALE_DYNAMIC: "dynamic"}
@@ -165,12 +169,27 @@ MODE_NAMES = {C.OPTIM_LOSS_SCALE_OFF: "off", C.OPTIM_LOSS_SCALE_STATIC: "static"
 
 class Agreed:
     """The loss scale mode the ranks last agreed on (None before the first
-    step), shared by a CObject and its OverflowAgreement."""
+    step), shared by a CObject and its OverflowAgreement; `made`: this
+    rank made the step's all-reduce (begin_step clears it)."""
 
-    __slots__ = ("mode",)
+    __slots__ = ("mode", "made")
 
     def __init__(self):
         self.mode = None
+        self.made = False
+
+
+# The overflow flag of a rank whose step failed before the all-reduce it owed the others (step_failed): its
+# other values are the smallest int32, which MAX leaves out of the others' comparison of modes and scales.
+FAILED = 2
+_NEUTRAL = -2 ** 31
+
+
+def failed_error(rank):
+    return RuntimeError(
+        "rank %d: another rank of ZeroRedundancyOptimizer's process group failed its step before the loss "
+        "scale's all-reduce (its own exception says why): every rank raises, nothing changed on this rank"
+        % rank)
 
 
 def _f32_bits(x):
@@ -259,7 +278,10 @@ class OverflowAgreement:
             mode = C.OPTIM_LOSS_SCALE_DYNAMIC
             for k, v in enumerate(agreement(local, mode, self.scale)):
                 flag[k] = v
+            self.agreed.made = True
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=self.group)
+            if int(flag[0]) >= FAILED:
+                raise failed_error(self.rank)
             code, what = C.OPTIM_EINVAL, "the loss scale settings"
             e = agreement_error(self.rank, mode, self.scale, flag)
             if e is not None:
@@ -316,12 +338,47 @@ def prepare_step(c):
         c.zero_hook.scale = scale
     if not dynamic and c.zero_agreed.mode in (None, C.OPTIM_LOSS_SCALE_DYNAMIC):
         flag = torch.tensor(agreement(0, mode, scale), dtype=torch.int32)
+        c.zero_agreed.made = True
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=c.zero_group)
+        if int(flag[0]) >= FAILED:
+            raise failed_error(c.zero_rank)
         e = agreement_error(c.zero_rank, mode, scale, flag)
         if e is not None:
             raise e
         c.zero_agreed.mode = mode
     return dynamic
+
+
+def begin_step(c):
+    """At the start of a step of CObject c (before anything that can fail): this step's all-reduce not made yet."""
+    if c.zero_rank is not None:
+        if c.zero_agreed is None:
+            c.zero_agreed = Agreed()
+        c.zero_agreed.made = False
+
+
+def step_failed(c):
+    """A step of CObject c failed (its exception is being raised). Under
+    ZeroRedundancyOptimizer on two ranks or more, when this rank had not
+    yet made the step's all-reduce and the other ranks make one at this
+    step (the first step, or the ranks last agreed on 'dynamic': the same
+    on every rank), make it now with the FAILED flag: the others raise
+    failed_error instead of waiting in it for the process group's timeout
+    (or meeting this rank's next collective). A failure of that all-reduce
+    itself is left behind: the step's own exception is the one raised.
+    Ranks that agreed on 'off' or 'static' make no collective of ours: a
+    failing rank's exception is its own there (the others go on to
+    ZeroRedundancyOptimizer's broadcasts, as with torch.optim's classes)."""
+    agreed = c.zero_agreed
+    if c.zero_rank is None or agreed is None or agreed.made or \
+            agreed.mode not in (None, C.OPTIM_LOSS_SCALE_DYNAMIC):
+        return
+    agreed.made = True
+    flag = torch.tensor([FAILED] + [_NEUTRAL] * 4, dtype=torch.int32)
+    try:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=c.zero_group)
+    except Exception:  # noqa: B902 (the step's own exception is raised)
+        pass
 
 
 def step_error(c, e):
@@ -336,20 +393,26 @@ def step_error(c, e):
 # ---- the scaler's state in the param groups -----------------------------------------------------
 # ZeroRedundancyOptimizer's consolidated state_dict() is its own param_groups (synced from the local
 # optimizers' after every step) and the ranks' 'state': a top-level key of the local state_dict is
-# dropped. So a local optimizer with a loss scale or a seed keeps _precision.export() in every param
-# group too, under _precision.STATE_KEY; ZeroRedundancyOptimizer.load_state_dict puts the loaded groups'
+# dropped. So a local optimizer with a loss scale, a seed or stochastic rounding keeps _precision.export()
+# in every param group too, under _precision.STATE_KEY; ZeroRedundancyOptimizer.load_state_dict puts the loaded groups'
 # value back into the local groups, and the next step adopts it (and a plain optimizer loading a
 # consolidated state_dict takes it from there, _state_dict).
 
 
 def publish(c, groups):
-    """Write the precision state into every group (ZeRO's local optimizer only, on any number of ranks)."""
+    """Write the precision state into every group (ZeRO's local optimizer only, on any number of ranks),
+    and into the ZeroRedundancyOptimizer's own groups: it copies its groups' keys into the local ones
+    before every step and consolidate_state_dict (and back only after a step), so that a copy older than
+    a change made between steps (set_seed, a local load_state_dict) would come back and be taken for a
+    loaded state by adopt(), setting the old seed and scaler back; its consolidated state_dict would
+    save the old ones too."""
     if not in_zero(c):
         return
     snap = _precision.export(c)
-    if snap["loss_scale"] is None and not snap["seed"]:
-        return
-    for group in groups:
+    if snap["loss_scale"] is None and not snap["seed"] and not snap["stochastic_rounding"] and c.zero_prec is None:
+        return  # nothing to carry, and nothing carried yet (a seed set back to 0 is written over the old one)
+    zero = c.zero_ref() if c.zero_ref is not None else None
+    for group in list(groups) + list(getattr(zero, "param_groups", None) or ()):
         group[_precision.STATE_KEY] = snap
     # A copy of our own: the dict itself is shared with ZeRO's groups and every state_dict() they make
     # (torch packs groups shallowly), where it can be edited in place.

@@ -3,7 +3,7 @@ implementations' arguments and defaults, stepped by liboptim."""
 import torch
 
 from .._capi import OptimError
-from . import _groups, _members, _step
+from . import _distributed, _groups, _members, _step
 from ._base import _Optimizer, _check_flags
 from ._optimizers import _COMMON_DOC, _spec
 
@@ -330,12 +330,18 @@ class _ScheduleFree(_Optimizer):
     def step(self, closure=None):
         """One step (the parameters must hold y: call train() first, as the
         reference requires; in eval mode RuntimeError, nothing changed)."""
-        if not self.param_groups[0].get("train_mode", False) or self._c.h.sf_mode() != 1:
-            raise RuntimeError("%s: the optimizer is not in train mode when step is called; call optimizer.train() "
-                               "before training and optimizer.eval() before evaluating (as the reference "
-                               "requires)" % type(self).__name__)
-        with self._c.lock:
-            self._sf_push_edits()
+        try:
+            if not self.param_groups[0].get("train_mode", False) or self._c.h.sf_mode() != 1:
+                raise RuntimeError("%s: the optimizer is not in train mode when step is called; call "
+                                   "optimizer.train() before training and optimizer.eval() before evaluating (as "
+                                   "the reference requires)" % type(self).__name__)
+            with self._c.lock:
+                self._sf_push_edits()
+        except BaseException:
+            with self._c.lock:  # under ZeroRedundancyOptimizer the other ranks raise too (_distributed.step_failed)
+                _distributed.begin_step(self._c)
+                _distributed.step_failed(self._c)
+            raise
         loss = super().step(closure)
         self._sf_refresh()
         return loss

@@ -53,9 +53,10 @@ def state_dict(opt):
             packed_state[k] = v
         precision = _precision.export(c)
         ema = _ema.export(c)  # the EMA of the weights (docs/EMA.md): copies, only when on
-    if precision["loss_scale"] is not None or precision["seed"]:
+    if precision["loss_scale"] is not None or precision["seed"] or precision["stochastic_rounding"]:
         # Also in every group: torch's ZeroRedundancyOptimizer.load_state_dict keeps only 'state' and
-        # 'param_groups', and hands the groups' keys to its local optimizers (_distributed.adopt).
+        # 'param_groups', and hands the groups' keys to its local optimizers (_distributed.adopt). With
+        # stochastic rounding even a seed of 0: without the key the loading ranks would keep their own.
         for group in param_groups:
             group[_precision.STATE_KEY] = precision
     out = {"state": packed_state, "param_groups": param_groups, _precision.STATE_KEY: precision}

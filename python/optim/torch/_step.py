@@ -254,10 +254,10 @@ def bind(c, grads=True):
     that it lies inside memory the caller holds whatever another thread does
     to the tensor meanwhile. (The loop is written out: it runs for every
     tensor at every step.)"""
-    if grads:
-        # A call that steps: under ZeroRedundancyOptimizer, stochastic rounding keyed by the whole model's
-        # numbering (set in C when it changed).
-        _distributed.sr_origins(c)
+    # Under ZeroRedundancyOptimizer, stochastic rounding keyed by the whole model's numbering (set in C
+    # when it changed), before any call that hands C the parameters: a step, and schedule-free's train() and
+    # eval(), which round bfloat16 parameters too (and may come first after a rebuild or a load).
+    _distributed.sr_origins(c)
     params = c.params
     n = len(params)
     if c.ptrs is None:
