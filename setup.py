@@ -16,6 +16,10 @@ isolated build environment; README, "Install"):
 CMake, a C compiler, OpenBLAS and zlib are needed (scripts/deps.sh build). The
 version is the C header's (include/optim.h). OPTIM_CMAKE_ARGS adds CMake
 options (e.g. "-DOPTIM_MPI=ON" to build the command with `--distributed`).
+OPTIM_CMAKE_BUILD_DIR builds in that directory instead of build/cmake: a CMake
+tree already configured from this same source directory is reconfigured with
+the options above and only what they change is compiled (tests/install/pip.sh
+uses the Release tree tests/install/deb.sh built).
 """
 import os
 import re
@@ -46,7 +50,9 @@ class BuildWithCMake(build_py):
         cmake = shutil.which("cmake")
         if not cmake:
             raise RuntimeError("pip install of optim needs CMake (Debian: apt-get install cmake; scripts/deps.sh build)")
-        build_temp = os.path.abspath(os.path.join(self.get_finalized_command("build").build_base, "cmake"))
+        build_temp = os.environ.get("OPTIM_CMAKE_BUILD_DIR") or os.path.join(
+            self.get_finalized_command("build").build_base, "cmake")
+        build_temp = os.path.abspath(build_temp)
         os.makedirs(build_temp, exist_ok=True)
         args = [cmake, "-S", ROOT, "-B", build_temp, "-DCMAKE_BUILD_TYPE=Release", "-DOPTIM_BUILD_TESTS=OFF",
                 "-DOPTIM_BUILD_TOOLS=ON", "-DOPTIM_MPI=OFF"]

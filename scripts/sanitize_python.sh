@@ -30,7 +30,7 @@ out=$1
 python=${2:-/usr/bin/python3}
 if [ "$build" = 1 ]; then
   cmake -S "$src" -B "$out" -DOPTIM_SANITIZE=address,undefined -DOPTIM_BUILD_TOOLS=OFF -DOPTIM_BUILD_TESTS=OFF \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" >/dev/null
   cmake --build "$out" -j 2 --target optim_shared >/dev/null
 fi
 lib="$out/liboptim.so"

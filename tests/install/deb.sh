@@ -1,9 +1,12 @@
 #!/bin/sh
-# deb.sh SRC: the Debian package CPack builds, from a clean copy of the checkout (git ls-files):
+# deb.sh SRC [TREE]: the Debian package CPack builds, from a clean copy of the checkout (git ls-files):
 # configure for /usr, build, `cpack -G DEB`; check its name, version (the header's) and dependencies;
 # unpack it into a temporary root (dpkg -x: no root rights, nothing installed on the machine) and
 # compile a C program against it twice, with pkg-config and with CMake's find_package; run both, and
 # the optim command (its lab finds the renderer the package installs).
+# With TREE, the copy (TREE/src) and its build (TREE/b) are made there and kept, for pip.sh to install
+# from without compiling the library a second time (CTest: install.deb sets up install.pip's fixture);
+# without, in a temporary directory removed at the end.
 set -eu
 src=$(cd "$1" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,16 +16,22 @@ fail() {
     echo "FAIL: $*" >&2
     exit 1
 }
-"$here/copy_tree.sh" "$src" "$tmp/src"
-version=$(sed -n 's/^#define OPTIM_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$/\2/p' "$tmp/src/include/optim.h" | paste -sd.)
+tree=$tmp
+if [ -n "${2:-}" ]; then
+    rm -rf "$2"
+    mkdir -p "$2"
+    tree=$(cd "$2" && pwd)
+fi
+"$here/copy_tree.sh" "$src" "$tree/src"
+version=$(sed -n 's/^#define OPTIM_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\)$/\2/p' "$tree/src/include/optim.h" | paste -sd.)
 echo "== configure (prefix /usr), build, cpack -G DEB (optim $version)"
 {
-    cmake -S "$tmp/src" -B "$tmp/b" -DCMAKE_BUILD_TYPE=Release -DOPTIM_BUILD_TESTS=OFF -DCMAKE_INSTALL_PREFIX=/usr &&
-        cmake --build "$tmp/b" -j "${CMAKE_BUILD_PARALLEL_LEVEL:-2}" &&
-        (cd "$tmp/b" && cpack -G DEB)
+    cmake -S "$tree/src" -B "$tree/b" -DCMAKE_BUILD_TYPE=Release -DOPTIM_BUILD_TESTS=OFF -DCMAKE_INSTALL_PREFIX=/usr &&
+        cmake --build "$tree/b" -j "${CMAKE_BUILD_PARALLEL_LEVEL:-2}" &&
+        (cd "$tree/b" && cpack -G DEB)
 } >"$tmp/build.log" 2>&1 || { tail -40 "$tmp/build.log" >&2; fail "the build or cpack failed"; }
-deb=$(ls "$tmp"/b/optim_*.deb 2>/dev/null | head -1)
-[ -n "$deb" ] || fail "cpack made no optim_*.deb: $(ls "$tmp/b")"
+deb=$(ls "$tree"/b/optim_*.deb 2>/dev/null | head -1)
+[ -n "$deb" ] || fail "cpack made no optim_*.deb: $(ls "$tree/b")"
 [ "$(dpkg-deb -f "$deb" Package)" = optim ] || fail "package name $(dpkg-deb -f "$deb" Package)"
 [ "$(dpkg-deb -f "$deb" Version)" = "$version" ] || fail "version $(dpkg-deb -f "$deb" Version), header $version"
 depends=$(dpkg-deb -f "$deb" Depends)
@@ -85,8 +94,12 @@ grep -q "$tmp/root/usr" "$tmp/cm/b/CMakeCache.txt" || fail "find_package found a
 LD_LIBRARY_PATH="$libdir" "$tmp/cm/b/app" || fail "the find_package program"
 
 echo "== the optim command of the package"
+# The copy it was built from moved out of reach meanwhile: the command's last resort is the renderer of the
+# source tree compiled into it, which would hide a renderer the package does not install or cannot find.
+mv "$tree/src" "$tree/src.away"
 "$tmp/root/usr/bin/optim" version | grep -q "$version" || fail "optim version: $("$tmp/root/usr/bin/optim" version)"
 "$tmp/root/usr/bin/optim" lab bias-correction --quick --out "$tmp/run" >"$tmp/lab.log" 2>&1 ||
     fail "optim lab: $(tail -5 "$tmp/lab.log")"
 [ -s "$tmp/run/report.html" ] || fail "optim lab rendered no report: $(tail -5 "$tmp/lab.log")"
+mv "$tree/src.away" "$tree/src"
 echo "cpack -G DEB: passed"

@@ -1,11 +1,15 @@
 #!/bin/sh
-# pip.sh SRC [PYTHON]: `pip install .` as the README's Install section says, from a clean copy of the
+# pip.sh SRC [PYTHON [TREE]]: `pip install .` as the README's Install section says, from a clean copy of the
 # checkout (git ls-files), offline (--no-index --no-build-isolation: Debian's python3-pip and
 # python3-setuptools), into a venv that sees the system's packages (torch). Then, from another
 # directory, with the copy removed: `import optim.torch` loads the library installed inside the
 # package, an optimizer steps as torch.optim's does, `python -m optim version` and the `optim`
 # script run the command installed alongside, and `optim lab` renders its report with the package's
 # renderer.
+# With TREE (CTest: the tree deb.sh SRC TREE left, its fixture), pip installs from TREE's copy of the
+# checkout (TREE/src) and setup.py builds in TREE/b (OPTIM_CMAKE_BUILD_DIR): its CMake run reconfigures that
+# Release build with setup.py's own options and compiles only what they change (the optim command, built
+# without MPI), not the library again; TREE is removed once installed. Without TREE: a copy of its own.
 set -eu
 src=$(cd "$1" && pwd)
 py=${2:-/usr/bin/python3}
@@ -16,19 +20,36 @@ fail() {
     echo "FAIL: $*" >&2
     exit 1
 }
-unset PYTHONPATH OPTIM_LIBRARY OPTIM_COMMAND OPTIM_LAB_PYTHONPATH || true
+unset PYTHONPATH OPTIM_LIBRARY OPTIM_COMMAND OPTIM_LAB_PYTHONPATH OPTIM_CMAKE_BUILD_DIR || true
 
-"$here/copy_tree.sh" "$src" "$tmp/src"
+if [ -n "${3:-}" ]; then
+    tree=$(cd "$3" && pwd) || fail "no tree $3 (CTest: install.deb makes it)"
+    [ -f "$tree/src/setup.py" ] && [ -f "$tree/b/CMakeCache.txt" ] || fail "$tree holds no copy and build from deb.sh"
+    # The copy must be of this checkout: the same files, byte for byte, as git lists them now.
+    "$here/copy_tree.sh" "$src" "$tmp/check"
+    diff -r "$tmp/check" "$tree/src" >"$tmp/diff.log" 2>&1 ||
+        fail "$tree/src is not a copy of $src as it is now: $(head -5 "$tmp/diff.log")"
+    rm -rf "$tmp/check"
+    copy=$tree/src
+    OPTIM_CMAKE_BUILD_DIR=$tree/b
+    export OPTIM_CMAKE_BUILD_DIR
+else
+    tree=""
+    "$here/copy_tree.sh" "$src" "$tmp/src"
+    copy=$tmp/src
+fi
 "$py" -m venv --system-site-packages --without-pip "$tmp/venv"
 echo "== pip install --no-index --no-build-isolation (a copy of the checkout) into $tmp/venv"
 if ! (cd "$tmp" && CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
-        "$tmp/venv/bin/python" -m pip install --no-index --no-build-isolation --no-cache-dir "$tmp/src" \
+        "$tmp/venv/bin/python" -m pip install --no-index --no-build-isolation --no-cache-dir "$copy" \
         >"$tmp/pip.log" 2>&1); then
     tail -40 "$tmp/pip.log" >&2
     fail "pip install failed"
 fi
 grep -q "Successfully installed optim-" "$tmp/pip.log" || fail "pip did not install optim: $(tail -3 "$tmp/pip.log")"
-rm -rf "$tmp/src"   # nothing may refer to the tree it was built from
+unset OPTIM_CMAKE_BUILD_DIR
+# Nothing may refer to the tree it was built from, nor to the build.
+rm -rf "$copy" ${tree:+"$tree"}
 mkdir "$tmp/elsewhere"
 cd "$tmp/elsewhere"
 
