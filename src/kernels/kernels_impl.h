@@ -72,14 +72,16 @@
  * variant touches OPTIM__PF_BYTES ahead are prefetched. One core's
  * out-of-order window reaches fewer lines ahead the more arithmetic a line
  * carries: without it, on a Xeon (Sapphire Rapids, one core at about 27 GB/s)
- * Adam ran at 0.83 of its same-traffic ceiling at 64M and most rules at
- * 0.78-0.93; with it, 0.93-1.08 (docs/PERFORMANCE.md, "Software prefetch").
+ * Adam ran at 0.85 of its same-traffic ceiling at 64M and most rules below
+ * 0.9; with it, 0.93-1.08 (docs/PERFORMANCE.md, "Software prefetch"). 2 KiB
+ * ran the plain loops as 1 KiB did and halved what step statistics cost the
+ * cheapest rules.
  * A range of at most OPTIM__PF_MIN bytes per stream (likely in cache) is one
  * block, without prefetch: blocks cost a few percent there. Nothing past a
  * range's end is prefetched (the fused loops are told how far the range goes
  * past their block: optim__sloop_fn's npf). A hint only: no value depends on
  * it. */
-#define OPTIM__PF_BYTES 1024
+#define OPTIM__PF_BYTES 2048
 #define OPTIM__PF_BLOCK 256
 #define OPTIM__PF_MIN (32 * 1024)
 #if defined(__GNUC__)

@@ -59,7 +59,7 @@ OPTIM__RULE_LIST(OPTIM__KR_DEF, OPTIM__LIST_NOTHING)
         if (wr & 4u) s2[i] = optim__canon(s[2]);                                                        \
         if (wr & 8u) s3[i] = optim__canon(s[3]);                                                        \
     }                                                                                                   \
-    /* Blocks of OPTIM__PF_BLOCK bytes, each after the prefetch of the lines 1 KiB ahead (kernels_impl.h); \
+    /* Blocks of OPTIM__PF_BLOCK bytes, each after the prefetch of the lines 2 KiB ahead (kernels_impl.h); \
      * one block where a range is short (OPTIM__PF_MIN). */                                            \
     OPTIM_INLINE void OPTIM__T(optim__##name##_loop)(size_t n, R *restrict p, const R *restrict g,      \
                                                      R *restrict s0, R *restrict s1, R *restrict s2,    \
