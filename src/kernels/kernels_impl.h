@@ -82,7 +82,11 @@
 #define OPTIM__PF_BYTES 1024
 #define OPTIM__PF_BLOCK 256
 #define OPTIM__PF_MIN (32 * 1024)
-#if defined(__GNUC__)
+/* The prefetch of the nb bytes at x (rw: 1 for a write); a file that
+ * includes this one may define its own first (tests/test_prefetch.c checks
+ * every prefetched range against the range of its call). */
+#if defined(OPTIM__PF_LINES)
+#elif defined(__GNUC__)
 #  define OPTIM__PF_LINES(x, nb, rw)                                                                  \
       do {                                                                                            \
           size_t q_;                                                                                  \
