@@ -75,10 +75,15 @@
  * Adam ran at 0.83 of its same-traffic ceiling at 64M and most rules at
  * 0.78-0.93; with it, 0.93-1.08 (docs/PERFORMANCE.md, "Software prefetch").
  * A range of at most OPTIM__PF_MIN bytes per stream (likely in cache) is one
- * block, without prefetch: blocks cost a few percent there. Nothing past a
- * range's end is prefetched (the fused loops are told how far the range goes
- * past their block: optim__sloop_fn's npf). A hint only: no value depends on
- * it. */
+ * block, with only the one prefetch before it: blocks cost a few percent
+ * there. So calls on short ranges barely prefetch: the chunked path's (a
+ * chunk of OPTIM__CHUNK elements a call: bfloat16/float16 gradients, masters,
+ * 16-bit or int8 state) and, for float32 without statistics, the update
+ * under an EMA of the weights (spans of OPTIM__RBLOCK elements, ema_run.c).
+ * Nothing past a range's end is prefetched (the fused loops are told how
+ * far the range goes past their block: optim__sloop_fn's npf;
+ * tests/test_prefetch.c checks every prefetched line). A hint only: no
+ * value depends on it. */
 #define OPTIM__PF_BYTES 1024
 #define OPTIM__PF_BLOCK 256
 #define OPTIM__PF_MIN (32 * 1024)
