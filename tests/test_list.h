@@ -22,6 +22,7 @@
     TEST_ENTRY(paths_bit_identical)            \
     TEST_ENTRY(nan_bits_every_path)            \
     TEST_ENTRY(loops_stay_in_range)            \
+    TEST_ENTRY(prefetch_stays_in_range)        \
     TEST_ENTRY(half_types_vs_rounding_reference) \
     TEST_ENTRY(int8_state_vs_quantizing_reference) \
     TEST_ENTRY(conversions_exact)              \

@@ -77,14 +77,24 @@
  * ran the plain loops as 1 KiB did and halved what step statistics cost the
  * cheapest rules.
  * A range of at most OPTIM__PF_MIN bytes per stream (likely in cache) is one
- * block, without prefetch: blocks cost a few percent there. Nothing past a
- * range's end is prefetched (the fused loops are told how far the range goes
- * past their block: optim__sloop_fn's npf). A hint only: no value depends on
- * it. */
+ * block, with only the one prefetch before it: blocks cost a few percent
+ * there. So calls on short ranges barely prefetch: the chunked path's (a
+ * chunk of OPTIM__CHUNK elements a call: bfloat16/float16 gradients, masters,
+ * 16-bit or int8 state). 16 KiB: the update under an EMA of the weights runs
+ * in spans of OPTIM__RBLOCK elements (32 KiB of float32, ema_run.c), which
+ * are blocked. Nothing past a range's end is prefetched (the fused
+ * loops are told how far the range goes past their block: optim__sloop_fn's
+ * npf; tests/test_prefetch.c checks every prefetched line). A hint only: no
+ * value depends on it. The write hint (rw = 1) is a prefetchw only where the
+ * compiler targets PRFCHW; these builds emit prefetcht0 for both. */
 #define OPTIM__PF_BYTES 2048
 #define OPTIM__PF_BLOCK 256
-#define OPTIM__PF_MIN (32 * 1024)
-#if defined(__GNUC__)
+#define OPTIM__PF_MIN (16 * 1024)
+/* The prefetch of the nb bytes at x (rw: 1 for a write); a file that
+ * includes this one may define its own first (tests/test_prefetch.c checks
+ * every prefetched range against the range of its call). */
+#if defined(OPTIM__PF_LINES)
+#elif defined(__GNUC__)
 #  define OPTIM__PF_LINES(x, nb, rw)                                                                  \
       do {                                                                                            \
           size_t q_;                                                                                  \
