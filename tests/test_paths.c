@@ -392,7 +392,7 @@ static int types_vs_reference(const int (*types)[3], size_t ntypes, long stride)
     return 0;
 }
 
-/* The loops run in prefetch blocks and groups past 32 KiB per stream
+/* The loops run in prefetch blocks and groups past 16 KiB per stream
  * (kernels_impl.h, OPTIM__PREFETCH): tensors longer than that, of lengths
  * that are no multiple of a block, a group or a chunk, with guard elements
  * on both sides. Every rule with its defaults, float32 and float64, every

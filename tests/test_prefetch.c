@@ -117,7 +117,7 @@ out:
 /* Every rule and variant (with and without value clipping's bit), float32 and float64 in memory, float32
  * parameters with bfloat16 gradients and with bfloat16 state (the chunked path), statistics off and on
  * (the fused loops, in place and chunked), whole tensors and a split in two at a block (a thread's range,
- * past which nothing may be prefetched either), lengths past 32 KiB per stream that end anywhere in a
+ * past which nothing may be prefetched either), lengths past 16 KiB per stream (OPTIM__PF_MIN) that end anywhere in a
  * prefetch block: every prefetched line lies in the range the call runs on. */
 TEST_IMPL(prefetch_stays_in_range)
 {
