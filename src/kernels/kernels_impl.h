@@ -66,16 +66,20 @@
 /* The lanes of the reductions (kernels_math.h). */
 #define OPTIM__LANES 16
 
-/* Software prefetch in the update loops (kernels_math.h): the plain loops
- * run in blocks of OPTIM__PF_BLOCK bytes, the fused statistics loops in
- * groups of 16 elements, and before each, the cache lines of each stream the
- * variant touches OPTIM__PF_BYTES ahead are prefetched. One core's
+/* Software prefetch in the update loops (kernels_math.h): the loops run in
+ * blocks of OPTIM__PF_BLOCK bytes (the fused statistics loops: four groups of
+ * 16 elements, and single groups at a range's end), and before each, the
+ * cache lines of each stream the variant touches are prefetched,
+ * OPTIM__PF_BYTES ahead in the plain loops and OPTIM__SPF_BYTES ahead in the
+ * fused ones. One core's
  * out-of-order window reaches fewer lines ahead the more arithmetic a line
  * carries: without it, on a Xeon (Sapphire Rapids, one core at about 27 GB/s)
  * Adam ran at 0.85 of its same-traffic ceiling at 64M and most rules below
  * 0.9; with it, 0.93-1.08 (docs/PERFORMANCE.md, "Software prefetch"). 2 KiB
- * ran the plain loops as 1 KiB did and halved what step statistics cost the
- * cheapest rules.
+ * ran the plain loops as 1 KiB did (4 KiB slowed Adam's); the fused loops,
+ * with more instructions per line, gain from 3 KiB: plain SGD with step
+ * statistics took 7-9 % longer than without at 64M with 2 KiB and one group
+ * a prefetch, 0-4 % with 3 KiB and blocks (docs/STATS.md, "Cost").
  * A range of at most OPTIM__PF_MIN bytes per stream (likely in cache) is one
  * block, with only the one prefetch before it: blocks cost a few percent
  * there. So calls on short ranges barely prefetch: the chunked path's (a
@@ -88,6 +92,7 @@
  * value depends on it. The write hint (rw = 1) is a prefetchw only where the
  * compiler targets PRFCHW; these builds emit prefetcht0 for both. */
 #define OPTIM__PF_BYTES 2048
+#define OPTIM__SPF_BYTES 3072
 #define OPTIM__PF_BLOCK 256
 #define OPTIM__PF_MIN (16 * 1024)
 /* The prefetch of the nb bytes at x (rw: 1 for a write); a file that
@@ -105,11 +110,11 @@
 #  define OPTIM__PF_LINES(x, nb, rw) ((void)(x))
 #endif
 /* The lines of the nb bytes from element i + d of p, g and the slots in
- * mask rw (the variant's reads | writes), d = OPTIM__PF_BYTES of an element;
+ * mask rw (the variant's reads | writes), d = dist bytes of an element;
  * none past element n. */
-#define OPTIM__PREFETCH_N(i, n, nb, p, g, s0, s1, s2, s3, rw)                                          \
+#define OPTIM__PREFETCH_N(i, n, nb, dist, p, g, s0, s1, s2, s3, rw)                                    \
     do {                                                                                              \
-        const size_t d_ = OPTIM__PF_BYTES / sizeof *(p);                                              \
+        const size_t d_ = (dist) / sizeof *(p);                                                       \
         if ((i) + d_ + (nb) / sizeof *(p) <= (n)) {                                                   \
             OPTIM__PF_LINES((p) + (i) + d_, nb, 1);                                                   \
             OPTIM__PF_LINES((g) + (i) + d_, nb, 0);                                                   \
@@ -119,11 +124,14 @@
             if ((rw) & 8u) OPTIM__PF_LINES((s3) + (i) + d_, nb, 1);                                   \
         }                                                                                             \
     } while (0)
-/* A block of the plain loops (OPTIM__PF_BLOCK bytes), a group of 16 of the fused loops. */
+/* A block of the plain loops (OPTIM__PF_BLOCK bytes); a block and a single
+ * group of 16 of the fused loops. */
 #define OPTIM__PREFETCH(i, n, p, g, s0, s1, s2, s3, rw)                                                \
-    OPTIM__PREFETCH_N(i, n, OPTIM__PF_BLOCK, p, g, s0, s1, s2, s3, rw)
+    OPTIM__PREFETCH_N(i, n, OPTIM__PF_BLOCK, OPTIM__PF_BYTES, p, g, s0, s1, s2, s3, rw)
+#define OPTIM__PREFETCH_SBLOCK(i, n, p, g, s0, s1, s2, s3, rw)                                         \
+    OPTIM__PREFETCH_N(i, n, OPTIM__PF_BLOCK, OPTIM__SPF_BYTES, p, g, s0, s1, s2, s3, rw)
 #define OPTIM__PREFETCH_GROUP(i, n, p, g, s0, s1, s2, s3, rw)                                          \
-    OPTIM__PREFETCH_N(i, n, OPTIM__LANES * sizeof *(p), p, g, s0, s1, s2, s3, rw)
+    OPTIM__PREFETCH_N(i, n, OPTIM__LANES * sizeof *(p), OPTIM__SPF_BYTES, p, g, s0, s1, s2, s3, rw)
 
 OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, double p)
 {

@@ -386,7 +386,10 @@ OPTIM_INLINE void OPTIM__T(optim__slane_out)(OPTIM__T(optim__slanes) *restrict l
 #if OPTIM__STATS_FUSED && !OPTIM__R_F64
 /* The fused loops: each rule's loop (the same element function, loads and
  * stores as OPTIM__LOOP_DEF's) with its element's statistics in registers.
- * Groups of 16 elements, element j of a group in lane j. */
+ * Groups of 16 elements, element j of a group in lane j, run four at a time
+ * (a block of OPTIM__PF_BLOCK bytes with one prefetch before it) and one at a
+ * time at the end of a chunk shorter than a block. */
+#define OPTIM__SBLOCK (OPTIM__PF_BLOCK / sizeof(R))
 #define OPTIM__SLOOP_DEF(ID, value, name)                                                               \
     OPTIM_INLINE void OPTIM__T(optim__##name##_sone)(R *restrict p, const R *restrict g, R *restrict s0, \
                                                      R *restrict s1, R *restrict s2, R *restrict s3,    \
@@ -425,10 +428,18 @@ OPTIM_INLINE void OPTIM__T(optim__slane_out)(OPTIM__T(optim__slanes) *restrict l
         const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
         const unsigned rw = optim__##name##_reads(V) | optim__##name##_writes(V);                       \
         OPTIM__T(optim__slanes) l;                                                                      \
-        size_t i = 0, e, j;                                                                             \
+        size_t i = 0, e, j, q;                                                                          \
         memcpy(&l, lanes, sizeof l);                                                                    \
         while (i < n) {                                                                                 \
             e = n - i < OPTIM__CHUNK ? n : i + OPTIM__CHUNK;                                            \
+            for (; i + OPTIM__SBLOCK <= e; i += OPTIM__SBLOCK) {                                        \
+                OPTIM__PREFETCH_SBLOCK(i, npf, p, g, s0, s1, s2, s3, rw);                               \
+                for (q = 0; q < OPTIM__SBLOCK; q += OPTIM__LANES) {                                     \
+                    OPTIM__VECTORIZE                                                                    \
+                    for (j = 0; j < OPTIM__LANES; j++)                                                  \
+                        OPTIM__T(optim__##name##_sone)(p, g, s0, s1, s2, s3, i + q + j, &c, &k, V, &l, j); \
+                }                                                                                       \
+            }                                                                                           \
             for (; i < e; i += OPTIM__LANES) {                                                          \
                 OPTIM__PREFETCH_GROUP(i, npf, p, g, s0, s1, s2, s3, rw);                                \
                 OPTIM__VECTORIZE                                                                        \
@@ -441,6 +452,7 @@ OPTIM_INLINE void OPTIM__T(optim__slane_out)(OPTIM__T(optim__slanes) *restrict l
     }
 OPTIM__RULE_LIST(OPTIM__SLOOP_DEF, OPTIM__LIST_NOTHING)
 #undef OPTIM__SLOOP_DEF
+#undef OPTIM__SBLOCK
 
 #define OPTIM__SINST(name, v)                                                                           \
     static void OPTIM__T(optim__##name##_sv##v)(size_t n, size_t npf, void *p, const void *g,           \
