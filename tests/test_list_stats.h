@@ -3,4 +3,5 @@
     TEST_ENTRY(stats_exact_every_path) \
     TEST_ENTRY(stats_api)              \
     TEST_ENTRY(stats_skipped_steps)    \
-    TEST_ENTRY(stats_complex)
+    TEST_ENTRY(stats_complex)          \
+    TEST_ENTRY(stats_fused_lengths)

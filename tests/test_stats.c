@@ -6,6 +6,7 @@
  * every CPU path, 1 and 2 threads; and turning statistics on changes no bit
  * of any parameter or state. */
 #include "test.h"
+#include "optim_ema.h"
 #include "optim_precision.h"
 #include "optim_sam.h"
 #include "optim_schedule_free.h"
@@ -595,5 +596,181 @@ TEST_IMPL(stats_complex)
                      st.clamped_fraction, clamped / N);
             optim_free(o);
         }
+    return 0;
+}
+
+/* ---- The fused loops' shapes: every length against the scalar path ------------------------------------------ */
+
+/* Lengths for the fused loops (kernels_math.h's OPTIM__SLOOP_DEF: blocks of four groups of 16, single groups where
+ * less than a block remains before a chunk's end, lanes flushed per chunk of 512; a range's last n % 16 through
+ * copies): below a group, one group, groups only, one block, a block and one or three groups, whole chunks, a chunk
+ * and a group, a block of 8192 exactly and with a group or a partial chunk after it, three blocks with a partial
+ * chunk of blocks, groups and a tail (two threads split it). FL_RANDOM more (below 2048: every shape of a last
+ * chunk) are drawn from the seed. */
+static const size_t fl_fixed[] = {1,   15,  16,   48,   64,   80,          112,         3 * 64 + 16 + 5,
+                                  496, 511, 512,  528,  560,  1024 + 112 + 3, 8192,      8192 + 16,
+                                  8192 + 1234,    2 * 8192 + 512 + 5 * 64 + 3 * 16 + 9};
+#define FL_FIXED (sizeof fl_fixed / sizeof fl_fixed[0])
+#define FL_RANDOM 3
+#define FL_NT (FL_FIXED + FL_RANDOM)
+#define FL_STEPS 3
+
+/* One run of rule r over tensors of lengths len (kind kd, path isa, threads, value clipping gclip); stats off (0),
+ * on (1) or on through copies (2); with an EMA of the weights when ema. The final parameters (and masters) in pout,
+ * every step's statistics of every tensor in sout[step * FL_NT + i]. 0, 1 with a message, or 2 where the rule
+ * has no EMA (nothing run). */
+static int fl_run(int r, const kind *kd, const size_t *len, optim_isa isa, int threads, double gclip, int stats,
+                  int ema, uint64_t seed, double *pout, optim_step_stats *sout)
+{
+    optim *o = NULL;
+    optim_hparams hp;
+    void *p[FL_NT], *gr[FL_NT];
+    const size_t es = optim_dtype_size(kd->pdt);
+    const optim_dtype gdt = kd->bf16_grad ? OPTIM_BFLOAT16 : kd->flags ? OPTIM_FLOAT32 : kd->pdt;
+    test_rng rng = {seed};
+    size_t i, j, off = 0;
+    int step;
+    ASSERT_OK(optim_create(&o, (optim_rule)r));
+    ASSERT_OK(optim_hparams_init(&hp, (optim_rule)r, NULL));
+    if (optim_rule_uses((optim_rule)r, OPTIM_HP_WEIGHT_DECAY)) hp.weight_decay = 0.01;
+    if (r == OPTIM_ADABOUND) hp.gamma = 0.5;
+    if (r == OPTIM_LARS || r == OPTIM_LAMB) hp.lr = 0.01;
+    ASSERT_OPT_OK(o, optim_add_group(o, &hp, NULL));
+    for (i = 0; i < FL_NT; i++) {
+        p[i] = calloc(len[i], es);
+        gr[i] = calloc(len[i], optim_dtype_size(gdt));
+        if (!p[i] || !gr[i]) FAIL("out of memory");
+        for (j = 0; j < len[i]; j++) t_set(kd->pdt, p[i], j, test_rng_normal(&rng));
+        ASSERT_OPT_OK(o, optim_add_param_ex(o, 0, p[i], kd->pdt, gr[i], gdt, len[i],
+                                            kd->sdt >= 0 ? (optim_dtype)kd->sdt : OPTIM_FLOAT32, kd->flags, "t",
+                                            NULL));
+    }
+    ASSERT_OPT_OK(o, optim_set_isa(o, isa));
+    ASSERT_OPT_OK(o, optim_set_threads(o, threads));
+    ASSERT_OPT_OK(o, optim_set_clip_grad_value(o, gclip));
+    ASSERT_OPT_OK(o, optim_set_stats(o, stats != 0));
+    if (ema && optim_set_ema(o, 0.9, 0) != OPTIM_OK) {
+        /* Not for every rule (schedule-free averages already): 2, no run. */
+        for (i = 0; i < FL_NT; i++) {
+            free(p[i]);
+            free(gr[i]);
+        }
+        optim_free(o);
+        return 2;
+    }
+    optim__stats_force_copies(o, stats == 2);
+    for (step = 0; step < FL_STEPS; step++) {
+        for (i = 0; i < FL_NT; i++)
+            for (j = 0; j < len[i]; j++) t_set(gdt, gr[i], j, 0.5 * test_rng_normal(&rng) + (j % 3 == 0 ? 0.3 : 0.0));
+        ASSERT_OPT_OK(o, optim_step(o));
+        for (i = 0; i < FL_NT; i++) ASSERT_OPT_OK(o, optim_param_stats(o, i, &sout[step * FL_NT + i]));
+    }
+    for (i = 0; i < FL_NT; i++) {
+        float *m = NULL;
+        if (kd->flags) ASSERT_OPT_OK(o, optim_param_master_data(o, i, &m));
+        for (j = 0; j < len[i]; j++) {
+            pout[off++] = ld(kd->pdt, p[i], j);
+            if (m) pout[off++] = (double)m[j];
+        }
+        free(p[i]);
+        free(gr[i]);
+    }
+    optim_free(o);
+    return 0;
+}
+
+/* 1 when the two records are the same bits (NaN included). */
+static int fl_same_stats(const optim_step_stats *a, const optim_step_stats *b)
+{
+    const double x[8] = {a->grad_norm,  a->update_rms,       a->param_rms,    a->update_ratio,
+                         a->update_max, a->clamped_fraction, a->effective_lr, a->trust_ratio};
+    const double y[8] = {b->grad_norm,  b->update_rms,       b->param_rms,    b->update_ratio,
+                         b->update_max, b->clamped_fraction, b->effective_lr, b->trust_ratio};
+    return a->step == b->step && a->has_elements == b->has_elements && a->n == b->n &&
+           a->rectified == b->rectified && memcmp(x, y, sizeof x) == 0;
+}
+
+/* The fused loops at every shape of their call (fl_fixed's lengths and FL_RANDOM drawn ones, every one a tensor
+ * of one step): float32 in place for every rule and, by turns, bfloat16 masters (with float32 and with bfloat16
+ * gradients) or float32 with bfloat16 state (the fused loop chunk by chunk); value clipping on and off; the fused loops of every vector path
+ * and their copies, the default path on two threads, and with an EMA of the weights: every statistic of every
+ * step bit for bit as the scalar path's (measured through copies), and every parameter as without statistics. */
+TEST_IMPL(stats_fused_lengths)
+{
+    static const optim_isa isas[] = {OPTIM_ISA_AVX2, OPTIM_ISA_AVX512};
+    static const size_t kds[] = {0, 3, 4, 5}; /* kinds[]: float32, masters, masters with bfloat16 gradients, bfloat16 state */
+    const uint64_t seed = test_seed();
+    test_rng lr = {seed ^ 0x51};
+    size_t len[FL_NT], total = 0, i, k;
+    double *ref, *got;
+    optim_step_stats *sref, *sgot;
+    long runs = 0;
+    int r;
+    printf("  seed %" PRIu64 "\n", seed);
+    for (i = 0; i < FL_NT; i++) {
+        len[i] = i < FL_FIXED ? fl_fixed[i] : 1 + (size_t)(test_rng_u64(&lr) % 2048);
+        total += 2 * len[i];
+    }
+    printf("  random lengths:");
+    for (i = FL_FIXED; i < FL_NT; i++) printf(" %zu", len[i]);
+    printf("\n");
+    ref = malloc(total * sizeof *ref);
+    got = malloc(total * sizeof *got);
+    sref = malloc(FL_STEPS * FL_NT * sizeof *sref);
+    sgot = malloc(FL_STEPS * FL_NT * sizeof *sgot);
+    if (!ref || !got || !sref || !sgot) FAIL("out of memory");
+    for (r = 1; r <= OPTIM_RULE_COUNT; r++) {
+        if (!test_rule_dense(r)) continue;
+        if (T_SAMPLE > 1 && r % T_SAMPLE != 1) continue;
+        for (k = 0; k < sizeof kds / sizeof kds[0]; k++) {
+            const kind *kd = &kinds[kds[k]];
+            int clip;
+            /* float32 for every rule, one other kind in turn */
+            if (k != 0 && (!test_rule_any_type(r) || k != 1 + (size_t)r % 3)) continue;
+            for (clip = 0; clip < 2; clip++) {
+                const double gclip = clip ? 0.4 : 0.0;
+                const uint64_t sd = seed ^ ((uint64_t)r << 16) ^ (k << 4) ^ (uint64_t)clip;
+                size_t a;
+                int mode;
+                memset(ref, 0, total * sizeof *ref);
+                if (fl_run(r, kd, len, OPTIM_ISA_SCALAR, 1, gclip, 1, 0, sd, ref, sref)) return 1;
+                /* a: 0 the scalar path without statistics; 1..4 the vector paths, fused and through copies; 5 the
+                 * default path on two threads; 6 the same under an EMA of the weights. */
+                for (a = 0; a < 7; a++) {
+                    const optim_isa isa = a == 0 ? OPTIM_ISA_SCALAR : a <= 4 ? isas[(a - 1) / 2] : optim_isa_default();
+                    const int threads = a >= 5 ? 2 : 1, ema = a == 6;
+                    char what[200];
+                    size_t t;
+                    int rc;
+                    mode = a == 0 ? 0 : a <= 4 ? 1 + (int)((a - 1) % 2) : 1;
+                    if (!optim_isa_available(isa)) continue;
+                    memset(got, 0, total * sizeof *got);
+                    rc = fl_run(r, kd, len, isa, threads, gclip, mode, ema, sd, got, sgot);
+                    if (rc == 2) continue;
+                    if (rc) return 1;
+                    runs++;
+                    snprintf(what, sizeof what, "%s %s%s, %s %d thread%s%s%s", optim_rule_name((optim_rule)r),
+                             kd->name, clip ? ", value clipping" : "", optim_isa_name(isa), threads,
+                             threads > 1 ? "s" : "", mode == 0 ? ", statistics off" : mode == 2 ? ", through copies" : "",
+                             ema ? ", EMA" : "");
+                    if (memcmp(got, ref, total * sizeof *ref) != 0) FAIL("%s: a parameter bit differs (seed %" PRIu64 ")", what, seed);
+                    if (mode == 0) continue;
+                    for (t = 0; t < FL_STEPS * FL_NT; t++)
+                        if (!fl_same_stats(&sgot[t], &sref[t]))
+                            FAIL("%s, step %zu, tensor of %zu elements: statistics differ from the scalar path's "
+                                 "(update_rms %.17g vs %.17g, grad_norm %.17g vs %.17g, update_max %.17g vs %.17g; "
+                                 "seed %" PRIu64 ")",
+                                 what, t / FL_NT + 1, len[t % FL_NT], sgot[t].update_rms, sref[t].update_rms,
+                                 sgot[t].grad_norm, sref[t].grad_norm, sgot[t].update_max, sref[t].update_max, seed);
+                }
+            }
+        }
+    }
+    printf("  %ld runs of %zu tensors x %d steps: statistics and parameters bit for bit against the scalar path\n",
+           runs, (size_t)FL_NT, FL_STEPS);
+    free(ref);
+    free(got);
+    free(sref);
+    free(sgot);
     return 0;
 }
