@@ -68,12 +68,11 @@
 
 /* Software prefetch in the update loops (kernels_math.h): the loops run in
  * blocks of OPTIM__PF_BLOCK bytes (the fused statistics loops: four groups of
- * 16 elements, and single groups at a range's end), and before each, the
+ * 16 elements, and single groups at a range's end), and before each block, the
  * cache lines of each stream the variant touches are prefetched,
  * OPTIM__PF_BYTES ahead in the plain loops and OPTIM__SPF_BYTES ahead in the
- * fused ones. One core's
- * out-of-order window reaches fewer lines ahead the more arithmetic a line
- * carries: without it, on a Xeon (Sapphire Rapids, one core at about 27 GB/s)
+ * fused ones. One core's out-of-order window reaches fewer lines ahead the
+ * more arithmetic a line carries: without it, on a Xeon (Sapphire Rapids, one core at about 27 GB/s)
  * Adam ran at 0.85 of its same-traffic ceiling at 64M and most rules below
  * 0.9; with it, 0.93-1.08 (docs/PERFORMANCE.md, "Software prefetch"). 2 KiB
  * ran the plain loops as 1 KiB did (4 KiB slowed Adam's); the fused loops,
@@ -124,14 +123,11 @@
             if ((rw) & 8u) OPTIM__PF_LINES((s3) + (i) + d_, nb, 1);                                   \
         }                                                                                             \
     } while (0)
-/* A block of the plain loops (OPTIM__PF_BLOCK bytes); a block and a single
- * group of 16 of the fused loops. */
+/* A block of the plain loops and of the fused loops (OPTIM__PF_BLOCK bytes). */
 #define OPTIM__PREFETCH(i, n, p, g, s0, s1, s2, s3, rw)                                                \
     OPTIM__PREFETCH_N(i, n, OPTIM__PF_BLOCK, OPTIM__PF_BYTES, p, g, s0, s1, s2, s3, rw)
 #define OPTIM__PREFETCH_SBLOCK(i, n, p, g, s0, s1, s2, s3, rw)                                         \
     OPTIM__PREFETCH_N(i, n, OPTIM__PF_BLOCK, OPTIM__SPF_BYTES, p, g, s0, s1, s2, s3, rw)
-#define OPTIM__PREFETCH_GROUP(i, n, p, g, s0, s1, s2, s3, rw)                                          \
-    OPTIM__PREFETCH_N(i, n, OPTIM__LANES * sizeof *(p), OPTIM__SPF_BYTES, p, g, s0, s1, s2, s3, rw)
 
 OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, double p)
 {

@@ -388,7 +388,9 @@ OPTIM_INLINE void OPTIM__T(optim__slane_out)(OPTIM__T(optim__slanes) *restrict l
  * stores as OPTIM__LOOP_DEF's) with its element's statistics in registers.
  * Groups of 16 elements, element j of a group in lane j, run four at a time
  * (a block of OPTIM__PF_BLOCK bytes with one prefetch before it) and one at a
- * time at the end of a chunk shorter than a block. */
+ * time where less than a block is left: only at the end of a call's range
+ * (its chunks and blocks are multiples of a block), where nothing is left
+ * to prefetch. */
 #define OPTIM__SBLOCK (OPTIM__PF_BLOCK / sizeof(R))
 #define OPTIM__SLOOP_DEF(ID, value, name)                                                               \
     OPTIM_INLINE void OPTIM__T(optim__##name##_sone)(R *restrict p, const R *restrict g, R *restrict s0, \
@@ -441,7 +443,6 @@ OPTIM_INLINE void OPTIM__T(optim__slane_out)(OPTIM__T(optim__slanes) *restrict l
                 }                                                                                       \
             }                                                                                           \
             for (; i < e; i += OPTIM__LANES) {                                                          \
-                OPTIM__PREFETCH_GROUP(i, npf, p, g, s0, s1, s2, s3, rw);                                \
                 OPTIM__VECTORIZE                                                                        \
                 for (j = 0; j < OPTIM__LANES; j++)                                                      \
                     OPTIM__T(optim__##name##_sone)(p, g, s0, s1, s2, s3, i + j, &c, &k, V, &l, j);      \
