@@ -7,7 +7,8 @@
  * fused statistics loops) whose OPTIM__PF_LINES reports each prefetched
  * range instead, and runs it through the library's update pass
  * (streams.c's optim__range_update: direct, chunked, with statistics in
- * place and chunked) on guarded arrays. */
+ * place and chunked; ema_run.c's optim__range_update_ema: the update and
+ * the EMA of the weights span by span) on guarded arrays. */
 #include "test.h"
 #include "typed.h" /* T_SAMPLE */
 
@@ -28,10 +29,11 @@ static void test_pf_lines(const void *x, size_t nb);
 #define PF_GUARD 4096 /* bytes before and after each array */
 
 /* Each stream's array (with its guards) and the part of it the call in
- * progress may touch. */
+ * progress may touch; the last, the EMA of the weights'. */
+#define PF_EMA OPTIM__NSTREAMS
 static struct {
     uintptr_t alo, ahi, lo, hi;
-} pf_arr[OPTIM__NSTREAMS];
+} pf_arr[OPTIM__NSTREAMS + 1];
 static long pf_in, pf_out, pf_elsewhere;
 static uintptr_t pf_bad_at;
 
@@ -39,7 +41,7 @@ static void test_pf_lines(const void *x, size_t nb)
 {
     const uintptr_t a = (uintptr_t)x, b = a + nb;
     int j;
-    for (j = 0; j < OPTIM__NSTREAMS; j++) {
+    for (j = 0; j <= PF_EMA; j++) {
         if (!pf_arr[j].alo || a >= pf_arr[j].ahi || b <= pf_arr[j].alo) continue;
         if (a < pf_arr[j].lo || b > pf_arr[j].hi) {
             if (!pf_out) pf_bad_at = a;
@@ -53,15 +55,17 @@ static void test_pf_lines(const void *x, size_t nb)
 }
 
 /* One update pass of rule r (variant v) over [from, to) of n elements in the given types, every stream
- * guarded; with statistics (the fused loops) when stats. 0, or 1 with a message. */
+ * guarded; with statistics (the fused loops) when stats; with the EMA of the weights (averaged in the compute
+ * type, guarded too) when ema. 0, or 1 with a message. */
 static int pf_case(int r, unsigned v, optim_dtype pdt, optim_dtype gdt, optim_dtype sdt, size_t n, size_t from,
-                   size_t to, int stats, long *calls)
+                   size_t to, int stats, int ema, long *calls)
 {
     const optim__kernels *kt = &test_pf_kernels;
     const optim__ctype ct = pdt == OPTIM_FLOAT64 ? OPTIM__CT_F64 : OPTIM__CT_F32;
     optim__task t;
     optim__k k;
-    char *mem[OPTIM__NSTREAMS] = {NULL};
+    char *mem[OPTIM__NSTREAMS + 1] = {NULL};
+    const optim__ema_k ek = {0.9, 0.1, 0};
     double *spart = NULL;
     const optim_dtype types[OPTIM__NSTREAMS] = {pdt, gdt, sdt, sdt, sdt, sdt};
     int j, rc = 0;
@@ -80,6 +84,20 @@ static int pf_case(int r, unsigned v, optim_dtype pdt, optim_dtype gdt, optim_dt
         pf_arr[j].ahi = (uintptr_t)mem[j] + bytes + 2 * PF_GUARD;
         pf_arr[j].lo = (uintptr_t)mem[j] + PF_GUARD + from * es;
         pf_arr[j].hi = (uintptr_t)mem[j] + PF_GUARD + to * es;
+    }
+    if (ema) {
+        const size_t es = ct == OPTIM__CT_F64 ? sizeof(double) : sizeof(float);
+        mem[PF_EMA] = calloc(n * es + 2 * PF_GUARD, 1);
+        if (!mem[PF_EMA]) {
+            rc = 1;
+            goto out;
+        }
+        pf_arr[PF_EMA].alo = (uintptr_t)mem[PF_EMA];
+        pf_arr[PF_EMA].ahi = (uintptr_t)mem[PF_EMA] + n * es + 2 * PF_GUARD;
+        pf_arr[PF_EMA].lo = (uintptr_t)mem[PF_EMA] + PF_GUARD + from * es;
+        pf_arr[PF_EMA].hi = (uintptr_t)mem[PF_EMA] + PF_GUARD + to * es;
+        t.ema = mem[PF_EMA] + PF_GUARD;
+        t.ek = &ek;
     }
     t.p = mem[0] + PF_GUARD;
     t.g = mem[1] + PF_GUARD;
@@ -105,10 +123,11 @@ static int pf_case(int r, unsigned v, optim_dtype pdt, optim_dtype gdt, optim_dt
         t.clampflag = kt->clampflag[r][ct];
         t.sloop = optim__sloop_get(kt, (optim_rule)r, ct, v);
     }
-    optim__range_update(kt, &t, from, to);
+    if (ema) optim__range_update_ema(kt, &t, from, to);
+    else optim__range_update(kt, &t, from, to);
     (*calls)++;
 out:
-    for (j = 0; j < OPTIM__NSTREAMS; j++) free(mem[j]);
+    for (j = 0; j <= PF_EMA; j++) free(mem[j]);
     free(spart);
     memset(pf_arr, 0, sizeof pf_arr);
     return rc;
@@ -152,12 +171,12 @@ TEST_IMPL(prefetch_stays_in_range)
                                 if (T_SAMPLE > 1 && (v % T_SAMPLE != 0 || si == 1)) continue;
                                 if (r == OPTIM_ADAFACTOR && ty >= 2) continue; /* float32/float64 memory only */
                                 if (split) {
-                                    rc = pf_case(r, var, tys[ty][0], tys[ty][1], tys[ty][2], n, 0, mid, stats, &calls);
+                                    rc = pf_case(r, var, tys[ty][0], tys[ty][1], tys[ty][2], n, 0, mid, stats, 0, &calls);
                                     if (!rc)
                                         rc = pf_case(r, var, tys[ty][0], tys[ty][1], tys[ty][2], n, mid, n, stats,
-                                                     &calls);
+                                                     0, &calls);
                                 } else {
-                                    rc = pf_case(r, var, tys[ty][0], tys[ty][1], tys[ty][2], n, 0, n, stats, &calls);
+                                    rc = pf_case(r, var, tys[ty][0], tys[ty][1], tys[ty][2], n, 0, n, stats, 0, &calls);
                                 }
                                 if (rc) FAIL("%s: the case could not run", optim_rule_name((optim_rule)r));
                                 if (pf_out != before) {
@@ -170,6 +189,39 @@ TEST_IMPL(prefetch_stays_in_range)
                                 }
                             }
     }
+    /* The update with the EMA of the weights (SGD and Adam, variant 0): float32, float64, a bfloat16 gradient,
+     * bfloat16 parameters (averaged chunk by chunk); statistics off and on; whole, split at a block and (without
+     * statistics) inside one: the average's prefetch crosses its spans' ends, never its range's. */
+    for (r = 0; r < 2; r++)
+        for (ty = 0; ty < 4; ty++)
+            for (si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+                for (stats = 0; stats < 2; stats++)
+                    for (split = 0; split < 3; split++) {
+                        static const optim_dtype ety[][3] = {{OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_FLOAT32},
+                                                             {OPTIM_FLOAT64, OPTIM_FLOAT64, OPTIM_FLOAT64},
+                                                             {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_FLOAT32},
+                                                             {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_FLOAT32}};
+                        const int rule = r ? OPTIM_ADAM : OPTIM_SGD;
+                        const size_t n = sizes[si], mid = split == 1 ? 2 * OPTIM__RBLOCK : 10007;
+                        long before = pf_out;
+                        int rc;
+                        if (split == 2 && stats) continue; /* with statistics a range starts at a block */
+                        if (split) {
+                            rc = pf_case(rule, 0, ety[ty][0], ety[ty][1], ety[ty][2], n, 0, mid, stats, 1, &calls);
+                            if (!rc)
+                                rc = pf_case(rule, 0, ety[ty][0], ety[ty][1], ety[ty][2], n, mid, n, stats, 1, &calls);
+                        } else {
+                            rc = pf_case(rule, 0, ety[ty][0], ety[ty][1], ety[ty][2], n, 0, n, stats, 1, &calls);
+                        }
+                        if (rc) FAIL("%s with an EMA: the case could not run", optim_rule_name((optim_rule)rule));
+                        if (pf_out != before)
+                            fprintf(stderr,
+                                    "%s with an EMA, %s/%s/%s, %zu elements, split at %zu, statistics %s: %ld "
+                                    "prefetches outside the range\n",
+                                    optim_rule_name((optim_rule)rule), optim_dtype_name(ety[ty][0]),
+                                    optim_dtype_name(ety[ty][1]), optim_dtype_name(ety[ty][2]), n, split ? mid : 0,
+                                    stats ? "on" : "off", pf_out - before);
+                    }
     printf("  %ld passes: %ld prefetched ranges inside the range of their call, %ld outside, %ld in scratch "
            "arrays\n",
            calls, pf_in, pf_out, pf_elsewhere);

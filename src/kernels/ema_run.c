@@ -13,22 +13,24 @@ static size_t optim__ema_csize(optim__ctype ct)
 
 /* Average elements [from, to) of t from its parameter as stored: in place
  * when it holds the compute type (float32, float64, a master), else widened
- * chunk by chunk into L1 (a bfloat16/float16 parameter, after its rounding). */
-static void optim__ema_span(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
+ * chunk by chunk into L1 (a bfloat16/float16 parameter, after its rounding).
+ * The task's range goes on to lim >= to: the average's prefetch reaches the
+ * next span's first lines, and nothing past lim. */
+static void optim__ema_span(const optim__kernels *kt, const optim__task *t, size_t from, size_t to, size_t lim)
 {
     const optim__storage *sp = t->sto[OPTIM__SP];
     const optim__ctype ct = sp->ctype;
     const size_t es = optim__ema_csize(ct);
     size_t c;
     if (sp->direct) {
-        kt->ema[ct](to - from, (char *)t->ema + from * es, (const char *)t->p + from * es, t->ek);
+        kt->ema[ct](to - from, lim - from, (char *)t->ema + from * es, (const char *)t->p + from * es, t->ek);
         return;
     }
     for (c = from; c < to; c += OPTIM__CHUNK) {
         _Alignas(64) float buf[OPTIM__CHUNK]; /* 16-bit parameters compute in float */
         const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
         sp->load(buf, t->p, c, len, NULL);
-        kt->ema[ct](len, (float *)t->ema + c, buf, t->ek);
+        kt->ema[ct](len, lim - c, (float *)t->ema + c, buf, t->ek);
     }
 }
 
@@ -49,14 +51,14 @@ void optim__range_then_ema(const optim__kernels *kt, const optim__task *t, size_
         size_t e = (c / OPTIM__RBLOCK + 1) * OPTIM__RBLOCK;
         if (e > to) e = to;
         update(kt, &u, c, e);
-        optim__ema_span(kt, t, c, e);
+        optim__ema_span(kt, t, c, e, to);
         c = e;
     }
 }
 
 void optim__range_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
 {
-    optim__ema_span(kt, t, from, to);
+    optim__ema_span(kt, t, from, to, to);
 }
 
 void optim__range_ema_swap(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)

@@ -239,8 +239,10 @@ typedef struct optim__ema_k {
     int copy;
 } optim__ema_k;
 
-/* The average of n elements of the compute type (ema and p in it). */
-typedef void (*optim__ema_fn)(size_t n, void *ema, const void *p, const optim__ema_k *k);
+/* The average of n elements of the compute type (ema and p in it); the
+ * average's stream extends npf >= n elements from ema in the caller's range
+ * (its prefetch reaches no further: kernels_ema.h). */
+typedef void (*optim__ema_fn)(size_t n, size_t npf, void *ema, const void *p, const optim__ema_k *k);
 /* Exchange n elements of the compute type. */
 typedef void (*optim__ema_swap_fn)(size_t n, void *a, void *b);
 

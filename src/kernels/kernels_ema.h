@@ -10,19 +10,31 @@
  * for bit. Element-wise, so every path and split gives the scalar path's
  * bits; NaN results are stored canonical, as every update's. */
 
-static void OPTIM__T(optim__ema)(size_t n, void *ev, const void *pv, const optim__ema_k *k)
+/* In blocks of OPTIM__PF_BLOCK bytes as the update loops (one block where n
+ * is short: OPTIM__PF_MIN), each after the prefetch of the average's lines
+ * OPTIM__PF_BYTES ahead, up to npf elements
+ * (past this call's n: the next span's lines arrive while this span ends).
+ * The parameter is not prefetched: the pass runs on a span the update has
+ * just written (ema_run.c). */
+static void OPTIM__T(optim__ema)(size_t n, size_t npf, void *ev, const void *pv, const optim__ema_k *k)
 {
     R *restrict e = (R *)ev;
     const R *restrict p = (const R *)pv;
     const R d = (R)k->d, omd = (R)k->omd;
-    if (k->copy) {
-        /* The first average (torch's AveragedModel with n_averaged == 0): the parameter itself. */
-        OPTIM__VECTORIZE
-        for (size_t i = 0; i < n; i++) e[i] = optim__canon(p[i]);
-        return;
+    const size_t bl = n * sizeof(R) <= OPTIM__PF_MIN ? n : OPTIM__PF_BLOCK / sizeof(R);
+    size_t b, x, i;
+    for (b = 0; b < n; b = x) {
+        x = n - b < bl ? n : b + bl;
+        OPTIM__PREFETCH_1(b, npf, OPTIM__PF_BLOCK, OPTIM__PF_BYTES, e, 1);
+        if (k->copy) {
+            /* The first average (torch's AveragedModel with n_averaged == 0): the parameter itself. */
+            OPTIM__VECTORIZE
+            for (i = b; i < x; i++) e[i] = optim__canon(p[i]);
+        } else {
+            OPTIM__VECTORIZE
+            for (i = b; i < x; i++) e[i] = optim__canon(d * e[i] + omd * p[i]);
+        }
     }
-    OPTIM__VECTORIZE
-    for (size_t i = 0; i < n; i++) e[i] = optim__canon(d * e[i] + omd * p[i]);
 }
 
 /* a <-> b, element by element (optim_ema_swap). */

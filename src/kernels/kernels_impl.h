@@ -123,6 +123,14 @@
             if ((rw) & 8u) OPTIM__PF_LINES((s3) + (i) + d_, nb, 1);                                   \
         }                                                                                             \
     } while (0)
+/* The lines of the nb bytes from element i + d of the one stream x (the
+ * average of the EMA of the weights), d = dist bytes of an element; none
+ * past element n. */
+#define OPTIM__PREFETCH_1(i, n, nb, dist, x, rw)                                                        \
+    do {                                                                                              \
+        const size_t d_ = (dist) / sizeof *(x);                                                       \
+        if ((i) + d_ + (nb) / sizeof *(x) <= (n)) OPTIM__PF_LINES((x) + (i) + d_, nb, rw);            \
+    } while (0)
 /* A block of the plain loops and of the fused loops (OPTIM__PF_BLOCK bytes). */
 #define OPTIM__PREFETCH(i, n, p, g, s0, s1, s2, s3, rw)                                                \
     OPTIM__PREFETCH_N(i, n, OPTIM__PF_BLOCK, OPTIM__PF_BYTES, p, g, s0, s1, s2, s3, rw)
