@@ -23,6 +23,7 @@
     TEST_ENTRY(nan_bits_every_path)            \
     TEST_ENTRY(loops_stay_in_range)            \
     TEST_ENTRY(prefetch_stays_in_range)        \
+    TEST_ENTRY(ema_split_anywhere)             \
     TEST_ENTRY(half_types_vs_rounding_reference) \
     TEST_ENTRY(int8_state_vs_quantizing_reference) \
     TEST_ENTRY(conversions_exact)              \

@@ -36,6 +36,19 @@ static struct {
 } pf_arr[OPTIM__NSTREAMS + 1];
 static long pf_in, pf_out, pf_elsewhere;
 static uintptr_t pf_bad_at;
+/* With an EMA: when pf_seed is not 0, the parameter, the gradient and the average start from seeded values, the
+ * same element for element whatever the call's range, and the call's range of the average is copied to pf_ema_out
+ * (the averages of split ranges put together, bit for bit the whole range's). */
+static uint64_t pf_seed;
+static void *pf_ema_out;
+static long pf_ema_stray; /* elements of the average outside the call's range (or guard bytes) it changed */
+
+/* The seeded starting value of element i of stream j. */
+static double pf_value(int j, size_t i)
+{
+    test_rng rng = {pf_seed ^ ((uint64_t)j << 56) ^ ((uint64_t)i * 0x100000001b3ull)};
+    return 4.0 * test_rng_uniform(&rng) - 2.0;
+}
 
 static void test_pf_lines(const void *x, size_t nb)
 {
@@ -98,6 +111,15 @@ static int pf_case(int r, unsigned v, optim_dtype pdt, optim_dtype gdt, optim_dt
         pf_arr[PF_EMA].hi = (uintptr_t)mem[PF_EMA] + PF_GUARD + to * es;
         t.ema = mem[PF_EMA] + PF_GUARD;
         t.ek = &ek;
+        if (pf_seed) {
+            const optim_dtype edt = ct == OPTIM__CT_F64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32;
+            size_t i;
+            for (i = 0; i < n; i++) {
+                t_set(pdt, mem[0] + PF_GUARD, i, pf_value(0, i));
+                t_set(gdt, mem[1] + PF_GUARD, i, pf_value(1, i));
+                t_set(edt, mem[PF_EMA] + PF_GUARD, i, pf_value(PF_EMA, i));
+            }
+        }
     }
     t.p = mem[0] + PF_GUARD;
     t.g = mem[1] + PF_GUARD;
@@ -125,6 +147,19 @@ static int pf_case(int r, unsigned v, optim_dtype pdt, optim_dtype gdt, optim_dt
     }
     if (ema) optim__range_update_ema(kt, &t, from, to);
     else optim__range_update(kt, &t, from, to);
+    if (ema && pf_seed) {
+        const optim_dtype edt = ct == OPTIM__CT_F64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32;
+        const size_t es = optim_dtype_size(edt);
+        size_t i;
+        if (pf_ema_out) memcpy((char *)pf_ema_out + from * es, mem[PF_EMA] + PF_GUARD + from * es, (to - from) * es);
+        for (i = 0; i < n; i++)
+            if ((i < from || i >= to) &&
+                t_get(edt, mem[PF_EMA] + PF_GUARD, i) !=
+                    (edt == OPTIM_FLOAT64 ? pf_value(PF_EMA, i) : (double)(float)pf_value(PF_EMA, i)))
+                pf_ema_stray++;
+        for (i = 0; i < PF_GUARD; i++)
+            if (mem[PF_EMA][i] || mem[PF_EMA][PF_GUARD + n * es + i]) pf_ema_stray++;
+    }
     (*calls)++;
 out:
     for (j = 0; j <= PF_EMA; j++) free(mem[j]);
@@ -227,6 +262,86 @@ TEST_IMPL(prefetch_stays_in_range)
            calls, pf_in, pf_out, pf_elsewhere);
     ASSERT(calls > 0);
     ASSERT(pf_in > 0); /* the prefetch ran */
+    ASSERT_INT(pf_out, ==, 0);
+    return 0;
+}
+
+/* The update with the EMA of the weights over ranges cut anywhere (as 2 threads cut a tensor without step
+ * statistics: at any multiple of 16 elements, or none, here): from seeded values, the average of the ranges put
+ * together is bit for bit the whole range's, and no call changes the average outside its range. Cuts that leave
+ * spans of more than OPTIM__PF_MIN bytes whose length is not a multiple of a prefetch block (kernels_ema.h's
+ * blocks), at a range's start and at its end; SGD and Adam, float32, float64, a bfloat16 gradient, bfloat16
+ * parameters; statistics off, and on (cut at a block). Needs no second CPU. */
+TEST_IMPL(ema_split_anywhere)
+{
+    static const size_t sizes[] = {40013, 3 * 8192 + 17};
+    /* Cut lists, 0-terminated: 10007 leaves [10007, 16384) (6377 elements), 20484 leaves [16384, 20484) (4100). */
+    static const size_t cuts[][3] = {{10007, 0, 0}, {20484, 0, 0}, {16336, 0, 0}, {10007, 20484, 0},
+                                     {2 * OPTIM__RBLOCK, 0, 0}};
+    static const optim_dtype ety[][3] = {{OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_FLOAT32},
+                                         {OPTIM_FLOAT64, OPTIM_FLOAT64, OPTIM_FLOAT64},
+                                         {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_FLOAT32},
+                                         {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_FLOAT32}};
+    const uint64_t seed = test_seed();
+    long calls = 0, cases = 0, finite = 0;
+    size_t r, ty, si, ci, i;
+    int stats;
+    printf("  seed %" PRIu64 "\n", seed);
+    pf_in = pf_out = pf_elsewhere = pf_ema_stray = 0;
+    for (r = 0; r < 2; r++)
+        for (ty = 0; ty < sizeof ety / sizeof ety[0]; ty++)
+            for (si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+                for (stats = 0; stats < 2; stats++)
+                    for (ci = 0; ci < sizeof cuts / sizeof cuts[0]; ci++) {
+                        const int rule = r ? OPTIM_ADAM : OPTIM_SGD;
+                        const size_t n = sizes[si], es = ety[ty][0] == OPTIM_FLOAT64 ? 8 : 4;
+                        const optim_dtype edt = es == 8 ? OPTIM_FLOAT64 : OPTIM_FLOAT32;
+                        unsigned char *whole = malloc(n * es), *parts = malloc(n * es);
+                        size_t from = 0, k;
+                        long stray = pf_ema_stray;
+                        if (!whole || !parts) FAIL("out of memory");
+                        if (stats && cuts[ci][0] % OPTIM__RBLOCK) { /* with statistics a range starts at a block */
+                            free(whole);
+                            free(parts);
+                            continue;
+                        }
+                        pf_seed = seed ^ ((uint64_t)(r * 64 + ty * 8 + si) << 32) ^ 0x5eedull;
+                        pf_ema_out = whole;
+                        if (pf_case(rule, 0, ety[ty][0], ety[ty][1], ety[ty][2], n, 0, n, stats, 1, &calls))
+                            FAIL("%s with an EMA: the case could not run", optim_rule_name((optim_rule)rule));
+                        pf_ema_out = parts;
+                        for (k = 0; k <= 3; k++) {
+                            const size_t to = k < 3 && cuts[ci][k] ? cuts[ci][k] : n;
+                            if (pf_case(rule, 0, ety[ty][0], ety[ty][1], ety[ty][2], n, from, to, stats, 1, &calls))
+                                FAIL("%s with an EMA: the case could not run", optim_rule_name((optim_rule)rule));
+                            from = to;
+                            if (to == n) break;
+                        }
+                        pf_ema_out = NULL;
+                        for (i = 0; i < n; i++)
+                            if (t_get(edt, whole, i) == t_get(edt, whole, i)) finite++;
+                        for (i = 0; i < n; i++)
+                            if (memcmp(whole + i * es, parts + i * es, es) != 0)
+                                FAIL("seed %" PRIu64 ": %s with an EMA, %s/%s/%s, %zu elements, cut at %zu %zu, "
+                                     "statistics %s: element %zu's average %.17g, %.17g over the whole range",
+                                     seed, optim_rule_name((optim_rule)rule), optim_dtype_name(ety[ty][0]),
+                                     optim_dtype_name(ety[ty][1]), optim_dtype_name(ety[ty][2]), n, cuts[ci][0],
+                                     cuts[ci][1], stats ? "on" : "off", i, t_get(edt, parts, i), t_get(edt, whole, i));
+                        if (pf_ema_stray != stray)
+                            FAIL("seed %" PRIu64 ": %s with an EMA, %s/%s/%s, %zu elements, cut at %zu %zu, "
+                                 "statistics %s: %ld elements of the average outside a call's range changed",
+                                 seed, optim_rule_name((optim_rule)rule), optim_dtype_name(ety[ty][0]),
+                                 optim_dtype_name(ety[ty][1]), optim_dtype_name(ety[ty][2]), n, cuts[ci][0],
+                                 cuts[ci][1], stats ? "on" : "off", pf_ema_stray - stray);
+                        cases++;
+                        free(whole);
+                        free(parts);
+                    }
+    pf_seed = 0;
+    printf("  %ld cases (%ld passes): the averages of cut ranges bit for bit the whole range's (%ld finite), "
+           "none written outside its call's range; %ld prefetches outside\n",
+           cases, calls, finite, pf_out);
+    ASSERT(finite > 0);
     ASSERT_INT(pf_out, ==, 0);
     return 0;
 }
