@@ -6,6 +6,13 @@
 
 #include <string.h>
 
+/* A task range whose average takes at most this many bytes (64K float32
+ * elements) is averaged without prefetch (optim__ema's npf 0): with the
+ * update's streams, some 1.3 MB for SGD with momentum, likely in L2 from the
+ * last step, where the blocks and prefetches cost the step 3-8 % (8K-64K
+ * elements, docs/PERFORMANCE.md "Software prefetch"). */
+#define OPTIM__EMA_PF_MIN (256 * 1024)
+
 static size_t optim__ema_csize(optim__ctype ct)
 {
     return ct == OPTIM__CT_F64 ? sizeof(double) : sizeof(float);
@@ -15,7 +22,7 @@ static size_t optim__ema_csize(optim__ctype ct)
  * when it holds the compute type (float32, float64, a master), else widened
  * chunk by chunk into L1 (a bfloat16/float16 parameter, after its rounding).
  * The task's range goes on to lim >= to: the average's prefetch reaches the
- * next span's first lines, and nothing past lim. */
+ * next span's first lines, and nothing past lim; lim 0: no prefetch. */
 static void optim__ema_span(const optim__kernels *kt, const optim__task *t, size_t from, size_t to, size_t lim)
 {
     const optim__storage *sp = t->sto[OPTIM__SP];
@@ -23,14 +30,15 @@ static void optim__ema_span(const optim__kernels *kt, const optim__task *t, size
     const size_t es = optim__ema_csize(ct);
     size_t c;
     if (sp->direct) {
-        kt->ema[ct](to - from, lim - from, (char *)t->ema + from * es, (const char *)t->p + from * es, t->ek);
+        kt->ema[ct](to - from, lim ? lim - from : 0, (char *)t->ema + from * es, (const char *)t->p + from * es,
+                    t->ek);
         return;
     }
     for (c = from; c < to; c += OPTIM__CHUNK) {
         _Alignas(64) float buf[OPTIM__CHUNK]; /* 16-bit parameters compute in float */
         const size_t len = to - c < OPTIM__CHUNK ? to - c : OPTIM__CHUNK;
         sp->load(buf, t->p, c, len, NULL);
-        kt->ema[ct](len, lim - c, (float *)t->ema + c, buf, t->ek);
+        kt->ema[ct](len, lim ? lim - c : 0, (float *)t->ema + c, buf, t->ek);
     }
 }
 
@@ -39,10 +47,17 @@ void optim__range_update_ema(const optim__kernels *kt, const optim__task *t, siz
     optim__range_then_ema(kt, t, from, to, optim__range_update);
 }
 
+/* The end of the range [from, to) for the average's prefetch: 0 (none) for a short range. */
+static size_t optim__ema_lim(const optim__task *t, size_t from, size_t to)
+{
+    return (to - from) * optim__ema_csize(t->sto[OPTIM__SP]->ctype) <= OPTIM__EMA_PF_MIN ? 0 : to;
+}
+
 void optim__range_then_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to,
                            optim__range_fn update)
 {
     optim__task u = *t; /* the same task without its EMA stream: the update exactly as without one */
+    const size_t lim = optim__ema_lim(t, from, to);
     size_t c = from;
     u.ema = NULL;
     /* Spans end on multiples of OPTIM__RBLOCK in the tensor: the splits of the update pass (chunks of the
@@ -51,14 +66,14 @@ void optim__range_then_ema(const optim__kernels *kt, const optim__task *t, size_
         size_t e = (c / OPTIM__RBLOCK + 1) * OPTIM__RBLOCK;
         if (e > to) e = to;
         update(kt, &u, c, e);
-        optim__ema_span(kt, t, c, e, to);
+        optim__ema_span(kt, t, c, e, lim);
         c = e;
     }
 }
 
 void optim__range_ema(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)
 {
-    optim__ema_span(kt, t, from, to, to);
+    optim__ema_span(kt, t, from, to, optim__ema_lim(t, from, to));
 }
 
 void optim__range_ema_swap(const optim__kernels *kt, const optim__task *t, size_t from, size_t to)

@@ -241,7 +241,8 @@ typedef struct optim__ema_k {
 
 /* The average of n elements of the compute type (ema and p in it); the
  * average's stream extends npf >= n elements from ema in the caller's range
- * (its prefetch reaches no further: kernels_ema.h). */
+ * (its prefetch reaches no further: kernels_ema.h), or npf is 0: no
+ * prefetch. */
 typedef void (*optim__ema_fn)(size_t n, size_t npf, void *ema, const void *p, const optim__ema_k *k);
 /* Exchange n elements of the compute type. */
 typedef void (*optim__ema_swap_fn)(size_t n, void *a, void *b);

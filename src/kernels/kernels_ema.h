@@ -10,18 +10,18 @@
  * for bit. Element-wise, so every path and split gives the scalar path's
  * bits; NaN results are stored canonical, as every update's. */
 
-/* In blocks of OPTIM__PF_BLOCK bytes as the update loops (one block where n
- * is short: OPTIM__PF_MIN), each after the prefetch of the average's lines
- * OPTIM__PF_BYTES ahead, up to npf elements
+/* In blocks of OPTIM__PF_BLOCK bytes as the update loops, each after the
+ * prefetch of the average's lines OPTIM__PF_BYTES ahead, up to npf elements
  * (past this call's n: the next span's lines arrive while this span ends).
- * The parameter is not prefetched: the pass runs on a span the update has
- * just written (ema_run.c). */
+ * One block without prefetch where n is short (OPTIM__PF_MIN) or npf is 0
+ * (a short task range, likely in cache: ema_run.c). The parameter is not
+ * prefetched: the pass runs on a span the update has just written. */
 static void OPTIM__T(optim__ema)(size_t n, size_t npf, void *ev, const void *pv, const optim__ema_k *k)
 {
     R *restrict e = (R *)ev;
     const R *restrict p = (const R *)pv;
     const R d = (R)k->d, omd = (R)k->omd;
-    const size_t bl = n * sizeof(R) <= OPTIM__PF_MIN ? n : OPTIM__PF_BLOCK / sizeof(R);
+    const size_t bl = npf == 0 || n * sizeof(R) <= OPTIM__PF_MIN ? n : OPTIM__PF_BLOCK / sizeof(R);
     size_t b, x, i;
     for (b = 0; b < n; b = x) {
         x = n - b < bl ? n : b + bl;
