@@ -176,6 +176,7 @@ out:
 TEST_IMPL(prefetch_stays_in_range)
 {
     static const size_t sizes[] = {40013, 40060, 3 * 8192 + 17};
+    static const size_t ema_sizes[] = {140013, 140060};
     static const optim_dtype tys[][3] = {{OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_FLOAT32},
                                          {OPTIM_FLOAT64, OPTIM_FLOAT64, OPTIM_FLOAT64},
                                          {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_FLOAT32},
@@ -226,10 +227,12 @@ TEST_IMPL(prefetch_stays_in_range)
     }
     /* The update with the EMA of the weights (SGD and Adam, variant 0): float32, float64, a bfloat16 gradient,
      * bfloat16 parameters (averaged chunk by chunk); statistics off and on; whole, split at a block and (without
-     * statistics) inside one: the average's prefetch crosses its spans' ends, never its range's. */
+     * statistics) inside one, each a range long enough for the average to prefetch (ema_run.c's
+     * OPTIM__EMA_PF_MIN: 256 KiB) before a range's end that is not the tensor's and from a range's start that is
+     * not a span's: the average's prefetch crosses its spans' ends, never its range's. */
     for (r = 0; r < 2; r++)
         for (ty = 0; ty < 4; ty++)
-            for (si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+            for (si = 0; si < sizeof ema_sizes / sizeof ema_sizes[0]; si++)
                 for (stats = 0; stats < 2; stats++)
                     for (split = 0; split < 3; split++) {
                         static const optim_dtype ety[][3] = {{OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_FLOAT32},
@@ -237,7 +240,7 @@ TEST_IMPL(prefetch_stays_in_range)
                                                              {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_FLOAT32},
                                                              {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_FLOAT32}};
                         const int rule = r ? OPTIM_ADAM : OPTIM_SGD;
-                        const size_t n = sizes[si], mid = split == 1 ? 2 * OPTIM__RBLOCK : 10007;
+                        const size_t n = ema_sizes[si], mid = split == 1 ? 12 * OPTIM__RBLOCK : 100007;
                         long before = pf_out;
                         int rc;
                         if (split == 2 && stats) continue; /* with statistics a range starts at a block */
@@ -274,10 +277,12 @@ TEST_IMPL(prefetch_stays_in_range)
  * parameters; statistics off, and on (cut at a block). Needs no second CPU. */
 TEST_IMPL(ema_split_anywhere)
 {
-    static const size_t sizes[] = {40013, 3 * 8192 + 17};
-    /* Cut lists, 0-terminated: 10007 leaves [10007, 16384) (6377 elements), 20484 leaves [16384, 20484) (4100). */
-    static const size_t cuts[][3] = {{10007, 0, 0}, {20484, 0, 0}, {16336, 0, 0}, {10007, 20484, 0},
-                                     {2 * OPTIM__RBLOCK, 0, 0}};
+    static const size_t sizes[] = {140013, 3 * 8192 + 17};
+    /* Cut lists, 0-terminated (a cut past a size: not that size): 10007 leaves [10007, 16384) (6377 elements)
+     * at the start of a range long enough for the average to prefetch (ema_run.c's OPTIM__EMA_PF_MIN: 256 KiB),
+     * 86020 leaves [81920, 86020) (4100) at the end of one; 20484 leaves [16384, 20484) in a short range. */
+    static const size_t cuts[][3] = {{10007, 0, 0}, {86020, 0, 0}, {16336, 0, 0}, {10007, 86020, 0},
+                                     {20484, 0, 0}, {2 * OPTIM__RBLOCK, 0, 0}};
     static const optim_dtype ety[][3] = {{OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_FLOAT32},
                                          {OPTIM_FLOAT64, OPTIM_FLOAT64, OPTIM_FLOAT64},
                                          {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_FLOAT32},
@@ -300,7 +305,8 @@ TEST_IMPL(ema_split_anywhere)
                         size_t from = 0, k;
                         long stray = pf_ema_stray;
                         if (!whole || !parts) FAIL("out of memory");
-                        if (stats && cuts[ci][0] % OPTIM__RBLOCK) { /* with statistics a range starts at a block */
+                        if ((stats && cuts[ci][0] % OPTIM__RBLOCK) /* with statistics a range starts at a block */
+                            || cuts[ci][0] >= n || cuts[ci][1] >= n) {
                             free(whole);
                             free(parts);
                             continue;
