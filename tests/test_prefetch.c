@@ -31,6 +31,8 @@ static void test_pf_lines(const void *x, size_t nb);
 /* Each stream's array (with its guards) and the part of it the call in
  * progress may touch; the last, the EMA of the weights'. */
 #define PF_EMA OPTIM__NSTREAMS
+_Static_assert(33 * OPTIM__RBLOCK * sizeof(float) > OPTIM__EMA_PF_MIN && 282628 - 10007 > OPTIM__EMA_PF_MIN / sizeof(float),
+               "the EMA cases' ranges are long enough for the average to prefetch");
 static struct {
     uintptr_t alo, ahi, lo, hi;
 } pf_arr[OPTIM__NSTREAMS + 1];
@@ -176,7 +178,7 @@ out:
 TEST_IMPL(prefetch_stays_in_range)
 {
     static const size_t sizes[] = {40013, 40060, 3 * 8192 + 17};
-    static const size_t ema_sizes[] = {140013, 140060};
+    static const size_t ema_sizes[] = {280013, 280060}; /* past OPTIM__EMA_PF_MIN of float32 */
     static const optim_dtype tys[][3] = {{OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_FLOAT32},
                                          {OPTIM_FLOAT64, OPTIM_FLOAT64, OPTIM_FLOAT64},
                                          {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_FLOAT32},
@@ -227,8 +229,8 @@ TEST_IMPL(prefetch_stays_in_range)
     }
     /* The update with the EMA of the weights (SGD and Adam, variant 0): float32, float64, a bfloat16 gradient,
      * bfloat16 parameters (averaged chunk by chunk); statistics off and on; whole, split at a block and (without
-     * statistics) inside one, each a range long enough for the average to prefetch (ema_run.c's
-     * OPTIM__EMA_PF_MIN: 256 KiB) before a range's end that is not the tensor's and from a range's start that is
+     * statistics) inside one, each a range long enough for the average to prefetch (kernels.h's
+     * OPTIM__EMA_PF_MIN: 1 MiB) before a range's end that is not the tensor's and from a range's start that is
      * not a span's: the average's prefetch crosses its spans' ends, never its range's. */
     for (r = 0; r < 2; r++)
         for (ty = 0; ty < 4; ty++)
@@ -240,7 +242,7 @@ TEST_IMPL(prefetch_stays_in_range)
                                                              {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_FLOAT32},
                                                              {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_FLOAT32}};
                         const int rule = r ? OPTIM_ADAM : OPTIM_SGD;
-                        const size_t n = ema_sizes[si], mid = split == 1 ? 12 * OPTIM__RBLOCK : 100007;
+                        const size_t n = ema_sizes[si], mid = split == 1 ? 33 * OPTIM__RBLOCK : 270007;
                         long before = pf_out;
                         int rc;
                         if (split == 2 && stats) continue; /* with statistics a range starts at a block */
@@ -277,11 +279,12 @@ TEST_IMPL(prefetch_stays_in_range)
  * parameters; statistics off, and on (cut at a block). Needs no second CPU. */
 TEST_IMPL(ema_split_anywhere)
 {
-    static const size_t sizes[] = {140013, 3 * 8192 + 17};
+    static const size_t sizes[] = {300013, 3 * 8192 + 17};
     /* Cut lists, 0-terminated (a cut past a size: not that size): 10007 leaves [10007, 16384) (6377 elements)
-     * at the start of a range long enough for the average to prefetch (ema_run.c's OPTIM__EMA_PF_MIN: 256 KiB),
-     * 86020 leaves [81920, 86020) (4100) at the end of one; 20484 leaves [16384, 20484) in a short range. */
-    static const size_t cuts[][3] = {{10007, 0, 0}, {86020, 0, 0}, {16336, 0, 0}, {10007, 86020, 0},
+     * at the start of a range long enough for the average to prefetch (kernels.h's OPTIM__EMA_PF_MIN: 1 MiB,
+     * 262144 float32), 282628 leaves [278528, 282628) (4100) at the end of one; 20484 leaves [16384, 20484) in a
+     * short range. */
+    static const size_t cuts[][3] = {{10007, 0, 0}, {282628, 0, 0}, {16336, 0, 0}, {10007, 282628, 0},
                                      {20484, 0, 0}, {2 * OPTIM__RBLOCK, 0, 0}};
     static const optim_dtype ety[][3] = {{OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_FLOAT32},
                                          {OPTIM_FLOAT64, OPTIM_FLOAT64, OPTIM_FLOAT64},

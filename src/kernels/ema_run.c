@@ -6,12 +6,6 @@
 
 #include <string.h>
 
-/* A task range whose average takes at most this many bytes (64K float32
- * elements) is averaged without prefetch (optim__ema's npf 0): with the
- * update's streams, some 1.3 MB for SGD with momentum, likely in L2 from the
- * last step, where the blocks and prefetches cost the step 3-8 % (8K-64K
- * elements, docs/PERFORMANCE.md "Software prefetch"). */
-#define OPTIM__EMA_PF_MIN (256 * 1024)
 
 static size_t optim__ema_csize(optim__ctype ct)
 {

@@ -239,6 +239,14 @@ typedef struct optim__ema_k {
     int copy;
 } optim__ema_k;
 
+/* A task range whose average takes at most this many bytes (256K float32
+ * elements) is averaged without prefetch (optim__ema's npf 0, ema_run.c):
+ * with the update's streams, some 5 MB for SGD with momentum, likely in L2 or
+ * L3 from the last step, where blocks and prefetches cost the step 3-8 %
+ * (8K-128K elements; docs/PERFORMANCE.md, "The fused loops' blocks and the
+ * EMA's prefetch"). */
+#define OPTIM__EMA_PF_MIN ((size_t)1024 * 1024)
+
 /* The average of n elements of the compute type (ema and p in it); the
  * average's stream extends npf >= n elements from ema in the caller's range
  * (its prefetch reaches no further: kernels_ema.h), or npf is 0: no
