@@ -6,7 +6,6 @@
 
 #include <string.h>
 
-
 static size_t optim__ema_csize(optim__ctype ct)
 {
     return ct == OPTIM__CT_F64 ? sizeof(double) : sizeof(float);

@@ -72,13 +72,14 @@
  * cache lines of each stream the variant touches are prefetched,
  * OPTIM__PF_BYTES ahead in the plain loops and OPTIM__SPF_BYTES ahead in the
  * fused ones. One core's out-of-order window reaches fewer lines ahead the
- * more arithmetic a line carries: without it, on a Xeon (Sapphire Rapids, one core at about 27 GB/s)
- * Adam ran at 0.85 of its same-traffic ceiling at 64M and most rules below
- * 0.9; with it, 0.93-1.08 (docs/PERFORMANCE.md, "Software prefetch"). 2 KiB
- * ran the plain loops as 1 KiB did (4 KiB slowed Adam's); the fused loops,
- * with more instructions per line, gain from 3 KiB: plain SGD with step
- * statistics took 7-9 % longer than without at 64M with 2 KiB and one group
- * a prefetch, 0-4 % with 3 KiB and blocks (docs/STATS.md, "Cost").
+ * more arithmetic a line carries: without it, on a Xeon (Sapphire Rapids,
+ * one core at about 27 GB/s) Adam ran at 0.85 of its same-traffic ceiling at
+ * 64M and most rules below 0.9; with it, 0.93-1.08 (docs/PERFORMANCE.md,
+ * "Software prefetch"). 2 KiB ran the plain loops as 1 KiB did (4 KiB
+ * slowed Adam's); the fused loops, with more instructions per line, gain
+ * from 3 KiB: plain SGD with step statistics took 7-10 % longer than without
+ * at 64M with 2 KiB and one group a prefetch, -0 to +2 % with 3 KiB and
+ * blocks (docs/STATS.md, "Cost").
  * A range of at most OPTIM__PF_MIN bytes per stream (likely in cache) is one
  * block, with only the one prefetch before it: blocks cost a few percent
  * there. So calls on short ranges barely prefetch: the chunked path's (a
