@@ -7,6 +7,9 @@
 #include "optim_stats.h"
 #include "typed.h"
 
+#include "kernels/kernels.h" /* pass1_fused_is_apart: the pass-1 loops, white-box */
+#include "rules/rules.h"
+
 static const optim_isa test_isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_AVX512BF16,
                                        OPTIM_ISA_NEON};
 #define NISAS (sizeof test_isas / sizeof test_isas[0])
@@ -492,6 +495,113 @@ TEST_IMPL(loops_stay_in_range)
     printf("  %ld runs (every rule, float32 and float64, %zu and %zu elements, paths, 1 and 2 threads, statistics "
            "off and on): the guards untouched, the scalar path's bits\n",
            runs, sizes[0], sizes[1]);
+    ASSERT(runs > 0);
+    return 0;
+}
+
+/* Pass 1 of a rule with a per-tensor reduction runs pre and red in one loop
+ * over direct arrays (kernels_math.h, optim__<rule>_bothloop; the chunked
+ * path still runs them apart): the same slots and the same 32 lanes of sums,
+ * bit for bit, as pre and then red. White-box, on every path's kernel table,
+ * float32 and float64, every variant with and without value clipping,
+ * lengths around a group of 16, a prefetch block and the prefetch's minimum
+ * range, up to a whole reduction block, with a NaN and an infinity in turn. */
+#define P1_N OPTIM__RBLOCK
+static void p1_fill(optim__ctype ct, void *x, size_t i, double v)
+{
+    if (ct == OPTIM__CT_F64)
+        ((double *)x)[i] = v;
+    else
+        ((float *)x)[i] = (float)v;
+}
+
+TEST_IMPL(pass1_fused_is_apart)
+{
+    static const size_t lens[] = {1, 15, 16, 17, 63, 64, 65, 127, 1000, 4095, 4096, 4097, 4111, 6000, 8191, 8192};
+    static const optim_rule rules[] = {OPTIM_LAMB, OPTIM_LARS};
+    const uint64_t seed = test_seed();
+    const size_t bytes = P1_N * sizeof(double);
+    unsigned char *buf = malloc(10 * bytes);
+    long runs = 0;
+    size_t ki, ri, li, i;
+    int ct;
+    print_paths("pass1_fused_is_apart");
+    printf("  seed %" PRIu64 "\n", seed);
+    if (!buf) FAIL("out of memory");
+    for (ki = 0; ki < NISAS; ki++) {
+        const optim__kernels *kt = optim__kernels_get(test_isas[ki]);
+        if (!optim_isa_available(test_isas[ki]) || !kt) continue; /* named by print_paths */
+        for (ri = 0; ri < sizeof rules / sizeof rules[0]; ri++)
+            for (ct = 0; ct < OPTIM__NCTYPES; ct++) {
+                const optim__rloops *l = &kt->rloops[rules[ri]][ct];
+                const size_t es = ct == OPTIM__CT_F64 ? sizeof(double) : sizeof(float);
+                unsigned at;
+                if (!l->pre || !l->red || !l->both) FAIL("%s: no pass-1 loops", optim_rule_name(rules[ri]));
+                for (at = 0; at < 2 * l->nvariants; at++)
+                    for (li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                        const size_t n = lens[li];
+                        const unsigned v = at % l->nvariants;
+                        unsigned char *p = buf, *g = buf + bytes, *a[OPTIM_MAX_SLOTS], *b[OPTIM_MAX_SLOTS];
+                        void *sa[OPTIM_MAX_SLOTS], *sb[OPTIM_MAX_SLOTS];
+                        test_rng rng = {seed ^ ((uint64_t)ki << 40) ^ ((uint64_t)ri << 32) ^ ((uint64_t)ct << 24) ^
+                                        ((uint64_t)at << 16) ^ li};
+                        double acc_a[32], acc_b[32];
+                        optim__k k;
+                        int j;
+                        memset(&k, 0, sizeof k);
+                        k.c.variant = at < l->nvariants ? v : v | OPTIM__V_CLAMP;
+                        k.c.gclip = 0.7;
+                        k.c.gscale = li % 3 == 2 ? -1.0 : 1.0;
+                        k.c.wd = 0.01;
+                        k.c.decay = 1.0;
+                        if (rules[ri] == OPTIM_LAMB) {
+                            k.u.lamb.beta1 = 0.9;
+                            k.u.lamb.beta3 = 1.0 - 0.9;
+                            k.u.lamb.beta2 = 0.999;
+                            k.u.lamb.one_minus_beta2 = 1.0 - 0.999;
+                            k.u.lamb.bc1 = 1.0 - pow(0.9, 3.0);
+                            k.u.lamb.bc2_sqrt = sqrt(1.0 - pow(0.999, 3.0));
+                            k.u.lamb.eps = 1e-6;
+                            k.u.lamb.ratio = 1.0;
+                            k.u.lamb.neg_lr = -1e-3;
+                        }
+                        for (j = 0; j < OPTIM_MAX_SLOTS; j++) {
+                            a[j] = buf + (2 + (size_t)j) * bytes;
+                            b[j] = buf + (6 + (size_t)j) * bytes;
+                            sa[j] = a[j];
+                            sb[j] = b[j];
+                        }
+                        for (i = 0; i < n; i++) {
+                            p1_fill((optim__ctype)ct, p, i, 2.0 * test_rng_uniform(&rng) - 1.0);
+                            p1_fill((optim__ctype)ct, g, i, 2.0 * test_rng_uniform(&rng) - 1.0);
+                            for (j = 0; j < OPTIM_MAX_SLOTS; j++)
+                                p1_fill((optim__ctype)ct, a[j], i, j == 1 ? test_rng_uniform(&rng) * 0.01
+                                                                         : 0.2 * test_rng_uniform(&rng) - 0.1);
+                        }
+                        /* A NaN or an infinity in the gradient (their sums' bits too), in turn. */
+                        if (li % 4 == 1) p1_fill((optim__ctype)ct, g, (n - 1) / 2, li % 8 == 1 ? NAN : INFINITY);
+                        for (j = 0; j < OPTIM_MAX_SLOTS; j++) memcpy(b[j], a[j], n * es);
+                        for (j = 0; j < 32; j++) acc_a[j] = acc_b[j] = (double)j; /* lanes add to what is there */
+                        l->pre[at](n, p, g, sa, &k);
+                        l->red[at](n, p, g, sa, &k, acc_a);
+                        l->both[at](n, p, g, sb, &k, acc_b);
+                        runs++;
+                        for (j = 0; j < OPTIM_MAX_SLOTS; j++)
+                            if (memcmp(a[j], b[j], n * es) != 0)
+                                FAIL("%s, %s, %s, variant %u%s, n %zu: slot %d differs from pre's (seed %" PRIu64 ")",
+                                     optim_isa_name(test_isas[ki]), optim_rule_name(rules[ri]),
+                                     ct == OPTIM__CT_F64 ? "float64" : "float32", v,
+                                     at < l->nvariants ? "" : " clamped", n, j, seed);
+                        if (memcmp(acc_a, acc_b, sizeof acc_a) != 0)
+                            FAIL("%s, %s, %s, variant %u%s, n %zu: a lane's sum differs from red's (seed %" PRIu64 ")",
+                                 optim_isa_name(test_isas[ki]), optim_rule_name(rules[ri]),
+                                 ct == OPTIM__CT_F64 ? "float64" : "float32", v, at < l->nvariants ? "" : " clamped",
+                                 n, seed);
+                    }
+            }
+    }
+    free(buf);
+    printf("  %ld runs: pre and red in one loop give their bits apart\n", runs);
     ASSERT(runs > 0);
     return 0;
 }

@@ -44,6 +44,9 @@ static uintptr_t pf_bad_at;
 static uint64_t pf_seed;
 static void *pf_ema_out;
 static long pf_ema_stray; /* elements of the average outside the call's range (or guard bytes) it changed */
+/* When not 0, pf_case runs pass 1 of a rule with a per-tensor reduction (these OPTIM__RED_* bits) block by block
+ * over its range instead of the update, each block's call held to its block. */
+static unsigned pf_reduce;
 
 /* The seeded starting value of element i of stream j. */
 static double pf_value(int j, size_t i)
@@ -147,8 +150,28 @@ static int pf_case(int r, unsigned v, optim_dtype pdt, optim_dtype gdt, optim_dt
         t.clampflag = kt->clampflag[r][ct];
         t.sloop = optim__sloop_get(kt, (optim_rule)r, ct, v);
     }
-    if (ema) optim__range_update_ema(kt, &t, from, to);
-    else optim__range_update(kt, &t, from, to);
+    if (pf_reduce) {
+        size_t off;
+        if (optim__rloops_get(kt, (optim_rule)r, ct, v, pf_reduce, &t) != 0) {
+            fprintf(stderr, "%s variant 0x%x: no pass-1 loops\n", optim_rule_name((optim_rule)r), v);
+            rc = 1;
+            goto out;
+        }
+        for (off = from; off < to; off += OPTIM__RBLOCK) {
+            const size_t len = to - off < OPTIM__RBLOCK ? to - off : OPTIM__RBLOCK;
+            double sums[2];
+            for (j = 0; j < 2 + OPTIM_MAX_SLOTS; j++) {
+                const size_t es = optim_dtype_size(types[j]);
+                pf_arr[j].lo = (uintptr_t)mem[j] + PF_GUARD + off * es;
+                pf_arr[j].hi = (uintptr_t)mem[j] + PF_GUARD + (off + len) * es;
+            }
+            optim__reduce_rule_block(&t, off, len, sums);
+        }
+    } else if (ema) {
+        optim__range_update_ema(kt, &t, from, to);
+    } else {
+        optim__range_update(kt, &t, from, to);
+    }
     if (ema && pf_seed) {
         const optim_dtype edt = ct == OPTIM__CT_F64 ? OPTIM_FLOAT64 : OPTIM_FLOAT32;
         const size_t es = optim_dtype_size(edt);
@@ -262,6 +285,33 @@ TEST_IMPL(prefetch_stays_in_range)
                                     optim_dtype_name(ety[ty][1]), optim_dtype_name(ety[ty][2]), n, split ? mid : 0,
                                     stats ? "on" : "off", pf_out - before);
                     }
+    /* Pass 1 of LAMB and LARS (pre, red, and both in one loop), every variant with and without value clipping, the
+     * four kinds of memory, block by block (a call a block: one thread's, however the blocks are shared). */
+    for (r = 0; r < 2; r++)
+        for (ty = 0; ty < sizeof tys / sizeof tys[0]; ty++)
+            for (si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+                const int rule = r ? OPTIM_LARS : OPTIM_LAMB;
+                const unsigned nv = test_pf_kernels.rloops[rule][OPTIM__CT_F32].nvariants;
+                unsigned v, red;
+                for (v = 0; v < 2 * nv; v++)
+                    for (red = 1; red <= (OPTIM__RED_PRE | OPTIM__RED_NORMS); red++) {
+                        const unsigned var = v % nv | (v >= nv ? OPTIM__V_CLAMP : 0u);
+                        long before = pf_out;
+                        if (T_SAMPLE > 1 && si == 1) continue;
+                        pf_reduce = red;
+                        if (pf_case(rule, var, tys[ty][0], tys[ty][1], tys[ty][2], sizes[si], 0, sizes[si], 0, 0,
+                                    &calls))
+                            FAIL("%s's pass 1: the case could not run", optim_rule_name((optim_rule)rule));
+                        pf_reduce = 0;
+                        if (pf_out != before)
+                            fprintf(stderr,
+                                    "%s's pass 1 (reduce 0x%x) variant 0x%x, %s/%s/%s, %zu elements: %ld prefetches "
+                                    "outside the block\n",
+                                    optim_rule_name((optim_rule)rule), red, var, optim_dtype_name(tys[ty][0]),
+                                    optim_dtype_name(tys[ty][1]), optim_dtype_name(tys[ty][2]), sizes[si],
+                                    pf_out - before);
+                    }
+            }
     printf("  %ld passes: %ld prefetched ranges inside the range of their call, %ld outside, %ld in scratch "
            "arrays\n",
            calls, pf_in, pf_out, pf_elsewhere);

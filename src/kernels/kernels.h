@@ -118,6 +118,7 @@ typedef struct optim__rloops {
     unsigned nvariants;
     const optim__loop_fn *pre;
     const optim__red_fn *red;
+    const optim__red_fn *both; /* pre then red in one pass, for direct arrays (the same slots and sums) */
     unsigned (*pre_reads)(unsigned variant);
     unsigned (*pre_writes)(unsigned variant);
     unsigned (*red_reads)(unsigned variant);
@@ -333,6 +334,7 @@ typedef struct optim__task {
     /* Pass 1 of a rule with a per-tensor reduction (NULL: not this step). */
     optim__loop_fn pre;       /* state update before the norms; writes slots pre_writes */
     optim__red_fn red;        /* the sums of squares */
+    optim__red_fn both;       /* pre and red in one pass (both on, direct arrays); NULL: apart */
     unsigned pre_reads, pre_writes, red_reads;
     /* Step statistics (NULL spart: not this step): OPTIM__NSTAT values per
      * reduction block of the task (spart[OPTIM__NSTAT * b] for its block b),

@@ -109,15 +109,17 @@
 #else
 #  define OPTIM__PF_LINES(x, nb, rw) ((void)(x))
 #endif
-/* The lines of the nb bytes from element i + d of p, g and the slots in
- * mask rw (the variant's reads | writes), d = dist bytes of an element;
- * none past element n. */
+/* The lines of the nb bytes from element i + d of the streams in mask rw:
+ * the slots in bits 0-3 (the variant's reads | writes), p in OPTIM__PF_P, g
+ * in OPTIM__PF_G; d = dist bytes of an element; none past element n. */
+#define OPTIM__PF_P 16u
+#define OPTIM__PF_G 32u
 #define OPTIM__PREFETCH_N(i, n, nb, dist, p, g, s0, s1, s2, s3, rw)                                    \
     do {                                                                                              \
         const size_t d_ = (dist) / sizeof *(p);                                                       \
         if ((i) + d_ + (nb) / sizeof *(p) <= (n)) {                                                   \
-            OPTIM__PF_LINES((p) + (i) + d_, nb, 1);                                                   \
-            OPTIM__PF_LINES((g) + (i) + d_, nb, 0);                                                   \
+            if ((rw) & OPTIM__PF_P) OPTIM__PF_LINES((p) + (i) + d_, nb, 1);                           \
+            if ((rw) & OPTIM__PF_G) OPTIM__PF_LINES((g) + (i) + d_, nb, 0);                           \
             if ((rw) & 1u) OPTIM__PF_LINES((s0) + (i) + d_, nb, 1);                                   \
             if ((rw) & 2u) OPTIM__PF_LINES((s1) + (i) + d_, nb, 1);                                   \
             if ((rw) & 4u) OPTIM__PF_LINES((s2) + (i) + d_, nb, 1);                                   \
@@ -132,11 +134,14 @@
         const size_t d_ = (dist) / sizeof *(x);                                                       \
         if ((i) + d_ + (nb) / sizeof *(x) <= (n)) OPTIM__PF_LINES((x) + (i) + d_, nb, rw);            \
     } while (0)
-/* A block of the plain loops and of the fused loops (OPTIM__PF_BLOCK bytes). */
+/* A block of the plain loops and of the fused loops (OPTIM__PF_BLOCK bytes):
+ * p, g and the slots in rw. */
 #define OPTIM__PREFETCH(i, n, p, g, s0, s1, s2, s3, rw)                                                \
-    OPTIM__PREFETCH_N(i, n, OPTIM__PF_BLOCK, OPTIM__PF_BYTES, p, g, s0, s1, s2, s3, rw)
+    OPTIM__PREFETCH_N(i, n, OPTIM__PF_BLOCK, OPTIM__PF_BYTES, p, g, s0, s1, s2, s3,                    \
+                      (rw) | OPTIM__PF_P | OPTIM__PF_G)
 #define OPTIM__PREFETCH_SBLOCK(i, n, p, g, s0, s1, s2, s3, rw)                                         \
-    OPTIM__PREFETCH_N(i, n, OPTIM__PF_BLOCK, OPTIM__SPF_BYTES, p, g, s0, s1, s2, s3, rw)
+    OPTIM__PREFETCH_N(i, n, OPTIM__PF_BLOCK, OPTIM__SPF_BYTES, p, g, s0, s1, s2, s3,                   \
+                      (rw) | OPTIM__PF_P | OPTIM__PF_G)
 
 OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, double p)
 {
@@ -200,9 +205,11 @@ OPTIM_INLINE double optim__lane(double acc, double d, const optim__norm kind, do
 #define OPTIM__RLOOPS(ID, name)                                                                              \
     [OPTIM_##ID] = {                                                                                         \
         [OPTIM__CT_F32] = {OPTIM__NV(name), optim__##name##_pre_fns_f32, optim__##name##_red_fns_f32,          \
-                           optim__##name##_pre_reads, optim__##name##_pre_writes, optim__##name##_red_reads},  \
+                           optim__##name##_both_fns_f32, optim__##name##_pre_reads,                            \
+                           optim__##name##_pre_writes, optim__##name##_red_reads},                             \
         [OPTIM__CT_F64] = {OPTIM__NV(name), optim__##name##_pre_fns_f64, optim__##name##_red_fns_f64,          \
-                           optim__##name##_pre_reads, optim__##name##_pre_writes, optim__##name##_red_reads},  \
+                           optim__##name##_both_fns_f64, optim__##name##_pre_reads,                            \
+                           optim__##name##_pre_writes, optim__##name##_red_reads},                             \
     },
 
 #define OPTIM__CLAMPFLAGS(ID, name)                                                                          \

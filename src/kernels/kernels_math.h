@@ -188,6 +188,25 @@ OPTIM__COMPLEX_RULE_LIST(OPTIM__CINSTANCES)
  * at a block's end; blocks and chunks start at multiples of 16), so the sums
  * do not depend on the CPU path. */
 #define OPTIM__RLOOP_DEF(ID, name)                                                                      \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_preone)(const R *restrict p, const R *restrict g,         \
+                                                       R *restrict s0, R *restrict s1, R *restrict s2,  \
+                                                       R *restrict s3, size_t i, const optim__kc *c,    \
+                                                       const OPTIM__KR(name) *k, const unsigned V)      \
+    {                                                                                                   \
+        const unsigned rd = optim__##name##_pre_reads(V), wr = optim__##name##_pre_writes(V);           \
+        R s[OPTIM_MAX_SLOTS] = {0, 0, 0, 0};                                                            \
+        if (rd & 1u) s[0] = s0[i];                                                                      \
+        if (rd & 2u) s[1] = s1[i];                                                                      \
+        if (rd & 4u) s[2] = s2[i];                                                                      \
+        if (rd & 8u) s[3] = s3[i];                                                                      \
+        OPTIM__T(optim__##name##_pre)(p[i], g[i], s, c, k, V);                                          \
+        if (wr & 1u) s0[i] = optim__canon(s[0]);                                                        \
+        if (wr & 2u) s1[i] = optim__canon(s[1]);                                                        \
+        if (wr & 4u) s2[i] = optim__canon(s[2]);                                                        \
+        if (wr & 8u) s3[i] = optim__canon(s[3]);                                                        \
+    }                                                                                                   \
+    /* Blocks of OPTIM__PF_BLOCK bytes as the plain loops', prefetching g and the slots pre touches     \
+     * (p is red's: pre reads it only for weight decay, which these rules keep out of pre). */          \
     OPTIM_INLINE void OPTIM__T(optim__##name##_preloop)(size_t n, const R *restrict p, const R *restrict g, \
                                                         R *restrict s0, R *restrict s1, R *restrict s2, \
                                                         R *restrict s3, const optim__k *restrict kp,    \
@@ -195,19 +214,14 @@ OPTIM__COMPLEX_RULE_LIST(OPTIM__CINSTANCES)
     {                                                                                                   \
         const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
         const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
-        const unsigned rd = optim__##name##_pre_reads(V), wr = optim__##name##_pre_writes(V);           \
-        OPTIM__VECTORIZE                                                                                \
-        for (size_t i = 0; i < n; i++) {                                                                \
-            R s[OPTIM_MAX_SLOTS] = {0, 0, 0, 0};                                                        \
-            if (rd & 1u) s[0] = s0[i];                                                                  \
-            if (rd & 2u) s[1] = s1[i];                                                                  \
-            if (rd & 4u) s[2] = s2[i];                                                                  \
-            if (rd & 8u) s[3] = s3[i];                                                                  \
-            OPTIM__T(optim__##name##_pre)(p[i], g[i], s, &c, &k, V);                                    \
-            if (wr & 1u) s0[i] = optim__canon(s[0]);                                                    \
-            if (wr & 2u) s1[i] = optim__canon(s[1]);                                                    \
-            if (wr & 4u) s2[i] = optim__canon(s[2]);                                                    \
-            if (wr & 8u) s3[i] = optim__canon(s[3]);                                                    \
+        const unsigned rw = optim__##name##_pre_reads(V) | optim__##name##_pre_writes(V) | OPTIM__PF_G; \
+        const size_t bl = n * sizeof(R) <= OPTIM__PF_MIN ? n : OPTIM__PF_BLOCK / sizeof(R);             \
+        size_t b, e, i;                                                                                 \
+        for (b = 0; b < n; b = e) {                                                                     \
+            e = n - b < bl ? n : b + bl;                                                                \
+            OPTIM__PREFETCH_N(b, n, OPTIM__PF_BLOCK, OPTIM__PF_BYTES, p, g, s0, s1, s2, s3, rw);        \
+            OPTIM__VECTORIZE                                                                            \
+            for (i = b; i < e; i++) OPTIM__T(optim__##name##_preone)(p, g, s0, s1, s2, s3, i, &c, &k, V); \
         }                                                                                               \
     }                                                                                                   \
     OPTIM_INLINE void OPTIM__T(optim__##name##_redone)(const R *restrict p, const R *restrict g,         \
@@ -226,18 +240,77 @@ OPTIM__COMPLEX_RULE_LIST(OPTIM__CINSTANCES)
         *a0 += (double)x[0] * (double)x[0];                                                             \
         *a1 += (double)x[1] * (double)x[1];                                                             \
     }                                                                                                   \
+    /* Blocks of OPTIM__PF_BLOCK bytes (whole groups of OPTIM__LANES), each after the prefetch of p, g  \
+     * and the slots red reads (those pre just wrote are in cache: the prefetch costs little there). */ \
     OPTIM_INLINE void OPTIM__T(optim__##name##_redloop)(size_t n, const R *restrict p, const R *restrict g, \
                                                         R *const *sl, const optim__k *restrict kp,      \
                                                         const unsigned V, double *restrict acc)         \
     {                                                                                                   \
         const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
         const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
-        size_t i = 0, j;                                                                                \
-        for (; i + OPTIM__LANES <= n; i += OPTIM__LANES)                                                \
-            for (j = 0; j < OPTIM__LANES; j++)                                                          \
-                OPTIM__T(optim__##name##_redone)(p, g, sl, i + j, &c, &k, V, &acc[j], &acc[OPTIM__LANES + j]); \
+        const unsigned rw = optim__##name##_red_reads(V) | OPTIM__PF_P | (g ? OPTIM__PF_G : 0u);        \
+        const size_t bl = n * sizeof(R) <= OPTIM__PF_MIN ? n : OPTIM__PF_BLOCK / sizeof(R);             \
+        size_t b, e, i = 0, j;                                                                          \
+        _Static_assert(OPTIM__PF_BLOCK / sizeof(R) % OPTIM__LANES == 0, "blocks of whole groups");      \
+        for (b = 0; b + OPTIM__LANES <= n; b = e) {                                                     \
+            e = n - b < bl ? n : b + bl;                                                                \
+            OPTIM__PREFETCH_N(b, n, OPTIM__PF_BLOCK, OPTIM__PF_BYTES, p, g, sl[0], sl[1], sl[2], sl[3], rw); \
+            for (i = b; i + OPTIM__LANES <= e; i += OPTIM__LANES)                                       \
+                for (j = 0; j < OPTIM__LANES; j++)                                                      \
+                    OPTIM__T(optim__##name##_redone)(p, g, sl, i + j, &c, &k, V, &acc[j],               \
+                                                     &acc[OPTIM__LANES + j]);                           \
+            if (i < e) break;                                                                           \
+        }                                                                                               \
         for (j = 0; i + j < n; j++)                                                                     \
             OPTIM__T(optim__##name##_redone)(p, g, sl, i + j, &c, &k, V, &acc[j], &acc[OPTIM__LANES + j]); \
+    }                                                                                               \
+    /* pre and red in one pass over direct arrays (the task's own memory in the compute type): element  \
+     * i's state moves, is stored, and red takes it as stored (optim__canon), as red after pre reads it \
+     * back: the same slots and the same sums, lane by lane, bit for bit. One pass keeps pre's streams  \
+     * in flight while red computes (LAMB's u: a square root and three divisions an element). */        \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_bothone)(const R *restrict p, const R *restrict g,        \
+                                                        R *const *restrict sl, size_t i,                \
+                                                        const optim__kc *c, const OPTIM__KR(name) *k,   \
+                                                        const unsigned V, double *restrict a0,          \
+                                                        double *restrict a1)                            \
+    {                                                                                                   \
+        const unsigned wr = optim__##name##_pre_writes(V);                                              \
+        const unsigned ld = optim__##name##_pre_reads(V) | (optim__##name##_red_reads(V) & ~wr);        \
+        R s[OPTIM_MAX_SLOTS] = {0, 0, 0, 0}, x[2];                                                      \
+        if (ld & 1u) s[0] = sl[0][i];                                                                   \
+        if (ld & 2u) s[1] = sl[1][i];                                                                   \
+        if (ld & 4u) s[2] = sl[2][i];                                                                   \
+        if (ld & 8u) s[3] = sl[3][i];                                                                   \
+        OPTIM__T(optim__##name##_pre)(p[i], g[i], s, c, k, V);                                          \
+        if (wr & 1u) sl[0][i] = s[0] = optim__canon(s[0]);                                              \
+        if (wr & 2u) sl[1][i] = s[1] = optim__canon(s[1]);                                              \
+        if (wr & 4u) sl[2][i] = s[2] = optim__canon(s[2]);                                              \
+        if (wr & 8u) sl[3][i] = s[3] = optim__canon(s[3]);                                              \
+        OPTIM__T(optim__##name##_red)(p[i], g[i], s, c, k, V, x);                                       \
+        *a0 += (double)x[0] * (double)x[0];                                                             \
+        *a1 += (double)x[1] * (double)x[1];                                                             \
+    }                                                                                                   \
+    OPTIM_INLINE void OPTIM__T(optim__##name##_bothloop)(size_t n, const R *restrict p, const R *restrict g, \
+                                                         R *const *sl, const optim__k *restrict kp,     \
+                                                         const unsigned V, double *restrict acc)        \
+    {                                                                                                   \
+        const optim__kc c = OPTIM__T(optim__kc_from)(&kp->c);                                           \
+        const OPTIM__KR(name) k = OPTIM__T(optim__##name##_kr_from)(&kp->u.name);                       \
+        const unsigned rw = optim__##name##_pre_reads(V) | optim__##name##_pre_writes(V) |              \
+                            optim__##name##_red_reads(V) | OPTIM__PF_P | OPTIM__PF_G;                   \
+        const size_t bl = n * sizeof(R) <= OPTIM__PF_MIN ? n : OPTIM__PF_BLOCK / sizeof(R);             \
+        size_t b, e, i = 0, j;                                                                          \
+        for (b = 0; b + OPTIM__LANES <= n; b = e) {                                                     \
+            e = n - b < bl ? n : b + bl;                                                                \
+            OPTIM__PREFETCH_N(b, n, OPTIM__PF_BLOCK, OPTIM__PF_BYTES, p, g, sl[0], sl[1], sl[2], sl[3], rw); \
+            for (i = b; i + OPTIM__LANES <= e; i += OPTIM__LANES)                                       \
+                for (j = 0; j < OPTIM__LANES; j++)                                                      \
+                    OPTIM__T(optim__##name##_bothone)(p, g, sl, i + j, &c, &k, V, &acc[j],              \
+                                                      &acc[OPTIM__LANES + j]);                          \
+            if (i < e) break;                                                                           \
+        }                                                                                               \
+        for (j = 0; i + j < n; j++)                                                                     \
+            OPTIM__T(optim__##name##_bothone)(p, g, sl, i + j, &c, &k, V, &acc[j], &acc[OPTIM__LANES + j]); \
     }
 OPTIM__REDUCE_LIST(OPTIM__RLOOP_DEF)
 #undef OPTIM__RLOOP_DEF
@@ -265,11 +338,24 @@ OPTIM__REDUCE_LIST(OPTIM__RLOOP_DEF)
     {                                                                                                   \
         OPTIM__T(optim__##name##_redloop)(n, (const R *)p, (const R *)g, (R *const *)s, k,              \
                                           OPTIM__V_CLAMP | v##u, acc);                                  \
+    } \
+    static void OPTIM__T(optim__##name##_bv##v)(size_t n, const void *p, const void *g, void *const *s,   \
+                                                const optim__k *k, double *acc)                         \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_bothloop)(n, (const R *)p, (const R *)g, (R *const *)s, k, v##u, acc); \
+    }                                                                                                   \
+    static void OPTIM__T(optim__##name##_bc##v)(size_t n, const void *p, const void *g, void *const *s,   \
+                                                const optim__k *k, double *acc)                         \
+    {                                                                                                   \
+        OPTIM__T(optim__##name##_bothloop)(n, (const R *)p, (const R *)g, (R *const *)s, k,             \
+                                           OPTIM__V_CLAMP | v##u, acc);                                 \
     }
 #define OPTIM__RINST_PV(name, v) OPTIM__T(optim__##name##_pv##v),
 #define OPTIM__RINST_PC(name, v) OPTIM__T(optim__##name##_pc##v),
 #define OPTIM__RINST_RV(name, v) OPTIM__T(optim__##name##_rv##v),
 #define OPTIM__RINST_RC(name, v) OPTIM__T(optim__##name##_rc##v),
+#define OPTIM__RINST_BV(name, v) OPTIM__T(optim__##name##_bv##v),
+#define OPTIM__RINST_BC(name, v) OPTIM__T(optim__##name##_bc##v),
 #define OPTIM__RINSTANCES(ID, name)                                                                     \
     OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST, name)                                 \
     static const optim__loop_fn OPTIM__T(optim__##name##_pre_fns)[2 * OPTIM__##ID##_NVARIANTS] = {      \
@@ -277,7 +363,10 @@ OPTIM__REDUCE_LIST(OPTIM__RLOOP_DEF)
         OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST_PC, name)};                        \
     static const optim__red_fn OPTIM__T(optim__##name##_red_fns)[2 * OPTIM__##ID##_NVARIANTS] = {       \
         OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST_RV, name)                          \
-        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST_RC, name)};
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST_RC, name)};                        \
+    static const optim__red_fn OPTIM__T(optim__##name##_both_fns)[2 * OPTIM__##ID##_NVARIANTS] = {      \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST_BV, name)                          \
+        OPTIM__CAT(OPTIM__REP, OPTIM__##ID##_NVARIANTS)(OPTIM__RINST_BC, name)};
 OPTIM__REDUCE_LIST(OPTIM__RINSTANCES)
 #undef OPTIM__RINSTANCES
 #undef OPTIM__RINST

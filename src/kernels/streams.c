@@ -498,11 +498,12 @@ int optim__rloops_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct
     unsigned v = variant & ~OPTIM__V_CLAMP, at;
     t->pre = NULL;
     t->red = NULL;
+    t->both = NULL;
     t->pre_reads = t->pre_writes = t->red_reads = 0;
     if (!reduce) return 0;
     if ((int)rule < 1 || (int)rule > OPTIM_RULE_COUNT || (int)ct < 0 || ct >= OPTIM__NCTYPES) return -1;
     l = &kt->rloops[rule][ct];
-    if (!l->pre || !l->red || v >= l->nvariants) return -1;
+    if (!l->pre || !l->red || !l->both || v >= l->nvariants) return -1;
     at = (variant & OPTIM__V_CLAMP) ? l->nvariants + v : v;
     if (reduce & OPTIM__RED_PRE) {
         t->pre = l->pre[at];
@@ -513,6 +514,7 @@ int optim__rloops_get(const optim__kernels *kt, optim_rule rule, optim__ctype ct
         t->red = l->red[at];
         t->red_reads = l->red_reads(v);
     }
+    if ((reduce & OPTIM__RED_PRE) && (reduce & OPTIM__RED_NORMS)) t->both = l->both[at];
     return 0;
 }
 
@@ -533,6 +535,10 @@ static void optim__reduce_rule_range(const optim__task *t, size_t off, size_t le
         for (j = 0; j < OPTIM_MAX_SLOTS; j++) x[OPTIM__SS(j)] = optim__at(t, OPTIM__SS(j), t->s[j], off);
         x[OPTIM__SP] = optim__at(t, OPTIM__SP, t->p, off);
         x[OPTIM__SG] = optim__at(t, OPTIM__SG, (void *)(uintptr_t)t->g, off);
+        if (t->both) {
+            t->both(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, acc);
+            return;
+        }
         if (t->pre) t->pre(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k);
         if (t->red) t->red(len, x[OPTIM__SP], x[OPTIM__SG], &x[OPTIM__SS(0)], (const optim__k *)t->k, acc);
         return;
