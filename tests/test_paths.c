@@ -578,8 +578,14 @@ TEST_IMPL(pass1_fused_is_apart)
                                 p1_fill((optim__ctype)ct, a[j], i, j == 1 ? test_rng_uniform(&rng) * 0.01
                                                                          : 0.2 * test_rng_uniform(&rng) - 0.1);
                         }
-                        /* A NaN or an infinity in the gradient (their sums' bits too), in turn. */
-                        if (li % 4 == 1) p1_fill((optim__ctype)ct, g, (n - 1) / 2, li % 8 == 1 ? NAN : INFINITY);
+                        /* A NaN, a negative NaN (which the stored state holds as optim__canon's NaN) or an
+                         * infinity in the gradient (their sums' bits too), in turn. */
+                        if (li % 2 == 1)
+                            p1_fill((optim__ctype)ct, g, (n - 1) / 2,
+                                    li % 4 == 3 ? NAN : li % 8 == 1 ? -NAN : INFINITY);
+                        /* A negative NaN in the stored state alone (the second slot: LAMB's v), which red must
+                         * take as stored (optim__canon's NaN), the first slot finite there. */
+                        if (li % 8 == 5) p1_fill((optim__ctype)ct, a[1], n / 3, -NAN);
                         for (j = 0; j < OPTIM_MAX_SLOTS; j++) memcpy(b[j], a[j], n * es);
                         for (j = 0; j < 32; j++) acc_a[j] = acc_b[j] = (double)j; /* lanes add to what is there */
                         l->pre[at](n, p, g, sa, &k);

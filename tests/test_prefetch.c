@@ -312,6 +312,46 @@ TEST_IMPL(prefetch_stays_in_range)
                                     pf_out - before);
                     }
             }
+    /* The gradient norm's blocks (fused norm clipping, SAM's and ASAM's norms): float32 with and without ASAM's
+     * weights, float64, every kind of norm, a call a block as optim__reduce_run makes them. */
+    for (ty = 0; ty < 3; ty++)
+        for (si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            static const optim__norm kinds[] = {OPTIM__NORM_L1, OPTIM__NORM_L2, OPTIM__NORM_INF, OPTIM__NORM_LP};
+            const optim_dtype gdt = ty == 2 ? OPTIM_FLOAT64 : OPTIM_FLOAT32;
+            const size_t n = sizes[si], es = optim_dtype_size(gdt);
+            char *gm = calloc(n * es + 2 * PF_GUARD, 1), *wm = calloc(n * sizeof(float) + 2 * PF_GUARD, 1);
+            size_t ki, off;
+            long before = pf_out;
+            if (!gm || !wm) {
+                free(gm);
+                free(wm);
+                FAIL("out of memory");
+            }
+            memset(pf_arr, 0, sizeof pf_arr);
+            pf_arr[0].alo = (uintptr_t)gm;
+            pf_arr[0].ahi = (uintptr_t)gm + n * es + 2 * PF_GUARD;
+            pf_arr[1].alo = (uintptr_t)wm;
+            pf_arr[1].ahi = (uintptr_t)wm + n * sizeof(float) + 2 * PF_GUARD;
+            for (ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++)
+                for (off = 0; off < n; off += OPTIM__RBLOCK) {
+                    const size_t len = n - off < OPTIM__RBLOCK ? n - off : OPTIM__RBLOCK;
+                    int bad = 0;
+                    pf_arr[0].lo = (uintptr_t)gm + PF_GUARD + off * es;
+                    pf_arr[0].hi = (uintptr_t)gm + PF_GUARD + (off + len) * es;
+                    pf_arr[1].lo = (uintptr_t)wm + PF_GUARD + off * sizeof(float);
+                    pf_arr[1].hi = (uintptr_t)wm + PF_GUARD + (off + len) * sizeof(float);
+                    (void)test_pf_kernels.reduce[gdt](len, gm + PF_GUARD, off,
+                                                      ty == 1 ? (const float *)(wm + PF_GUARD) + off : NULL, 0.01f,
+                                                      kinds[ki], 3.0, &bad);
+                    calls++;
+                }
+            memset(pf_arr, 0, sizeof pf_arr);
+            free(gm);
+            free(wm);
+            if (pf_out != before)
+                fprintf(stderr, "the norm of %s%s gradients, %zu elements: %ld prefetches outside the block\n",
+                        optim_dtype_name(gdt), ty == 1 ? " (ASAM's weights)" : "", n, pf_out - before);
+        }
     printf("  %ld passes: %ld prefetched ranges inside the range of their call, %ld outside, %ld in scratch "
            "arrays\n",
            calls, pf_in, pf_out, pf_elsewhere);

@@ -673,21 +673,31 @@ OPTIM_INLINE void OPTIM__T(optim__reduce_acc)(double *restrict acc, R *restrict 
                                               const R *restrict w, R eta, const optim__norm kind, double p,
                                               const int adaptive)
 {
-    size_t i = 0, j;
+    const size_t bl = n * sizeof(R) <= OPTIM__PF_MIN ? n : OPTIM__PF_BLOCK / sizeof(R);
+    size_t i = 0, j, b, e;
     double a[OPTIM__LANES];
     R f[OPTIM__LANES];
     for (j = 0; j < OPTIM__LANES; j++) {
         a[j] = acc[j];
         f[j] = nf[j];
     }
-    for (; i + OPTIM__LANES <= n; i += OPTIM__LANES) {
-        R x[OPTIM__LANES];
-        if (adaptive)
-            for (j = 0; j < OPTIM__LANES; j++) x[j] = (optim__fabs(w[i + j]) + eta) * g[i + j];
-        else
-            for (j = 0; j < OPTIM__LANES; j++) x[j] = g[i + j];
-        for (j = 0; j < OPTIM__LANES; j++) f[j] = f[j] + (x[j] - x[j]);
-        for (j = 0; j < OPTIM__LANES; j++) a[j] = optim__lane(a[j], fabs((double)x[j]), kind, p);
+    /* Blocks of OPTIM__PF_BLOCK bytes (whole groups), each after the prefetch of g (and w) 2 KiB ahead, as the
+     * update loops. On the Xeon at 64M the norm's pass took 1.75 times the ceiling's read of the same array
+     * without it, 1.46 with it (4 and 8 KiB ahead did no better): adam:clip=1 0.85-0.88 -> 0.88-0.90. */
+    for (b = 0; b + OPTIM__LANES <= n; b = e) {
+        e = n - b < bl ? n : b + bl;
+        OPTIM__PREFETCH_1(b, n, OPTIM__PF_BLOCK, OPTIM__PF_BYTES, g, 0);
+        if (adaptive) OPTIM__PREFETCH_1(b, n, OPTIM__PF_BLOCK, OPTIM__PF_BYTES, w, 0);
+        for (i = b; i + OPTIM__LANES <= e; i += OPTIM__LANES) {
+            R x[OPTIM__LANES];
+            if (adaptive)
+                for (j = 0; j < OPTIM__LANES; j++) x[j] = (optim__fabs(w[i + j]) + eta) * g[i + j];
+            else
+                for (j = 0; j < OPTIM__LANES; j++) x[j] = g[i + j];
+            for (j = 0; j < OPTIM__LANES; j++) f[j] = f[j] + (x[j] - x[j]);
+            for (j = 0; j < OPTIM__LANES; j++) a[j] = optim__lane(a[j], fabs((double)x[j]), kind, p);
+        }
+        if (i < e) break;
     }
     for (j = 0; j < OPTIM__LANES; j++) {
         acc[j] = a[j];

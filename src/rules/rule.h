@@ -37,7 +37,10 @@
  * `red` element function, which yields two values per element whose
  * squares are summed in 16 double lanes per block, combined in a fixed
  * tree and then in block order (the same bits for any thread count and
- * CPU path), where they ask for it (OPTIM__RED_NORMS). The rule's host
+ * CPU path), where they ask for it (OPTIM__RED_NORMS). Where both run on
+ * arrays in the compute type (no conversion), the kernels run them in one
+ * loop, element by element, red taking the state as stored: the same slots
+ * and sums as pre and then red (kernels_math.h). The rule's host
  * `trust` hook turns the two sums of a tensor into its constants (the
  * trust ratio); pass 2 is the ordinary update loop. The header provides,
  * beside the usual sections: optim__<name>_pre_reads/_pre_writes/_red_reads
