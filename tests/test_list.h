@@ -22,7 +22,6 @@
     TEST_ENTRY(paths_bit_identical)            \
     TEST_ENTRY(nan_bits_every_path)            \
     TEST_ENTRY(loops_stay_in_range)            \
-    TEST_ENTRY(pass1_fused_is_apart)           \
     TEST_ENTRY(pass1_fused_edges)              \
     TEST_ENTRY(lamb_fused_pass1_as_chunked)    \
     TEST_ENTRY(prefetch_stays_in_range)        \
