@@ -266,3 +266,62 @@ def test_muon_zero_gradient_only_decays():
     p.grad = torch.zeros(3, 5)
     opt.step()
     assert torch.allclose(p.detach(), torch.full((3, 5), 0.95))
+
+
+# ---- differences from torch 2.x left as they are (strict xfail: each documents one, and turns red if it
+# ---- goes away unnoticed) ------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason="optim.torch refuses complex parameters when they are "
+                   "added, with TypeError (every class, _cobject); torch 2.x's Adafactor and Muon raise "
+                   "RuntimeError at step()")
+@pytest.mark.parametrize("cls", ["Adafactor", "Muon"])
+def test_complex_refused_at_step_with_runtime_error(cls):
+    p = torch.zeros(2, 2, dtype=torch.complex64, requires_grad=True)
+    opt = getattr(ot, cls)([p])
+    p.grad = torch.ones_like(p)
+    with pytest.raises(RuntimeError, match="does not support complex"):
+        opt.step()
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="liboptim's ns_steps is 1..99 (rules.c, "
+                   "tests/test_muon.c asserts 0 refused; docs/rules/muon.md); torch runs 0 iterations")
+def test_muon_zero_ns_steps_is_the_normalised_update():
+    p = torch.zeros(2, 3, requires_grad=True)
+    opt = ot.Muon([p], lr=1.0, weight_decay=0.0, momentum=0.0, ns_steps=0)
+    p.grad = torch.tensor([[3.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    opt.step()
+    assert torch.allclose(p.detach(), -p.grad / 5.0)
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="liboptim refuses eps = 0 by design (its message says "
+                   "so); torch accepts it")
+def test_muon_eps_zero_accepted():
+    p = torch.ones(2, 3, requires_grad=True)
+    opt = ot.Muon([p], eps=0.0)
+    p.grad = torch.ones(2, 3)
+    opt.step()
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="liboptim's real hyperparameters are finite "
+                   "(rules.c); torch's d = inf turns update clipping off")
+def test_adafactor_d_inf_is_no_clipping():
+    p = torch.ones(3, 4, requires_grad=True)
+    opt = ot.Adafactor([p], d=float("inf"))
+    p.grad = torch.ones(3, 4)
+    opt.step()
+
+
+@pytest.mark.xfail(strict=True, reason="optim.torch keeps 'step' float32 whatever the default dtype (every class); "
+                   "torch's _get_scalar_dtype() is float64 under torch.set_default_dtype(torch.float64)")
+def test_adafactor_step_dtype_follows_default_dtype():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        p = torch.ones(3, dtype=torch.float32, requires_grad=True)
+        opt = ot.Adafactor([p])
+        p.grad = torch.ones(3, dtype=torch.float32)
+        opt.step()
+        assert opt.state[p]["step"].dtype == torch.float64
+    finally:
+        torch.set_default_dtype(old)
