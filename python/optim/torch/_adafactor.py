@@ -1,5 +1,7 @@
 """optim.torch.Adafactor: torch 2.x's torch.optim.Adafactor (torch >= 2.5,
 torch/optim/_adafactor.py), stepped by liboptim's OPTIM_ADAFACTOR."""
+import torch
+
 from ._base import _Optimizer, _check_flags
 from ._optimizers import _COMMON_DOC, _spec
 
@@ -37,7 +39,7 @@ class Adafactor(_Optimizer):
 
     Args:
         params (iterable): parameters to optimize or dicts defining parameter groups.
-        lr (float, optional): the cap of the relative step size rho and the
+        lr (float or one-element tensor, optional): the cap of the relative step size rho and the
             weight decay's factor (default: 1e-2).
         beta2_decay (float, optional): beta2_t = 1 - t^beta2_decay, <= 0 (default: -0.8).
         eps (Tuple[float or None, float], optional): eps1, the floor of the
@@ -81,6 +83,8 @@ class Adafactor(_Optimizer):
         _check_flags("Adafactor", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                        fused=fused))
         # torch 2.x's checks and messages (lr, beta2_decay, eps, d, weight_decay).
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
         if not 0.0 <= lr:
             raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
         if not 0.0 >= beta2_decay:

@@ -62,7 +62,7 @@ class Muon(_Optimizer):
     Args:
         params (iterable): 2-D float32 parameters or dicts defining parameter groups
             (others: ValueError, as torch).
-        lr (float, optional): learning rate (default: 1e-3).
+        lr (float or one-element tensor, optional): learning rate (default: 1e-3).
         weight_decay (float, optional): decoupled weight decay (default: 0.1).
         momentum (float, optional): momentum factor (default: 0.95).
         nesterov (bool, optional): Nesterov momentum (default: True).
@@ -72,6 +72,9 @@ class Muon(_Optimizer):
         ns_steps (int, optional): Newton-Schulz iterations, 1..99 (default: 5).
         adjust_lr_fn (str or None, optional): None or "original", or
             "match_rms_adamw" (default: None).
+        use_addmm (bool, optional): torch's choice of torch.addmm for the
+            iteration's products; accepted and kept in the group, no effect here
+            (the products are sgemm's either way) (default: False).
         foreach (bool, optional): accepted, no effect.
 
     state[p] is {'momentum_buffer': tensor} after p's first step, as torch, always
@@ -93,13 +96,16 @@ class Muon(_Optimizer):
     _row_major = True  # C reads P, G and B as rows x cols matrices in row-major order (_cobject.Rule)
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
-                 ns_coefficients=_DEFAULT_NS, eps=1e-7, ns_steps=5, adjust_lr_fn=None, *, foreach=None,
+                 ns_coefficients=_DEFAULT_NS, eps=1e-7, ns_steps=5, adjust_lr_fn=None, use_addmm=False, *,
+                 foreach=None,
                  capturable=False, differentiable=False, fused=False, nonfinite="propagate", clip_grad_norm=None,
                  clip_grad_value=None, master_weights=False, stochastic_rounding=False, loss_scale=None,
                  state_dtype=None):
         _check_flags("Muon", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                   fused=fused))
         # torch.optim.Muon's checks, its messages
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
         if not 0.0 <= lr:
             raise ValueError("Learning rate should be >= 0 but is: %s" % (lr,))
         if not 0.0 <= momentum:
@@ -110,7 +116,7 @@ class Muon(_Optimizer):
             raise ValueError("Adjust learning rate function %s is not supported" % (adjust_lr_fn,))
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=tuple(ns_coefficients), eps=eps, ns_steps=ns_steps,
-                        adjust_lr_fn=adjust_lr_fn, foreach=foreach)
+                        adjust_lr_fn=adjust_lr_fn, use_addmm=use_addmm, foreach=foreach)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
         defaults.update(master_weights=master_weights, stochastic_rounding=stochastic_rounding,
                         loss_scale=loss_scale, state_dtype=state_dtype)  # taken out by _Optimizer (_precision)
