@@ -31,6 +31,12 @@ class Lion(_Optimizer):
             the reference) multiplies p by 1 - lr * weight_decay; False adds
             weight_decay * p to the gradient instead (L2).
         foreach (bool, optional): accepted, no effect.
+        use_triton (bool, optional): lucidrains/lion-pytorch's argument;
+            False (default) accepted, True (its Triton kernel) is refused: ValueError.
+
+    decoupled_weight_decay is not lion-pytorch's argument of the same name:
+    there True divides weight_decay by the constructor's lr and False (its
+    default) is this class's True.
 
     state[p] is {'exp_avg': tensor} after p's first step, as the reference
     (no 'step'). Differences from the reference: a NaN in c gives a NaN
@@ -43,12 +49,15 @@ class Lion(_Optimizer):
     _step_kind = None
     _required_slots = ("exp_avg",)
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *, maximize=False,
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, use_triton=False, *, maximize=False,
                  decoupled_weight_decay=True, foreach=None, capturable=False, differentiable=False, fused=False,
                  nonfinite="propagate", clip_grad_norm=None, clip_grad_value=None, master_weights=False, stochastic_rounding=False,
                  loss_scale=None, state_dtype=None):
         _check_flags("Lion", dict(foreach=foreach, differentiable=differentiable, capturable=capturable,
                                   fused=fused))
+        if use_triton is not False:
+            raise ValueError("Lion: use_triton = %r is not supported (lion-pytorch's Triton kernel; liboptim steps "
+                             "on the CPU: use_triton=False)" % (use_triton,))
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize,
                         decoupled_weight_decay=decoupled_weight_decay, foreach=foreach)
         defaults.update(nonfinite=nonfinite, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
@@ -96,7 +105,9 @@ class LAMB(_Optimizer):
 
     state[p] is {'step', 'exp_avg', 'exp_avg_sq'} after p's first step: the
     step counter is kept per parameter (timm keeps one per group, in the
-    param group); it counts the same steps. timm's newer options caution,
+    param group); it counts the same steps while every parameter of the group
+    has a gradient at every step (a parameter without one does not advance its
+    own, where timm's group counter, and so its bias correction, advances). timm's newer options caution,
     decoupled_decay and corrected_weight_decay are not offered.
     """ + _COMMON_DOC
 
