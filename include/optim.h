@@ -246,7 +246,7 @@ typedef struct optim_hparams {
     double beta1, beta2;              /* [0, 1) (Adam family) */
     double alpha;                     /* [0, 1] smoothing of the squared gradient (RMSPROP) */
     double rho;                       /* [0, 1] (ADADELTA) */
-    double eps;                       /* > 0 */
+    double eps;                       /* >= 0 (0 as torch allows it: where it meets a 0, 0 / 0 gives NaN, as torch) */
     int eps_placement;                /* optim_eps_placement */
     int amsgrad;                      /* 1: use the running maximum of v (ADAM, ADAMW, ADABOUND) */
     int bias_correction;              /* 1: divide the moments by (1 - beta^t) (ADAM, ADAMW, ADABOUND) */

@@ -139,8 +139,8 @@ TEST_IMPL(hparams_errors)
         D(ADAM, beta1, 1.0, "beta1 = 1 is outside [0, 1)"),
         D(ADAM, beta1, -0.5, "beta1 = -0.5 is outside [0, 1)"),
         D(ADAMW, beta2, 1.5, "beta2 = 1.5 is outside [0, 1)"),
-        D(ADAM, eps, 0.0, "eps = 0 must be > 0"),
-        D(RMSPROP, eps, -1e-8, "eps = -1e-08 must be > 0"),
+        D(ADAM, eps, -0.5, "eps = -0.5 must be >= 0"), /* torch.optim accepts eps = 0: so does optim */
+        D(RMSPROP, eps, -1e-8, "eps = -1e-08 must be >= 0"),
         D(ADADELTA, rho, 1.01, "rho = 1.01 is outside [0, 1]"),
         D(ADADELTA, rho, -0.1, "rho = -0.1 is outside [0, 1]"),
         D(RMSPROP, alpha, 1.5, "alpha = 1.5 is outside [0, 1]"),

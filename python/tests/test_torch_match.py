@@ -147,3 +147,29 @@ def test_comparison_detects_a_small_difference(rng, seed):
     """The harness is sharp enough: torch with lr 1e-3 higher (relative) must fail."""
     with pytest.raises(AssertionError, match="relative error"):
         run_vs_torch(rng, seed, ot.Adam, torch.optim.Adam, dict(lr=1e-2), dict(lr=1e-2 * (1 + 1e-3)), steps=50)
+
+
+EPS0 = [(ot.Adam, {}), (ot.AdamW, {}), (ot.Adagrad, {}), (ot.RMSprop, dict(centered=True)), (ot.Adadelta, {}),
+        (ot.NAdam, dict(foreach=True)), (ot.RAdam, dict(foreach=False)), (ot.Adamax, {})]
+
+
+@pytest.mark.parametrize("cls,extra", EPS0, ids=[c.__name__ for c, _ in EPS0])
+def test_eps_zero_as_torch(rng, seed, cls, extra):
+    """eps = 0 is accepted as torch accepts it, and steps as torch does: over random gradients the
+    comparison of every test here; where an element's gradient is exactly 0 from the first step (so its
+    denominator is 0), NaN (or the same value) where torch has it."""
+    ours = {k: v for k, v in extra.items() if k != "foreach"}
+    kw = dict(lr=0.01 if cls is not ot.Adadelta else 1.0, eps=0.0)
+    run_vs_torch(rng, seed, cls, getattr(torch.optim, cls.__name__), dict(kw, **ours), dict(kw, **extra), steps=50)
+    p0 = torch.randn(64, generator=torch.Generator().manual_seed(seed))
+    po, pt = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(p0.clone())
+    oo, tt = cls([po], **dict(kw, **ours)), getattr(torch.optim, cls.__name__)([pt], **dict(kw, **extra))
+    for step in range(8):  # RAdam divides from its sixth step on
+        g = torch.randn(64, generator=torch.Generator().manual_seed(seed + step))
+        g[::4] = 0.0  # denominators of 0 at every fourth element
+        po.grad, pt.grad = g.clone(), g.clone()
+        oo.step()
+        tt.step()
+        assert torch.equal(torch.isnan(po.detach()), torch.isnan(pt.detach())), (cls.__name__, step)
+        torch.testing.assert_close(po.detach(), pt.detach(), equal_nan=True, rtol=1e-5, atol=1e-6)
+    assert torch.isnan(pt.detach()[::4]).all()  # torch's 0 / 0 was reached, so the comparison saw it

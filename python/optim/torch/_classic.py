@@ -15,7 +15,7 @@ class Adamax(_Optimizer):
         betas (Tuple[float, float], optional): coefficients of the running
             average of the gradient and of the infinity norm, each in [0, 1)
             (default: (0.9, 0.999)).
-        eps (float, optional): added to |g| in the infinity norm; must be > 0 (default: 1e-8).
+        eps (float, optional): added to |g| in the infinity norm; must be >= 0 (default: 1e-8).
         weight_decay (float, optional): L2 penalty (default: 0).
         foreach (bool, optional): accepted, no effect.
         maximize (bool, optional): maximize the objective (default: False).

@@ -67,14 +67,6 @@ def check_flags(owner, values, fused_ok=None):
             raise ValueError("%s: %s = %r is not supported: %s" % (owner, name, v, _FLAG_WHY[name]))
 
 
-def _eps_hint(error):
-    """torch.optim accepts eps = 0 and liboptim does not: say so."""
-    text = str(error)
-    if ": eps = " in text and "must be > 0" in text:
-        return " (torch.optim accepts eps = 0; optim needs eps > 0 so that no division by zero can happen)"
-    return ""
-
-
 def nonfinite_name(code):
     return {v: k for k, v in _core.NONFINITE_POLICIES.items()}[code]
 
@@ -249,7 +241,7 @@ def hparams(c, values, gi, what):
             hp.set(hid, v)
         hp.check()
     except OptimError as e:
-        raise ValueError("%s: %s %d: %s%s" % (c.owner, what, gi, keys_in(c, e), _eps_hint(e))) from None
+        raise ValueError("%s: %s %d: %s" % (c.owner, what, gi, keys_in(c, e))) from None
     return hp
 
 
@@ -263,7 +255,7 @@ def push(c, gi, values):
     try:
         c.h.group_set_hparams(gi, ids, (ctypes.c_double * len(values))(*values))
     except OptimError as e:
-        raise ValueError("%s: param group %d: %s%s" % (c.owner, gi, keys_in(c, e), _eps_hint(e))) from None
+        raise ValueError("%s: param group %d: %s" % (c.owner, gi, keys_in(c, e))) from None
     c.pushed[gi] = values
     if c.pending:
         fill_pending(c, gi)

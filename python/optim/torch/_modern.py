@@ -87,7 +87,7 @@ class LAMB(_Optimizer):
         bias_correction (bool, optional): divide the moments by 1 - beta^t (default: True).
         betas (Tuple[float, float], optional): coefficients of the moments, each
             in [0, 1) (default: (0.9, 0.999)).
-        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-6).
+        eps (float, optional): term added to the denominator; must be >= 0 (default: 1e-6).
         weight_decay (float, optional): decay added to the update (default: 0.01).
         grad_averaging (bool, optional): must be True (timm's default; False,
             m = beta1 m + g, is not supported: ValueError).
@@ -165,7 +165,7 @@ class LARS(_Optimizer):
         nesterov (bool, optional): Nesterov momentum; needs momentum > 0 and
             dampening = 0 (default: False).
         trust_coeff (float, optional): the trust coefficient (default: 0.001).
-        eps (float, optional): added to the ratio's denominator; must be > 0 (default: 1e-8).
+        eps (float, optional): added to the ratio's denominator; must be >= 0 (default: 1e-8).
         trust_clip (bool, optional): LARC clipping, min(ratio / lr, 1) (default: False).
         always_adapt (bool, optional): the ratio where weight_decay is 0 too (default: False).
         maximize (bool, optional, optim extra): maximize the objective (default: False).

@@ -68,7 +68,7 @@ class Muon(_Optimizer):
         nesterov (bool, optional): Nesterov momentum (default: True).
         ns_coefficients (tuple of three floats, optional): (a, b, c) of the quintic
             (default: (3.4445, -4.7750, 2.0315)).
-        eps (float, optional): the norm's lower bound; must be > 0 (default: 1e-7).
+        eps (float, optional): the norm's lower bound; must be >= 0 (default: 1e-7).
         ns_steps (int, optional): Newton-Schulz iterations, 1..99 (default: 5).
         adjust_lr_fn (str or None, optional): None or "original", or
             "match_rms_adamw" (default: None).

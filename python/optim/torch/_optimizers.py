@@ -54,8 +54,8 @@ _COMMON_DOC = """
       - Hyperparameters are checked by liboptim: an invalid value raises
         ValueError with the library's message, which names the field and value
         (at construction, or at step() if set in a param group between steps;
-        a failed step changes nothing). liboptim refuses eps <= 0 (torch.optim
-        accepts eps = 0). liboptim's field names appear in its messages (beta1
+        a failed step changes nothing). eps = 0 is accepted, as by torch.optim
+        (IEEE arithmetic: 0 / 0 is NaN where torch's is). liboptim's field names appear in its messages (beta1
         and beta2 for betas[0] and betas[1]).
       - param_group values (lr and every other key) may be changed between steps,
         by the user or by an lr scheduler; they are pushed to C before the step.
@@ -203,7 +203,7 @@ class Adagrad(_Optimizer):
         weight_decay (float, optional): L2 penalty (default: 0).
         initial_accumulator_value (float, optional): starting value of the sum
             of squared gradients (default: 0).
-        eps (float, optional): term added to the denominator; must be > 0
+        eps (float, optional): term added to the denominator; must be >= 0
             (default: 1e-10).
         foreach (bool, optional): accepted, no effect.
         maximize (bool, optional): maximize the objective (default: False).
@@ -257,7 +257,7 @@ class RMSprop(_Optimizer):
         params (iterable): parameters to optimize or dicts defining parameter groups.
         lr (float, optional): learning rate (default: 1e-2).
         alpha (float, optional): smoothing constant, in [0, 1] (default: 0.99).
-        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        eps (float, optional): term added to the denominator; must be >= 0 (default: 1e-8).
         weight_decay (float, optional): L2 penalty (default: 0).
         momentum (float, optional): momentum factor (default: 0).
         centered (bool, optional): normalise by the estimated variance (default: False).
@@ -300,7 +300,7 @@ class Adadelta(_Optimizer):
         params (iterable): parameters to optimize or dicts defining parameter groups.
         lr (float, optional): coefficient of the delta (default: 1.0).
         rho (float, optional): running-average coefficient, in [0, 1] (default: 0.9).
-        eps (float, optional): term added inside the square roots; must be > 0
+        eps (float, optional): term added inside the square roots; must be >= 0
             (default: 1e-6).
         weight_decay (float, optional): L2 penalty (default: 0).
         foreach (bool, optional): accepted, no effect.
@@ -350,7 +350,7 @@ class Adam(_Optimizer):
         lr (float, optional): learning rate (default: 1e-3).
         betas (Tuple[float, float], optional): coefficients of the running
             averages of the gradient and its square, each in [0, 1) (default: (0.9, 0.999)).
-        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        eps (float, optional): term added to the denominator; must be >= 0 (default: 1e-8).
         weight_decay (float, optional): L2 penalty added to the gradient (default: 0).
         amsgrad (bool, optional): use the running maximum of v (default: False).
         foreach (bool, optional): accepted, no effect.
@@ -398,7 +398,7 @@ class AdamW(_Optimizer):
         lr (float, optional): learning rate (default: 1e-3).
         betas (Tuple[float, float], optional): coefficients of the running
             averages, each in [0, 1) (default: (0.9, 0.999)).
-        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        eps (float, optional): term added to the denominator; must be >= 0 (default: 1e-8).
         weight_decay (float, optional): decoupled decay, p *= 1 - lr * weight_decay
             (default: 1e-2).
         amsgrad (bool, optional): use the running maximum of v (default: False).
@@ -448,7 +448,7 @@ class RAdam(_Optimizer):
         lr (float, optional): learning rate (default: 1e-3).
         betas (Tuple[float, float], optional): coefficients of the running
             averages, each in [0, 1) (default: (0.9, 0.999)).
-        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        eps (float, optional): term added to the denominator; must be >= 0 (default: 1e-8).
         weight_decay (float, optional): weight decay, an L2 term unless decoupled (default: 0).
         foreach (bool, optional): accepted, no effect.
         maximize (bool, optional, optim extra): maximize the objective (default: False).
@@ -494,7 +494,7 @@ class NAdam(_Optimizer):
         lr (float, optional): learning rate (default: 2e-3).
         betas (Tuple[float, float], optional): coefficients of the running
             averages, each in [0, 1) (default: (0.9, 0.999)).
-        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        eps (float, optional): term added to the denominator; must be >= 0 (default: 1e-8).
         weight_decay (float, optional): weight decay, an L2 term unless decoupled (default: 0).
         momentum_decay (float, optional): momentum decay psi (default: 4e-3).
         foreach (bool, optional): accepted, no effect.
@@ -561,7 +561,7 @@ class AdaBound(_Optimizer):
             averages, each in [0, 1) (default: (0.9, 0.999)).
         final_lr (float, optional): final (SGD) learning rate (default: 0.1).
         gamma (float, optional): convergence speed of the bounds, in [0, 1) (default: 1e-3).
-        eps (float, optional): term added to the denominator; must be > 0 (default: 1e-8).
+        eps (float, optional): term added to the denominator; must be >= 0 (default: 1e-8).
         weight_decay (float, optional): L2 penalty (default: 0).
         amsbound (bool, optional): use the running maximum of v: AMSBound (default: False).
         maximize (bool, optional, optim extra): maximize the objective (default: False).""" + _ADAM_EXTRAS + """
