@@ -9,21 +9,6 @@
 #include "kernels/kernels.h" /* the pass-1 loops, white-box */
 #include "rules/rules.h"
 
-static const optim_isa p1_isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_AVX512BF16,
-                                    OPTIM_ISA_NEON};
-#define P1_NISAS (sizeof p1_isas / sizeof p1_isas[0])
-
-/* Say which paths a test exercises (a path this build or CPU lacks is named, never skipped in silence). */
-static void p1_print_paths(const char *test)
-{
-    size_t k;
-    printf("  %s: paths", test);
-    for (k = 0; k < P1_NISAS; k++)
-        printf(" %s %s%s", optim_isa_name(p1_isas[k]),
-               optim_isa_available(p1_isas[k]) ? "exercised" : "NOT EXERCISED (not in this build or on this CPU)",
-               k + 1 < P1_NISAS ? "," : "\n");
-}
-
 #define P1_N OPTIM__RBLOCK
 static void p1_fill(optim__ctype ct, void *x, size_t i, double v)
 {
@@ -69,12 +54,12 @@ TEST_IMPL(pass1_fused_edges)
     long runs = 0, nloose = 0;
     size_t ki, ri, li, i, ci;
     int ct;
-    p1_print_paths("pass1_fused_edges");
+    t_print_paths("pass1_fused_edges");
     printf("  seed %" PRIu64 "\n", seed);
     if (!buf || !keep) FAIL("out of memory");
-    for (ki = 0; ki < P1_NISAS; ki++) {
-        const optim__kernels *kt = optim__kernels_get(p1_isas[ki]);
-        if (!optim_isa_available(p1_isas[ki]) || !kt) continue; /* named by print_paths */
+    for (ki = 0; ki < T_NISAS; ki++) {
+        const optim__kernels *kt = optim__kernels_get(t_isas[ki]);
+        if (!optim_isa_available(t_isas[ki]) || !kt) continue; /* named by t_print_paths */
         for (ri = 0; ri < sizeof rules / sizeof rules[0]; ri++)
             for (ct = 0; ct < OPTIM__NCTYPES; ct++) {
                 const optim__rloops *l = &kt->rloops[rules[ri]][ct];
@@ -175,7 +160,7 @@ TEST_IMPL(pass1_fused_edges)
                             l->both[at](n, p, g, sb, &k, acc_b);
                             runs++;
 #define P1E_WHAT                                                                                                  \
-    optim_isa_name(p1_isas[ki]), optim_rule_name(rules[ri]), ct == OPTIM__CT_F64 ? "float64" : "float32", v,     \
+    optim_isa_name(t_isas[ki]), optim_rule_name(rules[ri]), ct == OPTIM__CT_F64 ? "float64" : "float32", v,     \
         at < l->nvariants ? "" : " clamped", n, ci, seed
                             if (memcmp(p, keep, (n + P1E_GUARD) * es) || memcmp(g, keep + bytes, (n + P1E_GUARD) * es))
                                 FAIL("%s, %s, %s, variant %u%s, n %zu, case %zu: p or g changed (seed %" PRIu64 ")",
@@ -185,13 +170,13 @@ TEST_IMPL(pass1_fused_edges)
                                     memcmp(b[j] + n * es, keep + (2 + (size_t)j) * bytes + n * es, P1E_GUARD * es))
                                     FAIL("%s, %s, %s, variant %u%s, n %zu, case %zu: slot %d written past n (seed %" PRIu64
                                          ")",
-                                         optim_isa_name(p1_isas[ki]), optim_rule_name(rules[ri]),
+                                         optim_isa_name(t_isas[ki]), optim_rule_name(rules[ri]),
                                          ct == OPTIM__CT_F64 ? "float64" : "float32", v,
                                          at < l->nvariants ? "" : " clamped", n, ci, j, seed);
                                 if (memcmp(a[j], b[j], n * es) != 0)
                                     FAIL("%s, %s, %s, variant %u%s, n %zu, case %zu: slot %d differs from pre's (seed "
                                          "%" PRIu64 ")",
-                                         optim_isa_name(p1_isas[ki]), optim_rule_name(rules[ri]),
+                                         optim_isa_name(t_isas[ki]), optim_rule_name(rules[ri]),
                                          ct == OPTIM__CT_F64 ? "float64" : "float32", v,
                                          at < l->nvariants ? "" : " clamped", n, ci, j, seed);
                             }
@@ -207,7 +192,7 @@ TEST_IMPL(pass1_fused_edges)
                                 }
                                 FAIL("%s, %s, %s, variant %u%s, n %zu, case %zu: lane %d's sum %a differs from red's "
                                      "%a (seed %" PRIu64 ")",
-                                     optim_isa_name(p1_isas[ki]), optim_rule_name(rules[ri]),
+                                     optim_isa_name(t_isas[ki]), optim_rule_name(rules[ri]),
                                      ct == OPTIM__CT_F64 ? "float64" : "float32", v,
                                      at < l->nvariants ? "" : " clamped", n, ci, j, acc_b[j], acc_a[j], seed);
                             }
@@ -244,7 +229,7 @@ TEST_IMPL(lamb_fused_pass1_as_chunked)
     long runs = 0, moved = 0;
     unsigned cfg;
     int failed = 0;
-    p1_print_paths("lamb_fused_pass1_as_chunked");
+    t_print_paths("lamb_fused_pass1_as_chunked");
     printf("  seed %" PRIu64 "\n", seed);
     for (t = 0; t < NT; t++) {
         total += sizes[t];
@@ -277,15 +262,15 @@ TEST_IMPL(lamb_fused_pass1_as_chunked)
         hp.always_adapt = cfg & 2u ? 1 : 0;
         hp.trust_clip = cfg & 4u ? 1 : 0;
         hp.maximize = cfg & 8u ? 1 : 0;
-        for (k = 0; k < P1_NISAS && !failed; k++) {
+        for (k = 0; k < T_NISAS && !failed; k++) {
             int thr;
-            if (!optim_isa_available(p1_isas[k])) continue;
+            if (!optim_isa_available(t_isas[k])) continue;
             for (thr = 1; thr <= 2 && !failed; thr++) {
                 optim *o[2] = {NULL, NULL};
                 int r, step, s;
                 for (r = 0; r < 2; r++) {
                     ASSERT_OK(optim_create(&o[r], OPTIM_LAMB));
-                    ASSERT_OPT_OK(o[r], optim_set_isa(o[r], p1_isas[k]));
+                    ASSERT_OPT_OK(o[r], optim_set_isa(o[r], t_isas[k]));
                     ASSERT_OPT_OK(o[r], optim_set_threads(o[r], thr));
                     ASSERT_OPT_OK(o[r], optim_set_stats(o[r], stats));
                     ASSERT_OPT_OK(o[r], optim_add_group(o[r], &hp, NULL));
@@ -312,7 +297,7 @@ TEST_IMPL(lamb_fused_pass1_as_chunked)
                         if (memcmp(pa[t], pb[t], sizes[t] * sizeof(float))) {
                             fprintf(stderr, "  %s, %d thread(s), config 0x%x, step %d, tensor of %zu: the parameters "
                                             "differ\n",
-                                    optim_isa_name(p1_isas[k]), thr, cfg, step + 1, sizes[t]);
+                                    optim_isa_name(t_isas[k]), thr, cfg, step + 1, sizes[t]);
                             failed = 1;
                         }
                         for (s = 0; s < 2 && !failed; s++) {
@@ -321,7 +306,7 @@ TEST_IMPL(lamb_fused_pass1_as_chunked)
                             if (memcmp(sa, sb, sizes[t] * sizeof(float))) {
                                 fprintf(stderr, "  %s, %d thread(s), config 0x%x, step %d, tensor of %zu: slot %d "
                                                 "differs\n",
-                                        optim_isa_name(p1_isas[k]), thr, cfg, step + 1, sizes[t], s);
+                                        optim_isa_name(t_isas[k]), thr, cfg, step + 1, sizes[t], s);
                                 failed = 1;
                             }
                         }

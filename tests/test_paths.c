@@ -7,23 +7,6 @@
 #include "optim_stats.h"
 #include "typed.h"
 
-
-static const optim_isa test_isas[] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_AVX512BF16,
-                                       OPTIM_ISA_NEON};
-#define NISAS (sizeof test_isas / sizeof test_isas[0])
-
-/* Say which paths a test exercises: a path this build or CPU lacks is named
- * as not exercised, never skipped in silence. */
-static void print_paths(const char *test)
-{
-    size_t k;
-    printf("  %s: paths", test);
-    for (k = 0; k < NISAS; k++)
-        printf(" %s %s%s", optim_isa_name(test_isas[k]),
-               optim_isa_available(test_isas[k]) ? "exercised" : "NOT EXERCISED (not in this build or on this CPU)",
-               k + 1 < NISAS ? "," : "\n");
-}
-
 /* Every valid option combination of a rule's grid becomes one group of one
  * optimizer, with tensors of these sizes (vector tails, and one past a chunk
  * of the chunked path), so that one step runs every variant in one parallel
@@ -91,14 +74,14 @@ static int every_path(path_fixture *f, const optim_hparams *hps, int clip, const
 {
     size_t k;
     int threads;
-    for (k = 0; k < NISAS; k++) {
-        if (!optim_isa_available(test_isas[k])) continue; /* named by print_paths */
+    for (k = 0; k < T_NISAS; k++) {
+        if (!optim_isa_available(t_isas[k])) continue; /* named by t_print_paths */
         for (threads = 1; threads <= 2; threads++) {
             char what[96];
-            if (!against && test_isas[k] == OPTIM_ISA_SCALAR && threads == 1) continue; /* the reference itself */
-            snprintf(what, sizeof what, "%s, %d thread%s, against %s", optim_isa_name(test_isas[k]), threads,
+            if (!against && t_isas[k] == OPTIM_ISA_SCALAR && threads == 1) continue; /* the reference itself */
+            snprintf(what, sizeof what, "%s, %d thread%s, against %s", optim_isa_name(t_isas[k]), threads,
                      threads > 1 ? "s" : "", against ? against : "scalar");
-            if (t_run(hps, clip, &f->init, &f->grads, test_isas[k], threads, 0, &f->got)) return 1;
+            if (t_run(hps, clip, &f->init, &f->grads, t_isas[k], threads, 0, &f->got)) return 1;
             if (t_compare(&f->got, &f->ref, what, hps, clip)) return 1;
             (*runs)++;
         }
@@ -111,7 +94,7 @@ TEST_IMPL(paths_bit_identical)
     static const optim_dtype types[][2] = {{OPTIM_FLOAT32, OPTIM_FLOAT32}, {OPTIM_FLOAT64, OPTIM_FLOAT64}};
     static optim_hparams hps[1024];
     size_t ty;
-    print_paths("paths_bit_identical");
+    t_print_paths("paths_bit_identical");
     for (ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         int r;
         for (r = 1; r <= OPTIM_RULE_COUNT; r++) if (test_rule_dense(r)) {
@@ -169,7 +152,7 @@ TEST_IMPL(nan_bits_every_path)
                                            {OPTIM_FLOAT32, OPTIM_BFLOAT16}};
     static optim_hparams hps[1024];
     size_t ty;
-    print_paths("nan_bits_every_path");
+    t_print_paths("nan_bits_every_path");
     for (ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         int r;
         long nans = 0, runs = 0;
@@ -310,7 +293,7 @@ TEST_IMPL(half_types_vs_rounding_reference)
                                    {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_BFLOAT16},
                                    {OPTIM_FLOAT16, OPTIM_FLOAT16, OPTIM_FLOAT16},
                                    {OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_BFLOAT16}};
-    print_paths("half_types_vs_rounding_reference");
+    t_print_paths("half_types_vs_rounding_reference");
     return types_vs_reference(types, sizeof types / sizeof types[0], 5);
 }
 
@@ -321,7 +304,7 @@ TEST_IMPL(int8_state_vs_quantizing_reference)
     static const int types[][3] = {{OPTIM_FLOAT32, OPTIM_FLOAT32, OPTIM_INT8_BLOCK},
                                    {OPTIM_FLOAT32, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK},
                                    {OPTIM_BFLOAT16, OPTIM_BFLOAT16, OPTIM_INT8_BLOCK}};
-    print_paths("int8_state_vs_quantizing_reference");
+    t_print_paths("int8_state_vs_quantizing_reference");
     /* Every 15th option combination: the loops are those of the rows above (paths_bit_identical runs every
      * variant); the chunks' quantization is what is new. */
     return types_vs_reference(types, sizeof types / sizeof types[0], 15);
@@ -412,7 +395,7 @@ TEST_IMPL(loops_stay_in_range)
     long runs = 0;
     size_t ty, si, k, i;
     int r, failed = 0;
-    print_paths("loops_stay_in_range");
+    t_print_paths("loops_stay_in_range");
     if (!buf || !ref || !grad) {
         free(buf);
         free(ref);
@@ -431,12 +414,12 @@ TEST_IMPL(loops_stay_in_range)
                     else grad[i] = test_rng_normal(&rng);
                 }
                 for (stats = 0; stats < 2 && !failed; stats++)
-                    for (k = 0; k < NISAS && !failed; k++)
+                    for (k = 0; k < T_NISAS && !failed; k++)
                         for (thr = 1; thr <= 2 && !failed; thr++) {
                             char *p = (char *)buf + RANGE_GUARD * es;
                             optim *o = NULL;
                             int step, bad = 0;
-                            if (!optim_isa_available(test_isas[k])) continue;
+                            if (!optim_isa_available(t_isas[k])) continue;
                             if (thr == 2 && n < 32768) continue; /* one thread's range either way */
                             /* Under a sanitizer, the larger size only, statistics by turns of rule. */
                             if (T_SAMPLE > 1 && (si == 0 || stats != (r & 1))) continue;
@@ -449,7 +432,7 @@ TEST_IMPL(loops_stay_in_range)
                             if (optim_hparams_init(&hp, (optim_rule)r, NULL) != OPTIM_OK) FAIL("hparams");
                             if (r == OPTIM_SGD) hp.momentum = 0.9; /* a state stream */
                             if (r == OPTIM_ADAM) hp.amsgrad = 1;    /* three */
-                            if (optim_create(&o, (optim_rule)r) != OPTIM_OK || optim_set_isa(o, test_isas[k]) ||
+                            if (optim_create(&o, (optim_rule)r) != OPTIM_OK || optim_set_isa(o, t_isas[k]) ||
                                 optim_set_threads(o, thr) || optim_set_stats(o, stats) ||
                                 optim_add_group(o, &hp, NULL) ||
                                 optim_add_param_typed(o, 0, p, dt, grad, dt, n, "w", NULL)) {
@@ -467,19 +450,19 @@ TEST_IMPL(loops_stay_in_range)
                                             "%s %s, %zu elements, %s, %d thread(s), statistics %s: the guard byte "
                                             "%zu %s the parameter changed\n",
                                             optim_rule_name((optim_rule)r), optim_dtype_name(dt), n,
-                                            optim_isa_name(test_isas[k]), thr, stats ? "on" : "off", i,
+                                            optim_isa_name(t_isas[k]), thr, stats ? "on" : "off", i,
                                             ((unsigned char *)buf)[i] != 0x5a ? "before" : "after");
                                     bad = 1;
                                 }
                             if (!bad && !have_ref) {
-                                if (test_isas[k] != OPTIM_ISA_SCALAR) FAIL("the scalar path runs first");
+                                if (t_isas[k] != OPTIM_ISA_SCALAR) FAIL("the scalar path runs first");
                                 memcpy(ref, p, n * es); /* the scalar path's, one thread */
                                 have_ref = 1;
                             } else if (!bad && memcmp(ref, p, n * es) != 0) {
                                 fprintf(stderr, "%s %s, %zu elements, %s, %d thread(s), statistics %s: not the "
                                                 "scalar path's bits\n",
                                         optim_rule_name((optim_rule)r), optim_dtype_name(dt), n,
-                                        optim_isa_name(test_isas[k]), thr, stats ? "on" : "off");
+                                        optim_isa_name(t_isas[k]), thr, stats ? "on" : "off");
                                 bad = 1;
                             }
                             failed |= bad;

@@ -489,3 +489,15 @@ int t_compare(const tmodel *a, const tmodel *b, const char *what, const optim_hp
     }
     return 0;
 }
+
+const optim_isa t_isas[5] = {OPTIM_ISA_SCALAR, OPTIM_ISA_AVX2, OPTIM_ISA_AVX512, OPTIM_ISA_AVX512BF16, OPTIM_ISA_NEON};
+
+void t_print_paths(const char *test)
+{
+    size_t k;
+    printf("  %s: paths", test);
+    for (k = 0; k < T_NISAS; k++)
+        printf(" %s %s%s", optim_isa_name(t_isas[k]),
+               optim_isa_available(t_isas[k]) ? "exercised" : "NOT EXERCISED (not in this build or on this CPU)",
+               k + 1 < T_NISAS ? "," : "\n");
+}

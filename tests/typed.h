@@ -22,6 +22,13 @@
 #  define T_SAMPLE 1
 #endif
 
+/* Every CPU path a test may run (the ones this build or CPU lacks are named by t_print_paths, never skipped
+ * in silence). */
+extern const optim_isa t_isas[5];
+#define T_NISAS (sizeof t_isas / sizeof t_isas[0])
+/* Print which of t_isas the test exercises. */
+void t_print_paths(const char *test);
+
 /* ---- Conversions (the tests' own) ----------------------------------------- */
 
 uint32_t tbits(float x);
