@@ -263,7 +263,7 @@ OPTIM__COMPLEX_RULE_LIST(OPTIM__CINSTANCES)
         }                                                                                               \
         for (j = 0; i + j < n; j++)                                                                     \
             OPTIM__T(optim__##name##_redone)(p, g, sl, i + j, &c, &k, V, &acc[j], &acc[OPTIM__LANES + j]); \
-    }                                                                                               \
+    }                                                                                                   \
     /* pre and red in one pass over direct arrays (the task's own memory in the compute type): element  \
      * i's state moves, is stored, and red takes it as stored (optim__canon), as red after pre reads it \
      * back: the same slots and the same sums, lane by lane, bit for bit. One pass keeps pre's streams  \
@@ -338,7 +338,7 @@ OPTIM__REDUCE_LIST(OPTIM__RLOOP_DEF)
     {                                                                                                   \
         OPTIM__T(optim__##name##_redloop)(n, (const R *)p, (const R *)g, (R *const *)s, k,              \
                                           OPTIM__V_CLAMP | v##u, acc);                                  \
-    } \
+    }                                                                                                   \
     static void OPTIM__T(optim__##name##_bv##v)(size_t n, const void *p, const void *g, void *const *s,   \
                                                 const optim__k *k, double *acc)                         \
     {                                                                                                   \
